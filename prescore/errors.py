@@ -1,0 +1,76 @@
+"""The one exception tree of prescore, and its mapping to HTTP.
+
+    PrescoreError                 anything prescore raises on purpose
+    ├── InvalidInput              the caller sent something we will not take (4xx)
+    │   ├── PayloadTooLarge       body or batch over its bound (413)
+    │   └── UnsupportedMediaType  wrong Content-Type (415)
+    ├── NotFound                  the key or version does not exist (404)
+    ├── Unavailable               a dependency is down or slow; retry later (503)
+    │   ├── StoreUnavailable      Redis unreachable or timed out
+    │   └── FallbackUnavailable   live inference down, slow or breaker open
+    ├── PublishError              a job's version failed verification; nothing moved
+    └── ModelStoreError           a model or its metadata is missing or unreadable
+
+Every error carries a stable machine-readable ``code`` that clients can switch on;
+``http_status`` is the one place where errors meet HTTP.
+"""
+
+from __future__ import annotations
+
+
+class PrescoreError(Exception):
+    """Base of every error prescore raises on purpose."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON error body: a stable code and a human message."""
+        return {"error": self.code, "message": self.message}
+
+
+class InvalidInput(PrescoreError):
+    code = "invalid_input"
+    http_status = 400
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class NotFound(PrescoreError):
+    code = "not_found"
+    http_status = 404
+
+
+class Unavailable(PrescoreError):
+    code = "unavailable"
+    http_status = 503
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class FallbackUnavailable(Unavailable):
+    code = "fallback_unavailable"
+
+
+class PublishError(PrescoreError):
+    code = "publish_failed"
+
+
+class ModelStoreError(PrescoreError):
+    code = "model_store"

@@ -1,0 +1,86 @@
+"""Redis key layout (no I/O). Golden tests pin these exact bytes.
+
+Value keys spread over the cluster; the control keys of one dataset (pointer and
+registry) share a hash tag ``{dataset}`` so that publish and rollback switch them in one
+MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
+
+    ps:{dataset}:current            -> version id that readers use
+    ps:{dataset}:versions           -> hash: version id -> VersionInfo JSON
+    ps:{dataset}:{version}:{key}     -> payload JSON   (written as ps:reco:<version>:<id>)
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timezone
+
+from prescore.errors import InvalidInput
+
+DATASETS = ("reco", "tags")
+PREFIX = "ps"
+MAX_ID_LENGTH = 128
+CONTEXT_SEPARATOR = "|"
+
+# Ids are plain tokens: no glob characters (SCAN patterns), no whitespace, no braces
+# (cluster hash tags), so a key can never collide with or match another dataset's.
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_VERSION_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}")
+
+
+def check_dataset(dataset: str) -> str:
+    """Return ``dataset`` if it is one we serve, else raise InvalidInput."""
+    if dataset not in DATASETS:
+        raise InvalidInput(f"unknown dataset {dataset!r}", code="unknown_dataset")
+    return dataset
+
+
+def check_id(raw: str, *, what: str = "id") -> str:
+    """Return ``raw`` if it is a valid entity id (user, hotel, image, context)."""
+    if not raw:
+        raise InvalidInput(f"{what} is empty", code="invalid_id")
+    if len(raw) > MAX_ID_LENGTH:
+        raise InvalidInput(f"{what} is longer than {MAX_ID_LENGTH} characters", code="invalid_id")
+    if not _ID_RE.fullmatch(raw):
+        raise InvalidInput(
+            f"{what} may hold only letters, digits, '_', '.', '-' and must start "
+            "with a letter or digit",
+            code="invalid_id",
+        )
+    return raw
+
+
+def check_version(raw: str) -> str:
+    """Return ``raw`` if it has the shape of a dataset version id."""
+    if not _VERSION_RE.fullmatch(raw):
+        raise InvalidInput(f"not a version id: {raw!r}", code="invalid_version")
+    return raw
+
+
+def reco_key(user_id: str, context: str | None = None) -> str:
+    """The entity key of a user's recommendations, optionally for one context."""
+    return user_id if not context else f"{user_id}{CONTEXT_SEPARATOR}{context}"
+
+
+def value_key(dataset: str, version: str, key: str) -> str:
+    return f"{PREFIX}:{dataset}:{version}:{key}"
+
+
+def version_prefix(dataset: str, version: str) -> str:
+    """Prefix of every value key of one version; ``+ '*'`` makes its SCAN pattern."""
+    return f"{PREFIX}:{dataset}:{version}:"
+
+
+def pointer_key(dataset: str) -> str:
+    return f"{PREFIX}:{{{dataset}}}:current"
+
+
+def registry_key(dataset: str) -> str:
+    return f"{PREFIX}:{{{dataset}}}:versions"
+
+
+def new_version_id(now: datetime | None = None, token: str | None = None) -> str:
+    """A sortable, unique dataset version id such as ``20261124T115301.042Z-3f9a0c``."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    token = token or secrets.token_hex(3)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{token}"

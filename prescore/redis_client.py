@@ -1,0 +1,60 @@
+"""Building the Redis client from settings, and turning its outages into our errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeAlias
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from prescore.errors import StoreUnavailable
+from prescore.settings import RedisSettings
+
+Client: TypeAlias = "redis.Redis | RedisCluster"
+
+# What a dead, restarting or overloaded Redis raises; all mean "try again later".
+OUTAGES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    OSError,
+)
+
+
+def connect(settings: RedisSettings, **overrides: Any) -> Client:
+    """A client with short timeouts and a small bounded retry, single node or cluster."""
+    options: dict[str, Any] = dict(
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.connect_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), settings.retries),
+        health_check_interval=30,
+        max_connections=settings.max_connections,
+    )
+    options.update(overrides)
+    if settings.cluster:
+        return RedisCluster.from_url(settings.url, **options)
+    return redis.Redis.from_url(settings.url, **options)
+
+
+@contextmanager
+def store_errors(action: str = "talking to Redis") -> Iterator[None]:
+    """Re-raise a Redis outage as StoreUnavailable, with a message a client can show."""
+    try:
+        yield
+    except OUTAGES as exc:
+        raise StoreUnavailable(f"store unavailable while {action}: {type(exc).__name__}") from exc
+
+
+def mget(client: Client, keys: list[str]) -> list[Any]:
+    """MGET that stays within one slot per command on Redis Cluster."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(client.mget_nonatomic(keys))
+    return list(client.mget(keys))

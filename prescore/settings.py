@@ -1,0 +1,118 @@
+"""Typed, frozen settings built once from environment variables (and CLI flags).
+
+Every deployable builds its settings at its entry point and passes them down; nothing
+below reads ``os.environ``. Defaults make the local demo work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VAR = PROJECT_ROOT / "var"
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "")
+    return value if value != "" else default
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return int(_get(env, name, str(default)))
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return float(_get(env, name, str(default)))
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    return _get(env, name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    return _get(env, name, default)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach the store. Timeouts are short: a slow Redis is an outage."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    socket_timeout_s: float = 0.25
+    connect_timeout_s: float = 0.25
+    retries: int = 1
+    max_connections: int = 64
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
+        return cls(
+            url=env_str(env, "REDIS_URL", cls.url),
+            cluster=env_bool(env, "PRESCORE_REDIS_CLUSTER", cls.cluster),
+            socket_timeout_s=env_float(env, "PRESCORE_REDIS_TIMEOUT_S", cls.socket_timeout_s),
+            connect_timeout_s=env_float(
+                env, "PRESCORE_REDIS_CONNECT_TIMEOUT_S", cls.connect_timeout_s
+            ),
+            retries=env_int(env, "PRESCORE_REDIS_RETRIES", cls.retries),
+            max_connections=env_int(env, "PRESCORE_REDIS_MAX_CONNECTIONS", cls.max_connections),
+        )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Version lifecycle in Redis."""
+
+    keep_versions: int = 3  # published versions kept for rollback, the live one included
+    live_ttl_s: int = 86_400  # TTL of live write-back entries
+    stale_writing_s: int = 6 * 3600  # a version 'writing' for this long was killed
+    delete_batch: int = 1000  # keys per UNLINK when removing an old version
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StoreSettings:
+        return cls(
+            keep_versions=max(1, env_int(env, "PRESCORE_KEEP_VERSIONS", cls.keep_versions)),
+            live_ttl_s=env_int(env, "PRESCORE_LIVE_TTL_S", cls.live_ttl_s),
+            stale_writing_s=env_int(env, "PRESCORE_STALE_WRITING_S", cls.stale_writing_s),
+        )
+
+
+@dataclass(frozen=True)
+class ModelStoreSettings:
+    """Where models live: ``file://...`` (default, under var/) or ``hdfs://host:port/path``."""
+
+    root: str = (DEFAULT_VAR / "models").as_uri()
+    webhdfs_url: str = ""  # e.g. http://namenode:9870; derived from root when empty
+    hdfs_user: str = ""
+    cache_dir: str = str(DEFAULT_VAR / "model-cache")
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ModelStoreSettings:
+        return cls(
+            root=env_str(env, "PRESCORE_MODEL_STORE", cls.root),
+            webhdfs_url=env_str(env, "PRESCORE_WEBHDFS_URL", cls.webhdfs_url),
+            hdfs_user=env_str(env, "PRESCORE_HDFS_USER", cls.hdfs_user),
+            cache_dir=env_str(env, "PRESCORE_MODEL_CACHE", cls.cache_dir),
+            timeout_s=env_float(env, "PRESCORE_MODEL_STORE_TIMEOUT_S", cls.timeout_s),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every deployable shares."""
+
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    models: ModelStoreSettings = field(default_factory=ModelStoreSettings)
+    var_dir: str = str(DEFAULT_VAR)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            redis=RedisSettings.from_env(env),
+            store=StoreSettings.from_env(env),
+            models=ModelStoreSettings.from_env(env),
+            var_dir=env_str(env, "PRESCORE_VAR", str(DEFAULT_VAR)),
+        )

@@ -1,0 +1,68 @@
+"""What the two Flask services share: JSON errors mapped in one place, body parsing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Request, Response
+from werkzeug.exceptions import HTTPException
+
+from prescore.codec import dumps, loads
+from prescore.errors import InvalidInput, PayloadTooLarge, PrescoreError, UnsupportedMediaType
+
+log = logging.getLogger(__name__)
+
+# Werkzeug's own HTTP errors (unknown route, wrong method, ...) get stable codes too.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "no_route",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status=status, mimetype="application/json", headers=headers)
+
+
+def error_response(code: str, message: str, status: int) -> Response:
+    return json_response(dumps({"error": code, "message": message}), status)
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON with a stable ``error`` code; never a stack trace."""
+
+    @app.errorhandler(PrescoreError)
+    def _prescore(exc: PrescoreError) -> Response:
+        if exc.http_status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return error_response(exc.code, exc.message, exc.http_status)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return error_response(_HTTP_CODES.get(status, "http_error"), exc.description or "", status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response("internal", "internal error", 500)
+
+
+def json_body(request: Request, max_bytes: int) -> Any:
+    """The request's JSON body, or InvalidInput with a precise code."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes")
+    if not raw:
+        raise InvalidInput("body is empty", code="malformed_json")
+    return loads(raw)

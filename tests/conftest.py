@@ -1,0 +1,78 @@
+"""Real parts: a redis-server process on a free port and one local SparkSession."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from prescore.embedded_redis import RedisProcess
+from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
+
+# Spark's Python workers must run the interpreter that runs the tests.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A real redis-server process for the whole session (tests may stop and restart it)."""
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_proc: RedisProcess) -> Iterator[str]:
+    """The server's URL, emptied before each test; restarted if a test stopped it."""
+    if redis_proc.proc is None:
+        redis_proc.start()
+    client = redis.Redis.from_url(redis_proc.url)
+    client.flushall()
+    client.close()
+    yield redis_proc.url
+    if redis_proc.proc is None:
+        redis_proc.start()
+
+
+@pytest.fixture()
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test Redis and a fresh model store under tmp_path."""
+    return Settings(
+        redis=RedisSettings(url=redis_url),
+        store=StoreSettings(keep_versions=2),
+        models=ModelStoreSettings(
+            root=(tmp_path / "models").as_uri(), cache_dir=str(tmp_path / "cache")
+        ),
+        var_dir=str(tmp_path / "var"),
+    )
+
+
+@pytest.fixture(scope="session")
+def spark():  # type: ignore[no-untyped-def]
+    """One local[2] SparkSession for the whole run."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("prescore-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()

@@ -1,0 +1,108 @@
+"""Golden tests: the exact bytes of keys and payloads that every deployable agrees on."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from prescore import codec, keys
+from prescore.errors import InvalidInput
+
+
+def test_key_layout_is_pinned() -> None:
+    assert keys.value_key("reco", "20261124T115301.042Z-3f9a0c", "u42") == (
+        "ps:reco:20261124T115301.042Z-3f9a0c:u42"
+    )
+    assert keys.value_key("tags", "20261124T115301.042Z-3f9a0c", "img-7") == (
+        "ps:tags:20261124T115301.042Z-3f9a0c:img-7"
+    )
+    assert keys.pointer_key("reco") == "ps:{reco}:current"
+    assert keys.registry_key("tags") == "ps:{tags}:versions"
+    assert keys.version_prefix("reco", "v") == "ps:reco:v:"
+    assert keys.reco_key("u1") == "u1"
+    assert keys.reco_key("u1", "weekend-summer") == "u1|weekend-summer"
+
+
+def test_version_ids_sort_by_time_and_validate() -> None:
+    early = keys.new_version_id(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "abcdef")
+    late = keys.new_version_id(datetime(2026, 1, 2, 3, 4, 5, 1000, tzinfo=timezone.utc), "000000")
+    assert early == "20260102T030405.000Z-abcdef"
+    assert early < late
+    assert keys.check_version(keys.new_version_id()) is not None
+    with pytest.raises(InvalidInput):
+        keys.check_version("latest")
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 129, "u 1", "u*", "{u}", "-u", "u|c", "ü", "u\n"])
+def test_bad_ids_are_refused_with_a_stable_code(bad: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        keys.check_id(bad)
+    assert info.value.code == "invalid_id"
+    assert info.value.http_status == 400
+
+
+def test_unknown_dataset_is_refused() -> None:
+    with pytest.raises(InvalidInput) as info:
+        keys.check_dataset("users")
+    assert info.value.code == "unknown_dataset"
+
+
+def test_recommendation_payload_bytes_are_pinned() -> None:
+    raw = codec.encode_recommendations(
+        "u42",
+        [("h7", 0.912345), ("h3", 0.5)],
+        model="reco",
+        model_version="3",
+        scored_at="2026-11-24T12:00:00Z",
+    )
+    assert raw == (
+        b'{"user_id":"u42","items":[{"hotel_id":"h7","score":0.9123},'
+        b'{"hotel_id":"h3","score":0.5}],"model":"reco","model_version":"3",'
+        b'"scored_at":"2026-11-24T12:00:00Z"}'
+    )
+
+
+def test_tag_payload_bytes_are_pinned() -> None:
+    raw = codec.encode_tags(
+        "img-1",
+        [("sea_view", 0.93), ("balcony", 0.71)],
+        model="tagger",
+        model_version="1",
+        scored_at="2026-11-24T12:00:00Z",
+        source="live",
+    )
+    assert raw == (
+        b'{"image_id":"img-1","tags":[{"tag":"sea_view","score":0.93},'
+        b'{"tag":"balcony","score":0.71}],"model":"tagger","model_version":"1",'
+        b'"scored_at":"2026-11-24T12:00:00Z","source":"live"}'
+    )
+
+
+def test_envelope_splices_without_decoding() -> None:
+    stored = b'{"user_id":"u1","items":[]}'
+    assert codec.envelope(stored, dataset_version="V") == (
+        b'{"source":"precomputed","dataset_version":"V","user_id":"u1","items":[]}'
+    )
+    live = b'{"user_id":"u1","items":[],"source":"live"}'
+    assert codec.envelope(live, dataset_version="V") == (
+        b'{"dataset_version":"V","user_id":"u1","items":[],"source":"live"}'
+    )
+
+
+def test_truncate_only_decodes_when_it_must() -> None:
+    stored = codec.dumps({"items": [1, 2, 3], "x": "y"})
+    assert codec.truncate(stored, "items", 5) is stored
+    assert codec.truncate(stored, "items", 2) == b'{"items":[1,2],"x":"y"}'
+
+
+def test_version_info_round_trips() -> None:
+    info = codec.VersionInfo(version="v", status="writing", model="reco", rows=3)
+    assert codec.VersionInfo.from_bytes(info.to_bytes()) == info
+    assert info.replace(status="published").status == "published"
+
+
+def test_malformed_json_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput) as info:
+        codec.loads(b"{nope")
+    assert info.value.code == "malformed_json"
