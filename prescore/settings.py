@@ -41,7 +41,7 @@ class RedisSettings:
 
     url: str = "redis://127.0.0.1:6379/0"
     cluster: bool = False
-    socket_timeout_s: float = 0.25
+    socket_timeout_s: float = 1.0
     connect_timeout_s: float = 0.25
     retries: int = 1
     max_connections: int = 64

@@ -1,0 +1,87 @@
+"""The operator CLI against a real redis-server and a real model-store directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from prescore import codec
+from prescore.cli import main
+from prescore.embedded_redis import free_port
+from prescore.modelstore import ModelStore
+from prescore.settings import ModelStoreSettings, StoreSettings
+from prescore.versions import Versions, write_payloads
+
+
+def _publish(client: redis.Redis, tag: str) -> str:
+    v = Versions(client, "reco", StoreSettings())
+    info = v.begin("reco", tag)
+    payload = codec.encode_recommendations(
+        "u1", [("h1", 0.9)], model="reco", model_version=tag, scored_at="2026-11-24T00:00:00Z"
+    )
+    write_payloads(client, "reco", info.version, [("u1", payload)])
+    v.publish(info.version, 1)
+    return info.version
+
+
+def test_versions_show_and_rollback(
+    rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _publish(rclient, "1")
+    second = _publish(rclient, "2")
+    assert main(["--redis-url", redis_url, "versions", "reco"]) == 0
+    out = capsys.readouterr().out
+    live_line = next(line for line in out.splitlines() if second in line)
+    assert live_line.startswith("*") and "published" in live_line
+    assert first in out
+
+    assert main(["--redis-url", redis_url, "show", "reco", "u1"]) == 0
+    shown = capsys.readouterr().out
+    assert json.loads(shown.split("\n", 1)[1])["model_version"] == "2"
+
+    assert main(["--redis-url", redis_url, "rollback", "reco"]) == 0
+    assert f"{second} -> {first}" in capsys.readouterr().out
+    assert rclient.get("ps:{reco}:current") == first.encode()
+
+
+def test_missing_key_and_no_target_are_clear(
+    rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--redis-url", redis_url, "rollback", "tags"]) == 2
+    assert "no_version" in capsys.readouterr().err
+    _publish(rclient, "1")
+    assert main(["--redis-url", redis_url, "show", "reco", "nobody"]) == 1
+    assert "no key 'nobody'" in capsys.readouterr().err
+
+
+def test_unreachable_redis_is_a_clean_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prescore.cli", "--redis-url", url, "versions", "reco"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "store_unavailable" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = (tmp_path / "models").as_uri()
+    store = ModelStore(ModelStoreSettings(root=root))
+    for auc in (0.7, 0.8):
+        built = tmp_path / f"build{auc}"
+        built.mkdir()
+        store.save("reco", built, {"metrics": {"auc": auc}, "created_at": "2026-11-24"})
+    assert main(["--model-store", root, "promote", "reco", "2"]) == 0
+    assert "promoted 2 (was none)" in capsys.readouterr().out
+    assert main(["--model-store", root, "models", "reco"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("*") and "auc=0.8000" in line for line in out.splitlines())
+    assert main(["--model-store", root, "promote", "reco", "9"]) == 2
