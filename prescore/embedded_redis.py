@@ -40,10 +40,17 @@ def free_port() -> int:
 class RedisProcess:
     """One redis-server process on 127.0.0.1; can be stopped and started again in place."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, maxmemory: str = "0") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        maxmemory: str = "0",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.maxmemory = maxmemory
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +75,7 @@ class RedisProcess:
             self.maxmemory,
             "--lazyfree-lazy-user-del",
             "yes",
+            *self.extra_args,
         ]
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
