@@ -18,6 +18,8 @@ from prescore.errors import NotFound, PublishError
 from prescore.redis_client import Client, mget
 from prescore.settings import StoreSettings
 
+HISTORY = 20  # retired and failed versions listed in the registry
+
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
@@ -158,37 +160,36 @@ class Versions:
 
     # -- housekeeping ----------------------------------------------------------
     def retire_old(self) -> list[str]:
-        """Remove published versions beyond the newest N, failed ones and stale writers."""
+        """Remove published versions beyond the newest N and stale writers; trim history."""
         live = self.current()
         stale_before = (
             datetime.now(timezone.utc) - timedelta(seconds=self.settings.stale_writing_s)
         ).strftime("%Y-%m-%dT%H:%M:%SZ")
-        kept = 0
+        kept = history = 0
         removed: list[str] = []
         for info in self.all():
-            if info.version == live:
+            if info.version == live or (
+                info.status == "published" and kept < self.settings.keep_versions
+            ):
                 kept += 1
                 continue
-            if info.status == "published" and kept < self.settings.keep_versions:
-                kept += 1
-                continue
-            drop = info.status in ("published", "rolled_back") or (
-                info.status == "writing" and info.started_at <= stale_before
-            )
-            if drop:
-                self.delete_keys(info.version)
-                if info.status in ("published", "rolled_back"):
-                    self.client.hset(
-                        self._registry, info.version, info.replace(status="retired").to_bytes()
-                    )
-                elif info.status == "writing":
-                    self.client.hset(
-                        self._registry,
-                        info.version,
-                        info.replace(status="failed", note="killed while writing").to_bytes(),
-                    )
-                removed.append(info.version)
+            if info.status in ("published", "rolled_back"):
+                removed.append(self._remove(info, "retired", info.note))
+            elif info.status == "writing" and info.started_at <= stale_before:
+                removed.append(self._remove(info, "failed", "killed while writing"))
+            elif info.status == "writing":
+                continue  # another job may still be writing it
+            history += 1
+            if history > HISTORY:  # the registry must not grow without bound
+                self.client.hdel(self._registry, info.version)
         return removed
+
+    def _remove(self, info: VersionInfo, status: str, note: str) -> str:
+        self.delete_keys(info.version)
+        self.client.hset(
+            self._registry, info.version, info.replace(status=status, note=note).to_bytes()
+        )
+        return info.version
 
     def delete_keys(self, version: str) -> int:
         """UNLINK every key of ``version`` in batches (non-blocking on the server)."""

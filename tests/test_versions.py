@@ -81,3 +81,16 @@ def test_killed_writer_is_cleaned_once_stale(rclient: redis.Redis) -> None:
     v.retire_old()
     assert v.get(killed).status == "failed"
     assert v.count_keys(killed) == 0
+
+
+def test_registry_history_is_bounded(rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    import prescore.versions as versions
+
+    monkeypatch.setattr(versions, "HISTORY", 2)
+    v = Versions(rclient, "reco", StoreSettings(keep_versions=1))
+    made = []
+    for i in range(6):
+        made.append(_write(v, 1, str(i)))
+        v.publish(made[-1], 1)
+    statuses = {i.version: i.status for i in v.all()}
+    assert statuses == {made[5]: "published", made[4]: "retired", made[3]: "retired"}
