@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# The lookup API: Flask under gunicorn, reading Redis. No TensorFlow, no Spark: the lookup
+# never imports them, so the image installs the project with --no-deps plus only what
+# docker/requirements-lookup.txt lists. Build from the repository root:
+#   docker build -f docker/lookup.Dockerfile -t prescore-lookup:0.1.0 .
+# Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY docker/requirements-lookup.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY prescore prescore
+COPY lookup lookup
+# Only prescore/ and lookup/ are in /src, so only they are installed.
+RUN pip install --no-cache-dir --no-deps . && rm -rf build ./*.egg-info
+
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin prescore
+COPY --from=build /opt/venv /opt/venv
+USER 10001
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+CMD ["python", "-m", "lookup.serve", "--bind", "0.0.0.0:8080"]
