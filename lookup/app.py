@@ -1,0 +1,28 @@
+"""The lookup API: a thin, read-only Flask app over the published versions in Redis."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from lookup import routes
+from lookup.metrics import Metrics
+from lookup.misses import MissHandler, not_found
+from lookup.service import Lookup
+from lookup.settings import LookupSettings
+from lookup.store import StoreReader
+from prescore.redis_client import connect
+from prescore.web import install_error_handlers
+
+
+def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:
+    """Build the app. ``on_miss`` answers ids the store lacks (default: 404 not_found)."""
+    app = Flask("lookup")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    client = connect(settings.core.redis)
+    reader = StoreReader(client, settings.pointer_cache_s)
+    metrics = Metrics(settings.server.metrics_dir)
+    service = Lookup(reader, on_miss or not_found, metrics)
+    install_error_handlers(app)
+    routes.register(app, settings, service, reader, metrics)
+    app.extensions["lookup"] = service
+    return app

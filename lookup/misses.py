@@ -1,0 +1,38 @@
+"""The one seam that a miss goes through, for single lookups and batches alike.
+
+A miss is a key the published version does not hold. The app hands every miss of a
+request, in one call, to a ``MissHandler``. The default answers none of them, which the
+routes turn into 404 ``not_found`` (per id in a batch). Live inference plugs in here: a
+handler that returns payload bytes (a codec payload, ``"source": "live"``) for the ids it
+could answer; the app then cuts (k / limit / min_score) and envelopes them like a hit.
+A handler may raise a PrescoreError (e.g. FallbackUnavailable) to fail a whole request;
+it should rather return None for the ids it could not answer in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from lookup.store import Resolved
+
+
+@dataclass(frozen=True)
+class Miss:
+    """One id the store did not hold."""
+
+    dataset: str  # "reco" | "tags"
+    entity_id: str  # user id or image id, as asked
+    context: str | None = None  # reco only
+
+
+class MissHandler(Protocol):
+    def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
+        """Payload bytes for each miss (same order), or None where there is no answer."""
+        ...
+
+
+def not_found(misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
+    """The default: no live inference, so every miss is answered 404 not_found."""
+    return [None] * len(misses)

@@ -1,0 +1,97 @@
+"""Frozen settings of the lookup API, built once from env vars (and serve flags)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from prescore.settings import Settings, env_float, env_int, env_str
+
+
+def _default_workers() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How gunicorn runs the app. Lookups are I/O-bound: threads overlap Redis round trips."""
+
+    bind: str = "127.0.0.1:8080"
+    workers: int = field(default_factory=_default_workers)
+    threads: int = 8
+    worker_class: str = "gthread"
+    keepalive_s: int = 30
+    backlog: int = 2048
+    timeout_s: int = 30
+    graceful_timeout_s: int = 10
+    max_requests: int = 0  # recycle workers after this many requests (0: never)
+    metrics_dir: str = ""  # prometheus multiprocess dir; a fresh temp dir when empty
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
+        return cls(
+            bind=env_str(env, "LOOKUP_BIND", cls.bind),
+            workers=env_int(env, "LOOKUP_WORKERS", _default_workers()),
+            threads=env_int(env, "LOOKUP_THREADS", cls.threads),
+            worker_class=env_str(env, "LOOKUP_WORKER_CLASS", cls.worker_class),
+            keepalive_s=env_int(env, "LOOKUP_KEEPALIVE_S", cls.keepalive_s),
+            backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog),
+            timeout_s=env_int(env, "LOOKUP_TIMEOUT_S", cls.timeout_s),
+            graceful_timeout_s=env_int(env, "LOOKUP_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
+            max_requests=env_int(env, "LOOKUP_MAX_REQUESTS", cls.max_requests),
+            metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
+        )
+
+
+@dataclass(frozen=True)
+class LookupSettings:
+    """Everything the lookup API needs; the core settings included."""
+
+    core: Settings = field(default_factory=Settings)
+    default_k: int = 10
+    max_k: int = 100
+    max_tag_limit: int = 100
+    max_batch_ids: int = 100
+    max_body_bytes: int = 64 * 1024
+    # A pointer read is cached this long per process (0 disables). A publish is seen by
+    # every worker within this time; a request still reads exactly one version.
+    pointer_cache_s: float = 1.0
+    fallback_url: str = ""  # live inference on a miss; empty: a miss is a 404
+    fallback_timeout_s: float = 0.5
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LookupSettings:
+        env = os.environ if env is None else env
+        settings = cls(
+            core=Settings.from_env(env),
+            default_k=env_int(env, "LOOKUP_DEFAULT_K", cls.default_k),
+            max_k=env_int(env, "LOOKUP_MAX_K", cls.max_k),
+            max_tag_limit=env_int(env, "LOOKUP_MAX_TAG_LIMIT", cls.max_tag_limit),
+            max_batch_ids=env_int(env, "LOOKUP_MAX_BATCH_IDS", cls.max_batch_ids),
+            max_body_bytes=env_int(env, "LOOKUP_MAX_BODY_BYTES", cls.max_body_bytes),
+            pointer_cache_s=env_float(env, "LOOKUP_POINTER_CACHE_S", cls.pointer_cache_s),
+            fallback_url=env_str(env, "PRESCORE_FALLBACK_URL", cls.fallback_url),
+            fallback_timeout_s=env_float(
+                env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s
+            ),
+            server=ServerSettings.from_env(env),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, at start-up rather than per request."""
+        if not 1 <= self.default_k <= self.max_k:
+            raise ValueError(f"need 1 <= default_k <= max_k, got {self.default_k}, {self.max_k}")
+        if self.max_batch_ids < 1 or self.max_body_bytes < 64 or self.max_tag_limit < 1:
+            raise ValueError("max_batch_ids, max_tag_limit and max_body_bytes must be positive")
+        if self.pointer_cache_s < 0:
+            raise ValueError("pointer_cache_s must be >= 0")
+
+    def with_server(self, **changes: Any) -> LookupSettings:
+        """A copy with some server fields replaced (serve flags win over env)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, server=replace(self.server, **given))

@@ -1,0 +1,106 @@
+"""Reading one version of a dataset from Redis, with a short per-process pointer cache.
+
+A request resolves the pointer once and reads every key from that version, so an answer
+never mixes versions. The pointer is cached for ``pointer_cache_s`` per process: a hit
+then costs one Redis round trip. A publish keeps the previous version's keys for
+rollback, so a cached pointer still reads complete data; and when a read from a cached
+pointer misses, the pointer is read afresh and the keys read again only if it moved
+(a version retired early, or a rollback), so a cache never turns a hit into a miss.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from prescore import keys
+from prescore.codec import VersionInfo
+from prescore.errors import NotFound
+from prescore.redis_client import Client, mget, store_errors
+
+_INFO_CACHE_MAX = 64
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The version one request reads, with what the registry says of it."""
+
+    dataset: str
+    version: str
+    model: str = ""
+    model_version: str = ""
+
+
+class StoreReader:
+    """Read payloads of one dataset version; Redis outages become StoreUnavailable."""
+
+    def __init__(
+        self,
+        client: Client,
+        pointer_cache_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.pointer_cache_s = pointer_cache_s
+        self._clock = clock
+        self._pointers: dict[str, tuple[float, Resolved]] = {}
+        self._infos: dict[tuple[str, str], Resolved] = {}  # version ids never change meaning
+        self._lock = threading.Lock()
+
+    def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
+        """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``)."""
+        if not fresh and self.pointer_cache_s > 0:
+            cached = self._pointers.get(dataset)
+            if cached is not None and cached[0] > self._clock():
+                return cached[1]
+        with store_errors("reading the version pointer"):
+            raw = self.client.get(keys.pointer_key(dataset))
+        if raw is None:
+            self._pointers.pop(dataset, None)
+            raise NotFound(f"no published version of {dataset!r}", code="no_version")
+        version = raw.decode() if isinstance(raw, bytes) else raw
+        resolved = self._info(dataset, version)
+        if self.pointer_cache_s > 0:
+            self._pointers[dataset] = (self._clock() + self.pointer_cache_s, resolved)
+        return resolved
+
+    def _info(self, dataset: str, version: str) -> Resolved:
+        found = self._infos.get((dataset, version))
+        if found is not None:
+            return found
+        with store_errors("reading the version registry"):
+            raw = self.client.hget(keys.registry_key(dataset), version)
+        info = VersionInfo.from_bytes(raw) if raw is not None else None
+        resolved = Resolved(
+            dataset, version, info.model if info else "", info.model_version if info else ""
+        )
+        with self._lock:
+            if len(self._infos) >= _INFO_CACHE_MAX:
+                self._infos.clear()
+            self._infos[(dataset, version)] = resolved
+        return resolved
+
+    def read(self, dataset: str, entity_keys: list[str]) -> tuple[Resolved, list[bytes | None]]:
+        """Every key from one version: the payload bytes, or None where it is missing."""
+        cached = self.pointer_cache_s > 0
+        resolved = self.resolve(dataset)
+        values = self._get(dataset, resolved.version, entity_keys)
+        if cached and any(v is None for v in values):
+            latest = self.resolve(dataset, fresh=True)
+            if latest.version != resolved.version:
+                resolved, values = latest, self._get(dataset, latest.version, entity_keys)
+        return resolved, values
+
+    def _get(self, dataset: str, version: str, entity_keys: list[str]) -> list[bytes | None]:
+        names = [keys.value_key(dataset, version, k) for k in entity_keys]
+        with store_errors("reading payloads"):
+            if len(names) == 1:
+                return [cast("bytes | None", self.client.get(names[0]))]
+            return mget(self.client, names)
+
+    def ping(self) -> bool:
+        with store_errors("pinging Redis"):
+            return bool(self.client.ping())
