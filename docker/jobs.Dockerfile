@@ -43,9 +43,9 @@ COPY docker/spark-entrypoint.sh /opt/prescore/docker/spark-entrypoint.sh
 # the packages are installed so executors import them too.
 RUN pip install --no-cache-dir "pyspark==${PYSPARK_VERSION}" . \
     && rm -rf build ./*.egg-info \
-    && useradd --system --uid 185 --home-dir /tmp --shell /usr/sbin/nologin spark
+    && useradd --system --uid 10001 --home-dir /tmp --shell /usr/sbin/nologin spark
 
-USER 185
+USER 10001
 # A batch image: Kubernetes watches the pods; this only says the runtime is whole.
 HEALTHCHECK --interval=5m --timeout=60s --retries=1 \
     CMD ["python", "-c", "import jobs.submit, pyspark"]

@@ -161,10 +161,31 @@ def k8s_conf(s: JobSpec, *, image: str, namespace: str) -> dict[str, str]:
     }
 
 
+def parse_conf(text: str) -> dict[str, str]:
+    """``"a.b=1 c.d=x"`` (spaces or newlines) -> ``{"a.b": "1", "c.d": "x"}``."""
+    out: dict[str, str] = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bad Spark setting {item!r}: expected key=value")
+        out[key] = value
+    return out
+
+
 def k8s_args(
-    job: str, *, image: str, namespace: str, extra: Sequence[str] = (), **params: Any
+    job: str,
+    *,
+    image: str,
+    namespace: str,
+    conf: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
+    **params: Any,
 ) -> list[str]:
-    """The arguments after ``spark-submit`` for a cluster-mode run on Kubernetes."""
+    """The arguments after ``spark-submit`` for a cluster-mode run on Kubernetes.
+
+    ``conf`` adds or overrides Spark settings for one deployment (volumes, sizes); the
+    overlays pass it through ``PRESCORE_SPARK_CONF``.
+    """
     s = spec(job)
     job_args = [*job_flags(params), *extra]
     _check_required(s, job_args)
@@ -172,7 +193,7 @@ def k8s_args(
         "--master", K8S_MASTER,
         "--deploy-mode", "cluster",
         "--name", s.app_name,
-        *_conf(k8s_conf(s, image=image, namespace=namespace)),
+        *_conf({**k8s_conf(s, image=image, namespace=namespace), **(conf or {})}),
         f"local://{IMAGE_ROOT}/{s.script}",
         *job_args,
     ]  # fmt: skip
@@ -286,6 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="2g", help="local target only")
     parser.add_argument("--image", help="jobs image (default: $PRESCORE_JOBS_IMAGE)")
     parser.add_argument("--namespace", help="Kubernetes namespace (default: $POD_NAMESPACE)")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        help="extra Spark setting key=value for the k8s target (also $PRESCORE_SPARK_CONF)",
+    )
     parser.add_argument("--exec", action="store_true", help="run spark-submit, not print")
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -306,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.job, master=args.master, driver_memory=args.driver_memory, extra=extra
         )
     else:
-        argv_ = k8s_args(args.job, image=image, namespace=namespace, extra=extra)
+        conf = parse_conf(" ".join([env.get("PRESCORE_SPARK_CONF", ""), *args.conf]))
+        argv_ = k8s_args(args.job, image=image, namespace=namespace, conf=conf, extra=extra)
     if not args.exec:
         print(shlex.join([spark_submit_bin(), *argv_]))
         return 0
