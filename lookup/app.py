@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from lookup import routes
+from lookup.fastpath import FastPath
 from lookup.metrics import Metrics
 from lookup.misses import MissHandler, not_found
 from lookup.service import Lookup
@@ -16,7 +17,7 @@ from prescore.web import install_error_handlers
 
 def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:
     """Build the app. ``on_miss`` answers ids the store lacks (default: 404 not_found)."""
-    app = Flask("lookup")
+    app = Flask("lookup", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     client = connect(settings.core.redis)
     reader = StoreReader(client, settings.pointer_cache_s)
@@ -25,4 +26,5 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     install_error_handlers(app)
     routes.register(app, settings, service, reader, metrics)
     app.extensions["lookup"] = service
+    app.wsgi_app = FastPath(app.wsgi_app, service, settings, metrics)  # type: ignore[method-assign]
     return app
