@@ -37,6 +37,10 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _post_worker_init(worker: Any) -> None:
+    worker.log.info("lookup worker %s ready", worker.pid)
+
+
 def gunicorn_options(settings: LookupSettings) -> dict[str, Any]:
     s = settings.server
     return {
@@ -55,6 +59,8 @@ def gunicorn_options(settings: LookupSettings) -> dict[str, Any]:
         "loglevel": "info",
         "proc_name": "prescore-lookup",
         "child_exit": _child_exit,
+        "post_worker_init": _post_worker_init,
+        "control_socket_disable": True,  # an admin socket at one shared path per user: unused
     }
 
 
@@ -94,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         f"redis {settings.core.redis.url}",
         flush=True,
     )
+    master = os.getpid()
     try:
         LookupServer(settings).run()
     finally:
-        if owned:
+        # workers are forks that leave through this frame too: only the master cleans up
+        if owned and os.getpid() == master:
             shutil.rmtree(settings.server.metrics_dir, ignore_errors=True)
     return 0
 

@@ -3,9 +3,10 @@
 A request resolves the pointer once and reads every key from that version, so an answer
 never mixes versions. The pointer is cached for ``pointer_cache_s`` per process: a hit
 then costs one Redis round trip. A publish keeps the previous version's keys for
-rollback, so a cached pointer still reads complete data; and when a read from a cached
-pointer misses, the pointer is read afresh and the keys read again only if it moved
-(a version retired early, or a rollback), so a cache never turns a hit into a miss.
+rollback, so a cached pointer still reads complete data; and when a read misses, the
+pointer is read afresh and the keys read again from the new version if it moved (a
+version retired or rolled back meanwhile), so neither the cache nor a publish racing a
+read turns a hit into a miss or a partial answer.
 """
 
 from __future__ import annotations
@@ -130,10 +131,9 @@ class StoreReader:
 
     def read(self, dataset: str, entity_keys: list[str]) -> tuple[Resolved, list[bytes | None]]:
         """Every key from one version: the payload bytes, or None where it is missing."""
-        cached = self.pointer_cache_s > 0
         resolved = self.resolve(dataset)
         values = self._get(dataset, resolved.version, entity_keys)
-        if cached and any(v is None for v in values):
+        if any(v is None for v in values):
             latest = self.resolve(dataset, fresh=True)
             if latest.version != resolved.version:
                 resolved, values = latest, self._get(dataset, latest.version, entity_keys)

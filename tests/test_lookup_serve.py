@@ -1,0 +1,93 @@
+"""The real server: ``python -m lookup.serve`` under gunicorn, talked to over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prescore.embedded_redis import free_port
+from tests.lookup_helpers import publish_users
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _get(url: str, data: bytes | None = None) -> tuple[int, dict, str]:
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+@pytest.fixture()
+def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "LOOKUP_POINTER_CACHE_S": "0.5"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(tmp_path / "serve.log", "wb") as log_file:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}",
+             "--workers", "2", "--threads", "4"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        # every worker has loaded the app, so the metrics check below spans both
+        if (tmp_path / "serve.log").read_text().count("lookup worker") == 2:
+            break
+        assert time.monotonic() < deadline, "lookup.serve did not come up"
+        time.sleep(0.2)
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=30)
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log, log
+    assert rc == 0, log
+
+
+def test_served_over_http_by_gunicorn_workers(server, rclient, settings):
+    version = publish_users(rclient, settings, users=4)
+    status, headers, text = _get(server + "/v1/recommendations/u1?k=2")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    body = json.loads(text)
+    assert body["dataset_version"] == version and len(body["items"]) == 2
+    assert "gunicorn" in headers.get("Server", "")
+
+    status, _, text = _get(server + "/v1/recommendations/nobody")
+    assert status == 404 and json.loads(text)["error"] == "not_found"
+    status, _, text = _get(server + "/v1/recommendations/bad%20id")
+    assert status == 400 and json.loads(text)["error"] == "invalid_id"
+
+    payload = json.dumps({"user_ids": ["u0", "u3", "x"]}).encode()
+    status, _, text = _get(server + "/v1/recommendations:batchGet", payload)
+    assert status == 200 and json.loads(text)["found"] == 2
+
+    # each urlopen is a new connection, so both workers answer some of these
+    for i in range(40):
+        assert _get(server + f"/v1/recommendations/u{i % 4}")[0] == 200
+    status, _, text = _get(server + "/metrics")
+    assert status == 200
+    hits = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("lookup_keys_total{") and 'dataset="reco"' in line and "hit" in line
+    ]
+    # summed over every worker (prometheus multiprocess mode): 1 + 2 + 40
+    assert sum(hits) == 43, text
+
+    status, _, text = _get(server + "/readyz")
+    assert status == 200 and json.loads(text)["datasets"]["reco"] == version
