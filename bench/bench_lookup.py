@@ -4,8 +4,9 @@
 
 Starts its own redis-server, loads N users' payloads through the core (begin, write,
 publish), then starts, each under gunicorn with the same number of worker processes:
-  * ours: ``python -m lookup.serve`` (its production config), and, with --alternatives,
-    the same app under other worker configurations;
+  * ours: ``python -m lookup.serve`` (its production config: the balancing gthread
+    worker, 8 threads, keep-alive), and, with --alternatives, the same app under other
+    worker configurations;
   * baseline: bench/baseline_app.py (Flask, one GET, gunicorn's default sync worker).
 Each round runs every server in turn (interleaved, so drift hits all alike) at the same
 concurrency over random user ids, then batchGet with 100 ids a request. The table holds
@@ -115,9 +116,9 @@ def servers(args: argparse.Namespace, redis_url: str, version: str) -> list[Serv
     ]  # fmt: skip
     if args.alternatives:
         for label, extra in (
-            ("ours, sync worker", ["--worker-class", "sync"]),
-            ("ours, gthread x2", ["--threads", "2"]),
-            ("ours, gthread x32", ["--threads", "32"]),
+            ("ours, sync worker (no keep-alive)", ["--worker-class", "sync", "--threads", "1"]),
+            ("ours, plain gthread (unbalanced)", ["--worker-class", "gthread"]),
+            ("ours, 2 threads a worker", ["--threads", "2"]),
         ):
             port = free_port()
             cmd = [*ours_cmd, *extra, "--bind", f"127.0.0.1:{port}"]
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--alternatives", action="store_true", help="also other worker configs")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")

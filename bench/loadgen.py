@@ -94,7 +94,7 @@ def _wrk(
          "--timeout", "5s", "-s", str(script), base],
         capture_output=True, text=True, timeout=duration + 60, check=True,
     ).stdout  # fmt: skip
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     if rps is None or "50" not in pct or "99" not in pct:
         raise RuntimeError(f"could not read wrk output:\n{out}")
@@ -114,7 +114,7 @@ def _python(base: str, kind: str, users: int, conns: int, duration: float, size:
 
     def worker(i: int) -> None:
         rng = random.Random(i)
-        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=5)
+        conn = http.client.HTTPConnection(host.hostname or "127.0.0.1", host.port, timeout=5)
         while time.perf_counter() < stop:
             if kind == "single":
                 method, path, body = "GET", f"/v1/recommendations/u{rng.randrange(users)}", None

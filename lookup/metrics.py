@@ -7,6 +7,8 @@ worker then writes its values to files there and /metrics sums every worker's.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,12 +50,20 @@ class Metrics:
             ["dataset", "result"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._hits = {d: self.keys.labels(d, "hit") for d in ("reco", "tags")}
         self._misses = {d: self.keys.labels(d, "miss") for d in ("reco", "tags")}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:  # labels() costs a lock and a tuple build: once per combination
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+            self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_keys(self, dataset: str, hits: int, misses: int) -> None:
         if hits:

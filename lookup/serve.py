@@ -1,14 +1,17 @@
 """Run the lookup API under gunicorn: ``python -m lookup.serve [--bind] [--workers] [--threads]``.
 
-Lookups are I/O-bound (one Redis round trip each), so the default is the ``gthread``
-worker: a few processes, several threads each, HTTP keep-alive. Metrics of every worker
-are collected through a prometheus multiprocess directory (PROMETHEUS_MULTIPROC_DIR, or a
-fresh temporary one), set before prometheus_client is first imported.
+Lookups are I/O-bound (one Redis round trip each), so the default worker is gunicorn's
+threaded one (lookup.worker.BalancingThreadWorker): a few processes, several threads
+each, HTTP keep-alive, connections recycled so that load spreads over the processes.
+Metrics of every worker are collected through a prometheus multiprocess directory
+(PROMETHEUS_MULTIPROC_DIR, or a fresh temporary one), set before prometheus_client is
+first imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import sys
@@ -38,6 +41,11 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def _post_worker_init(worker: Any) -> None:
+    server = worker.app.settings.server
+    sys.setswitchinterval(server.switch_interval_s)
+    if server.gc_freeze:
+        gc.collect()
+        gc.freeze()
     worker.log.info("lookup worker %s ready", worker.pid)
 
 
@@ -87,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", help="host:port (env LOOKUP_BIND, default 127.0.0.1:8080)")
     parser.add_argument("--workers", type=int, help="processes (env LOOKUP_WORKERS)")
     parser.add_argument("--threads", type=int, help="threads per process (env LOOKUP_THREADS)")
-    parser.add_argument("--worker-class", help="gunicorn worker class (default gthread)")
+    parser.add_argument(
+        "--worker-class", help="gunicorn worker class (default lookup.worker.BalancingThreadWorker)"
+    )
     args = parser.parse_args(argv)
     settings = LookupSettings.from_env().with_server(
         bind=args.bind, workers=args.workers, threads=args.threads, worker_class=args.worker_class

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from lookup.app import create_app
@@ -16,7 +17,7 @@ LONG = "u" * 129
 
 
 @pytest.fixture()
-def api(settings: Settings, rclient) -> FlaskClient:
+def api(settings: Settings, rclient) -> Flask:
     publish_users(rclient, settings, users=3)
     return create_app(LookupSettings(core=settings, max_batch_ids=20, max_body_bytes=4096))
 
