@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore import keys
+from prescore import codec, keys
 from prescore.settings import Settings
 from tests.lookup_helpers import publish, publish_users, reco_payload, tags_payload
 
@@ -191,3 +191,53 @@ def test_openapi_names_every_route(api):
     for path, ops in doc["paths"].items():
         for op in ops.values():
             assert "200" in op["responses"], path
+
+
+def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
+    calls: list[list[str]] = []
+
+    def live(misses, version):
+        calls.append([m.entity_id for m in misses])
+        assert all(m.dataset == "reco" and version.version == data["reco"] for m in misses)
+        return [
+            codec.encode_recommendations(
+                m.entity_id,
+                [(f"h{j}", 0.9 - j / 10) for j in range(5)],
+                model="reco",
+                model_version="live-1",
+                scored_at="2026-11-24T12:00:00Z",
+                source="live",
+            )
+            if m.entity_id.startswith("new")
+            else None
+            for m in misses
+        ]
+
+    api = create_app(lookup_settings, on_miss=live).test_client()
+    body = api.get("/v1/recommendations/new1?k=2").get_json()
+    assert body["source"] == "live" and body["dataset_version"] == data["reco"]
+    assert [i["hotel_id"] for i in body["items"]] == ["h0", "h1"]
+    assert api.get("/v1/recommendations/gone").status_code == 404
+    batch = api.post(
+        "/v1/recommendations:batchGet", json={"user_ids": ["u1", "new2", "gone", "new2"]}
+    ).get_json()
+    assert [r.get("source", r.get("error")) for r in batch["results"]] == [
+        "precomputed",
+        "live",
+        "not_found",
+        "live",
+    ]
+    assert (batch["found"], batch["missing"]) == (3, 1)
+    assert calls == [["new1"], ["gone"], ["new2", "gone"]]  # one call per request, ids once
+
+
+def test_pointer_cache_reads_a_newer_version_on_a_miss(settings, rclient):
+    first = publish_users(rclient, settings, users=1, model_version="m1")
+    api = create_app(LookupSettings(core=settings, pointer_cache_s=60)).test_client()
+    assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == first
+    second = publish_users(rclient, settings, users=2, model_version="m2")
+    # u0 still comes from the cached version (whole and published: within the cache time)
+    assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == first
+    # u1 misses there, so the pointer is read afresh and u1 served from the new version
+    assert api.get("/v1/recommendations/u1").get_json()["dataset_version"] == second
+    assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == second
