@@ -8,6 +8,8 @@ bench, so each request is exactly one GET.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from flask import Flask, Response
@@ -23,3 +25,12 @@ def recommendations(user_id: str) -> Response:
     if value is None:
         return Response(b'{"error":"not_found"}', status=404, mimetype="application/json")
     return Response(value, mimetype="application/json")
+
+
+def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """No framework at all: the cost of gunicorn plus one GET, a floor for any app."""
+    value = client.get(prefix + environ["PATH_INFO"].rsplit("/", 1)[-1]) or b"{}"
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(value)))]
+    )
+    return [value]

@@ -7,7 +7,9 @@ publish), then starts, each under gunicorn with the same number of worker proces
   * ours: ``python -m lookup.serve`` (its production config: the balancing gthread
     worker, 8 threads, keep-alive), and, with --alternatives, the same app under other
     worker configurations;
-  * baseline: bench/baseline_app.py (Flask, one GET, gunicorn's default sync worker).
+  * baseline: bench/baseline_app.py (Flask, one GET, gunicorn's default sync worker);
+    with --alternatives also its ``floor`` (no framework, just one GET), which shows what
+    any app that makes one Redis round trip a request can reach on this machine.
 Each round runs every server in turn (interleaved, so drift hits all alike) at the same
 concurrency over random user ids, then batchGet with 100 ids a request. The table holds
 the median of the rounds. The load generator is wrk when on PATH, else a Python one.
@@ -123,6 +125,24 @@ def servers(args: argparse.Namespace, redis_url: str, version: str) -> list[Serv
             port = free_port()
             cmd = [*ours_cmd, *extra, "--bind", f"127.0.0.1:{port}"]
             found.append(Server(label, cmd, env, port))
+        for label, extra in (
+            ("floor: bare WSGI + one GET, sync", []),
+            ("floor: bare WSGI + one GET, gthread x8", ["-k", "gthread", "--threads", "8"]),
+        ):
+            port = free_port()
+            cmd = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--no-control-socket",
+                "-w",
+                str(args.workers),
+                *extra,
+                "-b",
+                f"127.0.0.1:{port}",
+                "bench.baseline_app:floor",
+            ]
+            found.append(Server(label, cmd, found[1].env, port))  # fmt: skip
     return found
 
 
