@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 from flask import Flask, Response
@@ -29,7 +29,7 @@ def recommendations(user_id: str) -> Response:
 
 def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     """No framework at all: the cost of gunicorn plus one GET, a floor for any app."""
-    value = client.get(prefix + environ["PATH_INFO"].rsplit("/", 1)[-1]) or b"{}"
+    value = cast(bytes, client.get(prefix + environ["PATH_INFO"].rsplit("/", 1)[-1])) or b"{}"
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(value)))]
     )

@@ -7,7 +7,7 @@ from flask import Flask
 from lookup import routes
 from lookup.fastpath import FastPath
 from lookup.metrics import Metrics
-from lookup.misses import MissHandler, not_found
+from lookup.misses import MissHandler, for_settings
 from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
@@ -16,13 +16,14 @@ from prescore.web import install_error_handlers
 
 
 def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:
-    """Build the app. ``on_miss`` answers ids the store lacks (default: 404 not_found)."""
+    """Build the app. ``on_miss`` answers ids the store lacks (default: per settings,
+    see lookup.misses.for_settings; without a fallback URL a miss is 404 not_found)."""
     app = Flask("lookup", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     client = connect(settings.core.redis)
     reader = StoreReader(client, settings.pointer_cache_s)
     metrics = Metrics(settings.server.metrics_dir)
-    service = Lookup(reader, on_miss or not_found, metrics)
+    service = Lookup(reader, on_miss or for_settings(settings), metrics)
     install_error_handlers(app)
     routes.register(app, settings, service, reader, metrics)
     app.extensions["lookup"] = service

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from lookup.settings import LookupSettings
 from lookup.store import Resolved
 
 
@@ -36,3 +37,10 @@ class MissHandler(Protocol):
 def not_found(misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
     """The default: no live inference, so every miss is answered 404 not_found."""
     return [None] * len(misses)
+
+
+def for_settings(settings: LookupSettings) -> MissHandler:
+    """The miss handler a deployment uses; the one place where live fallback is wired in."""
+    if settings.fallback_url:
+        raise ValueError("PRESCORE_FALLBACK_URL is set, but this build has no live fallback client")
+    return not_found
