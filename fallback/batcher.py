@@ -1,0 +1,177 @@
+"""Micro-batching: requests that arrive together run as one model call.
+
+As TF Serving's batching does: a worker thread takes the first waiting request, then
+gathers more until the batch holds ``max_batch`` rows or ``max_wait_s`` has passed since
+that first request arrived, and runs the model once on all their rows. A lone request
+therefore waits at most ``max_wait_s``. The queue is bounded: when ``max_queue`` requests
+are already waiting, ``submit`` fails at once with ``Overloaded`` (503) rather than letting
+latency grow without bound. One batcher per model per process: under gunicorn's threaded
+workers the request threads of one process share it, so their requests merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prescore.errors import Unavailable
+
+
+class Overloaded(Unavailable):
+    """The batch queue is full; retry later."""
+
+    code = "overloaded"
+
+
+class InferenceTimeout(Unavailable):
+    """The model did not answer within the request's deadline."""
+
+    code = "inference_timeout"
+    http_status = 504
+
+
+@dataclass
+class _Job:
+    rows: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    result: np.ndarray | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class BatchStats:
+    """Counters since start: how many model calls, requests and rows."""
+
+    batches: int = 0
+    requests: int = 0
+    rows: int = 0
+    max_requests_in_batch: int = 0
+
+
+_NOTHING = object()
+BatchObserver = Callable[[int, int, float], None]  # (requests, rows, seconds) per model call
+
+
+class MicroBatcher:
+    """Run ``predict`` on merged batches of the rows that concurrent callers submit."""
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+        max_queue: int = 256,
+        name: str = "model",
+        observe: BatchObserver | None = None,
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
+            raise ValueError("max_batch and max_queue must be >= 1, max_wait_s >= 0")
+        self.predict = predict
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.name = name
+        self.stats = BatchStats()
+        self._observe = observe
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._held: _Job | None = None  # a job that did not fit the last batch goes first
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def depth(self) -> int:
+        """Requests waiting now."""
+        return self._queue.qsize() + (1 if self._held is not None else 0)
+
+    def submit(self, rows: np.ndarray, timeout_s: float = 10.0) -> np.ndarray:
+        """The model's output for ``rows`` (one request's rows, first axis), merged with others."""
+        if self._closed:
+            raise Unavailable(f"model {self.name} is being replaced; retry", code="reloading")
+        job = _Job(rows)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded(f"model {self.name}: queue full; retry later") from None
+        if not job.done.wait(timeout_s):
+            raise InferenceTimeout(f"model {self.name} did not answer within {timeout_s:.3f}s")
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop taking requests; those already queued are still answered."""
+        self._closed = True
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout_s)
+        self._thread.join(timeout_s)
+
+    def _take(self, deadline: float | None) -> _Job | object | None:
+        """The next job: the one held over first; ``_NOTHING`` once the deadline passed."""
+        if self._held is not None:
+            job, self._held = self._held, None
+            return job
+        if deadline is None:
+            return self._queue.get()
+        left = deadline - time.monotonic()
+        try:
+            return self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return _NOTHING
+
+    def _gather(self, first: _Job) -> list[_Job]:
+        jobs, rows = [first], len(first.rows)
+        deadline = time.monotonic() + self.max_wait_s
+        while rows < self.max_batch:
+            job = self._take(deadline)
+            if job is _NOTHING:
+                break
+            if not isinstance(job, _Job):  # close(): run this batch, then stop
+                self._stopping = True
+                break
+            if rows + len(job.rows) > self.max_batch:
+                self._held = job  # runs first in the next batch
+                break
+            jobs.append(job)
+            rows += len(job.rows)
+        return jobs
+
+    def _run(self) -> None:
+        while True:
+            first = self._take(None)
+            if not isinstance(first, _Job):
+                return
+            self._execute(self._gather(first))
+            if self._stopping and self._held is None:
+                return
+
+    def _execute(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            merged = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+            out = np.asarray(self.predict(merged))
+            at = 0
+            for job in jobs:
+                job.result = out[at : at + len(job.rows)]
+                at += len(job.rows)
+        except Exception as exc:  # every waiting caller gets the model's error
+            for job in jobs:
+                job.error = exc
+        rows = sum(len(j.rows) for j in jobs)
+        with self._lock:
+            self.stats.batches += 1
+            self.stats.requests += len(jobs)
+            self.stats.rows += rows
+            self.stats.max_requests_in_batch = max(self.stats.max_requests_in_batch, len(jobs))
+        if self._observe is not None:
+            self._observe(len(jobs), rows, time.perf_counter() - started)
+        for job in jobs:
+            job.done.set()
