@@ -1,4 +1,4 @@
-"""Model runtimes behind one call, ``predict(float32 batch) -> float32 scores``.
+"""Model runtimes shared by the fallback service and jobs.quantize: one call, ``predict(batch)``.
 
 ``tf``: the SavedModel's ``serve`` endpoint (what ``keras.Model.export`` writes), in
 TensorFlow. ``float32`` / ``int8``: a ``.tflite`` file in the LiteRT interpreter

@@ -1,0 +1,85 @@
+"""Small real Keras models for the fallback tests: a dense scorer and a multi-label CNN.
+
+Each is trained for a few epochs on synthetic rows with a learnable rule, so quality
+figures (AUC / mAP) mean something, and exported as a model version directory
+(saved_model/ + model.json) like the training jobs write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DENSE_FEATURES = 12
+IMAGE_SIZE = 16
+TAGS = ["pool", "sea_view", "bed"]
+
+
+def dense_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, DENSE_FEATURES)).astype(np.float32)
+    logit = x[:, 0] * 1.5 - x[:, 1] + 0.8 * x[:, 2] * x[:, 3]
+    y = (logit + rng.normal(scale=0.5, size=n) > 0).astype(np.float32)
+    return x, y
+
+
+def image_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose channels carry the tags: red pool, green sea view, blue bed."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, len(TAGS))) < 0.4).astype(np.float32)
+    x = rng.random((n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32) * 0.5
+    x[..., :3] += y[:, None, None, :] * 0.5
+    return x, y
+
+
+def build_dense(out: Path, seed: int = 0, epochs: int = 8) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x, y = dense_data(2000, seed)
+    model = keras.Sequential(
+        [
+            keras.Input((DENSE_FEATURES,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    model.export(str(out / "saved_model"), verbose=False)
+    return out
+
+
+def build_cnn(out: Path, seed: int = 0, epochs: int = 4) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x, y = image_data(600, seed)
+    model = keras.Sequential(
+        [
+            keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(TAGS), activation="sigmoid"),
+        ]
+    )
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    model.export(str(out / "saved_model"), verbose=False)
+    return out
+
+
+def tagger_meta() -> dict[str, Any]:
+    return {
+        "tags": TAGS,
+        "thresholds": {t: 0.5 for t in TAGS},
+        "image_size": [IMAGE_SIZE, IMAGE_SIZE],
+    }
