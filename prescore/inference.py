@@ -53,7 +53,7 @@ def _bucket(n: int) -> int:
 class LiteRunner:
     """A ``.tflite`` model in the LiteRT interpreter (float32 or int8 inside)."""
 
-    def __init__(self, path: Path, runtime: str, threads: int = 1) -> None:
+    def __init__(self, path: Path, runtime: str, threads: int | None = None) -> None:
         if not path.is_file():
             raise ModelStoreError(f"no {runtime} model at {path}")
         self.runtime = runtime
@@ -107,7 +107,7 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def load_runner(model_dir: Path, runtime: str, threads: int = 1) -> Runner:
+def load_runner(model_dir: Path, runtime: str, threads: int | None = None) -> Runner:
     """The runner of one model version directory in the given runtime."""
     if runtime == "tf":
         return TFRunner(model_dir / "saved_model")

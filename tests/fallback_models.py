@@ -83,3 +83,61 @@ def tagger_meta() -> dict[str, Any]:
         "thresholds": {t: 0.5 for t in TAGS},
         "image_size": [IMAGE_SIZE, IMAGE_SIZE],
     }
+
+
+# --- a recommender model version as the fallback serves it --------------------------------
+# The featurizer named in model.json: rows = user vector * hotel vector (elementwise), so
+# scores depend on both; a user is known by the features sent, or by model.json "users".
+
+
+def _vector(token: str) -> np.ndarray:
+    seed = int.from_bytes(token.encode()[:8].ljust(8, b"\0"), "little") % (2**32)
+    return np.random.default_rng(seed).normal(size=DENSE_FEATURES).astype(np.float32)
+
+
+def dense_rows(
+    meta: dict[str, Any], features: dict[str, Any], context: str | None, hotel_ids: list[str]
+) -> np.ndarray:
+    from prescore.errors import NotFound
+
+    vec = features.get("vec") or meta.get("users", {}).get(features.get("user_id", ""))
+    if vec is None:
+        raise NotFound("unknown user and no features given", code="not_found")
+    user = np.asarray(vec, np.float32)
+    return np.stack([user * _vector(h) for h in hotel_ids])
+
+
+def candidates(meta: dict[str, Any], features: dict[str, Any], context: str | None) -> list[str]:
+    return list(meta.get("hotels", []))
+
+
+HOTELS = [f"h{i}" for i in range(40)]
+
+
+def reco_meta(users: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    return {
+        "featurizer": "tests.fallback_models:dense_rows",
+        "hotels": HOTELS,
+        "users": users or {},
+        "input_shape": [DENSE_FEATURES],
+    }
+
+
+def save_models(root_uri: str, tmp: Path, *, quantize: bool = True) -> None:
+    """Build, quantize, save and promote a reco and a tagger version under ``root_uri``."""
+    from jobs.quantize import quantize_dir
+    from prescore.modelstore import ModelStore
+    from prescore.settings import ModelStoreSettings
+
+    store = ModelStore(ModelStoreSettings(root=root_uri))
+    reco = build_dense(tmp / "reco")
+    tagger = build_cnn(tmp / "tagger")
+    reco_m = reco_meta({"u_known": [0.5] * DENSE_FEATURES})
+    tag_m = {**tagger_meta(), "input_shape": [IMAGE_SIZE, IMAGE_SIZE, 3]}
+    if quantize:
+        x, y = dense_data(300, 1)
+        reco_m["quantization"] = quantize_dir(reco, x, x, y, "auc")
+        xi, yi = image_data(100, 1)
+        tag_m["quantization"] = quantize_dir(tagger, xi, xi, yi, "map")
+    store.promote("reco", store.save("reco", reco, reco_m))
+    store.promote("tagger", store.save("tagger", tagger, tag_m))

@@ -1,0 +1,157 @@
+"""Turning prediction requests into model rows and model scores into codec payloads.
+
+Recommendations: each instance is a user (id, optional features, optional context,
+optional candidate hotel ids). Its rows come from the model's featurizer, named in its
+model.json as ``"featurizer": "module:function"`` (default
+``prescore.reco_features:request_matrix``), called as ``f(meta, user, context,
+hotel_ids) -> float32 [len(hotel_ids), F]`` where ``user`` is the features sent plus
+``user_id`` (a featurizer may know users by id and raise NotFound for others); the module's optional ``candidates(meta,
+user, context)`` gives the default candidates (the hotels of the user's regions). All
+instances of a request go to the model as one batch, and merge there with other requests.
+
+Image tags: each image is decoded and resized with Pillow to the model's input size
+(model.json ``image_size``), scaled to [0, 1]; tags at or above their threshold (model.json
+``tags`` and ``thresholds``) are returned best first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from fallback.models import ServedModel
+from prescore import codec, keys
+from prescore.errors import InvalidInput, NotFound, PrescoreError
+
+DEFAULT_RECO_FEATURIZER = "prescore.reco_features:request_matrix"
+_featurizers: dict[str, Any] = {}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _resolve(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    found = _featurizers.get(spec)
+    if found is None:
+        module = importlib.import_module(module_name)
+        found = _featurizers[spec] = (getattr(module, attr), getattr(module, "candidates", None))
+    return found
+
+
+def featurizer(meta: dict[str, Any]) -> tuple[Callable[..., np.ndarray], Callable[..., Any] | None]:
+    try:
+        return _resolve(str(meta.get("featurizer") or DEFAULT_RECO_FEATURIZER))
+    except (ImportError, AttributeError) as exc:
+        raise PrescoreError(f"model featurizer unavailable: {exc}", code="model_not_ready") from exc
+
+
+def _error(user_id: str, exc: PrescoreError) -> dict[str, Any]:
+    return {"user_id": user_id, "error": exc.code, "message": exc.message}
+
+
+def recommend(
+    model: ServedModel, instances: list[dict[str, Any]], k: int, timeout_s: float
+) -> list[bytes]:
+    """One payload (or per-instance error object) per instance, as JSON bytes."""
+    make_rows, default_candidates = featurizer(model.meta)
+    rows: list[np.ndarray] = []
+    plans: list[tuple[dict[str, Any], list[str]] | bytes] = []
+    for inst in instances:
+        user = {**inst["features"], "user_id": inst["user_id"]}
+        try:
+            hotels = inst.get("candidates")
+            if hotels is None:
+                if default_candidates is None:
+                    raise InvalidInput(
+                        "candidates are required for this model", code="candidates_required"
+                    )
+                hotels = list(default_candidates(model.meta, user, inst["context"]))
+            if not hotels:
+                raise NotFound(f"no candidate hotels for user {inst['user_id']!r}")
+            matrix = make_rows(model.meta, user, inst["context"], hotels)
+            rows.append(np.asarray(matrix, np.float32))
+            plans.append((inst, hotels))
+        except PrescoreError as exc:
+            plans.append(codec.dumps(_error(inst["user_id"], exc)))
+    scores = model.predict(np.concatenate(rows), timeout_s).reshape(-1) if rows else np.array([])
+    out, at, stamp = [], 0, now()
+    for plan in plans:
+        if isinstance(plan, bytes):
+            out.append(plan)
+            continue
+        inst, hotels = plan
+        mine = scores[at : at + len(hotels)]
+        at += len(hotels)
+        best = np.argsort(-mine, kind="stable")[:k]
+        out.append(
+            codec.encode_recommendations(
+                inst["user_id"],
+                [(hotels[i], float(mine[i])) for i in best],
+                model="reco",
+                model_version=model.version,
+                scored_at=stamp,
+                context=inst["context"],
+                source="live",
+            )
+        )
+    return out
+
+
+def decode_image(raw: bytes, size: tuple[int, int]) -> np.ndarray:
+    """Image bytes as float32 [H, W, 3] in [0, 1]; InvalidInput when not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.draft("RGB", size)  # JPEG: decode at reduced scale when it is much larger
+            rgb = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"not a readable image: {exc}", code="invalid_image") from exc
+    return np.asarray(rgb, np.float32) / 255.0
+
+
+def _thresholds(meta: dict[str, Any], tags: list[str]) -> np.ndarray:
+    raw = meta.get("thresholds", 0.5)
+    if isinstance(raw, dict):
+        return np.array([float(raw.get(t, 0.5)) for t in tags], np.float32)
+    if isinstance(raw, list):
+        return np.asarray(raw, np.float32)
+    return np.full(len(tags), float(raw), np.float32)
+
+
+def tag_images(
+    model: ServedModel, images: list[tuple[str, bytes]], timeout_s: float
+) -> list[bytes]:
+    """One tags payload per (image_id, bytes), in order; all images in one model call."""
+    tags = [str(t) for t in model.meta["tags"]]
+    height, width = (int(v) for v in model.meta.get("image_size", (128, 128)))
+    batch = np.stack([decode_image(raw, (height, width)) for _, raw in images])
+    scores = model.predict(batch, timeout_s)
+    floor = _thresholds(model.meta, tags)
+    stamp, out = now(), []
+    for (image_id, _), row in zip(images, scores, strict=True):
+        keep = [j for j in np.argsort(-row, kind="stable") if row[j] >= floor[j]]
+        out.append(
+            codec.encode_tags(
+                image_id,
+                [(tags[j], float(row[j])) for j in keep],
+                model="tagger",
+                model_version=model.version,
+                scored_at=stamp,
+                source="live",
+            )
+        )
+    return out
+
+
+def check_id(raw: Any, what: str) -> str:
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{what} must be a string", code="invalid_id")
+    return keys.check_id(raw, what=what)
