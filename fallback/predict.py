@@ -5,8 +5,9 @@ optional candidate hotel ids). Its rows come from the model's featurizer, named 
 model.json as ``"featurizer": "module:function"`` (default
 ``prescore.reco_features:request_matrix``), called as ``f(meta, user, context,
 hotel_ids) -> float32 [len(hotel_ids), F]`` where ``user`` is the features sent plus
-``user_id`` (a featurizer may know users by id and raise NotFound for others); the module's optional ``candidates(meta,
-user, context)`` gives the default candidates (the hotels of the user's regions). All
+``user_id`` (a featurizer may know users by id and raise NotFound for others); the
+module's optional ``candidates(meta, user, context)`` gives the default candidates (the
+hotels of the user's regions). All
 instances of a request go to the model as one batch, and merge there with other requests.
 
 Image tags: each image is decoded and resized with Pillow to the model's input size
