@@ -192,3 +192,34 @@ def test_entrypoint_runs_a_driver_and_passes_other_commands_through(tmp_path: Pa
     assert "DRIVER 7 client" in out.stdout, out.stderr[-3000:]
     echo = subprocess.run([entry, "echo", "as", "given"], capture_output=True, text=True, env=env)
     assert echo.stdout == "as given\n"
+
+
+def test_lookup_image_python_layer_installs_and_serves_without_tensorflow(tmp_path: Path) -> None:
+    """The lookup image's install steps, run in a fresh virtualenv: it imports and starts."""
+    src = tmp_path / "src"
+    src.mkdir()
+    text = (DOCKER / "lookup.Dockerfile").read_text()
+    copied = re.findall(r"^COPY (?!--from)(\S+(?: \S+)*) \S+$", text, re.M)
+    for item in (p for line in copied for p in line.split()):  # what the Dockerfile COPYs
+        path = ROOT / item
+        if path.is_dir():
+            shutil.copytree(path, src / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif not item.startswith("docker/"):
+            shutil.copy(path, src / item)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-cache-dir"]
+    subprocess.run([*pip, "-r", str(DOCKER / "requirements-lookup.txt")], check=True, timeout=600)
+    subprocess.run([*pip, "--no-deps", str(src)], check=True, timeout=600)
+    probe = (
+        "import sys, lookup.serve, lookup.app, prescore.cli; "
+        "assert 'tensorflow' not in sys.modules and 'pyspark' not in sys.modules; "
+        "import importlib.util as u; "
+        "print('NO-TF', u.find_spec('tensorflow') is None, u.find_spec('pyspark') is None)"
+    )
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.stdout.strip() == "NO-TF True True", out.stderr[-3000:]
+    cli = subprocess.run([str(venv / "bin" / "prescore"), "--help"], capture_output=True, text=True)
+    assert "rollback" in cli.stdout
