@@ -1,0 +1,172 @@
+"""What every bulk Spark job shares: session, progress, per-worker caches, publish.
+
+A job builds a DataFrame of per-partition stats (each partition scores its rows, writes
+their payloads to Redis pipelined and yields one stats row); :func:`publish_version`
+registers the version, runs that DataFrame, verifies the key count and switches the
+pointer, or marks the version failed and re-raises so spark-submit exits non-zero.
+
+Executors receive plain values only (URLs, paths, numbers): :func:`worker_model` and
+:func:`worker_redis` build what a Python worker needs once and keep it for the worker's
+life (``spark.python.worker.reuse``), as ``pyspark.ml.functions.predict_batch_udf`` does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prescore.inference import TFRunner
+from prescore.modelstore import ModelStore
+from prescore.redis_client import Client, connect
+from prescore.settings import ModelStoreSettings, RedisSettings, Settings
+from prescore.versions import Versions
+
+STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>"
+_MODELS: dict[tuple[str, str, str], Any] = {}
+_CLIENTS: dict[tuple[Any, ...], Client] = {}
+_LOCK = threading.Lock()
+
+
+def spark_session(app_name: str) -> Any:
+    """The job's SparkSession (master and resources come from spark-submit)."""
+    from pyspark.sql import SparkSession
+
+    return (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )
+
+
+def plain_settings(settings: Settings) -> dict[str, Any]:
+    """What an executor needs to reach Redis and the model store, as plain values."""
+    r, m = settings.redis, settings.models
+    return {
+        "redis": {
+            "url": r.url,
+            "cluster": r.cluster,
+            "socket_timeout_s": max(r.socket_timeout_s, 5.0),
+            "connect_timeout_s": max(r.connect_timeout_s, 2.0),
+            "retries": 3,
+        },
+        "models": {
+            "root": m.root,
+            "webhdfs_url": m.webhdfs_url,
+            "hdfs_user": m.hdfs_user,
+            "cache_dir": m.cache_dir,
+            "timeout_s": m.timeout_s,
+        },
+    }
+
+
+def worker_redis(conf: Mapping[str, Any]) -> Client:
+    """One Redis client per Python worker, built from :func:`plain_settings` values."""
+    key = tuple(sorted(conf["redis"].items()))
+    with _LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS[key] = connect(RedisSettings(**conf["redis"]))
+        return _CLIENTS[key]
+
+
+def worker_model(
+    conf: Mapping[str, Any], name: str, version: str
+) -> tuple[TFRunner, dict[str, Any]]:
+    """The model version, loaded once per Python worker (downloaded first from hdfs://)."""
+    key = (conf["models"]["root"], name, version)
+    with _LOCK:
+        if key not in _MODELS:
+            ref = ModelStore(ModelStoreSettings(**conf["models"])).resolve(name, version)
+            _MODELS[key] = (TFRunner(ref.saved_model), ref.meta)
+        return _MODELS[key]  # type: ignore[no-any-return]
+
+
+class Progress:
+    """Prints the job's task progress every few seconds while Spark works."""
+
+    def __init__(self, spark: Any, every_s: float = 5.0) -> None:
+        self.tracker = spark.sparkContext.statusTracker()
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            done = total = 0
+            for stage_id in self.tracker.getActiveStageIds():
+                info = self.tracker.getStageInfo(stage_id)
+                if info is not None:
+                    done += info.numCompletedTasks
+                    total += info.numTasks
+            if total:
+                print(f"  progress: {done}/{total} tasks done", flush=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+@dataclass
+class Summary:
+    dataset: str
+    version: str = ""
+    rows: int = 0
+    scored: int = 0
+    bad: int = 0
+    bad_sample: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self, unit: str) -> list[str]:
+        rate = self.scored / self.seconds if self.seconds else 0.0
+        out = [
+            f"{self.dataset}: published version {self.version}",
+            f"  keys written {self.rows}, {unit} scored {self.scored} "
+            f"({rate:,.0f} {unit}/s), {self.seconds:.1f}s",
+        ]
+        if self.bad:
+            out.append(f"  skipped {self.bad} bad input(s):")
+            out += [f"    {line}" for line in self.bad_sample]
+        return out
+
+
+def publish_version(
+    spark: Any,
+    settings: Settings,
+    dataset: str,
+    model: tuple[str, str],
+    run: Callable[[str], Any],
+    unit: str = "rows",
+) -> Summary:
+    """Register a version, run the stats DataFrame ``run(version)``, verify and publish."""
+    versions = Versions(connect(settings.redis), dataset, settings.store)
+    info = versions.begin(model[0], model[1])
+    print(f"{dataset}: writing version {info.version} (model {model[0]}/{model[1]})", flush=True)
+    summary = Summary(dataset, info.version)
+    started = time.perf_counter()
+    try:
+        with Progress(spark):
+            stats = run(info.version).collect()
+        for row in stats:
+            summary.rows += row["rows"]
+            summary.scored += row["scored"]
+            summary.bad += row["bad"]
+            summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
+        versions.publish(info.version, summary.rows)
+    except BaseException as exc:
+        if versions.get(info.version).status == "writing":
+            versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
+        print(
+            f"{dataset}: version {info.version} failed; the live version is unchanged", flush=True
+        )
+        raise
+    summary.seconds = time.perf_counter() - started
+    for line in summary.lines(unit):
+        print(line, flush=True)
+    return summary
