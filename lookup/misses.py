@@ -42,5 +42,7 @@ def not_found(misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
 def for_settings(settings: LookupSettings) -> MissHandler:
     """The miss handler a deployment uses; the one place where live fallback is wired in."""
     if settings.fallback_url:
-        raise ValueError("PRESCORE_FALLBACK_URL is set, but this build has no live fallback client")
+        from lookup.fallback_client import FallbackClient  # imports this module
+
+        return FallbackClient(settings)
     return not_found

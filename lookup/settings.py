@@ -67,7 +67,9 @@ class LookupSettings:
     # every worker within this time; a request still reads exactly one version.
     pointer_cache_s: float = 1.0
     fallback_url: str = ""  # live inference on a miss; empty: a miss is a 404
-    fallback_timeout_s: float = 0.5
+    fallback_timeout_s: float = 0.1  # deadline of one live call (a whole request's misses)
+    fallback_breaker_fails: int = 5  # failures in a row that open the circuit
+    fallback_breaker_reset_s: float = 5.0  # an open circuit tries one call again after this
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
@@ -84,6 +86,12 @@ class LookupSettings:
             fallback_url=env_str(env, "PRESCORE_FALLBACK_URL", cls.fallback_url),
             fallback_timeout_s=env_float(
                 env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s
+            ),
+            fallback_breaker_fails=env_int(
+                env, "PRESCORE_FALLBACK_BREAKER_FAILS", cls.fallback_breaker_fails
+            ),
+            fallback_breaker_reset_s=env_float(
+                env, "PRESCORE_FALLBACK_BREAKER_RESET_S", cls.fallback_breaker_reset_s
             ),
             server=ServerSettings.from_env(env),
         )

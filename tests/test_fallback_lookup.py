@@ -1,0 +1,185 @@
+"""Lookup on a miss: real lookup and fallback servers, real Redis, real TensorFlow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from prescore import keys
+from prescore.settings import Settings
+from tests import fallback_models as fm
+from tests.fallback_procs import Server, metric_value
+from tests.lookup_helpers import publish_users
+
+# The deadline in these tests is above the 100 ms default: the test machine is shared and
+# small, and a test must not fail on a slow moment. The bench measures real latencies.
+DEADLINE_S = "0.5"
+PREDICT = "fallback_requests"
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp = tmp_path_factory.mktemp("lookup-fallback-store")
+    root = (tmp / "models").as_uri()
+    fm.save_models(root, tmp, quantize=False)
+    return root
+
+
+def _fallback(store_root: str, log: Path) -> Server:
+    env = {
+        "PRESCORE_MODEL_STORE": store_root,
+        "FALLBACK_RECO_RUNTIME": "tf",
+        "FALLBACK_TAGGER_RUNTIME": "tf",
+        "FALLBACK_MODELS": "reco",
+    }
+    return Server("fallback.serve", env, log)
+
+
+@pytest.fixture(scope="module")
+def fallback(store_root: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _fallback(store_root, tmp_path_factory.mktemp("logs") / "fallback.log").start()
+    yield srv
+    srv.stop()
+
+
+def _lookup(redis_url: str, fallback_url: str, log: Path, **extra: str) -> Server:
+    env = {
+        "REDIS_URL": redis_url,
+        "PRESCORE_FALLBACK_URL": fallback_url,
+        "PRESCORE_FALLBACK_TIMEOUT_S": DEADLINE_S,
+        "LOOKUP_WORKERS": "1",
+        "LOOKUP_THREADS": "4",
+        "LOOKUP_POINTER_CACHE_S": "0",
+        **extra,
+    }
+    return Server("lookup.serve", env, log).start()
+
+
+@pytest.fixture()
+def lookup(
+    redis_url: str, rclient: redis.Redis, settings: Settings, fallback: Server, tmp_path: Path
+) -> Iterator[Server]:
+    publish_users(rclient, settings, 3)
+    srv = _lookup(redis_url, fallback.url, tmp_path / "lookup.log")
+    yield srv
+    srv.stop()
+
+
+def _current(rclient: redis.Redis) -> str:
+    return rclient.get(keys.pointer_key("reco")).decode()  # type: ignore[union-attr]
+
+
+def test_miss_is_answered_live_written_back_and_then_a_hit(
+    lookup: Server, rclient: redis.Redis
+) -> None:
+    first = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5)
+    assert first.status_code == 200, first.text
+    doc = first.json()
+    assert doc["source"] == "live" and doc["dataset_version"] == _current(rclient)
+    assert len(doc["items"]) == 3
+    key = keys.value_key("reco", _current(rclient), "u_known")
+    assert 0 < rclient.ttl(key) <= 86_400  # written back under the current version, with TTL
+    hits0 = metric_value(
+        requests.get(lookup.url + "/metrics", timeout=5).text,
+        "lookup_keys_total",
+        dataset="reco",
+        result="hit",
+    )
+    again = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5)
+    assert again.json()["items"] == doc["items"]
+    hits = metric_value(
+        requests.get(lookup.url + "/metrics", timeout=5).text,
+        "lookup_keys_total",
+        dataset="reco",
+        result="hit",
+    )
+    assert hits == hits0 + 1  # the second request was served from Redis
+
+
+def test_unknown_user_without_features_is_404(lookup: Server) -> None:
+    reply = requests.get(lookup.url + "/v1/recommendations/stranger", timeout=5)
+    assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
+
+
+def test_new_user_with_features_is_scored_and_stored(lookup: Server, rclient: redis.Redis) -> None:
+    body = {"user_id": "newbie", "features": {"vec": [0.2] * fm.DENSE_FEATURES}, "k": 4}
+    reply = requests.post(lookup.url + "/v1/recommendations:predict", json=body, timeout=5)
+    assert reply.status_code == 200, reply.text
+    doc = reply.json()
+    assert doc["source"] == "live" and len(doc["items"]) == 4
+    stored = requests.get(lookup.url + "/v1/recommendations/newbie?k=4", timeout=5).json()
+    assert stored["items"] == doc["items"]
+    known = requests.post(
+        lookup.url + "/v1/recommendations:predict",
+        json={"user_id": "u0", "features": {"vec": [1.0] * 12}},
+        timeout=5,
+    ).json()
+    assert known["source"] == "precomputed"  # a known user is a hit, not rescored
+    bad = requests.post(
+        lookup.url + "/v1/recommendations:predict", json={"user_id": "x"}, timeout=5
+    )
+    assert (bad.status_code, bad.json()["error"]) == (400, "invalid_features")
+
+
+def test_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) -> None:
+    def calls() -> float:
+        text = requests.get(fallback.url + "/metrics", timeout=5).text
+        return metric_value(text, "fallback_requests_total", route="/v1/predict/recommendations")
+
+    before = calls()
+    body = {"user_ids": ["u0", "u_known", "stranger", "u1"], "k": 2}
+    reply = requests.post(lookup.url + "/v1/recommendations:batchGet", json=body, timeout=5)
+    doc = reply.json()
+    assert reply.status_code == 200 and (doc["found"], doc["missing"]) == (3, 1)
+    assert doc["results"][1]["source"] == "live"
+    assert doc["results"][2]["error"] == "not_found"
+    assert calls() == before + 1
+
+
+def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    store_root: str,
+    tmp_path: Path,
+) -> None:
+    publish_users(rclient, settings, 3)
+    fb = _fallback(store_root, tmp_path / "fb.log").start()
+    lk = _lookup(
+        redis_url,
+        fb.url,
+        tmp_path / "lookup.log",
+        PRESCORE_FALLBACK_BREAKER_FAILS="3",
+        PRESCORE_FALLBACK_BREAKER_RESET_S="1",
+    )
+    try:
+        assert requests.get(lk.url + "/v1/recommendations/m0", timeout=5).status_code == 404
+        fb.kill()
+        codes, messages = [], []
+        for i in range(8):
+            started = time.monotonic()
+            reply = requests.get(lk.url + f"/v1/recommendations/miss{i}", timeout=5)
+            assert time.monotonic() - started < 1.0  # well within a second, never hanging
+            codes.append((reply.status_code, reply.json()["error"]))
+            messages.append(reply.json()["message"])
+            hit = requests.get(lk.url + "/v1/recommendations/u0", timeout=5)
+            assert hit.status_code == 200  # hits never depend on the fallback
+        assert set(codes) == {(503, "fallback_unavailable")}
+        assert "circuit open" in messages[-1]  # the breaker opened
+        fb.start()
+        time.sleep(1.2)  # the breaker's reset timeout
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = requests.get(lk.url + "/v1/recommendations/u_known", timeout=5)
+            if reply.status_code == 200:
+                break
+            time.sleep(0.3)
+        assert reply.status_code == 200 and reply.json()["source"] == "live"
+    finally:
+        lk.stop()
+        fb.stop()
