@@ -1,0 +1,200 @@
+"""Bulk scoring: every user's top-K hotels, published to Redis as a new ``reco`` version.
+
+    spark-submit jobs/score_recommendations.py --data var/data [--top-k 10] [--contexts a,b]
+
+Candidates of a user are the hotels of the user's regions of interest (or every hotel in
+``--candidates``). Pairs, inference and top-K are made inside each partition of users
+(mapInPandas): no shuffle per scored pair. The model is loaded once per Python worker;
+payloads are written pipelined per partition; the driver verifies the key count and
+switches the pointer atomically (jobs.bulk). Keys are ``user_id``, and ``user_id|context``
+for each ``--contexts`` entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs.bulk import (
+    STATS_SCHEMA,
+    plain_settings,
+    publish_version,
+    spark_session,
+    worker_model,
+    worker_redis,
+)
+from prescore import codec, keys
+from prescore.modelstore import ModelStore
+from prescore.reco_features import Schema, assemble, context_block, hotel_block, user_block
+from prescore.settings import Settings
+from prescore.versions import write_payloads
+
+MODEL_NAME = "reco"
+_HOTELS: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
+
+
+def _hotel_tables(
+    conf: Mapping[str, Any], schema: Schema
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Hotel ids, their encoded block and the hotel indices of each region, once per worker."""
+    key = conf["model_key"]
+    if key not in _HOTELS:
+        hotels = pd.DataFrame(conf["hotels"])
+        by_region = {r: np.asarray(i) for r, i in hotels.groupby("region").indices.items()}
+        if conf["all_candidates"]:
+            by_region = {"*": np.arange(len(hotels))}
+        _HOTELS[key] = (hotels["hotel_id"].to_numpy(), hotel_block(hotels, schema), by_region)
+    return _HOTELS[key]
+
+
+def top_k_per_user(owner: np.ndarray, scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Indices of the ``k`` best pairs of each user, best first (``owner`` is sorted)."""
+    order = np.lexsort((-scores, owner))
+    starts = np.flatnonzero(np.r_[True, owner[order][1:] != owner[order][:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    return [order[s : min(e, s + k)] for s, e in zip(starts, ends, strict=True)]
+
+
+def score_users(
+    users: pd.DataFrame, conf: Mapping[str, Any]
+) -> tuple[list[tuple[str, bytes]], int]:
+    """Payloads of ``users`` for every context, and how many pairs were scored."""
+    runner, meta = worker_model(conf, MODEL_NAME, conf["model_version"])
+    schema = Schema.from_dict(meta["schema"])
+    hotel_ids, hotel_x, by_region = _hotel_tables(conf, schema)
+    ids = [keys.check_id(str(u), what="user_id") for u in users["user_id"]]
+    cands = [
+        np.unique(
+            np.concatenate(
+                [
+                    by_region.get(r, np.empty(0, int))
+                    for r in (["*"] if conf["all_candidates"] else list(rs))
+                ]
+            )
+        )
+        for rs in users["regions"]
+    ]
+    owner = np.repeat(np.arange(len(users)), [len(c) for c in cands])
+    hotel_idx = np.concatenate(cands).astype(int) if len(owner) else np.empty(0, int)
+    user_x = user_block(users, schema)
+    match = np.ones((len(owner), 1), np.float32)  # candidates come from the user's regions
+    if conf["all_candidates"]:  # a hotel outside the user's regions is a candidate too
+        regions = [set(users["regions"].iloc[o]) for o in owner]
+        hotel_regions = conf["hotels"]["region"]
+        match = np.array(
+            [hotel_regions[h] in regions[i] for i, h in enumerate(hotel_idx)], np.float32
+        )[:, None]
+    rows: list[tuple[str, bytes]] = []
+    for ctx in conf["contexts"]:
+        ctx_x = np.repeat(context_block([ctx], schema), len(owner), axis=0)
+        x = assemble(user_x[owner], hotel_x[hotel_idx], ctx_x, match)
+        scores = (
+            np.concatenate(
+                [
+                    runner(x[i : i + conf["batch_rows"]]).ravel()
+                    for i in range(0, len(x), conf["batch_rows"])
+                ]
+            )
+            if len(x)
+            else x
+        )
+        for user_pos, best in zip(
+            np.unique(owner), top_k_per_user(owner, scores, conf["top_k"]), strict=True
+        ):
+            items = [(str(hotel_ids[hotel_idx[j]]), float(scores[j])) for j in best]
+            payload = codec.encode_recommendations(
+                ids[user_pos],
+                items,
+                model=MODEL_NAME,
+                model_version=conf["model_version"],
+                scored_at=conf["scored_at"],
+                context=ctx,
+            )
+            rows.append((keys.reco_key(ids[user_pos], ctx), payload))
+    return rows, len(owner) * len(conf["contexts"])
+
+
+def score_partition(
+    batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]
+) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: score, write pipelined, yield one stats row per Arrow batch."""
+    client = worker_redis(conf)
+    step = conf["users_per_chunk"]  # bounds the pair matrix of one model call
+    for batch in batches:
+        written = pairs = 0
+        for start in range(0, len(batch), step):
+            rows, scored = score_users(batch.iloc[start : start + step], conf)
+            written += write_payloads(client, "reco", conf["version"], rows)
+            pairs += scored
+        yield pd.DataFrame({"rows": [written], "scored": [pairs], "bad": [0], "bad_sample": [[]]})
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="folder with users.parquet, hotels.parquet")
+    parser.add_argument("--candidates", help="parquet of hotels every user is scored against")
+    parser.add_argument("--model-version", help="default: the promoted version")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--contexts", default="", help="comma-separated contexts to score too")
+    parser.add_argument("--partitions", type=int, default=0, help="default: Spark's parallelism")
+    parser.add_argument("--batch-rows", type=int, default=8192, help="rows per model call")
+    parser.add_argument("--redis-url", help="overrides REDIS_URL")
+    parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings.from_env(os.environ)
+    if args.redis_url:
+        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
+    if args.model_store:
+        settings = replace(settings, models=replace(settings.models, root=args.model_store))
+    spark = spark_session("prescore-score-recommendations")
+    model_version = args.model_version or ModelStore(settings.models).resolve(MODEL_NAME).version
+    data = args.data.rstrip("/")
+    hotels = spark.read.parquet(args.candidates or f"{data}/hotels.parquet").toPandas()
+    users = spark.read.parquet(f"{data}/users.parquet").select(
+        "user_id", "country", "language", "device", "regions"
+    )
+    if args.partitions or users.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
+        users = users.repartition(args.partitions or spark.sparkContext.defaultParallelism)
+    contexts = [None, *[keys.check_id(c, what="context") for c in args.contexts.split(",") if c]]
+    conf = {
+        **plain_settings(settings),
+        "model_version": model_version,
+        "model_key": f"{settings.models.root}|{model_version}|{args.candidates or data}",
+        "hotels": {c: hotels[c].tolist() for c in ("hotel_id", "region", "price", "stars")}
+        | {"amenities": [list(a) for a in hotels["amenities"]]},
+        "all_candidates": bool(args.candidates),
+        "contexts": contexts,
+        "top_k": args.top_k,
+        "batch_rows": args.batch_rows,
+        "users_per_chunk": 256,
+        "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+    def run(version: str) -> Any:
+        body = {**conf, "version": version}
+        return users.mapInPandas(lambda it: score_partition(it, body), schema=STATS_SCHEMA)
+
+    print(
+        f"scoring users of {data} against {len(hotels)} hotels, top {args.top_k}, "
+        f"contexts {[c or '(none)' for c in contexts]}",
+        flush=True,
+    )
+    publish_version(spark, settings, "reco", (MODEL_NAME, model_version), run, unit="pairs")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
