@@ -45,7 +45,10 @@ def load_model(
     """Load one version in the configured runtime, warm it up, start its batcher."""
     runtime = pick_runtime(ref.meta, ref.path, settings.runtime_for(ref.name))
     runner = load_runner(ref.path, runtime, settings.inference_threads or None)
-    warm = ref.meta.get("input_shape")
+    meta = (
+        {**ref.meta, "serving": {"data_dir": settings.data_dir}} if settings.data_dir else ref.meta
+    )
+    warm = meta.get("input_shape") or ([meta["feature_width"]] if "feature_width" in meta else None)
     if isinstance(warm, list) and warm:  # first call builds kernels: not on a request
         runner(np.zeros((1, *warm), np.float32))
     batch = settings.batch_for(ref.name)
@@ -57,7 +60,7 @@ def load_model(
         name=f"{ref.name}-{ref.version}",
         observe=observe,
     )
-    return ServedModel(ref.name, ref.version, runtime, ref.meta, batcher)
+    return ServedModel(ref.name, ref.version, runtime, meta, batcher)
 
 
 class ModelSlots:

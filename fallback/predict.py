@@ -3,12 +3,12 @@
 Recommendations: each instance is a user (id, optional features, optional context,
 optional candidate hotel ids). Its rows come from the model's featurizer, named in its
 model.json as ``"featurizer": "module:function"`` (default
-``prescore.reco_features:request_matrix``), called as ``f(meta, user, context,
-hotel_ids) -> float32 [len(hotel_ids), F]`` where ``user`` is the features sent plus
-``user_id`` (a featurizer may know users by id and raise NotFound for others); the
-module's optional ``candidates(meta, user, context)`` gives the default candidates (the
-hotels of the user's regions). All
-instances of a request go to the model as one batch, and merge there with other requests.
+``fallback.reco_rows:request_matrix``, over prescore.reco_features), called as
+``f(meta, user, context, hotel_ids) -> float32 [len(hotel_ids), F]``, where ``user`` is
+the features sent plus ``user_id`` (a featurizer may know users by id and raise
+NotFound for others). The module's optional ``candidates(meta, user, context)`` gives
+the default candidates (the hotels of the user's regions). All instances of a request go
+to the model as one batch, and merge there with other requests.
 
 Image tags: each image is decoded and resized with Pillow to the model's input size
 (model.json ``image_size``), scaled to [0, 1]; tags at or above their threshold (model.json
@@ -29,7 +29,7 @@ from fallback.models import ServedModel
 from prescore import codec, keys
 from prescore.errors import InvalidInput, NotFound, PrescoreError
 
-DEFAULT_RECO_FEATURIZER = "prescore.reco_features:request_matrix"
+DEFAULT_RECO_FEATURIZER = "fallback.reco_rows:request_matrix"
 _featurizers: dict[str, Any] = {}
 
 

@@ -48,6 +48,7 @@ class FallbackSettings:
     request_timeout_s: float = 5.0  # a request waiting longer for the model gets a 504
     watch_interval_s: float = 5.0  # how often the PROMOTED pointers are checked
     swap_grace_s: float = 5.0  # a replaced model keeps answering requests already holding it
+    data_dir: str = ""  # users/hotels tables of reco (default: model.json data.path)
     default_k: int = 10
     max_k: int = 100
     max_instances: int = 100  # users (or images) in one request
@@ -74,6 +75,7 @@ class FallbackSettings:
             request_timeout_s=env_float(env, "FALLBACK_REQUEST_TIMEOUT_S", cls.request_timeout_s),
             watch_interval_s=env_float(env, "FALLBACK_WATCH_INTERVAL_S", cls.watch_interval_s),
             swap_grace_s=env_float(env, "FALLBACK_SWAP_GRACE_S", cls.swap_grace_s),
+            data_dir=env_str(env, "FALLBACK_DATA_DIR", cls.data_dir),
             default_k=env_int(env, "FALLBACK_DEFAULT_K", cls.default_k),
             max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k),
             max_instances=env_int(env, "FALLBACK_MAX_INSTANCES", cls.max_instances),
