@@ -76,20 +76,37 @@ def candidates(meta: dict[str, Any], user: dict[str, Any], context: str | None) 
     return [str(h) for h in hotels.index[hotels["region"].isin(wanted)]]
 
 
+def _hotel_rows(meta: dict[str, Any], schema: Any) -> tuple[dict[str, int], np.ndarray]:
+    """Every hotel's encoded block, once per table and schema (most of a row's width)."""
+    from prescore.reco_features import hotel_block
+
+    hotels = _table(meta, "hotels")
+    key = f"{_data_dir(meta)}#{id(hotels)}#{hash(schema)}"
+    found = _tables.get(key)
+    if found is None:
+        index = {str(h): i for i, h in enumerate(hotels.index)}
+        found = _tables[key] = (index, hotel_block(hotels, schema))
+    return found
+
+
 def request_matrix(
     meta: dict[str, Any], user: dict[str, Any], context: str | None, hotel_ids: list[str]
 ) -> np.ndarray:
     """The model's input rows for one user and context over ``hotel_ids``."""
     import pandas as pd
 
-    from prescore.reco_features import Schema, encode
+    from prescore.reco_features import Schema, assemble, context_block, user_block
 
     schema = Schema.from_dict(meta["schema"])
-    hotels = _table(meta, "hotels")
-    unknown = [h for h in hotel_ids if h not in hotels.index]
+    index, hotel_rows = _hotel_rows(meta, schema)
+    unknown = [h for h in hotel_ids if h not in index]
     if unknown:
         raise InvalidInput(f"unknown hotel ids: {', '.join(unknown[:5])}", code="invalid_id")
     info = _user(meta, user)
-    users = pd.DataFrame([info] * len(hotel_ids))
-    pairs = hotels.loc[hotel_ids].reset_index(drop=True)
-    return encode(users, pairs, [context] * len(hotel_ids), schema)
+    picked = [index[h] for h in hotel_ids]
+    n = len(picked)
+    regions = _table(meta, "hotels")["region"].to_numpy()[picked]
+    match = np.isin(regions, info["regions"]).astype(np.float32)[:, None]
+    users = np.repeat(user_block(pd.DataFrame([info]), schema), n, axis=0)
+    contexts = np.repeat(context_block([context], schema), n, axis=0)
+    return assemble(users, hotel_rows[picked], contexts, match)

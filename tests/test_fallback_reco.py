@@ -13,10 +13,15 @@ import requests
 from fallback.reco_rows import request_matrix
 from prescore.inference import load_runner
 from prescore.modelstore import ModelRef, ModelStore
+from prescore.reco_features import Schema, encode
 from prescore.settings import ModelStoreSettings
 from tests.fallback_procs import Server
 
 RECO = "/v1/predict/recommendations"
+
+
+def schema(ref: ModelRef) -> Schema:
+    return Schema.from_dict(ref.meta["schema"])
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +78,11 @@ def test_known_user_by_id_gets_hotels_of_their_regions_ranked_by_the_model(
     assert set(got) <= set(in_regions)
     meta = {**ref.meta, "serving": {"data_dir": str(data)}}
     rows = request_matrix(meta, {"user_id": "u3"}, "summer-sat", in_regions)
+    # the rows are exactly those the bulk job builds (prescore.reco_features.encode)
+    n = len(in_regions)
+    pairs = hotels.set_index("hotel_id").loc[in_regions].reset_index()
+    same = encode(users.loc[["u3"] * n].reset_index(), pairs, ["summer-sat"] * n, schema(ref))
+    np.testing.assert_array_equal(rows, same)
     scores = load_runner(ref.path, "float32")(rows).ravel()
     expected = [in_regions[i] for i in np.argsort(-scores, kind="stable")[:5]]
     assert len(got) == min(5, len(in_regions)) > 0
