@@ -81,7 +81,7 @@ def worker_model(
         if key not in _MODELS:
             ref = ModelStore(ModelStoreSettings(**conf["models"])).resolve(name, version)
             _MODELS[key] = (TFRunner(ref.saved_model), ref.meta)
-        return _MODELS[key]  # type: ignore[no-any-return]
+        return _MODELS[key]
 
 
 class Progress:
@@ -111,6 +111,15 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=1)
+
+
+def _drain(spark: Any, timeout_s: float = 60.0) -> None:
+    """Cancel the job's remaining tasks and wait until none runs."""
+    spark.sparkContext.cancelAllJobs()
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.monotonic() + timeout_s
+    while tracker.getActiveStageIds() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @dataclass
@@ -160,6 +169,7 @@ def publish_version(
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
         versions.publish(info.version, summary.rows)
     except BaseException as exc:
+        _drain(spark)  # tasks of a failed job may still be writing: let them stop first
         if versions.get(info.version).status == "writing":
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
         print(

@@ -25,6 +25,7 @@ import pandas as pd
 
 from jobs.bulk import (
     STATS_SCHEMA,
+    Summary,
     plain_settings,
     publish_version,
     spark_session,
@@ -151,14 +152,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    settings = Settings.from_env(os.environ)
+def settings_for(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, with the job's flags on top."""
+    settings = Settings.from_env(env)
     if args.redis_url:
         settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
     if args.model_store:
         settings = replace(settings, models=replace(settings.models, root=args.model_store))
-    spark = spark_session("prescore-score-recommendations")
+    return settings
+
+
+def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary:
+    """Score every user and publish a new ``reco`` version; raises if anything fails."""
     model_version = args.model_version or ModelStore(settings.models).resolve(MODEL_NAME).version
     data = args.data.rstrip("/")
     hotels = spark.read.parquet(args.candidates or f"{data}/hotels.parquet").toPandas()
@@ -191,8 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         f"contexts {[c or '(none)' for c in contexts]}",
         flush=True,
     )
-    publish_version(spark, settings, "reco", (MODEL_NAME, model_version), run, unit="pairs")
-    spark.stop()
+    return publish_version(spark, settings, "reco", (MODEL_NAME, model_version), run, "pairs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = spark_session("prescore-score-recommendations")
+    try:
+        run_job(spark, args, settings_for(args, os.environ))
+    finally:
+        spark.stop()
     return 0
 
 

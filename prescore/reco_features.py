@@ -51,7 +51,8 @@ class Schema:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Schema:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        return cls(**fields)
 
     @classmethod
     def fit(cls, users: pd.DataFrame, hotels: pd.DataFrame, contexts: pd.DataFrame) -> Schema:

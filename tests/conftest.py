@@ -76,3 +76,25 @@ def spark():  # type: ignore[no-untyped-def]
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def reco_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo data set (users, hotels, contexts, events)."""
+    from jobs.datagen import Sizes, generate
+
+    out = tmp_path_factory.mktemp("reco-data")
+    generate(out, Sizes(users=400, hotels=150, regions=6, impressions_per_user=60), seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reco_store(reco_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A model store holding one trained, promoted ``reco`` model (trained once a run)."""
+    from jobs.train_reco import train
+    from prescore.modelstore import ModelStore
+
+    root = tmp_path_factory.mktemp("reco-models")
+    store = ModelStore(ModelStoreSettings(root=root.as_uri(), cache_dir=str(root / ".cache")))
+    result = train(reco_data, store, epochs=3, seed=3, promote=True, int8=False)
+    return store, result
