@@ -43,6 +43,8 @@ def load_model(
     ref: ModelRef, settings: FallbackSettings, observe: BatchObserver | None = None
 ) -> ServedModel:
     """Load one version in the configured runtime, warm it up, start its batcher."""
+    from fallback.predict import warm as prepare  # predict imports this module
+
     runtime = pick_runtime(ref.meta, ref.path, settings.runtime_for(ref.name))
     runner = load_runner(ref.path, runtime, settings.inference_threads or None)
     meta = (
@@ -51,6 +53,7 @@ def load_model(
     warm = meta.get("input_shape") or ([meta["feature_width"]] if "feature_width" in meta else None)
     if isinstance(warm, list) and warm:  # first call builds kernels: not on a request
         runner(np.zeros((1, *warm), np.float32))
+    prepare(ref.name, meta)
     batch = settings.batch_for(ref.name)
     batcher = MicroBatcher(
         runner,
@@ -104,7 +107,7 @@ class ModelSlots:
             ref = self.store.resolve(name, promoted)
             observe = self._observe(name) if self._observe else None
             model = load_model(ref, self.settings, observe)
-        except (PrescoreError, OSError, ValueError) as exc:
+        except (PrescoreError, OSError, ValueError, ImportError, AttributeError, KeyError) as exc:
             self._errors[name] = str(exc)
             log.warning("model %s: not loaded: %s", name, exc)
             return False

@@ -42,15 +42,28 @@ def _resolve(spec: str) -> Any:
     found = _featurizers.get(spec)
     if found is None:
         module = importlib.import_module(module_name)
-        found = _featurizers[spec] = (getattr(module, attr), getattr(module, "candidates", None))
+        found = _featurizers[spec] = (
+            getattr(module, attr),
+            getattr(module, "candidates", None),
+            getattr(module, "warm", None),
+        )
     return found
 
 
 def featurizer(meta: dict[str, Any]) -> tuple[Callable[..., np.ndarray], Callable[..., Any] | None]:
     try:
-        return _resolve(str(meta.get("featurizer") or DEFAULT_RECO_FEATURIZER))
+        make_rows, candidates, _ = _resolve(str(meta.get("featurizer") or DEFAULT_RECO_FEATURIZER))
+        return make_rows, candidates
     except (ImportError, AttributeError) as exc:
         raise PrescoreError(f"model featurizer unavailable: {exc}", code="model_not_ready") from exc
+
+
+def warm(name: str, meta: dict[str, Any]) -> None:
+    """Prepare what a model's first request would (the reco featurizer's tables)."""
+    if name == "reco":
+        warm_up = _resolve(str(meta.get("featurizer") or DEFAULT_RECO_FEATURIZER))[2]
+        if warm_up is not None:
+            warm_up(meta)
 
 
 def _error(user_id: str, exc: PrescoreError) -> dict[str, Any]:

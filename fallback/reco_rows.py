@@ -110,3 +110,11 @@ def request_matrix(
     users = np.repeat(user_block(pd.DataFrame([info]), schema), n, axis=0)
     contexts = np.repeat(context_block([context], schema), n, axis=0)
     return assemble(users, hotel_rows[picked], contexts, match)
+
+
+def warm(meta: dict[str, Any]) -> None:
+    """Read the tables and encode the hotels now, at load time, not on the first request."""
+    from prescore.reco_features import Schema
+
+    _table(meta, "users")
+    _hotel_rows(meta, Schema.from_dict(meta["schema"]))

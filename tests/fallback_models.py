@@ -28,11 +28,11 @@ def dense_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def image_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def image_data(n: int, seed: int = 0, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Images whose channels carry the tags: red pool, green sea view, blue bed."""
     rng = np.random.default_rng(seed)
     y = (rng.random((n, len(TAGS))) < 0.4).astype(np.float32)
-    x = rng.random((n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32) * 0.5
+    x = rng.random((n, size, size, 3)).astype(np.float32) * 0.5
     x[..., :3] += y[:, None, None, :] * 0.5
     return x, y
 
@@ -56,17 +56,23 @@ def build_dense(out: Path, seed: int = 0, epochs: int = 8) -> Path:
     return out
 
 
-def build_cnn(out: Path, seed: int = 0, epochs: int = 4) -> Path:
+def build_cnn(out: Path, seed: int = 0, epochs: int = 4, size: int = IMAGE_SIZE) -> Path:
     import keras
 
     keras.utils.set_random_seed(seed)
-    x, y = image_data(600, seed)
+    x, y = image_data(600, seed, size)
+    wide = 2 if size > IMAGE_SIZE else 1  # the bench's larger images get a larger net
     model = keras.Sequential(
         [
-            keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
-            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(8 * wide, 3, activation="relu"),
             keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.Conv2D(16 * wide, 3, activation="relu"),
+            *(
+                [keras.layers.MaxPooling2D(), keras.layers.Conv2D(32 * wide, 3, activation="relu")]
+                if wide > 1
+                else []
+            ),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(len(TAGS), activation="sigmoid"),
         ]
