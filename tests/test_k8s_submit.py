@@ -135,3 +135,28 @@ def test_a_real_local_submit_runs_a_spark_job(tmp_path) -> None:  # type: ignore
         [submit.spark_submit_bin(), *argv], capture_output=True, text=True, timeout=300, check=True
     )
     assert "ROWS 5 prescore-score-recommendations" in out.stdout
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(overlay: str) -> None:
+    from jobs.retrain import build_parser
+
+    objs = render(f"overlays/{overlay}")
+    cron = find(objs, "CronJob", "prescore-retrain")
+    spec = pod_spec(cron)
+    (container,) = spec["containers"]
+    env = _container_env(container, objs)
+    env["PRESCORE_RUN_ID"] = "prescore-retrain-29000000"
+    args = _expand(container["args"], env)
+    assert args[:3] == ["python", "-m", "jobs.retrain"]
+    parsed = build_parser().parse_args(args[3:])
+    assert parsed.target == "k8s" and parsed.run_id == "prescore-retrain-29000000"
+    assert parsed.data == env["PRESCORE_DATA_URI"]
+    run_id_src = next(e for e in container["env"] if e["name"] == "PRESCORE_RUN_ID")
+    assert "job-name" in run_id_src["valueFrom"]["fieldRef"]["fieldPath"]  # stable per Job
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    state_mount = next(p for p in mounts if parsed.state_dir.startswith(p + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[state_mount])
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    find(objs, "PersistentVolumeClaim", claim)
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
