@@ -81,7 +81,7 @@ def _images(settings: FallbackSettings) -> tuple[list[tuple[str, bytes]], bool]:
     if request.mimetype.startswith("image/") or request.mimetype in _IMAGE_TYPES:
         raw = request.get_data(cache=False)
         if not raw:
-            raise InvalidInput("body is empty", code="invalid_image")
+            raise InvalidInput("image is empty", code="empty_image")
         image_id = predict.check_id(request.args.get("image_id", "upload"), "image_id")
         return [(image_id, raw)], True
     if request.mimetype != "application/json":
@@ -92,7 +92,7 @@ def _images(settings: FallbackSettings) -> tuple[list[tuple[str, bytes]], bool]:
         try:
             out.append((image_id, base64.b64decode(str(inst.get("b64", "")), validate=True)))
         except (binascii.Error, ValueError) as exc:
-            raise InvalidInput(f"instances[{i}].b64 is not base64", code="invalid_image") from exc
+            raise InvalidInput(f"instances[{i}].b64 is not base64", code="bad_image") from exc
     return out, False
 
 

@@ -9,7 +9,8 @@ from prescore.keys import MAX_ID_LENGTH
 
 ERROR_CODES = [
     "invalid_id", "invalid_k", "invalid_body", "invalid_instances", "invalid_features",
-    "invalid_image", "invalid_input", "candidates_required", "malformed_json", "not_found",
+    "bad_image", "empty_image", "image_too_large", "invalid_input", "candidates_required",
+    "malformed_json", "not_found",
     "too_large", "too_many_instances", "unsupported_media_type", "no_route",
     "method_not_allowed", "overloaded", "inference_timeout", "model_not_ready", "reloading",
     "not_ready", "internal",

@@ -10,15 +10,14 @@ NotFound for others). The module's optional ``candidates(meta, user, context)`` 
 the default candidates (the hotels of the user's regions). All instances of a request go
 to the model as one batch, and merge there with other requests.
 
-Image tags: each image is decoded and resized with Pillow to the model's input size
-(model.json ``image_size``), scaled to [0, 1]; tags at or above their threshold (model.json
-``tags`` and ``thresholds``) are returned best first.
+Image tags: each image is decoded and resized by prescore.image_features (as the bulk job
+does) to the model's input size (model.json ``image_size``), scaled to [0, 1]; tags at or
+above their threshold (model.json ``tags`` and ``thresholds``) are returned best first.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from fallback.models import ServedModel
 from prescore import codec, keys
 from prescore.errors import InvalidInput, NotFound, PrescoreError
+from prescore.image_features import decode
 
 DEFAULT_RECO_FEATURIZER = "fallback.reco_rows:request_matrix"
 _featurizers: dict[str, Any] = {}
@@ -118,19 +118,6 @@ def recommend(
     return out
 
 
-def decode_image(raw: bytes, size: tuple[int, int]) -> np.ndarray:
-    """Image bytes as float32 [H, W, 3] in [0, 1]; InvalidInput when not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.draft("RGB", size)  # JPEG: decode at reduced scale when it is much larger
-            rgb = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"not a readable image: {exc}", code="invalid_image") from exc
-    return np.asarray(rgb, np.float32) / 255.0
-
-
 def _thresholds(meta: dict[str, Any], tags: list[str]) -> np.ndarray:
     raw = meta.get("thresholds", 0.5)
     if isinstance(raw, dict):
@@ -146,7 +133,7 @@ def tag_images(
     """One tags payload per (image_id, bytes), in order; all images in one model call."""
     tags = [str(t) for t in model.meta["tags"]]
     height, width = (int(v) for v in model.meta.get("image_size", (128, 128)))
-    batch = np.stack([decode_image(raw, (height, width)) for _, raw in images])
+    batch = np.stack([decode(raw, (height, width)) for _, raw in images])
     scores = model.predict(batch, timeout_s)
     floor = _thresholds(model.meta, tags)
     stamp, out = now(), []

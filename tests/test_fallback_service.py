@@ -147,7 +147,11 @@ def test_bad_images(server: Server) -> None:
     junk = requests.post(
         server.url + TAGS, data=b"not an image", headers={"Content-Type": "image/jpeg"}, timeout=5
     )
-    assert (junk.status_code, junk.json()["error"]) == (400, "invalid_image")
+    assert (junk.status_code, junk.json()["error"]) == (400, "bad_image")
+    empty = requests.post(
+        server.url + TAGS, data=b"", headers={"Content-Type": "image/jpeg"}, timeout=5
+    )
+    assert (empty.status_code, empty.json()["error"]) == (400, "empty_image")
     wrong = requests.post(
         server.url + TAGS, data=b"x", headers={"Content-Type": "text/plain"}, timeout=5
     )
