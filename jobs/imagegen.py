@@ -2,7 +2,7 @@
 
     python -m jobs.imagegen --out var/images --count 1500 --seed 7 [--bad-files]
 
-Writes ``photos/<image_id>.jpg`` and ``labels.jsonl`` (one ``{"image_id", "tags"}`` a
+Writes ``<image_id>.jpg`` and ``labels.jsonl`` into ``--out`` (one ``{"image_id", "tags"}`` a
 line). A sea view is a blue band under a sky, a pool a turquoise slab, a bed a white block
 with pillows, a balcony dark railings, breakfast plates on a table, a seating area a sofa,
 a bathroom a tiled wall, a garden green foliage; each is placed, sized and coloured at
@@ -138,17 +138,16 @@ def write_bad_files(photos: Path) -> list[str]:
 def generate(out: Path, count: int, seed: int = 7, bad_files: bool = False) -> int:
     """Write ``count`` photos and labels.jsonl under ``out``; returns the count."""
     rng = np.random.default_rng(seed)
-    photos = out / "photos"
-    photos.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / "labels.jsonl", "w") as labels:
         for i in range(count):
             size = int(rng.integers(96, 161))
             img, tags = photo(rng, size)
             image_id = f"img-{i:06d}"
-            img.save(photos / f"{image_id}.jpg", quality=90)
+            img.save(out / f"{image_id}.jpg", quality=90)
             labels.write(json.dumps({"image_id": image_id, "tags": tags}) + "\n")
     if bad_files:
-        write_bad_files(photos)
+        write_bad_files(out)
     return count
 
 
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     generate(args.out, args.count, args.seed, args.bad_files)
     print(
-        f"wrote {args.count} photos to {args.out / 'photos'}"
+        f"wrote {args.count} photos and labels.jsonl to {args.out}"
         f"{' plus 4 bad files' if args.bad_files else ''}; "
         f"{time.perf_counter() - started:.1f}s"
     )
