@@ -44,7 +44,7 @@ STEPS = ("train", "evaluate", "gate", "score")
 
 @dataclass(frozen=True)
 class Options:
-    data: str
+    data: str  # a local folder: training and evaluation read it with pandas
     run_id: str
     state_dir: str
     max_regression: float = 0.005
@@ -58,6 +58,7 @@ class Options:
     image: str = "prescore-jobs:latest"
     namespace: str = "prescore"
     spark_conf: str = ""
+    score_data: str = ""  # what the bulk job reads (hdfs:// on a cluster); default: data
 
 
 def log(msg: str) -> None:
@@ -168,7 +169,7 @@ def step_score(settings: Settings, opts: Options, state: RunState, model_version
     done = _published_for(settings, model_version, state.started_at)
     if done:
         return {"published": done, "note": "found already published by this run"}
-    flags = {"data": opts.data, "model_version": model_version}
+    flags = {"data": opts.score_data or opts.data, "model_version": model_version}
     if opts.target == "k8s":
         argv = submit.k8s_args(
             JOB,
@@ -237,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True, help="datagen output (users, hotels, events)")
+    p.add_argument("--data", required=True, help="local folder of users, hotels and events")
+    p.add_argument("--score-data", help="the same data as the bulk job reads it (e.g. hdfs://)")
     p.add_argument("--run-id", help="resume this run (default: a new one; $PRESCORE_RUN_ID)")
     p.add_argument("--state-dir", help="where runs are recorded (default: $PRESCORE_VAR/retrain)")
     p.add_argument("--max-regression", type=float, default=0.005, help="AUC a candidate may lose")
@@ -263,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, models=replace(settings.models, root=args.model_store))
     opts = Options(
         data=args.data,
+        score_data=args.score_data or "",
         run_id=args.run_id or env.get("PRESCORE_RUN_ID") or new_run_id(),
         state_dir=args.state_dir or os.path.join(settings.var_dir, "retrain"),
         max_regression=args.max_regression,

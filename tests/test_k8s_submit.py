@@ -151,7 +151,10 @@ def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(overlay: st
     assert args[:3] == ["python", "-m", "jobs.retrain"]
     parsed = build_parser().parse_args(args[3:])
     assert parsed.target == "k8s" and parsed.run_id == "prescore-retrain-29000000"
-    assert parsed.data == env["PRESCORE_DATA_URI"]
+    assert parsed.score_data == env["PRESCORE_DATA_URI"]
+    assert not parsed.data.startswith("hdfs://")  # training reads a local folder
+    mounted = [m["mountPath"] for m in container["volumeMounts"]]
+    assert any(parsed.data.startswith(m + "/") or parsed.data == m for m in mounted)
     run_id_src = next(e for e in container["env"] if e["name"] == "PRESCORE_RUN_ID")
     assert "job-name" in run_id_src["valueFrom"]["fieldRef"]["fieldPath"]  # stable per Job
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
