@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from prescore.errors import InvalidInput, ModelStoreError, NotFound
 
@@ -38,8 +39,6 @@ def _table(meta: dict[str, Any], name: str) -> Any:
     path = str(_data_dir(meta) / f"{name}.parquet")
     found = _tables.get(path)
     if found is None:
-        import pandas as pd
-
         with _lock:
             found = _tables.get(path)
             if found is None:
@@ -93,8 +92,6 @@ def request_matrix(
     meta: dict[str, Any], user: dict[str, Any], context: str | None, hotel_ids: list[str]
 ) -> np.ndarray:
     """The model's input rows for one user and context over ``hotel_ids``."""
-    import pandas as pd
-
     from prescore.reco_features import Schema, assemble, context_block, user_block
 
     schema = Schema.from_dict(meta["schema"])
