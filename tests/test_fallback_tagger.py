@@ -73,7 +73,7 @@ def test_live_tags_are_the_int8_models_tags_above_threshold(
         assert reply.status_code == 200, reply.text
         doc = reply.json()
         assert (doc["image_id"], doc["source"], doc["model"]) == (image_id, "live", "tagger")
-        scores = runner(decode(raw, size)[None])[0]  # type: ignore[arg-type]
+        scores = runner(decode(raw, size)[None])[0]
         expected = {t for t, s, f in zip(tags, scores, floor, strict=True) if s >= f}
         assert {t["tag"] for t in doc["tags"]} == expected
         got = [t["score"] for t in doc["tags"]]
