@@ -2,7 +2,8 @@
 
     python -m bench.bench_fallback [--seconds 8] [--clients 32]
 
-1. Runtimes: the recommender (jobs.train_reco on jobs.datagen data) and a multi-label CNN
+1. Runtimes: the recommender (jobs.train_reco on jobs.datagen data) and the photo tagger
+   (jobs.train_tagger on jobs.imagegen photos)
    in TensorFlow (SavedModel), LiteRT float32 and LiteRT int8: single-row latency, batch
    throughput, AUC / mAP on held-out rows.
 2. Micro-batching: the fallback server under ``--clients`` concurrent clients, each
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import itertools
 import json
 import os
@@ -31,12 +31,11 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jobs.quantize import measure, quantize_dir
+from jobs.quantize import measure
 from prescore.modelstore import ModelStore
 from prescore.settings import ModelStoreSettings
 
 JSON = "application/json"
-TAGGER_SIZE = 64
 WARM = 20
 
 
@@ -109,11 +108,11 @@ def run_load(url: str, make: Callable[[int], Request], clients: int, seconds: fl
 
 
 def build_models(work: Path, users: int) -> tuple[Path, str, dict[str, tuple[np.ndarray, ...]]]:
-    """Train reco on generated data and a 64 px CNN; both quantized, saved, promoted."""
+    """Train reco and the tagger on generated data (jobs.datagen, jobs.imagegen); both are
+    quantized by their training jobs, saved and promoted."""
     from jobs.datagen import Sizes, generate
     from jobs.train_reco import encode_events, load_tables, train
     from prescore.reco_features import Schema
-    from tests import fallback_models as fm
 
     data = work / "data"
     generate(data, Sizes(users=users, hotels=500, impressions_per_user=20, days=30, test_days=6))
@@ -125,12 +124,16 @@ def build_models(work: Path, users: int) -> tuple[Path, str, dict[str, tuple[np.
     schema = Schema.from_dict(store.meta("reco", result.version)["schema"])
     test = tables["events_test"].sample(min(5000, len(tables["events_test"])), random_state=1)
     reco_eval = (encode_events(test, tables, schema), test["booked"].to_numpy())
-    size = TAGGER_SIZE
-    cnn = fm.build_cnn(work / "tagger", size=size, epochs=6)
-    xi, yi = fm.image_data(400, 9, size)
-    meta = {**fm.tagger_meta(), "image_size": [size, size], "input_shape": [size, size, 3]}
-    meta["quantization"] = quantize_dir(cnn, fm.image_data(200, 3, size)[0], xi, yi, "map")
-    store.promote("tagger", store.save("tagger", cnn, meta))
+    from jobs.imagegen import generate as generate_photos
+    from jobs.train_tagger import load_images, split
+    from jobs.train_tagger import train as train_tagger
+
+    photos = work / "photos"
+    generate_photos(photos, 800, seed=5)
+    tagged = train_tagger(photos, store, epochs=6, promote=True)
+    print(f"tagger v{tagged.version}: {tagged.metrics}", flush=True)
+    xi, yi = load_images(photos)
+    xi, yi = xi[split(len(xi), 7)[2]], yi[split(len(yi), 7)[2]]
     return data, root, {"reco": reco_eval, "tagger": (xi, yi)}
 
 
@@ -162,16 +165,8 @@ def reco_request(users: int) -> Callable[[int], Request]:
     return make
 
 
-def image_request(size: int) -> Callable[[int], Request]:
-    from PIL import Image
-
-    from tests import fallback_models as fm
-
-    jpegs = []
-    for x in fm.image_data(64, 11, size)[0]:
-        buf = io.BytesIO()
-        Image.fromarray((x * 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
-        jpegs.append(buf.getvalue())
+def image_request(photos: Path) -> Callable[[int], Request]:
+    jpegs = [p.read_bytes() for p in sorted(photos.glob("img-*.jpg"))[:64]]
 
     def make(i: int) -> Request:
         path = f"/v1/predict/image-tags?image_id=i{i}"
@@ -193,7 +188,7 @@ def batching_table(
     cases = (
         ("reco", "tf", reco_request(users), "4096"),
         ("reco", "auto", reco_request(users), "4096"),
-        ("tagger", "tf", image_request(TAGGER_SIZE), "32"),
+        ("tagger", "tf", image_request(data.parent / "photos"), "32"),
     )
     for model, runtime, make, max_batch in cases:
         loads = {}
