@@ -163,3 +163,21 @@ def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(overlay: st
     claim = volume["persistentVolumeClaim"]["claimName"]
     find(objs, "PersistentVolumeClaim", claim)
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_exec_on_kubernetes_requires_a_new_published_version(redis_url: str, rclient) -> None:  # type: ignore[no-untyped-def]
+    """spark-submit on Kubernetes may exit 0 for a failed driver: the store decides."""
+    from prescore.settings import StoreSettings
+    from prescore.versions import Versions, utcnow_iso, write_payloads
+
+    env = {"REDIS_URL": redis_url}
+    before = utcnow_iso()
+    with pytest.raises(SystemExit, match="no version was published"):
+        submit.published_since("reco", before, env)
+    v = Versions(rclient, "reco", StoreSettings())
+    info = v.begin("reco", "1")
+    write_payloads(rclient, "reco", info.version, [("u1", b"{}")])
+    v.publish(info.version, 1)
+    assert submit.published_since("reco", before, env) == info.version
+    with pytest.raises(SystemExit):
+        submit.published_since("tags", before, env)
