@@ -79,9 +79,21 @@ def worker_model(
     key = (conf["models"]["root"], name, version)
     with _LOCK:
         if key not in _MODELS:
+            _one_thread_per_task()
             ref = ModelStore(ModelStoreSettings(**conf["models"])).resolve(name, version)
             _MODELS[key] = (TFRunner(ref.saved_model), ref.meta)
         return _MODELS[key]
+
+
+def _one_thread_per_task() -> None:
+    """Spark already runs one task per core; TF's own thread pools would oversubscribe."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TF already initialised in this process (e.g. a local driver)
+        pass
 
 
 class Progress:

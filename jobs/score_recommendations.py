@@ -40,6 +40,7 @@ from prescore.versions import write_payloads
 
 MODEL_NAME = "reco"
 _HOTELS: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
+_CANDIDATES: dict[tuple[int, tuple[str, ...]], np.ndarray] = {}
 
 
 def _hotel_tables(
@@ -54,6 +55,16 @@ def _hotel_tables(
             by_region = {"*": np.arange(len(hotels))}
         _HOTELS[key] = (hotels["hotel_id"].to_numpy(), hotel_block(hotels, schema), by_region)
     return _HOTELS[key]
+
+
+def _candidates(by_region: dict[str, np.ndarray], regions: tuple[str, ...]) -> np.ndarray:
+    """Hotel indices of a set of regions; users share region sets, so it is cached."""
+    key = (id(by_region), regions)
+    found = _CANDIDATES.get(key)
+    if found is None:
+        parts = [by_region.get(r, np.empty(0, int)) for r in regions]
+        found = _CANDIDATES[key] = np.unique(np.concatenate(parts)).astype(int)
+    return found
 
 
 def top_k_per_user(owner: np.ndarray, scores: np.ndarray, k: int) -> list[np.ndarray]:
@@ -73,18 +84,11 @@ def score_users(
     hotel_ids, hotel_x, by_region = _hotel_tables(conf, schema)
     ids = [keys.check_id(str(u), what="user_id") for u in users["user_id"]]
     cands = [
-        np.unique(
-            np.concatenate(
-                [
-                    by_region.get(r, np.empty(0, int))
-                    for r in (["*"] if conf["all_candidates"] else list(rs))
-                ]
-            )
-        )
+        _candidates(by_region, ("*",) if conf["all_candidates"] else tuple(rs))
         for rs in users["regions"]
     ]
     owner = np.repeat(np.arange(len(users)), [len(c) for c in cands])
-    hotel_idx = np.concatenate(cands).astype(int) if len(owner) else np.empty(0, int)
+    hotel_idx = np.concatenate(cands) if len(owner) else np.empty(0, int)
     user_x = user_block(users, schema)
     match = np.ones((len(owner), 1), np.float32)  # candidates come from the user's regions
     if conf["all_candidates"]:  # a hotel outside the user's regions is a candidate too
@@ -183,7 +187,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         "contexts": contexts,
         "top_k": args.top_k,
         "batch_rows": args.batch_rows,
-        "users_per_chunk": 256,
+        "users_per_chunk": 1024,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

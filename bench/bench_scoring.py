@@ -1,0 +1,146 @@
+"""Bulk scoring speed: the Spark job end to end beside raw batched TensorFlow, one run.
+
+    python -m bench.bench_scoring [--users 6000] [--rounds 3]
+
+Both sides score the same model on the same cores. *raw TF* is the SavedModel called on
+pre-encoded feature matrices in batches (no Spark, no top-K, no Redis): the limit. *job*
+is jobs.score_recommendations on a local[2] SparkSession, pairs built and encoded in the
+workers, top-K, payload encoding and pipelined Redis writes included, verified and
+published. The first job run (cold: Python workers start and load the model) is shown
+apart from the warm runs. Also: Redis memory per published user and the time of the
+count-verification SCAN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import redis
+
+from jobs.datagen import Sizes, generate
+from jobs.score_recommendations import parse_args, run_job, settings_for
+from jobs.train_reco import train
+from prescore.embedded_redis import RedisProcess
+from prescore.inference import TFRunner
+from prescore.modelstore import ModelStore
+from prescore.reco_features import Schema, assemble, context_block, hotel_block, user_block
+from prescore.settings import ModelStoreSettings, StoreSettings
+from prescore.versions import Versions
+
+
+def raw_matrix(data: Path, schema: Schema) -> np.ndarray:
+    """Every (user, candidate hotel) pair of the data set, encoded as the job encodes it."""
+    users = pd.read_parquet(data / "users.parquet")
+    hotels = pd.read_parquet(data / "hotels.parquet")
+    by_region = hotels.groupby("region").indices
+    cands = [
+        np.unique(np.concatenate([by_region[r] for r in rs if r in by_region]))
+        for rs in users["regions"]
+    ]
+    owner = np.repeat(np.arange(len(users)), [len(c) for c in cands])
+    hotel_idx = np.concatenate(cands)
+    ctx = np.repeat(context_block([None], schema), len(owner), axis=0)
+    return assemble(
+        user_block(users, schema)[owner],
+        hotel_block(hotels, schema)[hotel_idx],
+        ctx,
+        np.ones((len(owner), 1), np.float32),
+    )
+
+
+def raw_rate(runner: TFRunner, x: np.ndarray, batch: int, rounds: int) -> float:
+    runner(x[:batch])  # warm up
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for i in range(0, len(x), batch):
+            runner(x[i : i + batch])
+        rates.append(len(x) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=6000)
+    parser.add_argument("--hotels", type=int, default=1200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=8192)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pyspark.sql import SparkSession
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        data = tmp / "data"
+        generate(data, Sizes(users=args.users, hotels=args.hotels), seed=5)
+        store = ModelStore(ModelStoreSettings(root=(tmp / "models").as_uri()))
+        trained = train(data, store, epochs=2, seed=5, promote=True, int8=False)
+        ref = store.resolve("reco")
+        x = raw_matrix(data, Schema.from_dict(ref.meta["schema"]))
+        raw = raw_rate(TFRunner(ref.saved_model), x, args.batch_rows, args.rounds)
+
+        server = RedisProcess(tmp / "redis").start()
+        client = redis.Redis.from_url(server.url)
+        spark = (
+            SparkSession.builder.master("local[2]")
+            .appName("bench-scoring")
+            .config("spark.ui.enabled", "false")
+            .config("spark.driver.memory", "2g")
+            .getOrCreate()
+        )
+        job_args = parse_args(
+            [
+                "--data",
+                str(data),
+                "--redis-url",
+                server.url,
+                "--model-store",
+                store.settings.root,
+                "--batch-rows",
+                str(args.batch_rows),
+            ]
+        )
+        settings = settings_for(job_args, {})
+        try:
+            before = int(client.info("memory")["used_memory"])
+            cold = run_job(spark, job_args, settings)
+            per_user = (int(client.info("memory")["used_memory"]) - before) / cold.rows
+            warm = [run_job(spark, job_args, settings) for _ in range(args.rounds)]
+            versions = Versions(client, "reco", StoreSettings())
+            started = time.perf_counter()
+            counted = versions.count_keys(warm[-1].version)
+            scan_s = time.perf_counter() - started
+        finally:
+            spark.stop()
+            server.stop()
+
+    job_rate = statistics.median(s.scored / s.seconds for s in warm)
+    cold_rate = cold.scored / cold.seconds
+    print(
+        f"\n{args.users} users, {args.hotels} hotels, {len(x)} pairs a run, "
+        f"model reco/{trained.version}, 2 cores, medians of {args.rounds} rounds\n"
+    )
+    print("| path | pairs/s | vs raw TF |")
+    print("|---|---:|---:|")
+    print(f"| raw batched TF (limit), batch {args.batch_rows} | {raw:,.0f} | 1.00 |")
+    print(f"| Spark job end to end, warm | {job_rate:,.0f} | {job_rate / raw:.2f} |")
+    print(f"| Spark job end to end, cold (first run) | {cold_rate:,.0f} | {cold_rate / raw:.2f} |")
+    print()
+    print("| store | value |")
+    print("|---|---:|")
+    print(f"| Redis memory per published user (top 10) | {per_user:,.0f} bytes |")
+    print(f"| count-verification SCAN of {counted} keys | {scan_s * 1000:,.0f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
