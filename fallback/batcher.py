@@ -15,7 +15,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +70,7 @@ class MicroBatcher:
         max_queue: int = 256,
         name: str = "model",
         observe: BatchObserver | None = None,
+        adaptive: bool = False,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait_s >= 0")
@@ -83,6 +84,9 @@ class MicroBatcher:
         self._held: _Job | None = None  # a job that did not fit the last batch goes first
         self._lock = threading.Lock()
         self._closed = False
+        self.adaptive = adaptive
+        self._active = 0  # requests announced (being prepared) or submitted, not yet answered
+        self._local = threading.local()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -91,8 +95,34 @@ class MicroBatcher:
         """Requests waiting now."""
         return self._queue.qsize() + (1 if self._held is not None else 0)
 
+    def pending(self) -> int:
+        """Requests announced or submitted and not answered yet."""
+        return self._active
+
+    def _count(self, delta: int) -> None:
+        with self._lock:
+            self._active += delta
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce a request from before its rows are built until it is answered."""
+        if getattr(self._local, "announced", False):
+            yield
+            return
+        self._local.announced = True
+        self._count(1)
+        try:
+            yield
+        finally:
+            self._local.announced = False
+            self._count(-1)
+
     def submit(self, rows: np.ndarray, timeout_s: float = 10.0) -> np.ndarray:
         """The model's output for ``rows`` (one request's rows, first axis), merged with others."""
+        with self.expecting():
+            return self._submit(rows, timeout_s)
+
+    def _submit(self, rows: np.ndarray, timeout_s: float) -> np.ndarray:
         if self._closed:
             raise Unavailable(f"model {self.name} is being replaced; retry", code="reloading")
         job = _Job(rows)
@@ -131,6 +161,8 @@ class MicroBatcher:
         jobs, rows = [first], len(first.rows)
         deadline = time.monotonic() + self.max_wait_s
         while rows < self.max_batch:
+            if self.adaptive and self._active <= len(jobs) and self._queue.empty():
+                break  # nobody else is on the way: waiting would only add latency
             job = self._take(deadline)
             if job is _NOTHING:
                 break

@@ -60,6 +60,7 @@ def load_model(
         max_batch=batch.max_batch,
         max_wait_s=batch.max_wait_s,
         max_queue=batch.max_queue,
+        adaptive=batch.adaptive,
         name=f"{ref.name}-{ref.version}",
         observe=observe,
     )

@@ -74,6 +74,13 @@ def recommend(
     model: ServedModel, instances: list[dict[str, Any]], k: int, timeout_s: float
 ) -> list[bytes]:
     """One payload (or per-instance error object) per instance, as JSON bytes."""
+    with model.batcher.expecting():  # the batcher waits for requests still building rows
+        return _recommend(model, instances, k, timeout_s)
+
+
+def _recommend(
+    model: ServedModel, instances: list[dict[str, Any]], k: int, timeout_s: float
+) -> list[bytes]:
     make_rows, default_candidates = featurizer(model.meta)
     rows: list[np.ndarray] = []
     plans: list[tuple[dict[str, Any], list[str]] | bytes] = []
@@ -133,8 +140,9 @@ def tag_images(
     """One tags payload per (image_id, bytes), in order; all images in one model call."""
     tags = [str(t) for t in model.meta["tags"]]
     height, width = (int(v) for v in model.meta.get("image_size", (128, 128)))
-    batch = np.stack([decode(raw, (height, width)) for _, raw in images])
-    scores = model.predict(batch, timeout_s)
+    with model.batcher.expecting():
+        batch = np.stack([decode(raw, (height, width)) for _, raw in images])
+        scores = model.predict(batch, timeout_s)
     floor = _thresholds(model.meta, tags)
     stamp, out = now(), []
     for (image_id, _), row in zip(images, scores, strict=True):

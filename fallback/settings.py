@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prescore.inference import RUNTIMES
-from prescore.settings import Settings, env_float, env_int, env_str
+from prescore.settings import Settings, env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class BatchSettings:
     max_batch: int
     max_wait_s: float = 0.005
     max_queue: int = 256
+    adaptive: bool = True  # stop waiting once every request on its way is in the batch
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str, max_batch: int) -> BatchSettings:
@@ -25,6 +26,7 @@ class BatchSettings:
             max_batch=env_int(env, f"{prefix}_MAX_BATCH", max_batch),
             max_wait_s=env_float(env, f"{prefix}_MAX_WAIT_MS", cls.max_wait_s * 1000) / 1000,
             max_queue=env_int(env, f"{prefix}_MAX_QUEUE", cls.max_queue),
+            adaptive=env_bool(env, f"{prefix}_ADAPTIVE", cls.adaptive),
         )
 
 

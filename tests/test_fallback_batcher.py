@@ -138,3 +138,36 @@ def test_close_answers_what_is_queued(model) -> None:
     with pytest.raises(Exception) as info:
         batcher.submit(_rows(1))
     assert getattr(info.value, "code", "") == "reloading"
+
+
+def test_adaptive_lone_request_does_not_wait(model) -> None:
+    # max_wait far beyond the request's timeout: only the adaptive rule can answer in time
+    batcher = MicroBatcher(model, max_batch=64, max_wait_s=30.0, adaptive=True)
+    assert batcher.submit(_rows(2), timeout_s=5).shape == (2, 1)
+    batcher.close()
+
+
+def test_adaptive_waits_for_a_request_announced_on_its_way(model) -> None:
+    batcher = MicroBatcher(model, max_batch=64, max_wait_s=30.0, adaptive=True)
+    announced, go = threading.Event(), threading.Event()
+    results: list[np.ndarray] = []
+
+    def preparing() -> None:
+        with batcher.expecting():  # building its rows, not submitted yet
+            announced.set()
+            go.wait(10)
+            results.append(batcher.submit(_rows(1, seed=1), timeout_s=10))
+
+    other = threading.Thread(target=preparing)
+    other.start()
+    assert announced.wait(5)
+    mine = threading.Thread(target=lambda: results.append(batcher.submit(_rows(1), 10)))
+    mine.start()
+    while batcher.pending() < 2:  # mine is submitted too
+        threading.Event().wait(0.01)
+    go.set()
+    other.join(15)
+    mine.join(15)
+    batcher.close()
+    assert len(results) == 2
+    assert (batcher.stats.batches, batcher.stats.max_requests_in_batch) == (1, 2)
