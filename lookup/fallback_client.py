@@ -71,6 +71,7 @@ class FallbackClient:
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.fallback_breaker_fails,
             reset_timeout=settings.fallback_breaker_reset_s,
+            exclude=[InvalidInput],  # the caller's bad input is no sign of an outage
         )
         self._local = threading.local()
 
@@ -100,6 +101,8 @@ class FallbackClient:
             conn.close()
             self._local.conn = None
             raise
+        if 400 <= reply.status < 500 and reply.status != 429:
+            raise _client_error(reply.status, data)
         if reply.status != 200:
             raise _Refused(f"fallback answered {reply.status}: {data[:200]!r}")
         return dict(json.loads(data))
@@ -116,6 +119,8 @@ class FallbackClient:
         body = dumps({"instances": instances, "k": self.k})
         try:
             doc = self.breaker.call(self._post, body)
+        except InvalidInput:
+            raise
         except pybreaker.CircuitBreakerError as exc:
             raise FallbackUnavailable("live inference unavailable (circuit open)") from exc
         except TimeoutError as exc:
@@ -167,6 +172,18 @@ class FallbackClient:
             pipe.execute()
         except redis.RedisError as exc:  # the answer is still served; the next miss retries
             log.warning("live write-back of %d payloads failed: %s", count, exc)
+
+
+def _client_error(status: int, data: bytes) -> InvalidInput:
+    """The fallback refused the input (e.g. features it cannot use): the caller's 4xx."""
+    try:
+        doc = json.loads(data)
+        code, message = str(doc["error"]), str(doc["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "invalid_input", f"live inference refused the input ({status})"
+    error = InvalidInput(message, code=code)
+    error.http_status = 400 if status not in (413, 415) else status
+    return error
 
 
 def _instance(user_id: str, context: str | None, **extra: Any) -> dict[str, Any]:

@@ -124,6 +124,12 @@ def test_new_user_with_features_is_scored_and_stored(lookup: Server, rclient: re
         lookup.url + "/v1/recommendations:predict", json={"user_id": "x"}, timeout=5
     )
     assert (bad.status_code, bad.json()["error"]) == (400, "invalid_features")
+    unknown_hotel = requests.post(
+        lookup.url + "/v1/recommendations:predict",
+        json={"user_id": "y", "features": {"vec": [1.0] * 12}, "candidates": ["no such!"]},
+        timeout=5,
+    )  # refused by the fallback: the caller's 400, passed through
+    assert (unknown_hotel.status_code, unknown_hotel.json()["error"]) == (400, "invalid_id")
 
 
 def test_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) -> None:
