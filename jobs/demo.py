@@ -1,0 +1,211 @@
+"""``make demo``: the whole of prescore on one machine, end to end, on embedded defaults.
+
+Starts a real redis-server (unless REDIS_URL is set), generates demo users, hotels,
+events and photos, trains both models into the model store under var/, runs both bulk
+jobs through spark-submit in local mode, starts the fallback and lookup services under
+their production servers, prints real lookups, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from prescore.embedded_redis import RedisProcess, free_port
+from prescore.settings import Settings
+
+PY = sys.executable
+
+
+def step(title: str) -> None:
+    print(f"\n==> {title}", flush=True)
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, env=env, check=True)
+
+
+@contextmanager
+def service(cmd: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[str]:
+    """Start a server process, wait until ``url``/readyz answers 200, stop it after."""
+    print("$ " + " ".join(cmd) + f"   (log: {log})", flush=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"{cmd[2]} exited with {proc.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        else:
+            raise SystemExit(f"{url} did not become ready; see {log}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def show(method: str, url: str, body: dict[str, object] | None = None) -> None:
+    """Print one request and its JSON answer, as a user would see it with curl."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    print(f"\n{method} {url} -> {status}")
+    print(json.dumps(json.loads(raw), indent=2)[:1500])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--hotels", type=int, default=600)
+    parser.add_argument("--images", type=int, default=1500)
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the services up until Ctrl-C"
+    )
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ)
+    settings = Settings.from_env(env)
+    var = Path(settings.var_dir)
+    data, images, logs = var / "data", var / "images", var / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env.setdefault("PYSPARK_PYTHON", PY)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", PY)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PRESCORE_MODEL_STORE"] = settings.models.root
+    spark_submit = str(Path(PY).parent / "spark-submit")
+
+    with ExitStack() as stack:
+        if not env.get("REDIS_URL"):
+            step("starting an embedded redis-server")
+            redis = RedisProcess(var / "redis").start()
+            stack.callback(redis.stop)
+            env["REDIS_URL"] = redis.url
+            print(f"redis-server on {redis.url}")
+
+        step("generating demo data: users, hotels, contexts, booking events")
+        run(
+            [
+                PY,
+                "-m",
+                "jobs.datagen",
+                "--out",
+                str(data),
+                "--users",
+                str(args.users),
+                "--hotels",
+                str(args.hotels),
+                "--seed",
+                "7",
+            ],
+            env,
+        )
+        step("training the booking model (TensorFlow), promoting it")
+        run([PY, "-m", "jobs.train_reco", "--data", str(data), "--promote"], env)
+        step("bulk scoring every user with spark-submit (local mode), publishing to Redis")
+        run([spark_submit, *submit_args("score_recommendations", data=str(data))], env)
+
+        step("generating demo hotel photos with tags")
+        run(
+            [
+                PY,
+                "-m",
+                "jobs.imagegen",
+                "--out",
+                str(images),
+                "--count",
+                str(args.images),
+                "--seed",
+                "7",
+                "--bad-files",
+            ],
+            env,
+        )
+        step("training the photo tagger (TensorFlow CNN), promoting it")
+        run([PY, "-m", "jobs.train_tagger", "--images", str(images), "--promote"], env)
+        step("bulk tagging every photo with spark-submit, publishing to Redis")
+        run([spark_submit, *submit_args("tag_images", images=str(images / "*.jpg"))], env)
+
+        step("published versions")
+        run([PY, "-m", "prescore.cli", "versions", "reco"], env)
+        run([PY, "-m", "prescore.cli", "versions", "tags"], env)
+
+        step("starting the fallback and lookup services")
+        fb_port, lk_port = free_port(), free_port()
+        fallback = stack.enter_context(
+            service(
+                [PY, "-m", "fallback.serve", "--bind", f"127.0.0.1:{fb_port}"],
+                env,
+                f"http://127.0.0.1:{fb_port}",
+                logs / "fallback.log",
+            )
+        )
+        env["PRESCORE_FALLBACK_URL"] = fallback
+        base = stack.enter_context(
+            service(
+                [PY, "-m", "lookup.serve", "--bind", f"127.0.0.1:{lk_port}"],
+                env,
+                f"http://127.0.0.1:{lk_port}",
+                logs / "lookup.log",
+            )
+        )
+
+        step("real lookups")
+        show("GET", f"{base}/v1/recommendations/u1?k=5")
+        show(
+            "POST",
+            f"{base}/v1/recommendations:batchGet",
+            {"user_ids": ["u2", "u3", "nobody"], "k": 3},
+        )
+        with open(images / "labels.jsonl") as labels:
+            first = json.loads(labels.readline())
+        print(f"\n(photo {first['image_id']} was drawn with tags {first['tags']})")
+        show("GET", f"{base}/v1/image-tags/{first['image_id']}")
+        show(
+            "POST",
+            f"{base}/v1/image-tags:batchGet",
+            {"image_ids": [first["image_id"], "img-000001", "corrupt-1"]},
+        )
+        show("GET", f"{base}/v1/recommendations/bad%20id")
+        print(f"\nlookup API: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)")
+        if args.keep_running:
+            print("services are up; Ctrl-C stops them")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    print("\ndemo finished")
+    return 0
+
+
+def submit_args(job: str, **params: str) -> list[str]:
+    """spark-submit arguments for a local run, from the one table the CronJobs use too."""
+    from jobs.submit import local_args
+
+    return local_args(job, master="local[2]", **params)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
