@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -239,3 +239,41 @@ def register(app: Flask, settings: LookupSettings, client: FallbackClient) -> No
         if k is not None:
             doc["items"] = doc["items"][:k]
         return json_response(dumps(doc))
+
+
+def openapi_paths(ref: Callable[[str], Any], body: Callable[..., Any]) -> dict[str, Any]:
+    """The OpenAPI entry of ``POST /v1/recommendations:predict``."""
+    request_schema = {
+        "type": "object",
+        "required": ["user_id", "features"],
+        "properties": {
+            "user_id": {"type": "string"},
+            "features": {
+                "type": "object",
+                "description": "country, language, device, regions (list of region ids)",
+            },
+            "context": {"type": "string"},
+            "candidates": {"type": "array", "items": {"type": "string"}},
+            "k": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+    }
+    return {
+        "/v1/recommendations:predict": {
+            "post": {
+                "tags": ["recommendations"],
+                "summary": "A user's recommendations: precomputed if stored, else scored live "
+                "from the features sent, written back, and served with source 'live'",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": request_schema}},
+                },
+                "responses": {
+                    "200": body(ref("Recommendations"), "The recommendations"),
+                    "400": body(ref("Error"), "Bad input (invalid_id, invalid_features, ...)"),
+                    "404": body(ref("Error"), "The model cannot score this user (not_found)"),
+                    "503": body(ref("Error"), "Live inference down (fallback_unavailable)"),
+                    "504": body(ref("Error"), "Live inference too slow (fallback_timeout)"),
+                },
+            }
+        }
+    }

@@ -31,6 +31,8 @@ ERROR_CODES = [
     "unsupported_media_type",
     "store_unavailable",
     "fallback_unavailable",
+    "fallback_timeout",
+    "invalid_features",
     "not_ready",
     "internal",
 ]
@@ -189,7 +191,7 @@ def document(settings: LookupSettings) -> dict[str, Any]:
     }
     hotel = {"hotel_id": {"type": "string"}, "score": {"type": "number"}}
     tag = {"tag": {"type": "string"}, "score": {"type": "number"}}
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "prescore lookup API",
@@ -275,3 +277,8 @@ def document(settings: LookupSettings) -> dict[str, Any]:
             }
         },
     }
+    if settings.fallback_url:  # live inference on a miss, and for new users
+        from lookup.fallback_client import openapi_paths
+
+        doc["paths"].update(openapi_paths(_ref, _json))
+    return doc

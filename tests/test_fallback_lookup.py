@@ -101,6 +101,18 @@ def test_miss_is_answered_live_written_back_and_then_a_hit(
     assert hits == hits0 + 1  # the second request was served from Redis
 
 
+def test_openapi_documents_predict(lookup: Server) -> None:
+    spec = requests.get(lookup.url + "/openapi.json", timeout=5).json()
+    post = spec["paths"]["/v1/recommendations:predict"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "user_id",
+        "features",
+    ]
+    assert {"fallback_timeout", "fallback_unavailable"} <= set(
+        spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+    )
+
+
 def test_unknown_user_without_features_is_404(lookup: Server) -> None:
     reply = requests.get(lookup.url + "/v1/recommendations/stranger", timeout=5)
     assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
