@@ -1,0 +1,219 @@
+"""Bulk tagging: every hotel photo's tags, published to Redis as a new ``tags`` version.
+
+    spark-submit jobs/tag_images.py --images 'var/images/*.jpg' [--model-version V]
+
+Photos are read with Spark's binaryFile source (any path or glob Spark reads: file://,
+hdfs://). **Image id rule:** the file name without its extension
+(``.../images/img-000042.jpg`` -> ``img-000042``); a name that is not a valid id is a bad
+file. Decoding, resizing and batched inference run inside the workers (mapInPandas) with
+the model loaded once per worker; tags at or above their threshold are kept, best first.
+Corrupt, empty, oversized or non-image files are counted and listed in the summary and
+get no payload; they never fail the job. Only file names matching ``--pattern`` are read
+(so ``labels.jsonl`` beside the photos is not a photo); files over ``--max-bytes`` are
+reported from their listed length, without being read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import posixpath
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs.bulk import (
+    STATS_SCHEMA,
+    Summary,
+    plain_settings,
+    publish_version,
+    spark_session,
+    worker_model,
+    worker_redis,
+)
+from prescore import codec, keys
+from prescore.errors import InvalidInput
+from prescore.image_features import MAX_BYTES, decode
+from prescore.modelstore import ModelStore
+from prescore.settings import Settings
+from prescore.versions import write_payloads
+
+MODEL_NAME = "tagger"
+PATTERN = "*.{jpg,jpeg,png,JPG,JPEG,PNG}"
+FILE_SPLITS_PER_TASK = 16
+
+
+def image_id(path: str) -> str:
+    """The documented id rule: the file name without its extension."""
+    return keys.check_id(posixpath.splitext(posixpath.basename(path))[0], what="image id")
+
+
+def decode_all(
+    frame: pd.DataFrame, size: tuple[int, int], max_bytes: int
+) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Ids and pixels of the good photos in ``frame``, and ``path: reason`` of the bad ones."""
+    ids, pixels, bad = [], [], []
+    for path, content in zip(frame["path"], frame["content"], strict=True):
+        try:
+            entity = image_id(path)
+            pixels.append(decode(bytes(content or b""), size, max_bytes=max_bytes))
+        except InvalidInput as exc:
+            bad.append(f"{path}: {exc.code}")
+            continue
+        ids.append(entity)
+    return ids, pixels, bad
+
+
+def tag_batch(
+    frame: pd.DataFrame, conf: Mapping[str, Any]
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Payloads of the good photos in ``frame`` and ``path: reason`` of the bad ones."""
+    runner, meta = worker_model(conf, MODEL_NAME, conf["model_version"])
+    size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
+    tags = [str(t) for t in meta["tags"]]
+    floor = np.array([float(meta["thresholds"][t]) for t in tags], np.float32)
+    ids, pixels, bad = decode_all(frame, size, conf["max_bytes"])
+    if not pixels:
+        return [], bad
+    scores = runner(np.stack(pixels))
+    rows = []
+    for entity, row in zip(ids, scores, strict=True):
+        best = [j for j in np.argsort(-row, kind="stable") if row[j] >= floor[j]]
+        payload = codec.encode_tags(
+            entity,
+            [(tags[j], float(row[j])) for j in best],
+            model=MODEL_NAME,
+            model_version=conf["model_version"],
+            scored_at=conf["scored_at"],
+        )
+        rows.append((entity, payload))
+    return rows, bad
+
+
+def tag_partition(
+    batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]
+) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: tag, write pipelined, yield one stats row per batch."""
+    client = worker_redis(conf)
+    step = conf["batch_images"]
+    for batch in batches:
+        written, bad = 0, []
+        for start in range(0, len(batch), step):
+            rows, skipped = tag_batch(batch.iloc[start : start + step], conf)
+            written += write_payloads(client, "tags", conf["version"], rows)
+            bad += skipped
+        yield pd.DataFrame(
+            {"rows": [written], "scored": [written], "bad": [len(bad)], "bad_sample": [bad[:20]]}
+        )
+
+
+def split_glob(images: str, pattern: str) -> tuple[str, str]:
+    """``dir/*.jpg`` -> (``dir``, ``*.jpg``): Spark lists one folder, not one root per match.
+
+    A last part of ``*`` keeps ``pattern``, so ``dir/*`` skips labels.jsonl and the like.
+    """
+    head, _, last = images.rstrip("/").rpartition("/")
+    if head and any(c in last for c in "*?[{") and not any(c in head for c in "*?[{"):
+        return head, pattern if last == "*" else last
+    return images, pattern
+
+
+def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
+    """One stats row for listed files no worker sees: empty or over ``max_bytes``.
+
+    The binaryFile scan drops empty files, and the length filter is pushed into the
+    listing, so an oversized file is never read; both are found from the listing alone.
+    """
+    from pyspark.sql import functions as F
+
+    listed = spark.createDataFrame([(p,) for p in files.inputFiles()], "path string")
+    listed = listed.select(F.regexp_replace("path", "^file:///", "file:/").alias("path"))
+    scanned = files.select("path", "length").coalesce(spark.sparkContext.defaultParallelism)
+    empty = listed.join(scanned, "path", "left_anti").select(
+        "path", F.lit("empty_image").alias("reason")
+    )
+    big = scanned.where(scanned.length > max_bytes).select(
+        "path", F.lit("image_too_large").alias("reason")
+    )
+    bad = empty.unionByName(big).collect()  # a few rows: bad files are the exception
+    sample = [f"{r['path']}: {r['reason']}" for r in bad[:20]]
+    return spark.createDataFrame([(0, 0, len(bad), sample)], STATS_SCHEMA)
+
+
+def read_photos(spark: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The listed files, and their (path, content) rows a worker decodes, in few partitions."""
+    root, pattern = split_glob(args.images, args.pattern)
+    files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
+    photos = files.where(files.length <= args.max_bytes).select("path", "content")
+    parallelism = spark.sparkContext.defaultParallelism
+    if args.partitions:
+        return files, photos.repartition(args.partitions)
+    # A task per few files spends more on scheduling than on tagging: merge the file
+    # splits (no shuffle) into a multiple of the cores.
+    splits = photos.rdd.getNumPartitions()
+    rounds = max(1, math.ceil(splits / (FILE_SPLITS_PER_TASK * parallelism)))
+    return files, photos.coalesce(min(splits, rounds * parallelism))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", required=True, help="folder, path or glob of photo files")
+    parser.add_argument("--model-version", help="default: the promoted version")
+    parser.add_argument("--batch-images", type=int, default=128, help="images per model call")
+    parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="larger files are bad")
+    parser.add_argument("--pattern", default=PATTERN, help="file names to read (a glob)")
+    parser.add_argument("--partitions", type=int, default=0, help="default: a few per core")
+    parser.add_argument("--redis-url", help="overrides REDIS_URL")
+    parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
+    return parser.parse_args(argv)
+
+
+def settings_for(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, with the job's flags on top."""
+    settings = Settings.from_env(env)
+    if args.redis_url:
+        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
+    if args.model_store:
+        settings = replace(settings, models=replace(settings.models, root=args.model_store))
+    return settings
+
+
+def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary:
+    """Tag every photo of ``args.images`` and publish a new ``tags`` version."""
+    model_version = args.model_version or ModelStore(settings.models).resolve(MODEL_NAME).version
+    files, photos = read_photos(spark, args)
+    conf = {
+        **plain_settings(settings),
+        "model_version": model_version,
+        "batch_images": args.batch_images,
+        "max_bytes": args.max_bytes,
+        "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+    def run(version: str) -> Any:
+        body = {**conf, "version": version}
+        tagged = photos.mapInPandas(lambda it: tag_partition(it, body), schema=STATS_SCHEMA)
+        return tagged.unionByName(unread_stats(spark, files, args.max_bytes))
+
+    print(f"tagging photos of {args.images} with tagger/{model_version}", flush=True)
+    return publish_version(spark, settings, "tags", (MODEL_NAME, model_version), run, "images")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = spark_session("prescore-tag-images")
+    try:
+        run_job(spark, args, settings_for(args, os.environ))
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
