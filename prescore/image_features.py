@@ -37,6 +37,8 @@ def decode(
             rgb = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, far over ours
+        raise InvalidInput(f"image is too large: {exc}", code="image_too_large") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInput(f"not a readable image: {exc}", code="bad_image") from exc
     return np.asarray(rgb, np.float32) / 255.0

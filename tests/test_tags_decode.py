@@ -1,0 +1,78 @@
+"""prescore.image_features: decode + resize, and a stable error code for every bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prescore.errors import InvalidInput
+from prescore.image_features import decode
+
+
+def _encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_decodes_and_resizes_to_float_pixels() -> None:
+    raw = _encoded(Image.new("RGB", (150, 100), (255, 0, 0)))
+    x = decode(raw, (64, 48))
+    assert x.shape == (64, 48, 3) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert x[..., 0].mean() > 0.9 and x[..., 1].mean() < 0.1  # still red
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_other_modes_become_rgb(mode: str) -> None:
+    raw = _encoded(Image.new(mode, (40, 30)), "PNG")
+    assert decode(raw, (32, 32)).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"", "empty_image"),
+        (b"not a photo at all\n", "bad_image"),
+        (b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50, "bad_image"),
+        (b'{"json": true}', "bad_image"),
+    ],
+)
+def test_bad_bytes_raise_stable_codes(raw: bytes, code: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        decode(raw, (64, 64))
+    assert err.value.code == code and err.value.http_status == 400
+
+
+def test_truncated_jpeg_is_bad_image() -> None:
+    raw = _encoded(Image.new("RGB", (120, 120), (0, 90, 200)))
+    with pytest.raises(InvalidInput) as err:
+        decode(raw[: len(raw) // 2], (64, 64))
+    assert err.value.code == "bad_image"
+
+
+def test_too_many_bytes_refused_before_decoding() -> None:
+    raw = _encoded(Image.new("RGB", (64, 64)))
+    with pytest.raises(InvalidInput) as err:
+        decode(raw, (32, 32), max_bytes=len(raw) - 1)
+    assert err.value.code == "image_too_large"
+
+
+def test_decompression_bomb_refused_from_its_header() -> None:
+    # An 8000x8000 PNG of one colour compresses to under 100 KB; decoded as RGB it would
+    # take 192 MB. The header alone must refuse it.
+    raw = _encoded(Image.new("L", (8000, 8000)), "PNG")
+    assert len(raw) < 200_000
+    with pytest.raises(InvalidInput) as err:
+        decode(raw, (64, 64))
+    assert err.value.code == "image_too_large"
+
+
+def test_pixel_limit_is_a_parameter() -> None:
+    raw = _encoded(Image.new("RGB", (100, 100)))
+    assert decode(raw, (8, 8), max_pixels=10_000).shape == (8, 8, 3)
+    with pytest.raises(InvalidInput):
+        decode(raw, (8, 8), max_pixels=9_999)
