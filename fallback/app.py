@@ -26,7 +26,7 @@ from fallback.models import ModelSlots, Watcher
 from fallback.openapi import document
 from fallback.settings import FallbackSettings
 from prescore import codec
-from prescore.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from prescore.errors import InvalidInput, PayloadTooLarge, Unavailable, UnsupportedMediaType
 from prescore.modelstore import ModelStore
 from prescore.web import install_error_handlers, json_body, json_response
 
@@ -178,5 +178,5 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
 def _depth(slots: ModelSlots, name: str) -> float:
     try:
         return float(slots.get(name).batcher.depth())
-    except Exception:
+    except Unavailable:  # not loaded (yet)
         return 0.0
