@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,11 @@ def split_glob(images: str, pattern: str) -> tuple[str, str]:
     return images, pattern
 
 
+def _plain(uri: str) -> str:
+    plain = unquote(uri)
+    return "file:/" + plain[len("file:///") :] if plain.startswith("file:///") else plain
+
+
 def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
     """One stats row for listed files no worker sees: empty or over ``max_bytes``.
 
@@ -132,8 +138,9 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
     """
     from pyspark.sql import functions as F
 
-    listed = spark.createDataFrame([(p,) for p in files.inputFiles()], "path string")
-    listed = listed.select(F.regexp_replace("path", "^file:///", "file:/").alias("path"))
+    # inputFiles() gives URIs ("file:///a%20b.jpg"); the path column the plain form.
+    listed = [(_plain(p),) for p in files.inputFiles()]
+    listed = spark.createDataFrame(listed, "path string")
     scanned = files.select("path", "length").coalesce(spark.sparkContext.defaultParallelism)
     empty = listed.join(scanned, "path", "left_anti").select(
         "path", F.lit("empty_image").alias("reason")
