@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 from fallback import predict
 from fallback.metrics import Metrics
@@ -28,7 +27,13 @@ from fallback.settings import FallbackSettings
 from prescore import codec
 from prescore.errors import InvalidInput, PayloadTooLarge, Unavailable, UnsupportedMediaType
 from prescore.modelstore import ModelStore
-from prescore.web import install_error_handlers, json_body, json_response
+from prescore.web import (
+    install_error_handlers,
+    install_openapi,
+    install_timing,
+    json_body,
+    json_response,
+)
 
 _IMAGE_TYPES = ("application/octet-stream",)
 
@@ -153,24 +158,8 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
             metrics.model_version.labels(name).set(float(version) if version.isdigit() else -1)
         return Response(metrics.render(), content_type=metrics.content_type)
 
-    spec = codec.dumps(document(settings))
-
-    @app.get("/openapi.json")
-    def openapi() -> Response:
-        return json_response(spec)
-
-    @app.before_request
-    def _start() -> None:
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def _record(response: Response) -> Response:
-        started = g.get("started")
-        if started is not None:
-            rule = request.url_rule
-            route = rule.rule if rule is not None else "unmatched"
-            metrics.observe(route, response.status_code, time.perf_counter() - started)
-        return response
+    install_openapi(app, document(settings))
+    install_timing(app, lambda route, _method, status, s: metrics.observe(route, status, s))
 
     return app
 

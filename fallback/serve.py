@@ -11,9 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from fallback.settings import FallbackSettings
+from prescore.serving import GunicornApp
 
 
 def gunicorn_options(settings: FallbackSettings) -> dict[str, Any]:
@@ -33,21 +32,10 @@ def gunicorn_options(settings: FallbackSettings) -> dict[str, Any]:
     }
 
 
-class FallbackServer(BaseApplication):
-    """gunicorn, configured from FallbackSettings instead of its own CLI and config file."""
+def _create_app(settings: Any) -> Any:
+    from fallback.app import create_app  # TensorFlow loads in the worker
 
-    def __init__(self, settings: FallbackSettings) -> None:
-        self.settings = settings
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in gunicorn_options(self.settings).items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from fallback.app import create_app  # TensorFlow loads in the worker
-
-        return create_app(self.settings)
+    return create_app(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         f"threads); models {','.join(settings.models)} from {settings.core.models.root}",
         flush=True,
     )
-    FallbackServer(settings).run()
+    GunicornApp(settings, gunicorn_options(settings), _create_app).run()
     return 0
 
 

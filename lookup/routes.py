@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 from lookup import params
 from lookup.datasets import RECO, TAGS, DatasetSpec
@@ -16,7 +14,7 @@ from lookup.store import StoreReader
 from prescore import keys
 from prescore.codec import dumps
 from prescore.errors import NotFound
-from prescore.web import json_response
+from prescore.web import install_openapi, install_timing, json_response
 
 
 def register(
@@ -73,25 +71,5 @@ def register(
     def metrics_page() -> Response:
         return Response(metrics.render(), mimetype=None, content_type=metrics.content_type)
 
-    spec_bytes = dumps(document(settings))
-
-    @app.get("/openapi.json")
-    def openapi() -> Response:
-        return json_response(spec_bytes)
-
-    @app.before_request
-    def _start() -> None:
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def _record(response: Response) -> Response:
-        started = g.get("started")
-        if started is not None:
-            rule = request.url_rule
-            metrics.observe(
-                rule.rule if rule is not None else "unmatched",
-                request.method,
-                response.status_code,
-                time.perf_counter() - started,
-            )
-        return response
+    install_openapi(app, document(settings))
+    install_timing(app, metrics.observe)

@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from lookup.settings import LookupSettings
+from prescore.serving import GunicornApp
 
 
 def prepare_metrics_dir(settings: LookupSettings) -> LookupSettings:
@@ -72,21 +71,10 @@ def gunicorn_options(settings: LookupSettings) -> dict[str, Any]:
     }
 
 
-class LookupServer(BaseApplication):
-    """gunicorn, configured from LookupSettings instead of its own CLI and config file."""
+def _create_app(settings: Any) -> Any:
+    from lookup.app import create_app  # after the metrics dir is set
 
-    def __init__(self, settings: LookupSettings) -> None:
-        self.settings = settings
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in gunicorn_options(self.settings).items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from lookup.app import create_app  # after the metrics dir is set
-
-        return create_app(self.settings)
+    return create_app(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     master = os.getpid()
     try:
-        LookupServer(settings).run()
+        GunicornApp(settings, gunicorn_options(settings), _create_app).run()
     finally:
         # workers are forks that leave through this frame too: only the master cleans up
         if owned and os.getpid() == master:

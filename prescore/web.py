@@ -1,11 +1,14 @@
-"""What the two Flask services share: JSON errors mapped in one place, body parsing."""
+"""What the two Flask services share: JSON errors mapped in one place, body parsing,
+the OpenAPI route and request timing."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from prescore.codec import dumps, loads
@@ -66,3 +69,30 @@ def json_body(request: Request, max_bytes: int) -> Any:
     if not raw:
         raise InvalidInput("body is empty", code="malformed_json")
     return loads(raw)
+
+
+def install_openapi(app: Flask, document: Any) -> None:
+    """Serve ``document`` (encoded once) at /openapi.json."""
+    body = dumps(document)
+
+    def openapi() -> Response:
+        return json_response(body)
+
+    app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
+
+
+def install_timing(app: Flask, observe: Callable[[str, str, int, float], None]) -> None:
+    """Call ``observe(route, method, status, seconds)`` after every request Flask answers."""
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.get("started")
+        if started is not None:
+            rule = request.url_rule
+            route = rule.rule if rule is not None else "unmatched"
+            observe(route, request.method, response.status_code, time.perf_counter() - started)
+        return response
