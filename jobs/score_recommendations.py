@@ -34,7 +34,7 @@ from jobs.bulk import (
 )
 from prescore import codec, keys
 from prescore.modelstore import ModelStore
-from prescore.reco_features import Schema, assemble, context_block, hotel_block, user_block
+from prescore.reco_features import Schema, context_block, hotel_block, user_block
 from prescore.settings import Settings
 from prescore.versions import write_payloads
 
@@ -67,12 +67,44 @@ def _candidates(by_region: dict[str, np.ndarray], regions: tuple[str, ...]) -> n
     return found
 
 
-def top_k_per_user(owner: np.ndarray, scores: np.ndarray, k: int) -> list[np.ndarray]:
-    """Indices of the ``k`` best pairs of each user, best first (``owner`` is sorted)."""
-    order = np.lexsort((-scores, owner))
-    starts = np.flatnonzero(np.r_[True, owner[order][1:] != owner[order][:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    return [order[s : min(e, s + k)] for s, e in zip(starts, ends, strict=True)]
+def top_k_per_user(counts: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair indices of each user's ``k`` best, best first, and which of them exist.
+
+    Pairs are grouped by user (``counts`` pairs each); the scores are laid out in a
+    users x candidates grid padded with -inf, so the selection is one vectorised
+    argpartition instead of a loop over users.
+    """
+    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    width = max(int(counts.max(initial=0)), 1)
+    grid = np.full((len(counts), width), -np.inf, np.float32)
+    grid[
+        np.repeat(np.arange(len(counts)), counts),
+        np.arange(len(scores)) - np.repeat(starts, counts),
+    ] = scores
+    kk = min(k, width)
+    part = np.argpartition(-grid, kk - 1, axis=1)[:, :kk]
+    order = np.argsort(-np.take_along_axis(grid, part, axis=1), axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    return starts[:, None] + best, best < counts[:, None]
+
+
+def _features(
+    user_x: np.ndarray,
+    hotel_x: np.ndarray,
+    ctx_x: np.ndarray,
+    owner: np.ndarray,
+    hotel_idx: np.ndarray,
+    match: np.ndarray | None,
+) -> np.ndarray:
+    """The model's input for every pair, written in place (one copy of each block)."""
+    widths = (user_x.shape[1], hotel_x.shape[1], ctx_x.shape[1], 1)
+    x = np.empty((len(owner), sum(widths)), np.float32)
+    a, b, c = widths[0], widths[0] + widths[1], widths[0] + widths[1] + widths[2]
+    x[:, :a] = user_x[owner]
+    x[:, a:b] = hotel_x[hotel_idx]
+    x[:, b:c] = ctx_x
+    x[:, c] = 1.0 if match is None else match
+    return x
 
 
 def score_users(
@@ -87,34 +119,26 @@ def score_users(
         _candidates(by_region, ("*",) if conf["all_candidates"] else tuple(rs))
         for rs in users["regions"]
     ]
-    owner = np.repeat(np.arange(len(users)), [len(c) for c in cands])
+    counts = np.array([len(c) for c in cands], np.int64)
+    owner = np.repeat(np.arange(len(users)), counts)
     hotel_idx = np.concatenate(cands) if len(owner) else np.empty(0, int)
     user_x = user_block(users, schema)
-    match = np.ones((len(owner), 1), np.float32)  # candidates come from the user's regions
+    match = None  # candidates come from the user's regions
     if conf["all_candidates"]:  # a hotel outside the user's regions is a candidate too
         regions = [set(users["regions"].iloc[o]) for o in owner]
         hotel_regions = conf["hotels"]["region"]
-        match = np.array(
-            [hotel_regions[h] in regions[i] for i, h in enumerate(hotel_idx)], np.float32
-        )[:, None]
+        match = np.array([hotel_regions[h] in regions[i] for i, h in enumerate(hotel_idx)])
     rows: list[tuple[str, bytes]] = []
+    step = conf["batch_rows"]
     for ctx in conf["contexts"]:
-        ctx_x = np.repeat(context_block([ctx], schema), len(owner), axis=0)
-        x = assemble(user_x[owner], hotel_x[hotel_idx], ctx_x, match)
-        scores = (
-            np.concatenate(
-                [
-                    runner(x[i : i + conf["batch_rows"]]).ravel()
-                    for i in range(0, len(x), conf["batch_rows"])
-                ]
-            )
-            if len(x)
-            else x
-        )
-        for user_pos, best in zip(
-            np.unique(owner), top_k_per_user(owner, scores, conf["top_k"]), strict=True
-        ):
-            items = [(str(hotel_ids[hotel_idx[j]]), float(scores[j])) for j in best]
+        x = _features(user_x, hotel_x, context_block([ctx], schema), owner, hotel_idx, match)
+        scores = np.empty(len(x), np.float32)
+        for i in range(0, len(x), step):
+            scores[i : i + step] = runner(x[i : i + step]).ravel()
+        best, exists = top_k_per_user(counts, scores, conf["top_k"])
+        for user_pos in np.flatnonzero(counts):
+            picked = best[user_pos][exists[user_pos]]
+            items = zip(hotel_ids[hotel_idx[picked]].tolist(), scores[picked].tolist(), strict=True)
             payload = codec.encode_recommendations(
                 ids[user_pos],
                 items,
