@@ -124,7 +124,7 @@ class MicroBatcher:
 
     def _submit(self, rows: np.ndarray, timeout_s: float) -> np.ndarray:
         if self._closed:
-            raise Unavailable(f"model {self.name} is being replaced; retry", code="reloading")
+            raise self._reloading()
         job = _Job(rows)
         try:
             self._queue.put_nowait(job)
@@ -136,6 +136,9 @@ class MicroBatcher:
             raise job.error
         assert job.result is not None
         return job.result
+
+    def _reloading(self) -> Unavailable:
+        return Unavailable(f"model {self.name} is being replaced; retry", code="reloading")
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop taking requests; those already queued are still answered."""
@@ -180,10 +183,22 @@ class MicroBatcher:
         while True:
             first = self._take(None)
             if not isinstance(first, _Job):
-                return
+                break
             self._execute(self._gather(first))
             if self._stopping and self._held is None:
+                break
+        self._refuse_stragglers()
+
+    def _refuse_stragglers(self) -> None:
+        """Answer requests that slipped in behind close() at once instead of at their timeout."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
                 return
+            if isinstance(job, _Job):
+                job.error = self._reloading()
+                job.done.set()
 
     def _execute(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
