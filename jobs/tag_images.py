@@ -71,23 +71,10 @@ def decode_all(
     return ids, pixels, bad
 
 
-def _tf_threads(n: int) -> None:
-    """Cap TensorFlow's threads in this worker: Spark already runs a task per core."""
-    import tensorflow as tf
-
-    if n > 0 and tf.config.threading.get_intra_op_parallelism_threads() != n:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(n)
-        except RuntimeError:  # TensorFlow already started in this process: keep its pool
-            pass
-
-
 def tag_batch(
     frame: pd.DataFrame, conf: Mapping[str, Any]
 ) -> tuple[list[tuple[str, bytes]], list[str]]:
     """Payloads of the good photos in ``frame`` and ``path: reason`` of the bad ones."""
-    _tf_threads(conf["tf_threads"])
     runner, meta = worker_model(conf, MODEL_NAME, conf["model_version"])
     size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
     tags = [str(t) for t in meta["tags"]]
@@ -187,7 +174,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-version", help="default: the promoted version")
     parser.add_argument("--batch-images", type=int, default=128, help="images per model call")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="larger files are bad")
-    parser.add_argument("--tf-threads", type=int, default=1, help="per task; 0: TF's default")
     parser.add_argument("--pattern", default=PATTERN, help="file names to read (a glob)")
     parser.add_argument("--partitions", type=int, default=0, help="default: a few per core")
     parser.add_argument("--redis-url", help="overrides REDIS_URL")
@@ -214,7 +200,6 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         "model_version": model_version,
         "batch_images": args.batch_images,
         "max_bytes": args.max_bytes,
-        "tf_threads": args.tf_threads,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
