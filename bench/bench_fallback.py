@@ -175,14 +175,28 @@ def image_request(photos: Path) -> Callable[[int], Request]:
     return make
 
 
+def requests_per_call(url: str, model: str) -> float:
+    """Mean requests merged into one model call since the server started (its metrics)."""
+    import urllib.request
+
+    from tests.fallback_procs import metric_value
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    total = metric_value(text, "fallback_batch_requests_sum", model=model)
+    calls = metric_value(text, "fallback_batch_requests_count", model=model)
+    return total / calls if calls else float("nan")
+
+
 def batching_table(
     data: Path, root: str, users: int, args: argparse.Namespace, logs: Path
 ) -> list[str]:
     from tests.fallback_procs import Server
 
     lines = [
-        "| model | runtime | batching | clients | requests/s | p50 (ms) | p99 (ms) | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | runtime | batching | clients | requests/s | p50 (ms) | p99 (ms) | errors "
+        "| requests per model call |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     ratios = []
     cases = (
@@ -208,11 +222,12 @@ def batching_table(
             try:
                 run_load(srv.url, make, args.clients, 1.0)  # warm up
                 loads[label] = load = run_load(srv.url, make, args.clients, args.seconds)
+                merged = requests_per_call(srv.url, model)
             finally:
                 srv.stop()
             lines.append(
                 f"| {model} | {runtime} | {label} | {args.clients} | {load.rps:,.0f} | "
-                f"{load.pct(0.5):.1f} | {load.pct(0.99):.1f} | {load.errors} |"
+                f"{load.pct(0.5):.1f} | {load.pct(0.99):.1f} | {load.errors} | {merged:.1f} |"
             )
             print(f"{model} {runtime} {label}: {load.rps:.0f} req/s", flush=True)
         ratio = loads["micro-batching"].rps / loads["batch size 1"].rps
