@@ -48,6 +48,7 @@ from prescore.versions import write_payloads
 MODEL_NAME = "tagger"
 PATTERN = "*.{jpg,jpeg,png,JPG,JPEG,PNG}"
 FILE_SPLITS_PER_TASK = 16
+ARROW_BATCH_FILES = 512
 
 
 def image_id(path: str) -> str:
@@ -215,6 +216,8 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spark = spark_session("prescore-tag-images")
+    # Arrow batches carry whole files: bound them in rows so real photos (MBs each) fit.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
     try:
         run_job(spark, args, settings_for(args, os.environ))
     finally:
