@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -182,12 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def settings_for(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Settings from the environment, with the job's flags on top."""
-    settings = Settings.from_env(env)
-    if args.redis_url:
-        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
-    if args.model_store:
-        settings = replace(settings, models=replace(settings.models, root=args.model_store))
-    return settings
+    return Settings.from_env(env).with_overrides(args.redis_url, args.model_store)
 
 
 def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary:

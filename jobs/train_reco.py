@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import pandas as pd
 
 from prescore.modelstore import ModelStore
 from prescore.reco_features import Schema, encode
-from prescore.settings import ModelStoreSettings
+from prescore.settings import Settings
 
 MODEL_NAME = "reco"
 CONTEXT_DROPOUT = 0.3  # share of training rows with the context blanked out
@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--promote", action="store_true")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
     args = parser.parse_args(argv)
-    settings = ModelStoreSettings.from_env(os.environ)
-    if args.model_store:
-        settings = replace(settings, root=args.model_store)
+    settings = Settings.from_env(os.environ).with_overrides(model_store=args.model_store).models
     started = time.perf_counter()
     result = train(
         args.data,

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from prescore import keys
@@ -159,11 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(os.environ)
-    if args.redis_url:
-        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
-    if args.model_store:
-        settings = replace(settings, models=replace(settings.models, root=args.model_store))
+    settings = Settings.from_env(os.environ).with_overrides(args.redis_url, args.model_store)
     try:
         with store_errors("running the command"):
             return int(args.func(settings, args))

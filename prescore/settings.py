@@ -7,7 +7,7 @@ below reads ``os.environ``. Defaults make the local demo work.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -116,3 +116,14 @@ class Settings:
             models=ModelStoreSettings.from_env(env),
             var_dir=env_str(env, "PRESCORE_VAR", str(DEFAULT_VAR)),
         )
+
+    def with_overrides(
+        self, redis_url: str | None = None, model_store: str | None = None
+    ) -> Settings:
+        """These settings with the command-line flags that every entry point takes."""
+        out = self
+        if redis_url:
+            out = replace(out, redis=replace(out.redis, url=redis_url))
+        if model_store:
+            out = replace(out, models=replace(out.models, root=model_store))
+        return out
