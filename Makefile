@@ -25,7 +25,10 @@ test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.bench_scoring
+	$(PY) -m bench.bench_tagging
+	$(PY) -m bench.bench_lookup
+	$(PY) -m bench.bench_fallback
 
 clean:
 	rm -rf var spark-warehouse
