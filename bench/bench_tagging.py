@@ -72,7 +72,8 @@ def job_rates(images: Path, redis_url: str, store_root: str, cores: int, runs: i
     """Summaries of ``runs`` tagging jobs in one local SparkSession."""
     from pyspark.sql import SparkSession
 
-    from jobs.tag_images import parse_args, run_job, settings_for
+    from jobs.bulk import settings_for
+    from jobs.tag_images import parse_args, run_job
 
     spark = (
         SparkSession.builder.master(f"local[{cores}]")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prescore.inference import TFRunner
@@ -61,6 +61,16 @@ def plain_settings(settings: Settings) -> dict[str, Any]:
             "timeout_s": m.timeout_s,
         },
     }
+
+
+def settings_for(args: Any, env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, with a job's ``--redis-url`` / ``--model-store`` on top."""
+    settings = Settings.from_env(env)
+    if getattr(args, "redis_url", None):
+        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
+    if getattr(args, "model_store", None):
+        settings = replace(settings, models=replace(settings.models, root=args.model_store))
+    return settings
 
 
 def worker_redis(conf: Mapping[str, Any]) -> Client:

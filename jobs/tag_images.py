@@ -21,7 +21,6 @@ import os
 import posixpath
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote
@@ -34,6 +33,7 @@ from jobs.bulk import (
     Summary,
     plain_settings,
     publish_version,
+    settings_for,
     spark_session,
     worker_model,
     worker_redis,
@@ -180,16 +180,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", help="overrides REDIS_URL")
     parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
     return parser.parse_args(argv)
-
-
-def settings_for(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Settings from the environment, with the job's flags on top."""
-    settings = Settings.from_env(env)
-    if args.redis_url:
-        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
-    if args.model_store:
-        settings = replace(settings, models=replace(settings.models, root=args.model_store))
-    return settings
 
 
 def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary:

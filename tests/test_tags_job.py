@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from jobs.bulk import settings_for
 from jobs.imagegen import TAGS, generate, read_labels
 from jobs.submit import local_args, spark_submit_bin
-from jobs.tag_images import image_id, parse_args, run_job, settings_for, split_glob
+from jobs.tag_images import image_id, parse_args, run_job, split_glob
 from jobs.train_tagger import TrainResult, train
 from prescore.errors import InvalidInput, ModelStoreError
 from prescore.modelstore import ModelStore
