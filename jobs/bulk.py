@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from prescore.inference import TFRunner
@@ -65,12 +65,9 @@ def plain_settings(settings: Settings) -> dict[str, Any]:
 
 def settings_for(args: Any, env: Mapping[str, str]) -> Settings:
     """Settings from the environment, with a job's ``--redis-url`` / ``--model-store`` on top."""
-    settings = Settings.from_env(env)
-    if getattr(args, "redis_url", None):
-        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
-    if getattr(args, "model_store", None):
-        settings = replace(settings, models=replace(settings.models, root=args.model_store))
-    return settings
+    return Settings.from_env(env).with_overrides(
+        getattr(args, "redis_url", None), getattr(args, "model_store", None)
+    )
 
 
 def worker_redis(conf: Mapping[str, Any]) -> Client:

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from jobs.imagegen import LABELS, TAGS
 from jobs.quantize import average_precision, mean_average_precision
 from prescore.image_features import decode
 from prescore.modelstore import ModelStore
-from prescore.settings import ModelStoreSettings
+from prescore.settings import Settings
 
 MODEL_NAME = "tagger"
 IMAGE_SIZE = (64, 64)
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--promote", action="store_true")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
     args = parser.parse_args(argv)
-    settings = ModelStoreSettings.from_env(os.environ)
-    if args.model_store:
-        settings = replace(settings, root=args.model_store)
+    settings = Settings.from_env(os.environ).with_overrides(model_store=args.model_store).models
     started = time.perf_counter()
     result = train(
         args.images,
