@@ -27,10 +27,12 @@ from jobs.bulk import (
     Summary,
     plain_settings,
     publish_version,
+    settings_for,
     spark_session,
     worker_model,
     worker_redis,
 )
+from jobs.flags import add_store_flags
 from prescore import codec, keys
 from prescore.modelstore import ModelStore
 from prescore.reco_features import Schema, context_block, hotel_block, user_block
@@ -174,14 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contexts", default="", help="comma-separated contexts to score too")
     parser.add_argument("--partitions", type=int, default=0, help="default: Spark's parallelism")
     parser.add_argument("--batch-rows", type=int, default=8192, help="rows per model call")
-    parser.add_argument("--redis-url", help="overrides REDIS_URL")
-    parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
+    add_store_flags(parser)
     return parser.parse_args(argv)
-
-
-def settings_for(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Settings from the environment, with the job's flags on top."""
-    return Settings.from_env(env).with_overrides(args.redis_url, args.model_store)
 
 
 def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary:

@@ -38,6 +38,7 @@ from jobs.bulk import (
     worker_model,
     worker_redis,
 )
+from jobs.flags import add_store_flags
 from prescore import codec, keys
 from prescore.errors import InvalidInput
 from prescore.image_features import MAX_BYTES, decode
@@ -177,8 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="larger files are bad")
     parser.add_argument("--pattern", default=PATTERN, help="file names to read (a glob)")
     parser.add_argument("--partitions", type=int, default=0, help="default: a few per core")
-    parser.add_argument("--redis-url", help="overrides REDIS_URL")
-    parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
+    add_store_flags(parser)
     return parser.parse_args(argv)
 
 

@@ -11,7 +11,6 @@ range) and, unless ``--no-int8``, float32 and int8 TFLite variants (jobs.quantiz
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -23,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.flags import add_training_flags, training_store
 from prescore.modelstore import ModelStore
 from prescore.reco_features import Schema, encode
-from prescore.settings import Settings
 
 MODEL_NAME = "reco"
 CONTEXT_DROPOUT = 0.3  # share of training rows with the context blanked out
@@ -173,17 +172,12 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("var/data"))
-    parser.add_argument("--model-store", help="root URI (default: $PRESCORE_MODEL_STORE)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--promote", action="store_true")
-    parser.add_argument("--no-int8", dest="int8", action="store_false")
+    add_training_flags(parser, epochs=4)
     args = parser.parse_args(argv)
-    settings = Settings.from_env(os.environ).with_overrides(model_store=args.model_store).models
     started = time.perf_counter()
     result = train(
         args.data,
-        ModelStore(settings),
+        training_store(args),
         epochs=args.epochs,
         seed=args.seed,
         promote=args.promote,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -25,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from jobs.flags import add_training_flags, training_store
 from jobs.imagegen import LABELS, TAGS
 from jobs.quantize import average_precision, mean_average_precision
 from prescore.image_features import decode
 from prescore.modelstore import ModelStore
-from prescore.settings import Settings
 
 MODEL_NAME = "tagger"
 IMAGE_SIZE = (64, 64)
@@ -174,17 +173,12 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=Path("var/images"))
-    parser.add_argument("--model-store", help="root URI (default: $PRESCORE_MODEL_STORE)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--promote", action="store_true")
-    parser.add_argument("--no-int8", dest="int8", action="store_false")
+    add_training_flags(parser, epochs=20)
     args = parser.parse_args(argv)
-    settings = Settings.from_env(os.environ).with_overrides(model_store=args.model_store).models
     started = time.perf_counter()
     result = train(
         args.images,
-        ModelStore(settings),
+        training_store(args),
         epochs=args.epochs,
         seed=args.seed,
         promote=args.promote,
