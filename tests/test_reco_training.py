@@ -50,7 +50,7 @@ def test_features_encode_unknowns_and_missing_context(reco_data: Path) -> None:
     assert not np.array_equal(x, with_ctx)
 
 
-def test_model_beats_popularity_and_is_stored(reco_store) -> None:  # type: ignore[no-untyped-def]
+def test_model_beats_popularity_and_is_stored(reco_store) -> None:
     store, result = reco_store
     metrics = result.metrics
     assert metrics["auc"] > metrics["popularity_auc"] + 0.02, metrics

@@ -22,7 +22,7 @@ from prescore.versions import Versions, read_current
 ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 
 
-def _run(spark, data: Path, redis_url: str, store, *extra: str):  # type: ignore[no-untyped-def]
+def _run(spark, data: Path, redis_url: str, store, *extra: str):
     args = parse_args(
         [
             "--data",
@@ -37,7 +37,7 @@ def _run(spark, data: Path, redis_url: str, store, *extra: str):  # type: ignore
     return run_job(spark, args, settings_for(args, {}))
 
 
-def test_job_publishes_every_user(spark, reco_data, reco_store, redis_url, rclient):  # type: ignore[no-untyped-def]
+def test_job_publishes_every_user(spark, reco_data, reco_store, redis_url, rclient):
     store, trained = reco_store
     summary = _run(spark, reco_data, redis_url, store, "--top-k", "5", "--contexts", "summer-sat")
     users = pd.read_parquet(reco_data / "users.parquet")
@@ -46,7 +46,8 @@ def test_job_publishes_every_user(spark, reco_data, reco_store, redis_url, rclie
     assert v.current() == summary.version
     assert v.get(summary.version).rows == 2 * len(users)
     _, values = read_current(rclient, "reco", ["u7", keys.reco_key("u7", "summer-sat")])
-    plain, summer = (json.loads(raw) for raw in values)
+    assert None not in values
+    plain, summer = (json.loads(raw or b"") for raw in values)
     assert plain["user_id"] == "u7" and "context" not in plain
     assert summer["context"] == "summer-sat"
     assert plain["model_version"] == trained.version
@@ -57,7 +58,7 @@ def test_job_publishes_every_user(spark, reco_data, reco_store, redis_url, rclie
     assert all(hotels.loc[i["hotel_id"], "region"] in regions for i in plain["items"])
 
 
-def test_second_run_switches_atomically_under_readers(spark, reco_data, reco_store, redis_url):  # type: ignore[no-untyped-def]
+def test_second_run_switches_atomically_under_readers(spark, reco_data, reco_store, redis_url):
     store, _ = reco_store
     first = _run(spark, reco_data, redis_url, store)
     sample = [f"u{i}" for i in range(0, 400, 37)]
@@ -93,7 +94,7 @@ def test_bad_data_mid_write_leaves_the_old_version(
     spark,
     reco_data,
     reco_store,
-    redis_url,  # type: ignore[no-untyped-def]
+    redis_url,
     rclient,
     tmp_path,
 ):
@@ -114,7 +115,7 @@ def test_bad_data_mid_write_leaves_the_old_version(
     assert read_current(rclient, "reco", ["u1"])[1][0] is not None
 
 
-def test_spark_submit_runs_the_job(reco_data, reco_store, redis_url, rclient):  # type: ignore[no-untyped-def]
+def test_spark_submit_runs_the_job(reco_data, reco_store, redis_url, rclient):
     import os
 
     store, _ = reco_store
