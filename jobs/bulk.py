@@ -18,12 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prescore import keys
+from prescore.codec import VersionInfo
 from prescore.inference import TFRunner
 from prescore.modelstore import ModelStore
 from prescore.redis_client import Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings
-from prescore.versions import Versions
+from prescore.versions import Versions, write_payloads
 
+LATE_WRITE_GRACE_S = 1.0
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>"
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _CLIENTS: dict[tuple[Any, ...], Client] = {}
@@ -77,6 +80,14 @@ def worker_redis(conf: Mapping[str, Any]) -> Client:
         if key not in _CLIENTS:
             _CLIENTS[key] = connect(RedisSettings(**conf["redis"]))
         return _CLIENTS[key]
+
+
+def write_rows(client: Client, dataset: str, version: str, rows: list[tuple[str, bytes]]) -> int:
+    """Write a batch of payloads, unless the version stopped being 'writing' (job failed)."""
+    raw = client.hget(keys.registry_key(dataset), version)
+    if raw is None or VersionInfo.from_bytes(raw).status != "writing":
+        raise RuntimeError(f"{dataset} {version} is no longer being written; stopping")
+    return write_payloads(client, dataset, version, rows)
 
 
 def worker_model(
@@ -191,6 +202,10 @@ def publish_version(
         _drain(spark)  # tasks of a failed job may still be writing: let them stop first
         if versions.get(info.version).status == "writing":
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
+            # A task being killed may land one last batch after the sweep; workers stop
+            # writing once they see the version is no longer 'writing' (write_rows).
+            time.sleep(LATE_WRITE_GRACE_S)
+            versions.delete_keys(info.version)
         print(
             f"{dataset}: version {info.version} failed; the live version is unchanged", flush=True
         )

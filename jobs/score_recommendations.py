@@ -31,13 +31,13 @@ from jobs.bulk import (
     spark_session,
     worker_model,
     worker_redis,
+    write_rows,
 )
 from jobs.flags import add_store_flags
 from prescore import codec, keys
 from prescore.modelstore import ModelStore
 from prescore.reco_features import Schema, context_block, hotel_block, user_block
 from prescore.settings import Settings
-from prescore.versions import write_payloads
 
 MODEL_NAME = "reco"
 _HOTELS: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
@@ -162,7 +162,7 @@ def score_partition(
         written = pairs = 0
         for start in range(0, len(batch), step):
             rows, scored = score_users(batch.iloc[start : start + step], conf)
-            written += write_payloads(client, "reco", conf["version"], rows)
+            written += write_rows(client, "reco", conf["version"], rows)
             pairs += scored
         yield pd.DataFrame({"rows": [written], "scored": [pairs], "bad": [0], "bad_sample": [[]]})
 

@@ -37,6 +37,7 @@ from jobs.bulk import (
     spark_session,
     worker_model,
     worker_redis,
+    write_rows,
 )
 from jobs.flags import add_store_flags
 from prescore import codec, keys
@@ -44,7 +45,6 @@ from prescore.errors import InvalidInput
 from prescore.image_features import MAX_BYTES, decode
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings
-from prescore.versions import write_payloads
 
 MODEL_NAME = "tagger"
 PATTERN = "*.{jpg,jpeg,png,JPG,JPEG,PNG}"
@@ -109,7 +109,7 @@ def tag_partition(
         written, bad = 0, []
         for start in range(0, len(batch), step):
             rows, skipped = tag_batch(batch.iloc[start : start + step], conf)
-            written += write_payloads(client, "tags", conf["version"], rows)
+            written += write_rows(client, "tags", conf["version"], rows)
             bad += skipped
         yield pd.DataFrame(
             {"rows": [written], "scored": [written], "bad": [len(bad)], "bad_sample": [bad[:20]]}
