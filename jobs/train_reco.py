@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,19 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.flags import add_training_flags, training_store
+from jobs.training import TrainResult, add_training_flags, run_training, store_trained
 from prescore.modelstore import ModelStore
 from prescore.reco_features import Schema, encode
 
 MODEL_NAME = "reco"
 CONTEXT_DROPOUT = 0.3  # share of training rows with the context blanked out
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    version: str
-    metrics: dict[str, float]
-    promoted: bool
 
 
 def load_tables(data: Path) -> dict[str, pd.DataFrame]:
@@ -163,10 +154,7 @@ def train(
             meta["quantization"] = build_int8(
                 model_dir, x_rep, encode_events(sample, tables, schema), sample["booked"].to_numpy()
             )
-        version = store.save(MODEL_NAME, model_dir, meta)
-    if promote:
-        store.promote(MODEL_NAME, version)
-    return TrainResult(version, metrics, promote)
+        return store_trained(store, MODEL_NAME, model_dir, meta, promote)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,22 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("var/data"))
     add_training_flags(parser, epochs=4)
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    result = train(
+    return run_training(
+        args,
         args.data,
-        training_store(args),
-        epochs=args.epochs,
-        seed=args.seed,
-        promote=args.promote,
-        int8=args.int8,
+        train,
+        lambda r: (
+            f"reco version {r.version}{' (promoted)' if r.promoted else ''}: "
+            f"held-out AUC {r.metrics['auc']:.4f} vs popularity {r.metrics['popularity_auc']:.4f} "
+            f"({int(r.metrics['test_events'])} events)"
+        ),
     )
-    m = result.metrics
-    print(
-        f"reco version {result.version}{' (promoted)' if result.promoted else ''}: "
-        f"held-out AUC {m['auc']:.4f} vs popularity {m['popularity_auc']:.4f} "
-        f"({int(m['test_events'])} events); {time.perf_counter() - started:.1f}s"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,29 +16,20 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.flags import add_training_flags, training_store
 from jobs.imagegen import LABELS, TAGS
 from jobs.quantize import average_precision, mean_average_precision
+from jobs.training import TrainResult, add_training_flags, run_training, store_trained
 from prescore.image_features import decode
 from prescore.modelstore import ModelStore
 
 MODEL_NAME = "tagger"
 IMAGE_SIZE = (64, 64)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    version: str
-    metrics: dict[str, float]
-    promoted: bool
 
 
 def load_images(images: Path, size: tuple[int, int] = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -164,10 +155,7 @@ def train(
         if int8:
             tr, _, te = split(len(x), seed)
             meta["quantization"] = build_int8(model_dir, x[tr[:200]], x[te], y[te])
-        version = store.save(MODEL_NAME, model_dir, meta)
-    if promote:
-        store.promote(MODEL_NAME, version)
-    return TrainResult(version, metrics, promote)
+        return store_trained(store, MODEL_NAME, model_dir, meta, promote)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,23 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, default=Path("var/images"))
     add_training_flags(parser, epochs=20)
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    result = train(
+    return run_training(
+        args,
         args.images,
-        training_store(args),
-        epochs=args.epochs,
-        seed=args.seed,
-        promote=args.promote,
-        int8=args.int8,
+        train,
+        lambda r: (
+            f"tagger version {r.version}{' (promoted)' if r.promoted else ''}: "
+            f"held-out mAP {r.metrics['map']:.4f} vs label frequency "
+            f"{r.metrics['baseline_map']:.4f}, micro-F1 {r.metrics['micro_f1']:.4f} vs "
+            f"{r.metrics['baseline_micro_f1']:.4f} ({int(r.metrics['test_images'])} test images)"
+        ),
     )
-    m = result.metrics
-    print(
-        f"tagger version {result.version}{' (promoted)' if result.promoted else ''}: "
-        f"held-out mAP {m['map']:.4f} vs label frequency {m['baseline_map']:.4f}, "
-        f"micro-F1 {m['micro_f1']:.4f} vs {m['baseline_micro_f1']:.4f} "
-        f"({int(m['test_images'])} test images); {time.perf_counter() - started:.1f}s"
-    )
-    return 0
 
 
 if __name__ == "__main__":
