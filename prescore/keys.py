@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from prescore.errors import InvalidInput
 
@@ -79,8 +79,17 @@ def registry_key(dataset: str) -> str:
     return f"{PREFIX}:{{{dataset}}}:versions"
 
 
-def new_version_id(now: datetime | None = None, token: str | None = None) -> str:
-    """A sortable, unique dataset version id such as ``20261124T115301.042Z-3f9a0c``."""
+def new_version_id(
+    now: datetime | None = None, token: str | None = None, after: str | None = None
+) -> str:
+    """A sortable, unique dataset version id such as ``20261124T115301.042Z-3f9a0c``.
+
+    With ``after`` (the newest id so far), the id sorts after it even when both are made
+    in the same millisecond: "newest" must mean "made last" for rollback and retiring.
+    """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    if after is not None:
+        floor = datetime.strptime(after[:19], "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc)
+        now = max(now, floor + timedelta(milliseconds=1))
     token = token or secrets.token_hex(3)
     return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{token}"

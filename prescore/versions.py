@@ -87,8 +87,9 @@ class Versions:
     # -- writing ---------------------------------------------------------------
     def begin(self, model: str, model_version: str, note: str = "") -> VersionInfo:
         """Register a new version as 'writing' and return it."""
+        newest = max((_text(v) for v in self.client.hkeys(self._registry)), default=None)
         info = VersionInfo(
-            version=keys.new_version_id(),
+            version=keys.new_version_id(after=newest),
             status="writing",
             model=model,
             model_version=model_version,

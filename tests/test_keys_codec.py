@@ -34,6 +34,16 @@ def test_version_ids_sort_by_time_and_validate() -> None:
         keys.check_version("latest")
 
 
+def test_a_version_made_in_the_same_millisecond_sorts_after_the_newest() -> None:
+    same = datetime(2026, 1, 2, 3, 4, 5, 999_999, tzinfo=timezone.utc)
+    newest = keys.new_version_id(same, "ffffff")
+    nxt = keys.new_version_id(same, "000000", after=newest)
+    assert nxt == "20260102T030406.000Z-000000"
+    assert nxt > newest
+    later = datetime(2026, 1, 2, 3, 5, tzinfo=timezone.utc)
+    assert keys.new_version_id(later, "000000", after=newest) == "20260102T030500.000Z-000000"
+
+
 @pytest.mark.parametrize("bad", ["", "a" * 129, "u 1", "u*", "{u}", "-u", "u|c", "ü", "u\n"])
 def test_bad_ids_are_refused_with_a_stable_code(bad: str) -> None:
     with pytest.raises(InvalidInput) as info:
