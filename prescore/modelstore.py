@@ -8,99 +8,23 @@ Layout under the root URI:
     {root}/{model_name}/PROMOTED                 the version in production
 
 Versions are increasing integers, as TF Serving numbers them. ``file://`` roots are used
-in place; ``hdfs://`` roots go through WebHDFS (the ``hdfs`` package) and are copied to a
-local cache before TensorFlow loads them.
+in place; ``hdfs://`` roots go through WebHDFS (prescore.storage, shared with the
+fallback's photo store) and are copied to a local cache before TensorFlow loads them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlparse
+from typing import Any
 
 from prescore.errors import ModelStoreError
 from prescore.settings import ModelStoreSettings
+from prescore.storage import open_root
 
 META_FILE = "model.json"
 PROMOTED_FILE = "PROMOTED"
-
-
-class _Backend(Protocol):
-    def list_dir(self, path: str) -> list[str]: ...
-    def read_text(self, path: str) -> str | None: ...
-    def write_text(self, path: str, text: str) -> None: ...
-    def upload_dir(self, local: Path, path: str) -> None: ...
-    def download_dir(self, path: str, local: Path) -> None: ...
-
-
-class _LocalBackend:
-    def list_dir(self, path: str) -> list[str]:
-        return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-    def read_text(self, path: str) -> str | None:
-        try:
-            return Path(path).read_text()
-        except FileNotFoundError:
-            return None
-
-    def write_text(self, path: str, text: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        Path(tmp).write_text(text)
-        os.replace(tmp, path)  # readers never see a half-written file
-
-    def upload_dir(self, local: Path, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.partial{os.getpid()}"
-        shutil.copytree(local, tmp)
-        os.replace(tmp, path)
-
-    def download_dir(self, path: str, local: Path) -> None:
-        raise AssertionError("local roots are read in place")
-
-
-class _HdfsBackend:
-    def __init__(self, settings: ModelStoreSettings, netloc: str) -> None:
-        from hdfs import InsecureClient  # only hdfs:// roots need it
-
-        url = settings.webhdfs_url or f"http://{netloc}"
-        self.client = InsecureClient(
-            url, user=settings.hdfs_user or None, timeout=settings.timeout_s
-        )
-
-    def list_dir(self, path: str) -> list[str]:
-        found = self.client.status(path, strict=False)
-        return sorted(self.client.list(path)) if found else []
-
-    def read_text(self, path: str) -> str | None:
-        if self.client.status(path, strict=False) is None:
-            return None
-        with self.client.read(path, encoding="utf-8") as reader:
-            return str(reader.read())
-
-    def write_text(self, path: str, text: str) -> None:
-        tmp = f"{path}.tmp"
-        self.client.write(tmp, data=text, encoding="utf-8", overwrite=True)
-        self.client.delete(path)  # WebHDFS rename does not overwrite
-        self.client.rename(tmp, path)
-
-    def upload_dir(self, local: Path, path: str) -> None:
-        tmp = f"{path}.partial"
-        self.client.delete(tmp, recursive=True)
-        self.client.upload(tmp, str(local), overwrite=True)
-        self.client.rename(tmp, path)
-
-    def download_dir(self, path: str, local: Path) -> None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=local.parent, prefix=".dl-"))
-        self.client.download(path, str(tmp / "v"), overwrite=True)
-        os.replace(tmp / "v", local)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -126,20 +50,23 @@ class ModelStore:
 
     def __init__(self, settings: ModelStoreSettings) -> None:
         self.settings = settings
-        parsed = urlparse(settings.root)
-        if parsed.scheme in ("", "file"):
-            self.root = parsed.path if parsed.scheme else settings.root
-            self._backend: _Backend = _LocalBackend()
-            self.local = True
-        elif parsed.scheme == "hdfs":
-            self.root = parsed.path or "/"
-            self._backend = _HdfsBackend(settings, parsed.netloc)
-            self.local = False
-        else:
-            raise ModelStoreError(f"unsupported model store root {settings.root!r}")
+        try:
+            root = open_root(
+                settings.root,
+                webhdfs_url=settings.webhdfs_url,
+                user=settings.hdfs_user,
+                timeout_s=settings.timeout_s,
+            )
+        except ValueError as exc:
+            raise ModelStoreError(f"unsupported model store root {settings.root!r}") from exc
+        self.root = root.path
+        self.local = root.local
+        self._backend = root.backend
+        self._path = root.join
 
-    def _path(self, *parts: str) -> str:
-        return "/".join([self.root.rstrip("/"), *parts])
+    def _read_text(self, path: str) -> str | None:
+        raw = self._backend.read_bytes(path)
+        return None if raw is None else raw.decode("utf-8")
 
     def versions(self, name: str) -> list[str]:
         """Published versions of ``name``, oldest first."""
@@ -155,7 +82,7 @@ class ModelStore:
         return version
 
     def meta(self, name: str, version: str) -> dict[str, Any]:
-        raw = self._backend.read_text(self._path(name, version, META_FILE))
+        raw = self._read_text(self._path(name, version, META_FILE))
         if raw is None:
             raise ModelStoreError(f"model {name}/{version} not found in {self.settings.root}")
         return dict(json.loads(raw))
@@ -166,7 +93,7 @@ class ModelStore:
         self._backend.write_text(self._path(name, PROMOTED_FILE), version + "\n")
 
     def promoted(self, name: str) -> str | None:
-        raw = self._backend.read_text(self._path(name, PROMOTED_FILE))
+        raw = self._read_text(self._path(name, PROMOTED_FILE))
         return raw.strip() if raw else None
 
     def resolve(self, name: str, version: str | None = None) -> ModelRef:

@@ -1,0 +1,132 @@
+"""Files under a folder URI: ``file://`` (or a plain path) and ``hdfs://`` through WebHDFS.
+
+Shared by the model store and the fallback's photo store, so both reach local disks and
+HDFS with the same code. ``hdfs://host:port/path`` goes through the ``hdfs`` package's
+WebHDFS client, at ``webhdfs_url`` when given (a NameNode's WebHDFS port usually differs
+from its RPC port), else at ``http://host:port``.
+
+A file that is not there reads as None; any other I/O failure (store unreachable, no
+permission) raises OSError.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+
+class Backend(Protocol):
+    def list_dir(self, path: str) -> list[str]: ...
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None: ...
+    def write_text(self, path: str, text: str) -> None: ...
+    def upload_dir(self, local: Path, path: str) -> None: ...
+    def download_dir(self, path: str, local: Path) -> None: ...
+
+
+class LocalFiles:
+    """The local file system; writes are atomic (temporary name, then rename)."""
+
+    def list_dir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
+        """The file's bytes (at most ``limit``), or None if there is no such file."""
+        try:
+            with open(path, "rb") as f:
+                return f.read(limit) if limit is not None else f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def write_text(self, path: str, text: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        Path(tmp).write_text(text)
+        os.replace(tmp, path)  # readers never see a half-written file
+
+    def upload_dir(self, local: Path, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.partial{os.getpid()}"
+        shutil.copytree(local, tmp)
+        os.replace(tmp, path)
+
+    def download_dir(self, path: str, local: Path) -> None:
+        raise AssertionError("local roots are read in place")
+
+
+class WebHdfs:
+    """HDFS through WebHDFS (the ``hdfs`` package)."""
+
+    def __init__(self, url: str, user: str = "", timeout_s: float = 30.0) -> None:
+        from hdfs import InsecureClient  # only hdfs:// roots need it
+
+        self.client = InsecureClient(url, user=user or None, timeout=timeout_s)
+
+    def list_dir(self, path: str) -> list[str]:
+        found = self.client.status(path, strict=False)
+        return sorted(self.client.list(path)) if found else []
+
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
+        """The file's bytes (at most ``limit``), or None if there is no such file."""
+        from hdfs.util import HdfsError
+
+        try:
+            with self.client.read(path, length=limit) as reader:
+                return bytes(reader.read(limit) if limit is not None else reader.read())
+        except HdfsError as exc:
+            if exc.exception == "FileNotFoundException":
+                return None
+            raise OSError(f"WebHDFS read of {path}: {exc}") from exc
+
+    def write_text(self, path: str, text: str) -> None:
+        tmp = f"{path}.tmp"
+        self.client.write(tmp, data=text, encoding="utf-8", overwrite=True)
+        self.client.delete(path)  # WebHDFS rename does not overwrite
+        self.client.rename(tmp, path)
+
+    def upload_dir(self, local: Path, path: str) -> None:
+        tmp = f"{path}.partial"
+        self.client.delete(tmp, recursive=True)
+        self.client.upload(tmp, str(local), overwrite=True)
+        self.client.rename(tmp, path)
+
+    def download_dir(self, path: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=local.parent, prefix=".dl-"))
+        self.client.download(path, str(tmp / "v"), overwrite=True)
+        os.replace(tmp / "v", local)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Root:
+    """A folder URI, opened: the backend that reaches it and the folder's path there."""
+
+    uri: str
+    backend: Backend
+    path: str
+    local: bool
+
+    def join(self, *parts: str) -> str:
+        """The path of ``parts`` under the folder (parts are names, never checked here)."""
+        return "/".join([self.path.rstrip("/"), *parts])
+
+
+def check_uri(uri: str) -> str:
+    """Return ``uri`` if it is a folder URI we can open (file://, hdfs:// or a plain path)."""
+    if urlparse(uri).scheme not in ("", "file", "hdfs"):
+        raise ValueError(f"unsupported folder URI {uri!r}: use file:// or hdfs://")
+    return uri
+
+
+def open_root(uri: str, *, webhdfs_url: str = "", user: str = "", timeout_s: float = 30.0) -> Root:
+    """The folder ``uri`` opened; ValueError for a scheme other than file or hdfs."""
+    parsed = urlparse(check_uri(uri))
+    if parsed.scheme == "hdfs":
+        backend = WebHdfs(webhdfs_url or f"http://{parsed.netloc}", user, timeout_s)
+        return Root(uri, backend, parsed.path or "/", False)
+    return Root(uri, LocalFiles(), parsed.path if parsed.scheme else uri, True)
