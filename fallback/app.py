@@ -7,7 +7,11 @@ Routes (see /openapi.json):
   job stores (prescore.codec.encode_recommendations) with ``"source": "live"``.
 - ``POST /v1/predict/image-tags``: either the raw image as the body (Content-Type
   ``image/*`` or ``application/octet-stream``, ``?image_id=``) -> one tags payload; or
-  JSON ``{"instances": [{"image_id", "b64"}]}`` -> ``{"predictions": [payload]}``.
+  JSON ``{"instances": [{"image_id", "b64"?}]}`` -> ``{"model", "model_version",
+  "predictions": [payload | {"image_id", "error", "message"}]}``. An instance without
+  ``b64`` is read from the photo store (``FALLBACK_PHOTOS``, see fallback.photos); a
+  photo it lacks (or no store configured) is a per-image ``not_found``. Each payload is
+  what the bulk tagging job stores (prescore.codec.encode_tags), ``"source": "live"``.
 - ``/healthz``, ``/readyz`` (every configured model loaded), ``/metrics``, ``/openapi.json``.
 """
 
@@ -23,9 +27,16 @@ from fallback import predict
 from fallback.metrics import Metrics
 from fallback.models import ModelSlots, Watcher
 from fallback.openapi import document
+from fallback.photos import PhotoStore
 from fallback.settings import FallbackSettings
 from prescore import codec
-from prescore.errors import InvalidInput, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from prescore.errors import (
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from prescore.modelstore import ModelStore
 from prescore.web import (
     install_error_handlers,
@@ -81,24 +92,47 @@ def _k(body: dict[str, Any], settings: FallbackSettings) -> int:
     return k
 
 
-def _images(settings: FallbackSettings) -> tuple[list[tuple[str, bytes]], bool]:
-    """(image_id, bytes) pairs of the request, and whether it was a single raw image."""
+def _images(
+    settings: FallbackSettings, photos: PhotoStore | None
+) -> tuple[list[predict.ImageInput], bool]:
+    """The images of the request, and whether it was a single raw image."""
     if request.mimetype.startswith("image/") or request.mimetype in _IMAGE_TYPES:
         raw = request.get_data(cache=False)
         if not raw:
             raise InvalidInput("image is empty", code="empty_image")
         image_id = predict.check_id(request.args.get("image_id", "upload"), "image_id")
-        return [(image_id, raw)], True
+        return [predict.ImageInput(image_id, raw)], True
     if request.mimetype != "application/json":
-        raise UnsupportedMediaType("send image/* bytes, or application/json with base64 images")
-    out = []
+        raise UnsupportedMediaType(
+            "send image/* bytes, or application/json with image ids or base64 images"
+        )
+    sent: list[tuple[str, bytes | None]] = []
     for i, inst in enumerate(_instances(json_body(request, settings.max_body_bytes), settings)):
         image_id = predict.check_id(inst.get("image_id"), f"instances[{i}].image_id")
+        if inst.get("b64") is None:  # by id, from the photo store
+            sent.append((image_id, None))
+            continue
         try:
-            out.append((image_id, base64.b64decode(str(inst.get("b64", "")), validate=True)))
+            sent.append((image_id, base64.b64decode(str(inst["b64"]), validate=True)))
         except (binascii.Error, ValueError) as exc:
             raise InvalidInput(f"instances[{i}].b64 is not base64", code="bad_image") from exc
-    return out, False
+    # every instance is checked before the first photo is read
+    return [
+        predict.ImageInput(image_id, raw) if raw is not None else _stored(image_id, photos)
+        for image_id, raw in sent
+    ], False
+
+
+def _stored(image_id: str, photos: PhotoStore | None) -> predict.ImageInput:
+    """Photo ``image_id`` from the photo store, or a per-image not_found."""
+    if photos is None:
+        why = "no photo store is configured (FALLBACK_PHOTOS); send the image as b64"
+        return predict.ImageInput(image_id, error=NotFound(why), sent=False)
+    raw = photos.read(image_id)
+    if raw is None:
+        why = f"no photo of image_id {image_id!r} in the photo store"
+        return predict.ImageInput(image_id, error=NotFound(why), sent=False)
+    return predict.ImageInput(image_id, raw, sent=False)
 
 
 def _predictions(model: str, version: str, payloads: list[bytes]) -> bytes:
@@ -118,6 +152,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
     if watch:
         app.extensions["fallback_watcher"] = Watcher(slots, settings.watch_interval_s).start()
     app.extensions["fallback_slots"] = slots
+    photos = PhotoStore.for_settings(settings)
     install_error_handlers(app)
     timeout = settings.request_timeout_s
 
@@ -132,7 +167,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
 
     @app.post("/v1/predict/image-tags")
     def image_tags() -> Response:
-        images, single = _images(settings)
+        images, single = _images(settings, photos)
         model = slots.get("tagger")
         payloads = predict.tag_images(model, images, timeout)
         if single:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fallback.settings import FallbackSettings
+from prescore.image_features import PHOTO_EXTENSIONS
 from prescore.keys import MAX_ID_LENGTH
 
 ERROR_CODES = [
@@ -13,7 +14,7 @@ ERROR_CODES = [
     "malformed_json", "not_found",
     "too_large", "too_many_instances", "unsupported_media_type", "no_route",
     "method_not_allowed", "overloaded", "inference_timeout", "model_not_ready", "reloading",
-    "not_ready", "internal",
+    "not_ready", "photo_store_unavailable", "internal",
 ]  # fmt: skip
 ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
 
@@ -28,7 +29,11 @@ def _errors() -> dict[str, Any]:
         "400": _json(err, "Bad input (invalid_*, candidates_required, malformed_json)"),
         "413": _json(err, "Body or instances too large (too_large, too_many_instances)"),
         "415": _json(err, "Wrong Content-Type (unsupported_media_type)"),
-        "503": _json(err, "Queue full (overloaded) or model not loaded (model_not_ready)"),
+        "503": _json(
+            err,
+            "Queue full (overloaded), model not loaded (model_not_ready) or "
+            "photo store unreadable (photo_store_unavailable)",
+        ),
         "504": _json(err, "The model did not answer in time (inference_timeout)"),
     }
 
@@ -49,9 +54,40 @@ def document(settings: FallbackSettings) -> dict[str, Any]:
         "properties": {
             "model": {"type": "string"},
             "model_version": {"type": "string"},
-            "predictions": {"type": "array", "items": {"type": "object"}},
+            "predictions": {
+                "type": "array",
+                "description": "One entry per instance, in order: the payload the bulk job "
+                "stores (with source 'live'), or {id, error, message} for that instance",
+                "items": {"type": "object"},
+            },
         },
     }
+    image_instance = {
+        "type": "object",
+        "required": ["image_id"],
+        "properties": {
+            "image_id": ID,
+            "b64": {
+                "type": "string",
+                "description": "the image, base64; without it the photo <image_id>.<ext> "
+                f"(ext: {', '.join(PHOTO_EXTENSIONS)}) is read from the photo store "
+                "(FALLBACK_PHOTOS); a photo it lacks is a per-image not_found",
+            },
+        },
+    }
+    tags_payload = {
+        "type": "object",
+        "required": ["image_id", "tags", "model_version", "scored_at", "source"],
+        "properties": {
+            "image_id": ID,
+            "tags": {"type": "array", "items": {"type": "object", "properties": {
+                "tag": {"type": "string"}, "score": {"type": "number"}}}},
+            "model": {"type": "string"},
+            "model_version": {"type": "string"},
+            "scored_at": {"type": "string", "format": "date-time"},
+            "source": {"const": "live"},
+        },
+    }  # fmt: skip
     return {
         "openapi": "3.0.3",
         "info": {"title": "prescore live inference fallback", "version": "1"},
@@ -71,18 +107,21 @@ def document(settings: FallbackSettings) -> dict[str, Any]:
             },
             "/v1/predict/image-tags": {
                 "post": {
-                    "summary": "Tags of images: raw bytes (?image_id=) or base64 JSON instances",
+                    "summary": "Tags of images: raw bytes (?image_id=), or JSON instances "
+                               "each with base64 bytes or only an id read from the photo store",
                     "parameters": [{"name": "image_id", "in": "query", "schema": ID}],
                     "requestBody": {"required": True, "content": {
                         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
                         "application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"}},
-                        "application/json": {"schema": {"type": "object", "properties": {
-                            "instances": {"type": "array", "items": {
-                                "type": "object", "required": ["image_id", "b64"],
-                                "properties": {"image_id": ID, "b64": {"type": "string"}}}}}}},
+                        "application/json": {"schema": {
+                            "type": "object", "required": ["instances"], "properties": {
+                            "instances": {"type": "array", "maxItems": settings.max_instances,
+                                          "items": image_instance}}}},
                     }},
-                    "responses": {"200": _json({"type": "object"}, "Tags payload(s)"),
+                    "responses": {"200": _json({"oneOf": [tags_payload, predictions]},
+                                               "One tags payload (raw image), or one payload "
+                                               "or per-image error per instance (JSON)"),
                                   **_errors()},
                 }
             },

@@ -10,15 +10,18 @@ NotFound for others). The module's optional ``candidates(meta, user, context)`` 
 the default candidates (the hotels of the user's regions). All instances of a request go
 to the model as one batch, and merge there with other requests.
 
-Image tags: each image is decoded and resized by prescore.image_features (as the bulk job
-does) to the model's input size (model.json ``image_size``), scaled to [0, 1]; tags at or
-above their threshold (model.json ``tags`` and ``thresholds``) are returned best first.
+Image tags: each image (sent in the request, or read from the photo store by id) is
+decoded and resized by prescore.image_features (as the bulk job does) to the model's
+input size (model.json ``image_size``), scaled to [0, 1]; tags at or above their
+threshold (model.json ``tags`` and ``thresholds``) are returned best first. All images of
+a request go to the model as one batch, and merge there with other requests.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -134,22 +137,55 @@ def _thresholds(meta: dict[str, Any], tags: list[str]) -> np.ndarray:
     return np.full(len(tags), float(raw), np.float32)
 
 
-def tag_images(
-    model: ServedModel, images: list[tuple[str, bytes]], timeout_s: float
-) -> list[bytes]:
-    """One tags payload per (image_id, bytes), in order; all images in one model call."""
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a tags request: its bytes, or why there are none."""
+
+    image_id: str
+    raw: bytes | None = None  # sent by the caller, or read from the photo store
+    error: PrescoreError | None = None  # why there is no image (e.g. not in the photo store)
+    sent: bool = True  # sent bytes that do not decode are the caller's 400, not an entry
+
+
+def image_error(image_id: str, exc: PrescoreError) -> bytes:
+    """The per-image entry of an image that gets no tags."""
+    return codec.dumps({"image_id": image_id, "error": exc.code, "message": exc.message})
+
+
+def tag_images(model: ServedModel, images: list[ImageInput], timeout_s: float) -> list[bytes]:
+    """One tags payload (or per-image error entry) per image, in order.
+
+    Every image that decodes goes to the model in ONE submit to the micro-batcher. An
+    image the caller sent that does not decode fails the request (InvalidInput); one read
+    from the photo store gets a per-image error entry instead.
+    """
     tags = [str(t) for t in model.meta["tags"]]
     height, width = (int(v) for v in model.meta.get("image_size", (128, 128)))
+    pixels: list[np.ndarray] = []
+    errors: dict[int, bytes] = {}
     with model.batcher.expecting():
-        batch = np.stack([decode(raw, (height, width)) for _, raw in images])
-        scores = model.predict(batch, timeout_s)
+        for i, image in enumerate(images):
+            if image.error is not None:
+                errors[i] = image_error(image.image_id, image.error)
+                continue
+            try:
+                pixels.append(decode(image.raw or b"", (height, width)))
+            except InvalidInput as exc:
+                if image.sent:
+                    raise
+                errors[i] = image_error(image.image_id, exc)
+        scores = model.predict(np.stack(pixels), timeout_s) if pixels else np.empty((0, 0))
     floor = _thresholds(model.meta, tags)
-    stamp, out = now(), []
-    for (image_id, _), row in zip(images, scores, strict=True):
+    stamp, out, rows = now(), [], iter(scores)
+    for i, image in enumerate(images):
+        if i in errors:
+            out.append(errors[i])
+            continue
+        row = next(rows)
         keep = [j for j in np.argsort(-row, kind="stable") if row[j] >= floor[j]]
         out.append(
             codec.encode_tags(
-                image_id,
+                image.image_id,
                 [(tags[j], float(row[j])) for j in keep],
                 model="tagger",
                 model_version=model.version,

@@ -9,6 +9,7 @@ from typing import Any
 
 from prescore.inference import RUNTIMES
 from prescore.settings import Settings, env_bool, env_float, env_int, env_str
+from prescore.storage import check_uri
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class FallbackSettings:
     watch_interval_s: float = 5.0  # how often the PROMOTED pointers are checked
     swap_grace_s: float = 5.0  # a replaced model keeps answering requests already holding it
     data_dir: str = ""  # users/hotels tables of reco (default: model.json data.path)
+    # Folder of the hotel photos (file:// or hdfs://); image <id> is <folder>/<id>.<ext>.
+    # Empty: tags are answered only for images sent in the request.
+    photos: str = ""
+    photos_webhdfs_url: str = ""  # WebHDFS endpoint of an hdfs:// photos folder
     default_k: int = 10
     max_k: int = 100
     max_instances: int = 100  # users (or images) in one request
@@ -78,6 +83,8 @@ class FallbackSettings:
             watch_interval_s=env_float(env, "FALLBACK_WATCH_INTERVAL_S", cls.watch_interval_s),
             swap_grace_s=env_float(env, "FALLBACK_SWAP_GRACE_S", cls.swap_grace_s),
             data_dir=env_str(env, "FALLBACK_DATA_DIR", cls.data_dir),
+            photos=env_str(env, "FALLBACK_PHOTOS", cls.photos),
+            photos_webhdfs_url=env_str(env, "FALLBACK_PHOTOS_WEBHDFS_URL", cls.photos_webhdfs_url),
             default_k=env_int(env, "FALLBACK_DEFAULT_K", cls.default_k),
             max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k),
             max_instances=env_int(env, "FALLBACK_MAX_INSTANCES", cls.max_instances),
@@ -94,6 +101,8 @@ class FallbackSettings:
                 raise ValueError(f"runtime must be auto or one of {RUNTIMES}, got {runtime!r}")
         if not 1 <= self.default_k <= self.max_k:
             raise ValueError("need 1 <= default_k <= max_k")
+        if self.photos:
+            check_uri(self.photos)
         unknown = set(self.models) - {"reco", "tagger"}
         if unknown or not self.models:
             raise ValueError(f"models must be some of reco,tagger; got {self.models}")

@@ -7,7 +7,9 @@
     ├── NotFound                  the key or version does not exist (404)
     ├── Unavailable               a dependency is down or slow; retry later (503)
     │   ├── StoreUnavailable      Redis unreachable or timed out
-    │   └── FallbackUnavailable   live inference down, slow or breaker open
+    │   ├── PhotoStoreUnavailable the photo store (file:// or hdfs://) cannot be read
+    │   └── FallbackUnavailable   live inference down or breaker open
+    │       └── FallbackTimeout   live inference did not answer within its deadline (504)
     ├── PublishError              a job's version failed verification; nothing moved
     └── ModelStoreError           a model or its metadata is missing or unreadable
 
@@ -64,8 +66,17 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
+class PhotoStoreUnavailable(Unavailable):
+    code = "photo_store_unavailable"
+
+
 class FallbackUnavailable(Unavailable):
     code = "fallback_unavailable"
+
+
+class FallbackTimeout(FallbackUnavailable):
+    code = "fallback_timeout"
+    http_status = 504
 
 
 class PublishError(PrescoreError):

@@ -15,6 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from prescore.errors import InvalidInput
 
 MAX_BYTES = 20 * 1024 * 1024
+# The photo file extensions, as the bulk tagging job reads them: image ``<id>`` is the
+# file ``<id>.<ext>`` (the image id is the file name without its extension).
+PHOTO_EXTENSIONS = ("jpg", "jpeg", "png", "JPG", "JPEG", "PNG")
 MAX_PIXELS = 25_000_000
 
 

@@ -147,3 +147,35 @@ def save_models(root_uri: str, tmp: Path, *, quantize: bool = True) -> None:
         tag_m["quantization"] = quantize_dir(tagger, xi, xi, yi, "map")
     store.promote("reco", store.save("reco", reco, reco_m))
     store.promote("tagger", store.save("tagger", tagger, tag_m))
+
+
+# --- hotel photos for the tagger -----------------------------------------------------------
+
+
+def jpeg(tags: set[str], size: int = IMAGE_SIZE) -> bytes:
+    """A JPEG photo whose channels carry ``tags`` (the rule the small CNN learns)."""
+    import io
+
+    from PIL import Image
+
+    x = np.full((size, size, 3), 0.25, np.float32)
+    for j, tag in enumerate(TAGS):
+        if tag in tags:
+            x[..., j] += 0.5
+    buf = io.BytesIO()
+    Image.fromarray((x * 255).astype(np.uint8)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def model_tags(store_root: str, raw: bytes) -> dict[str, float]:
+    """The promoted tagger's tags at or above threshold for photo ``raw`` (TF runtime)."""
+    from prescore.image_features import decode
+    from prescore.inference import load_runner
+    from prescore.modelstore import ModelStore
+    from prescore.settings import ModelStoreSettings
+
+    ref = ModelStore(ModelStoreSettings(root=store_root)).resolve("tagger")
+    size = tuple(int(v) for v in ref.meta["image_size"])
+    scores = load_runner(ref.path, "tf")(decode(raw, (size[0], size[1]))[None])[0]
+    floor = ref.meta["thresholds"]
+    return {t: float(s) for t, s in zip(ref.meta["tags"], scores, strict=True) if s >= floor[t]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from prescore.inference import load_runner
 from prescore.modelstore import ModelStore
@@ -32,10 +30,29 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
+PHOTOS = {"p-pool": {"pool"}, "p-sea-bed": {"sea_view", "bed"}, "p-none": set()}
+
+
 @pytest.fixture(scope="module")
-def server(store_root: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The photo store folder: three photos, a corrupt one, and a photo outside it."""
+    root = tmp_path_factory.mktemp("photo-store")
+    folder = root / "photos"
+    folder.mkdir()
+    for image_id, tags in PHOTOS.items():
+        (folder / f"{image_id}.jpg").write_bytes(fm.jpeg(tags))
+    (folder / "p-junk.png").write_bytes(b"not an image")
+    (root / "secret.jpg").write_bytes(fm.jpeg({"pool"}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(
+    store_root: str, photos: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     env = {
         "PRESCORE_MODEL_STORE": store_root,
+        "FALLBACK_PHOTOS": photos.as_uri(),
         "FALLBACK_RECO_RUNTIME": "tf",
         "FALLBACK_TAGGER_RUNTIME": "tf",
         "FALLBACK_RECO_MAX_WAIT_MS": "30",  # long enough that concurrent requests merge
@@ -46,16 +63,6 @@ def server(store_root: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     srv = Server("fallback.serve", env, log).start()
     yield srv
     srv.stop()
-
-
-def _jpeg(tags: set[str]) -> bytes:
-    x = np.full((fm.IMAGE_SIZE, fm.IMAGE_SIZE, 3), 0.25, np.float32)
-    for j, tag in enumerate(fm.TAGS):
-        if tag in tags:
-            x[..., j] += 0.5
-    buf = io.BytesIO()
-    Image.fromarray((x * 255).astype(np.uint8)).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
 
 
 def test_ready_health_openapi(server: Server) -> None:
@@ -128,7 +135,7 @@ def test_bad_recommendation_requests(server: Server, body: object, status: int, 
 def test_image_tags_raw_and_base64(server: Server) -> None:
     raw = requests.post(
         server.url + TAGS + "?image_id=img1",
-        data=_jpeg({"pool", "bed"}),
+        data=fm.jpeg({"pool", "bed"}),
         headers={"Content-Type": "image/jpeg"},
         timeout=10,
     )
@@ -136,11 +143,77 @@ def test_image_tags_raw_and_base64(server: Server) -> None:
     doc = raw.json()
     assert doc["image_id"] == "img1" and doc["source"] == "live"
     assert {t["tag"] for t in doc["tags"]} == {"pool", "bed"}
-    b64 = base64.b64encode(_jpeg({"sea_view"})).decode()
+    b64 = base64.b64encode(fm.jpeg({"sea_view"})).decode()
     batch = requests.post(
         server.url + TAGS, json={"instances": [{"image_id": "img2", "b64": b64}]}, timeout=10
     ).json()
     assert [t["tag"] for t in batch["predictions"][0]["tags"]] == ["sea_view"]
+
+
+def _tagger_calls(server: Server) -> tuple[float, float]:
+    """(model calls, rows) of the tagger so far."""
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    return (
+        metric_value(text, "fallback_batch_requests_count", model="tagger"),
+        metric_value(text, "fallback_batch_rows_sum", model="tagger"),
+    )
+
+
+def test_image_tags_by_id_from_the_photo_store(
+    server: Server, store_root: str, photos: Path
+) -> None:
+    calls0, rows0 = _tagger_calls(server)
+    ids = ["p-pool", "p-missing", "p-sea-bed", "p-junk", "p-none"]
+    reply = requests.post(
+        server.url + TAGS, json={"instances": [{"image_id": i} for i in ids]}, timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+    doc = reply.json()
+    assert (doc["model"], doc["model_version"]) == ("tagger", "1")
+    got = dict(zip(ids, doc["predictions"], strict=True))
+    for image_id in ("p-pool", "p-sea-bed", "p-none"):
+        payload = got[image_id]
+        # the bulk tagging job's payload shape (prescore.codec.encode_tags), source live
+        assert list(payload) == [
+            "image_id",
+            "tags",
+            "model",
+            "model_version",
+            "scored_at",
+            "source",
+        ]
+        assert (payload["image_id"], payload["source"]) == (image_id, "live")
+        expected = fm.model_tags(store_root, (photos / f"{image_id}.jpg").read_bytes())
+        assert {t["tag"] for t in payload["tags"]} == set(expected)
+        for tag in payload["tags"]:
+            assert tag["score"] == pytest.approx(expected[tag["tag"]], abs=1e-4)
+        scores = [t["score"] for t in payload["tags"]]
+        assert scores == sorted(scores, reverse=True)
+    assert {t["tag"] for t in got["p-sea-bed"]["tags"]} == {"sea_view", "bed"}  # the model learnt
+    assert got["p-missing"]["error"] == "not_found" and got["p-missing"]["image_id"] == "p-missing"
+    assert got["p-junk"]["error"] == "bad_image"  # a bad file in the store is one entry, not a 400
+    calls, rows = _tagger_calls(server)
+    assert (calls - calls0, rows - rows0) == (1, 3)  # every photo of the request in one call
+
+
+def test_image_tags_by_id_refuses_bad_ids_before_reading(server: Server, photos: Path) -> None:
+    calls0, _ = _tagger_calls(server)
+    for bad in ("../secret", "..", ".hidden", "p-pool/../../secret", ""):
+        body = {"instances": [{"image_id": "p-pool"}, {"image_id": bad}]}
+        reply = requests.post(server.url + TAGS, json=body, timeout=10)
+        assert (reply.status_code, reply.json()["error"]) == (400, "invalid_id"), bad
+    assert _tagger_calls(server)[0] == calls0  # nothing was tagged
+    many = {"instances": [{"image_id": f"p{i}"} for i in range(101)]}
+    reply = requests.post(server.url + TAGS, json=many, timeout=10)
+    assert (reply.status_code, reply.json()["error"]) == (413, "too_many_instances")
+    mixed = {  # sent bytes and ids read from the store, in one request
+        "instances": [
+            {"image_id": "sent", "b64": base64.b64encode(fm.jpeg({"bed"})).decode()},
+            {"image_id": "p-pool"},
+        ]
+    }
+    preds = requests.post(server.url + TAGS, json=mixed, timeout=10).json()["predictions"]
+    assert [{t["tag"] for t in p["tags"]} for p in preds] == [{"bed"}, {"pool"}]
 
 
 def test_bad_images(server: Server) -> None:
