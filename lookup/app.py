@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from lookup import fallback_client, routes
+from lookup import new_users, routes
 from lookup.fallback_client import FallbackClient
 from lookup.fastpath import FastPath
 from lookup.metrics import Metrics
@@ -29,6 +29,6 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     routes.register(app, settings, service, reader, metrics)
     app.extensions["lookup"] = service
     if isinstance(service.on_miss, FallbackClient):  # new users scored from their features
-        fallback_client.register(app, settings, service.on_miss)
+        new_users.register(app, settings, service.on_miss)
     app.wsgi_app = FastPath(app.wsgi_app, service, settings, metrics)  # type: ignore[method-assign]
     return app

@@ -2,11 +2,15 @@
 
 A miss is a key the published version does not hold. The app hands every miss of a
 request, in one call, to a ``MissHandler``. The default answers none of them, which the
-routes turn into 404 ``not_found`` (per id in a batch). Live inference plugs in here: a
-handler that returns payload bytes (a codec payload, ``"source": "live"``) for the ids it
-could answer; the app then cuts (k / limit / min_score) and envelopes them like a hit.
-A handler may raise a PrescoreError (e.g. FallbackUnavailable) to fail a whole request;
-it should rather return None for the ids it could not answer in time.
+routes turn into 404 ``not_found`` (per id in a batch). Live inference plugs in here
+(lookup.fallback_client, for ``reco`` and ``tags`` misses): a handler returns payload
+bytes (a codec payload, ``"source": "live"``) for the ids it could answer and None for
+the others; the app then cuts (k / limit / min_score) and envelopes them like a hit.
+
+When live inference is down or too slow, a handler raises FallbackUnavailable (503
+``fallback_unavailable``) or FallbackTimeout (504 ``fallback_timeout``). A single lookup
+answers with that error; a batch still serves its hits, and each of its missing ids gets
+a per-item entry carrying that code instead of ``not_found`` (lookup.service).
 """
 
 from __future__ import annotations

@@ -54,7 +54,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "Method not allowed (method_not_allowed)",
         413: "Body or batch too large (too_large, too_many_ids)",
         415: "Content-Type is not application/json (unsupported_media_type)",
-        503: "The store is unreachable or slow (store_unavailable); retry later",
+        503: "The store is unreachable or slow (store_unavailable); on a miss, live inference "
+        "is down or its circuit open (fallback_unavailable); retry later",
+        504: "On a miss, live inference did not answer within its deadline (fallback_timeout)",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
@@ -82,7 +84,14 @@ def _payload(id_field: str, list_field: str, entry: dict[str, Any]) -> dict[str,
 def _batch_answer(payload: str, id_field: str) -> dict[str, Any]:
     missing = {
         "type": "object",
-        "properties": {id_field: ID_SCHEMA, "error": {"const": "not_found"}, "message": {}},
+        "description": "An id with no answer: not_found (no entry, and live inference has "
+        "none), or fallback_unavailable / fallback_timeout (a miss while live inference was "
+        "down or too slow; the batch still answers its hits)",
+        "properties": {
+            id_field: ID_SCHEMA,
+            "error": {"enum": ["not_found", "fallback_unavailable", "fallback_timeout"]},
+            "message": {"type": "string"},
+        },
         "required": [id_field, "error"],
     }
     return {
@@ -91,8 +100,8 @@ def _batch_answer(payload: str, id_field: str) -> dict[str, Any]:
             "dataset": {"type": "string"},
             "dataset_version": {"type": "string"},
             "model_version": {"type": "string"},
-            "found": {"type": "integer"},
-            "missing": {"type": "integer"},
+            "found": {"type": "integer", "description": "ids answered (stored or live)"},
+            "missing": {"type": "integer", "description": "ids with an error entry"},
             "results": {
                 "type": "array",
                 "description": "One entry per requested id, in request order; a duplicate "
@@ -118,7 +127,8 @@ def _single(tag: str, id_name: str, payload: str, query: list[dict[str, Any]]) -
     return {
         "get": {
             "tags": [tag],
-            "summary": f"The precomputed {tag} of one id, from the published version",
+            "summary": f"The {tag} of one id: precomputed, from the published version; on a "
+            "miss, live inference (when configured) answers and the answer is written back",
             "parameters": [
                 {"name": id_name, "in": "path", "required": True, "schema": ID_SCHEMA},
                 *query,
@@ -129,7 +139,7 @@ def _single(tag: str, id_name: str, payload: str, query: list[dict[str, Any]]) -
                     _ref("NotFound"),
                     "No entry for this id (not_found) or no published version (no_version)",
                 ),
-                **_errors(400, 405, 503),
+                **_errors(400, 405, 503, 504),
             },
         }
     }
@@ -278,7 +288,7 @@ def document(settings: LookupSettings) -> dict[str, Any]:
         },
     }
     if settings.fallback_url:  # live inference on a miss, and for new users
-        from lookup.fallback_client import openapi_paths
+        from lookup.new_users import openapi_paths
 
         doc["paths"].update(openapi_paths(_ref, _json))
     return doc

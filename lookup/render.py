@@ -70,6 +70,12 @@ def miss_item(spec: DatasetSpec, entity_id: str, context: str | None) -> bytes:
     )
 
 
+def error_item(spec: DatasetSpec, entity_id: str, code: str, message: str) -> bytes:
+    """One entry of a batch answer for an id that could not be answered (e.g. live
+    inference unavailable): the id and a stable error code."""
+    return dumps({spec.id_field: entity_id, "error": code, "message": message})
+
+
 def batch(spec: DatasetSpec, resolved: Resolved, parts: list[bytes], found: int) -> bytes:
     """A batch answer: one dataset_version, then the per-id results in request order."""
     head = dumps(

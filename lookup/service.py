@@ -9,6 +9,7 @@ from lookup.misses import Miss, MissHandler
 from lookup.params import BatchRequest, Shape
 from lookup.store import StoreReader
 from prescore import keys
+from prescore.errors import FallbackUnavailable
 
 
 def _candidates(spec: DatasetSpec, entity_id: str, context: str | None) -> list[str]:
@@ -29,7 +30,8 @@ class Lookup:
     def one(
         self, spec: DatasetSpec, entity_id: str, context: str | None, shape: Shape
     ) -> tuple[int, bytes]:
-        """(status, body) of a single lookup: 200 with the payload or 404 not_found."""
+        """(status, body) of a single lookup: 200 with the payload or 404 not_found; a
+        miss with live inference down or slow raises FallbackUnavailable / FallbackTimeout."""
         if context is None or spec is not RECO:  # the hot path: one key, one GET
             resolved, values = self.reader.read(spec.name, [entity_id])
             payload = values[0]
@@ -46,7 +48,10 @@ class Lookup:
         return 404, render.miss(spec, entity_id, context, resolved)
 
     def many(self, spec: DatasetSpec, req: BatchRequest) -> bytes:
-        """A batch answer in request order; duplicates are read once and answered each time."""
+        """A batch answer in request order; duplicates are read once and answered each time.
+
+        With live inference down or too slow, the hits are served and each missing id gets
+        a ``fallback_unavailable`` / ``fallback_timeout`` entry; the answer stays whole."""
         unique = list(dict.fromkeys(req.ids))
         per_id = [_candidates(spec, i, req.context) for i in unique]
         flat = [k for cands in per_id for k in cands]
@@ -61,14 +66,22 @@ class Lookup:
         missing = [i for i in unique if i not in found]
         hits = sum(1 for i in req.ids if i in found)
         self.metrics.count_keys(spec.name, hits=hits, misses=len(req.ids) - hits)
+        failed: FallbackUnavailable | None = None
         if missing:
             misses = [Miss(spec.name, i, req.context) for i in missing]
-            for entity_id, live in zip(missing, self.on_miss(misses, resolved), strict=True):
+            try:
+                answers = self.on_miss(misses, resolved)
+            except FallbackUnavailable as exc:  # the hits are still served
+                failed, answers = exc, [None] * len(missing)
+            for entity_id, live in zip(missing, answers, strict=True):
                 if live is not None:
                     found[entity_id] = live
         rendered = {i: render.hit(p, spec, req.shape, resolved) for i, p in found.items()}
-        parts = [
-            rendered[i] if i in rendered else render.miss_item(spec, i, req.context)
-            for i in req.ids
-        ]
+        if failed is not None:
+            parts = [
+                rendered.get(i) or render.error_item(spec, i, failed.code, failed.message)
+                for i in req.ids
+            ]
+        else:
+            parts = [rendered.get(i) or render.miss_item(spec, i, req.context) for i in req.ids]
         return render.batch(spec, resolved, parts, sum(1 for i in req.ids if i in rendered))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +68,22 @@ class Server:
             self.proc.kill()
             self.proc.wait(5)
         self.proc = None
+
+    def pause(self) -> None:
+        """Stop every process of the server (SIGSTOP) with its socket left open: the kernel
+        still accepts connections, and nothing answers them, as with a hung server."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None, "not running"
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        for pid in [int(p) for p in found.stdout.split()] + [self.proc.pid]:
+            os.kill(pid, sig)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
