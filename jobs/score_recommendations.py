@@ -34,14 +34,16 @@ from jobs.bulk import (
     write_rows,
 )
 from jobs.flags import add_store_flags
-from prescore import codec, keys
+from prescore import keys
 from prescore.modelstore import ModelStore
+from prescore.payloads import RecoPayloads, score_ticks
 from prescore.reco_features import Schema, context_block, hotel_block, user_block
 from prescore.settings import Settings
 
 MODEL_NAME = "reco"
 _HOTELS: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
 _CANDIDATES: dict[tuple[int, tuple[str, ...]], np.ndarray] = {}
+_ENCODERS: dict[tuple[str, str, str | None], RecoPayloads] = {}
 
 
 def _hotel_tables(
@@ -108,6 +110,49 @@ def _features(
     return x
 
 
+def _encoder(conf: Mapping[str, Any], hotel_ids: np.ndarray, ctx: str | None) -> RecoPayloads:
+    """The run's payload encoder for ``ctx`` (hotel fragments built once per worker)."""
+    key = (conf["model_key"], conf["version"], ctx)
+    if key not in _ENCODERS:
+        _ENCODERS.clear()  # a worker lives across runs: keep only the current run's
+        for c in conf["contexts"]:
+            _ENCODERS[(conf["model_key"], conf["version"], c)] = RecoPayloads(
+                hotel_ids.tolist(),
+                model=MODEL_NAME,
+                model_version=conf["model_version"],
+                scored_at=conf["scored_at"],
+                context=c,
+            )
+    return _ENCODERS[key]
+
+
+def _payloads(
+    encoder: RecoPayloads,
+    ids: list[str],
+    counts: np.ndarray,
+    hotel_idx: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+    exists: np.ndarray,
+) -> list[tuple[str, bytes]]:
+    """(key, payload) of each user with candidates, from the top-K grid of pair indices."""
+    if not len(scores):
+        return []
+    best = np.minimum(best, len(scores) - 1)  # absent slots (exists False) point anywhere
+    top = scores[best]
+    hotels, ticks, values = hotel_idx[best].tolist(), score_ticks(top).tolist(), top.tolist()
+    found = exists.sum(axis=1).tolist()  # -inf padding sorts last: present slots come first
+    ctx = encoder.context
+    return [
+        (
+            keys.reco_key(ids[u], ctx),
+            encoder.encode(ids[u], hotels[u][:n], ticks[u][:n], values[u][:n]),
+        )
+        for u, n in enumerate(found)
+        if counts[u]
+    ]
+
+
 def score_users(
     users: pd.DataFrame, conf: Mapping[str, Any]
 ) -> tuple[list[tuple[str, bytes]], int]:
@@ -137,18 +182,9 @@ def score_users(
         for i in range(0, len(x), step):
             scores[i : i + step] = runner(x[i : i + step]).ravel()
         best, exists = top_k_per_user(counts, scores, conf["top_k"])
-        for user_pos in np.flatnonzero(counts):
-            picked = best[user_pos][exists[user_pos]]
-            items = zip(hotel_ids[hotel_idx[picked]].tolist(), scores[picked].tolist(), strict=True)
-            payload = codec.encode_recommendations(
-                ids[user_pos],
-                items,
-                model=MODEL_NAME,
-                model_version=conf["model_version"],
-                scored_at=conf["scored_at"],
-                context=ctx,
-            )
-            rows.append((keys.reco_key(ids[user_pos], ctx), payload))
+        rows += _payloads(
+            _encoder(conf, hotel_ids, ctx), ids, counts, hotel_idx, scores, best, exists
+        )
     return rows, len(owner) * len(conf["contexts"])
 
 

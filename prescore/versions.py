@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from prescore import keys
 from prescore.codec import VersionInfo, sort_versions
 from prescore.errors import NotFound, PublishError
-from prescore.redis_client import Client, mget
+from prescore.redis_client import Client, mget, mset
 from prescore.settings import StoreSettings
 
 HISTORY = 20  # retired and failed versions listed in the registry
@@ -30,17 +30,18 @@ def utcnow_iso() -> str:
 
 
 def write_payloads(
-    client: Client, dataset: str, version: str, rows: Iterable[tuple[str, bytes]], batch: int = 500
+    client: Client, dataset: str, version: str, rows: Iterable[tuple[str, bytes]], batch: int = 1000
 ) -> int:
-    """SET each ``(key, payload)`` under ``version``, pipelined; returns how many were sent."""
+    """SET each ``(key, payload)`` under ``version``, ``batch`` keys an MSET; returns the count."""
     written = 0
-    pipe = client.pipeline(transaction=False)
+    chunk: dict[str, bytes] = {}
     for key, payload in rows:
-        pipe.set(keys.value_key(dataset, version, key), payload)
+        chunk[keys.value_key(dataset, version, key)] = payload
         written += 1
-        if written % batch == 0:
-            pipe.execute()
-    pipe.execute()
+        if len(chunk) >= batch:
+            mset(client, chunk)
+            chunk = {}
+    mset(client, chunk)
     return written
 
 

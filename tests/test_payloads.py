@@ -1,0 +1,71 @@
+"""Golden tests: the bulk job's payload encoder writes exactly what prescore.codec writes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prescore import codec
+from prescore.payloads import RecoPayloads, score_ticks
+
+RUN = {"model": "reco", "model_version": "3", "scored_at": "2026-11-24T12:00:00Z"}
+
+
+def _both(hotels: list[str], picked: list[int], scores: np.ndarray, ctx: str | None) -> tuple:
+    fast = RecoPayloads(hotels, **RUN, context=ctx).encode(
+        "u42", picked, score_ticks(scores).tolist(), scores.tolist()
+    )
+    slow = codec.encode_recommendations(
+        "u42",
+        [(hotels[h], s) for h, s in zip(picked, scores.tolist(), strict=True)],
+        **RUN,
+        context=ctx,
+    )
+    return fast, slow
+
+
+def test_bytes_are_pinned() -> None:
+    fast, slow = _both(["h3", "h7"], [1, 0], np.array([0.912345, 0.5]), None)
+    assert (
+        fast
+        == slow
+        == (
+            b'{"user_id":"u42","items":[{"hotel_id":"h7","score":0.9123},'
+            b'{"hotel_id":"h3","score":0.5}],"model":"reco","model_version":"3",'
+            b'"scored_at":"2026-11-24T12:00:00Z"}'
+        )
+    )
+
+
+def test_context_and_empty_lists_match_the_codec() -> None:
+    assert _both(["h1"], [0], np.array([0.25]), "summer-sat")[0].count(b'"context":"summer-sat"')
+    fast, slow = _both(["h1"], [], np.array([]), "summer-sat")
+    assert fast == slow
+
+
+def test_every_score_matches_pythons_round() -> None:
+    rng = np.random.default_rng(7)
+    scores = np.concatenate(
+        [
+            rng.random(20_000).astype(np.float32).astype(np.float64),
+            np.arange(0, 10_001) / 10_000,  # every tick
+            np.arange(0, 10_000) / 10_000 + 0.00005,  # every near-tie
+            [
+                0.03125,
+                0.0,
+                1.0,
+                1.5,
+                -0.25,
+                1e-9,
+                0.99995,
+                0.00005,
+                123.456789,
+            ],  # exact ties, out of range
+        ]
+    )
+    ticks = score_ticks(scores)
+    assert (ticks == -1).any() and (ticks >= 0).mean() > 0.5  # both paths are taken
+    hotels = [f"h{i}" for i in range(len(scores))]
+    for start in range(0, len(scores), 997):
+        picked = list(range(start, min(start + 997, len(scores))))
+        fast, slow = _both(hotels, picked, scores[picked], None)
+        assert fast == slow
