@@ -167,8 +167,8 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
 
     @app.post("/v1/predict/image-tags")
     def image_tags() -> Response:
+        model = slots.get("tagger")  # not ready: refused before any photo is read
         images, single = _images(settings, photos)
-        model = slots.get("tagger")
         payloads = predict.tag_images(model, images, timeout)
         if single:
             return json_response(payloads[0])

@@ -78,3 +78,13 @@ def test_live_tags_are_the_int8_models_tags_above_threshold(
         assert {t["tag"] for t in doc["tags"]} == expected
         got = [t["score"] for t in doc["tags"]]
         assert got == sorted(got, reverse=True)
+
+
+def test_by_id_without_a_photo_store_is_a_per_image_not_found(server: Server) -> None:
+    reply = requests.post(
+        server.url + TAGS, json={"instances": [{"image_id": "img-000000"}]}, timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+    entry = reply.json()["predictions"][0]
+    assert (entry["image_id"], entry["error"]) == ("img-000000", "not_found")
+    assert "FALLBACK_PHOTOS" in entry["message"]
