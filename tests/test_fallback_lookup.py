@@ -1,119 +1,28 @@
-"""Lookup on a miss: real lookup and fallback servers, real Redis, real TensorFlow, and a
-real photo folder for image tags."""
+"""Lookup on a miss of a recommendation: real lookup and fallback servers, real Redis,
+real TensorFlow; and a fallback down (killed) or hung (stopped)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
 import redis
 import requests
 
 from prescore import keys
 from prescore.settings import Settings
 from tests import fallback_models as fm
+from tests.fallback_lookup_helpers import (
+    current,
+    fallback_server,
+    lookup_server,
+    outcomes,
+    publish_data,
+)
 from tests.fallback_procs import Server, metric_value
-from tests.lookup_helpers import publish, publish_users, tags_payload
 
-# The deadline in these tests is above the 100 ms default: the test machine is shared and
-# small, and a test must not fail on a slow moment. The bench measures real latencies.
-DEADLINE_S = "0.5"
-PREDICT = "fallback_requests"
-
-
-@pytest.fixture(scope="module")
-def store_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    tmp = tmp_path_factory.mktemp("lookup-fallback-store")
-    root = (tmp / "models").as_uri()
-    fm.save_models(root, tmp, quantize=False)
-    return root
-
-
-PHOTOS = {"p-pool": {"pool"}, "p-sea-bed": {"sea_view", "bed"}}
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fallback's photo folder, and beside it a photo that is not in it."""
-    root = tmp_path_factory.mktemp("photo-store")
-    folder = root / "photos"
-    folder.mkdir()
-    for image_id, tags in PHOTOS.items():
-        (folder / f"{image_id}.jpg").write_bytes(fm.jpeg(tags))
-    (root / "secret.jpg").write_bytes(fm.jpeg({"pool"}))
-    return folder
-
-
-def _fallback(store_root: str, photos: Path, log: Path) -> Server:
-    env = {
-        "PRESCORE_MODEL_STORE": store_root,
-        "FALLBACK_RECO_RUNTIME": "tf",
-        "FALLBACK_TAGGER_RUNTIME": "tf",
-        "FALLBACK_MODELS": "reco,tagger",
-        "FALLBACK_PHOTOS": photos.as_uri(),
-    }
-    return Server("fallback.serve", env, log)
-
-
-@pytest.fixture(scope="module")
-def fallback(
-    store_root: str, photos: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("logs") / "fallback.log"
-    srv = _fallback(store_root, photos, log).start()
-    yield srv
-    srv.stop()
-
-
-def _lookup(redis_url: str, fallback_url: str, log: Path, **extra: str) -> Server:
-    env = {
-        "REDIS_URL": redis_url,
-        "PRESCORE_FALLBACK_URL": fallback_url,
-        "PRESCORE_FALLBACK_TIMEOUT_S": DEADLINE_S,
-        "LOOKUP_WORKERS": "1",
-        "LOOKUP_THREADS": "4",
-        "LOOKUP_POINTER_CACHE_S": "0",
-        **extra,
-    }
-    return Server("lookup.serve", env, log).start()
-
-
-@pytest.fixture()
-def lookup(
-    redis_url: str, rclient: redis.Redis, settings: Settings, fallback: Server, tmp_path: Path
-) -> Iterator[Server]:
-    _publish(rclient, settings)
-    srv = _lookup(redis_url, fallback.url, tmp_path / "lookup.log")
-    yield srv
-    srv.stop()
-
-
-def _publish(rclient: redis.Redis, settings: Settings) -> None:
-    """Users u0..u2 and the tags of photo img-hit, as the bulk jobs would publish them."""
-    publish_users(rclient, settings, 3)
-    rows = [("img-hit", tags_payload("img-hit", [("pool", 0.9)], "t1"))]
-    publish(rclient, settings, "tags", rows, "t1")
-
-
-def _current(rclient: redis.Redis, dataset: str = "reco") -> str:
-    return rclient.get(keys.pointer_key(dataset)).decode()  # type: ignore[union-attr]
-
-
-def _hits(lookup: Server, dataset: str) -> float:
-    text = requests.get(lookup.url + "/metrics", timeout=5).text
-    return metric_value(text, "lookup_keys_total", dataset=dataset, result="hit")
-
-
-def _fallback_calls(fallback: Server, route: str) -> float:
-    text = requests.get(fallback.url + "/metrics", timeout=5).text
-    return metric_value(text, "fallback_requests_total", route=route)
-
-
-def _outcomes(doc: dict[str, Any]) -> list[str]:
-    return [r.get("source", r.get("error")) for r in doc["results"]]
+# the fixtures store_root, photos, fallback and lookup
+pytest_plugins = ["tests.fallback_lookup_fixtures"]
 
 
 def test_miss_is_answered_live_written_back_and_then_a_hit(
@@ -122,9 +31,9 @@ def test_miss_is_answered_live_written_back_and_then_a_hit(
     first = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5)
     assert first.status_code == 200, first.text
     doc = first.json()
-    assert doc["source"] == "live" and doc["dataset_version"] == _current(rclient)
+    assert doc["source"] == "live" and doc["dataset_version"] == current(rclient)
     assert len(doc["items"]) == 3
-    key = keys.value_key("reco", _current(rclient), "u_known")
+    key = keys.value_key("reco", current(rclient), "u_known")
     assert 0 < rclient.ttl(key) <= 86_400  # written back under the current version, with TTL
     hits0 = metric_value(
         requests.get(lookup.url + "/metrics", timeout=5).text,
@@ -209,9 +118,9 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
     photos: Path,
     tmp_path: Path,
 ) -> None:
-    _publish(rclient, settings)
-    fb = _fallback(store_root, photos, tmp_path / "fb.log").start()
-    lk = _lookup(
+    publish_data(rclient, settings)
+    fb = fallback_server(store_root, photos, tmp_path / "fb.log").start()
+    lk = lookup_server(
         redis_url,
         fb.url,
         tmp_path / "lookup.log",
@@ -227,13 +136,13 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
         doc = reply.json()
         assert reply.status_code == 200, reply.text
         unavailable = "fallback_unavailable"
-        assert _outcomes(doc) == ["precomputed", unavailable, "precomputed", unavailable]
+        assert outcomes(doc) == ["precomputed", unavailable, "precomputed", unavailable]
         assert (doc["found"], doc["missing"]) == (2, 2)
         assert len(doc["results"][0]["items"]) == 2 and doc["results"][1]["user_id"] == "gone1"
         body = {"image_ids": ["p-pool", "img-hit"]}
         reply = requests.post(lk.url + "/v1/image-tags:batchGet", json=body, timeout=5)
         assert reply.status_code == 200, reply.text
-        assert _outcomes(reply.json()) == ["fallback_unavailable", "precomputed"]
+        assert outcomes(reply.json()) == ["fallback_unavailable", "precomputed"]
         single = requests.get(lk.url + "/v1/image-tags/p-pool", timeout=5)
         assert (single.status_code, single.json()["error"]) == (503, "fallback_unavailable")
         codes, messages = [], []
@@ -249,7 +158,7 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
         assert "circuit open" in messages[-1]  # the breaker opened
         body = {"user_ids": ["u2", "gone2"]}
         doc = requests.post(lk.url + "/v1/recommendations:batchGet", json=body, timeout=5).json()
-        assert _outcomes(doc) == ["precomputed", "fallback_unavailable"]
+        assert outcomes(doc) == ["precomputed", "fallback_unavailable"]
         assert "circuit open" in doc["results"][1]["message"]
         fb.start()
         time.sleep(1.2)  # the breaker's reset timeout
@@ -263,89 +172,3 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
     finally:
         lk.stop()
         fb.stop()
-
-
-# --- image tags: a miss is tagged live from the fallback's photo store ---------------------
-
-
-def test_tags_miss_is_tagged_live_from_the_photo_store_then_a_hit(
-    lookup: Server, rclient: redis.Redis, store_root: str, photos: Path
-) -> None:
-    first = requests.get(lookup.url + "/v1/image-tags/p-sea-bed", timeout=5)
-    assert first.status_code == 200, first.text
-    doc = first.json()
-    assert (doc["source"], doc["image_id"]) == ("live", "p-sea-bed")
-    assert doc["dataset_version"] == _current(rclient, "tags")
-    expected = fm.model_tags(store_root, (photos / "p-sea-bed.jpg").read_bytes())
-    assert {t["tag"] for t in doc["tags"]} == set(expected) == {"sea_view", "bed"}
-    for tag in doc["tags"]:
-        assert tag["score"] == pytest.approx(expected[tag["tag"]], abs=1e-4)
-    key = keys.value_key("tags", _current(rclient, "tags"), "p-sea-bed")
-    assert 0 < rclient.ttl(key) <= 86_400  # written back under the current tags version
-    hits0 = _hits(lookup, "tags")
-    again = requests.get(lookup.url + "/v1/image-tags/p-sea-bed?limit=1", timeout=5).json()
-    assert again["tags"] == doc["tags"][:1]
-    assert _hits(lookup, "tags") == hits0 + 1  # the second request was served from Redis
-
-
-def test_tags_photo_not_in_the_store_is_404(lookup: Server, rclient: redis.Redis) -> None:
-    for image_id in ("p-absent", "secret"):  # secret.jpg lies outside the photo folder
-        reply = requests.get(lookup.url + f"/v1/image-tags/{image_id}", timeout=5)
-        assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
-        assert not rclient.exists(keys.value_key("tags", _current(rclient, "tags"), image_id))
-
-
-def test_tags_batch_mixes_hits_live_answers_and_misses_in_one_call(
-    lookup: Server, fallback: Server, rclient: redis.Redis
-) -> None:
-    route = "/v1/predict/image-tags"
-    before = _fallback_calls(fallback, route)
-    ids = ["img-hit", "p-pool", "p-absent", "p-sea-bed", "img-hit", "p-pool"]
-    reply = requests.post(
-        lookup.url + "/v1/image-tags:batchGet", json={"image_ids": ids}, timeout=5
-    )
-    doc = reply.json()
-    assert reply.status_code == 200, reply.text
-    assert _outcomes(doc) == ["precomputed", "live", "not_found", "live", "precomputed", "live"]
-    assert (doc["found"], doc["missing"]) == (5, 1)
-    assert {t["tag"] for t in doc["results"][1]["tags"]} == {"pool"}
-    assert _fallback_calls(fallback, route) == before + 1  # every miss in ONE call
-    version = _current(rclient, "tags")
-    for image_id in ("p-pool", "p-sea-bed"):
-        assert 0 < rclient.ttl(keys.value_key("tags", version, image_id)) <= 86_400
-
-
-def test_tags_ids_that_could_leave_the_photo_folder_are_refused(
-    lookup: Server, fallback: Server
-) -> None:
-    route = "/v1/predict/image-tags"
-    before = _fallback_calls(fallback, route)
-    for bad in (".secret", "..secret", "-x"):
-        reply = requests.get(lookup.url + f"/v1/image-tags/{bad}", timeout=5)
-        assert (reply.status_code, reply.json()["error"]) == (400, "invalid_id"), bad
-    body = {"image_ids": ["p-pool", "../secret"]}
-    reply = requests.post(lookup.url + "/v1/image-tags:batchGet", json=body, timeout=5)
-    assert (reply.status_code, reply.json()["error"]) == (400, "invalid_id")
-    assert _fallback_calls(fallback, route) == before  # refused before the fallback is asked
-
-
-def test_slow_fallback_batch_serves_hits_with_per_item_timeouts(
-    lookup: Server, fallback: Server
-) -> None:
-    fallback.pause()
-    try:
-        started = time.monotonic()
-        body = {"user_ids": ["u0", "slow1", "u1"]}
-        reply = requests.post(lookup.url + "/v1/recommendations:batchGet", json=body, timeout=5)
-        assert time.monotonic() - started < 2.0  # the deadline (0.5 s), not a hang
-        assert reply.status_code == 200, reply.text
-        doc = reply.json()
-        assert _outcomes(doc) == ["precomputed", "fallback_timeout", "precomputed"]
-        assert (doc["found"], doc["missing"]) == (2, 1)
-        body = {"image_ids": ["p-pool", "img-hit"]}
-        reply = requests.post(lookup.url + "/v1/image-tags:batchGet", json=body, timeout=5)
-        assert _outcomes(reply.json()) == ["fallback_timeout", "precomputed"]
-        single = requests.get(lookup.url + "/v1/recommendations/slow2", timeout=5)
-        assert (single.status_code, single.json()["error"]) == (504, "fallback_timeout")
-    finally:
-        fallback.resume()
