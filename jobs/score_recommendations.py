@@ -34,6 +34,7 @@ from jobs.bulk import (
     write_rows,
 )
 from jobs.flags import add_store_flags
+from jobs.pair_scoring import score_pairs
 from prescore import keys
 from prescore.modelstore import ModelStore
 from prescore.payloads import RecoPayloads, score_ticks
@@ -89,25 +90,6 @@ def top_k_per_user(counts: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.n
     order = np.argsort(-np.take_along_axis(grid, part, axis=1), axis=1, kind="stable")
     best = np.take_along_axis(part, order, axis=1)
     return starts[:, None] + best, best < counts[:, None]
-
-
-def _features(
-    user_x: np.ndarray,
-    hotel_x: np.ndarray,
-    ctx_x: np.ndarray,
-    owner: np.ndarray,
-    hotel_idx: np.ndarray,
-    match: np.ndarray | None,
-) -> np.ndarray:
-    """The model's input for every pair, written in place (one copy of each block)."""
-    widths = (user_x.shape[1], hotel_x.shape[1], ctx_x.shape[1], 1)
-    x = np.empty((len(owner), sum(widths)), np.float32)
-    a, b, c = widths[0], widths[0] + widths[1], widths[0] + widths[1] + widths[2]
-    x[:, :a] = user_x[owner]
-    x[:, a:b] = hotel_x[hotel_idx]
-    x[:, b:c] = ctx_x
-    x[:, c] = 1.0 if match is None else match
-    return x
 
 
 def _encoder(conf: Mapping[str, Any], hotel_ids: np.ndarray, ctx: str | None) -> RecoPayloads:
@@ -167,20 +149,17 @@ def score_users(
     ]
     counts = np.array([len(c) for c in cands], np.int64)
     owner = np.repeat(np.arange(len(users)), counts)
-    hotel_idx = np.concatenate(cands) if len(owner) else np.empty(0, int)
+    hotel_idx = np.concatenate(cands) if len(owner) else np.empty(0, np.int64)
     user_x = user_block(users, schema)
-    match = None  # candidates come from the user's regions
+    match = np.ones(len(owner), np.float32)  # candidates come from the user's regions
     if conf["all_candidates"]:  # a hotel outside the user's regions is a candidate too
         regions = [set(users["regions"].iloc[o]) for o in owner]
         hotel_regions = conf["hotels"]["region"]
-        match = np.array([hotel_regions[h] in regions[i] for i, h in enumerate(hotel_idx)])
+        match[:] = [hotel_regions[h] in regions[i] for i, h in enumerate(hotel_idx)]
     rows: list[tuple[str, bytes]] = []
-    step = conf["batch_rows"]
     for ctx in conf["contexts"]:
-        x = _features(user_x, hotel_x, context_block([ctx], schema), owner, hotel_idx, match)
-        scores = np.empty(len(x), np.float32)
-        for i in range(0, len(x), step):
-            scores[i : i + step] = runner(x[i : i + step]).ravel()
+        blocks = (user_x, hotel_x, context_block([ctx], schema))
+        scores = score_pairs(runner, blocks, owner, hotel_idx, match, conf["batch_rows"])
         best, exists = top_k_per_user(counts, scores, conf["top_k"])
         rows += _payloads(
             _encoder(conf, hotel_ids, ctx), ids, counts, hotel_idx, scores, best, exists
@@ -211,7 +190,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--contexts", default="", help="comma-separated contexts to score too")
     parser.add_argument("--partitions", type=int, default=0, help="default: Spark's parallelism")
-    parser.add_argument("--batch-rows", type=int, default=8192, help="rows per model call")
+    parser.add_argument("--batch-rows", type=int, default=32768, help="pairs per model call")
     add_store_flags(parser)
     return parser.parse_args(argv)
 

@@ -40,10 +40,10 @@ class TFRunner:
         if not saved_model.is_dir():
             raise ModelStoreError(f"no SavedModel at {saved_model}")
         self._loaded = tf.saved_model.load(str(saved_model))
-        self._serve: Callable[[Any], Any] = self._loaded.serve
+        self.serve: Callable[[Any], Any] = self._loaded.serve  # the endpoint, for tf.functions
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._serve(batch.astype(np.float32, copy=False)))
+        return np.asarray(self.serve(batch.astype(np.float32, copy=False)))
 
 
 def _bucket(n: int) -> int:
