@@ -208,7 +208,5 @@ class Versions:
         return deleted
 
     def _unlink(self, batch: list[bytes]) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for key in batch:  # one key per command: no cross-slot UNLINK on a cluster
-            pipe.unlink(key)
-        return sum(int(n) for n in pipe.execute())
+        # One command a batch; redis-py's cluster client splits it by slot.
+        return int(self.client.unlink(*batch))
