@@ -6,9 +6,11 @@
    (jobs.train_tagger on jobs.imagegen photos)
    in TensorFlow (SavedModel), LiteRT float32 and LiteRT int8: single-row latency, batch
    throughput, AUC / mAP on held-out rows.
-2. Micro-batching: the fallback server under ``--clients`` concurrent clients, each
+2. Micro-batching, the batcher alone: ``--clients`` threads submitting one decoded row
+   each straight to fallback.batcher (bench/batcher_load.py), merged against batch size 1.
+3. Micro-batching: the fallback server under ``--clients`` concurrent clients, each
    asking for one user's recommendations, with micro-batching against batch size 1.
-3. Lookup: a hit (precomputed, in Redis) against a miss served live by the fallback
+4. Lookup: a hit (precomputed, in Redis) against a miss served live by the fallback
    (then written back), p50 / p99, through the real lookup and fallback servers.
 """
 
@@ -31,6 +33,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.batcher_load import batcher_table
 from jobs.quantize import measure
 from prescore.modelstore import ModelStore
 from prescore.settings import ModelStoreSettings
@@ -309,11 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         data, root, evals = build_models(work, args.users)
         tables = [
             ("Runtimes (in process, one thread calling)", runtime_table(root, evals)),
+            ("Micro-batching, the batcher alone (in process, no HTTP)", []),
             ("Micro-batching (fallback server, gunicorn gthread)", []),
             ("Lookup hit against miss served live", []),
         ]
-        tables[1] = (tables[1][0], batching_table(data, root, args.users, args, work))
-        tables[2] = (tables[2][0], lookup_table(data, root, args.users, args, work))
+        tables[1] = (tables[1][0], batcher_table(root, evals, args.clients, args.seconds))
+        tables[2] = (tables[2][0], batching_table(data, root, args.users, args, work))
+        tables[3] = (tables[3][0], lookup_table(data, root, args.users, args, work))
         print(f"\nbench_fallback: {os.cpu_count()} CPUs, {time.monotonic() - started:.0f}s total")
         for title, lines in tables:
             print(f"\n### {title}\n")
