@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         fallback = stack.enter_context(
             service(
                 [PY, "-m", "fallback.serve", "--bind", f"127.0.0.1:{fb_port}"],
-                env,
+                {**env, "FALLBACK_PHOTOS": images.resolve().as_uri()},  # tags a new photo live
                 f"http://127.0.0.1:{fb_port}",
                 logs / "fallback.log",
             )
@@ -187,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{base}/v1/image-tags:batchGet",
             {"image_ids": [first["image_id"], "img-000001", "corrupt-1"]},
         )
+        new = f"new-photo-{int(time.time())}"  # added after the bulk run: not in Redis
+        shutil.copyfile(images / f"{first['image_id']}.jpg", images / f"{new}.jpg")
+        print(f"\n({new} is a copy of {first['image_id']}, added after the bulk run)")
+        show("GET", f"{base}/v1/image-tags/{new}")  # a miss: tagged live, written back
+        show("GET", f"{base}/v1/image-tags/{new}")  # now a hit
         show("GET", f"{base}/v1/recommendations/bad%20id")
         print(f"\nlookup API: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)")
         if args.keep_running:

@@ -42,12 +42,12 @@ from jobs.bulk import (
 from jobs.flags import add_store_flags
 from prescore import codec, keys
 from prescore.errors import InvalidInput
-from prescore.image_features import MAX_BYTES, decode
+from prescore.image_features import MAX_BYTES, PHOTO_EXTENSIONS, decode
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings
 
 MODEL_NAME = "tagger"
-PATTERN = "*.{jpg,jpeg,png,JPG,JPEG,PNG}"
+PATTERN = "*.{" + ",".join(PHOTO_EXTENSIONS) + "}"  # the image id rule: <id>.<ext>
 FILE_SPLITS_PER_TASK = 64  # a split holds ~32 small files (openCostInBytes)
 ARROW_BATCH_FILES = 512
 

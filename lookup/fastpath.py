@@ -26,7 +26,12 @@ from prescore.codec import dumps
 from prescore.errors import InvalidInput, PrescoreError
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_STATUS = {200: "200 OK", 404: "404 NOT FOUND", 503: "503 SERVICE UNAVAILABLE"}
+_STATUS = {
+    200: "200 OK",
+    404: "404 NOT FOUND",
+    503: "503 SERVICE UNAVAILABLE",
+    504: "504 GATEWAY TIMEOUT",
+}
 _ROUTES = (
     ("/v1/recommendations/", RECO, "/v1/recommendations/<user_id>"),
     ("/v1/image-tags/", TAGS, "/v1/image-tags/<image_id>"),
