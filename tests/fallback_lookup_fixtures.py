@@ -18,22 +18,13 @@ from tests.fallback_procs import Server
 
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    tmp = tmp_path_factory.mktemp("lookup-fallback-store")
-    root = (tmp / "models").as_uri()
-    fm.save_models(root, tmp, quantize=False)
-    return root
+    return fm.saved_store(tmp_path_factory.mktemp("lookup-fallback-store"))
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fallback's photo folder, and beside it a photo that is not in it."""
-    root = tmp_path_factory.mktemp("photo-store")
-    folder = root / "photos"
-    folder.mkdir()
-    for image_id, tags in PHOTOS.items():
-        (folder / f"{image_id}.jpg").write_bytes(fm.jpeg(tags))
-    (root / "secret.jpg").write_bytes(fm.jpeg({"pool"}))
-    return folder
+    return fm.photo_folder(tmp_path_factory.mktemp("photo-store"), PHOTOS)
 
 
 @pytest.fixture(scope="module")

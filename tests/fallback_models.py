@@ -179,3 +179,23 @@ def model_tags(store_root: str, raw: bytes) -> dict[str, float]:
     scores = load_runner(ref.path, "tf")(decode(raw, (size[0], size[1]))[None])[0]
     floor = ref.meta["thresholds"]
     return {t: float(s) for t, s in zip(ref.meta["tags"], scores, strict=True) if s >= floor[t]}
+
+
+def photo_folder(root: Path, photos: dict[str, set[str]], junk: bool = False) -> Path:
+    """``root/photos`` holding a JPEG per id drawn with its tags (and with ``junk`` a
+    file that is no image), and beside the folder ``root/secret.jpg``, outside it."""
+    folder = root / "photos"
+    folder.mkdir()
+    for image_id, tags in photos.items():
+        (folder / f"{image_id}.jpg").write_bytes(jpeg(tags))
+    if junk:
+        (folder / "p-junk.png").write_bytes(b"not an image")
+    (root / "secret.jpg").write_bytes(jpeg({"pool"}))
+    return folder
+
+
+def saved_store(tmp: Path) -> str:
+    """A model store under ``tmp`` holding both models (float32 only), promoted."""
+    root = (tmp / "models").as_uri()
+    save_models(root, tmp, quantize=False)
+    return root

@@ -24,10 +24,7 @@ TAGS = "/v1/predict/image-tags"
 
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    tmp = tmp_path_factory.mktemp("fallback-store")
-    root = (tmp / "models").as_uri()
-    fm.save_models(root, tmp, quantize=False)
-    return root
+    return fm.saved_store(tmp_path_factory.mktemp("fallback-store"))
 
 
 PHOTOS = {"p-pool": {"pool"}, "p-sea-bed": {"sea_view", "bed"}, "p-none": set()}
@@ -36,14 +33,7 @@ PHOTOS = {"p-pool": {"pool"}, "p-sea-bed": {"sea_view", "bed"}, "p-none": set()}
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The photo store folder: three photos, a corrupt one, and a photo outside it."""
-    root = tmp_path_factory.mktemp("photo-store")
-    folder = root / "photos"
-    folder.mkdir()
-    for image_id, tags in PHOTOS.items():
-        (folder / f"{image_id}.jpg").write_bytes(fm.jpeg(tags))
-    (folder / "p-junk.png").write_bytes(b"not an image")
-    (root / "secret.jpg").write_bytes(fm.jpeg({"pool"}))
-    return folder
+    return fm.photo_folder(tmp_path_factory.mktemp("photo-store"), PHOTOS, junk=True)
 
 
 @pytest.fixture(scope="module")
