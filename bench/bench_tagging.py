@@ -70,8 +70,17 @@ def tf_rate(saved_model: Path, x: np.ndarray, batch: int, repeats: int) -> float
     return statistics.median(rates)
 
 
-def job_rates(images: Path, redis_url: str, store_root: str, cores: int, runs: int) -> list[Any]:
-    """Summaries of ``runs`` tagging jobs in one local SparkSession."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def job_rates(
+    images: Path, redis_url: str, store_root: str, cores: int, runs: int
+) -> tuple[list[Any], list[float]]:
+    """Summaries of ``runs`` tagging jobs in one local SparkSession, and the CPU seconds
+    its JVM (listing, reading the files, Arrow) spent in each."""
     from pyspark.sql import SparkSession
 
     from jobs.bulk import settings_for
@@ -90,8 +99,14 @@ def job_rates(images: Path, redis_url: str, store_root: str, cores: int, runs: i
     args = parse_args(
         ["--images", f"{images}/*.jpg", "--redis-url", redis_url, "--model-store", store_root]
     )
+    jvm = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
+    summaries, jvm_cpu = [], []
     try:
-        return [run_job(spark, args, settings_for(args, {})) for _ in range(runs)]
+        for _ in range(runs):
+            before = _cpu_seconds(jvm)
+            summaries.append(run_job(spark, args, settings_for(args, {})))
+            jvm_cpu.append(_cpu_seconds(jvm) - before)
+        return summaries, jvm_cpu
     finally:
         spark.stop()
 
@@ -123,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
         redis = RedisProcess(work / "redis").start()
         try:
-            summaries = job_rates(images, redis.url, store.settings.root, args.cores, args.runs)
+            summaries, jvm_cpu = job_rates(
+                images, redis.url, store.settings.root, args.cores, args.runs
+            )
         finally:
             redis.stop()
         tf = tf_rate(saved_model, x, args.batch, args.repeats)
@@ -147,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| bound: decode then TF on the same cores, nothing else | {bound:,.0f} "
           f"| {bound / floor:.0%} |")  # fmt: skip
     print(f"\njob runs: {', '.join(f'{r:,.0f}' for r in rates)} images/s; target: warm >= 50%")
+    share = [cpu / (s.seconds * args.cores) for cpu, s in zip(jvm_cpu, summaries, strict=True)]
+    used = ", ".join(f"{c:.1f} s ({x:.0%})" for c, x in zip(jvm_cpu, share, strict=True))
+    print(
+        f"Spark's JVM (listing, reading each file, Arrow) used {used} of the cores' CPU in "
+        "those runs: time the workers' decode and TF do not get."
+    )
     return 0
 
 
