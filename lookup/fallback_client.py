@@ -1,7 +1,8 @@
 """Live inference on a miss: the lookup's client of the fallback service.
 
 Every miss of one request goes to the fallback in ONE call per dataset (a batchGet's
-misses included):
+misses included; over ``fallback_max_instances`` of them, in several calls within the
+one deadline):
 
 - ``reco``: ``POST {fallback}/v1/predict/recommendations`` with
   ``{"instances": [{"user_id", "context"?}], "k"}``;
@@ -82,6 +83,7 @@ class FallbackClient:
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.base = parsed.path.rstrip("/")
         self.timeout_s = settings.fallback_timeout_s
+        self.max_instances = settings.fallback_max_instances
         self.k = settings.default_k
         self.ttl_s = settings.core.store.live_ttl_s
         self.redis = client if client is not None else connect(settings.core.redis)
@@ -127,8 +129,7 @@ class FallbackClient:
             raise _Refused(f"fallback answered {reply.status}: {data[:200]!r}")
         return dict(json.loads(data))
 
-    def _post(self, path: str, body: bytes) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout_s
+    def _post(self, path: str, body: bytes, deadline: float) -> dict[str, Any]:
         try:
             return self._post_once(path, body, deadline)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -136,12 +137,24 @@ class FallbackClient:
 
     def predict(self, dataset: str, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The fallback's predictions for ``instances`` of ``dataset`` (payloads or
-        per-instance errors), in one call."""
+        per-instance errors): one call, or one per ``fallback_max_instances`` of them, all
+        within one deadline."""
+        deadline = time.monotonic() + self.timeout_s
+        step = self.max_instances
+        preds: list[dict[str, Any]] = []
+        for start in range(0, len(instances), step):
+            preds += self._predict_call(dataset, instances[start : start + step], deadline)
+        return preds
+
+    def _predict_call(
+        self, dataset: str, instances: list[dict[str, Any]], deadline: float
+    ) -> list[dict[str, Any]]:
         doc: dict[str, Any] = {"instances": instances}
         if dataset == "reco":
             doc["k"] = self.k
+        path = ROUTES[dataset].path
         try:
-            answer = self.breakers[dataset].call(self._post, ROUTES[dataset].path, dumps(doc))
+            answer = self.breakers[dataset].call(self._post, path, dumps(doc), deadline)
         except InvalidInput:
             raise
         except pybreaker.CircuitBreakerError as exc:

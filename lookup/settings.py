@@ -70,6 +70,9 @@ class LookupSettings:
     fallback_timeout_s: float = 0.1  # deadline of one live call (a whole request's misses)
     fallback_breaker_fails: int = 5  # failures in a row that open the circuit
     fallback_breaker_reset_s: float = 5.0  # an open circuit tries one call again after this
+    # What the fallback takes in one call (its FALLBACK_MAX_INSTANCES): a batch with more
+    # misses than this is sent in several calls, within the one deadline.
+    fallback_max_instances: int = 100
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
@@ -93,6 +96,9 @@ class LookupSettings:
             fallback_breaker_reset_s=env_float(
                 env, "PRESCORE_FALLBACK_BREAKER_RESET_S", cls.fallback_breaker_reset_s
             ),
+            fallback_max_instances=env_int(
+                env, "PRESCORE_FALLBACK_MAX_INSTANCES", cls.fallback_max_instances
+            ),
             server=ServerSettings.from_env(env),
         )
         settings.check()
@@ -106,6 +112,8 @@ class LookupSettings:
             raise ValueError("max_batch_ids, max_tag_limit and max_body_bytes must be positive")
         if self.pointer_cache_s < 0:
             raise ValueError("pointer_cache_s must be >= 0")
+        if self.fallback_max_instances < 1:
+            raise ValueError("fallback_max_instances must be >= 1")
 
     def with_server(self, **changes: Any) -> LookupSettings:
         """A copy with some server fields replaced (serve flags win over env)."""

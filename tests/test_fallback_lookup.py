@@ -14,6 +14,7 @@ from prescore.settings import Settings
 from tests import fallback_models as fm
 from tests.fallback_lookup_helpers import (
     current,
+    fallback_calls,
     fallback_server,
     lookup_server,
     outcomes,
@@ -108,6 +109,26 @@ def test_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) ->
     assert doc["results"][1]["source"] == "live"
     assert doc["results"][2]["error"] == "not_found"
     assert calls() == before + 1
+
+
+def test_more_misses_than_the_fallback_takes_go_in_several_calls(
+    redis_url: str, rclient: redis.Redis, settings: Settings, fallback: Server, tmp_path: Path
+) -> None:
+    publish_data(rclient, settings)
+    small = lookup_server(
+        redis_url, fallback.url, tmp_path / "lookup.log", PRESCORE_FALLBACK_MAX_INSTANCES="1"
+    )
+    try:
+        before = fallback_calls(fallback, "/v1/predict/recommendations")
+        body = {"user_ids": ["u_known", "u0", "stranger"], "k": 2}
+        reply = requests.post(small.url + "/v1/recommendations:batchGet", json=body, timeout=5)
+        doc = reply.json()
+        assert reply.status_code == 200 and (doc["found"], doc["missing"]) == (2, 1)
+        assert doc["results"][0]["source"] == "live"
+        assert doc["results"][2]["error"] == "not_found"
+        assert fallback_calls(fallback, "/v1/predict/recommendations") == before + 2
+    finally:
+        small.stop()
 
 
 def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
