@@ -189,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             {"image_ids": [first["image_id"], "img-000001", "corrupt-1"]},
         )
         new = f"new-photo-{int(time.time())}"  # added after the bulk run: not in Redis
-        shutil.copyfile(images / f"{first['image_id']}.jpg", images / f"{new}.jpg")
+        new_photo = images / f"{new}.jpg"
+        shutil.copyfile(images / f"{first['image_id']}.jpg", new_photo)
         print(f"\n({new} is a copy of {first['image_id']}, added after the bulk run)")
-        show("GET", f"{base}/v1/image-tags/{new}")  # a miss: tagged live, written back
-        show("GET", f"{base}/v1/image-tags/{new}")  # now a hit
+        try:
+            show("GET", f"{base}/v1/image-tags/{new}")  # a miss: tagged live, written back
+            show("GET", f"{base}/v1/image-tags/{new}")  # now a hit
+        finally:
+            new_photo.unlink()  # the next demo's bulk run must not tag it
         show("GET", f"{base}/v1/recommendations/bad%20id")
         print(f"\nlookup API: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)")
         if args.keep_running:

@@ -16,7 +16,7 @@ import numpy as np
 
 from prescore.inference import TFRunner
 
-_SCORERS: dict[int, Any] = {}
+_SCORERS: dict[TFRunner, Any] = {}  # runners live as long as their worker (jobs.bulk)
 
 
 def _build(serve: Any, widths: tuple[int, int, int]) -> Any:
@@ -65,10 +65,9 @@ def score_pairs(
     """
     user_x, hotel_x, ctx_x = blocks
     widths = (user_x.shape[1], hotel_x.shape[1], ctx_x.shape[1])
-    key = id(runner)
-    if key not in _SCORERS:  # one per loaded model, for the worker's life
-        _SCORERS[key] = _build(runner.serve, widths)
-    score = _SCORERS[key]
+    if runner not in _SCORERS:  # one per loaded model, for the worker's life
+        _SCORERS[runner] = _build(runner.serve, widths)
+    score = _SCORERS[runner]
     scores = np.empty(len(owner), np.float32)
     for i in range(0, len(owner), batch_rows):
         part = slice(i, i + batch_rows)

@@ -77,11 +77,13 @@ class Lookup:
                 if live is not None:
                     found[entity_id] = live
         rendered = {i: render.hit(p, spec, req.shape, resolved) for i, p in found.items()}
-        if failed is not None:
-            parts = [
-                rendered.get(i) or render.error_item(spec, i, failed.code, failed.message)
-                for i in req.ids
-            ]
-        else:
-            parts = [rendered.get(i) or render.miss_item(spec, i, req.context) for i in req.ids]
+        parts = [
+            rendered.get(i)
+            or (
+                render.miss_item(spec, i, req.context)
+                if failed is None
+                else render.error_item(spec, i, failed.code, failed.message)
+            )
+            for i in req.ids
+        ]
         return render.batch(spec, resolved, parts, sum(1 for i in req.ids if i in rendered))
