@@ -28,7 +28,7 @@ def recommendations(user_id: str) -> Response:
 
 
 def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """No framework at all: the cost of gunicorn plus one GET, a floor for any app."""
+    """No framework at all: the cost of the server plus one GET, a floor for any app."""
     value = cast(bytes, client.get(prefix + environ["PATH_INFO"].rsplit("/", 1)[-1])) or b"{}"
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(value)))]

@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         tables = [
             ("Runtimes (in process, one thread calling)", runtime_table(root, evals)),
             ("Micro-batching, the batcher alone (in process, no HTTP)", []),
-            ("Micro-batching (fallback server, gunicorn gthread)", []),
+            ("Micro-batching (fallback server under granian)", []),
             ("Lookup hit against miss served live", []),
         ]
         tables[1] = (tables[1][0], batcher_table(root, evals, args.clients, args.seconds))

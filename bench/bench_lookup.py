@@ -3,13 +3,13 @@
 ``python -m bench.bench_lookup [--users N] [--workers W] [--rounds R] [--duration S]``
 
 Starts its own redis-server, loads N users' payloads through the core (begin, write,
-publish), then starts, each under gunicorn with the same number of worker processes:
-  * ours: ``python -m lookup.serve`` (its production config: the balancing gthread
-    worker, 8 threads, keep-alive), and, with --alternatives, the same app under other
-    worker configurations;
-  * baseline: bench/baseline_app.py (Flask, one GET, gunicorn's default sync worker);
-    with --alternatives also its ``floor`` (no framework, just one GET), which shows what
-    any app that makes one Redis round trip a request can reach on this machine.
+publish), then starts, each with the same number of worker processes:
+  * ours: ``python -m lookup.serve`` (its production config: granian, 4 app threads a
+    worker, keep-alive), and, with --alternatives, the same with 2 and 8 threads;
+  * baseline: bench/baseline_app.py (Flask, one GET) under gunicorn's defaults (sync
+    worker); with --alternatives also that app under granian, which shows how much of
+    the gain is the server's, and its ``floor`` (no framework, just one GET) under
+    granian, what any app that makes one Redis round trip a request can reach here.
 Each round runs every server in turn (interleaved, so drift hits all alike) at the same
 concurrency over random user ids, then batchGet with 100 ids a request. The table holds
 the median of the rounds. The load generator is wrk when on PATH, else a Python one.
@@ -117,32 +117,21 @@ def servers(args: argparse.Namespace, redis_url: str, version: str) -> list[Serv
         ),
     ]  # fmt: skip
     if args.alternatives:
-        for label, extra in (
-            ("ours, sync worker (no keep-alive)", ["--worker-class", "sync", "--threads", "1"]),
-            ("ours, plain gthread (unbalanced)", ["--worker-class", "gthread"]),
-            ("ours, 2 threads a worker", ["--threads", "2"]),
-        ):
+        for threads in (2, 8):
             port = free_port()
-            cmd = [*ours_cmd, *extra, "--bind", f"127.0.0.1:{port}"]
-            found.append(Server(label, cmd, env, port))
-        for label, extra in (
-            ("floor: bare WSGI + one GET, sync", []),
-            ("floor: bare WSGI + one GET, gthread x8", ["-k", "gthread", "--threads", "8"]),
+            cmd = [*ours_cmd, "--threads", str(threads), "--bind", f"127.0.0.1:{port}"]
+            found.append(Server(f"ours, {threads} threads a worker", cmd, env, port))
+        for label, target in (
+            ("baseline app under granian", "bench.baseline_app:app"),
+            ("floor: bare WSGI + one GET, granian", "bench.baseline_app:floor"),
         ):
             port = free_port()
             cmd = [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--no-control-socket",
-                "-w",
-                str(args.workers),
-                *extra,
-                "-b",
-                f"127.0.0.1:{port}",
-                "bench.baseline_app:floor",
-            ]
-            found.append(Server(label, cmd, found[1].env, port))  # fmt: skip
+                sys.executable, "-m", "granian", "--interface", "wsgi", "--http", "1", "--no-ws",
+                "--workers", str(args.workers), "--blocking-threads", "4",
+                "--port", str(port), target,
+            ]  # fmt: skip
+            found.append(Server(label, cmd, found[1].env, port))
     return found
 
 

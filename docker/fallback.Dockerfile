@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The live inference fallback: TensorFlow (float32) and LiteRT (int8) behind Flask under
-# gunicorn. No Spark: the project is installed with --no-deps plus only what
+# granian. No Spark: the project is installed with --no-deps plus only what
 # docker/requirements-fallback.txt lists. Build from the repository root:
 #   docker build -f docker/fallback.Dockerfile -t prescore-fallback:0.1.0 .
 # Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>).

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The lookup API: Flask under gunicorn, reading Redis. No TensorFlow, no Spark: the lookup
+# The lookup API: Flask under granian, reading Redis. No TensorFlow, no Spark: the lookup
 # never imports them, so the image installs the project with --no-deps plus only what
 # docker/requirements-lookup.txt lists. Build from the repository root:
 #   docker build -f docker/lookup.Dockerfile -t prescore-lookup:0.1.0 .

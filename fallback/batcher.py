@@ -5,8 +5,8 @@ gathers more until the batch holds ``max_batch`` rows or ``max_wait_s`` has pass
 that first request arrived, and runs the model once on all their rows. A lone request
 therefore waits at most ``max_wait_s``. The queue is bounded: when ``max_queue`` requests
 are already waiting, ``submit`` fails at once with ``Overloaded`` (503) rather than letting
-latency grow without bound. One batcher per model per process: under gunicorn's threaded
-workers the request threads of one process share it, so their requests merge.
+latency grow without bound. One batcher per model per process: the request threads of
+one process share it, so their requests merge.
 """
 
 from __future__ import annotations

@@ -1,38 +1,24 @@
-"""Run the fallback under gunicorn: ``python -m fallback.serve [--bind] [--threads]``.
+"""Run the fallback under granian: ``python -m fallback.serve [--bind] [--threads]``.
 
 One process with many threads by default: concurrent requests of that process merge in
 its micro-batchers, and TensorFlow spreads one batch over every core. The models are
 loaded in the worker (after the fork), never in the master.
+Each request holds one of the threads while it waits for its batch, so the thread count
+bounds how many requests can merge into one model call.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from typing import Any
 
 from fallback.settings import FallbackSettings
-from prescore.serving import GunicornApp
+from prescore.serving import WSGIServer
 
 
-def gunicorn_options(settings: FallbackSettings) -> dict[str, Any]:
-    return {
-        "bind": settings.bind,
-        "workers": settings.workers,
-        "threads": settings.threads,
-        "worker_class": "gthread",
-        "timeout": settings.timeout_s,
-        "graceful_timeout": 10,
-        "keepalive": 30,
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": "prescore-fallback",
-        "control_socket_disable": True,
-    }
-
-
-def _create_app(settings: Any) -> Any:
+def load_app(settings: FallbackSettings) -> Any:
     from fallback.app import create_app  # TensorFlow loads in the worker
 
     return create_app(settings)
@@ -53,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         f"threads); models {','.join(settings.models)} from {settings.core.models.root}",
         flush=True,
     )
-    GunicornApp(settings, gunicorn_options(settings), _create_app).run()
+    server = WSGIServer(
+        bind=settings.bind,
+        workers=settings.workers,
+        threads=settings.threads,
+        name="prescore-fallback",
+        kill_timeout_s=settings.graceful_timeout_s,
+    )
+    server.serve(partial(load_app, settings))
     return 0
 
 

@@ -41,7 +41,7 @@ class FallbackSettings:
     # already uses every core for one batch. Threads carry the concurrent requests.
     workers: int = 1
     threads: int = 32
-    timeout_s: int = 60
+    graceful_timeout_s: int = 10  # a worker still busy this long after SIGTERM is killed
     models: tuple[str, ...] = ("reco", "tagger")
     reco_runtime: str = "auto"  # tf | float32 | int8 | auto (fastest measured at build)
     tagger_runtime: str = "auto"
@@ -70,7 +70,7 @@ class FallbackSettings:
             bind=env_str(env, "FALLBACK_BIND", cls.bind),
             workers=env_int(env, "FALLBACK_WORKERS", cls.workers),
             threads=env_int(env, "FALLBACK_THREADS", cls.threads),
-            timeout_s=env_int(env, "FALLBACK_TIMEOUT_S", cls.timeout_s),
+            graceful_timeout_s=env_int(env, "FALLBACK_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
             models=tuple(
                 m for m in env_str(env, "FALLBACK_MODELS", ",".join(cls.models)).split(",") if m
             ),

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from prescore.serving import WSGIServer
 from prescore.settings import Settings, env_bool, env_float, env_int, env_str
 
 
@@ -16,21 +17,17 @@ def _default_workers() -> int:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """How gunicorn runs the app. Lookups are I/O-bound: threads overlap Redis round trips."""
+    """How granian runs the app (prescore.serving): processes, and app threads in each."""
 
     bind: str = "127.0.0.1:8080"
     workers: int = field(default_factory=_default_workers)
-    threads: int = 8
-    worker_class: str = "lookup.worker.BalancingThreadWorker"  # gthread, balanced
-    keepalive_s: int = 30
-    keepalive_requests: int = 100  # close a connection after this many (0: never)
+    # A lookup holds a thread for one Redis round trip (or one live call on a miss). More
+    # threads than this only queue on the GIL: at 8 a worker's p99 was 5x that at 2-4.
+    threads: int = 4
     backlog: int = 2048
-    timeout_s: int = 30
     graceful_timeout_s: int = 10
-    max_requests: int = 0  # recycle workers after this many requests (0: never)
     metrics_dir: str = ""  # prometheus multiprocess dir; a fresh temp dir when empty
-    # How often a thread that holds the GIL hands it over (CPython's default: 5 ms). A
-    # worker's I/O thread waits for it to re-arm keep-alive sockets, so shorter cuts tails.
+    # How often a thread that holds the GIL hands it over (CPython's default: 5 ms).
     switch_interval_s: float = 0.005
     gc_freeze: bool = True  # keep the loaded app out of the GC's generations (shorter pauses)
 
@@ -40,16 +37,21 @@ class ServerSettings:
             bind=env_str(env, "LOOKUP_BIND", cls.bind),
             workers=env_int(env, "LOOKUP_WORKERS", _default_workers()),
             threads=env_int(env, "LOOKUP_THREADS", cls.threads),
-            worker_class=env_str(env, "LOOKUP_WORKER_CLASS", cls.worker_class),
-            keepalive_s=env_int(env, "LOOKUP_KEEPALIVE_S", cls.keepalive_s),
-            keepalive_requests=env_int(env, "LOOKUP_KEEPALIVE_REQUESTS", cls.keepalive_requests),
             backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog),
-            timeout_s=env_int(env, "LOOKUP_TIMEOUT_S", cls.timeout_s),
             graceful_timeout_s=env_int(env, "LOOKUP_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
-            max_requests=env_int(env, "LOOKUP_MAX_REQUESTS", cls.max_requests),
             metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
             switch_interval_s=env_float(env, "LOOKUP_SWITCH_INTERVAL_S", cls.switch_interval_s),
             gc_freeze=env_bool(env, "LOOKUP_GC_FREEZE", cls.gc_freeze),
+        )
+
+    def wsgi_server(self) -> WSGIServer:
+        return WSGIServer(
+            bind=self.bind,
+            workers=self.workers,
+            threads=self.threads,
+            name="prescore-lookup",
+            backlog=self.backlog,
+            kill_timeout_s=self.graceful_timeout_s,
         )
 
 

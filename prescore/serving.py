@@ -1,27 +1,58 @@
-"""gunicorn as a library: both services run under it, configured from their settings."""
+"""granian as a library: both services run under it, configured from their settings.
+
+granian's HTTP/1 server is written in Rust: it accepts connections, parses requests and
+writes answers on its own runtime thread, and hands each request to one of a few Python
+threads per worker process that run only the WSGI app. Per request that costs a small
+fraction of what a Python server spends on HTTP (bench_lookup measures it), which is
+most of a lookup's time. Workers are forks of the calling process; each calls ``load``
+once to build its app, so settings reach the app as the frozen object the caller built.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+WSGILoader = Callable[[], Any]
 
 
-class GunicornApp(BaseApplication):
-    """gunicorn with ``options`` instead of its own CLI and config file; ``load`` builds the app."""
+@dataclass(frozen=True)
+class WSGIServer:
+    """How one service is served: where, how many processes, how many app threads each."""
 
-    def __init__(
-        self, settings: Any, options: Mapping[str, Any], load: Callable[[Any], Any]
-    ) -> None:
-        self.settings = settings  # gunicorn hooks reach it as worker.app.settings
-        self.options = dict(options)
-        self._load = load
-        super().__init__()
+    bind: str  # host:port
+    workers: int
+    threads: int  # Python threads a worker runs the app on (granian's blocking threads)
+    name: str  # what granian calls the target in its log
+    backlog: int = 1024
+    kill_timeout_s: int = 10  # a worker that has not stopped this long after SIGTERM is killed
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
+    def address(self) -> tuple[str, int]:
+        """("host", port) from ``bind``; a bracketed IPv6 host loses its brackets."""
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"bind must be host:port, got {self.bind!r}")
+        return host.strip("[]") or "0.0.0.0", int(port)
 
-    def load(self) -> Any:
-        return self._load(self.settings)
+    def serve(self, load: WSGILoader) -> None:
+        """Serve until SIGTERM or SIGINT; ``load()`` runs once in each worker."""
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
+
+        host, port = self.address()
+        server = Granian(
+            target=self.name,  # only a label: the app comes from ``load``
+            address=host,
+            port=port,
+            interface=Interfaces.WSGI,
+            workers=self.workers,
+            blocking_threads=self.threads,
+            http=HTTPModes.http1,
+            websockets=False,
+            backlog=self.backlog,
+            http1_settings=HTTP1Settings(keep_alive=True),
+            workers_kill_timeout=self.kill_timeout_s,
+        )
+        server.serve(target_loader=load, wrap_loader=False)

@@ -1,4 +1,4 @@
-"""The fallback service as a real gunicorn process over a real model store and TensorFlow."""
+"""The fallback service as a real granian process over a real model store and TensorFlow."""
 
 from __future__ import annotations
 

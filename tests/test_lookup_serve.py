@@ -1,4 +1,4 @@
-"""The real server: ``python -m lookup.serve`` under gunicorn, talked to over HTTP."""
+"""The real server: ``python -m lookup.serve`` under granian, talked to over HTTP."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,14 @@ from tests.lookup_helpers import publish_users
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _get(url: str, data: bytes | None = None) -> tuple[int, dict, str]:
+def _get(url: str, data: bytes | None = None) -> tuple[int, Message, str]:
     headers = {"Content-Type": "application/json"} if data is not None else {}
     request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as r:
-            return r.status, dict(r.headers), r.read().decode()
+            return r.status, r.headers, r.read().decode()  # names match in any case
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode()
+        return e.code, e.headers, e.read().decode()
 
 
 @pytest.fixture()
@@ -59,13 +60,13 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
     assert rc == 0, log
 
 
-def test_served_over_http_by_gunicorn_workers(server, rclient, settings):
+def test_served_over_http_by_granian_workers(server, rclient, settings):
     version = publish_users(rclient, settings, users=4)
     status, headers, text = _get(server + "/v1/recommendations/u1?k=2")
     assert status == 200 and headers["Content-Type"] == "application/json"
     body = json.loads(text)
     assert body["dataset_version"] == version and len(body["items"]) == 2
-    assert "gunicorn" in headers.get("Server", "")
+    assert "granian" in headers.get("Server", "")
 
     status, _, text = _get(server + "/v1/recommendations/nobody")
     assert status == 404 and json.loads(text)["error"] == "not_found"

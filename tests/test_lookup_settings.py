@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lookup.serve import gunicorn_options
 from lookup.settings import LookupSettings
+from prescore.serving import WSGIServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,9 +32,9 @@ def test_from_env_and_flags():
     assert (s.default_k, s.max_k, s.max_batch_ids, s.pointer_cache_s) == (5, 50, 7, 0.0)
     assert s.fallback_url == "http://127.0.0.1:8081"
     flagged = s.with_server(bind="127.0.0.1:9000", workers=None, threads=2)
-    options = gunicorn_options(flagged)
-    assert (options["bind"], options["workers"], options["threads"]) == ("127.0.0.1:9000", 3, 2)
-    assert options["worker_class"] == "lookup.worker.BalancingThreadWorker"
+    server = flagged.server.wsgi_server()
+    assert (server.bind, server.workers, server.threads) == ("127.0.0.1:9000", 3, 2)
+    assert server.address() == ("127.0.0.1", 9000) and server.name == "prescore-lookup"
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,18 @@ def test_wsgi_module_builds_the_app_from_env(redis_url):
         timeout=60, check=True,
     ).stdout  # fmt: skip
     assert "/v1/recommendations/<user_id>" in out and "/openapi.json" in out
+
+
+@pytest.mark.parametrize(
+    ("bind", "address"),
+    [("127.0.0.1:8080", ("127.0.0.1", 8080)), (":80", ("0.0.0.0", 80)),
+     ("[::1]:9000", ("::1", 9000))],
+)  # fmt: skip
+def test_bind_is_split_into_host_and_port(bind, address):
+    assert WSGIServer(bind, workers=1, threads=1, name="x").address() == address
+
+
+@pytest.mark.parametrize("bind", ["localhost", "127.0.0.1:http", "127.0.0.1:"])
+def test_a_bind_without_a_port_is_refused(bind):
+    with pytest.raises(ValueError, match="host:port"):
+        WSGIServer(bind, workers=1, threads=1, name="x").address()
