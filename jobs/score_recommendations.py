@@ -37,7 +37,7 @@ from jobs.flags import add_store_flags
 from jobs.pair_scoring import score_pairs
 from prescore import keys
 from prescore.modelstore import ModelStore
-from prescore.payloads import RecoPayloads, score_ticks
+from prescore.payloads import RecoPayloads
 from prescore.reco_features import Schema, context_block, hotel_block, user_block
 from prescore.settings import Settings
 
@@ -120,19 +120,13 @@ def _payloads(
     """(key, payload) of each user with candidates, from the top-K grid of pair indices."""
     if not len(scores):
         return []
-    best = np.minimum(best, len(scores) - 1)  # absent slots (exists False) point anywhere
-    top = scores[best]
-    hotels, ticks, values = hotel_idx[best].tolist(), score_ticks(top).tolist(), top.tolist()
-    found = exists.sum(axis=1).tolist()  # -inf padding sorts last: present slots come first
+    keep = np.flatnonzero(counts)  # a user without candidates gets no payload
+    best = np.minimum(best[keep], len(scores) - 1)  # absent slots (exists False) point anywhere
+    # -inf padding sorts last: a user's present slots come first
+    users = [ids[u] for u in keep.tolist()]
+    payloads = encoder.encode_grid(users, hotel_idx[best], scores[best], exists[keep].sum(axis=1))
     ctx = encoder.context
-    return [
-        (
-            keys.reco_key(ids[u], ctx),
-            encoder.encode(ids[u], hotels[u][:n], ticks[u][:n], values[u][:n]),
-        )
-        for u, n in enumerate(found)
-        if counts[u]
-    ]
+    return [(keys.reco_key(u, ctx), p) for u, p in zip(users, payloads, strict=True)]
 
 
 def score_users(

@@ -4,8 +4,10 @@ A bulk job encodes tens of thousands of payloads a second; ``json.dumps`` of one
 user (and ``round`` of each score) cost it more than the model call. Here what is the
 same for the whole run is encoded once: each hotel's ``{"hotel_id":"h7","score":``
 fragment and the trailing model fields. Scores are cut to their 4-decimal "tick" (an
-int, vectorised) and their text comes from a table, so a payload is a few joins. No I/O;
-numpy only (the lookup never imports this module). Golden tests pin the bytes against
+int, vectorised) and their text comes from a table. A whole chunk of users is then
+joined column by column with numpy's bytes concatenation (``np.add`` on ``S`` arrays),
+so Python touches each user once, for the id. No I/O; numpy only (the lookup never
+imports this module). Golden tests pin the bytes against
 :func:`prescore.codec.encode_recommendations`.
 """
 
@@ -19,7 +21,7 @@ from prescore.codec import SCORE_DECIMALS, dumps
 
 _SCALE = 10**SCORE_DECIMALS
 # round(k / 10**4, 4) for every tick of [0, 1], as codec writes it: b"0.0", b"0.0001", ...
-_TICK_TEXT = [dumps(round(k / _SCALE, SCORE_DECIMALS)) for k in range(_SCALE + 1)]
+_TICK_TEXT = np.array([dumps(round(k / _SCALE, SCORE_DECIMALS)) for k in range(_SCALE + 1)])
 _NEAR_TIE = 1e-6  # float64 error of score * 10**4 is ~1e-12: farther than this is safe
 
 
@@ -48,23 +50,38 @@ class RecoPayloads:
         context: str | None = None,
     ) -> None:
         self.context = context
-        self._entries = [b'{"hotel_id":' + dumps(str(h)) + b',"score":' for h in hotel_ids]
+        # "S" arrays drop trailing NUL bytes, which JSON text never ends with
+        self._entries = np.array(
+            [b'{"hotel_id":' + dumps(str(h)) + b',"score":' for h in hotel_ids], dtype="S"
+        )
         self._context = b',"context":' + dumps(context) if context else b""
         self._tail = (
             b'],"model":' + dumps(model) + b',"model_version":' + dumps(model_version)
             + b',"scored_at":' + dumps(scored_at) + b"}"
         )  # fmt: skip
 
-    def encode(
-        self, user_id: str, hotels: Sequence[int], ticks: Sequence[int], scores: Sequence[float]
-    ) -> bytes:
-        """One user's payload: hotel indices, their score ticks and scores, best first."""
-        entries = self._entries
-        items = [
-            entries[h] + (_TICK_TEXT[t] if t >= 0 else dumps(round(s, SCORE_DECIMALS))) + b"}"
-            for h, t, s in zip(hotels, ticks, scores, strict=True)
-        ]
-        return (
-            b'{"user_id":' + dumps(user_id) + self._context + b',"items":['
-            + b",".join(items) + self._tail
-        )  # fmt: skip
+    def encode_grid(
+        self, user_ids: Sequence[str], hotels: np.ndarray, scores: np.ndarray, found: np.ndarray
+    ) -> list[bytes]:
+        """One payload per user (row): its first ``found[u]`` hotel indices and scores.
+
+        ``hotels`` and ``scores`` are users x slots, best first; a slot past ``found[u]``
+        is left out, whatever it holds (its hotel index must still be a valid one).
+        """
+        slot = np.arange(hotels.shape[1])
+        present = slot < np.asarray(found)[:, None]
+        ticks = score_ticks(scores)
+        text = _TICK_TEXT[np.maximum(ticks, 0)]
+        odd = np.nonzero(present & (ticks < 0))
+        if len(odd[0]):  # near-ties and scores outside [0, 1]: Python's round decides
+            fixes = [dumps(round(s, SCORE_DECIMALS)) for s in scores[odd].tolist()]
+            text = text.astype(f"S{max(text.itemsize, *map(len, fixes))}")
+            text[odd] = fixes
+        items = np.where(present, np.add(self._entries[hotels], text), b"")
+        last = slot == np.asarray(found)[:, None] - 1
+        ends = np.where(last, b"}", np.where(present, b"},", b""))
+        joined = np.zeros(len(user_ids), "S1")  # b"" each
+        for j in slot:
+            joined = np.add(np.add(joined, items[:, j]), ends[:, j])
+        heads = [b'{"user_id":' + dumps(u) + self._context + b',"items":[' for u in user_ids]
+        return np.add(np.add(np.array(heads, "S"), joined), self._tail).tolist()

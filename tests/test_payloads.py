@@ -11,8 +11,9 @@ RUN = {"model": "reco", "model_version": "3", "scored_at": "2026-11-24T12:00:00Z
 
 
 def _both(hotels: list[str], picked: list[int], scores: np.ndarray, ctx: str | None) -> tuple:
-    fast = RecoPayloads(hotels, **RUN, context=ctx).encode(
-        "u42", picked, score_ticks(scores).tolist(), scores.tolist()
+    grid = np.asarray([picked], np.int64).reshape(1, len(picked))
+    (fast,) = RecoPayloads(hotels, **RUN, context=ctx).encode_grid(
+        ["u42"], grid, np.asarray(scores).reshape(1, -1), np.array([len(picked)])
     )
     slow = codec.encode_recommendations(
         "u42",
@@ -69,3 +70,24 @@ def test_every_score_matches_pythons_round() -> None:
         picked = list(range(start, min(start + 997, len(scores))))
         fast, slow = _both(hotels, picked, scores[picked], None)
         assert fast == slow
+
+
+def test_a_grid_with_ragged_rows_matches_the_codec_per_user() -> None:
+    rng = np.random.default_rng(3)
+    hotels = [f"h{i}" for i in range(50)]
+    grid = rng.integers(0, 50, (6, 4))
+    scores = np.sort(rng.random((6, 4)).astype(np.float32), axis=1)[:, ::-1]
+    scores[2, 1] = 0.00005  # a near-tie, decided by Python's round
+    found = np.array([4, 0, 2, 4, 1, 3])
+    users = [f"u{i}" for i in range(6)]
+    fast = RecoPayloads(hotels, **RUN, context="winter").encode_grid(users, grid, scores, found)
+    slow = [
+        codec.encode_recommendations(
+            users[u],
+            [(hotels[h], s) for h, s in zip(grid[u][:n], scores[u][:n].tolist(), strict=True)],
+            **RUN,
+            context="winter",
+        )
+        for u, n in enumerate(found)
+    ]
+    assert fast == slow and b'"items":[]' in fast[1]
