@@ -43,7 +43,7 @@ from urllib.parse import urlparse
 import pybreaker
 import redis
 
-from lookup.misses import Miss
+from lookup.misses import Answer, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore import keys
@@ -135,15 +135,29 @@ class FallbackClient:
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             return self._post_once(path, body, deadline)  # a kept-alive connection went stale
 
-    def predict(self, dataset: str, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(
+        self, dataset: str, instances: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | FallbackUnavailable]:
         """The fallback's predictions for ``instances`` of ``dataset`` (payloads or
         per-instance errors): one call, or one per ``fallback_max_instances`` of them, all
-        within one deadline."""
+        within one deadline. When a later call fails, the earlier calls' answers are kept
+        and the failure stands for every instance not yet answered (no more calls are
+        made); when the first fails, it raises."""
         deadline = time.monotonic() + self.timeout_s
         step = self.max_instances
-        preds: list[dict[str, Any]] = []
+        preds: list[dict[str, Any] | FallbackUnavailable] = []
+        failed: FallbackUnavailable | None = None
         for start in range(0, len(instances), step):
-            preds += self._predict_call(dataset, instances[start : start + step], deadline)
+            part = instances[start : start + step]
+            if failed is None:
+                try:
+                    preds += self._predict_call(dataset, part, deadline)
+                    continue
+                except FallbackUnavailable as exc:
+                    if not preds:
+                        raise
+                    failed = exc
+            preds += [failed] * len(part)
         return preds
 
     def _predict_call(
@@ -171,10 +185,10 @@ class FallbackClient:
 
     # -- miss seam -----------------------------------------------------------------------
 
-    def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
-        """Live payloads for the misses (None where there is none), written back under
-        ``version``: one fallback call per dataset."""
-        out: list[bytes | None] = [None] * len(misses)
+    def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[Answer]:
+        """Live payloads for the misses (None where there is none, the error where a
+        later call failed), written back under ``version``: one fallback call per dataset."""
+        out: list[Answer] = [None] * len(misses)
         for dataset in ROUTES:
             wanted = [i for i, m in enumerate(misses) if m.dataset == dataset]
             if not wanted:
@@ -186,10 +200,10 @@ class FallbackClient:
 
     def answer(
         self, dataset: str, instances: list[dict[str, Any]], version: Resolved
-    ) -> list[bytes | None]:
+    ) -> list[Answer]:
         """Payload bytes per instance (None where the fallback has none), written back."""
         route = ROUTES[dataset]
-        found: list[bytes | None] = []
+        found: list[Answer] = []
         for inst, pred in zip(instances, self.predict(dataset, instances), strict=True):
             ok = (
                 isinstance(pred, dict)
@@ -197,7 +211,7 @@ class FallbackClient:
                 and "error" not in pred
                 and pred.get(route.id_field) == inst[route.id_field]
             )
-            found.append(dumps(pred) if ok else None)
+            found.append(dumps(pred) if ok else pred if isinstance(pred, Exception) else None)
         self._write_back(dataset, instances, found, version)
         return found
 
@@ -205,13 +219,13 @@ class FallbackClient:
         self,
         dataset: str,
         instances: list[dict[str, Any]],
-        payloads: list[bytes | None],
+        payloads: list[Answer],
         version: Resolved,
     ) -> None:
         pipe = self.redis.pipeline(transaction=False)
         count = 0
         for inst, payload in zip(instances, payloads, strict=True):
-            if payload is not None:
+            if isinstance(payload, bytes):
                 key = _store_key(dataset, inst)
                 pipe.set(keys.value_key(dataset, version.version, key), payload, ex=self.ttl_s)
                 count += 1

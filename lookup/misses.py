@@ -10,7 +10,9 @@ the others; the app then cuts (k / limit / min_score) and envelopes them like a 
 When live inference is down or too slow, a handler raises FallbackUnavailable (503
 ``fallback_unavailable``) or FallbackTimeout (504 ``fallback_timeout``). A single lookup
 answers with that error; a batch still serves its hits, and each of its missing ids gets
-a per-item entry carrying that code instead of ``not_found`` (lookup.service).
+a per-item entry carrying that code instead of ``not_found`` (lookup.service). When only
+part of the misses could not be answered (a batch sent in several calls, a later one
+failed), the handler returns the error in their places instead of raising.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Protocol
 
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
+from prescore.errors import FallbackUnavailable
+
+Answer = bytes | FallbackUnavailable | None  # a payload, no answer, or why there is none
 
 
 @dataclass(frozen=True)
@@ -33,12 +38,13 @@ class Miss:
 
 
 class MissHandler(Protocol):
-    def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
-        """Payload bytes for each miss (same order), or None where there is no answer."""
+    def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[Answer]:
+        """Payload bytes for each miss (same order), None where there is no answer, or the
+        error that kept a miss from its answer."""
         ...
 
 
-def not_found(misses: Sequence[Miss], version: Resolved) -> list[bytes | None]:
+def not_found(misses: Sequence[Miss], version: Resolved) -> list[Answer]:
     """The default: no live inference, so every miss is answered 404 not_found."""
     return [None] * len(misses)
 

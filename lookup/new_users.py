@@ -18,7 +18,7 @@ from lookup.settings import LookupSettings
 from lookup.store import StoreReader
 from prescore import keys
 from prescore.codec import dumps, envelope
-from prescore.errors import InvalidInput, NotFound
+from prescore.errors import FallbackUnavailable, InvalidInput, NotFound
 from prescore.web import json_body, json_response
 
 
@@ -62,6 +62,8 @@ def register(app: Flask, settings: LookupSettings, client: FallbackClient) -> No
         cands = [keys.reco_key(inst["user_id"], inst.get("context"))]
         resolved, values = reader.read("reco", cands)
         payload = values[0] or client.answer("reco", [inst], resolved)[0]
+        if isinstance(payload, FallbackUnavailable):  # one instance: one call, which raises
+            raise payload
         if payload is None:
             raise NotFound(f"no recommendations for user_id {inst['user_id']!r}")
         doc = json.loads(envelope(payload, dataset_version=resolved.version))

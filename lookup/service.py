@@ -43,6 +43,8 @@ class Lookup:
             return 200, render.hit(payload, spec, shape, resolved)
         self.metrics.count_keys(spec.name, hits=0, misses=1)
         live = self.on_miss([Miss(spec.name, entity_id, context)], resolved)[0]
+        if isinstance(live, FallbackUnavailable):
+            raise live
         if live is not None:
             return 200, render.hit(live, spec, shape, resolved)
         return 404, render.miss(spec, entity_id, context, resolved)
@@ -66,24 +68,29 @@ class Lookup:
         missing = [i for i in unique if i not in found]
         hits = sum(1 for i in req.ids if i in found)
         self.metrics.count_keys(spec.name, hits=hits, misses=len(req.ids) - hits)
-        failed: FallbackUnavailable | None = None
+        failed: dict[str, FallbackUnavailable] = {}
         if missing:
             misses = [Miss(spec.name, i, req.context) for i in missing]
             try:
                 answers = self.on_miss(misses, resolved)
             except FallbackUnavailable as exc:  # the hits are still served
-                failed, answers = exc, [None] * len(missing)
+                answers = [exc] * len(missing)
             for entity_id, live in zip(missing, answers, strict=True):
-                if live is not None:
+                if isinstance(live, FallbackUnavailable):
+                    failed[entity_id] = live
+                elif live is not None:
                     found[entity_id] = live
         rendered = {i: render.hit(p, spec, req.shape, resolved) for i, p in found.items()}
         parts = [
-            rendered.get(i)
-            or (
-                render.miss_item(spec, i, req.context)
-                if failed is None
-                else render.error_item(spec, i, failed.code, failed.message)
-            )
-            for i in req.ids
+            rendered.get(i) or _unanswered(spec, i, req.context, failed.get(i)) for i in req.ids
         ]
         return render.batch(spec, resolved, parts, sum(1 for i in req.ids if i in rendered))
+
+
+def _unanswered(
+    spec: DatasetSpec, entity_id: str, context: str | None, error: FallbackUnavailable | None
+) -> bytes:
+    """A batch entry for an id with no payload: not_found, or why live inference gave none."""
+    if error is None:
+        return render.miss_item(spec, entity_id, context)
+    return render.error_item(spec, entity_id, error.code, error.message)

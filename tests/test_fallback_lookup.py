@@ -6,13 +6,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import redis
 import requests
 
+from lookup.app import create_app
+from lookup.settings import LookupSettings
 from prescore import keys
 from prescore.settings import Settings
 from tests import fallback_models as fm
 from tests.fallback_lookup_helpers import (
+    DEADLINE_S,
     current,
     fallback_calls,
     fallback_server,
@@ -129,6 +133,48 @@ def test_more_misses_than_the_fallback_takes_go_in_several_calls(
         assert fallback_calls(fallback, "/v1/predict/recommendations") == before + 2
     finally:
         small.stop()
+
+
+def test_a_later_call_failing_keeps_the_answers_of_the_earlier_ones(
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    store_root: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    publish_data(rclient, settings)
+    fb = fallback_server(store_root, photos, tmp_path / "fb.log").start()
+    env = {
+        "REDIS_URL": redis_url,
+        "PRESCORE_FALLBACK_URL": fb.url,
+        "PRESCORE_FALLBACK_TIMEOUT_S": DEADLINE_S,
+        "PRESCORE_FALLBACK_MAX_INSTANCES": "1",
+    }
+    app = create_app(LookupSettings.from_env(env))
+    client = app.extensions["lookup"].on_miss
+    real_post, calls = client._post, []
+
+    def post(path: str, body: bytes, deadline: float) -> dict:
+        calls.append(path)
+        if len(calls) == 2:
+            fb.kill()  # the fallback goes away between two calls of one batch
+        return real_post(path, body, deadline)
+
+    monkeypatch.setattr(client, "_post", post)
+    try:
+        body = {"user_ids": ["u0", "u_known", "stranger", "other"], "k": 2}
+        reply = app.test_client().post("/v1/recommendations:batchGet", json=body)
+        doc = reply.get_json()
+        assert reply.status_code == 200, doc
+        unavailable = "fallback_unavailable"
+        assert outcomes(doc) == ["precomputed", "live", unavailable, unavailable]
+        assert (doc["found"], doc["missing"]) == (2, 2) and len(calls) == 2  # none after it
+        live_key = keys.value_key("reco", current(rclient), "u_known")
+        assert rclient.get(live_key) is not None  # the earlier answer was written back too
+    finally:
+        fb.stop()
 
 
 def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
