@@ -8,9 +8,10 @@ one process with TensorFlow's own threads, and one single-threaded process per c
 (summed; how the job's Spark tasks run it, and the higher of the two for a small MLP). *job*
 is jobs.score_recommendations on a local[2] SparkSession, pairs built and encoded in the
 workers, top-K, payload encoding and pipelined Redis writes included, verified and
-published. The first job run (cold: Python workers start and load the model) is shown
-apart from the warm runs. Also: Redis memory per published user and the time of the
-count-verification SCAN.
+published (a run's rate is up to the pointer switch; retiring the version beyond the
+newest N after it is shown apart). The first job run (cold: Python workers start and load
+the model) is shown apart from the warm runs. Also: Redis memory per published user and
+the time of the count-verification SCAN.
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|")
     print(f"| Redis memory per published user (top 10) | {per_user:,.0f} bytes |")
     print(f"| count-verification SCAN of {counted} keys | {scan_s * 1000:,.0f} ms |")
+    retires = [s.retire_seconds for s in warm if s.retired]
+    if retires:  # after the switch, so not in the job's rate (jobs.bulk.publish_version)
+        print(f"| retiring one old version after the switch | {max(retires) * 1000:,.0f} ms |")
     return 0
 
 

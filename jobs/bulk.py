@@ -3,7 +3,9 @@
 A job builds a DataFrame of per-partition stats (each partition scores its rows, writes
 their payloads to Redis pipelined and yields one stats row); :func:`publish_version`
 registers the version, runs that DataFrame, verifies the key count and switches the
-pointer, or marks the version failed and re-raises so spark-submit exits non-zero.
+pointer, or marks the version failed and re-raises so spark-submit exits non-zero. Once
+the new version serves, versions beyond the newest N are retired; the summary times that
+apart, so a run's rate is that of scoring up to the switch.
 
 Executors receive plain values only (URLs, paths, numbers): :func:`worker_model` and
 :func:`worker_redis` build what a Python worker needs once and keep it for the worker's
@@ -166,7 +168,9 @@ class Summary:
     scored: int = 0
     bad: int = 0
     bad_sample: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # from registering the version to the pointer switch
+    retired: list[str] = field(default_factory=list)
+    retire_seconds: float = 0.0
 
     def lines(self, unit: str) -> list[str]:
         rate = self.scored / self.seconds if self.seconds else 0.0
@@ -178,6 +182,11 @@ class Summary:
         if self.bad:
             out.append(f"  skipped {self.bad} bad input(s):")
             out += [f"    {line}" for line in self.bad_sample]
+        if self.retired:
+            out.append(
+                f"  retired {len(self.retired)} old version(s) in {self.retire_seconds:.1f}s: "
+                + ", ".join(self.retired)
+            )
         return out
 
 
@@ -203,7 +212,7 @@ def publish_version(
             summary.scored += row["scored"]
             summary.bad += row["bad"]
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
-        versions.publish(info.version, summary.rows)
+        versions.publish(info.version, summary.rows, retire=False)
     except BaseException as exc:
         _drain(spark)  # tasks of a failed job may still be writing: let them stop first
         if versions.get(info.version).status == "writing":
@@ -217,6 +226,9 @@ def publish_version(
         )
         raise
     summary.seconds = time.perf_counter() - started
+    # the new version already serves; removing the ones beyond the newest N is housekeeping
+    summary.retired = versions.retire_old()
+    summary.retire_seconds = time.perf_counter() - started - summary.seconds
     for line in summary.lines(unit):
         print(line, flush=True)
     return summary

@@ -100,8 +100,9 @@ class Versions:
         self.client.hset(self._registry, info.version, info.to_bytes())
         return info
 
-    def publish(self, version: str, expected_rows: int) -> VersionInfo:
-        """Verify the count, then switch pointer and registry atomically; retire old ones."""
+    def publish(self, version: str, expected_rows: int, *, retire: bool = True) -> VersionInfo:
+        """Verify the count, then switch pointer and registry atomically; retire old ones
+        (unless ``retire`` is False: the caller runs :meth:`retire_old` itself)."""
         info = self.get(version)
         if info.status != "writing":
             raise PublishError(f"version {version} is {info.status}, not writing")
@@ -118,7 +119,8 @@ class Versions:
         pipe.set(self._pointer, version)
         pipe.hset(self._registry, version, done.to_bytes())
         pipe.execute()
-        self.retire_old()
+        if retire:
+            self.retire_old()
         return done
 
     def fail(self, version: str, reason: str) -> None:

@@ -22,7 +22,7 @@ from prescore.versions import Versions, read_current
 ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 
 
-def _run(spark, data: Path, redis_url: str, store, *extra: str):
+def _run(spark, data: Path, redis_url: str, store, *extra: str, env: dict | None = None):
     args = parse_args(
         [
             "--data",
@@ -34,7 +34,7 @@ def _run(spark, data: Path, redis_url: str, store, *extra: str):
             *extra,
         ]
     )
-    return run_job(spark, args, settings_for(args, {}))
+    return run_job(spark, args, settings_for(args, env or {}))
 
 
 def test_job_publishes_every_user(spark, reco_data, reco_store, redis_url, rclient):
@@ -88,6 +88,20 @@ def test_second_run_switches_atomically_under_readers(spark, reco_data, reco_sto
     assert first.version in seen and second.version != first.version
     client = redis.Redis.from_url(redis_url)
     assert Versions(client, "reco", StoreSettings()).current() == second.version
+
+
+def test_versions_beyond_the_newest_n_are_retired_after_the_switch(
+    spark, reco_data, reco_store, redis_url, rclient, capsys
+):
+    store, _ = reco_store
+    keep_one = {"PRESCORE_KEEP_VERSIONS": "1"}
+    first = _run(spark, reco_data, redis_url, store, env=keep_one)
+    second = _run(spark, reco_data, redis_url, store, env=keep_one)
+    assert (first.retired, second.retired) == ([], [first.version])
+    v = Versions(rclient, "reco", StoreSettings())
+    assert v.current() == second.version and v.get(first.version).status == "retired"
+    assert v.count_keys(first.version) == 0 and second.retire_seconds > 0
+    assert f"retired 1 old version(s) in {second.retire_seconds:.1f}s" in capsys.readouterr().out
 
 
 def test_bad_data_mid_write_leaves_the_old_version(
