@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from jobs.bulk import SESSION_CONF
 from jobs.datagen import Sizes, generate
 from jobs.score_recommendations import parse_args, run_job, settings_for
 from jobs.train_reco import train
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             .appName("bench-scoring")
             .config("spark.ui.enabled", "false")
             .config("spark.driver.memory", "2g")
+            .config(map=SESSION_CONF)  # as spark-submit runs the job
             .getOrCreate()
         )
         job_args = parse_args(

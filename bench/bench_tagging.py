@@ -83,7 +83,7 @@ def job_rates(
     its JVM (listing, reading the files, Arrow) spent in each."""
     from pyspark.sql import SparkSession
 
-    from jobs.bulk import settings_for
+    from jobs.bulk import SESSION_CONF, settings_for
     from jobs.tag_images import parse_args, run_job
 
     spark = (
@@ -91,8 +91,7 @@ def job_rates(
         .appName("bench-tagging")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "2g")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.python.worker.reuse", "true")
+        .config(map=SESSION_CONF)  # as spark-submit runs the job
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

@@ -65,13 +65,15 @@ def spark():  # type: ignore[no-untyped-def]
     """One local[2] SparkSession for the whole run."""
     from pyspark.sql import SparkSession
 
+    from jobs.bulk import SESSION_CONF
+
     session = (
         SparkSession.builder.master("local[2]")
         .appName("prescore-tests")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", "2g")
+        .config(map=SESSION_CONF)  # as the jobs' own sessions
         .getOrCreate()
     )
     yield session
