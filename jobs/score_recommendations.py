@@ -185,6 +185,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contexts", default="", help="comma-separated contexts to score too")
     parser.add_argument("--partitions", type=int, default=0, help="default: Spark's parallelism")
     parser.add_argument("--batch-rows", type=int, default=32768, help="pairs per model call")
+    parser.add_argument(
+        "--users-per-chunk",
+        type=int,
+        default=1024,
+        help="users scored, encoded and written together (a chunk's pairs: ~120 a user)",
+    )
     add_store_flags(parser)
     return parser.parse_args(argv)
 
@@ -210,7 +216,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         "contexts": contexts,
         "top_k": args.top_k,
         "batch_rows": args.batch_rows,
-        "users_per_chunk": 1024,
+        "users_per_chunk": args.users_per_chunk,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
