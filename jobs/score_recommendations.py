@@ -122,9 +122,9 @@ def _payloads(
         return []
     keep = np.flatnonzero(counts)  # a user without candidates gets no payload
     best = np.minimum(best[keep], len(scores) - 1)  # absent slots (exists False) point anywhere
-    # -inf padding sorts last: a user's present slots come first
     users = [ids[u] for u in keep.tolist()]
-    payloads = encoder.encode_grid(users, hotel_idx[best], scores[best], exists[keep].sum(axis=1))
+    found = exists[keep].sum(axis=1)  # -inf padding sorts last: present slots come first
+    payloads = encoder.encode_grid(users, hotel_idx[best], scores[best], found)
     ctx = encoder.context
     return [(keys.reco_key(u, ctx), p) for u, p in zip(users, payloads, strict=True)]
 

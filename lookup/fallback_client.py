@@ -205,13 +205,16 @@ class FallbackClient:
         route = ROUTES[dataset]
         found: list[Answer] = []
         for inst, pred in zip(instances, self.predict(dataset, instances), strict=True):
+            if isinstance(pred, FallbackUnavailable):  # a later call of the batch failed
+                found.append(pred)
+                continue
             ok = (
                 isinstance(pred, dict)
                 and route.list_field in pred
                 and "error" not in pred
                 and pred.get(route.id_field) == inst[route.id_field]
             )
-            found.append(dumps(pred) if ok else pred if isinstance(pred, Exception) else None)
+            found.append(dumps(pred) if ok else None)
         self._write_back(dataset, instances, found, version)
         return found
 

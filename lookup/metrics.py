@@ -1,6 +1,6 @@
 """Prometheus metrics of the lookup: requests, latency, hits and misses.
 
-Under gunicorn with several workers, ``python -m lookup.serve`` points
+Under granian with several workers, ``python -m lookup.serve`` points
 PROMETHEUS_MULTIPROC_DIR at a fresh directory before prometheus_client is imported; each
 worker then writes its values to files there and /metrics sums every worker's.
 """

@@ -22,7 +22,7 @@ class ServerSettings:
     bind: str = "127.0.0.1:8080"
     workers: int = field(default_factory=_default_workers)
     # A lookup holds a thread for one Redis round trip (or one live call on a miss). More
-    # threads than this only queue on the GIL: at 8 a worker's p99 was 5x that at 2-4.
+    # threads than this only queue on the GIL: at 8, p99 was 2-5x that at 2-4 (bench_lookup).
     threads: int = 4
     backlog: int = 2048
     graceful_timeout_s: int = 10

@@ -1,4 +1,4 @@
-"""``gunicorn lookup.wsgi:app``: the app built from env vars.
+"""``granian --interface wsgi lookup.wsgi:app`` (or any WSGI server): the app built from env vars.
 
 With several workers, set PROMETHEUS_MULTIPROC_DIR to an empty directory first so that
 /metrics sums every worker (``python -m lookup.serve`` does this by itself).
