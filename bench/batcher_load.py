@@ -8,11 +8,11 @@ with merging against ``max_batch=1``, for the same model and runtime.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 
+from bench.loadgen import run_threads
 from fallback.batcher import MicroBatcher
 from prescore.inference import load_runner
 from prescore.modelstore import ModelStore
@@ -31,13 +31,8 @@ def _load(batcher: MicroBatcher, x: np.ndarray, clients: int, seconds: float) ->
             counts[c] += 1
             i += clients
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    began = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.monotonic() - began)
+    took = run_threads(client, clients)
+    return sum(counts) / took
 
 
 def batcher_table(

@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.batcher_load import batcher_table
+from bench.loadgen import run_threads
 from jobs.quantize import measure
 from prescore.modelstore import ModelStore
 from prescore.settings import ModelStoreSettings
@@ -99,13 +99,7 @@ def run_load(url: str, make: Callable[[int], Request], clients: int, seconds: fl
             lat[c].append((time.perf_counter() - started) * 1000)
             errors[c] += 0 if ok else 1
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    began = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    took = time.monotonic() - began
+    took = run_threads(client, clients)
     flat = [x for per in lat for x in per]
     return Load(len(flat), sum(errors), took, flat)
 

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -105,6 +106,17 @@ def _wrk(
     return Result(float(rps.group(1)), _ms(pct["50"]), _ms(pct["99"]), errors, "wrk")
 
 
+def run_threads(target: Callable[[int], None], count: int) -> float:
+    """Run ``target(0) .. target(count - 1)`` on as many threads at once; seconds taken."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began
+
+
 def _python(base: str, kind: str, users: int, conns: int, duration: float, size: int) -> Result:
     """Threads with keep-alive connections; much slower than wrk, so figures are a floor."""
     host = urlsplit(base)
@@ -140,13 +152,7 @@ def _python(base: str, kind: str, users: int, conns: int, duration: float, size:
             latencies[i].append((time.perf_counter() - t) * 1000)
         conn.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(conns)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_threads(worker, conns)
     flat = sorted(x for per in latencies for x in per)
     if len(flat) < 2:
         raise RuntimeError("the Python load generator got no answers")
