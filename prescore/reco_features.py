@@ -11,8 +11,9 @@ Layout of a row: user block | hotel block | context block | region match.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -72,20 +73,28 @@ class Schema:
         )
 
 
+def _slots(values: Iterable[Any], vocab: Sequence[str], offset: int) -> np.ndarray:
+    """Column of each value in a block whose vocabulary starts at ``offset``; -1: unknown."""
+    index = {v: i + offset for i, v in enumerate(vocab)}
+    return np.fromiter((index.get(v, -1) for v in values), np.intp)
+
+
 def _one_hot(values: Sequence[Any], vocab: Sequence[str]) -> np.ndarray:
-    index = {v: i + 1 for i, v in enumerate(vocab)}
     out = np.zeros((len(values), len(vocab) + 1), np.float32)
-    out[np.arange(len(values)), [index.get(v, 0) for v in values]] = 1.0
+    out[np.arange(len(values)), np.maximum(_slots(values, vocab, 1), 0)] = 1.0  # unknown: 0
     return out
 
 
 def _multi_hot(lists: Sequence[Sequence[str]], vocab: Sequence[str], unknown: bool) -> np.ndarray:
+    """Flags of the items of each list; an unknown item sets slot 0 if there is one."""
     offset = 1 if unknown else 0
-    index = {v: i + offset for i, v in enumerate(vocab)}
     out = np.zeros((len(lists), len(vocab) + offset), np.float32)
-    for row, items in enumerate(lists):
-        for item in items:
-            out[row, index.get(item, 0)] = 1.0
+    rows = np.repeat(np.arange(len(lists)), np.fromiter(map(len, lists), np.intp, len(lists)))
+    cols = _slots(chain.from_iterable(lists), vocab, offset)
+    if unknown:
+        cols = np.maximum(cols, 0)
+    known = cols >= 0  # without an unknown slot, an unknown item sets nothing
+    out[rows[known], cols[known]] = 1.0
     return out
 
 
@@ -96,7 +105,7 @@ def user_block(users: pd.DataFrame, schema: Schema) -> np.ndarray:
             _one_hot(list(users["country"]), schema.countries),
             _one_hot(list(users["language"]), schema.languages),
             _one_hot(list(users["device"]), schema.devices),
-            _multi_hot([list(r) for r in users["regions"]], schema.regions, unknown=True),
+            _multi_hot(list(users["regions"]), schema.regions, unknown=True),
         ]
     )
 
