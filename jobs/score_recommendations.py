@@ -78,15 +78,16 @@ def top_k_per_user(counts: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.n
     users x candidates grid padded with -inf, so the selection is one vectorised
     argpartition instead of a loop over users.
     """
-    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    n_users = len(counts)
+    starts = np.zeros(n_users, np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
     width = max(int(counts.max(initial=0)), 1)
-    grid = np.full((len(counts), width), -np.inf, np.float32)
-    grid[
-        np.repeat(np.arange(len(counts)), counts),
-        np.arange(len(scores)) - np.repeat(starts, counts),
-    ] = scores
+    cells = np.full(n_users * width, -np.inf, np.float32)
+    # pair i, the j-th of user u (i = starts[u] + j), goes to cell u * width + j
+    cells[np.arange(len(scores)) + np.repeat(np.arange(n_users) * width - starts, counts)] = scores
+    grid = cells.reshape(n_users, width)
     kk = min(k, width)
-    part = np.argpartition(-grid, kk - 1, axis=1)[:, :kk]
+    part = np.argpartition(grid, width - kk, axis=1)[:, width - kk :]  # the kk largest
     order = np.argsort(-np.take_along_axis(grid, part, axis=1), axis=1, kind="stable")
     best = np.take_along_axis(part, order, axis=1)
     return starts[:, None] + best, best < counts[:, None]
