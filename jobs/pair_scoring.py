@@ -47,7 +47,8 @@ def _build(serve: Any, widths: tuple[int, int, int]) -> Any:
         )
         return tf.reshape(serve(rows), [-1])
 
-    return score
+    # the concrete function skips the signature matching of every call (~0.2 ms of ~6)
+    return score.get_concrete_function()
 
 
 def score_pairs(
