@@ -37,6 +37,23 @@ def score_ticks(scores: np.ndarray) -> np.ndarray:
     return np.where(safe, np.rint(x), -1).astype(np.int64)
 
 
+def json_strings(values: Sequence[str]) -> np.ndarray:
+    """``dumps`` of each string, as an ``S`` array; at C speed when none needs escaping.
+
+    Ids are plain ASCII tokens (prescore.keys), whose JSON text is the id in quotes; any
+    other string (non-ASCII, a quote, a backslash, a control character) goes to dumps.
+    """
+    try:
+        raw = np.array(values, "S")  # ASCII only, else UnicodeEncodeError
+    except UnicodeEncodeError:
+        raw = None
+    if raw is not None and raw.size and "\x00" not in "".join(values):
+        octets = raw.view(np.uint8)  # NUL here is only the padding of shorter strings
+        if not (((octets < 0x20) & (octets != 0)) | (octets == 0x22) | (octets == 0x5C)).any():
+            return np.add(np.add(b'"', raw), b'"')
+    return np.array([dumps(v) for v in values], "S")
+
+
 class RecoPayloads:
     """Encodes the payloads of one scoring run: one model, one hotel table, one context."""
 
@@ -54,7 +71,7 @@ class RecoPayloads:
         self._entries = np.array(
             [b'{"hotel_id":' + dumps(str(h)) + b',"score":' for h in hotel_ids], dtype="S"
         )
-        self._context = b',"context":' + dumps(context) if context else b""
+        self._head_end = (b',"context":' + dumps(context) if context else b"") + b',"items":['
         self._tail = (
             b'],"model":' + dumps(model) + b',"model_version":' + dumps(model_version)
             + b',"scored_at":' + dumps(scored_at) + b"}"
@@ -83,5 +100,5 @@ class RecoPayloads:
         joined = np.zeros(len(user_ids), "S1")  # b"" each
         for j in slot:
             joined = np.add(np.add(joined, items[:, j]), ends[:, j])
-        heads = [b'{"user_id":' + dumps(u) + self._context + b',"items":[' for u in user_ids]
-        return np.add(np.add(np.array(heads, "S"), joined), self._tail).tolist()
+        heads = np.add(np.add(b'{"user_id":', json_strings(user_ids)), self._head_end)
+        return np.add(np.add(heads, joined), self._tail).tolist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from prescore import codec
-from prescore.payloads import RecoPayloads, score_ticks
+from prescore.payloads import RecoPayloads, json_strings, score_ticks
 
 RUN = {"model": "reco", "model_version": "3", "scored_at": "2026-11-24T12:00:00Z"}
 
@@ -91,3 +91,10 @@ def test_a_grid_with_ragged_rows_matches_the_codec_per_user() -> None:
         for u, n in enumerate(found)
     ]
     assert fast == slow and b'"items":[]' in fast[1]
+
+
+def test_json_strings_match_the_codec_for_plain_and_odd_strings() -> None:
+    plain = ["u1", "user_7.a-b", "x" * 128, "9"]
+    odd = ['say "hi"', "back\\slash", "caf\u00e9", "nul\x00in", "\x01", "tab\t", "a/b", "\x7f"]
+    for values in (plain, odd, plain + odd[:1], [], [""], ["a", ""]):
+        assert json_strings(values).tolist() == [codec.dumps(v) for v in values]
