@@ -63,7 +63,7 @@ def reco_key(user_id: str, context: str | None = None) -> str:
 
 
 def value_key(dataset: str, version: str, key: str) -> str:
-    return f"{PREFIX}:{dataset}:{version}:{key}"
+    return version_prefix(dataset, version) + key
 
 
 def version_prefix(dataset: str, version: str) -> str:

@@ -35,8 +35,9 @@ def write_payloads(
     """SET each ``(key, payload)`` under ``version``, ``batch`` keys an MSET; returns the count."""
     written = 0
     chunk: dict[str, bytes] = {}
+    prefix = keys.version_prefix(dataset, version)  # + key: its value key
     for key, payload in rows:
-        chunk[keys.value_key(dataset, version, key)] = payload
+        chunk[prefix + key] = payload
         written += 1
         if len(chunk) >= batch:
             mset(client, chunk)
