@@ -9,11 +9,15 @@ starts with ``.``, so the path names a file directly in the folder, never one ou
 
 from __future__ import annotations
 
+import logging
+
 from fallback.settings import FallbackSettings
 from prescore import keys
 from prescore.errors import PhotoStoreUnavailable
 from prescore.image_features import MAX_BYTES, PHOTO_EXTENSIONS
 from prescore.storage import Root, open_root
+
+log = logging.getLogger(__name__)
 
 
 class PhotoStore:
@@ -51,9 +55,8 @@ class PhotoStore:
             try:
                 raw = self.root.backend.read_bytes(path, self.max_bytes + 1)
             except OSError as exc:
-                raise PhotoStoreUnavailable(
-                    f"photo store {self.root.uri} cannot be read: {exc}"
-                ) from exc
+                log.warning("photo store %s cannot be read: %s", self.root.uri, exc)
+                raise PhotoStoreUnavailable("the photo store cannot be read") from exc
             if raw is not None:
                 return raw
         return None

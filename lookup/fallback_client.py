@@ -86,6 +86,7 @@ class FallbackClient:
         self.max_instances = settings.fallback_max_instances
         self.k = settings.default_k
         self.ttl_s = settings.core.store.live_ttl_s
+        self.max_live_keys = settings.core.store.live_max_keys
         self.redis = client if client is not None else connect(settings.core.redis)
         # One breaker per dataset: a tagger that is down does not stop live reco.
         self.breakers = {
@@ -177,7 +178,9 @@ class FallbackClient:
             took = f"{self.timeout_s * 1000:.0f} ms"
             raise FallbackTimeout(f"live inference took over {took}") from exc
         except (OSError, http.client.HTTPException, _Refused, ValueError) as exc:
-            raise FallbackUnavailable(f"live inference unavailable: {exc}") from exc
+            # the cause goes to the log; the client gets a stable code and a safe message
+            log.warning("live inference for %s failed: %s: %s", dataset, type(exc).__name__, exc)
+            raise FallbackUnavailable("live inference unavailable") from exc
         preds = answer.get("predictions")
         if not isinstance(preds, list) or len(preds) != len(instances):
             raise FallbackUnavailable("live inference answered an unexpected body")
@@ -199,9 +202,15 @@ class FallbackClient:
         return out
 
     def answer(
-        self, dataset: str, instances: list[dict[str, Any]], version: Resolved
+        self,
+        dataset: str,
+        instances: list[dict[str, Any]],
+        version: Resolved,
+        *,
+        write_back: bool = True,
     ) -> list[Answer]:
-        """Payload bytes per instance (None where the fallback has none), written back."""
+        """Payload bytes per instance (None where the fallback has none), written back
+        unless ``write_back`` is False (an answer made from inputs the caller sent)."""
         route = ROUTES[dataset]
         found: list[Answer] = []
         for inst, pred in zip(instances, self.predict(dataset, instances), strict=True):
@@ -215,7 +224,8 @@ class FallbackClient:
                 and pred.get(route.id_field) == inst[route.id_field]
             )
             found.append(dumps(pred) if ok else None)
-        self._write_back(dataset, instances, found, version)
+        if write_back:
+            self._write_back(dataset, instances, found, version)
         return found
 
     def _write_back(
@@ -225,19 +235,39 @@ class FallbackClient:
         payloads: list[Answer],
         version: Resolved,
     ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        count = 0
-        for inst, payload in zip(instances, payloads, strict=True):
-            if isinstance(payload, bytes):
-                key = _store_key(dataset, inst)
-                pipe.set(keys.value_key(dataset, version.version, key), payload, ex=self.ttl_s)
-                count += 1
-        if not count:
+        rows = [
+            (keys.value_key(dataset, version.version, _store_key(dataset, inst)), payload)
+            for inst, payload in zip(instances, payloads, strict=True)
+            if isinstance(payload, bytes)
+        ]
+        if not rows:
             return
         try:
+            allowed = self._budget(dataset, version.version, len(rows))
+            if allowed < len(rows):
+                log.warning("live write-backs of %s over their bound; %d not stored",
+                            dataset, len(rows) - allowed)  # fmt: skip
+            pipe = self.redis.pipeline(transaction=False)
+            for name, payload in rows[:allowed]:
+                pipe.set(name, payload, ex=self.ttl_s)
             pipe.execute()
         except redis.RedisError as exc:  # the answer is still served; the next miss retries
-            log.warning("live write-back of %d %s payloads failed: %s", count, dataset, exc)
+            log.warning("live write-back of %d %s payloads failed: %s", len(rows), dataset,
+                        type(exc).__name__)  # fmt: skip
+
+    def _budget(self, dataset: str, version: str, wanted: int) -> int:
+        """How many of ``wanted`` write-backs the bound still allows for this version.
+
+        A counter per dataset version, expiring with the write-backs' TTL, bounds how many
+        live keys a version can gain per TTL window (``PRESCORE_LIVE_MAX_KEYS``): a stream
+        of new ids cannot grow the store without limit.
+        """
+        counter = keys.live_counter_key(dataset, version)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(counter, 0, ex=self.ttl_s, nx=True)  # the window starts with the first
+        pipe.incrby(counter, wanted)
+        total = int(pipe.execute()[1])
+        return max(0, min(wanted, self.max_live_keys - (total - wanted)))
 
 
 def _client_error(status: int, data: bytes) -> InvalidInput:

@@ -2,7 +2,9 @@
 
 A known user is a hit, read from the published version; a user the store lacks is sent
 with its features to the fallback through the lookup's FallbackClient (same deadline and
-circuit breaker as a miss), written back, and served with ``"source": "live"``.
+circuit breaker as a miss) and served with ``"source": "live"``. The answer is made from
+inputs the caller chose, so it is never written back: what one client sends can never
+change what another client reads.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _predict_instance(body: Any) -> tuple[dict[str, Any], int | None]:
     """The checked body of ``:predict``: the instance for the fallback, and ``k``."""
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
-    allowed = {"user_id", "features", "context", "candidates", "k"}
+    allowed = {"user_id", "features", "context", "k"}
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field(s) {', '.join(unknown)}", code="invalid_body")
@@ -42,18 +44,15 @@ def _predict_instance(body: Any) -> tuple[dict[str, Any], int | None]:
     features = body.get("features")
     if not isinstance(features, dict) or not features:
         raise InvalidInput("features must be a non-empty object", code="invalid_features")
-    extra = {"features": features}
-    if body.get("candidates") is not None:
-        extra["candidates"] = body["candidates"]
     k = body.get("k")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100):
         raise InvalidInput("k must be an integer from 1 to 100", code="invalid_k")
-    return reco_instance(user_id, context, **extra), k
+    return reco_instance(user_id, context, features=features), k
 
 
 def register(app: Flask, settings: LookupSettings, client: FallbackClient) -> None:
     """Add ``POST /v1/recommendations:predict``: a known user is a hit; a new one is scored
-    live from the features sent, written back, and served with ``"source": "live"``."""
+    live from the features sent (never written back) and served with ``"source": "live"``."""
     reader: StoreReader = app.extensions["lookup"].reader
 
     @app.post("/v1/recommendations:predict")
@@ -61,7 +60,7 @@ def register(app: Flask, settings: LookupSettings, client: FallbackClient) -> No
         inst, k = _predict_instance(json_body(request, settings.max_body_bytes))
         cands = [keys.reco_key(inst["user_id"], inst.get("context"))]
         resolved, values = reader.read("reco", cands)
-        payload = values[0] or client.answer("reco", [inst], resolved)[0]
+        payload = values[0] or client.answer("reco", [inst], resolved, write_back=False)[0]
         if isinstance(payload, FallbackUnavailable):  # one instance: one call, which raises
             raise payload
         if payload is None:
@@ -84,7 +83,6 @@ def openapi_paths(ref: Callable[[str], Any], body: Callable[..., Any]) -> dict[s
                 "description": "country, language, device, regions (list of region ids)",
             },
             "context": {"type": "string"},
-            "candidates": {"type": "array", "items": {"type": "string"}},
             "k": {"type": "integer", "minimum": 1, "maximum": 100},
         },
     }
@@ -93,7 +91,7 @@ def openapi_paths(ref: Callable[[str], Any], body: Callable[..., Any]) -> dict[s
             "post": {
                 "tags": ["recommendations"],
                 "summary": "A user's recommendations: precomputed if stored, else scored live "
-                "from the features sent, written back, and served with source 'live'",
+                "from the features sent and served with source 'live' (never stored)",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": request_schema}},

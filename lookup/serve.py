@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lookup.settings import LookupSettings
+from prescore.redis_client import safe_url
 
 
 def prepare_metrics_dir(settings: LookupSettings) -> LookupSettings:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = prepare_metrics_dir(settings)
     print(
         f"lookup: serving on http://{settings.server.bind} with {settings.server.workers} "
-        f"workers x {settings.server.threads} threads; redis {settings.core.redis.url}",
+        f"workers x {settings.server.threads} threads; redis {safe_url(settings.core.redis.url)}",
         flush=True,
     )
     try:

@@ -46,8 +46,10 @@ class RedisProcess:
         port: int | None = None,
         maxmemory: str = "0",
         extra_args: tuple[str, ...] = (),
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.password = password
         self.port = port or free_port()
         self.maxmemory = maxmemory
         self.extra_args = extra_args
@@ -55,7 +57,8 @@ class RedisProcess:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,12 +78,15 @@ class RedisProcess:
             self.maxmemory,
             "--lazyfree-lazy-user-del",
             "yes",
+            *(("--requirepass", self.password) if self.password else ()),
             *self.extra_args,
         ]
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            port=self.port, password=self.password, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")

@@ -41,7 +41,9 @@ def decode(
     except InvalidInput:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own header check, far over ours
-        raise InvalidInput(f"image is too large: {exc}", code="image_too_large") from exc
+        raise InvalidInput("image is too large", code="image_too_large") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInput(f"not a readable image: {exc}", code="bad_image") from exc
+        # Pillow's message names in-memory objects (<_io.BytesIO object at 0x...>): not for
+        # clients, who get the stable code and a plain message
+        raise InvalidInput("not a readable image", code="bad_image") from exc
     return np.asarray(rgb, np.float32) / 255.0

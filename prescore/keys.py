@@ -71,6 +71,11 @@ def version_prefix(dataset: str, version: str) -> str:
     return f"{PREFIX}:{dataset}:{version}:"
 
 
+def live_counter_key(dataset: str, version: str) -> str:
+    """Counts the live write-backs of one version (bounded by PRESCORE_LIVE_MAX_KEYS)."""
+    return f"{PREFIX}:{{{dataset}}}:live:{version}"
+
+
 def pointer_key(dataset: str) -> str:
     return f"{PREFIX}:{{{dataset}}}:current"
 

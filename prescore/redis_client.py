@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -25,6 +26,18 @@ OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.TryAgainError,
     OSError,
 )
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password masked, for logs: ``redis://:***@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def connect(settings: RedisSettings, **overrides: Any) -> Client:

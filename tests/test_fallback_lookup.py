@@ -74,14 +74,16 @@ def test_unknown_user_without_features_is_404(lookup: Server) -> None:
     assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
 
 
-def test_new_user_with_features_is_scored_and_stored(lookup: Server, rclient: redis.Redis) -> None:
+def test_new_user_with_features_is_scored_but_never_stored(
+    lookup: Server, rclient: redis.Redis
+) -> None:
     body = {"user_id": "newbie", "features": {"vec": [0.2] * fm.DENSE_FEATURES}, "k": 4}
     reply = requests.post(lookup.url + "/v1/recommendations:predict", json=body, timeout=5)
     assert reply.status_code == 200, reply.text
     doc = reply.json()
     assert doc["source"] == "live" and len(doc["items"]) == 4
-    stored = requests.get(lookup.url + "/v1/recommendations/newbie?k=4", timeout=5).json()
-    assert stored["items"] == doc["items"]
+    # made from what the caller sent: nothing is written where other clients read
+    assert rclient.get(keys.value_key("reco", current(rclient), "newbie")) is None
     known = requests.post(
         lookup.url + "/v1/recommendations:predict",
         json={"user_id": "u0", "features": {"vec": [1.0] * 12}},
@@ -92,12 +94,27 @@ def test_new_user_with_features_is_scored_and_stored(lookup: Server, rclient: re
         lookup.url + "/v1/recommendations:predict", json={"user_id": "x"}, timeout=5
     )
     assert (bad.status_code, bad.json()["error"]) == (400, "invalid_features")
-    unknown_hotel = requests.post(
-        lookup.url + "/v1/recommendations:predict",
-        json={"user_id": "y", "features": {"vec": [1.0] * 12}, "candidates": ["no such!"]},
-        timeout=5,
-    )  # refused by the fallback: the caller's 400, passed through
-    assert (unknown_hotel.status_code, unknown_hotel.json()["error"]) == (400, "invalid_id")
+
+
+def test_a_client_cannot_change_what_another_client_reads(
+    lookup: Server, rclient: redis.Redis
+) -> None:
+    """The attack: post chosen features (or candidates) under a victim's id, then see
+    what the victim is served. The victim's own answer must not change."""
+    victim = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5).json()
+    assert victim["source"] == "live"
+    stored = rclient.get(keys.value_key("reco", current(rclient), "u_known"))
+    attack = {"user_id": "u_known", "features": {"vec": [9.0] * fm.DENSE_FEATURES}, "k": 3}
+    requests.post(lookup.url + "/v1/recommendations:predict", json=attack, timeout=5)
+    with_candidates = {**attack, "user_id": "victim-2", "candidates": ["h1"]}
+    refused = requests.post(
+        lookup.url + "/v1/recommendations:predict", json=with_candidates, timeout=5
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_body")
+    again = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5).json()
+    assert again["items"] == victim["items"]
+    assert rclient.get(keys.value_key("reco", current(rclient), "u_known")) == stored
+    assert rclient.get(keys.value_key("reco", current(rclient), "victim-2")) is None
 
 
 def test_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) -> None:
@@ -239,3 +256,33 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
     finally:
         lk.stop()
         fb.stop()
+
+
+def test_live_write_backs_are_bounded_per_version(
+    redis_url: str, rclient: redis.Redis, settings: Settings, fallback: Server, tmp_path: Path
+) -> None:
+    publish_data(rclient, settings)
+    lk = lookup_server(redis_url, fallback.url, tmp_path / "lookup.log", PRESCORE_LIVE_MAX_KEYS="1")
+    try:
+        first = requests.get(lk.url + "/v1/image-tags/p-pool", timeout=5)
+        second = requests.get(lk.url + "/v1/image-tags/p-sea-bed", timeout=5)
+        assert [first.json()["source"], second.json()["source"]] == ["live", "live"]
+        version = current(rclient, "tags")
+        assert rclient.get(keys.value_key("tags", version, "p-pool")) is not None
+        assert rclient.get(keys.value_key("tags", version, "p-sea-bed")) is None  # over bound
+        assert rclient.get(keys.value_key("tags", version, "img-hit")) is not None
+    finally:
+        lk.stop()
+
+
+def test_error_bodies_carry_no_internals(
+    redis_url: str, rclient: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    publish_data(rclient, settings)
+    lk = lookup_server(redis_url, "http://127.0.0.1:1", tmp_path / "lookup.log")  # nothing there
+    try:
+        reply = requests.get(lk.url + "/v1/recommendations/nobody", timeout=5)
+        assert (reply.status_code, reply.json()["error"]) == (503, "fallback_unavailable")
+        assert "Errno" not in reply.text and "refused" not in reply.text.lower()
+    finally:
+        lk.stop()

@@ -211,6 +211,7 @@ def test_bad_images(server: Server) -> None:
         server.url + TAGS, data=b"not an image", headers={"Content-Type": "image/jpeg"}, timeout=5
     )
     assert (junk.status_code, junk.json()["error"]) == (400, "bad_image")
+    assert "0x" not in junk.text and "BytesIO" not in junk.text  # no internals in a body
     empty = requests.post(
         server.url + TAGS, data=b"", headers={"Content-Type": "image/jpeg"}, timeout=5
     )

@@ -92,3 +92,51 @@ def test_served_over_http_by_granian_workers(server, rclient, settings):
 
     status, _, text = _get(server + "/readyz")
     assert status == 200 and json.loads(text)["datasets"]["reco"] == version
+
+
+def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
+    """A Redis that requires AUTH: the lookup reaches it with the URL's password, and
+    neither its start-up line nor anything else it logs carries the password."""
+    import dataclasses
+
+    import redis
+
+    from prescore.embedded_redis import RedisProcess
+    from prescore.settings import RedisSettings
+
+    secret = "s3cret-Pa55word"
+    proc = RedisProcess(tmp_path / "redis-auth", password=secret).start()
+    url = proc.url
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": url, "LOOKUP_POINTER_CACHE_S": "0"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path / "serve.log"
+    try:
+        client = redis.Redis.from_url(url)
+        authed = dataclasses.replace(settings, redis=RedisSettings(url=url))
+        publish_users(client, authed, users=2)
+        with open(log_path, "wb") as log_file:
+            lookup = subprocess.Popen(
+                [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}",
+                 "--workers", "1"],
+                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while "lookup worker" not in log_path.read_text():
+                assert lookup.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            status, _, text = _get(f"http://127.0.0.1:{port}/v1/recommendations/u1")
+            assert status == 200, text
+            # Redis gone: a clean 503, and still no secret anywhere
+            proc.stop()
+            status, _, text = _get(f"http://127.0.0.1:{port}/v1/recommendations/u1")
+            assert status == 503 and json.loads(text)["error"] == "store_unavailable"
+        finally:
+            lookup.send_signal(signal.SIGTERM)
+            lookup.wait(timeout=30)
+        log = log_path.read_text()
+        assert "redis://:***@127.0.0.1" in log, log
+        assert secret not in log
+    finally:
+        proc.stop()
