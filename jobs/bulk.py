@@ -8,8 +8,8 @@ the new version serves, versions beyond the newest N are retired; the summary ti
 apart, so a run's rate is that of scoring up to the switch.
 
 Executors receive plain values only (URLs, paths, numbers): :func:`worker_model` and
-:func:`worker_redis` build what a Python worker needs once and keep it for the worker's
-life (``spark.python.worker.reuse``), as ``pyspark.ml.functions.predict_batch_udf`` does.
+:func:`worker_redis` build what a Python worker needs once and keep it in the worker's
+one cache (jobs.worker_cache), as ``pyspark.ml.functions.predict_batch_udf`` does.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
+from jobs.worker_cache import CACHE
 from prescore import keys
 from prescore.codec import VersionInfo
-from prescore.inference import TFRunner
 from prescore.modelstore import ModelStore
 from prescore.redis_client import Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings
@@ -31,9 +33,6 @@ from prescore.versions import Versions, write_payloads
 
 LATE_WRITE_GRACE_S = 1.0
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>"
-_MODELS: dict[tuple[str, str, str], Any] = {}
-_CLIENTS: dict[tuple[Any, ...], Client] = {}
-_LOCK = threading.Lock()
 
 
 # What every job's SparkSession sets (spark-submit's --conf flags come on top). The
@@ -79,19 +78,28 @@ def plain_settings(settings: Settings) -> dict[str, Any]:
 
 
 def settings_for(args: Any, env: Mapping[str, str]) -> Settings:
-    """Settings from the environment, with a job's ``--redis-url`` / ``--model-store`` on top."""
+    """Settings from the environment, with a job's ``--redis-url`` / ``--model-store`` /
+    ``--config`` on top."""
     return Settings.from_env(env).with_overrides(
-        getattr(args, "redis_url", None), getattr(args, "model_store", None)
+        getattr(args, "redis_url", None),
+        getattr(args, "model_store", None),
+        getattr(args, "config", None),
+        env,
     )
 
 
 def worker_redis(conf: Mapping[str, Any]) -> Client:
     """One Redis client per Python worker, built from :func:`plain_settings` values."""
-    key = tuple(sorted(conf["redis"].items()))
-    with _LOCK:
-        if key not in _CLIENTS:
-            _CLIENTS[key] = connect(RedisSettings(**conf["redis"]))
-        return _CLIENTS[key]
+    key = ("redis", *sorted(conf["redis"].items()))
+    return CACHE.get(key, lambda: connect(RedisSettings(**conf["redis"])))
+
+
+def stats_row(rows: int, scored: int, bad: list[str] | None = None) -> pd.DataFrame:
+    """The one stats row a task yields per batch (STATS_SCHEMA)."""
+    bad = bad or []
+    return pd.DataFrame(
+        {"rows": [rows], "scored": [scored], "bad": [len(bad)], "bad_sample": [bad[:20]]}
+    )
 
 
 def write_rows(client: Client, dataset: str, version: str, rows: list[tuple[str, bytes]]) -> int:
@@ -102,22 +110,26 @@ def write_rows(client: Client, dataset: str, version: str, rows: list[tuple[str,
     return write_payloads(client, dataset, version, rows)
 
 
-def worker_model(
-    conf: Mapping[str, Any], name: str, version: str
-) -> tuple[TFRunner, dict[str, Any]]:
-    """The model version, loaded once per Python worker (downloaded first from hdfs://)."""
-    key = (conf["models"]["root"], name, version)
-    with _LOCK:
-        if key not in _MODELS:
-            _one_thread_per_task()
-            ref = ModelStore(ModelStoreSettings(**conf["models"])).resolve(name, version)
-            _MODELS[key] = (TFRunner(ref.saved_model), ref.meta)
-            # TensorFlow and a loaded model are ~300k tracked objects that live as long as
-            # the worker: frozen, the collector stops walking them on every full collection
-            # (a sixth of a scoring task's time otherwise).
-            gc.collect()
-            gc.freeze()
-        return _MODELS[key]
+def worker_model(conf: Mapping[str, Any]) -> Any:
+    """The run's model version (a prescore.tf_model.TFModel), loaded once per Python worker
+    (downloaded first from an hdfs:// store)."""
+    name, version = conf["dataset"]["model"], conf["model_version"]
+    return CACHE.get(("model", conf["models"]["root"], name, version), lambda: _load(conf))
+
+
+def _load(conf: Mapping[str, Any]) -> Any:
+    from prescore.tf_model import TFModel
+
+    _one_thread_per_task()
+    store = ModelStore(ModelStoreSettings(**conf["models"]))
+    ref = store.resolve(conf["dataset"]["model"], conf["model_version"])
+    model = TFModel(ref.saved_model, ref.meta)
+    # TensorFlow and a loaded model are ~300k tracked objects that live as long as the
+    # worker: frozen, the collector stops walking them on every full collection (a sixth
+    # of a scoring task's time otherwise).
+    gc.collect()
+    gc.freeze()
+    return model
 
 
 def _one_thread_per_task() -> None:

@@ -1,11 +1,17 @@
-"""``prescore``: the operator CLI for published versions and models.
+"""``prescore``: the operator CLI for datasets, their published versions and models.
 
-prescore versions reco          list versions with their metadata (* = live)
-prescore show reco u42          the payload readers get for a key
-prescore rollback reco [--to V] point readers at the previous published version
-prescore gc reco                remove versions beyond the kept ones
-prescore models [reco]          model versions, metrics, the promoted one
-prescore promote reco 3         name a model version as the one in production
+prescore datasets                         the declared datasets (PRESCORE_CONFIG)
+prescore versions NAME                    a dataset's versions with their metadata (* = live)
+prescore show NAME KEY                    the payload readers get for a key
+prescore rollback NAME [--to V]           point readers at another published version
+prescore gc NAME                          remove versions beyond the kept ones
+prescore publish NAME PATH                publish scores computed elsewhere (parquet)
+prescore models [list] [NAME]             model versions, metrics, the promoted one
+prescore models register NAME PATH        import a SavedModel, checked against its dataset
+prescore models promote NAME VERSION      name a model version as the one in production
+
+Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage. Listing
+commands take ``-o json``.
 """
 
 from __future__ import annotations
@@ -33,49 +39,65 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _emit(
+    args: argparse.Namespace, doc: Any, headers: Sequence[str], rows: list[list[Any]]
+) -> None:
+    if getattr(args, "output", "table") == "json":
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    elif rows:
+        print(_table(headers, rows))
+
+
+def _versions_of(settings: Settings, dataset: str) -> Versions:
+    settings.catalog.get(dataset)
+    return Versions(connect(settings.redis), dataset, settings.store)
+
+
+def _datasets(settings: Settings, args: argparse.Namespace) -> int:
+    found = [settings.catalog.datasets[n] for n in settings.catalog.names()]
+    doc = [{"name": d.name, "kind": d.kind, "model": d.model, "route": d.route} for d in found]
+    if not found and args.output != "json":
+        print(f"no datasets declared ({settings.catalog.source or 'PRESCORE_CONFIG is unset'})")
+    rows = [[d.name, d.kind, d.model or "-", f"/v1/{d.route}" if d.route else "-"] for d in found]
+    _emit(args, doc, ("dataset", "kind", "model", "route"), rows)
+    return 0
+
+
 def _versions(settings: Settings, args: argparse.Namespace) -> int:
-    v = Versions(connect(settings.redis), args.dataset, settings.store)
+    v = _versions_of(settings, args.dataset)
     live = v.current()
     infos = v.all()
-    if not infos:
+    doc = {"dataset": args.dataset, "live": live, "versions": [i.__dict__ for i in infos]}
+    if not infos and args.output != "json":
         print(f"{args.dataset}: no versions")
         return 0
     rows = [
-        (
-            "*" if i.version == live else "",
-            i.version,
-            i.status,
-            f"{i.model}/{i.model_version}",
-            i.rows,
-            i.started_at,
-            i.published_at or i.finished_at,
-            i.note,
-        )
+        ["*" if i.version == live else "", i.version, i.status, f"{i.model}/{i.model_version}",
+         i.rows, i.started_at, i.published_at or i.finished_at, i.note]
         for i in infos
-    ]
-    print(_table(("", "version", "status", "model", "rows", "started", "finished", "note"), rows))
+    ]  # fmt: skip
+    heads = ("", "version", "status", "model", "rows", "started", "finished", "note")
+    _emit(args, doc, heads, rows)
     return 0
 
 
 def _show(settings: Settings, args: argparse.Namespace) -> int:
-    client = connect(settings.redis)
-    v = Versions(client, args.dataset, settings.store)
+    v = _versions_of(settings, args.dataset)
     version = args.version or v.current()
     if version is None:
-        print(f"{args.dataset}: nothing published", file=sys.stderr)
-        return 1
-    raw = client.get(keys.value_key(args.dataset, version, args.key))
+        raise PrescoreError(f"{args.dataset}: nothing published", code="no_version")
+    name = keys.value_key(args.dataset, version, args.key)
+    raw = v.client.get(name)
     if raw is None:
-        print(f"{args.dataset} {version}: no key {args.key!r}", file=sys.stderr)
-        return 1
-    ttl = client.ttl(keys.value_key(args.dataset, version, args.key))
+        raise PrescoreError(f"{args.dataset} {version}: no key {args.key!r}", code="not_found")
+    ttl = v.client.ttl(name)
     print(f"# {args.dataset} version {version}" + (f", live entry, ttl {ttl}s" if ttl > 0 else ""))
     print(json.dumps(json.loads(raw), indent=2))
     return 0
 
 
 def _rollback(settings: Settings, args: argparse.Namespace) -> int:
-    v = Versions(connect(settings.redis), args.dataset, settings.store)
+    v = _versions_of(settings, args.dataset)
     before = v.current()
     target = v.rollback(to=args.to)
     print(
@@ -86,7 +108,7 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
-    removed = Versions(connect(settings.redis), args.dataset, settings.store).retire_old()
+    removed = _versions_of(settings, args.dataset).retire_old()
     print(
         f"{args.dataset}: removed {len(removed)} version(s)"
         + (": " + ", ".join(removed) if removed else "")
@@ -94,12 +116,31 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(settings: Settings, args: argparse.Namespace) -> int:
+    from prescore.publish import publish_file
+
+    dataset = settings.catalog.get(args.dataset)
+    report = publish_file(
+        connect(settings.redis), settings.store, dataset, args.path,
+        key_column=args.key, json_column=args.json_column,
+        columns=tuple(c for c in (args.columns or "").split(",") if c),
+        model=args.model or dataset.model or "external", model_version=args.model_version,
+        max_bad=args.max_bad, say=print,
+    )  # fmt: skip
+    return 0 if report.published else 1
+
+
 def _models(settings: Settings, args: argparse.Namespace) -> int:
     store = ModelStore(settings.models)
-    names = [args.name] if args.name else ["reco", "tagger"]
+    names = (
+        [args.name]
+        if args.name
+        else sorted({d.model for d in settings.catalog.datasets.values() if d.model})
+    )
+    doc: dict[str, Any] = {}
     for name in names:
         promoted = store.promoted(name)
-        rows = []
+        rows, versions = [], []
         for version in store.versions(name):
             meta = store.meta(name, version)
             metrics = meta.get("metrics", {})
@@ -108,11 +149,41 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
                 for k, v in sorted(metrics.items())
                 if not isinstance(v, dict)
             )
+            q = meta.get("quantization") or {}
+            int8 = "yes" if q.get("built") or (q and "built" not in q) else "no"
             rows.append(
-                ("*" if version == promoted else "", version, meta.get("created_at", ""), shown)
+                [
+                    "*" if version == promoted else "",
+                    version,
+                    meta.get("created_at", ""),
+                    int8,
+                    shown,
+                ]
             )
-        print(f"{name} ({settings.models.root})")
-        print(_table(("", "version", "created", "metrics"), rows) if rows else "  no versions")
+            versions.append({"version": version, "promoted": version == promoted, "meta": meta})
+        doc[name] = versions
+        if args.output != "json":
+            print(f"{name} ({settings.models.root})")
+            print(
+                _table(("", "version", "created", "int8", "metrics"), rows)
+                if rows
+                else "  no versions"
+            )
+    if args.output == "json":
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    return 0
+
+
+def _register(settings: Settings, args: argparse.Namespace) -> int:
+    from prescore.model_import import register
+
+    done = register(
+        ModelStore(settings.models), settings.catalog, args.name, args.path,
+        dataset=args.dataset, meta_file=args.meta, promote=args.promote, int8=args.int8,
+        webhdfs_url=settings.models.webhdfs_url,
+    )  # fmt: skip
+    state = " and promoted" if done.promoted else ""
+    print(f"{done.name}: registered version {done.version}{state} in {settings.models.root}")
     return 0
 
 
@@ -130,41 +201,75 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--redis-url", help="overrides REDIS_URL")
     parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
+    parser.add_argument("--config", help="the dataset declarations (overrides PRESCORE_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def dataset_cmd(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+    def command(name: str, func: Any, help_: str, dataset: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        p.add_argument("dataset", choices=keys.DATASETS)
+        if dataset:
+            p.add_argument("dataset", help="a declared dataset")
         p.set_defaults(func=func)
         return p
 
-    dataset_cmd("versions", _versions, "list versions with their metadata")
-    show = dataset_cmd("show", _show, "print the payload served for a key")
-    show.add_argument("key", help="user id (or user|context) or image id")
+    def listing(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        return p
+
+    listing(command("datasets", _datasets, "list the declared datasets", dataset=False))
+    listing(command("versions", _versions, "list a dataset's versions"))
+    show = command("show", _show, "print the payload served for a key")
+    show.add_argument("key", help="an entity key (or key|context) or image key")
     show.add_argument("--version", help="a version other than the live one")
-    dataset_cmd("rollback", _rollback, "serve the previous published version").add_argument(
+    command("rollback", _rollback, "serve another published version").add_argument(
         "--to", help="a specific published version"
     )
-    dataset_cmd("gc", _gc, "remove versions beyond the kept ones")
-    models = sub.add_parser("models", help="list model versions")
-    models.add_argument("name", nargs="?")
-    models.set_defaults(func=_models)
-    promote = sub.add_parser("promote", help="promote a model version")
-    promote.add_argument("name")
-    promote.add_argument("version")
-    promote.set_defaults(func=_promote)
+    command("gc", _gc, "remove versions beyond the kept ones")
+    pub = command("publish", _publish, "publish scores computed elsewhere (parquet)")
+    pub.add_argument("path", help="parquet file, folder or glob (file:// or a local path)")
+    pub.add_argument("--key", help="the key column (default: the dataset's key field)")
+    pub.add_argument("--json-column", help="a column holding each key's payload as JSON")
+    pub.add_argument("--columns", help="or: comma-separated columns that make the payload")
+    pub.add_argument("--model", help="what made the scores (recorded; default: the dataset's)")
+    pub.add_argument("--model-version", default="", help="recorded with the version")
+    pub.add_argument("--max-bad", type=int, default=0, help="bad rows tolerated (default 0)")
+
+    models = listing(sub.add_parser("models", help="list, register and promote models"))
+    msub = models.add_subparsers(dest="action")
+    models.set_defaults(func=_models, name=None)
+    listing(msub.add_parser("list", help="list model versions")).add_argument("name", nargs="?")
+    reg = msub.add_parser("register", help="import a SavedModel, checked against its dataset")
+    reg.add_argument("name", help="the model's name in the store (as datasets declare it)")
+    reg.add_argument("path", help="a folder with a SavedModel (file:// or hdfs://)")
+    reg.add_argument("--dataset", help="check against this dataset only")
+    reg.add_argument("--meta", help="model.json to use (default: PATH/model.json)")
+    reg.add_argument("--promote", action="store_true", help="promote it once registered")
+    reg.add_argument("--no-int8", dest="int8", action="store_false", help="skip int8")
+    reg.set_defaults(func=_register)
+    for p in (msub.add_parser("promote", help="promote a model version"),
+              command("promote", _promote, "promote a model version", dataset=False)):  # fmt: skip
+        p.add_argument("name")
+        p.add_argument("version")
+        p.set_defaults(func=_promote)
+    for p in msub.choices.values():
+        if p.get_default("func") is None:
+            p.set_defaults(func=_models)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(os.environ).with_overrides(args.redis_url, args.model_store)
+    if not hasattr(args, "output"):
+        args.output = "table"
     try:
+        env = os.environ
+        settings = Settings.from_env(env).with_overrides(
+            args.redis_url, args.model_store, args.config, env
+        )
         with store_errors("running the command"):
             return int(args.func(settings, args))
     except PrescoreError as exc:
         print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,44 +31,52 @@ def loads(raw: bytes | str) -> Any:
         raise InvalidInput("body is not valid JSON", code="malformed_json") from exc
 
 
-def encode_recommendations(
-    user_id: str,
-    items: Iterable[tuple[str, float]],
+@dataclass(frozen=True)
+class PayloadShape:
+    """The field names of one dataset's payloads (from its declaration).
+
+    ``{key_field: key, "context"?: ..., list_field: [{entry_field: name, ...extras,
+    "score": s}, ...], "model", "model_version", "scored_at", "source"?}``: a ranking's
+    entries are items (entry_field is the item key column), a labels dataset's are labels.
+    """
+
+    key_field: str = "key"
+    list_field: str = "items"
+    entry_field: str = "id"
+
+    @property
+    def entry_marker(self) -> bytes:
+        """Bytes that open every list entry once: counting them counts entries without
+        decoding (a JSON string cannot hold them: its quotes would be escaped)."""
+        return b'{"' + self.entry_field.encode() + b'":'
+
+
+def encode_payload(
+    shape: PayloadShape,
+    key: str,
+    entries: Iterable[tuple[str, float]],
     *,
     model: str,
     model_version: str,
     scored_at: str,
     context: str | None = None,
     source: str | None = None,
+    extras: Sequence[Mapping[str, Any]] | None = None,
 ) -> bytes:
-    """One user's top-K ``(hotel_id, score)`` pairs, best first, as payload bytes."""
-    doc: dict[str, Any] = {"user_id": user_id}
+    """One key's ``(entry, score)`` pairs, best first, as payload bytes; ``extras`` holds
+    each entry's further fields (a ranking's item payload columns), in entry order."""
+    doc: dict[str, Any] = {shape.key_field: key}
     if context:
         doc["context"] = context
-    doc["items"] = [{"hotel_id": h, "score": round(float(s), SCORE_DECIMALS)} for h, s in items]
+    rows = []
+    for i, (name, score) in enumerate(entries):
+        entry: dict[str, Any] = {shape.entry_field: name}
+        if extras is not None:
+            entry.update(extras[i])
+        entry["score"] = round(float(score), SCORE_DECIMALS)
+        rows.append(entry)
+    doc[shape.list_field] = rows
     doc.update(model=model, model_version=model_version, scored_at=scored_at)
-    if source:
-        doc["source"] = source
-    return dumps(doc)
-
-
-def encode_tags(
-    image_id: str,
-    tags: Iterable[tuple[str, float]],
-    *,
-    model: str,
-    model_version: str,
-    scored_at: str,
-    source: str | None = None,
-) -> bytes:
-    """One image's ``(tag, score)`` pairs above threshold, best first, as payload bytes."""
-    doc: dict[str, Any] = {
-        "image_id": image_id,
-        "tags": [{"tag": t, "score": round(float(s), SCORE_DECIMALS)} for t, s in tags],
-        "model": model,
-        "model_version": model_version,
-        "scored_at": scored_at,
-    }
     if source:
         doc["source"] = source
     return dumps(doc)

@@ -7,11 +7,13 @@
     ├── NotFound                  the key or version does not exist (404)
     ├── Unavailable               a dependency is down or slow; retry later (503)
     │   ├── StoreUnavailable      Redis unreachable or timed out
-    │   ├── PhotoStoreUnavailable the photo store (file:// or hdfs://) cannot be read
+    │   ├── ImageStoreUnavailable an image folder (file:// or hdfs://) cannot be read
     │   └── FallbackUnavailable   live inference down or breaker open
     │       └── FallbackTimeout   live inference did not answer within its deadline (504)
     ├── PublishError              a job's version failed verification; nothing moved
-    └── ModelStoreError           a model or its metadata is missing or unreadable
+    ├── ModelStoreError           a model or its metadata is missing or unreadable
+    │   └── ModelMismatch         a model's signature does not fit its dataset
+    └── ConfigError               a setting or a dataset declaration is wrong (one line)
 
 Every error carries a stable machine-readable ``code`` that clients can switch on;
 ``http_status`` is the one place where errors meet HTTP.
@@ -66,8 +68,8 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
-class PhotoStoreUnavailable(Unavailable):
-    code = "photo_store_unavailable"
+class ImageStoreUnavailable(Unavailable):
+    code = "image_store_unavailable"
 
 
 class FallbackUnavailable(Unavailable):
@@ -85,3 +87,11 @@ class PublishError(PrescoreError):
 
 class ModelStoreError(PrescoreError):
     code = "model_store"
+
+
+class ModelMismatch(ModelStoreError):
+    code = "model_mismatch"
+
+
+class ConfigError(PrescoreError):
+    code = "bad_config"

@@ -1,8 +1,10 @@
-"""Image decoding for the tagger (Pillow + numpy, no TensorFlow): bytes -> float32 [H, W, 3].
+"""Image decoding for labels models (Pillow + numpy, no TensorFlow): bytes -> [H, W, C].
 
-Shared by the bulk tagging job and the live fallback, so both feed the model the same
-pixels. Bad input raises InvalidInput with a stable code, before any large allocation:
-the header is read first, so a decompression bomb is refused without being decoded.
+Shared by the bulk labels job and the live fallback, so both feed the model the same
+pixels: decoded, converted to RGB (or grey for one channel), resized to the model's
+input size, as uint8; a float32 input gets them scaled to [0, 1]. Bad input raises
+InvalidInput with a stable code, before any large allocation: the header is read first,
+so a decompression bomb is refused without being decoded.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from PIL import Image, UnidentifiedImageError
 from prescore.errors import InvalidInput
 
 MAX_BYTES = 20 * 1024 * 1024
-# The photo file extensions, as the bulk tagging job reads them: image ``<id>`` is the
-# file ``<id>.<ext>`` (the image id is the file name without its extension).
-PHOTO_EXTENSIONS = ("jpg", "jpeg", "png", "JPG", "JPEG", "PNG")
 MAX_PIXELS = 25_000_000
 
 
 def decode(
-    raw: bytes, size: tuple[int, int], max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
+    raw: bytes,
+    size: tuple[int, int],
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    channels: int = 3,
 ) -> np.ndarray:
-    """Decode and resize to ``size`` (height, width); values in [0, 1]."""
+    """Decode and resize to ``size`` (height, width): uint8 [H, W, channels]."""
     if not raw:
         raise InvalidInput("image is empty", code="empty_image")
     if len(raw) > max_bytes:
@@ -37,7 +40,8 @@ def decode(
                     code="image_too_large",
                 )
             img.draft("RGB", (size[1], size[0]))  # JPEG: decode at a reduced scale
-            rgb = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            mode = "L" if channels == 1 else "RGB"
+            rgb = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
     except InvalidInput:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own header check, far over ours
@@ -46,4 +50,10 @@ def decode(
         # Pillow's message names in-memory objects (<_io.BytesIO object at 0x...>): not for
         # clients, who get the stable code and a plain message
         raise InvalidInput("not a readable image", code="bad_image") from exc
-    return np.asarray(rgb, np.float32) / 255.0
+    pixels = np.asarray(rgb, np.uint8)
+    return pixels[:, :, None] if channels == 1 else pixels
+
+
+def model_input(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    """Decoded uint8 pixels as a model's input takes them: as they are, or in [0, 1]."""
+    return pixels if dtype == "uint8" else pixels.astype(np.float32) / 255.0

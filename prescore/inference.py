@@ -1,123 +1,144 @@
-"""Model runtimes shared by the fallback service and jobs.quantize: one call, ``predict(batch)``.
+"""Model runtimes for live inference: one call, ``model(feed) -> scores``, whatever runs it.
 
-``tf``: the SavedModel's ``serve`` endpoint (what ``keras.Model.export`` writes), in
-TensorFlow. ``float32`` / ``int8``: a ``.tflite`` file in the LiteRT interpreter
-(``ai_edge_litert``; ``tf.lite.Interpreter`` is deprecated). An interpreter has a fixed
-input shape and is not thread-safe, so the LiteRT runner pads each batch up to a power of
-two and keeps one interpreter per such size, behind a lock (the batcher calls it from one
-thread anyway).
+``tf``: the SavedModel in TensorFlow (prescore.tf_model). ``float32`` / ``int8``: a
+``.tflite`` variant of its serving signature in the LiteRT interpreter (``ai_edge_litert``,
+no TensorFlow needed). An interpreter has fixed input shapes and is not thread-safe, so
+the LiteRT runner pads each batch up to a power of two and keeps one interpreter per
+such shape (a bounded few), behind a lock; the fallback's batcher calls it from one
+thread anyway. Every runner carries the model's ``meta`` (model.json) and ``signatures``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from prescore.errors import ModelStoreError
+from prescore.signature import SERVING, Signatures, output_name
 
 RUNTIMES = ("tf", "float32", "int8")
 TFLITE_FILES = {"float32": "model_float32.tflite", "int8": "model_int8.tflite"}
+_SHAPES_KEPT = 16
 
 
 class Runner(Protocol):
     runtime: str
+    meta: dict[str, Any]
+    signatures: Signatures
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-class TFRunner:
-    """A SavedModel's ``serve`` endpoint in TensorFlow."""
-
-    runtime = "tf"
-
-    def __init__(self, saved_model: Path) -> None:
-        import tensorflow as tf  # only the service process needs TensorFlow
-
-        if not saved_model.is_dir():
-            raise ModelStoreError(f"no SavedModel at {saved_model}")
-        self._loaded = tf.saved_model.load(str(saved_model))
-        self.serve: Callable[[Any], Any] = self._loaded.serve  # the endpoint, for tf.functions
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.serve(batch.astype(np.float32, copy=False)))
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
 
 def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-class LiteRunner:
-    """A ``.tflite`` model in the LiteRT interpreter (float32 or int8 inside)."""
+class LiteModel:
+    """The serving signature of a ``.tflite`` file in the LiteRT interpreter."""
 
-    def __init__(self, path: Path, runtime: str, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, runtime: str, meta: Mapping[str, Any], threads: int | None = None
+    ) -> None:
         if not path.is_file():
             raise ModelStoreError(f"no {runtime} model at {path}")
         self.runtime = runtime
+        self.meta = dict(meta)
+        self.signatures = Signatures.from_json(meta["signature"])
+        self._output = output_name(self.signatures.serving, meta, f"{path.name}")
         self._content = path.read_bytes()
         self._threads = threads
-        self._interpreters: dict[int, Any] = {}
+        self._interpreters: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _interpreter(self, size: int) -> Any:
-        found = self._interpreters.get(size)
+    def _interpreter(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+        key = tuple(sorted(shapes.items()))
+        found = self._interpreters.get(key)
         if found is not None:
+            self._interpreters.move_to_end(key)
             return found
         from ai_edge_litert.interpreter import Interpreter
 
         interp = Interpreter(model_content=self._content, num_threads=self._threads)
-        detail = interp.get_input_details()[0]
-        interp.resize_tensor_input(detail["index"], [size, *detail["shape"][1:]])
+        runner = interp.get_signature_runner(SERVING)
+        details, outputs = runner.get_input_details(), runner.get_output_details()
+        del runner  # it holds the interpreter's tensors, which resizing refuses
+        for name, shape in shapes.items():
+            interp.resize_tensor_input(details[name]["index"], list(shape))
         interp.allocate_tensors()
-        self._interpreters[size] = interp
-        return interp
+        found = (interp, details, outputs[self._output])
+        self._interpreters[key] = found
+        if len(self._interpreters) > _SHAPES_KEPT:
+            self._interpreters.popitem(last=False)
+        return found
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        n = len(batch)
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(feed.values())))
         size = _bucket(n)
-        x = batch.astype(np.float32, copy=False)
-        if size != n:
-            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
+        padded = {}
+        for name, x in feed.items():
+            if size != n:
+                pad = (
+                    np.zeros((size - n, *x.shape[1:]), x.dtype)
+                    if x.dtype != object
+                    else (np.full((size - n, *x.shape[1:]), "", object))
+                )
+                x = np.concatenate([x, pad])
+            padded[name] = x
         with self._lock:
-            interp = self._interpreter(size)
-            inp = interp.get_input_details()[0]
-            out = interp.get_output_details()[0]
-            interp.set_tensor(inp["index"], _quantize(x, inp))
+            interp, details, out = self._interpreter({k: v.shape for k, v in padded.items()})
+            for name, x in padded.items():
+                interp.set_tensor(details[name]["index"], _quantize(x, details[name]))
             interp.invoke()
             y = _dequantize(interp.get_tensor(out["index"]), out)
-        return y[:n]
+        y = y[:n]
+        return y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
 
 
-def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Float input as the tensor's type (int8 models may take int8 input)."""
-    if detail["dtype"] == np.float32:
+def _quantize(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    """An input as the tensor's type (int8 models may take int8 input; strings as bytes)."""
+    dtype = detail["dtype"]
+    if x.dtype == object:
+        return np.array([s.encode() if isinstance(s, str) else s for s in x.ravel()]).reshape(
+            x.shape
+        )
+    if dtype in (np.float32, np.uint8) and x.dtype == dtype:
         return x
+    if dtype == np.float32:
+        return x.astype(np.float32)
     scale, zero = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
-def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def _dequantize(y: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return np.array(y)
     scale, zero = detail["quantization"]
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def load_runner(model_dir: Path, runtime: str, threads: int | None = None) -> Runner:
+def load_runner(
+    model_dir: Path, meta: Mapping[str, Any], runtime: str, threads: int | None = None
+) -> Runner:
     """The runner of one model version directory in the given runtime."""
     if runtime == "tf":
-        return TFRunner(model_dir / "saved_model")
+        from prescore.tf_model import TFModel
+
+        return TFModel(model_dir / "saved_model", meta)
     if runtime in TFLITE_FILES:
-        return LiteRunner(model_dir / TFLITE_FILES[runtime], runtime, threads)
+        return LiteModel(model_dir / TFLITE_FILES[runtime], runtime, meta, threads)
     raise ValueError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
 
 
-def pick_runtime(meta: dict[str, Any], model_dir: Path, configured: str) -> str:
-    """The configured runtime, or with ``auto`` the fastest one measured at build time."""
+def pick_runtime(meta: Mapping[str, Any], model_dir: Path, configured: str) -> str:
+    """The configured runtime, or with ``auto`` the fastest one measured at registration."""
     if configured != "auto":
         return configured
     quant = meta.get("quantization") or {}

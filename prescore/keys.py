@@ -7,6 +7,9 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
     ps:{dataset}:current            -> version id that readers use
     ps:{dataset}:versions           -> hash: version id -> VersionInfo JSON
     ps:{dataset}:{version}:{key}     -> payload JSON   (written as ps:reco:<version>:<id>)
+
+A key is an entity id, several key columns' values joined by ``|``, optionally followed
+by ``|context``; every part is a plain id token (:func:`check_id`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 
 from prescore.errors import InvalidInput
 
-DATASETS = ("reco", "tags")
 PREFIX = "ps"
 MAX_ID_LENGTH = 128
 CONTEXT_SEPARATOR = "|"
@@ -25,13 +27,14 @@ CONTEXT_SEPARATOR = "|"
 # Ids are plain tokens: no glob characters (SCAN patterns), no whitespace, no braces
 # (cluster hash tags), so a key can never collide with or match another dataset's.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_DATASET_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # as prescore.datasets declares them
 _VERSION_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}")
 
 
 def check_dataset(dataset: str) -> str:
-    """Return ``dataset`` if it is one we serve, else raise InvalidInput."""
-    if dataset not in DATASETS:
-        raise InvalidInput(f"unknown dataset {dataset!r}", code="unknown_dataset")
+    """Return ``dataset`` if it is a valid dataset name, else raise InvalidInput."""
+    if not _DATASET_RE.fullmatch(dataset):
+        raise InvalidInput(f"not a dataset name: {dataset!r}", code="unknown_dataset")
     return dataset
 
 
@@ -57,9 +60,21 @@ def check_version(raw: str) -> str:
     return raw
 
 
-def reco_key(user_id: str, context: str | None = None) -> str:
-    """The entity key of a user's recommendations, optionally for one context."""
-    return user_id if not context else f"{user_id}{CONTEXT_SEPARATOR}{context}"
+def entity_key(key: str, context: str | None = None) -> str:
+    """The store key of an entity, optionally in one context: ``key|context``."""
+    return key if not context else f"{key}{CONTEXT_SEPARATOR}{context}"
+
+
+def check_key(raw: str, parts: int = 1, *, what: str = "key") -> str:
+    """Return ``raw`` if it is ``parts`` valid ids joined by ``|`` (a composite key)."""
+    pieces = raw.split(CONTEXT_SEPARATOR) if parts > 1 else [raw]
+    if len(pieces) != parts:
+        raise InvalidInput(
+            f"{what} is {parts} ids joined by '|'; got {len(pieces)}", code="invalid_id"
+        )
+    for piece in pieces:
+        check_id(piece, what=what)
+    return raw
 
 
 def value_key(dataset: str, version: str, key: str) -> str:

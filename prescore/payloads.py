@@ -1,23 +1,24 @@
-"""Many recommendation payloads of one model run, byte for byte what prescore.codec writes.
+"""Many ranking payloads of one model run, byte for byte what prescore.codec writes.
 
 A bulk job encodes tens of thousands of payloads a second; ``json.dumps`` of one dict per
-user (and ``round`` of each score) cost it more than the model call. Here what is the
-same for the whole run is encoded once: each hotel's ``{"hotel_id":"h7","score":``
-fragment and the trailing model fields. Scores are cut to their 4-decimal "tick" (an
-int, vectorised) and their text comes from a table. A whole chunk of users is then
-joined column by column with numpy's bytes concatenation (``np.add`` on ``S`` arrays),
-so Python touches each user once, for the id. No I/O; numpy only (the lookup never
-imports this module). Golden tests pin the bytes against
-:func:`prescore.codec.encode_recommendations`.
+entity (and ``round`` of each score) cost it more than the model call. Here what is the
+same for the whole run is encoded once: each item's ``{"item_id":"p7",<payload
+columns>,"score":`` fragment and the trailing model fields. Scores are cut to their
+4-decimal "tick" (an int, vectorised) and their text comes from a table. A whole chunk of
+entities is then joined column by column with numpy's bytes concatenation (``np.add`` on
+``S`` arrays), so Python touches each entity once, for the key. No I/O; numpy only (the
+lookup never imports this module). Golden tests pin the bytes against
+:func:`prescore.codec.encode_payload`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from prescore.codec import SCORE_DECIMALS, dumps
+from prescore.codec import SCORE_DECIMALS, PayloadShape, dumps
 
 _SCALE = 10**SCORE_DECIMALS
 # round(k / 10**4, 4) for every tick of [0, 1], as codec writes it: b"0.0", b"0.0001", ...
@@ -54,38 +55,57 @@ def json_strings(values: Sequence[str]) -> np.ndarray:
     return np.array([dumps(v) for v in values], "S")
 
 
-class RecoPayloads:
-    """Encodes the payloads of one scoring run: one model, one hotel table, one context."""
+def _extra(fields: Mapping[str, Any]) -> bytes:
+    """``,"name":"X","price":12.5`` of an item's payload columns (as codec writes them)."""
+    return b"," + dumps(dict(fields))[1:-1] if fields else b""
+
+
+class RankingPayloads:
+    """Encodes the payloads of one scoring run: one model, one item table, one context."""
 
     def __init__(
         self,
-        hotel_ids: Sequence[str],
+        shape: PayloadShape,
+        item_ids: Sequence[str],
         *,
         model: str,
         model_version: str,
         scored_at: str,
         context: str | None = None,
+        item_extras: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.context = context
+        head = b'{"' + shape.entry_field.encode() + b'":'
+        extras = item_extras if item_extras is not None else [{}] * len(item_ids)
         # "S" arrays drop trailing NUL bytes, which JSON text never ends with
         self._entries = np.array(
-            [b'{"hotel_id":' + dumps(str(h)) + b',"score":' for h in hotel_ids], dtype="S"
+            [
+                head + dumps(str(i)) + _extra(x) + b',"score":'
+                for i, x in zip(item_ids, extras, strict=True)
+            ],
+            dtype="S",
         )
-        self._head_end = (b',"context":' + dumps(context) if context else b"") + b',"items":['
+        self._key_head = b"{" + dumps(shape.key_field) + b":"
+        self._head_end = (
+            (b',"context":' + dumps(context) if context else b"")
+            + b","
+            + dumps(shape.list_field)
+            + b":["
+        )
         self._tail = (
             b'],"model":' + dumps(model) + b',"model_version":' + dumps(model_version)
             + b',"scored_at":' + dumps(scored_at) + b"}"
         )  # fmt: skip
 
     def encode_grid(
-        self, user_ids: Sequence[str], hotels: np.ndarray, scores: np.ndarray, found: np.ndarray
+        self, keys: Sequence[str], items: np.ndarray, scores: np.ndarray, found: np.ndarray
     ) -> list[bytes]:
-        """One payload per user (row): its first ``found[u]`` hotel indices and scores.
+        """One payload per entity (row): its first ``found[u]`` item indices and scores.
 
-        ``hotels`` and ``scores`` are users x slots, best first; a slot past ``found[u]``
-        is left out, whatever it holds (its hotel index must still be a valid one).
+        ``items`` and ``scores`` are entities x slots, best first; a slot past ``found[u]``
+        is left out, whatever it holds (its item index must still be a valid one).
         """
-        slot = np.arange(hotels.shape[1])
+        slot = np.arange(items.shape[1])
         present = slot < np.asarray(found)[:, None]
         ticks = score_ticks(scores)
         text = _TICK_TEXT[np.maximum(ticks, 0)]
@@ -94,11 +114,11 @@ class RecoPayloads:
             fixes = [dumps(round(s, SCORE_DECIMALS)) for s in scores[odd].tolist()]
             text = text.astype(f"S{max(text.itemsize, *map(len, fixes))}")
             text[odd] = fixes
-        items = np.where(present, np.add(self._entries[hotels], text), b"")
+        entries = np.where(present, np.add(self._entries[items], text), b"")
         last = slot == np.asarray(found)[:, None] - 1
         ends = np.where(last, b"}", np.where(present, b"},", b""))
-        joined = np.zeros(len(user_ids), "S1")  # b"" each
+        joined = np.zeros(len(keys), "S1")  # b"" each
         for j in slot:
-            joined = np.add(np.add(joined, items[:, j]), ends[:, j])
-        heads = np.add(np.add(b'{"user_id":', json_strings(user_ids)), self._head_end)
+            joined = np.add(np.add(joined, entries[:, j]), ends[:, j])
+        heads = np.add(np.add(self._key_head, json_strings(keys)), self._head_end)
         return np.add(np.add(heads, joined), self._tail).tolist()

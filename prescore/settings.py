@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from prescore.datasets import Catalog, load
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR = PROJECT_ROOT / "var"
 
@@ -109,18 +111,25 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     models: ModelStoreSettings = field(default_factory=ModelStoreSettings)
     var_dir: str = str(DEFAULT_VAR)
+    catalog: Catalog = field(default_factory=Catalog)  # the declared datasets
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        config = env_str(env, "PRESCORE_CONFIG", "")
         return cls(
             redis=RedisSettings.from_env(env),
             store=StoreSettings.from_env(env),
             models=ModelStoreSettings.from_env(env),
             var_dir=env_str(env, "PRESCORE_VAR", str(DEFAULT_VAR)),
+            catalog=load(config, env) if config else Catalog(),
         )
 
     def with_overrides(
-        self, redis_url: str | None = None, model_store: str | None = None
+        self,
+        redis_url: str | None = None,
+        model_store: str | None = None,
+        config: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Settings:
         """These settings with the command-line flags that every entry point takes."""
         out = self
@@ -128,4 +137,6 @@ class Settings:
             out = replace(out, redis=replace(out.redis, url=redis_url))
         if model_store:
             out = replace(out, models=replace(out.models, root=model_store))
+        if config:
+            out = replace(out, catalog=load(config, env))
         return out

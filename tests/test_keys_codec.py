@@ -20,8 +20,11 @@ def test_key_layout_is_pinned() -> None:
     assert keys.pointer_key("reco") == "ps:{reco}:current"
     assert keys.registry_key("tags") == "ps:{tags}:versions"
     assert keys.version_prefix("reco", "v") == "ps:reco:v:"
-    assert keys.reco_key("u1") == "u1"
-    assert keys.reco_key("u1", "weekend-summer") == "u1|weekend-summer"
+    assert keys.entity_key("u1") == "u1"
+    assert keys.entity_key("u1", "weekend-summer") == "u1|weekend-summer"
+    assert keys.check_key("c1|nl", 2) == "c1|nl"
+    with pytest.raises(InvalidInput):
+        keys.check_key("c1|nl", 1)
 
 
 def test_version_ids_sort_by_time_and_validate() -> None:
@@ -52,14 +55,20 @@ def test_bad_ids_are_refused_with_a_stable_code(bad: str) -> None:
     assert info.value.http_status == 400
 
 
-def test_unknown_dataset_is_refused() -> None:
+@pytest.mark.parametrize("bad", ["", "Reco", "a:b", "{x}", "x*", "1st", "a" * 41])
+def test_a_name_that_is_no_dataset_name_is_refused(bad: str) -> None:
     with pytest.raises(InvalidInput) as info:
-        keys.check_dataset("users")
+        keys.check_dataset(bad)
     assert info.value.code == "unknown_dataset"
 
 
+RECO = codec.PayloadShape("user_id", "items", "hotel_id")  # the demo's datasets
+TAGS = codec.PayloadShape("image_id", "tags", "tag")
+
+
 def test_recommendation_payload_bytes_are_pinned() -> None:
-    raw = codec.encode_recommendations(
+    raw = codec.encode_payload(
+        RECO,
         "u42",
         [("h7", 0.912345), ("h3", 0.5)],
         model="reco",
@@ -74,7 +83,8 @@ def test_recommendation_payload_bytes_are_pinned() -> None:
 
 
 def test_tag_payload_bytes_are_pinned() -> None:
-    raw = codec.encode_tags(
+    raw = codec.encode_payload(
+        TAGS,
         "img-1",
         [("sea_view", 0.93), ("balcony", 0.71)],
         model="tagger",

@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from prescore import codec
-from prescore.payloads import RecoPayloads, json_strings, score_ticks
+from prescore.payloads import RankingPayloads, json_strings, score_ticks
 
 RUN = {"model": "reco", "model_version": "3", "scored_at": "2026-11-24T12:00:00Z"}
+RECO = codec.PayloadShape("user_id", "items", "hotel_id")  # the demo's
 
 
 def _both(hotels: list[str], picked: list[int], scores: np.ndarray, ctx: str | None) -> tuple:
     grid = np.asarray([picked], np.int64).reshape(1, len(picked))
-    (fast,) = RecoPayloads(hotels, **RUN, context=ctx).encode_grid(
+    (fast,) = RankingPayloads(RECO, hotels, **RUN, context=ctx).encode_grid(
         ["u42"], grid, np.asarray(scores).reshape(1, -1), np.array([len(picked)])
     )
-    slow = codec.encode_recommendations(
+    slow = codec.encode_payload(
+        RECO,
         "u42",
         [(hotels[h], s) for h, s in zip(picked, scores.tolist(), strict=True)],
         **RUN,
@@ -80,9 +82,12 @@ def test_a_grid_with_ragged_rows_matches_the_codec_per_user() -> None:
     scores[2, 1] = 0.00005  # a near-tie, decided by Python's round
     found = np.array([4, 0, 2, 4, 1, 3])
     users = [f"u{i}" for i in range(6)]
-    fast = RecoPayloads(hotels, **RUN, context="winter").encode_grid(users, grid, scores, found)
+    fast = RankingPayloads(RECO, hotels, **RUN, context="winter").encode_grid(
+        users, grid, scores, found
+    )
     slow = [
-        codec.encode_recommendations(
+        codec.encode_payload(
+            RECO,
             users[u],
             [(hotels[h], s) for h, s in zip(grid[u][:n], scores[u][:n].tolist(), strict=True)],
             **RUN,
@@ -98,3 +103,21 @@ def test_json_strings_match_the_codec_for_plain_and_odd_strings() -> None:
     odd = ['say "hi"', "back\\slash", "caf\u00e9", "nul\x00in", "\x01", "tab\t", "a/b", "\x7f"]
     for values in (plain, odd, plain + odd[:1], [], [""], ["a", ""]):
         assert json_strings(values).tolist() == [codec.dumps(v) for v in values]
+
+
+def test_item_payload_columns_and_other_field_names_match_the_codec() -> None:
+    shape = codec.PayloadShape("customer_id", "products", "sku")
+    items = ["p1", "p2", "p3"]
+    extras = [{"name": "Mug", "price": 7.5}, {"name": 'Tea "Gold"', "price": 3}, {}]
+    grid = np.array([[2, 0, 1]])
+    scores = np.array([[0.9, 0.4, 0.1]])
+    (fast,) = RankingPayloads(shape, items, **RUN, item_extras=extras).encode_grid(
+        ["c9"], grid, scores, np.array([3])
+    )
+    slow = codec.encode_payload(
+        shape, "c9", [("p3", 0.9), ("p1", 0.4), ("p2", 0.1)], **RUN,
+        extras=[extras[2], extras[0], extras[1]],
+    )  # fmt: skip
+    assert fast == slow
+    assert fast.startswith(b'{"customer_id":"c9","products":[{"sku":"p3","score":0.9},')
+    assert b'{"sku":"p1","name":"Mug","price":7.5,"score":0.4}' in fast

@@ -6,7 +6,7 @@ device plus personal noise; each hotel has a hidden quality; seasons and weekend
 the taste for pools, beaches and spas. A model that learns those links from the visible
 features beats a popularity ranking on held-out events, which is the point of the demo.
 
-    python -m jobs.datagen --out var/data --users 3000 --hotels 600 --seed 7
+    python -m examples.hotels.datagen --out var/data --users 3000 --hotels 600 --seed 7
 
 Writes users.parquet, hotels.parquet, contexts.parquet, events_train.parquet and
 events_test.parquet (split by event date: the last ``test_days`` are held out).

@@ -1,13 +1,16 @@
-"""Train the photo tagger: a small multi-label Keras CNN, versioned in the model store.
+"""Train the demo's photo tagger, a small multi-label Keras CNN, and write it as a
+SavedModel with its model.json.
 
-    python -m jobs.train_tagger --images var/images [--model-store URI] [--promote]
+    python -m examples.hotels.train_tagger --images var/images --out var/train/tagger
+    prescore models register tagger var/train/tagger --promote    # then, the public contract
 
-Reads ``labels.jsonl`` and the JPEGs beside it (jobs.imagegen), decodes them with
-prescore.image_features (the same pixels the bulk job and the fallback feed the model),
+Reads ``labels.jsonl`` and the JPEGs beside it (examples.hotels.imagegen), decodes them with
+prescore.image_features (the same pixels the bulk job and the fallback feed the model:
+uint8, resized to the model's input size; the scaling to [0, 1] is inside the model),
 splits by image into train / validation / test, picks a threshold per tag on validation
 (best F1) and reports held-out mAP and micro-F1 beside a label-frequency baseline.
-model.json holds the tag vocabulary with human labels, the thresholds, the metrics and
-the input size.
+model.json holds the tag vocabulary (``labels``) with human names, the thresholds and the
+metrics; the input size is the model's own input shape.
 """
 
 from __future__ import annotations
@@ -15,20 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.imagegen import LABELS, TAGS
-from jobs.quantize import average_precision, mean_average_precision
-from jobs.training import TrainResult, add_training_flags, run_training, store_trained
+from examples.hotels.imagegen import LABELS, TAGS
 from prescore.image_features import decode
-from prescore.modelstore import ModelStore
+from prescore.quality import average_precision, mean_average_precision
 
-MODEL_NAME = "tagger"
 IMAGE_SIZE = (64, 64)
 
 
@@ -72,8 +72,8 @@ def build_model(size: tuple[int, int], n_tags: int) -> Any:
     import keras
     from keras import layers
 
-    inputs = keras.Input((*size, 3), name="image")
-    h = inputs
+    inputs = keras.Input((*size, 3), dtype="uint8", name="image")
+    h = layers.Rescaling(1 / 255)(inputs)
     for width in (16, 32, 64):
         h = layers.Conv2D(width, 3, padding="same", activation="relu")(h)
         h = layers.MaxPooling2D()(h)
@@ -113,67 +113,41 @@ def fit(
     return model, thresholds, {k: round(float(v), 5) for k, v in metrics.items()}
 
 
-def build_int8(
-    model_dir: Path, representative: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray
-) -> dict[str, Any]:
-    """The hook where the float32 and int8 TFLite variants are made and measured.
-
-    Gets the exported model dir (holding saved_model/) and representative inputs; returns
-    the record stored under ``quantization`` in model.json.
-    """
-    from jobs.quantize import quantize_dir
-
-    return quantize_dir(model_dir, representative, x_eval, y_eval, "map")
-
-
-def train(
-    images: Path,
-    store: ModelStore,
-    *,
-    epochs: int = 20,
-    seed: int = 7,
-    promote: bool = False,
-    int8: bool = True,
-) -> TrainResult:
-    """Train on ``images``, store the model as the next version, optionally promote it."""
+def train(images: Path, out: Path, *, epochs: int = 20, seed: int = 7) -> dict[str, Any]:
+    """Fit on ``images``; write ``out/saved_model`` and ``out/model.json``; returns model.json."""
     x, y = load_images(images)
     model, thresholds, metrics = fit(x, y, epochs, seed)
     meta: dict[str, Any] = {
-        "kind": "multi-label photo tagger CNN",
-        "tags": list(TAGS),
-        "labels": dict(LABELS),
+        "kind": "labels",
+        "description": "multi-label hotel photo tagger",
+        "labels": list(TAGS),
+        "label_names": dict(LABELS),
         "thresholds": {t: round(float(v), 5) for t, v in zip(TAGS, thresholds, strict=True)},
-        "image_size": list(IMAGE_SIZE),
-        "input": {"shape": [*IMAGE_SIZE, 3], "dtype": "float32", "range": [0.0, 1.0]},
         "metrics": metrics,
-        "data": {"path": str(images), "images": len(x)},
+        "training_data": {"path": str(images), "images": len(x)},
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        model.export(str(model_dir / "saved_model"), verbose=False)
-        if int8:
-            tr, _, te = split(len(x), seed)
-            meta["quantization"] = build_int8(model_dir, x[tr[:200]], x[te], y[te])
-        return store_trained(store, MODEL_NAME, model_dir, meta, promote)
+    out.mkdir(parents=True, exist_ok=True)
+    model.export(str(out / "saved_model"), verbose=False)
+    (out / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=Path("var/images"))
-    add_training_flags(parser, epochs=20)
+    parser.add_argument("--out", type=Path, required=True, help="folder the model is written to")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    return run_training(
-        args,
-        args.images,
-        train,
-        lambda r: (
-            f"tagger version {r.version}{' (promoted)' if r.promoted else ''}: "
-            f"held-out mAP {r.metrics['map']:.4f} vs label frequency "
-            f"{r.metrics['baseline_map']:.4f}, micro-F1 {r.metrics['micro_f1']:.4f} vs "
-            f"{r.metrics['baseline_micro_f1']:.4f} ({int(r.metrics['test_images'])} test images)"
-        ),
+    started = time.perf_counter()
+    m = train(args.images, args.out, epochs=args.epochs, seed=args.seed)["metrics"]
+    print(
+        f"tagger written to {args.out}: held-out mAP {m['map']:.4f} vs label frequency "
+        f"{m['baseline_map']:.4f}, micro-F1 {m['micro_f1']:.4f} vs {m['baseline_micro_f1']:.4f} "
+        f"({int(m['test_images'])} test images); {time.perf_counter() - started:.1f}s"
     )
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Demo hotel photos: synthetic JPEGs where every tag has a visual signature.
 
-    python -m jobs.imagegen --out var/images --count 1500 --seed 7 [--bad-files]
+    python -m examples.hotels.imagegen --out var/images --count 1500 --seed 7 [--bad-files]
 
 Writes ``<image_id>.jpg`` and ``labels.jsonl`` into ``--out`` (one ``{"image_id", "tags"}`` a
 line). A sea view is a blue band under a sky, a pool a turquoise slab, a bed a white block

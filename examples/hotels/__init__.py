@@ -1,0 +1,1 @@
+"""The hotel demo: one example of prescore's contract (data, models, declarations)."""

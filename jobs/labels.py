@@ -1,0 +1,261 @@
+"""Bulk scoring of a ``labels`` dataset: each image's (or row's) labels above threshold.
+
+**Images** are read with Spark's binaryFile source (any path or glob Spark reads). The
+key rule: the file name without its extension (``.../images/img-42.jpg`` -> ``img-42``);
+a name that is not a valid id is a bad file. Decoding and resizing to the model's input
+size run inside the workers (mapInPandas), with the model loaded once per worker.
+Corrupt, empty, oversized or non-image files are counted and listed in the summary and
+get no payload; they never fail the job. Only files with one of the declared extensions
+are read; files over the declared size are reported from their listed length, unread.
+
+**Rows** of a feature table are fed to the model's named inputs by column name.
+
+Labels at or above their threshold are kept, best first: the dataset's ``min_score``,
+else model.json ``thresholds`` (one number, or one per label), else 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+
+from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
+from jobs.spark_tables import columns, read, require
+from prescore import codec, feeds, keys
+from prescore.codec import PayloadShape
+from prescore.datasets import Dataset
+from prescore.errors import InvalidInput
+from prescore.image_features import decode, model_input
+from prescore.modelstore import ModelRef
+from prescore.signature import Signatures, check_labels, image_input
+
+FILE_SPLITS_PER_TASK = 64  # a split holds ~32 small files (openCostInBytes)
+ARROW_BATCH_FILES = 512
+
+
+def thresholds(meta: Mapping[str, Any], labels: Sequence[str], floor: float | None) -> np.ndarray:
+    """Each label's threshold: the dataset's one ``floor``, else model.json's, else 0.5."""
+    if floor is not None:
+        return np.full(len(labels), floor, np.float32)
+    raw = meta.get("thresholds", 0.5)
+    if isinstance(raw, dict):
+        return np.array([float(raw.get(t, 0.5)) for t in labels], np.float32)
+    if isinstance(raw, list):
+        return np.asarray(raw, np.float32)
+    return np.full(len(labels), float(raw), np.float32)
+
+
+def label_payloads(
+    ds: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, meta: Mapping[str, Any],
+    model_version: str, scored_at: str, source: str | None = None,
+) -> list[bytes]:  # fmt: skip
+    """One payload per key: its labels at or above threshold, best first."""
+    labels = [str(x) for x in meta["labels"]]
+    floor = thresholds(meta, labels, ds["min_score"])
+    shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
+    out = []
+    for key, row in zip(ids, scores, strict=True):
+        best = [j for j in np.argsort(-row, kind="stable") if row[j] >= floor[j]]
+        out.append(
+            codec.encode_payload(
+                shape,
+                key,
+                [(labels[j], float(row[j])) for j in best],
+                model=ds["model"],
+                model_version=model_version,
+                scored_at=scored_at,
+                source=source,
+            )
+        )
+    return out
+
+
+def image_key(path: str) -> str:
+    """The documented key rule: the file name without its extension."""
+    return keys.check_id(posixpath.splitext(posixpath.basename(path))[0], what="image key")
+
+
+def decode_all(
+    frame: pd.DataFrame, size: tuple[int, int], channels: int, max_bytes: int
+) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Keys and pixels of the good images in ``frame``, and ``path: reason`` of bad ones."""
+    ids, pixels, bad = [], [], []
+    for path, content in zip(frame["path"], frame["content"], strict=True):
+        try:
+            key = image_key(path)
+            pixels.append(decode(bytes(content or b""), size, max_bytes, channels=channels))
+        except InvalidInput as exc:
+            bad.append(f"{path}: {exc.code}")
+            continue
+        ids.append(key)
+    return ids, pixels, bad
+
+
+def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
+    """(key, payload) rows of the good images in ``frame``, and ``path: reason`` of bad ones."""
+    name, tensor = image_input(model.signatures.serving, "model")
+    size = (int(tensor.shape[1]), int(tensor.shape[2]))
+    ids, pixels, bad = decode_all(frame, size, int(tensor.shape[3]), conf["max_bytes"])
+    if not pixels:
+        return [], bad
+    scores = model({name: model_input(np.stack(pixels), tensor.dtype)})
+    payloads = label_payloads(
+        conf["dataset"], ids, scores, model.meta, conf["model_version"], conf["scored_at"]
+    )
+    return list(zip(ids, payloads, strict=True)), bad
+
+
+def score_rows(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
+    """(key, payload) rows of a batch of feature rows; rows with a bad key are reported."""
+    cols = conf["dataset"]["rows"]["key"]
+    ids, good, bad = [], [], []
+    for i, parts in enumerate(zip(*(frame[c].astype(str) for c in cols), strict=True)):
+        try:
+            ids.append("|".join(keys.check_id(p, what="key") for p in parts))
+            good.append(i)
+        except InvalidInput as exc:
+            bad.append(f"row key {'|'.join(parts)[:80]!r}: {exc.code}")
+    if not good:
+        return [], bad
+    rows = frame.iloc[good]
+    scores = model(feeds.feeds(rows, model.signatures.serving.inputs))
+    payloads = label_payloads(
+        conf["dataset"], ids, scores, model.meta, conf["model_version"], conf["scored_at"]
+    )
+    return list(zip(ids, payloads, strict=True)), bad
+
+
+def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) -> Iterator[Any]:
+    """mapInPandas body: score, write, yield one stats row per batch."""
+    client = worker_redis(conf)
+    model = worker_model(conf)
+    score = score_images if conf["dataset"]["images"] else score_rows
+    step = conf["batch_rows"]
+    for batch in batches:
+        written, bad = 0, []
+        for start in range(0, len(batch), step):
+            rows, skipped = score(batch.iloc[start : start + step], conf, model)
+            written += write_rows(client, conf["dataset"]["name"], conf["version"], rows)
+            bad += skipped
+        yield stats_row(written, written, bad)
+
+
+# -- driver: images ------------------------------------------------------------------------
+
+
+def split_glob(images: str, pattern: str) -> tuple[str, str]:
+    """``dir/*.jpg`` -> (``dir``, ``*.jpg``): Spark lists one folder, not one root per match.
+
+    A last part of ``*`` keeps ``pattern``, so ``dir/*`` skips labels.jsonl and the like.
+    """
+    head, _, last = images.rstrip("/").rpartition("/")
+    if head and any(c in last for c in "*?[{") and not any(c in head for c in "*?[{"):
+        return head, pattern if last == "*" else last
+    return images, pattern
+
+
+def extension_pattern(extensions: Sequence[str]) -> str:
+    """The file names an images dataset reads: its extensions, in either case."""
+    both = sorted({e.lower() for e in extensions} | {e.upper() for e in extensions})
+    return "*.{" + ",".join(both) + "}"
+
+
+def _plain(uri: str) -> str:
+    plain = unquote(uri)
+    return "file:/" + plain[len("file:///") :] if plain.startswith("file:///") else plain
+
+
+def listed_count(files: Any) -> int:
+    """How many files the listing of ``files`` holds.
+
+    ``DataFrame.inputFiles()`` copies the paths over py4j one by one (seconds for 10,000s
+    of files); the count alone is one call on the JVM's array.
+    """
+    return len(files._jdf.inputFiles())
+
+
+def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
+    """One stats row for listed files no worker sees: empty or over ``max_bytes``.
+
+    The binaryFile scan drops empty files, and the length filter is pushed into the
+    listing, so an oversized file is never read; both are found from the listing alone.
+    """
+    from pyspark.sql import functions as F
+
+    # inputFiles() gives URIs ("file:///a%20b.jpg"); the path column the plain form.
+    listed = [(_plain(p),) for p in files.inputFiles()]
+    listed = spark.createDataFrame(listed, "path string")
+    scanned = files.select("path", "length").coalesce(spark.sparkContext.defaultParallelism)
+    empty = listed.join(scanned, "path", "left_anti").select(
+        "path", F.lit("empty_image").alias("reason")
+    )
+    big = scanned.where(scanned.length > max_bytes).select(
+        "path", F.lit("image_too_large").alias("reason")
+    )
+    bad = empty.unionByName(big).collect()  # a few rows: bad files are the exception
+    sample = [f"{r['path']}: {r['reason']}" for r in bad[:20]]
+    return spark.createDataFrame([(0, 0, len(bad), sample)], STATS_SCHEMA)
+
+
+def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any]:
+    """The listed files, and their (path, content) rows a worker decodes, in few partitions."""
+    root, pattern = split_glob(dataset.images, extension_pattern(dataset.image_extensions))
+    files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
+    images = files.where(files.length <= dataset.max_image_bytes).select("path", "content")
+    parallelism = spark.sparkContext.defaultParallelism
+    if partitions:
+        return files, images.repartition(partitions)
+    # Each Python task costs ~0.1 s to start here, as long as scoring 200-300 images:
+    # merge the file splits (no shuffle) into a few large tasks per core.
+    splits = images.rdd.getNumPartitions()
+    rounds = max(1, math.ceil(splits / (FILE_SPLITS_PER_TASK * parallelism)))
+    return files, images.coalesce(min(splits, rounds * parallelism))
+
+
+def runner(spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any]) -> Any:
+    """Check the model against the dataset; ``run(version)``: the stats of one run."""
+    sigs = Signatures.from_json(ref.meta["signature"])
+    body = {
+        **conf,
+        "dataset": asdict(dataset),
+        "max_bytes": dataset.max_image_bytes,
+        "batch_rows": conf.get("batch_rows") or 128,
+    }
+    if not dataset.images:
+        assert dataset.rows is not None
+        frame = read(spark, dataset.rows)
+        check_labels(dataset, sigs, ref.meta, columns(frame))
+        require(frame, dataset.rows.key, f"dataset {dataset.name}: rows")
+        frame = frame.select(
+            *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))
+        )
+        if conf.get("partitions"):
+            frame = frame.repartition(conf["partitions"])
+
+        def run_rows(version: str) -> Any:
+            mine = {**body, "version": version}
+            return frame.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
+
+        return run_rows
+    check_labels(dataset, sigs, ref.meta, None)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
+    files, images = read_images(spark, dataset, conf.get("partitions") or 0)
+
+    def run(version: str) -> Any:
+        mine = {**body, "version": version}
+        scored = images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
+        stats = scored.collect()
+        # Every listed file the workers saw was scored or reported; only when some were
+        # not (empty or oversized) is the listing searched for them, a costlier query.
+        if sum(r["scored"] + r["bad"] for r in stats) < listed_count(files):
+            stats += unread_stats(spark, files, dataset.max_image_bytes).collect()
+        return spark.createDataFrame(stats, STATS_SCHEMA)
+
+    return run

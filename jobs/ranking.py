@@ -1,0 +1,337 @@
+"""Bulk scoring of a ``ranking`` dataset: every entity's top k items, as a new version.
+
+The driver reads the declared tables, checks the model's signature against their
+columns before anything is written, collects the items (and contexts) and sends them
+to the workers once (a broadcast); entities are scored where they lie, a partition at a
+time (mapInPandas): candidates, pairs, inference and top-K are made inside the partition,
+so no pair is ever shuffled. In each Python worker the model, the encoded items, the
+candidate index and the payload encoders are built once per run (jobs.worker_cache).
+
+A model with the factored signatures (prescore.signature) is called once per entity
+(``encode_entity``), once per item and context, and then on pairs of encoded rows
+(``score_pairs``, gathered in one tf.function); any other model is called on the raw
+features of every pair (``serving_default``), its preprocessing run once per pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
+from jobs.spark_tables import columns, read, require
+from jobs.top_k import top_k_per_entity
+from jobs.worker_cache import CACHE
+from prescore import feeds, keys
+from prescore.codec import PayloadShape
+from prescore.datasets import Dataset
+from prescore.modelstore import ModelRef
+from prescore.payloads import RankingPayloads
+from prescore.signature import ENCODE_CONTEXT, Column, Signatures, check_ranking
+
+ITEM_KEY = "__item_key"
+CANDIDATES = "__candidates"
+
+
+def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[dict[str, Any]]]:
+    """The declared contexts' columns, and the rows of the ones a run scores."""
+    ctx = dataset.contexts
+    if ctx is None:
+        return {}, []
+    if ctx.table is None:
+        cols = {ctx.key: Column("string")}
+        return cols, [{ctx.key: v} for v in ctx.score]
+    frame = read(spark, ctx.table)
+    require(frame, [ctx.key], f"dataset {dataset.name}: contexts {ctx.table.path}")
+    found = {r[ctx.key]: r.asDict() for r in frame.collect()}  # a small table
+    missing = [v for v in ctx.score if v not in found]
+    if missing:
+        raise ValueError(f"dataset {dataset.name}: contexts not in the table: {missing}")
+    return dict(columns(frame)), [found[v] for v in ctx.score]
+
+
+def plan(spark: Any, dataset: Dataset, ref: ModelRef) -> dict[str, Any]:
+    """Read and check everything a run needs; the plain values its workers get."""
+    assert dataset.entities is not None and dataset.items is not None
+    sigs = Signatures.from_json(ref.meta["signature"])
+    entities, items = read(spark, dataset.entities), read(spark, dataset.items)
+    ctx_columns, ctx_rows = context_rows(spark, dataset)
+    sides = {"entity": columns(entities), "item": columns(items)}
+    if dataset.contexts is not None:
+        sides["context"] = ctx_columns
+    bound = check_ranking(dataset, sigs, ref.meta, sides)
+    rule = dataset.candidates
+    where = f"dataset {dataset.name}"
+    require(entities, [*dataset.entities.key, rule.entity_column], f"{where}: entities")
+    require(items, [*dataset.items.key, rule.item_column, *dataset.item_payload], f"{where}: items")
+    item_cols = {c for c, side in bound.items() if side == "item"} | set(dataset.item_payload)
+    if sigs.factored:
+        item_cols |= set(sigs.by_name["encode_item"].inputs)
+    item_cols |= {rule.item_column} - {""}
+    picked = items.select(dataset.items.key[0], *sorted(item_cols - {dataset.items.key[0]}))
+    item_table = picked.toPandas()
+    entity_cols = {c for c, side in bound.items() if side == "entity"} | {rule.entity_column}
+    if sigs.factored:
+        entity_cols |= set(sigs.by_name["encode_entity"].inputs)
+    entity_cols = (entity_cols - {""}) - set(dataset.entities.key)
+    frame = entities.select(*dataset.entities.key, *sorted(entity_cols))
+    if rule.rule == "table":
+        assert rule.table is not None
+        table = read(spark, rule.table)
+        require(table, [*rule.table.key, rule.items_column], f"{where}: candidates")
+        table = table.select(*rule.table.key, table[rule.items_column].alias(CANDIDATES))
+        frame = frame.join(table, list(dataset.entities.key), "left")
+    return {
+        "dataset": asdict(dataset),
+        "bound": bound,
+        "factored": sigs.factored,
+        "contexts": ctx_rows,
+        "entities": frame,
+        "items": {c: item_table[c].tolist() for c in item_table.columns},
+    }
+
+
+@dataclass
+class RunTables:
+    """What a worker builds once per run: items (raw or encoded), the candidate index,
+    each context's features and a payload encoder per context."""
+
+    item_ids: list[str]
+    item_feed: dict[str, np.ndarray]
+    item_block: np.ndarray | None
+    index: Mapping[Any, np.ndarray]
+    contexts: list[tuple[str | None, dict[str, np.ndarray], np.ndarray | None]]
+    encoders: dict[str | None, RankingPayloads]
+    cached: dict[tuple[Any, ...], np.ndarray]
+
+
+def _values(value: Any) -> list[Any]:
+    """A column value as a list of values (a list column, or one value)."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | np.ndarray):
+        return list(value)
+    return [value]
+
+
+def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: Any) -> RunTables:
+    ds = conf["dataset"]
+    key = ds["items"]["key"][0]
+    item_ids = [keys.check_id(str(i), what="item key") for i in items[key]]
+    sigs = model.signatures
+    serving = sigs.serving.inputs
+    side = conf["bound"]
+    item_feed = feeds.feeds(items, {n: t for n, t in serving.items() if side[n] == "item"})
+    block = None
+    if conf["factored"]:
+        block = model.encode("encode_item", feeds.feeds(items, sigs.by_name["encode_item"].inputs))
+    rule = ds["candidates"]
+    index: dict[Any, np.ndarray] = {}
+    if rule["rule"] == "match":
+        groups: dict[Any, list[int]] = {}
+        for i, value in enumerate(items[rule["item_column"]]):
+            for v in _values(value):
+                groups.setdefault(v, []).append(i)
+        index = {v: np.asarray(ix, np.int64) for v, ix in groups.items()}
+    elif rule["rule"] == "table":
+        index = {item: np.array([i]) for i, item in enumerate(item_ids)}
+    ctx_key = (ds.get("contexts") or {}).get("key", "context")
+    contexts = _contexts(conf, model, ctx_key)
+    extras = None
+    if ds["item_payload"]:
+        extras = [
+            {c: _plain(items[c][i]) for c in ds["item_payload"]} for i in range(len(item_ids))
+        ]
+    shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
+    encoders = {
+        c: RankingPayloads(
+            shape,
+            item_ids,
+            model=ds["model"],
+            model_version=conf["model_version"],
+            scored_at=conf["scored_at"],
+            context=c,
+            item_extras=extras,
+        )
+        for c, _, _ in contexts
+    }
+    return RunTables(item_ids, item_feed, block, index, contexts, encoders, {})
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON takes it (numpy scalars and arrays to Python values)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _contexts(
+    conf: Mapping[str, Any], model: Any, ctx_key: str
+) -> list[tuple[str | None, dict[str, np.ndarray], np.ndarray | None]]:
+    """(context value or None for the plain key, its raw feed, its encoded row)."""
+    ds = conf["dataset"]
+    serving = model.signatures.serving.inputs
+    ctx_inputs = {n: t for n, t in serving.items() if conf["bound"][n] == "context"}
+    enc_inputs = None
+    if conf["factored"] and ENCODE_CONTEXT in model.signatures.by_name:
+        enc_inputs = model.signatures.by_name[ENCODE_CONTEXT].inputs
+    wanted: list[tuple[str | None, dict[str, Any] | None]] = []
+    if ds.get("contexts") is None or ds["contexts"]["plain"]:
+        wanted.append((None, None))
+    wanted += [(str(row[ctx_key]), row) for row in conf["contexts"]]
+    out = []
+    for value, row in wanted:
+
+        def feed_of(inputs: Mapping[str, Any], row: dict[str, Any] | None = row) -> dict:
+            if row is None:
+                return feeds.blank(inputs)
+            return feeds.feeds({k: [row[k]] for k in inputs}, inputs)
+
+        encoded = model.encode(ENCODE_CONTEXT, feed_of(enc_inputs)) if enc_inputs else None
+        out.append((value, feed_of(ctx_inputs), encoded))
+    return out
+
+
+def _candidates(frame: pd.DataFrame, conf: Mapping[str, Any], run: RunTables) -> list[np.ndarray]:
+    """Item indices each entity of ``frame`` is scored against."""
+    rule = conf["dataset"]["candidates"]
+    everything = np.arange(len(run.item_ids), dtype=np.int64)
+    if rule["rule"] == "all":
+        return [everything] * len(frame)
+    column = frame[rule["entity_column"] if rule["rule"] == "match" else CANDIDATES]
+    out = []
+    empty = np.empty(0, np.int64)
+    shared = rule["rule"] == "match"  # entities share value sets: cached per run
+    for value in column:
+        wanted = tuple(_values(value))
+        found = run.cached.get(wanted) if shared else None
+        if found is None:
+            parts = [run.index.get(v, empty) for v in wanted]
+            found = np.unique(np.concatenate(parts)) if parts else empty
+            if shared:
+                run.cached[wanted] = found
+        out.append(found)
+    return out
+
+
+def _keys(frame: pd.DataFrame, conf: Mapping[str, Any]) -> list[str]:
+    ds = conf["dataset"]
+    cols = ds["entities"]["key"]
+    parts = [frame[c].astype(str).tolist() for c in cols]
+    for part in parts:
+        for value in part:
+            keys.check_id(value, what=ds["key_field"])
+    return parts[0] if len(parts) == 1 else ["|".join(p) for p in zip(*parts, strict=True)]
+
+
+Entity = tuple[dict[str, np.ndarray], np.ndarray | None]  # raw feeds, encoded rows
+
+
+def _scores(
+    model: Any, conf: Mapping[str, Any], run: RunTables, ctx: int, entity: Entity,
+    owner: np.ndarray, item_idx: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Every pair's score in context ``ctx``, ``batch_rows`` pairs a model call."""
+    step = conf["batch_rows"]
+    scores = np.empty(len(owner), np.float32)
+    _, ctx_feed, ctx_row = run.contexts[ctx]
+    entity_feed, entity_block = entity
+    if conf["factored"]:
+        score = model.pair_scorer()
+        for i in range(0, len(owner), step):
+            part = slice(i, i + step)
+            got = score(entity_block, run.item_block, ctx_row, owner[part], item_idx[part])
+            scores[part] = np.asarray(got)
+        return scores
+    for i in range(0, len(owner), step):
+        part = slice(i, i + step)
+        n = len(owner[part])
+        feed = {
+            **feeds.take(entity_feed, owner[part]),
+            **feeds.take(run.item_feed, item_idx[part]),
+            **{k: np.repeat(v, n, axis=0) for k, v in ctx_feed.items()},
+        }
+        scores[part] = model(feed)
+    return scores
+
+
+def score_chunk(
+    frame: pd.DataFrame, conf: Mapping[str, Any], model: Any, run: RunTables
+) -> tuple[list[tuple[str, bytes]], int]:
+    """Payloads of the entities of ``frame`` in every context, and the pairs scored."""
+    ids = _keys(frame, conf)
+    cands = _candidates(frame, conf, run)
+    counts = np.fromiter(map(len, cands), np.int64, len(cands))
+    owner = np.repeat(np.arange(len(frame)), counts)
+    item_idx = np.concatenate(cands) if len(owner) else np.empty(0, np.int64)
+    serving = model.signatures.serving.inputs
+    entity_feed = feeds.feeds(
+        frame, {n: t for n, t in serving.items() if conf["bound"][n] == "entity"}
+    )
+    block = None
+    if conf["factored"]:
+        wanted = model.signatures.by_name["encode_entity"].inputs
+        block = model.encode("encode_entity", feeds.feeds(frame, wanted))
+    rows: list[tuple[str, bytes]] = []
+    for c, (ctx, _, _) in enumerate(run.contexts):
+        if not len(owner):
+            break
+        scores = _scores(model, conf, run, c, (entity_feed, block), owner, item_idx)
+        best, exists = top_k_per_entity(counts, scores, conf["dataset"]["k"])
+        rows += _payloads(run.encoders[ctx], ids, counts, item_idx, scores, best, exists)
+    return rows, len(owner) * len(run.contexts)
+
+
+def _payloads(
+    encoder: RankingPayloads, ids: list[str], counts: np.ndarray, item_idx: np.ndarray,
+    scores: np.ndarray, best: np.ndarray, exists: np.ndarray,
+) -> list[tuple[str, bytes]]:  # fmt: skip
+    """(key, payload) of each entity with candidates, from the top-K grid of pair indices."""
+    keep = np.flatnonzero(counts)  # an entity without candidates gets no payload
+    best = np.minimum(best[keep], len(scores) - 1)  # absent slots (exists False) point anywhere
+    chosen = [ids[u] for u in keep.tolist()]
+    found = exists[keep].sum(axis=1)  # -inf padding sorts last: present slots come first
+    payloads = encoder.encode_grid(chosen, item_idx[best], scores[best], found)
+    ctx = encoder.context
+    return [(keys.entity_key(k, ctx), p) for k, p in zip(chosen, payloads, strict=True)]
+
+
+def score_partition(
+    batches: Iterator[pd.DataFrame], conf: Mapping[str, Any], items: Any
+) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: score, write, yield one stats row per Arrow batch."""
+    client = worker_redis(conf)
+    model = worker_model(conf)
+    run = CACHE.get(("run", conf["version"]), lambda: build_run(conf, items.value, model))
+    step = conf["entities_per_chunk"]  # bounds the pairs of one chunk
+    dataset = conf["dataset"]["name"]
+    for batch in batches:
+        written = pairs = 0
+        for start in range(0, len(batch), step):
+            rows, scored = score_chunk(batch.iloc[start : start + step], conf, model, run)
+            written += write_rows(client, dataset, conf["version"], rows)
+            pairs += scored
+        yield stats_row(written, pairs)
+
+
+def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:
+    """``run(version)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
+    items = spark.sparkContext.broadcast(planned.pop("items"))
+    frame = planned.pop("entities")
+    parallelism = spark.sparkContext.defaultParallelism
+    partitions = conf.get("partitions") or parallelism
+    if conf.get("partitions") or frame.rdd.getNumPartitions() < parallelism:
+        frame = frame.repartition(partitions)
+    body = {**conf, **planned}
+
+    def run(version: str) -> Any:
+        mine = {**body, "version": version}
+        return frame.mapInPandas(lambda it: score_partition(it, mine, items), STATS_SCHEMA)
+
+    return run

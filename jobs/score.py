@@ -1,0 +1,105 @@
+"""Bulk scoring of any declared dataset, published to Redis as a new version.
+
+    spark-submit jobs/score.py --dataset NAME [--config prescore.toml] [--model-version V]
+
+One entry point for every kind: a ``ranking`` dataset scores each entity against its
+candidates and keeps the top k (jobs.ranking); a ``labels`` dataset scores each image or
+row (jobs.labels). The model is the dataset's, at its promoted version unless
+``--model-version`` names one; its signature is checked against the dataset's columns
+before anything is written. Payloads are written beside the live version; the driver
+verifies the count and switches the pointer atomically, or marks the version failed and
+exits non-zero (jobs.bulk). Progress and a summary are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from jobs import labels, ranking
+from jobs.bulk import Summary, plain_settings, publish_version, settings_for, spark_session
+from jobs.flags import add_store_flags
+from prescore.errors import ConfigError
+from prescore.modelstore import ModelStore
+from prescore.settings import Settings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="a dataset declared in the config")
+    parser.add_argument("--model-version", help="default: the promoted version")
+    parser.add_argument("--partitions", type=int, default=0, help="default: Spark's parallelism")
+    parser.add_argument(
+        "--batch-rows", type=int, default=0,
+        help="rows per model call (ranking: pairs, default 32768; labels: 128)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--entities-per-chunk",
+        type=int,
+        default=1024,
+        help="ranking: entities scored, encoded and written together",
+    )
+    add_store_flags(parser)
+    return parser.parse_args(argv)
+
+
+def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary:
+    """Score every key of ``args.dataset`` and publish a new version; raises on failure."""
+    dataset = settings.catalog.get(args.dataset)
+    if dataset.kind == "external":
+        raise ConfigError(
+            f"dataset {dataset.name} is external: its scores are published with "
+            "`prescore publish`, not scored here"
+        )
+    ref = ModelStore(settings.models).resolve(dataset.model, args.model_version)
+    conf: dict[str, Any] = {
+        **plain_settings(settings),
+        "model_version": ref.version,
+        "partitions": args.partitions,
+        "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if dataset.kind == "ranking":
+        planned = ranking.plan(spark, dataset, ref)
+        conf.update(batch_rows=args.batch_rows or 32768, entities_per_chunk=args.entities_per_chunk)
+        n_items = len(next(iter(planned["items"].values()), []))
+        how = "factored signatures" if planned["factored"] else "serving_default on each pair"
+        contexts = [c or "(plain)" for c in _contexts(dataset)]
+        print(
+            f"{dataset.name}: scoring entities against {n_items} items with "
+            f"{dataset.model}/{ref.version} ({how}), top {dataset.k}, contexts {contexts}",
+            flush=True,
+        )
+        run = ranking.runner(spark, planned, conf)
+        unit = "pairs"
+    else:
+        conf.update(batch_rows=args.batch_rows or 128)
+        run = labels.runner(spark, dataset, ref, conf)
+        source = dataset.images or (dataset.rows.path if dataset.rows else "")
+        print(f"{dataset.name}: scoring {source} with {dataset.model}/{ref.version}", flush=True)
+        unit = "images" if dataset.images else "rows"
+    return publish_version(spark, settings, dataset.name, (dataset.model, ref.version), run, unit)
+
+
+def _contexts(dataset: Any) -> list[str]:
+    ctx = dataset.contexts
+    if ctx is None:
+        return [""]
+    return ([""] if ctx.plain else []) + list(ctx.score)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_for(args, os.environ)
+    spark = spark_session(f"prescore-score-{args.dataset}")
+    try:
+        run_job(spark, args, settings)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

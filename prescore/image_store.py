@@ -1,0 +1,67 @@
+"""Images by key from a labels dataset's folder, ``file://`` or ``hdfs://`` (prescore.storage).
+
+The bulk job's key rule read backwards: image ``<key>`` is the file ``<folder>/<key>.<ext>``,
+ext tried in the declared order (each in lower then upper case); the first that exists
+is the image. The key is checked with prescore.keys.check_id before any I/O: a valid id
+holds no ``/`` and never starts with ``.``, so the path names a file directly in the
+folder, never one outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from prescore import keys
+from prescore.datasets import Dataset
+from prescore.errors import ImageStoreUnavailable
+from prescore.storage import Root, open_root
+
+log = logging.getLogger(__name__)
+
+
+def image_folder(images: str) -> str:
+    """The folder of an images path: ``hdfs://nn/photos/*.jpg`` -> ``hdfs://nn/photos``."""
+    head, _, last = images.rstrip("/").rpartition("/")
+    return head if head and any(c in last for c in "*?[{") else images
+
+
+class ImageStore:
+    """Images by key under one folder (local disk or WebHDFS)."""
+
+    def __init__(self, root: Root, extensions: Sequence[str], max_bytes: int) -> None:
+        self.root = root
+        self.extensions = [
+            e for ext in extensions for e in dict.fromkeys((ext.lower(), ext.upper()))
+        ]
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def for_dataset(
+        cls, dataset: Dataset, webhdfs_url: str = "", user: str = "", timeout_s: float = 5.0
+    ) -> ImageStore:
+        root = open_root(
+            image_folder(dataset.images), webhdfs_url=webhdfs_url, user=user, timeout_s=timeout_s
+        )
+        return cls(root, dataset.image_extensions, dataset.max_image_bytes)
+
+    def paths(self, key: str) -> list[str]:
+        """Where image ``key`` may be, in the order tried; InvalidInput for a bad key."""
+        keys.check_id(key, what="image key")
+        return [self.root.join(f"{key}.{ext}") for ext in self.extensions]
+
+    def read(self, key: str) -> bytes | None:
+        """The image's bytes, or None if the folder has no image of that key.
+
+        At most ``max_bytes + 1`` bytes are read: the decoder refuses a larger image as
+        ``image_too_large`` without the whole file being held in memory.
+        """
+        for path in self.paths(key):
+            try:
+                raw = self.root.backend.read_bytes(path, self.max_bytes + 1)
+            except OSError as exc:
+                log.warning("image store %s cannot be read: %s", self.root.uri, exc)
+                raise ImageStoreUnavailable("the image store cannot be read") from exc
+            if raw is not None:
+                return raw
+        return None

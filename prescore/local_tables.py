@@ -1,0 +1,108 @@
+"""Reading a declared table outside Spark (pyarrow): for registration, the fallback and
+retraining's evaluation.
+
+``file://`` paths (a file, a folder of files, or a glob) are read in place; ``hdfs://``
+ones are fetched through WebHDFS (prescore.storage) into a temporary folder first. Only
+parquet is read here; the bulk jobs read every format Spark reads.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from prescore.datasets import Table
+from prescore.errors import ConfigError
+from prescore.signature import Column, Columns
+from prescore.storage import open_root
+
+
+def _local_files(path: str) -> list[str]:
+    if any(c in path for c in "*?["):
+        return sorted(glob.glob(path))
+    if os.path.isdir(path):
+        return sorted(
+            str(p)
+            for p in Path(path).rglob("*")
+            if p.is_file() and not p.name.startswith((".", "_"))
+        )
+    return [path] if os.path.exists(path) else []
+
+
+def _files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
+    parsed = urlparse(table.path)
+    if parsed.scheme in ("", "file"):
+        found = _local_files(parsed.path if parsed.scheme else table.path)
+    elif parsed.scheme == "hdfs":
+        root = open_root(table.path, webhdfs_url=webhdfs_url)
+        local = Path(workdir) / "t"
+        root.backend.download_dir(root.path, local)
+        found = _local_files(str(local))
+    else:
+        raise ConfigError(f"{table.path}: only file:// and hdfs:// tables are read outside Spark")
+    if not found:
+        raise ConfigError(f"{table.path}: no such table (no file matches)")
+    return found
+
+
+def readable(table: Table) -> bool:
+    """Whether this module can read ``table`` (parquet on file:// or hdfs://)."""
+    return table.format == "parquet" and urlparse(table.path).scheme in ("", "file", "hdfs")
+
+
+def read_typed(
+    table: Table, columns: Sequence[str] | None = None, webhdfs_url: str = ""
+) -> tuple[Any, Columns]:
+    """The table (or some of its columns) as a pandas DataFrame, and its column types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _files(table, webhdfs_url, tmp)
+        try:
+            parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in files]
+            arrow = pa.concat_tables(parts)
+        except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
+            raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
+    return arrow.to_pandas(), {f.name: _column(f.type) for f in arrow.schema}
+
+
+def read(table: Table, columns: Sequence[str] | None = None, webhdfs_url: str = "") -> Any:
+    """The table (or some of its columns) as a pandas DataFrame."""
+    return read_typed(table, columns, webhdfs_url)[0]
+
+
+def _column(arrow_type: Any) -> Column:
+    import pyarrow as pa
+
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return Column(_column(arrow_type.value_type).kind, True)
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return Column("string")
+    if pa.types.is_boolean(arrow_type):
+        return Column("bool")
+    if pa.types.is_integer(arrow_type):
+        return Column("int")
+    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return Column("float")
+    if pa.types.is_binary(arrow_type):
+        return Column("binary")
+    return Column(str(arrow_type))
+
+
+def schema(table: Table, webhdfs_url: str = "") -> Columns:
+    """Each column of ``table`` as the model contract sees it (reads one file's footer)."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        first = _files(table, webhdfs_url, tmp)[0]
+        try:
+            arrow = pq.read_schema(first)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
+    return {f.name: _column(f.type) for f in arrow}
