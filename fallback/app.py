@@ -1,35 +1,34 @@
-"""The live inference fallback: Flask app over the promoted models, micro-batched.
+"""The live inference fallback: Flask app over the served datasets' models, micro-batched.
 
 Routes (see /openapi.json):
-- ``POST /v1/predict/recommendations``: JSON ``{"instances": [{"user_id", "features"?,
-  "context"?, "candidates"?}], "k"?}`` -> ``{"model", "model_version", "predictions":
-  [payload | {"user_id", "error", "message"}]}``; each payload is exactly what the bulk
-  job stores (prescore.codec.encode_recommendations) with ``"source": "live"``.
-- ``POST /v1/predict/image-tags``: either the raw image as the body (Content-Type
-  ``image/*`` or ``application/octet-stream``, ``?image_id=``) -> one tags payload; or
-  JSON ``{"instances": [{"image_id", "b64"?}]}`` -> ``{"model", "model_version",
-  "predictions": [payload | {"image_id", "error", "message"}]}``. An instance without
-  ``b64`` is read from the photo store (``FALLBACK_PHOTOS``, see fallback.photos); a
-  photo it lacks (or no store configured) is a per-image ``not_found``. Each payload is
-  what the bulk tagging job stores (prescore.codec.encode_tags), ``"source": "live"``.
-- ``/healthz``, ``/readyz`` (every configured model loaded), ``/metrics``, ``/openapi.json``.
+- ``POST /v1/datasets/{name}:predict``, JSON ``{"instances": [{"key", "context"?,
+  "features"?, "b64"?}], "model_version"?, "k"?}`` -> ``{"dataset", "model",
+  "model_version", "predictions": [payload | {key_field, "error", "message"}]}``; each
+  payload is exactly what the bulk job stores, with ``"source": "live"``. An instance is
+  scored from the dataset's own inputs found by its key (entity table, image folder,
+  rows table), or from the ``features`` (or, for images, ``b64``) it carries.
+  ``model_version`` asks for the version that made the caller's data (default: the
+  promoted one).
+- the same route with the raw image as the body (``image/*`` or
+  ``application/octet-stream``, ``?key=``) answers one labels payload.
+- ``/healthz``, ``/readyz`` (every served dataset's model and inputs loaded),
+  ``/metrics``, ``/openapi.json``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from flask import Flask, Response, request
 
-from fallback import predict
+from fallback.inputs import Inputs
 from fallback.metrics import Metrics
 from fallback.models import ModelSlots, Watcher
 from fallback.openapi import document
-from fallback.photos import PhotoStore
+from fallback.predict import LabelsPredictor, RankingPredictor, check_key
 from fallback.settings import FallbackSettings
 from prescore import codec
+from prescore.datasets import Dataset
 from prescore.errors import (
     InvalidInput,
     NotFound,
@@ -47,11 +46,15 @@ from prescore.web import (
 )
 
 _IMAGE_TYPES = ("application/octet-stream",)
+Predictor = RankingPredictor | LabelsPredictor
 
 
-def _instances(body: Any, settings: FallbackSettings) -> list[dict[str, Any]]:
+def _instances(body: Any, dataset: Dataset, settings: FallbackSettings) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
+    unknown = sorted(set(body) - {"instances", "model_version", "k"})
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}", code="invalid_body")
     items = body.get("instances")
     if not isinstance(items, list) or not items:
         raise InvalidInput("instances must be a non-empty list", code="invalid_instances")
@@ -59,120 +62,113 @@ def _instances(body: Any, settings: FallbackSettings) -> list[dict[str, Any]]:
         raise PayloadTooLarge(
             f"{len(items)} instances; at most {settings.max_instances}", code="too_many_instances"
         )
-    if not all(isinstance(i, dict) for i in items):
-        raise InvalidInput("every instance must be a JSON object", code="invalid_instances")
-    return items
+    allowed = {"key", "context", "features"} | ({"b64"} if dataset.images else set())
+    out = []
+    for i, raw in enumerate(items):
+        if not isinstance(raw, dict):
+            raise InvalidInput("every instance must be a JSON object", code="invalid_instances")
+        extra = sorted(set(raw) - allowed)
+        if extra:
+            raise InvalidInput(
+                f"instances[{i}]: unknown field(s) {', '.join(extra)}", code="invalid_instances"
+            )
+        inst = {**raw, "key": check_key(dataset, raw.get("key"), f"instances[{i}].key")}
+        if raw.get("context") is not None:
+            if not dataset.has_contexts:
+                raise InvalidInput(f"dataset {dataset.name} has no contexts", code="invalid_id")
+            inst["context"] = _context(raw["context"], i)
+        out.append(inst)
+    return out
 
 
-def _reco_instance(raw: dict[str, Any], i: int, settings: FallbackSettings) -> dict[str, Any]:
-    user_id = predict.check_id(raw.get("user_id"), f"instances[{i}].user_id")
-    context = raw.get("context")
-    features = raw.get("features", {})
-    if not isinstance(features, dict):
-        raise InvalidInput(f"instances[{i}].features must be an object", code="invalid_features")
-    candidates = raw.get("candidates")
-    if candidates is not None:
-        if not isinstance(candidates, list) or not candidates:
-            raise InvalidInput(f"instances[{i}].candidates must be a non-empty list")
-        if len(candidates) > settings.max_candidates:
-            raise PayloadTooLarge(f"at most {settings.max_candidates} candidates per user")
-        candidates = [predict.check_id(c, f"instances[{i}].candidates") for c in candidates]
-    return {
-        "user_id": user_id,
-        "context": None if context is None else predict.check_id(context, "context"),
-        "features": features,
-        "candidates": candidates,
-    }
+def _context(raw: Any, i: int) -> str:
+    from prescore import keys
+
+    if not isinstance(raw, str):
+        raise InvalidInput(f"instances[{i}].context must be a string", code="invalid_id")
+    return keys.check_id(raw, what=f"instances[{i}].context")
 
 
-def _k(body: dict[str, Any], settings: FallbackSettings) -> int:
-    k = body.get("k", settings.default_k)
+def _k(body: dict[str, Any], dataset: Dataset, settings: FallbackSettings) -> int:
+    k = body.get("k", dataset.k)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= settings.max_k:
         raise InvalidInput(f"k must be an integer from 1 to {settings.max_k}", code="invalid_k")
     return k
 
 
-def _images(
-    settings: FallbackSettings, photos: PhotoStore | None
-) -> tuple[list[predict.ImageInput], bool]:
-    """The images of the request, and whether it was a single raw image."""
-    if request.mimetype.startswith("image/") or request.mimetype in _IMAGE_TYPES:
-        raw = request.get_data(cache=False)
-        if not raw:
-            raise InvalidInput("image is empty", code="empty_image")
-        image_id = predict.check_id(request.args.get("image_id", "upload"), "image_id")
-        return [predict.ImageInput(image_id, raw)], True
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType(
-            "send image/* bytes, or application/json with image ids or base64 images"
-        )
-    sent: list[tuple[str, bytes | None]] = []
-    for i, inst in enumerate(_instances(json_body(request, settings.max_body_bytes), settings)):
-        image_id = predict.check_id(inst.get("image_id"), f"instances[{i}].image_id")
-        if inst.get("b64") is None:  # by id, from the photo store
-            sent.append((image_id, None))
-            continue
-        try:
-            sent.append((image_id, base64.b64decode(str(inst["b64"]), validate=True)))
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidInput(f"instances[{i}].b64 is not base64", code="bad_image") from exc
-    # every instance is checked before the first photo is read
-    return [
-        predict.ImageInput(image_id, raw) if raw is not None else _stored(image_id, photos)
-        for image_id, raw in sent
-    ], False
+def _version(body: dict[str, Any]) -> str | None:
+    raw = body.get("model_version")
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 12:
+        raise InvalidInput("model_version must be a version number", code="invalid_body")
+    return raw
 
 
-def _stored(image_id: str, photos: PhotoStore | None) -> predict.ImageInput:
-    """Photo ``image_id`` from the photo store, or a per-image not_found."""
-    if photos is None:
-        why = "no photo store is configured (FALLBACK_PHOTOS); send the image as b64"
-        return predict.ImageInput(image_id, error=NotFound(why), sent=False)
-    raw = photos.read(image_id)
-    if raw is None:
-        why = f"no photo of image_id {image_id!r} in the photo store"
-        return predict.ImageInput(image_id, error=NotFound(why), sent=False)
-    return predict.ImageInput(image_id, raw, sent=False)
-
-
-def _predictions(model: str, version: str, payloads: list[bytes]) -> bytes:
-    head = codec.dumps({"model": model, "model_version": version})
+def _predictions(dataset: Dataset, model: str, version: str, payloads: list[bytes]) -> bytes:
+    head = codec.dumps({"dataset": dataset.name, "model": model, "model_version": version})
     return head[:-1] + b',"predictions":[' + b",".join(payloads) + b"]}"
 
 
 def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
-    """Build the app, load the promoted models, start the version watcher."""
+    """Build the app, read the inputs, load the promoted models, start the watcher."""
     app = Flask("fallback", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     metrics = Metrics()
-    slots = ModelSlots(ModelStore(settings.core.models), settings, metrics.observer)
+    served = {name: settings.core.catalog.get(name) for name in settings.served()}
+    inputs = {
+        name: Inputs(d, settings.webhdfs_url, settings.tables_refresh_s, settings.request_timeout_s)
+        for name, d in served.items()
+    }
+    predictors: dict[str, Predictor] = {
+        name: (
+            RankingPredictor(d, inputs[name], settings.max_candidates)
+            if d.kind == "ranking"
+            else LabelsPredictor(d, inputs[name])
+        )
+        for name, d in served.items()
+    }
+    slots = ModelSlots(
+        ModelStore(settings.core.models),
+        settings,
+        lambda d: predictors[d.name].prepare,
+        metrics.observer,
+    )
     slots.refresh_all()
-    for name in settings.models:
+    for name in served:
         metrics.track_depth(name, lambda n=name: _depth(slots, n))  # type: ignore[misc]
+
+    def refresh_inputs() -> None:
+        for found in inputs.values():
+            if found.stale():
+                found.refresh()
+
     if watch:
-        app.extensions["fallback_watcher"] = Watcher(slots, settings.watch_interval_s).start()
+        app.extensions["fallback_watcher"] = Watcher(
+            slots, settings.watch_interval_s, refresh_inputs
+        ).start()
     app.extensions["fallback_slots"] = slots
-    photos = PhotoStore.for_settings(settings)
     install_error_handlers(app)
     timeout = settings.request_timeout_s
 
-    @app.post("/v1/predict/recommendations")
-    def recommendations() -> Response:
+    @app.post("/v1/datasets/<name>:predict")
+    def predict(name: str) -> Response:
+        dataset = served.get(name)
+        if dataset is None:
+            raise NotFound(f"dataset {name!r} is not answered live here", code="unknown_dataset")
+        raw_image = request.mimetype.startswith("image/") or request.mimetype in _IMAGE_TYPES
+        if raw_image and dataset.images:
+            return _one_image(dataset, slots, predictors[name], timeout)  # type: ignore[arg-type]
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType(
+                "send application/json (or an image/* body to an images dataset)"
+            )
         body = json_body(request, settings.max_body_bytes)
-        items = _instances(body, settings)
-        instances = [_reco_instance(raw, i, settings) for i, raw in enumerate(items)]
-        model = slots.get("reco")
-        payloads = predict.recommend(model, instances, _k(body, settings), timeout)
-        return json_response(_predictions("reco", model.version, payloads))
-
-    @app.post("/v1/predict/image-tags")
-    def image_tags() -> Response:
-        model = slots.get("tagger")  # not ready: refused before any photo is read
-        images, single = _images(settings, photos)
-        payloads = predict.tag_images(model, images, timeout)
-        if single:
-            return json_response(payloads[0])
-        return json_response(_predictions("tagger", model.version, payloads))
+        instances = _instances(body, dataset, settings)
+        k = _k(body, dataset, settings)
+        model = slots.get(name, _version(body))  # not ready: refused before any input is read
+        payloads = predictors[name].predict(model, instances, k, timeout)
+        return json_response(_predictions(dataset, model.name, model.version, payloads))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -180,23 +176,39 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
 
     @app.get("/readyz")
     def readyz() -> Response:
-        ready = slots.ready()
+        ready = slots.ready() and all(i.ready for i in inputs.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
-        body["models"] = slots.loaded()
+        body["models"] = slots.promoted()
         if not ready:
-            body.update(error="not_ready", message="a configured model is not loaded")
+            why = {**slots.errors(), **{n: i.error for n, i in inputs.items() if i.error}}
+            body.update(
+                error="not_ready",
+                message="a served dataset's model or inputs are not loaded",
+                why=why,
+            )
         return json_response(codec.dumps(body), 200 if ready else 503)
 
     @app.get("/metrics")
     def metrics_page() -> Response:
-        for name, version in slots.loaded().items():
+        for name, version in slots.promoted().items():
             metrics.model_version.labels(name).set(float(version) if version.isdigit() else -1)
         return Response(metrics.render(), content_type=metrics.content_type)
 
-    install_openapi(app, document(settings))
+    install_openapi(app, document(settings, list(served.values())))
     install_timing(app, lambda route, _method, status, s: metrics.observe(route, status, s))
-
     return app
+
+
+def _one_image(
+    dataset: Dataset, slots: ModelSlots, predictor: LabelsPredictor, timeout: float
+) -> Response:
+    """A raw image body: one labels payload."""
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise InvalidInput("image is empty", code="empty_image")
+    key = check_key(dataset, request.args.get("key", "upload"), "key")
+    model = slots.get(dataset.name, _version(dict(request.args)))
+    return json_response(predictor.predict(model, [{"key": key, "raw": raw}], 0, timeout)[0])
 
 
 def _depth(slots: ModelSlots, name: str) -> float:

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from prescore import feeds
 from prescore.errors import Unavailable
+
+Feed = dict[str, np.ndarray]  # one request's rows, by model input name
 
 
 class Overloaded(Unavailable):
@@ -38,7 +41,8 @@ class InferenceTimeout(Unavailable):
 
 @dataclass
 class _Job:
-    rows: np.ndarray
+    feed: Feed
+    rows: int
     done: threading.Event = field(default_factory=threading.Event)
     result: np.ndarray | None = None
     error: BaseException | None = None
@@ -63,7 +67,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predict: Callable[[np.ndarray], np.ndarray],
+        predict: Callable[[Feed], np.ndarray],
         *,
         max_batch: int = 64,
         max_wait_s: float = 0.005,
@@ -117,15 +121,16 @@ class MicroBatcher:
             self._local.announced = False
             self._count(-1)
 
-    def submit(self, rows: np.ndarray, timeout_s: float = 10.0) -> np.ndarray:
-        """The model's output for ``rows`` (one request's rows, first axis), merged with others."""
+    def submit(self, feed: Feed, timeout_s: float = 10.0) -> np.ndarray:
+        """The model's output for ``feed`` (one request's rows, by input name), merged with
+        other requests' rows."""
         with self.expecting():
-            return self._submit(rows, timeout_s)
+            return self._submit(feed, timeout_s)
 
-    def _submit(self, rows: np.ndarray, timeout_s: float) -> np.ndarray:
+    def _submit(self, feed: Feed, timeout_s: float) -> np.ndarray:
         if self._closed:
             raise self._reloading()
-        job = _Job(rows)
+        job = _Job(feed, feeds.rows(feed))
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -161,7 +166,7 @@ class MicroBatcher:
             return _NOTHING
 
     def _gather(self, first: _Job) -> list[_Job]:
-        jobs, rows = [first], len(first.rows)
+        jobs, rows = [first], first.rows
         deadline = time.monotonic() + self.max_wait_s
         while rows < self.max_batch:
             if self.adaptive and self._active <= len(jobs) and self._queue.empty():
@@ -172,11 +177,11 @@ class MicroBatcher:
             if not isinstance(job, _Job):  # close(): run this batch, then stop
                 self._stopping = True
                 break
-            if rows + len(job.rows) > self.max_batch:
+            if rows + job.rows > self.max_batch:
                 self._held = job  # runs first in the next batch
                 break
             jobs.append(job)
-            rows += len(job.rows)
+            rows += job.rows
         return jobs
 
     def _run(self) -> None:
@@ -203,16 +208,16 @@ class MicroBatcher:
     def _execute(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         try:
-            merged = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+            merged = jobs[0].feed if len(jobs) == 1 else feeds.concat([j.feed for j in jobs])
             out = np.asarray(self.predict(merged))
             at = 0
             for job in jobs:
-                job.result = out[at : at + len(job.rows)]
-                at += len(job.rows)
+                job.result = out[at : at + job.rows]
+                at += job.rows
         except Exception as exc:  # every waiting caller gets the model's error
             for job in jobs:
                 job.error = exc
-        rows = sum(len(j.rows) for j in jobs)
+        rows = sum(j.rows for j in jobs)
         with self._lock:
             self.stats.batches += 1
             self.stats.requests += len(jobs)

@@ -40,28 +40,31 @@ class Metrics:
             ["route"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_requests = Histogram(
-            "fallback_batch_requests", "Requests merged into one model call, by model",
-            ["model"], buckets=BATCH_BUCKETS, registry=r,
+            "fallback_batch_requests", "Requests merged into one model call, by dataset",
+            ["dataset"], buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_rows = Histogram(
-            "fallback_batch_rows", "Rows in one model call, by model",
-            ["model"], buckets=BATCH_BUCKETS, registry=r,
+            "fallback_batch_rows", "Rows in one model call, by dataset",
+            ["dataset"], buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference = Histogram(
-            "fallback_inference_seconds", "Time of one model call, by model",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            "fallback_inference_seconds", "Time of one model call, by dataset",
+            ["dataset"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.queue_depth = Gauge(
-            "fallback_queue_depth", "Requests waiting for a model call", ["model"], registry=r
+            "fallback_queue_depth", "Requests waiting for a model call", ["dataset"], registry=r
         )
         self.model_version = Gauge(
-            "fallback_model_version", "Version of each model served", ["model"], registry=r
+            "fallback_model_version",
+            "Version of the model served as promoted, by dataset",
+            ["dataset"],
+            registry=r,
         )
 
-    def observer(self, model: str) -> BatchObserver:
-        """What a model's batcher calls after each model call."""
-        reqs, rows = self.batch_requests.labels(model), self.batch_rows.labels(model)
-        seconds = self.inference.labels(model)
+    def observer(self, dataset: str) -> BatchObserver:
+        """What a dataset's model batcher calls after each model call."""
+        reqs, rows = self.batch_requests.labels(dataset), self.batch_rows.labels(dataset)
+        seconds = self.inference.labels(dataset)
 
         def observe(n_requests: int, n_rows: int, took_s: float) -> None:
             reqs.observe(n_requests)
@@ -70,8 +73,8 @@ class Metrics:
 
         return observe
 
-    def track_depth(self, model: str, depth: Callable[[], float]) -> None:
-        self.queue_depth.labels(model).set_function(depth)
+    def track_depth(self, dataset: str, depth: Callable[[], float]) -> None:
+        self.queue_depth.labels(dataset).set_function(depth)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

@@ -1,8 +1,15 @@
-"""The promoted models in memory, and a watcher that swaps in a newly promoted version.
+"""The models live inference serves: each dataset's promoted version, and the version that
+made its live data when a lookup asks for that one.
 
-A swap never drops a request: the new version is loaded and warmed up completely beside
-the old one, then one reference is replaced. Requests hold the model they started with;
-the old model's batcher keeps answering them for ``swap_grace_s`` and is closed after.
+A lookup sends the model version recorded with the dataset version it read, so a live
+answer comes from the model that made the precomputed ones beside it. Loaded versions
+are kept per dataset in one bounded, locked cache (``FALLBACK_MODELS_KEPT``, the least
+recently used dropped first); the promoted version is loaded at start and whenever the
+watcher sees a new one promoted. A version asked for that is not loaded is loaded in the
+background: until it is, its requests get 503 ``model_loading`` at once, never a wait
+past their deadline. A new version is loaded and warmed up beside the old one, then one
+reference is replaced; a dropped version's batcher answers the requests that already
+hold it for ``swap_grace_s`` and is closed after.
 """
 
 from __future__ import annotations
@@ -10,16 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fallback.batcher import BatchObserver, MicroBatcher
+from fallback.batcher import BatchObserver, Feed, MicroBatcher
 from fallback.settings import FallbackSettings
+from prescore.datasets import Dataset
 from prescore.errors import ModelStoreError, PrescoreError, Unavailable
-from prescore.inference import load_runner, pick_runtime
+from prescore.inference import Runner, load_runner, pick_runtime
 from prescore.modelstore import ModelRef, ModelStore
 
 log = logging.getLogger(__name__)
@@ -27,113 +36,195 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One model version, loaded, with its batcher."""
+    """One model version, loaded for one dataset, with its batcher."""
 
+    dataset: str
     name: str
     version: str
     runtime: str
-    meta: dict[str, Any]
+    runner: Runner
     batcher: MicroBatcher
+    factored: bool  # pairs are scored from encoded rows (score_pairs); else from raw features
+    prepared: dict[str, Any]  # what its dataset's predictor built once (encoded items, ...)
 
-    def predict(self, rows: np.ndarray, timeout_s: float) -> np.ndarray:
-        return self.batcher.submit(rows, timeout_s)
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.runner.meta
+
+    def predict(self, feed: Feed, timeout_s: float) -> np.ndarray:
+        return self.batcher.submit(feed, timeout_s)
+
+
+Prepare = Callable[[Runner], dict[str, Any]]
 
 
 def load_model(
-    ref: ModelRef, settings: FallbackSettings, observe: BatchObserver | None = None
-) -> ServedModel:
-    """Load one version in the configured runtime, warm it up, start its batcher."""
-    from fallback.predict import warm as prepare  # predict imports this module
-
-    runtime = pick_runtime(ref.meta, ref.path, settings.runtime_for(ref.name))
-    runner = load_runner(ref.path, runtime, settings.inference_threads or None)
-    meta = (
-        {**ref.meta, "serving": {"data_dir": settings.data_dir}} if settings.data_dir else ref.meta
-    )
-    warm = meta.get("input_shape") or ([meta["feature_width"]] if "feature_width" in meta else None)
-    if isinstance(warm, list) and warm:  # first call builds kernels: not on a request
-        runner(np.zeros((1, *warm), np.float32))
-    prepare(ref.name, meta)
-    batch = settings.batch_for(ref.name)
+    dataset: Dataset, ref: ModelRef, settings: FallbackSettings, prepare: Prepare,
+    observe: BatchObserver | None = None,
+) -> ServedModel:  # fmt: skip
+    """Load one version in the configured runtime, prepare and warm it, start its batcher."""
+    runtime = pick_runtime(ref.meta, ref.path, settings.runtime_for(dataset.name))
+    runner = load_runner(ref.path, ref.meta, runtime, settings.inference_threads or None)
+    factored = runtime == "tf" and runner.signatures.factored and dataset.kind == "ranking"
+    prepared = prepare(runner)
+    if factored:
+        call: Callable[[Feed], np.ndarray] = lambda feed: runner.call("score_pairs", feed)  # type: ignore[attr-defined]  # noqa: E731
+    else:
+        call = runner
+    warm = prepared.get("warm")
+    if warm is not None:  # the first call builds kernels: not on a request
+        call(warm)
+    batch = settings.batch_for(dataset.kind)
     batcher = MicroBatcher(
-        runner,
+        call,
         max_batch=batch.max_batch,
         max_wait_s=batch.max_wait_s,
         max_queue=batch.max_queue,
         adaptive=batch.adaptive,
-        name=f"{ref.name}-{ref.version}",
+        name=f"{dataset.name}-{ref.version}",
         observe=observe,
     )
-    return ServedModel(ref.name, ref.version, runtime, meta, batcher)
+    return ServedModel(
+        dataset.name, ref.name, ref.version, runtime, runner, batcher, factored, prepared
+    )
 
 
 class ModelSlots:
-    """The current ServedModel of each model name; swapped whole, read without a lock."""
+    """The loaded versions of each served dataset's model (bounded, locked)."""
 
     def __init__(
         self,
         store: ModelStore,
         settings: FallbackSettings,
+        prepare: Callable[[Dataset], Prepare],
         observe: Callable[[str], BatchObserver] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.datasets = {n: settings.core.catalog.get(n) for n in settings.served()}
+        self._prepare = prepare
         self._observe = observe
-        self._current: dict[str, ServedModel] = {}
+        self._loaded: dict[str, OrderedDict[str, ServedModel]] = {
+            n: OrderedDict() for n in self.datasets
+        }
+        self._promoted: dict[str, str] = {}
+        self._loading: set[tuple[str, str]] = set()
         self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
         self.swaps = 0
 
-    def get(self, name: str) -> ServedModel:
-        found = self._current.get(name)
-        if found is None:
-            why = self._errors.get(name, "not loaded yet")
-            raise Unavailable(f"model {name!r} is not ready: {why}", code="model_not_ready")
-        return found
+    def get(self, dataset: str, version: str | None = None) -> ServedModel:
+        """The model of ``dataset`` at ``version`` (default: the promoted one)."""
+        if dataset not in self.datasets:
+            raise Unavailable(
+                f"dataset {dataset!r} is not answered live here", code="model_not_ready"
+            )
+        wanted = version or self._promoted.get(dataset)
+        with self._lock:
+            found = self._loaded[dataset].get(wanted) if wanted else None
+            if found is not None:
+                self._loaded[dataset].move_to_end(found.version)
+                return found
+        if wanted is None:
+            why = self._errors.get(dataset, "not loaded yet")
+            raise Unavailable(
+                f"the model of {dataset!r} is not ready: {why}", code="model_not_ready"
+            )
+        self._load_later(dataset, wanted)
+        raise Unavailable(
+            f"model version {wanted} of {dataset!r} is loading; retry shortly", code="model_loading"
+        )
 
-    def loaded(self) -> dict[str, str]:
-        return {name: m.version for name, m in self._current.items()}
+    def loaded(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {name: list(models) for name, models in self._loaded.items()}
+
+    def promoted(self) -> dict[str, str]:
+        return dict(self._promoted)
 
     def ready(self) -> bool:
-        return all(name in self._current for name in self.settings.models)
+        return all(self._promoted.get(n) in self._loaded[n] for n in self.datasets)
 
-    def refresh(self, name: str) -> bool:
-        """Load the promoted version of ``name`` if it is not the one served; True if swapped."""
+    def errors(self) -> dict[str, str]:
+        return dict(self._errors)
+
+    def _load_later(self, dataset: str, version: str) -> None:
+        with self._lock:
+            if (dataset, version) in self._loading:
+                return
+            self._loading.add((dataset, version))
+        threading.Thread(target=self.load, args=(dataset, version), daemon=True).start()
+
+    def load(self, dataset: str, version: str) -> ServedModel | None:
+        """Load ``version`` of ``dataset``'s model into the cache (None if it cannot be)."""
+        d = self.datasets[dataset]
         try:
-            promoted = self.store.promoted(name)
-            current = self._current.get(name)
-            if promoted is None or (current is not None and current.version == promoted):
-                if promoted is None:
-                    self._errors[name] = "no promoted version in the model store"
-                return False
-            ref = self.store.resolve(name, promoted)
-            observe = self._observe(name) if self._observe else None
-            model = load_model(ref, self.settings, observe)
+            ref = self.store.resolve(d.model, version)
+            observe = self._observe(dataset) if self._observe else None
+            model = load_model(d, ref, self.settings, self._prepare(d), observe)
         except (PrescoreError, OSError, ValueError, ImportError, AttributeError, KeyError) as exc:
-            self._errors[name] = str(exc)
-            log.warning("model %s: not loaded: %s", name, exc)
+            self._errors[dataset] = str(exc)
+            log.warning("dataset %s: model %s/%s not loaded: %s", dataset, d.model, version, exc)
+            return None
+        finally:
+            with self._lock:
+                self._loading.discard((dataset, version))
+        with self._lock:
+            slot = self._loaded[dataset]
+            slot[model.version] = model
+            dropped = []
+            while len(slot) > self.settings.models_kept:
+                oldest = next(iter(slot))
+                if oldest == self._promoted.get(dataset):
+                    slot.move_to_end(oldest)
+                    continue
+                dropped.append(slot.pop(oldest))
+        for old in dropped:
+            self._retire(old)
+        self._errors.pop(dataset, None)
+        log.info("dataset %s: loaded %s/%s (%s)", dataset, model.name, model.version, model.runtime)
+        return model
+
+    def _retire(self, old: ServedModel) -> None:
+        closer = threading.Timer(self.settings.swap_grace_s, old.batcher.close)
+        closer.daemon = True
+        closer.start()
+
+    def refresh(self, dataset: str) -> bool:
+        """Load the promoted version of ``dataset``'s model if it is new; True if swapped."""
+        d = self.datasets[dataset]
+        try:
+            promoted = self.store.promoted(d.model)
+        except (PrescoreError, OSError) as exc:
+            self._errors[dataset] = str(exc)
             return False
-        old = self._current.get(name)
-        self._current = {**self._current, name: model}  # one reference replaced
-        self._errors.pop(name, None)
-        self.swaps += 1 if old is not None else 0
-        log.info("model %s: serving version %s (%s)", name, model.version, model.runtime)
-        if old is not None:
-            closer = threading.Timer(self.settings.swap_grace_s, old.batcher.close)
-            closer.daemon = True
-            closer.start()
+        if promoted is None:
+            self._errors[dataset] = f"model {d.model!r} has no promoted version"
+            return False
+        if promoted == self._promoted.get(dataset):
+            return False
+        have = self.loaded()[dataset]
+        if promoted not in have and self.load(dataset, promoted) is None:
+            return False
+        swapped = dataset in self._promoted
+        self._promoted = {**self._promoted, dataset: promoted}  # one reference replaced
+        self.swaps += 1 if swapped else 0
         return True
 
     def refresh_all(self) -> None:
-        for name in self.settings.models:
-            self.refresh(name)
+        for dataset in self.datasets:
+            self.refresh(dataset)
 
 
 class Watcher:
-    """A daemon thread that re-reads the PROMOTED pointers every ``interval_s``."""
+    """A daemon thread that re-reads the PROMOTED pointers (and due tables) periodically."""
 
-    def __init__(self, slots: ModelSlots, interval_s: float) -> None:
+    def __init__(
+        self, slots: ModelSlots, interval_s: float, also: Callable[[], None] | None = None
+    ) -> None:
         self.slots = slots
         self.interval_s = interval_s
+        self.also = also
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
@@ -149,6 +240,8 @@ class Watcher:
             started = time.monotonic()
             try:
                 self.slots.refresh_all()
+                if self.also is not None:
+                    self.also()
             except ModelStoreError as exc:  # the store is down: keep serving what we have
                 log.warning("model watcher: %s", exc)
             log.debug("model watcher pass in %.3fs", time.monotonic() - started)

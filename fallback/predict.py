@@ -1,202 +1,408 @@
-"""Turning prediction requests into model rows and model scores into codec payloads.
+"""Turning live requests into model feeds and model scores into payloads, per dataset kind.
 
-Recommendations: each instance is a user (id, optional features, optional context,
-optional candidate hotel ids). Its rows come from the model's featurizer, named in its
-model.json as ``"featurizer": "module:function"`` (default
-``fallback.reco_rows:request_matrix``, over prescore.reco_features), called as
-``f(meta, user, context, hotel_ids) -> float32 [len(hotel_ids), F]``, where ``user`` is
-the features sent plus ``user_id`` (a featurizer may know users by id and raise
-NotFound for others). The module's optional ``candidates(meta, user, context)`` gives
-the default candidates (the hotels of the user's regions). All instances of a request go
-to the model as one batch, and merge there with other requests.
-
-Image tags: each image (sent in the request, or read from the photo store by id) is
-decoded and resized by prescore.image_features (as the bulk job does) to the model's
-input size (model.json ``image_size``), scaled to [0, 1]; tags at or above their
-threshold (model.json ``tags`` and ``thresholds``) are returned best first. All images of
-a request go to the model as one batch, and merge there with other requests.
+Ranking: an instance is a key (found in the dataset's entity table) or a key with the
+entity's raw ``features``, optionally in a ``context``. Its candidates come from the
+dataset's candidate rule; a factored model (on the tf runtime) encodes the entity once
+and scores its pairs from encoded rows (items are encoded once per model and table
+read), any other model gets every pair's raw features. Labels: an instance is a key (its
+image read from the dataset's folder, or its row from the table), a ``b64`` image or raw
+``features``. Every instance of a request goes to the micro-batcher as ONE submit, where
+it merges with other requests. Payloads are what the bulk job stores, ``"source": "live"``.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+import base64
+import binascii
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from fallback.inputs import Inputs, RankingTables, candidates
 from fallback.models import ServedModel
-from prescore import codec, keys
-from prescore.errors import InvalidInput, NotFound, PrescoreError
-from prescore.image_features import decode
+from prescore import codec, feeds, keys, label_payloads
+from prescore.codec import PayloadShape
+from prescore.datasets import Dataset
+from prescore.errors import InvalidInput, NotFound, PrescoreError, Unavailable
+from prescore.image_features import decode, model_input
+from prescore.inference import Runner
+from prescore.signature import ENCODE_CONTEXT, Tensor, image_input
 
-DEFAULT_RECO_FEATURIZER = "fallback.reco_rows:request_matrix"
-_featurizers: dict[str, Any] = {}
+Feed = dict[str, np.ndarray]
 
 
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _resolve(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    found = _featurizers.get(spec)
-    if found is None:
-        module = importlib.import_module(module_name)
-        found = _featurizers[spec] = (
-            getattr(module, attr),
-            getattr(module, "candidates", None),
-            getattr(module, "warm", None),
+def shape_of(dataset: Dataset) -> PayloadShape:
+    return PayloadShape(dataset.key_field, dataset.list_field, dataset.entry_field)
+
+
+def error_entry(dataset: Dataset, key: str, exc: PrescoreError) -> bytes:
+    """The per-instance entry of a key that gets no payload."""
+    return codec.dumps({dataset.key_field: key, "error": exc.code, "message": exc.message})
+
+
+def _fits(value: Any, tensor: Tensor) -> bool:
+    """Whether a posted feature value has the shape and type an input takes."""
+
+    def scalar(v: Any) -> bool:
+        if tensor.dtype == "string":
+            return isinstance(v, str)
+        return isinstance(v, int | float)  # a bool is an int here, as numpy takes it
+
+    if tensor.rank == 2:
+        return isinstance(value, list) and all(scalar(v) for v in value)
+    return tensor.rank == 1 and scalar(value)
+
+
+def check_features(features: Any, inputs: Mapping[str, Tensor], also: Sequence[str] = ()) -> dict:
+    """Posted raw features, checked against the inputs they feed (InvalidInput naming any
+    feature missing, unknown or of the wrong type)."""
+    if not isinstance(features, dict) or not features:
+        raise InvalidInput("features must be a non-empty object", code="invalid_features")
+    wanted = set(inputs) | {a for a in also if a}
+    missing = sorted(wanted - set(features))
+    unknown = sorted(set(features) - wanted)
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else []
         )
-    return found
-
-
-def featurizer(meta: dict[str, Any]) -> tuple[Callable[..., np.ndarray], Callable[..., Any] | None]:
-    try:
-        make_rows, candidates, _ = _resolve(str(meta.get("featurizer") or DEFAULT_RECO_FEATURIZER))
-        return make_rows, candidates
-    except (ImportError, AttributeError) as exc:
-        raise PrescoreError(f"model featurizer unavailable: {exc}", code="model_not_ready") from exc
-
-
-def warm(name: str, meta: dict[str, Any]) -> None:
-    """Prepare what a model's first request would (the reco featurizer's tables)."""
-    if name == "reco":
-        warm_up = _resolve(str(meta.get("featurizer") or DEFAULT_RECO_FEATURIZER))[2]
-        if warm_up is not None:
-            warm_up(meta)
-
-
-def _error(user_id: str, exc: PrescoreError) -> dict[str, Any]:
-    return {"user_id": user_id, "error": exc.code, "message": exc.message}
-
-
-def recommend(
-    model: ServedModel, instances: list[dict[str, Any]], k: int, timeout_s: float
-) -> list[bytes]:
-    """One payload (or per-instance error object) per instance, as JSON bytes."""
-    with model.batcher.expecting():  # the batcher waits for requests still building rows
-        return _recommend(model, instances, k, timeout_s)
-
-
-def _recommend(
-    model: ServedModel, instances: list[dict[str, Any]], k: int, timeout_s: float
-) -> list[bytes]:
-    make_rows, default_candidates = featurizer(model.meta)
-    rows: list[np.ndarray] = []
-    plans: list[tuple[dict[str, Any], list[str]] | bytes] = []
-    for inst in instances:
-        user = {**inst["features"], "user_id": inst["user_id"]}
-        try:
-            hotels = inst.get("candidates")
-            if hotels is None:
-                if default_candidates is None:
-                    raise InvalidInput(
-                        "candidates are required for this model", code="candidates_required"
-                    )
-                hotels = list(default_candidates(model.meta, user, inst["context"]))
-            if not hotels:
-                raise NotFound(f"no candidate hotels for user {inst['user_id']!r}")
-            matrix = make_rows(model.meta, user, inst["context"], hotels)
-            rows.append(np.asarray(matrix, np.float32))
-            plans.append((inst, hotels))
-        except PrescoreError as exc:
-            plans.append(codec.dumps(_error(inst["user_id"], exc)))
-    scores = model.predict(np.concatenate(rows), timeout_s).reshape(-1) if rows else np.array([])
-    out, at, stamp = [], 0, now()
-    for plan in plans:
-        if isinstance(plan, bytes):
-            out.append(plan)
-            continue
-        inst, hotels = plan
-        mine = scores[at : at + len(hotels)]
-        at += len(hotels)
-        best = np.argsort(-mine, kind="stable")[:k]
-        out.append(
-            codec.encode_recommendations(
-                inst["user_id"],
-                [(hotels[i], float(mine[i])) for i in best],
-                model="reco",
-                model_version=model.version,
-                scored_at=stamp,
-                context=inst["context"],
-                source="live",
+        raise InvalidInput(
+            f"features: {'; '.join(parts)}; expected {', '.join(sorted(wanted))}",
+            code="invalid_features",
+        )
+    for name, tensor in inputs.items():
+        if not _fits(features[name], tensor):
+            raise InvalidInput(
+                f"features.{name} must be {tensor.describe()}", code="invalid_features"
             )
-        )
-    return out
+    return features
 
 
-def _thresholds(meta: dict[str, Any], tags: list[str]) -> np.ndarray:
-    raw = meta.get("thresholds", 0.5)
-    if isinstance(raw, dict):
-        return np.array([float(raw.get(t, 0.5)) for t in tags], np.float32)
-    if isinstance(raw, list):
-        return np.asarray(raw, np.float32)
-    return np.full(len(tags), float(raw), np.float32)
+@dataclass(frozen=True)
+class Prepared:
+    """What a ranking model needs per table read: its inputs by side, encoded items."""
+
+    tables: RankingTables
+    side: Mapping[str, str]  # serving input -> entity | item | context
+    entity_inputs: Mapping[str, Tensor]  # what an entity's features must hold
+    item_feed: Feed  # raw item features (per-pair scoring)
+    item_block: np.ndarray | None  # encoded items (factored scoring)
+    extras: list[dict[str, Any]] | None  # item payload columns
+
+
+class RankingPredictor:
+    """Live top-k of a ranking dataset."""
+
+    def __init__(self, dataset: Dataset, inputs: Inputs, max_candidates: int) -> None:
+        self.dataset = dataset
+        self.inputs = inputs
+        self.max_candidates = max_candidates
+        self._prepared: dict[tuple[str, int], Prepared] = {}
+        self._lock = threading.Lock()
+
+    def _tables(self) -> RankingTables:
+        tables = self.inputs.ranking
+        if tables is None:
+            raise Unavailable(
+                f"the inputs of {self.dataset.name} are not read: {self.inputs.error}",
+                code="inputs_unavailable",
+            )
+        return tables
+
+    def prepare(self, runner: Runner) -> dict[str, Any]:
+        """At load: a pair feed (the first entity and item, no context) to warm it with."""
+        prep = self._build(runner, self._tables())
+        entities = prep.tables.entities
+        if entities is None or not len(entities) or not prep.tables.item_ids:
+            return {}
+        first = entities.iloc[0]
+        entity = {k: first[k] for k in prep.entity_inputs}
+        return {"warm": self._pairs(runner, prep, [(entity, np.array([0]), None)])}
+
+    def _build(self, runner: Runner, tables: RankingTables) -> Prepared:
+        sigs = runner.signatures
+        columns = {"entity": set(tables.entities.columns if tables.entities is not None else ())}
+        columns["item"] = set(tables.items.columns)
+        if tables.contexts is not None:
+            columns["context"] = set(tables.contexts.columns)
+        # the types were checked at registration and by the bulk job: here only where
+        # each input comes from matters (entities, then items, then contexts)
+        serving = sigs.serving.inputs
+        side = {n: next((s for s, cols in columns.items() if n in cols), "entity") for n in serving}
+        factored = runner.runtime == "tf" and sigs.factored
+        if factored:
+            entity_inputs = dict(sigs.by_name["encode_entity"].inputs)
+            item_inputs = sigs.by_name["encode_item"].inputs
+            block = runner.encode("encode_item", feeds.feeds(tables.items, item_inputs))  # type: ignore[attr-defined]
+            item_feed: Feed = {}
+        else:
+            entity_inputs = {n: t for n, t in serving.items() if side[n] == "entity"}
+            block = None
+            item_feed = feeds.feeds(
+                tables.items, {n: t for n, t in serving.items() if side[n] == "item"}
+            )
+        extras = None
+        if self.dataset.item_payload:
+            extras = [
+                {c: _plain(v) for c, v in zip(self.dataset.item_payload, row, strict=True)}
+                for row in tables.items[list(self.dataset.item_payload)].itertuples(index=False)
+            ]
+        return Prepared(tables, side, entity_inputs, item_feed, block, extras)
+
+    def prepared(self, model: ServedModel) -> Prepared:
+        tables = self._tables()
+        key = (model.version, id(tables))
+        with self._lock:
+            found = self._prepared.get(key)
+            if found is None:
+                found = self._build(model.runner, tables)
+                live = {id(self._tables())}
+                self._prepared = {k: v for k, v in self._prepared.items() if k[1] in live}
+                self._prepared[key] = found
+        return found
+
+    def _entity(self, prep: Prepared, inst: Mapping[str, Any]) -> dict[str, Any]:
+        """An instance's entity columns: the features sent, or its row in the table."""
+        rule_column = self.dataset.candidates.entity_column
+        if inst.get("features") is not None:
+            return check_features(inst["features"], prep.entity_inputs, [rule_column])
+        entities = prep.tables.entities
+        if entities is None or inst["key"] not in entities.index:
+            raise NotFound(
+                f"no entity {inst['key']!r} in the dataset's entities, and no features sent"
+            )
+        row = entities.loc[inst["key"]]
+        return {c: row[c] for c in {*prep.entity_inputs, rule_column} - {""}}
+
+    def _context(self, prep: Prepared, context: str | None) -> dict[str, Any] | None:
+        if context is None:
+            return None
+        ctx = prep.tables.contexts
+        if ctx is None or context not in ctx.index:
+            raise NotFound(f"no context {context!r} in the dataset's contexts")
+        return ctx.loc[context].to_dict()
+
+    def _pairs(
+        self, runner: Runner, prep: Prepared,
+        plans: Sequence[tuple[dict[str, Any] | None, np.ndarray, dict[str, Any] | None]],
+    ) -> Feed:  # fmt: skip
+        """The batcher's feed for every (entity, candidates, context) of a request."""
+        parts = []
+        serving = runner.signatures.serving.inputs
+        for entity, cands, context in plans:
+            n = len(cands)
+            if prep.item_block is not None:
+                e = runner.encode("encode_entity", _one(entity, prep.entity_inputs))  # type: ignore[attr-defined]
+                part = {"entity": np.repeat(e, n, axis=0), "item": prep.item_block[cands]}
+                if ENCODE_CONTEXT in runner.signatures.by_name:
+                    ctx_inputs = runner.signatures.by_name[ENCODE_CONTEXT].inputs
+                    c = runner.encode(ENCODE_CONTEXT, _one(context, ctx_inputs))  # type: ignore[attr-defined]
+                    part["context"] = np.repeat(c, n, axis=0)
+            else:
+                ctx_inputs = {k: t for k, t in serving.items() if prep.side[k] == "context"}
+                e_feed = _one(entity, prep.entity_inputs)
+                c_feed = _one(context, ctx_inputs)
+                part = {
+                    **{k: np.repeat(v, n, axis=0) for k, v in {**e_feed, **c_feed}.items()},
+                    **feeds.take(prep.item_feed, cands),
+                }
+            parts.append(part)
+        return feeds.concat(parts)
+
+    def predict(
+        self, model: ServedModel, instances: Sequence[Mapping[str, Any]], k: int, timeout_s: float
+    ) -> list[bytes]:
+        """One payload (or per-instance error entry) per instance."""
+        with model.batcher.expecting():  # the batcher waits for requests still building rows
+            prep = self.prepared(model)
+            plans: list[tuple[Any, np.ndarray, Any]] = []
+            out: list[bytes | None] = []
+            for inst in instances:
+                try:
+                    entity = self._entity(prep, inst)
+                    context = self._context(prep, inst.get("context"))
+                    cands = candidates(self.dataset, prep.tables, entity, inst["key"])
+                    if not len(cands):
+                        raise NotFound(f"no candidate items for {inst['key']!r}")
+                    if len(cands) > self.max_candidates:
+                        cands = cands[: self.max_candidates]
+                    plans.append((entity, cands, context))
+                    out.append(None)
+                except PrescoreError as exc:
+                    if isinstance(exc, InvalidInput) and inst.get("features") is not None:
+                        raise  # the caller's own features are wrong: their 400
+                    out.append(error_entry(self.dataset, inst["key"], exc))
+            scores = (
+                model.predict(self._pairs(model.runner, prep, plans), timeout_s)
+                if plans
+                else np.empty(0)
+            )
+        return self._payloads(model, prep, instances, out, plans, scores, k)
+
+    def _payloads(
+        self, model: ServedModel, prep: Prepared, instances: Sequence[Mapping[str, Any]],
+        out: list[bytes | None], plans: list[Any], scores: np.ndarray, k: int,
+    ) -> list[bytes]:  # fmt: skip
+        at, stamp, it = 0, now(), iter(plans)
+        shape = shape_of(self.dataset)
+        done = []
+        for inst, entry in zip(instances, out, strict=True):
+            if entry is not None:
+                done.append(entry)
+                continue
+            _, cands, _ = next(it)
+            mine = scores[at : at + len(cands)]
+            at += len(cands)
+            best = np.argsort(-mine, kind="stable")[:k]
+            extras = [prep.extras[cands[i]] for i in best] if prep.extras else None
+            done.append(
+                codec.encode_payload(
+                    shape,
+                    inst["key"],
+                    [(prep.tables.item_ids[cands[i]], float(mine[i])) for i in best],
+                    model=model.name,
+                    model_version=model.version,
+                    scored_at=stamp,
+                    context=inst.get("context"),
+                    source="live",
+                    extras=extras,
+                )
+            )
+        return done
+
+
+def _one(row: Mapping[str, Any] | None, inputs: Mapping[str, Tensor]) -> Feed:
+    """A one-row feed of ``row`` (None: blank, as the plain key is scored)."""
+    if row is None:
+        return feeds.blank(inputs)
+    return feeds.feeds({k: [row[k]] for k in inputs}, inputs)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 @dataclass(frozen=True)
 class ImageInput:
-    """One image of a tags request: its bytes, or why there are none."""
+    """One image of a labels request: its bytes, or why there are none."""
 
-    image_id: str
-    raw: bytes | None = None  # sent by the caller, or read from the photo store
-    error: PrescoreError | None = None  # why there is no image (e.g. not in the photo store)
+    key: str
+    raw: bytes | None = None  # sent by the caller, or read from the image folder
+    error: PrescoreError | None = None  # why there is no image (e.g. not in the folder)
     sent: bool = True  # sent bytes that do not decode are the caller's 400, not an entry
 
 
-def image_error(image_id: str, exc: PrescoreError) -> bytes:
-    """The per-image entry of an image that gets no tags."""
-    return codec.dumps({"image_id": image_id, "error": exc.code, "message": exc.message})
+class LabelsPredictor:
+    """Live labels of a labels dataset (images or rows)."""
 
+    def __init__(self, dataset: Dataset, inputs: Inputs) -> None:
+        self.dataset = dataset
+        self.inputs = inputs
 
-def tag_images(model: ServedModel, images: list[ImageInput], timeout_s: float) -> list[bytes]:
-    """One tags payload (or per-image error entry) per image, in order.
+    def prepare(self, runner: Runner) -> dict[str, Any]:
+        sig = runner.signatures.serving
+        if self.dataset.images:
+            name, tensor = image_input(sig, "model")
+            dims = tuple(int(d) for d in tensor.shape[1:])  # type: ignore[arg-type]
+            return {"warm": {name: model_input(np.zeros((1, *dims), np.uint8), tensor.dtype)}}
+        return {}
 
-    Every image that decodes goes to the model in ONE submit to the micro-batcher. An
-    image the caller sent that does not decode fails the request (InvalidInput); one read
-    from the photo store gets a per-image error entry instead.
-    """
-    tags = [str(t) for t in model.meta["tags"]]
-    height, width = (int(v) for v in model.meta.get("image_size", (128, 128)))
-    pixels: list[np.ndarray] = []
-    errors: dict[int, bytes] = {}
-    with model.batcher.expecting():
-        for i, image in enumerate(images):
-            if image.error is not None:
-                errors[i] = image_error(image.image_id, image.error)
-                continue
+    def image(self, key: str, b64: Any = None, raw: bytes | None = None) -> ImageInput:
+        """An instance's image: sent (as the body, or base64), or read from the folder."""
+        if raw is not None:
+            return ImageInput(key, raw)
+        if b64 is not None:
             try:
-                pixels.append(decode(image.raw or b"", (height, width)))
-            except InvalidInput as exc:
-                if image.sent:
-                    raise
-                errors[i] = image_error(image.image_id, exc)
-        scores = model.predict(np.stack(pixels), timeout_s) if pixels else np.empty((0, 0))
-    floor = _thresholds(model.meta, tags)
-    stamp, out, rows = now(), [], iter(scores)
-    for i, image in enumerate(images):
-        if i in errors:
-            out.append(errors[i])
-            continue
-        row = next(rows)
-        keep = [j for j in np.argsort(-row, kind="stable") if row[j] >= floor[j]]
-        out.append(
-            codec.encode_tags(
-                image.image_id,
-                [(tags[j], float(row[j])) for j in keep],
-                model="tagger",
-                model_version=model.version,
-                scored_at=stamp,
-                source="live",
+                return ImageInput(key, base64.b64decode(str(b64), validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidInput(f"the b64 of {key!r} is not base64", code="bad_image") from exc
+        if self.inputs.images is None:
+            return ImageInput(key, error=NotFound("this dataset reads no images"), sent=False)
+        raw = self.inputs.images.read(key)
+        if raw is None:
+            return ImageInput(
+                key, error=NotFound(f"no image {key!r} in the dataset's folder"), sent=False
             )
+        return ImageInput(key, raw, sent=False)
+
+    def _feed(
+        self, model: ServedModel, instances: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[int], Feed, dict[int, bytes]]:
+        sig = model.runner.signatures.serving
+        errors: dict[int, bytes] = {}
+        good: list[int] = []
+        if self.dataset.images:
+            name, tensor = image_input(sig, "model")
+            size = (int(tensor.shape[1]), int(tensor.shape[2]))
+            # every instance is checked before the first image is read
+            images = [self.image(i["key"], i.get("b64"), i.get("raw")) for i in instances]
+            pixels = []
+            for n, image in enumerate(images):
+                try:
+                    if image.error is not None:
+                        raise image.error
+                    pixels.append(
+                        decode(
+                            image.raw or b"",
+                            size,
+                            self.dataset.max_image_bytes,
+                            channels=int(tensor.shape[3]),
+                        )
+                    )
+                    good.append(n)
+                except PrescoreError as exc:
+                    if image.sent and isinstance(exc, InvalidInput):
+                        raise
+                    errors[n] = error_entry(self.dataset, image.key, exc)
+            feed = {name: model_input(np.stack(pixels), tensor.dtype)} if pixels else {}
+            return good, feed, errors
+        rows = []
+        for n, inst in enumerate(instances):
+            try:
+                if inst.get("features") is not None:
+                    rows.append(check_features(inst["features"], sig.inputs))
+                else:
+                    table = self.inputs.rows
+                    if table is None or inst["key"] not in table.index:
+                        raise NotFound(f"no row {inst['key']!r} in the dataset's table")
+                    rows.append({c: table.loc[inst["key"]][c] for c in sig.inputs})
+                good.append(n)
+            except PrescoreError as exc:
+                if isinstance(exc, InvalidInput):
+                    raise
+                errors[n] = error_entry(self.dataset, inst["key"], exc)
+        feed = (
+            feeds.feeds({c: [r[c] for r in rows] for c in sig.inputs}, sig.inputs) if rows else {}
         )
-    return out
+        return good, feed, errors
+
+    def predict(
+        self, model: ServedModel, instances: Sequence[Mapping[str, Any]], k: int, timeout_s: float
+    ) -> list[bytes]:
+        with model.batcher.expecting():
+            good, feed, errors = self._feed(model, instances)
+            scores = model.predict(feed, timeout_s) if good else np.empty((0, 0))
+        payloads = label_payloads.encode(
+            shape_of(self.dataset), [instances[n]["key"] for n in good], scores, model.meta,
+            model=model.name, model_version=model.version, scored_at=now(),
+            floor=self.dataset.min_score, source="live",
+        )  # fmt: skip
+        by_n = dict(zip(good, payloads, strict=True))
+        return [by_n.get(n) or errors[n] for n in range(len(instances))]
 
 
-def check_id(raw: Any, what: str) -> str:
+def check_key(dataset: Dataset, raw: Any, what: str) -> str:
     if not isinstance(raw, str):
         raise InvalidInput(f"{what} must be a string", code="invalid_id")
-    return keys.check_id(raw, what=what)
+    return keys.check_key(raw, len(dataset.key_columns), what=what)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"fallback: serving on http://{settings.bind} ({settings.workers} x {settings.threads} "
-        f"threads); models {','.join(settings.models)} from {settings.core.models.root}",
+        f"threads); datasets {','.join(settings.served())} from {settings.core.models.root}",
         flush=True,
     )
     server = WSGIServer(

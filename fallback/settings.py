@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from prescore.errors import ConfigError
 from prescore.inference import RUNTIMES
 from prescore.settings import Settings, env_bool, env_float, env_int, env_str
-from prescore.storage import check_uri
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,19 @@ class BatchSettings:
         )
 
 
+def _pairs(text: str, name: str) -> dict[str, str]:
+    """``"reco=tf,tags=int8"`` -> ``{"reco": "tf", "tags": "int8"}``."""
+    out = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{name}: expected dataset=value pairs, got {item!r}")
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class FallbackSettings:
     """Everything the fallback service needs; the core settings included."""
@@ -42,24 +55,22 @@ class FallbackSettings:
     workers: int = 1
     threads: int = 32
     graceful_timeout_s: int = 10  # a worker still busy this long after SIGTERM is killed
-    models: tuple[str, ...] = ("reco", "tagger")
-    reco_runtime: str = "auto"  # tf | float32 | int8 | auto (fastest measured at build)
-    tagger_runtime: str = "auto"
+    datasets: tuple[str, ...] = ()  # the datasets answered live; empty: every live one
+    runtime: str = "auto"  # tf | float32 | int8 | auto (fastest measured at registration)
+    runtimes: Mapping[str, str] = field(default_factory=dict)  # per dataset, over runtime
     inference_threads: int = 0  # LiteRT threads per interpreter; 0: all cores
-    reco_batch: BatchSettings = field(default_factory=lambda: BatchSettings(max_batch=4096))
-    tagger_batch: BatchSettings = field(default_factory=lambda: BatchSettings(max_batch=32))
+    # rows per model call: pairs of a ranking, images or rows of labels
+    ranking_batch: BatchSettings = field(default_factory=lambda: BatchSettings(max_batch=4096))
+    labels_batch: BatchSettings = field(default_factory=lambda: BatchSettings(max_batch=32))
     request_timeout_s: float = 5.0  # a request waiting longer for the model gets a 504
     watch_interval_s: float = 5.0  # how often the PROMOTED pointers are checked
+    tables_refresh_s: float = 300.0  # how often a dataset's tables are read again
     swap_grace_s: float = 5.0  # a replaced model keeps answering requests already holding it
-    data_dir: str = ""  # users/hotels tables of reco (default: model.json data.path)
-    # Folder of the hotel photos (file:// or hdfs://); image <id> is <folder>/<id>.<ext>.
-    # Empty: tags are answered only for images sent in the request.
-    photos: str = ""
-    photos_webhdfs_url: str = ""  # WebHDFS endpoint of an hdfs:// photos folder
-    default_k: int = 10
-    max_k: int = 100
-    max_instances: int = 100  # users (or images) in one request
-    max_candidates: int = 2000  # hotels scored for one user
+    models_kept: int = 2  # model versions kept loaded per model (the promoted one and one more)
+    webhdfs_url: str = ""  # WebHDFS endpoint of hdfs:// inputs (tables, images)
+    max_instances: int = 100  # keys (or images) in one request
+    max_candidates: int = 5000  # items scored for one entity
+    max_k: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
 
     @classmethod
@@ -71,47 +82,50 @@ class FallbackSettings:
             workers=env_int(env, "FALLBACK_WORKERS", cls.workers),
             threads=env_int(env, "FALLBACK_THREADS", cls.threads),
             graceful_timeout_s=env_int(env, "FALLBACK_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
-            models=tuple(
-                m for m in env_str(env, "FALLBACK_MODELS", ",".join(cls.models)).split(",") if m
-            ),
-            reco_runtime=env_str(env, "FALLBACK_RECO_RUNTIME", cls.reco_runtime),
-            tagger_runtime=env_str(env, "FALLBACK_TAGGER_RUNTIME", cls.tagger_runtime),
+            datasets=tuple(d for d in env_str(env, "FALLBACK_DATASETS", "").split(",") if d),
+            runtime=env_str(env, "FALLBACK_RUNTIME", cls.runtime),
+            runtimes=_pairs(env_str(env, "FALLBACK_RUNTIMES", ""), "FALLBACK_RUNTIMES"),
             inference_threads=env_int(env, "FALLBACK_INFERENCE_THREADS", cls.inference_threads),
-            reco_batch=BatchSettings.from_env(env, "FALLBACK_RECO", 4096),
-            tagger_batch=BatchSettings.from_env(env, "FALLBACK_TAGGER", 32),
+            ranking_batch=BatchSettings.from_env(env, "FALLBACK_RANKING", 4096),
+            labels_batch=BatchSettings.from_env(env, "FALLBACK_LABELS", 32),
             request_timeout_s=env_float(env, "FALLBACK_REQUEST_TIMEOUT_S", cls.request_timeout_s),
             watch_interval_s=env_float(env, "FALLBACK_WATCH_INTERVAL_S", cls.watch_interval_s),
+            tables_refresh_s=env_float(env, "FALLBACK_TABLES_REFRESH_S", cls.tables_refresh_s),
             swap_grace_s=env_float(env, "FALLBACK_SWAP_GRACE_S", cls.swap_grace_s),
-            data_dir=env_str(env, "FALLBACK_DATA_DIR", cls.data_dir),
-            photos=env_str(env, "FALLBACK_PHOTOS", cls.photos),
-            photos_webhdfs_url=env_str(env, "FALLBACK_PHOTOS_WEBHDFS_URL", cls.photos_webhdfs_url),
-            default_k=env_int(env, "FALLBACK_DEFAULT_K", cls.default_k),
-            max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k),
+            models_kept=env_int(env, "FALLBACK_MODELS_KEPT", cls.models_kept),
+            webhdfs_url=env_str(env, "FALLBACK_WEBHDFS_URL", cls.webhdfs_url),
             max_instances=env_int(env, "FALLBACK_MAX_INSTANCES", cls.max_instances),
             max_candidates=env_int(env, "FALLBACK_MAX_CANDIDATES", cls.max_candidates),
+            max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k),
             max_body_bytes=env_int(env, "FALLBACK_MAX_BODY_BYTES", cls.max_body_bytes),
         )
         settings.check()
         return settings
 
+    def served(self) -> list[str]:
+        """The datasets answered live: those named, else every declared live one."""
+        catalog = self.core.catalog
+        if self.datasets:
+            return [catalog.get(d).name for d in self.datasets]
+        return [n for n in catalog.names() if catalog.get(n).live and catalog.get(n).model]
+
     def check(self) -> None:
         """Refuse settings that cannot work, at start-up rather than per request."""
-        for runtime in (self.reco_runtime, self.tagger_runtime):
+        for name, runtime in [("FALLBACK_RUNTIME", self.runtime), *self.runtimes.items()]:
             if runtime != "auto" and runtime not in RUNTIMES:
-                raise ValueError(f"runtime must be auto or one of {RUNTIMES}, got {runtime!r}")
-        if not 1 <= self.default_k <= self.max_k:
-            raise ValueError("need 1 <= default_k <= max_k")
-        if self.photos:
-            check_uri(self.photos)
-        unknown = set(self.models) - {"reco", "tagger"}
-        if unknown or not self.models:
-            raise ValueError(f"models must be some of reco,tagger; got {self.models}")
+                raise ConfigError(
+                    f"{name}: runtime must be auto or one of {', '.join(RUNTIMES)}; got {runtime!r}"
+                )
+        for name in self.datasets:
+            self.core.catalog.get(name)
+        if self.models_kept < 1:
+            raise ConfigError("FALLBACK_MODELS_KEPT must be at least 1")
 
-    def runtime_for(self, model: str) -> str:
-        return self.reco_runtime if model == "reco" else self.tagger_runtime
+    def runtime_for(self, dataset: str) -> str:
+        return self.runtimes.get(dataset, self.runtime)
 
-    def batch_for(self, model: str) -> BatchSettings:
-        return self.reco_batch if model == "reco" else self.tagger_batch
+    def batch_for(self, kind: str) -> BatchSettings:
+        return self.ranking_batch if kind == "ranking" else self.labels_batch
 
     def with_changes(self, **changes: Any) -> FallbackSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

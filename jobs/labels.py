@@ -10,8 +10,7 @@ are read; files over the declared size are reported from their listed length, un
 
 **Rows** of a feature table are fed to the model's named inputs by column name.
 
-Labels at or above their threshold are kept, best first: the dataset's ``min_score``,
-else model.json ``thresholds`` (one number, or one per label), else 0.5.
+Labels at or above their threshold are kept, best first (prescore.label_payloads).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import pandas as pd
 
 from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
 from jobs.spark_tables import columns, read, require
-from prescore import codec, feeds, keys
+from prescore import feeds, keys, label_payloads
 from prescore.codec import PayloadShape
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput
@@ -40,41 +39,13 @@ FILE_SPLITS_PER_TASK = 64  # a split holds ~32 small files (openCostInBytes)
 ARROW_BATCH_FILES = 512
 
 
-def thresholds(meta: Mapping[str, Any], labels: Sequence[str], floor: float | None) -> np.ndarray:
-    """Each label's threshold: the dataset's one ``floor``, else model.json's, else 0.5."""
-    if floor is not None:
-        return np.full(len(labels), floor, np.float32)
-    raw = meta.get("thresholds", 0.5)
-    if isinstance(raw, dict):
-        return np.array([float(raw.get(t, 0.5)) for t in labels], np.float32)
-    if isinstance(raw, list):
-        return np.asarray(raw, np.float32)
-    return np.full(len(labels), float(raw), np.float32)
-
-
-def label_payloads(
-    ds: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, meta: Mapping[str, Any],
-    model_version: str, scored_at: str, source: str | None = None,
-) -> list[bytes]:  # fmt: skip
-    """One payload per key: its labels at or above threshold, best first."""
-    labels = [str(x) for x in meta["labels"]]
-    floor = thresholds(meta, labels, ds["min_score"])
+def _payloads(conf: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, meta: Any) -> list:
+    ds = conf["dataset"]
     shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
-    out = []
-    for key, row in zip(ids, scores, strict=True):
-        best = [j for j in np.argsort(-row, kind="stable") if row[j] >= floor[j]]
-        out.append(
-            codec.encode_payload(
-                shape,
-                key,
-                [(labels[j], float(row[j])) for j in best],
-                model=ds["model"],
-                model_version=model_version,
-                scored_at=scored_at,
-                source=source,
-            )
-        )
-    return out
+    return label_payloads.encode(
+        shape, ids, scores, meta, model=ds["model"], model_version=conf["model_version"],
+        scored_at=conf["scored_at"], floor=ds["min_score"],
+    )  # fmt: skip
 
 
 def image_key(path: str) -> str:
@@ -106,10 +77,7 @@ def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tu
     if not pixels:
         return [], bad
     scores = model({name: model_input(np.stack(pixels), tensor.dtype)})
-    payloads = label_payloads(
-        conf["dataset"], ids, scores, model.meta, conf["model_version"], conf["scored_at"]
-    )
-    return list(zip(ids, payloads, strict=True)), bad
+    return list(zip(ids, _payloads(conf, ids, scores, model.meta), strict=True)), bad
 
 
 def score_rows(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
@@ -126,10 +94,7 @@ def score_rows(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tupl
         return [], bad
     rows = frame.iloc[good]
     scores = model(feeds.feeds(rows, model.signatures.serving.inputs))
-    payloads = label_payloads(
-        conf["dataset"], ids, scores, model.meta, conf["model_version"], conf["scored_at"]
-    )
-    return list(zip(ids, payloads, strict=True)), bad
+    return list(zip(ids, _payloads(conf, ids, scores, model.meta), strict=True)), bad
 
 
 def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) -> Iterator[Any]:

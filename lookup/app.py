@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from lookup import new_users, routes
+from lookup import live, routes
+from lookup.datasets import ServedDatasets
 from lookup.fallback_client import FallbackClient
 from lookup.fastpath import FastPath
 from lookup.metrics import Metrics
@@ -25,10 +26,12 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     reader = StoreReader(client, settings.pointer_cache_s)
     metrics = Metrics(settings.server.metrics_dir)
     service = Lookup(reader, on_miss or for_settings(settings), metrics)
+    datasets = ServedDatasets.of(settings.core.catalog)
     install_error_handlers(app)
-    routes.register(app, settings, service, reader, metrics)
+    routes.register(app, settings, service, reader, metrics, datasets)
     app.extensions["lookup"] = service
-    if isinstance(service.on_miss, FallbackClient):  # new users scored from their features
-        new_users.register(app, settings, service.on_miss)
-    app.wsgi_app = FastPath(app.wsgi_app, service, settings, metrics)  # type: ignore[method-assign]
+    if isinstance(service.on_miss, FallbackClient):  # new entities scored from their features
+        live.register(app, settings, service.on_miss, datasets)
+    fast = FastPath(app.wsgi_app, service, settings, metrics, datasets)
+    app.wsgi_app = fast  # type: ignore[method-assign]
     return app

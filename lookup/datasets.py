@@ -1,38 +1,67 @@
-"""What the lookup knows about each dataset's payload shape (see prescore.codec)."""
+"""What the lookup knows of each declared dataset: names in URLs, bodies and payloads."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from prescore.codec import PayloadShape
+from prescore.datasets import Catalog, Dataset
+from prescore.errors import NotFound
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """One served dataset: its names in URLs and bodies and the list its payloads hold."""
+class Served:
+    """One dataset as the lookup serves it."""
 
-    name: str  # dataset in the store: "reco" | "tags"
-    noun: str  # what a miss message calls the answer
-    id_field: str  # "user_id" | "image_id" (in payloads and per-id errors)
-    ids_field: str  # "user_ids" | "image_ids" (batch request bodies)
-    list_field: str  # "items" | "tags"
-    # Every list entry of a codec payload holds this exact byte string once, and a JSON
-    # string value cannot (its quotes would be escaped), so counting it counts entries
-    # without decoding the payload.
-    entry_marker: bytes
+    name: str
+    kind: str
+    route: str  # "" when only /v1/datasets/{name} serves it
+    shape: PayloadShape  # key, list and entry field names of its payloads
+    batch_field: str  # a batchGet body's list of keys (``keys`` is always taken too)
+    key_parts: int  # key columns: a key is that many ids joined by '|'
+    contexts: bool  # ?context= is taken
+    k: int  # entries a payload holds: the default of k / limit
+    live: bool  # a miss may be answered by live inference
+
+    @property
+    def counts_entries(self) -> bool:
+        """Whether payload entries can be counted by their marker (their first field)."""
+        return bool(self.shape.entry_field)
+
+    @classmethod
+    def of(cls, d: Dataset) -> Served:
+        return cls(
+            name=d.name,
+            kind=d.kind,
+            route=d.route,
+            shape=PayloadShape(d.key_field, d.list_field, d.entry_field),
+            batch_field=d.batch_field,
+            key_parts=len(d.key_columns),
+            contexts=d.has_contexts,
+            k=d.k if d.kind == "ranking" else 100,
+            live=d.live,
+        )
 
 
-RECO = DatasetSpec(
-    name="reco",
-    noun="recommendations",
-    id_field="user_id",
-    ids_field="user_ids",
-    list_field="items",
-    entry_marker=b'"hotel_id":',
-)
-TAGS = DatasetSpec(
-    name="tags",
-    noun="tags",
-    id_field="image_id",
-    ids_field="image_ids",
-    list_field="tags",
-    entry_marker=b'"tag":',
-)
+@dataclass(frozen=True)
+class ServedDatasets:
+    """Every served dataset, by name and by route."""
+
+    by_name: Mapping[str, Served]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> ServedDatasets:
+        return cls({name: Served.of(d) for name, d in catalog.datasets.items()})
+
+    def get(self, name: str) -> Served:
+        found = self.by_name.get(name)
+        if found is None:
+            raise NotFound(f"no dataset {name!r} is served here", code="unknown_dataset")
+        return found
+
+    def routes(self) -> list[tuple[str, Served]]:
+        """(URL prefix of a single-key GET, dataset) for every dataset, declared routes too."""
+        out = [(f"/v1/datasets/{s.name}/", s) for s in self.by_name.values()]
+        out += [(f"/v1/{s.route}/", s) for s in self.by_name.values() if s.route]
+        return out

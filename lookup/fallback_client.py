@@ -2,19 +2,17 @@
 
 Every miss of one request goes to the fallback in ONE call per dataset (a batchGet's
 misses included; over ``fallback_max_instances`` of them, in several calls within the
-one deadline):
-
-- ``reco``: ``POST {fallback}/v1/predict/recommendations`` with
-  ``{"instances": [{"user_id", "context"?}], "k"}``;
-- ``tags``: ``POST {fallback}/v1/predict/image-tags`` with
-  ``{"instances": [{"image_id"}]}``; the fallback reads each photo from its photo store
-  (``FALLBACK_PHOTOS``) by the bulk job's id rule.
+one deadline): ``POST {fallback}/v1/datasets/{name}:predict`` with
+``{"instances": [{"key", "context"?}], "model_version"}``, where ``model_version`` is the
+one that made the version the request read, so a live answer and a precomputed one of
+the same response come from the same model. The fallback finds each key's inputs itself
+(the dataset's own tables or image folder).
 
 Each live payload (``"source": "live"``, the shape the bulk job stores) is written back
-under the version the request read, with a TTL (``PRESCORE_LIVE_TTL_S``), so the next
-request for it is a hit. A user the fallback cannot score, or a photo its store lacks,
-stays a 404 ``not_found``. A new user's features are sent with
-``POST /v1/recommendations:predict`` (lookup.new_users).
+under the version the request read, with a TTL (``PRESCORE_LIVE_TTL_S``) and within a
+bound per version (``PRESCORE_LIVE_MAX_KEYS``), so the next request for it is a hit. A
+key the fallback cannot score stays a 404 ``not_found``. An answer made from features a
+caller sent (``:predict``, lookup.live) is never written back.
 
 A call has a deadline (``fallback_timeout_s``, default 100 ms) and runs behind a circuit
 breaker (pybreaker), one per dataset: after ``fallback_breaker_fails`` failures in a row
@@ -22,7 +20,7 @@ the breaker opens and that dataset's misses fail at once for ``fallback_breaker_
 then one trial call decides whether it closes again. A slow fallback raises
 FallbackTimeout (``fallback_timeout``), one down or refusing FallbackUnavailable
 (``fallback_unavailable``). A single lookup answers them as a 504 / 503; a batchGet
-serves its hits and gives each missing id a per-item entry with that code
+serves its hits and gives each missing key a per-item entry with that code
 (lookup.service).
 
 Plain HTTP (http.client, one keep-alive connection per thread); no TensorFlow here.
@@ -36,13 +34,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import pybreaker
 import redis
 
+from lookup.datasets import ServedDatasets
 from lookup.misses import Answer, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
@@ -52,21 +50,6 @@ from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
 from prescore.redis_client import Client, connect
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where one dataset's misses go, and what its payloads hold."""
-
-    path: str
-    id_field: str  # the entity id of an instance and of its payload
-    list_field: str  # every payload holds it; a per-instance error entry does not
-
-
-ROUTES = {
-    "reco": Route("/v1/predict/recommendations", "user_id", "items"),
-    "tags": Route("/v1/predict/image-tags", "image_id", "tags"),
-}
 
 
 class _Refused(Exception):
@@ -84,19 +67,19 @@ class FallbackClient:
         self.base = parsed.path.rstrip("/")
         self.timeout_s = settings.fallback_timeout_s
         self.max_instances = settings.fallback_max_instances
-        self.k = settings.default_k
         self.ttl_s = settings.core.store.live_ttl_s
         self.max_live_keys = settings.core.store.live_max_keys
         self.redis = client if client is not None else connect(settings.core.redis)
-        # One breaker per dataset: a tagger that is down does not stop live reco.
+        self.datasets = ServedDatasets.of(settings.core.catalog)
+        # One breaker per dataset: a model that is down does not stop live answers of others.
         self.breakers = {
-            dataset: pybreaker.CircuitBreaker(
+            name: pybreaker.CircuitBreaker(
                 fail_max=settings.fallback_breaker_fails,
                 reset_timeout=settings.fallback_breaker_reset_s,
                 exclude=[InvalidInput],  # the caller's bad input is no sign of an outage
-                name=dataset,
+                name=name,
             )
-            for dataset in ROUTES
+            for name in self.datasets.by_name
         }
         self._local = threading.local()
 
@@ -137,7 +120,7 @@ class FallbackClient:
             return self._post_once(path, body, deadline)  # a kept-alive connection went stale
 
     def predict(
-        self, dataset: str, instances: list[dict[str, Any]]
+        self, dataset: str, instances: list[dict[str, Any]], model_version: str = ""
     ) -> list[dict[str, Any] | FallbackUnavailable]:
         """The fallback's predictions for ``instances`` of ``dataset`` (payloads or
         per-instance errors): one call, or one per ``fallback_max_instances`` of them, all
@@ -152,7 +135,7 @@ class FallbackClient:
             part = instances[start : start + step]
             if failed is None:
                 try:
-                    preds += self._predict_call(dataset, part, deadline)
+                    preds += self._predict_call(dataset, part, model_version, deadline)
                     continue
                 except FallbackUnavailable as exc:
                     if not preds:
@@ -162,12 +145,12 @@ class FallbackClient:
         return preds
 
     def _predict_call(
-        self, dataset: str, instances: list[dict[str, Any]], deadline: float
+        self, dataset: str, instances: list[dict[str, Any]], model_version: str, deadline: float
     ) -> list[dict[str, Any]]:
         doc: dict[str, Any] = {"instances": instances}
-        if dataset == "reco":
-            doc["k"] = self.k
-        path = ROUTES[dataset].path
+        if model_version:
+            doc["model_version"] = model_version
+        path = f"/v1/datasets/{dataset}:predict"
         try:
             answer = self.breakers[dataset].call(self._post, path, dumps(doc), deadline)
         except InvalidInput:
@@ -192,11 +175,9 @@ class FallbackClient:
         """Live payloads for the misses (None where there is none, the error where a
         later call failed), written back under ``version``: one fallback call per dataset."""
         out: list[Answer] = [None] * len(misses)
-        for dataset in ROUTES:
+        for dataset in dict.fromkeys(m.dataset for m in misses):
             wanted = [i for i, m in enumerate(misses) if m.dataset == dataset]
-            if not wanted:
-                continue
-            instances = [_miss_instance(misses[i]) for i in wanted]
+            instances = [_instance(misses[i]) for i in wanted]
             for i, payload in zip(wanted, self.answer(dataset, instances, version), strict=True):
                 out[i] = payload
         return out
@@ -211,17 +192,18 @@ class FallbackClient:
     ) -> list[Answer]:
         """Payload bytes per instance (None where the fallback has none), written back
         unless ``write_back`` is False (an answer made from inputs the caller sent)."""
-        route = ROUTES[dataset]
+        spec = self.datasets.get(dataset)
         found: list[Answer] = []
-        for inst, pred in zip(instances, self.predict(dataset, instances), strict=True):
+        preds = self.predict(dataset, instances, version.model_version)
+        for inst, pred in zip(instances, preds, strict=True):
             if isinstance(pred, FallbackUnavailable):  # a later call of the batch failed
                 found.append(pred)
                 continue
             ok = (
                 isinstance(pred, dict)
-                and route.list_field in pred
+                and spec.shape.list_field in pred
                 and "error" not in pred
-                and pred.get(route.id_field) == inst[route.id_field]
+                and pred.get(spec.shape.key_field) == inst["key"]
             )
             found.append(dumps(pred) if ok else None)
         if write_back:
@@ -236,7 +218,7 @@ class FallbackClient:
         version: Resolved,
     ) -> None:
         rows = [
-            (keys.value_key(dataset, version.version, _store_key(dataset, inst)), payload)
+            (keys.value_key(dataset, version.version, _store_key(inst)), payload)
             for inst, payload in zip(instances, payloads, strict=True)
             if isinstance(payload, bytes)
         ]
@@ -282,22 +264,14 @@ def _client_error(status: int, data: bytes) -> InvalidInput:
     return error
 
 
-def reco_instance(user_id: str, context: str | None, **extra: Any) -> dict[str, Any]:
-    """A user as the fallback takes it."""
-    inst: dict[str, Any] = {"user_id": user_id, **extra}
-    if context:
-        inst["context"] = context
+def _instance(miss: Miss) -> dict[str, Any]:
+    """A miss as the fallback takes it."""
+    inst: dict[str, Any] = {"key": miss.key}
+    if miss.context:
+        inst["context"] = miss.context
     return inst
 
 
-def _miss_instance(miss: Miss) -> dict[str, Any]:
-    if miss.dataset == "reco":
-        return reco_instance(miss.entity_id, miss.context)
-    return {"image_id": miss.entity_id}
-
-
-def _store_key(dataset: str, inst: dict[str, Any]) -> str:
-    """The entity key a live payload is written back under (as the bulk jobs write it)."""
-    if dataset == "reco":
-        return keys.reco_key(inst["user_id"], inst.get("context"))
-    return str(inst["image_id"])
+def _store_key(inst: dict[str, Any]) -> str:
+    """The key a live payload is written back under (as the bulk jobs write it)."""
+    return keys.entity_key(inst["key"], inst.get("context"))

@@ -1,12 +1,12 @@
-"""A WSGI fast path for the two hot routes, in front of Flask (``app.wsgi_app``).
+"""A WSGI fast path for the single-key GETs, in front of Flask (``app.wsgi_app``).
 
-``GET /v1/recommendations/<user_id>`` and ``GET /v1/image-tags/<image_id>`` are most of
-the traffic and each is one Redis GET, so Flask's per-request machinery (request and app
-contexts, URL map, hooks, response object) would cost more than the lookup itself. This
-path answers them straight from the WSGI environ with the same service, the same checks
-and the same bodies. Anything it does not fully understand (another method or route,
-an id or parameter it would refuse, non-ASCII) is handed to Flask untouched, so every
-error still comes from the one mapping in prescore.web.
+``GET /v1/datasets/<name>/<key>`` and each declared ``GET /v1/<route>/<key>`` are most
+of the traffic and each is one Redis GET, so Flask's per-request machinery (request and
+app contexts, URL map, hooks, response object) would cost more than the lookup itself.
+This path answers them straight from the WSGI environ with the same service, the same
+checks and the same bodies. Anything it does not fully understand (another method or
+route, a key or parameter it would refuse, non-ASCII) is handed to Flask untouched, so
+every error still comes from the one mapping in prescore.web.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from lookup import params
-from lookup.datasets import RECO, TAGS, DatasetSpec
+from lookup.datasets import Served, ServedDatasets
 from lookup.metrics import Metrics
 from lookup.service import Lookup
 from lookup.settings import LookupSettings
-from prescore import keys
 from prescore.codec import dumps
 from prescore.errors import InvalidInput, PrescoreError
 
@@ -32,27 +31,32 @@ _STATUS = {
     503: "503 SERVICE UNAVAILABLE",
     504: "504 GATEWAY TIMEOUT",
 }
-_ROUTES = (
-    ("/v1/recommendations/", RECO, "/v1/recommendations/<user_id>"),
-    ("/v1/image-tags/", TAGS, "/v1/image-tags/<image_id>"),
-)
 
 
 class FastPath:
-    """Serve the single-id GETs directly; hand everything else to ``fallthrough``."""
+    """Serve the single-key GETs directly; hand everything else to ``fallthrough``."""
 
     def __init__(
-        self, fallthrough: WSGIApp, service: Lookup, settings: LookupSettings, metrics: Metrics
+        self,
+        fallthrough: WSGIApp,
+        service: Lookup,
+        settings: LookupSettings,
+        metrics: Metrics,
+        datasets: ServedDatasets,
     ) -> None:
         self.fallthrough = fallthrough
         self.service = service
         self.settings = settings
         self.metrics = metrics
+        # (prefix, dataset, the route's name in metrics), longest prefix first
+        self.routes = sorted(
+            ((p, s, p + "<key>") for p, s in datasets.routes()), key=lambda r: -len(r[0])
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("REQUEST_METHOD") == "GET":
             path: str = environ.get("PATH_INFO", "")
-            for prefix, spec, rule in _ROUTES:
+            for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
                     started = time.perf_counter()
                     answer = self._answer(spec, path[len(prefix) :], environ)
@@ -68,22 +72,20 @@ class FastPath:
                     return [body]
         return self.fallthrough(environ, start_response)
 
-    def _answer(
-        self, spec: DatasetSpec, entity_id: str, environ: dict[str, Any]
-    ) -> tuple[int, bytes] | None:
+    def _answer(self, spec: Served, key: str, environ: dict[str, Any]) -> tuple[int, bytes] | None:
         """(status, body), or None to let Flask answer (and refuse) the request."""
         try:
-            keys.check_id(entity_id)
+            params.check_key(spec, key)
             query = environ.get("QUERY_STRING", "")
             args: dict[str, str] = {}
             if query:
                 for name, value in parse_qsl(query, keep_blank_values=True):
                     args.setdefault(name, value)
-            shape = params.shape_for(spec, args, self.settings)
-            context = params.context_param(spec, args)
+            shape = params.shape(args, self.settings)
+            context = params.context(spec, args)
         except (InvalidInput, ValueError):
             return None
         try:
-            return self.service.one(spec, entity_id, context, shape)
+            return self.service.one(spec, key, context, shape)
         except PrescoreError as exc:
             return exc.http_status, dumps(exc.to_dict())

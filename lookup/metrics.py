@@ -51,8 +51,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._hits = {d: self.keys.labels(d, "hit") for d in ("reco", "tags")}
-        self._misses = {d: self.keys.labels(d, "miss") for d in ("reco", "tags")}
+        self._keys: dict[tuple[str, str], Any] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         children = self._children.get((route, method, status))
@@ -65,11 +64,17 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def _key_child(self, dataset: str, result: str) -> Any:
+        child = self._keys.get((dataset, result))
+        if child is None:
+            child = self._keys[(dataset, result)] = self.keys.labels(dataset, result)
+        return child
+
     def count_keys(self, dataset: str, hits: int, misses: int) -> None:
         if hits:
-            self._hits[dataset].inc(hits)
+            self._key_child(dataset, "hit").inc(hits)
         if misses:
-            self._misses[dataset].inc(misses)
+            self._key_child(dataset, "miss").inc(misses)
 
     def render(self) -> bytes:
         """The text exposition: of every worker in multiprocess mode, else of this app."""

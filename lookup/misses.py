@@ -2,14 +2,14 @@
 
 A miss is a key the published version does not hold. The app hands every miss of a
 request, in one call, to a ``MissHandler``. The default answers none of them, which the
-routes turn into 404 ``not_found`` (per id in a batch). Live inference plugs in here
-(lookup.fallback_client, for ``reco`` and ``tags`` misses): a handler returns payload
-bytes (a codec payload, ``"source": "live"``) for the ids it could answer and None for
-the others; the app then cuts (k / limit / min_score) and envelopes them like a hit.
+routes turn into 404 ``not_found`` (per key in a batch). Live inference plugs in here
+(lookup.fallback_client): a handler returns payload bytes (``"source": "live"``, the
+shape the bulk job stores) for the keys it could answer and None for the others; the
+app then cuts (k / min_score) and envelopes them like a hit.
 
 When live inference is down or too slow, a handler raises FallbackUnavailable (503
 ``fallback_unavailable``) or FallbackTimeout (504 ``fallback_timeout``). A single lookup
-answers with that error; a batch still serves its hits, and each of its missing ids gets
+answers with that error; a batch still serves its hits, and each of its missing keys gets
 a per-item entry carrying that code instead of ``not_found`` (lookup.service). When only
 part of the misses could not be answered (a batch sent in several calls, a later one
 failed), the handler returns the error in their places instead of raising.
@@ -30,11 +30,11 @@ Answer = bytes | FallbackUnavailable | None  # a payload, no answer, or why ther
 
 @dataclass(frozen=True)
 class Miss:
-    """One id the store did not hold."""
+    """One key the store did not hold."""
 
-    dataset: str  # "reco" | "tags"
-    entity_id: str  # user id or image id, as asked
-    context: str | None = None  # reco only
+    dataset: str
+    key: str  # as asked (without the context)
+    context: str | None = None
 
 
 class MissHandler(Protocol):

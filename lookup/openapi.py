@@ -1,41 +1,39 @@
-"""The OpenAPI 3 document of the lookup API, errors included."""
+"""The OpenAPI 3.1 document of the lookup API, generated from the declared datasets.
+
+Each dataset gets its own paths (``/v1/datasets/{name}/{key}``, its ``:batchGet``, its
+declared route, ``:predict`` with live inference) and payload schema with its own field
+names, so a client generated from the document knows each answer's shape. The bounds the
+server enforces (k, min_score, batch size, key syntax) are in the schemas.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lookup.datasets import Served, ServedDatasets
+from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
 from prescore.keys import MAX_ID_LENGTH
 
-ID_SCHEMA = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_ID_LENGTH,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9_.\\-]*$",
-}
+ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 ERROR_CODES = [
-    "invalid_id",
-    "invalid_k",
-    "invalid_limit",
-    "invalid_min_score",
-    "invalid_body",
-    "invalid_ids",
-    "malformed_json",
-    "bad_request",
-    "not_found",
-    "no_version",
-    "no_route",
-    "method_not_allowed",
-    "too_large",
-    "too_many_ids",
-    "unsupported_media_type",
-    "store_unavailable",
-    "fallback_unavailable",
-    "fallback_timeout",
-    "invalid_features",
-    "not_ready",
-    "internal",
-]
+    "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "invalid_body",
+    "invalid_ids", "invalid_features", "malformed_json", "bad_request", "not_found",
+    "no_version", "no_route", "unknown_dataset", "method_not_allowed", "too_large",
+    "too_many_ids", "unsupported_media_type", "store_unavailable", "fallback_unavailable",
+    "fallback_timeout", "not_ready", "internal",
+]  # fmt: skip
+_STATUS_TEXT = {
+    400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
+    "invalid_ids, invalid_features, malformed_json)",
+    404: "Not found (not_found, no_version) or no such route (no_route, unknown_dataset)",
+    405: "Method not allowed (method_not_allowed)",
+    413: "Body or batch too large (too_large, too_many_ids)",
+    415: "Content-Type is not application/json (unsupported_media_type)",
+    503: "The store is unreachable or slow (store_unavailable); on a miss, live inference "
+    "is down or its circuit open (fallback_unavailable); retry later",
+    504: "On a miss, live inference did not answer within its deadline (fallback_timeout)",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -47,97 +45,97 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
-        "invalid_ids, malformed_json)",
-        404: "Not found (not_found, no_version) or no such route (no_route)",
-        405: "Method not allowed (method_not_allowed)",
-        413: "Body or batch too large (too_large, too_many_ids)",
-        415: "Content-Type is not application/json (unsupported_media_type)",
-        503: "The store is unreachable or slow (store_unavailable); on a miss, live inference "
-        "is down or its circuit open (fallback_unavailable); retry later",
-        504: "On a miss, live inference did not answer within its deadline (fallback_timeout)",
-    }
-    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+    return {str(s): _json(_ref("Error"), _STATUS_TEXT[s]) for s in statuses}
 
 
-def _entries(item: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "object", "properties": item}}
+def key_schema(spec: Served) -> dict[str, Any]:
+    pattern = "^" + r"\|".join([ID] * spec.key_parts) + "$"
+    longest = spec.key_parts * (MAX_ID_LENGTH + 1) - 1
+    return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": pattern}
 
 
-def _payload(id_field: str, list_field: str, entry: dict[str, Any]) -> dict[str, Any]:
+def _context() -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": f"^{ID}$"}
+
+
+def _bounds(settings: LookupSettings) -> dict[str, dict[str, Any]]:
+    k = {"type": "integer", "minimum": 1, "maximum": settings.max_k}
+    score = {"type": "number", "minimum": -MAX_ABS_SCORE, "maximum": MAX_ABS_SCORE}
+    return {"k": k, "limit": k, "min_score": score}
+
+
+def _payload(spec: Served) -> dict[str, Any]:
+    s = spec.shape
+    entry = {"type": "object", "properties": {"score": {"type": "number"}}}
+    if s.entry_field:
+        entry["properties"][s.entry_field] = {"type": "string"}  # type: ignore[index]
     props: dict[str, Any] = {
-        "source": {"type": "string", "enum": ["precomputed", "live"]},
+        "source": {"type": "string", "enum": ["precomputed", "live", "written_back"]},
         "dataset_version": {"type": "string"},
-        id_field: ID_SCHEMA,
-        list_field: _entries(entry),
+        s.key_field: {"type": "string"},
+        s.list_field: {"type": "array", "items": entry},
         "model": {"type": "string"},
         "model_version": {"type": "string"},
         "scored_at": {"type": "string", "format": "date-time"},
     }
-    if id_field == "user_id":
-        props["context"] = ID_SCHEMA
-    required = ["source", "dataset_version", id_field, list_field, "model_version", "scored_at"]
-    return {"type": "object", "properties": props, "required": required}
-
-
-def _batch_answer(payload: str, id_field: str) -> dict[str, Any]:
-    missing = {
+    if spec.contexts:
+        props["context"] = {"type": "string"}
+        props["context_fallback"] = {
+            "type": "boolean",
+            "description": "true: the context asked for was not scored; this is the plain entry",
+        }
+    return {
         "type": "object",
-        "description": "An id with no answer: not_found (no entry, and live inference has "
-        "none), or fallback_unavailable / fallback_timeout (a miss while live inference was "
-        "down or too slow; the batch still answers its hits)",
-        "properties": {
-            id_field: ID_SCHEMA,
-            "error": {"enum": ["not_found", "fallback_unavailable", "fallback_timeout"]},
-            "message": {"type": "string"},
-        },
-        "required": [id_field, "error"],
+        "properties": props,
+        "required": ["source", "dataset_version", s.key_field],
     }
+
+
+def _not_found() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
             "dataset": {"type": "string"},
             "dataset_version": {"type": "string"},
             "model_version": {"type": "string"},
-            "found": {"type": "integer", "description": "ids answered (stored or live)"},
-            "missing": {"type": "integer", "description": "ids with an error entry"},
-            "results": {
-                "type": "array",
-                "description": "One entry per requested id, in request order; a duplicate "
-                "id is answered at each of its positions",
-                "items": {"oneOf": [_ref(payload), missing]},
-            },
         },
-        "required": ["dataset_version", "model_version", "results"],
+        "required": ["error", "message"],
     }
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
+def _query(spec: Served, settings: LookupSettings) -> list[dict[str, Any]]:
+    bounds = _bounds(settings)
+    out = [
+        {"name": "k", "in": "query", "schema": bounds["k"], "description": "At most this many entries, best first"},
+        {"name": "limit", "in": "query", "schema": bounds["limit"], "description": "The same as k"},
+        {"name": "min_score", "in": "query", "schema": bounds["min_score"],
+         "description": "Only entries scoring at least this"},
+    ]  # fmt: skip
+    if spec.contexts:
+        out.append(
+            {"name": "context", "in": "query", "schema": _context(),
+             "description": "A context; the plain entry answers if it was never scored"}
+        )  # fmt: skip
+    return out
 
 
-def _single(tag: str, id_name: str, payload: str, query: list[dict[str, Any]]) -> dict[str, Any]:
+def _single(spec: Served, settings: LookupSettings) -> dict[str, Any]:
     return {
         "get": {
-            "tags": [tag],
-            "summary": f"The {tag} of one id: precomputed, from the published version; on a "
+            "tags": [spec.name],
+            "summary": f"One key of {spec.name}: precomputed, from the published version; on a "
             "miss, live inference (when configured) answers and the answer is written back",
             "parameters": [
-                {"name": id_name, "in": "path", "required": True, "schema": ID_SCHEMA},
-                *query,
+                {"name": "key", "in": "path", "required": True, "schema": key_schema(spec)},
+                *_query(spec, settings),
             ],
             "responses": {
-                "200": _json(_ref(payload), "The payload"),
+                "200": _json(_ref(f"{spec.name}.Payload"), "The payload"),
                 "404": _json(
                     _ref("NotFound"),
-                    "No entry for this id (not_found) or no published version (no_version)",
+                    "No entry for this key (not_found) or no published version (no_version)",
                 ),
                 **_errors(400, 405, 503, 504),
             },
@@ -145,53 +143,116 @@ def _single(tag: str, id_name: str, payload: str, query: list[dict[str, Any]]) -
     }
 
 
-def _batch(tag: str, request: str, answer: str) -> dict[str, Any]:
+def _batch_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
+    keys = {
+        "type": "array",
+        "items": key_schema(spec),
+        "minItems": 1,
+        "maxItems": settings.max_batch_ids,
+    }
+    props: dict[str, Any] = {"keys": keys, **_bounds(settings)}
+    names = ["keys"]
+    if spec.batch_field != "keys":
+        props[spec.batch_field] = keys
+        names.append(spec.batch_field)
+    if spec.contexts:
+        props["context"] = _context()
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+        "oneOf": [{"required": [n]} for n in names],
+        "description": f"The keys as {' or '.join(names)}; k and limit exclude each other",
+    }
+
+
+def _batch_answer(spec: Served) -> dict[str, Any]:
+    missing = {
+        "type": "object",
+        "description": "A key with no answer: not_found (no entry, and live inference has "
+        "none), or fallback_unavailable / fallback_timeout (a miss while live inference was "
+        "down or too slow; the batch still answers its hits)",
+        "properties": {
+            spec.shape.key_field: {"type": "string"},
+            "error": {"enum": ["not_found", "fallback_unavailable", "fallback_timeout"]},
+            "message": {"type": "string"},
+        },
+        "required": [spec.shape.key_field, "error"],
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "dataset": {"type": "string"},
+            "dataset_version": {"type": "string"},
+            "model_version": {"type": "string"},
+            "found": {"type": "integer", "description": "keys answered (stored or live)"},
+            "missing": {"type": "integer", "description": "keys with an error entry"},
+            "results": {
+                "type": "array",
+                "description": "One entry per requested key, in request order; a duplicate "
+                "key is answered at each of its positions",
+                "items": {"oneOf": [_ref(f"{spec.name}.Payload"), missing]},
+            },
+        },
+        "required": ["dataset_version", "model_version", "results"],
+    }
+
+
+def _post(
+    spec: Served, summary: str, request: str, answer: dict[str, Any], *codes: int
+) -> dict[str, Any]:
     return {
         "post": {
-            "tags": [tag],
-            "summary": f"The {tag} of many ids, all read from one dataset version",
+            "tags": [spec.name],
+            "summary": summary,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref(request)}},
             },
-            "responses": {
-                "200": _json(_ref(answer), "Per-id results in request order"),
-                **_errors(400, 404, 405, 413, 415, 503),
-            },
+            "responses": {"200": answer, **_errors(*codes)},
         }
     }
 
 
-def _batch_request(ids_field: str, extra: dict[str, Any], max_ids: int) -> dict[str, Any]:
+def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "key": key_schema(spec),
+        spec.shape.key_field: key_schema(spec),
+        "features": {"type": "object", "minProperties": 1,
+                     "description": "The entity's raw features, by column name"},
+        **_bounds(settings),
+    }  # fmt: skip
+    if spec.contexts:
+        props["context"] = _context()
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": [ids_field],
-        "properties": {
-            ids_field: {"type": "array", "items": ID_SCHEMA, "minItems": 1, "maxItems": max_ids},
-            **extra,
-        },
+        "properties": props,
+        "required": ["features"],
     }
 
 
-def document(settings: LookupSettings) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document, with this deployment's bounds filled in."""
-    k = {"type": "integer", "minimum": 1, "maximum": settings.max_k, "default": settings.default_k}
-    limit = {"type": "integer", "minimum": 1, "maximum": settings.max_tag_limit}
-    min_score = {"type": "number"}
-    reco_q = [
-        _query("k", k, "How many hotels, best first"),
-        _query(
-            "context",
-            ID_SCHEMA,
-            "A context (e.g. weekday-season); falls back to the context-free entry",
-        ),
-    ]
-    tags_q = [
-        _query("min_score", min_score, "Only tags scoring at least this"),
-        _query("limit", limit, "At most this many tags, best first"),
-    ]
-    health = {"type": "object", "properties": {"status": {"type": "string"}}}
+def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[str, Any]:
+    batch = _post(
+        spec, f"Many keys of {spec.name}, all read from one dataset version", f"{spec.name}.BatchRequest",
+        _json(_ref(f"{spec.name}.Batch"), "Per-key results in request order"), 400, 404, 405, 413, 415, 503,
+    )  # fmt: skip
+    predict = _post(
+        spec, f"A new {spec.shape.key_field} of {spec.name} scored live from the features sent "
+        "(never stored); a key the store holds is answered from it", f"{spec.name}.PredictRequest",
+        _json(_ref(f"{spec.name}.Payload"), "The payload"), 400, 404, 405, 413, 415, 503, 504,
+    )  # fmt: skip
+    bases = [f"/v1/datasets/{spec.name}"] + ([f"/v1/{spec.route}"] if spec.route else [])
+    out: dict[str, Any] = {}
+    for base in bases:
+        out[f"{base}/{{key}}"] = _single(spec, settings)
+        out[f"{base}:batchGet"] = batch
+        if live and spec.live:
+            out[f"{base}:predict"] = predict
+    return out
+
+
+def _service_paths() -> dict[str, Any]:
     ready = {
         "type": "object",
         "properties": {
@@ -199,96 +260,70 @@ def document(settings: LookupSettings) -> dict[str, Any]:
             "datasets": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
         },
     }
-    hotel = {"hotel_id": {"type": "string"}, "score": {"type": "number"}}
-    tag = {"tag": {"type": "string"}, "score": {"type": "number"}}
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "prescore lookup API",
-            "version": "1.0.0",
-            "description": "Precomputed hotel recommendations and image tags, served from "
-            "the published version in Redis. Every error is JSON with a stable `error` code.",
+    text = {
+        "description": "Text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    health = {"type": "object", "properties": {"status": {"type": "string"}}}
+    return {
+        "/healthz": {
+            "get": {"summary": "The process is alive", "responses": {"200": _json(health, "Alive")}}
         },
-        "paths": {
-            "/v1/recommendations/{user_id}": _single(
-                "recommendations", "user_id", "Recommendations", reco_q
-            ),
-            "/v1/recommendations:batchGet": _batch(
-                "recommendations", "RecommendationsBatchRequest", "RecommendationsBatch"
-            ),
-            "/v1/image-tags/{image_id}": _single("image-tags", "image_id", "ImageTags", tags_q),
-            "/v1/image-tags:batchGet": _batch(
-                "image-tags", "ImageTagsBatchRequest", "ImageTagsBatch"
-            ),
-            "/healthz": {
-                "get": {
-                    "summary": "The process is alive",
-                    "responses": {"200": _json(health, "Alive")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Redis answers and a version is published",
-                    "responses": {
-                        "200": _json(ready, "Ready"),
-                        "503": _json(_ref("Error"), "Not ready (not_ready, store_unavailable)"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics (all workers)",
-                    "responses": {
-                        "200": {
-                            "description": "Text exposition format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
-                }
-            },
+        "/readyz": {
+            "get": {
+                "summary": "Redis answers and a version is published",
+                "responses": {
+                    "200": _json(ready, "Ready"),
+                    "503": _json(_ref("Error"), "Not ready (not_ready, store_unavailable)"),
+                },
+            }
         },
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {"type": "string", "enum": ERROR_CODES},
-                        "message": {"type": "string"},
-                    },
-                    "required": ["error", "message"],
-                },
-                "NotFound": {
-                    "type": "object",
-                    "properties": {
-                        "error": {"type": "string"},
-                        "message": {"type": "string"},
-                        "dataset": {"type": "string"},
-                        "dataset_version": {"type": "string"},
-                        "model_version": {"type": "string"},
-                    },
-                    "required": ["error", "message"],
-                },
-                "Recommendations": _payload("user_id", "items", hotel),
-                "ImageTags": _payload("image_id", "tags", tag),
-                "RecommendationsBatchRequest": _batch_request(
-                    "user_ids", {"k": k, "context": ID_SCHEMA}, settings.max_batch_ids
-                ),
-                "ImageTagsBatchRequest": _batch_request(
-                    "image_ids", {"min_score": min_score, "limit": limit}, settings.max_batch_ids
-                ),
-                "RecommendationsBatch": _batch_answer("Recommendations", "user_id"),
-                "ImageTagsBatch": _batch_answer("ImageTags", "image_id"),
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics (all workers)", "responses": {"200": text}}
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             }
         },
     }
-    if settings.fallback_url:  # live inference on a miss, and for new users
-        from lookup.new_users import openapi_paths
 
-        doc["paths"].update(openapi_paths(_ref, _json))
-    return doc
+
+def document(settings: LookupSettings, datasets: ServedDatasets) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document, with this deployment's datasets and bounds."""
+    live = bool(settings.fallback_url)
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string", "enum": ERROR_CODES},
+                "message": {"type": "string"},
+            },
+            "required": ["error", "message"],
+        },
+        "NotFound": _not_found(),
+    }
+    for name in sorted(datasets.by_name):
+        spec = datasets.by_name[name]
+        paths.update(_dataset_paths(spec, settings, live))
+        schemas[f"{name}.Payload"] = _payload(spec)
+        schemas[f"{name}.BatchRequest"] = _batch_request(spec, settings)
+        schemas[f"{name}.Batch"] = _batch_answer(spec)
+        if live and spec.live:
+            schemas[f"{name}.PredictRequest"] = _predict_request(spec, settings)
+    paths.update(_service_paths())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "prescore lookup API",
+            "version": "2.0.0",
+            "description": "Precomputed answers of the declared datasets ("
+            + ", ".join(sorted(datasets.by_name))
+            + "), served from the published version in Redis. Every error is JSON with a "
+            "stable `error` code.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

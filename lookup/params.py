@@ -1,8 +1,11 @@
 """Parsing and checking request parameters; every refusal is an InvalidInput with a code.
 
-Codes: ``invalid_k``, ``invalid_limit``, ``invalid_min_score``, ``invalid_id`` (from
-prescore.keys), ``invalid_body``, ``invalid_ids``, ``too_many_ids`` (413),
-``malformed_json``, ``unsupported_media_type`` (415), ``too_large`` (413).
+Every dataset takes ``k`` (or its synonym ``limit``: at most that many entries, best
+first) and ``min_score`` (only entries scoring at least that), whatever its list is
+called; a dataset with contexts takes ``context``. Codes: ``invalid_k``, ``invalid_limit``,
+``invalid_min_score``, ``invalid_id`` (from prescore.keys), ``invalid_body``,
+``invalid_ids``, ``too_many_ids`` (413), ``malformed_json``, ``unsupported_media_type``
+(415), ``too_large`` (413).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from flask import Request
 
-from lookup.datasets import RECO, DatasetSpec
+from lookup.datasets import Served
 from lookup.settings import LookupSettings
 from prescore import keys
 from prescore.errors import InvalidInput, PayloadTooLarge
@@ -23,7 +26,8 @@ from prescore.web import json_body
 
 _INT_RE = re.compile(r"[0-9]{1,9}")
 _NUMBER_RE = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,12})?([eE][-+]?[0-9]{1,3})?")
-_MAX_ABS_SCORE = 1e9
+MAX_ABS_SCORE = 1e9
+BATCH_KEYS = "keys"  # the list of keys of every batchGet body (or the dataset's own name)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class BatchRequest:
-    ids: list[str]
+    keys: list[str]
     shape: Shape
     context: str | None = None
 
@@ -61,64 +65,69 @@ def _score(raw: Any) -> float:
     number = isinstance(raw, int | float) and not isinstance(raw, bool)
     if number or (isinstance(raw, str) and _NUMBER_RE.fullmatch(raw)):
         value = float(raw)
-    if value is None or not math.isfinite(value) or abs(value) > _MAX_ABS_SCORE:
-        raise InvalidInput("min_score must be a finite number", code="invalid_min_score")
+    if value is None or not math.isfinite(value) or abs(value) > MAX_ABS_SCORE:
+        raise InvalidInput(
+            f"min_score must be a number from {-MAX_ABS_SCORE:g} to {MAX_ABS_SCORE:g}",
+            code="invalid_min_score",
+        )
     return value
 
 
-def _context(raw: Any) -> str | None:
+def shape(params: Mapping[str, Any], settings: LookupSettings) -> Shape:
+    """``k`` / ``limit`` and ``min_score`` of a query string or a batch body."""
+    k, limit, floor = params.get("k"), params.get("limit"), params.get("min_score")
+    if k is not None and limit is not None:
+        raise InvalidInput("give k or limit, not both (they mean the same)", code="invalid_k")
+    raw = k if k is not None else limit
+    name = "k" if k is not None else "limit"
+    return Shape(
+        limit=None if raw is None else _int(raw, name, settings.max_k),
+        min_score=None if floor is None else _score(floor),
+    )
+
+
+def context(spec: Served, params: Mapping[str, Any]) -> str | None:
+    """The ``context`` parameter of a dataset that has contexts (refused by others)."""
+    raw = params.get("context")
     if raw is None:
         return None
+    if not spec.contexts:
+        raise InvalidInput(f"dataset {spec.name} has no contexts", code="invalid_id")
     if not isinstance(raw, str):
         raise InvalidInput("context must be a string", code="invalid_id")
     return keys.check_id(raw, what="context")
 
 
-def reco_shape(params: Mapping[str, Any], settings: LookupSettings) -> Shape:
-    raw = params.get("k")
-    return Shape(limit=settings.default_k if raw is None else _int(raw, "k", settings.max_k))
+def check_key(spec: Served, raw: str, what: str | None = None) -> str:
+    return keys.check_key(raw, spec.key_parts, what=what or spec.shape.key_field)
 
 
-def tags_shape(params: Mapping[str, Any], settings: LookupSettings) -> Shape:
-    limit, min_score = params.get("limit"), params.get("min_score")
-    return Shape(
-        limit=None if limit is None else _int(limit, "limit", settings.max_tag_limit),
-        min_score=None if min_score is None else _score(min_score),
-    )
-
-
-def shape_for(spec: DatasetSpec, params: Mapping[str, Any], settings: LookupSettings) -> Shape:
-    return reco_shape(params, settings) if spec is RECO else tags_shape(params, settings)
-
-
-def context_param(spec: DatasetSpec, params: Mapping[str, Any]) -> str | None:
-    return _context(params.get("context")) if spec is RECO else None
-
-
-def batch_request(request: Request, spec: DatasetSpec, settings: LookupSettings) -> BatchRequest:
-    """The checked body of a batchGet: ids in request order (duplicates kept)."""
+def batch_request(request: Request, spec: Served, settings: LookupSettings) -> BatchRequest:
+    """The checked body of a batchGet: keys in request order (duplicates kept)."""
     body = json_body(request, settings.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
-    extra = ("k", "context") if spec is RECO else ("limit", "min_score")
-    allowed = {spec.ids_field, *extra}
+    names = {BATCH_KEYS, spec.batch_field}
+    allowed = names | {"k", "limit", "min_score"} | ({"context"} if spec.contexts else set())
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
             code="invalid_body",
         )
-    ids = body.get(spec.ids_field)
-    if not isinstance(ids, list) or not ids:
-        raise InvalidInput(f"{spec.ids_field} must be a non-empty list of ids", code="invalid_ids")
-    if len(ids) > settings.max_batch_ids:
+    given = [n for n in sorted(names) if n in body]
+    if len(given) != 1:
+        raise InvalidInput(f"give the keys as {' or '.join(sorted(names))}", code="invalid_ids")
+    field, raw = given[0], body[given[0]]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput(f"{field} must be a non-empty list of keys", code="invalid_ids")
+    if len(raw) > settings.max_batch_ids:
         raise PayloadTooLarge(
-            f"{spec.ids_field} holds {len(ids)} ids; at most {settings.max_batch_ids}",
-            code="too_many_ids",
+            f"{field} holds {len(raw)} keys; at most {settings.max_batch_ids}", code="too_many_ids"
         )
     checked = []
-    for i, raw in enumerate(ids):
-        if not isinstance(raw, str):
-            raise InvalidInput(f"{spec.ids_field}[{i}] must be a string", code="invalid_id")
-        checked.append(keys.check_id(raw, what=f"{spec.ids_field}[{i}]"))
-    return BatchRequest(checked, shape_for(spec, body, settings), context_param(spec, body))
+    for i, value in enumerate(raw):
+        if not isinstance(value, str):
+            raise InvalidInput(f"{field}[{i}] must be a string", code="invalid_id")
+        checked.append(check_key(spec, value, f"{field}[{i}]"))
+    return BatchRequest(checked, shape(body, settings), context(spec, body))

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lookup.datasets import DatasetSpec
+from lookup.datasets import Served
 from lookup.params import Shape
 from lookup.store import Resolved
-from prescore.codec import dumps, envelope
+from prescore.codec import dumps, envelope, stored_source
 
 
-def cut(payload: bytes, spec: DatasetSpec, shape: Shape) -> bytes:
+def cut(payload: bytes, spec: Served, shape: Shape) -> bytes:
     """The payload with its list cut to ``shape``; decodes only when something is cut."""
     if shape.min_score is None and (
-        shape.limit is None or payload.count(spec.entry_marker) <= shape.limit
+        shape.limit is None
+        or (spec.counts_entries and payload.count(spec.shape.entry_marker) <= shape.limit)
     ):
         return payload
     doc = json.loads(payload)
-    entries = doc.get(spec.list_field)
+    entries = doc.get(spec.shape.list_field)
     if not isinstance(entries, list):
         return payload
     if shape.min_score is not None:
@@ -26,7 +27,7 @@ def cut(payload: bytes, spec: DatasetSpec, shape: Shape) -> bytes:
         entries = [e for e in entries if _score(e) >= floor]
     if shape.limit is not None:
         entries = entries[: shape.limit]
-    doc[spec.list_field] = entries
+    doc[spec.shape.list_field] = entries
     return dumps(doc)
 
 
@@ -35,49 +36,62 @@ def _score(entry: Any) -> float:
     return float(score) if isinstance(score, int | float) else float("-inf")
 
 
-def hit(payload: bytes, spec: DatasetSpec, shape: Shape, resolved: Resolved) -> bytes:
-    """One served payload: source and dataset_version spliced in front of the stored bytes."""
-    return envelope(cut(payload, spec, shape), dataset_version=resolved.version)
+def hit(
+    payload: bytes,
+    spec: Served,
+    shape: Shape,
+    resolved: Resolved,
+    source: str | None = None,
+    fell_back: bool = False,
+) -> bytes:
+    """One served payload: ``source`` (default: as stored) and dataset_version in front;
+    ``fell_back``: a context was asked for, and only the plain key's entry exists."""
+    return envelope(
+        cut(payload, spec, shape),
+        dataset_version=resolved.version,
+        source=source or stored_source(payload),
+        extra={"context_fallback": True} if fell_back else None,
+    )
 
 
-def _miss_message(spec: DatasetSpec, entity_id: str, context: str | None) -> str:
+def _miss_message(spec: Served, key: str, context: str | None) -> str:
     where = f" in context {context!r}" if context else ""
-    return f"no {spec.noun} for {spec.id_field} {entity_id!r}{where}"
+    return f"no entry of {spec.name} for {spec.shape.key_field} {key!r}{where}"
 
 
-def miss(spec: DatasetSpec, entity_id: str, context: str | None, resolved: Resolved) -> bytes:
+def miss(spec: Served, key: str, context: str | None, resolved: Resolved) -> bytes:
     """The 404 body of a single lookup that missed."""
     return dumps(
         {
             "error": "not_found",
-            "message": _miss_message(spec, entity_id, context),
+            "message": _miss_message(spec, key, context),
             "dataset": spec.name,
-            spec.id_field: entity_id,
+            spec.shape.key_field: key,
             "dataset_version": resolved.version,
             "model_version": resolved.model_version,
         }
     )
 
 
-def miss_item(spec: DatasetSpec, entity_id: str, context: str | None) -> bytes:
+def miss_item(spec: Served, key: str, context: str | None) -> bytes:
     """One not-found entry of a batch answer."""
     return dumps(
         {
-            spec.id_field: entity_id,
+            spec.shape.key_field: key,
             "error": "not_found",
-            "message": _miss_message(spec, entity_id, context),
+            "message": _miss_message(spec, key, context),
         }
     )
 
 
-def error_item(spec: DatasetSpec, entity_id: str, code: str, message: str) -> bytes:
-    """One entry of a batch answer for an id that could not be answered (e.g. live
-    inference unavailable): the id and a stable error code."""
-    return dumps({spec.id_field: entity_id, "error": code, "message": message})
+def error_item(spec: Served, key: str, code: str, message: str) -> bytes:
+    """One entry of a batch answer for a key that could not be answered (e.g. live
+    inference unavailable): the key and a stable error code."""
+    return dumps({spec.shape.key_field: key, "error": code, "message": message})
 
 
-def batch(spec: DatasetSpec, resolved: Resolved, parts: list[bytes], found: int) -> bytes:
-    """A batch answer: one dataset_version, then the per-id results in request order."""
+def batch(spec: Served, resolved: Resolved, parts: list[bytes], found: int) -> bytes:
+    """A batch answer: one dataset_version, then the per-key results in request order."""
     head = dumps(
         {
             "dataset": spec.name,

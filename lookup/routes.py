@@ -1,52 +1,61 @@
-"""The HTTP routes of the lookup API."""
+"""The HTTP routes of the lookup API: every declared dataset under /v1/datasets/{name},
+and under its own route when it declares one (the demo's /v1/recommendations)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from flask import Flask, Response, request
 
 from lookup import params
-from lookup.datasets import RECO, TAGS, DatasetSpec
+from lookup.datasets import Served, ServedDatasets
 from lookup.metrics import Metrics
 from lookup.openapi import document
 from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
-from prescore import keys
 from prescore.codec import dumps
 from prescore.errors import NotFound
 from prescore.web import install_openapi, install_timing, json_response
 
 
 def register(
-    app: Flask, settings: LookupSettings, service: Lookup, reader: StoreReader, metrics: Metrics
+    app: Flask,
+    settings: LookupSettings,
+    service: Lookup,
+    reader: StoreReader,
+    metrics: Metrics,
+    datasets: ServedDatasets,
 ) -> None:
     """Add every route, and the request metrics hooks, to ``app``."""
 
-    def single(spec: DatasetSpec, entity_id: str) -> Response:
-        keys.check_id(entity_id, what=spec.id_field)
+    def single(spec: Served, key: str) -> Response:
+        params.check_key(spec, key)
         args = request.args
-        shape = params.shape_for(spec, args, settings)
-        status, body = service.one(spec, entity_id, params.context_param(spec, args), shape)
+        shape = params.shape(args, settings)
+        status, body = service.one(spec, key, params.context(spec, args), shape)
         return json_response(body, status)
 
-    def batch(spec: DatasetSpec) -> Response:
+    def batch(spec: Served) -> Response:
         return json_response(service.many(spec, params.batch_request(request, spec, settings)))
 
-    @app.get("/v1/recommendations/<user_id>")
-    def get_recommendations(user_id: str) -> Response:
-        return single(RECO, user_id)
+    @app.get("/v1/datasets/<name>/<key>")
+    def get_key(name: str, key: str) -> Response:
+        return single(datasets.get(name), key)
 
-    @app.post("/v1/recommendations:batchGet")
-    def batch_recommendations() -> Response:
-        return batch(RECO)
+    @app.post("/v1/datasets/<name>:batchGet")
+    def batch_get(name: str) -> Response:
+        return batch(datasets.get(name))
 
-    @app.get("/v1/image-tags/<image_id>")
-    def get_image_tags(image_id: str) -> Response:
-        return single(TAGS, image_id)
-
-    @app.post("/v1/image-tags:batchGet")
-    def batch_image_tags() -> Response:
-        return batch(TAGS)
+    for spec in datasets.by_name.values():
+        if spec.route:
+            app.add_url_rule(
+                f"/v1/{spec.route}/<key>", f"get_{spec.name}", _bound(single, spec), methods=["GET"]
+            )
+            app.add_url_rule(
+                f"/v1/{spec.route}:batchGet", f"batch_{spec.name}", _bound_batch(batch, spec),
+                methods=["POST"],
+            )  # fmt: skip
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -56,11 +65,11 @@ def register(
     def readyz() -> Response:
         reader.ping()
         versions: dict[str, str | None] = {}
-        for dataset in keys.DATASETS:
+        for name in sorted(datasets.by_name):
             try:
-                versions[dataset] = reader.resolve(dataset, fresh=True).version
+                versions[name] = reader.resolve(name, fresh=True).version
             except NotFound:
-                versions[dataset] = None
+                versions[name] = None
         ready = any(versions.values())
         body = {"status": "ready" if ready else "not_ready", "datasets": versions}
         if not ready:
@@ -71,5 +80,13 @@ def register(
     def metrics_page() -> Response:
         return Response(metrics.render(), mimetype=None, content_type=metrics.content_type)
 
-    install_openapi(app, document(settings))
+    install_openapi(app, document(settings, datasets))
     install_timing(app, metrics.observe)
+
+
+def _bound(view: Callable[[Served, str], Response], spec: Served) -> Callable[..., Response]:
+    return lambda key: view(spec, key)
+
+
+def _bound_batch(view: Callable[[Served], Response], spec: Served) -> Callable[..., Response]:
+    return lambda: view(spec)

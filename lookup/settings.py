@@ -60,9 +60,7 @@ class LookupSettings:
     """Everything the lookup API needs; the core settings included."""
 
     core: Settings = field(default_factory=Settings)
-    default_k: int = 10
-    max_k: int = 100
-    max_tag_limit: int = 100
+    max_k: int = 1000  # the largest k / limit a request may ask for
     max_batch_ids: int = 100
     max_body_bytes: int = 64 * 1024
     # A pointer read is cached this long per process (0 disables). A publish is seen by
@@ -82,9 +80,7 @@ class LookupSettings:
         env = os.environ if env is None else env
         settings = cls(
             core=Settings.from_env(env),
-            default_k=env_int(env, "LOOKUP_DEFAULT_K", cls.default_k),
             max_k=env_int(env, "LOOKUP_MAX_K", cls.max_k),
-            max_tag_limit=env_int(env, "LOOKUP_MAX_TAG_LIMIT", cls.max_tag_limit),
             max_batch_ids=env_int(env, "LOOKUP_MAX_BATCH_IDS", cls.max_batch_ids),
             max_body_bytes=env_int(env, "LOOKUP_MAX_BODY_BYTES", cls.max_body_bytes),
             pointer_cache_s=env_float(env, "LOOKUP_POINTER_CACHE_S", cls.pointer_cache_s),
@@ -108,10 +104,10 @@ class LookupSettings:
 
     def check(self) -> None:
         """Refuse settings that cannot work, at start-up rather than per request."""
-        if not 1 <= self.default_k <= self.max_k:
-            raise ValueError(f"need 1 <= default_k <= max_k, got {self.default_k}, {self.max_k}")
-        if self.max_batch_ids < 1 or self.max_body_bytes < 64 or self.max_tag_limit < 1:
-            raise ValueError("max_batch_ids, max_tag_limit and max_body_bytes must be positive")
+        if self.max_k < 1:
+            raise ValueError(f"LOOKUP_MAX_K must be at least 1, got {self.max_k}")
+        if self.max_batch_ids < 1 or self.max_body_bytes < 64:
+            raise ValueError("LOOKUP_MAX_BATCH_IDS and LOOKUP_MAX_BODY_BYTES must be positive")
         if self.pointer_cache_s < 0:
             raise ValueError("pointer_cache_s must be >= 0")
         if self.fallback_max_instances < 1:

@@ -82,16 +82,30 @@ def encode_payload(
     return dumps(doc)
 
 
-def envelope(payload: bytes, *, dataset_version: str, source: str = "precomputed") -> bytes:
-    """Serve stored payload bytes with the per-request fields spliced in front."""
+LIVE_TAIL = b',"source":"live"}'  # how a live answer written back ends (encode_payload)
+
+
+def stored_source(payload: bytes) -> str:
+    """Where a payload read from the store came from: a bulk run, or a live write-back."""
+    return "written_back" if payload.endswith(LIVE_TAIL) else "precomputed"
+
+
+def envelope(
+    payload: bytes,
+    *,
+    dataset_version: str,
+    source: str = "precomputed",
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    """Serve payload bytes with the per-request fields spliced in front, without decoding:
+    ``source`` (precomputed, live or written_back), ``dataset_version`` and ``extra``."""
     if payload[:1] != b"{":
         raise ValueError("payload is not a JSON object")
-    if b'"source":' in payload:  # live write-back already says where it came from
-        head = b'{"dataset_version":' + dumps(dataset_version) + b","
-    else:
-        head = (
-            b'{"source":' + dumps(source) + b',"dataset_version":' + dumps(dataset_version) + b","
-        )
+    if payload.endswith(LIVE_TAIL):  # the answer says its source once, in front
+        payload = payload[: -len(LIVE_TAIL)] + b"}"
+    head = b'{"source":' + dumps(source) + b',"dataset_version":' + dumps(dataset_version) + b","
+    if extra:
+        head += dumps(dict(extra))[1:-1] + b","
     return head + payload[1:]
 
 

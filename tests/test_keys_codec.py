@@ -105,8 +105,13 @@ def test_envelope_splices_without_decoding() -> None:
         b'{"source":"precomputed","dataset_version":"V","user_id":"u1","items":[]}'
     )
     live = b'{"user_id":"u1","items":[],"source":"live"}'
-    assert codec.envelope(live, dataset_version="V") == (
-        b'{"dataset_version":"V","user_id":"u1","items":[],"source":"live"}'
+    assert codec.stored_source(live) == "written_back"
+    assert codec.stored_source(stored) == "precomputed"
+    assert codec.envelope(live, dataset_version="V", source="written_back") == (
+        b'{"source":"written_back","dataset_version":"V","user_id":"u1","items":[]}'
+    )
+    assert codec.envelope(live, dataset_version="V", source="live") == (
+        b'{"source":"live","dataset_version":"V","user_id":"u1","items":[]}'
     )
 
 

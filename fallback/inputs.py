@@ -1,0 +1,156 @@
+"""What live inference reads a key's inputs from: the dataset's own tables and images.
+
+A ranking dataset's items (all of them, with the candidate rule's index), entities (by
+key, for a key a bulk run has not scored) and contexts are read at start with
+prescore.local_tables (parquet on file:// or hdfs://) and read again every
+``FALLBACK_TABLES_REFRESH_S``, so an entity added since the last bulk run is found. A
+labels dataset reads an image by key from its folder (prescore.image_store) or a row by
+key from its table. Every read is bounded: a refresh that fails keeps the tables it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prescore import local_tables
+from prescore.datasets import Dataset
+from prescore.errors import PrescoreError
+from prescore.image_store import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None or (isinstance(value, float) and value != value):
+        return []
+    if isinstance(value, list | tuple | np.ndarray):
+        return list(value)
+    return [value]
+
+
+def _by_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    keys = (
+        frame[list(columns)].astype(str).agg("|".join, axis=1)
+        if len(columns) > 1
+        else frame[columns[0]].astype(str)
+    )
+    return frame.set_index(keys, drop=False)
+
+
+@dataclass(frozen=True)
+class RankingTables:
+    """One read of a ranking dataset's tables."""
+
+    items: pd.DataFrame  # in table order; positions are item indices
+    item_ids: list[str]
+    index: Mapping[Any, np.ndarray]  # match rule: value -> item indices
+    item_at: Mapping[str, int]  # item key -> index (table rule)
+    entities: pd.DataFrame | None  # indexed by key
+    candidates: pd.DataFrame | None  # table rule, indexed by key
+    contexts: pd.DataFrame | None  # indexed by context value
+
+
+def read_ranking(dataset: Dataset, webhdfs_url: str) -> RankingTables:
+    assert dataset.entities is not None and dataset.items is not None
+    items = local_tables.read(dataset.items, webhdfs_url=webhdfs_url).reset_index(drop=True)
+    key = dataset.items.key[0]
+    item_ids = items[key].astype(str).tolist()
+    rule = dataset.candidates
+    index: dict[Any, list[int]] = {}
+    if rule.rule == "match":
+        for i, value in enumerate(items[rule.item_column]):
+            for v in _values(value):
+                index.setdefault(v, []).append(i)
+    entities = _by_key(
+        local_tables.read(dataset.entities, webhdfs_url=webhdfs_url), dataset.entities.key
+    )
+    candidates = None
+    if rule.rule == "table" and rule.table is not None:
+        candidates = _by_key(local_tables.read(rule.table, webhdfs_url=webhdfs_url), rule.table.key)
+    contexts = None
+    ctx = dataset.contexts
+    if ctx is not None:
+        frame = (
+            local_tables.read(ctx.table, webhdfs_url=webhdfs_url)
+            if ctx.table is not None
+            else pd.DataFrame({ctx.key: list(ctx.values)})
+        )
+        contexts = frame.set_index(frame[ctx.key].astype(str), drop=False)
+    return RankingTables(
+        items=items,
+        item_ids=item_ids,
+        index={v: np.asarray(ix, np.int64) for v, ix in index.items()},
+        item_at={k: i for i, k in enumerate(item_ids)},
+        entities=entities,
+        candidates=candidates,
+        contexts=contexts,
+    )
+
+
+def candidates(
+    dataset: Dataset, tables: RankingTables, entity: Mapping[str, Any], key: str
+) -> np.ndarray:
+    """Item indices ``entity`` is scored against, by the dataset's candidate rule."""
+    rule = dataset.candidates
+    if rule.rule == "all":
+        return np.arange(len(tables.item_ids), dtype=np.int64)
+    if rule.rule == "match":
+        parts = [
+            tables.index.get(v, np.empty(0, np.int64))
+            for v in _values(entity.get(rule.entity_column))
+        ]
+        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+    if tables.candidates is None or key not in tables.candidates.index:
+        return np.empty(0, np.int64)
+    listed = _values(tables.candidates.loc[key][rule.items_column])
+    return np.array([tables.item_at[i] for i in map(str, listed) if i in tables.item_at], np.int64)
+
+
+class Inputs:
+    """A served dataset's inputs, refreshed in the background."""
+
+    def __init__(
+        self, dataset: Dataset, webhdfs_url: str, refresh_s: float, timeout_s: float
+    ) -> None:
+        self.dataset = dataset
+        self.webhdfs_url = webhdfs_url
+        self.refresh_s = refresh_s
+        self.images = (
+            ImageStore.for_dataset(dataset, webhdfs_url, timeout_s=timeout_s)
+            if dataset.images
+            else None
+        )
+        self.ranking: RankingTables | None = None
+        self.rows: pd.DataFrame | None = None
+        self.error = ""
+        self.read_at = 0.0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the tables again; on failure keep the last good read and record why."""
+        try:
+            if self.dataset.kind == "ranking":
+                self.ranking = read_ranking(self.dataset, self.webhdfs_url)
+            elif self.dataset.rows is not None:
+                frame = local_tables.read(self.dataset.rows, webhdfs_url=self.webhdfs_url)
+                self.rows = _by_key(frame, self.dataset.rows.key)
+            self.error = ""
+            self.read_at = time.monotonic()
+        except (PrescoreError, OSError, ValueError, KeyError) as exc:
+            self.error = str(exc)
+            log.warning("dataset %s: inputs not read: %s", self.dataset.name, exc)
+
+    @property
+    def ready(self) -> bool:
+        return self.ranking is not None or self.rows is not None or self.images is not None
+
+    def stale(self) -> bool:
+        """Whether the tables are due to be read again (an images folder is never read ahead)."""
+        return self.images is None and time.monotonic() - self.read_at > self.refresh_s

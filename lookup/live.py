@@ -1,0 +1,95 @@
+"""``POST /v1/datasets/{name}:predict``: a new entity scored live from features it sends.
+
+A key the published version holds is a hit, read from the store. Any other is sent with
+the caller's features to the fallback through the lookup's FallbackClient (same deadline
+and circuit breaker as a miss) and served with ``"source": "live"``. The answer is made
+from inputs the caller chose, so it is never written back: what one client sends can
+never change what another client reads. Body: ``{"key", "features", "context"?, "k"?,
+"min_score"?}`` (the dataset's key field, e.g. ``user_id``, may stand for ``key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+
+from lookup import params, render
+from lookup.datasets import Served, ServedDatasets
+from lookup.fallback_client import FallbackClient
+from lookup.settings import LookupSettings
+from lookup.store import StoreReader
+from prescore import keys
+from prescore.errors import FallbackUnavailable, InvalidInput, NotFound
+from prescore.web import json_body, json_response
+
+
+def _instance(
+    spec: Served, body: Any, settings: LookupSettings
+) -> tuple[dict[str, Any], params.Shape]:
+    """The checked body: the instance for the fallback, and how to cut the answer."""
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object", code="invalid_body")
+    names = {"key", spec.shape.key_field}
+    allowed = (
+        names | {"features", "k", "limit", "min_score"} | ({"context"} if spec.contexts else set())
+    )
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            code="invalid_body",
+        )
+    given = [body[n] for n in sorted(names) if n in body]
+    if len(given) != 1 or not isinstance(given[0], str):
+        raise InvalidInput(
+            f"give the key as a string in {' or '.join(sorted(names))}", code="invalid_id"
+        )
+    key = params.check_key(spec, given[0])
+    features = body.get("features")
+    if not isinstance(features, dict) or not features:
+        raise InvalidInput("features must be a non-empty object", code="invalid_features")
+    inst: dict[str, Any] = {"key": key, "features": features}
+    context = params.context(spec, body)
+    if context:
+        inst["context"] = context
+    return inst, params.shape(body, settings)
+
+
+def register(
+    app: Flask, settings: LookupSettings, client: FallbackClient, datasets: ServedDatasets
+) -> None:
+    """Add ``POST /v1/datasets/{name}:predict`` (and ``/v1/{route}:predict``)."""
+    reader: StoreReader = app.extensions["lookup"].reader
+
+    def predict(spec: Served) -> Response:
+        if not spec.live:
+            raise NotFound(f"dataset {spec.name} has no live inference", code="no_route")
+        inst, shape = _instance(spec, json_body(request, settings.max_body_bytes), settings)
+        resolved, values = reader.read(
+            spec.name, [keys.entity_key(inst["key"], inst.get("context"))]
+        )
+        if values[0] is not None:
+            return json_response(render.hit(values[0], spec, shape, resolved))
+        payload = client.answer(spec.name, [inst], resolved, write_back=False)[0]
+        if isinstance(payload, FallbackUnavailable):  # one instance: one call, which raises
+            raise payload
+        if payload is None:
+            raise NotFound(f"live inference has no answer for {inst['key']!r}")
+        return json_response(render.hit(payload, spec, shape, resolved, source="live"))
+
+    @app.post("/v1/datasets/<name>:predict")
+    def predict_dataset(name: str) -> Response:
+        return predict(datasets.get(name))
+
+    for spec in datasets.by_name.values():
+        if spec.route and spec.live:
+            app.add_url_rule(
+                f"/v1/{spec.route}:predict", f"predict_{spec.name}", _bound(predict, spec),
+                methods=["POST"],
+            )  # fmt: skip
+
+
+def _bound(view: Callable[[Served], Response], spec: Served) -> Callable[[], Response]:
+    return lambda: view(spec)
