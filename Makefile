@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m jobs.demo
+	$(PY) -m examples.hotels.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

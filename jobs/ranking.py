@@ -54,8 +54,9 @@ def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[
     return dict(columns(frame)), [found[v] for v in ctx.score]
 
 
-def plan(spark: Any, dataset: Dataset, ref: ModelRef) -> dict[str, Any]:
-    """Read and check everything a run needs; the plain values its workers get."""
+def plan(spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False) -> dict[str, Any]:
+    """Read and check everything a run needs; the plain values its workers get.
+    ``per_pair``: call serving_default on every pair even if the model is factored."""
     assert dataset.entities is not None and dataset.items is not None
     sigs = Signatures.from_json(ref.meta["signature"])
     entities, items = read(spark, dataset.entities), read(spark, dataset.items)
@@ -64,18 +65,19 @@ def plan(spark: Any, dataset: Dataset, ref: ModelRef) -> dict[str, Any]:
     if dataset.contexts is not None:
         sides["context"] = ctx_columns
     bound = check_ranking(dataset, sigs, ref.meta, sides)
+    factored = sigs.factored and not per_pair
     rule = dataset.candidates
     where = f"dataset {dataset.name}"
     require(entities, [*dataset.entities.key, rule.entity_column], f"{where}: entities")
     require(items, [*dataset.items.key, rule.item_column, *dataset.item_payload], f"{where}: items")
     item_cols = {c for c, side in bound.items() if side == "item"} | set(dataset.item_payload)
-    if sigs.factored:
+    if factored:
         item_cols |= set(sigs.by_name["encode_item"].inputs)
     item_cols |= {rule.item_column} - {""}
     picked = items.select(dataset.items.key[0], *sorted(item_cols - {dataset.items.key[0]}))
     item_table = picked.toPandas()
     entity_cols = {c for c, side in bound.items() if side == "entity"} | {rule.entity_column}
-    if sigs.factored:
+    if factored:
         entity_cols |= set(sigs.by_name["encode_entity"].inputs)
     entity_cols = (entity_cols - {""}) - set(dataset.entities.key)
     frame = entities.select(*dataset.entities.key, *sorted(entity_cols))
@@ -88,7 +90,7 @@ def plan(spark: Any, dataset: Dataset, ref: ModelRef) -> dict[str, Any]:
     return {
         "dataset": asdict(dataset),
         "bound": bound,
-        "factored": sigs.factored,
+        "factored": factored,
         "contexts": ctx_rows,
         "entities": frame,
         "items": {c: item_table[c].tolist() for c in item_table.columns},

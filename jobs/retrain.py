@@ -1,30 +1,40 @@
-"""The retraining pipeline: train, evaluate against the promoted model, gate, score, publish.
+"""The retraining pipeline of any dataset: train, evaluate, gate, score, publish, promote.
 
-    python -m jobs.retrain --data var/data [--run-id ID] [--max-regression 0.005]
-        [--epochs E] [--target local|k8s] [--until train|evaluate|gate]
+    python -m jobs.retrain --dataset NAME [--run-id ID] [--until train|evaluate|gate|score]
+        [--target local|k8s] [--max-regression M]
 
-1. train     a candidate ``reco`` model on the data (in this process: TensorFlow), saved
-             to the model store, not promoted;
-2. evaluate  the candidate and the promoted model on the same held-out events (AUC);
-3. gate      promote the candidate only if its AUC is at most ``--max-regression`` below
-             the promoted one's (a first model is promoted as is); else stop here;
-4. score     every user with the promoted candidate through ``jobs.submit`` (spark-submit,
-             local or Kubernetes) and check that the version was published.
+The dataset declares its training (``[datasets.NAME.training]``, see the README):
+
+1. train     the declared ``command`` (``{output}``: the folder to write the model to,
+             ``{python}``: this interpreter) or ``entry`` (``module:function(output_dir)``)
+             writes a model folder; it is registered as the next version of the
+             dataset's model (prescore.model_import: checked against the dataset), not
+             promoted;
+2. evaluate  the candidate and the promoted model on the declared held-out table, with
+             the declared metric (``auc`` of a 0/1 label, ``map`` of a list of labels);
+3. gate      keep going only if the candidate is at most ``max_regression`` worse than
+             the promoted one (a first model passes as is); else stop here;
+4. score     the bulk job (``jobs.submit``: spark-submit, local or Kubernetes) with the
+             candidate, explicitly: it must publish a version made by that model;
+5. promote   only then is the candidate promoted, so a run that fails at any step leaves
+             the promoted model and the live data from the same model.
 
 Each finished step is recorded under ``{state dir}/{run id}/state.json`` before the next
 starts; running again with the same run id (a retried pod, a re-run after a crash) skips
-finished steps. The run prints and writes ``report.json``: the metrics of both models,
-the decision and why, the version published. ``--until`` stops after a step (a dry run).
+finished steps. The run prints and writes ``report.json``: both models' metrics, the
+decision and why, the version published.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,131 +42,133 @@ import numpy as np
 
 from jobs import submit
 from jobs.retrain_state import RunState, new_run_id
+from prescore import dataset_feeds
+from prescore.datasets import Dataset
+from prescore.errors import ConfigError, PrescoreError
 from prescore.modelstore import ModelStore
+from prescore.quality import quality
 from prescore.redis_client import connect
 from prescore.settings import Settings
+from prescore.signature import Signatures
 from prescore.versions import Versions
 
-MODEL = "reco"
-JOB = "score_recommendations"
-STEPS = ("train", "evaluate", "gate", "score")
+STEPS = ("train", "evaluate", "gate", "score", "promote")
 
 
 @dataclass(frozen=True)
 class Options:
-    data: str  # a local folder: training and evaluation read it with pandas
+    dataset: str
     run_id: str
     state_dir: str
-    max_regression: float = 0.005
-    epochs: int = 4
-    seed: int = 7
+    max_regression: float | None = None  # default: the dataset's declared margin
     int8: bool = True
     target: str = "local"  # where the bulk scoring runs: local spark-submit or Kubernetes
     master: str = "local[*]"
     driver_memory: str = "2g"
-    until: str = "score"
+    until: str = "promote"
     image: str = "prescore-jobs:latest"
     namespace: str = "prescore"
     spark_conf: str = ""
-    score_data: str = ""  # what the bulk job reads (hdfs:// on a cluster); default: data
 
 
 def log(msg: str) -> None:
     print(f"[retrain] {msg}", flush=True)
 
 
-def _subprocess_env(settings: Settings) -> dict[str, str]:
-    """What spark-submit's job reads: this run's store and model store, as env."""
-    return {
-        **os.environ,
-        "REDIS_URL": settings.redis.url,
-        "PRESCORE_REDIS_CLUSTER": "1" if settings.redis.cluster else "0",
-        "PRESCORE_MODEL_STORE": settings.models.root,
-    }
+def _training(dataset: Dataset) -> Any:
+    if dataset.training is None:
+        raise ConfigError(f"dataset {dataset.name} declares no [datasets.{dataset.name}.training]")
+    return dataset.training
 
 
-def step_train(settings: Settings, opts: Options) -> dict[str, Any]:
-    from jobs import train_reco
+def step_train(settings: Settings, dataset: Dataset, opts: Options, state: RunState) -> dict:
+    """Run the declared training, then register what it wrote (not promoted)."""
+    from prescore.model_import import register
 
-    result = train_reco.train(
-        Path(opts.data),
-        ModelStore(settings.models),
-        epochs=opts.epochs,
-        seed=opts.seed,
-        promote=False,
-        int8=opts.int8,
-    )
-    return {"version": result.version, "training_metrics": result.metrics}
+    training = _training(dataset)
+    out = state.dir / "model"
+    if training.entry:
+        module, _, func = training.entry.partition(":")
+        getattr(importlib.import_module(module), func)(str(out))
+    else:
+        argv = [p.replace("{output}", str(out)).replace("{python}", sys.executable) for p in training.command]
+        log("$ " + " ".join(argv))
+        done = subprocess.run(argv, check=False)
+        if done.returncode:
+            raise PrescoreError(f"training exited with {done.returncode}", code="training_failed")
+    registered = register(
+        ModelStore(settings.models), settings.catalog, dataset.model, str(out),
+        dataset=dataset.name, int8=opts.int8, webhdfs_url=settings.models.webhdfs_url, say=log,
+    )  # fmt: skip
+    return {"version": registered.version}
 
 
-def evaluate_versions(data: Path, store: ModelStore, versions: list[str]) -> dict[str, Any]:
-    """AUC of each model version on the same held-out events, each with its own schema."""
-    from jobs.quantize import roc_auc
-    from jobs.train_reco import encode_events, load_tables
-    from prescore.inference import TFRunner
-    from prescore.reco_features import Schema
+def evaluate_versions(settings: Settings, dataset: Dataset, versions: list[str]) -> dict[str, Any]:
+    """Each model version's metric on the same held-out rows."""
+    from prescore.tf_model import TFModel
 
-    tables = load_tables(data)
-    test = tables["events_test"]
-    y = test["booked"].to_numpy()
+    training = _training(dataset)
+    if training.heldout is None:
+        raise ConfigError(f"dataset {dataset.name}: training declares no heldout table")
+    store = ModelStore(settings.models)
     out: dict[str, Any] = {}
     for version in versions:
-        ref = store.resolve(MODEL, version)
-        x = encode_events(test, tables, Schema.from_dict(ref.meta["schema"]))
-        runner = TFRunner(ref.saved_model)
-        scores = np.concatenate([runner(x[i : i + 8192]).ravel() for i in range(0, len(x), 8192)])
-        out[version] = {"auc": roc_auc(y, scores), "test_events": len(test)}
+        ref = store.resolve(dataset.model, version)
+        sigs = Signatures.from_json(ref.meta["signature"])
+        feed, truth = dataset_feeds.heldout(
+            dataset, sigs, ref.meta, training.heldout, training.label, settings.models.webhdfs_url
+        )
+        model = TFModel(ref.saved_model, ref.meta)
+        n = len(truth)
+        scores = [model({k: v[i : i + 8192] for k, v in feed.items()}) for i in range(0, n, 8192)]
+        value = quality(training.metric, truth, np.concatenate(scores))
+        out[version] = {training.metric: value, "heldout_rows": n}
     return out
 
 
-def step_evaluate(settings: Settings, opts: Options, candidate: str) -> dict[str, Any]:
-    store = ModelStore(settings.models)
-    promoted = store.promoted(MODEL)
+def step_evaluate(settings: Settings, dataset: Dataset, candidate: str) -> dict[str, Any]:
+    metric = _training(dataset).metric
+    promoted = ModelStore(settings.models).promoted(dataset.model)
     versions = [candidate] + ([promoted] if promoted and promoted != candidate else [])
-    metrics = evaluate_versions(Path(opts.data), store, versions)
+    metrics = evaluate_versions(settings, dataset, versions)
     for version, m in metrics.items():
-        log(f"evaluate: reco/{version} AUC {m['auc']:.4f} on {m['test_events']} held-out events")
-    current = (
-        {"version": promoted, **metrics[promoted]} if promoted and promoted != candidate else None
-    )
-    return {"candidate": {"version": candidate, **metrics[candidate]}, "promoted": current}
+        log(f"evaluate: {dataset.model}/{version} {metric} {m[metric]:.4f} on {m['heldout_rows']} held-out rows")
+    current = {"version": promoted, **metrics[promoted]} if promoted and promoted != candidate else None
+    return {"metric": metric, "candidate": {"version": candidate, **metrics[candidate]}, "promoted": current}
 
 
 def decide(evaluation: dict[str, Any], max_regression: float) -> tuple[bool, str]:
-    """Promote or not, and why; the one rule of the gate."""
-    cand = float(evaluation["candidate"]["auc"])
+    """Keep going or not, and why; the one rule of the gate."""
+    metric = evaluation.get("metric", "auc")
+    cand = float(evaluation["candidate"][metric])
     current = evaluation["promoted"]
     if current is None:
-        return True, f"no promoted model yet; candidate AUC {cand:.4f}"
-    prev = float(current["auc"])
+        return True, f"no promoted model yet; candidate {metric} {cand:.4f}"
+    prev = float(current[metric])
     if cand >= prev - max_regression:
         return True, (
-            f"candidate AUC {cand:.4f} vs promoted {prev:.4f}: within the allowed "
+            f"candidate {metric} {cand:.4f} vs promoted {prev:.4f}: within the allowed "
             f"regression of {max_regression:.4f}"
         )
     return False, (
-        f"candidate AUC {cand:.4f} vs promoted {prev:.4f}: below the {prev - max_regression:.4f} "
+        f"candidate {metric} {cand:.4f} vs promoted {prev:.4f}: below the {prev - max_regression:.4f} "
         f"the gate requires (allowed regression {max_regression:.4f}); the promoted model stays"
     )
 
 
-def step_gate(settings: Settings, opts: Options, evaluation: dict[str, Any]) -> dict[str, Any]:
-    store = ModelStore(settings.models)
-    before = store.promoted(MODEL)
-    promote, reason = decide(evaluation, opts.max_regression)
-    candidate = evaluation["candidate"]["version"]
-    if promote:
-        store.promote(MODEL, candidate)  # idempotent: writes the same name again on a re-run
-    log(("PROMOTE " if promote else "KEEP ") + reason)
-    return {"promote": promote, "reason": reason, "promoted_before": before}
+def step_gate(dataset: Dataset, opts: Options, evaluation: dict[str, Any]) -> dict[str, Any]:
+    margin = opts.max_regression if opts.max_regression is not None else _training(dataset).max_regression
+    passed, reason = decide(evaluation, margin)
+    log(("PASS " if passed else "KEEP ") + reason)
+    return {"promote": passed, "reason": reason}
 
 
-def _published_for(settings: Settings, model_version: str, since: str) -> str | None:
-    v = Versions(connect(settings.redis), "reco", settings.store)
+def _published_for(settings: Settings, dataset: Dataset, model_version: str, since: str) -> str | None:
+    v = Versions(connect(settings.redis), dataset.name, settings.store)
     for info in v.all():
         if (
             info.status == "published"
-            and info.model == MODEL
+            and info.model == dataset.model
             and info.model_version == model_version
             and (info.published_at or "") >= since
         ):
@@ -164,33 +176,54 @@ def _published_for(settings: Settings, model_version: str, since: str) -> str | 
     return None
 
 
-def step_score(settings: Settings, opts: Options, state: RunState, model_version: str) -> dict:
+def _subprocess_env(settings: Settings) -> dict[str, str]:
+    """What spark-submit's job reads: this run's store, model store and datasets, as env."""
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis.url,
+        "PRESCORE_REDIS_CLUSTER": "1" if settings.redis.cluster else "0",
+        "PRESCORE_MODEL_STORE": settings.models.root,
+    }
+    if settings.catalog.source:
+        env["PRESCORE_CONFIG"] = settings.catalog.source
+    return env
+
+
+def step_score(settings: Settings, dataset: Dataset, opts: Options, state: RunState, version: str) -> dict:
     # A crash after the publish but before this step was recorded: do not score again.
-    done = _published_for(settings, model_version, state.started_at)
+    done = _published_for(settings, dataset, version, state.started_at)
     if done:
         return {"published": done, "note": "found already published by this run"}
-    flags = {"data": opts.score_data or opts.data, "model_version": model_version}
+    flags = {"dataset": dataset.name, "model_version": version}
     if opts.target == "k8s":
         argv = submit.k8s_args(
-            JOB,
-            image=opts.image,
-            namespace=opts.namespace,
-            conf=submit.parse_conf(opts.spark_conf),
+            "score", image=opts.image, namespace=opts.namespace, conf=submit.parse_conf(opts.spark_conf),
             **flags,
-        )
+        )  # fmt: skip
     else:
-        argv = submit.local_args(JOB, master=opts.master, driver_memory=opts.driver_memory, **flags)
+        argv = submit.local_args("score", master=opts.master, driver_memory=opts.driver_memory, **flags)
     submit.run(argv, env=_subprocess_env(settings))
-    published = _published_for(settings, model_version, state.started_at)
+    published = _published_for(settings, dataset, version, state.started_at)
     if published is None:
-        raise RuntimeError(f"scoring finished but no reco version from model {model_version}")
+        raise PrescoreError(
+            f"scoring finished but no {dataset.name} version from model {version}", code="publish_failed"
+        )
     return {"published": published}
+
+
+def step_promote(settings: Settings, dataset: Dataset, version: str) -> dict[str, Any]:
+    store = ModelStore(settings.models)
+    before = store.promoted(dataset.model)
+    store.promote(dataset.model, version)  # idempotent: writes the same name again on a re-run
+    log(f"promoted {dataset.model}/{version} (was {before or 'none'}), with its scores live")
+    return {"promoted": version, "promoted_before": before}
 
 
 def run(settings: Settings, opts: Options) -> dict[str, Any]:
     """Run (or resume) the pipeline; returns the report."""
+    dataset = settings.catalog.get(opts.dataset)
     state = RunState(opts.state_dir, opts.run_id)
-    log(f"run {opts.run_id}: state {state.path}")
+    log(f"run {opts.run_id} of {dataset.name}: state {state.path}")
 
     def step(name: str, func: Any, *args: Any) -> dict[str, Any]:
         if state.done(name):
@@ -201,86 +234,91 @@ def run(settings: Settings, opts: Options) -> dict[str, Any]:
             log(f"{name}: done")
         return state.result(name)
 
-    train = step("train", step_train, settings, opts)
-    if opts.until != "train":
-        evaluation = step("evaluate", step_evaluate, settings, opts, train["version"])
-        if opts.until != "evaluate":
-            gate = step("gate", step_gate, settings, opts, evaluation)
-            if opts.until != "gate" and gate["promote"]:
-                step("score", step_score, settings, opts, state, train["version"])
-    report = build_report(state, opts)
+    train = step("train", step_train, settings, dataset, opts, state)
+    version = train["version"]
+    stop = STEPS.index(opts.until)
+    if stop >= 1:
+        evaluation = step("evaluate", step_evaluate, settings, dataset, version)
+        if stop >= 2:
+            gate = step("gate", step_gate, dataset, opts, evaluation)
+            if stop >= 3 and gate["promote"]:
+                step("score", step_score, settings, dataset, opts, state, version)
+                if stop >= 4:
+                    step("promote", step_promote, settings, dataset, version)
+    report = build_report(state, dataset)
     path = state.write_report(report)
     print(json.dumps(report, indent=2, sort_keys=True))
     log(f"report: {path}")
     return report
 
 
-def build_report(state: RunState, opts: Options) -> dict[str, Any]:
+def build_report(state: RunState, dataset: Dataset) -> dict[str, Any]:
     steps = state.data["steps"]
     evaluation = steps.get("evaluate", {})
     gate = steps.get("gate", {})
+    decision = "undecided"
+    if gate:
+        decision = "promote" if gate["promote"] else "keep"
     return {
         "run_id": state.run_id,
-        "data": opts.data,
-        "max_regression": opts.max_regression,
+        "dataset": dataset.name,
+        "model": dataset.model,
         "steps_done": [s for s in STEPS if s in steps],
+        "metric": evaluation.get("metric"),
         "candidate": evaluation.get("candidate") or steps.get("train"),
         "promoted_before": evaluation.get("promoted"),
-        "decision": ("promote" if gate["promote"] else "keep") if gate else "undecided",
+        "decision": decision,
         "reason": gate.get("reason", ""),
         "published_version": steps.get("score", {}).get("published"),
+        "promoted": steps.get("promote", {}).get("promoted"),
     }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m jobs.retrain",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m jobs.retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--data", required=True, help="local folder of users, hotels and events")
-    p.add_argument("--score-data", help="the same data as the bulk job reads it (e.g. hdfs://)")
+    p.add_argument("--dataset", required=True, help="a declared dataset with a training section")
     p.add_argument("--run-id", help="resume this run (default: a new one; $PRESCORE_RUN_ID)")
     p.add_argument("--state-dir", help="where runs are recorded (default: $PRESCORE_VAR/retrain)")
-    p.add_argument("--max-regression", type=float, default=0.005, help="AUC a candidate may lose")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--max-regression", type=float, help="how much worse a candidate may be")
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 variant")
     p.add_argument("--target", choices=("local", "k8s"), default="local")
     p.add_argument("--master", default="local[*]")
     p.add_argument("--driver-memory", default="2g")
-    p.add_argument("--until", choices=STEPS, default="score", help="stop after this step")
+    p.add_argument("--until", choices=STEPS, default="promote", help="stop after this step")
     p.add_argument("--redis-url", help="overrides REDIS_URL")
     p.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
+    p.add_argument("--config", help="the dataset declarations (overrides PRESCORE_CONFIG)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = os.environ
-    settings = Settings.from_env(env)
-    if args.redis_url:
-        settings = replace(settings, redis=replace(settings.redis, url=args.redis_url))
-    if args.model_store:
-        settings = replace(settings, models=replace(settings.models, root=args.model_store))
-    opts = Options(
-        data=args.data,
-        score_data=args.score_data or "",
-        run_id=args.run_id or env.get("PRESCORE_RUN_ID") or new_run_id(),
-        state_dir=args.state_dir or os.path.join(settings.var_dir, "retrain"),
-        max_regression=args.max_regression,
-        epochs=args.epochs,
-        seed=args.seed,
-        int8=args.int8,
-        target=args.target,
-        master=args.master,
-        driver_memory=args.driver_memory,
-        until=args.until,
-        image=env.get("PRESCORE_JOBS_IMAGE", "prescore-jobs:latest"),
-        namespace=env.get("POD_NAMESPACE", "prescore"),
-        spark_conf=env.get("PRESCORE_SPARK_CONF", ""),
-    )
-    run(settings, opts)
+    try:
+        settings = Settings.from_env(env).with_overrides(args.redis_url, args.model_store, args.config, env)
+        opts = Options(
+            dataset=args.dataset,
+            run_id=args.run_id or env.get("PRESCORE_RUN_ID") or new_run_id(),
+            state_dir=args.state_dir or os.path.join(settings.var_dir, "retrain"),
+            max_regression=args.max_regression,
+            int8=args.int8,
+            target=args.target,
+            master=args.master,
+            driver_memory=args.driver_memory,
+            until=args.until,
+            image=env.get("PRESCORE_JOBS_IMAGE", "prescore-jobs:latest"),
+            namespace=env.get("POD_NAMESPACE", "prescore"),
+            spark_conf=env.get("PRESCORE_SPARK_CONF", ""),
+        )
+        run(settings, opts)
+    except PrescoreError as exc:
+        log(f"failed: {exc.code}: {exc.message}")
+        return 1
+    except subprocess.CalledProcessError as exc:
+        log(f"failed: spark-submit exited with {exc.returncode}")
+        return exc.returncode or 1
     return 0
 
 

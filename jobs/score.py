@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1024,
         help="ranking: entities scored, encoded and written together",
     )
+    parser.add_argument(
+        "--per-pair",
+        action="store_true",
+        help="ranking: score every pair's raw features with serving_default, even when the "
+        "model has the factored signatures (to compare the two)",
+    )
     add_store_flags(parser)
     return parser.parse_args(argv)
 
@@ -62,7 +68,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if dataset.kind == "ranking":
-        planned = ranking.plan(spark, dataset, ref)
+        planned = ranking.plan(spark, dataset, ref, per_pair=args.per_pair)
         conf.update(batch_rows=args.batch_rows or 32768, entities_per_chunk=args.entities_per_chunk)
         n_items = len(next(iter(planned["items"].values()), []))
         how = "factored signatures" if planned["factored"] else "serving_default on each pair"

@@ -33,6 +33,13 @@ _STATUS = {
 }
 
 
+def _rule(prefix: str, spec: Served) -> str:
+    """The Flask URL rule (lookup.routes) that serves the GETs under ``prefix``."""
+    if prefix == f"/v1/datasets/{spec.name}/":
+        return "/v1/datasets/<name>/<key>"
+    return prefix + "<key>"
+
+
 class FastPath:
     """Serve the single-key GETs directly; hand everything else to ``fallthrough``."""
 
@@ -48,9 +55,11 @@ class FastPath:
         self.service = service
         self.settings = settings
         self.metrics = metrics
-        # (prefix, dataset, the route's name in metrics), longest prefix first
+        # (prefix, dataset, the route's name in metrics), longest prefix first. The name is
+        # Flask's URL rule, so a request counts under one route whichever path answers it
+        # (the generic rule names no dataset: lookup_keys_total says which).
         self.routes = sorted(
-            ((p, s, p + "<key>") for p, s in datasets.routes()), key=lambda r: -len(r[0])
+            ((p, s, _rule(p, s)) for p, s in datasets.routes()), key=lambda r: -len(r[0])
         )
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

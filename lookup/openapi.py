@@ -15,7 +15,9 @@ from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
 from prescore.keys import MAX_ID_LENGTH
 
-ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+# One id of a key (prescore.keys.check_id): its length is in the pattern too, since a
+# composite key's maxLength alone would let one part be longer than the store takes.
+ID = rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_ID_LENGTH - 1}}}"
 ERROR_CODES = [
     "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "invalid_body",
     "invalid_ids", "invalid_features", "malformed_json", "bad_request", "not_found",
@@ -108,7 +110,8 @@ def _not_found() -> dict[str, Any]:
 def _query(spec: Served, settings: LookupSettings) -> list[dict[str, Any]]:
     bounds = _bounds(settings)
     out = [
-        {"name": "k", "in": "query", "schema": bounds["k"], "description": "At most this many entries, best first"},
+        {"name": "k", "in": "query", "schema": bounds["k"],
+         "description": "At most this many entries, best first"},
         {"name": "limit", "in": "query", "schema": bounds["limit"], "description": "The same as k"},
         {"name": "min_score", "in": "query", "schema": bounds["min_score"],
          "description": "Only entries scoring at least this"},
@@ -162,6 +165,7 @@ def _batch_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": props,
         "oneOf": [{"required": [n]} for n in names],
+        "not": {"required": ["k", "limit"]},
         "description": f"The keys as {' or '.join(names)}; k and limit exclude each other",
     }
 
@@ -229,13 +233,16 @@ def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": props,
         "required": ["features"],
+        "not": {"required": ["k", "limit"]},
     }
 
 
 def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[str, Any]:
     batch = _post(
-        spec, f"Many keys of {spec.name}, all read from one dataset version", f"{spec.name}.BatchRequest",
-        _json(_ref(f"{spec.name}.Batch"), "Per-key results in request order"), 400, 404, 405, 413, 415, 503,
+        spec, f"Many keys of {spec.name}, all read from one dataset version",
+        f"{spec.name}.BatchRequest",
+        _json(_ref(f"{spec.name}.Batch"), "Per-key results in request order"),
+        400, 404, 405, 413, 415, 503,
     )  # fmt: skip
     predict = _post(
         spec, f"A new {spec.shape.key_field} of {spec.name} scored live from the features sent "

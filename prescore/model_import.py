@@ -13,9 +13,12 @@ model is stored as the next version; ``--promote`` names it the one in productio
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,10 +173,19 @@ def _check_shape(dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any]) ->
 def _int8(
     model_dir: Path, meta: dict[str, Any], sigs: Signatures, dataset: Dataset, webhdfs_url: str
 ) -> dict[str, Any]:
+    """The int8 record; the conversion runs in a child process, because the TFLite
+    converter can crash the process (a segmentation fault) on some graphs."""
     from prescore.quantize import quantize_dir
 
     try:
         sample = dataset_feeds.sample(dataset, sigs, 256, webhdfs_url)
     except (ConfigError, ModelMismatch, OSError) as exc:
         return {"built": False, "reason": f"no calibration sample: {exc}"}
-    return quantize_dir(model_dir, meta, sample, sample)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        try:
+            return pool.submit(quantize_dir, model_dir, meta, sample, sample).result()
+        except BrokenProcessPool:
+            for name in ("model_float32.tflite", "model_int8.tflite"):
+                (model_dir / name).unlink(missing_ok=True)
+            return {"built": False, "reason": "the TFLite converter crashed on this model"}

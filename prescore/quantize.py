@@ -15,6 +15,7 @@ by default (``auto``).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ def convert(saved_model: Path, out_dir: Path, representative: Feed) -> dict[str,
         for i in range(rows):
             yield {k: v[i : i + 1] for k, v in representative.items()}
 
+    # the converter calibrates in tf.lite.Interpreter, which warns that it is deprecated
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
     written = {}
     for runtime, filename in TFLITE_FILES.items():
         converter = tf.lite.TFLiteConverter.from_saved_model(

@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -81,22 +82,42 @@ def spark():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def reco_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small demo data set (users, hotels, contexts, events)."""
-    from jobs.datagen import Sizes, generate
+def shop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shop domain (tests.domains): its tables, and its model trained twice, exported
+    with the factored signatures and without them (trained once a run)."""
+    from tests import domains
 
-    out = tmp_path_factory.mktemp("reco-data")
-    generate(out, Sizes(users=400, hotels=150, regions=6, impressions_per_user=60), seed=3)
-    return out
+    root = tmp_path_factory.mktemp("shop")
+    tables = domains.shop_tables(root / "tables")
+    return {
+        "tables": tables,
+        "plain": domains.train_shop(tables, root / "model-plain"),
+        "factored": domains.train_shop(tables, root / "model-factored", factored=True),
+    }
 
 
 @pytest.fixture(scope="session")
-def reco_store(reco_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A model store holding one trained, promoted ``reco`` model (trained once a run)."""
-    from jobs.train_reco import train
-    from prescore.modelstore import ModelStore
+def colours(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The colours domain: JPEGs of its own, their colours, a small CNN trained on them."""
+    from tests import domains
 
-    root = tmp_path_factory.mktemp("reco-models")
-    store = ModelStore(ModelStoreSettings(root=root.as_uri(), cache_dir=str(root / ".cache")))
-    result = train(reco_data, store, epochs=3, seed=3, promote=True, int8=False)
-    return store, result
+    root = tmp_path_factory.mktemp("colours")
+    truth = domains.colour_images(root / "images")
+    return {
+        "images": root / "images",
+        "truth": truth,
+        "model": domains.train_colours(root / "images", truth, root / "model"),
+    }
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small hotel demo data set under a var/ folder, and the demo's booking model."""
+    from examples.hotels.datagen import Sizes, generate
+    from examples.hotels.train_reco import train
+
+    var = tmp_path_factory.mktemp("demo-var")
+    generate(var / "data", Sizes(users=400, hotels=150, regions=6, impressions_per_user=60), seed=3)
+    model = train(var / "data", var / "train" / "reco", epochs=2, seed=3)
+    assert model["metrics"]["auc"] > 0.6
+    return {"var": var, "model": var / "train" / "reco"}

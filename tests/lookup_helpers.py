@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from pathlib import Path
 
 from prescore import codec
+from prescore.codec import PayloadShape
 from prescore.redis_client import Client
 from prescore.settings import Settings
 from prescore.versions import Versions, write_payloads
+from tests.helpers import demo_catalog
 
 SCORED_AT = "2026-11-24T10:00:00Z"
+RECO = PayloadShape("user_id", "items", "hotel_id")  # the demo's shapes (prescore.toml)
+TAGS = PayloadShape("image_id", "tags", "tag")
+MODELS = {"reco": "reco", "tags": "tagger"}  # the demo's dataset -> model name
 
 
-def reco_payload(user_id: str, n: int, model_version: str, context: str | None = None) -> bytes:
+def demo_settings(settings: Settings, var: Path) -> Settings:
+    """``settings`` serving the demo's declarations (reco and tags), paths under ``var``."""
+    return dataclasses.replace(settings, catalog=demo_catalog(var))
+
+
+def reco_payload(
+    user_id: str, n: int, model_version: str, context: str | None = None,
+    source: str | None = None,
+) -> bytes:  # fmt: skip
+    """A user's ``n`` hotels h0, h1, ... scored 1.0, 0.99, ... (best first)."""
     items = [(f"h{j}", round(1.0 - j / 100, 4)) for j in range(n)]
-    return codec.encode_recommendations(
-        user_id, items, model="reco", model_version=model_version, scored_at=SCORED_AT,
-        context=context,
+    return codec.encode_payload(
+        RECO, user_id, items, model="reco", model_version=model_version, scored_at=SCORED_AT,
+        context=context, source=source,
     )  # fmt: skip
 
 
 def tags_payload(image_id: str, tags: list[tuple[str, float]], model_version: str) -> bytes:
-    return codec.encode_tags(
-        image_id, tags, model="tagger", model_version=model_version, scored_at=SCORED_AT
+    return codec.encode_payload(
+        TAGS, image_id, tags, model="tagger", model_version=model_version, scored_at=SCORED_AT
     )
 
 
 def publish(
     client: Client, settings: Settings, dataset: str, rows: Iterable[tuple[str, bytes]],
-    model_version: str,
+    model_version: str, model: str | None = None,
 ) -> str:  # fmt: skip
     """Write ``rows`` as a new version of ``dataset`` and publish it; returns the version."""
     versions = Versions(client, dataset, settings.store)
-    info = versions.begin("reco" if dataset == "reco" else "tagger", model_version)
+    info = versions.begin(model or MODELS.get(dataset, dataset), model_version)
     written = write_payloads(client, dataset, info.version, list(rows))
     versions.publish(info.version, written)
     return info.version

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from prescore.errors import InvalidInput
-from prescore.image_features import decode
+from prescore.image_features import decode, model_input
 
 
 def _encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
@@ -18,12 +18,21 @@ def _encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-def test_decodes_and_resizes_to_float_pixels() -> None:
+def test_decodes_and_resizes_to_uint8_pixels() -> None:
     raw = _encoded(Image.new("RGB", (150, 100), (255, 0, 0)))
     x = decode(raw, (64, 48))
-    assert x.shape == (64, 48, 3) and x.dtype == np.float32
-    assert x.min() >= 0.0 and x.max() <= 1.0
-    assert x[..., 0].mean() > 0.9 and x[..., 1].mean() < 0.1  # still red
+    assert x.shape == (64, 48, 3) and x.dtype == np.uint8
+    assert x[..., 0].mean() > 240 and x[..., 1].mean() < 20  # still red
+    grey = decode(raw, (8, 8), channels=1)
+    assert grey.shape == (8, 8, 1)
+
+
+def test_a_float_input_gets_pixels_in_zero_one_a_uint8_input_as_they_are() -> None:
+    x = decode(_encoded(Image.new("RGB", (20, 20), (255, 128, 0))), (4, 4))
+    scaled = model_input(x, "float32")
+    assert scaled.dtype == np.float32 and 0.0 <= scaled.min() and scaled.max() <= 1.0
+    assert scaled[0, 0, 0] == pytest.approx(x[0, 0, 0] / 255)
+    assert model_input(x, "uint8") is x
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])

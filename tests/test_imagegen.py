@@ -1,4 +1,4 @@
-"""jobs.imagegen: deterministic demo photos with labels, and the bad files the job must skip."""
+"""examples.hotels.imagegen: deterministic demo photos with labels, and the bad files the job must skip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.imagegen import TAGS, generate, main, read_labels
+from examples.hotels.imagegen import TAGS, generate, main, read_labels
 from prescore.errors import InvalidInput
 from prescore.image_features import decode
 
@@ -33,7 +33,7 @@ def test_labels_and_photos_agree(tmp_path: Path) -> None:
     counts = {t: sum(t in tags for tags in labels.values()) for t in TAGS}
     assert all(c > 10 for c in counts.values()), counts  # every tag is common enough to learn
     assert np.mean([len(t) for t in labels.values()]) > 1.5  # several tags per photo
-    x = decode((tmp_path / "img-000000.jpg").read_bytes(), (64, 64))
+    x = decode((tmp_path / "img-000000.jpg").read_bytes(), (64, 64)) / 255.0
     assert x.std() > 0.05  # not a blank canvas
 
 
@@ -42,7 +42,7 @@ def test_sea_view_has_its_blue_band(tmp_path: Path) -> None:
     labels = read_labels(tmp_path)
 
     def blue_rows(image_id: str) -> float:
-        x = decode((tmp_path / f"{image_id}.jpg").read_bytes(), (64, 64))
+        x = decode((tmp_path / f"{image_id}.jpg").read_bytes(), (64, 64)).astype(np.float32) / 255
         top = x[: 64 // 2]
         return float(((top[..., 2] - top[..., 0]) > 0.3).mean())
 

@@ -1,7 +1,9 @@
-"""Tagger training and the bulk tagging job: real TensorFlow, real local Spark, real Redis."""
+"""Labels datasets in bulk: the demo's photo tags, a domain's own images and tag names,
+and labels from a feature table. Real TensorFlow, real local Spark, real Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from jobs.bulk import settings_for
-from jobs.imagegen import TAGS, generate, read_labels
+from examples.hotels.imagegen import TAGS, generate, read_labels
+from examples.hotels.train_tagger import train
+from jobs.labels import image_key, split_glob
+from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
-from jobs.tag_images import image_id, parse_args, run_job, split_glob
-from jobs.train_tagger import TrainResult, train
 from prescore.errors import InvalidInput, ModelStoreError
 from prescore.modelstore import ModelStore
-from prescore.settings import ModelStoreSettings, StoreSettings
+from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
+from tests import domains
+from tests.helpers import DEMO_CONFIG, demo_catalog, registered, with_catalog
 
 ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 COUNT = 400
@@ -31,62 +35,58 @@ BAD = {
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Demo photos, the generator's bad files and one file whose name is not an id."""
-    out = tmp_path_factory.mktemp("photos")
+def demo_var(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo var/ folder: photos, the generator's bad files, one file whose name is not an
+    id; and the demo's tagger trained on them (written to var/train/tagger)."""
+    var = tmp_path_factory.mktemp("demo-var")
+    out = var / "images"
     generate(out, COUNT, seed=11, bad_files=True)
     (out / "hotel photo (2).jpg").write_bytes((out / "img-000000.jpg").read_bytes())
-    return out
+    train(out, var / "train" / "tagger", epochs=40, seed=11)
+    return var
 
 
-@pytest.fixture(scope="module")
-def tagger(
-    photos: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[ModelStore, TrainResult]:
-    """A promoted tagger trained once for the module."""
-    root = tmp_path_factory.mktemp("tag-models")
-    store = ModelStore(ModelStoreSettings(root=root.as_uri(), cache_dir=str(root / ".cache")))
-    return store, train(photos, store, epochs=40, seed=11, promote=True, int8=False)
+@pytest.fixture()
+def tags_settings(settings: Settings, demo_var: Path) -> Settings:
+    s = dataclasses.replace(settings, catalog=demo_catalog(demo_var))
+    registered(s, "tagger", demo_var / "train" / "tagger")
+    return s
 
 
-def _run(spark, photos: str, redis_url: str, store: ModelStore, *extra: str):
-    args = parse_args(
-        ["--images", photos, "--redis-url", redis_url, "--model-store", store.settings.root, *extra]
-    )
-    return run_job(spark, args, settings_for(args, {}))
+def _run(spark, s: Settings, dataset: str = "tags", *extra: str):  # type: ignore[no-untyped-def]
+    return run_job(spark, parse_args(["--dataset", dataset, *extra]), s)
 
 
-def test_training_beats_label_frequency(tagger: tuple[ModelStore, TrainResult]) -> None:
-    store, result = tagger
-    m = result.metrics
+def test_training_beats_label_frequency(tags_settings: Settings) -> None:
+    meta = ModelStore(tags_settings.models).meta("tagger", "1")
+    m = meta["metrics"]
     assert m["map"] > m["baseline_map"] + 0.2, m
     assert m["micro_f1"] > m["baseline_micro_f1"] + 0.1, m
-    meta = store.meta("tagger", result.version)
-    assert meta["tags"] == list(TAGS) and meta["labels"]["sea_view"] == "Sea view"
+    assert meta["labels"] == list(TAGS) and meta["label_names"]["sea_view"] == "Sea view"
     assert set(meta["thresholds"]) == set(TAGS)
     assert all(0.0 < t < 1.0 for t in meta["thresholds"].values())
-    assert meta["image_size"] == [64, 64] and meta["created_at"].endswith("Z")
-    assert store.promoted("tagger") == result.version
-    assert (store.resolve("tagger").saved_model / "saved_model.pb").is_file()
+    image = meta["signature"]["serving_default"]["inputs"]["image"]
+    assert image == {"dtype": "uint8", "shape": [None, 64, 64, 3]}  # the input size is the model's
+    assert meta["created_at"].endswith("Z") and meta["kind"] == "labels"
 
 
 def test_image_id_rule_and_globs() -> None:
-    assert image_id("hdfs://nn:8020/photos/img-000042.jpg") == "img-000042"
-    assert image_id("file:/var/images/a.b.png") == "a.b"
+    assert image_key("hdfs://nn:8020/photos/img-000042.jpg") == "img-000042"
+    assert image_key("file:/var/images/a.b.png") == "a.b"
     with pytest.raises(InvalidInput):
-        image_id("file:/var/images/hotel photo (2).jpg")
+        image_key("file:/var/images/hotel photo (2).jpg")
     assert split_glob("var/images/*.jpg", "P") == ("var/images", "*.jpg")
     assert split_glob("var/images/*", "P") == ("var/images", "P")
     assert split_glob("hdfs://nn/photos/", "P") == ("hdfs://nn/photos/", "P")
     assert split_glob("var/*/x.jpg", "P") == ("var/*/x.jpg", "P")
 
 
-def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing(
-    spark, photos, tagger, redis_url, rclient
+def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing(  # type: ignore[no-untyped-def]
+    spark, demo_var, tags_settings, rclient
 ) -> None:
-    store, result = tagger
-    meta = store.meta("tagger", result.version)
-    summary = _run(spark, f"{photos}/*", redis_url, store)
+    photos = demo_var / "images"
+    meta = ModelStore(tags_settings.models).meta("tagger", "1")
+    summary = _run(spark, tags_settings)
 
     # Every good photo is tagged and counted; every bad file is listed with its reason.
     assert summary.rows == summary.scored == COUNT
@@ -107,7 +107,7 @@ def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing(
     for image, raw in zip(ids, payloads, strict=False):
         assert raw is not None
         doc = json.loads(raw)
-        assert doc["image_id"] == image and doc["model_version"] == result.version
+        assert doc["image_id"] == image and doc["model_version"] == "1"
         scores = [t["score"] for t in doc["tags"]]
         assert scores == sorted(scores, reverse=True)  # best first
         assert all(t["score"] >= meta["thresholds"][t["tag"]] - 1e-4 for t in doc["tags"])
@@ -123,25 +123,24 @@ def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing(
     known = [i for i in ids if "sea_view" in labels[i]][:5]
     assert all("sea_view" in stored[i] for i in known)
 
-    # A run that fails for real (its model version does not exist) publishes nothing.
-    with pytest.raises(Exception) as err:
-        _run(spark, str(photos), redis_url, store, "--model-version", "99")
-    assert "99" in str(err.value) or isinstance(err.value, ModelStoreError)
-    assert versions.current() == summary.version
-    failed = [v for v in versions.all() if v.status == "failed"]
-    assert len(failed) == 1 and versions.count_keys(failed[0].version) == 0
+    # A run that cannot run (its model version does not exist) begins nothing.
+    before = versions.all()
+    with pytest.raises(ModelStoreError, match="tagger/99 not found"):
+        _run(spark, tags_settings, "tags", "--model-version", "99")
+    assert versions.current() == summary.version and versions.all() == before
     assert read_current(rclient, "tags", ids[:1])[1][0] == payloads[0]
 
 
-def test_spark_submit_runs_the_job(photos, tagger, redis_url, rclient) -> None:
-    store, _ = tagger
+def test_spark_submit_runs_the_job(demo_var, tags_settings, redis_url, rclient) -> None:  # type: ignore[no-untyped-def]
     env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
     env |= {
         "REDIS_URL": redis_url,
-        "PRESCORE_MODEL_STORE": store.settings.root,
+        "PRESCORE_MODEL_STORE": tags_settings.models.root,
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_VAR": str(demo_var),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    argv = local_args("tag_images", master="local[2]", driver_memory="1g", images=f"{photos}/*.jpg")
+    argv = local_args("score", master="local[2]", driver_memory="1g", dataset="tags")
     done = subprocess.run(
         [spark_submit_bin(), *argv], env=env, capture_output=True, text=True, timeout=300
     )
@@ -150,3 +149,43 @@ def test_spark_submit_runs_the_job(photos, tagger, redis_url, rclient) -> None:
     assert f"skipped {len(BAD)} bad input(s)" in done.stdout
     live = Versions(rclient, "tags", StoreSettings()).current()
     assert live is not None and f"tags: published version {live}" in done.stdout
+
+
+def test_a_cnn_of_its_own_over_its_own_jpegs(spark, settings, colours, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = with_catalog(settings, domains.colours_config(colours["images"], tmp_path / "c.toml"))
+    registered(s, "colour-tagger", colours["model"])
+    summary = _run(spark, s, "colours")
+    truth = colours["truth"]
+    assert summary.rows == len(truth) and summary.bad == 0
+    right = 0
+    for key, want in truth.items():
+        doc = json.loads(rclient.get(f"ps:colours:{summary.version}:{key}"))
+        assert list(doc) == ["key", "colours", "model", "model_version", "scored_at"]
+        assert all(set(e) == {"colour", "score"} and e["score"] >= 0.5 for e in doc["colours"])
+        right += {e["colour"] for e in doc["colours"]} == set(want)
+    assert right / len(truth) > 0.9  # it learnt the colours
+
+
+def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A labels model over rows: two float inputs -> three labels, keys in the table."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"sku": ["a1", "a2", "a3", "bad key!"], "width": [0.1, 2.0, 0.2, 1.0],
+         "height": [0.1, 0.1, 3.0, 1.0]}
+    )  # fmt: skip
+    table.to_parquet(tmp_path / "rows.parquet", index=False)
+    config = tmp_path / "r.toml"
+    config.write_text(
+        f'[datasets.shape]\nkind = "labels"\nmodel = "shape-model"\nmin_score = 0.5\n'
+        f'[datasets.shape.rows]\npath = "{tmp_path}/rows.parquet"\nkey = "sku"\n'
+    )
+    s = with_catalog(settings, config)
+    registered(s, "shape-model", domains.rows_model(tmp_path / "model"))
+    summary = _run(spark, s, "shape")
+    assert summary.rows == 3 and summary.bad == 1 and "bad key!" in summary.bad_sample[0]
+    got = {k: json.loads(rclient.get(f"ps:shape:{summary.version}:{k}")) for k in ("a1", "a2", "a3")}
+    assert [e["label"] for e in got["a1"]["labels"]] == ["small"] and got["a1"]["sku"] == "a1"
+    assert [e["label"] for e in got["a2"]["labels"]] == ["wide"]
+    assert [e["label"] for e in got["a3"]["labels"]] == ["tall"]
+    assert got["a1"]["labels"][0]["score"] == pytest.approx(0.8808, abs=1e-3)  # sigmoid(2)

@@ -1,25 +1,47 @@
-"""The lookup API against a real Redis: payloads, cutting, batches, metrics, OpenAPI."""
+"""The lookup API against a real Redis: payloads, cutting, batches, metrics, OpenAPI.
+
+The demo's datasets (reco and tags, from examples/hotels/prescore.toml) under their
+declared routes and under /v1/datasets/{name}; then datasets a test declares itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from pathlib import Path
 
+import jsonschema
 import pytest
 from flask.testing import FlaskClient
 
 from lookup.app import create_app
+from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
 from prescore import codec, keys
+from prescore.codec import PayloadShape
+from prescore.datasets import load
 from prescore.settings import Settings
-from tests.lookup_helpers import publish, publish_users, reco_payload, tags_payload
+from tests.lookup_helpers import (
+    SCORED_AT,
+    demo_settings,
+    publish,
+    publish_users,
+    reco_payload,
+    tags_payload,
+)
 
 TAGS = [("sea_view", 6.38), ("balcony", 4.82), ("pool", 2.5), ("bed", 0.7)]
 
 
 @pytest.fixture()
-def lookup_settings(settings: Settings) -> LookupSettings:
-    return LookupSettings(core=settings, max_batch_ids=20)
+def core(settings: Settings, tmp_path: Path) -> Settings:
+    """The test settings serving the demo's declarations."""
+    return demo_settings(settings, tmp_path / "var")
+
+
+@pytest.fixture()
+def lookup_settings(core: Settings) -> LookupSettings:
+    return LookupSettings(core=core, max_batch_ids=20)
 
 
 @pytest.fixture()
@@ -28,13 +50,14 @@ def api(lookup_settings: LookupSettings) -> FlaskClient:
 
 
 @pytest.fixture()
-def data(rclient, settings: Settings) -> dict[str, str]:
-    reco = publish_users(rclient, settings, users=5, model_version="m1", n=12)
-    context_rows = [("u1|weekend", reco_payload("u1", 3, "m1", context="weekend"))]
-    rclient.set(keys.value_key("reco", reco, "u1|weekend"), context_rows[0][1])
+def data(rclient, core: Settings) -> dict[str, str]:
+    reco = publish_users(rclient, core, users=5, model_version="m1", n=12)
+    rclient.set(
+        keys.value_key("reco", reco, "u1|weekend"), reco_payload("u1", 3, "m1", context="weekend")
+    )
     tags = publish(
         rclient,
-        settings,
+        core,
         "tags",
         [("img1", tags_payload("img1", TAGS, "t1")), ("img2", tags_payload("img2", [], "t1"))],
         "t1",
@@ -49,36 +72,82 @@ def test_recommendations_hit_is_the_stored_payload_with_envelope(api, data):
     assert body["source"] == "precomputed"
     assert body["dataset_version"] == data["reco"]
     assert body["model_version"] == "m1" and body["user_id"] == "u2"
+    assert body["model"] == "reco" and body["scored_at"] == SCORED_AT
     assert [i["hotel_id"] for i in body["items"]] == [f"h{j}" for j in range(12)]
+    assert "context_fallback" not in body
     # served by splicing: the stored bytes follow the spliced fields unchanged
     assert r.data.endswith(reco_payload("u2", 12, "m1")[1:])
+    # the generic route answers the same bytes
+    assert api.get("/v1/datasets/reco/u2?k=12").data == r.data
 
 
-def test_k_defaults_and_truncates(api, data):
-    assert len(api.get("/v1/recommendations/u0").get_json()["items"]) == 10  # default_k
+def test_k_defaults_to_the_whole_payload_and_truncates(api, data):
+    # without k the stored list is served whole (the bulk job stored the dataset's k)
+    assert len(api.get("/v1/recommendations/u0").get_json()["items"]) == 12
     top3 = api.get("/v1/recommendations/u0?k=3").get_json()["items"]
     assert [i["hotel_id"] for i in top3] == ["h0", "h1", "h2"]
+    assert api.get("/v1/recommendations/u0?limit=3").get_json()["items"] == top3  # a synonym
     assert len(api.get("/v1/recommendations/u0?k=100").get_json()["items"]) == 12
+    assert len(api.get("/v1/datasets/reco/u0?k=5").get_json()["items"]) == 5
+
+
+def test_min_score_cuts_a_ranking_too(api, data):
+    items = api.get("/v1/recommendations/u0?min_score=0.985").get_json()["items"]
+    assert items == [{"hotel_id": "h0", "score": 1.0}, {"hotel_id": "h1", "score": 0.99}]
+    both = api.get("/v1/recommendations/u0?min_score=0.95&k=2").get_json()["items"]
+    assert [i["hotel_id"] for i in both] == ["h0", "h1"]
+    assert api.get("/v1/recommendations/u0?min_score=2").get_json()["items"] == []
+
+
+def test_k_and_limit_together_are_refused(api, data):
+    for url in ("/v1/recommendations/u0?k=2&limit=2", "/v1/datasets/tags/img1?limit=1&k=1"):
+        r = api.get(url)
+        assert r.status_code == 400 and r.get_json()["error"] == "invalid_k", url
+    r = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u0"], "k": 1, "limit": 1})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_k"
 
 
 def test_context_prefers_the_contextual_entry_then_the_plain_one(api, data):
     ctx = api.get("/v1/recommendations/u1?context=weekend").get_json()
     assert ctx["context"] == "weekend" and len(ctx["items"]) == 3
+    assert "context_fallback" not in ctx
     plain = api.get("/v1/recommendations/u2?context=weekend").get_json()
-    assert "context" not in plain and len(plain["items"]) == 10
+    assert "context" not in plain and len(plain["items"]) == 12
+    assert plain["context_fallback"] is True and plain["user_id"] == "u2"
+    # no context asked: the plain entry, never the contextual one, and no fallback flag
+    assert "context_fallback" not in api.get("/v1/recommendations/u1").get_json()
+    miss = api.get("/v1/recommendations/ghost?context=weekend")
+    assert miss.status_code == 404
+    assert miss.get_json()["message"] == "no entry of reco for user_id 'ghost' in context 'weekend'"
+
+
+def test_a_written_back_live_answer_reads_as_written_back(api, data, rclient):
+    stored = reco_payload("u3", 4, "m1", source="live")  # what a live write-back stores
+    rclient.set(keys.value_key("reco", data["reco"], "u3"), stored)
+    r = api.get("/v1/recommendations/u3")
+    body = r.get_json()
+    assert body["source"] == "written_back" and body["dataset_version"] == data["reco"]
+    assert r.data.count(b'"source"') == 1  # said once, in front
+    assert [i["hotel_id"] for i in body["items"]] == ["h0", "h1", "h2", "h3"]
+    batch = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u3", "u4"], "k": 2})
+    assert [x["source"] for x in batch.get_json()["results"]] == ["written_back", "precomputed"]
+    cut = api.get("/v1/recommendations/u3?k=1")  # cut (decoded and re-encoded): still marked
+    assert cut.get_json()["source"] == "written_back" and cut.data.count(b'"source"') == 1
 
 
 def test_image_tags_min_score_and_limit(api, data):
     full = api.get("/v1/image-tags/img1").get_json()
     assert full["dataset_version"] == data["tags"] and full["model_version"] == "t1"
-    assert full["source"] == "precomputed"
+    assert full["source"] == "precomputed" and full["image_id"] == "img1"
     assert [t["tag"] for t in full["tags"]] == ["sea_view", "balcony", "pool", "bed"]
     above = api.get("/v1/image-tags/img1?min_score=2.5").get_json()["tags"]
     assert [t["tag"] for t in above] == ["sea_view", "balcony", "pool"]
     both = api.get("/v1/image-tags/img1?min_score=1&limit=1").get_json()["tags"]
     assert both == [{"tag": "sea_view", "score": 6.38}]
+    assert api.get("/v1/image-tags/img1?min_score=1&k=1").get_json()["tags"] == both
     assert api.get("/v1/image-tags/img1?min_score=-1e3").get_json()["tags"] == full["tags"]
     assert api.get("/v1/image-tags/img2").get_json()["tags"] == []
+    assert api.get("/v1/datasets/tags/img1?k=2").get_json()["tags"] == full["tags"][:2]
 
 
 def test_single_miss_is_a_clear_404(api, data):
@@ -86,18 +155,34 @@ def test_single_miss_is_a_clear_404(api, data):
     assert r.status_code == 404
     assert r.get_json() == {
         "error": "not_found",
-        "message": "no recommendations for user_id 'nobody'",
+        "message": "no entry of reco for user_id 'nobody'",
         "dataset": "reco",
         "user_id": "nobody",
         "dataset_version": data["reco"],
         "model_version": "m1",
     }
-    assert api.get("/v1/image-tags/nothing").get_json()["image_id"] == "nothing"
+    assert api.get("/v1/datasets/reco/nobody").get_json() == r.get_json()
+    tags = api.get("/v1/image-tags/nothing").get_json()
+    assert tags["image_id"] == "nothing" and tags["dataset"] == "tags"
+    assert tags["model_version"] == "t1"
 
 
 def test_no_published_version_is_404_no_version(api):
-    r = api.get("/v1/image-tags/img1")
+    for url in ("/v1/image-tags/img1", "/v1/datasets/reco/u1"):
+        r = api.get(url)
+        assert r.status_code == 404 and r.get_json()["error"] == "no_version", url
+    r = api.post("/v1/image-tags:batchGet", json={"image_ids": ["img1"]})
     assert r.status_code == 404 and r.get_json()["error"] == "no_version"
+
+
+def test_an_unknown_dataset_is_404_unknown_dataset(api, data):
+    for r in (
+        api.get("/v1/datasets/hotels/u1"),
+        api.get("/v1/datasets/Reco/u1"),
+        api.post("/v1/datasets/hotels:batchGet", json={"keys": ["u1"]}),
+    ):
+        assert r.status_code == 404 and r.get_json()["error"] == "unknown_dataset"
+        assert r.get_json()["message"]
 
 
 def test_batch_mixes_hits_and_misses_in_request_order(api, data):
@@ -105,6 +190,7 @@ def test_batch_mixes_hits_and_misses_in_request_order(api, data):
     r = api.post("/v1/recommendations:batchGet", json={"user_ids": ids, "k": 2})
     assert r.status_code == 200
     body = r.get_json()
+    assert body["dataset"] == "reco"
     assert body["dataset_version"] == data["reco"] and body["model_version"] == "m1"
     assert (body["found"], body["missing"]) == (4, 1)
     results = body["results"]
@@ -112,7 +198,7 @@ def test_batch_mixes_hits_and_misses_in_request_order(api, data):
     assert results[1] == {
         "user_id": "ghost",
         "error": "not_found",
-        "message": "no recommendations for user_id 'ghost'",
+        "message": "no entry of reco for user_id 'ghost'",
     }
     for hit in (results[0], results[2], results[3], results[4]):
         assert hit["dataset_version"] == data["reco"] and hit["source"] == "precomputed"
@@ -120,12 +206,27 @@ def test_batch_mixes_hits_and_misses_in_request_order(api, data):
     assert results[0] == results[3]  # a duplicate is answered at each position
 
 
+def test_batch_takes_keys_or_the_declared_field_on_either_route(api, data):
+    want = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "x"], "k": 1}).data
+    for url, field in [
+        ("/v1/recommendations:batchGet", "keys"),
+        ("/v1/datasets/reco:batchGet", "keys"),
+        ("/v1/datasets/reco:batchGet", "user_ids"),
+    ]:
+        r = api.post(url, json={field: ["u1", "x"], "k": 1})
+        assert r.status_code == 200 and r.data == want, (url, field)
+    r = api.post("/v1/datasets/reco:batchGet", json={"keys": ["u1"], "user_ids": ["u1"]})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_ids"
+
+
 def test_batch_with_context(api, data):
     body = api.post(
         "/v1/recommendations:batchGet", json={"user_ids": ["u1", "u2"], "context": "weekend"}
     ).get_json()
     assert body["results"][0]["context"] == "weekend"
+    assert "context_fallback" not in body["results"][0]
     assert "context" not in body["results"][1]
+    assert body["results"][1]["context_fallback"] is True
 
 
 def test_tags_batch(api, data):
@@ -138,6 +239,9 @@ def test_tags_batch(api, data):
     assert body["results"][0]["tags"] == []
     assert [t["tag"] for t in body["results"][1]["tags"]] == ["sea_view", "balcony"]
     assert body["results"][2]["error"] == "not_found"
+    assert (body["found"], body["missing"]) == (2, 1)
+    k = api.post("/v1/datasets/tags:batchGet", json={"keys": ["img1"], "k": 1}).get_json()
+    assert [t["tag"] for t in k["results"][0]["tags"]] == ["sea_view"]
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -153,69 +257,128 @@ def test_metrics_count_hits_misses_and_requests(api, data):
     api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "x1", "x2"]})
     api.get("/v1/image-tags/img1")
     api.get("/v1/recommendations/bad id")
+    api.get("/v1/datasets/reco/u2")
+    api.get("/v1/datasets/tags/img9")
+    api.get("/v1/datasets/reco/bad id")
     text = api.get("/metrics").get_data(as_text=True)
-    assert _sample(text, "lookup_keys_total", dataset="reco", result="hit") == 2
+    assert _sample(text, "lookup_keys_total", dataset="reco", result="hit") == 3
     assert _sample(text, "lookup_keys_total", dataset="reco", result="miss") == 3
     assert _sample(text, "lookup_keys_total", dataset="tags", result="hit") == 1
-    route = "/v1/recommendations/<user_id>"
+    assert _sample(text, "lookup_keys_total", dataset="tags", result="miss") == 1
+    # a route counts its answers under one name, whether the fast path or Flask answered
+    route = "/v1/recommendations/<key>"
     assert _sample(text, "lookup_requests_total", route=route, status="200") == 1
     assert _sample(text, "lookup_requests_total", route=route, status="404") == 1
     assert _sample(text, "lookup_requests_total", route=route, status="400") == 1
     assert _sample(text, "lookup_request_duration_seconds_count", route=route) == 3
+    generic = "/v1/datasets/<name>/<key>"
+    assert _sample(text, "lookup_requests_total", route=generic, status="200") == 1
+    assert _sample(text, "lookup_requests_total", route=generic, status="404") == 1
+    assert _sample(text, "lookup_requests_total", route=generic, status="400") == 1
+    assert _sample(text, "lookup_request_duration_seconds_count", route=generic) == 3
+    batch = "/v1/recommendations:batchGet"
+    assert _sample(text, "lookup_requests_total", route=batch, method="POST", status="200") == 1
 
 
-def test_health_and_readiness(api, rclient, settings):
+def test_health_and_readiness(api, rclient, core):
     assert api.get("/healthz").get_json() == {"status": "ok"}
     r = api.get("/readyz")
     assert r.status_code == 503 and r.get_json()["error"] == "not_ready"
-    version = publish_users(rclient, settings, users=1)
+    assert r.get_json()["datasets"] == {"reco": None, "tags": None}
+    version = publish_users(rclient, core, users=1)
     r = api.get("/readyz")
     assert r.status_code == 200
     assert r.get_json() == {"status": "ready", "datasets": {"reco": version, "tags": None}}
 
 
+def _served_paths(api: FlaskClient, names: list[str]) -> set[str]:
+    """Every route the app serves, the generic /v1/datasets/<name> ones once per dataset,
+    written as OpenAPI paths."""
+    out = set()
+    for rule in api.application.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        expanded = (
+            [rule.rule.replace("<name>", n) for n in names]
+            if "<name>" in rule.rule
+            else [rule.rule]
+        )
+        out |= {re.sub(r"<(\w+)>", r"{\1}", r) for r in expanded}
+    return out
+
+
 def test_openapi_names_every_route(api):
     r = api.get("/openapi.json")
+    assert r.status_code == 200
     doc = json.loads(r.data)
     assert doc["openapi"].startswith("3.")
-    paths = set(doc["paths"])
-    served = {
-        re.sub(r"<(\w+)>", r"{\1}", rule.rule)
-        for rule in api.application.url_map.iter_rules()
-        if rule.endpoint != "static"
-    }
-    assert served == paths
+    assert set(doc["paths"]) == _served_paths(api, ["reco", "tags"])
+    assert "/v1/recommendations/{key}" in doc["paths"]
+    assert "/v1/datasets/tags:batchGet" in doc["paths"]
     codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
-    for code in ("invalid_id", "invalid_k", "too_many_ids", "store_unavailable", "no_route"):
+    for code in (
+        "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "too_many_ids",
+        "store_unavailable", "no_route", "unknown_dataset", "no_version",
+    ):  # fmt: skip
         assert code in codes
     for path, ops in doc["paths"].items():
         for op in ops.values():
             assert "200" in op["responses"], path
+    schemas = doc["components"]["schemas"]
+    reco = schemas["reco.Payload"]["properties"]
+    assert {"user_id", "items", "context", "context_fallback"} <= set(reco)
+    assert "hotel_id" in reco["items"]["items"]["properties"]
+    tags = schemas["tags.Payload"]["properties"]
+    assert {"image_id", "tags"} <= set(tags) and "context" not in tags
+    assert set(schemas["reco.BatchRequest"]["properties"]) == {
+        "keys", "user_ids", "k", "limit", "min_score", "context",
+    }  # fmt: skip
+    assert set(schemas["tags.BatchRequest"]["properties"]) == {
+        "keys", "image_ids", "k", "limit", "min_score",
+    }  # fmt: skip
+
+
+def test_answers_match_the_openapi_schemas(api, data):
+    doc = api.get("/openapi.json").get_json()
+    check = _validator(doc)
+    check("reco.Payload", api.get("/v1/recommendations/u1?k=2").get_json())
+    check("reco.Payload", api.get("/v1/recommendations/u2?context=weekend").get_json())
+    check("tags.Payload", api.get("/v1/image-tags/img1").get_json())
+    check("NotFound", api.get("/v1/recommendations/ghost").get_json())
+    batch = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "ghost"]})
+    check("reco.Batch", batch.get_json())
+    check("reco.BatchRequest", {"user_ids": ["u1", "ghost"]})
+    with pytest.raises(jsonschema.ValidationError):  # a tags payload has no user_id
+        check("reco.Payload", api.get("/v1/image-tags/img1").get_json())
 
 
 def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
-    calls: list[list[str]] = []
+    calls: list[list[tuple[str, str | None]]] = []
 
     def live(misses, version):
-        calls.append([m.entity_id for m in misses])
+        calls.append([(m.key, m.context) for m in misses])
         assert all(m.dataset == "reco" and version.version == data["reco"] for m in misses)
         return [
-            codec.encode_recommendations(
-                m.entity_id,
+            codec.encode_payload(
+                PayloadShape("user_id", "items", "hotel_id"),
+                m.key,
                 [(f"h{j}", 0.9 - j / 10) for j in range(5)],
                 model="reco",
                 model_version="live-1",
                 scored_at="2026-11-24T12:00:00Z",
                 source="live",
             )
-            if m.entity_id.startswith("new")
+            if m.key.startswith("new")
             else None
             for m in misses
         ]
 
     api = create_app(lookup_settings, on_miss=live).test_client()
-    body = api.get("/v1/recommendations/new1?k=2").get_json()
+    r = api.get("/v1/recommendations/new1?k=2")
+    body = r.get_json()
     assert body["source"] == "live" and body["dataset_version"] == data["reco"]
+    assert r.data.count(b'"source"') == 1
+    assert body["model_version"] == "live-1" and body["user_id"] == "new1"
     assert [i["hotel_id"] for i in body["items"]] == ["h0", "h1"]
     assert api.get("/v1/recommendations/gone").status_code == 404
     batch = api.post(
@@ -228,16 +391,331 @@ def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
         "live",
     ]
     assert (batch["found"], batch["missing"]) == (3, 1)
-    assert calls == [["new1"], ["gone"], ["new2", "gone"]]  # one call per request, ids once
+    cut = api.get("/v1/datasets/reco/new3?min_score=0.75").get_json()  # live answers are cut too
+    assert [i["hotel_id"] for i in cut["items"]] == ["h0", "h1"]
+    assert api.get("/v1/recommendations/new4?context=weekend").get_json()["source"] == "live"
+    assert api.get("/v1/recommendations/u1?context=weekend").status_code == 200  # a hit: no call
+    assert calls == [  # one call per request, ids once, the context passed on
+        [("new1", None)],
+        [("gone", None)],
+        [("new2", None), ("gone", None)],
+        [("new3", None)],
+        [("new4", "weekend")],
+    ]
 
 
-def test_pointer_cache_reads_a_newer_version_on_a_miss(settings, rclient):
-    first = publish_users(rclient, settings, users=1, model_version="m1")
-    api = create_app(LookupSettings(core=settings, pointer_cache_s=60)).test_client()
+def test_pointer_cache_reads_a_newer_version_on_a_miss(core, rclient):
+    first = publish_users(rclient, core, users=1, model_version="m1")
+    api = create_app(LookupSettings(core=core, pointer_cache_s=60)).test_client()
     assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == first
-    second = publish_users(rclient, settings, users=2, model_version="m2")
+    second = publish_users(rclient, core, users=2, model_version="m2")
     # u0 still comes from the cached version (whole and published: within the cache time)
     assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == first
     # u1 misses there, so the pointer is read afresh and u1 served from the new version
     assert api.get("/v1/recommendations/u1").get_json()["dataset_version"] == second
     assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == second
+
+
+# -- datasets a team declares: no demo, its own names ------------------------------------
+
+OWN_DATASETS = """
+[datasets.basket]
+kind = "ranking"
+model = "basket"
+route = "basket-picks"
+key_field = "customer_store"
+batch_field = "customers"
+list_field = "products"
+k = 5
+[datasets.basket.entities]
+path = "{root}/customers.parquet"
+key = ["customer_id", "store_id"]
+[datasets.basket.items]
+path = "{root}/products.parquet"
+key = "sku"
+payload = ["name"]
+[datasets.basket.contexts]
+values = ["weekday", "weekend"]
+
+[datasets.topics]
+kind = "external"
+key_field = "doc_id"
+batch_field = "doc_ids"
+list_field = "topics"
+entry_field = "topic"
+"""
+BASKET = PayloadShape("customer_store", "products", "sku")
+TOPICS = PayloadShape("doc_id", "topics", "topic")
+MAX_K = 7  # not the default: the document must say what this deployment enforces
+
+
+def basket_payload(key: str, n: int, context: str | None = None) -> bytes:
+    entries = [(f"sku-{j}", round(0.9 - j / 10, 4)) for j in range(n)]
+    return codec.encode_payload(
+        BASKET, key, entries, model="basket", model_version="b3", scored_at=SCORED_AT,
+        context=context, extras=[{"name": f"Product {j}"} for j in range(n)],
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def own(settings: Settings, tmp_path: Path) -> LookupSettings:
+    config = tmp_path / "prescore.toml"
+    config.write_text(OWN_DATASETS.format(root=tmp_path))
+    catalog = load(config, {})
+    return LookupSettings(
+        core=dataclasses.replace(settings, catalog=catalog), max_k=MAX_K, max_batch_ids=10
+    )
+
+
+@pytest.fixture()
+def own_data(rclient, own: LookupSettings) -> dict[str, str]:
+    core = own.core
+    basket = publish(
+        rclient, core, "basket",
+        [("c1|s1", basket_payload("c1|s1", 5)), ("c2|s1", basket_payload("c2|s1", 5)),
+         ("c1|s1|weekend", basket_payload("c1|s1", 2, context="weekend"))],
+        "b3",
+    )  # fmt: skip
+    doc = codec.encode_payload(
+        TOPICS, "d1", [("sport", 0.8), ("politics", 0.3), ("weather", 0.1)],
+        model="imported", model_version="x9", scored_at=SCORED_AT,
+    )  # fmt: skip
+    topics = publish(rclient, core, "topics", [("d1", doc)], "x9", model="imported")
+    return {"basket": basket, "topics": topics}
+
+
+def test_a_declared_ranking_is_served_with_its_own_names(own, own_data):
+    api = create_app(own).test_client()
+    r = api.get("/v1/basket-picks/c1%7Cs1")  # a composite key: its ids joined by |
+    assert r.status_code == 200, r.data
+    body = r.get_json()
+    assert body["customer_store"] == "c1|s1" and body["source"] == "precomputed"
+    assert body["dataset_version"] == own_data["basket"] and body["model_version"] == "b3"
+    assert body["products"] == [
+        {"sku": f"sku-{j}", "name": f"Product {j}", "score": round(0.9 - j / 10, 4)}
+        for j in range(5)
+    ]
+    assert "user_id" not in body and "items" not in body
+    assert api.get("/v1/datasets/basket/c1|s1").data == r.data  # the generic route, raw |
+    # k (or limit) and min_score cut its list, keeping each entry's fields
+    two = api.get("/v1/basket-picks/c1|s1?k=2").get_json()["products"]
+    assert [p["sku"] for p in two] == ["sku-0", "sku-1"] and two[1]["name"] == "Product 1"
+    assert api.get("/v1/basket-picks/c1|s1?limit=2").get_json()["products"] == two
+    above = api.get("/v1/datasets/basket/c1|s1?min_score=0.65").get_json()["products"]
+    assert [p["sku"] for p in above] == ["sku-0", "sku-1", "sku-2"]
+    both = api.get("/v1/basket-picks/c1|s1?min_score=0.65&k=1").get_json()["products"]
+    assert [p["sku"] for p in both] == ["sku-0"]
+    # its contexts: key|store|context, else the plain key
+    weekend = api.get("/v1/basket-picks/c1|s1?context=weekend").get_json()
+    assert weekend["context"] == "weekend" and len(weekend["products"]) == 2
+    weekday = api.get("/v1/basket-picks/c1|s1?context=weekday").get_json()
+    assert weekday["context_fallback"] is True and len(weekday["products"]) == 5
+    # a miss names the dataset's own key field
+    miss = api.get("/v1/basket-picks/c9|s1")
+    assert miss.status_code == 404
+    assert miss.get_json() == {
+        "error": "not_found",
+        "message": "no entry of basket for customer_store 'c9|s1'",
+        "dataset": "basket",
+        "customer_store": "c9|s1",
+        "dataset_version": own_data["basket"],
+        "model_version": "b3",
+    }
+
+
+@pytest.mark.parametrize("key", ["c1", "c1|s1|x", "c1|", "|s1", "c1|s 1", "c1||s1"])
+def test_a_composite_key_needs_every_part(own, own_data, key):
+    api = create_app(own).test_client()
+    for url in (f"/v1/basket-picks/{key}", f"/v1/datasets/basket/{key}"):
+        r = api.get(url)
+        assert r.status_code == 400, (url, r.data)
+        assert r.get_json()["error"] == "invalid_id" and "customer_store" in r.get_json()["message"]
+    r = api.post("/v1/basket-picks:batchGet", json={"customers": ["c1|s1", key]})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_id"
+    assert "customers[1]" in r.get_json()["message"]
+
+
+def test_a_declared_batch_carries_each_key(own, own_data):
+    api = create_app(own).test_client()
+    body = api.post(
+        "/v1/basket-picks:batchGet", json={"customers": ["c2|s1", "c9|s9", "c1|s1"], "k": 1}
+    ).get_json()
+    assert body["dataset"] == "basket" and body["dataset_version"] == own_data["basket"]
+    assert (body["found"], body["missing"]) == (2, 1)
+    results = body["results"]
+    assert [x["customer_store"] for x in results] == ["c2|s1", "c9|s9", "c1|s1"]
+    assert [len(x["products"]) for x in (results[0], results[2])] == [1, 1]
+    assert results[1] == {
+        "customer_store": "c9|s9",
+        "error": "not_found",
+        "message": "no entry of basket for customer_store 'c9|s9'",
+    }
+    same = api.post(
+        "/v1/datasets/basket:batchGet", json={"keys": ["c2|s1", "c9|s9", "c1|s1"], "k": 1}
+    )
+    assert (
+        same.data
+        == api.post(
+            "/v1/basket-picks:batchGet", json={"customers": ["c2|s1", "c9|s9", "c1|s1"], "k": 1}
+        ).data
+    )
+    ctx = api.post(
+        "/v1/basket-picks:batchGet",
+        json={"customers": ["c1|s1", "c2|s1"], "context": "weekend", "min_score": 0.75},
+    ).get_json()["results"]
+    assert ctx[0]["context"] == "weekend" and [p["sku"] for p in ctx[0]["products"]] == [
+        "sku-0",
+        "sku-1",
+    ]
+    assert ctx[1]["context_fallback"] is True and len(ctx[1]["products"]) == 2
+    # another dataset's field names are not taken
+    r = api.post("/v1/basket-picks:batchGet", json={"user_ids": ["c1|s1"]})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_body"
+    r = api.post("/v1/basket-picks:batchGet", json={"customers": ["c1|s1"], "k": 1, "limit": 1})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_k"
+
+
+def test_an_external_dataset_is_served_under_datasets_only_and_never_live(own, own_data):
+    asked: list[str] = []
+
+    def live(misses, version):
+        asked.extend(f"{m.dataset}:{m.key}" for m in misses)
+        return [None] * len(misses)
+
+    api = create_app(own, on_miss=live).test_client()
+    body = api.get("/v1/datasets/topics/d1?k=2").get_json()
+    assert body["doc_id"] == "d1" and body["dataset_version"] == own_data["topics"]
+    assert body["topics"] == [{"topic": "sport", "score": 0.8}, {"topic": "politics", "score": 0.3}]
+    assert body["model"] == "imported" and body["model_version"] == "x9"
+    above = api.get("/v1/datasets/topics/d1?min_score=0.2").get_json()["topics"]
+    assert [t["topic"] for t in above] == ["sport", "politics"]
+    assert api.get("/v1/topics/d1").get_json()["error"] == "no_route"  # it declared no route
+    r = api.get("/v1/datasets/topics/d1?context=weekend")  # it declared no contexts
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_id"
+    batch = api.post("/v1/datasets/topics:batchGet", json={"doc_ids": ["d2", "d1"]}).get_json()
+    assert [x["doc_id"] for x in batch["results"]] == ["d2", "d1"]
+    assert batch["results"][0]["error"] == "not_found" and batch["found"] == 1
+    assert api.get("/v1/datasets/topics/d3").status_code == 404
+    # its misses never go to live inference (live = false for an external dataset) ...
+    assert asked == []
+    # ... while the ranking's do
+    assert api.get("/v1/basket-picks/c7|s7").status_code == 404
+    assert asked == ["basket:c7|s7"]
+    # the demo's datasets are not served by this deployment
+    assert api.get("/v1/recommendations/u1").get_json()["error"] == "no_route"
+    assert api.get("/v1/datasets/reco/u1").get_json()["error"] == "unknown_dataset"
+    ready = api.get("/readyz").get_json()
+    assert ready["datasets"] == {"basket": own_data["basket"], "topics": own_data["topics"]}
+    text = api.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "lookup_keys_total", dataset="topics", result="hit") == 3
+    assert _sample(text, "lookup_keys_total", dataset="topics", result="miss") == 2
+
+
+def _validator(doc: dict):
+    def check(name: str, instance: object) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        jsonschema.Draft202012Validator(schema).validate(instance)
+
+    return check
+
+
+def _valid(check, name: str, instance: object) -> bool:
+    try:
+        check(name, instance)
+    except jsonschema.ValidationError:
+        return False
+    return True
+
+
+def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(own, own_data):
+    api = create_app(own).test_client()
+    doc = api.get("/openapi.json").get_json()
+    assert set(doc["paths"]) == _served_paths(api, ["basket", "topics"])
+    for path in (
+        "/v1/basket-picks/{key}", "/v1/basket-picks:batchGet",
+        "/v1/datasets/basket/{key}", "/v1/datasets/basket:batchGet",
+        "/v1/datasets/topics/{key}", "/v1/datasets/topics:batchGet",
+    ):  # fmt: skip
+        assert path in doc["paths"], path
+    assert not any(p.startswith(("/v1/topics", "/v1/recommendations")) for p in doc["paths"])
+    assert "basket" in doc["info"]["description"] and "topics" in doc["info"]["description"]
+    schemas = doc["components"]["schemas"]
+    payload = schemas["basket.Payload"]
+    assert {"customer_store", "products", "context", "context_fallback"} <= set(
+        payload["properties"]
+    )
+    assert "customer_store" in payload["required"]
+    assert "sku" in payload["properties"]["products"]["items"]["properties"]
+    assert {"doc_id", "topics"} <= set(schemas["topics.Payload"]["properties"])
+    assert "context" not in schemas["topics.Payload"]["properties"]
+    assert set(schemas["basket.BatchRequest"]["properties"]) == {
+        "keys", "customers", "k", "limit", "min_score", "context",
+    }  # fmt: skip
+    assert schemas["basket.BatchRequest"]["properties"]["customers"]["maxItems"] == 10
+    missing = schemas["basket.Batch"]["properties"]["results"]["items"]["oneOf"][1]
+    assert missing["required"] == ["customer_store", "error"]
+
+    # the query parameters: k and limit are integers 1..max_k, min_score a bounded number
+    get = doc["paths"]["/v1/basket-picks/{key}"]["get"]
+    params = {p["name"]: p for p in get["parameters"]}
+    assert set(params) == {"key", "k", "limit", "min_score", "context"}
+    assert params["k"]["schema"] == {"type": "integer", "minimum": 1, "maximum": MAX_K}
+    assert params["limit"]["schema"] == params["k"]["schema"]
+    assert params["min_score"]["schema"] == {
+        "type": "number", "minimum": -MAX_ABS_SCORE, "maximum": MAX_ABS_SCORE,
+    }  # fmt: skip
+    assert doc["paths"]["/v1/datasets/basket/{key}"]["get"]["parameters"] == get["parameters"]
+    assert "context" not in {
+        p["name"] for p in doc["paths"]["/v1/datasets/topics/{key}"]["get"]["parameters"]
+    }
+
+    # ... and the server takes exactly what they allow
+    def status(query: str) -> tuple[int, str]:
+        r = api.get(f"/v1/basket-picks/c1|s1?{query}")
+        return r.status_code, r.get_json().get("error", "")
+
+    assert status(f"k={MAX_K}") == (200, "")
+    assert status(f"k={MAX_K + 1}") == (400, "invalid_k")
+    assert status("k=1") == (200, "") and status("k=0") == (400, "invalid_k")
+    assert status(f"limit={MAX_K}") == (200, "")
+    assert status(f"limit={MAX_K + 1}") == (400, "invalid_limit")
+    assert status(f"min_score={MAX_ABS_SCORE:.0f}") == (200, "")
+    assert status(f"min_score=-{MAX_ABS_SCORE:.0f}") == (200, "")
+    assert status(f"min_score={MAX_ABS_SCORE * 1.5:.0f}") == (400, "invalid_min_score")
+    assert status(f"min_score=-{MAX_ABS_SCORE * 1.5:.0f}") == (400, "invalid_min_score")
+
+    # a batch body is refused by the server exactly when the schema refuses it
+    check = _validator(doc)
+    bodies = [
+        {"customers": ["c1|s1"]},
+        {"keys": ["c1|s1"], "k": MAX_K, "min_score": -MAX_ABS_SCORE},
+        {"customers": ["c1|s1"], "k": MAX_K + 1},
+        {"customers": ["c1|s1"], "limit": 0},
+        {"customers": ["c1|s1"], "k": 1, "limit": 1},
+        {"customers": ["c1|s1"], "min_score": MAX_ABS_SCORE * 2},
+        {"customers": ["c1|s1"], "context": "weekend"},
+        {"customers": ["c1|s1"], "context": "no way"},
+        {"customers": ["c1|s1"], "keys": ["c1|s1"]},
+        {"customers": []},
+        {"customers": [f"c{i}|s1" for i in range(11)]},
+        {"customers": ["c1"]},
+        {"customers": ["c1|s1|x"]},
+        {"customers": ["a" * 128 + "|" + "b" * 128]},
+        {"customers": ["a" * 129 + "|b"]},
+        {"customers": ["c1|s1"], "user_ids": ["u1"]},
+        {"doc_ids": ["c1|s1"]},
+    ]
+    for body in bodies:
+        r = api.post("/v1/basket-picks:batchGet", json=body)
+        assert r.status_code != 500
+        assert _valid(check, "basket.BatchRequest", body) == (r.status_code == 200), (
+            body, r.status_code, r.data,
+        )  # fmt: skip
+        if r.status_code == 200:
+            check("basket.Batch", r.get_json())
+
+    # and the answers have the documented shapes
+    check("basket.Payload", api.get("/v1/basket-picks/c1|s1?context=weekday").get_json())
+    check("topics.Payload", api.get("/v1/datasets/topics/d1").get_json())
+    check("NotFound", api.get("/v1/basket-picks/c5|s5").get_json())
+    check("Error", api.get("/v1/basket-picks/c5").get_json())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,15 +13,22 @@ from flask.testing import FlaskClient
 from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.settings import Settings
-from tests.lookup_helpers import publish_users
+from tests.lookup_helpers import demo_settings, publish, publish_users, tags_payload
 
 LONG = "u" * 129
+MAX_K = LookupSettings.max_k  # the default bound of k and limit
 
 
 @pytest.fixture()
-def api(settings: Settings, rclient) -> Flask:
-    publish_users(rclient, settings, users=3)
-    return create_app(LookupSettings(core=settings, max_batch_ids=20, max_body_bytes=4096))
+def core(settings: Settings, tmp_path: Path) -> Settings:
+    return demo_settings(settings, tmp_path / "var")
+
+
+@pytest.fixture()
+def api(core: Settings, rclient) -> Flask:
+    publish_users(rclient, core, users=3)
+    publish(rclient, core, "tags", [("i1", tags_payload("i1", [("pool", 0.9)], "t1"))], "t1")
+    return create_app(LookupSettings(core=core, max_batch_ids=20, max_body_bytes=4096))
 
 
 @pytest.fixture()
@@ -47,8 +56,9 @@ def _error(response, status: int, code: str) -> None:
         ("/v1/image-tags/img%00", 400, "invalid_id"),
         ("/v1/recommendations/", 404, "no_route"),
         ("/v1/recommendations/u1/more", 404, "no_route"),
+        ("/v1/recommendations/u1%7Cweekend", 400, "invalid_id"),  # no context smuggled in
         ("/v1/recommendations/u1?k=0", 400, "invalid_k"),
-        ("/v1/recommendations/u1?k=101", 400, "invalid_k"),
+        (f"/v1/recommendations/u1?k={MAX_K + 1}", 400, "invalid_k"),
         ("/v1/recommendations/u1?k=-1", 400, "invalid_k"),
         ("/v1/recommendations/u1?k=abc", 400, "invalid_k"),
         ("/v1/recommendations/u1?k=", 400, "invalid_k"),
@@ -56,17 +66,35 @@ def _error(response, status: int, code: str) -> None:
         ("/v1/recommendations/u1?k=99999999999999999999", 400, "invalid_k"),
         ("/v1/recommendations/u1?context=a%7Cb", 400, "invalid_id"),
         ("/v1/recommendations/u1?context=", 400, "invalid_id"),
+        (f"/v1/recommendations/u1?context={LONG}", 400, "invalid_id"),
+        ("/v1/recommendations/u1?k=2&limit=2", 400, "invalid_k"),
+        ("/v1/recommendations/u1?limit=0", 400, "invalid_limit"),
+        ("/v1/recommendations/u1?min_score=abc", 400, "invalid_min_score"),
+        ("/v1/image-tags/i1?context=weekend", 400, "invalid_id"),  # tags has no contexts
+        ("/v1/image-tags/i1?k=0", 400, "invalid_k"),
+        ("/v1/image-tags/i1?k=1&limit=1", 400, "invalid_k"),
         ("/v1/image-tags/i1?min_score=abc", 400, "invalid_min_score"),
         ("/v1/image-tags/i1?min_score=nan", 400, "invalid_min_score"),
         ("/v1/image-tags/i1?min_score=inf", 400, "invalid_min_score"),
         ("/v1/image-tags/i1?min_score=1e400", 400, "invalid_min_score"),
         ("/v1/image-tags/i1?min_score=", 400, "invalid_min_score"),
         ("/v1/image-tags/i1?limit=0", 400, "invalid_limit"),
-        ("/v1/image-tags/i1?limit=1000", 400, "invalid_limit"),
+        (f"/v1/image-tags/i1?limit={MAX_K + 1}", 400, "invalid_limit"),
         ("/v1/image-tags/i1?limit=x", 400, "invalid_limit"),
         ("/nowhere", 404, "no_route"),
         ("/v1/recommendations:batchGet", 405, "method_not_allowed"),
         ("/v1/image-tags:batchGet", 405, "method_not_allowed"),
+        ("/v1/datasets/reco/bad%20id", 400, "invalid_id"),
+        ("/v1/datasets/reco/u1?k=0", 400, "invalid_k"),
+        ("/v1/datasets/reco/u1?k=1&limit=2", 400, "invalid_k"),
+        ("/v1/datasets/tags/i1?min_score=nan", 400, "invalid_min_score"),
+        ("/v1/datasets/tags/i1?context=x", 400, "invalid_id"),
+        ("/v1/datasets/reco/", 404, "no_route"),
+        ("/v1/datasets/reco", 404, "no_route"),
+        ("/v1/datasets/reco/u1/more", 404, "no_route"),
+        ("/v1/datasets/nope/u1", 404, "unknown_dataset"),
+        ("/v1/datasets/reco:batchGet", 405, "method_not_allowed"),
+        ("/v1/datasets/reco:predict", 404, "no_route"),  # no live inference configured
     ],
 )
 def test_bad_get(client, url, status, code):
@@ -78,6 +106,9 @@ def test_wrong_methods(client):
     _error(client.delete("/v1/image-tags/i1"), 405, "method_not_allowed")
     _error(client.put("/healthz"), 405, "method_not_allowed")
     _error(client.post("/nowhere", json={}), 404, "no_route")
+    _error(client.post("/v1/datasets/reco/u1", json={}), 405, "method_not_allowed")
+    _error(client.put("/v1/datasets/reco:batchGet", json={}), 405, "method_not_allowed")
+    _error(client.post("/v1/datasets/nope:batchGet", json={"keys": ["u1"]}), 404, "unknown_dataset")
 
 
 BATCH = "/v1/recommendations:batchGet"
@@ -105,8 +136,20 @@ BATCH = "/v1/recommendations:batchGet"
         ('{"user_ids": ["u1"], "k": true}', 400, "invalid_k"),
         ('{"user_ids": ["u1"], "k": 2.0}', 400, "invalid_k"),
         ('{"user_ids": ["u1"], "k": null}', 200, ""),
+        (json.dumps({"user_ids": ["u1"], "k": MAX_K + 1}), 400, "invalid_k"),
+        ('{"user_ids": ["u1"], "k": 1, "limit": 1}', 400, "invalid_k"),
+        ('{"user_ids": ["u1"], "limit": 0}', 400, "invalid_limit"),
+        ('{"user_ids": ["u1"], "limit": 2}', 200, ""),
+        ('{"user_ids": ["u1"], "min_score": "x"}', 400, "invalid_min_score"),
+        ('{"user_ids": ["u1"], "min_score": 0.5}', 200, ""),
         ('{"user_ids": ["u1"], "context": 5}', 400, "invalid_id"),
         ('{"user_ids": ["u1"], "context": "no way"}', 400, "invalid_id"),
+        ('{"user_ids": ["u1"], "context": "weekend"}', 200, ""),
+        ('{"keys": ["u1"]}', 200, ""),
+        ('{"keys": ["u1"], "user_ids": ["u1"]}', 400, "invalid_ids"),
+        ('{"keys": []}', 400, "invalid_ids"),
+        ('{"keys": ["u1|weekend"]}', 400, "invalid_id"),
+        ('{"image_ids": ["u1"]}', 400, "invalid_body"),
     ],
 )
 def test_bad_recommendations_batch(client, body, status, code):
@@ -121,7 +164,10 @@ def test_bad_recommendations_batch(client, body, status, code):
     ("body", "status", "code"),
     [
         ({"user_ids": ["i1"]}, 400, "invalid_body"),
-        ({"image_ids": ["i1"], "k": 3}, 400, "invalid_body"),
+        ({"image_ids": ["i1"], "context": "weekend"}, 400, "invalid_body"),  # no contexts
+        ({"image_ids": ["i1"], "k": 3, "limit": 3}, 400, "invalid_k"),
+        ({"image_ids": ["i1"], "k": 0}, 400, "invalid_k"),
+        ({"keys": ["i1"], "image_ids": ["i1"]}, 400, "invalid_ids"),
         ({"image_ids": ["i1"], "min_score": "x"}, 400, "invalid_min_score"),
         ({"image_ids": ["i1"], "min_score": False}, 400, "invalid_min_score"),
         ({"image_ids": ["i1"], "limit": 0}, 400, "invalid_limit"),
@@ -130,6 +176,19 @@ def test_bad_recommendations_batch(client, body, status, code):
 )
 def test_bad_tags_batch(client, body, status, code):
     _error(client.post("/v1/image-tags:batchGet", json=body), status, code)
+    _error(client.post("/v1/datasets/tags:batchGet", json=body), status, code)
+
+
+def test_k_limit_and_min_score_are_taken_by_every_dataset(client):
+    """What tags refused before (k) is now taken: every list is cut the same way."""
+    for url, body in [
+        ("/v1/image-tags:batchGet", {"image_ids": ["i1"], "k": 3}),
+        ("/v1/image-tags:batchGet", {"keys": ["i1"], "limit": 3, "min_score": 0.5}),
+        ("/v1/recommendations:batchGet", {"user_ids": ["u1"], "limit": 3, "min_score": 0.5}),
+    ]:
+        r = client.post(url, json=body)
+        assert r.status_code == 200 and r.get_json()["found"] == 1, (url, body, r.data)
+    assert client.get("/v1/image-tags/i1?k=1").status_code == 200
 
 
 def test_content_type_and_size(client):
@@ -141,21 +200,32 @@ def test_content_type_and_size(client):
     )
     big = json.dumps({"user_ids": ["u1"], "pad": "x" * 5000})
     _error(client.post(BATCH, data=big, content_type="application/json"), 413, "too_large")
+    _error(
+        client.post("/v1/datasets/reco:batchGet", data=big, content_type="application/json"),
+        413,
+        "too_large",
+    )
+    _error(client.post("/v1/datasets/tags:batchGet", data="{}"), 415, "unsupported_media_type")
 
 
-def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient, settings):
+def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient, core):
     assert client.get("/v1/recommendations/u1").status_code == 200
     redis_proc.stop()
     try:
+        started = time.monotonic()
         _error(client.get("/v1/recommendations/u1"), 503, "store_unavailable")
+        assert time.monotonic() - started < 2.0  # refused at once, not after retries
         _error(client.get("/v1/image-tags/i1"), 503, "store_unavailable")
+        _error(client.get("/v1/datasets/reco/u1"), 503, "store_unavailable")
+        _error(client.post("/v1/datasets/tags:batchGet", json={"keys": ["i1"]}), 503,
+               "store_unavailable")  # fmt: skip
         _error(client.post(BATCH, json={"user_ids": ["u1", "u2"]}), 503, "store_unavailable")
         _error(client.get("/readyz"), 503, "store_unavailable")
         assert client.get("/healthz").status_code == 200
     finally:
         redis_proc.start()
     # a restarted (empty) Redis gets a new version; the same app serves it, no restart
-    version = publish_users(rclient, settings, users=2, model_version="m2")
+    version = publish_users(rclient, core, users=2, model_version="m2")
     r = client.get("/v1/recommendations/u1")
     assert r.status_code == 200
     assert r.get_json()["dataset_version"] == version and r.get_json()["model_version"] == "m2"

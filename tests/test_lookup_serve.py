@@ -16,10 +16,37 @@ from pathlib import Path
 
 import pytest
 
+from prescore import codec
+from prescore.codec import PayloadShape
 from prescore.embedded_redis import free_port
-from tests.lookup_helpers import publish_users
+from tests.helpers import DEMO_CONFIG
+from tests.lookup_helpers import SCORED_AT, publish, publish_users
 
 ROOT = Path(__file__).resolve().parent.parent
+# A team's own dataset declared beside the demo's: a composite key, its own field names.
+BASKET = """
+[datasets.basket]
+kind = "ranking"
+model = "basket"
+route = "basket-picks"
+key_field = "customer_store"
+batch_field = "customers"
+list_field = "products"
+k = 3
+[datasets.basket.entities]
+path = "${PRESCORE_VAR}/customers.parquet"
+key = ["customer_id", "store_id"]
+[datasets.basket.items]
+path = "${PRESCORE_VAR}/products.parquet"
+key = "sku"
+"""
+
+
+def _config(tmp_path: Path) -> dict[str, str]:
+    """The env naming a dataset file (the demo's declarations and BASKET) and its var."""
+    config = tmp_path / "prescore.toml"
+    config.write_text(DEMO_CONFIG.read_text() + BASKET)
+    return {"PRESCORE_CONFIG": str(config), "PRESCORE_VAR": str(tmp_path / "var")}
 
 
 def _get(url: str, data: bytes | None = None) -> tuple[int, Message, str]:
@@ -35,7 +62,10 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, Message, str]:
 @pytest.fixture()
 def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "LOOKUP_POINTER_CACHE_S": "0.5"}
+    env = {
+        **os.environ, "REDIS_URL": redis_url, "LOOKUP_POINTER_CACHE_S": "0.5",
+        **_config(tmp_path),
+    }  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(tmp_path / "serve.log", "wb") as log_file:  # the child keeps its own copy
         proc = subprocess.Popen(
@@ -91,7 +121,49 @@ def test_served_over_http_by_granian_workers(server, rclient, settings):
     assert sum(hits) == 43, text
 
     status, _, text = _get(server + "/readyz")
-    assert status == 200 and json.loads(text)["datasets"]["reco"] == version
+    assert status == 200
+    assert json.loads(text)["datasets"] == {"reco": version, "tags": None, "basket": None}
+    # the generic route, answered by the same workers
+    status, _, text = _get(server + "/v1/datasets/reco/u2?limit=3")
+    assert status == 200 and len(json.loads(text)["items"]) == 3
+    status, _, text = _get(server + "/v1/datasets/nope/u2")
+    assert status == 404 and json.loads(text)["error"] == "unknown_dataset"
+
+
+def test_a_declared_dataset_is_served_over_http(server, rclient, settings):
+    shape = PayloadShape("customer_store", "products", "sku")
+    rows = [
+        (key, codec.encode_payload(
+            shape, key, [("sku-1", 0.9), ("sku-2", 0.5), ("sku-3", 0.2)], model="basket",
+            model_version="b1", scored_at=SCORED_AT,
+        ))
+        for key in ("c1|s1", "c2|s1")
+    ]  # fmt: skip
+    version = publish(rclient, settings, "basket", rows, "b1", model="basket")
+    # the composite key's | travels percent-encoded or raw; granian hands it over decoded
+    for url in ("/v1/basket-picks/c1%7Cs1?k=2", "/v1/datasets/basket/c1|s1?k=2"):
+        status, _, text = _get(server + url)
+        assert status == 200, (url, text)
+        body = json.loads(text)
+        assert body["customer_store"] == "c1|s1" and body["dataset_version"] == version
+        assert body["products"] == [{"sku": "sku-1", "score": 0.9}, {"sku": "sku-2", "score": 0.5}]
+    status, _, text = _get(server + "/v1/basket-picks/c1%7Cs1?min_score=0.4&limit=1")
+    assert json.loads(text)["products"] == [{"sku": "sku-1", "score": 0.9}]
+    status, _, text = _get(server + "/v1/basket-picks/c1")
+    assert status == 400 and json.loads(text)["error"] == "invalid_id"
+    status, _, text = _get(server + "/v1/basket-picks/c1%7Cs1?k=1&limit=1")
+    assert status == 400 and json.loads(text)["error"] == "invalid_k"
+    body = json.dumps({"customers": ["c2|s1", "c9|s1"], "min_score": 0.3}).encode()
+    status, _, text = _get(server + "/v1/basket-picks:batchGet", body)
+    batch = json.loads(text)
+    assert status == 200 and batch["dataset_version"] == version
+    assert [x["customer_store"] for x in batch["results"]] == ["c2|s1", "c9|s1"]
+    assert [p["sku"] for p in batch["results"][0]["products"]] == ["sku-1", "sku-2"]
+    assert batch["results"][1]["error"] == "not_found"
+    status, _, text = _get(server + "/openapi.json")
+    paths = json.loads(text)["paths"]
+    assert {"/v1/basket-picks/{key}", "/v1/datasets/basket:batchGet",
+            "/v1/recommendations/{key}"} <= set(paths)  # fmt: skip
 
 
 def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
@@ -108,7 +180,7 @@ def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
     proc = RedisProcess(tmp_path / "redis-auth", password=secret).start()
     url = proc.url
     port = free_port()
-    env = {**os.environ, "REDIS_URL": url, "LOOKUP_POINTER_CACHE_S": "0"}
+    env = {**os.environ, "REDIS_URL": url, "LOOKUP_POINTER_CACHE_S": "0", **_config(tmp_path)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path / "serve.log"
     try:

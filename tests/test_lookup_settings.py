@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from lookup.settings import LookupSettings
+from prescore.errors import ConfigError
 from prescore.serving import WSGIServer
+from tests.helpers import DEMO_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,18 +21,30 @@ def test_from_env_and_flags():
     env = {
         "REDIS_URL": "redis://127.0.0.1:7000/1",
         "PRESCORE_REDIS_TIMEOUT_S": "0.2",
-        "LOOKUP_DEFAULT_K": "5",
         "LOOKUP_MAX_K": "50",
         "LOOKUP_MAX_BATCH_IDS": "7",
+        "LOOKUP_MAX_BODY_BYTES": "2048",
         "LOOKUP_POINTER_CACHE_S": "0",
         "LOOKUP_WORKERS": "3",
         "LOOKUP_THREADS": "4",
         "PRESCORE_FALLBACK_URL": "http://127.0.0.1:8081",
+        "PRESCORE_FALLBACK_MAX_INSTANCES": "9",
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_VAR": "/data/var",
     }
     s = LookupSettings.from_env(env)
     assert s.core.redis.url == env["REDIS_URL"] and s.core.redis.socket_timeout_s == 0.2
-    assert (s.default_k, s.max_k, s.max_batch_ids, s.pointer_cache_s) == (5, 50, 7, 0.0)
-    assert s.fallback_url == "http://127.0.0.1:8081"
+    assert (s.max_k, s.max_batch_ids, s.max_body_bytes, s.pointer_cache_s) == (50, 7, 2048, 0.0)
+    assert s.fallback_url == "http://127.0.0.1:8081" and s.fallback_max_instances == 9
+    # the datasets served are the ones PRESCORE_CONFIG declares, its ${...} from env
+    assert s.core.catalog.names() == ["reco", "tags"]
+    reco = s.core.catalog.get("reco")
+    assert (reco.route, reco.batch_field, reco.key_field) == (
+        "recommendations",
+        "user_ids",
+        "user_id",
+    )
+    assert reco.entities is not None and reco.entities.path == "file:///data/var/data/users.parquet"
     flagged = s.with_server(bind="127.0.0.1:9000", workers=None, threads=2)
     server = flagged.server.wsgi_server()
     assert (server.bind, server.workers, server.threads) == ("127.0.0.1:9000", 3, 2)
@@ -39,22 +53,44 @@ def test_from_env_and_flags():
 
 @pytest.mark.parametrize(
     "env",
-    [{"LOOKUP_DEFAULT_K": "0"}, {"LOOKUP_DEFAULT_K": "20", "LOOKUP_MAX_K": "10"},
-     {"LOOKUP_MAX_BATCH_IDS": "0"}, {"LOOKUP_POINTER_CACHE_S": "-1"}],
+    [{"LOOKUP_MAX_K": "0"}, {"LOOKUP_MAX_K": "-5"}, {"LOOKUP_MAX_BATCH_IDS": "0"},
+     {"LOOKUP_MAX_BODY_BYTES": "10"}, {"LOOKUP_POINTER_CACHE_S": "-1"},
+     {"PRESCORE_FALLBACK_MAX_INSTANCES": "0"}, {"LOOKUP_MAX_K": "many"}],
 )  # fmt: skip
 def test_impossible_settings_are_refused_at_start(env):
     with pytest.raises(ValueError):
         LookupSettings.from_env(env)
 
 
-def test_wsgi_module_builds_the_app_from_env(redis_url):
-    env = {**os.environ, "REDIS_URL": redis_url}
+def test_without_a_dataset_file_nothing_is_declared():
+    assert LookupSettings.from_env({}).core.catalog.names() == []
+
+
+def test_a_bad_dataset_file_is_refused_at_start_naming_the_field(tmp_path):
+    bad = tmp_path / "prescore.toml"
+    bad.write_text('[datasets.reco]\nkind = "ranking"\nmodel = "reco"\nroute = "datasets"\n')
+    with pytest.raises(ConfigError, match=r"datasets\.reco\.route: 'datasets' is reserved"):
+        LookupSettings.from_env({"PRESCORE_CONFIG": str(bad)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        LookupSettings.from_env({"PRESCORE_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_wsgi_module_builds_the_app_from_env(redis_url, tmp_path):
+    env = {
+        **os.environ, "REDIS_URL": redis_url, "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_VAR": str(tmp_path),
+    }  # fmt: skip
     code = "from lookup.wsgi import app; print(sorted(r.rule for r in app.url_map.iter_rules()))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=60, check=True,
     ).stdout  # fmt: skip
-    assert "/v1/recommendations/<user_id>" in out and "/openapi.json" in out
+    for rule in (
+        "/v1/recommendations/<key>", "/v1/recommendations:batchGet", "/v1/image-tags/<key>",
+        "/v1/image-tags:batchGet", "/v1/datasets/<name>/<key>", "/v1/datasets/<name>:batchGet",
+        "/openapi.json", "/readyz", "/metrics",
+    ):  # fmt: skip
+        assert f"'{rule}'" in out, (rule, out)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.settings import Settings
 from prescore.versions import Versions, write_payloads
-from tests.lookup_helpers import publish, reco_payload
+from tests.lookup_helpers import demo_settings, publish, reco_payload
 
 USERS = 30
 
@@ -23,8 +24,9 @@ def _rows(n: int) -> list[tuple[str, bytes]]:
 
 @pytest.mark.parametrize("pointer_cache_s", [0.0, 1.0])
 def test_readers_see_one_whole_version_while_versions_switch(
-    settings: Settings, rclient, pointer_cache_s: float
+    settings: Settings, rclient, pointer_cache_s: float, tmp_path: Path
 ):
+    settings = demo_settings(settings, tmp_path / "var")
     expected: dict[str, int] = {}  # dataset_version -> n
     expected[publish(rclient, settings, "reco", _rows(1), "m1")] = 1
     app = create_app(LookupSettings(core=settings, pointer_cache_s=pointer_cache_s))
@@ -44,7 +46,8 @@ def test_readers_see_one_whole_version_while_versions_switch(
         i = worker
         while not stop.is_set():
             i += 1
-            r = client.get(f"/v1/recommendations/u{i % USERS}?k=100")
+            base = "/v1/recommendations" if i % 2 else "/v1/datasets/reco"  # both routes
+            r = client.get(f"{base}/u{i % USERS}?k=100")
             if r.status_code != 200:
                 problems.append(f"single {r.status_code} {r.data!r}")
                 continue
@@ -52,7 +55,7 @@ def test_readers_see_one_whole_version_while_versions_switch(
             check(body, body["dataset_version"])
             seen.append((body["dataset_version"], 1))
             ids = [f"u{(i + j) % USERS}" for j in range(12)]
-            b = client.post("/v1/recommendations:batchGet", json={"user_ids": ids, "k": 100})
+            b = client.post(f"{base}:batchGet", json={"keys": ids, "k": 100})
             batch = b.get_json()
             if b.status_code != 200 or batch["found"] != len(ids):
                 problems.append(f"batch {b.status_code} {batch}")

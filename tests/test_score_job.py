@@ -1,7 +1,9 @@
-"""The bulk scoring job on a real local SparkSession, a real Redis and a real model."""
+"""The bulk scoring job over the demo's own declarations, on a real local SparkSession, a
+real Redis and the demo's real model (registered as any team's would be)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -12,55 +14,67 @@ import pandas as pd
 import pytest
 import redis
 
-from jobs.score_recommendations import parse_args, run_job, settings_for
+from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore import keys
+from prescore.datasets import Catalog, load
 from prescore.errors import InvalidInput
-from prescore.settings import StoreSettings
+from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
+from tests.helpers import DEMO_CONFIG, demo_catalog, registered
 
 ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 
 
-def _run(spark, data: Path, redis_url: str, store, *extra: str, env: dict | None = None):
-    args = parse_args(
-        [
-            "--data",
-            str(data),
-            "--redis-url",
-            redis_url,
-            "--model-store",
-            store.settings.root,
-            *extra,
-        ]
+@pytest.fixture()
+def demo_settings(settings: Settings, demo: dict[str, Path]) -> Settings:
+    """The demo's own declarations over the small demo data, its model registered."""
+    out = dataclasses.replace(settings, catalog=demo_catalog(demo["var"]))
+    registered(out, "reco", demo["model"])
+    return out
+
+
+def _run(spark, s: Settings, *extra: str, keep: int | None = None):  # type: ignore[no-untyped-def]
+    if keep is not None:
+        s = dataclasses.replace(s, store=dataclasses.replace(s.store, keep_versions=keep))
+    return run_job(spark, parse_args(["--dataset", "reco", *extra]), s)
+
+
+def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path):  # type: ignore[no-untyped-def]
+    ctx_settings = dataclasses.replace(
+        demo_settings, catalog=_with_contexts(demo["var"], ["summer-sat"], tmp_path)
     )
-    return run_job(spark, args, settings_for(args, env or {}))
-
-
-def test_job_publishes_every_user(spark, reco_data, reco_store, redis_url, rclient):
-    store, trained = reco_store
-    summary = _run(spark, reco_data, redis_url, store, "--top-k", "5", "--contexts", "summer-sat")
-    users = pd.read_parquet(reco_data / "users.parquet")
+    summary = _run(spark, ctx_settings)
+    users = pd.read_parquet(demo["var"] / "data" / "users.parquet")
     assert summary.rows == 2 * len(users)  # plain keys and one context
     v = Versions(rclient, "reco", StoreSettings())
     assert v.current() == summary.version
     assert v.get(summary.version).rows == 2 * len(users)
-    _, values = read_current(rclient, "reco", ["u7", keys.reco_key("u7", "summer-sat")])
-    assert None not in values
-    plain, summer = (json.loads(raw or b"") for raw in values)
+    plain_raw, summer_raw = (
+        rclient.get(keys.value_key("reco", summary.version, k)) for k in ("u7", "u7|summer-sat")
+    )
+    assert plain_raw is not None and summer_raw is not None
+    assert plain_raw.startswith(b'{"user_id":"u7","items":[{"hotel_id":"h')  # the demo's bytes
+    plain, summer = json.loads(plain_raw), json.loads(summer_raw)
     assert plain["user_id"] == "u7" and "context" not in plain
-    assert summer["context"] == "summer-sat"
-    assert plain["model_version"] == trained.version
+    assert summer["context"] == "summer-sat" and summer["items"] != plain["items"]
+    assert plain["model_version"] == "1"
     scores = [i["score"] for i in plain["items"]]
-    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
-    hotels = pd.read_parquet(reco_data / "hotels.parquet").set_index("hotel_id")
+    assert len(scores) == 10 and scores == sorted(scores, reverse=True)
+    hotels = pd.read_parquet(demo["var"] / "data" / "hotels.parquet").set_index("hotel_id")
     regions = set(users.set_index("user_id").loc["u7", "regions"])
     assert all(hotels.loc[i["hotel_id"], "region"] in regions for i in plain["items"])
 
 
-def test_second_run_switches_atomically_under_readers(spark, reco_data, reco_store, redis_url):
-    store, _ = reco_store
-    first = _run(spark, reco_data, redis_url, store)
+def _with_contexts(var: Path, score: list[str], tmp: Path) -> Catalog:
+    """The demo's declarations with ``score`` contexts scored besides the plain key."""
+    path = tmp / "prescore.toml"
+    path.write_text(DEMO_CONFIG.read_text().replace("score = []", f"score = {json.dumps(score)}"))
+    return load(path, {"PRESCORE_VAR": str(var)})
+
+
+def test_second_run_switches_atomically_under_readers(spark, demo_settings, redis_url):  # type: ignore[no-untyped-def]
+    first = _run(spark, demo_settings)
     sample = [f"u{i}" for i in range(0, 400, 37)]
     seen: set[str] = set()
     problems: list[str] = []
@@ -80,7 +94,7 @@ def test_second_run_switches_atomically_under_readers(spark, reco_data, reco_sto
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        second = _run(spark, reco_data, redis_url, store)
+        second = _run(spark, demo_settings)
     finally:
         stop.set()
         thread.join()
@@ -90,13 +104,11 @@ def test_second_run_switches_atomically_under_readers(spark, reco_data, reco_sto
     assert Versions(client, "reco", StoreSettings()).current() == second.version
 
 
-def test_versions_beyond_the_newest_n_are_retired_after_the_switch(
-    spark, reco_data, reco_store, redis_url, rclient, capsys
+def test_versions_beyond_the_newest_n_are_retired_after_the_switch(  # type: ignore[no-untyped-def]
+    spark, demo_settings, rclient, capsys
 ):
-    store, _ = reco_store
-    keep_one = {"PRESCORE_KEEP_VERSIONS": "1"}
-    first = _run(spark, reco_data, redis_url, store, env=keep_one)
-    second = _run(spark, reco_data, redis_url, store, env=keep_one)
+    first = _run(spark, demo_settings, keep=1)
+    second = _run(spark, demo_settings, keep=1)
     assert (first.retired, second.retired) == ([], [first.version])
     v = Versions(rclient, "reco", StoreSettings())
     assert v.current() == second.version and v.get(first.version).status == "retired"
@@ -104,23 +116,18 @@ def test_versions_beyond_the_newest_n_are_retired_after_the_switch(
     assert f"retired 1 old version(s) in {second.retire_seconds:.1f}s" in capsys.readouterr().out
 
 
-def test_bad_data_mid_write_leaves_the_old_version(
-    spark,
-    reco_data,
-    reco_store,
-    redis_url,
-    rclient,
-    tmp_path,
+def test_bad_data_mid_write_leaves_the_old_version(  # type: ignore[no-untyped-def]
+    spark, demo, demo_settings, rclient, tmp_path
 ):
-    store, _ = reco_store
-    good = _run(spark, reco_data, redis_url, store)
+    good = _run(spark, demo_settings)
     broken = tmp_path / "broken"
-    shutil.copytree(reco_data, broken)
-    users = pd.read_parquet(reco_data / "users.parquet")
+    shutil.copytree(demo["var"], broken)
+    users = pd.read_parquet(demo["var"] / "data" / "users.parquet")
     users.loc[len(users) - 1, "user_id"] = "not a valid id!"  # last partition fails
-    users.to_parquet(broken / "users.parquet", index=False)
+    users.to_parquet(broken / "data" / "users.parquet", index=False)
+    s = dataclasses.replace(demo_settings, catalog=demo_catalog(broken))
     with pytest.raises(Exception) as info:
-        _run(spark, broken, redis_url, store, "--partitions", "4")
+        _run(spark, s, "--partitions", "4")
     assert "user_id may hold only" in str(info.value) or isinstance(info.value, InvalidInput)
     v = Versions(rclient, "reco", StoreSettings())
     assert v.current() == good.version
@@ -129,19 +136,18 @@ def test_bad_data_mid_write_leaves_the_old_version(
     assert read_current(rclient, "reco", ["u1"])[1][0] is not None
 
 
-def test_spark_submit_runs_the_job(reco_data, reco_store, redis_url, rclient):
+def test_spark_submit_runs_the_job(demo, demo_settings, redis_url, rclient):  # type: ignore[no-untyped-def]
     import os
 
-    store, _ = reco_store
     env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
     env |= {
         "REDIS_URL": redis_url,
-        "PRESCORE_MODEL_STORE": store.settings.root,
+        "PRESCORE_MODEL_STORE": demo_settings.models.root,
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_VAR": str(demo["var"]),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    argv = local_args(
-        "score_recommendations", master="local[2]", driver_memory="1g", data=str(reco_data)
-    )
+    argv = local_args("score", master="local[2]", driver_memory="1g", dataset="reco")
     ok = subprocess.run(
         [spark_submit_bin(), *argv], env=env, capture_output=True, text=True, timeout=300
     )

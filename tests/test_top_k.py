@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.score_recommendations import top_k_per_user
+from jobs.top_k import top_k_per_entity as top_k_per_user
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])

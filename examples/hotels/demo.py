@@ -1,9 +1,12 @@
 """``make demo``: the whole of prescore on one machine, end to end, on embedded defaults.
 
-Starts a real redis-server (unless REDIS_URL is set), generates demo users, hotels,
-events and photos, trains both models into the model store under var/, runs both bulk
-jobs through spark-submit in local mode, starts the fallback and lookup services under
-their production servers, prints real lookups, and stops what it started.
+The hotel demo uses only prescore's public contract, as a team with its own tables and
+models would: its datasets are declared in examples/hotels/prescore.toml; it generates
+users, hotels, events and photos, trains both models (Keras, preprocessing inside) into
+folders, registers them with ``prescore models register``, runs the one bulk job
+(``jobs/score.py --dataset``) through spark-submit in local mode, starts the fallback and
+lookup services under their production servers, prints real lookups, and stops what it
+started. A real redis-server is started unless REDIS_URL is set.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prescore.embedded_redis import RedisProcess, free_port
 from prescore.settings import Settings
 
 PY = sys.executable
+CONFIG = Path(__file__).resolve().parent / "prescore.toml"
 
 
 def step(title: str) -> None:
@@ -87,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
+    env.setdefault("PRESCORE_CONFIG", str(CONFIG))
     settings = Settings.from_env(env)
     var = Path(settings.var_dir)
-    data, images, logs = var / "data", var / "images", var / "logs"
+    env["PRESCORE_VAR"] = str(var)
+    data, images, logs, train = var / "data", var / "images", var / "logs", var / "train"
     logs.mkdir(parents=True, exist_ok=True)
     env.setdefault("PYSPARK_PYTHON", PY)
     env.setdefault("PYSPARK_DRIVER_PYTHON", PY)
@@ -107,46 +113,27 @@ def main(argv: list[str] | None = None) -> int:
 
         step("generating demo data: users, hotels, contexts, booking events")
         run(
-            [
-                PY,
-                "-m",
-                "jobs.datagen",
-                "--out",
-                str(data),
-                "--users",
-                str(args.users),
-                "--hotels",
-                str(args.hotels),
-                "--seed",
-                "7",
-            ],
+            [PY, "-m", "examples.hotels.datagen", "--out", str(data), "--users", str(args.users),
+             "--hotels", str(args.hotels), "--seed", "7"],
             env,
-        )
-        step("training the booking model (TensorFlow), promoting it")
-        run([PY, "-m", "jobs.train_reco", "--data", str(data), "--promote"], env)
+        )  # fmt: skip
+        step("training the booking model (Keras, preprocessing inside), registering it")
+        run([PY, "-m", "examples.hotels.train_reco", "--data", str(data), "--out", str(train / "reco")], env)
+        run([PY, "-m", "prescore.cli", "models", "register", "reco", str(train / "reco"), "--promote"], env)
         step("bulk scoring every user with spark-submit (local mode), publishing to Redis")
-        run([spark_submit, *submit_args("score_recommendations", data=str(data))], env)
+        run([spark_submit, *submit_args(dataset="reco")], env)
 
         step("generating demo hotel photos with tags")
         run(
-            [
-                PY,
-                "-m",
-                "jobs.imagegen",
-                "--out",
-                str(images),
-                "--count",
-                str(args.images),
-                "--seed",
-                "7",
-                "--bad-files",
-            ],
+            [PY, "-m", "examples.hotels.imagegen", "--out", str(images), "--count", str(args.images),
+             "--seed", "7", "--bad-files"],
             env,
-        )
-        step("training the photo tagger (TensorFlow CNN), promoting it")
-        run([PY, "-m", "jobs.train_tagger", "--images", str(images), "--promote"], env)
+        )  # fmt: skip
+        step("training the photo tagger (Keras CNN), registering it")
+        run([PY, "-m", "examples.hotels.train_tagger", "--images", str(images), "--out", str(train / "tagger")], env)
+        run([PY, "-m", "prescore.cli", "models", "register", "tagger", str(train / "tagger"), "--promote"], env)
         step("bulk tagging every photo with spark-submit, publishing to Redis")
-        run([spark_submit, *submit_args("tag_images", images=str(images / "*.jpg"))], env)
+        run([spark_submit, *submit_args(dataset="tags")], env)
 
         step("published versions")
         run([PY, "-m", "prescore.cli", "versions", "reco"], env)
@@ -157,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         fallback = stack.enter_context(
             service(
                 [PY, "-m", "fallback.serve", "--bind", f"127.0.0.1:{fb_port}"],
-                {**env, "FALLBACK_PHOTOS": images.resolve().as_uri()},  # tags a new photo live
+                env,  # reads a photo added after the bulk run from the dataset's folder
                 f"http://127.0.0.1:{fb_port}",
                 logs / "fallback.log",
             )
@@ -210,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def submit_args(job: str, **params: str) -> list[str]:
+def submit_args(**params: str) -> list[str]:
     """spark-submit arguments for a local run, from the one table the CronJobs use too."""
     from jobs.submit import local_args
 
-    return local_args(job, master="local[2]", **params)
+    return local_args("score", master="local[2]", **params)
 
 
 if __name__ == "__main__":

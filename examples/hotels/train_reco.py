@@ -148,8 +148,8 @@ def build(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
         [
             regions.one(hotel_in["region"]),  # first: score_pairs matches regions on it
             amenities.many(hotel_in["amenities"]),
-            layers.Reshape((1,))(log_price(keras.ops.log(hotel_in["price"]))),
-            layers.Reshape((1,))((hotel_in["stars"] - 3.0) / 2.0),
+            keras.ops.expand_dims(log_price(keras.ops.log(hotel_in["price"])), -1),
+            keras.ops.expand_dims((hotel_in["stars"] - 3.0) / 2.0, -1),
         ]
     )
     ctx_vec = layers.Concatenate()([season.one(ctx_in["season"]), day.one(ctx_in["day"])])

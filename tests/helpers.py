@@ -1,0 +1,35 @@
+"""What many tests do: declare datasets, register a model, settings over a catalog."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from prescore.datasets import Catalog, load
+from prescore.model_import import Registered, register
+from prescore.modelstore import ModelStore
+from prescore.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
+
+
+def demo_catalog(var: Path) -> Catalog:
+    """The demo's own declarations, its paths under ``var``."""
+    return load(DEMO_CONFIG, {"PRESCORE_VAR": str(var)})
+
+
+def with_catalog(settings: Settings, config: Path | Catalog) -> Settings:
+    catalog = config if isinstance(config, Catalog) else load(config, {})
+    return dataclasses.replace(settings, catalog=catalog)
+
+
+def registered(
+    settings: Settings, name: str, folder: Path, *, promote: bool = True, int8: bool = False,
+    dataset: str | None = None,
+) -> Registered:  # fmt: skip
+    """``prescore models register NAME FOLDER [--promote]``, quietly."""
+    return register(
+        ModelStore(settings.models), settings.catalog, name, str(folder), dataset=dataset,
+        promote=promote, int8=int8, say=lambda _line: None,
+    )  # fmt: skip

@@ -1,0 +1,178 @@
+"""Registering a team's own SavedModel: checked against its dataset before anything is
+stored; every refusal one clear line, and nothing registered. Real TensorFlow models of
+the tests' own domains (tests.domains)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from prescore.errors import ModelMismatch, ModelStoreError, PrescoreError
+from prescore.modelstore import ModelStore
+from prescore.settings import Settings
+from prescore.signature import Signatures
+from tests import domains
+from tests.helpers import ROOT, registered, with_catalog
+
+
+@pytest.fixture()
+def shop_settings(settings: Settings, shop: dict[str, Path], tmp_path: Path) -> Settings:
+    return with_catalog(settings, domains.shop_config(shop["tables"], tmp_path / "prescore.toml"))
+
+
+def test_a_two_input_model_with_its_preprocessing_inside_is_registered(
+    shop_settings: Settings, shop: dict[str, Path]
+) -> None:
+    done = registered(shop_settings, "shop-model", shop["plain"], int8=True)
+    assert (done.version, done.promoted, done.checked) == ("1", True, ("shop",))
+    store = ModelStore(shop_settings.models)
+    meta = store.meta("shop-model", "1")
+    sigs = Signatures.from_json(meta["signature"])
+    inputs = sigs.serving.inputs
+    assert {n: (t.dtype, t.rank) for n, t in inputs.items()} == {
+        "segment": ("string", 1),
+        "price": ("float32", 1),
+    }
+    assert not sigs.factored and meta["kind"] == "ranking" and meta["registered_at"]
+    q = meta["quantization"]  # built where the converter allows; else it says why
+    assert q["built"] or q["reason"]
+    assert store.promoted("shop-model") == "1"
+    factored = registered(shop_settings, "shop-model", shop["factored"], promote=False)
+    assert factored.version == "2" and store.promoted("shop-model") == "1"
+    assert Signatures.from_json(store.meta("shop-model", "2")["signature"]).factored
+
+
+def test_a_labels_model_over_images_gets_its_int8_variant(
+    settings: Settings, colours: dict[str, Any], tmp_path: Path
+) -> None:
+    s = with_catalog(settings, domains.colours_config(colours["images"], tmp_path / "c.toml"))
+    done = registered(s, "colour-tagger", colours["model"], int8=True)
+    meta = ModelStore(s.models).meta("colour-tagger", done.version)
+    assert meta["labels"] == ["red", "green", "blue"]
+    q = meta["quantization"]
+    assert q["built"] and set(q["runtimes"]) == {"tf", "float32", "int8"}
+    assert q["runtimes"]["int8"]["max_abs_diff_vs_tf"] < 0.15
+    ref = ModelStore(s.models).resolve("colour-tagger")
+    assert (ref.path / "model_int8.tflite").is_file()
+
+
+def _refused(s: Settings, folder: Path, name: str = "shop-model", **kw: Any) -> str:
+    with pytest.raises(PrescoreError) as info:
+        registered(s, name, folder, **kw)
+    assert ModelStore(s.models).versions(name) == []  # nothing was registered
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_a_model_that_does_not_fit_its_dataset_lists_both_sides(
+    settings: Settings, shop: dict[str, Path], tmp_path: Path
+) -> None:
+    tables = tmp_path / "tables"
+    shutil.copytree(shop["tables"], tables)
+    customers = pd.read_parquet(tables / "customers.parquet").rename(columns={"segment": "tier"})
+    customers.to_parquet(tables / "customers.parquet", index=False)
+    s = with_catalog(settings, domains.shop_config(tables, tmp_path / "p.toml"))
+    text = _refused(s, shop["plain"])
+    assert "input 'segment' (string, a value per row) is not a column of the dataset" in text
+    assert "The model expects: price (float32, a value per row), segment (string" in text
+    assert "entity: categories (list<string>), customer_id (string), tier (string)" in text
+    assert "item: category (string), name (string), price (float), product_id (string)" in text
+
+
+def test_a_column_of_the_wrong_type_is_refused(
+    settings: Settings, shop: dict[str, Path], tmp_path: Path
+) -> None:
+    tables = tmp_path / "tables"
+    shutil.copytree(shop["tables"], tables)
+    products = pd.read_parquet(tables / "products.parquet")
+    products["price"] = products["price"].astype(str)
+    products.to_parquet(tables / "products.parquet", index=False)
+    s = with_catalog(settings, domains.shop_config(tables, tmp_path / "p.toml"))
+    assert "input 'price' wants float32, a value per row but item.price is string" in _refused(
+        s, shop["plain"]
+    )
+
+
+def test_not_a_savedmodel_and_no_serving_signature_are_refused(
+    shop_settings: Settings, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "not a SavedModel" in _refused(shop_settings, empty)
+    assert "no such folder" in _refused(shop_settings, tmp_path / "nowhere")
+    bare = tmp_path / "bare"
+    code = (
+        "import tensorflow as tf; m = tf.Module(); m.v = tf.Variable(1.0); "
+        f"tf.saved_model.save(m, {str(bare)!r})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    text = _refused(shop_settings, bare)
+    assert "no serving_default signature" in text
+
+
+def test_a_model_json_that_contradicts_the_model_is_refused(
+    settings: Settings, colours: dict[str, Any], shop: dict[str, Path], tmp_path: Path
+) -> None:
+    s = with_catalog(settings, domains.colours_config(colours["images"], tmp_path / "c.toml"))
+    wrong = tmp_path / "wrong"
+    shutil.copytree(colours["model"], wrong)
+    (wrong / "model.json").write_text(json.dumps({"labels": ["red", "green"]}))
+    assert "[batch, 2]" in _refused(s, wrong, "colour-tagger")
+    (wrong / "model.json").write_text(json.dumps({"kind": "ranking", "labels": ["a", "b", "c"]}))
+    assert "kind is 'ranking', the dataset is labels" in _refused(s, wrong, "colour-tagger")
+    (wrong / "model.json").write_text("{not json")
+    assert "not valid JSON" in _refused(s, wrong, "colour-tagger")
+    # a ranking model under the name a labels dataset declares: its own model.json says
+    # ranking; without one, the image input is what is missing
+    assert "kind is 'ranking'" in _refused(s, shop["plain"], "colour-tagger")
+    plain = tmp_path / "no-meta"
+    shutil.copytree(shop["plain"], plain)
+    (plain / "model.json").unlink()
+    assert "takes one image input" in _refused(s, plain, "colour-tagger")
+
+
+def test_a_model_no_dataset_declares_is_refused(
+    shop_settings: Settings, shop: dict[str, Path]
+) -> None:
+    with pytest.raises(PrescoreError, match="no dataset declares model 'other'"):
+        registered(shop_settings, "other", shop["plain"])
+    with pytest.raises(PrescoreError, match="declares model 'shop-model', not 'other'"):
+        registered(shop_settings, "other", shop["plain"], dataset="shop")
+
+
+def test_the_cli_registers_and_refuses_with_exit_codes(
+    shop_settings: Settings, shop: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {
+        "PRESCORE_CONFIG": shop_settings.catalog.source,
+        "PRESCORE_MODEL_STORE": shop_settings.models.root,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PATH": "/usr/bin:/bin",
+    }
+    cli = [sys.executable, "-m", "prescore.cli", "models"]
+    ok = subprocess.run([*cli, "register", "shop-model", str(shop["plain"]), "--promote", "--no-int8"],
+                        env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "shop-model: fits dataset shop" in ok.stdout and "registered version 1 and promoted" in ok.stdout
+    bad = subprocess.run([*cli, "register", "shop-model", str(tmp_path)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.startswith("prescore: model_store: ")
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    listed = subprocess.run([*cli, "list", "shop-model", "-o", "json"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    doc = json.loads(listed.stdout)
+    assert [v["version"] for v in doc["shop-model"]] == ["1"] and doc["shop-model"][0]["promoted"]
+    usage = subprocess.run([*cli, "register"], env=env, cwd=ROOT, capture_output=True, check=False)
+    assert usage.returncode == 2
+
+
+def test_signature_errors_are_model_errors() -> None:
+    assert issubclass(ModelMismatch, ModelStoreError)

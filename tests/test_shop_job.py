@@ -1,0 +1,153 @@
+"""A second domain, declared and modelled inside the tests (customers x products, other
+column names than the demo's, a two-input Keras model with a StringLookup inside), run
+through the bulk job, the lookup and rollback with no code but its own model and
+config. Real local Spark, real Redis, real TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.score import parse_args, run_job
+from lookup.app import create_app
+from lookup.settings import LookupSettings
+from prescore import keys
+from prescore.errors import ConfigError, ModelMismatch
+from prescore.settings import Settings
+from prescore.versions import Versions
+from tests import domains
+from tests.helpers import registered, with_catalog
+
+
+def _score(spark, s: Settings, *extra: str):  # type: ignore[no-untyped-def]
+    return run_job(spark, parse_args(["--dataset", "shop", *extra]), s)
+
+
+@pytest.fixture()
+def shop_settings(settings: Settings, shop: dict[str, Path], tmp_path: Path) -> Settings:
+    return with_catalog(settings, domains.shop_config(shop["tables"], tmp_path / "prescore.toml"))
+
+
+def test_every_customer_gets_its_top_products_of_its_categories(
+    spark, shop_settings, shop, rclient
+) -> None:  # type: ignore[no-untyped-def]
+    registered(shop_settings, "shop-model", shop["plain"])
+    summary = _score(spark, shop_settings)
+    customers = pd.read_parquet(shop["tables"] / "customers.parquet")
+    products = pd.read_parquet(shop["tables"] / "products.parquet").set_index("product_id")
+    assert summary.rows == len(customers)  # every customer has candidates in its categories
+    v = Versions(rclient, "shop", shop_settings.store)
+    info = v.get(v.current() or "")
+    assert (info.status, info.model, info.model_version, info.rows) == (
+        "published", "shop-model", "1", len(customers),
+    )  # fmt: skip
+    for _, c in customers.sample(20, random_state=2).iterrows():
+        doc = json.loads(rclient.get(keys.value_key("shop", info.version, c["customer_id"])))
+        assert set(doc) == {"customer_id", "items", "model", "model_version", "scored_at"}
+        assert doc["customer_id"] == c["customer_id"] and len(doc["items"]) == 5
+        mine = products[products["category"].isin(list(c["categories"]))]
+        assert {i["product_id"] for i in doc["items"]} <= set(mine.index)
+        # the model's own ranking of this customer's candidates
+        expected = domains.shop_scores(shop["plain"], c["segment"], mine["price"].tolist())
+        best = mine.index[np.argsort(-expected, kind="stable")[:5]].tolist()
+        assert [i["product_id"] for i in doc["items"]] == best
+        for entry in doc["items"]:  # the declared item payload columns, then the score
+            assert list(entry) == ["product_id", "name", "price", "score"]
+            assert entry["name"] == products.loc[entry["product_id"], "name"]
+
+
+def test_factored_signatures_score_the_same_pairs_as_serving_default(
+    spark, shop_settings, shop, rclient
+) -> None:  # type: ignore[no-untyped-def]
+    registered(shop_settings, "shop-model", shop["factored"])
+    factored = _score(spark, shop_settings)
+    per_pair = _score(spark, shop_settings, "--per-pair")
+    assert factored.rows == per_pair.rows > 0
+    ids = [f"c{i}" for i in range(0, 300, 7)]
+    for cid in ids:
+        a = json.loads(rclient.get(keys.value_key("shop", factored.version, cid)))["items"]
+        b = json.loads(rclient.get(keys.value_key("shop", per_pair.version, cid)))["items"]
+        assert [x["product_id"] for x in a] == [x["product_id"] for x in b]
+        assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=2e-4)
+
+
+def test_lookup_serves_the_shop_by_its_own_names_and_rolls_back(
+    spark, shop_settings, shop, rclient
+) -> None:  # type: ignore[no-untyped-def]
+    registered(shop_settings, "shop-model", shop["plain"])
+    first = _score(spark, shop_settings)
+    second = _score(spark, shop_settings)
+    app = create_app(LookupSettings(core=shop_settings, pointer_cache_s=0))
+    client = app.test_client()
+    one = client.get("/v1/picks/c3?k=2").get_json()  # its declared route
+    assert one["source"] == "precomputed" and one["dataset_version"] == second.version
+    assert one["customer_id"] == "c3" and len(one["items"]) == 2
+    same = client.get("/v1/datasets/shop/c3?limit=2").get_json()
+    assert same["items"] == one["items"]
+    floor = one["items"][1]["score"]
+    cut = client.get(f"/v1/datasets/shop/c3?min_score={floor}").get_json()
+    assert all(i["score"] >= floor for i in cut["items"]) and len(cut["items"]) >= 2
+    batch = client.post("/v1/picks:batchGet", json={"keys": ["c1", "nobody", "c1"], "k": 1}).get_json()
+    assert [r["customer_id"] for r in batch["results"]] == ["c1", "nobody", "c1"]
+    assert (batch["found"], batch["missing"], batch["results"][1]["error"]) == (2, 1, "not_found")
+    v = Versions(rclient, "shop", shop_settings.store)
+    back = v.rollback()
+    assert back.version == first.version
+    again = client.get("/v1/picks/c3?k=2").get_json()
+    assert again["dataset_version"] == first.version
+
+
+def test_a_missing_column_is_refused_before_anything_is_written(
+    spark, settings, shop, rclient, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    tables = tmp_path / "tables"
+    shutil.copytree(shop["tables"], tables)
+    s = with_catalog(settings, domains.shop_config(tables, tmp_path / "ok.toml"))
+    registered(s, "shop-model", shop["plain"])  # fits the tables as they were
+    products = pd.read_parquet(tables / "products.parquet").drop(columns=["name"])
+    products.to_parquet(tables / "products.parquet", index=False)
+    with pytest.raises(ConfigError, match="dataset shop: items: no column 'name'"):
+        _score(spark, s)
+    customers = pd.read_parquet(tables / "customers.parquet").drop(columns=["segment"])
+    customers.to_parquet(tables / "customers.parquet", index=False)
+    with pytest.raises(ModelMismatch, match="input 'segment'"):
+        _score(spark, s)
+    v = Versions(rclient, "shop", s.store)
+    assert v.all() == [] and v.current() is None  # nothing was even begun
+
+
+def test_explicit_candidate_table_and_a_composite_key(
+    spark, settings, shop, rclient, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    tables = tmp_path / "tables"
+    shutil.copytree(shop["tables"], tables)
+    customers = pd.read_parquet(tables / "customers.parquet").head(30)
+    customers["market"] = ["nl" if i % 2 else "de" for i in range(len(customers))]
+    customers.to_parquet(tables / "customers.parquet", index=False)
+    picks = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "market": customers["market"],
+            "picked": [["p1", "p2", "p3", "unknown-product"]] * len(customers),
+        }
+    )
+    picks.iloc[:-1].to_parquet(tables / "picks.parquet", index=False)  # the last has none
+    config = domains.shop_config(tables, tmp_path / "p.toml")
+    text = config.read_text().replace('key = "customer_id"', 'key = ["customer_id", "market"]')
+    text = text.replace(
+        'rule = "match"\nentity_column = "categories"\nitem_column = "category"',
+        f'rule = "table"\npath = "{tables}/picks.parquet"\nkey = ["customer_id", "market"]\n'
+        'items_column = "picked"',
+    )
+    config.write_text(text.replace("[datasets.shop.training]", "[datasets.unused.training]").split("[datasets.unused")[0])
+    s = with_catalog(settings, config)
+    registered(s, "shop-model", shop["plain"])
+    summary = _score(spark, s)
+    assert summary.rows == len(customers) - 1  # no candidates, no payload
+    doc = json.loads(rclient.get(keys.value_key("shop", summary.version, "c0|de")))
+    assert doc["key"] == "c0|de" and {i["product_id"] for i in doc["items"]} == {"p1", "p2", "p3"}
