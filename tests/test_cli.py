@@ -16,14 +16,19 @@ from prescore.embedded_redis import free_port
 from prescore.modelstore import ModelStore
 from prescore.settings import ModelStoreSettings, StoreSettings
 from prescore.versions import Versions, write_payloads
+from tests.helpers import DEMO_CONFIG
+
+
+CONFIG = ["--config", str(DEMO_CONFIG)]  # the demo's reco and tags datasets
 
 
 def _publish(client: redis.Redis, tag: str) -> str:
     v = Versions(client, "reco", StoreSettings())
     info = v.begin("reco", tag)
-    payload = codec.encode_recommendations(
-        "u1", [("h1", 0.9)], model="reco", model_version=tag, scored_at="2026-11-24T00:00:00Z"
-    )
+    payload = codec.encode_payload(
+        codec.PayloadShape("user_id", "items", "hotel_id"), "u1", [("h1", 0.9)],
+        model="reco", model_version=tag, scored_at="2026-11-24T00:00:00Z",
+    )  # fmt: skip
     write_payloads(client, "reco", info.version, [("u1", payload)])
     v.publish(info.version, 1)
     return info.version
@@ -34,17 +39,17 @@ def test_versions_show_and_rollback(
 ) -> None:
     first = _publish(rclient, "1")
     second = _publish(rclient, "2")
-    assert main(["--redis-url", redis_url, "versions", "reco"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "versions", "reco"]) == 0
     out = capsys.readouterr().out
     live_line = next(line for line in out.splitlines() if second in line)
     assert live_line.startswith("*") and "published" in live_line
     assert first in out
 
-    assert main(["--redis-url", redis_url, "show", "reco", "u1"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "u1"]) == 0
     shown = capsys.readouterr().out
     assert json.loads(shown.split("\n", 1)[1])["model_version"] == "2"
 
-    assert main(["--redis-url", redis_url, "rollback", "reco"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "rollback", "reco"]) == 0
     assert f"{second} -> {first}" in capsys.readouterr().out
     assert rclient.get("ps:{reco}:current") == first.encode()
 
@@ -52,22 +57,24 @@ def test_versions_show_and_rollback(
 def test_missing_key_and_no_target_are_clear(
     rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--redis-url", redis_url, "rollback", "tags"]) == 2
+    assert main([*CONFIG, "--redis-url", redis_url, "rollback", "tags"]) == 1
     assert "no_version" in capsys.readouterr().err
+    assert main([*CONFIG, "--redis-url", redis_url, "versions", "nope"]) == 1
+    assert "no dataset 'nope' is declared" in capsys.readouterr().err
     _publish(rclient, "1")
-    assert main(["--redis-url", redis_url, "show", "reco", "nobody"]) == 1
+    assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "nobody"]) == 1
     assert "no key 'nobody'" in capsys.readouterr().err
 
 
 def test_unreachable_redis_is_a_clean_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     proc = subprocess.run(
-        [sys.executable, "-m", "prescore.cli", "--redis-url", url, "versions", "reco"],
+        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", url, "versions", "reco"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # a runtime error; 2 is bad usage
     assert "store_unavailable" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -81,7 +88,24 @@ def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         store.save("reco", built, {"metrics": {"auc": auc}, "created_at": "2026-11-24"})
     assert main(["--model-store", root, "promote", "reco", "2"]) == 0
     assert "promoted 2 (was none)" in capsys.readouterr().out
-    assert main(["--model-store", root, "models", "reco"]) == 0
+    assert main(["--model-store", root, "models", "list", "reco"]) == 0
     out = capsys.readouterr().out
     assert any(line.startswith("*") and "auc=0.8000" in line for line in out.splitlines())
-    assert main(["--model-store", root, "promote", "reco", "9"]) == 2
+    assert main(["--model-store", root, "models", "list", "reco", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(v["version"], v["promoted"]) for v in doc["reco"]] == [("1", False), ("2", True)]
+    assert main(["--model-store", root, "models", "promote", "reco", "9"]) == 1
+
+
+def test_listings_as_json_and_usage_errors(
+    rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = _publish(rclient, "1")
+    assert main([*CONFIG, "--redis-url", redis_url, "versions", "reco", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["live"] == version and doc["versions"][0]["status"] == "published"
+    assert main([*CONFIG, "datasets", "-o", "json"]) == 0
+    assert [d["name"] for d in json.loads(capsys.readouterr().out)] == ["reco", "tags"]
+    with pytest.raises(SystemExit) as usage:
+        main(["versions"])
+    assert usage.value.code == 2

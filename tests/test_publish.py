@@ -1,0 +1,123 @@
+"""``prescore publish``: scores computed elsewhere, published from parquet with the same
+verify-and-switch as the bulk jobs; bad rows counted and reported, never published
+silently. Real Redis, real parquet files, the real CLI process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lookup.app import create_app
+from lookup.settings import LookupSettings
+from prescore import keys
+from prescore.publish import publish_file
+from prescore.settings import Settings
+from prescore.versions import Versions
+from tests.helpers import ROOT, with_catalog
+
+CONFIG = """
+[datasets.similar]
+kind = "external"
+key_field = "sku"
+list_field = "similar"
+entry_field = "sku"
+route = "similar"
+"""
+
+
+@pytest.fixture()
+def similar(settings: Settings, tmp_path: Path) -> Settings:
+    path = tmp_path / "prescore.toml"
+    path.write_text(CONFIG)
+    return with_catalog(settings, path)
+
+
+def _rows(n: int) -> list[dict[str, str]]:
+    return [
+        {"sku": f"s{i}", "payload": json.dumps({"similar": [{"score": 0.5, "sku": f"s{i + 1}"}]})}
+        for i in range(n)
+    ]
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> Path:
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+BAD = [
+    {"sku": "bad key!", "payload": "{}"},
+    {"sku": "s-json", "payload": "{not json"},
+    {"sku": "s-list", "payload": "[1, 2]"},
+    {"sku": "s-entry", "payload": json.dumps({"similar": [{"score": 1}]})},
+    {"sku": "s-nan", "payload": json.dumps({"similar": "none"})},
+]
+
+
+def test_published_rows_are_served_with_their_own_names(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path / "scores.parquet", _rows(500))
+    lines: list[str] = []
+    report = publish_file(
+        rclient, similar.store, similar.catalog.get("similar"), str(path),
+        json_column="payload", model="nightly-als", model_version="7", say=lines.append,
+    )  # fmt: skip
+    assert report.published and report.rows == 500 and report.bad == 0
+    v = Versions(rclient, "similar", similar.store)
+    info = v.get(v.current() or "")
+    assert (info.status, info.rows, info.model, info.model_version) == ("published", 500, "nightly-als", "7")
+    stored = rclient.get(keys.value_key("similar", info.version, "s3"))
+    # the entry field is put first (the lookup counts entries by it); the stamp is added
+    assert stored.startswith(b'{"sku":"s3","similar":[{"sku":"s4","score":0.5}],"model":"nightly-als"')
+    assert any("published version" in line and "keys/s" in line for line in lines)
+    client = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    doc = client.get("/v1/similar/s3?k=1").get_json()
+    assert doc["source"] == "precomputed" and doc["similar"] == [{"sku": "s4", "score": 0.5}]
+    assert doc["model_version"] == "7" and doc["scored_at"].endswith("Z")
+
+
+def test_bad_rows_refuse_the_publish_unless_allowed(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path / "scores.parquet", _rows(20) + BAD)
+    dataset = similar.catalog.get("similar")
+    v = Versions(rclient, "similar", similar.store)
+    lines: list[str] = []
+    refused = publish_file(rclient, similar.store, dataset, str(path), json_column="payload", say=lines.append)
+    assert not refused.published and refused.bad == len(BAD)
+    assert v.current() is None and v.get(refused.version).status == "failed"
+    assert v.count_keys(refused.version) == 0  # nothing it wrote is left
+    text = "\n".join(lines)
+    for reason in ("'bad key!': invalid_id", "'s-json': invalid_payload", "'s-list': invalid_payload",
+                   "'s-entry': invalid_payload", "'s-nan': invalid_payload"):  # fmt: skip
+        assert reason in text, text
+    assert "5 bad row(s), more than the 0 allowed" in text
+    allowed = publish_file(
+        rclient, similar.store, dataset, str(path), json_column="payload", max_bad=5, say=lines.append
+    )
+    assert allowed.published and (allowed.rows, allowed.bad) == (20, 5)
+    assert v.current() == allowed.version and v.count_keys(allowed.version) == 20
+
+
+def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frame = pd.DataFrame(
+        {"sku": ["a", "b"], "similar": [[{"sku": "b", "score": 0.9}], []], "note": ["x", "y"],
+         "ignored": [1, 2]}
+    )  # fmt: skip
+    path = tmp_path / "cols.parquet"
+    frame.to_parquet(path, index=False)
+    env = {"PRESCORE_CONFIG": similar.catalog.source, "REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    cli = [sys.executable, "-m", "prescore.cli", "publish", "similar", str(path)]
+    ok = subprocess.run([*cli, "--columns", "similar,note"], env=env, cwd=ROOT, capture_output=True,
+                        text=True, check=False)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    v = Versions(rclient, "similar", similar.store)
+    doc = json.loads(rclient.get(keys.value_key("similar", v.current() or "", "a")))
+    assert doc["similar"] == [{"sku": "b", "score": 0.9}] and doc["note"] == "x" and "ignored" not in doc
+    bad = subprocess.run([*cli, "--json-column", "nope"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    assert bad.returncode == 1 and "missing_column" in bad.stdout
+    unknown = subprocess.run([sys.executable, "-m", "prescore.cli", "publish", "nope", str(path)],
+                             env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert unknown.returncode == 1 and "no dataset 'nope' is declared" in unknown.stderr
