@@ -15,10 +15,14 @@ one cache (jobs.worker_cache), as ``pyspark.ml.functions.predict_batch_udf`` doe
 from __future__ import annotations
 
 import gc
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -50,10 +54,41 @@ SESSION_CONF: dict[str, bool | float | int | str | None] = {
 
 
 def spark_session(app_name: str) -> Any:
-    """The job's SparkSession (master and resources come from spark-submit)."""
+    """The job's SparkSession (master and resources come from spark-submit).
+
+    In local mode the scratch space (shuffle files, broadcasts) goes to a folder of this
+    process, and the folders of earlier jobs whose process is gone (killed: Spark removes
+    its own only on a clean exit) are deleted first."""
+    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.appName(app_name).config(map=SESSION_CONF).getOrCreate()
+    builder = SparkSession.builder.appName(app_name).config(map=SESSION_CONF)
+    if SparkConf().get("spark.master", "local").startswith("local"):
+        builder = builder.config("spark.local.dir", str(local_dir()))
+    return builder.getOrCreate()
+
+
+def local_dir(root: Path | None = None) -> Path:
+    """This process's Spark scratch folder, under ``root`` (default: the temp dir);
+    folders of processes that no longer run are removed."""
+    root = root or Path(tempfile.gettempdir()) / "prescore-spark"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = root / str(os.getpid())
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def plain_settings(settings: Settings) -> dict[str, Any]:
@@ -218,22 +253,24 @@ def publish_version(
     model: tuple[str, str],
     run: Callable[[str], Any],
     unit: str = "rows",
+    force: bool = False,
 ) -> Summary:
-    """Register a version, run the stats DataFrame ``run(version)``, verify and publish."""
+    """Register a version, run the stats DataFrame ``run(version)`` while holding its
+    lease, verify and publish (``force``: even over a newer live version)."""
     versions = Versions(connect(settings.redis), dataset, settings.store)
     info = versions.begin(model[0], model[1])
     print(f"{dataset}: writing version {info.version} (model {model[0]}/{model[1]})", flush=True)
     summary = Summary(dataset, info.version)
     started = time.perf_counter()
     try:
-        with Progress(spark):
+        with versions.lease(info.version), Progress(spark):
             stats = run(info.version).collect()
         for row in stats:
             summary.rows += row["rows"]
             summary.scored += row["scored"]
             summary.bad += row["bad"]
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
-        versions.publish(info.version, summary.rows, retire=False)
+        versions.publish(info.version, summary.rows, retire=False, force=force)
     except BaseException as exc:
         _drain(spark)  # tasks of a failed job may still be writing: let them stop first
         if versions.get(info.version).status == "writing":

@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ranking: score every pair's raw features with serving_default, even when the "
         "model has the factored signatures (to compare the two)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even if a newer version went live meanwhile (recorded in the registry)",
+    )
     add_store_flags(parser)
     return parser.parse_args(argv)
 
@@ -86,7 +91,8 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
         print(f"{dataset.name}: scoring {source} with {dataset.model}/{ref.version}", flush=True)
         unit = "images" if dataset.images else "rows"
-    return publish_version(spark, settings, dataset.name, (dataset.model, ref.version), run, unit)
+    model = (dataset.model, ref.version)
+    return publish_version(spark, settings, dataset.name, model, run, unit, force=args.force)
 
 
 def _contexts(dataset: Any) -> list[str]:

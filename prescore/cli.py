@@ -125,7 +125,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         key_column=args.key, json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
         model=args.model or dataset.model or "external", model_version=args.model_version,
-        max_bad=args.max_bad, say=print,
+        max_bad=args.max_bad, force=args.force, say=print,
     )  # fmt: skip
     return 0 if report.published else 1
 
@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--model", help="what made the scores (recorded; default: the dataset's)")
     pub.add_argument("--model-version", default="", help="recorded with the version")
     pub.add_argument("--max-bad", type=int, default=0, help="bad rows tolerated (default 0)")
+    pub.add_argument(
+        "--force", action="store_true", help="publish even over a newer live version (recorded)"
+    )
 
     models = listing(sub.add_parser("models", help="list, register and promote models"))
     msub = models.add_subparsers(dest="action")

@@ -6,6 +6,9 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
 
     ps:{dataset}:current            -> version id that readers use
     ps:{dataset}:versions           -> hash: version id -> VersionInfo JSON
+    ps:{dataset}:lease:{version}    -> held while the version's writer lives (expires)
+    ps:{dataset}:written:{version}  -> keys written so far under the version
+    ps:{dataset}:live:{version}     -> live write-backs under the version (bounded)
     ps:{dataset}:{version}:{key}     -> payload JSON   (written as ps:reco:<version>:<id>)
 
 A key is an entity id, several key columns' values joined by ``|``, optionally followed
@@ -84,6 +87,16 @@ def value_key(dataset: str, version: str, key: str) -> str:
 def version_prefix(dataset: str, version: str) -> str:
     """Prefix of every value key of one version; ``+ '*'`` makes its SCAN pattern."""
     return f"{PREFIX}:{dataset}:{version}:"
+
+
+def lease_key(dataset: str, version: str) -> str:
+    """Held (with an expiry) while a writer of ``version`` is alive: its heartbeat."""
+    return f"{PREFIX}:{{{dataset}}}:lease:{version}"
+
+
+def written_key(dataset: str, version: str) -> str:
+    """Counts the keys written so far under ``version`` (every writer adds its own)."""
+    return f"{PREFIX}:{{{dataset}}}:written:{version}"
 
 
 def live_counter_key(dataset: str, version: str) -> str:

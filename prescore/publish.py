@@ -114,15 +114,33 @@ def _batches(path: str) -> Iterator[list[dict[str, Any]]]:
             yield batch.to_pylist()
 
 
+def _write_all(
+    client: Client, dataset: Dataset, version: str, path: str, rows: _Rows, report: PublishReport
+) -> None:
+    """Write every good row of the parquet at ``path``; count and sample the bad ones."""
+    from prescore.datasets import absolute_uri
+
+    for batch in _batches(absolute_uri(path)):
+        good = []
+        for row in batch:
+            try:
+                good.append(rows.payload(row))
+            except (InvalidInput, KeyError) as exc:
+                report.bad += 1
+                if len(report.bad_sample) < 20:
+                    reason = exc.code if isinstance(exc, InvalidInput) else "missing_column"
+                    shown = str(row.get(rows.key_column))[:80]
+                    report.bad_sample.append(f"key {shown!r}: {reason}: {exc}")
+        report.rows += write_payloads(client, dataset.name, version, good)
+
+
 def publish_file(
     client: Client, store: StoreSettings, dataset: Dataset, path: str, *,
     key_column: str | None = None, json_column: str | None = None, columns: Sequence[str] = (),
-    model: str = "external", model_version: str = "", max_bad: int = 0,
+    model: str = "external", model_version: str = "", max_bad: int = 0, force: bool = False,
     say: Callable[[str], None] = print,
 ) -> PublishReport:  # fmt: skip
     """Publish the rows of the parquet at ``path`` as a new version of ``dataset``."""
-    from prescore.datasets import absolute_uri
-
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -135,24 +153,14 @@ def publish_file(
     say(f"{dataset.name}: writing version {info.version} from {path}")
     started = time.perf_counter()
     try:
-        for batch in _batches(absolute_uri(path)):
-            good = []
-            for row in batch:
-                try:
-                    good.append(rows.payload(row))
-                except (InvalidInput, KeyError) as exc:
-                    report.bad += 1
-                    if len(report.bad_sample) < 20:
-                        reason = exc.code if isinstance(exc, InvalidInput) else "missing_column"
-                        shown = str(row.get(rows.key_column))[:80]
-                        report.bad_sample.append(f"key {shown!r}: {reason}: {exc}")
-            report.rows += write_payloads(client, dataset.name, info.version, good)
+        with versions.lease(info.version):
+            _write_all(client, dataset, info.version, path, rows, report)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
                 "nothing was published"
             )
-        versions.publish(info.version, report.rows)
+        versions.publish(info.version, report.rows, force=force)
         report.published = True
     except BaseException as exc:
         if versions.get(info.version).status == "writing":

@@ -69,7 +69,9 @@ class StoreSettings:
     keep_versions: int = 3  # published versions kept for rollback, the live one included
     live_ttl_s: int = 86_400  # TTL of live write-back entries
     live_max_keys: int = 100_000  # live write-backs a version may gain per TTL window
-    stale_writing_s: int = 6 * 3600  # a version 'writing' for this long was killed
+    # A writer renews its lease every third of this; a version whose lease lapsed was
+    # left by a killed writer: it shows as dead and the next job or gc removes it.
+    writer_lease_s: float = 30.0
     delete_batch: int = 1000  # keys per UNLINK when removing an old version
 
     @classmethod
@@ -78,7 +80,7 @@ class StoreSettings:
             keep_versions=max(1, env_int(env, "PRESCORE_KEEP_VERSIONS", cls.keep_versions)),
             live_ttl_s=env_int(env, "PRESCORE_LIVE_TTL_S", cls.live_ttl_s),
             live_max_keys=env_int(env, "PRESCORE_LIVE_MAX_KEYS", cls.live_max_keys),
-            stale_writing_s=env_int(env, "PRESCORE_STALE_WRITING_S", cls.stale_writing_s),
+            writer_lease_s=env_float(env, "PRESCORE_WRITER_LEASE_S", cls.writer_lease_s),
         )
 
 

@@ -1,16 +1,23 @@
 """Versions of a dataset in Redis: write beside the live one, verify, switch, roll back.
 
-A job calls ``begin`` (registry entry 'writing'), writes payloads with ``write_payloads``,
-then ``publish`` verifies the key count and switches the pointer and the registry in one
-MULTI/EXEC. A job that fails calls ``fail``; one that is killed leaves 'writing', which a
-later ``retire_old`` removes once it is stale. The pointer only ever names a version
-whose every key was written.
+A writer calls ``begin`` (registry entry 'writing', and a lease), keeps the lease alive
+with :meth:`Versions.lease` while its tasks write payloads with ``write_payloads``, then
+``publish`` verifies the key count and switches the pointer and the registry in one
+MULTI/EXEC. A publish only moves forward: a version older than the live one (a late or
+orphaned job) is refused unless forced, and a forced one says so in the registry. A
+writer that fails calls ``fail``. One that is killed stops renewing its lease, which
+expires within ``writer_lease_s``: its version then lists as ``dead`` with the keys it
+wrote, and the next job or ``gc`` removes it. The pointer only ever names a version
+whose every key was written. A rollback keeps the version it leaves published, so it can
+be rolled forward to again and is retired only as versions beyond the newest N are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 
 from prescore import keys
 from prescore.codec import VersionInfo, sort_versions
@@ -32,7 +39,8 @@ def utcnow_iso() -> str:
 def write_payloads(
     client: Client, dataset: str, version: str, rows: Iterable[tuple[str, bytes]], batch: int = 1000
 ) -> int:
-    """SET each ``(key, payload)`` under ``version``, ``batch`` keys an MSET; returns the count."""
+    """SET each ``(key, payload)`` under ``version``, ``batch`` keys an MSET, and add them
+    to the version's written count; returns how many were written."""
     written = 0
     chunk: dict[str, bytes] = {}
     prefix = keys.version_prefix(dataset, version)  # + key: its value key
@@ -43,6 +51,8 @@ def write_payloads(
             mset(client, chunk)
             chunk = {}
     mset(client, chunk)
+    if written:
+        client.incrby(keys.written_key(dataset, version), written)
     return written
 
 
@@ -77,9 +87,17 @@ class Versions:
         return VersionInfo.from_bytes(raw)
 
     def all(self) -> list[VersionInfo]:
-        """Every registered version, newest first."""
+        """Every registered version, newest first; a writing one with the keys it has
+        written so far, and as ``dead`` once its writer's lease has lapsed."""
         raw = self.client.hgetall(self._registry)
-        return sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
+        infos = sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
+        return [self._live_view(i) if i.status == "writing" else i for i in infos]
+
+    def _live_view(self, info: VersionInfo) -> VersionInfo:
+        written = self.client.get(keys.written_key(self.dataset, info.version))
+        rows = int(written) if written is not None else 0
+        alive = self.client.exists(keys.lease_key(self.dataset, info.version))
+        return info.replace(rows=rows, status="writing" if alive else "dead")
 
     def count_keys(self, version: str) -> int:
         """Keys present under ``version`` (SCAN: never blocks Redis)."""
@@ -88,7 +106,9 @@ class Versions:
 
     # -- writing ---------------------------------------------------------------
     def begin(self, model: str, model_version: str, note: str = "") -> VersionInfo:
-        """Register a new version as 'writing' and return it."""
+        """Remove dead writers' versions, then register a new version as 'writing' with
+        its lease, and return it."""
+        self.reap_dead()
         newest = max((_text(v) for v in self.client.hkeys(self._registry)), default=None)
         info = VersionInfo(
             version=keys.new_version_id(after=newest),
@@ -98,15 +118,59 @@ class Versions:
             started_at=utcnow_iso(),
             note=note,
         )
+        self.renew(info.version)
         self.client.hset(self._registry, info.version, info.to_bytes())
         return info
 
-    def publish(self, version: str, expected_rows: int, *, retire: bool = True) -> VersionInfo:
+    def renew(self, version: str) -> None:
+        """Hold the lease of ``version`` for another ``writer_lease_s``."""
+        ms = int(self.settings.writer_lease_s * 1000)
+        self.client.set(keys.lease_key(self.dataset, version), b"1", px=max(ms, 1))
+
+    @contextmanager
+    def lease(self, version: str) -> Iterator[None]:
+        """Renew the lease of ``version`` every third of ``writer_lease_s`` while inside."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.writer_lease_s / 3):
+                try:
+                    self.renew(version)
+                except Exception:  # noqa: BLE001 - a blip: the next beat tries again
+                    continue
+
+        thread = threading.Thread(target=beat, name=f"lease-{version}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=1)
+
+    def _done_writing(self, pipe: object, version: str) -> None:
+        pipe.delete(keys.lease_key(self.dataset, version))  # type: ignore[attr-defined]
+        pipe.delete(keys.written_key(self.dataset, version))  # type: ignore[attr-defined]
+
+    def publish(
+        self, version: str, expected_rows: int, *, retire: bool = True, force: bool = False
+    ) -> VersionInfo:
         """Verify the count, then switch pointer and registry atomically; retire old ones
-        (unless ``retire`` is False: the caller runs :meth:`retire_old` itself)."""
+        (unless ``retire`` is False: the caller runs :meth:`retire_old` itself). A version
+        older than the live one is refused unless ``force``."""
         info = self.get(version)
         if info.status != "writing":
             raise PublishError(f"version {version} is {info.status}, not writing")
+        live = self.current()
+        note = info.note
+        if live is not None and version < live:
+            if not force:
+                why = f"older than the live version {live}: a late or orphaned job"
+                self.fail(version, why)
+                raise PublishError(
+                    f"{self.dataset} {version} is {why}; refused (force to publish it anyway)",
+                    code="stale_publish",
+                )
+            note = f"forced over the newer live version {live}" + (f"; {note}" if note else "")
         found = self.count_keys(version)
         if found != expected_rows or expected_rows == 0:
             self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
@@ -115,29 +179,34 @@ class Versions:
                 "the pointer was not moved"
             )
         now = utcnow_iso()
-        done = info.replace(status="published", rows=found, finished_at=now, published_at=now)
+        done = info.replace(
+            status="published", rows=found, finished_at=now, published_at=now, note=note
+        )
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self._pointer, version)
         pipe.hset(self._registry, version, done.to_bytes())
+        self._done_writing(pipe, version)
         pipe.execute()
         if retire:
             self.retire_old()
         return done
 
-    def fail(self, version: str, reason: str) -> None:
+    def fail(self, version: str, reason: str, status: str = "failed") -> None:
         """Mark a version failed and remove what it wrote; the pointer never names it."""
         if self.current() == version:
             raise PublishError(f"refusing to fail the live version {version}")
         info = self.get(version)
-        self.client.hset(
-            self._registry,
-            version,
-            info.replace(status="failed", finished_at=utcnow_iso(), note=reason).to_bytes(),
-        )
+        pipe = self.client.pipeline(transaction=True)
+        entry = info.replace(status=status, finished_at=utcnow_iso(), note=reason)
+        pipe.hset(self._registry, version, entry.to_bytes())
+        self._done_writing(pipe, version)
+        pipe.execute()
         self.delete_keys(version)
 
     def rollback(self, to: str | None = None) -> VersionInfo:
-        """Point readers at ``to`` or at the newest published version before the live one."""
+        """Point readers at ``to`` or at the newest published version before the live one.
+
+        The version left stays published (noted), so rolling forward to it again works."""
         live = self.current()
         if live is None:
             raise NotFound(f"{self.dataset} has no live version", code="no_version")
@@ -151,39 +220,37 @@ class Versions:
                 f"no published version of {self.dataset} to roll back to", code="no_rollback_target"
             )
         target = candidates[0]
+        left = self.get(live).replace(note=f"rolled back to {target.version} at {utcnow_iso()}")
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self._pointer, target.version)
-        pipe.hset(
-            self._registry,
-            live,
-            self.get(live)
-            .replace(status="rolled_back", note=f"rolled back to {target.version}")
-            .to_bytes(),
-        )
+        pipe.hset(self._registry, live, left.to_bytes())
         pipe.execute()
         return target
 
     # -- housekeeping ----------------------------------------------------------
+    def reap_dead(self) -> list[str]:
+        """Remove the versions of writers whose lease lapsed (killed jobs)."""
+        dead = [i.version for i in self.all() if i.status == "dead"]
+        for version in dead:
+            self.fail(version, "dead: its writer stopped renewing its lease", status="failed")
+        return dead
+
     def retire_old(self) -> list[str]:
-        """Remove published versions beyond the newest N and stale writers; trim history."""
+        """Remove dead writers' versions and published ones beyond the newest N (the live
+        one always kept); trim the history."""
+        removed = self.reap_dead()
         live = self.current()
-        stale_before = (
-            datetime.now(timezone.utc) - timedelta(seconds=self.settings.stale_writing_s)
-        ).strftime("%Y-%m-%dT%H:%M:%SZ")
         kept = history = 0
-        removed: list[str] = []
         for info in self.all():
             if info.version == live or (
                 info.status == "published" and kept < self.settings.keep_versions
             ):
                 kept += 1
                 continue
-            if info.status in ("published", "rolled_back"):
+            if info.status == "published":
                 removed.append(self._remove(info, "retired", info.note))
-            elif info.status == "writing" and info.started_at <= stale_before:
-                removed.append(self._remove(info, "failed", "killed while writing"))
             elif info.status == "writing":
-                continue  # another job may still be writing it
+                continue  # its writer is alive
             history += 1
             if history > HISTORY:  # the registry must not grow without bound
                 self.client.hdel(self._registry, info.version)

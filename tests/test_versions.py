@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -51,7 +53,8 @@ def test_rollback_and_retirement(rclient: redis.Redis) -> None:
     v.publish(second, 3)
     target = v.rollback()
     assert target.version == first and v.current() == first
-    assert v.get(second).status == "rolled_back"
+    left = v.get(second)
+    assert left.status == "published" and f"rolled back to {first}" in left.note
     with pytest.raises(NotFound):
         v.rollback()  # nothing older than the first
     third = _write(v, 3, "3")
@@ -75,12 +78,61 @@ def test_rollback_to_a_named_version(rclient: redis.Redis) -> None:
     assert rclient.get(keys.pointer_key("reco")) == versions[0].encode()
 
 
-def test_killed_writer_is_cleaned_once_stale(rclient: redis.Redis) -> None:
-    v = Versions(rclient, "reco", StoreSettings(stale_writing_s=0))
-    killed = _write(v, 4, "k")
-    v.retire_old()
-    assert v.get(killed).status == "failed"
-    assert v.count_keys(killed) == 0
+def test_a_killed_writer_is_dead_within_its_lease_and_removed_by_the_next_job(
+    rclient: redis.Redis,
+) -> None:
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.3))
+    live = _write(v, 3, "a")
+    v.publish(live, 3)
+    killed = _write(v, 40, "k")  # begun, written, and its writer never renews the lease
+    assert {i.version: (i.status, i.rows) for i in v.all()}[killed] == ("writing", 40)
+    time.sleep(0.5)
+    assert {i.version: (i.status, i.rows) for i in v.all()}[killed] == ("dead", 40)
+    assert v.count_keys(killed) == 40
+    nxt = v.begin("reco", "1")  # the next job removes it at once
+    assert v.get(killed).status == "failed" and "lease" in v.get(killed).note
+    assert v.count_keys(killed) == 0 and v.current() == live
+    assert rclient.exists(keys.written_key("reco", killed)) == 0
+    with v.lease(nxt.version):  # a live writer renews: never dead, however long it runs
+        time.sleep(0.7)
+        assert {i.version: i.status for i in v.all()}[nxt.version] == "writing"
+        assert v.retire_old() == []
+
+
+def test_gc_removes_a_dead_writer_at_once(rclient: redis.Redis) -> None:
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.2))
+    killed = _write(v, 5, "k")
+    time.sleep(0.3)
+    assert v.retire_old() == [killed] and v.count_keys(killed) == 0
+
+
+def test_a_publish_only_moves_forward_unless_forced(rclient: redis.Redis) -> None:
+    v = Versions(rclient, "reco", StoreSettings(keep_versions=3))
+    late = _write(v, 2, "late")  # begun first, finishes last (an orphaned driver)
+    newer = _write(v, 2, "new")
+    v.publish(newer, 2)
+    with pytest.raises(PublishError) as info:
+        v.publish(late, 2)
+    assert info.value.code == "stale_publish" and v.current() == newer
+    assert v.get(late).status == "failed" and v.count_keys(late) == 0
+    late_again = _write(v, 2, "late2")
+    newest = _write(v, 2, "newest")
+    v.publish(newest, 2)
+    done = v.publish(late_again, 2, force=True)  # an operator's deliberate choice
+    assert v.current() == late_again and f"forced over the newer live version {newest}" in done.note
+
+
+def test_rollback_is_reversible_and_kept_by_gc(rclient: redis.Redis) -> None:
+    v = Versions(rclient, "reco", StoreSettings(keep_versions=3))
+    a, b = _write(v, 2, "a"), None
+    v.publish(a, 2)
+    b = _write(v, 2, "b")
+    v.publish(b, 2)
+    assert v.rollback().version == a
+    assert v.retire_old() == []  # b is one of the newest 3: kept
+    assert v.count_keys(b) == 2
+    assert v.rollback(to=b).version == b  # and rolled forward to again
+    assert v.current() == b
 
 
 def test_registry_history_is_bounded(rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
