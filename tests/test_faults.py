@@ -1,0 +1,82 @@
+"""Faults from outside, against real processes: a bulk job SIGKILLed while it writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from jobs.bulk import _alive
+from jobs.submit import local_args, spark_submit_bin
+from prescore import keys
+from prescore.settings import Settings
+from prescore.versions import Versions
+from tests.helpers import DEMO_CONFIG, ROOT, demo_catalog, registered
+
+ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
+LEASE_S = 3.0
+
+
+def _env(settings: Settings, var: Path, redis_url: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
+    return env | {
+        "REDIS_URL": redis_url,
+        "PRESCORE_MODEL_STORE": settings.models.root,
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_VAR": str(var),
+        "PRESCORE_WRITER_LEASE_S": str(LEASE_S),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
+    settings: Settings, demo: dict[str, Path], redis_url: str, rclient
+) -> None:  # type: ignore[no-untyped-def]
+    s = dataclasses.replace(settings, catalog=demo_catalog(demo["var"]))
+    registered(s, "reco", demo["model"])
+    env = _env(s, demo["var"], redis_url)
+    # small chunks in many tasks: the job writes for a while, a batch at a time
+    argv = local_args("score", master="local[2]", driver_memory="1g", dataset="reco",
+                      partitions="16", entities_per_chunk="8")  # fmt: skip
+    v = Versions(rclient, "reco", s.store)
+    proc = subprocess.Popen([spark_submit_bin(), *argv], env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        writing = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = [i for i in v.all() if i.status == "writing" and i.rows > 0]
+            if found:
+                writing = found[0]
+                break
+            time.sleep(0.05)
+        assert writing is not None, "the job never wrote"
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert v.current() is None  # the pointer never moved
+    while {i.version: i.status for i in v.all()}[writing.version] != "dead":
+        assert time.monotonic() - killed_at < LEASE_S + 2, "not found dead within its lease"
+        time.sleep(0.1)
+    dead = {i.version: i for i in v.all()}[writing.version]
+    assert dead.rows >= writing.rows > 0 and v.count_keys(writing.version) > 0  # listed with its keys
+    scratch = Path(tempfile.gettempdir()) / "prescore-spark"
+    left = {p.name for p in scratch.iterdir()} if scratch.exists() else set()
+    done = subprocess.run([spark_submit_bin(), *local_args("score", master="local[2]",
+                          driver_memory="1g", dataset="reco")], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert v.get(writing.version).status == "failed" and v.count_keys(writing.version) == 0
+    assert rclient.exists(keys.lease_key("reco", writing.version)) == 0
+    assert v.current() is not None and v.current() != writing.version
+    gone = {n for n in left if n.isdigit() and not _alive(int(n))}  # the killed job's
+    assert gone, "a killed local job leaves its scratch folder"
+    still = {p.name for p in scratch.iterdir()}
+    assert not gone & still, "the next run did not remove the killed job's Spark scratch"
