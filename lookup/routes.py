@@ -3,7 +3,9 @@ and under its own route when it declares one (the demo's /v1/recommendations).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -15,7 +17,7 @@ from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
 from prescore.codec import dumps
-from prescore.errors import NotFound
+from prescore.errors import NotFound, StoreUnavailable
 from prescore.web import install_openapi, install_timing, json_response
 
 
@@ -61,20 +63,12 @@ def register(
     def healthz() -> Response:
         return json_response(b'{"status":"ok"}')
 
+    readiness = Readiness(reader, sorted(datasets.by_name), settings.ready_grace_s)
+
     @app.get("/readyz")
     def readyz() -> Response:
-        reader.ping()
-        versions: dict[str, str | None] = {}
-        for name in sorted(datasets.by_name):
-            try:
-                versions[name] = reader.resolve(name, fresh=True).version
-            except NotFound:
-                versions[name] = None
-        ready = any(versions.values())
-        body = {"status": "ready" if ready else "not_ready", "datasets": versions}
-        if not ready:
-            body.update(error="not_ready", message="no dataset has a published version")
-        return json_response(dumps(body), 200 if ready else 503)
+        status, body = readiness.check()
+        return json_response(dumps(body), status)
 
     @app.get("/metrics")
     def metrics_page() -> Response:
@@ -82,6 +76,46 @@ def register(
 
     install_openapi(app, document(settings, datasets))
     install_timing(app, metrics.observe)
+
+
+class Readiness:
+    """``/readyz``: ready once the store answers and a dataset is published.
+
+    Once ready, a store outage or a lost dataset keeps the pod ready (``degraded``, with
+    why) for ``grace_s``: during a short Redis blip clients get the API's JSON 503s rather
+    than connection errors from a Service with no ready pods. After that, not ready."""
+
+    def __init__(
+        self, reader: StoreReader, names: list[str], grace_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.reader, self.names, self.grace_s, self.clock = reader, names, grace_s, clock
+        self.ready_at: float | None = None
+
+    def check(self) -> tuple[int, dict[str, Any]]:
+        problems: dict[str, str] = {}
+        versions: dict[str, str | None] = {}
+        try:
+            self.reader.ping()
+        except StoreUnavailable:
+            problems["store"] = "store_unavailable"
+        for name in self.names:
+            try:
+                versions[name] = self.reader.resolve(name, fresh=True).version
+            except NotFound:
+                versions[name] = None
+            except StoreUnavailable as exc:
+                versions[name] = None
+                problems.setdefault(name, exc.code)
+        now = self.clock()
+        if not problems and any(versions.values()):
+            self.ready_at = now
+            return 200, {"status": "ready", "datasets": versions}
+        body: dict[str, Any] = {"datasets": versions, "problems": problems}
+        if self.ready_at is not None and now - self.ready_at <= self.grace_s:
+            return 200, {"status": "degraded", **body}
+        why = "; ".join(f"{k}: {v}" for k, v in problems.items()) or "no dataset is published"
+        return 503, {"status": "not_ready", "error": "not_ready", "message": why, **body}
 
 
 def _bound(view: Callable[[Served, str], Response], spec: Served) -> Callable[..., Response]:

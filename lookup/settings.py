@@ -66,6 +66,8 @@ class LookupSettings:
     # A pointer read is cached this long per process (0 disables). A publish is seen by
     # every worker within this time; a request still reads exactly one version.
     pointer_cache_s: float = 1.0
+    # Once ready, /readyz stays ready this long through a store outage (answering JSON 503s)
+    ready_grace_s: float = 30.0
     fallback_url: str = ""  # live inference on a miss; empty: a miss is a 404
     fallback_timeout_s: float = 0.1  # deadline of one live call (a whole request's misses)
     fallback_breaker_fails: int = 5  # failures in a row that open the circuit
@@ -84,6 +86,7 @@ class LookupSettings:
             max_batch_ids=env_int(env, "LOOKUP_MAX_BATCH_IDS", cls.max_batch_ids),
             max_body_bytes=env_int(env, "LOOKUP_MAX_BODY_BYTES", cls.max_body_bytes),
             pointer_cache_s=env_float(env, "LOOKUP_POINTER_CACHE_S", cls.pointer_cache_s),
+            ready_grace_s=env_float(env, "LOOKUP_READY_GRACE_S", cls.ready_grace_s),
             fallback_url=env_str(env, "PRESCORE_FALLBACK_URL", cls.fallback_url),
             fallback_timeout_s=env_float(
                 env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s

@@ -6,7 +6,9 @@ then costs one Redis round trip. A publish keeps the previous version's keys for
 rollback, so a cached pointer still reads complete data; and when a read misses, the
 pointer is read afresh and the keys read again from the new version if it moved (a
 version retired or rolled back meanwhile), so neither the cache nor a publish racing a
-read turns a hit into a miss or a partial answer.
+read turns a hit into a miss or a partial answer. A dataset this process has seen
+published whose pointer is then gone was lost by the store (Redis restarted without its
+data): that is a 503 ``dataset_lost``, never a 404 that reads as "no such key".
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from redis.connection import AbstractConnection
 
 from prescore import keys
 from prescore.codec import VersionInfo
-from prescore.errors import NotFound
+from prescore.errors import NotFound, StoreUnavailable
 from prescore.redis_client import Client, mget, store_errors
 
 _INFO_CACHE_MAX = 64
@@ -94,6 +96,7 @@ class StoreReader:
         self._pointers: dict[str, tuple[float, Resolved]] = {}
         self._infos: dict[tuple[str, str], Resolved] = {}  # version ids never change meaning
         self._lock = threading.Lock()
+        self._seen: set[str] = set()  # datasets this process has found published
         self._lean = LeanReader(client) if isinstance(client, redis.Redis) else None
 
     def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
@@ -106,7 +109,14 @@ class StoreReader:
             raw = self.client.get(keys.pointer_key(dataset))
         if raw is None:
             self._pointers.pop(dataset, None)
+            if dataset in self._seen:  # it was published: the store lost it
+                raise StoreUnavailable(
+                    f"the published data of {dataset!r} is missing from the store (it was "
+                    "lost, e.g. Redis restarted empty); it must be republished",
+                    code="dataset_lost",
+                )
             raise NotFound(f"no published version of {dataset!r}", code="no_version")
+        self._seen.add(dataset)
         version = raw.decode() if isinstance(raw, bytes) else raw
         resolved = self._info(dataset, version)
         if self.pointer_cache_s > 0:

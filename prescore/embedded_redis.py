@@ -47,9 +47,11 @@ class RedisProcess:
         maxmemory: str = "0",
         extra_args: tuple[str, ...] = (),
         password: str | None = None,
+        appendonly: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.password = password
+        self.appendonly = appendonly  # AOF: a restarted server comes back with its data
         self.port = port or free_port()
         self.maxmemory = maxmemory
         self.extra_args = extra_args
@@ -73,9 +75,12 @@ class RedisProcess:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
             "--maxmemory",
             self.maxmemory,
+            # only keys with a TTL (live write-backs) may ever be evicted, never precomputed data
+            "--maxmemory-policy",
+            "volatile-lru",
             "--lazyfree-lazy-user-del",
             "yes",
             *(("--requirepass", self.password) if self.password else ()),

@@ -210,6 +210,7 @@ def test_content_type_and_size(client):
 
 def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient, core):
     assert client.get("/v1/recommendations/u1").status_code == 200
+    assert client.get("/readyz").get_json()["status"] == "ready"
     redis_proc.stop()
     try:
         started = time.monotonic()
@@ -220,11 +221,20 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
         _error(client.post("/v1/datasets/tags:batchGet", json={"keys": ["i1"]}), 503,
                "store_unavailable")  # fmt: skip
         _error(client.post(BATCH, json={"user_ids": ["u1", "u2"]}), 503, "store_unavailable")
-        _error(client.get("/readyz"), 503, "store_unavailable")
+        # still ready (a blip must not empty the Service), and it says why
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.get_json()["status"] == "degraded"
+        assert ready.get_json()["problems"]["store"] == "store_unavailable"
         assert client.get("/healthz").status_code == 200
     finally:
         redis_proc.start()
-    # a restarted (empty) Redis gets a new version; the same app serves it, no restart
+    # a restarted, empty Redis lost what was published: a 503 that says so, never a 404
+    lost = client.get("/v1/recommendations/u1")
+    _error(lost, 503, "dataset_lost")
+    assert "republished" in lost.get_json()["message"]
+    _error(client.post(BATCH, json={"user_ids": ["u1"]}), 503, "dataset_lost")
+    assert client.get("/readyz").get_json()["problems"]["reco"] == "dataset_lost"
+    # it gets a new version; the same app serves it, no restart
     version = publish_users(rclient, core, users=2, model_version="m2")
     r = client.get("/v1/recommendations/u1")
     assert r.status_code == 200
@@ -232,3 +242,25 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
     batch = client.post(BATCH, json={"user_ids": ["u0", "u1"]}).get_json()
     assert batch["dataset_version"] == version and batch["found"] == 2
     assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_stays_up_through_a_short_outage_then_goes(redis_proc, rclient, core):
+    from lookup.routes import Readiness
+    from lookup.store import StoreReader
+    from prescore.redis_client import connect
+
+    publish_users(rclient, core, users=1)
+    now = [100.0]
+    ready = Readiness(StoreReader(connect(core.redis), 0), ["reco", "tags"], 30, lambda: now[0])
+    assert ready.check()[0] == 200
+    redis_proc.stop()
+    try:
+        now[0] += 29
+        status, body = ready.check()
+        assert status == 200 and body["status"] == "degraded"
+        now[0] += 2  # past the grace: out of the Service
+        status, body = ready.check()
+        assert status == 503 and body["error"] == "not_ready"
+        assert "store: store_unavailable" in body["message"]
+    finally:
+        redis_proc.start()

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         if not env.get("REDIS_URL"):
             step("starting an embedded redis-server")
-            redis = RedisProcess(var / "redis").start()
+            redis = RedisProcess(var / "redis", appendonly=True).start()  # AOF: survives restarts
             stack.callback(redis.stop)
             env["REDIS_URL"] = redis.url
             print(f"redis-server on {redis.url}")
