@@ -80,3 +80,37 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     assert gone, "a killed local job leaves its scratch folder"
     still = {p.name for p in scratch.iterdir()}
     assert not gone & still, "the next run did not remove the killed job's Spark scratch"
+
+
+def test_with_aof_a_killed_redis_comes_back_with_its_data(settings: Settings, tmp_path: Path) -> None:
+    """Redis SIGKILLed and restarted with its append-only file: the lookup answers 503s
+    while it is down or loading, then the same data again, by itself."""
+    import redis
+
+    from lookup.app import create_app
+    from lookup.settings import LookupSettings
+    from prescore.embedded_redis import RedisProcess
+    from prescore.settings import RedisSettings
+    from tests.lookup_helpers import publish_users
+
+    server = RedisProcess(tmp_path / "aof", appendonly=True).start()
+    try:
+        s = dataclasses.replace(settings, redis=RedisSettings(url=server.url), catalog=demo_catalog(tmp_path))
+        client = redis.Redis.from_url(server.url)
+        version = publish_users(client, s, users=50)
+        client.execute_command("CONFIG", "SET", "appendfsync", "always")
+        api = create_app(LookupSettings(core=s, pointer_cache_s=0)).test_client()
+        assert api.get("/v1/recommendations/u7").status_code == 200
+        assert server.proc is not None
+        server.proc.kill()  # no shutdown, no save: only the AOF is left
+        server.proc.wait()
+        server.proc = None
+        down = api.get("/v1/recommendations/u7")
+        assert (down.status_code, down.get_json()["error"]) == (503, "store_unavailable")
+        restarted = time.monotonic()
+        server.start()
+        while (answer := api.get("/v1/recommendations/u7")).status_code != 200:
+            assert answer.status_code == 503 and time.monotonic() - restarted < 10
+        assert answer.get_json()["dataset_version"] == version  # the same data, not lost
+    finally:
+        server.stop()
