@@ -49,6 +49,12 @@ def connect(settings: RedisSettings, **overrides: Any) -> Client:
         health_check_interval=30,
         max_connections=settings.max_connections,
     )
+    if settings.url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=settings.tls_ca_file or None,
+            ssl_certfile=settings.tls_cert_file or None,
+            ssl_keyfile=settings.tls_key_file or None,
+        )
     options.update(overrides)
     if settings.cluster:
         return RedisCluster.from_url(settings.url, **options)

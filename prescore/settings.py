@@ -47,6 +47,11 @@ class RedisSettings:
     connect_timeout_s: float = 0.25
     retries: int = 1
     max_connections: int = 64
+    # rediss:// only: the CA that signed the server's certificate, and this client's own
+    # certificate and key where the server asks for one (mutual TLS)
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
@@ -59,6 +64,9 @@ class RedisSettings:
             ),
             retries=env_int(env, "PRESCORE_REDIS_RETRIES", cls.retries),
             max_connections=env_int(env, "PRESCORE_REDIS_MAX_CONNECTIONS", cls.max_connections),
+            tls_ca_file=env_str(env, "PRESCORE_REDIS_TLS_CA_FILE", ""),
+            tls_cert_file=env_str(env, "PRESCORE_REDIS_TLS_CERT_FILE", ""),
+            tls_key_file=env_str(env, "PRESCORE_REDIS_TLS_KEY_FILE", ""),
         )
 
 

@@ -66,7 +66,9 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
         assert time.monotonic() - killed_at < LEASE_S + 2, "not found dead within its lease"
         time.sleep(0.1)
     dead = {i.version: i for i in v.all()}[writing.version]
-    assert dead.rows >= writing.rows > 0 and v.count_keys(writing.version) > 0  # listed with its keys
+    assert (
+        dead.rows >= writing.rows > 0 and v.count_keys(writing.version) > 0
+    )  # listed with its keys
     scratch = Path(tempfile.gettempdir()) / "prescore-spark"
     left = {p.name for p in scratch.iterdir()} if scratch.exists() else set()
     done = subprocess.run([spark_submit_bin(), *local_args("score", master="local[2]",
@@ -82,7 +84,9 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     assert not gone & still, "the next run did not remove the killed job's Spark scratch"
 
 
-def test_with_aof_a_killed_redis_comes_back_with_its_data(settings: Settings, tmp_path: Path) -> None:
+def test_with_aof_a_killed_redis_comes_back_with_its_data(
+    settings: Settings, tmp_path: Path
+) -> None:
     """Redis SIGKILLed and restarted with its append-only file: the lookup answers 503s
     while it is down or loading, then the same data again, by itself."""
     import redis
@@ -95,7 +99,9 @@ def test_with_aof_a_killed_redis_comes_back_with_its_data(settings: Settings, tm
 
     server = RedisProcess(tmp_path / "aof", appendonly=True).start()
     try:
-        s = dataclasses.replace(settings, redis=RedisSettings(url=server.url), catalog=demo_catalog(tmp_path))
+        s = dataclasses.replace(
+            settings, redis=RedisSettings(url=server.url), catalog=demo_catalog(tmp_path)
+        )
         client = redis.Redis.from_url(server.url)
         version = publish_users(client, s, users=50)
         client.execute_command("CONFIG", "SET", "appendfsync", "always")

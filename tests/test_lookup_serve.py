@@ -212,3 +212,65 @@ def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
         assert secret not in log
     finally:
         proc.stop()
+
+
+def test_redis_over_tls_with_auth_and_a_client_certificate(tmp_path, settings):
+    """rediss:// with a CA file and a client certificate (mutual TLS, through a TLS front
+    of the tests' own, tests.tls_proxy) and AUTH: the lookup process serves over it; one
+    without the client certificate is refused by the server and answers a clean 503."""
+    import dataclasses
+
+    import redis
+
+    from prescore.embedded_redis import RedisProcess
+    from prescore.settings import RedisSettings
+    from tests.tls_proxy import TLSProxy, make_certs
+
+    secret = "tls-Pa55word"
+    proc = RedisProcess(tmp_path / "redis-tls", password=secret).start()
+    certs = make_certs(tmp_path / "certs")
+    proxy = TLSProxy(certs, ("127.0.0.1", proc.port))
+    url = f"rediss://:{secret}@127.0.0.1:{proxy.port}/0"
+    tls = {
+        "PRESCORE_REDIS_TLS_CA_FILE": str(certs["ca.crt"]),
+        "PRESCORE_REDIS_TLS_CERT_FILE": str(certs["client.crt"]),
+        "PRESCORE_REDIS_TLS_KEY_FILE": str(certs["client.key"]),
+    }
+    try:
+        plain = redis.Redis.from_url(proc.url)
+        publish_users(
+            plain, dataclasses.replace(settings, redis=RedisSettings(url=proc.url)), users=2
+        )
+        base = {**os.environ, "REDIS_URL": url, "LOOKUP_POINTER_CACHE_S": "0", **_config(tmp_path)}
+        base.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        for name, env, want in (("with-cert", {**base, **tls}, 200),
+                                ("no-cert", {**base, "PRESCORE_REDIS_TLS_CA_FILE": tls[
+                                    "PRESCORE_REDIS_TLS_CA_FILE"]}, 503)):  # fmt: skip
+            port = free_port()
+            log_path = tmp_path / f"{name}.log"
+            with open(log_path, "wb") as log_file:
+                lookup = subprocess.Popen(
+                    [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}",
+                     "--workers", "1"],
+                    cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            try:
+                deadline = time.monotonic() + 30
+                while "lookup worker" not in log_path.read_text():
+                    assert lookup.poll() is None and time.monotonic() < deadline, (
+                        log_path.read_text()
+                    )
+                    time.sleep(0.2)
+                status, _, text = _get(f"http://127.0.0.1:{port}/v1/recommendations/u1")
+                assert status == want, text
+                if want == 503:
+                    assert json.loads(text)["error"] == "store_unavailable"
+            finally:
+                lookup.send_signal(signal.SIGTERM)
+                lookup.wait(timeout=30)
+            log = log_path.read_text()
+            assert secret not in log and "rediss://:***@127.0.0.1" in log
+        assert proxy.refused >= 1  # the one without a certificate never got through
+    finally:
+        proxy.close()
+        proc.stop()
