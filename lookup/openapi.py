@@ -113,7 +113,8 @@ def _query(spec: Served, settings: LookupSettings) -> list[dict[str, Any]]:
     out = [
         {"name": "k", "in": "query", "schema": bounds["k"],
          "description": "At most this many entries, best first"},
-        {"name": "limit", "in": "query", "schema": bounds["limit"], "description": "The same as k"},
+        {"name": "limit", "in": "query", "schema": bounds["limit"],
+         "description": "The same as k (with both, the smaller bounds the answer)"},
         {"name": "min_score", "in": "query", "schema": bounds["min_score"],
          "description": "Only entries scoring at least this"},
     ]  # fmt: skip
@@ -166,8 +167,7 @@ def _batch_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": props,
         "oneOf": [{"required": [n]} for n in names],
-        "not": {"required": ["k", "limit"]},
-        "description": f"The keys as {' or '.join(names)}; k and limit exclude each other",
+        "description": f"The keys as {' or '.join(names)}; with both k and limit, the smaller",
     }
 
 
@@ -234,7 +234,6 @@ def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": props,
         "required": ["features"],
-        "not": {"required": ["k", "limit"]},
     }
 
 

@@ -1,7 +1,7 @@
 """Parsing and checking request parameters; every refusal is an InvalidInput with a code.
 
 Every dataset takes ``k`` (or its synonym ``limit``: at most that many entries, best
-first) and ``min_score`` (only entries scoring at least that), whatever its list is
+first; given both, the smaller) and ``min_score`` (only entries scoring at least that), whatever its list is
 called; a dataset with contexts takes ``context``. Codes: ``invalid_k``, ``invalid_limit``,
 ``invalid_min_score``, ``invalid_id`` (from prescore.keys), ``invalid_body``,
 ``invalid_ids``, ``too_many_ids`` (413), ``malformed_json``, ``unsupported_media_type``
@@ -25,7 +25,7 @@ from prescore.errors import InvalidInput, PayloadTooLarge
 from prescore.web import json_body
 
 _INT_RE = re.compile(r"[0-9]{1,9}")
-_NUMBER_RE = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,12})?([eE][-+]?[0-9]{1,3})?")
+_NUMBER_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
 MAX_ABS_SCORE = 1e9
 BATCH_KEYS = "keys"  # the list of keys of every batchGet body (or the dataset's own name)
 
@@ -52,6 +52,8 @@ def _int(raw: Any, name: str, hi: int) -> int:
         value = int(raw)
     elif isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
+    elif isinstance(raw, float) and raw.is_integer() and abs(raw) < 1e10:
+        value = int(raw)  # JSON Schema's integers include 3.0
     else:
         raise InvalidInput(f"{name} must be an integer from 1 to {hi}", code=code)
     if not 1 <= value <= hi:
@@ -76,12 +78,9 @@ def _score(raw: Any) -> float:
 def shape(params: Mapping[str, Any], settings: LookupSettings) -> Shape:
     """``k`` / ``limit`` and ``min_score`` of a query string or a batch body."""
     k, limit, floor = params.get("k"), params.get("limit"), params.get("min_score")
-    if k is not None and limit is not None:
-        raise InvalidInput("give k or limit, not both (they mean the same)", code="invalid_k")
-    raw = k if k is not None else limit
-    name = "k" if k is not None else "limit"
+    bounds = [_int(v, n, settings.max_k) for n, v in (("k", k), ("limit", limit)) if v is not None]
     return Shape(
-        limit=None if raw is None else _int(raw, name, settings.max_k),
+        limit=min(bounds) if bounds else None,  # both bound the answer: the smaller does
         min_score=None if floor is None else _score(floor),
     )
 
