@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_scoring
 	$(PY) -m bench.bench_tagging
 	$(PY) -m bench.bench_lookup
+	$(PY) -m bench.bench_publish
 	$(PY) -m bench.bench_fallback
 
 clean:

@@ -2,23 +2,32 @@
 
 ``python -m bench.bench_lookup [--users N] [--workers W] [--rounds R] [--duration S]``
 
-Starts its own redis-server, loads N users' payloads through the core (begin, write,
-publish), then starts, each with the same number of worker processes:
-  * ours: ``python -m lookup.serve`` (its production config: granian, 4 app threads a
-    worker, keep-alive), and, with --alternatives, the same with 2 and 8 threads;
+Starts its own redis-server, publishes N users' recommendation payloads and N photos' tag
+payloads (the demo's ``reco`` and ``tags`` datasets, payloads built by
+prescore.codec.encode_payload in the shapes examples/hotels/prescore.toml declares)
+through the core (begin, write, publish), then starts, each with the same number of
+worker processes:
+  * ours: ``python -m lookup.serve`` with PRESCORE_CONFIG naming the demo's declarations
+    (its production config: granian, 4 app threads a worker, keep-alive), and, with
+    --alternatives, the same with 2 and 8 threads. Ours is measured on the demo's declared
+    route ``/v1/recommendations/{user_id}``, on the generic ``/v1/datasets/reco/{key}``
+    beside it (the same keys and payloads), and on ``/v1/image-tags/{image_id}``;
   * baseline: bench/baseline_app.py (Flask, one GET) under gunicorn's defaults (sync
     worker); with --alternatives also that app under granian, which shows how much of
     the gain is the server's, and its ``floor`` (no framework, just one GET) under
     granian, what any app that makes one Redis round trip a request can reach here.
-Each round runs every server in turn (interleaved, so drift hits all alike) at the same
-concurrency over random user ids, then batchGet with 100 ids a request. The table holds
-the median of the rounds. The load generator is wrk when on PATH, else a Python one.
+Each round runs every row in turn (interleaved, so drift hits all alike) at the same
+concurrency over random keys, then batchGet with 100 ids a request (the declared
+``/v1/recommendations:batchGet`` and the generic ``/v1/datasets/reco:batchGet``). The
+table holds the median of the rounds; a ratio to the baseline is the median of the rounds'
+ratios. The load generator is wrk when on PATH, else a Python one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -26,17 +35,25 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.loadgen import Result, run_load
+from bench.loadgen import Result, Target, run_load
+from examples.hotels.imagegen import TAGS
 from prescore import codec, keys
+from prescore.codec import PayloadShape
+from prescore.datasets import Dataset, load
 from prescore.embedded_redis import RedisProcess, free_port
 from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
 from prescore.versions import Versions, write_payloads
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
+SCORED_AT = "2026-01-01T00:00:00Z"
+MODEL_VERSION = "bench-model"
+USER_PREFIX, IMAGE_PREFIX = "u", "img-"
 
 
 @dataclass
@@ -52,7 +69,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, log_dir: Path) -> Server:
-        log = open(log_dir / f"{self.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", self.name).strip("_")
+        log = open(log_dir / f"{slug}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -78,41 +96,94 @@ class Server:
                 self.proc.wait()
 
 
-def load_users(url: str, users: int, top_k: int) -> str:
-    """Publish ``users`` recommendation payloads as a new version; returns the version."""
+def shape(dataset: Dataset) -> PayloadShape:
+    """The payload field names of a declared dataset (as the bulk job writes them)."""
+    return PayloadShape(dataset.key_field, dataset.list_field, dataset.entry_field)
+
+
+def publish(url: str, dataset: Dataset, n: int, payload: Callable[[int], tuple[str, bytes]]) -> str:
+    """Write ``payload(0) .. payload(n - 1)`` as a new version of ``dataset`` and publish
+    it; returns the version."""
     client = connect(RedisSettings(url=url))
-    versions = Versions(client, "reco", StoreSettings())
-    info = versions.begin("reco", "bench-model")
-    scored_at = "2026-01-01T00:00:00Z"
-    rows = (
-        (
-            f"u{u}",
-            codec.encode_recommendations(
-                f"u{u}",
-                [(f"h{(u * 7 + j) % 5000}", 1.0 - j / (top_k + 1)) for j in range(top_k)],
-                model="reco",
-                model_version="bench-model",
-                scored_at=scored_at,
-            ),
-        )
-        for u in range(users)
-    )
-    written = write_payloads(client, "reco", info.version, rows, batch=2000)
+    versions = Versions(client, dataset.name, StoreSettings())
+    info = versions.begin(dataset.model, MODEL_VERSION)
+    rows: Iterator[tuple[str, bytes]] = (payload(i) for i in range(n))
+    written = write_payloads(client, dataset.name, info.version, rows, batch=2000)
     versions.publish(info.version, written)
     return info.version
 
 
-def servers(args: argparse.Namespace, redis_url: str, version: str) -> list[Server]:
+def reco_payload(dataset: Dataset, top_k: int) -> Callable[[int], tuple[str, bytes]]:
+    """User ``u``'s key and top ``top_k`` hotels, best first."""
+
+    def make(u: int) -> tuple[str, bytes]:
+        key = f"{USER_PREFIX}{u}"
+        items = [(f"h{(u * 7 + j) % 5000}", 1.0 - j / (top_k + 1)) for j in range(top_k)]
+        return key, codec.encode_payload(
+            shape(dataset), key, items, model=dataset.model, model_version=MODEL_VERSION,
+            scored_at=SCORED_AT,
+        )  # fmt: skip
+
+    return make
+
+
+def tags_payload(dataset: Dataset) -> Callable[[int], tuple[str, bytes]]:
+    """Photo ``i``'s key and 1-3 tags above threshold, best first."""
+
+    def make(i: int) -> tuple[str, bytes]:
+        key = f"{IMAGE_PREFIX}{i}"
+        tags = [(TAGS[(i + j) % len(TAGS)], 0.9 - j / 10) for j in range(1 + i % 3)]
+        return key, codec.encode_payload(
+            shape(dataset), key, tags, model=dataset.model, model_version=MODEL_VERSION,
+            scored_at=SCORED_AT,
+        )  # fmt: skip
+
+    return make
+
+
+@dataclass
+class Row:
+    """One line of a table: a server under one kind of load on one route."""
+
+    name: str
+    server: Server
+    target: Target
+    kind: str = "single"
+
+
+def targets(reco: Dataset, tags: Dataset, users: int, images: int) -> dict[str, Target]:
+    """The routes measured: the demo's declared ones and the generic one beside them."""
+    return {
+        "declared": Target(
+            users, f"/v1/{reco.route}/", f"/v1/{reco.route}:batchGet", reco.batch_field,
+            USER_PREFIX,
+        ),
+        "generic": Target(
+            users, f"/v1/datasets/{reco.name}/", f"/v1/datasets/{reco.name}:batchGet", "keys",
+            USER_PREFIX,
+        ),
+        "tags": Target(
+            images, f"/v1/{tags.route}/", f"/v1/{tags.route}:batchGet", tags.batch_field,
+            IMAGE_PREFIX,
+        ),
+    }  # fmt: skip
+
+
+def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -> list[Server]:
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PRESCORE_FALLBACK_URL", "LOOKUP_THREADS",
+                 "LOOKUP_WORKERS"):  # fmt: skip
+        env.pop(name, None)  # ours runs its defaults, and a miss is a plain 404
+    ours_env = {**env, "PRESCORE_CONFIG": str(CONFIG), "PRESCORE_VAR": str(var)}
     ours_cmd = [sys.executable, "-m", "lookup.serve", "--workers", str(args.workers)]
+    base_env = {**env, "BASELINE_PREFIX": keys.version_prefix("reco", version)}
     found = [
-        Server("ours", [*ours_cmd, "--bind", f"127.0.0.1:{(p := free_port())}"], env, p),
+        Server("ours", [*ours_cmd, "--bind", f"127.0.0.1:{(p := free_port())}"], ours_env, p),
         Server(
             "baseline",
             [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", str(args.workers), "-b",
              f"127.0.0.1:{(b := free_port())}", "bench.baseline_app:app"],
-            {**env, "BASELINE_PREFIX": keys.version_prefix("reco", version)},
+            base_env,
             b,
         ),
     ]  # fmt: skip
@@ -120,9 +191,9 @@ def servers(args: argparse.Namespace, redis_url: str, version: str) -> list[Serv
         for threads in (2, 8):
             port = free_port()
             cmd = [*ours_cmd, "--threads", str(threads), "--bind", f"127.0.0.1:{port}"]
-            found.append(Server(f"ours, {threads} threads a worker", cmd, env, port))
+            found.append(Server(f"ours, {threads} threads a worker", cmd, ours_env, port))
         for label, target in (
-            ("baseline app under granian", "bench.baseline_app:app"),
+            ("the baseline's Flask app under granian", "bench.baseline_app:app"),
             ("floor: bare WSGI + one GET, granian", "bench.baseline_app:floor"),
         ):
             port = free_port()
@@ -131,8 +202,30 @@ def servers(args: argparse.Namespace, redis_url: str, version: str) -> list[Serv
                 "--workers", str(args.workers), "--blocking-threads", "4",
                 "--port", str(port), target,
             ]  # fmt: skip
-            found.append(Server(label, cmd, found[1].env, port))
+            found.append(Server(label, cmd, base_env, port))
     return found
+
+
+def rows_of(started: list[Server], routes: dict[str, Target]) -> tuple[list[Row], list[Row]]:
+    """The single-GET rows (ours on each route, the baseline, the alternatives) and the
+    batchGet rows."""
+    ours, baseline, *others = started
+    declared = routes["declared"].single + "{user_id}"
+    single = [
+        Row(f"ours (granian, the default config), declared route {declared}", ours,
+            routes["declared"]),
+        Row("ours, generic route /v1/datasets/reco/{key}", ours, routes["generic"]),
+        Row(f"ours, declared route {routes['tags'].single}{{image_id}} (tags)", ours,
+            routes["tags"]),
+        Row(f"baseline: minimal Flask + one GET, gunicorn sync, {declared}", baseline,
+            routes["declared"]),
+        *(Row(f"{s.name}, {declared}", s, routes["declared"]) for s in others),
+    ]  # fmt: skip
+    batch = [
+        Row(f"ours, {routes['declared'].batch}", ours, routes["declared"], "batch"),
+        Row(f"ours, {routes['generic'].batch}", ours, routes["generic"], "batch"),
+    ]
+    return single, batch
 
 
 def median_result(results: list[Result]) -> Result:
@@ -148,6 +241,7 @@ def median_result(results: list[Result]) -> Result:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--images", type=int, default=20_000, help="photos with tags")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
@@ -159,33 +253,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-lookup-"))
+    catalog = load(CONFIG, {"PRESCORE_VAR": str(work)})  # the demo's, as the lookup reads it
+    reco, tags = catalog.get("reco"), catalog.get("tags")
     redis_proc = RedisProcess(work / "redis").start()
     started: list[Server] = []
     try:
         t0 = time.perf_counter()
-        version = load_users(redis_proc.url, args.users, args.top_k)
-        print(f"loaded {args.users} users as reco {version} in {time.perf_counter() - t0:.1f}s")
-        for server in servers(args, redis_proc.url, version):
+        make_reco, make_tags = reco_payload(reco, args.top_k), tags_payload(tags)
+        version = publish(redis_proc.url, reco, args.users, make_reco)
+        tags_version = publish(redis_proc.url, tags, args.images, make_tags)
+        sizes = len(make_reco(0)[1]), len(make_tags(1)[1])
+        print(
+            f"published {args.users} users as reco {version} and {args.images} photos as tags "
+            f"{tags_version} in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
+        for server in servers(args, redis_proc.url, version, work):
             started.append(server.start(work))
         print("servers: " + ", ".join(f"{s.name} :{s.port}" for s in started), flush=True)
-        single: dict[str, list[Result]] = {s.name: [] for s in started}
-        batch: list[Result] = []
-        ours = started[0]
-        for r in range(args.rounds):
-            for server in started:
+        single_rows, batch_rows = rows_of(started, targets(reco, tags, args.users, args.images))
+        single: dict[str, list[Result]] = {r.name: [] for r in single_rows}
+        batch: dict[str, list[Result]] = {r.name: [] for r in batch_rows}
+        for n in range(args.rounds):
+            for row in [*single_rows, *batch_rows]:
                 res = run_load(
-                    server.base, "single", args.users, args.connections, args.duration,
-                    args.generator, work,
+                    row.server.base, row.target, row.kind, args.connections, args.duration,
+                    args.generator, work, batch_size=args.batch_size,
                 )  # fmt: skip
-                single[server.name].append(res)
-                print(f"round {r + 1} {server.name}: {res.line()}", flush=True)
-            res = run_load(
-                ours.base, "batch", args.users, args.connections, args.duration,
-                args.generator, work, batch_size=args.batch_size,
-            )  # fmt: skip
-            batch.append(res)
-            print(f"round {r + 1} ours batchGet: {res.line()}", flush=True)
-        print_table(args, {k: median_result(v) for k, v in single.items()}, median_result(batch))
+                (single if row.kind == "single" else batch)[row.name].append(res)
+                print(f"round {n + 1} {row.name}: {res.line()}", flush=True)
+        print_table(args, single, batch, sizes)
     finally:
         for server in started:
             server.stop()
@@ -193,33 +290,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_table(args: argparse.Namespace, single: dict[str, Result], batch: Result) -> None:
-    base = single["baseline"]
+def print_table(
+    args: argparse.Namespace, single: dict[str, list[Result]], batch: dict[str, list[Result]],
+    sizes: tuple[int, int],
+) -> None:  # fmt: skip
+    """Medians of the rounds; a ratio to the baseline is the median of the rounds' ratios."""
+    med = statistics.median
+    base_name = next(name for name in single if name.startswith("baseline"))
+    base = single[base_name]
     print()
     print(
-        f"Lookup, {args.users} users, {args.workers} worker processes each, "
-        f"{args.connections} connections, {args.duration:g}s x {args.rounds} rounds "
-        f"(medians), load generator: {base.generator}, {os.cpu_count()} CPUs"
+        f"Lookup, {args.users} users (payload {sizes[0]} bytes, top {args.top_k}) and "
+        f"{args.images} photos (tags payload ~{sizes[1]} bytes), {args.workers} worker "
+        f"processes each, {args.connections} connections, {args.duration:g}s x {args.rounds} "
+        f"rounds (medians), load generator: {base[0].generator}, {os.cpu_count()} CPUs"
     )
     print()
     print(
-        "| server | requests/s | p50 ms | p99 ms | errors "
+        "| server, route | requests/s | p50 ms | p99 ms | errors "
         "| throughput vs baseline | p99 vs baseline |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, res in single.items():
+    for name, results in single.items():
+        res = median_result(results)
+        rps = med(r.rps / b.rps for r, b in zip(results, base, strict=True))
+        p99 = med(r.p99_ms / b.p99_ms for r, b in zip(results, base, strict=True))
         print(
             f"| {name} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {res.errors} "
-            f"| {res.rps / base.rps:.2f}x | {res.p99_ms / base.p99_ms:.2f}x |"
+            f"| {rps:.2f}x | {p99:.2f}x |"
         )
     print()
-    print("| batchGet | requests/s | keys/s | p50 ms | p99 ms | errors |")
+    print(f"| batchGet, {args.batch_size} ids a request | requests/s | keys/s | p50 ms | p99 ms "
+          "| errors |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
-    print(
-        f"| ours, {args.batch_size} ids a request | {batch.rps:,.0f} | "
-        f"{batch.rps * args.batch_size:,.0f} | {batch.p50_ms:.2f} | {batch.p99_ms:.2f} | "
-        f"{batch.errors} |"
-    )
+    for name, results in batch.items():
+        res = median_result(results)
+        print(
+            f"| {name} | {res.rps:,.0f} | {res.rps * args.batch_size:,.0f} | "
+            f"{res.p50_ms:.2f} | {res.p99_ms:.2f} | {res.errors} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """HTTP load for bench_lookup: wrk (with --latency) when on PATH, else a Python generator.
 
-Requests go to random user ids ``u0..u{N-1}``: single GETs, or batchGet POSTs.
+Requests go to random keys ``{prefix}0..{prefix}{N-1}`` of one :class:`Target`: single
+GETs at ``Target.single`` + key, or batchGet POSTs of ``batch_size`` keys to
+``Target.batch`` with the keys in the body's ``Target.field`` list.
 """
 
 from __future__ import annotations
@@ -19,24 +21,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+
+@dataclass(frozen=True)
+class Target:
+    """What one load hits: the keys ``key_prefix + 0 .. key_prefix + (keys - 1)``."""
+
+    keys: int
+    single: str = "/v1/recommendations/"  # a GET is this + a key
+    batch: str = "/v1/recommendations:batchGet"  # a batchGet POSTs here ...
+    field: str = "user_ids"  # ... {field: [key, ...]}
+    key_prefix: str = "u"
+
+
 _SINGLE_LUA = """
-local users = {users}
+local keys, path, prefix = {keys}, "{single}", "{key_prefix}"
 local seeded = false
 request = function()
   if not seeded then math.randomseed(os.time() + os.clock() * 1e6); seeded = true end
-  return wrk.format("GET", "/v1/recommendations/u" .. math.random(0, users - 1))
+  return wrk.format("GET", path .. prefix .. math.random(0, keys - 1))
 end
 """
 _BATCH_LUA = """
-local users, size = {users}, {size}
+local keys, size, path, prefix = {keys}, {size}, "{batch}", "{key_prefix}"
 local seeded = false
 request = function()
   if not seeded then math.randomseed(os.time() + os.clock() * 1e6); seeded = true end
   local ids = {{}}
-  for i = 1, size do ids[i] = '"u' .. math.random(0, users - 1) .. '"' end
-  local body = '{{"user_ids":[' .. table.concat(ids, ",") .. ']}}'
-  return wrk.format("POST", "/v1/recommendations:batchGet",
-                    {{["Content-Type"] = "application/json"}}, body)
+  for i = 1, size do ids[i] = '"' .. prefix .. math.random(0, keys - 1) .. '"' end
+  local body = '{{"{field}":[' .. table.concat(ids, ",") .. ']}}'
+  return wrk.format("POST", path, {{["Content-Type"] = "application/json"}}, body)
 end
 """
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -59,21 +72,21 @@ class Result:
 
 def run_load(
     base: str,
+    target: Target,
     kind: str,
-    users: int,
     connections: int,
     duration: float,
     generator: str,
     work: Path,
     batch_size: int = 100,
 ) -> Result:
-    """One measurement of ``kind`` ('single' or 'batch') against ``base``."""
+    """One measurement of ``kind`` ('single' or 'batch') of ``target`` against ``base``."""
     wrk = shutil.which("wrk")
     if generator == "wrk" and not wrk:
         raise RuntimeError("wrk is not on PATH")
     if wrk and generator != "python":
-        return _wrk(wrk, base, kind, users, connections, duration, work, batch_size)
-    return _python(base, kind, users, connections, duration, batch_size)
+        return _wrk(wrk, base, target, kind, connections, duration, work, batch_size)
+    return _python(base, target, kind, connections, duration, batch_size)
 
 
 def _ms(text: str) -> float:
@@ -83,12 +96,25 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _lua_string(text: str) -> str:
+    """``text`` safe inside a double-quoted Lua string (paths and key prefixes)."""
+    if not re.fullmatch(r"[A-Za-z0-9_./:|-]*", text):
+        raise ValueError(f"not a plain path or key prefix: {text!r}")
+    return text
+
+
 def _wrk(
-    wrk: str, base: str, kind: str, users: int, conns: int, duration: float, work: Path, size: int
-) -> Result:
+    wrk: str, base: str, target: Target, kind: str, conns: int, duration: float, work: Path,
+    size: int,
+) -> Result:  # fmt: skip
     lua = _SINGLE_LUA if kind == "single" else _BATCH_LUA
     script = work / f"{kind}.lua"
-    script.write_text(lua.format(users=users, size=size))
+    text = lua.format(
+        keys=target.keys, size=size, single=_lua_string(target.single),
+        batch=_lua_string(target.batch), field=_lua_string(target.field),
+        key_prefix=_lua_string(target.key_prefix),
+    )  # fmt: skip
+    script.write_text(text)
     threads = max(1, min(conns, 2))
     out = subprocess.run(
         [wrk, "--latency", "-t", str(threads), "-c", str(conns), "-d", f"{duration:g}s",
@@ -117,7 +143,7 @@ def run_threads(target: Callable[[int], None], count: int) -> float:
     return time.perf_counter() - began
 
 
-def _python(base: str, kind: str, users: int, conns: int, duration: float, size: int) -> Result:
+def _python(base: str, target: Target, kind: str, conns: int, duration: float, size: int) -> Result:
     """Threads with keep-alive connections; much slower than wrk, so figures are a floor."""
     host = urlsplit(base)
     latencies: list[list[float]] = [[] for _ in range(conns)]
@@ -129,12 +155,13 @@ def _python(base: str, kind: str, users: int, conns: int, duration: float, size:
         conn = http.client.HTTPConnection(host.hostname or "127.0.0.1", host.port, timeout=5)
         while time.perf_counter() < stop:
             if kind == "single":
-                method, path, body = "GET", f"/v1/recommendations/u{rng.randrange(users)}", None
+                key = f"{target.key_prefix}{rng.randrange(target.keys)}"
+                method, path, body = "GET", target.single + key, None
                 headers = {}
             else:
-                ids = [f"u{rng.randrange(users)}" for _ in range(size)]
-                method, path = "POST", "/v1/recommendations:batchGet"
-                body = json.dumps({"user_ids": ids}).encode()
+                ids = [f"{target.key_prefix}{rng.randrange(target.keys)}" for _ in range(size)]
+                method, path = "POST", target.batch
+                body = json.dumps({target.field: ids}).encode()
                 headers = {"Content-Type": "application/json"}
             t = time.perf_counter()
             try:

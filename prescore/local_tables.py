@@ -34,7 +34,7 @@ def _local_files(path: str) -> list[str]:
     return [path] if os.path.exists(path) else []
 
 
-def _files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
+def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
     parsed = urlparse(table.path)
     if parsed.scheme in ("", "file"):
         found = _local_files(parsed.path if parsed.scheme else table.path)
@@ -63,7 +63,7 @@ def read_typed(
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = _files(table, webhdfs_url, tmp)
+        files = files(table, webhdfs_url, tmp)
         try:
             parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in files]
             arrow = pa.concat_tables(parts)
@@ -100,7 +100,7 @@ def schema(table: Table, webhdfs_url: str = "") -> Columns:
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
-        first = _files(table, webhdfs_url, tmp)[0]
+        first = files(table, webhdfs_url, tmp)[0]
         try:
             arrow = pq.read_schema(first)
         except (OSError, ValueError) as exc:

