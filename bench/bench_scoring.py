@@ -1,32 +1,39 @@
-"""Bulk scoring speed: the Spark job end to end beside raw batched TensorFlow, one run.
+"""Bulk scoring speed: the generic Spark job end to end beside raw batched TensorFlow, one run.
 
     python -m bench.bench_scoring [--users 200000] [--rounds 5] [--warmup 3]
 
-Both sides score the same model on the same cores. *raw TF* is the SavedModel called on
-pre-encoded feature matrices in batches (no Spark, no top-K, no Redis): the limit, twice:
-one process with TensorFlow's own threads, and one single-threaded process per core
-(summed; how the job's Spark tasks run it, and the higher of the two for a small MLP). *job*
-is jobs.score_recommendations on a local[2] SparkSession, pairs built and encoded in the
-workers, top-K, payload encoding and pipelined Redis writes included, verified and
-published (a run's rate is up to the pointer switch; retiring the version beyond the
-newest N after it is shown apart).
+The demo's dataset as declared (examples/hotels/prescore.toml) and the demo's model, with
+its preprocessing inside the graph and the factored signatures, registered as any team's
+model is. Both sides score the same model on the same cores:
 
-The first job run (cold: Python workers start and load the model, the JVM is new) is
-shown apart; then ``--warmup`` runs let the JVM's JIT settle. Each of ``--rounds`` rounds
-then measures both raw figures and one job run back to back, so that a slow spell on a
-shared machine hits both sides; a ratio is the median of the rounds' ratios. Also: Redis
-memory per published user and the time of the count-verification SCAN."""
+- *raw TF, pre-encoded*: the model's ``score_pairs`` signature called on pairs whose
+  entity, item and context rows were encoded beforehand (numpy matrices in batches; no
+  Spark, no top-K, no Redis): the limit, measured twice: one process with TensorFlow's
+  own threads, and one single-threaded process per core, summed (how the job's Spark
+  tasks run it).
+- *raw TF, raw features*: ``serving_default`` on every pair's raw columns (strings,
+  lists), its vocabulary lookups and one-hots run once per pair: what preprocessing
+  inside the graph costs when nothing is factored.
+- *job*: ``jobs/score.py --dataset reco`` on a local[2] SparkSession (factored: each user,
+  hotel and context encoded once, pairs gathered in one tf.function), top-K, payloads and
+  pipelined Redis writes included, verified and published; and the same job with
+  ``--per-pair`` (serving_default on raw pair features).
+
+The first job run (cold) is shown apart; then ``--warmup`` runs let the JVM's JIT settle.
+Each round measures the raw figures and job runs back to back, so that a slow spell on a
+shared machine hits both sides; a ratio is the median of the rounds' ratios.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,80 +41,97 @@ import numpy as np
 import pandas as pd
 import redis
 
+from examples.hotels.datagen import Sizes, generate
+from examples.hotels.train_reco import train
 from jobs.bulk import SESSION_CONF
-from jobs.datagen import Sizes, generate
-from jobs.score_recommendations import parse_args, run_job, settings_for
-from jobs.train_reco import train
+from jobs.score import parse_args, run_job
+from prescore import feeds
+from prescore.datasets import load
 from prescore.embedded_redis import RedisProcess
-from prescore.inference import TFRunner
+from prescore.model_import import register
 from prescore.modelstore import ModelStore
-from prescore.reco_features import Schema, assemble, context_block, hotel_block, user_block
-from prescore.settings import ModelStoreSettings, StoreSettings
+from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
+from prescore.signature import Signatures
 from prescore.versions import Versions
 
+CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
 
-def raw_matrix(data: Path, schema: Schema, max_users: int) -> np.ndarray:
-    """The (user, candidate hotel) pairs of the first ``max_users`` users, encoded as the
-    job encodes them (a sample: a rate does not depend on how many pairs make it)."""
+
+def pairs(data: Path, max_users: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Users, hotels and the (user, candidate hotel) pairs of the first ``max_users``
+    users, as the job makes them (the hotels of the user's regions)."""
     users = pd.read_parquet(data / "users.parquet").head(max_users)
     hotels = pd.read_parquet(data / "hotels.parquet")
     by_region = hotels.groupby("region").indices
     cands = [
-        np.unique(np.concatenate([by_region[r] for r in rs if r in by_region]))
-        for rs in users["regions"]
+        np.unique(np.concatenate([by_region[r] for r in rs if r in by_region])) for rs in users["regions"]
     ]
     owner = np.repeat(np.arange(len(users)), [len(c) for c in cands])
-    hotel_idx = np.concatenate(cands)
-    ctx = np.repeat(context_block([None], schema), len(owner), axis=0)
-    return assemble(
-        user_block(users, schema)[owner],
-        hotel_block(hotels, schema)[hotel_idx],
-        ctx,
-        np.ones((len(owner), 1), np.float32),
-    )
+    return users, hotels, owner, np.concatenate(cands)
 
 
-def raw_rate(runner: TFRunner, x: np.ndarray, batch: int, rounds: int = 1) -> float:
-    """Pairs/s of the model called on ``x`` in batches (median of ``rounds`` passes)."""
-    runner(x[:batch])  # warm up
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for i in range(0, len(x), batch):
-            runner(x[i : i + batch])
-        rates.append(len(x) / (time.perf_counter() - started))
-    return statistics.median(rates)
+def encoded_pairs(model: Any, data: Path, max_users: int) -> dict[str, np.ndarray]:
+    """score_pairs' feed for the sample: encoded rows gathered per pair (the raw limit's)."""
+    users, hotels, owner, idx = pairs(data, max_users)
+    sigs = model.signatures.by_name
+    e = model.encode("encode_entity", feeds.feeds(users, sigs["encode_entity"].inputs))
+    i = model.encode("encode_item", feeds.feeds(hotels, sigs["encode_item"].inputs))
+    c = model.encode("encode_context", feeds.blank(sigs["encode_context"].inputs))
+    return {"entity": e[owner], "item": i[idx], "context": np.repeat(c, len(owner), axis=0)}
 
 
-_PART: dict[str, Any] = {}  # a per-core process's runner and share of the pairs
+def raw_pairs(model: Any, data: Path, max_users: int) -> dict[str, np.ndarray]:
+    """serving_default's feed for the sample: every pair's raw columns."""
+    users, hotels, owner, idx = pairs(data, max_users)
+    inputs = model.signatures.serving.inputs
+    user_in = {k: t for k, t in inputs.items() if k in users.columns}
+    hotel_in = {k: t for k, t in inputs.items() if k in hotels.columns}
+    ctx_in = {k: t for k, t in inputs.items() if k not in user_in and k not in hotel_in}
+    out = {**feeds.take(feeds.feeds(users, user_in), owner), **feeds.take(feeds.feeds(hotels, hotel_in), idx)}
+    out.update({k: np.repeat(v, len(owner), axis=0) for k, v in feeds.blank(ctx_in).items()})
+    return out
 
 
-def _raw_part(source: tuple[str, str, dict[str, Any], int], part: int, cores: int) -> None:
+def rate(model: Any, signature: str, feed: dict[str, np.ndarray], batch: int) -> float:
+    """Pairs/s of ``signature`` called on ``feed`` in batches."""
+    n = feeds.rows(feed)
+    model.call(signature, {k: v[:batch] for k, v in feed.items()})  # warm up
+    started = time.perf_counter()
+    for i in range(0, n, batch):
+        model.call(signature, {k: v[i : i + batch] for k, v in feed.items()})
+    return n / (time.perf_counter() - started)
+
+
+_PART: dict[str, Any] = {}  # a per-core process's model and share of the pairs
+
+
+def _load(ref_dir: str, meta: dict[str, Any]) -> Any:
+    from prescore.tf_model import TFModel
+
+    return TFModel(Path(ref_dir) / "saved_model", meta)
+
+
+def _raw_round(source: tuple[str, dict[str, Any], str, int], part: int, cores: int, batch: int, start: Any) -> float:
     """One process, one TF thread: as a Spark task runs the model (jobs.bulk.worker_model)."""
     import tensorflow as tf
 
-    saved_model, data, schema, max_users = source
+    ref_dir, meta, data, max_users = source
     if not _PART:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        _PART["runner"] = TFRunner(Path(saved_model))
+        _PART["model"] = _load(ref_dir, meta)
     if _PART.get("part") != part:
-        x = raw_matrix(Path(data), Schema.from_dict(schema), max_users)
-        _PART["x"], _PART["part"] = np.array_split(x, cores)[part].copy(), part
-
-
-def _raw_round(
-    source: tuple[str, str, dict[str, Any], int], part: int, cores: int, batch: int, start: Any
-) -> float:
-    _raw_part(source, part, cores)
+        feed = encoded_pairs(_PART["model"], Path(data), max_users)
+        _PART["feed"] = {k: np.array_split(v, cores)[part].copy() for k, v in feed.items()}
+        _PART["part"] = part
     start.wait()  # every process loaded: the cores are timed together
-    return raw_rate(_PART["runner"], _PART["x"], batch)
+    return rate(_PART["model"], "score_pairs", _PART["feed"], batch)
 
 
 class PerCoreRaw:
     """Raw TF as one single-threaded process per core, all at once; kept for every round."""
 
-    def __init__(self, source: tuple[str, str, dict[str, Any], int], batch: int, cores: int):
+    def __init__(self, source: tuple[str, dict[str, Any], str, int], batch: int, cores: int):
         self.source, self.batch, self.cores = source, batch, cores
         ctx = multiprocessing.get_context("spawn")
         self._manager = ctx.Manager()
@@ -115,7 +139,6 @@ class PerCoreRaw:
         self._start = self._manager.Barrier(cores)
 
     def rate(self) -> float:
-        """The summed pairs/s of one pass on every core."""
         args = [(self.source, i, self.cores, self.batch, self._start) for i in range(self.cores)]
         return float(sum(self._pool.starmap(_raw_round, args, chunksize=1)))
 
@@ -124,13 +147,13 @@ class PerCoreRaw:
         self._manager.shutdown()
 
 
-@dataclass
+@dataclasses.dataclass
 class Round:
-    """One round: both raw figures, then a job run, back to back."""
-
-    raw: float
-    per_core: float
-    job: float
+    raw: float  # score_pairs, pre-encoded, one process
+    per_core: float  # the same, one 1-thread process per core, summed
+    serving: float  # serving_default on raw pair features, one process
+    job: float  # the job, factored
+    job_per_pair: float  # the job with --per-pair
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,42 +167,44 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from prescore.tf_model import TFModel
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        data = tmp / "data"
-        generate(data, Sizes(users=args.users, hotels=args.hotels), seed=5)
+        generate(tmp / "data", Sizes(users=args.users, hotels=args.hotels), seed=5)
+        train(tmp / "data", tmp / "train", epochs=2, seed=5)
+        catalog = load(CONFIG, {"PRESCORE_VAR": str(tmp)})
         store = ModelStore(ModelStoreSettings(root=(tmp / "models").as_uri()))
-        trained = train(data, store, epochs=2, seed=5, promote=True, int8=False)
+        register(store, catalog, "reco", str(tmp / "train"), promote=True, int8=False, say=lambda _: None)
         ref = store.resolve("reco")
-        source = (str(ref.saved_model), str(data), ref.meta["schema"], args.raw_users)
-        x = raw_matrix(data, Schema.from_dict(ref.meta["schema"]), args.raw_users)
-        per_core = PerCoreRaw(source, args.batch_rows, cores=2)
+        assert Signatures.from_json(ref.meta["signature"]).factored
+        model = TFModel(ref.saved_model, ref.meta)
+        encoded = encoded_pairs(model, tmp / "data", args.raw_users)
+        raw = raw_pairs(model, tmp / "data", args.raw_users)
+        per_core = PerCoreRaw((str(ref.path), ref.meta, str(tmp / "data"), args.raw_users), args.batch_rows, 2)
         per_core.rate()  # each process loads the model and its share of the pairs
         server = RedisProcess(tmp / "redis").start()
         client = redis.Redis.from_url(server.url)
         spark = _local_spark()
-        job_args = parse_args(
-            [
-                *("--data", str(data), "--redis-url", server.url),
-                *("--model-store", store.settings.root, "--batch-rows", str(args.batch_rows)),
-            ]
-        )
-        settings = settings_for(job_args, {})
+        settings = Settings(redis=RedisSettings(url=server.url), models=store.settings, catalog=catalog)
+        job = parse_args(["--dataset", "reco", "--batch-rows", str(args.batch_rows)])
+        per_pair = parse_args(["--dataset", "reco", "--batch-rows", str(args.batch_rows), "--per-pair"])
         try:
             before = int(client.info("memory")["used_memory"])
-            cold = run_job(spark, job_args, settings)
+            cold = run_job(spark, job, settings)
             per_user = (int(client.info("memory")["used_memory"]) - before) / cold.rows
             # Spark's JVM compiles its hot code over the first few runs (JIT): a warm rate
             # is one measured after that has settled.
-            settling = [run_job(spark, job_args, settings) for _ in range(args.warmup)]
-            runner = TFRunner(ref.saved_model)
+            settling = [run_job(spark, job, settings) for _ in range(args.warmup)]
             rounds, last = [], cold
             for _ in range(args.rounds):  # side by side: a slow spell hits both sides
-                raw = raw_rate(runner, x, args.batch_rows)
-                cores = per_core.rate()
-                last = run_job(spark, job_args, settings)
-                rounds.append(Round(raw, cores, last.scored / last.seconds))
+                r_raw = rate(model, "score_pairs", encoded, args.batch_rows)
+                r_cores = per_core.rate()
+                r_serving = rate(model, "serving_default", raw, args.batch_rows)
+                last = run_job(spark, job, settings)
+                slow = run_job(spark, per_pair, settings)
+                rounds.append(Round(r_raw, r_cores, r_serving, last.scored / last.seconds,
+                                    slow.scored / slow.seconds))  # fmt: skip
             started = time.perf_counter()
             counted = Versions(client, "reco", StoreSettings()).count_keys(last.version)
             scan_s = time.perf_counter() - started
@@ -190,20 +215,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n{args.users} users, {args.hotels} hotels, {last.scored} pairs a job run "
-        f"(raw TF on the pairs of {min(args.users, args.raw_users)} users), "
-        f"model reco/{trained.version}, 2 cores, {args.rounds} rounds\n"
+        f"(raw TF on the pairs of {min(args.users, args.raw_users)} users), 2 cores, "
+        f"{args.rounds} rounds\n"
     )
     _print_rates(rounds, cold.scored / cold.seconds)
     print(
         "\njob runs before the rounds (pairs/s): cold "
         + ", ".join(f"{s.scored / s.seconds / 1e6:.2f}M" for s in [cold, *settling])
     )
-    print(
-        "per round, job / raw per core: "
-        + ", ".join(f"{r.job / r.per_core:.2f}" for r in rounds)
-        + "; job / raw one process: "
-        + ", ".join(f"{r.job / r.raw:.2f}" for r in rounds)
-    )
+    print("per round, job / raw per core: " + ", ".join(f"{r.job / r.per_core:.2f}" for r in rounds))
     print()
     print("| store | value |")
     print("|---|---:|")
@@ -231,19 +251,25 @@ def _local_spark() -> Any:
 def _print_rates(rounds: list[Round], cold: float) -> None:
     """The table: medians of the rounds; a ratio is the median of the rounds' ratios."""
     med = statistics.median
-    print("| path | pairs/s | vs raw TF, one process | vs raw TF, a process per core |")
+    print("| path | pairs/s | vs raw TF pre-encoded, one process | vs raw TF pre-encoded, a process per core |")
     print("|---|---:|---:|---:|")
     paths = {
-        "raw batched TF, one process (TF's threads)": [r.raw for r in rounds],
-        "raw batched TF, one 1-thread process per core, summed": [r.per_core for r in rounds],
-        "Spark job end to end, warm": [r.job for r in rounds],
+        "raw TF, pre-encoded (score_pairs), one process (TF's threads)": [r.raw for r in rounds],
+        "raw TF, pre-encoded (score_pairs), one 1-thread process per core, summed": [
+            r.per_core for r in rounds
+        ],
+        "raw TF, raw features (serving_default, preprocessing per pair), one process": [
+            r.serving for r in rounds
+        ],
+        "Spark job end to end, factored signatures, warm": [r.job for r in rounds],
+        "Spark job end to end, --per-pair (serving_default), warm": [r.job_per_pair for r in rounds],
     }
     for name, rates in paths.items():
         vs_raw = med(v / r.raw for v, r in zip(rates, rounds, strict=True))
         vs_cores = med(v / r.per_core for v, r in zip(rates, rounds, strict=True))
         print(f"| {name} | {med(rates):,.0f} | {vs_raw:.2f} | {vs_cores:.2f} |")
     raw, cores = med(r.raw for r in rounds), med(r.per_core for r in rounds)
-    name = "Spark job end to end, cold (first run)"
+    name = "Spark job end to end, factored, cold (first run)"
     print(f"| {name} | {cold:,.0f} | {cold / raw:.2f} | {cold / cores:.2f} |")
 
 

@@ -6,7 +6,10 @@
 # project needs 3.11. So: the same pinned python:3.11 slim base as the services, Debian's
 # OpenJDK 17 headless JRE, Spark from the pyspark wheel (it ships the Kubernetes resource
 # manager jars), and docker/spark-entrypoint.sh to start the driver and executor pods the
-# way Spark's own image does. Build from the repository root:
+# way Spark's own image does (SPARK_CONF_DIR, HADOOP_CONF_DIR, SPARK_EXTRA_CLASSPATH and
+# SPARK_DIST_CLASSPATH on the classpath as there). Only prescore/ and jobs/ are copied:
+# the demo's generators and trainers (examples/) are in docker/demo.Dockerfile's image,
+# never here. Build from the repository root:
 #   docker build -f docker/jobs.Dockerfile -t prescore-jobs:0.1.0 .
 # Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d

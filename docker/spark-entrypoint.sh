@@ -2,12 +2,37 @@
 # Entry point of the jobs image. Spark on Kubernetes starts its driver pod with the
 # arguments "driver ..." and its executor pods with "executor"; anything else
 # (python -m jobs.submit ..., python -m jobs.retrain ..., spark-submit ...) runs as given.
+#
+# The classpath is built as apache/spark's image entrypoint builds it, so the same
+# variables configure it: SPARK_CONF_DIR (else $SPARK_HOME/conf), HADOOP_CONF_DIR (the
+# Hadoop client's core-site.xml and hdfs-site.xml: HDFS HA name services, Kerberos),
+# SPARK_EXTRA_CLASSPATH, and SPARK_DIST_CLASSPATH (from `hadoop classpath` when
+# HADOOP_HOME is set and it is not). The driver goes through spark-submit, whose launcher
+# adds HADOOP_CONF_DIR and SPARK_DIST_CLASSPATH itself; the executor's java line uses
+# the classpath built here.
 set -euo pipefail
 
 : "${SPARK_HOME:?SPARK_HOME is not set}"
-classpath="${SPARK_HOME}/jars/*"
+classpath="${SPARK_CLASSPATH:+${SPARK_CLASSPATH}:}${SPARK_HOME}/jars/*"
+if [[ -n "${SPARK_EXTRA_CLASSPATH:-}" ]]; then
+  classpath="${classpath}:${SPARK_EXTRA_CLASSPATH}"
+fi
+if [[ -n "${HADOOP_HOME:-}" && -z "${SPARK_DIST_CLASSPATH:-}" ]]; then
+  SPARK_DIST_CLASSPATH="$("${HADOOP_HOME}/bin/hadoop" classpath)"
+  export SPARK_DIST_CLASSPATH
+fi
+if [[ -n "${HADOOP_CONF_DIR:-}" ]]; then
+  export HADOOP_CONF_DIR
+  classpath="${HADOOP_CONF_DIR}:${classpath}"
+fi
 if [[ -n "${SPARK_CONF_DIR:-}" ]]; then
   classpath="${SPARK_CONF_DIR}:${classpath}"
+else
+  classpath="${SPARK_HOME}/conf:${classpath}"
+fi
+classpath="${classpath}:${PWD}"  # SPARK-43540: files the driver ships land here
+if [[ -n "${SPARK_DIST_CLASSPATH:-}" ]]; then
+  classpath="${classpath}:${SPARK_DIST_CLASSPATH}"
 fi
 
 case "${1:-}" in
@@ -16,6 +41,7 @@ case "${1:-}" in
     # The submitter already chose cluster mode; inside the driver pod Spark runs in client mode.
     exec "${SPARK_HOME}/bin/spark-submit" \
       --conf "spark.driver.bindAddress=${SPARK_DRIVER_BIND_ADDRESS}" \
+      --conf "spark.executorEnv.SPARK_DRIVER_POD_IP=${SPARK_DRIVER_BIND_ADDRESS}" \
       --deploy-mode client "$@"
     ;;
   executor)

@@ -72,6 +72,12 @@ def _instances(body: Any, dataset: Dataset, settings: FallbackSettings) -> list[
             raise InvalidInput(
                 f"instances[{i}]: unknown field(s) {', '.join(extra)}", code="invalid_instances"
             )
+        if dataset.images and raw.get("features") is not None:  # never silently ignored
+            raise InvalidInput(
+                f"instances[{i}]: dataset {dataset.name} labels images: send the image (b64), "
+                "not features",
+                code="invalid_features",
+            )
         inst = {**raw, "key": check_key(dataset, raw.get("key"), f"instances[{i}].key")}
         if raw.get("context") is not None:
             if not dataset.has_contexts:

@@ -7,7 +7,9 @@ are kept per dataset in one bounded, locked cache (``FALLBACK_MODELS_KEPT``, the
 recently used dropped first); the promoted version is loaded at start and whenever the
 watcher sees a new one promoted. A version asked for that is not loaded is loaded in the
 background: until it is, its requests get 503 ``model_loading`` at once, never a wait
-past their deadline. A new version is loaded and warmed up beside the old one, then one
+past their deadline. A version that cannot be loaded (the store lacks it) answers 503
+``model_unavailable`` at once, and is tried again only after ``FALLBACK_WATCH_INTERVAL_S``.
+A new version is loaded and warmed up beside the old one, then one
 reference is replaced; a dropped version's batcher answers the requests that already
 hold it for ``swap_grace_s`` and is closed after.
 """
@@ -32,6 +34,7 @@ from prescore.inference import Runner, load_runner, pick_runtime
 from prescore.modelstore import ModelRef, ModelStore
 
 log = logging.getLogger(__name__)
+_FAILED_KEPT = 64  # failed loads remembered (a bound on what odd versions asked can grow)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class ModelSlots:
         }
         self._promoted: dict[str, str] = {}
         self._loading: set[tuple[str, str]] = set()
+        # versions that could not be loaded: (dataset, version) -> (when, why); tried again
+        # only after ``watch_interval_s``, so a version the store lacks is no load per request
+        self._failed: dict[tuple[str, str], tuple[float, str]] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self.swaps = 0
@@ -129,6 +135,12 @@ class ModelSlots:
             why = self._errors.get(dataset, "not loaded yet")
             raise Unavailable(
                 f"the model of {dataset!r} is not ready: {why}", code="model_not_ready"
+            )
+        failed = self._failed.get((dataset, wanted))
+        if failed is not None and time.monotonic() - failed[0] < self.settings.watch_interval_s:
+            raise Unavailable(
+                f"model version {wanted} of {dataset!r} cannot be loaded: {failed[1]}",
+                code="model_unavailable",
             )
         self._load_later(dataset, wanted)
         raise Unavailable(
@@ -163,13 +175,16 @@ class ModelSlots:
             observe = self._observe(dataset) if self._observe else None
             model = load_model(d, ref, self.settings, self._prepare(d), observe)
         except (PrescoreError, OSError, ValueError, ImportError, AttributeError, KeyError) as exc:
-            self._errors[dataset] = str(exc)
+            self._remember_failure(dataset, version, str(exc))
+            if version == self._promoted.get(dataset) or dataset not in self._promoted:
+                self._errors[dataset] = str(exc)  # what /readyz reports
             log.warning("dataset %s: model %s/%s not loaded: %s", dataset, d.model, version, exc)
             return None
         finally:
             with self._lock:
                 self._loading.discard((dataset, version))
         with self._lock:
+            self._failed.pop((dataset, version), None)
             slot = self._loaded[dataset]
             slot[model.version] = model
             dropped = []
@@ -184,6 +199,16 @@ class ModelSlots:
         self._errors.pop(dataset, None)
         log.info("dataset %s: loaded %s/%s (%s)", dataset, model.name, model.version, model.runtime)
         return model
+
+    def _remember_failure(self, dataset: str, version: str, why: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._failed = {
+                k: v for k, v in self._failed.items() if now - v[0] < self.settings.watch_interval_s
+            }
+            self._failed[(dataset, version)] = (now, why)
+            while len(self._failed) > _FAILED_KEPT:
+                self._failed.pop(next(iter(self._failed)))
 
     def _retire(self, old: ServedModel) -> None:
         closer = threading.Timer(self.settings.swap_grace_s, old.batcher.close)

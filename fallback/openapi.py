@@ -13,8 +13,8 @@ ERROR_CODES = [
     "bad_image", "empty_image", "image_too_large", "invalid_input", "malformed_json",
     "not_found", "unknown_dataset", "too_large", "too_many_instances",
     "unsupported_media_type", "no_route", "method_not_allowed", "overloaded",
-    "inference_timeout", "model_not_ready", "model_loading", "reloading", "not_ready",
-    "inputs_unavailable", "image_store_unavailable", "internal",
+    "inference_timeout", "model_not_ready", "model_loading", "model_unavailable", "reloading",
+    "not_ready", "inputs_unavailable", "image_store_unavailable", "internal",
 ]  # fmt: skip
 KEY = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH * 4}
 
@@ -33,8 +33,9 @@ def _errors() -> dict[str, Any]:
         "415": _json(err, "Wrong Content-Type (unsupported_media_type)"),
         "503": _json(
             err,
-            "Queue full (overloaded), model not loaded or loading (model_not_ready, "
-            "model_loading), inputs unreadable (inputs_unavailable, image_store_unavailable)",
+            "Queue full (overloaded), model not loaded, loading or unloadable (model_not_ready, "
+            "model_loading, model_unavailable), inputs unreadable (inputs_unavailable, "
+            "image_store_unavailable)",
         ),
         "504": _json(err, "The model did not answer in time (inference_timeout)"),
     }
@@ -47,9 +48,12 @@ def _predict(dataset: Dataset, settings: FallbackSettings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "key": KEY,
-            "features": {"type": "object", "description": "raw features (a new key)"},
         },
     }
+    if not dataset.images:  # an images dataset takes the image itself (b64), not features
+        instance["properties"]["features"] = {
+            "type": "object", "description": "raw features (a new key)",
+        }  # fmt: skip
     if dataset.has_contexts:
         instance["properties"]["context"] = {"type": "string", "maxLength": MAX_ID_LENGTH}
     if dataset.images:

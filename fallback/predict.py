@@ -82,7 +82,22 @@ def check_features(features: Any, inputs: Mapping[str, Tensor], also: Sequence[s
             raise InvalidInput(
                 f"features.{name} must be {tensor.describe()}", code="invalid_features"
             )
+    for name in (a for a in also if a and a not in inputs):  # e.g. the candidate rule's column
+        if not _plain_values(features[name]):
+            raise InvalidInput(
+                f"features.{name} must be a string or number, or a list of them",
+                code="invalid_features",
+            )
     return features
+
+
+def _plain_values(value: Any) -> bool:
+    """A value the candidate rule can match: a string or number, or a list of them."""
+
+    def plain(v: Any) -> bool:
+        return isinstance(v, str | int | float)
+
+    return all(plain(v) for v in value) if isinstance(value, list) else plain(value)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """The one source of spark-submit arguments, for a local run and for Kubernetes.
 
-    python -m jobs.submit score_recommendations --target local -- --data var/data
-    python -m jobs.submit tag_images --target k8s --image REG/prescore-jobs:1.0 --namespace ns \\
-        --exec -- --images 'hdfs://nn:8020/photos/*'
-    python -m jobs.submit score_recommendations --target operator   # SparkApplication YAML
+    python -m jobs.submit score --target local -- --dataset reco
+    python -m jobs.submit score --target k8s --image REG/prescore-jobs:1.0 --namespace ns \\
+        --exec -- --dataset tags
+    python -m jobs.submit score --target operator -- --dataset reco   # SparkApplication YAML
+    python -m jobs.submit score --target operator --schedule '30 2 * * *' -- --dataset reco
 
 ``make demo`` calls :func:`local_args`; the CronJobs in k8s/ run this module with
 ``--target k8s --exec``, so the spark-submit line a cluster runs is built here at run time
-and nowhere else; the SparkApplication manifests in k8s/spark-operator/ are this module's
-``--target operator`` output, and a test fails when they differ. On Kubernetes,
-spark-submit in cluster mode can exit 0 although the driver failed, so ``--exec`` then
-checks the store: the job must have published a new version of its dataset.
+and nowhere else; the (Scheduled)SparkApplication manifests in k8s/spark-operator/ are this
+module's ``--target operator`` output, and a test fails when they differ. The Spark driver
+and executor pod templates are built here too (:func:`pod_template`), once for both: the
+k8s target writes them to files for spark-submit, the operator target embeds them. On
+Kubernetes, spark-submit in cluster mode can exit 0 although the driver failed, so
+``--exec`` then checks the store: the job must have published a new version of its dataset.
 """
 
 from __future__ import annotations
@@ -20,18 +23,27 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prescore.settings import PROJECT_ROOT
 
 K8S_MASTER = "k8s://https://kubernetes.default.svc"
 IMAGE_ROOT = "/opt/prescore"  # where docker/jobs.Dockerfile puts the project
-POD_TEMPLATES = "/opt/prescore/pod-templates"  # the CronJobs mount the templates here
 SERVICE_ACCOUNT = "prescore-spark"
 SPARK_VERSION = "4.3.0"  # the pyspark docker/jobs.Dockerfile installs
+RUN_AS = 10001  # the images' user (docker/*.Dockerfile)
+CONFIG_MOUNT = "/etc/prescore"  # the datasets ConfigMap (PRESCORE_CONFIG) is mounted here
+# The container names the Spark operator gives its pod templates (it sets
+# spark.kubernetes.{driver,executor}.podTemplateContainerName to these); the k8s target
+# uses the same, so one template serves both.
+DRIVER_CONTAINER = "spark-kubernetes-driver"
+EXECUTOR_CONTAINER = "executor"
+TTL_S = 7 * 24 * 3600  # finished runs are removed after a week (as the CronJobs' Jobs)
 
 # Spark settings every run gets, locally and on Kubernetes.
 COMMON_CONF = {
@@ -41,14 +53,12 @@ COMMON_CONF = {
     "spark.ui.showConsoleProgress": "false",
 }
 
-# Only on Kubernetes: identity, pod templates, lifecycle. Image and namespace are added per run.
+# Only on Kubernetes: identity, lifecycle. Image, namespace, pull policy, pod templates and
+# sizes are added per run (k8s_conf, k8s_args).
 K8S_CONF = {
     "spark.kubernetes.authenticate.driver.serviceAccountName": SERVICE_ACCOUNT,
-    "spark.kubernetes.driver.podTemplateFile": f"{POD_TEMPLATES}/driver.yaml",
-    "spark.kubernetes.executor.podTemplateFile": f"{POD_TEMPLATES}/executor.yaml",
-    "spark.kubernetes.driver.podTemplateContainerName": "spark-driver",
-    "spark.kubernetes.executor.podTemplateContainerName": "spark-executor",
-    "spark.kubernetes.container.image.pullPolicy": "IfNotPresent",
+    "spark.kubernetes.driver.podTemplateContainerName": DRIVER_CONTAINER,
+    "spark.kubernetes.executor.podTemplateContainerName": EXECUTOR_CONTAINER,
     "spark.kubernetes.submission.waitAppCompletion": "true",
     "spark.kubernetes.executor.deleteOnTermination": "true",
     "spark.kubernetes.driverEnv.PYSPARK_PYTHON": "python3",
@@ -58,42 +68,45 @@ K8S_CONF = {
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A bulk job: its script, the dataset it publishes, and its size on a cluster."""
+    """A bulk job: its script, the flags a run needs, and its size on a cluster."""
 
     name: str
     script: str  # relative to the project root
-    dataset: str  # the Redis dataset a successful run publishes
     required: tuple[str, ...]  # job flags a run must pass (without the leading --)
     executors: int = 2
     executor_cores: int = 2
-    executor_memory: str = "4g"
+    # An executor pod's memory is the sum of these three. The JVM heap only reads the
+    # inputs and hands Arrow batches over; the model runs in the Python workers, which
+    # Spark counts only through spark.executor.pyspark.memory: left unset, TensorFlow's
+    # memory comes out of the overhead, and a Python worker that outgrows it gets the
+    # whole pod OOMKilled (exit 137, no Python error). Set, Spark adds it to the pod's
+    # memory and caps each Python worker's address space at its share (this divided by
+    # the executor cores), so a worker that outgrows it fails its task with a MemoryError
+    # in the log instead.
+    executor_memory: str = "3g"  # JVM heap
+    executor_memory_overhead: str = "1g"  # JVM off-heap: Arrow buffers, netty, metaspace
+    executor_pyspark_memory: str = "6g"  # the Python workers: TensorFlow, decoded images
     driver_memory: str = "2g"
+    # The driver's Python (plans the run, holds the candidate items, loads the model's
+    # signature) has no pyspark.memory of its own: it lives in the overhead.
+    driver_memory_overhead: str = "2g"
     conf: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def app_name(self) -> str:
-        return "prescore-" + self.name.replace("_", "-")
+    def app_name(self, job_args: Sequence[str] = ()) -> str:
+        """``prescore-score-reco``: the job and, where the flags name one, its dataset."""
+        dataset = _dataset_flag(job_args)
+        return "-".join(p for p in ("prescore", self.name.replace("_", "-"), dataset) if p)
 
 
 JOBS: dict[str, JobSpec] = {
     spec.name: spec
     for spec in (
         JobSpec(
-            name="score_recommendations",
-            script="jobs/score_recommendations.py",
-            dataset="reco",
-            required=("data",),
+            name="score",
+            script="jobs/score.py",
+            required=("dataset",),
             executors=4,
-            executor_memory="6g",
-        ),
-        JobSpec(
-            name="tag_images",
-            script="jobs/tag_images.py",
-            dataset="tags",
-            required=("images",),
-            executors=4,
-            executor_memory="6g",
-            # many small photo files: pack them by size, not at Spark's 4 MB cost per file
+            # many small image files: pack them by size, not at Spark's 4 MB cost per file
             conf={
                 "spark.sql.files.maxPartitionBytes": "16m",
                 "spark.sql.files.openCostInBytes": "64k",
@@ -101,6 +114,23 @@ JOBS: dict[str, JobSpec] = {
         ),
     )
 }
+
+
+def _dataset_flag(job_args: Sequence[str]) -> str:
+    for i, arg in enumerate(job_args):
+        if arg == "--dataset" and i + 1 < len(job_args):
+            return job_args[i + 1]
+        if arg.startswith("--dataset="):
+            return arg.split("=", 1)[1]
+    return ""
+
+
+def dataset_of(job_args: Sequence[str]) -> str:
+    """The ``--dataset`` a run's flags name."""
+    dataset = _dataset_flag(job_args)
+    if not dataset:
+        raise SystemExit("the job's flags name no --dataset")
+    return dataset
 
 
 def spec(name: str) -> JobSpec:
@@ -120,7 +150,8 @@ def job_flags(params: Mapping[str, Any]) -> list[str]:
 
 
 def _check_required(job: JobSpec, job_args: Sequence[str]) -> None:
-    missing = [r for r in job.required if "--" + r.replace("_", "-") not in job_args]
+    given = {a.split("=", 1)[0] for a in job_args}
+    missing = [r for r in job.required if "--" + r.replace("_", "-") not in given]
     if missing:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
         raise SystemExit(f"{job.name}: missing job flag(s): {flags}")
@@ -144,7 +175,7 @@ def local_args(
     _check_required(s, job_args)
     return [
         "--master", master,
-        "--name", s.app_name,
+        "--name", s.app_name(job_args),
         "--driver-memory", driver_memory,
         *_conf({**COMMON_CONF, **s.conf}),
         str(PROJECT_ROOT / s.script),
@@ -152,16 +183,160 @@ def local_args(
     ]  # fmt: skip
 
 
+# -- Kubernetes ------------------------------------------------------------------------------
+
+
+def pull_policy(image: str) -> str:
+    """``IfNotPresent`` for an image pinned by digest, else ``Always``: a node that has a
+    mutable tag cached would otherwise run last release's code under this release's tag."""
+    return "IfNotPresent" if "@sha256:" in image else "Always"
+
+
+@dataclass(frozen=True)
+class Names:
+    """The objects the Spark pods take their configuration from.
+
+    kustomize adds a content hash to the ConfigMaps' names (a change rolls the services);
+    the CronJobs pass the hashed names in these variables (k8s/base/kustomizeconfig.yaml
+    makes kustomize rewrite them), the operator manifests get them rewritten in place.
+    """
+
+    config: str = "prescore-config"  # settings (env vars)
+    datasets: str = "prescore-datasets"  # the dataset declarations (PRESCORE_CONFIG's file)
+    secret: str = "prescore-secrets"  # REDIS_URL with its password
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Names:
+        return cls(
+            config=env.get("PRESCORE_CONFIGMAP") or cls.config,
+            datasets=env.get("PRESCORE_DATASETS_CONFIGMAP") or cls.datasets,
+            secret=env.get("PRESCORE_SECRET_NAME") or cls.secret,
+        )
+
+
+def _restricted_container() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def pod_template(
+    role: str, names: Names = Names(), owner: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The Spark driver's or executors' pod template (a Pod; Spark adds image, command,
+    resources and its own volumes). Everything PodSecurity ``restricted`` asks for is set
+    here, because Spark sets none of it.
+
+    ``owner`` (``{"name": ..., "uid": ...}`` of the pod running spark-submit) makes that
+    pod the driver's owner: when the Job's deadline or a ``kubectl delete job`` removes
+    the submitting pod, Kubernetes' garbage collector deletes the driver, and with it the
+    executors (which Spark makes the driver's dependents), instead of leaving a driver
+    running with nobody waiting for it. Executors need no owner of ours.
+    """
+    if role not in ("driver", "executor"):
+        raise ValueError(role)
+    driver = role == "driver"
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": names.config}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [
+        # driver: scratch space; executors: the model cache (PRESCORE_MODEL_CACHE) too
+        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi" if driver else "8Gi"}}
+    ]
+    if driver:  # the executors get Redis and the model store from the driver, as values
+        env_from.append({"secretRef": {"name": names.secret}})
+        mounts.append({"name": "datasets", "mountPath": CONFIG_MOUNT, "readOnly": True})
+        volumes.append({"name": "datasets", "configMap": {"name": names.datasets}})
+    # Security-scan waivers (checkov reads them from the pods' annotations), with reasons.
+    annotations = {
+        "checkov.io/skip1": "CKV_K8S_8=a batch pod: Spark itself watches driver and executors",
+        "checkov.io/skip2": "CKV_K8S_9=a batch pod: no Service routes requests to it",
+    }
+    if driver:
+        annotations["checkov.io/skip3"] = "CKV_K8S_38=the driver creates its executors via the API"
+    metadata: dict[str, Any] = {
+        "labels": {
+            "app.kubernetes.io/part-of": "prescore",
+            "app.kubernetes.io/component": "spark-job",
+            "app.kubernetes.io/name": f"prescore-spark-{role}",
+        },
+        "annotations": annotations,
+    }
+    if driver and owner:
+        metadata["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": owner["name"], "uid": owner["uid"]}
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "serviceAccountName": SERVICE_ACCOUNT,
+            # only the driver talks to the Kubernetes API (it creates the executors)
+            "automountServiceAccountToken": driver,
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": DRIVER_CONTAINER if driver else EXECUTOR_CONTAINER,
+                    "envFrom": env_from,
+                    "env": [{"name": "HOME", "value": "/tmp"}],
+                    "securityContext": _restricted_container(),
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def _owner(env: Mapping[str, str]) -> dict[str, str] | None:
+    """The submitting pod (POD_NAME and POD_UID from the downward API), if known."""
+    name, uid = env.get("POD_NAME", ""), env.get("POD_UID", "")
+    return {"name": name, "uid": uid} if name and uid else None
+
+
+def write_pod_templates(
+    directory: str | os.PathLike[str], names: Names, owner: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Write driver.yaml and executor.yaml into ``directory``; their Spark settings."""
+    import yaml
+
+    out = {}
+    for role in ("driver", "executor"):
+        path = Path(directory) / f"{role}.yaml"
+        path.write_text(yaml.safe_dump(pod_template(role, names, owner), sort_keys=False))
+        out[f"spark.kubernetes.{role}.podTemplateFile"] = str(path)
+    return out
+
+
 def k8s_conf(s: JobSpec, *, image: str, namespace: str) -> dict[str, str]:
-    """Every Spark setting of a run on Kubernetes."""
+    """Every Spark setting of a run on Kubernetes (the pod template files aside)."""
     return {
         "spark.kubernetes.container.image": image,
+        "spark.kubernetes.container.image.pullPolicy": pull_policy(image),
         "spark.kubernetes.namespace": namespace,
         **K8S_CONF,
         "spark.executor.instances": str(s.executors),
         "spark.executor.cores": str(s.executor_cores),
+        # CPU limits as large as the cores Spark schedules on a pod: TensorFlow runs one
+        # thread per Python worker (jobs/bulk.py), one worker per core
+        "spark.kubernetes.executor.limit.cores": str(s.executor_cores),
+        "spark.kubernetes.driver.limit.cores": "1",
         "spark.executor.memory": s.executor_memory,
+        "spark.executor.memoryOverhead": s.executor_memory_overhead,
+        "spark.executor.pyspark.memory": s.executor_pyspark_memory,
         "spark.driver.memory": s.driver_memory,
+        "spark.driver.memoryOverhead": s.driver_memory_overhead,
         **COMMON_CONF,
         **s.conf,
     }
@@ -185,92 +360,157 @@ def k8s_args(
     namespace: str,
     conf: Mapping[str, str] | None = None,
     extra: Sequence[str] = (),
+    template_dir: str | None = None,
     **params: Any,
 ) -> list[str]:
-    """The arguments after ``spark-submit`` for a cluster-mode run on Kubernetes.
+    """The arguments after ``spark-submit`` for a cluster-mode run on Kubernetes, from
+    this process's environment (see :func:`k8s_args_in`). ``conf`` adds or overrides
+    Spark settings for one deployment (volumes, sizes); the overlays pass it through
+    ``PRESCORE_SPARK_CONF``."""
+    return k8s_args_in(
+        os.environ, job, image=image, namespace=namespace, conf=conf,
+        job_args=[*job_flags(params), *extra], template_dir=template_dir,
+    )  # fmt: skip
 
-    ``conf`` adds or overrides Spark settings for one deployment (volumes, sizes); the
-    overlays pass it through ``PRESCORE_SPARK_CONF``.
+
+def k8s_args_in(
+    env: Mapping[str, str],
+    job: str,
+    *,
+    image: str,
+    namespace: str,
+    job_args: Sequence[str],
+    conf: Mapping[str, str] | None = None,
+    template_dir: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """:func:`k8s_args` with the environment given.
+
+    Writes the run's pod templates (:func:`pod_template`) into ``template_dir`` (default:
+    a new temporary folder), naming the ConfigMaps and Secret ``env`` names (see
+    :class:`Names`) and, when ``env`` has POD_NAME and POD_UID (the downward API's, in
+    the CronJobs), that pod as the driver's owner.
     """
     s = spec(job)
-    job_args = [*job_flags(params), *extra]
     _check_required(s, job_args)
+    directory = template_dir or tempfile.mkdtemp(prefix="prescore-spark-")
+    templates = write_pod_templates(directory, Names.from_env(env), _owner(env))
     return [
         "--master", K8S_MASTER,
         "--deploy-mode", "cluster",
-        "--name", s.app_name,
-        *_conf({**k8s_conf(s, image=image, namespace=namespace), **(conf or {})}),
+        "--name", s.app_name(job_args),
+        *_conf({**k8s_conf(s, image=image, namespace=namespace), **templates, **(conf or {})}),
         f"local://{IMAGE_ROOT}/{s.script}",
         *job_args,
     ]  # fmt: skip
 
 
 def operator_manifest(
-    job: str, *, image: str, namespace: str, extra: Sequence[str] = ()
+    job: str,
+    *,
+    image: str,
+    namespace: str,
+    extra: Sequence[str] = (),
+    schedule: str | None = None,
+    names: Names = Names(),
 ) -> dict[str, Any]:
-    """The same run as a SparkApplication for the Spark operator (sparkoperator.k8s.io)."""
+    """The same run as a SparkApplication for the Spark operator (sparkoperator.k8s.io,
+    v2), or with ``schedule`` (cron, UTC) as a ScheduledSparkApplication. The pod
+    templates are :func:`pod_template`'s; with a driver template the operator lets Spark
+    apply it and needs no mutating webhook."""
     s = spec(job)
+    _check_required(s, extra)
     conf = k8s_conf(s, image=image, namespace=namespace)
     for key in (  # the operator sets these from the typed fields below
         "spark.kubernetes.container.image",
+        "spark.kubernetes.container.image.pullPolicy",
         "spark.kubernetes.namespace",
-        "spark.kubernetes.driver.podTemplateFile",
-        "spark.kubernetes.executor.podTemplateFile",
         "spark.kubernetes.driver.podTemplateContainerName",
         "spark.kubernetes.executor.podTemplateContainerName",
         "spark.kubernetes.authenticate.driver.serviceAccountName",
-        "spark.kubernetes.container.image.pullPolicy",
         "spark.kubernetes.submission.waitAppCompletion",
         "spark.executor.instances",
         "spark.executor.cores",
+        "spark.kubernetes.executor.limit.cores",
+        "spark.kubernetes.driver.limit.cores",
         "spark.executor.memory",
+        "spark.executor.memoryOverhead",
         "spark.driver.memory",
+        "spark.driver.memoryOverhead",
     ):
         conf.pop(key)
 
-    def pod(**fields: Any) -> dict[str, Any]:  # fresh dicts: no YAML anchors in the output
-        return {
-            **fields,
-            "labels": {
-                "app.kubernetes.io/part-of": "prescore",
-                "app.kubernetes.io/component": "spark-job",
-            },
-            "envFrom": [
-                {"configMapRef": {"name": "prescore-config"}},
-                {"secretRef": {"name": "prescore-secrets"}},
-            ],
-            "securityContext": {
-                "runAsNonRoot": True,
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-            },
-        }
+    def template(role: str) -> dict[str, Any]:  # a PodTemplateSpec: the Pod less its type
+        pod = pod_template(role, names)
+        return {"metadata": pod["metadata"], "spec": pod["spec"]}
 
-    return {
-        "apiVersion": "sparkoperator.k8s.io/v1beta2",
-        "kind": "SparkApplication",
-        "metadata": {
-            "name": s.app_name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "prescore"},
+    app_spec: dict[str, Any] = {
+        "type": "Python",
+        "pythonVersion": "3",
+        "mode": "cluster",
+        "image": image,
+        "imagePullPolicy": pull_policy(image),
+        "mainApplicationFile": f"local://{IMAGE_ROOT}/{s.script}",
+        "arguments": list(extra),
+        "sparkVersion": SPARK_VERSION,
+        "sparkConf": conf,
+        # one retry of a failed run, as the CronJobs' backoffLimit: a failed run never
+        # moves the live version, so a retry is safe
+        "restartPolicy": {
+            "type": "OnFailure",
+            "onFailureRetries": 1,
+            "onFailureRetryInterval": 300,
+            "onSubmissionFailureRetries": 2,
+            "onSubmissionFailureRetryInterval": 60,
         },
-        "spec": {
-            "type": "Python",
-            "pythonVersion": "3",
-            "mode": "cluster",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "mainApplicationFile": f"local://{IMAGE_ROOT}/{s.script}",
-            "arguments": list(extra),
-            "sparkVersion": SPARK_VERSION,
-            "sparkConf": conf,
-            "restartPolicy": {"type": "Never"},
-            "driver": pod(cores=1, memory=s.driver_memory, serviceAccount=SERVICE_ACCOUNT),
-            "executor": pod(
-                instances=s.executors, cores=s.executor_cores, memory=s.executor_memory
-            ),
+        "timeToLiveSeconds": TTL_S,  # the operator deletes a finished run (and its pods)
+        "driver": {
+            "cores": 1,
+            "coreLimit": "1",
+            "memory": s.driver_memory,
+            "memoryOverhead": s.driver_memory_overhead,
+            "serviceAccount": SERVICE_ACCOUNT,
+            "template": template("driver"),
+        },
+        "executor": {
+            "instances": s.executors,
+            "cores": s.executor_cores,
+            "coreLimit": str(s.executor_cores),
+            "memory": s.executor_memory,
+            "memoryOverhead": s.executor_memory_overhead,
+            "template": template("executor"),
         },
     }
+    metadata = {
+        "name": s.app_name(extra),
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/part-of": "prescore",
+            "app.kubernetes.io/component": "spark-job",
+        },
+    }
+    if schedule is None:
+        return {
+            "apiVersion": "sparkoperator.k8s.io/v1beta2",
+            "kind": "SparkApplication",
+            "metadata": metadata,
+            "spec": app_spec,
+        }
+    return {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2",
+        "kind": "ScheduledSparkApplication",
+        "metadata": metadata,
+        "spec": {
+            "schedule": schedule,
+            "timeZone": "Etc/UTC",
+            "concurrencyPolicy": "Forbid",  # never two runs of one dataset
+            "successfulRunHistoryLimit": 3,
+            "failedRunHistoryLimit": 3,
+            "template": app_spec,
+        },
+    }
+
+
+# -- running ---------------------------------------------------------------------------------
 
 
 def spark_submit_bin() -> str:
@@ -319,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="extra Spark setting key=value for the k8s target (also $PRESCORE_SPARK_CONF)",
     )
+    parser.add_argument(
+        "--schedule", help="operator target: a ScheduledSparkApplication on this cron (UTC)"
+    )
     parser.add_argument("--exec", action="store_true", help="run spark-submit, not print")
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -331,7 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target == "operator":
         import yaml
 
-        manifest = operator_manifest(args.job, image=image, namespace=namespace, extra=extra)
+        manifest = operator_manifest(
+            args.job, image=image, namespace=namespace, extra=extra, schedule=args.schedule
+        )
         print(yaml.safe_dump(manifest, sort_keys=False), end="")
         return 0
     if args.target == "local":
@@ -347,8 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run(argv_)
     if args.target == "k8s":
-        version = published_since(spec(args.job).dataset, started, env)
-        print(f"{args.job}: published {spec(args.job).dataset} version {version}")
+        dataset = dataset_of(extra)
+        version = published_since(dataset, started, env)
+        print(f"{args.job}: published {dataset} version {version}")
     return 0
 
 

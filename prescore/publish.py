@@ -215,4 +215,6 @@ def publish_file(
     )
     for line in report.bad_sample:
         say(f"  bad row: {line}")
+    if retired:
+        say(f"  retired {len(retired)} old version(s): {', '.join(retired)}")
     return report

@@ -1,90 +1,214 @@
-"""The fallback serving the real ``tagger`` (jobs.imagegen + jobs.train_tagger) in int8."""
+"""The fallback answering labels datasets of a team's own: the colours (images read by key
+from their folder, the CNN served in int8 where registration built it) and the swatches
+(rows of a feature table, or features a caller sends), equal to what the bulk job stores.
+Real TensorFlow and LiteRT, a real fallback process, real local Spark, real Redis."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import redis
 import requests
 
+from fallback.app import create_app
+from fallback.settings import FallbackSettings
+from jobs.score import parse_args, run_job
+from prescore import keys
 from prescore.image_features import decode
 from prescore.inference import load_runner
 from prescore.modelstore import ModelRef, ModelStore
-from prescore.settings import ModelStoreSettings
+from prescore.settings import Settings
+from tests import domains
+from tests import fallback_domains as fd
 from tests.fallback_procs import Server
+from tests.helpers import registered
 
-TAGS = "/v1/predict/image-tags"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelRef]:
-    from jobs.imagegen import generate
-    from jobs.train_tagger import train
-
-    tmp = tmp_path_factory.mktemp("tagger-real")
-    photos = tmp / "photos"
-    generate(photos, 240, seed=3)
-    store = ModelStore(ModelStoreSettings(root=(tmp / "models").as_uri()))
-    result = train(photos, store, epochs=3, promote=True)
-    return photos, store.resolve("tagger", result.version)
+COLOURS = "/v1/datasets/colours:predict"
+SWATCHES = "/v1/datasets/swatches:predict"
 
 
 @pytest.fixture(scope="module")
-def server(
-    trained: tuple[Path, ModelRef], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    _, ref = trained
-    env = {
-        "PRESCORE_MODEL_STORE": ref.path.parent.parent.as_uri(),
-        "FALLBACK_MODELS": "tagger",
-        "FALLBACK_TAGGER_RUNTIME": "int8",
-    }
+def world(colours: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("fallback-labels")
+    images = fd.image_folder(root, colours)
+    table = fd.swatch_table(root / "tables")
+    config = fd.write_config(root / "prescore.toml", images=images, swatches=table)
+    s = fd.store_settings(Settings(), config, root)
+    result = registered(s, "colour-tagger", colours["model"], int8=True)
+    registered(s, "swatch-tagger", fd.swatch_model(root / "swatch-model"))
+    ref = ModelStore(s.models).resolve("colour-tagger", result.version)
+    return {"settings": s, "config": config, "images": images, "table": table, "ref": ref}
+
+
+@pytest.fixture(scope="module")
+def server(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = fd.process_env(
+        world["settings"], world["config"], FALLBACK_RUNTIME="tf",
+        FALLBACK_RUNTIMES="colours=int8",
+    )  # fmt: skip
     srv = Server("fallback.serve", env, tmp_path_factory.mktemp("logs") / "fb.log").start()
     yield srv
     srv.stop()
 
 
-def test_model_json_records_int8_quality(trained: tuple[Path, ModelRef]) -> None:
-    _, ref = trained
+def test_registration_records_the_int8_variant_of_the_cnn(world: dict[str, Any]) -> None:
+    ref: ModelRef = world["ref"]
     quant = ref.meta["quantization"]
-    assert ref.int8.is_file()
+    assert quant["built"] is True, quant
+    assert ref.int8.stat().st_size > 0 and (ref.path / "model_float32.tflite").stat().st_size > 0
     assert set(quant["runtimes"]) == {"tf", "float32", "int8"}
-    assert all(0.0 <= r["map"] <= 1.0 for r in quant["runtimes"].values())
+    assert quant["runtimes"]["float32"]["max_abs_diff_vs_tf"] < 1e-4
+    assert quant["runtimes"]["int8"]["max_abs_diff_vs_tf"] < 0.1  # 8-bit steps, no more
+    assert quant["fastest"] in quant["runtimes"] and quant["calibration_rows"] > 0
 
 
-def test_live_tags_are_the_int8_models_tags_above_threshold(
-    server: Server, trained: tuple[Path, ModelRef]
+def _int8_labels(ref: ModelRef, raw: bytes) -> dict[str, float]:
+    runner = load_runner(ref.path, ref.meta, "int8")
+    pixels = decode(raw, (domains.IMAGE_SIZE, domains.IMAGE_SIZE))[None]
+    scores = runner({"pixels": pixels})[0]
+    return {c: float(s) for c, s in zip(domains.COLOURS, scores, strict=True) if s >= 0.5}
+
+
+def test_live_labels_are_the_int8_models_labels_above_threshold(
+    server: Server, world: dict[str, Any]
 ) -> None:
-    photos, ref = trained
-    size = tuple(ref.meta["image_size"])
-    tags = ref.meta["tags"]
-    floor = np.array([ref.meta["thresholds"][t] for t in tags])
-    runner = load_runner(ref.path, "int8")
-    for image_id in ("img-000000", "img-000001", "img-000002"):
-        raw = (photos / f"{image_id}.jpg").read_bytes()
-        reply = requests.post(
-            server.url + TAGS + f"?image_id={image_id}",
-            data=raw,
-            headers={"Content-Type": "image/jpeg"},
-            timeout=10,
-        )
-        assert reply.status_code == 200, reply.text
-        doc = reply.json()
-        assert (doc["image_id"], doc["source"], doc["model"]) == (image_id, "live", "tagger")
-        scores = runner(decode(raw, size)[None])[0]
-        expected = {t for t, s, f in zip(tags, scores, floor, strict=True) if s >= f}
-        assert {t["tag"] for t in doc["tags"]} == expected
-        got = [t["score"] for t in doc["tags"]]
-        assert got == sorted(got, reverse=True)
-
-
-def test_by_id_without_a_photo_store_is_a_per_image_not_found(server: Server) -> None:
+    ready = requests.get(server.url + "/readyz", timeout=5).json()
+    assert ready["models"] == {"colours": "1", "swatches": "1", "swatches-strict": "1"}
+    ref: ModelRef = world["ref"]
+    keys_ = ["img-0", "img-1", "img-2", "img-3"]
     reply = requests.post(
-        server.url + TAGS, json={"instances": [{"image_id": "img-000000"}]}, timeout=10
+        server.url + COLOURS, json={"instances": [{"key": k} for k in keys_]}, timeout=10
     )
     assert reply.status_code == 200, reply.text
-    entry = reply.json()["predictions"][0]
-    assert (entry["image_id"], entry["error"]) == ("img-000000", "not_found")
-    assert "FALLBACK_PHOTOS" in entry["message"]
+    for key, payload in zip(keys_, reply.json()["predictions"], strict=True):
+        raw = (world["images"] / f"{key}.jpg").read_bytes()
+        expected = _int8_labels(ref, raw)
+        assert (payload["key"], payload["source"], payload["model"]) == (
+            key, "live", "colour-tagger",
+        )  # fmt: skip
+        assert {c["colour"] for c in payload["colours"]} == set(expected)
+        for entry in payload["colours"]:
+            assert entry["score"] == pytest.approx(expected[entry["colour"]], abs=1e-4)
+        got = [c["score"] for c in payload["colours"]]
+        assert got == sorted(got, reverse=True)
+    raw = fd.jpeg_bytes({"green", "blue"})
+    one = requests.post(
+        server.url + COLOURS + "?key=sent-1", data=raw,
+        headers={"Content-Type": "image/jpeg"}, timeout=10,
+    ).json()  # fmt: skip
+    expected = _int8_labels(ref, raw)
+    assert set(expected) == {"green", "blue"}
+    assert [c["colour"] for c in one["colours"]] == sorted(expected, key=lambda c: -expected[c])
+
+
+def test_a_key_the_folder_lacks_is_a_per_instance_not_found(server: Server) -> None:
+    reply = requests.post(
+        server.url + COLOURS, json={"instances": [{"key": "img-999"}, {"key": "img-0"}]},
+        timeout=10,
+    )  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    missing, found = reply.json()["predictions"]
+    assert (missing["key"], missing["error"]) == ("img-999", "not_found")
+    assert "img-999" in missing["message"] and "folder" in missing["message"]
+    assert "/" not in missing["message"]  # no path of the server's in an answer
+    assert "colours" in found
+
+
+def test_rows_of_a_feature_table_by_key_and_sent_features(
+    server: Server, world: dict[str, Any]
+) -> None:
+    table = pd.read_parquet(world["table"]).set_index("swatch_id")
+    body = {
+        "instances": [
+            {"key": "s0"},
+            {"key": "s-absent"},
+            {"key": "new", "features": {"r": 0.9, "g": 0.1, "b": 0.7}},
+            {"key": "s3"},
+        ]
+    }
+    reply = requests.post(server.url + SWATCHES, json=body, timeout=10)
+    assert reply.status_code == 200, reply.text
+    doc = reply.json()
+    assert (doc["dataset"], doc["model"]) == ("swatches", "swatch-tagger")
+    s0, absent, new, s3 = doc["predictions"]
+    for payload, (r, g, b) in (
+        (s0, table.loc["s0", ["r", "g", "b"]]),
+        (new, (0.9, 0.1, 0.7)),
+        (s3, table.loc["s3", ["r", "g", "b"]]),
+    ):
+        assert list(payload) == ["swatch_id", "colours", "model", "model_version", "scored_at",
+                                 "source"]  # fmt: skip
+        want = {c: v for c, v in fd.swatch_colours(r, g, b).items() if v >= 0.5}
+        assert {c["colour"] for c in payload["colours"]} == set(want)
+        for entry in payload["colours"]:
+            assert entry["score"] == pytest.approx(want[entry["colour"]], abs=1e-4)
+    assert {c["colour"] for c in new["colours"]} == {"red", "blue"}
+    assert (absent["swatch_id"], absent["error"]) == ("s-absent", "not_found")
+    # a dataset's own min_score over the model's thresholds: the same model, stricter
+    strict = requests.post(
+        server.url + "/v1/datasets/swatches-strict:predict",
+        json={"instances": [{"key": "s0"}, {"key": "x", "features": {"r": 0.55, "g": 1, "b": 0}}]},
+        timeout=10,
+    ).json()["predictions"]  # fmt: skip
+    r, g, b = table.loc["s0", ["r", "g", "b"]]
+    assert {c["colour"] for c in strict[0]["colours"]} == {
+        c for c, v in fd.swatch_colours(r, g, b).items() if v >= 0.99
+    }
+    assert [c["colour"] for c in strict[1]["colours"]] == ["green"]  # red is 0.73: below
+
+
+@pytest.mark.parametrize(
+    ("features", "named"),
+    [
+        ({"r": 0.1, "g": 0.2}, "missing b"),
+        ({"r": 0.1, "g": 0.2, "b": 0.3, "alpha": 1.0}, "unknown alpha"),
+        ({"r": "red", "g": 0.2, "b": 0.3}, "features.r"),
+        ({"r": [0.1], "g": 0.2, "b": 0.3}, "features.r"),
+        ({"r": None, "g": 0.2, "b": 0.3}, "features.r"),
+    ],
+)
+def test_bad_features_of_a_rows_dataset_are_a_400(
+    server: Server, features: dict[str, Any], named: str
+) -> None:
+    body = {"instances": [{"key": "s0"}, {"key": "x", "features": features}]}
+    reply = requests.post(server.url + SWATCHES, json=body, timeout=10)
+    assert (reply.status_code, reply.json()["error"]) == (400, "invalid_features"), reply.text
+    assert named in reply.json()["message"]
+    sent_image = requests.post(
+        server.url + SWATCHES, json={"instances": [{"key": "x", "b64": "AAAA"}]}, timeout=10
+    )  # a rows dataset takes no image
+    assert (sent_image.status_code, sent_image.json()["error"]) == (400, "invalid_instances")
+
+
+@pytest.mark.parametrize("dataset", ["colours", "swatches"])
+def test_live_labels_equal_the_bulk_jobs(
+    spark: Any, settings: Settings, rclient: redis.Redis, world: dict[str, Any],
+    colours: dict[str, Any], tmp_path: Path, dataset: str,
+) -> None:  # fmt: skip
+    s = fd.store_settings(settings, world["config"], tmp_path)
+    registered(s, "colour-tagger", colours["model"])
+    registered(s, "swatch-tagger", fd.swatch_model(tmp_path / "swatch-model"))
+    summary = run_job(spark, parse_args(["--dataset", dataset]), s)
+    wanted = fd.IMAGES if dataset == "colours" else [f"s{i}" for i in range(0, 40, 3)]
+    assert summary.rows == len(wanted if dataset == "colours" else range(40))
+    client = create_app(FallbackSettings(core=s, runtime="tf"), watch=False).test_client()
+    reply = client.post(
+        f"/v1/datasets/{dataset}:predict", json={"instances": [{"key": k} for k in wanted]}
+    )
+    assert reply.status_code == 200, reply.get_json()
+    for key, live in zip(wanted, reply.get_json()["predictions"], strict=True):
+        stored = json.loads(rclient.get(keys.value_key(dataset, summary.version, key)) or b"")
+        assert live["source"] == "live" and "source" not in stored
+        plain = {k: v for k, v in live.items() if k not in ("source", "scored_at", "colours")}
+        assert plain == {k: v for k, v in stored.items() if k not in ("scored_at", "colours")}
+        assert [c["colour"] for c in live["colours"]] == [c["colour"] for c in stored["colours"]]
+        assert np.allclose(
+            [c["score"] for c in live["colours"]], [c["score"] for c in stored["colours"]],
+            atol=1.5e-4,
+        )  # fmt: skip

@@ -1,10 +1,13 @@
-"""Lookup on a miss of a recommendation: real lookup and fallback servers, real Redis,
-real TensorFlow; and a fallback down (killed) or hung (stopped)."""
+"""Lookup on a miss of a ranking (the shop): real lookup and fallback servers over one
+dataset file, real Redis, real TensorFlow; the model version the lookup asks for; what a
+client sends never reaching what others read; and a fallback down (killed) or refusing."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -14,161 +17,204 @@ from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore import keys
 from prescore.settings import Settings
-from tests import fallback_models as fm
+from tests import domains
+from tests import fallback_domains as fd
 from tests.fallback_lookup_helpers import (
-    DEADLINE_S,
+    PREDICT_ROUTE,
     current,
     fallback_calls,
     fallback_server,
+    hits,
+    lookup_env,
     lookup_server,
     outcomes,
     publish_data,
+    stored,
 )
-from tests.fallback_procs import Server, metric_value
+from tests.fallback_procs import Server
+from tests.helpers import registered
+from tests.lookup_helpers import publish
 
-# the fixtures store_root, photos, fallback and lookup
+# the fixtures world, fallback and lookup
 pytest_plugins = ["tests.fallback_lookup_fixtures"]
 
 
-def test_miss_is_answered_live_written_back_and_then_a_hit(
-    lookup: Server, rclient: redis.Redis
+def _top(shop: dict[str, Path], key: str, k: int, model: Path | None = None) -> list[str]:
+    c = fd.customers(shop["tables"]).loc[key]
+    found = fd.expected_top(
+        shop["tables"], model or shop["plain"], c["segment"], list(c["categories"]), k
+    )
+    return [p for p, _ in found]
+
+
+def test_a_miss_is_answered_live_written_back_and_then_a_hit(
+    lookup: Server, rclient: redis.Redis, shop: dict[str, Path]
 ) -> None:
-    first = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5)
+    first = requests.get(lookup.url + "/v1/picks/c3?k=3", timeout=5)
     assert first.status_code == 200, first.text
     doc = first.json()
     assert doc["source"] == "live" and doc["dataset_version"] == current(rclient)
-    assert len(doc["items"]) == 3
-    key = keys.value_key("reco", current(rclient), "u_known")
+    assert (doc["customer_id"], doc["model"], doc["model_version"]) == ("c3", "shop-model", "1")
+    assert [i["product_id"] for i in doc["items"]] == _top(shop, "c3", 3)  # from the table row
+    key = keys.value_key("shop", current(rclient), "c3")
     assert 0 < rclient.ttl(key) <= 86_400  # written back under the current version, with TTL
-    hits0 = metric_value(
-        requests.get(lookup.url + "/metrics", timeout=5).text,
-        "lookup_keys_total",
-        dataset="reco",
-        result="hit",
-    )
-    again = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5)
-    assert again.json()["items"] == doc["items"]
-    hits = metric_value(
-        requests.get(lookup.url + "/metrics", timeout=5).text,
-        "lookup_keys_total",
-        dataset="reco",
-        result="hit",
-    )
-    assert hits == hits0 + 1  # the second request was served from Redis
+    assert json.loads(rclient.get(key) or b"")["source"] == "live"  # marked as a live write-back
+    hits0 = hits(lookup, "shop")
+    again = requests.get(lookup.url + "/v1/datasets/shop/c3?k=3", timeout=5).json()
+    assert again["source"] == "written_back" and again["items"] == doc["items"]
+    assert hits(lookup, "shop") == hits0 + 1  # the second request was served from Redis
+    hit = requests.get(lookup.url + "/v1/picks/c0", timeout=5).json()
+    assert hit["source"] == "precomputed"
 
 
 def test_openapi_documents_predict(lookup: Server) -> None:
     spec = requests.get(lookup.url + "/openapi.json", timeout=5).json()
-    post = spec["paths"]["/v1/recommendations:predict"]["post"]
-    assert post["requestBody"]["content"]["application/json"]["schema"]["required"] == [
-        "user_id",
-        "features",
-    ]
-    assert {"fallback_timeout", "fallback_unavailable"} <= set(
-        spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
-    )
+    for path in ("/v1/picks:predict", "/v1/datasets/shop:predict"):
+        post = spec["paths"][path]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/shop.PredictRequest"
+        }
+    request = spec["components"]["schemas"]["shop.PredictRequest"]
+    assert request["required"] == ["features"]
+    assert {"customer_id", "key", "features", "k"} <= set(request["properties"])
+    assert "candidates" not in request["properties"] and request["additionalProperties"] is False
+    codes = spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+    assert {"fallback_timeout", "fallback_unavailable", "invalid_features"} <= set(codes)
 
 
-def test_unknown_user_without_features_is_404(lookup: Server) -> None:
-    reply = requests.get(lookup.url + "/v1/recommendations/stranger", timeout=5)
-    assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
-
-
-def test_new_user_with_features_is_scored_but_never_stored(
+def test_a_customer_the_table_lacks_is_404_and_not_stored(
     lookup: Server, rclient: redis.Redis
 ) -> None:
-    body = {"user_id": "newbie", "features": {"vec": [0.2] * fm.DENSE_FEATURES}, "k": 4}
-    reply = requests.post(lookup.url + "/v1/recommendations:predict", json=body, timeout=5)
+    reply = requests.get(lookup.url + "/v1/picks/stranger", timeout=5)
+    assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
+    assert stored(rclient, "shop", "stranger") is None
+
+
+def test_a_new_customer_with_features_is_scored_but_never_stored(
+    lookup: Server, rclient: redis.Redis, shop: dict[str, Path]
+) -> None:
+    features = {"segment": "premium", "categories": ["garden"]}
+    body = {"customer_id": "newbie", "features": features, "k": 4}
+    reply = requests.post(lookup.url + "/v1/picks:predict", json=body, timeout=5)
     assert reply.status_code == 200, reply.text
     doc = reply.json()
-    assert doc["source"] == "live" and len(doc["items"]) == 4
+    assert doc["source"] == "live" and doc["customer_id"] == "newbie"
+    want = fd.expected_top(shop["tables"], shop["plain"], "premium", ["garden"], 4)
+    assert [i["product_id"] for i in doc["items"]] == [p for p, _ in want]
     # made from what the caller sent: nothing is written where other clients read
-    assert rclient.get(keys.value_key("reco", current(rclient), "newbie")) is None
-    known = requests.post(
-        lookup.url + "/v1/recommendations:predict",
-        json={"user_id": "u0", "features": {"vec": [1.0] * 12}},
+    assert stored(rclient, "shop", "newbie") is None
+    same = requests.post(
+        lookup.url + "/v1/datasets/shop:predict",
+        json={"key": "newbie", "features": features, "k": 4},
         timeout=5,
     ).json()
-    assert known["source"] == "precomputed"  # a known user is a hit, not rescored
-    bad = requests.post(
-        lookup.url + "/v1/recommendations:predict", json={"user_id": "x"}, timeout=5
-    )
+    assert same["items"] == doc["items"] and stored(rclient, "shop", "newbie") is None
+    known = requests.post(
+        lookup.url + "/v1/picks:predict",
+        json={"customer_id": "c0", "features": {"segment": "budget", "categories": ["toys"]}},
+        timeout=5,
+    ).json()
+    assert known["source"] == "precomputed"  # a published key is a hit, not rescored
+    bad = requests.post(lookup.url + "/v1/picks:predict", json={"customer_id": "x"}, timeout=5)
     assert (bad.status_code, bad.json()["error"]) == (400, "invalid_features")
 
 
-def test_a_client_cannot_change_what_another_client_reads(
-    lookup: Server, rclient: redis.Redis
+@pytest.mark.parametrize(
+    ("features", "named"),
+    [
+        ({"categories": ["toys"]}, "segment"),
+        ({"segment": "budget", "categories": ["toys"], "age": 3}, "age"),
+        ({"segment": 7, "categories": ["toys"]}, "segment"),
+        ({"segment": "budget", "categories": {"a": 1}}, "categories"),
+    ],
+)
+def test_features_the_model_cannot_take_are_the_callers_400(
+    lookup: Server, rclient: redis.Redis, features: dict[str, Any], named: str
 ) -> None:
-    """The attack: post chosen features (or candidates) under a victim's id, then see
-    what the victim is served. The victim's own answer must not change."""
-    victim = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5).json()
+    body = {"customer_id": "n1", "features": features}
+    reply = requests.post(lookup.url + "/v1/picks:predict", json=body, timeout=5)
+    assert (reply.status_code, reply.json()["error"]) == (400, "invalid_features"), reply.text
+    assert named in reply.json()["message"]
+    assert stored(rclient, "shop", "n1") is None
+
+
+def test_refused_features_never_open_the_breaker(lookup: Server) -> None:
+    """The fallback's 400s are the caller's fault, no sign of an outage: after more of them
+    than the breaker's limit (5), misses are still answered live."""
+    body = {"customer_id": "n2", "features": {"segment": 1, "categories": ["toys"]}}
+    for _ in range(7):
+        reply = requests.post(lookup.url + "/v1/picks:predict", json=body, timeout=5)
+        assert reply.status_code == 400
+    live = requests.get(lookup.url + "/v1/picks/c8", timeout=5)
+    assert live.status_code == 200 and live.json()["source"] == "live"
+
+
+def test_a_client_cannot_change_what_another_client_reads(
+    lookup: Server, rclient: redis.Redis, shop: dict[str, Path]
+) -> None:
+    """The attack: post chosen features (or candidates) under a victim's key, before and
+    after the victim is first served, then see what the victim is served. The victim's
+    answer is made from the dataset's own table, and stays so."""
+    c = fd.customers(shop["tables"]).loc["c4"]
+    other = "premium" if c["segment"] == "budget" else "budget"
+    attack = {"customer_id": "c4", "features": {"segment": other, "categories": ["toys"]}}
+    before = requests.post(lookup.url + "/v1/picks:predict", json=attack, timeout=5).json()
+    assert before["source"] == "live"  # answered, from the attacker's features ...
+    assert stored(rclient, "shop", "c4") is None  # ... and never stored
+    victim = requests.get(lookup.url + "/v1/picks/c4", timeout=5).json()
     assert victim["source"] == "live"
-    stored = rclient.get(keys.value_key("reco", current(rclient), "u_known"))
-    attack = {"user_id": "u_known", "features": {"vec": [9.0] * fm.DENSE_FEATURES}, "k": 3}
-    requests.post(lookup.url + "/v1/recommendations:predict", json=attack, timeout=5)
-    with_candidates = {**attack, "user_id": "victim-2", "candidates": ["h1"]}
-    refused = requests.post(
-        lookup.url + "/v1/recommendations:predict", json=with_candidates, timeout=5
-    )
+    assert [i["product_id"] for i in victim["items"]] == _top(shop, "c4", 5)
+    assert victim["items"] != before["items"]
+    kept = stored(rclient, "shop", "c4")
+    after = requests.post(lookup.url + "/v1/picks:predict", json=attack, timeout=5).json()
+    assert after["source"] == "written_back" and after["items"] == victim["items"]
+    with_candidates = {**attack, "customer_id": "c5", "candidates": ["p1"]}
+    refused = requests.post(lookup.url + "/v1/picks:predict", json=with_candidates, timeout=5)
     assert (refused.status_code, refused.json()["error"]) == (400, "invalid_body")
-    again = requests.get(lookup.url + "/v1/recommendations/u_known?k=3", timeout=5).json()
-    assert again["items"] == victim["items"]
-    assert rclient.get(keys.value_key("reco", current(rclient), "u_known")) == stored
-    assert rclient.get(keys.value_key("reco", current(rclient), "victim-2")) is None
+    again = requests.get(lookup.url + "/v1/picks/c4", timeout=5).json()
+    assert again["items"] == victim["items"] and stored(rclient, "shop", "c4") == kept
+    assert stored(rclient, "shop", "c5") is None
 
 
-def test_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) -> None:
-    def calls() -> float:
-        text = requests.get(fallback.url + "/metrics", timeout=5).text
-        return metric_value(text, "fallback_requests_total", route="/v1/predict/recommendations")
-
-    before = calls()
-    body = {"user_ids": ["u0", "u_known", "stranger", "u1"], "k": 2}
-    reply = requests.post(lookup.url + "/v1/recommendations:batchGet", json=body, timeout=5)
+def test_a_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) -> None:
+    before = fallback_calls(fallback)
+    body = {"keys": ["c0", "c3", "stranger", "c1", "c3"], "k": 2}
+    reply = requests.post(lookup.url + "/v1/picks:batchGet", json=body, timeout=5)
     doc = reply.json()
-    assert reply.status_code == 200 and (doc["found"], doc["missing"]) == (3, 1)
-    assert doc["results"][1]["source"] == "live"
-    assert doc["results"][2]["error"] == "not_found"
-    assert calls() == before + 1
+    assert reply.status_code == 200 and (doc["found"], doc["missing"]) == (4, 1)
+    assert outcomes(doc) == ["precomputed", "live", "not_found", "precomputed", "live"]
+    assert all(len(r.get("items", [])) == 2 for r in doc["results"] if "source" in r)
+    assert fallback_calls(fallback) == before + 1
 
 
 def test_more_misses_than_the_fallback_takes_go_in_several_calls(
-    redis_url: str, rclient: redis.Redis, settings: Settings, fallback: Server, tmp_path: Path
-) -> None:
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    fallback: Server, tmp_path: Path,
+) -> None:  # fmt: skip
     publish_data(rclient, settings)
     small = lookup_server(
-        redis_url, fallback.url, tmp_path / "lookup.log", PRESCORE_FALLBACK_MAX_INSTANCES="1"
-    )
+        world, redis_url, fallback.url, tmp_path / "lookup.log",
+        PRESCORE_FALLBACK_MAX_INSTANCES="1",
+    )  # fmt: skip
     try:
-        before = fallback_calls(fallback, "/v1/predict/recommendations")
-        body = {"user_ids": ["u_known", "u0", "stranger"], "k": 2}
-        reply = requests.post(small.url + "/v1/recommendations:batchGet", json=body, timeout=5)
+        before = fallback_calls(fallback)
+        body = {"keys": ["c3", "c0", "stranger", "c6"], "k": 2}
+        reply = requests.post(small.url + "/v1/picks:batchGet", json=body, timeout=5)
         doc = reply.json()
-        assert reply.status_code == 200 and (doc["found"], doc["missing"]) == (2, 1)
-        assert doc["results"][0]["source"] == "live"
-        assert doc["results"][2]["error"] == "not_found"
-        assert fallback_calls(fallback, "/v1/predict/recommendations") == before + 2
+        assert reply.status_code == 200 and (doc["found"], doc["missing"]) == (3, 1)
+        assert outcomes(doc) == ["live", "precomputed", "not_found", "live"]
+        assert fallback_calls(fallback) == before + 3  # one call per miss
     finally:
         small.stop()
 
 
 def test_a_later_call_failing_keeps_the_answers_of_the_earlier_ones(
-    redis_url: str,
-    rclient: redis.Redis,
-    settings: Settings,
-    store_root: str,
-    photos: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     publish_data(rclient, settings)
-    fb = fallback_server(store_root, photos, tmp_path / "fb.log").start()
-    env = {
-        "REDIS_URL": redis_url,
-        "PRESCORE_FALLBACK_URL": fb.url,
-        "PRESCORE_FALLBACK_TIMEOUT_S": DEADLINE_S,
-        "PRESCORE_FALLBACK_MAX_INSTANCES": "1",
-    }
+    fb = fallback_server(world, tmp_path / "fb.log").start()
+    env = lookup_env(world, redis_url, fb.url, PRESCORE_FALLBACK_MAX_INSTANCES="1")
     app = create_app(LookupSettings.from_env(env))
     client = app.extensions["lookup"].on_miss
     real_post, calls = client._post, []
@@ -181,108 +227,169 @@ def test_a_later_call_failing_keeps_the_answers_of_the_earlier_ones(
 
     monkeypatch.setattr(client, "_post", post)
     try:
-        body = {"user_ids": ["u0", "u_known", "stranger", "other"], "k": 2}
-        reply = app.test_client().post("/v1/recommendations:batchGet", json=body)
+        body = {"keys": ["c0", "c3", "c6", "c7"], "k": 2}
+        reply = app.test_client().post("/v1/picks:batchGet", json=body)
         doc = reply.get_json()
         assert reply.status_code == 200, doc
         unavailable = "fallback_unavailable"
         assert outcomes(doc) == ["precomputed", "live", unavailable, unavailable]
         assert (doc["found"], doc["missing"]) == (2, 2) and len(calls) == 2  # none after it
-        live_key = keys.value_key("reco", current(rclient), "u_known")
-        assert rclient.get(live_key) is not None  # the earlier answer was written back too
+        assert calls == ["/v1/datasets/shop:predict"] * 2
+        assert stored(rclient, "shop", "c3") is not None  # the earlier answer written back
+        assert stored(rclient, "shop", "c6") is None
     finally:
         fb.stop()
 
 
 def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
-    redis_url: str,
-    rclient: redis.Redis,
-    settings: Settings,
-    store_root: str,
-    photos: Path,
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
     tmp_path: Path,
-) -> None:
+) -> None:  # fmt: skip
     publish_data(rclient, settings)
-    fb = fallback_server(store_root, photos, tmp_path / "fb.log").start()
-    lk = lookup_server(
-        redis_url,
-        fb.url,
-        tmp_path / "lookup.log",
-        PRESCORE_FALLBACK_BREAKER_FAILS="3",
-        PRESCORE_FALLBACK_BREAKER_RESET_S="1",
-    )
+    fb = fallback_server(world, tmp_path / "fb.log").start()
+    lk: Server | None = None
     try:
-        assert requests.get(lk.url + "/v1/recommendations/m0", timeout=5).status_code == 404
+        lk = lookup_server(
+            world, redis_url, fb.url, tmp_path / "lookup.log",
+            PRESCORE_FALLBACK_BREAKER_FAILS="3", PRESCORE_FALLBACK_BREAKER_RESET_S="1",
+        )  # fmt: skip
+        assert requests.get(lk.url + "/v1/picks/m0", timeout=5).status_code == 404
         fb.kill()
         # a batch serves its hits; each miss says live inference is unavailable
-        body = {"user_ids": ["u0", "gone1", "u1", "gone1"], "k": 2}
-        reply = requests.post(lk.url + "/v1/recommendations:batchGet", json=body, timeout=5)
+        body = {"keys": ["c0", "c9", "c1", "c9"], "k": 2}
+        reply = requests.post(lk.url + "/v1/picks:batchGet", json=body, timeout=5)
         doc = reply.json()
         assert reply.status_code == 200, reply.text
         unavailable = "fallback_unavailable"
         assert outcomes(doc) == ["precomputed", unavailable, "precomputed", unavailable]
         assert (doc["found"], doc["missing"]) == (2, 2)
-        assert len(doc["results"][0]["items"]) == 2 and doc["results"][1]["user_id"] == "gone1"
-        body = {"image_ids": ["p-pool", "img-hit"]}
-        reply = requests.post(lk.url + "/v1/image-tags:batchGet", json=body, timeout=5)
-        assert reply.status_code == 200, reply.text
-        assert outcomes(reply.json()) == ["fallback_unavailable", "precomputed"]
-        single = requests.get(lk.url + "/v1/image-tags/p-pool", timeout=5)
-        assert (single.status_code, single.json()["error"]) == (503, "fallback_unavailable")
+        assert len(doc["results"][0]["items"]) == 2 and doc["results"][1]["customer_id"] == "c9"
         codes, messages = [], []
         for i in range(8):
             started = time.monotonic()
-            reply = requests.get(lk.url + f"/v1/recommendations/miss{i}", timeout=5)
+            reply = requests.get(lk.url + f"/v1/picks/miss{i}", timeout=5)
             assert time.monotonic() - started < 1.0  # well within a second, never hanging
             codes.append((reply.status_code, reply.json()["error"]))
             messages.append(reply.json()["message"])
-            hit = requests.get(lk.url + "/v1/recommendations/u0", timeout=5)
+            hit = requests.get(lk.url + "/v1/picks/c0", timeout=5)
             assert hit.status_code == 200  # hits never depend on the fallback
         assert set(codes) == {(503, "fallback_unavailable")}
-        assert "circuit open" in messages[-1]  # the breaker opened
-        body = {"user_ids": ["u2", "gone2"]}
-        doc = requests.post(lk.url + "/v1/recommendations:batchGet", json=body, timeout=5).json()
+        assert "circuit open" in messages[-1]  # the shop's breaker opened
+        body = {"keys": ["c2", "c10"]}
+        doc = requests.post(lk.url + "/v1/picks:batchGet", json=body, timeout=5).json()
         assert outcomes(doc) == ["precomputed", "fallback_unavailable"]
         assert "circuit open" in doc["results"][1]["message"]
+        # one breaker per dataset: the colours' is still closed, its misses still tried
+        body = {"keys": ["img-0", "img-hit"]}
+        reply = requests.post(lk.url + "/v1/datasets/colours:batchGet", json=body, timeout=5)
+        assert reply.status_code == 200, reply.text
+        assert outcomes(reply.json()) == ["fallback_unavailable", "precomputed"]
+        assert "circuit open" not in reply.json()["results"][0]["message"]
+        single = requests.get(lk.url + "/v1/datasets/colours/img-0", timeout=5)
+        assert (single.status_code, single.json()["error"]) == (503, "fallback_unavailable")
         fb.start()
         time.sleep(1.2)  # the breaker's reset timeout
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            reply = requests.get(lk.url + "/v1/recommendations/u_known", timeout=5)
+            reply = requests.get(lk.url + "/v1/picks/c3", timeout=5)
             if reply.status_code == 200:
                 break
             time.sleep(0.3)
         assert reply.status_code == 200 and reply.json()["source"] == "live"
     finally:
-        lk.stop()
+        if lk is not None:
+            lk.stop()
+        fb.stop()
+
+
+def test_the_live_answer_comes_from_the_model_version_of_the_dataset_version(
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    shop: dict[str, Path], colours: dict[str, Any], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Version 1 made the published data; version 2 is promoted since. A miss is answered
+    by version 1 (loaded in the background on the first ask), so one answer never mixes
+    two models; a dataset version made by version 2 gets version 2's live answers."""
+    s = fd.store_settings(Settings(), world["config"], tmp_path)
+    registered(s, "shop-model", shop["plain"])
+    worse = domains.train_shop(shop["tables"], tmp_path / "worse", good=False, seed=5)
+    registered(s, "shop-model", worse)  # version 2, promoted
+    registered(s, "colour-tagger", colours["model"])
+    own = {**world, "settings": s}
+    publish_data(rclient, settings, model_version="1")
+    fb = fallback_server(own, tmp_path / "fb.log").start()
+    lk: Server | None = None
+    try:
+        lk = lookup_server(
+            own, redis_url, fb.url, tmp_path / "lookup.log", PRESCORE_FALLBACK_BREAKER_FAILS="100"
+        )
+        ready = requests.get(fb.url + "/readyz", timeout=5).json()
+        assert ready["models"]["shop"] == "2"  # version 1 is not even loaded
+        deadline, seen = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            reply = requests.get(lk.url + "/v1/picks/c5", timeout=5)
+            seen.append(reply.status_code)
+            if reply.status_code == 200:
+                break
+            assert reply.json()["error"] == "fallback_unavailable"  # model_loading behind it
+            time.sleep(0.2)
+        doc = reply.json()
+        assert (doc["source"], doc["model_version"]) == ("live", "1"), seen
+        assert [i["product_id"] for i in doc["items"]] == _top(shop, "c5", 5)
+        rows = [(c, fd.shop_payload(c, 5, "2")) for c in ("c0", "c1")]
+        publish(rclient, settings, "shop", rows, "2", model="shop-model")
+        newer = requests.get(lk.url + "/v1/picks/c5", timeout=5).json()
+        assert (newer["source"], newer["model_version"]) == ("live", "2")  # a new version
+        assert [i["product_id"] for i in newer["items"]] == _top(shop, "c5", 5, worse)
+    finally:
+        if lk is not None:
+            lk.stop()
         fb.stop()
 
 
 def test_live_write_backs_are_bounded_per_version(
-    redis_url: str, rclient: redis.Redis, settings: Settings, fallback: Server, tmp_path: Path
-) -> None:
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    fallback: Server, tmp_path: Path,
+) -> None:  # fmt: skip
     publish_data(rclient, settings)
-    lk = lookup_server(redis_url, fallback.url, tmp_path / "lookup.log", PRESCORE_LIVE_MAX_KEYS="1")
+    lk = lookup_server(
+        world, redis_url, fallback.url, tmp_path / "lookup.log", PRESCORE_LIVE_MAX_KEYS="1"
+    )
     try:
-        first = requests.get(lk.url + "/v1/image-tags/p-pool", timeout=5)
-        second = requests.get(lk.url + "/v1/image-tags/p-sea-bed", timeout=5)
+        first = requests.get(lk.url + "/v1/picks/c3", timeout=5)
+        second = requests.get(lk.url + "/v1/picks/c4", timeout=5)
         assert [first.json()["source"], second.json()["source"]] == ["live", "live"]
-        version = current(rclient, "tags")
-        assert rclient.get(keys.value_key("tags", version, "p-pool")) is not None
-        assert rclient.get(keys.value_key("tags", version, "p-sea-bed")) is None  # over bound
-        assert rclient.get(keys.value_key("tags", version, "img-hit")) is not None
+        assert stored(rclient, "shop", "c3") is not None
+        assert stored(rclient, "shop", "c4") is None  # over the bound
+        assert stored(rclient, "shop", "c0") is not None
+        third = requests.get(lk.url + "/v1/datasets/colours/img-0", timeout=5)
+        assert third.json()["source"] == "live"
+        assert stored(rclient, "colours", "img-0") is not None  # a bound per dataset version
     finally:
         lk.stop()
 
 
 def test_error_bodies_carry_no_internals(
-    redis_url: str, rclient: redis.Redis, settings: Settings, tmp_path: Path
-) -> None:
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     publish_data(rclient, settings)
-    lk = lookup_server(redis_url, "http://127.0.0.1:1", tmp_path / "lookup.log")  # nothing there
+    lk = lookup_server(world, redis_url, "http://127.0.0.1:1", tmp_path / "lookup.log")
     try:
-        reply = requests.get(lk.url + "/v1/recommendations/nobody", timeout=5)
+        for path in ("/v1/picks/nobody", "/v1/datasets/colours/img-0"):
+            reply = requests.get(lk.url + path, timeout=5)
+            assert (reply.status_code, reply.json()["error"]) == (503, "fallback_unavailable")
+            assert "Errno" not in reply.text and "refused" not in reply.text.lower()
+            assert "127.0.0.1" not in reply.text
+        body = {"customer_id": "n", "features": {"segment": "budget", "categories": ["toys"]}}
+        reply = requests.post(lk.url + "/v1/picks:predict", json=body, timeout=5)
         assert (reply.status_code, reply.json()["error"]) == (503, "fallback_unavailable")
-        assert "Errno" not in reply.text and "refused" not in reply.text.lower()
+        assert "Errno" not in reply.text
     finally:
         lk.stop()
+
+
+def test_the_fallback_route_is_one_for_every_dataset(fallback: Server, lookup: Server) -> None:
+    before = fallback_calls(fallback, PREDICT_ROUTE)
+    requests.get(lookup.url + "/v1/picks/c11", timeout=5)
+    requests.get(lookup.url + "/v1/datasets/colours/img-3", timeout=5)
+    assert fallback_calls(fallback, PREDICT_ROUTE) == before + 2

@@ -1,15 +1,23 @@
-"""int8 and float32 .tflite beside a real SavedModel: files, quality record, agreement."""
+"""int8 and float32 .tflite variants beside a team's SavedModel (prescore.quantize): the
+files, the record in model.json, agreement with TensorFlow, named feeds in LiteRT, and a
+model that does not convert. Real TensorFlow, real LiteRT."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from jobs.quantize import mean_average_precision, quantize_dir, roc_auc
-from prescore.inference import load_runner, pick_runtime
-from tests import fallback_models as fm
+from prescore.image_features import decode
+from prescore.inference import TFLITE_FILES, load_runner, pick_runtime
+from prescore.quality import mean_average_precision, quality, roc_auc
+from prescore.quantize import quantize_dir
+from prescore.tf_model import describe
+from tests import domains
 
 # Stated tolerances: int8 probabilities differ from float32 by at most MAX_DIFF on any row
 # and by MEAN_DIFF on average (8-bit steps of a sigmoid output are 1/256 apart).
@@ -24,45 +32,137 @@ def test_auc_and_map_on_known_cases() -> None:
     s = np.array([[0.9, 0.1], [0.2, 0.3], [0.1, 0.2]])
     # column 0: ranks hits at 1 and 3 -> AP (1 + 2/3) / 2; column 1: hit ranked 1st -> 1
     assert mean_average_precision(y, s) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert quality("map", y, s) == mean_average_precision(y, s)
+    with pytest.raises(ValueError, match="auc, map"):
+        quality("f1", y, s)
 
 
-@pytest.fixture(scope="module")
-def dense_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fm.build_dense(tmp_path_factory.mktemp("dense"))
+def _copy(model: Path, to: Path) -> tuple[Path, dict[str, Any]]:
+    """A model folder of its own (quantize_dir writes beside saved_model/), and its meta
+    with the signatures registration records."""
+    shutil.copytree(model, to)
+    meta = {"signature": describe(to / "saved_model").to_json(), "labels": list(domains.COLOURS)}
+    return to, meta
 
 
-def test_dense_int8_agrees_with_float32_and_records_quality(dense_dir: Path) -> None:
-    x, y = fm.dense_data(600, seed=7)
-    record = quantize_dir(dense_dir, fm.dense_data(300, seed=3)[0], x, y, "auc")
-    assert (dense_dir / "model_int8.tflite").stat().st_size > 0
-    assert (dense_dir / "model_float32.tflite").stat().st_size > 0
+def _colour_feed(colours: dict[str, Any], keys: list[str]) -> tuple[dict, np.ndarray]:
+    size = (domains.IMAGE_SIZE, domains.IMAGE_SIZE)
+    pixels = np.stack([decode((colours["images"] / f"{k}.jpg").read_bytes(), size) for k in keys])
+    y = np.array([[c in colours["truth"][k] for c in domains.COLOURS] for k in keys], np.float32)
+    return {"pixels": pixels}, y
+
+
+def test_the_cnn_int8_agrees_with_tensorflow_and_records_quality(
+    colours: dict[str, Any], tmp_path: Path
+) -> None:
+    model, meta = _copy(colours["model"], tmp_path / "cnn")
+    keys = sorted(colours["truth"])
+    calibration, _ = _colour_feed(colours, keys[:60])
+    x, y = _colour_feed(colours, keys[60:])
+    record = quantize_dir(model, meta, calibration, x, y, "map")
+    assert record["built"] is True, record
+    assert all((model / f).stat().st_size > 0 for f in TFLITE_FILES.values())
     runtimes = record["runtimes"]
     assert set(runtimes) == {"tf", "float32", "int8"}
-    assert runtimes["tf"]["auc"] > 0.8  # the model learned the rule
-    assert abs(runtimes["float32"]["auc"] - runtimes["tf"]["auc"]) < 1e-3
-    assert record["int8_quality_loss"] < 0.02
-    assert record["fastest"] in runtimes
-    ref = load_runner(dense_dir, "tf")(x)
-    f32 = load_runner(dense_dir, "float32")(x)
-    i8 = load_runner(dense_dir, "int8")(x)
+    assert runtimes["tf"]["map"] > 0.8  # the model learned the colours
+    assert abs(runtimes["float32"]["map"] - runtimes["tf"]["map"]) < 1e-3
+    assert record["int8_quality_loss"] < 0.03
+    assert (record["metric"], record["calibration_rows"], record["eval_rows"]) == ("map", 60, 60)
+    ref = load_runner(model, meta, "tf")(x)
+    f32 = load_runner(model, meta, "float32")(x)
+    i8 = load_runner(model, meta, "int8")(x)
+    assert i8.shape == ref.shape == (60, len(domains.COLOURS))
     np.testing.assert_allclose(f32, ref, atol=1e-5)
     assert np.abs(i8 - ref).max() < MAX_DIFF
     assert np.abs(i8 - ref).mean() < MEAN_DIFF
+    assert runtimes["int8"]["max_abs_diff_vs_tf"] == pytest.approx(np.abs(i8 - ref).max(), abs=1e-4)
     # the LiteRT runner pads odd batch sizes and returns exactly the rows asked for
-    assert load_runner(dense_dir, "int8")(x[:5]).shape == (5, 1)
-    meta = {"quantization": record}
-    assert pick_runtime(meta, dense_dir, "auto") == record["fastest"]
-    assert pick_runtime(meta, dense_dir, "int8") == "int8"
+    assert load_runner(model, meta, "int8")({"pixels": x["pixels"][:5]}).shape == (5, 3)
+    meta = {**meta, "quantization": record}
+    assert pick_runtime(meta, model, "auto") == record["fastest"]
+    assert pick_runtime(meta, model, "int8") == "int8"
+    assert pick_runtime(meta, model, "tf") == "tf"
 
 
-def test_cnn_int8_agrees_with_float32(tmp_path: Path) -> None:
-    cnn = fm.build_cnn(tmp_path)
-    x, y = fm.image_data(200, seed=5)
-    record = quantize_dir(cnn, fm.image_data(100, seed=2)[0], x, y, "map")
-    assert record["runtimes"]["tf"]["map"] > 0.8
-    assert record["int8_quality_loss"] < 0.03
-    ref = load_runner(cnn, "tf")(x)
-    i8 = load_runner(cnn, "int8")(x)
-    assert i8.shape == ref.shape == (200, len(fm.TAGS))
-    assert np.abs(i8 - ref).max() < MAX_DIFF
-    assert np.abs(i8 - ref).mean() < MEAN_DIFF
+def _shop_feed(tables: Path, events: str, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rows = pd.read_parquet(tables / events).head(n)
+    cust = pd.read_parquet(tables / "customers.parquet").set_index("customer_id")
+    prod = pd.read_parquet(tables / "products.parquet").set_index("product_id")
+    feed = {
+        "segment": cust.loc[rows["customer_id"], "segment"].to_numpy(object),
+        "price": prod.loc[rows["product_id"], "price"].to_numpy(np.float32),
+    }
+    return feed, rows["bought"].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def shop_record(
+    shop: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any], dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    model, meta = _copy(shop["plain"], tmp_path_factory.mktemp("shopq") / "m")
+    calibration, _ = _shop_feed(shop["tables"], "purchases_train.parquet", 300)
+    x, y = _shop_feed(shop["tables"], "purchases_test.parquet", 600)
+    return model, meta, quantize_dir(model, meta, calibration, x, y, "auc"), x, y
+
+
+def test_a_string_lookup_model_records_truthfully_whether_it_converted(shop_record: Any) -> None:
+    """Named string and float inputs: the record holds what was measured, or why not."""
+    model, meta, record, x, y = shop_record
+    tflite = [model / f for f in TFLITE_FILES.values()]
+    if not record["built"]:
+        assert record["reason"] and not any(p.exists() for p in tflite)
+        assert pick_runtime({**meta, "quantization": record}, model, "auto") == "tf"
+        return
+    assert all(p.stat().st_size > 0 for p in tflite)
+    ref = load_runner(model, meta, "tf")(x)
+    assert record["runtimes"]["tf"]["auc"] > 0.6  # the model learned the hidden rule
+    f32 = load_runner(model, meta, "float32")(x)  # strings go into LiteRT by name
+    np.testing.assert_allclose(f32, ref, atol=1e-5)
+    i8 = load_runner(model, meta, "int8")(x)
+    for runtime, scores in (("float32", f32), ("int8", i8)):
+        measured = record["runtimes"][runtime]["max_abs_diff_vs_tf"]
+        assert measured == pytest.approx(np.abs(scores - ref).max(), abs=1e-3)
+        assert record["runtimes"][runtime]["auc"] == pytest.approx(
+            quality("auc", y, scores), abs=1e-4
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="prescore.quantize picks `fastest` by throughput alone: the shop model's int8 "
+    "variant converts but disagrees with TensorFlow by ~0.4, and `auto` still serves it",
+)
+def test_auto_never_serves_a_variant_that_disagrees_with_tensorflow(shop_record: Any) -> None:
+    model, meta, record, x, _ = shop_record
+    served = pick_runtime({**meta, "quantization": record}, model, "auto")
+    ref = load_runner(model, meta, "tf")(x)
+    assert np.abs(load_runner(model, meta, served)(x) - ref).max() < MAX_DIFF
+
+
+def test_a_model_that_does_not_convert_is_recorded_and_served_by_tensorflow(
+    tmp_path: Path,
+) -> None:
+    import tensorflow as tf
+
+    class Vowels(tf.Module):  # string ops TFLite's builtins do not have
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="word")])
+        def serve(self, word: Any) -> dict[str, Any]:
+            kept = tf.strings.regex_replace(word, "[aeiou]", "")
+            return {"score": tf.sigmoid(tf.cast(tf.strings.length(kept), tf.float32) - 3.0)}
+
+    module = Vowels()
+    out = tmp_path / "words"
+    tf.saved_model.save(
+        module, str(out / "saved_model"), signatures={"serving_default": module.serve}
+    )
+    meta = {"signature": describe(out / "saved_model").to_json()}
+    feed = {"word": np.array(["hello", "sky", "strengths", "a"] * 8, object)}
+    record = quantize_dir(out, meta, feed, feed)
+    assert record["built"] is False and record["reason"]
+    assert len(record["reason"]) <= 300
+    assert not any((out / f).exists() for f in TFLITE_FILES.values())  # nothing half-written
+    assert pick_runtime({**meta, "quantization": record}, out, "auto") == "tf"
+    scores = load_runner(out, meta, "tf")(feed)
+    np.testing.assert_allclose(
+        scores[:4], 1 / (1 + np.exp(-(np.array([3, 3, 8, 0]) - 3.0))), atol=1e-6
+    )
