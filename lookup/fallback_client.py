@@ -107,8 +107,10 @@ class FallbackClient:
             conn.close()
             self._local.conn = None
             raise
-        if 400 <= reply.status < 500 and reply.status != 429:
+        if reply.status == 400:  # the instances themselves (e.g. features it cannot use)
             raise _client_error(reply.status, data)
+        # any other refusal (404: a dataset it does not serve, 413: more instances than it
+        # takes, ...) is a deployment mismatch, never the caller's fault: _Refused below
         if reply.status != 200:
             raise _Refused(f"fallback answered {reply.status}: {data[:200]!r}")
         return dict(json.loads(data))
@@ -253,15 +255,13 @@ class FallbackClient:
 
 
 def _client_error(status: int, data: bytes) -> InvalidInput:
-    """The fallback refused the input (e.g. features it cannot use): the caller's 4xx."""
+    """The fallback refused the input (e.g. features it cannot use): the caller's 400."""
     try:
         doc = json.loads(data)
         code, message = str(doc["error"]), str(doc["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "invalid_input", f"live inference refused the input ({status})"
-    error = InvalidInput(message, code=code)
-    error.http_status = 400 if status not in (413, 415) else status
-    return error
+    return InvalidInput(message, code=code)
 
 
 def _instance(miss: Miss) -> dict[str, Any]:

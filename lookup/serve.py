@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lookup.settings import LookupSettings
+from prescore.errors import ConfigError, PrescoreError
 from prescore.redis_client import safe_url
 
 
@@ -52,11 +53,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="processes (env LOOKUP_WORKERS)")
     parser.add_argument("--threads", type=int, help="app threads per process (env LOOKUP_THREADS)")
     args = parser.parse_args(argv)
-    settings = LookupSettings.from_env().with_server(
-        bind=args.bind, workers=args.workers, threads=args.threads
-    )
+    try:
+        settings = LookupSettings.from_env().with_server(
+            bind=args.bind, workers=args.workers, threads=args.threads
+        )
+        if not settings.core.catalog.datasets:
+            raise ConfigError(
+                "PRESCORE_CONFIG: no datasets declared; name the dataset file "
+                "(the demo's: examples/hotels/prescore.toml)"
+            )
+        settings.server.wsgi_server().address()  # a bad --bind, before anything starts
+    except (PrescoreError, ValueError) as exc:
+        print(f"lookup: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
     owned = not settings.server.metrics_dir
     settings = prepare_metrics_dir(settings)
+    try:  # what cannot work is refused here, not by a worker that then dies
+        from lookup.app import create_app
+
+        create_app(settings)
+    except PrescoreError as exc:
+        print(f"lookup: {exc.message}", file=sys.stderr)
+        return 2
     print(
         f"lookup: serving on http://{settings.server.bind} with {settings.server.workers} "
         f"workers x {settings.server.threads} threads; redis {safe_url(settings.core.redis.url)}",

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from urllib.parse import urlparse
+
+from prescore.errors import ConfigError
 from prescore.serving import WSGIServer
 from prescore.settings import Settings, env_bool, env_float, env_int, env_str
 
@@ -35,12 +38,16 @@ class ServerSettings:
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
         return cls(
             bind=env_str(env, "LOOKUP_BIND", cls.bind),
-            workers=env_int(env, "LOOKUP_WORKERS", _default_workers()),
-            threads=env_int(env, "LOOKUP_THREADS", cls.threads),
-            backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog),
-            graceful_timeout_s=env_int(env, "LOOKUP_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
+            workers=env_int(env, "LOOKUP_WORKERS", _default_workers(), lo=1),
+            threads=env_int(env, "LOOKUP_THREADS", cls.threads, lo=1),
+            backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog, lo=1),
+            graceful_timeout_s=env_int(
+                env, "LOOKUP_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, lo=1
+            ),
             metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
-            switch_interval_s=env_float(env, "LOOKUP_SWITCH_INTERVAL_S", cls.switch_interval_s),
+            switch_interval_s=env_float(
+                env, "LOOKUP_SWITCH_INTERVAL_S", cls.switch_interval_s, lo=0.0001
+            ),
             gc_freeze=env_bool(env, "LOOKUP_GC_FREEZE", cls.gc_freeze),
         )
 
@@ -82,23 +89,23 @@ class LookupSettings:
         env = os.environ if env is None else env
         settings = cls(
             core=Settings.from_env(env),
-            max_k=env_int(env, "LOOKUP_MAX_K", cls.max_k),
-            max_batch_ids=env_int(env, "LOOKUP_MAX_BATCH_IDS", cls.max_batch_ids),
-            max_body_bytes=env_int(env, "LOOKUP_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_k=env_int(env, "LOOKUP_MAX_K", cls.max_k, lo=1),
+            max_batch_ids=env_int(env, "LOOKUP_MAX_BATCH_IDS", cls.max_batch_ids, lo=1),
+            max_body_bytes=env_int(env, "LOOKUP_MAX_BODY_BYTES", cls.max_body_bytes, lo=64),
             pointer_cache_s=env_float(env, "LOOKUP_POINTER_CACHE_S", cls.pointer_cache_s),
             ready_grace_s=env_float(env, "LOOKUP_READY_GRACE_S", cls.ready_grace_s),
             fallback_url=env_str(env, "PRESCORE_FALLBACK_URL", cls.fallback_url),
             fallback_timeout_s=env_float(
-                env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s
+                env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s, lo=0.001
             ),
             fallback_breaker_fails=env_int(
-                env, "PRESCORE_FALLBACK_BREAKER_FAILS", cls.fallback_breaker_fails
+                env, "PRESCORE_FALLBACK_BREAKER_FAILS", cls.fallback_breaker_fails, lo=1
             ),
             fallback_breaker_reset_s=env_float(
                 env, "PRESCORE_FALLBACK_BREAKER_RESET_S", cls.fallback_breaker_reset_s
             ),
             fallback_max_instances=env_int(
-                env, "PRESCORE_FALLBACK_MAX_INSTANCES", cls.fallback_max_instances
+                env, "PRESCORE_FALLBACK_MAX_INSTANCES", cls.fallback_max_instances, lo=1
             ),
             server=ServerSettings.from_env(env),
         )
@@ -106,15 +113,14 @@ class LookupSettings:
         return settings
 
     def check(self) -> None:
-        """Refuse settings that cannot work, at start-up rather than per request."""
-        if self.max_k < 1:
-            raise ValueError(f"LOOKUP_MAX_K must be at least 1, got {self.max_k}")
-        if self.max_batch_ids < 1 or self.max_body_bytes < 64:
-            raise ValueError("LOOKUP_MAX_BATCH_IDS and LOOKUP_MAX_BODY_BYTES must be positive")
-        if self.pointer_cache_s < 0:
-            raise ValueError("pointer_cache_s must be >= 0")
-        if self.fallback_max_instances < 1:
-            raise ValueError("fallback_max_instances must be >= 1")
+        """Refuse settings that cannot work together, at start-up rather than per request
+        (each value alone was checked where it was read)."""
+        if self.fallback_url:
+            parsed = urlparse(self.fallback_url)
+            if parsed.scheme != "http" or not parsed.hostname:
+                raise ConfigError(
+                    f"PRESCORE_FALLBACK_URL={self.fallback_url!r}: must be http://host:port"
+                )
 
     def with_server(self, **changes: Any) -> LookupSettings:
         """A copy with some server fields replaced (serve flags win over env)."""

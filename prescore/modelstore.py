@@ -68,12 +68,23 @@ class ModelStore:
         raw = self._backend.read_bytes(path)
         return None if raw is None else raw.decode("utf-8")
 
+    def _check_root(self) -> None:
+        """A local root that does not exist is a misconfiguration, not an empty store."""
+        if self.local and not Path(self.root).is_dir():
+            raise ModelStoreError(
+                f"PRESCORE_MODEL_STORE={self.settings.root}: no such folder (register a model "
+                "to create the store, or fix the setting)"
+            )
+
     def versions(self, name: str) -> list[str]:
         """Published versions of ``name``, oldest first."""
+        self._check_root()
         return sorted((v for v in self._backend.list_dir(self._path(name)) if v.isdigit()), key=int)
 
     def save(self, name: str, local_dir: Path, meta: dict[str, Any]) -> str:
         """Store a built model directory as the next version; returns the version."""
+        if self.local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
         existing = self.versions(name)
         version = str(int(existing[-1]) + 1 if existing else 1)
         meta = {**meta, "name": name, "version": version}
@@ -93,6 +104,7 @@ class ModelStore:
         self._backend.write_text(self._path(name, PROMOTED_FILE), version + "\n")
 
     def promoted(self, name: str) -> str | None:
+        self._check_root()
         raw = self._read_text(self._path(name, PROMOTED_FILE))
         return raw.strip() if raw else None
 

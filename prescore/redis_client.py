@@ -8,11 +8,11 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from prescore.errors import StoreUnavailable
+from prescore.errors import ConfigError, StoreUnavailable
 from prescore.settings import RedisSettings
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
@@ -45,7 +45,8 @@ def connect(settings: RedisSettings, **overrides: Any) -> Client:
     options: dict[str, Any] = dict(
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.connect_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), settings.retries),
+        # jittered, so that many clients retrying after a blip do not retry in step
+        retry=Retry(EqualJitterBackoff(cap=0.05, base=0.005), settings.retries),
         health_check_interval=30,
         max_connections=settings.max_connections,
     )
@@ -56,9 +57,19 @@ def connect(settings: RedisSettings, **overrides: Any) -> Client:
             ssl_keyfile=settings.tls_key_file or None,
         )
     options.update(overrides)
-    if settings.cluster:
+    if not settings.cluster:
+        return redis.Redis.from_url(settings.url, **options)
+    try:  # a cluster client asks the nodes for the slots at once
         return RedisCluster.from_url(settings.url, **options)
-    return redis.Redis.from_url(settings.url, **options)
+    except redis.exceptions.RedisClusterException as exc:
+        if "cluster mode is not enabled" in str(exc).lower() or "cluster_enabled" in str(exc):
+            raise ConfigError(
+                f"PRESCORE_REDIS_CLUSTER=1, but the Redis at {safe_url(settings.url)} is not a "
+                "cluster (set PRESCORE_REDIS_CLUSTER=0)"
+            ) from None
+        raise StoreUnavailable(
+            f"cannot reach the Redis Cluster at {safe_url(settings.url)}", code="store_unavailable"
+        ) from None
 
 
 @contextmanager

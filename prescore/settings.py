@@ -1,16 +1,21 @@
 """Typed, frozen settings built once from environment variables (and CLI flags).
 
 Every deployable builds its settings at its entry point and passes them down; nothing
-below reads ``os.environ``. Defaults make the local demo work.
+below reads ``os.environ``. Defaults make the local demo work. A bad value is refused
+where it is read, in one line that names the variable, the value and what is allowed
+(``LOOKUP_THREADS='four': must be an integer of at least 1``), never a traceback.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 from prescore.datasets import Catalog, load
+from prescore.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR = PROJECT_ROOT / "var"
@@ -21,16 +26,67 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
     return value if value != "" else default
 
 
-def env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    return int(_get(env, name, str(default)))
+def _bounds(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo:g} to {hi:g}"
+    if lo is not None:
+        return f" of at least {lo:g}"
+    return f" of at most {hi:g}" if hi is not None else ""
 
 
-def env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    return float(_get(env, name, str(default)))
+def _checked(
+    name: str, raw: str, value: float, what: str, lo: float | None, hi: float | None
+) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={raw!r}: must be {what}{_bounds(lo, hi)}")
+
+
+def env_int(
+    env: Mapping[str, str], name: str, default: int, lo: int | None = 0, hi: int | None = None
+) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be an integer{_bounds(lo, hi)}") from None
+    _checked(name, raw, value, "an integer", lo, hi)
+    return value
+
+
+def env_float(
+    env: Mapping[str, str], name: str, default: float, lo: float | None = 0.0,
+    hi: float | None = None,
+) -> float:  # fmt: skip
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r}: must be a number{_bounds(lo, hi)}")
+    _checked(name, raw, value, "a number", lo, hi)
+    return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    return _get(env, name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
+    raw = _get(env, name, "1" if default else "0")
+    if raw.lower() not in _TRUE + _FALSE:
+        raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(_TRUE + _FALSE)}")
+    return raw.lower() in _TRUE
+
+
+def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    """A URL whose scheme is one of ``schemes`` (the value shown with no password)."""
+    raw = _get(env, name, default)
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+        shown = raw if parsed.password is None else raw.replace(parsed.password, "***")
+        allowed = ", ".join(f"{s}://" if s else "a path" for s in schemes)
+        raise ConfigError(f"{name}={shown!r}: must be a URL of {allowed}")
+    return raw
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -56,14 +112,18 @@ class RedisSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
         return cls(
-            url=env_str(env, "REDIS_URL", cls.url),
+            url=env_url(env, "REDIS_URL", cls.url, ("redis", "rediss", "unix")),
             cluster=env_bool(env, "PRESCORE_REDIS_CLUSTER", cls.cluster),
-            socket_timeout_s=env_float(env, "PRESCORE_REDIS_TIMEOUT_S", cls.socket_timeout_s),
-            connect_timeout_s=env_float(
-                env, "PRESCORE_REDIS_CONNECT_TIMEOUT_S", cls.connect_timeout_s
+            socket_timeout_s=env_float(
+                env, "PRESCORE_REDIS_TIMEOUT_S", cls.socket_timeout_s, lo=0.001, hi=60
             ),
-            retries=env_int(env, "PRESCORE_REDIS_RETRIES", cls.retries),
-            max_connections=env_int(env, "PRESCORE_REDIS_MAX_CONNECTIONS", cls.max_connections),
+            connect_timeout_s=env_float(
+                env, "PRESCORE_REDIS_CONNECT_TIMEOUT_S", cls.connect_timeout_s, lo=0.001, hi=60
+            ),
+            retries=env_int(env, "PRESCORE_REDIS_RETRIES", cls.retries, hi=10),
+            max_connections=env_int(
+                env, "PRESCORE_REDIS_MAX_CONNECTIONS", cls.max_connections, lo=1
+            ),
             tls_ca_file=env_str(env, "PRESCORE_REDIS_TLS_CA_FILE", ""),
             tls_cert_file=env_str(env, "PRESCORE_REDIS_TLS_CERT_FILE", ""),
             tls_key_file=env_str(env, "PRESCORE_REDIS_TLS_KEY_FILE", ""),
@@ -85,10 +145,10 @@ class StoreSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StoreSettings:
         return cls(
-            keep_versions=max(1, env_int(env, "PRESCORE_KEEP_VERSIONS", cls.keep_versions)),
-            live_ttl_s=env_int(env, "PRESCORE_LIVE_TTL_S", cls.live_ttl_s),
+            keep_versions=env_int(env, "PRESCORE_KEEP_VERSIONS", cls.keep_versions, lo=1),
+            live_ttl_s=env_int(env, "PRESCORE_LIVE_TTL_S", cls.live_ttl_s, lo=1),
             live_max_keys=env_int(env, "PRESCORE_LIVE_MAX_KEYS", cls.live_max_keys),
-            writer_lease_s=env_float(env, "PRESCORE_WRITER_LEASE_S", cls.writer_lease_s),
+            writer_lease_s=env_float(env, "PRESCORE_WRITER_LEASE_S", cls.writer_lease_s, lo=0.1),
         )
 
 
@@ -105,11 +165,11 @@ class ModelStoreSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ModelStoreSettings:
         return cls(
-            root=env_str(env, "PRESCORE_MODEL_STORE", cls.root),
+            root=env_url(env, "PRESCORE_MODEL_STORE", cls.root, ("file", "hdfs", "")),
             webhdfs_url=env_str(env, "PRESCORE_WEBHDFS_URL", cls.webhdfs_url),
             hdfs_user=env_str(env, "PRESCORE_HDFS_USER", cls.hdfs_user),
             cache_dir=env_str(env, "PRESCORE_MODEL_CACHE", cls.cache_dir),
-            timeout_s=env_float(env, "PRESCORE_MODEL_STORE_TIMEOUT_S", cls.timeout_s),
+            timeout_s=env_float(env, "PRESCORE_MODEL_STORE_TIMEOUT_S", cls.timeout_s, lo=0.1),
         )
 
 

@@ -52,14 +52,30 @@ def test_from_env_and_flags():
 
 
 @pytest.mark.parametrize(
-    "env",
-    [{"LOOKUP_MAX_K": "0"}, {"LOOKUP_MAX_K": "-5"}, {"LOOKUP_MAX_BATCH_IDS": "0"},
-     {"LOOKUP_MAX_BODY_BYTES": "10"}, {"LOOKUP_POINTER_CACHE_S": "-1"},
-     {"PRESCORE_FALLBACK_MAX_INSTANCES": "0"}, {"LOOKUP_MAX_K": "many"}],
+    ("env", "message"),
+    [
+        ({"LOOKUP_MAX_K": "0"}, "LOOKUP_MAX_K='0': must be an integer of at least 1"),
+        ({"LOOKUP_MAX_K": "-5"}, "LOOKUP_MAX_K='-5': must be an integer of at least 1"),
+        ({"LOOKUP_MAX_K": "many"}, "LOOKUP_MAX_K='many': must be an integer of at least 1"),
+        ({"LOOKUP_MAX_BATCH_IDS": "0"}, "LOOKUP_MAX_BATCH_IDS='0'"),
+        ({"LOOKUP_MAX_BODY_BYTES": "10"}, "LOOKUP_MAX_BODY_BYTES='10': must be an integer of at least 64"),
+        ({"LOOKUP_POINTER_CACHE_S": "-1"}, "LOOKUP_POINTER_CACHE_S='-1': must be a number of at least 0"),
+        ({"PRESCORE_FALLBACK_MAX_INSTANCES": "0"}, "PRESCORE_FALLBACK_MAX_INSTANCES='0'"),
+        ({"LOOKUP_THREADS": "four"}, "LOOKUP_THREADS='four': must be an integer of at least 1"),
+        ({"PRESCORE_REDIS_TIMEOUT_S": "fast"}, "PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60"),
+        ({"PRESCORE_REDIS_TIMEOUT_S": "nan"}, "PRESCORE_REDIS_TIMEOUT_S='nan': must be a number"),
+        ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL='http://cache:6379': must be a URL of redis://, rediss://, unix://"),
+        ({"REDIS_URL": "http://:hunter2@cache"}, "REDIS_URL='http://:***@cache'"),
+        ({"PRESCORE_REDIS_CLUSTER": "maybe"}, "PRESCORE_REDIS_CLUSTER='maybe': must be one of 1, true"),
+        ({"PRESCORE_FALLBACK_URL": "fallback:8081"}, "PRESCORE_FALLBACK_URL='fallback:8081': must be http://host:port"),
+        ({"PRESCORE_MODEL_STORE": "s3://bucket/models"}, "PRESCORE_MODEL_STORE='s3://bucket/models': must be a URL of file://, hdfs://, a path"),
+    ],
 )  # fmt: skip
-def test_impossible_settings_are_refused_at_start(env):
-    with pytest.raises(ValueError):
+def test_impossible_settings_are_one_line_naming_the_variable(env, message):
+    with pytest.raises(ConfigError) as info:
         LookupSettings.from_env(env)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text and "hunter2" not in text
 
 
 def test_without_a_dataset_file_nothing_is_declared():

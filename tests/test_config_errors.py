@@ -1,0 +1,67 @@
+"""Bad configuration at start: one line naming the setting, the value and what is
+allowed, a non-zero exit, never a traceback; real processes, a real redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DEMO_CONFIG, ROOT
+
+
+def _start(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    return subprocess.run([sys.executable, "-m", module, "--bind", "127.0.0.1:0", *args],
+                          env={**base, **env}, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"LOOKUP_THREADS": "four"}, "lookup: LOOKUP_THREADS='four': must be an integer of at least 1"),
+        ({"PRESCORE_REDIS_TIMEOUT_S": "fast"}, "lookup: PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60"),
+        ({"REDIS_URL": "http://:pw@cache:6379"}, "lookup: REDIS_URL='http://:***@cache:6379': must be a URL of redis://, rediss://, unix://"),
+        ({"PRESCORE_CONFIG": ""}, "lookup: PRESCORE_CONFIG: no datasets declared"),
+        ({"PRESCORE_CONFIG": "/nowhere.toml"}, "lookup: /nowhere.toml: cannot read the dataset file"),
+    ],
+)  # fmt: skip
+def test_the_lookup_refuses_bad_settings_before_serving(env: dict[str, str], line: str) -> None:
+    done = _start("lookup.serve", env)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(line) and len(done.stderr.strip().splitlines()) == 1
+    assert "serving" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_cluster_mode_against_a_single_node_is_one_line(redis_url: str) -> None:
+    done = _start("lookup.serve", {"REDIS_URL": redis_url, "PRESCORE_REDIS_CLUSTER": "1"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"lookup: PRESCORE_REDIS_CLUSTER=1, but the Redis at {redis_url} is not a cluster "
+        "(set PRESCORE_REDIS_CLUSTER=0)"
+    )
+
+
+def test_a_model_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    cli = [
+        sys.executable,
+        "-m",
+        "prescore.cli",
+        "--model-store",
+        "file:///nonexistent/models",
+        "models",
+    ]
+    done = subprocess.run(cli, env={"PATH": "/usr/bin:/bin", "PRESCORE_CONFIG": str(DEMO_CONFIG)},
+                          cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "prescore: model_store: PRESCORE_MODEL_STORE=file:///nonexistent/models: no such folder "
+        "(register a model to create the store, or fix the setting)"
+    )
