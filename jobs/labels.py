@@ -33,7 +33,7 @@ from prescore.datasets import Dataset
 from prescore.errors import InvalidInput
 from prescore.image_features import decode, model_input
 from prescore.modelstore import ModelRef
-from prescore.signature import Signatures, check_labels, image_input
+from prescore.signature import Signatures, check_labels, image_dims, image_input
 
 FILE_SPLITS_PER_TASK = 64  # a split holds ~32 small files (openCostInBytes)
 ARROW_BATCH_FILES = 512
@@ -72,8 +72,8 @@ def decode_all(
 def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
     """(key, payload) rows of the good images in ``frame``, and ``path: reason`` of bad ones."""
     name, tensor = image_input(model.signatures.serving, "model")
-    size = (int(tensor.shape[1]), int(tensor.shape[2]))
-    ids, pixels, bad = decode_all(frame, size, int(tensor.shape[3]), conf["max_bytes"])
+    h, w, c = image_dims(tensor)
+    ids, pixels, bad = decode_all(frame, (h, w), c, conf["max_bytes"])
     if not pixels:
         return [], bad
     scores = model({name: model_input(np.stack(pixels), tensor.dtype)})

@@ -32,7 +32,7 @@ class WorkerCache:
         with self._lock:
             if key in self._values:
                 self._values.move_to_end(key)
-                return self._values[key]  # type: ignore[no-any-return]
+                return self._values[key]
             value = build()
             self._values[key] = value
             while len(self._values) > self.size:

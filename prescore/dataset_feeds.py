@@ -21,7 +21,15 @@ from prescore.datasets import Dataset, Table
 from prescore.errors import ConfigError, InvalidInput
 from prescore.image_features import decode, model_input
 from prescore.image_store import ImageStore
-from prescore.signature import Column, Columns, Signatures, Tensor, bind_inputs, image_input
+from prescore.signature import (
+    Column,
+    Columns,
+    Signatures,
+    Tensor,
+    bind_inputs,
+    image_dims,
+    image_input,
+)
 
 Feed = dict[str, np.ndarray]
 
@@ -115,8 +123,8 @@ def _decode_file(path: str, tensor: Tensor, max_bytes: int) -> np.ndarray | None
     try:
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
-        size = (int(tensor.shape[1]), int(tensor.shape[2]))
-        return decode(raw, size, max_bytes, channels=int(tensor.shape[3]))
+        h, w, c = image_dims(tensor)
+        return decode(raw, (h, w), max_bytes, channels=c)
     except (OSError, InvalidInput):
         return None
 
@@ -142,8 +150,8 @@ def heldout(
         for i, k in enumerate(rows[key].astype(str)):
             raw = store.read(k)
             try:
-                size = (int(tensor.shape[1]), int(tensor.shape[2]))
-                pixels.append(decode(raw or b"", size, channels=int(tensor.shape[3])))
+                h, w, c = image_dims(tensor)
+                pixels.append(decode(raw or b"", (h, w), channels=c))
                 keep.append(i)
             except InvalidInput:
                 continue

@@ -234,6 +234,12 @@ def image_input(sig: Signature, where: str) -> tuple[str, Tensor]:
     return name, tensor
 
 
+def image_dims(tensor: Tensor) -> tuple[int, int, int]:
+    """(height, width, channels) of an image input that :func:`image_input` accepted."""
+    h, w, c = (int(d) if d is not None else 0 for d in tensor.shape[1:4])
+    return h, w, c
+
+
 def check_labels(
     dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any], rows: Columns | None
 ) -> list[str]:

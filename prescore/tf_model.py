@@ -97,7 +97,7 @@ class TFModel:
         """``f(entity_rows, item_rows, context_row|None, owner, item_idx) -> scores``."""
         if self._pairs is None:
             self._pairs = self._build_pairs()
-        return self._pairs  # type: ignore[no-any-return]
+        return self._pairs
 
     def _build_pairs(self) -> PairScorer:
         import tensorflow as tf
@@ -115,7 +115,7 @@ class TFModel:
         ]
 
         @tf.function(input_signature=specs)
-        def score(entity, item, context, owner, item_idx):  # type: ignore[no-untyped-def]
+        def score(entity, item, context, owner, item_idx):
             args = {"entity": tf.gather(entity, owner), "item": tf.gather(item, item_idx)}
             if has_ctx:
                 n = tf.shape(owner)[0]
