@@ -14,7 +14,7 @@ from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
 from prescore.redis_client import connect
-from prescore.web import install_error_handlers
+from prescore.web import install_error_handlers, install_request_log
 
 
 def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:
@@ -28,6 +28,7 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     service = Lookup(reader, on_miss or for_settings(settings), metrics)
     datasets = ServedDatasets.of(settings.core.catalog)
     install_error_handlers(app)
+    install_request_log(app, settings.server.access_log)
     routes.register(app, settings, service, reader, metrics, datasets)
     app.extensions["lookup"] = service
     if isinstance(service.on_miss, FallbackClient):  # new entities scored from their features

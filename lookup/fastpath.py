@@ -23,6 +23,8 @@ from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from prescore.codec import dumps
 from prescore.errors import InvalidInput, PrescoreError
+from prescore.logs import request_id
+from prescore.web import access, log_failure
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _STATUS = {
@@ -68,20 +70,26 @@ class FastPath:
             for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
                     started = time.perf_counter()
-                    answer = self._answer(spec, path[len(prefix) :], environ)
+                    rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+                    answer = self._answer(spec, path[len(prefix) :], environ, rid)
                     if answer is None:
                         break
                     status, body = answer
                     start_response(
                         _STATUS.get(status) or f"{status} ERROR",
                         [("Content-Type", "application/json"),
-                         ("Content-Length", str(len(body)))],
+                         ("Content-Length", str(len(body))), ("X-Request-ID", rid)],
                     )  # fmt: skip
-                    self.metrics.observe(rule, "GET", status, time.perf_counter() - started)
+                    took = time.perf_counter() - started
+                    self.metrics.observe(rule, "GET", status, took)
+                    if self.settings.server.access_log:
+                        access("GET", path, status, rid, took)
                     return [body]
         return self.fallthrough(environ, start_response)
 
-    def _answer(self, spec: Served, key: str, environ: dict[str, Any]) -> tuple[int, bytes] | None:
+    def _answer(
+        self, spec: Served, key: str, environ: dict[str, Any], rid: str
+    ) -> tuple[int, bytes] | None:
         """(status, body), or None to let Flask answer (and refuse) the request."""
         try:
             params.check_key(spec, key)
@@ -97,4 +105,8 @@ class FastPath:
         try:
             return self.service.one(spec, key, context, shape)
         except PrescoreError as exc:
+            if exc.http_status >= 500:
+                log_failure(
+                    exc.http_status, exc.code, exc.message, rid, environ.get("PATH_INFO", "")
+                )
             return exc.http_status, dumps(exc.to_dict())

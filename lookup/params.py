@@ -1,11 +1,11 @@
 """Parsing and checking request parameters; every refusal is an InvalidInput with a code.
 
 Every dataset takes ``k`` (or its synonym ``limit``: at most that many entries, best
-first; given both, the smaller) and ``min_score`` (only entries scoring at least that), whatever its list is
-called; a dataset with contexts takes ``context``. Codes: ``invalid_k``, ``invalid_limit``,
-``invalid_min_score``, ``invalid_id`` (from prescore.keys), ``invalid_body``,
-``invalid_ids``, ``too_many_ids`` (413), ``malformed_json``, ``unsupported_media_type``
-(415), ``too_large`` (413).
+first; of both, the smaller) and ``min_score`` (only entries scoring at least that),
+whatever its list is called; a dataset with contexts takes ``context``. Codes:
+``invalid_k``, ``invalid_limit``, ``invalid_min_score``, ``invalid_id`` (from
+prescore.keys), ``invalid_body``, ``invalid_ids``, ``too_many_ids`` (413),
+``malformed_json``, ``unsupported_media_type`` (415), ``too_large`` (413).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import shutil
 import sys
@@ -19,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lookup.settings import LookupSettings
+from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
 from prescore.redis_client import safe_url
+
+log = logging.getLogger("lookup")
 
 
 def prepare_metrics_dir(settings: LookupSettings) -> LookupSettings:
@@ -37,12 +41,13 @@ def load_app(settings: LookupSettings) -> Any:
     """Build the app in a worker process (after the metrics dir is set) and tune it."""
     from lookup.app import create_app
 
+    logs.configure("lookup", settings.server.log_level)
     app = create_app(settings)
     sys.setswitchinterval(settings.server.switch_interval_s)
     if settings.server.gc_freeze:
         gc.collect()
         gc.freeze()
-    print(f"lookup worker {os.getpid()} ready", file=sys.stderr, flush=True)
+    log.info(f"lookup worker {os.getpid()} ready", extra={"pid": os.getpid()})
     return app
 
 
@@ -75,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except PrescoreError as exc:
         print(f"lookup: {exc.message}", file=sys.stderr)
         return 2
-    print(
-        f"lookup: serving on http://{settings.server.bind} with {settings.server.workers} "
-        f"workers x {settings.server.threads} threads; redis {safe_url(settings.core.redis.url)}",
-        flush=True,
-    )
+    logs.configure("lookup", settings.server.log_level)
+    s = settings.server
+    log.info(
+        f"lookup: serving on http://{s.bind} with {s.workers} workers x {s.threads} threads; "
+        f"redis {safe_url(settings.core.redis.url)}",
+        extra={"bind": s.bind, "workers": s.workers, "threads": s.threads,
+               "datasets": settings.core.catalog.names()},
+    )  # fmt: skip
     try:
         settings.server.wsgi_server().serve(partial(load_app, settings))
     finally:

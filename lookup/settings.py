@@ -6,12 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-
 from urllib.parse import urlparse
 
 from prescore.errors import ConfigError
 from prescore.serving import WSGIServer
-from prescore.settings import Settings, env_bool, env_float, env_int, env_str
+from prescore.settings import Settings, env_bool, env_choice, env_float, env_int, env_str
 
 
 def _default_workers() -> int:
@@ -33,6 +32,8 @@ class ServerSettings:
     # How often a thread that holds the GIL hands it over (CPython's default: 5 ms).
     switch_interval_s: float = 0.005
     gc_freeze: bool = True  # keep the loaded app out of the GC's generations (shorter pauses)
+    access_log: bool = False  # one JSON log line per request (the hot path's too)
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
@@ -49,6 +50,10 @@ class ServerSettings:
                 env, "LOOKUP_SWITCH_INTERVAL_S", cls.switch_interval_s, lo=0.0001
             ),
             gc_freeze=env_bool(env, "LOOKUP_GC_FREEZE", cls.gc_freeze),
+            access_log=env_bool(env, "LOOKUP_ACCESS_LOG", cls.access_log),
+            log_level=env_choice(
+                env, "PRESCORE_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
+            ),
         )
 
     def wsgi_server(self) -> WSGIServer:

@@ -63,9 +63,9 @@ def read_typed(
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = files(table, webhdfs_url, tmp)
+        found = files(table, webhdfs_url, tmp)
         try:
-            parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in files]
+            parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in found]
             arrow = pa.concat_tables(parts)
         except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc

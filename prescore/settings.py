@@ -78,6 +78,13 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw.lower() in _TRUE
 
 
+def env_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = _get(env, name, default)
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
+    return raw
+
+
 def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     """A URL whose scheme is one of ``schemes`` (the value shown with no password)."""
     raw = _get(env, name, default)

@@ -136,7 +136,7 @@ class Versions:
             while not stop.wait(self.settings.writer_lease_s / 3):
                 try:
                     self.renew(version)
-                except Exception:  # noqa: BLE001 - a blip: the next beat tries again
+                except Exception:
                     continue
 
         thread = threading.Thread(target=beat, name=f"lease-{version}", daemon=True)

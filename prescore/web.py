@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from prescore.codec import dumps, loads
 from prescore.errors import InvalidInput, PayloadTooLarge, PrescoreError, UnsupportedMediaType
+from prescore.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,25 @@ def error_response(code: str, message: str, status: int) -> Response:
     return json_response(dumps({"error": code, "message": message}), status)
 
 
+def log_failure(status: int, code: str, message: str, request_id: str, path: str) -> None:
+    """The one log line of an answer with a 5xx status: what failed and why."""
+    log.error(
+        "request failed",
+        extra={"status": status, "error": code, "reason": message, "request_id": request_id,
+               "path": path},
+    )  # fmt: skip
+
+
 def install_error_handlers(app: Flask) -> None:
-    """Every error leaves as JSON with a stable ``error`` code; never a stack trace."""
+    """Every error leaves as JSON with a stable ``error`` code; never a stack trace. Every
+    5xx is logged with its cause and request id."""
 
     @app.errorhandler(PrescoreError)
     def _prescore(exc: PrescoreError) -> Response:
         if exc.http_status >= 500:
-            log.warning("%s: %s", exc.code, exc.message)
+            log_failure(
+                exc.http_status, exc.code, exc.message, g.get("request_id", ""), request.path
+            )
         return error_response(exc.code, exc.message, exc.http_status)
 
     @app.errorhandler(HTTPException)
@@ -52,8 +65,38 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.exception(
+            "unhandled error", extra={"request_id": g.get("request_id", ""), "path": request.path}
+        )
         return error_response("internal", "internal error", 500)
+
+
+def install_request_log(app: Flask, access_log: bool) -> None:
+    """A request id for every request (the caller's X-Request-ID, else a new one), echoed
+    in the answer's X-Request-ID; with ``access_log``, one line per request."""
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
+        g.log_started = time.perf_counter()
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        rid = g.get("request_id") or request_id(None)
+        response.headers["X-Request-ID"] = rid
+        if access_log:
+            access(request.method, request.path, response.status_code, rid,
+                   time.perf_counter() - g.get("log_started", time.perf_counter()))  # fmt: skip
+        return response
+
+
+def access(method: str, path: str, status: int, rid: str, seconds: float) -> None:
+    """One access log line."""
+    log.info(
+        "request",
+        extra={"method": method, "path": path, "status": status, "request_id": rid,
+               "ms": round(seconds * 1000, 3)},
+    )  # fmt: skip
 
 
 def json_body(request: Request, max_bytes: int) -> Any:

@@ -131,7 +131,7 @@ BATCH = "/v1/recommendations:batchGet"
         (json.dumps({"user_ids": [f"u{i}" for i in range(21)]}), 413, "too_many_ids"),
         ('{"user_ids": ["u1"], "k": 0}', 400, "invalid_k"),
         ('{"user_ids": ["u1"], "k": true}', 400, "invalid_k"),
-        ('{"user_ids": ["u1"], "k": 2.0}', 400, "invalid_k"),
+        ('{"user_ids": ["u1"], "k": 2.5}', 400, "invalid_k"),  # 2.0 is an integer (JSON Schema)
         ('{"user_ids": ["u1"], "k": null}', 200, ""),
         (json.dumps({"user_ids": ["u1"], "k": MAX_K + 1}), 400, "invalid_k"),
         ('{"user_ids": ["u1"], "limit": 0}', 400, "invalid_limit"),

@@ -1,0 +1,60 @@
+"""Structured logs: one JSON object a line, for the services and the jobs.
+
+``{"ts": "...", "level": "warning", "service": "lookup", "event": "...", ...fields}``:
+a log line's ``extra`` fields (request_id, status, dataset, error code, ...) become keys,
+so a log pipeline can filter on them without parsing messages. Hand-written rather than
+python-json-logger: the whole of it is the one ``format`` below, and the services need no
+more. Messages never carry secrets: URLs are logged through redis_client.safe_url.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class JSONFormatter(logging.Formatter):
+    """A log record as one line of JSON."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        doc.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, ensure_ascii=False)
+
+
+def configure(service: str, level: str = "info") -> None:
+    """Send every log record of this process to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def request_id(given: str | None) -> str:
+    """The caller's X-Request-ID when it is a plain token, else a new one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
