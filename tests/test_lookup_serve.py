@@ -274,3 +274,59 @@ def test_redis_over_tls_with_auth_and_a_client_certificate(tmp_path, settings):
     finally:
         proxy.close()
         proc.stop()
+
+
+def test_logs_are_json_lines_with_request_ids_and_every_5xx_has_its_cause(
+    redis_proc, redis_url, rclient, settings, tmp_path
+):
+    """An access log line per request (LOOKUP_ACCESS_LOG=1), the caller's X-Request-ID
+    echoed and logged, and a 503 logged with its cause: JSON lines a pipeline can filter."""
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "LOOKUP_POINTER_CACHE_S": "0",
+           "LOOKUP_ACCESS_LOG": "1", **_config(tmp_path)}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    publish_users(rclient, settings, users=2)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str, rid: str) -> tuple[int, Message]:
+        req = urllib.request.Request(base + path, headers={"X-Request-ID": rid})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers
+
+    try:
+        deadline = time.monotonic() + 30
+        while "lookup worker" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        status, headers = get("/v1/recommendations/u1", "req-hit-1")
+        assert status == 200 and headers["X-Request-ID"] == "req-hit-1"
+        status, headers = get("/openapi.json", "bad id with spaces")  # a new one is made
+        assert status == 200 and len(headers["X-Request-ID"]) == 32
+        redis_proc.stop()
+        status, headers = get("/v1/recommendations/u1", "req-down-2")
+        assert status == 503 and headers["X-Request-ID"] == "req-down-2"
+        time.sleep(0.3)
+    finally:
+        redis_proc.start()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert all({"ts", "level", "service", "event"} <= set(line) for line in lines)
+    access = [line for line in lines if line["event"] == "request"]
+    hit = next(line for line in access if line["request_id"] == "req-hit-1")
+    assert (hit["status"], hit["method"], hit["path"]) == (200, "GET", "/v1/recommendations/u1")
+    failed = [line for line in lines if line["event"] == "request failed"]
+    assert len(failed) == 1 and failed[0]["level"] == "error"
+    assert (failed[0]["status"], failed[0]["error"], failed[0]["request_id"]) == (
+        503, "store_unavailable", "req-down-2",
+    )  # fmt: skip
+    assert "while reading" in failed[0]["reason"]
