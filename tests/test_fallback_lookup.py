@@ -393,3 +393,36 @@ def test_the_fallback_route_is_one_for_every_dataset(fallback: Server, lookup: S
     requests.get(lookup.url + "/v1/picks/c11", timeout=5)
     requests.get(lookup.url + "/v1/datasets/colours/img-3", timeout=5)
     assert fallback_calls(fallback, PREDICT_ROUTE) == before + 2
+
+
+def test_a_fallback_refusing_what_it_does_not_serve_is_unavailable_not_the_callers_fault(
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A fallback deployed with other settings than the lookup (it serves only the shop,
+    and takes at most 2 instances a call): its 404 and 413 are no fault of the caller's,
+    so a miss is a 503 fallback_unavailable (a batch keeps its hits), never a 4xx."""
+    publish_data(rclient, settings)
+    fb = fallback_server(
+        world, tmp_path / "fb.log", FALLBACK_DATASETS="shop", FALLBACK_MAX_INSTANCES="2"
+    ).start()
+    lk: Server | None = None
+    try:
+        lk = lookup_server(world, redis_url, fb.url, tmp_path / "lookup.log")
+        single = requests.get(lk.url + "/v1/datasets/colours/img-0", timeout=5)
+        assert (single.status_code, single.json()["error"]) == (503, "fallback_unavailable")
+        body = {"keys": ["img-hit", "img-1"]}
+        doc = requests.post(lk.url + "/v1/datasets/colours:batchGet", json=body, timeout=5).json()
+        assert outcomes(doc) == ["precomputed", "fallback_unavailable"]
+        body = {"keys": ["c0", "c3", "c4", "c5"], "k": 2}
+        reply = requests.post(lk.url + "/v1/picks:batchGet", json=body, timeout=5)
+        assert reply.status_code == 200, reply.text
+        unavailable = "fallback_unavailable"
+        assert outcomes(reply.json()) == ["precomputed", unavailable, unavailable, unavailable]
+        assert stored(rclient, "shop", "c3") is None
+        live = requests.get(lk.url + "/v1/picks/c3", timeout=5)  # one miss: within its bound
+        assert live.status_code == 200 and live.json()["source"] == "live"
+    finally:
+        if lk is not None:
+            lk.stop()
+        fb.stop()

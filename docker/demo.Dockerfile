@@ -1,0 +1,20 @@
+# syntax=docker/dockerfile:1
+# The demo image: the jobs image plus examples/ (the hotel demo's data generators and
+# trainers). Only the dev overlay runs it (its seed Job, and as the trainer image of the
+# demo's retraining); the lookup, fallback and jobs images never contain examples/.
+# Build after the jobs image, from the repository root (BuildKit reads this file's own
+# ignore file, docker/demo.Dockerfile.dockerignore, which lets examples/ into the context):
+#   docker build -f docker/jobs.Dockerfile -t prescore-jobs:dev .
+#   docker build -f docker/demo.Dockerfile --build-arg JOBS_IMAGE=prescore-jobs:dev -t prescore-demo:dev .
+ARG JOBS_IMAGE=prescore-jobs:dev
+FROM ${JOBS_IMAGE}
+
+# Beside prescore/ and jobs/ in the jobs image's /opt/prescore, the working directory of
+# every command: `python -m examples.hotels.datagen` imports examples/ from here.
+WORKDIR /opt/prescore
+COPY examples examples
+ENV PYTHONPATH=/opt/prescore
+USER 10001
+HEALTHCHECK --interval=5m --timeout=60s --retries=1 \
+    CMD ["python", "-c", "import examples.hotels.datagen, jobs.submit"]
+CMD ["python", "-m", "examples.hotels.datagen", "--help"]
