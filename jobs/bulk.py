@@ -270,7 +270,10 @@ def publish_version(
             summary.scored += row["scored"]
             summary.bad += row["bad"]
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
-        versions.publish(info.version, summary.rows, retire=False, force=force)
+        took = time.perf_counter() - started
+        figures = {"seconds": round(took, 3), "scored": summary.scored, "unit": unit,
+                   "bad": summary.bad}  # fmt: skip
+        versions.publish(info.version, summary.rows, retire=False, force=force, figures=figures)
     except BaseException as exc:
         _drain(spark)  # tasks of a failed job may still be writing: let them stop first
         if versions.get(info.version).status == "writing":

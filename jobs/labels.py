@@ -32,6 +32,7 @@ from prescore.codec import PayloadShape
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput
 from prescore.image_features import decode, model_input
+from prescore.image_store import image_extensions, image_folder
 from prescore.modelstore import ModelRef
 from prescore.signature import Signatures, check_labels, image_dims, image_input
 
@@ -115,21 +116,9 @@ def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) ->
 # -- driver: images ------------------------------------------------------------------------
 
 
-def split_glob(images: str, pattern: str) -> tuple[str, str]:
-    """``dir/*.jpg`` -> (``dir``, ``*.jpg``): Spark lists one folder, not one root per match.
-
-    A last part of ``*`` keeps ``pattern``, so ``dir/*`` skips labels.jsonl and the like.
-    """
-    head, _, last = images.rstrip("/").rpartition("/")
-    if head and any(c in last for c in "*?[{") and not any(c in head for c in "*?[{"):
-        return head, pattern if last == "*" else last
-    return images, pattern
-
-
-def extension_pattern(extensions: Sequence[str]) -> str:
-    """The file names an images dataset reads: its extensions, in either case."""
-    both = sorted({e.lower() for e in extensions} | {e.upper() for e in extensions})
-    return "*.{" + ",".join(both) + "}"
+def extension_pattern(dataset: Dataset) -> str:
+    """The file names an images dataset reads (prescore.image_store.image_extensions)."""
+    return "*.{" + ",".join(image_extensions(dataset)) + "}"
 
 
 def _plain(uri: str) -> str:
@@ -171,7 +160,8 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
 
 def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any]:
     """The listed files, and their (path, content) rows a worker decodes, in few partitions."""
-    root, pattern = split_glob(dataset.images, extension_pattern(dataset.image_extensions))
+    root = image_folder(dataset.images)
+    pattern = extension_pattern(dataset)
     files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
     images = files.where(files.length <= dataset.max_image_bytes).select("path", "content")
     parallelism = spark.sparkContext.defaultParallelism

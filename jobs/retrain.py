@@ -91,7 +91,10 @@ def step_train(settings: Settings, dataset: Dataset, opts: Options, state: RunSt
         module, _, func = training.entry.partition(":")
         getattr(importlib.import_module(module), func)(str(out))
     else:
-        argv = [p.replace("{output}", str(out)).replace("{python}", sys.executable) for p in training.command]
+        argv = [
+            p.replace("{output}", str(out)).replace("{python}", sys.executable)
+            for p in training.command
+        ]
         log("$ " + " ".join(argv))
         done = subprocess.run(argv, check=False)
         if done.returncode:
@@ -132,9 +135,17 @@ def step_evaluate(settings: Settings, dataset: Dataset, candidate: str) -> dict[
     versions = [candidate] + ([promoted] if promoted and promoted != candidate else [])
     metrics = evaluate_versions(settings, dataset, versions)
     for version, m in metrics.items():
-        log(f"evaluate: {dataset.model}/{version} {metric} {m[metric]:.4f} on {m['heldout_rows']} held-out rows")
-    current = {"version": promoted, **metrics[promoted]} if promoted and promoted != candidate else None
-    return {"metric": metric, "candidate": {"version": candidate, **metrics[candidate]}, "promoted": current}
+        log(
+            f"evaluate: {dataset.model}/{version} {metric} {m[metric]:.4f} on {m['heldout_rows']} held-out rows"
+        )
+    current = (
+        {"version": promoted, **metrics[promoted]} if promoted and promoted != candidate else None
+    )
+    return {
+        "metric": metric,
+        "candidate": {"version": candidate, **metrics[candidate]},
+        "promoted": current,
+    }
 
 
 def decide(evaluation: dict[str, Any], max_regression: float) -> tuple[bool, str]:
@@ -157,13 +168,19 @@ def decide(evaluation: dict[str, Any], max_regression: float) -> tuple[bool, str
 
 
 def step_gate(dataset: Dataset, opts: Options, evaluation: dict[str, Any]) -> dict[str, Any]:
-    margin = opts.max_regression if opts.max_regression is not None else _training(dataset).max_regression
+    margin = (
+        opts.max_regression
+        if opts.max_regression is not None
+        else _training(dataset).max_regression
+    )
     passed, reason = decide(evaluation, margin)
     log(("PASS " if passed else "KEEP ") + reason)
     return {"promote": passed, "reason": reason}
 
 
-def _published_for(settings: Settings, dataset: Dataset, model_version: str, since: str) -> str | None:
+def _published_for(
+    settings: Settings, dataset: Dataset, model_version: str, since: str
+) -> str | None:
     v = Versions(connect(settings.redis), dataset.name, settings.store)
     for info in v.all():
         if (
@@ -189,7 +206,9 @@ def _subprocess_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def step_score(settings: Settings, dataset: Dataset, opts: Options, state: RunState, version: str) -> dict:
+def step_score(
+    settings: Settings, dataset: Dataset, opts: Options, state: RunState, version: str
+) -> dict:
     # A crash after the publish but before this step was recorded: do not score again.
     done = _published_for(settings, dataset, version, state.started_at)
     if done:
@@ -201,12 +220,15 @@ def step_score(settings: Settings, dataset: Dataset, opts: Options, state: RunSt
             **flags,
         )  # fmt: skip
     else:
-        argv = submit.local_args("score", master=opts.master, driver_memory=opts.driver_memory, **flags)
+        argv = submit.local_args(
+            "score", master=opts.master, driver_memory=opts.driver_memory, **flags
+        )
     submit.run(argv, env=_subprocess_env(settings))
     published = _published_for(settings, dataset, version, state.started_at)
     if published is None:
         raise PrescoreError(
-            f"scoring finished but no {dataset.name} version from model {version}", code="publish_failed"
+            f"scoring finished but no {dataset.name} version from model {version}",
+            code="publish_failed",
         )
     return {"published": published}
 
@@ -276,7 +298,9 @@ def build_report(state: RunState, dataset: Dataset) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m jobs.retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m jobs.retrain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", required=True, help="a declared dataset with a training section")
     p.add_argument("--run-id", help="resume this run (default: a new one; $PRESCORE_RUN_ID)")
@@ -297,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = os.environ
     try:
-        settings = Settings.from_env(env).with_overrides(args.redis_url, args.model_store, args.config, env)
+        settings = Settings.from_env(env).with_overrides(
+            args.redis_url, args.model_store, args.config, env
+        )
         opts = Options(
             dataset=args.dataset,
             run_id=args.run_id or env.get("PRESCORE_RUN_ID") or new_run_id(),

@@ -1,8 +1,8 @@
 """Images by key from a labels dataset's folder, ``file://`` or ``hdfs://`` (prescore.storage).
 
 The bulk job's key rule read backwards: image ``<key>`` is the file ``<folder>/<key>.<ext>``,
-ext tried in the declared order (each in lower then upper case); the first that exists
-is the image. The key is checked with prescore.keys.check_id before any I/O: a valid id
+ext tried in the order :func:`image_extensions` gives (the bulk job reads the same
+extensions); the first that exists is the image. The key is checked with prescore.keys.check_id before any I/O: a valid id
 holds no ``/`` and never starts with ``.``, so the path names a file directly in the
 folder, never one outside it.
 """
@@ -10,6 +10,7 @@ folder, never one outside it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from prescore import keys
@@ -24,6 +25,16 @@ def image_folder(images: str) -> str:
     """The folder of an images path: ``hdfs://nn/photos/*.jpg`` -> ``hdfs://nn/photos``."""
     head, _, last = images.rstrip("/").rpartition("/")
     return head if head and any(c in last for c in "*?[{") else images
+
+
+def image_extensions(dataset: Dataset) -> tuple[str, ...]:
+    """The extensions of a dataset's image files, the one rule for the bulk job and live
+    inference: those its path names (``*.jpg``, ``*.{jpg,png}``), else the declared ones.
+    Each is read in lower and in upper case."""
+    last = dataset.images.rstrip("/").rpartition("/")[2]
+    named = re.fullmatch(r"\*\.(\w+|\{\w+(?:,\w+)*\})", last)
+    found = named.group(1).strip("{}").split(",") if named else list(dataset.image_extensions)
+    return tuple(dict.fromkeys(e for ext in found for e in (ext.lower(), ext.upper())))
 
 
 class ImageStore:
@@ -43,7 +54,7 @@ class ImageStore:
         root = open_root(
             image_folder(dataset.images), webhdfs_url=webhdfs_url, user=user, timeout_s=timeout_s
         )
-        return cls(root, dataset.image_extensions, dataset.max_image_bytes)
+        return cls(root, image_extensions(dataset), dataset.max_image_bytes)
 
     def paths(self, key: str) -> list[str]:
         """Where image ``key`` may be, in the order tried; InvalidInput for a bad key."""

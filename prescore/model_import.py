@@ -153,11 +153,23 @@ def register(
         skipped = {"built": False, "reason": "skipped (--no-int8)"}
         q = _int8(out, meta, sigs, targets[0], webhdfs_url) if int8 else skipped
         meta["quantization"] = q
-        say(f"{name}: int8 variant " + ("built" if q["built"] else f"not built: {q['reason']}"))
+        say(f"{name}: int8 variant {_described(q)}")
         version = store.save(name, out, meta)
     if promote:
         store.promote(name, version)
     return Registered(name, version, promote, q, tuple(checked))
+
+
+def _described(q: Mapping[str, Any]) -> str:
+    if not q["built"]:
+        return f"not built: {q['reason']}"
+    int8 = q["runtimes"]["int8"]
+    if not int8["agrees"]:
+        return (
+            f"built, but it does not answer as the SavedModel does (scores up to "
+            f"{int8['max_abs_diff_vs_tf']} apart): never served by auto (serves {q['fastest']})"
+        )
+    return f"built (auto serves {q['fastest']})"
 
 
 def _check_shape(dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any]) -> None:

@@ -9,7 +9,10 @@ says why, and live inference serves the SavedModel. Both files are run in LiteRT
 held-out feeds beside the SavedModel in TensorFlow: agreement, quality when the truth
 is given (AUC or mAP), single-row latency and batch throughput. The record goes into
 model.json under ``quantization``; its ``fastest`` names the runtime the fallback serves
-by default (``auto``).
+by default (``auto``): the fastest of those that agree with TensorFlow, every score
+within ``MAX_DIFF`` of its own (and, with the truth given, losing at most
+``MAX_QUALITY_LOSS`` of the metric). A variant that converts but answers otherwise is
+kept on disk, marked ``agrees: false``, and never served by ``auto``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from prescore.quality import quality
 from prescore.signature import SERVING
 
 Feed = Mapping[str, np.ndarray]
+MAX_DIFF = 0.1  # 8-bit steps of a sigmoid output are 1/256 apart; more is a broken variant
+MAX_QUALITY_LOSS = 0.02
 
 
 def convert(saved_model: Path, out_dir: Path, representative: Feed) -> dict[str, Path]:
@@ -99,6 +104,14 @@ def measure(
     return out
 
 
+def _agrees(runtimes: Mapping[str, Any], name: str, metric: str, scored: bool) -> bool:
+    """Whether runtime ``name`` answers as TensorFlow does (tf itself always does)."""
+    record = runtimes[name]
+    if not record["max_abs_diff_vs_tf"] <= MAX_DIFF:  # NaN disagrees too
+        return False
+    return not scored or runtimes["tf"][metric] - record[metric] <= MAX_QUALITY_LOSS
+
+
 def quantize_dir(
     model_dir: Path, meta: Mapping[str, Any], representative: Feed, eval_feed: Feed,
     y_eval: np.ndarray | None = None, metric: str = "auc", calibration_rows: int = 200,
@@ -111,6 +124,8 @@ def quantize_dir(
     try:
         convert(model_dir / "saved_model", model_dir, calibration)
         runtimes = measure(model_dir, meta, eval_feed, y_eval, metric)
+        for name, record in runtimes.items():
+            record["agrees"] = _agrees(runtimes, name, metric, y_eval is not None)
     except Exception as exc:  # the converter and LiteRT raise many kinds: all mean "not here"
         for filename in TFLITE_FILES.values():
             (model_dir / filename).unlink(missing_ok=True)
@@ -119,7 +134,10 @@ def quantize_dir(
     record: dict[str, Any] = {
         "built": True,
         "runtimes": runtimes,
-        "fastest": max(runtimes, key=lambda r: runtimes[r]["batch_rows_per_s"]),
+        "fastest": max(
+            (r for r in runtimes if _agrees(runtimes, r, metric, y_eval is not None)),
+            key=lambda r: runtimes[r]["batch_rows_per_s"],
+        ),
         "calibration_rows": feeding.rows(calibration),
         "eval_rows": feeding.rows(eval_feed),
     }

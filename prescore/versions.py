@@ -15,9 +15,10 @@ be rolled forward to again and is retired only as versions beyond the newest N a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 from prescore import keys
 from prescore.codec import VersionInfo, sort_versions
@@ -152,11 +153,18 @@ class Versions:
         pipe.delete(keys.written_key(self.dataset, version))  # type: ignore[attr-defined]
 
     def publish(
-        self, version: str, expected_rows: int, *, retire: bool = True, force: bool = False
+        self,
+        version: str,
+        expected_rows: int,
+        *,
+        retire: bool = True,
+        force: bool = False,
+        figures: Mapping[str, Any] | None = None,
     ) -> VersionInfo:
         """Verify the count, then switch pointer and registry atomically; retire old ones
         (unless ``retire`` is False: the caller runs :meth:`retire_old` itself). A version
-        older than the live one is refused unless ``force``."""
+        older than the live one is refused unless ``force``. ``figures`` (a run's duration,
+        rows scored, ...) are kept in the registry entry, where the exporter reads them."""
         info = self.get(version)
         if info.status != "writing":
             raise PublishError(f"version {version} is {info.status}, not writing")
@@ -180,7 +188,12 @@ class Versions:
             )
         now = utcnow_iso()
         done = info.replace(
-            status="published", rows=found, finished_at=now, published_at=now, note=note
+            status="published",
+            rows=found,
+            finished_at=now,
+            published_at=now,
+            note=note,
+            extra={**info.extra, **(figures or {})},
         )
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self._pointer, version)

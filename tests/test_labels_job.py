@@ -13,7 +13,9 @@ import pytest
 
 from examples.hotels.imagegen import TAGS, generate, read_labels
 from examples.hotels.train_tagger import train
-from jobs.labels import image_key, split_glob
+from jobs.labels import extension_pattern, image_key
+from prescore.datasets import Dataset
+from prescore.image_store import image_extensions, image_folder
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.errors import InvalidInput, ModelStoreError
@@ -75,10 +77,21 @@ def test_image_id_rule_and_globs() -> None:
     assert image_key("file:/var/images/a.b.png") == "a.b"
     with pytest.raises(InvalidInput):
         image_key("file:/var/images/hotel photo (2).jpg")
-    assert split_glob("var/images/*.jpg", "P") == ("var/images", "*.jpg")
-    assert split_glob("var/images/*", "P") == ("var/images", "P")
-    assert split_glob("hdfs://nn/photos/", "P") == ("hdfs://nn/photos/", "P")
-    assert split_glob("var/*/x.jpg", "P") == ("var/*/x.jpg", "P")
+    assert image_folder("var/images/*.jpg") == "var/images"
+    assert image_folder("hdfs://nn/photos/") == "hdfs://nn/photos/"
+    assert image_folder("var/*/x.jpg") == "var/*/x.jpg"
+
+    def exts(path: str) -> tuple[str, ...]:
+        return image_extensions(
+            Dataset("t", "labels", images=path, image_extensions=("png", "jpg"))
+        )
+
+    # the bulk job and live inference read the same files: what the path names, else the
+    # declared extensions, in either case
+    assert exts("var/images/*.jpg") == ("jpg", "JPG")
+    assert exts("var/images/*.{jpg,webp}") == ("jpg", "JPG", "webp", "WEBP")
+    assert exts("var/images/") == exts("var/images/*") == ("png", "PNG", "jpg", "JPG")
+    assert extension_pattern(Dataset("t", "labels", images="x/*.jpeg")) == "*.{jpeg,JPEG}"
 
 
 def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing(  # type: ignore[no-untyped-def]
@@ -184,7 +197,9 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     registered(s, "shape-model", domains.rows_model(tmp_path / "model"))
     summary = _run(spark, s, "shape")
     assert summary.rows == 3 and summary.bad == 1 and "bad key!" in summary.bad_sample[0]
-    got = {k: json.loads(rclient.get(f"ps:shape:{summary.version}:{k}")) for k in ("a1", "a2", "a3")}
+    got = {
+        k: json.loads(rclient.get(f"ps:shape:{summary.version}:{k}")) for k in ("a1", "a2", "a3")
+    }
     assert [e["label"] for e in got["a1"]["labels"]] == ["small"] and got["a1"]["sku"] == "a1"
     assert [e["label"] for e in got["a2"]["labels"]] == ["wide"]
     assert [e["label"] for e in got["a3"]["labels"]] == ["tall"]
