@@ -32,9 +32,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from jobs.quantize import measure
+
 from bench.batcher_load import batcher_table
 from bench.loadgen import run_threads
-from jobs.quantize import measure
 from prescore.modelstore import ModelStore
 from prescore.settings import ModelStoreSettings
 

@@ -64,7 +64,8 @@ def pairs(data: Path, max_users: int) -> tuple[pd.DataFrame, pd.DataFrame, np.nd
     hotels = pd.read_parquet(data / "hotels.parquet")
     by_region = hotels.groupby("region").indices
     cands = [
-        np.unique(np.concatenate([by_region[r] for r in rs if r in by_region])) for rs in users["regions"]
+        np.unique(np.concatenate([by_region[r] for r in rs if r in by_region]))
+        for rs in users["regions"]
     ]
     owner = np.repeat(np.arange(len(users)), [len(c) for c in cands])
     return users, hotels, owner, np.concatenate(cands)
@@ -87,7 +88,10 @@ def raw_pairs(model: Any, data: Path, max_users: int) -> dict[str, np.ndarray]:
     user_in = {k: t for k, t in inputs.items() if k in users.columns}
     hotel_in = {k: t for k, t in inputs.items() if k in hotels.columns}
     ctx_in = {k: t for k, t in inputs.items() if k not in user_in and k not in hotel_in}
-    out = {**feeds.take(feeds.feeds(users, user_in), owner), **feeds.take(feeds.feeds(hotels, hotel_in), idx)}
+    out = {
+        **feeds.take(feeds.feeds(users, user_in), owner),
+        **feeds.take(feeds.feeds(hotels, hotel_in), idx),
+    }
     out.update({k: np.repeat(v, len(owner), axis=0) for k, v in feeds.blank(ctx_in).items()})
     return out
 
@@ -111,7 +115,9 @@ def _load(ref_dir: str, meta: dict[str, Any]) -> Any:
     return TFModel(Path(ref_dir) / "saved_model", meta)
 
 
-def _raw_round(source: tuple[str, dict[str, Any], str, int], part: int, cores: int, batch: int, start: Any) -> float:
+def _raw_round(
+    source: tuple[str, dict[str, Any], str, int], part: int, cores: int, batch: int, start: Any
+) -> float:
     """One process, one TF thread: as a Spark task runs the model (jobs.bulk.worker_model)."""
     import tensorflow as tf
 
@@ -175,20 +181,28 @@ def main(argv: list[str] | None = None) -> int:
         train(tmp / "data", tmp / "train", epochs=2, seed=5)
         catalog = load(CONFIG, {"PRESCORE_VAR": str(tmp)})
         store = ModelStore(ModelStoreSettings(root=(tmp / "models").as_uri()))
-        register(store, catalog, "reco", str(tmp / "train"), promote=True, int8=False, say=lambda _: None)
+        register(
+            store, catalog, "reco", str(tmp / "train"), promote=True, int8=False, say=lambda _: None
+        )
         ref = store.resolve("reco")
         assert Signatures.from_json(ref.meta["signature"]).factored
         model = TFModel(ref.saved_model, ref.meta)
         encoded = encoded_pairs(model, tmp / "data", args.raw_users)
         raw = raw_pairs(model, tmp / "data", args.raw_users)
-        per_core = PerCoreRaw((str(ref.path), ref.meta, str(tmp / "data"), args.raw_users), args.batch_rows, 2)
+        per_core = PerCoreRaw(
+            (str(ref.path), ref.meta, str(tmp / "data"), args.raw_users), args.batch_rows, 2
+        )
         per_core.rate()  # each process loads the model and its share of the pairs
         server = RedisProcess(tmp / "redis").start()
         client = redis.Redis.from_url(server.url)
         spark = _local_spark()
-        settings = Settings(redis=RedisSettings(url=server.url), models=store.settings, catalog=catalog)
+        settings = Settings(
+            redis=RedisSettings(url=server.url), models=store.settings, catalog=catalog
+        )
         job = parse_args(["--dataset", "reco", "--batch-rows", str(args.batch_rows)])
-        per_pair = parse_args(["--dataset", "reco", "--batch-rows", str(args.batch_rows), "--per-pair"])
+        per_pair = parse_args(
+            ["--dataset", "reco", "--batch-rows", str(args.batch_rows), "--per-pair"]
+        )
         try:
             before = int(client.info("memory")["used_memory"])
             cold = run_job(spark, job, settings)
@@ -223,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         "\njob runs before the rounds (pairs/s): cold "
         + ", ".join(f"{s.scored / s.seconds / 1e6:.2f}M" for s in [cold, *settling])
     )
-    print("per round, job / raw per core: " + ", ".join(f"{r.job / r.per_core:.2f}" for r in rounds))
+    print(
+        "per round, job / raw per core: " + ", ".join(f"{r.job / r.per_core:.2f}" for r in rounds)
+    )
     print()
     print("| store | value |")
     print("|---|---:|")
@@ -251,7 +267,10 @@ def _local_spark() -> Any:
 def _print_rates(rounds: list[Round], cold: float) -> None:
     """The table: medians of the rounds; a ratio is the median of the rounds' ratios."""
     med = statistics.median
-    print("| path | pairs/s | vs raw TF pre-encoded, one process | vs raw TF pre-encoded, a process per core |")
+    print(
+        "| path | pairs/s | vs raw TF pre-encoded, one process "
+        "| vs raw TF pre-encoded, a process per core |"
+    )
     print("|---|---:|---:|---:|")
     paths = {
         "raw TF, pre-encoded (score_pairs), one process (TF's threads)": [r.raw for r in rounds],
@@ -262,7 +281,9 @@ def _print_rates(rounds: list[Round], cold: float) -> None:
             r.serving for r in rounds
         ],
         "Spark job end to end, factored signatures, warm": [r.job for r in rounds],
-        "Spark job end to end, --per-pair (serving_default), warm": [r.job_per_pair for r in rounds],
+        "Spark job end to end, --per-pair (serving_default), warm": [
+            r.job_per_pair for r in rounds
+        ],
     }
     for name, rates in paths.items():
         vs_raw = med(v / r.raw for v, r in zip(rates, rounds, strict=True))

@@ -30,7 +30,7 @@ from prescore.datasets import Dataset
 from prescore.errors import InvalidInput, NotFound, PrescoreError, Unavailable
 from prescore.image_features import decode, model_input
 from prescore.inference import Runner
-from prescore.signature import ENCODE_CONTEXT, Tensor, image_input
+from prescore.signature import ENCODE_CONTEXT, Tensor, image_dims, image_input
 
 Feed = dict[str, np.ndarray]
 
@@ -359,7 +359,7 @@ class LabelsPredictor:
         good: list[int] = []
         if self.dataset.images:
             name, tensor = image_input(sig, "model")
-            size = (int(tensor.shape[1]), int(tensor.shape[2]))
+            h, w, channels = image_dims(tensor)
             # every instance is checked before the first image is read
             images = [self.image(i["key"], i.get("b64"), i.get("raw")) for i in instances]
             pixels = []
@@ -370,9 +370,9 @@ class LabelsPredictor:
                     pixels.append(
                         decode(
                             image.raw or b"",
-                            size,
+                            (h, w),
                             self.dataset.max_image_bytes,
-                            channels=int(tensor.shape[3]),
+                            channels=channels,
                         )
                     )
                     good.append(n)

@@ -35,7 +35,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,9 +99,15 @@ def step_train(settings: Settings, dataset: Dataset, opts: Options, state: RunSt
         if done.returncode:
             raise PrescoreError(f"training exited with {done.returncode}", code="training_failed")
     registered = register(
-        ModelStore(settings.models), settings.catalog, dataset.model, str(out),
-        dataset=dataset.name, int8=opts.int8, webhdfs_url=settings.models.webhdfs_url, say=log,
-    )  # fmt: skip
+        ModelStore(settings.models),
+        settings.catalog,
+        dataset.model,
+        str(out),
+        dataset=dataset.name,
+        int8=opts.int8,
+        webhdfs_url=settings.models.webhdfs_url,
+        say=log,
+    )
     return {"version": registered.version}
 
 
@@ -136,7 +141,8 @@ def step_evaluate(settings: Settings, dataset: Dataset, candidate: str) -> dict[
     metrics = evaluate_versions(settings, dataset, versions)
     for version, m in metrics.items():
         log(
-            f"evaluate: {dataset.model}/{version} {metric} {m[metric]:.4f} on {m['heldout_rows']} held-out rows"
+            f"evaluate: {dataset.model}/{version} {metric} {m[metric]:.4f} "
+            f"on {m['heldout_rows']} held-out rows"
         )
     current = (
         {"version": promoted, **metrics[promoted]} if promoted and promoted != candidate else None
@@ -162,7 +168,8 @@ def decide(evaluation: dict[str, Any], max_regression: float) -> tuple[bool, str
             f"regression of {max_regression:.4f}"
         )
     return False, (
-        f"candidate {metric} {cand:.4f} vs promoted {prev:.4f}: below the {prev - max_regression:.4f} "
+        f"candidate {metric} {cand:.4f} vs promoted {prev:.4f}: "
+        f"below the {prev - max_regression:.4f} "
         f"the gate requires (allowed regression {max_regression:.4f}); the promoted model stays"
     )
 
@@ -216,9 +223,12 @@ def step_score(
     flags = {"dataset": dataset.name, "model_version": version}
     if opts.target == "k8s":
         argv = submit.k8s_args(
-            "score", image=opts.image, namespace=opts.namespace, conf=submit.parse_conf(opts.spark_conf),
+            "score",
+            image=opts.image,
+            namespace=opts.namespace,
+            conf=submit.parse_conf(opts.spark_conf),
             **flags,
-        )  # fmt: skip
+        )
     else:
         argv = submit.local_args(
             "score", master=opts.master, driver_memory=opts.driver_memory, **flags

@@ -1,10 +1,10 @@
 """Images by key from a labels dataset's folder, ``file://`` or ``hdfs://`` (prescore.storage).
 
-The bulk job's key rule read backwards: image ``<key>`` is the file ``<folder>/<key>.<ext>``,
-ext tried in the order :func:`image_extensions` gives (the bulk job reads the same
-extensions); the first that exists is the image. The key is checked with prescore.keys.check_id before any I/O: a valid id
-holds no ``/`` and never starts with ``.``, so the path names a file directly in the
-folder, never one outside it.
+The bulk job's key rule read backwards: image ``<key>`` is the file
+``<folder>/<key>.<ext>``, ext tried in the order :func:`image_extensions` gives (the bulk
+job reads the same extensions); the first that exists is the image. The key is checked
+with prescore.keys.check_id before any I/O: a valid id holds no ``/`` and never starts
+with ``.``, so the path names a file directly in the folder, never one outside it.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ class ImageStore:
 
     def __init__(self, root: Root, extensions: Sequence[str], max_bytes: int) -> None:
         self.root = root
-        self.extensions = [
-            e for ext in extensions for e in dict.fromkeys((ext.lower(), ext.upper()))
-        ]
+        both = (e for ext in extensions for e in (ext.lower(), ext.upper()))
+        self.extensions = list(dict.fromkeys(both))  # each once, in order
         self.max_bytes = max_bytes
 
     @classmethod

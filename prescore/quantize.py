@@ -124,8 +124,7 @@ def quantize_dir(
     try:
         convert(model_dir / "saved_model", model_dir, calibration)
         runtimes = measure(model_dir, meta, eval_feed, y_eval, metric)
-        for name, record in runtimes.items():
-            record["agrees"] = _agrees(runtimes, name, metric, y_eval is not None)
+        agrees = {name: _agrees(runtimes, name, metric, y_eval is not None) for name in runtimes}
     except Exception as exc:  # the converter and LiteRT raise many kinds: all mean "not here"
         for filename in TFLITE_FILES.values():
             (model_dir / filename).unlink(missing_ok=True)
@@ -133,10 +132,9 @@ def quantize_dir(
         return {"built": False, "reason": (reason[0] if reason else type(exc).__name__)[:300]}
     record: dict[str, Any] = {
         "built": True,
-        "runtimes": runtimes,
+        "runtimes": {name: {**r, "agrees": agrees[name]} for name, r in runtimes.items()},
         "fastest": max(
-            (r for r in runtimes if _agrees(runtimes, r, metric, y_eval is not None)),
-            key=lambda r: runtimes[r]["batch_rows_per_s"],
+            (r for r in runtimes if agrees[r]), key=lambda r: runtimes[r]["batch_rows_per_s"]
         ),
         "calibration_rows": feeding.rows(calibration),
         "eval_rows": feeding.rows(eval_feed),

@@ -65,9 +65,12 @@ def shop_tables(folder: Path, customers: int = 300, products: int = 60, seed: in
     logit = taste * (log_price - 3.0) * 1.5
     bought = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int8")
     events = pd.DataFrame(
-        {"customer_id": cust["customer_id"].to_numpy()[c], "product_id": prod["product_id"].to_numpy()[p],
-         "bought": bought}
-    )  # fmt: skip
+        {
+            "customer_id": cust["customer_id"].to_numpy()[c],
+            "product_id": prod["product_id"].to_numpy()[p],
+            "bought": bought,
+        }
+    )
     cut = int(n * 0.8)
     events.iloc[:cut].to_parquet(folder / "purchases_train.parquet", index=False)
     events.iloc[cut:].to_parquet(folder / "purchases_test.parquet", index=False)
@@ -115,7 +118,9 @@ def _pairs(tables: Path, events: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def train_shop(tables: Path, out: Path, *, factored: bool = False, good: bool = True, seed: int = 3) -> Path:
+def train_shop(
+    tables: Path, out: Path, *, factored: bool = False, good: bool = True, seed: int = 3
+) -> Path:
     """Train the shop model on the purchases (``good=False``: on shuffled labels, a model
     no better than chance) and write ``out/saved_model`` and ``out/model.json``."""
     import keras
@@ -138,28 +143,55 @@ def train_shop(tables: Path, out: Path, *, factored: bool = False, good: bool = 
     )
     e_in = keras.Input((len(SEGMENTS) + 1,), name="entity")
     i_in = keras.Input((1,), name="item")
-    h = keras.layers.Concatenate()([e_in, i_in, keras.layers.Multiply()([e_in, keras.ops.repeat(i_in, len(SEGMENTS) + 1, axis=1)])])
+    h = keras.layers.Concatenate()(
+        [
+            e_in,
+            i_in,
+            keras.layers.Multiply()([e_in, keras.ops.repeat(i_in, len(SEGMENTS) + 1, axis=1)]),
+        ]
+    )
     h = keras.layers.Dense(16, activation="relu")(h)
-    head = keras.Model({"entity": e_in, "item": i_in}, keras.layers.Dense(1, activation="sigmoid")(h))
-    full = keras.Model({"segment": segment, "price": price}, head({"entity": entity({"segment": segment}), "item": item({"price": price})}))
+    head = keras.Model(
+        {"entity": e_in, "item": i_in}, keras.layers.Dense(1, activation="sigmoid")(h)
+    )
+    full = keras.Model(
+        {"segment": segment, "price": price},
+        head({"entity": entity({"segment": segment}), "item": item({"price": price})}),
+    )
     full.compile(keras.optimizers.Adam(0.02), "binary_crossentropy")
-    full.fit({"segment": tf.constant(x["segment"].tolist()), "price": x["price"]}, y, epochs=4, batch_size=256, verbose=0)
+    full.fit(
+        {"segment": tf.constant(x["segment"].tolist()), "price": x["price"]},
+        y,
+        epochs=4,
+        batch_size=256,
+        verbose=0,
+    )
     out.mkdir(parents=True, exist_ok=True)
     archive = keras.export.ExportArchive()
     archive.track(full)
 
     def specs(model: Any) -> dict[str, Any]:
-        return {i.name: tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=i.name) for i in model.inputs}
+        return {
+            i.name: tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=i.name) for i in model.inputs
+        }
 
-    archive.add_endpoint("serving_default", lambda d: {"score": full(d)}, input_signature=[specs(full)])
+    archive.add_endpoint(
+        "serving_default", lambda d: {"score": full(d)}, input_signature=[specs(full)]
+    )
     if factored:
         for name, model in (("entity", entity), ("item", item)):
             archive.track(model)
-            archive.add_endpoint(f"encode_{name}", _named(name, model), input_signature=[specs(model)])
+            archive.add_endpoint(
+                f"encode_{name}", _named(name, model), input_signature=[specs(model)]
+            )
         archive.track(head)
-        archive.add_endpoint("score_pairs", lambda d: {"score": head(d)}, input_signature=[specs(head)])
+        archive.add_endpoint(
+            "score_pairs", lambda d: {"score": head(d)}, input_signature=[specs(head)]
+        )
     archive.write_out(str(out / "saved_model"), verbose=False)
-    (out / "model.json").write_text(json.dumps({"kind": "ranking", "metrics": {"trained_on": len(y)}}))
+    (out / "model.json").write_text(
+        json.dumps({"kind": "ranking", "metrics": {"trained_on": len(y)}})
+    )
     return out
 
 
@@ -220,7 +252,9 @@ def train_colours(folder: Path, truth: dict[str, list[str]], out: Path, seed: in
 
     keras.utils.set_random_seed(seed)
     keys = sorted(truth)
-    x = np.stack([decode((folder / f"{k}.jpg").read_bytes(), (IMAGE_SIZE, IMAGE_SIZE)) for k in keys])
+    x = np.stack(
+        [decode((folder / f"{k}.jpg").read_bytes(), (IMAGE_SIZE, IMAGE_SIZE)) for k in keys]
+    )
     y = np.array([[c in truth[k] for c in COLOURS] for k in keys], np.float32)
     model = keras.Sequential(
         [
@@ -280,6 +314,8 @@ def rows_model(out: Path) -> Path:
             return {"scores": tf.stack([small, wide, tall], axis=1)}
 
     module = Shapes()
-    tf.saved_model.save(module, str(out / "saved_model"), signatures={"serving_default": module.serve})
+    tf.saved_model.save(
+        module, str(out / "saved_model"), signatures={"serving_default": module.serve}
+    )
     (out / "model.json").write_text(json.dumps({"kind": "labels", "labels": list(SHAPES)}))
     return out

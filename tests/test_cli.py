@@ -18,7 +18,6 @@ from prescore.settings import ModelStoreSettings, StoreSettings
 from prescore.versions import Versions, write_payloads
 from tests.helpers import DEMO_CONFIG
 
-
 CONFIG = ["--config", str(DEMO_CONFIG)]  # the demo's reco and tags datasets
 
 

@@ -18,21 +18,39 @@ def _start(module: str, env: dict[str, str], *args: str) -> subprocess.Completed
         "PRESCORE_CONFIG": str(DEMO_CONFIG),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    return subprocess.run([sys.executable, "-m", module, "--bind", "127.0.0.1:0", *args],
-                          env={**base, **env}, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module, "--bind", "127.0.0.1:0", *args],
+        env={**base, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
     ("env", "line"),
     [
-        ({"LOOKUP_THREADS": "four"}, "lookup: LOOKUP_THREADS='four': must be an integer of at least 1"),
-        ({"PRESCORE_REDIS_TIMEOUT_S": "fast"}, "lookup: PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60"),
-        ({"REDIS_URL": "http://:pw@cache:6379"}, "lookup: REDIS_URL='http://:***@cache:6379': must be a URL of redis://, rediss://, unix://"),
+        (
+            {"LOOKUP_THREADS": "four"},
+            "lookup: LOOKUP_THREADS='four': must be an integer of at least 1",
+        ),
+        (
+            {"PRESCORE_REDIS_TIMEOUT_S": "fast"},
+            "lookup: PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60",
+        ),
+        (
+            {"REDIS_URL": "http://:pw@cache:6379"},
+            "lookup: REDIS_URL='http://:***@cache:6379': must be a URL of redis://, rediss://, unix://",
+        ),
         ({"PRESCORE_CONFIG": ""}, "lookup: PRESCORE_CONFIG: no datasets declared"),
-        ({"PRESCORE_CONFIG": "/nowhere.toml"}, "lookup: /nowhere.toml: cannot read the dataset file"),
+        (
+            {"PRESCORE_CONFIG": "/nowhere.toml"},
+            "lookup: /nowhere.toml: cannot read the dataset file",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_lookup_refuses_bad_settings_before_serving(env: dict[str, str], line: str) -> None:
     done = _start("lookup.serve", env)
     assert done.returncode == 2
@@ -58,8 +76,14 @@ def test_a_model_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
         "file:///nonexistent/models",
         "models",
     ]
-    done = subprocess.run(cli, env={"PATH": "/usr/bin:/bin", "PRESCORE_CONFIG": str(DEMO_CONFIG)},
-                          cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        cli,
+        env={"PATH": "/usr/bin:/bin", "PRESCORE_CONFIG": str(DEMO_CONFIG)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
     assert done.stderr.strip() == (
         "prescore: model_store: PRESCORE_MODEL_STORE=file:///nonexistent/models: no such folder "

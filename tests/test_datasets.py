@@ -35,7 +35,10 @@ def test_the_demo_declares_its_two_datasets_as_any_team_would(tmp_path: Path) ->
     assert catalog.names() == ["reco", "tags"]
     reco, tags = catalog.get("reco"), catalog.get("tags")
     assert (reco.kind, reco.model, reco.route, reco.k) == ("ranking", "reco", "recommendations", 10)
-    assert reco.entities is not None and reco.entities.path == (tmp_path / "data/users.parquet").as_uri()
+    assert (
+        reco.entities is not None
+        and reco.entities.path == (tmp_path / "data/users.parquet").as_uri()
+    )
     assert (reco.key_field, reco.list_field, reco.entry_field) == ("user_id", "items", "hotel_id")
     assert (reco.candidates.rule, reco.candidates.entity_column) == ("match", "regions")
     assert reco.contexts is not None and reco.contexts.key == "context"
@@ -67,7 +70,9 @@ def test_environment_values_are_expanded_and_relative_paths_made_absolute(
 
 
 def test_composite_keys_contexts_and_a_candidate_table(tmp_path: Path) -> None:
-    text = RANKING.replace('key = "customer_id"', 'key = ["customer_id", "market"]') + """
+    text = (
+        RANKING.replace('key = "customer_id"', 'key = ["customer_id", "market"]')
+        + """
 [datasets.shop.candidates]
 rule = "table"
 path = "/data/picks.parquet"
@@ -77,6 +82,7 @@ items_column = "products"
 values = ["weekday", "weekend"]
 score = ["weekend"]
 """
+    )
     shop = _load(tmp_path, text).get("shop")
     assert shop.key_columns == ("customer_id", "market") and shop.key_field == "key"
     assert shop.candidates.table is not None and shop.candidates.items_column == "products"
@@ -86,14 +92,26 @@ score = ["weekend"]
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('kind = "ranking"', 'kind = "nearest"'), "datasets.shop.kind: must be one of ranking, labels, external; got 'nearest'"),
+        (
+            ('kind = "ranking"', 'kind = "nearest"'),
+            "datasets.shop.kind: must be one of ranking, labels, external; got 'nearest'",
+        ),
         (("[datasets.shop]", "[datasets.Shop]"), "datasets.Shop: a dataset name is"),
         (("[datasets.shop]", '[datasets."a:b"]'), "a dataset name is"),
         (('model = "shop-model"', ""), "datasets.shop.model: missing"),
         (('key = "product_id"', "key = 7"), "datasets.shop.items.key: must be a column name"),
-        (('key = "product_id"', 'key = "product id"'), "datasets.shop.items.key: not a column name"),
-        (('kind = "ranking"', 'kind = "ranking"\nk = 0'), "datasets.shop.k: must be an integer from 1 to 1000"),
-        (('kind = "ranking"', 'kind = "ranking"\ncolour = "red"'), "datasets.shop.colour: unknown field"),
+        (
+            ('key = "product_id"', 'key = "product id"'),
+            "datasets.shop.items.key: not a column name",
+        ),
+        (
+            ('kind = "ranking"', 'kind = "ranking"\nk = 0'),
+            "datasets.shop.k: must be an integer from 1 to 1000",
+        ),
+        (
+            ('kind = "ranking"', 'kind = "ranking"\ncolour = "red"'),
+            "datasets.shop.colour: unknown field",
+        ),
         (('kind = "ranking"', 'kind = "ranking"\nroute = "metrics"'), "'metrics' is reserved"),
         (('path = "/data/customers.parquet"', 'path = "${NOPE}/c"'), "${NOPE} is not set"),
     ],
@@ -108,13 +126,13 @@ def test_a_bad_declaration_is_one_line_naming_the_field(
 
 
 def test_rules_and_kinds_need_their_fields(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="candidates.entity_column: missing"):
+    with pytest.raises(ConfigError, match=r"candidates\.entity_column: missing"):
         _load(tmp_path, RANKING + '[datasets.shop.candidates]\nrule = "match"\nitem_column = "x"\n')
     with pytest.raises(ConfigError, match="either images or rows"):
         _load(tmp_path, '[datasets.t]\nkind = "labels"\nmodel = "m"\n')
     with pytest.raises(ConfigError, match="command or an entry, not both"):
-        _load(tmp_path, RANKING + "[datasets.shop.training]\nlabel = \"y\"\n")
-    with pytest.raises(ConfigError, match="must pass {output}"):
+        _load(tmp_path, RANKING + '[datasets.shop.training]\nlabel = "y"\n')
+    with pytest.raises(ConfigError, match=r"must pass \{output\}"):
         _load(tmp_path, RANKING + '[datasets.shop.training]\ncommand = ["train.sh"]\n')
     routes = RANKING + '\n[datasets.two]\nkind = "external"\nroute = "r"\n'
     with pytest.raises(ConfigError, match="more than one dataset"):

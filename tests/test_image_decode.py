@@ -30,7 +30,7 @@ def test_decodes_and_resizes_to_uint8_pixels() -> None:
 def test_a_float_input_gets_pixels_in_zero_one_a_uint8_input_as_they_are() -> None:
     x = decode(_encoded(Image.new("RGB", (20, 20), (255, 128, 0))), (4, 4))
     scaled = model_input(x, "float32")
-    assert scaled.dtype == np.float32 and 0.0 <= scaled.min() and scaled.max() <= 1.0
+    assert scaled.dtype == np.float32 and scaled.min() >= 0.0 and scaled.max() <= 1.0
     assert scaled[0, 0, 0] == pytest.approx(x[0, 0, 0] / 255)
     assert model_input(x, "uint8") is x
 

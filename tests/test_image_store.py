@@ -124,8 +124,11 @@ def test_hdfs_store_reads_and_reports_an_unreachable_namenode(tmp_path: Path) ->
         store = ImageStore.for_dataset(dataset, timeout_s=5)
         assert not store.root.local
         assert store.read("img-1") == b"jpeg bytes"
-        assert store.read("img-2") == b"png bytes"
-        assert store.read("img-3") == b"upper-case extension"
+        # *.jpg: neither a png nor a .JPEG, as the bulk job reads neither
+        assert store.read("img-2") is None and store.read("img-3") is None
+        whole = ImageStore.for_dataset(_dataset(f"hdfs://127.0.0.1:{server.port}/images"))
+        assert whole.read("img-2") == b"png bytes"  # the declared extensions
+        assert whole.read("img-3") == b"upper-case extension"
         assert store.read("img-9") is None
         assert store.read("secret") is None  # only the images folder is read
         (folder / "big.jpg").write_bytes(b"y" * 5000)

@@ -1,4 +1,5 @@
-"""examples.hotels.imagegen: deterministic demo photos with labels, and the bad files the job must skip."""
+"""examples.hotels.imagegen: deterministic demo photos with labels, and the bad files the
+job must skip."""
 
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ import pytest
 from examples.hotels.imagegen import TAGS, generate, read_labels
 from examples.hotels.train_tagger import train
 from jobs.labels import extension_pattern, image_key
-from prescore.datasets import Dataset
-from prescore.image_store import image_extensions, image_folder
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
+from prescore.datasets import Dataset
 from prescore.errors import InvalidInput, ModelStoreError
+from prescore.image_store import image_extensions, image_folder
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current

@@ -58,19 +58,40 @@ def test_from_env_and_flags():
         ({"LOOKUP_MAX_K": "-5"}, "LOOKUP_MAX_K='-5': must be an integer of at least 1"),
         ({"LOOKUP_MAX_K": "many"}, "LOOKUP_MAX_K='many': must be an integer of at least 1"),
         ({"LOOKUP_MAX_BATCH_IDS": "0"}, "LOOKUP_MAX_BATCH_IDS='0'"),
-        ({"LOOKUP_MAX_BODY_BYTES": "10"}, "LOOKUP_MAX_BODY_BYTES='10': must be an integer of at least 64"),
-        ({"LOOKUP_POINTER_CACHE_S": "-1"}, "LOOKUP_POINTER_CACHE_S='-1': must be a number of at least 0"),
+        (
+            {"LOOKUP_MAX_BODY_BYTES": "10"},
+            "LOOKUP_MAX_BODY_BYTES='10': must be an integer of at least 64",
+        ),
+        (
+            {"LOOKUP_POINTER_CACHE_S": "-1"},
+            "LOOKUP_POINTER_CACHE_S='-1': must be a number of at least 0",
+        ),
         ({"PRESCORE_FALLBACK_MAX_INSTANCES": "0"}, "PRESCORE_FALLBACK_MAX_INSTANCES='0'"),
         ({"LOOKUP_THREADS": "four"}, "LOOKUP_THREADS='four': must be an integer of at least 1"),
-        ({"PRESCORE_REDIS_TIMEOUT_S": "fast"}, "PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60"),
+        (
+            {"PRESCORE_REDIS_TIMEOUT_S": "fast"},
+            "PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60",
+        ),
         ({"PRESCORE_REDIS_TIMEOUT_S": "nan"}, "PRESCORE_REDIS_TIMEOUT_S='nan': must be a number"),
-        ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL='http://cache:6379': must be a URL of redis://, rediss://, unix://"),
+        (
+            {"REDIS_URL": "http://cache:6379"},
+            "REDIS_URL='http://cache:6379': must be a URL of redis://, rediss://, unix://",
+        ),
         ({"REDIS_URL": "http://:hunter2@cache"}, "REDIS_URL='http://:***@cache'"),
-        ({"PRESCORE_REDIS_CLUSTER": "maybe"}, "PRESCORE_REDIS_CLUSTER='maybe': must be one of 1, true"),
-        ({"PRESCORE_FALLBACK_URL": "fallback:8081"}, "PRESCORE_FALLBACK_URL='fallback:8081': must be http://host:port"),
-        ({"PRESCORE_MODEL_STORE": "s3://bucket/models"}, "PRESCORE_MODEL_STORE='s3://bucket/models': must be a URL of file://, hdfs://, a path"),
+        (
+            {"PRESCORE_REDIS_CLUSTER": "maybe"},
+            "PRESCORE_REDIS_CLUSTER='maybe': must be one of 1, true",
+        ),
+        (
+            {"PRESCORE_FALLBACK_URL": "fallback:8081"},
+            "PRESCORE_FALLBACK_URL='fallback:8081': must be http://host:port",
+        ),
+        (
+            {"PRESCORE_MODEL_STORE": "s3://bucket/models"},
+            "PRESCORE_MODEL_STORE='s3://bucket/models': must be a URL of file://, hdfs://, a path",
+        ),
     ],
-)  # fmt: skip
+)
 def test_impossible_settings_are_one_line_naming_the_variable(env, message):
     with pytest.raises(ConfigError) as info:
         LookupSettings.from_env(env)
@@ -93,27 +114,43 @@ def test_a_bad_dataset_file_is_refused_at_start_naming_the_field(tmp_path):
 
 def test_wsgi_module_builds_the_app_from_env(redis_url, tmp_path):
     env = {
-        **os.environ, "REDIS_URL": redis_url, "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
         "PRESCORE_VAR": str(tmp_path),
-    }  # fmt: skip
+    }
     code = "from lookup.wsgi import app; print(sorted(r.rule for r in app.url_map.iter_rules()))"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=60, check=True,
-    ).stdout  # fmt: skip
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     for rule in (
-        "/v1/recommendations/<key>", "/v1/recommendations:batchGet", "/v1/image-tags/<key>",
-        "/v1/image-tags:batchGet", "/v1/datasets/<name>/<key>", "/v1/datasets/<name>:batchGet",
-        "/openapi.json", "/readyz", "/metrics",
-    ):  # fmt: skip
+        "/v1/recommendations/<key>",
+        "/v1/recommendations:batchGet",
+        "/v1/image-tags/<key>",
+        "/v1/image-tags:batchGet",
+        "/v1/datasets/<name>/<key>",
+        "/v1/datasets/<name>:batchGet",
+        "/openapi.json",
+        "/readyz",
+        "/metrics",
+    ):
         assert f"'{rule}'" in out, (rule, out)
 
 
 @pytest.mark.parametrize(
     ("bind", "address"),
-    [("127.0.0.1:8080", ("127.0.0.1", 8080)), (":80", ("0.0.0.0", 80)),
-     ("[::1]:9000", ("::1", 9000))],
-)  # fmt: skip
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        (":80", ("0.0.0.0", 80)),
+        ("[::1]:9000", ("::1", 9000)),
+    ],
+)
 def test_bind_is_split_into_host_and_port(bind, address):
     assert WSGIServer(bind, workers=1, threads=1, name="x").address() == address
 

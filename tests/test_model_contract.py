@@ -159,16 +159,37 @@ def test_the_cli_registers_and_refuses_with_exit_codes(
         "PATH": "/usr/bin:/bin",
     }
     cli = [sys.executable, "-m", "prescore.cli", "models"]
-    ok = subprocess.run([*cli, "register", "shop-model", str(shop["plain"]), "--promote", "--no-int8"],
-                        env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    ok = subprocess.run(
+        [*cli, "register", "shop-model", str(shop["plain"]), "--promote", "--no-int8"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
-    assert "shop-model: fits dataset shop" in ok.stdout and "registered version 1 and promoted" in ok.stdout
-    bad = subprocess.run([*cli, "register", "shop-model", str(tmp_path)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert (
+        "shop-model: fits dataset shop" in ok.stdout
+        and "registered version 1 and promoted" in ok.stdout
+    )
+    bad = subprocess.run(
+        [*cli, "register", "shop-model", str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("prescore: model_store: ")
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    listed = subprocess.run([*cli, "list", "shop-model", "-o", "json"], env=env, cwd=ROOT,
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    listed = subprocess.run(
+        [*cli, "list", "shop-model", "-o", "json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     doc = json.loads(listed.stdout)
     assert [v["version"] for v in doc["shop-model"]] == ["1"] and doc["shop-model"][0]["promoted"]
     usage = subprocess.run([*cli, "register"], env=env, cwd=ROOT, capture_output=True, check=False)

@@ -62,16 +62,29 @@ def test_published_rows_are_served_with_their_own_names(similar, rclient, tmp_pa
     path = _write(tmp_path / "scores.parquet", _rows(500))
     lines: list[str] = []
     report = publish_file(
-        rclient, similar.store, similar.catalog.get("similar"), str(path),
-        json_column="payload", model="nightly-als", model_version="7", say=lines.append,
-    )  # fmt: skip
+        rclient,
+        similar.store,
+        similar.catalog.get("similar"),
+        str(path),
+        json_column="payload",
+        model="nightly-als",
+        model_version="7",
+        say=lines.append,
+    )
     assert report.published and report.rows == 500 and report.bad == 0
     v = Versions(rclient, "similar", similar.store)
     info = v.get(v.current() or "")
-    assert (info.status, info.rows, info.model, info.model_version) == ("published", 500, "nightly-als", "7")
+    assert (info.status, info.rows, info.model, info.model_version) == (
+        "published",
+        500,
+        "nightly-als",
+        "7",
+    )
     stored = rclient.get(keys.value_key("similar", info.version, "s3"))
     # the entry field is put first (the lookup counts entries by it); the stamp is added
-    assert stored.startswith(b'{"sku":"s3","similar":[{"sku":"s4","score":0.5}],"model":"nightly-als"')
+    assert stored.startswith(
+        b'{"sku":"s3","similar":[{"sku":"s4","score":0.5}],"model":"nightly-als"'
+    )
     assert any("published version" in line and "keys/s" in line for line in lines)
     client = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
     doc = client.get("/v1/similar/s3?k=1").get_json()
@@ -84,17 +97,30 @@ def test_bad_rows_refuse_the_publish_unless_allowed(similar, rclient, tmp_path) 
     dataset = similar.catalog.get("similar")
     v = Versions(rclient, "similar", similar.store)
     lines: list[str] = []
-    refused = publish_file(rclient, similar.store, dataset, str(path), json_column="payload", say=lines.append)
+    refused = publish_file(
+        rclient, similar.store, dataset, str(path), json_column="payload", say=lines.append
+    )
     assert not refused.published and refused.bad == len(BAD)
     assert v.current() is None and v.get(refused.version).status == "failed"
     assert v.count_keys(refused.version) == 0  # nothing it wrote is left
     text = "\n".join(lines)
-    for reason in ("'bad key!': invalid_id", "'s-json': invalid_payload", "'s-list': invalid_payload",
-                   "'s-entry': invalid_payload", "'s-nan': invalid_payload"):  # fmt: skip
+    for reason in (
+        "'bad key!': invalid_id",
+        "'s-json': invalid_payload",
+        "'s-list': invalid_payload",
+        "'s-entry': invalid_payload",
+        "'s-nan': invalid_payload",
+    ):
         assert reason in text, text
     assert "5 bad row(s), more than the 0 allowed" in text
     allowed = publish_file(
-        rclient, similar.store, dataset, str(path), json_column="payload", max_bad=5, say=lines.append
+        rclient,
+        similar.store,
+        dataset,
+        str(path),
+        json_column="payload",
+        max_bad=5,
+        say=lines.append,
     )
     assert allowed.published and (allowed.rows, allowed.bad) == (20, 5)
     assert v.current() == allowed.version and v.count_keys(allowed.version) == 20
@@ -102,22 +128,54 @@ def test_bad_rows_refuse_the_publish_unless_allowed(similar, rclient, tmp_path) 
 
 def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
     frame = pd.DataFrame(
-        {"sku": ["a", "b"], "similar": [[{"sku": "b", "score": 0.9}], []], "note": ["x", "y"],
-         "ignored": [1, 2]}
-    )  # fmt: skip
+        {
+            "sku": ["a", "b"],
+            "similar": [[{"sku": "b", "score": 0.9}], []],
+            "note": ["x", "y"],
+            "ignored": [1, 2],
+        }
+    )
     path = tmp_path / "cols.parquet"
     frame.to_parquet(path, index=False)
-    env = {"PRESCORE_CONFIG": similar.catalog.source, "REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "PRESCORE_CONFIG": similar.catalog.source,
+        "REDIS_URL": redis_url,
+        "PATH": "/usr/bin:/bin",
+    }
     cli = [sys.executable, "-m", "prescore.cli", "publish", "similar", str(path)]
-    ok = subprocess.run([*cli, "--columns", "similar,note"], env=env, cwd=ROOT, capture_output=True,
-                        text=True, check=False)  # fmt: skip
+    ok = subprocess.run(
+        [*cli, "--columns", "similar,note"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     v = Versions(rclient, "similar", similar.store)
     doc = json.loads(rclient.get(keys.value_key("similar", v.current() or "", "a")))
-    assert doc["similar"] == [{"sku": "b", "score": 0.9}] and doc["note"] == "x" and "ignored" not in doc
-    bad = subprocess.run([*cli, "--json-column", "nope"], env=env, cwd=ROOT, capture_output=True,
-                         text=True, check=False)  # fmt: skip
-    assert bad.returncode == 1 and "no column nope; it has sku, similar, note, ignored" in bad.stdout
-    unknown = subprocess.run([sys.executable, "-m", "prescore.cli", "publish", "nope", str(path)],
-                             env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert (
+        doc["similar"] == [{"sku": "b", "score": 0.9}]
+        and doc["note"] == "x"
+        and "ignored" not in doc
+    )
+    bad = subprocess.run(
+        [*cli, "--json-column", "nope"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (
+        bad.returncode == 1 and "no column nope; it has sku, similar, note, ignored" in bad.stdout
+    )
+    unknown = subprocess.run(
+        [sys.executable, "-m", "prescore.cli", "publish", "nope", str(path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert unknown.returncode == 1 and "no dataset 'nope' is declared" in unknown.stderr

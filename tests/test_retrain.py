@@ -56,7 +56,9 @@ def _opts(settings: Settings, run_id: str, **kw: Any) -> Options:
 
 
 def _state(settings: Settings, run_id: str) -> dict[str, Any]:
-    return dict(json.loads((Path(settings.var_dir) / "retrain" / run_id / "state.json").read_text()))
+    return dict(
+        json.loads((Path(settings.var_dir) / "retrain" / run_id / "state.json").read_text())
+    )
 
 
 def test_pipeline_end_to_end(

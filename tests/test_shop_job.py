@@ -92,7 +92,9 @@ def test_lookup_serves_the_shop_by_its_own_names_and_rolls_back(
     floor = one["items"][1]["score"]
     cut = client.get(f"/v1/datasets/shop/c3?min_score={floor}").get_json()
     assert all(i["score"] >= floor for i in cut["items"]) and len(cut["items"]) >= 2
-    batch = client.post("/v1/picks:batchGet", json={"keys": ["c1", "nobody", "c1"], "k": 1}).get_json()
+    batch = client.post(
+        "/v1/picks:batchGet", json={"keys": ["c1", "nobody", "c1"], "k": 1}
+    ).get_json()
     assert [r["customer_id"] for r in batch["results"]] == ["c1", "nobody", "c1"]
     assert (batch["found"], batch["missing"], batch["results"][1]["error"]) == (2, 1, "not_found")
     v = Versions(rclient, "shop", shop_settings.store)
@@ -144,7 +146,11 @@ def test_explicit_candidate_table_and_a_composite_key(
         f'rule = "table"\npath = "{tables}/picks.parquet"\nkey = ["customer_id", "market"]\n'
         'items_column = "picked"',
     )
-    config.write_text(text.replace("[datasets.shop.training]", "[datasets.unused.training]").split("[datasets.unused")[0])
+    config.write_text(
+        text.replace("[datasets.shop.training]", "[datasets.unused.training]").split(
+            "[datasets.unused"
+        )[0]
+    )
     s = with_catalog(settings, config)
     registered(s, "shop-model", shop["plain"])
     summary = _score(spark, s)

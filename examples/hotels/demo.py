@@ -113,25 +113,92 @@ def main(argv: list[str] | None = None) -> int:
 
         step("generating demo data: users, hotels, contexts, booking events")
         run(
-            [PY, "-m", "examples.hotels.datagen", "--out", str(data), "--users", str(args.users),
-             "--hotels", str(args.hotels), "--seed", "7"],
+            [
+                PY,
+                "-m",
+                "examples.hotels.datagen",
+                "--out",
+                str(data),
+                "--users",
+                str(args.users),
+                "--hotels",
+                str(args.hotels),
+                "--seed",
+                "7",
+            ],
             env,
-        )  # fmt: skip
+        )
         step("training the booking model (Keras, preprocessing inside), registering it")
-        run([PY, "-m", "examples.hotels.train_reco", "--data", str(data), "--out", str(train / "reco")], env)
-        run([PY, "-m", "prescore.cli", "models", "register", "reco", str(train / "reco"), "--promote"], env)
+        run(
+            [
+                PY,
+                "-m",
+                "examples.hotels.train_reco",
+                "--data",
+                str(data),
+                "--out",
+                str(train / "reco"),
+            ],
+            env,
+        )
+        run(
+            [
+                PY,
+                "-m",
+                "prescore.cli",
+                "models",
+                "register",
+                "reco",
+                str(train / "reco"),
+                "--promote",
+            ],
+            env,
+        )
         step("bulk scoring every user with spark-submit (local mode), publishing to Redis")
         run([spark_submit, *submit_args(dataset="reco")], env)
 
         step("generating demo hotel photos with tags")
         run(
-            [PY, "-m", "examples.hotels.imagegen", "--out", str(images), "--count", str(args.images),
-             "--seed", "7", "--bad-files"],
+            [
+                PY,
+                "-m",
+                "examples.hotels.imagegen",
+                "--out",
+                str(images),
+                "--count",
+                str(args.images),
+                "--seed",
+                "7",
+                "--bad-files",
+            ],
             env,
-        )  # fmt: skip
+        )
         step("training the photo tagger (Keras CNN), registering it")
-        run([PY, "-m", "examples.hotels.train_tagger", "--images", str(images), "--out", str(train / "tagger")], env)
-        run([PY, "-m", "prescore.cli", "models", "register", "tagger", str(train / "tagger"), "--promote"], env)
+        run(
+            [
+                PY,
+                "-m",
+                "examples.hotels.train_tagger",
+                "--images",
+                str(images),
+                "--out",
+                str(train / "tagger"),
+            ],
+            env,
+        )
+        run(
+            [
+                PY,
+                "-m",
+                "prescore.cli",
+                "models",
+                "register",
+                "tagger",
+                str(train / "tagger"),
+                "--promote",
+            ],
+            env,
+        )
         step("bulk tagging every photo with spark-submit, publishing to Redis")
         run([spark_submit, *submit_args(dataset="tags")], env)
 
