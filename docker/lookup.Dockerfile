@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# The lookup API: Flask under granian, reading Redis. No TensorFlow, no Spark: the lookup
-# never imports them, so the image installs the project with --no-deps plus only what
-# docker/requirements-lookup.txt lists. Build from the repository root:
+# The lookup API: Flask under granian, reading Redis. No TensorFlow, no Spark, no pandas:
+# the packages are requirements/lookup.txt, the lock of pyproject.toml's [lookup] extra
+# (pinned, with hashes; requirements/compile.sh writes it), and the project itself is
+# installed apart with --no-deps. Build from the repository root (BuildKit: the build
+# context is what docker/lookup.Dockerfile.dockerignore lets in):
 #   docker build -f docker/lookup.Dockerfile -t prescore-lookup:0.1.0 .
 # Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
@@ -10,9 +12,9 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY docker/requirements-lookup.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
 WORKDIR /src
+COPY requirements/lookup.txt requirements/lookup.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/lookup.txt
 COPY pyproject.toml README.md ./
 COPY prescore prescore
 COPY lookup lookup

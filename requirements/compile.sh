@@ -1,14 +1,54 @@
 #!/usr/bin/env sh
-# The images' lock files: every package each role installs, pinned, with its hashes
-# (pip install --require-hashes). Run after changing pyproject.toml's dependencies;
+# The images' lock files: every package each deployed role installs, pinned, with its
+# hashes (pip install --require-hashes). Run after changing pyproject.toml's dependencies;
 # tests/test_locks.py fails when a lock no longer matches pyproject.toml.
+#
+#   requirements/compile.sh                           # add what pyproject.toml gained, keep other pins
+#   requirements/compile.sh --upgrade                 # every package to its newest allowed version
+#   requirements/compile.sh --upgrade-package numpy   # one package (repeatable)
+#
+# Arguments go to every pip-compile call. A lock holds what pip resolves on the images'
+# platform, Linux x86_64 with CPython 3.11 (environment markers such as the tf extra's
+# platform_machine are evaluated here), so run it there, with the dev virtualenv (.venv).
 set -eu
 cd "$(dirname "$0")/.."
-for role in lookup fallback jobs; do
-    .venv/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
-        --no-emit-index-url --no-emit-find-links --extra "$role" \
-        --output-file "requirements/$role.txt" pyproject.toml
-    # the project's own extras name the project itself: the images install it apart
-    # (pip install --no-deps .), so its line goes
-    sed -i '/^prescore @ /d' "requirements/$role.txt"
-done
+python=.venv/bin/python
+"$python" -c 'import platform, sys
+ok = sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64"
+sys.exit(0 if ok else "requirements/compile.sh: the locks are for Linux x86_64, CPython 3.11; this is "
+         + f"{sys.platform} {platform.machine()} {platform.python_version()}")'
+
+# Each lock is pip-compile's resolution of the project with the role's extras, given as
+# `.[extras]` on stdin rather than as `pyproject.toml --extra ...`: pip-tools 7 parses a
+# pyproject's extras statically and then loses a requirement's own environment marker (the
+# tf extra's `tensorflow; platform_machine != 'x86_64'` would be locked beside
+# tensorflow-cpu); through `.` pip reads the built metadata, markers and all.
+lock() {
+    name=$1 extras=$2
+    shift 2
+    echo ".[$extras]" | "$python" -m piptools compile --quiet --generate-hashes --strip-extras \
+        --allow-unsafe --no-emit-index-url --no-emit-find-links "$@" \
+        --output-file "requirements/$name.txt" -
+    # The images install the project itself apart (pip install --no-deps .): its entry
+    # (a local file URL, which pip-compile cannot hash and warns about) goes, and the header
+    # names the extras and this script.
+    "$python" - "requirements/$name.txt" "$extras" <<'EOF'
+import re, sys
+path, extras = sys.argv[1], sys.argv[2]
+text = open(path).read()
+text = re.sub(
+    r"(?:# WARNING: pip install will require the following package to be hashed\.\n"
+    r"# Consider using a hashable URL[^\n]*\n)?prescore @ [^\n]*\n(?:    #[^\n]*\n)*",
+    "",
+    text,
+)
+text = re.sub(r"(?m)^#    pip-compile .*$", f"#    requirements/compile.sh: pip-compile of .[{extras}]", text)
+open(path, "w").write(text)
+EOF
+}
+
+# lock                extras              installed by
+lock lookup           lookup              "$@"  # docker/lookup.Dockerfile
+lock fallback         fallback            "$@"  # docker/fallback.Dockerfile (LOCK=fallback, the default)
+lock fallback-tf      fallback,tf         "$@"  # docker/fallback.Dockerfile --build-arg LOCK=fallback-tf
+lock jobs             jobs                "$@"  # docker/jobs.Dockerfile (and the demo image, FROM it)
