@@ -10,6 +10,7 @@ thread anyway. Every runner carries the model's ``meta`` (model.json) and ``sign
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -138,11 +139,19 @@ def load_runner(
 
 
 def pick_runtime(meta: Mapping[str, Any], model_dir: Path, configured: str) -> str:
-    """The configured runtime, or with ``auto`` the fastest one measured at registration."""
+    """The configured runtime, or with ``auto`` the fastest one measured at registration;
+    where TensorFlow is not installed (the LiteRT-only fallback image), the fastest LiteRT
+    variant that answers as the SavedModel does."""
     if configured != "auto":
         return configured
     quant = meta.get("quantization") or {}
     best = quant.get("fastest")
     if best in TFLITE_FILES and (model_dir / TFLITE_FILES[best]).is_file():
         return str(best)
+    if importlib.util.find_spec("tensorflow") is None:
+        runtimes = quant.get("runtimes") or {}
+        lite = [r for r in TFLITE_FILES if runtimes.get(r, {}).get("agrees")]
+        lite = [r for r in lite if (model_dir / TFLITE_FILES[r]).is_file()]
+        if lite:
+            return max(lite, key=lambda r: runtimes[r]["batch_rows_per_s"])
     return "tf"

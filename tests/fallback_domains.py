@@ -86,13 +86,13 @@ def write_config(
 
 def image_folder(root: Path, colours: dict[str, Any], junk: bool = True) -> Path:
     """``root/images`` with the first colours images (IMAGES), a file that is no image
-    (``p-junk.png``) and, beside the folder, ``root/secret.jpg``, outside it."""
+    (``p-junk.jpg``) and, beside the folder, ``root/secret.jpg``, outside it."""
     folder = root / "images"
     folder.mkdir(parents=True)
     for key in IMAGES:
         shutil.copy(colours["images"] / f"{key}.jpg", folder / f"{key}.jpg")
     if junk:
-        (folder / "p-junk.png").write_bytes(b"not an image")
+        (folder / "p-junk.jpg").write_bytes(b"not an image")
     (root / "secret.jpg").write_bytes(domains.colour_jpeg({"red"}))
     return folder
 

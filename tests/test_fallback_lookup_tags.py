@@ -48,7 +48,7 @@ def test_a_miss_is_labelled_live_from_the_image_folder_then_a_hit(
 def test_an_image_the_folder_lacks_or_cannot_decode_is_404(
     lookup: Server, rclient: redis.Redis
 ) -> None:
-    # secret.jpg lies outside the image folder; p-junk.png is in it but is no image
+    # secret.jpg lies outside the image folder; p-junk.jpg is in it but is no image
     for key in ("img-absent", "secret", "p-junk"):
         reply = requests.get(lookup.url + f"/v1/datasets/colours/{key}", timeout=5)
         assert (reply.status_code, reply.json()["error"]) == (404, "not_found"), key

@@ -42,6 +42,9 @@ def _exercise(store: ModelStore, tmp: Path) -> None:
 
 def test_local_root(tmp_path: Path) -> None:
     store = ModelStore(ModelStoreSettings(root=(tmp_path / "models").as_uri()))
+    with pytest.raises(ModelStoreError, match="no such folder"):  # a root not made yet
+        store.versions("reco")
+    (tmp_path / "models").mkdir()
     _exercise(store, tmp_path)
     assert (tmp_path / "models" / "reco" / "PROMOTED").read_text() == "2\n"
 

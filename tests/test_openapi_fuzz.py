@@ -25,7 +25,7 @@ CHECKS = dict(
 )  # fmt: skip
 
 
-def _run(app: Any) -> list[str]:
+def _run(app: Any, excluded: tuple[Any, ...] = ()) -> list[str]:
     """Every operation of ``app``'s /openapi.json, ``EXAMPLES`` cases each; the failures."""
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     failures: list[str] = []
@@ -33,13 +33,15 @@ def _run(app: Any) -> list[str]:
     for result in schema.get_all_operations():
         operation = result.ok()
         with contextlib.suppress(Exception):  # each failure is recorded by the check
-            _check(operation, ran, failures)()
+            _check(operation, ran, failures, excluded)()
     assert ran and all(n >= 1 for n in ran.values()), ran  # every operation was exercised
-    assert sum(ran.values()) >= EXAMPLES * len(ran) // 2, ran  # and most of them often
+    assert max(ran.values()) >= EXAMPLES // 2, ran  # the ones taking input, many times
     return failures
 
 
-def _check(operation: Any, ran: dict[str, int], failures: list[str]) -> Any:
+def _check(
+    operation: Any, ran: dict[str, int], failures: list[str], excluded: tuple[Any, ...]
+) -> Any:
     """A hypothesis test of one operation, counting its cases, recording its failures."""
     label = operation.label
 
@@ -48,7 +50,7 @@ def _check(operation: Any, ran: dict[str, int], failures: list[str]) -> Any:
     def check(case: Any) -> None:
         ran[label] = ran.get(label, 0) + 1
         try:
-            case.call_and_validate()
+            case.call_and_validate(excluded_checks=list(excluded))
         except Exception as exc:
             failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:400]}")
             raise
@@ -85,4 +87,9 @@ def fallback_app(
 
 
 def test_the_fallback_document(fallback_app) -> None:  # type: ignore[no-untyped-def]
-    assert _run(fallback_app) == []
+    """Every check but "a schema-valid request is accepted": whether bytes are an image
+    (``b64``) or posted features fit the model is no JSON Schema's to say; those are
+    400s, and no answer may be a 5xx or fail its documented schema."""
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    assert _run(fallback_app, (positive_data_acceptance,)) == []
