@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import shutil
 import tempfile
 import threading
@@ -28,15 +29,18 @@ from typing import Any
 import pandas as pd
 
 from jobs.worker_cache import CACHE
-from prescore import keys
+from prescore import gates, keys
 from prescore.codec import VersionInfo
+from prescore.datasets import Dataset
+from prescore.errors import PublishError
 from prescore.modelstore import ModelStore
 from prescore.redis_client import Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings
 from prescore.versions import Versions, write_payloads
 
 LATE_WRITE_GRACE_S = 1.0
-STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>"
+STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
+KEYS_PER_BATCH = 64  # keys a task reports per batch: the version's sample (prescore.gates)
 
 
 # What every job's SparkSession sets (spark-submit's --conf flags come on top). The
@@ -129,12 +133,17 @@ def worker_redis(conf: Mapping[str, Any]) -> Client:
     return CACHE.get(key, lambda: connect(RedisSettings(**conf["redis"])))
 
 
-def stats_row(rows: int, scored: int, bad: list[str] | None = None) -> pd.DataFrame:
-    """The one stats row a task yields per batch (STATS_SCHEMA)."""
+def stats_row(
+    rows: int, scored: int, bad: list[str] | None = None, written: list[str] | None = None
+) -> pd.DataFrame:
+    """The one stats row a task yields per batch (STATS_SCHEMA): counts, the first bad
+    inputs, and a few of the keys it wrote, drawn at random."""
     bad = bad or []
+    keys_ = random.sample(written, min(KEYS_PER_BATCH, len(written))) if written else []
     return pd.DataFrame(
-        {"rows": [rows], "scored": [scored], "bad": [len(bad)], "bad_sample": [bad[:20]]}
-    )
+        {"rows": [rows], "scored": [scored], "bad": [len(bad)], "bad_sample": [bad[:20]],
+         "keys": [keys_]}
+    )  # fmt: skip
 
 
 def write_rows(client: Client, dataset: str, version: str, rows: list[tuple[str, bytes]]) -> int:
@@ -176,6 +185,36 @@ def _one_thread_per_task() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TF already initialised in this process (e.g. a local driver)
         pass
+
+
+def _gate(
+    client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, rows: int,
+    sample: list[str], figures: dict[str, Any],
+) -> None:  # fmt: skip
+    """Run the data gates; keep the version ``gated`` and raise if any fails."""
+    if not dataset.gates.enabled:
+        return
+    started = time.perf_counter()
+    live = versions.current()
+    report = gates.check(
+        client, dataset, info, rows, sample, versions.get(live) if live else None, dataset.gates
+    )
+    figures["gate_seconds"] = round(time.perf_counter() - started, 3)
+    figures["gates"] = report.to_json()
+    for c in report.checks:
+        mark = "ok " if c.passed else "FAILED"
+        print(
+            f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip(), flush=True
+        )
+    if not report.passed:
+        versions.gate(
+            info.version, rows, {**report.to_json(), "figures": figures}, report.summary()
+        )
+        raise PublishError(
+            f"{dataset.name} {info.version} failed its gates ({report.summary()}); kept as "
+            f"gated, the live version is unchanged (prescore release to publish it anyway)",
+            code="gated",
+        )
 
 
 class Progress:
@@ -249,42 +288,47 @@ class Summary:
 def publish_version(
     spark: Any,
     settings: Settings,
-    dataset: str,
+    dataset: Dataset,
     model: tuple[str, str],
     run: Callable[[str], Any],
     unit: str = "rows",
     force: bool = False,
 ) -> Summary:
     """Register a version, run the stats DataFrame ``run(version)`` while holding its
-    lease, verify and publish (``force``: even over a newer live version)."""
-    versions = Versions(connect(settings.redis), dataset, settings.store)
+    lease, check it against the live one (prescore.gates), verify and publish (``force``:
+    even over a newer live version). A version that fails its gates is kept ``gated``."""
+    client = connect(settings.redis)
+    versions = Versions(client, dataset.name, settings.store)
     info = versions.begin(model[0], model[1])
-    print(f"{dataset}: writing version {info.version} (model {model[0]}/{model[1]})", flush=True)
-    summary = Summary(dataset, info.version)
+    name = dataset.name
+    print(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})", flush=True)
+    summary = Summary(name, info.version)
     started = time.perf_counter()
     try:
         with versions.lease(info.version), Progress(spark):
             stats = run(info.version).collect()
+        written: list[str] = []
         for row in stats:
             summary.rows += row["rows"]
             summary.scored += row["scored"]
             summary.bad += row["bad"]
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
+            written += list(row["keys"] or [])
         took = time.perf_counter() - started
-        figures = {"seconds": round(took, 3), "scored": summary.scored, "unit": unit,
-                   "bad": summary.bad}  # fmt: skip
+        sample = gates.sample_keys(written, dataset.gates.sample)
+        figures: dict[str, Any] = {"seconds": round(took, 3), "scored": summary.scored,
+                                   "unit": unit, "bad": summary.bad, "sample": sample}  # fmt: skip
+        _gate(client, versions, dataset, info, summary.rows, sample, figures)
         versions.publish(info.version, summary.rows, retire=False, force=force, figures=figures)
     except BaseException as exc:
         _drain(spark)  # tasks of a failed job may still be writing: let them stop first
-        if versions.get(info.version).status == "writing":
+        if versions.get(info.version).status == "writing":  # not gated: it failed
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
             # A task being killed may land one last batch after the sweep; workers stop
             # writing once they see the version is no longer 'writing' (write_rows).
             time.sleep(LATE_WRITE_GRACE_S)
             versions.delete_keys(info.version)
-        print(
-            f"{dataset}: version {info.version} failed; the live version is unchanged", flush=True
-        )
+        print(f"{name}: version {info.version} failed; the live version is unchanged", flush=True)
         raise
     summary.seconds = time.perf_counter() - started
     # the new version already serves; removing the ones beyond the newest N is housekeeping

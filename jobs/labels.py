@@ -105,12 +105,13 @@ def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) ->
     score = score_images if conf["dataset"]["images"] else score_rows
     step = conf["batch_rows"]
     for batch in batches:
-        written, bad = 0, []
+        written, bad, keys_ = 0, [], []
         for start in range(0, len(batch), step):
             rows, skipped = score(batch.iloc[start : start + step], conf, model)
             written += write_rows(client, conf["dataset"]["name"], conf["version"], rows)
             bad += skipped
-        yield stats_row(written, written, bad)
+            keys_ += [k for k, _ in rows]
+        yield stats_row(written, written, bad, written=keys_)
 
 
 # -- driver: images ------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
     )
     bad = empty.unionByName(big).collect()  # a few rows: bad files are the exception
     sample = [f"{r['path']}: {r['reason']}" for r in bad[:20]]
-    return spark.createDataFrame([(0, 0, len(bad), sample)], STATS_SCHEMA)
+    return spark.createDataFrame([(0, 0, len(bad), sample, [])], STATS_SCHEMA)
 
 
 def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any]:

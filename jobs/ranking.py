@@ -315,11 +315,13 @@ def score_partition(
     dataset = conf["dataset"]["name"]
     for batch in batches:
         written = pairs = 0
+        keys_: list[str] = []
         for start in range(0, len(batch), step):
             rows, scored = score_chunk(batch.iloc[start : start + step], conf, model, run)
             written += write_rows(client, dataset, conf["version"], rows)
             pairs += scored
-        yield stats_row(written, pairs)
+            keys_ += [k for k, _ in rows]
+        yield stats_row(written, pairs, written=keys_)
 
 
 def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:

@@ -92,7 +92,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         print(f"{dataset.name}: scoring {source} with {dataset.model}/{ref.version}", flush=True)
         unit = "images" if dataset.images else "rows"
     model = (dataset.model, ref.version)
-    return publish_version(spark, settings, dataset.name, model, run, unit, force=args.force)
+    return publish_version(spark, settings, dataset, model, run, unit, force=args.force)
 
 
 def _contexts(dataset: Any) -> list[str]:

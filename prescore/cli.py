@@ -5,6 +5,7 @@ prescore versions NAME                    a dataset's versions with their metada
 prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
 prescore gc NAME                          remove versions beyond the kept ones
+prescore release NAME VERSION --reason R  publish a version its data gates held back
 prescore publish NAME PATH                publish scores computed elsewhere (parquet)
 prescore models [list] [NAME]             model versions, metrics, the promoted one
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
@@ -17,6 +18,7 @@ commands take ``-o json``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -104,6 +106,14 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
         f"{args.dataset}: rolled back {before} -> {target.version} "
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
     )
+    return 0
+
+
+def _release(settings: Settings, args: argparse.Namespace) -> int:
+    v = _versions_of(settings, args.dataset)
+    who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
+    done = v.release(args.version, who, args.reason)
+    print(f"{args.dataset}: released {done.version} over its gates (by {who}: {args.reason})")
     return 0
 
 
@@ -224,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", help="a specific published version"
     )
     command("gc", _gc, "remove versions beyond the kept ones")
+    rel = command("release", _release, "publish a gated version anyway (recorded)")
+    rel.add_argument("version", help="the gated version")
+    rel.add_argument("--reason", required=True, help="why its gates are overridden")
     pub = command("publish", _publish, "publish scores computed elsewhere (parquet)")
     pub.add_argument("path", help="parquet file, folder or glob (file:// or a local path)")
     pub.add_argument("--key", help="the key column (default: the dataset's key field)")

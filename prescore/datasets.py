@@ -97,6 +97,18 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Gates:
+    """The pre-switch checks of a new version against the live one (prescore.gates)."""
+
+    enabled: bool = True
+    rows: tuple[float, float] = (0.5, 2.0)  # new rows / live rows
+    coverage: float = 0.9  # share of the live version's sampled keys in the new one
+    drift: float = 0.25  # population stability index of the entries' scores
+    payload_size: tuple[float, float] = (0.5, 2.0)  # new median payload size / live's
+    sample: int = 1000  # keys sampled per version
+
+
+@dataclass(frozen=True)
 class Dataset:
     """One declared dataset."""
 
@@ -121,6 +133,11 @@ class Dataset:
     max_image_bytes: int = 20 * 1024 * 1024
     min_score: float | None = None  # labels: one threshold for every label (else model.json)
     training: Training | None = None
+    gates: Gates = field(default_factory=Gates)
+    miss_log: bool = True  # misses recorded; the next bulk run scores those its tables hold
+    max_age_s: float | None = None  # an answer older than this is stale
+    stale: str = "refresh"  # refresh: served stale, refreshed live off the request's path;
+    #                         live: answered live within the deadline
 
     @property
     def has_contexts(self) -> bool:
@@ -340,7 +357,10 @@ def _table(
     )
 
 
-_COMMON = ("kind", "model", "route", "key_field", "batch_field", "list_field", "live", "training")
+_COMMON = (
+    "kind", "model", "route", "key_field", "batch_field", "list_field", "live", "training",
+    "gates", "miss_log", "max_age_s", "stale",
+)  # fmt: skip
 _BY_KIND = {
     "ranking": ("entities", "items", "candidates", "contexts", "k"),
     "labels": ("images", "rows", "label_field", "min_score"),
@@ -357,6 +377,9 @@ def _dataset(r: _Reader, name: str) -> Dataset:
     route = r.name("route", ROUTE_RE, "a route is 1-40 of a-z, 0-9, '-'")
     if route in RESERVED_ROUTES:
         raise r.error(r.path_of("route"), f"{route!r} is reserved")
+    max_age = r.number("max_age_s", None)
+    if max_age is not None and max_age <= 0:
+        raise r.error(r.path_of("max_age_s"), "must be a number of seconds above 0")
     common: dict[str, Any] = dict(
         name=name,
         kind=kind,
@@ -364,6 +387,10 @@ def _dataset(r: _Reader, name: str) -> Dataset:
         route=route,
         live=r.flag("live", kind != "external"),
         training=_training(r) if r.has("training") else None,
+        gates=_gates(r),
+        miss_log=r.flag("miss_log", kind != "external"),
+        max_age_s=max_age,
+        stale=r.choice("stale", ("refresh", "live"), "refresh"),
     )
     if kind == "ranking":
         return _ranking(r, common)
@@ -474,6 +501,32 @@ def _labels(r: _Reader, common: dict[str, Any]) -> Dataset:
         image_extensions=exts,
         max_image_bytes=max_bytes,
         min_score=min_score,
+    )
+
+
+def _band(r: _Reader, key: str, default: tuple[float, float]) -> tuple[float, float]:
+    value = r._get(key, list, "a list [low, high]", list(default))
+    if len(value) != 2 or not all(isinstance(v, int | float) for v in value) or value[0] > value[1]:
+        raise r.error(r.path_of(key), f"must be [low, high] with low <= high; got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _gates(r: _Reader) -> Gates:
+    g = r.table("gates")
+    g.only(("enabled", "rows", "coverage", "drift", "payload_size", "sample"))
+    coverage = g.number("coverage", Gates.coverage)
+    drift = g.number("drift", Gates.drift)
+    if coverage is None or not 0 <= coverage <= 1:
+        raise g.error(g.path_of("coverage"), "must be a share from 0 to 1")
+    if drift is None or drift < 0:
+        raise g.error(g.path_of("drift"), "must be a number of at least 0")
+    return Gates(
+        enabled=g.flag("enabled", True),
+        rows=_band(g, "rows", Gates.rows),
+        coverage=coverage,
+        drift=drift,
+        payload_size=_band(g, "payload_size", Gates.payload_size),
+        sample=g.integer("sample", Gates.sample, 10, 100_000),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from prescore import keys
+from prescore import gates, keys
 from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
 from prescore.local_tables import files
@@ -42,6 +42,7 @@ class PublishReport:
     bad_sample: list[str] = field(default_factory=list)
     seconds: float = 0.0
     published: bool = False
+    gated: bool = False
 
 
 def _plain(value: Any) -> Any:
@@ -149,8 +150,9 @@ def _finite(value: Any) -> None:
 
 
 def _write_all(
-    client: Client, dataset: Dataset, version: str, path: str, rows: _Rows, report: PublishReport
-) -> None:
+    client: Client, dataset: Dataset, version: str, path: str, rows: _Rows,
+    report: PublishReport, sample: gates.Reservoir,
+) -> None:  # fmt: skip
     """Write every good row of the parquet at ``path``; count and sample the bad ones."""
     from prescore.datasets import absolute_uri
 
@@ -166,6 +168,7 @@ def _write_all(
                         f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}"
                     )
         report.rows += write_payloads(client, dataset.name, version, good)
+        sample.offer([k for k, _ in good])
 
 
 def publish_file(
@@ -187,14 +190,32 @@ def publish_file(
     say(f"{dataset.name}: writing version {info.version} from {path}")
     started = time.perf_counter()
     try:
+        reservoir = gates.Reservoir(dataset.gates.sample)
         with versions.lease(info.version):
-            _write_all(client, dataset, info.version, path, rows, report)
+            _write_all(client, dataset, info.version, path, rows, report, reservoir)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
                 "nothing was published"
             )
-        versions.publish(info.version, report.rows, retire=False, force=force)
+        sample = reservoir.keys
+        figures: dict[str, Any] = {"scored": report.rows, "unit": "rows", "sample": sample}
+        if dataset.gates.enabled:
+            live = versions.current()
+            checked = gates.check(
+                client, dataset, info, report.rows, sample,
+                versions.get(live) if live else None, dataset.gates,
+            )  # fmt: skip
+            figures["gates"] = checked.to_json()
+            if not checked.passed:
+                versions.gate(info.version, report.rows, checked.to_json(), checked.summary())
+                report.gated = True
+                raise PublishError(
+                    f"failed its gates ({checked.summary()}); kept as gated, the live version "
+                    "is unchanged (prescore release to publish it anyway)",
+                    code="gated",
+                )
+        versions.publish(info.version, report.rows, retire=False, force=force, figures=figures)
         report.published = True
     except BaseException as exc:
         if versions.get(info.version).status == "writing":

@@ -204,6 +204,45 @@ class Versions:
             self.retire_old()
         return done
 
+    def gate(self, version: str, rows: int, report: Mapping[str, Any], summary: str) -> VersionInfo:
+        """Keep a version that failed its data gates unpublished: ``gated``, with the
+        gates' report; its keys stay, to be looked at or released."""
+        info = self.get(version)
+        entry = info.replace(
+            status="gated", rows=rows, finished_at=utcnow_iso(), note=f"gated: {summary}",
+            extra={**info.extra, "gates": dict(report)},
+        )  # fmt: skip
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._registry, version, entry.to_bytes())
+        self._done_writing(pipe, version)
+        pipe.execute()
+        return entry
+
+    def release(self, version: str, by: str, reason: str) -> VersionInfo:
+        """Publish a gated version anyway: an operator's decision, recorded in its entry."""
+        info = self.get(version)
+        if info.status != "gated":
+            raise PublishError(f"version {version} is {info.status}, not gated", code="not_gated")
+        if not reason.strip():
+            raise PublishError("say why the gates are overridden (--reason)", code="no_reason")
+        found = self.count_keys(version)
+        if found != info.rows:
+            raise PublishError(
+                f"{self.dataset} {version}: expected {info.rows} keys, found {found}; "
+                "it cannot be released", code="publish_failed",
+            )  # fmt: skip
+        now = utcnow_iso()
+        done = info.replace(
+            status="published", published_at=now,
+            note=f"released by {by} over its gates: {reason}",
+            extra={**info.extra, "released_by": by, "released_at": now, "release_reason": reason},
+        )  # fmt: skip
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self._pointer, version)
+        pipe.hset(self._registry, version, done.to_bytes())
+        pipe.execute()
+        return done
+
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
         """Mark a version failed and remove what it wrote; the pointer never names it."""
         if self.current() == version:
@@ -254,7 +293,14 @@ class Versions:
         removed = self.reap_dead()
         live = self.current()
         kept = history = 0
+        gated_seen = False
         for info in self.all():
+            if info.status == "gated":  # the newest keeps its keys, to be released
+                if gated_seen and not info.note.endswith("(keys removed)"):
+                    self.delete_keys(info.version)
+                    entry = info.replace(note=info.note + " (keys removed)")
+                    self.client.hset(self._registry, info.version, entry.to_bytes())
+                gated_seen = True
             if info.version == live or (
                 info.status == "published" and kept < self.settings.keep_versions
             ):
