@@ -57,8 +57,9 @@ def picks(settings: Settings, tmp_path: Path) -> Settings:
 
 def _publish(s: Settings, rclient, path: Path):  # type: ignore[no-untyped-def]
     lines: list[str] = []
-    report = publish_file(rclient, s.store, s.catalog.get("picks"), str(path),
-                          json_column="payload", say=lines.append)  # fmt: skip
+    report = publish_file(
+        rclient, s.store, s.catalog.get("picks"), str(path), json_column="payload", say=lines.append
+    )
     return report, "\n".join(lines)
 
 
@@ -77,7 +78,7 @@ def test_each_gate_refuses_its_broken_run_and_a_normal_rerun_passes(
     first, _ = _publish(picks, rclient, _write(tmp_path / "a.parquet", range(USERS)))
     assert first.published
     users = broken.pop("users", range(USERS))
-    bad, text = _publish(picks, rclient, _write(tmp_path / "b.parquet", users, **broken))
+    bad, _ = _publish(picks, rclient, _write(tmp_path / "b.parquet", users, **broken))
     assert not bad.published and bad.gated and v.current() == first.version
     info = v.get(bad.version)
     assert info.status == "gated" and "gated:" in info.note
@@ -92,20 +93,37 @@ def test_each_gate_refuses_its_broken_run_and_a_normal_rerun_passes(
 def test_a_gated_version_is_released_by_an_operator_and_says_so(
     picks: Settings, redis_url: str, rclient, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    first, _ = _publish(picks, rclient, _write(tmp_path / "a.parquet", range(USERS)))
+    _first, _ = _publish(picks, rclient, _write(tmp_path / "a.parquet", range(USERS)))
     bad, _ = _publish(picks, rclient, _write(tmp_path / "b.parquet", range(USERS), shift=0.5))
     assert bad.gated
-    env = {"PRESCORE_CONFIG": picks.catalog.source, "REDIS_URL": redis_url, "PATH": "/usr/bin:/bin",
-           "PRESCORE_OPERATOR": "oncall-ana"}  # fmt: skip
+    env = {
+        "PRESCORE_CONFIG": picks.catalog.source,
+        "REDIS_URL": redis_url,
+        "PATH": "/usr/bin:/bin",
+        "PRESCORE_OPERATOR": "oncall-ana",
+    }
     cli = [sys.executable, "-m", "prescore.cli"]
-    listed = subprocess.run([*cli, "versions", "picks"], env=env, cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout  # fmt: skip
+    listed = subprocess.run(
+        [*cli, "versions", "picks"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert "gated" in listed and "drift" in listed
-    refused = subprocess.run([*cli, "release", "picks", bad.version], env=env, cwd=ROOT,
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    refused = subprocess.run(
+        [*cli, "release", "picks", bad.version],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert refused.returncode == 2  # --reason is required
-    done = subprocess.run([*cli, "release", "picks", bad.version, "--reason", "new pricing"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "release", "picks", bad.version, "--reason", "new pricing"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     v = Versions(rclient, "picks", picks.store)
     info = v.get(bad.version)
