@@ -181,8 +181,8 @@ def requests_per_call(url: str, model: str) -> float:
 
     with urllib.request.urlopen(url + "/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    total = metric_value(text, "fallback_batch_requests_sum", model=model)
-    calls = metric_value(text, "fallback_batch_requests_count", model=model)
+    total = metric_value(text, "prescore_fallback_batch_requests_sum", model=model)
+    calls = metric_value(text, "prescore_fallback_batch_requests_count", model=model)
     return total / calls if calls else float("nan")
 
 

@@ -120,7 +120,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
     """Build the app, read the inputs, load the promoted models, start the watcher."""
     app = Flask("fallback", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_dir)
     served = {name: settings.core.catalog.get(name) for name in settings.served()}
     inputs = {
         name: Inputs(d, settings.webhdfs_url, settings.tables_refresh_s, settings.request_timeout_s)

@@ -1,12 +1,16 @@
-"""Prometheus metrics of the fallback: requests, latency, batch sizes, queue depth.
+"""Prometheus metrics of the fallback, every name prefixed ``prescore_fallback_``:
+requests, latency, batch sizes, queue depth, the model version served.
 
-The service runs one process by default (batching merges the requests of one process), so
-the metrics live in that process's own registry.
+The service runs one process by default (batching merges the requests of one process).
+With PROMETHEUS_MULTIPROC_DIR set (``python -m fallback.serve`` makes the folder when it
+does not exist yet, as on a fresh Kubernetes emptyDir), every worker writes its values
+there and /metrics sums them. The queue depth is read at scrape time from the process
+that answers the scrape (a custom collector: function gauges do not cross processes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +20,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from fallback.batcher import BatchObserver
 
@@ -23,41 +30,57 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
+class QueueDepth(Collector):
+    """Requests waiting for a model call per dataset, read when scraped."""
+
+    def __init__(self) -> None:
+        self.depths: dict[str, Callable[[], float]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "prescore_fallback_queue_depth", "Requests waiting for a model call", labels=["dataset"]
+        )
+        for dataset, depth in sorted(self.depths.items()):
+            family.add_metric([dataset], float(depth()))
+        yield family
+
+
 class Metrics:
     """The app's metrics, in their own registry (tests build many apps)."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str = "") -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "fallback_requests", "HTTP requests by route and status", ["route", "status"],
+            "prescore_fallback_requests", "HTTP requests by route and status", ["route", "status"],
             registry=r,
         )  # fmt: skip
         self.latency = Histogram(
-            "fallback_request_duration_seconds", "Time to answer a request, by route",
+            "prescore_fallback_request_duration_seconds", "Time to answer a request, by route",
             ["route"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_requests = Histogram(
-            "fallback_batch_requests", "Requests merged into one model call, by dataset",
+            "prescore_fallback_batch_requests", "Requests merged into one model call, by dataset",
             ["dataset"], buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_rows = Histogram(
-            "fallback_batch_rows", "Rows in one model call, by dataset",
+            "prescore_fallback_batch_rows", "Rows in one model call, by dataset",
             ["dataset"], buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference = Histogram(
-            "fallback_inference_seconds", "Time of one model call, by dataset",
+            "prescore_fallback_inference_seconds", "Time of one model call, by dataset",
             ["dataset"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.queue_depth = Gauge(
-            "fallback_queue_depth", "Requests waiting for a model call", ["dataset"], registry=r
-        )
+        self.queue_depth = QueueDepth()
+        r.register(self.queue_depth)
         self.model_version = Gauge(
-            "fallback_model_version",
+            "prescore_fallback_model_version",
             "Version of the model served as promoted, by dataset",
             ["dataset"],
+            multiprocess_mode="livemostrecent",
             registry=r,
         )
 
@@ -74,11 +97,17 @@ class Metrics:
         return observe
 
     def track_depth(self, dataset: str, depth: Callable[[], float]) -> None:
-        self.queue_depth.labels(dataset).set_function(depth)
+        self.queue_depth.depths[dataset] = depth
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Every worker's values in multiprocess mode, else this process's."""
+        if not self.multiprocess_dir:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        registry.register(self.queue_depth)
+        return generate_latest(registry)

@@ -10,17 +10,23 @@ bounds how many requests can merge into one model call.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from functools import partial
 from typing import Any
 
 from fallback.settings import FallbackSettings
-from prescore.serving import WSGIServer
+from prescore import logs
+from prescore.errors import ConfigError, PrescoreError
+from prescore.serving import WSGIServer, metrics_dir
+
+log = logging.getLogger("fallback")
 
 
 def load_app(settings: FallbackSettings) -> Any:
     from fallback.app import create_app  # TensorFlow loads in the worker
 
+    logs.configure("fallback", settings.log_level)
     return create_app(settings)
 
 
@@ -31,13 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="processes (env FALLBACK_WORKERS, default 1)")
     parser.add_argument("--threads", type=int, help="threads (env FALLBACK_THREADS)")
     args = parser.parse_args(argv)
-    settings = FallbackSettings.from_env().with_changes(
-        bind=args.bind, workers=args.workers, threads=args.threads
-    )
-    print(
+    try:
+        settings = FallbackSettings.from_env().with_changes(
+            bind=args.bind, workers=args.workers, threads=args.threads
+        )
+        if not settings.served():
+            raise ConfigError(
+                "PRESCORE_CONFIG: no dataset to answer live (declare one with a model, or "
+                "name them in FALLBACK_DATASETS)"
+            )
+    except PrescoreError as exc:
+        print(f"fallback: {exc.message}", file=sys.stderr)
+        return 2
+    # before prometheus_client is imported, which reads it; made if it does not exist
+    settings = settings.with_changes(metrics_dir=metrics_dir(settings.metrics_dir, "fallback"))
+    logs.configure("fallback", settings.log_level)
+    log.info(
         f"fallback: serving on http://{settings.bind} ({settings.workers} x {settings.threads} "
         f"threads); datasets {','.join(settings.served())} from {settings.core.models.root}",
-        flush=True,
+        extra={"bind": settings.bind, "datasets": settings.served()},
     )
     server = WSGIServer(
         bind=settings.bind,

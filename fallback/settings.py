@@ -9,7 +9,7 @@ from typing import Any
 
 from prescore.errors import ConfigError
 from prescore.inference import RUNTIMES
-from prescore.settings import Settings, env_bool, env_float, env_int, env_str
+from prescore.settings import Settings, env_bool, env_choice, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class FallbackSettings:
     max_candidates: int = 5000  # items scored for one entity
     max_k: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
+    metrics_dir: str = ""  # prometheus multiprocess dir (several workers); made at start
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FallbackSettings:
@@ -98,6 +100,10 @@ class FallbackSettings:
             max_candidates=env_int(env, "FALLBACK_MAX_CANDIDATES", cls.max_candidates),
             max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k),
             max_body_bytes=env_int(env, "FALLBACK_MAX_BODY_BYTES", cls.max_body_bytes),
+            metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
+            log_level=env_choice(
+                env, "PRESCORE_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
+            ),
         )
         settings.check()
         return settings

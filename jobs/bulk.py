@@ -293,10 +293,12 @@ def publish_version(
     run: Callable[[str], Any],
     unit: str = "rows",
     force: bool = False,
+    figures: Mapping[str, Any] | None = None,
 ) -> Summary:
     """Register a version, run the stats DataFrame ``run(version)`` while holding its
     lease, check it against the live one (prescore.gates), verify and publish (``force``:
-    even over a newer live version). A version that fails its gates is kept ``gated``."""
+    even over a newer live version); ``figures`` are recorded with it. A version that fails
+    its gates is kept ``gated``."""
     client = connect(settings.redis)
     versions = Versions(client, dataset.name, settings.store)
     info = versions.begin(model[0], model[1])
@@ -316,10 +318,11 @@ def publish_version(
             written += list(row["keys"] or [])
         took = time.perf_counter() - started
         sample = gates.sample_keys(written, dataset.gates.sample)
-        figures: dict[str, Any] = {"seconds": round(took, 3), "scored": summary.scored,
-                                   "unit": unit, "bad": summary.bad, "sample": sample}  # fmt: skip
-        _gate(client, versions, dataset, info, summary.rows, sample, figures)
-        versions.publish(info.version, summary.rows, retire=False, force=force, figures=figures)
+        recorded: dict[str, Any] = {**(figures or {}), "seconds": round(took, 3),
+                                    "scored": summary.scored, "unit": unit, "bad": summary.bad,
+                                    "sample": sample}  # fmt: skip
+        _gate(client, versions, dataset, info, summary.rows, sample, recorded)
+        versions.publish(info.version, summary.rows, retire=False, force=force, figures=recorded)
     except BaseException as exc:
         _drain(spark)  # tasks of a failed job may still be writing: let them stop first
         if versions.get(info.version).status == "writing":  # not gated: it failed

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
-from jobs.spark_tables import columns, read, require
+from jobs.spark_tables import Selection, columns, read, require, rows_to_score
 from prescore import feeds, keys, label_payloads
 from prescore.codec import PayloadShape
 from prescore.datasets import Dataset
@@ -175,8 +175,11 @@ def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any
     return files, images.coalesce(min(splits, rounds * parallelism))
 
 
-def runner(spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any]) -> Any:
-    """Check the model against the dataset; ``run(version)``: the stats of one run."""
+def runner(
+    spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any], missed: Sequence[str] = ()
+) -> tuple[Any, Selection | None]:
+    """Check the model against the dataset; ``run(version)``: the stats of one run, and
+    the rows chosen (a rows dataset: its filter and the ``missed`` keys it holds)."""
     sigs = Signatures.from_json(ref.meta["signature"])
     body = {
         **conf,
@@ -189,7 +192,8 @@ def runner(spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any]) ->
         frame = read(spark, dataset.rows)
         check_labels(dataset, sigs, ref.meta, columns(frame))
         require(frame, dataset.rows.key, f"dataset {dataset.name}: rows")
-        frame = frame.select(
+        chosen = rows_to_score(frame, dataset.rows, f"dataset {dataset.name}: rows", missed)
+        frame = chosen.frame.select(
             *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))
         )
         if conf.get("partitions"):
@@ -199,7 +203,7 @@ def runner(spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any]) ->
             mine = {**body, "version": version}
             return frame.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
 
-        return run_rows
+        return run_rows, chosen
     check_labels(dataset, sigs, ref.meta, None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
     files, images = read_images(spark, dataset, conf.get("partitions") or 0)
@@ -214,4 +218,4 @@ def runner(spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any]) ->
             stats += unread_stats(spark, files, dataset.max_image_bytes).collect()
         return spark.createDataFrame(stats, STATS_SCHEMA)
 
-    return run
+    return run, None

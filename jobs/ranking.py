@@ -15,7 +15,7 @@ features of every pair (``serving_default``), its preprocessing run once per pai
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
-from jobs.spark_tables import columns, read, require
+from jobs.spark_tables import columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
 from prescore import feeds, keys
@@ -54,9 +54,13 @@ def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[
     return dict(columns(frame)), [found[v] for v in ctx.score]
 
 
-def plan(spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False) -> dict[str, Any]:
+def plan(
+    spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False,
+    missed: Sequence[str] = (),
+) -> dict[str, Any]:  # fmt: skip
     """Read and check everything a run needs; the plain values its workers get.
-    ``per_pair``: call serving_default on every pair even if the model is factored."""
+    ``per_pair``: call serving_default on every pair even if the model is factored;
+    ``missed``: keys of the miss log, scored besides the entities' filter."""
     assert dataset.entities is not None and dataset.items is not None
     sigs = Signatures.from_json(ref.meta["signature"])
     entities, items = read(spark, dataset.entities), read(spark, dataset.items)
@@ -70,6 +74,7 @@ def plan(spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False) ->
     where = f"dataset {dataset.name}"
     require(entities, [*dataset.entities.key, rule.entity_column], f"{where}: entities")
     require(items, [*dataset.items.key, rule.item_column, *dataset.item_payload], f"{where}: items")
+    chosen = rows_to_score(entities, dataset.entities, f"{where}: entities", missed)
     item_cols = {c for c, side in bound.items() if side == "item"} | set(dataset.item_payload)
     if factored:
         item_cols |= set(sigs.by_name["encode_item"].inputs)
@@ -80,7 +85,7 @@ def plan(spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False) ->
     if factored:
         entity_cols |= set(sigs.by_name["encode_entity"].inputs)
     entity_cols = (entity_cols - {""}) - set(dataset.entities.key)
-    frame = entities.select(*dataset.entities.key, *sorted(entity_cols))
+    frame = chosen.frame.select(*dataset.entities.key, *sorted(entity_cols))
     if rule.rule == "table":
         assert rule.table is not None
         table = read(spark, rule.table)
@@ -94,6 +99,7 @@ def plan(spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False) ->
         "contexts": ctx_rows,
         "entities": frame,
         "items": {c: item_table[c].tolist() for c in item_table.columns},
+        "selection": chosen,
     }
 
 

@@ -9,6 +9,10 @@ row (jobs.labels). The model is the dataset's, at its promoted version unless
 before anything is written. Payloads are written beside the live version; the driver
 verifies the count and switches the pointer atomically, or marks the version failed and
 exits non-zero (jobs.bulk). Progress and a summary are printed.
+
+Besides the rows its table's ``filter`` selects, a run scores the keys of the dataset's
+miss log (prescore.misslog) that its table holds, reports how many, and once published
+removes them from the log (``--no-miss-log`` or the dataset's ``miss_log = false``: not).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from jobs import labels, ranking
 from jobs.bulk import Summary, plain_settings, publish_version, settings_for, spark_session
 from jobs.flags import add_store_flags
 from prescore.errors import ConfigError
+from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
+from prescore.redis_client import connect
 from prescore.settings import Settings
 
 
@@ -53,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="publish even if a newer version went live meanwhile (recorded in the registry)",
     )
+    parser.add_argument(
+        "--no-miss-log",
+        dest="miss_log",
+        action="store_false",
+        help="score the table's filter only, not the keys lookups missed",
+    )
     add_store_flags(parser)
     return parser.parse_args(argv)
 
@@ -72,8 +84,12 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         "partitions": args.partitions,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    log = MissLog(connect(settings.redis))
+    uses_log = args.miss_log and dataset.miss_log and not dataset.images
+    missed = log.all_keys(dataset.name) if uses_log else []
     if dataset.kind == "ranking":
-        planned = ranking.plan(spark, dataset, ref, per_pair=args.per_pair)
+        planned = ranking.plan(spark, dataset, ref, per_pair=args.per_pair, missed=missed)
+        chosen = planned.pop("selection")
         conf.update(batch_rows=args.batch_rows or 32768, entities_per_chunk=args.entities_per_chunk)
         n_items = len(next(iter(planned["items"].values()), []))
         how = "factored signatures" if planned["factored"] else "serving_default on each pair"
@@ -87,12 +103,26 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         unit = "pairs"
     else:
         conf.update(batch_rows=args.batch_rows or 128)
-        run = labels.runner(spark, dataset, ref, conf)
+        run, chosen = labels.runner(spark, dataset, ref, conf, missed)
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
         print(f"{dataset.name}: scoring {source} with {dataset.model}/{ref.version}", flush=True)
         unit = "images" if dataset.images else "rows"
+    figures = {}
+    if chosen is not None and uses_log:
+        figures = {"miss_log_keys": len(missed), "from_miss_log": len(chosen.logged),
+                   "miss_log_added": chosen.added}  # fmt: skip
+        print(
+            f"{dataset.name}: the miss log holds {len(missed)} key(s); {len(chosen.logged)} "
+            f"are in the table and scored ({chosen.added} beyond its filter)",
+            flush=True,
+        )
     model = (dataset.model, ref.version)
-    return publish_version(spark, settings, dataset, model, run, unit, force=args.force)
+    summary = publish_version(
+        spark, settings, dataset, model, run, unit, force=args.force, figures=figures
+    )
+    if chosen is not None and chosen.logged:
+        log.forget(dataset.name, chosen.logged)  # now precomputed
+    return summary
 
 
 def _contexts(dataset: Any) -> list[str]:

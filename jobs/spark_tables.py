@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prescore.datasets import Table
@@ -50,3 +51,46 @@ def require(frame: Any, names: Iterable[str], where: str) -> None:
             f"{where}: no column {', '.join(repr(m) for m in missing)}; "
             f"the table has {', '.join(sorted(have))}"
         )
+
+
+def key_column(table: Table) -> Any:
+    """The table's key as the store spells it (composite keys joined by ``|``)."""
+    from pyspark.sql import functions as F
+
+    parts = [F.col(c).cast("string") for c in table.key]
+    return parts[0] if len(parts) == 1 else F.concat_ws("|", *parts)
+
+
+def rows_to_score(frame: Any, table: Table, where: str, missed: Sequence[str]) -> Selection:
+    """The rows a bulk run scores: those the table's ``filter`` selects (every row without
+    one) and those whose key the miss log holds; and which logged keys the table has."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.utils import AnalysisException, ParseException
+
+    key = key_column(table)
+    logged: list[str] = []
+    if missed:
+        found = frame.where(key.isin(list(missed))).select(key.alias("k")).distinct()
+        logged = sorted(r["k"] for r in found.collect())
+    if not table.filter:
+        return Selection(frame, logged, 0)
+    try:
+        condition = F.expr(table.filter)
+        chosen = frame.where(condition | key.isin(logged) if logged else condition)
+        added = frame.where(~condition & key.isin(logged)).count() if logged else 0
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ConfigError(
+            f"{where}.filter: {table.filter!r} is not a Spark SQL condition: {first}"
+        ) from None
+    return Selection(chosen, logged, added)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a run scores: ``frame``; ``logged``: the miss-log keys in it; ``added``: how
+    many of those the filter alone would not have scored."""
+
+    frame: Any
+    logged: list[str]
+    added: int

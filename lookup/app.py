@@ -2,37 +2,60 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Flask
 
 from lookup import live, routes
 from lookup.datasets import ServedDatasets
+from lookup.exporter import RegistryCollector
 from lookup.fallback_client import FallbackClient
 from lookup.fastpath import FastPath
+from lookup.freshness import Refresher
 from lookup.metrics import Metrics
 from lookup.misses import MissHandler, for_settings
-from lookup.service import Lookup
+from lookup.service import Extras, Lookup
 from lookup.settings import LookupSettings
+from lookup.shadow import ShadowChecker
+from lookup.singleflight import SingleFlight
 from lookup.store import StoreReader
+from prescore.misslog import MissLog
 from prescore.redis_client import connect
 from prescore.web import install_error_handlers, install_request_log
 
 
 def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:
-    """Build the app. ``on_miss`` answers ids the store lacks (default: per settings,
+    """Build the app. ``on_miss`` answers keys the store lacks (default: per settings,
     see lookup.misses.for_settings; without a fallback URL a miss is 404 not_found)."""
     app = Flask("lookup", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     client = connect(settings.core.redis)
     reader = StoreReader(client, settings.pointer_cache_s)
     metrics = Metrics(settings.server.metrics_dir)
-    service = Lookup(reader, on_miss or for_settings(settings), metrics)
+    catalog = settings.core.catalog
+    floors = {n: catalog.datasets[n].shadow_min_overlap for n in catalog.names()}
+    metrics.collectors.append(RegistryCollector(client, floors))
+    handler = on_miss or for_settings(settings)
+    fallback = handler if isinstance(handler, FallbackClient) else None
+    extras = Extras(misslog=MissLog(client) if settings.miss_log else None)
+    if fallback is not None:
+        fallback.metrics = metrics
+        if settings.single_flight:
+            handler = SingleFlight(fallback, client, settings.fallback_timeout_s,
+                                   settings.negative_ttl_s, metrics)  # fmt: skip
+        extras.refresher = Refresher(handler)
+        if settings.shadow_rate > 0:
+            extras.shadow = ShadowChecker(partial(fallback.answer, write_back=False), metrics)
+            extras.shadow_rate = settings.shadow_rate
+    service = Lookup(reader, handler, metrics, extras)
     datasets = ServedDatasets.of(settings.core.catalog)
     install_error_handlers(app)
     install_request_log(app, settings.server.access_log)
     routes.register(app, settings, service, reader, metrics, datasets)
     app.extensions["lookup"] = service
-    if isinstance(service.on_miss, FallbackClient):  # new entities scored from their features
-        live.register(app, settings, service.on_miss, datasets)
+    if fallback is not None:  # new entities scored from their features
+        app.extensions["fallback_client"] = fallback
+        live.register(app, settings, fallback, datasets)
     fast = FastPath(app.wsgi_app, service, settings, metrics, datasets)
     app.wsgi_app = fast  # type: ignore[method-assign]
     return app

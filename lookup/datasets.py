@@ -21,8 +21,11 @@ class Served:
     batch_field: str  # a batchGet body's list of keys (``keys`` is always taken too)
     key_parts: int  # key columns: a key is that many ids joined by '|'
     contexts: bool  # ?context= is taken
-    k: int  # entries a payload holds: the default of k / limit
+    k: int  # entries a payload holds (the OpenAPI document's default of k)
     live: bool  # a miss may be answered by live inference
+    miss_log: bool = True  # misses are recorded (prescore.misslog)
+    max_age_s: float | None = None  # an older answer is stale (lookup.freshness)
+    stale: str = "refresh"  # refresh in the background, or ask live within the deadline
 
     @property
     def counts_entries(self) -> bool:
@@ -41,6 +44,9 @@ class Served:
             contexts=d.has_contexts,
             k=d.k if d.kind == "ranking" else 100,
             live=d.live,
+            miss_log=d.miss_log,
+            max_age_s=d.max_age_s,
+            stale=d.stale,
         )
 
 

@@ -15,13 +15,12 @@ key the fallback cannot score stays a 404 ``not_found``. An answer made from fea
 caller sent (``:predict``, lookup.live) is never written back.
 
 A call has a deadline (``fallback_timeout_s``, default 100 ms) and runs behind a circuit
-breaker (pybreaker), one per dataset: after ``fallback_breaker_fails`` failures in a row
-the breaker opens and that dataset's misses fail at once for ``fallback_breaker_reset_s``;
-then one trial call decides whether it closes again. A slow fallback raises
-FallbackTimeout (``fallback_timeout``), one down or refusing FallbackUnavailable
-(``fallback_unavailable``). A single lookup answers them as a 504 / 503; a batchGet
-serves its hits and gives each missing key a per-item entry with that code
-(lookup.service).
+breaker, one per dataset (lookup.breaker): it opens when enough of the last window's calls
+failed, and that dataset's misses then fail at once until a few trial calls succeed. A
+slow fallback raises FallbackTimeout (``fallback_timeout``), one down or refusing
+FallbackUnavailable (``fallback_unavailable``). A single lookup answers them as a 504 /
+503; a batchGet serves its hits and gives each missing key a per-item entry with that
+code (lookup.service).
 
 Plain HTTP (http.client, one keep-alive connection per thread); no TensorFlow here.
 """
@@ -37,10 +36,11 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-import pybreaker
 import redis
 
+from lookup.breaker import CircuitOpen, WindowBreaker
 from lookup.datasets import ServedDatasets
+from lookup.metrics import Metrics
 from lookup.misses import Answer, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
@@ -72,15 +72,19 @@ class FallbackClient:
         self.redis = client if client is not None else connect(settings.core.redis)
         self.datasets = ServedDatasets.of(settings.core.catalog)
         # One breaker per dataset: a model that is down does not stop live answers of others.
+        b = settings.breaker
         self.breakers = {
-            name: pybreaker.CircuitBreaker(
-                fail_max=settings.fallback_breaker_fails,
-                reset_timeout=settings.fallback_breaker_reset_s,
-                exclude=[InvalidInput],  # the caller's bad input is no sign of an outage
-                name=name,
+            name: WindowBreaker(
+                window_s=b.window_s,
+                min_calls=b.min_calls,
+                ratio=b.ratio,
+                reset_s=b.reset_s,
+                probes=b.probes,
+                excluded=(InvalidInput,),  # the caller's bad input: no outage
             )
             for name in self.datasets.by_name
         }
+        self.metrics: Metrics | None = None  # set by the app
         self._local = threading.local()
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -153,23 +157,44 @@ class FallbackClient:
         if model_version:
             doc["model_version"] = model_version
         path = f"/v1/datasets/{dataset}:predict"
+        breaker = self.breakers[dataset]
+        started = time.perf_counter()
         try:
-            answer = self.breakers[dataset].call(self._post, path, dumps(doc), deadline)
+            answer = breaker.call(self._post, path, dumps(doc), deadline)
         except InvalidInput:
             raise
-        except pybreaker.CircuitBreakerError as exc:
+        except CircuitOpen as exc:
+            self._count(dataset, "circuit_open", breaker)
             raise FallbackUnavailable("live inference unavailable (circuit open)") from exc
         except TimeoutError as exc:
+            self._count(dataset, "timeout", breaker, started)
             took = f"{self.timeout_s * 1000:.0f} ms"
             raise FallbackTimeout(f"live inference took over {took}") from exc
         except (OSError, http.client.HTTPException, _Refused, ValueError) as exc:
             # the cause goes to the log; the client gets a stable code and a safe message
+            self._count(dataset, "refused" if isinstance(exc, _Refused) else "unavailable",
+                        breaker, started)  # fmt: skip
             log.warning("live inference for %s failed: %s: %s", dataset, type(exc).__name__, exc)
             raise FallbackUnavailable("live inference unavailable") from exc
+        self._count(dataset, "", breaker, started)
         preds = answer.get("predictions")
         if not isinstance(preds, list) or len(preds) != len(instances):
             raise FallbackUnavailable("live inference answered an unexpected body")
         return preds
+
+    def _count(
+        self, dataset: str, cause: str, breaker: WindowBreaker, started: float | None = None
+    ) -> None:
+        """A call's metrics: its latency, its failure's cause, the breaker's state."""
+        if self.metrics is None:
+            return
+        if started is not None:
+            self.metrics.seconds(
+                self.metrics.fallback_seconds, dataset, time.perf_counter() - started
+            )
+        if cause:
+            self.metrics.count(self.metrics.fallback_errors, dataset, cause)
+        self.metrics.breaker_state(dataset, breaker.state)
 
     # -- miss seam -----------------------------------------------------------------------
 
@@ -208,6 +233,10 @@ class FallbackClient:
                 and pred.get(spec.shape.key_field) == inst["key"]
             )
             found.append(dumps(pred) if ok else None)
+        if self.metrics is not None:
+            answered = sum(1 for f in found if isinstance(f, bytes))
+            if answered:
+                self.metrics.count(self.metrics.live, dataset, by=answered)
         if write_back:
             self._write_back(dataset, instances, found, version)
         return found

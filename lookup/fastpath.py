@@ -59,7 +59,7 @@ class FastPath:
         self.metrics = metrics
         # (prefix, dataset, the route's name in metrics), longest prefix first. The name is
         # Flask's URL rule, so a request counts under one route whichever path answers it
-        # (the generic rule names no dataset: lookup_keys_total says which).
+        # (the generic rule names no dataset: prescore_lookup_keys_total says which).
         self.routes = sorted(
             ((p, s, _rule(p, s)) for p, s in datasets.routes()), key=lambda r: -len(r[0])
         )

@@ -43,14 +43,22 @@ def hit(
     resolved: Resolved,
     source: str | None = None,
     fell_back: bool = False,
+    age: int | None = None,
+    stale: bool = False,
 ) -> bytes:
-    """One served payload: ``source`` (default: as stored) and dataset_version in front;
-    ``fell_back``: a context was asked for, and only the plain key's entry exists."""
+    """One served payload: ``source`` (default: as stored), dataset_version and its
+    ``age_s`` in front; ``fell_back``: a context was asked for, and only the plain key's
+    entry exists; ``stale``: older than its dataset's max age."""
+    fields = b"" if age is None else b'"age_s":%d,' % age
+    if stale:
+        fields += b'"stale":true,'
+    if fell_back:
+        fields += b'"context_fallback":true,'
     return envelope(
         cut(payload, spec, shape),
         dataset_version=resolved.version,
         source=source or stored_source(payload),
-        extra={"context_fallback": True} if fell_back else None,
+        fields=fields,
     )
 
 

@@ -14,27 +14,21 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from lookup.settings import LookupSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
 from prescore.redis_client import safe_url
+from prescore.serving import metrics_dir
 
 log = logging.getLogger("lookup")
 
 
 def prepare_metrics_dir(settings: LookupSettings) -> LookupSettings:
     """Point PROMETHEUS_MULTIPROC_DIR at an empty directory (stale worker files removed)."""
-    path = settings.server.metrics_dir or tempfile.mkdtemp(prefix="lookup-metrics-")
-    Path(path).mkdir(parents=True, exist_ok=True)
-    for stale in Path(path).glob("*.db"):
-        stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return settings.with_server(metrics_dir=path)
+    return settings.with_server(metrics_dir=metrics_dir(settings.server.metrics_dir, "lookup"))
 
 
 def load_app(settings: LookupSettings) -> Any:

@@ -1,47 +1,111 @@
-"""Answering lookups: read one version, hand misses to the miss seam, render bytes."""
+"""Answering lookups: read one version, hand misses to the miss seam, render bytes.
+
+A hit is served from the stored bytes with its age; one older than its dataset's max age
+is marked stale and refreshed (lookup.freshness); a sample of hits is checked against
+live inference (lookup.shadow). A miss is recorded in the miss log (prescore.misslog),
+then handed to the miss handler (live inference, single-flighted: lookup.singleflight).
+"""
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
+
 from lookup import render
 from lookup.datasets import Served
+from lookup.freshness import Ages, Refresher
 from lookup.metrics import Metrics
 from lookup.misses import Miss, MissHandler
 from lookup.params import BatchRequest, Shape
-from lookup.store import StoreReader
+from lookup.shadow import ShadowChecker
+from lookup.store import Resolved, StoreReader
 from prescore import keys
+from prescore.codec import stored_source
 from prescore.errors import FallbackUnavailable
+from prescore.misslog import MissLog
 
 
-def _candidates(spec: Served, key: str, context: str | None) -> list[str]:
+def _candidates(key: str, context: str | None) -> list[str]:
     """Store keys to try, best first: with a context, ``key|context`` then plain ``key``."""
     if context:
         return [keys.entity_key(key, context), key]
     return [key]
 
 
+@dataclass
+class Extras:
+    """What a lookup does besides reading: all optional, all off the hit's critical path."""
+
+    misslog: MissLog | None = None
+    refresher: Refresher | None = None
+    shadow: ShadowChecker | None = None
+    shadow_rate: float = 0.0
+
+
 class Lookup:
     """Single and batch lookups of one dataset version per request."""
 
-    def __init__(self, reader: StoreReader, on_miss: MissHandler, metrics: Metrics) -> None:
+    def __init__(
+        self, reader: StoreReader, on_miss: MissHandler, metrics: Metrics,
+        extras: Extras | None = None,
+    ) -> None:  # fmt: skip
         self.reader = reader
         self.on_miss = on_miss
         self.metrics = metrics
+        self.extras = extras or Extras()
+        self.ages = Ages()
+
+    def _served(
+        self, spec: Served, key: str, context: str | None, payload: bytes, shape: Shape,
+        resolved: Resolved, fell_back: bool,
+    ) -> bytes:  # fmt: skip
+        """A hit's body; a stale one refreshed, a sampled one shadow-checked."""
+        source = stored_source(payload)
+        age = self.ages.age(payload)
+        stale = spec.max_age_s is not None and age is not None and age > spec.max_age_s
+        x = self.extras
+        if stale:
+            self.metrics.count(self.metrics.stale, spec.name)
+            miss = Miss(spec.name, key, context)
+            if spec.stale == "live" and spec.live:
+                live = self.on_miss([miss], resolved)[0]
+                if isinstance(live, bytes):
+                    return render.hit(live, spec, shape, resolved, source="live", age=0)
+            elif x.refresher is not None and spec.live:
+                x.refresher.submit(miss, resolved)
+        elif x.shadow is not None and spec.live and random.random() < x.shadow_rate:
+            x.shadow.offer(spec, key, context, payload, resolved)
+        return render.hit(
+            payload, spec, shape, resolved, source=source, fell_back=fell_back, age=age,
+            stale=stale,
+        )  # fmt: skip
+
+    def _count(self, spec: Served, payloads: list[bytes], misses: int) -> None:
+        written_back = sum(1 for p in payloads if stored_source(p) == "written_back")
+        hits = len(payloads) - written_back
+        self.metrics.count_keys(spec.name, hits=hits, misses=misses, written_back=written_back)
+
+    def _record(self, spec: Served, missed: list[str]) -> None:
+        # the entity's key, not key|context: a bulk run scores an entity in every context
+        if self.extras.misslog is not None and spec.miss_log and missed:
+            self.extras.misslog.record(spec.name, missed)
 
     def one(self, spec: Served, key: str, context: str | None, shape: Shape) -> tuple[int, bytes]:
         """(status, body) of a single lookup: 200 with the payload or 404 not_found; a
         miss with live inference down or slow raises FallbackUnavailable / FallbackTimeout."""
-        resolved, values = self.reader.read(spec.name, _candidates(spec, key, context))
+        resolved, values = self.reader.read(spec.name, _candidates(key, context))
         payload = next((v for v in values if v is not None), None)
         if payload is not None:
-            self.metrics.count_keys(spec.name, hits=1, misses=0)
+            self._count(spec, [payload], 0)
             fell_back = context is not None and values[0] is None
-            return 200, render.hit(payload, spec, shape, resolved, fell_back=fell_back)
-        self.metrics.count_keys(spec.name, hits=0, misses=1)
+            return 200, self._served(spec, key, context, payload, shape, resolved, fell_back)
+        self._count(spec, [], 1)
+        self._record(spec, [key])
         live = self.on_miss([Miss(spec.name, key, context)], resolved)[0] if spec.live else None
         if isinstance(live, FallbackUnavailable):
             raise live
         if live is not None:
-            return 200, render.hit(live, spec, shape, resolved, source="live")
+            return 200, render.hit(live, spec, shape, resolved, source="live", age=0)
         return 404, render.miss(spec, key, context, resolved)
 
     def many(self, spec: Served, req: BatchRequest) -> bytes:
@@ -50,20 +114,25 @@ class Lookup:
         With live inference down or too slow, the hits are served and each missing key gets
         a ``fallback_unavailable`` / ``fallback_timeout`` entry; the answer stays whole."""
         unique = list(dict.fromkeys(req.keys))
-        per_key = [_candidates(spec, k, req.context) for k in unique]
+        per_key = [_candidates(k, req.context) for k in unique]
         resolved, values = self.reader.read(spec.name, [c for cands in per_key for c in cands])
         rendered: dict[str, bytes] = {}
+        found: dict[str, bytes] = {}
         at = 0
         for key, cands in zip(unique, per_key, strict=True):
             mine = values[at : at + len(cands)]
             at += len(cands)
             payload = next((v for v in mine if v is not None), None)
             if payload is not None:
+                found[key] = payload
                 fell_back = req.context is not None and mine[0] is None
-                rendered[key] = render.hit(payload, spec, req.shape, resolved, fell_back=fell_back)
+                rendered[key] = self._served(
+                    spec, key, req.context, payload, req.shape, resolved, fell_back
+                )
         missing = [k for k in unique if k not in rendered]
-        hits = sum(1 for k in req.keys if k in rendered)
-        self.metrics.count_keys(spec.name, hits=hits, misses=len(req.keys) - hits)
+        self._count(spec, [found[k] for k in req.keys if k in found],
+                    sum(1 for k in req.keys if k not in found))  # fmt: skip
+        self._record(spec, missing)
         failed: dict[str, FallbackUnavailable] = {}
         if missing and spec.live:
             try:
@@ -74,7 +143,9 @@ class Lookup:
                 if isinstance(live, FallbackUnavailable):
                     failed[key] = live
                 elif live is not None:
-                    rendered[key] = render.hit(live, spec, req.shape, resolved, source="live")
+                    rendered[key] = render.hit(
+                        live, spec, req.shape, resolved, source="live", age=0
+                    )
         parts = [
             rendered.get(k) or _unanswered(spec, k, req.context, failed.get(k)) for k in req.keys
         ]

@@ -68,6 +68,30 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class BreakerSettings:
+    """When the circuit to live inference opens (lookup.breaker): at least ``min_calls``
+    in the last ``window_s`` seconds, ``ratio`` of them failed; after ``reset_s``,
+    ``probes`` trial calls decide whether it closes."""
+
+    window_s: float = 10.0
+    min_calls: int = 20
+    ratio: float = 0.5
+    reset_s: float = 1.0
+    probes: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BreakerSettings:
+        p = "PRESCORE_FALLBACK_BREAKER"
+        return cls(
+            window_s=env_float(env, f"{p}_WINDOW_S", cls.window_s, lo=0.1),
+            min_calls=env_int(env, f"{p}_MIN_CALLS", cls.min_calls, lo=1),
+            ratio=env_float(env, f"{p}_RATIO", cls.ratio, lo=0.01, hi=1.0),
+            reset_s=env_float(env, f"{p}_RESET_S", cls.reset_s, lo=0.01),
+            probes=env_int(env, f"{p}_PROBES", cls.probes, lo=1),
+        )
+
+
+@dataclass(frozen=True)
 class LookupSettings:
     """Everything the lookup API needs; the core settings included."""
 
@@ -82,11 +106,14 @@ class LookupSettings:
     ready_grace_s: float = 30.0
     fallback_url: str = ""  # live inference on a miss; empty: a miss is a 404
     fallback_timeout_s: float = 0.1  # deadline of one live call (a whole request's misses)
-    fallback_breaker_fails: int = 5  # failures in a row that open the circuit
-    fallback_breaker_reset_s: float = 5.0  # an open circuit tries one call again after this
+    breaker: BreakerSettings = field(default_factory=lambda: BreakerSettings())
     # What the fallback takes in one call (its FALLBACK_MAX_INSTANCES): a batch with more
     # misses than this is sent in several calls, within the one deadline.
     fallback_max_instances: int = 100
+    miss_log: bool = True  # misses recorded for the next bulk run (prescore.misslog)
+    single_flight: bool = True  # one live call per missing key at a time (lookup.singleflight)
+    negative_ttl_s: float = 60.0  # a key live inference had no answer for is not asked again
+    shadow_rate: float = 0.0  # share of hits also answered live and compared (lookup.shadow)
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
@@ -103,15 +130,14 @@ class LookupSettings:
             fallback_timeout_s=env_float(
                 env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s, lo=0.001
             ),
-            fallback_breaker_fails=env_int(
-                env, "PRESCORE_FALLBACK_BREAKER_FAILS", cls.fallback_breaker_fails, lo=1
-            ),
-            fallback_breaker_reset_s=env_float(
-                env, "PRESCORE_FALLBACK_BREAKER_RESET_S", cls.fallback_breaker_reset_s
-            ),
+            breaker=BreakerSettings.from_env(env),
             fallback_max_instances=env_int(
                 env, "PRESCORE_FALLBACK_MAX_INSTANCES", cls.fallback_max_instances, lo=1
             ),
+            miss_log=env_bool(env, "LOOKUP_MISS_LOG", cls.miss_log),
+            single_flight=env_bool(env, "LOOKUP_SINGLE_FLIGHT", cls.single_flight),
+            negative_ttl_s=env_float(env, "LOOKUP_NEGATIVE_TTL_S", cls.negative_ttl_s, lo=0.001),
+            shadow_rate=env_float(env, "LOOKUP_SHADOW_RATE", cls.shadow_rate, hi=1.0),
             server=ServerSettings.from_env(env),
         )
         settings.check()

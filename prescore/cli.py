@@ -6,6 +6,7 @@ prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
 prescore gc NAME                          remove versions beyond the kept ones
 prescore release NAME VERSION --reason R  publish a version its data gates held back
+prescore misses NAME [-n N]               the keys missed most (the next bulk run scores them)
 prescore publish NAME PATH                publish scores computed elsewhere (parquet)
 prescore models [list] [NAME]             model versions, metrics, the promoted one
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
@@ -114,6 +115,26 @@ def _release(settings: Settings, args: argparse.Namespace) -> int:
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
     done = v.release(args.version, who, args.reason)
     print(f"{args.dataset}: released {done.version} over its gates (by {who}: {args.reason})")
+    return 0
+
+
+def _misses(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from prescore.misslog import MissLog
+
+    settings.catalog.get(args.dataset)
+    log = MissLog(connect(settings.redis))
+    top, total = log.top(args.dataset, args.n), log.size(args.dataset)
+    doc = {"dataset": args.dataset, "keys": total, "top": [m.__dict__ for m in top]}
+    if args.output != "json":
+        print(f"{args.dataset}: {total} key(s) in the miss log" + (", most missed:" if top else ""))
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "-"
+
+    rows = [[m.key, m.count, when(m.last_seen)] for m in top]
+    _emit(args, doc, ("key", "misses", "last missed"), rows)
     return 0
 
 
@@ -234,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", help="a specific published version"
     )
     command("gc", _gc, "remove versions beyond the kept ones")
+    misses = listing(command("misses", _misses, "list the keys missed most"))
+    misses.add_argument("-n", type=int, default=20, help="how many (default 20)")
     rel = command("release", _release, "publish a gated version anyway (recorded)")
     rel.add_argument("version", help="the gated version")
     rel.add_argument("--reason", required=True, help="why its gates are overridden")

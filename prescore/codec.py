@@ -95,18 +95,17 @@ def envelope(
     *,
     dataset_version: str,
     source: str = "precomputed",
-    extra: Mapping[str, Any] | None = None,
+    fields: bytes = b"",
 ) -> bytes:
     """Serve payload bytes with the per-request fields spliced in front, without decoding:
-    ``source`` (precomputed, live or written_back), ``dataset_version`` and ``extra``."""
+    ``source`` (precomputed, live or written_back), ``dataset_version``, then ``fields``
+    (encoded ``"name":value,`` pairs, e.g. ``"age_s":12,``)."""
     if payload[:1] != b"{":
         raise ValueError("payload is not a JSON object")
     if payload.endswith(LIVE_TAIL):  # the answer says its source once, in front
         payload = payload[: -len(LIVE_TAIL)] + b"}"
     head = b'{"source":' + dumps(source) + b',"dataset_version":' + dumps(dataset_version) + b","
-    if extra:
-        head += dumps(dict(extra))[1:-1] + b","
-    return head + payload[1:]
+    return head + fields + payload[1:]
 
 
 def truncate(payload: bytes, field_name: str, limit: int) -> bytes:

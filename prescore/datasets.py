@@ -55,11 +55,12 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 @dataclass(frozen=True)
 class Table:
-    """A table of inputs: where it is and its key column(s)."""
+    """A table of inputs: where it is, its key column(s), and which rows a run scores."""
 
     path: str
     key: tuple[str, ...]
     format: str = "parquet"
+    filter: str = ""  # a Spark SQL condition: rows a bulk run scores (and missed keys)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Dataset:
     max_age_s: float | None = None  # an answer older than this is stale
     stale: str = "refresh"  # refresh: served stale, refreshed live off the request's path;
     #                         live: answered live within the deadline
+    shadow_min_overlap: float = 0.9  # shadow checks: agreement below this alerts
 
     @property
     def has_contexts(self) -> bool:
@@ -346,7 +348,7 @@ def _table(
             raise r.error(r.path_of(key), "missing")
         return None
     t = r.table(key)
-    t.only(("path", "key", "format", *extra))
+    t.only(("path", "key", "format", "filter", *extra))
     keys = t.columns("key", _REQUIRED if key_required else ())
     if key_required and not keys:
         raise t.error(t.path_of("key"), "must name at least one column")
@@ -354,12 +356,13 @@ def _table(
         path=t.uri("path"),
         key=keys,
         format=t.choice("format", ("parquet", "orc", "json", "csv"), "parquet"),
+        filter=t.text("filter", ""),
     )
 
 
 _COMMON = (
     "kind", "model", "route", "key_field", "batch_field", "list_field", "live", "training",
-    "gates", "miss_log", "max_age_s", "stale",
+    "gates", "miss_log", "max_age_s", "stale", "shadow_min_overlap",
 )  # fmt: skip
 _BY_KIND = {
     "ranking": ("entities", "items", "candidates", "contexts", "k"),
@@ -380,6 +383,9 @@ def _dataset(r: _Reader, name: str) -> Dataset:
     max_age = r.number("max_age_s", None)
     if max_age is not None and max_age <= 0:
         raise r.error(r.path_of("max_age_s"), "must be a number of seconds above 0")
+    min_overlap = float(r.number("shadow_min_overlap", 0.9) or 0.0)
+    if not 0 <= min_overlap <= 1:
+        raise r.error(r.path_of("shadow_min_overlap"), "must be a share from 0 to 1")
     common: dict[str, Any] = dict(
         name=name,
         kind=kind,
@@ -391,6 +397,7 @@ def _dataset(r: _Reader, name: str) -> Dataset:
         miss_log=r.flag("miss_log", kind != "external"),
         max_age_s=max_age,
         stale=r.choice("stale", ("refresh", "live"), "refresh"),
+        shadow_min_overlap=min_overlap,
     )
     if kind == "ranking":
         return _ranking(r, common)

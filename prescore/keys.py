@@ -9,6 +9,10 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
     ps:{dataset}:lease:{version}    -> held while the version's writer lives (expires)
     ps:{dataset}:written:{version}  -> keys written so far under the version
     ps:{dataset}:live:{version}     -> live write-backs under the version (bounded)
+    ps:{dataset}:misses             -> zset: key -> misses; ...:misses:seen -> last miss
+    ps:dataset:flight:{version}:{key} -> one live call's lease: its token (short)
+    ps:dataset:flight:{version}:{key}:{token} -> that call's outcome (short)
+    ps:dataset:neg:{version}:{key}    -> live inference had no answer for the key (short)
     ps:{dataset}:{version}:{key}     -> payload JSON   (written as ps:reco:<version>:<id>)
 
 A key is an entity id, several key columns' values joined by ``|``, optionally followed
@@ -97,6 +101,31 @@ def lease_key(dataset: str, version: str) -> str:
 def written_key(dataset: str, version: str) -> str:
     """Counts the keys written so far under ``version`` (every writer adds its own)."""
     return f"{PREFIX}:{{{dataset}}}:written:{version}"
+
+
+def miss_log_key(dataset: str) -> str:
+    """The miss log: key -> times it missed (bounded)."""
+    return f"{PREFIX}:{{{dataset}}}:misses"
+
+
+def miss_seen_key(dataset: str) -> str:
+    """The miss log: key -> when it last missed (bounded)."""
+    return f"{PREFIX}:{{{dataset}}}:misses:seen"
+
+
+def flight_key(dataset: str, version: str, key: str) -> str:
+    """The lease of the one live call for a missing key (lookup.singleflight)."""
+    return f"{PREFIX}:{dataset}:flight:{version}:{key}"
+
+
+def flight_outcome_key(dataset: str, version: str, key: str, token: str) -> str:
+    """The outcome of the live call under the lease holding ``token``."""
+    return f"{flight_key(dataset, version, key)}:{token}"
+
+
+def negative_key(dataset: str, version: str, key: str) -> str:
+    """Set when live inference had no answer for a key (remembered briefly)."""
+    return f"{PREFIX}:{dataset}:neg:{version}:{key}"
 
 
 def live_counter_key(dataset: str, version: str) -> str:

@@ -10,8 +10,11 @@ once to build its app, so settings reach the app as the frozen object the caller
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 WSGILoader = Callable[[], Any]
@@ -56,3 +59,16 @@ class WSGIServer:
             workers_kill_timeout=self.kill_timeout_s,
         )
         server.serve(target_loader=load, wrap_loader=False)
+
+
+def metrics_dir(configured: str, service: str) -> str:
+    """The prometheus multiprocess folder, ready before prometheus_client is imported: the
+    configured one (created if it does not exist yet, as on a fresh Kubernetes emptyDir),
+    else a fresh temporary one; files a previous run left are removed. Exported as
+    PROMETHEUS_MULTIPROC_DIR for the workers."""
+    path = configured or tempfile.mkdtemp(prefix=f"{service}-metrics-")
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for stale in Path(path).glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path

@@ -155,6 +155,15 @@ def expected_top(
     return [(str(mine.index[i]), float(scores[i])) for i in best]
 
 
+def top_products(shop: dict[str, Path], key: str, k: int, model: Path | None = None) -> list[str]:
+    """Customer ``key``'s top ``k`` product ids by the shop model (default: the plain one)."""
+    c = customers(shop["tables"]).loc[key]
+    found = expected_top(
+        shop["tables"], model or shop["plain"], c["segment"], list(c["categories"]), k
+    )
+    return [p for p, _ in found]
+
+
 def colour_scores(model_dir: Path, raw: bytes) -> dict[str, float]:
     """The colours CNN's score per label for image bytes ``raw`` (TensorFlow)."""
     import tensorflow as tf

@@ -66,14 +66,15 @@ def stored(rclient: redis.Redis, dataset: str, key: str) -> bytes | None:
     return rclient.get(keys.value_key(dataset, current(rclient, dataset), key))  # type: ignore[return-value]
 
 
-def hits(lookup: Server, dataset: str) -> float:
+def hits(lookup: Server, dataset: str, result: str = "hit") -> float:
+    """Keys answered from Redis: ``hit`` precomputed, ``written_back`` earlier live answers."""
     text = requests.get(lookup.url + "/metrics", timeout=5).text
-    return metric_value(text, "lookup_keys_total", dataset=dataset, result="hit")
+    return metric_value(text, "prescore_lookup_keys_total", dataset=dataset, result=result)
 
 
 def fallback_calls(fallback: Server, route: str = PREDICT_ROUTE) -> float:
     text = requests.get(fallback.url + "/metrics", timeout=5).text
-    return metric_value(text, "fallback_requests_total", route=route)
+    return metric_value(text, "prescore_fallback_requests_total", route=route)
 
 
 def outcomes(doc: dict[str, Any]) -> list[str]:

@@ -39,12 +39,7 @@ from tests.lookup_helpers import publish
 pytest_plugins = ["tests.fallback_lookup_fixtures"]
 
 
-def _top(shop: dict[str, Path], key: str, k: int, model: Path | None = None) -> list[str]:
-    c = fd.customers(shop["tables"]).loc[key]
-    found = fd.expected_top(
-        shop["tables"], model or shop["plain"], c["segment"], list(c["categories"]), k
-    )
-    return [p for p, _ in found]
+_top = fd.top_products
 
 
 def test_a_miss_is_answered_live_written_back_and_then_a_hit(
@@ -59,10 +54,12 @@ def test_a_miss_is_answered_live_written_back_and_then_a_hit(
     key = keys.value_key("shop", current(rclient), "c3")
     assert 0 < rclient.ttl(key) <= 86_400  # written back under the current version, with TTL
     assert json.loads(rclient.get(key) or b"")["source"] == "live"  # marked as a live write-back
-    hits0 = hits(lookup, "shop")
+    hits0 = hits(lookup, "shop", "written_back")
     again = requests.get(lookup.url + "/v1/datasets/shop/c3?k=3", timeout=5).json()
     assert again["source"] == "written_back" and again["items"] == doc["items"]
-    assert hits(lookup, "shop") == hits0 + 1  # the second request was served from Redis
+    assert (
+        hits(lookup, "shop", "written_back") == hits0 + 1
+    )  # the second request was served from Redis
     hit = requests.get(lookup.url + "/v1/picks/c0", timeout=5).json()
     assert hit["source"] == "precomputed"
 
@@ -216,7 +213,7 @@ def test_a_later_call_failing_keeps_the_answers_of_the_earlier_ones(
     fb = fallback_server(world, tmp_path / "fb.log").start()
     env = lookup_env(world, redis_url, fb.url, PRESCORE_FALLBACK_MAX_INSTANCES="1")
     app = create_app(LookupSettings.from_env(env))
-    client = app.extensions["lookup"].on_miss
+    client = app.extensions["fallback_client"]
     real_post, calls = client._post, []
 
     def post(path: str, body: bytes, deadline: float) -> dict:
@@ -251,7 +248,7 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
     try:
         lk = lookup_server(
             world, redis_url, fb.url, tmp_path / "lookup.log",
-            PRESCORE_FALLBACK_BREAKER_FAILS="3", PRESCORE_FALLBACK_BREAKER_RESET_S="1",
+            PRESCORE_FALLBACK_BREAKER_MIN_CALLS="3", PRESCORE_FALLBACK_BREAKER_RESET_S="1",
         )  # fmt: skip
         assert requests.get(lk.url + "/v1/picks/m0", timeout=5).status_code == 404
         fb.kill()
@@ -320,7 +317,11 @@ def test_the_live_answer_comes_from_the_model_version_of_the_dataset_version(
     lk: Server | None = None
     try:
         lk = lookup_server(
-            own, redis_url, fb.url, tmp_path / "lookup.log", PRESCORE_FALLBACK_BREAKER_FAILS="100"
+            own,
+            redis_url,
+            fb.url,
+            tmp_path / "lookup.log",
+            PRESCORE_FALLBACK_BREAKER_MIN_CALLS="100",
         )
         ready = requests.get(fb.url + "/readyz", timeout=5).json()
         assert ready["models"]["shop"] == "2"  # version 1 is not even loaded
@@ -425,4 +426,28 @@ def test_a_fallback_refusing_what_it_does_not_serve_is_unavailable_not_the_calle
     finally:
         if lk is not None:
             lk.stop()
+        fb.stop()
+
+
+def test_the_fallback_makes_its_metrics_folder_and_sums_its_workers(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR naming a folder that does not exist yet (a fresh emptyDir
+    path): the fallback makes it and /metrics serves what both workers counted."""
+    folder = tmp_path / "not" / "yet" / "metrics"
+    fb = fallback_server(
+        world, tmp_path / "fb.log", PROMETHEUS_MULTIPROC_DIR=str(folder), FALLBACK_WORKERS="2"
+    ).start()
+    try:
+        body = {"instances": [{"key": "c1"}]}
+        for _ in range(12):  # new connections: both workers answer some
+            with requests.Session() as s:
+                reply = s.post(fb.url + "/v1/datasets/shop:predict", json=body, timeout=30)
+                assert reply.status_code == 200, reply.text
+        text = requests.get(fb.url + "/metrics", timeout=5).text
+        assert fallback_calls(fb) == 12
+        assert 'prescore_fallback_queue_depth{dataset="shop"}' in text
+        assert 'prescore_fallback_model_version{dataset="shop"} 1.0' in text
+        assert folder.is_dir() and any(folder.glob("*.db"))
+    finally:
         fb.stop()

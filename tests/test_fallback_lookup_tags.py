@@ -39,10 +39,12 @@ def test_a_miss_is_labelled_live_from_the_image_folder_then_a_hit(
         assert entry["score"] == pytest.approx(expected[entry["colour"]], abs=1e-4)
     key = f"ps:colours:{current(rclient, 'colours')}:img-1"
     assert 0 < rclient.ttl(key) <= 86_400  # written back under the current colours version
-    hits0 = hits(lookup, "colours")
+    hits0 = hits(lookup, "colours", "written_back")
     again = requests.get(lookup.url + "/v1/datasets/colours/img-1?limit=1", timeout=5).json()
     assert again["source"] == "written_back" and again["colours"] == doc["colours"][:1]
-    assert hits(lookup, "colours") == hits0 + 1  # the second request was served from Redis
+    assert (
+        hits(lookup, "colours", "written_back") == hits0 + 1
+    )  # the second request was served from Redis
 
 
 def test_an_image_the_folder_lacks_or_cannot_decode_is_404(

@@ -64,8 +64,8 @@ def _calls(server: Server, dataset: str) -> tuple[float, float]:
     """(model calls, rows) of ``dataset``'s model so far."""
     text = requests.get(server.url + "/metrics", timeout=5).text
     return (
-        metric_value(text, "fallback_batch_requests_count", dataset=dataset),
-        metric_value(text, "fallback_batch_rows_sum", dataset=dataset),
+        metric_value(text, "prescore_fallback_batch_requests_count", dataset=dataset),
+        metric_value(text, "prescore_fallback_batch_rows_sum", dataset=dataset),
     )
 
 
@@ -359,7 +359,7 @@ def test_bad_images(server: Server) -> None:
 def test_concurrent_requests_merge_into_fewer_model_calls(server: Server) -> None:
     calls0, _ = _calls(server, "shop")
     before = requests.get(server.url + "/metrics", timeout=5).text
-    reqs0 = metric_value(before, "fallback_batch_requests_sum", dataset="shop")
+    reqs0 = metric_value(before, "prescore_fallback_batch_requests_sum", dataset="shop")
     start = threading.Barrier(24)
     statuses: list[int] = []
 
@@ -374,13 +374,13 @@ def test_concurrent_requests_merge_into_fewer_model_calls(server: Server) -> Non
     for t in threads:
         t.join(30)
     after = requests.get(server.url + "/metrics", timeout=5).text
-    calls = metric_value(after, "fallback_batch_requests_count", dataset="shop") - calls0
-    merged = metric_value(after, "fallback_batch_requests_sum", dataset="shop") - reqs0
+    calls = metric_value(after, "prescore_fallback_batch_requests_count", dataset="shop") - calls0
+    merged = metric_value(after, "prescore_fallback_batch_requests_sum", dataset="shop") - reqs0
     assert statuses == [200] * 24
     assert merged == 24
     assert calls < 24  # several requests shared a model call
     assert 'fallback_queue_depth{dataset="shop"}' in after
-    assert metric_value(after, "fallback_model_version", dataset="colours") == 1
+    assert metric_value(after, "prescore_fallback_model_version", dataset="colours") == 1
 
 
 def test_a_promoted_version_is_picked_up_and_an_asked_for_version_is_served(

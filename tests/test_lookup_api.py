@@ -262,23 +262,26 @@ def test_metrics_count_hits_misses_and_requests(api, data):
     api.get("/v1/datasets/tags/img9")
     api.get("/v1/datasets/reco/bad id")
     text = api.get("/metrics").get_data(as_text=True)
-    assert _sample(text, "lookup_keys_total", dataset="reco", result="hit") == 3
-    assert _sample(text, "lookup_keys_total", dataset="reco", result="miss") == 3
-    assert _sample(text, "lookup_keys_total", dataset="tags", result="hit") == 1
-    assert _sample(text, "lookup_keys_total", dataset="tags", result="miss") == 1
+    assert _sample(text, "prescore_lookup_keys_total", dataset="reco", result="hit") == 3
+    assert _sample(text, "prescore_lookup_keys_total", dataset="reco", result="miss") == 3
+    assert _sample(text, "prescore_lookup_keys_total", dataset="tags", result="hit") == 1
+    assert _sample(text, "prescore_lookup_keys_total", dataset="tags", result="miss") == 1
     # a route counts its answers under one name, whether the fast path or Flask answered
     route = "/v1/recommendations/<key>"
-    assert _sample(text, "lookup_requests_total", route=route, status="200") == 1
-    assert _sample(text, "lookup_requests_total", route=route, status="404") == 1
-    assert _sample(text, "lookup_requests_total", route=route, status="400") == 1
-    assert _sample(text, "lookup_request_duration_seconds_count", route=route) == 3
+    assert _sample(text, "prescore_lookup_requests_total", route=route, status="200") == 1
+    assert _sample(text, "prescore_lookup_requests_total", route=route, status="404") == 1
+    assert _sample(text, "prescore_lookup_requests_total", route=route, status="400") == 1
+    assert _sample(text, "prescore_lookup_request_duration_seconds_count", route=route) == 3
     generic = "/v1/datasets/<name>/<key>"
-    assert _sample(text, "lookup_requests_total", route=generic, status="200") == 1
-    assert _sample(text, "lookup_requests_total", route=generic, status="404") == 1
-    assert _sample(text, "lookup_requests_total", route=generic, status="400") == 1
-    assert _sample(text, "lookup_request_duration_seconds_count", route=generic) == 3
+    assert _sample(text, "prescore_lookup_requests_total", route=generic, status="200") == 1
+    assert _sample(text, "prescore_lookup_requests_total", route=generic, status="404") == 1
+    assert _sample(text, "prescore_lookup_requests_total", route=generic, status="400") == 1
+    assert _sample(text, "prescore_lookup_request_duration_seconds_count", route=generic) == 3
     batch = "/v1/recommendations:batchGet"
-    assert _sample(text, "lookup_requests_total", route=batch, method="POST", status="200") == 1
+    assert (
+        _sample(text, "prescore_lookup_requests_total", route=batch, method="POST", status="200")
+        == 1
+    )
 
 
 def test_health_and_readiness(api, rclient, core):
@@ -608,8 +611,8 @@ def test_an_external_dataset_is_served_under_datasets_only_and_never_live(own, o
     ready = api.get("/readyz").get_json()
     assert ready["datasets"] == {"basket": own_data["basket"], "topics": own_data["topics"]}
     text = api.get("/metrics").get_data(as_text=True)
-    assert _sample(text, "lookup_keys_total", dataset="topics", result="hit") == 3
-    assert _sample(text, "lookup_keys_total", dataset="topics", result="miss") == 2
+    assert _sample(text, "prescore_lookup_keys_total", dataset="topics", result="hit") == 3
+    assert _sample(text, "prescore_lookup_keys_total", dataset="topics", result="miss") == 2
 
 
 def _validator(doc: dict):

@@ -115,7 +115,9 @@ def test_served_over_http_by_granian_workers(server, rclient, settings):
     hits = [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("lookup_keys_total{") and 'dataset="reco"' in line and "hit" in line
+        if line.startswith("prescore_lookup_keys_total{")
+        and 'dataset="reco"' in line
+        and "hit" in line
     ]
     # summed over every worker (prometheus multiprocess mode): 1 + 2 + 40
     assert sum(hits) == 43, text

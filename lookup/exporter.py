@@ -1,0 +1,129 @@
+"""What the datasets' registries say, as Prometheus metrics read when /metrics is scraped.
+
+A bulk job records its figures with the version it publishes (duration, rows, keys or
+pairs scored, gates); reading them from Redis at scrape time exports a batch job's
+figures with no Pushgateway, and every lookup pod exports the same values.
+
+| metric | labels | what |
+| --- | --- | --- |
+| prescore_dataset_info | dataset, version, model, model_version | 1 for the live version |
+| prescore_dataset_age_seconds | dataset | since the live version was published |
+| prescore_dataset_rows | dataset | keys of the live version |
+| prescore_dataset_versions | dataset, status | versions by status (published, gated, ...) |
+| prescore_job_last_success_timestamp_seconds | dataset | when the live version was published |
+| prescore_job_duration_seconds | dataset | the run that made it, up to its switch |
+| prescore_job_scored | dataset, unit | what that run scored (pairs, rows, images) |
+| prescore_job_rate | dataset, unit | scored per second |
+| prescore_dataset_miss_log_keys | dataset | keys in the miss log (lookup.misslog) |
+| prescore_dataset_misses_scored | dataset | keys of the miss log the last run scored |
+| prescore_dataset_misses_scored_ratio | dataset | their share of the log at that run |
+| prescore_dataset_shadow_min_overlap | dataset | the declared shadow agreement floor |
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+
+from prescore import keys
+from prescore.codec import VersionInfo
+from prescore.redis_client import OUTAGES, Client
+
+STATUSES = ("published", "writing", "dead", "gated", "failed", "retired")
+D, DU = ["dataset"], ["dataset", "unit"]
+GAUGES = {
+    "info": ("prescore_dataset_info", "The live version of each dataset",
+             ["dataset", "version", "model", "model_version"]),
+    "age": ("prescore_dataset_age_seconds", "Since the live version was published", D),
+    "rows": ("prescore_dataset_rows", "Keys of the live version", D),
+    "versions": ("prescore_dataset_versions", "Versions by status", ["dataset", "status"]),
+    "success": ("prescore_job_last_success_timestamp_seconds",
+                "When the live version was published", D),
+    "duration": ("prescore_job_duration_seconds",
+                 "The run that made the live version, up to its switch", D),
+    "scored": ("prescore_job_scored", "What that run scored", DU),
+    "rate": ("prescore_job_rate", "Scored per second by that run", DU),
+    "misses": ("prescore_dataset_miss_log_keys", "Keys in the miss log", D),
+    "from_log": ("prescore_dataset_misses_scored", "Miss-log keys the last run scored", D),
+    "log_share": ("prescore_dataset_misses_scored_ratio",
+                  "Share of the miss log the last run scored", D),
+    "min_overlap": ("prescore_dataset_shadow_min_overlap",
+                    "Shadow checks: the declared floor of top-K agreement", D),
+}  # fmt: skip
+
+
+def _epoch(iso: str) -> float | None:
+    try:
+        parsed = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
+        return parsed.replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+class RegistryCollector:
+    """A prometheus_client collector over the registries of the served datasets."""
+
+    def __init__(self, client: Client, min_overlaps: dict[str, float]) -> None:
+        self.client = client
+        self.datasets = sorted(min_overlaps)
+        self.min_overlaps = min_overlaps
+
+    def describe(self) -> list[Any]:
+        return []  # read at scrape time only
+
+    def collect(self) -> Iterator[Any]:
+        g = {k: GaugeMetricFamily(name, text, labels=ls) for k, (name, text, ls) in GAUGES.items()}
+        now = time.time()
+        for name in self.datasets:
+            g["min_overlap"].add_metric([name], self.min_overlaps[name])
+            try:
+                self._one(name, g, now)
+            except OUTAGES:  # a scrape during an outage shows what it could read
+                continue
+        yield from g.values()
+
+    def _one(self, name: str, g: dict[str, Any], now: float) -> None:
+        live = self.client.get(keys.pointer_key(name))
+        raw = self.client.hgetall(keys.registry_key(name))
+        infos = [VersionInfo.from_bytes(v) for v in raw.values()]
+        counts = {s: 0 for s in STATUSES}
+        for info in infos:
+            alive = info.status != "writing" or self.client.exists(
+                keys.lease_key(name, info.version)
+            )
+            status = info.status if alive else "dead"
+            counts[status] = counts.get(status, 0) + 1
+        for status, n in counts.items():
+            g["versions"].add_metric([name, status], n)
+        g["misses"].add_metric([name], self.client.zcard(keys.miss_log_key(name)))
+        if live is None:
+            return
+        version = live.decode() if isinstance(live, bytes) else live
+        current = next((i for i in infos if i.version == version), None)
+        if current is None:
+            return
+        info = current
+        g["info"].add_metric([name, version, info.model, info.model_version], 1)
+        g["rows"].add_metric([name], info.rows)
+        published = _epoch(info.published_at)
+        if published is not None:
+            g["age"].add_metric([name], max(0.0, now - published))
+            g["success"].add_metric([name], published)
+        figures = info.extra or {}
+        if "seconds" in figures:
+            unit = str(figures.get("unit", "rows"))
+            g["duration"].add_metric([name], float(figures["seconds"]))
+            g["scored"].add_metric([name, unit], float(figures.get("scored", 0)))
+            if figures["seconds"]:
+                g["rate"].add_metric(
+                    [name, unit], float(figures.get("scored", 0)) / float(figures["seconds"])
+                )
+        if "from_miss_log" in figures:
+            g["from_log"].add_metric([name], float(figures["from_miss_log"]))
+            logged = float(figures.get("miss_log_keys") or 0)
+            if logged:
+                g["log_share"].add_metric([name], float(figures["from_miss_log"]) / logged)

@@ -1,0 +1,198 @@
+"""Single-flight misses: concurrent misses of one key cost one live inference.
+
+Within a lookup process, threads that miss a key another thread is already asking live
+inference for wait for that one call. Across processes and pods, the first to miss takes
+a short Redis lease on the key (``SET NX PX`` of a random token, the deadline long); the
+others read the token and poll the outcome key of that flight within their own deadline.
+The leader puts there the answer (``P`` + payload), that there is none (``N``) or its
+error (``E`` + code), for a few deadlines: every waiter gets what the leader got, errors
+included. After an answer the lease is kept as long, so a miss that read the store just
+before the write-back finds the answer; after an error it is dropped, so the next miss
+asks again.
+
+A key live inference has no answer for (the model cannot score it, the image does not
+exist) is remembered for ``negative_ttl_s`` under the version read, so a storm of bad
+keys reaches the fallback once per key and TTL, not once per request.
+
+Keys (prescore.keys.flight_key, negative_key): single-key commands only, spread over a
+cluster.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from lookup.metrics import Metrics
+from lookup.misses import Answer, Miss, MissHandler
+from lookup.store import Resolved
+from prescore import keys
+from prescore.errors import FallbackTimeout, FallbackUnavailable
+from prescore.redis_client import OUTAGES, Client, mget
+
+POLL_S = 0.005
+
+
+def _error(code: str) -> FallbackUnavailable:
+    if code == "fallback_timeout":
+        return FallbackTimeout("live inference took too long (another request's call)")
+    return FallbackUnavailable("live inference unavailable (another request's call)")
+
+
+class SingleFlight:
+    """A MissHandler around another that makes one live call per missing key at a time."""
+
+    def __init__(
+        self, inner: MissHandler, client: Client, deadline_s: float, negative_ttl_s: float,
+        metrics: Metrics | None = None,
+    ) -> None:  # fmt: skip
+        self.inner = inner
+        self.client = client
+        self.deadline_s = deadline_s
+        self.negative_ttl_s = negative_ttl_s
+        self.metrics = metrics
+        self._flights: dict[tuple[str, str, str], Future[Answer]] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # answer(), datasets, ... of the inner client
+        return getattr(self.inner, name)
+
+    def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[Answer]:
+        deadline = time.monotonic() + self.deadline_s
+        names = [keys.entity_key(m.key, m.context) for m in misses]
+        out: list[Answer] = [None] * len(misses)
+        negative = self._negatives(misses, names, version)
+        lead: list[int] = []
+        wait_remote: list[int] = []
+        wait_local: list[tuple[int, Future[Answer]]] = []
+        mine: dict[int, Future[Answer]] = {}
+        with self._lock:
+            for i, (miss, name) in enumerate(zip(misses, names, strict=True)):
+                if negative[i]:
+                    continue
+                flight = (miss.dataset, version.version, name)
+                found = self._flights.get(flight)
+                if found is not None:
+                    wait_local.append((i, found))
+                else:
+                    mine[i] = self._flights[flight] = Future()
+        tokens: dict[int, str] = {}
+        try:
+            for i in mine:
+                leads, tokens[i] = self._lease(misses[i], names[i], version)
+                (lead if leads else wait_remote).append(i)
+            self._lead(misses, names, version, lead, tokens, out)
+            for i in wait_remote:  # another process leads: its outcome is in Redis
+                out[i] = self._await_remote(misses[i], tokens[i], version, deadline)
+        finally:
+            with self._lock:
+                for i, future in mine.items():
+                    self._flights.pop((misses[i].dataset, version.version, names[i]), None)
+                    future.set_result(out[i])
+        for i, future in wait_local:
+            out[i] = self._await_local(future, deadline)
+        saved = len(wait_local) + len(wait_remote)
+        if saved and self.metrics is not None:
+            self.metrics.count(self.metrics.saved, misses[0].dataset, by=saved)
+        return out
+
+    def _negatives(self, misses: Sequence[Miss], names: list[str], version: Resolved) -> list[bool]:
+        """Which misses are keys live inference recently had no answer for."""
+        found = [
+            keys.negative_key(m.dataset, version.version, n)
+            for m, n in zip(misses, names, strict=True)
+        ]
+        try:
+            return [raw is not None for raw in mget(self.client, found)]
+        except OUTAGES:
+            return [False] * len(misses)
+
+    def _lease(self, miss: Miss, name: str, version: Resolved) -> tuple[bool, str]:
+        """Whether this process leads the live call of ``name``, and the flight's token
+        (Redis down: each process asks on its own)."""
+        ms = int(self.deadline_s * 1000) + 50
+        lease = keys.flight_key(miss.dataset, version.version, name)
+        token = secrets.token_hex(8)
+        try:
+            for _ in range(2):  # a lease that lapsed between the two calls is taken again
+                if self.client.set(lease, token, nx=True, px=ms):
+                    return True, token
+                held: Any = self.client.get(lease)
+                if held is not None:
+                    return False, held.decode() if isinstance(held, bytes) else str(held)
+        except OUTAGES:
+            pass
+        return True, token
+
+    def _lead(
+        self, misses: Sequence[Miss], names: list[str], version: Resolved, lead: list[int],
+        tokens: dict[int, str], out: list[Answer],
+    ) -> None:  # fmt: skip
+        """The one live call for the keys this process leads; its outcome in ``out``."""
+        if not lead:
+            return
+        try:
+            answers = self.inner([misses[i] for i in lead], version)
+        except FallbackUnavailable as exc:  # every waiter gets the leader's error
+            answers = [exc] * len(lead)
+        self._settle(misses, names, version, lead, tokens, answers)
+        for i, answer in zip(lead, answers, strict=True):
+            out[i] = answer
+
+    def _settle(
+        self, misses: Sequence[Miss], names: list[str], version: Resolved, lead: list[int],
+        tokens: dict[int, str], answers: Sequence[Answer],
+    ) -> None:  # fmt: skip
+        """Tell the waiters of other processes, and remember keys with no answer."""
+        keep_ms = int(self.deadline_s * 3000) + 100
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for i, answer in zip(lead, answers, strict=True):
+                lease = keys.flight_key(misses[i].dataset, version.version, names[i])
+                flight = keys.flight_outcome_key(
+                    misses[i].dataset, version.version, names[i], tokens[i]
+                )
+                if isinstance(answer, bytes):
+                    pipe.set(flight, b"P" + answer, px=keep_ms)
+                elif isinstance(answer, FallbackUnavailable):
+                    pipe.set(flight, b"E" + answer.code.encode(), px=keep_ms)
+                    pipe.delete(lease)  # a miss after a failure asks again
+                else:
+                    pipe.set(flight, b"N", px=keep_ms)
+                    neg = keys.negative_key(misses[i].dataset, version.version, names[i])
+                    pipe.set(neg, b"1", px=int(self.negative_ttl_s * 1000))
+                if not isinstance(answer, FallbackUnavailable):  # late misses read the answer
+                    pipe.pexpire(lease, keep_ms)
+            pipe.execute()
+        except OUTAGES:
+            pass  # the waiters time out; the next miss asks again
+
+    def _await_remote(self, miss: Miss, token: str, version: Resolved, deadline: float) -> Answer:
+        name = keys.entity_key(miss.key, miss.context)
+        flight = keys.flight_outcome_key(miss.dataset, version.version, name, token)
+        while time.monotonic() < deadline:
+            try:
+                raw: Any = self.client.get(flight)
+            except OUTAGES:
+                return FallbackUnavailable("live inference unavailable (store unreachable)")
+            if raw is None:  # the leader is still asking
+                time.sleep(POLL_S)
+                continue
+            if raw[:1] == b"P":
+                return bytes(raw[1:])
+            if raw[:1] == b"N":
+                return None
+            if raw[:1] == b"E":
+                return _error(raw[1:].decode())
+        return FallbackTimeout("live inference took too long (another request's call)")
+
+    def _await_local(self, future: Future[Answer], deadline: float) -> Answer:
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            return FallbackTimeout("live inference took too long (another request's call)")

@@ -1,0 +1,148 @@
+"""Single-flight misses over real processes: two lookup servers, one fallback, one Redis.
+Concurrent misses of one key cost one live inference (counted by the fallback itself);
+the leader's error reaches every waiter within the deadline; a key live inference has no
+answer for is not asked again while it is remembered."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from prescore.settings import Settings
+from tests.fallback_lookup_helpers import (
+    DEADLINE_S,
+    fallback_calls,
+    fallback_server,
+    lookup_server,
+    publish_data,
+)
+from tests.fallback_procs import Server
+
+pytest_plugins = ["tests.fallback_lookup_fixtures"]
+CLIENTS = 50
+
+
+def _storm(urls: list[str], path: str) -> list[tuple[int, dict[str, Any], float]]:
+    """``CLIENTS`` requests for ``path`` released at once, spread over ``urls``."""
+    start = threading.Barrier(CLIENTS)
+    out: list[Any] = [None] * CLIENTS
+
+    def ask(i: int) -> None:
+        with requests.Session() as s:
+            url = urls[i % len(urls)] + path
+            s.get(urls[i % len(urls)] + "/healthz", timeout=5)  # connected before the storm
+            start.wait()
+            began = time.monotonic()
+            reply = s.get(url, timeout=10)
+            out[i] = (reply.status_code, reply.json(), time.monotonic() - began)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(o is not None for o in out)
+    return out
+
+
+@pytest.fixture()
+def two_lookups(
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    fallback: Server, tmp_path: Path,
+) -> Iterator[list[Server]]:  # fmt: skip
+    publish_data(rclient, settings)
+    servers = [
+        lookup_server(
+            world,
+            redis_url,
+            fallback.url,
+            tmp_path / f"lookup{i}.log",
+            LOOKUP_THREADS="32",
+            LOOKUP_NEGATIVE_TTL_S="1.5",
+        )
+        for i in range(2)
+    ]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def test_fifty_concurrent_misses_of_one_key_make_one_live_inference(
+    two_lookups: list[Server], fallback: Server
+) -> None:
+    urls = [s.url for s in two_lookups]
+    assert requests.get(urls[0] + "/v1/picks/c4", timeout=5).status_code == 200  # model warm
+    before = fallback_calls(fallback)
+    answers = _storm(urls, "/v1/picks/c7")
+    assert fallback_calls(fallback) - before == 1  # the fallback's own count
+    assert {status for status, _, _ in answers} == {200}
+    items = {tuple(i["product_id"] for i in doc["items"]) for _, doc, _ in answers}
+    assert len(items) == 1  # every client got the one answer
+    assert {doc["source"] for _, doc, _ in answers} <= {"live", "written_back"}
+    saved = 0.0
+    for url in urls:
+        text = requests.get(url + "/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith('prescore_lookup_singleflight_saved_total{dataset="shop"}'):
+                saved += float(line.rsplit(" ", 1)[1])
+    # the requests that neither led nor came after the write-back waited for the leader
+    live = sum(1 for _, doc, _ in answers if doc["source"] == "live")
+    assert saved == live - 1
+
+
+def test_a_key_with_no_live_answer_is_asked_once_while_remembered(
+    two_lookups: list[Server], fallback: Server
+) -> None:
+    urls = [s.url for s in two_lookups]
+    before = fallback_calls(fallback)
+    for i in range(20):  # "nobody" is in no table: the model has no answer for it
+        reply = requests.get(urls[i % 2] + "/v1/picks/nobody", timeout=5)
+        assert (reply.status_code, reply.json()["error"]) == (404, "not_found")
+    assert fallback_calls(fallback) - before == 1
+    time.sleep(1.6)  # LOOKUP_NEGATIVE_TTL_S
+    assert requests.get(urls[0] + "/v1/picks/nobody", timeout=5).status_code == 404
+    assert fallback_calls(fallback) - before == 2
+
+
+def test_the_leaders_error_reaches_every_waiter_within_the_deadline(
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    publish_data(rclient, settings)
+    fb = fallback_server(world, tmp_path / "fb.log").start()
+    lookups: list[Server] = []
+    try:
+        for i in range(2):
+            lookups.append(
+                lookup_server(
+                    world,
+                    redis_url,
+                    fb.url,
+                    tmp_path / f"lookup{i}.log",
+                    LOOKUP_THREADS="32",
+                    PRESCORE_FALLBACK_BREAKER_MIN_CALLS="1000",  # every storm reaches the fallback
+                )
+            )
+        urls = [s.url for s in lookups]
+        assert requests.get(urls[0] + "/v1/picks/c4", timeout=5).status_code == 200
+        fb.pause()  # accepts connections, answers nothing: the leader's call times out
+        hung = _storm(urls, "/v1/picks/c8")
+        deadline = float(DEADLINE_S)
+        assert {(s, doc["error"]) for s, doc, _ in hung} == {(504, "fallback_timeout")}
+        assert max(took for _, _, took in hung) < deadline + 0.5, sorted(t for *_, t in hung)
+        fb.resume()
+        fb.kill()  # refused at once: every waiter gets the leader's unavailable
+        down = _storm(urls, "/v1/picks/c9")
+        assert {(s, doc["error"]) for s, doc, _ in down} == {(503, "fallback_unavailable")}
+        assert max(took for _, _, took in down) < deadline + 0.5
+    finally:
+        for s in lookups:
+            s.stop()
+        fb.stop()
