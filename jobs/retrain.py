@@ -233,7 +233,7 @@ def step_score(
         argv = submit.local_args(
             "score", master=opts.master, driver_memory=opts.driver_memory, **flags
         )
-    submit.run(argv, env=_subprocess_env(settings))
+    submit.run(argv, env=_subprocess_env(settings), local=opts.target == "local")
     published = _published_for(settings, dataset, version, state.started_at)
     if published is None:
         raise PrescoreError(

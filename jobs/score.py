@@ -26,7 +26,7 @@ from typing import Any
 from jobs import labels, ranking
 from jobs.bulk import Summary, plain_settings, publish_version, settings_for, spark_session
 from jobs.flags import add_store_flags
-from prescore.errors import ConfigError
+from prescore.errors import ConfigError, PrescoreError
 from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
 from prescore.redis_client import connect
@@ -133,13 +133,22 @@ def _contexts(dataset: Any) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 published; 2 bad configuration; 1 the run failed (told in one line when
+    prescore knows why, with the traceback otherwise); nothing is published unless 0."""
     args = parse_args(argv)
-    settings = settings_for(args, os.environ)
-    spark = spark_session(f"prescore-score-{args.dataset}")
     try:
-        run_job(spark, args, settings)
-    finally:
-        spark.stop()
+        settings = settings_for(args, os.environ)
+        spark = spark_session(f"prescore-score-{args.dataset}")
+        try:
+            run_job(spark, args, settings)
+        finally:
+            spark.stop()
+    except ConfigError as exc:
+        print(f"score: {exc.message}", file=sys.stderr)
+        return 2
+    except PrescoreError as exc:
+        print(f"score: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -51,6 +51,8 @@ COMMON_CONF = {
     "spark.python.worker.reuse": "true",  # the model is loaded once per Python worker
     "spark.log.level": "WARN",  # the jobs print their own progress and summary
     "spark.ui.showConsoleProgress": "false",
+    # TensorFlow's start-up banners, once per Python worker, would bury the job's output
+    "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
 }
 
 # Only on Kubernetes: identity, lifecycle. Image, namespace, pull policy, pod templates and
@@ -519,11 +521,27 @@ def spark_submit_bin() -> str:
     return beside if os.path.exists(beside) else "spark-submit"
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+def spark_env(env: Mapping[str, str] | None = None, *, local: bool = True) -> dict[str, str]:
+    """The environment spark-submit needs when started from this interpreter, activated
+    virtualenv or not: SPARK_HOME of the pyspark wheel beside it (spark-submit's own
+    search asks whatever ``python3`` is on PATH), the driver and, for a local run, the
+    workers on this interpreter, TensorFlow's banners off. Set values are kept."""
+    import pyspark
+
+    out = dict(os.environ if env is None else env)
+    out.setdefault("SPARK_HOME", os.path.dirname(pyspark.__file__))
+    out.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if local:
+        out.setdefault("PYSPARK_PYTHON", sys.executable)
+    out.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return out
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, local: bool = True) -> None:
     """Run ``spark-submit argv``; a non-zero exit raises (CalledProcessError)."""
     cmd = [spark_submit_bin(), *argv]
     print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=dict(env) if env is not None else None, check=True)
+    subprocess.run(cmd, env=spark_env(env, local=local), check=True)
 
 
 def published_since(dataset: str, since: str, env: Mapping[str, str]) -> str:
@@ -590,7 +608,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(shlex.join([spark_submit_bin(), *argv_]))
         return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    run(argv_)
+    try:
+        run(argv_, local=args.target == "local")
+    except subprocess.CalledProcessError as exc:
+        print(f"{args.job}: spark-submit exited with {exc.returncode}", file=sys.stderr)
+        return exc.returncode or 1
+    except FileNotFoundError:
+        print(f"{args.job}: no spark-submit: install prescore[jobs] (pyspark)", file=sys.stderr)
+        return 1
     if args.target == "k8s":
         dataset = dataset_of(extra)
         version = published_since(dataset, started, env)

@@ -211,6 +211,29 @@ def test_a_real_local_submit_runs_a_spark_job(tmp_path: Path) -> None:
     assert "ROWS 5 prescore-score-5" in out.stdout
 
 
+def test_submit_exec_runs_without_an_activated_venv_and_exits_with_spark_submits_code(
+    tmp_path: Path,
+) -> None:
+    """``.venv/bin/python -m jobs.submit ... --exec`` with no venv on PATH and no SPARK_HOME
+    finds spark-submit and Spark beside its interpreter; the job's failure (a dataset that
+    is not declared: 2) is spark-submit's exit code, told in one line, not a traceback."""
+    config = tmp_path / "prescore.toml"
+    config.write_text("")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PRESCORE_CONFIG": str(config),
+           "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.submit", "score", "--master", "local[1]",
+         "--driver-memory", "1g", "--exec", "--", "--dataset", "nope"],
+        cwd=submit.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "SPARK_HOME" not in done.stderr
+    # spark-submit hands the Python driver's stderr to its stdout
+    assert done.stdout.rstrip().splitlines()[-1] == f"score: {config}: datasets: missing"
+    assert done.stderr.rstrip().splitlines()[-1] == "score: spark-submit exited with 2"
+    assert "Traceback" not in done.stderr + done.stdout
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(
     overlay: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
