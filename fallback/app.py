@@ -40,9 +40,11 @@ from prescore.modelstore import ModelStore
 from prescore.web import (
     install_error_handlers,
     install_openapi,
+    install_request_log,
     install_timing,
     json_body,
     json_response,
+    require_token,
 )
 
 _IMAGE_TYPES = ("application/octet-stream",)
@@ -144,17 +146,20 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
     for name in served:
         metrics.track_depth(name, lambda n=name: _depth(slots, n))  # type: ignore[misc]
 
-    def refresh_inputs() -> None:
+    def housekeeping() -> None:
         for found in inputs.values():
             if found.stale():
                 found.refresh()
+        metrics.sample(slots.promoted())
 
+    metrics.sample(slots.promoted())
     if watch:
         app.extensions["fallback_watcher"] = Watcher(
-            slots, settings.watch_interval_s, refresh_inputs
+            slots, settings.watch_interval_s, housekeeping
         ).start()
     app.extensions["fallback_slots"] = slots
     install_error_handlers(app)
+    install_request_log(app, access_log=False)
     timeout = settings.request_timeout_s
 
     @app.post("/v1/datasets/<name>:predict")
@@ -196,12 +201,14 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
 
     @app.get("/metrics")
     def metrics_page() -> Response:
-        for name, version in slots.promoted().items():
-            metrics.model_version.labels(name).set(float(version) if version.isdigit() else -1)
+        if settings.metrics_bind:
+            raise NotFound(f"metrics are served on {settings.metrics_bind}", code="not_found")
+        metrics.sample(slots.promoted())
         return Response(metrics.render(), content_type=metrics.content_type)
 
     install_openapi(app, document(settings, list(served.values())))
     install_timing(app, lambda route, _method, status, s: metrics.observe(route, status, s))
+    require_token(app, settings.token)  # after the timing hook: refusals are counted too
     return app
 
 

@@ -4,13 +4,14 @@ requests, latency, batch sizes, queue depth, the model version served.
 The service runs one process by default (batching merges the requests of one process).
 With PROMETHEUS_MULTIPROC_DIR set (``python -m fallback.serve`` makes the folder when it
 does not exist yet, as on a fresh Kubernetes emptyDir), every worker writes its values
-there and /metrics sums them. The queue depth is read at scrape time from the process
-that answers the scrape (a custom collector: function gauges do not cross processes).
+there and /metrics sums them (also on its own port, FALLBACK_METRICS_BIND, served by the
+main process). The queue depth and the model versions are sampled into gauges by each
+worker (``sample``, every watch interval and before its own /metrics answers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,29 +21,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
 from fallback.batcher import BatchObserver
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-
-
-class QueueDepth(Collector):
-    """Requests waiting for a model call per dataset, read when scraped."""
-
-    def __init__(self) -> None:
-        self.depths: dict[str, Callable[[], float]] = {}
-
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "prescore_fallback_queue_depth", "Requests waiting for a model call", labels=["dataset"]
-        )
-        for dataset, depth in sorted(self.depths.items()):
-            family.add_metric([dataset], float(depth()))
-        yield family
 
 
 class Metrics:
@@ -74,8 +58,11 @@ class Metrics:
             "prescore_fallback_inference_seconds", "Time of one model call, by dataset",
             ["dataset"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.queue_depth = QueueDepth()
-        r.register(self.queue_depth)
+        self.queue_depth = Gauge(
+            "prescore_fallback_queue_depth", "Requests waiting for a model call", ["dataset"],
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        self._depths: dict[str, Callable[[], float]] = {}
         self.model_version = Gauge(
             "prescore_fallback_model_version",
             "Version of the model served as promoted, by dataset",
@@ -97,7 +84,14 @@ class Metrics:
         return observe
 
     def track_depth(self, dataset: str, depth: Callable[[], float]) -> None:
-        self.queue_depth.depths[dataset] = depth
+        self._depths[dataset] = depth
+
+    def sample(self, promoted: Mapping[str, str]) -> None:
+        """Set the gauges read from state: queue depths and promoted model versions."""
+        for dataset, depth in self._depths.items():
+            self.queue_depth.labels(dataset).set(depth())
+        for dataset, version in promoted.items():
+            self.model_version.labels(dataset).set(float(version) if version.isdigit() else -1)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
@@ -109,5 +103,4 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)
-        registry.register(self.queue_depth)
         return generate_latest(registry)

@@ -14,7 +14,7 @@ ERROR_CODES = [
     "not_found", "unknown_dataset", "too_large", "too_many_instances",
     "unsupported_media_type", "no_route", "method_not_allowed", "overloaded",
     "inference_timeout", "model_not_ready", "model_loading", "model_unavailable", "reloading",
-    "not_ready", "inputs_unavailable", "image_store_unavailable", "internal",
+    "not_ready", "inputs_unavailable", "image_store_unavailable", "internal", "unauthorized",
 ]  # fmt: skip
 KEY = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH * 4}
 
@@ -27,6 +27,7 @@ def _errors() -> dict[str, Any]:
     err = {"$ref": "#/components/schemas/Error"}
     return {
         "400": _json(err, "Bad input (invalid_*, bad_image, malformed_json)"),
+        "401": _json(err, "With a token configured: none or a wrong one sent (unauthorized)"),
         "404": _json(err, "No such dataset here (unknown_dataset) or route (no_route)"),
         "405": _json(err, "Method not allowed (method_not_allowed)"),
         "413": _json(err, "Body or instances too large (too_large, too_many_instances)"),
@@ -114,11 +115,21 @@ def document(settings: FallbackSettings, datasets: list[Dataset]) -> dict[str, A
                     }
                 }
             },
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+            "/metrics": {
+                "get": {
+                    "responses": {
+                        "200": {"description": "Prometheus text"},
+                        "404": _json(
+                            {"$ref": "#/components/schemas/Error"},
+                            "Served on FALLBACK_METRICS_BIND instead",
+                        ),
+                    }
+                }
+            },
             "/openapi.json": {"get": {"responses": {"200": _json({"type": "object"}, "This")}}},
         }
     )
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "prescore live inference", "version": "2.0.0"},
         "paths": paths,
@@ -135,3 +146,9 @@ def document(settings: FallbackSettings, datasets: list[Dataset]) -> dict[str, A
             }
         },
     }
+    if settings.token:  # PRESCORE_FALLBACK_TOKEN: every :predict needs it
+        doc["components"]["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer"}}
+        for path in paths:
+            if path.endswith(":predict"):
+                paths[path]["post"]["security"] = [{"token": []}]
+    return doc

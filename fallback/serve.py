@@ -18,7 +18,7 @@ from typing import Any
 from fallback.settings import FallbackSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
-from prescore.serving import WSGIServer, metrics_dir
+from prescore.serving import WSGIServer, metrics_dir, serve_metrics, worker_metrics_exit
 
 log = logging.getLogger("fallback")
 
@@ -27,6 +27,7 @@ def load_app(settings: FallbackSettings) -> Any:
     from fallback.app import create_app  # TensorFlow loads in the worker
 
     logs.configure("fallback", settings.log_level)
+    worker_metrics_exit()
     return create_app(settings)
 
 
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         f"threads); datasets {','.join(settings.served())} from {settings.core.models.root}",
         extra={"bind": settings.bind, "datasets": settings.served()},
     )
+    if settings.metrics_bind:
+        serve_metrics(settings.metrics_bind)
+        log.info(f"fallback: metrics on http://{settings.metrics_bind}/metrics")
     server = WSGIServer(
         bind=settings.bind,
         workers=settings.workers,

@@ -9,7 +9,16 @@ from typing import Any
 
 from prescore.errors import ConfigError
 from prescore.inference import RUNTIMES
-from prescore.settings import Settings, env_bool, env_choice, env_float, env_int, env_str
+from prescore.settings import (
+    Settings,
+    env_bind,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_secret,
+    env_str,
+)
 
 
 @dataclass(frozen=True)
@@ -73,14 +82,19 @@ class FallbackSettings:
     max_k: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
     metrics_dir: str = ""  # prometheus multiprocess dir (several workers); made at start
+    metrics_bind: str = ""  # host:port of /metrics on its own port (then not on bind's)
     log_level: str = "info"
+    # With a token, :predict needs "Authorization: Bearer <token>" (the lookup sends it)
+    token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FallbackSettings:
         env = os.environ if env is None else env
         settings = cls(
             core=Settings.from_env(env),
-            bind=env_str(env, "FALLBACK_BIND", cls.bind),
+            bind=env_bind(env, "FALLBACK_BIND", cls.bind),
+            metrics_bind=env_bind(env, "FALLBACK_METRICS_BIND", cls.metrics_bind),
+            token=env_secret(env, "PRESCORE_FALLBACK_TOKEN"),
             workers=env_int(env, "FALLBACK_WORKERS", cls.workers),
             threads=env_int(env, "FALLBACK_THREADS", cls.threads),
             graceful_timeout_s=env_int(env, "FALLBACK_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),

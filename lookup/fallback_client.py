@@ -66,6 +66,9 @@ class FallbackClient:
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.base = parsed.path.rstrip("/")
         self.timeout_s = settings.fallback_timeout_s
+        self.headers = {"Content-Type": "application/json"}
+        if settings.fallback_token:
+            self.headers["Authorization"] = f"Bearer {settings.fallback_token}"
         self.max_instances = settings.fallback_max_instances
         self.ttl_s = settings.core.store.live_ttl_s
         self.max_live_keys = settings.core.store.live_max_keys
@@ -104,7 +107,7 @@ class FallbackClient:
             raise TimeoutError("deadline passed")
         conn = self._conn(left)
         try:
-            conn.request("POST", self.base + path, body, {"Content-Type": "application/json"})
+            conn.request("POST", self.base + path, body, self.headers)
             reply = conn.getresponse()
             data = reply.read()
         except BaseException:

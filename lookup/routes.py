@@ -72,6 +72,8 @@ def register(
 
     @app.get("/metrics")
     def metrics_page() -> Response:
+        if settings.server.metrics_bind:
+            raise NotFound(f"metrics are served on {settings.server.metrics_bind}")
         return Response(metrics.render(), mimetype=None, content_type=metrics.content_type)
 
     install_openapi(app, document(settings, datasets))

@@ -21,7 +21,7 @@ from lookup.settings import LookupSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
 from prescore.redis_client import safe_url
-from prescore.serving import metrics_dir
+from prescore.serving import metrics_dir, serve_metrics, worker_metrics_exit
 
 log = logging.getLogger("lookup")
 
@@ -36,6 +36,7 @@ def load_app(settings: LookupSettings) -> Any:
     from lookup.app import create_app
 
     logs.configure("lookup", settings.server.log_level)
+    worker_metrics_exit()
     app = create_app(settings)
     sys.setswitchinterval(settings.server.switch_interval_s)
     if settings.server.gc_freeze:
@@ -82,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         extra={"bind": s.bind, "workers": s.workers, "threads": s.threads,
                "datasets": settings.core.catalog.names()},
     )  # fmt: skip
+    if s.metrics_bind:
+        from lookup.exporter import RegistryCollector
+        from prescore.redis_client import connect
+
+        catalog = settings.core.catalog
+        floors = {n: catalog.datasets[n].shadow_min_overlap for n in catalog.names()}
+        serve_metrics(s.metrics_bind, [RegistryCollector(connect(settings.core.redis), floors)])
+        log.info(f"lookup: metrics on http://{s.metrics_bind}/metrics")
     try:
         settings.server.wsgi_server().serve(partial(load_app, settings))
     finally:

@@ -10,7 +10,16 @@ from urllib.parse import urlparse
 
 from prescore.errors import ConfigError
 from prescore.serving import WSGIServer
-from prescore.settings import Settings, env_bool, env_choice, env_float, env_int, env_str
+from prescore.settings import (
+    Settings,
+    env_bind,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_secret,
+    env_str,
+)
 
 
 def _default_workers() -> int:
@@ -34,11 +43,13 @@ class ServerSettings:
     gc_freeze: bool = True  # keep the loaded app out of the GC's generations (shorter pauses)
     access_log: bool = False  # one JSON log line per request (the hot path's too)
     log_level: str = "info"
+    metrics_bind: str = ""  # host:port of /metrics on its own port (then not on bind's)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
         return cls(
-            bind=env_str(env, "LOOKUP_BIND", cls.bind),
+            bind=env_bind(env, "LOOKUP_BIND", cls.bind),
+            metrics_bind=env_bind(env, "LOOKUP_METRICS_BIND", cls.metrics_bind),
             workers=env_int(env, "LOOKUP_WORKERS", _default_workers(), lo=1),
             threads=env_int(env, "LOOKUP_THREADS", cls.threads, lo=1),
             backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog, lo=1),
@@ -106,6 +117,7 @@ class LookupSettings:
     ready_grace_s: float = 30.0
     fallback_url: str = ""  # live inference on a miss; empty: a miss is a 404
     fallback_timeout_s: float = 0.1  # deadline of one live call (a whole request's misses)
+    fallback_token: str = field(default="", repr=False)  # sent as Authorization: Bearer
     breaker: BreakerSettings = field(default_factory=lambda: BreakerSettings())
     # What the fallback takes in one call (its FALLBACK_MAX_INSTANCES): a batch with more
     # misses than this is sent in several calls, within the one deadline.
@@ -127,6 +139,7 @@ class LookupSettings:
             pointer_cache_s=env_float(env, "LOOKUP_POINTER_CACHE_S", cls.pointer_cache_s),
             ready_grace_s=env_float(env, "LOOKUP_READY_GRACE_S", cls.ready_grace_s),
             fallback_url=env_str(env, "PRESCORE_FALLBACK_URL", cls.fallback_url),
+            fallback_token=env_secret(env, "PRESCORE_FALLBACK_TOKEN"),
             fallback_timeout_s=env_float(
                 env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s, lo=0.001
             ),

@@ -4,6 +4,7 @@
     ├── InvalidInput              the caller sent something we will not take (4xx)
     │   ├── PayloadTooLarge       body or batch over its bound (413)
     │   └── UnsupportedMediaType  wrong Content-Type (415)
+    ├── Unauthorized              a route that needs a token got none or a wrong one (401)
     ├── NotFound                  the key or version does not exist (404)
     ├── Unavailable               a dependency is down or slow; retry later (503)
     │   ├── StoreUnavailable      Redis unreachable or timed out
@@ -52,6 +53,11 @@ class PayloadTooLarge(InvalidInput):
 class UnsupportedMediaType(InvalidInput):
     code = "unsupported_media_type"
     http_status = 415
+
+
+class Unauthorized(PrescoreError):
+    code = "unauthorized"
+    http_status = 401
 
 
 class NotFound(PrescoreError):

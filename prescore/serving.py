@@ -72,3 +72,29 @@ def metrics_dir(configured: str, service: str) -> str:
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
+
+
+def serve_metrics(bind: str, collectors: list[Any] | None = None) -> None:
+    """Serve /metrics on ``bind`` from this (the main) process, in a daemon thread: every
+    worker's values from the multiprocess folder, and ``collectors`` read at scrape time.
+    Lets /metrics listen where only Prometheus may reach it (its own NetworkPolicy)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    for collector in collectors or []:
+        registry.register(collector)
+    host, _, port = bind.rpartition(":")
+    start_http_server(int(port), addr=host, registry=registry)
+
+
+def worker_metrics_exit() -> None:
+    """At a worker's exit, drop its live gauges (``live*`` modes) from the multiprocess folder."""
+    import atexit
+
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        pid = os.getpid()
+        atexit.register(multiprocess.mark_process_dead, pid)

@@ -100,6 +100,28 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return _get(env, name, default)
 
 
+def env_bind(env: Mapping[str, str], name: str, default: str) -> str:
+    """``host:port`` to listen on (empty when the default is empty: not listening)."""
+    raw = _get(env, name, default)
+    if not raw:
+        return raw
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={raw!r}: must be host:port (e.g. 0.0.0.0:9090)")
+    return raw
+
+
+def env_secret(env: Mapping[str, str], name: str, min_length: int = 16) -> str:
+    """A shared secret: empty (none), or at least ``min_length`` characters; never shown."""
+    raw = env.get(name, "")
+    if raw and (len(raw) < min_length or raw != raw.strip()):
+        raise ConfigError(
+            f"{name}: must be at least {min_length} characters with no surrounding spaces "
+            f"(got {len(raw)} characters)"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class RedisSettings:
     """How to reach the store. Timeouts are short: a slow Redis is an outage."""

@@ -3,6 +3,7 @@ the OpenAPI route and request timing."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +13,13 @@ from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from prescore.codec import dumps, loads
-from prescore.errors import InvalidInput, PayloadTooLarge, PrescoreError, UnsupportedMediaType
+from prescore.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    PrescoreError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from prescore.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,10 @@ def install_error_handlers(app: Flask) -> None:
             log_failure(
                 exc.http_status, exc.code, exc.message, g.get("request_id", ""), request.path
             )
-        return error_response(exc.code, exc.message, exc.http_status)
+        response = error_response(exc.code, exc.message, exc.http_status)
+        if exc.http_status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -69,6 +79,22 @@ def install_error_handlers(app: Flask) -> None:
             "unhandled error", extra={"request_id": g.get("request_id", ""), "path": request.path}
         )
         return error_response("internal", "internal error", 500)
+
+
+def require_token(app: Flask, token: str, prefix: str = "/v1/") -> None:
+    """With a ``token``, every route under ``prefix`` needs ``Authorization: Bearer
+    <token>`` (compared in constant time); others (health, metrics) stay open."""
+    if not token:
+        return
+    expected = f"Bearer {token}".encode()
+
+    @app.before_request
+    def _authorized() -> None:
+        if not request.path.startswith(prefix):
+            return
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise Unauthorized("this route needs the Authorization: Bearer token it was given")
 
 
 def install_request_log(app: Flask, access_log: bool) -> None:

@@ -46,6 +46,15 @@ def _start(module: str, env: dict[str, str], *args: str) -> subprocess.Completed
         ),
         ({"PRESCORE_CONFIG": ""}, "lookup: PRESCORE_CONFIG: no datasets declared"),
         (
+            {"LOOKUP_METRICS_BIND": "9090"},
+            "lookup: LOOKUP_METRICS_BIND='9090': must be host:port (e.g. 0.0.0.0:9090)",
+        ),
+        (  # a secret's value is never shown, only its length
+            {"PRESCORE_FALLBACK_TOKEN": "hunter2"},
+            "lookup: PRESCORE_FALLBACK_TOKEN: must be at least 16 characters with no "
+            "surrounding spaces (got 7 characters)",
+        ),
+        (
             {"PRESCORE_CONFIG": "/nowhere.toml"},
             "lookup: /nowhere.toml: cannot read the dataset file",
         ),

@@ -31,7 +31,7 @@ from tests.fallback_lookup_helpers import (
     publish_data,
     stored,
 )
-from tests.fallback_procs import Server
+from tests.fallback_procs import Server, free_port, metric_value
 from tests.helpers import registered
 from tests.lookup_helpers import publish
 
@@ -451,3 +451,56 @@ def test_the_fallback_makes_its_metrics_folder_and_sums_its_workers(
         assert folder.is_dir() and any(folder.glob("*.db"))
     finally:
         fb.stop()
+
+
+def test_the_fallback_needs_its_token_and_metrics_can_have_their_own_port(
+    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """With PRESCORE_FALLBACK_TOKEN, :predict answers only a caller sending it (the lookup
+    does, from the same setting); health stays open. /metrics of both services listens on
+    its own port when asked, and the API port then has none. The token is never logged."""
+    token = "s3cret-token-0123456789"
+    fb_metrics, lk_metrics = free_port(), free_port()
+    publish_data(rclient, settings)
+    fb = fallback_server(
+        world, tmp_path / "fb.log", PRESCORE_FALLBACK_TOKEN=token,
+        FALLBACK_METRICS_BIND=f"127.0.0.1:{fb_metrics}",
+    ).start()  # fmt: skip
+    servers = [fb]
+    try:
+        predict = fb.url + "/v1/datasets/shop:predict"
+        body = {"instances": [{"key": "c3"}]}
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                        {"Authorization": token}):  # fmt: skip
+            reply = requests.post(predict, json=body, headers=headers, timeout=10)
+            assert (reply.status_code, reply.json()["error"]) == (401, "unauthorized")
+            assert reply.headers["WWW-Authenticate"] == "Bearer"
+        ok = requests.post(predict, json=body, timeout=10,
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert ok.status_code == 200, ok.text
+        assert requests.get(fb.url + "/readyz", timeout=5).status_code == 200
+        assert requests.get(fb.url + "/metrics", timeout=5).status_code == 404
+        text = requests.get(f"http://127.0.0.1:{fb_metrics}/metrics", timeout=5).text
+        assert metric_value(text, "prescore_fallback_requests_total", route=PREDICT_ROUTE,
+                            status="401") == 3  # fmt: skip
+        without = lookup_server(world, redis_url, fb.url, tmp_path / "lk0.log")
+        servers.append(without)
+        reply = requests.get(without.url + "/v1/picks/c4", timeout=5)
+        assert (reply.status_code, reply.json()["error"]) == (503, "fallback_unavailable")
+        lk = lookup_server(
+            world, redis_url, fb.url, tmp_path / "lk1.log", PRESCORE_FALLBACK_TOKEN=token,
+            LOOKUP_METRICS_BIND=f"127.0.0.1:{lk_metrics}",
+        )  # fmt: skip
+        servers.append(lk)
+        reply = requests.get(lk.url + "/v1/picks/c4", timeout=5)
+        assert reply.status_code == 200 and reply.json()["source"] == "live"
+        assert requests.get(lk.url + "/metrics", timeout=5).status_code == 404
+        text = requests.get(f"http://127.0.0.1:{lk_metrics}/metrics", timeout=5).text
+        assert metric_value(text, "prescore_lookup_live_answers_total", dataset="shop") == 1
+        assert 'prescore_dataset_info{dataset="shop"' in text  # the registry, read by the main
+    finally:
+        for s in servers:
+            s.stop()
+    for log in tmp_path.glob("*.log"):
+        assert token not in log.read_text()
