@@ -32,9 +32,8 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     client = connect(settings.core.redis)
     reader = StoreReader(client, settings.pointer_cache_s)
     metrics = Metrics(settings.server.metrics_dir)
-    catalog = settings.core.catalog
-    floors = {n: catalog.datasets[n].shadow_min_overlap for n in catalog.names()}
-    metrics.collectors.append(RegistryCollector(client, floors))
+    metrics.collectors.append(RegistryCollector.of(client, settings))
+    reader.on_error = lambda action: metrics.count(metrics.store_errors, action)
     handler = on_miss or for_settings(settings)
     fallback = handler if isinstance(handler, FallbackClient) else None
     extras = Extras(misslog=MissLog(client) if settings.miss_log else None)

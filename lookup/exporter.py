@@ -10,6 +10,7 @@ figures with no Pushgateway, and every lookup pod exports the same values.
 | prescore_dataset_age_seconds | dataset | since the live version was published |
 | prescore_dataset_rows | dataset | keys of the live version |
 | prescore_dataset_versions | dataset, status | versions by status (published, gated, ...) |
+| prescore_job_last_status | dataset, status | 1 for the status of the newest version |
 | prescore_job_last_success_timestamp_seconds | dataset | when the live version was published |
 | prescore_job_duration_seconds | dataset | the run that made it, up to its switch |
 | prescore_job_scored | dataset, unit | what that run scored (pairs, rows, images) |
@@ -18,6 +19,7 @@ figures with no Pushgateway, and every lookup pod exports the same values.
 | prescore_dataset_misses_scored | dataset | keys of the miss log the last run scored |
 | prescore_dataset_misses_scored_ratio | dataset | their share of the log at that run |
 | prescore_dataset_shadow_min_overlap | dataset | the declared shadow agreement floor |
+| prescore_lookup_fallback_deadline_seconds | | PRESCORE_FALLBACK_TIMEOUT_S |
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
+from lookup.settings import LookupSettings
 from prescore import keys
 from prescore.codec import VersionInfo
 from prescore.redis_client import OUTAGES, Client
@@ -41,6 +44,9 @@ GAUGES = {
     "age": ("prescore_dataset_age_seconds", "Since the live version was published", D),
     "rows": ("prescore_dataset_rows", "Keys of the live version", D),
     "versions": ("prescore_dataset_versions", "Versions by status", ["dataset", "status"]),
+    "last": ("prescore_job_last_status",
+             "The newest version's status (writing, published, failed, gated, dead, ...)",
+             ["dataset", "status"]),
     "success": ("prescore_job_last_success_timestamp_seconds",
                 "When the live version was published", D),
     "duration": ("prescore_job_duration_seconds",
@@ -67,10 +73,17 @@ def _epoch(iso: str) -> float | None:
 class RegistryCollector:
     """A prometheus_client collector over the registries of the served datasets."""
 
-    def __init__(self, client: Client, min_overlaps: dict[str, float]) -> None:
+    def __init__(self, client: Client, min_overlaps: dict[str, float], deadline_s: float) -> None:
         self.client = client
         self.datasets = sorted(min_overlaps)
         self.min_overlaps = min_overlaps
+        self.deadline_s = deadline_s
+
+    @classmethod
+    def of(cls, client: Client, settings: LookupSettings) -> RegistryCollector:
+        catalog = settings.core.catalog
+        floors = {n: catalog.datasets[n].shadow_min_overlap for n in catalog.names()}
+        return cls(client, floors, settings.fallback_timeout_s)
 
     def describe(self) -> list[Any]:
         return []  # read at scrape time only
@@ -78,6 +91,11 @@ class RegistryCollector:
     def collect(self) -> Iterator[Any]:
         g = {k: GaugeMetricFamily(name, text, labels=ls) for k, (name, text, ls) in GAUGES.items()}
         now = time.time()
+        deadline = GaugeMetricFamily(
+            "prescore_lookup_fallback_deadline_seconds", "The deadline of one live call"
+        )
+        deadline.add_metric([], self.deadline_s)
+        yield deadline
         for name in self.datasets:
             g["min_overlap"].add_metric([name], self.min_overlaps[name])
             try:
@@ -91,14 +109,19 @@ class RegistryCollector:
         raw = self.client.hgetall(keys.registry_key(name))
         infos = [VersionInfo.from_bytes(v) for v in raw.values()]
         counts = {s: 0 for s in STATUSES}
+        newest: tuple[str, str] | None = None  # (version, status); ids sort by time
         for info in infos:
             alive = info.status != "writing" or self.client.exists(
                 keys.lease_key(name, info.version)
             )
             status = info.status if alive else "dead"
             counts[status] = counts.get(status, 0) + 1
+            if newest is None or info.version > newest[0]:
+                newest = (info.version, status)
         for status, n in counts.items():
             g["versions"].add_metric([name, status], n)
+        if newest is not None:
+            g["last"].add_metric([name, newest[1]], 1)
         g["misses"].add_metric([name], self.client.zcard(keys.miss_log_key(name)))
         if live is None:
             return

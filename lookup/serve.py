@@ -87,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         from lookup.exporter import RegistryCollector
         from prescore.redis_client import connect
 
-        catalog = settings.core.catalog
-        floors = {n: catalog.datasets[n].shadow_min_overlap for n in catalog.names()}
-        serve_metrics(s.metrics_bind, [RegistryCollector(connect(settings.core.redis), floors)])
+        exporter = RegistryCollector.of(connect(settings.core.redis), settings)
+        serve_metrics(s.metrics_bind, [exporter])
         log.info(f"lookup: metrics on http://{s.metrics_bind}/metrics")
     try:
         settings.server.wsgi_server().serve(partial(load_app, settings))

@@ -13,10 +13,11 @@ data): that is a 503 ``dataset_lost``, never a 404 that reads as "no such key".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -98,6 +99,18 @@ class StoreReader:
         self._lock = threading.Lock()
         self._seen: set[str] = set()  # datasets this process has found published
         self._lean = LeanReader(client) if isinstance(client, redis.Redis) else None
+        self.on_error: Callable[[str], None] | None = None  # (action): counts outages
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, doing: str) -> Iterator[None]:
+        """store_errors, telling ``on_error`` which ``action`` failed."""
+        try:
+            with store_errors(doing):
+                yield
+        except StoreUnavailable:
+            if self.on_error is not None:
+                self.on_error(action)
+            raise
 
     def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
         """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``)."""
@@ -105,7 +118,7 @@ class StoreReader:
             cached = self._pointers.get(dataset)
             if cached is not None and cached[0] > self._clock():
                 return cached[1]
-        with store_errors("reading the version pointer"):
+        with self._errors("pointer", "reading the version pointer"):
             raw = self.client.get(keys.pointer_key(dataset))
         if raw is None:
             self._pointers.pop(dataset, None)
@@ -127,7 +140,7 @@ class StoreReader:
         found = self._infos.get((dataset, version))
         if found is not None:
             return found
-        with store_errors("reading the version registry"):
+        with self._errors("registry", "reading the version registry"):
             raw = self.client.hget(keys.registry_key(dataset), version)
         info = VersionInfo.from_bytes(raw) if raw is not None else None
         resolved = Resolved(
@@ -151,7 +164,7 @@ class StoreReader:
 
     def _get(self, dataset: str, version: str, entity_keys: list[str]) -> list[bytes | None]:
         names = [keys.value_key(dataset, version, k) for k in entity_keys]
-        with store_errors("reading payloads"):
+        with self._errors("payloads", "reading payloads"):
             if self._lean is not None:
                 return self._lean.read(names)
             if len(names) == 1:
@@ -159,5 +172,5 @@ class StoreReader:
             return mget(self.client, names)
 
     def ping(self) -> bool:
-        with store_errors("pinging Redis"):
+        with self._errors("ping", "pinging Redis"):
             return bool(self.client.ping())

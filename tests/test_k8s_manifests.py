@@ -234,7 +234,11 @@ def test_services_have_probes_autoscaling_and_budgets(overlay: str) -> None:
         assert {"configMapRef": {"name": config}} in c["envFrom"]
         assert {"secretRef": {"name": _secret_name(objs)}} in c["envFrom"]
         annotations = deploy["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/port"] == "9090"  # metrics apart from the API
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        bind = "LOOKUP_METRICS_BIND" if name == "prescore-lookup" else "FALLBACK_METRICS_BIND"
+        assert env[bind] == "0.0.0.0:9090"
+        assert {"name": "metrics", "containerPort": 9090} in c["ports"]
         hpa = find(objs, "HorizontalPodAutoscaler", name)
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
@@ -457,9 +461,11 @@ def test_prometheus_may_scrape_both_services(overlay: str) -> None:
     objs = render(f"overlays/{overlay}")
     monitoring = {"kubernetes.io/metadata.name": "monitoring"}
     other = {"kubernetes.io/metadata.name": "elsewhere"}
-    for dst, port in (("lookup", 8080), ("fallback", 8081)):
-        assert _ingress_allowed(objs, "prometheus", dst, port, src_namespace=monitoring), dst
-    assert not _ingress_allowed(objs, "prometheus", "fallback", 8081, src_namespace=other)
+    for dst in ("lookup", "fallback"):
+        assert _ingress_allowed(objs, "prometheus", dst, 9090, src_namespace=monitoring), dst
+        assert not _ingress_allowed(objs, "prometheus", dst, 9090, src_namespace=other), dst
+        assert not _ingress_allowed(objs, "unknown", dst, 9090), dst  # nor the namespace's pods
+    assert not _ingress_allowed(objs, "prometheus", "fallback", 8081, src_namespace=monitoring)
     assert not _ingress_allowed(objs, "prometheus", "redis", 6379, src_namespace=monitoring)
 
 

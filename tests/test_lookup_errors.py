@@ -221,6 +221,14 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
         assert ready.status_code == 200 and ready.get_json()["status"] == "degraded"
         assert ready.get_json()["problems"]["store"] == "store_unavailable"
         assert client.get("/healthz").status_code == 200
+        text = client.get("/metrics").get_data(as_text=True)
+        errors = {
+            line.split('action="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("prescore_lookup_store_errors_total{")
+        }
+        assert errors.get("pointer", 0) + errors.get("payloads", 0) >= 5, errors
+        assert errors.get("ping", 0) >= 1, errors  # the /readyz above
     finally:
         redis_proc.start()
     # a restarted, empty Redis lost what was published: a 503 that says so, never a 404
