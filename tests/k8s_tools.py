@@ -30,6 +30,11 @@ CRD_FILES = {
     "SparkApplication": "sparkoperator.k8s.io_sparkapplications.yaml",
     "ScheduledSparkApplication": "sparkoperator.k8s.io_scheduledsparkapplications.yaml",
 }
+MONITORING_CRDS = {  # the Prometheus Operator's (k8s/monitoring)
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+    "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
+}
 
 
 def kubectl() -> str:
@@ -137,11 +142,15 @@ def _no_pruning(schema: Any) -> Any:
 
 @functools.cache
 def crd_schema(kind: str) -> dict[str, Any]:
-    """The vendored CRD's openAPIV3Schema of ``kind`` (v1beta2), closed against pruning."""
-    crd = yaml.safe_load((SCHEMAS / CRD_FILES[kind]).read_text())
+    """The vendored CRD's openAPIV3Schema of ``kind`` (the version our manifests use:
+    Spark's v1beta2, the Prometheus Operator's v1), closed against pruning."""
+    monitoring = kind in MONITORING_CRDS
+    name = MONITORING_CRDS[kind] if monitoring else CRD_FILES[kind]
+    crd = yaml.safe_load((SCHEMAS / name).read_text())
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["spec"]["names"]["kind"] == kind
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
+    wanted = "v1" if monitoring else "v1beta2"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == wanted]
     assert version["served"] and version["storage"]
     schema = _no_pruning(version["schema"]["openAPIV3Schema"])
     schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked apart
@@ -181,7 +190,16 @@ def as_pod(template: dict[str, Any], image: str = "prescore-jobs:test") -> dict[
 def validate(obj: dict[str, Any]) -> None:
     """What the API server checks: the Kubernetes schema of a built-in kind, the
     operator's CRD schema (and its pod templates as Pods) of a Spark kind."""
-    if obj["kind"] in CRD_FILES:
+    if obj["kind"] in MONITORING_CRDS:
+        # the schema's patterns are Go's RE2 (e.g. a leading (?i)), which Python's re
+        # rejects when checking the schema itself; they apply only to fields we never set
+        jsonschema.Draft202012Validator(crd_schema(obj["kind"])).validate(obj)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},
+            K8S_VERSION,
+            strict=True,
+        )
+    elif obj["kind"] in CRD_FILES:
         jsonschema.validate(obj, crd_schema(obj["kind"]))
         kubernetes_validate.validate(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},

@@ -22,6 +22,7 @@ from tests.k8s_tools import (
     BUILDS,
     CRD_FILES,
     K8S,
+    MONITORING_CRDS,
     OVERLAYS,
     ROOT,
     SCHEMAS,
@@ -94,10 +95,11 @@ def test_vendored_crds_are_the_published_files() -> None:
     sums = dict(
         (name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, re.M)
     )
-    assert set(sums) == set(CRD_FILES.values())
+    assert set(sums) == set(CRD_FILES.values()) | set(MONITORING_CRDS.values())
     for name, digest in sums.items():
         assert hashlib.sha256((SCHEMAS / name).read_bytes()).hexdigest() == digest, name
     assert "Apache License" in (SCHEMAS / "LICENSE.spark-operator").read_text()
+    assert "Apache License" in (SCHEMAS / "LICENSE.prometheus-operator").read_text()
     assert "kubeflow/spark-operator" in readme and "v2.5.2" in readme
 
 
