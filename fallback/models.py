@@ -7,8 +7,9 @@ are kept per dataset in one bounded, locked cache (``FALLBACK_MODELS_KEPT``, the
 recently used dropped first); the promoted version is loaded at start and whenever the
 watcher sees a new one promoted. A version asked for that is not loaded is loaded in the
 background: until it is, its requests get 503 ``model_loading`` at once, never a wait
-past their deadline. A version that cannot be loaded (the store lacks it) answers 503
-``model_unavailable`` at once, and is tried again only after ``FALLBACK_WATCH_INTERVAL_S``.
+past their deadline. A version the store does not have answers 404
+``unknown_model_version``; one that fails to load answers 503 ``model_unavailable``; both
+at once, and the store is asked again only after ``FALLBACK_WATCH_INTERVAL_S``.
 A new version is loaded and warmed up beside the old one, then one
 reference is replaced; a dropped version's batcher answers the requests that already
 hold it for ``swap_grace_s`` and is closed after.
@@ -29,12 +30,13 @@ import numpy as np
 from fallback.batcher import BatchObserver, Feed, MicroBatcher
 from fallback.settings import FallbackSettings
 from prescore.datasets import Dataset
-from prescore.errors import ModelStoreError, PrescoreError, Unavailable
+from prescore.errors import ModelStoreError, NotFound, PrescoreError, Unavailable
 from prescore.inference import Runner, load_runner, pick_runtime
 from prescore.modelstore import ModelRef, ModelStore
 
 log = logging.getLogger(__name__)
 _FAILED_KEPT = 64  # failed loads remembered (a bound on what odd versions asked can grow)
+_MISSING = "not in the model store"
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,15 @@ class ModelSlots:
                 f"the model of {dataset!r} is not ready: {why}", code="model_not_ready"
             )
         failed = self._failed.get((dataset, wanted))
+        if failed is None or time.monotonic() - failed[0] >= self.settings.watch_interval_s:
+            if self._missing(dataset, wanted):
+                failed = self._failed[(dataset, wanted)]
         if failed is not None and time.monotonic() - failed[0] < self.settings.watch_interval_s:
+            if failed[1] == _MISSING:
+                raise NotFound(
+                    f"model {self.datasets[dataset].model!r} has no version {wanted}",
+                    code="unknown_model_version",
+                )
             raise Unavailable(
                 f"model version {wanted} of {dataset!r} cannot be loaded: {failed[1]}",
                 code="model_unavailable",
@@ -159,6 +169,21 @@ class ModelSlots:
 
     def errors(self) -> dict[str, str]:
         return dict(self._errors)
+
+    def _missing(self, dataset: str, version: str) -> bool:
+        """True (and remembered) if the store lists no such version; a store that cannot
+        be asked is left to the load, which remembers why it failed."""
+        with self._lock:
+            if (dataset, version) in self._loading:
+                return False
+        try:
+            listed = self.store.versions(self.datasets[dataset].model)
+        except Exception:  # any store failure (WebHDFS has its own errors): the load tells it
+            return False
+        if version in listed:
+            return False
+        self._remember_failure(dataset, version, _MISSING)
+        return True
 
     def _load_later(self, dataset: str, version: str) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from prescore.keys import MAX_ID_LENGTH
 ERROR_CODES = [
     "invalid_id", "invalid_k", "invalid_body", "invalid_instances", "invalid_features",
     "bad_image", "empty_image", "image_too_large", "invalid_input", "malformed_json",
-    "not_found", "unknown_dataset", "too_large", "too_many_instances",
+    "not_found", "unknown_dataset", "unknown_model_version", "too_large", "too_many_instances",
     "unsupported_media_type", "no_route", "method_not_allowed", "overloaded",
     "inference_timeout", "model_not_ready", "model_loading", "model_unavailable", "reloading",
     "not_ready", "inputs_unavailable", "image_store_unavailable", "internal", "unauthorized",
@@ -28,7 +28,7 @@ def _errors() -> dict[str, Any]:
     return {
         "400": _json(err, "Bad input (invalid_*, bad_image, malformed_json)"),
         "401": _json(err, "With a token configured: none or a wrong one sent (unauthorized)"),
-        "404": _json(err, "No such dataset here (unknown_dataset) or route (no_route)"),
+        "404": _json(err, "No such dataset here (unknown_dataset), model version (unknown_model_version) or route (no_route)"),
         "405": _json(err, "Method not allowed (method_not_allowed)"),
         "413": _json(err, "Body or instances too large (too_large, too_many_instances)"),
         "415": _json(err, "Wrong Content-Type (unsupported_media_type)"),
