@@ -138,18 +138,17 @@ class ModelSlots:
             raise Unavailable(
                 f"the model of {dataset!r} is not ready: {why}", code="model_not_ready"
             )
-        failed = self._failed.get((dataset, wanted))
-        if failed is None or time.monotonic() - failed[0] >= self.settings.watch_interval_s:
-            if self._missing(dataset, wanted):
-                failed = self._failed[(dataset, wanted)]
-        if failed is not None and time.monotonic() - failed[0] < self.settings.watch_interval_s:
-            if failed[1] == _MISSING:
+        failed = self._recent_failure(dataset, wanted)
+        if failed is None and self._missing(dataset, wanted):
+            failed = _MISSING
+        if failed is not None:
+            if failed == _MISSING:
                 raise NotFound(
                     f"model {self.datasets[dataset].model!r} has no version {wanted}",
                     code="unknown_model_version",
                 )
             raise Unavailable(
-                f"model version {wanted} of {dataset!r} cannot be loaded: {failed[1]}",
+                f"model version {wanted} of {dataset!r} cannot be loaded: {failed}",
                 code="model_unavailable",
             )
         self._load_later(dataset, wanted)
@@ -169,6 +168,13 @@ class ModelSlots:
 
     def errors(self) -> dict[str, str]:
         return dict(self._errors)
+
+    def _recent_failure(self, dataset: str, version: str) -> str | None:
+        """Why ``version`` failed to load, if it did within the watch interval."""
+        failed = self._failed.get((dataset, version))
+        if failed is None or time.monotonic() - failed[0] >= self.settings.watch_interval_s:
+            return None
+        return failed[1]
 
     def _missing(self, dataset: str, version: str) -> bool:
         """True (and remembered) if the store lists no such version; a store that cannot
@@ -212,12 +218,11 @@ class ModelSlots:
             self._failed.pop((dataset, version), None)
             slot = self._loaded[dataset]
             slot[model.version] = model
+            keep = {self._promoted.get(dataset), model.version}  # never the two in use
             dropped = []
-            while len(slot) > self.settings.models_kept:
-                oldest = next(iter(slot))
-                if oldest == self._promoted.get(dataset):
-                    slot.move_to_end(oldest)
-                    continue
+            for oldest in [v for v in slot if v not in keep]:
+                if len(slot) <= self.settings.models_kept:
+                    break
                 dropped.append(slot.pop(oldest))
         for old in dropped:
             self._retire(old)

@@ -28,7 +28,11 @@ def _errors() -> dict[str, Any]:
     return {
         "400": _json(err, "Bad input (invalid_*, bad_image, malformed_json)"),
         "401": _json(err, "With a token configured: none or a wrong one sent (unauthorized)"),
-        "404": _json(err, "No such dataset here (unknown_dataset), model version (unknown_model_version) or route (no_route)"),
+        "404": _json(
+            err,
+            "No such dataset here (unknown_dataset), model version (unknown_model_version) "
+            "or route (no_route)",
+        ),
         "405": _json(err, "Method not allowed (method_not_allowed)"),
         "413": _json(err, "Body or instances too large (too_large, too_many_instances)"),
         "415": _json(err, "Wrong Content-Type (unsupported_media_type)"),

@@ -382,6 +382,12 @@ class LabelsPredictor:
                     errors[n] = error_entry(self.dataset, image.key, exc)
             feed = {name: model_input(np.stack(pixels), tensor.dtype)} if pixels else {}
             return good, feed, errors
+        keyed = any(inst.get("features") is None for inst in instances)
+        if keyed and self.dataset.rows is not None and self.inputs.rows is None:
+            raise Unavailable(  # not "no such row": the table could not be read
+                f"the table of {self.dataset.name} is not read: {self.inputs.error}",
+                code="inputs_unavailable",
+            )
         rows = []
         for n, inst in enumerate(instances):
             try:

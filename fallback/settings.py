@@ -137,9 +137,14 @@ class FallbackSettings:
                     f"{name}: runtime must be auto or one of {', '.join(RUNTIMES)}; got {runtime!r}"
                 )
         for name in self.datasets:
-            self.core.catalog.get(name)
-        if self.models_kept < 1:
-            raise ConfigError("FALLBACK_MODELS_KEPT must be at least 1")
+            d = self.core.catalog.get(name)
+            if not (d.live and d.model):
+                raise ConfigError(
+                    f"FALLBACK_DATASETS: {name!r} is not answered live (it declares "
+                    f"{'no model' if not d.model else 'live = false'})"
+                )
+        if self.models_kept < 2:  # the promoted version and the one loaded beside it
+            raise ConfigError(f"FALLBACK_MODELS_KEPT={self.models_kept}: must be at least 2")
 
     def runtime_for(self, dataset: str) -> str:
         return self.runtimes.get(dataset, self.runtime)

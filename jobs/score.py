@@ -122,7 +122,17 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     )
     if chosen is not None and chosen.logged:
         log.forget(dataset.name, chosen.logged)  # now precomputed
+    elif dataset.images and args.miss_log and dataset.miss_log:
+        _forget_scored_files(log, dataset.name, summary.version)
     return summary
+
+
+def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
+    """Forget the logged misses that a run over every image file turned into hits."""
+    logged = log.all_keys(dataset)
+    held = log.held_by(dataset, version, logged)
+    log.forget(dataset, held)
+    print(f"{dataset}: {len(held)} of the {len(logged)} missed key(s) logged are now precomputed")
 
 
 def _contexts(dataset: Any) -> list[str]:

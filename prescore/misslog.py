@@ -3,10 +3,11 @@
 Two sorted sets per dataset (sharing its hash tag): ``misses`` (key -> how many times it
 missed) and ``misses:seen`` (key -> when it last did). A lookup records the misses of a
 request in one pipelined round trip, on the miss path only; every ``trim_every``
-recordings of a process trim both sets to the ``cap`` keys missed most (and most
-recently). The next bulk run of the dataset scores the logged keys its tables hold
-besides the rows its filter selects, reports how many came from the log, and removes the
-keys it scored (``prescore misses NAME`` lists the log).
+recordings of a process trim both sets to the ``cap`` keys missed most. The next bulk
+run of the dataset scores the logged keys its tables hold besides the rows its filter
+selects, reports how many came from the log, and removes the keys it scored; a run over
+image files scores every file, and removes the logged keys its version then holds
+(``prescore misses NAME`` lists the log).
 """
 
 from __future__ import annotations
@@ -56,13 +57,22 @@ class MissLog:
         for key in missed:
             pipe.zincrby(counts, 1, key)
         pipe.zadd(seen, dict.fromkeys(missed, now))
-        if next(self._recorded) % self.trim_every == 0:
-            pipe.zremrangebyrank(counts, 0, -self.cap - 1)
-            pipe.zremrangebyrank(seen, 0, -self.cap - 1)
         try:
             pipe.execute()
+            if next(self._recorded) % self.trim_every == 0:
+                self._trim(dataset)
         except OUTAGES as exc:
             log.warning("miss log of %s not recorded: %s", dataset, type(exc).__name__)
+
+    def _trim(self, dataset: str) -> None:
+        """Keep the ``cap`` keys missed most, in both sets alike."""
+        counts = keys.miss_log_key(dataset)
+        dropped: list[Any] = self.client.zrange(counts, 0, -self.cap - 1)
+        if dropped:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(counts, *dropped)
+            pipe.zrem(keys.miss_seen_key(dataset), *dropped)
+            pipe.execute()
 
     def top(self, dataset: str, n: int = 20) -> list[Missed]:
         """The ``n`` keys missed most, most first."""
@@ -82,6 +92,17 @@ class MissLog:
     def all_keys(self, dataset: str) -> list[str]:
         raw: list[Any] = self.client.zrange(keys.miss_log_key(dataset), 0, -1)
         return [_text(k) for k in raw]
+
+    def held_by(self, dataset: str, version: str, logged: Sequence[str]) -> list[str]:
+        """The ``logged`` keys that ``version`` of ``dataset`` holds."""
+        found: list[str] = []
+        for start in range(0, len(logged), 1000):
+            part = list(logged[start : start + 1000])
+            pipe = self.client.pipeline(transaction=False)
+            for key in part:
+                pipe.exists(keys.value_key(dataset, version, key))
+            found += [k for k, there in zip(part, pipe.execute(), strict=True) if there]
+        return found
 
     def forget(self, dataset: str, scored: Sequence[str]) -> None:
         """Remove keys a bulk run has scored."""

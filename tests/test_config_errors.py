@@ -98,3 +98,30 @@ def test_a_model_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
         "prescore: model_store: PRESCORE_MODEL_STORE=file:///nonexistent/models: no such folder "
         "(register a model to create the store, or fix the setting)"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"FALLBACK_MODELS_KEPT": "1"}, "fallback: FALLBACK_MODELS_KEPT=1: must be at least 2"),
+        (
+            {"FALLBACK_RUNTIME": "gpu"},
+            "fallback: FALLBACK_RUNTIME: runtime must be auto or one of",
+        ),
+    ],
+)
+def test_the_fallback_refuses_bad_settings_before_serving(env: dict[str, str], line: str) -> None:
+    done = _start("fallback.serve", env)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(line) and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_the_fallback_refuses_a_dataset_it_would_not_answer(tmp_path: Path) -> None:
+    text = DEMO_CONFIG.read_text().replace("[datasets.tags]\n", "[datasets.tags]\nlive = false\n")
+    config = tmp_path / "prescore.toml"
+    config.write_text(text)
+    done = _start("fallback.serve", {"PRESCORE_CONFIG": str(config), "FALLBACK_DATASETS": "tags"})
+    assert (done.returncode, done.stderr.strip()) == (
+        2, "fallback: FALLBACK_DATASETS: 'tags' is not answered live (it declares live = false)"
+    )  # fmt: skip

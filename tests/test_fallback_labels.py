@@ -27,7 +27,7 @@ from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server
-from tests.helpers import registered
+from tests.helpers import registered, with_catalog
 
 COLOURS = "/v1/datasets/colours:predict"
 SWATCHES = "/v1/datasets/swatches:predict"
@@ -212,3 +212,16 @@ def test_live_labels_equal_the_bulk_jobs(
             [c["score"] for c in live["colours"]], [c["score"] for c in stored["colours"]],
             atol=1.5e-4,
         )  # fmt: skip
+
+
+def test_a_table_that_cannot_be_read_is_a_503_not_a_missing_row(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """ "No such row" would be negative-cached by the lookup: an unread table is an outage."""
+    config = fd.write_config(tmp_path / "prescore.toml", swatches=tmp_path / "gone.parquet")
+    s = with_catalog(world["settings"], config)
+    client = create_app(FallbackSettings(core=s, runtime="tf"), watch=False).test_client()
+    reply = client.post(SWATCHES, json={"instances": [{"key": "s0"}]})
+    assert (reply.status_code, reply.get_json()["error"]) == (503, "inputs_unavailable")
+    sent = {"instances": [{"key": "new", "features": {"r": 0.9, "g": 0.1, "b": 0.7}}]}
+    assert client.post(SWATCHES, json=sent).status_code == 200  # sent features need no table

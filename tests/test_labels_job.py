@@ -19,6 +19,7 @@ from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput, ModelStoreError
 from prescore.image_store import image_extensions, image_folder
+from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
@@ -99,7 +100,11 @@ def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing( 
 ) -> None:
     photos = demo_var / "images"
     meta = ModelStore(tags_settings.models).meta("tagger", "1")
+    log = MissLog(rclient)
+    log.record("tags", [sorted(read_labels(photos))[0], "no-such-photo"])
     summary = _run(spark, tags_settings)
+    # a logged miss of a photo the run scored is forgotten; one of no file stays
+    assert log.all_keys("tags") == ["no-such-photo"]
 
     # Every good photo is tagged and counted; every bad file is listed with its reason.
     assert summary.rows == summary.scored == COUNT

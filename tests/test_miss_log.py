@@ -123,3 +123,12 @@ def test_a_bad_filter_is_one_line_naming_it_and_writes_nothing(
     assert message.startswith("dataset reco: entities.filter: 'no_such_column > 3' is not")
     assert "\n" not in message
     assert Versions(rclient, "reco", bad.store).all() == []
+
+
+def test_the_log_keeps_the_keys_missed_most_in_both_of_its_sets(rclient) -> None:  # type: ignore[no-untyped-def]
+    log = MissLog(rclient, cap=3, trim_every=1)
+    for n, key in enumerate(["a", "b", "c", "d", "e"]):
+        log.record("reco", [key] * (n + 1))  # e missed most, a least
+    assert [m.key for m in log.top("reco", 10)] == ["e", "d", "c"]
+    assert all(m.last_seen is not None for m in log.top("reco", 10))
+    assert sorted(rclient.zrange(keys.miss_seen_key("reco"), 0, -1)) == [b"c", b"d", b"e"]
