@@ -341,14 +341,15 @@ def absolute_uri(path: str) -> str:
 
 def _table(
     r: _Reader, key: str, *, required: bool = True, key_required: bool = True,
-    extra: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (), filtered: bool = False,
 ) -> Table | None:  # fmt: skip
+    """A declared table; ``filtered``: it may carry a ``filter`` (the tables a run scores)."""
     if not r.has(key):
         if required:
             raise r.error(r.path_of(key), "missing")
         return None
     t = r.table(key)
-    t.only(("path", "key", "format", "filter", *extra))
+    t.only(("path", "key", "format", *(("filter",) if filtered else ()), *extra))
     keys = t.columns("key", _REQUIRED if key_required else ())
     if key_required and not keys:
         raise t.error(t.path_of("key"), "must name at least one column")
@@ -414,7 +415,7 @@ def _dataset(r: _Reader, name: str) -> Dataset:
 
 
 def _ranking(r: _Reader, common: dict[str, Any]) -> Dataset:
-    entities = _table(r, "entities")
+    entities = _table(r, "entities", filtered=True)
     items = _table(r, "items", extra=("payload",))
     assert entities is not None and items is not None
     if len(items.key) != 1:
@@ -494,7 +495,7 @@ def _labels(r: _Reader, common: dict[str, Any]) -> Dataset:
         exts = i.strings("extensions") or exts
         max_bytes = i.integer("max_bytes", max_bytes, 1, 1 << 31)
     else:
-        rows = _table(r, "rows")
+        rows = _table(r, "rows", filtered=True)
     key_field = r.column("key_field", rows.key[0] if rows and len(rows.key) == 1 else "key")
     min_score = r.number("min_score", None)
     return Dataset(

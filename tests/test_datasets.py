@@ -113,6 +113,10 @@ score = ["weekend"]
             "datasets.shop.colour: unknown field",
         ),
         (('kind = "ranking"', 'kind = "ranking"\nroute = "metrics"'), "'metrics' is reserved"),
+        (  # a filter only where a run scores the table's rows: never ignored silently
+            ('key = "product_id"', 'key = "product_id"\nfilter = "price > 1"'),
+            "datasets.shop.items.filter: unknown field",
+        ),
         (('path = "/data/customers.parquet"', 'path = "${NOPE}/c"'), "${NOPE} is not set"),
     ],
 )
