@@ -36,6 +36,9 @@ from prescore.errors import FallbackTimeout, FallbackUnavailable
 from prescore.redis_client import OUTAGES, Client, mget
 
 POLL_S = 0.005
+# a leader's live call starts a moment after its lease (and answers within its own
+# deadline): a waiter gives it that moment and a poll more before it gives up
+GRACE_S = 0.02
 
 
 def _error(code: str) -> FallbackUnavailable:
@@ -86,14 +89,13 @@ class SingleFlight:
             for i in mine:
                 leads, tokens[i] = self._lease(misses[i], names[i], version)
                 (lead if leads else wait_remote).append(i)
-            self._lead(misses, names, version, lead, tokens, out)
+            self._lead(misses, lead, version, out)
+            self._release(misses, names, version, {i: mine[i] for i in lead}, out)
+            self._settle(misses, names, version, lead, tokens, [out[i] for i in lead])
             for i in wait_remote:  # another process leads: its outcome is in Redis
                 out[i] = self._await_remote(misses[i], tokens[i], version, deadline)
         finally:
-            with self._lock:
-                for i, future in mine.items():
-                    self._flights.pop((misses[i].dataset, version.version, names[i]), None)
-                    future.set_result(out[i])
+            self._release(misses, names, version, mine, out)
         for i, future in wait_local:
             out[i] = self._await_local(future, deadline)
         saved = len(wait_local) + len(wait_remote)
@@ -130,9 +132,8 @@ class SingleFlight:
         return True, token
 
     def _lead(
-        self, misses: Sequence[Miss], names: list[str], version: Resolved, lead: list[int],
-        tokens: dict[int, str], out: list[Answer],
-    ) -> None:  # fmt: skip
+        self, misses: Sequence[Miss], lead: list[int], version: Resolved, out: list[Answer]
+    ) -> None:
         """The one live call for the keys this process leads; its outcome in ``out``."""
         if not lead:
             return
@@ -140,9 +141,19 @@ class SingleFlight:
             answers = self.inner([misses[i] for i in lead], version)
         except FallbackUnavailable as exc:  # every waiter gets the leader's error
             answers = [exc] * len(lead)
-        self._settle(misses, names, version, lead, tokens, answers)
         for i, answer in zip(lead, answers, strict=True):
             out[i] = answer
+
+    def _release(
+        self, misses: Sequence[Miss], names: list[str], version: Resolved,
+        flights: dict[int, Future[Answer]], out: list[Answer],
+    ) -> None:  # fmt: skip
+        """Hand ``out`` to this process's waiters of ``flights`` (once; before Redis is told)."""
+        with self._lock:
+            for i, future in flights.items():
+                if not future.done():
+                    self._flights.pop((misses[i].dataset, version.version, names[i]), None)
+                    future.set_result(out[i])
 
     def _settle(
         self, misses: Sequence[Miss], names: list[str], version: Resolved, lead: list[int],
@@ -175,13 +186,16 @@ class SingleFlight:
     def _await_remote(self, miss: Miss, token: str, version: Resolved, deadline: float) -> Answer:
         name = keys.entity_key(miss.key, miss.context)
         flight = keys.flight_outcome_key(miss.dataset, version.version, name, token)
-        while time.monotonic() < deadline:
+        last = False
+        while not last:
+            last = time.monotonic() >= deadline + GRACE_S  # one read after the deadline
             try:
                 raw: Any = self.client.get(flight)
             except OUTAGES:
                 return FallbackUnavailable("live inference unavailable (store unreachable)")
             if raw is None:  # the leader is still asking
-                time.sleep(POLL_S)
+                if not last:
+                    time.sleep(POLL_S)
                 continue
             if raw[:1] == b"P":
                 return bytes(raw[1:])
@@ -193,6 +207,6 @@ class SingleFlight:
 
     def _await_local(self, future: Future[Answer], deadline: float) -> Answer:
         try:
-            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+            return future.result(timeout=max(0.0, deadline + GRACE_S - time.monotonic()))
         except FutureTimeout:
             return FallbackTimeout("live inference took too long (another request's call)")
