@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_lookup
 	$(PY) -m bench.bench_publish
 	$(PY) -m bench.bench_fallback
+	$(PY) -m bench.bench_misses
+	$(PY) -m bench.bench_gates
 
 clean:
 	rm -rf var spark-warehouse

@@ -1,323 +1,250 @@
 """Live inference benchmarks, one run, printed as Markdown tables.
 
-    python -m bench.bench_fallback [--seconds 8] [--clients 32]
+    python -m bench.bench_fallback [--seconds 8] [--clients 32] [--users 20000]
+    python -m bench.bench_fallback --users 2000 --seconds 1 --clients 8   # a smoke run
 
-1. Runtimes: the recommender (jobs.train_reco on jobs.datagen data) and the photo tagger
-   (jobs.train_tagger on jobs.imagegen photos)
-   in TensorFlow (SavedModel), LiteRT float32 and LiteRT int8: single-row latency, batch
-   throughput, AUC / mAP on held-out rows.
-2. Micro-batching, the batcher alone: ``--clients`` threads submitting one decoded row
-   each straight to fallback.batcher (bench/batcher_load.py), merged against batch size 1.
-3. Micro-batching: the fallback server under ``--clients`` concurrent clients, each
-   asking for one user's recommendations, with micro-batching against batch size 1.
+The models are the hotel demo's, made as the demo makes them (bench/fallback_setup.py):
+the booking model (examples.hotels.train_reco on examples.hotels.datagen data, dataset
+``reco``) and the photo tagger (examples.hotels.train_tagger on examples.hotels.imagegen
+photos, dataset ``tags``), registered against examples/hotels/prescore.toml, which
+builds their LiteRT variants where the model converts.
+
+1. Runtimes: each model's serving signature in TensorFlow (SavedModel), LiteRT float32
+   and LiteRT int8, where the variant was built (prescore.quantize.measure): single-row
+   latency, batch throughput, AUC / mAP on held-out rows (reco's declared held-out table,
+   the tagger's test split).
+2. Micro-batching, the batcher alone: ``--clients`` threads submitting one row each
+   straight to fallback.batcher (bench/batcher_load.py), merged against batch size 1.
+3. Micro-batching: the fallback server (``python -m fallback.serve``) under ``--clients``
+   concurrent clients, each request one user's recommendations (``POST
+   /v1/datasets/reco:predict``) or one photo's tags (the raw JPEG to
+   ``/v1/datasets/tags:predict``), at the default max batch against batch size 1, per
+   runtime (TensorFlow, and the one ``auto`` serves where that differs).
 4. Lookup: a hit (precomputed, in Redis) against a miss served live by the fallback
-   (then written back), p50 / p99, through the real lookup and fallback servers.
+   (then written back), through real lookup and fallback servers on the declared route
+   ``/v1/recommendations/{user_id}``; every miss is a user no bulk run scored.
+The load generator is Python threads on keep-alive connections, on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import itertools
-import json
 import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jobs.quantize import measure
-
-from bench.batcher_load import batcher_table
-from bench.loadgen import run_threads
-from prescore.modelstore import ModelStore
-from prescore.settings import ModelStoreSettings
+from bench.batcher_load import NAMES, batcher_table, batching_table
+from bench.fallback_setup import (
+    Eval,
+    Request,
+    World,
+    build_world,
+    describe_quantization,
+    eval_feed,
+    get_status,
+    measure_tf,
+    metrics_text,
+    publish_reco,
+    run_requests,
+)
+from bench.loadgen import Result
+from prescore import feeds
+from prescore.inference import TFLITE_FILES, pick_runtime
 
 JSON = "application/json"
-WARM = 20
+PREDICT_ROUTE = "/v1/datasets/<name>:predict"  # the fallback's route label in its metrics
+WARM = 20  # requests before a measured run, outside it
+LOOKUP_CLIENTS = 8
+DATASETS = ("reco", "tags")
+METRICS = {"auc": "AUC", "map": "mAP"}
 
 
-def requests_get(url: str) -> int:
-    import urllib.error
-    import urllib.request
+def runtime_table(world: World, evals: dict[str, Eval], repeats: int) -> list[str]:
+    from prescore.quantize import measure
 
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
-@dataclass
-class Load:
-    requests: int
-    errors: int
-    seconds: float
-    latencies_ms: list[float]
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    def pct(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-Request = tuple[str, str, bytes | None, str]  # method, path, body, content type
-
-
-def run_load(url: str, make: Callable[[int], Request], clients: int, seconds: float) -> Load:
-    """``clients`` threads, each with one keep-alive connection, for ``seconds``."""
-    host, port = url.removeprefix("http://").split(":")
-    counter = itertools.count()
-    lat: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    stop = time.monotonic() + seconds
-
-    def client(c: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        while time.monotonic() < stop:
-            method, path, body, content_type = make(next(counter))
-            headers = {"Content-Type": content_type} if body else {}
-            started = time.perf_counter()
-            try:
-                conn.request(method, path, body, headers)
-                reply = conn.getresponse()
-                reply.read()
-                ok = reply.status == 200
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                ok = False
-            lat[c].append((time.perf_counter() - started) * 1000)
-            errors[c] += 0 if ok else 1
-
-    took = run_threads(client, clients)
-    flat = [x for per in lat for x in per]
-    return Load(len(flat), sum(errors), took, flat)
-
-
-def build_models(work: Path, users: int) -> tuple[Path, str, dict[str, tuple[np.ndarray, ...]]]:
-    """Train reco and the tagger on generated data (jobs.datagen, jobs.imagegen); both are
-    quantized by their training jobs, saved and promoted."""
-    from jobs.datagen import Sizes, generate
-    from jobs.train_reco import encode_events, load_tables, train
-    from prescore.reco_features import Schema
-
-    data = work / "data"
-    generate(data, Sizes(users=users, hotels=500, impressions_per_user=20, days=30, test_days=6))
-    root = (work / "models").as_uri()
-    store = ModelStore(ModelStoreSettings(root=root))
-    result = train(data, store, epochs=3, promote=True)
-    print(f"reco v{result.version}: AUC {result.metrics}", flush=True)
-    tables = load_tables(data)
-    schema = Schema.from_dict(store.meta("reco", result.version)["schema"])
-    test = tables["events_test"].sample(min(5000, len(tables["events_test"])), random_state=1)
-    reco_eval = (encode_events(test, tables, schema), test["booked"].to_numpy())
-    from jobs.imagegen import generate as generate_photos
-    from jobs.train_tagger import load_images, split
-    from jobs.train_tagger import train as train_tagger
-
-    photos = work / "photos"
-    generate_photos(photos, 800, seed=5)
-    tagged = train_tagger(photos, store, epochs=6, promote=True)
-    print(f"tagger v{tagged.version}: {tagged.metrics}", flush=True)
-    xi, yi = load_images(photos)
-    xi, yi = xi[split(len(xi), 7)[2]], yi[split(len(yi), 7)[2]]
-    return data, root, {"reco": reco_eval, "tagger": (xi, yi)}
-
-
-def runtime_table(root: str, evals: dict[str, tuple[np.ndarray, ...]]) -> list[str]:
-    store = ModelStore(ModelStoreSettings(root=root))
     lines = [
-        "| model | runtime | single-row latency (ms) | batch throughput (rows/s) | batch "
-        "| quality |",
-        "|---|---|---:|---:|---:|---|",
+        "| dataset (model) | runtime | single-row latency (ms) | batch throughput (rows/s) "
+        "| batch (rows) | max abs score diff vs TF | quality (held-out rows) |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
-    for name, metric, batch in (("reco", "auc", 256), ("tagger", "map", 32)):
-        x, y = evals[name]
-        ref = store.resolve(name)
-        found = measure(ref.path, x, y, metric, batch=batch, repeats=50)
+    notes = []
+    for dataset in DATASETS:
+        ref, ev = world.ref(dataset), evals[dataset]
+        why = describe_quantization(ref.meta)
+        found = (
+            measure_tf(ref, ev, repeats)
+            if why
+            else measure(ref.path, ref.meta, ev.feed, ev.truth, ev.metric, ev.batch, repeats)
+        )
+        label = f"{dataset} ({ref.name})"
         for runtime, r in found.items():
             lines.append(
-                f"| {name} | {runtime} | {r['single_ms']:.3f} | {r['batch_rows_per_s']:,.0f} | "
-                f"{r['batch']} | {metric.upper()} {r[metric]:.4f} |"
+                f"| {label} | {NAMES[runtime]} | {r['single_ms']:.3f} | "
+                f"{r['batch_rows_per_s']:,.0f} | {r['batch']:.0f} | {r['max_abs_diff_vs_tf']:.4f} "
+                f"| {METRICS[ev.metric]} {r[ev.metric]:.4f} ({feeds.rows(ev.feed)} rows) |"
             )
-        print(f"{name} runtimes measured", flush=True)
-    return lines
+        lines += [f"| {label} | {NAMES[r]} | not built | | | | |" for r in TFLITE_FILES if why]
+        auto = pick_runtime(ref.meta, ref.path, "auto")
+        notes.append(
+            f"{dataset}: the fallback's `auto` serves {NAMES[auto]}"
+            + (f"; its LiteRT variants were not built at registration: {why}" if why else "")
+        )
+        print(f"{dataset} runtimes measured", flush=True)
+    return [*lines, "", *notes]
 
 
-def reco_request(users: int) -> Callable[[int], Request]:
-    def make(i: int) -> Request:
-        body = {"instances": [{"user_id": f"u{i % users}"}], "k": 10}
-        return "POST", "/v1/predict/recommendations", json.dumps(body).encode(), JSON
-
-    return make
-
-
-def image_request(photos: Path) -> Callable[[int], Request]:
-    jpegs = [p.read_bytes() for p in sorted(photos.glob("img-*.jpg"))[:64]]
-
-    def make(i: int) -> Request:
-        path = f"/v1/predict/image-tags?image_id=i{i}"
-        return "POST", path, jpegs[i % len(jpegs)], "image/jpeg"
-
-    return make
-
-
-def requests_per_call(url: str, model: str) -> float:
-    """Mean requests merged into one model call since the server started (its metrics)."""
-    import urllib.request
-
+def _live(lookup_url: str, fallback_url: str) -> tuple[float, float]:
+    """(misses the lookup answered live, predict calls the fallback answered) so far."""
     from tests.fallback_procs import metric_value
 
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    total = metric_value(text, "prescore_fallback_batch_requests_sum", model=model)
-    calls = metric_value(text, "prescore_fallback_batch_requests_count", model=model)
-    return total / calls if calls else float("nan")
-
-
-def batching_table(
-    data: Path, root: str, users: int, args: argparse.Namespace, logs: Path
-) -> list[str]:
-    from tests.fallback_procs import Server
-
-    lines = [
-        "| model | runtime | batching | clients | requests/s | p50 (ms) | p99 (ms) | errors "
-        "| requests per model call |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    ratios = []
-    cases = (
-        ("reco", "tf", reco_request(users), "4096"),
-        ("reco", "auto", reco_request(users), "4096"),
-        ("tagger", "tf", image_request(data.parent / "photos"), "32"),
+    live = metric_value(
+        metrics_text(lookup_url), "prescore_lookup_live_answers_total", dataset="reco"
     )
-    for model, runtime, make, max_batch in cases:
-        loads = {}
-        for label, batch in (("micro-batching", max_batch), ("batch size 1", "1")):
-            prefix = f"FALLBACK_{model.upper()}"
-            env = {
-                "PRESCORE_MODEL_STORE": root,
-                "FALLBACK_MODELS": model,
-                "FALLBACK_DATA_DIR": str(data),
-                f"{prefix}_RUNTIME": runtime,
-                f"{prefix}_MAX_BATCH": batch,
-                f"{prefix}_MAX_WAIT_MS": "2",
-                f"{prefix}_MAX_QUEUE": "1024",
-                "FALLBACK_THREADS": str(args.clients),
-            }
-            srv = Server("fallback.serve", env, logs / f"fb-{model}-{runtime}-{batch}.log").start()
-            try:
-                run_load(srv.url, make, args.clients, 1.0)  # warm up
-                loads[label] = load = run_load(srv.url, make, args.clients, args.seconds)
-                merged = requests_per_call(srv.url, model)
-            finally:
-                srv.stop()
-            lines.append(
-                f"| {model} | {runtime} | {label} | {args.clients} | {load.rps:,.0f} | "
-                f"{load.pct(0.5):.1f} | {load.pct(0.99):.1f} | {load.errors} | {merged:.1f} |"
-            )
-            print(f"{model} {runtime} {label}: {load.rps:.0f} req/s", flush=True)
-        ratio = loads["micro-batching"].rps / loads["batch size 1"].rps
-        ratios.append(f"{model} ({runtime}) {ratio:.1f}x")
-    return [*lines, "", "Throughput, micro-batching / batch size 1: " + ", ".join(ratios)]
+    calls = metric_value(
+        metrics_text(fallback_url),
+        "prescore_fallback_requests_total",
+        route=PREDICT_ROUTE,
+        status="200",
+    )
+    return live, calls
 
 
-def lookup_table(
-    data: Path, root: str, users: int, args: argparse.Namespace, logs: Path
-) -> list[str]:
+def _hits_and_misses(
+    lookup: str, fallback: str, published: int, users: int, seconds: float
+) -> list[tuple[str, Result, int, tuple[float, float]]]:
+    """Hits on u0 .. u{published - 1}, then misses on users no bulk run scored, each
+    asked once (a second ask would be a hit on its written-back answer)."""
+    for i in range(WARM):  # connections and first calls, outside the measured runs
+        get_status(f"{lookup}/v1/recommendations/u{i % published}")
+        get_status(f"{lookup}/v1/recommendations/u{published + i}")
+    first = published + WARM
+
+    def hit(i: int) -> Request:
+        return "GET", f"/v1/recommendations/u{i % published}", None, JSON
+
+    def miss(i: int) -> Request | None:
+        return (
+            None if first + i >= users else ("GET", f"/v1/recommendations/u{first + i}", None, JSON)
+        )
+
+    found = []
+    for label, make in (("hit (precomputed)", hit), ("miss served live", miss)):
+        before = _live(lookup, fallback)
+        result, sent = run_requests(lookup, make, LOOKUP_CLIENTS, seconds)
+        after = _live(lookup, fallback)
+        found.append((label, result, sent, (after[0] - before[0], after[1] - before[1])))
+        print(f"lookup {label}: {result.line()}", flush=True)
+    return found
+
+
+def lookup_table(world: World, args: argparse.Namespace, logs: Path) -> list[str]:
     from prescore.embedded_redis import RedisProcess
-    from prescore.redis_client import connect
-    from prescore.settings import RedisSettings, Settings
     from tests.fallback_procs import Server
-    from tests.lookup_helpers import publish_users
 
-    published = users // 10  # u0..: precomputed hits; the rest exist only in the users table
+    published = args.users // 10  # u0..: precomputed hits; the rest are in the users table only
     redis_proc = RedisProcess(logs / "redis").start()
-    client = connect(RedisSettings(url=redis_proc.url))
-    publish_users(client, Settings(redis=RedisSettings(url=redis_proc.url)), published)
-    fb = Server(
-        "fallback.serve",
-        {"PRESCORE_MODEL_STORE": root, "FALLBACK_MODELS": "reco", "FALLBACK_DATA_DIR": str(data)},
-        logs / "fallback-lookup.log",
-    ).start()
-    lk = Server(
-        "lookup.serve",
-        {
-            "REDIS_URL": redis_proc.url,
-            "PRESCORE_FALLBACK_URL": fb.url,
-            "LOOKUP_WORKERS": "1",
-            "LOOKUP_THREADS": "8",
-        },
-        logs / "lookup.log",
-    ).start()
-    clients = 8
+    servers: list[Server] = []
     try:
-        for i in range(WARM):  # connections and first calls, outside the measured runs
-            requests_get(lk.url + f"/v1/recommendations/u{published + i}")
-        hits = run_load(
-            lk.url,
-            lambda i: ("GET", f"/v1/recommendations/u{i % published}", None, JSON),
-            clients,
-            args.seconds,
-        )
-        misses = run_load(
-            lk.url,
-            lambda i: ("GET", f"/v1/recommendations/u{published + WARM + i}", None, JSON),
-            clients,
-            args.seconds,
-        )
+        publish_reco(redis_proc.url, world, published, world.ref("reco").version)
+        env = {"REDIS_URL": redis_proc.url, "FALLBACK_DATASETS": "reco"}
+        servers.append(Server("fallback.serve", world.env(**env), logs / "fallback-lookup.log"))
+        servers[0].start()
+        env = {
+            "REDIS_URL": redis_proc.url,
+            "PRESCORE_FALLBACK_URL": servers[0].url,
+            "PRESCORE_FALLBACK_TIMEOUT_S": str(args.live_deadline_s),
+            "LOOKUP_WORKERS": "1",
+            "LOOKUP_THREADS": str(LOOKUP_CLIENTS),
+        }
+        servers.append(Server("lookup.serve", world.env(**env), logs / "lookup.log"))
+        servers[1].start()
+        runs = _hits_and_misses(servers[1].url, servers[0].url, published, args.users, args.seconds)
     finally:
-        lk.stop()
-        fb.stop()
+        for server in reversed(servers):
+            server.stop()
         redis_proc.stop()
     lines = [
-        "| lookup | clients | requests/s | p50 (ms) | p99 (ms) | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| lookup | clients | requests/s | p50 (ms) | p99 (ms) | errors "
+        "| answered live (lookup) | fallback predict calls |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, load in (("hit (precomputed)", hits), ("miss served live", misses)):
+    for label, res, _, (live, calls) in runs:
         lines.append(
-            f"| {label} | {clients} | {load.rps:,.0f} | {load.pct(0.5):.2f} | "
-            f"{load.pct(0.99):.2f} | {load.errors} |"
+            f"| {label} | {LOOKUP_CLIENTS} | {res.rps:,.0f} | {res.p50_ms:.2f} | "
+            f"{res.p99_ms:.2f} | {res.errors} | {live:.0f} | {calls:.0f} |"
         )
-    if misses.requests > users - published:
-        lines.append(f"\n(misses ran out of unscored users after {users - published})")
+    unscored = args.users - published - WARM
+    if runs[1][2] >= unscored:
+        lines.append(
+            f"\n(the miss run ran out of unscored users after {unscored}; more --users "
+            "make it last --seconds)"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_fallback", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--users", type=int, default=20000)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_fallback",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measured run")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (2 and 3)")
+    parser.add_argument("--users", type=int, default=20000, help="demo users generated")
+    parser.add_argument("--hotels", type=int, default=500, help="demo hotels generated")
+    parser.add_argument("--images", type=int, default=800, help="demo photos generated")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per runtime (1)")
+    parser.add_argument(
+        "--live-deadline-s",
+        type=float,
+        default=1.0,
+        help="the lookup's deadline of a live call (4); production: 0.1",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-fallback-") as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(prefix="bench-fallback-"))
+    try:
         started = time.monotonic()
-        data, root, evals = build_models(work, args.users)
+        world = build_world(work, args.users, args.hotels, args.images)
+        evals = {d: eval_feed(world, d) for d in DATASETS}
+        s = f"{args.seconds:g}s a run"
         tables = [
-            ("Runtimes (in process, one thread calling)", runtime_table(root, evals)),
-            ("Micro-batching, the batcher alone (in process, no HTTP)", []),
-            ("Micro-batching (fallback server under granian)", []),
-            ("Lookup hit against miss served live", []),
+            (
+                "Runtimes (in process, one thread calling)",
+                runtime_table(world, evals, args.repeats),
+            ),
+            (
+                f"Micro-batching, the batcher alone (in process, no HTTP; waits up to 2 ms; {s})",
+                batcher_table(world, evals, args.clients, args.seconds),
+            ),
+            (
+                f"Micro-batching (fallback server under granian, {args.clients} threads; {s})",
+                batching_table(world, args, work),
+            ),
+            (
+                f"Lookup hit against miss served live (1 lookup worker, live deadline "
+                f"{args.live_deadline_s:g}s; {s})",
+                lookup_table(world, args, work),
+            ),
         ]
-        tables[1] = (tables[1][0], batcher_table(root, evals, args.clients, args.seconds))
-        tables[2] = (tables[2][0], batching_table(data, root, args.users, args, work))
-        tables[3] = (tables[3][0], lookup_table(data, root, args.users, args, work))
-        print(f"\nbench_fallback: {os.cpu_count()} CPUs, {time.monotonic() - started:.0f}s total")
+        print(
+            f"\nbench_fallback: {os.cpu_count()} CPUs, {args.users} users, {args.images} "
+            f"photos, {time.monotonic() - started:.0f}s total; load generator: Python "
+            "threads on the same machine"
+        )
         for title, lines in tables:
             print(f"\n### {title}\n")
             print("\n".join(lines))
+    finally:
+        if args.keep:
+            print(f"\nwork folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -16,6 +16,11 @@ worker processes:
     worker); with --alternatives also that app under granian, which shows how much of
     the gain is the server's, and its ``floor`` (no framework, just one GET) under
     granian, what any app that makes one Redis round trip a request can reach here.
+With ``--before REV`` (e.g. the commit before a change), the lookup of that commit
+(``git archive REV``, run from its own folder with this virtualenv) is measured beside
+ours on the declared route, and ours once more with the miss log and single-flight off
+(LOOKUP_MISS_LOG=0, LOOKUP_SINGLE_FLIGHT=0); ours reads the demo's declarations with a
+``max_age_s`` added to reco, so every hit also computes its age and checks it.
 Each round runs every row in turn (interleaved, so drift hits all alike) at the same
 concurrency over random keys, then batchGet with 100 ids a request (the declared
 ``/v1/recommendations:batchGet`` and the generic ``/v1/datasets/reco:batchGet``). The
@@ -63,6 +68,7 @@ class Server:
     env: dict[str, str]
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    cwd: Path = ROOT
 
     @property
     def base(self) -> str:
@@ -72,7 +78,7 @@ class Server:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", self.name).strip("_")
         log = open(log_dir / f"{slug}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            self.cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -169,12 +175,32 @@ def targets(reco: Dataset, tags: Dataset, users: int, images: int) -> dict[str, 
     }  # fmt: skip
 
 
+def with_max_age(work: Path) -> Path:
+    """The demo's declarations with a max age on reco (long: the answers are not stale)."""
+    text = CONFIG.read_text().replace(
+        'route = "recommendations"', 'route = "recommendations"\nmax_age_s = 63072000', 1
+    )
+    path = work / "prescore.toml"
+    path.write_text(text)
+    return path
+
+
+def before_tree(rev: str, work: Path) -> Path:
+    """The files of commit ``rev`` in a folder of their own."""
+    tree = work / f"before-{rev}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
 def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -> list[Server]:
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
     for name in ("PROMETHEUS_MULTIPROC_DIR", "PRESCORE_FALLBACK_URL", "LOOKUP_THREADS",
-                 "LOOKUP_WORKERS"):  # fmt: skip
+                 "LOOKUP_WORKERS", "LOOKUP_MISS_LOG", "LOOKUP_SINGLE_FLIGHT"):  # fmt: skip
         env.pop(name, None)  # ours runs its defaults, and a miss is a plain 404
-    ours_env = {**env, "PRESCORE_CONFIG": str(CONFIG), "PRESCORE_VAR": str(var)}
+    config = with_max_age(var) if args.before else CONFIG
+    ours_env = {**env, "PRESCORE_CONFIG": str(config), "PRESCORE_VAR": str(var)}
     ours_cmd = [sys.executable, "-m", "lookup.serve", "--workers", str(args.workers)]
     base_env = {**env, "BASELINE_PREFIX": keys.version_prefix("reco", version)}
     found = [
@@ -187,6 +213,18 @@ def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -
             b,
         ),
     ]  # fmt: skip
+    if args.before:
+        tree = before_tree(args.before, var)
+        old_env = {**env, "PYTHONPATH": str(tree), "PRESCORE_CONFIG": str(CONFIG),
+                   "PRESCORE_VAR": str(var)}  # fmt: skip
+        port = free_port()
+        old_cmd = [*ours_cmd, "--bind", f"127.0.0.1:{port}"]
+        found.append(Server(f"before: the lookup of {args.before}", old_cmd, old_env, port,
+                            cwd=tree))  # fmt: skip
+        port = free_port()
+        off_env = {**ours_env, "LOOKUP_MISS_LOG": "0", "LOOKUP_SINGLE_FLIGHT": "0"}
+        off_cmd = [*ours_cmd, "--bind", f"127.0.0.1:{port}"]
+        found.append(Server("ours, miss log and single-flight off", off_cmd, off_env, port))
     if args.alternatives:
         for threads in (2, 8):
             port = free_port()
@@ -249,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--alternatives", action="store_true", help="also other worker configs")
+    parser.add_argument("--before", help="also the lookup of this git revision, side by side")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args(argv)
 

@@ -107,7 +107,8 @@ def job_rates(settings: Any, cores: int, runs: int, batch: int) -> tuple[list[An
     )
     spark.sparkContext.setLogLevel("ERROR")
     args = parse_args(["--dataset", "tags", "--batch-rows", str(batch)])
-    jvm = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
+    gateway: Any = spark.sparkContext._jvm
+    jvm = int(gateway.ProcessHandle.current().pid())
     summaries, jvm_cpu = [], []
     try:
         for _ in range(runs):

@@ -202,10 +202,12 @@ def publish_file(
         figures: dict[str, Any] = {"scored": report.rows, "unit": "rows", "sample": sample}
         if dataset.gates.enabled:
             live = versions.current()
+            gating = time.perf_counter()
             checked = gates.check(
                 client, dataset, info, report.rows, sample,
                 versions.get(live) if live else None, dataset.gates,
             )  # fmt: skip
+            figures["gate_seconds"] = round(time.perf_counter() - gating, 3)
             figures["gates"] = checked.to_json()
             if not checked.passed:
                 versions.gate(info.version, report.rows, checked.to_json(), checked.summary())

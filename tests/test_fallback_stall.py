@@ -4,7 +4,7 @@ stopped (SIGSTOP) for a second while clients keep asking for keys the store lack
 With the default breaker (a failure ratio over a window, with a minimum of calls) the
 stall costs the misses of that second and nothing after; the old rule, a few failures
 in a row opening the circuit for seconds, is still expressible and keeps refusing well
-after the fallback is back (bench/bench_stall.py measures both side by side)."""
+after the fallback is back (bench/bench_misses.py measures both side by side)."""
 
 from __future__ import annotations
 

@@ -88,6 +88,7 @@ def test_each_gate_refuses_its_broken_run_and_a_normal_rerun_passes(
     rerun, _ = _publish(picks, rclient, _write(tmp_path / "c.parquet", range(USERS)))
     assert rerun.published and v.current() == rerun.version
     assert all(c["passed"] for c in v.get(rerun.version).extra["gates"]["checks"])
+    assert 0 < v.get(rerun.version).extra["gate_seconds"] < 60  # what the gates cost it
 
 
 def test_a_gated_version_is_released_by_an_operator_and_says_so(
