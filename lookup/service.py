@@ -99,7 +99,11 @@ class Lookup:
         resolved, values = self.reader.read(spec.name, _candidates(key, context))
         payload = next((v for v in values if v is not None), None)
         if payload is not None:
-            self._count(spec, [payload], 0)
+            source = stored_source(payload)
+            self.metrics.count_keys(
+                spec.name, hits=source == "precomputed", misses=0,
+                written_back=source == "written_back",
+            )  # fmt: skip
             fell_back = context is not None and values[0] is None
             return 200, self._served(spec, key, context, payload, shape, resolved, fell_back)
         self._count(spec, [], 1)

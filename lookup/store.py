@@ -13,11 +13,10 @@ data): that is a 503 ``dataset_lost``, never a 404 that reads as "no such key".
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,7 +26,7 @@ from redis.connection import AbstractConnection
 from prescore import keys
 from prescore.codec import VersionInfo
 from prescore.errors import NotFound, StoreUnavailable
-from prescore.redis_client import Client, mget, store_errors
+from prescore.redis_client import OUTAGES, Client, mget
 
 _INFO_CACHE_MAX = 64
 
@@ -101,16 +100,12 @@ class StoreReader:
         self._lean = LeanReader(client) if isinstance(client, redis.Redis) else None
         self.on_error: Callable[[str], None] | None = None  # (action): counts outages
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, doing: str) -> Iterator[None]:
-        """store_errors, telling ``on_error`` which ``action`` failed."""
-        try:
-            with store_errors(doing):
-                yield
-        except StoreUnavailable:
-            if self.on_error is not None:
-                self.on_error(action)
-            raise
+    def _outage(self, action: str, doing: str, exc: BaseException) -> StoreUnavailable:
+        """The error a Redis outage while ``doing`` is, told to ``on_error`` as ``action``
+        (a plain try/except where this is used: a context manager costs the hot path)."""
+        if self.on_error is not None:
+            self.on_error(action)
+        return StoreUnavailable(f"store unavailable while {doing}: {type(exc).__name__}")
 
     def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
         """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``)."""
@@ -118,8 +113,10 @@ class StoreReader:
             cached = self._pointers.get(dataset)
             if cached is not None and cached[0] > self._clock():
                 return cached[1]
-        with self._errors("pointer", "reading the version pointer"):
+        try:
             raw = self.client.get(keys.pointer_key(dataset))
+        except OUTAGES as exc:
+            raise self._outage("pointer", "reading the version pointer", exc) from exc
         if raw is None:
             self._pointers.pop(dataset, None)
             if dataset in self._seen:  # it was published: the store lost it
@@ -140,8 +137,10 @@ class StoreReader:
         found = self._infos.get((dataset, version))
         if found is not None:
             return found
-        with self._errors("registry", "reading the version registry"):
+        try:
             raw = self.client.hget(keys.registry_key(dataset), version)
+        except OUTAGES as exc:
+            raise self._outage("registry", "reading the version registry", exc) from exc
         info = VersionInfo.from_bytes(raw) if raw is not None else None
         resolved = Resolved(
             dataset, version, info.model if info else "", info.model_version if info else ""
@@ -164,13 +163,17 @@ class StoreReader:
 
     def _get(self, dataset: str, version: str, entity_keys: list[str]) -> list[bytes | None]:
         names = [keys.value_key(dataset, version, k) for k in entity_keys]
-        with self._errors("payloads", "reading payloads"):
+        try:
             if self._lean is not None:
                 return self._lean.read(names)
             if len(names) == 1:
                 return [cast("bytes | None", self.client.get(names[0]))]
             return mget(self.client, names)
+        except OUTAGES as exc:
+            raise self._outage("payloads", "reading payloads", exc) from exc
 
     def ping(self) -> bool:
-        with self._errors("ping", "pinging Redis"):
+        try:
             return bool(self.client.ping())
+        except OUTAGES as exc:
+            raise self._outage("ping", "pinging Redis", exc) from exc
