@@ -10,8 +10,8 @@ is what the gates compare with), then times the publish of a second one with
 prescore.publish.publish_file, the ``prescore publish`` path. With gates on, the second
 publish checks rows, key coverage, score drift, payload sizes and a decode of its sample
 against the first; the time the check itself took is the ``gate_seconds`` the publish
-records with the version. Each round measures both back to back; the table holds the
-medians of the rounds.
+records with the version. Each round measures both back to back, in turn first; the
+table holds the medians of the rounds.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ def _publish(url: str, config: Path, path: Path, version: str) -> tuple[float, f
     return took, float(extra.get("gate_seconds", 0.0))
 
 
-def _round(url: str, configs: dict[str, Path], path: Path) -> dict[str, tuple[float, float]]:
+def _round(
+    url: str, configs: dict[str, Path], path: Path, flip: bool
+) -> dict[str, tuple[float, float]]:
     out = {}
-    for mode, config in configs.items():
+    for mode, config in reversed(configs.items()) if flip else configs.items():
         connect(RedisSettings(url=url)).flushall()
         _publish(url, config, path, "1")
         out[mode] = _publish(url, config, path, "2")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         configs["gates off"].write_text(CONFIG + f"\n[datasets.{DATASET}.gates]\nenabled = false\n")
         redis_proc = RedisProcess(work / "redis").start()
         try:
-            rounds = [_round(redis_proc.url, configs, path) for _ in range(args.rounds)]
+            rounds = [_round(redis_proc.url, configs, path, n % 2 == 1) for n in range(args.rounds)]
         finally:
             redis_proc.stop()
     print(f"\nbench_gates: {args.rows:,} rows, {args.rounds} rounds, {os.cpu_count()} CPUs\n")
