@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if not settings.core.catalog.datasets:
             raise ConfigError(
                 "PRESCORE_CONFIG: no datasets declared; name the dataset file "
-                "(the demo's: examples/hotels/prescore.toml)"
+                "(README: Dataset declarations)"
             )
         settings.server.wsgi_server().address()  # a bad --bind, before anything starts
     except (PrescoreError, ValueError) as exc:

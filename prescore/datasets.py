@@ -10,13 +10,13 @@
     path = "var/data/users.parquet"  # any path Spark reads: file://, hdfs://, globs
     key = "user_id"                  # or a list of columns: the key is their values joined by |
     [datasets.reco.items]
-    path = "var/data/hotels.parquet"
-    key = "hotel_id"
+    path = "var/data/products.parquet"
+    key = "product_id"
     payload = ["name"]               # item columns copied into each payload entry
     [datasets.reco.candidates]
     rule = "match"                   # all | match | table
-    entity_column = "regions"        # match: items whose item_column value the entity holds
-    item_column = "region"
+    entity_column = "categories"     # match: items whose item_column value the entity holds
+    item_column = "category"
 
     [datasets.tags]
     kind = "labels"                  # one image or row per key -> labels above threshold
@@ -76,7 +76,7 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Contexts:
-    """Contexts (e.g. season and day) an entity is also scored in: key ``entity|context``."""
+    """Contexts (e.g. weekday and hour) an entity is also scored in: key ``entity|context``."""
 
     key: str = "context"  # the column holding a context's value
     table: Table | None = None  # a small table of contexts and their features

@@ -46,7 +46,7 @@ def check_dataset(dataset: str) -> str:
 
 
 def check_id(raw: str, *, what: str = "id") -> str:
-    """Return ``raw`` if it is a valid entity id (user, hotel, image, context)."""
+    """Return ``raw`` if it is a valid entity id (user, item, image, context)."""
     if not raw:
         raise InvalidInput(f"{what} is empty", code="invalid_id")
     if len(raw) > MAX_ID_LENGTH:
