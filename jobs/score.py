@@ -130,6 +130,8 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
 def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
     """Forget the logged misses that a run over every image file turned into hits."""
     logged = log.all_keys(dataset)
+    if not logged:
+        return
     held = log.held_by(dataset, version, logged)
     log.forget(dataset, held)
     print(f"{dataset}: {len(held)} of the {len(logged)} missed key(s) logged are now precomputed")
