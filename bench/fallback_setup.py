@@ -32,6 +32,7 @@ from bench.loadgen import Result, run_threads
 from prescore import codec, feeds
 from prescore.datasets import Catalog, load
 from prescore.modelstore import ModelRef, ModelStore
+from prescore.quantize import median_seconds
 from prescore.settings import ModelStoreSettings
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
@@ -131,16 +132,6 @@ def eval_feed(world: World, dataset: str, max_rows: int = 5000) -> Eval:
     return Eval({name: model_input(x[test], tensor.dtype)}, y[test], "map", 32)
 
 
-def _median_s(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
-
-
 def measure_tf(ref: ModelRef, ev: Eval, repeats: int) -> dict[str, dict[str, float]]:
     """What prescore.quantize.measure records, for TensorFlow alone."""
     from prescore.inference import load_runner
@@ -152,8 +143,8 @@ def measure_tf(ref: ModelRef, ev: Eval, repeats: int) -> dict[str, dict[str, flo
     scores = np.concatenate([runner(p) for p in parts])
     one = {k: v[:1] for k, v in ev.feed.items()}
     batch = {k: v[: ev.batch] for k, v in ev.feed.items()}
-    single = _median_s(lambda: runner(one), repeats)
-    batched = _median_s(lambda: runner(batch), repeats)
+    single = median_seconds(lambda: runner(one), repeats)
+    batched = median_seconds(lambda: runner(batch), repeats)
     record = {
         "single_ms": single * 1000,
         "batch_rows_per_s": feeds.rows(batch) / batched,

@@ -62,7 +62,7 @@ def convert(saved_model: Path, out_dir: Path, representative: Feed) -> dict[str,
     return written
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> float:
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     """Median seconds of ``fn`` over ``repeats`` runs, after one warm-up."""
     fn()
     times = []
@@ -90,8 +90,8 @@ def measure(
         runner = load_runner(model_dir, meta, runtime)
         scores = np.concatenate([runner(_slice(feed, slice(i, i + 256))) for i in range(0, n, 256)])
         reference = scores if reference is None else reference
-        single = _timed(lambda r=runner: r(_slice(feed, slice(0, 1))), repeats)  # type: ignore[misc]
-        batched = _timed(lambda r=runner: r(rows), repeats)  # type: ignore[misc]
+        single = median_seconds(lambda r=runner: r(_slice(feed, slice(0, 1))), repeats)  # type: ignore[misc]
+        batched = median_seconds(lambda r=runner: r(rows), repeats)  # type: ignore[misc]
         record = {
             "max_abs_diff_vs_tf": round(float(np.abs(scores - reference).max()), 5),
             "single_ms": round(single * 1000, 4),
