@@ -85,7 +85,8 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     log = MissLog(connect(settings.redis))
-    uses_log = args.miss_log and dataset.miss_log and not dataset.images
+    log_on = args.miss_log and dataset.miss_log
+    uses_log = log_on and not dataset.images  # a run over image files scores every file
     missed = log.all_keys(dataset.name) if uses_log else []
     if dataset.kind == "ranking":
         planned = ranking.plan(spark, dataset, ref, per_pair=args.per_pair, missed=missed)
@@ -122,7 +123,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     )
     if chosen is not None and chosen.logged:
         log.forget(dataset.name, chosen.logged)  # now precomputed
-    elif dataset.images and args.miss_log and dataset.miss_log:
+    elif log_on and dataset.images:
         _forget_scored_files(log, dataset.name, summary.version)
     return summary
 

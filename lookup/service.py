@@ -57,10 +57,10 @@ class Lookup:
 
     def _served(
         self, spec: Served, key: str, context: str | None, payload: bytes, shape: Shape,
-        resolved: Resolved, fell_back: bool,
+        resolved: Resolved, fell_back: bool, source: str,
     ) -> bytes:  # fmt: skip
-        """A hit's body; a stale one refreshed, a sampled one shadow-checked."""
-        source = stored_source(payload)
+        """A hit's body (``source``: as stored); a stale one refreshed, a sampled one
+        shadow-checked."""
         age = self.ages.age(payload)
         stale = spec.max_age_s is not None and age is not None and age > spec.max_age_s
         x = self.extras
@@ -83,9 +83,9 @@ class Lookup:
             stale=stale,
         )  # fmt: skip
 
-    def _count(self, spec: Served, payloads: list[bytes], misses: int) -> None:
-        written_back = sum(1 for p in payloads if stored_source(p) == "written_back")
-        hits = len(payloads) - written_back
+    def _count(self, spec: Served, sources: list[str], misses: int) -> None:
+        written_back = sources.count("written_back")
+        hits = len(sources) - written_back
         self.metrics.count_keys(spec.name, hits=hits, misses=misses, written_back=written_back)
 
     def _record(self, spec: Served, missed: list[str]) -> None:
@@ -100,12 +100,11 @@ class Lookup:
         payload = next((v for v in values if v is not None), None)
         if payload is not None:
             source = stored_source(payload)
-            self.metrics.count_keys(
-                spec.name, hits=source == "precomputed", misses=0,
-                written_back=source == "written_back",
-            )  # fmt: skip
+            self._count(spec, [source], 0)
             fell_back = context is not None and values[0] is None
-            return 200, self._served(spec, key, context, payload, shape, resolved, fell_back)
+            return 200, self._served(
+                spec, key, context, payload, shape, resolved, fell_back, source
+            )
         self._count(spec, [], 1)
         self._record(spec, [key])
         live = self.on_miss([Miss(spec.name, key, context)], resolved)[0] if spec.live else None
@@ -124,17 +123,17 @@ class Lookup:
         per_key = [_candidates(k, req.context) for k in unique]
         resolved, values = self.reader.read(spec.name, [c for cands in per_key for c in cands])
         rendered: dict[str, bytes] = {}
-        found: dict[str, bytes] = {}
+        found: dict[str, str] = {}  # key -> where its stored answer came from
         at = 0
         for key, cands in zip(unique, per_key, strict=True):
             mine = values[at : at + len(cands)]
             at += len(cands)
             payload = next((v for v in mine if v is not None), None)
             if payload is not None:
-                found[key] = payload
+                found[key] = stored_source(payload)
                 fell_back = req.context is not None and mine[0] is None
                 rendered[key] = self._served(
-                    spec, key, req.context, payload, req.shape, resolved, fell_back
+                    spec, key, req.context, payload, req.shape, resolved, fell_back, found[key]
                 )
         missing = [k for k in unique if k not in rendered]
         self._count(spec, [found[k] for k in req.keys if k in found],

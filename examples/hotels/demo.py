@@ -141,19 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env,
         )
-        run(
-            [
-                PY,
-                "-m",
-                "prescore.cli",
-                "models",
-                "register",
-                "reco",
-                str(train / "reco"),
-                "--promote",
-            ],
-            env,
-        )
+        register("reco", train / "reco", env)
         step("bulk scoring every user with spark-submit (local mode), publishing to Redis")
         run([spark_submit, *submit_args(dataset="reco")], env)
 
@@ -186,19 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env,
         )
-        run(
-            [
-                PY,
-                "-m",
-                "prescore.cli",
-                "models",
-                "register",
-                "tagger",
-                str(train / "tagger"),
-                "--promote",
-            ],
-            env,
-        )
+        register("tagger", train / "tagger", env)
         step("bulk tagging every photo with spark-submit, publishing to Redis")
         run([spark_submit, *submit_args(dataset="tags")], env)
 
@@ -262,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
                 pass
     print("\ndemo finished")
     return 0
+
+
+def register(name: str, folder: Path, env: dict[str, str]) -> None:
+    """Register a trained model and promote it, as a user does."""
+    run([PY, "-m", "prescore.cli", "models", "register", name, str(folder), "--promote"], env)
 
 
 def submit_args(**params: str) -> list[str]:
