@@ -29,14 +29,15 @@ from typing import Any
 import pandas as pd
 
 from jobs.worker_cache import CACHE
-from prescore import gates, keys
+from prescore import gates, keys, values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import PublishError
 from prescore.modelstore import ModelStore
 from prescore.redis_client import Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings
-from prescore.versions import Versions, write_payloads
+from prescore.values import Placed
+from prescore.versions import Versions
 
 LATE_WRITE_GRACE_S = 1.0
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
@@ -151,7 +152,8 @@ def write_rows(client: Client, dataset: str, version: str, rows: list[tuple[str,
     raw = client.hget(keys.registry_key(dataset), version)
     if raw is None or VersionInfo.from_bytes(raw).status != "writing":
         raise RuntimeError(f"{dataset} {version} is no longer being written; stopping")
-    return write_payloads(client, dataset, version, rows)
+    where = Placed(dataset, version, VersionInfo.from_bytes(raw).buckets)
+    return values.write(client, where, rows)
 
 
 def worker_model(conf: Mapping[str, Any]) -> Any:
@@ -294,14 +296,15 @@ def publish_version(
     unit: str = "rows",
     force: bool = False,
     figures: Mapping[str, Any] | None = None,
+    expected_keys: int = 0,
 ) -> Summary:
     """Register a version, run the stats DataFrame ``run(version)`` while holding its
     lease, check it against the live one (prescore.gates), verify and publish (``force``:
     even over a newer live version); ``figures`` are recorded with it. A version that fails
-    its gates is kept ``gated``."""
+    its gates is kept ``gated``. ``expected_keys`` sizes the version's buckets."""
     client = connect(settings.redis)
     versions = Versions(client, dataset.name, settings.store)
-    info = versions.begin(model[0], model[1])
+    info = versions.begin(model[0], model[1], expected_keys=expected_keys)
     name = dataset.name
     print(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})", flush=True)
     summary = Summary(name, info.version)

@@ -26,12 +26,13 @@ from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write
 from jobs.spark_tables import columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
-from prescore import feeds, keys
-from prescore.codec import PayloadShape
+from prescore import feeds, keys, values
+from prescore.codec import PayloadShape, VersionInfo
 from prescore.datasets import Dataset
 from prescore.modelstore import ModelRef
 from prescore.payloads import RankingPayloads
 from prescore.signature import ENCODE_CONTEXT, Column, Signatures, check_ranking
+from prescore.values import Placed
 
 ITEM_KEY = "__item_key"
 CANDIDATES = "__candidates"
@@ -147,27 +148,39 @@ def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: An
         index = {v: np.asarray(ix, np.int64) for v, ix in groups.items()}
     elif rule["rule"] == "table":
         index = {item: np.array([i]) for i, item in enumerate(item_ids)}
-    ctx_key = (ds.get("contexts") or {}).get("key", "context")
-    contexts = _contexts(conf, model, ctx_key)
+    contexts = _contexts(conf, model)
+    encoders = dict(zip(context_values(conf), payload_encoders(conf, items), strict=True))
+    return RunTables(item_ids, item_feed, block, index, contexts, encoders, {})
+
+
+def payload_encoders(
+    conf: Mapping[str, Any], items: Mapping[str, list[Any]]
+) -> list[RankingPayloads]:
+    """One payload encoder per context of the run (:func:`context_values`), in order: the
+    context's index is its compact payloads' frame id."""
+    ds = conf["dataset"]
+    item_ids = [str(i) for i in items[ds["items"]["key"][0]]]
     extras = None
     if ds["item_payload"]:
         extras = [
             {c: _plain(items[c][i]) for c in ds["item_payload"]} for i in range(len(item_ids))
         ]
     shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
-    encoders = {
-        c: RankingPayloads(
-            shape,
-            item_ids,
-            model=ds["model"],
-            model_version=conf["model_version"],
-            scored_at=conf["scored_at"],
-            context=c,
-            item_extras=extras,
+    return [
+        RankingPayloads(
+            shape, item_ids, model=ds["model"], model_version=conf["model_version"],
+            scored_at=conf["scored_at"], context=c, item_extras=extras, frame_id=i,
         )
-        for c, _, _ in contexts
-    }
-    return RunTables(item_ids, item_feed, block, index, contexts, encoders, {})
+        for i, c in enumerate(context_values(conf))
+    ]  # fmt: skip
+
+
+def context_values(conf: Mapping[str, Any]) -> list[str | None]:
+    """The contexts a run scores, in order: None for the plain key, then each value."""
+    ds = conf["dataset"]
+    ctx_key = (ds.get("contexts") or {}).get("key", "context")
+    plain = ds.get("contexts") is None or ds["contexts"]["plain"]
+    return ([None] if plain else []) + [str(row[ctx_key]) for row in conf["contexts"]]
 
 
 def _plain(value: Any) -> Any:
@@ -180,21 +193,18 @@ def _plain(value: Any) -> Any:
 
 
 def _contexts(
-    conf: Mapping[str, Any], model: Any, ctx_key: str
+    conf: Mapping[str, Any], model: Any
 ) -> list[tuple[str | None, dict[str, np.ndarray], np.ndarray | None]]:
     """(context value or None for the plain key, its raw feed, its encoded row)."""
-    ds = conf["dataset"]
     serving = model.signatures.serving.inputs
     ctx_inputs = {n: t for n, t in serving.items() if conf["bound"][n] == "context"}
     enc_inputs = None
     if conf["factored"] and ENCODE_CONTEXT in model.signatures.by_name:
         enc_inputs = model.signatures.by_name[ENCODE_CONTEXT].inputs
-    wanted: list[tuple[str | None, dict[str, Any] | None]] = []
-    if ds.get("contexts") is None or ds["contexts"]["plain"]:
-        wanted.append((None, None))
-    wanted += [(str(row[ctx_key]), row) for row in conf["contexts"]]
+    named = context_values(conf)
+    rows = [None] * (len(named) - len(conf["contexts"])) + list(conf["contexts"])
     out = []
-    for value, row in wanted:
+    for value, row in zip(named, rows, strict=True):
 
         def feed_of(inputs: Mapping[str, Any], row: dict[str, Any] | None = row) -> dict:
             if row is None:
@@ -305,7 +315,7 @@ def _payloads(
     best = np.minimum(best[keep], len(scores) - 1)  # absent slots (exists False) point anywhere
     chosen = [ids[u] for u in keep.tolist()]
     found = exists[keep].sum(axis=1)  # -inf padding sorts last: present slots come first
-    payloads = encoder.encode_grid(chosen, item_idx[best], scores[best], found)
+    payloads = encoder.encode_compact(chosen, item_idx[best], scores[best], found)
     ctx = encoder.context
     return [(keys.entity_key(k, ctx), p) for k, p in zip(chosen, payloads, strict=True)]
 
@@ -330,6 +340,16 @@ def score_partition(
         yield stats_row(written, pairs, written=keys_)
 
 
+def write_frames(conf: Mapping[str, Any], items: Mapping[str, list[Any]]) -> None:
+    """Store the frames of the run's compact payloads before any task writes one."""
+    client = worker_redis(conf)
+    raw = client.hget(keys.registry_key(conf["dataset"]["name"]), conf["version"])
+    assert raw is not None, "the version is registered before it is run"
+    where = Placed(conf["dataset"]["name"], conf["version"], VersionInfo.from_bytes(raw).buckets)
+    frames = {e.frame_id: e.frame() for e in payload_encoders(conf, items)}
+    values.write_frames(client, where, frames)
+
+
 def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:
     """``run(version)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
     items = spark.sparkContext.broadcast(planned.pop("items"))
@@ -342,6 +362,7 @@ def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:
 
     def run(version: str) -> Any:
         mine = {**body, "version": version}
+        write_frames(mine, items.value)
         return frame.mapInPandas(lambda it: score_partition(it, mine, items), STATS_SCHEMA)
 
     return run

@@ -30,7 +30,8 @@ from prescore.errors import ConfigError, PrescoreError
 from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
 from prescore.redis_client import connect
-from prescore.settings import Settings
+from prescore.settings import Settings, StoreSettings
+from prescore.versions import Versions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,9 +101,11 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             f"{dataset.model}/{ref.version} ({how}), top {dataset.k}, contexts {contexts}",
             flush=True,
         )
+        expected = planned["entities"].count() * len(contexts)  # sizes the version's buckets
         run = ranking.runner(spark, planned, conf)
         unit = "pairs"
     else:
+        expected = 0  # sized as the live version
         conf.update(batch_rows=args.batch_rows or 128)
         run, chosen = labels.runner(spark, dataset, ref, conf, missed)
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
@@ -119,7 +122,15 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         )
     model = (dataset.model, ref.version)
     summary = publish_version(
-        spark, settings, dataset, model, run, unit, force=args.force, figures=figures
+        spark,
+        settings,
+        dataset,
+        model,
+        run,
+        unit,
+        force=args.force,
+        figures=figures,
+        expected_keys=expected,
     )
     if chosen is not None and chosen.logged:
         log.forget(dataset.name, chosen.logged)  # now precomputed
@@ -133,7 +144,8 @@ def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
     logged = log.all_keys(dataset)
     if not logged:
         return
-    held = log.held_by(dataset, version, logged)
+    where = Versions(log.client, dataset, StoreSettings()).placed(version)
+    held = log.held_by(where, logged)
     log.forget(dataset, held)
     print(f"{dataset}: {len(held)} of the {len(logged)} missed key(s) logged are now precomputed")
 

@@ -44,7 +44,7 @@ from lookup.metrics import Metrics
 from lookup.misses import Answer, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
-from prescore import keys
+from prescore import keys, values
 from prescore.codec import dumps
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
 from prescore.redis_client import Client, connect
@@ -251,8 +251,9 @@ class FallbackClient:
         payloads: list[Answer],
         version: Resolved,
     ) -> None:
+        where = version.placed
         rows = [
-            (keys.value_key(dataset, version.version, _store_key(inst)), payload)
+            (where.write_back(_store_key(inst)), payload)
             for inst, payload in zip(instances, payloads, strict=True)
             if isinstance(payload, bytes)
         ]
@@ -266,6 +267,7 @@ class FallbackClient:
             pipe = self.redis.pipeline(transaction=False)
             for name, payload in rows[:allowed]:
                 pipe.set(name, payload, ex=self.ttl_s)
+            values.record_write_backs(pipe, where, [n for n, _ in rows[:allowed]], self.ttl_s)
             pipe.execute()
         except redis.RedisError as exc:  # the answer is still served; the next miss retries
             log.warning("live write-back of %d %s payloads failed: %s", len(rows), dataset,

@@ -9,32 +9,40 @@ version retired or rolled back meanwhile), so neither the cache nor a publish ra
 read turns a hit into a miss or a partial answer. A dataset this process has seen
 published whose pointer is then gone was lost by the store (Redis restarted without its
 data): that is a 503 ``dataset_lost``, never a 404 that reads as "no such key".
+
+A version's keys are read from its hash buckets (prescore.values), one round trip for any
+number of keys; only the keys missing there are looked for among its live write-backs,
+in a second. Compact payloads are decoded here with the version's frames, loaded once
+per version, so everything after this module sees JSON.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+import hiredis
 import redis
 from redis.connection import AbstractConnection
 
-from prescore import keys
+from prescore import compact, keys, values
 from prescore.codec import VersionInfo
 from prescore.errors import NotFound, StoreUnavailable
-from prescore.redis_client import OUTAGES, Client, mget
+from prescore.redis_client import OUTAGES, Client
+from prescore.values import Command, Placed
 
-_INFO_CACHE_MAX = 64
+_INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
 
 
 class LeanReader:
-    """GET / MGET on one connection per thread, skipping the pool and retry machinery.
+    """Reads pipelined on one connection per thread, skipping the pool and retry machinery.
 
-    The hot path of the API is one GET; this halves the client-side cost of it. A
+    The hot path of the API is one HGET; this halves the client-side cost of it. A
     connection broken since its last use (Redis restarted) is reconnected and the
     command sent once more; any other failure raises at once (no retry loop).
     """
@@ -51,21 +59,22 @@ class LeanReader:
             self._local.pid = os.getpid()
         return conn
 
-    def read(self, names: list[str]) -> list[bytes | None]:
+    def run(self, commands: list[Command]) -> list[Any]:
+        """The replies of ``commands``, sent in one write."""
         conn = self._conn()
-        command = ("GET", names[0]) if len(names) == 1 else ("MGET", *names)
         try:
-            reply = self._send(conn, command)
+            return self._send(conn, commands)
         except redis.ConnectionError:
             conn.disconnect()
-            reply = self._send(conn, command)  # once, on a fresh connection
-        return [reply] if len(names) == 1 else list(reply)
+            return self._send(conn, commands)  # once, on a fresh connection
 
     @staticmethod
-    def _send(conn: AbstractConnection, command: tuple[str, ...]) -> Any:
+    def _send(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
         try:
-            conn.send_command(*command)
-            return conn.read_response()
+            # hiredis packs in C: redis-py's pack_commands costs more than the read itself
+            packed = b"".join([hiredis.pack_command(c) for c in commands])  # type: ignore[arg-type]
+            conn.send_packed_command([packed])
+            return [conn.read_response() for _ in commands]
         except BaseException:
             conn.disconnect()
             raise
@@ -79,6 +88,12 @@ class Resolved:
     version: str
     model: str = ""
     model_version: str = ""
+    buckets: int = 0
+    frames: Mapping[int, compact.Frame] = field(default_factory=dict, compare=False)
+
+    @property
+    def placed(self) -> Placed:
+        return Placed(self.dataset, self.version, self.buckets)
 
 
 class StoreReader:
@@ -141,10 +156,15 @@ class StoreReader:
             raw = self.client.hget(keys.registry_key(dataset), version)
         except OUTAGES as exc:
             raise self._outage("registry", "reading the version registry", exc) from exc
-        info = VersionInfo.from_bytes(raw) if raw is not None else None
-        resolved = Resolved(
-            dataset, version, info.model if info else "", info.model_version if info else ""
-        )
+        if raw is None:  # not cached: the registry is asked again next time
+            return Resolved(dataset, version)
+        info = VersionInfo.from_bytes(raw)
+        where = Placed(dataset, version, info.buckets)
+        try:
+            frames = values.load_frames(self.client, where) if info.buckets else {}
+        except OUTAGES as exc:
+            raise self._outage("registry", "reading the version's frames", exc) from exc
+        resolved = Resolved(dataset, version, info.model, info.model_version, info.buckets, frames)
         with self._lock:
             if len(self._infos) >= _INFO_CACHE_MAX:
                 self._infos.clear()
@@ -154,23 +174,33 @@ class StoreReader:
     def read(self, dataset: str, entity_keys: list[str]) -> tuple[Resolved, list[bytes | None]]:
         """Every key from one version: the payload bytes, or None where it is missing."""
         resolved = self.resolve(dataset)
-        values = self._get(dataset, resolved.version, entity_keys)
-        if any(v is None for v in values):
+        found = self._get(resolved, entity_keys)
+        if any(v is None for v in found):
             latest = self.resolve(dataset, fresh=True)
             if latest.version != resolved.version:
-                resolved, values = latest, self._get(dataset, latest.version, entity_keys)
-        return resolved, values
+                resolved, found = latest, self._get(latest, entity_keys)
+        return resolved, found
 
-    def _get(self, dataset: str, version: str, entity_keys: list[str]) -> list[bytes | None]:
-        names = [keys.value_key(dataset, version, k) for k in entity_keys]
+    def _get(self, resolved: Resolved, entity_keys: list[str]) -> list[bytes | None]:
+        """Each key's payload as JSON: from the buckets, else from the write-backs."""
         try:
-            if self._lean is not None:
-                return self._lean.read(names)
-            if len(names) == 1:
-                return [cast("bytes | None", self.client.get(names[0]))]
-            return mget(self.client, names)
+            found = values.fetch(self._run, resolved.placed, entity_keys)
         except OUTAGES as exc:
             raise self._outage("payloads", "reading payloads", exc) from exc
+        try:
+            return values.as_json(found, entity_keys, resolved.frames)
+        except (ValueError, IndexError, struct.error) as exc:  # a store not as written
+            if self.on_error is not None:
+                self.on_error("decode")
+            raise StoreUnavailable(
+                f"a stored payload of {resolved.dataset} {resolved.version} cannot be decoded",
+                code="undecodable_payload",
+            ) from exc
+
+    def _run(self, commands: list[Command]) -> list[Any]:
+        if self._lean is not None:
+            return self._lean.run(commands)
+        return values.execute(self.client, commands)
 
     def ping(self) -> bool:
         try:

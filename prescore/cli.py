@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from prescore import keys
+from prescore import values
 from prescore.errors import PrescoreError
 from prescore.modelstore import ModelStore
 from prescore.redis_client import connect, store_errors
@@ -89,11 +89,11 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     version = args.version or v.current()
     if version is None:
         raise PrescoreError(f"{args.dataset}: nothing published", code="no_version")
-    name = keys.value_key(args.dataset, version, args.key)
-    raw = v.client.get(name)
+    where = v.placed(version)
+    raw = values.read(v.client, where, [args.key])[0]
     if raw is None:
         raise PrescoreError(f"{args.dataset} {version}: no key {args.key!r}", code="not_found")
-    ttl = v.client.ttl(name)
+    ttl = v.client.ttl(where.write_back(args.key))
     print(f"# {args.dataset} version {version}" + (f", live entry, ttl {ttl}s" if ttl > 0 else ""))
     print(json.dumps(json.loads(raw), indent=2))
     return 0

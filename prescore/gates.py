@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from prescore import keys
+from prescore import values
 from prescore.codec import PayloadShape, VersionInfo, envelope
 from prescore.datasets import Dataset, Gates
-from prescore.redis_client import Client, mget
+from prescore.redis_client import Client
+from prescore.values import Placed
 
 _BINS = 10
 
@@ -163,7 +164,8 @@ def check(
     """Every gate of ``new`` (about to be published) against ``live`` (None: the first)."""
     shape = PayloadShape(dataset.key_field, dataset.list_field, dataset.entry_field)
     sample = list(new_sample)[: gates.sample]
-    new_raw = mget(client, [keys.value_key(dataset.name, new.version, k) for k in sample])
+    new_at = Placed(dataset.name, new.version, new.buckets)
+    new_raw = values.read(client, new_at, sample)
     bad = [(k, why) for k, raw in zip(sample, new_raw, strict=True) if raw is not None
            for why in [decodes(raw, shape, k)] if why]  # fmt: skip
     missing = sum(1 for raw in new_raw if raw is None)
@@ -181,14 +183,14 @@ def check(
     live_sample = list((live.extra or {}).get("sample", []))[: gates.sample] if live else []
     if live is not None and live.rows and live_sample:
         checks.append(_band("rows", new_rows / live.rows, gates.rows))
-        in_new = mget(client, [keys.value_key(dataset.name, new.version, k) for k in live_sample])
+        in_new = values.read_raw(client, new_at, live_sample)
         covered = sum(1 for raw in in_new if raw is not None) / len(live_sample)
         checks.append(
             Check(
                 "coverage", covered >= gates.coverage, round(covered, 4), f">= {gates.coverage:g}"
             )
         )
-        old_raw = mget(client, [keys.value_key(dataset.name, live.version, k) for k in live_sample])
+        old_raw = values.read(client, Placed(dataset.name, live.version, live.buckets), live_sample)
         drift = psi(_scores(old_raw, shape.list_field), _scores(new_raw, shape.list_field))
         checks.append(Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}"))
         old_size = np.median([len(r) for r in old_raw if r is not None] or [0])

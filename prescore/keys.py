@@ -13,7 +13,16 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
     ps:dataset:flight:{version}:{key} -> one live call's lease: its token (short)
     ps:dataset:flight:{version}:{key}:{token} -> that call's outcome (short)
     ps:dataset:neg:{version}:{key}    -> live inference had no answer for the key (short)
-    ps:{dataset}:{version}:{key}     -> payload JSON   (written as ps:reco:<version>:<id>)
+    ps:{dataset}:frames:{version}   -> hash: frame id -> the text compact payloads share
+    ps:{dataset}:wb:{version}       -> set: the version's live write-back keys (bounded)
+    ps:dataset:{version}:#{n}       -> hash bucket n of the version: key -> payload
+    ps:dataset:{version}:{key}      -> one live write-back: payload JSON (with a TTL)
+
+A version's precomputed payloads live in ``buckets`` hashes (the count is fixed when the
+version is begun and kept in its registry entry), a key in bucket ``crc32(key) % buckets``:
+small hashes are stored by Redis as listpacks, a fraction of the memory of one key each,
+and a version's keys are then known without a SCAN (its buckets, its write-back set).
+A version registered with ``buckets`` 0 (written before buckets) has a plain key per key.
 
 A key is an entity id, several key columns' values joined by ``|``, optionally followed
 by ``|context``; every part is a plain id token (:func:`check_id`).
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import zlib
 from datetime import datetime, timedelta, timezone
 
 from prescore.errors import InvalidInput
@@ -89,8 +99,36 @@ def value_key(dataset: str, version: str, key: str) -> str:
 
 
 def version_prefix(dataset: str, version: str) -> str:
-    """Prefix of every value key of one version; ``+ '*'`` makes its SCAN pattern."""
+    """Prefix of every value key of one version (its buckets and its write-backs)."""
     return f"{PREFIX}:{dataset}:{version}:"
+
+
+BUCKET_TARGET = 64  # keys per bucket: under Redis' listpack bound (128 entries) with margin
+
+
+def bucket_count(expected_keys: int) -> int:
+    """Buckets for a version of about ``expected_keys`` keys."""
+    return max(1, -(-expected_keys // BUCKET_TARGET))
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    """The bucket of ``key`` among ``buckets`` (CRC-32: the same in every process)."""
+    return zlib.crc32(key.encode()) % buckets
+
+
+def bucket_key(dataset: str, version: str, bucket: int) -> str:
+    """Hash bucket ``bucket`` of a version ('#' never starts an id: no key collides)."""
+    return f"{PREFIX}:{dataset}:{version}:#{bucket}"
+
+
+def frames_key(dataset: str, version: str) -> str:
+    """The frames of a version's compact payloads (prescore.compact)."""
+    return f"{PREFIX}:{{{dataset}}}:frames:{version}"
+
+
+def write_backs_key(dataset: str, version: str) -> str:
+    """The set of a version's live write-back keys, so that retiring it finds them."""
+    return f"{PREFIX}:{{{dataset}}}:wb:{version}"
 
 
 def lease_key(dataset: str, version: str) -> str:

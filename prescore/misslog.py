@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prescore import keys
+from prescore import keys, values
 from prescore.redis_client import OUTAGES, Client
+from prescore.values import Placed
 
 log = logging.getLogger(__name__)
 CAP = 10_000
@@ -93,16 +94,9 @@ class MissLog:
         raw: list[Any] = self.client.zrange(keys.miss_log_key(dataset), 0, -1)
         return [_text(k) for k in raw]
 
-    def held_by(self, dataset: str, version: str, logged: Sequence[str]) -> list[str]:
-        """The ``logged`` keys that ``version`` of ``dataset`` holds."""
-        found: list[str] = []
-        for start in range(0, len(logged), 1000):
-            part = list(logged[start : start + 1000])
-            pipe = self.client.pipeline(transaction=False)
-            for key in part:
-                pipe.exists(keys.value_key(dataset, version, key))
-            found += [k for k, there in zip(part, pipe.execute(), strict=True) if there]
-        return found
+    def held_by(self, where: Placed, logged: Sequence[str]) -> list[str]:
+        """The ``logged`` keys that a version holds precomputed."""
+        return values.held(self.client, where, list(logged))
 
     def forget(self, dataset: str, scored: Sequence[str]) -> None:
         """Remove keys a bulk run has scored."""

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from prescore import compact
 from prescore.codec import SCORE_DECIMALS, PayloadShape, dumps
 
 _SCALE = 10**SCORE_DECIMALS
-# round(k / 10**4, 4) for every tick of [0, 1], as codec writes it: b"0.0", b"0.0001", ...
-_TICK_TEXT = np.array([dumps(round(k / _SCALE, SCORE_DECIMALS)) for k in range(_SCALE + 1)])
+_TICK_TEXT = np.array(compact.TICK_TEXT)  # round(k / 10**4, 4) of every tick, as codec writes
 _NEAR_TIE = 1e-6  # float64 error of score * 10**4 is ~1e-12: farther than this is safe
 
 
@@ -73,8 +73,10 @@ class RankingPayloads:
         scored_at: str,
         context: str | None = None,
         item_extras: Sequence[Mapping[str, Any]] | None = None,
+        frame_id: int = 0,
     ) -> None:
         self.context = context
+        self.frame_id = frame_id
         head = b'{"' + shape.entry_field.encode() + b'":'
         extras = item_extras if item_extras is not None else [{}] * len(item_ids)
         # "S" arrays drop trailing NUL bytes, which JSON text never ends with
@@ -96,6 +98,38 @@ class RankingPayloads:
             b'],"model":' + dumps(model) + b',"model_version":' + dumps(model_version)
             + b',"scored_at":' + dumps(scored_at) + b"}"
         )  # fmt: skip
+
+    def frame(self) -> compact.Frame:
+        """The text this run's compact payloads share (prescore.compact)."""
+        return compact.Frame(
+            self._key_head, self._head_end, tuple(self._entries.tolist()), self._tail,
+            self.context,
+        )  # fmt: skip
+
+    def encode_compact(
+        self, keys: Sequence[str], items: np.ndarray, scores: np.ndarray, found: np.ndarray
+    ) -> list[bytes]:
+        """As :meth:`encode_grid`, as compact payloads (prescore.compact) where every score
+        is a plain tick; JSON for an entity with a score only Python can round."""
+        found = np.asarray(found)
+        ticks = score_ticks(scores)
+        present = np.arange(items.shape[1]) < found[:, None]
+        odd = np.asarray((present & (ticks < 0)).any(axis=1))
+        if self.frame_id >= compact.MAX_FRAMES:  # a frame id is one byte: JSON beyond
+            odd = np.ones(len(found), bool)
+        wide = len(self._entries) > compact.MAX_NARROW + 1
+        head = bytes((compact.WIDE if wide else compact.NARROW, self.frame_id % 256))
+        index = np.ascontiguousarray(items, "<u4" if wide else "<u2")
+        tick = np.ascontiguousarray(np.maximum(ticks, 0), "<u2")
+        out = [
+            head + index[u, :n].tobytes() + tick[u, :n].tobytes()
+            for u, n in enumerate(found.tolist())
+        ]
+        for u in np.flatnonzero(odd).tolist():
+            out[u] = self.encode_grid(
+                [keys[u]], items[u : u + 1], scores[u : u + 1], found[u : u + 1]
+            )[0]
+        return out
 
     def encode_grid(
         self, keys: Sequence[str], items: np.ndarray, scores: np.ndarray, found: np.ndarray

@@ -22,13 +22,14 @@ from typing import Any
 
 import orjson
 
-from prescore import gates, keys
+from prescore import gates, keys, values
 from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
 from prescore.local_tables import files
 from prescore.redis_client import Client
 from prescore.settings import StoreSettings
-from prescore.versions import Versions, write_payloads
+from prescore.values import Placed
+from prescore.versions import Versions
 
 BATCH_ROWS = 10_000
 
@@ -108,6 +109,15 @@ class _Rows:
             if next(iter(entry)) != first:  # most rows already have it first
                 entries[i] = {first: entry[first], **entry}
 
+    @staticmethod
+    def count(path: str) -> int:
+        """Rows of the parquet at ``path``, from its footers (sizes the version's buckets)."""
+        import pyarrow.parquet as pq
+
+        return sum(
+            pq.ParquetFile(name).metadata.num_rows for name in files(Table(path, ()), "", "")
+        )
+
     def batches(self, path: str) -> Iterator[tuple[list[Any], list[Any]]]:
         """(keys, JSON texts or column values) of each batch of the parquet at ``path``;
         PublishError naming the columns the file lacks, before anything is written."""
@@ -150,7 +160,7 @@ def _finite(value: Any) -> None:
 
 
 def _write_all(
-    client: Client, dataset: Dataset, version: str, path: str, rows: _Rows,
+    client: Client, dataset: Dataset, where: Placed, path: str, rows: _Rows,
     report: PublishReport, sample: gates.Reservoir,
 ) -> None:  # fmt: skip
     """Write every good row of the parquet at ``path``; count and sample the bad ones."""
@@ -167,7 +177,7 @@ def _write_all(
                     report.bad_sample.append(
                         f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}"
                     )
-        report.rows += write_payloads(client, dataset.name, version, good)
+        report.rows += values.write(client, where, good)
         sample.offer([k for k, _ in good])
 
 
@@ -185,14 +195,18 @@ def publish_file(
     }
     rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp)
     versions = Versions(client, dataset.name, store)
-    info = versions.begin(model, model_version, note=f"published from {path}")
+    from prescore.datasets import absolute_uri
+
+    expected = _Rows.count(absolute_uri(path))
+    info = versions.begin(model, model_version, f"published from {path}", expected_keys=expected)
     report = PublishReport(dataset.name, info.version)
     say(f"{dataset.name}: writing version {info.version} from {path}")
     started = time.perf_counter()
     try:
         reservoir = gates.Reservoir(dataset.gates.sample)
         with versions.lease(info.version):
-            _write_all(client, dataset, info.version, path, rows, report, reservoir)
+            where = versions.placed(info.version, info)
+            _write_all(client, dataset, where, path, rows, report, reservoir)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "

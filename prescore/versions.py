@@ -1,11 +1,12 @@
 """Versions of a dataset in Redis: write beside the live one, verify, switch, roll back.
 
-A writer calls ``begin`` (registry entry 'writing', and a lease), keeps the lease alive
-with :meth:`Versions.lease` while its tasks write payloads with ``write_payloads``, then
-``publish`` verifies the key count and switches the pointer and the registry in one
-MULTI/EXEC. A publish only moves forward: a version older than the live one (a late or
-orphaned job) is refused unless forced, and a forced one says so in the registry. A
-writer that fails calls ``fail``. One that is killed stops renewing its lease, which
+A writer calls ``begin`` (registry entry 'writing' with its bucket count, and a lease),
+keeps the lease alive with :meth:`Versions.lease` while its tasks write payloads with
+``prescore.values.write``, then ``publish`` verifies the key count (what the version's
+buckets hold) and switches the pointer and the registry in one MULTI/EXEC. A publish
+only moves forward: a version older than the live one (a late or orphaned job) is
+refused unless forced, and a forced one says so in the registry. A writer that fails
+calls ``fail``. One that is killed stops renewing its lease, which
 expires within ``writer_lease_s``: its version then lists as ``dead`` with the keys it
 wrote, and the next job or ``gc`` removes it. The pointer only ever names a version
 whose every key was written. A rollback keeps the version it leaves published, so it can
@@ -20,13 +21,15 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from prescore import keys
+from prescore import keys, values
 from prescore.codec import VersionInfo, sort_versions
 from prescore.errors import NotFound, PublishError
-from prescore.redis_client import Client, mget, mset
+from prescore.redis_client import Client
 from prescore.settings import StoreSettings
+from prescore.values import Placed
 
 HISTORY = 20  # retired and failed versions listed in the registry
+DEFAULT_KEYS = 100_000  # a first version's bucket count assumes this many keys
 
 
 def _text(raw: bytes | str) -> str:
@@ -38,32 +41,20 @@ def utcnow_iso() -> str:
 
 
 def write_payloads(
-    client: Client, dataset: str, version: str, rows: Iterable[tuple[str, bytes]], batch: int = 1000
+    client: Client, dataset: str, version: str, rows: Iterable[tuple[str, bytes]], batch: int = 2000
 ) -> int:
-    """SET each ``(key, payload)`` under ``version``, ``batch`` keys an MSET, and add them
-    to the version's written count; returns how many were written."""
-    written = 0
-    chunk: dict[str, bytes] = {}
-    prefix = keys.version_prefix(dataset, version)  # + key: its value key
-    for key, payload in rows:
-        chunk[prefix + key] = payload
-        written += 1
-        if len(chunk) >= batch:
-            mset(client, chunk)
-            chunk = {}
-    mset(client, chunk)
-    if written:
-        client.incrby(keys.written_key(dataset, version), written)
-    return written
+    """Write ``(key, payload)`` rows into a registered version's buckets; how many."""
+    where = Versions(client, dataset, StoreSettings()).placed(version)
+    return values.write(client, where, rows, batch)
 
 
 def read_current(client: Client, dataset: str, ids: list[str]) -> tuple[str, list[bytes | None]]:
-    """Resolve the pointer once, then read every id from that one version."""
+    """Resolve the pointer once, then read every id from that one version (as served)."""
     version = client.get(keys.pointer_key(dataset))
     if version is None:
         raise NotFound(f"no published version of {dataset!r}", code="no_version")
-    v = _text(version)
-    return v, mget(client, [keys.value_key(dataset, v, i) for i in ids])
+    where = Versions(client, dataset, StoreSettings()).placed(_text(version))
+    return where.version, values.read(client, where, ids)
 
 
 class Versions:
@@ -100,22 +91,33 @@ class Versions:
         alive = self.client.exists(keys.lease_key(self.dataset, info.version))
         return info.replace(rows=rows, status="writing" if alive else "dead")
 
+    def placed(self, version: str, info: VersionInfo | None = None) -> Placed:
+        """Where the keys of ``version`` live."""
+        info = info or self.get(version)
+        return Placed(self.dataset, version, info.buckets)
+
     def count_keys(self, version: str) -> int:
-        """Keys present under ``version`` (SCAN: never blocks Redis)."""
-        pattern = keys.version_prefix(self.dataset, version) + "*"
-        return sum(1 for _ in self.client.scan_iter(match=pattern, count=5000))
+        """Keys present under ``version``, counted in its own buckets."""
+        return values.count(self.client, self.placed(version))
 
     # -- writing ---------------------------------------------------------------
-    def begin(self, model: str, model_version: str, note: str = "") -> VersionInfo:
+    def begin(
+        self, model: str, model_version: str, note: str = "", expected_keys: int = 0
+    ) -> VersionInfo:
         """Remove dead writers' versions, then register a new version as 'writing' with
-        its lease, and return it."""
+        its lease, and return it. Its buckets are sized for ``expected_keys`` (else for
+        the live version's rows, else for DEFAULT_KEYS)."""
         self.reap_dead()
         newest = max((_text(v) for v in self.client.hkeys(self._registry)), default=None)
+        live = self.client.hget(self._registry, self.current() or "")
+        rows = VersionInfo.from_bytes(live).rows if live is not None else 0
+        guess = expected_keys or rows or DEFAULT_KEYS
         info = VersionInfo(
             version=keys.new_version_id(after=newest),
             status="writing",
             model=model,
             model_version=model_version,
+            buckets=keys.bucket_count(guess),
             started_at=utcnow_iso(),
             note=note,
         )
@@ -323,19 +325,5 @@ class Versions:
         return info.version
 
     def delete_keys(self, version: str) -> int:
-        """UNLINK every key of ``version`` in batches (non-blocking on the server)."""
-        pattern = keys.version_prefix(self.dataset, version) + "*"
-        batch: list[bytes] = []
-        deleted = 0
-        for key in self.client.scan_iter(match=pattern, count=5000):
-            batch.append(key)
-            if len(batch) >= self.settings.delete_batch:
-                deleted += self._unlink(batch)
-                batch = []
-        if batch:
-            deleted += self._unlink(batch)
-        return deleted
-
-    def _unlink(self, batch: list[bytes]) -> int:
-        # One command a batch; redis-py's cluster client splits it by slot.
-        return int(self.client.unlink(*batch))
+        """UNLINK every key of ``version``, found from its own record (prescore.values)."""
+        return values.delete(self.client, self.placed(version), self.settings.delete_batch)

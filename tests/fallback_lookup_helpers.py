@@ -15,6 +15,7 @@ from prescore import keys
 from prescore.settings import Settings
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server, metric_value
+from tests.helpers import stored_payload
 from tests.lookup_helpers import publish
 
 # The deadline in these tests is above the 100 ms default: the test machine is shared and
@@ -63,7 +64,8 @@ def current(rclient: redis.Redis, dataset: str = "shop") -> str:
 
 
 def stored(rclient: redis.Redis, dataset: str, key: str) -> bytes | None:
-    return rclient.get(keys.value_key(dataset, current(rclient, dataset), key))  # type: ignore[return-value]
+    """What the live version holds for ``key`` (precomputed or written back)."""
+    return stored_payload(rclient, dataset, current(rclient, dataset), key)
 
 
 def hits(lookup: Server, dataset: str, result: str = "hit") -> float:

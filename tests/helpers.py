@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from prescore.datasets import Catalog, load
 from prescore.model_import import Registered, register
@@ -33,3 +34,13 @@ def registered(
         ModelStore(settings.models), settings.catalog, name, str(folder), dataset=dataset,
         promote=promote, int8=int8, say=lambda _line: None,
     )  # fmt: skip
+
+
+def stored_payload(client: Any, dataset: str, version: str, key: str) -> bytes | None:
+    """The payload a version holds for ``key`` as served (JSON), or None."""
+    from prescore import values
+    from prescore.settings import StoreSettings
+    from prescore.versions import Versions
+
+    where = Versions(client, dataset, StoreSettings()).placed(version)
+    return values.read(client, where, [key])[0]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from prescore import values
 from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
 from prescore.versions import Versions, read_current, write_payloads
@@ -27,7 +28,7 @@ def test_publish_read_rollback_on_a_cluster(cluster_url: str) -> None:
         info = v.begin("reco", tag)
         rows = [(f"u{i}", f'{{"v":"{tag}{i}"}}'.encode()) for i in range(300)]
         write_payloads(client, "reco", info.version, rows, batch=64)
-        v.publish(info.version, 300)  # SCAN over every node counts all 300
+        v.publish(info.version, 300)  # HLEN of its buckets, wherever they live
         published.append(info.version)
     # the keys really are spread over the nodes
     per_node = [client.get_redis_connection(node).dbsize() for node in client.get_primaries()]
@@ -39,3 +40,27 @@ def test_publish_read_rollback_on_a_cluster(cluster_url: str) -> None:
     assert v.count_keys(published[0]) == 0
     assert v.rollback().version == published[-2]  # pointer + registry in one MULTI
     assert v.current() == published[-2]
+
+
+def test_write_backs_and_retirement_on_a_cluster(cluster_url: str) -> None:
+    client = connect(RedisSettings(url=cluster_url, cluster=True, socket_timeout_s=2.0))
+    v = Versions(client, "shop", StoreSettings(keep_versions=1))
+    info = v.begin("shop", "1", expected_keys=500)
+    write_payloads(client, "shop", info.version, [(f"c{i}", b'{"v":1}') for i in range(500)])
+    v.publish(info.version, 500)
+    where = v.placed(info.version)
+    assert len({client.keyslot(n) for n in where.bucket_names()}) > 1  # spread over slots
+    pipe = client.pipeline(transaction=False)
+    names = [where.write_back(f"new{i}") for i in range(20)]
+    for name in names:
+        pipe.set(name, b'{"v":"live"}', ex=60)
+    values.record_write_backs(pipe, where, names, 60)
+    pipe.execute()
+    assert values.read(client, where, ["c7", "new3", "ghost"]) == [
+        b'{"v":1}', b'{"v":"live"}', None,
+    ]  # fmt: skip
+    nxt = v.begin("shop", "2", expected_keys=500)
+    write_payloads(client, "shop", nxt.version, [(f"c{i}", b'{"v":2}') for i in range(500)])
+    v.publish(nxt.version, 500)  # retires the first, buckets and write-backs, node by node
+    assert v.get(info.version).status == "retired"
+    assert sum(int(client.exists(n)) for n in [*where.bucket_names(), *names]) == 0

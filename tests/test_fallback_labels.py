@@ -19,7 +19,6 @@ import requests
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
 from jobs.score import parse_args, run_job
-from prescore import keys
 from prescore.image_features import decode
 from prescore.inference import load_runner
 from prescore.modelstore import ModelRef, ModelStore
@@ -27,7 +26,7 @@ from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server
-from tests.helpers import registered, with_catalog
+from tests.helpers import registered, stored_payload, with_catalog
 
 COLOURS = "/v1/datasets/colours:predict"
 SWATCHES = "/v1/datasets/swatches:predict"
@@ -203,7 +202,7 @@ def test_live_labels_equal_the_bulk_jobs(
     )
     assert reply.status_code == 200, reply.get_json()
     for key, live in zip(wanted, reply.get_json()["predictions"], strict=True):
-        stored = json.loads(rclient.get(keys.value_key(dataset, summary.version, key)) or b"")
+        stored = json.loads(stored_payload(rclient, dataset, summary.version, key) or b"")
         assert live["source"] == "live" and "source" not in stored
         plain = {k: v for k, v in live.items() if k not in ("source", "scored_at", "colours")}
         assert plain == {k: v for k, v in stored.items() if k not in ("scored_at", "colours")}

@@ -20,11 +20,10 @@ import redis
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
 from jobs.score import parse_args, run_job
-from prescore import keys
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings
 from tests import fallback_domains as fd
-from tests.helpers import registered
+from tests.helpers import registered, stored_payload
 
 PREDICT = "/v1/datasets/shop:predict"
 SAMPLE = [f"c{i}" for i in range(0, 300, 9)]
@@ -61,7 +60,7 @@ def test_live_answers_equal_the_bulk_jobs_scoring_of_the_same_model(
     summary = run_job(spark, parse_args(["--dataset", "shop"]), shop_settings)
     live = _live(_client(shop_settings), SAMPLE)
     for key, payload in zip(SAMPLE, live, strict=True):
-        stored = json.loads(rclient.get(keys.value_key("shop", summary.version, key)) or b"")
+        stored = json.loads(stored_payload(rclient, "shop", summary.version, key) or b"")
         assert payload["source"] == "live" and "source" not in stored
         assert {k: v for k, v in payload.items() if k not in ("source", "scored_at", "items")} == {
             k: v for k, v in stored.items() if k not in ("scored_at", "items")

@@ -24,7 +24,7 @@ from prescore.modelstore import ModelStore
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
 from tests import domains
-from tests.helpers import DEMO_CONFIG, demo_catalog, registered, with_catalog
+from tests.helpers import DEMO_CONFIG, demo_catalog, registered, stored_payload, with_catalog
 
 ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 COUNT = 400
@@ -177,7 +177,7 @@ def test_a_cnn_of_its_own_over_its_own_jpegs(spark, settings, colours, rclient, 
     assert summary.rows == len(truth) and summary.bad == 0
     right = 0
     for key, want in truth.items():
-        doc = json.loads(rclient.get(f"ps:colours:{summary.version}:{key}"))
+        doc = json.loads(stored_payload(rclient, "colours", summary.version, key) or b"")
         assert list(doc) == ["key", "colours", "model", "model_version", "scored_at"]
         assert all(set(e) == {"colour", "score"} and e["score"] >= 0.5 for e in doc["colours"])
         right += {e["colour"] for e in doc["colours"]} == set(want)
@@ -203,7 +203,8 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     summary = _run(spark, s, "shape")
     assert summary.rows == 3 and summary.bad == 1 and "bad key!" in summary.bad_sample[0]
     got = {
-        k: json.loads(rclient.get(f"ps:shape:{summary.version}:{k}")) for k in ("a1", "a2", "a3")
+        k: json.loads(stored_payload(rclient, "shape", summary.version, k) or b"")
+        for k in ("a1", "a2", "a3")
     }
     assert [e["label"] for e in got["a1"]["labels"]] == ["small"] and got["a1"]["sku"] == "a1"
     assert [e["label"] for e in got["a2"]["labels"]] == ["wide"]

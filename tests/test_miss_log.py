@@ -21,7 +21,7 @@ from prescore.misslog import MissLog
 from prescore.settings import Settings
 from prescore.versions import Versions
 from tests.fallback_procs import Server
-from tests.helpers import DEMO_CONFIG, registered
+from tests.helpers import DEMO_CONFIG, registered, stored_payload
 
 EVEN_USERS = "cast(substring(user_id, 2) as int) % 2 = 0"
 
@@ -73,8 +73,8 @@ def test_a_missed_key_is_scored_by_the_next_run_and_then_served_precomputed(
     first = run_job(spark, parse_args(["--dataset", "reco"]), filtered)
     versions = Versions(rclient, "reco", filtered.store)
     assert versions.get(first.version).extra["from_miss_log"] == 0
-    assert rclient.get(keys.value_key("reco", first.version, "u8")) is not None
-    assert rclient.get(keys.value_key("reco", first.version, "u7")) is None  # filtered out
+    assert stored_payload(rclient, "reco", first.version, "u8") is not None
+    assert stored_payload(rclient, "reco", first.version, "u7") is None  # filtered out
     for key in ("u7", "u9", "u9", "nobody"):
         assert requests.get(f"{lookup.url}/v1/recommendations/{key}", timeout=5).status_code == 404
     body = {"user_ids": ["u8", "u11", "u9"]}
@@ -106,7 +106,7 @@ def test_a_missed_key_is_scored_by_the_next_run_and_then_served_precomputed(
 def test_no_miss_log_scores_the_filter_only(spark, filtered, rclient):  # type: ignore[no-untyped-def]
     MissLog(rclient).record("reco", ["u7", "u9"])
     done = run_job(spark, parse_args(["--dataset", "reco", "--no-miss-log"]), filtered)
-    assert rclient.get(keys.value_key("reco", done.version, "u7")) is None
+    assert stored_payload(rclient, "reco", done.version, "u7") is None
     assert "from_miss_log" not in Versions(rclient, "reco", filtered.store).get(done.version).extra
     assert sorted(MissLog(rclient).all_keys("reco")) == ["u7", "u9"]  # kept for a later run
 

@@ -14,11 +14,10 @@ import pytest
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore import keys
 from prescore.publish import publish_file
 from prescore.settings import Settings
 from prescore.versions import Versions
-from tests.helpers import ROOT, with_catalog
+from tests.helpers import ROOT, stored_payload, with_catalog
 
 CONFIG = """
 [datasets.similar]
@@ -80,7 +79,7 @@ def test_published_rows_are_served_with_their_own_names(similar, rclient, tmp_pa
         "nightly-als",
         "7",
     )
-    stored = rclient.get(keys.value_key("similar", info.version, "s3"))
+    stored = stored_payload(rclient, "similar", info.version, "s3")
     # the entry field is put first (the lookup counts entries by it); the stamp is added
     assert stored.startswith(
         b'{"sku":"s3","similar":[{"sku":"s4","score":0.5}],"model":"nightly-als"'
@@ -153,7 +152,7 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
     )
     assert ok.returncode == 0, ok.stderr
     v = Versions(rclient, "similar", similar.store)
-    doc = json.loads(rclient.get(keys.value_key("similar", v.current() or "", "a")))
+    doc = json.loads(stored_payload(rclient, "similar", v.current() or "", "a"))
     assert (
         doc["similar"] == [{"sku": "b", "score": 0.9}]
         and doc["note"] == "x"

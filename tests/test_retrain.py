@@ -13,13 +13,12 @@ import pytest
 
 from jobs.retrain import Options, decide, run
 from jobs.retrain_state import RunState
-from prescore import keys
 from prescore.errors import InvalidInput
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings
 from prescore.versions import Versions
 from tests import domains
-from tests.helpers import with_catalog
+from tests.helpers import stored_payload, with_catalog
 
 
 def test_gate_rule() -> None:
@@ -78,7 +77,7 @@ def test_pipeline_end_to_end(
     live = data.current()
     assert live is not None and first["published_version"] == live
     assert data.get(live).model_version == "1"
-    payload = json.loads(rclient.get(keys.value_key("shop", live, "c1")))
+    payload = json.loads(stored_payload(rclient, "shop", live, "c1"))
     assert payload["model_version"] == "1" and payload["items"]
     assert first["candidate"]["auc"] > 0.65  # the shop's rule is learnt
 

@@ -16,12 +16,11 @@ import redis
 
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
-from prescore import keys
 from prescore.datasets import Catalog, load
 from prescore.errors import InvalidInput
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
-from tests.helpers import DEMO_CONFIG, demo_catalog, registered
+from tests.helpers import DEMO_CONFIG, demo_catalog, registered, stored_payload
 
 ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 
@@ -51,7 +50,7 @@ def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path)
     assert v.current() == summary.version
     assert v.get(summary.version).rows == 2 * len(users)
     plain_raw, summer_raw = (
-        rclient.get(keys.value_key("reco", summary.version, k)) for k in ("u7", "u7|summer-sat")
+        stored_payload(rclient, "reco", summary.version, k) for k in ("u7", "u7|summer-sat")
     )
     assert plain_raw is not None and summer_raw is not None
     assert plain_raw.startswith(b'{"user_id":"u7","items":[{"hotel_id":"h')  # the demo's bytes

@@ -16,12 +16,11 @@ import pytest
 from jobs.score import parse_args, run_job
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore import keys
 from prescore.errors import ConfigError, ModelMismatch
 from prescore.settings import Settings
 from prescore.versions import Versions
 from tests import domains
-from tests.helpers import registered, with_catalog
+from tests.helpers import registered, stored_payload, with_catalog
 
 
 def _score(spark, s: Settings, *extra: str):  # type: ignore[no-untyped-def]
@@ -47,7 +46,7 @@ def test_every_customer_gets_its_top_products_of_its_categories(
         "published", "shop-model", "1", len(customers),
     )  # fmt: skip
     for _, c in customers.sample(20, random_state=2).iterrows():
-        doc = json.loads(rclient.get(keys.value_key("shop", info.version, c["customer_id"])))
+        doc = json.loads(stored_payload(rclient, "shop", info.version, c["customer_id"]))
         assert set(doc) == {"customer_id", "items", "model", "model_version", "scored_at"}
         assert doc["customer_id"] == c["customer_id"] and len(doc["items"]) == 5
         mine = products[products["category"].isin(list(c["categories"]))]
@@ -70,8 +69,8 @@ def test_factored_signatures_score_the_same_pairs_as_serving_default(
     assert factored.rows == per_pair.rows > 0
     ids = [f"c{i}" for i in range(0, 300, 7)]
     for cid in ids:
-        a = json.loads(rclient.get(keys.value_key("shop", factored.version, cid)))["items"]
-        b = json.loads(rclient.get(keys.value_key("shop", per_pair.version, cid)))["items"]
+        a = json.loads(stored_payload(rclient, "shop", factored.version, cid))["items"]
+        b = json.loads(stored_payload(rclient, "shop", per_pair.version, cid))["items"]
         assert [x["product_id"] for x in a] == [x["product_id"] for x in b]
         assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=2e-4)
 
@@ -155,5 +154,5 @@ def test_explicit_candidate_table_and_a_composite_key(
     registered(s, "shop-model", shop["plain"])
     summary = _score(spark, s)
     assert summary.rows == len(customers) - 1  # no candidates, no payload
-    doc = json.loads(rclient.get(keys.value_key("shop", summary.version, "c0|de")))
+    doc = json.loads(stored_payload(rclient, "shop", summary.version, "c0|de"))
     assert doc["key"] == "c0|de" and {i["product_id"] for i in doc["items"]} == {"p1", "p2", "p3"}

@@ -1,0 +1,114 @@
+"""Compact ranking payloads (no I/O). Golden tests pin these bytes against the JSON.
+
+A bulk run's payloads repeat the same text: each entry's ``{"item_id":"h7",<payload
+columns>,"score":`` and the trailing model fields. A compact payload stores only what
+differs per key, the entries' indices and 4-decimal score ticks; the shared text is the
+run's *frame*, written once per version and context. Decoding gives the exact bytes
+:func:`prescore.codec.encode_payload` writes, so readers serve JSON as before.
+
+    byte 0       0x01: entry indices are uint16; 0x02: uint32 (JSON always starts '{')
+    byte 1       the frame id (a run's contexts are numbered from 0)
+    n indices    little-endian, then n score ticks as uint16 (score * 10**4)
+
+The key's own text comes from the key the payload is stored under (with ``|context``
+cut off where the frame has a context), so it is not stored either.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from prescore.codec import SCORE_DECIMALS, dumps
+
+NARROW, WIDE = 0x01, 0x02
+MAX_NARROW = 0xFFFF  # entry indices that fit uint16
+MAX_FRAMES = 256
+TICKS = 10**SCORE_DECIMALS
+# The JSON text of every tick's score, as codec writes round(score, 4): b"0.0", b"0.0001", ...
+TICK_TEXT: tuple[bytes, ...] = tuple(
+    dumps(round(k / TICKS, SCORE_DECIMALS)) for k in range(TICKS + 1)
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The text one run's payloads share: ``key_head`` + key + ``head_end`` + entries
+    (``entries[i]`` + score text + ``}``, comma-joined) + ``tail``."""
+
+    key_head: bytes
+    head_end: bytes
+    entries: tuple[bytes, ...]
+    tail: bytes
+    context: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return dumps(
+            {
+                "key_head": self.key_head.decode(),
+                "head_end": self.head_end.decode(),
+                "entries": [e.decode() for e in self.entries],
+                "tail": self.tail.decode(),
+                "context": self.context,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Frame:
+        doc = json.loads(raw)
+        return cls(
+            doc["key_head"].encode(),
+            doc["head_end"].encode(),
+            tuple(e.encode() for e in doc["entries"]),
+            doc["tail"].encode(),
+            doc.get("context"),
+        )
+
+
+def is_compact(raw: bytes) -> bool:
+    return raw[:1] in (b"\x01", b"\x02")
+
+
+def encode(frame_id: int, indices: Sequence[int], ticks: Sequence[int]) -> bytes:
+    """One compact payload (the bulk path builds the same bytes with numpy)."""
+    n = len(indices)
+    wide = any(i > MAX_NARROW for i in indices)
+    return (
+        bytes((WIDE if wide else NARROW, frame_id))
+        + struct.pack(f"<{n}{'I' if wide else 'H'}", *indices)
+        + struct.pack(f"<{n}H", *ticks)
+    )
+
+
+def decode(raw: bytes, key: str, frames: Mapping[int, Frame]) -> bytes:
+    """The JSON payload of the compact ``raw`` stored under ``key``; ValueError if its
+    frame is not in ``frames``."""
+    frame = frames.get(raw[1])
+    if frame is None:
+        raise ValueError(f"compact payload of {key!r} names frame {raw[1]}, which is missing")
+    n, numbers = _unpack(raw)
+    entries, closing = frame.entries, _CLOSING
+    pairs = zip(numbers[:n], numbers[n:], strict=True)
+    body = b"".join([entries[i] + closing[t] for i, t in pairs])
+    entity = key[: -len(frame.context) - 1] if frame.context else key
+    return b"".join(
+        (frame.key_head, dumps(entity), frame.head_end, body[:-1] if n else b"", frame.tail)
+    )
+
+
+_CLOSING = tuple(t + b"}," for t in TICK_TEXT)  # a tick's score text, closing its entry
+_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}  # (width, entries) -> indices + ticks
+
+
+def _unpack(raw: bytes) -> tuple[int, tuple[int, ...]]:
+    """(n, the n indices then the n ticks) of a compact payload."""
+    width = 4 if raw[0] == WIDE else 2
+    n = (len(raw) - 2) // (width + 2)
+    layout = _LAYOUTS.get((width, n))
+    if layout is None:  # a few shapes (top K and fewer): kept for the process
+        layout = struct.Struct(f"<{n}{'I' if width == 4 else 'H'}{n}H")
+        if len(_LAYOUTS) < 1024:
+            _LAYOUTS[(width, n)] = layout
+    return n, layout.unpack_from(raw, 2)

@@ -1,0 +1,208 @@
+"""A version's values in Redis: written into its hash buckets, counted, read, removed.
+
+Where each key lives is prescore.keys' layout: a precomputed payload in bucket
+``crc32(key) % buckets`` of its version, a live write-back as a key of its own (with a
+TTL, recorded in the version's write-back set). Every operation here touches only the
+version's own keys, so its cost grows with the version, never with the rest of Redis: no
+SCAN, except for a version written before buckets (``buckets`` 0), kept readable so an
+upgrade serves what is live until the next publish.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prescore import compact, keys
+from prescore.redis_client import Client
+
+Command = tuple[str, ...]
+_PIPELINE = 1000  # commands a round trip when counting or removing
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One version of a dataset and how many buckets its keys are spread over."""
+
+    dataset: str
+    version: str
+    buckets: int
+
+    def bucket(self, key: str) -> str:
+        return keys.bucket_key(self.dataset, self.version, keys.bucket_of(key, self.buckets))
+
+    def reads(self, entity_keys: Iterable[str]) -> list[Command]:
+        """The command that reads each key's precomputed payload (no I/O)."""
+        if not self.buckets:
+            return [("GET", keys.value_key(self.dataset, self.version, k)) for k in entity_keys]
+        return [("HGET", self.bucket(k), k) for k in entity_keys]
+
+    def write_back(self, key: str) -> str:
+        """The key a live answer for ``key`` is written back to."""
+        return keys.value_key(self.dataset, self.version, key)
+
+    def bucket_names(self) -> list[str]:
+        return [keys.bucket_key(self.dataset, self.version, b) for b in range(self.buckets)]
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def write(
+    client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = 2000
+) -> int:
+    """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and add
+    them to the version's written count (progress); returns how many were written."""
+    written = 0
+    chunk: list[tuple[str, bytes]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= batch:
+            written += _write_chunk(client, where, chunk)
+            chunk = []
+    written += _write_chunk(client, where, chunk)
+    return written
+
+
+def _write_chunk(client: Client, where: Placed, rows: list[tuple[str, bytes]]) -> int:
+    if not rows:
+        return 0
+    grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for key, payload in rows:
+        grouped[where.bucket(key)][key] = payload
+    pipe = client.pipeline(transaction=False)
+    for name, mapping in grouped.items():
+        pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
+    pipe.incrby(keys.written_key(where.dataset, where.version), len(rows))
+    pipe.execute()
+    return len(rows)
+
+
+def count(client: Client, where: Placed) -> int:
+    """Keys present in the version's buckets (HLEN of each: what is there, not what was
+    sent, so a lost or doubled write cannot pass)."""
+    if not where.buckets:
+        pattern = keys.version_prefix(where.dataset, where.version) + "*"
+        return sum(1 for _ in client.scan_iter(match=pattern, count=5000))
+    total = 0
+    for names in _chunks(where.bucket_names(), _PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hlen(name)
+        total += sum(int(n) for n in pipe.execute())
+    return total
+
+
+def write_frames(client: Client, where: Placed, frames: Mapping[int, compact.Frame]) -> None:
+    """Store the frames the version's compact payloads are decoded with."""
+    if frames:
+        client.hset(
+            keys.frames_key(where.dataset, where.version),
+            mapping={str(i): f.to_bytes() for i, f in frames.items()},
+        )
+
+
+def load_frames(client: Client, where: Placed) -> dict[int, compact.Frame]:
+    raw = client.hgetall(keys.frames_key(where.dataset, where.version))
+    return {int(_text(i)): compact.Frame.from_bytes(_bytes(f)) for i, f in raw.items()}
+
+
+def execute(client: Client, commands: list[Command]) -> list[Any]:
+    """The replies of ``commands``, sent as one pipeline (one round trip on one node)."""
+    if len(commands) == 1:
+        return [client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())
+
+
+def fetch(
+    run: Callable[[list[Command]], list[Any]], where: Placed, entity_keys: list[str]
+) -> list[bytes | None]:
+    """Each key's stored bytes, precomputed or else written back, None where it has
+    neither; ``run`` sends commands and returns their replies (one round trip)."""
+    if not entity_keys:
+        return []
+    found: list[bytes | None] = run(where.reads(entity_keys))
+    missing = [i for i, v in enumerate(found) if v is None] if where.buckets else []
+    if missing:
+        backs = run([("GET", where.write_back(entity_keys[i])) for i in missing])
+        for i, value in zip(missing, backs, strict=True):
+            found[i] = value
+    return found
+
+
+def read_raw(client: Client, where: Placed, entity_keys: list[str]) -> list[bytes | None]:
+    """Each key's stored bytes, precomputed or written back; None where it has neither."""
+    return fetch(lambda commands: execute(client, commands), where, entity_keys)
+
+
+def as_json(
+    found: list[bytes | None], entity_keys: list[str], frames: Mapping[int, compact.Frame]
+) -> list[bytes | None]:
+    """Stored bytes as served: JSON as they are, compact payloads decoded."""
+    return [
+        v if v is None or v[:1] == b"{" else compact.decode(v, k, frames)
+        for k, v in zip(entity_keys, found, strict=True)
+    ]
+
+
+def held(client: Client, where: Placed, entity_keys: list[str]) -> list[str]:
+    """The ``entity_keys`` the version holds precomputed (its write-backs aside)."""
+    found: list[str] = []
+    for part in _chunks(entity_keys, _PIPELINE):
+        checks: list[Command] = [
+            ("EXISTS", keys.value_key(where.dataset, where.version, k))
+            if not where.buckets
+            else ("HEXISTS", where.bucket(k), k)
+            for k in part
+        ]
+        found += [k for k, there in zip(part, execute(client, checks), strict=True) if there]
+    return found
+
+
+def read(
+    client: Client, where: Placed, entity_keys: list[str],
+    frames: Mapping[int, compact.Frame] | None = None,
+) -> list[bytes | None]:  # fmt: skip
+    """Each key's payload as served (JSON), or None; ``frames``: the version's, if loaded."""
+    raw = read_raw(client, where, entity_keys)
+    if frames is None and any(v is not None and compact.is_compact(v) for v in raw):
+        frames = load_frames(client, where)
+    return as_json(raw, entity_keys, frames or {})
+
+
+def record_write_backs(pipe: Any, where: Placed, names: list[str], ttl_s: int) -> None:
+    """Add live write-backs to the version's record of them (queued on ``pipe``)."""
+    if names:
+        record = keys.write_backs_key(where.dataset, where.version)
+        pipe.sadd(record, *names)
+        pipe.expire(record, ttl_s)  # its members expire by then too
+
+
+def delete(client: Client, where: Placed, batch: int = 1000) -> int:
+    """UNLINK every key of the version (buckets, write-backs, frames) from its own record
+    of them, ``batch`` keys a command (non-blocking on the server)."""
+    if not where.buckets:
+        pattern = keys.version_prefix(where.dataset, where.version) + "*"
+        names = [_text(k) for k in client.scan_iter(match=pattern, count=5000)]
+    else:
+        record = keys.write_backs_key(where.dataset, where.version)
+        names = where.bucket_names() + [_text(k) for k in client.smembers(record)]
+        names += [record]
+    names.append(keys.frames_key(where.dataset, where.version))
+    # One command a batch; redis-py's cluster client splits it by slot.
+    return sum(int(client.unlink(*part)) for part in _chunks(names, batch))

@@ -1,0 +1,72 @@
+"""Compact ranking payloads: pinned bytes, and decoded to exactly the JSON codec writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prescore import compact
+from prescore.codec import PayloadShape, encode_payload
+from prescore.payloads import RankingPayloads
+
+SHAPE = PayloadShape("user_id", "items", "hotel_id")
+RUN = dict(model="reco", model_version="7", scored_at="2026-12-01T10:00:00Z")
+
+
+def _encoder(n_items: int, context: str | None = None, frame_id: int = 0) -> RankingPayloads:
+    ids = [f"h{i}" for i in range(n_items)]
+    extras = [{"name": f"Hôtel \"{i}\"", "stars": i % 5} for i in range(n_items)]
+    return RankingPayloads(
+        SHAPE, ids, **RUN, context=context, item_extras=extras, frame_id=frame_id
+    )
+
+
+def test_pinned_bytes() -> None:
+    assert compact.encode(0, [1, 2], [5000, 1]) == bytes.fromhex("0100" "01000200" "88130100")
+    assert compact.encode(3, [70000], [10000]) == bytes.fromhex("0203" "70110100" "1027")
+
+
+def _grid(rng: np.random.Generator, users: int, n_items: int, k: int) -> tuple:
+    items = rng.integers(0, n_items, (users, k))
+    scores = np.sort(rng.random((users, k)), axis=1)[:, ::-1]
+    found = rng.integers(1, k + 1, users)
+    return items, scores, found
+
+
+@pytest.mark.parametrize("n_items,context", [(50, None), (50, "summer-sat"), (70_000, None)])
+def test_decoded_compact_equals_the_json(n_items: int, context: str | None) -> None:
+    rng = np.random.default_rng(n_items)
+    enc = _encoder(n_items, context, frame_id=2)
+    keys = [f"u{i}" for i in range(40)]
+    items, scores, found = _grid(rng, len(keys), n_items, 10)
+    stored = enc.encode_compact(keys, items, scores, found)
+    frames = {2: compact.Frame.from_bytes(enc.frame().to_bytes())}  # as stored and loaded
+    for u, key in enumerate(keys):
+        assert compact.is_compact(stored[u])
+        n = int(found[u])
+        mine = items[u, :n].tolist()
+        want = encode_payload(
+            SHAPE, key, zip([f"h{i}" for i in mine], scores[u, :n].tolist(), strict=True),
+            **RUN, context=context,
+            extras=[{"name": f"Hôtel \"{i}\"", "stars": i % 5} for i in mine],
+        )  # fmt: skip
+        store_key = f"{key}|{context}" if context else key
+        assert compact.decode(stored[u], store_key, frames) == want
+    assert max(map(len, stored)) <= 2 + 10 * (4 + 2)
+
+
+def test_a_score_only_python_rounds_stays_json() -> None:
+    enc = _encoder(5)
+    items = np.array([[1, 2], [3, 4]])
+    scores = np.array([[0.9, 0.00005], [0.7, 0.6]])  # a rounding tie; and plain ticks
+    stored = enc.encode_compact(["a", "b"], items, scores, np.array([2, 2]))
+    assert stored[0] == enc.encode_grid(["a"], items[:1], scores[:1], np.array([2]))[0]
+    assert stored[0][:1] == b"{" and compact.is_compact(stored[1])
+    over_one = enc.encode_compact(["c"], np.array([[0]]), np.array([[1.5]]), np.array([1]))
+    assert over_one[0][:1] == b"{"
+
+
+def test_a_missing_frame_is_an_error_not_a_wrong_answer() -> None:
+    raw = compact.encode(1, [0], [1])
+    with pytest.raises(ValueError, match="frame 1"):
+        compact.decode(raw, "u1", {0: _encoder(3).frame()})
