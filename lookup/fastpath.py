@@ -1,16 +1,19 @@
-"""A WSGI fast path for the single-key GETs, in front of Flask (``app.wsgi_app``).
+"""A WSGI fast path for the lookups, in front of Flask (``app.wsgi_app``).
 
-``GET /v1/datasets/<name>/<key>`` and each declared ``GET /v1/<route>/<key>`` are most
-of the traffic and each is one Redis GET, so Flask's per-request machinery (request and
-app contexts, URL map, hooks, response object) would cost more than the lookup itself.
-This path answers them straight from the WSGI environ with the same service, the same
-checks and the same bodies. Anything it does not fully understand (another method or
-route, a key or parameter it would refuse, non-ASCII) is handed to Flask untouched, so
-every error still comes from the one mapping in prescore.web.
+``GET /v1/datasets/<name>/<key>``, each declared ``GET /v1/<route>/<key>`` and their
+``:batchGet`` are most of the traffic and each is one Redis round trip, so Flask's
+per-request machinery (request and app contexts, URL map, hooks, request and response
+objects, its body stream) would cost more than the lookup itself. This path answers them
+straight from the WSGI environ with the same service, the same checks and the same
+bodies. Anything it does not fully understand (another method or route, a key, parameter
+or body it would refuse, non-ASCII) is handed to Flask (a batch body it read, replaced
+by a copy), so every error still comes from the one mapping in prescore.web.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -63,29 +66,66 @@ class FastPath:
         self.routes = sorted(
             ((p, s, _rule(p, s)) for p, s in datasets.routes()), key=lambda r: -len(r[0])
         )
+        self.batches: dict[str, tuple[Served, str]] = {}  # path -> (dataset, Flask's rule)
+        for spec in datasets.by_name.values():
+            self.batches[f"/v1/datasets/{spec.name}:batchGet"] = (
+                spec, "/v1/datasets/<name>:batchGet",
+            )  # fmt: skip
+            if spec.route:
+                path = f"/v1/{spec.route}:batchGet"
+                self.batches[path] = (spec, path)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("REQUEST_METHOD") == "GET":
-            path: str = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD")
+        path: str = environ.get("PATH_INFO", "")
+        started = time.perf_counter()
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        if method == "GET":
             for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
-                    started = time.perf_counter()
-                    rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
                     answer = self._answer(spec, path[len(prefix) :], environ, rid)
-                    if answer is None:
-                        break
-                    status, body = answer
-                    start_response(
-                        _STATUS.get(status) or f"{status} ERROR",
-                        [("Content-Type", "application/json"),
-                         ("Content-Length", str(len(body))), ("X-Request-ID", rid)],
-                    )  # fmt: skip
-                    took = time.perf_counter() - started
-                    self.metrics.observe(rule, "GET", status, took)
-                    if self.settings.server.access_log:
-                        access("GET", path, status, rid, took)
-                    return [body]
+                    if answer is not None:
+                        return self._reply(environ, start_response, answer, rule, rid, started)
+                    break
+        elif method == "POST" and path in self.batches:
+            spec, rule = self.batches[path]
+            answer = self._batch(spec, environ, rid)
+            if answer is not None:
+                return self._reply(environ, start_response, answer, rule, rid, started)
         return self.fallthrough(environ, start_response)
+
+    def _reply(
+        self, environ: dict[str, Any], start_response: Callable[..., Any],
+        answer: tuple[int, bytes], rule: str, rid: str, started: float,
+    ) -> list[bytes]:  # fmt: skip
+        status, body = answer
+        start_response(
+            _STATUS.get(status) or f"{status} ERROR",
+            [("Content-Type", "application/json"),
+             ("Content-Length", str(len(body))), ("X-Request-ID", rid)],
+        )  # fmt: skip
+        took = time.perf_counter() - started
+        method = environ["REQUEST_METHOD"]
+        self.metrics.observe(rule, method, status, took)
+        if self.settings.server.access_log:
+            access(method, environ.get("PATH_INFO", ""), status, rid, took)
+        return [body]
+
+    def _batch(self, spec: Served, environ: dict[str, Any], rid: str) -> tuple[int, bytes] | None:
+        """(status, body) of a batchGet, or None to let Flask answer (and refuse) it."""
+        kind = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        length = environ.get("CONTENT_LENGTH", "")
+        if kind != "application/json" or not length.isdigit():
+            return None
+        if not 0 < int(length) <= self.settings.max_body_bytes:
+            return None
+        raw = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if it answers
+        try:
+            req = params.batch_body(json.loads(raw), spec, self.settings)
+        except (InvalidInput, ValueError, RecursionError):
+            return None
+        return self._serve(lambda: (200, self.service.many(spec, req)), environ, rid)
 
     def _answer(
         self, spec: Served, key: str, environ: dict[str, Any], rid: str
@@ -102,8 +142,15 @@ class FastPath:
             context = params.context(spec, args)
         except (InvalidInput, ValueError):
             return None
+        return self._serve(lambda: self.service.one(spec, key, context, shape), environ, rid)
+
+    @staticmethod
+    def _serve(
+        answer: Callable[[], tuple[int, bytes]], environ: dict[str, Any], rid: str
+    ) -> tuple[int, bytes]:
+        """``answer()``, or the error body of the PrescoreError it raised (logged if 5xx)."""
         try:
-            return self.service.one(spec, key, context, shape)
+            return answer()
         except PrescoreError as exc:
             if exc.http_status >= 500:
                 log_failure(

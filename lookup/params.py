@@ -103,7 +103,11 @@ def check_key(spec: Served, raw: str, what: str | None = None) -> str:
 
 def batch_request(request: Request, spec: Served, settings: LookupSettings) -> BatchRequest:
     """The checked body of a batchGet: keys in request order (duplicates kept)."""
-    body = json_body(request, settings.max_body_bytes)
+    return batch_body(json_body(request, settings.max_body_bytes), spec, settings)
+
+
+def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchRequest:
+    """A parsed batchGet body, checked: its keys in request order (duplicates kept)."""
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
     names = {BATCH_KEYS, spec.batch_field}

@@ -21,6 +21,7 @@ from prescore import codec, keys
 from prescore.codec import PayloadShape
 from prescore.datasets import load
 from prescore.settings import Settings
+from prescore.versions import write_payloads
 from tests.lookup_helpers import (
     SCORED_AT,
     demo_settings,
@@ -52,9 +53,8 @@ def api(lookup_settings: LookupSettings) -> FlaskClient:
 @pytest.fixture()
 def data(rclient, core: Settings) -> dict[str, str]:
     reco = publish_users(rclient, core, users=5, model_version="m1", n=12)
-    rclient.set(
-        keys.value_key("reco", reco, "u1|weekend"), reco_payload("u1", 3, "m1", context="weekend")
-    )
+    payload = reco_payload("u1", 3, "m1", context="weekend")
+    write_payloads(rclient, "reco", reco, [("u1|weekend", payload)])
     tags = publish(
         rclient,
         core,
@@ -123,17 +123,19 @@ def test_context_prefers_the_contextual_entry_then_the_plain_one(api, data):
 
 
 def test_a_written_back_live_answer_reads_as_written_back(api, data, rclient):
-    stored = reco_payload("u3", 4, "m1", source="live")  # what a live write-back stores
-    rclient.set(keys.value_key("reco", data["reco"], "u3"), stored)
-    r = api.get("/v1/recommendations/u3")
+    stored = reco_payload("u9", 4, "m1", source="live")  # what a live write-back stores
+    rclient.set(keys.value_key("reco", data["reco"], "u9"), stored)  # u9 was not precomputed
+    r = api.get("/v1/recommendations/u9")
     body = r.get_json()
     assert body["source"] == "written_back" and body["dataset_version"] == data["reco"]
     assert r.data.count(b'"source"') == 1  # said once, in front
     assert [i["hotel_id"] for i in body["items"]] == ["h0", "h1", "h2", "h3"]
-    batch = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u3", "u4"], "k": 2})
+    batch = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u9", "u4"], "k": 2})
     assert [x["source"] for x in batch.get_json()["results"]] == ["written_back", "precomputed"]
-    cut = api.get("/v1/recommendations/u3?k=1")  # cut (decoded and re-encoded): still marked
+    cut = api.get("/v1/recommendations/u9?k=1")  # cut (decoded and re-encoded): still marked
     assert cut.get_json()["source"] == "written_back" and cut.data.count(b'"source"') == 1
+    rclient.set(keys.value_key("reco", data["reco"], "u3"), stored)  # never over a bucket's
+    assert api.get("/v1/recommendations/u3").get_json()["source"] == "precomputed"
 
 
 def test_image_tags_min_score_and_limit(api, data):
@@ -723,3 +725,31 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
     check("topics.Payload", api.get("/v1/datasets/topics/d1").get_json())
     check("NotFound", api.get("/v1/basket-picks/c5|s5").get_json())
     check("Error", api.get("/v1/basket-picks/c5").get_json())
+
+
+def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_settings, data):
+    app = create_app(lookup_settings)
+    fast = app.wsgi_app
+    flask_calls: list[str] = []
+    flask_app = fast.fallthrough  # type: ignore[attr-defined]
+
+    def counted(environ, start_response):  # type: ignore[no-untyped-def]
+        flask_calls.append(environ["PATH_INFO"])
+        return flask_app(environ, start_response)
+
+    fast.fallthrough = counted  # type: ignore[attr-defined]
+    api = app.test_client()
+    ok = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "ghost"], "k": 2})
+    assert ok.status_code == 200 and ok.get_json()["found"] == 1
+    generic = api.post("/v1/datasets/reco:batchGet", json={"keys": ["u1"]})
+    assert generic.status_code == 200 and generic.get_json()["results"][0]["user_id"] == "u1"
+    assert flask_calls == []  # both answered by the fast path
+    refused = [
+        api.post("/v1/recommendations:batchGet", data=b"{nope", content_type="application/json"),
+        api.post("/v1/recommendations:batchGet", json={"user_ids": ["bad id"]}),
+        api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1"] * 10_000}),
+        api.post("/v1/recommendations:batchGet", data=b"[]", content_type="text/plain"),
+    ]
+    assert [r.status_code for r in refused] == [400, 400, 413, 415]
+    assert all(r.get_json()["error"] for r in refused)  # each from Flask's one error table
+    assert len(flask_calls) == 4
