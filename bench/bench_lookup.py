@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import statistics
@@ -40,18 +41,24 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bench.loadgen import Result, Target, run_load
 from examples.hotels.imagegen import TAGS
-from prescore import codec, keys
+from prescore import codec, keys, values
 from prescore.codec import PayloadShape
+from prescore.compact import Frame
 from prescore.datasets import Dataset, load
 from prescore.embedded_redis import RedisProcess, free_port
+from prescore.payloads import RankingPayloads
 from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
+from prescore.values import Placed
 from prescore.versions import Versions, write_payloads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +66,7 @@ CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
 SCORED_AT = "2026-01-01T00:00:00Z"
 MODEL_VERSION = "bench-model"
 USER_PREFIX, IMAGE_PREFIX = "u", "img-"
+HOTELS = 5000
 
 
 @dataclass
@@ -107,42 +115,60 @@ def shape(dataset: Dataset) -> PayloadShape:
     return PayloadShape(dataset.key_field, dataset.list_field, dataset.entry_field)
 
 
-def publish(url: str, dataset: Dataset, n: int, payload: Callable[[int], tuple[str, bytes]]) -> str:
+Made = tuple[str, bytes, bytes]  # key, bytes as the bulk job stores them, the JSON served
+
+
+def publish(
+    url: str, dataset: Dataset, n: int, payload: Callable[[int], Made],
+    frames: Mapping[int, Frame] | None = None,
+) -> str:  # fmt: skip
     """Write ``payload(0) .. payload(n - 1)`` as a new version of ``dataset`` and publish
-    it; returns the version."""
+    it; returns the version. Each JSON payload is also written as a plain key of its own
+    (the layout before buckets), which the baseline and ``--before`` lookups read; ours
+    finds every key in its buckets and never reads those."""
     client = connect(RedisSettings(url=url))
     versions = Versions(client, dataset.name, StoreSettings())
-    info = versions.begin(dataset.model, MODEL_VERSION)
-    rows: Iterator[tuple[str, bytes]] = (payload(i) for i in range(n))
-    written = write_payloads(client, dataset.name, info.version, rows, batch=2000)
+    info = versions.begin(dataset.model, MODEL_VERSION, expected_keys=n)
+    rows = [payload(i) for i in range(n)]
+    values.write_frames(client, versions.placed(info.version), frames or {})
+    written = write_payloads(client, dataset.name, info.version, [(k, s) for k, s, _ in rows])
+    for start in range(0, n, 2000):
+        client.mset({keys.value_key(dataset.name, info.version, k): j
+                     for k, _, j in rows[start : start + 2000]})  # fmt: skip
     versions.publish(info.version, written)
     return info.version
 
 
-def reco_payload(dataset: Dataset, top_k: int) -> Callable[[int], tuple[str, bytes]]:
-    """User ``u``'s key and top ``top_k`` hotels, best first."""
+def reco_payload(dataset: Dataset, top_k: int) -> tuple[Callable[[int], Made], Frame]:
+    """User ``u``'s key and top ``top_k`` hotels, best first, compact as the bulk job
+    stores them (prescore.payloads), and the frame they are decoded with."""
+    enc = RankingPayloads(
+        shape(dataset), [f"h{i}" for i in range(HOTELS)], model=dataset.model,
+        model_version=MODEL_VERSION, scored_at=SCORED_AT,
+    )  # fmt: skip
+    scores = np.array([[1.0 - j / (top_k + 1) for j in range(top_k)]])
+    found = np.array([top_k])
 
-    def make(u: int) -> tuple[str, bytes]:
+    def make(u: int) -> Made:
         key = f"{USER_PREFIX}{u}"
-        items = [(f"h{(u * 7 + j) % 5000}", 1.0 - j / (top_k + 1)) for j in range(top_k)]
-        return key, codec.encode_payload(
-            shape(dataset), key, items, model=dataset.model, model_version=MODEL_VERSION,
-            scored_at=SCORED_AT,
-        )  # fmt: skip
+        items = np.array([[(u * 7 + j) % HOTELS for j in range(top_k)]])
+        stored = enc.encode_compact([key], items, scores, found)[0]
+        return key, stored, enc.encode_grid([key], items, scores, found)[0]
 
-    return make
+    return make, enc.frame()
 
 
-def tags_payload(dataset: Dataset) -> Callable[[int], tuple[str, bytes]]:
+def tags_payload(dataset: Dataset) -> Callable[[int], Made]:
     """Photo ``i``'s key and 1-3 tags above threshold, best first."""
 
-    def make(i: int) -> tuple[str, bytes]:
+    def make(i: int) -> Made:
         key = f"{IMAGE_PREFIX}{i}"
         tags = [(TAGS[(i + j) % len(TAGS)], 0.9 - j / 10) for j in range(1 + i % 3)]
-        return key, codec.encode_payload(
+        payload = codec.encode_payload(
             shape(dataset), key, tags, model=dataset.model, model_version=MODEL_VERSION,
             scored_at=SCORED_AT,
         )  # fmt: skip
+        return key, payload, payload
 
     return make
 
@@ -298,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     started: list[Server] = []
     try:
         t0 = time.perf_counter()
-        make_reco, make_tags = reco_payload(reco, args.top_k), tags_payload(tags)
-        version = publish(redis_proc.url, reco, args.users, make_reco)
+        (make_reco, frame), make_tags = reco_payload(reco, args.top_k), tags_payload(tags)
+        version = publish(redis_proc.url, reco, args.users, make_reco, {0: frame})
         tags_version = publish(redis_proc.url, tags, args.images, make_tags)
-        sizes = len(make_reco(0)[1]), len(make_tags(1)[1])
+        sizes = len(make_reco(0)[2]), len(make_tags(1)[2])
         print(
             f"published {args.users} users as reco {version} and {args.images} photos as tags "
             f"{tags_version} in {time.perf_counter() - t0:.1f}s",
@@ -313,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         single_rows, batch_rows = rows_of(started, targets(reco, tags, args.users, args.images))
         single: dict[str, list[Result]] = {r.name: [] for r in single_rows}
         batch: dict[str, list[Result]] = {r.name: [] for r in batch_rows}
+        limits = {
+            "Redis alone: pipelined GET of plain keys": Placed("reco", version, 0),
+            "Redis alone: pipelined HGET of our buckets": Placed(
+                "reco", version, Versions(connect(RedisSettings(url=redis_proc.url)), "reco",
+                                          StoreSettings()).get(version).buckets),
+        }  # fmt: skip
+        redis_limit: dict[str, list[float]] = {name: [] for name in limits}
         for n in range(args.rounds):
             for row in [*single_rows, *batch_rows]:
                 res = run_load(
@@ -321,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 (single if row.kind == "single" else batch)[row.name].append(res)
                 print(f"round {n + 1} {row.name}: {res.line()}", flush=True)
-        print_table(args, single, batch, sizes)
+            for name, where in limits.items():
+                rate = pipelined_rate(redis_proc.url, where, args)
+                redis_limit[name].append(rate)
+                print(f"round {n + 1} {name}: {rate:,.0f} keys/s", flush=True)
+        print_table(args, single, batch, sizes, redis_limit)
     finally:
         for server in started:
             server.stop()
@@ -329,9 +366,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _pipelined(url: str, where: Placed, users: int, size: int, seconds: float) -> int:
+    """Keys read by one process in ``seconds``: ``size`` random keys a pipeline."""
+    client = connect(RedisSettings(url=url))
+    rng = random.Random(os.getpid())
+    done, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pipe = client.pipeline(transaction=False)
+        for command in where.reads([f"{USER_PREFIX}{rng.randrange(users)}" for _ in range(size)]):
+            pipe.execute_command(*command)
+        assert all(v is not None for v in pipe.execute())
+        done += size
+    return done
+
+
+def pipelined_rate(url: str, where: Placed, args: argparse.Namespace) -> float:
+    """Keys/s of pipelined reads from Redis by as many processes as the lookup has workers,
+    each ``--batch-size`` keys a round trip: the store's own limit for a batchGet."""
+    with ProcessPoolExecutor(args.workers) as pool:
+        jobs = [
+            pool.submit(_pipelined, url, where, args.users, args.batch_size, args.duration)
+            for _ in range(args.workers)
+        ]
+        return sum(j.result() for j in jobs) / args.duration
+
+
 def print_table(
     args: argparse.Namespace, single: dict[str, list[Result]], batch: dict[str, list[Result]],
-    sizes: tuple[int, int],
+    sizes: tuple[int, int], redis_limit: dict[str, list[float]],
 ) -> None:  # fmt: skip
     """Medians of the rounds; a ratio to the baseline is the median of the rounds' ratios."""
     med = statistics.median
@@ -368,6 +430,13 @@ def print_table(
             f"| {name} | {res.rps:,.0f} | {res.rps * args.batch_size:,.0f} | "
             f"{res.p50_ms:.2f} | {res.p99_ms:.2f} | {res.errors} |"
         )
+    for name, rates in redis_limit.items():
+        print(f"| {name}, {args.batch_size} a round trip | | {med(rates):,.0f} | | | |")
+    plain = next(iter(redis_limit.values()))
+    print()
+    for name, results in batch.items():
+        ratio = med(r.rps * args.batch_size / g for r, g in zip(results, plain, strict=True))
+        print(f"{name}: {ratio:.2f} of pipelined GET keys/s (median of the rounds' ratios)")
 
 
 if __name__ == "__main__":
