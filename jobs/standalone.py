@@ -121,7 +121,7 @@ class StandaloneCluster:
         self.root = Path(root or tempfile.mkdtemp(prefix="prescore-standalone-"))
         self.workers, self.cores, self.memory = workers, cores, memory
         self.port, self.ui_port = free_port(), free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # master, worker0, ...
 
     @property
     def master_url(self) -> str:
@@ -171,7 +171,7 @@ class StandaloneCluster:
             start_new_session=True, cwd=self.root,
         )  # fmt: skip
         log.close()
-        self.procs.append(proc)
+        self.procs[name] = proc
 
     def state(self) -> dict[str, Any]:
         """The master's own view (its web UI's JSON): workers, apps, cores."""
@@ -183,11 +183,10 @@ class StandaloneCluster:
         deadline = time.monotonic() + timeout_s
         alive = 0
         while time.monotonic() < deadline:
-            for proc in self.procs:
+            for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise StandaloneError(
-                        f"{' '.join(map(str, proc.args[1:2]))} exited with {proc.returncode}; "
-                        f"see {self.root / 'logs'}"
+                        f"the {name} exited with {proc.returncode}; see {self.root / 'logs'}"
                     )
             try:
                 workers = self.state().get("workers", [])
@@ -208,7 +207,8 @@ class StandaloneCluster:
         to that port (of Redis: the executors that have written)."""
         found = [
             pid
-            for worker in self.procs[1:]
+            for name, worker in self.procs.items()
+            if name != "master"
             for pid in _children(worker.pid)
             if EXECUTOR_CLASS in _cmdline(pid)
         ]
@@ -221,10 +221,10 @@ class StandaloneCluster:
 
     def stop(self) -> None:
         """End every process of the cluster (workers' executors included)."""
-        for proc in reversed(self.procs):
+        for proc in reversed(self.procs.values()):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
+        for proc in self.procs.values():
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -233,7 +233,7 @@ class StandaloneCluster:
             # whatever of its group outlived it (an executor, a Python worker)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        self.procs = []
+        self.procs = {}
 
     def __enter__(self) -> StandaloneCluster:
         return self.start()

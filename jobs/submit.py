@@ -164,7 +164,7 @@ def _conf(conf: Mapping[str, str]) -> list[str]:
     return [a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]
 
 
-def standalone_conf(master: str, executor_cores: int, executor_memory: str) -> dict[str, str]:
+def standalone_conf(master: str, executor_cores: int | str, executor_memory: str) -> dict[str, str]:
     """A ``spark://`` master's executor sizes (none for local mode, whose one JVM runs
     every task). Its executors run this interpreter, as local mode's workers do."""
     if not master.startswith("spark://"):
@@ -177,7 +177,7 @@ def local_args(
     *,
     master: str = "local[*]",
     driver_memory: str = "2g",
-    executor_cores: int = 1,
+    executor_cores: int | str = 1,
     executor_memory: str = "1g",
     extra: Sequence[str] = (),
     **params: Any,
