@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_fallback
 	$(PY) -m bench.bench_misses
 	$(PY) -m bench.bench_gates
+	$(PY) -m bench.bench_cluster
 
 clean:
 	rm -rf var spark-warehouse

@@ -46,7 +46,7 @@ from examples.hotels.train_reco import train
 from jobs.bulk import SESSION_CONF
 from jobs.score import parse_args, run_job
 from prescore import feeds
-from prescore.datasets import load
+from prescore.datasets import Catalog, load
 from prescore.embedded_redis import RedisProcess
 from prescore.model_import import register
 from prescore.modelstore import ModelStore
@@ -55,6 +55,19 @@ from prescore.signature import Signatures
 from prescore.versions import Versions
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
+
+
+def demo_model(var: Path, users: int, hotels: int) -> tuple[Catalog, ModelStore]:
+    """The demo's data under ``var``/data, its model trained and registered as ``reco`` in
+    a store under ``var``/models; the demo's declarations over that data."""
+    generate(var / "data", Sizes(users=users, hotels=hotels), seed=5)
+    train(var / "data", var / "train", epochs=2, seed=5)
+    catalog = load(CONFIG, {"PRESCORE_VAR": str(var)})
+    store = ModelStore(ModelStoreSettings(root=(var / "models").as_uri()))
+    register(
+        store, catalog, "reco", str(var / "train"), promote=True, int8=False, say=lambda _: None
+    )
+    return catalog, store
 
 
 def pairs(data: Path, max_users: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
@@ -177,13 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        generate(tmp / "data", Sizes(users=args.users, hotels=args.hotels), seed=5)
-        train(tmp / "data", tmp / "train", epochs=2, seed=5)
-        catalog = load(CONFIG, {"PRESCORE_VAR": str(tmp)})
-        store = ModelStore(ModelStoreSettings(root=(tmp / "models").as_uri()))
-        register(
-            store, catalog, "reco", str(tmp / "train"), promote=True, int8=False, say=lambda _: None
-        )
+        catalog, store = demo_model(tmp, args.users, args.hotels)
         ref = store.resolve("reco")
         assert Signatures.from_json(ref.meta["signature"]).factored
         model = TFModel(ref.saved_model, ref.meta)

@@ -1,6 +1,7 @@
 """The one source of spark-submit arguments, for a local run and for Kubernetes.
 
     python -m jobs.submit score --target local -- --dataset reco
+    python -m jobs.submit score --master spark://127.0.0.1:7077 --exec -- --dataset reco
     python -m jobs.submit score --target k8s --image REG/prescore-jobs:1.0 --namespace ns \\
         --exec -- --dataset tags
     python -m jobs.submit score --target operator -- --dataset reco   # SparkApplication YAML
@@ -163,23 +164,36 @@ def _conf(conf: Mapping[str, str]) -> list[str]:
     return [a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]
 
 
+def standalone_conf(master: str, executor_cores: int | str, executor_memory: str) -> dict[str, str]:
+    """A ``spark://`` master's executor sizes (none for local mode, whose one JVM runs
+    every task). Its executors run this interpreter, as local mode's workers do."""
+    if not master.startswith("spark://"):
+        return {}
+    return {"spark.executor.cores": str(executor_cores), "spark.executor.memory": executor_memory}
+
+
 def local_args(
     job: str,
     *,
     master: str = "local[*]",
     driver_memory: str = "2g",
+    executor_cores: int | str = 1,
+    executor_memory: str = "1g",
     extra: Sequence[str] = (),
     **params: Any,
 ) -> list[str]:
-    """The arguments after ``spark-submit`` for a local run of ``job``."""
+    """The arguments after ``spark-submit`` for a run of ``job`` from this machine: in
+    local mode, or on a standalone cluster (``spark://``, e.g. jobs.standalone's) with
+    executors of ``executor_cores`` and ``executor_memory``."""
     s = spec(job)
     job_args = [*job_flags(params), *extra]
     _check_required(s, job_args)
+    sizes = standalone_conf(master, executor_cores, executor_memory)
     return [
         "--master", master,
         "--name", s.app_name(job_args),
         "--driver-memory", driver_memory,
-        *_conf({**COMMON_CONF, **s.conf}),
+        *_conf({**COMMON_CONF, **s.conf, **sizes}),
         str(PROJECT_ROOT / s.script),
         *job_args,
     ]  # fmt: skip
@@ -567,8 +581,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("job", choices=sorted(JOBS))
     parser.add_argument("--target", choices=("local", "k8s", "operator"), default="local")
-    parser.add_argument("--master", default="local[*]", help="local target only")
+    parser.add_argument(
+        "--master", default="local[*]", help="local target only: local[N] or spark://HOST:PORT"
+    )
     parser.add_argument("--driver-memory", default="2g", help="local target only")
+    parser.add_argument(
+        "--executor-cores", type=int, default=1, help="local target, spark:// master only"
+    )
+    parser.add_argument("--executor-memory", default="1g", help="local target, spark:// only")
     parser.add_argument("--image", help="jobs image (default: $PRESCORE_JOBS_IMAGE)")
     parser.add_argument("--namespace", help="Kubernetes namespace (default: $POD_NAMESPACE)")
     parser.add_argument(
@@ -599,8 +619,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.target == "local":
         argv_ = local_args(
-            args.job, master=args.master, driver_memory=args.driver_memory, extra=extra
-        )
+            args.job, master=args.master, driver_memory=args.driver_memory,
+            executor_cores=args.executor_cores, executor_memory=args.executor_memory, extra=extra,
+        )  # fmt: skip
     else:
         conf = parse_conf(" ".join([env.get("PRESCORE_SPARK_CONF", ""), *args.conf]))
         argv_ = k8s_args(args.job, image=image, namespace=namespace, conf=conf, extra=extra)
