@@ -147,13 +147,25 @@ def stats_row(
     )  # fmt: skip
 
 
-def write_rows(client: Client, dataset: str, version: str, rows: list[tuple[str, bytes]]) -> int:
-    """Write a batch of payloads, unless the version stopped being 'writing' (job failed)."""
+def write_rows(
+    client: Client, dataset: str, version: str, rows: list[tuple[str, bytes]],
+    tally: values.Tally | None = None,
+) -> int:  # fmt: skip
+    """Write a batch of payloads, unless the version stopped being 'writing' (job failed);
+    ``tally``: the task's (:func:`task_tally`)."""
     raw = client.hget(keys.registry_key(dataset), version)
     if raw is None or VersionInfo.from_bytes(raw).status != "writing":
         raise RuntimeError(f"{dataset} {version} is no longer being written; stopping")
     where = Placed(dataset, version, VersionInfo.from_bytes(raw).buckets)
-    return values.write(client, where, rows)
+    return values.write(client, where, rows, tally=tally)
+
+
+def task_tally() -> values.Tally:
+    """The progress count of the Spark task running this (its partition's field)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return values.Tally(f"p{ctx.partitionId()}" if ctx is not None else "-")
 
 
 def worker_model(conf: Mapping[str, Any]) -> Any:

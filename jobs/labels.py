@@ -25,7 +25,7 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
+from jobs.bulk import STATS_SCHEMA, stats_row, task_tally, worker_model, worker_redis, write_rows
 from jobs.spark_tables import Selection, columns, read, require, rows_to_score
 from prescore import feeds, keys, label_payloads
 from prescore.codec import PayloadShape
@@ -104,11 +104,12 @@ def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) ->
     model = worker_model(conf)
     score = score_images if conf["dataset"]["images"] else score_rows
     step = conf["batch_rows"]
+    tally = task_tally()
     for batch in batches:
         written, bad, keys_ = 0, [], []
         for start in range(0, len(batch), step):
             rows, skipped = score(batch.iloc[start : start + step], conf, model)
-            written += write_rows(client, conf["dataset"]["name"], conf["version"], rows)
+            written += write_rows(client, conf["dataset"]["name"], conf["version"], rows, tally)
             bad += skipped
             keys_ += [k for k, _ in rows]
         yield stats_row(written, written, bad, written=keys_)

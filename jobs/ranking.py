@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.bulk import STATS_SCHEMA, stats_row, worker_model, worker_redis, write_rows
+from jobs.bulk import STATS_SCHEMA, stats_row, task_tally, worker_model, worker_redis, write_rows
 from jobs.spark_tables import columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
@@ -329,12 +329,13 @@ def score_partition(
     run = CACHE.get(("run", conf["version"]), lambda: build_run(conf, items.value, model))
     step = conf["entities_per_chunk"]  # bounds the pairs of one chunk
     dataset = conf["dataset"]["name"]
+    tally = task_tally()
     for batch in batches:
         written = pairs = 0
         keys_: list[str] = []
         for start in range(0, len(batch), step):
             rows, scored = score_chunk(batch.iloc[start : start + step], conf, model, run)
-            written += write_rows(client, dataset, conf["version"], rows)
+            written += write_rows(client, dataset, conf["version"], rows, tally)
             pairs += scored
             keys_ += [k for k, _ in rows]
         yield stats_row(written, pairs, written=keys_)

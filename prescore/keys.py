@@ -7,7 +7,7 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
     ps:{dataset}:current            -> version id that readers use
     ps:{dataset}:versions           -> hash: version id -> VersionInfo JSON
     ps:{dataset}:lease:{version}    -> held while the version's writer lives (expires)
-    ps:{dataset}:written:{version}  -> keys written so far under the version
+    ps:{dataset}:written:{version}  -> hash: writer -> keys it has written so far
     ps:{dataset}:live:{version}     -> live write-backs under the version (bounded)
     ps:{dataset}:misses             -> zset: key -> misses; ...:misses:seen -> last miss
     ps:dataset:flight:{version}:{key} -> one live call's lease: its token (short)
@@ -137,7 +137,7 @@ def lease_key(dataset: str, version: str) -> str:
 
 
 def written_key(dataset: str, version: str) -> str:
-    """Counts the keys written so far under ``version`` (every writer adds its own)."""
+    """Counts the keys written so far under ``version``, a field per writer."""
     return f"{PREFIX}:{{{dataset}}}:written:{version}"
 
 

@@ -55,28 +55,47 @@ class Placed:
         return [keys.bucket_key(self.dataset, self.version, b) for b in range(self.buckets)]
 
 
+@dataclass
+class Tally:
+    """How many keys one writer (a task attempt: ``field`` names its partition) has
+    written so far. Reported under its own field, a retried task's count replaces its
+    lost attempt's instead of adding to it."""
+
+    field: str
+    total: int = 0
+
+
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
 def write(
-    client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = 2000
-) -> int:
-    """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and add
-    them to the version's written count (progress); returns how many were written."""
+    client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = 2000,
+    tally: Tally | None = None,
+) -> int:  # fmt: skip
+    """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and count
+    them in the version's progress (under ``tally``'s field, else a shared one); returns
+    how many were written."""
     written = 0
     chunk: list[tuple[str, bytes]] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) >= batch:
-            written += _write_chunk(client, where, chunk)
+            written += _write_chunk(client, where, chunk, tally)
             chunk = []
-    written += _write_chunk(client, where, chunk)
+    written += _write_chunk(client, where, chunk, tally)
     return written
 
 
-def _write_chunk(client: Client, where: Placed, rows: list[tuple[str, bytes]]) -> int:
+def written(client: Client, where: Placed) -> int:
+    """Keys written so far to a version being written, by its writers' own counts."""
+    return sum(int(n) for n in client.hvals(keys.written_key(where.dataset, where.version)))
+
+
+def _write_chunk(
+    client: Client, where: Placed, rows: list[tuple[str, bytes]], tally: Tally | None
+) -> int:
     if not rows:
         return 0
     grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
@@ -85,7 +104,12 @@ def _write_chunk(client: Client, where: Placed, rows: list[tuple[str, bytes]]) -
     pipe = client.pipeline(transaction=False)
     for name, mapping in grouped.items():
         pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
-    pipe.incrby(keys.written_key(where.dataset, where.version), len(rows))
+    progress = keys.written_key(where.dataset, where.version)
+    if tally is None:
+        pipe.hincrby(progress, "-", len(rows))
+    else:
+        tally.total += len(rows)
+        pipe.hset(progress, tally.field, tally.total)
     pipe.execute()
     return len(rows)
 

@@ -86,8 +86,7 @@ class Versions:
         return [self._live_view(i) if i.status == "writing" else i for i in infos]
 
     def _live_view(self, info: VersionInfo) -> VersionInfo:
-        written = self.client.get(keys.written_key(self.dataset, info.version))
-        rows = int(written) if written is not None else 0
+        rows = values.written(self.client, self.placed(info.version, info))
         alive = self.client.exists(keys.lease_key(self.dataset, info.version))
         return info.replace(rows=rows, status="writing" if alive else "dead")
 

@@ -23,6 +23,7 @@ from jobs.bulk import write_rows
 from jobs.score import parse_args, run_job
 from jobs.standalone import StandaloneCluster
 from jobs.submit import local_args, spark_submit_bin
+from prescore import values
 from prescore.embedded_redis import RedisProcess
 from prescore.errors import NotFound
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
@@ -220,21 +221,20 @@ def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     assert values == [p for _, p in rows]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a writing version's rows (Versions.all) come from a counter every task attempt "
-    "adds to, so a retried task's keys count twice until the count check",
-)
 def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
     settings: Settings, rclient: redis.Redis
 ) -> None:
     v = Versions(rclient, "reco", settings.store)
     info = v.begin("reco", "1")
     rows = [(f"u{i}", b'{"user_id":"u%d"}' % i) for i in range(50)]
-    write_rows(rclient, "reco", info.version, rows[:30])
-    write_rows(rclient, "reco", info.version, rows)
+    write_rows(rclient, "reco", info.version, rows[:30], values.Tally("p0"))  # lost attempt
+    write_rows(rclient, "reco", info.version, rows[:20], values.Tally("p0"))  # its retry ...
     (writing,) = v.all()
-    assert (writing.status, writing.rows) == ("writing", 50)
+    assert (writing.status, writing.rows) == ("writing", 20)  # replaces, never adds
+    write_rows(rclient, "reco", info.version, rows, values.Tally("p0"))  # ... to the end
+    write_rows(rclient, "reco", info.version, rows[:5], values.Tally("p1"))  # another task
+    (writing,) = v.all()
+    assert writing.rows == 55 and v.count_keys(info.version) == 50  # keys present: 50
 
 
 def test_submit_sizes_the_executors_of_a_standalone_master_only() -> None:
