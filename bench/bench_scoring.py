@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| store | value |")
     print("|---|---:|")
     print(f"| Redis memory per published user (top 10) | {per_user:,.0f} bytes |")
-    print(f"| count-verification SCAN of {counted} keys | {scan_s * 1000:,.0f} ms |")
+    print(f"| count verification (HLEN of its buckets), {counted} keys | {scan_s * 1000:,.0f} ms |")
     retires = [s.retire_seconds for s in settling if s.retired]
     if retires:  # after the switch, so not in the job's rate (jobs.bulk.publish_version)
         print(f"| retiring one old version after the switch | {max(retires) * 1000:,.0f} ms |")
