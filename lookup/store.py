@@ -164,6 +164,8 @@ class StoreReader:
             frames = values.load_frames(self.client, where) if info.buckets else {}
         except OUTAGES as exc:
             raise self._outage("registry", "reading the version's frames", exc) from exc
+        except ValueError as exc:  # a store not as written: every read of it would fail
+            raise self._undecodable(f"{dataset} {version}") from exc
         resolved = Resolved(dataset, version, info.model, info.model_version, info.buckets, frames)
         with self._lock:
             if len(self._infos) >= _INFO_CACHE_MAX:
@@ -190,12 +192,14 @@ class StoreReader:
         try:
             return values.as_json(found, entity_keys, resolved.frames)
         except (ValueError, IndexError, struct.error) as exc:  # a store not as written
-            if self.on_error is not None:
-                self.on_error("decode")
-            raise StoreUnavailable(
-                f"a stored payload of {resolved.dataset} {resolved.version} cannot be decoded",
-                code="undecodable_payload",
-            ) from exc
+            raise self._undecodable(f"{resolved.dataset} {resolved.version}") from exc
+
+    def _undecodable(self, what: str) -> StoreUnavailable:
+        if self.on_error is not None:
+            self.on_error("decode")
+        return StoreUnavailable(
+            f"the stored payloads of {what} cannot be decoded", code="undecodable_payload"
+        )
 
     def _run(self, commands: list[Command]) -> list[Any]:
         if self._lean is not None:

@@ -44,27 +44,54 @@ class Frame:
     tail: bytes
     context: str | None = None
 
-    def to_bytes(self) -> bytes:
-        return dumps(
-            {
-                "key_head": self.key_head.decode(),
-                "head_end": self.head_end.decode(),
-                "entries": [e.decode() for e in self.entries],
-                "tail": self.tail.decode(),
-                "context": self.context,
-            }
-        )
 
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Frame:
-        doc = json.loads(raw)
-        return cls(
-            doc["key_head"].encode(),
-            doc["head_end"].encode(),
-            tuple(e.encode() for e in doc["entries"]),
-            doc["tail"].encode(),
-            doc.get("context"),
-        )
+ENTRIES_PER_FIELD = 10_000  # entry texts a stored field holds: no field grows with the items
+HEADS = "heads"
+
+
+def frames_to_fields(frames: Mapping[int, Frame]) -> dict[str, bytes]:
+    """The hash fields that store ``frames``: their heads in one, and each distinct entry
+    list once (contexts of a run share their items'), in fields of ENTRIES_PER_FIELD."""
+    lists: dict[tuple[bytes, ...], int] = {}
+    fields: dict[str, bytes] = {}
+    heads: dict[str, dict[str, object]] = {}
+    for fid, frame in frames.items():
+        at = lists.get(frame.entries)
+        if at is None:  # a list not stored yet
+            at = lists[frame.entries] = len(lists)
+            for n, start in enumerate(range(0, max(len(frame.entries), 1), ENTRIES_PER_FIELD)):
+                part = frame.entries[start : start + ENTRIES_PER_FIELD]
+                fields[f"entries:{at}:{n}"] = dumps([e.decode() for e in part])
+        heads[str(fid)] = {
+            "key_head": frame.key_head.decode(), "head_end": frame.head_end.decode(),
+            "tail": frame.tail.decode(), "context": frame.context, "entries": at,
+            "fields": -(-len(frame.entries) // ENTRIES_PER_FIELD) or 1,
+        }  # fmt: skip
+    fields[HEADS] = dumps(heads)
+    return fields
+
+
+def entry_fields(heads: bytes) -> list[str]:
+    """The fields holding the entry lists the frames of ``heads`` name."""
+    doc = json.loads(heads)
+    wanted = {(h["entries"], h["fields"]) for h in doc.values()}
+    return [f"entries:{at}:{n}" for at, count in sorted(wanted) for n in range(count)]
+
+
+def frames_from_fields(heads: bytes, fields: Mapping[str, bytes]) -> dict[int, Frame]:
+    """The frames stored as ``heads`` and their entry ``fields`` (KeyError if one lacks)."""
+    lists: dict[int, tuple[bytes, ...]] = {}
+    out = {}
+    for fid, h in json.loads(heads).items():
+        at = h["entries"]
+        if at not in lists:
+            parts = [json.loads(fields[f"entries:{at}:{n}"]) for n in range(h["fields"])]
+            lists[at] = tuple(e.encode() for part in parts for e in part)
+        out[int(fid)] = Frame(
+            h["key_head"].encode(), h["head_end"].encode(), lists[at], h["tail"].encode(),
+            h["context"],
+        )  # fmt: skip
+    return out
 
 
 def is_compact(raw: bytes) -> bool:

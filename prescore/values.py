@@ -132,15 +132,26 @@ def count(client: Client, where: Placed) -> int:
 def write_frames(client: Client, where: Placed, frames: Mapping[int, compact.Frame]) -> None:
     """Store the frames the version's compact payloads are decoded with."""
     if frames:
-        client.hset(
-            keys.frames_key(where.dataset, where.version),
-            mapping={str(i): f.to_bytes() for i, f in frames.items()},
-        )
+        fields = compact.frames_to_fields(frames)
+        name = keys.frames_key(where.dataset, where.version)
+        for part in _chunks(list(fields.items()), 8):  # bounded replies: no field is large
+            client.hset(name, mapping=dict(part))
 
 
 def load_frames(client: Client, where: Placed) -> dict[int, compact.Frame]:
-    raw = client.hgetall(keys.frames_key(where.dataset, where.version))
-    return {int(_text(i)): compact.Frame.from_bytes(_bytes(f)) for i, f in raw.items()}
+    """The version's frames (none for a version without compact payloads)."""
+    name = keys.frames_key(where.dataset, where.version)
+    heads = client.hget(name, compact.HEADS)
+    if heads is None:
+        return {}
+    fields: dict[str, bytes] = {}
+    for part in _chunks(compact.entry_fields(_bytes(heads)), 8):
+        found = client.hmget(name, part)
+        fields.update({f: _bytes(v) for f, v in zip(part, found, strict=True) if v is not None})
+    try:
+        return compact.frames_from_fields(_bytes(heads), fields)
+    except KeyError as exc:
+        raise ValueError(f"{where.dataset} {where.version}: frame field {exc} is missing") from exc
 
 
 def execute(client: Client, commands: list[Command]) -> list[Any]:

@@ -40,7 +40,8 @@ def test_decoded_compact_equals_the_json(n_items: int, context: str | None) -> N
     keys = [f"u{i}" for i in range(40)]
     items, scores, found = _grid(rng, len(keys), n_items, 10)
     stored = enc.encode_compact(keys, items, scores, found)
-    frames = {2: compact.Frame.from_bytes(enc.frame().to_bytes())}  # as stored and loaded
+    fields = compact.frames_to_fields({2: enc.frame()})  # as stored, and loaded
+    frames = compact.frames_from_fields(fields[compact.HEADS], fields)
     for u, key in enumerate(keys):
         assert compact.is_compact(stored[u])
         n = int(found[u])
@@ -70,3 +71,16 @@ def test_a_missing_frame_is_an_error_not_a_wrong_answer() -> None:
     raw = compact.encode(1, [0], [1])
     with pytest.raises(ValueError, match="frame 1"):
         compact.decode(raw, "u1", {0: _encoder(3).frame()})
+
+
+def test_frames_store_a_runs_shared_items_once_in_bounded_fields() -> None:
+    n_items = 2 * compact.ENTRIES_PER_FIELD + 5
+    plain, summer = _encoder(n_items, None, 0), _encoder(n_items, "summer-sat", 1)
+    fields = compact.frames_to_fields({0: plain.frame(), 1: summer.frame()})
+    assert sorted(fields) == ["entries:0:0", "entries:0:1", "entries:0:2", "heads"]
+    assert compact.entry_fields(fields["heads"]) == ["entries:0:0", "entries:0:1", "entries:0:2"]
+    loaded = compact.frames_from_fields(fields["heads"], fields)
+    assert loaded == {0: plain.frame(), 1: summer.frame()}
+    assert loaded[0].entries is loaded[1].entries  # one copy in the lookup's memory too
+    with pytest.raises(KeyError):
+        compact.frames_from_fields(fields["heads"], {"entries:0:0": fields["entries:0:0"]})

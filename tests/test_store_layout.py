@@ -126,3 +126,29 @@ def test_placed_reads_name_one_bucket_a_key() -> None:
     (cmd,) = where.reads(["u1"])
     assert cmd == ("HGET", f"ps:reco:V:#{keys.bucket_of('u1', 8)}", "u1")
     assert Placed("reco", "V", 0).reads(["u1"]) == [("GET", "ps:reco:V:u1")]
+
+
+def test_a_version_whose_frames_are_lost_is_a_clean_503_not_a_crash(rclient: redis.Redis) -> None:
+    from lookup.store import StoreReader
+    from prescore.errors import StoreUnavailable
+
+    enc = RankingPayloads(
+        PayloadShape("user_id", "items", "hotel_id"), ["h0", "h1"], model="reco",
+        model_version="1", scored_at="2026-12-01T10:00:00Z",
+    )  # fmt: skip
+    grid = (np.array([[1, 0]]), np.array([[0.9, 0.2]]), np.array([2]))
+    stored = enc.encode_compact(["u1"], *grid)
+    v = Versions(rclient, "reco", StoreSettings())
+    info = v.begin("reco", "1", expected_keys=1)
+    where = v.placed(info.version)
+    values.write_frames(rclient, where, {0: enc.frame()})
+    values.write(rclient, where, [("u1", stored[0])])
+    v.publish(info.version, 1)
+    served = StoreReader(rclient, pointer_cache_s=0).read("reco", ["u1"])[1]
+    assert served == enc.encode_grid(["u1"], *grid)
+    rclient.hdel(keys.frames_key("reco", info.version), "entries:0:0")
+    try:
+        StoreReader(rclient, pointer_cache_s=0).read("reco", ["u1"])
+        raise AssertionError("read a payload whose frame is gone")
+    except StoreUnavailable as exc:
+        assert exc.code == "undecodable_payload" and exc.http_status == 503
