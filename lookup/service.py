@@ -21,7 +21,7 @@ from lookup.shadow import ShadowChecker
 from lookup.store import Resolved, StoreReader
 from prescore import keys
 from prescore.codec import stored_source
-from prescore.errors import FallbackUnavailable
+from prescore.errors import FallbackUnavailable, StoreUnavailable
 from prescore.misslog import MissLog
 
 
@@ -55,14 +55,26 @@ class Lookup:
         self.extras = extras or Extras()
         self.ages = Ages()
 
+    def _stale(self, spec: Served, payload: bytes) -> tuple[int | None, bool]:
+        age = self.ages.age(payload)
+        return age, spec.max_age_s is not None and age is not None and age > spec.max_age_s
+
     def _served(
         self, spec: Served, key: str, context: str | None, payload: bytes, shape: Shape,
         resolved: Resolved, fell_back: bool, source: str,
     ) -> bytes:  # fmt: skip
-        """A hit's body (``source``: as stored); a stale one refreshed, a sampled one
-        shadow-checked."""
-        age = self.ages.age(payload)
-        stale = spec.max_age_s is not None and age is not None and age > spec.max_age_s
+        """A hit's body (``source``: as stored); a stale one replaced by its refresh if
+        one was written back, else refreshed; a sampled one shadow-checked."""
+        age, stale = self._stale(spec, payload)
+        if stale and source == "precomputed":
+            try:
+                store_key = key if fell_back or not context else keys.entity_key(key, context)
+                fresher = self.reader.written_back(resolved, store_key)
+            except StoreUnavailable:
+                fresher = None  # the stale answer is still an answer
+            if fresher is not None:
+                payload, source = fresher, stored_source(fresher)
+                age, stale = self._stale(spec, payload)
         x = self.extras
         if stale:
             self.metrics.count(self.metrics.stale, spec.name)

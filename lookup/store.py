@@ -201,6 +201,17 @@ class StoreReader:
             f"the stored payloads of {what} cannot be decoded", code="undecodable_payload"
         )
 
+    def written_back(self, resolved: Resolved, key: str) -> bytes | None:
+        """The live write-back of ``key`` under the version, if there is one: a bucket's
+        payload is read first, so a stale one's refresh is found only here."""
+        if not resolved.buckets:
+            return None  # a plain-key version: the write-back replaced the payload itself
+        try:
+            found: bytes | None = self._run([("GET", resolved.placed.write_back(key))])[0]
+        except OUTAGES as exc:
+            raise self._outage("payloads", "reading a write-back", exc) from exc
+        return found
+
     def _run(self, commands: list[Command]) -> list[Any]:
         if self._lean is not None:
             return self._lean.run(commands)
