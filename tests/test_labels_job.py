@@ -4,24 +4,30 @@ and labels from a feature table. Real TensorFlow, real local Spark, real Redis."
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from examples.hotels.imagegen import TAGS, generate, read_labels
-from examples.hotels.train_tagger import train
+from examples.hotels.imagegen import TAGS, generate, large_photo, read_labels
+from examples.hotels.train_tagger import load_images, split, train
 from jobs.labels import extension_pattern, image_key
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput, ModelStoreError
+from prescore.image_features import decode
 from prescore.image_store import image_extensions, image_folder
 from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
+from prescore.quality import mean_average_precision
 from prescore.settings import Settings, StoreSettings
+from prescore.tf_model import TFModel
 from prescore.versions import Versions, read_current
 from tests import domains
 from tests.helpers import DEMO_CONFIG, demo_catalog, registered, with_catalog
@@ -209,3 +215,62 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     assert [e["label"] for e in got["a2"]["labels"]] == ["wide"]
     assert [e["label"] for e in got["a3"]["labels"]] == ["tall"]
     assert got["a1"]["labels"][0]["score"] == pytest.approx(0.8808, abs=1e-3)  # sigmoid(2)
+
+
+# -- reduced-scale decode against the full decode ------------------------------------------
+
+# The largest score change the reduced-scale decode may make, and the 95th percentile of
+# the changes: a small CNN at 64x64 over photos decoded at 1/8 scale is the hardest case.
+SCORE_TOLERANCE = 0.15
+SCORE_P95 = 0.04
+PHOTO_SIZES = [(640, 480), (1024, 768), (1600, 1200)]
+
+
+def _encoded(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _tags(scores: np.ndarray, thresholds: np.ndarray) -> list[set[int]]:
+    return [set(np.flatnonzero(row >= thresholds)) for row in scores]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_reduced_scale_decode_tags_photos_as_the_full_decode_does(  # type: ignore[no-untyped-def]
+    tags_settings, fmt: str
+) -> None:
+    """Photos of several sizes: every score within SCORE_TOLERANCE of the full decode's,
+    and the same tags but where a score lies within the tolerance of its threshold."""
+    ref = ModelStore(tags_settings.models).resolve("tagger")
+    model = TFModel(ref.saved_model, ref.meta)
+    thresholds = np.array([ref.meta["thresholds"][t] for t in TAGS], np.float32)
+    rng = np.random.default_rng(3)
+    raws = [_encoded(large_photo(rng, size)[0], fmt) for size in PHOTO_SIZES for _ in range(6)]
+    scores = {
+        reduced: model({"image": np.stack([decode(r, (64, 64), reduced=reduced) for r in raws])})
+        for reduced in (True, False)
+    }
+    gap = np.abs(scores[True] - scores[False])
+    assert gap.max() <= SCORE_TOLERANCE, gap.max()
+    assert np.percentile(gap, 95) <= SCORE_P95, np.percentile(gap, 95)
+    near = np.abs(scores[False] - thresholds) <= SCORE_TOLERANCE
+    fast, full = _tags(scores[True], thresholds), _tags(scores[False], thresholds)
+    for row, (a, b) in enumerate(zip(fast, full, strict=True)):
+        assert a ^ b <= set(np.flatnonzero(near[row])), (PHOTO_SIZES[row // 6], a, b)
+    if fmt == "PNG":  # no DCT scales: the two paths are the same decode
+        assert gap.max() == 0.0
+
+
+def test_held_out_map_of_the_reduced_and_full_decode(demo_var: Path, tags_settings) -> None:  # type: ignore[no-untyped-def]
+    """The demo's held-out photos scored after each decode: the same quality."""
+    ref = ModelStore(tags_settings.models).resolve("tagger")
+    model = TFModel(ref.saved_model, ref.meta)
+    _, _, test = split(COUNT, seed=11)  # train_tagger's split of the fixture's photos
+    found = {}
+    for reduced in (True, False):
+        x, y = load_images(demo_var / "images", (64, 64), reduced=reduced)
+        found[reduced] = mean_average_precision(y[test], model({"image": x[test]}))
+    print(f"held-out mAP: reduced-scale decode {found[True]:.4f}, full {found[False]:.4f}")
+    assert found[True] == pytest.approx(ref.meta["metrics"]["map"], abs=1e-4)  # as trained
+    assert abs(found[True] - found[False]) <= 0.02, found
