@@ -11,12 +11,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from examples.hotels.imagegen import TAGS, generate, large_photo, read_labels
 from examples.hotels.train_tagger import load_images, split, train
-from jobs.labels import extension_pattern, image_key
+from jobs.labels import decode_all, extension_pattern, image_key
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Dataset
@@ -274,3 +275,23 @@ def test_held_out_map_of_the_reduced_and_full_decode(demo_var: Path, tags_settin
     print(f"held-out mAP: reduced-scale decode {found[True]:.4f}, full {found[False]:.4f}")
     assert found[True] == pytest.approx(ref.meta["metrics"]["map"], abs=1e-4)  # as trained
     assert abs(found[True] - found[False]) <= 0.02, found
+
+
+def test_a_worker_decodes_the_same_from_paths_as_from_sparks_bytes(tmp_path: Path) -> None:
+    """Local files are opened by the worker; other stores' bytes come from Spark."""
+    generate(tmp_path, 3, seed=4, bad_files=True)
+    (tmp_path / "gone-1.jpg").write_bytes((tmp_path / "img-000000.jpg").read_bytes())
+    paths = [f"file:{p}" for p in sorted(tmp_path.glob("*.jpg"))]
+    frame = pd.DataFrame({"path": paths, "content": [Path(p[5:]).read_bytes() for p in paths]})
+    (tmp_path / "gone-1.jpg").unlink()  # listed, then removed before the worker opens it
+    by_path = decode_all(frame[["path"]], (64, 64), 3, 1_000_000)
+    by_bytes = decode_all(frame, (64, 64), 3, 1_000_000)
+    assert by_path[0] == ["img-000000", "img-000001", "img-000002"]
+    assert by_bytes[0] == ["gone-1", *by_path[0]]  # its bytes were read while it was there
+    assert all(np.array_equal(a, b) for a, b in zip(by_path[1], by_bytes[1][1:], strict=True))
+    bad = {"corrupt-1": "bad_image", "empty-1": "empty_image", "huge-1": "image_too_large",
+           "notes-1": "bad_image"}  # fmt: skip
+    assert by_bytes[2] == [f"file:{tmp_path}/{k}.jpg: {v}" for k, v in bad.items()]
+    assert by_path[2] == [
+        f"file:{tmp_path}/{k}.jpg: {v}" for k, v in sorted({**bad, "gone-1": "unreadable"}.items())
+    ]
