@@ -295,3 +295,12 @@ def test_a_worker_decodes_the_same_from_paths_as_from_sparks_bytes(tmp_path: Pat
     assert by_path[2] == [
         f"file:{tmp_path}/{k}.jpg: {v}" for k, v in sorted({**bad, "gone-1": "unreadable"}.items())
     ]
+
+
+def test_a_worker_names_the_device_its_model_runs_on() -> None:
+    import tensorflow as tf
+
+    from jobs.bulk import _device
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))  # none on the test machines
+    assert _device() == ("/device:GPU:0" if has_gpu else "the CPU (no GPU visible)")
