@@ -184,7 +184,8 @@ def read_labels(out: Path) -> dict[str, list[str]]:
         return {d["image_id"]: d["tags"] for d in map(json.loads, f)}
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``1024x768`` -> (1024, 768): width and height."""
     w, _, h = text.partition("x")
     return int(w), int(h)
 
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bad-files", action="store_true")
-    parser.add_argument("--size", type=_size, default=None, help="WxH, e.g. 1024x768")
+    parser.add_argument("--size", type=parse_size, default=None, help="WxH, e.g. 1024x768")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     generate(args.out, args.count, args.seed, args.bad_files, args.size)
