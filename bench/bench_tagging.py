@@ -107,7 +107,7 @@ def tf_rate(model: Any, x: np.ndarray, batch: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -136,9 +136,9 @@ def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
     out = []
     try:
         for _ in range(runs):
-            before = _cpu_seconds(jvm)
+            before = cpu_seconds(jvm)
             summary = run_job(spark, args, settings)
-            out.append(Run(summary.scored, summary.seconds, _cpu_seconds(jvm) - before))
+            out.append(Run(summary.scored, summary.seconds, cpu_seconds(jvm) - before))
         return out
     finally:
         spark.stop()
