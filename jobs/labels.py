@@ -187,16 +187,18 @@ def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any
     """The listed files, and the rows a worker decodes, in few partitions: (path) of
     local files, which the worker opens, else (path, content) read by Spark."""
     root = image_folder(dataset.images)
+    given = spark.sparkContext.getConf()
     for key, value in FILE_PACKING.items():
-        spark.conf.set(key, value)
+        if not given.contains(key):  # a --conf of spark-submit wins
+            spark.conf.set(key, value)
     pattern = extension_pattern(dataset)
     files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
     wanted = ("path",) if is_local(root) else ("path", "content")
     images = files.where(files.length <= dataset.max_image_bytes).select(*wanted)
     if partitions:
         return files, images.repartition(partitions)
-    # Each Python task costs ~0.1 s to start: merge the file splits (no shuffle) into a
-    # few large tasks per core.
+    # Each Python task has a start-up cost comparable to scoring a few hundred images:
+    # merge the file splits (no shuffle) into a few large tasks per core.
     parallelism = spark.sparkContext.defaultParallelism
     rounds = max(1, math.ceil(listed_count(files) / (IMAGES_PER_TASK * parallelism)))
     return files, images.coalesce(min(images.rdd.getNumPartitions(), rounds * parallelism))
