@@ -15,6 +15,7 @@ Prints images/s of all workers together for each round and the medians.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         raws = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
         saved = str(work / "model" / "saved_model")
         n = args.cores
-        with ProcessPoolExecutor(n) as pool:
+        spawn = multiprocessing.get_context("spawn")  # TensorFlow is loaded here already
+        with ProcessPoolExecutor(n, mp_context=spawn) as pool:
             found = list(pool.map(_worker, [raws[i::n] for i in range(n)], [saved] * n,
                                   [side] * n, [args.batch] * n))  # fmt: skip
     totals = [sum(rates) for rates in zip(*found, strict=True)]

@@ -66,7 +66,9 @@ def passes(folder: Path, packed: bool, paths: bool, n: int) -> list[tuple[float,
     try:
         for _ in range(n):
             cpu, started = cpu_seconds(jvm), time.perf_counter()
-            files = spark.read.format("binaryFile").load(str(folder / "*.jpg"))
+            files = (
+                spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").load(str(folder))
+            )
             frame = files.select("path") if paths else files.select("path", "content")
             tasks = 2 * max(1, math.ceil(len(files._jdf.inputFiles()) / (IMAGES_PER_TASK * 2)))
             frame = frame.coalesce(min(frame.rdd.getNumPartitions(), tasks))

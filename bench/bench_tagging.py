@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         _, tensor = image_input(model.signatures.serving, "tagger")
         h, w, c = image_dims(tensor)
         raws = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
-        x = np.stack([decode_one(r, (h, w), c) for r in raws[: max(args.batch * 2, 256)]])
+        sample = raws[: 512 if args.size else 4096]  # seconds of TF, in memory
+        x = np.stack([decode_one(r, (h, w), c) for r in sample])
         tf = tf_rate(model, x, args.batch, args.repeats)
         dec = decode_rate(raws, (h, w), c, args.cores, args.repeats)
         full = decode_rate(raws, (h, w), c, args.cores, args.repeats, reduced=False)
