@@ -23,7 +23,9 @@ its own redis-server, then measures on the same cores:
 - with ``--before REV``: the job of that git revision (its files extracted apart, run in
   a process of its own with the same photos, model, Redis and cores), before ours.
 
-Prints a markdown table and the ratio of the job to the slower of inference and decode,
+TensorFlow runs where it places itself: the CPU on a machine without a GPU (each job
+worker prints its device). Prints a markdown table and the ratio of the job to the slower
+of inference and decode,
 beside the bound of a job that does both on the same cores with no other work
 (1 / (1/TF + 1/decode)): each photo is decoded, then inferred, by the same core.
 """
