@@ -27,6 +27,9 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) -m bench.bench_scoring
 	$(PY) -m bench.bench_tagging
+	$(PY) -m bench.bench_tagging --size 1024x768 --count 400 --before 8dcc8e0
+	$(PY) -m bench.bench_reading
+	$(PY) -m bench.bench_overlap --size 1024x768
 	$(PY) -m bench.bench_lookup
 	$(PY) -m bench.bench_publish
 	$(PY) -m bench.bench_fallback

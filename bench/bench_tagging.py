@@ -1,10 +1,14 @@
 """Where the time of bulk tagging goes, measured in one run.
 
     python -m bench.bench_tagging [--count 16000] [--cores 2]
+    python -m bench.bench_tagging --size 1024x768 --count 400 [--before 8dcc8e0]
 
 Generates demo photos (examples.hotels.imagegen), trains the demo's tagger briefly
 (examples.hotels.train_tagger; speed does not depend on its quality) and registers it as
-any team's model is (prescore.model_import.register), with the demo's ``tags`` dataset as
+any team's model is (prescore.model_import.register). With ``--size WxH`` the photos are
+photo-like JPEGs of that size (150-300 KiB each) and the model MobileNetV3Small at 224x224
+with random weights (bench.tagging_setup), registered the same way. The demo's ``tags``
+dataset as
 declared (examples/hotels/prescore.toml, its paths under a temporary PRESCORE_VAR); starts
 its own redis-server, then measures on the same cores:
 
@@ -15,9 +19,13 @@ its own redis-server, then measures on the same cores:
 - raw batched TensorFlow on already-decoded tensors (the registered SavedModel's serving
   signature, prescore.tf_model.TFModel, as the job calls it);
 - decoding alone (prescore.image_features.decode to the model's input size, one process
-  per core, bytes in memory).
+  per core, bytes in memory), at reduced scale (as the job decodes) and at full scale;
+- with ``--before REV``: the job of that git revision (its files extracted apart, run in
+  a process of its own with the same photos, model, Redis and cores), before ours.
 
-Prints a markdown table and the ratio of the job to the slower of inference and decode,
+TensorFlow runs where it places itself: the CPU on a machine without a GPU (each job
+worker prints its device). Prints a markdown table and the ratio of the job to the slower
+of inference and decode,
 beside the bound of a job that does both on the same cores with no other work
 (1 / (1/TF + 1/decode)): each photo is decoded, then inferred, by the same core.
 """
@@ -25,12 +33,15 @@ beside the bound of a job that does both on the same cores with no other work
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +50,44 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
 
 
-def _decode_chunk(raws: list[bytes], size: tuple[int, int], channels: int) -> int:
+@dataclass(frozen=True)
+class Run:
+    """One job run: images scored, seconds, CPU seconds of Spark's JVM."""
+
+    scored: int
+    seconds: float
+    jvm_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.scored / self.seconds
+
+
+def _decode_chunk(raws: list[bytes], size: tuple[int, int], channels: int, reduced: bool) -> int:
     from prescore.image_features import decode
 
     for raw in raws:
-        decode(raw, size, channels=channels)
+        decode(raw, size, channels=channels, reduced=reduced)
     return len(raws)
 
 
 def decode_rate(
-    raws: list[bytes], size: tuple[int, int], channels: int, cores: int, repeats: int
-) -> float:
+    raws: list[bytes], size: tuple[int, int], channels: int, cores: int, repeats: int,
+    reduced: bool = True,
+) -> float:  # fmt: skip
     """Images/s of decode + resize alone (as jobs.labels decodes), ``cores`` processes."""
     chunks = [raws[i::cores] for i in range(cores)]
-    sizes, chans = [size] * cores, [channels] * cores
+    sizes, chans, how = [size] * cores, [channels] * cores, [reduced] * cores
     with ProcessPoolExecutor(cores) as pool:
-        list(pool.map(_decode_chunk, [c[:50] for c in chunks], sizes, chans))  # import first
+        list(pool.map(_decode_chunk, [c[:20] for c in chunks], sizes, chans, how))  # imports
         rates = []
         for _ in range(repeats):
             started = time.perf_counter()
-            done = sum(pool.map(_decode_chunk, chunks, sizes, chans))
+            done = sum(pool.map(_decode_chunk, chunks, sizes, chans, how))
             rates.append(done / (time.perf_counter() - started))
     return statistics.median(rates)
 
@@ -83,15 +109,15 @@ def tf_rate(model: Any, x: np.ndarray, batch: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def job_rates(settings: Any, cores: int, runs: int, batch: int) -> tuple[list[Any], list[float]]:
-    """Summaries of ``runs`` bulk jobs of the ``tags`` dataset in one local SparkSession,
-    and the CPU seconds its JVM (listing, reading the files, Arrow) spent in each."""
+def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
+    """``runs`` bulk jobs of the ``tags`` dataset in one local SparkSession, each with the
+    CPU seconds its JVM (listing, reading the files, Arrow) spent."""
     from pyspark.sql import SparkSession
 
     from jobs.bulk import SESSION_CONF
@@ -109,91 +135,169 @@ def job_rates(settings: Any, cores: int, runs: int, batch: int) -> tuple[list[An
     args = parse_args(["--dataset", "tags", "--batch-rows", str(batch)])
     gateway: Any = spark.sparkContext._jvm
     jvm = int(gateway.ProcessHandle.current().pid())
-    summaries, jvm_cpu = [], []
+    out = []
     try:
         for _ in range(runs):
-            before = _cpu_seconds(jvm)
-            summaries.append(run_job(spark, args, settings))
-            jvm_cpu.append(_cpu_seconds(jvm) - before)
-        return summaries, jvm_cpu
+            before = cpu_seconds(jvm)
+            summary = run_job(spark, args, settings)
+            out.append(Run(summary.scored, summary.seconds, cpu_seconds(jvm) - before))
+        return out
     finally:
         spark.stop()
+
+
+def settings_of(work: Path, redis_url: str) -> Any:
+    """The demo's declarations over ``work`` (PRESCORE_VAR), its model store and Redis."""
+    from prescore.datasets import load
+    from prescore.settings import ModelStoreSettings, RedisSettings, Settings
+
+    models = ModelStoreSettings(root=(work / "models").as_uri())
+    catalog = load(CONFIG, {"PRESCORE_VAR": str(work)})
+    return Settings(redis=RedisSettings(url=redis_url), models=models, catalog=catalog)
+
+
+def job_only(work: Path, redis_url: str, cores: int, runs: int, batch: int) -> int:
+    """Run the job of the code on sys.path and print its runs as JSON (--before's child)."""
+    found = job_rates(settings_of(work, redis_url), cores, runs, batch)
+    print("RUNS " + json.dumps([[r.scored, r.seconds, r.jvm_cpu] for r in found]))
+    return 0
+
+
+def before_tree(rev: str, work: Path) -> Path:
+    """The files of git revision ``rev`` in a folder of their own."""
+    tree = work / f"before-{rev}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def before_runs(tree: Path, work: Path, redis_url: str, args: argparse.Namespace) -> list[Run]:
+    """The job of the revision in ``tree`` on the same photos, model and Redis, in a
+    process whose imports come from that revision's files."""
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--job-only", str(work),
+        "--redis-url", redis_url, "--cores", str(args.cores), "--runs", str(args.runs),
+        "--batch", str(args.batch),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYSPARK_PYTHON": sys.executable}
+    out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    found = [line for line in out.stdout.splitlines() if line.startswith("RUNS ")]
+    if out.returncode or not found:
+        raise RuntimeError(f"the job of {args.before} failed:\n{out.stderr[-3000:]}")
+    return [Run(*r) for r in json.loads(found[-1][5:])]
+
+
+def warm_rate(runs: list[Run], per_round: int) -> float:
+    """The median rate of the warm runs (all but the first of each round)."""
+    warm = [r.rate for i, r in enumerate(runs) if i % per_round]
+    return statistics.median(warm or [runs[0].rate])
+
+
+def cold_rate(runs: list[Run], per_round: int) -> float:
+    return statistics.median(r.rate for r in runs[::per_round])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=16000)
+    parser.add_argument("--size", help="WxH photos, e.g. 1024x768")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3, help="job runs; the first is cold")
+    parser.add_argument("--runs", type=int, default=3, help="job runs a round; the first cold")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (--before: each first)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--before", help="also the job of this git revision, run first")
+    parser.add_argument("--job-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.job_only:
+        return job_only(args.job_only, args.redis_url, args.cores, args.runs, args.batch)
+    from examples.hotels.imagegen import parse_size  # not in --job-only: an older tree's
 
-    from examples.hotels.imagegen import generate
-    from examples.hotels.train_tagger import load_images, train
-    from prescore.datasets import load
+    args.size = parse_size(args.size) if args.size else None
+
+    from bench.tagging_setup import prepare
     from prescore.embedded_redis import RedisProcess
-    from prescore.model_import import register
     from prescore.modelstore import ModelStore
-    from prescore.settings import ModelStoreSettings, RedisSettings, Settings
-    from prescore.signature import image_input
+    from prescore.signature import image_dims, image_input
     from prescore.tf_model import TFModel
 
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         work = Path(tmp)
-        images = work / "images"  # where the demo's declaration reads: $PRESCORE_VAR/images
-        generate(images, args.count, seed=5)
-        train(images, work / "train", epochs=2, seed=5)
-        catalog = load(CONFIG, {"PRESCORE_VAR": str(work)})
-        store = ModelStore(ModelStoreSettings(root=(work / "models").as_uri()))
-        done = register(
-            store, catalog, "tagger", str(work / "train"), promote=True, int8=False,
-            say=lambda _: None,
-        )  # fmt: skip
-        ref = store.resolve("tagger")
-        model = TFModel(ref.saved_model, ref.meta)
-        _, tensor = image_input(model.signatures.serving, "tagger")
-        height, width, channels = (int(d or 0) for d in tensor.shape[1:])  # fixed: checked
-        size = (height, width)
-        raws = [p.read_bytes() for p in sorted(images.glob("*.jpg"))]
-        x, _ = load_images(images, size)
-
+        photos, model_name = prepare(CONFIG, work, args.count, args.size)
         redis = RedisProcess(work / "redis").start()
-        settings = Settings(
-            redis=RedisSettings(url=redis.url), models=store.settings, catalog=catalog
-        )
+        settings = settings_of(work, redis.url)
+        tree = before_tree(args.before, work) if args.before else None
+        ours: list[Run] = []
+        before: list[Run] = []
         try:
-            summaries, jvm_cpu = job_rates(settings, args.cores, args.runs, args.batch)
+            for _ in range(args.rounds):  # side by side: the machine's load moves
+                if tree is not None:
+                    before += before_runs(tree, work, redis.url, args)
+                ours += job_rates(settings, args.cores, args.runs, args.batch)
         finally:
             redis.stop()
+        ref = ModelStore(settings.models).resolve("tagger")
+        model = TFModel(ref.saved_model, ref.meta)
+        _, tensor = image_input(model.signatures.serving, "tagger")
+        h, w, c = image_dims(tensor)
+        raws = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
+        sample = raws[: 512 if args.size else 4096]  # seconds of TF, in memory
+        x = np.stack([decode_one(r, (h, w), c) for r in sample])
         tf = tf_rate(model, x, args.batch, args.repeats)
-        dec = decode_rate(raws, size, channels, args.cores, args.repeats)
-
-    rates = [s.scored / s.seconds for s in summaries]
-    warm = statistics.median(rates[1:]) if len(rates) > 1 else rates[0]
-    floor = min(tf, dec)
+        dec = decode_rate(raws, (h, w), c, args.cores, args.repeats)
+        full = decode_rate(raws, (h, w), c, args.cores, args.repeats, reduced=False)
+    kib = statistics.median(len(r) for r in raws) / 1024
     print(
-        f"\n{args.count} photos (96-160 px JPEG -> {size[0]}x{size[1]}), tagger v{done.version}, "
+        f"\n{len(raws)} photos ({photos} -> {h}x{w}, median {kib:.0f} KiB), {model_name}, "
         f"{args.cores} cores (local[{args.cores}]), batch {args.batch}\n"
     )
-    print("| step | images/s | vs slower of TF and decode |")
-    print("|---|---:|---:|")
-    print(f"| job end to end, warm (median of {len(rates) - 1} runs) | {warm:,.0f} "
-          f"| {warm / floor:.0%} |")  # fmt: skip
-    print(f"| job end to end, cold (first run) | {rates[0]:,.0f} | {rates[0] / floor:.0%} |")
-    print(f"| raw batched TensorFlow, decoded tensors | {tf:,.0f} | {tf / floor:.0%} |")
-    print(f"| decode + resize alone | {dec:,.0f} | {dec / floor:.0%} |")
-    bound = 1 / (1 / tf + 1 / dec)
-    print(f"| bound: decode then TF on the same cores, nothing else | {bound:,.0f} "
-          f"| {bound / floor:.0%} |")  # fmt: skip
-    print(f"\njob runs: {', '.join(f'{r:,.0f}' for r in rates)} images/s; target: warm >= 50%")
-    share = [cpu / (s.seconds * args.cores) for cpu, s in zip(jvm_cpu, summaries, strict=True)]
-    used = ", ".join(f"{c:.1f} s ({x:.0%})" for c, x in zip(jvm_cpu, share, strict=True))
-    print(
-        f"Spark's JVM (listing, reading each file, Arrow) used {used} of the cores' CPU in "
-        "those runs: time the workers' decode and TF do not get."
-    )
+    report(ours, before, args, tf, dec, full)
     return 0
+
+
+def decode_one(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray:
+    from prescore.image_features import decode
+
+    return decode(raw, size, channels=channels)
+
+
+def report(
+    ours: list[Run], before: list[Run], args: argparse.Namespace, tf: float, dec: float,
+    full: float,
+) -> None:  # fmt: skip
+    """The markdown table and the JVM's share of the cores."""
+    floor, cores = min(tf, dec), args.cores
+    rows = [
+        ("job end to end, warm", warm_rate(ours, args.runs)),
+        ("job end to end, cold (first run of a session)", cold_rate(ours, args.runs)),
+    ]
+    if before:
+        rows += [
+            (f"job of {args.before}, warm", warm_rate(before, args.runs)),
+            (f"job of {args.before}, cold", cold_rate(before, args.runs)),
+        ]
+    bound = 1 / (1 / tf + 1 / dec)
+    rows += [
+        ("raw batched TensorFlow, decoded tensors", tf),
+        ("decode + resize alone (reduced scale, as the job decodes)", dec),
+        ("decode + resize alone, full-scale decode", full),
+        ("bound: decode then TF on the same cores, nothing else", bound),
+    ]
+    print("| step | images/s | per core | vs slower of TF and decode |")
+    print("|---|---:|---:|---:|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.1f} | {rate / cores:,.1f} | {rate / floor:.0%} |")
+    if before:
+        gain = warm_rate(ours, args.runs) / warm_rate(before, args.runs)
+        print(f"\nwarm job, ours against {args.before}: {gain:.2f}x (medians)")
+    for who, runs in (("ours", ours), (args.before, before)):
+        if runs:
+            share = ", ".join(f"{r.jvm_cpu:.1f} s ({r.jvm_cpu / (r.seconds * cores):.0%})"
+                              for r in runs)  # fmt: skip
+            rates = ", ".join(f"{r.rate:,.1f}" for r in runs)
+            print(f"{who}: runs {rates} images/s; Spark's JVM used {share} of the cores")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ COPY pyproject.toml README.md ./
 COPY prescore prescore
 COPY jobs jobs
 COPY docker/spark-entrypoint.sh /opt/prescore/docker/spark-entrypoint.sh
+# Spark's GPU discovery for executors that request GPUs (k8s/spark-operator-gpu).
+COPY docker/getGpusResources.sh /opt/prescore/docker/getGpusResources.sh
 # The job scripts stay at /opt/prescore/jobs/*.py for spark-submit (local:///opt/prescore/...);
 # the packages are installed so executors import them too.
 RUN pip install --no-cache-dir --no-deps . \

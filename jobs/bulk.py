@@ -18,6 +18,7 @@ import gc
 import os
 import random
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -182,12 +183,23 @@ def _load(conf: Mapping[str, Any]) -> Any:
     store = ModelStore(ModelStoreSettings(**conf["models"]))
     ref = store.resolve(conf["dataset"]["model"], conf["model_version"])
     model = TFModel(ref.saved_model, ref.meta)
+    print(f"prescore worker {os.getpid()}: {ref.name}/{ref.version} runs on {_device()}",
+          file=sys.stderr, flush=True)  # fmt: skip
     # TensorFlow and a loaded model are ~300k tracked objects that live as long as the
     # worker: frozen, the collector stops walking them on every full collection (a sixth
     # of a scoring task's time otherwise).
     gc.collect()
     gc.freeze()
     return model
+
+
+def _device() -> str:
+    """Where TensorFlow places the model's ops: its first GPU when one is visible (a GPU
+    build places them there by itself; nothing here pins the CPU), else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else "the CPU (no GPU visible)"
 
 
 def _one_thread_per_task() -> None:

@@ -1,9 +1,12 @@
 """Bulk scoring of a ``labels`` dataset: each image's (or row's) labels above threshold.
 
-**Images** are read with Spark's binaryFile source (any path or glob Spark reads). The
+**Images** are listed with Spark's binaryFile source (any path or glob Spark reads). The
 key rule: the file name without its extension (``.../images/img-42.jpg`` -> ``img-42``);
-a name that is not a valid id is a bad file. Decoding and resizing to the model's input
-size run inside the workers (mapInPandas), with the model loaded once per worker.
+a name that is not a valid id is a bad file. A local or mounted folder's files are
+opened by the Python workers themselves (Spark hands them paths: no file's bytes cross
+the JVM and Arrow); any other store's (``hdfs://``) are read by Spark. Decoding and
+resizing to the model's input size run inside the workers (mapInPandas), with the model
+loaded once per worker.
 Corrupt, empty, oversized or non-image files are counted and listed in the summary and
 get no payload; they never fail the job. Only files with one of the declared extensions
 are read; files over the declared size are reported from their listed length, unread.
@@ -20,7 +23,7 @@ import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -36,8 +39,15 @@ from prescore.image_store import image_extensions, image_folder
 from prescore.modelstore import ModelRef
 from prescore.signature import Signatures, check_labels, image_dims, image_input
 
-FILE_SPLITS_PER_TASK = 64  # a split holds ~32 small files (openCostInBytes)
+IMAGES_PER_TASK = 2048
 ARROW_BATCH_FILES = 512
+# Files packed into splits by their bytes: Spark's default counts 4 MB for each file
+# opened, which for photos of a few KB to a few hundred means one small split per few
+# dozen files and a JVM busy planning and opening them.
+FILE_PACKING = {
+    "spark.sql.files.maxPartitionBytes": "16m",
+    "spark.sql.files.openCostInBytes": "64k",
+}
 
 
 def _payloads(conf: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, meta: Any) -> list:
@@ -57,17 +67,31 @@ def image_key(path: str) -> str:
 def decode_all(
     frame: pd.DataFrame, size: tuple[int, int], channels: int, max_bytes: int
 ) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """Keys and pixels of the good images in ``frame``, and ``path: reason`` of bad ones."""
+    """Keys and pixels of the good images in ``frame``, and ``path: reason`` of bad ones.
+
+    ``frame`` holds each file's bytes (``content``, read by Spark) or only its ``path``,
+    a local file this worker opens itself."""
     ids, pixels, bad = [], [], []
-    for path, content in zip(frame["path"], frame["content"], strict=True):
+    contents = frame.get("content")
+    for i, path in enumerate(frame["path"]):
         try:
             key = image_key(path)
-            pixels.append(decode(bytes(content or b""), size, max_bytes, channels=channels))
+            raw = contents.iat[i] if contents is not None else read_local(path, max_bytes)
+            pixels.append(decode(bytes(raw or b""), size, max_bytes, channels=channels))
         except InvalidInput as exc:
             bad.append(f"{path}: {exc.code}")
             continue
+        except OSError:  # gone or unreadable since it was listed
+            bad.append(f"{path}: unreadable")
+            continue
         ids.append(key)
     return ids, pixels, bad
+
+
+def read_local(path: str, max_bytes: int) -> bytes:
+    """A listed local file's bytes, at most ``max_bytes + 1`` (the decoder refuses more)."""
+    with open(path[len("file:") :] if path.startswith("file:") else path, "rb") as f:
+        return f.read(max_bytes + 1)
 
 
 def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
@@ -161,19 +185,29 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
 
 
 def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any]:
-    """The listed files, and their (path, content) rows a worker decodes, in few partitions."""
+    """The listed files, and the rows a worker decodes, in few partitions: (path) of
+    local files, which the worker opens, else (path, content) read by Spark."""
     root = image_folder(dataset.images)
+    given = spark.sparkContext.getConf()
+    for key, value in FILE_PACKING.items():
+        if not given.contains(key):  # a --conf of spark-submit wins
+            spark.conf.set(key, value)
     pattern = extension_pattern(dataset)
     files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
-    images = files.where(files.length <= dataset.max_image_bytes).select("path", "content")
-    parallelism = spark.sparkContext.defaultParallelism
+    wanted = ("path",) if is_local(root) else ("path", "content")
+    images = files.where(files.length <= dataset.max_image_bytes).select(*wanted)
     if partitions:
         return files, images.repartition(partitions)
-    # Each Python task costs ~0.1 s to start here, as long as scoring 200-300 images:
+    # Each Python task has a start-up cost comparable to scoring a few hundred images:
     # merge the file splits (no shuffle) into a few large tasks per core.
-    splits = images.rdd.getNumPartitions()
-    rounds = max(1, math.ceil(splits / (FILE_SPLITS_PER_TASK * parallelism)))
-    return files, images.coalesce(min(splits, rounds * parallelism))
+    parallelism = spark.sparkContext.defaultParallelism
+    rounds = max(1, math.ceil(listed_count(files) / (IMAGES_PER_TASK * parallelism)))
+    return files, images.coalesce(min(images.rdd.getNumPartitions(), rounds * parallelism))
+
+
+def is_local(root: str) -> bool:
+    """Whether ``root`` is a local (or mounted) folder a Python worker can open."""
+    return urlparse(root).scheme in ("", "file")
 
 
 def runner(

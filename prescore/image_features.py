@@ -2,7 +2,11 @@
 
 Shared by the bulk labels job and the live fallback, so both feed the model the same
 pixels: decoded, converted to RGB (or grey for one channel), resized to the model's
-input size, as uint8; a float32 input gets them scaled to [0, 1]. Bad input raises
+input size, as uint8; a float32 input gets them scaled to [0, 1]. A JPEG is decoded at
+the smallest DCT scale (1/2, 1/4, 1/8) whose image still covers the input size, then
+resized like any other: a fraction of the work of a full decode for a large photo, with
+the same pixels to within resampling noise. Training decodes through this function too,
+so a model sees the pixels it was trained on. Bad input raises
 InvalidInput with a stable code, before any large allocation: the header is read first,
 so a decompression bomb is refused without being decoded.
 """
@@ -26,8 +30,11 @@ def decode(
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
     channels: int = 3,
+    reduced: bool = True,
 ) -> np.ndarray:
-    """Decode and resize to ``size`` (height, width): uint8 [H, W, channels]."""
+    """Decode and resize to ``size`` (height, width): uint8 [H, W, channels].
+
+    ``reduced=False`` decodes a JPEG at full scale (to compare the two paths)."""
     if not raw:
         raise InvalidInput("image is empty", code="empty_image")
     if len(raw) > max_bytes:
@@ -39,9 +46,9 @@ def decode(
                     f"image has {img.width}x{img.height} pixels, over {max_pixels}",
                     code="image_too_large",
                 )
-            img.draft("RGB", (size[1], size[0]))  # JPEG: decode at a reduced scale
             mode = "L" if channels == 1 else "RGB"
-            rgb = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            box = _draft(img, mode, size) if reduced else None
+            rgb = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR, box)
     except InvalidInput:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own header check, far over ours
@@ -52,6 +59,19 @@ def decode(
         raise InvalidInput("not a readable image", code="bad_image") from exc
     pixels = np.asarray(rgb, np.uint8)
     return pixels[:, :, None] if channels == 1 else pixels
+
+
+def _draft(
+    img: Image.Image, mode: str, size: tuple[int, int]
+) -> tuple[float, float, float, float] | None:
+    """Ask a JPEG decoder for the smallest scale at or above ``size``; the region of the
+    reduced image that holds the whole photo, or None where nothing was reduced.
+
+    A reduced image is rounded up to whole pixels, so its last column and row may cover
+    less than a full one; resizing ``box`` rather than the whole image keeps the geometry
+    of the full decode."""
+    drafted = img.draft(mode, (size[1], size[0]))  # None for any format but JPEG
+    return None if drafted is None else drafted[1]
 
 
 def model_input(pixels: np.ndarray, dtype: str) -> np.ndarray:

@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
-BUILDS = (*(f"overlays/{o}" for o in OVERLAYS), "spark-operator")  # every kustomization
+BUILDS = (*(f"overlays/{o}" for o in OVERLAYS), "spark-operator", "spark-operator-gpu")
 K8S_VERSION = "1.33"  # the Kubernetes API version every object must validate against
 SCHEMAS = K8S / "schemas"
 CRD_FILES = {

@@ -213,6 +213,7 @@ def test_hadolint_passes(path: Path) -> None:
 def test_shell_scripts_pass_shellcheck() -> None:
     scripts = [
         DOCKER / "spark-entrypoint.sh",
+        DOCKER / "getGpusResources.sh",
         ROOT / "k8s" / "tools" / "install-checkov.sh",
         REQUIREMENTS / "compile.sh",
     ]

@@ -5,6 +5,7 @@ Real TensorFlow and LiteRT, a real fallback process, real local Spark, real Redi
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import redis
 import requests
+from PIL import Image
 
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
@@ -196,13 +198,39 @@ def test_live_labels_equal_the_bulk_jobs(
     summary = run_job(spark, parse_args(["--dataset", dataset]), s)
     wanted = fd.IMAGES if dataset == "colours" else [f"s{i}" for i in range(0, 40, 3)]
     assert summary.rows == len(wanted if dataset == "colours" else range(40))
+    _assert_live_equals_stored(s, rclient, dataset, summary.version, wanted)
+
+
+def test_live_and_bulk_tags_agree_on_photos_decoded_at_reduced_scale(
+    spark: Any, settings: Settings, rclient: redis.Redis, colours: dict[str, Any],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Photos far larger than the model's input, decoded at 1/2 to 1/8 scale in both."""
+    folder = fd.image_folder(tmp_path, colours, junk=False)
+    big = {"big-0": (640, 480), "big-1": (1024, 768), "big-2": (1600, 1200)}
+    for i, (key, (w, h)) in enumerate(big.items()):
+        raw = domains.colour_jpeg({domains.COLOURS[i]}, size=w, seed=i)
+        with Image.open(io.BytesIO(raw)) as img:
+            img.resize((w, h)).save(folder / f"{key}.jpg", quality=90)
+    config = fd.write_config(tmp_path / "prescore.toml", images=folder)
+    s = fd.store_settings(settings, config, tmp_path)
+    registered(s, "colour-tagger", colours["model"])
+    summary = run_job(spark, parse_args(["--dataset", "colours"]), s)
+    assert summary.rows == len(fd.IMAGES) + len(big)
+    _assert_live_equals_stored(s, rclient, "colours", summary.version, [*big, *fd.IMAGES])
+
+
+def _assert_live_equals_stored(
+    s: Settings, rclient: redis.Redis, dataset: str, version: str, wanted: list[str]
+) -> None:
+    """The fallback's live answer for each key is the payload the bulk run stored."""
     client = create_app(FallbackSettings(core=s, runtime="tf"), watch=False).test_client()
     reply = client.post(
         f"/v1/datasets/{dataset}:predict", json={"instances": [{"key": k} for k in wanted]}
     )
     assert reply.status_code == 200, reply.get_json()
     for key, live in zip(wanted, reply.get_json()["predictions"], strict=True):
-        stored = json.loads(stored_payload(rclient, dataset, summary.version, key) or b"")
+        stored = json.loads(stored_payload(rclient, dataset, version, key) or b"")
         assert live["source"] == "live" and "source" not in stored
         plain = {k: v for k, v in live.items() if k not in ("source", "scored_at", "colours")}
         assert plain == {k: v for k, v in stored.items() if k not in ("scored_at", "colours")}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from examples.hotels.imagegen import TAGS, generate, main, read_labels
 from prescore.errors import InvalidInput
@@ -68,3 +69,12 @@ def test_cli_writes_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "huge-1": "image_too_large",
     }
     assert len(read_labels(tmp_path)) == 5  # bad files have no labels
+
+
+def test_large_photos_have_a_cameras_size_and_file_size(tmp_path: Path) -> None:
+    generate(tmp_path, 4, seed=3, size=(1024, 768))
+    for path in sorted(tmp_path.glob("*.jpg")):
+        with Image.open(path) as img:
+            assert img.size == (1024, 768) and img.mode == "RGB"
+        assert 150 * 1024 <= path.stat().st_size <= 300 * 1024, path.stat().st_size
+    assert len(read_labels(tmp_path)) == 4

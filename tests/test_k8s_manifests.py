@@ -46,6 +46,7 @@ NAMESPACE = {
     "overlays/dev": "prescore-dev",
     "overlays/prod": "prescore",
     "spark-operator": "prescore",
+    "spark-operator-gpu": "prescore",
 }
 
 
@@ -103,8 +104,9 @@ def test_vendored_crds_are_the_published_files() -> None:
     assert "kubeflow/spark-operator" in readme and "v2.5.2" in readme
 
 
-def test_spark_applications_match_the_operator_crd() -> None:
-    apps = of_kind(render("spark-operator"), "ScheduledSparkApplication")
+@pytest.mark.parametrize("build", ["spark-operator", "spark-operator-gpu"])
+def test_spark_applications_match_the_operator_crd(build: str) -> None:
+    apps = of_kind(render(build), "ScheduledSparkApplication")
     assert {a["metadata"]["name"] for a in apps} == {"prescore-score-reco", "prescore-score-tags"}
     for app in apps:
         jsonschema.validate(app, crd_schema("ScheduledSparkApplication"))
@@ -126,6 +128,40 @@ def test_spark_applications_match_the_operator_crd() -> None:
         typo["spec"]["driver"]["serviceAcount"] = "x"  # the API server would prune it
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(typo, crd_schema("SparkApplication"))
+
+
+def test_the_gpu_build_puts_only_the_tagging_executors_on_a_gpu() -> None:
+    plain, gpu = render("spark-operator"), render("spark-operator-gpu")
+    tags = find(gpu, "ScheduledSparkApplication", "prescore-score-tags")["spec"]["template"]
+    conf = tags["sparkConf"]
+    assert conf["spark.executor.resource.gpu.amount"] == "1"
+    assert conf["spark.executor.resource.gpu.vendor"] == "nvidia.com"  # Spark sets the limit
+    cores = tags["executor"]["cores"]
+    assert float(conf["spark.task.resource.gpu.amount"]) * cores == 1  # its tasks share it
+    assert conf["spark.executorEnv.TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    script = conf["spark.executor.resource.gpu.discoveryScript"]
+    dockerfile = (ROOT / "docker" / "jobs.Dockerfile").read_text()
+    assert f"COPY docker/{Path(script).name} {script}" in dockerfile
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tags[
+        "executor"]["template"]["spec"]["tolerations"]  # fmt: skip
+    for name in ("prescore-score-tags", "prescore-score-reco"):
+        before = find(plain, "ScheduledSparkApplication", name)["spec"]["template"]
+        after = find(gpu, "ScheduledSparkApplication", name)["spec"]["template"]
+        for role in ("driver", "executor"):  # the pods are the same otherwise
+            spec = dict(after[role]["template"]["spec"])
+            if name.endswith("tags") and role == "executor":
+                del spec["tolerations"]
+            assert spec == before[role]["template"]["spec"], (name, role)
+        extra = {k: v for k, v in after["sparkConf"].items() if before["sparkConf"].get(k) != v}
+        assert bool(extra) == name.endswith("tags"), extra
+
+
+def test_the_gpu_discovery_script_says_gpu_and_no_address_without_a_gpu() -> None:
+    out = subprocess.run(
+        [str(ROOT / "docker" / "getGpusResources.sh")], capture_output=True, text=True,
+        check=True, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert json.loads(out.stdout) == {"name": "gpu", "addresses": []}  # this machine has none
 
 
 def test_the_operator_build_replaces_the_bulk_cronjobs_and_keeps_the_release_image() -> None:

@@ -4,24 +4,31 @@ and labels from a feature table. Real TensorFlow, real local Spark, real Redis."
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
-from examples.hotels.imagegen import TAGS, generate, read_labels
-from examples.hotels.train_tagger import train
-from jobs.labels import extension_pattern, image_key
+from examples.hotels.imagegen import TAGS, generate, large_photo, read_labels
+from examples.hotels.train_tagger import load_images, split, train
+from jobs.labels import decode_all, extension_pattern, image_key
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput, ModelStoreError
+from prescore.image_features import decode
 from prescore.image_store import image_extensions, image_folder
 from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
+from prescore.quality import mean_average_precision
 from prescore.settings import Settings, StoreSettings
+from prescore.tf_model import TFModel
 from prescore.versions import Versions, read_current
 from tests import domains
 from tests.helpers import DEMO_CONFIG, demo_catalog, registered, stored_payload, with_catalog
@@ -210,3 +217,91 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     assert [e["label"] for e in got["a2"]["labels"]] == ["wide"]
     assert [e["label"] for e in got["a3"]["labels"]] == ["tall"]
     assert got["a1"]["labels"][0]["score"] == pytest.approx(0.8808, abs=1e-3)  # sigmoid(2)
+
+
+# -- reduced-scale decode against the full decode ------------------------------------------
+
+# The largest score change the reduced-scale decode may make, and the 95th percentile of
+# the changes: a small CNN at 64x64 over photos decoded at 1/8 scale is the hardest case.
+SCORE_TOLERANCE = 0.15
+SCORE_P95 = 0.04
+PHOTO_SIZES = [(640, 480), (1024, 768), (1600, 1200)]
+
+
+def _encoded(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _tags(scores: np.ndarray, thresholds: np.ndarray) -> list[set[int]]:
+    return [set(np.flatnonzero(row >= thresholds)) for row in scores]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_reduced_scale_decode_tags_photos_as_the_full_decode_does(  # type: ignore[no-untyped-def]
+    tags_settings, fmt: str
+) -> None:
+    """Photos of several sizes: every score within SCORE_TOLERANCE of the full decode's,
+    and the same tags but where a score lies within the tolerance of its threshold."""
+    ref = ModelStore(tags_settings.models).resolve("tagger")
+    model = TFModel(ref.saved_model, ref.meta)
+    thresholds = np.array([ref.meta["thresholds"][t] for t in TAGS], np.float32)
+    rng = np.random.default_rng(3)
+    raws = [_encoded(large_photo(rng, size)[0], fmt) for size in PHOTO_SIZES for _ in range(6)]
+    scores = {
+        reduced: model({"image": np.stack([decode(r, (64, 64), reduced=reduced) for r in raws])})
+        for reduced in (True, False)
+    }
+    gap = np.abs(scores[True] - scores[False])
+    assert gap.max() <= SCORE_TOLERANCE, gap.max()
+    assert np.percentile(gap, 95) <= SCORE_P95, np.percentile(gap, 95)
+    near = np.abs(scores[False] - thresholds) <= SCORE_TOLERANCE
+    fast, full = _tags(scores[True], thresholds), _tags(scores[False], thresholds)
+    for row, (a, b) in enumerate(zip(fast, full, strict=True)):
+        assert a ^ b <= set(np.flatnonzero(near[row])), (PHOTO_SIZES[row // 6], a, b)
+    if fmt == "PNG":  # no DCT scales: the two paths are the same decode
+        assert gap.max() == 0.0
+
+
+def test_held_out_map_of_the_reduced_and_full_decode(demo_var: Path, tags_settings) -> None:  # type: ignore[no-untyped-def]
+    """The demo's held-out photos scored after each decode: the same quality."""
+    ref = ModelStore(tags_settings.models).resolve("tagger")
+    model = TFModel(ref.saved_model, ref.meta)
+    _, _, test = split(COUNT, seed=11)  # train_tagger's split of the fixture's photos
+    found = {}
+    for reduced in (True, False):
+        x, y = load_images(demo_var / "images", (64, 64), reduced=reduced)
+        found[reduced] = mean_average_precision(y[test], model({"image": x[test]}))
+    print(f"held-out mAP: reduced-scale decode {found[True]:.4f}, full {found[False]:.4f}")
+    assert found[True] == pytest.approx(ref.meta["metrics"]["map"], abs=1e-4)  # as trained
+    assert abs(found[True] - found[False]) <= 0.02, found
+
+
+def test_a_worker_decodes_the_same_from_paths_as_from_sparks_bytes(tmp_path: Path) -> None:
+    """Local files are opened by the worker; other stores' bytes come from Spark."""
+    generate(tmp_path, 3, seed=4, bad_files=True)
+    (tmp_path / "gone-1.jpg").write_bytes((tmp_path / "img-000000.jpg").read_bytes())
+    paths = [f"file:{p}" for p in sorted(tmp_path.glob("*.jpg"))]
+    frame = pd.DataFrame({"path": paths, "content": [Path(p[5:]).read_bytes() for p in paths]})
+    (tmp_path / "gone-1.jpg").unlink()  # listed, then removed before the worker opens it
+    by_path = decode_all(frame[["path"]], (64, 64), 3, 1_000_000)
+    by_bytes = decode_all(frame, (64, 64), 3, 1_000_000)
+    assert by_path[0] == ["img-000000", "img-000001", "img-000002"]
+    assert by_bytes[0] == ["gone-1", *by_path[0]]  # its bytes were read while it was there
+    assert all(np.array_equal(a, b) for a, b in zip(by_path[1], by_bytes[1][1:], strict=True))
+    bad = {"corrupt-1": "bad_image", "empty-1": "empty_image", "huge-1": "image_too_large",
+           "notes-1": "bad_image"}  # fmt: skip
+    assert by_bytes[2] == [f"file:{tmp_path}/{k}.jpg: {v}" for k, v in bad.items()]
+    assert by_path[2] == [
+        f"file:{tmp_path}/{k}.jpg: {v}" for k, v in sorted({**bad, "gone-1": "unreadable"}.items())
+    ]
+
+
+def test_a_worker_names_the_device_its_model_runs_on() -> None:
+    import tensorflow as tf
+
+    from jobs.bulk import _device
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))  # none on the test machines
+    assert _device() == ("/device:GPU:0" if has_gpu else "the CPU (no GPU visible)")

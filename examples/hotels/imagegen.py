@@ -1,6 +1,7 @@
 """Demo hotel photos: synthetic JPEGs where every tag has a visual signature.
 
     python -m examples.hotels.imagegen --out var/images --count 1500 --seed 7 [--bad-files]
+    python -m examples.hotels.imagegen --out var/photos --count 300 --size 1024x768
 
 Writes ``<image_id>.jpg`` and ``labels.jsonl`` into ``--out`` (one ``{"image_id", "tags"}`` a
 line). A sea view is a blue band under a sky, a pool a turquoise slab, a bed a white block
@@ -8,6 +9,9 @@ with pillows, a balcony dark railings, breakfast plates on a table, a seating ar
 a bathroom a tiled wall, a garden green foliage; each is placed, sized and coloured at
 random over a noisy wall, so the tagger has something real to learn. ``--bad-files`` adds
 a corrupt JPEG, an empty file, a text file and an oversized image, for the job to skip.
+``--size WxH`` writes photos of a real camera's size instead: the same scenes painted
+small, enlarged, under a light gradient and sensor-like noise, which a JPEG at quality 90
+stores in about 150-300 KiB as it would a real photo.
 """
 
 from __future__ import annotations
@@ -126,6 +130,19 @@ def photo(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[str]]:
     return Image.fromarray(pixels), tags
 
 
+def large_photo(
+    rng: np.random.Generator, size: tuple[int, int], noise: float = 6.0
+) -> tuple[Image.Image, list[str]]:
+    """One photo-like image of ``size`` (width, height) and its tags."""
+    img, tags = photo(rng, 192)
+    w, h = size
+    img = img.resize(size, Image.Resampling.BICUBIC)
+    yy, xx = np.mgrid[0:h, 0:w]
+    light = (xx * (30.0 / w) - yy * (20.0 / h))[..., None]  # a window's fall-off
+    pixels = np.asarray(img, np.float32) + light + rng.normal(0, noise, (h, w, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), tags
+
+
 def write_bad_files(photos: Path) -> list[str]:
     """Files the tagging job must skip and report."""
     (photos / "corrupt-1.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50)
@@ -135,14 +152,25 @@ def write_bad_files(photos: Path) -> list[str]:
     return ["corrupt-1", "empty-1", "notes-1", "huge-1"]
 
 
-def generate(out: Path, count: int, seed: int = 7, bad_files: bool = False) -> int:
-    """Write ``count`` photos and labels.jsonl under ``out``; returns the count."""
+def generate(
+    out: Path,
+    count: int,
+    seed: int = 7,
+    bad_files: bool = False,
+    size: tuple[int, int] | None = None,
+) -> int:
+    """Write ``count`` photos and labels.jsonl under ``out``; returns the count.
+
+    ``size`` (width, height): photo-like images of that size (large_photo) rather than
+    the small 96-160 px scenes."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "labels.jsonl", "w") as labels:
         for i in range(count):
-            size = int(rng.integers(96, 161))
-            img, tags = photo(rng, size)
+            if size is None:
+                img, tags = photo(rng, int(rng.integers(96, 161)))
+            else:
+                img, tags = large_photo(rng, size)
             image_id = f"img-{i:06d}"
             img.save(out / f"{image_id}.jpg", quality=90)
             labels.write(json.dumps({"image_id": image_id, "tags": tags}) + "\n")
@@ -156,15 +184,22 @@ def read_labels(out: Path) -> dict[str, list[str]]:
         return {d["image_id"]: d["tags"] for d in map(json.loads, f)}
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``1024x768`` -> (1024, 768): width and height."""
+    w, _, h = text.partition("x")
+    return int(w), int(h)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/images"))
     parser.add_argument("--count", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bad-files", action="store_true")
+    parser.add_argument("--size", type=parse_size, default=None, help="WxH, e.g. 1024x768")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    generate(args.out, args.count, args.seed, args.bad_files)
+    generate(args.out, args.count, args.seed, args.bad_files, args.size)
     print(
         f"wrote {args.count} photos and labels.jsonl to {args.out}"
         f"{' plus 4 bad files' if args.bad_files else ''}; "

@@ -32,11 +32,15 @@ from prescore.quality import average_precision, mean_average_precision
 IMAGE_SIZE = (64, 64)
 
 
-def load_images(images: Path, size: tuple[int, int] = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded images [n, H, W, 3] and their multi-hot labels [n, len(TAGS)]."""
+def load_images(
+    images: Path, size: tuple[int, int] = IMAGE_SIZE, reduced: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded images [n, H, W, 3] and their multi-hot labels [n, len(TAGS)]
+    (``reduced=False``: JPEGs decoded at full scale, prescore.image_features.decode)."""
     with open(images / "labels.jsonl") as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    x = np.stack([decode((images / f"{r['image_id']}.jpg").read_bytes(), size) for r in rows])
+    paths = [images / f"{r['image_id']}.jpg" for r in rows]
+    x = np.stack([decode(p.read_bytes(), size, reduced=reduced) for p in paths])
     y = np.array([[t in r["tags"] for t in TAGS] for r in rows], np.float32)
     return x, y
 
