@@ -117,12 +117,13 @@ def decode(raw: bytes, key: str, frames: Mapping[int, Frame]) -> bytes:
         raise ValueError(f"compact payload of {key!r} names frame {raw[1]}, which is missing")
     n, numbers = _unpack(raw)
     entries, closing = frame.entries, _CLOSING
-    pairs = zip(numbers[:n], numbers[n:], strict=True)
-    body = b"".join([entries[i] + closing[t] for i, t in pairs])
     entity = key[: -len(frame.context) - 1] if frame.context else key
-    return b"".join(
-        (frame.key_head, dumps(entity), frame.head_end, body[:-1] if n else b"", frame.tail)
-    )
+    parts = [frame.key_head, dumps(entity), frame.head_end]
+    for i in range(n):  # one join of the pieces: no entry is built on its own
+        parts.append(entries[numbers[i]])
+        parts.append(closing[numbers[n + i]])
+    body = b"".join(parts)
+    return (body[:-1] if n else body) + frame.tail
 
 
 _CLOSING = tuple(t + b"}," for t in TICK_TEXT)  # a tick's score text, closing its entry
