@@ -18,7 +18,6 @@ per version, so everything after this module sees JSON.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import threading
@@ -38,8 +37,6 @@ from prescore.redis_client import OUTAGES, Client
 from prescore.values import Command, Placed
 
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
-_HGETS = "local r = {} for i = 1, #KEYS do r[i] = redis.call('HGET', KEYS[i], ARGV[i]) end return r"
-_HGETS_SHA = hashlib.sha1(_HGETS.encode()).hexdigest()
 
 
 class LeanReader:
@@ -73,35 +70,11 @@ class LeanReader:
 
     @staticmethod
     def _send(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
-        if len(commands) > 1 and all(c[0] == "HGET" for c in commands):
-            return LeanReader._hgets(conn, commands)
         try:
             # hiredis packs in C: redis-py's pack_commands costs more than the read itself
             packed = b"".join([hiredis.pack_command(c) for c in commands])  # type: ignore[arg-type]
             conn.send_packed_command([packed])
             return [conn.read_response() for _ in commands]
-        except BaseException:
-            conn.disconnect()
-            raise
-
-    @staticmethod
-    def _hgets(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
-        """Many HGETs as one script call: one reply to read, where a pipeline's replies
-        cost a batch more than Redis takes to answer them (single Redis only: the keys
-        are in many slots; redis-py's Script would go through the pool we skip here)."""
-        args = (len(commands), *[c[1] for c in commands], *[c[2] for c in commands])
-        try:
-            return list(LeanReader._one(conn, ("EVALSHA", _HGETS_SHA, *args)))
-        except redis.exceptions.NoScriptError:  # first call, or the server flushed scripts
-            return list(LeanReader._one(conn, ("EVAL", _HGETS, *args)))  # and cached again
-
-    @staticmethod
-    def _one(conn: AbstractConnection, command: tuple[Any, ...]) -> Any:
-        try:
-            conn.send_packed_command([hiredis.pack_command(command)])
-            return conn.read_response()
-        except redis.ResponseError:
-            raise  # the reply was read: the connection is fine
         except BaseException:
             conn.disconnect()
             raise

@@ -754,11 +754,3 @@ def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_sett
     assert all(r.get_json()["error"] for r in refused)  # each from Flask's one error table
     assert len(flask_calls) == 4
 
-
-def test_a_batch_survives_redis_forgetting_its_read_script(api, data, rclient):
-    first = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "u2", "ghost"]})
-    rclient.script_flush()  # as a restarted or failed-over Redis has no scripts
-    again = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "u2", "ghost"]})
-    assert first.status_code == again.status_code == 200
-    assert first.get_json()["results"] == again.get_json()["results"]
-    assert again.get_json()["found"] == 2
