@@ -19,8 +19,10 @@ worker processes:
 With ``--before REV`` (e.g. the commit before a change), the lookup of that commit
 (``git archive REV``, run from its own folder with this virtualenv) is measured beside
 ours on the declared route, and ours once more with the miss log and single-flight off
-(LOOKUP_MISS_LOG=0, LOOKUP_SINGLE_FLIGHT=0); ours reads the demo's declarations with a
-``max_age_s`` added to reco, so every hit also computes its age and checks it.
+(LOOKUP_MISS_LOG=0, LOOKUP_SINGLE_FLIGHT=0); both read the demo's declarations with a
+``max_age_s`` added to reco, so every hit also computes its age and checks it (REV must
+know ``max_age_s``: 8dcc8e0 or later). The payloads are published in both layouts, buckets
+of compact payloads (ours) and a JSON key each (REV's, and the baseline's).
 Each round runs every row in turn (interleaved, so drift hits all alike) at the same
 concurrency over random keys, then batchGet with 100 ids a request (the declared
 ``/v1/recommendations:batchGet`` and the generic ``/v1/datasets/reco:batchGet``). The
@@ -35,6 +37,7 @@ import os
 import random
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +49,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import hiredis
 import numpy as np
 
 from bench.loadgen import Result, Target, run_load
@@ -241,7 +245,7 @@ def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -
     ]  # fmt: skip
     if args.before:
         tree = before_tree(args.before, var)
-        old_env = {**env, "PYTHONPATH": str(tree), "PRESCORE_CONFIG": str(CONFIG),
+        old_env = {**env, "PYTHONPATH": str(tree), "PRESCORE_CONFIG": str(config),
                    "PRESCORE_VAR": str(var)}  # fmt: skip
         port = free_port()
         old_cmd = [*ours_cmd, "--bind", f"127.0.0.1:{port}"]
@@ -288,7 +292,9 @@ def rows_of(started: list[Server], routes: dict[str, Target]) -> tuple[list[Row]
     batch = [
         Row(f"ours, {routes['declared'].batch}", ours, routes["declared"], "batch"),
         Row(f"ours, {routes['generic'].batch}", ours, routes["generic"], "batch"),
-    ]
+        *(Row(f"{s.name}, {routes['declared'].batch}", s, routes["declared"], "batch")
+          for s in others if s.name.startswith("before")),
+    ]  # fmt: skip
     return single, batch
 
 
@@ -340,22 +346,27 @@ def main(argv: list[str] | None = None) -> int:
         single: dict[str, list[Result]] = {r.name: [] for r in single_rows}
         batch: dict[str, list[Result]] = {r.name: [] for r in batch_rows}
         limits = {
-            "Redis alone: pipelined GET of plain keys": Placed("reco", version, 0),
-            "Redis alone: pipelined HGET of our buckets": Placed(
-                "reco", version, Versions(connect(RedisSettings(url=redis_proc.url)), "reco",
-                                          StoreSettings()).get(version).buckets),
+            "Redis alone: pipelined GET of plain keys (redis-py)": (
+                _pipelined, Placed("reco", version, 0)),
+            "Redis alone: GETs packed by hiredis on a bare socket": (
+                _bare, Placed("reco", version, 0)),
+            "Redis alone: pipelined HGET of our buckets (redis-py)": (
+                _pipelined, Placed("reco", version, Versions(
+                    connect(RedisSettings(url=redis_proc.url)), "reco", StoreSettings()
+                ).get(version).buckets)),
         }  # fmt: skip
         redis_limit: dict[str, list[float]] = {name: [] for name in limits}
-        for n in range(args.rounds):
-            for row in [*single_rows, *batch_rows]:
+        every = [*single_rows, *batch_rows]
+        for n in range(args.rounds):  # each round starts at another row: none is always first
+            for row in every[n % len(every) :] + every[: n % len(every)]:
                 res = run_load(
                     row.server.base, row.target, row.kind, args.connections, args.duration,
                     args.generator, work, batch_size=args.batch_size,
                 )  # fmt: skip
                 (single if row.kind == "single" else batch)[row.name].append(res)
                 print(f"round {n + 1} {row.name}: {res.line()}", flush=True)
-            for name, where in limits.items():
-                rate = pipelined_rate(redis_proc.url, where, args)
+            for name, (reader, where) in limits.items():
+                rate = pipelined_rate(reader, redis_proc.url, where, args)
                 redis_limit[name].append(rate)
                 print(f"round {n + 1} {name}: {rate:,.0f} keys/s", flush=True)
         print_table(args, single, batch, sizes, redis_limit)
@@ -364,6 +375,30 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         redis_proc.stop()
     return 0
+
+
+def _bare(url: str, where: Placed, users: int, size: int, seconds: float) -> int:
+    """As :func:`_pipelined`, with no client library: GETs packed by hiredis, written to a
+    socket, the replies parsed by hiredis' reader (the least a Python client can cost)."""
+    host, port = url.removeprefix("redis://").split("/")[0].split(":")
+    sock = socket.create_connection((host, int(port)))
+    reader = hiredis.Reader()
+    rng = random.Random(os.getpid())
+    done, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        commands = where.reads([f"{USER_PREFIX}{rng.randrange(users)}" for _ in range(size)])
+        sock.sendall(b"".join([hiredis.pack_command(c) for c in commands]))  # type: ignore[arg-type]
+        got = 0
+        while got < size:
+            reply = reader.gets()
+            if reply is False:
+                reader.feed(sock.recv(1 << 16))
+                continue
+            assert reply is not None
+            got += 1
+        done += size
+    sock.close()
+    return done
 
 
 def _pipelined(url: str, where: Placed, users: int, size: int, seconds: float) -> int:
@@ -380,12 +415,15 @@ def _pipelined(url: str, where: Placed, users: int, size: int, seconds: float) -
     return done
 
 
-def pipelined_rate(url: str, where: Placed, args: argparse.Namespace) -> float:
+def pipelined_rate(
+    reader: Callable[[str, Placed, int, int, float], int], url: str, where: Placed,
+    args: argparse.Namespace,
+) -> float:  # fmt: skip
     """Keys/s of pipelined reads from Redis by as many processes as the lookup has workers,
     each ``--batch-size`` keys a round trip: the store's own limit for a batchGet."""
     with ProcessPoolExecutor(args.workers) as pool:
         jobs = [
-            pool.submit(_pipelined, url, where, args.users, args.batch_size, args.duration)
+            pool.submit(reader, url, where, args.users, args.batch_size, args.duration)
             for _ in range(args.workers)
         ]
         return sum(j.result() for j in jobs) / args.duration
@@ -432,11 +470,11 @@ def print_table(
         )
     for name, rates in redis_limit.items():
         print(f"| {name}, {args.batch_size} a round trip | | {med(rates):,.0f} | | | |")
-    plain = next(iter(redis_limit.values()))
     print()
     for name, results in batch.items():
-        ratio = med(r.rps * args.batch_size / g for r, g in zip(results, plain, strict=True))
-        print(f"{name}: {ratio:.2f} of pipelined GET keys/s (median of the rounds' ratios)")
+        for limit, rates in list(redis_limit.items())[:2]:
+            ratio = med(r.rps * args.batch_size / g for r, g in zip(results, rates, strict=True))
+            print(f"{name}: {ratio:.2f} of {limit} (median of the rounds' ratios)")
 
 
 if __name__ == "__main__":
