@@ -53,6 +53,7 @@ import hiredis
 import numpy as np
 
 from bench.loadgen import Result, Target, run_load
+from bench.revisions import before_tree
 from examples.hotels.imagegen import TAGS
 from prescore import codec, keys, values
 from prescore.codec import PayloadShape
@@ -213,15 +214,6 @@ def with_max_age(work: Path) -> Path:
     path = work / "prescore.toml"
     path.write_text(text)
     return path
-
-
-def before_tree(rev: str, work: Path) -> Path:
-    """The files of commit ``rev`` in a folder of their own."""
-    tree = work / f"before-{rev}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree
 
 
 def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -> list[Server]:

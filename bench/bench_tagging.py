@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.revisions import before_tree
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -161,15 +163,6 @@ def job_only(work: Path, redis_url: str, cores: int, runs: int, batch: int) -> i
     found = job_rates(settings_of(work, redis_url), cores, runs, batch)
     print("RUNS " + json.dumps([[r.scored, r.seconds, r.jvm_cpu] for r in found]))
     return 0
-
-
-def before_tree(rev: str, work: Path) -> Path:
-    """The files of git revision ``rev`` in a folder of their own."""
-    tree = work / f"before-{rev}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree
 
 
 def before_runs(tree: Path, work: Path, redis_url: str, args: argparse.Namespace) -> list[Run]:

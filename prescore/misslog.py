@@ -20,16 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from prescore import keys, values
-from prescore.redis_client import OUTAGES, Client
+from prescore.redis_client import OUTAGES, Client, as_text
 from prescore.values import Placed
 
 log = logging.getLogger(__name__)
 CAP = 10_000
 TRIM_EVERY = 200
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class MissLog:
         found: list[Any] = self.client.zrevrange(
             keys.miss_log_key(dataset), 0, n - 1, withscores=True
         )
-        names = [_text(k) for k, _ in found]
+        names = [as_text(k) for k, _ in found]
         seen: list[Any] = self.client.zmscore(keys.miss_seen_key(dataset), names) if names else []
         return [
             Missed(name, int(score), when)
@@ -92,7 +88,7 @@ class MissLog:
 
     def all_keys(self, dataset: str) -> list[str]:
         raw: list[Any] = self.client.zrange(keys.miss_log_key(dataset), 0, -1)
-        return [_text(k) for k in raw]
+        return [as_text(k) for k in raw]
 
     def held_by(self, where: Placed, logged: Sequence[str]) -> list[str]:
         """The ``logged`` keys that a version holds precomputed."""

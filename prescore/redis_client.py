@@ -81,6 +81,16 @@ def store_errors(action: str = "talking to Redis") -> Iterator[None]:
         raise StoreUnavailable(f"store unavailable while {action}: {type(exc).__name__}") from exc
 
 
+def as_text(raw: bytes | str) -> str:
+    """A reply as text (clients decode replies or not, as they were built)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def as_bytes(raw: bytes | str) -> bytes:
+    """A reply as bytes."""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 def mget(client: Client, keys: list[str]) -> list[Any]:
     """MGET that stays within one slot per command on Redis Cluster."""
     if not keys:

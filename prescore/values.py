@@ -16,18 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from prescore import compact, keys
-from prescore.redis_client import Client
+from prescore.redis_client import Client, as_bytes, as_text
 
 Command = tuple[str, ...]
 _PIPELINE = 1000  # commands a round trip when counting or removing
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _bytes(raw: bytes | str) -> bytes:
-    return raw.encode() if isinstance(raw, str) else raw
 
 
 @dataclass(frozen=True)
@@ -145,11 +137,11 @@ def load_frames(client: Client, where: Placed) -> dict[int, compact.Frame]:
     if heads is None:
         return {}
     fields: dict[str, bytes] = {}
-    for part in _chunks(compact.entry_fields(_bytes(heads)), 8):
+    for part in _chunks(compact.entry_fields(as_bytes(heads)), 8):
         found = client.hmget(name, part)
-        fields.update({f: _bytes(v) for f, v in zip(part, found, strict=True) if v is not None})
+        fields.update({f: as_bytes(v) for f, v in zip(part, found, strict=True) if v is not None})
     try:
-        return compact.frames_from_fields(_bytes(heads), fields)
+        return compact.frames_from_fields(as_bytes(heads), fields)
     except KeyError as exc:
         raise ValueError(f"{where.dataset} {where.version}: frame field {exc} is missing") from exc
 
@@ -233,10 +225,10 @@ def delete(client: Client, where: Placed, batch: int = 1000) -> int:
     of them, ``batch`` keys a command (non-blocking on the server)."""
     if not where.buckets:
         pattern = keys.version_prefix(where.dataset, where.version) + "*"
-        names = [_text(k) for k in client.scan_iter(match=pattern, count=5000)]
+        names = [as_text(k) for k in client.scan_iter(match=pattern, count=5000)]
     else:
         record = keys.write_backs_key(where.dataset, where.version)
-        names = where.bucket_names() + [_text(k) for k in client.smembers(record)]
+        names = where.bucket_names() + [as_text(k) for k in client.smembers(record)]
         names += [record]
     names.append(keys.frames_key(where.dataset, where.version))
     # One command a batch; redis-py's cluster client splits it by slot.

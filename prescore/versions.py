@@ -24,16 +24,12 @@ from typing import Any
 from prescore import keys, values
 from prescore.codec import VersionInfo, sort_versions
 from prescore.errors import NotFound, PublishError
-from prescore.redis_client import Client
+from prescore.redis_client import Client, as_text
 from prescore.settings import StoreSettings
 from prescore.values import Placed
 
 HISTORY = 20  # retired and failed versions listed in the registry
 DEFAULT_KEYS = 100_000  # a first version's bucket count assumes this many keys
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def utcnow_iso() -> str:
@@ -53,7 +49,7 @@ def read_current(client: Client, dataset: str, ids: list[str]) -> tuple[str, lis
     version = client.get(keys.pointer_key(dataset))
     if version is None:
         raise NotFound(f"no published version of {dataset!r}", code="no_version")
-    where = Versions(client, dataset, StoreSettings()).placed(_text(version))
+    where = Versions(client, dataset, StoreSettings()).placed(as_text(version))
     return where.version, values.read(client, where, ids)
 
 
@@ -70,7 +66,7 @@ class Versions:
     # -- reading ---------------------------------------------------------------
     def current(self) -> str | None:
         raw = self.client.get(self._pointer)
-        return _text(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     def get(self, version: str) -> VersionInfo:
         raw = self.client.hget(self._registry, version)
@@ -107,7 +103,7 @@ class Versions:
         its lease, and return it. Its buckets are sized for ``expected_keys`` (else for
         the live version's rows, else for DEFAULT_KEYS)."""
         self.reap_dead()
-        newest = max((_text(v) for v in self.client.hkeys(self._registry)), default=None)
+        newest = max((as_text(v) for v in self.client.hkeys(self._registry)), default=None)
         live = self.client.hget(self._registry, self.current() or "")
         rows = VersionInfo.from_bytes(live).rows if live is not None else 0
         guess = expected_keys or rows or DEFAULT_KEYS
