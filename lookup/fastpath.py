@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,6 +29,8 @@ from prescore.codec import dumps
 from prescore.errors import InvalidInput, PrescoreError
 from prescore.logs import request_id
 from prescore.web import access, log_failure
+
+log = logging.getLogger("prescore.web")  # the unhandled errors Flask's handler logs, alike
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _STATUS = {
@@ -115,7 +118,7 @@ class FastPath:
         """(status, body) of a batchGet, or None to let Flask answer (and refuse) it."""
         kind = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         length = environ.get("CONTENT_LENGTH", "")
-        if kind != "application/json" or not length.isdigit():
+        if kind != "application/json" or not (length.isascii() and length.isdigit()):
             return None
         if not 0 < int(length) <= self.settings.max_body_bytes:
             return None
@@ -157,3 +160,8 @@ class FastPath:
                     exc.http_status, exc.code, exc.message, rid, environ.get("PATH_INFO", "")
                 )
             return exc.http_status, dumps(exc.to_dict())
+        except Exception:  # as prescore.web's handler: logged with its cause, a plain 500
+            log.exception(
+                "unhandled error", extra={"request_id": rid, "path": environ.get("PATH_INFO")}
+            )
+            return 500, dumps({"error": "internal", "message": "internal error"})

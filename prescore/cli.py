@@ -93,7 +93,8 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     raw = values.read(v.client, where, [args.key])[0]
     if raw is None:
         raise PrescoreError(f"{args.dataset} {version}: no key {args.key!r}", code="not_found")
-    ttl = v.client.ttl(where.write_back(args.key))
+    written_back = not values.held(v.client, where, [args.key])  # buckets are read first
+    ttl = v.client.ttl(where.write_back(args.key)) if written_back else -1
     print(f"# {args.dataset} version {version}" + (f", live entry, ttl {ttl}s" if ttl > 0 else ""))
     print(json.dumps(json.loads(raw), indent=2))
     return 0

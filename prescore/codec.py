@@ -28,7 +28,7 @@ def loads(raw: bytes | str) -> Any:
     """Parse JSON, turning malformed input into InvalidInput."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deep: not ours
         raise InvalidInput("body is not valid JSON", code="malformed_json") from exc
 
 

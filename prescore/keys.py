@@ -14,7 +14,7 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
     ps:dataset:flight:{version}:{key}:{token} -> that call's outcome (short)
     ps:dataset:neg:{version}:{key}    -> live inference had no answer for the key (short)
     ps:{dataset}:frames:{version}   -> hash: frame id -> the text compact payloads share
-    ps:{dataset}:wb:{version}       -> set: the version's live write-back keys (bounded)
+    ps:{dataset}:wb:{version}:{w}   -> set: write-back keys made in TTL window w (bounded)
     ps:dataset:{version}:#{n}       -> hash bucket n of the version: key -> payload
     ps:dataset:{version}:{key}      -> one live write-back: payload JSON (with a TTL)
 
@@ -126,9 +126,10 @@ def frames_key(dataset: str, version: str) -> str:
     return f"{PREFIX}:{{{dataset}}}:frames:{version}"
 
 
-def write_backs_key(dataset: str, version: str) -> str:
-    """The set of a version's live write-back keys, so that retiring it finds them."""
-    return f"{PREFIX}:{{{dataset}}}:wb:{version}"
+def write_backs_key(dataset: str, version: str, window: int) -> str:
+    """The set of a version's live write-back keys made in one TTL window (``window`` =
+    seconds since the epoch // the TTL), so that retiring the version finds them."""
+    return f"{PREFIX}:{{{dataset}}}:wb:{version}:{window}"
 
 
 def lease_key(dataset: str, version: str) -> str:

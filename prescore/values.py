@@ -10,10 +10,13 @@ upgrade serves what is live until the next publish.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from prescore import compact, keys
 from prescore.redis_client import Client, as_bytes, as_text
@@ -82,7 +85,11 @@ def write(
 
 def written(client: Client, where: Placed) -> int:
     """Keys written so far to a version being written, by its writers' own counts."""
-    return sum(int(n) for n in client.hvals(keys.written_key(where.dataset, where.version)))
+    name = keys.written_key(where.dataset, where.version)
+    try:
+        return sum(int(n) for n in client.hvals(name))
+    except redis.ResponseError:  # WRONGTYPE: a writer from before, one counter for all
+        return int(client.get(name) or 0)
 
 
 def _write_chunk(
@@ -136,14 +143,15 @@ def load_frames(client: Client, where: Placed) -> dict[int, compact.Frame]:
     heads = client.hget(name, compact.HEADS)
     if heads is None:
         return {}
-    fields: dict[str, bytes] = {}
-    for part in _chunks(compact.entry_fields(as_bytes(heads)), 8):
-        found = client.hmget(name, part)
-        fields.update({f: as_bytes(v) for f, v in zip(part, found, strict=True) if v is not None})
     try:
+        wanted = compact.entry_fields(as_bytes(heads))
+        fields: dict[str, bytes] = {}
+        for part in _chunks(wanted, 8):
+            found = client.hmget(name, part)
+            fields.update({f: as_bytes(v) for f, v in zip(part, found, strict=True) if v})
         return compact.frames_from_fields(as_bytes(heads), fields)
-    except KeyError as exc:
-        raise ValueError(f"{where.dataset} {where.version}: frame field {exc} is missing") from exc
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # not as written
+        raise ValueError(f"{where.dataset} {where.version}: its frames are unreadable") from exc
 
 
 def execute(client: Client, commands: list[Command]) -> list[Any]:
@@ -212,24 +220,38 @@ def read(
     return as_json(raw, entity_keys, frames or {})
 
 
+def _window(ttl_s: int, now: float | None = None) -> int:
+    return int(time.time() if now is None else now) // max(ttl_s, 1)
+
+
 def record_write_backs(pipe: Any, where: Placed, names: list[str], ttl_s: int) -> None:
-    """Add live write-backs to the version's record of them (queued on ``pipe``)."""
+    """Add live write-backs to the version's record of them (queued on ``pipe``): a set
+    per TTL window, so that no set outlives its members' window or grows past what one
+    window's bound (``PRESCORE_LIVE_MAX_KEYS``) lets in."""
     if names:
-        record = keys.write_backs_key(where.dataset, where.version)
+        record = keys.write_backs_key(where.dataset, where.version, _window(ttl_s))
         pipe.sadd(record, *names)
-        pipe.expire(record, ttl_s)  # its members expire by then too
+        pipe.expire(record, 2 * ttl_s)  # its last members expire within one TTL of it
 
 
-def delete(client: Client, where: Placed, batch: int = 1000) -> int:
+def _recorded(client: Client, where: Placed, ttl_s: int) -> list[str]:
+    """The records of the two windows whose write-backs may not have expired yet, and
+    those write-backs."""
+    now = _window(ttl_s)
+    records = [keys.write_backs_key(where.dataset, where.version, w) for w in (now - 1, now)]
+    members = [as_text(k) for r in records for k in client.smembers(r)]
+    return records + members
+
+
+def delete(client: Client, where: Placed, batch: int = 1000, ttl_s: int = 86_400) -> int:
     """UNLINK every key of the version (buckets, write-backs, frames) from its own record
-    of them, ``batch`` keys a command (non-blocking on the server)."""
+    of them, ``batch`` keys a command (non-blocking on the server); ``ttl_s``: the live
+    write-backs' TTL."""
     if not where.buckets:
         pattern = keys.version_prefix(where.dataset, where.version) + "*"
         names = [as_text(k) for k in client.scan_iter(match=pattern, count=5000)]
     else:
-        record = keys.write_backs_key(where.dataset, where.version)
-        names = where.bucket_names() + [as_text(k) for k in client.smembers(record)]
-        names += [record]
+        names = where.bucket_names() + _recorded(client, where, ttl_s)
     names.append(keys.frames_key(where.dataset, where.version))
     # One command a batch; redis-py's cluster client splits it by slot.
     return sum(int(client.unlink(*part)) for part in _chunks(names, batch))

@@ -321,4 +321,5 @@ class Versions:
 
     def delete_keys(self, version: str) -> int:
         """UNLINK every key of ``version``, found from its own record (prescore.values)."""
-        return values.delete(self.client, self.placed(version), self.settings.delete_batch)
+        where, store = self.placed(version), self.settings
+        return values.delete(self.client, where, store.delete_batch, store.live_ttl_s)

@@ -52,9 +52,10 @@ def test_write_backs_and_retirement_on_a_cluster(cluster_url: str) -> None:
     assert len({client.keyslot(n) for n in where.bucket_names()}) > 1  # spread over slots
     pipe = client.pipeline(transaction=False)
     names = [where.write_back(f"new{i}") for i in range(20)]
+    ttl = v.settings.live_ttl_s
     for name in names:
-        pipe.set(name, b'{"v":"live"}', ex=60)
-    values.record_write_backs(pipe, where, names, 60)
+        pipe.set(name, b'{"v":"live"}', ex=ttl)
+    values.record_write_backs(pipe, where, names, ttl)
     pipe.execute()
     assert values.read(client, where, ["c7", "new3", "ghost"]) == [
         b'{"v":1}', b'{"v":"live"}', None,

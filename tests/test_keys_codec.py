@@ -32,7 +32,7 @@ def test_key_layout_is_pinned() -> None:
     assert keys.bucket_of("u1", 8) == 6  # CRC-32 of b"u1" is 1112514422: every process agrees
     assert keys.bucket_count(1) == 1 and keys.bucket_count(64) == 1 and keys.bucket_count(65) == 2
     assert keys.frames_key("reco", "v1") == "ps:{reco}:frames:v1"
-    assert keys.write_backs_key("reco", "v1") == "ps:{reco}:wb:v1"
+    assert keys.write_backs_key("reco", "v1", 20_000) == "ps:{reco}:wb:v1:20000"
     assert keys.entity_key("u1") == "u1"
     assert keys.entity_key("u1", "weekend-summer") == "u1|weekend-summer"
     assert keys.check_key("c1|nl", 2) == "c1|nl"

@@ -754,3 +754,9 @@ def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_sett
     assert all(r.get_json()["error"] for r in refused)  # each from Flask's one error table
     assert len(flask_calls) == 4
 
+
+
+def test_a_body_nested_too_deep_is_malformed_json_not_a_500(api, data):
+    deep = b'{"user_ids":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = api.post("/v1/recommendations:batchGet", data=deep, content_type="application/json")
+    assert (r.status_code, r.get_json()["error"]) == (400, "malformed_json")

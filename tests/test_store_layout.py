@@ -6,6 +6,8 @@ publish or retirement fails here whatever the machine's speed.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import redis
 
@@ -72,15 +74,17 @@ def test_write_backs_are_read_after_the_buckets_and_retired_from_their_record(
     live = _publish(v, 10, "a")
     where = v.placed(live)
     pipe = rclient.pipeline(transaction=False)
-    pipe.set(where.write_back("new1"), b'{"v":"live"}', ex=60)
-    values.record_write_backs(pipe, where, [where.write_back("new1")], 60)
+    ttl = v.settings.live_ttl_s  # the lookup's and the jobs' PRESCORE_LIVE_TTL_S
+    pipe.set(where.write_back("new1"), b'{"v":"live"}', ex=ttl)
+    values.record_write_backs(pipe, where, [where.write_back("new1")], ttl)
     pipe.execute()
     assert values.read(rclient, where, ["u1", "new1", "ghost"]) == [
         b'{"v":"a1"}', b'{"v":"live"}', None,
     ]  # fmt: skip
     assert values.held(rclient, where, ["u1", "new1"]) == ["u1"]  # precomputed only
     _publish(v, 10, "b")  # retires the first version, with its write-back
-    assert rclient.exists(where.write_back("new1"), keys.write_backs_key("reco", live)) == 0
+    assert rclient.exists(where.write_back("new1")) == 0
+    assert not rclient.keys(f"ps:{{reco}}:wb:{live}:*")  # its record too
 
 
 def test_a_version_written_before_buckets_is_still_served_and_removed(
@@ -152,3 +156,23 @@ def test_a_version_whose_frames_are_lost_is_a_clean_503_not_a_crash(rclient: red
         raise AssertionError("read a payload whose frame is gone")
     except StoreUnavailable as exc:
         assert exc.code == "undecodable_payload" and exc.http_status == 503
+
+
+def test_write_back_records_are_per_ttl_window_and_expire(rclient: redis.Redis) -> None:
+    where = Placed("reco", "V", 4)
+    pipe = rclient.pipeline(transaction=False)
+    values.record_write_backs(pipe, where, ["ps:reco:V:a", "ps:reco:V:b"], 60)
+    pipe.execute()
+    (record,) = rclient.keys("ps:{reco}:wb:V:*")
+    assert int(record.rsplit(b":", 1)[1]) in (int(time.time()) // 60, int(time.time()) // 60 - 1)
+    assert rclient.smembers(record) == {b"ps:reco:V:a", b"ps:reco:V:b"}
+    assert 0 < rclient.ttl(record) <= 120  # gone once its members' window has passed
+
+
+def test_a_writer_from_before_the_upgrade_is_listed_not_a_crash(rclient: redis.Redis) -> None:
+    v = Versions(rclient, "reco", StoreSettings())
+    info = v.begin("reco", "1")
+    rclient.delete(keys.written_key("reco", info.version))
+    rclient.incrby(keys.written_key("reco", info.version), 7)  # the counter it kept
+    (writing,) = v.all()
+    assert (writing.status, writing.rows) == ("writing", 7)
