@@ -4,7 +4,7 @@ Shared by the bulk labels job and the live fallback, so both feed the model the 
 pixels: decoded, converted to RGB (or grey for one channel), resized to the model's
 input size, as uint8; a float32 input gets them scaled to [0, 1]. A JPEG is decoded at
 the smallest DCT scale (1/2, 1/4, 1/8) whose image still covers the input size, then
-resized like any other: a fraction of the work of a full decode for a large photo, with
+resized like any other: a fraction of the work of a full decode for a large image, with
 the same pixels to within resampling noise. Training decodes through this function too,
 so a model sees the pixels it was trained on. Bad input raises
 InvalidInput with a stable code, before any large allocation: the header is read first,
@@ -65,7 +65,7 @@ def _draft(
     img: Image.Image, mode: str, size: tuple[int, int]
 ) -> tuple[float, float, float, float] | None:
     """Ask a JPEG decoder for the smallest scale at or above ``size``; the region of the
-    reduced image that holds the whole photo, or None where nothing was reduced.
+    reduced image that holds the whole image, or None where nothing was reduced.
 
     A reduced image is rounded up to whole pixels, so its last column and row may cover
     less than a full one; resizing ``box`` rather than the whole image keeps the geometry
