@@ -64,7 +64,7 @@ def decode(
 def _draft(
     img: Image.Image, mode: str, size: tuple[int, int]
 ) -> tuple[float, float, float, float] | None:
-    """Ask a JPEG decoder for the smallest scale at or above ``size``; the region of the
+    """Ask a JPEG decoder for the smallest scale at or above ``size``; the box of the
     reduced image that holds the whole image, or None where nothing was reduced.
 
     A reduced image is rounded up to whole pixels, so its last column and row may cover
