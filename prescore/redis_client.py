@@ -98,13 +98,3 @@ def mget(client: Client, keys: list[str]) -> list[Any]:
     if isinstance(client, RedisCluster):
         return list(client.mget_nonatomic(keys))
     return list(client.mget(keys))
-
-
-def mset(client: Client, mapping: dict[str, bytes]) -> None:
-    """MSET (a third of the cost of pipelined SETs) that stays within one slot per command."""
-    if not mapping:
-        return
-    if isinstance(client, RedisCluster):
-        client.mset_nonatomic(mapping)
-    else:
-        client.mset(mapping)
