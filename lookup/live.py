@@ -67,11 +67,10 @@ def register(
         if not spec.live:
             raise NotFound(f"dataset {spec.name} has no live inference", code="no_route")
         inst, shape = _instance(spec, json_body(request, settings.max_body_bytes), settings)
-        resolved, values = reader.read(
-            spec.name, [keys.entity_key(inst["key"], inst.get("context"))]
-        )
+        key = keys.entity_key(inst["key"], inst.get("context"))
+        resolved, values = reader.read(spec.name, [key])
         if values[0] is not None:
-            return json_response(render.hit(values[0], spec, shape, resolved))
+            return json_response(render.hit(values[0], spec, shape, resolved, key=key))
         payload = client.answer(spec.name, [inst], resolved, write_back=False)[0]
         if isinstance(payload, FallbackUnavailable):  # one instance: one call, which raises
             raise payload

@@ -128,9 +128,9 @@ def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchReques
         raise PayloadTooLarge(
             f"{field} holds {len(raw)} keys; at most {settings.max_batch_ids}", code="too_many_ids"
         )
-    checked = []
-    for i, value in enumerate(raw):
-        if not isinstance(value, str):
-            raise InvalidInput(f"{field}[{i}] must be a string", code="invalid_id")
-        checked.append(check_key(spec, value, f"{field}[{i}]"))
-    return BatchRequest(checked, shape(body, settings), context(spec, body))
+    if not keys.all_valid(raw, spec.key_parts):  # then find the first that is not, and why
+        for i, value in enumerate(raw):
+            if not isinstance(value, str):
+                raise InvalidInput(f"{field}[{i}] must be a string", code="invalid_id")
+            check_key(spec, value, f"{field}[{i}]")
+    return BatchRequest(raw, shape(body, settings), context(spec, body))

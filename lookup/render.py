@@ -8,7 +8,7 @@ from typing import Any
 from lookup.datasets import Served
 from lookup.params import Shape
 from lookup.store import Resolved
-from prescore.codec import dumps, envelope, stored_source
+from prescore.codec import dumps, envelope, opening, stored_source
 
 
 def cut(payload: bytes, spec: Served, shape: Shape) -> bytes:
@@ -45,21 +45,39 @@ def hit(
     fell_back: bool = False,
     age: int | None = None,
     stale: bool = False,
+    key: str = "",
 ) -> bytes:
     """One served payload: ``source`` (default: as stored), dataset_version and its
     ``age_s`` in front; ``fell_back``: a context was asked for, and only the plain key's
-    entry exists; ``stale``: older than its dataset's max age."""
-    fields = b"" if age is None else b'"age_s":%d,' % age
-    if stale:
-        fields += b'"stale":true,'
-    if fell_back:
-        fields += b'"context_fallback":true,'
+    entry exists; ``stale``: older than its dataset's max age. A compact payload (stored
+    under ``key``) is decoded straight into the answer, cut to ``shape.limit``."""
+    fields = _fields(age, stale, fell_back)
+    if payload[:1] != b"{":  # compact (precomputed): one join builds the whole answer
+        if shape.min_score is None:
+            head = opening(source or "precomputed", resolved.version) + fields
+            return resolved.decode(payload, key, head, shape.limit)
+        payload = resolved.decode(payload, key)
     return envelope(
         cut(payload, spec, shape),
         dataset_version=resolved.version,
         source=source or stored_source(payload),
         fields=fields,
     )
+
+
+def _fields(age: int | None, stale: bool, fell_back: bool) -> bytes:
+    """An answer's own fields, as JSON spliced in after its source and version."""
+    fields = b"" if age is None else b'"age_s":%d,' % age
+    if stale:
+        fields += b'"stale":true,'
+    if fell_back:
+        fields += b'"context_fallback":true,'
+    return fields
+
+
+def opening_of(resolved: Resolved, source: str, age: int | None) -> bytes:
+    """What an answer from ``source`` opens with, when it is neither stale nor fell back."""
+    return opening(source, resolved.version) + _fields(age, False, False)
 
 
 def _miss_message(spec: Served, key: str, context: str | None) -> str:

@@ -9,7 +9,9 @@ then handed to the miss handler (live inference, single-flighted: lookup.singlef
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 
 from lookup import render
 from lookup.datasets import Served
@@ -55,8 +57,9 @@ class Lookup:
         self.extras = extras or Extras()
         self.ages = Ages()
 
-    def _stale(self, spec: Served, payload: bytes) -> tuple[int | None, bool]:
-        age = self.ages.age(payload)
+    def _stale(self, spec: Served, scored_text: bytes) -> tuple[int | None, bool]:
+        """(age, whether it is stale) of an answer whose ``scored_text`` says its scored_at."""
+        age = self.ages.age(scored_text)
         return age, spec.max_age_s is not None and age is not None and age > spec.max_age_s
 
     def _served(
@@ -65,16 +68,16 @@ class Lookup:
     ) -> bytes:  # fmt: skip
         """A hit's body (``source``: as stored); a stale one replaced by its refresh if
         one was written back, else refreshed; a sampled one shadow-checked."""
-        age, stale = self._stale(spec, payload)
+        store_key = key if fell_back or not context else keys.entity_key(key, context)
+        age, stale = self._stale(spec, resolved.scored_text(payload))
         if stale and source == "precomputed":
             try:
-                store_key = key if fell_back or not context else keys.entity_key(key, context)
                 fresher = self.reader.written_back(resolved, store_key)
             except StoreUnavailable:
                 fresher = None  # the stale answer is still an answer
             if fresher is not None:
                 payload, source = fresher, stored_source(fresher)
-                age, stale = self._stale(spec, payload)
+                age, stale = self._stale(spec, resolved.scored_text(payload))
         x = self.extras
         if stale:
             self.metrics.count(self.metrics.stale, spec.name)
@@ -89,10 +92,10 @@ class Lookup:
             x.shadow is not None and spec.live and source == "precomputed"
             and random.random() < x.shadow_rate
         ):  # fmt: skip
-            x.shadow.offer(spec, key, context, payload, resolved)
+            x.shadow.offer(spec, key, context, resolved.as_json(payload, store_key), resolved)
         return render.hit(
             payload, spec, shape, resolved, source=source, fell_back=fell_back, age=age,
-            stale=stale,
+            stale=stale, key=store_key,
         )  # fmt: skip
 
     def _count(self, spec: Served, sources: list[str], misses: int) -> None:
@@ -126,27 +129,44 @@ class Lookup:
             return 200, render.hit(live, spec, shape, resolved, source="live", age=0)
         return 404, render.miss(spec, key, context, resolved)
 
+    def _hits(
+        self, spec: Served, req: BatchRequest, unique: list[str]
+    ) -> tuple[Resolved, dict[str, bytes], dict[str, str]]:
+        """The version read, the rendered answers of the ``unique`` keys it holds, and
+        where each came from. A compact payload that needs nothing but decoding (fresh,
+        found under the key asked for, no score floor, no shadow checks) is decoded
+        straight into its answer; every other goes through _served."""
+        ctx, shape = req.context, req.shape
+        asked = [c for k in unique for c in _candidates(k, ctx)] if ctx else unique
+        resolved, values = self.reader.read(spec.name, asked)
+        x = self.extras
+        direct = shape.min_score is None and not (x.shadow is not None and spec.live)
+        openings = _Openings(self, spec, resolved)
+        rendered: dict[str, bytes] = {}
+        found: dict[str, str] = {}  # key -> where its stored answer came from
+        for key, store_key, payload, fell_back in _picked(unique, values, ctx):
+            if payload is None:
+                continue
+            head = (
+                openings[payload[1]] if direct and payload[:1] != b"{" and not fell_back else None
+            )
+            if head is not None:
+                found[key] = "precomputed"
+                rendered[key] = resolved.decode(payload, store_key, head, shape.limit)
+            else:
+                found[key] = stored_source(payload)
+                rendered[key] = self._served(
+                    spec, key, ctx, payload, shape, resolved, fell_back, found[key]
+                )
+        return resolved, rendered, found
+
     def many(self, spec: Served, req: BatchRequest) -> bytes:
         """A batch answer in request order; duplicates are read once and answered each time.
 
         With live inference down or too slow, the hits are served and each missing key gets
         a ``fallback_unavailable`` / ``fallback_timeout`` entry; the answer stays whole."""
         unique = list(dict.fromkeys(req.keys))
-        per_key = [_candidates(k, req.context) for k in unique]
-        resolved, values = self.reader.read(spec.name, [c for cands in per_key for c in cands])
-        rendered: dict[str, bytes] = {}
-        found: dict[str, str] = {}  # key -> where its stored answer came from
-        at = 0
-        for key, cands in zip(unique, per_key, strict=True):
-            mine = values[at : at + len(cands)]
-            at += len(cands)
-            payload = next((v for v in mine if v is not None), None)
-            if payload is not None:
-                found[key] = stored_source(payload)
-                fell_back = req.context is not None and mine[0] is None
-                rendered[key] = self._served(
-                    spec, key, req.context, payload, req.shape, resolved, fell_back, found[key]
-                )
+        resolved, rendered, found = self._hits(spec, req, unique)
         missing = [k for k in unique if k not in rendered]
         self._count(spec, [found[k] for k in req.keys if k in found],
                     sum(1 for k in req.keys if k not in found))  # fmt: skip
@@ -168,6 +188,41 @@ class Lookup:
             rendered.get(k) or _unanswered(spec, k, req.context, failed.get(k)) for k in req.keys
         ]
         return render.batch(spec, resolved, parts, sum(1 for k in req.keys if k in rendered))
+
+
+def _picked(
+    unique: list[str], values: list[bytes | None], context: str | None
+) -> Iterator[tuple[str, str, bytes | None, bool]]:
+    """(key, the store key its payload was found under, the payload, whether it fell back
+    to the plain key) for each key, from the reads of its candidates (_candidates)."""
+    if not context:
+        yield from zip(unique, unique, values, repeat(False))
+        return
+    for i, key in enumerate(unique):
+        own, plain = values[2 * i], values[2 * i + 1]
+        if own is not None or plain is None:
+            yield key, keys.entity_key(key, context), own, False
+        else:
+            yield key, key, plain, True
+
+
+class _Openings(dict[int, bytes | None]):
+    """The opening of the fresh answers of each frame a batch meets, worked out once a
+    request; None where its answers are stale (or it has no frame): those go the whole
+    way, through Lookup._served."""
+
+    def __init__(self, lookup: Lookup, spec: Served, resolved: Resolved) -> None:
+        super().__init__()
+        self.lookup, self.spec, self.resolved = lookup, spec, resolved
+
+    def __missing__(self, frame_id: int) -> bytes | None:
+        frame = self.resolved.frames.get(frame_id)
+        head = None
+        if frame is not None:
+            age, stale = self.lookup._stale(self.spec, frame.tail)
+            head = None if stale else render.opening_of(self.resolved, "precomputed", age)
+        self[frame_id] = head
+        return head
 
 
 def _unanswered(

@@ -12,24 +12,24 @@ data): that is a 503 ``dataset_lost``, never a 404 that reads as "no such key".
 
 A version's keys are read from its hash buckets (prescore.values), one round trip for any
 number of keys; only the keys missing there are looked for among its live write-backs,
-in a second. Compact payloads are decoded here with the version's frames, loaded once
-per version, so everything after this module sees JSON.
+in a second. Payloads are returned as stored: a compact one is decoded by
+:meth:`Resolved.decode` with the version's frames (loaded once per version) as the answer
+is rendered, so its JSON is built once, with the answer's own fields in front.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import hiredis
 import redis
-from redis.connection import AbstractConnection
 
+from lookup.lean_reader import LeanReader
 from prescore import compact, keys, values
 from prescore.codec import VersionInfo
 from prescore.errors import NotFound, StoreUnavailable
@@ -39,45 +39,10 @@ from prescore.values import Command, Placed
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
 
 
-class LeanReader:
-    """Reads pipelined on one connection per thread, skipping the pool and retry machinery.
-
-    The hot path of the API is one HGET; this halves the client-side cost of it. A
-    connection broken since its last use (Redis restarted) is reconnected and the
-    command sent once more; any other failure raises at once (no retry loop).
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        pool = client.connection_pool
-        self._new = lambda: pool.connection_class(**pool.connection_kwargs)
-        self._local = threading.local()
-
-    def _conn(self) -> AbstractConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            conn = self._local.conn = self._new()
-            self._local.pid = os.getpid()
-        return conn
-
-    def run(self, commands: list[Command]) -> list[Any]:
-        """The replies of ``commands``, sent in one write."""
-        conn = self._conn()
-        try:
-            return self._send(conn, commands)
-        except redis.ConnectionError:
-            conn.disconnect()
-            return self._send(conn, commands)  # once, on a fresh connection
-
-    @staticmethod
-    def _send(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
-        try:
-            # hiredis packs in C: redis-py's pack_commands costs more than the read itself
-            packed = b"".join([hiredis.pack_command(c) for c in commands])  # type: ignore[arg-type]
-            conn.send_packed_command([packed])
-            return [conn.read_response() for _ in commands]
-        except BaseException:
-            conn.disconnect()
-            raise
+def undecodable(what: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"the stored payloads of {what} cannot be decoded", code="undecodable_payload"
+    )
 
 
 @dataclass(frozen=True)
@@ -91,9 +56,36 @@ class Resolved:
     buckets: int = 0
     frames: Mapping[int, compact.Frame] = field(default_factory=dict, compare=False)
 
+    undecodable: Callable[[], StoreUnavailable] | None = field(
+        default=None, compare=False, repr=False
+    )  # the error a payload that cannot be decoded is (counted by the reader)
+
     @property
     def placed(self) -> Placed:
         return Placed(self.dataset, self.version, self.buckets)
+
+    def scored_text(self, stored: bytes) -> bytes:
+        """The text that says when ``stored`` was scored: a compact payload's frame's."""
+        if stored[:1] == b"{":
+            return stored
+        frame = self.frames.get(stored[1])
+        return b"" if frame is None else frame.tail
+
+    def decode(
+        self, stored: bytes, key: str, opening: bytes = b"{", limit: int | None = None
+    ) -> bytes:
+        """A compact payload stored under ``key`` as JSON (see prescore.compact.decode);
+        one that cannot be decoded is a 503 ``undecodable_payload``."""
+        try:
+            return compact.decode(stored, key, self.frames, opening, limit)
+        except (ValueError, IndexError, struct.error) as exc:  # a store not as written
+            if self.undecodable is not None:
+                raise self.undecodable() from exc
+            raise undecodable(f"{self.dataset} {self.version}") from exc
+
+    def as_json(self, stored: bytes, key: str) -> bytes:
+        """``stored`` as JSON: JSON as it is, a compact payload decoded."""
+        return stored if stored[:1] == b"{" else self.decode(stored, key)
 
 
 class StoreReader:
@@ -166,7 +158,10 @@ class StoreReader:
             raise self._outage("registry", "reading the version's frames", exc) from exc
         except ValueError as exc:  # a store not as written: every read of it would fail
             raise self._undecodable(f"{dataset} {version}") from exc
-        resolved = Resolved(dataset, version, info.model, info.model_version, info.buckets, frames)
+        resolved = Resolved(
+            dataset, version, info.model, info.model_version, info.buckets, frames,
+            partial(self._undecodable, f"{dataset} {version}"),
+        )  # fmt: skip
         with self._lock:
             if len(self._infos) >= _INFO_CACHE_MAX:
                 self._infos.clear()
@@ -184,22 +179,16 @@ class StoreReader:
         return resolved, found
 
     def _get(self, resolved: Resolved, entity_keys: list[str]) -> list[bytes | None]:
-        """Each key's payload as JSON: from the buckets, else from the write-backs."""
+        """Each key's payload as stored: from the buckets, else from the write-backs."""
         try:
-            found = values.fetch(self._run, resolved.placed, entity_keys)
+            return values.fetch(self._run, resolved.placed, entity_keys)
         except OUTAGES as exc:
             raise self._outage("payloads", "reading payloads", exc) from exc
-        try:
-            return values.as_json(found, entity_keys, resolved.frames)
-        except (ValueError, IndexError, struct.error) as exc:  # a store not as written
-            raise self._undecodable(f"{resolved.dataset} {resolved.version}") from exc
 
     def _undecodable(self, what: str) -> StoreUnavailable:
         if self.on_error is not None:
             self.on_error("decode")
-        return StoreUnavailable(
-            f"the stored payloads of {what} cannot be decoded", code="undecodable_payload"
-        )
+        return undecodable(what)
 
     def written_back(self, resolved: Resolved, key: str) -> bytes | None:
         """The live write-back of ``key`` under the version, if there is one: a bucket's

@@ -105,11 +105,11 @@ def envelope(
         raise ValueError("payload is not a JSON object")
     if payload.endswith(LIVE_TAIL):  # the answer says its source once, in front
         payload = payload[: -len(LIVE_TAIL)] + b"}"
-    return _head(source, dataset_version) + fields + payload[1:]
+    return opening(source, dataset_version) + fields + payload[1:]
 
 
 @functools.lru_cache(maxsize=64)
-def _head(source: str, dataset_version: str) -> bytes:
+def opening(source: str, dataset_version: str) -> bytes:
     """The fields an answer starts with (a few sources, a few live versions: cached)."""
     return b'{"source":' + dumps(source) + b',"dataset_version":' + dumps(dataset_version) + b","
 

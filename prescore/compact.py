@@ -20,6 +20,7 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _string  # dumps' own, for a str
 
 from prescore.codec import SCORE_DECIMALS, dumps
 
@@ -109,21 +110,28 @@ def encode(frame_id: int, indices: Sequence[int], ticks: Sequence[int]) -> bytes
     )
 
 
-def decode(raw: bytes, key: str, frames: Mapping[int, Frame]) -> bytes:
-    """The JSON payload of the compact ``raw`` stored under ``key``; ValueError if its
-    frame is not in ``frames``."""
+def decode(
+    raw: bytes, key: str, frames: Mapping[int, Frame], opening: bytes = b"{",
+    limit: int | None = None,
+) -> bytes:  # fmt: skip
+    """The JSON payload of the compact ``raw`` stored under ``key``, with ``opening`` in
+    place of its opening brace (a reader's own fields spliced in front, as
+    prescore.codec.envelope does) and at most ``limit`` entries, best first; ValueError
+    if its frame is not in ``frames``."""
     frame = frames.get(raw[1])
     if frame is None:
         raise ValueError(f"compact payload of {key!r} names frame {raw[1]}, which is missing")
     n, numbers = _unpack(raw)
-    entries, closing = frame.entries, _CLOSING
+    shown = n if limit is None else min(n, limit)
     entity = key[: -len(frame.context) - 1] if frame.context else key
-    parts = [frame.key_head, dumps(entity), frame.head_end]
-    for i in range(n):  # one join of the pieces: no entry is built on its own
-        parts.append(entries[numbers[i]])
-        parts.append(closing[numbers[n + i]])
-    body = b"".join(parts)
-    return (body[:-1] if n else body) + frame.tail
+    parts = [opening, frame.key_head[1:], _string(entity).encode(), frame.head_end]
+    entries, closing = frame.entries, _CLOSING
+    for i in range(shown):  # one join of the pieces: no entry is built on its own
+        parts += (entries[numbers[i]], closing[numbers[n + i]])
+    if shown:
+        parts[-1] = parts[-1][:-1]  # the last entry's comma
+    parts.append(frame.tail)
+    return b"".join(parts)
 
 
 _CLOSING = tuple(t + b"}," for t in TICK_TEXT)  # a tick's score text, closing its entry

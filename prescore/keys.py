@@ -30,9 +30,11 @@ by ``|context``; every part is a plain id token (:func:`check_id`).
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import zlib
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from prescore.errors import InvalidInput
@@ -94,6 +96,26 @@ def check_key(raw: str, parts: int = 1, *, what: str = "key") -> str:
     return raw
 
 
+@functools.lru_cache(maxsize=8)
+def _keys_re(parts: int) -> re.Pattern[str]:
+    """Keys of ``parts`` ids, one a line: what check_key accepts, for many at once."""
+    one = f"[A-Za-z0-9][A-Za-z0-9_.\\-]{{0,{MAX_ID_LENGTH - 1}}}"
+    key = one + (re.escape(CONTEXT_SEPARATOR) + one) * (parts - 1)
+    return re.compile(f"{key}(?:\n{key})*")
+
+
+def all_valid(raws: list[str], parts: int = 1) -> bool:
+    """Whether check_key accepts every one of ``raws`` (one regex over them all: a batch's
+    check; check each key to learn which one fails and why)."""
+    try:
+        lines = "\n".join(raws)
+    except TypeError:  # not all of them str
+        return False
+    if not raws or lines.count("\n") != len(raws) - 1:  # a key of its own holds a newline
+        return False
+    return _keys_re(parts).fullmatch(lines) is not None
+
+
 def value_key(dataset: str, version: str, key: str) -> str:
     return version_prefix(dataset, version) + key
 
@@ -119,6 +141,13 @@ def bucket_of(key: str, buckets: int) -> int:
 def bucket_key(dataset: str, version: str, bucket: int) -> str:
     """Hash bucket ``bucket`` of a version ('#' never starts an id: no key collides)."""
     return f"{PREFIX}:{dataset}:{version}:#{bucket}"
+
+
+def bucket_keys(dataset: str, version: str, buckets: int, entity_keys: Iterable[str]) -> list[str]:
+    """The bucket key of each of ``entity_keys``: bucket_key(.., bucket_of(key, buckets))
+    in one pass (a batch read's)."""
+    head, crc = f"{PREFIX}:{dataset}:{version}:#", zlib.crc32
+    return [f"{head}{crc(k.encode()) % buckets}" for k in entity_keys]
 
 
 def frames_key(dataset: str, version: str) -> str:

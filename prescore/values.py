@@ -40,7 +40,9 @@ class Placed:
         """The command that reads each key's precomputed payload (no I/O)."""
         if not self.buckets:
             return [("GET", keys.value_key(self.dataset, self.version, k)) for k in entity_keys]
-        return [("HGET", self.bucket(k), k) for k in entity_keys]
+        names = list(entity_keys)
+        where = keys.bucket_keys(self.dataset, self.version, self.buckets, names)
+        return [("HGET", bucket, k) for bucket, k in zip(where, names, strict=True)]
 
     def write_back(self, key: str) -> str:
         """The key a live answer for ``key`` is written back to."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from prescore import compact
+from prescore import codec, compact
 from prescore.codec import PayloadShape, encode_payload
 from prescore.payloads import RankingPayloads
 
@@ -15,15 +17,15 @@ RUN = dict(model="reco", model_version="7", scored_at="2026-12-01T10:00:00Z")
 
 def _encoder(n_items: int, context: str | None = None, frame_id: int = 0) -> RankingPayloads:
     ids = [f"h{i}" for i in range(n_items)]
-    extras = [{"name": f"Hôtel \"{i}\"", "stars": i % 5} for i in range(n_items)]
+    extras = [{"name": f'Hôtel "{i}"', "stars": i % 5} for i in range(n_items)]
     return RankingPayloads(
         SHAPE, ids, **RUN, context=context, item_extras=extras, frame_id=frame_id
     )
 
 
 def test_pinned_bytes() -> None:
-    assert compact.encode(0, [1, 2], [5000, 1]) == bytes.fromhex("0100" "01000200" "88130100")
-    assert compact.encode(3, [70000], [10000]) == bytes.fromhex("0203" "70110100" "1027")
+    assert compact.encode(0, [1, 2], [5000, 1]) == bytes.fromhex("01000100020088130100")
+    assert compact.encode(3, [70000], [10000]) == bytes.fromhex("0203701101001027")
 
 
 def _grid(rng: np.random.Generator, users: int, n_items: int, k: int) -> tuple:
@@ -84,3 +86,26 @@ def test_frames_store_a_runs_shared_items_once_in_bounded_fields() -> None:
     assert loaded[0].entries is loaded[1].entries  # one copy in the lookup's memory too
     with pytest.raises(KeyError):
         compact.frames_from_fields(fields["heads"], {"entries:0:0": fields["entries:0:0"]})
+
+
+@pytest.mark.parametrize("limit", [None, 1, 3, 10, 50])
+def test_decoded_into_an_answer_equals_the_json_cut_and_enveloped(limit: int | None) -> None:
+    """The lookup decodes straight into its answer: the same bytes as cutting the JSON
+    (as lookup.render.cut does, by decoding and dumping) and splicing the fields in front."""
+    rng = np.random.default_rng(7)
+    enc = _encoder(50)
+    keys = [f"u{i}" for i in range(30)] + ['u-"quoted"\\', "ü-1"]
+    items, scores, found = _grid(rng, len(keys), 50, 10)
+    found[0] = 0  # a user with no entries
+    frames = {0: enc.frame()}
+    opening = codec.opening("precomputed", "20261201T100000.000Z-abcdef") + b'"age_s":3,'
+    for u, (key, stored) in enumerate(
+        zip(keys, enc.encode_compact(keys, items, scores, found), strict=True)
+    ):
+        doc = json.loads(compact.decode(stored, key, frames))
+        if limit is not None:
+            doc["items"] = doc["items"][:limit]
+        want = codec.envelope(
+            codec.dumps(doc), dataset_version="20261201T100000.000Z-abcdef", fields=b'"age_s":3,'
+        )
+        assert compact.decode(stored, key, frames, opening, limit) == want, u

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 from datetime import datetime, timezone
 
 import pytest
@@ -38,6 +40,39 @@ def test_key_layout_is_pinned() -> None:
     assert keys.check_key("c1|nl", 2) == "c1|nl"
     with pytest.raises(InvalidInput):
         keys.check_key("c1|nl", 1)
+
+
+def test_bucket_keys_of_a_batch_are_each_keys_bucket_key() -> None:
+    names = [f"u{i}" for i in range(500)] + ["ü-1", "c1|nl"]
+    assert keys.bucket_keys("reco", "v1", 37, names) == [
+        keys.bucket_key("reco", "v1", keys.bucket_of(k, 37)) for k in names
+    ]
+
+
+def test_a_batch_of_keys_is_valid_exactly_when_each_key_is() -> None:
+    """all_valid (one regex over a batch) agrees with check_key on every key, including
+    keys that hold the newline it joins them with, or too many parts, or are too long."""
+    rng = random.Random(0)
+    alphabet = string.ascii_letters + string.digits + '_.-|\n "{}#é'
+
+    def ok(raw: str, parts: int) -> bool:
+        try:
+            keys.check_key(raw, parts)
+            return True
+        except InvalidInput:
+            return False
+
+    for parts in (1, 2, 3):
+        for _ in range(5000):
+            batch = ["".join(rng.choices(alphabet, k=rng.randint(0, 6)))
+                     for _ in range(rng.randint(1, 3))]  # fmt: skip
+            if rng.random() < 0.3:  # mostly valid ones
+                batch = [rng.choice(["a", "b1", "x-y.z"]) + "|c" * (parts - 1) for _ in range(3)]
+                batch[rng.randrange(3)] += rng.choice(["", "", "|d", "\n", "\na", " "])
+            assert keys.all_valid(batch, parts) == all(ok(k, parts) for k in batch), batch
+    longest = keys.MAX_ID_LENGTH
+    assert keys.all_valid(["a" * longest]) and not keys.all_valid(["a" * (longest + 1)])
+    assert not keys.all_valid([]) and not keys.all_valid(["a", 1])  # type: ignore[list-item]
 
 
 def test_version_ids_sort_by_time_and_validate() -> None:

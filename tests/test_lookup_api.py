@@ -755,7 +755,6 @@ def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_sett
     assert len(flask_calls) == 4
 
 
-
 def test_a_body_nested_too_deep_is_malformed_json_not_a_500(api, data):
     deep = b'{"user_ids":' + b"[" * 5000 + b"]" * 5000 + b"}"
     r = api.post("/v1/recommendations:batchGet", data=deep, content_type="application/json")

@@ -148,8 +148,20 @@ def test_a_version_whose_frames_are_lost_is_a_clean_503_not_a_crash(rclient: red
     values.write_frames(rclient, where, {0: enc.frame()})
     values.write(rclient, where, [("u1", stored[0])])
     v.publish(info.version, 1)
-    served = StoreReader(rclient, pointer_cache_s=0).read("reco", ["u1"])[1]
-    assert served == enc.encode_grid(["u1"], *grid)
+    reader = StoreReader(rclient, pointer_cache_s=0)
+    errors: list[str] = []
+    reader.on_error = errors.append
+    resolved, served = reader.read("reco", ["u1"])
+    assert served[0] is not None
+    assert [resolved.as_json(served[0], "u1")] == enc.encode_grid(["u1"], *grid)
+    values.write(rclient, where, [("u2", compact.encode(0, [7], [1]))])  # no item 7
+    corrupt = reader.read("reco", ["u2"])[1][0]
+    assert corrupt is not None
+    try:
+        resolved.decode(corrupt, "u2")
+        raise AssertionError("decoded a payload naming an item its frame lacks")
+    except StoreUnavailable as exc:
+        assert exc.code == "undecodable_payload" and errors == ["decode"]
     rclient.hdel(keys.frames_key("reco", info.version), "entries:0:0")
     try:
         StoreReader(rclient, pointer_cache_s=0).read("reco", ["u1"])

@@ -1,0 +1,66 @@
+"""The lookup's own reply loop on a real redis-server: replies, errors, restarts, auth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from lookup.lean_reader import LeanReader
+from prescore.embedded_redis import RedisProcess
+from prescore.redis_client import connect
+from prescore.settings import RedisSettings
+
+
+def _lean(url: str) -> LeanReader:
+    client = connect(RedisSettings(url=url))
+    assert isinstance(client, redis.Redis)
+    return LeanReader(client)
+
+
+def test_replies_in_order_across_many_socket_reads(redis_url: str, rclient: redis.Redis) -> None:
+    big = {f"k{i}": bytes([i % 251]) * 70_000 for i in range(20)}  # 1.4 MB of replies
+    rclient.hset("h", mapping=big)
+    lean = _lean(redis_url)
+    commands = [("HGET", "h", f"k{i}") for i in [*range(20), 99]]
+    replies = lean.run(commands)  # type: ignore[arg-type]
+    assert replies[:20] == [big[f"k{i}"] for i in range(20)]
+    assert replies[20] is None
+    assert lean.run([("GET", "nothing")]) == [None]
+
+
+def test_an_error_reply_raises_redis_pys_error_and_the_next_read_is_clean(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    rclient.set("plain", b"v")
+    rclient.hset("h", "f", b"x")
+    lean = _lean(redis_url)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        lean.run([("HGET", "h", "f"), ("HGET", "plain", "f"), ("HGET", "h", "f")])
+    assert lean.run([("HGET", "h", "f")]) == [b"x"]  # nothing left over from the failed one
+
+
+def test_a_restarted_redis_is_reconnected_and_a_dead_one_fails_fast(
+    redis_proc: RedisProcess, redis_url: str, rclient: redis.Redis
+) -> None:
+    rclient.set("k", b"1")
+    lean = _lean(redis_url)
+    assert lean.run([("GET", "k")]) == [b"1"]
+    redis_proc.stop()
+    with pytest.raises(redis.ConnectionError):
+        lean.run([("GET", "k")])
+    redis_proc.start()
+    assert lean.run([("GET", "k")]) == [None]  # a fresh connection; the server came back empty
+
+
+def test_the_connection_is_made_by_redis_py_with_auth(tmp_path: Path) -> None:
+    proc = RedisProcess(tmp_path, password="s3cret").start()
+    try:
+        redis.Redis.from_url(proc.url).set("k", b"v")
+        assert _lean(proc.url).run([("GET", "k")]) == [b"v"]
+        wrong = proc.url.replace("s3cret", "wrong")
+        with pytest.raises(redis.AuthenticationError):
+            _lean(wrong).run([("GET", "k")])
+    finally:
+        proc.stop()
