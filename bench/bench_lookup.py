@@ -285,7 +285,7 @@ def rows_of(started: list[Server], routes: dict[str, Target]) -> tuple[list[Row]
         Row(f"ours, {routes['declared'].batch}", ours, routes["declared"], "batch"),
         Row(f"ours, {routes['generic'].batch}", ours, routes["generic"], "batch"),
         *(Row(f"{s.name}, {routes['declared'].batch}", s, routes["declared"], "batch")
-          for s in others if s.name.startswith("before")),
+          for s in others if s.name.startswith(("before", "ours, "))),
     ]  # fmt: skip
     return single, batch
 

@@ -21,7 +21,7 @@ from lookup.misses import Miss, MissHandler
 from lookup.params import BatchRequest, Shape
 from lookup.shadow import ShadowChecker
 from lookup.store import Resolved, StoreReader
-from prescore import keys
+from prescore import compact, keys
 from prescore.codec import stored_source
 from prescore.errors import FallbackUnavailable, StoreUnavailable
 from prescore.misslog import MissLog
@@ -140,24 +140,26 @@ class Lookup:
         asked = [c for k in unique for c in _candidates(k, ctx)] if ctx else unique
         resolved, values = self.reader.read(spec.name, asked)
         x = self.extras
-        direct = shape.min_score is None and not (x.shadow is not None and spec.live)
+        straight = shape.min_score is None and not (x.shadow is not None and spec.live)
         openings = _Openings(self, spec, resolved)
         rendered: dict[str, bytes] = {}
         found: dict[str, str] = {}  # key -> where its stored answer came from
+        direct: dict[int, list[tuple[str, tuple[bytes, str]]]] = {}  # by frame id
         for key, store_key, payload, fell_back in _picked(unique, values, ctx):
             if payload is None:
                 continue
-            head = (
-                openings[payload[1]] if direct and payload[:1] != b"{" and not fell_back else None
-            )
-            if head is not None:
+            if straight and not fell_back and compact.is_compact(payload) and openings[payload[1]]:
                 found[key] = "precomputed"
-                rendered[key] = resolved.decode(payload, store_key, head, shape.limit)
-            else:
-                found[key] = stored_source(payload)
-                rendered[key] = self._served(
-                    spec, key, ctx, payload, shape, resolved, fell_back, found[key]
-                )
+                direct.setdefault(payload[1], []).append((key, (payload, store_key)))
+                continue
+            found[key] = stored_source(payload)
+            rendered[key] = self._served(
+                spec, key, ctx, payload, shape, resolved, fell_back, found[key]
+            )
+        for frame_id, group in direct.items():
+            head = openings[frame_id] or b"{"  # always set: the frame's answers are fresh
+            bodies = resolved.decode_many(frame_id, [item for _, item in group], head, shape.limit)
+            rendered.update(zip([key for key, _ in group], bodies, strict=True))
         return resolved, rendered, found
 
     def many(self, spec: Served, req: BatchRequest) -> bytes:

@@ -66,7 +66,7 @@ class Resolved:
 
     def scored_text(self, stored: bytes) -> bytes:
         """The text that says when ``stored`` was scored: a compact payload's frame's."""
-        if stored[:1] == b"{":
+        if stored[:1] == b"{" or len(stored) < 2:
             return stored
         frame = self.frames.get(stored[1])
         return b"" if frame is None else frame.tail
@@ -79,6 +79,18 @@ class Resolved:
         try:
             return compact.decode(stored, key, self.frames, opening, limit)
         except (ValueError, IndexError, struct.error) as exc:  # a store not as written
+            if self.undecodable is not None:
+                raise self.undecodable() from exc
+            raise undecodable(f"{self.dataset} {self.version}") from exc
+
+    def decode_many(
+        self, frame_id: int, stored: list[tuple[bytes, str]], opening: bytes,
+        limit: int | None,
+    ) -> list[bytes]:  # fmt: skip
+        """:meth:`decode` of each (payload, key) of one frame, in one loop (a batch's)."""
+        try:
+            return compact.decode_many(self.frames[frame_id], stored, opening, limit)
+        except (KeyError, ValueError, IndexError, struct.error) as exc:
             if self.undecodable is not None:
                 raise self.undecodable() from exc
             raise undecodable(f"{self.dataset} {self.version}") from exc

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _string  # dumps' own, for a str
 
@@ -96,7 +96,8 @@ def frames_from_fields(heads: bytes, fields: Mapping[str, bytes]) -> dict[int, F
 
 
 def is_compact(raw: bytes) -> bool:
-    return raw[:1] in (b"\x01", b"\x02")
+    """Whether ``raw`` has a compact payload's header (a kind and a frame id)."""
+    return len(raw) > 1 and raw[0] in (NARROW, WIDE)
 
 
 def encode(frame_id: int, indices: Sequence[int], ticks: Sequence[int]) -> bytes:
@@ -121,30 +122,51 @@ def decode(
     frame = frames.get(raw[1])
     if frame is None:
         raise ValueError(f"compact payload of {key!r} names frame {raw[1]}, which is missing")
-    n, numbers = _unpack(raw)
-    shown = n if limit is None else min(n, limit)
-    entity = key[: -len(frame.context) - 1] if frame.context else key
-    parts = [opening, frame.key_head[1:], _string(entity).encode(), frame.head_end]
-    entries, closing = frame.entries, _CLOSING
-    for i in range(shown):  # one join of the pieces: no entry is built on its own
-        parts += (entries[numbers[i]], closing[numbers[n + i]])
-    if shown:
-        parts[-1] = parts[-1][:-1]  # the last entry's comma
-    parts.append(frame.tail)
-    return b"".join(parts)
+    return decode_many(frame, [(raw, key)], opening, limit)[0]
+
+
+def decode_many(
+    frame: Frame, stored: Iterable[tuple[bytes, str]], opening: bytes = b"{",
+    limit: int | None = None,
+) -> list[bytes]:  # fmt: skip
+    """:func:`decode` of each (raw, key) of ``frame``'s payloads, in one loop (a batch's)."""
+    head, head_end, tail, entries = (
+        opening + frame.key_head[1:],
+        frame.head_end,
+        frame.tail,
+        frame.entries,
+    )
+    cut = -len(frame.context) - 1 if frame.context else None
+    closing, layouts = _CLOSING, _LAYOUTS
+    out = []
+    for raw, key in stored:
+        n, layout = layouts.get((raw[0], len(raw))) or _layout(raw)
+        numbers = layout.unpack_from(raw, 2)
+        shown = n if limit is None or limit > n else limit
+        parts = [head, _string(key[:cut]).encode(), head_end]
+        for i in range(shown):  # one join of the pieces: no entry is built on its own
+            parts += (entries[numbers[i]], closing[numbers[n + i]])
+        if shown:
+            parts[-1] = parts[-1][:-1]  # the last entry's comma
+        parts.append(tail)
+        out.append(b"".join(parts))
+    return out
 
 
 _CLOSING = tuple(t + b"}," for t in TICK_TEXT)  # a tick's score text, closing its entry
-_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}  # (width, entries) -> indices + ticks
+_LAYOUTS: dict[tuple[int, int], tuple[int, struct.Struct]] = {}  # (kind, bytes) -> n, layout
 
 
-def _unpack(raw: bytes) -> tuple[int, tuple[int, ...]]:
-    """(n, the n indices then the n ticks) of a compact payload."""
+def _layout(raw: bytes) -> tuple[int, struct.Struct]:
+    """(n, the layout of the n indices then the n ticks) of a compact payload of its kind
+    and size; the few sizes there are (top K and fewer) are kept for the process."""
+    if raw[0] not in (NARROW, WIDE):
+        raise ValueError(f"not a compact payload: kind {raw[0]}")
     width = 4 if raw[0] == WIDE else 2
-    n = (len(raw) - 2) // (width + 2)
-    layout = _LAYOUTS.get((width, n))
-    if layout is None:  # a few shapes (top K and fewer): kept for the process
-        layout = struct.Struct(f"<{n}{'I' if width == 4 else 'H'}{n}H")
-        if len(_LAYOUTS) < 1024:
-            _LAYOUTS[(width, n)] = layout
-    return n, layout.unpack_from(raw, 2)
+    n, extra = divmod(len(raw) - 2, width + 2)
+    if extra:
+        raise ValueError(f"a compact payload of {len(raw)} bytes is cut short")
+    found = n, struct.Struct(f"<{n}{'I' if width == 4 else 'H'}{n}H")
+    if len(_LAYOUTS) < 1024:
+        _LAYOUTS[(raw[0], len(raw))] = found
+    return found

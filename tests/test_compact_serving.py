@@ -101,3 +101,27 @@ def test_compact_versions_answer_what_json_versions_do(
     in_context = got[REQUESTS.index({"context": "weekend"}) * 6]  # its batch
     assert '"context_fallback":true' in in_context  # the users scored only without it
     assert in_context.count('"items":[]') == 1 and '"user_id":"u4"' in in_context
+
+
+@pytest.mark.parametrize(
+    "stored", [b"", b"\x01", b"\x01\x00\x09", b"\x01\x07\x00\x00\x01\x00", b"junk"]
+)
+def test_a_payload_not_as_written_is_a_503_never_a_500(
+    rclient, settings: Settings, tmp_path: Path, stored: bytes
+) -> None:
+    """Bytes no encoder wrote (truncated, an unknown frame, neither JSON nor compact) are
+    a clean 503 undecodable_payload on every path, and the other keys of a batch too."""
+    core = demo_settings(settings, tmp_path / "var")
+    api = create_app(LookupSettings(core=core, pointer_cache_s=0)).test_client()
+    version = _publish(rclient, core, compact=True, scored_at="2026-11-24T10:00:00Z")
+    where = Versions(rclient, "reco", core.store).placed(version)
+    values.write(rclient, where, [("u3", stored)])
+    for r in (
+        api.get("/v1/recommendations/u3"),
+        api.get("/v1/recommendations/u3?min_score=0.2"),
+        api.post("/v1/recommendations:batchGet", json={"user_ids": ["u2", "u3"]}),
+        api.post("/v1/recommendations:batchGet", json={"user_ids": ["u3"], "min_score": 0.1}),
+    ):
+        assert r.status_code == 503, r.get_data()
+        assert r.get_json()["error"] == "undecodable_payload"
+    assert api.get("/v1/recommendations/u2").status_code == 200
