@@ -45,7 +45,7 @@ def hit(
     fell_back: bool = False,
     age: int | None = None,
     stale: bool = False,
-    key: str = "",
+    key: str | None = None,
 ) -> bytes:
     """One served payload: ``source`` (default: as stored), dataset_version and its
     ``age_s`` in front; ``fell_back``: a context was asked for, and only the plain key's
@@ -53,6 +53,8 @@ def hit(
     under ``key``) is decoded straight into the answer, cut to ``shape.limit``."""
     fields = _fields(age, stale, fell_back)
     if payload[:1] != b"{":  # compact (precomputed): one join builds the whole answer
+        if key is None:
+            raise ValueError("a compact payload is decoded with the key it is stored under")
         if shape.min_score is None:
             head = opening(source or "precomputed", resolved.version) + fields
             return resolved.decode(payload, key, head, shape.limit)

@@ -145,21 +145,25 @@ class Lookup:
         rendered: dict[str, bytes] = {}
         found: dict[str, str] = {}  # key -> where its stored answer came from
         direct: dict[int, list[tuple[str, tuple[bytes, str]]]] = {}  # by frame id
+        rest = []
         for key, store_key, payload, fell_back in _picked(unique, values, ctx):
             if payload is None:
                 continue
             if straight and not fell_back and compact.is_compact(payload) and openings[payload[1]]:
                 found[key] = "precomputed"
                 direct.setdefault(payload[1], []).append((key, (payload, store_key)))
-                continue
-            found[key] = stored_source(payload)
+            else:
+                found[key] = stored_source(payload)
+                rest.append((key, payload, fell_back))
+        for frame_id, group in direct.items():  # first: an undecodable one stops all at once
+            head = openings[frame_id]
+            assert head is not None  # only a frame with fresh answers is grouped
+            bodies = resolved.decode_many(frame_id, [item for _, item in group], head, shape.limit)
+            rendered.update(zip([key for key, _ in group], bodies, strict=True))
+        for key, payload, fell_back in rest:
             rendered[key] = self._served(
                 spec, key, ctx, payload, shape, resolved, fell_back, found[key]
             )
-        for frame_id, group in direct.items():
-            head = openings[frame_id] or b"{"  # always set: the frame's answers are fresh
-            bodies = resolved.decode_many(frame_id, [item for _, item in group], head, shape.limit)
-            rendered.update(zip([key for key, _ in group], bodies, strict=True))
         return resolved, rendered, found
 
     def many(self, spec: Served, req: BatchRequest) -> bytes:

@@ -19,7 +19,6 @@ is rendered, so its JSON is built once, with the answer's own fields in front.
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,10 +35,23 @@ from prescore.errors import NotFound, StoreUnavailable
 from prescore.redis_client import OUTAGES, Client
 from prescore.values import Command, Placed
 
+# an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
+_READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
 
 
+def _lean(client: Client) -> LeanReader | None:
+    """The lean reader of a single-node RESP2 client (a cluster's reads go by redis-py)."""
+    if not isinstance(client, redis.Redis):
+        return None
+    try:
+        return LeanReader(client)
+    except ValueError:  # another protocol than the one it parses
+        return None
+
+
 def undecodable(what: str) -> StoreUnavailable:
+    """The error a read of stored bytes no encoder wrote is: a 503 that says so."""
     return StoreUnavailable(
         f"the stored payloads of {what} cannot be decoded", code="undecodable_payload"
     )
@@ -55,10 +67,10 @@ class Resolved:
     model_version: str = ""
     buckets: int = 0
     frames: Mapping[int, compact.Frame] = field(default_factory=dict, compare=False)
-
-    undecodable: Callable[[], StoreUnavailable] | None = field(
+    # the error an undecodable payload of this version is, counted by the reader that read it
+    on_undecodable: Callable[[], StoreUnavailable] | None = field(
         default=None, compare=False, repr=False
-    )  # the error a payload that cannot be decoded is (counted by the reader)
+    )
 
     @property
     def placed(self) -> Placed:
@@ -78,22 +90,26 @@ class Resolved:
         one that cannot be decoded is a 503 ``undecodable_payload``."""
         try:
             return compact.decode(stored, key, self.frames, opening, limit)
-        except (ValueError, IndexError, struct.error) as exc:  # a store not as written
-            if self.undecodable is not None:
-                raise self.undecodable() from exc
-            raise undecodable(f"{self.dataset} {self.version}") from exc
+        except ValueError as exc:  # a store not as written
+            raise self._undecodable() from exc
 
     def decode_many(
         self, frame_id: int, stored: list[tuple[bytes, str]], opening: bytes,
         limit: int | None,
     ) -> list[bytes]:  # fmt: skip
         """:meth:`decode` of each (payload, key) of one frame, in one loop (a batch's)."""
+        frame = self.frames.get(frame_id)
         try:
-            return compact.decode_many(self.frames[frame_id], stored, opening, limit)
-        except (KeyError, ValueError, IndexError, struct.error) as exc:
-            if self.undecodable is not None:
-                raise self.undecodable() from exc
-            raise undecodable(f"{self.dataset} {self.version}") from exc
+            if frame is None:
+                raise ValueError(f"no frame {frame_id}")
+            return compact.decode_many(frame, stored, opening, limit)
+        except ValueError as exc:
+            raise self._undecodable() from exc
+
+    def _undecodable(self) -> StoreUnavailable:
+        if self.on_undecodable is not None:
+            return self.on_undecodable()
+        return undecodable(f"{self.dataset} {self.version}")
 
     def as_json(self, stored: bytes, key: str) -> bytes:
         """``stored`` as JSON: JSON as it is, a compact payload decoded."""
@@ -116,7 +132,7 @@ class StoreReader:
         self._infos: dict[tuple[str, str], Resolved] = {}  # version ids never change meaning
         self._lock = threading.Lock()
         self._seen: set[str] = set()  # datasets this process has found published
-        self._lean = LeanReader(client) if isinstance(client, redis.Redis) else None
+        self._lean = _lean(client)
         self.on_error: Callable[[str], None] | None = None  # (action): counts outages
 
     def _outage(self, action: str, doing: str, exc: BaseException) -> StoreUnavailable:
@@ -161,7 +177,9 @@ class StoreReader:
         except OUTAGES as exc:
             raise self._outage("registry", "reading the version registry", exc) from exc
         if raw is None:  # not cached: the registry is asked again next time
-            return Resolved(dataset, version)
+            return Resolved(
+                dataset, version, on_undecodable=partial(self._undecodable, f"{dataset} {version}")
+            )
         info = VersionInfo.from_bytes(raw)
         where = Placed(dataset, version, info.buckets)
         try:
@@ -194,7 +212,7 @@ class StoreReader:
         """Each key's payload as stored: from the buckets, else from the write-backs."""
         try:
             return values.fetch(self._run, resolved.placed, entity_keys)
-        except OUTAGES as exc:
+        except _READ_ERRORS as exc:
             raise self._outage("payloads", "reading payloads", exc) from exc
 
     def _undecodable(self, what: str) -> StoreUnavailable:
@@ -209,7 +227,7 @@ class StoreReader:
             return None  # a plain-key version: the write-back replaced the payload itself
         try:
             found: bytes | None = self._run([("GET", resolved.placed.write_back(key))])[0]
-        except OUTAGES as exc:
+        except _READ_ERRORS as exc:
             raise self._outage("payloads", "reading a write-back", exc) from exc
         return found
 

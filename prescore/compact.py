@@ -117,11 +117,12 @@ def decode(
 ) -> bytes:  # fmt: skip
     """The JSON payload of the compact ``raw`` stored under ``key``, with ``opening`` in
     place of its opening brace (a reader's own fields spliced in front, as
-    prescore.codec.envelope does) and at most ``limit`` entries, best first; ValueError
-    if its frame is not in ``frames``."""
-    frame = frames.get(raw[1])
+    prescore.codec.envelope does) and at most ``limit`` entries, best first. ValueError
+    if ``raw`` is no compact payload of ``frames`` (its frame missing, cut short, an
+    item or a score tick out of range)."""
+    frame = frames.get(raw[1]) if len(raw) > 1 else None
     if frame is None:
-        raise ValueError(f"compact payload of {key!r} names frame {raw[1]}, which is missing")
+        raise ValueError(f"the compact payload of {key!r} names no frame this version has")
     return decode_many(frame, [(raw, key)], opening, limit)[0]
 
 
@@ -130,19 +131,25 @@ def decode_many(
     limit: int | None = None,
 ) -> list[bytes]:  # fmt: skip
     """:func:`decode` of each (raw, key) of ``frame``'s payloads, in one loop (a batch's)."""
-    head, head_end, tail, entries = (
-        opening + frame.key_head[1:],
-        frame.head_end,
-        frame.tail,
-        frame.entries,
-    )
+    try:
+        return _decode_many(frame, stored, opening, limit)
+    except (IndexError, struct.error) as exc:  # an item or tick the frame does not have
+        raise ValueError(f"a compact payload does not fit its frame: {exc}") from exc
+
+
+def _decode_many(
+    frame: Frame, stored: Iterable[tuple[bytes, str]], opening: bytes, limit: int | None
+) -> list[bytes]:
+    head, head_end, tail = opening + frame.key_head[1:], frame.head_end, frame.tail
+    entries = frame.entries
     cut = -len(frame.context) - 1 if frame.context else None
     closing, layouts = _CLOSING, _LAYOUTS
+    most = -1 if limit is None else max(limit, 0)
     out = []
     for raw, key in stored:
         n, layout = layouts.get((raw[0], len(raw))) or _layout(raw)
         numbers = layout.unpack_from(raw, 2)
-        shown = n if limit is None or limit > n else limit
+        shown = n if most < 0 or most > n else most
         parts = [head, _string(key[:cut]).encode(), head_end]
         for i in range(shown):  # one join of the pieces: no entry is built on its own
             parts += (entries[numbers[i]], closing[numbers[n + i]])

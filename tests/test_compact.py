@@ -71,7 +71,7 @@ def test_a_score_only_python_rounds_stays_json() -> None:
 
 def test_a_missing_frame_is_an_error_not_a_wrong_answer() -> None:
     raw = compact.encode(1, [0], [1])
-    with pytest.raises(ValueError, match="frame 1"):
+    with pytest.raises(ValueError, match="no frame"):
         compact.decode(raw, "u1", {0: _encoder(3).frame()})
 
 

@@ -90,7 +90,8 @@ def test_compact_versions_answer_what_json_versions_do(
         declared = {**core.catalog.datasets, "reco": reco}
         catalog = dataclasses.replace(core.catalog, datasets=declared)
         core = dataclasses.replace(core, catalog=catalog)
-    api = create_app(LookupSettings(core=core, pointer_cache_s=0)).test_client()
+    app = create_app(LookupSettings(core=core, pointer_cache_s=0))
+    api = app.test_client()
     scored_at = "2026-11-24T10:00:00Z"
     as_json = _publish(rclient, core, compact=False, scored_at=scored_at)
     want = _answers(api, as_json)
@@ -98,6 +99,12 @@ def test_compact_versions_answer_what_json_versions_do(
     got = _answers(api, as_compact)
     assert got == want
     assert ('"stale":true' in got[0]) == (max_age_s is not None)
+    service = app.extensions["lookup"]
+    served, general = [], service._served
+    service._served = lambda spec, key, *rest: served.append(key) or general(spec, key, *rest)
+    api.post("/v1/recommendations:batchGet", json={"user_ids": USERS})
+    # fresh compact hits are decoded straight into the answer; stale ones go the whole way
+    assert served == ([] if max_age_s is None else USERS)
     in_context = got[REQUESTS.index({"context": "weekend"}) * 6]  # its batch
     assert '"context_fallback":true' in in_context  # the users scored only without it
     assert in_context.count('"items":[]') == 1 and '"user_id":"u4"' in in_context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,10 @@ def test_an_error_reply_raises_redis_pys_error_and_the_next_read_is_clean(
     rclient.set("plain", b"v")
     rclient.hset("h", "f", b"x")
     lean = _lean(redis_url)
+    rclient.set("other", b"y")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         lean.run([("HGET", "h", "f"), ("HGET", "plain", "f"), ("HGET", "h", "f")])
-    assert lean.run([("HGET", "h", "f")]) == [b"x"]  # nothing left over from the failed one
+    assert lean.run([("GET", "other")]) == [b"y"]  # not the failed read's unread b"x"
 
 
 def test_a_restarted_redis_is_reconnected_and_a_dead_one_fails_fast(
@@ -52,6 +54,47 @@ def test_a_restarted_redis_is_reconnected_and_a_dead_one_fails_fast(
         lean.run([("GET", "k")])
     redis_proc.start()
     assert lean.run([("GET", "k")]) == [None]  # a fresh connection; the server came back empty
+
+
+def test_a_redis_restarted_while_idle_is_read_again_at_once(
+    redis_proc: RedisProcess, redis_url: str
+) -> None:
+    lean = _lean(redis_url)
+    assert lean.run([("SET", "k", "1"), ("GET", "k")]) == [b"OK", b"1"]
+    redis_proc.stop()
+    redis_proc.start()
+    assert lean.run([("GET", "k")]) == [None]  # the dead socket is found, and made again
+
+
+def test_a_stalled_redis_is_a_timeout_and_the_next_read_is_clean(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    lean = LeanReader(connect(RedisSettings(url=redis_url, socket_timeout_s=0.2)))  # type: ignore[arg-type]
+    rclient.set("k", b"v")
+    assert lean.run([("GET", "k")]) == [b"v"]
+    rclient.execute_command("CLIENT", "PAUSE", "600")
+    with pytest.raises(redis.TimeoutError):
+        lean.run([("GET", "k")])
+    time.sleep(0.7)
+    assert lean.run([("GET", "k")]) == [b"v"]
+
+
+def test_a_connection_idle_past_the_health_check_interval_is_made_again(redis_url: str) -> None:
+    lean = LeanReader(connect(RedisSettings(url=redis_url), health_check_interval=0.2))  # type: ignore[arg-type]
+    first = lean.run([("CLIENT", "ID")])[0]
+    assert lean.run([("CLIENT", "ID")])[0] == first  # in use: the same connection
+    time.sleep(0.3)
+    assert lean.run([("CLIENT", "ID")])[0] != first
+
+
+def test_a_client_speaking_resp3_is_read_by_redis_py(redis_url: str, rclient: redis.Redis) -> None:
+    from lookup.store import StoreReader
+
+    resp3 = connect(RedisSettings(url=redis_url), protocol=3)
+    with pytest.raises(ValueError, match="RESP2"):
+        LeanReader(resp3)  # type: ignore[arg-type]
+    rclient.set("ps:{reco}:current", b"20260101T000000.000Z-abcdef")
+    assert StoreReader(resp3, 0).resolve("reco").version == "20260101T000000.000Z-abcdef"
 
 
 def test_the_connection_is_made_by_redis_py_with_auth(tmp_path: Path) -> None:
