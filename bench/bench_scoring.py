@@ -57,15 +57,15 @@ from prescore.versions import Versions
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
 
 
-TRAIN_USERS = 20_000  # the model is fitted on this many users' events, whatever is scored
+TRAIN_USERS = 5_000  # the model is fitted on this many users' events, whatever is scored
 
 
 def demo_model(var: Path, users: int, hotels: int) -> tuple[Catalog, ModelStore]:
     """The demo's data under ``var``/data, its model trained and registered as ``reco`` in
     a store under ``var``/models; the demo's declarations over that data. The model is
-    fitted on the events of at most TRAIN_USERS users of their own (preparing 50 events
-    a user for Keras runs on one core: at 200,000 users it took longer than the bench);
-    what a bench measures is scoring, which takes the model as it is."""
+    fitted on the events of at most TRAIN_USERS users of their own: Keras fits about 4,000
+    events a second here, so the 10M events of 200,000 users took longer than the bench.
+    What a bench measures is scoring, which takes the model as it is."""
     generate(var / "data", Sizes(users=users, hotels=hotels), seed=5)
     fit_on = var / "data"
     if users > TRAIN_USERS:
