@@ -144,20 +144,21 @@ class Lookup:
         openings = _Openings(self, spec, resolved)
         rendered: dict[str, bytes] = {}
         found: dict[str, str] = {}  # key -> where its stored answer came from
-        direct: dict[int, list[tuple[str, tuple[bytes, str]]]] = {}  # by frame id
+        # frame id -> its answers' opening, and (key, (payload, store key)) of each
+        direct: dict[int, tuple[bytes, list[tuple[str, tuple[bytes, str]]]]] = {}
         rest = []
         for key, store_key, payload, fell_back in _picked(unique, values, ctx):
             if payload is None:
                 continue
-            if straight and not fell_back and compact.is_compact(payload) and openings[payload[1]]:
+            plain = straight and not fell_back and compact.is_compact(payload)
+            head = openings[payload[1]] if plain else None
+            if head is not None:
                 found[key] = "precomputed"
-                direct.setdefault(payload[1], []).append((key, (payload, store_key)))
+                direct.setdefault(payload[1], (head, []))[1].append((key, (payload, store_key)))
             else:
                 found[key] = stored_source(payload)
                 rest.append((key, payload, fell_back))
-        for frame_id, group in direct.items():  # first: an undecodable one stops all at once
-            head = openings[frame_id]
-            assert head is not None  # only a frame with fresh answers is grouped
+        for frame_id, (head, group) in direct.items():  # first: an undecodable one stops all
             bodies = resolved.decode_many(frame_id, [item for _, item in group], head, shape.limit)
             rendered.update(zip([key for key, _ in group], bodies, strict=True))
         for key, payload, fell_back in rest:
