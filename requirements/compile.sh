@@ -1,7 +1,9 @@
 #!/usr/bin/env sh
-# The images' lock files: every package each deployed role installs, pinned, with its
-# hashes (pip install --require-hashes). Run after changing pyproject.toml's dependencies;
-# tests/test_locks.py fails when a lock no longer matches pyproject.toml.
+# The lock files: every package each deployed role installs, pinned, with its hashes
+# (pip install --require-hashes), and the development lock (dev.txt) that `make install`,
+# `make test` and CI install from. Run after changing pyproject.toml's dependencies;
+# tests/test_locks.py fails when a lock no longer matches pyproject.toml, or when dev.txt
+# pins a package at another version than an image lock does.
 #
 #   requirements/compile.sh                           # add what pyproject.toml gained, keep other pins
 #   requirements/compile.sh --upgrade                 # every package to its newest allowed version
@@ -23,10 +25,15 @@ sys.exit(0 if ok else "requirements/compile.sh: the locks are for Linux x86_64, 
 # pyproject's extras statically and then loses a requirement's own environment marker (the
 # tf extra's `tensorflow; platform_machine != 'x86_64'` would be locked beside
 # tensorflow-cpu); through `.` pip reads the built metadata, markers and all.
+#
+# The dev lock is resolved under the image locks as constraints (CONSTRAINTS, absolute
+# paths since pip-compile reads stdin from elsewhere), so development and CI test the very
+# versions the images ship, and add only what the images lack.
 lock() {
     name=$1 extras=$2
     shift 2
-    echo ".[$extras]" | "$python" -m piptools compile --quiet --generate-hashes --strip-extras \
+    { echo ".[$extras]"; for c in ${CONSTRAINTS:-}; do echo "-c $PWD/requirements/$c.txt"; done; } \
+        | "$python" -m piptools compile --quiet --generate-hashes --strip-extras \
         --allow-unsafe --no-emit-index-url --no-emit-find-links "$@" \
         --output-file "requirements/$name.txt" -
     # The images install the project itself apart (pip install --no-deps .): its entry
@@ -43,6 +50,8 @@ text = re.sub(
     text,
 )
 text = re.sub(r"(?m)^#    pip-compile .*$", f"#    requirements/compile.sh: pip-compile of .[{extras}]", text)
+# A constraint's entry names the absolute path of this checkout: it says only "an image lock".
+text = re.sub(r"#   -c /\S*/requirements/", "#   -c requirements/", text)
 open(path, "w").write(text)
 EOF
 }
@@ -52,3 +61,5 @@ lock lookup           lookup              "$@"  # docker/lookup.Dockerfile
 lock fallback         fallback            "$@"  # docker/fallback.Dockerfile (LOCK=fallback, the default)
 lock fallback-tf      fallback,tf         "$@"  # docker/fallback.Dockerfile --build-arg LOCK=fallback-tf
 lock jobs             jobs                "$@"  # docker/jobs.Dockerfile (and the demo image, FROM it)
+CONSTRAINTS="jobs fallback-tf fallback lookup" \
+lock dev              dev                 "$@"  # make install, make test, .ci/run
