@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -59,25 +58,24 @@ SESSION_CONF: dict[str, bool | float | int | str | None] = {
 }
 
 
-def spark_session(app_name: str) -> Any:
+def spark_session(app_name: str, scratch: str) -> Any:
     """The job's SparkSession (master and resources come from spark-submit).
 
     In local mode the scratch space (shuffle files, broadcasts) goes to a folder of this
-    process, and the folders of earlier jobs whose process is gone (killed: Spark removes
-    its own only on a clean exit) are deleted first."""
+    process under ``scratch``, and the folders of earlier jobs whose process is gone
+    (killed: Spark removes its own only on a clean exit) are deleted first."""
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name).config(map=SESSION_CONF)
     if SparkConf().get("spark.master", "local").startswith("local"):
-        builder = builder.config("spark.local.dir", str(local_dir()))
+        builder = builder.config("spark.local.dir", str(local_dir(Path(scratch))))
     return builder.getOrCreate()
 
 
-def local_dir(root: Path | None = None) -> Path:
-    """This process's Spark scratch folder, under ``root`` (default: the temp dir);
-    folders of processes that no longer run are removed."""
-    root = root or Path(tempfile.gettempdir()) / "prescore-spark"
+def local_dir(root: Path) -> Path:
+    """This process's Spark scratch folder, under ``root``; folders of processes that no
+    longer run are removed."""
     root.mkdir(parents=True, exist_ok=True)
     for old in root.iterdir():
         if old.name.isdigit() and not _alive(int(old.name)):

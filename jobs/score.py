@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = settings_for(args, os.environ)
-        spark = spark_session(f"prescore-score-{args.dataset}")
+        spark = spark_session(f"prescore-score-{args.dataset}", settings.spark_scratch)
         try:
             run_job(spark, args, settings)
         finally:

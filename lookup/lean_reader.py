@@ -10,12 +10,28 @@ from typing import Any
 
 import hiredis
 import redis
-from redis._parsers import BaseParser
+from redis import exceptions as rx
 from redis.connection import AbstractConnection
 
 from prescore.values import Command
 
 _MORE = object()  # hiredis: not enough data for a whole reply yet
+
+# Redis error replies by their first word, as the redis-py exceptions its own parsers raise
+# (so an outage reads the same by either path); any other is a plain ResponseError.
+_REPLY_ERRORS: dict[str, type[rx.RedisError]] = {
+    "ERR": rx.ResponseError,
+    "LOADING": rx.BusyLoadingError,
+    "READONLY": rx.ReadOnlyError,
+    "NOSCRIPT": rx.NoScriptError,
+    "NOPERM": rx.NoPermissionError,
+    "NOAUTH": rx.AuthenticationError,
+    "WRONGPASS": rx.AuthenticationError,
+    "EXECABORT": rx.ExecAbortError,
+    "MASTERDOWN": rx.MasterDownError,
+    "CLUSTERDOWN": rx.ClusterDownError,
+    "TRYAGAIN": rx.TryAgainError,
+}
 
 
 class Dropped(redis.ConnectionError):
@@ -33,6 +49,11 @@ class LeanReader:
     connection that was open and failed (Redis restarted) is made again and the commands
     sent once more; one idle for longer than the client's health-check interval is made
     again before use, as redis-py would check it; any other failure raises at once.
+
+    The connection's socket is no public name of redis-py: pyproject.toml allows only the
+    redis-py releases tests/test_lean_reader.py covers, and a connection class without it
+    (another release, another transport) makes the constructor refuse, so that the lookup
+    reads through redis-py instead.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -41,6 +62,8 @@ class LeanReader:
         if str(kwargs.get("protocol") or 2) != "2":
             raise ValueError("LeanReader reads RESP2 replies; the client speaks another")
         self._new = lambda: pool.connection_class(**kwargs)
+        if not hasattr(self._new(), "_sock"):
+            raise ValueError("LeanReader reads the socket of redis-py's connections; this has none")
         self._idle_s = float(kwargs.get("health_check_interval") or 0)
         self._local = threading.local()
 
@@ -76,7 +99,7 @@ class LeanReader:
                 if sock is None:
                     raise redis.ConnectionError("no connection to Redis")
                 self._local.reader = hiredis.Reader(
-                    protocolError=Dropped, replyError=BaseParser.parse_error,
+                    protocolError=Dropped, replyError=_reply_error,
                     notEnoughData=_MORE,
                 )  # fmt: skip
             packed = b"".join([hiredis.pack_command(c) for c in commands])  # type: ignore[arg-type]
@@ -89,6 +112,13 @@ class LeanReader:
             if isinstance(exc, OSError):
                 raise Dropped(f"connection to Redis lost: {exc}") from exc
             raise
+
+
+def _reply_error(message: str) -> rx.RedisError:
+    """The exception of a Redis error reply."""
+    code, _, rest = message.partition(" ")
+    kind = _REPLY_ERRORS.get(code)
+    return kind(rest) if kind else rx.ResponseError(message)
 
 
 def _socket(conn: AbstractConnection) -> socket.socket | None:

@@ -9,6 +9,7 @@ where it is read, in one line that names the variable, the value and what is all
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from prescore.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR = PROJECT_ROOT / "var"
+DEFAULT_SPARK_SCRATCH = str(Path(tempfile.gettempdir()) / "prescore-spark")
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -211,6 +213,8 @@ class Settings:
     models: ModelStoreSettings = field(default_factory=ModelStoreSettings)
     var_dir: str = str(DEFAULT_VAR)
     catalog: Catalog = field(default_factory=Catalog)  # the declared datasets
+    # where local-mode jobs keep their Spark scratch, a folder per job process
+    spark_scratch: str = DEFAULT_SPARK_SCRATCH
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -221,6 +225,7 @@ class Settings:
             models=ModelStoreSettings.from_env(env),
             var_dir=env_str(env, "PRESCORE_VAR", str(DEFAULT_VAR)),
             catalog=load(config, env) if config else Catalog(),
+            spark_scratch=env_str(env, "PRESCORE_SPARK_SCRATCH", DEFAULT_SPARK_SCRATCH),
         )
 
     def with_overrides(

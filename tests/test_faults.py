@@ -6,7 +6,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ def _env(settings: Settings, var: Path, redis_url: str) -> dict[str, str]:
         "PRESCORE_CONFIG": str(DEMO_CONFIG),
         "PRESCORE_VAR": str(var),
         "PRESCORE_WRITER_LEASE_S": str(LEASE_S),
+        "PRESCORE_SPARK_SCRATCH": str(Path(settings.var_dir) / "spark-scratch"),  # this test's own
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
 
@@ -69,7 +69,7 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     assert (
         dead.rows >= writing.rows > 0 and v.count_keys(writing.version) > 0
     )  # listed with its keys
-    scratch = Path(tempfile.gettempdir()) / "prescore-spark"
+    scratch = Path(env["PRESCORE_SPARK_SCRATCH"])
     left = {p.name for p in scratch.iterdir()} if scratch.exists() else set()
     done = subprocess.run([spark_submit_bin(), *local_args("score", master="local[2]",
                           driver_memory="1g", dataset="reco")], env=env, cwd=ROOT,

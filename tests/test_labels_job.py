@@ -221,10 +221,15 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
 
 # -- reduced-scale decode against the full decode ------------------------------------------
 
-# The largest score change the reduced-scale decode may make, and the 95th percentile of
-# the changes: a small CNN at 64x64 over photos decoded at 1/8 scale is the hardest case.
-SCORE_TOLERANCE = 0.15
-SCORE_P95 = 0.04
+# How far the reduced-scale decode's pixels may lie from the full decode's, in grey levels
+# of 255 at the model's 64x64. Pixels, not a trained model's scores, carry the bound: the
+# photos come from a seeded generator and Pillow's decoders and resampling are integer
+# code, so these figures are the same on every CPU, where a model trained here (oneDNN's
+# kernels differ by CPU) would be steeper or flatter on another. What the pixels do to the
+# tags is pinned on the demo tagger's held-out mAP below.
+MEAN_GAP = 2.0  # a photo's mean absolute difference: under 1% of the range
+P99_GAP = 12.0  # 99% of a photo's pixel values within this
+MAX_GAP = 24.0  # no pixel value off by more than about 10% of the range
 PHOTO_SIZES = [(640, 480), (1024, 768), (1600, 1200)]
 
 
@@ -234,34 +239,20 @@ def _encoded(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _tags(scores: np.ndarray, thresholds: np.ndarray) -> list[set[int]]:
-    return [set(np.flatnonzero(row >= thresholds)) for row in scores]
-
-
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_reduced_scale_decode_tags_photos_as_the_full_decode_does(  # type: ignore[no-untyped-def]
-    tags_settings, fmt: str
-) -> None:
-    """Photos of several sizes: every score within SCORE_TOLERANCE of the full decode's,
-    and the same tags but where a score lies within the tolerance of its threshold."""
-    ref = ModelStore(tags_settings.models).resolve("tagger")
-    model = TFModel(ref.saved_model, ref.meta)
-    thresholds = np.array([ref.meta["thresholds"][t] for t in TAGS], np.float32)
+def test_reduced_scale_decode_gives_the_pixels_of_the_full_decode(fmt: str) -> None:
+    """Photos of several sizes, decoded at reduced scale and in full to the model's size:
+    the same picture within a few grey levels; a PNG (no DCT scales) the very same."""
     rng = np.random.default_rng(3)
-    raws = [_encoded(large_photo(rng, size)[0], fmt) for size in PHOTO_SIZES for _ in range(6)]
-    scores = {
-        reduced: model({"image": np.stack([decode(r, (64, 64), reduced=reduced) for r in raws])})
-        for reduced in (True, False)
-    }
-    gap = np.abs(scores[True] - scores[False])
-    assert gap.max() <= SCORE_TOLERANCE, gap.max()
-    assert np.percentile(gap, 95) <= SCORE_P95, np.percentile(gap, 95)
-    near = np.abs(scores[False] - thresholds) <= SCORE_TOLERANCE
-    fast, full = _tags(scores[True], thresholds), _tags(scores[False], thresholds)
-    for row, (a, b) in enumerate(zip(fast, full, strict=True)):
-        assert a ^ b <= set(np.flatnonzero(near[row])), (PHOTO_SIZES[row // 6], a, b)
-    if fmt == "PNG":  # no DCT scales: the two paths are the same decode
-        assert gap.max() == 0.0
+    for size in PHOTO_SIZES:
+        for _ in range(6):
+            raw = _encoded(large_photo(rng, size)[0], fmt)
+            fast, full = (decode(raw, (64, 64), reduced=r).astype(np.int16) for r in (True, False))
+            gap = np.abs(fast - full)
+            assert gap.mean() <= MEAN_GAP and np.percentile(gap, 99) <= P99_GAP, (size, gap.mean())
+            assert gap.max() <= MAX_GAP, (size, gap.max())
+            if fmt == "PNG":
+                assert gap.max() == 0
 
 
 def test_held_out_map_of_the_reduced_and_full_decode(demo_var: Path, tags_settings) -> None:  # type: ignore[no-untyped-def]

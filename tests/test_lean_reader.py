@@ -107,3 +107,37 @@ def test_the_connection_is_made_by_redis_py_with_auth(tmp_path: Path) -> None:
             _lean(wrong).run([("GET", "k")])
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["LOADING Redis is loading", "READONLY You can't write against a read only replica.",
+     "NOPERM no permissions", "MASTERDOWN link down", "TRYAGAIN multiple keys",
+     "NOSCRIPT no script", "WRONGTYPE Operation against a key", "ERR something else"],
+)  # fmt: skip
+def test_an_error_reply_raises_what_redis_pys_own_parser_raises(
+    redis_url: str, rclient: redis.Redis, reply: str
+) -> None:
+    """The same error reply read by redis-py and by the lean reader: the same exception."""
+    script = "return redis.error_reply(ARGV[1])"
+    with pytest.raises(redis.RedisError) as by_redis_py:
+        rclient.eval(script, 0, reply)
+    with pytest.raises(redis.RedisError) as by_lean:
+        _lean(redis_url).run([("EVAL", script, "0", reply)])
+    assert type(by_lean.value) is type(by_redis_py.value)
+    assert str(by_lean.value) == str(by_redis_py.value)
+
+
+def test_the_locked_redis_py_is_one_pyproject_allows_and_the_lean_reader_reads_it() -> None:
+    """The dev lock and pyproject.toml name the same redis-py releases, and on the locked
+    one the lean reader is in use (a lock moved past the tested range fails here)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from tests.helpers import ROOT
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    allowed = next(Requirement(d) for d in deps if Requirement(d).name == "redis")
+    assert redis.__version__ in allowed.specifier, (redis.__version__, str(allowed.specifier))
+    assert hasattr(redis.Connection(), "_sock")

