@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 # Development and CI install the dev lock (every package pinned with its hashes, at the
 # versions the images' locks pin), then the project itself without dependencies.
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+# Day to day: what needs no Spark, no TensorFlow training, no cluster and no tool install.
+test-fast: $(STAMP) lint
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_scoring

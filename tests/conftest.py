@@ -20,6 +20,20 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# What `make test-fast` leaves out (pytest -m "not slow"): the tests that need Spark, train
+# a TensorFlow model or start a cluster, known by the fixtures they use; a test that starts
+# such a thing by itself carries the mark where it is written.
+SLOW_FIXTURES = frozenset(
+    {"spark", "shop", "colours", "demo", "demo_var", "cluster_url", "standalone"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """A real redis-server process for the whole session (tests may stop and restart it)."""

@@ -420,6 +420,7 @@ def _spark_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # a Spark driver
 def test_entrypoint_runs_a_driver_with_hadoop_conf_dir_and_passes_other_commands_through(
     tmp_path: Path,
 ) -> None:
@@ -518,6 +519,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # a virtualenv installed from the lock
 @pytest.mark.timeout(900)
 def test_lookup_image_python_layer_installs_and_serves_without_tensorflow(tmp_path: Path) -> None:
     """The lookup image's install steps, as its Dockerfile runs them, in a fresh virtualenv

@@ -180,6 +180,7 @@ def test_the_operator_build_replaces_the_bulk_cronjobs_and_keeps_the_release_ima
         assert {"name": "datasets", "configMap": {"name": datasets}} in driver["volumes"]
 
 
+@pytest.mark.slow  # checkov, installed on first use
 @pytest.mark.parametrize("build", BUILDS)
 def test_security_scan_passes(build: str, tmp_path: Path) -> None:
     """checkov over the rendered build; waivers (with reasons) in the config files."""

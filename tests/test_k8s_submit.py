@@ -195,6 +195,7 @@ def test_spark_applications_are_jobs_submit_output(dataset: str) -> None:
     assert plain["spec"]["arguments"] == app["spec"]["template"]["arguments"]
 
 
+@pytest.mark.slow  # a Spark job
 def test_a_real_local_submit_runs_a_spark_job(tmp_path: Path) -> None:
     """The local argv is a working spark-submit line (with a stand-in script of the table)."""
     script = tmp_path / "count.py"
