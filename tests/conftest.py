@@ -34,6 +34,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _spark_scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The local jobs this run starts keep their Spark scratch in a folder of its own, so
+    no test reads or cleans what another run on the machine keeps there."""
+    before = os.environ.get("PRESCORE_SPARK_SCRATCH")
+    os.environ["PRESCORE_SPARK_SCRATCH"] = str(tmp_path_factory.mktemp("spark-scratch"))
+    yield
+    if before is None:
+        del os.environ["PRESCORE_SPARK_SCRATCH"]
+    else:
+        os.environ["PRESCORE_SPARK_SCRATCH"] = before
+
+
 @pytest.fixture(scope="session")
 def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """A real redis-server process for the whole session (tests may stop and restart it)."""

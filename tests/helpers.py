@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,17 @@ from prescore.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
+# What a spark-submit started by a test keeps of the test's environment (conftest.py sets
+# PRESCORE_SPARK_SCRATCH to a folder of the run's own).
+JOB_ENV_KEYS = (
+    "PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON",
+    "PRESCORE_SPARK_SCRATCH",
+)  # fmt: skip
+
+
+def job_env() -> dict[str, str]:
+    """The part of this process's environment a test's spark-submit runs with."""
+    return {k: os.environ[k] for k in JOB_ENV_KEYS if k in os.environ}
 
 
 def demo_catalog(var: Path) -> Catalog:

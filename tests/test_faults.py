@@ -14,14 +14,13 @@ from jobs.submit import local_args, spark_submit_bin
 from prescore import keys
 from prescore.settings import Settings
 from prescore.versions import Versions
-from tests.helpers import DEMO_CONFIG, ROOT, demo_catalog, registered
+from tests.helpers import DEMO_CONFIG, ROOT, demo_catalog, job_env, registered
 
-ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 LEASE_S = 3.0
 
 
 def _env(settings: Settings, var: Path, redis_url: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
+    env = job_env()
     return env | {
         "REDIS_URL": redis_url,
         "PRESCORE_MODEL_STORE": settings.models.root,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -28,9 +27,15 @@ from prescore.settings import Settings, StoreSettings
 from prescore.tf_model import TFModel
 from prescore.versions import Versions, read_current
 from tests import domains
-from tests.helpers import DEMO_CONFIG, demo_catalog, registered, stored_payload, with_catalog
+from tests.helpers import (
+    DEMO_CONFIG,
+    demo_catalog,
+    job_env,
+    registered,
+    stored_payload,
+    with_catalog,
+)
 
-ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 COUNT = 400
 BAD = {
     "corrupt-1": "bad_image",
@@ -154,7 +159,7 @@ def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing( 
 
 
 def test_spark_submit_runs_the_job(demo_var, tags_settings, redis_url, rclient) -> None:  # type: ignore[no-untyped-def]
-    env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
+    env = job_env()
     env |= {
         "REDIS_URL": redis_url,
         "PRESCORE_MODEL_STORE": tags_settings.models.root,

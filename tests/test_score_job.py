@@ -20,9 +20,7 @@ from prescore.datasets import Catalog, load
 from prescore.errors import InvalidInput
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
-from tests.helpers import DEMO_CONFIG, demo_catalog, registered, stored_payload
-
-ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
+from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered, stored_payload
 
 
 @pytest.fixture()
@@ -136,9 +134,8 @@ def test_bad_data_mid_write_leaves_the_old_version(  # type: ignore[no-untyped-d
 
 
 def test_spark_submit_runs_the_job(demo, demo_settings, redis_url, rclient):  # type: ignore[no-untyped-def]
-    import os
 
-    env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
+    env = job_env()
     env |= {
         "REDIS_URL": redis_url,
         "PRESCORE_MODEL_STORE": demo_settings.models.root,

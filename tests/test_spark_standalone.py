@@ -28,10 +28,9 @@ from prescore.embedded_redis import RedisProcess
 from prescore.errors import NotFound
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions, read_current
-from tests.helpers import DEMO_CONFIG, demo_catalog, registered
+from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered
 
 COPIES = 5  # the demo's users ten times over: enough tasks that a kill lands mid-job
-ENV_KEYS = ("PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
 Answers = dict[str, dict[str, Any]]
 
 
@@ -114,7 +113,7 @@ def _submit(
         "score", master=cluster.master_url, driver_memory="1g", executor_memory="512m",
         dataset="reco", extra=flags,
     )  # fmt: skip
-    env = cluster.env({k: os.environ[k] for k in ENV_KEYS if k in os.environ})
+    env = cluster.env(job_env())
     env |= {"REDIS_URL": redis_url, "PRESCORE_MODEL_STORE": store,
             "PRESCORE_CONFIG": str(DEMO_CONFIG), "PRESCORE_VAR": str(var)}  # fmt: skip
     return [spark_submit_bin(), *argv], env
