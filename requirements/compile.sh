@@ -63,3 +63,12 @@ lock fallback-tf      fallback,tf         "$@"  # docker/fallback.Dockerfile --b
 lock jobs             jobs                "$@"  # docker/jobs.Dockerfile (and the demo image, FROM it)
 CONSTRAINTS="jobs fallback-tf fallback lookup" \
 lock dev              dev                 "$@"  # make install, make test, .ci/run
+
+# The manifest scanner the tests run lives in a virtualenv of its own (it pins many
+# libraries of its own): its lock too, so CI's scan cannot change under it.
+checkov=$(sed -n 's/^version="\(.*\)"$/\1/p' k8s/tools/install-checkov.sh)
+echo "checkov==$checkov" | "$python" -m piptools compile --quiet --generate-hashes --strip-extras \
+    --allow-unsafe --no-emit-index-url --no-emit-find-links "$@" \
+    --output-file requirements/tools/checkov.txt -
+sed -i 's|^#    pip-compile .*$|#    requirements/compile.sh: pip-compile of checkov (k8s/tools/install-checkov.sh)|' \
+    requirements/tools/checkov.txt

@@ -319,3 +319,15 @@ def test_make_install_installs_the_dev_lock_with_its_hashes() -> None:
     assert "pip install -q --no-deps --no-build-isolation -e ." in makefile
     assert re.search(r"^\$\(STAMP\):.*requirements/dev\.txt", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_scanners_lock_pins_the_version_its_installer_names_with_hashes() -> None:
+    """checkov, which the manifest tests run, installs from a lock of its own."""
+    script = (ROOT / "k8s" / "tools" / "install-checkov.sh").read_text()
+    version = re.search(r'^version="([^"]+)"$', script, re.M)
+    assert version, "k8s/tools/install-checkov.sh names no checkov version"
+    lock = (REQUIREMENTS / "tools" / "checkov.txt").read_text()
+    assert f"checkov=={version[1]} \\" in lock.splitlines(), REFRESH
+    entries = re.findall(r"^(\S+)==\S+ \\\n((?:    --hash=\S+(?: \\)?\n)+)", lock, re.M)
+    assert len(entries) == lock.count("=="), "every pin carries its hashes: " + REFRESH
+    assert "--require-hashes -r" in script
