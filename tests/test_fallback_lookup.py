@@ -238,6 +238,9 @@ def test_a_later_call_failing_keeps_the_answers_of_the_earlier_ones(
         fb.stop()
 
 
+RESET_S = 3.0
+
+
 def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
     world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
     tmp_path: Path,
@@ -248,7 +251,9 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
     try:
         lk = lookup_server(
             world, redis_url, fb.url, tmp_path / "lookup.log",
-            PRESCORE_FALLBACK_BREAKER_MIN_CALLS="3", PRESCORE_FALLBACK_BREAKER_RESET_S="1",
+            PRESCORE_FALLBACK_BREAKER_MIN_CALLS="3",
+            # open long enough that the calls below all find it open on a loaded machine
+            PRESCORE_FALLBACK_BREAKER_RESET_S=str(RESET_S),
         )  # fmt: skip
         assert requests.get(lk.url + "/v1/picks/m0", timeout=5).status_code == 404
         fb.kill()
@@ -285,7 +290,7 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
         single = requests.get(lk.url + "/v1/datasets/colours/img-0", timeout=5)
         assert (single.status_code, single.json()["error"]) == (503, "fallback_unavailable")
         fb.start()
-        time.sleep(1.2)  # the breaker's reset timeout
+        time.sleep(RESET_S + 0.2)  # the breaker's reset timeout
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             reply = requests.get(lk.url + "/v1/picks/c3", timeout=5)

@@ -17,7 +17,6 @@ import requests
 
 from prescore.settings import Settings
 from tests.fallback_lookup_helpers import (
-    DEADLINE_S,
     fallback_calls,
     fallback_server,
     lookup_server,
@@ -111,6 +110,9 @@ def test_a_key_with_no_live_answer_is_asked_once_while_remembered(
     assert fallback_calls(fallback) - before == 2
 
 
+LONG_DEADLINE_S = 2.0  # long beside the delays of a loaded machine (0.5 s elsewhere)
+
+
 def test_the_leaders_error_reaches_every_waiter_within_the_deadline(
     world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
     tmp_path: Path,
@@ -128,20 +130,23 @@ def test_the_leaders_error_reaches_every_waiter_within_the_deadline(
                     tmp_path / f"lookup{i}.log",
                     LOOKUP_THREADS="32",
                     PRESCORE_FALLBACK_BREAKER_MIN_CALLS="1000",  # every storm reaches the fallback
+                    PRESCORE_FALLBACK_TIMEOUT_S=str(LONG_DEADLINE_S),
                 )
             )
         urls = [s.url for s in lookups]
         assert requests.get(urls[0] + "/v1/picks/c4", timeout=5).status_code == 200
         fb.pause()  # accepts connections, answers nothing: the leader's call times out
         hung = _storm(urls, "/v1/picks/c8")
-        deadline = float(DEADLINE_S)
+        deadline = LONG_DEADLINE_S
         assert {(s, doc["error"]) for s, doc, _ in hung} == {(504, "fallback_timeout")}
-        assert max(took for _, _, took in hung) < deadline + 0.5, sorted(t for *_, t in hung)
+        # answered at the deadline, not after a call of their own once the leader's failed
+        # (twice the deadline): the gap between the two is what a loaded machine may take
+        assert max(took for _, _, took in hung) < 1.5 * deadline, sorted(t for *_, t in hung)
         fb.resume()
         fb.kill()  # refused at once: every waiter gets the leader's unavailable
         down = _storm(urls, "/v1/picks/c9")
         assert {(s, doc["error"]) for s, doc, _ in down} == {(503, "fallback_unavailable")}
-        assert max(took for _, _, took in down) < deadline + 0.5
+        assert max(took for _, _, took in down) < 1.5 * deadline
     finally:
         for s in lookups:
             s.stop()
