@@ -29,14 +29,13 @@ from typing import Any
 import pandas as pd
 
 from jobs.worker_cache import CACHE
-from prescore import gates, keys, values
+from prescore import gates, values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import PublishError
 from prescore.modelstore import ModelStore
 from prescore.redis_client import Client, connect
-from prescore.settings import ModelStoreSettings, RedisSettings, Settings
-from prescore.values import Placed
+from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions
 
 LATE_WRITE_GRACE_S = 1.0
@@ -147,16 +146,18 @@ def stats_row(
 
 
 def write_rows(
-    client: Client, dataset: str, version: str, rows: list[tuple[str, bytes]],
+    client: Client, conf: Mapping[str, Any], rows: list[tuple[str, bytes]],
     tally: values.Tally | None = None,
 ) -> int:  # fmt: skip
-    """Write a batch of payloads, unless the version stopped being 'writing' (job failed);
-    ``tally``: the task's (:func:`task_tally`)."""
-    raw = client.hget(keys.registry_key(dataset), version)
-    if raw is None or VersionInfo.from_bytes(raw).status != "writing":
-        raise RuntimeError(f"{dataset} {version} is no longer being written; stopping")
-    where = Placed(dataset, version, VersionInfo.from_bytes(raw).buckets)
-    return values.write(client, where, rows, tally=tally)
+    """Write a batch of payloads into the run's version (``conf``: its dataset, version
+    and the driver's lease token), each round trip only while the version is 'writing'
+    under that lease (a failed job's, or a writer's whose lease lapsed, stop with
+    PublishError ``lease_lost``); ``tally``: the task's (:func:`task_tally`)."""
+    versions = Versions(client, conf["dataset"]["name"], StoreSettings())
+    fence = versions.fence(conf["version"], conf["token"])
+    fence()
+    where = versions.placed(conf["version"])
+    return values.write(client, where, rows, tally=tally, fence=fence)
 
 
 def task_tally() -> values.Tally:
@@ -314,13 +315,13 @@ def publish_version(
     settings: Settings,
     dataset: Dataset,
     model: tuple[str, str],
-    run: Callable[[str], Any],
+    run: Callable[[str, str], Any],
     unit: str = "rows",
     force: bool = False,
     figures: Mapping[str, Any] | None = None,
     expected_keys: int = 0,
 ) -> Summary:
-    """Register a version, run the stats DataFrame ``run(version)`` while holding its
+    """Register a version, run the stats DataFrame ``run(version, token)`` while holding its
     lease, check it against the live one (prescore.gates), verify and publish (``force``:
     even over a newer live version); ``figures`` are recorded with it. A version that fails
     its gates is kept ``gated``. ``expected_keys`` sizes the version's buckets."""
@@ -332,8 +333,17 @@ def publish_version(
     summary = Summary(name, info.version)
     started = time.perf_counter()
     try:
-        with versions.lease(info.version), Progress(spark):
-            stats = run(info.version).collect()
+        with versions.lease(info.version) as lost, Progress(spark):
+            try:
+                stats = run(info.version, versions.token(info.version)).collect()
+            except Exception as exc:
+                if lost.is_set():  # its tasks were refused: say why, not Spark's trace
+                    raise PublishError(
+                        f"{name} {info.version}: the writer's lease was lost (paused or cut "
+                        "off past PRESCORE_WRITER_LEASE_S); its writes were refused",
+                        code="lease_lost",
+                    ) from exc
+                raise
         written: list[str] = []
         for row in stats:
             summary.rows += row["rows"]

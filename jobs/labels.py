@@ -133,7 +133,7 @@ def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) ->
         written, bad, keys_ = 0, [], []
         for start in range(0, len(batch), step):
             rows, skipped = score(batch.iloc[start : start + step], conf, model)
-            written += write_rows(client, conf["dataset"]["name"], conf["version"], rows, tally)
+            written += write_rows(client, conf, rows, tally)
             bad += skipped
             keys_ += [k for k, _ in rows]
         yield stats_row(written, written, bad, written=keys_)
@@ -234,8 +234,8 @@ def runner(
         if conf.get("partitions"):
             frame = frame.repartition(conf["partitions"])
 
-        def run_rows(version: str) -> Any:
-            mine = {**body, "version": version}
+        def run_rows(version: str, token: str) -> Any:
+            mine = {**body, "version": version, "token": token}
             return frame.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
 
         return run_rows, chosen
@@ -243,8 +243,8 @@ def runner(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
     files, images = read_images(spark, dataset, conf.get("partitions") or 0)
 
-    def run(version: str) -> Any:
-        mine = {**body, "version": version}
+    def run(version: str, token: str) -> Any:
+        mine = {**body, "version": version, "token": token}
         scored = images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
         stats = scored.collect()
         # Every listed file the workers saw was scored or reported; only when some were

@@ -328,14 +328,13 @@ def score_partition(
     model = worker_model(conf)
     run = CACHE.get(("run", conf["version"]), lambda: build_run(conf, items.value, model))
     step = conf["entities_per_chunk"]  # bounds the pairs of one chunk
-    dataset = conf["dataset"]["name"]
     tally = task_tally()
     for batch in batches:
         written = pairs = 0
         keys_: list[str] = []
         for start in range(0, len(batch), step):
             rows, scored = score_chunk(batch.iloc[start : start + step], conf, model, run)
-            written += write_rows(client, dataset, conf["version"], rows, tally)
+            written += write_rows(client, conf, rows, tally)
             pairs += scored
             keys_ += [k for k, _ in rows]
         yield stats_row(written, pairs, written=keys_)
@@ -352,7 +351,7 @@ def write_frames(conf: Mapping[str, Any], items: Mapping[str, list[Any]]) -> Non
 
 
 def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:
-    """``run(version)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
+    """``run(version, token)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
     items = spark.sparkContext.broadcast(planned.pop("items"))
     frame = planned.pop("entities")
     parallelism = spark.sparkContext.defaultParallelism
@@ -361,8 +360,8 @@ def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:
         frame = frame.repartition(partitions)
     body = {**conf, **planned}
 
-    def run(version: str) -> Any:
-        mine = {**body, "version": version}
+    def run(version: str, token: str) -> Any:
+        mine = {**body, "version": version, "token": token}
         write_frames(mine, items.value)
         return frame.mapInPandas(lambda it: score_partition(it, mine, items), STATS_SCHEMA)
 

@@ -161,7 +161,7 @@ def _finite(value: Any) -> None:
 
 def _write_all(
     client: Client, dataset: Dataset, where: Placed, path: str, rows: _Rows,
-    report: PublishReport, sample: gates.Reservoir,
+    report: PublishReport, sample: gates.Reservoir, fence: Callable[[], None],
 ) -> None:  # fmt: skip
     """Write every good row of the parquet at ``path``; count and sample the bad ones."""
     from prescore.datasets import absolute_uri
@@ -177,7 +177,7 @@ def _write_all(
                     report.bad_sample.append(
                         f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}"
                     )
-        report.rows += values.write(client, where, good)
+        report.rows += values.write(client, where, good, fence=fence)
         sample.offer([k for k, _ in good])
 
 
@@ -206,7 +206,8 @@ def publish_file(
         reservoir = gates.Reservoir(dataset.gates.sample)
         with versions.lease(info.version):
             where = versions.placed(info.version, info)
-            _write_all(client, dataset, where, path, rows, report, reservoir)
+            fence = versions.fence(info.version)
+            _write_all(client, dataset, where, path, rows, report, reservoir, fence)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "

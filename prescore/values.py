@@ -69,19 +69,20 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def write(
     client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = 2000,
-    tally: Tally | None = None,
+    tally: Tally | None = None, fence: Callable[[], None] | None = None,
 ) -> int:  # fmt: skip
     """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and count
     them in the version's progress (under ``tally``'s field, else a shared one); returns
-    how many were written."""
+    how many were written. ``fence`` is called before each round trip and raises when the
+    writer may no longer write (prescore.versions.Versions.fence)."""
     written = 0
     chunk: list[tuple[str, bytes]] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) >= batch:
-            written += _write_chunk(client, where, chunk, tally)
+            written += _write_chunk(client, where, chunk, tally, fence)
             chunk = []
-    written += _write_chunk(client, where, chunk, tally)
+    written += _write_chunk(client, where, chunk, tally, fence)
     return written
 
 
@@ -95,10 +96,13 @@ def written(client: Client, where: Placed) -> int:
 
 
 def _write_chunk(
-    client: Client, where: Placed, rows: list[tuple[str, bytes]], tally: Tally | None
-) -> int:
+    client: Client, where: Placed, rows: list[tuple[str, bytes]], tally: Tally | None,
+    fence: Callable[[], None] | None,
+) -> int:  # fmt: skip
     if not rows:
         return 0
+    if fence is not None:
+        fence()
     grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
     for key, payload in rows:
         grouped[where.bucket(key)][key] = payload

@@ -1,22 +1,27 @@
 """Versions of a dataset in Redis: write beside the live one, verify, switch, roll back.
 
-A writer calls ``begin`` (registry entry 'writing' with its bucket count, and a lease),
-keeps the lease alive with :meth:`Versions.lease` while its tasks write payloads with
-``prescore.values.write``, then ``publish`` verifies the key count (what the version's
-buckets hold) and switches the pointer and the registry in one MULTI/EXEC. A publish
-only moves forward: a version older than the live one (a late or orphaned job) is
-refused unless forced, and a forced one says so in the registry. A writer that fails
-calls ``fail``. One that is killed stops renewing its lease, which
-expires within ``writer_lease_s``: its version then lists as ``dead`` with the keys it
-wrote, and the next job or ``gc`` removes it. The pointer only ever names a version
-whose every key was written. A rollback keeps the version it leaves published, so it can
-be rolled forward to again and is retired only as versions beyond the newest N are.
+A writer calls ``begin`` (registry entry 'writing' with its bucket count, and a lease
+held by a token only it knows), keeps the lease alive with :meth:`Versions.lease` while
+its tasks write payloads with ``prescore.values.write`` (each batch only while the lease
+is still its own: :meth:`Versions.fence`), then ``publish`` verifies the key count (what
+the version's buckets hold) and switches the pointer and the registry. Every transition
+is a compare-and-set (prescore.transitions): whatever a concurrent writer, rollback or
+gc changed between reading and switching makes the switch read and decide again, so no
+interleaving moves the pointer backwards or names a version that is not published. A
+publish only moves forward: a version older than the live one (a late or orphaned job)
+is refused unless forced, and a forced one says so in the registry. A writer that fails
+calls ``fail``. One that is killed stops renewing its lease, which lapses within
+``writer_lease_s``: its version then lists as ``dead`` with the keys it wrote, and the
+next job or ``gc`` removes it; should it wake, its next batch and its publish are
+refused. A rollback keeps the version it leaves published, so it can be rolled forward
+to again and is retired only as versions beyond the newest N are.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -24,8 +29,9 @@ from typing import Any
 from prescore import keys, values
 from prescore.codec import VersionInfo, sort_versions
 from prescore.errors import NotFound, PublishError
-from prescore.redis_client import Client, as_text
+from prescore.redis_client import OUTAGES, Client, as_bytes, as_text
 from prescore.settings import StoreSettings
+from prescore.transitions import Change, Conflict, Registry, new_token, transition
 from prescore.values import Placed
 
 HISTORY = 20  # retired and failed versions listed in the registry
@@ -62,6 +68,8 @@ class Versions:
         self.settings = settings
         self._pointer = keys.pointer_key(dataset)
         self._registry = keys.registry_key(dataset)
+        self._cas = Registry(client, self.dataset)
+        self._tokens: dict[str, str] = {}  # the leases this writer took: version -> token
 
     # -- reading ---------------------------------------------------------------
     def current(self) -> str | None:
@@ -69,21 +77,26 @@ class Versions:
         return as_text(raw) if raw is not None else None
 
     def get(self, version: str) -> VersionInfo:
+        return VersionInfo.from_bytes(self._raw(version))
+
+    def _raw(self, version: str) -> bytes:
         raw = self.client.hget(self._registry, version)
         if raw is None:
             raise NotFound(f"{self.dataset} has no version {version!r}", code="unknown_version")
-        return VersionInfo.from_bytes(raw)
+        return as_bytes(raw)
 
     def all(self) -> list[VersionInfo]:
         """Every registered version, newest first; a writing one with the keys it has
         written so far, and as ``dead`` once its writer's lease has lapsed."""
         raw = self.client.hgetall(self._registry)
         infos = sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
-        return [self._live_view(i) if i.status == "writing" else i for i in infos]
+        writing = [i.version for i in infos if i.status == "writing"]
+        alive = dict(zip(writing, self._cas.alive(writing), strict=True))
+        return [self._live_view(i, alive[i.version]) if i.status == "writing" else i
+                for i in infos]  # fmt: skip
 
-    def _live_view(self, info: VersionInfo) -> VersionInfo:
+    def _live_view(self, info: VersionInfo, alive: bool) -> VersionInfo:
         rows = values.written(self.client, self.placed(info.version, info))
-        alive = self.client.exists(keys.lease_key(self.dataset, info.version))
         return info.replace(rows=rows, status="writing" if alive else "dead")
 
     def placed(self, version: str, info: VersionInfo | None = None) -> Placed:
@@ -116,38 +129,88 @@ class Versions:
             started_at=utcnow_iso(),
             note=note,
         )
-        self.renew(info.version)
-        self.client.hset(self._registry, info.version, info.to_bytes())
+        token = new_token()
+        seconds, micros = self.client.time()
+        deadline = seconds * 1000 + micros // 1000 + self._lease_ms()
+        pipe = self.client.pipeline(transaction=True)  # entry and lease at once (one slot)
+        pipe.set(keys.lease_key(self.dataset, info.version), f"{token}:{deadline}")
+        pipe.hset(self._registry, info.version, info.to_bytes())
+        pipe.execute()
+        self._tokens[info.version] = token
         return info
 
-    def renew(self, version: str) -> None:
-        """Hold the lease of ``version`` for another ``writer_lease_s``."""
-        ms = int(self.settings.writer_lease_s * 1000)
-        self.client.set(keys.lease_key(self.dataset, version), b"1", px=max(ms, 1))
+    def _lease_ms(self) -> int:
+        return max(int(self.settings.writer_lease_s * 1000), 1)
+
+    def token(self, version: str) -> str:
+        """The lease token of a version this writer began (its tasks write with it)."""
+        return self._tokens[version]
+
+    def renew(self, version: str) -> bool:
+        """Hold the lease of ``version`` for another ``writer_lease_s``; False when it is
+        no longer this writer's (lapsed and taken over, or removed with its version)."""
+        return self._cas.hold(version, self.token(version), self.settings.writer_lease_s)
+
+    def fence(self, version: str, token: str | None = None) -> Callable[[], None]:
+        """The check a writer makes before each batch: the version is still 'writing'
+        and its lease still held by ``token`` (default: this writer's); raises
+        PublishError ``lease_lost`` otherwise, so that the writer stops."""
+        held = token or self.token(version)
+
+        def check() -> None:
+            alive = self._cas.alive([version], held)[0]
+            raw = self.client.hget(self._registry, version)
+            status = VersionInfo.from_bytes(raw).status if raw is not None else "gone"
+            if not alive or status != "writing":
+                raise PublishError(
+                    f"{self.dataset} {version} is no longer this writer's to write (its lease "
+                    f"lapsed or the version is {status}); stopping",
+                    code="lease_lost",
+                )
+
+        return check
 
     @contextmanager
-    def lease(self, version: str) -> Iterator[None]:
-        """Renew the lease of ``version`` every third of ``writer_lease_s`` while inside."""
-        stop = threading.Event()
+    def lease(self, version: str) -> Iterator[threading.Event]:
+        """Renew the lease of ``version`` every third of ``writer_lease_s`` while inside;
+        yields an event set once the lease is lost (its writes are refused from then on).
+        A store outage is retried at the next beat and said once on stderr."""
+        stop, lost = threading.Event(), threading.Event()
 
         def beat() -> None:
+            failing = False
             while not stop.wait(self.settings.writer_lease_s / 3):
                 try:
-                    self.renew(version)
-                except Exception:
+                    held = self.renew(version)
+                except OUTAGES as exc:
+                    if not failing:
+                        print(f"{self.dataset} {version}: lease not renewed ({exc}); "
+                              "retrying", file=sys.stderr, flush=True)  # fmt: skip
+                    failing = True
                     continue
+                failing = False
+                if not held:
+                    print(f"{self.dataset} {version}: the lease is lost; its writes stop",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    lost.set()
+                    return
 
         thread = threading.Thread(target=beat, name=f"lease-{version}", daemon=True)
         thread.start()
         try:
-            yield
+            yield lost
         finally:
             stop.set()
             thread.join(timeout=1)
 
-    def _done_writing(self, pipe: object, version: str) -> None:
-        pipe.delete(keys.lease_key(self.dataset, version))  # type: ignore[attr-defined]
-        pipe.delete(keys.written_key(self.dataset, version))  # type: ignore[attr-defined]
+    def _finish(self, version: str, change: Change) -> None:
+        """After a writer's last transition: its progress counts go, and its token."""
+        self.client.delete(keys.written_key(self.dataset, version))
+        self._tokens.pop(version, None)
+
+    def _lease(self, version: str) -> tuple[str, str] | None:
+        token = self._tokens.get(version)
+        return (version, token) if token else None
 
     def publish(
         self,
@@ -161,21 +224,11 @@ class Versions:
         """Verify the count, then switch pointer and registry atomically; retire old ones
         (unless ``retire`` is False: the caller runs :meth:`retire_old` itself). A version
         older than the live one is refused unless ``force``. ``figures`` (a run's duration,
-        rows scored, ...) are kept in the registry entry, where the exporter reads them."""
-        info = self.get(version)
-        if info.status != "writing":
-            raise PublishError(f"version {version} is {info.status}, not writing")
-        live = self.current()
-        note = info.note
-        if live is not None and version < live:
-            if not force:
-                why = f"older than the live version {live}: a late or orphaned job"
-                self.fail(version, why)
-                raise PublishError(
-                    f"{self.dataset} {version} is {why}; refused (force to publish it anyway)",
-                    code="stale_publish",
-                )
-            note = f"forced over the newer live version {live}" + (f"; {note}" if note else "")
+        rows scored, ...) are kept in the registry entry, where the exporter reads them.
+        The switch is made only while this writer holds the version's lease (when it
+        began it) and only over the live version it checked against."""
+        if self.get(version).status != "writing":
+            raise PublishError(f"version {version} is {self.get(version).status}, not writing")
         found = self.count_keys(version)
         if found != expected_rows or expected_rows == 0:
             self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
@@ -183,98 +236,175 @@ class Versions:
                 f"{self.dataset} {version}: expected {expected_rows} keys, found {found}; "
                 "the pointer was not moved"
             )
-        now = utcnow_iso()
-        done = info.replace(
-            status="published",
-            rows=found,
-            finished_at=now,
-            published_at=now,
-            note=note,
-            extra={**info.extra, **(figures or {})},
-        )
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self._pointer, version)
-        pipe.hset(self._registry, version, done.to_bytes())
-        self._done_writing(pipe, version)
-        pipe.execute()
+        stale: list[str] = []
+
+        def decide() -> Change:
+            raw = self._raw(version)
+            info = VersionInfo.from_bytes(raw)
+            if info.status != "writing":
+                raise PublishError(f"version {version} is {info.status}, not writing")
+            live = self.current()
+            note = info.note
+            if live is not None and version < live:
+                if not force:
+                    stale.append(live)
+                    raise _Stale()
+                note = f"forced over the newer live version {live}" + (f"; {note}" if note else "")
+            now = utcnow_iso()
+            done = info.replace(
+                status="published", rows=found, finished_at=now, published_at=now, note=note,
+                extra={**info.extra, **(figures or {})},
+            )  # fmt: skip
+            return Change(live, {version: (raw, done.to_bytes())}, version, self._lease(version))
+
+        try:
+            change = transition(self._cas, decide)
+        except _Stale:
+            why = f"older than the live version {stale[-1]}: a late or orphaned job"
+            self.fail(version, why)
+            raise PublishError(
+                f"{self.dataset} {version} is {why}; refused (force to publish it anyway)",
+                code="stale_publish",
+            ) from None
+        except Conflict as exc:
+            raise PublishError(
+                f"{self.dataset} {version}: not published: {exc}", code="lease_lost"
+            ) from None
+        self._finish(version, change)
         if retire:
             self.retire_old()
-        return done
+        return self.get(version)
 
     def gate(self, version: str, rows: int, report: Mapping[str, Any], summary: str) -> VersionInfo:
         """Keep a version that failed its data gates unpublished: ``gated``, with the
         gates' report; its keys stay, to be looked at or released."""
-        info = self.get(version)
-        entry = info.replace(
-            status="gated", rows=rows, finished_at=utcnow_iso(), note=f"gated: {summary}",
-            extra={**info.extra, "gates": dict(report)},
-        )  # fmt: skip
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._registry, version, entry.to_bytes())
-        self._done_writing(pipe, version)
-        pipe.execute()
-        return entry
+        made: list[VersionInfo] = []
+
+        def decide() -> Change:
+            raw = self._raw(version)
+            info = VersionInfo.from_bytes(raw)
+            if info.status != "writing":
+                raise PublishError(f"version {version} is {info.status}, not writing")
+            entry = info.replace(
+                status="gated", rows=rows, finished_at=utcnow_iso(), note=f"gated: {summary}",
+                extra={**info.extra, "gates": dict(report)},
+            )  # fmt: skip
+            made[:] = [entry]
+            return Change(self.current(), {version: (raw, entry.to_bytes())},
+                          lease=self._lease(version))  # fmt: skip
+
+        self._finish(version, self._transition(decide, version))
+        return made[0]
+
+    def _transition(self, decide: Callable[[], Change], version: str) -> Change:
+        try:
+            return transition(self._cas, decide)
+        except Conflict as exc:
+            raise PublishError(f"{self.dataset} {version}: {exc}", code="lease_lost") from None
 
     def release(self, version: str, by: str, reason: str) -> VersionInfo:
         """Publish a gated version anyway: an operator's decision, recorded in its entry."""
-        info = self.get(version)
-        if info.status != "gated":
-            raise PublishError(f"version {version} is {info.status}, not gated", code="not_gated")
         if not reason.strip():
             raise PublishError("say why the gates are overridden (--reason)", code="no_reason")
-        found = self.count_keys(version)
-        if found != info.rows:
-            raise PublishError(
-                f"{self.dataset} {version}: expected {info.rows} keys, found {found}; "
-                "it cannot be released", code="publish_failed",
+        made: list[VersionInfo] = []
+
+        def decide() -> Change:
+            raw = self._raw(version)
+            info = VersionInfo.from_bytes(raw)
+            if info.status != "gated":
+                raise PublishError(f"version {version} is {info.status}, not gated",
+                                   code="not_gated")  # fmt: skip
+            found = self.count_keys(version)
+            if found != info.rows:
+                raise PublishError(
+                    f"{self.dataset} {version}: expected {info.rows} keys, found {found}; "
+                    "it cannot be released", code="publish_failed",
+                )  # fmt: skip
+            now = utcnow_iso()
+            done = info.replace(
+                status="published", published_at=now,
+                note=f"released by {by} over its gates: {reason}",
+                extra={**info.extra, "released_by": by, "released_at": now,
+                       "release_reason": reason},
             )  # fmt: skip
-        now = utcnow_iso()
-        done = info.replace(
-            status="published", published_at=now,
-            note=f"released by {by} over its gates: {reason}",
-            extra={**info.extra, "released_by": by, "released_at": now, "release_reason": reason},
-        )  # fmt: skip
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self._pointer, version)
-        pipe.hset(self._registry, version, done.to_bytes())
-        pipe.execute()
-        return done
+            made[:] = [done]
+            return Change(self.current(), {version: (raw, done.to_bytes())}, version)
+
+        self._transition(decide, version)
+        return made[0]
 
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
-        """Mark a version failed and remove what it wrote; the pointer never names it."""
+        """Mark a version failed and remove what it wrote; the pointer never names it.
+        Its keys go first and the record after: a Redis that is full has room to record
+        once they are gone. A version published meanwhile is not failed."""
         if self.current() == version:
             raise PublishError(f"refusing to fail the live version {version}")
-        info = self.get(version)
-        pipe = self.client.pipeline(transaction=True)
-        entry = info.replace(status=status, finished_at=utcnow_iso(), note=reason)
-        pipe.hset(self._registry, version, entry.to_bytes())
-        self._done_writing(pipe, version)
-        pipe.execute()
         self.delete_keys(version)
+
+        def decide() -> Change:
+            raw = self._raw(version)
+            info = VersionInfo.from_bytes(raw)
+            live = self.current()
+            if live == version or info.status in ("published", "retired"):
+                raise PublishError(f"refusing to fail the {info.status} version {version}")
+            entry = info.replace(status=status, finished_at=utcnow_iso(), note=reason)
+            return Change(live, {version: (raw, entry.to_bytes())})
+
+        self._transition(decide, version)
+        # the lease goes whoever held it: a writer that wakes finds it gone and stops
+        self.client.delete(keys.lease_key(self.dataset, version))
+        self._finish(version, Change(None, {}))
+        self.delete_keys(version)  # what a writer landed while it was being failed
 
     def rollback(self, to: str | None = None) -> VersionInfo:
         """Point readers at ``to`` or at the newest published version before the live one.
 
-        The version left stays published (noted), so rolling forward to it again works."""
-        live = self.current()
-        if live is None:
-            raise NotFound(f"{self.dataset} has no live version", code="no_version")
-        candidates = [i for i in self.all() if i.status == "published" and i.version != live]
-        if to is not None:
-            candidates = [i for i in candidates if i.version == to]
-        else:
-            candidates = [i for i in candidates if i.version < live]
-        if not candidates:
-            raise NotFound(
-                f"no published version of {self.dataset} to roll back to", code="no_rollback_target"
+        The version left stays published (noted), so rolling forward to it again works.
+        The switch is made only if the live version and the target are still as read:
+        a publish or another rollback in between refuses it, and changes nothing."""
+        found: list[VersionInfo] = []
+        seen: list[str | None] = []
+
+        def decide() -> Change:
+            live = self.current()
+            if live is None:
+                raise NotFound(f"{self.dataset} has no live version", code="no_version")
+            seen.append(live)
+            if seen[0] != live:
+                raise PublishError(
+                    f"{self.dataset}: the live version changed from {seen[0]} to {live} during "
+                    "the rollback; nothing was changed (look again, then roll back)",
+                    code="conflict",
+                )
+            raw = self.client.hgetall(self._registry)
+            entries = {as_text(k): as_bytes(v) for k, v in raw.items()}
+            infos = sort_versions([VersionInfo.from_bytes(v) for v in entries.values()])
+            candidates = [i for i in infos if i.status == "published" and i.version != live]
+            if to is not None:
+                candidates = [i for i in candidates if i.version == to]
+            else:
+                candidates = [i for i in candidates if i.version < live]
+            if not candidates:
+                raise NotFound(
+                    f"no published version of {self.dataset} to roll back to",
+                    code="no_rollback_target",
+                )
+            target = candidates[0]
+            if found and found[0].version != target.version:
+                raise PublishError(
+                    f"{self.dataset}: {found[0].version} was retired during the rollback; "
+                    "nothing was changed", code="conflict",
+                )  # fmt: skip
+            left = VersionInfo.from_bytes(entries[live]).replace(
+                note=f"rolled back to {target.version} at {utcnow_iso()}"
             )
-        target = candidates[0]
-        left = self.get(live).replace(note=f"rolled back to {target.version} at {utcnow_iso()}")
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self._pointer, target.version)
-        pipe.hset(self._registry, live, left.to_bytes())
-        pipe.execute()
-        return target
+            found[:] = [target]
+            same = entries[target.version]  # checked, not changed
+            switch = {live: (entries[live], left.to_bytes()), target.version: (same, same)}
+            return Change(live, switch, target.version)
+
+        self._transition(decide, to or "rollback")
+        return found[0]
 
     # -- housekeeping ----------------------------------------------------------
     def reap_dead(self) -> list[str]:
@@ -304,7 +434,8 @@ class Versions:
                 kept += 1
                 continue
             if info.status == "published":
-                removed.append(self._remove(info, "retired", info.note))
+                if self._remove(info, "retired", info.note):
+                    removed.append(info.version)
             elif info.status == "writing":
                 continue  # its writer is alive
             history += 1
@@ -313,13 +444,34 @@ class Versions:
         return removed
 
     def _remove(self, info: VersionInfo, status: str, note: str) -> str:
+        """Retire a published version that is not live: recorded first (so no rollback
+        can pick it from then on), then its keys removed."""
+
+        def decide() -> Change:
+            raw = self._raw(info.version)
+            now = VersionInfo.from_bytes(raw)
+            live = self.current()
+            if live == info.version or now.status != "published":
+                raise _Kept()
+            return Change(live, {info.version: (raw, now.replace(status=status, note=note)
+                                                .to_bytes())})  # fmt: skip
+
+        try:
+            self._transition(decide, info.version)
+        except _Kept:
+            return ""
         self.delete_keys(info.version)
-        self.client.hset(
-            self._registry, info.version, info.replace(status=status, note=note).to_bytes()
-        )
         return info.version
 
     def delete_keys(self, version: str) -> int:
         """UNLINK every key of ``version``, found from its own record (prescore.values)."""
         where, store = self.placed(version), self.settings
         return values.delete(self.client, where, store.delete_batch, store.live_ttl_s)
+
+
+class _Stale(Exception):
+    """A publish found a newer live version (decided inside a transition)."""
+
+
+class _Kept(Exception):
+    """A retirement found the version live again, or no longer published."""

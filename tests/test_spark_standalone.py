@@ -211,9 +211,10 @@ def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     rows, each key once."""
     v = Versions(rclient, "reco", settings.store)
     info = v.begin("reco", "1")
+    run = {"dataset": {"name": "reco"}, "version": info.version, "token": v.token(info.version)}
     rows = [(f"u{i}", json.dumps({"user_id": f"u{i}", "items": []}).encode()) for i in range(50)]
-    write_rows(rclient, "reco", info.version, rows[:30])  # the lost attempt got this far
-    write_rows(rclient, "reco", info.version, rows)  # its retry writes the whole partition
+    write_rows(rclient, run, rows[:30])  # the lost attempt got this far
+    write_rows(rclient, run, rows)  # its retry writes the whole partition
     done = v.publish(info.version, len(rows))
     assert (done.status, done.rows) == ("published", 50)
     _, values = read_current(rclient, "reco", [k for k, _ in rows])
@@ -225,13 +226,14 @@ def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
 ) -> None:
     v = Versions(rclient, "reco", settings.store)
     info = v.begin("reco", "1")
+    run = {"dataset": {"name": "reco"}, "version": info.version, "token": v.token(info.version)}
     rows = [(f"u{i}", b'{"user_id":"u%d"}' % i) for i in range(50)]
-    write_rows(rclient, "reco", info.version, rows[:30], values.Tally("p0"))  # lost attempt
-    write_rows(rclient, "reco", info.version, rows[:20], values.Tally("p0"))  # its retry ...
+    write_rows(rclient, run, rows[:30], values.Tally("p0"))  # lost attempt
+    write_rows(rclient, run, rows[:20], values.Tally("p0"))  # its retry ...
     (writing,) = v.all()
     assert (writing.status, writing.rows) == ("writing", 20)  # replaces, never adds
-    write_rows(rclient, "reco", info.version, rows, values.Tally("p0"))  # ... to the end
-    write_rows(rclient, "reco", info.version, rows[:5], values.Tally("p1"))  # another task
+    write_rows(rclient, run, rows, values.Tally("p0"))  # ... to the end
+    write_rows(rclient, run, rows[:5], values.Tally("p1"))  # another task
     (writing,) = v.all()
     assert writing.rows == 55 and v.count_keys(info.version) == 50  # keys present: 50
 

@@ -1,0 +1,70 @@
+"""A writer, publisher or rollback in a process of its own that stops itself (SIGSTOP) at a
+chosen step, for tests that race real processes (tests/test_version_races.py).
+
+    python -m tests.race_child publish URL CLUSTER DATASET ROWS PAUSE [LEASE_S]
+    python -m tests.race_child rollback URL CLUSTER DATASET KEEP PAUSE
+
+PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch)
+or ``none``. It prints the version it begins (publish), then exits 0 when done, or 1 with
+``code: message`` on stderr when prescore refused it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from prescore import transitions, values
+from prescore.errors import PrescoreError
+from prescore.redis_client import connect
+from prescore.settings import RedisSettings, StoreSettings
+from prescore.versions import Versions
+
+
+def _stop_before(owner: Any, name: str, nth: int) -> None:
+    """Stop this process before the ``nth`` call of ``owner.name``, once."""
+    real: Callable[..., Any] = getattr(owner, name)
+    calls = [0]
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == nth:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return real(*args, **kwargs)
+
+    setattr(owner, name, wrapped)
+
+
+def main(argv: list[str]) -> int:
+    action, url, cluster, dataset, arg, pause = argv[:6]
+    client = connect(RedisSettings(url=url, cluster=cluster == "1", socket_timeout_s=5.0))
+    if pause == "switch":
+        _stop_before(transitions.Registry, "apply", 1)
+    elif pause.startswith("write:"):
+        _stop_before(values, "_write_chunk", int(pause.split(":")[1]))
+    try:
+        if action == "publish":
+            rows, lease_s = argv[4], float(argv[6]) if len(argv) > 6 else 30.0
+            v = Versions(client, dataset, StoreSettings(writer_lease_s=lease_s))
+            info = v.begin("m", "1")
+            print(info.version, flush=True)
+            with v.lease(info.version):
+                n = int(rows)
+                payloads = ((f"k{i}", f'{{"v":{i}}}'.encode()) for i in range(n))
+                written = values.write(client, v.placed(info.version), payloads, batch=50,
+                                       fence=v.fence(info.version))  # fmt: skip
+            v.publish(info.version, written)
+        elif action == "rollback":
+            v = Versions(client, dataset, StoreSettings(keep_versions=int(arg)))
+            print(v.rollback().version, flush=True)
+    except PrescoreError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

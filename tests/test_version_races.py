@@ -1,0 +1,137 @@
+"""The version protocol raced by real processes on a real Redis and a real Redis Cluster:
+one process stops itself (SIGSTOP) at a step, another acts, the first resumes. Every
+interleaving ends with the pointer on a complete, published version and nothing of the
+loser left behind (tests/race_child.py is the paused process)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prescore import keys, values
+from prescore.redis_client import Client, connect
+from prescore.settings import RedisSettings, StoreSettings
+from prescore.versions import Versions
+from tests.helpers import ROOT
+from tests.redis_cluster import RedisCluster3
+
+TRIALS = 3  # each race is run this many times, alternating nothing but the timing
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    nodes = RedisCluster3(tmp_path_factory.mktemp("cluster")).start()
+    yield nodes.url
+    nodes.stop()
+
+
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.slow)])
+def store(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """(url, cluster): each race on a single Redis and on the 3-node cluster."""
+    if request.param == "single":
+        return request.getfixturevalue("redis_url"), False
+    url = request.getfixturevalue("cluster")
+    client = connect(RedisSettings(url=url, cluster=True, socket_timeout_s=5.0))
+    client.flushall()  # type: ignore[call-arg]
+    return url, True
+
+
+class Child:
+    """A tests.race_child process; ``paused()`` waits until it has stopped itself."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.race_child", *args], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def paused(self, timeout_s: float = 60.0) -> None:
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + timeout_s
+        while stat.read_text().split(") ", 1)[1][0] != "T":
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline, "the child never reached its pause"
+            time.sleep(0.01)
+
+    def resume(self) -> tuple[int, str, str]:
+        self.proc.send_signal(signal.SIGCONT)
+        out, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, out, err
+
+
+def _client(store: tuple[str, bool]) -> Client:
+    return connect(RedisSettings(url=store[0], cluster=store[1], socket_timeout_s=5.0))
+
+
+def _publish(v: Versions, n: int) -> str:
+    info = v.begin("m", "1")
+    rows = ((f"k{i}", f'{{"v":{i}}}'.encode()) for i in range(n))
+    written = values.write(v.client, v.placed(info.version), rows, fence=v.fence(info.version))
+    return v.publish(info.version, written).version
+
+
+def test_an_older_publish_paused_before_its_switch_never_moves_the_pointer_back(
+    store: tuple[str, bool],
+) -> None:
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"race{trial}"
+        older = Child("publish", store[0], "1" if store[1] else "0", dataset, "30", "switch")
+        older.paused()  # checked forward-only against no live version, then stopped
+        version = older.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        v = Versions(client, dataset, StoreSettings(keep_versions=3))
+        newer = _publish(v, 20)
+        assert newer > version
+        code, _, err = older.resume()
+        assert code == 1 and err.startswith("stale_publish:"), err
+        assert v.current() == newer
+        assert v.get(version).status == "failed" and v.count_keys(version) == 0
+        assert "forced" not in v.get(newer).note
+
+
+def test_a_rollback_paused_while_its_target_is_retired_is_refused(
+    store: tuple[str, bool],
+) -> None:
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"back{trial}"
+        v = Versions(client, dataset, StoreSettings(keep_versions=2))
+        first, second = _publish(v, 10), _publish(v, 10)
+        back = Child("rollback", store[0], "1" if store[1] else "0", dataset, "2", "switch")
+        back.paused()  # decided: back to `first`; stopped before switching
+        third = _publish(v, 10)  # keeps the newest 2: `first` is retired meanwhile
+        assert v.get(first).status == "retired" and v.count_keys(first) == 0
+        code, _, err = back.resume()
+        assert code == 1 and err.startswith("conflict:"), err
+        assert v.current() == third and v.get(third).status == "published"
+        assert v.get(second).status == "published" and v.count_keys(second) == 10
+
+
+def test_a_writer_paused_past_its_lease_is_reaped_and_lands_nothing_when_it_wakes(
+    store: tuple[str, bool],
+) -> None:
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"lapse{trial}"
+        # a 1 s lease; stopped before its 3rd batch of 50, 100 keys written
+        writer = Child("publish", store[0], "1" if store[1] else "0", dataset, "400", "write:3",
+                       "1")  # fmt: skip
+        writer.paused()
+        version = writer.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        v = Versions(client, dataset, StoreSettings(writer_lease_s=1.0))
+        while {i.version: i.status for i in v.all()}[version] != "dead":
+            time.sleep(0.05)  # the lease's deadline passes on the Redis server's clock
+        nxt = _publish(v, 5)  # the next job reaps the dead writer
+        assert v.get(version).status == "failed" and v.count_keys(version) == 0
+        code, _, err = writer.resume()
+        assert code == 1 and err.splitlines()[-1].startswith("lease_lost:"), err
+        assert v.count_keys(version) == 0  # its third batch was refused
+        assert v.current() == nxt
+        assert client.exists(keys.lease_key(dataset, version)) == 0
+        assert client.exists(keys.written_key(dataset, version)) == 0
