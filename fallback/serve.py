@@ -18,6 +18,7 @@ from typing import Any
 from fallback.settings import FallbackSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
+from prescore.redis_client import check_policy, connect
 from prescore.serving import WSGIServer, metrics_dir, serve_metrics, worker_metrics_exit
 
 log = logging.getLogger("fallback")
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 "PRESCORE_CONFIG: no dataset to answer live (declare one with a model, or "
                 "name them in FALLBACK_DATASETS)"
             )
+        check_policy(connect(settings.core.redis))  # it writes answers back
     except PrescoreError as exc:
         print(f"fallback: {exc.message}", file=sys.stderr)
         return 2

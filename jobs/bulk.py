@@ -34,7 +34,7 @@ from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import PublishError
 from prescore.modelstore import ModelStore
-from prescore.redis_client import Client, connect
+from prescore.redis_client import Client, connect, full_message, is_full
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions
 
@@ -155,7 +155,6 @@ def write_rows(
     PublishError ``lease_lost``); ``tally``: the task's (:func:`task_tally`)."""
     versions = Versions(client, conf["dataset"]["name"], StoreSettings())
     fence = versions.fence(conf["version"], conf["token"])
-    fence()
     where = versions.placed(conf["version"])
     return values.write(client, where, rows, tally=tally, fence=fence)
 
@@ -367,6 +366,8 @@ def publish_version(
             time.sleep(LATE_WRITE_GRACE_S)
             versions.delete_keys(info.version)
         print(f"{name}: version {info.version} failed; the live version is unchanged", flush=True)
+        if is_full(exc):
+            raise PublishError(full_message(client), code="store_full") from exc
         raise
     summary.seconds = time.perf_counter() - started
     # the new version already serves; removing the ones beyond the newest N is housekeeping

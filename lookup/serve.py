@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = prepare_metrics_dir(settings)
     try:  # what cannot work is refused here, not by a worker that then dies
         from lookup.app import create_app
+        from prescore.redis_client import check_policy, connect
 
+        check_policy(connect(settings.core.redis))
         create_app(settings)
     except PrescoreError as exc:
         print(f"lookup: {exc.message}", file=sys.stderr)

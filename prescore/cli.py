@@ -29,7 +29,7 @@ from typing import Any
 from prescore import values
 from prescore.errors import PrescoreError
 from prescore.modelstore import ModelStore
-from prescore.redis_client import connect, store_errors
+from prescore.redis_client import check_policy, connect, store_errors
 from prescore.settings import Settings
 from prescore.versions import Versions
 
@@ -53,7 +53,9 @@ def _emit(
 
 def _versions_of(settings: Settings, dataset: str) -> Versions:
     settings.catalog.get(dataset)
-    return Versions(connect(settings.redis), dataset, settings.store)
+    client = connect(settings.redis)
+    check_policy(client)
+    return Versions(client, dataset, settings.store)
 
 
 def _datasets(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
 
     ps:{dataset}:current            -> version id that readers use
     ps:{dataset}:versions           -> hash: version id -> VersionInfo JSON
-    ps:{dataset}:lease:{version}    -> held while the version's writer lives (expires)
+    ps:{dataset}:lease:{version}    -> token:deadline of the version's writer (no TTL)
+    ps:{dataset}:owned              -> hash: version -> buckets, every version that may
+                                       hold keys, until gc has removed them
     ps:{dataset}:written:{version}  -> hash: writer -> keys it has written so far
     ps:{dataset}:live:{version}     -> live write-backs under the version (bounded)
     ps:{dataset}:misses             -> zset: key -> misses; ...:misses:seen -> last miss
@@ -165,6 +167,12 @@ def write_backs_key(dataset: str, version: str, window: int) -> str:
 def lease_key(dataset: str, version: str) -> str:
     """Held (with an expiry) while a writer of ``version`` is alive: its heartbeat."""
     return f"{PREFIX}:{{{dataset}}}:lease:{version}"
+
+
+def owned_key(dataset: str) -> str:
+    """Every version that may hold keys (its bucket count), kept past the registry's
+    history until gc has removed them: no version's keys are ever beyond finding."""
+    return f"{PREFIX}:{{{dataset}}}:owned"
 
 
 def written_key(dataset: str, version: str) -> str:

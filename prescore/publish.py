@@ -26,7 +26,7 @@ from prescore import gates, keys, values
 from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
 from prescore.local_tables import files
-from prescore.redis_client import Client
+from prescore.redis_client import Client, full_message, is_full
 from prescore.settings import StoreSettings
 from prescore.values import Placed
 from prescore.versions import Versions
@@ -161,7 +161,7 @@ def _finite(value: Any) -> None:
 
 def _write_all(
     client: Client, dataset: Dataset, where: Placed, path: str, rows: _Rows,
-    report: PublishReport, sample: gates.Reservoir, fence: Callable[[], None],
+    report: PublishReport, sample: gates.Reservoir, fence: values.Fence,
 ) -> None:  # fmt: skip
     """Write every good row of the parquet at ``path``; count and sample the bad ones."""
     from prescore.datasets import absolute_uri
@@ -237,6 +237,8 @@ def publish_file(
     except BaseException as exc:
         if versions.get(info.version).status == "writing":
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
+        if is_full(exc):  # one line with the figures, not redis-py's trace
+            exc = PublishError(full_message(client), code="store_full")
         say(f"{dataset.name}: version {info.version} failed; the live version is unchanged")
         for line in report.bad_sample:
             say(f"  bad row: {line}")

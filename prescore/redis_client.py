@@ -72,6 +72,67 @@ def connect(settings: RedisSettings, **overrides: Any) -> Client:
         ) from None
 
 
+def check_policy(client: Client) -> None:
+    """ConfigError when Redis may evict any key under memory pressure (``maxmemory-policy``
+    ``allkeys-*``): published versions would vanish, answered as 404s. ``noeviction`` and
+    ``volatile-*`` are safe: only live write-backs and short-lived keys have a TTL (a
+    writer's lease has none). A Redis that cannot be reached passes: it is checked again
+    by the next writer or service that reaches it."""
+    try:
+        if isinstance(client, RedisCluster):
+            found = client.info("memory", target_nodes=RedisCluster.ALL_NODES)
+            nodes = [v for v in found.values() if isinstance(v, dict)] or [found]
+        else:
+            nodes = [client.info("memory")]
+    except OUTAGES:
+        return
+    for node in nodes:
+        policy = str(node.get("maxmemory_policy", ""))
+        if policy.startswith("allkeys-"):
+            raise ConfigError(
+                f"the Redis at {_endpoint(client)} has maxmemory-policy {policy}: under memory "
+                "pressure it would evict published versions; set noeviction (or a "
+                "volatile-* policy, README: Store contract)"
+            )
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps, a Spark task's error included) is Redis refusing
+    a write at its ``maxmemory``."""
+    while exc is not None:
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(
+            exc
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def full_message(client: Client) -> str:
+    """What a publish that did not fit says: the memory figures of the Redis it filled."""
+    try:
+        info = client.info("memory")
+        if isinstance(client, RedisCluster):
+            info = next((v for v in info.values() if isinstance(v, dict)), info)
+        used, limit = info.get("used_memory_human", "?"), info.get("maxmemory_human", "?")
+        policy = info.get("maxmemory_policy", "?")
+    except OUTAGES:
+        used = limit = policy = "?"
+    return (
+        f"Redis is full: {used} used of maxmemory {limit} ({policy}); the version did not fit, "
+        "what it wrote was removed and the live version is unchanged (make room: "
+        "PRESCORE_KEEP_VERSIONS, prescore gc, or more maxmemory)"
+    )
+
+
+def _endpoint(client: Client) -> str:
+    """Where ``client`` talks to, for a message (no password: none is in these fields)."""
+    if isinstance(client, RedisCluster):
+        return ", ".join(n.name for n in client.get_nodes())
+    kwargs = client.connection_pool.connection_kwargs
+    return str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+
+
 @contextmanager
 def store_errors(action: str = "talking to Redis") -> Iterator[None]:
     """Re-raise a Redis outage as StoreUnavailable, with a message a client can show."""

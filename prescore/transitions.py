@@ -136,13 +136,14 @@ class Registry:
         name = keys.lease_key(self.dataset, version)
         return bool(self._script("hold", _HOLD)(keys=[name], args=[token, ms, "1" if take else ""]))
 
-    def alive(self, versions: list[str], token: str = "") -> list[bool]:
+    def alive(self, versions: list[str], token: str = "", client: Any = None) -> list[bool]:
         """Whether each version's writer (the one holding ``token``, if given) still holds
-        its lease, before its deadline."""
+        its lease, before its deadline; ``client``: a WATCHing pipeline to ask on."""
         if not versions:
             return []
         names = [keys.lease_key(self.dataset, v) for v in versions]
-        return [bool(x) for x in self._script("alive", _ALIVE)(keys=names, args=[token])]
+        script = self._script("alive", _ALIVE)
+        return [bool(x) for x in script(keys=names, args=[token], client=client)]
 
 
 def new_token() -> str:

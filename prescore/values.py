@@ -22,6 +22,9 @@ from prescore import compact, keys
 from prescore.redis_client import Client, as_bytes, as_text
 
 Command = tuple[str, ...]
+# Sends a batch whose commands ``queue(pipe)`` adds to a pipeline, only while its writer
+# may still write (prescore.versions.Versions.fence); raises otherwise.
+Fence = Callable[[Callable[[Any], None]], None]
 _PIPELINE = 1000  # commands a round trip when counting or removing
 
 
@@ -69,12 +72,12 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def write(
     client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = 2000,
-    tally: Tally | None = None, fence: Callable[[], None] | None = None,
+    tally: Tally | None = None, fence: Fence | None = None,
 ) -> int:  # fmt: skip
     """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and count
     them in the version's progress (under ``tally``'s field, else a shared one); returns
-    how many were written. ``fence`` is called before each round trip and raises when the
-    writer may no longer write (prescore.versions.Versions.fence)."""
+    how many were written. With ``fence``, each batch lands only while the writer may
+    still write (prescore.versions.Versions.fence)."""
     written = 0
     chunk: list[tuple[str, bytes]] = []
     for row in rows:
@@ -97,25 +100,32 @@ def written(client: Client, where: Placed) -> int:
 
 def _write_chunk(
     client: Client, where: Placed, rows: list[tuple[str, bytes]], tally: Tally | None,
-    fence: Callable[[], None] | None,
+    fence: Fence | None,
 ) -> int:  # fmt: skip
     if not rows:
         return 0
-    if fence is not None:
-        fence()
     grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
     for key, payload in rows:
         grouped[where.bucket(key)][key] = payload
-    pipe = client.pipeline(transaction=False)
-    for name, mapping in grouped.items():
-        pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
     progress = keys.written_key(where.dataset, where.version)
-    if tally is None:
-        pipe.hincrby(progress, "-", len(rows))
+    total = (tally.total if tally is not None else 0) + len(rows)
+
+    def queue(pipe: Any) -> None:
+        for name, mapping in grouped.items():
+            pipe.hset(name, mapping=mapping)
+        if tally is None:
+            pipe.hincrby(progress, "-", len(rows))
+        else:
+            pipe.hset(progress, tally.field, total)
+
+    if fence is None:
+        pipe = client.pipeline(transaction=False)
+        queue(pipe)
+        pipe.execute()
     else:
-        tally.total += len(rows)
-        pipe.hset(progress, tally.field, tally.total)
-    pipe.execute()
+        fence(queue)
+    if tally is not None:
+        tally.total = total
     return len(rows)
 
 
@@ -250,7 +260,7 @@ def _recorded(client: Client, where: Placed, ttl_s: int) -> list[str]:
 
 
 def delete(client: Client, where: Placed, batch: int = 1000, ttl_s: int = 86_400) -> int:
-    """UNLINK every key of the version (buckets, write-backs, frames) from its own record
+    """UNLINK every key of the version (buckets, write-backs, frames, progress) from its own record
     of them, ``batch`` keys a command (non-blocking on the server); ``ttl_s``: the live
     write-backs' TTL."""
     if not where.buckets:
@@ -259,5 +269,6 @@ def delete(client: Client, where: Placed, batch: int = 1000, ttl_s: int = 86_400
     else:
         names = where.bucket_names() + _recorded(client, where, ttl_s)
     names.append(keys.frames_key(where.dataset, where.version))
+    names.append(keys.written_key(where.dataset, where.version))
     # One command a batch; redis-py's cluster client splits it by slot.
     return sum(int(client.unlink(*part)) for part in _chunks(names, batch))

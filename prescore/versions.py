@@ -26,12 +26,22 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+import redis
+
 from prescore import keys, values
 from prescore.codec import VersionInfo, sort_versions
 from prescore.errors import NotFound, PublishError
-from prescore.redis_client import OUTAGES, Client, as_bytes, as_text
+from prescore.redis_client import (
+    OUTAGES,
+    Client,
+    as_bytes,
+    as_text,
+    check_policy,
+    full_message,
+    is_full,
+)
 from prescore.settings import StoreSettings
-from prescore.transitions import Change, Conflict, Registry, new_token, transition
+from prescore.transitions import ATTEMPTS, Change, Conflict, Registry, new_token, transition
 from prescore.values import Placed
 
 HISTORY = 20  # retired and failed versions listed in the registry
@@ -114,7 +124,9 @@ class Versions:
     ) -> VersionInfo:
         """Remove dead writers' versions, then register a new version as 'writing' with
         its lease, and return it. Its buckets are sized for ``expected_keys`` (else for
-        the live version's rows, else for DEFAULT_KEYS)."""
+        the live version's rows, else for DEFAULT_KEYS). A Redis that may evict published
+        versions is refused (ConfigError) before anything is written."""
+        check_policy(self.client)
         self.reap_dead()
         newest = max((as_text(v) for v in self.client.hkeys(self._registry)), default=None)
         live = self.client.hget(self._registry, self.current() or "")
@@ -135,7 +147,13 @@ class Versions:
         pipe = self.client.pipeline(transaction=True)  # entry and lease at once (one slot)
         pipe.set(keys.lease_key(self.dataset, info.version), f"{token}:{deadline}")
         pipe.hset(self._registry, info.version, info.to_bytes())
-        pipe.execute()
+        pipe.hset(keys.owned_key(self.dataset), info.version, info.buckets)
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:  # nothing of it was written (EXECABORT)
+            if is_full(exc):
+                raise PublishError(full_message(self.client), code="store_full") from None
+            raise
         self._tokens[info.version] = token
         return info
 
@@ -151,15 +169,20 @@ class Versions:
         no longer this writer's (lapsed and taken over, or removed with its version)."""
         return self._cas.hold(version, self.token(version), self.settings.writer_lease_s)
 
-    def fence(self, version: str, token: str | None = None) -> Callable[[], None]:
-        """The check a writer makes before each batch: the version is still 'writing'
-        and its lease still held by ``token`` (default: this writer's); raises
-        PublishError ``lease_lost`` otherwise, so that the writer stops."""
+    def fence(self, version: str, token: str | None = None) -> values.Fence:
+        """How a writer sends each batch: only while the version is 'writing' and its
+        lease is held by ``token`` (default: this writer's); PublishError ``lease_lost``
+        otherwise, so that the writer stops. On a single Redis the check and the batch
+        are one transaction (WATCH on the lease and the registry, then MULTI/EXEC): a
+        writer failed or reaped meanwhile lands nothing. A cluster spreads a batch over
+        its nodes, where no transaction spans them: there the check precedes the batch,
+        and what lands after a failure is removed by gc (README: Store contract)."""
         held = token or self.token(version)
+        lease = keys.lease_key(self.dataset, version)
 
-        def check() -> None:
-            alive = self._cas.alive([version], held)[0]
-            raw = self.client.hget(self._registry, version)
+        def check(client: Any) -> None:
+            alive = self._cas.alive([version], held, client)[0]
+            raw = client.hget(self._registry, version)
             status = VersionInfo.from_bytes(raw).status if raw is not None else "gone"
             if not alive or status != "writing":
                 raise PublishError(
@@ -168,7 +191,28 @@ class Versions:
                     code="lease_lost",
                 )
 
-        return check
+        def send(queue: Callable[[Any], None]) -> None:
+            if not isinstance(self.client, redis.Redis):
+                check(self.client)
+                pipe = self.client.pipeline(transaction=False)
+                queue(pipe)
+                pipe.execute()
+                return
+            for _ in range(ATTEMPTS):
+                with self.client.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(lease, self._registry)
+                        check(pipe)
+                        pipe.multi()
+                        queue(pipe)
+                        pipe.execute()
+                        return
+                    except redis.WatchError:  # renewed, or changed: check again
+                        continue
+            raise PublishError(f"{self.dataset} {version}: the registry kept changing under "
+                               "a write", code="lease_lost")  # fmt: skip
+
+        return send
 
     @contextmanager
     def lease(self, version: str) -> Iterator[threading.Event]:
@@ -440,8 +484,26 @@ class Versions:
                 continue  # its writer is alive
             history += 1
             if history > HISTORY:  # the registry must not grow without bound
+                self.delete_keys(info.version)
                 self.client.hdel(self._registry, info.version)
+        self._sweep_unlisted()
         return removed
+
+    def _sweep_unlisted(self) -> None:
+        """Remove the keys of versions the registry no longer lists (trimmed from its
+        history), found in the record of every version that may hold keys; a version
+        leaves that record only once they are gone, after its entry."""
+        owned = self.client.hgetall(keys.owned_key(self.dataset))
+        listed = {as_text(v) for v in self.client.hkeys(self._registry)}
+        store = self.settings
+        for raw, buckets in owned.items():
+            version = as_text(raw)
+            if version in listed:
+                continue
+            where = Placed(self.dataset, version, int(buckets))
+            values.delete(self.client, where, store.delete_batch, store.live_ttl_s)
+            self.client.delete(keys.lease_key(self.dataset, version))
+            self.client.hdel(keys.owned_key(self.dataset), version)
 
     def _remove(self, info: VersionInfo, status: str, note: str) -> str:
         """Retire a published version that is not live: recorded first (so no rollback
@@ -460,6 +522,16 @@ class Versions:
             self._transition(decide, info.version)
         except _Kept:
             return ""
+        except redis.ResponseError as exc:
+            if not is_full(exc):
+                raise
+            # a full Redis refuses the record: its keys go first (no rollback can switch to
+            # it meanwhile: a rollback records too), then the record finds room
+            self.delete_keys(info.version)
+            try:
+                self._transition(decide, info.version)
+            except _Kept:
+                return ""
         self.delete_keys(info.version)
         return info.version
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from prescore import keys
+from prescore import keys, values
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
 from prescore.versions import Versions, read_current, write_payloads
@@ -146,3 +146,47 @@ def test_registry_history_is_bounded(rclient: redis.Redis, monkeypatch: pytest.M
         v.publish(made[-1], 1)
     statuses = {i.version: i.status for i in v.all()}
     assert statuses == {made[5]: "published", made[4]: "retired", made[3]: "retired"}
+
+
+def test_gc_leaves_exactly_the_live_and_kept_versions_whatever_debris_there_is(
+    rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The debris of every failure: a failed version a late writer wrote into after it
+    failed (as a cluster's writer may, past its check), a dead writer's, retired ones,
+    entries trimmed from the history; after gc, only the live and kept versions hold
+    keys, and the failed version's fenced writer is refused."""
+    import prescore.versions as versions
+
+    monkeypatch.setattr(versions, "HISTORY", 1)
+    v = Versions(rclient, "reco", StoreSettings(keep_versions=2, writer_lease_s=0.2))
+    rows = [(f"u{i}", b'{"v":1}') for i in range(30)]
+    failed = _write(v, 30, "f")
+    where, fence = v.placed(failed), v.fence(failed)
+    v.fail(failed, "a bad run")
+    values.write(rclient, where, rows)  # a late write past its check (on a cluster)
+    dead = _write(v, 30, "d")  # its writer never renews: dead in 0.2 s
+    orphan = _write(v, 30, "o")  # its entry lost (trimmed by an older gc) with its keys
+    rclient.hdel(keys.registry_key("reco"), orphan)
+    published = []
+    for tag in "abcd":
+        published.append(_write(v, 30, tag))
+        v.publish(published[-1], 30)
+        if failed in {i.version for i in v.all()}:
+            values.write(rclient, where, rows)  # keeps landing while it is listed
+    time.sleep(0.3)
+    v.retire_old()  # reaps the dead writer, retires a and b, trims the history
+    assert failed not in {i.version for i in v.all()}  # trimmed from the registry
+    with pytest.raises(PublishError) as refused:  # its fenced writer lands nothing now
+        values.write(rclient, where, rows, fence=fence)
+    assert refused.value.code == "lease_lost"
+    kept = {published[-1], published[-2]}
+    assert {i.version for i in v.all() if i.status == "published"} == kept
+    left = {k.decode() for k in rclient.scan_iter(match="ps:reco:*")}
+    owners = {k.split(":")[2] for k in left}
+    assert owners == kept, (sorted(owners - kept), failed, dead, published)
+    assert all(v.count_keys(k) == 30 for k in kept)
+    assert dead not in owners and failed not in owners and orphan not in owners
+    own = {k.decode() for k in rclient.scan_iter(match="ps:{reco}:*")}
+    assert own == {keys.pointer_key("reco"), keys.registry_key("reco"), keys.owned_key("reco")}
+    listed = set(rclient.hkeys(keys.registry_key("reco")))
+    assert set(rclient.hkeys(keys.owned_key("reco"))) == listed  # the unlisted swept
