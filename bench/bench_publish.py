@@ -16,10 +16,11 @@ version and time: ~600 bytes, a real top-10 payload's size) for a dataset of kin
   given with ``--redis-benchmark``; when there is none the table says so.
 - *raw MSET, redis-py*: the payloads already in memory, MSET of 1,000 keys a command in a
   loop, one connection: the bound of any Python writer.
-- *the scoring job's write path*: prescore.versions.write_payloads (what the bulk job's
-  workers call for each chunk) of the same payloads, already encoded, into a registered
-  version: in one process, and in one process per core at once (as the job's Spark tasks
-  write); the count verification and pointer switch after it are shown apart.
+- *the scoring job's write path*: prescore.values.write fenced by the version's lease
+  (what the bulk job's workers do for each chunk: jobs.bulk.write_rows) of the same
+  payloads, already encoded, into a registered version: in one process, and in one
+  process per core at once (as the job's Spark tasks write); the count verification and
+  pointer switch after it are shown apart.
 - *publish*: prescore.publish.publish_file in this process, and the ``prescore publish``
   command as a user runs it (a new process, its imports included): read the parquet,
   check and re-encode every row, write, verify the count, switch the pointer.
@@ -49,14 +50,14 @@ from typing import Any
 
 import redis
 
-from prescore import codec, keys
+from prescore import codec, keys, values
 from prescore.codec import PayloadShape
 from prescore.datasets import load
 from prescore.embedded_redis import RedisProcess, server_binary
 from prescore.publish import publish_file
 from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions, write_payloads
+from prescore.versions import Versions, read_current
 
 DATASET = "reco-ext"
 CONFIG = f"""
@@ -70,7 +71,7 @@ entry_field = "hotel_id"
 SHAPE = PayloadShape("user_id", "items", "hotel_id")  # the demo's reco (prescore.toml)
 MODEL, MODEL_VERSION, SCORED_AT = "external", "20261201.1", "2026-12-01T10:00:00Z"
 JSON_COLUMN = "payload"
-MSET_BATCH = 1000  # keys a command, as prescore.versions.write_payloads writes
+MSET_BATCH = 1000  # keys a command
 
 
 def payload(i: int) -> tuple[str, bytes]:
@@ -141,19 +142,20 @@ def raw_mset(url: str, rows: list[tuple[str, bytes]]) -> float:
 
 @dataclasses.dataclass
 class JobWrite:
-    rate: float  # keys/s of write_payloads
+    rate: float  # keys/s of the job's fenced writes
     verify_s: float  # the count verification and pointer switch after it
 
 
 def job_write(url: str, rows: list[tuple[str, bytes]]) -> JobWrite:
-    """write_payloads of ``rows`` into a new version (its lease held, as the job's driver
-    holds it), then its verify and switch."""
+    """The job's fenced writes of ``rows`` into a new version (its lease held, as the job's
+    driver holds it; each batch checked against it), then its verify and switch."""
     client = connect(RedisSettings(url=url))
     versions = Versions(client, DATASET, StoreSettings())
     info = versions.begin(MODEL, MODEL_VERSION)
     with versions.lease(info.version):
         started = time.perf_counter()
-        written = write_payloads(client, DATASET, info.version, rows)
+        where, fence = versions.placed(info.version), versions.fence(info.version)
+        written = values.write(client, where, rows, fence=fence)
         wrote = time.perf_counter()
     versions.publish(info.version, written)
     return JobWrite(written / (wrote - started), time.perf_counter() - wrote)
@@ -163,21 +165,24 @@ _PART: dict[str, Any] = {}  # a per-core process's share of the payloads
 
 
 def _write_part(
-    url: str, version: str, rows: int, part: int, cores: int, start: Any
+    url: str, version: str, token: str, rows: int, part: int, cores: int, start: Any
 ) -> tuple[float, float, int]:
-    """One process's share of the rows, written with write_payloads once all are ready."""
+    """One process's share of the rows, written fenced by the driver's lease (as a Spark
+    task writes) once all are ready."""
     if _PART.get("key") != (rows, part, cores):
         _PART["rows"] = [payload(i) for i in range(part, rows, cores)]
         _PART["key"] = (rows, part, cores)
     client = connect(RedisSettings(url=url))
     start.wait()  # every process ready: the cores are timed together
     began = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
-    written = write_payloads(client, DATASET, version, _PART["rows"])
+    versions = Versions(client, DATASET, StoreSettings())
+    fence = versions.fence(version, token)
+    written = values.write(client, versions.placed(version), _PART["rows"], fence=fence)
     return began, time.perf_counter(), written
 
 
 class PerCoreWrite:
-    """write_payloads from one process per core at once, into one version."""
+    """The job's fenced writes from one process per core at once, into one version."""
 
     def __init__(self, url: str, rows: int, cores: int) -> None:
         self.url, self.rows, self.cores = url, rows, cores
@@ -191,7 +196,15 @@ class PerCoreWrite:
         versions = Versions(client, DATASET, StoreSettings())
         info = versions.begin(MODEL, MODEL_VERSION)
         args = [
-            (self.url, info.version, self.rows, i, self.cores, self._start)
+            (
+                self.url,
+                info.version,
+                versions.token(info.version),
+                self.rows,
+                i,
+                self.cores,
+                self._start,
+            )
             for i in range(self.cores)
         ]
         with versions.lease(info.version):
@@ -311,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {n + 1}: " + ", ".join(
                     f"{name} {rate:,.0f}" for name, rate in _rates(r).items() if rate
                 ), flush=True)  # fmt: skip
-            got = client.get(keys.value_key(DATASET, _current(client), rows[-1][0]))
+            _, (got,) = read_current(client, DATASET, [rows[-1][0]])  # from its bucket
             if got != rows[-1][1]:
                 raise RuntimeError("prescore publish stored other bytes than the payload")
         finally:
@@ -348,8 +361,8 @@ def _rates(r: Round) -> dict[str, float | None]:
         "redis-benchmark -c 1": r.bench_one,
         "redis-benchmark -c 50": r.bench_many,
         "MSET": r.mset,
-        "write_payloads": r.job_one.rate,
-        "write_payloads per core": r.job_cores,
+        "job write": r.job_one.rate,
+        "job write per core": r.job_cores,
         "publish_file": r.publish,
         "prescore publish": r.cli,
     }
@@ -385,10 +398,10 @@ def _print_table(rounds: list[Round], cores: int, bench_exe: str | None) -> None
     paths.update(
         {
             "raw MSET of 1000 keys, redis-py, 1 connection (payloads in memory)": mset,
-            "the job's write path: versions.write_payloads, 1 process": [
+            "the job's write path: fenced values.write, 1 process": [
                 r.job_one.rate for r in rounds
             ],
-            f"the job's write path: versions.write_payloads, {cores} processes at once": [
+            f"the job's write path: fenced values.write, {cores} processes at once": [
                 r.job_cores for r in rounds
             ],
             "prescore.publish.publish_file, in process (parquet to pointer switch)": [
