@@ -81,6 +81,34 @@ end
 return out
 """
 
+# KEYS: lease, registry, progress, then the batch's buckets. ARGV: token, version, the
+# writer's progress field ('' adds to the shared one), its count (0: none in this call),
+# then per bucket its
+# number of keys and their key/payload pairs. Writes only while the version is 'writing'
+# and its lease is held by the token, before its deadline: 'ok', else what was not.
+_WRITE = """
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local held = redis.call('GET', KEYS[1]) or ''
+local sep = string.find(held, ':', 1, true)
+if not sep or string.sub(held, 1, sep - 1) ~= ARGV[1]
+   or tonumber(string.sub(held, sep + 1)) < ms then return 'lease' end
+local entry = redis.call('HGET', KEYS[2], ARGV[2])
+if not entry or cjson.decode(entry)['status'] ~= 'writing' then return 'status' end
+local a = 5
+for i = 4, #KEYS do
+  local n = tonumber(ARGV[a])
+  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + 2 * n))
+  a = a + 1 + 2 * n
+end
+if ARGV[3] == '' then
+  if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[3], '-', ARGV[4]) end
+else
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+end
+return 'ok'
+"""
+
 ATTEMPTS = 50  # compare-and-set rounds before a transition gives up (each lost to a writer)
 
 
@@ -136,14 +164,44 @@ class Registry:
         name = keys.lease_key(self.dataset, version)
         return bool(self._script("hold", _HOLD)(keys=[name], args=[token, ms, "1" if take else ""]))
 
-    def alive(self, versions: list[str], token: str = "", client: Any = None) -> list[bool]:
+    def alive(self, versions: list[str], token: str = "") -> list[bool]:
         """Whether each version's writer (the one holding ``token``, if given) still holds
-        its lease, before its deadline; ``client``: a WATCHing pipeline to ask on."""
+        its lease, before its deadline."""
         if not versions:
             return []
         names = [keys.lease_key(self.dataset, v) for v in versions]
-        script = self._script("alive", _ALIVE)
-        return [bool(x) for x in script(keys=names, args=[token], client=client)]
+        return [bool(x) for x in self._script("alive", _ALIVE)(keys=names, args=[token])]
+
+    def write(
+        self, version: str, token: str, buckets: Mapping[str, Mapping[str, bytes]],
+        progress: tuple[str, int],
+    ) -> str:  # fmt: skip
+        """Write a batch (bucket -> key -> payload) and the writer's progress (its field,
+        '' for the shared one, and its count), each script call only while ``token``
+        holds the version's lease and the version is 'writing': 'ok', else 'lease' or
+        'status' (then nothing after the refusal landed). The batch goes as several
+        calls in one pipeline, so that Redis runs the first while the rest arrive. One
+        node only: a cluster spreads the buckets over its nodes."""
+        head = [keys.lease_key(self.dataset, version), keys.registry_key(self.dataset),
+                keys.written_key(self.dataset, version)]  # fmt: skip
+        script = self._script("write", _WRITE)
+        pipe = self.client.pipeline(transaction=False)
+        names = list(buckets)
+        for start in range(0, max(len(names), 1), _BUCKETS_A_CALL):
+            part = names[start : start + _BUCKETS_A_CALL]
+            last = start + _BUCKETS_A_CALL >= len(names)
+            args: list[Any] = [token, version, *(progress if last else ("", 0))]
+            for name in part:
+                mapping = buckets[name]
+                args.append(len(mapping))
+                for key, payload in mapping.items():
+                    args += (key, payload)
+            script(keys=[*head, *part], args=args, client=pipe)
+        outcomes = [as_text(o) for o in pipe.execute()]
+        return next((o for o in outcomes if o != "ok"), "ok")
+
+
+_BUCKETS_A_CALL = 256  # a script call's buckets: Redis is never held for long by one
 
 
 def new_token() -> str:

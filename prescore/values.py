@@ -22,9 +22,10 @@ from prescore import compact, keys
 from prescore.redis_client import Client, as_bytes, as_text
 
 Command = tuple[str, ...]
-# Sends a batch whose commands ``queue(pipe)`` adds to a pipeline, only while its writer
-# may still write (prescore.versions.Versions.fence); raises otherwise.
-Fence = Callable[[Callable[[Any], None]], None]
+# Sends a batch (bucket -> key -> payload) and the writer's progress (its field, '' for
+# the shared one, and the count to record) only while its writer may still write
+# (prescore.versions.Versions.fence); raises otherwise.
+Fence = Callable[[Mapping[str, Mapping[str, bytes]], tuple[str, int]], None]
 _PIPELINE = 1000  # commands a round trip when counting or removing
 
 
@@ -107,23 +108,19 @@ def _write_chunk(
     grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
     for key, payload in rows:
         grouped[where.bucket(key)][key] = payload
-    progress = keys.written_key(where.dataset, where.version)
     total = (tally.total if tally is not None else 0) + len(rows)
-
-    def queue(pipe: Any) -> None:
+    if fence is not None:
+        fence(grouped, (tally.field, total) if tally is not None else ("", len(rows)))
+    else:
+        pipe = client.pipeline(transaction=False)
         for name, mapping in grouped.items():
-            pipe.hset(name, mapping=mapping)
+            pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
+        progress = keys.written_key(where.dataset, where.version)
         if tally is None:
             pipe.hincrby(progress, "-", len(rows))
         else:
             pipe.hset(progress, tally.field, total)
-
-    if fence is None:
-        pipe = client.pipeline(transaction=False)
-        queue(pipe)
         pipe.execute()
-    else:
-        fence(queue)
     if tally is not None:
         tally.total = total
     return len(rows)

@@ -41,7 +41,7 @@ from prescore.redis_client import (
     is_full,
 )
 from prescore.settings import StoreSettings
-from prescore.transitions import ATTEMPTS, Change, Conflict, Registry, new_token, transition
+from prescore.transitions import Change, Conflict, Registry, new_token, transition
 from prescore.values import Placed
 
 HISTORY = 20  # retired and failed versions listed in the registry
@@ -173,44 +173,37 @@ class Versions:
         """How a writer sends each batch: only while the version is 'writing' and its
         lease is held by ``token`` (default: this writer's); PublishError ``lease_lost``
         otherwise, so that the writer stops. On a single Redis the check and the batch
-        are one transaction (WATCH on the lease and the registry, then MULTI/EXEC): a
-        writer failed or reaped meanwhile lands nothing. A cluster spreads a batch over
-        its nodes, where no transaction spans them: there the check precedes the batch,
-        and what lands after a failure is removed by gc (README: Store contract)."""
+        are one script (prescore.transitions): a writer failed or reaped meanwhile lands
+        nothing. A cluster spreads a batch over its nodes, where no script spans them:
+        there the check precedes the batch, and what lands after a failure is removed by
+        gc (README: Store contract)."""
         held = token or self.token(version)
-        lease = keys.lease_key(self.dataset, version)
 
-        def check(client: Any) -> None:
-            alive = self._cas.alive([version], held, client)[0]
-            raw = client.hget(self._registry, version)
-            status = VersionInfo.from_bytes(raw).status if raw is not None else "gone"
-            if not alive or status != "writing":
-                raise PublishError(
-                    f"{self.dataset} {version} is no longer this writer's to write (its lease "
-                    f"lapsed or the version is {status}); stopping",
-                    code="lease_lost",
-                )
+        def refuse(why: str) -> None:
+            raise PublishError(
+                f"{self.dataset} {version} is no longer this writer's to write ({why}); "
+                "stopping", code="lease_lost",
+            )  # fmt: skip
 
-        def send(queue: Callable[[Any], None]) -> None:
-            if not isinstance(self.client, redis.Redis):
-                check(self.client)
-                pipe = self.client.pipeline(transaction=False)
-                queue(pipe)
-                pipe.execute()
+        def send(buckets: Mapping[str, Mapping[str, bytes]], progress: tuple[str, int]) -> None:
+            if isinstance(self.client, redis.Redis):
+                outcome = self._cas.write(version, held, buckets, progress)
+                if outcome != "ok":
+                    refuse("its lease lapsed" if outcome == "lease" else "it is not writing")
                 return
-            for _ in range(ATTEMPTS):
-                with self.client.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(lease, self._registry)
-                        check(pipe)
-                        pipe.multi()
-                        queue(pipe)
-                        pipe.execute()
-                        return
-                    except redis.WatchError:  # renewed, or changed: check again
-                        continue
-            raise PublishError(f"{self.dataset} {version}: the registry kept changing under "
-                               "a write", code="lease_lost")  # fmt: skip
+            raw = self.client.hget(self._registry, version)
+            status = VersionInfo.from_bytes(raw).status if raw is not None else "gone"
+            if not self._cas.alive([version], held)[0] or status != "writing":
+                refuse(f"its lease lapsed or it is {status}")
+            pipe = self.client.pipeline(transaction=False)
+            for name, mapping in buckets.items():
+                pipe.hset(name, mapping=mapping)
+            name = keys.written_key(self.dataset, version)
+            if progress[0]:
+                pipe.hset(name, progress[0], progress[1])
+            else:
+                pipe.hincrby(name, "-", progress[1])
+            pipe.execute()
 
         return send
 
