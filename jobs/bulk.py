@@ -32,9 +32,9 @@ from jobs.worker_cache import CACHE
 from prescore import gates, values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
-from prescore.errors import PublishError
+from prescore.lifecycle import Written, publish_new
 from prescore.modelstore import ModelStore
-from prescore.redis_client import Client, connect, full_message, is_full
+from prescore.redis_client import Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions
 
@@ -211,36 +211,6 @@ def _one_thread_per_task() -> None:
         pass
 
 
-def _gate(
-    client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, rows: int,
-    sample: list[str], figures: dict[str, Any],
-) -> None:  # fmt: skip
-    """Run the data gates; keep the version ``gated`` and raise if any fails."""
-    if not dataset.gates.enabled:
-        return
-    started = time.perf_counter()
-    live = versions.current()
-    report = gates.check(
-        client, dataset, info, rows, sample, versions.get(live) if live else None, dataset.gates
-    )
-    figures["gate_seconds"] = round(time.perf_counter() - started, 3)
-    figures["gates"] = report.to_json()
-    for c in report.checks:
-        mark = "ok " if c.passed else "FAILED"
-        print(
-            f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip(), flush=True
-        )
-    if not report.passed:
-        versions.gate(
-            info.version, rows, {**report.to_json(), "figures": figures}, report.summary()
-        )
-        raise PublishError(
-            f"{dataset.name} {info.version} failed its gates ({report.summary()}); kept as "
-            f"gated, the live version is unchanged (prescore release to publish it anyway)",
-            code="gated",
-        )
-
-
 class Progress:
     """Prints the job's task progress every few seconds while Spark works."""
 
@@ -320,29 +290,16 @@ def publish_version(
     figures: Mapping[str, Any] | None = None,
     expected_keys: int = 0,
 ) -> Summary:
-    """Register a version, run the stats DataFrame ``run(version, token)`` while holding its
-    lease, check it against the live one (prescore.gates), verify and publish (``force``:
-    even over a newer live version); ``figures`` are recorded with it. A version that fails
+    """Publish a new version (prescore.lifecycle) written by the stats DataFrame
+    ``run(version, token)``, its tasks' writes fenced by the driver's lease; ``force``:
+    even over a newer live version; ``figures`` are recorded with it. A version that fails
     its gates is kept ``gated``. ``expected_keys`` sizes the version's buckets."""
-    client = connect(settings.redis)
-    versions = Versions(client, dataset.name, settings.store)
-    info = versions.begin(model[0], model[1], expected_keys=expected_keys)
-    name = dataset.name
-    print(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})", flush=True)
-    summary = Summary(name, info.version)
-    started = time.perf_counter()
-    try:
-        with versions.lease(info.version) as lost, Progress(spark):
-            try:
-                stats = run(info.version, versions.token(info.version)).collect()
-            except Exception as exc:
-                if lost.is_set():  # its tasks were refused: say why, not Spark's trace
-                    raise PublishError(
-                        f"{name} {info.version}: the writer's lease was lost (paused or cut "
-                        "off past PRESCORE_WRITER_LEASE_S); its writes were refused",
-                        code="lease_lost",
-                    ) from exc
-                raise
+    summary = Summary(dataset.name)
+
+    def write(versions: Versions, info: VersionInfo) -> Written:
+        summary.version = info.version
+        with Progress(spark):
+            stats = run(info.version, versions.token(info.version)).collect()
         written: list[str] = []
         for row in stats:
             summary.rows += row["rows"]
@@ -350,29 +307,19 @@ def publish_version(
             summary.bad += row["bad"]
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
             written += list(row["keys"] or [])
-        took = time.perf_counter() - started
         sample = gates.sample_keys(written, dataset.gates.sample)
-        recorded: dict[str, Any] = {**(figures or {}), "seconds": round(took, 3),
-                                    "scored": summary.scored, "unit": unit, "bad": summary.bad,
-                                    "sample": sample}  # fmt: skip
-        _gate(client, versions, dataset, info, summary.rows, sample, recorded)
-        versions.publish(info.version, summary.rows, retire=False, force=force, figures=recorded)
-    except BaseException as exc:
-        _drain(spark)  # tasks of a failed job may still be writing: let them stop first
-        if versions.get(info.version).status == "writing":  # not gated: it failed
-            versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
-            # A task being killed may land one last batch after the sweep; workers stop
-            # writing once they see the version is no longer 'writing' (write_rows).
-            time.sleep(LATE_WRITE_GRACE_S)
-            versions.delete_keys(info.version)
-        print(f"{name}: version {info.version} failed; the live version is unchanged", flush=True)
-        if is_full(exc):
-            raise PublishError(full_message(client), code="store_full") from exc
-        raise
-    summary.seconds = time.perf_counter() - started
-    # the new version already serves; removing the ones beyond the newest N is housekeeping
-    summary.retired = versions.retire_old()
-    summary.retire_seconds = time.perf_counter() - started - summary.seconds
+        recorded = {**(figures or {}), "scored": summary.scored, "unit": unit, "bad": summary.bad}
+        return Written(summary.rows, sample, recorded)
+
+    done = publish_new(
+        connect(settings.redis), settings.store, dataset, model, write,
+        expected_keys=expected_keys, force=force,
+        # tasks of a failed job may still be writing: let them stop first
+        on_failure=lambda: _drain(spark), late_write_grace_s=LATE_WRITE_GRACE_S,
+        say=lambda line: print(line, flush=True),
+    )  # fmt: skip
+    summary.seconds, summary.retired = done.seconds, done.retired
+    summary.retire_seconds = done.retire_seconds
     for line in summary.lines(unit):
         print(line, flush=True)
     return summary

@@ -14,7 +14,6 @@ is marked failed and the live one stays.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,10 +22,12 @@ from typing import Any
 import orjson
 
 from prescore import gates, keys, values
+from prescore.codec import VersionInfo
 from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
+from prescore.lifecycle import Written, publish_new
 from prescore.local_tables import files
-from prescore.redis_client import Client, full_message, is_full
+from prescore.redis_client import Client
 from prescore.settings import StoreSettings
 from prescore.values import Placed
 from prescore.versions import Versions
@@ -194,67 +195,45 @@ def publish_file(
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp)
-    versions = Versions(client, dataset.name, store)
     from prescore.datasets import absolute_uri
 
-    expected = _Rows.count(absolute_uri(path))
-    info = versions.begin(model, model_version, f"published from {path}", expected_keys=expected)
-    report = PublishReport(dataset.name, info.version)
-    say(f"{dataset.name}: writing version {info.version} from {path}")
-    started = time.perf_counter()
-    try:
-        reservoir = gates.Reservoir(dataset.gates.sample)
-        with versions.lease(info.version):
-            where = versions.placed(info.version, info)
-            fence = versions.fence(info.version)
-            _write_all(client, dataset, where, path, rows, report, reservoir, fence)
+    report = PublishReport(dataset.name)
+    reservoir = gates.Reservoir(dataset.gates.sample)
+
+    def write(versions: Versions, info: VersionInfo) -> Written:
+        report.version = info.version
+        where, fence = versions.placed(info.version, info), versions.fence(info.version)
+        _write_all(client, dataset, where, path, rows, report, reservoir, fence)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
                 "nothing was published"
             )
-        sample = reservoir.keys
-        figures: dict[str, Any] = {"scored": report.rows, "unit": "rows", "sample": sample}
-        if dataset.gates.enabled:
-            live = versions.current()
-            gating = time.perf_counter()
-            checked = gates.check(
-                client, dataset, info, report.rows, sample,
-                versions.get(live) if live else None, dataset.gates,
-            )  # fmt: skip
-            figures["gate_seconds"] = round(time.perf_counter() - gating, 3)
-            figures["gates"] = checked.to_json()
-            if not checked.passed:
-                versions.gate(info.version, report.rows, checked.to_json(), checked.summary())
-                report.gated = True
-                raise PublishError(
-                    f"failed its gates ({checked.summary()}); kept as gated, the live version "
-                    "is unchanged (prescore release to publish it anyway)",
-                    code="gated",
-                )
-        versions.publish(info.version, report.rows, retire=False, force=force, figures=figures)
-        report.published = True
+        return Written(report.rows, reservoir.keys, {"scored": report.rows, "unit": "rows"})
+
+    try:
+        done = publish_new(
+            client, store, dataset, (model, model_version), write,
+            note=f"published from {path}", expected_keys=_Rows.count(absolute_uri(path)),
+            force=force, say=say,
+        )  # fmt: skip
     except BaseException as exc:
-        if versions.get(info.version).status == "writing":
-            versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
-        if is_full(exc):  # one line with the figures, not redis-py's trace
-            exc = PublishError(full_message(client), code="store_full")
-        say(f"{dataset.name}: version {info.version} failed; the live version is unchanged")
         for line in report.bad_sample:
             say(f"  bad row: {line}")
         if isinstance(exc, PublishError):
+            report.gated = exc.code == "gated"
             say(f"{dataset.name}: {exc.message}")
             return report
         raise
-    report.seconds = time.perf_counter() - started  # up to the switch, as the jobs time it
-    retired = versions.retire_old()
+    report.seconds = done.seconds  # up to the switch, as the jobs time it
+    report.published = True
     rate = report.rows / report.seconds if report.seconds else 0.0
     say(
-        f"{dataset.name}: published version {info.version}: {report.rows} keys "
+        f"{dataset.name}: published version {report.version}: {report.rows} keys "
         f"({rate:,.0f} keys/s), {report.bad} bad row(s) skipped"
     )
     for line in report.bad_sample:
         say(f"  bad row: {line}")
-    if retired:
-        say(f"  retired {len(retired)} old version(s): {', '.join(retired)}")
+    if done.retired:
+        say(f"  retired {len(done.retired)} old version(s): {', '.join(done.retired)}")
     return report

@@ -1,0 +1,125 @@
+"""The one lifecycle of a new version, for the scoring job and ``prescore publish`` alike.
+
+Begin (the registry entry and the writer's lease), write under the lease, check the data
+gates against the live version, switch; on any failure the version is failed and what it
+wrote removed, with one error contract (PublishError: ``gated``, ``lease_lost``,
+``store_full``, ``stale_publish``, ...; anything else as raised); after the switch, the
+versions beyond the kept ones are retired. The writer is the caller's: Spark tasks for
+the job (jobs.bulk), parquet batches for ``prescore publish`` (prescore.publish).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prescore import gates
+from prescore.codec import VersionInfo
+from prescore.datasets import Dataset
+from prescore.errors import PublishError
+from prescore.redis_client import Client, full_message, is_full
+from prescore.settings import StoreSettings
+from prescore.versions import Versions
+
+
+@dataclass
+class Written:
+    """What a writer reports: the keys it wrote, a sample of them for the gates, and the
+    figures to record with the version (scored, unit, bad, ...)."""
+
+    rows: int
+    sample: list[str]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A version switched in, with what it took."""
+
+    info: VersionInfo
+    written: Written
+    seconds: float  # from registering the version to the switch
+    retired: list[str]
+    retire_seconds: float
+
+
+def publish_new(
+    client: Client, store: StoreSettings, dataset: Dataset, model: tuple[str, str],
+    write: Callable[[Versions, VersionInfo], Written], *, note: str = "",
+    expected_keys: int = 0, force: bool = False, on_failure: Callable[[], None] | None = None,
+    late_write_grace_s: float = 0.0, say: Callable[[str], None] = print,
+) -> Published:  # fmt: skip
+    """Write a new version of ``dataset`` with ``write(versions, info)`` under its lease,
+    gate and publish it (``force``: even over a newer live version). ``on_failure`` runs
+    first when anything fails (stop the writers); a writer that may still land a batch is
+    swept again after ``late_write_grace_s``."""
+    versions = Versions(client, dataset.name, store)
+    info = versions.begin(model[0], model[1], note, expected_keys=expected_keys)
+    name = dataset.name
+    say(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})")
+    started = time.perf_counter()
+    try:
+        with versions.lease(info.version) as lost:
+            try:
+                written = write(versions, info)
+            except Exception as exc:
+                if lost.is_set():  # its writes were refused: say why, not their trace
+                    raise PublishError(
+                        f"{name} {info.version}: the writer's lease was lost (paused or cut "
+                        "off past PRESCORE_WRITER_LEASE_S); its writes were refused",
+                        code="lease_lost",
+                    ) from exc
+                raise
+        figures = {**written.figures, "seconds": round(time.perf_counter() - started, 3),
+                   "sample": written.sample}  # fmt: skip
+        _gate(client, versions, dataset, info, written, figures, say)
+        done = versions.publish(info.version, written.rows, retire=False, force=force,
+                                figures=figures)  # fmt: skip
+    except BaseException as exc:
+        if on_failure is not None:
+            on_failure()
+        if versions.get(info.version).status == "writing":  # not gated: it failed
+            versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
+            if late_write_grace_s:
+                time.sleep(late_write_grace_s)
+                versions.delete_keys(info.version)
+        say(f"{name}: version {info.version} failed; the live version is unchanged")
+        if is_full(exc):  # one line with the figures, not redis-py's trace
+            raise PublishError(full_message(client), code="store_full") from exc
+        raise
+    seconds = time.perf_counter() - started
+    # the new version already serves; removing the ones beyond the newest N is housekeeping
+    retired = versions.retire_old()
+    return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
+
+
+def _gate(
+    client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, written: Written,
+    figures: dict[str, Any], say: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Run the data gates; keep the version ``gated`` and raise if any fails."""
+    if not dataset.gates.enabled:
+        return
+    started = time.perf_counter()
+    live = versions.current()
+    report = gates.check(
+        client, dataset, info, written.rows, written.sample,
+        versions.get(live) if live else None, dataset.gates,
+    )  # fmt: skip
+    figures["gate_seconds"] = round(time.perf_counter() - started, 3)
+    figures["gates"] = report.to_json()
+    for c in report.checks:
+        mark = "ok " if c.passed else "FAILED"
+        say(f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip())
+    if not report.passed:
+        versions.gate(
+            info.version, written.rows, {**report.to_json(), "figures": figures},
+            report.summary(),
+        )  # fmt: skip
+        raise PublishError(
+            f"{dataset.name} {info.version} failed its gates ({report.summary()}); kept as "
+            f"gated, the live version is unchanged (prescore release to publish it anyway)",
+            code="gated",
+        )
