@@ -89,6 +89,17 @@ class Versions:
     def get(self, version: str) -> VersionInfo:
         return VersionInfo.from_bytes(self._raw(version))
 
+    def _writing(self, version: str, status: str = "writing") -> tuple[bytes, VersionInfo]:
+        """The entry of ``version`` as stored and read, refused unless it is ``status``."""
+        raw = self._raw(version)
+        info = VersionInfo.from_bytes(raw)
+        if info.status != status:
+            raise PublishError(
+                f"version {version} is {info.status}, not {status}",
+                code="not_gated" if status == "gated" else "publish_failed",
+            )
+        return raw, info
+
     def _raw(self, version: str) -> bytes:
         raw = self.client.hget(self._registry, version)
         if raw is None:
@@ -264,8 +275,7 @@ class Versions:
         rows scored, ...) are kept in the registry entry, where the exporter reads them.
         The switch is made only while this writer holds the version's lease (when it
         began it) and only over the live version it checked against."""
-        if self.get(version).status != "writing":
-            raise PublishError(f"version {version} is {self.get(version).status}, not writing")
+        self._writing(version)
         found = self.count_keys(version)
         if found != expected_rows or expected_rows == 0:
             self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
@@ -276,10 +286,7 @@ class Versions:
         stale: list[str] = []
 
         def decide() -> Change:
-            raw = self._raw(version)
-            info = VersionInfo.from_bytes(raw)
-            if info.status != "writing":
-                raise PublishError(f"version {version} is {info.status}, not writing")
+            raw, info = self._writing(version)
             live = self.current()
             note = info.note
             if live is not None and version < live:
@@ -318,10 +325,7 @@ class Versions:
         made: list[VersionInfo] = []
 
         def decide() -> Change:
-            raw = self._raw(version)
-            info = VersionInfo.from_bytes(raw)
-            if info.status != "writing":
-                raise PublishError(f"version {version} is {info.status}, not writing")
+            raw, info = self._writing(version)
             entry = info.replace(
                 status="gated", rows=rows, finished_at=utcnow_iso(), note=f"gated: {summary}",
                 extra={**info.extra, "gates": dict(report)},
@@ -346,11 +350,7 @@ class Versions:
         made: list[VersionInfo] = []
 
         def decide() -> Change:
-            raw = self._raw(version)
-            info = VersionInfo.from_bytes(raw)
-            if info.status != "gated":
-                raise PublishError(f"version {version} is {info.status}, not gated",
-                                   code="not_gated")  # fmt: skip
+            raw, info = self._writing(version, "gated")
             found = self.count_keys(version)
             if found != info.rows:
                 raise PublishError(

@@ -22,6 +22,17 @@ JOB_ENV_KEYS = (
 )  # fmt: skip
 
 
+# A dataset of scores made elsewhere, published with `prescore publish`: a list per key.
+SIMILAR_CONFIG = """
+[datasets.similar]
+kind = "external"
+key_field = "sku"
+list_field = "similar"
+entry_field = "sku"
+route = "similar"
+"""
+
+
 def job_env() -> dict[str, str]:
     """The part of this process's environment a test's spark-submit runs with."""
     return {k: os.environ[k] for k in JOB_ENV_KEYS if k in os.environ}

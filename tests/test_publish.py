@@ -17,22 +17,13 @@ from lookup.settings import LookupSettings
 from prescore.publish import publish_file
 from prescore.settings import Settings
 from prescore.versions import Versions
-from tests.helpers import ROOT, stored_payload, with_catalog
-
-CONFIG = """
-[datasets.similar]
-kind = "external"
-key_field = "sku"
-list_field = "similar"
-entry_field = "sku"
-route = "similar"
-"""
+from tests.helpers import ROOT, SIMILAR_CONFIG, stored_payload, with_catalog
 
 
 @pytest.fixture()
 def similar(settings: Settings, tmp_path: Path) -> Settings:
     path = tmp_path / "prescore.toml"
-    path.write_text(CONFIG)
+    path.write_text(SIMILAR_CONFIG)
     return with_catalog(settings, path)
 
 

@@ -19,15 +19,7 @@ from prescore.errors import ConfigError
 from prescore.ports import free_port
 from prescore.settings import StoreSettings
 from prescore.versions import Versions
-from tests.helpers import ROOT
-
-CONFIG = """
-[datasets.similar]
-kind = "external"
-key_field = "sku"
-list_field = "similar"
-entry_field = "sku"
-"""
+from tests.helpers import ROOT, SIMILAR_CONFIG
 
 
 def _server(tmp_path: Path, name: str, maxmemory: str, policy: str) -> RedisProcess:
@@ -47,7 +39,7 @@ def _cli(url: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]
 @pytest.fixture()
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "datasets.toml"
-    path.write_text(CONFIG)
+    path.write_text(SIMILAR_CONFIG)
     return path
 
 
