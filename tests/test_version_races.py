@@ -1,7 +1,8 @@
 """The version protocol raced by real processes on a real Redis and a real Redis Cluster:
 one process stops itself (SIGSTOP) at a step, another acts, the first resumes. Every
 interleaving ends with the pointer on a complete, published version and nothing of the
-loser left behind (tests/race_child.py is the paused process)."""
+loser left behind (tests/race_child.py is the paused process). And the same store under
+memory pressure: an evicting policy refused, a version that does not fit cleaned up."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from prescore import keys, values
+from prescore.codec import VersionInfo
+from prescore.datasets import Dataset
+from prescore.errors import ConfigError, PublishError
+from prescore.lifecycle import Written, publish_new
 from prescore.redis_client import Client, connect
 from prescore.settings import RedisSettings, StoreSettings
 from prescore.versions import Versions
@@ -135,3 +141,52 @@ def test_a_writer_paused_past_its_lease_is_reaped_and_lands_nothing_when_it_wake
         assert v.current() == nxt
         assert client.exists(keys.lease_key(dataset, version)) == 0
         assert client.exists(keys.written_key(dataset, version)) == 0
+
+
+def _nodes(store: tuple[str, bool]) -> list[redis.Redis]:
+    client = _client(store)
+    if isinstance(client, redis.RedisCluster):
+        return [client.get_redis_connection(n) for n in client.get_primaries()]
+    return [client]  # type: ignore[list-item]
+
+
+def test_an_evicting_policy_and_a_full_redis_are_clean_refusals(
+    store: tuple[str, bool],
+) -> None:
+    """allkeys-* refused before anything is written; a version that does not fit fails
+    with store_full, its keys removed although Redis is full, and the next one fits."""
+    client, nodes = _client(store), _nodes(store)
+    v = Versions(client, "mem", StoreSettings())
+    dataset = Dataset(name="mem", kind="external")
+    payload = b'{"v":"' + b"x" * 300 + b'"}'
+
+    def write(versions: Versions, info: VersionInfo) -> Written:
+        rows = ((f"k{i}", payload) for i in range(20_000))  # about 7 MB
+        where, fence = versions.placed(info.version), versions.fence(info.version)
+        return Written(values.write(client, where, rows, fence=fence), [])
+
+    try:
+        for node in nodes:
+            node.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(ConfigError, match="maxmemory-policy allkeys-lru"):
+            v.begin("m", "1")
+        assert v.all() == []  # nothing was written
+        for node in nodes:
+            node.config_set("maxmemory-policy", "noeviction")
+        live = _publish(v, 10)
+        for node in nodes:  # room for about a fifth of the version on each node
+            node.config_set("maxmemory", int(node.info("memory")["used_memory"]) + 1_500_000)
+        with pytest.raises(PublishError) as full:
+            publish_new(client, StoreSettings(), dataset, ("m", "1"), write, say=lambda _: None)
+        assert full.value.code == "store_full" and "Redis is full" in full.value.message
+        assert v.current() == live
+        (failed,) = [i for i in v.all() if i.status == "failed"]
+        assert v.count_keys(failed.version) == 0
+        v.retire_old()  # gc runs on a Redis that was full
+        for node in nodes:
+            node.config_set("maxmemory", 0)
+        assert v.current() == live and _publish(v, 10) > live
+    finally:
+        for node in nodes:
+            node.config_set("maxmemory", 0)
+            node.config_set("maxmemory-policy", "volatile-lru")
