@@ -19,7 +19,7 @@ from prescore import gates
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import PublishError
-from prescore.redis_client import Client, full_message, is_full
+from prescore.redis_client import OUTAGES, Client, full_message, is_full
 from prescore.settings import StoreSettings
 from prescore.versions import Versions
 
@@ -61,6 +61,7 @@ def publish_new(
     say(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})")
     started = time.perf_counter()
     try:
+        # held until the switch: the gates and the count take a while on a large version
         with versions.lease(info.version) as lost:
             try:
                 written = write(versions, info)
@@ -72,15 +73,15 @@ def publish_new(
                         code="lease_lost",
                     ) from exc
                 raise
-        figures = {**written.figures, "seconds": round(time.perf_counter() - started, 3),
-                   "sample": written.sample}  # fmt: skip
-        _gate(client, versions, dataset, info, written, figures, say)
-        done = versions.publish(info.version, written.rows, retire=False, force=force,
-                                figures=figures)  # fmt: skip
+            figures = {**written.figures, "seconds": round(time.perf_counter() - started, 3),
+                       "sample": written.sample}  # fmt: skip
+            _gate(client, versions, dataset, info, written, figures, say)
+            done = versions.publish(info.version, written.rows, retire=False, force=force,
+                                    figures=figures)  # fmt: skip
     except BaseException as exc:
         if on_failure is not None:
             on_failure()
-        if versions.get(info.version).status == "writing":  # not gated: it failed
+        if _status(versions, info.version) == "writing":  # not gated: it failed
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
             if late_write_grace_s:
                 time.sleep(late_write_grace_s)
@@ -93,6 +94,15 @@ def publish_new(
     # the new version already serves; removing the ones beyond the newest N is housekeeping
     retired = versions.retire_old()
     return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
+
+
+def _status(versions: Versions, version: str) -> str:
+    """The version's status for the cleanup, '' when Redis cannot tell (its lease then
+    lapses, and the next job or gc removes it)."""
+    try:
+        return versions.get(version).status
+    except OUTAGES:
+        return ""
 
 
 def _gate(

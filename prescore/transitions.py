@@ -50,7 +50,8 @@ if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
 return 'ok'
 """
 
-# KEYS: lease. ARGV: token, lease ms, '1' to take a free lease. Returns 1 held, 0 lost.
+# KEYS: lease. ARGV: token, lease ms, '1' to take a free lease. Returns 1 held, 0 lost
+# (another token holds it, it is gone, or its deadline passed: a lapse is final).
 _HOLD = """
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
@@ -58,6 +59,8 @@ local held = redis.call('GET', KEYS[1])
 if held then
   local sep = string.find(held, ':', 1, true)
   if not sep or string.sub(held, 1, sep - 1) ~= ARGV[1] then return 0 end
+  -- a lapsed lease stays lapsed: another job may already be failing its version
+  if tonumber(string.sub(held, sep + 1)) < ms then return 0 end
 elseif ARGV[3] ~= '1' then
   return 0
 end

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any
 
@@ -153,7 +153,7 @@ class Versions:
             note=note,
         )
         token = new_token()
-        seconds, micros = self.client.time()
+        seconds, micros = self._clock(keys.lease_key(self.dataset, info.version))
         deadline = seconds * 1000 + micros // 1000 + self._lease_ms()
         pipe = self.client.pipeline(transaction=True)  # entry and lease at once (one slot)
         pipe.set(keys.lease_key(self.dataset, info.version), f"{token}:{deadline}")
@@ -167,6 +167,13 @@ class Versions:
             raise
         self._tokens[info.version] = token
         return info
+
+    def _clock(self, key: str) -> tuple[int, int]:
+        """The clock of the node that holds ``key`` (a lease's deadline is read there)."""
+        if isinstance(self.client, redis.RedisCluster):
+            node = self.client.get_node_from_key(key)
+            return self.client.time(target_nodes=node)
+        return self.client.time()
 
     def _lease_ms(self) -> int:
         return max(int(self.settings.writer_lease_s * 1000), 1)
@@ -252,9 +259,11 @@ class Versions:
             thread.join(timeout=1)
 
     def _finish(self, version: str, change: Change) -> None:
-        """After a writer's last transition: its progress counts go, and its token."""
-        self.client.delete(keys.written_key(self.dataset, version))
+        """After a writer's last transition: its token goes, and its progress counts (an
+        outage leaves them to gc, which removes them with the version)."""
         self._tokens.pop(version, None)
+        with suppress(*OUTAGES):
+            self.client.delete(keys.written_key(self.dataset, version))
 
     def _lease(self, version: str) -> tuple[str, str] | None:
         token = self._tokens.get(version)
@@ -372,11 +381,11 @@ class Versions:
 
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
         """Mark a version failed and remove what it wrote; the pointer never names it.
-        Its keys go first and the record after: a Redis that is full has room to record
-        once they are gone. A version published meanwhile is not failed."""
+        The record comes first, so that no publish or release can switch to it while
+        its keys go; a Redis too full to record has its keys removed first, then room to
+        record. A version published meanwhile is not failed."""
         if self.current() == version:
             raise PublishError(f"refusing to fail the live version {version}")
-        self.delete_keys(version)
 
         def decide() -> Change:
             raw = self._raw(version)
@@ -387,11 +396,17 @@ class Versions:
             entry = info.replace(status=status, finished_at=utcnow_iso(), note=reason)
             return Change(live, {version: (raw, entry.to_bytes())})
 
-        self._transition(decide, version)
+        try:
+            self._transition(decide, version)
+        except redis.ResponseError as exc:
+            if not is_full(exc):
+                raise
+            self.delete_keys(version)  # a full Redis: free first (it cannot be published:
+            self._transition(decide, version)  # its entry is still as its writer left it)
         # the lease goes whoever held it: a writer that wakes finds it gone and stops
         self.client.delete(keys.lease_key(self.dataset, version))
         self._finish(version, Change(None, {}))
-        self.delete_keys(version)  # what a writer landed while it was being failed
+        self.delete_keys(version)
 
     def rollback(self, to: str | None = None) -> VersionInfo:
         """Point readers at ``to`` or at the newest published version before the live one.
@@ -461,9 +476,7 @@ class Versions:
         for info in self.all():
             if info.status == "gated":  # the newest keeps its keys, to be released
                 if gated_seen and not info.note.endswith("(keys removed)"):
-                    self.delete_keys(info.version)
-                    entry = info.replace(note=info.note + " (keys removed)")
-                    self.client.hset(self._registry, info.version, entry.to_bytes())
+                    self._drop_gated_keys(info.version)
                 gated_seen = True
             if info.version == live or (
                 info.status == "published" and kept < self.settings.keep_versions
@@ -476,11 +489,31 @@ class Versions:
             elif info.status == "writing":
                 continue  # its writer is alive
             history += 1
-            if history > HISTORY:  # the registry must not grow without bound
+            # the registry must not grow without bound; a gated entry stays (an operator
+            # may still release it), its keys removed above
+            if history > HISTORY and info.status in ("failed", "retired"):
                 self.delete_keys(info.version)
                 self.client.hdel(self._registry, info.version)
         self._sweep_unlisted()
         return removed
+
+    def _drop_gated_keys(self, version: str) -> None:
+        """Remove the keys of a gated version older than the newest gated one: noted
+        first (a release counting its keys meanwhile finds them changed and refuses)."""
+
+        def decide() -> Change:
+            raw = self._raw(version)
+            info = VersionInfo.from_bytes(raw)
+            if info.status != "gated" or self.current() == version:
+                raise _Kept()
+            entry = info.replace(note=info.note + " (keys removed)")
+            return Change(self.current(), {version: (raw, entry.to_bytes())})
+
+        try:
+            self._transition(decide, version)
+        except _Kept:
+            return
+        self.delete_keys(version)
 
     def _sweep_unlisted(self) -> None:
         """Remove the keys of versions the registry no longer lists (trimmed from its

@@ -190,3 +190,18 @@ def test_gc_leaves_exactly_the_live_and_kept_versions_whatever_debris_there_is(
     assert own == {keys.pointer_key("reco"), keys.registry_key("reco"), keys.owned_key("reco")}
     listed = set(rclient.hkeys(keys.registry_key("reco")))
     assert set(rclient.hkeys(keys.owned_key("reco"))) == listed  # the unlisted swept
+
+
+def test_a_lapsed_lease_stays_lapsed_its_writer_can_neither_renew_nor_publish(
+    rclient: redis.Redis,
+) -> None:
+    """Once its deadline passed, another job may be failing the version: the writer that
+    wakes cannot take it back."""
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.2))
+    version = _write(v, 5, "w")
+    assert v.renew(version)  # within its lease: renewed
+    time.sleep(0.3)
+    assert not v.renew(version)
+    with pytest.raises(PublishError) as lost:
+        v.publish(version, 5)
+    assert lost.value.code == "lease_lost" and v.current() is None
