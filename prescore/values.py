@@ -109,21 +109,32 @@ def _write_chunk(
     for key, payload in rows:
         grouped[where.bucket(key)][key] = payload
     total = (tally.total if tally is not None else 0) + len(rows)
+    progress = (tally.field, total) if tally is not None else ("", len(rows))
     if fence is not None:
-        fence(grouped, (tally.field, total) if tally is not None else ("", len(rows)))
+        fence(grouped, progress)
     else:
-        pipe = client.pipeline(transaction=False)
-        for name, mapping in grouped.items():
-            pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
-        progress = keys.written_key(where.dataset, where.version)
-        if tally is None:
-            pipe.hincrby(progress, "-", len(rows))
-        else:
-            pipe.hset(progress, tally.field, total)
-        pipe.execute()
+        send(client, where.dataset, where.version, grouped, progress)
     if tally is not None:
         tally.total = total
     return len(rows)
+
+
+def send(
+    client: Client, dataset: str, version: str, buckets: Mapping[str, Mapping[str, bytes]],
+    progress: tuple[str, int],
+) -> None:  # fmt: skip
+    """One pipeline of a batch's HSETs and the writer's progress (its field and count; ''
+    adds the count to the shared field), unchecked: what a fence sends once it has
+    checked."""
+    pipe = client.pipeline(transaction=False)
+    for name, mapping in buckets.items():
+        pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
+    name = keys.written_key(dataset, version)
+    if progress[0]:
+        pipe.hset(name, progress[0], progress[1])
+    else:
+        pipe.hincrby(name, "-", progress[1])
+    pipe.execute()
 
 
 def count(client: Client, where: Placed) -> int:

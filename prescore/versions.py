@@ -213,15 +213,7 @@ class Versions:
             status = VersionInfo.from_bytes(raw).status if raw is not None else "gone"
             if not self._cas.alive([version], held)[0] or status != "writing":
                 refuse(f"its lease lapsed or it is {status}")
-            pipe = self.client.pipeline(transaction=False)
-            for name, mapping in buckets.items():
-                pipe.hset(name, mapping=mapping)
-            name = keys.written_key(self.dataset, version)
-            if progress[0]:
-                pipe.hset(name, progress[0], progress[1])
-            else:
-                pipe.hincrby(name, "-", progress[1])
-            pipe.execute()
+            values.send(self.client, self.dataset, version, buckets, progress)
 
         return send
 
