@@ -38,7 +38,6 @@ from prescore.redis_client import Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions
 
-LATE_WRITE_GRACE_S = 1.0
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
 KEYS_PER_BATCH = 64  # keys a task reports per batch: the version's sample (prescore.gates)
 
@@ -315,7 +314,7 @@ def publish_version(
         connect(settings.redis), settings.store, dataset, model, write,
         expected_keys=expected_keys, force=force,
         # tasks of a failed job may still be writing: let them stop first
-        on_failure=lambda: _drain(spark), late_write_grace_s=LATE_WRITE_GRACE_S,
+        on_failure=lambda: _drain(spark),
         say=lambda line: print(line, flush=True),
     )  # fmt: skip
     summary.seconds, summary.retired = done.seconds, done.retired

@@ -11,12 +11,18 @@ import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from prescore.errors import InvalidInput
 
 SCORE_DECIMALS = 4
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def utcnow_iso() -> str:
+    """Now, as a registry entry's timestamps read (UTC, to the second)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def dumps(obj: Any) -> bytes:

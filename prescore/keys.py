@@ -17,7 +17,8 @@ MULTI/EXEC transaction, on a single Redis and on Redis Cluster alike.
     ps:dataset:neg:{version}:{key}    -> live inference had no answer for the key (short)
     ps:{dataset}:frames:{version}   -> hash: frame id -> the text compact payloads share
     ps:{dataset}:wb:{version}:{w}   -> set: write-back keys made in TTL window w (bounded)
-    ps:dataset:{version}:#{n}       -> hash bucket n of the version: key -> payload
+    ps:dataset:{version}:#{n}       -> hash bucket n of the version: key -> payload, and
+                                       field '' -> its writer's fence (FENCE_FIELD)
     ps:dataset:{version}:{key}      -> one live write-back: payload JSON (with a TTL)
 
 A version's precomputed payloads live in ``buckets`` hashes (the count is fixed when the
@@ -25,6 +26,10 @@ version is begun and kept in its registry entry), a key in bucket ``crc32(key) %
 small hashes are stored by Redis as listpacks, a fraction of the memory of one key each,
 and a version's keys are then known without a SCAN (its buckets, its write-back set).
 A version registered with ``buckets`` 0 (written before buckets) has a plain key per key.
+Each bucket is made when its version begins, holding its writer's token in the field
+``''`` (no key is empty): a cluster's writer lands a batch in a bucket only while that
+fence is there, checked by a script on the bucket's own node (prescore.transitions), and
+it goes with the bucket when the version is failed or removed.
 
 A key is an entity id, several key columns' values joined by ``|``, optionally followed
 by ``|context``; every part is a plain id token (:func:`check_id`).
@@ -127,6 +132,7 @@ def version_prefix(dataset: str, version: str) -> str:
     return f"{PREFIX}:{dataset}:{version}:"
 
 
+FENCE_FIELD = ""  # a bucket's field holding its writer's token: no key is empty
 BUCKET_TARGET = 64  # keys per bucket: under Redis' listpack bound (128 entries) with margin
 
 

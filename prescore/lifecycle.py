@@ -49,12 +49,12 @@ def publish_new(
     client: Client, store: StoreSettings, dataset: Dataset, model: tuple[str, str],
     write: Callable[[Versions, VersionInfo], Written], *, note: str = "",
     expected_keys: int = 0, force: bool = False, on_failure: Callable[[], None] | None = None,
-    late_write_grace_s: float = 0.0, say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print,
 ) -> Published:  # fmt: skip
     """Write a new version of ``dataset`` with ``write(versions, info)`` under its lease,
     gate and publish it (``force``: even over a newer live version). ``on_failure`` runs
-    first when anything fails (stop the writers); a writer that may still land a batch is
-    swept again after ``late_write_grace_s``."""
+    first when anything fails (stop the writers); a writer still running then lands
+    nothing: its batches are fenced (prescore.writers)."""
     versions = Versions(client, dataset.name, store)
     info = versions.begin(model[0], model[1], note, expected_keys=expected_keys)
     name = dataset.name
@@ -83,9 +83,6 @@ def publish_new(
             on_failure()
         if _status(versions, info.version) == "writing":  # not gated: it failed
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
-            if late_write_grace_s:
-                time.sleep(late_write_grace_s)
-                versions.delete_keys(info.version)
         say(f"{name}: version {info.version} failed; the live version is unchanged")
         if is_full(exc):  # one line with the figures, not redis-py's trace
             raise PublishError(full_message(client), code="store_full") from exc

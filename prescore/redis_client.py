@@ -108,6 +108,19 @@ def is_full(exc: BaseException) -> bool:
     return False
 
 
+def memory(client: Client) -> tuple[int, int]:
+    """Bytes Redis uses and its ``maxmemory`` (0: no limit), summed over a cluster's
+    primaries, where a node without a limit makes the whole unlimited."""
+    if isinstance(client, RedisCluster):
+        found = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        nodes = [v for v in found.values() if isinstance(v, dict)] or [found]
+    else:
+        nodes = [client.info("memory")]
+    limits = [int(n.get("maxmemory", 0)) for n in nodes]
+    used = sum(int(n.get("used_memory", 0)) for n in nodes)
+    return used, 0 if 0 in limits else sum(limits)
+
+
 def full_message(client: Client) -> str:
     """What a publish that did not fit says: the memory figures of the Redis it filled."""
     try:

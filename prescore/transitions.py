@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from prescore import keys
 from prescore.redis_client import Client, as_text
 
@@ -112,6 +114,14 @@ end
 return 'ok'
 """
 
+# KEYS: one bucket. ARGV: the writer's token, then key/payload pairs. Writes only while
+# the bucket holds the token as its fence (keys.FENCE_FIELD, set when the version began,
+# gone with the bucket once the version is failed or removed): 1, else 0 and nothing.
+_WRITE_BUCKET = (
+    "if redis.call('HGET',KEYS[1],'')~=ARGV[1] then return 0 end "
+    "redis.call('HSET',KEYS[1],unpack(ARGV,2)) return 1"
+)
+
 ATTEMPTS = 50  # compare-and-set rounds before a transition gives up (each lost to a writer)
 
 
@@ -180,14 +190,23 @@ class Registry:
         progress: tuple[str, int],
     ) -> str:  # fmt: skip
         """Write a batch (bucket -> key -> payload) and the writer's progress (its field,
-        '' for the shared one, and its count), each script call only while ``token``
-        holds the version's lease and the version is 'writing': 'ok', else 'lease' or
-        'status' (then nothing after the refusal landed). The batch goes as several
-        calls in one pipeline, so that Redis runs the first while the rest arrive. One
-        node only: a cluster spreads the buckets over its nodes."""
+        '' for the shared one, and its count), only while ``token`` holds the version's
+        lease and the version is 'writing': 'ok', else 'lease', 'status' or 'fence'.
+
+        On a single Redis each script call checks the lease and the entry, then writes
+        its buckets; the batch goes as several calls in one pipeline, so that Redis runs
+        the first while the rest arrive, and nothing after a refusal lands. A cluster
+        spreads the buckets over its nodes, where no script sees the lease: each bucket
+        is written by a script on its own node that checks the bucket's fence (what a
+        failed version's writer could still land before the check is removed with the
+        bucket), then the progress under the lease's check."""
         head = [keys.lease_key(self.dataset, version), keys.registry_key(self.dataset),
                 keys.written_key(self.dataset, version)]  # fmt: skip
         script = self._script("write", _WRITE)
+        if isinstance(self.client, redis.RedisCluster):
+            if not self._write_fenced(token, buckets):
+                return "fence"
+            return as_text(script(keys=head, args=[token, version, *progress]))
         pipe = self.client.pipeline(transaction=False)
         names = list(buckets)
         for start in range(0, max(len(names), 1), _BUCKETS_A_CALL):
@@ -202,6 +221,19 @@ class Registry:
             script(keys=[*head, *part], args=args, client=pipe)
         outcomes = [as_text(o) for o in pipe.execute()]
         return next((o for o in outcomes if o != "ok"), "ok")
+
+    def _write_fenced(self, token: str, buckets: Mapping[str, Mapping[str, bytes]]) -> bool:
+        """One pipeline of per-bucket fenced writes over a cluster's nodes: whether every
+        bucket still held ``token``. redis-py's cluster pipeline has no script methods
+        (it cannot load a script on the node that lacks it): the generic command sends
+        EVAL, whose short script needs no loading."""
+        pipe = self.client.pipeline(transaction=False)
+        for name, mapping in buckets.items():
+            args: list[Any] = [token]
+            for key, payload in mapping.items():
+                args += (key, payload)
+            pipe.execute_command("EVAL", _WRITE_BUCKET, 1, name, *args)
+        return all(int(o) for o in pipe.execute())
 
 
 _BUCKETS_A_CALL = 256  # a script call's buckets: Redis is never held for long by one

@@ -137,18 +137,31 @@ def send(
     pipe.execute()
 
 
+def fence_buckets(client: Client, where: Placed, token: str) -> None:
+    """Make each bucket of a version being begun, holding its writer's ``token`` in
+    keys.FENCE_FIELD: a cluster's writer lands a batch in a bucket only while it is there
+    (prescore.transitions), and it goes with the bucket."""
+    for names in _chunks(where.bucket_names(), _PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hset(name, keys.FENCE_FIELD, token)
+        pipe.execute()
+
+
 def count(client: Client, where: Placed) -> int:
-    """Keys present in the version's buckets (HLEN of each: what is there, not what was
-    sent, so a lost or doubled write cannot pass)."""
+    """Keys present in the version's buckets (HLEN of each, less its fence: what is
+    there, not what was sent, so a lost or doubled write cannot pass)."""
     if not where.buckets:
         pattern = keys.version_prefix(where.dataset, where.version) + "*"
         return sum(1 for _ in client.scan_iter(match=pattern, count=5000))
     total = 0
-    for names in _chunks(where.bucket_names(), _PIPELINE):
+    for names in _chunks(where.bucket_names(), _PIPELINE // 2):
         pipe = client.pipeline(transaction=False)
         for name in names:
             pipe.hlen(name)
-        total += sum(int(n) for n in pipe.execute())
+            pipe.hexists(name, keys.FENCE_FIELD)
+        found = pipe.execute()
+        total += sum(int(n) for n in found[0::2]) - sum(int(f) for f in found[1::2])
     return total
 
 

@@ -19,37 +19,26 @@ to again and is retired only as versions beyond the newest N are.
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 import redis
 
-from prescore import keys, values
-from prescore.codec import VersionInfo, sort_versions
+from prescore import keys, values, version_gc, writers
+from prescore.codec import VersionInfo, sort_versions, utcnow_iso
 from prescore.errors import NotFound, PublishError
 from prescore.redis_client import (
     OUTAGES,
     Client,
     as_bytes,
     as_text,
-    check_policy,
-    full_message,
     is_full,
 )
 from prescore.settings import StoreSettings
-from prescore.transitions import Change, Conflict, Registry, new_token, transition
+from prescore.transitions import Change, Conflict, Registry, transition
 from prescore.values import Placed
-
-HISTORY = 20  # retired and failed versions listed in the registry
-DEFAULT_KEYS = 100_000  # a first version's bucket count assumes this many keys
-
-
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_payloads(
@@ -78,7 +67,7 @@ class Versions:
         self.settings = settings
         self._pointer = keys.pointer_key(dataset)
         self._registry = keys.registry_key(dataset)
-        self._cas = Registry(client, self.dataset)
+        self.registry = Registry(client, self.dataset)
         self._tokens: dict[str, str] = {}  # the leases this writer took: version -> token
 
     # -- reading ---------------------------------------------------------------
@@ -87,11 +76,11 @@ class Versions:
         return as_text(raw) if raw is not None else None
 
     def get(self, version: str) -> VersionInfo:
-        return VersionInfo.from_bytes(self._raw(version))
+        return VersionInfo.from_bytes(self.raw(version))
 
     def _writing(self, version: str, status: str = "writing") -> tuple[bytes, VersionInfo]:
         """The entry of ``version`` as stored and read, refused unless it is ``status``."""
-        raw = self._raw(version)
+        raw = self.raw(version)
         info = VersionInfo.from_bytes(raw)
         if info.status != status:
             raise PublishError(
@@ -100,7 +89,8 @@ class Versions:
             )
         return raw, info
 
-    def _raw(self, version: str) -> bytes:
+    def raw(self, version: str) -> bytes:
+        """The registry entry of ``version`` as stored (what a compare-and-set checks)."""
         raw = self.client.hget(self._registry, version)
         if raw is None:
             raise NotFound(f"{self.dataset} has no version {version!r}", code="unknown_version")
@@ -112,7 +102,7 @@ class Versions:
         raw = self.client.hgetall(self._registry)
         infos = sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
         writing = [i.version for i in infos if i.status == "writing"]
-        alive = dict(zip(writing, self._cas.alive(writing), strict=True))
+        alive = dict(zip(writing, self.registry.alive(writing), strict=True))
         return [self._live_view(i, alive[i.version]) if i.status == "writing" else i
                 for i in infos]  # fmt: skip
 
@@ -133,50 +123,11 @@ class Versions:
     def begin(
         self, model: str, model_version: str, note: str = "", expected_keys: int = 0
     ) -> VersionInfo:
-        """Remove dead writers' versions, then register a new version as 'writing' with
-        its lease, and return it. Its buckets are sized for ``expected_keys`` (else for
-        the live version's rows, else for DEFAULT_KEYS). A Redis that may evict published
-        versions is refused (ConfigError) before anything is written."""
-        check_policy(self.client)
-        self.reap_dead()
-        newest = max((as_text(v) for v in self.client.hkeys(self._registry)), default=None)
-        live = self.client.hget(self._registry, self.current() or "")
-        rows = VersionInfo.from_bytes(live).rows if live is not None else 0
-        guess = expected_keys or rows or DEFAULT_KEYS
-        info = VersionInfo(
-            version=keys.new_version_id(after=newest),
-            status="writing",
-            model=model,
-            model_version=model_version,
-            buckets=keys.bucket_count(guess),
-            started_at=utcnow_iso(),
-            note=note,
-        )
-        token = new_token()
-        seconds, micros = self._clock(keys.lease_key(self.dataset, info.version))
-        deadline = seconds * 1000 + micros // 1000 + self._lease_ms()
-        pipe = self.client.pipeline(transaction=True)  # entry and lease at once (one slot)
-        pipe.set(keys.lease_key(self.dataset, info.version), f"{token}:{deadline}")
-        pipe.hset(self._registry, info.version, info.to_bytes())
-        pipe.hset(keys.owned_key(self.dataset), info.version, info.buckets)
-        try:
-            pipe.execute()
-        except redis.ResponseError as exc:  # nothing of it was written (EXECABORT)
-            if is_full(exc):
-                raise PublishError(full_message(self.client), code="store_full") from None
-            raise
+        """Register a new version as 'writing', with its lease held by this writer
+        (prescore.writers.begin), and return it."""
+        info, token = writers.begin(self, model, model_version, note, expected_keys)
         self._tokens[info.version] = token
         return info
-
-    def _clock(self, key: str) -> tuple[int, int]:
-        """The clock of the node that holds ``key`` (a lease's deadline is read there)."""
-        if isinstance(self.client, redis.RedisCluster):
-            node = self.client.get_node_from_key(key)
-            return self.client.time(target_nodes=node)
-        return self.client.time()
-
-    def _lease_ms(self) -> int:
-        return max(int(self.settings.writer_lease_s * 1000), 1)
 
     def token(self, version: str) -> str:
         """The lease token of a version this writer began (its tasks write with it)."""
@@ -185,70 +136,17 @@ class Versions:
     def renew(self, version: str) -> bool:
         """Hold the lease of ``version`` for another ``writer_lease_s``; False when it is
         no longer this writer's (lapsed and taken over, or removed with its version)."""
-        return self._cas.hold(version, self.token(version), self.settings.writer_lease_s)
+        return self.registry.hold(version, self.token(version), self.settings.writer_lease_s)
 
     def fence(self, version: str, token: str | None = None) -> values.Fence:
-        """How a writer sends each batch: only while the version is 'writing' and its
-        lease is held by ``token`` (default: this writer's); PublishError ``lease_lost``
-        otherwise, so that the writer stops. On a single Redis the check and the batch
-        are one script (prescore.transitions): a writer failed or reaped meanwhile lands
-        nothing. A cluster spreads a batch over its nodes, where no script spans them:
-        there the check precedes the batch, and what lands after a failure is removed by
-        gc (README: Store contract)."""
-        held = token or self.token(version)
+        """How a writer holding ``token`` (default: this writer's) sends each batch of
+        ``version``: only while it still holds the version (prescore.writers)."""
+        return writers.fence(self, version, token or self.token(version))
 
-        def refuse(why: str) -> None:
-            raise PublishError(
-                f"{self.dataset} {version} is no longer this writer's to write ({why}); "
-                "stopping", code="lease_lost",
-            )  # fmt: skip
-
-        def send(buckets: Mapping[str, Mapping[str, bytes]], progress: tuple[str, int]) -> None:
-            if isinstance(self.client, redis.Redis):
-                outcome = self._cas.write(version, held, buckets, progress)
-                if outcome != "ok":
-                    refuse("its lease lapsed" if outcome == "lease" else "it is not writing")
-                return
-            raw = self.client.hget(self._registry, version)
-            status = VersionInfo.from_bytes(raw).status if raw is not None else "gone"
-            if not self._cas.alive([version], held)[0] or status != "writing":
-                refuse(f"its lease lapsed or it is {status}")
-            values.send(self.client, self.dataset, version, buckets, progress)
-
-        return send
-
-    @contextmanager
-    def lease(self, version: str) -> Iterator[threading.Event]:
-        """Renew the lease of ``version`` every third of ``writer_lease_s`` while inside;
-        yields an event set once the lease is lost (its writes are refused from then on).
-        A store outage is retried at the next beat and said once on stderr."""
-        stop, lost = threading.Event(), threading.Event()
-
-        def beat() -> None:
-            failing = False
-            while not stop.wait(self.settings.writer_lease_s / 3):
-                try:
-                    held = self.renew(version)
-                except OUTAGES as exc:
-                    if not failing:
-                        print(f"{self.dataset} {version}: lease not renewed ({exc}); "
-                              "retrying", file=sys.stderr, flush=True)  # fmt: skip
-                    failing = True
-                    continue
-                failing = False
-                if not held:
-                    print(f"{self.dataset} {version}: the lease is lost; its writes stop",
-                          file=sys.stderr, flush=True)  # fmt: skip
-                    lost.set()
-                    return
-
-        thread = threading.Thread(target=beat, name=f"lease-{version}", daemon=True)
-        thread.start()
-        try:
-            yield lost
-        finally:
-            stop.set()
-            thread.join(timeout=1)
+    def lease(self, version: str) -> AbstractContextManager[threading.Event]:
+        """Renew this writer's lease of ``version`` while inside (prescore.writers);
+        yields an event set once it is lost."""
+        return writers.keep_lease(self, version)
 
     def _finish(self, version: str, change: Change) -> None:
         """After a writer's last transition: its token goes, and its progress counts (an
@@ -303,7 +201,7 @@ class Versions:
             return Change(live, {version: (raw, done.to_bytes())}, version, self._lease(version))
 
         try:
-            change = transition(self._cas, decide)
+            change = transition(self.registry, decide)
         except _Stale:
             why = f"older than the live version {stale[-1]}: a late or orphaned job"
             self.fail(version, why)
@@ -335,12 +233,14 @@ class Versions:
             return Change(self.current(), {version: (raw, entry.to_bytes())},
                           lease=self._lease(version))  # fmt: skip
 
-        self._finish(version, self._transition(decide, version))
+        self._finish(version, self.apply(decide, version))
         return made[0]
 
-    def _transition(self, decide: Callable[[], Change], version: str) -> Change:
+    def apply(self, decide: Callable[[], Change], version: str) -> Change:
+        """Run a transition (prescore.transitions.transition); a lost lease is a
+        PublishError ``lease_lost`` about ``version``."""
         try:
-            return transition(self._cas, decide)
+            return transition(self.registry, decide)
         except Conflict as exc:
             raise PublishError(f"{self.dataset} {version}: {exc}", code="lease_lost") from None
 
@@ -368,7 +268,7 @@ class Versions:
             made[:] = [done]
             return Change(self.current(), {version: (raw, done.to_bytes())}, version)
 
-        self._transition(decide, version)
+        self.apply(decide, version)
         return made[0]
 
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
@@ -380,7 +280,7 @@ class Versions:
             raise PublishError(f"refusing to fail the live version {version}")
 
         def decide() -> Change:
-            raw = self._raw(version)
+            raw = self.raw(version)
             info = VersionInfo.from_bytes(raw)
             live = self.current()
             if live == version or info.status in ("published", "retired"):
@@ -389,16 +289,16 @@ class Versions:
             return Change(live, {version: (raw, entry.to_bytes())})
 
         try:
-            self._transition(decide, version)
+            self.apply(decide, version)
         except redis.ResponseError as exc:
             if not is_full(exc):
                 raise
             self.delete_keys(version)  # a full Redis: free first (it cannot be published:
-            self._transition(decide, version)  # its entry is still as its writer left it)
+            self.apply(decide, version)  # its entry is still as its writer left it)
         # the lease goes whoever held it: a writer that wakes finds it gone and stops
         self.client.delete(keys.lease_key(self.dataset, version))
         self._finish(version, Change(None, {}))
-        self.delete_keys(version)
+        self.forget(version)
 
     def rollback(self, to: str | None = None) -> VersionInfo:
         """Point readers at ``to`` or at the newest published version before the live one.
@@ -447,111 +347,25 @@ class Versions:
             switch = {live: (entries[live], left.to_bytes()), target.version: (same, same)}
             return Change(live, switch, target.version)
 
-        self._transition(decide, to or "rollback")
+        self.apply(decide, to or "rollback")
         return found[0]
 
-    # -- housekeeping ----------------------------------------------------------
+    # -- housekeeping (prescore.version_gc) ------------------------------------
     def reap_dead(self) -> list[str]:
-        """Remove the versions of writers whose lease lapsed (killed jobs)."""
-        dead = [i.version for i in self.all() if i.status == "dead"]
-        for version in dead:
-            self.fail(version, "dead: its writer stopped renewing its lease", status="failed")
-        return dead
+        """Fail the versions of writers whose lease lapsed (killed jobs)."""
+        return version_gc.reap_dead(self)
 
     def retire_old(self) -> list[str]:
-        """Remove dead writers' versions and published ones beyond the newest N (the live
-        one always kept); trim the history."""
-        removed = self.reap_dead()
-        live = self.current()
-        kept = history = 0
-        gated_seen = False
-        for info in self.all():
-            if info.status == "gated":  # the newest keeps its keys, to be released
-                if gated_seen and not info.note.endswith("(keys removed)"):
-                    self._drop_gated_keys(info.version)
-                gated_seen = True
-            if info.version == live or (
-                info.status == "published" and kept < self.settings.keep_versions
-            ):
-                kept += 1
-                continue
-            if info.status == "published":
-                if self._remove(info, "retired", info.note):
-                    removed.append(info.version)
-            elif info.status == "writing":
-                continue  # its writer is alive
-            history += 1
-            # the registry must not grow without bound; a gated entry stays (an operator
-            # may still release it), its keys removed above
-            if history > HISTORY and info.status in ("failed", "retired"):
-                self.delete_keys(info.version)
-                self.client.hdel(self._registry, info.version)
-        self._sweep_unlisted()
-        return removed
+        """Reap dead writers, retire published versions beyond the newest N (the live one
+        always kept), trim the history, and remove the keys of every version past
+        keeping; the versions retired or reaped."""
+        return version_gc.retire_old(self)
 
-    def _drop_gated_keys(self, version: str) -> None:
-        """Remove the keys of a gated version older than the newest gated one: noted
-        first (a release counting its keys meanwhile finds them changed and refuses)."""
-
-        def decide() -> Change:
-            raw = self._raw(version)
-            info = VersionInfo.from_bytes(raw)
-            if info.status != "gated" or self.current() == version:
-                raise _Kept()
-            entry = info.replace(note=info.note + " (keys removed)")
-            return Change(self.current(), {version: (raw, entry.to_bytes())})
-
-        try:
-            self._transition(decide, version)
-        except _Kept:
-            return
+    def forget(self, version: str) -> None:
+        """Remove the keys of a version in a final state, then its line in the record of
+        versions that may hold keys (an outage in between leaves it to gc)."""
         self.delete_keys(version)
-
-    def _sweep_unlisted(self) -> None:
-        """Remove the keys of versions the registry no longer lists (trimmed from its
-        history), found in the record of every version that may hold keys; a version
-        leaves that record only once they are gone, after its entry."""
-        owned = self.client.hgetall(keys.owned_key(self.dataset))
-        listed = {as_text(v) for v in self.client.hkeys(self._registry)}
-        store = self.settings
-        for raw, buckets in owned.items():
-            version = as_text(raw)
-            if version in listed:
-                continue
-            where = Placed(self.dataset, version, int(buckets))
-            values.delete(self.client, where, store.delete_batch, store.live_ttl_s)
-            self.client.delete(keys.lease_key(self.dataset, version))
-            self.client.hdel(keys.owned_key(self.dataset), version)
-
-    def _remove(self, info: VersionInfo, status: str, note: str) -> str:
-        """Retire a published version that is not live: recorded first (so no rollback
-        can pick it from then on), then its keys removed."""
-
-        def decide() -> Change:
-            raw = self._raw(info.version)
-            now = VersionInfo.from_bytes(raw)
-            live = self.current()
-            if live == info.version or now.status != "published":
-                raise _Kept()
-            return Change(live, {info.version: (raw, now.replace(status=status, note=note)
-                                                .to_bytes())})  # fmt: skip
-
-        try:
-            self._transition(decide, info.version)
-        except _Kept:
-            return ""
-        except redis.ResponseError as exc:
-            if not is_full(exc):
-                raise
-            # a full Redis refuses the record: its keys go first (no rollback can switch to
-            # it meanwhile: a rollback records too), then the record finds room
-            self.delete_keys(info.version)
-            try:
-                self._transition(decide, info.version)
-            except _Kept:
-                return ""
-        self.delete_keys(info.version)
-        return info.version
+        self.client.hdel(keys.owned_key(self.dataset), version)
 
     def delete_keys(self, version: str) -> int:
         """UNLINK every key of ``version``, found from its own record (prescore.values)."""
@@ -561,7 +375,3 @@ class Versions:
 
 class _Stale(Exception):
     """A publish found a newer live version (decided inside a transition)."""
-
-
-class _Kept(Exception):
-    """A retirement found the version live again, or no longer published."""

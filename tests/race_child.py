@@ -4,8 +4,8 @@ chosen step, for tests that race real processes (tests/test_version_races.py).
     python -m tests.race_child publish URL CLUSTER DATASET ROWS PAUSE [LEASE_S]
     python -m tests.race_child rollback URL CLUSTER DATASET KEEP PAUSE
 
-PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch)
-or ``none``. It prints the version it begins (publish), then exits 0 when done, or 1 with
+PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch),
+``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the version it begins (publish), then exits 0 when done, or 1 with
 ``code: message`` on stderr when prescore refused it.
 """
 
@@ -45,6 +45,8 @@ def main(argv: list[str]) -> int:
         _stop_before(transitions.Registry, "apply", 1)
     elif pause.startswith("write:"):
         _stop_before(values, "_write_chunk", int(pause.split(":")[1]))
+    elif pause.startswith("send:"):  # inside the fence, as its batch is about to go
+        _stop_before(transitions.Registry, "write", int(pause.split(":")[1]))
     try:
         if action == "publish":
             rows, lease_s = argv[4], float(argv[6]) if len(argv) > 6 else 30.0

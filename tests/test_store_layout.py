@@ -92,7 +92,9 @@ def test_a_version_written_before_buckets_is_still_served_and_removed(
     rclient: redis.Redis,
 ) -> None:
     v = Versions(rclient, "reco", StoreSettings(keep_versions=1))
-    old = v.begin("reco", "0").replace(buckets=0)  # as an older release registered it
+    begun = v.begin("reco", "0")
+    rclient.delete(*v.placed(begun.version).bucket_names())  # an older release made none
+    old = begun.replace(buckets=0)  # as an older release registered it
     rclient.hset(keys.registry_key("reco"), old.version, old.to_bytes())
     rclient.mset({keys.value_key("reco", old.version, f"u{i}"): b'{"v":0}' for i in range(5)})
     v.publish(old.version, 5)

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import redis
 
-from prescore import keys
+from prescore import keys, values
 from prescore.embedded_redis import RedisProcess
-from prescore.errors import ConfigError
+from prescore.errors import ConfigError, PublishError
 from prescore.ports import free_port
 from prescore.settings import StoreSettings
 from prescore.versions import Versions
@@ -112,5 +112,32 @@ def test_a_publish_that_does_not_fit_fails_in_one_line_and_the_next_one_fits(
         again = _cli(server.url, config, "publish", "similar", str(small))
         assert again.returncode == 0, again.stdout + again.stderr
         assert v.current() not in (None, live) and v.count_keys(v.current() or "") == 2
+    finally:
+        server.stop()
+
+
+def test_a_version_the_size_of_the_live_one_that_cannot_fit_is_refused_before_writing(
+    tmp_path: Path,
+) -> None:
+    """The headroom check: at the live version's bytes a key, the next version would not
+    fit in what maxmemory leaves, so nothing of it is written; with room, it is."""
+    server = _server(tmp_path, "room", "64mb", "noeviction")
+    try:
+        client = redis.Redis.from_url(server.url)
+        v = Versions(client, "similar", StoreSettings())
+        info = v.begin("m", "1", expected_keys=20_000)
+        rows = ((f"s{i}", b'{"pad":"' + b"x" * 200 + b'"}') for i in range(20_000))
+        v.publish(info.version, values.write(client, v.placed(info.version), rows))
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used + 1_000_000)  # a version needs several MB more
+        with pytest.raises(PublishError) as refused:
+            v.begin("m", "2")
+        assert refused.value.code == "store_full"
+        assert "no room for a new version of similar" in refused.value.message
+        assert "nothing was written" in refused.value.message
+        assert [i.version for i in v.all()] == [info.version]  # no entry, no lease
+        assert client.hlen(keys.owned_key("similar")) == 1
+        client.config_set("maxmemory", used * 3)
+        assert v.begin("m", "2").status == "writing"
     finally:
         server.stop()

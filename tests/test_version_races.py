@@ -119,14 +119,17 @@ def test_a_rollback_paused_while_its_target_is_retired_is_refused(
         assert v.get(second).status == "published" and v.count_keys(second) == 10
 
 
+@pytest.mark.parametrize("pause", ["write:3", "send:3"])
 def test_a_writer_paused_past_its_lease_is_reaped_and_lands_nothing_when_it_wakes(
-    store: tuple[str, bool],
+    store: tuple[str, bool], pause: str
 ) -> None:
+    """Paused before its batch, or inside the fence as the batch goes (where a check
+    made before the write would already have passed)."""
     client = _client(store)
     for trial in range(TRIALS):
-        dataset = f"lapse{trial}"
-        # a 1 s lease; stopped before its 3rd batch of 50, 100 keys written
-        writer = Child("publish", store[0], "1" if store[1] else "0", dataset, "400", "write:3",
+        dataset = f"lapse{trial}{pause[0]}"
+        # a 1 s lease; stopped at its 3rd batch of 50, 100 keys written
+        writer = Child("publish", store[0], "1" if store[1] else "0", dataset, "400", pause,
                        "1")  # fmt: skip
         writer.paused()
         version = writer.proc.stdout.readline().strip()  # type: ignore[union-attr]
