@@ -5,8 +5,9 @@ chosen step, for tests that race real processes (tests/test_version_races.py).
     python -m tests.race_child rollback URL CLUSTER DATASET KEEP PAUSE
 
 PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch),
-``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the version it begins (publish), then exits 0 when done, or 1 with
-``code: message`` on stderr when prescore refused it.
+``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the
+version it begins (publish), then exits 0 when done, or 1 with ``code: message`` on
+stderr when prescore refused it.
 """
 
 from __future__ import annotations
