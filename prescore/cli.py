@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prescore import values
-from prescore.errors import PrescoreError
+from prescore.errors import ConfigError, PrescoreError
 from prescore.modelstore import ModelStore
 from prescore.redis_client import check_policy, connect, store_errors
 from prescore.settings import Settings
@@ -51,10 +51,17 @@ def _emit(
         print(_table(headers, rows))
 
 
-def _versions_of(settings: Settings, dataset: str) -> Versions:
+def _versions_of(settings: Settings, dataset: str, writes: bool = True) -> Versions:
+    """The dataset's versions; a Redis that may evict them is refused for a command that
+    writes, and only warned of (stderr) for one that reads, so it can still be looked at."""
     settings.catalog.get(dataset)
     client = connect(settings.redis)
-    check_policy(client)
+    try:
+        check_policy(client)
+    except ConfigError as exc:
+        if writes:
+            raise
+        print(f"warning: {exc.message}", file=sys.stderr)
     return Versions(client, dataset, settings.store)
 
 
@@ -69,7 +76,7 @@ def _datasets(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _versions(settings: Settings, args: argparse.Namespace) -> int:
-    v = _versions_of(settings, args.dataset)
+    v = _versions_of(settings, args.dataset, writes=False)
     live = v.current()
     infos = v.all()
     doc = {"dataset": args.dataset, "live": live, "versions": [i.__dict__ for i in infos]}
@@ -87,7 +94,7 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _show(settings: Settings, args: argparse.Namespace) -> int:
-    v = _versions_of(settings, args.dataset)
+    v = _versions_of(settings, args.dataset, writes=False)
     version = args.version or v.current()
     if version is None:
         raise PrescoreError(f"{args.dataset}: nothing published", code="no_version")

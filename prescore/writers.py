@@ -120,9 +120,8 @@ def begin(
     )  # fmt: skip
     token, lease = new_token(), keys.lease_key(dataset, info.version)
     seconds, micros = _clock(client, lease)
-    deadline = (
-        seconds * 1000 + micros // 1000 + max(int(versions.settings.writer_lease_s * 1000), 1)
-    )
+    lease_ms = max(int(versions.settings.writer_lease_s * 1000), 1)
+    deadline = seconds * 1000 + micros // 1000 + lease_ms
     pipe = client.pipeline(transaction=True)  # entry and lease at once (one slot)
     pipe.set(lease, f"{token}:{deadline}")
     pipe.hset(registry, info.version, info.to_bytes())
@@ -130,10 +129,10 @@ def begin(
     try:
         pipe.execute()
         values.fence_buckets(client, versions.placed(info.version, info), token)
-    except redis.ResponseError as exc:  # the MULTI: nothing of it was written (EXECABORT)
+    except redis.ResponseError as exc:
         if not is_full(exc):
             raise
-        if client.hexists(registry, info.version):
+        if client.hexists(registry, info.version):  # the MULTI went in: its buckets did not
             versions.fail(info.version, "Redis is full")
         raise PublishError(full_message(client), code="store_full") from None
     return info, token

@@ -52,9 +52,12 @@ def test_an_allkeys_policy_is_refused_by_writers_the_cli_and_the_lookup(
         with pytest.raises(ConfigError, match="maxmemory-policy allkeys-lru"):
             Versions(client, "similar", StoreSettings()).begin("m", "1")
         assert client.hlen(keys.registry_key("similar")) == 0  # nothing was written
-        listed = _cli(server.url, config, "versions", "similar")
-        assert listed.returncode != 0 and "allkeys-lru" in listed.stderr
-        assert "Traceback" not in listed.stderr
+        listed = _cli(server.url, config, "versions", "similar")  # reading: warned only
+        assert listed.returncode == 0 and "warning:" in listed.stderr, listed.stderr
+        assert "allkeys-lru" in listed.stderr and "no versions" in listed.stdout
+        gc = _cli(server.url, config, "gc", "similar")  # writing: refused
+        assert gc.returncode != 0 and "allkeys-lru" in gc.stderr
+        assert "Traceback" not in listed.stderr + gc.stderr
         env = {"PRESCORE_CONFIG": str(config), "REDIS_URL": server.url,
                "PATH": os.environ["PATH"], "LOOKUP_BIND": f"127.0.0.1:{free_port()}"}  # fmt: skip
         lookup = subprocess.run(
