@@ -21,7 +21,7 @@ from prescore.datasets import Dataset
 from prescore.errors import PublishError
 from prescore.redis_client import OUTAGES, Client, full_message, is_full
 from prescore.settings import StoreSettings
-from prescore.versions import Versions
+from prescore.versions import ANY_LIVE, LiveChanged, Versions
 
 
 @dataclass
@@ -75,9 +75,7 @@ def publish_new(
                 raise
             figures = {**written.figures, "seconds": round(time.perf_counter() - started, 3),
                        "sample": written.sample}  # fmt: skip
-            _gate(client, versions, dataset, info, written, figures, say)
-            done = versions.publish(info.version, written.rows, retire=False, force=force,
-                                    figures=figures)  # fmt: skip
+            done = _gate_and_switch(client, versions, dataset, info, written, figures, force, say)
     except BaseException as exc:
         if on_failure is not None:
             on_failure()
@@ -102,13 +100,36 @@ def _status(versions: Versions, version: str) -> str:
         return ""
 
 
+REGATES = 3  # gate runs a version gets when the live version keeps changing under them
+
+
+def _gate_and_switch(
+    client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, written: Written,
+    figures: dict[str, Any], force: bool, say: Callable[[str], None],
+) -> VersionInfo:  # fmt: skip
+    """Gate the version against the live one, then switch to it while that one is still
+    live; when another became live in between (a publish or a rollback), gate again."""
+    for _ in range(REGATES):
+        against = _gate(client, versions, dataset, info, written, figures, say)
+        try:
+            return versions.publish(info.version, written.rows, retire=False, force=force,
+                                    figures=figures, gated_against=against)  # fmt: skip
+        except LiveChanged as exc:
+            say(f"{dataset.name}: {exc.message}; gating again")
+    raise PublishError(
+        f"{dataset.name} {info.version}: the live version changed during each of {REGATES} "
+        "gate runs; not published", code="conflict",
+    )  # fmt: skip
+
+
 def _gate(
     client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, written: Written,
     figures: dict[str, Any], say: Callable[[str], None],
-) -> None:  # fmt: skip
-    """Run the data gates; keep the version ``gated`` and raise if any fails."""
+) -> str | None:  # fmt: skip
+    """Run the data gates; keep the version ``gated`` and raise if any fails. The live
+    version they ran against (ANY_LIVE when the dataset has none)."""
     if not dataset.gates.enabled:
-        return
+        return ANY_LIVE
     started = time.perf_counter()
     live = versions.current()
     report = gates.check(
@@ -116,7 +137,7 @@ def _gate(
         versions.get(live) if live else None, dataset.gates,
     )  # fmt: skip
     figures["gate_seconds"] = round(time.perf_counter() - started, 3)
-    figures["gates"] = report.to_json()
+    figures["gates"] = {**report.to_json(), "against": live}
     for c in report.checks:
         mark = "ok " if c.passed else "FAILED"
         say(f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip())
@@ -130,3 +151,4 @@ def _gate(
             f"gated, the live version is unchanged (prescore release to publish it anyway)",
             code="gated",
         )
+    return live

@@ -102,9 +102,11 @@ local entry = redis.call('HGET', KEYS[2], ARGV[2])
 if not entry or cjson.decode(entry)['status'] ~= 'writing' then return 'status' end
 local a = 5
 for i = 4, #KEYS do
-  local n = tonumber(ARGV[a])
-  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + 2 * n))
-  a = a + 1 + 2 * n
+  local last = a + 2 * tonumber(ARGV[a])
+  for j = a + 1, last, 2000 do  -- unpack's bound: Lua's stack holds 8,000 values
+    redis.call('HSET', KEYS[i], unpack(ARGV, j, math.min(j + 1999, last)))
+  end
+  a = last + 1
 end
 if ARGV[3] == '' then
   if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[3], '-', ARGV[4]) end
@@ -119,7 +121,8 @@ return 'ok'
 # gone with the bucket once the version is failed or removed): 1, else 0 and nothing.
 _WRITE_BUCKET = (
     "if redis.call('HGET',KEYS[1],'')~=ARGV[1] then return 0 end "
-    "redis.call('HSET',KEYS[1],unpack(ARGV,2)) return 1"
+    "for j=2,#ARGV,2000 do redis.call('HSET',KEYS[1],unpack(ARGV,j,math.min(j+1999,#ARGV))) end "
+    "return 1"
 )
 
 ATTEMPTS = 50  # compare-and-set rounds before a transition gives up (each lost to a writer)

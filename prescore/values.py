@@ -27,6 +27,9 @@ Command = tuple[str, ...]
 # (prescore.versions.Versions.fence); raises otherwise.
 Fence = Callable[[Mapping[str, Mapping[str, bytes]], tuple[str, int]], None]
 _PIPELINE = 1000  # commands a round trip when counting or removing
+# Rows a write sends at once: a batch spreads over the version's buckets, and the more of
+# its keys share a bucket the fewer commands (or script calls) Redis runs for them.
+WRITE_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def write(
-    client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = 2000,
+    client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = WRITE_BATCH,
     tally: Tally | None = None, fence: Fence | None = None,
 ) -> int:  # fmt: skip
     """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and count

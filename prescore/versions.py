@@ -40,9 +40,15 @@ from prescore.settings import StoreSettings
 from prescore.transitions import Change, Conflict, Registry, transition
 from prescore.values import Placed
 
+ANY_LIVE = "*"  # a publish not gated against a live version (no id is '*')
+
 
 def write_payloads(
-    client: Client, dataset: str, version: str, rows: Iterable[tuple[str, bytes]], batch: int = 2000
+    client: Client,
+    dataset: str,
+    version: str,
+    rows: Iterable[tuple[str, bytes]],
+    batch: int = values.WRITE_BATCH,
 ) -> int:
     """Write ``(key, payload)`` rows into a registered version's buckets; how many."""
     where = Versions(client, dataset, StoreSettings()).placed(version)
@@ -167,13 +173,16 @@ class Versions:
         retire: bool = True,
         force: bool = False,
         figures: Mapping[str, Any] | None = None,
+        gated_against: str | None = ANY_LIVE,
     ) -> VersionInfo:
         """Verify the count, then switch pointer and registry atomically; retire old ones
         (unless ``retire`` is False: the caller runs :meth:`retire_old` itself). A version
         older than the live one is refused unless ``force``. ``figures`` (a run's duration,
         rows scored, ...) are kept in the registry entry, where the exporter reads them.
         The switch is made only while this writer holds the version's lease (when it
-        began it) and only over the live version it checked against."""
+        began it) and only over the live version it checked against; ``gated_against``:
+        the live version its gates ran against (None: none), refused with LiveChanged if
+        another is live by the switch, so that it is gated again."""
         self._writing(version)
         found = self.count_keys(version)
         if found != expected_rows or expected_rows == 0:
@@ -193,6 +202,8 @@ class Versions:
                     stale.append(live)
                     raise _Stale()
                 note = f"forced over the newer live version {live}" + (f"; {note}" if note else "")
+            if gated_against != ANY_LIVE and live != gated_against:
+                raise LiveChanged(live)
             now = utcnow_iso()
             done = info.replace(
                 status="published", rows=found, finished_at=now, published_at=now, note=note,
@@ -371,6 +382,14 @@ class Versions:
         """UNLINK every key of ``version``, found from its own record (prescore.values)."""
         where, store = self.placed(version), self.settings
         return values.delete(self.client, where, store.delete_batch, store.live_ttl_s)
+
+
+class LiveChanged(PublishError):
+    """The live version changed between a version's gates and its switch: gate it again."""
+
+    def __init__(self, live: str | None) -> None:
+        super().__init__(f"the live version changed to {live} after the gates", code="live_changed")
+        self.live = live
 
 
 class _Stale(Exception):

@@ -3,6 +3,9 @@ chosen step, for tests that race real processes (tests/test_version_races.py).
 
     python -m tests.race_child publish URL CLUSTER DATASET ROWS PAUSE [LEASE_S]
     python -m tests.race_child rollback URL CLUSTER DATASET KEEP PAUSE
+    python -m tests.race_child gated URL CLUSTER DATASET ROWS PAUSE
+
+``gated`` publishes through the one lifecycle (prescore.lifecycle), its data gates on.
 
 PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch),
 ``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the
@@ -19,7 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from prescore import transitions, values
+from prescore.datasets import parse
 from prescore.errors import PrescoreError
+from prescore.lifecycle import Written, publish_new
 from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
 from prescore.versions import Versions
@@ -37,6 +42,22 @@ def _stop_before(owner: Any, name: str, nth: int) -> None:
         return real(*args, **kwargs)
 
     setattr(owner, name, wrapped)
+
+
+def _publish_gated(client: Any, name: str, rows: int) -> None:
+    declared = {"kind": "external", "key_field": "k", "list_field": "items", "entry_field": "id"}
+    doc = {"datasets": {name: declared}}
+    dataset = parse(doc, {}).get(name)
+
+    def write(versions: Versions, info: Any) -> Written:
+        body = '"items":[{"id":"a","score":0.5}]'
+        payloads = ((f"k{i}", f'{{"k":"k{i}",{body}}}'.encode()) for i in range(rows))
+        n = values.write(client, versions.placed(info.version), payloads,
+                         fence=versions.fence(info.version))  # fmt: skip
+        return Written(n, [f"k{i}" for i in range(min(rows, 50))])
+
+    publish_new(client, StoreSettings(), dataset, ("m", "1"), write,
+                say=lambda line: print(line, flush=True))  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
@@ -60,6 +81,8 @@ def main(argv: list[str]) -> int:
                 written = values.write(client, v.placed(info.version), payloads, batch=50,
                                        fence=v.fence(info.version))  # fmt: skip
             v.publish(info.version, written)
+        elif action == "gated":
+            _publish_gated(client, dataset, int(arg))
         elif action == "rollback":
             v = Versions(client, dataset, StoreSettings(keep_versions=int(arg)))
             print(v.rollback().version, flush=True)

@@ -146,6 +146,43 @@ def test_a_writer_paused_past_its_lease_is_reaped_and_lands_nothing_when_it_wake
         assert client.exists(keys.written_key(dataset, version)) == 0
 
 
+def test_a_publish_whose_live_version_changed_after_its_gates_is_gated_again(
+    store: tuple[str, bool],
+) -> None:
+    """Paused between its gates and its switch while a rollback changes the live
+    version: it is gated again, against the version that is live now, then switched."""
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"regate{trial}"
+        v = Versions(client, dataset, StoreSettings(keep_versions=3))
+        first, second = _publish(v, 50), _publish(v, 50)
+        job = Child("gated", store[0], "1" if store[1] else "0", dataset, "50", "switch")
+        job.paused()  # gated against `second`, stopped before its switch
+        line = job.proc.stdout.readline()  # type: ignore[union-attr]
+        version = line.split("writing version ", 1)[1].split()[0]
+        assert v.rollback().version == first
+        code, out, err = job.resume()
+        assert code == 0, err
+        assert f"the live version changed to {first} after the gates; gating again" in out
+        assert v.current() == version and v.count_keys(version) == 50
+        assert v.get(version).extra["gates"]["against"] == first
+        assert v.get(second).status == "published"  # left by the rollback, kept
+
+
+def test_a_fenced_batch_far_larger_than_a_script_can_unpack_lands_whole(
+    store: tuple[str, bool],
+) -> None:
+    """One bucket taking a whole batch (a version sized for a few keys, given many): the
+    scripts write it in parts, as Lua's stack bounds one call's arguments."""
+    v = Versions(_client(store), "wide", StoreSettings())
+    info = v.begin("m", "1", expected_keys=1)
+    assert info.buckets == 1
+    rows = ((f"k{i}", b"1") for i in range(12_000))
+    where, fence = v.placed(info.version), v.fence(info.version)
+    assert values.write(v.client, where, rows, batch=12_000, fence=fence) == 12_000
+    assert v.publish(info.version, 12_000).rows == 12_000
+
+
 def _nodes(store: tuple[str, bool]) -> list[redis.Redis]:
     client = _client(store)
     if isinstance(client, redis.RedisCluster):
