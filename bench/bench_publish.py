@@ -19,8 +19,9 @@ version and time: ~600 bytes, a real top-10 payload's size) for a dataset of kin
 - *the scoring job's write path*: prescore.values.write fenced by the version's lease
   (what the bulk job's workers do for each chunk: jobs.bulk.write_rows) of the same
   payloads, already encoded, into a registered version: in one process, and in one
-  process per core at once (as the job's Spark tasks write); the count verification and
-  pointer switch after it are shown apart.
+  process per core at once (as the job's Spark tasks write), and the same batches in one
+  process unfenced (no check: what the fence costs); the count verification and pointer
+  switch after it are shown apart.
 - *publish*: prescore.publish.publish_file in this process, and the ``prescore publish``
   command as a user runs it (a new process, its imports included): read the parquet,
   check and re-encode every row, write, verify the count, switch the pointer.
@@ -146,16 +147,17 @@ class JobWrite:
     verify_s: float  # the count verification and pointer switch after it
 
 
-def job_write(url: str, rows: list[tuple[str, bytes]]) -> JobWrite:
+def job_write(url: str, rows: list[tuple[str, bytes]], fenced: bool = True) -> JobWrite:
     """The job's fenced writes of ``rows`` into a new version (its lease held, as the job's
-    driver holds it; each batch checked against it), then its verify and switch."""
+    driver holds it; each batch checked against it), then its verify and switch; with
+    ``fenced`` False the same batches unchecked, the fence's baseline."""
     client = connect(RedisSettings(url=url))
     versions = Versions(client, DATASET, StoreSettings())
     info = versions.begin(MODEL, MODEL_VERSION)
     with versions.lease(info.version):
         started = time.perf_counter()
         where, fence = versions.placed(info.version), versions.fence(info.version)
-        written = values.write(client, where, rows, fence=fence)
+        written = values.write(client, where, rows, fence=fence if fenced else None)
         wrote = time.perf_counter()
     versions.publish(info.version, written)
     return JobWrite(written / (wrote - started), time.perf_counter() - wrote)
@@ -262,6 +264,7 @@ class Round:
     bench_many: float | None  # redis-benchmark, 50 connections
     mset: float
     job_one: JobWrite
+    unfenced: float
     job_cores: float
     publish: float
     cli: float
@@ -315,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                     one, many,
                     mset=fresh(lambda: raw_mset(server.url, rows)),
                     job_one=fresh(lambda: job_write(server.url, rows)),
+                    unfenced=fresh(lambda: job_write(server.url, rows, fenced=False).rate),
                     job_cores=fresh(per_core.rate),
                     publish=fresh(lambda: publish_in_process(server.url, config, data, args.rows)),
                     cli=0.0, cli_said=0.0,
@@ -342,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| after the writes | value |")
     print("|---|---:|")
     verify = med(r.job_one.verify_s for r in rounds)
-    print(f"| count verification (SCAN) and pointer switch of {args.rows} keys | {verify:.2f} s |")
+    print(f"| count verification (HLEN of its buckets) and pointer switch of {args.rows} keys "
+          f"| {verify:.2f} s |")  # fmt: skip
+    cost = med(r.job_one.rate / r.unfenced for r in rounds)
+    print(f"| the fence: fenced / unfenced writes, 1 process (median of the rounds) | {cost:.2f} |")
     said = med(r.cli_said for r in rounds)
     name = "`prescore publish`, the rate it prints itself (first batch to switch)"
     print(f"| {name} | {said:,.0f} keys/s |")
@@ -362,6 +369,7 @@ def _rates(r: Round) -> dict[str, float | None]:
         "redis-benchmark -c 50": r.bench_many,
         "MSET": r.mset,
         "job write": r.job_one.rate,
+        "unfenced": r.unfenced,
         "job write per core": r.job_cores,
         "publish_file": r.publish,
         "prescore publish": r.cli,
@@ -400,6 +408,9 @@ def _print_table(rounds: list[Round], cores: int, bench_exe: str | None) -> None
             "raw MSET of 1000 keys, redis-py, 1 connection (payloads in memory)": mset,
             "the job's write path: fenced values.write, 1 process": [
                 r.job_one.rate for r in rounds
+            ],
+            "the same batches unfenced (values.write unchecked), 1 process": [
+                r.unfenced for r in rounds
             ],
             f"the job's write path: fenced values.write, {cores} processes at once": [
                 r.job_cores for r in rounds
