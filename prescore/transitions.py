@@ -207,7 +207,7 @@ class Registry:
                 keys.written_key(self.dataset, version)]  # fmt: skip
         script = self._script("write", _WRITE)
         if isinstance(self.client, redis.RedisCluster):
-            if not self._write_fenced(token, buckets):
+            if not _write_fenced(self.client, token, buckets):
                 return "fence"
             return as_text(script(keys=head, args=[token, version, *progress]))
         pipe = self.client.pipeline(transaction=False)
@@ -225,18 +225,23 @@ class Registry:
         outcomes = [as_text(o) for o in pipe.execute()]
         return next((o for o in outcomes if o != "ok"), "ok")
 
-    def _write_fenced(self, token: str, buckets: Mapping[str, Mapping[str, bytes]]) -> bool:
-        """One pipeline of per-bucket fenced writes over a cluster's nodes: whether every
-        bucket still held ``token``. redis-py's cluster pipeline has no script methods
-        (it cannot load a script on the node that lacks it): the generic command sends
-        EVAL, whose short script needs no loading."""
-        pipe = self.client.pipeline(transaction=False)
-        for name, mapping in buckets.items():
-            args: list[Any] = [token]
-            for key, payload in mapping.items():
-                args += (key, payload)
-            pipe.execute_command("EVAL", _WRITE_BUCKET, 1, name, *args)
-        return all(int(o) for o in pipe.execute())
+
+def _write_fenced(
+    cluster: redis.RedisCluster, token: str, buckets: Mapping[str, Mapping[str, bytes]]
+) -> bool:
+    """One pipeline of per-bucket fenced writes over a cluster's nodes: whether every
+    bucket still held ``token``. redis-py's cluster pipeline has no script methods
+    (it cannot load a script on the node that lacks it): the generic command sends
+    EVAL, whose short script needs no loading, to the bucket's node (named, or the
+    pipeline would ask a node for each command's keys first)."""
+    pipe = cluster.pipeline(transaction=False)
+    for name, mapping in buckets.items():
+        args: list[Any] = [token]
+        for key, payload in mapping.items():
+            args += (key, payload)
+        node = cluster.get_node_from_key(name)
+        pipe.execute_command("EVAL", _WRITE_BUCKET, 1, name, *args, target_nodes=node)
+    return all(int(o) for o in pipe.execute())
 
 
 _BUCKETS_A_CALL = 256  # a script call's buckets: Redis is never held for long by one
