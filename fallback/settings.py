@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,9 @@ class FallbackSettings:
     log_level: str = "info"
     # With a token, :predict needs "Authorization: Bearer <token>" (the lookup sends it)
     token: str = field(default="", repr=False)
+    # Without a token, a bind beyond loopback is refused unless a network policy (or the
+    # like) lets only the lookup reach it: it serves predictions and /metrics to anyone.
+    behind_network_policy: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FallbackSettings:
@@ -95,6 +99,7 @@ class FallbackSettings:
             bind=env_bind(env, "FALLBACK_BIND", cls.bind),
             metrics_bind=env_bind(env, "FALLBACK_METRICS_BIND", cls.metrics_bind),
             token=env_secret(env, "PRESCORE_FALLBACK_TOKEN"),
+            behind_network_policy=env_bool(env, "FALLBACK_BEHIND_NETWORK_POLICY", False),
             workers=env_int(env, "FALLBACK_WORKERS", cls.workers),
             threads=env_int(env, "FALLBACK_THREADS", cls.threads),
             graceful_timeout_s=env_int(env, "FALLBACK_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
@@ -146,6 +151,18 @@ class FallbackSettings:
         if self.models_kept < 2:  # the promoted version and the one loaded beside it
             raise ConfigError(f"FALLBACK_MODELS_KEPT={self.models_kept}: must be at least 2")
 
+    def check_exposure(self) -> None:
+        """Refuse to serve without a token on an address beyond loopback, unless told
+        that a network policy guards it (FALLBACK_BEHIND_NETWORK_POLICY=1)."""
+        host = self.bind.rpartition(":")[0].strip("[]")
+        if self.token or self.behind_network_policy or _loopback(host):
+            return
+        raise ConfigError(
+            f"FALLBACK_BIND {self.bind}: serving beyond loopback needs "
+            "PRESCORE_FALLBACK_TOKEN (the lookup sends it), or FALLBACK_BEHIND_NETWORK_POLICY=1 "
+            "where a network policy lets only the lookup reach it"
+        )
+
     def runtime_for(self, dataset: str) -> str:
         return self.runtimes.get(dataset, self.runtime)
 
@@ -154,3 +171,12 @@ class FallbackSettings:
 
     def with_changes(self, **changes: Any) -> FallbackSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False

@@ -29,8 +29,9 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     see lookup.misses.for_settings; without a fallback URL a miss is 404 not_found)."""
     app = Flask("lookup", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
-    client = connect(settings.core.redis)
-    reader = StoreReader(client, settings.pointer_cache_s)
+    client = connect(settings.core.redis, retry_timeouts=False)  # one timeout a read
+    reader = StoreReader(client, settings.pointer_cache_s,
+                         stall_s=settings.core.redis.socket_timeout_s)  # fmt: skip
     metrics = Metrics(settings.server.metrics_dir)
     metrics.collectors.append(RegistryCollector.of(client, settings))
     reader.on_error = lambda action: metrics.count(metrics.store_errors, action)

@@ -17,10 +17,12 @@ caller sent (``:predict``, lookup.live) is never written back.
 A call has a deadline (``fallback_timeout_s``, default 100 ms) and runs behind a circuit
 breaker, one per dataset (lookup.breaker): it opens when enough of the last window's calls
 failed, and that dataset's misses then fail at once until a few trial calls succeed. A
-slow fallback raises FallbackTimeout (``fallback_timeout``), one down or refusing
-FallbackUnavailable (``fallback_unavailable``). A single lookup answers them as a 504 /
-503; a batchGet serves its hits and gives each missing key a per-item entry with that
-code (lookup.service).
+slow fallback gives FallbackTimeout (``fallback_timeout``), one down, refusing or
+answering a body it should not FallbackUnavailable (``fallback_unavailable``), a 400 of
+the fallback's InvalidInput with its code: each in the place of the keys it kept from an
+answer, never raised (lookup.misses). A single lookup answers them as a 504 / 503 / 400
+(or with its stale answer); a batchGet serves its hits and gives each missing key a
+per-item entry with that code (lookup.service).
 
 Plain HTTP (http.client, one keep-alive connection per thread); no TensorFlow here.
 """
@@ -41,7 +43,7 @@ import redis
 from lookup.breaker import CircuitOpen, WindowBreaker
 from lookup.datasets import ServedDatasets
 from lookup.metrics import Metrics
-from lookup.misses import Answer, Miss
+from lookup.misses import FAILURES, Answer, Failure, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore import keys, values
@@ -72,7 +74,7 @@ class FallbackClient:
         self.max_instances = settings.fallback_max_instances
         self.ttl_s = settings.core.store.live_ttl_s
         self.max_live_keys = settings.core.store.live_max_keys
-        self.redis = client if client is not None else connect(settings.core.redis)
+        self.redis = client or connect(settings.core.redis, retry_timeouts=False)
         self.datasets = ServedDatasets.of(settings.core.catalog)
         # One breaker per dataset: a model that is down does not stop live answers of others.
         b = settings.breaker
@@ -120,7 +122,10 @@ class FallbackClient:
         # takes, ...) is a deployment mismatch, never the caller's fault: _Refused below
         if reply.status != 200:
             raise _Refused(f"fallback answered {reply.status}: {data[:200]!r}")
-        return dict(json.loads(data))
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError(f"fallback answered a JSON {type(doc).__name__}, not an object")
+        return doc
 
     def _post(self, path: str, body: bytes, deadline: float) -> dict[str, Any]:
         try:
@@ -130,25 +135,22 @@ class FallbackClient:
 
     def predict(
         self, dataset: str, instances: list[dict[str, Any]], model_version: str = ""
-    ) -> list[dict[str, Any] | FallbackUnavailable]:
+    ) -> list[dict[str, Any] | Failure]:
         """The fallback's predictions for ``instances`` of ``dataset`` (payloads or
         per-instance errors): one call, or one per ``fallback_max_instances`` of them, all
-        within one deadline. When a later call fails, the earlier calls' answers are kept
-        and the failure stands for every instance not yet answered (no more calls are
-        made); when the first fails, it raises."""
+        within one deadline. A call that fails stands for every instance not yet answered
+        (no more calls are made); the earlier calls' answers are kept. Never raises."""
         deadline = time.monotonic() + self.timeout_s
         step = self.max_instances
-        preds: list[dict[str, Any] | FallbackUnavailable] = []
-        failed: FallbackUnavailable | None = None
+        preds: list[dict[str, Any] | Failure] = []
+        failed: Failure | None = None
         for start in range(0, len(instances), step):
             part = instances[start : start + step]
             if failed is None:
                 try:
                     preds += self._predict_call(dataset, part, model_version, deadline)
                     continue
-                except FallbackUnavailable as exc:
-                    if not preds:
-                        raise
+                except FAILURES as exc:
                     failed = exc
             preds += [failed] * len(part)
         return preds
@@ -202,8 +204,8 @@ class FallbackClient:
     # -- miss seam -----------------------------------------------------------------------
 
     def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[Answer]:
-        """Live payloads for the misses (None where there is none, the error where a
-        later call failed), written back under ``version``: one fallback call per dataset."""
+        """Live payloads for the misses (None where there is none, the error where its
+        call failed), written back under ``version``: one fallback call per dataset."""
         out: list[Answer] = [None] * len(misses)
         for dataset in dict.fromkeys(m.dataset for m in misses):
             wanted = [i for i, m in enumerate(misses) if m.dataset == dataset]
@@ -220,13 +222,14 @@ class FallbackClient:
         *,
         write_back: bool = True,
     ) -> list[Answer]:
-        """Payload bytes per instance (None where the fallback has none), written back
-        unless ``write_back`` is False (an answer made from inputs the caller sent)."""
+        """Payload bytes per instance (None where the fallback has none, the error where
+        its call failed), written back unless ``write_back`` is False (an answer made from
+        inputs the caller sent)."""
         spec = self.datasets.get(dataset)
         found: list[Answer] = []
         preds = self.predict(dataset, instances, version.model_version)
         for inst, pred in zip(instances, preds, strict=True):
-            if isinstance(pred, FallbackUnavailable):  # a later call of the batch failed
+            if isinstance(pred, FAILURES):  # its call failed
                 found.append(pred)
                 continue
             ok = (

@@ -18,10 +18,11 @@ from flask import Flask, Response, request
 from lookup import params, render
 from lookup.datasets import Served, ServedDatasets
 from lookup.fallback_client import FallbackClient
+from lookup.misses import FAILURES
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
 from prescore import keys
-from prescore.errors import FallbackUnavailable, InvalidInput, NotFound
+from prescore.errors import InvalidInput, NotFound
 from prescore.web import json_body, json_response
 
 
@@ -72,7 +73,7 @@ def register(
         if values[0] is not None:
             return json_response(render.hit(values[0], spec, shape, resolved, key=key))
         payload = client.answer(spec.name, [inst], resolved, write_back=False)[0]
-        if isinstance(payload, FallbackUnavailable):  # one instance: one call, which raises
+        if isinstance(payload, FAILURES):  # down, slow, or the features refused (400)
             raise payload
         if payload is None:
             raise NotFound(f"live inference has no answer for {inst['key']!r}")

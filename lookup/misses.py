@@ -7,12 +7,13 @@ routes turn into 404 ``not_found`` (per key in a batch). Live inference plugs in
 shape the bulk job stores) for the keys it could answer and None for the others; the
 app then cuts (k / min_score) and envelopes them like a hit.
 
-When live inference is down or too slow, a handler raises FallbackUnavailable (503
-``fallback_unavailable``) or FallbackTimeout (504 ``fallback_timeout``). A single lookup
-answers with that error; a batch still serves its hits, and each of its missing keys gets
-a per-item entry carrying that code instead of ``not_found`` (lookup.service). When only
-part of the misses could not be answered (a batch sent in several calls, a later one
-failed), the handler returns the error in their places instead of raising.
+A handler reports failure one way: as values, never by raising. Where live inference
+is down or too slow it returns FallbackUnavailable (503 ``fallback_unavailable``) or
+FallbackTimeout (504 ``fallback_timeout``) in a key's place, and InvalidInput (400, the
+fallback's own code) where the fallback refused the key's input. A single lookup answers
+with that error, or with its stale answer when it has one; a batch still serves its hits,
+and each key without an answer gets a per-item entry carrying that code instead of
+``not_found`` (lookup.service), so one key's failure never fails the batch.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Protocol
 
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
-from prescore.errors import FallbackUnavailable
+from prescore.errors import FallbackUnavailable, InvalidInput
 
-Answer = bytes | FallbackUnavailable | None  # a payload, no answer, or why there is none
+Failure = FallbackUnavailable | InvalidInput  # why live inference gave a key no answer
+FAILURES = (FallbackUnavailable, InvalidInput)
+Answer = bytes | Failure | None  # a payload, no answer, or why there is none
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,20 @@ ID = rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_ID_LENGTH - 1}}}"
 ERROR_CODES = [
     "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "invalid_body",
     "invalid_ids", "invalid_features", "malformed_json", "bad_request", "not_found",
-    "no_version", "dataset_lost", "no_route", "unknown_dataset", "method_not_allowed", "too_large",
-    "too_many_ids", "unsupported_media_type", "store_unavailable", "fallback_unavailable",
-    "fallback_timeout", "not_ready", "internal",
+    "not_published", "dataset_lost", "no_route", "unknown_dataset", "method_not_allowed",
+    "too_large", "too_many_ids", "unsupported_media_type", "store_unavailable",
+    "fallback_unavailable", "fallback_timeout", "not_ready", "internal",
 ]  # fmt: skip
 _STATUS_TEXT = {
     400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
     "invalid_ids, invalid_features, malformed_json)",
-    404: "Not found (not_found, no_version) or no such route (no_route, unknown_dataset)",
+    404: "Not found (not_found) or no such route (no_route, unknown_dataset)",
     405: "Method not allowed (method_not_allowed)",
     413: "Body or batch too large (too_large, too_many_ids)",
     415: "Content-Type is not application/json (unsupported_media_type)",
-    503: "The store is unreachable or slow (store_unavailable), or lost a dataset it had "
-    "published (dataset_lost: republish it); on a miss, live inference "
+    503: "The store is unreachable or slow (store_unavailable), lost a dataset it had "
+    "published (dataset_lost: republish it), or the dataset is not published yet "
+    "(not_published); on a miss, live inference "
     "is down or its circuit open (fallback_unavailable); retry later",
     504: "On a miss, live inference did not answer within its deadline (fallback_timeout)",
 }
@@ -140,7 +141,7 @@ def _single(spec: Served, settings: LookupSettings) -> dict[str, Any]:
                 "200": _json(_ref(f"{spec.name}.Payload"), "The payload"),
                 "404": _json(
                     _ref("NotFound"),
-                    "No entry for this key (not_found) or no published version (no_version)",
+                    "No entry for this key (not_found)",
                 ),
                 **_errors(400, 405, 503, 504),
             },

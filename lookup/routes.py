@@ -104,11 +104,10 @@ class Readiness:
         for name in self.names:
             try:
                 versions[name] = self.reader.resolve(name, fresh=True).version
-            except NotFound:
-                versions[name] = None
             except StoreUnavailable as exc:
                 versions[name] = None
-                problems.setdefault(name, exc.code)
+                if exc.code != "not_published":  # one not published yet is no problem
+                    problems.setdefault(name, exc.code)
         now = self.clock()
         if not problems and any(versions.values()):
             self.ready_at = now

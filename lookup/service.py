@@ -17,13 +17,13 @@ from lookup import render
 from lookup.datasets import Served
 from lookup.freshness import Ages, Refresher
 from lookup.metrics import Metrics
-from lookup.misses import Miss, MissHandler
+from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.params import BatchRequest, Shape
 from lookup.shadow import ShadowChecker
 from lookup.store import Resolved, StoreReader
 from prescore import compact, keys
 from prescore.codec import stored_source
-from prescore.errors import FallbackUnavailable, StoreUnavailable
+from prescore.errors import StoreUnavailable
 from prescore.misslog import MissLog
 
 
@@ -83,8 +83,8 @@ class Lookup:
             self.metrics.count(self.metrics.stale, spec.name)
             miss = Miss(spec.name, key, context)
             if spec.stale == "live" and spec.live:
-                live = self.on_miss([miss], resolved)[0]
-                if isinstance(live, bytes):
+                live = self._live([miss], resolved)[0]
+                if isinstance(live, bytes):  # else the stale answer is still an answer
                     return render.hit(live, spec, shape, resolved, source="live", age=0)
             elif x.refresher is not None and spec.live:
                 x.refresher.submit(miss, resolved)
@@ -108,9 +108,18 @@ class Lookup:
         if self.extras.misslog is not None and spec.miss_log and missed:
             self.extras.misslog.record(spec.name, missed)
 
+    def _live(self, misses: list[Miss], resolved: Resolved) -> list[Answer]:
+        """The miss handler's answers; one that raises all the same (a handler of a
+        deployment's own) answers each miss with its error."""
+        try:
+            return self.on_miss(misses, resolved)
+        except FAILURES as exc:
+            return [exc] * len(misses)
+
     def one(self, spec: Served, key: str, context: str | None, shape: Shape) -> tuple[int, bytes]:
         """(status, body) of a single lookup: 200 with the payload or 404 not_found; a
-        miss with live inference down or slow raises FallbackUnavailable / FallbackTimeout."""
+        miss that live inference failed raises its error (FallbackUnavailable,
+        FallbackTimeout, or the fallback's InvalidInput)."""
         resolved, values = self.reader.read(spec.name, _candidates(key, context))
         payload = next((v for v in values if v is not None), None)
         if payload is not None:
@@ -122,8 +131,8 @@ class Lookup:
             )
         self._count(spec, [], 1)
         self._record(spec, [key])
-        live = self.on_miss([Miss(spec.name, key, context)], resolved)[0] if spec.live else None
-        if isinstance(live, FallbackUnavailable):
+        live = self._live([Miss(spec.name, key, context)], resolved)[0] if spec.live else None
+        if isinstance(live, FAILURES):
             raise live
         if live is not None:
             return 200, render.hit(live, spec, shape, resolved, source="live", age=0)
@@ -170,22 +179,19 @@ class Lookup:
     def many(self, spec: Served, req: BatchRequest) -> bytes:
         """A batch answer in request order; duplicates are read once and answered each time.
 
-        With live inference down or too slow, the hits are served and each missing key gets
-        a ``fallback_unavailable`` / ``fallback_timeout`` entry; the answer stays whole."""
+        With live inference down, slow or refusing, the hits are served and each missing
+        key gets an entry with the failure's code; the answer stays whole."""
         unique = list(dict.fromkeys(req.keys))
         resolved, rendered, found = self._hits(spec, req, unique)
         missing = [k for k in unique if k not in rendered]
         self._count(spec, [found[k] for k in req.keys if k in found],
                     sum(1 for k in req.keys if k not in found))  # fmt: skip
         self._record(spec, missing)
-        failed: dict[str, FallbackUnavailable] = {}
+        failed: dict[str, Failure] = {}
         if missing and spec.live:
-            try:
-                answers = self.on_miss([Miss(spec.name, k, req.context) for k in missing], resolved)
-            except FallbackUnavailable as exc:  # the hits are still served
-                answers = [exc] * len(missing)
+            answers = self._live([Miss(spec.name, k, req.context) for k in missing], resolved)
             for key, live in zip(missing, answers, strict=True):
-                if isinstance(live, FallbackUnavailable):
+                if isinstance(live, FAILURES):
                     failed[key] = live
                 elif live is not None:
                     rendered[key] = render.hit(
@@ -232,9 +238,7 @@ class _Openings(dict[int, bytes | None]):
         return head
 
 
-def _unanswered(
-    spec: Served, key: str, context: str | None, error: FallbackUnavailable | None
-) -> bytes:
+def _unanswered(spec: Served, key: str, context: str | None, error: Failure | None) -> bytes:
     """A batch entry for a key with no payload: not_found, or why live inference gave none."""
     if error is None:
         return render.miss_item(spec, key, context)

@@ -29,10 +29,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from lookup.metrics import Metrics
-from lookup.misses import Answer, Miss, MissHandler
+from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.store import Resolved
 from prescore import keys
-from prescore.errors import FallbackTimeout, FallbackUnavailable
+from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
 from prescore.redis_client import OUTAGES, Client, mget
 
 POLL_S = 0.005
@@ -41,10 +41,13 @@ POLL_S = 0.005
 GRACE_S = 0.02
 
 
-def _error(code: str) -> FallbackUnavailable:
+def _error(code: str) -> Failure:
+    """The failure another process's call recorded under ``code``."""
     if code == "fallback_timeout":
         return FallbackTimeout("live inference took too long (another request's call)")
-    return FallbackUnavailable("live inference unavailable (another request's call)")
+    if code in ("fallback_unavailable", ""):
+        return FallbackUnavailable("live inference unavailable (another request's call)")
+    return InvalidInput("live inference refused the input (another request's call)", code=code)
 
 
 class SingleFlight:
@@ -139,7 +142,7 @@ class SingleFlight:
             return
         try:
             answers = self.inner([misses[i] for i in lead], version)
-        except FallbackUnavailable as exc:  # every waiter gets the leader's error
+        except FAILURES as exc:  # a handler that raises all the same: every waiter gets it
             answers = [exc] * len(lead)
         for i, answer in zip(lead, answers, strict=True):
             out[i] = answer
@@ -170,14 +173,14 @@ class SingleFlight:
                 )
                 if isinstance(answer, bytes):
                     pipe.set(flight, b"P" + answer, px=keep_ms)
-                elif isinstance(answer, FallbackUnavailable):
+                elif isinstance(answer, FAILURES):
                     pipe.set(flight, b"E" + answer.code.encode(), px=keep_ms)
                     pipe.delete(lease)  # a miss after a failure asks again
                 else:
                     pipe.set(flight, b"N", px=keep_ms)
                     neg = keys.negative_key(misses[i].dataset, version.version, names[i])
                     pipe.set(neg, b"1", px=int(self.negative_ttl_s * 1000))
-                if not isinstance(answer, FallbackUnavailable):  # late misses read the answer
+                if not isinstance(answer, FAILURES):  # late misses read the answer
                     pipe.pexpire(lease, keep_ms)
             pipe.execute()
         except OUTAGES:

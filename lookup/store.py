@@ -6,9 +6,11 @@ then costs one Redis round trip. A publish keeps the previous version's keys for
 rollback, so a cached pointer still reads complete data; and when a read misses, the
 pointer is read afresh and the keys read again from the new version if it moved (a
 version retired or rolled back meanwhile), so neither the cache nor a publish racing a
-read turns a hit into a miss or a partial answer. A dataset this process has seen
-published whose pointer is then gone was lost by the store (Redis restarted without its
-data): that is a 503 ``dataset_lost``, never a 404 that reads as "no such key".
+read turns a hit into a miss or a partial answer. A declared dataset without a pointer is
+never a 404 that reads as "no such key": it is a 503, ``dataset_lost`` where it was
+published (this process saw it live, or its registry lists a version that was; Redis
+restarted without its data), else ``not_published`` (nothing published yet, or the store
+lost its registry too), in every process, one started after the loss included.
 
 A version's keys are read from its hash buckets (prescore.values), one round trip for any
 number of keys; only the keys missing there are looked for among its live write-backs,
@@ -29,15 +31,17 @@ from typing import Any
 import redis
 
 from lookup.lean_reader import LeanReader
+from lookup.stall import StallGate
 from prescore import compact, keys, values
 from prescore.codec import VersionInfo
-from prescore.errors import NotFound, StoreUnavailable
+from prescore.errors import StoreUnavailable
 from prescore.redis_client import OUTAGES, Client
 from prescore.values import Command, Placed
 
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
 _READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
+_WAS_LIVE = ("published", "retired")  # statuses of a version that has been live
 
 
 def _lean(client: Client) -> LeanReader | None:
@@ -124,8 +128,10 @@ class StoreReader:
         client: Client,
         pointer_cache_s: float,
         clock: Callable[[], float] = time.monotonic,
+        stall_s: float = 1.0,
     ) -> None:
         self.client = client
+        self.stall = StallGate(stall_s, clock)  # fast 503s while the store is stalled
         self.pointer_cache_s = pointer_cache_s
         self._clock = clock
         self._pointers: dict[str, tuple[float, Resolved]] = {}
@@ -140,10 +146,16 @@ class StoreReader:
         (a plain try/except where this is used: a context manager costs the hot path)."""
         if self.on_error is not None:
             self.on_error(action)
+        self.stall.failed(timed_out=isinstance(exc, redis.TimeoutError))
         return StoreUnavailable(f"store unavailable while {doing}: {type(exc).__name__}")
 
     def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
-        """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``)."""
+        """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``);
+        refused at once while the store is stalled (lookup.stall)."""
+        if not self.stall.admit():
+            if self.on_error is not None:
+                self.on_error("stalled")
+            raise StoreUnavailable("store unavailable: it stopped answering; retrying shortly")
         if not fresh and self.pointer_cache_s > 0:
             cached = self._pointers.get(dataset)
             if cached is not None and cached[0] > self._clock():
@@ -152,21 +164,37 @@ class StoreReader:
             raw = self.client.get(keys.pointer_key(dataset))
         except OUTAGES as exc:
             raise self._outage("pointer", "reading the version pointer", exc) from exc
+        self.stall.answered()
         if raw is None:
             self._pointers.pop(dataset, None)
-            if dataset in self._seen:  # it was published: the store lost it
-                raise StoreUnavailable(
-                    f"the published data of {dataset!r} is missing from the store (it was "
-                    "lost, e.g. Redis restarted empty); it must be republished",
-                    code="dataset_lost",
-                )
-            raise NotFound(f"no published version of {dataset!r}", code="no_version")
+            raise self._unpublished(dataset)
         self._seen.add(dataset)
         version = raw.decode() if isinstance(raw, bytes) else raw
         resolved = self._info(dataset, version)
         if self.pointer_cache_s > 0:
             self._pointers[dataset] = (self._clock() + self.pointer_cache_s, resolved)
         return resolved
+
+    def _unpublished(self, dataset: str) -> StoreUnavailable:
+        """The 503 a declared dataset without a live version is: lost, or not published."""
+        lost = dataset in self._seen
+        if not lost:
+            try:
+                entries = self.client.hvals(keys.registry_key(dataset))
+            except OUTAGES as exc:
+                return self._outage("registry", "reading the version registry", exc)
+            lost = any(VersionInfo.from_bytes(e).status in _WAS_LIVE for e in entries)
+        if lost:
+            return StoreUnavailable(
+                f"the published data of {dataset!r} is missing from the store (it was "
+                "lost, e.g. Redis restarted empty); it must be republished",
+                code="dataset_lost",
+            )
+        return StoreUnavailable(
+            f"{dataset!r} has no published version: publish it (or, if it was published, "
+            "the store lost it with its registry and it must be republished)",
+            code="not_published",
+        )
 
     def _info(self, dataset: str, version: str) -> Resolved:
         found = self._infos.get((dataset, version))
@@ -202,6 +230,7 @@ class StoreReader:
         """Every key from one version: the payload bytes, or None where it is missing."""
         resolved = self.resolve(dataset)
         found = self._get(resolved, entity_keys)
+        self.stall.answered()
         if any(v is None for v in found):
             latest = self.resolve(dataset, fresh=True)
             if latest.version != resolved.version:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
@@ -40,13 +41,21 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def connect(settings: RedisSettings, **overrides: Any) -> Client:
-    """A client with short timeouts and a small bounded retry, single node or cluster."""
+def connect(settings: RedisSettings, *, retry_timeouts: bool = True, **overrides: Any) -> Client:
+    """A client with short timeouts and a small bounded retry, single node or cluster.
+    ``retry_timeouts`` False: only a connection that failed is tried again, a read that
+    timed out is final (a request then waits for a stalled Redis one timeout, not one a
+    try: the lookup's)."""
+    retried: tuple[type[Exception], ...] = (redis.ConnectionError,)
+    if retry_timeouts:
+        retried += (redis.TimeoutError, socket.timeout)
     options: dict[str, Any] = dict(
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.connect_timeout_s,
         # jittered, so that many clients retrying after a blip do not retry in step
-        retry=Retry(EqualJitterBackoff(cap=0.05, base=0.005), settings.retries),
+        retry=Retry(
+            EqualJitterBackoff(cap=0.05, base=0.005), settings.retries, supported_errors=retried
+        ),
         health_check_interval=30,
         max_connections=settings.max_connections,
     )

@@ -170,12 +170,12 @@ def test_single_miss_is_a_clear_404(api, data):
     assert tags["model_version"] == "t1"
 
 
-def test_no_published_version_is_404_no_version(api):
+def test_a_declared_dataset_never_published_is_503_not_published_never_a_404(api):
     for url in ("/v1/image-tags/img1", "/v1/datasets/reco/u1"):
         r = api.get(url)
-        assert r.status_code == 404 and r.get_json()["error"] == "no_version", url
+        assert r.status_code == 503 and r.get_json()["error"] == "not_published", url
     r = api.post("/v1/image-tags:batchGet", json={"image_ids": ["img1"]})
-    assert r.status_code == 404 and r.get_json()["error"] == "no_version"
+    assert r.status_code == 503 and r.get_json()["error"] == "not_published"
 
 
 def test_an_unknown_dataset_is_404_unknown_dataset(api, data):
@@ -324,7 +324,7 @@ def test_openapi_names_every_route(api):
     codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
     for code in (
         "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "too_many_ids",
-        "store_unavailable", "no_route", "unknown_dataset", "no_version",
+        "store_unavailable", "no_route", "unknown_dataset", "not_published", "dataset_lost",
     ):  # fmt: skip
         assert code in codes
     for path, ops in doc["paths"].items():

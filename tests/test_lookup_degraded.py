@@ -1,0 +1,210 @@
+"""The lookup when its peers fail, on real processes: a live-inference fallback that
+refuses, answers a body it should not, or is down; a Redis that stalls (SIGSTOP); a Redis
+that lost its data; and a fallback that would serve to the network without a token.
+
+Each answer is honest and fast: a stale answer is served when its refresh fails, one
+key's failure never fails a batch, no fallback answer becomes a 500, a stalled store is
+a 503 within one timeout, and a declared dataset is never a 404."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from fallback.settings import FallbackSettings
+from prescore.embedded_redis import RedisProcess
+from prescore.errors import ConfigError
+from prescore.settings import Settings
+from tests.fallback_procs import Server, free_port
+from tests.helpers import DEMO_CONFIG, ROOT
+from tests.lookup_helpers import demo_settings, publish_users
+
+STALE_LIVE = '[datasets.reco]\nmax_age_s = 60\nstale = "live"\n'  # every test answer is stale
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "prescore.toml"
+    path.write_text(DEMO_CONFIG.read_text().replace("[datasets.reco]\n", STALE_LIVE, 1))
+    return path
+
+
+def _lookup(tmp_path: Path, redis_url: str, ready: str = "/readyz", **env: str) -> Server:
+    base = {
+        "PRESCORE_CONFIG": str(_config(tmp_path)), "PRESCORE_VAR": str(tmp_path / "var"),
+        "REDIS_URL": redis_url, "LOOKUP_WORKERS": "1", "LOOKUP_THREADS": "4",
+        "PRESCORE_FALLBACK_TIMEOUT_S": "0.5",
+    }  # fmt: skip
+    return Server("lookup.serve", {**base, **env}, tmp_path / "lookup.log").start(ready)
+
+
+@pytest.fixture()
+def users(rclient: redis.Redis, settings: Settings, tmp_path: Path) -> str:
+    """Five users published (u0..u4, scored long ago: stale under STALE_LIVE)."""
+    return publish_users(rclient, demo_settings(settings, tmp_path / "var"), 5)
+
+
+@pytest.fixture(params=["refuse", "list", "down"])
+def fallback(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(mode, url) of a fallback that fails every call in its own way."""
+    if request.param == "down":
+        yield "down", f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        return
+    srv = Server("tests.odd_fallback", {"ODD_FALLBACK_MODE": request.param},
+                 tmp_path / "fallback.log").start()  # fmt: skip
+    yield request.param, srv.url
+    srv.stop()
+
+
+# what a key with no answer gets, by how the fallback failed
+EXPECTED = {
+    "refuse": (400, "invalid_context"),
+    "list": (503, "fallback_unavailable"),
+    "down": (503, "fallback_unavailable"),
+}
+
+
+@pytest.mark.parametrize("single_flight", ["1", "0"])
+def test_when_live_inference_fails_stale_answers_are_served_and_a_batch_stays_whole(
+    users: str, redis_url: str, fallback: tuple[str, str], single_flight: str, tmp_path: Path
+) -> None:
+    mode, url = fallback
+    lookup = _lookup(tmp_path, redis_url, PRESCORE_FALLBACK_URL=url,
+                     LOOKUP_SINGLE_FLIGHT=single_flight)  # fmt: skip
+    try:
+        stale = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=10)
+        assert stale.status_code == 200, stale.text  # its refresh failed: still an answer
+        doc = stale.json()
+        assert doc["stale"] is True and doc["source"] == "precomputed" and doc["user_id"] == "u1"
+        status, code = EXPECTED[mode]
+        miss = requests.get(f"{lookup.url}/v1/recommendations/nobody", timeout=10)
+        assert (miss.status_code, miss.json()["error"]) == (status, code), miss.text
+        batch = requests.post(f"{lookup.url}/v1/recommendations:batchGet",
+                              json={"user_ids": ["u1", "nobody", "u2"]}, timeout=10)  # fmt: skip
+        assert batch.status_code == 200, batch.text
+        results = batch.json()["results"]
+        assert [r.get("user_id") for r in results] == ["u1", "nobody", "u2"]
+        assert results[0]["stale"] is True and results[2]["stale"] is True
+        assert results[1]["error"] == code
+    finally:
+        lookup.stop()
+    assert "Traceback" not in lookup.log.read_text()
+
+
+def test_a_stalled_store_is_a_503_within_one_timeout_and_recovery_needs_no_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Redis paused (SIGSTOP) under 8 readers: every request answers within about one
+    PRESCORE_REDIS_TIMEOUT_S (1 s) instead of one per try; the lookup keeps answering
+    (fast 503s), and serves again by itself once Redis resumes."""
+    store = RedisProcess(tmp_path / "redis").start()
+    lookup = None
+    try:
+        client = redis.Redis.from_url(store.url)
+        publish_users(client, demo_settings(settings, tmp_path / "var"), 5)
+        lookup = _lookup(tmp_path, store.url, LOOKUP_POINTER_CACHE_S="0.2")
+        url = f"{lookup.url}/v1/datasets/reco/u1"
+        assert requests.get(url, timeout=5).status_code == 200
+        answers: list[tuple[float, int]] = []  # (seconds, status) of stalled-time requests
+        stop = threading.Event()
+
+        def reader() -> None:
+            with requests.Session() as s:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    status = s.get(url, timeout=10).status_code
+                    answers.append((time.monotonic() - started, status))
+
+        assert store.proc is not None
+        store.proc.send_signal(signal.SIGSTOP)
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join()
+        store.proc.send_signal(signal.SIGCONT)
+        slowest = max(s for s, _ in answers)
+        assert {code for _, code in answers} == {503}
+        # one timeout a request, not one a try (the four of before: 4 s each); fast 503s
+        # while stalled, so far more answers than 8 readers x 4 s / 1 s
+        assert slowest < 2.5, (slowest, len(answers))
+        assert len(answers) > 40, (slowest, len(answers))
+        deadline = time.monotonic() + 10
+        while requests.get(url, timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the lookup did not recover on its own"
+            time.sleep(0.1)
+        body = requests.get(f"{lookup.url}/metrics", timeout=5).text
+        assert 'action="stalled"' in body  # the fast refusals are counted
+    finally:
+        if store.proc is not None:
+            store.proc.send_signal(signal.SIGCONT)
+        if lookup is not None:
+            lookup.stop()
+        store.stop()
+
+
+def test_a_declared_dataset_is_never_a_404_even_in_a_lookup_started_after_its_loss(
+    users: str, rclient: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    first = _lookup(tmp_path, redis_url)
+    try:
+        assert requests.get(f"{first.url}/v1/recommendations/u1", timeout=5).status_code == 200
+        rclient.flushall()  # Redis lost its data (restarted empty)
+        lost = requests.get(f"{first.url}/v1/recommendations/u1", timeout=5)
+        assert (lost.status_code, lost.json()["error"]) == (503, "dataset_lost")
+    finally:
+        first.stop()
+    later = _lookup(tmp_path, redis_url, "/healthz")  # knows nothing of what was published
+    try:
+        for r in (
+            requests.get(f"{later.url}/v1/recommendations/u1", timeout=5),
+            requests.get(f"{later.url}/v1/datasets/tags/img1", timeout=5),
+            requests.post(
+                f"{later.url}/v1/recommendations:batchGet", json={"user_ids": ["u1"]}, timeout=5
+            ),
+        ):
+            assert r.status_code == 503 and r.json()["error"] in ("dataset_lost", "not_published")
+            assert "publish" in r.json()["message"]
+        assert requests.get(f"{later.url}/readyz", timeout=5).status_code == 503  # not ready
+    finally:
+        later.stop()
+
+
+def _fallback_start(env: dict[str, str], bind: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fallback.serve", "--bind", bind],
+        env={"PATH": os.environ["PATH"], **env}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_fallback_without_a_token_refuses_to_serve_beyond_loopback(tmp_path: Path) -> None:
+    env = {"PRESCORE_CONFIG": str(DEMO_CONFIG), "PRESCORE_VAR": str(tmp_path)}
+    refused = _fallback_start(env, f"0.0.0.0:{free_port()}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1 and "PRESCORE_FALLBACK_TOKEN" in line, line
+    assert "FALLBACK_BIND 0.0.0.0:" in line and "FALLBACK_BEHIND_NETWORK_POLICY=1" in line
+
+    def checked(bind: str, **more: str) -> Any:
+        settings = FallbackSettings.from_env({**env, **more}).with_changes(bind=bind)
+        return settings.check_exposure()
+
+    checked("127.0.0.1:8081")  # loopback: no token needed
+    checked("[::1]:8081")
+    checked("0.0.0.0:8081", PRESCORE_FALLBACK_TOKEN="a-token-of-sixteen-chars")
+    checked("0.0.0.0:8081", FALLBACK_BEHIND_NETWORK_POLICY="1")
+    with pytest.raises(ConfigError, match=r"FALLBACK_BIND fallback\.internal:8081"):
+        checked("fallback.internal:8081")  # a name may resolve anywhere
