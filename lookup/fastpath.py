@@ -8,6 +8,12 @@ straight from the WSGI environ with the same service, the same checks and the sa
 bodies. Anything it does not fully understand (another method or route, a key, parameter
 or body it would refuse, non-ASCII) is handed to Flask (a batch body it read, replaced
 by a copy), so every error still comes from the one mapping in prescore.web.
+
+A request with a body holds one of the worker's app threads while its body arrives, and
+granian's WSGI side reads it with no time limit (granian#728). So at most all but one of
+a worker's threads read bodies at once (``body slots``); a request with a body beyond
+them is answered 503 ``too_busy`` at once, before its body is read, and a client that
+stalls its bodies cannot take the thread the GETs are answered on.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,6 +40,10 @@ from prescore.web import access, log_failure
 log = logging.getLogger("prescore.web")  # the unhandled errors Flask's handler logs, alike
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_BUSY = (503, dumps({
+    "error": "too_busy",
+    "message": "too many requests are sending their bodies to this server; retry shortly",
+}))  # fmt: skip
 _STATUS = {
     200: "200 OK",
     404: "404 NOT FOUND",
@@ -69,6 +80,8 @@ class FastPath:
         self.routes = sorted(
             ((p, s, _rule(p, s)) for p, s in datasets.routes()), key=lambda r: -len(r[0])
         )
+        # all but one app thread may wait for a body (granian reads it without a timeout)
+        self.body_slots = threading.BoundedSemaphore(max(1, settings.server.threads - 1))
         self.batches: dict[str, tuple[Served, str]] = {}  # path -> (dataset, Flask's rule)
         for spec in datasets.by_name.values():
             self.batches[f"/v1/datasets/{spec.name}:batchGet"] = (
@@ -79,6 +92,17 @@ class FastPath:
                 self.batches[path] = (spec, path)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not _has_body(environ):
+            return self._route(environ, start_response)
+        if not self.body_slots.acquire(blocking=False):  # answered before its body is read
+            rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+            return self._reply(environ, start_response, _BUSY, "body", rid, time.perf_counter())
+        try:
+            return self._route(environ, start_response)
+        finally:
+            self.body_slots.release()
+
+    def _route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         method = environ.get("REQUEST_METHOD")
         path: str = environ.get("PATH_INFO", "")
         started = time.perf_counter()
@@ -165,3 +189,11 @@ class FastPath:
                 "unhandled error", extra={"request_id": rid, "path": environ.get("PATH_INFO")}
             )
             return 500, dumps({"error": "internal", "message": "internal error"})
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    length = environ.get("CONTENT_LENGTH", "")
+    return (
+        bool(length and length != "0")
+        or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    )

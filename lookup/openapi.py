@@ -23,7 +23,7 @@ ERROR_CODES = [
     "invalid_ids", "invalid_features", "malformed_json", "bad_request", "not_found",
     "not_published", "dataset_lost", "no_route", "unknown_dataset", "method_not_allowed",
     "too_large", "too_many_ids", "unsupported_media_type", "store_unavailable",
-    "fallback_unavailable", "fallback_timeout", "not_ready", "internal",
+    "fallback_unavailable", "fallback_timeout", "not_ready", "too_busy", "internal",
 ]  # fmt: skip
 _STATUS_TEXT = {
     400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
@@ -34,7 +34,8 @@ _STATUS_TEXT = {
     415: "Content-Type is not application/json (unsupported_media_type)",
     503: "The store is unreachable or slow (store_unavailable), lost a dataset it had "
     "published (dataset_lost: republish it), or the dataset is not published yet "
-    "(not_published); on a miss, live inference "
+    "(not_published), too many requests are sending their bodies (too_busy); on a miss, "
+    "live inference "
     "is down or its circuit open (fallback_unavailable); retry later",
     504: "On a miss, live inference did not answer within its deadline (fallback_timeout)",
 }

@@ -9,7 +9,9 @@ a 503 within one timeout, and a declared dataset is never a 404."""
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -180,6 +182,58 @@ def test_a_declared_dataset_is_never_a_404_even_in_a_lookup_started_after_its_lo
         assert requests.get(f"{later.url}/readyz", timeout=5).status_code == 503  # not ready
     finally:
         later.stop()
+
+
+def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answered_on(
+    users: str, redis_url: str, tmp_path: Path
+) -> None:
+    """More connections than the worker has threads send a batchGet's headers and part
+    of its body, then stall: the GETs of other clients are answered all the same, a body
+    beyond the slots is refused at once (503 too_busy), and batches are served again
+    once the stalled clients go."""
+    lookup = _lookup(tmp_path, redis_url)  # one worker, 4 threads: 3 may wait for bodies
+    head = (
+        b"POST /v1/recommendations:batchGet HTTP/1.1\r\nHost: lookup\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    batch = f"{lookup.url}/v1/recommendations:batchGet"
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(6):
+            conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
+            conn.sendall(head + b'{"user_ids"')  # 11 of its 100 bytes, then nothing
+            stalled.append(conn)
+        deadline = time.monotonic() + 5
+        refused: list[bytes] = []  # those beyond the 3 slots, answered before their body
+        while len(refused) < 3 and time.monotonic() < deadline:
+            ready, _, _ = select.select(stalled, [], [], 0.1)
+            for conn in ready:
+                refused.append(_answer(conn))
+                stalled.remove(conn)
+                conn.close()
+        assert len(refused) == 3 and len(stalled) == 3, refused
+        assert all(r.startswith(b"HTTP/1.1 503") and b"too_busy" in r for r in refused), refused
+        for i in range(3):
+            r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
+            assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
+        busy = requests.post(batch, json={"user_ids": ["u1"]}, timeout=5)
+        assert (busy.status_code, busy.json()["error"]) == (503, "too_busy")
+    finally:
+        for conn in stalled:
+            conn.close()
+    deadline = time.monotonic() + 10
+    while requests.post(batch, json={"user_ids": ["u1"]}, timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the body slots were not given back"
+        time.sleep(0.1)
+    lookup.stop()
+
+
+def _answer(conn: socket.socket) -> bytes:
+    """What the server sent on ``conn`` until it closed it."""
+    got = b""
+    while chunk := conn.recv(4096):
+        got += chunk
+    return got
 
 
 def _fallback_start(env: dict[str, str], bind: str) -> subprocess.CompletedProcess[str]:
