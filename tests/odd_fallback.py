@@ -11,29 +11,22 @@ JSON list, not the object the protocol says. ``/readyz`` answers 200 in both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.webhdfs_server import send_json
+
 
 class Handler(BaseHTTPRequestHandler):
-    def _send(self, status: int, doc: object) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_GET(self) -> None:
-        self._send(200, {"status": "ready"})
+        send_json(self, 200, {"status": "ready"})
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if os.environ.get("ODD_FALLBACK_MODE") == "refuse":
-            self._send(400, {"error": "invalid_context", "message": "no such context here"})
+            send_json(self, 400, {"error": "invalid_context", "message": "no such context here"})
         else:
-            self._send(200, [1, 2, 3])
+            send_json(self, 200, [1, 2, 3])
 
     def log_message(self, *_: object) -> None:
         pass

@@ -34,6 +34,16 @@ def _status(path: Path, suffix: str = "") -> dict[str, Any]:
     }
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, doc: Any) -> None:
+    """Answer ``doc`` as JSON with ``status`` (the test servers' one way to reply)."""
+    body = json.dumps(doc).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     root: Path  # set on the subclass made per server
 
@@ -47,12 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.root / rel, query.get("op", "").upper(), query
 
     def _json(self, status: int, doc: dict[str, Any]) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, doc)
 
     def _missing(self, path: Path) -> None:
         self._json(
