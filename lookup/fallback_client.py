@@ -17,12 +17,13 @@ caller sent (``:predict``, lookup.live) is never written back.
 A call has a deadline (``fallback_timeout_s``, default 100 ms) and runs behind a circuit
 breaker, one per dataset (lookup.breaker): it opens when enough of the last window's calls
 failed, and that dataset's misses then fail at once until a few trial calls succeed. A
-slow fallback gives FallbackTimeout (``fallback_timeout``), one down, refusing or
-answering a body it should not FallbackUnavailable (``fallback_unavailable``), a 400 of
-the fallback's InvalidInput with its code: each in the place of the keys it kept from an
-answer, never raised (lookup.misses). A single lookup answers them as a 504 / 503 / 400
+slow fallback gives FallbackTimeout (``fallback_timeout``), one down, refusing (a 400
+included: the caller of a lookup sent only a key) or answering a body it should not
+FallbackUnavailable (``fallback_unavailable``): each in the place of the keys it kept
+from an answer, never raised (lookup.misses). A single lookup answers them as a 504 / 503
 (or with its stale answer); a batchGet serves its hits and gives each missing key a
-per-item entry with that code (lookup.service).
+per-item entry with that code (lookup.service). On ``:predict`` (lookup.live), where the
+caller sent the features, the fallback's 400 is the caller's, with its code.
 
 Plain HTTP (http.client, one keep-alive connection per thread); no TensorFlow here.
 """
@@ -49,9 +50,10 @@ from lookup.store import Resolved
 from prescore import keys, values
 from prescore.codec import dumps
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
-from prescore.redis_client import Client, connect
+from prescore.redis_client import OUTAGES, Client, connect
 
 log = logging.getLogger(__name__)
+_WRITE_BACK_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *OUTAGES)
 
 
 class _Refused(Exception):
@@ -205,13 +207,15 @@ class FallbackClient:
 
     def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[Answer]:
         """Live payloads for the misses (None where there is none, the error where its
-        call failed), written back under ``version``: one fallback call per dataset."""
+        call failed), written back under ``version``: one fallback call per dataset. The
+        fallback refusing a stored key's input (its 400) is no fault of the caller, who
+        sent only the key: that is ``fallback_unavailable`` here."""
         out: list[Answer] = [None] * len(misses)
         for dataset in dict.fromkeys(m.dataset for m in misses):
             wanted = [i for i, m in enumerate(misses) if m.dataset == dataset]
             instances = [_instance(misses[i]) for i in wanted]
             for i, payload in zip(wanted, self.answer(dataset, instances, version), strict=True):
-                out[i] = payload
+                out[i] = _unavailable(payload) if isinstance(payload, InvalidInput) else payload
         return out
 
     def answer(
@@ -272,7 +276,8 @@ class FallbackClient:
                 pipe.set(name, payload, ex=self.ttl_s)
             values.record_write_backs(pipe, where, [n for n, _ in rows[:allowed]], self.ttl_s)
             pipe.execute()
-        except redis.RedisError as exc:  # the answer is still served; the next miss retries
+        except _WRITE_BACK_ERRORS as exc:  # the answer is still served; the next miss asks
+            # again
             log.warning("live write-back of %d %s payloads failed: %s", len(rows), dataset,
                         type(exc).__name__)  # fmt: skip
 
@@ -299,6 +304,10 @@ def _client_error(status: int, data: bytes) -> InvalidInput:
     except (ValueError, KeyError, TypeError):
         code, message = "invalid_input", f"live inference refused the input ({status})"
     return InvalidInput(message, code=code)
+
+
+def _unavailable(refused: InvalidInput) -> FallbackUnavailable:
+    return FallbackUnavailable(f"live inference could not answer the key ({refused.code})")
 
 
 def _instance(miss: Miss) -> dict[str, Any]:

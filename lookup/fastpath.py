@@ -11,9 +11,10 @@ by a copy), so every error still comes from the one mapping in prescore.web.
 
 A request with a body holds one of the worker's app threads while its body arrives, and
 granian's WSGI side reads it with no time limit (granian#728). So at most all but one of
-a worker's threads read bodies at once (``body slots``); a request with a body beyond
-them is answered 503 ``too_busy`` at once, before its body is read, and a client that
-stalls its bodies cannot take the thread the GETs are answered on.
+a worker's threads wait for bodies at once (``body slots``, held only while the body is
+read into memory, up to the largest allowed); a request with a body beyond them is
+answered 503 ``too_busy`` at once, before its body is read, and a client that stalls its
+bodies cannot take the thread the GETs are answered on (with two threads or more).
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ class FastPath:
         if not self.body_slots.acquire(blocking=False):  # answered before its body is read
             rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
             return self._reply(environ, start_response, _BUSY, "body", rid, time.perf_counter())
-        try:
-            return self._route(environ, start_response)
+        try:  # a slot is held only while the body arrives
+            _buffer_body(environ, self.settings.max_body_bytes)
         finally:
             self.body_slots.release()
+        return self._route(environ, start_response)
 
     def _route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         method = environ.get("REQUEST_METHOD")
@@ -197,3 +199,17 @@ def _has_body(environ: dict[str, Any]) -> bool:
         bool(length and length != "0")
         or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     )
+
+
+def _buffer_body(environ: dict[str, Any], limit: int) -> None:
+    """Read the body into memory (so the app reads it from there): one that declares
+    more than ``limit`` is left unread, for Flask's 413; one without a length is read up
+    to one byte past it, so that Flask sees it is too large."""
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isascii() and length.isdigit():
+        if int(length) > limit:
+            return
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
+    else:  # chunked: what was read is all there is (werkzeug reads to the end of it)
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(limit + 1))
+        environ["wsgi.input_terminated"] = True

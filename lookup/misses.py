@@ -9,11 +9,11 @@ app then cuts (k / min_score) and envelopes them like a hit.
 
 A handler reports failure one way: as values, never by raising. Where live inference
 is down or too slow it returns FallbackUnavailable (503 ``fallback_unavailable``) or
-FallbackTimeout (504 ``fallback_timeout``) in a key's place, and InvalidInput (400, the
-fallback's own code) where the fallback refused the key's input. A single lookup answers
-with that error, or with its stale answer when it has one; a batch still serves its hits,
-and each key without an answer gets a per-item entry carrying that code instead of
-``not_found`` (lookup.service), so one key's failure never fails the batch.
+FallbackTimeout (504 ``fallback_timeout``) in a key's place (InvalidInput, 400, is for
+``:predict``, whose caller sent the features). A single lookup answers with that error,
+or with its stale answer when it has one; a batch still serves its hits, and each key
+without an answer gets a per-item entry carrying that code instead of ``not_found``
+(lookup.service), so one key's failure never fails the batch.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ class StallGate:
         self.open_s, self.clock = open_s, clock
         self.until = 0.0
         self._probe_since: float | None = None  # when the probe in flight was let through
+        self._prober = 0  # the thread that runs it
         self._lock = threading.Lock()
-        self._local = threading.local()  # whether this thread's read is the probe
 
     def admit(self) -> bool:
         """Whether a read may go to the store now: closed, or as the probe while open."""
@@ -43,7 +43,7 @@ class StallGate:
             probing = self._probe_since is not None and now - self._probe_since < 2 * self.open_s
             if probing or now < self.until:  # (a probe that never reported is forgotten)
                 return False
-            self._probe_since, self._local.probe = now, True
+            self._probe_since, self._prober = now, threading.get_ident()
             return True
 
     def failed(self, timed_out: bool) -> None:
@@ -51,8 +51,8 @@ class StallGate:
         if not timed_out and not self.until:
             return
         with self._lock:
-            if getattr(self._local, "probe", False):
-                self._probe_since, self._local.probe = None, False
+            if self._prober == threading.get_ident():  # the probe failed: the next may go
+                self._probe_since, self._prober = None, 0
             if timed_out:
                 self.until = self.clock() + self.open_s
 
@@ -60,5 +60,4 @@ class StallGate:
         """The store answered a read: closed again (a lock only when it was open)."""
         if self.until:
             with self._lock:
-                self.until, self._probe_since = 0.0, None
-            self._local.probe = False
+                self.until, self._probe_since, self._prober = 0.0, None, 0

@@ -183,7 +183,7 @@ class StoreReader:
                 entries = self.client.hvals(keys.registry_key(dataset))
             except OUTAGES as exc:
                 return self._outage("registry", "reading the version registry", exc)
-            lost = any(VersionInfo.from_bytes(e).status in _WAS_LIVE for e in entries)
+            lost = any(_was_live(e) for e in entries)
         if lost:
             return StoreUnavailable(
                 f"the published data of {dataset!r} is missing from the store (it was "
@@ -270,3 +270,12 @@ class StoreReader:
             return bool(self.client.ping())
         except OUTAGES as exc:
             raise self._outage("ping", "pinging Redis", exc) from exc
+
+
+def _was_live(entry: bytes | str) -> bool:
+    """Whether a registry entry is of a version that has been live (an entry that is not
+    one, left by anything else, says nothing)."""
+    try:
+        return VersionInfo.from_bytes(entry).status in _WAS_LIVE
+    except (ValueError, TypeError, AttributeError):
+        return False

@@ -127,7 +127,8 @@ def _gate(
     figures: dict[str, Any], say: Callable[[str], None],
 ) -> str | None:  # fmt: skip
     """Run the data gates; keep the version ``gated`` and raise if any fails. The live
-    version they ran against (ANY_LIVE when the dataset has none)."""
+    version they ran against (None: there was none; ANY_LIVE: the dataset's gates are
+    off, so any live version will do)."""
     if not dataset.gates.enabled:
         return ANY_LIVE
     started = time.perf_counter()

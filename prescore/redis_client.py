@@ -25,6 +25,8 @@ OUTAGES: tuple[type[BaseException], ...] = (
     redis.BusyLoadingError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
+    # a cluster whose topology cannot be read or whose slots are not covered
+    redis.exceptions.RedisClusterException,
     OSError,
 )
 
@@ -45,17 +47,17 @@ def connect(settings: RedisSettings, *, retry_timeouts: bool = True, **overrides
     """A client with short timeouts and a small bounded retry, single node or cluster.
     ``retry_timeouts`` False: only a connection that failed is tried again, a read that
     timed out is final (a request then waits for a stalled Redis one timeout, not one a
-    try: the lookup's)."""
+    try: the lookup's). redis-py's cluster client retries timeouts with its connection
+    errors alike: there it means no retry at all."""
     retried: tuple[type[Exception], ...] = (redis.ConnectionError,)
     if retry_timeouts:
         retried += (redis.TimeoutError, socket.timeout)
+    retries = settings.retries if retry_timeouts or not settings.cluster else 0
     options: dict[str, Any] = dict(
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.connect_timeout_s,
         # jittered, so that many clients retrying after a blip do not retry in step
-        retry=Retry(
-            EqualJitterBackoff(cap=0.05, base=0.005), settings.retries, supported_errors=retried
-        ),
+        retry=Retry(EqualJitterBackoff(cap=0.05, base=0.005), retries, supported_errors=retried),
         health_check_interval=30,
         max_connections=settings.max_connections,
     )
@@ -117,9 +119,10 @@ def is_full(exc: BaseException) -> bool:
     return False
 
 
-def memory(client: Client) -> tuple[int, int]:
-    """Bytes Redis uses and its ``maxmemory`` (0: no limit), summed over a cluster's
-    primaries, where a node without a limit makes the whole unlimited."""
+def memory(client: Client) -> tuple[int, int, str]:
+    """Bytes Redis uses, its ``maxmemory`` (0: no limit) and its ``maxmemory-policy``;
+    summed over a cluster's primaries, where a node without a limit makes the whole
+    unlimited, and one that may evict makes the whole evicting."""
     if isinstance(client, RedisCluster):
         found = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
         nodes = [v for v in found.values() if isinstance(v, dict)] or [found]
@@ -127,7 +130,9 @@ def memory(client: Client) -> tuple[int, int]:
         nodes = [client.info("memory")]
     limits = [int(n.get("maxmemory", 0)) for n in nodes]
     used = sum(int(n.get("used_memory", 0)) for n in nodes)
-    return used, 0 if 0 in limits else sum(limits)
+    evicting = {str(n.get("maxmemory_policy", "")) for n in nodes} - {"noeviction"}
+    policy = ",".join(sorted(evicting)) or "noeviction"
+    return used, 0 if 0 in limits else sum(limits), policy
 
 
 def full_message(client: Client) -> str:

@@ -125,6 +125,23 @@ _WRITE_BUCKET = (
     "return 1"
 )
 
+# KEYS: buckets. ARGV: the writer's token. Seals each bucket whose fence is the token (the
+# fence becomes '': no writer holds that), so that nothing more lands in a version that
+# is being published or gated; how many are sealed (a gone bucket is not).
+_SEAL = """
+local n = 0
+for _, name in ipairs(KEYS) do
+  local fence = redis.call('HGET', name, '')
+  if fence == ARGV[1] then
+    redis.call('HSET', name, '', '')
+    n = n + 1
+  elseif fence == '' then
+    n = n + 1
+  end
+end
+return n
+"""
+
 ATTEMPTS = 50  # compare-and-set rounds before a transition gives up (each lost to a writer)
 
 
@@ -224,6 +241,21 @@ class Registry:
             script(keys=[*head, *part], args=args, client=pipe)
         outcomes = [as_text(o) for o in pipe.execute()]
         return next((o for o in outcomes if o != "ok"), "ok")
+
+    def seal(self, token: str, buckets: list[str]) -> int:
+        """Seal every one of ``buckets`` still fenced with ``token`` (keys.FENCE_FIELD
+        becomes ''): from then on no writer lands anything in them. How many are sealed:
+        fewer than all when the version was failed or removed meanwhile."""
+        script = self._script("seal", _SEAL)
+        pipe = self.client.pipeline(transaction=False)
+        if isinstance(self.client, redis.RedisCluster):  # each bucket on its own node
+            for name in buckets:
+                node = self.client.get_node_from_key(name)
+                pipe.execute_command("EVAL", _SEAL, 1, name, token, target_nodes=node)
+        else:
+            for start in range(0, len(buckets), 1000):
+                script(keys=buckets[start : start + 1000], args=[token], client=pipe)
+        return sum(int(n) for n in pipe.execute())
 
 
 def _write_fenced(

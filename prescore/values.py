@@ -140,15 +140,20 @@ def send(
     pipe.execute()
 
 
-def fence_buckets(client: Client, where: Placed, token: str) -> None:
+def fence_buckets(
+    client: Client, where: Placed, token: str, between: Callable[[], None] | None = None
+) -> None:
     """Make each bucket of a version being begun, holding its writer's ``token`` in
     keys.FENCE_FIELD: a cluster's writer lands a batch in a bucket only while it is there
-    (prescore.transitions), and it goes with the bucket."""
+    (prescore.transitions), and it goes with the bucket. ``between`` runs after each
+    round trip (the writer renews its lease: a large version has many buckets)."""
     for names in _chunks(where.bucket_names(), _PIPELINE):
         pipe = client.pipeline(transaction=False)
         for name in names:
             pipe.hset(name, keys.FENCE_FIELD, token)
         pipe.execute()
+        if between is not None:
+            between()
 
 
 def count(client: Client, where: Placed) -> int:

@@ -184,6 +184,7 @@ class Versions:
         the live version its gates ran against (None: none), refused with LiveChanged if
         another is live by the switch, so that it is gated again."""
         self._writing(version)
+        self._seal(version)
         found = self.count_keys(version)
         if found != expected_rows or expected_rows == 0:
             self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
@@ -233,6 +234,7 @@ class Versions:
         """Keep a version that failed its data gates unpublished: ``gated``, with the
         gates' report; its keys stay, to be looked at or released."""
         made: list[VersionInfo] = []
+        self._seal(version)
 
         def decide() -> Change:
             raw, info = self._writing(version)
@@ -246,6 +248,20 @@ class Versions:
 
         self._finish(version, self.apply(decide, version))
         return made[0]
+
+    def _seal(self, version: str) -> None:
+        """Seal the buckets of a version this writer began, before it is counted and
+        switched: no late write of any of its writers (a straggling task) lands after.
+        PublishError ``lease_lost`` when some were no longer its (failed or reaped)."""
+        token = self._tokens.get(version)
+        if token is None:  # not begun here: its own writer seals it
+            return
+        where = self.placed(version)
+        if self.registry.seal(token, where.bucket_names()) < where.buckets:
+            raise PublishError(
+                f"{self.dataset} {version}: its buckets were removed while it was written "
+                "(failed or reaped); not published", code="lease_lost",
+            )  # fmt: skip
 
     def apply(self, decide: Callable[[], Change], version: str) -> Change:
         """Run a transition (prescore.transitions.transition); a lost lease is a

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -128,7 +129,8 @@ def begin(
     pipe.hset(keys.owned_key(dataset), info.version, info.buckets)
     try:
         pipe.execute()
-        values.fence_buckets(client, versions.placed(info.version, info), token)
+        values.fence_buckets(client, versions.placed(info.version, info), token,
+                             _renewing(versions, info.version, token))  # fmt: skip
     except redis.ResponseError as exc:
         if not is_full(exc):
             raise
@@ -138,17 +140,37 @@ def begin(
     return info, token
 
 
+def _renewing(versions: Versions, version: str, token: str) -> Callable[[], None]:
+    """What renews the lease while ``begin`` makes the buckets (before the lease is kept
+    alive on its thread): at most every tenth of the lease."""
+    lease_s = versions.settings.writer_lease_s
+    last = [time.monotonic()]
+
+    def renew() -> None:
+        if time.monotonic() - last[0] < lease_s / 10:
+            return
+        last[0] = time.monotonic()
+        if not versions.registry.hold(version, token, lease_s):
+            raise PublishError(
+                f"{versions.dataset} {version}: the lease was lost while its buckets were "
+                "made", code="lease_lost",
+            )  # fmt: skip
+
+    return renew
+
+
 _ROOM_SAMPLE = 32  # buckets of the live version whose memory is measured
 
 
 def _check_room(versions: Versions, live: VersionInfo, rows: int) -> None:
     """Refuse (``store_full``) a version of ``rows`` keys that would not fit in what the
     Redis' maxmemory leaves, at the live version's bytes a key (measured on a sample of
-    its buckets: a live version of fewer buckets says too little, and is not used)."""
+    its buckets: a live version of fewer buckets says too little, and is not used). Only
+    under ``noeviction``: under ``volatile-*`` the keys with a TTL make room as needed."""
     if not live.rows or live.buckets < _ROOM_SAMPLE:
         return
-    used, limit = memory(versions.client)
-    if not limit:
+    used, limit, policy = memory(versions.client)
+    if not limit or policy != "noeviction":
         return
     names = versions.placed(live.version, live).bucket_names()[:_ROOM_SAMPLE]
     sizes = [versions.client.memory_usage(n, samples=0) or 0 for n in names]

@@ -70,7 +70,7 @@ def fallback(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
 
 # what a key with no answer gets, by how the fallback failed
 EXPECTED = {
-    "refuse": (400, "invalid_context"),
+    "refuse": (503, "fallback_unavailable"),  # the caller sent only a key
     "list": (503, "fallback_unavailable"),
     "down": (503, "fallback_unavailable"),
 }

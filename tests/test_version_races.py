@@ -183,6 +183,25 @@ def test_a_fenced_batch_far_larger_than_a_script_can_unpack_lands_whole(
     assert v.publish(info.version, 12_000).rows == 12_000
 
 
+def test_a_straggling_writer_lands_nothing_once_its_version_is_published(
+    store: tuple[str, bool],
+) -> None:
+    """A task attempt that lingers past its job's switch (speculative, or cut off and
+    back) holds the job's token still: its batch is refused, on a cluster by the sealed
+    bucket fences, and the live version keeps exactly what was counted."""
+    v = Versions(_client(store), "late", StoreSettings())
+    info = v.begin("m", "1")
+    where, fence = v.placed(info.version), v.fence(info.version)
+    rows = [(f"k{i}", b'{"v":1}') for i in range(10)]
+    assert values.write(v.client, where, rows, fence=fence) == 10
+    v.publish(info.version, 10)
+    with pytest.raises(PublishError) as late:
+        values.write(v.client, where, [("k99", b'{"v":2}'), ("k1", b'{"v":2}')], fence=fence)
+    assert late.value.code == "lease_lost"
+    assert v.count_keys(info.version) == 10
+    assert values.read_raw(v.client, where, ["k99", "k1"]) == [None, b'{"v":1}']
+
+
 def _nodes(store: tuple[str, bool]) -> list[redis.Redis]:
     client = _client(store)
     if isinstance(client, redis.RedisCluster):

@@ -204,3 +204,18 @@ def test_a_lapsed_lease_stays_lapsed_its_writer_can_neither_renew_nor_publish(
     with pytest.raises(PublishError) as lost:
         v.publish(version, 5)
     assert lost.value.code == "lease_lost" and v.current() is None
+
+
+def test_a_version_with_many_buckets_keeps_its_lease_while_begin_makes_them(
+    rclient: redis.Redis,
+) -> None:
+    """100,000 buckets take begin longer than a short lease: it renews the lease as it
+    makes them, so the writer still holds it when begin returns."""
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.5))
+    info = v.begin("reco", "1", expected_keys=6_400_000)
+    assert info.buckets == 100_000
+    assert v.renew(info.version)  # still this writer's
+    assert (
+        rclient.hget(v.placed(info.version).bucket_names()[-1], "")
+        == v.token(info.version).encode()
+    )
