@@ -13,8 +13,9 @@ A request with a body holds one of the worker's app threads while its body arriv
 granian's WSGI side reads it with no time limit (granian#728). So at most all but one of
 a worker's threads wait for bodies at once (``body slots``, held only while the body is
 read into memory, up to the largest allowed); a request with a body beyond them is
-answered 503 ``too_busy`` at once, before its body is read, and a client that stalls its
-bodies cannot take the thread the GETs are answered on (with two threads or more).
+answered 503 ``too_busy`` (after a wait of 50 ms for a slot), before its body is read,
+and a client that stalls its bodies cannot take the thread the GETs are answered on (with
+two threads or more).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _BUSY = (503, dumps({
     "error": "too_busy",
     "message": "too many requests are sending their bodies to this server; retry shortly",
 }))  # fmt: skip
+_SLOT_WAIT_S = 0.05
 _STATUS = {
     200: "200 OK",
     404: "404 NOT FOUND",
@@ -95,7 +97,9 @@ class FastPath:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if not _has_body(environ):
             return self._route(environ, start_response)
-        if not self.body_slots.acquire(blocking=False):  # answered before its body is read
+        # a slot is held for as long as a body takes to arrive: microseconds for a client
+        # that sends it at once, so a short wait tells those apart from stalled ones
+        if not self.body_slots.acquire(timeout=_SLOT_WAIT_S):  # refused before its body
             rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
             return self._reply(environ, start_response, _BUSY, "body", rid, time.perf_counter())
         try:  # a slot is held only while the body arrives

@@ -225,6 +225,20 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
     while requests.post(batch, json={"user_ids": ["u1"]}, timeout=5).status_code != 200:
         assert time.monotonic() < deadline, "the body slots were not given back"
         time.sleep(0.1)
+    statuses: list[int] = []  # clients that send their bodies at once: never too_busy
+
+    def post() -> None:
+        with requests.Session() as s:
+            for _ in range(20):
+                statuses.append(s.post(batch, json={"user_ids": ["u1", "u2"]}, timeout=10)
+                                .status_code)  # fmt: skip
+
+    posters = [threading.Thread(target=post) for _ in range(8)]
+    for t in posters:
+        t.start()
+    for t in posters:
+        t.join()
+    assert statuses == [200] * 160, sorted(set(statuses))
     lookup.stop()
 
 
