@@ -315,7 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.redis_url, args.model_store, args.config, env
         )
         with store_errors("running the command"):
-            return int(args.func(settings, args))
+            try:
+                return int(args.func(settings, args))
+            except BrokenPipeError:  # the reader of the output left (| head): done
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
     except PrescoreError as exc:
         print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
         return 1

@@ -263,6 +263,21 @@ class Versions:
                 "(failed or reaped); not published", code="lease_lost",
             )  # fmt: skip
 
+    def _no_target(self, to: str | None, live: str, entries: Mapping[str, bytes]) -> NotFound:
+        """Why a rollback (to ``to``, if named) has no version to switch to."""
+        if to is None:
+            return NotFound(f"no published version of {self.dataset} older than the live "
+                            f"one ({live}) to roll back to", code="no_rollback_target")  # fmt: skip
+        if to not in entries:
+            return NotFound(f"{self.dataset} has no version {to!r} (prescore versions "
+                            f"{self.dataset} lists them)", code="unknown_version")  # fmt: skip
+        if to == live:
+            return NotFound(f"{to} is already the live version of {self.dataset}",
+                            code="no_rollback_target")  # fmt: skip
+        status = VersionInfo.from_bytes(entries[to]).status
+        return NotFound(f"{self.dataset} {to} is {status}: only a published version can be "
+                        "rolled back to", code="no_rollback_target")  # fmt: skip
+
     def apply(self, decide: Callable[[], Change], version: str) -> Change:
         """Run a transition (prescore.transitions.transition); a lost lease is a
         PublishError ``lease_lost`` about ``version``."""
@@ -356,10 +371,7 @@ class Versions:
             else:
                 candidates = [i for i in candidates if i.version < live]
             if not candidates:
-                raise NotFound(
-                    f"no published version of {self.dataset} to roll back to",
-                    code="no_rollback_target",
-                )
+                raise self._no_target(to, live, entries)
             target = candidates[0]
             if found and found[0].version != target.version:
                 raise PublishError(

@@ -65,6 +65,38 @@ def test_missing_key_and_no_target_are_clear(
     assert "no key 'nobody'" in capsys.readouterr().err
 
 
+def test_rollback_to_a_version_that_cannot_be_the_target_says_why(
+    rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _publish(rclient, "1")
+    second = _publish(rclient, "2")
+    cli = [*CONFIG, "--redis-url", redis_url, "rollback", "reco", "--to"]
+    assert main([*cli, "20200101T000000.000Z-abcdef"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown_version" in err and "has no version '20200101T000000.000Z-abcdef'" in err
+    assert main([*cli, second]) == 1
+    assert f"{second} is already the live version" in capsys.readouterr().err
+    v = Versions(rclient, "reco", StoreSettings())
+    bad = v.begin("reco", "3").version
+    v.fail(bad, "a bad run")
+    assert main([*cli, bad]) == 1
+    assert f"{bad} is failed: only a published version" in capsys.readouterr().err
+    assert main([*cli, first]) == 0  # the one that can be
+
+
+def test_output_to_a_reader_that_left_is_no_failure(rclient: redis.Redis, redis_url: str) -> None:
+    """``prescore versions reco | head -0``: the reader leaves before the output."""
+    _publish(rclient, "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", redis_url, "versions",
+         "reco"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # long before the command has imported what it needs
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b"", err
+
+
 def test_unreachable_redis_is_a_clean_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     proc = subprocess.run(
