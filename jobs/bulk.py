@@ -22,7 +22,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.lifecycle import Written, publish_new
 from prescore.modelstore import ModelStore
-from prescore.redis_client import Client, connect
+from prescore.redis_client import OUTAGES, Client, connect
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions
 
@@ -211,10 +213,15 @@ def _one_thread_per_task() -> None:
 
 
 class Progress:
-    """Prints the job's task progress every few seconds while Spark works."""
+    """Prints the job's progress every few seconds while Spark works: the keys its tasks
+    have written so far (``written()``: what they report to the version as they go; a
+    task's tasks finish together at the end when there are few), and its tasks done."""
 
-    def __init__(self, spark: Any, every_s: float = 5.0) -> None:
+    def __init__(
+        self, spark: Any, written: Callable[[], int] | None = None, every_s: float = 5.0
+    ) -> None:
         self.tracker = spark.sparkContext.statusTracker()
+        self.written = written
         self.every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -227,8 +234,13 @@ class Progress:
                 if info is not None:
                     done += info.numCompletedTasks
                     total += info.numTasks
-            if total:
-                print(f"  progress: {done}/{total} tasks done", flush=True)
+            if not total:
+                continue
+            keys = ""
+            if self.written is not None:
+                with suppress(*OUTAGES):  # an outage is said by the writes themselves
+                    keys = f"{self.written():,} keys written, "
+            print(f"  progress: {keys}{done}/{total} tasks done", flush=True)
 
     def __enter__(self) -> Progress:
         self._thread.start()
@@ -297,7 +309,8 @@ def publish_version(
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         summary.version = info.version
-        with Progress(spark):
+        where = versions.placed(info.version, info)
+        with Progress(spark, partial(values.written, versions.client, where)):
             stats = run(info.version, versions.token(info.version)).collect()
         written: list[str] = []
         for row in stats:

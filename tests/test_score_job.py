@@ -161,3 +161,25 @@ def test_spark_submit_runs_the_job(demo, demo_settings, redis_url, rclient):  # 
     )
     assert bad.returncode != 0
     assert Versions(rclient, "reco", StoreSettings()).current() == live
+
+
+def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[no-untyped-def]
+    spark, capsys
+):
+    """With few tasks, all finish together at the end: the keys the tasks have reported
+    to the version are what moves."""
+    import time
+
+    from jobs.bulk import Progress
+
+    written = iter(range(1000, 100_000, 1000))
+
+    def slow(rows):  # type: ignore[no-untyped-def]
+        time.sleep(1.5)
+        yield from rows
+
+    with Progress(spark, lambda: next(written), every_s=0.2):
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
+    lines = [line for line in capsys.readouterr().out.splitlines() if "progress:" in line]
+    assert lines and "keys written, 0/2 tasks done" in lines[0], lines
+    assert lines[0].startswith("  progress: 1,000 keys written"), lines
