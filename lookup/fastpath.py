@@ -152,8 +152,9 @@ class FastPath:
             return None
         if not 0 < int(length) <= self.settings.max_body_bytes:
             return None
-        raw = environ["wsgi.input"].read(int(length))
-        environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if it answers
+        body = environ["wsgi.input"]  # in memory (_buffer_body)
+        raw = body.read(int(length))
+        body.seek(0)  # Flask reads it again if it answers
         try:
             req = params.batch_body(json.loads(raw), spec, self.settings)
         except (InvalidInput, ValueError, RecursionError):

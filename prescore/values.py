@@ -127,8 +127,8 @@ def send(
     progress: tuple[str, int],
 ) -> None:  # fmt: skip
     """One pipeline of a batch's HSETs and the writer's progress (its field and count; ''
-    adds the count to the shared field), unchecked: what a fence sends once it has
-    checked."""
+    adds the count to the shared field), unchecked: an unfenced write's (a version's
+    own writers all write fenced, prescore.writers)."""
     pipe = client.pipeline(transaction=False)
     for name, mapping in buckets.items():
         pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]

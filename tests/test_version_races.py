@@ -49,11 +49,13 @@ def store(request: pytest.FixtureRequest) -> tuple[str, bool]:
 
 
 class Child:
-    """A tests.race_child process; ``paused()`` waits until it has stopped itself."""
+    """A tests.race_child process doing ``action`` on ``store`` (url, cluster) with
+    ``args``; ``paused()`` waits until it has stopped itself."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, action: str, store: tuple[str, bool], *args: str) -> None:
+        where = [store[0], "1" if store[1] else "0"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.race_child", *args], cwd=ROOT,
+            [sys.executable, "-m", "tests.race_child", action, *where, *args], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -88,7 +90,7 @@ def test_an_older_publish_paused_before_its_switch_never_moves_the_pointer_back(
     client = _client(store)
     for trial in range(TRIALS):
         dataset = f"race{trial}"
-        older = Child("publish", store[0], "1" if store[1] else "0", dataset, "30", "switch")
+        older = Child("publish", store, dataset, "30", "switch")
         older.paused()  # checked forward-only against no live version, then stopped
         version = older.proc.stdout.readline().strip()  # type: ignore[union-attr]
         v = Versions(client, dataset, StoreSettings(keep_versions=3))
@@ -109,7 +111,7 @@ def test_a_rollback_paused_while_its_target_is_retired_is_refused(
         dataset = f"back{trial}"
         v = Versions(client, dataset, StoreSettings(keep_versions=2))
         first, second = _publish(v, 10), _publish(v, 10)
-        back = Child("rollback", store[0], "1" if store[1] else "0", dataset, "2", "switch")
+        back = Child("rollback", store, dataset, "2", "switch")
         back.paused()  # decided: back to `first`; stopped before switching
         third = _publish(v, 10)  # keeps the newest 2: `first` is retired meanwhile
         assert v.get(first).status == "retired" and v.count_keys(first) == 0
@@ -129,7 +131,7 @@ def test_a_writer_paused_past_its_lease_is_reaped_and_lands_nothing_when_it_wake
     for trial in range(TRIALS):
         dataset = f"lapse{trial}{pause[0]}"
         # a 1 s lease; stopped at its 3rd batch of 50, 100 keys written
-        writer = Child("publish", store[0], "1" if store[1] else "0", dataset, "400", pause,
+        writer = Child("publish", store, dataset, "400", pause,
                        "1")  # fmt: skip
         writer.paused()
         version = writer.proc.stdout.readline().strip()  # type: ignore[union-attr]
@@ -156,7 +158,7 @@ def test_a_publish_whose_live_version_changed_after_its_gates_is_gated_again(
         dataset = f"regate{trial}"
         v = Versions(client, dataset, StoreSettings(keep_versions=3))
         first, second = _publish(v, 50), _publish(v, 50)
-        job = Child("gated", store[0], "1" if store[1] else "0", dataset, "50", "switch")
+        job = Child("gated", store, dataset, "50", "switch")
         job.paused()  # gated against `second`, stopped before its switch
         line = job.proc.stdout.readline()  # type: ignore[union-attr]
         version = line.split("writing version ", 1)[1].split()[0]
