@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The demo image: the jobs image plus examples/ (the hotel demo's data generators and
 # trainers). Only the dev overlay runs it (its seed Job, and as the trainer image of the
 # demo's retraining); the lookup, fallback and jobs images never contain examples/.

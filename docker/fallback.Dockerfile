@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The live inference fallback: Flask under granian, models in LiteRT (float32 and int8
 # .tflite variants). No Spark. The packages come from one lock, chosen by the build arg
 # LOCK (requirements/compile.sh writes both, pinned, with hashes):
@@ -10,14 +9,20 @@
 # (BuildKit: the build context is what docker/fallback.Dockerfile.dockerignore lets in):
 #   docker build -f docker/fallback.Dockerfile -t prescore-fallback:0.1.0 .
 #   docker build -f docker/fallback.Dockerfile --build-arg LOCK=fallback-tf -t prescore-fallback:0.1.0-tf .
-# Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>).
+# Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>); any
+# Debian-based image with Python 3.11 and its venv module will do. pip's index settings are
+# build arguments, as in docker/lookup.Dockerfile.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 ARG LOCK=fallback
 
 FROM ${PYTHON_IMAGE} AS build
 ARG LOCK
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_TRUSTED_HOST
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY requirements/fallback.txt requirements/fallback-tf.txt requirements/
@@ -36,12 +41,14 @@ LABEL io.prescore.lock="requirements/${LOCK}.txt"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    FALLBACK_BIND=0.0.0.0:8081 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     HOME=/tmp
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin prescore
 COPY --from=build /opt/venv /opt/venv
 USER 10001
 EXPOSE 8081
+# The port is FALLBACK_BIND's (a container may be given another); the health check asks it.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=2)"]
-CMD ["python", "-m", "fallback.serve", "--bind", "0.0.0.0:8081"]
+    CMD ["python", "-m", "prescore.healthcheck", "FALLBACK_BIND"]
+CMD ["python", "-m", "fallback.serve"]

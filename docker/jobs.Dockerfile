@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The jobs image: spark-submit, the Spark driver and executors on Kubernetes
 # (spark.kubernetes.container.image), training and the retraining pipeline.
 #
@@ -15,9 +14,15 @@
 # Build from the repository root (BuildKit: the build context is what
 # docker/jobs.Dockerfile.dockerignore lets in):
 #   docker build -f docker/jobs.Dockerfile -t prescore-jobs:0.1.0 .
-# Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>).
+# Base pinned by tag and digest (refresh: docker buildx imagetools inspect <tag>); any
+# Debian-based image with Python 3.11 and its venv module will do. pip's index settings are
+# build arguments, as in docker/lookup.Dockerfile.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 FROM ${PYTHON_IMAGE}
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_TRUSTED_HOST
 
 # Debian's security updates move these package versions within bookworm; the base digest
 # pins the distribution, and pinning exact .deb versions would break every rebuild.
@@ -28,8 +33,12 @@ RUN mkdir -p /usr/share/man/man1 \
     && rm -rf /var/lib/apt/lists/* \
     && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /opt/java
 
-ENV JAVA_HOME=/opt/java \
-    SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
+# The packages go into a virtualenv of their own, so no path below depends on where the
+# base keeps its Python (/usr/local on python:*, /usr on Debian's): Spark is the pyspark
+# wheel's, linked at /opt/spark.
+ENV PATH=/opt/venv/bin:$PATH \
+    JAVA_HOME=/opt/java \
+    SPARK_HOME=/opt/spark \
     PYSPARK_PYTHON=python3 \
     PYSPARK_DRIVER_PYTHON=python3 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -42,7 +51,9 @@ WORKDIR /opt/prescore
 # Spark is the pinned pyspark wheel's (jobs/submit.py's SPARK_VERSION names the same
 # version; a test compares them).
 COPY requirements/jobs.txt requirements/jobs.txt
-RUN pip install --no-cache-dir --require-hashes -r requirements/jobs.txt
+RUN python3 -m venv /opt/venv \
+    && pip install --no-cache-dir --require-hashes -r requirements/jobs.txt \
+    && ln -s "$(python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" /opt/spark
 COPY pyproject.toml README.md ./
 COPY prescore prescore
 COPY jobs jobs
@@ -53,7 +64,11 @@ COPY docker/getGpusResources.sh /opt/prescore/docker/getGpusResources.sh
 # the packages are installed so executors import them too.
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
-    && useradd --system --uid 10001 --home-dir /tmp --shell /usr/sbin/nologin spark
+    && useradd --system --uid 10001 --home-dir /tmp --shell /usr/sbin/nologin spark \
+    && mkdir -p /var/lib/prescore \
+    && chown 10001:10001 /var/lib/prescore
+# /var/lib/prescore: where the data, photos and model store are mounted (k8s/overlays/dev,
+# compose.yaml). Its owner here becomes a fresh named volume's, so the jobs can write it.
 
 USER 10001
 # A batch image: Kubernetes watches the pods; this only says the runtime is whole.
