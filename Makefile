@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-images lint bench clean
 
 # Development and CI install the dev lock (every package pinned with its hashes, at the
 # versions the images' locks pin), then the project itself without dependencies.
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+# The images built and run for real (tests/test_images.py): needs a Docker engine; .ci/run
+# starts one. Progress lines on the terminal, each step's output in its log.
+test-images: $(STAMP)
+	PRESCORE_IMAGE_TEST=1 $(PY) -m pytest -q -s tests/test_images.py
 
 # Day to day: what needs no Spark, no TensorFlow training, no cluster and no tool install.
 test-fast: $(STAMP) lint

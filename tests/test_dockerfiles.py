@@ -204,7 +204,9 @@ def test_no_image_installs_from_ranges_or_old_requirement_files() -> None:
     assert "docker/requirements-" not in (ROOT / "docs" / "deploy.md").read_text()
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [*DOCKERFILES, ROOT / "tests" / "images" / "redis.Dockerfile"], ids=lambda p: p.name
+)
 def test_hadolint_passes(path: Path) -> None:
     out = subprocess.run(
         [_tool("hadolint"), "--format", "json", str(path)], capture_output=True, text=True
@@ -216,6 +218,10 @@ def test_shell_scripts_pass_shellcheck() -> None:
     scripts = [
         DOCKER / "spark-entrypoint.sh",
         DOCKER / "getGpusResources.sh",
+        DOCKER / "build-images.sh",
+        DOCKER / "local-base.sh",
+        ROOT / ".ci" / "docker-engine",
+        ROOT / ".ci" / "run",
         ROOT / "k8s" / "tools" / "install-checkov.sh",
         REQUIREMENTS / "compile.sh",
     ]
