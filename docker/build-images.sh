@@ -2,7 +2,7 @@
 # Builds prescore's images from the repository: prescore-lookup, prescore-fallback,
 # prescore-jobs and prescore-demo (the jobs image plus examples/), tagged :TAG.
 #
-#   docker/build-images.sh [--tag TAG] [--base IMAGE] [--wheels DIR] [IMAGE ...]
+#   docker/build-images.sh [--tag TAG] [--base IMAGE] [--wheels DIR] [--no-cache] [IMAGE ...]
 #
 #   --tag TAG      the images' tag (default: dev)
 #   --base IMAGE   the Debian-based Python 3.11 image to build on, the PYTHON_IMAGE build
@@ -12,6 +12,7 @@
 #                  already is kept), DIR is served on 127.0.0.1 while the images build, and
 #                  pip inside the build reads only it. For a machine whose builds cannot
 #                  reach an index.
+#   --no-cache     build every layer afresh (docker build --no-cache)
 #   IMAGE ...      some of lookup, fallback, jobs, demo (default: all; demo needs jobs)
 #
 # Builds share the host's network (--network host), so a build reaches the wheel folder on
@@ -23,14 +24,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tag=dev base="" wheels=""
+tag=dev base="" wheels="" nocache=""
 images=()
 while (($#)); do
   case "$1" in
     --tag) tag=$2; shift 2 ;;
     --base) base=$2; shift 2 ;;
     --wheels) wheels=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-cache) nocache=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     lookup|fallback|jobs|demo) images+=("$1"); shift ;;
     *) echo "build-images.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -41,6 +43,7 @@ python=python3
 [[ -x .venv/bin/python ]] && python=.venv/bin/python
 
 args=(--network host)
+[[ -n "$nocache" ]] && args+=(--no-cache)
 [[ -n "$base" ]] && args+=(--build-arg "PYTHON_IMAGE=$base")
 for name in PIP_INDEX_URL PIP_FIND_LINKS PIP_NO_INDEX PIP_TRUSTED_HOST; do
   [[ -n "${!name:-}" ]] && args+=(--build-arg "$name=${!name}")

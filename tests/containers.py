@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = "dev"
@@ -185,8 +186,9 @@ class Containers:
             time.sleep(0.2)
         raise AssertionError(f"{name} not healthy in {timeout_s} s:\n{self.logs(name)}")
 
-    def inspect(self, name: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(docker("inspect", name).stdout)[0]  # type: ignore[no-any-return]
+    def inspect(self, name: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = json.loads(docker("inspect", name).stdout)
+        return found[0]
 
     def logs(self, name: str) -> str:
         out = docker("logs", "--tail", "60", name, check=False)

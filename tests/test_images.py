@@ -299,6 +299,19 @@ def test_services_run_as_their_user_on_a_read_only_root(stack: Stack) -> None:
         assert docker("exec", name, "sh", "-c", "touch /tmp/x").returncode == 0  # the emptyDir
 
 
+def test_the_batch_images_health_checks_pass_as_their_user(stack: Stack) -> None:
+    """The jobs and demo images run only one-shot containers (above); their HEALTHCHECK
+    command, run as the manifests run them, passes."""
+    for image in (f"prescore-jobs:{TAG}", f"prescore-demo:{TAG}"):
+        found = docker("inspect", "--format", "{{json .Config.Healthcheck}}", image)
+        check = json.loads(found.stdout)
+        assert check["Test"][0] == "CMD", check
+        out = docker("run", "--rm", "--network", "host", "--user", "10001:10001", "--read-only",
+                     "--tmpfs", "/tmp", "--entrypoint", check["Test"][1], image, *check["Test"][2:],
+                     check=False, timeout=120)  # fmt: skip
+        assert out.returncode == 0, (image, out.stderr[-2000:])
+
+
 def _connections_to(port: int) -> set[str]:
     """Local ends of the established TCP connections to 127.0.0.1:port (host network)."""
     found = set()

@@ -299,6 +299,25 @@ def _mount_of(spec: dict[str, Any], container: dict[str, Any], path: str) -> dic
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_services_run_their_images_command_and_user(overlay: str) -> None:
+    """What tests/test_images.py runs is what the Deployments run: the image's CMD on the
+    port its ENV names (the containerPort), as the image's USER."""
+    objs = render(f"overlays/{overlay}")
+    for name, port in SERVICES.items():
+        service = name.removeprefix("prescore-")
+        text = (ROOT / "docker" / f"{service}.Dockerfile").read_text()
+        cmd = json.loads(re.findall(r"^CMD (\[.*\])$", text, re.M)[-1])
+        user = re.findall(r"^USER (\S+)$", text, re.M)[-1]
+        bind = re.search(rf"^ +{service.upper()}_BIND=\S+:(\d+)", text, re.M)
+        spec = pod_spec(find(objs, "Deployment", name))
+        (c,) = spec["containers"]
+        repo = c["image"].split("@")[0].rsplit(":", 1)[0]  # registry/.../NAME
+        assert repo.split("/")[-1] in (name, service), c["image"]
+        assert c["args"] == cmd and bind and int(bind[1]) == port
+        assert str(spec["securityContext"]["runAsUser"]) == user
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_both_services_keep_multiprocess_metrics_on_their_own_empty_dir(overlay: str) -> None:
     objs = render(f"overlays/{overlay}")
     for name in SERVICES:
