@@ -57,7 +57,9 @@ from tests.containers import (
 )
 from tests.helpers import stored_payload
 
-pytestmark = pytest.mark.slow
+# The first test's setup bootstraps a base, downloads the wheels and builds everything on
+# a fresh machine: longer than the suite's per-test limit.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 GRACE_S = 30  # the Deployments' terminationGracePeriodSeconds
 
@@ -262,6 +264,19 @@ def test_a_photos_tags_and_a_new_photo_tagged_live_then_written_back(stack: Stac
         assert {"tag", "score"} >= {k for tag in live.json()["tags"] for k in tag}
     finally:
         (stack.var / "images" / f"{new}.jpg").unlink()
+
+
+def test_retraining_in_its_container_trained_gated_scored_and_promoted(stack: Stack) -> None:
+    report = json.loads(
+        (stack.work / "state" / "retrain" / "images-1" / "report.json").read_text()
+    )
+    assert report["steps_done"] == ["train", "evaluate", "gate", "score", "promote"], report
+    assert report["decision"] == "promote" and report["promoted"] == report["candidate"]["version"]
+    published = Versions(stack.store, "reco", StoreSettings()).get(report["published_version"])
+    assert published.status == "published", published
+    models = stack.var / "models" / "reco"  # the model store volume, written as 10001
+    assert (models / report["promoted"]).is_dir() and models.stat().st_uid == 10001
+    assert (models / "PROMOTED").read_text().strip() == report["promoted"]
 
 
 def _served(client: redis.Redis, dataset: str, keys: list[str]) -> dict[str, Any]:
