@@ -176,6 +176,8 @@ def _seed_and_train(
          "--run-id", "images-1", "--state-dir", "/var/lib/prescore-state/retrain"],
         mounts=[f"{var}:{VAR}", DATASETS, f"{state}:/var/lib/prescore-state"],
     )  # fmt: skip
+    report = json.loads((state / "retrain" / "images-1" / "report.json").read_text())
+    _say(f"train: {report['decision']} ({report['reason']}), version {report['published_version']}")
 
 
 def _score(c: Containers, var: Path, times: dict[str, float]) -> None:
@@ -186,6 +188,10 @@ def _score(c: Containers, var: Path, times: dict[str, float]) -> None:
             f"score-{dataset}", f"prescore-jobs:{TAG}", score_cmd(dataset),
             mounts=[f"{var}:{VAR}:ro", DATASETS],
         )  # fmt: skip
+        summary = (c.folder / f"score-{dataset}.log").read_text().splitlines()
+        for line in summary[-8:]:
+            if "published version" in line or "keys written" in line:
+                _say(f"score: {line.strip()}")
 
 
 def _score_outside(var: Path, redis_url: str, work: Path, times: dict[str, float]) -> None:
@@ -232,15 +238,23 @@ def _start_lookup(c: Containers, role: str, port: int, metrics_port: int) -> str
 # -- what users get ------------------------------------------------------------------------
 
 
+def _ask(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """A request to a container, shown on the run's output as the answer it got."""
+    reply = requests.request(method, url, timeout=20, **kwargs)
+    body = json.dumps(kwargs["json"]) + " " if "json" in kwargs else ""
+    _say(f"{method} {url.split('/', 3)[-1]} {body}-> {reply.status_code} {reply.text[:240]}")
+    return reply
+
+
 def test_a_hit_and_a_batch_of_recommendations(stack: Stack) -> None:
     users = stack.users()
-    hit = requests.get(f"{stack.lookup}/v1/recommendations/{users[0]}?k=5", timeout=10)
+    hit = _ask("GET", f"{stack.lookup}/v1/recommendations/{users[0]}?k=5")
     assert hit.status_code == 200, hit.text
     doc = hit.json()
     assert doc["source"] == "precomputed" and len(doc["items"]) == 5, doc
-    batch = requests.post(
-        f"{stack.lookup}/v1/recommendations:batchGet",
-        json={"user_ids": [users[1], users[2]], "k": 3}, timeout=10,
+    batch = _ask(
+        "POST", f"{stack.lookup}/v1/recommendations:batchGet",
+        json={"user_ids": [users[1], users[2]], "k": 3},
     )  # fmt: skip
     assert batch.status_code == 200, batch.text
     results = batch.json()["results"]
@@ -250,14 +264,14 @@ def test_a_hit_and_a_batch_of_recommendations(stack: Stack) -> None:
 
 def test_a_photos_tags_and_a_new_photo_tagged_live_then_written_back(stack: Stack) -> None:
     first = stack.photos()[0]
-    hit = requests.get(f"{stack.lookup}/v1/image-tags/{first}", timeout=10)
+    hit = _ask("GET", f"{stack.lookup}/v1/image-tags/{first}")
     assert hit.status_code == 200 and hit.json()["source"] == "precomputed", hit.text
     new = f"new-photo-{uuid.uuid4().hex[:8]}"  # added after the bulk runs: not in Redis
     shutil.copyfile(stack.var / "images" / f"{first}.jpg", stack.var / "images" / f"{new}.jpg")
     try:
-        live = requests.get(f"{stack.lookup}/v1/image-tags/{new}", timeout=20)
+        live = _ask("GET", f"{stack.lookup}/v1/image-tags/{new}")
         assert live.status_code == 200 and live.json()["source"] == "live", live.text
-        again = requests.get(f"{stack.lookup}/v1/image-tags/{new}", timeout=10)
+        again = _ask("GET", f"{stack.lookup}/v1/image-tags/{new}")
         assert again.status_code == 200 and again.json()["source"] == "written_back", again.text
         # the live answer is the fallback's (the tagger's int8 variant), kept as it was
         assert again.json()["tags"] == live.json()["tags"]
@@ -428,9 +442,9 @@ def test_the_compose_stack_seeds_trains_scores_and_serves(stack: Stack) -> None:
         run_logged([*base, "up", "-d", "fallback", "lookup"], log, env=env, timeout=300)
         lookup = f"http://127.0.0.1:{ports['LOOKUP']}"
         _wait(lambda: requests.get(f"{lookup}/readyz", timeout=2).ok, "compose's lookup", 120)
-        hit = requests.get(f"{lookup}/v1/recommendations/u1?k=3", timeout=10)
+        hit = _ask("GET", f"{lookup}/v1/recommendations/u1?k=3")
         assert hit.status_code == 200 and hit.json()["source"] == "precomputed", hit.text
-        tags = requests.get(f"{lookup}/v1/image-tags/img-000001", timeout=10)
+        tags = _ask("GET", f"{lookup}/v1/image-tags/img-000001")
         assert tags.status_code == 200 and tags.json()["source"] == "precomputed", tags.text
     finally:
         subprocess.run([*base, "down", "-v", "--remove-orphans"], env=env, capture_output=True,
