@@ -112,7 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     times: dict[str, float] = {}
     _say(f"base image and builds (log {work / 'build.log'})")
     base = base_image(work / "build.log")
-    times["build four images (warm wheel folder)"] = build_all(base, work / "build.log")
+    times["build the images (docker/build-images.sh)"] = build_all(base, work / "build.log")
 
     var, state, seed_tmp = (owned(work / n) for n in ("var", "state", "seed-tmp"))
     password = uuid.uuid4().hex
