@@ -14,6 +14,10 @@ from prescore.signature import Column, Columns
 def read(spark: Any, table: Table) -> Any:
     """The table as a DataFrame (any path Spark reads: file://, hdfs://, globs)."""
     reader = spark.read.format(table.format)
+    if table.format == "parquet":
+        # pandas and pyarrow write timestamps in nanoseconds, a Parquet type Spark refuses
+        # for the whole file unless told to read it as a long (nanoseconds since the epoch)
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
     if table.format == "csv":
         reader = reader.option("header", "true").option("inferSchema", "true")
     return reader.load(table.path)

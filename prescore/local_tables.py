@@ -69,7 +69,24 @@ def read_typed(
             arrow = pa.concat_tables(parts)
         except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
-    return arrow.to_pandas(), {f.name: _column(f.type) for f in arrow.schema}
+    return _nanos_as_int(arrow).to_pandas(), {f.name: _column(f.type) for f in arrow.schema}
+
+
+def _nanos_as_int(arrow: Any) -> Any:
+    """Nanosecond timestamps as int64 nanoseconds since the epoch: what the bulk job reads
+    for them (Spark has no such type; jobs.spark_tables.read), so both feed a model alike."""
+    import pyarrow as pa
+
+    for i, f in enumerate(arrow.schema):
+        if _is_nanos(f.type):
+            arrow = arrow.set_column(i, f.name, arrow.column(i).cast(pa.int64()))
+    return arrow
+
+
+def _is_nanos(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns")
 
 
 def read(table: Table, columns: Sequence[str] | None = None, webhdfs_url: str = "") -> Any:
@@ -86,7 +103,7 @@ def _column(arrow_type: Any) -> Column:
         return Column("string")
     if pa.types.is_boolean(arrow_type):
         return Column("bool")
-    if pa.types.is_integer(arrow_type):
+    if pa.types.is_integer(arrow_type) or _is_nanos(arrow_type):
         return Column("int")
     if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
         return Column("float")
