@@ -424,6 +424,7 @@ class LabelsPredictor:
 
 
 def check_key(dataset: Dataset, raw: Any, what: str) -> str:
-    if not isinstance(raw, str):
-        raise InvalidInput(f"{what} must be a string", code="invalid_id")
-    return keys.check_key(raw, len(dataset.key_columns), what=what)
+    text = keys.key_text(raw)
+    if text is None:
+        raise InvalidInput(f"{what} must be a string or an integer", code="invalid_id")
+    return keys.check_key(text, len(dataset.key_columns), what=what)

@@ -42,10 +42,11 @@ def _instance(
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
             code="invalid_body",
         )
-    given = [body[n] for n in sorted(names) if n in body]
-    if len(given) != 1 or not isinstance(given[0], str):
+    given = [keys.key_text(body[n]) for n in sorted(names) if n in body]
+    if len(given) != 1 or given[0] is None:
         raise InvalidInput(
-            f"give the key as a string in {' or '.join(sorted(names))}", code="invalid_id"
+            f"give the key as a string or an integer in {' or '.join(sorted(names))}",
+            code="invalid_id",
         )
     key = params.check_key(spec, given[0])
     features = body.get("features")

@@ -128,9 +128,13 @@ def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchReques
         raise PayloadTooLarge(
             f"{field} holds {len(raw)} keys; at most {settings.max_batch_ids}", code="too_many_ids"
         )
-    if not keys.all_valid(raw, spec.key_parts):  # then find the first that is not, and why
-        for i, value in enumerate(raw):
-            if not isinstance(value, str):
-                raise InvalidInput(f"{field}[{i}] must be a string", code="invalid_id")
-            check_key(spec, value, f"{field}[{i}]")
+    if not keys.all_valid(raw, spec.key_parts):  # integer keys, or the first bad one and why
+        raw = [_key_at(spec, field, i, value) for i, value in enumerate(raw)]
     return BatchRequest(raw, shape(body, settings), context(spec, body))
+
+
+def _key_at(spec: Served, field: str, i: int, value: object) -> str:
+    text = keys.key_text(value)
+    if text is None:
+        raise InvalidInput(f"{field}[{i}] must be a string or an integer", code="invalid_id")
+    return check_key(spec, text, f"{field}[{i}]")

@@ -38,6 +38,7 @@ by ``|context``; every part is a plain id token (:func:`check_id`).
 from __future__ import annotations
 
 import functools
+import numbers
 import re
 import secrets
 import zlib
@@ -89,6 +90,17 @@ def check_version(raw: str) -> str:
 def entity_key(key: str, context: str | None = None) -> str:
     """The store key of an entity, optionally in one context: ``key|context``."""
     return key if not context else f"{key}{CONTEXT_SEPARATOR}{context}"
+
+
+def key_text(raw: object) -> str | None:
+    """A key as a request body or a table gives it: a string as it is, an integer (not a
+    bool) as its decimal digits, which is how the bulk job stores an integer key column;
+    None for anything else."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, numbers.Integral) and not isinstance(raw, bool):
+        return str(int(raw))
+    return None
 
 
 def check_key(raw: str, parts: int = 1, *, what: str = "key") -> str:

@@ -95,6 +95,15 @@ def test_a_version_made_in_the_same_millisecond_sorts_after_the_newest() -> None
     assert keys.new_version_id(later, "000000", after=newest) == "20260102T030500.000Z-000000"
 
 
+def test_an_integer_key_is_its_decimal_digits_as_the_job_stores_it() -> None:
+    import numpy as np
+
+    assert [keys.key_text(k) for k in ("u1", 17, np.int64(5), 10**20)] == [
+        "u1", "17", "5", "100000000000000000000",
+    ]
+    assert [keys.key_text(k) for k in (True, 1.0, None, ["1"], b"1")] == [None] * 5
+
+
 @pytest.mark.parametrize("bad", ["", "a" * 129, "u 1", "u*", "{u}", "-u", "u|c", "ü", "u\n"])
 def test_bad_ids_are_refused_with_a_stable_code(bad: str) -> None:
     with pytest.raises(InvalidInput) as info:

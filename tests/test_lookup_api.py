@@ -222,6 +222,20 @@ def test_batch_takes_keys_or_the_declared_field_on_either_route(api, data):
     assert r.status_code == 400 and r.get_json()["error"] == "invalid_ids"
 
 
+def test_batch_keys_may_be_json_integers(api, rclient, core):
+    payloads = [(k, reco_payload(k, 2, "m1")) for k in ("7", "8")]
+    publish(rclient, core, "reco", payloads, "m1")
+    r = api.post("/v1/recommendations:batchGet", json={"user_ids": [7, "8", 9]})
+    assert r.status_code == 200, r.get_json()
+    results = r.get_json()["results"]
+    assert [x["user_id"] for x in results] == ["7", "8", "9"]
+    assert results[0]["source"] == "precomputed" and results[2]["error"] == "not_found"
+    for bad in (True, 1.5, None):  # a bool, a float, null: no key
+        r = api.post("/v1/recommendations:batchGet", json={"user_ids": ["7", bad]})
+        assert r.status_code == 400 and r.get_json()["error"] == "invalid_id", bad
+        assert "user_ids[1] must be a string or an integer" in r.get_json()["message"]
+
+
 def test_batch_with_context(api, data):
     body = api.post(
         "/v1/recommendations:batchGet", json={"user_ids": ["u1", "u2"], "context": "weekend"}

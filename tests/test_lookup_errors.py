@@ -123,7 +123,8 @@ BATCH = "/v1/recommendations:batchGet"
         ('{"user_ids": "u1"}', 400, "invalid_ids"),
         ('{"user_ids": []}', 400, "invalid_ids"),
         ('{"user_ids": {"u1": 1}}', 400, "invalid_ids"),
-        ('{"user_ids": [1]}', 400, "invalid_id"),
+        ('{"user_ids": [1.5]}', 400, "invalid_id"),  # an integer is a key; a float is not
+        ('{"user_ids": [true]}', 400, "invalid_id"),
         ('{"user_ids": [null]}', 400, "invalid_id"),
         ('{"user_ids": ["u1", ""]}', 400, "invalid_id"),
         ('{"user_ids": ["bad id"]}', 400, "invalid_id"),

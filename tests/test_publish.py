@@ -169,3 +169,17 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
         check=False,
     )
     assert unknown.returncode == 1 and "no dataset 'nope' is declared" in unknown.stderr
+
+
+def test_an_integer_key_column_is_published_as_its_digits(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows = [{"sku": i, "payload": json.dumps({"similar": [{"score": 0.5, "sku": "s1"}]})}
+            for i in (7, 42)]  # fmt: skip
+    path = tmp_path / "int-keys.parquet"
+    pd.DataFrame(rows).astype({"sku": "int64"}).to_parquet(path, index=False)
+    report = publish_file(
+        rclient, similar.store, similar.catalog.get("similar"), str(path), json_column="payload"
+    )
+    assert report.published and (report.rows, report.bad) == (2, 0)
+    client = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    doc = client.get("/v1/similar/42?k=1").get_json()
+    assert doc["source"] == "precomputed" and doc["sku"] == "42"
