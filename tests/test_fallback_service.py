@@ -174,6 +174,16 @@ def test_a_batch_mixes_known_unknown_and_sent_customers(server: Server) -> None:
     assert (preds[1]["error"], set(preds[1])) == ("not_found", {"customer_id", "error", "message"})
 
 
+def test_an_integer_key_is_the_key_of_its_digits(server: Server) -> None:
+    sent = {"segment": "budget", "categories": ["garden"]}
+    by_int = _post(server, SHOP, {"instances": [{"key": 17, "features": sent}], "k": 3})
+    by_text = _post(server, SHOP, {"instances": [{"key": "17", "features": sent}], "k": 3})
+    assert by_int.status_code == 200, by_int.text
+    (pred,) = by_int.json()["predictions"]
+    assert pred["customer_id"] == "17" and len(pred["items"]) == 3
+    assert pred["items"] == by_text.json()["predictions"][0]["items"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -183,7 +193,8 @@ def test_a_batch_mixes_known_unknown_and_sent_customers(server: Server) -> None:
         ({"instances": [{"key": "c1"}], "extra": 1}, 400, "invalid_body"),
         ({"instances": ["c1"]}, 400, "invalid_instances"),
         ({"instances": [{"key": "bad id!"}]}, 400, "invalid_id"),
-        ({"instances": [{"key": 7}]}, 400, "invalid_id"),
+        ({"instances": [{"key": 7.5}]}, 400, "invalid_id"),  # an integer is a key; a float is not
+        ({"instances": [{"key": True}]}, 400, "invalid_id"),
         ({"instances": [{"key": "c1"}], "k": 0}, 400, "invalid_k"),
         ({"instances": [{"key": "c1"}], "k": 1001}, 400, "invalid_k"),
         ({"instances": [{"key": "c1"}], "k": "3"}, 400, "invalid_k"),
