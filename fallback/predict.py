@@ -424,7 +424,4 @@ class LabelsPredictor:
 
 
 def check_key(dataset: Dataset, raw: Any, what: str) -> str:
-    text = keys.key_text(raw)
-    if text is None:
-        raise InvalidInput(f"{what} must be a string or an integer", code="invalid_id")
-    return keys.check_key(text, len(dataset.key_columns), what=what)
+    return keys.check_given_key(raw, len(dataset.key_columns), what=what)

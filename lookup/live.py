@@ -42,13 +42,10 @@ def _instance(
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
             code="invalid_body",
         )
-    given = [keys.key_text(body[n]) for n in sorted(names) if n in body]
-    if len(given) != 1 or given[0] is None:
-        raise InvalidInput(
-            f"give the key as a string or an integer in {' or '.join(sorted(names))}",
-            code="invalid_id",
-        )
-    key = params.check_key(spec, given[0])
+    given = [n for n in sorted(names) if n in body]
+    if len(given) != 1:
+        raise InvalidInput(f"give the key in {' or '.join(sorted(names))}", code="invalid_id")
+    key = keys.check_given_key(body[given[0]], spec.key_parts, what=given[0])
     features = body.get("features")
     if not isinstance(features, dict) or not features:
         raise InvalidInput("features must be a non-empty object", code="invalid_features")

@@ -129,12 +129,6 @@ def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchReques
             f"{field} holds {len(raw)} keys; at most {settings.max_batch_ids}", code="too_many_ids"
         )
     if not keys.all_valid(raw, spec.key_parts):  # integer keys, or the first bad one and why
-        raw = [_key_at(spec, field, i, value) for i, value in enumerate(raw)]
+        raw = [keys.check_given_key(v, spec.key_parts, what=f"{field}[{i}]")
+               for i, v in enumerate(raw)]  # fmt: skip
     return BatchRequest(raw, shape(body, settings), context(spec, body))
-
-
-def _key_at(spec: Served, field: str, i: int, value: object) -> str:
-    text = keys.key_text(value)
-    if text is None:
-        raise InvalidInput(f"{field}[{i}] must be a string or an integer", code="invalid_id")
-    return check_key(spec, text, f"{field}[{i}]")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.error
 import urllib.request
 
 TIMEOUT_S = 2.0
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"healthcheck: {name}: {exc}", file=sys.stderr)
         return 1
-    except (OSError, urllib.error.URLError) as exc:
+    except OSError as exc:  # URLError and HTTPError included
         print(f"healthcheck: {name}={bind}: {exc}", file=sys.stderr)
         return 1
     return 0

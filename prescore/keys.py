@@ -103,6 +103,15 @@ def key_text(raw: object) -> str | None:
     return None
 
 
+def check_given_key(raw: object, parts: int = 1, *, what: str = "key") -> str:
+    """:func:`check_key` of a key as given (:func:`key_text`): every reader of keys from a
+    request body or a table, so all of them take and refuse the same ones."""
+    text = key_text(raw)
+    if text is None:
+        raise InvalidInput(f"{what} must be a string or an integer", code="invalid_id")
+    return check_key(text, parts, what=what)
+
+
 def check_key(raw: str, parts: int = 1, *, what: str = "key") -> str:
     """Return ``raw`` if it is ``parts`` valid ids joined by ``|`` (a composite key)."""
     pieces = raw.split(CONTEXT_SEPARATOR) if parts > 1 else [raw]

@@ -71,10 +71,7 @@ class _Rows:
 
     def payload(self, raw_key: Any, source: Any) -> tuple[str, bytes]:
         """(key, payload bytes) of one row: its key and its JSON text (or column values)."""
-        text = keys.key_text(raw_key)
-        if text is None:
-            raise InvalidInput(f"key {raw_key!r} is not a string or an integer", code="invalid_id")
-        key = keys.check_key(text, self.parts, what="key")
+        key = keys.check_given_key(raw_key, self.parts, what="key")
         if self.json_column:
             try:
                 body = orjson.loads(source or "")

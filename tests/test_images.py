@@ -92,6 +92,7 @@ class Stack:
     store: redis.Redis
     host_store: redis.Redis
     lookup: str
+    lookup_name: str
     fallback_name: str
     fallback_port: int
     times: dict[str, float] = field(default_factory=dict)
@@ -129,9 +130,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _seed_and_train(c, var, state, seed_tmp, times)
         _score(c, var, times)
         _score_outside(var, host_redis.url, work, times)
-        lk, fb = _serve(c, var, ports, times)
+        lk, lk_name, fb = _serve(c, var, ports, times)
         yield Stack(
-            base, work, var, c, store, redis.Redis.from_url(host_redis.url), lk, fb,
+            base, work, var, c, store, redis.Redis.from_url(host_redis.url), lk, lk_name, fb,
             ports["fallback"], times,
         )  # fmt: skip
     finally:
@@ -213,8 +214,9 @@ def _score_outside(var: Path, redis_url: str, work: Path, times: dict[str, float
 
 def _serve(
     c: Containers, var: Path, ports: dict[str, int], times: dict[str, float]
-) -> tuple[str, str]:
-    """The fallback and the lookup as the Deployments run them; both healthy."""
+) -> tuple[str, str, str]:
+    """The fallback and the lookup as the Deployments run them, both healthy: the lookup's
+    URL, its container and the fallback's."""
     _say("serve: fallback and lookup containers")
     fb = c.start(
         "fallback", f"prescore-fallback:{TAG}",
@@ -227,7 +229,7 @@ def _serve(
     lk = _start_lookup(c, "lookup", ports["lookup"], ports["lk_metrics"])
     times["lookup: start to healthy"] = c.wait_healthy(lk)
     times["fallback: start to healthy"] = c.wait_healthy(fb)
-    return f"http://127.0.0.1:{ports['lookup']}", fb
+    return f"http://127.0.0.1:{ports['lookup']}", lk, fb
 
 
 def _start_lookup(c: Containers, role: str, port: int, metrics_port: int) -> str:
@@ -325,7 +327,7 @@ def test_the_containers_publish_what_the_same_jobs_publish_outside(stack: Stack)
 
 
 def test_services_run_as_their_user_on_a_read_only_root(stack: Stack) -> None:
-    for name in (stack.fallback_name, stack.containers.names[-1]):  # the fallback, the lookup
+    for name in (stack.fallback_name, stack.lookup_name):
         config = stack.containers.inspect(name)
         assert config["HostConfig"]["ReadonlyRootfs"] is True
         assert docker("exec", name, "id", "-u").stdout.strip() == "10001"
