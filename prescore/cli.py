@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ info lines (CPU features, oneDNN) are no news to an operator; set
+    # before a command (models register) first imports it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not hasattr(args, "output"):
         args.output = "table"
     try:

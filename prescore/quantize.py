@@ -17,6 +17,12 @@ kept on disk, marked ``agrees: false``, and never served by ``auto``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +36,7 @@ from prescore.inference import TFLITE_FILES, load_runner
 from prescore.quality import quality
 from prescore.signature import SERVING
 
+log = logging.getLogger(__name__)
 Feed = Mapping[str, np.ndarray]
 MAX_DIFF = 0.1  # 8-bit steps of a sigmoid output are 1/256 apart; more is a broken variant
 MAX_QUALITY_LOSS = 0.02
@@ -112,6 +119,36 @@ def _agrees(runtimes: Mapping[str, Any], name: str, metric: str, scored: bool) -
     return not scored or runtimes["tf"][metric] - record[metric] <= MAX_QUALITY_LOSS
 
 
+@contextlib.contextmanager
+def _converter_output() -> Iterator[list[str]]:
+    """Keep what the converter writes to file descriptor 2 (MLIR's ``error:`` lines,
+    TensorFlow's C++ logs, dozens for a model that simply does not convert) off the
+    terminal: the record's reason says why, in one line; the text is logged at debug."""
+    said: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said.append(sink.read().decode(errors="replace"))
+
+
+def _reason(exc: Exception) -> str:
+    """One line on why a model did not convert: the ops LiteRT lacks, where it says."""
+    text = str(exc)
+    ops = re.search(r"TF Select ops: ([^\n]+)", text)
+    if ops:
+        return f"LiteRT has no kernels for the ops {ops.group(1).strip()}"[:300]
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 def quantize_dir(
     model_dir: Path, meta: Mapping[str, Any], representative: Feed, eval_feed: Feed,
     y_eval: np.ndarray | None = None, metric: str = "auc", calibration_rows: int = 200,
@@ -122,14 +159,15 @@ def quantize_dir(
     """
     calibration = _slice(representative, slice(0, calibration_rows))
     try:
-        convert(model_dir / "saved_model", model_dir, calibration)
+        with _converter_output() as said:
+            convert(model_dir / "saved_model", model_dir, calibration)
         runtimes = measure(model_dir, meta, eval_feed, y_eval, metric)
         agrees = {name: _agrees(runtimes, name, metric, y_eval is not None) for name in runtimes}
     except Exception as exc:  # the converter and LiteRT raise many kinds: all mean "not here"
         for filename in TFLITE_FILES.values():
             (model_dir / filename).unlink(missing_ok=True)
-        reason = str(exc).strip().splitlines()
-        return {"built": False, "reason": (reason[0] if reason else type(exc).__name__)[:300]}
+        log.debug("the converter said: %s", "".join(said))
+        return {"built": False, "reason": _reason(exc)}
     record: dict[str, Any] = {
         "built": True,
         "runtimes": {name: {**r, "agrees": agrees[name]} for name, r in runtimes.items()},
