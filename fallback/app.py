@@ -94,7 +94,7 @@ def _context(raw: Any, i: int) -> str:
 
     if not isinstance(raw, str):
         raise InvalidInput(f"instances[{i}].context must be a string", code="invalid_id")
-    return keys.check_id(raw, what=f"instances[{i}].context")
+    return keys.check_text(raw, what=f"instances[{i}].context")
 
 
 def _k(body: dict[str, Any], dataset: Dataset, settings: FallbackSettings) -> int:

@@ -23,6 +23,8 @@ from prescore import local_tables
 from prescore.datasets import Dataset
 from prescore.errors import PrescoreError
 from prescore.image_store import ImageStore
+from prescore.keys import KeyForm
+from prescore.table_keys import key_texts_or_none
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,12 @@ def _values(value: Any) -> list[Any]:
     return [value]
 
 
-def _by_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    keys = (
-        frame[list(columns)].astype(str).agg("|".join, axis=1)
-        if len(columns) > 1
-        else frame[columns[0]].astype(str)
-    )
-    return frame.set_index(keys, drop=False)
+def _by_key(frame: pd.DataFrame, columns: tuple[str, ...], form: KeyForm) -> pd.DataFrame:
+    """The rows indexed by their key text (as the bulk job names them); a row without a
+    valid key cannot be asked for, and is left out."""
+    texts = pd.Series(key_texts_or_none(frame, columns, form), index=frame.index)
+    keep = texts.notna()
+    return frame[keep].set_index(texts[keep], drop=False)
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,14 @@ def read_ranking(dataset: Dataset, webhdfs_url: str) -> RankingTables:
         for i, value in enumerate(items[rule.item_column]):
             for v in _values(value):
                 index.setdefault(v, []).append(i)
+    form = dataset.key_form
     entities = _by_key(
-        local_tables.read(dataset.entities, webhdfs_url=webhdfs_url), dataset.entities.key
+        local_tables.read(dataset.entities, webhdfs_url=webhdfs_url), dataset.entities.key, form
     )
     candidates = None
     if rule.rule == "table" and rule.table is not None:
-        candidates = _by_key(local_tables.read(rule.table, webhdfs_url=webhdfs_url), rule.table.key)
+        table = local_tables.read(rule.table, webhdfs_url=webhdfs_url)
+        candidates = _by_key(table, rule.table.key, form)
     contexts = None
     ctx = dataset.contexts
     if ctx is not None:
@@ -140,7 +143,7 @@ class Inputs:
                 self.ranking = read_ranking(self.dataset, self.webhdfs_url)
             elif self.dataset.rows is not None:
                 frame = local_tables.read(self.dataset.rows, webhdfs_url=self.webhdfs_url)
-                self.rows = _by_key(frame, self.dataset.rows.key)
+                self.rows = _by_key(frame, self.dataset.rows.key, self.dataset.key_form)
             self.error = ""
             self.read_at = time.monotonic()
         except (PrescoreError, OSError, ValueError, KeyError) as exc:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fallback.settings import FallbackSettings
 from prescore.datasets import Dataset
-from prescore.keys import MAX_ID_LENGTH
+from prescore.keys import CONTEXT_SCHEMA
 
 ERROR_CODES = [
     "invalid_id", "invalid_k", "invalid_body", "invalid_instances", "invalid_features",
@@ -16,7 +16,6 @@ ERROR_CODES = [
     "inference_timeout", "model_not_ready", "model_loading", "model_unavailable", "reloading",
     "not_ready", "inputs_unavailable", "image_store_unavailable", "internal", "unauthorized",
 ]  # fmt: skip
-KEY = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH * 4}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -52,7 +51,7 @@ def _predict(dataset: Dataset, settings: FallbackSettings) -> dict[str, Any]:
         "required": ["key"],
         "additionalProperties": False,
         "properties": {
-            "key": KEY,
+            "key": dataset.key_form.schema(),
         },
     }
     if not dataset.images:  # an images dataset takes the image itself (b64), not features
@@ -60,7 +59,7 @@ def _predict(dataset: Dataset, settings: FallbackSettings) -> dict[str, Any]:
             "type": "object", "description": "raw features (a new key)",
         }  # fmt: skip
     if dataset.has_contexts:
-        instance["properties"]["context"] = {"type": "string", "maxLength": MAX_ID_LENGTH}
+        instance["properties"]["context"] = dict(CONTEXT_SCHEMA)
     if dataset.images:
         instance["properties"]["b64"] = {"type": "string", "description": "the image, base64"}
     body = {

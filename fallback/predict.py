@@ -24,7 +24,7 @@ import numpy as np
 
 from fallback.inputs import Inputs, RankingTables, candidates
 from fallback.models import ServedModel
-from prescore import codec, feeds, keys, label_payloads
+from prescore import codec, feeds, label_payloads
 from prescore.codec import PayloadShape
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput, NotFound, PrescoreError, Unavailable
@@ -424,4 +424,4 @@ class LabelsPredictor:
 
 
 def check_key(dataset: Dataset, raw: Any, what: str) -> str:
-    return keys.check_given_key(raw, len(dataset.key_columns), what=what)
+    return dataset.key_form.check_given(raw, what=what)

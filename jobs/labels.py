@@ -33,11 +33,12 @@ from jobs.spark_tables import Selection, columns, read, require, rows_to_score
 from prescore import feeds, keys, label_payloads
 from prescore.codec import PayloadShape
 from prescore.datasets import Dataset
-from prescore.errors import InvalidInput
+from prescore.errors import ConfigError, InvalidInput
 from prescore.image_features import decode, model_input
-from prescore.image_store import image_extensions, image_folder
+from prescore.image_store import check_image_key, image_extensions, image_folder
 from prescore.modelstore import ModelRef
 from prescore.signature import Signatures, check_labels, image_dims, image_input
+from prescore.table_keys import key_cells
 
 IMAGES_PER_TASK = 2048
 ARROW_BATCH_FILES = 512
@@ -61,7 +62,7 @@ def _payloads(conf: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, m
 
 def image_key(path: str) -> str:
     """The documented key rule: the file name without its extension."""
-    return keys.check_id(posixpath.splitext(posixpath.basename(path))[0], what="image key")
+    return check_image_key(posixpath.splitext(posixpath.basename(path))[0])
 
 
 def decode_all(
@@ -108,13 +109,14 @@ def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tu
 def score_rows(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
     """(key, payload) rows of a batch of feature rows; rows with a bad key are reported."""
     cols = conf["dataset"]["rows"]["key"]
+    form = keys.KeyForm(len(cols))
     ids, good, bad = [], [], []
-    for i, parts in enumerate(zip(*(frame[c].astype(str) for c in cols), strict=True)):
+    for i, parts in enumerate(zip(*(key_cells(frame[c]) for c in cols), strict=True)):
         try:
-            ids.append("|".join(keys.check_id(p, what="key") for p in parts))
+            ids.append(form.of_values(parts))
             good.append(i)
         except InvalidInput as exc:
-            bad.append(f"row key {'|'.join(parts)[:80]!r}: {exc.code}")
+            bad.append(f"row key {'|'.join(map(str, parts))[:80]!r}: {exc.code}")
     if not good:
         return [], bad
     rows = frame.iloc[good]
@@ -184,10 +186,26 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
     return spark.createDataFrame([(0, 0, len(bad), sample, [])], STATS_SCHEMA)
 
 
+def check_file_names(spark: Any) -> None:
+    """Refuse to run where Java cannot spell file names outside ASCII: under a C/POSIX
+    locale it lists such a file under a name that is not its own, or not at all, so its
+    key would silently be wrong or missing. (Asked with SQL's ``reflect``: the JVM that
+    runs a task, which in local mode is the driver's too.)"""
+    query = "SELECT reflect('java.lang.System', 'getProperty', 'sun.jnu.encoding') AS e"
+    encoding = str(spark.sql(query).first()["e"] or "")
+    if encoding.upper().replace("-", "") != "UTF8":
+        raise ConfigError(
+            f"LANG: Spark's JVM spells file names in {encoding or 'an unknown encoding'}, "
+            "so image files named outside ASCII would be lost; run the job with "
+            "LANG=C.UTF-8 (or another UTF-8 locale)"
+        )
+
+
 def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any]:
     """The listed files, and the rows a worker decodes, in few partitions: (path) of
     local files, which the worker opens, else (path, content) read by Spark."""
     root = image_folder(dataset.images)
+    check_file_names(spark)
     given = spark.sparkContext.getConf()
     for key, value in FILE_PACKING.items():
         if not given.contains(key):  # a --conf of spark-submit wins
@@ -227,7 +245,9 @@ def runner(
         frame = read(spark, dataset.rows)
         check_labels(dataset, sigs, ref.meta, columns(frame))
         require(frame, dataset.rows.key, f"dataset {dataset.name}: rows")
-        chosen = rows_to_score(frame, dataset.rows, f"dataset {dataset.name}: rows", missed)
+        chosen = rows_to_score(
+            frame, dataset.rows, dataset.key_form, f"dataset {dataset.name}: rows", missed
+        )
         frame = chosen.frame.select(
             *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))
         )

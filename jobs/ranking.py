@@ -32,6 +32,7 @@ from prescore.datasets import Dataset
 from prescore.modelstore import ModelRef
 from prescore.payloads import RankingPayloads
 from prescore.signature import ENCODE_CONTEXT, Column, Signatures, check_ranking
+from prescore.table_keys import key_texts
 from prescore.values import Placed
 
 ITEM_KEY = "__item_key"
@@ -75,7 +76,9 @@ def plan(
     where = f"dataset {dataset.name}"
     require(entities, [*dataset.entities.key, rule.entity_column], f"{where}: entities")
     require(items, [*dataset.items.key, rule.item_column, *dataset.item_payload], f"{where}: items")
-    chosen = rows_to_score(entities, dataset.entities, f"{where}: entities", missed)
+    chosen = rows_to_score(
+        entities, dataset.entities, dataset.key_form, f"{where}: entities", missed
+    )
     item_cols = {c for c, side in bound.items() if side == "item"} | set(dataset.item_payload)
     if factored:
         item_cols |= set(sigs.by_name["encode_item"].inputs)
@@ -130,7 +133,7 @@ def _values(value: Any) -> list[Any]:
 def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: Any) -> RunTables:
     ds = conf["dataset"]
     key = ds["items"]["key"][0]
-    item_ids = [keys.check_id(str(i), what="item key") for i in items[key]]
+    item_ids = [keys.check_text(str(i), what="item key") for i in items[key]]
     sigs = model.signatures
     serving = sigs.serving.inputs
     side = conf["bound"]
@@ -241,11 +244,8 @@ def _candidates(frame: pd.DataFrame, conf: Mapping[str, Any], run: RunTables) ->
 def _keys(frame: pd.DataFrame, conf: Mapping[str, Any]) -> list[str]:
     ds = conf["dataset"]
     cols = ds["entities"]["key"]
-    parts = [frame[c].astype(str).tolist() for c in cols]
-    for part in parts:
-        for value in part:
-            keys.check_id(value, what=ds["key_field"])
-    return parts[0] if len(parts) == 1 else ["|".join(p) for p in zip(*parts, strict=True)]
+    form = keys.KeyForm(len(cols), ds["contexts"] is not None)
+    return key_texts(frame, cols, form, what=ds["key_field"])
 
 
 Entity = tuple[dict[str, np.ndarray], np.ndarray | None]  # raw feeds, encoded rows

@@ -8,6 +8,7 @@ from typing import Any
 
 from prescore.datasets import Table
 from prescore.errors import ConfigError
+from prescore.keys import ESCAPE, SEPARATOR, KeyForm
 from prescore.signature import Column, Columns
 
 
@@ -57,21 +58,30 @@ def require(frame: Any, names: Iterable[str], where: str) -> None:
         )
 
 
-def key_column(table: Table) -> Any:
-    """The table's key as the store spells it (composite keys joined by ``|``)."""
+def key_column(table: Table, form: KeyForm) -> Any:
+    """The table's key text, as prescore.keys.KeyForm.of_values writes it."""
     from pyspark.sql import functions as F
 
     parts = [F.col(c).cast("string") for c in table.key]
-    return parts[0] if len(parts) == 1 else F.concat_ws("|", *parts)
+    if not form.joined:
+        return parts[0]
+    escaped = [
+        F.replace(F.replace(p, F.lit(ESCAPE), F.lit(ESCAPE * 2)), F.lit(SEPARATOR),
+                  F.lit(ESCAPE + SEPARATOR))
+        for p in parts
+    ]  # fmt: skip
+    return F.concat_ws(SEPARATOR, *escaped)
 
 
-def rows_to_score(frame: Any, table: Table, where: str, missed: Sequence[str]) -> Selection:
+def rows_to_score(
+    frame: Any, table: Table, form: KeyForm, where: str, missed: Sequence[str]
+) -> Selection:
     """The rows a bulk run scores: those the table's ``filter`` selects (every row without
     one) and those whose key the miss log holds; and which logged keys the table has."""
     from pyspark.sql import functions as F
     from pyspark.sql.utils import AnalysisException, ParseException
 
-    key = key_column(table)
+    key = key_column(table, form)
     logged: list[str] = []
     if missed:
         found = frame.where(key.isin(list(missed))).select(key.alias("k")).distinct()

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from jobs.submit import utf8_locale
 from prescore.ports import free_port
 
 HOST = "127.0.0.1"
@@ -135,7 +136,7 @@ class StandaloneCluster:
         out["SPARK_LOCAL_IP"] = HOST  # the driver too: executors connect back to it
         out.setdefault("PYSPARK_PYTHON", sys.executable)
         out.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        return out
+        return utf8_locale(out)
 
     def start(self, timeout_s: float = 120.0) -> StandaloneCluster:
         """Start the master and workers; return once every worker is registered."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -54,6 +55,8 @@ COMMON_CONF = {
     "spark.ui.showConsoleProgress": "false",
     # TensorFlow's start-up banners, once per Python worker, would bury the job's output
     "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
+    # a UTF-8 locale, so that Java spells file names (image keys) outside ASCII
+    "spark.executorEnv.LANG": "C.UTF-8",
 }
 
 # Only on Kubernetes: identity, lifecycle. Image, namespace, pull policy, pod templates and
@@ -548,6 +551,15 @@ def spark_env(env: Mapping[str, str] | None = None, *, local: bool = True) -> di
     if local:
         out.setdefault("PYSPARK_PYTHON", sys.executable)
     out.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return utf8_locale(out)
+
+
+def utf8_locale(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with a UTF-8 locale (``LC_ALL=C.UTF-8`` unless it has one): Java spells
+    file names, an images dataset's keys, in the locale's encoding."""
+    out = dict(env)
+    if not re.search(r"utf-?8", out.get("LC_ALL") or out.get("LANG", ""), re.IGNORECASE):
+        out["LC_ALL"] = "C.UTF-8"
     return out
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prescore.codec import PayloadShape
 from prescore.datasets import Catalog, Dataset
 from prescore.errors import NotFound
+from prescore.keys import KeyForm
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Served:
     route: str  # "" when only /v1/datasets/{name} serves it
     shape: PayloadShape  # key, list and entry field names of its payloads
     batch_field: str  # a batchGet body's list of keys (``keys`` is always taken too)
-    key_parts: int  # key columns: a key is that many ids joined by '|'
+    key_form: KeyForm  # its key columns and contexts: how a key's text is written
     contexts: bool  # ?context= is taken
     k: int  # entries a payload holds (the OpenAPI document's default of k)
     live: bool  # a miss may be answered by live inference
@@ -40,7 +41,7 @@ class Served:
             route=d.route,
             shape=PayloadShape(d.key_field, d.list_field, d.entry_field),
             batch_field=d.batch_field,
-            key_parts=len(d.key_columns),
+            key_form=d.key_form,
             contexts=d.has_contexts,
             k=d.k if d.kind == "ranking" else 100,
             live=d.live,

@@ -49,7 +49,7 @@ from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore import keys, values
 from prescore.codec import dumps
-from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
+from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
 from prescore.redis_client import OUTAGES, Client, connect
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,9 @@ class FallbackClient:
             if isinstance(pred, FAILURES):  # its call failed
                 found.append(pred)
                 continue
+            if isinstance(pred, dict) and pred.get("error") not in (None, "not_found"):
+                found.append(_unscorable(dataset, pred))  # the key is there; its input is not
+                continue
             ok = (
                 isinstance(pred, dict)
                 and spec.shape.list_field in pred
@@ -304,6 +307,13 @@ def _client_error(status: int, data: bytes) -> InvalidInput:
     except (ValueError, KeyError, TypeError):
         code, message = "invalid_input", f"live inference refused the input ({status})"
     return InvalidInput(message, code=code)
+
+
+def _unscorable(dataset: str, pred: dict[str, Any]) -> Unscorable:
+    """A key whose input live inference found but cannot use (a corrupt image): its
+    reason, not a 404 that says the key does not exist."""
+    why = f"{pred.get('error')}: {pred.get('message', '')}"[:200]
+    return Unscorable(f"live inference cannot use the input {dataset} holds for this key ({why})")
 
 
 def _unavailable(refused: InvalidInput) -> FallbackUnavailable:

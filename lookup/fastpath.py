@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 from lookup import params
 from lookup.datasets import Served, ServedDatasets
 from lookup.metrics import Metrics
+from lookup.routes import KEY_RULE
 from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from prescore.codec import dumps
@@ -58,8 +59,8 @@ _STATUS = {
 def _rule(prefix: str, spec: Served) -> str:
     """The Flask URL rule (lookup.routes) that serves the GETs under ``prefix``."""
     if prefix == f"/v1/datasets/{spec.name}/":
-        return "/v1/datasets/<name>/<key>"
-    return prefix + "<key>"
+        return f"/v1/datasets/<name>/{KEY_RULE}"
+    return prefix + KEY_RULE
 
 
 class FastPath:
@@ -116,7 +117,7 @@ class FastPath:
         if method == "GET":
             for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
-                    answer = self._answer(spec, path[len(prefix) :], environ, rid)
+                    answer = self._answer(spec, _text(path[len(prefix) :]), environ, rid)
                     if answer is not None:
                         return self._reply(environ, start_response, answer, rule, rid, started)
                     break
@@ -196,6 +197,12 @@ class FastPath:
                 "unhandled error", extra={"request_id": rid, "path": environ.get("PATH_INFO")}
             )
             return 500, dumps({"error": "internal", "message": "internal error"})
+
+
+def _text(raw: str) -> str:
+    """A PATH_INFO piece as text: WSGI hands the URL's decoded bytes over as latin-1;
+    they are UTF-8, read as werkzeug reads them (so both paths see the same key)."""
+    return raw if raw.isascii() else raw.encode("latin-1").decode("utf-8", "replace")
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -45,7 +45,7 @@ def _instance(
     given = [n for n in sorted(names) if n in body]
     if len(given) != 1:
         raise InvalidInput(f"give the key in {' or '.join(sorted(names))}", code="invalid_id")
-    key = keys.check_given_key(body[given[0]], spec.key_parts, what=given[0])
+    key = spec.key_form.check_given(body[given[0]], what=given[0])
     features = body.get("features")
     if not isinstance(features, dict) or not features:
         raise InvalidInput("features must be a non-empty object", code="invalid_features")

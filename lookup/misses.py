@@ -24,10 +24,10 @@ from typing import Protocol
 
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
-from prescore.errors import FallbackUnavailable, InvalidInput
+from prescore.errors import FallbackUnavailable, InvalidInput, Unscorable
 
-Failure = FallbackUnavailable | InvalidInput  # why live inference gave a key no answer
-FAILURES = (FallbackUnavailable, InvalidInput)
+Failure = FallbackUnavailable | InvalidInput | Unscorable  # why a key got no live answer
+FAILURES = (FallbackUnavailable, InvalidInput, Unscorable)
 Answer = bytes | Failure | None  # a payload, no answer, or why there is none
 
 

@@ -13,17 +13,15 @@ from typing import Any
 from lookup.datasets import Served, ServedDatasets
 from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
-from prescore.keys import MAX_ID_LENGTH
+from prescore.keys import CONTEXT_SCHEMA
 
-# One id of a key (prescore.keys.check_id): its length is in the pattern too, since a
-# composite key's maxLength alone would let one part be longer than the store takes.
-ID = rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_ID_LENGTH - 1}}}"
 ERROR_CODES = [
     "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "invalid_body",
     "invalid_ids", "invalid_features", "malformed_json", "bad_request", "not_found",
     "not_published", "dataset_lost", "no_route", "unknown_dataset", "method_not_allowed",
     "too_large", "too_many_ids", "unsupported_media_type", "store_unavailable",
-    "fallback_unavailable", "fallback_timeout", "not_ready", "too_busy", "internal",
+    "fallback_unavailable", "fallback_timeout", "unscorable_input", "not_ready", "too_busy",
+    "internal",
 ]  # fmt: skip
 _STATUS_TEXT = {
     400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
@@ -37,6 +35,8 @@ _STATUS_TEXT = {
     "(not_published), too many requests are sending their bodies (too_busy); on a miss, "
     "live inference "
     "is down or its circuit open (fallback_unavailable); retry later",
+    422: "On a miss, live inference found the key's input but cannot use it, e.g. a corrupt "
+    "image (unscorable_input): the dataset's data needs fixing",
     504: "On a miss, live inference did not answer within its deadline (fallback_timeout)",
 }
 
@@ -54,13 +54,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def key_schema(spec: Served) -> dict[str, Any]:
-    pattern = "^" + r"\|".join([ID] * spec.key_parts) + "$"
-    longest = spec.key_parts * (MAX_ID_LENGTH + 1) - 1
-    return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": pattern}
+    return spec.key_form.schema()
 
 
 def _context() -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": f"^{ID}$"}
+    return dict(CONTEXT_SCHEMA)
 
 
 def _bounds(settings: LookupSettings) -> dict[str, dict[str, Any]]:
@@ -144,7 +142,7 @@ def _single(spec: Served, settings: LookupSettings) -> dict[str, Any]:
                     _ref("NotFound"),
                     "No entry for this key (not_found)",
                 ),
-                **_errors(400, 405, 503, 504),
+                **_errors(400, 405, 422, 503, 504),
             },
         }
     }
@@ -177,11 +175,19 @@ def _batch_answer(spec: Served) -> dict[str, Any]:
     missing = {
         "type": "object",
         "description": "A key with no answer: not_found (no entry, and live inference has "
-        "none), or fallback_unavailable / fallback_timeout (a miss while live inference was "
-        "down or too slow; the batch still answers its hits)",
+        "none), fallback_unavailable / fallback_timeout (a miss while live inference was "
+        "down or too slow; the batch still answers its hits), or unscorable_input (its input "
+        "cannot be used)",
         "properties": {
             spec.shape.key_field: {"type": "string"},
-            "error": {"enum": ["not_found", "fallback_unavailable", "fallback_timeout"]},
+            "error": {
+                "enum": [
+                    "not_found",
+                    "fallback_unavailable",
+                    "fallback_timeout",
+                    "unscorable_input",
+                ]
+            },
             "message": {"type": "string"},
         },
         "required": [spec.shape.key_field, "error"],

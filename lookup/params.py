@@ -94,11 +94,11 @@ def context(spec: Served, params: Mapping[str, Any]) -> str | None:
         raise InvalidInput(f"dataset {spec.name} has no contexts", code="invalid_id")
     if not isinstance(raw, str):
         raise InvalidInput("context must be a string", code="invalid_id")
-    return keys.check_id(raw, what="context")
+    return keys.check_context(raw)
 
 
 def check_key(spec: Served, raw: str, what: str | None = None) -> str:
-    return keys.check_key(raw, spec.key_parts, what=what or spec.shape.key_field)
+    return spec.key_form.check(raw, what=what or spec.shape.key_field)
 
 
 def batch_request(request: Request, spec: Served, settings: LookupSettings) -> BatchRequest:
@@ -128,7 +128,7 @@ def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchReques
         raise PayloadTooLarge(
             f"{field} holds {len(raw)} keys; at most {settings.max_batch_ids}", code="too_many_ids"
         )
-    if not keys.all_valid(raw, spec.key_parts):  # integer keys, or the first bad one and why
-        raw = [keys.check_given_key(v, spec.key_parts, what=f"{field}[{i}]")
-               for i, v in enumerate(raw)]  # fmt: skip
+    form = spec.key_form
+    if not form.all_valid(raw):  # integer keys, or the first bad one and why
+        raw = [form.check_given(v, what=f"{field}[{i}]") for i, v in enumerate(raw)]
     return BatchRequest(raw, shape(body, settings), context(spec, body))

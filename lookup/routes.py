@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.routing import PathConverter
 
 from lookup import params
 from lookup.datasets import Served, ServedDatasets
@@ -21,6 +22,18 @@ from prescore.errors import NotFound, StoreUnavailable
 from prescore.web import install_openapi, install_timing, json_response
 
 
+class KeyText(PathConverter):
+    """A key's text in a URL: any characters, ``/`` and control characters too, so that
+    the lookup itself checks the key and names what is wrong with it (werkzeug's ``path``
+    stops at a newline)."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False  # it spans '/' (werkzeug guesses from a '/' in the regex)
+
+
+KEY_RULE = "<text:key>"
+
+
 def register(
     app: Flask,
     settings: LookupSettings,
@@ -30,6 +43,7 @@ def register(
     datasets: ServedDatasets,
 ) -> None:
     """Add every route, and the request metrics hooks, to ``app``."""
+    app.url_map.converters["text"] = KeyText
 
     def single(spec: Served, key: str) -> Response:
         params.check_key(spec, key)
@@ -41,7 +55,7 @@ def register(
     def batch(spec: Served) -> Response:
         return json_response(service.many(spec, params.batch_request(request, spec, settings)))
 
-    @app.get("/v1/datasets/<name>/<key>")
+    @app.get(f"/v1/datasets/<name>/{KEY_RULE}")
     def get_key(name: str, key: str) -> Response:
         return single(datasets.get(name), key)
 
@@ -52,7 +66,10 @@ def register(
     for spec in datasets.by_name.values():
         if spec.route:
             app.add_url_rule(
-                f"/v1/{spec.route}/<key>", f"get_{spec.name}", _bound(single, spec), methods=["GET"]
+                f"/v1/{spec.route}/{KEY_RULE}",
+                f"get_{spec.name}",
+                _bound(single, spec),
+                methods=["GET"],
             )
             app.add_url_rule(
                 f"/v1/{spec.route}:batchGet", f"batch_{spec.name}", _bound_batch(batch, spec),

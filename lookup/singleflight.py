@@ -32,7 +32,7 @@ from lookup.metrics import Metrics
 from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.store import Resolved
 from prescore import keys
-from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
+from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
 from prescore.redis_client import OUTAGES, Client, mget
 
 POLL_S = 0.005
@@ -47,6 +47,8 @@ def _error(code: str) -> Failure:
         return FallbackTimeout("live inference took too long (another request's call)")
     if code in ("fallback_unavailable", ""):
         return FallbackUnavailable("live inference unavailable (another request's call)")
+    if code == Unscorable.code:
+        return Unscorable("live inference cannot use the key's input (another request's call)")
     return InvalidInput("live inference refused the input (another request's call)", code=code)
 
 

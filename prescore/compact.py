@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _string  # dumps' own, for a str
 
 from prescore.codec import SCORE_DECIMALS, dumps
+from prescore.keys import escape
 
 NARROW, WIDE = 0x01, 0x02
 MAX_NARROW = 0xFFFF  # entry indices that fit uint16
@@ -142,7 +143,7 @@ def _decode_many(
 ) -> list[bytes]:
     head, head_end, tail = opening + frame.key_head[1:], frame.head_end, frame.tail
     entries = frame.entries
-    cut = -len(frame.context) - 1 if frame.context else None
+    cut = -len(escape(frame.context)) - 1 if frame.context else None
     closing, layouts = _CLOSING, _LAYOUTS
     most = -1 if limit is None else max(limit, 0)
     out = []

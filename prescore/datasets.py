@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from prescore.errors import ConfigError
+from prescore.errors import ConfigError, InvalidInput
+from prescore.keys import KeyForm, check_context
 
 KINDS = ("ranking", "labels", "external")
 RULES = ("all", "match", "table")
@@ -149,6 +150,11 @@ class Dataset:
     def key_columns(self) -> tuple[str, ...]:
         source = self.entities if self.kind == "ranking" else self.rows
         return source.key if source is not None else (self.key_field,)
+
+    @property
+    def key_form(self) -> KeyForm:
+        """How its keys' text is written (prescore.keys)."""
+        return KeyForm(len(self.key_columns), self.has_contexts, files=bool(self.images))
 
 
 @dataclass(frozen=True)
@@ -476,8 +482,10 @@ def _contexts(r: _Reader) -> Contexts:
         raise c.error(c.at, "declare a contexts table (path) or a list of values")
     score = c.strings("score")
     for value in score:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
-            raise c.error(c.path_of("score"), f"not a valid context value: {value!r}")
+        try:
+            check_context(value)
+        except InvalidInput as exc:
+            raise c.error(c.path_of("score"), f"not a valid context value: {exc.message}") from None
     if values and not set(score) <= set(values):
         extra = sorted(set(score) - set(values))
         raise c.error(c.path_of("score"), f"not among the declared values: {', '.join(extra)}")

@@ -55,6 +55,14 @@ class UnsupportedMediaType(InvalidInput):
     http_status = 415
 
 
+class Unscorable(PrescoreError):
+    """The key is known, but live inference cannot use the input its dataset holds for
+    it (a corrupt image, a row the model refuses): the data needs fixing, not a retry."""
+
+    code = "unscorable_input"
+    http_status = 422
+
+
 class Unauthorized(PrescoreError):
     code = "unauthorized"
     http_status = 401

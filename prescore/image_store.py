@@ -3,8 +3,8 @@
 The bulk job's key rule read backwards: image ``<key>`` is the file
 ``<folder>/<key>.<ext>``, ext tried in the order :func:`image_extensions` gives (the bulk
 job reads the same extensions); the first that exists is the image. The key is checked
-with prescore.keys.check_id before any I/O: a valid id holds no ``/`` and never starts
-with ``.``, so the path names a file directly in the folder, never one outside it.
+before any I/O (:func:`check_image_key`): it holds no ``/``, so the path names a file
+directly in the folder, never one outside it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def image_extensions(dataset: Dataset) -> tuple[str, ...]:
     return tuple(dict.fromkeys(e for ext in found for e in (ext.lower(), ext.upper())))
 
 
+def check_image_key(key: str) -> str:
+    """Return ``key`` if it can name an image file (prescore.keys.check_file_name)."""
+    return keys.KeyForm(files=True).check(key, what="image key")
+
+
 class ImageStore:
     """Images by key under one folder (local disk or WebHDFS)."""
 
@@ -57,7 +62,7 @@ class ImageStore:
 
     def paths(self, key: str) -> list[str]:
         """Where image ``key`` may be, in the order tried; InvalidInput for a bad key."""
-        keys.check_id(key, what="image key")
+        check_image_key(key)
         return [self.root.join(f"{key}.{ext}") for ext in self.extensions]
 
     def read(self, key: str) -> bytes | None:

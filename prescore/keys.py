@@ -31,8 +31,14 @@ Each bucket is made when its version begins, holding its writer's token in the f
 fence is there, checked by a script on the bucket's own node (prescore.transitions), and
 it goes with the bucket when the version is failed or removed.
 
-A key is an entity id, several key columns' values joined by ``|``, optionally followed
-by ``|context``; every part is a plain id token (:func:`check_id`).
+A key's text is what a client sends and what a bucket field holds. It is any UTF-8
+string without control characters, 1 to MAX_KEY_BYTES bytes, compared as it is (no
+Unicode normalization: the two spellings of "é" are two keys). A dataset whose key has
+several columns, or that has contexts, joins the parts with ``|`` (a context is one more
+part): there a part's ``\\`` and ``|`` are written ``\\\\`` and ``\\|`` (:class:`KeyForm`).
+A key's text is percent-encoded where it becomes part of a Redis key's name
+(:func:`key_name`), so no key can reach another's name, a bucket (``#``) or a cluster
+hash tag (``{``).
 """
 
 from __future__ import annotations
@@ -42,18 +48,39 @@ import numbers
 import re
 import secrets
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 from prescore.errors import InvalidInput
 
 PREFIX = "ps"
-MAX_ID_LENGTH = 128
-CONTEXT_SEPARATOR = "|"
+MAX_KEY_BYTES = 1024  # a key's text, or a context's, in UTF-8
+SEPARATOR = "|"
+ESCAPE = "\\"
 
-# Ids are plain tokens: no glob characters (SCAN patterns), no whitespace, no braces
-# (cluster hash tags), so a key can never collide with or match another dataset's.
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# Control characters, and lone surrogates (a JSON "\ud800" is one; no UTF-8 holds it).
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+_BANNED = _CONTROL + "\\ud800-\\udfff"
+_BANNED_RE = re.compile(f"[{_BANNED}]")
+
+
+def _text(banned: str) -> str:
+    return f"[^{banned}]+"
+
+
+def _part(banned: str) -> str:
+    """A part of a joined key, escapes and all."""
+    return rf"(?:[^{banned}\\|]|\\[\\|])+"
+
+
+def _joined(parts: int, banned: str) -> str:
+    return _part(banned) + (re.escape(SEPARATOR) + _part(banned)) * (parts - 1)
+
+
+_TEXT, _PART = _text(_BANNED), _part(_BANNED)
+_ESCAPED_RE = re.compile(r"\\(.)")
 _DATASET_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # as prescore.datasets declares them
 _VERSION_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}")
 
@@ -65,19 +92,23 @@ def check_dataset(dataset: str) -> str:
     return dataset
 
 
-def check_id(raw: str, *, what: str = "id") -> str:
-    """Return ``raw`` if it is a valid entity id (user, item, image, context)."""
+def check_text(raw: str, *, what: str = "key") -> str:
+    """Return ``raw`` if it may be a key's text: not empty, no control character, at most
+    MAX_KEY_BYTES bytes of UTF-8."""
     if not raw:
         raise InvalidInput(f"{what} is empty", code="invalid_id")
-    if len(raw) > MAX_ID_LENGTH:
-        raise InvalidInput(f"{what} is longer than {MAX_ID_LENGTH} characters", code="invalid_id")
-    if not _ID_RE.fullmatch(raw):
-        raise InvalidInput(
-            f"{what} may hold only letters, digits, '_', '.', '-' and must start "
-            "with a letter or digit",
-            code="invalid_id",
-        )
+    if _BANNED_RE.search(raw):
+        raise InvalidInput(f"{what} holds a control character", code="invalid_id")
+    if len(raw) > MAX_KEY_BYTES // 4 and len(raw.encode()) > MAX_KEY_BYTES:
+        raise InvalidInput(f"{what} is longer than {MAX_KEY_BYTES} bytes", code="invalid_id")
     return raw
+
+
+def escape(part: str) -> str:
+    """A part as a joined key writes it: ``\\`` and ``|`` escaped by a ``\\``."""
+    if ESCAPE in part or SEPARATOR in part:
+        return part.replace(ESCAPE, ESCAPE * 2).replace(SEPARATOR, ESCAPE + SEPARATOR)
+    return part
 
 
 def check_version(raw: str) -> str:
@@ -88,8 +119,9 @@ def check_version(raw: str) -> str:
 
 
 def entity_key(key: str, context: str | None = None) -> str:
-    """The store key of an entity, optionally in one context: ``key|context``."""
-    return key if not context else f"{key}{CONTEXT_SEPARATOR}{context}"
+    """The store key of an entity's key text, optionally in one context: ``key|context``
+    (the context escaped: it is one more part)."""
+    return key if not context else f"{key}{SEPARATOR}{escape(context)}"
 
 
 def key_text(raw: object) -> str | None:
@@ -103,49 +135,141 @@ def key_text(raw: object) -> str | None:
     return None
 
 
-def check_given_key(raw: object, parts: int = 1, *, what: str = "key") -> str:
-    """:func:`check_key` of a key as given (:func:`key_text`): every reader of keys from a
-    request body or a table, so all of them take and refuse the same ones."""
-    text = key_text(raw)
-    if text is None:
-        raise InvalidInput(f"{what} must be a string or an integer", code="invalid_id")
-    return check_key(text, parts, what=what)
+@dataclass(frozen=True)
+class KeyForm:
+    """How one dataset's keys are written: ``parts`` columns, and whether it has contexts.
+
+    A single-column key of a dataset without contexts is its value as it is, ``|`` and
+    ``\\`` included. Otherwise a key's text joins its parts by ``|``, each part escaped
+    (:func:`escape`), so that no part and no context can run into the next.
+    """
+
+    parts: int = 1
+    contexts: bool = False
+    files: bool = False  # a key names a file (an images dataset's): :func:`check_file_name`
+
+    @property
+    def joined(self) -> bool:
+        return self.parts > 1 or self.contexts
+
+    def check(self, raw: str, *, what: str = "key") -> str:
+        """Return ``raw`` if it is a key's text in this form, else raise InvalidInput."""
+        check_text(raw, what=what)
+        if self.joined and not _joined_re(self.parts).fullmatch(raw):
+            raise InvalidInput(self._why(raw, what), code="invalid_id")
+        if self.files:
+            check_file_name(raw, what=what)
+        return raw
+
+    def _why(self, raw: str, what: str) -> str:
+        how = "(a '|' or '\\' inside a part is written '\\|' or '\\\\')"
+        if re.search(r"\\(?![\\|])", raw):
+            return f"{what} has a '\\' that escapes neither '\\' nor '|' {how}"
+        got = len(re.findall(_PART, raw))
+        if self.parts == 1:
+            return f"{what} is one part; a '|' inside it is written '\\|' {how}"
+        return f"{what} is {self.parts} parts joined by '|'; got {got} {how}"
+
+    def check_given(self, raw: object, *, what: str = "key") -> str:
+        """:meth:`check` of a key as a request body or a table gives it (:func:`key_text`):
+        every reader of keys takes and refuses the same ones."""
+        text = key_text(raw)
+        if text is None:
+            raise InvalidInput(f"{what} must be a string or an integer", code="invalid_id")
+        return self.check(text, what=what)
+
+    def of_values(self, values: Sequence[object], *, what: str = "key") -> str:
+        """The key text of one row's key column values (strings or integers)."""
+        texts = [key_text(v) for v in values]
+        parts = [t for t in texts if t is not None]
+        if len(parts) != self.parts:
+            raise InvalidInput(f"{what} must be strings or integers", code="invalid_id")
+        if not self.joined:
+            return check_text(parts[0], what=what)
+        return self.check(SEPARATOR.join(map(escape, parts)), what=what)
+
+    def split(self, key: str) -> list[str]:
+        """The parts' values of a checked key text (:meth:`check`)."""
+        if not self.joined:
+            return [key]
+        return [_ESCAPED_RE.sub(r"\1", p) for p in re.findall(_PART, key)]
+
+    def schema(self) -> dict[str, object]:
+        """The JSON Schema of a key's text in this form (its byte bound is in UTF-8,
+        so maxLength, in characters, is an upper bound only)."""
+        # no surrogate range: JSON Schema's regexes are of Unicode text, which holds none
+        key = _joined(self.parts, _CONTROL) if self.joined else _text(_CONTROL)
+        if self.files:
+            key = f"[^{_CONTROL}./][^{_CONTROL}/]*"
+        longest = MAX_FILE_KEY_BYTES if self.files else MAX_KEY_BYTES
+        return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": f"^{key}$"}
+
+    def all_valid(self, raws: list[str]) -> bool:
+        """Whether :meth:`check` accepts every one of ``raws`` (one regex over them all: a
+        batch's check; check each key to learn which one fails and why)."""
+        try:
+            lines = "\n".join(raws)
+        except TypeError:  # not all of them str
+            return False
+        if not raws or lines.count("\n") != len(raws) - 1:  # a key of its own holds a newline
+            return False
+        if _lines_re(self.parts, self.joined).fullmatch(lines) is None:
+            return False
+        if self.files and not all(
+            _FILE_NAME_RE.fullmatch(r) and len(r.encode()) <= MAX_FILE_KEY_BYTES for r in raws
+        ):
+            return False
+        if max(map(len, raws)) <= MAX_KEY_BYTES // 4:  # short enough in any UTF-8
+            return True
+        return all(len(r.encode()) <= MAX_KEY_BYTES for r in raws)
 
 
-def check_key(raw: str, parts: int = 1, *, what: str = "key") -> str:
-    """Return ``raw`` if it is ``parts`` valid ids joined by ``|`` (a composite key)."""
-    pieces = raw.split(CONTEXT_SEPARATOR) if parts > 1 else [raw]
-    if len(pieces) != parts:
-        raise InvalidInput(
-            f"{what} is {parts} ids joined by '|'; got {len(pieces)}", code="invalid_id"
-        )
-    for piece in pieces:
-        check_id(piece, what=what)
-    return raw
+@functools.lru_cache(maxsize=16)
+def _joined_re(parts: int) -> re.Pattern[str]:
+    return re.compile(_joined(parts, _BANNED))
 
 
-@functools.lru_cache(maxsize=8)
-def _keys_re(parts: int) -> re.Pattern[str]:
-    """Keys of ``parts`` ids, one a line: what check_key accepts, for many at once."""
-    one = f"[A-Za-z0-9][A-Za-z0-9_.\\-]{{0,{MAX_ID_LENGTH - 1}}}"
-    key = one + (re.escape(CONTEXT_SEPARATOR) + one) * (parts - 1)
+@functools.lru_cache(maxsize=16)
+def _lines_re(parts: int, joined: bool) -> re.Pattern[str]:
+    """Keys of one form, one a line (no key holds a newline: it is a control character)."""
+    key = _joined_re(parts).pattern if joined else _TEXT
     return re.compile(f"{key}(?:\n{key})*")
 
 
-def all_valid(raws: list[str], parts: int = 1) -> bool:
-    """Whether check_key accepts every one of ``raws`` (one regex over them all: a batch's
-    check; check each key to learn which one fails and why)."""
-    try:
-        lines = "\n".join(raws)
-    except TypeError:  # not all of them str
-        return False
-    if not raws or lines.count("\n") != len(raws) - 1:  # a key of its own holds a newline
-        return False
-    return _keys_re(parts).fullmatch(lines) is not None
+CONTEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
+                  "pattern": f"^{_text(_CONTROL)}$"}  # fmt: skip
+
+
+MAX_FILE_KEY_BYTES = 240  # a file name's 255 bytes, less the longest extension's
+_FILE_NAME_RE = re.compile(r"[^./][^/]*")
+
+
+def check_file_name(key: str, *, what: str = "key") -> str:
+    """Return ``key`` if it can name a file ``<key>.<ext>`` in a folder (an images
+    dataset's key): no ``/`` (it would reach out of the folder), not starting with ``.``
+    (a hidden file, which the bulk job's listing skips), short enough for a file name."""
+    if not _FILE_NAME_RE.fullmatch(key):
+        raise InvalidInput(f"{what} holds a '/' or starts with '.'", code="invalid_id")
+    if len(key) > MAX_FILE_KEY_BYTES // 4 and len(key.encode()) > MAX_FILE_KEY_BYTES:
+        raise InvalidInput(f"{what} is longer than {MAX_FILE_KEY_BYTES} bytes", code="invalid_id")
+    return key
+
+
+def check_context(raw: str) -> str:
+    """Return ``raw`` if it may be a context's value (any text a key part may be)."""
+    return check_text(raw, what="context")
+
+
+def key_name(key: str) -> str:
+    """A key's text where it is part of a Redis key's name: percent-encoded but for
+    letters, digits, ``_.-~`` and ``|`` (so the ids and ``id|context`` keys of before are
+    their own names). No name then holds a cluster hash tag's brace, a ``:`` or a
+    bucket's ``#``, and two keys never share one."""
+    return quote(key, safe=SEPARATOR)
 
 
 def value_key(dataset: str, version: str, key: str) -> str:
-    return version_prefix(dataset, version) + key
+    return version_prefix(dataset, version) + key_name(key)
 
 
 def version_prefix(dataset: str, version: str) -> str:
@@ -168,7 +292,7 @@ def bucket_of(key: str, buckets: int) -> int:
 
 
 def bucket_key(dataset: str, version: str, bucket: int) -> str:
-    """Hash bucket ``bucket`` of a version ('#' never starts an id: no key collides)."""
+    """Hash bucket ``bucket`` of a version (no key's name holds a '#': none collides)."""
     return f"{version_prefix(dataset, version)}#{bucket}"
 
 
@@ -219,7 +343,7 @@ def miss_seen_key(dataset: str) -> str:
 
 def flight_key(dataset: str, version: str, key: str) -> str:
     """The lease of the one live call for a missing key (lookup.singleflight)."""
-    return f"{PREFIX}:{dataset}:flight:{version}:{key}"
+    return f"{PREFIX}:{dataset}:flight:{version}:{key_name(key)}"
 
 
 def flight_outcome_key(dataset: str, version: str, key: str, token: str) -> str:
@@ -229,7 +353,7 @@ def flight_outcome_key(dataset: str, version: str, key: str, token: str) -> str:
 
 def negative_key(dataset: str, version: str, key: str) -> str:
     """Set when live inference had no answer for a key (remembered briefly)."""
-    return f"{PREFIX}:{dataset}:neg:{version}:{key}"
+    return f"{PREFIX}:{dataset}:neg:{version}:{key_name(key)}"
 
 
 def live_counter_key(dataset: str, version: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from prescore import gates, keys, values
+from prescore import gates, values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
@@ -67,11 +67,11 @@ class _Rows:
         self.json_column = json_column
         self.columns = columns
         self.stamp = stamp
-        self.parts = len(dataset.key_columns)
+        self.form = dataset.key_form
 
     def payload(self, raw_key: Any, source: Any) -> tuple[str, bytes]:
         """(key, payload bytes) of one row: its key and its JSON text (or column values)."""
-        key = keys.check_given_key(raw_key, self.parts, what="key")
+        key = self.form.check_given(raw_key)
         if self.json_column:
             try:
                 body = orjson.loads(source or "")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from jobs.submit import utf8_locale
 from prescore.embedded_redis import RedisProcess
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 
@@ -18,6 +19,8 @@ from prescore.settings import ModelStoreSettings, RedisSettings, Settings, Store
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# and a UTF-8 locale, as jobs.submit gives the jobs: the JVMs spell file names in it
+os.environ.update(utf8_locale(os.environ))
 
 
 # What `make test-fast` leaves out (pytest -m "not slow"): the tests that need Spark, train

@@ -9,6 +9,7 @@ import pytest
 
 from prescore import codec, compact
 from prescore.codec import PayloadShape, encode_payload
+from prescore.keys import entity_key
 from prescore.payloads import RankingPayloads
 
 SHAPE = PayloadShape("user_id", "items", "hotel_id")
@@ -35,11 +36,13 @@ def _grid(rng: np.random.Generator, users: int, n_items: int, k: int) -> tuple:
     return items, scores, found
 
 
-@pytest.mark.parametrize("n_items,context", [(50, None), (50, "summer-sat"), (70_000, None)])
+@pytest.mark.parametrize(
+    "n_items,context", [(50, None), (50, "summer-sat"), (50, "a|b\\c"), (70_000, None)]
+)
 def test_decoded_compact_equals_the_json(n_items: int, context: str | None) -> None:
     rng = np.random.default_rng(n_items)
     enc = _encoder(n_items, context, frame_id=2)
-    keys = [f"u{i}" for i in range(40)]
+    keys = [f"u{i}" if i % 2 else f"ü\\|{i}" for i in range(40)]  # key texts, escapes and all
     items, scores, found = _grid(rng, len(keys), n_items, 10)
     stored = enc.encode_compact(keys, items, scores, found)
     fields = compact.frames_to_fields({2: enc.frame()})  # as stored, and loaded
@@ -53,7 +56,7 @@ def test_decoded_compact_equals_the_json(n_items: int, context: str | None) -> N
             **RUN, context=context,
             extras=[{"name": f"Hôtel \"{i}\"", "stars": i % 5} for i in mine],
         )  # fmt: skip
-        store_key = f"{key}|{context}" if context else key
+        store_key = entity_key(key, context)  # a context's own "|" is escaped in it
         assert compact.decode(stored[u], store_key, frames) == want
     assert max(map(len, stored)) <= 2 + 10 * (4 + 2)
 

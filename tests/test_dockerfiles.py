@@ -587,7 +587,7 @@ def test_lookup_image_python_layer_installs_and_serves_without_tensorflow(tmp_pa
     assert found["imported"] == [], f"the lookup imported {found['imported']}"
     assert found["installed"] == [], f"the lookup's lock installed {found['installed']}"
     assert str(venv) in found["lookup"]  # the installed copy, not the checkout
-    assert "/v1/recommendations/<key>" in found["routes"]
+    assert "/v1/recommendations/<text:key>" in found["routes"]
     assert "/v1/image-tags:predict" in found["routes"]
     cli = subprocess.run(
         [str(venv / "bin" / "prescore"), "--help"], capture_output=True, text=True, env=env

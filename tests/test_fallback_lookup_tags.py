@@ -47,14 +47,23 @@ def test_a_miss_is_labelled_live_from_the_image_folder_then_a_hit(
     )  # the second request was served from Redis
 
 
-def test_an_image_the_folder_lacks_or_cannot_decode_is_404(
+def test_an_image_the_folder_lacks_is_404_and_one_it_cannot_decode_422(
     lookup: Server, rclient: redis.Redis
 ) -> None:
     # secret.jpg lies outside the image folder; p-junk.jpg is in it but is no image
-    for key in ("img-absent", "secret", "p-junk"):
+    for key in ("img-absent", "secret"):
         reply = requests.get(lookup.url + f"/v1/datasets/colours/{key}", timeout=5)
         assert (reply.status_code, reply.json()["error"]) == (404, "not_found"), key
         assert stored(rclient, "colours", key) is None
+    # the key exists: not a 404, but why its input cannot be scored
+    junk = requests.get(lookup.url + "/v1/datasets/colours/p-junk", timeout=5)
+    assert (junk.status_code, junk.json()["error"]) == (422, "unscorable_input")
+    assert "bad_image" in junk.json()["message"]
+    body = {"keys": ["img-absent", "p-junk"]}
+    batch = requests.post(lookup.url + "/v1/datasets/colours:batchGet", json=body, timeout=5)
+    assert batch.status_code == 200
+    assert [r["error"] for r in batch.json()["results"]] == ["not_found", "unscorable_input"]
+    assert stored(rclient, "colours", "p-junk") is None
 
 
 def test_a_batch_mixes_hits_live_answers_and_misses_in_one_call(
@@ -82,7 +91,7 @@ def test_keys_that_could_leave_the_image_folder_are_refused(
     lookup: Server, fallback: Server
 ) -> None:
     before = fallback_calls(fallback)
-    for bad in (".secret", "..secret", "-x"):
+    for bad in (".secret", "..secret", "a%2Fb", "x" * 241):
         reply = requests.get(lookup.url + f"/v1/datasets/colours/{bad}", timeout=5)
         assert (reply.status_code, reply.json()["error"]) == (400, "invalid_id"), bad
     body = {"keys": ["img-0", "../secret"]}

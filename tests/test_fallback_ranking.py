@@ -132,8 +132,11 @@ def test_contexts_are_answered_and_an_unknown_one_is_a_per_instance_not_found(
     assert weekend["items"] == plain["items"]
     assert (holiday["error"], holiday["customer_id"]) == ("not_found", "c2")
     assert new["context"] == "weekday" and len(new["items"]) == 5
-    bad = client.post(PREDICT, json={"instances": [{"key": "c2", "context": "a|b"}]})
+    bad = client.post(PREDICT, json={"instances": [{"key": "c2", "context": "a\tb"}]})
     assert (bad.status_code, bad.get_json()["error"]) == (400, "invalid_id")
+    odd = client.post(PREDICT, json={"instances": [{"key": "c2", "context": "a|b"}]})
+    assert odd.status_code == 200  # any text may be a context; this one is not declared
+    assert odd.get_json()["predictions"][0]["error"] == "not_found"
 
 
 def test_every_product_is_a_candidate_under_the_all_rule(

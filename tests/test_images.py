@@ -207,7 +207,9 @@ def _score_outside(var: Path, redis_url: str, work: Path, times: dict[str, float
     for dataset in ("reco", "tags"):
         _say(f"score outside containers: --dataset {dataset}")
         times[f"score {dataset} outside"] = run_logged(
-            score_cmd(dataset, sys.executable), work / f"outside-{dataset}.log", env=env,
+            score_cmd(dataset, sys.executable),
+            work / f"outside-{dataset}.log",
+            env=env,
             timeout=900,
         )
 
@@ -289,9 +291,7 @@ def test_a_photos_tags_and_a_new_photo_tagged_live_then_written_back(stack: Stac
 
 
 def test_retraining_in_its_container_trained_gated_scored_and_promoted(stack: Stack) -> None:
-    report = json.loads(
-        (stack.work / "state" / "retrain" / "images-1" / "report.json").read_text()
-    )
+    report = json.loads((stack.work / "state" / "retrain" / "images-1" / "report.json").read_text())
     assert report["steps_done"] == ["train", "evaluate", "gate", "score", "promote"], report
     assert report["decision"] == "promote" and report["promoted"] == report["candidate"]["version"]
     published = Versions(stack.store, "reco", StoreSettings()).get(report["published_version"])
@@ -412,7 +412,6 @@ def test_image_sizes_are_reported(stack: Stack) -> None:
         sizes[image] = int(out.stdout) // 1_000_000
     _say("image sizes (MB): " + json.dumps(sizes))
     assert sizes["lookup"] < sizes["fallback"] < sizes["jobs"] <= sizes["demo"]
-
 
 
 # -- compose.yaml and BuildKit -------------------------------------------------------------

@@ -37,42 +37,102 @@ def test_key_layout_is_pinned() -> None:
     assert keys.write_backs_key("reco", "v1", 20_000) == "ps:{reco}:wb:v1:20000"
     assert keys.entity_key("u1") == "u1"
     assert keys.entity_key("u1", "weekend-summer") == "u1|weekend-summer"
-    assert keys.check_key("c1|nl", 2) == "c1|nl"
+    assert keys.entity_key("u1|x", "a|b") == "u1|x|a\\|b"  # a context is one more part
+    assert keys.KeyForm(2).check("c1|nl") == "c1|nl"
     with pytest.raises(InvalidInput):
-        keys.check_key("c1|nl", 1)
+        keys.KeyForm(1, contexts=True).check("c1|nl")
+    assert keys.KeyForm(1).check("c1|nl") == "c1|nl"  # no parts, no contexts: a key as it is
 
 
-def test_bucket_keys_of_a_batch_are_each_keys_bucket_key() -> None:
-    names = [f"u{i}" for i in range(500)] + ["ü-1", "c1|nl"]
-    assert keys.bucket_keys("reco", "v1", 37, names) == [
-        keys.bucket_key("reco", "v1", keys.bucket_of(k, 37)) for k in names
-    ]
+# Awkward keys a team has: (key's text, its name in Redis key names, its bucket of 97).
+AWKWARD = [
+    ("someone@example.com", "someone%40example.com", 25),
+    ("ns:123", "ns%3A123", 61),
+    ("-17", "-17", 37),
+    ("aGVsbG8+/w==", "aGVsbG8%2B%2Fw%3D%3D", 84),  # base64
+    ("🏨 hôtel", "%F0%9F%8F%A8%20h%C3%B4tel", 95),
+    ("a|b", "a|b", 36),
+    ("{x}", "%7Bx%7D", 47),  # no cluster hash tag in a name
+    ("#5", "%235", 72),  # no name is a bucket's
+    ("DOMAIN\\user", "DOMAIN%5Cuser", 69),
+    (" padded ", "%20padded%20", 58),
+    ("\u00e9", "%C3%A9", 13),  # é as one code point (NFC) ...
+    ("e\u0301", "e%CC%81", 88),  # ... and as e + combining accent (NFD): two keys
+    ("k" * 1024, "k" * 1024, 42),
+]
+
+
+@pytest.mark.parametrize(("key", "name", "bucket"), AWKWARD, ids=[repr(a[0][:12]) for a in AWKWARD])
+def test_any_key_has_one_pinned_name_and_bucket_in_every_writer_and_reader(
+    key: str, name: str, bucket: int
+) -> None:
+    """A key is taken as it is (no normalization), named in Redis keys without a hash tag,
+    a ':' or a '#', and found in the same bucket by a single read and a batch's."""
+    assert keys.KeyForm().check(key) == key
+    assert keys.KeyForm().check_given(key) == key
+    assert keys.KeyForm().all_valid([key, "u1"])
+    assert keys.key_name(key) == name
+    assert keys.value_key("reco", "v1", key) == f"ps:reco:v1:{name}"
+    assert not any(c in name for c in "{}:#")
+    assert keys.bucket_of(key, 97) == bucket
+    assert keys.bucket_keys("reco", "v1", 97, [key]) == [keys.bucket_key("reco", "v1", bucket)]
+
+
+def test_no_two_awkward_keys_share_a_name() -> None:
+    names = [keys.key_name(k) for k, _, _ in AWKWARD]
+    assert len(set(names)) == len(names)
+
+
+def test_a_joined_key_escapes_a_separator_inside_a_part() -> None:
+    two = keys.KeyForm(2)
+    assert two.of_values(["a|b", "c\\"]) == "a\\|b|c\\\\"
+    assert two.split("a\\|b|c\\\\") == ["a|b", "c\\"]
+    assert two.of_values([17, "x"]) == "17|x"
+    assert two.of_values(["a", "b|c"]) != two.of_values(["a|b", "c"])
+    with_contexts = keys.KeyForm(1, contexts=True)
+    assert with_contexts.of_values(["a|b"]) == "a\\|b"
+    store = {keys.entity_key(with_contexts.of_values(["a|b"])), keys.entity_key("a", "b")}
+    assert len(store) == 2  # the plain key "a|b" is not key "a" in context "b"
+    for bad, why in [("a|b|c", "got 3"), ("a\\x|b", "escapes neither"), ("ab", "got 1")]:
+        with pytest.raises(InvalidInput, match=why):
+            two.check(bad)
+    with pytest.raises(InvalidInput, match="one part"):
+        with_contexts.check("a|b")
+    with pytest.raises(InvalidInput):
+        two.of_values(["", "x"])  # an empty part
 
 
 def test_a_batch_of_keys_is_valid_exactly_when_each_key_is() -> None:
-    """all_valid (one regex over a batch) agrees with check_key on every key, including
-    keys that hold the newline it joins them with, or too many parts, or are too long."""
+    """all_valid (one regex over a batch) agrees with check on every key, including keys
+    that hold the newline it joins them with, or too many parts, or are too long."""
     rng = random.Random(0)
-    alphabet = string.ascii_letters + string.digits + '_.-|\n "{}#é'
+    alphabet = string.ascii_letters + string.digits + '_.-|\\/\n\x00 "{}#é\ud800'
 
-    def ok(raw: str, parts: int) -> bool:
+    def ok(form: keys.KeyForm, raw: str) -> bool:
         try:
-            keys.check_key(raw, parts)
+            form.check(raw)
             return True
         except InvalidInput:
             return False
 
-    for parts in (1, 2, 3):
-        for _ in range(5000):
+    forms = [keys.KeyForm(1), keys.KeyForm(1, True), keys.KeyForm(2), keys.KeyForm(3),
+             keys.KeyForm(files=True)]  # fmt: skip
+    for form in forms:
+        for _ in range(4000):
             batch = ["".join(rng.choices(alphabet, k=rng.randint(0, 6)))
                      for _ in range(rng.randint(1, 3))]  # fmt: skip
             if rng.random() < 0.3:  # mostly valid ones
-                batch = [rng.choice(["a", "b1", "x-y.z"]) + "|c" * (parts - 1) for _ in range(3)]
-                batch[rng.randrange(3)] += rng.choice(["", "", "|d", "\n", "\na", " "])
-            assert keys.all_valid(batch, parts) == all(ok(k, parts) for k in batch), batch
-    longest = keys.MAX_ID_LENGTH
-    assert keys.all_valid(["a" * longest]) and not keys.all_valid(["a" * (longest + 1)])
-    assert not keys.all_valid([]) and not keys.all_valid(["a", 1])  # type: ignore[list-item]
+                batch = [rng.choice(["a", "b1", "x\\|y"]) + "|c" * (form.parts - 1)
+                         for _ in range(3)]  # fmt: skip
+                batch[rng.randrange(3)] += rng.choice(["", "", "|d", "\n", "\na", " ", "\\"])
+            assert form.all_valid(batch) == all(ok(form, k) for k in batch), (form, batch)
+    longest = keys.MAX_KEY_BYTES
+    one = keys.KeyForm()
+    assert one.all_valid(["a" * longest]) and not one.all_valid(["a" * (longest + 1)])
+    assert one.all_valid(["é" * (longest // 2)]) and not one.all_valid(["é" * (longest // 2 + 1)])
+    assert not one.all_valid([]) and not one.all_valid(["a", 1])  # type: ignore[list-item]
+    files = keys.KeyForm(files=True)
+    assert files.all_valid(["x" * 240]) and not files.all_valid(["x" * 241])
 
 
 def test_version_ids_sort_by_time_and_validate() -> None:
@@ -99,15 +159,20 @@ def test_an_integer_key_is_its_decimal_digits_as_the_job_stores_it() -> None:
     import numpy as np
 
     assert [keys.key_text(k) for k in ("u1", 17, np.int64(5), 10**20)] == [
-        "u1", "17", "5", "100000000000000000000",
+        "u1",
+        "17",
+        "5",
+        "100000000000000000000",
     ]
     assert [keys.key_text(k) for k in (True, 1.0, None, ["1"], b"1")] == [None] * 5
 
 
-@pytest.mark.parametrize("bad", ["", "a" * 129, "u 1", "u*", "{u}", "-u", "u|c", "ü", "u\n"])
-def test_bad_ids_are_refused_with_a_stable_code(bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad", ["", "a" * 1025, "é" * 513, "u\n", "u\x00", "tab\there", "u\x7f", "u\x85", "\ud800"]
+)
+def test_bad_keys_are_refused_with_a_stable_code(bad: str) -> None:
     with pytest.raises(InvalidInput) as info:
-        keys.check_id(bad)
+        keys.KeyForm().check(bad)
     assert info.value.code == "invalid_id"
     assert info.value.http_status == 400
 

@@ -42,8 +42,9 @@ BAD = {
     "empty-1": "empty_image",
     "notes-1": "bad_image",
     "huge-1": "image_too_large",
-    "hotel photo (2)": "invalid_id",
+    "x" * 241: "invalid_id",  # too long a key to be a file's name with its extension
 }
+AWKWARD = "hotel photo (2) ns:é{x}"  # a copy of img-000000: any key a file name can be
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,8 @@ def demo_var(tmp_path_factory: pytest.TempPathFactory) -> Path:
     var = tmp_path_factory.mktemp("demo-var")
     out = var / "images"
     generate(out, COUNT, seed=11, bad_files=True)
-    (out / "hotel photo (2).jpg").write_bytes((out / "img-000000.jpg").read_bytes())
+    (out / f"{AWKWARD}.jpg").write_bytes((out / "img-000000.jpg").read_bytes())
+    (out / f"{'x' * 241}.jpg").write_bytes((out / "img-000000.jpg").read_bytes())
     train(out, var / "train" / "tagger", epochs=40, seed=11)
     return var
 
@@ -85,8 +87,10 @@ def test_training_beats_label_frequency(tags_settings: Settings) -> None:
 def test_image_id_rule_and_globs() -> None:
     assert image_key("hdfs://nn:8020/photos/img-000042.jpg") == "img-000042"
     assert image_key("file:/var/images/a.b.png") == "a.b"
-    with pytest.raises(InvalidInput):
-        image_key("file:/var/images/hotel photo (2).jpg")
+    assert image_key(f"file:/var/images/{AWKWARD}.jpg") == AWKWARD  # Spark's path as it is
+    for bad in (".hidden.jpg", f"{'x' * 241}.jpg"):
+        with pytest.raises(InvalidInput):
+            image_key(f"file:/var/images/{bad}")
     assert image_folder("var/images/*.jpg") == "var/images"
     assert image_folder("hdfs://nn/photos/") == "hdfs://nn/photos/"
     assert image_folder("var/*/x.jpg") == "var/*/x.jpg"
@@ -116,14 +120,17 @@ def test_job_publishes_tags_that_match_labels_and_a_failed_run_changes_nothing( 
     assert log.all_keys("tags") == ["no-such-photo"]
 
     # Every good photo is tagged and counted; every bad file is listed with its reason.
-    assert summary.rows == summary.scored == COUNT
+    assert summary.rows == summary.scored == COUNT + 1  # the photos and AWKWARD
     assert summary.bad == len(BAD)
     reasons = {Path(line.split(": ")[0]).stem: line.split(": ")[1] for line in summary.bad_sample}
     assert reasons == BAD
     versions = Versions(rclient, "tags", StoreSettings())
     assert versions.current() == summary.version
-    assert versions.get(summary.version).rows == COUNT
-    assert versions.count_keys(summary.version) == COUNT
+    assert versions.get(summary.version).rows == COUNT + 1
+    assert versions.count_keys(summary.version) == COUNT + 1
+    _, (copy, same) = read_current(rclient, "tags", [AWKWARD, "img-000000"])
+    assert copy is not None and same is not None
+    assert json.loads(copy) == {**json.loads(same), "image_id": AWKWARD}
 
     labels = read_labels(photos)
     ids = sorted(labels)
@@ -168,11 +175,19 @@ def test_spark_submit_runs_the_job(demo_var, tags_settings, redis_url, rclient) 
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     argv = local_args("score", master="local[2]", driver_memory="1g", dataset="tags")
-    done = subprocess.run(
-        [spark_submit_bin(), *argv], env=env, capture_output=True, text=True, timeout=300
+    # a C locale: Java would list the file named outside ASCII under no name of its own
+    c_locale = {k: v for k, v in env.items() if not k.startswith(("LANG", "LC_"))}
+    refused = subprocess.run(
+        [spark_submit_bin(), *argv], env=c_locale, capture_output=True, text=True, timeout=300
     )
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "LANG: Spark's JVM spells file names" in said, said
+    done = subprocess.run(
+        [spark_submit_bin(), *argv], env={**env, "LANG": "C.UTF-8"}, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"keys written {COUNT}, images scored {COUNT}" in done.stdout
+    assert f"keys written {COUNT + 1}, images scored {COUNT + 1}" in done.stdout
     assert f"skipped {len(BAD)} bad input(s)" in done.stdout
     live = Versions(rclient, "tags", StoreSettings()).current()
     assert live is not None and f"tags: published version {live}" in done.stdout
@@ -198,7 +213,7 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     import pandas as pd
 
     table = pd.DataFrame(
-        {"sku": ["a1", "a2", "a3", "bad key!"], "width": [0.1, 2.0, 0.2, 1.0],
+        {"sku": ["a1", "a2", "a3", "bad\tkey"], "width": [0.1, 2.0, 0.2, 1.0],
          "height": [0.1, 0.1, 3.0, 1.0]}
     )  # fmt: skip
     table.to_parquet(tmp_path / "rows.parquet", index=False)
@@ -210,7 +225,7 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     s = with_catalog(settings, config)
     registered(s, "shape-model", domains.rows_model(tmp_path / "model"))
     summary = _run(spark, s, "shape")
-    assert summary.rows == 3 and summary.bad == 1 and "bad key!" in summary.bad_sample[0]
+    assert summary.rows == 3 and summary.bad == 1 and "bad\\tkey" in summary.bad_sample[0]
     got = {
         k: json.loads(stored_payload(rclient, "shape", summary.version, k) or b"")
         for k in ("a1", "a2", "a3")

@@ -273,22 +273,22 @@ def test_metrics_count_hits_misses_and_requests(api, data):
     api.get("/v1/recommendations/ghost")
     api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "x1", "x2"]})
     api.get("/v1/image-tags/img1")
-    api.get("/v1/recommendations/bad id")
+    api.get("/v1/recommendations/bad%0Aid")
     api.get("/v1/datasets/reco/u2")
     api.get("/v1/datasets/tags/img9")
-    api.get("/v1/datasets/reco/bad id")
+    api.get("/v1/datasets/reco/bad%00id")
     text = api.get("/metrics").get_data(as_text=True)
     assert _sample(text, "prescore_lookup_keys_total", dataset="reco", result="hit") == 3
     assert _sample(text, "prescore_lookup_keys_total", dataset="reco", result="miss") == 3
     assert _sample(text, "prescore_lookup_keys_total", dataset="tags", result="hit") == 1
     assert _sample(text, "prescore_lookup_keys_total", dataset="tags", result="miss") == 1
     # a route counts its answers under one name, whether the fast path or Flask answered
-    route = "/v1/recommendations/<key>"
+    route = "/v1/recommendations/<text:key>"
     assert _sample(text, "prescore_lookup_requests_total", route=route, status="200") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=route, status="404") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=route, status="400") == 1
     assert _sample(text, "prescore_lookup_request_duration_seconds_count", route=route) == 3
-    generic = "/v1/datasets/<name>/<key>"
+    generic = "/v1/datasets/<name>/<text:key>"
     assert _sample(text, "prescore_lookup_requests_total", route=generic, status="200") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=generic, status="404") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=generic, status="400") == 1
@@ -323,7 +323,7 @@ def _served_paths(api: FlaskClient, names: list[str]) -> set[str]:
             if "<name>" in rule.rule
             else [rule.rule]
         )
-        out |= {re.sub(r"<(\w+)>", r"{\1}", r) for r in expanded}
+        out |= {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r) for r in expanded}
     return out
 
 
@@ -543,7 +543,9 @@ def test_a_declared_ranking_is_served_with_its_own_names(own, own_data):
     }
 
 
-@pytest.mark.parametrize("key", ["c1", "c1|s1|x", "c1|", "|s1", "c1|s 1", "c1||s1"])
+@pytest.mark.parametrize(
+    "key", ["c1", "c1|s1|x", "c1|", "|s1", "c1||s1", "c1\\x|s1", "c1|s\x01", "c1\\"]
+)
 def test_a_composite_key_needs_every_part(own, own_data, key):
     api = create_app(own).test_client()
     for url in (f"/v1/basket-picks/{key}", f"/v1/datasets/basket/{key}"):
@@ -760,7 +762,7 @@ def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_sett
     assert flask_calls == []  # both answered by the fast path
     refused = [
         api.post("/v1/recommendations:batchGet", data=b"{nope", content_type="application/json"),
-        api.post("/v1/recommendations:batchGet", json={"user_ids": ["bad id"]}),
+        api.post("/v1/recommendations:batchGet", json={"user_ids": ["bad\nid"]}),
         api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1"] * 10_000}),
         api.post("/v1/recommendations:batchGet", data=b"[]", content_type="text/plain"),
     ]

@@ -15,7 +15,7 @@ from lookup.settings import LookupSettings
 from prescore.settings import Settings
 from tests.lookup_helpers import demo_settings, publish, publish_users, tags_payload
 
-LONG = "u" * 129
+LONG = "u" * 1025  # a key is at most 1024 bytes of UTF-8
 MAX_K = LookupSettings.max_k  # the default bound of k and limit
 
 
@@ -47,15 +47,15 @@ def _error(response, status: int, code: str) -> None:
 @pytest.mark.parametrize(
     ("url", "status", "code"),
     [
-        ("/v1/recommendations/bad%20id", 400, "invalid_id"),
-        ("/v1/recommendations/-u1", 400, "invalid_id"),
-        ("/v1/recommendations/u*", 400, "invalid_id"),
-        ("/v1/recommendations/u%7Bx%7D", 400, "invalid_id"),
-        ("/v1/recommendations/%C3%A9t%C3%A9", 400, "invalid_id"),
+        ("/v1/recommendations/bad%0Aid", 400, "invalid_id"),  # a control character
+        ("/v1/recommendations/u%7F", 400, "invalid_id"),
+        ("/v1/recommendations/a/b%0A", 400, "invalid_id"),  # a key with a "/", through Flask
+        ("/v1/recommendations/u%C2%85", 400, "invalid_id"),  # U+0085, a C1 control
+        ("/v1/recommendations/u%5Cx", 400, "invalid_id"),  # reco has contexts: '\' escapes
         (f"/v1/recommendations/{LONG}", 400, "invalid_id"),
+        (f"/v1/recommendations/{'%C3%A9' * 513}", 400, "invalid_id"),  # 1026 bytes
         ("/v1/image-tags/img%00", 400, "invalid_id"),
         ("/v1/recommendations/", 404, "no_route"),
-        ("/v1/recommendations/u1/more", 404, "no_route"),
         ("/v1/recommendations/u1%7Cweekend", 400, "invalid_id"),  # no context smuggled in
         ("/v1/recommendations/u1?k=0", 400, "invalid_k"),
         (f"/v1/recommendations/u1?k={MAX_K + 1}", 400, "invalid_k"),
@@ -64,7 +64,7 @@ def _error(response, status: int, code: str) -> None:
         ("/v1/recommendations/u1?k=", 400, "invalid_k"),
         ("/v1/recommendations/u1?k=2.5", 400, "invalid_k"),
         ("/v1/recommendations/u1?k=99999999999999999999", 400, "invalid_k"),
-        ("/v1/recommendations/u1?context=a%7Cb", 400, "invalid_id"),
+        ("/v1/recommendations/u1?context=a%09b", 400, "invalid_id"),
         ("/v1/recommendations/u1?context=", 400, "invalid_id"),
         (f"/v1/recommendations/u1?context={LONG}", 400, "invalid_id"),
         ("/v1/recommendations/u1?limit=0", 400, "invalid_limit"),
@@ -82,13 +82,12 @@ def _error(response, status: int, code: str) -> None:
         ("/nowhere", 404, "no_route"),
         ("/v1/recommendations:batchGet", 405, "method_not_allowed"),
         ("/v1/image-tags:batchGet", 405, "method_not_allowed"),
-        ("/v1/datasets/reco/bad%20id", 400, "invalid_id"),
+        ("/v1/datasets/reco/bad%00id", 400, "invalid_id"),
         ("/v1/datasets/reco/u1?k=0", 400, "invalid_k"),
         ("/v1/datasets/tags/i1?min_score=nan", 400, "invalid_min_score"),
         ("/v1/datasets/tags/i1?context=x", 400, "invalid_id"),
         ("/v1/datasets/reco/", 404, "no_route"),
         ("/v1/datasets/reco", 404, "no_route"),
-        ("/v1/datasets/reco/u1/more", 404, "no_route"),
         ("/v1/datasets/nope/u1", 404, "unknown_dataset"),
         ("/v1/datasets/reco:batchGet", 405, "method_not_allowed"),
         ("/v1/datasets/reco:predict", 404, "no_route"),  # no live inference configured
@@ -127,7 +126,9 @@ BATCH = "/v1/recommendations:batchGet"
         ('{"user_ids": [true]}', 400, "invalid_id"),
         ('{"user_ids": [null]}', 400, "invalid_id"),
         ('{"user_ids": ["u1", ""]}', 400, "invalid_id"),
-        ('{"user_ids": ["bad id"]}', 400, "invalid_id"),
+        ('{"user_ids": ["bad\\nid"]}', 400, "invalid_id"),
+        ('{"user_ids": ["bad\\u0000id"]}', 400, "invalid_id"),
+        ('{"user_ids": ["\\ud800"]}', 400, "invalid_id"),  # a lone surrogate: no UTF-8
         (json.dumps({"user_ids": [LONG]}), 400, "invalid_id"),
         (json.dumps({"user_ids": [f"u{i}" for i in range(21)]}), 413, "too_many_ids"),
         ('{"user_ids": ["u1"], "k": 0}', 400, "invalid_k"),
@@ -140,7 +141,7 @@ BATCH = "/v1/recommendations:batchGet"
         ('{"user_ids": ["u1"], "min_score": "x"}', 400, "invalid_min_score"),
         ('{"user_ids": ["u1"], "min_score": 0.5}', 200, ""),
         ('{"user_ids": ["u1"], "context": 5}', 400, "invalid_id"),
-        ('{"user_ids": ["u1"], "context": "no way"}', 400, "invalid_id"),
+        ('{"user_ids": ["u1"], "context": "no\\tway"}', 400, "invalid_id"),
         ('{"user_ids": ["u1"], "context": "weekend"}', 200, ""),
         ('{"keys": ["u1"]}', 200, ""),
         ('{"keys": ["u1"], "user_ids": ["u1"]}', 400, "invalid_ids"),

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -20,7 +21,7 @@ from prescore import codec
 from prescore.codec import PayloadShape
 from prescore.embedded_redis import free_port
 from tests.helpers import DEMO_CONFIG
-from tests.lookup_helpers import SCORED_AT, publish, publish_users
+from tests.lookup_helpers import SCORED_AT, publish, publish_users, reco_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 # A team's own dataset declared beside the demo's: a composite key, its own field names.
@@ -90,6 +91,32 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
     assert rc == 0, log
 
 
+# Awkward keys of the demo's reco (a dataset with contexts: a '|' inside a key is '\\|').
+AWKWARD = [
+    "someone@example.com", "ns:-17", "🏨 hôtel/é", "a\\|b", "{x}", "100%25", "#5", "é" * 512,
+]  # fmt: skip
+
+
+def test_any_key_is_answered_over_http_as_it_was_published(server, rclient, settings):
+    """Percent-encoded in the URL ('/' too, or left as it is), or in a batch body: each
+    key reaches its own entry, through granian and the fast path, as published."""
+    publish(rclient, settings, "reco", [(k, reco_payload(k, 3, "m1")) for k in AWKWARD], "m1")
+    for key in AWKWARD:
+        for path in (quote(key, safe=""), quote(key, safe="/")):
+            for prefix in ("/v1/recommendations/", "/v1/datasets/reco/"):
+                status, _, text = _get(server + prefix + path)
+                assert status == 200, (key, path, text)
+                assert json.loads(text)["user_id"] == key
+    body = json.dumps({"user_ids": [*AWKWARD, "a|b"]}).encode()
+    status, _, text = _get(server + "/v1/recommendations:batchGet", body)
+    assert status == 400 and "user_ids[8]" in json.loads(text)["message"]  # "a|b": 2 parts
+    body = json.dumps({"user_ids": [*AWKWARD, "é" * 511]}).encode()
+    status, _, text = _get(server + "/v1/recommendations:batchGet", body)
+    results = json.loads(text)["results"]
+    assert [r["user_id"] for r in results] == [*AWKWARD, "é" * 511]
+    assert [r.get("error") for r in results] == [None] * len(AWKWARD) + ["not_found"]
+
+
 def test_served_over_http_by_granian_workers(server, rclient, settings):
     version = publish_users(rclient, settings, users=4)
     status, headers, text = _get(server + "/v1/recommendations/u1?k=2")
@@ -100,7 +127,7 @@ def test_served_over_http_by_granian_workers(server, rclient, settings):
 
     status, _, text = _get(server + "/v1/recommendations/nobody")
     assert status == 404 and json.loads(text)["error"] == "not_found"
-    status, _, text = _get(server + "/v1/recommendations/bad%20id")
+    status, _, text = _get(server + "/v1/recommendations/bad%0Aid")
     assert status == 400 and json.loads(text)["error"] == "invalid_id"
 
     payload = json.dumps({"user_ids": ["u0", "u3", "x"]}).encode()

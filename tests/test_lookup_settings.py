@@ -130,11 +130,11 @@ def test_wsgi_module_builds_the_app_from_env(redis_url, tmp_path):
         check=True,
     ).stdout
     for rule in (
-        "/v1/recommendations/<key>",
+        "/v1/recommendations/<text:key>",
         "/v1/recommendations:batchGet",
-        "/v1/image-tags/<key>",
+        "/v1/image-tags/<text:key>",
         "/v1/image-tags:batchGet",
-        "/v1/datasets/<name>/<key>",
+        "/v1/datasets/<name>/<text:key>",
         "/v1/datasets/<name>:batchGet",
         "/openapi.json",
         "/readyz",

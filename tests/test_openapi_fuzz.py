@@ -8,10 +8,11 @@ import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 
 from prescore.settings import Settings
 from tests import domains
@@ -48,6 +49,12 @@ def _check(
     @settings(**CHECKS)  # type: ignore[arg-type]
     @given(case=operation.as_strategy())
     def check(case: Any) -> None:
+        # schemathesis unquotes a path or query value before it quotes it (quote_all), so
+        # a key holding a literal "%08" goes out as a control character, a key the
+        # document itself refuses: such a case tests schemathesis, not the document
+        given = [*(case.path_parameters or {}).values(), *(case.query or {}).values()]
+        sent = "".join(unquote(str(v)) for v in given)
+        assume(not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in sent))
         ran[label] = ran.get(label, 0) + 1
         try:
             case.call_and_validate(excluded_checks=list(excluded))

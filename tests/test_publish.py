@@ -40,7 +40,7 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 BAD = [
-    {"sku": "bad key!", "payload": "{}"},
+    {"sku": "bad\tkey", "payload": "{}"},
     {"sku": "s-json", "payload": "{not json"},
     {"sku": "s-list", "payload": "[1, 2]"},
     {"sku": "s-entry", "payload": json.dumps({"similar": [{"score": 1}]})},
@@ -95,7 +95,7 @@ def test_bad_rows_refuse_the_publish_unless_allowed(similar, rclient, tmp_path) 
     assert v.count_keys(refused.version) == 0  # nothing it wrote is left
     text = "\n".join(lines)
     for reason in (
-        "'bad key!': invalid_id",
+        "'bad\\tkey': invalid_id",
         "'s-json': invalid_payload",
         "'s-list': invalid_payload",
         "'s-entry': invalid_payload",

@@ -17,6 +17,7 @@ from jobs.score import parse_args, run_job
 from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.errors import ConfigError, ModelMismatch
+from prescore.misslog import MissLog
 from prescore.settings import Settings
 from prescore.versions import Versions
 from tests import domains
@@ -129,6 +130,8 @@ def test_explicit_candidate_table_and_a_composite_key(
     shutil.copytree(shop["tables"], tables)
     customers = pd.read_parquet(tables / "customers.parquet").head(30)
     customers["market"] = ["nl" if i % 2 else "de" for i in range(len(customers))]
+    # awkward ids: a part holding the separator, its escape, a ':' and a space
+    customers.loc[[1, 2, 3], "customer_id"] = ["a|b", "x\\y", "ns:1 é"]
     customers.to_parquet(tables / "customers.parquet", index=False)
     picks = pd.DataFrame(
         {
@@ -152,7 +155,13 @@ def test_explicit_candidate_table_and_a_composite_key(
     )
     s = with_catalog(settings, config)
     registered(s, "shop-model", shop["plain"])
+    misses = MissLog(rclient)
+    misses.record("shop", ["x\\\\y|de", "nobody|nl"])
     summary = _score(spark, s)
     assert summary.rows == len(customers) - 1  # no candidates, no payload
+    assert misses.all_keys("shop") == ["nobody|nl"]  # Spark spelled the key as the log did
     doc = json.loads(stored_payload(rclient, "shop", summary.version, "c0|de"))
     assert doc["key"] == "c0|de" and {i["product_id"] for i in doc["items"]} == {"p1", "p2", "p3"}
+    for key in ("a\\|b|nl", "x\\\\y|de", "ns:1 é|nl"):  # each part escaped, then joined
+        doc = json.loads(stored_payload(rclient, "shop", summary.version, key))
+        assert doc["key"] == key and len(doc["items"]) == 3
