@@ -1,11 +1,12 @@
 """What live inference reads a key's inputs from: the dataset's own tables and images.
 
-A ranking dataset's items (all of them, with the candidate rule's index), entities (by
-key, for a key a bulk run has not scored) and contexts are read at start with
-prescore.local_tables (parquet on file:// or hdfs://) and read again every
-``FALLBACK_TABLES_REFRESH_S``, so an entity added since the last bulk run is found. A
-labels dataset reads an image by key from its folder (prescore.image_store) or a row by
-key from its table. Every read is bounded: a refresh that fails keeps the tables it had.
+A ranking dataset's items (all of them, with the candidate rule's index) and contexts
+are read at start with prescore.local_tables (parquet on file:// or hdfs://) and read
+again every ``FALLBACK_TABLES_REFRESH_S``. Tables keyed by entity (its entities, a
+candidate table, a labels dataset's rows) are not held: a request reads the rows of its
+keys (fallback.keyed_rows), so memory does not grow with them and an entity added to a
+local table is answered at once. A labels dataset reads an image by key from its folder
+(prescore.image_store). A refresh that fails keeps the tables it had.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fallback.keyed_rows import KeyedRows
 from prescore import local_tables
 from prescore.datasets import Dataset
 from prescore.errors import PrescoreError
 from prescore.image_store import ImageStore
-from prescore.keys import KeyForm
-from prescore.table_keys import key_texts_or_none
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ def _values(value: Any) -> list[Any]:
     return [value]
 
 
-def _by_key(frame: pd.DataFrame, columns: tuple[str, ...], form: KeyForm) -> pd.DataFrame:
-    """The rows indexed by their key text (as the bulk job names them); a row without a
-    valid key cannot be asked for, and is left out."""
-    texts = pd.Series(key_texts_or_none(frame, columns, form), index=frame.index)
-    keep = texts.notna()
-    return frame[keep].set_index(texts[keep], drop=False)
-
-
 @dataclass(frozen=True)
 class RankingTables:
     """One read of a ranking dataset's tables."""
@@ -53,8 +45,8 @@ class RankingTables:
     item_ids: list[str]
     index: Mapping[Any, np.ndarray]  # match rule: value -> item indices
     item_at: Mapping[str, int]  # item key -> index (table rule)
-    entities: pd.DataFrame | None  # indexed by key
-    candidates: pd.DataFrame | None  # table rule, indexed by key
+    entities: KeyedRows | None  # by key, read per request
+    candidates: KeyedRows | None  # table rule: each entity's listed items, by key
     contexts: pd.DataFrame | None  # indexed by context value
 
 
@@ -70,13 +62,10 @@ def read_ranking(dataset: Dataset, webhdfs_url: str) -> RankingTables:
             for v in _values(value):
                 index.setdefault(v, []).append(i)
     form = dataset.key_form
-    entities = _by_key(
-        local_tables.read(dataset.entities, webhdfs_url=webhdfs_url), dataset.entities.key, form
-    )
+    entities = KeyedRows(dataset.entities, form, webhdfs_url)
     candidates = None
     if rule.rule == "table" and rule.table is not None:
-        table = local_tables.read(rule.table, webhdfs_url=webhdfs_url)
-        candidates = _by_key(table, rule.table.key, form)
+        candidates = KeyedRows(rule.table, form, webhdfs_url)
     contexts = None
     ctx = dataset.contexts
     if ctx is not None:
@@ -98,9 +87,11 @@ def read_ranking(dataset: Dataset, webhdfs_url: str) -> RankingTables:
 
 
 def candidates(
-    dataset: Dataset, tables: RankingTables, entity: Mapping[str, Any], key: str
-) -> np.ndarray:
-    """Item indices ``entity`` is scored against, by the dataset's candidate rule."""
+    dataset: Dataset, tables: RankingTables, entity: Mapping[str, Any],
+    listed: Mapping[str, Any] | None,
+) -> np.ndarray:  # fmt: skip
+    """Item indices ``entity`` is scored against, by the dataset's candidate rule
+    (``listed``: the entity's row of the candidate table, for the table rule)."""
     rule = dataset.candidates
     if rule.rule == "all":
         return np.arange(len(tables.item_ids), dtype=np.int64)
@@ -110,10 +101,10 @@ def candidates(
             for v in _values(entity.get(rule.entity_column))
         ]
         return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-    if tables.candidates is None or key not in tables.candidates.index:
+    if listed is None:
         return np.empty(0, np.int64)
-    listed = _values(tables.candidates.loc[key][rule.items_column])
-    return np.array([tables.item_at[i] for i in map(str, listed) if i in tables.item_at], np.int64)
+    items = _values(listed[rule.items_column])
+    return np.array([tables.item_at[i] for i in map(str, items) if i in tables.item_at], np.int64)
 
 
 class Inputs:
@@ -131,7 +122,7 @@ class Inputs:
             else None
         )
         self.ranking: RankingTables | None = None
-        self.rows: pd.DataFrame | None = None
+        self.rows: KeyedRows | None = None
         self.error = ""
         self.read_at = 0.0
         self.refresh()
@@ -142,8 +133,8 @@ class Inputs:
             if self.dataset.kind == "ranking":
                 self.ranking = read_ranking(self.dataset, self.webhdfs_url)
             elif self.dataset.rows is not None:
-                frame = local_tables.read(self.dataset.rows, webhdfs_url=self.webhdfs_url)
-                self.rows = _by_key(frame, self.dataset.rows.key, self.dataset.key_form)
+                form = self.dataset.key_form
+                self.rows = KeyedRows(self.dataset.rows, form, self.webhdfs_url)
             self.error = ""
             self.read_at = time.monotonic()
         except (PrescoreError, OSError, ValueError, KeyError) as exc:

@@ -135,9 +135,9 @@ class RankingPredictor:
         """At load: a pair feed (the first entity and item, no context) to warm it with."""
         prep = self._build(runner, self._tables())
         entities = prep.tables.entities
-        if entities is None or not len(entities) or not prep.tables.item_ids:
+        first = entities.first() if entities is not None else None
+        if first is None or not prep.tables.item_ids:
             return {}
-        first = entities.iloc[0]
         entity = {k: first[k] for k in prep.entity_inputs}
         return {"warm": self._pairs(runner, prep, [(entity, np.array([0]), None)])}
 
@@ -183,18 +183,27 @@ class RankingPredictor:
                 self._prepared[key] = found
         return found
 
-    def _entity(self, prep: Prepared, inst: Mapping[str, Any]) -> dict[str, Any]:
+    def _entity(
+        self, prep: Prepared, inst: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
         """An instance's entity columns: the features sent, or its row in the table."""
         rule_column = self.dataset.candidates.entity_column
         if inst.get("features") is not None:
             return check_features(inst["features"], prep.entity_inputs, [rule_column])
-        entities = prep.tables.entities
-        if entities is None or inst["key"] not in entities.index:
+        row = rows.get(inst["key"])
+        if row is None:
             raise NotFound(
                 f"no entity {inst['key']!r} in the dataset's entities, and no features sent"
             )
-        row = entities.loc[inst["key"]]
         return {c: row[c] for c in {*prep.entity_inputs, rule_column} - {""}}
+
+    def _rows(self, prep: Prepared, instances: Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:
+        """The entity rows of the keys sent without features, and the candidate table's
+        rows of every key (table rule): one read of each table for the whole request."""
+        keyed = [i["key"] for i in instances if i.get("features") is None]
+        entities = prep.tables.entities.get(keyed) if prep.tables.entities is not None else {}
+        listed = prep.tables.candidates
+        return entities, listed.get([i["key"] for i in instances]) if listed is not None else {}
 
     def _context(self, prep: Prepared, context: str | None) -> dict[str, Any] | None:
         if context is None:
@@ -239,11 +248,12 @@ class RankingPredictor:
             prep = self.prepared(model)
             plans: list[tuple[Any, np.ndarray, Any]] = []
             out: list[bytes | None] = []
+            rows, listed = self._rows(prep, instances)
             for inst in instances:
                 try:
-                    entity = self._entity(prep, inst)
+                    entity = self._entity(prep, inst, rows)
                     context = self._context(prep, inst.get("context"))
-                    cands = candidates(self.dataset, prep.tables, entity, inst["key"])
+                    cands = candidates(self.dataset, prep.tables, entity, listed.get(inst["key"]))
                     if not len(cands):
                         raise NotFound(f"no candidate items for {inst['key']!r}")
                     if len(cands) > self.max_candidates:
@@ -382,22 +392,24 @@ class LabelsPredictor:
                     errors[n] = error_entry(self.dataset, image.key, exc)
             feed = {name: model_input(np.stack(pixels), tensor.dtype)} if pixels else {}
             return good, feed, errors
-        keyed = any(inst.get("features") is None for inst in instances)
+        keyed = [i["key"] for i in instances if i.get("features") is None]
         if keyed and self.dataset.rows is not None and self.inputs.rows is None:
             raise Unavailable(  # not "no such row": the table could not be read
                 f"the table of {self.dataset.name} is not read: {self.inputs.error}",
                 code="inputs_unavailable",
             )
         rows = []
+        table = self.inputs.rows
+        found = table.get(keyed) if table is not None and keyed else {}
         for n, inst in enumerate(instances):
             try:
                 if inst.get("features") is not None:
                     rows.append(check_features(inst["features"], sig.inputs))
                 else:
-                    table = self.inputs.rows
-                    if table is None or inst["key"] not in table.index:
+                    row = found.get(inst["key"])
+                    if row is None:
                         raise NotFound(f"no row {inst['key']!r} in the dataset's table")
-                    rows.append({c: table.loc[inst["key"]][c] for c in sig.inputs})
+                    rows.append({c: row[c] for c in sig.inputs})
                 good.append(n)
             except PrescoreError as exc:
                 if isinstance(exc, InvalidInput):

@@ -69,18 +69,21 @@ def read_typed(
             arrow = pa.concat_tables(parts)
         except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
-    return _nanos_as_int(arrow).to_pandas(), {f.name: _column(f.type) for f in arrow.schema}
+    return to_pandas(arrow), {f.name: _column(f.type) for f in arrow.schema}
 
 
-def _nanos_as_int(arrow: Any) -> Any:
-    """Nanosecond timestamps as int64 nanoseconds since the epoch: what the bulk job reads
-    for them (Spark has no such type; jobs.spark_tables.read), so both feed a model alike."""
+def to_pandas(arrow: Any) -> Any:
+    """An Arrow table as pandas, its columns as the bulk job reads them: nanosecond
+    timestamps as int64 nanoseconds since the epoch (Spark has no such type;
+    jobs.spark_tables.read), dictionary-encoded columns as their values (no categoricals)."""
     import pyarrow as pa
 
     for i, f in enumerate(arrow.schema):
         if _is_nanos(f.type):
             arrow = arrow.set_column(i, f.name, arrow.column(i).cast(pa.int64()))
-    return arrow
+        elif pa.types.is_dictionary(f.type):
+            arrow = arrow.set_column(i, f.name, arrow.column(i).cast(f.type.value_type))
+    return arrow.to_pandas()
 
 
 def _is_nanos(arrow_type: Any) -> bool:
@@ -97,6 +100,8 @@ def read(table: Table, columns: Sequence[str] | None = None, webhdfs_url: str = 
 def _column(arrow_type: Any) -> Column:
     import pyarrow as pa
 
+    if pa.types.is_dictionary(arrow_type):  # pandas' categoricals: the values' type
+        return _column(arrow_type.value_type)
     if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
         return Column(_column(arrow_type.value_type).kind, True)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
@@ -110,6 +115,12 @@ def _column(arrow_type: Any) -> Column:
     if pa.types.is_binary(arrow_type):
         return Column("binary")
     return Column(str(arrow_type))
+
+
+def column_kind(arrow_type: Any) -> str:
+    """The kind of a column of ``arrow_type`` (string, int, float, ...; "list" for a list)."""
+    column = _column(arrow_type)
+    return "list" if column.is_list else column.kind
 
 
 def schema(table: Table, webhdfs_url: str = "") -> Columns:

@@ -35,3 +35,28 @@ def test_a_pandas_table_with_nanosecond_timestamps_is_read(spark: Any, tmp_path:
     assert local_tables.schema(table) == spark_tables.columns(frame)
     local = local_tables.read(table)
     assert local["signed_up"].tolist() == [r["signed_up"] for r in rows]
+
+
+def test_a_table_written_by_spark_names_its_rows_alike_in_the_job_and_live(
+    spark: Any, tmp_path: Path
+) -> None:
+    """The bulk job's key text (Spark: jobs.spark_tables.key_column) and live inference's
+    (pandas: fallback.keyed_rows) of the same rows, written by Spark: composite keys with
+    a separator or escape inside a part, an integer column with a null."""
+    from fallback.keyed_rows import KeyedRows
+    from prescore.keys import KeyForm
+
+    rows = [("a|b", 1, 0.5), ("x\\y", 2, 0.25), ("ns:1 é", None, 0.125), ("plain", 3, 1.0)]
+    path = tmp_path / "written-by-spark"
+    spark.createDataFrame(rows, "who string, n long, v double").write.parquet(str(path))
+    table = Table(path=str(path), key=("who", "n"))
+    form = KeyForm(2)
+    frame = spark_tables.read(spark, table)
+    by_spark = {
+        r["k"] for r in frame.select(spark_tables.key_column(table, form).alias("k")).collect()
+    }
+    by_live = KeyedRows(table, form).get(by_spark)
+    assert sorted(by_live) == sorted(by_spark - {"ns:1 é"})  # a null part: no key
+    assert {k: r["v"] for k, r in by_live.items()} == {
+        "a\\|b|1": 0.5, "x\\\\y|2": 0.25, "plain|3": 1.0,
+    }  # fmt: skip

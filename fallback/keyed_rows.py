@@ -1,0 +1,119 @@
+"""A table's rows by key, read from its files when a request asks for them.
+
+Live inference needs an entity's row only for a key the bulk run did not score, so it
+holds none: each request reads the rows of its keys with one pyarrow dataset scan
+filtered on the key columns (row groups whose statistics rule every key out are skipped,
+the key columns of the others are scanned). The fallback's memory then does not grow
+with the table, and a row added to a ``file://`` table is found by the next request. An
+``hdfs://`` table is mirrored to local disk when the inputs are refreshed and read there.
+The rows' keys are spelled as the bulk job spells them (prescore.table_keys), so a key
+names the same row in both.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlparse
+
+from prescore import local_tables
+from prescore.datasets import Table
+from prescore.errors import ConfigError, Unavailable
+from prescore.keys import KeyForm
+from prescore.table_keys import key_texts_or_none
+
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+
+
+class KeyedRows:
+    """The rows of one declared table, by key text (prescore.keys.KeyForm)."""
+
+    def __init__(self, table: Table, form: KeyForm, webhdfs_url: str = "") -> None:
+        self.table = table
+        self.form = form
+        self._mirror: tempfile.TemporaryDirectory[str] | None = None
+        self._files: list[str] = []
+        if urlparse(table.path).scheme == "hdfs":
+            self._mirror = tempfile.TemporaryDirectory(prefix="prescore-table-")
+            self._files = local_tables.files(table, webhdfs_url, self._mirror.name)
+        self.columns: list[str] = list(self._dataset().schema.names)
+        missing = [c for c in table.key if c not in self.columns]
+        if missing:
+            raise ConfigError(f"{table.path}: no key column {', '.join(missing)}")
+
+    def _dataset(self) -> Any:
+        import pyarrow.dataset as ds
+
+        # a local table is listed again at each read: a file added is read at once
+        files = self._files if self._mirror is not None else local_tables.files(self.table, "", "")
+        return ds.dataset(files, format="parquet")
+
+    def get(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The row of each of ``keys`` the table has (the first, for a key it repeats)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        try:
+            data = self._dataset()
+            where = self._filter(data.schema, wanted)
+            if where is None:
+                return {}
+            frame = local_tables.to_pandas(self._scan(data, where))
+        except (OSError, ValueError, ConfigError) as exc:  # pyarrow's errors are both
+            raise Unavailable(
+                f"{self.table.path}: the table cannot be read: {exc}"[:300],
+                code="inputs_unavailable",
+            ) from exc
+        found: dict[str, dict[str, Any]] = {}
+        texts = key_texts_or_none(frame, self.table.key, self.form)
+        for text, row in zip(texts, frame.to_dict("records"), strict=True):
+            if text in wanted:
+                found.setdefault(text, row)
+        return found
+
+    def _scan(self, data: Any, where: Any) -> Any:
+        """The rows ``where`` selects, a row group at a time (so memory is bounded by a
+        row group, whatever the table's size): those whose statistics rule it out are
+        skipped, the key columns of the others decoded, and only a row group holding a
+        key is read whole."""
+        import pyarrow as pa
+
+        found = []
+        for fragment in data.get_fragments():
+            for group in fragment.split_by_row_group(filter=where, schema=data.schema):
+                if group.count_rows(filter=where):  # reads the key columns only
+                    found.append(group.to_table(filter=where, schema=data.schema))
+        return pa.concat_tables(found) if found else data.schema.empty_table()
+
+    def first(self) -> dict[str, Any] | None:
+        """Some row of the table (a model's warm-up feed), or None if it has none."""
+        head = local_tables.to_pandas(self._dataset().head(1))
+        return head.to_dict("records")[0] if len(head) else None
+
+    def _filter(self, schema: Any, wanted: set[str]) -> Any:
+        """Each key column among the values the keys give it, each value typed as the
+        column is (an integer column's key text is its digits); None: no key can match."""
+        import pyarrow.dataset as ds
+
+        parts = [p for p in map(self.form.split, wanted) if len(p) == self.form.parts]
+        conditions = []
+        for i, column in enumerate(self.table.key):
+            kind = local_tables.column_kind(schema.field(column).type)
+            values = {v for p in parts if (v := _typed(p[i], kind)) is not None}
+            if not values:
+                return None
+            conditions.append(ds.field(column).isin(sorted(values, key=str)))
+        return functools.reduce(operator.and_, conditions)
+
+
+def _typed(text: str, kind: str) -> Any:
+    """``text`` as a value of a key column of ``kind`` (None: no value of it is spelled so)."""
+    if kind == "string":
+        return text
+    if kind in ("int", "float") and _INT_RE.fullmatch(text) and text == str(int(text)):
+        return int(text) if kind == "int" else float(text)
+    return None

@@ -1,0 +1,99 @@
+"""Live inference's keyed reads of a table (fallback.keyed_rows) over tables as pandas and
+pyarrow write them: integer, nullable and dictionary-encoded key columns, composite keys
+with a separator inside a part, nanosecond timestamps, large lists, a folder of files
+that grows while the fallback runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fallback.keyed_rows import KeyedRows
+from prescore.datasets import Table
+from prescore.errors import Unavailable
+from prescore.keys import KeyForm
+from prescore.table_keys import key_texts
+
+
+def test_integer_keys_of_a_pandas_table_are_their_digits(tmp_path: Path) -> None:
+    path = tmp_path / "readers.parquet"
+    pd.DataFrame({
+        "reader_id": [17, -3, 10**15],
+        "country": pd.Categorical(["nl", "de", "nl"]),  # dictionary-encoded in the file
+        "signed_up": pd.to_datetime(["2024-01-02 03:04:05.123456789"] * 3),
+    }).to_parquet(path)  # fmt: skip
+    rows = KeyedRows(Table(path=str(path), key=("reader_id",)), KeyForm())
+    found = rows.get(["17", "-3", str(10**15), "017", "x", "17.0"])
+    assert sorted(found) == sorted(["-3", "17", str(10**15)])  # "017" spells no integer
+    assert found["17"]["country"] == "nl" and isinstance(found["17"]["country"], str)
+    assert found["17"]["signed_up"] == pd.Timestamp("2024-01-02 03:04:05.123456789").value
+
+
+def test_a_nullable_integer_key_column_with_gaps(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    frame = pd.DataFrame({"id": pd.array([1, None, 3], dtype="Int64"), "v": [0.1, 0.2, 0.3]})
+    frame.to_parquet(path)
+    rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
+    assert {k: r["v"] for k, r in rows.get(["1", "3", "2"]).items()} == {"1": 0.1, "3": 0.3}
+    # pandas reads the column as floats with a gap: the job spells the others alike
+    read = pd.read_parquet(path).astype({"id": "float64"})
+    with pytest.raises(Exception, match="must be strings or integers"):
+        key_texts(read, ["id"], KeyForm())  # the gap has no key: the job refuses it
+
+
+def test_a_composite_key_with_separators_inside_its_parts(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.parquet"
+    table = pa.table({
+        "customer": pa.array(["a|b", "x\\y", "ns:1 é"]).dictionary_encode(),
+        "market": ["nl", "de", "nl"],
+        "picked": pa.array([["p1"], ["p2", "p3"], []], pa.large_list(pa.string())),
+    })  # fmt: skip
+    pq.write_table(table, path)
+    form = KeyForm(2)
+    rows = KeyedRows(Table(path=str(path), key=("customer", "market")), form)
+    wanted = [form.of_values(["a|b", "nl"]), form.of_values(["x\\y", "de"]), "a|b|nl"]
+    found = rows.get(wanted)
+    assert sorted(found) == sorted(wanted[:2])  # "a|b|nl" is three parts: no row's key
+    assert list(found[wanted[1]]["picked"]) == ["p2", "p3"]
+    assert rows.get([form.of_values(["x\\y", "nl"])]) == {}  # each part must match
+
+
+def test_a_file_added_to_a_folder_table_is_read_by_the_next_request(tmp_path: Path) -> None:
+    folder = tmp_path / "users"
+    folder.mkdir()
+    pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}).to_parquet(folder / "a.parquet")
+    rows = KeyedRows(Table(path=str(folder), key=("user_id",)), KeyForm())
+    assert rows.get(["u3"]) == {}
+    pd.DataFrame({"user_id": ["u3"], "age": [50]}).to_parquet(folder / "b.parquet")
+    assert rows.get(["u3", "u1"])["u3"]["age"] == 50
+    assert rows.first() is not None
+
+
+def test_rows_are_read_a_row_group_at_a_time_skipping_those_statistics_rule_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sorted.parquet"
+    ids = [f"u{i:05d}" for i in range(20_000)]
+    pq.write_table(pa.table({"user_id": ids, "n": list(range(20_000))}), path, row_group_size=1000)
+    rows = KeyedRows(Table(path=str(path), key=("user_id",)), KeyForm())
+    assert {k: r["n"] for k, r in rows.get(["u00007", "u19999", "v1"]).items()} == {
+        "u00007": 7, "u19999": 19_999,
+    }  # fmt: skip
+    data = rows._dataset()  # what a read touches: the row groups that may hold a key
+    where = rows._filter(data.schema, {"u00007"})
+    groups = [g for f in data.get_fragments() for g in f.split_by_row_group(filter=where)]
+    assert len(groups) == 1
+
+
+def test_a_table_that_cannot_be_read_is_unavailable_not_a_miss(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"id": ["a"], "v": [1]}).to_parquet(path)
+    rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
+    path.write_bytes(b"not parquet any more")
+    with pytest.raises(Unavailable) as info:
+        rows.get(["a"])
+    assert info.value.code == "inputs_unavailable"
