@@ -46,11 +46,9 @@ class KeyedRows:
             raise ConfigError(f"{table.path}: no key column {', '.join(missing)}")
 
     def _dataset(self) -> Any:
-        import pyarrow.dataset as ds
-
         # a local table is listed again at each read: a file added is read at once
         files = self._files if self._mirror is not None else local_tables.files(self.table, "", "")
-        return ds.dataset(files, format="parquet")
+        return local_tables.dataset(files, self.table.format)
 
     def get(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The row of each of ``keys`` the table has (the first, for a key it repeats)."""
@@ -82,6 +80,8 @@ class KeyedRows:
         key is read whole."""
         import pyarrow as pa
 
+        if self.table.format != "parquet":  # no row groups: the scanner's own batches
+            return data.to_table(filter=where)
         found = []
         for fragment in data.get_fragments():
             for group in fragment.split_by_row_group(filter=where, schema=data.schema):

@@ -2,8 +2,9 @@
 retraining's evaluation.
 
 ``file://`` paths (a file, a folder of files, or a glob) are read in place; ``hdfs://``
-ones are fetched through WebHDFS (prescore.storage) into a temporary folder first. Only
-parquet is read here; the bulk jobs read every format Spark reads.
+ones are fetched through WebHDFS (prescore.storage) into a temporary folder first.
+Parquet and ORC are read here (LOCAL_FORMATS); the bulk jobs read every format Spark
+reads, so registration checks a JSON or CSV table's columns only when the job runs.
 """
 
 from __future__ import annotations
@@ -50,9 +51,23 @@ def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
     return found
 
 
+LOCAL_FORMATS = ("parquet", "orc")  # typed formats, read as Spark reads them
+
+
 def readable(table: Table) -> bool:
-    """Whether this module can read ``table`` (parquet on file:// or hdfs://)."""
-    return table.format == "parquet" and urlparse(table.path).scheme in ("", "file", "hdfs")
+    """Whether this module can read ``table`` (LOCAL_FORMATS on file:// or hdfs://)."""
+    return table.format in LOCAL_FORMATS and urlparse(table.path).scheme in ("", "file", "hdfs")
+
+
+def dataset(found: Sequence[str], fmt: str) -> Any:
+    """A pyarrow dataset of the files ``found`` of a table in format ``fmt``."""
+    import pyarrow.dataset as ds
+
+    if fmt not in LOCAL_FORMATS:
+        raise ConfigError(
+            f"{fmt} tables are read by the bulk jobs only ({', '.join(LOCAL_FORMATS)} here)"
+        )
+    return ds.dataset(list(found), format=fmt)
 
 
 def read_typed(
@@ -64,9 +79,12 @@ def read_typed(
 
     with tempfile.TemporaryDirectory() as tmp:
         found = files(table, webhdfs_url, tmp)
+        wanted = list(columns) if columns else None
         try:
-            parts = [pq.read_table(f, columns=list(columns) if columns else None) for f in found]
-            arrow = pa.concat_tables(parts)
+            if table.format == "parquet":
+                arrow = pa.concat_tables([pq.read_table(f, columns=wanted) for f in found])
+            else:
+                arrow = dataset(found, table.format).to_table(columns=wanted)
         except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
     return to_pandas(arrow), {f.name: _column(f.type) for f in arrow.schema}
@@ -130,7 +148,10 @@ def schema(table: Table, webhdfs_url: str = "") -> Columns:
     with tempfile.TemporaryDirectory() as tmp:
         first = files(table, webhdfs_url, tmp)[0]
         try:
-            arrow = pq.read_schema(first)
+            if table.format == "parquet":
+                arrow = pq.read_schema(first)
+            else:
+                arrow = dataset([first], table.format).schema
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
     return {f.name: _column(f.type) for f in arrow}

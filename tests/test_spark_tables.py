@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from jobs import spark_tables
 from prescore import local_tables
 from prescore.datasets import Table
+from prescore.errors import ConfigError
 
 
 def test_a_pandas_table_with_nanosecond_timestamps_is_read(spark: Any, tmp_path: Path) -> None:
@@ -60,3 +62,37 @@ def test_a_table_written_by_spark_names_its_rows_alike_in_the_job_and_live(
     assert {k: r["v"] for k, r in by_live.items()} == {
         "a\\|b|1": 0.5, "x\\\\y|2": 0.25, "plain|3": 1.0,
     }  # fmt: skip
+
+
+def test_orc_tables_read_alike_by_the_job_registration_and_live_inference(
+    spark: Any, tmp_path: Path
+) -> None:
+    """ORC, written by Spark and by pyarrow: the job's columns, registration's and live
+    inference's rows agree (JSON and CSV are read by the job only: registration checks
+    them when it runs, and live inference answers 503 inputs_unavailable, saying so)."""
+    import pyarrow as pa
+    import pyarrow.orc as orc
+
+    from fallback.keyed_rows import KeyedRows
+    from prescore.keys import KeyForm
+
+    by_spark = tmp_path / "spark-orc"
+    spark.createDataFrame(
+        [(1, "nl", [0.5, 1.5]), (2, "de", [2.0])], "reader_id long, country string, w array<double>"
+    ).write.orc(str(by_spark))
+    by_arrow = tmp_path / "arrow.orc"
+    orc.write_table(
+        pa.table({"reader_id": [1, 2], "country": ["nl", "de"], "w": [[0.5, 1.5], [2.0]]}),
+        str(by_arrow),
+    )
+    for path in (by_spark, by_arrow):
+        table = Table(path=str(path), key=("reader_id",), format="orc")
+        frame = spark_tables.read(spark, table)
+        assert local_tables.schema(table) == spark_tables.columns(frame), path
+        rows = KeyedRows(table, KeyForm()).get(["2", "3"])
+        assert list(rows) == ["2"] and rows["2"]["country"] == "de"
+        assert list(rows["2"]["w"]) == [2.0]
+    json_table = tmp_path / "t.json"
+    json_table.write_text('{"reader_id": 1}\n')
+    with pytest.raises(ConfigError, match="json tables are read by the bulk jobs only"):
+        KeyedRows(Table(path=str(json_table), key=("reader_id",), format="json"), KeyForm())
