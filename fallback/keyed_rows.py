@@ -20,13 +20,18 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
+import pyarrow.dataset as ds
+
 from prescore import local_tables
 from prescore.datasets import Table
 from prescore.errors import ConfigError, Unavailable
 from prescore.keys import KeyForm
-from prescore.table_keys import key_texts_or_none
+from prescore.table_keys import key_texts
 
-_INT_RE = re.compile(r"-?[0-9]{1,19}")
+_INT_RE = re.compile(r"-?[0-9]{1,20}")
+# a file unreadable, half-written or of another schema: pyarrow raises all of these
+_READ_ERRORS = (OSError, ValueError, TypeError, NotImplementedError, pa.ArrowException)
 
 
 class KeyedRows:
@@ -40,6 +45,8 @@ class KeyedRows:
         if urlparse(table.path).scheme == "hdfs":
             self._mirror = tempfile.TemporaryDirectory(prefix="prescore-table-")
             self._files = local_tables.files(table, webhdfs_url, self._mirror.name)
+        if len(table.key) != form.parts:
+            raise ConfigError(f"{table.path}: a key of {len(table.key)} columns, not {form.parts}")
         self.columns: list[str] = list(self._dataset().schema.names)
         missing = [c for c in table.key if c not in self.columns]
         if missing:
@@ -60,14 +67,15 @@ class KeyedRows:
             where = self._filter(data.schema, wanted)
             if where is None:
                 return {}
-            frame = local_tables.to_pandas(self._scan(data, where))
-        except (OSError, ValueError, ConfigError) as exc:  # pyarrow's errors are both
+            arrow = self._scan(data, where)
+            texts = key_texts(arrow, self.table.key, self.form)
+            frame = local_tables.to_pandas(arrow)
+        except (*_READ_ERRORS, ConfigError) as exc:
             raise Unavailable(
                 f"{self.table.path}: the table cannot be read: {exc}"[:300],
                 code="inputs_unavailable",
             ) from exc
         found: dict[str, dict[str, Any]] = {}
-        texts = key_texts_or_none(frame, self.table.key, self.form)
         for text, row in zip(texts, frame.to_dict("records"), strict=True):
             if text in wanted:
                 found.setdefault(text, row)
@@ -78,8 +86,6 @@ class KeyedRows:
         row group, whatever the table's size): those whose statistics rule it out are
         skipped, the key columns of the others decoded, and only a row group holding a
         key is read whole."""
-        import pyarrow as pa
-
         if self.table.format != "parquet":  # no row groups: the scanner's own batches
             return data.to_table(filter=where)
         found = []
@@ -97,12 +103,10 @@ class KeyedRows:
     def _filter(self, schema: Any, wanted: set[str]) -> Any:
         """Each key column among the values the keys give it, each value typed as the
         column is (an integer column's key text is its digits); None: no key can match."""
-        import pyarrow.dataset as ds
-
         parts = [p for p in map(self.form.split, wanted) if len(p) == self.form.parts]
         conditions = []
         for i, column in enumerate(self.table.key):
-            kind = local_tables.column_kind(schema.field(column).type)
+            kind = schema.field(column).type
             values = {v for p in parts if (v := _typed(p[i], kind)) is not None}
             if not values:
                 return None
@@ -110,10 +114,16 @@ class KeyedRows:
         return functools.reduce(operator.and_, conditions)
 
 
-def _typed(text: str, kind: str) -> Any:
-    """``text`` as a value of a key column of ``kind`` (None: no value of it is spelled so)."""
-    if kind == "string":
+def _typed(text: str, kind: Any) -> Any:
+    """``text`` as a value of a key column of Arrow type ``kind`` (None: no value of that
+    type is spelled so: digits out of its range, or a column of no key type)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return text
-    if kind in ("int", "float") and _INT_RE.fullmatch(text) and text == str(int(text)):
-        return int(text) if kind == "int" else float(text)
+    if pa.types.is_integer(kind) and _INT_RE.fullmatch(text) and text == str(int(text)):
+        try:
+            return pa.scalar(int(text), kind).as_py()
+        except (OverflowError, pa.ArrowException):
+            return None
     return None

@@ -30,10 +30,13 @@ from typing import Any
 
 import pandas as pd
 
+from jobs.spark_tables import KEY_TEXT
 from jobs.worker_cache import CACHE
 from prescore import gates, values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
+from prescore.errors import InvalidInput
+from prescore.keys import KeyForm
 from prescore.lifecycle import Written, publish_new
 from prescore.modelstore import ModelStore
 from prescore.redis_client import OUTAGES, Client, connect
@@ -131,6 +134,26 @@ def worker_redis(conf: Mapping[str, Any]) -> Client:
     """One Redis client per Python worker, built from :func:`plain_settings` values."""
     key = ("redis", *sorted(conf["redis"].items()))
     return CACHE.get(key, lambda: connect(RedisSettings(**conf["redis"])))
+
+
+def keyed(
+    frame: pd.DataFrame, form: KeyForm, what: str = "key"
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The rows of ``frame`` whose key text (jobs.spark_tables.KEY_TEXT, made by Spark)
+    is a key of ``form``, their keys, and ``row key: reason`` of the others (a null part,
+    a control character, too long): those are skipped and reported, as bad inputs are."""
+    ids: list[str] = []
+    good: list[int] = []
+    bad: list[str] = []
+    for i, text in enumerate(frame[KEY_TEXT].tolist()):
+        try:
+            if not isinstance(text, str):
+                raise InvalidInput(f"{what} has a null part", code="invalid_id")
+            ids.append(form.check(text, what=what))
+            good.append(i)
+        except InvalidInput as exc:
+            bad.append(f"row key {str(text)[:80]!r}: {exc.code}")
+    return (frame if len(good) == len(frame) else frame.iloc[good]), ids, bad
 
 
 def stats_row(

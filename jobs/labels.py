@@ -28,8 +28,16 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from jobs.bulk import STATS_SCHEMA, stats_row, task_tally, worker_model, worker_redis, write_rows
-from jobs.spark_tables import Selection, columns, read, require, rows_to_score
+from jobs.bulk import (
+    STATS_SCHEMA,
+    keyed,
+    stats_row,
+    task_tally,
+    worker_model,
+    worker_redis,
+    write_rows,
+)  # fmt: skip
+from jobs.spark_tables import KEY_TEXT, Selection, columns, read, require, rows_to_score
 from prescore import feeds, keys, label_payloads
 from prescore.codec import PayloadShape
 from prescore.datasets import Dataset
@@ -38,7 +46,6 @@ from prescore.image_features import decode, model_input
 from prescore.image_store import check_image_key, image_extensions, image_folder
 from prescore.modelstore import ModelRef
 from prescore.signature import Signatures, check_labels, image_dims, image_input
-from prescore.table_keys import key_cells
 
 IMAGES_PER_TASK = 2048
 ARROW_BATCH_FILES = 512
@@ -108,18 +115,9 @@ def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tu
 
 def score_rows(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
     """(key, payload) rows of a batch of feature rows; rows with a bad key are reported."""
-    cols = conf["dataset"]["rows"]["key"]
-    form = keys.KeyForm(len(cols))
-    ids, good, bad = [], [], []
-    for i, parts in enumerate(zip(*(key_cells(frame[c]) for c in cols), strict=True)):
-        try:
-            ids.append(form.of_values(parts))
-            good.append(i)
-        except InvalidInput as exc:
-            bad.append(f"row key {'|'.join(map(str, parts))[:80]!r}: {exc.code}")
-    if not good:
+    rows, ids, bad = keyed(frame, keys.KeyForm(len(conf["dataset"]["rows"]["key"])))
+    if not ids:
         return [], bad
-    rows = frame.iloc[good]
     scores = model(feeds.feeds(rows, model.signatures.serving.inputs))
     return list(zip(ids, _payloads(conf, ids, scores, model.meta), strict=True)), bad
 
@@ -249,7 +247,7 @@ def runner(
             frame, dataset.rows, dataset.key_form, f"dataset {dataset.name}: rows", missed
         )
         frame = chosen.frame.select(
-            *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))
+            KEY_TEXT, *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))
         )
         if conf.get("partitions"):
             frame = frame.repartition(conf["partitions"])

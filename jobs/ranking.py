@@ -22,8 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.bulk import STATS_SCHEMA, stats_row, task_tally, worker_model, worker_redis, write_rows
-from jobs.spark_tables import columns, read, require, rows_to_score
+from jobs.bulk import (
+    STATS_SCHEMA,
+    keyed,
+    stats_row,
+    task_tally,
+    worker_model,
+    worker_redis,
+    write_rows,
+)  # fmt: skip
+from jobs.spark_tables import KEY_TEXT, columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
 from prescore import feeds, keys, values
@@ -32,7 +40,6 @@ from prescore.datasets import Dataset
 from prescore.modelstore import ModelRef
 from prescore.payloads import RankingPayloads
 from prescore.signature import ENCODE_CONTEXT, Column, Signatures, check_ranking
-from prescore.table_keys import key_texts
 from prescore.values import Placed
 
 ITEM_KEY = "__item_key"
@@ -89,7 +96,7 @@ def plan(
     if factored:
         entity_cols |= set(sigs.by_name["encode_entity"].inputs)
     entity_cols = (entity_cols - {""}) - set(dataset.entities.key)
-    frame = chosen.frame.select(*dataset.entities.key, *sorted(entity_cols))
+    frame = chosen.frame.select(KEY_TEXT, *dataset.entities.key, *sorted(entity_cols))
     if rule.rule == "table":
         assert rule.table is not None
         table = read(spark, rule.table)
@@ -241,11 +248,9 @@ def _candidates(frame: pd.DataFrame, conf: Mapping[str, Any], run: RunTables) ->
     return out
 
 
-def _keys(frame: pd.DataFrame, conf: Mapping[str, Any]) -> list[str]:
+def _form(conf: Mapping[str, Any]) -> keys.KeyForm:
     ds = conf["dataset"]
-    cols = ds["entities"]["key"]
-    form = keys.KeyForm(len(cols), ds["contexts"] is not None)
-    return key_texts(frame, cols, form, what=ds["key_field"])
+    return keys.KeyForm(len(ds["entities"]["key"]), ds["contexts"] is not None)
 
 
 Entity = tuple[dict[str, np.ndarray], np.ndarray | None]  # raw feeds, encoded rows
@@ -280,10 +285,10 @@ def _scores(
 
 
 def score_chunk(
-    frame: pd.DataFrame, conf: Mapping[str, Any], model: Any, run: RunTables
+    frame: pd.DataFrame, ids: list[str], conf: Mapping[str, Any], model: Any, run: RunTables
 ) -> tuple[list[tuple[str, bytes]], int]:
-    """Payloads of the entities of ``frame`` in every context, and the pairs scored."""
-    ids = _keys(frame, conf)
+    """Payloads of the entities of ``frame`` (keys ``ids``) in every context, and the
+    pairs scored."""
     cands = _candidates(frame, conf, run)
     counts = np.fromiter(map(len, cands), np.int64, len(cands))
     owner = np.repeat(np.arange(len(frame)), counts)
@@ -329,15 +334,18 @@ def score_partition(
     run = CACHE.get(("run", conf["version"]), lambda: build_run(conf, items.value, model))
     step = conf["entities_per_chunk"]  # bounds the pairs of one chunk
     tally = task_tally()
+    form, what = _form(conf), conf["dataset"]["key_field"]
     for batch in batches:
         written = pairs = 0
         keys_: list[str] = []
+        batch, ids, bad = keyed(batch, form, what)
         for start in range(0, len(batch), step):
-            rows, scored = score_chunk(batch.iloc[start : start + step], conf, model, run)
+            part = slice(start, start + step)
+            rows, scored = score_chunk(batch.iloc[part], ids[part], conf, model, run)
             written += write_rows(client, conf, rows, tally)
             pairs += scored
             keys_ += [k for k, _ in rows]
-        yield stats_row(written, pairs, written=keys_)
+        yield stats_row(written, pairs, bad, written=keys_)
 
 
 def write_frames(conf: Mapping[str, Any], items: Mapping[str, list[Any]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +60,13 @@ def require(frame: Any, names: Iterable[str], where: str) -> None:
         )
 
 
+KEY_TEXT = "_prescore_key"  # the column a run's rows carry their key text in
+
+
 def key_column(table: Table, form: KeyForm) -> Any:
-    """The table's key text, as prescore.keys.KeyForm.of_values writes it."""
+    """The table's key text, as prescore.keys.KeyForm.of_values writes it; null where a
+    part is null. Made here, in the JVM, from the column as it is: an integer's digits
+    exactly (pandas would see a nullable integer column as floats, rounded past 2**53)."""
     from pyspark.sql import functions as F
 
     parts = [F.col(c).cast("string") for c in table.key]
@@ -70,7 +77,23 @@ def key_column(table: Table, form: KeyForm) -> Any:
                   F.lit(ESCAPE + SEPARATOR))
         for p in parts
     ]  # fmt: skip
-    return F.concat_ws(SEPARATOR, *escaped)
+    gap = functools.reduce(operator.or_, [p.isNull() for p in parts])
+    return F.when(gap, F.lit(None)).otherwise(F.concat_ws(SEPARATOR, *escaped))
+
+
+def check_key_types(frame: Any, table: Table, where: str) -> None:
+    """A key column holds strings or integers (a float's text differs between Spark and
+    pandas, and 0.1 + 0.2 is no key anyone could ask for)."""
+    from pyspark.sql import types as T
+
+    allowed = (T.StringType, T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+    for name in table.key:
+        kind = frame.schema[name].dataType
+        if not isinstance(kind, allowed):
+            raise ConfigError(
+                f"{where}.key: column {name} is {kind.simpleString()}; a key column holds "
+                "strings or integers"
+            )
 
 
 def rows_to_score(
@@ -81,7 +104,10 @@ def rows_to_score(
     from pyspark.sql import functions as F
     from pyspark.sql.utils import AnalysisException, ParseException
 
+    check_key_types(frame, table, where)
     key = key_column(table, form)
+    frame = frame.withColumn(KEY_TEXT, key)
+    key = F.col(KEY_TEXT)
     logged: list[str] = []
     if missed:
         found = frame.where(key.isin(list(missed))).select(key.alias("k")).distinct()

@@ -236,7 +236,7 @@ class FallbackClient:
             if isinstance(pred, FAILURES):  # its call failed
                 found.append(pred)
                 continue
-            if isinstance(pred, dict) and pred.get("error") not in (None, "not_found"):
+            if isinstance(pred, dict) and pred.get("error") in UNUSABLE_INPUT:
                 found.append(_unscorable(dataset, pred))  # the key is there; its input is not
                 continue
             ok = (
@@ -307,6 +307,12 @@ def _client_error(status: int, data: bytes) -> InvalidInput:
     except (ValueError, KeyError, TypeError):
         code, message = "invalid_input", f"live inference refused the input ({status})"
     return InvalidInput(message, code=code)
+
+
+# The fallback's per-key errors that say the dataset's own input for the key cannot be
+# used (the image is no image, is empty or is too large): the data needs fixing. Any
+# other per-key error (a store it could not read) is no answer this time.
+UNUSABLE_INPUT = frozenset({"bad_image", "empty_image", "image_too_large"})
 
 
 def _unscorable(dataset: str, pred: dict[str, Any]) -> Unscorable:

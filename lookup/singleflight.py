@@ -35,6 +35,7 @@ from prescore import keys
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
 from prescore.redis_client import OUTAGES, Client, mget
 
+UNSCORABLE = Unscorable.code
 POLL_S = 0.005
 # a leader's live call starts a moment after its lease (and answers within its own
 # deadline): a waiter gives it that moment and a poll more before it gives up
@@ -47,7 +48,7 @@ def _error(code: str) -> Failure:
         return FallbackTimeout("live inference took too long (another request's call)")
     if code in ("fallback_unavailable", ""):
         return FallbackUnavailable("live inference unavailable (another request's call)")
-    if code == Unscorable.code:
+    if code == UNSCORABLE:
         return Unscorable("live inference cannot use the key's input (another request's call)")
     return InvalidInput("live inference refused the input (another request's call)", code=code)
 
@@ -81,7 +82,8 @@ class SingleFlight:
         mine: dict[int, Future[Answer]] = {}
         with self._lock:
             for i, (miss, name) in enumerate(zip(misses, names, strict=True)):
-                if negative[i]:
+                known, out[i] = negative[i]
+                if known:  # no answer, or an input that cannot be used
                     continue
                 flight = (miss.dataset, version.version, name)
                 found = self._flights.get(flight)
@@ -108,16 +110,20 @@ class SingleFlight:
             self.metrics.count(self.metrics.saved, misses[0].dataset, by=saved)
         return out
 
-    def _negatives(self, misses: Sequence[Miss], names: list[str], version: Resolved) -> list[bool]:
-        """Which misses are keys live inference recently had no answer for."""
+    def _negatives(
+        self, misses: Sequence[Miss], names: list[str], version: Resolved
+    ) -> list[tuple[bool, Answer]]:
+        """For each miss, whether live inference's recent outcome for it is remembered,
+        and that outcome: no answer (None) or an input it cannot use (Unscorable)."""
         found = [
             keys.negative_key(m.dataset, version.version, n)
             for m, n in zip(misses, names, strict=True)
         ]
         try:
-            return [raw is not None for raw in mget(self.client, found)]
+            raws = mget(self.client, found)
         except OUTAGES:
-            return [False] * len(misses)
+            return [(False, None)] * len(misses)
+        return [(r is not None, _error(UNSCORABLE) if r == b"U" else None) for r in raws]
 
     def _lease(self, miss: Miss, name: str, version: Resolved) -> tuple[bool, str]:
         """Whether this process leads the live call of ``name``, and the flight's token
@@ -175,6 +181,10 @@ class SingleFlight:
                 )
                 if isinstance(answer, bytes):
                     pipe.set(flight, b"P" + answer, px=keep_ms)
+                elif isinstance(answer, Unscorable):  # as no answer: the data must change
+                    pipe.set(flight, b"E" + answer.code.encode(), px=keep_ms)
+                    neg = keys.negative_key(misses[i].dataset, version.version, names[i])
+                    pipe.set(neg, b"U", px=int(self.negative_ttl_s * 1000))
                 elif isinstance(answer, FAILURES):
                     pipe.set(flight, b"E" + answer.code.encode(), px=keep_ms)
                     pipe.delete(lease)  # a miss after a failure asks again
@@ -182,7 +192,8 @@ class SingleFlight:
                     pipe.set(flight, b"N", px=keep_ms)
                     neg = keys.negative_key(misses[i].dataset, version.version, names[i])
                     pipe.set(neg, b"1", px=int(self.negative_ttl_s * 1000))
-                if not isinstance(answer, FAILURES):  # late misses read the answer
+                if not isinstance(answer, FAILURES) or isinstance(answer, Unscorable):
+                    # late misses read the answer
                     pipe.pexpire(lease, keep_ms)
             pipe.execute()
         except OUTAGES:

@@ -27,10 +27,11 @@ def _local_files(path: str) -> list[str]:
     if any(c in path for c in "*?["):
         return sorted(glob.glob(path))
     if os.path.isdir(path):
-        return sorted(
-            str(p)
-            for p in Path(path).rglob("*")
-            if p.is_file() and not p.name.startswith((".", "_"))
+        root = Path(path)
+        return sorted(  # as Spark lists a folder: no hidden file, none under a hidden
+            str(p)  # folder (a writer's _temporary/ holds its unfinished part files)
+            for p in root.rglob("*")
+            if p.is_file() and not any(n.startswith((".", "_")) for n in p.relative_to(root).parts)
         )
     return [path] if os.path.exists(path) else []
 

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,7 @@ from prescore.quality import quality
 from prescore.signature import SERVING
 
 log = logging.getLogger(__name__)
+_CAPTURE = threading.Lock()
 Feed = Mapping[str, np.ndarray]
 MAX_DIFF = 0.1  # 8-bit steps of a sigmoid output are 1/256 apart; more is a broken variant
 MAX_QUALITY_LOSS = 0.02
@@ -120,19 +122,21 @@ def _agrees(runtimes: Mapping[str, Any], name: str, metric: str, scored: bool) -
 
 
 @contextlib.contextmanager
-def _converter_output() -> Iterator[list[str]]:
+def _converter_output(said: list[str]) -> Iterator[None]:
     """Keep what the converter writes to file descriptor 2 (MLIR's ``error:`` lines,
     TensorFlow's C++ logs, dozens for a model that simply does not convert) off the
-    terminal: the record's reason says why, in one line; the text is logged at debug."""
-    said: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
+    terminal: the record's reason says why, in one line; the text goes into ``said``
+    (logged at debug). File descriptor 2 is the process's: one capture at a time."""
+    with _CAPTURE, tempfile.TemporaryFile() as sink:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
         try:
-            yield said
+            yield
         finally:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
@@ -158,8 +162,9 @@ def quantize_dir(
     A model that does not convert gets ``{"built": False, "reason": ...}``.
     """
     calibration = _slice(representative, slice(0, calibration_rows))
+    said: list[str] = []
     try:
-        with _converter_output() as said:
+        with _converter_output(said):
             convert(model_dir / "saved_model", model_dir, calibration)
         runtimes = measure(model_dir, meta, eval_feed, y_eval, metric)
         agrees = {name: _agrees(runtimes, name, metric, y_eval is not None) for name in runtimes}

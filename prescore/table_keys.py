@@ -1,40 +1,34 @@
-"""A table's key columns as key text (prescore.keys), the one rule for the bulk jobs and
-live inference, so that both name a row by the same key (pandas; no I/O)."""
+"""A table's key columns as key text (prescore.keys), read from Arrow as live inference
+reads a table: an integer column's values are their exact digits (pandas would hold a
+nullable integer column as floats, rounded past 2**53). The bulk jobs make the same text
+in Spark (jobs.spark_tables.key_column). No I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
-
 from prescore.errors import InvalidInput
 from prescore.keys import KeyForm
 
 
-def key_cells(column: pd.Series) -> list[Any]:
-    """A key column's values as key text takes them: strings, and integers as integers,
-    a float column's whole numbers too (a nullable integer column with gaps reads as
-    floats); a gap is None (no key)."""
-    if column.dtype.kind == "f":
-        return [int(v) if v.is_integer() else None for v in column.tolist()]
-    return [None if v is pd.NA else v for v in column.tolist()]
+def key_cells(column: Any) -> list[Any]:
+    """An Arrow column's values as key text takes them: strings and integers, a gap
+    (or a column of another type: a key column holds strings or integers) as None."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return list(column.to_pylist())
+    return [None] * len(column)
 
 
-def key_texts(
-    frame: pd.DataFrame, columns: Sequence[str], form: KeyForm, what: str = "key"
-) -> list[str]:
-    """The key text of each row; InvalidInput names the first row without a valid key."""
-    cells = zip(*(key_cells(frame[c]) for c in columns), strict=True)
-    return [form.of_values(row, what=what) for row in cells]
-
-
-def key_texts_or_none(
-    frame: pd.DataFrame, columns: Sequence[str], form: KeyForm
-) -> list[str | None]:
-    """The key text of each row, None for a row without a valid key."""
+def key_texts(table: Any, columns: Sequence[str], form: KeyForm) -> list[str | None]:
+    """The key text of each row of an Arrow table, None for a row without a valid key."""
     out: list[str | None] = []
-    for row in zip(*(key_cells(frame[c]) for c in columns), strict=True):
+    for row in zip(*(key_cells(table.column(c)) for c in columns), strict=True):
         try:
             out.append(form.of_values(row))
         except InvalidInput:

@@ -48,7 +48,7 @@ def test_a_miss_is_labelled_live_from_the_image_folder_then_a_hit(
 
 
 def test_an_image_the_folder_lacks_is_404_and_one_it_cannot_decode_422(
-    lookup: Server, rclient: redis.Redis
+    lookup: Server, fallback: Server, rclient: redis.Redis
 ) -> None:
     # secret.jpg lies outside the image folder; p-junk.jpg is in it but is no image
     for key in ("img-absent", "secret"):
@@ -59,6 +59,10 @@ def test_an_image_the_folder_lacks_is_404_and_one_it_cannot_decode_422(
     junk = requests.get(lookup.url + "/v1/datasets/colours/p-junk", timeout=5)
     assert (junk.status_code, junk.json()["error"]) == (422, "unscorable_input")
     assert "bad_image" in junk.json()["message"]
+    asked = fallback_calls(fallback)  # remembered as long as a miss is: not asked again
+    again = requests.get(lookup.url + "/v1/datasets/colours/p-junk", timeout=5)
+    assert (again.status_code, again.json()["error"]) == (422, "unscorable_input")
+    assert fallback_calls(fallback) == asked
     body = {"keys": ["img-absent", "p-junk"]}
     batch = requests.post(lookup.url + "/v1/datasets/colours:batchGet", json=body, timeout=5)
     assert batch.status_code == 200

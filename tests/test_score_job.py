@@ -17,7 +17,6 @@ import redis
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Catalog, load
-from prescore.errors import InvalidInput
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
 from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered, stored_payload
@@ -113,25 +112,27 @@ def test_versions_beyond_the_newest_n_are_retired_after_the_switch(  # type: ign
     assert f"retired 1 old version(s) in {second.retire_seconds:.1f}s" in capsys.readouterr().out
 
 
-def test_bad_data_mid_write_leaves_the_old_version(  # type: ignore[no-untyped-def]
+def test_rows_without_a_valid_key_are_skipped_and_reported(  # type: ignore[no-untyped-def]
     spark, demo, demo_settings, rclient, tmp_path
 ):
-    good = _run(spark, demo_settings)
+    """A key the store cannot take (a control character, a null) is reported with the
+    bad inputs and skipped; the rest of the run publishes (a run that fails part-way
+    leaves nothing: tests/test_faults.py, tests/test_version_races.py)."""
     broken = tmp_path / "broken"
     shutil.copytree(demo["var"], broken)
     users = pd.read_parquet(demo["var"] / "data" / "users.parquet")
-    users.loc[len(users) - 1, "user_id"] = "bad\x00id"  # last partition fails
+    users.loc[len(users) - 1, "user_id"] = "bad\x00id"  # in the last partition
+    users.loc[len(users) - 2, "user_id"] = None
     users.to_parquet(broken / "data" / "users.parquet", index=False)
     s = dataclasses.replace(demo_settings, catalog=demo_catalog(broken))
-    with pytest.raises(Exception) as info:
-        _run(spark, s, "--partitions", "4")
-    assert "user_id holds a control character" in str(info.value) or isinstance(
-        info.value, InvalidInput
-    )
+    summary = _run(spark, s, "--partitions", "4")
+    assert summary.bad == 2
+    assert sorted(summary.bad_sample) == [
+        "row key 'None': invalid_id", "row key 'bad\\x00id': invalid_id",
+    ]  # fmt: skip
     v = Versions(rclient, "reco", StoreSettings())
-    assert v.current() == good.version
-    failed = [i for i in v.all() if i.status == "failed"]
-    assert len(failed) == 1 and v.count_keys(failed[0].version) == 0
+    assert v.current() == summary.version
+    assert v.count_keys(summary.version) == summary.rows
     assert read_current(rclient, "reco", ["u1"])[1][0] is not None
 
 
