@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
@@ -42,6 +44,8 @@ class KeyedRows:
         self.form = form
         self._mirror: tempfile.TemporaryDirectory[str] | None = None
         self._files: list[str] = []
+        self._lock = threading.Lock()
+        self._opened: tuple[tuple[Any, ...], Any, list[Any]] | None = None  # stamp, data, parts
         if urlparse(table.path).scheme == "hdfs":
             self._mirror = tempfile.TemporaryDirectory(prefix="prescore-table-")
             self._files = local_tables.files(table, webhdfs_url, self._mirror.name)
@@ -53,9 +57,23 @@ class KeyedRows:
             raise ConfigError(f"{table.path}: no key column {', '.join(missing)}")
 
     def _dataset(self) -> Any:
-        # a local table is listed again at each read: a file added is read at once
+        return self._open()[0]
+
+    def _open(self) -> tuple[Any, list[Any]]:
+        """The table's dataset and its files' fragments, footers read: opened again only
+        when a file was added, removed or rewritten (a local table is listed at each read,
+        so a file added is read at once; the footers of the others are not read again)."""
         files = self._files if self._mirror is not None else local_tables.files(self.table, "", "")
-        return local_tables.dataset(files, self.table.format)
+        stamp = tuple((f, (s := os.stat(f)).st_mtime_ns, s.st_size) for f in files)
+        with self._lock:
+            if self._opened is None or self._opened[0] != stamp:
+                data = local_tables.dataset(files, self.table.format)
+                parts = list(data.get_fragments())
+                if self.table.format == "parquet":
+                    for part in parts:
+                        part.ensure_complete_metadata()  # the row groups' statistics
+                self._opened = (stamp, data, parts)
+            return self._opened[1], self._opened[2]
 
     def get(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The row of each of ``keys`` the table has (the first, for a key it repeats)."""
@@ -63,11 +81,11 @@ class KeyedRows:
         if not wanted:
             return {}
         try:
-            data = self._dataset()
+            data, parts = self._open()
             where = self._filter(data.schema, wanted)
             if where is None:
                 return {}
-            arrow = self._scan(data, where)
+            arrow = self._scan(data, parts, where)
             texts = key_texts(arrow, self.table.key, self.form)
             frame = local_tables.to_pandas(arrow)
         except (*_READ_ERRORS, ConfigError) as exc:
@@ -81,7 +99,7 @@ class KeyedRows:
                 found.setdefault(text, row)
         return found
 
-    def _scan(self, data: Any, where: Any) -> Any:
+    def _scan(self, data: Any, parts: list[Any], where: Any) -> Any:
         """The rows ``where`` selects, a row group at a time (so memory is bounded by a
         row group, whatever the table's size): those whose statistics rule it out are
         skipped, the key columns of the others decoded, and only a row group holding a
@@ -89,7 +107,7 @@ class KeyedRows:
         if self.table.format != "parquet":  # no row groups: the scanner's own batches
             return data.to_table(filter=where)
         found = []
-        for fragment in data.get_fragments():
+        for fragment in parts:
             for group in fragment.split_by_row_group(filter=where, schema=data.schema):
                 if group.count_rows(filter=where):  # reads the key columns only
                     found.append(group.to_table(filter=where, schema=data.schema))
