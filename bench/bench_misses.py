@@ -56,6 +56,7 @@ import requests
 
 from bench.loadgen import Result, Target, run_load, run_threads
 from examples.hotels.datagen import Sizes, generate
+from lookup.routes import KEY_RULE
 from prescore.embedded_redis import RedisProcess
 from prescore.redis_client import connect
 from prescore.settings import RedisSettings, Settings
@@ -109,7 +110,7 @@ def counts(lookup: Server, fallback: Server) -> dict[str, float]:
     """The counters a storm moves: the lookup's (summed over its workers), the fallback's."""
     text = requests.get(lookup.url + "/metrics", timeout=5).text
     found = {
-        code: metric_value(text, "prescore_lookup_requests_total", route=ROUTE + "<key>",
+        code: metric_value(text, "prescore_lookup_requests_total", route=ROUTE + KEY_RULE,
                            status=code)
         for code in ("200", "503", "504")
     }  # fmt: skip
