@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import requests
 
 from prescore import codec
 from prescore.codec import PayloadShape
@@ -115,6 +116,19 @@ def test_any_key_is_answered_over_http_as_it_was_published(server, rclient, sett
     results = json.loads(text)["results"]
     assert [r["user_id"] for r in results] == [*AWKWARD, "é" * 511]
     assert [r.get("error") for r in results] == [None] * len(AWKWARD) + ["not_found"]
+
+
+def test_an_oversized_body_gets_its_413_while_the_client_still_sends(server):
+    """An 8 MB batchGet (the bound is 64 KiB): the client reads a 413 too_large, not a
+    connection reset; a second request on the same connection is answered."""
+    with requests.Session() as session:
+        body = b'{"user_ids": ["' + b"u" * (8 << 20) + b'"]}'
+        reply = session.post(
+            server + "/v1/recommendations:batchGet", data=body,
+            headers={"Content-Type": "application/json"}, timeout=30,
+        )  # fmt: skip
+        assert (reply.status_code, reply.json()["error"]) == (413, "too_large")
+        assert session.get(server + "/healthz", timeout=5).status_code == 200
 
 
 def test_served_over_http_by_granian_workers(server, rclient, settings):
