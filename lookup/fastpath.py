@@ -199,6 +199,14 @@ class FastPath:
             return 500, dumps({"error": "internal", "message": "internal error"})
 
 
+DRAIN_BYTES = 16 << 20  # a body declared past the bound is read and dropped up to this
+
+
+def _drain(body: Any, length: int) -> None:
+    while length > 0 and (chunk := body.read(min(length, 1 << 16))):
+        length -= len(chunk)
+
+
 def _text(raw: str) -> str:
     """A PATH_INFO piece as text: WSGI hands the URL's decoded bytes over as latin-1;
     they are UTF-8, read as werkzeug reads them (so both paths see the same key)."""
@@ -214,12 +222,17 @@ def _has_body(environ: dict[str, Any]) -> bool:
 
 
 def _buffer_body(environ: dict[str, Any], limit: int) -> None:
-    """Read the body into memory (so the app reads it from there): one that declares
-    more than ``limit`` is left unread, for Flask's 413; one without a length is read up
-    to one byte past it, so that Flask sees it is too large."""
+    """Read the body into memory (so the app reads it from there). One that declares more
+    than ``limit`` is read and dropped, up to DRAIN_BYTES, for Flask's 413: a body left
+    unread in a kept-alive connection makes the server drop it, and the client's next
+    request on it fails. One without a length is read up to one byte past ``limit``, so
+    that Flask sees it is too large."""
     length = environ.get("CONTENT_LENGTH", "")
     if length.isascii() and length.isdigit():
         if int(length) > limit:
+            if int(length) <= DRAIN_BYTES:
+                _drain(environ["wsgi.input"], int(length))
+                environ["wsgi.input"] = io.BytesIO()
             return
         environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
     else:  # chunked: what was read is all there is (werkzeug reads to the end of it)
