@@ -7,7 +7,7 @@ dropped connection.
 Setup as bench.bench_misses: the hotel demo's data (400 users) and booking model, an
 embedded redis-server, one ``fallback.serve`` and one ``lookup.serve`` (``--workers``
 granian processes) pointed at it; ``reco`` published for users u11.. so that u0..u10 are
-misses the fallback answers live (written back, so they become hits). ``--clients``
+misses the fallback answers live (never written back: they stay misses). ``--clients``
 threads, each on a keep-alive connection, loop over a mix: hits, misses, batches of both,
 keys the dataset lacks, requests the API must refuse (bad keys, bad bodies, a body over
 the bound, an unknown dataset), and ``:predict`` with features. Meanwhile, every
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         work / "fallback.log").start()  # fmt: skip
             servers.append(fb)
             lk = lookup_server(
-                {**env, "LOOKUP_WORKERS": str(args.workers), "PRESCORE_LIVE_MAX_KEYS": "100000"},
+                {**env, "LOOKUP_WORKERS": str(args.workers)},
                 fb,
                 work / "lookup.log",
             )
