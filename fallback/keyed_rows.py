@@ -32,8 +32,8 @@ from prescore.keys import KeyForm
 from prescore.table_keys import key_texts
 
 _INT_RE = re.compile(r"-?[0-9]{1,20}")
-# a file unreadable, half-written or of another schema: pyarrow raises all of these
-_READ_ERRORS = (OSError, ValueError, TypeError, NotImplementedError, pa.ArrowException)
+# a file unreadable, half-written or of another schema (a key column gone): all of these
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, NotImplementedError, pa.ArrowException)
 
 
 class KeyedRows:
@@ -114,8 +114,12 @@ class KeyedRows:
         return pa.concat_tables(found) if found else data.schema.empty_table()
 
     def first(self) -> dict[str, Any] | None:
-        """Some row of the table (a model's warm-up feed), or None if it has none."""
-        head = local_tables.to_pandas(self._dataset().head(1))
+        """Some row of the table (a model's warm-up feed), or None if it has none or
+        cannot be read now (a request then says why)."""
+        try:
+            head = local_tables.to_pandas(self._dataset().head(1))
+        except (*_READ_ERRORS, ConfigError):
+            return None
         return head.to_dict("records")[0] if len(head) else None
 
     def _filter(self, schema: Any, wanted: set[str]) -> Any:
