@@ -36,7 +36,7 @@ from jobs.bulk import (
     worker_model,
     worker_redis,
     write_rows,
-)  # fmt: skip
+)
 from jobs.spark_tables import KEY_TEXT, Selection, columns, read, require, rows_to_score
 from prescore import feeds, keys, label_payloads
 from prescore.codec import PayloadShape

@@ -30,7 +30,7 @@ from jobs.bulk import (
     worker_model,
     worker_redis,
     write_rows,
-)  # fmt: skip
+)
 from jobs.spark_tables import KEY_TEXT, columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE

@@ -136,12 +136,6 @@ def _column(arrow_type: Any) -> Column:
     return Column(str(arrow_type))
 
 
-def column_kind(arrow_type: Any) -> str:
-    """The kind of a column of ``arrow_type`` (string, int, float, ...; "list" for a list)."""
-    column = _column(arrow_type)
-    return "list" if column.is_list else column.kind
-
-
 def schema(table: Table, webhdfs_url: str = "") -> Columns:
     """Each column of ``table`` as the model contract sees it (reads one file's footer)."""
     import pyarrow.parquet as pq
