@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             show("GET", f"{base}/v1/image-tags/{new}")  # now a hit
         finally:
             new_photo.unlink()  # the next demo's bulk run must not tag it
-        show("GET", f"{base}/v1/recommendations/bad%20id")
+        show("GET", f"{base}/v1/recommendations/bad%00id")  # a control character: 400
         print(f"\nlookup API: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)")
         if args.keep_running:
             print("services are up; Ctrl-C stops them")
