@@ -1,13 +1,17 @@
-"""What live inference holds and reads for a key's entity row: keyed reads of the table
-(fallback.keyed_rows, what the fallback does) against holding the whole table (what it
-did: every entity in every pod's memory, read again every few minutes), at two table
-sizes, each in a fresh process: resident memory, and the time to find the rows of one
-key and of a batch of 20 keys (medians of --reads).
+"""What live inference holds and reads for a key's entity row, at two table sizes, each
+way in a fresh process: keyed reads with the on-disk key index (fallback.key_index, what
+the fallback does for a large table once the index is built), keyed reads scanning the
+table (before the index is built, or for a small table), and holding the whole table
+(what the fallback once did: every entity in every pod's memory). Resident memory after
+(and its peak, the index's build included), the time to be ready, the time to find the
+rows of one key and of a batch of 20 keys (medians of --reads), and with the index, of a
+key in a file added after it was built (an entity new to the table).
 
     python -m bench.bench_entity_reads [--sizes 1000000,10000000] [--reads 30]
 
 Tables are generated under var/bench-entities (string keys, a few feature columns, row
-groups of 1M rows, in random key order as a table appended to over time would be).
+groups of 1M rows, in random key order as a table appended to over time would be, and
+sorted by key), each a folder holding one file.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ WORK = ROOT / "var" / "bench-entities"
 
 
 def _table(rows: int, ordered: bool) -> Path:
-    path = WORK / f"users-{rows}{'-sorted' if ordered else ''}.parquet"
+    folder = WORK / f"users-{rows}{'-sorted' if ordered else ''}"
+    path = folder / "part-0.parquet"
     if path.exists():
-        return path
+        return folder
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -44,16 +49,21 @@ def _table(rows: int, ordered: bool) -> Path:
         "age": rng.integers(18, 90, rows),
         "score": rng.random(rows),
     })  # fmt: skip
-    WORK.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=1_000_000)
-    return path
+    return folder
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory now (VmHWM: its peak), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _disk_mb(folder: str) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
 
 
 def _child(mode: str, path: str, rows: int, reads: int) -> None:
@@ -70,8 +80,12 @@ def _child(mode: str, path: str, rows: int, reads: int) -> None:
     wanted = [[f"u{rng.randrange(rows)}" for _ in range(n)] for n in (1, 20) for _ in range(reads)]
     base = _rss_mb()
     started = time.perf_counter()
-    if mode == "keyed":
+    index_mb = 0.0
+    if mode in ("indexed", "scan"):
         keyed = KeyedRows(table, KeyForm())
+        if mode == "indexed":
+            assert keyed.maintain(), "a table this large is indexed"
+            index_mb = _disk_mb(keyed._index._folder.name)  # type: ignore[union-attr]
 
         def find(keys: list[str]) -> int:
             return len(keyed.get(keys))
@@ -88,10 +102,27 @@ def _child(mode: str, path: str, rows: int, reads: int) -> None:
         t0 = time.perf_counter()
         assert find(keys) == len(set(keys)), "every key is in the table"
         times[len(keys)].append(time.perf_counter() - t0)
+    new_ms = float("nan")
+    if mode == "indexed":  # an entity new to the table: a file added after the index
+        import pandas as pd
+
+        added = Path(path) / "part-new.parquet"
+        pd.DataFrame({"user_id": ["new-user"], "segment": ["budget"], "age": [30],
+                      "score": [0.5]}).to_parquet(added)  # fmt: skip
+        try:
+            took = []
+            for _ in range(reads):
+                t0 = time.perf_counter()
+                assert find(["new-user"]) == 1
+                took.append(time.perf_counter() - t0)
+            new_ms = 1000 * statistics.median(took)
+        finally:
+            added.unlink()
     print(json.dumps({
         "mode": mode, "rows": rows, "ready_s": ready_s, "rss_mb": _rss_mb(), "base_mb": base,
+        "peak_mb": _rss_mb("VmHWM"), "index_mb": index_mb,
         "one_ms": 1000 * statistics.median(times[1]),
-        "twenty_ms": 1000 * statistics.median(times[20]),
+        "twenty_ms": 1000 * statistics.median(times[20]), "new_ms": new_ms,
     }))  # fmt: skip
 
 
@@ -110,8 +141,8 @@ def main() -> None:
     for rows in (int(s) for s in args.sizes.split(",")):
         for ordered in (False, True):
             path = _table(rows, ordered)
-            print(f"{path.name}: {path.stat().st_size / 2**20:.0f} MiB", flush=True)
-            for mode in ("keyed", "whole") if not ordered else ("keyed",):
+            print(f"{path.name}: {_disk_mb(str(path)):.0f} MiB", flush=True)
+            for mode in ("indexed", "scan", "whole") if not ordered else ("indexed", "scan"):
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.bench_entity_reads", "--reads",
                      str(args.reads), "--child", mode, str(path), str(rows)],
@@ -119,18 +150,23 @@ def main() -> None:
                 )  # fmt: skip
                 got = json.loads(out.stdout.strip().splitlines()[-1])
                 results.append({**got, "order": "by key" if ordered else "random"})
-    print(f"\n{'rows':>11} {'order':>7} {'how':>6} {'ready s':>8} {'RSS MiB':>8} "
-          f"{'(imports)':>9} {'1 key ms':>9} {'20 keys ms':>11}")  # fmt: skip
+    print(f"\n{'rows':>11} {'order':>7} {'how':>8} {'ready s':>8} {'RSS MiB':>8} "
+          f"{'peak':>6} {'(imports)':>9} {'index MiB':>9} {'1 key ms':>9} {'20 keys ms':>11} "
+          f"{'new key ms':>11}")  # fmt: skip
     for r in results:
-        print(f"{r['rows']:>11,} {r['order']:>7} {r['mode']:>6} {r['ready_s']:>8.2f} "
-              f"{r['rss_mb']:>8.0f} {r['base_mb']:>9.0f} {r['one_ms']:>9.1f} "
-              f"{r['twenty_ms']:>11.1f}")  # fmt: skip
-    for order in ("random", "by key"):
-        keyed = [r for r in results if r["mode"] == "keyed" and r["order"] == order]
-        if len(keyed) >= 2:
-            ratio = keyed[-1]["rss_mb"] / max(keyed[0]["rss_mb"], 1e-9)
-            print(f"keyed reads, {order}: RSS at {keyed[-1]['rows']:,} rows / at "
-                  f"{keyed[0]['rows']:,}: {ratio:.2f}")  # fmt: skip
+        print(f"{r['rows']:>11,} {r['order']:>7} {r['mode']:>8} {r['ready_s']:>8.2f} "
+              f"{r['rss_mb']:>8.0f} {r['peak_mb']:>6.0f} {r['base_mb']:>9.0f} "
+              f"{r['index_mb']:>9.0f} {r['one_ms']:>9.1f} {r['twenty_ms']:>11.1f} "
+              f"{r['new_ms']:>11.1f}")  # fmt: skip
+    for mode in ("indexed", "scan"):
+        for order in ("random", "by key"):
+            found = [r for r in results if r["mode"] == mode and r["order"] == order]
+            if len(found) >= 2:
+                a, b = found[0], found[-1]
+                print(
+                    f"{mode}, {order}: at {b['rows']:,} rows / at {a['rows']:,}: RSS "
+                    f"{b['rss_mb'] / a['rss_mb']:.2f}, peak {b['peak_mb'] / a['peak_mb']:.2f}"
+                )
 
 
 if __name__ == "__main__":

@@ -150,6 +150,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
         for found in inputs.values():
             if found.stale():
                 found.refresh()
+            found.maintain()
         metrics.sample(slots.promoted())
 
     metrics.sample(slots.promoted())

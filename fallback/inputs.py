@@ -5,7 +5,8 @@ are read at start with prescore.local_tables (parquet on file:// or hdfs://) and
 again every ``FALLBACK_TABLES_REFRESH_S``. Tables keyed by entity (its entities, a
 candidate table, a labels dataset's rows) are not held: a request reads the rows of its
 keys (fallback.keyed_rows), so memory does not grow with them and an entity added to a
-local table is answered at once. A labels dataset reads an image by key from its folder
+local table is answered at once; a large one is indexed on local disk in the background
+(:meth:`Inputs.maintain`). A labels dataset reads an image by key from its folder
 (prescore.image_store). A refresh that fails keeps the tables it had.
 """
 
@@ -16,15 +17,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
 from fallback.keyed_rows import KeyedRows
 from prescore import local_tables
-from prescore.datasets import Dataset
+from prescore.datasets import Dataset, Table
 from prescore.errors import PrescoreError
 from prescore.image_store import ImageStore
+from prescore.keys import KeyForm
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,17 @@ class RankingTables:
     contexts: pd.DataFrame | None  # indexed by context value
 
 
-def read_ranking(dataset: Dataset, webhdfs_url: str) -> RankingTables:
+def keyed(table: Table, form: KeyForm, webhdfs_url: str, had: KeyedRows | None) -> KeyedRows:
+    """The keyed rows of ``table``: those it ``had`` (and their index) for a local table,
+    a new copy of an ``hdfs://`` one (read again at each refresh)."""
+    if had is not None and urlparse(table.path).scheme != "hdfs":
+        return had
+    return KeyedRows(table, form, webhdfs_url)
+
+
+def read_ranking(
+    dataset: Dataset, webhdfs_url: str, had: RankingTables | None = None
+) -> RankingTables:
     assert dataset.entities is not None and dataset.items is not None
     items = local_tables.read(dataset.items, webhdfs_url=webhdfs_url).reset_index(drop=True)
     key = dataset.items.key[0]
@@ -62,10 +75,10 @@ def read_ranking(dataset: Dataset, webhdfs_url: str) -> RankingTables:
             for v in _values(value):
                 index.setdefault(v, []).append(i)
     form = dataset.key_form
-    entities = KeyedRows(dataset.entities, form, webhdfs_url)
+    entities = keyed(dataset.entities, form, webhdfs_url, had.entities if had else None)
     candidates = None
     if rule.rule == "table" and rule.table is not None:
-        candidates = KeyedRows(rule.table, form, webhdfs_url)
+        candidates = keyed(rule.table, form, webhdfs_url, had.candidates if had else None)
     contexts = None
     ctx = dataset.contexts
     if ctx is not None:
@@ -131,15 +144,28 @@ class Inputs:
         """Read the tables again; on failure keep the last good read and record why."""
         try:
             if self.dataset.kind == "ranking":
-                self.ranking = read_ranking(self.dataset, self.webhdfs_url)
+                self.ranking = read_ranking(self.dataset, self.webhdfs_url, self.ranking)
             elif self.dataset.rows is not None:
                 form = self.dataset.key_form
-                self.rows = KeyedRows(self.dataset.rows, form, self.webhdfs_url)
+                self.rows = keyed(self.dataset.rows, form, self.webhdfs_url, self.rows)
             self.error = ""
             self.read_at = time.monotonic()
         except (PrescoreError, OSError, ValueError, KeyError) as exc:
             self.error = str(exc)
             log.warning("dataset %s: inputs not read: %s", self.dataset.name, exc)
+
+    def keyed(self) -> list[KeyedRows]:
+        """The tables read by key."""
+        found = [self.rows]
+        if self.ranking is not None:
+            found += [self.ranking.entities, self.ranking.candidates]
+        return [k for k in found if k is not None]
+
+    def maintain(self) -> None:
+        """Build the keyed tables' indexes where one would spare reads (in the background:
+        reads scan meanwhile)."""
+        for rows in self.keyed():
+            rows.maintain()
 
     @property
     def ready(self) -> bool:

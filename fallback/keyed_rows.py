@@ -8,16 +8,23 @@ with the table, and a row added to a ``file://`` table is found by the next requ
 ``hdfs://`` table is mirrored to local disk when the inputs are refreshed and read there.
 The rows' keys are spelled as the bulk job spells them (prescore.table_keys), so a key
 names the same row in both.
+
+A table of INDEX_MIN_ROWS rows or more is also indexed on local disk (fallback.key_index),
+in the background (:meth:`KeyedRows.maintain`): a read then looks its keys up there and
+scans only the files added since the index was built. Until the index is built, and while
+a file it was built from is rewritten or removed, reads scan the table.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
@@ -25,12 +32,17 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from fallback.key_index import KeyIndex
 from prescore import local_tables
 from prescore.datasets import Table
 from prescore.errors import ConfigError, Unavailable
 from prescore.keys import KeyForm
 from prescore.table_keys import key_texts
 
+log = logging.getLogger(__name__)
+
+INDEX_MIN_ROWS = 200_000  # a smaller table is scanned within a miss' deadline
+BUILD_SPACING = 4.0  # a build starts no sooner than this many build lengths after the last
 _INT_RE = re.compile(r"-?[0-9]{1,20}")
 # a file unreadable, half-written or of another schema (a key column gone): all of these
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, NotImplementedError, pa.ArrowException)
@@ -39,12 +51,22 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, NotImplementedError, p
 class KeyedRows:
     """The rows of one declared table, by key text (prescore.keys.KeyForm)."""
 
-    def __init__(self, table: Table, form: KeyForm, webhdfs_url: str = "") -> None:
+    def __init__(
+        self, table: Table, form: KeyForm, webhdfs_url: str = "",
+        index_min_rows: int = INDEX_MIN_ROWS, build_spacing: float = BUILD_SPACING,
+    ) -> None:  # fmt: skip
         self.table = table
         self.form = form
+        self.index_min_rows = index_min_rows
+        self.build_spacing = build_spacing
+        self._index: KeyIndex | None = None
+        self._retired: KeyIndex | None = None  # kept for the reads that may still hold it
+        self.reads = {"indexed": 0, "scanned_files": 0}  # what reads used, for tests and ops
         self._mirror: tempfile.TemporaryDirectory[str] | None = None
         self._files: list[str] = []
         self._lock = threading.Lock()
+        self._building = threading.Lock()
+        self._next_build = 0.0  # monotonic time before which no build starts
         self._opened: tuple[tuple[Any, ...], Any, list[Any]] | None = None  # stamp, data, parts
         if urlparse(table.path).scheme == "hdfs":
             self._mirror = tempfile.TemporaryDirectory(prefix="prescore-table-")
@@ -59,7 +81,7 @@ class KeyedRows:
     def _dataset(self) -> Any:
         return self._open()[0]
 
-    def _open(self) -> tuple[Any, list[Any]]:
+    def _open(self) -> tuple[Any, list[Any], dict[str, tuple[int, int]]]:
         """The table's dataset and its files' fragments, footers read: opened again only
         when a file was added, removed or rewritten (a local table is listed at each read,
         so a file added is read at once; the footers of the others are not read again)."""
@@ -73,7 +95,8 @@ class KeyedRows:
                     for part in parts:
                         part.ensure_complete_metadata()  # the row groups' statistics
                 self._opened = (stamp, data, parts)
-            return self._opened[1], self._opened[2]
+            stamps = {f: (mtime, size) for f, mtime, size in self._opened[0]}
+            return self._opened[1], self._opened[2], stamps
 
     def get(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The row of each of ``keys`` the table has (the first, for a key it repeats)."""
@@ -81,11 +104,19 @@ class KeyedRows:
         if not wanted:
             return {}
         try:
-            data, parts = self._open()
+            data, parts, stamps = self._open()
             where = self._filter(data.schema, wanted)
             if where is None:
                 return {}
-            arrow = self._scan(data, parts, where)
+            index = self._index
+            found_first = []
+            if index is not None and index.covers(stamps):
+                found_first.append(index.get(wanted, data.schema))
+                parts = [p for p in parts if p.path not in index.stamps]  # added since
+            with self._lock:
+                self.reads["indexed"] += bool(found_first)
+                self.reads["scanned_files"] += len(parts)
+            arrow = pa.concat_tables([*found_first, self._scan(data, parts, where)])
             texts = key_texts(arrow, self.table.key, self.form)
             frame = local_tables.to_pandas(arrow)
         except (*_READ_ERRORS, ConfigError) as exc:
@@ -104,14 +135,60 @@ class KeyedRows:
         row group, whatever the table's size): those whose statistics rule it out are
         skipped, the key columns of the others decoded, and only a row group holding a
         key is read whole."""
-        if self.table.format != "parquet":  # no row groups: the scanner's own batches
-            return data.to_table(filter=where)
         found = []
         for fragment in parts:
+            if self.table.format != "parquet":  # no row groups: the scanner's own batches
+                found.append(fragment.to_table(filter=where, schema=data.schema))
+                continue
             for group in fragment.split_by_row_group(filter=where, schema=data.schema):
                 if group.count_rows(filter=where):  # reads the key columns only
                     found.append(group.to_table(filter=where, schema=data.schema))
         return pa.concat_tables(found) if found else data.schema.empty_table()
+
+    def maintain(self, *, force: bool = False) -> bool:
+        """Build the index again where it would spare reads (True when built): none yet,
+        or one a file rewritten or removed made unusable, or the files added since hold
+        more than a tenth of its rows; only for a table of ``index_min_rows`` rows or
+        more (even a table sorted by key has row groups of many rows to decode), and no
+        sooner after the last build than ``build_spacing`` times its length (so a table
+        rewritten all the time costs a bounded share of a core)."""
+        if not force and time.monotonic() < self._next_build:
+            return False
+        if not self._building.acquire(blocking=False):
+            return False  # another thread builds it now
+        try:
+            started = time.monotonic()
+            built = self._build(force)
+            if built is None:
+                return False
+            self._next_build = time.monotonic() + self.build_spacing * (time.monotonic() - started)
+            if self._retired is not None:
+                self._retired.close()
+            self._retired, self._index = self._index, built
+            return True
+        finally:
+            self._building.release()
+
+    def _build(self, force: bool) -> KeyIndex | None:
+        try:
+            data, parts, stamps = self._open()
+            index = self._index
+            indexed = index.stamps if index is not None and index.covers(stamps) else {}
+            rows = sum(p.count_rows() for p in parts)
+            fresh = sum(p.count_rows() for p in parts if p.path not in indexed)
+            if not force and (rows < self.index_min_rows or fresh * 10 <= rows):
+                return None
+            return KeyIndex.build(data, parts, stamps, self.table.key, self.form)
+        except _READ_ERRORS as exc:
+            log.warning("%s: not indexed: %s", self.table.path, exc)
+            return None
+
+    def close(self) -> None:
+        """Remove the index from disk (reads scan the table again)."""
+        for index in (self._index, self._retired):
+            if index is not None:
+                index.close()
+        self._index = self._retired = None
 
     def first(self) -> dict[str, Any] | None:
         """Some row of the table (a model's warm-up feed), or None if it has none or
