@@ -142,7 +142,9 @@ def _sort(folder: Path, bucket: int) -> None:
     with pa.OSFile(str(spread), "rb") as source:
         rows = pa.ipc.open_stream(source).read_all()
     rows = rows.take(pc.sort_indices(rows, sort_keys=[(KEY, "ascending")]))
-    pq.write_table(rows, folder / f"{bucket}.parquet", row_group_size=GROUP_ROWS)
+    pq.write_table(
+        rows, folder / f"{bucket}.parquet", row_group_size=GROUP_ROWS, compression="zstd"
+    )
     spread.unlink()
 
 
