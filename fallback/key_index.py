@@ -58,11 +58,12 @@ class KeyIndex:
 
     @classmethod
     def build(
-        cls, data: Any, parts: Sequence[Any], stamps: Stamps, key: Sequence[str], form: KeyForm
-    ) -> KeyIndex:
+        cls, data: Any, parts: Sequence[Any], stamps: Stamps, key: Sequence[str], form: KeyForm,
+        rows: int,
+    ) -> KeyIndex:  # fmt: skip
         """Index the rows of ``parts`` (fragments of the pyarrow dataset ``data``, in the
-        table's order) by the key text of their columns ``key``."""
-        rows = sum(p.count_rows() for p in parts)
+        table's order) by the key text of their columns ``key``; ``rows``: about how many
+        they hold."""
         buckets = int(min(MAX_BUCKETS, max(1, -(-rows // BUCKET_ROWS))))
         folder = tempfile.TemporaryDirectory(prefix="prescore-index-")
         spread = _Spread(Path(folder.name), data.schema.append(pa.field(KEY, pa.string())))

@@ -42,6 +42,7 @@ from prescore.table_keys import key_texts
 log = logging.getLogger(__name__)
 
 INDEX_MIN_ROWS = 200_000  # a smaller table is scanned within a miss' deadline
+TEXT_ROW_BYTES = 64  # a CSV or JSON row's size, to judge a table's rows by its bytes
 BUILD_SPACING = 4.0  # a build starts no sooner than this many build lengths after the last
 _INT_RE = re.compile(r"-?[0-9]{1,20}")
 # a file unreadable, half-written or of another schema (a key column gone): all of these
@@ -174,14 +175,22 @@ class KeyedRows:
             data, parts, stamps = self._open()
             index = self._index
             indexed = index.stamps if index is not None and index.covers(stamps) else {}
-            rows = sum(p.count_rows() for p in parts)
-            fresh = sum(p.count_rows() for p in parts if p.path not in indexed)
+            sizes = {p.path: self._rows(p, stamps) for p in parts}
+            rows = sum(sizes.values())
+            fresh = sum(n for path, n in sizes.items() if path not in indexed)
             if not force and (rows < self.index_min_rows or fresh * 10 <= rows):
                 return None
-            return KeyIndex.build(data, parts, stamps, self.table.key, self.form)
+            return KeyIndex.build(data, parts, stamps, self.table.key, self.form, rows)
         except _READ_ERRORS as exc:
             log.warning("%s: not indexed: %s", self.table.path, exc)
             return None
+
+    def _rows(self, part: Any, stamps: dict[str, tuple[int, int]]) -> int:
+        """A file's rows: from its metadata (parquet, ORC), else estimated from its size
+        (CSV and JSON would have to be read whole to count them)."""
+        if self.table.format in ("parquet", "orc"):
+            return int(part.count_rows())
+        return stamps[part.path][1] // TEXT_ROW_BYTES
 
     def close(self) -> None:
         """Remove the index from disk (reads scan the table again)."""

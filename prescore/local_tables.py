@@ -3,8 +3,12 @@ retraining's evaluation.
 
 ``file://`` paths (a file, a folder of files, or a glob) are read in place; ``hdfs://``
 ones are fetched through WebHDFS (prescore.storage) into a temporary folder first.
-Parquet and ORC are read here (LOCAL_FORMATS); the bulk jobs read every format Spark
-reads, so registration checks a JSON or CSV table's columns only when the job runs.
+Parquet, ORC, CSV and JSON are read here (LOCAL_FORMATS), typed as the bulk jobs' Spark
+reads them (jobs.spark_tables.read): a CSV table has a header row, its types inferred
+(timestamps and dates included) and an empty field is null; a JSON table has one object
+per line, and text that looks like a timestamp stays text. Unlike Spark, pyarrow infers
+a CSV or JSON table's types from its first file's first block (a megabyte): a column
+whose later rows need another type fails to read, where Spark widens it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
     return found
 
 
-LOCAL_FORMATS = ("parquet", "orc")  # typed formats, read as Spark reads them
+LOCAL_FORMATS = ("parquet", "orc", "csv", "json")  # read as Spark reads them
 
 
 def readable(table: Table) -> bool:
@@ -62,13 +66,48 @@ def readable(table: Table) -> bool:
 
 def dataset(found: Sequence[str], fmt: str) -> Any:
     """A pyarrow dataset of the files ``found`` of a table in format ``fmt``."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
     import pyarrow.dataset as ds
 
     if fmt not in LOCAL_FORMATS:
         raise ConfigError(
             f"{fmt} tables are read by the bulk jobs only ({', '.join(LOCAL_FORMATS)} here)"
         )
-    return ds.dataset(list(found), format=fmt)
+    if fmt not in ("csv", "json"):
+        return ds.dataset(list(found), format=fmt)
+    text: Any = fmt
+    if fmt == "csv":  # Spark's: only an empty field is null, a string's too
+        nulls = csv.ConvertOptions(null_values=[""], strings_can_be_null=True)
+        text = ds.CsvFileFormat(convert_options=nulls)
+    # each file's types (pyarrow reads only the first's), widened as Spark's inference does
+    inferred = [ds.dataset([f], format=text).schema for f in found]
+    merged = pa.unify_schemas(inferred, promote_options="permissive")
+    return ds.dataset(list(found), format=text, schema=pa.schema(map(_as_spark(fmt), merged)))
+
+
+def _as_spark(fmt: str) -> Any:
+    """A CSV or JSON column's inferred type as Spark infers it: a column with no value
+    is text; in JSON a timestamp or date is text too; in CSV a timestamp has Spark's
+    microseconds."""
+    import pyarrow as pa
+
+    def spark_type(kind: Any) -> Any:
+        if pa.types.is_null(kind) or (fmt == "json" and _is_time(kind)):
+            return pa.string()
+        if pa.types.is_timestamp(kind):
+            return pa.timestamp("us", kind.tz)
+        if pa.types.is_list(kind):  # an empty list's items: text
+            return pa.list_(spark_type(kind.value_type))
+        return kind
+
+    return lambda field: field.with_type(spark_type(field.type))
+
+
+def _is_time(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type))
 
 
 def read_typed(
@@ -129,6 +168,10 @@ def _column(arrow_type: Any) -> Column:
         return Column("bool")
     if pa.types.is_integer(arrow_type) or _is_nanos(arrow_type):
         return Column("int")
+    if pa.types.is_timestamp(arrow_type):  # Spark's names for them
+        return Column("timestamp")
+    if pa.types.is_date(arrow_type):
+        return Column("date")
     if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
         return Column("float")
     if pa.types.is_binary(arrow_type):
@@ -137,16 +180,18 @@ def _column(arrow_type: Any) -> Column:
 
 
 def schema(table: Table, webhdfs_url: str = "") -> Columns:
-    """Each column of ``table`` as the model contract sees it (reads one file's footer)."""
+    """Each column of ``table`` as the model contract sees it (reads one file's footer;
+    every file's first block of a CSV or JSON table, whose types are inferred)."""
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
-        first = files(table, webhdfs_url, tmp)[0]
+        found = files(table, webhdfs_url, tmp)
         try:
             if table.format == "parquet":
-                arrow = pq.read_schema(first)
+                arrow = pq.read_schema(found[0])
             else:
-                arrow = dataset([first], table.format).schema
+                arrow = dataset(found if table.format in ("csv", "json") else found[:1],
+                                table.format).schema  # fmt: skip
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
     return {f.name: _column(f.type) for f in arrow}

@@ -179,3 +179,22 @@ def test_a_small_table_is_not_indexed(tmp_path: Path) -> None:
     rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
     assert not rows.maintain() and rows.maintain(force=True)
     assert rows.get(["b"]) == {"b": {"id": "b", "v": 2}} and rows.reads["indexed"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "orc"])
+def test_text_and_orc_tables_are_indexed_too(tmp_path: Path, fmt: str) -> None:
+    frame = pd.DataFrame({"id": [f"k{i}" for i in range(300)], "v": range(300)})
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "json":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_orc(path)
+    rows = _rows(Table(path=str(path), key=("id",), format=fmt))
+    scanned = rows.get(["k7", "k299", "k300"])
+    assert rows.maintain()
+    assert rows.get(["k7", "k299", "k300"]) == scanned == {
+        "k7": {"id": "k7", "v": 7}, "k299": {"id": "k299", "v": 299},
+    }  # fmt: skip
+    assert rows.reads == {"indexed": 1, "scanned_files": 1}

@@ -69,8 +69,7 @@ def test_orc_tables_read_alike_by_the_job_registration_and_live_inference(
     spark: Any, tmp_path: Path
 ) -> None:
     """ORC, written by Spark and by pyarrow: the job's columns, registration's and live
-    inference's rows agree (JSON and CSV are read by the job only: registration checks
-    them when it runs, and live inference answers 503 inputs_unavailable, saying so)."""
+    inference's rows agree."""
     import pyarrow as pa
     import pyarrow.orc as orc
 
@@ -93,10 +92,64 @@ def test_orc_tables_read_alike_by_the_job_registration_and_live_inference(
         rows = KeyedRows(table, KeyForm()).get(["2", "3"])
         assert list(rows) == ["2"] and rows["2"]["country"] == "de"
         assert list(rows["2"]["w"]) == [2.0]
-    json_table = tmp_path / "t.json"
-    json_table.write_text('{"reader_id": 1}\n')
-    with pytest.raises(ConfigError, match="json tables are read by the bulk jobs only"):
-        KeyedRows(Table(path=str(json_table), key=("reader_id",), format="json"), KeyForm())
+    avro = Table(path=str(by_arrow), key=("reader_id",), format="avro")
+    with pytest.raises(ConfigError, match="avro tables are read by the bulk jobs only"):
+        KeyedRows(avro, KeyForm())
+
+
+_CSV = """reader_id,country,age,score,subscribed,signed_up,born,note
+1,nl,30,0.5,true,2024-01-02T03:04:05,1990-05-01,hello
+2,de,41,1.25,false,2024-02-03 00:00:00,1983-01-02,
+17,,,2.0,true,2025-06-01T00:00:00,2001-12-31,"a, quoted"
+"""
+_JSON = "\n".join(
+    [
+        '{"reader_id": 1, "country": "nl", "age": 30, "score": 0.5, "tags": ["a", "b"],'
+        ' "signed_up": "2024-01-02T03:04:05", "born": "1990-05-01"}',
+        '{"reader_id": 2, "country": "de", "age": null, "score": 1.25, "tags": [],'
+        ' "signed_up": "2024-02-03 00:00:00", "born": "1983-01-02"}',
+        '{"reader_id": 17, "country": null, "age": 7, "score": 2.0, "tags": ["c"],'
+        ' "signed_up": "2025-06-01T00:00:00", "born": "2001-12-31"}',
+    ]
+)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_csv_and_json_tables_read_alike_by_the_job_registration_and_live_inference(
+    spark: Any, tmp_path: Path, fmt: str
+) -> None:
+    """A CSV (header, quoted field, empty fields, ISO timestamps and dates) and a JSON
+    table (one object per line, nulls, lists, timestamp-like text), as a team exports them
+    and as Spark writes them: registration's column types are the job's (Spark infers
+    timestamps in CSV, not in JSON), and live inference finds each row by key with the
+    values the job reads."""
+    from fallback.keyed_rows import KeyedRows
+    from prescore.keys import KeyForm
+
+    by_hand = tmp_path / f"readers.{fmt}"
+    by_hand.write_text(_CSV if fmt == "csv" else _JSON)
+    hand = Table(path=str(by_hand), key=("reader_id",), format=fmt)
+    by_spark = tmp_path / f"spark-{fmt}"
+    written = spark_tables.read(spark, hand).repartition(2)
+    (written.write.option("header", "true") if fmt == "csv" else written.write).format(fmt).save(
+        str(by_spark)
+    )
+    for table in (hand, Table(path=str(by_spark), key=("reader_id",), format=fmt)):
+        frame = spark_tables.read(spark, table)
+        assert local_tables.schema(table) == spark_tables.columns(frame), table.path
+        kinds = {n: c.kind for n, c in spark_tables.columns(frame).items()}
+        assert kinds["signed_up"] == ("timestamp" if fmt == "csv" else "string")
+        by_job = {str(r["reader_id"]): r.asDict() for r in frame.collect()}
+        live = KeyedRows(table, KeyForm()).get(["1", "2", "17", "3"])
+        assert sorted(live) == ["1", "17", "2"]
+        for key, row in live.items():
+            for column in ("country", "score", "note" if fmt == "csv" else "tags"):
+                got, want = row[column], by_job[key][column]
+                got = list(got) if hasattr(got, "tolist") else got
+                assert (got, want) == (want, want) or (pd.isna(got) and want is None), (
+                    table.path, key, column, got, want,
+                )  # fmt: skip
+        assert local_tables.read(table)["reader_id"].tolist() != []
 
 
 def test_the_jobs_key_text_is_exact_and_a_float_key_column_is_refused(
