@@ -1,13 +1,14 @@
 """What live inference reads a key's inputs from: the dataset's own tables and images.
 
 A ranking dataset's items (all of them, with the candidate rule's index) and contexts
-are read at start with prescore.local_tables (parquet on file:// or hdfs://) and read
-again every ``FALLBACK_TABLES_REFRESH_S``. Tables keyed by entity (its entities, a
-candidate table, a labels dataset's rows) are not held: a request reads the rows of its
-keys (fallback.keyed_rows), so memory does not grow with them and an entity added to a
-local table is answered at once; a large one is indexed on local disk in the background
-(:meth:`Inputs.maintain`). A labels dataset reads an image by key from its folder
-(prescore.image_store). A refresh that fails keeps the tables it had.
+are read at start with prescore.local_tables (on file:// or hdfs://) and read again every
+``FALLBACK_TABLES_REFRESH_S``. Tables keyed by entity (its entities, a candidate table, a
+labels dataset's rows) are not held: a request reads the rows of its keys
+(fallback.keyed_rows), so memory does not grow with them and an entity added to a local
+table is answered at once (an ``hdfs://`` one's after the next :meth:`Inputs.maintain`,
+which copies its new files); a large one is indexed on local disk in the background. A
+labels dataset reads an image by key from its folder (prescore.image_store). A refresh
+that fails keeps the tables it had.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -54,11 +54,9 @@ class RankingTables:
 
 
 def keyed(table: Table, form: KeyForm, webhdfs_url: str, had: KeyedRows | None) -> KeyedRows:
-    """The keyed rows of ``table``: those it ``had`` (and their index) for a local table,
-    a new copy of an ``hdfs://`` one (read again at each refresh)."""
-    if had is not None and urlparse(table.path).scheme != "hdfs":
-        return had
-    return KeyedRows(table, form, webhdfs_url)
+    """The keyed rows of ``table``: those it ``had``, kept with their index and copy (an
+    ``hdfs://`` table's new files are copied by :meth:`Inputs.maintain`), or new ones."""
+    return had if had is not None else KeyedRows(table, form, webhdfs_url)
 
 
 def read_ranking(
@@ -162,8 +160,8 @@ class Inputs:
         return [k for k in found if k is not None]
 
     def maintain(self) -> None:
-        """Build the keyed tables' indexes where one would spare reads (in the background:
-        reads scan meanwhile)."""
+        """Copy the keyed ``hdfs://`` tables' new files, and build the keyed tables'
+        indexes where one would spare reads (in the background: reads scan meanwhile)."""
         for rows in self.keyed():
             rows.maintain()
 

@@ -5,7 +5,8 @@ holds none: each request reads the rows of its keys with one pyarrow dataset sca
 filtered on the key columns (row groups whose statistics rule every key out are skipped,
 the key columns of the others are scanned). The fallback's memory then does not grow
 with the table, and a row added to a ``file://`` table is found by the next request. An
-``hdfs://`` table is mirrored to local disk when the inputs are refreshed and read there.
+``hdfs://`` table is mirrored to local disk (fallback.table_mirror), its new files
+copied at each :meth:`KeyedRows.maintain`, and read there.
 The rows' keys are spelled as the bulk job spells them (prescore.table_keys), so a key
 names the same row in both.
 
@@ -22,7 +23,6 @@ import logging
 import operator
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from fallback.key_index import KeyIndex
+from fallback.table_mirror import TableMirror
 from prescore import local_tables
 from prescore.datasets import Table
 from prescore.errors import ConfigError, Unavailable
@@ -55,6 +56,7 @@ class KeyedRows:
     def __init__(
         self, table: Table, form: KeyForm, webhdfs_url: str = "",
         index_min_rows: int = INDEX_MIN_ROWS, build_spacing: float = BUILD_SPACING,
+        timeout_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.table = table
         self.form = form
@@ -63,15 +65,13 @@ class KeyedRows:
         self._index: KeyIndex | None = None
         self._retired: KeyIndex | None = None  # kept for the reads that may still hold it
         self.reads = {"indexed": 0, "scanned_files": 0}  # what reads used, for tests and ops
-        self._mirror: tempfile.TemporaryDirectory[str] | None = None
-        self._files: list[str] = []
+        self._mirror: TableMirror | None = None
         self._lock = threading.Lock()
         self._building = threading.Lock()
         self._next_build = 0.0  # monotonic time before which no build starts
         self._opened: tuple[tuple[Any, ...], Any, list[Any]] | None = None  # stamp, data, parts
         if urlparse(table.path).scheme == "hdfs":
-            self._mirror = tempfile.TemporaryDirectory(prefix="prescore-table-")
-            self._files = local_tables.files(table, webhdfs_url, self._mirror.name)
+            self._mirror = TableMirror(table, webhdfs_url, timeout_s)
         if len(table.key) != form.parts:
             raise ConfigError(f"{table.path}: a key of {len(table.key)} columns, not {form.parts}")
         self.columns: list[str] = list(self._dataset().schema.names)
@@ -86,7 +86,7 @@ class KeyedRows:
         """The table's dataset and its files' fragments, footers read: opened again only
         when a file was added, removed or rewritten (a local table is listed at each read,
         so a file added is read at once; the footers of the others are not read again)."""
-        files = self._files if self._mirror is not None else local_tables.files(self.table, "", "")
+        files = self._mirror.files if self._mirror else local_tables.files(self.table, "", "")
         stamp = tuple((f, (s := os.stat(f)).st_mtime_ns, s.st_size) for f in files)
         with self._lock:
             if self._opened is None or self._opened[0] != stamp:
@@ -147,12 +147,18 @@ class KeyedRows:
         return pa.concat_tables(found) if found else data.schema.empty_table()
 
     def maintain(self, *, force: bool = False) -> bool:
-        """Build the index again where it would spare reads (True when built): none yet,
-        or one a file rewritten or removed made unusable, or the files added since hold
-        more than a tenth of its rows; only for a table of ``index_min_rows`` rows or
-        more (even a table sorted by key has row groups of many rows to decode), and no
-        sooner after the last build than ``build_spacing`` times its length (so a table
-        rewritten all the time costs a bounded share of a core)."""
+        """Copy an ``hdfs://`` table's new files, then build the index again where it
+        would spare reads (True when built): none yet, or one a file rewritten or removed
+        made unusable, or the files added since hold more than a tenth of its rows. Only
+        for a table of ``index_min_rows`` rows or more (even a table sorted by key has
+        row groups of many rows to decode), and no sooner after the last build than
+        ``build_spacing`` times its length (so a table rewritten all the time costs a
+        bounded share of a core)."""
+        if self._mirror is not None:
+            try:
+                self._mirror.sync()
+            except (OSError, ConfigError) as exc:  # the last copy is read meanwhile
+                log.warning("%s: not copied again: %s", self.table.path, exc)
         if not force and time.monotonic() < self._next_build:
             return False
         if not self._building.acquire(blocking=False):

@@ -27,15 +27,20 @@ from prescore.signature import Column, Columns
 from prescore.storage import open_root
 
 
+def listed(relative: str) -> bool:
+    """Whether a file at ``relative`` (a path inside a table's folder) is part of the
+    table, as Spark lists a folder: no hidden file, none under a hidden folder (a writer's
+    _temporary/ holds its unfinished part files)."""
+    return not any(n.startswith((".", "_")) for n in Path(relative).parts)
+
+
 def _local_files(path: str) -> list[str]:
     if any(c in path for c in "*?["):
         return sorted(glob.glob(path))
     if os.path.isdir(path):
         root = Path(path)
-        return sorted(  # as Spark lists a folder: no hidden file, none under a hidden
-            str(p)  # folder (a writer's _temporary/ holds its unfinished part files)
-            for p in root.rglob("*")
-            if p.is_file() and not any(n.startswith((".", "_")) for n in p.relative_to(root).parts)
+        return sorted(
+            str(p) for p in root.rglob("*") if p.is_file() and listed(str(p.relative_to(root)))
         )
     return [path] if os.path.exists(path) else []
 

@@ -12,6 +12,7 @@ permission) raises OSError.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class Backend(Protocol):
     def write_text(self, path: str, text: str) -> None: ...
     def upload_dir(self, local: Path, path: str) -> None: ...
     def download_dir(self, path: str, local: Path) -> None: ...
+    def files(self, path: str) -> dict[str, tuple[int, int]]: ...
+    def download_file(self, path: str, local: Path) -> None: ...
 
 
 class LocalFiles:
@@ -55,6 +58,12 @@ class LocalFiles:
         os.replace(tmp, path)
 
     def download_dir(self, path: str, local: Path) -> None:
+        raise AssertionError("local roots are read in place")
+
+    def files(self, path: str) -> dict[str, tuple[int, int]]:
+        raise AssertionError("local roots are read in place")
+
+    def download_file(self, path: str, local: Path) -> None:
         raise AssertionError("local roots are read in place")
 
 
@@ -100,6 +109,29 @@ class WebHdfs:
         self.client.download(path, str(tmp / "v"), overwrite=True)
         os.replace(tmp / "v", local)
         shutil.rmtree(tmp, ignore_errors=True)
+
+    def files(self, path: str) -> dict[str, tuple[int, int]]:
+        """Every file at or under ``path`` by its path relative to it ("": ``path`` is a
+        file), with its (modification time in ms, length); empty if there is none."""
+        status = self.client.status(path, strict=False)
+        if status is None:
+            return {}
+        if status["type"] == "FILE":
+            return {"": (status["modificationTime"], status["length"])}
+        found = {}
+        for (folder, _), _, names in self.client.walk(path, status=True, ignore_missing=True):
+            for name, info in names:
+                relative = posixpath.relpath(posixpath.join(folder, name), path)
+                found[relative] = (info["modificationTime"], info["length"])
+        return found
+
+    def download_file(self, path: str, local: Path) -> None:
+        """Copy one file to ``local``, replaced whole: it is written under a hidden name
+        beside it first (a reader of the folder never sees it half-written)."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.partial")
+        self.client.download(path, str(partial), overwrite=True)
+        os.replace(partial, local)
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,37 @@ def test_a_table_that_cannot_be_read_is_unavailable_not_a_miss(tmp_path: Path) -
             rows.get(["a"])
         assert info.value.code == "inputs_unavailable"
         assert rows.first() is None or broken is None
+
+
+def test_an_hdfs_table_is_copied_file_by_file_and_its_new_rows_read_after_a_sync(
+    tmp_path: Path,
+) -> None:
+    """An hdfs:// table (the WebHDFS test server): a file added is copied at the next
+    maintain (not the whole table again), a rewritten one copied again, a removed one
+    dropped, a writer's _temporary/ never; with the store down, the last copy is read."""
+    from tests.webhdfs_server import WebHdfsServer
+
+    namenode = tmp_path / "namenode"
+    folder = namenode / "users"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}).to_parquet(folder / "a.parquet")
+    with WebHdfsServer(namenode) as server:
+        table = Table(path=f"hdfs://127.0.0.1:{server.port}/users", key=("user_id",))
+        rows = KeyedRows(table, KeyForm(), timeout_s=5)
+        assert rows.get(["u1", "u3"]) == {"u1": {"user_id": "u1", "age": 30}}
+        copied = Path(rows._mirror.files[0])  # type: ignore[union-attr]
+        before = copied.stat().st_ino
+        pd.DataFrame({"user_id": ["u3"], "age": [50]}).to_parquet(folder / "b.parquet")
+        (folder / "_temporary").mkdir()
+        (folder / "_temporary" / "part-9.parquet").write_bytes(b"half a file")
+        assert rows.get(["u3"]) == {}  # not copied yet
+        rows.maintain()
+        assert rows.get(["u3", "u1"])["u3"]["age"] == 50
+        assert copied.stat().st_ino == before  # a.parquet was not copied again
+        assert len(rows._mirror.files) == 2  # type: ignore[union-attr]
+        pd.DataFrame({"user_id": ["u1"], "age": [31]}).to_parquet(folder / "a.parquet")
+        (folder / "b.parquet").unlink()
+        rows.maintain()
+        assert rows.get(["u1", "u2", "u3"]) == {"u1": {"user_id": "u1", "age": 31}}
+    rows.maintain()  # the store is gone: logged, the last copy still read
+    assert rows.get(["u1"]) == {"u1": {"user_id": "u1", "age": 31}}
