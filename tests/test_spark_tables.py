@@ -171,3 +171,36 @@ def test_the_jobs_key_text_is_exact_and_a_float_key_column_is_refused(
     floats = spark.createDataFrame([(1.0, "a")], "id double, v string")
     with pytest.raises(ConfigError, match=r"dataset t: entities\.key: column id is double"):
         spark_tables.rows_to_score(floats, table, KeyForm(), "dataset t: entities", [])
+
+
+def test_a_pyarrow_table_with_dictionary_strings_nullable_ints_and_large_lists(
+    spark: Any, tmp_path: Path
+) -> None:
+    """What pyarrow (and pandas through it) writes beyond Spark's own types: dictionary
+    encoded strings, a nullable integer column, large lists, nanosecond timestamps. The
+    job's columns are registration's, and its values live inference's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fallback.keyed_rows import KeyedRows
+    from prescore.keys import KeyForm
+
+    path = tmp_path / "readers.parquet"
+    pq.write_table(pa.table({
+        "reader_id": pa.array([1, 2, 3], pa.int64()),
+        "country": pa.array(["nl", "de", "nl"]).dictionary_encode(),
+        "age": pa.array([30, None, 41], pa.int32()),
+        "weights": pa.array([[0.5, 1.5], [], None], pa.large_list(pa.float64())),
+        "seen": pa.array([10**18 + 1, 2, 3], pa.timestamp("ns")),
+    }), path)  # fmt: skip
+    table = Table(path=str(path), key=("reader_id",))
+    frame = spark_tables.read(spark, table)
+    assert local_tables.schema(table) == spark_tables.columns(frame)
+    by_job = {str(r["reader_id"]): r.asDict() for r in frame.collect()}
+    live = KeyedRows(table, KeyForm()).get(["1", "2", "3"])
+    for key, row in live.items():
+        want = by_job[key]
+        assert row["country"] == want["country"] and row["seen"] == want["seen"]
+        assert (pd.isna(row["age"]) and want["age"] is None) or row["age"] == want["age"]
+        got = None if row["weights"] is None else list(row["weights"])
+        assert got == want["weights"], (key, got, want["weights"])
