@@ -12,8 +12,9 @@ prescore models [list] [NAME]             model versions, metrics, the promoted 
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
 prescore models promote NAME VERSION      name a model version as the one in production
 
-Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage. Listing
-commands take ``-o json``.
+Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or
+configuration (one line naming the setting or flag). Every command takes ``-o json``: one
+JSON document on stdout, what it says along the way on stderr.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from prescore import values
-from prescore.errors import ConfigError, PrescoreError
+from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.modelstore import ModelStore
 from prescore.redis_client import check_policy, connect, store_errors
-from prescore.settings import Settings
+from prescore.settings import Settings, masked_url
 from prescore.versions import Versions
 
 
@@ -49,6 +50,20 @@ def _emit(
         print(json.dumps(doc, indent=2, sort_keys=True))
     elif rows:
         print(_table(headers, rows))
+
+
+def _done(args: argparse.Namespace, doc: Any, line: str) -> None:
+    """A command's outcome: ``line`` for a person, or ``doc`` as JSON with ``-o json``."""
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.output == "json" else line)
+
+
+def _info(info: Any) -> dict[str, Any]:
+    """A registry entry as JSON shows it: its gates' key sample counted, not listed."""
+    doc = dict(info.__dict__)
+    extra = dict(doc.get("extra") or {})
+    if isinstance(extra.get("sample"), list):
+        extra["sample"] = len(extra["sample"])
+    return {**doc, "extra": extra}
 
 
 def _versions_of(settings: Settings, dataset: str, writes: bool = True) -> Versions:
@@ -79,7 +94,7 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset, writes=False)
     live = v.current()
     infos = v.all()
-    doc = {"dataset": args.dataset, "live": live, "versions": [i.__dict__ for i in infos]}
+    doc = {"dataset": args.dataset, "live": live, "versions": [_info(i) for i in infos]}
     if not infos and args.output != "json":
         print(f"{args.dataset}: no versions")
         return 0
@@ -104,8 +119,14 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
         raise PrescoreError(f"{args.dataset} {version}: no key {args.key!r}", code="not_found")
     written_back = not values.held(v.client, where, [args.key])  # buckets are read first
     ttl = v.client.ttl(where.write_back(args.key)) if written_back else -1
-    print(f"# {args.dataset} version {version}" + (f", live entry, ttl {ttl}s" if ttl > 0 else ""))
-    print(json.dumps(json.loads(raw), indent=2))
+    if args.output == "json":  # the payload and where it came from, one document
+        doc = {"dataset": args.dataset, "version": version, "key": args.key,
+               "ttl_s": ttl if ttl > 0 else None, "payload": json.loads(raw)}  # fmt: skip
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    where_from = f", live entry, ttl {ttl}s" if ttl > 0 else ""
+    print(f"# {args.dataset} version {version}{where_from}", file=sys.stderr)
+    print(json.dumps(json.loads(raw), indent=2))  # stdout: the payload alone (| jq)
     return 0
 
 
@@ -113,10 +134,11 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     before = v.current()
     target = v.rollback(to=args.to)
-    print(
+    line = (
         f"{args.dataset}: rolled back {before} -> {target.version} "
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
     )
+    _done(args, {"dataset": args.dataset, "from": before, "to": _info(target)}, line)
     return 0
 
 
@@ -124,7 +146,8 @@ def _release(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
     done = v.release(args.version, who, args.reason)
-    print(f"{args.dataset}: released {done.version} over its gates (by {who}: {args.reason})")
+    line = f"{args.dataset}: released {done.version} over its gates (by {who}: {args.reason})"
+    _done(args, {"dataset": args.dataset, "released": _info(done), "by": who}, line)
     return 0
 
 
@@ -150,10 +173,10 @@ def _misses(settings: Settings, args: argparse.Namespace) -> int:
 
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
     removed = _versions_of(settings, args.dataset).retire_old()
-    print(
-        f"{args.dataset}: removed {len(removed)} version(s)"
-        + (": " + ", ".join(removed) if removed else "")
+    line = f"{args.dataset}: removed {len(removed)} version(s)" + (
+        ": " + ", ".join(removed) if removed else ""
     )
+    _done(args, {"dataset": args.dataset, "removed": removed}, line)
     return 0
 
 
@@ -166,9 +189,18 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         key_column=args.key, json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
         model=args.model or dataset.model or "external", model_version=args.model_version,
-        max_bad=args.max_bad, force=args.force, say=print,
+        max_bad=args.max_bad, force=args.force, say=_say(args),
     )  # fmt: skip
+    if args.output == "json":
+        print(json.dumps(report.__dict__, indent=2, sort_keys=True))
     return 0 if report.published else 1
+
+
+def _say(args: argparse.Namespace) -> Any:
+    """Where a command's progress goes: stdout, or stderr beside ``-o json``."""
+    if args.output == "json":
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return print
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> int:
@@ -221,10 +253,11 @@ def _register(settings: Settings, args: argparse.Namespace) -> int:
     done = register(
         ModelStore(settings.models), settings.catalog, args.name, args.path,
         dataset=args.dataset, meta_file=args.meta, promote=args.promote, int8=args.int8,
-        webhdfs_url=settings.models.webhdfs_url,
+        webhdfs_url=settings.models.webhdfs_url, say=_say(args),
     )  # fmt: skip
     state = " and promoted" if done.promoted else ""
-    print(f"{done.name}: registered version {done.version}{state} in {settings.models.root}")
+    line = f"{done.name}: registered version {done.version}{state} in {settings.models.root}"
+    _done(args, {**done.__dict__, "store": settings.models.root}, line)
     return 0
 
 
@@ -232,7 +265,8 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
     store = ModelStore(settings.models)
     before = store.promoted(args.name)
     store.promote(args.name, args.version)
-    print(f"{args.name}: promoted {args.version} (was {before or 'none'})")
+    line = f"{args.name}: promoted {args.version} (was {before or 'none'})"
+    _done(args, {"model": args.name, "promoted": args.version, "was": before}, line)
     return 0
 
 
@@ -240,24 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prescore", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"prescore {_version()}")
     parser.add_argument("--redis-url", help="overrides REDIS_URL")
     parser.add_argument("--model-store", help="overrides PRESCORE_MODEL_STORE")
     parser.add_argument("--config", help="the dataset declarations (overrides PRESCORE_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def listing(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        return p
+
     def command(name: str, func: Any, help_: str, dataset: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
+        p = listing(sub.add_parser(name, help=help_))
         if dataset:
             p.add_argument("dataset", help="a declared dataset")
         p.set_defaults(func=func)
         return p
 
-    def listing(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-o", "--output", choices=("table", "json"), default="table")
-        return p
-
-    listing(command("datasets", _datasets, "list the declared datasets", dataset=False))
-    listing(command("versions", _versions, "list a dataset's versions"))
+    command("datasets", _datasets, "list the declared datasets", dataset=False)
+    command("versions", _versions, "list a dataset's versions")
     show = command("show", _show, "print the payload served for a key")
     show.add_argument("key", help="an entity key (or key|context) or image key")
     show.add_argument("--version", help="a version other than the live one")
@@ -265,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", help="a specific published version"
     )
     command("gc", _gc, "remove versions beyond the kept ones")
-    misses = listing(command("misses", _misses, "list the keys missed most"))
+    misses = command("misses", _misses, "list the keys missed most")
     misses.add_argument("-n", type=int, default=20, help="how many (default 20)")
     rel = command("release", _release, "publish a gated version anyway (recorded)")
     rel.add_argument("version", help="the gated version")
@@ -286,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="action")
     models.set_defaults(func=_models, name=None)
     listing(msub.add_parser("list", help="list model versions")).add_argument("name", nargs="?")
-    reg = msub.add_parser("register", help="import a SavedModel, checked against its dataset")
+    reg = listing(msub.add_parser("register", help="import a SavedModel, checked against it"))
     reg.add_argument("name", help="the model's name in the store (as datasets declare it)")
     reg.add_argument("path", help="a folder with a SavedModel (file:// or hdfs://)")
     reg.add_argument("--dataset", help="check against this dataset only")
@@ -294,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--promote", action="store_true", help="promote it once registered")
     reg.add_argument("--no-int8", dest="int8", action="store_false", help="skip int8")
     reg.set_defaults(func=_register)
-    for p in (msub.add_parser("promote", help="promote a model version"),
+    for p in (listing(msub.add_parser("promote", help="promote a model version")),
               command("promote", _promote, "promote a model version", dataset=False)):  # fmt: skip
         p.add_argument("name")
         p.add_argument("version")
@@ -312,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not hasattr(args, "output"):
         args.output = "table"
+    settings: Settings | None = None
     try:
         env = os.environ
         settings = Settings.from_env(env).with_overrides(
@@ -323,9 +359,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BrokenPipeError:  # the reader of the output left (| head): done
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 return 0
+    except ConfigError as exc:
+        print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:  # where, and why (the client's own words)
+        where = masked_url(settings.redis.url) if settings else "Redis"
+        print(f"prescore: {exc.code}: {exc.message} ({where}: {exc.__cause__})", file=sys.stderr)
+        return 1
     except PrescoreError as exc:
         print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # an optional part not installed: which extra
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"prescore: missing_extra: {args.command} needs {exc.name}, part of the "
+            f"{extra!r} extra: pip install 'prescore[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
+
+
+# modules of the optional extras (pyproject.toml) a command may import
+_EXTRAS = {
+    "orjson": "tables", "pandas": "tables", "pyarrow": "tables", "numpy": "tables",
+    "PIL": "tables", "hdfs": "tables", "tensorflow": "tf", "pyspark": "jobs",
+    "ai_edge_litert": "jobs", "yaml": "jobs", "flask": "web", "granian": "web",
+    "prometheus_client": "web",
+}  # fmt: skip
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prescore")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

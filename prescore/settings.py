@@ -87,15 +87,28 @@ def env_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[s
     return raw
 
 
+def masked_url(raw: str) -> str:
+    """``raw`` with its password, if any, shown as ``***`` (for messages and logs)."""
+    try:
+        password = urlparse(raw).password
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    return raw if not password else raw.replace(f":{password}@", ":***@")
+
+
 def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     """A URL whose scheme is one of ``schemes`` (the value shown with no password)."""
     raw = _get(env, name, default)
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
-        shown = raw if parsed.password is None else raw.replace(parsed.password, "***")
+        shown = masked_url(raw)
         allowed = ", ".join(f"{s}://" if s else "a path" for s in schemes)
         raise ConfigError(f"{name}={shown!r}: must be a URL of {allowed}")
     return raw
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+STORE_SCHEMES = ("file", "hdfs", "")  # "": a plain path
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -143,7 +156,7 @@ class RedisSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
         return cls(
-            url=env_url(env, "REDIS_URL", cls.url, ("redis", "rediss", "unix")),
+            url=env_url(env, "REDIS_URL", cls.url, REDIS_SCHEMES),
             cluster=env_bool(env, "PRESCORE_REDIS_CLUSTER", cls.cluster),
             socket_timeout_s=env_float(
                 env, "PRESCORE_REDIS_TIMEOUT_S", cls.socket_timeout_s, lo=0.001, hi=60
@@ -196,7 +209,7 @@ class ModelStoreSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ModelStoreSettings:
         return cls(
-            root=env_url(env, "PRESCORE_MODEL_STORE", cls.root, ("file", "hdfs", "")),
+            root=env_url(env, "PRESCORE_MODEL_STORE", cls.root, STORE_SCHEMES),
             webhdfs_url=env_str(env, "PRESCORE_WEBHDFS_URL", cls.webhdfs_url),
             hdfs_user=env_str(env, "PRESCORE_HDFS_USER", cls.hdfs_user),
             cache_dir=env_str(env, "PRESCORE_MODEL_CACHE", cls.cache_dir),
@@ -235,12 +248,15 @@ class Settings:
         config: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
-        """These settings with the command-line flags that every entry point takes."""
+        """These settings with the command-line flags that every entry point takes, each
+        checked as its variable is (a bad one is a ConfigError naming the flag)."""
         out = self
         if redis_url:
-            out = replace(out, redis=replace(out.redis, url=redis_url))
+            url = env_url({"--redis-url": redis_url}, "--redis-url", "", REDIS_SCHEMES)
+            out = replace(out, redis=replace(out.redis, url=url))
         if model_store:
-            out = replace(out, models=replace(out.models, root=model_store))
+            root = env_url({"--model-store": model_store}, "--model-store", "", STORE_SCHEMES)
+            out = replace(out, models=replace(out.models, root=root))
         if config:
             out = replace(out, catalog=load(config, env))
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from prescore import codec
+from prescore import codec, keys
 from prescore.cli import main
 from prescore.embedded_redis import free_port
 from prescore.modelstore import ModelStore
@@ -45,8 +46,9 @@ def test_versions_show_and_rollback(
     assert first in out
 
     assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "u1"]) == 0
-    shown = capsys.readouterr().out
-    assert json.loads(shown.split("\n", 1)[1])["model_version"] == "2"
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)["model_version"] == "2"  # stdout: the payload alone (| jq)
+    assert shown.err.startswith(f"# reco version {second}")
 
     assert main([*CONFIG, "--redis-url", redis_url, "rollback", "reco"]) == 0
     assert f"{second} -> {first}" in capsys.readouterr().out
@@ -58,7 +60,7 @@ def test_missing_key_and_no_target_are_clear(
 ) -> None:
     assert main([*CONFIG, "--redis-url", redis_url, "rollback", "tags"]) == 1
     assert "no_version" in capsys.readouterr().err
-    assert main([*CONFIG, "--redis-url", redis_url, "versions", "nope"]) == 1
+    assert main([*CONFIG, "--redis-url", redis_url, "versions", "nope"]) == 2  # bad usage
     assert "no dataset 'nope' is declared" in capsys.readouterr().err
     _publish(rclient, "1")
     assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "nobody"]) == 1
@@ -108,6 +110,72 @@ def test_unreachable_redis_is_a_clean_error() -> None:
     assert proc.returncode == 1  # a runtime error; 2 is bad usage
     assert "store_unavailable" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert f"({url}: Error 111 connecting" in proc.stderr  # where, and why
+
+
+def test_flags_are_checked_as_their_variables_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """A flag gets the check its variable gets: one line naming it (the password masked),
+    exit 2 as for any bad configuration, never a traceback."""
+    for flag, value, named in (
+        ("--redis-url", "http://user:hunter2@x", "--redis-url='http://user:***@x'"),
+        ("--model-store", "ftp://x/models", "--model-store='ftp://x/models'"),
+    ):
+        assert main([*CONFIG, flag, value, "versions", "reco"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"prescore: bad_config: {named}: must be a URL of"), err
+        assert "hunter2" not in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as shown:
+        main(["--version"])
+    assert shown.value.code == 0 and capsys.readouterr().out.startswith("prescore ")
+
+
+def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) -> None:
+    """A core install (no 'tables' extra) asked to publish: which extra to install."""
+    blocker = tmp_path / "sitecustomize.py"  # this interpreter, without orjson
+    blocker.write_text("import sys\nsys.modules['orjson'] = None\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", redis_url, "publish",
+         "reco", str(tmp_path / "scores.parquet")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (
+        "prescore: missing_extra: publish needs orjson, part of the 'tables' extra: "
+        "pip install 'prescore[tables]'\n"
+    )
+
+
+def test_every_command_reports_as_json(
+    rclient: redis.Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-o json``: one JSON document on stdout, for the commands that change things too;
+    a version's gate sample is counted, not listed."""
+    cli = [*CONFIG, "--redis-url", redis_url]
+    first = _publish(rclient, "1")
+    second = _publish(rclient, "2")
+    v = Versions(rclient, "reco", StoreSettings())
+    entry = v.get(second)
+    rclient.hset(
+        keys.registry_key("reco"), second,
+        entry.replace(extra={**entry.extra, "sample": ["u1"] * 1000}).to_bytes(),
+    )  # fmt: skip
+    assert main([*cli, "versions", "reco", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["versions"][0]["extra"]["sample"] == 1000
+    assert main([*cli, "show", "reco", "u1", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["version"], doc["payload"]["model_version"]) == (second, "2")
+    assert main([*cli, "rollback", "reco", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["from"], doc["to"]["version"]) == (second, first)
+    assert main([*cli, "gc", "reco", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dataset": "reco", "removed": []}
+    root = (tmp_path / "models").as_uri()
+    (tmp_path / "built").mkdir()
+    ModelStore(ModelStoreSettings(root=root)).save("reco", tmp_path / "built", {})
+    assert main(["--model-store", root, "promote", "reco", "1", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"model": "reco", "promoted": "1", "was": None}
 
 
 def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

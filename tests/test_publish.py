@@ -168,7 +168,7 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
         text=True,
         check=False,
     )
-    assert unknown.returncode == 1 and "no dataset 'nope' is declared" in unknown.stderr
+    assert unknown.returncode == 2 and "no dataset 'nope' is declared" in unknown.stderr
 
 
 def test_an_integer_key_column_is_published_as_its_digits(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
