@@ -27,43 +27,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from prescore import values
+from prescore import cli_models, values
+from prescore.cli_output import done, emit, entry, say
 from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
-from prescore.modelstore import ModelStore
 from prescore.redis_client import check_policy, connect, store_errors
 from prescore.settings import Settings, masked_url
 from prescore.versions import Versions
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _emit(
-    args: argparse.Namespace, doc: Any, headers: Sequence[str], rows: list[list[Any]]
-) -> None:
-    if getattr(args, "output", "table") == "json":
-        print(json.dumps(doc, indent=2, sort_keys=True))
-    elif rows:
-        print(_table(headers, rows))
-
-
-def _done(args: argparse.Namespace, doc: Any, line: str) -> None:
-    """A command's outcome: ``line`` for a person, or ``doc`` as JSON with ``-o json``."""
-    print(json.dumps(doc, indent=2, sort_keys=True) if args.output == "json" else line)
-
-
-def _info(info: Any) -> dict[str, Any]:
-    """A registry entry as JSON shows it: its gates' key sample counted, not listed."""
-    doc = dict(info.__dict__)
-    extra = dict(doc.get("extra") or {})
-    if isinstance(extra.get("sample"), list):
-        extra["sample"] = len(extra["sample"])
-    return {**doc, "extra": extra}
 
 
 def _versions_of(settings: Settings, dataset: str, writes: bool = True) -> Versions:
@@ -86,7 +55,7 @@ def _datasets(settings: Settings, args: argparse.Namespace) -> int:
     if not found and args.output != "json":
         print(f"no datasets declared ({settings.catalog.source or 'PRESCORE_CONFIG is unset'})")
     rows = [[d.name, d.kind, d.model or "-", f"/v1/{d.route}" if d.route else "-"] for d in found]
-    _emit(args, doc, ("dataset", "kind", "model", "route"), rows)
+    emit(args, doc, ("dataset", "kind", "model", "route"), rows)
     return 0
 
 
@@ -94,7 +63,7 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset, writes=False)
     live = v.current()
     infos = v.all()
-    doc = {"dataset": args.dataset, "live": live, "versions": [_info(i) for i in infos]}
+    doc = {"dataset": args.dataset, "live": live, "versions": [entry(i) for i in infos]}
     if not infos and args.output != "json":
         print(f"{args.dataset}: no versions")
         return 0
@@ -104,7 +73,7 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
         for i in infos
     ]  # fmt: skip
     heads = ("", "version", "status", "model", "rows", "started", "finished", "note")
-    _emit(args, doc, heads, rows)
+    emit(args, doc, heads, rows)
     return 0
 
 
@@ -138,16 +107,16 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
         f"{args.dataset}: rolled back {before} -> {target.version} "
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
     )
-    _done(args, {"dataset": args.dataset, "from": before, "to": _info(target)}, line)
+    done(args, {"dataset": args.dataset, "from": before, "to": entry(target)}, line)
     return 0
 
 
 def _release(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
-    done = v.release(args.version, who, args.reason)
-    line = f"{args.dataset}: released {done.version} over its gates (by {who}: {args.reason})"
-    _done(args, {"dataset": args.dataset, "released": _info(done), "by": who}, line)
+    released = v.release(args.version, who, args.reason)
+    line = f"{args.dataset}: released {released.version} over its gates (by {who}: {args.reason})"
+    done(args, {"dataset": args.dataset, "released": entry(released), "by": who}, line)
     return 0
 
 
@@ -167,7 +136,7 @@ def _misses(settings: Settings, args: argparse.Namespace) -> int:
         return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "-"
 
     rows = [[m.key, m.count, when(m.last_seen)] for m in top]
-    _emit(args, doc, ("key", "misses", "last missed"), rows)
+    emit(args, doc, ("key", "misses", "last missed"), rows)
     return 0
 
 
@@ -176,7 +145,7 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     line = f"{args.dataset}: removed {len(removed)} version(s)" + (
         ": " + ", ".join(removed) if removed else ""
     )
-    _done(args, {"dataset": args.dataset, "removed": removed}, line)
+    done(args, {"dataset": args.dataset, "removed": removed}, line)
     return 0
 
 
@@ -189,85 +158,11 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         key_column=args.key, json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
         model=args.model or dataset.model or "external", model_version=args.model_version,
-        max_bad=args.max_bad, force=args.force, say=_say(args),
+        max_bad=args.max_bad, force=args.force, say=say(args),
     )  # fmt: skip
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))
     return 0 if report.published else 1
-
-
-def _say(args: argparse.Namespace) -> Any:
-    """Where a command's progress goes: stdout, or stderr beside ``-o json``."""
-    if args.output == "json":
-        return lambda line: print(line, file=sys.stderr, flush=True)
-    return print
-
-
-def _models(settings: Settings, args: argparse.Namespace) -> int:
-    store = ModelStore(settings.models)
-    names = (
-        [args.name]
-        if args.name
-        else sorted({d.model for d in settings.catalog.datasets.values() if d.model})
-    )
-    doc: dict[str, Any] = {}
-    for name in names:
-        promoted = store.promoted(name)
-        rows, versions = [], []
-        for version in store.versions(name):
-            meta = store.meta(name, version)
-            metrics = meta.get("metrics", {})
-            shown = ", ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in sorted(metrics.items())
-                if not isinstance(v, dict)
-            )
-            q = meta.get("quantization") or {}
-            int8 = "yes" if q.get("built") or (q and "built" not in q) else "no"
-            rows.append(
-                [
-                    "*" if version == promoted else "",
-                    version,
-                    meta.get("created_at", ""),
-                    int8,
-                    shown,
-                ]
-            )
-            versions.append({"version": version, "promoted": version == promoted, "meta": meta})
-        doc[name] = versions
-        if args.output != "json":
-            print(f"{name} ({settings.models.root})")
-            print(
-                _table(("", "version", "created", "int8", "metrics"), rows)
-                if rows
-                else "  no versions"
-            )
-    if args.output == "json":
-        print(json.dumps(doc, indent=2, sort_keys=True))
-    return 0
-
-
-def _register(settings: Settings, args: argparse.Namespace) -> int:
-    from prescore.model_import import register
-
-    done = register(
-        ModelStore(settings.models), settings.catalog, args.name, args.path,
-        dataset=args.dataset, meta_file=args.meta, promote=args.promote, int8=args.int8,
-        webhdfs_url=settings.models.webhdfs_url, say=_say(args),
-    )  # fmt: skip
-    state = " and promoted" if done.promoted else ""
-    line = f"{done.name}: registered version {done.version}{state} in {settings.models.root}"
-    _done(args, {**done.__dict__, "store": settings.models.root}, line)
-    return 0
-
-
-def _promote(settings: Settings, args: argparse.Namespace) -> int:
-    store = ModelStore(settings.models)
-    before = store.promoted(args.name)
-    store.promote(args.name, args.version)
-    line = f"{args.name}: promoted {args.version} (was {before or 'none'})"
-    _done(args, {"model": args.name, "promoted": args.version, "was": before}, line)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = listing(sub.add_parser("models", help="list, register and promote models"))
     msub = models.add_subparsers(dest="action")
-    models.set_defaults(func=_models, name=None)
+    models.set_defaults(func=cli_models.list_models, name=None)
     listing(msub.add_parser("list", help="list model versions")).add_argument("name", nargs="?")
     reg = listing(msub.add_parser("register", help="import a SavedModel, checked against it"))
     reg.add_argument("name", help="the model's name in the store (as datasets declare it)")
@@ -328,15 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--meta", help="model.json to use (default: PATH/model.json)")
     reg.add_argument("--promote", action="store_true", help="promote it once registered")
     reg.add_argument("--no-int8", dest="int8", action="store_false", help="skip int8")
-    reg.set_defaults(func=_register)
-    for p in (listing(msub.add_parser("promote", help="promote a model version")),
-              command("promote", _promote, "promote a model version", dataset=False)):  # fmt: skip
+    reg.set_defaults(func=cli_models.register)
+    promote_help = "promote a model version"
+    for p in (listing(msub.add_parser("promote", help=promote_help)),
+              command("promote", cli_models.promote, promote_help, dataset=False)):  # fmt: skip
         p.add_argument("name")
         p.add_argument("version")
-        p.set_defaults(func=_promote)
+        p.set_defaults(func=cli_models.promote)
     for p in msub.choices.values():
         if p.get_default("func") is None:
-            p.set_defaults(func=_models)
+            p.set_defaults(func=cli_models.list_models)
     return parser
 
 

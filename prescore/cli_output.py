@@ -1,0 +1,48 @@
+"""How the operator CLI (prescore.cli) reports: a table or one line for a person, one
+JSON document on stdout with ``-o json`` (what it says along the way then on stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows under their headers, columns aligned."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def emit(args: argparse.Namespace, doc: Any, headers: Sequence[str], rows: list[list[Any]]) -> None:
+    """A listing: ``rows`` as a table, or ``doc`` as JSON with ``-o json``."""
+    if getattr(args, "output", "table") == "json":
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    elif rows:
+        print(table(headers, rows))
+
+
+def done(args: argparse.Namespace, doc: Any, line: str) -> None:
+    """A command's outcome: ``line`` for a person, or ``doc`` as JSON with ``-o json``."""
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.output == "json" else line)
+
+
+def entry(info: Any) -> dict[str, Any]:
+    """A registry entry as JSON shows it: its gates' key sample counted, not listed."""
+    doc = dict(info.__dict__)
+    extra = dict(doc.get("extra") or {})
+    if isinstance(extra.get("sample"), list):
+        extra["sample"] = len(extra["sample"])
+    return {**doc, "extra": extra}
+
+
+def say(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a command's progress goes: stdout, or stderr beside ``-o json``."""
+    if args.output == "json":
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return print
