@@ -9,6 +9,7 @@ where it is read, in one line that names the variable, the value and what is all
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,19 @@ from prescore.datasets import Catalog, load
 from prescore.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_VAR = PROJECT_ROOT / "var"
+
+
+def _default_var() -> Path:
+    """Where state goes when no setting says: a checkout's var/ (the demo, the tests), else
+    the user's data folder. An installed package's own folder is no place for it: it may
+    be read-only, and an upgrade replaces it."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / "var"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "prescore"
+
+
+DEFAULT_VAR = _default_var()
 DEFAULT_SPARK_SCRATCH = str(Path(tempfile.gettempdir()) / "prescore-spark")
 
 

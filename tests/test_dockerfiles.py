@@ -604,3 +604,13 @@ def test_lookup_image_python_layer_installs_and_serves_without_tensorflow(tmp_pa
         timeout=60,
     )
     assert versions.returncode == 1 and "store_unavailable" in versions.stderr, versions.stderr
+    # an installed copy keeps its state under the user's data folder, not site-packages
+    no_xdg = {k: v for k, v in env.items() if k != "XDG_DATA_HOME"}
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "from prescore.settings import ModelStoreSettings as M; print(M().root, M().cache_dir)"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={**no_xdg, "HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    home = tmp_path / "home" / ".local" / "share" / "prescore"
+    assert where.stdout.split() == [(home / "models").as_uri(), str(home / "model-cache")]
