@@ -6,6 +6,7 @@ prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
 prescore gc NAME                          remove versions beyond the kept ones
 prescore release NAME VERSION --reason R  publish a version its data gates held back
+  (rollback, gc and release take --dry-run: what they would do, nothing changed)
 prescore misses NAME [-n N]               the keys missed most (the next bulk run scores them)
 prescore publish NAME PATH                publish scores computed elsewhere (parquet)
 prescore models [list] [NAME]             model versions, metrics, the promoted one
@@ -102,21 +103,31 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
 def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     before = v.current()
-    target = v.rollback(to=args.to)
+    target = v.rollback(to=args.to, dry_run=args.dry_run)
     line = (
-        f"{args.dataset}: rolled back {before} -> {target.version} "
+        f"{args.dataset}: {_would(args, 'rolled back')} {before} -> {target.version} "
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
     )
-    done(args, {"dataset": args.dataset, "from": before, "to": entry(target)}, line)
+    doc = {"dataset": args.dataset, "from": before, "to": entry(target), "dry_run": args.dry_run}
+    done(args, doc, line)
     return 0
+
+
+def _would(args: argparse.Namespace, did: str) -> str:
+    """``did``, or what a dry run would do."""
+    return f"would be {did} (dry run, nothing changed):" if args.dry_run else did
 
 
 def _release(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
-    released = v.release(args.version, who, args.reason)
-    line = f"{args.dataset}: released {released.version} over its gates (by {who}: {args.reason})"
-    done(args, {"dataset": args.dataset, "released": entry(released), "by": who}, line)
+    released = v.release(args.version, who, args.reason, dry_run=args.dry_run)
+    line = (
+        f"{args.dataset}: {_would(args, 'released')} {released.version} over its gates "
+        f"(by {who}: {args.reason})"
+    )
+    doc = {"dataset": args.dataset, "released": entry(released), "by": who}
+    done(args, {**doc, "dry_run": args.dry_run}, line)
     return 0
 
 
@@ -141,7 +152,16 @@ def _misses(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
-    removed = _versions_of(settings, args.dataset).retire_old()
+    v = _versions_of(settings, args.dataset)
+    if args.dry_run:
+        planned = v.gc_plan()
+        lines = [f"{args.dataset}: gc would (dry run, nothing changed):"] + [
+            f"  {action.replace('_', ' ')}: {', '.join(found) or '-'}"
+            for action, found in planned.items()
+        ]  # fmt: skip
+        done(args, {"dataset": args.dataset, "dry_run": True, **planned}, "\n".join(lines))
+        return 0
+    removed = v.retire_old()
     line = f"{args.dataset}: removed {len(removed)} version(s)" + (
         ": " + ", ".join(removed) if removed else ""
     )
@@ -191,15 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("show", _show, "print the payload served for a key")
     show.add_argument("key", help="an entity key (or key|context) or image key")
     show.add_argument("--version", help="a version other than the live one")
-    command("rollback", _rollback, "serve another published version").add_argument(
-        "--to", help="a specific published version"
-    )
-    command("gc", _gc, "remove versions beyond the kept ones")
+    dry = "check and say what it would do; change nothing"
+    back = command("rollback", _rollback, "serve another published version")
+    back.add_argument("--to", help="a specific published version")
+    back.add_argument("--dry-run", action="store_true", help=dry)
+    gc = command("gc", _gc, "remove versions beyond the kept ones")
+    gc.add_argument("--dry-run", action="store_true", help=dry)
     misses = command("misses", _misses, "list the keys missed most")
     misses.add_argument("-n", type=int, default=20, help="how many (default 20)")
     rel = command("release", _release, "publish a gated version anyway (recorded)")
     rel.add_argument("version", help="the gated version")
     rel.add_argument("--reason", required=True, help="why its gates are overridden")
+    rel.add_argument("--dry-run", action="store_true", help=dry)
     pub = command("publish", _publish, "publish scores computed elsewhere (parquet)")
     pub.add_argument("path", help="parquet file, folder or glob (file:// or a local path)")
     pub.add_argument("--key", help="the key column (default: the dataset's key field)")

@@ -11,6 +11,7 @@ go; a Redis too full to record has the keys removed first, then room to record.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import redis
@@ -41,29 +42,58 @@ def retire_old(v: Versions) -> list[str]:
     (the live one always kept), drop the keys of gated versions older than the newest,
     trim the history, and sweep what is left over; the versions retired or reaped."""
     removed = reap_dead(v)
-    live = v.current()
+    for action, version in _decide(v.all(), v.current(), v.settings.keep_versions):
+        if action == "drop_gated_keys":
+            _drop_gated_keys(v, version)
+        elif action == "retire":
+            if _retire(v, version):
+                removed.append(version)
+        else:  # the registry must not grow without bound
+            v.client.hdel(keys.registry_key(v.dataset), version)
+    sweep(v)
+    return removed
+
+
+def plan(v: Versions) -> dict[str, list[str]]:
+    """What :func:`retire_old` would do now, changing nothing (``gc --dry-run``): the
+    versions it would reap, retire, drop the keys of, trim from the history, and the
+    leftovers whose keys it would sweep."""
+    infos = v.all()
+    dead = [i.version for i in infos if i.status == "dead"]
+    after_reaping = [i.replace(status="failed") if i.status == "dead" else i for i in infos]
+    done: dict[str, list[str]] = {"reap": dead, "retire": [], "drop_gated_keys": [], "trim": []}
+    for action, version in _decide(after_reaping, v.current(), v.settings.keep_versions):
+        done[action].append(version)
+    entries = {i.version: i for i in after_reaping}
+    done["sweep"] = sorted(
+        version for version in map(as_text, v.client.hkeys(keys.owned_key(v.dataset)))
+        if version not in entries or _past_keeping(entries[version])
+    )  # fmt: skip
+    return done
+
+
+def _decide(infos: list[VersionInfo], live: str | None, keep: int) -> Iterator[tuple[str, str]]:
+    """What housekeeping does to each of ``infos`` (newest first): ``drop_gated_keys``
+    (a gated version older than the newest gated one), ``retire`` (a published version
+    beyond the ``keep`` newest, never the live one), ``trim`` (a failed or retired entry
+    beyond the HISTORY kept; a gated entry stays, as an operator may still release it)."""
     kept = history = 0
     gated_seen = False
-    for info in v.all():
+    for info in infos:
         if info.status == "gated":  # the newest keeps its keys, to be released
             if gated_seen and not info.note.endswith(KEYS_REMOVED):
-                _drop_gated_keys(v, info.version)
+                yield "drop_gated_keys", info.version
             gated_seen = True
-        if info.version == live or (info.status == "published" and kept < v.settings.keep_versions):
+        if info.version == live or (info.status == "published" and kept < keep):
             kept += 1
             continue
         if info.status == "published":
-            if _retire(v, info.version):
-                removed.append(info.version)
+            yield "retire", info.version
         elif info.status == "writing":
             continue  # its writer is alive
         history += 1
-        # the registry must not grow without bound; a gated entry stays (an operator may
-        # still release it), its keys removed above
         if history > HISTORY and info.status in ("failed", "retired"):
-            v.client.hdel(keys.registry_key(v.dataset), info.version)
-    sweep(v)
-    return removed
+            yield "trim", info.version
 
 
 def sweep(v: Versions) -> None:

@@ -286,8 +286,10 @@ class Versions:
         except Conflict as exc:
             raise PublishError(f"{self.dataset} {version}: {exc}", code="lease_lost") from None
 
-    def release(self, version: str, by: str, reason: str) -> VersionInfo:
-        """Publish a gated version anyway: an operator's decision, recorded in its entry."""
+    def release(self, version: str, by: str, reason: str, *, dry_run: bool = False) -> VersionInfo:
+        """Publish a gated version anyway: an operator's decision, recorded in its entry
+        (``dry_run``: every check made, the entry it would write returned, nothing
+        changed)."""
         if not reason.strip():
             raise PublishError("say why the gates are overridden (--reason)", code="no_reason")
         made: list[VersionInfo] = []
@@ -310,7 +312,10 @@ class Versions:
             made[:] = [done]
             return Change(self.current(), {version: (raw, done.to_bytes())}, version)
 
-        self.apply(decide, version)
+        if dry_run:
+            decide()
+        else:
+            self.apply(decide, version)
         return made[0]
 
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
@@ -342,8 +347,9 @@ class Versions:
         self._finish(version, Change(None, {}))
         self.forget(version)
 
-    def rollback(self, to: str | None = None) -> VersionInfo:
-        """Point readers at ``to`` or at the newest published version before the live one.
+    def rollback(self, to: str | None = None, *, dry_run: bool = False) -> VersionInfo:
+        """Point readers at ``to`` or at the newest published version before the live one
+        (``dry_run``: the version it would switch to, nothing changed).
 
         The version left stays published (noted), so rolling forward to it again works.
         The switch is made only if the live version and the target are still as read:
@@ -386,7 +392,10 @@ class Versions:
             switch = {live: (entries[live], left.to_bytes()), target.version: (same, same)}
             return Change(live, switch, target.version)
 
-        self.apply(decide, to or "rollback")
+        if dry_run:
+            decide()
+        else:
+            self.apply(decide, to or "rollback")
         return found[0]
 
     # -- housekeeping (prescore.version_gc) ------------------------------------
@@ -399,6 +408,10 @@ class Versions:
         always kept), trim the history, and remove the keys of every version past
         keeping; the versions retired or reaped."""
         return version_gc.retire_old(self)
+
+    def gc_plan(self) -> dict[str, list[str]]:
+        """What :meth:`retire_old` would do now, changing nothing."""
+        return version_gc.plan(self)
 
     def forget(self, version: str) -> None:
         """Remove the keys of a version in a final state, then its line in the record of

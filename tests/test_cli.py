@@ -22,7 +22,7 @@ from tests.helpers import DEMO_CONFIG
 CONFIG = ["--config", str(DEMO_CONFIG)]  # the demo's reco and tags datasets
 
 
-def _publish(client: redis.Redis, tag: str) -> str:
+def _publish(client: redis.Redis, tag: str, retire: bool = True) -> str:
     v = Versions(client, "reco", StoreSettings())
     info = v.begin("reco", tag)
     payload = codec.encode_payload(
@@ -30,7 +30,7 @@ def _publish(client: redis.Redis, tag: str) -> str:
         model="reco", model_version=tag, scored_at="2026-11-24T00:00:00Z",
     )  # fmt: skip
     write_payloads(client, "reco", info.version, [("u1", payload)])
-    v.publish(info.version, 1)
+    v.publish(info.version, 1, retire=retire)
     return info.version
 
 
@@ -208,3 +208,35 @@ def test_listings_as_json_and_usage_errors(
     with pytest.raises(SystemExit) as usage:
         main(["versions"])
     assert usage.value.code == 2
+
+
+def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
+    rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = [*CONFIG, "--redis-url", redis_url]
+    published = [_publish(rclient, str(n), retire=False) for n in range(5)]  # 3 are kept
+    v = Versions(rclient, "reco", StoreSettings())
+    gated = v.begin("reco", "g").version
+    write_payloads(rclient, "reco", gated, [("u1", b'{"items":[]}')])
+    v.gate(gated, 1, {}, "drift too high")
+
+    def state() -> tuple[object, ...]:
+        return (rclient.get(keys.pointer_key("reco")), rclient.hgetall(keys.registry_key("reco")),
+                sorted(rclient.keys("*")))  # fmt: skip
+
+    before = state()
+    assert main([*cli, "gc", "reco", "--dry-run", "-o", "json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["retire"] == published[:2][::-1] and planned["dry_run"] is True
+    assert main([*cli, "rollback", "reco", "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert (
+        f"would be rolled back (dry run, nothing changed): {published[4]} -> {published[3]}" in said
+    )
+    assert main([*cli, "release", "reco", gated, "--reason", "checked", "--dry-run"]) == 0
+    assert f"would be released (dry run, nothing changed): {gated}" in capsys.readouterr().out
+    assert state() == before  # nothing changed
+    assert main([*cli, "release", "reco", "nope", "--reason", "x", "--dry-run"]) == 1
+    capsys.readouterr()
+    assert main([*cli, "gc", "reco", "-o", "json"]) == 0  # what the plan said
+    assert sorted(json.loads(capsys.readouterr().out)["removed"]) == sorted(planned["retire"])
