@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +30,7 @@ from prescore import dataset_feeds, local_tables
 from prescore.datasets import Catalog, Dataset
 from prescore.errors import ConfigError, ModelMismatch, ModelStoreError
 from prescore.modelstore import META_FILE, ModelStore
+from prescore.progress import duration
 from prescore.signature import Columns, Signatures, check
 from prescore.storage import open_root
 
@@ -151,9 +153,14 @@ def register(
         )
         meta.setdefault("created_at", meta["registered_at"])
         skipped = {"built": False, "reason": "skipped (--no-int8)"}
+        started = time.monotonic()
+        if int8:
+            say(f"{name}: converting to LiteRT (float32, int8) and measuring both...")
         q = _int8(out, meta, sigs, targets[0], webhdfs_url) if int8 else skipped
         meta["quantization"] = q
-        say(f"{name}: int8 variant {_described(q)}")
+        took = f" ({duration(time.monotonic() - started)})" if int8 else ""
+        say(f"{name}: int8 variant {_described(q)}{took}")
+        say(f"{name}: saving to the model store...")
         version = store.save(name, out, meta)
     if promote:
         store.promote(name, version)

@@ -27,6 +27,7 @@ from prescore.datasets import Dataset, Table
 from prescore.errors import InvalidInput, PublishError
 from prescore.lifecycle import Written, publish_new
 from prescore.local_tables import files
+from prescore.progress import Progress
 from prescore.redis_client import Client
 from prescore.settings import StoreSettings
 from prescore.values import Placed
@@ -160,7 +161,7 @@ def _finite(value: Any) -> None:
 
 def _write_all(
     client: Client, dataset: Dataset, where: Placed, path: str, rows: _Rows,
-    report: PublishReport, sample: gates.Reservoir, fence: values.Fence,
+    report: PublishReport, sample: gates.Reservoir, fence: values.Fence, progress: Progress,
 ) -> None:  # fmt: skip
     """Write every good row of the parquet at ``path``; count and sample the bad ones."""
     from prescore.datasets import absolute_uri
@@ -178,15 +179,17 @@ def _write_all(
                     )
         report.rows += values.write(client, where, good, fence=fence)
         sample.offer([k for k, _ in good])
+        progress.add(len(batch_keys))
 
 
 def publish_file(
     client: Client, store: StoreSettings, dataset: Dataset, path: str, *,
     key_column: str | None = None, json_column: str | None = None, columns: Sequence[str] = (),
     model: str = "external", model_version: str = "", max_bad: int = 0, force: bool = False,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, progress_s: float = 5.0,
 ) -> PublishReport:  # fmt: skip
-    """Publish the rows of the parquet at ``path`` as a new version of ``dataset``."""
+    """Publish the rows of the parquet at ``path`` as a new version of ``dataset``, saying
+    how far it got every ``progress_s`` (rows read of the file's, rate, time left)."""
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -197,11 +200,13 @@ def publish_file(
 
     report = PublishReport(dataset.name)
     reservoir = gates.Reservoir(dataset.gates.sample)
+    total = _Rows.count(absolute_uri(path))
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
         where, fence = versions.placed(info.version, info), versions.fence(info.version)
-        _write_all(client, dataset, where, path, rows, report, reservoir, fence)
+        progress = Progress(f"{dataset.name} {info.version}", total, say, every_s=progress_s)
+        _write_all(client, dataset, where, path, rows, report, reservoir, fence, progress)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
@@ -212,7 +217,7 @@ def publish_file(
     try:
         done = publish_new(
             client, store, dataset, (model, model_version), write,
-            note=f"published from {path}", expected_keys=_Rows.count(absolute_uri(path)),
+            note=f"published from {path}", expected_keys=total,
             force=force, say=say,
         )  # fmt: skip
     except BaseException as exc:

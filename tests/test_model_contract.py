@@ -170,8 +170,16 @@ def test_the_cli_registers_and_refuses_with_exit_codes(
     assert ok.returncode == 0, ok.stderr
     assert (
         "shop-model: fits dataset shop" in ok.stdout
+        and "shop-model: saving to the model store..." in ok.stdout
         and "registered version 1 and promoted" in ok.stdout
     )
+    as_json = subprocess.run(
+        [*cli, "register", "shop-model", str(shop["plain"]), "--no-int8", "-o", "json"],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    doc = json.loads(as_json.stdout)  # the document alone on stdout; progress on stderr
+    assert (doc["version"], doc["checked"]) == ("2", ["shop"]), as_json.stderr
+    assert "shop-model: fits dataset shop" in as_json.stderr
     bad = subprocess.run(
         [*cli, "register", "shop-model", str(tmp_path)],
         env=env,
@@ -191,7 +199,9 @@ def test_the_cli_registers_and_refuses_with_exit_codes(
         check=True,
     )
     doc = json.loads(listed.stdout)
-    assert [v["version"] for v in doc["shop-model"]] == ["1"] and doc["shop-model"][0]["promoted"]
+    assert [v["version"] for v in doc["shop-model"]] == ["1", "2"] and doc["shop-model"][0][
+        "promoted"
+    ]
     usage = subprocess.run([*cli, "register"], env=env, cwd=ROOT, capture_output=True, check=False)
     assert usage.returncode == 2
 

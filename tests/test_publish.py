@@ -60,8 +60,11 @@ def test_published_rows_are_served_with_their_own_names(similar, rclient, tmp_pa
         model="nightly-als",
         model_version="7",
         say=lines.append,
+        progress_s=0.0,  # a progress line after every batch
     )
     assert report.published and report.rows == 500 and report.bad == 0
+    said = [line for line in lines if " of 500 rows (100%), " in line]
+    assert len(said) == 1 and said[0].startswith(f"  similar {report.version}: 500 of 500"), lines
     v = Versions(rclient, "similar", similar.store)
     info = v.get(v.current() or "")
     assert (info.status, info.rows, info.model, info.model_version) == (

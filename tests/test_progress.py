@@ -1,0 +1,31 @@
+"""Progress lines of long work (prescore.progress): golden lines on a stepped clock."""
+
+from __future__ import annotations
+
+from prescore.progress import Progress, duration
+
+
+def test_lines_say_done_of_total_rate_and_time_left_at_most_every_period() -> None:
+    now = [100.0]
+    said: list[str] = []
+    p = Progress("reco v1", 1_000_000, said.append, every_s=5.0, clock=lambda: now[0])
+    now[0] += 2.0
+    p.add(50_000)  # under the period: nothing said
+    now[0] += 3.0
+    p.add(50_000)
+    now[0] += 5.0
+    p.add(400_000)
+    assert said == [
+        "  reco v1: 100,000 of 1,000,000 rows (10%), 20,000 rows/s, about 45s left",
+        "  reco v1: 500,000 of 1,000,000 rows (50%), 50,000 rows/s, about 10s left",
+    ]
+    unknown = Progress("scan", 0, said.append, unit="files", every_s=0.0, clock=lambda: now[0])
+    now[0] += 4.0
+    unknown.add(8)
+    assert said[-1] == "  scan: 8 files, 2 files/s"
+
+
+def test_durations_read_as_a_person_reads_them() -> None:
+    assert [duration(s) for s in (0.4, 45, 185, 7_620, 90_061)] == [
+        "0s", "45s", "3m 05s", "2h 07m", "25h 01m",
+    ]  # fmt: skip
