@@ -145,6 +145,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
     slots.refresh_all()
     for name in served:
         metrics.track_depth(name, lambda n=name: _depth(slots, n))  # type: ignore[misc]
+        metrics.track_tables(name, inputs[name].index_ready)
 
     def housekeeping() -> None:
         for found in inputs.values():

@@ -152,17 +152,21 @@ class Inputs:
             self.error = str(exc)
             log.warning("dataset %s: inputs not read: %s", self.dataset.name, exc)
 
-    def keyed(self) -> list[KeyedRows]:
-        """The tables read by key."""
-        found = [self.rows]
+    def keyed(self) -> dict[str, KeyedRows]:
+        """The tables read by key, by their role in the dataset."""
+        found = {"rows": self.rows}
         if self.ranking is not None:
-            found += [self.ranking.entities, self.ranking.candidates]
-        return [k for k in found if k is not None]
+            found |= {"entities": self.ranking.entities, "candidates": self.ranking.candidates}
+        return {role: k for role, k in found.items() if k is not None}
+
+    def index_ready(self) -> dict[str, bool]:
+        """Whether each table read by key is read as it should be (KeyedRows.index_ready)."""
+        return {role: rows.index_ready() for role, rows in self.keyed().items()}
 
     def maintain(self) -> None:
         """Copy the keyed ``hdfs://`` tables' new files, and build the keyed tables'
         indexes where one would spare reads (in the background: reads scan meanwhile)."""
-        for rows in self.keyed():
+        for rows in self.keyed().values():
             rows.maintain()
 
     @property

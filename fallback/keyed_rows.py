@@ -191,6 +191,19 @@ class KeyedRows:
             log.warning("%s: not indexed: %s", self.table.path, exc)
             return None
 
+    def index_ready(self) -> bool:
+        """Whether a miss reads this table as it should: through an index that covers
+        its files, or by a scan of a table too small to need one (False: a large table
+        is scanned on every miss, its index not built yet or made stale by a rewrite)."""
+        index = self._index
+        try:
+            _, parts, stamps = self._open()
+            if sum(self._rows(p, stamps) for p in parts) < self.index_min_rows:
+                return True
+            return index is not None and index.covers(stamps)
+        except (*_READ_ERRORS, ConfigError):
+            return False
+
     def _rows(self, part: Any, stamps: dict[str, tuple[int, int]]) -> int:
         """A file's rows: from its metadata (parquet, ORC), else estimated from its size
         (CSV and JSON would have to be read whole to count them)."""

@@ -1,12 +1,14 @@
 """Prometheus metrics of the fallback, every name prefixed ``prescore_fallback_``:
-requests, latency, batch sizes, queue depth, the model version served.
+requests, latency, batch sizes, queue depth, the model version served, whether the tables
+read by key are read through their index.
 
 The service runs one process by default (batching merges the requests of one process).
 With PROMETHEUS_MULTIPROC_DIR set (``python -m fallback.serve`` makes the folder when it
 does not exist yet, as on a fresh Kubernetes emptyDir), every worker writes its values
 there and /metrics sums them (also on its own port, FALLBACK_METRICS_BIND, served by the
-main process). The queue depth and the model versions are sampled into gauges by each
-worker (``sample``, every watch interval and before its own /metrics answers).
+main process). The queue depth, the model versions and the tables' index state are
+sampled into gauges by each worker (``sample``, every watch interval and before its own
+/metrics answers).
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ class Metrics:
             multiprocess_mode="livesum", registry=r,
         )  # fmt: skip
         self._depths: dict[str, Callable[[], float]] = {}
+        self.table_index_ready = Gauge(
+            "prescore_fallback_table_index_ready",
+            "1: a table read by key is read through its index, or is small enough to scan; "
+            "0: a large table is scanned on every miss (its index not built, or stale)",
+            ["dataset", "table"], multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+        self._tables: dict[str, Callable[[], Mapping[str, bool]]] = {}
         self.model_version = Gauge(
             "prescore_fallback_model_version",
             "Version of the model served as promoted, by dataset",
@@ -86,10 +95,16 @@ class Metrics:
     def track_depth(self, dataset: str, depth: Callable[[], float]) -> None:
         self._depths[dataset] = depth
 
+    def track_tables(self, dataset: str, ready: Callable[[], Mapping[str, bool]]) -> None:
+        self._tables[dataset] = ready
+
     def sample(self, promoted: Mapping[str, str]) -> None:
         """Set the gauges read from state: queue depths and promoted model versions."""
         for dataset, depth in self._depths.items():
             self.queue_depth.labels(dataset).set(depth())
+        for dataset, ready in self._tables.items():
+            for table, ok in ready().items():
+                self.table_index_ready.labels(dataset, table).set(1 if ok else 0)
         for dataset, version in promoted.items():
             self.model_version.labels(dataset).set(float(version) if version.isdigit() else -1)
 

@@ -453,6 +453,7 @@ def test_the_fallback_makes_its_metrics_folder_and_sums_its_workers(
         assert fallback_calls(fb) == 12
         assert 'prescore_fallback_queue_depth{dataset="shop"}' in text
         assert 'prescore_fallback_model_version{dataset="shop"} 1.0' in text
+        assert 'prescore_fallback_table_index_ready{dataset="shop",table="entities"} 1.0' in text
         assert folder.is_dir() and any(folder.glob("*.db"))
     finally:
         fb.stop()

@@ -125,8 +125,10 @@ def test_a_file_rewritten_or_removed_stops_the_index_until_it_is_built_again(
         frame = pd.DataFrame({"user_id": [f"{name}{i}" for i in range(300)], "age": age})
         frame.to_parquet(folder / f"{name}.parquet")
     rows = _rows(Table(path=str(folder), key=("user_id",)))
-    assert rows.maintain()
+    assert not rows.index_ready()  # large enough to need an index (here: any size)
+    assert rows.maintain() and rows.index_ready()
     pd.DataFrame({"user_id": ["a1"], "age": [99]}).to_parquet(folder / "a.parquet")
+    assert not rows.index_ready()  # stale: what the fallback's gauge reports
     assert rows.get(["a1", "a2", "b1"]) == {
         "a1": {"user_id": "a1", "age": 99}, "b1": {"user_id": "b1", "age": 2},
     }  # fmt: skip
@@ -177,6 +179,7 @@ def test_a_small_table_is_not_indexed(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     pd.DataFrame({"id": ["a", "b"], "v": [1, 2]}).to_parquet(path)
     rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
+    assert rows.index_ready()  # small: a scan is as it should be
     assert not rows.maintain() and rows.maintain(force=True)
     assert rows.get(["b"]) == {"b": {"id": "b", "v": 2}} and rows.reads["indexed"] == 1
 
