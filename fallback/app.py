@@ -21,7 +21,8 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from fallback.inputs import Inputs
+from fallback import scratch
+from fallback.inputs import Inputs, Upkeep
 from fallback.metrics import Metrics
 from fallback.models import ModelSlots, Watcher
 from fallback.openapi import document
@@ -124,6 +125,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     metrics = Metrics(settings.metrics_dir)
     served = {name: settings.core.catalog.get(name) for name in settings.served()}
+    scratch.remove_orphans()  # key indexes and table copies of workers that were killed
     inputs = {
         name: Inputs(d, settings.webhdfs_url, settings.tables_refresh_s, settings.request_timeout_s)
         for name, d in served.items()
@@ -147,17 +149,13 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
         metrics.track_depth(name, lambda n=name: _depth(slots, n))  # type: ignore[misc]
         metrics.track_tables(name, inputs[name].index_ready)
 
-    def housekeeping() -> None:
-        for found in inputs.values():
-            if found.stale():
-                found.refresh()
-            found.maintain()
-        metrics.sample(slots.promoted())
-
     metrics.sample(slots.promoted())
     if watch:
         app.extensions["fallback_watcher"] = Watcher(
-            slots, settings.watch_interval_s, housekeeping
+            slots, settings.watch_interval_s, lambda: metrics.sample(slots.promoted())
+        ).start()
+        app.extensions["fallback_upkeep"] = Upkeep(
+            inputs.values(), settings.watch_interval_s
         ).start()
     app.extensions["fallback_slots"] = slots
     install_error_handlers(app)

@@ -14,8 +14,9 @@ that fails keeps the tables it had.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,8 +149,8 @@ class Inputs:
                 self.rows = keyed(self.dataset.rows, form, self.webhdfs_url, self.rows)
             self.error = ""
             self.read_at = time.monotonic()
-        except (PrescoreError, OSError, ValueError, KeyError) as exc:
-            self.error = str(exc)
+        except (PrescoreError, OSError, ValueError, KeyError, TypeError) as exc:
+            self.error = str(exc)  # pyarrow's type errors are TypeErrors
             log.warning("dataset %s: inputs not read: %s", self.dataset.name, exc)
 
     def keyed(self) -> dict[str, KeyedRows]:
@@ -164,10 +165,16 @@ class Inputs:
         return {role: rows.index_ready() for role, rows in self.keyed().items()}
 
     def maintain(self) -> None:
-        """Copy the keyed ``hdfs://`` tables' new files, and build the keyed tables'
-        indexes where one would spare reads (in the background: reads scan meanwhile)."""
-        for rows in self.keyed().values():
-            rows.maintain()
+        """Read the tables again when due, copy the keyed ``hdfs://`` tables' new files,
+        and build the keyed tables' indexes where one would spare reads (reads scan
+        meanwhile). One table's failure is logged and leaves the others' upkeep be."""
+        if self.stale():
+            self.refresh()
+        for role, rows in self.keyed().items():
+            try:
+                rows.maintain()
+            except Exception:  # a background pass must outlive any one table
+                log.exception("dataset %s: upkeep of its %s table", self.dataset.name, role)
 
     @property
     def ready(self) -> bool:
@@ -176,3 +183,34 @@ class Inputs:
     def stale(self) -> bool:
         """Whether the tables are due to be read again (an images folder is never read ahead)."""
         return self.images is None and time.monotonic() - self.read_at > self.refresh_s
+
+
+class Upkeep:
+    """A daemon thread that keeps the served datasets' inputs current (Inputs.maintain
+    every ``interval_s``), apart from the model watcher: an index build can take minutes,
+    and a promoted model must not wait for it. A pass that fails is logged with its
+    traceback, and the next one runs as usual."""
+
+    def __init__(self, inputs: Iterable[Inputs], interval_s: float) -> None:
+        self.inputs = list(inputs)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inputs-upkeep", daemon=True)
+
+    def start(self) -> Upkeep:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_once(self) -> None:
+        for found in self.inputs:
+            try:
+                found.maintain()
+            except Exception:  # the loop must outlive any one dataset
+                log.exception("dataset %s: inputs upkeep", found.dataset.name)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()

@@ -2,15 +2,15 @@
 table reads one small row group per key, not every row group's key column
 (fallback.keyed_rows).
 
-Built in the background from the table's files (fallback.inputs' housekeeping): each row
-goes, by a hash of its key text, to one of up to MAX_BUCKETS parquet files, a batch of
-rows at a time; each file is then sorted by key into small row groups. So building holds
-one batch (or one bucket) in memory whatever the table's size, and the index costs disk,
-not memory (about the table's own size: every column is kept, so a read needs nothing
-else). The sort is stable, so a key the table repeats still finds its first row first.
-The index records the files it was made from (path, mtime, size): files added since are
-scanned beside it, and a file rewritten or removed makes it unusable until it is built
-again.
+Built in the background from the table's files (fallback.inputs.Upkeep): each row goes,
+by a hash of its key text, to one of up to MAX_BUCKETS files, a batch of rows at a time;
+each file is then sorted by key into small row groups of parquet. So building holds one
+batch, or one bucket (a 512th of the table, past 16M rows), in memory, and the index
+costs disk, not memory: about the table's own size (every column is kept, so a read
+needs nothing else), twice that while the next one is built. The sort is stable: the
+rows of a key the table repeats keep the table's order. The index records the files it
+was made from (path, mtime, size): files added since are scanned beside it, and a file
+rewritten or removed makes it unusable until it is built again.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fallback import scratch
 from prescore.keys import KeyForm
 from prescore.table_keys import key_text_array
 
@@ -65,7 +66,7 @@ class KeyIndex:
         table's order) by the key text of their columns ``key``; ``rows``: about how many
         they hold."""
         buckets = int(min(MAX_BUCKETS, max(1, -(-rows // BUCKET_ROWS))))
-        folder = tempfile.TemporaryDirectory(prefix="prescore-index-")
+        folder = scratch.folder("index")
         spread = _Spread(Path(folder.name), data.schema.append(pa.field(KEY, pa.string())))
         try:
             for part in parts:

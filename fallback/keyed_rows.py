@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 INDEX_MIN_ROWS = 200_000  # a smaller table is scanned within a miss' deadline
 TEXT_ROW_BYTES = 64  # a CSV or JSON row's size, to judge a table's rows by its bytes
 BUILD_SPACING = 4.0  # a build starts no sooner than this many build lengths after the last
+RETRY_S = 60.0  # nor sooner than this after one that failed
+MAX_FRESH_FILES = 16  # files added since the index: scanned on every miss, so not many
+RETIRE_AFTER_S = 30.0  # a replaced index is removed this long after (reads take ms)
 _INT_RE = re.compile(r"-?[0-9]{1,20}")
 # a file unreadable, half-written or of another schema (a key column gone): all of these
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, NotImplementedError, pa.ArrowException)
@@ -63,7 +66,6 @@ class KeyedRows:
         self.index_min_rows = index_min_rows
         self.build_spacing = build_spacing
         self._index: KeyIndex | None = None
-        self._retired: KeyIndex | None = None  # kept for the reads that may still hold it
         self.reads = {"indexed": 0, "scanned_files": 0}  # what reads used, for tests and ops
         self._mirror: TableMirror | None = None
         self._lock = threading.Lock()
@@ -100,7 +102,8 @@ class KeyedRows:
             return self._opened[1], self._opened[2], stamps
 
     def get(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The row of each of ``keys`` the table has (the first, for a key it repeats)."""
+        """The row of each of ``keys`` the table has (one of its rows, for a key it
+        repeats: which one may change when the index is built or the files change)."""
         wanted = set(keys)
         if not wanted:
             return {}
@@ -149,11 +152,12 @@ class KeyedRows:
     def maintain(self, *, force: bool = False) -> bool:
         """Copy an ``hdfs://`` table's new files, then build the index again where it
         would spare reads (True when built): none yet, or one a file rewritten or removed
-        made unusable, or the files added since hold more than a tenth of its rows. Only
-        for a table of ``index_min_rows`` rows or more (even a table sorted by key has
-        row groups of many rows to decode), and no sooner after the last build than
-        ``build_spacing`` times its length (so a table rewritten all the time costs a
-        bounded share of a core)."""
+        made unusable, or the files added since hold more than a tenth of its rows or
+        number more than MAX_FRESH_FILES. Only for a table of ``index_min_rows`` rows or
+        more (even a table sorted by key has row groups of many rows to decode), and no
+        sooner after the last attempt than ``build_spacing`` times its length (at least
+        RETRY_S after one that failed), so that a table rewritten all the time, or a full
+        disk, costs a bounded share of a core."""
         if self._mirror is not None:
             try:
                 self._mirror.sync()
@@ -165,31 +169,39 @@ class KeyedRows:
             return False  # another thread builds it now
         try:
             started = time.monotonic()
-            built = self._build(force)
+            try:
+                built = self._build(force)
+            except (*_READ_ERRORS, ConfigError) as exc:  # a disk full, a table gone
+                log.warning("%s: not indexed: %s", self.table.path, exc)
+                self._next_build = time.monotonic() + max(RETRY_S, self._spaced(started))
+                return False
             if built is None:
                 return False
-            self._next_build = time.monotonic() + self.build_spacing * (time.monotonic() - started)
-            if self._retired is not None:
-                self._retired.close()
-            self._retired, self._index = self._index, built
+            self._next_build = time.monotonic() + self._spaced(started)
+            old, self._index = self._index, built
+            if old is not None:  # once the reads that may hold it are done
+                later = threading.Timer(RETIRE_AFTER_S, old.close)
+                later.daemon = True
+                later.start()
             return True
         finally:
             self._building.release()
 
+    def _spaced(self, started: float) -> float:
+        return self.build_spacing * (time.monotonic() - started)
+
     def _build(self, force: bool) -> KeyIndex | None:
-        try:
-            data, parts, stamps = self._open()
-            index = self._index
-            indexed = index.stamps if index is not None and index.covers(stamps) else {}
-            sizes = {p.path: self._rows(p, stamps) for p in parts}
-            rows = sum(sizes.values())
-            fresh = sum(n for path, n in sizes.items() if path not in indexed)
-            if not force and (rows < self.index_min_rows or fresh * 10 <= rows):
-                return None
-            return KeyIndex.build(data, parts, stamps, self.table.key, self.form, rows)
-        except _READ_ERRORS as exc:
-            log.warning("%s: not indexed: %s", self.table.path, exc)
+        """A new index, or None when none is due."""
+        data, parts, stamps = self._open()
+        index = self._index
+        indexed = index.stamps if index is not None and index.covers(stamps) else {}
+        sizes = {p.path: self._rows(p, stamps) for p in parts}
+        rows = sum(sizes.values())
+        fresh = [n for path, n in sizes.items() if path not in indexed]
+        due = sum(fresh) * 10 > rows or len(fresh) > MAX_FRESH_FILES
+        if not force and (rows < self.index_min_rows or not due):
             return None
+        return KeyIndex.build(data, parts, stamps, self.table.key, self.form, rows)
 
     def index_ready(self) -> bool:
         """Whether a miss reads this table as it should: through an index that covers
@@ -213,10 +225,9 @@ class KeyedRows:
 
     def close(self) -> None:
         """Remove the index from disk (reads scan the table again)."""
-        for index in (self._index, self._retired):
-            if index is not None:
-                index.close()
-        self._index = self._retired = None
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
 
     def first(self) -> dict[str, Any] | None:
         """Some row of the table (a model's warm-up feed), or None if it has none or

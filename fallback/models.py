@@ -272,7 +272,8 @@ class ModelSlots:
 
 
 class Watcher:
-    """A daemon thread that re-reads the PROMOTED pointers (and due tables) periodically."""
+    """A daemon thread that re-reads the PROMOTED pointers periodically (the tables are
+    fallback.inputs.Upkeep's), and never dies of a failed pass."""
 
     def __init__(
         self, slots: ModelSlots, interval_s: float, also: Callable[[], None] | None = None
@@ -299,4 +300,6 @@ class Watcher:
                     self.also()
             except ModelStoreError as exc:  # the store is down: keep serving what we have
                 log.warning("model watcher: %s", exc)
+            except Exception:  # anything else: said, and the next pass runs as usual
+                log.exception("model watcher pass failed")
             log.debug("model watcher pass in %.3fs", time.monotonic() - started)

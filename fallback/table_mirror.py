@@ -2,7 +2,7 @@
 
 Live inference reads a table's rows by key from local files (fallback.keyed_rows), so an
 ``hdfs://`` table is mirrored to local disk: at start whole, then at each sync (the
-fallback's watcher, every ``FALLBACK_WATCH_INTERVAL_S``) only the files added or changed
+fallback's upkeep, every ``FALLBACK_WATCH_INTERVAL_S``) only the files added or changed
 (by modification time and length) are downloaded, and removed ones removed. A new
 entity in an ``hdfs://`` table is then answered within one sync, where copying the whole
 table again took minutes at scale. Hidden files and folders (a writer's ``_temporary/``)
@@ -12,10 +12,10 @@ are skipped as Spark skips them.
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 from pathlib import Path, PurePosixPath
 
+from fallback import scratch
 from prescore import local_tables
 from prescore.datasets import Table
 from prescore.errors import ConfigError
@@ -30,7 +30,7 @@ class TableMirror:
     def __init__(self, table: Table, webhdfs_url: str = "", timeout_s: float = 30.0) -> None:
         self.table = table
         self._remote = open_root(table.path, webhdfs_url=webhdfs_url, timeout_s=timeout_s)
-        self._folder = tempfile.TemporaryDirectory(prefix="prescore-table-")
+        self._folder = scratch.folder("table")
         self._copied: dict[str, tuple[int, int]] = {}  # relative path -> (mtime ms, length)
         self._lock = threading.Lock()
         self.files: list[str] = []  # the local copies, in the table's order

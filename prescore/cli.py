@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def listing(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        # no default here: a subcommand's parser would overwrite its parent's -o with it
+        # (models -o json list); main() makes a missing one "table"
+        p.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS)
         return p
 
     def command(name: str, func: Any, help_: str, dataset: bool = True) -> argparse.ArgumentParser:

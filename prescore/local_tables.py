@@ -7,8 +7,8 @@ Parquet, ORC, CSV and JSON are read here (LOCAL_FORMATS), typed as the bulk jobs
 reads them (jobs.spark_tables.read): a CSV table has a header row, its types inferred
 (timestamps and dates included) and an empty field is null; a JSON table has one object
 per line, and text that looks like a timestamp stays text. Unlike Spark, pyarrow infers
-a CSV or JSON table's types from its first file's first block (a megabyte): a column
-whose later rows need another type fails to read, where Spark widens it.
+a CSV or JSON table's types from each file's first block (a megabyte): a column whose
+later rows need another type fails to read, where Spark widens it.
 """
 
 from __future__ import annotations
@@ -87,8 +87,36 @@ def dataset(found: Sequence[str], fmt: str) -> Any:
         text = ds.CsvFileFormat(convert_options=nulls)
     # each file's types (pyarrow reads only the first's), widened as Spark's inference does
     inferred = [ds.dataset([f], format=text).schema for f in found]
-    merged = pa.unify_schemas(inferred, promote_options="permissive")
+    merged = _merged(inferred, fmt, found)
     return ds.dataset(list(found), format=text, schema=pa.schema(map(_as_spark(fmt), merged)))
+
+
+def _merged(schemas: Sequence[Any], fmt: str, found: Sequence[str]) -> Any:
+    """One schema for files whose inferred types differ: widened where pyarrow can (an
+    integer column with floats is a float column); a CSV column of numbers in one file
+    and text in another is text, as Spark reads it. pyarrow's JSON reader cannot read a
+    number as text: such a JSON table is a ConfigError naming the column."""
+    import pyarrow as pa
+
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    fields = []
+    for name in dict.fromkeys(n for schema in schemas for n in schema.names):
+        kinds = [(f, s.field(name)) for f, s in zip(found, schemas, strict=True) if name in s.names]
+        try:
+            one = [pa.schema([field]) for _, field in kinds]
+            fields.append(pa.unify_schemas(one, promote_options="permissive").field(0))
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            if fmt != "csv":
+                seen = ", ".join(f"{field.type} in {Path(f).name}" for f, field in kinds[:3])
+                raise ConfigError(
+                    f"column {name!r} holds values of different types ({seen}): outside "
+                    "Spark a JSON table needs one type per column"
+                ) from None
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
 
 
 def _as_spark(fmt: str) -> Any:
@@ -130,7 +158,7 @@ def read_typed(
                 arrow = pa.concat_tables([pq.read_table(f, columns=wanted) for f in found])
             else:
                 arrow = dataset(found, table.format).to_table(columns=wanted)
-        except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
     return to_pandas(arrow), {f.name: _column(f.type) for f in arrow.schema}
 
@@ -197,6 +225,6 @@ def schema(table: Table, webhdfs_url: str = "") -> Columns:
             else:
                 arrow = dataset(found if table.format in ("csv", "json") else found[:1],
                                 table.format).schema  # fmt: skip
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:  # pyarrow's errors are among these
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
     return {f.name: _column(f.type) for f in arrow}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -101,12 +102,14 @@ def env_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[s
 
 
 def masked_url(raw: str) -> str:
-    """``raw`` with its password, if any, shown as ``***`` (for messages and logs)."""
+    """``raw`` with its password, if any, shown as ``***`` (for messages and logs): in
+    its user part, or a ``password=`` query parameter (redis-py takes either)."""
     try:
         password = urlparse(raw).password
     except ValueError:
         return "(a URL that cannot be parsed)"
-    return raw if not password else raw.replace(f":{password}@", ":***@")
+    shown = raw if not password else raw.replace(f":{password}@", ":***@")
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)
 
 
 def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:

@@ -112,7 +112,16 @@ class WebHdfs:
 
     def files(self, path: str) -> dict[str, tuple[int, int]]:
         """Every file at or under ``path`` by its path relative to it ("": ``path`` is a
-        file), with its (modification time in ms, length); empty if there is none."""
+        file), with its (modification time in ms, length); empty if there is none.
+        OSError when the store cannot say."""
+        from hdfs.util import HdfsError
+
+        try:
+            return self._files(path)
+        except HdfsError as exc:
+            raise OSError(f"WebHDFS listing of {path}: {exc}") from exc
+
+    def _files(self, path: str) -> dict[str, tuple[int, int]]:
         status = self.client.status(path, strict=False)
         if status is None:
             return {}
@@ -128,9 +137,14 @@ class WebHdfs:
     def download_file(self, path: str, local: Path) -> None:
         """Copy one file to ``local``, replaced whole: it is written under a hidden name
         beside it first (a reader of the folder never sees it half-written)."""
+        from hdfs.util import HdfsError
+
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(f".{local.name}.partial")
-        self.client.download(path, str(partial), overwrite=True)
+        try:
+            self.client.download(path, str(partial), overwrite=True)
+        except HdfsError as exc:  # gone since it was listed, refused: the next sync
+            raise OSError(f"WebHDFS read of {path}: {exc}") from exc
         os.replace(partial, local)
 
 

@@ -65,9 +65,9 @@ def plan(v: Versions) -> dict[str, list[str]]:
     for action, version in _decide(after_reaping, v.current(), v.settings.keep_versions):
         done[action].append(version)
     entries = {i.version: i for i in after_reaping}
-    done["sweep"] = sorted(
+    done["sweep"] = sorted(  # a reaped version's keys go as it is reaped, not here
         version for version in map(as_text, v.client.hkeys(keys.owned_key(v.dataset)))
-        if version not in entries or _past_keeping(entries[version])
+        if version not in dead and (version not in entries or _past_keeping(entries[version]))
     )  # fmt: skip
     return done
 

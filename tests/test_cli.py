@@ -113,7 +113,9 @@ def test_unreachable_redis_is_a_clean_error() -> None:
     assert f"({url}: Error 111 connecting" in proc.stderr  # where, and why
 
 
-def test_flags_are_checked_as_their_variables_are(capsys: pytest.CaptureFixture[str]) -> None:
+def test_flags_are_checked_as_their_variables_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A flag gets the check its variable gets: one line naming it (the password masked),
     exit 2 as for any bad configuration, never a traceback."""
     for flag, value, named in (
@@ -124,6 +126,11 @@ def test_flags_are_checked_as_their_variables_are(capsys: pytest.CaptureFixture[
         err = capsys.readouterr().err
         assert err.startswith(f"prescore: bad_config: {named}: must be a URL of"), err
         assert "hunter2" not in err and err.count("\n") == 1
+    # a password as redis-py also takes it, in the query: masked where the store is named
+    socket = f"unix://{tmp_path}/no.sock?password=hunter2"
+    assert main([*CONFIG, "--redis-url", socket, "versions", "reco"]) == 1
+    err = capsys.readouterr().err
+    assert f"unix://{tmp_path}/no.sock?password=***" in err and "hunter2" not in err, err
     with pytest.raises(SystemExit) as shown:
         main(["--version"])
     assert shown.value.code == 0 and capsys.readouterr().out.startswith("prescore ")
@@ -194,6 +201,11 @@ def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     doc = json.loads(capsys.readouterr().out)
     assert [(v["version"], v["promoted"]) for v in doc["reco"]] == [("1", False), ("2", True)]
     assert main(["--model-store", root, "models", "promote", "reco", "9"]) == 1
+    capsys.readouterr()
+    for argv in (["models", "-o", "json", "promote", "reco", "1"],
+                 ["models", "promote", "reco", "1", "-o", "json"]):  # fmt: skip
+        assert main(["--model-store", root, *argv]) == 0  # -o on either side
+        assert json.loads(capsys.readouterr().out)["promoted"] == "1", argv
 
 
 def test_listings_as_json_and_usage_errors(
@@ -219,6 +231,8 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     gated = v.begin("reco", "g").version
     write_payloads(rclient, "reco", gated, [("u1", b'{"items":[]}')])
     v.gate(gated, 1, {}, "drift too high")
+    dead = v.begin("reco", "d").version  # a writer killed: its lease gone
+    rclient.delete(keys.lease_key("reco", dead))
 
     def state() -> tuple[object, ...]:
         return (rclient.get(keys.pointer_key("reco")), rclient.hgetall(keys.registry_key("reco")),
@@ -228,6 +242,7 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     assert main([*cli, "gc", "reco", "--dry-run", "-o", "json"]) == 0
     planned = json.loads(capsys.readouterr().out)
     assert planned["retire"] == published[:2][::-1] and planned["dry_run"] is True
+    assert planned["reap"] == [dead] and dead not in planned["sweep"]  # said once
     assert main([*cli, "rollback", "reco", "--dry-run"]) == 0
     said = capsys.readouterr().out
     assert (
@@ -239,4 +254,5 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     assert main([*cli, "release", "reco", "nope", "--reason", "x", "--dry-run"]) == 1
     capsys.readouterr()
     assert main([*cli, "gc", "reco", "-o", "json"]) == 0  # what the plan said
-    assert sorted(json.loads(capsys.readouterr().out)["removed"]) == sorted(planned["retire"])
+    removed = json.loads(capsys.readouterr().out)["removed"]
+    assert sorted(removed) == sorted(planned["reap"] + planned["retire"])

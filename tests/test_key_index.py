@@ -5,6 +5,7 @@ dropped when a file it was built from changes, and reads stay right while it is 
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
@@ -201,3 +202,35 @@ def test_text_and_orc_tables_are_indexed_too(tmp_path: Path, fmt: str) -> None:
         "k7": {"id": "k7", "v": 7}, "k299": {"id": "k299", "v": 299},
     }  # fmt: skip
     assert rows.reads == {"indexed": 1, "scanned_files": 1}
+
+
+def test_a_table_gone_or_unreadable_is_logged_and_retried_later_never_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upkeep runs in a background thread: a table removed (a Spark overwrite in
+    progress) is logged, and tried again only after RETRY_S, not on every pass."""
+    folder = tmp_path / "users"
+    folder.mkdir()
+    pd.DataFrame({"user_id": ["u1", "u2"], "age": [1, 2]}).to_parquet(folder / "a.parquet")
+    rows = KeyedRows(Table(path=str(folder), key=("user_id",)), KeyForm(), index_min_rows=1)
+    for part in folder.iterdir():
+        part.unlink()
+    with caplog.at_level("WARNING"):
+        assert [rows.maintain() for _ in range(3)] == [False] * 3
+    said = [r.getMessage() for r in caplog.records if "not indexed" in r.getMessage()]
+    assert len(said) == 1 and "no such table" in said[0], said
+    assert not rows.index_ready()
+
+
+def test_scratch_folders_of_gone_processes_are_removed(tmp_path: Path) -> None:
+    from fallback import scratch
+
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # never a live pid
+    for name in (f"prescore-index-{gone}-abc", f"prescore-table-{gone}-x",
+                 f"prescore-index-{os.getpid()}-mine", "prescore-other-1-y"):  # fmt: skip
+        (tmp_path / name).mkdir()
+    removed = scratch.remove_orphans(str(tmp_path))
+    assert sorted(removed) == [f"prescore-index-{gone}-abc", f"prescore-table-{gone}-x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"prescore-index-{os.getpid()}-mine", "prescore-other-1-y",
+    ]  # fmt: skip

@@ -16,6 +16,7 @@ from fallback.keyed_rows import KeyedRows
 from prescore.datasets import Table
 from prescore.errors import Unavailable
 from prescore.keys import KeyForm
+from prescore.storage import open_root
 from prescore.table_keys import key_texts
 
 
@@ -143,5 +144,8 @@ def test_an_hdfs_table_is_copied_file_by_file_and_its_new_rows_read_after_a_sync
         (folder / "b.parquet").unlink()
         rows.maintain()
         assert rows.get(["u1", "u2", "u3"]) == {"u1": {"user_id": "u1", "age": 31}}
+        backend = open_root(table.path, timeout_s=5).backend
+        with pytest.raises(OSError, match=r"WebHDFS read of /users/gone\.parquet"):
+            backend.download_file("/users/gone.parquet", tmp_path / "gone.parquet")
     rows.maintain()  # the store is gone: logged, the last copy still read
     assert rows.get(["u1"]) == {"u1": {"user_id": "u1", "age": 31}}
