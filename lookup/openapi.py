@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lookup import metadata
 from lookup.datasets import Served, ServedDatasets
 from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
@@ -267,6 +268,23 @@ def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[s
     return out
 
 
+def _metadata_paths() -> dict[str, Any]:
+    listed = {"type": "object", "properties": {
+        "datasets": {"type": "array", "items": _ref("Dataset")}}}  # fmt: skip
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/datasets": {"get": {
+            "summary": "Every served dataset: what it is, and the version it serves now",
+            "responses": {"200": _json(listed, "The datasets, by name"), **_errors(503)},
+        }},
+        "/v1/datasets/{name}": {"get": {
+            "summary": "One dataset: what it is, and the version it serves now",
+            "parameters": [name],
+            "responses": {"200": _json(_ref("Dataset"), "The dataset"), **_errors(404, 503)},
+        }},
+    }  # fmt: skip
+
+
 def _service_paths() -> dict[str, Any]:
     ready = {
         "type": "object",
@@ -319,6 +337,7 @@ def document(settings: LookupSettings, datasets: ServedDatasets) -> dict[str, An
             "required": ["error", "message"],
         },
         "NotFound": _not_found(),
+        "Dataset": metadata.schema(),
     }
     for name in sorted(datasets.by_name):
         spec = datasets.by_name[name]
@@ -328,6 +347,7 @@ def document(settings: LookupSettings, datasets: ServedDatasets) -> dict[str, An
         schemas[f"{name}.Batch"] = _batch_answer(spec)
         if live and spec.live:
             schemas[f"{name}.PredictRequest"] = _predict_request(spec, settings)
+    paths.update(_metadata_paths())
     paths.update(_service_paths())
     return {
         "openapi": "3.1.0",

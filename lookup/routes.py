@@ -1,5 +1,6 @@
 """The HTTP routes of the lookup API: every declared dataset under /v1/datasets/{name},
-and under its own route when it declares one (the demo's /v1/recommendations)."""
+and under its own route when it declares one (the demo's /v1/recommendations); what each
+is and which version it serves at /v1/datasets and /v1/datasets/{name}."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.routing import PathConverter
+from werkzeug.routing import BaseConverter, PathConverter
 
 from lookup import params
 from lookup.datasets import Served, ServedDatasets
+from lookup.metadata import describe
 from lookup.metrics import Metrics
 from lookup.openapi import document
 from lookup.service import Lookup
@@ -31,6 +33,13 @@ class KeyText(PathConverter):
     part_isolating = False  # it spans '/' (werkzeug guesses from a '/' in the regex)
 
 
+class DatasetName(BaseConverter):
+    """A dataset's name in a URL: no ``:``, so that ``GET /v1/datasets/x:batchGet`` is
+    still the 405 of a POST-only route rather than an unknown dataset."""
+
+    regex = r"[^/:]+"
+
+
 KEY_RULE = "<text:key>"
 
 
@@ -44,6 +53,7 @@ def register(
 ) -> None:
     """Add every route, and the request metrics hooks, to ``app``."""
     app.url_map.converters["text"] = KeyText
+    app.url_map.converters["dataset"] = DatasetName
 
     def single(spec: Served, key: str) -> Response:
         params.check_key(spec, key)
@@ -62,6 +72,17 @@ def register(
     @app.post("/v1/datasets/<name>:batchGet")
     def batch_get(name: str) -> Response:
         return batch(datasets.get(name))
+
+    live = bool(settings.fallback_url)
+
+    @app.get("/v1/datasets")
+    def list_datasets() -> Response:
+        found = [describe(reader, datasets.by_name[n], live) for n in sorted(datasets.by_name)]
+        return json_response(dumps({"datasets": found}))
+
+    @app.get("/v1/datasets/<dataset:name>")
+    def show_dataset(name: str) -> Response:
+        return json_response(dumps(describe(reader, datasets.get(name), live)))
 
     for spec in datasets.by_name.values():
         if spec.route:

@@ -226,6 +226,14 @@ class StoreReader:
             self._infos[(dataset, version)] = resolved
         return resolved
 
+    def entry(self, dataset: str, version: str) -> VersionInfo | None:
+        """The registry's entry of ``version``, read now (None: it has none)."""
+        try:
+            raw = self.client.hget(keys.registry_key(dataset), version)
+        except OUTAGES as exc:
+            raise self._outage("registry", "reading the version registry", exc) from exc
+        return None if raw is None else VersionInfo.from_bytes(raw)
+
     def read(self, dataset: str, entity_keys: list[str]) -> tuple[Resolved, list[bytes | None]]:
         """Every key from one version: the payload bytes, or None where it is missing."""
         resolved = self.resolve(dataset)

@@ -775,3 +775,36 @@ def test_a_body_nested_too_deep_is_malformed_json_not_a_500(api, data):
     deep = b'{"user_ids":' + b"[" * 5000 + b"]" * 5000 + b"}"
     r = api.post("/v1/recommendations:batchGet", data=deep, content_type="application/json")
     assert (r.status_code, r.get_json()["error"]) == (400, "malformed_json")
+
+
+def test_datasets_say_what_they_are_and_which_version_they_serve(
+    api, data, rclient, lookup_settings
+):
+    """GET /v1/datasets and /v1/datasets/{name}: the declaration and the live version,
+    read from the registry; a dataset not published says so (200), an unknown one 404."""
+    doc = api.get("/openapi.json").get_json()
+    check = _validator(doc)
+    listed = api.get("/v1/datasets")
+    assert listed.status_code == 200
+    by_name = {d["name"]: d for d in listed.get_json()["datasets"]}
+    assert sorted(by_name) == ["reco", "tags"]
+    reco = by_name["reco"]
+    check("Dataset", reco)
+    entry = codec.VersionInfo.from_bytes(rclient.hget(keys.registry_key("reco"), data["reco"]))
+    assert (reco["status"], reco["version"], reco["model"], reco["model_version"]) == (
+        "published", data["reco"], "reco", "m1",
+    )  # fmt: skip
+    assert reco["rows"] == entry.rows and reco["published_at"] == entry.published_at
+    assert 0 <= reco["age_s"] < 3600
+    assert reco["routes"] == ["/v1/datasets/reco/{key}", "/v1/recommendations/{key}"]
+    assert reco["key"] == {"field": "user_id", "parts": 1, "contexts": True}
+    assert api.get("/v1/datasets/reco").get_json() == reco
+    rclient.delete(keys.pointer_key("tags"), keys.registry_key("tags"))
+    tags = api.get("/v1/datasets/tags").get_json()  # this process served it: lost
+    check("Dataset", tags)
+    assert (tags["status"], tags["version"]) == ("dataset_lost", None)
+    fresh = create_app(lookup_settings).test_client()  # one started after the loss
+    assert fresh.get("/v1/datasets/tags").get_json()["status"] == "not_published"
+    gone = api.get("/v1/datasets/nope")
+    assert (gone.status_code, gone.get_json()["error"]) == (404, "unknown_dataset")
+    assert api.get("/v1/datasets/reco:batchGet").status_code == 405  # still POST-only

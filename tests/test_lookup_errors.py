@@ -87,7 +87,7 @@ def _error(response, status: int, code: str) -> None:
         ("/v1/datasets/tags/i1?min_score=nan", 400, "invalid_min_score"),
         ("/v1/datasets/tags/i1?context=x", 400, "invalid_id"),
         ("/v1/datasets/reco/", 404, "no_route"),
-        ("/v1/datasets/reco", 404, "no_route"),
+        ("/v1/datasets/nope", 404, "unknown_dataset"),  # /v1/datasets/reco describes it
         ("/v1/datasets/nope/u1", 404, "unknown_dataset"),
         ("/v1/datasets/reco:batchGet", 405, "method_not_allowed"),
         ("/v1/datasets/reco:predict", 404, "no_route"),  # no live inference configured
