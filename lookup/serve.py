@@ -20,8 +20,8 @@ from typing import Any
 from lookup.settings import LookupSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
-from prescore.redis_client import safe_url
 from prescore.serving import metrics_dir, serve_metrics, worker_metrics_exit
+from prescore.settings import masked_url
 
 log = logging.getLogger("lookup")
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     s = settings.server
     log.info(
         f"lookup: serving on http://{s.bind} with {s.workers} workers x {s.threads} threads; "
-        f"redis {safe_url(settings.core.redis.url)}",
+        f"redis {masked_url(settings.core.redis.url)}",
         extra={"bind": s.bind, "workers": s.workers, "threads": s.threads,
                "datasets": settings.core.catalog.names()},
     )  # fmt: skip

@@ -4,7 +4,7 @@
 a log line's ``extra`` fields (request_id, status, dataset, error code, ...) become keys,
 so a log pipeline can filter on them without parsing messages. Hand-written rather than
 python-json-logger: the whole of it is the one ``format`` below, and the services need no
-more. Messages never carry secrets: URLs are logged through redis_client.safe_url.
+more. Messages never carry secrets: URLs are logged through settings.masked_url.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -14,7 +13,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from prescore.errors import ConfigError, StoreUnavailable
-from prescore.settings import RedisSettings
+from prescore.settings import RedisSettings, masked_url
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 
@@ -29,18 +28,6 @@ OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisClusterException,
     OSError,
 )
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password masked, for logs: ``redis://:***@host:6379/0``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def connect(settings: RedisSettings, *, retry_timeouts: bool = True, **overrides: Any) -> Client:
@@ -75,11 +62,12 @@ def connect(settings: RedisSettings, *, retry_timeouts: bool = True, **overrides
     except redis.exceptions.RedisClusterException as exc:
         if "cluster mode is not enabled" in str(exc).lower() or "cluster_enabled" in str(exc):
             raise ConfigError(
-                f"PRESCORE_REDIS_CLUSTER=1, but the Redis at {safe_url(settings.url)} is not a "
+                f"PRESCORE_REDIS_CLUSTER=1, but the Redis at {masked_url(settings.url)} is not a "
                 "cluster (set PRESCORE_REDIS_CLUSTER=0)"
             ) from None
         raise StoreUnavailable(
-            f"cannot reach the Redis Cluster at {safe_url(settings.url)}", code="store_unavailable"
+            f"cannot reach the Redis Cluster at {masked_url(settings.url)}",
+            code="store_unavailable",
         ) from None
 
 
