@@ -159,7 +159,7 @@ def create_app(settings: FallbackSettings, *, watch: bool = True) -> Flask:
         ).start()
     app.extensions["fallback_slots"] = slots
     install_error_handlers(app)
-    install_request_log(app, access_log=False)
+    install_request_log(app, access_log=settings.access_log)
     timeout = settings.request_timeout_s
 
     @app.post("/v1/datasets/<name>:predict")

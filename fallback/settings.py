@@ -85,6 +85,7 @@ class FallbackSettings:
     metrics_dir: str = ""  # prometheus multiprocess dir (several workers); made at start
     metrics_bind: str = ""  # host:port of /metrics on its own port (then not on bind's)
     log_level: str = "info"
+    access_log: bool = False  # one JSON log line per request, with the caller's request id
     # With a token, :predict needs "Authorization: Bearer <token>" (the lookup sends it)
     token: str = field(default="", repr=False)
     # Without a token, a bind beyond loopback is refused unless a network policy (or the
@@ -123,6 +124,7 @@ class FallbackSettings:
             log_level=env_choice(
                 env, "PRESCORE_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
             ),
+            access_log=env_bool(env, "FALLBACK_ACCESS_LOG", cls.access_log),
         )
         settings.check()
         return settings

@@ -50,6 +50,7 @@ from lookup.store import Resolved
 from prescore import keys, values
 from prescore.codec import dumps
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
+from prescore.logs import trace_headers
 from prescore.redis_client import OUTAGES, Client, connect
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class FallbackClient:
             raise TimeoutError("deadline passed")
         conn = self._conn(left)
         try:
-            conn.request("POST", self.base + path, body, self.headers)
+            conn.request("POST", self.base + path, body, self.headers | trace_headers())
             reply = conn.getresponse()
             data = reply.read()
         except BaseException:

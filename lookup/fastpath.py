@@ -37,7 +37,7 @@ from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from prescore.codec import dumps
 from prescore.errors import InvalidInput, PrescoreError
-from prescore.logs import request_id
+from prescore.logs import TRACE, request_id, traceparent
 from prescore.web import access, log_failure
 
 log = logging.getLogger("prescore.web")  # the unhandled errors Flask's handler logs, alike
@@ -114,6 +114,8 @@ class FastPath:
         path: str = environ.get("PATH_INFO", "")
         started = time.perf_counter()
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        parent = traceparent(environ.get("HTTP_TRACEPARENT"))
+        TRACE.set((rid, parent))  # carried to the fallback on a miss
         if method == "GET":
             for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
@@ -142,7 +144,7 @@ class FastPath:
         method = environ["REQUEST_METHOD"]
         self.metrics.observe(rule, method, status, took)
         if self.settings.server.access_log:
-            access(method, environ.get("PATH_INFO", ""), status, rid, took)
+            access(method, environ.get("PATH_INFO", ""), status, rid, took, TRACE.get()[1])
         return [body]
 
     def _batch(self, spec: Served, environ: dict[str, Any], rid: str) -> tuple[int, bytes] | None:

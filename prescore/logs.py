@@ -14,11 +14,18 @@ import logging
 import re
 import secrets
 import sys
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+# The request this thread answers now: its id and its W3C traceparent (or ""), set where a
+# request starts (the lookup's fast path, prescore.web), so that a call it makes to another
+# service carries them (trace_headers) and both sides log the same id.
+TRACE: ContextVar[tuple[str, str]] = ContextVar("prescore_trace", default=("", ""))
 
 
 class JSONFormatter(logging.Formatter):
@@ -51,6 +58,20 @@ def configure(service: str, level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def traceparent(given: str | None) -> str:
+    """The caller's W3C ``traceparent`` header when it is well formed, else ""."""
+    return given if given and _TRACEPARENT.fullmatch(given) else ""
+
+
+def trace_headers() -> dict[str, str]:
+    """The headers that carry the request answered now to a service it calls."""
+    rid, parent = TRACE.get()
+    headers = {"X-Request-ID": rid} if rid else {}
+    if parent:
+        headers["traceparent"] = parent
+    return headers
 
 
 def request_id(given: str | None) -> str:

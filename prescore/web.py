@@ -20,7 +20,7 @@ from prescore.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from prescore.logs import request_id
+from prescore.logs import TRACE, request_id, traceparent
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ def install_request_log(app: Flask, access_log: bool) -> None:
     @app.before_request
     def _request_id() -> None:
         g.request_id = request_id(request.headers.get("X-Request-ID"))
+        g.traceparent = traceparent(request.headers.get("traceparent"))
+        TRACE.set((g.request_id, g.traceparent))
         g.log_started = time.perf_counter()
 
     @app.after_request
@@ -112,17 +114,18 @@ def install_request_log(app: Flask, access_log: bool) -> None:
         response.headers["X-Request-ID"] = rid
         if access_log:
             access(request.method, request.path, response.status_code, rid,
-                   time.perf_counter() - g.get("log_started", time.perf_counter()))  # fmt: skip
+                   time.perf_counter() - g.get("log_started", time.perf_counter()),
+                   g.get("traceparent", ""))  # fmt: skip
         return response
 
 
-def access(method: str, path: str, status: int, rid: str, seconds: float) -> None:
-    """One access log line."""
-    log.info(
-        "request",
-        extra={"method": method, "path": path, "status": status, "request_id": rid,
-               "ms": round(seconds * 1000, 3)},
-    )  # fmt: skip
+def access(method: str, path: str, status: int, rid: str, seconds: float, parent: str = "") -> None:
+    """One access log line (with the caller's traceparent, when it sent one)."""
+    fields = {"method": method, "path": path, "status": status, "request_id": rid,
+              "ms": round(seconds * 1000, 3)}  # fmt: skip
+    if parent:
+        fields["traceparent"] = parent
+    log.info("request", extra=fields)
 
 
 def json_body(request: Request, max_bytes: int) -> Any:

@@ -35,7 +35,7 @@ def world(
 @pytest.fixture(scope="module")
 def fallback(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("logs") / "fallback.log"
-    srv = fallback_server(world, log).start()
+    srv = fallback_server(world, log, FALLBACK_ACCESS_LOG="1").start()
     yield srv
     srv.stop()
 

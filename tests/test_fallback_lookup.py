@@ -64,6 +64,25 @@ def test_a_miss_is_answered_live_written_back_and_then_a_hit(
     assert hit["source"] == "precomputed"
 
 
+def test_a_miss_carries_its_request_id_and_traceparent_to_the_fallback(
+    lookup: Server, fallback: Server
+) -> None:
+    """Both sides log the same request: the lookup forwards X-Request-ID and a W3C
+    traceparent on its live call (a malformed traceparent is not forwarded)."""
+    parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    for key, rid, sent, forwarded in (
+        ("c6", "trace-test-1", parent, parent), ("c7", "trace-test-2", "x", ""),
+    ):  # fmt: skip
+        headers = {"X-Request-ID": rid, "traceparent": sent}
+        reply = requests.get(f"{lookup.url}/v1/picks/{key}?k=2", headers=headers, timeout=5)
+        assert reply.status_code == 200 and reply.json()["source"] == "live", reply.text
+        assert reply.headers["X-Request-ID"] == rid
+        lines = [json.loads(line) for line in fallback.log.read_text().splitlines()
+                 if line.startswith("{") and f'"{rid}"' in line]  # fmt: skip
+        assert [(d["path"], d["status"]) for d in lines] == [("/v1/datasets/shop:predict", 200)]
+        assert lines[0].get("traceparent", "") == forwarded
+
+
 def test_openapi_documents_predict(lookup: Server) -> None:
     spec = requests.get(lookup.url + "/openapi.json", timeout=5).json()
     for path in ("/v1/picks:predict", "/v1/datasets/shop:predict"):
