@@ -12,6 +12,10 @@ prescore publish NAME PATH                publish scores computed elsewhere (par
 prescore models [list] [NAME]             model versions, metrics, the promoted one
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
 prescore models promote NAME VERSION      name a model version as the one in production
+prescore score NAME [--print] [-- ARGS]   score in bulk (spark-submit, python -m jobs.submit)
+prescore retrain NAME [-- ARGS]           train, gate, score, promote (python -m jobs.retrain)
+prescore serve lookup|fallback [ARGS]     run a service (python -m lookup.serve, ...)
+prescore config                           the effective settings, secrets masked
 
 Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or
 configuration (one line naming the setting or flag). Every command takes ``-o json``: one
@@ -28,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from prescore import cli_models, values
+from prescore import cli_models, cli_run, values
 from prescore.cli_output import done, emit, entry, say
 from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.redis_client import check_policy, connect, store_errors
@@ -237,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="publish even over a newer live version (recorded)"
     )
 
+    cli_run.add_commands(sub, listing)
     models = listing(sub.add_parser("models", help="list, register and promote models"))
     msub = models.add_subparsers(dest="action")
     models.set_defaults(func=cli_models.list_models, name=None)
@@ -262,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words, rest = cli_run.split_rest(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(words)
+    if rest:
+        args.rest = rest
     # TensorFlow's C++ info lines (CPU features, oneDNN) are no news to an operator; set
     # before a command (models register) first imports it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -291,7 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:  # an optional part not installed: which extra
-        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        part = (exc.name or "").split(".")[0]
+        if part in _PARTS:
+            why = "not installed here (an image holds only its own part)"
+            print(f"prescore: missing_part: {args.command} needs {part}/, {why}", file=sys.stderr)
+            return 1
+        extra = _EXTRAS.get(part)
         if extra is None:
             raise
         print(
@@ -302,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+_PARTS = ("jobs", "lookup", "fallback")  # the project's parts besides the core
 # modules of the optional extras (pyproject.toml) a command may import
 _EXTRAS = {
     "orjson": "tables", "pandas": "tables", "pyarrow": "tables", "numpy": "tables",

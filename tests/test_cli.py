@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from prescore import codec, keys
 from prescore.cli import main
@@ -17,7 +19,7 @@ from prescore.embedded_redis import free_port
 from prescore.modelstore import ModelStore
 from prescore.settings import ModelStoreSettings, StoreSettings
 from prescore.versions import Versions, write_payloads
-from tests.helpers import DEMO_CONFIG
+from tests.helpers import DEMO_CONFIG, ROOT
 
 CONFIG = ["--config", str(DEMO_CONFIG)]  # the demo's reco and tags datasets
 
@@ -65,6 +67,9 @@ def test_missing_key_and_no_target_are_clear(
     _publish(rclient, "1")
     assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "nobody"]) == 1
     assert "no key 'nobody'" in capsys.readouterr().err
+    # after --, a key that starts with '-' (a negative id) is a key, not a flag
+    assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "--", "-5"]) == 1
+    assert "no key '-5'" in capsys.readouterr().err
 
 
 def test_rollback_to_a_version_that_cannot_be_the_target_says_why(
@@ -256,3 +261,40 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     assert main([*cli, "gc", "reco", "-o", "json"]) == 0  # what the plan said
     removed = json.loads(capsys.readouterr().out)["removed"]
     assert sorted(removed) == sorted(planned["reap"] + planned["retire"])
+
+
+def test_serve_runs_the_service_with_the_global_flags(
+    rclient: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """``prescore serve lookup``: the process becomes the lookup (same pid), and
+    ``--redis-url`` reaches it: it answers from that Redis."""
+    version = _publish(rclient, "1")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PRESCORE_CONFIG": str(DEMO_CONFIG)}
+    env.pop("REDIS_URL", None)
+    log = (tmp_path / "serve.log").open("wb")
+    cmd = [sys.executable, "-m", "prescore.cli", "--redis-url", redis_url, "serve", "lookup"]
+    proc = subprocess.Popen(
+        [*cmd, "--", "--bind", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = None
+        for _ in range(300):
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200, ready and ready.text
+        got = requests.get(f"http://127.0.0.1:{port}/v1/recommendations/u1", timeout=5).json()
+        assert got["dataset_version"] == version and got["items"][0]["hotel_id"] == "h1"
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"lookup.serve" in cmdline
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -604,6 +604,18 @@ def test_lookup_image_python_layer_installs_and_serves_without_tensorflow(tmp_pa
         timeout=60,
     )
     assert versions.returncode == 1 and "store_unavailable" in versions.stderr, versions.stderr
+    # the parts this image does not hold: named in one line, not a traceback
+    for command, named in (
+        (["score", "reco", "--print"], "score needs jobs/"),
+        (["serve", "fallback"], "serve needs fallback/"),
+    ):
+        refused = subprocess.run(
+            [str(venv / "bin" / "prescore"), *command],
+            capture_output=True, text=True, env=run_env, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith(f"prescore: missing_part: {named}"), refused.stderr
+        assert "Traceback" not in refused.stderr
     # an installed copy keeps its state under the user's data folder, not site-packages
     no_xdg = {k: v for k, v in env.items() if k != "XDG_DATA_HOME"}
     where = subprocess.run(

@@ -1,0 +1,55 @@
+"""``prescore score | retrain | serve | config``: one CLI that hands over to the jobs and
+services, with arguments after ``--`` passed on as they are."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prescore.cli import main
+from tests.helpers import DEMO_CONFIG, ROOT
+
+CONFIG = ["--config", str(DEMO_CONFIG)]
+
+
+def test_score_retrain_and_serve_pass_arguments_on(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main([*CONFIG, "score", "reco", "--print", "--", "--partitions", "4"]) == 0
+    line = capfd.readouterr().out.split()
+    assert "spark-submit" in line[0] and line[line.index("--master") + 1] == "'local[*]'"
+    assert line[-5:] == [str(ROOT / "jobs" / "score.py"), "--dataset", "reco", "--partitions", "4"]
+    assert main([*CONFIG, "retrain", "reco", "--print", "--", "--epochs", "1"]) == 0
+    assert capfd.readouterr().out.split()[1:] == [
+        "-m",
+        "jobs.retrain",
+        "--dataset",
+        "reco",
+        "--epochs",
+        "1",
+    ]
+    assert main(["serve", "fallback", "--print", "--", "--bind", "127.0.0.1:1"]) == 0
+    assert capfd.readouterr().out.split()[1:] == ["-m", "fallback.serve", "--bind", "127.0.0.1:1"]
+
+
+def test_undeclared_dataset_and_unknown_service_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([*CONFIG, "score", "nope", "--print"]) == 2
+    assert "no dataset 'nope' is declared" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "redis"])
+    assert refused.value.code == 2 and "invalid choice: 'redis'" in capsys.readouterr().err
+
+
+def test_config_shows_the_effective_settings_with_secrets_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "redis://:hunter2@127.0.0.1:1/3"
+    assert main([*CONFIG, "--redis-url", url, "config", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["redis"]["url"] == "redis://:***@127.0.0.1:1/3"
+    assert doc["catalog"] == {"source": str(DEMO_CONFIG), "datasets": ["reco", "tags"]}
+    assert doc["store"]["keep_versions"] >= 1
+    assert main([*CONFIG, "--redis-url", url, "config"]) == 0
+    shown = capsys.readouterr().out
+    assert "url: redis://:***@127.0.0.1:1/3" in shown and "hunter2" not in shown
