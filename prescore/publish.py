@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import orjson
@@ -109,23 +110,10 @@ class _Rows:
             if next(iter(entry)) != first:  # most rows already have it first
                 entries[i] = {first: entry[first], **entry}
 
-    @staticmethod
-    def count(path: str) -> int:
-        """Rows of the parquet at ``path``, from its footers (sizes the version's buckets)."""
-        import pyarrow.parquet as pq
-
-        return sum(
-            pq.ParquetFile(name).metadata.num_rows for name in files(Table(path, ()), "", "")
-        )
-
-    def batches(self, path: str) -> Iterator[tuple[list[Any], list[Any]]]:
-        """(keys, JSON texts or column values) of each batch of the parquet at ``path``;
-        PublishError naming the columns the file lacks, before anything is written."""
-        import pyarrow.parquet as pq
-
-        for name in files(Table(path, ()), "", ""):
-            parquet = pq.ParquetFile(name)
-            have = parquet.schema_arrow.names
+    def batches(self, source: Source) -> Iterator[tuple[list[Any], list[Any]]]:
+        """(keys, JSON texts or column values) of each batch of ``source``; PublishError
+        naming the columns a part lacks, before anything of that part is written."""
+        for name, have, read in _parts(source):
             body = (
                 [self.json_column]
                 if self.json_column
@@ -137,14 +125,46 @@ class _Rows:
                     f"{name}: no column {', '.join(missing)}; it has {', '.join(have)}",
                     code="missing_column",
                 )
-            for batch in parquet.iter_batches(
-                batch_size=BATCH_ROWS, columns=[self.key_column, *body]
-            ):
+            for batch in read([self.key_column, *body]):
                 keys_col = batch.column(self.key_column).to_pylist()
                 if self.json_column:
                     yield keys_col, batch.column(self.json_column).to_pylist()
                 else:
                     yield keys_col, batch.select(body).to_pylist()
+
+
+# rows to publish: a parquet path (a file, a folder or a glob), or an Arrow table in memory
+Source = Any  # str | pyarrow.Table (pyarrow is imported only where it is used)
+Part = tuple[str, list[str], Callable[[list[str]], Iterator[Any]]]
+
+
+def _parts(source: Source) -> Iterator[Part]:
+    """(name, column names, read(columns) -> record batches) of each part of ``source``."""
+    import pyarrow.parquet as pq
+
+    if not isinstance(source, str):
+        yield (
+            "the table",
+            source.schema.names,
+            lambda cols: iter(source.select(cols).to_batches(max_chunksize=BATCH_ROWS)),
+        )
+        return
+    for name in files(Table(source, ()), "", ""):
+        parquet = pq.ParquetFile(name)
+        yield name, parquet.schema_arrow.names, partial(_file_batches, parquet)
+
+
+def _file_batches(parquet: Any, columns: list[str]) -> Iterator[Any]:
+    return parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+
+
+def count_rows(source: Source) -> int:
+    """Rows of ``source``: a table's, or the parquet footers' (sizes the version's buckets)."""
+    import pyarrow.parquet as pq
+
+    if not isinstance(source, str):
+        return int(source.num_rows)
+    return sum(pq.ParquetFile(n).metadata.num_rows for n in files(Table(source, ()), "", ""))
 
 
 def _finite(value: Any) -> None:
@@ -160,13 +180,11 @@ def _finite(value: Any) -> None:
 
 
 def _write_all(
-    client: Client, dataset: Dataset, where: Placed, path: str, rows: _Rows,
+    client: Client, dataset: Dataset, where: Placed, source: Source, rows: _Rows,
     report: PublishReport, sample: gates.Reservoir, fence: values.Fence, progress: Progress,
 ) -> None:  # fmt: skip
-    """Write every good row of the parquet at ``path``; count and sample the bad ones."""
-    from prescore.datasets import absolute_uri
-
-    for batch_keys, sources in rows.batches(absolute_uri(path)):
+    """Write every good row of ``source``; count and sample the bad ones."""
+    for batch_keys, sources in rows.batches(source):
         good = []
         for raw_key, source in zip(batch_keys, sources, strict=True):
             try:
@@ -183,30 +201,39 @@ def _write_all(
 
 
 def publish_file(
-    client: Client, store: StoreSettings, dataset: Dataset, path: str, *,
+    client: Client, store: StoreSettings, dataset: Dataset, path: str, **options: Any
+) -> PublishReport:
+    """Publish the rows of the parquet at ``path`` (a file, a folder or a glob): see
+    publish_rows for ``options``."""
+    from prescore.datasets import absolute_uri
+
+    return publish_rows(client, store, dataset, absolute_uri(path), f"from {path}", **options)
+
+
+def publish_rows(
+    client: Client, store: StoreSettings, dataset: Dataset, source: Source, origin: str, *,
     key_column: str | None = None, json_column: str | None = None, columns: Sequence[str] = (),
     model: str = "external", model_version: str = "", max_bad: int = 0, force: bool = False,
     say: Callable[[str], None] = print, progress_s: float = 5.0,
 ) -> PublishReport:  # fmt: skip
-    """Publish the rows of the parquet at ``path`` as a new version of ``dataset``, saying
-    how far it got every ``progress_s`` (rows read of the file's, rate, time left)."""
+    """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
+    which in the registry's note) as a new version of ``dataset``, saying how far it got
+    every ``progress_s`` (rows read of the source's, rate, time left)."""
     stamp = {
         "model": model,
         "model_version": model_version,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp)
-    from prescore.datasets import absolute_uri
-
     report = PublishReport(dataset.name)
     reservoir = gates.Reservoir(dataset.gates.sample)
-    total = _Rows.count(absolute_uri(path))
+    total = count_rows(source)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
         where, fence = versions.placed(info.version, info), versions.fence(info.version)
         progress = Progress(f"{dataset.name} {info.version}", total, say, every_s=progress_s)
-        _write_all(client, dataset, where, path, rows, report, reservoir, fence, progress)
+        _write_all(client, dataset, where, source, rows, report, reservoir, fence, progress)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
@@ -217,7 +244,7 @@ def publish_file(
     try:
         done = publish_new(
             client, store, dataset, (model, model_version), write,
-            note=f"published from {path}", expected_keys=total,
+            note=f"published {origin}", expected_keys=total,
             force=force, say=say,
         )  # fmt: skip
     except BaseException as exc:

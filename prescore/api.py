@@ -1,0 +1,207 @@
+"""prescore's Python API: what a notebook or a team's own code calls.
+
+    from prescore import Prescore
+
+    ps = Prescore(config="datasets.toml", redis_url="redis://127.0.0.1:6379/0")
+    report = ps.publish("news", df)            # pandas, pyarrow or Spark DataFrame, or a path
+    ps.get("news", "reader-1")                 # the answer readers get, or None
+    ps.get_df("news", ["reader-1", "reader-2"])  # one row per key, as pandas
+    ps.rollback("news")                        # the previous version is live again
+
+Settings come as they do for every entry point (environment, then the keyword
+arguments, which are checked as their flags are); a bad one raises ConfigError naming
+it. Errors are prescore's own (prescore.errors): ``InvalidInput`` for a bad key,
+``NotFound`` for no such version, ``StoreUnavailable`` when Redis cannot be reached.
+Bulk scoring with the team's model is Spark's: ``jobs.score.score(spark, "name")``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from prescore import values
+from prescore.codec import VersionInfo
+from prescore.datasets import Dataset
+from prescore.errors import NotFound
+from prescore.publish import PublishReport, publish_file, publish_rows
+from prescore.redis_client import Client, connect
+from prescore.settings import Settings
+from prescore.versions import Versions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Prescore", "PublishReport", "VersionInfo"]
+
+
+class Prescore:
+    """One store's datasets: publish, read, list, roll back and collect versions."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        config: str | None = None,
+        model_store: str | None = None,
+        settings: Settings | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        base = settings or Settings.from_env(env)
+        self.settings = base.with_overrides(redis_url, model_store, config, env)
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        """The Redis client, connected on first use (bounded by the settings' timeouts)."""
+        if self._client is None:
+            self._client = connect(self.settings.redis)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Prescore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- what is declared and published ----------------------------------------------------
+
+    def datasets(self) -> list[str]:
+        """The declared datasets' names."""
+        return self.settings.catalog.names()
+
+    def dataset(self, name: str) -> Dataset:
+        """A dataset's declaration; ConfigError (``unknown_dataset``) if none is declared."""
+        return self.settings.catalog.get(name)
+
+    def versions(self, dataset: str) -> list[VersionInfo]:
+        """Every version in the dataset's registry, newest first."""
+        return self._versions(dataset).all()
+
+    def live_version(self, dataset: str) -> str | None:
+        """The version readers are served now, or None before the first publish."""
+        return self._versions(dataset).current()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(
+        self, dataset: str, key: object, *, version: str | None = None
+    ) -> dict[str, Any] | None:
+        """The answer readers get for ``key`` (a dict), or None where the version has none."""
+        return self.get_many(dataset, [key], version=version)[0]
+
+    def get_many(
+        self, dataset: str, keys: Sequence[object], *, version: str | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Each key's answer from one version (the live one unless ``version``), in the
+        order asked, None where it has none. Keys are checked as the lookup checks them
+        (InvalidInput for one it would refuse)."""
+        form = self.dataset(dataset).key_form
+        checked = [form.check_given(k) for k in keys]
+        v = self._versions(dataset)
+        chosen = version or v.current()
+        if chosen is None:
+            raise NotFound(f"{dataset}: nothing published", code="no_version")
+        found = values.read(self.client, v.placed(chosen), checked)  # NotFound: no such version
+        return [None if raw is None else orjson.loads(raw) for raw in found]
+
+    def get_df(
+        self, dataset: str, keys: Sequence[object], *, version: str | None = None
+    ) -> pd.DataFrame:
+        """One row per key asked: the key, then the answer's top-level fields (missing:
+        null); ``found`` says which keys had an answer."""
+        import pandas as pd
+
+        key_field = self.dataset(dataset).key_field
+        answers = self.get_many(dataset, keys, version=version)
+        rows = [
+            {key_field: key, "found": doc is not None, **(doc or {})}
+            for key, doc in zip((str(k) for k in keys), answers, strict=True)
+        ]
+        return pd.DataFrame(rows, columns=_columns(key_field, answers))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def publish(self, dataset: str, data: Any, **options: Any) -> PublishReport:
+        """Publish ``data`` as a new version of ``dataset``, switched in atomically once
+        written and gated: a parquet path (a file, a folder or a glob), a pandas or
+        pyarrow DataFrame, or a Spark DataFrame (collected to the driver through Arrow:
+        for tables larger than the driver's memory, write parquet and pass its path).
+
+        ``options`` are ``prescore publish``'s: ``key_column``, ``json_column``,
+        ``columns``, ``model``, ``model_version``, ``max_bad``, ``force``, ``say`` (given
+        each progress line; default ``print``; ``say=lambda line: None`` for none). The
+        report says whether it was published (``published``), or held by the dataset's
+        gates (``gated``)."""
+        declared = self.dataset(dataset)
+        options.setdefault("model", declared.model or "external")
+        if isinstance(data, str | os.PathLike):
+            return publish_file(
+                self.client, self.settings.store, declared, os.fspath(data), **options
+            )
+        table, origin = _arrow(data)
+        return publish_rows(self.client, self.settings.store, declared, table, origin, **options)
+
+    def rollback(
+        self, dataset: str, to: str | None = None, *, dry_run: bool = False
+    ) -> VersionInfo:
+        """Make the previous published version (or ``to``) the live one; the one now live."""
+        return self._versions(dataset, writes=True).rollback(to=to, dry_run=dry_run)
+
+    def gc(self, dataset: str, *, dry_run: bool = False) -> dict[str, list[str]]:
+        """Remove dead writers' versions and published ones beyond those kept (the live
+        one never); what was removed, or with ``dry_run`` what would be."""
+        v = self._versions(dataset, writes=True)
+        if dry_run:
+            return v.gc_plan()
+        return {"removed": v.retire_old()}
+
+    def _versions(self, dataset: str, writes: bool = False) -> Versions:
+        self.dataset(dataset)  # an undeclared one: ConfigError naming it
+        if writes:
+            from prescore.redis_client import check_policy
+
+            check_policy(self.client)  # a store that may evict versions is refused
+        return Versions(self.client, dataset, self.settings.store)
+
+
+def _columns(key_field: str, answers: Iterable[dict[str, Any] | None]) -> list[str]:
+    """The key, ``found``, then every answer field in the order first seen."""
+    seen = {key_field: None, "found": None}
+    for doc in answers:
+        seen.update(dict.fromkeys(doc or {}))
+    return list(seen)
+
+
+def _arrow(data: Any) -> tuple[Any, str]:
+    """``data`` as a pyarrow Table, and how the registry's note names it."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data, f"from an Arrow table of {data.num_rows} rows"
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data]), f"from an Arrow batch of {data.num_rows} rows"
+    if type(data).__module__.startswith("pyspark."):  # Spark's DataFrame (classic or Connect)
+        table = data.toArrow()
+        return table, f"from a Spark DataFrame of {table.num_rows} rows"
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        table = pa.Table.from_pandas(data, preserve_index=False)
+        return table, f"from a pandas DataFrame of {table.num_rows} rows"
+    raise TypeError(
+        f"cannot publish a {type(data).__name__}: give a parquet path, or a pandas, "
+        "pyarrow or Spark DataFrame"
+    )
