@@ -139,6 +139,28 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     return summary
 
 
+def score(
+    spark: Any,
+    dataset: str,
+    *,
+    settings: Settings | None = None,
+    model_version: str | None = None,
+    partitions: int = 0,
+    force: bool = False,
+    miss_log: bool = True,
+) -> Summary:
+    """This job on a SparkSession the caller has (a notebook's): score ``dataset`` with
+    its model (the promoted version unless ``model_version``) and publish a new version.
+    The summary names the version and its figures; on failure a prescore error is raised
+    and nothing is published. ``settings``: default, from the environment."""
+    argv = ["--dataset", dataset, "--partitions", str(partitions)]
+    argv += ["--model-version", model_version] if model_version else []
+    argv += ["--force"] if force else []
+    argv += [] if miss_log else ["--no-miss-log"]
+    args = parse_args(argv)
+    return run_job(spark, args, settings or settings_for(args, os.environ))
+
+
 def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
     """Forget the logged misses that a run over every image file turned into hits."""
     logged = log.all_keys(dataset)

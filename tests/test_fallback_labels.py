@@ -20,7 +20,7 @@ from PIL import Image
 
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
-from jobs.score import parse_args, run_job
+from jobs.score import parse_args, run_job, score
 from prescore.image_features import decode
 from prescore.inference import load_runner
 from prescore.modelstore import ModelRef, ModelStore
@@ -215,7 +215,7 @@ def test_live_and_bulk_tags_agree_on_photos_decoded_at_reduced_scale(
     config = fd.write_config(tmp_path / "prescore.toml", images=folder)
     s = fd.store_settings(settings, config, tmp_path)
     registered(s, "colour-tagger", colours["model"])
-    summary = run_job(spark, parse_args(["--dataset", "colours"]), s)
+    summary = score(spark, "colours", settings=s)  # the job's Python form
     assert summary.rows == len(fd.IMAGES) + len(big)
     _assert_live_equals_stored(s, rclient, "colours", summary.version, [*big, *fd.IMAGES])
 
