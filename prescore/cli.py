@@ -6,7 +6,7 @@ prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
 prescore gc NAME                          remove versions beyond the kept ones
 prescore release NAME VERSION --reason R  publish a version its data gates held back
-  (rollback, gc and release take --dry-run: what they would do, nothing changed)
+  (rollback, gc, release and publish take --dry-run: what they would do, nothing changed)
 prescore misses NAME [-n N]               the keys missed most (the next bulk run scores them)
 prescore publish NAME PATH                publish scores computed elsewhere (parquet)
 prescore models [list] [NAME]             model versions, metrics, the promoted one
@@ -182,10 +182,12 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         key_column=args.key, json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
         model=args.model or dataset.model or "external", model_version=args.model_version,
-        max_bad=args.max_bad, force=args.force, say=say(args),
+        max_bad=args.max_bad, force=args.force, say=say(args), dry_run=args.dry_run,
     )  # fmt: skip
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))
+    if report.dry_run:
+        return 0 if report.bad <= args.max_bad else 1
     return 0 if report.published else 1
 
 
@@ -239,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--max-bad", type=int, default=0, help="bad rows tolerated (default 0)")
     pub.add_argument(
         "--force", action="store_true", help="publish even over a newer live version (recorded)"
+    )
+    pub.add_argument(
+        "--dry-run", action="store_true", help="read and check every row; write nothing"
     )
 
     cli_run.add_commands(sub, listing)

@@ -47,6 +47,7 @@ class PublishReport:
     seconds: float = 0.0
     published: bool = False
     gated: bool = False
+    dry_run: bool = False
 
 
 def _plain(value: Any) -> Any:
@@ -179,25 +180,54 @@ def _finite(value: Any) -> None:
             _finite(v)
 
 
+def _checked(
+    rows: _Rows, batch_keys: list[Any], sources: list[Any], report: PublishReport
+) -> list[tuple[str, bytes]]:
+    """The good rows of one batch as (key, payload); the bad ones counted and sampled."""
+    good = []
+    for raw_key, source in zip(batch_keys, sources, strict=True):
+        try:
+            good.append(rows.payload(raw_key, source))
+        except InvalidInput as exc:
+            report.bad += 1
+            if len(report.bad_sample) < 20:
+                report.bad_sample.append(f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}")
+    return good
+
+
 def _write_all(
-    client: Client, dataset: Dataset, where: Placed, source: Source, rows: _Rows,
-    report: PublishReport, sample: gates.Reservoir, fence: values.Fence, progress: Progress,
+    client: Client, where: Placed, source: Source, rows: _Rows, report: PublishReport,
+    sample: gates.Reservoir, fence: values.Fence, progress: Progress,
 ) -> None:  # fmt: skip
     """Write every good row of ``source``; count and sample the bad ones."""
     for batch_keys, sources in rows.batches(source):
-        good = []
-        for raw_key, source in zip(batch_keys, sources, strict=True):
-            try:
-                good.append(rows.payload(raw_key, source))
-            except InvalidInput as exc:
-                report.bad += 1
-                if len(report.bad_sample) < 20:
-                    report.bad_sample.append(
-                        f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}"
-                    )
+        good = _checked(rows, batch_keys, sources, report)
         report.rows += values.write(client, where, good, fence=fence)
         sample.offer([k for k, _ in good])
         progress.add(len(batch_keys))
+
+
+def _dry_run(
+    client: Client, store: StoreSettings, dataset: Dataset, source: Source, rows: _Rows,
+    report: PublishReport, max_bad: int, progress: Progress, say: Callable[[str], None],
+) -> PublishReport:  # fmt: skip
+    """Read and check every row as a publish would, and write nothing: the keys it would
+    write, the bad rows, and the version it would replace (its gates need the written
+    version, so they are checked by the real publish only)."""
+    report.dry_run = True
+    for batch_keys, sources in rows.batches(source):
+        report.rows += len(_checked(rows, batch_keys, sources, report))
+        progress.add(len(batch_keys))
+    live = Versions(client, dataset.name, store).current() or "none"
+    verdict = (
+        f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed (--max-bad)"
+        if report.bad > max_bad
+        else f"would write {report.rows} keys, {report.bad} bad row(s) skipped"
+    )
+    say(f"{dataset.name}: dry run, nothing written: {verdict}; live version now {live}")
+    for line in report.bad_sample:
+        say(f"  bad row: {line}")
+    return report
 
 
 def publish_file(
@@ -214,11 +244,12 @@ def publish_rows(
     client: Client, store: StoreSettings, dataset: Dataset, source: Source, origin: str, *,
     key_column: str | None = None, json_column: str | None = None, columns: Sequence[str] = (),
     model: str = "external", model_version: str = "", max_bad: int = 0, force: bool = False,
-    say: Callable[[str], None] = print, progress_s: float = 5.0,
+    say: Callable[[str], None] = print, progress_s: float = 5.0, dry_run: bool = False,
 ) -> PublishReport:  # fmt: skip
     """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
     which in the registry's note) as a new version of ``dataset``, saying how far it got
-    every ``progress_s`` (rows read of the source's, rate, time left)."""
+    every ``progress_s`` (rows read of the source's, rate, time left). ``dry_run``: check
+    every row and write nothing."""
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -228,12 +259,15 @@ def publish_rows(
     report = PublishReport(dataset.name)
     reservoir = gates.Reservoir(dataset.gates.sample)
     total = count_rows(source)
+    if dry_run:
+        progress = Progress(f"{dataset.name} (dry run)", total, say, every_s=progress_s)
+        return _dry_run(client, store, dataset, source, rows, report, max_bad, progress, say)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
         where, fence = versions.placed(info.version, info), versions.fence(info.version)
         progress = Progress(f"{dataset.name} {info.version}", total, say, every_s=progress_s)
-        _write_all(client, dataset, where, source, rows, report, reservoir, fence, progress)
+        _write_all(client, where, source, rows, report, reservoir, fence, progress)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "

@@ -14,6 +14,7 @@ import pytest
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
+from prescore.cli import main
 from prescore.publish import publish_file
 from prescore.settings import Settings
 from prescore.versions import Versions
@@ -186,3 +187,24 @@ def test_an_integer_key_column_is_published_as_its_digits(similar, rclient, tmp_
     client = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
     doc = client.get("/v1/similar/42?k=1").get_json()
     assert doc["source"] == "precomputed" and doc["sku"] == "42"
+
+
+def test_a_dry_run_checks_every_row_and_writes_nothing(  # type: ignore[no-untyped-def]
+    similar, redis_url, rclient, tmp_path, capsys
+) -> None:
+    path = _write(tmp_path / "scores.parquet", _rows(20) + BAD)
+    cli = ["--config", similar.catalog.source, "--redis-url", redis_url, "publish", "similar"]
+    cli += [str(path), "--json-column", "payload", "--dry-run"]
+    assert main([*cli, "-o", "json"]) == 1  # 5 bad rows, none allowed: it would fail
+    said = capsys.readouterr()
+    report = json.loads(said.out)
+    assert report["dry_run"] and (report["rows"], report["bad"]) == (20, 5)
+    assert not report["published"] and report["version"] == ""
+    assert "would fail: 5 bad row(s), more than the 0 allowed" in said.err
+    assert "'s-json': invalid_payload" in said.err
+    assert main([*cli, "--max-bad", "5"]) == 0
+    assert (
+        "similar: dry run, nothing written: would write 20 keys, 5 bad row(s) skipped; "
+        "live version now none" in capsys.readouterr().out
+    )
+    assert rclient.dbsize() == 0  # no registry entry, no key, no lease

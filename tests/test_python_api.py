@@ -47,6 +47,8 @@ def test_a_notebook_publishes_reads_and_rolls_back(ps: Any) -> None:
     with pytest.raises(NotFound):
         ps.get("news", 1)
     lines: list[str] = []
+    checked = ps.publish("news", _scores(0.5), dry_run=True, say=lines.append)
+    assert checked.dry_run and checked.rows == 3 and ps.live_version("news") is None
     first = ps.publish("news", _scores(0.5), model="weekly", model_version="1", say=lines.append)
     assert first.published and first.rows == 3 and first.bad == 0
     assert any("published version" in line for line in lines), lines
