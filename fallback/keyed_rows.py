@@ -27,14 +27,13 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
 from fallback.key_index import KeyIndex
 from fallback.table_mirror import TableMirror
-from prescore import local_tables
+from prescore import local_tables, storage
 from prescore.datasets import Table
 from prescore.errors import ConfigError, Unavailable
 from prescore.keys import KeyForm
@@ -72,7 +71,7 @@ class KeyedRows:
         self._building = threading.Lock()
         self._next_build = 0.0  # monotonic time before which no build starts
         self._opened: tuple[tuple[Any, ...], Any, list[Any]] | None = None  # stamp, data, parts
-        if urlparse(table.path).scheme == "hdfs":
+        if storage.remote(table.path):
             self._mirror = TableMirror(table, webhdfs_url, timeout_s)
         if len(table.key) != form.parts:
             raise ConfigError(f"{table.path}: a key of {len(table.key)} columns, not {form.parts}")

@@ -1,7 +1,7 @@
-"""A local copy of an ``hdfs://`` table, kept up to date file by file.
+"""A local copy of an ``hdfs://`` or ``s3://`` table, kept up to date file by file.
 
 Live inference reads a table's rows by key from local files (fallback.keyed_rows), so an
-``hdfs://`` table is mirrored to local disk: at start whole, then at each sync (the
+``hdfs://`` or ``s3://`` table is mirrored to local disk: at start whole, then at each sync (the
 fallback's upkeep, every ``FALLBACK_WATCH_INTERVAL_S``) only the files added or changed
 (by modification time and length) are downloaded, and removed ones removed. A new
 entity in an ``hdfs://`` table is then answered within one sync, where copying the whole
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class TableMirror:
-    """The files of one ``hdfs://`` table, copied under a temporary folder."""
+    """The files of one remote table (prescore.storage.remote), copied to local disk."""
 
     def __init__(self, table: Table, webhdfs_url: str = "", timeout_s: float = 30.0) -> None:
         self.table = table

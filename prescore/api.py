@@ -1,6 +1,6 @@
 """prescore's Python API: what a notebook or a team's own code calls.
 
-    from prescore import Prescore
+    from prescore.api import Prescore
 
     ps = Prescore(config="datasets.toml", redis_url="redis://127.0.0.1:6379/0")
     report = ps.publish("news", df)            # pandas, pyarrow or Spark DataFrame, or a path

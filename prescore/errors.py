@@ -8,7 +8,7 @@
     ├── NotFound                  the key or version does not exist (404)
     ├── Unavailable               a dependency is down or slow; retry later (503)
     │   ├── StoreUnavailable      Redis unreachable or timed out
-    │   ├── ImageStoreUnavailable an image folder (file:// or hdfs://) cannot be read
+    │   ├── ImageStoreUnavailable an image folder (file://, hdfs://, s3://) cannot be read
     │   └── FallbackUnavailable   live inference down or breaker open
     │       └── FallbackTimeout   live inference did not answer within its deadline (504)
     ├── PublishError              a job's version failed verification; nothing moved

@@ -2,7 +2,7 @@
 retraining's evaluation.
 
 ``file://`` paths (a file, a folder of files, or a glob) are read in place; ``hdfs://``
-ones are fetched through WebHDFS (prescore.storage) into a temporary folder first.
+and ``s3://`` ones are fetched (prescore.storage) into a temporary folder first.
 Parquet, ORC, CSV and JSON are read here (LOCAL_FORMATS), typed as the bulk jobs' Spark
 reads them (jobs.spark_tables.read): a CSV table has a header row, its types inferred
 (timestamps and dates included) and an empty field is null; a JSON table has one object
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from prescore.datasets import Table
 from prescore.errors import ConfigError
 from prescore.signature import Column, Columns
-from prescore.storage import open_root
+from prescore.storage import SCHEMES, open_root, remote
 
 
 def listed(relative: str) -> bool:
@@ -49,13 +49,15 @@ def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
     parsed = urlparse(table.path)
     if parsed.scheme in ("", "file"):
         found = _local_files(parsed.path if parsed.scheme else table.path)
-    elif parsed.scheme == "hdfs":
+    elif remote(table.path):
         root = open_root(table.path, webhdfs_url=webhdfs_url)
         local = Path(workdir) / "t"
         root.backend.download_dir(root.path, local)
         found = _local_files(str(local))
     else:
-        raise ConfigError(f"{table.path}: only file:// and hdfs:// tables are read outside Spark")
+        raise ConfigError(
+            f"{table.path}: only file://, hdfs:// and s3:// tables are read outside Spark"
+        )
     if not found:
         raise ConfigError(f"{table.path}: no such table (no file matches)")
     return found
@@ -65,8 +67,8 @@ LOCAL_FORMATS = ("parquet", "orc", "csv", "json")  # read as Spark reads them
 
 
 def readable(table: Table) -> bool:
-    """Whether this module can read ``table`` (LOCAL_FORMATS on file:// or hdfs://)."""
-    return table.format in LOCAL_FORMATS and urlparse(table.path).scheme in ("", "file", "hdfs")
+    """Whether this module can read ``table`` (LOCAL_FORMATS, in prescore.storage's schemes)."""
+    return table.format in LOCAL_FORMATS and urlparse(table.path).scheme in SCHEMES
 
 
 def dataset(found: Sequence[str], fmt: str) -> Any:

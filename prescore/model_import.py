@@ -32,7 +32,7 @@ from prescore.errors import ConfigError, ModelMismatch, ModelStoreError
 from prescore.modelstore import META_FILE, ModelStore
 from prescore.progress import duration
 from prescore.signature import Columns, Signatures, check
-from prescore.storage import open_root
+from prescore.storage import open_root, remote
 
 Say = Callable[[str], None]
 
@@ -55,11 +55,11 @@ def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
             raise ModelStoreError(f"{source}: no such folder")
         shutil.copytree(path, into)
         return into
-    if parsed.scheme == "hdfs":
+    if remote(source):
         root = open_root(source, webhdfs_url=webhdfs_url)
         root.backend.download_dir(root.path, into)
         return into
-    raise ModelStoreError(f"{source}: a model is imported from file:// or hdfs://")
+    raise ModelStoreError(f"{source}: a model is imported from file://, hdfs:// or s3://")
 
 
 def _layout(folder: Path, meta_file: str | None) -> tuple[Path, dict[str, Any]]:

@@ -14,6 +14,7 @@ is marked failed and the live one stays.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from prescore.local_tables import files
 from prescore.progress import Progress
 from prescore.redis_client import Client
 from prescore.settings import StoreSettings
+from prescore.storage import remote
 from prescore.values import Placed
 from prescore.versions import Versions
 
@@ -233,11 +235,16 @@ def _dry_run(
 def publish_file(
     client: Client, store: StoreSettings, dataset: Dataset, path: str, **options: Any
 ) -> PublishReport:
-    """Publish the rows of the parquet at ``path`` (a file, a folder or a glob): see
-    publish_rows for ``options``."""
+    """Publish the rows of the parquet at ``path`` (a file, a folder or a glob; on
+    ``hdfs://`` or ``s3://``, copied to a temporary folder first): see publish_rows for
+    ``options``."""
     from prescore.datasets import absolute_uri
 
-    return publish_rows(client, store, dataset, absolute_uri(path), f"from {path}", **options)
+    if not remote(path):
+        return publish_rows(client, store, dataset, absolute_uri(path), f"from {path}", **options)
+    with tempfile.TemporaryDirectory(prefix="prescore-publish-") as tmp:
+        files(Table(path, ()), "", tmp)  # into tmp/t, as it was laid out
+        return publish_rows(client, store, dataset, f"{tmp}/t", f"from {path}", **options)
 
 
 def publish_rows(

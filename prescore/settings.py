@@ -124,7 +124,7 @@ def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str,
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-STORE_SCHEMES = ("file", "hdfs", "")  # "": a plain path
+STORE_SCHEMES = ("file", "hdfs", "s3", "")  # "": a plain path
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -214,7 +214,8 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class ModelStoreSettings:
-    """Where models live: ``file://...`` (default, under var/) or ``hdfs://host:port/path``."""
+    """Where models live: ``file://...`` (default, under var/), ``hdfs://host:port/path``
+    or ``s3://bucket/prefix``."""
 
     root: str = (DEFAULT_VAR / "models").as_uri()
     webhdfs_url: str = ""  # e.g. http://namenode:9870; derived from root when empty

@@ -1,9 +1,11 @@
-"""Files under a folder URI: ``file://`` (or a plain path) and ``hdfs://`` through WebHDFS.
+"""Files under a folder URI: ``file://`` (or a plain path), ``hdfs://`` through WebHDFS
+and ``s3://`` (or ``s3a://``) through pyarrow's S3 filesystem (prescore.object_store).
 
-Shared by the model store and the fallback's photo store, so both reach local disks and
-HDFS with the same code. ``hdfs://host:port/path`` goes through the ``hdfs`` package's
-WebHDFS client, at ``webhdfs_url`` when given (a NameNode's WebHDFS port usually differs
-from its RPC port), else at ``http://host:port``.
+Shared by the model store, model import, the fallback's photo store and its tables, so
+all reach local disks, HDFS and object storage with the same code.
+``hdfs://host:port/path`` goes through the ``hdfs`` package's WebHDFS client, at
+``webhdfs_url`` when given (a NameNode's WebHDFS port usually differs from its RPC
+port), else at ``http://host:port``.
 
 A file that is not there reads as None; any other I/O failure (store unreachable, no
 permission) raises OSError.
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
+
+from prescore import object_store
 
 
 class Backend(Protocol):
@@ -162,17 +166,29 @@ class Root:
         return "/".join([self.path.rstrip("/"), *parts])
 
 
+REMOTE_SCHEMES = ("hdfs", *object_store.SCHEMES)  # read through a backend, not in place
+SCHEMES = ("", "file", *REMOTE_SCHEMES)
+
+
+def remote(uri: str) -> bool:
+    """Whether ``uri`` names files that are copied to local disk before they are read."""
+    return urlparse(uri).scheme in REMOTE_SCHEMES
+
+
 def check_uri(uri: str) -> str:
-    """Return ``uri`` if it is a folder URI we can open (file://, hdfs:// or a plain path)."""
-    if urlparse(uri).scheme not in ("", "file", "hdfs"):
-        raise ValueError(f"unsupported folder URI {uri!r}: use file:// or hdfs://")
+    """Return ``uri`` if it is a folder URI we can open (SCHEMES; "": a plain path)."""
+    if urlparse(uri).scheme not in SCHEMES:
+        raise ValueError(f"unsupported folder URI {uri!r}: use file://, hdfs:// or s3://")
     return uri
 
 
 def open_root(uri: str, *, webhdfs_url: str = "", user: str = "", timeout_s: float = 30.0) -> Root:
-    """The folder ``uri`` opened; ValueError for a scheme other than file or hdfs."""
+    """The folder ``uri`` opened; ValueError for a scheme not in SCHEMES."""
     parsed = urlparse(check_uri(uri))
     if parsed.scheme == "hdfs":
         backend = WebHdfs(webhdfs_url or f"http://{parsed.netloc}", user, timeout_s)
         return Root(uri, backend, parsed.path or "/", False)
+    if parsed.scheme in object_store.SCHEMES:
+        store = object_store.ObjectStore(object_store.filesystem(timeout_s=timeout_s))
+        return Root(uri, store, object_store.object_path(uri), False)
     return Root(uri, LocalFiles(), parsed.path if parsed.scheme else uri, True)

@@ -64,11 +64,19 @@ lock jobs             jobs                "$@"  # docker/jobs.Dockerfile (and th
 CONSTRAINTS="jobs fallback-tf fallback lookup" \
 lock dev              dev                 "$@"  # make install, make test, .ci/run
 
-# The manifest scanner the tests run lives in a virtualenv of its own (it pins many
-# libraries of its own): its lock too, so CI's scan cannot change under it.
+# The tools the tests run that pin libraries of their own live in virtualenvs of their
+# own (requirements/tools/install.sh): their locks too, so CI's runs cannot change under
+# them. checkov scans the manifests; moto's server is the S3 endpoint of the s3:// tests.
+tool() {
+    name=$1 requirement=$2 installer=$3
+    shift 3
+    echo "$requirement" | "$python" -m piptools compile --quiet --generate-hashes --strip-extras \
+        --allow-unsafe --no-emit-index-url --no-emit-find-links "$@" \
+        --output-file "requirements/tools/$name.txt" -
+    sed -i "s|^#    pip-compile .*\$|#    requirements/compile.sh: pip-compile of $name ($installer)|" \
+        "requirements/tools/$name.txt"
+}
 checkov=$(sed -n 's/^version="\(.*\)"$/\1/p' k8s/tools/install-checkov.sh)
-echo "checkov==$checkov" | "$python" -m piptools compile --quiet --generate-hashes --strip-extras \
-    --allow-unsafe --no-emit-index-url --no-emit-find-links "$@" \
-    --output-file requirements/tools/checkov.txt -
-sed -i 's|^#    pip-compile .*$|#    requirements/compile.sh: pip-compile of checkov (k8s/tools/install-checkov.sh)|' \
-    requirements/tools/checkov.txt
+tool checkov "checkov==$checkov" k8s/tools/install-checkov.sh "$@"
+moto=$(sed -n 's/^MOTO_VERSION = "\(.*\)"$/\1/p' tests/s3_server.py)
+tool moto "moto[server]==$moto" tests/s3_server.py "$@"

@@ -224,6 +224,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ROOT / ".ci" / "run",
         ROOT / "k8s" / "tools" / "install-checkov.sh",
         REQUIREMENTS / "compile.sh",
+        REQUIREMENTS / "tools" / "install.sh",
     ]
     out = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout

@@ -321,13 +321,22 @@ def test_make_install_installs_the_dev_lock_with_its_hashes() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_the_scanners_lock_pins_the_version_its_installer_names_with_hashes() -> None:
-    """checkov, which the manifest tests run, installs from a lock of its own."""
-    script = (ROOT / "k8s" / "tools" / "install-checkov.sh").read_text()
-    version = re.search(r'^version="([^"]+)"$', script, re.M)
-    assert version, "k8s/tools/install-checkov.sh names no checkov version"
-    lock = (REQUIREMENTS / "tools" / "checkov.txt").read_text()
-    assert f"checkov=={version[1]} \\" in lock.splitlines(), REFRESH
+@pytest.mark.parametrize(
+    ("tool", "installer", "pattern"),
+    [
+        ("checkov", "k8s/tools/install-checkov.sh", r'^version="([^"]+)"$'),
+        ("moto", "tests/s3_server.py", r'^MOTO_VERSION = "([^"]+)"'),
+    ],
+)
+def test_a_tools_lock_pins_the_version_its_installer_names_with_hashes(
+    tool: str, installer: str, pattern: str
+) -> None:
+    """The tools the tests run in virtualenvs of their own (checkov, moto's S3 server)
+    install from locks of their own, at the version their installer names."""
+    version = re.search(pattern, (ROOT / installer).read_text(), re.M)
+    assert version, f"{installer} names no {tool} version"
+    lock = (REQUIREMENTS / "tools" / f"{tool}.txt").read_text()
+    assert f"{tool}=={version[1]} \\" in lock.splitlines(), REFRESH
     entries = re.findall(r"^(\S+)==\S+ \\\n((?:    --hash=\S+(?: \\)?\n)+)", lock, re.M)
     assert len(entries) == lock.count("=="), "every pin carries its hashes: " + REFRESH
-    assert "--require-hashes -r" in script
+    assert "--require-hashes -r" in (REQUIREMENTS / "tools" / "install.sh").read_text()

@@ -87,8 +87,9 @@ def test_from_env_and_flags():
             "PRESCORE_FALLBACK_URL='fallback:8081': must be http://host:port",
         ),
         (
-            {"PRESCORE_MODEL_STORE": "s3://bucket/models"},
-            "PRESCORE_MODEL_STORE='s3://bucket/models': must be a URL of file://, hdfs://, a path",
+            {"PRESCORE_MODEL_STORE": "gs://bucket/models"},
+            "PRESCORE_MODEL_STORE='gs://bucket/models': must be a URL of file://, hdfs://, "
+            "s3://, a path",
         ),
     ],
 )

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs a tool the tests run into a virtualenv of its own, apart from the project's
+# (each pins libraries of its own that the project's locks do not admit): the lock
+# requirements/tools/NAME.txt, pinned with hashes (requirements/compile.sh writes it).
+# Idempotent (installs again when the lock changed); prints the virtualenv's bin folder.
+#   requirements/tools/install.sh NAME VERSION [VENV_DIR]   (default: var/tools/NAME)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+name="$1" version="$2"
+venv="${3:-${root}/var/tools/${name}}"
+python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+lock="${root}/requirements/tools/${name}.txt"
+grep -qx "${name}==${version} \\\\" "${lock}" || { echo "${lock} does not pin ${name}==${version}: run requirements/compile.sh" >&2; exit 1; }
+stamp="${venv}/.lock-sha256"
+want="$(sha256sum "${lock}" | cut -d' ' -f1)"
+if [[ ! -x "${venv}/bin/python" ]] || [[ "$(cat "${stamp}" 2>/dev/null)" != "${want}" ]]; then
+  "${python}" -m venv "${venv}" >&2
+  "${venv}/bin/pip" install -q --disable-pip-version-check --require-hashes -r "${lock}" >&2
+  echo "${want}" > "${stamp}"
+fi
+echo "${venv}/bin"

@@ -1,0 +1,156 @@
+"""``s3://`` roots against a real S3-protocol server on 127.0.0.1 (moto in server mode):
+the storage backend, the model store, publishing a parquet folder, live inference's table
+mirror and its photos, each through the same code as file:// and hdfs://."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyarrow import fs
+
+from fallback.keyed_rows import KeyedRows
+from prescore import object_store
+from prescore.api import Prescore
+from prescore.datasets import Table
+from prescore.embedded_redis import free_port
+from prescore.errors import ConfigError, ModelStoreError
+from prescore.image_store import ImageStore
+from prescore.keys import KeyForm
+from prescore.modelstore import ModelStore
+from prescore.settings import ModelStoreSettings, Settings
+from prescore.storage import open_root
+from tests.s3_server import S3Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("s3") / "moto.log") as running:
+        yield running
+
+
+@pytest.fixture()
+def bucket(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket, and this process's environment pointed at the server as a pod's
+    would be (the standard AWS variables)."""
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    name = f"b-{uuid4().hex[:12]}"
+    admin = fs.S3FileSystem(
+        endpoint_override=server.url[len("http://") :], scheme="http", allow_bucket_creation=True
+    )
+    admin.create_dir(name)
+    return f"s3://{name}"
+
+
+def _put(uri: str, data: bytes) -> None:
+    with object_store.filesystem().open_output_stream(object_store.object_path(uri)) as f:
+        f.write(data)
+
+
+def _parquet(uri: str, frame: pd.DataFrame) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, object_store.object_path(uri), filesystem=object_store.filesystem())
+
+
+def test_the_backend_reads_writes_lists_and_copies(bucket: str, tmp_path: Path) -> None:
+    root = open_root(f"{bucket}/data", timeout_s=5)
+    assert not root.local and root.path == f"{bucket[5:]}/data"
+    store = root.backend
+    assert store.read_bytes(root.join("none.txt")) is None and store.list_dir(root.path) == []
+    store.write_text(root.join("a.txt"), "hello")
+    assert store.read_bytes(root.join("a.txt")) == b"hello"
+    assert store.read_bytes(root.join("a.txt"), limit=2) == b"he"
+    folder = tmp_path / "up"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "x.bin").write_bytes(b"\0" * 3000)
+    (folder / "model.json").write_text("{}")
+    store.upload_dir(folder, root.join("dir"))
+    assert store.list_dir(root.path) == ["a.txt", "dir"]
+    listed = store.files(root.join("dir"))
+    assert sorted(listed) == ["model.json", "sub/x.bin"] and listed["sub/x.bin"][1] == 3000
+    assert list(store.files(root.join("a.txt"))) == [""]  # a file: itself
+    store.download_dir(root.join("dir"), tmp_path / "down")
+    assert (tmp_path / "down" / "sub" / "x.bin").read_bytes() == b"\0" * 3000
+    store.download_dir(root.join("a.txt"), tmp_path / "one.txt")
+    assert (tmp_path / "one.txt").read_text() == "hello"
+
+
+def test_the_model_store_on_s3(bucket: str, tmp_path: Path) -> None:
+    settings = ModelStoreSettings(root=f"{bucket}/models", cache_dir=str(tmp_path / "cache"))
+    assert Settings.from_env({"PRESCORE_MODEL_STORE": settings.root}).models.root == settings.root
+    store = ModelStore(settings)
+    built = tmp_path / "built"
+    (built / "saved_model" / "variables").mkdir(parents=True)
+    (built / "saved_model" / "saved_model.pb").write_bytes(b"graph")
+    assert store.save("m", built, {"metrics": {"auc": 0.7}}) == "1"
+    assert store.save("m", built, {"metrics": {"auc": 0.8}}) == "2"
+    store.promote("m", "2")
+    assert store.versions("m") == ["1", "2"] and store.promoted("m") == "2"
+    ref = store.resolve("m")
+    assert ref.version == "2" and ref.path == tmp_path / "cache" / "m" / "2"
+    assert (ref.saved_model / "saved_model.pb").read_bytes() == b"graph"
+    assert json.loads((ref.path / "model.json").read_text())["metrics"] == {"auc": 0.8}
+    # a version whose upload stopped before its model.json (uploaded last) is not one
+    _put(f"{bucket}/models/m/3/saved_model/saved_model.pb", b"half")
+    with pytest.raises(ModelStoreError, match="m/3 not found"):
+        store.resolve("m", "3")
+    with pytest.raises(ModelStoreError, match="m/9 not found"):
+        store.promote("m", "9")
+    with pytest.raises(ConfigError, match="PRESCORE_MODEL_STORE"):
+        Settings.from_env({"PRESCORE_MODEL_STORE": "gs://b/models"})
+
+
+def test_a_parquet_folder_on_s3_is_published(bucket: str, redis_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "datasets.toml"
+    config.write_text(
+        '[datasets.sims]\nkind = "external"\nkey_field = "sku"\nlist_field = "sims"\n'
+    )
+    for part, skus in enumerate((["a", "b"], ["c"])):
+        frame = pd.DataFrame({"sku": skus, "sims": [[{"sku": "z", "score": 0.5}]] * len(skus)})
+        _parquet(f"{bucket}/scores/part-{part}.parquet", frame)
+    _put(f"{bucket}/scores/_SUCCESS", b"")  # Spark's marker: not a part of the table
+    with Prescore(config=str(config), redis_url=redis_url, env={}) as ps:
+        report = ps.publish("sims", f"{bucket}/scores", say=lambda line: None)
+        assert report.published and report.rows == 3
+        assert ps.get("sims", "c")["sims"] == [{"sku": "z", "score": 0.5}]
+        assert ps.versions("sims")[0].note == f"published from {bucket}/scores"
+
+
+def test_an_s3_table_is_mirrored_file_by_file(bucket: str) -> None:
+    """Live inference's rows of an s3:// table: a file added is copied at the next
+    maintain, a rewritten one again, a removed one dropped, a _temporary/ never."""
+    folder = f"{bucket}/users"
+    _parquet(f"{folder}/a.parquet", pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}))
+    rows = KeyedRows(Table(path=folder, key=("user_id",)), KeyForm(), timeout_s=5)
+    assert rows.get(["u1", "u3"]) == {"u1": {"user_id": "u1", "age": 30}}
+    _parquet(f"{folder}/b.parquet", pd.DataFrame({"user_id": ["u3"], "age": [50]}))
+    _put(f"{folder}/_temporary/part-9.parquet", b"half a file")
+    assert rows.get(["u3"]) == {}  # not copied yet
+    rows.maintain()
+    assert rows.get(["u3", "u1"])["u3"]["age"] == 50
+    # rewritten with another size (S3 times are whole seconds; the size tells it apart)
+    rewritten = pd.DataFrame({"user_id": ["u1", "u8", "u9"], "age": [31, 60, 70]})
+    _parquet(f"{folder}/a.parquet", rewritten)
+    object_store.filesystem().delete_file(object_store.object_path(f"{folder}/b.parquet"))
+    rows.maintain()
+    assert rows.get(["u1", "u2", "u3"]) == {"u1": {"user_id": "u1", "age": 31}}
+
+
+def test_photos_on_s3_and_an_unreachable_store(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _put(f"{bucket}/photos/p1.jpg", b"\xff\xd8 a jpeg")
+    store = ImageStore(open_root(f"{bucket}/photos", timeout_s=5), ["jpg"], max_bytes=4)
+    assert store.read("p1") == b"\xff\xd8 a "  # max_bytes + 1: enough to refuse it
+    assert store.read("p2") is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    down = open_root(f"{bucket}/photos", timeout_s=1).backend
+    with pytest.raises(OSError):
+        down.read_bytes(f"{bucket[5:]}/photos/p1.jpg")
