@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from lookup import params
+from lookup.caching import validated
 from lookup.datasets import Served, ServedDatasets
 from lookup.metrics import Metrics
 from lookup.routes import KEY_RULE
@@ -50,6 +51,7 @@ _BUSY = (503, dumps({
 _SLOT_WAIT_S = 0.05
 _STATUS = {
     200: "200 OK",
+    304: "304 NOT MODIFIED",
     404: "404 NOT FOUND",
     503: "503 SERVICE UNAVAILABLE",
     504: "504 GATEWAY TIMEOUT",
@@ -121,7 +123,13 @@ class FastPath:
                 if path.startswith(prefix):
                     answer = self._answer(spec, _text(path[len(prefix) :]), environ, rid)
                     if answer is not None:
-                        return self._reply(environ, start_response, answer, rule, rid, started)
+                        status, body, headers = validated(
+                            *answer, environ.get("HTTP_IF_NONE_MATCH"),
+                            self.settings.cache_max_age_s,
+                        )  # fmt: skip
+                        return self._reply(
+                            environ, start_response, (status, body), rule, rid, started, headers
+                        )
                     break
         elif method == "POST" and path in self.batches:
             spec, rule = self.batches[path]
@@ -133,12 +141,13 @@ class FastPath:
     def _reply(
         self, environ: dict[str, Any], start_response: Callable[..., Any],
         answer: tuple[int, bytes], rule: str, rid: str, started: float,
+        headers: list[tuple[str, str]] | None = None,
     ) -> list[bytes]:  # fmt: skip
         status, body = answer
         start_response(
             _STATUS.get(status) or f"{status} ERROR",
             [("Content-Type", "application/json"),
-             ("Content-Length", str(len(body))), ("X-Request-ID", rid)],
+             ("Content-Length", str(len(body))), ("X-Request-ID", rid), *(headers or ())],
         )  # fmt: skip
         took = time.perf_counter() - started
         method = environ["REQUEST_METHOD"]

@@ -46,6 +46,17 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# what a single lookup's answer carries for caches (lookup.caching)
+_VALIDATORS = {
+    "ETag": {"schema": {"type": "string"}, "description": "Weak; the same while the answer is"},
+    "Cache-Control": {"schema": {"type": "string"}, "description": "no-cache, or max-age=N"},
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match", "in": "header", "schema": {"type": "string"},
+    "description": "The ETag of an earlier answer: 304 while the answer is the same",
+}  # fmt: skip
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -136,9 +147,14 @@ def _single(spec: Served, settings: LookupSettings) -> dict[str, Any]:
             "parameters": [
                 {"name": "key", "in": "path", "required": True, "schema": key_schema(spec)},
                 *_query(spec, settings),
+                _IF_NONE_MATCH,
             ],
             "responses": {
-                "200": _json(_ref(f"{spec.name}.Payload"), "The payload"),
+                "200": {
+                    **_json(_ref(f"{spec.name}.Payload"), "The payload"),
+                    "headers": _VALIDATORS,
+                },
+                "304": {"description": "Unchanged since that ETag", "headers": _VALIDATORS},
                 "404": _json(
                     _ref("NotFound"),
                     "No entry for this key (not_found)",

@@ -12,6 +12,7 @@ from flask import Flask, Response, request
 from werkzeug.routing import BaseConverter, PathConverter
 
 from lookup import params
+from lookup.caching import validated
 from lookup.datasets import Served, ServedDatasets
 from lookup.metadata import describe
 from lookup.metrics import Metrics
@@ -60,7 +61,10 @@ def register(
         args = request.args
         shape = params.shape(args, settings)
         status, body = service.one(spec, key, params.context(spec, args), shape)
-        return json_response(body, status)
+        status, body, headers = validated(
+            status, body, request.headers.get("If-None-Match"), settings.cache_max_age_s
+        )
+        return json_response(body, status, dict(headers))
 
     def batch(spec: Served) -> Response:
         return json_response(service.many(spec, params.batch_request(request, spec, settings)))

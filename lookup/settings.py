@@ -126,6 +126,7 @@ class LookupSettings:
     single_flight: bool = True  # one live call per missing key at a time (lookup.singleflight)
     negative_ttl_s: float = 60.0  # a key live inference had no answer for is not asked again
     shadow_rate: float = 0.0  # share of hits also answered live and compared (lookup.shadow)
+    cache_max_age_s: int = 0  # Cache-Control of an answer (lookup.caching): 0, no-cache
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
@@ -151,6 +152,7 @@ class LookupSettings:
             single_flight=env_bool(env, "LOOKUP_SINGLE_FLIGHT", cls.single_flight),
             negative_ttl_s=env_float(env, "LOOKUP_NEGATIVE_TTL_S", cls.negative_ttl_s, lo=0.001),
             shadow_rate=env_float(env, "LOOKUP_SHADOW_RATE", cls.shadow_rate, hi=1.0),
+            cache_max_age_s=env_int(env, "LOOKUP_CACHE_MAX_AGE_S", cls.cache_max_age_s, lo=0),
             server=ServerSettings.from_env(env),
         )
         settings.check()

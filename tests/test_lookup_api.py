@@ -808,3 +808,41 @@ def test_datasets_say_what_they_are_and_which_version_they_serve(
     gone = api.get("/v1/datasets/nope")
     assert (gone.status_code, gone.get_json()["error"]) == (404, "unknown_dataset")
     assert api.get("/v1/datasets/reco:batchGet").status_code == 405  # still POST-only
+
+
+def test_an_answer_carries_validators_and_a_conditional_get_gets_304(
+    api, data, rclient, core: Settings, lookup_settings: LookupSettings
+):
+    """The fast path (ASCII keys) and Flask's (others) alike: a weak ETag that ignores
+    the answer's age, 304 with no body while the answer is the one it names, 200 again
+    once a new version serves another answer; Cache-Control as configured."""
+    write_payloads(rclient, "reco", data["reco"], [("ü1", reco_payload("ü1", 3, "m1"))])
+    for path in ("/v1/recommendations/u2?k=3", "/v1/recommendations/%C3%BC1?k=3"):
+        first = api.get(path)
+        tag = first.headers["ETag"]
+        assert first.status_code == 200 and re.fullmatch(r'W/"[0-9a-f]{24}"', tag)
+        assert first.headers["Cache-Control"] == "no-cache"
+        for held in (tag, f'W/"nope", {tag}', tag.removeprefix("W/"), "*"):
+            again = api.get(path, headers={"If-None-Match": held})
+            assert (again.status_code, again.data) == (304, b""), held
+            assert again.headers["ETag"] == tag
+        assert api.get(path, headers={"If-None-Match": 'W/"nope"'}).status_code == 200
+        other = api.get(path.replace("k=3", "k=2"))
+        assert other.status_code == 200 and other.headers["ETag"] != tag  # another answer
+    missing = api.get("/v1/recommendations/nobody")
+    assert missing.status_code == 404 and "ETag" not in missing.headers
+    tag = api.get("/v1/recommendations/u2?k=3").headers["ETag"]
+    publish_users(rclient, core, users=5, model_version="m2", n=12)
+    lookup_settings = dataclasses.replace(lookup_settings, pointer_cache_s=0, cache_max_age_s=30)
+    fresh = create_app(lookup_settings).test_client()
+    newer = fresh.get("/v1/recommendations/u2?k=3", headers={"If-None-Match": tag})
+    assert newer.status_code == 200 and newer.get_json()["model_version"] == "m2"
+    assert newer.headers["ETag"] != tag and newer.headers["Cache-Control"] == "max-age=30"
+
+
+def test_an_etag_leaves_the_age_out() -> None:
+    from lookup.caching import etag
+
+    young = b'{"source":"precomputed","dataset_version":"v1","age_s":1,"user_id":"u","items":[]}'
+    old = young.replace(b'"age_s":1,', b'"age_s":86400,')
+    assert etag(young) == etag(old) != etag(young.replace(b'"v1"', b'"v2"'))
