@@ -32,7 +32,7 @@ import pandas as pd
 
 from jobs.spark_tables import KEY_TEXT
 from jobs.worker_cache import CACHE
-from prescore import gates, values
+from prescore import gates, progress, values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import InvalidInput
@@ -238,14 +238,17 @@ def _one_thread_per_task() -> None:
 class Progress:
     """Prints the job's progress every few seconds while Spark works: the keys its tasks
     have written so far (``written()``: what they report to the version as they go; a
-    task's tasks finish together at the end when there are few), and its tasks done."""
+    job's tasks finish together at the end when there are few) of the ``expected`` ones
+    (0: not known), their rate and the time left at that rate, and its tasks done."""
 
     def __init__(
-        self, spark: Any, written: Callable[[], int] | None = None, every_s: float = 5.0
-    ) -> None:
+        self, spark: Any, written: Callable[[], int] | None = None, every_s: float = 5.0,
+        expected: int = 0,
+    ) -> None:  # fmt: skip
         self.tracker = spark.sparkContext.statusTracker()
         self.written = written
         self.every_s = every_s
+        self.keys = progress.Progress("progress", expected, print, unit="keys")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -259,11 +262,12 @@ class Progress:
                     total += info.numTasks
             if not total:
                 continue
-            keys = ""
+            line = "  progress:"
             if self.written is not None:
                 with suppress(*OUTAGES):  # an outage is said by the writes themselves
-                    keys = f"{self.written():,} keys written, "
-            print(f"  progress: {keys}{done}/{total} tasks done", flush=True)
+                    self.keys.done = self.written()
+                    line = self.keys.line() + ","
+            print(f"{line} {done}/{total} tasks done", flush=True)
 
     def __enter__(self) -> Progress:
         self._thread.start()
@@ -333,7 +337,8 @@ def publish_version(
     def write(versions: Versions, info: VersionInfo) -> Written:
         summary.version = info.version
         where = versions.placed(info.version, info)
-        with Progress(spark, partial(values.written, versions.client, where)):
+        counted = partial(values.written, versions.client, where)
+        with Progress(spark, counted, expected=expected_keys):
             stats = run(info.version, versions.token(info.version)).collect()
         written: list[str] = []
         for row in stats:

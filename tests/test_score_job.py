@@ -170,19 +170,25 @@ def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[
     spark, capsys
 ):
     """With few tasks, all finish together at the end: the keys the tasks have reported
-    to the version are what moves."""
+    to the version are what moves, of those expected when the job knows how many."""
     import time
 
     from jobs.bulk import Progress
-
-    written = iter(range(1000, 100_000, 1000))
 
     def slow(rows):  # type: ignore[no-untyped-def]
         time.sleep(1.5)
         yield from rows
 
-    with Progress(spark, lambda: next(written), every_s=0.2):
-        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
-    lines = [line for line in capsys.readouterr().out.splitlines() if "progress:" in line]
-    assert lines and "keys written, 0/2 tasks done" in lines[0], lines
-    assert lines[0].startswith("  progress: 1,000 keys written"), lines
+    for expected in (0, 100_000):
+        written = iter(range(1000, 100_000, 1000))
+        with Progress(spark, lambda w=written: next(w), every_s=0.2, expected=expected):
+            spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
+        out = capsys.readouterr().out.splitlines()
+        lines = [line for line in out if "progress:" in line]
+        assert lines and lines[0].endswith(", 0/2 tasks done"), lines
+        if expected:  # a rate, and the time left at that rate
+            assert lines[0].startswith("  progress: 1,000 of 100,000 keys (1%), "), lines
+            assert " keys/s, about " in lines[0] and " left, " in lines[0], lines
+        else:
+            assert lines[0].startswith("  progress: 1,000 keys, "), lines
+            assert lines[0].endswith(" keys/s, 0/2 tasks done"), lines
