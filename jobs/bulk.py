@@ -298,6 +298,7 @@ class Summary:
     seconds: float = 0.0  # from registering the version to the pointer switch
     retired: list[str] = field(default_factory=list)
     retire_seconds: float = 0.0
+    plan: dict[str, Any] | None = None  # a dry run's (jobs.score_plan), which wrote nothing
 
     def lines(self, unit: str) -> list[str]:
         rate = self.scored / self.seconds if self.seconds else 0.0

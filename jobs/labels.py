@@ -226,6 +226,12 @@ def is_local(root: str) -> bool:
     return urlparse(root).scheme in ("", "file")
 
 
+def count_images(spark: Any, dataset: Dataset) -> int:
+    """How many image files a run of ``dataset`` would read (its listing, not the files)."""
+    files, _ = read_images(spark, dataset, 0)
+    return listed_count(files)
+
+
 def runner(
     spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any], missed: Sequence[str] = ()
 ) -> tuple[Any, Selection | None]:

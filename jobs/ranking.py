@@ -128,7 +128,7 @@ class RunTables:
     cached: dict[tuple[Any, ...], np.ndarray]
 
 
-def _values(value: Any) -> list[Any]:
+def rule_values(value: Any) -> list[Any]:
     """A column value as a list of values (a list column, or one value)."""
     if value is None:
         return []
@@ -153,7 +153,7 @@ def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: An
     if rule["rule"] == "match":
         groups: dict[Any, list[int]] = {}
         for i, value in enumerate(items[rule["item_column"]]):
-            for v in _values(value):
+            for v in rule_values(value):
                 groups.setdefault(v, []).append(i)
         index = {v: np.asarray(ix, np.int64) for v, ix in groups.items()}
     elif rule["rule"] == "table":
@@ -237,7 +237,7 @@ def _candidates(frame: pd.DataFrame, conf: Mapping[str, Any], run: RunTables) ->
     empty = np.empty(0, np.int64)
     shared = rule["rule"] == "match"  # entities share value sets: cached per run
     for value in column:
-        wanted = tuple(_values(value))
+        wanted = tuple(rule_values(value))
         found = run.cached.get(wanted) if shared else None
         if found is None:
             parts = [run.index.get(v, empty) for v in wanted]

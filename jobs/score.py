@@ -18,14 +18,16 @@ removes them from the log (``--no-miss-log`` or the dataset's ``miss_log = false
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from jobs import labels, ranking
+from jobs import labels, ranking, score_plan
 from jobs.bulk import Summary, plain_settings, publish_version, settings_for, spark_session
 from jobs.flags import add_store_flags
+from jobs.score_plan import Plan
 from prescore.errors import ConfigError, PrescoreError
 from prescore.misslog import MissLog
 from prescore.modelstore import ModelStore
@@ -61,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="publish even if a newer version went live meanwhile (recorded in the registry)",
     )
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and check everything, count the keys and pairs (or rows) and estimate "
+        "the time from the last run's rate; score and write nothing",
+    )
+    parser.add_argument(
         "--no-miss-log",
         dest="miss_log",
         action="store_false",
@@ -79,6 +87,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             "`prescore publish`, not scored here"
         )
     ref = ModelStore(settings.models).resolve(dataset.model, args.model_version)
+    named = f"{dataset.model}/{ref.version}"
     conf: dict[str, Any] = {
         **plain_settings(settings),
         "model_version": ref.version,
@@ -98,9 +107,14 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         contexts = [c or "(plain)" for c in _contexts(dataset)]
         print(
             f"{dataset.name}: scoring entities against {n_items} items with "
-            f"{dataset.model}/{ref.version} ({how}), top {dataset.k}, contexts {contexts}",
+            f"{named} ({how}), top {dataset.k}, contexts {contexts}",
             flush=True,
         )
+        if args.dry_run:
+            n, pairs = score_plan.ranking_pairs(planned["entities"], dataset, planned["items"])
+            c = len(contexts)
+            plan = Plan(dataset.name, named, n * c, pairs * c, "pairs", n_items, c)
+            return _dry_run(settings, plan)
         expected = planned["entities"].count() * len(contexts)  # sizes the version's buckets
         run = ranking.runner(spark, planned, conf)
         unit = "pairs"
@@ -108,9 +122,12 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         expected = 0  # sized as the live version
         conf.update(batch_rows=args.batch_rows or 128)
         run, chosen = labels.runner(spark, dataset, ref, conf, missed)
-        source = dataset.images or (dataset.rows.path if dataset.rows else "")
-        print(f"{dataset.name}: scoring {source} with {dataset.model}/{ref.version}", flush=True)
         unit = "images" if dataset.images else "rows"
+        if args.dry_run:
+            n = chosen.frame.count() if chosen is not None else labels.count_images(spark, dataset)
+            return _dry_run(settings, Plan(dataset.name, named, n, n, unit))
+        source = dataset.images or (dataset.rows.path if dataset.rows else "")
+        print(f"{dataset.name}: scoring {source} with {named}", flush=True)
     figures = {}
     if chosen is not None and uses_log:
         figures = {"miss_log_keys": len(missed), "from_miss_log": len(chosen.logged),
@@ -148,6 +165,7 @@ def score(
     partitions: int = 0,
     force: bool = False,
     miss_log: bool = True,
+    dry_run: bool = False,
 ) -> Summary:
     """This job on a SparkSession the caller has (a notebook's): score ``dataset`` with
     its model (the promoted version unless ``model_version``) and publish a new version.
@@ -157,8 +175,19 @@ def score(
     argv += ["--model-version", model_version] if model_version else []
     argv += ["--force"] if force else []
     argv += [] if miss_log else ["--no-miss-log"]
+    argv += ["--dry-run"] if dry_run else []
     args = parse_args(argv)
     return run_job(spark, args, settings or settings_for(args, os.environ))
+
+
+def _dry_run(settings: Settings, plan: Plan) -> Summary:
+    """Say what a run would do (jobs.score_plan), with the last run's rate; the summary
+    carries the plan and names no version."""
+    past = Versions(connect(settings.redis), plan.dataset, settings.store).all()
+    plan = dataclasses.replace(plan, rate=score_plan.last_rate(past, plan.unit))
+    for line in plan.lines():
+        print(line, flush=True)
+    return Summary(plan.dataset, plan=plan.as_dict())
 
 
 def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:

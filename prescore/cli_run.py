@@ -91,7 +91,8 @@ def _hand_over(args: argparse.Namespace, settings: Settings, argv: Sequence[str]
 def score(settings: Settings, args: argparse.Namespace) -> int:
     settings.catalog.get(args.dataset)  # an undeclared one: exit 2 here, not in Spark
     submit = ["jobs.submit", "score", "--target", args.target, "--master", args.master]
-    argv = [*submit, "--exec", "--", "--dataset", args.dataset, *_rest(args)]
+    dry_run = ["--dry-run"] if args.dry_run else []
+    argv = [*submit, "--exec", "--", "--dataset", args.dataset, *dry_run, *_rest(args)]
     if args.print_only:  # jobs.submit without --exec prints the spark-submit line it builds
         argv.remove("--exec")
         _installed(argv[0])
@@ -144,6 +145,9 @@ def add_commands(sub: Any, listing: Any) -> None:
     sc.add_argument("dataset", help="a declared dataset")
     sc.add_argument("--target", choices=("local", "k8s", "operator"), default="local")
     sc.add_argument("--master", default="local[*]", help="local target: local[N] or spark://")
+    sc.add_argument(
+        "--dry-run", action="store_true", help="count keys and pairs, estimate; write nothing"
+    )
     rt = sub.add_parser("retrain", help="train, gate, score, promote", epilog=passed_on)
     rt.add_argument("dataset", help="a declared dataset")
     sv = sub.add_parser("serve", help="run the lookup or the fallback", epilog=passed_on)

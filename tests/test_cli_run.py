@@ -18,6 +18,8 @@ def test_score_retrain_and_serve_pass_arguments_on(capfd: pytest.CaptureFixture[
     line = capfd.readouterr().out.split()
     assert "spark-submit" in line[0] and line[line.index("--master") + 1] == "'local[*]'"
     assert line[-5:] == [str(ROOT / "jobs" / "score.py"), "--dataset", "reco", "--partitions", "4"]
+    assert main([*CONFIG, "score", "reco", "--print", "--dry-run"]) == 0
+    assert capfd.readouterr().out.split()[-3:] == ["--dataset", "reco", "--dry-run"]
     assert main([*CONFIG, "retrain", "reco", "--print", "--", "--epochs", "1"]) == 0
     assert capfd.readouterr().out.split()[1:] == [
         "-m",

@@ -217,6 +217,9 @@ def test_live_and_bulk_tags_agree_on_photos_decoded_at_reduced_scale(
     registered(s, "colour-tagger", colours["model"])
     summary = score(spark, "colours", settings=s)  # the job's Python form
     assert summary.rows == len(fd.IMAGES) + len(big)
+    planned = score(spark, "colours", settings=s, dry_run=True).plan  # the files, counted
+    assert planned is not None and planned["keys"] == planned["work"] == summary.rows
+    assert planned["unit"] == "images" and planned["rate"] > 0
     _assert_live_equals_stored(s, rclient, "colours", summary.version, [*big, *fd.IMAGES])
 
 

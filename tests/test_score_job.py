@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import redis
 
-from jobs.score import parse_args, run_job
+from jobs.score import parse_args, run_job, score
 from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Catalog, load
 from prescore.settings import Settings, StoreSettings
@@ -60,6 +60,13 @@ def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path)
     hotels = pd.read_parquet(demo["var"] / "data" / "hotels.parquet").set_index("hotel_id")
     regions = set(users.set_index("user_id").loc["u7", "regions"])
     assert all(hotels.loc[i["hotel_id"], "region"] in regions for i in plain["items"])
+    # a dry run counts what that run did, puts its rate on it, and changes nothing
+    planned = score(spark, "reco", settings=ctx_settings, dry_run=True)
+    assert planned.version == "" and planned.plan is not None
+    assert (planned.plan["keys"], planned.plan["work"]) == (summary.rows, summary.scored)
+    assert planned.plan["unit"] == "pairs" and planned.plan["contexts"] == 2
+    assert planned.plan["rate"] > 0 and planned.plan["estimate_s"] > 0
+    assert v.current() == summary.version and [i.version for i in v.all()] == [summary.version]
 
 
 def _with_contexts(var: Path, score: list[str], tmp: Path) -> Catalog:
@@ -192,3 +199,28 @@ def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[
         else:
             assert lines[0].startswith("  progress: 1,000 keys, "), lines
             assert lines[0].endswith(" keys/s, 0/2 tasks done"), lines
+
+
+def test_a_dry_run_counts_the_pairs_each_candidate_rule_makes(spark) -> None:  # type: ignore[no-untyped-def]
+    """As a run scores them: a match rule's union of the entity's values' items, every
+    item under all, a candidate table's listed items that exist, each once."""
+    from types import SimpleNamespace as NS
+
+    from jobs.ranking import CANDIDATES
+    from jobs.score_plan import ranking_pairs
+    from jobs.spark_tables import KEY_TEXT
+
+    items = {"item_id": ["a", "b", "c"], "kind": ["x", "y", "x"]}
+    rows = [("e1", ["x"], ["a", "b", "gone"]), ("e2", ["x", "y"], ["a", "a"]),
+            ("e3", ["z"], None), ("e4", ["x"], [])]  # fmt: skip
+    frame = spark.createDataFrame(rows, f"{KEY_TEXT} string, kinds array<string>, "
+                                        f"{CANDIDATES} array<string>")  # fmt: skip
+
+    def counted(rule: str) -> tuple[int, int]:
+        candidates = NS(rule=rule, entity_column="kinds", item_column="kind")
+        dataset = NS(candidates=candidates, items=NS(key=("item_id",)))
+        return ranking_pairs(frame, dataset, items)  # type: ignore[arg-type]
+
+    assert counted("match") == (4, 2 + 3 + 0 + 2)
+    assert counted("all") == (4, 12)
+    assert counted("table") == (4, 2 + 1 + 0 + 0)
