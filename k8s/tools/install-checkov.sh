@@ -6,5 +6,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 version="3.3.30"
-bin="$("${root}/requirements/tools/install.sh" checkov "${version}" ${1:+"$1"})"
+bin="$("${root}/requirements/tools/install.sh" checkov "checkov==${version}" ${1:+"$1"})"
 echo "${bin}/checkov"

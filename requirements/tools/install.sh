@@ -3,14 +3,15 @@
 # (each pins libraries of its own that the project's locks do not admit): the lock
 # requirements/tools/NAME.txt, pinned with hashes (requirements/compile.sh writes it).
 # Idempotent (installs again when the lock changed); prints the virtualenv's bin folder.
-#   requirements/tools/install.sh NAME VERSION [VENV_DIR]   (default: var/tools/NAME)
+#   requirements/tools/install.sh NAME PIN [VENV_DIR]   (default: var/tools/NAME)
+# PIN is the pin the lock must hold (checkov==3.3.30): the caller's version, checked.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-name="$1" version="$2"
+name="$1" pin="$2"
 venv="${3:-${root}/var/tools/${name}}"
 python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 lock="${root}/requirements/tools/${name}.txt"
-grep -qx "${name}==${version} \\\\" "${lock}" || { echo "${lock} does not pin ${name}==${version}: run requirements/compile.sh" >&2; exit 1; }
+grep -qx "${pin} \\\\" "${lock}" || { echo "${lock} does not pin ${pin}: run requirements/compile.sh" >&2; exit 1; }
 stamp="${venv}/.lock-sha256"
 want="$(sha256sum "${lock}" | cut -d' ' -f1)"
 if [[ ! -x "${venv}/bin/python" ]] || [[ "$(cat "${stamp}" 2>/dev/null)" != "${want}" ]]; then
