@@ -17,18 +17,16 @@ Bulk scoring with the team's model is Spark's: ``jobs.score.score(spark, "name")
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from prescore import values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import NotFound
-from prescore.publish import PublishReport, publish_file, publish_rows
 from prescore.redis_client import Client, connect
 from prescore.settings import Settings
 from prescore.versions import Versions
@@ -36,7 +34,17 @@ from prescore.versions import Versions
 if TYPE_CHECKING:
     import pandas as pd
 
+    from prescore.publish import PublishReport
+
 __all__ = ["Prescore", "PublishReport", "VersionInfo"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PublishReport":  # the report publish returns, from the tables extra
+        from prescore.publish import PublishReport
+
+        return PublishReport
+    raise AttributeError(f"module 'prescore.api' has no attribute {name!r}")
 
 
 class Prescore:
@@ -115,7 +123,7 @@ class Prescore:
         if chosen is None:
             raise NotFound(f"{dataset}: nothing published", code="no_version")
         found = values.read(self.client, v.placed(chosen), checked)  # NotFound: no such version
-        return [None if raw is None else orjson.loads(raw) for raw in found]
+        return [None if raw is None else json.loads(raw) for raw in found]
 
     def get_df(
         self, dataset: str, keys: Sequence[object], *, version: str | None = None
@@ -145,6 +153,8 @@ class Prescore:
         each progress line; default ``print``; ``say=lambda line: None`` for none). The
         report says whether it was published (``published``), or held by the dataset's
         gates (``gated``)."""
+        from prescore.publish import publish_file, publish_rows  # the tables extra
+
         declared = self.dataset(dataset)
         options.setdefault("model", declared.model or "external")
         if isinstance(data, str | os.PathLike):

@@ -105,9 +105,11 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rollback(settings: Settings, args: argparse.Namespace) -> int:
-    v = _versions_of(settings, args.dataset)
-    before = v.current()
-    target = v.rollback(to=args.to, dry_run=args.dry_run)
+    from prescore.api import Prescore
+
+    store = Prescore(settings=settings)
+    before = store.live_version(args.dataset)
+    target = store.rollback(args.dataset, to=args.to, dry_run=args.dry_run)
     line = (
         f"{args.dataset}: {_would(args, 'rolled back')} {before} -> {target.version} "
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
@@ -156,16 +158,18 @@ def _misses(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _gc(settings: Settings, args: argparse.Namespace) -> int:
-    v = _versions_of(settings, args.dataset)
+    from prescore.api import Prescore
+
+    store = Prescore(settings=settings)
     if args.dry_run:
-        planned = v.gc_plan()
+        planned = store.gc(args.dataset, dry_run=True)
         lines = [f"{args.dataset}: gc would (dry run, nothing changed):"] + [
             f"  {action.replace('_', ' ')}: {', '.join(found) or '-'}"
             for action, found in planned.items()
         ]  # fmt: skip
         done(args, {"dataset": args.dataset, "dry_run": True, **planned}, "\n".join(lines))
         return 0
-    removed = v.retire_old()
+    removed = store.gc(args.dataset)["removed"]
     line = f"{args.dataset}: removed {len(removed)} version(s)" + (
         ": " + ", ".join(removed) if removed else ""
     )
@@ -174,15 +178,14 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _publish(settings: Settings, args: argparse.Namespace) -> int:
-    from prescore.publish import publish_file
+    from prescore.api import Prescore
 
-    dataset = settings.catalog.get(args.dataset)
-    report = publish_file(
-        connect(settings.redis), settings.store, dataset, args.path,
-        key_column=args.key, json_column=args.json_column,
+    options: dict[str, Any] = {"model": args.model} if args.model else {}
+    report = Prescore(settings=settings).publish(
+        args.dataset, args.path, key_column=args.key, json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
-        model=args.model or dataset.model or "external", model_version=args.model_version,
-        max_bad=args.max_bad, force=args.force, say=say(args), dry_run=args.dry_run,
+        model_version=args.model_version, max_bad=args.max_bad, force=args.force,
+        say=say(args), dry_run=args.dry_run, **options,
     )  # fmt: skip
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))

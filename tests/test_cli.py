@@ -156,6 +156,12 @@ def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) ->
         "prescore: missing_extra: publish needs orjson, part of the 'tables' extra: "
         "pip install 'prescore[tables]'\n"
     )
+    # the Python API imports without it; only its publish needs the extra
+    api = subprocess.run(
+        [sys.executable, "-c", "from prescore.api import Prescore; print(Prescore.get)"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert api.returncode == 0, api.stderr
 
 
 def test_every_command_reports_as_json(
