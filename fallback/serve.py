@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = FallbackSettings.from_env().with_changes(
             bind=args.bind, workers=args.workers, threads=args.threads
         )
+        settings.check()
         settings.check_exposure()
         if not settings.served():
             raise ConfigError(

@@ -34,9 +34,9 @@ class BatchSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str, max_batch: int) -> BatchSettings:
         return cls(
-            max_batch=env_int(env, f"{prefix}_MAX_BATCH", max_batch),
+            max_batch=env_int(env, f"{prefix}_MAX_BATCH", max_batch, lo=1),
             max_wait_s=env_float(env, f"{prefix}_MAX_WAIT_MS", cls.max_wait_s * 1000) / 1000,
-            max_queue=env_int(env, f"{prefix}_MAX_QUEUE", cls.max_queue),
+            max_queue=env_int(env, f"{prefix}_MAX_QUEUE", cls.max_queue, lo=1),
             adaptive=env_bool(env, f"{prefix}_ADAPTIVE", cls.adaptive),
         )
 
@@ -101,8 +101,8 @@ class FallbackSettings:
             metrics_bind=env_bind(env, "FALLBACK_METRICS_BIND", cls.metrics_bind),
             token=env_secret(env, "PRESCORE_FALLBACK_TOKEN"),
             behind_network_policy=env_bool(env, "FALLBACK_BEHIND_NETWORK_POLICY", False),
-            workers=env_int(env, "FALLBACK_WORKERS", cls.workers),
-            threads=env_int(env, "FALLBACK_THREADS", cls.threads),
+            workers=env_int(env, "FALLBACK_WORKERS", cls.workers, lo=1),
+            threads=env_int(env, "FALLBACK_THREADS", cls.threads, lo=1),
             graceful_timeout_s=env_int(env, "FALLBACK_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
             datasets=tuple(d for d in env_str(env, "FALLBACK_DATASETS", "").split(",") if d),
             runtime=env_str(env, "FALLBACK_RUNTIME", cls.runtime),
@@ -110,16 +110,22 @@ class FallbackSettings:
             inference_threads=env_int(env, "FALLBACK_INFERENCE_THREADS", cls.inference_threads),
             ranking_batch=BatchSettings.from_env(env, "FALLBACK_RANKING", 4096),
             labels_batch=BatchSettings.from_env(env, "FALLBACK_LABELS", 32),
-            request_timeout_s=env_float(env, "FALLBACK_REQUEST_TIMEOUT_S", cls.request_timeout_s),
-            watch_interval_s=env_float(env, "FALLBACK_WATCH_INTERVAL_S", cls.watch_interval_s),
-            tables_refresh_s=env_float(env, "FALLBACK_TABLES_REFRESH_S", cls.tables_refresh_s),
+            request_timeout_s=env_float(
+                env, "FALLBACK_REQUEST_TIMEOUT_S", cls.request_timeout_s, lo=0.001
+            ),
+            watch_interval_s=env_float(  # 0 would spin the watcher and the upkeep
+                env, "FALLBACK_WATCH_INTERVAL_S", cls.watch_interval_s, lo=0.1
+            ),
+            tables_refresh_s=env_float(
+                env, "FALLBACK_TABLES_REFRESH_S", cls.tables_refresh_s, lo=0.1
+            ),
             swap_grace_s=env_float(env, "FALLBACK_SWAP_GRACE_S", cls.swap_grace_s),
             models_kept=env_int(env, "FALLBACK_MODELS_KEPT", cls.models_kept),
             webhdfs_url=env_str(env, "FALLBACK_WEBHDFS_URL", cls.webhdfs_url),
-            max_instances=env_int(env, "FALLBACK_MAX_INSTANCES", cls.max_instances),
-            max_candidates=env_int(env, "FALLBACK_MAX_CANDIDATES", cls.max_candidates),
-            max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k),
-            max_body_bytes=env_int(env, "FALLBACK_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_instances=env_int(env, "FALLBACK_MAX_INSTANCES", cls.max_instances, lo=1),
+            max_candidates=env_int(env, "FALLBACK_MAX_CANDIDATES", cls.max_candidates, lo=1),
+            max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k, lo=1),
+            max_body_bytes=env_int(env, "FALLBACK_MAX_BODY_BYTES", cls.max_body_bytes, lo=64),
             metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
             log_level=env_choice(
                 env, "PRESCORE_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
@@ -150,6 +156,9 @@ class FallbackSettings:
                     f"FALLBACK_DATASETS: {name!r} is not answered live (it declares "
                     f"{'no model' if not d.model else 'live = false'})"
                 )
+        for flag, value in (("--workers", self.workers), ("--threads", self.threads)):
+            if value < 1:  # the flags override the variables, which were checked already
+                raise ConfigError(f"{flag}={value}: must be at least 1")
         if self.models_kept < 2:  # the promoted version and the one loaded beside it
             raise ConfigError(f"FALLBACK_MODELS_KEPT={self.models_kept}: must be at least 2")
 

@@ -108,10 +108,17 @@ def test_a_model_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
             {"FALLBACK_RUNTIME": "gpu"},
             "fallback: FALLBACK_RUNTIME: runtime must be auto or one of",
         ),
+        # bounded as the lookup's: 0 would spin the upkeep, or serve nothing
+        ({"FALLBACK_WATCH_INTERVAL_S": "0"}, "fallback: FALLBACK_WATCH_INTERVAL_S='0': must be"),
+        ({"FALLBACK_THREADS": "0"}, "fallback: FALLBACK_THREADS='0': must be"),
+        ({"FALLBACK_RANKING_MAX_BATCH": "0"}, "fallback: FALLBACK_RANKING_MAX_BATCH='0': must"),
+        ({"--workers": "0"}, "fallback: --workers=0: must be at least 1"),
     ],
 )
 def test_the_fallback_refuses_bad_settings_before_serving(env: dict[str, str], line: str) -> None:
-    done = _start("fallback.serve", env)
+    flags = [f"{k}={v}" for k, v in env.items() if k.startswith("--")]
+    env = {k: v for k, v in env.items() if not k.startswith("--")}
+    done = _start("fallback.serve", env, *flags)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(line) and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
