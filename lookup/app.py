@@ -13,7 +13,7 @@ from lookup.fallback_client import FallbackClient
 from lookup.fastpath import FastPath
 from lookup.freshness import Refresher
 from lookup.metrics import Metrics
-from lookup.misses import MissHandler, for_settings
+from lookup.misses import MissHandler, not_found
 from lookup.service import Extras, Lookup
 from lookup.settings import LookupSettings
 from lookup.shadow import ShadowChecker
@@ -26,7 +26,7 @@ from prescore.web import install_error_handlers, install_request_log
 
 def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:
     """Build the app. ``on_miss`` answers keys the store lacks (default: per settings,
-    see lookup.misses.for_settings; without a fallback URL a miss is 404 not_found)."""
+    the fallback at PRESCORE_FALLBACK_URL; without one a miss is 404 not_found)."""
     app = Flask("lookup", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     client = connect(settings.core.redis, retry_timeouts=False)  # one timeout a read
@@ -35,7 +35,7 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     metrics = Metrics(settings.server.metrics_dir)
     metrics.collectors.append(RegistryCollector.of(client, settings))
     reader.on_error = lambda action: metrics.count(metrics.store_errors, action)
-    handler = on_miss or for_settings(settings)
+    handler = on_miss or (FallbackClient(settings) if settings.fallback_url else not_found)
     fallback = handler if isinstance(handler, FallbackClient) else None
     extras = Extras(misslog=MissLog(client) if settings.miss_log else None)
     if fallback is not None:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore.errors import FallbackUnavailable, InvalidInput, Unscorable
 
@@ -50,12 +49,3 @@ class MissHandler(Protocol):
 def not_found(misses: Sequence[Miss], version: Resolved) -> list[Answer]:
     """The default: no live inference, so every miss is answered 404 not_found."""
     return [None] * len(misses)
-
-
-def for_settings(settings: LookupSettings) -> MissHandler:
-    """The miss handler a deployment uses; the one place where live fallback is wired in."""
-    if settings.fallback_url:
-        from lookup.fallback_client import FallbackClient  # imports this module
-
-        return FallbackClient(settings)
-    return not_found
