@@ -29,7 +29,10 @@ class TableMirror:
 
     def __init__(self, table: Table, webhdfs_url: str = "", timeout_s: float = 30.0) -> None:
         self.table = table
-        self._remote = open_root(table.path, webhdfs_url=webhdfs_url, timeout_s=timeout_s)
+        try:
+            self._remote = open_root(table.path, webhdfs_url=webhdfs_url, timeout_s=timeout_s)
+        except ValueError as exc:  # an s3:// path without its bucket
+            raise ConfigError(str(exc)) from exc
         self._folder = scratch.folder("table")
         self._copied: dict[str, tuple[int, int]] = {}  # relative path -> (mtime ms, length)
         self._lock = threading.Lock()

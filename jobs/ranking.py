@@ -137,6 +137,15 @@ def rule_values(value: Any) -> list[Any]:
     return [value]
 
 
+def match_groups(item_values: Sequence[Any]) -> dict[Any, list[int]]:
+    """A match rule's index: each value of the items' column -> the items holding it."""
+    groups: dict[Any, list[int]] = {}
+    for i, value in enumerate(item_values):
+        for v in rule_values(value):
+            groups.setdefault(v, []).append(i)
+    return groups
+
+
 def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: Any) -> RunTables:
     ds = conf["dataset"]
     key = ds["items"]["key"][0]
@@ -151,10 +160,7 @@ def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: An
     rule = ds["candidates"]
     index: dict[Any, np.ndarray] = {}
     if rule["rule"] == "match":
-        groups: dict[Any, list[int]] = {}
-        for i, value in enumerate(items[rule["item_column"]]):
-            for v in rule_values(value):
-                groups.setdefault(v, []).append(i)
+        groups = match_groups(items[rule["item_column"]])
         index = {v: np.asarray(ix, np.int64) for v, ix in groups.items()}
     elif rule["rule"] == "table":
         index = {item: np.array([i]) for i, item in enumerate(item_ids)}

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jobs.ranking import CANDIDATES, rule_values
+from jobs.ranking import CANDIDATES, match_groups, rule_values
 from jobs.spark_tables import KEY_TEXT
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
@@ -86,15 +86,12 @@ def ranking_pairs(
         known = entities.sparkSession.createDataFrame([(i,) for i in items[item_key]], ["_i"])
         listed = entities.select(KEY_TEXT, F.explode(CANDIDATES).alias("_i")).distinct()
         return entities.count(), listed.join(F.broadcast(known), "_i").count()
-    index: dict[Any, set[int]] = {}
-    for i, value in enumerate(items[rule.item_column]):
-        for v in rule_values(value):
-            index.setdefault(v, set()).add(i)
+    index = match_groups(items[rule.item_column])
     n = pairs = 0
     for row in entities.groupBy(rule.entity_column).count().collect():
         found: set[int] = set()
         for v in rule_values(row[0]):
-            found |= index.get(v, set())
+            found.update(index.get(v, ()))
         n += row["count"]
         pairs += row["count"] * len(found)
     return n, pairs

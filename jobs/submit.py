@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError:
         print(f"{args.job}: no spark-submit: install prescore[jobs] (pyspark)", file=sys.stderr)
         return 1
-    if args.target == "k8s":
+    if args.target == "k8s" and "--dry-run" not in extra:  # a dry run publishes nothing
         dataset = dataset_of(extra)
         version = published_since(dataset, started, env)
         print(f"{args.job}: published {dataset} version {version}")

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import re
 
-_AGE = re.compile(rb',"age_s":\d+')  # the envelope's, spliced in before the payload's fields
+# the envelope's age, right after its source and version (lookup.render), never a
+# payload's own field of that name
+_AGE = re.compile(rb'^(\{"source":"[a-z_]+","dataset_version":"[^"]*"),"age_s":\d+')
 
 
 def etag(body: bytes) -> str:
     """The weak ETag of a 200 answer's ``body``."""
-    digest = hashlib.blake2b(_AGE.sub(b"", body, count=1), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(_AGE.sub(rb"\1", body, count=1), digest_size=12).hexdigest()
     return f'W/"{digest}"'
 
 

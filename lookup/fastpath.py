@@ -144,11 +144,12 @@ class FastPath:
         headers: list[tuple[str, str]] | None = None,
     ) -> list[bytes]:  # fmt: skip
         status, body = answer
+        # a 304 has no body, and says nothing of the 200's (RFC 9110 15.4.5)
+        framing = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         start_response(
             _STATUS.get(status) or f"{status} ERROR",
-            [("Content-Type", "application/json"),
-             ("Content-Length", str(len(body))), ("X-Request-ID", rid), *(headers or ())],
-        )  # fmt: skip
+            [*(framing if status != 304 else ()), ("X-Request-ID", rid), *(headers or ())],
+        )
         took = time.perf_counter() - started
         method = environ["REQUEST_METHOD"]
         self.metrics.observe(rule, method, status, took)

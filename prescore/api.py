@@ -17,17 +17,18 @@ Bulk scoring with the team's model is Spark's: ``jobs.score.score(spark, "name")
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prescore import values
 from prescore.codec import VersionInfo
 from prescore.datasets import Dataset
 from prescore.errors import NotFound
-from prescore.redis_client import Client, connect
+from prescore.redis_client import REDIS_OUTAGES, Client, connect, store_errors
 from prescore.settings import Settings
 from prescore.versions import Versions
 
@@ -37,6 +38,18 @@ if TYPE_CHECKING:
     from prescore.publish import PublishReport
 
 __all__ = ["Prescore", "PublishReport", "VersionInfo"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _redis_errors(method: F) -> F:
+    """``method`` with a Redis outage raised as StoreUnavailable (as the CLI says it)."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with store_errors(method.__name__.replace("_", " "), REDIS_OUTAGES):
+            return method(*args, **kwargs)
+
+    return cast(F, wrapped)
 
 
 def __getattr__(name: str) -> Any:
@@ -94,10 +107,12 @@ class Prescore:
         """A dataset's declaration; ConfigError (``unknown_dataset``) if none is declared."""
         return self.settings.catalog.get(name)
 
+    @_redis_errors
     def versions(self, dataset: str) -> list[VersionInfo]:
         """Every version in the dataset's registry, newest first."""
         return self._versions(dataset).all()
 
+    @_redis_errors
     def live_version(self, dataset: str) -> str | None:
         """The version readers are served now, or None before the first publish."""
         return self._versions(dataset).current()
@@ -110,6 +125,7 @@ class Prescore:
         """The answer readers get for ``key`` (a dict), or None where the version has none."""
         return self.get_many(dataset, [key], version=version)[0]
 
+    @_redis_errors
     def get_many(
         self, dataset: str, keys: Sequence[object], *, version: str | None = None
     ) -> list[dict[str, Any] | None]:
@@ -142,6 +158,7 @@ class Prescore:
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_redis_errors
     def publish(self, dataset: str, data: Any, **options: Any) -> PublishReport:
         """Publish ``data`` as a new version of ``dataset``, switched in atomically once
         written and gated: a parquet path (a file, a folder or a glob), a pandas or
@@ -158,18 +175,22 @@ class Prescore:
         declared = self.dataset(dataset)
         options.setdefault("model", declared.model or "external")
         if isinstance(data, str | os.PathLike):
+            hdfs = self.settings.models.webhdfs_url  # PRESCORE_WEBHDFS_URL, as for models
             return publish_file(
-                self.client, self.settings.store, declared, os.fspath(data), **options
-            )
+                self.client, self.settings.store, declared, os.fspath(data), webhdfs_url=hdfs,
+                **options,
+            )  # fmt: skip
         table, origin = _arrow(data)
         return publish_rows(self.client, self.settings.store, declared, table, origin, **options)
 
+    @_redis_errors
     def rollback(
         self, dataset: str, to: str | None = None, *, dry_run: bool = False
     ) -> VersionInfo:
         """Make the previous published version (or ``to``) the live one; the one now live."""
         return self._versions(dataset, writes=True).rollback(to=to, dry_run=dry_run)
 
+    @_redis_errors
     def gc(self, dataset: str, *, dry_run: bool = False) -> dict[str, list[str]]:
         """Remove dead writers' versions and published ones beyond those kept (the live
         one never); what was removed, or with ``dry_run`` what would be."""

@@ -14,7 +14,7 @@ prescore models register NAME PATH        import a SavedModel, checked against i
 prescore models promote NAME VERSION      name a model version as the one in production
 prescore score NAME [--print] [-- ARGS]   score in bulk (spark-submit, python -m jobs.submit)
 prescore retrain NAME [-- ARGS]           train, gate, score, promote (python -m jobs.retrain)
-prescore serve lookup|fallback [ARGS]     run a service (python -m lookup.serve, ...)
+prescore serve lookup|fallback [-- ARGS]  run a service (python -m lookup.serve, ...)
 prescore config                           the effective settings, secrets masked
 
 Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or

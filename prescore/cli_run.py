@@ -123,7 +123,7 @@ def config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def shown(settings: Settings) -> dict[str, Any]:
-    """``settings`` as ``prescore config`` shows them: the URL's password masked, the
+    """``settings`` as ``prescore config`` shows them: the URLs' passwords masked, the
     catalog as the file it came from and the datasets it declares."""
     doc = {
         f.name: dataclasses.asdict(getattr(settings, f.name))
@@ -131,6 +131,8 @@ def shown(settings: Settings) -> dict[str, Any]:
         if dataclasses.is_dataclass(getattr(settings, f.name)) and f.name != "catalog"
     }
     doc["redis"]["url"] = masked_url(settings.redis.url)
+    for name in ("root", "webhdfs_url"):  # a URL may carry its credentials too
+        doc["models"][name] = masked_url(doc["models"][name]) if doc["models"][name] else ""
     doc["catalog"] = {
         "source": settings.catalog.source or "(none: PRESCORE_CONFIG is unset)",
         "datasets": settings.catalog.names(),
@@ -143,7 +145,11 @@ def add_commands(sub: Any, listing: Any) -> None:
     passed_on = "Arguments after -- are passed on as they are."
     sc = sub.add_parser("score", help="score a dataset in bulk (jobs.submit)", epilog=passed_on)
     sc.add_argument("dataset", help="a declared dataset")
-    sc.add_argument("--target", choices=("local", "k8s", "operator"), default="local")
+    sc.add_argument(
+        "--target", choices=("local", "k8s", "operator"), default="local",
+        help="local: spark-submit here; k8s: on the cluster; operator: print the "
+        "SparkApplication manifest (kubectl apply -f -)",
+    )  # fmt: skip
     sc.add_argument("--master", default="local[*]", help="local target: local[N] or spark://")
     sc.add_argument(
         "--dry-run", action="store_true", help="count keys and pairs, estimate; write nothing"

@@ -1,4 +1,5 @@
-"""Images by key from a labels dataset's folder, ``file://`` or ``hdfs://`` (prescore.storage).
+"""Images by key from a labels dataset's folder, on ``file://``, ``hdfs://`` or ``s3://``
+(prescore.storage).
 
 The bulk job's key rule read backwards: image ``<key>`` is the file
 ``<folder>/<key>.<ext>``, ext tried in the order :func:`image_extensions` gives (the bulk
@@ -43,7 +44,7 @@ def check_image_key(key: str) -> str:
 
 
 class ImageStore:
-    """Images by key under one folder (local disk or WebHDFS)."""
+    """Images by key under one folder (local disk, WebHDFS or S3)."""
 
     def __init__(self, root: Root, extensions: Sequence[str], max_bytes: int) -> None:
         self.root = root

@@ -50,7 +50,10 @@ def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
     if parsed.scheme in ("", "file"):
         found = _local_files(parsed.path if parsed.scheme else table.path)
     elif remote(table.path):
-        root = open_root(table.path, webhdfs_url=webhdfs_url)
+        try:
+            root = open_root(table.path, webhdfs_url=webhdfs_url)
+        except ValueError as exc:  # no bucket
+            raise ConfigError(str(exc)) from exc
         local = Path(workdir) / "t"
         root.backend.download_dir(root.path, local)
         found = _local_files(str(local))

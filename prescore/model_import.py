@@ -56,7 +56,12 @@ def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
         shutil.copytree(path, into)
         return into
     if remote(source):
-        root = open_root(source, webhdfs_url=webhdfs_url)
+        try:
+            root = open_root(source, webhdfs_url=webhdfs_url)
+        except ValueError as exc:  # no bucket
+            raise ModelStoreError(str(exc)) from exc
+        if not root.backend.files(root.path):
+            raise ModelStoreError(f"{source}: no such folder")
         root.backend.download_dir(root.path, into)
         return into
     raise ModelStoreError(f"{source}: a model is imported from file://, hdfs:// or s3://")

@@ -1,4 +1,4 @@
-"""The model store: versioned SavedModels with model.json, on a local path or HDFS.
+"""The model store: versioned SavedModels with model.json, on a local path, HDFS or S3.
 
 Layout under the root URI:
 
@@ -9,7 +9,8 @@ Layout under the root URI:
 
 Versions are increasing integers, as TF Serving numbers them. ``file://`` roots are used
 in place; ``hdfs://`` roots go through WebHDFS (prescore.storage, shared with the
-fallback's photo store) and are copied to a local cache before TensorFlow loads them.
+fallback's photo store), as do ``s3://`` ones, and are copied to a local cache before
+TensorFlow loads them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ModelRef:
 
 
 class ModelStore:
-    """Versioned models under a ``file://`` or ``hdfs://`` root."""
+    """Versioned models under a ``file://``, ``hdfs://`` or ``s3://`` root."""
 
     def __init__(self, settings: ModelStoreSettings) -> None:
         self.settings = settings
@@ -77,9 +78,17 @@ class ModelStore:
             )
 
     def versions(self, name: str) -> list[str]:
-        """Published versions of ``name``, oldest first."""
+        """Published versions of ``name``, oldest first. On a remote root, only those
+        whose model.json is there: an object store uploads a version file by file, its
+        model.json last, so a version whose upload stopped is not one (a local or HDFS
+        version appears whole, by a rename)."""
         self._check_root()
-        return sorted((v for v in self._backend.list_dir(self._path(name)) if v.isdigit()), key=int)
+        if self.local:
+            found = self._backend.list_dir(self._path(name))
+        else:
+            found = [r.split("/")[0] for r in self._backend.files(self._path(name))
+                     if r.count("/") == 1 and r.endswith(f"/{META_FILE}")]  # fmt: skip
+        return sorted((v for v in found if v.isdigit()), key=int)
 
     def save(self, name: str, local_dir: Path, meta: dict[str, Any]) -> str:
         """Store a built model directory as the next version; returns the version."""
@@ -118,5 +127,9 @@ class ModelStore:
             return ModelRef(name, version, Path(self._path(name, version)), meta)
         local = Path(self.settings.cache_dir) / name / version
         if not (local / META_FILE).exists():
-            self._backend.download_dir(self._path(name, version), local)
+            try:
+                self._backend.download_dir(self._path(name, version), local)
+            except OSError:
+                if not (local / META_FILE).exists():  # not another worker's copy, just made
+                    raise
         return ModelRef(name, version, local, meta)

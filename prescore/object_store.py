@@ -31,9 +31,9 @@ def filesystem(env: Mapping[str, str] | None = None, timeout_s: float = 30.0) ->
     options: dict[str, Any] = {"connect_timeout": timeout_s, "request_timeout": timeout_s}
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
-        parsed = urlparse(endpoint)
-        options["endpoint_override"] = parsed.netloc or parsed.path
-        options["scheme"] = parsed.scheme or "https"
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["endpoint_override"] = parsed.netloc
+        options["scheme"] = parsed.scheme
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         options["region"] = region
@@ -91,11 +91,12 @@ class ObjectStore:
         info = self.fs.get_file_info(path)
         if info.type == fs.FileType.File:
             return {"": _stamp(info)}
-        return {
+        found = {
             info.path[len(path) + 1 :]: _stamp(info)
             for info in self._infos(path, recursive=True)
             if info.type == fs.FileType.File
         }
+        return {relative: stamp for relative, stamp in found.items() if _plain(relative)}
 
     def download_file(self, path: str, local: Path) -> None:
         """Copy one object to ``local``, replaced whole (written beside it first)."""
@@ -120,6 +121,13 @@ class ObjectStore:
             os.replace(tmp / "v", local)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _plain(relative: str) -> bool:
+    """Whether an object's name under a folder is a plain relative path: a key may hold
+    ``//``, ``.`` or ``..`` segments, which copied to local disk would name a file
+    outside the folder it is copied into. Such objects are left out."""
+    return all(part not in ("", ".", "..") for part in relative.split("/"))
 
 
 def _stamp(info: Any) -> tuple[int, int]:

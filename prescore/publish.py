@@ -233,17 +233,18 @@ def _dry_run(
 
 
 def publish_file(
-    client: Client, store: StoreSettings, dataset: Dataset, path: str, **options: Any
-) -> PublishReport:
-    """Publish the rows of the parquet at ``path`` (a file, a folder or a glob; on
-    ``hdfs://`` or ``s3://``, copied to a temporary folder first): see publish_rows for
-    ``options``."""
+    client: Client, store: StoreSettings, dataset: Dataset, path: str, *,
+    webhdfs_url: str = "", **options: Any,
+) -> PublishReport:  # fmt: skip
+    """Publish the rows of the parquet at ``path`` (a local file, folder or glob; a
+    file or folder on ``hdfs://`` or ``s3://``, copied to a temporary folder first): see
+    publish_rows for ``options``."""
     from prescore.datasets import absolute_uri
 
     if not remote(path):
         return publish_rows(client, store, dataset, absolute_uri(path), f"from {path}", **options)
     with tempfile.TemporaryDirectory(prefix="prescore-publish-") as tmp:
-        files(Table(path, ()), "", tmp)  # into tmp/t, as it was laid out
+        files(Table(path, ()), webhdfs_url, tmp)  # into tmp/t, as it was laid out
         return publish_rows(client, store, dataset, f"{tmp}/t", f"from {path}", **options)
 
 

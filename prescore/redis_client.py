@@ -12,7 +12,7 @@ from redis.backoff import EqualJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from prescore.errors import ConfigError, StoreUnavailable
+from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.settings import RedisSettings, masked_url
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
@@ -148,12 +148,21 @@ def _endpoint(client: Client) -> str:
     return str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
 
 
+# Redis' own outages, without the plain OSError that OUTAGES also takes (a socket error
+# redis-py lets through): for code that also reads files, whose OSErrors are not Redis'
+REDIS_OUTAGES = tuple(e for e in OUTAGES if e is not OSError)
+
+
 @contextmanager
-def store_errors(action: str = "talking to Redis") -> Iterator[None]:
+def store_errors(
+    action: str = "talking to Redis", outages: tuple[type[BaseException], ...] = OUTAGES
+) -> Iterator[None]:
     """Re-raise a Redis outage as StoreUnavailable, with a message a client can show."""
     try:
         yield
-    except OUTAGES as exc:
+    except PrescoreError:  # already one of ours (a file store's StorageUnavailable is an OSError)
+        raise
+    except outages as exc:
         raise StoreUnavailable(f"store unavailable while {action}: {type(exc).__name__}") from exc
 
 

@@ -19,10 +19,22 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from prescore import object_store
+from prescore.errors import PrescoreError, StorageUnavailable
+from prescore.settings import masked_url
+
+# what the client libraries raise on a failed call: I/O (OSError, pyarrow's), a bad path
+# (pyarrow's ArrowInvalid is a ValueError) and WebHDFS's refusals (HdfsError)
+_FAILURES: tuple[type[BaseException], ...] = (OSError, ValueError)
+try:
+    from hdfs.util import HdfsError
+
+    _FAILURES = (*_FAILURES, HdfsError)
+except ImportError:  # a core install: no hdfs:// either
+    pass
 
 
 class Backend(Protocol):
@@ -177,9 +189,38 @@ def remote(uri: str) -> bool:
 
 def check_uri(uri: str) -> str:
     """Return ``uri`` if it is a folder URI we can open (SCHEMES; "": a plain path)."""
-    if urlparse(uri).scheme not in SCHEMES:
+    parsed = urlparse(uri)
+    if parsed.scheme not in SCHEMES:
         raise ValueError(f"unsupported folder URI {uri!r}: use file://, hdfs:// or s3://")
+    if parsed.scheme in object_store.SCHEMES and not parsed.netloc:
+        raise ValueError(f"{uri!r}: an s3:// URI names its bucket (s3://BUCKET/PREFIX)")
     return uri
+
+
+class Guarded:
+    """A remote backend whose failures are StorageUnavailable, naming the folder URI
+    (password masked): one error, whatever the client library raised, and never taken
+    for a Redis outage by the code around it."""
+
+    def __init__(self, backend: Backend, uri: str) -> None:
+        self.backend = backend
+        self.uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.backend, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return call(*args, **kwargs)
+            except PrescoreError:
+                raise
+            except _FAILURES as exc:
+                where = masked_url(self.uri)
+                raise StorageUnavailable(
+                    f"{where}: {name.replace('_', ' ')} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+
+        return guarded
 
 
 def open_root(uri: str, *, webhdfs_url: str = "", user: str = "", timeout_s: float = 30.0) -> Root:
@@ -187,8 +228,8 @@ def open_root(uri: str, *, webhdfs_url: str = "", user: str = "", timeout_s: flo
     parsed = urlparse(check_uri(uri))
     if parsed.scheme == "hdfs":
         backend = WebHdfs(webhdfs_url or f"http://{parsed.netloc}", user, timeout_s)
-        return Root(uri, backend, parsed.path or "/", False)
+        return Root(uri, Guarded(backend, uri), parsed.path or "/", False)
     if parsed.scheme in object_store.SCHEMES:
         store = object_store.ObjectStore(object_store.filesystem(timeout_s=timeout_s))
-        return Root(uri, store, object_store.object_path(uri), False)
+        return Root(uri, Guarded(store, uri), object_store.object_path(uri), False)
     return Root(uri, LocalFiles(), parsed.path if parsed.scheme else uri, True)

@@ -829,6 +829,9 @@ def test_an_answer_carries_validators_and_a_conditional_get_gets_304(
             again = api.get(path, headers={"If-None-Match": held})
             assert (again.status_code, again.data) == (304, b""), held
             assert again.headers["ETag"] == tag
+            # no body, so nothing of one: RFC 9110 15.4.5
+            assert "Content-Type" not in again.headers, again.headers
+            assert again.headers.get("Content-Length") in (None, "0"), again.headers
         assert api.get(path, headers={"If-None-Match": 'W/"nope"'}).status_code == 200
         other = api.get(path.replace("k=3", "k=2"))
         assert other.status_code == 200 and other.headers["ETag"] != tag  # another answer
@@ -849,3 +852,6 @@ def test_an_etag_leaves_the_age_out() -> None:
     young = b'{"source":"precomputed","dataset_version":"v1","age_s":1,"user_id":"u","items":[]}'
     old = young.replace(b'"age_s":1,', b'"age_s":86400,')
     assert etag(young) == etag(old) != etag(young.replace(b'"v1"', b'"v2"'))
+    # a payload's own field of that name is part of the answer (no envelope age here)
+    own = b'{"source":"precomputed","dataset_version":"v1","user_id":"u","age_s":5}'
+    assert etag(own) != etag(own.replace(b'"age_s":5', b'"age_s":6'))

@@ -5,6 +5,9 @@ mirror and its photos, each through the same code as file:// and hdfs://."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -20,7 +23,7 @@ from prescore import object_store
 from prescore.api import Prescore
 from prescore.datasets import Table
 from prescore.embedded_redis import free_port
-from prescore.errors import ConfigError, ModelStoreError
+from prescore.errors import ConfigError, ImageStoreUnavailable, ModelStoreError
 from prescore.image_store import ImageStore
 from prescore.keys import KeyForm
 from prescore.modelstore import ModelStore
@@ -97,10 +100,19 @@ def test_the_model_store_on_s3(bucket: str, tmp_path: Path) -> None:
     assert ref.version == "2" and ref.path == tmp_path / "cache" / "m" / "2"
     assert (ref.saved_model / "saved_model.pb").read_bytes() == b"graph"
     assert json.loads((ref.path / "model.json").read_text())["metrics"] == {"auc": 0.8}
-    # a version whose upload stopped before its model.json (uploaded last) is not one
+    # a version whose upload stopped before its model.json (uploaded last) is not one:
+    # not listed, not resolved, and the next registration takes its number
     _put(f"{bucket}/models/m/3/saved_model/saved_model.pb", b"half")
+    assert store.versions("m") == ["1", "2"]
     with pytest.raises(ModelStoreError, match="m/3 not found"):
         store.resolve("m", "3")
+    assert store.save("m", built, {"metrics": {"auc": 0.9}}) == "3"
+    # a key with '..' or '//' segments is no file of a folder copied to local disk
+    _put(f"{bucket}/models/m/3/../../../escape.txt", b"x")
+    store.resolve("m", "3")
+    assert (
+        not (tmp_path / "escape.txt").exists() and not (tmp_path / "cache" / "escape.txt").exists()
+    )
     with pytest.raises(ModelStoreError, match="m/9 not found"):
         store.promote("m", "9")
     with pytest.raises(ConfigError, match="PRESCORE_MODEL_STORE"):
@@ -151,6 +163,31 @@ def test_photos_on_s3_and_an_unreachable_store(
     assert store.read("p1") == b"\xff\xd8 a "  # max_bytes + 1: enough to refuse it
     assert store.read("p2") is None
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    down = open_root(f"{bucket}/photos", timeout_s=1).backend
-    with pytest.raises(OSError):
-        down.read_bytes(f"{bucket[5:]}/photos/p1.jpg")
+    down = ImageStore(open_root(f"{bucket}/photos", timeout_s=1), ["jpg"], max_bytes=4)
+    with pytest.raises(ImageStoreUnavailable) as failed:
+        down.read("p1")
+    assert failed.value.http_status == 503 and "127.0.0.1" not in failed.value.message
+
+
+def test_store_failures_are_one_line_naming_the_store(
+    bucket: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a traceback, and not taken for Redis: the CLI's line names the s3:// URI."""
+    config = tmp_path / "datasets.toml"
+    config.write_text('[datasets.sims]\nkind = "external"\nkey_field = "sku"\n')
+    base = [sys.executable, "-m", "prescore.cli", "--config", str(config)]
+    base += ["--redis-url", redis_url]
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    for command, named in (
+        (["publish", "sims", f"{bucket}/scores"], f"{bucket}/scores"),
+        (["--model-store", f"{bucket}/models", "models", "list", "m"], f"{bucket}/models"),
+    ):
+        done = subprocess.run([*base, *command], capture_output=True, text=True, env=env,
+                              timeout=120)  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith(f"prescore: storage_unavailable: {named}:"), done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    no_bucket = subprocess.run([*base, "publish", "sims", "s3:///x"], capture_output=True,
+                               text=True, env=env, timeout=120)  # fmt: skip
+    assert no_bucket.returncode in (1, 2) and "names its bucket" in no_bucket.stderr
+    assert "Traceback" not in no_bucket.stderr

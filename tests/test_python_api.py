@@ -12,7 +12,8 @@ import pytest
 
 import prescore.api
 from prescore.api import Prescore
-from prescore.errors import ConfigError, InvalidInput, NotFound
+from prescore.embedded_redis import free_port
+from prescore.errors import ConfigError, InvalidInput, NotFound, StoreUnavailable
 
 NEWS = """
 [datasets.news]
@@ -97,6 +98,11 @@ def test_bad_input_is_refused_with_prescore_errors(ps: Any, redis_url: str) -> N
     with pytest.raises(ConfigError) as bad_url:
         Prescore(redis_url="http://user:hunter2@x", env={})
     assert "--redis-url" in bad_url.value.message and "hunter2" not in bad_url.value.message
+    down = Prescore(
+        config=ps.settings.catalog.source, redis_url=f"redis://127.0.0.1:{free_port()}/0", env={}
+    )
+    with pytest.raises(StoreUnavailable):
+        down.versions("news")
     with pytest.raises(TypeError, match="cannot publish a list"):
         ps.publish("news", [1, 2])
     # a version that lost a third of the live one's keys is held by the dataset's gates
