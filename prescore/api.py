@@ -161,9 +161,10 @@ class Prescore:
     @_redis_errors
     def publish(self, dataset: str, data: Any, **options: Any) -> PublishReport:
         """Publish ``data`` as a new version of ``dataset``, switched in atomically once
-        written and gated: a parquet path (a file, a folder or a glob), a pandas or
-        pyarrow DataFrame, or a Spark DataFrame (collected to the driver through Arrow:
-        for tables larger than the driver's memory, write parquet and pass its path).
+        written and gated: a parquet path (a file or a folder, local, ``hdfs://`` or
+        ``s3://``; a glob, local only), a pandas or pyarrow DataFrame, or a Spark
+        DataFrame (collected to the driver through Arrow: for tables larger than the
+        driver's memory, write parquet and pass its path).
 
         ``options`` are ``prescore publish``'s: ``key_column``, ``json_column``,
         ``columns``, ``model``, ``model_version``, ``max_bad``, ``force``, ``say`` (given

@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--reason", required=True, help="why its gates are overridden")
     rel.add_argument("--dry-run", action="store_true", help=dry)
     pub = command("publish", _publish, "publish scores computed elsewhere (parquet)")
-    pub.add_argument("path", help="parquet file, folder or glob (a path, file://, hdfs://, s3://)")
+    pub.add_argument(
+        "path", help="parquet file or folder (a path, file://, hdfs://, s3://); globs: local"
+    )
     pub.add_argument("--key", help="the key column (default: the dataset's key field)")
     pub.add_argument("--json-column", help="a column holding each key's payload as JSON")
     pub.add_argument("--columns", help="or: comma-separated columns that make the payload")
