@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-images lint bench clean
+.PHONY: install demo test test-fast test-images test-pandas3 lint bench clean
 
 # Development and CI install the dev lock (every package pinned with its hashes, at the
 # versions the images' locks pin), then the project itself without dependencies.
@@ -30,6 +30,11 @@ test: $(STAMP) lint
 # starts one. Progress lines on the terminal, each step's output in its log.
 test-images: $(STAMP)
 	PRESCORE_IMAGE_TEST=1 $(PY) -m pytest -q -s tests/test_images.py
+
+# The pandas-facing tests again under pandas 3, in a virtualenv of their own
+# (tests/test_pandas3.py, requirements/tools/pandas3.txt); .ci/run runs it.
+test-pandas3: $(STAMP)
+	PRESCORE_PANDAS3_TEST=1 $(PY) -m pytest -q tests/test_pandas3.py
 
 # Day to day: what needs no Spark, no TensorFlow training, no cluster and no tool install.
 test-fast: $(STAMP) lint
