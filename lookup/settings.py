@@ -37,6 +37,7 @@ class ServerSettings:
     threads: int = 4
     backlog: int = 2048
     graceful_timeout_s: int = 10
+    header_timeout_s: float = 30.0  # a request's line and headers must arrive within this
     metrics_dir: str = ""  # prometheus multiprocess dir; a fresh temp dir when empty
     # How often a thread that holds the GIL hands it over (CPython's default: 5 ms).
     switch_interval_s: float = 0.005
@@ -55,6 +56,9 @@ class ServerSettings:
             backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog, lo=1),
             graceful_timeout_s=env_int(
                 env, "LOOKUP_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, lo=1
+            ),
+            header_timeout_s=env_float(
+                env, "LOOKUP_HEADER_TIMEOUT_S", cls.header_timeout_s, lo=0.1, hi=3600
             ),
             metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
             switch_interval_s=env_float(
@@ -75,6 +79,7 @@ class ServerSettings:
             name="prescore-lookup",
             backlog=self.backlog,
             kill_timeout_s=self.graceful_timeout_s,
+            header_timeout_s=self.header_timeout_s,
         )
 
 

@@ -30,6 +30,9 @@ class WSGIServer:
     name: str  # what granian calls the target in its log
     backlog: int = 1024
     kill_timeout_s: int = 10  # a worker that has not stopped this long after SIGTERM is killed
+    # a connection whose request line and headers have not all arrived this long after it
+    # started sending them is closed (granian's own timer, before any app thread is used)
+    header_timeout_s: float = 30.0
 
     def address(self) -> tuple[str, int]:
         """("host", port) from ``bind``; a bracketed IPv6 host loses its brackets."""
@@ -55,7 +58,9 @@ class WSGIServer:
             http=HTTPModes.http1,
             websockets=False,
             backlog=self.backlog,
-            http1_settings=HTTP1Settings(keep_alive=True),
+            http1_settings=HTTP1Settings(
+                keep_alive=True, header_read_timeout=round(self.header_timeout_s * 1000)
+            ),
             workers_kill_timeout=self.kill_timeout_s,
         )
         server.serve(target_loader=load, wrap_loader=False)

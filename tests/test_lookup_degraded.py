@@ -242,6 +242,33 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
     lookup.stop()
 
 
+def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_timeout(
+    users: str, redis_url: str, tmp_path: Path
+) -> None:
+    """More connections than the worker has threads send half a request line and its
+    headers, then stall: other clients are answered meanwhile (no app thread waits for
+    headers), and the server closes each stalled connection once LOOKUP_HEADER_TIMEOUT_S
+    has passed, without an answer to a request that never arrived whole."""
+    lookup = _lookup(tmp_path, redis_url, LOOKUP_HEADER_TIMEOUT_S="1")
+    stalled = []
+    try:
+        for _ in range(8):  # one worker, 4 threads
+            conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
+            conn.sendall(b"GET /v1/recommendations/u1 HTTP/1.1\r\nHost: lookup\r\nX-A: ")
+            stalled.append(conn)
+        for i in range(3):
+            r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
+            assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
+        answers = [_answer(conn) for conn in stalled]  # returns once the server closes
+        assert all(b"200 OK" not in a for a in answers), answers
+    finally:
+        for conn in stalled:
+            conn.close()
+    r = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=5)
+    assert r.status_code == 200
+    lookup.stop()
+
+
 def _answer(conn: socket.socket) -> bytes:
     """What the server sent on ``conn`` until it closed it."""
     got = b""

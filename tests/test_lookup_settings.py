@@ -69,6 +69,10 @@ def test_from_env_and_flags():
         ({"PRESCORE_FALLBACK_MAX_INSTANCES": "0"}, "PRESCORE_FALLBACK_MAX_INSTANCES='0'"),
         ({"LOOKUP_THREADS": "four"}, "LOOKUP_THREADS='four': must be an integer of at least 1"),
         (
+            {"LOOKUP_HEADER_TIMEOUT_S": "0"},
+            "LOOKUP_HEADER_TIMEOUT_S='0': must be a number from 0.1 to 3600",
+        ),
+        (
             {"PRESCORE_REDIS_TIMEOUT_S": "fast"},
             "PRESCORE_REDIS_TIMEOUT_S='fast': must be a number from 0.001 to 60",
         ),
