@@ -23,8 +23,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The suite runs in TEST_WORKERS processes side by side (pytest-xdist), a test file to a
+# process: most tests wait on Spark, TensorFlow or a server, so two share two cores well.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The images built and run for real (tests/test_images.py): needs a Docker engine; .ci/run
 # starts one. Progress lines on the terminal, each step's output in its log.
@@ -38,7 +42,7 @@ test-pandas3: $(STAMP)
 
 # Day to day: what needs no Spark, no TensorFlow training, no cluster and no tool install.
 test-fast: $(STAMP) lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_scoring

