@@ -168,9 +168,10 @@ class Prescore:
 
         ``options`` are ``prescore publish``'s: ``key_column``, ``json_column``,
         ``columns``, ``model``, ``model_version``, ``max_bad``, ``force``, ``say`` (given
-        each progress line; default ``print``; ``say=lambda line: None`` for none). The
-        report says whether it was published (``published``), or held by the dataset's
-        gates (``gated``)."""
+        each progress line; default ``print``; ``say=lambda line: None`` for none), ``bar``
+        (a stream to draw a progress bar on instead, e.g. ``sys.stderr``). The report
+        says whether it was published (``published``), or held by the dataset's gates
+        (``gated``)."""
         from prescore.publish import publish_file, publish_rows  # the tables extra
 
         declared = self.dataset(dataset)

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prescore import cli_models, cli_run, values
-from prescore.cli_output import done, emit, entry, say
+from prescore.cli_output import bar, done, emit, entry, say
 from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.redis_client import check_policy, connect, store_errors
 from prescore.settings import Settings, masked_url
@@ -185,7 +185,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         args.dataset, args.path, key_column=args.key, json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
         model_version=args.model_version, max_bad=args.max_bad, force=args.force,
-        say=say(args), dry_run=args.dry_run, **options,
+        say=say(args), bar=bar(args), dry_run=args.dry_run, **options,
     )  # fmt: skip
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))

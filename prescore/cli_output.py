@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -39,6 +39,12 @@ def entry(info: Any) -> dict[str, Any]:
     if isinstance(extra.get("sample"), list):
         extra["sample"] = len(extra["sample"])
     return {**doc, "extra": extra}
+
+
+def bar(args: argparse.Namespace) -> TextIO | None:
+    """Where long work draws its bar: stderr when a person watches it (a terminal), so
+    stdout keeps its lines or its JSON; None (progress lines instead) in logs and pipes."""
+    return sys.stderr if sys.stderr.isatty() else None
 
 
 def say(args: argparse.Namespace) -> Callable[[str], None]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -209,17 +209,21 @@ def _write_all(
         progress.add(len(batch_keys))
 
 
-def _dry_run(
-    client: Client, store: StoreSettings, dataset: Dataset, source: Source, rows: _Rows,
-    report: PublishReport, max_bad: int, progress: Progress, say: Callable[[str], None],
-) -> PublishReport:  # fmt: skip
-    """Read and check every row as a publish would, and write nothing: the keys it would
-    write, the bad rows, and the version it would replace (its gates need the written
-    version, so they are checked by the real publish only)."""
+def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
+    """Read and check every row as a publish would, and write nothing."""
     report.dry_run = True
     for batch_keys, sources in rows.batches(source):
         report.rows += len(_checked(rows, batch_keys, sources, report))
         progress.add(len(batch_keys))
+
+
+def _dry_run(
+    client: Client, store: StoreSettings, dataset: Dataset, report: PublishReport,
+    max_bad: int, say: Callable[[str], None],
+) -> PublishReport:  # fmt: skip
+    """What a dry run found: the keys it would write, the bad rows, and the version it
+    would replace (its gates need the written version, so they are checked by the real
+    publish only)."""
     live = Versions(client, dataset.name, store).current() or "none"
     verdict = (
         f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed (--max-bad)"
@@ -253,11 +257,13 @@ def publish_rows(
     key_column: str | None = None, json_column: str | None = None, columns: Sequence[str] = (),
     model: str = "external", model_version: str = "", max_bad: int = 0, force: bool = False,
     say: Callable[[str], None] = print, progress_s: float = 5.0, dry_run: bool = False,
+    bar: TextIO | None = None,
 ) -> PublishReport:  # fmt: skip
     """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
     which in the registry's note) as a new version of ``dataset``, saying how far it got
-    every ``progress_s`` (rows read of the source's, rate, time left). ``dry_run``: check
-    every row and write nothing."""
+    every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
+    ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
+    nothing."""
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -268,14 +274,17 @@ def publish_rows(
     reservoir = gates.Reservoir(dataset.gates.sample)
     total = count_rows(source)
     if dry_run:
-        progress = Progress(f"{dataset.name} (dry run)", total, say, every_s=progress_s)
-        return _dry_run(client, store, dataset, source, rows, report, max_bad, progress, say)
+        with Progress(f"{dataset.name} (dry run)", total, say, every_s=progress_s,
+                      bar=bar) as progress:  # fmt: skip
+            _check_all(source, rows, report, progress)
+        return _dry_run(client, store, dataset, report, max_bad, say)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
         where, fence = versions.placed(info.version, info), versions.fence(info.version)
-        progress = Progress(f"{dataset.name} {info.version}", total, say, every_s=progress_s)
-        _write_all(client, where, source, rows, report, reservoir, fence, progress)
+        with Progress(f"{dataset.name} {info.version}", total, say, every_s=progress_s,
+                      bar=bar) as progress:  # fmt: skip
+            _write_all(client, where, source, rows, report, reservoir, fence, progress)
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from prescore.progress import Progress, duration
 
 
@@ -29,3 +31,16 @@ def test_durations_read_as_a_person_reads_them() -> None:
     assert [duration(s) for s in (0.4, 45, 185, 7_620, 90_061)] == [
         "0s", "45s", "3m 05s", "2h 07m", "25h 01m",
     ]  # fmt: skip
+
+
+def test_given_a_terminal_it_draws_one_bar_there_and_says_no_lines() -> None:
+    said: list[str] = []
+    screen = io.StringIO()
+    with Progress("reco v1", 2_000, said.append, every_s=0.0, bar=screen) as p:
+        for _ in range(4):
+            p.add(500)
+    drawn = screen.getvalue()
+    assert said == []  # the bar stands for the lines
+    assert "\r" in drawn  # redrawn in place
+    last = drawn.rstrip("\n").split("\r")[-1]
+    assert last.startswith("  reco v1: 100%") and "2.00k/2.00k" in last and " rows/s" in last

@@ -208,3 +208,47 @@ def test_a_dry_run_checks_every_row_and_writes_nothing(  # type: ignore[no-untyp
         "live version now none" in capsys.readouterr().out
     )
     assert rclient.dbsize() == 0  # no registry entry, no key, no lease
+
+
+def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_keeps_stdout_lines(
+    similar: Settings, redis_url: str, tmp_path: Path
+) -> None:
+    """stderr a terminal (a pty): the rows' bar is drawn there, redrawn in place, and
+    stdout keeps its lines; with stderr a pipe, no bar."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    path = _write(tmp_path / "scores.parquet", _rows(300))
+    env = {
+        "PRESCORE_CONFIG": similar.catalog.source,
+        "REDIS_URL": redis_url,
+        "PATH": "/usr/bin:/bin",
+    }
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    publish = ["publish", "similar", str(path), "--json-column", "payload"]
+    cli = [sys.executable, "-m", "prescore.cli", *publish]
+    proc = subprocess.Popen(
+        cli, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary, text=True
+    )
+    os.close(secondary)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(primary)
+    assert proc.returncode == 0, (drawn, out)
+    screen = drawn.decode()
+    assert "\r" in screen and "similar " in screen and "100%" in screen and "300/300" in screen
+    assert "published version" in out
+    piped = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert piped.returncode == 0 and "100%" not in piped.stderr, piped.stderr
