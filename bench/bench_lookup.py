@@ -247,6 +247,12 @@ def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -
         off_env = {**ours_env, "LOOKUP_MISS_LOG": "0", "LOOKUP_SINGLE_FLIGHT": "0"}
         off_cmd = [*ours_cmd, "--bind", f"127.0.0.1:{port}"]
         found.append(Server("ours, miss log and single-flight off", off_cmd, off_env, port))
+    if args.rsgi:
+        port = free_port()
+        cmd = [sys.executable, "-m", "bench.rsgi_lookup", "--workers", str(args.workers),
+               "--bind", f"127.0.0.1:{port}"]  # fmt: skip
+        label = "ours, over granian's RSGI (bench/rsgi_lookup.py)"
+        found.append(Server(label, cmd, ours_env, port))
     if args.alternatives:
         for threads in (2, 8):
             port = free_port()
@@ -312,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--alternatives", action="store_true", help="also other worker configs")
     parser.add_argument("--before", help="also the lookup of this git revision, side by side")
+    parser.add_argument("--rsgi", action="store_true", help="also ours over RSGI (timed bodies)")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args(argv)
 
