@@ -45,7 +45,9 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
                                    settings.negative_ttl_s, metrics)  # fmt: skip
         extras.refresher = Refresher(handler)
         if settings.shadow_rate > 0:
-            extras.shadow = ShadowChecker(partial(fallback.answer, write_back=False), metrics)
+            extras.shadow = ShadowChecker(
+                partial(fallback.answer, write_back=False), metrics
+            ).start()
             extras.shadow_rate = settings.shadow_rate
     service = Lookup(reader, handler, metrics, extras)
     datasets = ServedDatasets.of(settings.core.catalog)

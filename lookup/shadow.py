@@ -50,7 +50,9 @@ def compare(precomputed: dict[str, float], live: dict[str, float]) -> tuple[floa
 
 
 class ShadowChecker:
-    """A daemon thread comparing sampled hits with live answers."""
+    """Compares sampled hits with live answers on a daemon thread that its owner starts
+    (:meth:`start`) and stops (:meth:`stop`). A check that fails is logged with its cause
+    and skipped; the thread goes on with the next."""
 
     def __init__(self, ask: Ask, metrics: Metrics, queued: int = 100) -> None:
         self.ask = ask
@@ -59,7 +61,20 @@ class ShadowChecker:
         self._queue: queue.Queue[tuple[Served, str, str | None, bytes, Resolved]] = queue.Queue(
             queued
         )
-        threading.Thread(target=self._run, name="shadow", daemon=True).start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+
+    def start(self) -> ShadowChecker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def offer(
         self, spec: Served, key: str, context: str | None, payload: bytes, version: Resolved
@@ -68,12 +83,17 @@ class ShadowChecker:
             self._queue.put_nowait((spec, key, context, payload, version))
 
     def _run(self) -> None:
-        while True:
-            spec, key, context, payload, version = self._queue.get()
+        while not self._stop.is_set():
+            try:
+                spec, key, context, payload, version = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
             try:
                 self._check(spec, key, context, payload, version)
-            except (PrescoreError, ValueError, KeyError) as exc:
+            except (PrescoreError, ValueError, KeyError) as exc:  # no comparable answer
                 log.info("shadow check of %s %s skipped: %s", spec.name, key, type(exc).__name__)
+            except Exception:  # a fault of its own: said with its traceback, never fatal
+                log.exception("shadow check of %s %s failed", spec.name, key)
 
     def _check(
         self, spec: Served, key: str, context: str | None, payload: bytes, version: Resolved
