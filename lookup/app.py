@@ -30,16 +30,20 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     app = Flask("lookup", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     client = connect(settings.core.redis, retry_timeouts=False)  # one timeout a read
-    reader = StoreReader(client, settings.pointer_cache_s,
-                         stall_s=settings.core.redis.socket_timeout_s)  # fmt: skip
     metrics = Metrics(settings.server.metrics_dir)
     metrics.collectors.append(RegistryCollector.of(client, settings))
-    reader.on_error = lambda action: metrics.count(metrics.store_errors, action)
-    handler = on_miss or (FallbackClient(settings) if settings.fallback_url else not_found)
+    reader = StoreReader(
+        client,
+        settings.pointer_cache_s,
+        stall_s=settings.core.redis.socket_timeout_s,
+        on_error=partial(metrics.count, metrics.store_errors),
+    )
+    if on_miss is None and settings.fallback_url:
+        on_miss = FallbackClient(settings, client, metrics)  # one Redis pool a worker
+    handler = on_miss or not_found
     fallback = handler if isinstance(handler, FallbackClient) else None
     extras = Extras(misslog=MissLog(client) if settings.miss_log else None)
     if fallback is not None:
-        fallback.metrics = metrics
         if settings.single_flight:
             handler = SingleFlight(fallback, client, settings.fallback_timeout_s,
                                    settings.negative_ttl_s, metrics)  # fmt: skip
@@ -57,7 +61,7 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     app.extensions["lookup"] = service
     if fallback is not None:  # new entities scored from their features
         app.extensions["fallback_client"] = fallback
-        live.register(app, settings, fallback, datasets)
+        live.register(app, settings, fallback, reader, datasets)
     fast = FastPath(app.wsgi_app, service, settings, metrics, datasets)
     app.wsgi_app = fast  # type: ignore[method-assign]
     return app

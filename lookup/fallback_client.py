@@ -64,7 +64,12 @@ class _Refused(Exception):
 class FallbackClient:
     """A MissHandler calling the fallback service, with a deadline and circuit breakers."""
 
-    def __init__(self, settings: LookupSettings, client: Client | None = None) -> None:
+    def __init__(
+        self,
+        settings: LookupSettings,
+        client: Client | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         parsed = urlparse(settings.fallback_url)
         if parsed.scheme != "http" or not parsed.hostname:
             raise ValueError(f"PRESCORE_FALLBACK_URL must be http://host:port, got {parsed}")
@@ -92,7 +97,7 @@ class FallbackClient:
             )
             for name in self.datasets.by_name
         }
-        self.metrics: Metrics | None = None  # set by the app
+        self.metrics = metrics  # None: counted nowhere
         self._local = threading.local()
 
     # -- HTTP ----------------------------------------------------------------------------

@@ -57,10 +57,13 @@ def _instance(
 
 
 def register(
-    app: Flask, settings: LookupSettings, client: FallbackClient, datasets: ServedDatasets
+    app: Flask,
+    settings: LookupSettings,
+    client: FallbackClient,
+    reader: StoreReader,
+    datasets: ServedDatasets,
 ) -> None:
     """Add ``POST /v1/datasets/{name}:predict`` (and ``/v1/{route}:predict``)."""
-    reader: StoreReader = app.extensions["lookup"].reader
 
     def predict(spec: Served) -> Response:
         if not spec.live:

@@ -129,6 +129,7 @@ class StoreReader:
         pointer_cache_s: float,
         clock: Callable[[], float] = time.monotonic,
         stall_s: float = 1.0,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.stall = StallGate(stall_s, clock)  # fast 503s while the store is stalled
@@ -139,7 +140,7 @@ class StoreReader:
         self._lock = threading.Lock()
         self._seen: set[str] = set()  # datasets this process has found published
         self._lean = _lean(client)
-        self.on_error: Callable[[str], None] | None = None  # (action): counts outages
+        self.on_error = on_error  # (action): counts outages, stalls and undecodable reads
 
     def _outage(self, action: str, doing: str, exc: BaseException) -> StoreUnavailable:
         """The error a Redis outage while ``doing`` is, told to ``on_error`` as ``action``

@@ -151,9 +151,8 @@ def test_a_version_whose_frames_are_lost_is_a_clean_503_not_a_crash(rclient: red
     values.write_frames(rclient, where, {0: enc.frame()})
     values.write(rclient, where, [("u1", stored[0])])
     v.publish(info.version, 1)
-    reader = StoreReader(rclient, pointer_cache_s=0)
     errors: list[str] = []
-    reader.on_error = errors.append
+    reader = StoreReader(rclient, pointer_cache_s=0, on_error=errors.append)
     resolved, served = reader.read("reco", ["u1"])
     assert served[0] is not None
     assert [resolved.as_json(served[0], "u1")] == enc.encode_grid(["u1"], *grid)
