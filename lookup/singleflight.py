@@ -68,9 +68,6 @@ class SingleFlight:
         self._flights: dict[tuple[str, str, str], Future[Answer]] = {}
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:  # answer(), datasets, ... of the inner client
-        return getattr(self.inner, name)
-
     def __call__(self, misses: Sequence[Miss], version: Resolved) -> list[Answer]:
         deadline = time.monotonic() + self.deadline_s
         names = [keys.entity_key(m.key, m.context) for m in misses]
