@@ -6,7 +6,8 @@ that stalls its body holds an app thread until it goes. Under RSGI the body is a
 the worker's event loop, where it can be timed out (408) without any thread waiting for
 it; the app itself (the same WSGI app, fast path and Flask) then runs on a pool of
 ``--threads`` threads, so every request costs a hop from the loop to a thread and back.
-This measures that hop on the real lookup.
+This measures that hop on the real lookup, with this module's own cost of building
+each request's WSGI environ in Python (granian's WSGI side builds it in Rust).
 
 ``python -m bench.rsgi_lookup --bind HOST:PORT [--workers W] [--threads T]``
 (settings from the environment, as ``python -m lookup.serve``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import shutil
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,13 +132,18 @@ def main() -> int:
     settings = LookupSettings.from_env().with_server(
         bind=args.bind, workers=args.workers, threads=args.threads
     )
+    owned = not settings.server.metrics_dir
     settings = prepare_metrics_dir(settings)
     host, port = settings.server.wsgi_server().address()
-    Granian(
-        target="prescore-lookup-rsgi", address=host, port=port, interface=Interfaces.RSGI,
-        workers=args.workers, http=HTTPModes.http1, websockets=False, backlog=2048,
-        http1_settings=HTTP1Settings(keep_alive=True),
-    ).serve(target_loader=partial(_load, settings), wrap_loader=False)  # fmt: skip
+    try:
+        Granian(
+            target="prescore-lookup-rsgi", address=host, port=port, interface=Interfaces.RSGI,
+            workers=args.workers, http=HTTPModes.http1, websockets=False, backlog=2048,
+            http1_settings=HTTP1Settings(keep_alive=True),
+        ).serve(target_loader=partial(_load, settings), wrap_loader=False)  # fmt: skip
+    finally:
+        if owned:
+            shutil.rmtree(settings.server.metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -37,7 +37,7 @@ class ServerSettings:
     threads: int = 4
     backlog: int = 2048
     graceful_timeout_s: int = 10
-    header_timeout_s: float = 30.0  # a request's line and headers must arrive within this
+    header_timeout_s: float = 30.0  # a request's line and headers (and keep-alive idle time)
     metrics_dir: str = ""  # prometheus multiprocess dir; a fresh temp dir when empty
     # How often a thread that holds the GIL hands it over (CPython's default: 5 ms).
     switch_interval_s: float = 0.005

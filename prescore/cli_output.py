@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from importlib.util import find_spec
 from typing import Any, TextIO
 
 
@@ -42,9 +43,11 @@ def entry(info: Any) -> dict[str, Any]:
 
 
 def bar(args: argparse.Namespace) -> TextIO | None:
-    """Where long work draws its bar: stderr when a person watches it (a terminal), so
-    stdout keeps its lines or its JSON; None (progress lines instead) in logs and pipes."""
-    return sys.stderr if sys.stderr.isatty() else None
+    """Where long work draws its bar: stderr, when a person watches the command (its
+    stderr a terminal, and its stdout too unless that carries ``-o json``); None, for
+    progress lines instead, where the lines go to a log or a pipe, or tqdm is missing."""
+    watched = sys.stderr.isatty() and (args.output == "json" or sys.stdout.isatty())
+    return sys.stderr if watched and find_spec("tqdm") is not None else None
 
 
 def say(args: argparse.Namespace) -> Callable[[str], None]:

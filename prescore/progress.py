@@ -41,6 +41,8 @@ class Progress:
         self._clock = clock
         self._started = self._last = clock()
         self._bar = _bar(what, total, unit, bar) if bar is not None else None
+        if self._bar is not None and self._bar.disable:  # TQDM_DISABLE=1: lines, as in a log
+            self._bar = None
 
     def __enter__(self) -> Progress:
         return self

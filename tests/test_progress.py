@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+
+import pytest
 
 from prescore.progress import Progress, duration
 
@@ -33,6 +36,7 @@ def test_durations_read_as_a_person_reads_them() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.skipif(bool(os.environ.get("TQDM_DISABLE")), reason="TQDM_DISABLE is set")
 def test_given_a_terminal_it_draws_one_bar_there_and_says_no_lines() -> None:
     said: list[str] = []
     screen = io.StringIO()

@@ -210,33 +210,52 @@ def test_a_dry_run_checks_every_row_and_writes_nothing(  # type: ignore[no-untyp
     assert rclient.dbsize() == 0  # no registry entry, no key, no lease
 
 
-def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_keeps_stdout_lines(
+def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_in_logs_says_lines(
     similar: Settings, redis_url: str, tmp_path: Path
 ) -> None:
-    """stderr a terminal (a pty): the rows' bar is drawn there, redrawn in place, and
-    stdout keeps its lines; with stderr a pipe, no bar."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import termios
-
+    """Watched on a terminal (a pty), the rows' bar is drawn on stderr, redrawn in place,
+    beside the command's lines, or beside its JSON on a piped stdout (-o json); with its
+    output going to a pipe, no bar."""
     path = _write(tmp_path / "scores.parquet", _rows(300))
     env = {
         "PRESCORE_CONFIG": similar.catalog.source,
         "REDIS_URL": redis_url,
         "PATH": "/usr/bin:/bin",
     }
-    primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     publish = ["publish", "similar", str(path), "--json-column", "payload"]
     cli = [sys.executable, "-m", "prescore.cli", *publish]
-    proc = subprocess.Popen(
-        cli, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary, text=True
-    )
+    rc, screen, _ = _on_terminal(cli, env, stdout_too=True)
+    assert rc == 0, screen
+    assert "\r" in screen and "similar " in screen and "100%" in screen and "300/300" in screen
+    assert "published version" in screen
+    rc, screen, out = _on_terminal([*cli, "-o", "json"], env, stdout_too=False)
+    assert rc == 0 and "100%" in screen and json.loads(out)["published"] is True, screen
+    piped = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert piped.returncode == 0 and "published version" in piped.stdout, piped.stderr
+    assert "100%" not in piped.stderr + piped.stdout
+
+
+def _on_terminal(cli: list[str], env: dict[str, str], stdout_too: bool) -> tuple[int, str, str]:
+    """(exit code, what reached the terminal, stdout when it was a pipe) of ``cli`` run
+    with its stderr, and with ``stdout_too`` its stdout, on a pseudo-terminal."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    stdout = secondary if stdout_too else subprocess.PIPE
+    proc = subprocess.Popen(cli, env=env, cwd=ROOT, stdout=stdout, stderr=secondary)
     os.close(secondary)
     drawn = b""
-    while True:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not select.select([primary], [], [], 1.0)[0]:
+            continue
         try:
             chunk = os.read(primary, 4096)
         except OSError:  # the terminal closed with the process
@@ -246,9 +265,4 @@ def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_keeps_stdout_lines(
         drawn += chunk
     out, _ = proc.communicate(timeout=120)
     os.close(primary)
-    assert proc.returncode == 0, (drawn, out)
-    screen = drawn.decode()
-    assert "\r" in screen and "similar " in screen and "100%" in screen and "300/300" in screen
-    assert "published version" in out
-    piped = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert piped.returncode == 0 and "100%" not in piped.stderr, piped.stderr
+    return proc.returncode, drawn.decode(), (out or b"").decode()
