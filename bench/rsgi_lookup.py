@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import shutil
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from lookup.serve import load_app, prepare_metrics_dir
+from lookup.serve import load_app, metrics_folder
 from lookup.settings import LookupSettings
 
 BODY_TIMEOUT_S = 1.0
@@ -132,18 +131,13 @@ def main() -> int:
     settings = LookupSettings.from_env().with_server(
         bind=args.bind, workers=args.workers, threads=args.threads
     )
-    owned = not settings.server.metrics_dir
-    settings = prepare_metrics_dir(settings)
     host, port = settings.server.wsgi_server().address()
-    try:
+    with metrics_folder(settings) as ready:
         Granian(
             target="prescore-lookup-rsgi", address=host, port=port, interface=Interfaces.RSGI,
             workers=args.workers, http=HTTPModes.http1, websockets=False, backlog=2048,
             http1_settings=HTTP1Settings(keep_alive=True),
-        ).serve(target_loader=partial(_load, settings), wrap_loader=False)  # fmt: skip
-    finally:
-        if owned:
-            shutil.rmtree(settings.server.metrics_dir, ignore_errors=True)
+        ).serve(target_loader=partial(_load, ready), wrap_loader=False)  # fmt: skip
     return 0
 
 

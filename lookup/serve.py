@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -26,9 +28,17 @@ from prescore.settings import masked_url
 log = logging.getLogger("lookup")
 
 
-def prepare_metrics_dir(settings: LookupSettings) -> LookupSettings:
-    """Point PROMETHEUS_MULTIPROC_DIR at an empty directory (stale worker files removed)."""
-    return settings.with_server(metrics_dir=metrics_dir(settings.server.metrics_dir, "lookup"))
+@contextmanager
+def metrics_folder(settings: LookupSettings) -> Iterator[LookupSettings]:
+    """``settings`` with PROMETHEUS_MULTIPROC_DIR at an empty folder (stale worker files
+    removed); a temporary one made here, none being configured, is removed on leaving."""
+    owned = not settings.server.metrics_dir
+    ready = settings.with_server(metrics_dir=metrics_dir(settings.server.metrics_dir, "lookup"))
+    try:
+        yield ready
+    finally:
+        if owned:
+            shutil.rmtree(ready.server.metrics_dir, ignore_errors=True)
 
 
 def load_app(settings: LookupSettings) -> Any:
@@ -66,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except (PrescoreError, ValueError) as exc:
         print(f"lookup: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
-    owned = not settings.server.metrics_dir
-    settings = prepare_metrics_dir(settings)
+    with metrics_folder(settings) as ready:
+        return _serve(ready)
+
+
+def _serve(settings: LookupSettings) -> int:
     try:  # what cannot work is refused here, not by a worker that then dies
         from lookup.app import create_app
         from prescore.redis_client import check_policy, connect
@@ -92,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         exporter = RegistryCollector.of(connect(settings.core.redis), settings)
         serve_metrics(s.metrics_bind, [exporter])
         log.info(f"lookup: metrics on http://{s.metrics_bind}/metrics")
-    try:
-        settings.server.wsgi_server().serve(partial(load_app, settings))
-    finally:
-        if owned:
-            shutil.rmtree(settings.server.metrics_dir, ignore_errors=True)
+    settings.server.wsgi_server().serve(partial(load_app, settings))
     return 0
 
 
