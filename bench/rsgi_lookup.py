@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import io
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -112,10 +112,11 @@ def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple
     return int(started[0][:3]), started[1], body
 
 
-def _load(settings: LookupSettings) -> RSGILookup:
+def _load(settings: LookupSettings) -> Callable[[Any, Any], Awaitable[None]]:
     host, port = settings.server.wsgi_server().address()
     app = load_app(settings)
-    return RSGILookup(app, settings.server.threads, settings.max_body_bytes, (host, str(port)))
+    rsgi = RSGILookup(app, settings.server.threads, settings.max_body_bytes, (host, str(port)))
+    return rsgi.__rsgi__  # an RSGI app is a coroutine function of (scope, protocol)
 
 
 def main() -> int:

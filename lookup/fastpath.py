@@ -79,6 +79,7 @@ class FastPath:
         self.fallthrough = fallthrough
         self.service = service
         self.settings = settings
+        self.limits = params.Limits.of(settings)
         self.metrics = metrics
         # (prefix, dataset, the route's name in metrics), longest prefix first. The name is
         # Flask's URL rule, so a request counts under one route whichever path answers it
@@ -169,7 +170,7 @@ class FastPath:
         raw = body.read(int(length))
         body.seek(0)  # Flask reads it again if it answers
         try:
-            req = params.batch_body(json.loads(raw), spec, self.settings)
+            req = params.batch_body(json.loads(raw), spec, self.limits)
         except (InvalidInput, ValueError, RecursionError):
             return None
         return self._serve(lambda: (200, self.service.many(spec, req)), environ, rid)
@@ -185,7 +186,7 @@ class FastPath:
             if query:
                 for name, value in parse_qsl(query, keep_blank_values=True):
                     args.setdefault(name, value)
-            shape = params.shape(args, self.settings)
+            shape = params.shape(args, self.limits.max_k)
             context = params.context(spec, args)
         except (InvalidInput, ValueError):
             return None

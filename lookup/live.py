@@ -26,9 +26,7 @@ from prescore.errors import InvalidInput, NotFound
 from prescore.web import json_body, json_response
 
 
-def _instance(
-    spec: Served, body: Any, settings: LookupSettings
-) -> tuple[dict[str, Any], params.Shape]:
+def _instance(spec: Served, body: Any, max_k: int) -> tuple[dict[str, Any], params.Shape]:
     """The checked body: the instance for the fallback, and how to cut the answer."""
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
@@ -53,7 +51,7 @@ def _instance(
     context = params.context(spec, body)
     if context:
         inst["context"] = context
-    return inst, params.shape(body, settings)
+    return inst, params.shape(body, max_k)
 
 
 def register(
@@ -68,7 +66,7 @@ def register(
     def predict(spec: Served) -> Response:
         if not spec.live:
             raise NotFound(f"dataset {spec.name} has no live inference", code="no_route")
-        inst, shape = _instance(spec, json_body(request, settings.max_body_bytes), settings)
+        inst, shape = _instance(spec, json_body(request, settings.max_body_bytes), settings.max_k)
         key = keys.entity_key(inst["key"], inst.get("context"))
         resolved, values = reader.read(spec.name, [key])
         if values[0] is not None:

@@ -31,6 +31,20 @@ BATCH_KEYS = "keys"  # the list of keys of every batchGet body (or the dataset's
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The bounds a request is checked against (LOOKUP_MAX_K, LOOKUP_MAX_BATCH_IDS,
+    LOOKUP_MAX_BODY_BYTES)."""
+
+    max_k: int
+    max_ids: int
+    max_body_bytes: int
+
+    @classmethod
+    def of(cls, settings: LookupSettings) -> Limits:
+        return cls(settings.max_k, settings.max_batch_ids, settings.max_body_bytes)
+
+
+@dataclass(frozen=True)
 class Shape:
     """How to cut a payload's list: at most ``limit`` entries scoring at least ``min_score``."""
 
@@ -75,10 +89,11 @@ def _score(raw: Any) -> float:
     return value
 
 
-def shape(params: Mapping[str, Any], settings: LookupSettings) -> Shape:
-    """``k`` / ``limit`` and ``min_score`` of a query string or a batch body."""
+def shape(params: Mapping[str, Any], max_k: int) -> Shape:
+    """``k`` / ``limit`` (at most ``max_k``) and ``min_score`` of a query string or a batch
+    body."""
     k, limit, floor = params.get("k"), params.get("limit"), params.get("min_score")
-    bounds = [_int(v, n, settings.max_k) for n, v in (("k", k), ("limit", limit)) if v is not None]
+    bounds = [_int(v, n, max_k) for n, v in (("k", k), ("limit", limit)) if v is not None]
     return Shape(
         limit=min(bounds) if bounds else None,  # both bound the answer: the smaller does
         min_score=None if floor is None else _score(floor),
@@ -101,12 +116,12 @@ def check_key(spec: Served, raw: str, what: str | None = None) -> str:
     return spec.key_form.check(raw, what=what or spec.shape.key_field)
 
 
-def batch_request(request: Request, spec: Served, settings: LookupSettings) -> BatchRequest:
+def batch_request(request: Request, spec: Served, limits: Limits) -> BatchRequest:
     """The checked body of a batchGet: keys in request order (duplicates kept)."""
-    return batch_body(json_body(request, settings.max_body_bytes), spec, settings)
+    return batch_body(json_body(request, limits.max_body_bytes), spec, limits)
 
 
-def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchRequest:
+def batch_body(body: Any, spec: Served, limits: Limits) -> BatchRequest:
     """A parsed batchGet body, checked: its keys in request order (duplicates kept)."""
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
@@ -124,11 +139,11 @@ def batch_body(body: Any, spec: Served, settings: LookupSettings) -> BatchReques
     field, raw = given[0], body[given[0]]
     if not isinstance(raw, list) or not raw:
         raise InvalidInput(f"{field} must be a non-empty list of keys", code="invalid_ids")
-    if len(raw) > settings.max_batch_ids:
+    if len(raw) > limits.max_ids:
         raise PayloadTooLarge(
-            f"{field} holds {len(raw)} keys; at most {settings.max_batch_ids}", code="too_many_ids"
+            f"{field} holds {len(raw)} keys; at most {limits.max_ids}", code="too_many_ids"
         )
     form = spec.key_form
     if not form.all_valid(raw):  # integer keys, or the first bad one and why
         raw = [form.check_given(v, what=f"{field}[{i}]") for i, v in enumerate(raw)]
-    return BatchRequest(raw, shape(body, settings), context(spec, body))
+    return BatchRequest(raw, shape(body, limits.max_k), context(spec, body))

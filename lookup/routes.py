@@ -56,10 +56,12 @@ def register(
     app.url_map.converters["text"] = KeyText
     app.url_map.converters["dataset"] = DatasetName
 
+    limits = params.Limits.of(settings)
+
     def single(spec: Served, key: str) -> Response:
         params.check_key(spec, key)
         args = request.args
-        shape = params.shape(args, settings)
+        shape = params.shape(args, limits.max_k)
         status, body = service.one(spec, key, params.context(spec, args), shape)
         status, body, headers = validated(
             status, body, request.headers.get("If-None-Match"), settings.cache_max_age_s
@@ -67,7 +69,7 @@ def register(
         return json_response(body, status, dict(headers))
 
     def batch(spec: Served) -> Response:
-        return json_response(service.many(spec, params.batch_request(request, spec, settings)))
+        return json_response(service.many(spec, params.batch_request(request, spec, limits)))
 
     @app.get(f"/v1/datasets/<name>/{KEY_RULE}")
     def get_key(name: str, key: str) -> Response:
