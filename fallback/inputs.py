@@ -99,9 +99,11 @@ def read_ranking(
 
 
 def candidates(
-    dataset: Dataset, tables: RankingTables, entity: Mapping[str, Any],
+    dataset: Dataset,
+    tables: RankingTables,
+    entity: Mapping[str, Any],
     listed: Mapping[str, Any] | None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Item indices ``entity`` is scored against, by the dataset's candidate rule
     (``listed``: the entity's row of the candidate table, for the table rule)."""
     rule = dataset.candidates

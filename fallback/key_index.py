@@ -49,9 +49,12 @@ class KeyIndex:
     """The rows of some files of a table, by key text, in bucket files under ``folder``."""
 
     def __init__(
-        self, folder: tempfile.TemporaryDirectory[str], stamps: Stamps, buckets: int,
+        self,
+        folder: tempfile.TemporaryDirectory[str],
+        stamps: Stamps,
+        buckets: int,
         filled: Iterable[int],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._folder = folder
         self.stamps = dict(stamps)
         self.buckets = buckets
@@ -59,9 +62,14 @@ class KeyIndex:
 
     @classmethod
     def build(
-        cls, data: Any, parts: Sequence[Any], stamps: Stamps, key: Sequence[str], form: KeyForm,
+        cls,
+        data: Any,
+        parts: Sequence[Any],
+        stamps: Stamps,
+        key: Sequence[str],
+        form: KeyForm,
         rows: int,
-    ) -> KeyIndex:  # fmt: skip
+    ) -> KeyIndex:
         """Index the rows of ``parts`` (fragments of the pyarrow dataset ``data``, in the
         table's order) by the key text of their columns ``key``; ``rows``: about how many
         they hold."""
@@ -71,10 +79,13 @@ class KeyIndex:
         try:
             for part in parts:
                 batches = part.to_batches(
-                    schema=data.schema, batch_size=BATCH_ROWS, batch_readahead=0,
-                    fragment_readahead=0, use_threads=False,
+                    schema=data.schema,
+                    batch_size=BATCH_ROWS,
+                    batch_readahead=0,
+                    fragment_readahead=0,
+                    use_threads=False,
                     fragment_scan_options=_unbuffered(part),
-                )  # fmt: skip
+                )
                 for batch in batches:
                     spread.add(pa.Table.from_batches([batch]), key, form, buckets)
             spread.close()

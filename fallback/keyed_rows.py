@@ -56,10 +56,14 @@ class KeyedRows:
     """The rows of one declared table, by key text (prescore.keys.KeyForm)."""
 
     def __init__(
-        self, table: Table, form: KeyForm, webhdfs_url: str = "",
-        index_min_rows: int = INDEX_MIN_ROWS, build_spacing: float = BUILD_SPACING,
+        self,
+        table: Table,
+        form: KeyForm,
+        webhdfs_url: str = "",
+        index_min_rows: int = INDEX_MIN_ROWS,
+        build_spacing: float = BUILD_SPACING,
         timeout_s: float = 30.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.table = table
         self.form = form
         self.index_min_rows = index_min_rows

@@ -41,36 +41,55 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "prescore_fallback_requests", "HTTP requests by route and status", ["route", "status"],
+            "prescore_fallback_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=r,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "prescore_fallback_request_duration_seconds", "Time to answer a request, by route",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "prescore_fallback_request_duration_seconds",
+            "Time to answer a request, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_requests = Histogram(
-            "prescore_fallback_batch_requests", "Requests merged into one model call, by dataset",
-            ["dataset"], buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "prescore_fallback_batch_requests",
+            "Requests merged into one model call, by dataset",
+            ["dataset"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.batch_rows = Histogram(
-            "prescore_fallback_batch_rows", "Rows in one model call, by dataset",
-            ["dataset"], buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "prescore_fallback_batch_rows",
+            "Rows in one model call, by dataset",
+            ["dataset"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.inference = Histogram(
-            "prescore_fallback_inference_seconds", "Time of one model call, by dataset",
-            ["dataset"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "prescore_fallback_inference_seconds",
+            "Time of one model call, by dataset",
+            ["dataset"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(
-            "prescore_fallback_queue_depth", "Requests waiting for a model call", ["dataset"],
-            multiprocess_mode="livesum", registry=r,
-        )  # fmt: skip
+            "prescore_fallback_queue_depth",
+            "Requests waiting for a model call",
+            ["dataset"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self._depths: dict[str, Callable[[], float]] = {}
         self.table_index_ready = Gauge(
             "prescore_fallback_table_index_ready",
             "1: a table read by key is read through its index, or is small enough to scan; "
             "0: a large table is scanned on every miss (its index not built, or stale)",
-            ["dataset", "table"], multiprocess_mode="livemin", registry=r,
-        )  # fmt: skip
+            ["dataset", "table"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self._tables: dict[str, Callable[[], Mapping[str, bool]]] = {}
         self.model_version = Gauge(
             "prescore_fallback_model_version",

@@ -64,9 +64,12 @@ Prepare = Callable[[Runner], dict[str, Any]]
 
 
 def load_model(
-    dataset: Dataset, ref: ModelRef, settings: FallbackSettings, prepare: Prepare,
+    dataset: Dataset,
+    ref: ModelRef,
+    settings: FallbackSettings,
+    prepare: Prepare,
     observe: BatchObserver | None = None,
-) -> ServedModel:  # fmt: skip
+) -> ServedModel:
     """Load one version in the configured runtime, prepare and warm it, start its batcher."""
     runtime = pick_runtime(ref.meta, ref.path, settings.runtime_for(dataset.name))
     runner = load_runner(ref.path, ref.meta, runtime, settings.inference_threads or None)

@@ -9,13 +9,36 @@ from prescore.datasets import Dataset
 from prescore.keys import CONTEXT_SCHEMA
 
 ERROR_CODES = [
-    "invalid_id", "invalid_k", "invalid_body", "invalid_instances", "invalid_features",
-    "bad_image", "empty_image", "image_too_large", "invalid_input", "malformed_json",
-    "not_found", "unknown_dataset", "unknown_model_version", "too_large", "too_many_instances",
-    "unsupported_media_type", "no_route", "method_not_allowed", "overloaded",
-    "inference_timeout", "model_not_ready", "model_loading", "model_unavailable", "reloading",
-    "not_ready", "inputs_unavailable", "image_store_unavailable", "internal", "unauthorized",
-]  # fmt: skip
+    "invalid_id",
+    "invalid_k",
+    "invalid_body",
+    "invalid_instances",
+    "invalid_features",
+    "bad_image",
+    "empty_image",
+    "image_too_large",
+    "invalid_input",
+    "malformed_json",
+    "not_found",
+    "unknown_dataset",
+    "unknown_model_version",
+    "too_large",
+    "too_many_instances",
+    "unsupported_media_type",
+    "no_route",
+    "method_not_allowed",
+    "overloaded",
+    "inference_timeout",
+    "model_not_ready",
+    "model_loading",
+    "model_unavailable",
+    "reloading",
+    "not_ready",
+    "inputs_unavailable",
+    "image_store_unavailable",
+    "internal",
+    "unauthorized",
+]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -56,8 +79,9 @@ def _predict(dataset: Dataset, settings: FallbackSettings) -> dict[str, Any]:
     }
     if not dataset.images:  # an images dataset takes the image itself (b64), not features
         instance["properties"]["features"] = {
-            "type": "object", "description": "raw features (a new key)",
-        }  # fmt: skip
+            "type": "object",
+            "description": "raw features (a new key)",
+        }
     if dataset.has_contexts:
         instance["properties"]["context"] = dict(CONTEXT_SCHEMA)
     if dataset.images:
@@ -68,13 +92,15 @@ def _predict(dataset: Dataset, settings: FallbackSettings) -> dict[str, Any]:
         "required": ["instances"],
         "properties": {
             "instances": {
-                "type": "array", "items": instance, "minItems": 1,
+                "type": "array",
+                "items": instance,
+                "minItems": 1,
                 "maxItems": settings.max_instances,
             },
             "model_version": {"type": "string", "pattern": "^[0-9]{1,12}$"},
             "k": {"type": "integer", "minimum": 1, "maximum": settings.max_k},
         },
-    }  # fmt: skip
+    }
     answer = {
         "type": "object",
         "properties": {

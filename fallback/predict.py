@@ -214,9 +214,11 @@ class RankingPredictor:
         return ctx.loc[context].to_dict()
 
     def _pairs(
-        self, runner: Runner, prep: Prepared,
+        self,
+        runner: Runner,
+        prep: Prepared,
         plans: Sequence[tuple[dict[str, Any] | None, np.ndarray, dict[str, Any] | None]],
-    ) -> Feed:  # fmt: skip
+    ) -> Feed:
         """The batcher's feed for every (entity, candidates, context) of a request."""
         parts = []
         serving = runner.signatures.serving.inputs
@@ -272,9 +274,15 @@ class RankingPredictor:
         return self._payloads(model, prep, instances, out, plans, scores, k)
 
     def _payloads(
-        self, model: ServedModel, prep: Prepared, instances: Sequence[Mapping[str, Any]],
-        out: list[bytes | None], plans: list[Any], scores: np.ndarray, k: int,
-    ) -> list[bytes]:  # fmt: skip
+        self,
+        model: ServedModel,
+        prep: Prepared,
+        instances: Sequence[Mapping[str, Any]],
+        out: list[bytes | None],
+        plans: list[Any],
+        scores: np.ndarray,
+        k: int,
+    ) -> list[bytes]:
         at, stamp, it = 0, now(), iter(plans)
         shape = shape_of(self.dataset)
         done = []
@@ -427,10 +435,16 @@ class LabelsPredictor:
             good, feed, errors = self._feed(model, instances)
             scores = model.predict(feed, timeout_s) if good else np.empty((0, 0))
         payloads = label_payloads.encode(
-            shape_of(self.dataset), [instances[n]["key"] for n in good], scores, model.meta,
-            model=model.name, model_version=model.version, scored_at=now(),
-            floor=self.dataset.min_score, source="live",
-        )  # fmt: skip
+            shape_of(self.dataset),
+            [instances[n]["key"] for n in good],
+            scores,
+            model.meta,
+            model=model.name,
+            model_version=model.version,
+            scored_at=now(),
+            floor=self.dataset.min_score,
+            source="live",
+        )
         by_n = dict(zip(good, payloads, strict=True))
         return [by_n.get(n) or errors[n] for n in range(len(instances))]
 

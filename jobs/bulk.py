@@ -164,15 +164,22 @@ def stats_row(
     bad = bad or []
     keys_ = random.sample(written, min(KEYS_PER_BATCH, len(written))) if written else []
     return pd.DataFrame(
-        {"rows": [rows], "scored": [scored], "bad": [len(bad)], "bad_sample": [bad[:20]],
-         "keys": [keys_]}
-    )  # fmt: skip
+        {
+            "rows": [rows],
+            "scored": [scored],
+            "bad": [len(bad)],
+            "bad_sample": [bad[:20]],
+            "keys": [keys_],
+        }
+    )
 
 
 def write_rows(
-    client: Client, conf: Mapping[str, Any], rows: list[tuple[str, bytes]],
+    client: Client,
+    conf: Mapping[str, Any],
+    rows: list[tuple[str, bytes]],
     tally: values.Tally | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Write a batch of payloads into the run's version (``conf``: its dataset, version
     and the driver's lease token), each round trip only while the version is 'writing'
     under that lease (a failed job's, or a writer's whose lease lapsed, stop with
@@ -205,8 +212,11 @@ def _load(conf: Mapping[str, Any]) -> Any:
     store = ModelStore(ModelStoreSettings(**conf["models"]))
     ref = store.resolve(conf["dataset"]["model"], conf["model_version"])
     model = TFModel(ref.saved_model, ref.meta)
-    print(f"prescore worker {os.getpid()}: {ref.name}/{ref.version} runs on {_device()}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"prescore worker {os.getpid()}: {ref.name}/{ref.version} runs on {_device()}",
+        file=sys.stderr,
+        flush=True,
+    )
     # TensorFlow and a loaded model are ~300k tracked objects that live as long as the
     # worker: frozen, the collector stops walking them on every full collection (a sixth
     # of a scoring task's time otherwise).
@@ -242,9 +252,12 @@ class Progress:
     (0: not known), their rate and the time left at that rate, and its tasks done."""
 
     def __init__(
-        self, spark: Any, written: Callable[[], int] | None = None, every_s: float = 5.0,
+        self,
+        spark: Any,
+        written: Callable[[], int] | None = None,
+        every_s: float = 5.0,
         expected: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.tracker = spark.sparkContext.statusTracker()
         self.written = written
         self.every_s = every_s
@@ -353,12 +366,17 @@ def publish_version(
         return Written(summary.rows, sample, recorded)
 
     done = publish_new(
-        connect(settings.redis), settings.store, dataset, model, write,
-        expected_keys=expected_keys, force=force,
+        connect(settings.redis),
+        settings.store,
+        dataset,
+        model,
+        write,
+        expected_keys=expected_keys,
+        force=force,
         # tasks of a failed job may still be writing: let them stop first
         on_failure=lambda: _drain(spark),
         say=lambda line: print(line, flush=True),
-    )  # fmt: skip
+    )
     summary.seconds, summary.retired = done.seconds, done.retired
     summary.retire_seconds = done.retire_seconds
     for line in summary.lines(unit):

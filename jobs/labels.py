@@ -62,9 +62,15 @@ def _payloads(conf: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, m
     ds = conf["dataset"]
     shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
     return label_payloads.encode(
-        shape, ids, scores, meta, model=ds["model"], model_version=conf["model_version"],
-        scored_at=conf["scored_at"], floor=ds["min_score"],
-    )  # fmt: skip
+        shape,
+        ids,
+        scores,
+        meta,
+        model=ds["model"],
+        model_version=conf["model_version"],
+        scored_at=conf["scored_at"],
+        floor=ds["min_score"],
+    )
 
 
 def image_key(path: str) -> str:

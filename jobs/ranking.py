@@ -64,9 +64,12 @@ def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[
 
 
 def plan(
-    spark: Any, dataset: Dataset, ref: ModelRef, per_pair: bool = False,
+    spark: Any,
+    dataset: Dataset,
+    ref: ModelRef,
+    per_pair: bool = False,
     missed: Sequence[str] = (),
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Read and check everything a run needs; the plain values its workers get.
     ``per_pair``: call serving_default on every pair even if the model is factored;
     ``missed``: keys of the miss log, scored besides the entities' filter."""
@@ -184,11 +187,17 @@ def payload_encoders(
     shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
     return [
         RankingPayloads(
-            shape, item_ids, model=ds["model"], model_version=conf["model_version"],
-            scored_at=conf["scored_at"], context=c, item_extras=extras, frame_id=i,
+            shape,
+            item_ids,
+            model=ds["model"],
+            model_version=conf["model_version"],
+            scored_at=conf["scored_at"],
+            context=c,
+            item_extras=extras,
+            frame_id=i,
         )
         for i, c in enumerate(context_values(conf))
-    ]  # fmt: skip
+    ]
 
 
 def context_values(conf: Mapping[str, Any]) -> list[str | None]:
@@ -263,9 +272,14 @@ Entity = tuple[dict[str, np.ndarray], np.ndarray | None]  # raw feeds, encoded r
 
 
 def _scores(
-    model: Any, conf: Mapping[str, Any], run: RunTables, ctx: int, entity: Entity,
-    owner: np.ndarray, item_idx: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+    model: Any,
+    conf: Mapping[str, Any],
+    run: RunTables,
+    ctx: int,
+    entity: Entity,
+    owner: np.ndarray,
+    item_idx: np.ndarray,
+) -> np.ndarray:
     """Every pair's score in context ``ctx``, ``batch_rows`` pairs a model call."""
     step = conf["batch_rows"]
     scores = np.empty(len(owner), np.float32)
@@ -318,9 +332,14 @@ def score_chunk(
 
 
 def _payloads(
-    encoder: RankingPayloads, ids: list[str], counts: np.ndarray, item_idx: np.ndarray,
-    scores: np.ndarray, best: np.ndarray, exists: np.ndarray,
-) -> list[tuple[str, bytes]]:  # fmt: skip
+    encoder: RankingPayloads,
+    ids: list[str],
+    counts: np.ndarray,
+    item_idx: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+    exists: np.ndarray,
+) -> list[tuple[str, bytes]]:
     """(key, payload) of each entity with candidates, from the top-K grid of pair indices."""
     keep = np.flatnonzero(counts)  # an entity without candidates gets no payload
     best = np.minimum(best[keep], len(scores) - 1)  # absent slots (exists False) point anywhere

@@ -42,9 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-version", help="default: the promoted version")
     parser.add_argument("--partitions", type=int, default=0, help="default: Spark's parallelism")
     parser.add_argument(
-        "--batch-rows", type=int, default=0,
+        "--batch-rows",
+        type=int,
+        default=0,
         help="rows per model call (ranking: pairs, default 32768; labels: 128)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--entities-per-chunk",
         type=int,
@@ -130,8 +132,11 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         print(f"{dataset.name}: scoring {source} with {named}", flush=True)
     figures = {}
     if chosen is not None and uses_log:
-        figures = {"miss_log_keys": len(missed), "from_miss_log": len(chosen.logged),
-                   "miss_log_added": chosen.added}  # fmt: skip
+        figures = {
+            "miss_log_keys": len(missed),
+            "from_miss_log": len(chosen.logged),
+            "miss_log_added": chosen.added,
+        }
         print(
             f"{dataset.name}: the miss log holds {len(missed)} key(s); {len(chosen.logged)} "
             f"are in the table and scored ({chosen.added} beyond its filter)",

@@ -73,10 +73,13 @@ def key_column(table: Table, form: KeyForm) -> Any:
     if not form.joined:
         return parts[0]
     escaped = [
-        F.replace(F.replace(p, F.lit(ESCAPE), F.lit(ESCAPE * 2)), F.lit(SEPARATOR),
-                  F.lit(ESCAPE + SEPARATOR))
+        F.replace(
+            F.replace(p, F.lit(ESCAPE), F.lit(ESCAPE * 2)),
+            F.lit(SEPARATOR),
+            F.lit(ESCAPE + SEPARATOR),
+        )
         for p in parts
-    ]  # fmt: skip
+    ]
     gap = functools.reduce(operator.or_, [p.isNull() for p in parts])
     return F.when(gap, F.lit(None)).otherwise(F.concat_ws(SEPARATOR, *escaped))
 

@@ -142,16 +142,34 @@ class StandaloneCluster:
         """Start the master and workers; return once every worker is registered."""
         _java()
         try:
-            self._spawn("master", "org.apache.spark.deploy.master.Master",
-                        "--host", HOST, "--port", str(self.port),
-                        "--webui-port", str(self.ui_port))  # fmt: skip
+            self._spawn(
+                "master",
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--webui-port",
+                str(self.ui_port),
+            )
             for i in range(self.workers):
                 work = self.root / f"worker{i}"
-                self._spawn(f"worker{i}", "org.apache.spark.deploy.worker.Worker",
-                            "--host", HOST, "--webui-port", str(free_port()),
-                            "--cores", str(self.cores), "--memory", self.memory,
-                            "--work-dir", str(work / "work"), self.master_url,
-                            local_dir=work / "local")  # fmt: skip
+                self._spawn(
+                    f"worker{i}",
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    HOST,
+                    "--webui-port",
+                    str(free_port()),
+                    "--cores",
+                    str(self.cores),
+                    "--memory",
+                    self.memory,
+                    "--work-dir",
+                    str(work / "work"),
+                    self.master_url,
+                    local_dir=work / "local",
+                )
             self._wait_for_workers(timeout_s)
         except BaseException:
             self.stop()
@@ -168,9 +186,13 @@ class StandaloneCluster:
         log: IO[bytes] = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         # a session of its own: stop() ends the process group, executors and Python included
         proc = subprocess.Popen(
-            [str(_spark_class()), cls, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.root,
-        )  # fmt: skip
+            [str(_spark_class()), cls, *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.root,
+        )
         log.close()
         self.procs[name] = proc
 

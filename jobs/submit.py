@@ -193,13 +193,16 @@ def local_args(
     _check_required(s, job_args)
     sizes = standalone_conf(master, executor_cores, executor_memory)
     return [
-        "--master", master,
-        "--name", s.app_name(job_args),
-        "--driver-memory", driver_memory,
+        "--master",
+        master,
+        "--name",
+        s.app_name(job_args),
+        "--driver-memory",
+        driver_memory,
         *_conf({**COMMON_CONF, **s.conf, **sizes}),
         str(PROJECT_ROOT / s.script),
         *job_args,
-    ]  # fmt: skip
+    ]
 
 
 # -- Kubernetes ------------------------------------------------------------------------------
@@ -387,9 +390,14 @@ def k8s_args(
     Spark settings for one deployment (volumes, sizes); the overlays pass it through
     ``PRESCORE_SPARK_CONF``."""
     return k8s_args_in(
-        os.environ, job, image=image, namespace=namespace, conf=conf,
-        job_args=[*job_flags(params), *extra], template_dir=template_dir,
-    )  # fmt: skip
+        os.environ,
+        job,
+        image=image,
+        namespace=namespace,
+        conf=conf,
+        job_args=[*job_flags(params), *extra],
+        template_dir=template_dir,
+    )
 
 
 def k8s_args_in(
@@ -414,13 +422,16 @@ def k8s_args_in(
     directory = template_dir or tempfile.mkdtemp(prefix="prescore-spark-")
     templates = write_pod_templates(directory, Names.from_env(env), _owner(env))
     return [
-        "--master", K8S_MASTER,
-        "--deploy-mode", "cluster",
-        "--name", s.app_name(job_args),
+        "--master",
+        K8S_MASTER,
+        "--deploy-mode",
+        "cluster",
+        "--name",
+        s.app_name(job_args),
         *_conf({**k8s_conf(s, image=image, namespace=namespace), **templates, **(conf or {})}),
         f"local://{IMAGE_ROOT}/{s.script}",
         *job_args,
-    ]  # fmt: skip
+    ]
 
 
 def operator_manifest(
@@ -631,9 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.target == "local":
         argv_ = local_args(
-            args.job, master=args.master, driver_memory=args.driver_memory,
-            executor_cores=args.executor_cores, executor_memory=args.executor_memory, extra=extra,
-        )  # fmt: skip
+            args.job,
+            master=args.master,
+            driver_memory=args.driver_memory,
+            executor_cores=args.executor_cores,
+            executor_memory=args.executor_memory,
+            extra=extra,
+        )
     else:
         conf = parse_conf(" ".join([env.get("PRESCORE_SPARK_CONF", ""), *args.conf]))
         argv_ = k8s_args(args.job, image=image, namespace=namespace, conf=conf, extra=extra)

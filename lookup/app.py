@@ -45,8 +45,9 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     extras = Extras(misslog=MissLog(client) if settings.miss_log else None)
     if fallback is not None:
         if settings.single_flight:
-            handler = SingleFlight(fallback, client, settings.fallback_timeout_s,
-                                   settings.negative_ttl_s, metrics)  # fmt: skip
+            handler = SingleFlight(
+                fallback, client, settings.fallback_timeout_s, settings.negative_ttl_s, metrics
+            )
         extras.refresher = Refresher(handler)
         if settings.shadow_rate > 0:
             extras.shadow = ShadowChecker(

@@ -39,27 +39,44 @@ from prescore.redis_client import OUTAGES, Client
 STATUSES = ("published", "writing", "dead", "gated", "failed", "retired")
 D, DU = ["dataset"], ["dataset", "unit"]
 GAUGES = {
-    "info": ("prescore_dataset_info", "The live version of each dataset",
-             ["dataset", "version", "model", "model_version"]),
+    "info": (
+        "prescore_dataset_info",
+        "The live version of each dataset",
+        ["dataset", "version", "model", "model_version"],
+    ),
     "age": ("prescore_dataset_age_seconds", "Since the live version was published", D),
     "rows": ("prescore_dataset_rows", "Keys of the live version", D),
     "versions": ("prescore_dataset_versions", "Versions by status", ["dataset", "status"]),
-    "last": ("prescore_job_last_status",
-             "The newest version's status (writing, published, failed, gated, dead, ...)",
-             ["dataset", "status"]),
-    "success": ("prescore_job_last_success_timestamp_seconds",
-                "When the live version was published", D),
-    "duration": ("prescore_job_duration_seconds",
-                 "The run that made the live version, up to its switch", D),
+    "last": (
+        "prescore_job_last_status",
+        "The newest version's status (writing, published, failed, gated, dead, ...)",
+        ["dataset", "status"],
+    ),
+    "success": (
+        "prescore_job_last_success_timestamp_seconds",
+        "When the live version was published",
+        D,
+    ),
+    "duration": (
+        "prescore_job_duration_seconds",
+        "The run that made the live version, up to its switch",
+        D,
+    ),
     "scored": ("prescore_job_scored", "What that run scored", DU),
     "rate": ("prescore_job_rate", "Scored per second by that run", DU),
     "misses": ("prescore_dataset_miss_log_keys", "Keys in the miss log", D),
     "from_log": ("prescore_dataset_misses_scored", "Miss-log keys the last run scored", D),
-    "log_share": ("prescore_dataset_misses_scored_ratio",
-                  "Share of the miss log the last run scored", D),
-    "min_overlap": ("prescore_dataset_shadow_min_overlap",
-                    "Shadow checks: the declared floor of top-K agreement", D),
-}  # fmt: skip
+    "log_share": (
+        "prescore_dataset_misses_scored_ratio",
+        "Share of the miss log the last run scored",
+        D,
+    ),
+    "min_overlap": (
+        "prescore_dataset_shadow_min_overlap",
+        "Shadow checks: the declared floor of top-K agreement",
+        D,
+    ),
+}
 
 
 def _epoch(iso: str) -> float | None:

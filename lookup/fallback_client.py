@@ -185,8 +185,9 @@ class FallbackClient:
             raise FallbackTimeout(f"live inference took over {took}") from exc
         except (OSError, http.client.HTTPException, _Refused, ValueError) as exc:
             # the cause goes to the log; the client gets a stable code and a safe message
-            self._count(dataset, "refused" if isinstance(exc, _Refused) else "unavailable",
-                        breaker, started)  # fmt: skip
+            self._count(
+                dataset, "refused" if isinstance(exc, _Refused) else "unavailable", breaker, started
+            )
             log.warning("live inference for %s failed: %s: %s", dataset, type(exc).__name__, exc)
             raise FallbackUnavailable("live inference unavailable") from exc
         self._count(dataset, "", breaker, started)
@@ -278,8 +279,11 @@ class FallbackClient:
         try:
             allowed = self._budget(dataset, version.version, len(rows))
             if allowed < len(rows):
-                log.warning("live write-backs of %s over their bound; %d not stored",
-                            dataset, len(rows) - allowed)  # fmt: skip
+                log.warning(
+                    "live write-backs of %s over their bound; %d not stored",
+                    dataset,
+                    len(rows) - allowed,
+                )
             pipe = self.redis.pipeline(transaction=False)
             for name, payload in rows[:allowed]:
                 pipe.set(name, payload, ex=self.ttl_s)
@@ -287,8 +291,12 @@ class FallbackClient:
             pipe.execute()
         except _WRITE_BACK_ERRORS as exc:  # the answer is still served; the next miss asks
             # again
-            log.warning("live write-back of %d %s payloads failed: %s", len(rows), dataset,
-                        type(exc).__name__)  # fmt: skip
+            log.warning(
+                "live write-back of %d %s payloads failed: %s",
+                len(rows),
+                dataset,
+                type(exc).__name__,
+            )
 
     def _budget(self, dataset: str, version: str, wanted: int) -> int:
         """How many of ``wanted`` write-backs the bound still allows for this version.

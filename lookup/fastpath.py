@@ -44,10 +44,15 @@ from prescore.web import access, log_failure
 log = logging.getLogger("prescore.web")  # the unhandled errors Flask's handler logs, alike
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_BUSY = (503, dumps({
-    "error": "too_busy",
-    "message": "too many requests are sending their bodies to this server; retry shortly",
-}))  # fmt: skip
+_BUSY = (
+    503,
+    dumps(
+        {
+            "error": "too_busy",
+            "message": "too many requests are sending their bodies to this server; retry shortly",
+        }
+    ),
+)
 _SLOT_WAIT_S = 0.05
 _STATUS = {
     200: "200 OK",
@@ -92,8 +97,9 @@ class FastPath:
         self.batches: dict[str, tuple[Served, str]] = {}  # path -> (dataset, Flask's rule)
         for spec in datasets.by_name.values():
             self.batches[f"/v1/datasets/{spec.name}:batchGet"] = (
-                spec, "/v1/datasets/<name>:batchGet",
-            )  # fmt: skip
+                spec,
+                "/v1/datasets/<name>:batchGet",
+            )
             if spec.route:
                 path = f"/v1/{spec.route}:batchGet"
                 self.batches[path] = (spec, path)
@@ -125,9 +131,10 @@ class FastPath:
                     answer = self._answer(spec, _text(path[len(prefix) :]), environ, rid)
                     if answer is not None:
                         status, body, headers = validated(
-                            *answer, environ.get("HTTP_IF_NONE_MATCH"),
+                            *answer,
+                            environ.get("HTTP_IF_NONE_MATCH"),
                             self.settings.cache_max_age_s,
-                        )  # fmt: skip
+                        )
                         return self._reply(
                             environ, start_response, (status, body), rule, rid, started, headers
                         )
@@ -140,10 +147,15 @@ class FastPath:
         return self.fallthrough(environ, start_response)
 
     def _reply(
-        self, environ: dict[str, Any], start_response: Callable[..., Any],
-        answer: tuple[int, bytes], rule: str, rid: str, started: float,
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        answer: tuple[int, bytes],
+        rule: str,
+        rid: str,
+        started: float,
         headers: list[tuple[str, str]] | None = None,
-    ) -> list[bytes]:  # fmt: skip
+    ) -> list[bytes]:
         status, body = answer
         # a 304 has no body, and says nothing of the 200's (RFC 9110 15.4.5)
         framing = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]

@@ -99,9 +99,10 @@ class LeanReader:
                 if sock is None:
                     raise redis.ConnectionError("no connection to Redis")
                 self._local.reader = hiredis.Reader(
-                    protocolError=Dropped, replyError=_reply_error,
+                    protocolError=Dropped,
+                    replyError=_reply_error,
                     notEnoughData=_MORE,
-                )  # fmt: skip
+                )
             packed = b"".join([hiredis.pack_command(c) for c in commands])  # type: ignore[arg-type]
             sock.sendall(packed)
             return _replies(sock, self._local.reader, len(commands))

@@ -85,9 +85,11 @@ def register(
     for spec in datasets.by_name.values():
         if spec.route and spec.live:
             app.add_url_rule(
-                f"/v1/{spec.route}:predict", f"predict_{spec.name}", _bound(predict, spec),
+                f"/v1/{spec.route}:predict",
+                f"predict_{spec.name}",
+                _bound(predict, spec),
                 methods=["POST"],
-            )  # fmt: skip
+            )
 
 
 def _bound(view: Callable[[Served], Response], spec: Served) -> Callable[[], Response]:

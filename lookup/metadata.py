@@ -26,11 +26,17 @@ def describe(
     if spec.route:
         routes.append(f"/v1/{spec.route}/{{key}}")
     doc: dict[str, Any] = {
-        "name": spec.name, "kind": spec.kind, "routes": routes,
-        "key": {"field": spec.shape.key_field, "parts": spec.key_form.parts,
-                "contexts": spec.contexts},
-        "live_inference": live and spec.live, "max_age_s": spec.max_age_s,
-    }  # fmt: skip
+        "name": spec.name,
+        "kind": spec.kind,
+        "routes": routes,
+        "key": {
+            "field": spec.shape.key_field,
+            "parts": spec.key_form.parts,
+            "contexts": spec.contexts,
+        },
+        "live_inference": live and spec.live,
+        "max_age_s": spec.max_age_s,
+    }
     try:
         resolved = reader.resolve(spec.name, fresh=True)
     except StoreUnavailable as exc:
@@ -40,11 +46,15 @@ def describe(
     info = reader.entry(spec.name, resolved.version)
     published = info.published_at if info is not None else ""
     return {
-        **doc, "status": "published", "version": resolved.version,
-        "model": resolved.model, "model_version": resolved.model_version,
+        **doc,
+        "status": "published",
+        "version": resolved.version,
+        "model": resolved.model,
+        "model_version": resolved.model_version,
         "rows": info.rows if info is not None else None,
-        "published_at": published or None, "age_s": _age(published, now()),
-    }  # fmt: skip
+        "published_at": published or None,
+        "age_s": _age(published, now()),
+    }
 
 
 def _age(iso: str, now: float) -> int | None:
@@ -62,13 +72,26 @@ def schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "name": text, "kind": text, "routes": {"type": "array", "items": text},
-            "key": {"type": "object", "properties": {
-                "field": text, "parts": {"type": "integer"}, "contexts": {"type": "boolean"}}},
-            "live_inference": {"type": "boolean"}, "max_age_s": {"type": ["number", "null"]},
-            "status": {"enum": ["published", *NOT_LIVE]}, "version": maybe_text,
-            "model": text, "model_version": text, "rows": maybe_int,
-            "published_at": maybe_text, "age_s": maybe_int,
+            "name": text,
+            "kind": text,
+            "routes": {"type": "array", "items": text},
+            "key": {
+                "type": "object",
+                "properties": {
+                    "field": text,
+                    "parts": {"type": "integer"},
+                    "contexts": {"type": "boolean"},
+                },
+            },
+            "live_inference": {"type": "boolean"},
+            "max_age_s": {"type": ["number", "null"]},
+            "status": {"enum": ["published", *NOT_LIVE]},
+            "version": maybe_text,
+            "model": text,
+            "model_version": text,
+            "rows": maybe_int,
+            "published_at": maybe_text,
+            "age_s": maybe_int,
         },
         "required": ["name", "kind", "routes", "key", "live_inference", "status", "version"],
-    }  # fmt: skip
+    }

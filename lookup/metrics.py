@@ -34,9 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-)  # fmt: skip
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BREAKER = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
 
 
@@ -50,58 +48,83 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "prescore_lookup_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=r,
-        )  # fmt: skip
+            "prescore_lookup_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "prescore_lookup_request_duration_seconds", "Time to answer a request, by route",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "prescore_lookup_request_duration_seconds",
+            "Time to answer a request, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.keys = Counter(
             "prescore_lookup_keys",
             "Keys asked for, by dataset and result (hit: precomputed; written_back: a hit on "
             "an earlier live answer; miss: not in the store)",
-            ["dataset", "result"], registry=r,
-        )  # fmt: skip
+            ["dataset", "result"],
+            registry=r,
+        )
         self.live = Counter(
-            "prescore_lookup_live_answers", "Misses answered by live inference",
-            ["dataset"], registry=r,
-        )  # fmt: skip
+            "prescore_lookup_live_answers",
+            "Misses answered by live inference",
+            ["dataset"],
+            registry=r,
+        )
         self.fallback_errors = Counter(
-            "prescore_lookup_fallback_errors", "Misses live inference did not answer, by cause",
-            ["dataset", "cause"], registry=r,
-        )  # fmt: skip
+            "prescore_lookup_fallback_errors",
+            "Misses live inference did not answer, by cause",
+            ["dataset", "cause"],
+            registry=r,
+        )
         self.fallback_seconds = Histogram(
-            "prescore_lookup_fallback_seconds", "A live inference call, seen from the lookup",
-            ["dataset"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "prescore_lookup_fallback_seconds",
+            "A live inference call, seen from the lookup",
+            ["dataset"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.breaker = Gauge(
-            "prescore_lookup_breaker_open", "The circuit to live inference: 1 open, 0.5 half "
-            "open, 0 closed", ["dataset"], registry=r, multiprocess_mode="livemax",
-        )  # fmt: skip
+            "prescore_lookup_breaker_open",
+            "The circuit to live inference: 1 open, 0.5 half open, 0 closed",
+            ["dataset"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.store_errors = Counter(
-            "prescore_lookup_store_errors", "Redis unreachable or too slow, by what was done",
-            ["action"], registry=r,
-        )  # fmt: skip
+            "prescore_lookup_store_errors",
+            "Redis unreachable or too slow, by what was done",
+            ["action"],
+            registry=r,
+        )
         self.saved = Counter(
             "prescore_lookup_singleflight_saved",
             "Live inference calls saved: misses that waited for another request's answer",
-            ["dataset"], registry=r,
-        )  # fmt: skip
+            ["dataset"],
+            registry=r,
+        )
         self.stale = Counter(
-            "prescore_lookup_stale_answers", "Answers older than their dataset's max age",
-            ["dataset"], registry=r,
-        )  # fmt: skip
+            "prescore_lookup_stale_answers",
+            "Answers older than their dataset's max age",
+            ["dataset"],
+            registry=r,
+        )
         self.shadow_overlap = Histogram(
             "prescore_lookup_shadow_overlap",
             "Shadow checks: share of a precomputed answer's entries the live one also has",
-            ["dataset"], buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0), registry=r,
-        )  # fmt: skip
+            ["dataset"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
         self.shadow_diff = Histogram(
             "prescore_lookup_shadow_score_diff",
             "Shadow checks: mean absolute score difference of the entries both answers have",
-            ["dataset"], buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), registry=r,
-        )  # fmt: skip
+            ["dataset"],
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+            registry=r,
+        )
         self.collectors: list[Any] = []  # read at scrape time (lookup.exporter)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._cache: dict[tuple[Any, ...], Any] = {}

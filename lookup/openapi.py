@@ -17,13 +17,32 @@ from lookup.settings import LookupSettings
 from prescore.keys import CONTEXT_SCHEMA
 
 ERROR_CODES = [
-    "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "invalid_body",
-    "invalid_ids", "invalid_features", "malformed_json", "bad_request", "not_found",
-    "not_published", "dataset_lost", "no_route", "unknown_dataset", "method_not_allowed",
-    "too_large", "too_many_ids", "unsupported_media_type", "store_unavailable",
-    "fallback_unavailable", "fallback_timeout", "unscorable_input", "not_ready", "too_busy",
+    "invalid_id",
+    "invalid_k",
+    "invalid_limit",
+    "invalid_min_score",
+    "invalid_body",
+    "invalid_ids",
+    "invalid_features",
+    "malformed_json",
+    "bad_request",
+    "not_found",
+    "not_published",
+    "dataset_lost",
+    "no_route",
+    "unknown_dataset",
+    "method_not_allowed",
+    "too_large",
+    "too_many_ids",
+    "unsupported_media_type",
+    "store_unavailable",
+    "fallback_unavailable",
+    "fallback_timeout",
+    "unscorable_input",
+    "not_ready",
+    "too_busy",
     "internal",
-]  # fmt: skip
+]
 _STATUS_TEXT = {
     400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
     "invalid_ids, invalid_features, malformed_json)",
@@ -52,9 +71,11 @@ _VALIDATORS = {
     "Cache-Control": {"schema": {"type": "string"}, "description": "no-cache, or max-age=N"},
 }
 _IF_NONE_MATCH = {
-    "name": "If-None-Match", "in": "header", "schema": {"type": "string"},
+    "name": "If-None-Match",
+    "in": "header",
+    "schema": {"type": "string"},
     "description": "The ETag of an earlier answer: 304 while the answer is the same",
-}  # fmt: skip
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -123,18 +144,34 @@ def _not_found() -> dict[str, Any]:
 def _query(spec: Served, settings: LookupSettings) -> list[dict[str, Any]]:
     bounds = _bounds(settings)
     out = [
-        {"name": "k", "in": "query", "schema": bounds["k"],
-         "description": "At most this many entries, best first"},
-        {"name": "limit", "in": "query", "schema": bounds["limit"],
-         "description": "The same as k (with both, the smaller bounds the answer)"},
-        {"name": "min_score", "in": "query", "schema": bounds["min_score"],
-         "description": "Only entries scoring at least this"},
-    ]  # fmt: skip
+        {
+            "name": "k",
+            "in": "query",
+            "schema": bounds["k"],
+            "description": "At most this many entries, best first",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": bounds["limit"],
+            "description": "The same as k (with both, the smaller bounds the answer)",
+        },
+        {
+            "name": "min_score",
+            "in": "query",
+            "schema": bounds["min_score"],
+            "description": "Only entries scoring at least this",
+        },
+    ]
     if spec.contexts:
         out.append(
-            {"name": "context", "in": "query", "schema": _context(),
-             "description": "A context; the plain entry answers if it was never scored"}
-        )  # fmt: skip
+            {
+                "name": "context",
+                "in": "query",
+                "schema": _context(),
+                "description": "A context; the plain entry answers if it was never scored",
+            }
+        )
     return out
 
 
@@ -229,7 +266,7 @@ def _batch_answer(spec: Served) -> dict[str, Any]:
 
 
 def _post(
-    spec: Served, summary: str, request: str, answer: dict[str, Any], *codes: int
+    spec: Served, summary: str, request: str, answer: dict[str, Any], codes: tuple[int, ...]
 ) -> dict[str, Any]:
     return {
         "post": {
@@ -248,10 +285,13 @@ def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
     props: dict[str, Any] = {
         "key": key_schema(spec),
         spec.shape.key_field: key_schema(spec),
-        "features": {"type": "object", "minProperties": 1,
-                     "description": "The entity's raw features, by column name"},
+        "features": {
+            "type": "object",
+            "minProperties": 1,
+            "description": "The entity's raw features, by column name",
+        },
         **_bounds(settings),
-    }  # fmt: skip
+    }
     if spec.contexts:
         props["context"] = _context()
     return {
@@ -264,16 +304,20 @@ def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
 
 def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[str, Any]:
     batch = _post(
-        spec, f"Many keys of {spec.name}, all read from one dataset version",
+        spec,
+        f"Many keys of {spec.name}, all read from one dataset version",
         f"{spec.name}.BatchRequest",
         _json(_ref(f"{spec.name}.Batch"), "Per-key results in request order"),
-        400, 404, 405, 413, 415, 503,
-    )  # fmt: skip
+        (400, 404, 405, 413, 415, 503),
+    )
     predict = _post(
-        spec, f"A new {spec.shape.key_field} of {spec.name} scored live from the features sent "
-        "(never stored); a key the store holds is answered from it", f"{spec.name}.PredictRequest",
-        _json(_ref(f"{spec.name}.Payload"), "The payload"), 400, 404, 405, 413, 415, 503, 504,
-    )  # fmt: skip
+        spec,
+        f"A new {spec.shape.key_field} of {spec.name} scored live from the features sent "
+        "(never stored); a key the store holds is answered from it",
+        f"{spec.name}.PredictRequest",
+        _json(_ref(f"{spec.name}.Payload"), "The payload"),
+        (400, 404, 405, 413, 415, 503, 504),
+    )
     bases = [f"/v1/datasets/{spec.name}"] + ([f"/v1/{spec.route}"] if spec.route else [])
     out: dict[str, Any] = {}
     for base in bases:
@@ -285,20 +329,26 @@ def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[s
 
 
 def _metadata_paths() -> dict[str, Any]:
-    listed = {"type": "object", "properties": {
-        "datasets": {"type": "array", "items": _ref("Dataset")}}}  # fmt: skip
+    listed = {
+        "type": "object",
+        "properties": {"datasets": {"type": "array", "items": _ref("Dataset")}},
+    }
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
-        "/v1/datasets": {"get": {
-            "summary": "Every served dataset: what it is, and the version it serves now",
-            "responses": {"200": _json(listed, "The datasets, by name"), **_errors(503)},
-        }},
-        "/v1/datasets/{name}": {"get": {
-            "summary": "One dataset: what it is, and the version it serves now",
-            "parameters": [name],
-            "responses": {"200": _json(_ref("Dataset"), "The dataset"), **_errors(404, 503)},
-        }},
-    }  # fmt: skip
+        "/v1/datasets": {
+            "get": {
+                "summary": "Every served dataset: what it is, and the version it serves now",
+                "responses": {"200": _json(listed, "The datasets, by name"), **_errors(503)},
+            }
+        },
+        "/v1/datasets/{name}": {
+            "get": {
+                "summary": "One dataset: what it is, and the version it serves now",
+                "parameters": [name],
+                "responses": {"200": _json(_ref("Dataset"), "The dataset"), **_errors(404, 503)},
+            }
+        },
+    }
 
 
 def _service_paths() -> dict[str, Any]:

@@ -99,9 +99,11 @@ def register(
                 methods=["GET"],
             )
             app.add_url_rule(
-                f"/v1/{spec.route}:batchGet", f"batch_{spec.name}", _bound_batch(batch, spec),
+                f"/v1/{spec.route}:batchGet",
+                f"batch_{spec.name}",
+                _bound_batch(batch, spec),
                 methods=["POST"],
-            )  # fmt: skip
+            )
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -132,9 +134,12 @@ class Readiness:
     than connection errors from a Service with no ready pods. After that, not ready."""
 
     def __init__(
-        self, reader: StoreReader, names: list[str], grace_s: float,
+        self,
+        reader: StoreReader,
+        names: list[str],
+        grace_s: float,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.reader, self.names, self.grace_s, self.clock = reader, names, grace_s, clock
         self.ready_at: float | None = None
 

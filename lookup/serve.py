@@ -95,9 +95,13 @@ def _serve(settings: LookupSettings) -> int:
     log.info(
         f"lookup: serving on http://{s.bind} with {s.workers} workers x {s.threads} threads; "
         f"redis {masked_url(settings.core.redis.url)}",
-        extra={"bind": s.bind, "workers": s.workers, "threads": s.threads,
-               "datasets": settings.core.catalog.names()},
-    )  # fmt: skip
+        extra={
+            "bind": s.bind,
+            "workers": s.workers,
+            "threads": s.threads,
+            "datasets": settings.core.catalog.names(),
+        },
+    )
     if s.metrics_bind:
         from lookup.exporter import RegistryCollector
         from prescore.redis_client import connect

@@ -48,9 +48,12 @@ class Lookup:
     """Single and batch lookups of one dataset version per request."""
 
     def __init__(
-        self, reader: StoreReader, on_miss: MissHandler, metrics: Metrics,
+        self,
+        reader: StoreReader,
+        on_miss: MissHandler,
+        metrics: Metrics,
         extras: Extras | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.reader = reader
         self.on_miss = on_miss
         self.metrics = metrics
@@ -63,9 +66,16 @@ class Lookup:
         return age, spec.max_age_s is not None and age is not None and age > spec.max_age_s
 
     def _served(
-        self, spec: Served, key: str, context: str | None, payload: bytes, shape: Shape,
-        resolved: Resolved, fell_back: bool, source: str,
-    ) -> bytes:  # fmt: skip
+        self,
+        spec: Served,
+        key: str,
+        context: str | None,
+        payload: bytes,
+        shape: Shape,
+        resolved: Resolved,
+        fell_back: bool,
+        source: str,
+    ) -> bytes:
         """A hit's body (``source``: as stored); a stale one replaced by its refresh if
         one was written back, else refreshed; a sampled one shadow-checked."""
         store_key = key if fell_back or not context else keys.entity_key(key, context)
@@ -89,14 +99,23 @@ class Lookup:
             elif x.refresher is not None and spec.live:
                 x.refresher.submit(miss, resolved)
         elif (  # written-back answers are live ones: comparing them checks nothing
-            x.shadow is not None and spec.live and source == "precomputed"
+            x.shadow is not None
+            and spec.live
+            and source == "precomputed"
             and random.random() < x.shadow_rate
-        ):  # fmt: skip
+        ):
             x.shadow.offer(spec, key, context, resolved.as_json(payload, store_key), resolved)
         return render.hit(
-            payload, spec, shape, resolved, source=source, fell_back=fell_back, age=age,
-            stale=stale, key=store_key,
-        )  # fmt: skip
+            payload,
+            spec,
+            shape,
+            resolved,
+            source=source,
+            fell_back=fell_back,
+            age=age,
+            stale=stale,
+            key=store_key,
+        )
 
     def _count(self, spec: Served, sources: list[str], misses: int) -> None:
         written_back = sources.count("written_back")
@@ -184,8 +203,11 @@ class Lookup:
         unique = list(dict.fromkeys(req.keys))
         resolved, rendered, found = self._hits(spec, req, unique)
         missing = [k for k in unique if k not in rendered]
-        self._count(spec, [found[k] for k in req.keys if k in found],
-                    sum(1 for k in req.keys if k not in found))  # fmt: skip
+        self._count(
+            spec,
+            [found[k] for k in req.keys if k in found],
+            sum(1 for k in req.keys if k not in found),
+        )
         self._record(spec, missing)
         failed: dict[str, Failure] = {}
         if missing and spec.live:

@@ -57,9 +57,13 @@ class SingleFlight:
     """A MissHandler around another that makes one live call per missing key at a time."""
 
     def __init__(
-        self, inner: MissHandler, client: Client, deadline_s: float, negative_ttl_s: float,
+        self,
+        inner: MissHandler,
+        client: Client,
+        deadline_s: float,
+        negative_ttl_s: float,
         metrics: Metrics | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.inner = inner
         self.client = client
         self.deadline_s = deadline_s
@@ -153,9 +157,13 @@ class SingleFlight:
             out[i] = answer
 
     def _release(
-        self, misses: Sequence[Miss], names: list[str], version: Resolved,
-        flights: dict[int, Future[Answer]], out: list[Answer],
-    ) -> None:  # fmt: skip
+        self,
+        misses: Sequence[Miss],
+        names: list[str],
+        version: Resolved,
+        flights: dict[int, Future[Answer]],
+        out: list[Answer],
+    ) -> None:
         """Hand ``out`` to this process's waiters of ``flights`` (once; before Redis is told)."""
         with self._lock:
             for i, future in flights.items():
@@ -164,9 +172,14 @@ class SingleFlight:
                     future.set_result(out[i])
 
     def _settle(
-        self, misses: Sequence[Miss], names: list[str], version: Resolved, lead: list[int],
-        tokens: dict[int, str], answers: Sequence[Answer],
-    ) -> None:  # fmt: skip
+        self,
+        misses: Sequence[Miss],
+        names: list[str],
+        version: Resolved,
+        lead: list[int],
+        tokens: dict[int, str],
+        answers: Sequence[Answer],
+    ) -> None:
         """Tell the waiters of other processes, and remember keys with no answer."""
         keep_ms = int(self.deadline_s * 3000) + 100
         try:

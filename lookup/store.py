@@ -98,9 +98,12 @@ class Resolved:
             raise self._undecodable() from exc
 
     def decode_many(
-        self, frame_id: int, stored: list[tuple[bytes, str]], opening: bytes,
+        self,
+        frame_id: int,
+        stored: list[tuple[bytes, str]],
+        opening: bytes,
         limit: int | None,
-    ) -> list[bytes]:  # fmt: skip
+    ) -> list[bytes]:
         """:meth:`decode` of each (payload, key) of one frame, in one loop (a batch's)."""
         frame = self.frames.get(frame_id)
         try:
@@ -218,9 +221,14 @@ class StoreReader:
         except ValueError as exc:  # a store not as written: every read of it would fail
             raise self._undecodable(f"{dataset} {version}") from exc
         resolved = Resolved(
-            dataset, version, info.model, info.model_version, info.buckets, frames,
+            dataset,
+            version,
+            info.model,
+            info.model_version,
+            info.buckets,
+            frames,
             partial(self._undecodable, f"{dataset} {version}"),
-        )  # fmt: skip
+        )
         with self._lock:
             if len(self._infos) >= _INFO_CACHE_MAX:
                 self._infos.clear()

@@ -179,9 +179,13 @@ class Prescore:
         if isinstance(data, str | os.PathLike):
             hdfs = self.settings.models.webhdfs_url  # PRESCORE_WEBHDFS_URL, as for models
             return publish_file(
-                self.client, self.settings.store, declared, os.fspath(data), webhdfs_url=hdfs,
+                self.client,
+                self.settings.store,
+                declared,
+                os.fspath(data),
+                webhdfs_url=hdfs,
                 **options,
-            )  # fmt: skip
+            )
         table, origin = _arrow(data)
         return publish_rows(self.client, self.settings.store, declared, table, origin, **options)
 

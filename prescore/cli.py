@@ -73,10 +73,18 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{args.dataset}: no versions")
         return 0
     rows = [
-        ["*" if i.version == live else "", i.version, i.status, f"{i.model}/{i.model_version}",
-         i.rows, i.started_at, i.published_at or i.finished_at, i.note]
+        [
+            "*" if i.version == live else "",
+            i.version,
+            i.status,
+            f"{i.model}/{i.model_version}",
+            i.rows,
+            i.started_at,
+            i.published_at or i.finished_at,
+            i.note,
+        ]
         for i in infos
-    ]  # fmt: skip
+    ]
     heads = ("", "version", "status", "model", "rows", "started", "finished", "note")
     emit(args, doc, heads, rows)
     return 0
@@ -94,8 +102,13 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     written_back = not values.held(v.client, where, [args.key])  # buckets are read first
     ttl = v.client.ttl(where.write_back(args.key)) if written_back else -1
     if args.output == "json":  # the payload and where it came from, one document
-        doc = {"dataset": args.dataset, "version": version, "key": args.key,
-               "ttl_s": ttl if ttl > 0 else None, "payload": json.loads(raw)}  # fmt: skip
+        doc = {
+            "dataset": args.dataset,
+            "version": version,
+            "key": args.key,
+            "ttl_s": ttl if ttl > 0 else None,
+            "payload": json.loads(raw),
+        }
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     where_from = f", live entry, ttl {ttl}s" if ttl > 0 else ""
@@ -166,7 +179,7 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
         lines = [f"{args.dataset}: gc would (dry run, nothing changed):"] + [
             f"  {action.replace('_', ' ')}: {', '.join(found) or '-'}"
             for action, found in planned.items()
-        ]  # fmt: skip
+        ]
         done(args, {"dataset": args.dataset, "dry_run": True, **planned}, "\n".join(lines))
         return 0
     removed = store.gc(args.dataset)["removed"]
@@ -182,11 +195,19 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
 
     options: dict[str, Any] = {"model": args.model} if args.model else {}
     report = Prescore(settings=settings).publish(
-        args.dataset, args.path, key_column=args.key, json_column=args.json_column,
+        args.dataset,
+        args.path,
+        key_column=args.key,
+        json_column=args.json_column,
         columns=tuple(c for c in (args.columns or "").split(",") if c),
-        model_version=args.model_version, max_bad=args.max_bad, force=args.force,
-        say=say(args), bar=bar(args), dry_run=args.dry_run, **options,
-    )  # fmt: skip
+        model_version=args.model_version,
+        max_bad=args.max_bad,
+        force=args.force,
+        say=say(args),
+        bar=bar(args),
+        dry_run=args.dry_run,
+        **options,
+    )
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))
     if report.dry_run:
@@ -265,8 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--no-int8", dest="int8", action="store_false", help="skip int8")
     reg.set_defaults(func=cli_models.register)
     promote_help = "promote a model version"
-    for p in (listing(msub.add_parser("promote", help=promote_help)),
-              command("promote", cli_models.promote, promote_help, dataset=False)):  # fmt: skip
+    for p in (
+        listing(msub.add_parser("promote", help=promote_help)),
+        command("promote", cli_models.promote, promote_help, dataset=False),
+    ):
         p.add_argument("name")
         p.add_argument("version")
         p.set_defaults(func=cli_models.promote)
@@ -328,11 +351,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 _PARTS = ("jobs", "lookup", "fallback")  # the project's parts besides the core
 # modules of the optional extras (pyproject.toml) a command may import
 _EXTRAS = {
-    "orjson": "tables", "pandas": "tables", "pyarrow": "tables", "numpy": "tables",
-    "PIL": "tables", "hdfs": "tables", "tensorflow": "tf", "pyspark": "jobs",
-    "ai_edge_litert": "jobs", "yaml": "jobs", "flask": "web", "granian": "web",
+    "orjson": "tables",
+    "pandas": "tables",
+    "pyarrow": "tables",
+    "numpy": "tables",
+    "PIL": "tables",
+    "hdfs": "tables",
+    "tensorflow": "tf",
+    "pyspark": "jobs",
+    "ai_edge_litert": "jobs",
+    "yaml": "jobs",
+    "flask": "web",
+    "granian": "web",
     "prometheus_client": "web",
-}  # fmt: skip
+}
 
 
 def _version() -> str:

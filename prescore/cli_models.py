@@ -59,10 +59,17 @@ def register(settings: Settings, args: argparse.Namespace) -> int:
     from prescore.model_import import register as import_model
 
     registered = import_model(
-        ModelStore(settings.models), settings.catalog, args.name, args.path,
-        dataset=args.dataset, meta_file=args.meta, promote=args.promote, int8=args.int8,
-        webhdfs_url=settings.models.webhdfs_url, say=say(args),
-    )  # fmt: skip
+        ModelStore(settings.models),
+        settings.catalog,
+        args.name,
+        args.path,
+        dataset=args.dataset,
+        meta_file=args.meta,
+        promote=args.promote,
+        int8=args.int8,
+        webhdfs_url=settings.models.webhdfs_url,
+        say=say(args),
+    )
     state = " and promoted" if registered.promoted else ""
     line = (
         f"{registered.name}: registered version {registered.version}{state} "

@@ -146,10 +146,12 @@ def add_commands(sub: Any, listing: Any) -> None:
     sc = sub.add_parser("score", help="score a dataset in bulk (jobs.submit)", epilog=passed_on)
     sc.add_argument("dataset", help="a declared dataset")
     sc.add_argument(
-        "--target", choices=("local", "k8s", "operator"), default="local",
+        "--target",
+        choices=("local", "k8s", "operator"),
+        default="local",
         help="local: spark-submit here; k8s: on the cluster; operator: print the "
         "SparkApplication manifest (kubectl apply -f -)",
-    )  # fmt: skip
+    )
     sc.add_argument("--master", default="local[*]", help="local target: local[N] or spark://")
     sc.add_argument(
         "--dry-run", action="store_true", help="count keys and pairs, estimate; write nothing"

@@ -65,10 +65,13 @@ def frames_to_fields(frames: Mapping[int, Frame]) -> dict[str, bytes]:
                 part = frame.entries[start : start + ENTRIES_PER_FIELD]
                 fields[f"entries:{at}:{n}"] = dumps([e.decode() for e in part])
         heads[str(fid)] = {
-            "key_head": frame.key_head.decode(), "head_end": frame.head_end.decode(),
-            "tail": frame.tail.decode(), "context": frame.context, "entries": at,
+            "key_head": frame.key_head.decode(),
+            "head_end": frame.head_end.decode(),
+            "tail": frame.tail.decode(),
+            "context": frame.context,
+            "entries": at,
             "fields": -(-len(frame.entries) // ENTRIES_PER_FIELD) or 1,
-        }  # fmt: skip
+        }
     fields[HEADS] = dumps(heads)
     return fields
 
@@ -90,9 +93,12 @@ def frames_from_fields(heads: bytes, fields: Mapping[str, bytes]) -> dict[int, F
             parts = [json.loads(fields[f"entries:{at}:{n}"]) for n in range(h["fields"])]
             lists[at] = tuple(e.encode() for part in parts for e in part)
         out[int(fid)] = Frame(
-            h["key_head"].encode(), h["head_end"].encode(), lists[at], h["tail"].encode(),
+            h["key_head"].encode(),
+            h["head_end"].encode(),
+            lists[at],
+            h["tail"].encode(),
             h["context"],
-        )  # fmt: skip
+        )
     return out
 
 
@@ -113,9 +119,12 @@ def encode(frame_id: int, indices: Sequence[int], ticks: Sequence[int]) -> bytes
 
 
 def decode(
-    raw: bytes, key: str, frames: Mapping[int, Frame], opening: bytes = b"{",
+    raw: bytes,
+    key: str,
+    frames: Mapping[int, Frame],
+    opening: bytes = b"{",
     limit: int | None = None,
-) -> bytes:  # fmt: skip
+) -> bytes:
     """The JSON payload of the compact ``raw`` stored under ``key``, with ``opening`` in
     place of its opening brace (a reader's own fields spliced in front, as
     prescore.codec.envelope does) and at most ``limit`` entries, best first. ValueError
@@ -128,9 +137,11 @@ def decode(
 
 
 def decode_many(
-    frame: Frame, stored: Iterable[tuple[bytes, str]], opening: bytes = b"{",
+    frame: Frame,
+    stored: Iterable[tuple[bytes, str]],
+    opening: bytes = b"{",
     limit: int | None = None,
-) -> list[bytes]:  # fmt: skip
+) -> list[bytes]:
     """:func:`decode` of each (raw, key) of ``frame``'s payloads, in one loop (a batch's)."""
     try:
         return _decode_many(frame, stored, opening, limit)

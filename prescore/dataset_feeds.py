@@ -65,9 +65,10 @@ def _side_inputs(
 
 
 def _pair_feed(
-    tables: Mapping[str, pd.DataFrame], by_side: Mapping[str, Mapping[str, Tensor]],
+    tables: Mapping[str, pd.DataFrame],
+    by_side: Mapping[str, Mapping[str, Tensor]],
     rows: Mapping[str, np.ndarray],
-) -> Feed:  # fmt: skip
+) -> Feed:
     """Feeds of pairs: row ``rows[side][i]`` of each side's table (-1: blank context)."""
     out: Feed = {}
     for side, inputs in by_side.items():
@@ -130,9 +131,13 @@ def _decode_file(path: str, tensor: Tensor, max_bytes: int) -> np.ndarray | None
 
 
 def heldout(
-    dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any], table: Table, label: str,
+    dataset: Dataset,
+    sigs: Signatures,
+    meta: Mapping[str, Any],
+    table: Table,
+    label: str,
     webhdfs_url: str = "",
-) -> tuple[Feed, np.ndarray]:  # fmt: skip
+) -> tuple[Feed, np.ndarray]:
     """The held-out rows' feeds and truth (0/1 per pair, or label lists as multi-hot)."""
     rows = local_tables.read(table, webhdfs_url=webhdfs_url)
     where = f"dataset {dataset.name}: held-out table {table.path}"
@@ -160,9 +165,13 @@ def heldout(
 
 
 def _ranking_heldout(
-    dataset: Dataset, sigs: Signatures, rows: pd.DataFrame, label: str, where: str,
+    dataset: Dataset,
+    sigs: Signatures,
+    rows: pd.DataFrame,
+    label: str,
+    where: str,
     webhdfs_url: str,
-) -> tuple[Feed, np.ndarray]:  # fmt: skip
+) -> tuple[Feed, np.ndarray]:
     assert dataset.entities is not None and dataset.items is not None
     tables, sides = ranking_tables(dataset, webhdfs_url)
     by_side = _side_inputs(sigs.serving.inputs, sides, where)

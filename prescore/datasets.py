@@ -346,9 +346,14 @@ def absolute_uri(path: str) -> str:
 
 
 def _table(
-    r: _Reader, key: str, *, required: bool = True, key_required: bool = True,
-    extra: tuple[str, ...] = (), filtered: bool = False,
-) -> Table | None:  # fmt: skip
+    r: _Reader,
+    key: str,
+    *,
+    required: bool = True,
+    key_required: bool = True,
+    extra: tuple[str, ...] = (),
+    filtered: bool = False,
+) -> Table | None:
     """A declared table; ``filtered``: it may carry a ``filter`` (the tables a run scores)."""
     if not r.has(key):
         if required:
@@ -368,9 +373,20 @@ def _table(
 
 
 _COMMON = (
-    "kind", "model", "route", "key_field", "batch_field", "list_field", "live", "training",
-    "gates", "miss_log", "max_age_s", "stale", "shadow_min_overlap",
-)  # fmt: skip
+    "kind",
+    "model",
+    "route",
+    "key_field",
+    "batch_field",
+    "list_field",
+    "live",
+    "training",
+    "gates",
+    "miss_log",
+    "max_age_s",
+    "stale",
+    "shadow_min_overlap",
+)
 _BY_KIND = {
     "ranking": ("entities", "items", "candidates", "contexts", "k"),
     "labels": ("images", "rows", "label_field", "min_score"),
@@ -454,9 +470,10 @@ def _candidates(r: _Reader) -> Candidates:
     if rule == "match":
         c.only(("rule", "entity_column", "item_column"))
         return Candidates(
-            rule, entity_column=c.column("entity_column", _REQUIRED),
+            rule,
+            entity_column=c.column("entity_column", _REQUIRED),
             item_column=c.column("item_column", _REQUIRED),
-        )  # fmt: skip
+        )
     c.only(("rule", "path", "key", "items_column", "format"))
     table = Table(
         path=c.uri("path"),

@@ -18,11 +18,19 @@ import numpy as np
 from prescore.signature import FLOATS, STRINGS, Tensor
 
 _NUMPY = {
-    "float16": np.float16, "float32": np.float32, "float64": np.float64,
-    "bfloat16": np.float32, "int8": np.int8, "int16": np.int16, "int32": np.int32,
-    "int64": np.int64, "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32,
+    "float16": np.float16,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bfloat16": np.float32,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
     "bool": np.bool_,
-}  # fmt: skip
+}
 
 
 def _scalar_strings(values: Sequence[Any]) -> np.ndarray:
@@ -80,10 +88,11 @@ def concat(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
             width = max(a.shape[1] for a in arrays)
             fill: Any = "" if arrays[0].dtype == object else 0
             arrays = [
-                a if a.shape[1] == width
+                a
+                if a.shape[1] == width
                 else np.concatenate([a, np.full((len(a), width - a.shape[1]), fill, a.dtype)], 1)
                 for a in arrays
-            ]  # fmt: skip
+            ]
         out[name] = np.concatenate(arrays)
     return out
 

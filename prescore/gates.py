@@ -166,8 +166,13 @@ def check(
     sample = list(new_sample)[: gates.sample]
     new_at = Placed(dataset.name, new.version, new.buckets)
     new_raw = values.read(client, new_at, sample)
-    bad = [(k, why) for k, raw in zip(sample, new_raw, strict=True) if raw is not None
-           for why in [decodes(raw, shape, k)] if why]  # fmt: skip
+    bad = [
+        (k, why)
+        for k, raw in zip(sample, new_raw, strict=True)
+        if raw is not None
+        for why in [decodes(raw, shape, k)]
+        if why
+    ]
     missing = sum(1 for raw in new_raw if raw is None)
     checks = [
         Check(

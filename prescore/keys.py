@@ -236,8 +236,12 @@ def _lines_re(parts: int, joined: bool) -> re.Pattern[str]:
     return re.compile(f"{key}(?:\n{key})*")
 
 
-CONTEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
-                  "pattern": f"^{_text(_CONTROL)}$"}  # fmt: skip
+CONTEXT_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_BYTES,
+    "pattern": f"^{_text(_CONTROL)}$",
+}
 
 
 MAX_FILE_KEY_BYTES = 240  # a file name's 255 bytes, less the longest extension's

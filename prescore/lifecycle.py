@@ -46,11 +46,18 @@ class Published:
 
 
 def publish_new(
-    client: Client, store: StoreSettings, dataset: Dataset, model: tuple[str, str],
-    write: Callable[[Versions, VersionInfo], Written], *, note: str = "",
-    expected_keys: int = 0, force: bool = False, on_failure: Callable[[], None] | None = None,
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    model: tuple[str, str],
+    write: Callable[[Versions, VersionInfo], Written],
+    *,
+    note: str = "",
+    expected_keys: int = 0,
+    force: bool = False,
+    on_failure: Callable[[], None] | None = None,
     say: Callable[[str], None] = print,
-) -> Published:  # fmt: skip
+) -> Published:
     """Write a new version of ``dataset`` with ``write(versions, info)`` under its lease,
     gate and publish it (``force``: even over a newer live version). ``on_failure`` runs
     first when anything fails (stop the writers); a writer still running then lands
@@ -73,8 +80,11 @@ def publish_new(
                         code="lease_lost",
                     ) from exc
                 raise
-            figures = {**written.figures, "seconds": round(time.perf_counter() - started, 3),
-                       "sample": written.sample}  # fmt: skip
+            figures = {
+                **written.figures,
+                "seconds": round(time.perf_counter() - started, 3),
+                "sample": written.sample,
+            }
             done = _gate_and_switch(client, versions, dataset, info, written, figures, force, say)
     except BaseException as exc:
         if on_failure is not None:
@@ -104,28 +114,46 @@ REGATES = 3  # gate runs a version gets when the live version keeps changing und
 
 
 def _gate_and_switch(
-    client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, written: Written,
-    figures: dict[str, Any], force: bool, say: Callable[[str], None],
-) -> VersionInfo:  # fmt: skip
+    client: Client,
+    versions: Versions,
+    dataset: Dataset,
+    info: VersionInfo,
+    written: Written,
+    figures: dict[str, Any],
+    force: bool,
+    say: Callable[[str], None],
+) -> VersionInfo:
     """Gate the version against the live one, then switch to it while that one is still
     live; when another became live in between (a publish or a rollback), gate again."""
     for _ in range(REGATES):
         against = _gate(client, versions, dataset, info, written, figures, say)
         try:
-            return versions.publish(info.version, written.rows, retire=False, force=force,
-                                    figures=figures, gated_against=against)  # fmt: skip
+            return versions.publish(
+                info.version,
+                written.rows,
+                retire=False,
+                force=force,
+                figures=figures,
+                gated_against=against,
+            )
         except LiveChanged as exc:
             say(f"{dataset.name}: {exc.message}; gating again")
     raise PublishError(
         f"{dataset.name} {info.version}: the live version changed during each of {REGATES} "
-        "gate runs; not published", code="conflict",
-    )  # fmt: skip
+        "gate runs; not published",
+        code="conflict",
+    )
 
 
 def _gate(
-    client: Client, versions: Versions, dataset: Dataset, info: VersionInfo, written: Written,
-    figures: dict[str, Any], say: Callable[[str], None],
-) -> str | None:  # fmt: skip
+    client: Client,
+    versions: Versions,
+    dataset: Dataset,
+    info: VersionInfo,
+    written: Written,
+    figures: dict[str, Any],
+    say: Callable[[str], None],
+) -> str | None:
     """Run the data gates; keep the version ``gated`` and raise if any fails. The live
     version they ran against (None: there was none; ANY_LIVE: the dataset's gates are
     off, so any live version will do)."""
@@ -134,9 +162,14 @@ def _gate(
     started = time.perf_counter()
     live = versions.current()
     report = gates.check(
-        client, dataset, info, written.rows, written.sample,
-        versions.get(live) if live else None, dataset.gates,
-    )  # fmt: skip
+        client,
+        dataset,
+        info,
+        written.rows,
+        written.sample,
+        versions.get(live) if live else None,
+        dataset.gates,
+    )
     figures["gate_seconds"] = round(time.perf_counter() - started, 3)
     figures["gates"] = {**report.to_json(), "against": live}
     for c in report.checks:
@@ -144,9 +177,11 @@ def _gate(
         say(f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip())
     if not report.passed:
         versions.gate(
-            info.version, written.rows, {**report.to_json(), "figures": figures},
+            info.version,
+            written.rows,
+            {**report.to_json(), "figures": figures},
             report.summary(),
-        )  # fmt: skip
+        )
         raise PublishError(
             f"{dataset.name} {info.version} failed its gates ({report.summary()}); kept as "
             f"gated, the live version is unchanged (prescore release to publish it anyway)",

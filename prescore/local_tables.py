@@ -228,8 +228,9 @@ def schema(table: Table, webhdfs_url: str = "") -> Columns:
             if table.format == "parquet":
                 arrow = pq.read_schema(found[0])
             else:
-                arrow = dataset(found if table.format in ("csv", "json") else found[:1],
-                                table.format).schema  # fmt: skip
+                arrow = dataset(
+                    found if table.format in ("csv", "json") else found[:1], table.format
+                ).schema
         except (OSError, ValueError, TypeError) as exc:  # pyarrow's errors are among these
             raise ConfigError(f"{table.path}: cannot read the table: {exc}") from exc
     return {f.name: _column(f.type) for f in arrow}

@@ -125,10 +125,18 @@ def _datasets(catalog: Catalog, name: str, only: str | None) -> list[Dataset]:
 
 
 def register(
-    store: ModelStore, catalog: Catalog, name: str, source: str, *,
-    dataset: str | None = None, meta_file: str | None = None, promote: bool = False,
-    int8: bool = True, webhdfs_url: str = "", say: Say = print,
-) -> Registered:  # fmt: skip
+    store: ModelStore,
+    catalog: Catalog,
+    name: str,
+    source: str,
+    *,
+    dataset: str | None = None,
+    meta_file: str | None = None,
+    promote: bool = False,
+    int8: bool = True,
+    webhdfs_url: str = "",
+    say: Say = print,
+) -> Registered:
     """Check and store the model at ``source`` as the next version of ``name``."""
     from prescore.tf_model import describe
 
@@ -146,8 +154,10 @@ def register(
                 say(f"{name}: fits dataset {target.name}")
             else:
                 _check_shape(target, sigs, meta)
-                say(f"{name}: dataset {target.name}'s tables are not readable here; "
-                    "the bulk job checks its columns before it writes")  # fmt: skip
+                say(
+                    f"{name}: dataset {target.name}'s tables are not readable here; "
+                    "the bulk job checks its columns before it writes"
+                )
             checked.append(target.name)
         out = Path(tmp) / "model"
         shutil.copytree(saved, out / "saved_model")

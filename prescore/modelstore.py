@@ -86,8 +86,11 @@ class ModelStore:
         if self.local:
             found = self._backend.list_dir(self._path(name))
         else:
-            found = [r.split("/")[0] for r in self._backend.files(self._path(name))
-                     if r.count("/") == 1 and r.endswith(f"/{META_FILE}")]  # fmt: skip
+            found = [
+                r.split("/")[0]
+                for r in self._backend.files(self._path(name))
+                if r.count("/") == 1 and r.endswith(f"/{META_FILE}")
+            ]
         return sorted((v for v in found if v.isdigit()), key=int)
 
     def save(self, name: str, local_dir: Path, meta: dict[str, Any]) -> str:

@@ -95,16 +95,24 @@ class RankingPayloads:
             + b":["
         )
         self._tail = (
-            b'],"model":' + dumps(model) + b',"model_version":' + dumps(model_version)
-            + b',"scored_at":' + dumps(scored_at) + b"}"
-        )  # fmt: skip
+            b'],"model":'
+            + dumps(model)
+            + b',"model_version":'
+            + dumps(model_version)
+            + b',"scored_at":'
+            + dumps(scored_at)
+            + b"}"
+        )
 
     def frame(self) -> compact.Frame:
         """The text this run's compact payloads share (prescore.compact)."""
         return compact.Frame(
-            self._key_head, self._head_end, tuple(self._entries.tolist()), self._tail,
+            self._key_head,
+            self._head_end,
+            tuple(self._entries.tolist()),
+            self._tail,
             self.context,
-        )  # fmt: skip
+        )
 
     def encode_compact(
         self, keys: Sequence[str], items: np.ndarray, scores: np.ndarray, found: np.ndarray

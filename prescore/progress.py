@@ -28,10 +28,16 @@ class Progress:
     manager: leaving it ends the bar's line."""
 
     def __init__(
-        self, what: str, total: int, say: Callable[[str], None], *, unit: str = "rows",
-        every_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+        self,
+        what: str,
+        total: int,
+        say: Callable[[str], None],
+        *,
+        unit: str = "rows",
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
         bar: TextIO | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.what = what
         self.total = total
         self.unit = unit
@@ -83,6 +89,11 @@ def _bar(what: str, total: int, unit: str, stream: TextIO) -> Any:
     from tqdm import tqdm  # the tables extra's; only a terminal draws it
 
     return tqdm(
-        total=total or None, desc=f"  {what}", unit=f" {unit}", unit_scale=True, file=stream,
-        mininterval=0.2, dynamic_ncols=True,
-    )  # fmt: skip
+        total=total or None,
+        desc=f"  {what}",
+        unit=f" {unit}",
+        unit_scale=True,
+        file=stream,
+        mininterval=0.2,
+        dynamic_ncols=True,
+    )

@@ -64,9 +64,13 @@ class _Rows:
     """Turns parquet rows of one dataset into (key, payload) pairs, or raises InvalidInput."""
 
     def __init__(
-        self, dataset: Dataset, key_column: str, json_column: str | None,
-        columns: Sequence[str], stamp: Mapping[str, str],
-    ) -> None:  # fmt: skip
+        self,
+        dataset: Dataset,
+        key_column: str,
+        json_column: str | None,
+        columns: Sequence[str],
+        stamp: Mapping[str, str],
+    ) -> None:
         self.dataset = dataset
         self.key_column = key_column
         self.json_column = json_column
@@ -198,9 +202,15 @@ def _checked(
 
 
 def _write_all(
-    client: Client, where: Placed, source: Source, rows: _Rows, report: PublishReport,
-    sample: gates.Reservoir, fence: values.Fence, progress: Progress,
-) -> None:  # fmt: skip
+    client: Client,
+    where: Placed,
+    source: Source,
+    rows: _Rows,
+    report: PublishReport,
+    sample: gates.Reservoir,
+    fence: values.Fence,
+    progress: Progress,
+) -> None:
     """Write every good row of ``source``; count and sample the bad ones."""
     for batch_keys, sources in rows.batches(source):
         good = _checked(rows, batch_keys, sources, report)
@@ -218,9 +228,13 @@ def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Pro
 
 
 def _dry_run(
-    client: Client, store: StoreSettings, dataset: Dataset, report: PublishReport,
-    max_bad: int, say: Callable[[str], None],
-) -> PublishReport:  # fmt: skip
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    report: PublishReport,
+    max_bad: int,
+    say: Callable[[str], None],
+) -> PublishReport:
     """What a dry run found: the keys it would write, the bad rows, and the version it
     would replace (its gates need the written version, so they are checked by the real
     publish only)."""
@@ -237,9 +251,14 @@ def _dry_run(
 
 
 def publish_file(
-    client: Client, store: StoreSettings, dataset: Dataset, path: str, *,
-    webhdfs_url: str = "", **options: Any,
-) -> PublishReport:  # fmt: skip
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    path: str,
+    *,
+    webhdfs_url: str = "",
+    **options: Any,
+) -> PublishReport:
     """Publish the rows of the parquet at ``path`` (a local file, folder or glob; a
     file or folder on ``hdfs://`` or ``s3://``, copied to a temporary folder first): see
     publish_rows for ``options``."""
@@ -253,12 +272,24 @@ def publish_file(
 
 
 def publish_rows(
-    client: Client, store: StoreSettings, dataset: Dataset, source: Source, origin: str, *,
-    key_column: str | None = None, json_column: str | None = None, columns: Sequence[str] = (),
-    model: str = "external", model_version: str = "", max_bad: int = 0, force: bool = False,
-    say: Callable[[str], None] = print, progress_s: float = 5.0, dry_run: bool = False,
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    source: Source,
+    origin: str,
+    *,
+    key_column: str | None = None,
+    json_column: str | None = None,
+    columns: Sequence[str] = (),
+    model: str = "external",
+    model_version: str = "",
+    max_bad: int = 0,
+    force: bool = False,
+    say: Callable[[str], None] = print,
+    progress_s: float = 5.0,
+    dry_run: bool = False,
     bar: TextIO | None = None,
-) -> PublishReport:  # fmt: skip
+) -> PublishReport:
     """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
     which in the registry's note) as a new version of ``dataset``, saying how far it got
     every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
@@ -274,16 +305,18 @@ def publish_rows(
     reservoir = gates.Reservoir(dataset.gates.sample)
     total = count_rows(source)
     if dry_run:
-        with Progress(f"{dataset.name} (dry run)", total, say, every_s=progress_s,
-                      bar=bar) as progress:  # fmt: skip
+        with Progress(
+            f"{dataset.name} (dry run)", total, say, every_s=progress_s, bar=bar
+        ) as progress:
             _check_all(source, rows, report, progress)
         return _dry_run(client, store, dataset, report, max_bad, say)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
         where, fence = versions.placed(info.version, info), versions.fence(info.version)
-        with Progress(f"{dataset.name} {info.version}", total, say, every_s=progress_s,
-                      bar=bar) as progress:  # fmt: skip
+        with Progress(
+            f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
+        ) as progress:
             _write_all(client, where, source, rows, report, reservoir, fence, progress)
         if report.bad > max_bad:
             raise PublishError(
@@ -294,10 +327,16 @@ def publish_rows(
 
     try:
         done = publish_new(
-            client, store, dataset, (model, model_version), write,
-            note=f"published {origin}", expected_keys=total,
-            force=force, say=say,
-        )  # fmt: skip
+            client,
+            store,
+            dataset,
+            (model, model_version),
+            write,
+            note=f"published {origin}",
+            expected_keys=total,
+            force=force,
+            say=say,
+        )
     except BaseException as exc:
         for line in report.bad_sample:
             say(f"  bad row: {line}")

@@ -87,9 +87,14 @@ def _slice(feed: Feed, part: slice) -> dict[str, np.ndarray]:
 
 
 def measure(
-    model_dir: Path, meta: Mapping[str, Any], feed: Feed, y: np.ndarray | None, metric: str,
-    batch: int = 64, repeats: int = 20,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+    model_dir: Path,
+    meta: Mapping[str, Any],
+    feed: Feed,
+    y: np.ndarray | None,
+    metric: str,
+    batch: int = 64,
+    repeats: int = 20,
+) -> dict[str, dict[str, float]]:
     """Per runtime: agreement with TF, quality (with ``y``), latency and throughput."""
     n = feeding.rows(feed)
     rows = _slice(feed, slice(0, min(batch, n)))
@@ -154,9 +159,14 @@ def _reason(exc: Exception) -> str:
 
 
 def quantize_dir(
-    model_dir: Path, meta: Mapping[str, Any], representative: Feed, eval_feed: Feed,
-    y_eval: np.ndarray | None = None, metric: str = "auc", calibration_rows: int = 200,
-) -> dict[str, Any]:  # fmt: skip
+    model_dir: Path,
+    meta: Mapping[str, Any],
+    representative: Feed,
+    eval_feed: Feed,
+    y_eval: np.ndarray | None = None,
+    metric: str = "auc",
+    calibration_rows: int = 200,
+) -> dict[str, Any]:
     """Convert a model directory (holding saved_model/) and measure; model.json's record.
 
     A model that does not convert gets ``{"built": False, "reason": ...}``.

@@ -70,9 +70,12 @@ def env_int(
 
 
 def env_float(
-    env: Mapping[str, str], name: str, default: float, lo: float | None = 0.0,
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    lo: float | None = 0.0,
     hi: float | None = None,
-) -> float:  # fmt: skip
+) -> float:
     raw = _get(env, name, str(default))
     try:
         value = float(raw)

@@ -182,9 +182,12 @@ class Registry:
         if change.lease is not None:
             lease, token = keys.lease_key(self.dataset, change.lease[0]), change.lease[1]
         args: list[Any] = [
-            change.pointer_was or "", change.pointer_to or "", token,
-            "1" if change.lease is not None and change.release else "0", len(change.entries),
-        ]  # fmt: skip
+            change.pointer_was or "",
+            change.pointer_to or "",
+            token,
+            "1" if change.lease is not None and change.release else "0",
+            len(change.entries),
+        ]
         for version, (was, new) in change.entries.items():
             args += [version, was or b"", new]
         names = [keys.pointer_key(self.dataset), keys.registry_key(self.dataset), lease]
@@ -206,9 +209,12 @@ class Registry:
         return [bool(x) for x in self._script("alive", _ALIVE)(keys=names, args=[token])]
 
     def write(
-        self, version: str, token: str, buckets: Mapping[str, Mapping[str, bytes]],
+        self,
+        version: str,
+        token: str,
+        buckets: Mapping[str, Mapping[str, bytes]],
         progress: tuple[str, int],
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Write a batch (bucket -> key -> payload) and the writer's progress (its field,
         '' for the shared one, and its count), only while ``token`` holds the version's
         lease and the version is 'writing': 'ok', else 'lease', 'status' or 'fence'.
@@ -220,8 +226,11 @@ class Registry:
         is written by a script on its own node that checks the bucket's fence (what a
         failed version's writer could still land before the check is removed with the
         bucket), then the progress under the lease's check."""
-        head = [keys.lease_key(self.dataset, version), keys.registry_key(self.dataset),
-                keys.written_key(self.dataset, version)]  # fmt: skip
+        head = [
+            keys.lease_key(self.dataset, version),
+            keys.registry_key(self.dataset),
+            keys.written_key(self.dataset, version),
+        ]
         script = self._script("write", _WRITE)
         if isinstance(self.client, redis.RedisCluster):
             if not _write_fenced(self.client, token, buckets):

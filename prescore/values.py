@@ -75,9 +75,13 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def write(
-    client: Client, where: Placed, rows: Iterable[tuple[str, bytes]], batch: int = WRITE_BATCH,
-    tally: Tally | None = None, fence: Fence | None = None,
-) -> int:  # fmt: skip
+    client: Client,
+    where: Placed,
+    rows: Iterable[tuple[str, bytes]],
+    batch: int = WRITE_BATCH,
+    tally: Tally | None = None,
+    fence: Fence | None = None,
+) -> int:
     """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and count
     them in the version's progress (under ``tally``'s field, else a shared one); returns
     how many were written. With ``fence``, each batch lands only while the writer may
@@ -103,9 +107,12 @@ def written(client: Client, where: Placed) -> int:
 
 
 def _write_chunk(
-    client: Client, where: Placed, rows: list[tuple[str, bytes]], tally: Tally | None,
+    client: Client,
+    where: Placed,
+    rows: list[tuple[str, bytes]],
+    tally: Tally | None,
     fence: Fence | None,
-) -> int:  # fmt: skip
+) -> int:
     if not rows:
         return 0
     grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
@@ -123,9 +130,12 @@ def _write_chunk(
 
 
 def send(
-    client: Client, dataset: str, version: str, buckets: Mapping[str, Mapping[str, bytes]],
+    client: Client,
+    dataset: str,
+    version: str,
+    buckets: Mapping[str, Mapping[str, bytes]],
     progress: tuple[str, int],
-) -> None:  # fmt: skip
+) -> None:
     """One pipeline of a batch's HSETs and the writer's progress (its field and count; ''
     adds the count to the shared field), unchecked: an unfenced write's (a version's
     own writers all write fenced, prescore.writers)."""
@@ -255,9 +265,11 @@ def held(client: Client, where: Placed, entity_keys: list[str]) -> list[str]:
 
 
 def read(
-    client: Client, where: Placed, entity_keys: list[str],
+    client: Client,
+    where: Placed,
+    entity_keys: list[str],
     frames: Mapping[int, compact.Frame] | None = None,
-) -> list[bytes | None]:  # fmt: skip
+) -> list[bytes | None]:
     """Each key's payload as served (JSON), or None; ``frames``: the version's, if loaded."""
     raw = read_raw(client, where, entity_keys)
     if frames is None and any(v is not None and compact.is_compact(v) for v in raw):

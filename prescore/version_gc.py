@@ -66,9 +66,10 @@ def plan(v: Versions) -> dict[str, list[str]]:
         done[action].append(version)
     entries = {i.version: i for i in after_reaping}
     done["sweep"] = sorted(  # a reaped version's keys go as it is reaped, not here
-        version for version in map(as_text, v.client.hkeys(keys.owned_key(v.dataset)))
+        version
+        for version in map(as_text, v.client.hkeys(keys.owned_key(v.dataset)))
         if version not in dead and (version not in entries or _past_keeping(entries[version]))
-    )  # fmt: skip
+    )
     return done
 
 
@@ -111,8 +112,9 @@ def sweep(v: Versions) -> None:
             continue
         version = as_text(raw)
         store = v.settings
-        values.delete(v.client, Placed(v.dataset, version, int(buckets)), store.delete_batch,
-                      store.live_ttl_s)  # fmt: skip
+        values.delete(
+            v.client, Placed(v.dataset, version, int(buckets)), store.delete_batch, store.live_ttl_s
+        )
         v.client.delete(keys.lease_key(v.dataset, version))
         v.client.hdel(owned_key, version)
 
@@ -133,8 +135,9 @@ def _drop_gated_keys(v: Versions, version: str) -> None:
         live = v.current()
         if info.status != "gated" or live == version:
             raise _Kept()
-        return Change(live, {version: (raw, info.replace(note=info.note + KEYS_REMOVED)
-                                       .to_bytes())})  # fmt: skip
+        return Change(
+            live, {version: (raw, info.replace(note=info.note + KEYS_REMOVED).to_bytes())}
+        )
 
     try:
         v.apply(decide, version)

@@ -109,8 +109,7 @@ class Versions:
         infos = sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
         writing = [i.version for i in infos if i.status == "writing"]
         alive = dict(zip(writing, self.registry.alive(writing), strict=True))
-        return [self._live_view(i, alive[i.version]) if i.status == "writing" else i
-                for i in infos]  # fmt: skip
+        return [self._live_view(i, alive[i.version]) if i.status == "writing" else i for i in infos]
 
     def _live_view(self, info: VersionInfo, alive: bool) -> VersionInfo:
         rows = values.written(self.client, self.placed(info.version, info))
@@ -207,9 +206,13 @@ class Versions:
                 raise LiveChanged(live)
             now = utcnow_iso()
             done = info.replace(
-                status="published", rows=found, finished_at=now, published_at=now, note=note,
+                status="published",
+                rows=found,
+                finished_at=now,
+                published_at=now,
+                note=note,
                 extra={**info.extra, **(figures or {})},
-            )  # fmt: skip
+            )
             return Change(live, {version: (raw, done.to_bytes())}, version, self._lease(version))
 
         try:
@@ -239,12 +242,16 @@ class Versions:
         def decide() -> Change:
             raw, info = self._writing(version)
             entry = info.replace(
-                status="gated", rows=rows, finished_at=utcnow_iso(), note=f"gated: {summary}",
+                status="gated",
+                rows=rows,
+                finished_at=utcnow_iso(),
+                note=f"gated: {summary}",
                 extra={**info.extra, "gates": dict(report)},
-            )  # fmt: skip
+            )
             made[:] = [entry]
-            return Change(self.current(), {version: (raw, entry.to_bytes())},
-                          lease=self._lease(version))  # fmt: skip
+            return Change(
+                self.current(), {version: (raw, entry.to_bytes())}, lease=self._lease(version)
+            )
 
         self._finish(version, self.apply(decide, version))
         return made[0]
@@ -260,23 +267,33 @@ class Versions:
         if self.registry.seal(token, where.bucket_names()) < where.buckets:
             raise PublishError(
                 f"{self.dataset} {version}: its buckets were removed while it was written "
-                "(failed or reaped); not published", code="lease_lost",
-            )  # fmt: skip
+                "(failed or reaped); not published",
+                code="lease_lost",
+            )
 
     def _no_target(self, to: str | None, live: str, entries: Mapping[str, bytes]) -> NotFound:
         """Why a rollback (to ``to``, if named) has no version to switch to."""
         if to is None:
-            return NotFound(f"no published version of {self.dataset} older than the live "
-                            f"one ({live}) to roll back to", code="no_rollback_target")  # fmt: skip
+            return NotFound(
+                f"no published version of {self.dataset} older than the live "
+                f"one ({live}) to roll back to",
+                code="no_rollback_target",
+            )
         if to not in entries:
-            return NotFound(f"{self.dataset} has no version {to!r} (prescore versions "
-                            f"{self.dataset} lists them)", code="unknown_version")  # fmt: skip
+            return NotFound(
+                f"{self.dataset} has no version {to!r} (prescore versions "
+                f"{self.dataset} lists them)",
+                code="unknown_version",
+            )
         if to == live:
-            return NotFound(f"{to} is already the live version of {self.dataset}",
-                            code="no_rollback_target")  # fmt: skip
+            return NotFound(
+                f"{to} is already the live version of {self.dataset}", code="no_rollback_target"
+            )
         status = VersionInfo.from_bytes(entries[to]).status
-        return NotFound(f"{self.dataset} {to} is {status}: only a published version can be "
-                        "rolled back to", code="no_rollback_target")  # fmt: skip
+        return NotFound(
+            f"{self.dataset} {to} is {status}: only a published version can be rolled back to",
+            code="no_rollback_target",
+        )
 
     def apply(self, decide: Callable[[], Change], version: str) -> Change:
         """Run a transition (prescore.transitions.transition); a lost lease is a
@@ -300,15 +317,21 @@ class Versions:
             if found != info.rows:
                 raise PublishError(
                     f"{self.dataset} {version}: expected {info.rows} keys, found {found}; "
-                    "it cannot be released", code="publish_failed",
-                )  # fmt: skip
+                    "it cannot be released",
+                    code="publish_failed",
+                )
             now = utcnow_iso()
             done = info.replace(
-                status="published", published_at=now,
+                status="published",
+                published_at=now,
                 note=f"released by {by} over its gates: {reason}",
-                extra={**info.extra, "released_by": by, "released_at": now,
-                       "release_reason": reason},
-            )  # fmt: skip
+                extra={
+                    **info.extra,
+                    "released_by": by,
+                    "released_at": now,
+                    "release_reason": reason,
+                },
+            )
             made[:] = [done]
             return Change(self.current(), {version: (raw, done.to_bytes())}, version)
 
@@ -382,8 +405,9 @@ class Versions:
             if found and found[0].version != target.version:
                 raise PublishError(
                     f"{self.dataset}: {found[0].version} was retired during the rollback; "
-                    "nothing was changed", code="conflict",
-                )  # fmt: skip
+                    "nothing was changed",
+                    code="conflict",
+                )
             left = VersionInfo.from_bytes(entries[live]).replace(
                 note=f"rolled back to {target.version} at {utcnow_iso()}"
             )

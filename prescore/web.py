@@ -48,9 +48,14 @@ def log_failure(status: int, code: str, message: str, request_id: str, path: str
     """The one log line of an answer with a 5xx status: what failed and why."""
     log.error(
         "request failed",
-        extra={"status": status, "error": code, "reason": message, "request_id": request_id,
-               "path": path},
-    )  # fmt: skip
+        extra={
+            "status": status,
+            "error": code,
+            "reason": message,
+            "request_id": request_id,
+            "path": path,
+        },
+    )
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -113,16 +118,26 @@ def install_request_log(app: Flask, access_log: bool) -> None:
         rid = g.get("request_id") or request_id(None)
         response.headers["X-Request-ID"] = rid
         if access_log:
-            access(request.method, request.path, response.status_code, rid,
-                   time.perf_counter() - g.get("log_started", time.perf_counter()),
-                   g.get("traceparent", ""))  # fmt: skip
+            access(
+                request.method,
+                request.path,
+                response.status_code,
+                rid,
+                time.perf_counter() - g.get("log_started", time.perf_counter()),
+                g.get("traceparent", ""),
+            )
         return response
 
 
 def access(method: str, path: str, status: int, rid: str, seconds: float, parent: str = "") -> None:
     """One access log line (with the caller's traceparent, when it sent one)."""
-    fields = {"method": method, "path": path, "status": status, "request_id": rid,
-              "ms": round(seconds * 1000, 3)}  # fmt: skip
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "request_id": rid,
+        "ms": round(seconds * 1000, 3),
+    }
     if parent:
         fields["traceparent"] = parent
     log.info("request", extra=fields)

@@ -54,8 +54,9 @@ def fence(versions: Versions, version: str, token: str) -> values.Fence:
         if outcome != "ok":
             raise PublishError(
                 f"{versions.dataset} {version} is no longer this writer's to write "
-                f"({_REFUSED.get(outcome, outcome)}); stopping", code="lease_lost",
-            )  # fmt: skip
+                f"({_REFUSED.get(outcome, outcome)}); stopping",
+                code="lease_lost",
+            )
 
     return send
 
@@ -75,14 +76,14 @@ def keep_lease(versions: Versions, version: str) -> Iterator[threading.Event]:
                 held = versions.renew(version)
             except OUTAGES as exc:
                 if not failing:
-                    print(f"{where}: lease not renewed ({exc}); retrying",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    print(
+                        f"{where}: lease not renewed ({exc}); retrying", file=sys.stderr, flush=True
+                    )
                 failing = True
                 continue
             failing = False
             if not held:
-                print(f"{where}: the lease is lost; its writes stop", file=sys.stderr,
-                      flush=True)  # fmt: skip
+                print(f"{where}: the lease is lost; its writes stop", file=sys.stderr, flush=True)
                 lost.set()
                 return
 
@@ -115,10 +116,14 @@ def begin(
     if live is not None:
         _check_room(versions, live, rows)
     info = VersionInfo(
-        version=keys.new_version_id(after=newest), status="writing", model=model,
-        model_version=model_version, buckets=keys.bucket_count(rows),
-        started_at=utcnow_iso(), note=note,
-    )  # fmt: skip
+        version=keys.new_version_id(after=newest),
+        status="writing",
+        model=model,
+        model_version=model_version,
+        buckets=keys.bucket_count(rows),
+        started_at=utcnow_iso(),
+        note=note,
+    )
     token, lease = new_token(), keys.lease_key(dataset, info.version)
     seconds, micros = _clock(client, lease)
     lease_ms = max(int(versions.settings.writer_lease_s * 1000), 1)
@@ -129,8 +134,12 @@ def begin(
     pipe.hset(keys.owned_key(dataset), info.version, info.buckets)
     try:
         pipe.execute()
-        values.fence_buckets(client, versions.placed(info.version, info), token,
-                             _renewing(versions, info.version, token))  # fmt: skip
+        values.fence_buckets(
+            client,
+            versions.placed(info.version, info),
+            token,
+            _renewing(versions, info.version, token),
+        )
     except redis.ResponseError as exc:
         if not is_full(exc):
             raise
@@ -152,9 +161,9 @@ def _renewing(versions: Versions, version: str, token: str) -> Callable[[], None
         last[0] = time.monotonic()
         if not versions.registry.hold(version, token, lease_s):
             raise PublishError(
-                f"{versions.dataset} {version}: the lease was lost while its buckets were "
-                "made", code="lease_lost",
-            )  # fmt: skip
+                f"{versions.dataset} {version}: the lease was lost while its buckets were made",
+                code="lease_lost",
+            )
 
     return renew
 
@@ -180,8 +189,9 @@ def _check_room(versions: Versions, live: VersionInfo, rows: int) -> None:
             f"Redis has no room for a new version of {versions.dataset}: about {_mib(need)} "
             f"needed ({rows} keys at the live version's size), {_mib(max(limit - used, 0))} "
             f"free of maxmemory {_mib(limit)}; nothing was written (make room: "
-            "PRESCORE_KEEP_VERSIONS, prescore gc, or more maxmemory)", code="store_full",
-        )  # fmt: skip
+            "PRESCORE_KEEP_VERSIONS, prescore gc, or more maxmemory)",
+            code="store_full",
+        )
 
 
 def _mib(size: int) -> str:
