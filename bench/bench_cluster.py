@@ -70,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cluster.start()
             env = cluster.env(os.environ) | {
-                "REDIS_URL": server.url, "PRESCORE_MODEL_STORE": store.settings.root,
-                "PRESCORE_CONFIG": str(CONFIG), "PRESCORE_VAR": str(tmp),
-            }  # fmt: skip
+                "REDIS_URL": server.url,
+                "PRESCORE_MODEL_STORE": store.settings.root,
+                "PRESCORE_CONFIG": str(CONFIG),
+                "PRESCORE_VAR": str(tmp),
+            }
             client = redis.Redis.from_url(server.url)
             masters = {"local[2]": "local[2]", "spark://, two one-core workers": cluster.master_url}
             runs: dict[str, list[Run]] = {name: [] for name in masters}

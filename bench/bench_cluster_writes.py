@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             for n in range(args.rounds):
                 fenced.append(_write(cluster.url, rows, fenced=True))
                 unfenced.append(_write(cluster.url, rows, fenced=False))
-                print(f"round {n + 1}: fenced {fenced[-1]:,.0f}, unfenced {unfenced[-1]:,.0f}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"round {n + 1}: fenced {fenced[-1]:,.0f}, unfenced {unfenced[-1]:,.0f}",
+                    flush=True,
+                )
         finally:
             cluster.stop()
     med = statistics.median

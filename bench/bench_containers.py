@@ -51,10 +51,17 @@ def seed(c: Containers, var: Path, users: int, photos: int) -> None:
         ["examples.hotels.imagegen", "--out", f"{VAR}/images", "--count", str(photos)],
         ["examples.hotels.train_reco", "--data", f"{VAR}/data", "--out", "/tmp/reco"],
         ["prescore.cli", "models", "register", "reco", "/tmp/reco", "--promote"],
-        ["examples.hotels.train_tagger", "--images", f"{VAR}/images", "--out", "/tmp/tagger",
-         "--epochs", "8"],
+        [
+            "examples.hotels.train_tagger",
+            "--images",
+            f"{VAR}/images",
+            "--out",
+            "/tmp/tagger",
+            "--epochs",
+            "8",
+        ],
         ["prescore.cli", "models", "register", "tagger", "/tmp/tagger", "--promote"],
-    ]  # fmt: skip
+    ]
     for i, step in enumerate(steps):
         print(f"seed: {step[0]}", flush=True)
         c.run(f"seed-{i}", demo, [*py, *step], **opts)  # type: ignore[arg-type]
@@ -78,8 +85,9 @@ def start_to_ready(c: Containers, var: Path, role: str) -> float:
     env = {bind: f"127.0.0.1:{port}", "FALLBACK_DATASETS": "tags"}  # reco needs TensorFlow
     mounts = [f"{var}:{VAR}:ro", DATASETS] if role == "fallback" else [DATASETS]
     start = time.monotonic()
-    name = c.start(f"{role}-{uuid.uuid4().hex[:6]}", f"prescore-{role}:{TAG}", mounts=mounts,
-                   env=env)  # fmt: skip
+    name = c.start(
+        f"{role}-{uuid.uuid4().hex[:6]}", f"prescore-{role}:{TAG}", mounts=mounts, env=env
+    )
     wait_ready(f"http://127.0.0.1:{port}/readyz")
     took = time.monotonic() - start
     docker("rm", "-f", name)
@@ -96,12 +104,19 @@ def score_round(
             print(f"round {r + 1}: score {dataset} {where}", flush=True)
             if inside:
                 mounts = [f"{var}:{VAR}:ro", DATASETS]
-                took = c.run(f"score-{dataset}-{r}", f"prescore-jobs:{TAG}", score_cmd(dataset),
-                             mounts=mounts)  # fmt: skip
+                took = c.run(
+                    f"score-{dataset}-{r}",
+                    f"prescore-jobs:{TAG}",
+                    score_cmd(dataset),
+                    mounts=mounts,
+                )
             else:
-                took = run_logged(score_cmd(dataset, sys.executable),
-                                  c.folder / f"outside-{dataset}.log", env=outside,
-                                  timeout=1800)  # fmt: skip
+                took = run_logged(
+                    score_cmd(dataset, sys.executable),
+                    c.folder / f"outside-{dataset}.log",
+                    env=outside,
+                    timeout=1800,
+                )
             times.setdefault(f"{dataset} {where}", []).append(took)
 
 
@@ -121,10 +136,20 @@ def main() -> int:
     if args.build:
         print("building without cache from the wheel folder", flush=True)
         build_s = run_logged(
-            [str(ROOT / "docker" / "build-images.sh"), "--tag", TAG, "--no-cache", "--base",
-             base_image(work / "build.log"), "--wheels", str(wheel_folder())],
-            work / "build.log", env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=3600,
-        )  # fmt: skip
+            [
+                str(ROOT / "docker" / "build-images.sh"),
+                "--tag",
+                TAG,
+                "--no-cache",
+                "--base",
+                base_image(work / "build.log"),
+                "--wheels",
+                str(wheel_folder()),
+            ],
+            work / "build.log",
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+            timeout=3600,
+        )
     password, redis_port = uuid.uuid4().hex, free_port()
     redis_url = f"redis://:{password}@127.0.0.1:{redis_port}/0"
     c = Containers(work, dev_settings(redis_url, "http://127.0.0.1:9"))
@@ -147,8 +172,10 @@ def main() -> int:
 
 def report(times: dict[str, list[float]], build_s: float | None, args: argparse.Namespace) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nbulk runs, {args.users} users / {args.photos} photos, medians of {args.rounds}"
-          " alternating rounds (seconds, spark-submit to exit)")  # fmt: skip
+    print(
+        f"\nbulk runs, {args.users} users / {args.photos} photos, medians of {args.rounds}"
+        " alternating rounds (seconds, spark-submit to exit)"
+    )
     print("| dataset | in the jobs image | outside (this checkout) | inside / outside |")
     print("|---|---|---|---|")
     for dataset in ("reco", "tags"):

@@ -43,12 +43,14 @@ def _table(rows: int, ordered: bool) -> Path:
     order = np.arange(rows) if ordered else rng.permutation(rows)
     if ordered:  # by key as text, the order a sort by the key column gives
         order = np.array(sorted(order.tolist(), key=lambda i: f"u{i}"))
-    table = pa.table({
-        "user_id": pa.array([f"u{i}" for i in order.tolist()]),
-        "segment": pa.array(rng.choice(["budget", "family", "premium"], rows)),
-        "age": rng.integers(18, 90, rows),
-        "score": rng.random(rows),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "user_id": pa.array([f"u{i}" for i in order.tolist()]),
+            "segment": pa.array(rng.choice(["budget", "family", "premium"], rows)),
+            "age": rng.integers(18, 90, rows),
+            "score": rng.random(rows),
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=1_000_000)
     return folder
@@ -107,8 +109,9 @@ def _child(mode: str, path: str, rows: int, reads: int) -> None:
         import pandas as pd
 
         added = Path(path) / "part-new.parquet"
-        pd.DataFrame({"user_id": ["new-user"], "segment": ["budget"], "age": [30],
-                      "score": [0.5]}).to_parquet(added)  # fmt: skip
+        pd.DataFrame(
+            {"user_id": ["new-user"], "segment": ["budget"], "age": [30], "score": [0.5]}
+        ).to_parquet(added)
         try:
             took = []
             for _ in range(reads):
@@ -118,12 +121,22 @@ def _child(mode: str, path: str, rows: int, reads: int) -> None:
             new_ms = 1000 * statistics.median(took)
         finally:
             added.unlink()
-    print(json.dumps({
-        "mode": mode, "rows": rows, "ready_s": ready_s, "rss_mb": _rss_mb(), "base_mb": base,
-        "peak_mb": _rss_mb("VmHWM"), "index_mb": index_mb,
-        "one_ms": 1000 * statistics.median(times[1]),
-        "twenty_ms": 1000 * statistics.median(times[20]), "new_ms": new_ms,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "rows": rows,
+                "ready_s": ready_s,
+                "rss_mb": _rss_mb(),
+                "base_mb": base,
+                "peak_mb": _rss_mb("VmHWM"),
+                "index_mb": index_mb,
+                "one_ms": 1000 * statistics.median(times[1]),
+                "twenty_ms": 1000 * statistics.median(times[20]),
+                "new_ms": new_ms,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -144,20 +157,36 @@ def main() -> None:
             print(f"{path.name}: {_disk_mb(str(path)):.0f} MiB", flush=True)
             for mode in ("indexed", "scan", "whole") if not ordered else ("indexed", "scan"):
                 out = subprocess.run(
-                    [sys.executable, "-m", "bench.bench_entity_reads", "--reads",
-                     str(args.reads), "--child", mode, str(path), str(rows)],
-                    cwd=ROOT, capture_output=True, text=True, check=True,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.bench_entity_reads",
+                        "--reads",
+                        str(args.reads),
+                        "--child",
+                        mode,
+                        str(path),
+                        str(rows),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 got = json.loads(out.stdout.strip().splitlines()[-1])
                 results.append({**got, "order": "by key" if ordered else "random"})
-    print(f"\n{'rows':>11} {'order':>7} {'how':>8} {'ready s':>8} {'RSS MiB':>8} "
-          f"{'peak':>6} {'(imports)':>9} {'index MiB':>9} {'1 key ms':>9} {'20 keys ms':>11} "
-          f"{'new key ms':>11}")  # fmt: skip
+    print(
+        f"\n{'rows':>11} {'order':>7} {'how':>8} {'ready s':>8} {'RSS MiB':>8} "
+        f"{'peak':>6} {'(imports)':>9} {'index MiB':>9} {'1 key ms':>9} {'20 keys ms':>11} "
+        f"{'new key ms':>11}"
+    )
     for r in results:
-        print(f"{r['rows']:>11,} {r['order']:>7} {r['mode']:>8} {r['ready_s']:>8.2f} "
-              f"{r['rss_mb']:>8.0f} {r['peak_mb']:>6.0f} {r['base_mb']:>9.0f} "
-              f"{r['index_mb']:>9.0f} {r['one_ms']:>9.1f} {r['twenty_ms']:>11.1f} "
-              f"{r['new_ms']:>11.1f}")  # fmt: skip
+        print(
+            f"{r['rows']:>11,} {r['order']:>7} {r['mode']:>8} {r['ready_s']:>8.2f} "
+            f"{r['rss_mb']:>8.0f} {r['peak_mb']:>6.0f} {r['base_mb']:>9.0f} "
+            f"{r['index_mb']:>9.0f} {r['one_ms']:>9.1f} {r['twenty_ms']:>11.1f} "
+            f"{r['new_ms']:>11.1f}"
+        )
     for mode in ("indexed", "scan"):
         for order in ("random", "by key"):
             found = [r for r in results if r["mode"] == mode and r["order"] == order]

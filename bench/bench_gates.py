@@ -39,9 +39,15 @@ def _publish(url: str, config: Path, path: Path, version: str) -> tuple[float, f
     client = connect(RedisSettings(url=url))
     started = time.perf_counter()
     report = publish_file(
-        client, StoreSettings(), dataset, str(path), json_column=JSON_COLUMN,
-        model=MODEL, model_version=version, say=lambda _: None,
-    )  # fmt: skip
+        client,
+        StoreSettings(),
+        dataset,
+        str(path),
+        json_column=JSON_COLUMN,
+        model=MODEL,
+        model_version=version,
+        say=lambda _: None,
+    )
     took = time.perf_counter() - started
     if not report.published:
         raise RuntimeError(f"the publish of {version} did not go live")

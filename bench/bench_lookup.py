@@ -91,9 +91,13 @@ class Server:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", self.name).strip("_")
         log = open(log_dir / f"{slug}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+            self.cmd,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,9 +128,12 @@ Made = tuple[str, bytes, bytes]  # key, bytes as the bulk job stores them, the J
 
 
 def publish(
-    url: str, dataset: Dataset, n: int, payload: Callable[[int], Made],
+    url: str,
+    dataset: Dataset,
+    n: int,
+    payload: Callable[[int], Made],
     frames: Mapping[int, Frame] | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """Write ``payload(0) .. payload(n - 1)`` as a new version of ``dataset`` and publish
     it; returns the version. Each JSON payload is also written as a plain key of its own
     (the layout before buckets), which the baseline and ``--before`` lookups read; ours
@@ -138,8 +145,12 @@ def publish(
     values.write_frames(client, versions.placed(info.version), frames or {})
     written = write_payloads(client, dataset.name, info.version, [(k, s) for k, s, _ in rows])
     for start in range(0, n, 2000):
-        client.mset({keys.value_key(dataset.name, info.version, k): j
-                     for k, _, j in rows[start : start + 2000]})  # fmt: skip
+        client.mset(
+            {
+                keys.value_key(dataset.name, info.version, k): j
+                for k, _, j in rows[start : start + 2000]
+            }
+        )
     versions.publish(info.version, written)
     return info.version
 
@@ -148,9 +159,12 @@ def reco_payload(dataset: Dataset, top_k: int) -> tuple[Callable[[int], Made], F
     """User ``u``'s key and top ``top_k`` hotels, best first, compact as the bulk job
     stores them (prescore.payloads), and the frame they are decoded with."""
     enc = RankingPayloads(
-        shape(dataset), [f"h{i}" for i in range(HOTELS)], model=dataset.model,
-        model_version=MODEL_VERSION, scored_at=SCORED_AT,
-    )  # fmt: skip
+        shape(dataset),
+        [f"h{i}" for i in range(HOTELS)],
+        model=dataset.model,
+        model_version=MODEL_VERSION,
+        scored_at=SCORED_AT,
+    )
     scores = np.array([[1.0 - j / (top_k + 1) for j in range(top_k)]])
     found = np.array([top_k])
 
@@ -170,9 +184,13 @@ def tags_payload(dataset: Dataset) -> Callable[[int], Made]:
         key = f"{IMAGE_PREFIX}{i}"
         tags = [(TAGS[(i + j) % len(TAGS)], 0.9 - j / 10) for j in range(1 + i % 3)]
         payload = codec.encode_payload(
-            shape(dataset), key, tags, model=dataset.model, model_version=MODEL_VERSION,
+            shape(dataset),
+            key,
+            tags,
+            model=dataset.model,
+            model_version=MODEL_VERSION,
             scored_at=SCORED_AT,
-        )  # fmt: skip
+        )
         return key, payload, payload
 
     return make
@@ -192,18 +210,27 @@ def targets(reco: Dataset, tags: Dataset, users: int, images: int) -> dict[str, 
     """The routes measured: the demo's declared ones and the generic one beside them."""
     return {
         "declared": Target(
-            users, f"/v1/{reco.route}/", f"/v1/{reco.route}:batchGet", reco.batch_field,
+            users,
+            f"/v1/{reco.route}/",
+            f"/v1/{reco.route}:batchGet",
+            reco.batch_field,
             USER_PREFIX,
         ),
         "generic": Target(
-            users, f"/v1/datasets/{reco.name}/", f"/v1/datasets/{reco.name}:batchGet", "keys",
+            users,
+            f"/v1/datasets/{reco.name}/",
+            f"/v1/datasets/{reco.name}:batchGet",
+            "keys",
             USER_PREFIX,
         ),
         "tags": Target(
-            images, f"/v1/{tags.route}/", f"/v1/{tags.route}:batchGet", tags.batch_field,
+            images,
+            f"/v1/{tags.route}/",
+            f"/v1/{tags.route}:batchGet",
+            tags.batch_field,
             IMAGE_PREFIX,
         ),
-    }  # fmt: skip
+    }
 
 
 def with_max_age(work: Path) -> Path:
@@ -218,8 +245,14 @@ def with_max_age(work: Path) -> Path:
 
 def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -> list[Server]:
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    for name in ("PROMETHEUS_MULTIPROC_DIR", "PRESCORE_FALLBACK_URL", "LOOKUP_THREADS",
-                 "LOOKUP_WORKERS", "LOOKUP_MISS_LOG", "LOOKUP_SINGLE_FLIGHT"):  # fmt: skip
+    for name in (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "PRESCORE_FALLBACK_URL",
+        "LOOKUP_THREADS",
+        "LOOKUP_WORKERS",
+        "LOOKUP_MISS_LOG",
+        "LOOKUP_SINGLE_FLIGHT",
+    ):
         env.pop(name, None)  # ours runs its defaults, and a miss is a plain 404
     config = with_max_age(var) if args.before else CONFIG
     ours_env = {**env, "PRESCORE_CONFIG": str(config), "PRESCORE_VAR": str(var)}
@@ -229,28 +262,49 @@ def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -
         Server("ours", [*ours_cmd, "--bind", f"127.0.0.1:{(p := free_port())}"], ours_env, p),
         Server(
             "baseline",
-            [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", str(args.workers), "-b",
-             f"127.0.0.1:{(b := free_port())}", "bench.baseline_app:app"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--no-control-socket",
+                "-w",
+                str(args.workers),
+                "-b",
+                f"127.0.0.1:{(b := free_port())}",
+                "bench.baseline_app:app",
+            ],
             base_env,
             b,
         ),
-    ]  # fmt: skip
+    ]
     if args.before:
         tree = before_tree(args.before, var)
-        old_env = {**env, "PYTHONPATH": str(tree), "PRESCORE_CONFIG": str(config),
-                   "PRESCORE_VAR": str(var)}  # fmt: skip
+        old_env = {
+            **env,
+            "PYTHONPATH": str(tree),
+            "PRESCORE_CONFIG": str(config),
+            "PRESCORE_VAR": str(var),
+        }
         port = free_port()
         old_cmd = [*ours_cmd, "--bind", f"127.0.0.1:{port}"]
-        found.append(Server(f"before: the lookup of {args.before}", old_cmd, old_env, port,
-                            cwd=tree))  # fmt: skip
+        found.append(
+            Server(f"before: the lookup of {args.before}", old_cmd, old_env, port, cwd=tree)
+        )
         port = free_port()
         off_env = {**ours_env, "LOOKUP_MISS_LOG": "0", "LOOKUP_SINGLE_FLIGHT": "0"}
         off_cmd = [*ours_cmd, "--bind", f"127.0.0.1:{port}"]
         found.append(Server("ours, miss log and single-flight off", off_cmd, off_env, port))
     if args.rsgi:
         port = free_port()
-        cmd = [sys.executable, "-m", "bench.rsgi_lookup", "--workers", str(args.workers),
-               "--bind", f"127.0.0.1:{port}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.rsgi_lookup",
+            "--workers",
+            str(args.workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+        ]
         label = "ours, over granian's RSGI (bench/rsgi_lookup.py)"
         found.append(Server(label, cmd, ours_env, port))
     if args.alternatives:
@@ -264,10 +318,22 @@ def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -
         ):
             port = free_port()
             cmd = [
-                sys.executable, "-m", "granian", "--interface", "wsgi", "--http", "1", "--no-ws",
-                "--workers", str(args.workers), "--blocking-threads", "4",
-                "--port", str(port), target,
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "granian",
+                "--interface",
+                "wsgi",
+                "--http",
+                "1",
+                "--no-ws",
+                "--workers",
+                str(args.workers),
+                "--blocking-threads",
+                "4",
+                "--port",
+                str(port),
+                target,
+            ]
             found.append(Server(label, cmd, base_env, port))
     return found
 
@@ -278,21 +344,31 @@ def rows_of(started: list[Server], routes: dict[str, Target]) -> tuple[list[Row]
     ours, baseline, *others = started
     declared = routes["declared"].single + "{user_id}"
     single = [
-        Row(f"ours (granian, the default config), declared route {declared}", ours,
-            routes["declared"]),
+        Row(
+            f"ours (granian, the default config), declared route {declared}",
+            ours,
+            routes["declared"],
+        ),
         Row("ours, generic route /v1/datasets/reco/{key}", ours, routes["generic"]),
-        Row(f"ours, declared route {routes['tags'].single}{{image_id}} (tags)", ours,
-            routes["tags"]),
-        Row(f"baseline: minimal Flask + one GET, gunicorn sync, {declared}", baseline,
-            routes["declared"]),
+        Row(
+            f"ours, declared route {routes['tags'].single}{{image_id}} (tags)", ours, routes["tags"]
+        ),
+        Row(
+            f"baseline: minimal Flask + one GET, gunicorn sync, {declared}",
+            baseline,
+            routes["declared"],
+        ),
         *(Row(f"{s.name}, {declared}", s, routes["declared"]) for s in others),
-    ]  # fmt: skip
+    ]
     batch = [
         Row(f"ours, {routes['declared'].batch}", ours, routes["declared"], "batch"),
         Row(f"ours, {routes['generic'].batch}", ours, routes["generic"], "batch"),
-        *(Row(f"{s.name}, {routes['declared'].batch}", s, routes["declared"], "batch")
-          for s in others if s.name.startswith(("before", "ours, "))),
-    ]  # fmt: skip
+        *(
+            Row(f"{s.name}, {routes['declared'].batch}", s, routes["declared"], "batch")
+            for s in others
+            if s.name.startswith(("before", "ours, "))
+        ),
+    ]
     return single, batch
 
 
@@ -346,22 +422,38 @@ def main(argv: list[str] | None = None) -> int:
         batch: dict[str, list[Result]] = {r.name: [] for r in batch_rows}
         limits = {
             "Redis alone: pipelined GET of plain keys (redis-py)": (
-                _pipelined, Placed("reco", version, 0)),
+                _pipelined,
+                Placed("reco", version, 0),
+            ),
             "Redis alone: GETs packed by hiredis on a bare socket": (
-                _bare, Placed("reco", version, 0)),
+                _bare,
+                Placed("reco", version, 0),
+            ),
             "Redis alone: pipelined HGET of our buckets (redis-py)": (
-                _pipelined, Placed("reco", version, Versions(
-                    connect(RedisSettings(url=redis_proc.url)), "reco", StoreSettings()
-                ).get(version).buckets)),
-        }  # fmt: skip
+                _pipelined,
+                Placed(
+                    "reco",
+                    version,
+                    Versions(connect(RedisSettings(url=redis_proc.url)), "reco", StoreSettings())
+                    .get(version)
+                    .buckets,
+                ),
+            ),
+        }
         redis_limit: dict[str, list[float]] = {name: [] for name in limits}
         every = [*single_rows, *batch_rows]
         for n in range(args.rounds):  # each round starts at another row: none is always first
             for row in every[n % len(every) :] + every[: n % len(every)]:
                 res = run_load(
-                    row.server.base, row.target, row.kind, args.connections, args.duration,
-                    args.generator, work, batch_size=args.batch_size,
-                )  # fmt: skip
+                    row.server.base,
+                    row.target,
+                    row.kind,
+                    args.connections,
+                    args.duration,
+                    args.generator,
+                    work,
+                    batch_size=args.batch_size,
+                )
                 (single if row.kind == "single" else batch)[row.name].append(res)
                 print(f"round {n + 1} {row.name}: {res.line()}", flush=True)
             for name, (reader, where) in limits.items():
@@ -415,9 +507,11 @@ def _pipelined(url: str, where: Placed, users: int, size: int, seconds: float) -
 
 
 def pipelined_rate(
-    reader: Callable[[str, Placed, int, int, float], int], url: str, where: Placed,
+    reader: Callable[[str, Placed, int, int, float], int],
+    url: str,
+    where: Placed,
     args: argparse.Namespace,
-) -> float:  # fmt: skip
+) -> float:
     """Keys/s of pipelined reads from Redis by as many processes as the lookup has workers,
     each ``--batch-size`` keys a round trip: the store's own limit for a batchGet."""
     with ProcessPoolExecutor(args.workers) as pool:
@@ -429,9 +523,12 @@ def pipelined_rate(
 
 
 def print_table(
-    args: argparse.Namespace, single: dict[str, list[Result]], batch: dict[str, list[Result]],
-    sizes: tuple[int, int], redis_limit: dict[str, list[float]],
-) -> None:  # fmt: skip
+    args: argparse.Namespace,
+    single: dict[str, list[Result]],
+    batch: dict[str, list[Result]],
+    sizes: tuple[int, int],
+    redis_limit: dict[str, list[float]],
+) -> None:
     """Medians of the rounds; a ratio to the baseline is the median of the rounds' ratios."""
     med = statistics.median
     base_name = next(name for name in single if name.startswith("baseline"))
@@ -458,8 +555,10 @@ def print_table(
             f"| {rps:.2f}x | {p99:.2f}x |"
         )
     print()
-    print(f"| batchGet, {args.batch_size} ids a request | requests/s | keys/s | p50 ms | p99 ms "
-          "| errors |")  # fmt: skip
+    print(
+        f"| batchGet, {args.batch_size} ids a request | requests/s | keys/s | p50 ms | p99 ms "
+        "| errors |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, results in batch.items():
         res = median_result(results)

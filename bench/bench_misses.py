@@ -69,9 +69,12 @@ ROUTE = "/v1/recommendations/"
 PREDICT = "/v1/datasets/<name>:predict"  # the fallback's route label in its metrics
 STALL_CLIENTS = 4
 # The rule before the window breaker, as tests/test_fallback_stall.py spells it (OLD_RULE)
-OLD_RULE = {"PRESCORE_FALLBACK_BREAKER_MIN_CALLS": "3", "PRESCORE_FALLBACK_BREAKER_RATIO": "1.0",
-            "PRESCORE_FALLBACK_BREAKER_WINDOW_S": "0.4",
-            "PRESCORE_FALLBACK_BREAKER_RESET_S": "5"}  # fmt: skip
+OLD_RULE = {
+    "PRESCORE_FALLBACK_BREAKER_MIN_CALLS": "3",
+    "PRESCORE_FALLBACK_BREAKER_RATIO": "1.0",
+    "PRESCORE_FALLBACK_BREAKER_WINDOW_S": "0.4",
+    "PRESCORE_FALLBACK_BREAKER_RESET_S": "5",
+}
 
 
 @dataclass
@@ -85,15 +88,36 @@ def build(work: Path, args: argparse.Namespace) -> dict[str, str]:
     """Demo data, a trained and registered reco model; the env every process shares."""
     sizes = Sizes(users=args.users, hotels=100, regions=10, impressions_per_user=10)
     generate(work / "data", sizes)
-    env = {"PRESCORE_CONFIG": str(CONFIG), "PRESCORE_VAR": str(work),
-           "PRESCORE_MODEL_STORE": (work / "models").as_uri(),
-           "PRESCORE_MODEL_CACHE": str(work / "cache")}  # fmt: skip
+    env = {
+        "PRESCORE_CONFIG": str(CONFIG),
+        "PRESCORE_VAR": str(work),
+        "PRESCORE_MODEL_STORE": (work / "models").as_uri(),
+        "PRESCORE_MODEL_CACHE": str(work / "cache"),
+    }
     run_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     py = sys.executable
-    train = [py, "-m", "examples.hotels.train_reco", "--data", str(work / "data"),
-             "--out", str(work / "train"), "--epochs", str(args.epochs)]  # fmt: skip
-    register = [py, "-m", "prescore.cli", "models", "register", "reco", str(work / "train"),
-                "--promote", "--no-int8"]  # fmt: skip
+    train = [
+        py,
+        "-m",
+        "examples.hotels.train_reco",
+        "--data",
+        str(work / "data"),
+        "--out",
+        str(work / "train"),
+        "--epochs",
+        str(args.epochs),
+    ]
+    register = [
+        py,
+        "-m",
+        "prescore.cli",
+        "models",
+        "register",
+        "reco",
+        str(work / "train"),
+        "--promote",
+        "--no-int8",
+    ]
     for cmd in (train, register):
         subprocess.run(cmd, env=run_env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return env
@@ -110,23 +134,33 @@ def counts(lookup: Server, fallback: Server) -> dict[str, float]:
     """The counters a storm moves: the lookup's (summed over its workers), the fallback's."""
     text = requests.get(lookup.url + "/metrics", timeout=5).text
     found = {
-        code: metric_value(text, "prescore_lookup_requests_total", route=ROUTE + KEY_RULE,
-                           status=code)
+        code: metric_value(
+            text, "prescore_lookup_requests_total", route=ROUTE + KEY_RULE, status=code
+        )
         for code in ("200", "503", "504")
-    }  # fmt: skip
+    }
     found["saved"] = metric_value(text, "prescore_lookup_singleflight_saved_total", dataset="reco")
-    found["hits"] = sum(metric_value(text, "prescore_lookup_keys_total", dataset="reco",
-                                     result=r) for r in ("hit", "written_back"))  # fmt: skip
+    found["hits"] = sum(
+        metric_value(text, "prescore_lookup_keys_total", dataset="reco", result=r)
+        for r in ("hit", "written_back")
+    )
     text = requests.get(fallback.url + "/metrics", timeout=5).text
-    found["live"] = metric_value(text, "prescore_fallback_requests_total", route=PREDICT,
-                                 status="200")  # fmt: skip
+    found["live"] = metric_value(
+        text, "prescore_fallback_requests_total", route=PREDICT, status="200"
+    )
     return found
 
 
 def lookup_server(env: dict[str, str], fallback: Server, log: Path, **extra: str) -> Server:
-    lookup_env = {**env, **extra, "PRESCORE_FALLBACK_URL": fallback.url,
-                  "PRESCORE_LIVE_MAX_KEYS": "0", "PRESCORE_LOG_LEVEL": "error",
-                  "PROMETHEUS_MULTIPROC_DIR": "", "LOOKUP_METRICS_BIND": ""}  # fmt: skip
+    lookup_env = {
+        **env,
+        **extra,
+        "PRESCORE_FALLBACK_URL": fallback.url,
+        "PRESCORE_LIVE_MAX_KEYS": "0",
+        "PRESCORE_LOG_LEVEL": "error",
+        "PROMETHEUS_MULTIPROC_DIR": "",
+        "LOOKUP_METRICS_BIND": "",
+    }
     return Server("lookup.serve", lookup_env, log).start()
 
 
@@ -171,8 +205,9 @@ def storm_table(storms: list[Storm], args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def _asking(url: str, stop: threading.Event, out: list[tuple[float, int, str]], n: int,
-            keys: int) -> None:  # fmt: skip
+def _asking(
+    url: str, stop: threading.Event, out: list[tuple[float, int, str]], n: int, keys: int
+) -> None:
     """Ask missing keys one after another: (when begun, status, message) of each."""
     host, port = url.removeprefix("http://").split(":")
     conn, i = http.client.HTTPConnection(host, int(port), timeout=5), 0
@@ -190,11 +225,13 @@ def _asking(url: str, stop: threading.Event, out: list[tuple[float, int, str]], 
         out.append((began, status, message))
 
 
-def stall(rule: str, slug: str, env: dict[str, str], fallback: Server, keys: int, work: Path,
-          **extra: str) -> str:  # fmt: skip
+def stall(
+    rule: str, slug: str, env: dict[str, str], fallback: Server, keys: int, work: Path, **extra: str
+) -> str:
     """A table row: the fallback stopped for 1 s under 4 clients, one breaker rule."""
-    lk = lookup_server(env, fallback, work / f"lookup-stall-{slug}.log",
-                       LOOKUP_SINGLE_FLIGHT="0", **extra)  # fmt: skip
+    lk = lookup_server(
+        env, fallback, work / f"lookup-stall-{slug}.log", LOOKUP_SINGLE_FLIGHT="0", **extra
+    )
     seen: list[tuple[float, int, str]] = []
     stop = threading.Event()
     try:
@@ -233,8 +270,10 @@ def _pace(fallback: Server, stop: threading.Event, marks: dict[str, float]) -> N
 
 
 def stall_table(env: dict[str, str], fallback: Server, keys: int, work: Path) -> list[str]:
-    rules: tuple[tuple[str, str, dict[str, str]], ...] = (("default breaker", "default", {}),
-             ("old rule (3 failures in a row, 5 s open)", "old", OLD_RULE))  # fmt: skip
+    rules: tuple[tuple[str, str, dict[str, str]], ...] = (
+        ("default breaker", "default", {}),
+        ("old rule (3 failures in a row, 5 s open)", "old", OLD_RULE),
+    )
     return [
         f"{STALL_CLIENTS} clients over {keys} missing keys, single-flight off, fallback "
         "stopped 1 s after 1 s of load, 3 s of load after it resumed",
@@ -267,14 +306,20 @@ def main(argv: list[str] | None = None) -> int:
         fb: Server | None = None
         try:
             publish_scored(redis_proc.url, args.keys, args.users)
-            env |= {"REDIS_URL": redis_proc.url, "PROMETHEUS_MULTIPROC_DIR": "",
-                    "FALLBACK_METRICS_BIND": ""}  # fmt: skip
+            env |= {
+                "REDIS_URL": redis_proc.url,
+                "PROMETHEUS_MULTIPROC_DIR": "",
+                "FALLBACK_METRICS_BIND": "",
+            }
             fb_env = {**env, "FALLBACK_DATASETS": "reco"}  # the demo's tagger is not trained
             fb = Server("fallback.serve", fb_env, work / "fallback.log").start()
             print(f"set up in {time.monotonic() - started:.0f}s", flush=True)
-            lookup = {**env, "LOOKUP_WORKERS": str(args.workers),
-                      "LOOKUP_THREADS": str(args.threads),
-                      "PRESCORE_FALLBACK_TIMEOUT_S": str(args.deadline_s)}  # fmt: skip
+            lookup = {
+                **env,
+                "LOOKUP_WORKERS": str(args.workers),
+                "LOOKUP_THREADS": str(args.threads),
+                "PRESCORE_FALLBACK_TIMEOUT_S": str(args.deadline_s),
+            }
             warm = argparse.Namespace(**{**vars(args), "seconds": 2 * args.warm_s})
             storm("warm-up", {**lookup, "LOOKUP_SINGLE_FLIGHT": "0"}, fb, warm, work)
             storms = [
@@ -283,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
             tables = [("Miss storm", storm_table(storms, args))]
             if args.stall:
-                tables.append(("Breaker under a 1 s fallback stall",
-                               stall_table(lookup, fb, args.keys, work)))  # fmt: skip
+                tables.append(
+                    ("Breaker under a 1 s fallback stall", stall_table(lookup, fb, args.keys, work))
+                )
         finally:
             if fb is not None:
                 fb.stop()

@@ -91,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         n = args.cores
         spawn = multiprocessing.get_context("spawn")  # TensorFlow is loaded here already
         with ProcessPoolExecutor(n, mp_context=spawn) as pool:
-            found = list(pool.map(_worker, [raws[i::n] for i in range(n)], [saved] * n,
-                                  [side] * n, [args.batch] * n))  # fmt: skip
+            found = list(
+                pool.map(
+                    _worker,
+                    [raws[i::n] for i in range(n)],
+                    [saved] * n,
+                    [side] * n,
+                    [args.batch] * n,
+                )
+            )
     totals = [sum(rates) for rates in zip(*found, strict=True)]
     for ahead in (False, True):
         mine = [t for t, a in zip(totals, ORDER, strict=True) if a == ahead]

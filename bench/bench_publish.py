@@ -83,10 +83,14 @@ def payload(i: int) -> tuple[str, bytes]:
     key = f"u{i}"
     hotels = [(i * 7919 + j * 104729) % 50_000 for j in range(10)]
     return key, codec.encode_payload(
-        SHAPE, key, [(f"h{h}", 0.9876 - j * 0.0421) for j, h in enumerate(hotels)],
-        model=MODEL, model_version=MODEL_VERSION, scored_at=SCORED_AT,
+        SHAPE,
+        key,
+        [(f"h{h}", 0.9876 - j * 0.0421) for j, h in enumerate(hotels)],
+        model=MODEL,
+        model_version=MODEL_VERSION,
+        scored_at=SCORED_AT,
         extras=[{"price": 60 + h % 340} for h in hotels],
-    )  # fmt: skip
+    )
 
 
 def write_parquet(path: Path, rows: list[tuple[str, bytes]]) -> None:
@@ -119,10 +123,31 @@ def find_redis_benchmark(given: str | None) -> str | None:
 def redis_benchmark(exe: str, port: int, rows: int, size: int, clients: int) -> float:
     """SETs/s of redis-benchmark, pipelined 1000 deep, over ``rows`` random keys."""
     out = subprocess.run(
-        [exe, "-h", "127.0.0.1", "-p", str(port), "-t", "set", "-P", "1000", "-d", str(size),
-         "-n", str(rows), "-r", str(rows), "-c", str(clients), "--csv"],
-        capture_output=True, text=True, timeout=600, check=True,
-    ).stdout  # fmt: skip
+        [
+            exe,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            "set",
+            "-P",
+            "1000",
+            "-d",
+            str(size),
+            "-n",
+            str(rows),
+            "-r",
+            str(rows),
+            "-c",
+            str(clients),
+            "--csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
     found = re.search(r'^"SET","([0-9.]+)"', out, re.M)
     if found is None:
         raise RuntimeError(f"could not read redis-benchmark's output:\n{out}")
@@ -226,9 +251,15 @@ def publish_in_process(url: str, config: Path, path: Path, rows: int) -> float:
     client = connect(RedisSettings(url=url))
     started = time.perf_counter()
     report = publish_file(
-        client, StoreSettings(), dataset, str(path), json_column=JSON_COLUMN,
-        model=MODEL, model_version=MODEL_VERSION, say=lambda _: None,
-    )  # fmt: skip
+        client,
+        StoreSettings(),
+        dataset,
+        str(path),
+        json_column=JSON_COLUMN,
+        model=MODEL,
+        model_version=MODEL_VERSION,
+        say=lambda _: None,
+    )
     took = time.perf_counter() - started
     if not report.published or report.rows != rows:
         raise RuntimeError(f"publish_file published {report.rows} of {rows} rows")
@@ -245,9 +276,19 @@ def publish_cli(url: str, config: Path, path: Path, rows: int) -> tuple[float, f
     """Keys/s of the ``prescore publish`` process (wall time, start-up included), and
     the rate it prints itself (from its first batch to the pointer switch)."""
     cmd = [
-        *publish_command(), "--config", str(config), "--redis-url", url, "publish", DATASET,
-        str(path), "--json-column", JSON_COLUMN, "--model-version", MODEL_VERSION,
-    ]  # fmt: skip
+        *publish_command(),
+        "--config",
+        str(config),
+        "--redis-url",
+        url,
+        "publish",
+        DATASET,
+        str(path),
+        "--json-column",
+        JSON_COLUMN,
+        "--model-version",
+        MODEL_VERSION,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRESCORE_", "REDIS_"))}
     started = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -315,19 +356,23 @@ def main(argv: list[str] | None = None) -> int:
                         lambda: redis_benchmark(bench_exe, server.port, args.rows, size, 50)
                     )
                 r = Round(
-                    one, many,
+                    one,
+                    many,
                     mset=fresh(lambda: raw_mset(server.url, rows)),
                     job_one=fresh(lambda: job_write(server.url, rows)),
                     unfenced=fresh(lambda: job_write(server.url, rows, fenced=False).rate),
                     job_cores=fresh(per_core.rate),
                     publish=fresh(lambda: publish_in_process(server.url, config, data, args.rows)),
-                    cli=0.0, cli_said=0.0,
-                )  # fmt: skip
+                    cli=0.0,
+                    cli_said=0.0,
+                )
                 r.cli, r.cli_said = fresh(lambda: publish_cli(server.url, config, data, args.rows))
                 rounds.append(r)
-                print(f"round {n + 1}: " + ", ".join(
-                    f"{name} {rate:,.0f}" for name, rate in _rates(r).items() if rate
-                ), flush=True)  # fmt: skip
+                print(
+                    f"round {n + 1}: "
+                    + ", ".join(f"{name} {rate:,.0f}" for name, rate in _rates(r).items() if rate),
+                    flush=True,
+                )
             _, (got,) = read_current(client, DATASET, [rows[-1][0]])  # from its bucket
             if got != rows[-1][1]:
                 raise RuntimeError("prescore publish stored other bytes than the payload")
@@ -346,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| after the writes | value |")
     print("|---|---:|")
     verify = med(r.job_one.verify_s for r in rounds)
-    print(f"| count verification (HLEN of its buckets) and pointer switch of {args.rows} keys "
-          f"| {verify:.2f} s |")  # fmt: skip
+    print(
+        f"| count verification (HLEN of its buckets) and pointer switch of {args.rows} keys "
+        f"| {verify:.2f} s |"
+    )
     cost = med(r.job_one.rate / r.unfenced for r in rounds)
     print(f"| the fence: fenced / unfenced writes, 1 process (median of the rounds) | {cost:.2f} |")
     said = med(r.cli_said for r in rounds)

@@ -96,16 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="bench-reading-") as tmp:
         generate(Path(tmp), args.count, seed=5)
-        found = [(name, passes(Path(tmp), packed, paths, args.passes))
-                 for name, packed, paths in ways]  # fmt: skip
+        found = [
+            (name, passes(Path(tmp), packed, paths, args.passes)) for name, packed, paths in ways
+        ]
     print(f"\n{args.count} files of the demo, local[2], {args.passes} passes a way\n")
     print("| files read | wall s (warm median) | JVM CPU s (warm median) | passes (wall/JVM) |")
     print("|---|---:|---:|---|")
     for name, runs in found:
         warm = runs[1:] or runs
         each = ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs)
-        print(f"| {name} | {statistics.median(w for w, _ in warm):.2f} | "
-              f"{statistics.median(c for _, c in warm):.2f} | {each} |")  # fmt: skip
+        print(
+            f"| {name} | {statistics.median(w for w, _ in warm):.2f} | "
+            f"{statistics.median(c for _, c in warm):.2f} | {each} |"
+        )
     return 0
 
 

@@ -234,8 +234,15 @@ def main(argv: list[str] | None = None) -> int:
                 r_serving = rate(model, "serving_default", raw, args.batch_rows)
                 last = run_job(spark, job, settings)
                 slow = run_job(spark, per_pair, settings)
-                rounds.append(Round(r_raw, r_cores, r_serving, last.scored / last.seconds,
-                                    slow.scored / slow.seconds))  # fmt: skip
+                rounds.append(
+                    Round(
+                        r_raw,
+                        r_cores,
+                        r_serving,
+                        last.scored / last.seconds,
+                        slow.scored / slow.seconds,
+                    )
+                )
             started = time.perf_counter()
             counted = Versions(client, "reco", StoreSettings()).count_keys(last.version)
             scan_s = time.perf_counter() - started

@@ -49,9 +49,12 @@ MODEL_VERSION = "20261201T100000.000Z-abcdef"
 def payloads(users: int) -> tuple[list[str], list[bytes], list[bytes], RankingPayloads]:
     """Keys, compact and JSON payloads of ``users`` users, and their encoder (its frame)."""
     enc = RankingPayloads(
-        SHAPE, [f"h{i}" for i in range(HOTELS)], model="reco", model_version=MODEL_VERSION,
+        SHAPE,
+        [f"h{i}" for i in range(HOTELS)],
+        model="reco",
+        model_version=MODEL_VERSION,
         scored_at="2026-12-01T10:00:00Z",
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(7)
     ids = [f"u{i}" for i in range(users)]
     compact: list[bytes] = []
@@ -185,18 +188,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_tables(
-    args: argparse.Namespace, memory: dict[str, tuple[float, float]],
-    empty: dict[str, list[float]], crowded: dict[str, list[float]], json_len: int, compact_len: int,
-) -> None:  # fmt: skip
+    args: argparse.Namespace,
+    memory: dict[str, tuple[float, float]],
+    empty: dict[str, list[float]],
+    crowded: dict[str, list[float]],
+    json_len: int,
+    compact_len: int,
+) -> None:
     med = statistics.median
-    print(f"\nMemory, {args.users:,} users, top {K} of {HOTELS} hotels (JSON {json_len} bytes, "
-          f"compact {compact_len} bytes a payload)\n")  # fmt: skip
+    print(
+        f"\nMemory, {args.users:,} users, top {K} of {HOTELS} hotels (JSON {json_len} bytes, "
+        f"compact {compact_len} bytes a payload)\n"
+    )
     print("| layout | bytes/user (INFO used_memory) | bytes/user (MEMORY USAGE) |")
     print("|---|---:|---:|")
     for name, (used, usage) in memory.items():
         print(f"| {name} | {used:,.0f} | {usage:,.0f} |")
-    print(f"\nPublish of {args.users:,} keys, alone and beside {args.unrelated:,} unrelated "
-          f"keys ({args.rounds} rounds, medians)\n")  # fmt: skip
+    print(
+        f"\nPublish of {args.users:,} keys, alone and beside {args.unrelated:,} unrelated "
+        f"keys ({args.rounds} rounds, medians)\n"
+    )
     print("| step | seconds, empty server | seconds, with unrelated keys | ratio |")
     print("|---|---:|---:|---:|")
     for name in empty:

@@ -78,9 +78,13 @@ def _decode_chunk(raws: list[bytes], size: tuple[int, int], channels: int, reduc
 
 
 def decode_rate(
-    raws: list[bytes], size: tuple[int, int], channels: int, cores: int, repeats: int,
+    raws: list[bytes],
+    size: tuple[int, int],
+    channels: int,
+    cores: int,
+    repeats: int,
     reduced: bool = True,
-) -> float:  # fmt: skip
+) -> float:
     """Images/s of decode + resize alone (as jobs.labels decodes), ``cores`` processes."""
     chunks = [raws[i::cores] for i in range(cores)]
     sizes, chans, how = [size] * cores, [channels] * cores, [reduced] * cores
@@ -169,10 +173,19 @@ def before_runs(tree: Path, work: Path, redis_url: str, args: argparse.Namespace
     """The job of the revision in ``tree`` on the same photos, model and Redis, in a
     process whose imports come from that revision's files."""
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--job-only", str(work),
-        "--redis-url", redis_url, "--cores", str(args.cores), "--runs", str(args.runs),
-        "--batch", str(args.batch),
-    ]  # fmt: skip
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--job-only",
+        str(work),
+        "--redis-url",
+        redis_url,
+        "--cores",
+        str(args.cores),
+        "--runs",
+        str(args.runs),
+        "--batch",
+        str(args.batch),
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree), "PYSPARK_PYTHON": sys.executable}
     out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
     found = [line for line in out.stdout.splitlines() if line.startswith("RUNS ")]
@@ -257,9 +270,13 @@ def decode_one(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray:
 
 
 def report(
-    ours: list[Run], before: list[Run], args: argparse.Namespace, tf: float, dec: float,
+    ours: list[Run],
+    before: list[Run],
+    args: argparse.Namespace,
+    tf: float,
+    dec: float,
     full: float,
-) -> None:  # fmt: skip
+) -> None:
     """The markdown table and the JVM's share of the cores."""
     floor, cores = min(tf, dec), args.cores
     rows = [
@@ -287,8 +304,9 @@ def report(
         print(f"\nwarm job, ours against {args.before}: {gain:.2f}x (medians)")
     for who, runs in (("ours", ours), (args.before, before)):
         if runs:
-            share = ", ".join(f"{r.jvm_cpu:.1f} s ({r.jvm_cpu / (r.seconds * cores):.0%})"
-                              for r in runs)  # fmt: skip
+            share = ", ".join(
+                f"{r.jvm_cpu:.1f} s ({r.jvm_cpu / (r.seconds * cores):.0%})" for r in runs
+            )
             rates = ", ".join(f"{r.rate:,.1f}" for r in runs)
             print(f"{who}: runs {rates} images/s; Spark's JVM used {share} of the cores")
 

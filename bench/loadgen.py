@@ -104,23 +104,48 @@ def _lua_string(text: str) -> str:
 
 
 def _wrk(
-    wrk: str, base: str, target: Target, kind: str, conns: int, duration: float, work: Path,
+    wrk: str,
+    base: str,
+    target: Target,
+    kind: str,
+    conns: int,
+    duration: float,
+    work: Path,
     size: int,
-) -> Result:  # fmt: skip
+) -> Result:
     lua = _SINGLE_LUA if kind == "single" else _BATCH_LUA
     script = work / f"{kind}.lua"
     text = lua.format(
-        keys=target.keys, size=size, single=_lua_string(target.single),
-        batch=_lua_string(target.batch), field=_lua_string(target.field),
+        keys=target.keys,
+        size=size,
+        single=_lua_string(target.single),
+        batch=_lua_string(target.batch),
+        field=_lua_string(target.field),
         key_prefix=_lua_string(target.key_prefix),
-    )  # fmt: skip
+    )
     script.write_text(text)
     threads = max(1, min(conns, 2))
     out = subprocess.run(
-        [wrk, "--latency", "-t", str(threads), "-c", str(conns), "-d", f"{duration:g}s",
-         "--timeout", "5s", "-s", str(script), base],
-        capture_output=True, text=True, timeout=duration + 60, check=True,
-    ).stdout  # fmt: skip
+        [
+            wrk,
+            "--latency",
+            "-t",
+            str(threads),
+            "-c",
+            str(conns),
+            "-d",
+            f"{duration:g}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     if rps is None or "50" not in pct or "99" not in pct:

@@ -135,10 +135,16 @@ def main() -> int:
     host, port = settings.server.wsgi_server().address()
     with metrics_folder(settings) as ready:
         Granian(
-            target="prescore-lookup-rsgi", address=host, port=port, interface=Interfaces.RSGI,
-            workers=args.workers, http=HTTPModes.http1, websockets=False, backlog=2048,
+            target="prescore-lookup-rsgi",
+            address=host,
+            port=port,
+            interface=Interfaces.RSGI,
+            workers=args.workers,
+            http=HTTPModes.http1,
+            websockets=False,
+            backlog=2048,
             http1_settings=HTTP1Settings(keep_alive=True),
-        ).serve(target_loader=partial(_load, ready), wrap_loader=False)  # fmt: skip
+        ).serve(target_loader=partial(_load, ready), wrap_loader=False)
     return 0
 
 

@@ -85,9 +85,14 @@ def _mix(users: int) -> Mix:
 
 
 def _client(
-    url: str, mix: Mix, stop: threading.Event, seen: Counter[tuple[str, int]],
-    times: dict[str, list[float]], unexpected: list[str], lock: threading.Lock,
-) -> None:  # fmt: skip
+    url: str,
+    mix: Mix,
+    stop: threading.Event,
+    seen: Counter[tuple[str, int]],
+    times: dict[str, list[float]],
+    unexpected: list[str],
+    lock: threading.Lock,
+) -> None:
     kinds = list(mix)
     with requests.Session() as session:
         while not stop.is_set():
@@ -154,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         servers: list[Server] = []
         try:
             publish_scored(redis_proc.url, MISSING - 1, args.users)
-            env |= {"REDIS_URL": redis_proc.url, "PROMETHEUS_MULTIPROC_DIR": "",
-                    "FALLBACK_METRICS_BIND": ""}  # fmt: skip
-            fb = Server("fallback.serve", {**env, "FALLBACK_DATASETS": "reco"},
-                        work / "fallback.log").start()  # fmt: skip
+            env |= {
+                "REDIS_URL": redis_proc.url,
+                "PROMETHEUS_MULTIPROC_DIR": "",
+                "FALLBACK_METRICS_BIND": "",
+            }
+            fb = Server(
+                "fallback.serve", {**env, "FALLBACK_DATASETS": "reco"}, work / "fallback.log"
+            ).start()
             servers.append(fb)
             lk = lookup_server(
                 {**env, "LOOKUP_WORKERS": str(args.workers)},
@@ -171,11 +180,16 @@ def main(argv: list[str] | None = None) -> int:
             changes: list[str] = []
             lock, stop = threading.Lock(), threading.Event()
             threads = [
-                threading.Thread(target=_client, args=(lk.url, _mix(args.users), stop, seen,
-                                                       times, unexpected, lock))
+                threading.Thread(
+                    target=_client,
+                    args=(lk.url, _mix(args.users), stop, seen, times, unexpected, lock),
+                )
                 for _ in range(args.clients)
-            ] + [threading.Thread(target=_operator, args=(redis_proc.url, args.users,
-                                                          args.every, stop, changes))]  # fmt: skip
+            ] + [
+                threading.Thread(
+                    target=_operator, args=(redis_proc.url, args.users, args.every, stop, changes)
+                )
+            ]
             started = time.monotonic()
             for t in threads:
                 t.start()
@@ -189,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
             redis_proc.stop()
     total = sum(seen.values())
-    print(f"\nsoak: {took / 60:.1f} min, {args.clients} clients, {total:,} requests "
-          f"({total / took:,.0f}/s), {len(changes)} store changes "
-          f"({', '.join(sorted({c.split()[0] for c in changes}))})")  # fmt: skip
+    print(
+        f"\nsoak: {took / 60:.1f} min, {args.clients} clients, {total:,} requests "
+        f"({total / took:,.0f}/s), {len(changes)} store changes "
+        f"({', '.join(sorted({c.split()[0] for c in changes}))})"
+    )
     print("\n| kind | answers (status: count) | p50 ms | p99 ms |\n|---|---|---:|---:|")
     for kind in sorted(times):
         counts = ", ".join(f"{s}: {n:,}" for (k, s), n in sorted(seen.items()) if k == kind)

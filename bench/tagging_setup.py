@@ -23,9 +23,12 @@ def mobilenet_tagger(out: Path, size: int = INPUT_SIZE, seed: int = 5) -> Path:
     keras.utils.set_random_seed(seed)
     image = keras.Input((size, size, 3), dtype="uint8", name="image")
     net = keras.applications.MobileNetV3Small(
-        input_shape=(size, size, 3), weights=None, classes=len(TAGS),
-        classifier_activation="sigmoid", include_preprocessing=True,
-    )  # fmt: skip
+        input_shape=(size, size, 3),
+        weights=None,
+        classes=len(TAGS),
+        classifier_activation="sigmoid",
+        include_preprocessing=True,
+    )
     model = keras.Model(image, net(keras.ops.cast(image, "float32")))
     model.export(str(out / "saved_model"), verbose=False)
     meta = {
@@ -61,7 +64,12 @@ def prepare(config: Path, work: Path, count: int, size: tuple[int, int] | None) 
     catalog = load(config, {"PRESCORE_VAR": str(work)})
     store = ModelStore(ModelStoreSettings(root=(work / "models").as_uri()))
     register(
-        store, catalog, "tagger", str(work / "train"), promote=True, int8=False,
+        store,
+        catalog,
+        "tagger",
+        str(work / "train"),
+        promote=True,
+        int8=False,
         say=lambda _: None,
-    )  # fmt: skip
+    )
     return what

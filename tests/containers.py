@@ -98,15 +98,37 @@ def build_all(base: str, log: Path) -> float:
     wheels = wheel_folder()
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     took = run_logged(
-        [str(ROOT / "docker" / "build-images.sh"), "--tag", TAG, "--base", base,
-         "--wheels", str(wheels)],
-        log, env=env, timeout=2400,
-    )  # fmt: skip
+        [
+            str(ROOT / "docker" / "build-images.sh"),
+            "--tag",
+            TAG,
+            "--base",
+            base,
+            "--wheels",
+            str(wheels),
+        ],
+        log,
+        env=env,
+        timeout=2400,
+    )
     took += run_logged(
-        ["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-         "-f", "tests/images/redis.Dockerfile", "-t", REDIS_IMAGE, "tests/images"],
-        log, env=env, timeout=900,
-    )  # fmt: skip
+        [
+            "docker",
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "-f",
+            "tests/images/redis.Dockerfile",
+            "-t",
+            REDIS_IMAGE,
+            "tests/images",
+        ],
+        log,
+        env=env,
+        timeout=900,
+    )
     return took
 
 
@@ -136,15 +158,31 @@ class Containers:
     names: list[str] = field(default_factory=list)
 
     def _args(
-        self, role: str, image: str, mounts: Sequence[str], tmpfs: Sequence[str],
-        env: Mapping[str, str], user: str,
-    ) -> list[str]:  # fmt: skip
+        self,
+        role: str,
+        image: str,
+        mounts: Sequence[str],
+        tmpfs: Sequence[str],
+        env: Mapping[str, str],
+        user: str,
+    ) -> list[str]:
         name = f"prescore-it-{self.run_id}-{role}"
         self.names.append(name)
         envs = self.folder / f"{role}.env"
         envs.write_text("".join(f"{k}={v}\n" for k, v in {**self.env, **env}.items()))
-        args = ["--name", name, "--network", "host", "--user", user, *RESTRICTED,
-                "--label", f"io.prescore.test={self.run_id}", "--env-file", str(envs)]  # fmt: skip
+        args = [
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--user",
+            user,
+            *RESTRICTED,
+            "--label",
+            f"io.prescore.test={self.run_id}",
+            "--env-file",
+            str(envs),
+        ]
         for m in mounts:
             args += ["-v", m]
         for t in tmpfs:  # emptyDirs; exec, as an emptyDir is (Spark loads native code from /tmp)
@@ -152,10 +190,17 @@ class Containers:
         return [*args, image]
 
     def run(
-        self, role: str, image: str, cmd: Sequence[str], *, mounts: Sequence[str] = (),
-        tmpfs: Sequence[str] = ("/tmp",), env: Mapping[str, str] | None = None,
-        user: str = UID, timeout: float = 900,
-    ) -> float:  # fmt: skip
+        self,
+        role: str,
+        image: str,
+        cmd: Sequence[str],
+        *,
+        mounts: Sequence[str] = (),
+        tmpfs: Sequence[str] = ("/tmp",),
+        env: Mapping[str, str] | None = None,
+        user: str = UID,
+        timeout: float = 900,
+    ) -> float:
         """Run a one-shot container to its end (its output in FOLDER/ROLE.log); its seconds."""
         args = self._args(role, image, mounts, tmpfs, env or {}, user)
         return run_logged(
@@ -163,10 +208,17 @@ class Containers:
         )
 
     def start(
-        self, role: str, image: str, cmd: Sequence[str] = (), *, mounts: Sequence[str] = (),
-        tmpfs: Sequence[str] = ("/tmp",), env: Mapping[str, str] | None = None,
-        user: str = UID, health_interval_s: float = 1.0,
-    ) -> str:  # fmt: skip
+        self,
+        role: str,
+        image: str,
+        cmd: Sequence[str] = (),
+        *,
+        mounts: Sequence[str] = (),
+        tmpfs: Sequence[str] = ("/tmp",),
+        env: Mapping[str, str] | None = None,
+        user: str = UID,
+        health_interval_s: float = 1.0,
+    ) -> str:
         """Start a service container (the image's own HEALTHCHECK, checked every
         ``health_interval_s``); its name."""
         args = self._args(role, image, mounts, tmpfs, env or {}, user)
@@ -230,26 +282,59 @@ def dev_settings(redis_url: str, fallback_url: str) -> dict[str, str]:
 def start_redis(c: Containers, port: int, password: str, data: Path) -> None:
     """The dev overlay's Redis: a password, an append-only file, noeviction."""
     c.start(
-        "redis", REDIS_IMAGE,
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password,
-         "--appendonly", "yes", "--dir", "/data", "--maxmemory-policy", "noeviction"],
-        mounts=[f"{owned(data, 10999)}:/data"], tmpfs=(), user="10999:10999",
-    )  # fmt: skip
+        "redis",
+        REDIS_IMAGE,
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--requirepass",
+            password,
+            "--appendonly",
+            "yes",
+            "--dir",
+            "/data",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        mounts=[f"{owned(data, 10999)}:/data"],
+        tmpfs=(),
+        user="10999:10999",
+    )
 
 
 def score_cmd(dataset: str, python: str = "python") -> list[str]:
     """The bulk run of ``dataset`` in local mode, as in the jobs image."""
-    return [python, "-m", "jobs.submit", "score", "--target", "local", "--master", "local[2]",
-            "--exec", "--", "--dataset", dataset]  # fmt: skip
+    return [
+        python,
+        "-m",
+        "jobs.submit",
+        "score",
+        "--target",
+        "local",
+        "--master",
+        "local[2]",
+        "--exec",
+        "--",
+        "--dataset",
+        dataset,
+    ]
 
 
 def outside_env(var: Path, redis_url: str, work: Path) -> dict[str, str]:
     """This checkout's settings for the same jobs outside containers, on the same data."""
     return {
-        **os.environ, "REDIS_URL": redis_url,
+        **os.environ,
+        "REDIS_URL": redis_url,
         "PRESCORE_CONFIG": str(ROOT / "k8s" / "base" / "datasets.toml"),
-        "PRESCORE_DATA_URI": f"{var}/data", "PRESCORE_IMAGES_URI": f"{var}/images/*.jpg",
-        "PRESCORE_TRAIN_DATA": f"{var}/data", "PRESCORE_MODEL_STORE": f"file://{var}/models",
-        "PRESCORE_MODEL_CACHE": str(work / "host-cache"), "PRESCORE_VAR": str(work / "host-var"),
-        "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-    }  # fmt: skip
+        "PRESCORE_DATA_URI": f"{var}/data",
+        "PRESCORE_IMAGES_URI": f"{var}/images/*.jpg",
+        "PRESCORE_TRAIN_DATA": f"{var}/data",
+        "PRESCORE_MODEL_STORE": f"file://{var}/models",
+        "PRESCORE_MODEL_CACHE": str(work / "host-cache"),
+        "PRESCORE_VAR": str(work / "host-var"),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }

@@ -65,9 +65,14 @@ key = "swatch_id"
 
 
 def write_config(
-    out: Path, *, tables: Path | None = None, images: Path | None = None,
-    factored: bool = False, swatches: Path | None = None, shop_extra: str = "",
-) -> Path:  # fmt: skip
+    out: Path,
+    *,
+    tables: Path | None = None,
+    images: Path | None = None,
+    factored: bool = False,
+    swatches: Path | None = None,
+    shop_extra: str = "",
+) -> Path:
     """One dataset file declaring what the arguments name."""
     parts = []
     if tables is not None:
@@ -106,9 +111,11 @@ def store_settings(settings: Settings, config: Path, root: Path) -> Settings:
 
 
 def register_models(
-    s: Settings, shop: dict[str, Path] | None = None, colours: dict[str, Any] | None = None,
+    s: Settings,
+    shop: dict[str, Path] | None = None,
+    colours: dict[str, Any] | None = None,
     swatch_model: Path | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Register (and promote) the model of every dataset ``s`` declares, without int8."""
     names = set(s.catalog.names())
     if shop is not None and "shop" in names:
@@ -181,16 +188,25 @@ def shop_payload(customer_id: str, n: int, model_version: str) -> bytes:
     items = [(f"p{j}", round(0.9 - j / 100, 4)) for j in range(n)]
     extras = [{"name": f"Product {j}", "price": 1.0} for j in range(n)]
     return codec.encode_payload(
-        SHOP, customer_id, items, model="shop-model", model_version=model_version,
-        scored_at=SCORED_AT, extras=extras,
-    )  # fmt: skip
+        SHOP,
+        customer_id,
+        items,
+        model="shop-model",
+        model_version=model_version,
+        scored_at=SCORED_AT,
+        extras=extras,
+    )
 
 
 def colours_payload(key: str, colours: list[tuple[str, float]], model_version: str) -> bytes:
     return codec.encode_payload(
-        COLOURS, key, colours, model="colour-tagger", model_version=model_version,
+        COLOURS,
+        key,
+        colours,
+        model="colour-tagger",
+        model_version=model_version,
         scored_at=SCORED_AT,
-    )  # fmt: skip
+    )
 
 
 # -- swatches: a labels dataset over a feature table ----------------------------------------

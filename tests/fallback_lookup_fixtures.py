@@ -42,9 +42,13 @@ def fallback(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture()
 def lookup(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
-    fallback: Server, tmp_path: Path,
-) -> Iterator[Server]:  # fmt: skip
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    fallback: Server,
+    tmp_path: Path,
+) -> Iterator[Server]:
     publish_data(rclient, settings)
     srv = lookup_server(world, redis_url, fallback.url, tmp_path / "lookup.log")
     yield srv

@@ -17,9 +17,13 @@ DEMO_CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
 # What a spark-submit started by a test keeps of the test's environment (conftest.py sets
 # PRESCORE_SPARK_SCRATCH to a folder of the run's own).
 JOB_ENV_KEYS = (
-    "PATH", "HOME", "JAVA_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON",
+    "PATH",
+    "HOME",
+    "JAVA_HOME",
+    "PYSPARK_PYTHON",
+    "PYSPARK_DRIVER_PYTHON",
     "PRESCORE_SPARK_SCRATCH",
-)  # fmt: skip
+)
 
 
 # A dataset of scores made elsewhere, published with `prescore publish`: a list per key.
@@ -49,14 +53,25 @@ def with_catalog(settings: Settings, config: Path | Catalog) -> Settings:
 
 
 def registered(
-    settings: Settings, name: str, folder: Path, *, promote: bool = True, int8: bool = False,
+    settings: Settings,
+    name: str,
+    folder: Path,
+    *,
+    promote: bool = True,
+    int8: bool = False,
     dataset: str | None = None,
-) -> Registered:  # fmt: skip
+) -> Registered:
     """``prescore models register NAME FOLDER [--promote]``, quietly."""
     return register(
-        ModelStore(settings.models), settings.catalog, name, str(folder), dataset=dataset,
-        promote=promote, int8=int8, say=lambda _line: None,
-    )  # fmt: skip
+        ModelStore(settings.models),
+        settings.catalog,
+        name,
+        str(folder),
+        dataset=dataset,
+        promote=promote,
+        int8=int8,
+        say=lambda _line: None,
+    )
 
 
 def stored_payload(client: Any, dataset: str, version: str, key: str) -> bytes | None:

@@ -218,15 +218,27 @@ def validate(obj: dict[str, Any]) -> None:
 # namespaces enforce (pod-security.kubernetes.io/enforce: restricted).
 
 RESTRICTED_VOLUMES = {
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-    "persistentVolumeClaim", "projected", "secret",
-}  # fmt: skip
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 SAFE_SYSCTLS = {
-    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
-    "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
-}  # fmt: skip
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 
 
 def restricted_violations(spec: dict[str, Any]) -> list[str]:
@@ -345,10 +357,12 @@ def spark_pod(
     if role == "executor":
         memory += mib(conf.get("spark.executor.pyspark.memory", "0m"))
     resources: dict[str, Any] = {
-        "requests": {"cpu": conf.get(f"spark.kubernetes.{role}.request.cores", cores),
-                     "memory": f"{memory}Mi"},
+        "requests": {
+            "cpu": conf.get(f"spark.kubernetes.{role}.request.cores", cores),
+            "memory": f"{memory}Mi",
+        },
         "limits": {"memory": f"{memory}Mi"},
-    }  # fmt: skip
+    }
     if f"spark.kubernetes.{role}.limit.cores" in conf:
         resources["limits"]["cpu"] = conf[f"spark.kubernetes.{role}.limit.cores"]
     c["resources"] = resources
@@ -395,10 +409,14 @@ def spark_pods(build: str) -> list[dict[str, Any]]:
         env = container_env(c, objs)
         with tempfile.TemporaryDirectory() as tmp:
             argv = submit.k8s_args_in(
-                env, "score", image=env["PRESCORE_JOBS_IMAGE"], namespace=namespace,
+                env,
+                "score",
+                image=env["PRESCORE_JOBS_IMAGE"],
+                namespace=namespace,
                 conf=submit.parse_conf(env["PRESCORE_SPARK_CONF"]),
-                job_args=["--dataset", "reco"], template_dir=tmp,
-            )  # fmt: skip
+                job_args=["--dataset", "reco"],
+                template_dir=tmp,
+            )
             conf = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--conf")
             for role in ("driver", "executor"):
                 with open(conf[f"spark.kubernetes.{role}.podTemplateFile"]) as f:

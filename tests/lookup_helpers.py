@@ -25,15 +25,24 @@ def demo_settings(settings: Settings, var: Path) -> Settings:
 
 
 def reco_payload(
-    user_id: str, n: int, model_version: str, context: str | None = None,
+    user_id: str,
+    n: int,
+    model_version: str,
+    context: str | None = None,
     source: str | None = None,
-) -> bytes:  # fmt: skip
+) -> bytes:
     """A user's ``n`` hotels h0, h1, ... scored 1.0, 0.99, ... (best first)."""
     items = [(f"h{j}", round(1.0 - j / 100, 4)) for j in range(n)]
     return codec.encode_payload(
-        RECO, user_id, items, model="reco", model_version=model_version, scored_at=SCORED_AT,
-        context=context, source=source,
-    )  # fmt: skip
+        RECO,
+        user_id,
+        items,
+        model="reco",
+        model_version=model_version,
+        scored_at=SCORED_AT,
+        context=context,
+        source=source,
+    )
 
 
 def tags_payload(image_id: str, tags: list[tuple[str, float]], model_version: str) -> bytes:
@@ -43,9 +52,13 @@ def tags_payload(image_id: str, tags: list[tuple[str, float]], model_version: st
 
 
 def publish(
-    client: Client, settings: Settings, dataset: str, rows: Iterable[tuple[str, bytes]],
-    model_version: str, model: str | None = None,
-) -> str:  # fmt: skip
+    client: Client,
+    settings: Settings,
+    dataset: str,
+    rows: Iterable[tuple[str, bytes]],
+    model_version: str,
+    model: str | None = None,
+) -> str:
     """Write ``rows`` as a new version of ``dataset`` and publish it; returns the version."""
     versions = Versions(client, dataset, settings.store)
     info = versions.begin(model or MODELS.get(dataset, dataset), model_version)

@@ -52,12 +52,19 @@ def _publish_gated(client: Any, name: str, rows: int) -> None:
     def write(versions: Versions, info: Any) -> Written:
         body = '"items":[{"id":"a","score":0.5}]'
         payloads = ((f"k{i}", f'{{"k":"k{i}",{body}}}'.encode()) for i in range(rows))
-        n = values.write(client, versions.placed(info.version), payloads,
-                         fence=versions.fence(info.version))  # fmt: skip
+        n = values.write(
+            client, versions.placed(info.version), payloads, fence=versions.fence(info.version)
+        )
         return Written(n, [f"k{i}" for i in range(min(rows, 50))])
 
-    publish_new(client, StoreSettings(), dataset, ("m", "1"), write,
-                say=lambda line: print(line, flush=True))  # fmt: skip
+    publish_new(
+        client,
+        StoreSettings(),
+        dataset,
+        ("m", "1"),
+        write,
+        say=lambda line: print(line, flush=True),
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -78,8 +85,9 @@ def main(argv: list[str]) -> int:
             with v.lease(info.version):
                 n = int(rows)
                 payloads = ((f"k{i}", f'{{"v":{i}}}'.encode()) for i in range(n))
-                written = values.write(client, v.placed(info.version), payloads, batch=50,
-                                       fence=v.fence(info.version))  # fmt: skip
+                written = values.write(
+                    client, v.placed(info.version), payloads, batch=50, fence=v.fence(info.version)
+                )
             v.publish(info.version, written)
         elif action == "gated":
             _publish_gated(client, dataset, int(arg))

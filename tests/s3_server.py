@@ -60,8 +60,12 @@ def moto_server() -> str:
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
     out = subprocess.run(
         [str(ROOT / "requirements" / "tools" / "install.sh"), "moto", f"moto=={MOTO_VERSION}"],
-        capture_output=True, text=True, env=env, check=False, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"installing moto failed:\n{out.stderr[-3000:]}")
     return f"{out.stdout.strip().splitlines()[-1]}/moto_server"

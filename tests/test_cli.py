@@ -28,9 +28,13 @@ def _publish(client: redis.Redis, tag: str, retire: bool = True) -> str:
     v = Versions(client, "reco", StoreSettings())
     info = v.begin("reco", tag)
     payload = codec.encode_payload(
-        codec.PayloadShape("user_id", "items", "hotel_id"), "u1", [("h1", 0.9)],
-        model="reco", model_version=tag, scored_at="2026-11-24T00:00:00Z",
-    )  # fmt: skip
+        codec.PayloadShape("user_id", "items", "hotel_id"),
+        "u1",
+        [("h1", 0.9)],
+        model="reco",
+        model_version=tag,
+        scored_at="2026-11-24T00:00:00Z",
+    )
     write_payloads(client, "reco", info.version, [("u1", payload)])
     v.publish(info.version, 1, retire=retire)
     return info.version
@@ -95,9 +99,19 @@ def test_output_to_a_reader_that_left_is_no_failure(rclient: redis.Redis, redis_
     """``prescore versions reco | head -0``: the reader leaves before the output."""
     _publish(rclient, "1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", redis_url, "versions",
-         "reco"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "prescore.cli",
+            *CONFIG,
+            "--redis-url",
+            redis_url,
+            "versions",
+            "reco",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     proc.stdout.close()  # long before the command has imported what it needs
     _, err = proc.communicate(timeout=60)
@@ -147,10 +161,22 @@ def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) ->
     blocker.write_text("import sys\nsys.modules['orjson'] = None\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", redis_url, "publish",
-         "reco", str(tmp_path / "scores.parquet")],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "prescore.cli",
+            *CONFIG,
+            "--redis-url",
+            redis_url,
+            "publish",
+            "reco",
+            str(tmp_path / "scores.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == (
         "prescore: missing_extra: publish needs orjson, part of the 'tables' extra: "
@@ -159,8 +185,11 @@ def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) ->
     # the Python API imports without it; only its publish needs the extra
     api = subprocess.run(
         [sys.executable, "-c", "from prescore.api import Prescore; print(Prescore.get)"],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert api.returncode == 0, api.stderr
 
 
@@ -175,9 +204,10 @@ def test_every_command_reports_as_json(
     v = Versions(rclient, "reco", StoreSettings())
     entry = v.get(second)
     rclient.hset(
-        keys.registry_key("reco"), second,
+        keys.registry_key("reco"),
+        second,
         entry.replace(extra={**entry.extra, "sample": ["u1"] * 1000}).to_bytes(),
-    )  # fmt: skip
+    )
     assert main([*cli, "versions", "reco", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["versions"][0]["extra"]["sample"] == 1000
@@ -213,8 +243,10 @@ def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert [(v["version"], v["promoted"]) for v in doc["reco"]] == [("1", False), ("2", True)]
     assert main(["--model-store", root, "models", "promote", "reco", "9"]) == 1
     capsys.readouterr()
-    for argv in (["models", "-o", "json", "promote", "reco", "1"],
-                 ["models", "promote", "reco", "1", "-o", "json"]):  # fmt: skip
+    for argv in (
+        ["models", "-o", "json", "promote", "reco", "1"],
+        ["models", "promote", "reco", "1", "-o", "json"],
+    ):
         assert main(["--model-store", root, *argv]) == 0  # -o on either side
         assert json.loads(capsys.readouterr().out)["promoted"] == "1", argv
 
@@ -246,8 +278,11 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     rclient.delete(keys.lease_key("reco", dead))
 
     def state() -> tuple[object, ...]:
-        return (rclient.get(keys.pointer_key("reco")), rclient.hgetall(keys.registry_key("reco")),
-                sorted(rclient.keys("*")))  # fmt: skip
+        return (
+            rclient.get(keys.pointer_key("reco")),
+            rclient.hgetall(keys.registry_key("reco")),
+            sorted(rclient.keys("*")),
+        )
 
     before = state()
     assert main([*cli, "gc", "reco", "--dry-run", "-o", "json"]) == 0

@@ -58,8 +58,10 @@ def test_write_backs_and_retirement_on_a_cluster(cluster_url: str) -> None:
     values.record_write_backs(pipe, where, names, ttl)
     pipe.execute()
     assert values.read(client, where, ["c7", "new3", "ghost"]) == [
-        b'{"v":1}', b'{"v":"live"}', None,
-    ]  # fmt: skip
+        b'{"v":1}',
+        b'{"v":"live"}',
+        None,
+    ]
     nxt = v.begin("shop", "2", expected_keys=500)
     write_payloads(client, "shop", nxt.version, [(f"c{i}", b'{"v":2}') for i in range(500)])
     v.publish(nxt.version, 500)  # retires the first, buckets and write-backs, node by node

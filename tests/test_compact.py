@@ -52,10 +52,13 @@ def test_decoded_compact_equals_the_json(n_items: int, context: str | None) -> N
         n = int(found[u])
         mine = items[u, :n].tolist()
         want = encode_payload(
-            SHAPE, key, zip([f"h{i}" for i in mine], scores[u, :n].tolist(), strict=True),
-            **RUN, context=context,
-            extras=[{"name": f"Hôtel \"{i}\"", "stars": i % 5} for i in mine],
-        )  # fmt: skip
+            SHAPE,
+            key,
+            zip([f"h{i}" for i in mine], scores[u, :n].tolist(), strict=True),
+            **RUN,
+            context=context,
+            extras=[{"name": f'Hôtel "{i}"', "stars": i % 5} for i in mine],
+        )
         store_key = entity_key(key, context)  # a context's own "|" is escaped in it
         assert compact.decode(stored[u], store_key, frames) == want
     assert max(map(len, stored)) <= 2 + 10 * (4 + 2)

@@ -130,5 +130,6 @@ def test_the_fallback_refuses_a_dataset_it_would_not_answer(tmp_path: Path) -> N
     config.write_text(text)
     done = _start("fallback.serve", {"PRESCORE_CONFIG": str(config), "FALLBACK_DATASETS": "tags"})
     assert (done.returncode, done.stderr.strip()) == (
-        2, "fallback: FALLBACK_DATASETS: 'tags' is not answered live (it declares live = false)"
-    )  # fmt: skip
+        2,
+        "fallback: FALLBACK_DATASETS: 'tags' is not answered live (it declares live = false)",
+    )

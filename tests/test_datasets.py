@@ -44,16 +44,22 @@ def test_the_demo_declares_its_two_datasets_as_any_team_would(tmp_path: Path) ->
     assert reco.contexts is not None and reco.contexts.key == "context"
     assert reco.training is not None and reco.training.metric == "auc"
     assert (tags.kind, tags.key_field, tags.list_field, tags.entry_field) == (
-        "labels", "image_id", "tags", "tag",
-    )  # fmt: skip
+        "labels",
+        "image_id",
+        "tags",
+        "tag",
+    )
     assert tags.images.endswith("/images/*.jpg")
 
 
 def test_defaults_and_names_of_a_plain_ranking(tmp_path: Path) -> None:
     shop = _load(tmp_path, RANKING).get("shop")
     assert (shop.key_field, shop.batch_field, shop.list_field, shop.entry_field) == (
-        "customer_id", "keys", "items", "product_id",
-    )  # fmt: skip
+        "customer_id",
+        "keys",
+        "items",
+        "product_id",
+    )
     assert shop.candidates.rule == "all" and shop.k == 10 and shop.live
     assert shop.items is not None and shop.items.path.startswith("hdfs://")  # any path Spark reads
     assert shop.key_columns == ("customer_id",)

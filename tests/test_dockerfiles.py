@@ -612,18 +612,28 @@ def test_lookup_image_python_layer_installs_and_serves_without_tensorflow(tmp_pa
     ):
         refused = subprocess.run(
             [str(venv / "bin" / "prescore"), *command],
-            capture_output=True, text=True, env=run_env, cwd=tmp_path, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=run_env,
+            cwd=tmp_path,
+            timeout=60,
+        )
         assert refused.returncode == 1, refused.stderr
         assert refused.stderr.startswith(f"prescore: missing_part: {named}"), refused.stderr
         assert "Traceback" not in refused.stderr
     # an installed copy keeps its state under the user's data folder, not site-packages
     no_xdg = {k: v for k, v in env.items() if k != "XDG_DATA_HOME"}
     where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "from prescore.settings import ModelStoreSettings as M; print(M().root, M().cache_dir)"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "from prescore.settings import ModelStoreSettings as M; print(M().root, M().cache_dir)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
         env={**no_xdg, "HOME": str(tmp_path / "home")},
-    )  # fmt: skip
+    )
     home = tmp_path / "home" / ".local" / "share" / "prescore"
     assert where.stdout.split() == [(home / "models").as_uri(), str(home / "model-cache")]

@@ -46,8 +46,9 @@ def test_models_and_inputs_from_hdfs_and_a_promoted_version_swapped_in(
         app = create_app(FallbackSettings(core=s, runtime="tf"), watch=False)
         client = app.test_client()
         assert client.get("/readyz").json == {
-            "status": "ready", "models": {"colours": "1", "shop": "1"},
-        }  # fmt: skip
+            "status": "ready",
+            "models": {"colours": "1", "shop": "1"},
+        }
         c = fd.customers(shop["tables"]).loc["c4"]
         body = {"instances": [{"key": "c4"}], "k": 3}
         first = client.post("/v1/datasets/shop:predict", json=body)

@@ -50,9 +50,11 @@ def world(colours: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def server(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = fd.process_env(
-        world["settings"], world["config"], FALLBACK_RUNTIME="tf",
+        world["settings"],
+        world["config"],
+        FALLBACK_RUNTIME="tf",
         FALLBACK_RUNTIMES="colours=int8",
-    )  # fmt: skip
+    )
     srv = Server("fallback.serve", env, tmp_path_factory.mktemp("logs") / "fb.log").start()
     yield srv
     srv.stop()
@@ -91,8 +93,10 @@ def test_live_labels_are_the_int8_models_labels_above_threshold(
         raw = (world["images"] / f"{key}.jpg").read_bytes()
         expected = _int8_labels(ref, raw)
         assert (payload["key"], payload["source"], payload["model"]) == (
-            key, "live", "colour-tagger",
-        )  # fmt: skip
+            key,
+            "live",
+            "colour-tagger",
+        )
         assert {c["colour"] for c in payload["colours"]} == set(expected)
         for entry in payload["colours"]:
             assert entry["score"] == pytest.approx(expected[entry["colour"]], abs=1e-4)
@@ -100,9 +104,11 @@ def test_live_labels_are_the_int8_models_labels_above_threshold(
         assert got == sorted(got, reverse=True)
     raw = fd.jpeg_bytes({"green", "blue"})
     one = requests.post(
-        server.url + COLOURS + "?key=sent-1", data=raw,
-        headers={"Content-Type": "image/jpeg"}, timeout=10,
-    ).json()  # fmt: skip
+        server.url + COLOURS + "?key=sent-1",
+        data=raw,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=10,
+    ).json()
     expected = _int8_labels(ref, raw)
     assert set(expected) == {"green", "blue"}
     assert [c["colour"] for c in one["colours"]] == sorted(expected, key=lambda c: -expected[c])
@@ -110,9 +116,10 @@ def test_live_labels_are_the_int8_models_labels_above_threshold(
 
 def test_a_key_the_folder_lacks_is_a_per_instance_not_found(server: Server) -> None:
     reply = requests.post(
-        server.url + COLOURS, json={"instances": [{"key": "img-999"}, {"key": "img-0"}]},
+        server.url + COLOURS,
+        json={"instances": [{"key": "img-999"}, {"key": "img-0"}]},
         timeout=10,
-    )  # fmt: skip
+    )
     assert reply.status_code == 200, reply.text
     missing, found = reply.json()["predictions"]
     assert (missing["key"], missing["error"]) == ("img-999", "not_found")
@@ -143,8 +150,14 @@ def test_rows_of_a_feature_table_by_key_and_sent_features(
         (new, (0.9, 0.1, 0.7)),
         (s3, table.loc["s3", ["r", "g", "b"]]),
     ):
-        assert list(payload) == ["swatch_id", "colours", "model", "model_version", "scored_at",
-                                 "source"]  # fmt: skip
+        assert list(payload) == [
+            "swatch_id",
+            "colours",
+            "model",
+            "model_version",
+            "scored_at",
+            "source",
+        ]
         want = {c: v for c, v in fd.swatch_colours(r, g, b).items() if v >= 0.5}
         assert {c["colour"] for c in payload["colours"]} == set(want)
         for entry in payload["colours"]:
@@ -156,7 +169,7 @@ def test_rows_of_a_feature_table_by_key_and_sent_features(
         server.url + "/v1/datasets/swatches-strict:predict",
         json={"instances": [{"key": "s0"}, {"key": "x", "features": {"r": 0.55, "g": 1, "b": 0}}]},
         timeout=10,
-    ).json()["predictions"]  # fmt: skip
+    ).json()["predictions"]
     r, g, b = table.loc["s0", ["r", "g", "b"]]
     assert {c["colour"] for c in strict[0]["colours"]} == {
         c for c, v in fd.swatch_colours(r, g, b).items() if v >= 0.99
@@ -189,9 +202,14 @@ def test_bad_features_of_a_rows_dataset_are_a_400(
 
 @pytest.mark.parametrize("dataset", ["colours", "swatches"])
 def test_live_labels_equal_the_bulk_jobs(
-    spark: Any, settings: Settings, rclient: redis.Redis, world: dict[str, Any],
-    colours: dict[str, Any], tmp_path: Path, dataset: str,
-) -> None:  # fmt: skip
+    spark: Any,
+    settings: Settings,
+    rclient: redis.Redis,
+    world: dict[str, Any],
+    colours: dict[str, Any],
+    tmp_path: Path,
+    dataset: str,
+) -> None:
     s = fd.store_settings(settings, world["config"], tmp_path)
     registered(s, "colour-tagger", colours["model"])
     registered(s, "swatch-tagger", fd.swatch_model(tmp_path / "swatch-model"))
@@ -202,9 +220,12 @@ def test_live_labels_equal_the_bulk_jobs(
 
 
 def test_live_and_bulk_tags_agree_on_photos_decoded_at_reduced_scale(
-    spark: Any, settings: Settings, rclient: redis.Redis, colours: dict[str, Any],
+    spark: Any,
+    settings: Settings,
+    rclient: redis.Redis,
+    colours: dict[str, Any],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """Photos far larger than the model's input, decoded at 1/2 to 1/8 scale in both."""
     folder = fd.image_folder(tmp_path, colours, junk=False)
     big = {"big-0": (640, 480), "big-1": (1024, 768), "big-2": (1600, 1200)}
@@ -239,9 +260,10 @@ def _assert_live_equals_stored(
         assert plain == {k: v for k, v in stored.items() if k not in ("scored_at", "colours")}
         assert [c["colour"] for c in live["colours"]] == [c["colour"] for c in stored["colours"]]
         assert np.allclose(
-            [c["score"] for c in live["colours"]], [c["score"] for c in stored["colours"]],
+            [c["score"] for c in live["colours"]],
+            [c["score"] for c in stored["colours"]],
             atol=1.5e-4,
-        )  # fmt: skip
+        )
 
 
 def test_a_table_that_cannot_be_read_is_a_503_not_a_missing_row(

@@ -71,14 +71,18 @@ def test_a_miss_carries_its_request_id_and_traceparent_to_the_fallback(
     traceparent on its live call (a malformed traceparent is not forwarded)."""
     parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
     for key, rid, sent, forwarded in (
-        ("c6", "trace-test-1", parent, parent), ("c7", "trace-test-2", "x", ""),
-    ):  # fmt: skip
+        ("c6", "trace-test-1", parent, parent),
+        ("c7", "trace-test-2", "x", ""),
+    ):
         headers = {"X-Request-ID": rid, "traceparent": sent}
         reply = requests.get(f"{lookup.url}/v1/picks/{key}?k=2", headers=headers, timeout=5)
         assert reply.status_code == 200 and reply.json()["source"] == "live", reply.text
         assert reply.headers["X-Request-ID"] == rid
-        lines = [json.loads(line) for line in fallback.log.read_text().splitlines()
-                 if line.startswith("{") and f'"{rid}"' in line]  # fmt: skip
+        lines = [
+            json.loads(line)
+            for line in fallback.log.read_text().splitlines()
+            if line.startswith("{") and f'"{rid}"' in line
+        ]
         assert [(d["path"], d["status"]) for d in lines] == [("/v1/datasets/shop:predict", 200)]
         assert lines[0].get("traceparent", "") == forwarded
 
@@ -204,14 +208,21 @@ def test_a_batch_sends_all_misses_in_one_call(lookup: Server, fallback: Server) 
 
 
 def test_more_misses_than_the_fallback_takes_go_in_several_calls(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
-    fallback: Server, tmp_path: Path,
-) -> None:  # fmt: skip
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    fallback: Server,
+    tmp_path: Path,
+) -> None:
     publish_data(rclient, settings)
     small = lookup_server(
-        world, redis_url, fallback.url, tmp_path / "lookup.log",
+        world,
+        redis_url,
+        fallback.url,
+        tmp_path / "lookup.log",
         PRESCORE_FALLBACK_MAX_INSTANCES="1",
-    )  # fmt: skip
+    )
     try:
         before = fallback_calls(fallback)
         body = {"keys": ["c3", "c0", "stranger", "c6"], "k": 2}
@@ -225,9 +236,13 @@ def test_more_misses_than_the_fallback_takes_go_in_several_calls(
 
 
 def test_a_later_call_failing_keeps_the_answers_of_the_earlier_ones(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     publish_data(rclient, settings)
     fb = fallback_server(world, tmp_path / "fb.log").start()
     env = lookup_env(world, redis_url, fb.url, PRESCORE_FALLBACK_MAX_INSTANCES="1")
@@ -261,19 +276,25 @@ RESET_S = 3.0
 
 
 def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     publish_data(rclient, settings)
     fb = fallback_server(world, tmp_path / "fb.log").start()
     lk: Server | None = None
     try:
         lk = lookup_server(
-            world, redis_url, fb.url, tmp_path / "lookup.log",
+            world,
+            redis_url,
+            fb.url,
+            tmp_path / "lookup.log",
             PRESCORE_FALLBACK_BREAKER_MIN_CALLS="3",
             # open long enough that the calls below all find it open on a loaded machine
             PRESCORE_FALLBACK_BREAKER_RESET_S=str(RESET_S),
-        )  # fmt: skip
+        )
         assert requests.get(lk.url + "/v1/picks/m0", timeout=5).status_code == 404
         fb.kill()
         # a batch serves its hits; each miss says live inference is unavailable
@@ -324,9 +345,14 @@ def test_fallback_killed_gives_fast_errors_breaker_opens_then_recovers(
 
 
 def test_the_live_answer_comes_from_the_model_version_of_the_dataset_version(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
-    shop: dict[str, Path], colours: dict[str, Any], tmp_path: Path,
-) -> None:  # fmt: skip
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    shop: dict[str, Path],
+    colours: dict[str, Any],
+    tmp_path: Path,
+) -> None:
     """Version 1 made the published data; version 2 is promoted since. A miss is answered
     by version 1 (loaded in the background on the first ask), so one answer never mixes
     two models; a dataset version made by version 2 gets version 2's live answers."""
@@ -372,9 +398,13 @@ def test_the_live_answer_comes_from_the_model_version_of_the_dataset_version(
 
 
 def test_live_write_backs_are_bounded_per_version(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
-    fallback: Server, tmp_path: Path,
-) -> None:  # fmt: skip
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    fallback: Server,
+    tmp_path: Path,
+) -> None:
     publish_data(rclient, settings)
     lk = lookup_server(
         world, redis_url, fallback.url, tmp_path / "lookup.log", PRESCORE_LIVE_MAX_KEYS="1"
@@ -394,9 +424,12 @@ def test_live_write_backs_are_bounded_per_version(
 
 
 def test_error_bodies_carry_no_internals(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     publish_data(rclient, settings)
     lk = lookup_server(world, redis_url, "http://127.0.0.1:1", tmp_path / "lookup.log")
     try:
@@ -421,9 +454,12 @@ def test_the_fallback_route_is_one_for_every_dataset(fallback: Server, lookup: S
 
 
 def test_a_fallback_refusing_what_it_does_not_serve_is_unavailable_not_the_callers_fault(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """A fallback deployed with other settings than the lookup (it serves only the shop,
     and takes at most 2 instances a call): its 404 and 413 are no fault of the caller's,
     so a miss is a 503 fallback_unavailable (a batch keeps its hits), never a 4xx."""
@@ -479,9 +515,12 @@ def test_the_fallback_makes_its_metrics_folder_and_sums_its_workers(
 
 
 def test_the_fallback_needs_its_token_and_metrics_can_have_their_own_port(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """With PRESCORE_FALLBACK_TOKEN, :predict answers only a caller sending it (the lookup
     does, from the same setting); health stays open. /metrics of both services listens on
     its own port when asked, and the API port then has none. The token is never logged."""
@@ -489,34 +528,48 @@ def test_the_fallback_needs_its_token_and_metrics_can_have_their_own_port(
     fb_metrics, lk_metrics = free_port(), free_port()
     publish_data(rclient, settings)
     fb = fallback_server(
-        world, tmp_path / "fb.log", PRESCORE_FALLBACK_TOKEN=token,
+        world,
+        tmp_path / "fb.log",
+        PRESCORE_FALLBACK_TOKEN=token,
         FALLBACK_METRICS_BIND=f"127.0.0.1:{fb_metrics}",
-    ).start()  # fmt: skip
+    ).start()
     servers = [fb]
     try:
         predict = fb.url + "/v1/datasets/shop:predict"
         body = {"instances": [{"key": "c3"}]}
-        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
-                        {"Authorization": token}):  # fmt: skip
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token-0123456789"},
+            {"Authorization": token},
+        ):
             reply = requests.post(predict, json=body, headers=headers, timeout=10)
             assert (reply.status_code, reply.json()["error"]) == (401, "unauthorized")
             assert reply.headers["WWW-Authenticate"] == "Bearer"
-        ok = requests.post(predict, json=body, timeout=10,
-                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        ok = requests.post(
+            predict, json=body, timeout=10, headers={"Authorization": f"Bearer {token}"}
+        )
         assert ok.status_code == 200, ok.text
         assert requests.get(fb.url + "/readyz", timeout=5).status_code == 200
         assert requests.get(fb.url + "/metrics", timeout=5).status_code == 404
         text = requests.get(f"http://127.0.0.1:{fb_metrics}/metrics", timeout=5).text
-        assert metric_value(text, "prescore_fallback_requests_total", route=PREDICT_ROUTE,
-                            status="401") == 3  # fmt: skip
+        assert (
+            metric_value(
+                text, "prescore_fallback_requests_total", route=PREDICT_ROUTE, status="401"
+            )
+            == 3
+        )
         without = lookup_server(world, redis_url, fb.url, tmp_path / "lk0.log")
         servers.append(without)
         reply = requests.get(without.url + "/v1/picks/c4", timeout=5)
         assert (reply.status_code, reply.json()["error"]) == (503, "fallback_unavailable")
         lk = lookup_server(
-            world, redis_url, fb.url, tmp_path / "lk1.log", PRESCORE_FALLBACK_TOKEN=token,
+            world,
+            redis_url,
+            fb.url,
+            tmp_path / "lk1.log",
+            PRESCORE_FALLBACK_TOKEN=token,
             LOOKUP_METRICS_BIND=f"127.0.0.1:{lk_metrics}",
-        )  # fmt: skip
+        )
         servers.append(lk)
         reply = requests.get(lk.url + "/v1/picks/c4", timeout=5)
         assert reply.status_code == 200 and reply.json()["source"] == "live"

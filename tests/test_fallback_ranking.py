@@ -119,11 +119,14 @@ def test_contexts_are_answered_and_an_unknown_one_is_a_per_instance_not_found(
                 {"key": "c2", "context": "weekend"},
                 {"key": "c2"},
                 {"key": "c2", "context": "holiday"},
-                {"key": "new", "context": "weekday",
-                 "features": {"segment": "budget", "categories": ["toys"]}},
+                {
+                    "key": "new",
+                    "context": "weekday",
+                    "features": {"segment": "budget", "categories": ["toys"]},
+                },
             ]
         },
-    )  # fmt: skip
+    )
     assert reply.status_code == 200, reply.get_json()
     weekend, plain, holiday, new = reply.get_json()["predictions"]
     assert list(weekend)[:2] == ["customer_id", "context"] and weekend["context"] == "weekend"
@@ -269,6 +272,6 @@ def test_loaded_versions_are_bounded_and_the_promoted_one_stays(
         loaded = slots.loaded()["shop"]
         assert len(loaded) <= 2 and "1" in loaded and version in loaded
     assert sorted(slots.loaded()["shop"]) == ["1", "3"]
-    assert client.post(PREDICT, json={"instances": [{"key": "c1"}]}).get_json()[
-        "model_version"
-    ] == "1"  # fmt: skip
+    assert (
+        client.post(PREDICT, json={"instances": [{"key": "c1"}]}).get_json()["model_version"] == "1"
+    )

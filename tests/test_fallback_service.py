@@ -43,13 +43,14 @@ def world(
 @pytest.fixture(scope="module")
 def server(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = fd.process_env(
-        world["settings"], world["config"],
+        world["settings"],
+        world["config"],
         FALLBACK_RUNTIME="tf",
         FALLBACK_RANKING_MAX_WAIT_MS="30",  # long enough that concurrent requests merge
         FALLBACK_RANKING_ADAPTIVE="0",
         FALLBACK_WATCH_INTERVAL_S="0.3",
         FALLBACK_SWAP_GRACE_S="2",
-    )  # fmt: skip
+    )
     log = tmp_path_factory.mktemp("logs") / "fallback.log"
     srv = Server("fallback.serve", env, log).start()
     yield srv
@@ -252,12 +253,15 @@ def test_unknown_dataset_and_wrong_media_types(server: Server) -> None:
         )
         assert (wrong.status_code, wrong.json()["error"]) == (415, "unsupported_media_type")
     image_to_ranking = requests.post(
-        server.url + SHOP, data=fd.jpeg_bytes({"red"}),
-        headers={"Content-Type": "image/jpeg"}, timeout=5,
-    )  # fmt: skip
+        server.url + SHOP,
+        data=fd.jpeg_bytes({"red"}),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=5,
+    )
     assert (image_to_ranking.status_code, image_to_ranking.json()["error"]) == (
-        415, "unsupported_media_type",
-    )  # fmt: skip
+        415,
+        "unsupported_media_type",
+    )
     get = requests.get(server.url + SHOP, timeout=5)
     assert (get.status_code, get.json()["error"]) == (405, "method_not_allowed")
 
@@ -269,9 +273,11 @@ def _above(scores: dict[str, float]) -> dict[str, float]:
 def test_labels_of_a_raw_image_and_of_base64(server: Server, colours: dict[str, Any]) -> None:
     raw = fd.jpeg_bytes({"red", "blue"})
     reply = requests.post(
-        server.url + COLOURS + "?key=upload-1", data=raw,
-        headers={"Content-Type": "image/jpeg"}, timeout=10,
-    )  # fmt: skip
+        server.url + COLOURS + "?key=upload-1",
+        data=raw,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=10,
+    )
     assert reply.status_code == 200, reply.text
     doc = reply.json()
     assert (doc["key"], doc["source"], doc["model"]) == ("upload-1", "live", "colour-tagger")
@@ -286,9 +292,11 @@ def test_labels_of_a_raw_image_and_of_base64(server: Server, colours: dict[str, 
     expected = _above(fd.colour_scores(colours["model"], png))
     assert [c["colour"] for c in batch["predictions"][0]["colours"]] == list(expected) == ["green"]
     octets = requests.post(
-        server.url + COLOURS, data=png,
-        headers={"Content-Type": "application/octet-stream"}, timeout=10,
-    )  # fmt: skip
+        server.url + COLOURS,
+        data=png,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=10,
+    )
     assert [c["colour"] for c in octets.json()["colours"]] == ["green"]
 
 
@@ -327,9 +335,11 @@ def test_keys_that_could_leave_the_folder_are_refused_before_reading(server: Ser
         reply = _post(server, COLOURS, body)
         assert (reply.status_code, reply.json()["error"]) == (400, "invalid_id"), bad
     raw = requests.post(
-        server.url + COLOURS + "?key=../secret", data=fd.jpeg_bytes({"red"}),
-        headers={"Content-Type": "image/jpeg"}, timeout=5,
-    )  # fmt: skip
+        server.url + COLOURS + "?key=../secret",
+        data=fd.jpeg_bytes({"red"}),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=5,
+    )
     assert (raw.status_code, raw.json()["error"]) == (400, "invalid_id")
     assert _calls(server, "colours") == calls0  # nothing was labelled
     secret = _post(server, COLOURS, {"instances": [{"key": "secret"}]}).json()
@@ -350,9 +360,11 @@ def test_keys_that_could_leave_the_folder_are_refused_before_reading(server: Ser
 
 def test_bad_images(server: Server) -> None:
     junk = requests.post(
-        server.url + COLOURS, data=b"not an image", headers={"Content-Type": "image/jpeg"},
+        server.url + COLOURS,
+        data=b"not an image",
+        headers={"Content-Type": "image/jpeg"},
         timeout=5,
-    )  # fmt: skip
+    )
     assert (junk.status_code, junk.json()["error"]) == (400, "bad_image")
     assert "0x" not in junk.text and "BytesIO" not in junk.text  # no internals in a body
     empty = requests.post(
@@ -460,5 +472,6 @@ def test_a_promoted_version_is_picked_up_and_an_asked_for_version_is_served(
         assert (missing.status_code, missing.json()["error"]) == (404, "unknown_model_version")
         assert "99" in missing.json()["message"]
     assert requests.get(server.url + "/readyz", timeout=5).json() == {
-        "status": "ready", "models": {"colours": "1", "shop": "2", "shopf": "1"},
-    }  # fmt: skip
+        "status": "ready",
+        "models": {"colours": "1", "shop": "2", "shopf": "1"},
+    }

@@ -52,9 +52,16 @@ def _stall(world: dict[str, Any], redis_url: str, log_dir: Path, **env: str) -> 
     try:
         # every miss asks live inference: one write-back only, no answers shared by
         # single-flight (this measures the breaker alone)
-        lk = lookup_server(world, redis_url, fb.url, log_dir / "lk.log", LOOKUP_THREADS="8",
-                           PRESCORE_LIVE_MAX_KEYS="1", LOOKUP_SINGLE_FLIGHT="0",
-                           **env)  # fmt: skip
+        lk = lookup_server(
+            world,
+            redis_url,
+            fb.url,
+            log_dir / "lk.log",
+            LOOKUP_THREADS="8",
+            PRESCORE_LIVE_MAX_KEYS="1",
+            LOOKUP_SINGLE_FLIGHT="0",
+            **env,
+        )
         assert requests.get(lk.url + "/v1/picks/c299", timeout=5).status_code == 200  # warm
         stop, seen = threading.Event(), []  # type: ignore[var-annotated]
         threads = [threading.Thread(target=_asking, args=(lk.url, stop, seen, n)) for n in range(4)]
@@ -86,9 +93,12 @@ def _stall(world: dict[str, Any], redis_url: str, log_dir: Path, **env: str) -> 
 
 
 def test_a_one_second_stall_costs_that_second_not_the_reset_time_after(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     publish_data(rclient, settings)
     now = _stall(world, redis_url, tmp_path)
     assert now["during"] > 0, now  # the stall itself is felt: misses past their deadline

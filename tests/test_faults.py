@@ -39,11 +39,23 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     registered(s, "reco", demo["model"])
     env = _env(s, demo["var"], redis_url)
     # small chunks in many tasks: the job writes for a while, a batch at a time
-    argv = local_args("score", master="local[2]", driver_memory="1g", dataset="reco",
-                      partitions="16", entities_per_chunk="8")  # fmt: skip
+    argv = local_args(
+        "score",
+        master="local[2]",
+        driver_memory="1g",
+        dataset="reco",
+        partitions="16",
+        entities_per_chunk="8",
+    )
     v = Versions(rclient, "reco", s.store)
-    proc = subprocess.Popen([spark_submit_bin(), *argv], env=env, cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [spark_submit_bin(), *argv],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 240
         writing = None
@@ -70,9 +82,18 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     )  # listed with its keys
     scratch = Path(env["PRESCORE_SPARK_SCRATCH"])
     left = {p.name for p in scratch.iterdir()} if scratch.exists() else set()
-    done = subprocess.run([spark_submit_bin(), *local_args("score", master="local[2]",
-                          driver_memory="1g", dataset="reco")], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [
+            spark_submit_bin(),
+            *local_args("score", master="local[2]", driver_memory="1g", dataset="reco"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert v.get(writing.version).status == "failed" and v.count_keys(writing.version) == 0
     assert rclient.exists(keys.lease_key("reco", writing.version)) == 0

@@ -42,10 +42,14 @@ def _servers(world: dict, redis_url: str, log_dir: Path, **lookup_env: str) -> l
     fb_env = fd.process_env(world["settings"], world["config"], FALLBACK_RUNTIME="tf")
     fb = Server("fallback.serve", fb_env, log_dir / "fb.log").start()
     env = {
-        **fd.process_env(world["settings"], world["config"]), "REDIS_URL": redis_url,
-        "PRESCORE_FALLBACK_URL": fb.url, "PRESCORE_FALLBACK_TIMEOUT_S": DEADLINE_S,
-        "LOOKUP_WORKERS": "1", "LOOKUP_POINTER_CACHE_S": "0", **lookup_env,
-    }  # fmt: skip
+        **fd.process_env(world["settings"], world["config"]),
+        "REDIS_URL": redis_url,
+        "PRESCORE_FALLBACK_URL": fb.url,
+        "PRESCORE_FALLBACK_TIMEOUT_S": DEADLINE_S,
+        "LOOKUP_WORKERS": "1",
+        "LOOKUP_POINTER_CACHE_S": "0",
+        **lookup_env,
+    }
     try:
         return [fb, Server("lookup.serve", env, log_dir / "lookup.log").start("/healthz")]
     except Exception:
@@ -98,22 +102,38 @@ def test_a_stale_answer_is_marked_and_refreshed_a_fresh_one_is_not(
 
 
 def test_declared_live_answers_a_stale_key_within_the_request(
-    shop: dict[str, Path], colours: dict[str, Any], tmp_path: Path, redis_url: str,
-    rclient: redis.Redis, settings: Settings,
-) -> None:  # fmt: skip
+    shop: dict[str, Path],
+    colours: dict[str, Any],
+    tmp_path: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+) -> None:
     world = _world(tmp_path, shop, colours, 'max_age_s = 3600\nstale = "live"\n')
     fb, lk = _servers(world, redis_url, tmp_path)
     try:
-        publish(rclient, settings, "shop", [("c5", fd.shop_payload("c5", 5, "1"))], "1",
-                model="shop-model")  # fmt: skip
+        publish(
+            rclient,
+            settings,
+            "shop",
+            [("c5", fd.shop_payload("c5", 5, "1"))],
+            "1",
+            model="shop-model",
+        )
         doc = requests.get(lk.url + "/v1/picks/c5", timeout=5).json()
         assert doc["source"] == "live" and doc["age_s"] == 0 and "stale" not in doc
         assert [i["product_id"] for i in doc["items"]] == fd.top_products(shop, "c5", 5)
         fb.kill()  # live inference down: the stale answer is served, marked
         doc = requests.get(lk.url + "/v1/picks/c6", timeout=5).json()
         assert doc["error"] == "fallback_unavailable"  # c6 was never published
-        publish(rclient, settings, "shop", [("c6", fd.shop_payload("c6", 5, "1"))], "1",
-                model="shop-model")  # fmt: skip
+        publish(
+            rclient,
+            settings,
+            "shop",
+            [("c6", fd.shop_payload("c6", 5, "1"))],
+            "1",
+            model="shop-model",
+        )
         doc = requests.get(lk.url + "/v1/picks/c6", timeout=5).json()
         assert doc["source"] == "precomputed" and doc["stale"] is True
     finally:
@@ -155,9 +175,13 @@ def _means(now: dict[str, float], before: dict[str, float]) -> tuple[float, floa
 
 
 def test_shadow_agreement_moves_when_the_live_model_is_swapped(
-    shop: dict[str, Path], colours: dict[str, Any], tmp_path: Path, redis_url: str,
-    rclient: redis.Redis, settings: Settings,
-) -> None:  # fmt: skip
+    shop: dict[str, Path],
+    colours: dict[str, Any],
+    tmp_path: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+) -> None:
     world = _world(tmp_path, shop, colours, "")
     fb, lk = _servers(world, redis_url, tmp_path, LOOKUP_SHADOW_RATE="1.0")
     try:
@@ -166,8 +190,9 @@ def test_shadow_agreement_moves_when_the_live_model_is_swapped(
         reply = requests.post(fb.url + "/v1/datasets/shop:predict", json=body, timeout=30)
         assert reply.status_code == 200, reply.text
         # what the bulk job would have published: the same model's answers, not live ones
-        answers = [{k: v for k, v in p.items() if k != "source"}
-                   for p in reply.json()["predictions"]]  # fmt: skip
+        answers = [
+            {k: v for k, v in p.items() if k != "source"} for p in reply.json()["predictions"]
+        ]
         rows = [(c, codec.dumps(p)) for c, p in zip(customers, answers, strict=True)]
         publish(rclient, settings, "shop", rows, "1", model="shop-model")
         first = _checked(lk, customers, 2, 0)

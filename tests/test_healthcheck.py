@@ -37,8 +37,11 @@ def server() -> Iterator[ThreadingHTTPServer]:
 def _check(bind: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "prescore.healthcheck", "SOME_BIND"],
-        env={"SOME_BIND": bind}, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        env={"SOME_BIND": bind},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_urls_of_bind_addresses() -> None:

@@ -132,9 +132,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _score_outside(var, host_redis.url, work, times)
         lk, lk_name, fb = _serve(c, var, ports, times)
         yield Stack(
-            base, work, var, c, store, redis.Redis.from_url(host_redis.url), lk, lk_name, fb,
-            ports["fallback"], times,
-        )  # fmt: skip
+            base,
+            work,
+            var,
+            c,
+            store,
+            redis.Redis.from_url(host_redis.url),
+            lk,
+            lk_name,
+            fb,
+            ports["fallback"],
+            times,
+        )
     finally:
         c.remove_all()
         host_redis.stop()
@@ -164,25 +173,83 @@ def _seed_and_train(
     seed = {"mounts": [f"{var}:{VAR}", DATASETS, f"{seed_tmp}:/tmp"], "tmpfs": ()}
     _say("seed: demo data, photos, the tagger (demo image)")
     py = ["python", "-m"]
-    times["seed: data"] = c.run("datagen", demo, [
-        *py, "examples.hotels.datagen", "--out", f"{VAR}/data", "--users", "300",
-        "--hotels", "100", "--regions", "6", "--impressions", "40", "--seed", "7"], **seed)  # type: ignore[arg-type]  # fmt: skip
-    times["seed: photos"] = c.run("imagegen", demo, [
-        *py, "examples.hotels.imagegen", "--out", f"{VAR}/images", "--count", "160",
-        "--seed", "7"], **seed)  # type: ignore[arg-type]  # fmt: skip
-    times["train tagger in a container"] = c.run("train-tagger", demo, [
-        *py, "examples.hotels.train_tagger", "--images", f"{VAR}/images", "--out",
-        "/tmp/train/tagger", "--epochs", "8"], **seed)  # type: ignore[arg-type]  # fmt: skip
-    times["register tagger (int8 variant)"] = c.run("register-tagger", demo, [
-        *py, "prescore.cli", "models", "register", "tagger", "/tmp/train/tagger",
-        "--promote"], **seed)  # type: ignore[arg-type]  # fmt: skip
+    times["seed: data"] = c.run(
+        "datagen",
+        demo,
+        [
+            *py,
+            "examples.hotels.datagen",
+            "--out",
+            f"{VAR}/data",
+            "--users",
+            "300",
+            "--hotels",
+            "100",
+            "--regions",
+            "6",
+            "--impressions",
+            "40",
+            "--seed",
+            "7",
+        ],
+        **seed,
+    )  # type: ignore[arg-type]
+    times["seed: photos"] = c.run(
+        "imagegen",
+        demo,
+        [
+            *py,
+            "examples.hotels.imagegen",
+            "--out",
+            f"{VAR}/images",
+            "--count",
+            "160",
+            "--seed",
+            "7",
+        ],
+        **seed,
+    )  # type: ignore[arg-type]
+    times["train tagger in a container"] = c.run(
+        "train-tagger",
+        demo,
+        [
+            *py,
+            "examples.hotels.train_tagger",
+            "--images",
+            f"{VAR}/images",
+            "--out",
+            "/tmp/train/tagger",
+            "--epochs",
+            "8",
+        ],
+        **seed,
+    )  # type: ignore[arg-type]
+    times["register tagger (int8 variant)"] = c.run(
+        "register-tagger",
+        demo,
+        [*py, "prescore.cli", "models", "register", "tagger", "/tmp/train/tagger", "--promote"],
+        **seed,
+    )  # type: ignore[arg-type]
     _say("train: jobs.retrain --dataset reco in the trainer (demo) image")
     times["retrain reco in a container (train, gate, score, promote)"] = c.run(
-        "train", demo,
-        [*py, "jobs.retrain", "--dataset", "reco", "--target", "local", "--master", "local[2]",
-         "--run-id", "images-1", "--state-dir", "/var/lib/prescore-state/retrain"],
+        "train",
+        demo,
+        [
+            *py,
+            "jobs.retrain",
+            "--dataset",
+            "reco",
+            "--target",
+            "local",
+            "--master",
+            "local[2]",
+            "--run-id",
+            "images-1",
+            "--state-dir",
+            "/var/lib/prescore-state/retrain",
+        ],
         mounts=[f"{var}:{VAR}", DATASETS, f"{state}:/var/lib/prescore-state"],
-    )  # fmt: skip
+    )
     report = json.loads((state / "retrain" / "images-1" / "report.json").read_text())
     _say(f"train: {report['decision']} ({report['reason']}), version {report['published_version']}")
 
@@ -192,9 +259,11 @@ def _score(c: Containers, var: Path, times: dict[str, float]) -> None:
     for dataset in ("reco", "tags"):
         _say(f"score: spark-submit jobs/score.py --dataset {dataset} (jobs image)")
         times[f"score {dataset} in a container"] = c.run(
-            f"score-{dataset}", f"prescore-jobs:{TAG}", score_cmd(dataset),
+            f"score-{dataset}",
+            f"prescore-jobs:{TAG}",
+            score_cmd(dataset),
             mounts=[f"{var}:{VAR}:ro", DATASETS],
-        )  # fmt: skip
+        )
         summary = (c.folder / f"score-{dataset}.log").read_text().splitlines()
         for line in summary[-8:]:
             if "published version" in line or "keys written" in line:
@@ -221,13 +290,17 @@ def _serve(
     URL, its container and the fallback's."""
     _say("serve: fallback and lookup containers")
     fb = c.start(
-        "fallback", f"prescore-fallback:{TAG}",
-        mounts=[f"{var}:{VAR}:ro", DATASETS], tmpfs=("/tmp", "/var/run/prescore"),
-        env={"FALLBACK_BIND": f"127.0.0.1:{ports['fallback']}",
-             "FALLBACK_METRICS_BIND": f"127.0.0.1:{ports['fb_metrics']}",
-             "PROMETHEUS_MULTIPROC_DIR": "/var/run/prescore/metrics",
-             "FALLBACK_INFERENCE_THREADS": "2"},
-    )  # fmt: skip
+        "fallback",
+        f"prescore-fallback:{TAG}",
+        mounts=[f"{var}:{VAR}:ro", DATASETS],
+        tmpfs=("/tmp", "/var/run/prescore"),
+        env={
+            "FALLBACK_BIND": f"127.0.0.1:{ports['fallback']}",
+            "FALLBACK_METRICS_BIND": f"127.0.0.1:{ports['fb_metrics']}",
+            "PROMETHEUS_MULTIPROC_DIR": "/var/run/prescore/metrics",
+            "FALLBACK_INFERENCE_THREADS": "2",
+        },
+    )
     lk = _start_lookup(c, "lookup", ports["lookup"], ports["lk_metrics"])
     times["lookup: start to healthy"] = c.wait_healthy(lk)
     times["fallback: start to healthy"] = c.wait_healthy(fb)
@@ -236,13 +309,18 @@ def _serve(
 
 def _start_lookup(c: Containers, role: str, port: int, metrics_port: int) -> str:
     return c.start(
-        role, f"prescore-lookup:{TAG}",
-        mounts=[DATASETS], tmpfs=("/tmp", "/var/run/prescore"),
-        env={"LOOKUP_BIND": f"127.0.0.1:{port}",
-             "LOOKUP_METRICS_BIND": f"127.0.0.1:{metrics_port}",
-             "LOOKUP_WORKERS": "2", "LOOKUP_THREADS": "4",
-             "PROMETHEUS_MULTIPROC_DIR": "/var/run/prescore/metrics"},
-    )  # fmt: skip
+        role,
+        f"prescore-lookup:{TAG}",
+        mounts=[DATASETS],
+        tmpfs=("/tmp", "/var/run/prescore"),
+        env={
+            "LOOKUP_BIND": f"127.0.0.1:{port}",
+            "LOOKUP_METRICS_BIND": f"127.0.0.1:{metrics_port}",
+            "LOOKUP_WORKERS": "2",
+            "LOOKUP_THREADS": "4",
+            "PROMETHEUS_MULTIPROC_DIR": "/var/run/prescore/metrics",
+        },
+    )
 
 
 # -- what users get ------------------------------------------------------------------------
@@ -263,9 +341,10 @@ def test_a_hit_and_a_batch_of_recommendations(stack: Stack) -> None:
     doc = hit.json()
     assert doc["source"] == "precomputed" and len(doc["items"]) == 5, doc
     batch = _ask(
-        "POST", f"{stack.lookup}/v1/recommendations:batchGet",
+        "POST",
+        f"{stack.lookup}/v1/recommendations:batchGet",
         json={"user_ids": [users[1], users[2]], "k": 3},
-    )  # fmt: skip
+    )
     assert batch.status_code == 200, batch.text
     results = batch.json()["results"]
     assert [r["user_id"] for r in results] == [users[1], users[2]]
@@ -343,9 +422,23 @@ def test_the_batch_images_health_checks_pass_as_their_user(stack: Stack) -> None
         found = docker("inspect", "--format", "{{json .Config.Healthcheck}}", image)
         check = json.loads(found.stdout)
         assert check["Test"][0] == "CMD", check
-        out = docker("run", "--rm", "--network", "host", "--user", "10001:10001", "--read-only",
-                     "--tmpfs", "/tmp", "--entrypoint", check["Test"][1], image, *check["Test"][2:],
-                     check=False, timeout=120)  # fmt: skip
+        out = docker(
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--user",
+            "10001:10001",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--entrypoint",
+            check["Test"][1],
+            image,
+            *check["Test"][2:],
+            check=False,
+            timeout=120,
+        )
         assert out.returncode == 0, (image, out.stderr[-2000:])
 
 
@@ -368,8 +461,9 @@ def test_sigterm_lets_an_in_flight_request_finish_within_the_grace_period(stack:
     c.wait_healthy(name)
     base = f"http://127.0.0.1:{port}"
     new = f"new-photo-{uuid.uuid4().hex[:8]}"
-    shutil.copyfile(stack.var / "images" / f"{stack.photos()[0]}.jpg",
-                    stack.var / "images" / f"{new}.jpg")  # fmt: skip
+    shutil.copyfile(
+        stack.var / "images" / f"{stack.photos()[0]}.jpg", stack.var / "images" / f"{new}.jpg"
+    )
     before = _connections_to(stack.fallback_port)
     reply: dict[str, requests.Response] = {}
     docker("pause", stack.fallback_name)
@@ -379,8 +473,9 @@ def test_sigterm_lets_an_in_flight_request_finish_within_the_grace_period(stack:
         )
         asking.start()
         _wait(lambda: _connections_to(stack.fallback_port) - before, "the live call", 20)
-        stopping = threading.Thread(target=docker, args=("stop", "-t", str(GRACE_S), name),
-                                    kwargs={"timeout": GRACE_S + 30})  # fmt: skip
+        stopping = threading.Thread(
+            target=docker, args=("stop", "-t", str(GRACE_S), name), kwargs={"timeout": GRACE_S + 30}
+        )
         stopping.start()
         _wait(lambda: c.inspect(name)["State"]["Running"], "the container", 5)
         time.sleep(1.0)  # SIGTERM delivered while the request waits on the paused fallback
@@ -429,14 +524,19 @@ def test_the_compose_stack_seeds_trains_scores_and_serves(stack: Stack) -> None:
     compose = _compose()
     if compose is None:
         pytest.skip("compose.yaml not run: neither `docker compose` nor docker-compose is here")
-    ports = {n: free_port() for n in ("REDIS", "LOOKUP", "FALLBACK", "LOOKUP_METRICS",
-                                      "FALLBACK_METRICS")}  # fmt: skip
+    ports = {
+        n: free_port()
+        for n in ("REDIS", "LOOKUP", "FALLBACK", "LOOKUP_METRICS", "FALLBACK_METRICS")
+    }
     env = {
-        **os.environ, "PRESCORE_REDIS_IMAGE": REDIS_IMAGE,
+        **os.environ,
+        "PRESCORE_REDIS_IMAGE": REDIS_IMAGE,
         "PRESCORE_REDIS_PASSWORD": uuid.uuid4().hex,
         **{f"PRESCORE_{n}_PORT": str(port) for n, port in ports.items()},
-        "DEMO_USERS": "300", "DEMO_PHOTOS": "120", "DEMO_EPOCHS": "4",
-    }  # fmt: skip
+        "DEMO_USERS": "300",
+        "DEMO_PHOTOS": "120",
+        "DEMO_EPOCHS": "4",
+    }
     base = [*compose, "-p", f"prescore-it-{uuid.uuid4().hex[:8]}", "-f", str(ROOT / "compose.yaml")]
     log = stack.work / "compose.log"
     try:
@@ -454,8 +554,13 @@ def test_the_compose_stack_seeds_trains_scores_and_serves(stack: Stack) -> None:
         tags = _ask("GET", f"{lookup}/v1/image-tags/img-000001")
         assert tags.status_code == 200 and tags.json()["source"] == "precomputed", tags.text
     finally:
-        subprocess.run([*base, "down", "-v", "--remove-orphans"], env=env, capture_output=True,
-                       timeout=300, cwd=ROOT)  # fmt: skip
+        subprocess.run(
+            [*base, "down", "-v", "--remove-orphans"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+            cwd=ROOT,
+        )
 
 
 def _buildkit_client() -> str | None:
@@ -467,8 +572,9 @@ def _buildkit_client() -> str | None:
             continue
         if subprocess.run([exe, "buildx", "version"], capture_output=True).returncode == 0:
             return str(exe)
-        out = subprocess.run([exe, "version", "--format", "{{.Client.Version}}"],
-                             capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            [exe, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+        )
         major = out.stdout.split(".")[0]
         if major.isdigit() and 19 <= int(major) < 23:
             return str(exe)
@@ -482,10 +588,20 @@ def test_the_lookup_image_builds_with_buildkit_too(stack: Stack) -> None:
         pytest.skip("BuildKit build not run: no docker client here has BuildKit (docker buildx)")
     env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER": client}
     run_logged(
-        [str(ROOT / "docker" / "build-images.sh"), "--tag", "buildkit", "--base", stack.base,
-         "--wheels", str(wheel_folder()), "lookup"],
-        stack.work / "buildkit.log", env=env, timeout=900,
-    )  # fmt: skip
+        [
+            str(ROOT / "docker" / "build-images.sh"),
+            "--tag",
+            "buildkit",
+            "--base",
+            stack.base,
+            "--wheels",
+            str(wheel_folder()),
+            "lookup",
+        ],
+        stack.work / "buildkit.log",
+        env=env,
+        timeout=900,
+    )
     try:
         image = "prescore-lookup:buildkit"
         check = "import lookup.app, prescore.healthcheck; print('ok')"

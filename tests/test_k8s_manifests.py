@@ -111,8 +111,12 @@ def test_spark_applications_match_the_operator_crd(build: str) -> None:
     for app in apps:
         jsonschema.validate(app, crd_schema("ScheduledSparkApplication"))
         # each run the operator makes from it is a SparkApplication with this spec
-        run = {"apiVersion": app["apiVersion"], "kind": "SparkApplication",
-               "metadata": {"name": "run"}, "spec": app["spec"]["template"]}  # fmt: skip
+        run = {
+            "apiVersion": app["apiVersion"],
+            "kind": "SparkApplication",
+            "metadata": {"name": "run"},
+            "spec": app["spec"]["template"],
+        }
         jsonschema.validate(run, crd_schema("SparkApplication"))
         spec = app["spec"]["template"]
         assert spec["timeToLiveSeconds"] > 0
@@ -143,7 +147,8 @@ def test_the_gpu_build_puts_only_the_tagging_executors_on_a_gpu() -> None:
     dockerfile = (ROOT / "docker" / "jobs.Dockerfile").read_text()
     assert f"COPY docker/{Path(script).name} {script}" in dockerfile
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tags[
-        "executor"]["template"]["spec"]["tolerations"]  # fmt: skip
+        "executor"
+    ]["template"]["spec"]["tolerations"]
     for name in ("prescore-score-tags", "prescore-score-reco"):
         before = find(plain, "ScheduledSparkApplication", name)["spec"]["template"]
         after = find(gpu, "ScheduledSparkApplication", name)["spec"]["template"]
@@ -158,9 +163,12 @@ def test_the_gpu_build_puts_only_the_tagging_executors_on_a_gpu() -> None:
 
 def test_the_gpu_discovery_script_says_gpu_and_no_address_without_a_gpu() -> None:
     out = subprocess.run(
-        [str(ROOT / "docker" / "getGpusResources.sh")], capture_output=True, text=True,
-        check=True, env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+        [str(ROOT / "docker" / "getGpusResources.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert json.loads(out.stdout) == {"name": "gpu", "addresses": []}  # this machine has none
 
 

@@ -68,8 +68,12 @@ def _check_templates(conf: dict[str, str], objs: tuple[dict[str, Any], ...]) -> 
                 "volumes"
             ]
             (owner,) = template["metadata"]["ownerReferences"]
-            assert owner == {"apiVersion": "v1", "kind": "Pod", "name": POD["POD_NAME"],
-                             "uid": POD["POD_UID"]}  # fmt: skip
+            assert owner == {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": POD["POD_NAME"],
+                "uid": POD["POD_UID"],
+            }
             assert template["spec"]["automountServiceAccountToken"] is True
         else:
             assert "ownerReferences" not in template["metadata"]  # the driver owns them
@@ -88,8 +92,18 @@ def test_cronjobs_run_jobs_submit_and_its_argv_fits_the_cluster(
         (container,) = spec["containers"]
         args = container["args"]
         assert "command" not in container  # the image's entrypoint stays in charge
-        assert args == ["python", "-m", "jobs.submit", "score", "--target", "k8s", "--exec",
-                        "--", "--dataset", dataset]  # fmt: skip
+        assert args == [
+            "python",
+            "-m",
+            "jobs.submit",
+            "score",
+            "--target",
+            "k8s",
+            "--exec",
+            "--",
+            "--dataset",
+            dataset,
+        ]
         env = container_env(container, objs)
         assert env["PRESCORE_JOBS_IMAGE"] == container["image"]  # kustomize replacement
         expanded = _expand(args, env)
@@ -220,13 +234,33 @@ def test_submit_exec_runs_without_an_activated_venv_and_exits_with_spark_submits
     is not declared: 2) is spark-submit's exit code, told in one line, not a traceback."""
     config = tmp_path / "prescore.toml"
     config.write_text("")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PRESCORE_CONFIG": str(config),
-           "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PRESCORE_CONFIG": str(config),
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.submit", "score", "--master", "local[1]",
-         "--driver-memory", "1g", "--exec", "--", "--dataset", "nope"],
-        cwd=submit.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jobs.submit",
+            "score",
+            "--master",
+            "local[1]",
+            "--driver-memory",
+            "1g",
+            "--exec",
+            "--",
+            "--dataset",
+            "nope",
+        ],
+        cwd=submit.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "SPARK_HOME" not in done.stderr
     # spark-submit hands the Python driver's stderr to its stdout
@@ -270,9 +304,13 @@ def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     argv = submit.k8s_args(
-        "score", image=env["PRESCORE_JOBS_IMAGE"], namespace="ns",
-        conf=submit.parse_conf(env["PRESCORE_SPARK_CONF"]), dataset="reco", model_version="3",
-    )  # fmt: skip
+        "score",
+        image=env["PRESCORE_JOBS_IMAGE"],
+        namespace="ns",
+        conf=submit.parse_conf(env["PRESCORE_SPARK_CONF"]),
+        dataset="reco",
+        model_version="3",
+    )
     assert argv[-4:] == ["--dataset", "reco", "--model-version", "3"]
     _check_templates(_confs(argv), objs)
 

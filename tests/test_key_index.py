@@ -46,15 +46,20 @@ def _plain(found: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
 
 
 def test_key_text_in_arrow_is_the_key_text_of_every_valid_key() -> None:
-    table = pa.table({
-        "s": pa.array([*AWKWARD, None]).dictionary_encode(),
-        "i": pa.array([7, -3, 2**62, None, 0, 1, 2, 3, 4, 5, 6], pa.int64()),
-        "u": pa.array([2**64 - 1] * 11, pa.uint64()),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "s": pa.array([*AWKWARD, None]).dictionary_encode(),
+            "i": pa.array([7, -3, 2**62, None, 0, 1, 2, 3, 4, 5, 6], pa.int64()),
+            "u": pa.array([2**64 - 1] * 11, pa.uint64()),
+        }
+    )
     for columns, form in (
-        (["s"], KeyForm()), (["s"], KeyForm(contexts=True)), (["i"], KeyForm()),
-        (["s", "i"], KeyForm(2)), (["u", "s"], KeyForm(2)),
-    ):  # fmt: skip
+        (["s"], KeyForm()),
+        (["s"], KeyForm(contexts=True)),
+        (["i"], KeyForm()),
+        (["s", "i"], KeyForm(2)),
+        (["u", "s"], KeyForm(2)),
+    ):
         checked = key_texts(table, columns, form)
         made = key_text_array(table, columns, form).to_pylist()
         assert all(c == m for c, m in zip(checked, made, strict=True) if c is not None)
@@ -65,10 +70,14 @@ def test_key_text_in_arrow_is_the_key_text_of_every_valid_key() -> None:
 def _table(path: Path, n: int, seed: int) -> pd.DataFrame:
     rng = random.Random(seed)
     ids = [f"c{rng.randrange(n // 2)}" for _ in range(n)]  # many keys repeated
-    frame = pd.DataFrame({
-        "customer": ids, "market": [rng.choice(AWKWARD[:4]) for _ in range(n)],
-        "n": list(range(n)), "tags": [[str(i)] * (i % 3) for i in range(n)],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "customer": ids,
+            "market": [rng.choice(AWKWARD[:4]) for _ in range(n)],
+            "n": list(range(n)),
+            "tags": [[str(i)] * (i % 3) for i in range(n)],
+        }
+    )
     frame.loc[::97, "customer"] = None  # rows without a key: in no bucket
     frame.to_parquet(path, row_group_size=50)
     return frame
@@ -78,10 +87,13 @@ def test_the_index_answers_what_a_scan_of_the_table_answers(tmp_path: Path) -> N
     form = KeyForm(2)
     frame = _table(tmp_path / "t.parquet", 1500, seed=1)
     rows = _rows(Table(path=str(tmp_path / "t.parquet"), key=("customer", "market")), form)
-    keys = sorted({
-        form.of_values([c, m]) for c, m in zip(frame.customer, frame.market, strict=True)
-        if not pd.isna(c)  # None under pandas 2, NaN under pandas 3's str dtype
-    })  # fmt: skip
+    keys = sorted(
+        {
+            form.of_values([c, m])
+            for c, m in zip(frame.customer, frame.market, strict=True)
+            if not pd.isna(c)  # None under pandas 2, NaN under pandas 3's str dtype
+        }
+    )
     asked = [*keys[::3], form.of_values(["absent", "a|b"]), "c1|x\\y|extra"]
     scanned = {k: _plain(rows.get([k])) for k in asked[:40]} | {"batch": _plain(rows.get(asked))}
     assert rows.reads["indexed"] == 0 and rows.maintain()
@@ -131,8 +143,9 @@ def test_a_file_rewritten_or_removed_stops_the_index_until_it_is_built_again(
     pd.DataFrame({"user_id": ["a1"], "age": [99]}).to_parquet(folder / "a.parquet")
     assert not rows.index_ready()  # stale: what the fallback's gauge reports
     assert rows.get(["a1", "a2", "b1"]) == {
-        "a1": {"user_id": "a1", "age": 99}, "b1": {"user_id": "b1", "age": 2},
-    }  # fmt: skip
+        "a1": {"user_id": "a1", "age": 99},
+        "b1": {"user_id": "b1", "age": 2},
+    }
     assert rows.reads == {"indexed": 0, "scanned_files": 2}  # the stale index is not read
     (folder / "b.parquet").unlink()
     assert rows.maintain()
@@ -198,9 +211,14 @@ def test_text_and_orc_tables_are_indexed_too(tmp_path: Path, fmt: str) -> None:
     rows = _rows(Table(path=str(path), key=("id",), format=fmt))
     scanned = rows.get(["k7", "k299", "k300"])
     assert rows.maintain()
-    assert rows.get(["k7", "k299", "k300"]) == scanned == {
-        "k7": {"id": "k7", "v": 7}, "k299": {"id": "k299", "v": 299},
-    }  # fmt: skip
+    assert (
+        rows.get(["k7", "k299", "k300"])
+        == scanned
+        == {
+            "k7": {"id": "k7", "v": 7},
+            "k299": {"id": "k299", "v": 299},
+        }
+    )
     assert rows.reads == {"indexed": 1, "scanned_files": 1}
 
 
@@ -226,11 +244,16 @@ def test_scratch_folders_of_gone_processes_are_removed(tmp_path: Path) -> None:
     from fallback import scratch
 
     gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # never a live pid
-    for name in (f"prescore-index-{gone}-abc", f"prescore-table-{gone}-x",
-                 f"prescore-index-{os.getpid()}-mine", "prescore-other-1-y"):  # fmt: skip
+    for name in (
+        f"prescore-index-{gone}-abc",
+        f"prescore-table-{gone}-x",
+        f"prescore-index-{os.getpid()}-mine",
+        "prescore-other-1-y",
+    ):
         (tmp_path / name).mkdir()
     removed = scratch.remove_orphans(str(tmp_path))
     assert sorted(removed) == [f"prescore-index-{gone}-abc", f"prescore-table-{gone}-x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"prescore-index-{os.getpid()}-mine", "prescore-other-1-y",
-    ]  # fmt: skip
+        f"prescore-index-{os.getpid()}-mine",
+        "prescore-other-1-y",
+    ]

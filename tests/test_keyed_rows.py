@@ -22,11 +22,13 @@ from prescore.table_keys import key_texts
 
 def test_integer_keys_of_a_pandas_table_are_their_digits(tmp_path: Path) -> None:
     path = tmp_path / "readers.parquet"
-    pd.DataFrame({
-        "reader_id": [17, -3, 10**15],
-        "country": pd.Categorical(["nl", "de", "nl"]),  # dictionary-encoded in the file
-        "signed_up": pd.to_datetime(["2024-01-02 03:04:05.123456789"] * 3),
-    }).to_parquet(path)  # fmt: skip
+    pd.DataFrame(
+        {
+            "reader_id": [17, -3, 10**15],
+            "country": pd.Categorical(["nl", "de", "nl"]),  # dictionary-encoded in the file
+            "signed_up": pd.to_datetime(["2024-01-02 03:04:05.123456789"] * 3),
+        }
+    ).to_parquet(path)
     rows = KeyedRows(Table(path=str(path), key=("reader_id",)), KeyForm())
     found = rows.get(["17", "-3", str(10**15), "017", "x", "17.0"])
     assert sorted(found) == sorted(["-3", "17", str(10**15)])  # "017" spells no integer
@@ -54,11 +56,13 @@ def test_a_nullable_integer_key_column_with_gaps_and_ids_past_2_53(tmp_path: Pat
 
 def test_a_composite_key_with_separators_inside_its_parts(tmp_path: Path) -> None:
     path = tmp_path / "pairs.parquet"
-    table = pa.table({
-        "customer": pa.array(["a|b", "x\\y", "ns:1 é"]).dictionary_encode(),
-        "market": ["nl", "de", "nl"],
-        "picked": pa.array([["p1"], ["p2", "p3"], []], pa.large_list(pa.string())),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "customer": pa.array(["a|b", "x\\y", "ns:1 é"]).dictionary_encode(),
+            "market": ["nl", "de", "nl"],
+            "picked": pa.array([["p1"], ["p2", "p3"], []], pa.large_list(pa.string())),
+        }
+    )
     pq.write_table(table, path)
     form = KeyForm(2)
     rows = KeyedRows(Table(path=str(path), key=("customer", "market")), form)
@@ -92,8 +96,9 @@ def test_rows_are_read_a_row_group_at_a_time_skipping_those_statistics_rule_out(
     pq.write_table(pa.table({"user_id": ids, "n": list(range(20_000))}), path, row_group_size=1000)
     rows = KeyedRows(Table(path=str(path), key=("user_id",)), KeyForm())
     assert {k: r["n"] for k, r in rows.get(["u00007", "u19999", "v1"]).items()} == {
-        "u00007": 7, "u19999": 19_999,
-    }  # fmt: skip
+        "u00007": 7,
+        "u19999": 19_999,
+    }
     data = rows._dataset()  # what a read touches: the row groups that may hold a key
     where = rows._filter(data.schema, {"u00007"})
     groups = [g for f in data.get_fragments() for g in f.split_by_row_group(filter=where)]

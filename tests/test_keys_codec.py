@@ -115,15 +115,23 @@ def test_a_batch_of_keys_is_valid_exactly_when_each_key_is() -> None:
         except InvalidInput:
             return False
 
-    forms = [keys.KeyForm(1), keys.KeyForm(1, True), keys.KeyForm(2), keys.KeyForm(3),
-             keys.KeyForm(files=True)]  # fmt: skip
+    forms = [
+        keys.KeyForm(1),
+        keys.KeyForm(1, True),
+        keys.KeyForm(2),
+        keys.KeyForm(3),
+        keys.KeyForm(files=True),
+    ]
     for form in forms:
         for _ in range(4000):
-            batch = ["".join(rng.choices(alphabet, k=rng.randint(0, 6)))
-                     for _ in range(rng.randint(1, 3))]  # fmt: skip
+            batch = [
+                "".join(rng.choices(alphabet, k=rng.randint(0, 6)))
+                for _ in range(rng.randint(1, 3))
+            ]
             if rng.random() < 0.3:  # mostly valid ones
-                batch = [rng.choice(["a", "b1", "x\\|y"]) + "|c" * (form.parts - 1)
-                         for _ in range(3)]  # fmt: skip
+                batch = [
+                    rng.choice(["a", "b1", "x\\|y"]) + "|c" * (form.parts - 1) for _ in range(3)
+                ]
                 batch[rng.randrange(3)] += rng.choice(["", "", "|d", "\n", "\na", " ", "\\"])
             assert form.all_valid(batch) == all(ok(form, k) for k in batch), (form, batch)
     longest = keys.MAX_KEY_BYTES

@@ -183,9 +183,12 @@ def test_spark_submit_runs_the_job(demo_var, tags_settings, redis_url, rclient) 
     said = refused.stdout + refused.stderr
     assert refused.returncode == 2 and "LANG: Spark's JVM spells file names" in said, said
     done = subprocess.run(
-        [spark_submit_bin(), *argv], env={**env, "LANG": "C.UTF-8"}, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
+        [spark_submit_bin(), *argv],
+        env={**env, "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"keys written {COUNT + 1}, images scored {COUNT + 1}" in done.stdout
     assert f"skipped {len(BAD)} bad input(s)" in done.stdout
@@ -213,9 +216,12 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     import pandas as pd
 
     table = pd.DataFrame(
-        {"sku": ["a1", "a2", "a3", "bad\tkey"], "width": [0.1, 2.0, 0.2, 1.0],
-         "height": [0.1, 0.1, 3.0, 1.0]}
-    )  # fmt: skip
+        {
+            "sku": ["a1", "a2", "a3", "bad\tkey"],
+            "width": [0.1, 2.0, 0.2, 1.0],
+            "height": [0.1, 0.1, 3.0, 1.0],
+        }
+    )
     table.to_parquet(tmp_path / "rows.parquet", index=False)
     config = tmp_path / "r.toml"
     config.write_text(
@@ -271,8 +277,12 @@ def test_a_worker_decodes_the_same_from_paths_as_from_sparks_bytes(tmp_path: Pat
     assert by_path[0] == ["img-000000", "img-000001", "img-000002"]
     assert by_bytes[0] == ["gone-1", *by_path[0]]  # its bytes were read while it was there
     assert all(np.array_equal(a, b) for a, b in zip(by_path[1], by_bytes[1][1:], strict=True))
-    bad = {"corrupt-1": "bad_image", "empty-1": "empty_image", "huge-1": "image_too_large",
-           "notes-1": "bad_image"}  # fmt: skip
+    bad = {
+        "corrupt-1": "bad_image",
+        "empty-1": "empty_image",
+        "huge-1": "image_too_large",
+        "notes-1": "bad_image",
+    }
     assert by_bytes[2] == [f"file:{tmp_path}/{k}.jpg: {v}" for k, v in bad.items()]
     assert by_path[2] == [
         f"file:{tmp_path}/{k}.jpg: {v}" for k, v in sorted({**bad, "gone-1": "unreadable"}.items())

@@ -111,10 +111,17 @@ def test_the_connection_is_made_by_redis_py_with_auth(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "reply",
-    ["LOADING Redis is loading", "READONLY You can't write against a read only replica.",
-     "NOPERM no permissions", "MASTERDOWN link down", "TRYAGAIN multiple keys",
-     "NOSCRIPT no script", "WRONGTYPE Operation against a key", "ERR something else"],
-)  # fmt: skip
+    [
+        "LOADING Redis is loading",
+        "READONLY You can't write against a read only replica.",
+        "NOPERM no permissions",
+        "MASTERDOWN link down",
+        "TRYAGAIN multiple keys",
+        "NOSCRIPT no script",
+        "WRONGTYPE Operation against a key",
+        "ERR something else",
+    ],
+)
 def test_an_error_reply_raises_what_redis_pys_own_parser_raises(
     redis_url: str, rclient: redis.Redis, reply: str
 ) -> None:

@@ -304,8 +304,11 @@ def test_the_dev_lock_pins_what_it_shares_with_an_image_at_the_images_version(
     """CI tests the very versions an image ships: where both lock a package, alike."""
     _, dev = _parse("dev")
     _, shipped = _parse(image)
-    differ = {p: (str(dev[p].version), str(pin.version)) for p, pin in shipped.items()
-              if p in dev and dev[p].version != pin.version}  # fmt: skip
+    differ = {
+        p: (str(dev[p].version), str(pin.version))
+        for p, pin in shipped.items()
+        if p in dev and dev[p].version != pin.version
+    }
     missing = sorted(set(shipped) - set(dev))
     assert not differ, f"requirements/dev.txt and {image}.txt pin differently {differ}: {REFRESH}"
     assert not missing, f"requirements/dev.txt lacks {missing} of {image}.txt: {REFRESH}"

@@ -337,9 +337,17 @@ def test_openapi_names_every_route(api):
     assert "/v1/datasets/tags:batchGet" in doc["paths"]
     codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
     for code in (
-        "invalid_id", "invalid_k", "invalid_limit", "invalid_min_score", "too_many_ids",
-        "store_unavailable", "no_route", "unknown_dataset", "not_published", "dataset_lost",
-    ):  # fmt: skip
+        "invalid_id",
+        "invalid_k",
+        "invalid_limit",
+        "invalid_min_score",
+        "too_many_ids",
+        "store_unavailable",
+        "no_route",
+        "unknown_dataset",
+        "not_published",
+        "dataset_lost",
+    ):
         assert code in codes
     for path, ops in doc["paths"].items():
         for op in ops.values():
@@ -351,11 +359,20 @@ def test_openapi_names_every_route(api):
     tags = schemas["tags.Payload"]["properties"]
     assert {"image_id", "tags"} <= set(tags) and "context" not in tags
     assert set(schemas["reco.BatchRequest"]["properties"]) == {
-        "keys", "user_ids", "k", "limit", "min_score", "context",
-    }  # fmt: skip
+        "keys",
+        "user_ids",
+        "k",
+        "limit",
+        "min_score",
+        "context",
+    }
     assert set(schemas["tags.BatchRequest"]["properties"]) == {
-        "keys", "image_ids", "k", "limit", "min_score",
-    }  # fmt: skip
+        "keys",
+        "image_ids",
+        "k",
+        "limit",
+        "min_score",
+    }
 
 
 def test_answers_match_the_openapi_schemas(api, data):
@@ -472,9 +489,15 @@ MAX_K = 7  # not the default: the document must say what this deployment enforce
 def basket_payload(key: str, n: int, context: str | None = None) -> bytes:
     entries = [(f"sku-{j}", round(0.9 - j / 10, 4)) for j in range(n)]
     return codec.encode_payload(
-        BASKET, key, entries, model="basket", model_version="b3", scored_at=SCORED_AT,
-        context=context, extras=[{"name": f"Product {j}"} for j in range(n)],
-    )  # fmt: skip
+        BASKET,
+        key,
+        entries,
+        model="basket",
+        model_version="b3",
+        scored_at=SCORED_AT,
+        context=context,
+        extras=[{"name": f"Product {j}"} for j in range(n)],
+    )
 
 
 @pytest.fixture()
@@ -491,15 +514,24 @@ def own(settings: Settings, tmp_path: Path) -> LookupSettings:
 def own_data(rclient, own: LookupSettings) -> dict[str, str]:
     core = own.core
     basket = publish(
-        rclient, core, "basket",
-        [("c1|s1", basket_payload("c1|s1", 5)), ("c2|s1", basket_payload("c2|s1", 5)),
-         ("c1|s1|weekend", basket_payload("c1|s1", 2, context="weekend"))],
+        rclient,
+        core,
+        "basket",
+        [
+            ("c1|s1", basket_payload("c1|s1", 5)),
+            ("c2|s1", basket_payload("c2|s1", 5)),
+            ("c1|s1|weekend", basket_payload("c1|s1", 2, context="weekend")),
+        ],
         "b3",
-    )  # fmt: skip
+    )
     doc = codec.encode_payload(
-        TOPICS, "d1", [("sport", 0.8), ("politics", 0.3), ("weather", 0.1)],
-        model="imported", model_version="x9", scored_at=SCORED_AT,
-    )  # fmt: skip
+        TOPICS,
+        "d1",
+        [("sport", 0.8), ("politics", 0.3), ("weather", 0.1)],
+        model="imported",
+        model_version="x9",
+        scored_at=SCORED_AT,
+    )
     topics = publish(rclient, core, "topics", [("d1", doc)], "x9", model="imported")
     return {"basket": basket, "topics": topics}
 
@@ -654,10 +686,13 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
     doc = api.get("/openapi.json").get_json()
     assert set(doc["paths"]) == _served_paths(api, ["basket", "topics"])
     for path in (
-        "/v1/basket-picks/{key}", "/v1/basket-picks:batchGet",
-        "/v1/datasets/basket/{key}", "/v1/datasets/basket:batchGet",
-        "/v1/datasets/topics/{key}", "/v1/datasets/topics:batchGet",
-    ):  # fmt: skip
+        "/v1/basket-picks/{key}",
+        "/v1/basket-picks:batchGet",
+        "/v1/datasets/basket/{key}",
+        "/v1/datasets/basket:batchGet",
+        "/v1/datasets/topics/{key}",
+        "/v1/datasets/topics:batchGet",
+    ):
         assert path in doc["paths"], path
     assert not any(p.startswith(("/v1/topics", "/v1/recommendations")) for p in doc["paths"])
     assert "basket" in doc["info"]["description"] and "topics" in doc["info"]["description"]
@@ -671,8 +706,13 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
     assert {"doc_id", "topics"} <= set(schemas["topics.Payload"]["properties"])
     assert "context" not in schemas["topics.Payload"]["properties"]
     assert set(schemas["basket.BatchRequest"]["properties"]) == {
-        "keys", "customers", "k", "limit", "min_score", "context",
-    }  # fmt: skip
+        "keys",
+        "customers",
+        "k",
+        "limit",
+        "min_score",
+        "context",
+    }
     assert schemas["basket.BatchRequest"]["properties"]["customers"]["maxItems"] == 10
     missing = schemas["basket.Batch"]["properties"]["results"]["items"]["oneOf"][1]
     assert missing["required"] == ["customer_store", "error"]
@@ -687,8 +727,10 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
     assert params["k"]["schema"] == {"type": "integer", "minimum": 1, "maximum": MAX_K}
     assert params["limit"]["schema"] == params["k"]["schema"]
     assert params["min_score"]["schema"] == {
-        "type": "number", "minimum": -MAX_ABS_SCORE, "maximum": MAX_ABS_SCORE,
-    }  # fmt: skip
+        "type": "number",
+        "minimum": -MAX_ABS_SCORE,
+        "maximum": MAX_ABS_SCORE,
+    }
     assert doc["paths"]["/v1/datasets/basket/{key}"]["get"]["parameters"] == get["parameters"]
     assert "context" not in {
         p["name"] for p in doc["paths"]["/v1/datasets/topics/{key}"]["get"]["parameters"]
@@ -734,8 +776,10 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
         r = api.post("/v1/basket-picks:batchGet", json=body)
         assert r.status_code != 500
         assert _valid(check, "basket.BatchRequest", body) == (r.status_code == 200), (
-            body, r.status_code, r.data,
-        )  # fmt: skip
+            body,
+            r.status_code,
+            r.data,
+        )
         if r.status_code == 200:
             check("basket.Batch", r.get_json())
 
@@ -795,8 +839,11 @@ def test_datasets_say_what_they_are_and_which_version_they_serve(
     check("Dataset", reco)
     entry = codec.VersionInfo.from_bytes(rclient.hget(keys.registry_key("reco"), data["reco"]))
     assert (reco["status"], reco["version"], reco["model"], reco["model_version"]) == (
-        "published", data["reco"], "reco", "m1",
-    )  # fmt: skip
+        "published",
+        data["reco"],
+        "reco",
+        "m1",
+    )
     assert reco["rows"] == entry.rows and reco["published_at"] == entry.published_at
     assert 0 <= reco["age_s"] < 3600
     assert reco["routes"] == ["/v1/datasets/reco/{key}", "/v1/recommendations/{key}"]

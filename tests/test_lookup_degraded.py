@@ -43,10 +43,13 @@ def _config(tmp_path: Path) -> Path:
 
 def _lookup(tmp_path: Path, redis_url: str, ready: str = "/readyz", **env: str) -> Server:
     base = {
-        "PRESCORE_CONFIG": str(_config(tmp_path)), "PRESCORE_VAR": str(tmp_path / "var"),
-        "REDIS_URL": redis_url, "LOOKUP_WORKERS": "1", "LOOKUP_THREADS": "4",
+        "PRESCORE_CONFIG": str(_config(tmp_path)),
+        "PRESCORE_VAR": str(tmp_path / "var"),
+        "REDIS_URL": redis_url,
+        "LOOKUP_WORKERS": "1",
+        "LOOKUP_THREADS": "4",
         "PRESCORE_FALLBACK_TIMEOUT_S": "0.5",
-    }  # fmt: skip
+    }
     return Server("lookup.serve", {**base, **env}, tmp_path / "lookup.log").start(ready)
 
 
@@ -62,8 +65,9 @@ def fallback(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     if request.param == "down":
         yield "down", f"http://127.0.0.1:{free_port()}"  # nothing listens there
         return
-    srv = Server("tests.odd_fallback", {"ODD_FALLBACK_MODE": request.param},
-                 tmp_path / "fallback.log").start()  # fmt: skip
+    srv = Server(
+        "tests.odd_fallback", {"ODD_FALLBACK_MODE": request.param}, tmp_path / "fallback.log"
+    ).start()
     yield request.param, srv.url
     srv.stop()
 
@@ -81,8 +85,9 @@ def test_when_live_inference_fails_stale_answers_are_served_and_a_batch_stays_wh
     users: str, redis_url: str, fallback: tuple[str, str], single_flight: str, tmp_path: Path
 ) -> None:
     mode, url = fallback
-    lookup = _lookup(tmp_path, redis_url, PRESCORE_FALLBACK_URL=url,
-                     LOOKUP_SINGLE_FLIGHT=single_flight)  # fmt: skip
+    lookup = _lookup(
+        tmp_path, redis_url, PRESCORE_FALLBACK_URL=url, LOOKUP_SINGLE_FLIGHT=single_flight
+    )
     try:
         stale = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=10)
         assert stale.status_code == 200, stale.text  # its refresh failed: still an answer
@@ -91,8 +96,11 @@ def test_when_live_inference_fails_stale_answers_are_served_and_a_batch_stays_wh
         status, code = EXPECTED[mode]
         miss = requests.get(f"{lookup.url}/v1/recommendations/nobody", timeout=10)
         assert (miss.status_code, miss.json()["error"]) == (status, code), miss.text
-        batch = requests.post(f"{lookup.url}/v1/recommendations:batchGet",
-                              json={"user_ids": ["u1", "nobody", "u2"]}, timeout=10)  # fmt: skip
+        batch = requests.post(
+            f"{lookup.url}/v1/recommendations:batchGet",
+            json={"user_ids": ["u1", "nobody", "u2"]},
+            timeout=10,
+        )
         assert batch.status_code == 200, batch.text
         results = batch.json()["results"]
         assert [r.get("user_id") for r in results] == ["u1", "nobody", "u2"]
@@ -230,8 +238,9 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
     def post() -> None:
         with requests.Session() as s:
             for _ in range(20):
-                statuses.append(s.post(batch, json={"user_ids": ["u1", "u2"]}, timeout=10)
-                                .status_code)  # fmt: skip
+                statuses.append(
+                    s.post(batch, json={"user_ids": ["u1", "u2"]}, timeout=10).status_code
+                )
 
     posters = [threading.Thread(target=post) for _ in range(8)]
     for t in posters:
@@ -282,9 +291,13 @@ def _answer(conn: socket.socket) -> bytes:
 def _fallback_start(env: dict[str, str], bind: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fallback.serve", "--bind", bind],
-        env={"PATH": os.environ["PATH"], **env}, cwd=ROOT, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        env={"PATH": os.environ["PATH"], **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_fallback_without_a_token_refuses_to_serve_beyond_loopback(tmp_path: Path) -> None:

@@ -215,8 +215,11 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
         assert time.monotonic() - started < 2.0  # refused at once, not after retries
         _error(client.get("/v1/image-tags/i1"), 503, "store_unavailable")
         _error(client.get("/v1/datasets/reco/u1"), 503, "store_unavailable")
-        _error(client.post("/v1/datasets/tags:batchGet", json={"keys": ["i1"]}), 503,
-               "store_unavailable")  # fmt: skip
+        _error(
+            client.post("/v1/datasets/tags:batchGet", json={"keys": ["i1"]}),
+            503,
+            "store_unavailable",
+        )
         _error(client.post(BATCH, json={"user_ids": ["u1", "u2"]}), 503, "store_unavailable")
         # still ready (a blip must not empty the Service), and it says why
         ready = client.get("/readyz")

@@ -65,16 +65,30 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, Message, str]:
 def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {
-        **os.environ, "REDIS_URL": redis_url, "LOOKUP_POINTER_CACHE_S": "0.5",
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "LOOKUP_POINTER_CACHE_S": "0.5",
         **_config(tmp_path),
-    }  # fmt: skip
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(tmp_path / "serve.log", "wb") as log_file:  # the child keeps its own copy
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--threads", "4"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "lookup.serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -94,8 +108,15 @@ def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
 
 # Awkward keys of the demo's reco (a dataset with contexts: a '|' inside a key is '\\|').
 AWKWARD = [
-    "someone@example.com", "ns:-17", "🏨 hôtel/é", "a\\|b", "{x}", "100%25", "#5", "é" * 512,
-]  # fmt: skip
+    "someone@example.com",
+    "ns:-17",
+    "🏨 hôtel/é",
+    "a\\|b",
+    "{x}",
+    "100%25",
+    "#5",
+    "é" * 512,
+]
 
 
 def test_any_key_is_answered_over_http_as_it_was_published(server, rclient, settings):
@@ -182,12 +203,19 @@ def test_served_over_http_by_granian_workers(server, rclient, settings):
 def test_a_declared_dataset_is_served_over_http(server, rclient, settings):
     shape = PayloadShape("customer_store", "products", "sku")
     rows = [
-        (key, codec.encode_payload(
-            shape, key, [("sku-1", 0.9), ("sku-2", 0.5), ("sku-3", 0.2)], model="basket",
-            model_version="b1", scored_at=SCORED_AT,
-        ))
+        (
+            key,
+            codec.encode_payload(
+                shape,
+                key,
+                [("sku-1", 0.9), ("sku-2", 0.5), ("sku-3", 0.2)],
+                model="basket",
+                model_version="b1",
+                scored_at=SCORED_AT,
+            ),
+        )
         for key in ("c1|s1", "c2|s1")
-    ]  # fmt: skip
+    ]
     version = publish(rclient, settings, "basket", rows, "b1", model="basket")
     # the composite key's | travels percent-encoded or raw; granian hands it over decoded
     for url in ("/v1/basket-picks/c1%7Cs1?k=2", "/v1/datasets/basket/c1|s1?k=2"):
@@ -211,8 +239,11 @@ def test_a_declared_dataset_is_served_over_http(server, rclient, settings):
     assert batch["results"][1]["error"] == "not_found"
     status, _, text = _get(server + "/openapi.json")
     paths = json.loads(text)["paths"]
-    assert {"/v1/basket-picks/{key}", "/v1/datasets/basket:batchGet",
-            "/v1/recommendations/{key}"} <= set(paths)  # fmt: skip
+    assert {
+        "/v1/basket-picks/{key}",
+        "/v1/datasets/basket:batchGet",
+        "/v1/recommendations/{key}",
+    } <= set(paths)
 
 
 def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
@@ -238,10 +269,20 @@ def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
         publish_users(client, authed, users=2)
         with open(log_path, "wb") as log_file:
             lookup = subprocess.Popen(
-                [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}",
-                 "--workers", "1"],
-                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "lookup.serve",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "1",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             deadline = time.monotonic() + 30
             while "lookup worker" not in log_path.read_text():
@@ -292,17 +333,32 @@ def test_redis_over_tls_with_auth_and_a_client_certificate(tmp_path, settings):
         )
         base = {**os.environ, "REDIS_URL": url, "LOOKUP_POINTER_CACHE_S": "0", **_config(tmp_path)}
         base.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        for name, env, want in (("with-cert", {**base, **tls}, 200),
-                                ("no-cert", {**base, "PRESCORE_REDIS_TLS_CA_FILE": tls[
-                                    "PRESCORE_REDIS_TLS_CA_FILE"]}, 503)):  # fmt: skip
+        for name, env, want in (
+            ("with-cert", {**base, **tls}, 200),
+            (
+                "no-cert",
+                {**base, "PRESCORE_REDIS_TLS_CA_FILE": tls["PRESCORE_REDIS_TLS_CA_FILE"]},
+                503,
+            ),
+        ):
             port = free_port()
             log_path = tmp_path / f"{name}.log"
             with open(log_path, "wb") as log_file:
                 lookup = subprocess.Popen(
-                    [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}",
-                     "--workers", "1"],
-                    cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "lookup.serve",
+                        "--bind",
+                        f"127.0.0.1:{port}",
+                        "--workers",
+                        "1",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
             try:
                 deadline = time.monotonic() + 30
                 while "lookup worker" not in log_path.read_text():
@@ -331,16 +387,24 @@ def test_logs_are_json_lines_with_request_ids_and_every_5xx_has_its_cause(
     """An access log line per request (LOOKUP_ACCESS_LOG=1), the caller's X-Request-ID
     echoed and logged, and a 503 logged with its cause: JSON lines a pipeline can filter."""
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "LOOKUP_POINTER_CACHE_S": "0",
-           "LOOKUP_ACCESS_LOG": "1", **_config(tmp_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "LOOKUP_POINTER_CACHE_S": "0",
+        "LOOKUP_ACCESS_LOG": "1",
+        **_config(tmp_path),
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     publish_users(rclient, settings, users=2)
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "lookup.serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
 
     def get(path: str, rid: str) -> tuple[int, Message]:
@@ -376,6 +440,8 @@ def test_logs_are_json_lines_with_request_ids_and_every_5xx_has_its_cause(
     failed = [line for line in lines if line["event"] == "request failed"]
     assert len(failed) == 1 and failed[0]["level"] == "error"
     assert (failed[0]["status"], failed[0]["error"], failed[0]["request_id"]) == (
-        503, "store_unavailable", "req-down-2",
-    )  # fmt: skip
+        503,
+        "store_unavailable",
+        "req-down-2",
+    )
     assert "while reading" in failed[0]["reason"]

@@ -52,9 +52,12 @@ def lookup(
     filtered: Settings, demo: dict[str, Path], redis_url: str, tmp_path: Path
 ) -> Iterator[Server]:
     env = {
-        "REDIS_URL": redis_url, "PRESCORE_CONFIG": str(tmp_path / "prescore.toml"),
-        "PRESCORE_VAR": str(demo["var"]), "LOOKUP_WORKERS": "1", "LOOKUP_POINTER_CACHE_S": "0",
-    }  # fmt: skip
+        "REDIS_URL": redis_url,
+        "PRESCORE_CONFIG": str(tmp_path / "prescore.toml"),
+        "PRESCORE_VAR": str(demo["var"]),
+        "LOOKUP_WORKERS": "1",
+        "LOOKUP_POINTER_CACHE_S": "0",
+    }
     server = Server("lookup.serve", env, tmp_path / "lookup.log").start("/healthz")
     yield server
     server.stop()

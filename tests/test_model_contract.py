@@ -175,8 +175,12 @@ def test_the_cli_registers_and_refuses_with_exit_codes(
     )
     as_json = subprocess.run(
         [*cli, "register", "shop-model", str(shop["plain"]), "--no-int8", "-o", "json"],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     doc = json.loads(as_json.stdout)  # the document alone on stdout; progress on stderr
     assert (doc["version"], doc["checked"]) == ("2", ["shop"]), as_json.stderr
     assert "shop-model: fits dataset shop" in as_json.stderr

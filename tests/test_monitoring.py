@@ -63,8 +63,13 @@ def test_a_broken_rule_fails_promtool(promtool: str, tmp_path: Path) -> None:
     rules = _rules()
     rules["groups"][1]["rules"][0]["expr"] = "max by (dataset) (prescore_dataset_age_seconds > "
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(rules))
-    done = subprocess.run([promtool, "check", "rules", "bad.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [promtool, "check", "rules", "bad.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
 
 

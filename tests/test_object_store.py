@@ -182,12 +182,14 @@ def test_store_failures_are_one_line_naming_the_store(
         (["publish", "sims", f"{bucket}/scores"], f"{bucket}/scores"),
         (["--model-store", f"{bucket}/models", "models", "list", "m"], f"{bucket}/models"),
     ):
-        done = subprocess.run([*base, *command], capture_output=True, text=True, env=env,
-                              timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [*base, *command], capture_output=True, text=True, env=env, timeout=120
+        )
         assert done.returncode == 1, done.stderr
         assert done.stderr.startswith(f"prescore: storage_unavailable: {named}:"), done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    no_bucket = subprocess.run([*base, "publish", "sims", "s3:///x"], capture_output=True,
-                               text=True, env=env, timeout=120)  # fmt: skip
+    no_bucket = subprocess.run(
+        [*base, "publish", "sims", "s3:///x"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert no_bucket.returncode in (1, 2) and "names its bucket" in no_bucket.stderr
     assert "Traceback" not in no_bucket.stderr

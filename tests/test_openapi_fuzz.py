@@ -21,9 +21,11 @@ from tests.lookup_helpers import publish, publish_users, tags_payload
 
 EXAMPLES = 25
 CHECKS = dict(
-    max_examples=EXAMPLES, derandomize=True, deadline=None,
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
     suppress_health_check=list(HealthCheck),
-)  # fmt: skip
+)
 
 
 def _run(app: Any, excluded: tuple[Any, ...] = ()) -> list[str]:

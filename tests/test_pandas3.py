@@ -37,21 +37,31 @@ def test_the_pandas_facing_tests_pass_under_pandas_3() -> None:
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
     installed = subprocess.run(
         [str(ROOT / "requirements" / "tools" / "install.sh"), "pandas3", f"pandas=={PANDAS_3}"],
-        capture_output=True, text=True, env=env, check=False, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=900,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     python = installed.stdout.strip().splitlines()[-1] + "/python"
     version = subprocess.run(
         [python, "-c", "import pandas; print(pandas.__version__)"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert version.stdout.strip() == PANDAS_3
     # the tests that need Spark or TensorFlow (marked slow) are not installed there
     run = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *MODULES],
-        capture_output=True, text=True, cwd=ROOT, timeout=1100,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1100,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert run.returncode == 0 and " passed" in summary, run.stdout[-5000:] + run.stderr[-2000:]
     assert "failed" not in summary and "error" not in summary, summary

@@ -115,9 +115,12 @@ def test_item_payload_columns_and_other_field_names_match_the_codec() -> None:
         ["c9"], grid, scores, np.array([3])
     )
     slow = codec.encode_payload(
-        shape, "c9", [("p3", 0.9), ("p1", 0.4), ("p2", 0.1)], **RUN,
+        shape,
+        "c9",
+        [("p3", 0.9), ("p1", 0.4), ("p2", 0.1)],
+        **RUN,
         extras=[extras[2], extras[0], extras[1]],
-    )  # fmt: skip
+    )
     assert fast == slow
     assert fast.startswith(b'{"customer_id":"c9","products":[{"sku":"p3","score":0.9},')
     assert b'{"sku":"p1","name":"Mug","price":7.5,"score":0.4}' in fast

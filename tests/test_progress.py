@@ -32,8 +32,12 @@ def test_lines_say_done_of_total_rate_and_time_left_at_most_every_period() -> No
 
 def test_durations_read_as_a_person_reads_them() -> None:
     assert [duration(s) for s in (0.4, 45, 185, 7_620, 90_061)] == [
-        "0s", "45s", "3m 05s", "2h 07m", "25h 01m",
-    ]  # fmt: skip
+        "0s",
+        "45s",
+        "3m 05s",
+        "2h 07m",
+        "25h 01m",
+    ]
 
 
 @pytest.mark.skipif(bool(os.environ.get("TQDM_DISABLE")), reason="TQDM_DISABLE is set")

@@ -176,8 +176,10 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
 
 
 def test_an_integer_key_column_is_published_as_its_digits(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    rows = [{"sku": i, "payload": json.dumps({"similar": [{"score": 0.5, "sku": "s1"}]})}
-            for i in (7, 42)]  # fmt: skip
+    rows = [
+        {"sku": i, "payload": json.dumps({"similar": [{"score": 0.5, "sku": "s1"}]})}
+        for i in (7, 42)
+    ]
     path = tmp_path / "int-keys.parquet"
     pd.DataFrame(rows).astype({"sku": "int64"}).to_parquet(path, index=False)
     report = publish_file(

@@ -24,12 +24,18 @@ from tests.helpers import stored_payload, with_catalog
 def test_gate_rule() -> None:
     first = {"metric": "auc", "candidate": {"version": "1", "auc": 0.70}, "promoted": None}
     assert decide(first, 0.005)[0] is True
-    same = {"metric": "auc", "candidate": {"version": "2", "auc": 0.700},
-            "promoted": {"version": "1", "auc": 0.703}}  # fmt: skip
+    same = {
+        "metric": "auc",
+        "candidate": {"version": "2", "auc": 0.700},
+        "promoted": {"version": "1", "auc": 0.703},
+    }
     ok, why = decide(same, 0.005)
     assert ok and "within" in why
-    worse = {"metric": "map", "candidate": {"version": "2", "map": 0.69},
-             "promoted": {"version": "1", "map": 0.70}}  # fmt: skip
+    worse = {
+        "metric": "map",
+        "candidate": {"version": "2", "map": 0.69},
+        "promoted": {"version": "1", "map": 0.70},
+    }
     ok, why = decide(worse, 0.005)
     assert not ok and "stays" in why and "map" in why
     assert decide(worse, 0.02)[0] is True  # a looser margin lets it through
@@ -61,9 +67,12 @@ def _state(settings: Settings, run_id: str) -> dict[str, Any]:
 
 
 def test_pipeline_end_to_end(
-    settings: Settings, shop: dict[str, Path], rclient: Any, tmp_path: Path,
+    settings: Settings,
+    shop: dict[str, Path],
+    rclient: Any,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("SHOP_TABLES", str(shop["tables"]))
     s = with_catalog(settings, domains.shop_config(shop["tables"], tmp_path / "prescore.toml"))
     store = ModelStore(s.models)
@@ -119,9 +128,12 @@ def test_pipeline_end_to_end(
 
 
 def test_a_run_that_fails_at_scoring_leaves_model_and_data_from_one_model(
-    settings: Settings, shop: dict[str, Path], rclient: Any, tmp_path: Path,
+    settings: Settings,
+    shop: dict[str, Path],
+    rclient: Any,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("SHOP_TABLES", str(shop["tables"]))
     s = with_catalog(settings, domains.shop_config(shop["tables"], tmp_path / "prescore.toml"))
     store = ModelStore(s.models)

@@ -135,8 +135,9 @@ def test_rows_without_a_valid_key_are_skipped_and_reported(  # type: ignore[no-u
     summary = _run(spark, s, "--partitions", "4")
     assert summary.bad == 2
     assert sorted(summary.bad_sample) == [
-        "row key 'None': invalid_id", "row key 'bad\\x00id': invalid_id",
-    ]  # fmt: skip
+        "row key 'None': invalid_id",
+        "row key 'bad\\x00id': invalid_id",
+    ]
     v = Versions(rclient, "reco", StoreSettings())
     assert v.current() == summary.version
     assert v.count_keys(summary.version) == summary.rows
@@ -211,10 +212,15 @@ def test_a_dry_run_counts_the_pairs_each_candidate_rule_makes(spark) -> None:  #
     from jobs.spark_tables import KEY_TEXT
 
     items = {"item_id": ["a", "b", "c"], "kind": ["x", "y", "x"]}
-    rows = [("e1", ["x"], ["a", "b", "gone"]), ("e2", ["x", "y"], ["a", "a"]),
-            ("e3", ["z"], None), ("e4", ["x"], [])]  # fmt: skip
-    frame = spark.createDataFrame(rows, f"{KEY_TEXT} string, kinds array<string>, "
-                                        f"{CANDIDATES} array<string>")  # fmt: skip
+    rows = [
+        ("e1", ["x"], ["a", "b", "gone"]),
+        ("e2", ["x", "y"], ["a", "a"]),
+        ("e3", ["z"], None),
+        ("e4", ["x"], []),
+    ]
+    frame = spark.createDataFrame(
+        rows, f"{KEY_TEXT} string, kinds array<string>, {CANDIDATES} array<string>"
+    )
 
     def counted(rule: str) -> tuple[int, int]:
         candidates = NS(rule=rule, entity_column="kinds", item_column="kind")

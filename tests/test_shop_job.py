@@ -44,8 +44,11 @@ def test_every_customer_gets_its_top_products_of_its_categories(
     v = Versions(rclient, "shop", shop_settings.store)
     info = v.get(v.current() or "")
     assert (info.status, info.model, info.model_version, info.rows) == (
-        "published", "shop-model", "1", len(customers),
-    )  # fmt: skip
+        "published",
+        "shop-model",
+        "1",
+        len(customers),
+    )
     for _, c in customers.sample(20, random_state=2).iterrows():
         doc = json.loads(stored_payload(rclient, "shop", info.version, c["customer_id"]))
         assert set(doc) == {"customer_id", "items", "model", "model_version", "scored_at"}

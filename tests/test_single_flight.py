@@ -53,9 +53,13 @@ def _storm(urls: list[str], path: str) -> list[tuple[int, dict[str, Any], float]
 
 @pytest.fixture()
 def two_lookups(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
-    fallback: Server, tmp_path: Path,
-) -> Iterator[list[Server]]:  # fmt: skip
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
+    fallback: Server,
+    tmp_path: Path,
+) -> Iterator[list[Server]]:
     publish_data(rclient, settings)
     servers = [
         lookup_server(
@@ -114,9 +118,12 @@ LONG_DEADLINE_S = 2.0  # long beside the delays of a loaded machine (0.5 s elsew
 
 
 def test_the_leaders_error_reaches_every_waiter_within_the_deadline(
-    world: dict[str, Any], redis_url: str, rclient: redis.Redis, settings: Settings,
+    world: dict[str, Any],
+    redis_url: str,
+    rclient: redis.Redis,
+    settings: Settings,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     publish_data(rclient, settings)
     fb = fallback_server(world, tmp_path / "fb.log").start()
     lookups: list[Server] = []

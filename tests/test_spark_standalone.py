@@ -58,9 +58,12 @@ def many_users(demo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def reference(
-    spark: Any, demo: dict[str, Path], many_users: Path, redis_proc: RedisProcess,
+    spark: Any,
+    demo: dict[str, Path],
+    many_users: Path,
+    redis_proc: RedisProcess,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[str, Answers]:  # fmt: skip
+) -> tuple[str, Answers]:
     """The model store the cluster runs read, and every user's answer from a local[2] run."""
     root = tmp_path_factory.mktemp("reference")
     settings = Settings(
@@ -110,19 +113,30 @@ def _submit(
 ) -> tuple[list[str], dict[str, str]]:
     """The spark-submit line (jobs.submit's) of a reco run on ``cluster``, and its env."""
     argv = local_args(
-        "score", master=cluster.master_url, driver_memory="1g", executor_memory="512m",
-        dataset="reco", extra=flags,
-    )  # fmt: skip
+        "score",
+        master=cluster.master_url,
+        driver_memory="1g",
+        executor_memory="512m",
+        dataset="reco",
+        extra=flags,
+    )
     env = cluster.env(job_env())
-    env |= {"REDIS_URL": redis_url, "PRESCORE_MODEL_STORE": store,
-            "PRESCORE_CONFIG": str(DEMO_CONFIG), "PRESCORE_VAR": str(var)}  # fmt: skip
+    env |= {
+        "REDIS_URL": redis_url,
+        "PRESCORE_MODEL_STORE": store,
+        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_VAR": str(var),
+    }
     return [spark_submit_bin(), *argv], env
 
 
 def test_the_job_on_a_standalone_cluster_publishes_what_local_mode_does(
-    standalone: StandaloneCluster, reference: tuple[str, Answers], many_users: Path,
-    redis_url: str, rclient: redis.Redis,
-) -> None:  # fmt: skip
+    standalone: StandaloneCluster,
+    reference: tuple[str, Answers],
+    many_users: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+) -> None:
     store, expected = reference
     cmd, env = _submit(standalone, redis_url, store, many_users)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -134,9 +148,13 @@ def test_the_job_on_a_standalone_cluster_publishes_what_local_mode_does(
 
 
 def test_an_executor_killed_mid_write_leaves_every_key_once_or_nothing(
-    standalone: StandaloneCluster, reference: tuple[str, Answers], many_users: Path,
-    redis_url: str, rclient: redis.Redis, tmp_path: Path,
-) -> None:  # fmt: skip
+    standalone: StandaloneCluster,
+    reference: tuple[str, Answers],
+    many_users: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    tmp_path: Path,
+) -> None:
     store, expected = reference
     flags = ("--partitions", "16", "--entities-per-chunk", "25")  # many small tasks and writes
     cmd, env = _submit(standalone, redis_url, store, many_users, *flags)

@@ -20,11 +20,13 @@ def test_a_pandas_table_with_nanosecond_timestamps_is_read(spark: Any, tmp_path:
     The job reads them as int64 nanoseconds, and so do registration and the fallback."""
     path = tmp_path / "readers.parquet"
     signed_up = ["2024-01-02 03:04:05.123456789", "2025-06-01 00:00:00", "2026-12-06 00:00:00"]
-    pd.DataFrame({
-        "reader_id": [1, 2, 3],
-        "country": ["nl", "de", "fr"],
-        "signed_up": pd.to_datetime(signed_up, format="ISO8601"),
-    }).to_parquet(path)  # fmt: skip
+    pd.DataFrame(
+        {
+            "reader_id": [1, 2, 3],
+            "country": ["nl", "de", "fr"],
+            "signed_up": pd.to_datetime(signed_up, format="ISO8601"),
+        }
+    ).to_parquet(path)
     frame = spark_tables.read(spark, Table(path=str(path), key=("reader_id",)))
     rows = frame.orderBy("reader_id").collect()
     assert [(r["reader_id"], r["country"]) for r in rows] == [(1, "nl"), (2, "de"), (3, "fr")]
@@ -61,8 +63,10 @@ def test_a_table_written_by_spark_names_its_rows_alike_in_the_job_and_live(
     by_live = KeyedRows(table, form).get(by_spark - {None})
     assert sorted(by_live) == sorted(by_spark - {None})
     assert {k: r["v"] for k, r in by_live.items()} == {
-        "a\\|b|1": 0.5, "x\\\\y|2": 0.25, "plain|3": 1.0,
-    }  # fmt: skip
+        "a\\|b|1": 0.5,
+        "x\\\\y|2": 0.25,
+        "plain|3": 1.0,
+    }
 
 
 def test_orc_tables_read_alike_by_the_job_registration_and_live_inference(
@@ -148,8 +152,12 @@ def test_csv_and_json_tables_read_alike_by_the_job_registration_and_live_inferen
                 got, want = row[column], by_job[key][column]
                 got = list(got) if hasattr(got, "tolist") else got
                 assert (got, want) == (want, want) or (pd.isna(got) and want is None), (
-                    table.path, key, column, got, want,
-                )  # fmt: skip
+                    table.path,
+                    key,
+                    column,
+                    got,
+                    want,
+                )
         assert sorted(local_tables.read(table)["reader_id"].tolist()) == [1, 2, 17]
 
 
@@ -170,8 +178,9 @@ def test_a_csv_column_of_numbers_in_one_file_and_text_in_another_is_text(
     assert local_tables.schema(table) == spark_tables.columns(frame)
     assert spark_tables.columns(frame)["sku"].kind == "string"
     assert KeyedRows(table, KeyForm()).get(["17", "A7"]) == {
-        "17": {"sku": "17", "price": 1.5}, "A7": {"sku": "A7", "price": 2.0},
-    }  # fmt: skip
+        "17": {"sku": "17", "price": 1.5},
+        "A7": {"sku": "A7", "price": 2.0},
+    }
     (folder / "a.json").write_text('{"sku": 17}\n')
     (folder / "b.json").write_text('{"sku": "A7"}\n')
     as_json = Table(path=str(folder / "*.json"), key=("sku",), format="json")
@@ -188,9 +197,7 @@ def test_the_jobs_key_text_is_exact_and_a_float_key_column_is_refused(
     from prescore.keys import KeyForm
 
     big = 2**62 + 1
-    frame = spark.createDataFrame(
-        [(big, "a"), (big + 1, "b"), (None, "c")], "id long, v string"
-    )  # fmt: skip
+    frame = spark.createDataFrame([(big, "a"), (big + 1, "b"), (None, "c")], "id long, v string")
     table = Table(path="unused", key=("id",))
     chosen = spark_tables.rows_to_score(frame, table, KeyForm(), "dataset t: entities", [])
     texts = [r[spark_tables.KEY_TEXT] for r in chosen.frame.orderBy("v").collect()]
@@ -213,13 +220,18 @@ def test_a_pyarrow_table_with_dictionary_strings_nullable_ints_and_large_lists(
     from prescore.keys import KeyForm
 
     path = tmp_path / "readers.parquet"
-    pq.write_table(pa.table({
-        "reader_id": pa.array([1, 2, 3], pa.int64()),
-        "country": pa.array(["nl", "de", "nl"]).dictionary_encode(),
-        "age": pa.array([30, None, 41], pa.int32()),
-        "weights": pa.array([[0.5, 1.5], [], None], pa.large_list(pa.float64())),
-        "seen": pa.array([10**18 + 1, 2, 3], pa.timestamp("ns")),
-    }), path)  # fmt: skip
+    pq.write_table(
+        pa.table(
+            {
+                "reader_id": pa.array([1, 2, 3], pa.int64()),
+                "country": pa.array(["nl", "de", "nl"]).dictionary_encode(),
+                "age": pa.array([30, None, 41], pa.int32()),
+                "weights": pa.array([[0.5, 1.5], [], None], pa.large_list(pa.float64())),
+                "seen": pa.array([10**18 + 1, 2, 3], pa.timestamp("ns")),
+            }
+        ),
+        path,
+    )
     table = Table(path=str(path), key=("reader_id",))
     frame = spark_tables.read(spark, table)
     assert local_tables.schema(table) == spark_tables.columns(frame)

@@ -80,8 +80,10 @@ def test_write_backs_are_read_after_the_buckets_and_retired_from_their_record(
     values.record_write_backs(pipe, where, [where.write_back("new1")], ttl)
     pipe.execute()
     assert values.read(rclient, where, ["u1", "new1", "ghost"]) == [
-        b'{"v":"a1"}', b'{"v":"live"}', None,
-    ]  # fmt: skip
+        b'{"v":"a1"}',
+        b'{"v":"live"}',
+        None,
+    ]
     assert values.held(rclient, where, ["u1", "new1"]) == ["u1"]  # precomputed only
     _publish(v, 10, "b")  # retires the first version, with its write-back
     assert rclient.exists(where.write_back("new1")) == 0
@@ -107,9 +109,12 @@ def test_top_10_payloads_take_under_250_bytes_a_user(rclient: redis.Redis) -> No
     """The demo's shape: top 10 of 2,000 items; MEMORY USAGE of the version's keys."""
     users, n_items = 5000, 2000
     enc = RankingPayloads(
-        PayloadShape("user_id", "items", "hotel_id"), [f"h{i:05d}" for i in range(n_items)],
-        model="reco", model_version="20261201T100000.000Z-abcdef", scored_at="2026-12-01T10:00:00Z",
-    )  # fmt: skip
+        PayloadShape("user_id", "items", "hotel_id"),
+        [f"h{i:05d}" for i in range(n_items)],
+        model="reco",
+        model_version="20261201T100000.000Z-abcdef",
+        scored_at="2026-12-01T10:00:00Z",
+    )
     rng = np.random.default_rng(0)
     user_ids = [f"u{i:07d}" for i in range(users)]
     scores = np.sort(rng.random((users, 10)), axis=1)[:, ::-1]
@@ -140,9 +145,12 @@ def test_a_version_whose_frames_are_lost_is_a_clean_503_not_a_crash(rclient: red
     from prescore.errors import StoreUnavailable
 
     enc = RankingPayloads(
-        PayloadShape("user_id", "items", "hotel_id"), ["h0", "h1"], model="reco",
-        model_version="1", scored_at="2026-12-01T10:00:00Z",
-    )  # fmt: skip
+        PayloadShape("user_id", "items", "hotel_id"),
+        ["h0", "h1"],
+        model="reco",
+        model_version="1",
+        scored_at="2026-12-01T10:00:00Z",
+    )
     grid = (np.array([[1, 0]]), np.array([[0.9, 0.2]]), np.array([2]))
     stored = enc.encode_compact(["u1"], *grid)
     v = Versions(rclient, "reco", StoreSettings())

@@ -31,9 +31,14 @@ def _server(tmp_path: Path, name: str, maxmemory: str, policy: str) -> RedisProc
 def _cli(url: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PRESCORE_CONFIG": str(config), "REDIS_URL": url, "PATH": os.environ["PATH"]}
     return subprocess.run(
-        [sys.executable, "-m", "prescore.cli", *args], env=env, cwd=ROOT,
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "prescore.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 @pytest.fixture()
@@ -58,12 +63,21 @@ def test_an_allkeys_policy_is_refused_by_writers_the_cli_and_the_lookup(
         gc = _cli(server.url, config, "gc", "similar")  # writing: refused
         assert gc.returncode != 0 and "allkeys-lru" in gc.stderr
         assert "Traceback" not in listed.stderr + gc.stderr
-        env = {"PRESCORE_CONFIG": str(config), "REDIS_URL": server.url,
-               "PATH": os.environ["PATH"], "LOOKUP_BIND": f"127.0.0.1:{free_port()}"}  # fmt: skip
+        env = {
+            "PRESCORE_CONFIG": str(config),
+            "REDIS_URL": server.url,
+            "PATH": os.environ["PATH"],
+            "LOOKUP_BIND": f"127.0.0.1:{free_port()}",
+        }
         lookup = subprocess.run(
-            [sys.executable, "-m", "lookup.serve"], env=env, cwd=ROOT,
-            capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
+            [sys.executable, "-m", "lookup.serve"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert lookup.returncode == 2 and "maxmemory-policy allkeys-lru" in lookup.stderr
     finally:
         server.stop()
@@ -97,8 +111,10 @@ def test_a_publish_that_does_not_fit_fails_in_one_line_and_the_next_one_fits(
         assert _cli(server.url, config, "publish", "similar", str(small)).returncode == 0
         live = Versions(client, "similar", StoreSettings()).current()
         big = tmp_path / "big.parquet"
-        entries = [[{"sku": f"s{i}-{j}", "score": 0.5, "pad": "x" * 40} for j in range(3)]
-                   for i in range(60_000)]  # fmt: skip
+        entries = [
+            [{"sku": f"s{i}-{j}", "score": 0.5, "pad": "x" * 40} for j in range(3)]
+            for i in range(60_000)
+        ]
         pd.DataFrame({"sku": [f"s{i}" for i in range(60_000)], "similar": entries}).to_parquet(
             big, index=False
         )

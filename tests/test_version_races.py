@@ -55,9 +55,12 @@ class Child:
     def __init__(self, action: str, store: tuple[str, bool], *args: str) -> None:
         where = [store[0], "1" if store[1] else "0"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.race_child", action, *where, *args], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "tests.race_child", action, *where, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def paused(self, timeout_s: float = 60.0) -> None:
         stat = Path(f"/proc/{self.proc.pid}/stat")
@@ -131,8 +134,7 @@ def test_a_writer_paused_past_its_lease_is_reaped_and_lands_nothing_when_it_wake
     for trial in range(TRIALS):
         dataset = f"lapse{trial}{pause[0]}"
         # a 1 s lease; stopped at its 3rd batch of 50, 100 keys written
-        writer = Child("publish", store, dataset, "400", pause,
-                       "1")  # fmt: skip
+        writer = Child("publish", store, dataset, "400", pause, "1")
         writer.paused()
         version = writer.proc.stdout.readline().strip()  # type: ignore[union-attr]
         v = Versions(client, dataset, StoreSettings(writer_lease_s=1.0))

@@ -168,8 +168,11 @@ def build(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     h = layers.Dense(64, activation="relu")(h)
     h = layers.Dense(32, activation="relu")(h)
     head = keras.Model(enc, layers.Dense(1, activation="sigmoid")(h), name="score_pairs")
-    encoded = {"entity": towers["entity"](user_in), "item": towers["item"](hotel_in),
-               "context": towers["context"](ctx_in)}  # fmt: skip
+    encoded = {
+        "entity": towers["entity"](user_in),
+        "item": towers["item"](hotel_in),
+        "context": towers["context"](ctx_in),
+    }
     full = keras.Model({**user_in, **hotel_in, **ctx_in}, head(encoded))
     full.compile(optimizer=keras.optimizers.Adam(2e-3), loss="binary_crossentropy")
     return {"model": full, "towers": towers, "head": head}
