@@ -70,7 +70,7 @@ def _disk_mb(folder: str) -> float:
 
 def _child(mode: str, path: str, rows: int, reads: int) -> None:
     """One measurement, in this (fresh) process; prints a JSON line."""
-    import pyarrow.dataset  # noqa: F401  (imported before the base: both paths use it)
+    import pyarrow.dataset
 
     from fallback.keyed_rows import KeyedRows
     from prescore import local_tables
@@ -106,12 +106,12 @@ def _child(mode: str, path: str, rows: int, reads: int) -> None:
         times[len(keys)].append(time.perf_counter() - t0)
     new_ms = float("nan")
     if mode == "indexed":  # an entity new to the table: a file added after the index
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         added = Path(path) / "part-new.parquet"
-        pd.DataFrame(
-            {"user_id": ["new-user"], "segment": ["budget"], "age": [30], "score": [0.5]}
-        ).to_parquet(added)
+        new_user = {"user_id": ["new-user"], "segment": ["budget"], "age": [30], "score": [0.5]}
+        pq.write_table(pa.Table.from_pydict(new_user), added)
         try:
             took = []
             for _ in range(reads):

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import redis
 
 from examples.hotels.datagen import Sizes, generate
@@ -83,8 +84,8 @@ def demo_model(var: Path, users: int, hotels: int) -> tuple[Catalog, ModelStore]
 def pairs(data: Path, max_users: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
     """Users, hotels and the (user, candidate hotel) pairs of the first ``max_users``
     users, as the job makes them (the hotels of the user's regions)."""
-    users = pd.read_parquet(data / "users.parquet").head(max_users)
-    hotels = pd.read_parquet(data / "hotels.parquet")
+    users = pq.read_table(data / "users.parquet").to_pandas().head(max_users)
+    hotels = pq.read_table(data / "hotels.parquet").to_pandas()
     by_region = hotels.groupby("region").indices
     cands = [
         np.unique(np.concatenate([by_region[r] for r in rs if r in by_region]))

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tests.frames import read_frame, write_frame
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SEGMENTS = ("budget", "regular", "premium")
@@ -55,8 +57,8 @@ def shop_tables(folder: Path, customers: int = 300, products: int = 60, seed: in
             "name": [f"Product {i}" for i in range(products)],
         }
     )
-    cust.to_parquet(folder / "customers.parquet", index=False)
-    prod.to_parquet(folder / "products.parquet", index=False)
+    write_frame(cust, folder / "customers.parquet", index=False)
+    write_frame(prod, folder / "products.parquet", index=False)
     n = customers * 20
     c = rng.integers(0, customers, n)
     p = rng.integers(0, products, n)
@@ -72,8 +74,8 @@ def shop_tables(folder: Path, customers: int = 300, products: int = 60, seed: in
         }
     )
     cut = int(n * 0.8)
-    events.iloc[:cut].to_parquet(folder / "purchases_train.parquet", index=False)
-    events.iloc[cut:].to_parquet(folder / "purchases_test.parquet", index=False)
+    write_frame(events.iloc[:cut], folder / "purchases_train.parquet", index=False)
+    write_frame(events.iloc[cut:], folder / "purchases_test.parquet", index=False)
     return folder
 
 
@@ -110,8 +112,8 @@ max_regression = 0.01
 
 
 def _pairs(tables: Path, events: pd.DataFrame) -> dict[str, np.ndarray]:
-    cust = pd.read_parquet(tables / "customers.parquet").set_index("customer_id")
-    prod = pd.read_parquet(tables / "products.parquet").set_index("product_id")
+    cust = read_frame(tables / "customers.parquet").set_index("customer_id")
+    prod = read_frame(tables / "products.parquet").set_index("product_id")
     return {
         "segment": cust.loc[events["customer_id"], "segment"].to_numpy(object),
         "price": prod.loc[events["product_id"], "price"].to_numpy(np.float32),
@@ -127,7 +129,7 @@ def train_shop(
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    events = pd.read_parquet(tables / "purchases_train.parquet")
+    events = read_frame(tables / "purchases_train.parquet")
     y = events["bought"].to_numpy(np.float32)
     if not good:
         y = np.random.default_rng(seed).permutation(y)

@@ -20,6 +20,7 @@ from prescore import codec
 from prescore.codec import PayloadShape
 from prescore.settings import ModelStoreSettings, Settings
 from tests import domains
+from tests.frames import read_frame, write_frame
 from tests.helpers import registered, with_catalog
 
 SHOP = PayloadShape("customer_id", "items", "product_id")
@@ -143,11 +144,11 @@ def process_env(s: Settings, config: Path, **extra: str) -> dict[str, str]:
 
 
 def customers(tables: Path) -> pd.DataFrame:
-    return pd.read_parquet(tables / "customers.parquet").set_index("customer_id")
+    return read_frame(tables / "customers.parquet").set_index("customer_id")
 
 
 def products(tables: Path) -> pd.DataFrame:
-    return pd.read_parquet(tables / "products.parquet").set_index("product_id")
+    return read_frame(tables / "products.parquet").set_index("product_id")
 
 
 def expected_top(
@@ -220,7 +221,7 @@ def swatch_table(folder: Path) -> Path:
     frame = pd.DataFrame(
         {"swatch_id": [f"s{i}" for i in range(40)], "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2]}
     )
-    frame.to_parquet(folder / "swatches.parquet", index=False)
+    write_frame(frame, folder / "swatches.parquet", index=False)
     return folder / "swatches.parquet"
 
 

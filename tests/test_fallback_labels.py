@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import redis
 import requests
@@ -28,6 +27,7 @@ from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server
+from tests.frames import read_frame
 from tests.helpers import registered, stored_payload, with_catalog
 
 COLOURS = "/v1/datasets/colours:predict"
@@ -131,7 +131,7 @@ def test_a_key_the_folder_lacks_is_a_per_instance_not_found(server: Server) -> N
 def test_rows_of_a_feature_table_by_key_and_sent_features(
     server: Server, world: dict[str, Any]
 ) -> None:
-    table = pd.read_parquet(world["table"]).set_index("swatch_id")
+    table = read_frame(world["table"]).set_index("swatch_id")
     body = {
         "instances": [
             {"key": "s0"},

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from prescore.image_features import decode
@@ -18,6 +17,7 @@ from prescore.quality import mean_average_precision, quality, roc_auc
 from prescore.quantize import quantize_dir
 from prescore.tf_model import describe
 from tests import domains
+from tests.frames import read_frame
 
 # Stated tolerances: int8 probabilities differ from float32 by at most MAX_DIFF on any row
 # and by MEAN_DIFF on average (8-bit steps of a sigmoid output are 1/256 apart).
@@ -85,9 +85,9 @@ def test_the_cnn_int8_agrees_with_tensorflow_and_records_quality(
 
 
 def _shop_feed(tables: Path, events: str, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    rows = pd.read_parquet(tables / events).head(n)
-    cust = pd.read_parquet(tables / "customers.parquet").set_index("customer_id")
-    prod = pd.read_parquet(tables / "products.parquet").set_index("product_id")
+    rows = read_frame(tables / events).head(n)
+    cust = read_frame(tables / "customers.parquet").set_index("customer_id")
+    prod = read_frame(tables / "products.parquet").set_index("product_id")
     feed = {
         "segment": cust.loc[rows["customer_id"], "segment"].to_numpy(object),
         "price": prod.loc[rows["product_id"], "price"].to_numpy(np.float32),

@@ -23,6 +23,7 @@ from jobs.score import parse_args, run_job
 from prescore.modelstore import ModelStore
 from prescore.settings import Settings
 from tests import fallback_domains as fd
+from tests.frames import read_frame, write_frame
 from tests.helpers import registered, stored_payload
 
 PREDICT = "/v1/datasets/shop:predict"
@@ -165,9 +166,9 @@ def test_a_candidate_table_and_a_composite_key(
 ) -> None:
     tables = tmp_path / "tables"
     shutil.copytree(shop["tables"], tables)
-    customers = pd.read_parquet(tables / "customers.parquet").head(30)
+    customers = read_frame(tables / "customers.parquet").head(30)
     customers["market"] = ["nl" if i % 2 else "de" for i in range(len(customers))]
-    customers.to_parquet(tables / "customers.parquet", index=False)
+    write_frame(customers, tables / "customers.parquet", index=False)
     picks = pd.DataFrame(
         {
             "customer_id": customers["customer_id"],
@@ -175,7 +176,7 @@ def test_a_candidate_table_and_a_composite_key(
             "picked": [["p1", "p2", "p3", "unknown-product"]] * len(customers),
         }
     )
-    picks.iloc[:-1].to_parquet(tables / "picks.parquet", index=False)  # the last has none
+    write_frame(picks.iloc[:-1], tables / "picks.parquet", index=False)  # the last has none
     config = fd.write_config(tmp_path / "p.toml", tables=tables)
     text = config.read_text().replace('key = "customer_id"', 'key = ["customer_id", "market"]')
     text = text.replace(
@@ -224,11 +225,11 @@ def test_an_entity_added_to_the_table_is_answered_at_once_and_a_bad_table_is_a_5
         first = client.post(PREDICT, json={"instances": [{"key": "c-new"}]}).get_json()
         assert first["predictions"][0]["error"] == "not_found"
         good = (tables / "customers.parquet").read_bytes()
-        frame = pd.read_parquet(tables / "customers.parquet")
+        frame = read_frame(tables / "customers.parquet")
         added = pd.DataFrame(
             {"customer_id": ["c-new"], "segment": ["premium"], "categories": [["kitchen"]]}
         )
-        pd.concat([frame, added]).to_parquet(tables / "customers.parquet", index=False)
+        write_frame(pd.concat([frame, added]), tables / "customers.parquet", index=False)
         doc = client.post(PREDICT, json={"instances": [{"key": "c-new"}]}).get_json()
         want = fd.expected_top(tables, shop["plain"], "premium", ["kitchen"], 5)
         assert [i["product_id"] for i in doc["predictions"][0]["items"]] == [p for p, _ in want]

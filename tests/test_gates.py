@@ -22,6 +22,7 @@ from prescore.publish import publish_file
 from prescore.settings import Settings
 from prescore.versions import Versions
 from tests import domains
+from tests.frames import read_frame, write_frame
 from tests.helpers import ROOT, registered, with_catalog
 
 CONFIG = """
@@ -44,7 +45,7 @@ def _write(path: Path, users: range, **kw: object) -> Path:
     rows = [
         {"customer_id": f"c{i}", "payload": json.dumps({"items": _scores(i, **kw)})} for i in users
     ]  # type: ignore[arg-type]
-    pd.DataFrame(rows).to_parquet(path, index=False)
+    write_frame(pd.DataFrame(rows), path, index=False)
     return path
 
 
@@ -140,8 +141,8 @@ def test_a_bulk_run_missing_half_its_entities_is_gated(
     s = with_catalog(settings, domains.shop_config(tables, tmp_path / "p.toml"))
     registered(s, "shop-model", shop["plain"])
     good = run_job(spark, parse_args(["--dataset", "shop"]), s)
-    customers = pd.read_parquet(tables / "customers.parquet")
-    customers.iloc[: len(customers) // 2].to_parquet(tables / "customers.parquet", index=False)
+    customers = read_frame(tables / "customers.parquet")
+    write_frame(customers.iloc[: len(customers) // 2], tables / "customers.parquet", index=False)
     with pytest.raises(PublishError) as info:
         run_job(spark, parse_args(["--dataset", "shop"]), s)
     assert info.value.code == "gated" and "coverage" in info.value.message

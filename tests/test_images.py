@@ -55,6 +55,7 @@ from tests.containers import (
     start_redis,
     wheel_folder,
 )
+from tests.frames import read_frame
 from tests.helpers import stored_payload
 
 # The first test's setup bootstraps a base, downloads the wheels and builds everything on
@@ -98,9 +99,8 @@ class Stack:
     times: dict[str, float] = field(default_factory=dict)
 
     def users(self) -> list[str]:
-        import pandas as pd
 
-        return [str(u) for u in pd.read_parquet(self.var / "data" / "users.parquet")["user_id"]]
+        return [str(u) for u in read_frame(self.var / "data" / "users.parquet")["user_id"]]
 
     def photos(self) -> list[str]:
         return sorted(p.stem for p in (self.var / "images").glob("*.jpg"))

@@ -21,6 +21,7 @@ from fallback.keyed_rows import KeyedRows
 from prescore.datasets import Table
 from prescore.keys import KeyForm
 from prescore.table_keys import key_text_array, key_texts
+from tests.frames import write_frame
 
 AWKWARD = ["a|b", "x\\y", "ns:1 é", "-17", "{x}", "#5", "🙂", "a\\|b", "", "tab\there"]
 
@@ -79,7 +80,7 @@ def _table(path: Path, n: int, seed: int) -> pd.DataFrame:
         }
     )
     frame.loc[::97, "customer"] = None  # rows without a key: in no bucket
-    frame.to_parquet(path, row_group_size=50)
+    write_frame(frame, path, row_group_size=50)
     return frame
 
 
@@ -113,16 +114,19 @@ def test_files_added_since_the_index_are_scanned_beside_it(tmp_path: Path) -> No
     folder = tmp_path / "users"
     folder.mkdir()
     old = pd.DataFrame({"user_id": [f"u{i}" for i in range(400)], "age": range(400)})
-    old.to_parquet(folder / "a.parquet")
+    write_frame(old, folder / "a.parquet")
     rows = _rows(Table(path=str(folder), key=("user_id",)))
     assert rows.maintain() and not rows.maintain()  # nothing new: not built again
-    pd.DataFrame({"user_id": ["u400", "u3"], "age": [1000, 1001]}).to_parquet(folder / "b.parquet")
+    write_frame(
+        pd.DataFrame({"user_id": ["u400", "u3"], "age": [1000, 1001]}), folder / "b.parquet"
+    )
     got = rows.get(["u400", "u3", "u5"])
     assert {k: r["age"] for k, r in got.items()} == {"u400": 1000, "u3": 3, "u5": 5}
     assert rows.reads == {"indexed": 1, "scanned_files": 1}  # the new file only
     assert not rows.maintain()  # 2 rows new of 402: below a tenth, the index stays
-    pd.DataFrame({"user_id": [f"v{i}" for i in range(100)], "age": range(100)}).to_parquet(
-        folder / "c.parquet"
+    write_frame(
+        pd.DataFrame({"user_id": [f"v{i}" for i in range(100)], "age": range(100)}),
+        folder / "c.parquet",
     )
     assert rows.maintain()  # a quarter of the table new: built again, all of it
     assert rows.get(["v7", "u400"]).keys() == {"v7", "u400"}
@@ -136,11 +140,11 @@ def test_a_file_rewritten_or_removed_stops_the_index_until_it_is_built_again(
     folder.mkdir()
     for name, age in (("a", 1), ("b", 2)):
         frame = pd.DataFrame({"user_id": [f"{name}{i}" for i in range(300)], "age": age})
-        frame.to_parquet(folder / f"{name}.parquet")
+        write_frame(frame, folder / f"{name}.parquet")
     rows = _rows(Table(path=str(folder), key=("user_id",)))
     assert not rows.index_ready()  # large enough to need an index (here: any size)
     assert rows.maintain() and rows.index_ready()
-    pd.DataFrame({"user_id": ["a1"], "age": [99]}).to_parquet(folder / "a.parquet")
+    write_frame(pd.DataFrame({"user_id": ["a1"], "age": [99]}), folder / "a.parquet")
     assert not rows.index_ready()  # stale: what the fallback's gauge reports
     assert rows.get(["a1", "a2", "b1"]) == {
         "a1": {"user_id": "a1", "age": 99},
@@ -191,7 +195,7 @@ def test_reads_stay_right_while_the_index_is_built_again(tmp_path: Path) -> None
 
 def test_a_small_table_is_not_indexed(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
-    pd.DataFrame({"id": ["a", "b"], "v": [1, 2]}).to_parquet(path)
+    write_frame(pd.DataFrame({"id": ["a", "b"], "v": [1, 2]}), path)
     rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
     assert rows.index_ready()  # small: a scan is as it should be
     assert not rows.maintain() and rows.maintain(force=True)
@@ -229,7 +233,7 @@ def test_a_table_gone_or_unreadable_is_logged_and_retried_later_never_raised(
     progress) is logged, and tried again only after RETRY_S, not on every pass."""
     folder = tmp_path / "users"
     folder.mkdir()
-    pd.DataFrame({"user_id": ["u1", "u2"], "age": [1, 2]}).to_parquet(folder / "a.parquet")
+    write_frame(pd.DataFrame({"user_id": ["u1", "u2"], "age": [1, 2]}), folder / "a.parquet")
     rows = KeyedRows(Table(path=str(folder), key=("user_id",)), KeyForm(), index_min_rows=1)
     for part in folder.iterdir():
         part.unlink()

@@ -18,17 +18,21 @@ from prescore.errors import Unavailable
 from prescore.keys import KeyForm
 from prescore.storage import open_root
 from prescore.table_keys import key_texts
+from tests.frames import write_frame
 
 
 def test_integer_keys_of_a_pandas_table_are_their_digits(tmp_path: Path) -> None:
     path = tmp_path / "readers.parquet"
-    pd.DataFrame(
-        {
-            "reader_id": [17, -3, 10**15],
-            "country": pd.Categorical(["nl", "de", "nl"]),  # dictionary-encoded in the file
-            "signed_up": pd.to_datetime(["2024-01-02 03:04:05.123456789"] * 3),
-        }
-    ).to_parquet(path)
+    write_frame(
+        pd.DataFrame(
+            {
+                "reader_id": [17, -3, 10**15],
+                "country": pd.Categorical(["nl", "de", "nl"]),  # dictionary-encoded in the file
+                "signed_up": pd.to_datetime(["2024-01-02 03:04:05.123456789"] * 3),
+            }
+        ),
+        path,
+    )
     rows = KeyedRows(Table(path=str(path), key=("reader_id",)), KeyForm())
     found = rows.get(["17", "-3", str(10**15), "017", "x", "17.0"])
     assert sorted(found) == sorted(["-3", "17", str(10**15)])  # "017" spells no integer
@@ -42,7 +46,7 @@ def test_a_nullable_integer_key_column_with_gaps_and_ids_past_2_53(tmp_path: Pat
     path = tmp_path / "t.parquet"
     big = 2**62 + 1
     frame = pd.DataFrame({"id": pd.array([1, None, big], dtype="Int64"), "v": [0.1, 0.2, 0.3]})
-    frame.to_parquet(path)
+    write_frame(frame, path)
     rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
     found = rows.get(["1", str(big), str(big - 1), "2"])
     assert {k: r["v"] for k, r in found.items()} == {"1": 0.1, str(big): 0.3}
@@ -50,7 +54,7 @@ def test_a_nullable_integer_key_column_with_gaps_and_ids_past_2_53(tmp_path: Pat
     # digits past any integer column's range, or a column of no key type: no row, no error
     assert rows.get(["9" * 20, "-" + "9" * 20]) == {}
     floats = tmp_path / "f.parquet"
-    pd.DataFrame({"id": [1.0, 2.0], "v": [1, 2]}).to_parquet(floats)
+    write_frame(pd.DataFrame({"id": [1.0, 2.0], "v": [1, 2]}), floats)
     assert KeyedRows(Table(path=str(floats), key=("id",)), KeyForm()).get(["1"]) == {}
 
 
@@ -76,14 +80,14 @@ def test_a_composite_key_with_separators_inside_its_parts(tmp_path: Path) -> Non
 def test_a_file_added_to_a_folder_table_is_read_by_the_next_request(tmp_path: Path) -> None:
     folder = tmp_path / "users"
     folder.mkdir()
-    pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}).to_parquet(folder / "a.parquet")
+    write_frame(pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}), folder / "a.parquet")
     rows = KeyedRows(Table(path=str(folder), key=("user_id",)), KeyForm())
     assert rows.get(["u3"]) == {}
     unfinished = folder / "_temporary" / "0" / "task"  # a writer's, not yet committed
     unfinished.mkdir(parents=True)
     (unfinished / "part-0.parquet").write_bytes(b"half a file")
     assert rows.get(["u3", "u1"]) == {"u1": {"user_id": "u1", "age": 30}}
-    pd.DataFrame({"user_id": ["u3"], "age": [50]}).to_parquet(folder / "b.parquet")
+    write_frame(pd.DataFrame({"user_id": ["u3"], "age": [50]}), folder / "b.parquet")
     assert rows.get(["u3", "u1"])["u3"]["age"] == 50
     assert rows.first() is not None
 
@@ -107,9 +111,9 @@ def test_rows_are_read_a_row_group_at_a_time_skipping_those_statistics_rule_out(
 
 def test_a_table_that_cannot_be_read_is_unavailable_not_a_miss(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
-    pd.DataFrame({"id": ["a"], "v": [1]}).to_parquet(path)
+    write_frame(pd.DataFrame({"id": ["a"], "v": [1]}), path)
     rows = KeyedRows(Table(path=str(path), key=("id",)), KeyForm())
-    pd.DataFrame({"other": ["a"], "v": [1]}).to_parquet(path)  # rewritten without its key
+    write_frame(pd.DataFrame({"other": ["a"], "v": [1]}), path)  # rewritten without its key
     for broken in (None, b"not parquet any more"):
         if broken is not None:
             path.write_bytes(broken)
@@ -130,14 +134,14 @@ def test_an_hdfs_table_is_copied_file_by_file_and_its_new_rows_read_after_a_sync
     namenode = tmp_path / "namenode"
     folder = namenode / "users"
     folder.mkdir(parents=True)
-    pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}).to_parquet(folder / "a.parquet")
+    write_frame(pd.DataFrame({"user_id": ["u1", "u2"], "age": [30, 40]}), folder / "a.parquet")
     with WebHdfsServer(namenode) as server:
         table = Table(path=f"hdfs://127.0.0.1:{server.port}/users", key=("user_id",))
         rows = KeyedRows(table, KeyForm(), timeout_s=5)
         assert rows.get(["u1", "u3"]) == {"u1": {"user_id": "u1", "age": 30}}
         copied = Path(rows._mirror.files[0])  # type: ignore[union-attr]
         before = copied.stat().st_ino
-        pd.DataFrame({"user_id": ["u3"], "age": [50]}).to_parquet(folder / "b.parquet")
+        write_frame(pd.DataFrame({"user_id": ["u3"], "age": [50]}), folder / "b.parquet")
         (folder / "_temporary").mkdir()
         (folder / "_temporary" / "part-9.parquet").write_bytes(b"half a file")
         assert rows.get(["u3"]) == {}  # not copied yet
@@ -145,7 +149,7 @@ def test_an_hdfs_table_is_copied_file_by_file_and_its_new_rows_read_after_a_sync
         assert rows.get(["u3", "u1"])["u3"]["age"] == 50
         assert copied.stat().st_ino == before  # a.parquet was not copied again
         assert len(rows._mirror.files) == 2  # type: ignore[union-attr]
-        pd.DataFrame({"user_id": ["u1"], "age": [31]}).to_parquet(folder / "a.parquet")
+        write_frame(pd.DataFrame({"user_id": ["u1"], "age": [31]}), folder / "a.parquet")
         (folder / "b.parquet").unlink()
         rows.maintain()
         assert rows.get(["u1", "u2", "u3"]) == {"u1": {"user_id": "u1", "age": 31}}

@@ -27,6 +27,7 @@ from prescore.settings import Settings, StoreSettings
 from prescore.tf_model import TFModel
 from prescore.versions import Versions, read_current
 from tests import domains
+from tests.frames import write_frame
 from tests.helpers import (
     DEMO_CONFIG,
     demo_catalog,
@@ -222,7 +223,7 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
             "height": [0.1, 0.1, 3.0, 1.0],
         }
     )
-    table.to_parquet(tmp_path / "rows.parquet", index=False)
+    write_frame(table, tmp_path / "rows.parquet", index=False)
     config = tmp_path / "r.toml"
     config.write_text(
         f'[datasets.shape]\nkind = "labels"\nmodel = "shape-model"\nmin_score = 0.5\n'

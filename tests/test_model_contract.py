@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from prescore.errors import ModelMismatch, ModelStoreError, PrescoreError
@@ -19,6 +18,7 @@ from prescore.modelstore import ModelStore
 from prescore.settings import Settings
 from prescore.signature import Signatures
 from tests import domains
+from tests.frames import read_frame, write_frame
 from tests.helpers import ROOT, registered, with_catalog
 
 
@@ -78,8 +78,8 @@ def test_a_model_that_does_not_fit_its_dataset_lists_both_sides(
 ) -> None:
     tables = tmp_path / "tables"
     shutil.copytree(shop["tables"], tables)
-    customers = pd.read_parquet(tables / "customers.parquet").rename(columns={"segment": "tier"})
-    customers.to_parquet(tables / "customers.parquet", index=False)
+    customers = read_frame(tables / "customers.parquet").rename(columns={"segment": "tier"})
+    write_frame(customers, tables / "customers.parquet", index=False)
     s = with_catalog(settings, domains.shop_config(tables, tmp_path / "p.toml"))
     text = _refused(s, shop["plain"])
     assert "input 'segment' (string, a value per row) is not a column of the dataset" in text
@@ -93,9 +93,9 @@ def test_a_column_of_the_wrong_type_is_refused(
 ) -> None:
     tables = tmp_path / "tables"
     shutil.copytree(shop["tables"], tables)
-    products = pd.read_parquet(tables / "products.parquet")
+    products = read_frame(tables / "products.parquet")
     products["price"] = products["price"].astype(str)
-    products.to_parquet(tables / "products.parquet", index=False)
+    write_frame(products, tables / "products.parquet", index=False)
     s = with_catalog(settings, domains.shop_config(tables, tmp_path / "p.toml"))
     assert "input 'price' wants float32, a value per row but item.price is string" in _refused(
         s, shop["plain"]

@@ -18,6 +18,7 @@ from prescore.cli import main
 from prescore.publish import publish_file
 from prescore.settings import Settings
 from prescore.versions import Versions
+from tests.frames import write_frame
 from tests.helpers import ROOT, SIMILAR_CONFIG, stored_payload, with_catalog
 
 
@@ -36,7 +37,7 @@ def _rows(n: int) -> list[dict[str, str]]:
 
 
 def _write(path: Path, rows: list[dict[str, str]]) -> Path:
-    pd.DataFrame(rows).to_parquet(path, index=False)
+    write_frame(pd.DataFrame(rows), path, index=False)
     return path
 
 
@@ -130,7 +131,7 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
         }
     )
     path = tmp_path / "cols.parquet"
-    frame.to_parquet(path, index=False)
+    write_frame(frame, path, index=False)
     env = {
         "PRESCORE_CONFIG": similar.catalog.source,
         "REDIS_URL": redis_url,
@@ -181,7 +182,7 @@ def test_an_integer_key_column_is_published_as_its_digits(similar, rclient, tmp_
         for i in (7, 42)
     ]
     path = tmp_path / "int-keys.parquet"
-    pd.DataFrame(rows).astype({"sku": "int64"}).to_parquet(path, index=False)
+    write_frame(pd.DataFrame(rows).astype({"sku": "int64"}), path, index=False)
     report = publish_file(
         rclient, similar.store, similar.catalog.get("similar"), str(path), json_column="payload"
     )

@@ -10,7 +10,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import redis
 
@@ -19,6 +18,7 @@ from jobs.submit import local_args, spark_submit_bin
 from prescore.datasets import Catalog, load
 from prescore.settings import Settings, StoreSettings
 from prescore.versions import Versions, read_current
+from tests.frames import read_frame, write_frame
 from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered, stored_payload
 
 
@@ -41,7 +41,7 @@ def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path)
         demo_settings, catalog=_with_contexts(demo["var"], ["summer-sat"], tmp_path)
     )
     summary = _run(spark, ctx_settings)
-    users = pd.read_parquet(demo["var"] / "data" / "users.parquet")
+    users = read_frame(demo["var"] / "data" / "users.parquet")
     assert summary.rows == 2 * len(users)  # plain keys and one context
     v = Versions(rclient, "reco", StoreSettings())
     assert v.current() == summary.version
@@ -57,7 +57,7 @@ def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path)
     assert plain["model_version"] == "1"
     scores = [i["score"] for i in plain["items"]]
     assert len(scores) == 10 and scores == sorted(scores, reverse=True)
-    hotels = pd.read_parquet(demo["var"] / "data" / "hotels.parquet").set_index("hotel_id")
+    hotels = read_frame(demo["var"] / "data" / "hotels.parquet").set_index("hotel_id")
     regions = set(users.set_index("user_id").loc["u7", "regions"])
     assert all(hotels.loc[i["hotel_id"], "region"] in regions for i in plain["items"])
     # a dry run counts what that run did, puts its rate on it, and changes nothing
@@ -127,10 +127,10 @@ def test_rows_without_a_valid_key_are_skipped_and_reported(  # type: ignore[no-u
     leaves nothing: tests/test_faults.py, tests/test_version_races.py)."""
     broken = tmp_path / "broken"
     shutil.copytree(demo["var"], broken)
-    users = pd.read_parquet(demo["var"] / "data" / "users.parquet")
+    users = read_frame(demo["var"] / "data" / "users.parquet")
     users.loc[len(users) - 1, "user_id"] = "bad\x00id"  # in the last partition
     users.loc[len(users) - 2, "user_id"] = None
-    users.to_parquet(broken / "data" / "users.parquet", index=False)
+    write_frame(users, broken / "data" / "users.parquet", index=False)
     s = dataclasses.replace(demo_settings, catalog=demo_catalog(broken))
     summary = _run(spark, s, "--partitions", "4")
     assert summary.bad == 2

@@ -21,6 +21,7 @@ from prescore.misslog import MissLog
 from prescore.settings import Settings
 from prescore.versions import Versions
 from tests import domains
+from tests.frames import read_frame, write_frame
 from tests.helpers import registered, stored_payload, with_catalog
 
 
@@ -38,8 +39,8 @@ def test_every_customer_gets_its_top_products_of_its_categories(
 ) -> None:  # type: ignore[no-untyped-def]
     registered(shop_settings, "shop-model", shop["plain"])
     summary = _score(spark, shop_settings)
-    customers = pd.read_parquet(shop["tables"] / "customers.parquet")
-    products = pd.read_parquet(shop["tables"] / "products.parquet").set_index("product_id")
+    customers = read_frame(shop["tables"] / "customers.parquet")
+    products = read_frame(shop["tables"] / "products.parquet").set_index("product_id")
     assert summary.rows == len(customers)  # every customer has candidates in its categories
     v = Versions(rclient, "shop", shop_settings.store)
     info = v.get(v.current() or "")
@@ -114,12 +115,12 @@ def test_a_missing_column_is_refused_before_anything_is_written(
     shutil.copytree(shop["tables"], tables)
     s = with_catalog(settings, domains.shop_config(tables, tmp_path / "ok.toml"))
     registered(s, "shop-model", shop["plain"])  # fits the tables as they were
-    products = pd.read_parquet(tables / "products.parquet").drop(columns=["name"])
-    products.to_parquet(tables / "products.parquet", index=False)
+    products = read_frame(tables / "products.parquet").drop(columns=["name"])
+    write_frame(products, tables / "products.parquet", index=False)
     with pytest.raises(ConfigError, match="dataset shop: items: no column 'name'"):
         _score(spark, s)
-    customers = pd.read_parquet(tables / "customers.parquet").drop(columns=["segment"])
-    customers.to_parquet(tables / "customers.parquet", index=False)
+    customers = read_frame(tables / "customers.parquet").drop(columns=["segment"])
+    write_frame(customers, tables / "customers.parquet", index=False)
     with pytest.raises(ModelMismatch, match="input 'segment'"):
         _score(spark, s)
     v = Versions(rclient, "shop", s.store)
@@ -131,11 +132,11 @@ def test_explicit_candidate_table_and_a_composite_key(
 ) -> None:  # type: ignore[no-untyped-def]
     tables = tmp_path / "tables"
     shutil.copytree(shop["tables"], tables)
-    customers = pd.read_parquet(tables / "customers.parquet").head(30)
+    customers = read_frame(tables / "customers.parquet").head(30)
     customers["market"] = ["nl" if i % 2 else "de" for i in range(len(customers))]
     # awkward ids: a part holding the separator, its escape, a ':' and a space
     customers.loc[[1, 2, 3], "customer_id"] = ["a|b", "x\\y", "ns:1 é"]
-    customers.to_parquet(tables / "customers.parquet", index=False)
+    write_frame(customers, tables / "customers.parquet", index=False)
     picks = pd.DataFrame(
         {
             "customer_id": customers["customer_id"],
@@ -143,7 +144,7 @@ def test_explicit_candidate_table_and_a_composite_key(
             "picked": [["p1", "p2", "p3", "unknown-product"]] * len(customers),
         }
     )
-    picks.iloc[:-1].to_parquet(tables / "picks.parquet", index=False)  # the last has none
+    write_frame(picks.iloc[:-1], tables / "picks.parquet", index=False)  # the last has none
     config = domains.shop_config(tables, tmp_path / "p.toml")
     text = config.read_text().replace('key = "customer_id"', 'key = ["customer_id", "market"]')
     text = text.replace(

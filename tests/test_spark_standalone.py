@@ -28,6 +28,7 @@ from prescore.embedded_redis import RedisProcess
 from prescore.errors import NotFound
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.versions import Versions, read_current
+from tests.frames import read_frame, write_frame
 from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered
 
 COPIES = 5  # the demo's users ten times over: enough tasks that a kill lands mid-job
@@ -50,9 +51,9 @@ def many_users(demo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     """A var/ of the demo's tables whose users are the demo's, COPIES times under new ids."""
     var = tmp_path_factory.mktemp("many-users")
     shutil.copytree(demo["var"] / "data", var / "data")
-    users = pd.read_parquet(var / "data" / "users.parquet")
+    users = read_frame(var / "data" / "users.parquet")
     copies = [users.assign(user_id=users["user_id"] + f"-{i}") for i in range(COPIES)]
-    pd.concat(copies, ignore_index=True).to_parquet(var / "data" / "users.parquet", index=False)
+    write_frame(pd.concat(copies, ignore_index=True), var / "data" / "users.parquet", index=False)
     return var
 
 
@@ -85,7 +86,7 @@ def reference(
 
 
 def _user_ids(var: Path) -> list[str]:
-    return pd.read_parquet(var / "data" / "users.parquet")["user_id"].tolist()
+    return read_frame(var / "data" / "users.parquet")["user_id"].tolist()
 
 
 def _answers(client: redis.Redis, ids: list[str]) -> Answers:

@@ -12,6 +12,7 @@ from jobs import spark_tables
 from prescore import local_tables
 from prescore.datasets import Table
 from prescore.errors import ConfigError
+from tests.frames import write_frame
 
 
 def test_a_pandas_table_with_nanosecond_timestamps_is_read(spark: Any, tmp_path: Path) -> None:
@@ -20,13 +21,16 @@ def test_a_pandas_table_with_nanosecond_timestamps_is_read(spark: Any, tmp_path:
     The job reads them as int64 nanoseconds, and so do registration and the fallback."""
     path = tmp_path / "readers.parquet"
     signed_up = ["2024-01-02 03:04:05.123456789", "2025-06-01 00:00:00", "2026-12-06 00:00:00"]
-    pd.DataFrame(
-        {
-            "reader_id": [1, 2, 3],
-            "country": ["nl", "de", "fr"],
-            "signed_up": pd.to_datetime(signed_up, format="ISO8601"),
-        }
-    ).to_parquet(path)
+    write_frame(
+        pd.DataFrame(
+            {
+                "reader_id": [1, 2, 3],
+                "country": ["nl", "de", "fr"],
+                "signed_up": pd.to_datetime(signed_up, format="ISO8601"),
+            }
+        ),
+        path,
+    )
     frame = spark_tables.read(spark, Table(path=str(path), key=("reader_id",)))
     rows = frame.orderBy("reader_id").collect()
     assert [(r["reader_id"], r["country"]) for r in rows] == [(1, "nl"), (2, "de"), (3, "fr")]

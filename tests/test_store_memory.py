@@ -19,6 +19,7 @@ from prescore.errors import ConfigError, PublishError
 from prescore.ports import free_port
 from prescore.settings import StoreSettings
 from prescore.versions import Versions
+from tests.frames import write_frame
 from tests.helpers import ROOT, SIMILAR_CONFIG
 
 
@@ -105,8 +106,10 @@ def test_a_publish_that_does_not_fit_fails_in_one_line_and_the_next_one_fits(
     try:
         client = redis.Redis.from_url(server.url)
         small = tmp_path / "small.parquet"
-        pd.DataFrame({"sku": ["a", "b"], "similar": [[{"sku": "b", "score": 0.5}], []]}).to_parquet(
-            small, index=False
+        write_frame(
+            pd.DataFrame({"sku": ["a", "b"], "similar": [[{"sku": "b", "score": 0.5}], []]}),
+            small,
+            index=False,
         )
         assert _cli(server.url, config, "publish", "similar", str(small)).returncode == 0
         live = Versions(client, "similar", StoreSettings()).current()
@@ -115,8 +118,10 @@ def test_a_publish_that_does_not_fit_fails_in_one_line_and_the_next_one_fits(
             [{"sku": f"s{i}-{j}", "score": 0.5, "pad": "x" * 40} for j in range(3)]
             for i in range(60_000)
         ]
-        pd.DataFrame({"sku": [f"s{i}" for i in range(60_000)], "similar": entries}).to_parquet(
-            big, index=False
+        write_frame(
+            pd.DataFrame({"sku": [f"s{i}" for i in range(60_000)], "similar": entries}),
+            big,
+            index=False,
         )
         full = _cli(server.url, config, "publish", "similar", str(big))
         assert full.returncode == 1, full.stdout + full.stderr

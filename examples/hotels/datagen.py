@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 COUNTRIES = ("nl", "de", "gb", "fr", "es", "it", "us", "jp")
 LANGUAGES = ("nl", "de", "en", "fr", "es", "it", "ja")
@@ -179,7 +181,7 @@ def generate(out: Path, sizes: Sizes = Sizes(), seed: int = 7) -> dict[str, int]
         "events_test": test,
     }
     for name, frame in frames.items():
-        frame.to_parquet(out / f"{name}.parquet", index=False)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"{name}.parquet")
     return {name: len(frame) for name, frame in frames.items()}
 
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = generate(
         args.out, Sizes(args.users, args.hotels, args.regions, args.impressions), args.seed
     )
-    booked = pd.read_parquet(args.out / "events_train.parquet")["booked"].mean()
+    booked = pq.read_table(args.out / "events_train.parquet").column("booked").to_numpy().mean()
     print(
         f"wrote {args.out}: "
         + ", ".join(f"{k}={v}" for k, v in counts.items())

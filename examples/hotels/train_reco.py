@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from prescore.quality import roc_auc
 
@@ -41,7 +42,7 @@ CONTEXT = ("season", "day")
 
 def load_tables(data: Path) -> dict[str, pd.DataFrame]:
     names = ("users", "hotels", "contexts", "events_train", "events_test")
-    return {n: pd.read_parquet(data / f"{n}.parquet") for n in names}
+    return {n: pq.read_table(data / f"{n}.parquet").to_pandas() for n in names}
 
 
 def event_columns(
