@@ -32,8 +32,8 @@ from bench.fallback_setup import (
 )
 from bench.loadgen import Result, run_threads
 from fallback.batcher import MicroBatcher
-from prescore import codec
-from prescore.inference import load_runner, pick_runtime
+from prescore.encoding import codec
+from prescore.models.inference import load_runner, pick_runtime
 
 MAX_BATCH = {"reco": 256, "tags": 32}  # rows per model call when merging, batcher alone
 NAMES = {"tf": "TensorFlow", "float32": "LiteRT float32", "int8": "LiteRT int8"}

@@ -32,9 +32,9 @@ import redis
 from bench.bench_scoring import CONFIG, demo_model
 from jobs.standalone import StandaloneCluster
 from jobs.submit import local_args, spark_submit_bin
-from prescore.embedded_redis import RedisProcess
 from prescore.settings import StoreSettings
-from prescore.versions import Versions
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.versions import Versions
 
 Run = tuple[float, float, int]  # wall seconds, the job's seconds, pairs scored
 

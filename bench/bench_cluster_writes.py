@@ -5,7 +5,7 @@
 Starts a three-node cluster on loopback (tests.redis_cluster, the binary the tests use)
 and writes ``--rows`` payloads of about 600 bytes into a registered version in one
 process, 10,000 rows a batch as the job writes, each round two ways in turn on an
-emptied cluster: fenced (prescore.writers.fence: a script on each bucket's node lands
+emptied cluster: fenced (prescore.store.writers.fence: a script on each bucket's node lands
 its keys only while the bucket holds the writer's token) and unfenced (the same batches'
 HSETs in one cluster pipeline, unchecked). keys/s medians of the rounds; the ratio is
 the median of the rounds' ratios.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import redis
 
-from prescore import values
-from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions
+from prescore.store import values
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions
 from tests.redis_cluster import RedisCluster3
 
 

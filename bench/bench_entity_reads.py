@@ -73,9 +73,9 @@ def _child(mode: str, path: str, rows: int, reads: int) -> None:
     import pyarrow.dataset
 
     from fallback.keyed_rows import KeyedRows
-    from prescore import local_tables
-    from prescore.datasets import Table
-    from prescore.keys import KeyForm
+    from prescore.data import local_tables
+    from prescore.data.datasets import Table
+    from prescore.encoding.keys import KeyForm
 
     table = Table(path=path, key=("user_id",))
     rng = random.Random(7)

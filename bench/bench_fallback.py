@@ -10,7 +10,7 @@ photos, dataset ``tags``), registered against examples/hotels/prescore.toml, whi
 builds their LiteRT variants where the model converts.
 
 1. Runtimes: each model's serving signature in TensorFlow (SavedModel), LiteRT float32
-   and LiteRT int8, where the variant was built (prescore.quantize.measure): single-row
+   and LiteRT int8, where the variant was built (prescore.models.quantize.measure): single-row
    latency, batch throughput, AUC / mAP on held-out rows (reco's declared held-out table,
    the tagger's test split).
 2. Micro-batching, the batcher alone: ``--clients`` threads submitting one row each
@@ -53,8 +53,8 @@ from bench.fallback_setup import (
     run_requests,
 )
 from bench.loadgen import Result
-from prescore import feeds
-from prescore.inference import TFLITE_FILES, pick_runtime
+from prescore.models import feeds
+from prescore.models.inference import TFLITE_FILES, pick_runtime
 
 JSON = "application/json"
 PREDICT_ROUTE = "/v1/datasets/<name>:predict"  # the fallback's route label in its metrics
@@ -65,7 +65,7 @@ METRICS = {"auc": "AUC", "map": "mAP"}
 
 
 def runtime_table(world: World, evals: dict[str, Eval], repeats: int) -> list[str]:
-    from prescore.quantize import measure
+    from prescore.models.quantize import measure
 
     lines = [
         "| dataset (model) | runtime | single-row latency (ms) | batch throughput (rows/s) "
@@ -143,7 +143,7 @@ def _hits_and_misses(
 
 
 def lookup_table(world: World, args: argparse.Namespace, logs: Path) -> list[str]:
-    from prescore.embedded_redis import RedisProcess
+    from prescore.store.embedded_redis import RedisProcess
     from tests.fallback_procs import Server
 
     published = args.users // 10  # u0..: precomputed hits; the rest are in the users table only

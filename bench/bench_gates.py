@@ -7,7 +7,7 @@ bench_publish) for a dataset of kind ``external``, starts its own redis-server, 
 round, for the dataset declared with its gates on (the defaults) and off
 (``gates.enabled = false``): flushes the server, publishes a first version (untimed: it
 is what the gates compare with), then times the publish of a second one with
-prescore.publish.publish_file, the ``prescore publish`` path. With gates on, the second
+prescore.publishing.parquet.publish_file, the ``prescore publish`` path. With gates on, the second
 publish checks rows, key coverage, score drift, payload sizes and a decode of its sample
 against the first; the time the check itself took is the ``gate_seconds`` the publish
 records with the version. Each round measures both back to back, in turn first; the
@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 from bench.bench_publish import CONFIG, DATASET, JSON_COLUMN, MODEL, payload, write_parquet
-from prescore.datasets import load
-from prescore.embedded_redis import RedisProcess
-from prescore.publish import publish_file
-from prescore.redis_client import connect
+from prescore.data.datasets import load
+from prescore.publishing.parquet import publish_file
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions
 
 
 def _publish(url: str, config: Path, path: Path, version: str) -> tuple[float, float]:

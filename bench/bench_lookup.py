@@ -4,7 +4,7 @@
 
 Starts its own redis-server, publishes N users' recommendation payloads and N photos' tag
 payloads (the demo's ``reco`` and ``tags`` datasets, payloads built by
-prescore.codec.encode_payload in the shapes examples/hotels/prescore.toml declares)
+prescore.encoding.codec.encode_payload in the shapes examples/hotels/prescore.toml declares)
 through the core (begin, write, publish), then starts, each with the same number of
 worker processes:
   * ours: ``python -m lookup.serve`` with PRESCORE_CONFIG naming the demo's declarations
@@ -55,16 +55,17 @@ import numpy as np
 from bench.loadgen import Result, Target, run_load
 from bench.revisions import before_tree
 from examples.hotels.imagegen import TAGS
-from prescore import codec, keys, values
-from prescore.codec import PayloadShape
-from prescore.compact import Frame
-from prescore.datasets import Dataset, load
-from prescore.embedded_redis import RedisProcess, free_port
-from prescore.payloads import RankingPayloads
-from prescore.redis_client import connect
+from prescore.data.datasets import Dataset, load
+from prescore.encoding import codec, keys
+from prescore.encoding.codec import PayloadShape
+from prescore.encoding.compact import Frame
+from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.values import Placed
-from prescore.versions import Versions, write_payloads
+from prescore.store import values
+from prescore.store.embedded_redis import RedisProcess, free_port
+from prescore.store.redis_client import connect
+from prescore.store.values import Placed
+from prescore.store.versions import Versions, write_payloads
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
@@ -157,7 +158,7 @@ def publish(
 
 def reco_payload(dataset: Dataset, top_k: int) -> tuple[Callable[[int], Made], Frame]:
     """User ``u``'s key and top ``top_k`` hotels, best first, compact as the bulk job
-    stores them (prescore.payloads), and the frame they are decoded with."""
+    stores them (prescore.encoding.ranking_payloads), and the frame they are decoded with."""
     enc = RankingPayloads(
         shape(dataset),
         [f"h{i}" for i in range(HOTELS)],

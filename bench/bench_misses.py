@@ -57,9 +57,9 @@ import requests
 from bench.loadgen import Result, Target, run_load, run_threads
 from examples.hotels.datagen import Sizes, generate
 from lookup.routes import KEY_RULE
-from prescore.embedded_redis import RedisProcess
-from prescore.redis_client import connect
 from prescore.settings import RedisSettings, Settings
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.redis_client import connect
 from tests.fallback_procs import Server, metric_value
 from tests.lookup_helpers import publish, reco_payload
 

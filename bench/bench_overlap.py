@@ -1,6 +1,6 @@
 """Whether decoding the next batch in a thread while the model runs the current one helps
 a tagging worker, measured as the job's workers run: one process per core, TensorFlow
-on one thread in each (jobs.bulk), decode with prescore.image_features.decode.
+on one thread in each (jobs.bulk), decode with prescore.models.image_features.decode.
 
     python -m bench.bench_overlap --size 1024x768 --count 256
     python -m bench.bench_overlap --count 4000            # the demo's small photos
@@ -35,7 +35,7 @@ def _worker(raws: list[bytes], saved: str, size: tuple[int, int], batch: int) ->
     """One worker's images/s in each mode of ORDER."""
     import tensorflow as tf
 
-    from prescore.image_features import decode
+    from prescore.models.image_features import decode
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -6,7 +6,7 @@ Writes a parquet of ``--rows`` keys with one JSON payload column in the demo's `
 shape (a user's top 10 hotels with a price and a score each, stamped with model, model
 version and time: ~600 bytes, a real top-10 payload's size) for a dataset of kind
 ``external`` declared in a temporary TOML, starts its own redis-server
-(prescore.embedded_redis), then measures on the same server and cores, in keys/s:
+(prescore.store.embedded_redis), then measures on the same server and cores, in keys/s:
 
 - *redis-benchmark*: ``redis-benchmark -t set -P 1000 -d <payload bytes> -n <rows>
   -r <rows>``, pipelined SETs of keys drawn at random from as many (about 63% of them
@@ -16,13 +16,13 @@ version and time: ~600 bytes, a real top-10 payload's size) for a dataset of kin
   given with ``--redis-benchmark``; when there is none the table says so.
 - *raw MSET, redis-py*: the payloads already in memory, MSET of 1,000 keys a command in a
   loop, one connection: the bound of any Python writer.
-- *the scoring job's write path*: prescore.values.write fenced by the version's lease
+- *the scoring job's write path*: prescore.store.values.write fenced by the version's lease
   (what the bulk job's workers do for each chunk: jobs.bulk.write_rows) of the same
   payloads, already encoded, into a registered version: in one process, and in one
   process per core at once (as the job's Spark tasks write), and the same batches in one
   process unfenced (no check: what the fence costs); the count verification and pointer
   switch after it are shown apart.
-- *publish*: prescore.publish.publish_file in this process, and the ``prescore publish``
+- *publish*: prescore.publishing.parquet.publish_file in this process, and the ``prescore publish``
   command as a user runs it (a new process, its imports included): read the parquet,
   check and re-encode every row, write, verify the count, switch the pointer.
 
@@ -51,14 +51,15 @@ from typing import Any
 
 import redis
 
-from prescore import codec, keys, values
-from prescore.codec import PayloadShape
-from prescore.datasets import load
-from prescore.embedded_redis import RedisProcess, server_binary
-from prescore.publish import publish_file
-from prescore.redis_client import connect
+from prescore.data.datasets import load
+from prescore.encoding import codec, keys
+from prescore.encoding.codec import PayloadShape
+from prescore.publishing.parquet import publish_file
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions, read_current
+from prescore.store import values
+from prescore.store.embedded_redis import RedisProcess, server_binary
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions, read_current
 
 DATASET = "reco-ext"
 CONFIG = f"""
@@ -246,7 +247,7 @@ class PerCoreWrite:
 
 
 def publish_in_process(url: str, config: Path, path: Path, rows: int) -> float:
-    """Keys/s of prescore.publish.publish_file, called here (wall time of the call)."""
+    """Keys/s of prescore.publishing.parquet.publish_file, called here (wall time of the call)."""
     dataset = load(config, {}).get(DATASET)
     client = connect(RedisSettings(url=url))
     started = time.perf_counter()
@@ -462,7 +463,7 @@ def _print_table(rounds: list[Round], cores: int, bench_exe: str | None) -> None
             f"the job's write path: fenced values.write, {cores} processes at once": [
                 r.job_cores for r in rounds
             ],
-            "prescore.publish.publish_file, in process (parquet to pointer switch)": [
+            "prescore.publishing.parquet.publish_file, in process (parquet to pointer switch)": [
                 r.publish for r in rounds
             ],
             "`prescore publish` command (a new process, start-up included)": [

@@ -46,14 +46,14 @@ from examples.hotels.datagen import Sizes, generate
 from examples.hotels.train_reco import train
 from jobs.bulk import SESSION_CONF
 from jobs.score import parse_args, run_job
-from prescore import feeds
-from prescore.datasets import Catalog, load
-from prescore.embedded_redis import RedisProcess
-from prescore.model_import import register
-from prescore.modelstore import ModelStore
+from prescore.data.datasets import Catalog, load
+from prescore.models import feeds
+from prescore.models.registration import register
+from prescore.models.signature import Signatures
+from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
-from prescore.signature import Signatures
-from prescore.versions import Versions
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.versions import Versions
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
 
@@ -134,7 +134,7 @@ _PART: dict[str, Any] = {}  # a per-core process's model and share of the pairs
 
 
 def _load(ref_dir: str, meta: dict[str, Any]) -> Any:
-    from prescore.tf_model import TFModel
+    from prescore.models.tf_model import TFModel
 
     return TFModel(Path(ref_dir) / "saved_model", meta)
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from prescore.tf_model import TFModel
+    from prescore.models.tf_model import TFModel
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -3,7 +3,8 @@
     python -m bench.bench_store [--users 200000] [--unrelated 2000000] [--rounds 3]
 
 Starts its own redis-server and writes ``--users`` top-10 payloads in the demo's ``reco``
-shape (prescore.payloads.RankingPayloads over 2,000 hotels, as the bulk job encodes them),
+shape (prescore.encoding.ranking_payloads.RankingPayloads over 2,000 hotels, as the bulk
+job encodes them),
 then measures, in one run:
 
 - **bytes per user**, from ``INFO memory`` (used_memory before and after the writes, on a
@@ -33,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from prescore import keys, values
-from prescore.codec import PayloadShape
-from prescore.embedded_redis import RedisProcess
-from prescore.payloads import RankingPayloads
+from prescore.encoding import keys
+from prescore.encoding.codec import PayloadShape
+from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.settings import StoreSettings
-from prescore.values import Placed
-from prescore.versions import Versions
+from prescore.store import values
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.values import Placed
+from prescore.store.versions import Versions
 
 SHAPE = PayloadShape("user_id", "items", "hotel_id")  # the demo's reco (prescore.toml)
 HOTELS, K = 2000, 10

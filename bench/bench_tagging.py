@@ -5,7 +5,7 @@
 
 Generates demo photos (examples.hotels.imagegen), trains the demo's tagger briefly
 (examples.hotels.train_tagger; speed does not depend on its quality) and registers it as
-any team's model is (prescore.model_import.register). With ``--size WxH`` the photos are
+any team's model is (prescore.models.registration.register). With ``--size WxH`` the photos are
 photo-like JPEGs of that size (150-300 KiB each) and the model MobileNetV3Small at 224x224
 with random weights (bench.tagging_setup), registered the same way. The demo's ``tags``
 dataset as
@@ -17,8 +17,8 @@ its own redis-server, then measures on the same cores:
   start, import TensorFlow and load the model) and warm (the same session again: workers
   and models reused);
 - raw batched TensorFlow on already-decoded tensors (the registered SavedModel's serving
-  signature, prescore.tf_model.TFModel, as the job calls it);
-- decoding alone (prescore.image_features.decode to the model's input size, one process
+  signature, prescore.models.tf_model.TFModel, as the job calls it);
+- decoding alone (prescore.models.image_features.decode to the model's input size, one process
   per core, bytes in memory), at reduced scale (as the job decodes) and at full scale;
 - with ``--before REV``: the job of that git revision (its files extracted apart, run in
   a process of its own with the same photos, model, Redis and cores), before ours.
@@ -70,7 +70,7 @@ class Run:
 
 
 def _decode_chunk(raws: list[bytes], size: tuple[int, int], channels: int, reduced: bool) -> int:
-    from prescore.image_features import decode
+    from prescore.models.image_features import decode
 
     for raw in raws:
         decode(raw, size, channels=channels, reduced=reduced)
@@ -100,9 +100,9 @@ def decode_rate(
 
 def tf_rate(model: Any, x: np.ndarray, batch: int, repeats: int) -> float:
     """Images/s of the model's serving signature on already-decoded tensors, ``batch`` per
-    call, fed as jobs.labels feeds it (prescore.image_features.model_input)."""
-    from prescore.image_features import model_input
-    from prescore.signature import image_input
+    call, fed as jobs.labels feeds it (prescore.models.image_features.model_input)."""
+    from prescore.models.image_features import model_input
+    from prescore.models.signature import image_input
 
     name, tensor = image_input(model.signatures.serving, "model")
     model({name: model_input(x[:batch], tensor.dtype)})  # the first call builds the graph
@@ -154,7 +154,7 @@ def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
 
 def settings_of(work: Path, redis_url: str) -> Any:
     """The demo's declarations over ``work`` (PRESCORE_VAR), its model store and Redis."""
-    from prescore.datasets import load
+    from prescore.data.datasets import load
     from prescore.settings import ModelStoreSettings, RedisSettings, Settings
 
     models = ModelStoreSettings(root=(work / "models").as_uri())
@@ -224,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     args.size = parse_size(args.size) if args.size else None
 
     from bench.tagging_setup import prepare
-    from prescore.embedded_redis import RedisProcess
-    from prescore.modelstore import ModelStore
-    from prescore.signature import image_dims, image_input
-    from prescore.tf_model import TFModel
+    from prescore.models.signature import image_dims, image_input
+    from prescore.models.store import ModelStore
+    from prescore.models.tf_model import TFModel
+    from prescore.store.embedded_redis import RedisProcess
 
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         work = Path(tmp)
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def decode_one(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray:
-    from prescore.image_features import decode
+    from prescore.models.image_features import decode
 
     return decode(raw, size, channels=channels)
 

@@ -6,7 +6,7 @@ booking model and the photo tagger (examples.hotels.train_reco, train_tagger) an
 registers both as ``prescore models register NAME FOLDER --promote`` does (int8 variant
 built where the model allows), against the demo's examples/hotels/prescore.toml.
 ``eval_feed`` gives each dataset's held-out rows as model feeds with their truth,
-``measure_tf`` what prescore.quantize.measure records, for a model with no LiteRT
+``measure_tf`` what prescore.models.quantize.measure records, for a model with no LiteRT
 variant; ``publish_reco`` writes what a bulk run of ``reco`` would have published.
 ``run_requests`` is the HTTP load of the server tables (POST bodies of any kind, on
 keep-alive connections, threads from bench.loadgen).
@@ -29,10 +29,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.loadgen import Result, run_threads
-from prescore import codec, feeds
-from prescore.datasets import Catalog, load
-from prescore.modelstore import ModelRef, ModelStore
-from prescore.quantize import median_seconds
+from prescore.data.datasets import Catalog, load
+from prescore.encoding import codec
+from prescore.models import feeds
+from prescore.models.quantize import median_seconds
+from prescore.models.store import ModelRef, ModelStore
 from prescore.settings import ModelStoreSettings
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "hotels" / "prescore.toml"
@@ -82,7 +83,7 @@ class Eval:
 def build_world(work: Path, users: int, hotels: int, images: int) -> World:
     """Generate the demo data, train both models, register and promote them."""
     from examples.hotels import datagen, imagegen, train_reco, train_tagger
-    from prescore.model_import import register
+    from prescore.models.registration import register
 
     var = work / "var"
     sizes = datagen.Sizes(users=users, hotels=hotels, impressions_per_user=20, days=30, test_days=6)
@@ -110,8 +111,8 @@ def _say(line: str) -> None:
 def eval_feed(world: World, dataset: str, max_rows: int = 5000) -> Eval:
     """The held-out rows of ``dataset``: reco's declared held-out table (as retraining
     reads it), the tagger's test split of the photos (as train_tagger splits them)."""
-    from prescore import dataset_feeds
-    from prescore.signature import Signatures
+    from prescore.models import dataset_feeds
+    from prescore.models.signature import Signatures
 
     d = world.catalog.get(dataset)
     ref = world.ref(dataset)
@@ -122,8 +123,8 @@ def eval_feed(world: World, dataset: str, max_rows: int = 5000) -> Eval:
         pick = np.sort(np.random.default_rng(1).permutation(len(truth))[:max_rows])
         return Eval({k: v[pick] for k, v in feed.items()}, truth[pick], t.metric, 256)
     from examples.hotels.train_tagger import load_images, split
-    from prescore.image_features import model_input
-    from prescore.signature import image_dims, image_input
+    from prescore.models.image_features import model_input
+    from prescore.models.signature import image_dims, image_input
 
     name, tensor = image_input(sigs.serving, dataset)
     h, w, _ = image_dims(tensor)
@@ -133,9 +134,9 @@ def eval_feed(world: World, dataset: str, max_rows: int = 5000) -> Eval:
 
 
 def measure_tf(ref: ModelRef, ev: Eval, repeats: int) -> dict[str, dict[str, float]]:
-    """What prescore.quantize.measure records, for TensorFlow alone."""
-    from prescore.inference import load_runner
-    from prescore.quality import quality
+    """What prescore.models.quantize.measure records, for TensorFlow alone."""
+    from prescore.models.inference import load_runner
+    from prescore.models.quality import quality
 
     runner = load_runner(ref.path, ref.meta, "tf")
     n = feeds.rows(ev.feed)
@@ -159,9 +160,9 @@ def publish_reco(redis_url: str, world: World, users: int, model_version: str) -
     """Users u0 .. u{users - 1} as one published version of ``reco``, as a bulk run with
     model version ``model_version`` writes them (the version a miss asks the fallback for)."""
     from bench.bench_lookup import shape
-    from prescore.redis_client import connect
     from prescore.settings import RedisSettings, StoreSettings
-    from prescore.versions import Versions, write_payloads
+    from prescore.store.redis_client import connect
+    from prescore.store.versions import Versions, write_payloads
 
     reco = world.catalog.get("reco")
     client = connect(RedisSettings(url=redis_url))

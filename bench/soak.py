@@ -32,11 +32,11 @@ from pathlib import Path
 import requests
 
 from bench.bench_misses import build, lookup_server, publish_scored
-from prescore.embedded_redis import RedisProcess
 from prescore.errors import PrescoreError
-from prescore.redis_client import connect
 from prescore.settings import RedisSettings, Settings
-from prescore.versions import Versions
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions
 from tests.fallback_procs import Server
 from tests.lookup_helpers import publish, reco_payload
 

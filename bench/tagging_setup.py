@@ -46,9 +46,9 @@ def prepare(config: Path, work: Path, count: int, size: tuple[int, int] | None) 
     """``count`` photos under ``work/images`` (the demo's, or photo-like ones of ``size``)
     and the ``tagger`` registered in ``work/models``; (photos, model) in words."""
     from examples.hotels.imagegen import generate
-    from prescore.datasets import load
-    from prescore.model_import import register
-    from prescore.modelstore import ModelStore
+    from prescore.data.datasets import load
+    from prescore.models.registration import register
+    from prescore.models.store import ModelStore
     from prescore.settings import ModelStoreSettings
 
     images = work / "images"  # where the demo's declaration reads: $PRESCORE_VAR/images

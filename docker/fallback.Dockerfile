@@ -50,5 +50,5 @@ USER 10001
 EXPOSE 8081
 # The port is FALLBACK_BIND's (a container may be given another); the health check asks it.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "prescore.healthcheck", "FALLBACK_BIND"]
+    CMD ["python", "-m", "prescore.service.healthcheck", "FALLBACK_BIND"]
 CMD ["python", "-m", "fallback.serve"]

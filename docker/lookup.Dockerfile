@@ -39,5 +39,5 @@ USER 10001
 EXPOSE 8080
 # The port is LOOKUP_BIND's (a container may be given another); the health check asks it.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "prescore.healthcheck", "LOOKUP_BIND"]
+    CMD ["python", "-m", "prescore.service.healthcheck", "LOOKUP_BIND"]
 CMD ["python", "-m", "lookup.serve"]

@@ -28,8 +28,8 @@ from fallback.models import ModelSlots, Watcher
 from fallback.openapi import document
 from fallback.predict import LabelsPredictor, RankingPredictor, check_key
 from fallback.settings import FallbackSettings
-from prescore import codec
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.encoding import codec
 from prescore.errors import (
     InvalidInput,
     NotFound,
@@ -37,8 +37,8 @@ from prescore.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from prescore.modelstore import ModelStore
-from prescore.web import (
+from prescore.models.store import ModelStore
+from prescore.service.web import (
     install_error_handlers,
     install_openapi,
     install_request_log,
@@ -91,7 +91,7 @@ def _instances(body: Any, dataset: Dataset, settings: FallbackSettings) -> list[
 
 
 def _context(raw: Any, i: int) -> str:
-    from prescore import keys
+    from prescore.encoding import keys
 
     if not isinstance(raw, str):
         raise InvalidInput(f"instances[{i}].context must be a string", code="invalid_id")

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from prescore import feeds
 from prescore.errors import Unavailable
+from prescore.models import feeds
 
 Feed = dict[str, np.ndarray]  # one request's rows, by model input name
 

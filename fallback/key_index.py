@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fallback import scratch
-from prescore.keys import KeyForm
-from prescore.table_keys import key_text_array
+from prescore.encoding.keys import KeyForm
+from prescore.encoding.table_keys import key_text_array
 
 KEY = "__prescore_key__"  # the key text, beside the table's own columns
 BUCKET_ROWS = 32_768  # rows per bucket file aimed at: a read decodes about this many

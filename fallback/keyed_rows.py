@@ -7,7 +7,7 @@ the key columns of the others are scanned). The fallback's memory then does not 
 with the table, and a row added to a ``file://`` table is found by the next request. An
 ``hdfs://`` table is mirrored to local disk (fallback.table_mirror), its new files
 copied at each :meth:`KeyedRows.maintain`, and read there.
-The rows' keys are spelled as the bulk job spells them (prescore.table_keys), so a key
+The rows' keys are spelled as the bulk job spells them (prescore.encoding.table_keys), so a key
 names the same row in both.
 
 A table of INDEX_MIN_ROWS rows or more is also indexed on local disk (fallback.key_index),
@@ -33,11 +33,11 @@ import pyarrow.dataset as ds
 
 from fallback.key_index import KeyIndex
 from fallback.table_mirror import TableMirror
-from prescore import local_tables, storage
-from prescore.datasets import Table
+from prescore.data import local_tables, storage
+from prescore.data.datasets import Table
+from prescore.encoding.keys import KeyForm
+from prescore.encoding.table_keys import key_texts
 from prescore.errors import ConfigError, Unavailable
-from prescore.keys import KeyForm
-from prescore.table_keys import key_texts
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, NotImplementedError, p
 
 
 class KeyedRows:
-    """The rows of one declared table, by key text (prescore.keys.KeyForm)."""
+    """The rows of one declared table, by key text (prescore.encoding.keys.KeyForm)."""
 
     def __init__(
         self,

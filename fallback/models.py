@@ -29,10 +29,10 @@ import numpy as np
 
 from fallback.batcher import BatchObserver, Feed, MicroBatcher
 from fallback.settings import FallbackSettings
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
 from prescore.errors import ModelStoreError, NotFound, PrescoreError, Unavailable
-from prescore.inference import Runner, load_runner, pick_runtime
-from prescore.modelstore import ModelRef, ModelStore
+from prescore.models.inference import Runner, load_runner, pick_runtime
+from prescore.models.store import ModelRef, ModelStore
 
 log = logging.getLogger(__name__)
 _FAILED_KEPT = 64  # failed loads remembered (a bound on what odd versions asked can grow)

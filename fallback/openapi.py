@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fallback.settings import FallbackSettings
-from prescore.datasets import Dataset
-from prescore.keys import CONTEXT_SCHEMA
+from prescore.data.datasets import Dataset
+from prescore.encoding.keys import CONTEXT_SCHEMA
 
 ERROR_CODES = [
     "invalid_id",

@@ -24,13 +24,14 @@ import numpy as np
 
 from fallback.inputs import Inputs, RankingTables, candidates
 from fallback.models import ServedModel
-from prescore import codec, feeds, label_payloads
-from prescore.codec import PayloadShape
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.encoding import codec, label_payloads
+from prescore.encoding.codec import PayloadShape
 from prescore.errors import InvalidInput, NotFound, PrescoreError, Unavailable
-from prescore.image_features import decode, model_input
-from prescore.inference import Runner
-from prescore.signature import ENCODE_CONTEXT, Tensor, image_dims, image_input
+from prescore.models import feeds
+from prescore.models.image_features import decode, model_input
+from prescore.models.inference import Runner
+from prescore.models.signature import ENCODE_CONTEXT, Tensor, image_dims, image_input
 
 Feed = dict[str, np.ndarray]
 

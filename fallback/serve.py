@@ -18,8 +18,8 @@ from typing import Any
 from fallback.settings import FallbackSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
-from prescore.redis_client import check_policy, connect
-from prescore.serving import WSGIServer, metrics_dir, serve_metrics, worker_metrics_exit
+from prescore.service.serving import WSGIServer, metrics_dir, serve_metrics, worker_metrics_exit
+from prescore.store.redis_client import check_policy, connect
 
 log = logging.getLogger("fallback")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prescore.errors import ConfigError
-from prescore.inference import RUNTIMES
+from prescore.models.inference import RUNTIMES
 from prescore.settings import (
     Settings,
     env_bind,

@@ -16,16 +16,16 @@ import threading
 from pathlib import Path, PurePosixPath
 
 from fallback import scratch
-from prescore import local_tables
-from prescore.datasets import Table
+from prescore.data import local_tables
+from prescore.data.datasets import Table
+from prescore.data.storage import open_root
 from prescore.errors import ConfigError
-from prescore.storage import open_root
 
 log = logging.getLogger(__name__)
 
 
 class TableMirror:
-    """The files of one remote table (prescore.storage.remote), copied to local disk."""
+    """The files of one remote table (prescore.data.storage.remote), copied to local disk."""
 
     def __init__(self, table: Table, webhdfs_url: str = "", timeout_s: float = 30.0) -> None:
         self.table = table

@@ -32,19 +32,22 @@ import pandas as pd
 
 from jobs.spark_tables import KEY_TEXT
 from jobs.worker_cache import CACHE
-from prescore import gates, progress, values
-from prescore.codec import VersionInfo
-from prescore.datasets import Dataset
+from prescore import progress
+from prescore.data.datasets import Dataset
+from prescore.encoding.codec import VersionInfo
+from prescore.encoding.keys import KeyForm
 from prescore.errors import InvalidInput
-from prescore.keys import KeyForm
-from prescore.lifecycle import Written, publish_new
-from prescore.modelstore import ModelStore
-from prescore.redis_client import OUTAGES, Client, connect
+from prescore.models.store import ModelStore
+from prescore.publishing import gates
+from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
-from prescore.versions import Versions
+from prescore.store import values
+from prescore.store.redis_client import OUTAGES, Client, connect
+from prescore.store.versions import Versions
 
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
-KEYS_PER_BATCH = 64  # keys a task reports per batch: the version's sample (prescore.gates)
+# Keys a task reports per batch: the version's sample (prescore.publishing.gates).
+KEYS_PER_BATCH = 64
 
 
 # What every job's SparkSession sets (spark-submit's --conf flags come on top). The
@@ -199,14 +202,14 @@ def task_tally() -> values.Tally:
 
 
 def worker_model(conf: Mapping[str, Any]) -> Any:
-    """The run's model version (a prescore.tf_model.TFModel), loaded once per Python worker
+    """The run's model version (a prescore.models.tf_model.TFModel), loaded once per Python worker
     (downloaded first from an hdfs:// store)."""
     name, version = conf["dataset"]["model"], conf["model_version"]
     return CACHE.get(("model", conf["models"]["root"], name, version), lambda: _load(conf))
 
 
 def _load(conf: Mapping[str, Any]) -> Any:
-    from prescore.tf_model import TFModel
+    from prescore.models.tf_model import TFModel
 
     _one_thread_per_task()
     store = ModelStore(ModelStoreSettings(**conf["models"]))
@@ -342,7 +345,7 @@ def publish_version(
     figures: Mapping[str, Any] | None = None,
     expected_keys: int = 0,
 ) -> Summary:
-    """Publish a new version (prescore.lifecycle) written by the stats DataFrame
+    """Publish a new version (prescore.publishing.lifecycle) written by the stats DataFrame
     ``run(version, token)``, its tasks' writes fenced by the driver's lease; ``force``:
     even over a newer live version; ``figures`` are recorded with it. A version that fails
     its gates is kept ``gated``. ``expected_keys`` sizes the version's buckets."""

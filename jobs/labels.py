@@ -13,7 +13,7 @@ are read; files over the declared size are reported from their listed length, un
 
 **Rows** of a feature table are fed to the model's named inputs by column name.
 
-Labels at or above their threshold are kept, best first (prescore.label_payloads).
+Labels at or above their threshold are kept, best first (prescore.encoding.label_payloads).
 """
 
 from __future__ import annotations
@@ -38,14 +38,15 @@ from jobs.bulk import (
     write_rows,
 )
 from jobs.spark_tables import KEY_TEXT, Selection, columns, read, require, rows_to_score
-from prescore import feeds, keys, label_payloads
-from prescore.codec import PayloadShape
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.data.images import check_image_key, image_extensions, image_folder
+from prescore.encoding import keys, label_payloads
+from prescore.encoding.codec import PayloadShape
 from prescore.errors import ConfigError, InvalidInput
-from prescore.image_features import decode, model_input
-from prescore.image_store import check_image_key, image_extensions, image_folder
-from prescore.modelstore import ModelRef
-from prescore.signature import Signatures, check_labels, image_dims, image_input
+from prescore.models import feeds
+from prescore.models.image_features import decode, model_input
+from prescore.models.signature import Signatures, check_labels, image_dims, image_input
+from prescore.models.store import ModelRef
 
 IMAGES_PER_TASK = 2048
 ARROW_BATCH_FILES = 512
@@ -149,7 +150,7 @@ def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) ->
 
 
 def extension_pattern(dataset: Dataset) -> str:
-    """The file names an images dataset reads (prescore.image_store.image_extensions)."""
+    """The file names an images dataset reads (prescore.data.images.image_extensions)."""
     return "*.{" + ",".join(image_extensions(dataset)) + "}"
 
 

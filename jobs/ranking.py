@@ -7,7 +7,7 @@ time (mapInPandas): candidates, pairs, inference and top-K are made inside the p
 so no pair is ever shuffled. In each Python worker the model, the encoded items, the
 candidate index and the payload encoders are built once per run (jobs.worker_cache).
 
-A model with the factored signatures (prescore.signature) is called once per entity
+A model with the factored signatures (prescore.models.signature) is called once per entity
 (``encode_entity``), once per item and context, and then on pairs of encoded rows
 (``score_pairs``, gathered in one tf.function); any other model is called on the raw
 features of every pair (``serving_default``), its preprocessing run once per pair.
@@ -34,13 +34,16 @@ from jobs.bulk import (
 from jobs.spark_tables import KEY_TEXT, columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
-from prescore import feeds, keys, values
-from prescore.codec import PayloadShape, VersionInfo
-from prescore.datasets import Dataset
-from prescore.modelstore import ModelRef
-from prescore.payloads import RankingPayloads
-from prescore.signature import ENCODE_CONTEXT, Column, Signatures, check_ranking
-from prescore.values import Placed
+from prescore.data.columns import Column
+from prescore.data.datasets import Dataset
+from prescore.encoding import keys
+from prescore.encoding.codec import PayloadShape, VersionInfo
+from prescore.encoding.ranking_payloads import RankingPayloads
+from prescore.models import feeds
+from prescore.models.signature import ENCODE_CONTEXT, Signatures, check_ranking
+from prescore.models.store import ModelRef
+from prescore.store import values
+from prescore.store.values import Placed
 
 ITEM_KEY = "__item_key"
 CANDIDATES = "__candidates"

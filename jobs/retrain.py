@@ -8,7 +8,7 @@ The dataset declares its training (``[datasets.NAME.training]``, see the README)
 1. train     the declared ``command`` (``{output}``: the folder to write the model to,
              ``{python}``: this interpreter) or ``entry`` (``module:function(output_dir)``)
              writes a model folder; it is registered as the next version of the
-             dataset's model (prescore.model_import: checked against the dataset), not
+             dataset's model (prescore.models.registration: checked against the dataset), not
              promoted;
 2. evaluate  the candidate and the promoted model on the declared held-out table, with
              the declared metric (``auc`` of a 0/1 label, ``map`` of a list of labels);
@@ -41,15 +41,15 @@ import numpy as np
 
 from jobs import submit
 from jobs.retrain_state import RunState, new_run_id
-from prescore import dataset_feeds
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
 from prescore.errors import ConfigError, PrescoreError
-from prescore.modelstore import ModelStore
-from prescore.quality import quality
-from prescore.redis_client import connect
+from prescore.models import dataset_feeds
+from prescore.models.quality import quality
+from prescore.models.signature import Signatures
+from prescore.models.store import ModelStore
 from prescore.settings import Settings
-from prescore.signature import Signatures
-from prescore.versions import Versions
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions
 
 STEPS = ("train", "evaluate", "gate", "score", "promote")
 
@@ -82,7 +82,7 @@ def _training(dataset: Dataset) -> Any:
 
 def step_train(settings: Settings, dataset: Dataset, opts: Options, state: RunState) -> dict:
     """Run the declared training, then register what it wrote (not promoted)."""
-    from prescore.model_import import register
+    from prescore.models.registration import register
 
     training = _training(dataset)
     out = state.dir / "model"
@@ -113,7 +113,7 @@ def step_train(settings: Settings, dataset: Dataset, opts: Options, state: RunSt
 
 def evaluate_versions(settings: Settings, dataset: Dataset, versions: list[str]) -> dict[str, Any]:
     """Each model version's metric on the same held-out rows."""
-    from prescore.tf_model import TFModel
+    from prescore.models.tf_model import TFModel
 
     training = _training(dataset)
     if training.heldout is None:

@@ -11,7 +11,7 @@ verifies the count and switches the pointer atomically, or marks the version fai
 exits non-zero (jobs.bulk). Progress and a summary are printed.
 
 Besides the rows its table's ``filter`` selects, a run scores the keys of the dataset's
-miss log (prescore.misslog) that its table holds, reports how many, and once published
+miss log (prescore.store.misslog) that its table holds, reports how many, and once published
 removes them from the log (``--no-miss-log`` or the dataset's ``miss_log = false``: not).
 """
 
@@ -29,11 +29,11 @@ from jobs.bulk import Summary, plain_settings, publish_version, settings_for, sp
 from jobs.flags import add_store_flags
 from jobs.score_plan import Plan
 from prescore.errors import ConfigError, PrescoreError
-from prescore.misslog import MissLog
-from prescore.modelstore import ModelStore
-from prescore.redis_client import connect
+from prescore.models.store import ModelStore
 from prescore.settings import Settings, StoreSettings
-from prescore.versions import Versions
+from prescore.store.misslog import MissLog
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,8 +18,8 @@ from typing import Any
 
 from jobs.ranking import CANDIDATES, match_groups, rule_values
 from jobs.spark_tables import KEY_TEXT
-from prescore.codec import VersionInfo
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.encoding.codec import VersionInfo
 from prescore.progress import duration
 
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prescore.datasets import Table
+from prescore.data.columns import Column, Columns
+from prescore.data.datasets import Table
+from prescore.encoding.keys import ESCAPE, SEPARATOR, KeyForm
 from prescore.errors import ConfigError
-from prescore.keys import ESCAPE, SEPARATOR, KeyForm
-from prescore.signature import Column, Columns
 
 
 def read(spark: Any, table: Table) -> Any:
@@ -64,7 +64,7 @@ KEY_TEXT = "_prescore_key"  # the column a run's rows carry their key text in
 
 
 def key_column(table: Table, form: KeyForm) -> Any:
-    """The table's key text, as prescore.keys.KeyForm.of_values writes it; null where a
+    """The table's key text, as prescore.encoding.keys.KeyForm.of_values writes it; null where a
     part is null. Made here, in the JVM, from the column as it is: an integer's digits
     exactly (pandas would see a nullable integer column as floats, rounded past 2**53)."""
     from pyspark.sql import functions as F

@@ -583,9 +583,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, local: boo
 
 def published_since(dataset: str, since: str, env: Mapping[str, str]) -> str:
     """The version of ``dataset`` published at or after ``since``; raises when there is none."""
-    from prescore.redis_client import connect
     from prescore.settings import Settings
-    from prescore.versions import Versions
+    from prescore.store.redis_client import connect
+    from prescore.store.versions import Versions
 
     settings = Settings.from_env(env)
     versions = Versions(connect(settings.redis), dataset, settings.store)

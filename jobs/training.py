@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prescore.modelstore import ModelStore
+from prescore.models.store import ModelStore
 from prescore.settings import Settings
 
 

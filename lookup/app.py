@@ -19,9 +19,9 @@ from lookup.settings import LookupSettings
 from lookup.shadow import ShadowChecker
 from lookup.singleflight import SingleFlight
 from lookup.store import StoreReader
-from prescore.misslog import MissLog
-from prescore.redis_client import connect
-from prescore.web import install_error_handlers, install_request_log
+from prescore.service.web import install_error_handlers, install_request_log
+from prescore.store.misslog import MissLog
+from prescore.store.redis_client import connect
 
 
 def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> Flask:

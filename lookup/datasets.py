@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from prescore.codec import PayloadShape
-from prescore.datasets import Catalog, Dataset
+from prescore.data.datasets import Catalog, Dataset
+from prescore.encoding.codec import PayloadShape
+from prescore.encoding.keys import KeyForm
 from prescore.errors import NotFound
-from prescore.keys import KeyForm
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Served:
     contexts: bool  # ?context= is taken
     k: int  # entries a payload holds (the OpenAPI document's default of k)
     live: bool  # a miss may be answered by live inference
-    miss_log: bool = True  # misses are recorded (prescore.misslog)
+    miss_log: bool = True  # misses are recorded (prescore.store.misslog)
     max_age_s: float | None = None  # an older answer is stale (lookup.freshness)
     stale: str = "refresh"  # refresh in the background, or ask live within the deadline
 

@@ -32,9 +32,9 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from lookup.settings import LookupSettings
-from prescore import keys
-from prescore.codec import VersionInfo
-from prescore.redis_client import OUTAGES, Client
+from prescore.encoding import keys
+from prescore.encoding.codec import VersionInfo
+from prescore.store.redis_client import OUTAGES, Client
 
 STATUSES = ("published", "writing", "dead", "gated", "failed", "retired")
 D, DU = ["dataset"], ["dataset", "unit"]

@@ -47,11 +47,12 @@ from lookup.metrics import Metrics
 from lookup.misses import FAILURES, Answer, Failure, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
-from prescore import keys, values
-from prescore.codec import dumps
+from prescore.encoding import keys
+from prescore.encoding.codec import dumps
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
 from prescore.logs import trace_headers
-from prescore.redis_client import OUTAGES, Client, connect
+from prescore.store import values
+from prescore.store.redis_client import OUTAGES, Client, connect
 
 log = logging.getLogger(__name__)
 _WRITE_BACK_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *OUTAGES)

@@ -7,7 +7,7 @@ objects, its body stream) would cost more than the lookup itself. This path answ
 straight from the WSGI environ with the same service, the same checks and the same
 bodies. Anything it does not fully understand (another method or route, a key, parameter
 or body it would refuse, non-ASCII) is handed to Flask (a batch body it read, replaced
-by a copy), so every error still comes from the one mapping in prescore.web.
+by a copy), so every error still comes from the one mapping in prescore.service.web.
 
 A request with a body holds one of the worker's app threads while its body arrives, and
 granian's WSGI side reads it with no time limit (granian#728). So at most all but one of
@@ -36,12 +36,12 @@ from lookup.metrics import Metrics
 from lookup.routes import KEY_RULE
 from lookup.service import Lookup
 from lookup.settings import LookupSettings
-from prescore.codec import dumps
+from prescore.encoding.codec import dumps
 from prescore.errors import InvalidInput, PrescoreError
 from prescore.logs import TRACE, request_id, traceparent
-from prescore.web import access, log_failure
+from prescore.service.web import access, log_failure
 
-log = logging.getLogger("prescore.web")  # the unhandled errors Flask's handler logs, alike
+log = logging.getLogger("prescore.service.web")  # the unhandled errors Flask's handler logs, alike
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _BUSY = (
@@ -217,7 +217,7 @@ class FastPath:
                     exc.http_status, exc.code, exc.message, rid, environ.get("PATH_INFO", "")
                 )
             return exc.http_status, dumps(exc.to_dict())
-        except Exception:  # as prescore.web's handler: logged with its cause, a plain 500
+        except Exception:  # as prescore.service.web's handler: logged with its cause, a plain 500
             log.exception(
                 "unhandled error", extra={"request_id": rid, "path": environ.get("PATH_INFO")}
             )

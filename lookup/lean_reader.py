@@ -13,7 +13,7 @@ import redis
 from redis import exceptions as rx
 from redis.connection import AbstractConnection
 
-from prescore.values import Command
+from prescore.store.values import Command
 
 _MORE = object()  # hiredis: not enough data for a whole reply yet
 

@@ -21,9 +21,9 @@ from lookup.fallback_client import FallbackClient
 from lookup.misses import FAILURES
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
-from prescore import keys
+from prescore.encoding import keys
 from prescore.errors import InvalidInput, NotFound
-from prescore.web import json_body, json_response
+from prescore.service.web import json_body, json_response
 
 
 def _instance(spec: Served, body: Any, max_k: int) -> tuple[dict[str, Any], params.Shape]:

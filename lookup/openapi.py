@@ -14,7 +14,7 @@ from lookup import metadata
 from lookup.datasets import Served, ServedDatasets
 from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
-from prescore.keys import CONTEXT_SCHEMA
+from prescore.encoding.keys import CONTEXT_SCHEMA
 
 ERROR_CODES = [
     "invalid_id",

@@ -4,7 +4,7 @@ Every dataset takes ``k`` (or its synonym ``limit``: at most that many entries, 
 first; of both, the smaller) and ``min_score`` (only entries scoring at least that),
 whatever its list is called; a dataset with contexts takes ``context``. Codes:
 ``invalid_k``, ``invalid_limit``, ``invalid_min_score``, ``invalid_id`` (from
-prescore.keys), ``invalid_body``, ``invalid_ids``, ``too_many_ids`` (413),
+prescore.encoding.keys), ``invalid_body``, ``invalid_ids``, ``too_many_ids`` (413),
 ``malformed_json``, ``unsupported_media_type`` (415), ``too_large`` (413).
 """
 
@@ -20,9 +20,9 @@ from flask import Request
 
 from lookup.datasets import Served
 from lookup.settings import LookupSettings
-from prescore import keys
+from prescore.encoding import keys
 from prescore.errors import InvalidInput, PayloadTooLarge
-from prescore.web import json_body
+from prescore.service.web import json_body
 
 _INT_RE = re.compile(r"[0-9]{1,9}")
 _NUMBER_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")

@@ -8,7 +8,7 @@ from typing import Any
 from lookup.datasets import Served
 from lookup.params import Shape
 from lookup.store import Resolved
-from prescore.codec import dumps, envelope, opening, stored_source
+from prescore.encoding.codec import dumps, envelope, opening, stored_source
 
 
 def cut(payload: bytes, spec: Served, shape: Shape) -> bytes:

@@ -20,9 +20,9 @@ from lookup.openapi import document
 from lookup.service import Lookup
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
-from prescore.codec import dumps
+from prescore.encoding.codec import dumps
 from prescore.errors import NotFound, StoreUnavailable
-from prescore.web import install_openapi, install_timing, json_response
+from prescore.service.web import install_openapi, install_timing, json_response
 
 
 class KeyText(PathConverter):

@@ -1,7 +1,7 @@
 """Run the lookup API under granian: ``python -m lookup.serve [--bind] [--workers] [--threads]``.
 
 A few worker processes, each with a few Python threads that run the app while granian's
-Rust side does the HTTP (see prescore.serving). Metrics of every worker are collected
+Rust side does the HTTP (see prescore.service.serving). Metrics of every worker are collected
 through a prometheus multiprocess directory (PROMETHEUS_MULTIPROC_DIR, or a fresh
 temporary one), set before prometheus_client is first imported.
 """
@@ -22,8 +22,8 @@ from typing import Any
 from lookup.settings import LookupSettings
 from prescore import logs
 from prescore.errors import ConfigError, PrescoreError
-from prescore.serving import metrics_dir, serve_metrics, worker_metrics_exit
-from prescore.settings import masked_url
+from prescore.logs import masked_url
+from prescore.service.serving import metrics_dir, serve_metrics, worker_metrics_exit
 
 log = logging.getLogger("lookup")
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: LookupSettings) -> int:
     try:  # what cannot work is refused here, not by a worker that then dies
         from lookup.app import create_app
-        from prescore.redis_client import check_policy, connect
+        from prescore.store.redis_client import check_policy, connect
 
         check_policy(connect(settings.core.redis))
         create_app(settings)
@@ -104,7 +104,7 @@ def _serve(settings: LookupSettings) -> int:
     )
     if s.metrics_bind:
         from lookup.exporter import RegistryCollector
-        from prescore.redis_client import connect
+        from prescore.store.redis_client import connect
 
         exporter = RegistryCollector.of(connect(settings.core.redis), settings)
         serve_metrics(s.metrics_bind, [exporter])

@@ -2,7 +2,7 @@
 
 A hit is served from the stored bytes with its age; one older than its dataset's max age
 is marked stale and refreshed (lookup.freshness); a sample of hits is checked against
-live inference (lookup.shadow). A miss is recorded in the miss log (prescore.misslog),
+live inference (lookup.shadow). A miss is recorded in the miss log (prescore.store.misslog),
 then handed to the miss handler (live inference, single-flighted: lookup.singleflight).
 """
 
@@ -21,10 +21,10 @@ from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.params import BatchRequest, Shape
 from lookup.shadow import ShadowChecker
 from lookup.store import Resolved, StoreReader
-from prescore import compact, keys
-from prescore.codec import stored_source
+from prescore.encoding import compact, keys
+from prescore.encoding.codec import stored_source
 from prescore.errors import StoreUnavailable
-from prescore.misslog import MissLog
+from prescore.store.misslog import MissLog
 
 
 def _candidates(key: str, context: str | None) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from prescore.errors import ConfigError
-from prescore.serving import WSGIServer
+from prescore.service.serving import WSGIServer
 from prescore.settings import (
     Settings,
     env_bind,
@@ -28,7 +28,7 @@ def _default_workers() -> int:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """How granian runs the app (prescore.serving): processes, and app threads in each."""
+    """How granian runs the app (prescore.service.serving): processes, and app threads in each."""
 
     bind: str = "127.0.0.1:8080"
     workers: int = field(default_factory=_default_workers)
@@ -127,7 +127,7 @@ class LookupSettings:
     # What the fallback takes in one call (its FALLBACK_MAX_INSTANCES): a batch with more
     # misses than this is sent in several calls, within the one deadline.
     fallback_max_instances: int = 100
-    miss_log: bool = True  # misses recorded for the next bulk run (prescore.misslog)
+    miss_log: bool = True  # misses recorded for the next bulk run (prescore.store.misslog)
     single_flight: bool = True  # one live call per missing key at a time (lookup.singleflight)
     negative_ttl_s: float = 60.0  # a key live inference had no answer for is not asked again
     shadow_rate: float = 0.0  # share of hits also answered live and compared (lookup.shadow)

@@ -14,7 +14,7 @@ A key live inference has no answer for (the model cannot score it, the image doe
 exist) is remembered for ``negative_ttl_s`` under the version read, so a storm of bad
 keys reaches the fallback once per key and TTL, not once per request.
 
-Keys (prescore.keys.flight_key, negative_key): single-key commands only, spread over a
+Keys (prescore.encoding.keys.flight_key, negative_key): single-key commands only, spread over a
 cluster.
 """
 
@@ -31,9 +31,9 @@ from typing import Any
 from lookup.metrics import Metrics
 from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.store import Resolved
-from prescore import keys
+from prescore.encoding import keys
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
-from prescore.redis_client import OUTAGES, Client, mget
+from prescore.store.redis_client import OUTAGES, Client, mget
 
 UNSCORABLE = Unscorable.code
 POLL_S = 0.005

@@ -12,7 +12,7 @@ published (this process saw it live, or its registry lists a version that was; R
 restarted without its data), else ``not_published`` (nothing published yet, or the store
 lost its registry too), in every process, one started after the loss included.
 
-A version's keys are read from its hash buckets (prescore.values), one round trip for any
+A version's keys are read from its hash buckets (prescore.store.values), one round trip for any
 number of keys; only the keys missing there are looked for among its live write-backs,
 in a second. Payloads are returned as stored: a compact one is decoded by
 :meth:`Resolved.decode` with the version's frames (loaded once per version) as the answer
@@ -32,11 +32,12 @@ import redis
 
 from lookup.lean_reader import LeanReader
 from lookup.stall import StallGate
-from prescore import compact, keys, values
-from prescore.codec import VersionInfo
+from prescore.encoding import compact, keys
+from prescore.encoding.codec import VersionInfo
 from prescore.errors import StoreUnavailable
-from prescore.redis_client import OUTAGES, Client
-from prescore.values import Command, Placed
+from prescore.store import values
+from prescore.store.redis_client import OUTAGES, Client
+from prescore.store.values import Command, Placed
 
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
 _READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
@@ -90,7 +91,7 @@ class Resolved:
     def decode(
         self, stored: bytes, key: str, opening: bytes = b"{", limit: int | None = None
     ) -> bytes:
-        """A compact payload stored under ``key`` as JSON (see prescore.compact.decode);
+        """A compact payload stored under ``key`` as JSON (see prescore.encoding.compact.decode);
         one that cannot be decoded is a 503 ``undecodable_payload``."""
         try:
             return compact.decode(stored, key, self.frames, opening, limit)

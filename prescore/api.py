@@ -24,18 +24,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from prescore import values
-from prescore.codec import VersionInfo
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.encoding.codec import VersionInfo
 from prescore.errors import NotFound
-from prescore.redis_client import REDIS_OUTAGES, Client, connect, store_errors
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store import values
+from prescore.store.redis_client import REDIS_OUTAGES, Client, connect, store_errors
+from prescore.store.versions import Versions
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from prescore.publish import PublishReport
+    from prescore.publishing.parquet import PublishReport
 
 __all__ = ["Prescore", "PublishReport", "VersionInfo"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +54,7 @@ def _redis_errors(method: F) -> F:
 
 def __getattr__(name: str) -> Any:
     if name == "PublishReport":  # the report publish returns, from the tables extra
-        from prescore.publish import PublishReport
+        from prescore.publishing.parquet import PublishReport
 
         return PublishReport
     raise AttributeError(f"module 'prescore.api' has no attribute {name!r}")
@@ -172,7 +172,7 @@ class Prescore:
         (a stream to draw a progress bar on instead, e.g. ``sys.stderr``). The report
         says whether it was published (``published``), or held by the dataset's gates
         (``gated``)."""
-        from prescore.publish import publish_file, publish_rows  # the tables extra
+        from prescore.publishing.parquet import publish_file, publish_rows  # the tables extra
 
         declared = self.dataset(dataset)
         options.setdefault("model", declared.model or "external")
@@ -208,7 +208,7 @@ class Prescore:
     def _versions(self, dataset: str, writes: bool = False) -> Versions:
         self.dataset(dataset)  # an undeclared one: ConfigError naming it
         if writes:
-            from prescore.redis_client import check_policy
+            from prescore.store.redis_client import check_policy
 
             check_policy(self.client)  # a store that may evict versions is refused
         return Versions(self.client, dataset, self.settings.store)

@@ -4,7 +4,7 @@
 a log line's ``extra`` fields (request_id, status, dataset, error code, ...) become keys,
 so a log pipeline can filter on them without parsing messages. Hand-written rather than
 python-json-logger: the whole of it is the one ``format`` below, and the services need no
-more. Messages never carry secrets: URLs are logged through settings.masked_url.
+more. Messages never carry secrets: URLs are logged through masked_url.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import sys
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlparse
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 # The request this thread answers now: its id and its W3C traceparent (or ""), set where a
-# request starts (the lookup's fast path, prescore.web), so that a call it makes to another
+# request starts (the lookup's fast path, prescore.service.web), so that a call it makes to another
 # service carries them (trace_headers) and both sides log the same id.
 TRACE: ContextVar[tuple[str, str]] = ContextVar("prescore_trace", default=("", ""))
 
@@ -79,3 +80,14 @@ def request_id(given: str | None) -> str:
     if given and _REQUEST_ID.fullmatch(given):
         return given
     return secrets.token_hex(16)  # uuid4's 32 hex digits, without building a UUID
+
+
+def masked_url(raw: str) -> str:
+    """``raw`` with its password, if any, shown as ``***`` (for messages and logs): in
+    its user part, or a ``password=`` query parameter (redis-py takes either)."""
+    try:
+        password = urlparse(raw).password
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    shown = raw if not password else raw.replace(f":{password}@", ":***@")
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)

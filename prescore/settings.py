@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from prescore.datasets import Catalog, load
+from prescore.data.datasets import Catalog, load
 from prescore.errors import ConfigError
+from prescore.logs import masked_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,17 +102,6 @@ def env_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[s
     if raw not in allowed:
         raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
     return raw
-
-
-def masked_url(raw: str) -> str:
-    """``raw`` with its password, if any, shown as ``***`` (for messages and logs): in
-    its user part, or a ``password=`` query parameter (redis-py takes either)."""
-    try:
-        password = urlparse(raw).password
-    except ValueError:
-        return "(a URL that cannot be parsed)"
-    shown = raw if not password else raw.replace(f":{password}@", ":***@")
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)
 
 
 def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from jobs.submit import utf8_locale
-from prescore.embedded_redis import RedisProcess
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
+from prescore.store.embedded_redis import RedisProcess
 
 # Spark's Python workers must run the interpreter that runs the tests.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -250,7 +250,7 @@ def train_colours(folder: Path, truth: dict[str, list[str]], out: Path, seed: in
     label vocabulary and thresholds in model.json."""
     import keras
 
-    from prescore.image_features import decode
+    from prescore.models.image_features import decode
 
     keras.utils.set_random_seed(seed)
     keys = sorted(truth)

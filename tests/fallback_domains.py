@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prescore import codec
-from prescore.codec import PayloadShape
+from prescore.encoding import codec
+from prescore.encoding.codec import PayloadShape
 from prescore.settings import ModelStoreSettings, Settings
 from tests import domains
 from tests.frames import read_frame, write_frame
@@ -176,7 +176,7 @@ def colour_scores(model_dir: Path, raw: bytes) -> dict[str, float]:
     """The colours CNN's score per label for image bytes ``raw`` (TensorFlow)."""
     import tensorflow as tf
 
-    from prescore.image_features import decode
+    from prescore.models.image_features import decode
 
     pixels = decode(raw, (domains.IMAGE_SIZE, domains.IMAGE_SIZE))[None]
     serve = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]

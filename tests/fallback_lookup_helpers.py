@@ -11,7 +11,7 @@ from typing import Any
 import redis
 import requests
 
-from prescore import keys
+from prescore.encoding import keys
 from prescore.settings import Settings
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server, metric_value

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prescore.datasets import Catalog, load
-from prescore.model_import import Registered, register
-from prescore.modelstore import ModelStore
+from prescore.data.datasets import Catalog, load
+from prescore.models.registration import Registered, register
+from prescore.models.store import ModelStore
 from prescore.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +76,9 @@ def registered(
 
 def stored_payload(client: Any, dataset: str, version: str, key: str) -> bytes | None:
     """The payload a version holds for ``key`` as served (JSON), or None."""
-    from prescore import values
     from prescore.settings import StoreSettings
-    from prescore.versions import Versions
+    from prescore.store import values
+    from prescore.store.versions import Versions
 
     where = Versions(client, dataset, StoreSettings()).placed(version)
     return values.read(client, where, [key])[0]

@@ -6,11 +6,11 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
-from prescore import codec
-from prescore.codec import PayloadShape
-from prescore.redis_client import Client
+from prescore.encoding import codec
+from prescore.encoding.codec import PayloadShape
 from prescore.settings import Settings
-from prescore.versions import Versions, write_payloads
+from prescore.store.redis_client import Client
+from prescore.store.versions import Versions, write_payloads
 from tests.helpers import demo_catalog
 
 SCORED_AT = "2026-11-24T10:00:00Z"

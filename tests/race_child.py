@@ -5,7 +5,7 @@ chosen step, for tests that race real processes (tests/test_version_races.py).
     python -m tests.race_child rollback URL CLUSTER DATASET KEEP PAUSE
     python -m tests.race_child gated URL CLUSTER DATASET ROWS PAUSE
 
-``gated`` publishes through the one lifecycle (prescore.lifecycle), its data gates on.
+``gated`` publishes through the one lifecycle (prescore.publishing.lifecycle), its data gates on.
 
 PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch),
 ``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the
@@ -21,13 +21,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from prescore import transitions, values
-from prescore.datasets import parse
+from prescore.data.datasets import parse
 from prescore.errors import PrescoreError
-from prescore.lifecycle import Written, publish_new
-from prescore.redis_client import connect
+from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions
+from prescore.store import transitions, values
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions
 
 
 def _stop_before(owner: Any, name: str, nth: int) -> None:

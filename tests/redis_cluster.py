@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from prescore.embedded_redis import RedisProcess, free_port, server_binary
+from prescore.store.embedded_redis import RedisProcess, free_port, server_binary
 
 
 def _cluster_port() -> int:

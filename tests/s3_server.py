@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from prescore.embedded_redis import free_port
+from prescore.store.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MOTO_VERSION = "5.2.6"  # requirements/tools/moto.txt pins it (requirements/compile.sh)

@@ -13,12 +13,12 @@ import pytest
 import redis
 import requests
 
-from prescore import codec, keys
-from prescore.cli import main
-from prescore.embedded_redis import free_port
-from prescore.modelstore import ModelStore
+from prescore.cli.main import main
+from prescore.encoding import codec, keys
+from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings, StoreSettings
-from prescore.versions import Versions, write_payloads
+from prescore.store.embedded_redis import free_port
+from prescore.store.versions import Versions, write_payloads
 from tests.helpers import DEMO_CONFIG, ROOT
 
 CONFIG = ["--config", str(DEMO_CONFIG)]  # the demo's reco and tags datasets

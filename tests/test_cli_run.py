@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from prescore.cli import main
+from prescore.cli.main import main
 from tests.helpers import DEMO_CONFIG, ROOT
 
 CONFIG = ["--config", str(DEMO_CONFIG)]

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from prescore import values
-from prescore.redis_client import connect
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions, read_current, write_payloads
+from prescore.store import values
+from prescore.store.redis_client import connect
+from prescore.store.versions import Versions, read_current, write_payloads
 from tests.redis_cluster import RedisCluster3
 
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from prescore import codec, compact
-from prescore.codec import PayloadShape, encode_payload
-from prescore.keys import entity_key
-from prescore.payloads import RankingPayloads
+from prescore.encoding import codec, compact
+from prescore.encoding.codec import PayloadShape, encode_payload
+from prescore.encoding.keys import entity_key
+from prescore.encoding.ranking_payloads import RankingPayloads
 
 SHAPE = PayloadShape("user_id", "items", "hotel_id")
 RUN = dict(model="reco", model_version="7", scored_at="2026-12-01T10:00:00Z")

@@ -17,10 +17,10 @@ from flask.testing import FlaskClient
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore import values
-from prescore.payloads import RankingPayloads
+from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.settings import Settings
-from prescore.versions import Versions, write_payloads
+from prescore.store import values
+from prescore.store.versions import Versions, write_payloads
 from tests.lookup_helpers import RECO, demo_settings
 
 USERS = [f"u{i}" for i in range(12)]

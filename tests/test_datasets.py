@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prescore.datasets import Catalog, load, parse
+from prescore.data.datasets import Catalog, load, parse
 from prescore.errors import ConfigError
 from tests.helpers import DEMO_CONFIG
 

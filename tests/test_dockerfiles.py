@@ -260,7 +260,7 @@ def test_services_start_their_entry_point_on_their_port(service: str) -> None:
     assert f'CMD ["python", "-m", "{service}.serve"]' in text
     assert re.search(rf"^ +{bind}=0\.0\.0\.0:{port}\b", text, re.M)  # the image's ENV
     # the health check asks the port the service was given, not a fixed one
-    assert f'CMD ["python", "-m", "prescore.healthcheck", "{bind}"]' in text
+    assert f'CMD ["python", "-m", "prescore.service.healthcheck", "{bind}"]' in text
     other = {"lookup", "fallback", "jobs", "examples"} - {service}
     for name in other:  # only the core and the service itself go into the image
         assert f"COPY {name} " not in text

@@ -14,8 +14,8 @@ import pytest
 
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
-from prescore.datasets import load
-from prescore.modelstore import ModelStore
+from prescore.data.datasets import load
+from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings, Settings
 from tests import fallback_domains as fd
 from tests.helpers import registered

@@ -20,9 +20,9 @@ from PIL import Image
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
 from jobs.score import parse_args, run_job, score
-from prescore.image_features import decode
-from prescore.inference import load_runner
-from prescore.modelstore import ModelRef, ModelStore
+from prescore.models.image_features import decode
+from prescore.models.inference import load_runner
+from prescore.models.store import ModelRef, ModelStore
 from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd

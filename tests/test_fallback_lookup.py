@@ -15,7 +15,7 @@ import requests
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore import keys
+from prescore.encoding import keys
 from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd

@@ -1,4 +1,4 @@
-"""int8 and float32 .tflite variants beside a team's SavedModel (prescore.quantize): the
+"""int8 and float32 .tflite variants beside a team's SavedModel (prescore.models.quantize): the
 files, the record in model.json, agreement with TensorFlow, named feeds in LiteRT, and a
 model that does not convert. Real TensorFlow, real LiteRT."""
 
@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prescore.image_features import decode
-from prescore.inference import TFLITE_FILES, load_runner, pick_runtime
-from prescore.quality import mean_average_precision, quality, roc_auc
-from prescore.quantize import quantize_dir
-from prescore.tf_model import describe
+from prescore.models.image_features import decode
+from prescore.models.inference import TFLITE_FILES, load_runner, pick_runtime
+from prescore.models.quality import mean_average_precision, quality, roc_auc
+from prescore.models.quantize import quantize_dir
+from prescore.models.tf_model import describe
 from tests import domains
 from tests.frames import read_frame
 

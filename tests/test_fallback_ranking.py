@@ -20,7 +20,7 @@ import redis
 from fallback.app import create_app
 from fallback.settings import FallbackSettings
 from jobs.score import parse_args, run_job
-from prescore.modelstore import ModelStore
+from prescore.models.store import ModelStore
 from prescore.settings import Settings
 from tests import fallback_domains as fd
 from tests.frames import read_frame, write_frame

@@ -427,7 +427,7 @@ def test_a_promoted_version_is_picked_up_and_an_asked_for_version_is_served(
     threads = [threading.Thread(target=traffic) for _ in range(4)]
     for t in threads:
         t.start()
-    from prescore.modelstore import ModelStore
+    from prescore.models.store import ModelStore
 
     ModelStore(s.models).promote("shop-model", v2)
     for _ in range(200):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from jobs.bulk import _alive
 from jobs.submit import local_args, spark_submit_bin
-from prescore import keys
+from prescore.encoding import keys
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store.versions import Versions
 from tests.helpers import DEMO_CONFIG, ROOT, demo_catalog, job_env, registered
 
 LEASE_S = 3.0
@@ -113,8 +113,8 @@ def test_with_aof_a_killed_redis_comes_back_with_its_data(
 
     from lookup.app import create_app
     from lookup.settings import LookupSettings
-    from prescore.embedded_redis import RedisProcess
     from prescore.settings import RedisSettings
+    from prescore.store.embedded_redis import RedisProcess
     from tests.lookup_helpers import publish_users
 
     server = RedisProcess(tmp_path / "aof", appendonly=True).start()

@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 
-from prescore import codec
+from prescore.encoding import codec
 from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from jobs.score import parse_args, run_job
-from prescore import gates
-from prescore.codec import PayloadShape
+from prescore.encoding.codec import PayloadShape
 from prescore.errors import PublishError
-from prescore.publish import publish_file
+from prescore.publishing import gates
+from prescore.publishing.parquet import publish_file
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store.versions import Versions
 from tests import domains
 from tests.frames import read_frame, write_frame
 from tests.helpers import ROOT, registered, with_catalog

@@ -1,4 +1,4 @@
-"""The images' HEALTHCHECK (python -m prescore.healthcheck VAR) asks the port the service
+"""The images' HEALTHCHECK (python -m prescore.service.healthcheck VAR) asks the port the service
 was given through its bind setting, on loopback for a wildcard host, against a real server."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from prescore.healthcheck import url_of
+from prescore.service.healthcheck import url_of
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -36,7 +36,7 @@ def server() -> Iterator[ThreadingHTTPServer]:
 
 def _check(bind: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "prescore.healthcheck", "SOME_BIND"],
+        [sys.executable, "-m", "prescore.service.healthcheck", "SOME_BIND"],
         env={"SOME_BIND": bind},
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""prescore.image_features: decode + resize, and a stable error code for every bad input."""
+"""prescore.models.image_features: decode + resize, and a stable error code for every bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from prescore.errors import InvalidInput
-from prescore.image_features import decode, model_input
+from prescore.models.image_features import decode, model_input
 
 
 def _encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:

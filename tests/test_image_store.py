@@ -1,4 +1,4 @@
-"""prescore.image_store: a labels dataset's images by key, from a real folder and over
+"""prescore.data.images: a labels dataset's images by key, from a real folder and over
 WebHDFS (test server): the key rule, the declared extensions, missing images, an
 unreachable store, and keys that could leave the folder."""
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from prescore.datasets import Dataset, parse
+from prescore.data.datasets import Dataset, parse
+from prescore.data.images import ImageStore, image_folder
+from prescore.data.storage import open_root
 from prescore.errors import ImageStoreUnavailable, InvalidInput
-from prescore.image_store import ImageStore, image_folder
-from prescore.storage import open_root
 from tests.fallback_procs import free_port
 from tests.webhdfs_server import WebHdfsServer
 

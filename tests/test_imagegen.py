@@ -11,7 +11,7 @@ from PIL import Image
 
 from examples.hotels.imagegen import TAGS, generate, main, read_labels
 from prescore.errors import InvalidInput
-from prescore.image_features import decode
+from prescore.models.image_features import decode
 
 
 def test_same_seed_same_photos(tmp_path: Path) -> None:

@@ -32,10 +32,10 @@ import pytest
 import redis
 import requests
 
-from prescore.embedded_redis import RedisProcess
 from prescore.ports import free_port
 from prescore.settings import StoreSettings
-from prescore.versions import Versions
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.versions import Versions
 from tests.containers import (
     DATASETS,
     REDIS_IMAGE,
@@ -604,7 +604,7 @@ def test_the_lookup_image_builds_with_buildkit_too(stack: Stack) -> None:
     )
     try:
         image = "prescore-lookup:buildkit"
-        check = "import lookup.app, prescore.healthcheck; print('ok')"
+        check = "import lookup.app, prescore.service.healthcheck; print('ok')"
         out = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", image, "python", "-c", check)
         assert out.stdout.strip() == "ok"
         site = "/opt/venv/lib/python3.11/site-packages"

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from prescore.datasets import load as load_datasets
+from prescore.data.datasets import load as load_datasets
 from tests.k8s_tools import (
     BUILDS,
     CRD_FILES,

@@ -318,7 +318,7 @@ def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(
 def test_exec_on_kubernetes_requires_a_new_published_version(redis_url: str, rclient: Any) -> None:
     """spark-submit on Kubernetes may exit 0 for a failed driver: the store decides."""
     from prescore.settings import StoreSettings
-    from prescore.versions import Versions, utcnow_iso, write_payloads
+    from prescore.store.versions import Versions, utcnow_iso, write_payloads
 
     env = {"REDIS_URL": redis_url}
     before = utcnow_iso()

@@ -18,9 +18,9 @@ import pytest
 
 from fallback import key_index
 from fallback.keyed_rows import KeyedRows
-from prescore.datasets import Table
-from prescore.keys import KeyForm
-from prescore.table_keys import key_text_array, key_texts
+from prescore.data.datasets import Table
+from prescore.encoding.keys import KeyForm
+from prescore.encoding.table_keys import key_text_array, key_texts
 from tests.frames import write_frame
 
 AWKWARD = ["a|b", "x\\y", "ns:1 é", "-17", "{x}", "#5", "🙂", "a\\|b", "", "tab\there"]

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from fallback.keyed_rows import KeyedRows
-from prescore.datasets import Table
+from prescore.data.datasets import Table
+from prescore.data.storage import open_root
+from prescore.encoding.keys import KeyForm
+from prescore.encoding.table_keys import key_texts
 from prescore.errors import Unavailable
-from prescore.keys import KeyForm
-from prescore.storage import open_root
-from prescore.table_keys import key_texts
 from tests.frames import write_frame
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from prescore import codec, keys
+from prescore.encoding import codec, keys
 from prescore.errors import InvalidInput
 
 

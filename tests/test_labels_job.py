@@ -17,15 +17,15 @@ from examples.hotels.train_tagger import load_images, split, train
 from jobs.labels import decode_all, extension_pattern, image_key
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.data.images import image_extensions, image_folder
 from prescore.errors import InvalidInput, ModelStoreError
-from prescore.image_store import image_extensions, image_folder
-from prescore.misslog import MissLog
-from prescore.modelstore import ModelStore
-from prescore.quality import mean_average_precision
+from prescore.models.quality import mean_average_precision
+from prescore.models.store import ModelStore
+from prescore.models.tf_model import TFModel
 from prescore.settings import Settings, StoreSettings
-from prescore.tf_model import TFModel
-from prescore.versions import Versions, read_current
+from prescore.store.misslog import MissLog
+from prescore.store.versions import Versions, read_current
 from tests import domains
 from tests.frames import write_frame
 from tests.helpers import (

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from lookup.lean_reader import LeanReader
-from prescore.embedded_redis import RedisProcess
-from prescore.redis_client import connect
 from prescore.settings import RedisSettings
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.redis_client import connect
 
 
 def _lean(url: str) -> LeanReader:

@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from lookup.app import create_app
 from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
-from prescore import codec, keys
-from prescore.codec import PayloadShape
-from prescore.datasets import load
+from prescore.data.datasets import load
+from prescore.encoding import codec, keys
+from prescore.encoding.codec import PayloadShape
 from prescore.settings import Settings
-from prescore.versions import write_payloads
+from prescore.store.versions import write_payloads
 from tests.lookup_helpers import (
     SCORED_AT,
     demo_settings,

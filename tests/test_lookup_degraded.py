@@ -25,9 +25,9 @@ import redis
 import requests
 
 from fallback.settings import FallbackSettings
-from prescore.embedded_redis import RedisProcess
 from prescore.errors import ConfigError
 from prescore.settings import Settings
+from prescore.store.embedded_redis import RedisProcess
 from tests.fallback_procs import Server, free_port
 from tests.helpers import DEMO_CONFIG, ROOT
 from tests.lookup_helpers import demo_settings, publish_users

@@ -255,7 +255,7 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
 def test_readiness_stays_up_through_a_short_outage_then_goes(redis_proc, rclient, core):
     from lookup.routes import Readiness
     from lookup.store import StoreReader
-    from prescore.redis_client import connect
+    from prescore.store.redis_client import connect
 
     publish_users(rclient, core, users=1)
     now = [100.0]

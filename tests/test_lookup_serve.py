@@ -18,9 +18,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from prescore import codec
-from prescore.codec import PayloadShape
-from prescore.embedded_redis import free_port
+from prescore.encoding import codec
+from prescore.encoding.codec import PayloadShape
+from prescore.store.embedded_redis import free_port
 from tests.helpers import DEMO_CONFIG
 from tests.lookup_helpers import SCORED_AT, publish, publish_users, reco_payload
 
@@ -253,8 +253,8 @@ def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
 
     import redis
 
-    from prescore.embedded_redis import RedisProcess
     from prescore.settings import RedisSettings
+    from prescore.store.embedded_redis import RedisProcess
 
     secret = "s3cret-Pa55word"
     proc = RedisProcess(tmp_path / "redis-auth", password=secret).start()
@@ -312,8 +312,8 @@ def test_redis_over_tls_with_auth_and_a_client_certificate(tmp_path, settings):
 
     import redis
 
-    from prescore.embedded_redis import RedisProcess
     from prescore.settings import RedisSettings
+    from prescore.store.embedded_redis import RedisProcess
     from tests.tls_proxy import TLSProxy, make_certs
 
     secret = "tls-Pa55word"

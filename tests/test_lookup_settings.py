@@ -11,7 +11,7 @@ import pytest
 
 from lookup.settings import LookupSettings
 from prescore.errors import ConfigError
-from prescore.serving import WSGIServer
+from prescore.service.serving import WSGIServer
 from tests.helpers import DEMO_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent

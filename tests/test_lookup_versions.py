@@ -11,7 +11,7 @@ import pytest
 from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.settings import Settings
-from prescore.versions import Versions, write_payloads
+from prescore.store.versions import Versions, write_payloads
 from tests.lookup_helpers import demo_settings, publish, reco_payload
 
 USERS = 30

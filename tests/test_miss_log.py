@@ -14,12 +14,13 @@ import redis
 import requests
 
 from jobs.score import parse_args, run_job
-from prescore import cli, keys
-from prescore.datasets import load
+from prescore.cli import main as cli_main
+from prescore.data.datasets import load
+from prescore.encoding import keys
 from prescore.errors import ConfigError
-from prescore.misslog import MissLog
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store.misslog import MissLog
+from prescore.store.versions import Versions
 from tests.fallback_procs import Server
 from tests.helpers import DEMO_CONFIG, registered, stored_payload
 
@@ -66,7 +67,7 @@ def lookup(
 def _misses(capsys: pytest.CaptureFixture[str], redis_url: str, config: Path) -> dict:
     argv = ["--redis-url", redis_url, "--config", str(config), "misses", "reco", "-o", "json"]
     capsys.readouterr()  # what the job printed before
-    assert cli.main(argv) == 0
+    assert cli_main(argv) == 0
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 

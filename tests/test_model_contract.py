@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from prescore.errors import ModelMismatch, ModelStoreError, PrescoreError
-from prescore.modelstore import ModelStore
+from prescore.models.signature import Signatures
+from prescore.models.store import ModelStore
 from prescore.settings import Settings
-from prescore.signature import Signatures
 from tests import domains
 from tests.frames import read_frame, write_frame
 from tests.helpers import ROOT, registered, with_catalog

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from prescore.errors import ModelStoreError
-from prescore.modelstore import ModelStore
+from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings
 from tests.webhdfs_server import WebHdfsServer
 

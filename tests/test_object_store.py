@@ -19,16 +19,16 @@ import pytest
 from pyarrow import fs
 
 from fallback.keyed_rows import KeyedRows
-from prescore import object_store
 from prescore.api import Prescore
-from prescore.datasets import Table
-from prescore.embedded_redis import free_port
+from prescore.data import object_store
+from prescore.data.datasets import Table
+from prescore.data.images import ImageStore
+from prescore.data.storage import open_root
+from prescore.encoding.keys import KeyForm
 from prescore.errors import ConfigError, ImageStoreUnavailable, ModelStoreError
-from prescore.image_store import ImageStore
-from prescore.keys import KeyForm
-from prescore.modelstore import ModelStore
+from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings, Settings
-from prescore.storage import open_root
+from prescore.store.embedded_redis import free_port
 from tests.s3_server import S3Server
 
 

@@ -1,11 +1,12 @@
-"""Golden tests: the bulk job's payload encoder writes exactly what prescore.codec writes."""
+"""Golden tests: the bulk job's payload encoder writes exactly what prescore.encoding.codec
+writes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from prescore import codec
-from prescore.payloads import RankingPayloads, json_strings, score_ticks
+from prescore.encoding import codec
+from prescore.encoding.ranking_payloads import RankingPayloads, json_strings, score_ticks
 
 RUN = {"model": "reco", "model_version": "3", "scored_at": "2026-11-24T12:00:00Z"}
 RECO = codec.PayloadShape("user_id", "items", "hotel_id")  # the demo's

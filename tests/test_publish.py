@@ -14,10 +14,10 @@ import pytest
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore.cli import main
-from prescore.publish import publish_file
+from prescore.cli.main import main
+from prescore.publishing.parquet import publish_file
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store.versions import Versions
 from tests.frames import write_frame
 from tests.helpers import ROOT, SIMILAR_CONFIG, stored_payload, with_catalog
 

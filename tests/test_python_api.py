@@ -12,8 +12,8 @@ import pytest
 
 import prescore.api
 from prescore.api import Prescore
-from prescore.embedded_redis import free_port
 from prescore.errors import ConfigError, InvalidInput, NotFound, StoreUnavailable
+from prescore.store.embedded_redis import free_port
 
 NEWS = """
 [datasets.news]

@@ -14,9 +14,9 @@ import pytest
 from jobs.retrain import Options, decide, run
 from jobs.retrain_state import RunState
 from prescore.errors import InvalidInput
-from prescore.modelstore import ModelStore
+from prescore.models.store import ModelStore
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store.versions import Versions
 from tests import domains
 from tests.helpers import stored_payload, with_catalog
 

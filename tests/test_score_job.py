@@ -15,9 +15,9 @@ import redis
 
 from jobs.score import parse_args, run_job, score
 from jobs.submit import local_args, spark_submit_bin
-from prescore.datasets import Catalog, load
+from prescore.data.datasets import Catalog, load
 from prescore.settings import Settings, StoreSettings
-from prescore.versions import Versions, read_current
+from prescore.store.versions import Versions, read_current
 from tests.frames import read_frame, write_frame
 from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered, stored_payload
 

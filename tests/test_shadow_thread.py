@@ -14,7 +14,7 @@ from lookup.datasets import ServedDatasets
 from lookup.metrics import Metrics
 from lookup.shadow import ShadowChecker
 from lookup.store import Resolved
-from prescore.datasets import load
+from prescore.data.datasets import load
 from tests.helpers import DEMO_CONFIG
 
 

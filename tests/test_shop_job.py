@@ -17,9 +17,9 @@ from jobs.score import parse_args, run_job
 from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.errors import ConfigError, ModelMismatch
-from prescore.misslog import MissLog
 from prescore.settings import Settings
-from prescore.versions import Versions
+from prescore.store.misslog import MissLog
+from prescore.store.versions import Versions
 from tests import domains
 from tests.frames import read_frame, write_frame
 from tests.helpers import registered, stored_payload, with_catalog

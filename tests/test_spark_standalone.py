@@ -23,11 +23,11 @@ from jobs.bulk import write_rows
 from jobs.score import parse_args, run_job
 from jobs.standalone import StandaloneCluster
 from jobs.submit import local_args, spark_submit_bin
-from prescore import values
-from prescore.embedded_redis import RedisProcess
 from prescore.errors import NotFound
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
-from prescore.versions import Versions, read_current
+from prescore.store import values
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.versions import Versions, read_current
 from tests.frames import read_frame, write_frame
 from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered
 

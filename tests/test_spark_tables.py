@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from jobs import spark_tables
-from prescore import local_tables
-from prescore.datasets import Table
+from prescore.data import local_tables
+from prescore.data.datasets import Table
 from prescore.errors import ConfigError
 from tests.frames import write_frame
 
@@ -52,7 +52,7 @@ def test_a_table_written_by_spark_names_its_rows_alike_in_the_job_and_live(
     (pandas: fallback.keyed_rows) of the same rows, written by Spark: composite keys with
     a separator or escape inside a part, an integer column with a null."""
     from fallback.keyed_rows import KeyedRows
-    from prescore.keys import KeyForm
+    from prescore.encoding.keys import KeyForm
 
     rows = [("a|b", 1, 0.5), ("x\\y", 2, 0.25), ("ns:1 é", None, 0.125), ("plain", 3, 1.0)]
     path = tmp_path / "written-by-spark"
@@ -82,7 +82,7 @@ def test_orc_tables_read_alike_by_the_job_registration_and_live_inference(
     import pyarrow.orc as orc
 
     from fallback.keyed_rows import KeyedRows
-    from prescore.keys import KeyForm
+    from prescore.encoding.keys import KeyForm
 
     by_spark = tmp_path / "spark-orc"
     spark.createDataFrame(
@@ -132,7 +132,7 @@ def test_csv_and_json_tables_read_alike_by_the_job_registration_and_live_inferen
     timestamps in CSV, not in JSON), and live inference finds each row by key with the
     values the job reads."""
     from fallback.keyed_rows import KeyedRows
-    from prescore.keys import KeyForm
+    from prescore.encoding.keys import KeyForm
 
     by_hand = tmp_path / f"readers.{fmt}"
     by_hand.write_text(_CSV if fmt == "csv" else _JSON)
@@ -171,7 +171,7 @@ def test_a_csv_column_of_numbers_in_one_file_and_text_in_another_is_text(
     """Spark widens such a column to text; so do registration and live inference. A JSON
     table like that is refused outside Spark, in one line naming the column."""
     from fallback.keyed_rows import KeyedRows
-    from prescore.keys import KeyForm
+    from prescore.encoding.keys import KeyForm
 
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -198,7 +198,7 @@ def test_the_jobs_key_text_is_exact_and_a_float_key_column_is_refused(
     """Spark makes the key text (pandas would round a nullable integer column's ids past
     2**53 onto their neighbours'); a row with a null part has none; a float key column
     is refused before anything runs, in one line naming it."""
-    from prescore.keys import KeyForm
+    from prescore.encoding.keys import KeyForm
 
     big = 2**62 + 1
     frame = spark.createDataFrame([(big, "a"), (big + 1, "b"), (None, "c")], "id long, v string")
@@ -221,7 +221,7 @@ def test_a_pyarrow_table_with_dictionary_strings_nullable_ints_and_large_lists(
     import pyarrow.parquet as pq
 
     from fallback.keyed_rows import KeyedRows
-    from prescore.keys import KeyForm
+    from prescore.encoding.keys import KeyForm
 
     path = tmp_path / "readers.parquet"
     pq.write_table(

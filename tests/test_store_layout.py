@@ -11,12 +11,13 @@ import time
 import numpy as np
 import redis
 
-from prescore import compact, keys, values
-from prescore.codec import PayloadShape
-from prescore.payloads import RankingPayloads
+from prescore.encoding import compact, keys
+from prescore.encoding.codec import PayloadShape
+from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.settings import StoreSettings
-from prescore.values import Placed
-from prescore.versions import Versions, read_current, write_payloads
+from prescore.store import values
+from prescore.store.values import Placed
+from prescore.store.versions import Versions, read_current, write_payloads
 
 
 def _calls(client: redis.Redis) -> dict[str, int]:

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import redis
 
-from prescore import keys, values
-from prescore.embedded_redis import RedisProcess
+from prescore.encoding import keys
 from prescore.errors import ConfigError, PublishError
 from prescore.ports import free_port
 from prescore.settings import StoreSettings
-from prescore.versions import Versions
+from prescore.store import values
+from prescore.store.embedded_redis import RedisProcess
+from prescore.store.versions import Versions
 from tests.frames import write_frame
 from tests.helpers import ROOT, SIMILAR_CONFIG
 

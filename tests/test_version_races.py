@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from prescore import keys, values
-from prescore.codec import VersionInfo
-from prescore.datasets import Dataset
+from prescore.data.datasets import Dataset
+from prescore.encoding import keys
+from prescore.encoding.codec import VersionInfo
 from prescore.errors import ConfigError, PublishError
-from prescore.lifecycle import Written, publish_new
-from prescore.redis_client import Client, connect
+from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.versions import Versions
+from prescore.store import values
+from prescore.store.redis_client import Client, connect
+from prescore.store.versions import Versions
 from tests.helpers import ROOT
 from tests.redis_cluster import RedisCluster3
 

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from prescore import keys, values, version_gc, writers
+from prescore.encoding import keys
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
-from prescore.versions import Versions, read_current, write_payloads
+from prescore.store import values, version_gc, writers
+from prescore.store.versions import Versions, read_current, write_payloads
 
 
 def _write(v: Versions, n: int, tag: str) -> str:

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from prescore.embedded_redis import RedisProcess, free_port
 from prescore.settings import Settings
+from prescore.store.embedded_redis import RedisProcess, free_port
 
 PY = sys.executable
 CONFIG = Path(__file__).resolve().parent / "prescore.toml"

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from prescore.quality import roc_auc
+from prescore.models.quality import roc_auc
 
 CONTEXT_DROPOUT = 0.3  # share of training rows with the context blanked out
 USER = ("country", "language", "device", "regions")

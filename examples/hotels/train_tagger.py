@@ -5,7 +5,7 @@ SavedModel with its model.json.
     prescore models register tagger var/train/tagger --promote    # then, the public contract
 
 Reads ``labels.jsonl`` and the JPEGs beside it (examples.hotels.imagegen), decodes them with
-prescore.image_features (the same pixels the bulk job and the fallback feed the model:
+prescore.models.image_features (the same pixels the bulk job and the fallback feed the model:
 uint8, resized to the model's input size; the scaling to [0, 1] is inside the model),
 splits by image into train / validation / test, picks a threshold per tag on validation
 (best F1) and reports held-out mAP and micro-F1 beside a label-frequency baseline.
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from examples.hotels.imagegen import LABELS, TAGS
-from prescore.image_features import decode
-from prescore.quality import average_precision, mean_average_precision
+from prescore.models.image_features import decode
+from prescore.models.quality import average_precision, mean_average_precision
 
 IMAGE_SIZE = (64, 64)
 
@@ -36,7 +36,7 @@ def load_images(
     images: Path, size: tuple[int, int] = IMAGE_SIZE, reduced: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decoded images [n, H, W, 3] and their multi-hot labels [n, len(TAGS)]
-    (``reduced=False``: JPEGs decoded at full scale, prescore.image_features.decode)."""
+    (``reduced=False``: JPEGs decoded at full scale, prescore.models.image_features.decode)."""
     with open(images / "labels.jsonl") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     paths = [images / f"{r['image_id']}.jpg" for r in rows]

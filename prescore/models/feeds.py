@@ -1,0 +1,106 @@
+"""Columns to model feeds (numpy only): what a signature's named inputs are given.
+
+One conversion for the bulk jobs (pandas batches from Spark's Arrow), the live fallback
+(table rows and request features) and retraining's evaluation, so a model sees the same
+values everywhere. A value per row becomes a 1-D array of the input's dtype; a list per
+row a 2-D array padded with "" (strings) or 0 (numbers) to the longest list, which the
+model's preprocessing treats as padding (``StringLookup(mask_token="")``). A missing
+value is "" or 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from prescore.models.signature import FLOATS, STRINGS, Tensor
+
+_NUMPY = {
+    "float16": np.float16,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bfloat16": np.float32,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "bool": np.bool_,
+}
+
+
+def _scalar_strings(values: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(values), object)
+    out[:] = ["" if v is None or v != v else str(v) for v in values]  # v != v: NaN
+    return out
+
+
+def _padded(values: Sequence[Any], tensor: Tensor) -> np.ndarray:
+    lists = [[] if v is None or (isinstance(v, float) and v != v) else list(v) for v in values]
+    width = max((len(x) for x in lists), default=0) or 1
+    if tensor.shape[1] is not None:
+        width = tensor.shape[1]
+    if tensor.dtype in STRINGS:
+        out = np.full((len(lists), width), "", object)
+        for i, row in enumerate(lists):
+            out[i, : len(row)] = [str(v) for v in row[:width]]
+        return out
+    out = np.zeros((len(lists), width), _NUMPY[tensor.dtype])
+    for i, row in enumerate(lists):
+        out[i, : len(row)] = row[:width]
+    return out
+
+
+def column_feed(values: Any, tensor: Tensor) -> np.ndarray:
+    """One column's values (a pandas Series, numpy array or list) as ``tensor`` takes them."""
+    if tensor.rank == 2:
+        return _padded(list(values), tensor)
+    if tensor.dtype in STRINGS:
+        return _scalar_strings(list(values))
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        arr = np.array([0 if v is None else v for v in arr])
+    if tensor.dtype in FLOATS:
+        return np.nan_to_num(arr.astype(_NUMPY[tensor.dtype], copy=False))
+    return arr.astype(_NUMPY[tensor.dtype], copy=False)
+
+
+def feeds(columns: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    """Feeds of every input in ``inputs`` from ``columns`` (name -> values, e.g. a DataFrame)."""
+    return {name: column_feed(columns[name], tensor) for name, tensor in inputs.items()}
+
+
+def take(feed: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``index`` of every feed (pairs built from per-entity and per-item feeds)."""
+    return {name: arr[index] for name, arr in feed.items()}
+
+
+def concat(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Feeds of several requests as one batch; lists are padded to the longest."""
+    out: dict[str, np.ndarray] = {}
+    for name in parts[0]:
+        arrays = [p[name] for p in parts]
+        if arrays[0].ndim == 2:
+            width = max(a.shape[1] for a in arrays)
+            fill: Any = "" if arrays[0].dtype == object else 0
+            arrays = [
+                a
+                if a.shape[1] == width
+                else np.concatenate([a, np.full((len(a), width - a.shape[1]), fill, a.dtype)], 1)
+                for a in arrays
+            ]
+        out[name] = np.concatenate(arrays)
+    return out
+
+
+def rows(feed: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(feed.values()))) if feed else 0
+
+
+def blank(inputs: Mapping[str, Tensor], n: int = 1) -> dict[str, np.ndarray]:
+    """``n`` rows of empty values: the features of "no context" (the plain key)."""
+    return {name: column_feed([None] * n, tensor) for name, tensor in inputs.items()}

@@ -1,0 +1,227 @@
+"""Registering a team's own SavedModel: ``prescore models register NAME PATH``.
+
+PATH (``file://``, ``hdfs://`` or a plain path) is a folder holding either a SavedModel
+(``saved_model.pb``) or ``saved_model/``, and optionally ``model.json`` (or ``--meta``):
+the fields a user states (labels, thresholds, output, metrics, ...; see the README). The
+model is refused, before anything is stored, when it is no SavedModel, has no serving
+signature, or does not fit a dataset that declares it: the error lists the inputs the
+model expects and the columns the dataset provides. Then the int8 variant is built where
+the model allows (prescore.models.quantize), the signatures are recorded in model.json, and the
+model is stored as the next version; ``--promote`` names it the one in production.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from prescore.data import local_tables
+from prescore.data.columns import Columns
+from prescore.data.datasets import Catalog, Dataset
+from prescore.data.storage import open_root, remote
+from prescore.errors import ConfigError, ModelMismatch, ModelStoreError
+from prescore.models import dataset_feeds
+from prescore.models.signature import Signatures, check
+from prescore.models.store import META_FILE, ModelStore
+from prescore.progress import duration
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: str
+    promoted: bool
+    quantization: Mapping[str, Any]
+    checked: tuple[str, ...]  # datasets the signature was checked against
+
+
+def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
+    """A local copy of the model folder at ``source``."""
+    parsed = urlparse(source)
+    if parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme else source)
+        if not path.is_dir():
+            raise ModelStoreError(f"{source}: no such folder")
+        shutil.copytree(path, into)
+        return into
+    if remote(source):
+        try:
+            root = open_root(source, webhdfs_url=webhdfs_url)
+        except ValueError as exc:  # no bucket
+            raise ModelStoreError(str(exc)) from exc
+        if not root.backend.files(root.path):
+            raise ModelStoreError(f"{source}: no such folder")
+        root.backend.download_dir(root.path, into)
+        return into
+    raise ModelStoreError(f"{source}: a model is imported from file://, hdfs:// or s3://")
+
+
+def _layout(folder: Path, meta_file: str | None) -> tuple[Path, dict[str, Any]]:
+    """(the SavedModel folder, the user's model.json) of a fetched model folder."""
+    if (folder / "saved_model.pb").is_file():
+        saved = folder
+    elif (folder / "saved_model" / "saved_model.pb").is_file():
+        saved = folder / "saved_model"
+    else:
+        raise ModelStoreError(
+            f"{folder.name}: not a SavedModel (no saved_model.pb, nor saved_model/saved_model.pb)"
+        )
+    meta_path = Path(meta_file) if meta_file else folder / META_FILE
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as exc:
+            raise ModelStoreError(f"{meta_path}: not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise ModelStoreError(f"{meta_path}: must hold a JSON object")
+    elif meta_file:
+        raise ModelStoreError(f"{meta_file}: no such file")
+    return saved, meta
+
+
+def dataset_sides(dataset: Dataset, webhdfs_url: str = "") -> dict[str, Columns] | None:
+    """The columns each side of ``dataset`` provides, or None when its tables cannot be
+    read here (the bulk job checks them against Spark's schemas before it writes)."""
+    if dataset.kind == "ranking":
+        assert dataset.entities is not None and dataset.items is not None
+        tables = [dataset.entities, dataset.items]
+        if dataset.contexts is not None and dataset.contexts.table is not None:
+            tables.append(dataset.contexts.table)
+        if not all(local_tables.readable(t) for t in tables):
+            return None
+        return dataset_feeds.ranking_tables(dataset, webhdfs_url)[1]
+    if dataset.rows is not None:
+        if not local_tables.readable(dataset.rows):
+            return None
+        return {"rows": local_tables.schema(dataset.rows, webhdfs_url)}
+    return {}
+
+
+def _datasets(catalog: Catalog, name: str, only: str | None) -> list[Dataset]:
+    if only:
+        found = catalog.get(only)
+        if found.model != name:
+            raise ConfigError(f"dataset {only} declares model {found.model!r}, not {name!r}")
+        return [found]
+    found_all = catalog.by_model(name)
+    if not found_all:
+        raise ConfigError(
+            f"no dataset declares model {name!r} in {catalog.source or 'the configuration'}; "
+            "declare one (or pass --dataset)"
+        )
+    return found_all
+
+
+def register(
+    store: ModelStore,
+    catalog: Catalog,
+    name: str,
+    source: str,
+    *,
+    dataset: str | None = None,
+    meta_file: str | None = None,
+    promote: bool = False,
+    int8: bool = True,
+    webhdfs_url: str = "",
+    say: Say = print,
+) -> Registered:
+    """Check and store the model at ``source`` as the next version of ``name``."""
+    from prescore.models.tf_model import describe
+
+    targets = _datasets(catalog, name, dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = fetch(source, Path(tmp) / "src", webhdfs_url)
+        saved, meta = _layout(folder, meta_file)
+        sigs = describe(saved)
+        meta = {**meta, "kind": meta.get("kind") or targets[0].kind}
+        checked = []
+        for target in targets:
+            sides = dataset_sides(target, webhdfs_url)
+            if sides is not None:
+                check(target, sigs, meta, sides)
+                say(f"{name}: fits dataset {target.name}")
+            else:
+                _check_shape(target, sigs, meta)
+                say(
+                    f"{name}: dataset {target.name}'s tables are not readable here; "
+                    "the bulk job checks its columns before it writes"
+                )
+            checked.append(target.name)
+        out = Path(tmp) / "model"
+        shutil.copytree(saved, out / "saved_model")
+        meta.update(
+            signature=sigs.to_json(),
+            source=source,
+            registered_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        meta.setdefault("created_at", meta["registered_at"])
+        skipped = {"built": False, "reason": "skipped (--no-int8)"}
+        started = time.monotonic()
+        if int8:
+            say(f"{name}: converting to LiteRT (float32, int8) and measuring both...")
+        q = _int8(out, meta, sigs, targets[0], webhdfs_url) if int8 else skipped
+        meta["quantization"] = q
+        took = f" ({duration(time.monotonic() - started)})" if int8 else ""
+        say(f"{name}: int8 variant {_described(q)}{took}")
+        say(f"{name}: saving to the model store...")
+        version = store.save(name, out, meta)
+    if promote:
+        store.promote(name, version)
+    return Registered(name, version, promote, q, tuple(checked))
+
+
+def _described(q: Mapping[str, Any]) -> str:
+    if not q["built"]:
+        return f"not built: {q['reason']}"
+    int8 = q["runtimes"]["int8"]
+    if not int8["agrees"]:
+        return (
+            f"built, but it does not answer as the SavedModel does (scores up to "
+            f"{int8['max_abs_diff_vs_tf']} apart): never served by auto (serves {q['fastest']})"
+        )
+    return f"built (auto serves {q['fastest']})"
+
+
+def _check_shape(dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any]) -> None:
+    """What can be checked without the dataset's columns: signature, kind, output."""
+    from prescore.models.signature import SERVING, check_labels
+
+    if SERVING not in sigs.by_name:
+        raise ModelMismatch(f"model for dataset {dataset.name}: no serving_default signature")
+    if dataset.kind == "labels" and dataset.images:
+        check_labels(dataset, sigs, meta, None)
+
+
+def _int8(
+    model_dir: Path, meta: dict[str, Any], sigs: Signatures, dataset: Dataset, webhdfs_url: str
+) -> dict[str, Any]:
+    """The int8 record; the conversion runs in a child process, because the TFLite
+    converter can crash the process (a segmentation fault) on some graphs."""
+    from prescore.models.quantize import quantize_dir
+
+    try:
+        sample = dataset_feeds.sample(dataset, sigs, 256, webhdfs_url)
+    except (ConfigError, ModelMismatch, OSError) as exc:
+        return {"built": False, "reason": f"no calibration sample: {exc}"}
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        try:
+            return pool.submit(quantize_dir, model_dir, meta, sample, sample).result()
+        except BrokenProcessPool:
+            for name in ("model_float32.tflite", "model_int8.tflite"):
+                (model_dir / name).unlink(missing_ok=True)
+            return {"built": False, "reason": "the TFLite converter crashed on this model"}

@@ -1,0 +1,211 @@
+"""Pre-switch data gates: a new version is checked against the live one before the pointer
+moves (Venice's and Voldemort's pre-swap checks, and more).
+
+Every writer keeps a sample of the keys it wrote (at most ``gates.sample`` of them, kept
+with the version in its registry entry), so the gates cost what the sample costs, never a
+walk of the keyspace. Against the live version:
+
+- ``rows``: the new row count within a band of the live one's (``[0.5, 2.0]``);
+- ``coverage``: at least this share of the live version's sampled keys are in the new one;
+- ``drift``: the population stability index of the entries' scores (the new sample's
+  against the live sample's), at most this;
+- ``payload_size``: the new median payload size within a band of the live one's;
+- ``decode``: every sampled payload reads as the lookup reads it: a JSON object with its
+  key and list fields, each entry opening with the entry field and carrying a numeric
+  score, never fewer entry markers than entries (prescore.encoding.codec.PayloadShape).
+
+A first version (nothing live) is checked by ``decode`` alone. A failed gate leaves the
+version unpublished, kept as ``gated`` with this report (``prescore versions``), until an
+operator releases it (``prescore release``, recorded) or gc removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from prescore.data.datasets import Dataset, Gates
+from prescore.encoding.codec import PayloadShape, VersionInfo, envelope
+from prescore.store import values
+from prescore.store.redis_client import Client
+from prescore.store.values import Placed
+
+_BINS = 10
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    limit: str
+    detail: str = ""
+
+
+@dataclass
+class GateReport:
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+
+    def summary(self) -> str:
+        failed = [c for c in self.checks if not c.passed]
+        if not failed:
+            return "all gates passed"
+        return "; ".join(
+            f"{c.name} {c.value} outside {c.limit}" + (f" ({c.detail})" if c.detail else "")
+            for c in failed
+        )
+
+
+class Reservoir:
+    """A uniform sample of at most ``size`` of the keys offered one batch at a time."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seen = size, 0
+        self.keys: list[str] = []
+        self._rng = random.Random(seed)
+
+    def offer(self, found: Sequence[str]) -> None:
+        for key in found:
+            self.seen += 1
+            if len(self.keys) < self.size:
+                self.keys.append(key)
+            else:
+                j = self._rng.randrange(self.seen)
+                if j < self.size:
+                    self.keys[j] = key
+
+
+def sample_keys(found: Sequence[str], size: int, seed: int = 0) -> list[str]:
+    """At most ``size`` of ``found``, chosen at random (a fixed seed: reruns compare alike)."""
+    if len(found) <= size:
+        return list(found)
+    return random.Random(seed).sample(list(found), size)
+
+
+def _scores(payloads: Sequence[bytes | None], list_field: str) -> np.ndarray:
+    out = []
+    for raw in payloads:
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        entries = doc.get(list_field) if isinstance(doc, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            score = entry.get("score") if isinstance(entry, dict) else None
+            if isinstance(score, int | float) and math.isfinite(score):
+                out.append(float(score))
+    return np.asarray(out, np.float64)
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index of ``actual`` against ``expected`` (deciles of expected)."""
+    if not len(expected) or not len(actual):
+        return 0.0
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, _BINS + 1)))
+    if len(edges) < 2:
+        edges = np.array([expected.min() - 1e-9, expected.max() + 1e-9])
+    e = np.histogram(np.clip(expected, edges[0], edges[-1]), edges)[0] / len(expected)
+    a = np.histogram(np.clip(actual, edges[0], edges[-1]), edges)[0] / len(actual)
+    e, a = np.maximum(e, 1e-4), np.maximum(a, 1e-4)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def decodes(raw: bytes, shape: PayloadShape, key: str) -> str:
+    """Why ``raw`` does not read as the lookup reads it ("" when it does)."""
+    try:
+        doc = json.loads(raw)
+        envelope(raw, dataset_version="v")
+    except ValueError as exc:
+        return f"not a JSON object: {exc}"[:120]
+    own = doc.get(shape.key_field) if isinstance(doc, dict) else None
+    if not isinstance(own, str) or not (key == own or key.startswith(own + "|")):
+        return f"its {shape.key_field} is not its key"  # a context follows the key
+    entries = doc.get(shape.list_field)
+    if not isinstance(entries, list):
+        return f"no list {shape.list_field}"
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("score"), int | float):
+            return "an entry without a numeric score"
+        if shape.entry_field and next(iter(entry), None) != shape.entry_field:
+            return f"an entry not opening with {shape.entry_field}"
+    if shape.entry_field and raw.count(shape.entry_marker) < len(entries):
+        # the lookup cuts a list without decoding when the marker count says it is short
+        # enough: more markers than entries only costs a decode, fewer would serve too many
+        return "fewer entry markers than entries: the lookup would not cut it"
+    return ""
+
+
+def _band(name: str, value: float, band: Sequence[float]) -> Check:
+    lo, hi = band
+    return Check(name, lo <= value <= hi, round(value, 4), f"[{lo:g}, {hi:g}]")
+
+
+def check(
+    client: Client,
+    dataset: Dataset,
+    new: VersionInfo,
+    new_rows: int,
+    new_sample: Sequence[str],
+    live: VersionInfo | None,
+    gates: Gates,
+) -> GateReport:
+    """Every gate of ``new`` (about to be published) against ``live`` (None: the first)."""
+    shape = PayloadShape(dataset.key_field, dataset.list_field, dataset.entry_field)
+    sample = list(new_sample)[: gates.sample]
+    new_at = Placed(dataset.name, new.version, new.buckets)
+    new_raw = values.read(client, new_at, sample)
+    bad = [
+        (k, why)
+        for k, raw in zip(sample, new_raw, strict=True)
+        if raw is not None
+        for why in [decodes(raw, shape, k)]
+        if why
+    ]
+    missing = sum(1 for raw in new_raw if raw is None)
+    checks = [
+        Check(
+            "decode",
+            not bad and not missing,
+            float(len(bad) + missing),
+            "0 of the sample",
+            bad[0][0] + ": " + bad[0][1]
+            if bad
+            else (f"{missing} sampled keys missing" if missing else ""),
+        )
+    ]
+    live_sample = list((live.extra or {}).get("sample", []))[: gates.sample] if live else []
+    if live is not None and live.rows and live_sample:
+        checks.append(_band("rows", new_rows / live.rows, gates.rows))
+        in_new = values.read_raw(client, new_at, live_sample)
+        covered = sum(1 for raw in in_new if raw is not None) / len(live_sample)
+        checks.append(
+            Check(
+                "coverage", covered >= gates.coverage, round(covered, 4), f">= {gates.coverage:g}"
+            )
+        )
+        old_raw = values.read(client, Placed(dataset.name, live.version, live.buckets), live_sample)
+        drift = psi(_scores(old_raw, shape.list_field), _scores(new_raw, shape.list_field))
+        checks.append(Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}"))
+        old_size = np.median([len(r) for r in old_raw if r is not None] or [0])
+        new_size = np.median([len(r) for r in new_raw if r is not None] or [0])
+        if old_size:
+            checks.append(_band("payload_size", float(new_size / old_size), gates.payload_size))
+    return GateReport(all(c.passed for c in checks), checks)
+
+
+def describe(report: Mapping[str, Any]) -> str:
+    """One line of a stored report, for listings."""
+    failed = [c for c in report.get("checks", []) if not c.get("passed")]
+    return ", ".join(f"{c['name']}={c['value']} (want {c['limit']})" for c in failed) or "passed"

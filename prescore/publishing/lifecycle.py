@@ -1,0 +1,190 @@
+"""The one lifecycle of a new version, for the scoring job and ``prescore publish`` alike.
+
+Begin (the registry entry and the writer's lease), write under the lease, check the data
+gates against the live version, switch; on any failure the version is failed and what it
+wrote removed, with one error contract (PublishError: ``gated``, ``lease_lost``,
+``store_full``, ``stale_publish``, ...; anything else as raised); after the switch, the
+versions beyond the kept ones are retired. The writer is the caller's: Spark tasks for
+the job (jobs.bulk), parquet batches for ``prescore publish`` (prescore.publishing.parquet).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prescore.data.datasets import Dataset
+from prescore.encoding.codec import VersionInfo
+from prescore.errors import PublishError
+from prescore.publishing import gates
+from prescore.settings import StoreSettings
+from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
+from prescore.store.versions import ANY_LIVE, LiveChanged, Versions
+
+
+@dataclass
+class Written:
+    """What a writer reports: the keys it wrote, a sample of them for the gates, and the
+    figures to record with the version (scored, unit, bad, ...)."""
+
+    rows: int
+    sample: list[str]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A version switched in, with what it took."""
+
+    info: VersionInfo
+    written: Written
+    seconds: float  # from registering the version to the switch
+    retired: list[str]
+    retire_seconds: float
+
+
+def publish_new(
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    model: tuple[str, str],
+    write: Callable[[Versions, VersionInfo], Written],
+    *,
+    note: str = "",
+    expected_keys: int = 0,
+    force: bool = False,
+    on_failure: Callable[[], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> Published:
+    """Write a new version of ``dataset`` with ``write(versions, info)`` under its lease,
+    gate and publish it (``force``: even over a newer live version). ``on_failure`` runs
+    first when anything fails (stop the writers); a writer still running then lands
+    nothing: its batches are fenced (prescore.store.writers)."""
+    versions = Versions(client, dataset.name, store)
+    info = versions.begin(model[0], model[1], note, expected_keys=expected_keys)
+    name = dataset.name
+    say(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})")
+    started = time.perf_counter()
+    try:
+        # held until the switch: the gates and the count take a while on a large version
+        with versions.lease(info.version) as lost:
+            try:
+                written = write(versions, info)
+            except Exception as exc:
+                if lost.is_set():  # its writes were refused: say why, not their trace
+                    raise PublishError(
+                        f"{name} {info.version}: the writer's lease was lost (paused or cut "
+                        "off past PRESCORE_WRITER_LEASE_S); its writes were refused",
+                        code="lease_lost",
+                    ) from exc
+                raise
+            figures = {
+                **written.figures,
+                "seconds": round(time.perf_counter() - started, 3),
+                "sample": written.sample,
+            }
+            done = _gate_and_switch(client, versions, dataset, info, written, figures, force, say)
+    except BaseException as exc:
+        if on_failure is not None:
+            on_failure()
+        if _status(versions, info.version) == "writing":  # not gated: it failed
+            versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
+        say(f"{name}: version {info.version} failed; the live version is unchanged")
+        if is_full(exc):  # one line with the figures, not redis-py's trace
+            raise PublishError(full_message(client), code="store_full") from exc
+        raise
+    seconds = time.perf_counter() - started
+    # the new version already serves; removing the ones beyond the newest N is housekeeping
+    retired = versions.retire_old()
+    return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
+
+
+def _status(versions: Versions, version: str) -> str:
+    """The version's status for the cleanup, '' when Redis cannot tell (its lease then
+    lapses, and the next job or gc removes it)."""
+    try:
+        return versions.get(version).status
+    except OUTAGES:
+        return ""
+
+
+REGATES = 3  # gate runs a version gets when the live version keeps changing under them
+
+
+def _gate_and_switch(
+    client: Client,
+    versions: Versions,
+    dataset: Dataset,
+    info: VersionInfo,
+    written: Written,
+    figures: dict[str, Any],
+    force: bool,
+    say: Callable[[str], None],
+) -> VersionInfo:
+    """Gate the version against the live one, then switch to it while that one is still
+    live; when another became live in between (a publish or a rollback), gate again."""
+    for _ in range(REGATES):
+        against = _gate(client, versions, dataset, info, written, figures, say)
+        try:
+            return versions.publish(
+                info.version,
+                written.rows,
+                retire=False,
+                force=force,
+                figures=figures,
+                gated_against=against,
+            )
+        except LiveChanged as exc:
+            say(f"{dataset.name}: {exc.message}; gating again")
+    raise PublishError(
+        f"{dataset.name} {info.version}: the live version changed during each of {REGATES} "
+        "gate runs; not published",
+        code="conflict",
+    )
+
+
+def _gate(
+    client: Client,
+    versions: Versions,
+    dataset: Dataset,
+    info: VersionInfo,
+    written: Written,
+    figures: dict[str, Any],
+    say: Callable[[str], None],
+) -> str | None:
+    """Run the data gates; keep the version ``gated`` and raise if any fails. The live
+    version they ran against (None: there was none; ANY_LIVE: the dataset's gates are
+    off, so any live version will do)."""
+    if not dataset.gates.enabled:
+        return ANY_LIVE
+    started = time.perf_counter()
+    live = versions.current()
+    report = gates.check(
+        client,
+        dataset,
+        info,
+        written.rows,
+        written.sample,
+        versions.get(live) if live else None,
+        dataset.gates,
+    )
+    figures["gate_seconds"] = round(time.perf_counter() - started, 3)
+    figures["gates"] = {**report.to_json(), "against": live}
+    for c in report.checks:
+        mark = "ok " if c.passed else "FAILED"
+        say(f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip())
+    if not report.passed:
+        versions.gate(
+            info.version,
+            written.rows,
+            {**report.to_json(), "figures": figures},
+            report.summary(),
+        )
+        raise PublishError(
+            f"{dataset.name} {info.version} failed its gates ({report.summary()}); kept as "
+            f"gated, the live version is unchanged (prescore release to publish it anyway)",
+            code="gated",
+        )
+    return live

@@ -1,0 +1,360 @@
+"""Publishing scores computed elsewhere: ``prescore publish NAME PATH`` over parquet.
+
+Each row is one key: its key column, and either one column holding the payload as a
+JSON object (``--json-column``) or the columns that make the payload (``--columns``,
+default: every other column). The payload served is ``{key_field: key, ...}`` with
+``model``, ``model_version`` and ``scored_at`` added where the row has none, and, for a
+dataset that declares its list's ``entry_field``, each list entry's first field put first
+(the lookup counts entries by it). Rows are written as a new version with the same
+verify-and-switch as the bulk jobs (prescore.store.versions). A row with a bad key or payload
+is counted and reported, never published: with more than ``max_bad`` of them the version
+is marked failed and the live one stays.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any, TextIO
+
+import orjson
+
+from prescore.data.datasets import Dataset, Table
+from prescore.data.local_tables import files
+from prescore.data.storage import remote
+from prescore.encoding.codec import VersionInfo
+from prescore.errors import InvalidInput, PublishError
+from prescore.progress import Progress
+from prescore.publishing import gates
+from prescore.publishing.lifecycle import Written, publish_new
+from prescore.settings import StoreSettings
+from prescore.store import values
+from prescore.store.redis_client import Client
+from prescore.store.values import Placed
+from prescore.store.versions import Versions
+
+BATCH_ROWS = 10_000
+
+
+@dataclass
+class PublishReport:
+    dataset: str
+    version: str = ""
+    rows: int = 0
+    bad: int = 0
+    bad_sample: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    published: bool = False
+    gated: bool = False
+    dry_run: bool = False
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, list | dict | str | bytes):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+class _Rows:
+    """Turns parquet rows of one dataset into (key, payload) pairs, or raises InvalidInput."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        key_column: str,
+        json_column: str | None,
+        columns: Sequence[str],
+        stamp: Mapping[str, str],
+    ) -> None:
+        self.dataset = dataset
+        self.key_column = key_column
+        self.json_column = json_column
+        self.columns = columns
+        self.stamp = stamp
+        self.form = dataset.key_form
+
+    def payload(self, raw_key: Any, source: Any) -> tuple[str, bytes]:
+        """(key, payload bytes) of one row: its key and its JSON text (or column values)."""
+        key = self.form.check_given(raw_key)
+        if self.json_column:
+            try:
+                body = orjson.loads(source or "")
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                raise InvalidInput("payload is not JSON", code="invalid_payload") from exc
+            if not isinstance(body, dict):
+                raise InvalidInput("payload is not a JSON object", code="invalid_payload")
+        else:
+            body = {c: _plain(v) for c, v in source.items()}
+            _finite(body)  # orjson writes NaN as null: refuse it, as json would
+        doc = {self.dataset.key_field: key, **body}
+        self._entries_first(doc)
+        for name, value in self.stamp.items():
+            doc.setdefault(name, value)
+        try:
+            return key, orjson.dumps(doc)
+        except (TypeError, orjson.JSONEncodeError) as exc:  # a type JSON lacks
+            raise InvalidInput(f"payload cannot be JSON: {exc}", code="invalid_payload") from exc
+
+    def _entries_first(self, doc: dict[str, Any]) -> None:
+        entries = doc.get(self.dataset.list_field)
+        if entries is None:
+            return
+        if not isinstance(entries, list):
+            raise InvalidInput(f"{self.dataset.list_field} is not a list", code="invalid_payload")
+        first = self.dataset.entry_field
+        if not first:
+            return
+        for i, entry in enumerate(entries):
+            if type(entry) is not dict or first not in entry:
+                raise InvalidInput(
+                    f"{self.dataset.list_field}[{i}] has no {first!r}", code="invalid_payload"
+                )
+            if next(iter(entry)) != first:  # most rows already have it first
+                entries[i] = {first: entry[first], **entry}
+
+    def batches(self, source: Source) -> Iterator[tuple[list[Any], list[Any]]]:
+        """(keys, JSON texts or column values) of each batch of ``source``; PublishError
+        naming the columns a part lacks, before anything of that part is written."""
+        for name, have, read in _parts(source):
+            body = (
+                [self.json_column]
+                if self.json_column
+                else list(self.columns) or [c for c in have if c != self.key_column]
+            )
+            missing = [c for c in [self.key_column, *body] if c not in have]
+            if missing:
+                raise PublishError(
+                    f"{name}: no column {', '.join(missing)}; it has {', '.join(have)}",
+                    code="missing_column",
+                )
+            for batch in read([self.key_column, *body]):
+                keys_col = batch.column(self.key_column).to_pylist()
+                if self.json_column:
+                    yield keys_col, batch.column(self.json_column).to_pylist()
+                else:
+                    yield keys_col, batch.select(body).to_pylist()
+
+
+# rows to publish: a parquet path (a file, a folder or a glob), or an Arrow table in memory
+Source = Any  # str | pyarrow.Table (pyarrow is imported only where it is used)
+Part = tuple[str, list[str], Callable[[list[str]], Iterator[Any]]]
+
+
+def _parts(source: Source) -> Iterator[Part]:
+    """(name, column names, read(columns) -> record batches) of each part of ``source``."""
+    import pyarrow.parquet as pq
+
+    if not isinstance(source, str):
+        yield (
+            "the table",
+            source.schema.names,
+            lambda cols: iter(source.select(cols).to_batches(max_chunksize=BATCH_ROWS)),
+        )
+        return
+    for name in files(Table(source, ()), "", ""):
+        parquet = pq.ParquetFile(name)
+        yield name, parquet.schema_arrow.names, partial(_file_batches, parquet)
+
+
+def _file_batches(parquet: Any, columns: list[str]) -> Iterator[Any]:
+    return parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+
+
+def count_rows(source: Source) -> int:
+    """Rows of ``source``: a table's, or the parquet footers' (sizes the version's buckets)."""
+    import pyarrow.parquet as pq
+
+    if not isinstance(source, str):
+        return int(source.num_rows)
+    return sum(pq.ParquetFile(n).metadata.num_rows for n in files(Table(source, ()), "", ""))
+
+
+def _finite(value: Any) -> None:
+    """InvalidInput for a NaN or infinity anywhere in ``value`` (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput("payload holds a NaN or infinity", code="invalid_payload")
+    if isinstance(value, dict):
+        for v in value.values():
+            _finite(v)
+    elif isinstance(value, list):
+        for v in value:
+            _finite(v)
+
+
+def _checked(
+    rows: _Rows, batch_keys: list[Any], sources: list[Any], report: PublishReport
+) -> list[tuple[str, bytes]]:
+    """The good rows of one batch as (key, payload); the bad ones counted and sampled."""
+    good = []
+    for raw_key, source in zip(batch_keys, sources, strict=True):
+        try:
+            good.append(rows.payload(raw_key, source))
+        except InvalidInput as exc:
+            report.bad += 1
+            if len(report.bad_sample) < 20:
+                report.bad_sample.append(f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}")
+    return good
+
+
+def _write_all(
+    client: Client,
+    where: Placed,
+    source: Source,
+    rows: _Rows,
+    report: PublishReport,
+    sample: gates.Reservoir,
+    fence: values.Fence,
+    progress: Progress,
+) -> None:
+    """Write every good row of ``source``; count and sample the bad ones."""
+    for batch_keys, sources in rows.batches(source):
+        good = _checked(rows, batch_keys, sources, report)
+        report.rows += values.write(client, where, good, fence=fence)
+        sample.offer([k for k, _ in good])
+        progress.add(len(batch_keys))
+
+
+def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
+    """Read and check every row as a publish would, and write nothing."""
+    report.dry_run = True
+    for batch_keys, sources in rows.batches(source):
+        report.rows += len(_checked(rows, batch_keys, sources, report))
+        progress.add(len(batch_keys))
+
+
+def _dry_run(
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    report: PublishReport,
+    max_bad: int,
+    say: Callable[[str], None],
+) -> PublishReport:
+    """What a dry run found: the keys it would write, the bad rows, and the version it
+    would replace (its gates need the written version, so they are checked by the real
+    publish only)."""
+    live = Versions(client, dataset.name, store).current() or "none"
+    verdict = (
+        f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed (--max-bad)"
+        if report.bad > max_bad
+        else f"would write {report.rows} keys, {report.bad} bad row(s) skipped"
+    )
+    say(f"{dataset.name}: dry run, nothing written: {verdict}; live version now {live}")
+    for line in report.bad_sample:
+        say(f"  bad row: {line}")
+    return report
+
+
+def publish_file(
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    path: str,
+    *,
+    webhdfs_url: str = "",
+    **options: Any,
+) -> PublishReport:
+    """Publish the rows of the parquet at ``path`` (a local file, folder or glob; a
+    file or folder on ``hdfs://`` or ``s3://``, copied to a temporary folder first): see
+    publish_rows for ``options``."""
+    from prescore.data.datasets import absolute_uri
+
+    if not remote(path):
+        return publish_rows(client, store, dataset, absolute_uri(path), f"from {path}", **options)
+    with tempfile.TemporaryDirectory(prefix="prescore-publish-") as tmp:
+        files(Table(path, ()), webhdfs_url, tmp)  # into tmp/t, as it was laid out
+        return publish_rows(client, store, dataset, f"{tmp}/t", f"from {path}", **options)
+
+
+def publish_rows(
+    client: Client,
+    store: StoreSettings,
+    dataset: Dataset,
+    source: Source,
+    origin: str,
+    *,
+    key_column: str | None = None,
+    json_column: str | None = None,
+    columns: Sequence[str] = (),
+    model: str = "external",
+    model_version: str = "",
+    max_bad: int = 0,
+    force: bool = False,
+    say: Callable[[str], None] = print,
+    progress_s: float = 5.0,
+    dry_run: bool = False,
+    bar: TextIO | None = None,
+) -> PublishReport:
+    """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
+    which in the registry's note) as a new version of ``dataset``, saying how far it got
+    every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
+    ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
+    nothing."""
+    stamp = {
+        "model": model,
+        "model_version": model_version,
+        "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp)
+    report = PublishReport(dataset.name)
+    reservoir = gates.Reservoir(dataset.gates.sample)
+    total = count_rows(source)
+    if dry_run:
+        with Progress(
+            f"{dataset.name} (dry run)", total, say, every_s=progress_s, bar=bar
+        ) as progress:
+            _check_all(source, rows, report, progress)
+        return _dry_run(client, store, dataset, report, max_bad, say)
+
+    def write(versions: Versions, info: VersionInfo) -> Written:
+        report.version = info.version
+        where, fence = versions.placed(info.version, info), versions.fence(info.version)
+        with Progress(
+            f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
+        ) as progress:
+            _write_all(client, where, source, rows, report, reservoir, fence, progress)
+        if report.bad > max_bad:
+            raise PublishError(
+                f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
+                "nothing was published"
+            )
+        return Written(report.rows, reservoir.keys, {"scored": report.rows, "unit": "rows"})
+
+    try:
+        done = publish_new(
+            client,
+            store,
+            dataset,
+            (model, model_version),
+            write,
+            note=f"published {origin}",
+            expected_keys=total,
+            force=force,
+            say=say,
+        )
+    except BaseException as exc:
+        for line in report.bad_sample:
+            say(f"  bad row: {line}")
+        if isinstance(exc, PublishError):
+            report.gated = exc.code == "gated"
+            say(f"{dataset.name}: {exc.message}")
+            return report
+        raise
+    report.seconds = done.seconds  # up to the switch, as the jobs time it
+    report.published = True
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    say(
+        f"{dataset.name}: published version {report.version}: {report.rows} keys "
+        f"({rate:,.0f} keys/s), {report.bad} bad row(s) skipped"
+    )
+    for line in report.bad_sample:
+        say(f"  bad row: {line}")
+    if done.retired:
+        say(f"  retired {len(done.retired)} old version(s): {', '.join(done.retired)}")
+    return report

@@ -1,0 +1,315 @@
+"""A version's values in Redis: written into its hash buckets, counted, read, removed.
+
+Where each key lives is prescore.encoding.keys' layout: a precomputed payload in bucket
+``crc32(key) % buckets`` of its version, a live write-back as a key of its own (with a
+TTL, recorded in the version's write-back set). Every operation here touches only the
+version's own keys, so its cost grows with the version, never with the rest of Redis: no
+SCAN, except for a version written before buckets (``buckets`` 0), kept readable so an
+upgrade serves what is live until the next publish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from prescore.encoding import compact, keys
+from prescore.store.redis_client import Client, as_bytes, as_text
+
+Command = tuple[str, ...]
+# Sends a batch (bucket -> key -> payload) and the writer's progress (its field, '' for
+# the shared one, and the count to record) only while its writer may still write
+# (prescore.store.versions.Versions.fence); raises otherwise.
+Fence = Callable[[Mapping[str, Mapping[str, bytes]], tuple[str, int]], None]
+_PIPELINE = 1000  # commands a round trip when counting or removing
+# Rows a write sends at once: a batch spreads over the version's buckets, and the more of
+# its keys share a bucket the fewer commands (or script calls) Redis runs for them.
+WRITE_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One version of a dataset and how many buckets its keys are spread over."""
+
+    dataset: str
+    version: str
+    buckets: int
+
+    def bucket(self, key: str) -> str:
+        return keys.bucket_key(self.dataset, self.version, keys.bucket_of(key, self.buckets))
+
+    def reads(self, entity_keys: Iterable[str]) -> list[Command]:
+        """The command that reads each key's precomputed payload (no I/O)."""
+        if not self.buckets:
+            return [("GET", keys.value_key(self.dataset, self.version, k)) for k in entity_keys]
+        names = list(entity_keys)
+        where = keys.bucket_keys(self.dataset, self.version, self.buckets, names)
+        return [("HGET", bucket, k) for bucket, k in zip(where, names, strict=True)]
+
+    def write_back(self, key: str) -> str:
+        """The key a live answer for ``key`` is written back to."""
+        return keys.value_key(self.dataset, self.version, key)
+
+    def bucket_names(self) -> list[str]:
+        return [keys.bucket_key(self.dataset, self.version, b) for b in range(self.buckets)]
+
+
+@dataclass
+class Tally:
+    """How many keys one writer (a task attempt: ``field`` names its partition) has
+    written so far. Reported under its own field, a retried task's count replaces its
+    lost attempt's instead of adding to it."""
+
+    field: str
+    total: int = 0
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def write(
+    client: Client,
+    where: Placed,
+    rows: Iterable[tuple[str, bytes]],
+    batch: int = WRITE_BATCH,
+    tally: Tally | None = None,
+    fence: Fence | None = None,
+) -> int:
+    """HSET each ``(key, payload)`` into its bucket, ``batch`` rows a round trip, and count
+    them in the version's progress (under ``tally``'s field, else a shared one); returns
+    how many were written. With ``fence``, each batch lands only while the writer may
+    still write (prescore.store.versions.Versions.fence)."""
+    written = 0
+    chunk: list[tuple[str, bytes]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= batch:
+            written += _write_chunk(client, where, chunk, tally, fence)
+            chunk = []
+    written += _write_chunk(client, where, chunk, tally, fence)
+    return written
+
+
+def written(client: Client, where: Placed) -> int:
+    """Keys written so far to a version being written, by its writers' own counts."""
+    name = keys.written_key(where.dataset, where.version)
+    try:
+        return sum(int(n) for n in client.hvals(name))
+    except redis.ResponseError:  # WRONGTYPE: a writer from before, one counter for all
+        return int(client.get(name) or 0)
+
+
+def _write_chunk(
+    client: Client,
+    where: Placed,
+    rows: list[tuple[str, bytes]],
+    tally: Tally | None,
+    fence: Fence | None,
+) -> int:
+    if not rows:
+        return 0
+    grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for key, payload in rows:
+        grouped[where.bucket(key)][key] = payload
+    total = (tally.total if tally is not None else 0) + len(rows)
+    progress = (tally.field, total) if tally is not None else ("", len(rows))
+    if fence is not None:
+        fence(grouped, progress)
+    else:
+        send(client, where.dataset, where.version, grouped, progress)
+    if tally is not None:
+        tally.total = total
+    return len(rows)
+
+
+def send(
+    client: Client,
+    dataset: str,
+    version: str,
+    buckets: Mapping[str, Mapping[str, bytes]],
+    progress: tuple[str, int],
+) -> None:
+    """One pipeline of a batch's HSETs and the writer's progress (its field and count; ''
+    adds the count to the shared field), unchecked: an unfenced write's (a version's
+    own writers all write fenced, prescore.store.writers)."""
+    pipe = client.pipeline(transaction=False)
+    for name, mapping in buckets.items():
+        pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
+    name = keys.written_key(dataset, version)
+    if progress[0]:
+        pipe.hset(name, progress[0], progress[1])
+    else:
+        pipe.hincrby(name, "-", progress[1])
+    pipe.execute()
+
+
+def fence_buckets(
+    client: Client, where: Placed, token: str, between: Callable[[], None] | None = None
+) -> None:
+    """Make each bucket of a version being begun, holding its writer's ``token`` in
+    keys.FENCE_FIELD: a cluster's writer lands a batch in a bucket only while it is there
+    (prescore.store.transitions), and it goes with the bucket. ``between`` runs after each
+    round trip (the writer renews its lease: a large version has many buckets)."""
+    for names in _chunks(where.bucket_names(), _PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hset(name, keys.FENCE_FIELD, token)
+        pipe.execute()
+        if between is not None:
+            between()
+
+
+def count(client: Client, where: Placed) -> int:
+    """Keys present in the version's buckets (HLEN of each, less its fence: what is
+    there, not what was sent, so a lost or doubled write cannot pass)."""
+    if not where.buckets:
+        pattern = keys.version_prefix(where.dataset, where.version) + "*"
+        return sum(1 for _ in client.scan_iter(match=pattern, count=5000))
+    total = 0
+    for names in _chunks(where.bucket_names(), _PIPELINE // 2):
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hlen(name)
+            pipe.hexists(name, keys.FENCE_FIELD)
+        found = pipe.execute()
+        total += sum(int(n) for n in found[0::2]) - sum(int(f) for f in found[1::2])
+    return total
+
+
+def write_frames(client: Client, where: Placed, frames: Mapping[int, compact.Frame]) -> None:
+    """Store the frames the version's compact payloads are decoded with."""
+    if frames:
+        fields = compact.frames_to_fields(frames)
+        name = keys.frames_key(where.dataset, where.version)
+        for part in _chunks(list(fields.items()), 8):  # bounded replies: no field is large
+            client.hset(name, mapping=dict(part))
+
+
+def load_frames(client: Client, where: Placed) -> dict[int, compact.Frame]:
+    """The version's frames (none for a version without compact payloads)."""
+    name = keys.frames_key(where.dataset, where.version)
+    heads = client.hget(name, compact.HEADS)
+    if heads is None:
+        return {}
+    try:
+        wanted = compact.entry_fields(as_bytes(heads))
+        fields: dict[str, bytes] = {}
+        for part in _chunks(wanted, 8):
+            found = client.hmget(name, part)
+            fields.update({f: as_bytes(v) for f, v in zip(part, found, strict=True) if v})
+        return compact.frames_from_fields(as_bytes(heads), fields)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # not as written
+        raise ValueError(f"{where.dataset} {where.version}: its frames are unreadable") from exc
+
+
+def execute(client: Client, commands: list[Command]) -> list[Any]:
+    """The replies of ``commands``, sent as one pipeline (one round trip on one node)."""
+    if len(commands) == 1:
+        return [client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())
+
+
+def fetch(
+    run: Callable[[list[Command]], list[Any]], where: Placed, entity_keys: list[str]
+) -> list[bytes | None]:
+    """Each key's stored bytes, precomputed or else written back, None where it has
+    neither; ``run`` sends commands and returns their replies (one round trip)."""
+    if not entity_keys:
+        return []
+    found: list[bytes | None] = run(where.reads(entity_keys))
+    missing = [i for i, v in enumerate(found) if v is None] if where.buckets else []
+    if missing:
+        backs = run([("GET", where.write_back(entity_keys[i])) for i in missing])
+        for i, value in zip(missing, backs, strict=True):
+            found[i] = value
+    return found
+
+
+def read_raw(client: Client, where: Placed, entity_keys: list[str]) -> list[bytes | None]:
+    """Each key's stored bytes, precomputed or written back; None where it has neither."""
+    return fetch(lambda commands: execute(client, commands), where, entity_keys)
+
+
+def as_json(
+    found: list[bytes | None], entity_keys: list[str], frames: Mapping[int, compact.Frame]
+) -> list[bytes | None]:
+    """Stored bytes as served: JSON as they are, compact payloads decoded."""
+    return [
+        v if v is None or v[:1] == b"{" else compact.decode(v, k, frames)
+        for k, v in zip(entity_keys, found, strict=True)
+    ]
+
+
+def held(client: Client, where: Placed, entity_keys: list[str]) -> list[str]:
+    """The ``entity_keys`` the version holds precomputed (its write-backs aside)."""
+    found: list[str] = []
+    for part in _chunks(entity_keys, _PIPELINE):
+        checks: list[Command] = [
+            ("EXISTS", keys.value_key(where.dataset, where.version, k))
+            if not where.buckets
+            else ("HEXISTS", where.bucket(k), k)
+            for k in part
+        ]
+        found += [k for k, there in zip(part, execute(client, checks), strict=True) if there]
+    return found
+
+
+def read(
+    client: Client,
+    where: Placed,
+    entity_keys: list[str],
+    frames: Mapping[int, compact.Frame] | None = None,
+) -> list[bytes | None]:
+    """Each key's payload as served (JSON), or None; ``frames``: the version's, if loaded."""
+    raw = read_raw(client, where, entity_keys)
+    if frames is None and any(v is not None and compact.is_compact(v) for v in raw):
+        frames = load_frames(client, where)
+    return as_json(raw, entity_keys, frames or {})
+
+
+def _window(ttl_s: int, now: float | None = None) -> int:
+    return int(time.time() if now is None else now) // max(ttl_s, 1)
+
+
+def record_write_backs(pipe: Any, where: Placed, names: list[str], ttl_s: int) -> None:
+    """Add live write-backs to the version's record of them (queued on ``pipe``): a set
+    per TTL window, so that no set outlives its members' window or grows past what one
+    window's bound (``PRESCORE_LIVE_MAX_KEYS``) lets in."""
+    if names:
+        record = keys.write_backs_key(where.dataset, where.version, _window(ttl_s))
+        pipe.sadd(record, *names)
+        pipe.expire(record, 2 * ttl_s)  # its last members expire within one TTL of it
+
+
+def _recorded(client: Client, where: Placed, ttl_s: int) -> list[str]:
+    """The records of the two windows whose write-backs may not have expired yet, and
+    those write-backs."""
+    now = _window(ttl_s)
+    records = [keys.write_backs_key(where.dataset, where.version, w) for w in (now - 1, now)]
+    members = [as_text(k) for r in records for k in client.smembers(r)]
+    return records + members
+
+
+def delete(client: Client, where: Placed, batch: int = 1000, ttl_s: int = 86_400) -> int:
+    """UNLINK every key of the version (buckets, write-backs, frames, progress) from its own record
+    of them, ``batch`` keys a command (non-blocking on the server); ``ttl_s``: the live
+    write-backs' TTL."""
+    if not where.buckets:
+        pattern = keys.version_prefix(where.dataset, where.version) + "*"
+        names = [as_text(k) for k in client.scan_iter(match=pattern, count=5000)]
+    else:
+        names = where.bucket_names() + _recorded(client, where, ttl_s)
+    names.append(keys.frames_key(where.dataset, where.version))
+    names.append(keys.written_key(where.dataset, where.version))
+    # One command a batch; redis-py's cluster client splits it by slot.
+    return sum(int(client.unlink(*part)) for part in _chunks(names, batch))

@@ -1,0 +1,462 @@
+"""Versions of a dataset in Redis: write beside the live one, verify, switch, roll back.
+
+A writer calls ``begin`` (registry entry 'writing' with its bucket count, and a lease
+held by a token only it knows), keeps the lease alive with :meth:`Versions.lease` while
+its tasks write payloads with ``prescore.store.values.write`` (each batch only while the lease
+is still its own: :meth:`Versions.fence`), then ``publish`` verifies the key count (what
+the version's buckets hold) and switches the pointer and the registry. Every transition
+is a compare-and-set (prescore.store.transitions): whatever a concurrent writer, rollback or
+gc changed between reading and switching makes the switch read and decide again, so no
+interleaving moves the pointer backwards or names a version that is not published. A
+publish only moves forward: a version older than the live one (a late or orphaned job)
+is refused unless forced, and a forced one says so in the registry. A writer that fails
+calls ``fail``. One that is killed stops renewing its lease, which lapses within
+``writer_lease_s``: its version then lists as ``dead`` with the keys it wrote, and the
+next job or ``gc`` removes it; should it wake, its next batch and its publish are
+refused. A rollback keeps the version it leaves published, so it can be rolled forward
+to again and is retired only as versions beyond the newest N are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, suppress
+from typing import Any
+
+import redis
+
+from prescore.encoding import keys
+from prescore.encoding.codec import VersionInfo, sort_versions, utcnow_iso
+from prescore.errors import NotFound, PublishError
+from prescore.settings import StoreSettings
+from prescore.store import values, version_gc, writers
+from prescore.store.redis_client import (
+    OUTAGES,
+    Client,
+    as_bytes,
+    as_text,
+    is_full,
+)
+from prescore.store.transitions import Change, Conflict, Registry, transition
+from prescore.store.values import Placed
+
+ANY_LIVE = "*"  # a publish not gated against a live version (no id is '*')
+
+
+def write_payloads(
+    client: Client,
+    dataset: str,
+    version: str,
+    rows: Iterable[tuple[str, bytes]],
+    batch: int = values.WRITE_BATCH,
+) -> int:
+    """Write ``(key, payload)`` rows into a registered version's buckets; how many."""
+    where = Versions(client, dataset, StoreSettings()).placed(version)
+    return values.write(client, where, rows, batch)
+
+
+def read_current(client: Client, dataset: str, ids: list[str]) -> tuple[str, list[bytes | None]]:
+    """Resolve the pointer once, then read every id from that one version (as served)."""
+    version = client.get(keys.pointer_key(dataset))
+    if version is None:
+        raise NotFound(f"no published version of {dataset!r}", code="no_version")
+    where = Versions(client, dataset, StoreSettings()).placed(as_text(version))
+    return where.version, values.read(client, where, ids)
+
+
+class Versions:
+    """The version registry and pointer of one dataset."""
+
+    def __init__(self, client: Client, dataset: str, settings: StoreSettings) -> None:
+        self.client = client
+        self.dataset = keys.check_dataset(dataset)
+        self.settings = settings
+        self._pointer = keys.pointer_key(dataset)
+        self._registry = keys.registry_key(dataset)
+        self.registry = Registry(client, self.dataset)
+        self._tokens: dict[str, str] = {}  # the leases this writer took: version -> token
+
+    # -- reading ---------------------------------------------------------------
+    def current(self) -> str | None:
+        raw = self.client.get(self._pointer)
+        return as_text(raw) if raw is not None else None
+
+    def get(self, version: str) -> VersionInfo:
+        return VersionInfo.from_bytes(self.raw(version))
+
+    def _writing(self, version: str, status: str = "writing") -> tuple[bytes, VersionInfo]:
+        """The entry of ``version`` as stored and read, refused unless it is ``status``."""
+        raw = self.raw(version)
+        info = VersionInfo.from_bytes(raw)
+        if info.status != status:
+            raise PublishError(
+                f"version {version} is {info.status}, not {status}",
+                code="not_gated" if status == "gated" else "publish_failed",
+            )
+        return raw, info
+
+    def raw(self, version: str) -> bytes:
+        """The registry entry of ``version`` as stored (what a compare-and-set checks)."""
+        raw = self.client.hget(self._registry, version)
+        if raw is None:
+            raise NotFound(f"{self.dataset} has no version {version!r}", code="unknown_version")
+        return as_bytes(raw)
+
+    def all(self) -> list[VersionInfo]:
+        """Every registered version, newest first; a writing one with the keys it has
+        written so far, and as ``dead`` once its writer's lease has lapsed."""
+        raw = self.client.hgetall(self._registry)
+        infos = sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
+        writing = [i.version for i in infos if i.status == "writing"]
+        alive = dict(zip(writing, self.registry.alive(writing), strict=True))
+        return [self._live_view(i, alive[i.version]) if i.status == "writing" else i for i in infos]
+
+    def _live_view(self, info: VersionInfo, alive: bool) -> VersionInfo:
+        rows = values.written(self.client, self.placed(info.version, info))
+        return info.replace(rows=rows, status="writing" if alive else "dead")
+
+    def placed(self, version: str, info: VersionInfo | None = None) -> Placed:
+        """Where the keys of ``version`` live."""
+        info = info or self.get(version)
+        return Placed(self.dataset, version, info.buckets)
+
+    def count_keys(self, version: str) -> int:
+        """Keys present under ``version``, counted in its own buckets."""
+        return values.count(self.client, self.placed(version))
+
+    # -- writing ---------------------------------------------------------------
+    def begin(
+        self, model: str, model_version: str, note: str = "", expected_keys: int = 0
+    ) -> VersionInfo:
+        """Register a new version as 'writing', with its lease held by this writer
+        (prescore.store.writers.begin), and return it."""
+        info, token = writers.begin(self, model, model_version, note, expected_keys)
+        self._tokens[info.version] = token
+        return info
+
+    def token(self, version: str) -> str:
+        """The lease token of a version this writer began (its tasks write with it)."""
+        return self._tokens[version]
+
+    def renew(self, version: str) -> bool:
+        """Hold the lease of ``version`` for another ``writer_lease_s``; False when it is
+        no longer this writer's (lapsed and taken over, or removed with its version)."""
+        return self.registry.hold(version, self.token(version), self.settings.writer_lease_s)
+
+    def fence(self, version: str, token: str | None = None) -> values.Fence:
+        """How a writer holding ``token`` (default: this writer's) sends each batch of
+        ``version``: only while it still holds the version (prescore.store.writers)."""
+        return writers.fence(self, version, token or self.token(version))
+
+    def lease(self, version: str) -> AbstractContextManager[threading.Event]:
+        """Renew this writer's lease of ``version`` while inside (prescore.store.writers);
+        yields an event set once it is lost."""
+        return writers.keep_lease(self, version)
+
+    def _finish(self, version: str, change: Change) -> None:
+        """After a writer's last transition: its token goes, and its progress counts (an
+        outage leaves them to gc, which removes them with the version)."""
+        self._tokens.pop(version, None)
+        with suppress(*OUTAGES):
+            self.client.delete(keys.written_key(self.dataset, version))
+
+    def _lease(self, version: str) -> tuple[str, str] | None:
+        token = self._tokens.get(version)
+        return (version, token) if token else None
+
+    def publish(
+        self,
+        version: str,
+        expected_rows: int,
+        *,
+        retire: bool = True,
+        force: bool = False,
+        figures: Mapping[str, Any] | None = None,
+        gated_against: str | None = ANY_LIVE,
+    ) -> VersionInfo:
+        """Verify the count, then switch pointer and registry atomically; retire old ones
+        (unless ``retire`` is False: the caller runs :meth:`retire_old` itself). A version
+        older than the live one is refused unless ``force``. ``figures`` (a run's duration,
+        rows scored, ...) are kept in the registry entry, where the exporter reads them.
+        The switch is made only while this writer holds the version's lease (when it
+        began it) and only over the live version it checked against; ``gated_against``:
+        the live version its gates ran against (None: none), refused with LiveChanged if
+        another is live by the switch, so that it is gated again."""
+        self._writing(version)
+        self._seal(version)
+        found = self.count_keys(version)
+        if found != expected_rows or expected_rows == 0:
+            self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
+            raise PublishError(
+                f"{self.dataset} {version}: expected {expected_rows} keys, found {found}; "
+                "the pointer was not moved"
+            )
+        stale: list[str] = []
+
+        def decide() -> Change:
+            raw, info = self._writing(version)
+            live = self.current()
+            note = info.note
+            if live is not None and version < live:
+                if not force:
+                    stale.append(live)
+                    raise _Stale()
+                note = f"forced over the newer live version {live}" + (f"; {note}" if note else "")
+            if gated_against != ANY_LIVE and live != gated_against:
+                raise LiveChanged(live)
+            now = utcnow_iso()
+            done = info.replace(
+                status="published",
+                rows=found,
+                finished_at=now,
+                published_at=now,
+                note=note,
+                extra={**info.extra, **(figures or {})},
+            )
+            return Change(live, {version: (raw, done.to_bytes())}, version, self._lease(version))
+
+        try:
+            change = transition(self.registry, decide)
+        except _Stale:
+            why = f"older than the live version {stale[-1]}: a late or orphaned job"
+            self.fail(version, why)
+            raise PublishError(
+                f"{self.dataset} {version} is {why}; refused (force to publish it anyway)",
+                code="stale_publish",
+            ) from None
+        except Conflict as exc:
+            raise PublishError(
+                f"{self.dataset} {version}: not published: {exc}", code="lease_lost"
+            ) from None
+        self._finish(version, change)
+        if retire:
+            self.retire_old()
+        return self.get(version)
+
+    def gate(self, version: str, rows: int, report: Mapping[str, Any], summary: str) -> VersionInfo:
+        """Keep a version that failed its data gates unpublished: ``gated``, with the
+        gates' report; its keys stay, to be looked at or released."""
+        made: list[VersionInfo] = []
+        self._seal(version)
+
+        def decide() -> Change:
+            raw, info = self._writing(version)
+            entry = info.replace(
+                status="gated",
+                rows=rows,
+                finished_at=utcnow_iso(),
+                note=f"gated: {summary}",
+                extra={**info.extra, "gates": dict(report)},
+            )
+            made[:] = [entry]
+            return Change(
+                self.current(), {version: (raw, entry.to_bytes())}, lease=self._lease(version)
+            )
+
+        self._finish(version, self.apply(decide, version))
+        return made[0]
+
+    def _seal(self, version: str) -> None:
+        """Seal the buckets of a version this writer began, before it is counted and
+        switched: no late write of any of its writers (a straggling task) lands after.
+        PublishError ``lease_lost`` when some were no longer its (failed or reaped)."""
+        token = self._tokens.get(version)
+        if token is None:  # not begun here: its own writer seals it
+            return
+        where = self.placed(version)
+        if self.registry.seal(token, where.bucket_names()) < where.buckets:
+            raise PublishError(
+                f"{self.dataset} {version}: its buckets were removed while it was written "
+                "(failed or reaped); not published",
+                code="lease_lost",
+            )
+
+    def _no_target(self, to: str | None, live: str, entries: Mapping[str, bytes]) -> NotFound:
+        """Why a rollback (to ``to``, if named) has no version to switch to."""
+        if to is None:
+            return NotFound(
+                f"no published version of {self.dataset} older than the live "
+                f"one ({live}) to roll back to",
+                code="no_rollback_target",
+            )
+        if to not in entries:
+            return NotFound(
+                f"{self.dataset} has no version {to!r} (prescore versions "
+                f"{self.dataset} lists them)",
+                code="unknown_version",
+            )
+        if to == live:
+            return NotFound(
+                f"{to} is already the live version of {self.dataset}", code="no_rollback_target"
+            )
+        status = VersionInfo.from_bytes(entries[to]).status
+        return NotFound(
+            f"{self.dataset} {to} is {status}: only a published version can be rolled back to",
+            code="no_rollback_target",
+        )
+
+    def apply(self, decide: Callable[[], Change], version: str) -> Change:
+        """Run a transition (prescore.store.transitions.transition); a lost lease is a
+        PublishError ``lease_lost`` about ``version``."""
+        try:
+            return transition(self.registry, decide)
+        except Conflict as exc:
+            raise PublishError(f"{self.dataset} {version}: {exc}", code="lease_lost") from None
+
+    def release(self, version: str, by: str, reason: str, *, dry_run: bool = False) -> VersionInfo:
+        """Publish a gated version anyway: an operator's decision, recorded in its entry
+        (``dry_run``: every check made, the entry it would write returned, nothing
+        changed)."""
+        if not reason.strip():
+            raise PublishError("say why the gates are overridden (--reason)", code="no_reason")
+        made: list[VersionInfo] = []
+
+        def decide() -> Change:
+            raw, info = self._writing(version, "gated")
+            found = self.count_keys(version)
+            if found != info.rows:
+                raise PublishError(
+                    f"{self.dataset} {version}: expected {info.rows} keys, found {found}; "
+                    "it cannot be released",
+                    code="publish_failed",
+                )
+            now = utcnow_iso()
+            done = info.replace(
+                status="published",
+                published_at=now,
+                note=f"released by {by} over its gates: {reason}",
+                extra={
+                    **info.extra,
+                    "released_by": by,
+                    "released_at": now,
+                    "release_reason": reason,
+                },
+            )
+            made[:] = [done]
+            return Change(self.current(), {version: (raw, done.to_bytes())}, version)
+
+        if dry_run:
+            decide()
+        else:
+            self.apply(decide, version)
+        return made[0]
+
+    def fail(self, version: str, reason: str, status: str = "failed") -> None:
+        """Mark a version failed and remove what it wrote; the pointer never names it.
+        The record comes first, so that no publish or release can switch to it while
+        its keys go; a Redis too full to record has its keys removed first, then room to
+        record. A version published meanwhile is not failed."""
+        if self.current() == version:
+            raise PublishError(f"refusing to fail the live version {version}")
+
+        def decide() -> Change:
+            raw = self.raw(version)
+            info = VersionInfo.from_bytes(raw)
+            live = self.current()
+            if live == version or info.status in ("published", "retired"):
+                raise PublishError(f"refusing to fail the {info.status} version {version}")
+            entry = info.replace(status=status, finished_at=utcnow_iso(), note=reason)
+            return Change(live, {version: (raw, entry.to_bytes())})
+
+        try:
+            self.apply(decide, version)
+        except redis.ResponseError as exc:
+            if not is_full(exc):
+                raise
+            self.delete_keys(version)  # a full Redis: free first (it cannot be published:
+            self.apply(decide, version)  # its entry is still as its writer left it)
+        # the lease goes whoever held it: a writer that wakes finds it gone and stops
+        self.client.delete(keys.lease_key(self.dataset, version))
+        self._finish(version, Change(None, {}))
+        self.forget(version)
+
+    def rollback(self, to: str | None = None, *, dry_run: bool = False) -> VersionInfo:
+        """Point readers at ``to`` or at the newest published version before the live one
+        (``dry_run``: the version it would switch to, nothing changed).
+
+        The version left stays published (noted), so rolling forward to it again works.
+        The switch is made only if the live version and the target are still as read:
+        a publish or another rollback in between refuses it, and changes nothing."""
+        found: list[VersionInfo] = []
+        seen: list[str | None] = []
+
+        def decide() -> Change:
+            live = self.current()
+            if live is None:
+                raise NotFound(f"{self.dataset} has no live version", code="no_version")
+            seen.append(live)
+            if seen[0] != live:
+                raise PublishError(
+                    f"{self.dataset}: the live version changed from {seen[0]} to {live} during "
+                    "the rollback; nothing was changed (look again, then roll back)",
+                    code="conflict",
+                )
+            raw = self.client.hgetall(self._registry)
+            entries = {as_text(k): as_bytes(v) for k, v in raw.items()}
+            infos = sort_versions([VersionInfo.from_bytes(v) for v in entries.values()])
+            candidates = [i for i in infos if i.status == "published" and i.version != live]
+            if to is not None:
+                candidates = [i for i in candidates if i.version == to]
+            else:
+                candidates = [i for i in candidates if i.version < live]
+            if not candidates:
+                raise self._no_target(to, live, entries)
+            target = candidates[0]
+            if found and found[0].version != target.version:
+                raise PublishError(
+                    f"{self.dataset}: {found[0].version} was retired during the rollback; "
+                    "nothing was changed",
+                    code="conflict",
+                )
+            left = VersionInfo.from_bytes(entries[live]).replace(
+                note=f"rolled back to {target.version} at {utcnow_iso()}"
+            )
+            found[:] = [target]
+            same = entries[target.version]  # checked, not changed
+            switch = {live: (entries[live], left.to_bytes()), target.version: (same, same)}
+            return Change(live, switch, target.version)
+
+        if dry_run:
+            decide()
+        else:
+            self.apply(decide, to or "rollback")
+        return found[0]
+
+    # -- housekeeping (prescore.store.version_gc) ------------------------------------
+    def reap_dead(self) -> list[str]:
+        """Fail the versions of writers whose lease lapsed (killed jobs)."""
+        return version_gc.reap_dead(self)
+
+    def retire_old(self) -> list[str]:
+        """Reap dead writers, retire published versions beyond the newest N (the live one
+        always kept), trim the history, and remove the keys of every version past
+        keeping; the versions retired or reaped."""
+        return version_gc.retire_old(self)
+
+    def gc_plan(self) -> dict[str, list[str]]:
+        """What :meth:`retire_old` would do now, changing nothing."""
+        return version_gc.plan(self)
+
+    def forget(self, version: str) -> None:
+        """Remove the keys of a version in a final state, then its line in the record of
+        versions that may hold keys (an outage in between leaves it to gc)."""
+        self.delete_keys(version)
+        self.client.hdel(keys.owned_key(self.dataset), version)
+
+    def delete_keys(self, version: str) -> int:
+        """UNLINK every key of ``version``, found from its own record (prescore.store.values)."""
+        where, store = self.placed(version), self.settings
+        return values.delete(self.client, where, store.delete_batch, store.live_ttl_s)
+
+
+class LiveChanged(PublishError):
+    """The live version changed between a version's gates and its switch: gate it again."""
+
+    def __init__(self, live: str | None) -> None:
+        super().__init__(f"the live version changed to {live} after the gates", code="live_changed")
+        self.live = live
+
+
+class _Stale(Exception):
+    """A publish found a newer live version (decided inside a transition)."""
