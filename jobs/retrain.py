@@ -3,7 +3,7 @@
     python -m jobs.retrain --dataset NAME [--run-id ID] [--until train|evaluate|gate|score]
         [--target local|k8s] [--max-regression M]
 
-The dataset declares its training (``[datasets.NAME.training]``, see the README):
+The dataset declares its training (``[datasets.NAME.training]``, see docs/reference.md):
 
 1. train     the declared ``command`` (``{output}``: the folder to write the model to,
              ``{python}``: this interpreter) or ``entry`` (``module:function(output_dir)``)

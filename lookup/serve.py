@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if not settings.core.catalog.datasets:
             raise ConfigError(
                 "PRESCORE_CONFIG: no datasets declared; name the dataset file "
-                "(README: Dataset declarations)"
+                "(docs/reference.md: Dataset declarations)"
             )
         settings.server.wsgi_server().address()  # a bad --bind, before anything starts
     except (PrescoreError, ValueError) as exc:

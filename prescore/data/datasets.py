@@ -28,7 +28,7 @@ Every field is checked when the file is loaded; a bad one is a ConfigError namin
 (``datasets.reco.candidates.rule: must be one of all, match, table; got 'near'``). Values
 may use ``${NAME}`` or ``${NAME:-default}`` from the environment; a relative local path is
 taken from the working directory, as Spark takes it. This module parses and checks; it
-reads nothing but the one file. The README documents every field.
+reads nothing but the one file. docs/reference.md documents every field.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 PATH (``file://``, ``hdfs://`` or a plain path) is a folder holding either a SavedModel
 (``saved_model.pb``) or ``saved_model/``, and optionally ``model.json`` (or ``--meta``):
-the fields a user states (labels, thresholds, output, metrics, ...; see the README). The
+the fields a user states (labels, thresholds, output, metrics, ...; see docs/reference.md). The
 model is refused, before anything is stored, when it is no SavedModel, has no serving
 signature, or does not fit a dataset that declares it: the error lists the inputs the
 model expects and the columns the dataset provides. Then the int8 variant is built where

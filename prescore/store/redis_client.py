@@ -92,7 +92,7 @@ def check_policy(client: Client) -> None:
             raise ConfigError(
                 f"the Redis at {_endpoint(client)} has maxmemory-policy {policy}: under memory "
                 "pressure it would evict published versions; set noeviction (or a "
-                "volatile-* policy, README: Store contract)"
+                "volatile-* policy, docs/reference.md: Store contract)"
             )
 
 
