@@ -7,9 +7,10 @@ pointer, or marks the version failed and re-raises so spark-submit exits non-zer
 the new version serves, versions beyond the newest N are retired; the summary times that
 apart, so a run's rate is that of scoring up to the switch.
 
-Executors receive plain values only (URLs, paths, numbers): :func:`worker_model` and
-:func:`worker_redis` build what a Python worker needs once and keep it in the worker's
-one cache (jobs.worker_cache), as ``pyspark.ml.functions.predict_batch_udf`` does.
+Executors receive one frozen, typed :class:`Run` (the dataset's declaration, the model
+version, the worker's settings, the version and lease it writes): :func:`worker_model` and
+:func:`worker_redis` build what a Python worker needs from it once and keep it in the
+worker's one cache (jobs.worker_cache), as ``pyspark.ml.functions.predict_batch_udf`` does.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 
@@ -101,25 +102,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def plain_settings(settings: Settings) -> dict[str, Any]:
-    """What an executor needs to reach Redis and the model store, as plain values."""
-    r, m = settings.redis, settings.models
-    return {
-        "redis": {
-            "url": r.url,
-            "cluster": r.cluster,
-            "socket_timeout_s": max(r.socket_timeout_s, 5.0),
-            "connect_timeout_s": max(r.connect_timeout_s, 2.0),
-            "retries": 3,
-        },
-        "models": {
-            "root": m.root,
-            "webhdfs_url": m.webhdfs_url,
-            "hdfs_user": m.hdfs_user,
-            "cache_dir": m.cache_dir,
-            "timeout_s": m.timeout_s,
-        },
-    }
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What an executor needs to reach Redis and the model store. Its Redis timeouts are
+    longer than a service's: a task's pipelined write is worth waiting for."""
+
+    redis: RedisSettings
+    models: ModelStoreSettings
+
+    @classmethod
+    def of(cls, settings: Settings) -> WorkerSettings:
+        r = settings.redis
+        redis = replace(
+            r,
+            socket_timeout_s=max(r.socket_timeout_s, 5.0),
+            connect_timeout_s=max(r.connect_timeout_s, 2.0),
+            retries=3,
+        )
+        return cls(redis, settings.models)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """What every task of one run is sent: the dataset and model version it scores, with
+    what, and (once registered) the version it writes and the driver's lease token."""
+
+    dataset: Dataset
+    model_version: str
+    scored_at: str
+    worker: WorkerSettings
+    batch_rows: int
+    partitions: int = 0  # 0: as read, or Spark's parallelism
+    version: str = ""
+    token: str = ""
+
+    def writing(self, version: str, token: str) -> Self:
+        """This run as it writes ``version`` under the lease ``token``."""
+        return replace(self, version=version, token=token)
+
+    def base(self) -> dict[str, Any]:
+        """This run's own fields, for a kind's run built on it (``RankingRun(**run.base(),
+        ...)``)."""
+        return {f.name: getattr(self, f.name) for f in fields(Run)}
 
 
 def settings_for(args: Any, env: Mapping[str, str]) -> Settings:
@@ -133,10 +157,10 @@ def settings_for(args: Any, env: Mapping[str, str]) -> Settings:
     )
 
 
-def worker_redis(conf: Mapping[str, Any]) -> Client:
-    """One Redis client per Python worker, built from :func:`plain_settings` values."""
-    key = ("redis", *sorted(conf["redis"].items()))
-    return CACHE.get(key, lambda: connect(RedisSettings(**conf["redis"])))
+def worker_redis(run: Run) -> Client:
+    """One Redis client per Python worker and Redis."""
+    redis = run.worker.redis
+    return CACHE.get(("redis", redis), lambda: connect(redis))
 
 
 def keyed(
@@ -179,17 +203,17 @@ def stats_row(
 
 def write_rows(
     client: Client,
-    conf: Mapping[str, Any],
+    run: Run,
     rows: list[tuple[str, bytes]],
     tally: values.Tally | None = None,
 ) -> int:
-    """Write a batch of payloads into the run's version (``conf``: its dataset, version
-    and the driver's lease token), each round trip only while the version is 'writing'
-    under that lease (a failed job's, or a writer's whose lease lapsed, stop with
-    PublishError ``lease_lost``); ``tally``: the task's (:func:`task_tally`)."""
-    versions = Versions(client, conf["dataset"]["name"], StoreSettings())
-    fence = versions.fence(conf["version"], conf["token"])
-    where = versions.placed(conf["version"])
+    """Write a batch of payloads into the run's version, each round trip only while the
+    version is 'writing' under the run's lease (a failed job's, or a writer's whose lease
+    lapsed, stop with PublishError ``lease_lost``); ``tally``: the task's
+    (:func:`task_tally`)."""
+    versions = Versions(client, run.dataset.name, StoreSettings())
+    fence = versions.fence(run.version, run.token)
+    where = versions.placed(run.version)
     return values.write(client, where, rows, tally=tally, fence=fence)
 
 
@@ -201,19 +225,19 @@ def task_tally() -> values.Tally:
     return values.Tally(f"p{ctx.partitionId()}" if ctx is not None else "-")
 
 
-def worker_model(conf: Mapping[str, Any]) -> Any:
-    """The run's model version (a prescore.models.tf_model.TFModel), loaded once per Python worker
-    (downloaded first from an hdfs:// store)."""
-    name, version = conf["dataset"]["model"], conf["model_version"]
-    return CACHE.get(("model", conf["models"]["root"], name, version), lambda: _load(conf))
+def worker_model(run: Run) -> Any:
+    """The run's model version (a prescore.models.tf_model.TFModel), loaded once per
+    Python worker (downloaded first from an hdfs:// or s3:// store)."""
+    key = ("model", run.worker.models.root, run.dataset.model, run.model_version)
+    return CACHE.get(key, lambda: _load(run))
 
 
-def _load(conf: Mapping[str, Any]) -> Any:
+def _load(run: Run) -> Any:
     from prescore.models.tf_model import TFModel
 
     _one_thread_per_task()
-    store = ModelStore(ModelStoreSettings(**conf["models"]))
-    ref = store.resolve(conf["dataset"]["model"], conf["model_version"])
+    store = ModelStore(run.worker.models)
+    ref = store.resolve(run.dataset.model, run.model_version)
     model = TFModel(ref.saved_model, ref.meta)
     print(
         f"prescore worker {os.getpid()}: {ref.name}/{ref.version} runs on {_device()}",

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import math
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -30,6 +29,7 @@ import pandas as pd
 
 from jobs.bulk import (
     STATS_SCHEMA,
+    Run,
     keyed,
     stats_row,
     task_tally,
@@ -59,18 +59,18 @@ FILE_PACKING = {
 }
 
 
-def _payloads(conf: Mapping[str, Any], ids: Sequence[str], scores: np.ndarray, meta: Any) -> list:
-    ds = conf["dataset"]
-    shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
+def _payloads(run: Run, ids: Sequence[str], scores: np.ndarray, meta: Any) -> list:
+    ds = run.dataset
+    shape = PayloadShape(ds.key_field, ds.list_field, ds.entry_field)
     return label_payloads.encode(
         shape,
         ids,
         scores,
         meta,
-        model=ds["model"],
-        model_version=conf["model_version"],
-        scored_at=conf["scored_at"],
-        floor=ds["min_score"],
+        model=ds.model,
+        model_version=run.model_version,
+        scored_at=run.scored_at,
+        floor=ds.min_score,
     )
 
 
@@ -109,38 +109,39 @@ def read_local(path: str, max_bytes: int) -> bytes:
         return f.read(max_bytes + 1)
 
 
-def score_images(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
+def score_images(frame: pd.DataFrame, run: Run, model: Any) -> tuple[list, list]:
     """(key, payload) rows of the good images in ``frame``, and ``path: reason`` of bad ones."""
     name, tensor = image_input(model.signatures.serving, "model")
     h, w, c = image_dims(tensor)
-    ids, pixels, bad = decode_all(frame, (h, w), c, conf["max_bytes"])
+    ids, pixels, bad = decode_all(frame, (h, w), c, run.dataset.max_image_bytes)
     if not pixels:
         return [], bad
     scores = model({name: model_input(np.stack(pixels), tensor.dtype)})
-    return list(zip(ids, _payloads(conf, ids, scores, model.meta), strict=True)), bad
+    return list(zip(ids, _payloads(run, ids, scores, model.meta), strict=True)), bad
 
 
-def score_rows(frame: pd.DataFrame, conf: Mapping[str, Any], model: Any) -> tuple[list, list]:
+def score_rows(frame: pd.DataFrame, run: Run, model: Any) -> tuple[list, list]:
     """(key, payload) rows of a batch of feature rows; rows with a bad key are reported."""
-    rows, ids, bad = keyed(frame, keys.KeyForm(len(conf["dataset"]["rows"]["key"])))
+    assert run.dataset.rows is not None
+    rows, ids, bad = keyed(frame, keys.KeyForm(len(run.dataset.rows.key)))
     if not ids:
         return [], bad
     scores = model(feeds.feeds(rows, model.signatures.serving.inputs))
-    return list(zip(ids, _payloads(conf, ids, scores, model.meta), strict=True)), bad
+    return list(zip(ids, _payloads(run, ids, scores, model.meta), strict=True)), bad
 
 
-def score_partition(batches: Iterator[pd.DataFrame], conf: Mapping[str, Any]) -> Iterator[Any]:
+def score_partition(batches: Iterator[pd.DataFrame], run: Run) -> Iterator[Any]:
     """mapInPandas body: score, write, yield one stats row per batch."""
-    client = worker_redis(conf)
-    model = worker_model(conf)
-    score = score_images if conf["dataset"]["images"] else score_rows
-    step = conf["batch_rows"]
+    client = worker_redis(run)
+    model = worker_model(run)
+    score = score_images if run.dataset.images else score_rows
+    step = run.batch_rows
     tally = task_tally()
     for batch in batches:
         written, bad, keys_ = 0, [], []
         for start in range(0, len(batch), step):
-            rows, skipped = score(batch.iloc[start : start + step], conf, model)
-            written += write_rows(client, conf, rows, tally)
+            rows, skipped = score(batch.iloc[start : start + step], run, model)
+            written += write_rows(client, run, rows, tally)
             bad += skipped
             keys_ += [k for k, _ in rows]
         yield stats_row(written, written, bad, written=keys_)
@@ -240,17 +241,12 @@ def count_images(spark: Any, dataset: Dataset) -> int:
 
 
 def runner(
-    spark: Any, dataset: Dataset, ref: ModelRef, conf: dict[str, Any], missed: Sequence[str] = ()
+    spark: Any, ref: ModelRef, body: Run, missed: Sequence[str] = ()
 ) -> tuple[Any, Selection | None]:
-    """Check the model against the dataset; ``run(version)``: the stats of one run, and
-    the rows chosen (a rows dataset: its filter and the ``missed`` keys it holds)."""
+    """Check the model against the run's dataset; ``run(version)``: the stats of one run,
+    and the rows chosen (a rows dataset: its filter and the ``missed`` keys it holds)."""
+    dataset = body.dataset
     sigs = Signatures.from_json(ref.meta["signature"])
-    body = {
-        **conf,
-        "dataset": asdict(dataset),
-        "max_bytes": dataset.max_image_bytes,
-        "batch_rows": conf.get("batch_rows") or 128,
-    }
     if not dataset.images:
         assert dataset.rows is not None
         frame = read(spark, dataset.rows)
@@ -262,20 +258,20 @@ def runner(
         frame = chosen.frame.select(
             KEY_TEXT, *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))
         )
-        if conf.get("partitions"):
-            frame = frame.repartition(conf["partitions"])
+        if body.partitions:
+            frame = frame.repartition(body.partitions)
 
         def run_rows(version: str, token: str) -> Any:
-            mine = {**body, "version": version, "token": token}
+            mine = body.writing(version, token)
             return frame.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
 
         return run_rows, chosen
     check_labels(dataset, sigs, ref.meta, None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
-    files, images = read_images(spark, dataset, conf.get("partitions") or 0)
+    files, images = read_images(spark, dataset, body.partitions)
 
     def run(version: str, token: str) -> Any:
-        mine = {**body, "version": version, "token": token}
+        mine = body.writing(version, token)
         scored = images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
         stats = scored.collect()
         # Every listed file the workers saw was scored or reported; only when some were

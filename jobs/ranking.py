@@ -16,7 +16,7 @@ features of every pair (``serving_default``), its preprocessing run once per pai
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import pandas as pd
 
 from jobs.bulk import (
     STATS_SCHEMA,
+    Run,
     keyed,
     stats_row,
     task_tally,
@@ -31,7 +32,7 @@ from jobs.bulk import (
     worker_redis,
     write_rows,
 )
-from jobs.spark_tables import KEY_TEXT, columns, read, require, rows_to_score
+from jobs.spark_tables import KEY_TEXT, Selection, columns, read, require, rows_to_score
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
 from prescore.data.columns import Column
@@ -66,14 +67,44 @@ def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[
     return dict(columns(frame)), [found[v] for v in ctx.score]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RankingRun(Run):
+    """What every task of a ranking run is sent, besides :class:`jobs.bulk.Run`'s fields:
+    each model input's side (entity, item or context), whether the factored signatures
+    are used, the rows of the contexts scored, and how many entities a chunk holds."""
+
+    bound: Mapping[str, str]
+    factored: bool
+    contexts: tuple[Mapping[str, Any], ...]
+    entities_per_chunk: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the driver read and checked for a run: the model inputs' sides, the contexts'
+    rows, the entities to score (a DataFrame, where they lie) and the items (column ->
+    values, broadcast to the workers), and the rows chosen (jobs.spark_tables)."""
+
+    bound: Mapping[str, str]
+    factored: bool
+    contexts: tuple[Mapping[str, Any], ...]
+    entities: Any
+    items: Mapping[str, list[Any]]
+    selection: Selection
+
+    @property
+    def n_items(self) -> int:
+        return len(next(iter(self.items.values()), []))
+
+
 def plan(
     spark: Any,
     dataset: Dataset,
     ref: ModelRef,
     per_pair: bool = False,
     missed: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Read and check everything a run needs; the plain values its workers get.
+) -> Plan:
+    """Read and check everything a run needs.
     ``per_pair``: call serving_default on every pair even if the model is factored;
     ``missed``: keys of the miss log, scored besides the entities' filter."""
     assert dataset.entities is not None and dataset.items is not None
@@ -109,15 +140,14 @@ def plan(
         require(table, [*rule.table.key, rule.items_column], f"{where}: candidates")
         table = table.select(*rule.table.key, table[rule.items_column].alias(CANDIDATES))
         frame = frame.join(table, list(dataset.entities.key), "left")
-    return {
-        "dataset": asdict(dataset),
-        "bound": bound,
-        "factored": factored,
-        "contexts": ctx_rows,
-        "entities": frame,
-        "items": {c: item_table[c].tolist() for c in item_table.columns},
-        "selection": chosen,
-    }
+    return Plan(
+        bound=bound,
+        factored=factored,
+        contexts=tuple(ctx_rows),
+        entities=frame,
+        items={c: item_table[c].tolist() for c in item_table.columns},
+        selection=chosen,
+    )
 
 
 @dataclass
@@ -152,63 +182,61 @@ def match_groups(item_values: Sequence[Any]) -> dict[Any, list[int]]:
     return groups
 
 
-def build_run(conf: Mapping[str, Any], items: Mapping[str, list[Any]], model: Any) -> RunTables:
-    ds = conf["dataset"]
-    key = ds["items"]["key"][0]
+def build_run(run: RankingRun, items: Mapping[str, list[Any]], model: Any) -> RunTables:
+    ds = run.dataset
+    assert ds.items is not None
+    key = ds.items.key[0]
     item_ids = [keys.check_text(str(i), what="item key") for i in items[key]]
     sigs = model.signatures
     serving = sigs.serving.inputs
-    side = conf["bound"]
+    side = run.bound
     item_feed = feeds.feeds(items, {n: t for n, t in serving.items() if side[n] == "item"})
     block = None
-    if conf["factored"]:
+    if run.factored:
         block = model.encode("encode_item", feeds.feeds(items, sigs.by_name["encode_item"].inputs))
-    rule = ds["candidates"]
+    rule = ds.candidates
     index: dict[Any, np.ndarray] = {}
-    if rule["rule"] == "match":
-        groups = match_groups(items[rule["item_column"]])
+    if rule.rule == "match":
+        groups = match_groups(items[rule.item_column])
         index = {v: np.asarray(ix, np.int64) for v, ix in groups.items()}
-    elif rule["rule"] == "table":
+    elif rule.rule == "table":
         index = {item: np.array([i]) for i, item in enumerate(item_ids)}
-    contexts = _contexts(conf, model)
-    encoders = dict(zip(context_values(conf), payload_encoders(conf, items), strict=True))
+    contexts = _contexts(run, model)
+    encoders = dict(zip(context_values(run), payload_encoders(run, items), strict=True))
     return RunTables(item_ids, item_feed, block, index, contexts, encoders, {})
 
 
-def payload_encoders(
-    conf: Mapping[str, Any], items: Mapping[str, list[Any]]
-) -> list[RankingPayloads]:
+def payload_encoders(run: RankingRun, items: Mapping[str, list[Any]]) -> list[RankingPayloads]:
     """One payload encoder per context of the run (:func:`context_values`), in order: the
     context's index is its compact payloads' frame id."""
-    ds = conf["dataset"]
-    item_ids = [str(i) for i in items[ds["items"]["key"][0]]]
+    ds = run.dataset
+    assert ds.items is not None
+    item_ids = [str(i) for i in items[ds.items.key[0]]]
     extras = None
-    if ds["item_payload"]:
-        extras = [
-            {c: _plain(items[c][i]) for c in ds["item_payload"]} for i in range(len(item_ids))
-        ]
-    shape = PayloadShape(ds["key_field"], ds["list_field"], ds["entry_field"])
+    if ds.item_payload:
+        extras = [{c: _plain(items[c][i]) for c in ds.item_payload} for i in range(len(item_ids))]
+    shape = PayloadShape(ds.key_field, ds.list_field, ds.entry_field)
     return [
         RankingPayloads(
             shape,
             item_ids,
-            model=ds["model"],
-            model_version=conf["model_version"],
-            scored_at=conf["scored_at"],
+            model=ds.model,
+            model_version=run.model_version,
+            scored_at=run.scored_at,
             context=c,
             item_extras=extras,
             frame_id=i,
         )
-        for i, c in enumerate(context_values(conf))
+        for i, c in enumerate(context_values(run))
     ]
 
 
-def context_values(conf: Mapping[str, Any]) -> list[str | None]:
+def context_values(run: RankingRun) -> list[str | None]:
     """The contexts a run scores, in order: None for the plain key, then each value."""
-    ds = conf["dataset"]
-    ctx_key = (ds.get("contexts") or {}).get("key", "context")
-    plain = ds.get("contexts") is None or ds["contexts"]["plain"]
-    return ([None] if plain else []) + [str(row[ctx_key]) for row in conf["contexts"]]
+    ctx = run.dataset.contexts
+    ctx_key = ctx.key if ctx is not None else "context"
+    plain = ctx is None or ctx.plain
+    return ([None] if plain else []) + [str(row[ctx_key]) for row in run.contexts]
 
 
 def _plain(value: Any) -> Any:
@@ -221,20 +249,21 @@ def _plain(value: Any) -> Any:
 
 
 def _contexts(
-    conf: Mapping[str, Any], model: Any
+    run: RankingRun, model: Any
 ) -> list[tuple[str | None, dict[str, np.ndarray], np.ndarray | None]]:
     """(context value or None for the plain key, its raw feed, its encoded row)."""
     serving = model.signatures.serving.inputs
-    ctx_inputs = {n: t for n, t in serving.items() if conf["bound"][n] == "context"}
+    ctx_inputs = {n: t for n, t in serving.items() if run.bound[n] == "context"}
     enc_inputs = None
-    if conf["factored"] and ENCODE_CONTEXT in model.signatures.by_name:
+    if run.factored and ENCODE_CONTEXT in model.signatures.by_name:
         enc_inputs = model.signatures.by_name[ENCODE_CONTEXT].inputs
-    named = context_values(conf)
-    rows = [None] * (len(named) - len(conf["contexts"])) + list(conf["contexts"])
+    named = context_values(run)
+    rows: list[Mapping[str, Any] | None] = [None] * (len(named) - len(run.contexts))
+    rows += run.contexts
     out = []
     for value, row in zip(named, rows, strict=True):
 
-        def feed_of(inputs: Mapping[str, Any], row: dict[str, Any] | None = row) -> dict:
+        def feed_of(inputs: Mapping[str, Any], row: Mapping[str, Any] | None = row) -> dict:
             if row is None:
                 return feeds.blank(inputs)
             return feeds.feeds({k: [row[k]] for k in inputs}, inputs)
@@ -244,16 +273,16 @@ def _contexts(
     return out
 
 
-def _candidates(frame: pd.DataFrame, conf: Mapping[str, Any], run: RunTables) -> list[np.ndarray]:
+def _candidates(frame: pd.DataFrame, conf: RankingRun, run: RunTables) -> list[np.ndarray]:
     """Item indices each entity of ``frame`` is scored against."""
-    rule = conf["dataset"]["candidates"]
+    rule = conf.dataset.candidates
     everything = np.arange(len(run.item_ids), dtype=np.int64)
-    if rule["rule"] == "all":
+    if rule.rule == "all":
         return [everything] * len(frame)
-    column = frame[rule["entity_column"] if rule["rule"] == "match" else CANDIDATES]
+    column = frame[rule.entity_column if rule.rule == "match" else CANDIDATES]
     out = []
     empty = np.empty(0, np.int64)
-    shared = rule["rule"] == "match"  # entities share value sets: cached per run
+    shared = rule.rule == "match"  # entities share value sets: cached per run
     for value in column:
         wanted = tuple(rule_values(value))
         found = run.cached.get(wanted) if shared else None
@@ -266,9 +295,8 @@ def _candidates(frame: pd.DataFrame, conf: Mapping[str, Any], run: RunTables) ->
     return out
 
 
-def _form(conf: Mapping[str, Any]) -> keys.KeyForm:
-    ds = conf["dataset"]
-    return keys.KeyForm(len(ds["entities"]["key"]), ds["contexts"] is not None)
+def _form(conf: RankingRun) -> keys.KeyForm:
+    return conf.dataset.key_form
 
 
 Entity = tuple[dict[str, np.ndarray], np.ndarray | None]  # raw feeds, encoded rows
@@ -276,7 +304,7 @@ Entity = tuple[dict[str, np.ndarray], np.ndarray | None]  # raw feeds, encoded r
 
 def _scores(
     model: Any,
-    conf: Mapping[str, Any],
+    conf: RankingRun,
     run: RunTables,
     ctx: int,
     entity: Entity,
@@ -284,11 +312,11 @@ def _scores(
     item_idx: np.ndarray,
 ) -> np.ndarray:
     """Every pair's score in context ``ctx``, ``batch_rows`` pairs a model call."""
-    step = conf["batch_rows"]
+    step = conf.batch_rows
     scores = np.empty(len(owner), np.float32)
     _, ctx_feed, ctx_row = run.contexts[ctx]
     entity_feed, entity_block = entity
-    if conf["factored"]:
+    if conf.factored:
         score = model.pair_scorer()
         for i in range(0, len(owner), step):
             part = slice(i, i + step)
@@ -308,7 +336,7 @@ def _scores(
 
 
 def score_chunk(
-    frame: pd.DataFrame, ids: list[str], conf: Mapping[str, Any], model: Any, run: RunTables
+    frame: pd.DataFrame, ids: list[str], conf: RankingRun, model: Any, run: RunTables
 ) -> tuple[list[tuple[str, bytes]], int]:
     """Payloads of the entities of ``frame`` (keys ``ids``) in every context, and the
     pairs scored."""
@@ -318,10 +346,10 @@ def score_chunk(
     item_idx = np.concatenate(cands) if len(owner) else np.empty(0, np.int64)
     serving = model.signatures.serving.inputs
     entity_feed = feeds.feeds(
-        frame, {n: t for n, t in serving.items() if conf["bound"][n] == "entity"}
+        frame, {n: t for n, t in serving.items() if conf.bound[n] == "entity"}
     )
     block = None
-    if conf["factored"]:
+    if conf.factored:
         wanted = model.signatures.by_name["encode_entity"].inputs
         block = model.encode("encode_entity", feeds.feeds(frame, wanted))
     rows: list[tuple[str, bytes]] = []
@@ -329,7 +357,7 @@ def score_chunk(
         if not len(owner):
             break
         scores = _scores(model, conf, run, c, (entity_feed, block), owner, item_idx)
-        best, exists = top_k_per_entity(counts, scores, conf["dataset"]["k"])
+        best, exists = top_k_per_entity(counts, scores, conf.dataset.k)
         rows += _payloads(run.encoders[ctx], ids, counts, item_idx, scores, best, exists)
     return rows, len(owner) * len(run.contexts)
 
@@ -354,15 +382,15 @@ def _payloads(
 
 
 def score_partition(
-    batches: Iterator[pd.DataFrame], conf: Mapping[str, Any], items: Any
+    batches: Iterator[pd.DataFrame], conf: RankingRun, items: Any
 ) -> Iterator[pd.DataFrame]:
     """mapInPandas body: score, write, yield one stats row per Arrow batch."""
     client = worker_redis(conf)
     model = worker_model(conf)
-    run = CACHE.get(("run", conf["version"]), lambda: build_run(conf, items.value, model))
-    step = conf["entities_per_chunk"]  # bounds the pairs of one chunk
+    run = CACHE.get(("run", conf.version), lambda: build_run(conf, items.value, model))
+    step = conf.entities_per_chunk  # bounds the pairs of one chunk
     tally = task_tally()
-    form, what = _form(conf), conf["dataset"]["key_field"]
+    form, what = _form(conf), conf.dataset.key_field
     for batch in batches:
         written = pairs = 0
         keys_: list[str] = []
@@ -376,28 +404,34 @@ def score_partition(
         yield stats_row(written, pairs, bad, written=keys_)
 
 
-def write_frames(conf: Mapping[str, Any], items: Mapping[str, list[Any]]) -> None:
+def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:
     """Store the frames of the run's compact payloads before any task writes one."""
     client = worker_redis(conf)
-    raw = client.hget(keys.registry_key(conf["dataset"]["name"]), conf["version"])
+    name = conf.dataset.name
+    raw = client.hget(keys.registry_key(name), conf.version)
     assert raw is not None, "the version is registered before it is run"
-    where = Placed(conf["dataset"]["name"], conf["version"], VersionInfo.from_bytes(raw).buckets)
+    where = Placed(name, conf.version, VersionInfo.from_bytes(raw).buckets)
     frames = {e.frame_id: e.frame() for e in payload_encoders(conf, items)}
     values.write_frames(client, where, frames)
 
 
-def runner(spark: Any, planned: dict[str, Any], conf: dict[str, Any]) -> Any:
+def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int) -> Any:
     """``run(version, token)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
-    items = spark.sparkContext.broadcast(planned.pop("items"))
-    frame = planned.pop("entities")
+    items = spark.sparkContext.broadcast(dict(planned.items))
+    frame = planned.entities
     parallelism = spark.sparkContext.defaultParallelism
-    partitions = conf.get("partitions") or parallelism
-    if conf.get("partitions") or frame.rdd.getNumPartitions() < parallelism:
-        frame = frame.repartition(partitions)
-    body = {**conf, **planned}
+    if base.partitions or frame.rdd.getNumPartitions() < parallelism:
+        frame = frame.repartition(base.partitions or parallelism)
+    body = RankingRun(
+        **base.base(),
+        bound=planned.bound,
+        factored=planned.factored,
+        contexts=planned.contexts,
+        entities_per_chunk=entities_per_chunk,
+    )
 
     def run(version: str, token: str) -> Any:
-        mine = {**body, "version": version, "token": token}
+        mine = body.writing(version, token)
         write_frames(mine, items.value)
         return frame.mapInPandas(lambda it: score_partition(it, mine, items), STATS_SCHEMA)
 

@@ -25,9 +25,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobs import labels, ranking, score_plan
-from jobs.bulk import Summary, plain_settings, publish_version, settings_for, spark_session
+from jobs.bulk import Run, Summary, WorkerSettings, publish_version, settings_for, spark_session
 from jobs.flags import add_store_flags
 from jobs.score_plan import Plan
+from jobs.spark_tables import Selection
 from prescore.errors import ConfigError, PrescoreError
 from prescore.models.store import ModelStore
 from prescore.settings import Settings, StoreSettings
@@ -90,22 +91,23 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         )
     ref = ModelStore(settings.models).resolve(dataset.model, args.model_version)
     named = f"{dataset.model}/{ref.version}"
-    conf: dict[str, Any] = {
-        **plain_settings(settings),
-        "model_version": ref.version,
-        "partitions": args.partitions,
-        "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+    base = Run(
+        dataset=dataset,
+        model_version=ref.version,
+        scored_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        worker=WorkerSettings.of(settings),
+        batch_rows=args.batch_rows or (32768 if dataset.kind == "ranking" else 128),
+        partitions=args.partitions,
+    )
     log = MissLog(connect(settings.redis))
     log_on = args.miss_log and dataset.miss_log
     uses_log = log_on and not dataset.images  # a run over image files scores every file
     missed = log.all_keys(dataset.name) if uses_log else []
     if dataset.kind == "ranking":
         planned = ranking.plan(spark, dataset, ref, per_pair=args.per_pair, missed=missed)
-        chosen = planned.pop("selection")
-        conf.update(batch_rows=args.batch_rows or 32768, entities_per_chunk=args.entities_per_chunk)
-        n_items = len(next(iter(planned["items"].values()), []))
-        how = "factored signatures" if planned["factored"] else "serving_default on each pair"
+        chosen: Selection | None = planned.selection
+        n_items = planned.n_items
+        how = "factored signatures" if planned.factored else "serving_default on each pair"
         contexts = [c or "(plain)" for c in _contexts(dataset)]
         print(
             f"{dataset.name}: scoring entities against {n_items} items with "
@@ -113,17 +115,16 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             flush=True,
         )
         if args.dry_run:
-            n, pairs = score_plan.ranking_pairs(planned["entities"], dataset, planned["items"])
+            n, pairs = score_plan.ranking_pairs(planned.entities, dataset, planned.items)
             c = len(contexts)
             plan = Plan(dataset.name, named, n * c, pairs * c, "pairs", n_items, c)
             return _dry_run(settings, plan)
-        expected = planned["entities"].count() * len(contexts)  # sizes the version's buckets
-        run = ranking.runner(spark, planned, conf)
+        expected = planned.entities.count() * len(contexts)  # sizes the version's buckets
+        run = ranking.runner(spark, planned, base, args.entities_per_chunk)
         unit = "pairs"
     else:
         expected = 0  # sized as the live version
-        conf.update(batch_rows=args.batch_rows or 128)
-        run, chosen = labels.runner(spark, dataset, ref, conf, missed)
+        run, chosen = labels.runner(spark, ref, base, missed)
         unit = "images" if dataset.images else "rows"
         if args.dry_run:
             n = chosen.frame.count() if chosen is not None else labels.count_images(spark, dataset)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import redis
 
-from jobs.bulk import write_rows
+from jobs.bulk import Run, WorkerSettings, write_rows
 from jobs.score import parse_args, run_job
 from jobs.standalone import StandaloneCluster
 from jobs.submit import local_args, spark_submit_bin
@@ -222,6 +222,15 @@ def _peak_written_until_done(client: redis.Redis, version: str, proc: subprocess
     return peak
 
 
+def _writing_run(settings: Settings, version: str, token: str) -> Run:
+    """What a task of a run writing ``version`` of reco under ``token`` is sent."""
+    reco = settings.catalog.get("reco")
+    worker = WorkerSettings.of(settings)
+    return Run(dataset=reco, model_version="1", scored_at="", worker=worker, batch_rows=1).writing(
+        version, token
+    )
+
+
 def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     settings: Settings, rclient: redis.Redis
 ) -> None:
@@ -230,7 +239,7 @@ def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     rows, each key once."""
     v = Versions(rclient, "reco", settings.store)
     info = v.begin("reco", "1")
-    run = {"dataset": {"name": "reco"}, "version": info.version, "token": v.token(info.version)}
+    run = _writing_run(settings, info.version, v.token(info.version))
     rows = [(f"u{i}", json.dumps({"user_id": f"u{i}", "items": []}).encode()) for i in range(50)]
     write_rows(rclient, run, rows[:30])  # the lost attempt got this far
     write_rows(rclient, run, rows)  # its retry writes the whole partition
@@ -245,7 +254,7 @@ def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
 ) -> None:
     v = Versions(rclient, "reco", settings.store)
     info = v.begin("reco", "1")
-    run = {"dataset": {"name": "reco"}, "version": info.version, "token": v.token(info.version)}
+    run = _writing_run(settings, info.version, v.token(info.version))
     rows = [(f"u{i}", b'{"user_id":"u%d"}' % i) for i in range(50)]
     write_rows(rclient, run, rows[:30], values.Tally("p0"))  # lost attempt
     write_rows(rclient, run, rows[:20], values.Tally("p0"))  # its retry ...
