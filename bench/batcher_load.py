@@ -89,7 +89,7 @@ def batcher_table(world: World, evals: dict[str, Eval], clients: int, seconds: f
         feed = evals[dataset].feed
         found = []
         for size in (max_batch, 1):
-            batcher = MicroBatcher(runner, max_batch=size, max_wait_s=0.002, name=dataset)
+            batcher = MicroBatcher(runner, max_batch=size, max_wait_s=0.002, name=dataset).start()
             found.append(_measure(batcher, feed, clients, seconds))
         (merged_rate, merged), (single_rate, _) = found
         lines.append(

@@ -7,11 +7,16 @@ therefore waits at most ``max_wait_s``. The queue is bounded: when ``max_queue``
 are already waiting, ``submit`` fails at once with ``Overloaded`` (503) rather than letting
 latency grow without bound. One batcher per model per process: the request threads of
 one process share it, so their requests merge.
+
+Its owner starts the thread (``start``) and stops it (``close``). A failure of the model
+fails that batch's requests; a failure of the batcher's own bookkeeping (its observer) is
+logged with its cause and ends neither the answers nor the thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -24,6 +29,7 @@ from prescore.errors import Unavailable
 from prescore.models import feeds
 
 Feed = dict[str, np.ndarray]  # one request's rows, by model input name
+log = logging.getLogger("prescore.fallback")
 
 
 class Overloaded(Unavailable):
@@ -93,7 +99,11 @@ class MicroBatcher:
         self._local = threading.local()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+
+    def start(self) -> MicroBatcher:
+        """Start the batching thread; this batcher, for ``MicroBatcher(...).start()``."""
         self._thread.start()
+        return self
 
     def depth(self) -> int:
         """Requests waiting now."""
@@ -130,6 +140,8 @@ class MicroBatcher:
     def _submit(self, feed: Feed, timeout_s: float) -> np.ndarray:
         if self._closed:
             raise self._reloading()
+        if not self._thread.is_alive():
+            raise RuntimeError(f"batcher {self.name} is not started")
         job = _Job(feed, feeds.rows(feed))
         try:
             self._queue.put_nowait(job)
@@ -217,6 +229,14 @@ class MicroBatcher:
         except Exception as exc:  # every waiting caller gets the model's error
             for job in jobs:
                 job.error = exc
+        try:
+            self._record(jobs, time.perf_counter() - started)
+        except Exception:  # the answers stand; a broken observer must not end the thread
+            log.exception("batcher %s: recording a batch failed", self.name)
+        for job in jobs:
+            job.done.set()
+
+    def _record(self, jobs: list[_Job], seconds: float) -> None:
         rows = sum(j.rows for j in jobs)
         with self._lock:
             self.stats.batches += 1
@@ -224,6 +244,4 @@ class MicroBatcher:
             self.stats.rows += rows
             self.stats.max_requests_in_batch = max(self.stats.max_requests_in_batch, len(jobs))
         if self._observe is not None:
-            self._observe(len(jobs), rows, time.perf_counter() - started)
-        for job in jobs:
-            job.done.set()
+            self._observe(len(jobs), rows, seconds)

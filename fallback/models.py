@@ -91,7 +91,7 @@ def load_model(
         adaptive=batch.adaptive,
         name=f"{dataset.name}-{ref.version}",
         observe=observe,
-    )
+    ).start()
     return ServedModel(
         dataset.name, ref.name, ref.version, runtime, runner, batcher, factored, prepared
     )

@@ -68,7 +68,7 @@ def test_concurrent_requests_merge_into_fewer_model_calls(model) -> None:
         return model(feed)
 
     # A long wait makes merging certain without relying on timing of the threads.
-    batcher = MicroBatcher(counted, max_batch=64, max_wait_s=0.5, max_queue=64)
+    batcher = MicroBatcher(counted, max_batch=64, max_wait_s=0.5, max_queue=64).start()
     inputs = [_rows(2, seed=i) for i in range(12)]
     results = _concurrently(lambda i: batcher.submit(inputs[i]), 12)
     batcher.close()
@@ -93,7 +93,7 @@ def test_requests_with_lists_of_different_lengths_merge_padded(model) -> None:
         seen.append(feed["tags"].shape)
         return model(feed)
 
-    batcher = MicroBatcher(counted, max_batch=64, max_wait_s=0.5, max_queue=64)
+    batcher = MicroBatcher(counted, max_batch=64, max_wait_s=0.5, max_queue=64).start()
     results = _concurrently(lambda i: batcher.submit(inputs[i]), len(inputs))
     batcher.close()
     assert batcher.stats.max_requests_in_batch > 1
@@ -104,7 +104,7 @@ def test_requests_with_lists_of_different_lengths_merge_padded(model) -> None:
 
 
 def test_lone_request_is_answered_after_at_most_max_wait(model) -> None:
-    batcher = MicroBatcher(model, max_batch=64, max_wait_s=0.01)
+    batcher = MicroBatcher(model, max_batch=64, max_wait_s=0.01).start()
     out = batcher.submit(_rows(3), timeout_s=5)
     assert out.shape == (3, 1)
     assert (batcher.stats.batches, batcher.stats.requests) == (1, 1)
@@ -118,7 +118,7 @@ def test_batches_never_exceed_max_batch(model) -> None:
         sizes.append(len(feed["x"]))
         return model(feed)
 
-    batcher = MicroBatcher(sized, max_batch=10, max_wait_s=0.3, max_queue=64)
+    batcher = MicroBatcher(sized, max_batch=10, max_wait_s=0.3, max_queue=64).start()
     inputs = [_rows(4, seed=i) for i in range(9)]
     results = _concurrently(lambda i: batcher.submit(inputs[i]), 9)
     batcher.close()
@@ -138,7 +138,7 @@ def test_full_queue_answers_overloaded_at_once(model) -> None:
         release.wait(10)
         return model(feed)
 
-    batcher = MicroBatcher(blocked, max_batch=1, max_wait_s=0.0, max_queue=2)
+    batcher = MicroBatcher(blocked, max_batch=1, max_wait_s=0.0, max_queue=2).start()
     first = threading.Thread(target=batcher.submit, args=(_rows(1),))
     first.start()
     assert entered.wait(5)  # the worker is busy with the first request
@@ -164,7 +164,7 @@ def test_a_model_slower_than_the_deadline_is_an_inference_timeout(model) -> None
         release.wait(10)
         return model(feed)
 
-    batcher = MicroBatcher(slow, max_batch=8, max_wait_s=0.0)
+    batcher = MicroBatcher(slow, max_batch=8, max_wait_s=0.0).start()
     with pytest.raises(InferenceTimeout) as info:
         batcher.submit(_rows(1), timeout_s=0.2)
     assert (info.value.code, info.value.http_status) == ("inference_timeout", 504)
@@ -179,7 +179,7 @@ def test_model_error_reaches_every_caller_and_worker_survives(model) -> None:
             raise ValueError("wrong width")
         return model(feed)
 
-    batcher = MicroBatcher(picky, max_batch=8, max_wait_s=0.0)
+    batcher = MicroBatcher(picky, max_batch=8, max_wait_s=0.0).start()
     bad = {"x": np.zeros((1, 5), np.float32), "tags": np.full((1, 1), "", object)}
     with pytest.raises(ValueError, match="wrong width"):
         batcher.submit(bad)
@@ -188,7 +188,7 @@ def test_model_error_reaches_every_caller_and_worker_survives(model) -> None:
 
 
 def test_close_answers_what_is_queued(model) -> None:
-    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.2)
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.2).start()
     results = _concurrently(lambda i: batcher.submit(_rows(1, seed=i)), 6)
     batcher.close()
     assert all(isinstance(r, np.ndarray) for r in results)
@@ -199,13 +199,13 @@ def test_close_answers_what_is_queued(model) -> None:
 
 def test_adaptive_lone_request_does_not_wait(model) -> None:
     # max_wait far beyond the request's timeout: only the adaptive rule can answer in time
-    batcher = MicroBatcher(model, max_batch=64, max_wait_s=30.0, adaptive=True)
+    batcher = MicroBatcher(model, max_batch=64, max_wait_s=30.0, adaptive=True).start()
     assert batcher.submit(_rows(2), timeout_s=5).shape == (2, 1)
     batcher.close()
 
 
 def test_adaptive_waits_for_a_request_announced_on_its_way(model) -> None:
-    batcher = MicroBatcher(model, max_batch=64, max_wait_s=30.0, adaptive=True)
+    batcher = MicroBatcher(model, max_batch=64, max_wait_s=30.0, adaptive=True).start()
     announced, go = threading.Event(), threading.Event()
     results: list[np.ndarray] = []
 
@@ -228,3 +228,29 @@ def test_adaptive_waits_for_a_request_announced_on_its_way(model) -> None:
     batcher.close()
     assert len(results) == 2
     assert (batcher.stats.batches, batcher.stats.max_requests_in_batch) == (1, 2)
+
+
+def test_a_batcher_answers_only_once_its_owner_started_it(model) -> None:
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="not started"):
+        batcher.submit(_rows(1), timeout_s=5)
+    assert batcher.start().submit(_rows(1), timeout_s=5).shape == (1, 1)
+    batcher.close()
+
+
+def test_a_failing_observer_is_logged_and_neither_answers_nor_the_thread_are_lost(
+    model, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(requests: int, rows: int, seconds: float) -> None:
+        raise ValueError("the metrics are broken")
+
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0, observe=broken).start()
+    with caplog.at_level("ERROR", logger="prescore.fallback"):
+        first = batcher.submit(_rows(2, seed=1), timeout_s=5)
+        second = batcher.submit(_rows(3, seed=2), timeout_s=5)
+    assert (first.shape, second.shape) == ((2, 1), (3, 1))
+    np.testing.assert_allclose(second, model(_rows(3, seed=2)), rtol=1e-5)
+    failures = [r for r in caplog.records if "recording a batch failed" in r.getMessage()]
+    assert len(failures) == 2 and all(r.exc_info and r.exc_info[0] is ValueError for r in failures)
+    assert batcher.stats.batches == 2
+    batcher.close()
