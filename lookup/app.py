@@ -6,18 +6,19 @@ from functools import partial
 
 from flask import Flask
 
-from lookup import live, routes
+from lookup import routes
 from lookup.datasets import ServedDatasets
 from lookup.exporter import RegistryCollector
-from lookup.fallback_client import FallbackClient
 from lookup.fastpath import FastPath
-from lookup.freshness import Refresher
+from lookup.live import predict
+from lookup.live.client import FallbackClient
+from lookup.live.freshness import Refresher
+from lookup.live.misses import MissHandler, not_found
+from lookup.live.shadow import ShadowChecker
+from lookup.live.singleflight import SingleFlight
 from lookup.metrics import Metrics
-from lookup.misses import MissHandler, not_found
 from lookup.service import Extras, Lookup
 from lookup.settings import LookupSettings
-from lookup.shadow import ShadowChecker
-from lookup.singleflight import SingleFlight
 from lookup.store import StoreReader
 from prescore.service.web import install_error_handlers, install_request_log
 from prescore.store.misslog import MissLog
@@ -62,7 +63,7 @@ def create_app(settings: LookupSettings, on_miss: MissHandler | None = None) -> 
     app.extensions["lookup"] = service
     if fallback is not None:  # new entities scored from their features
         app.extensions["fallback_client"] = fallback
-        live.register(app, settings, fallback, reader, datasets)
+        predict.register(app, settings, fallback, reader, datasets)
     fast = FastPath(app.wsgi_app, service, settings, metrics, datasets)
     app.wsgi_app = fast  # type: ignore[method-assign]
     return app

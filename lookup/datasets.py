@@ -25,7 +25,7 @@ class Served:
     k: int  # entries a payload holds (the OpenAPI document's default of k)
     live: bool  # a miss may be answered by live inference
     miss_log: bool = True  # misses are recorded (prescore.store.misslog)
-    max_age_s: float | None = None  # an older answer is stale (lookup.freshness)
+    max_age_s: float | None = None  # an older answer is stale (lookup.live.freshness)
     stale: str = "refresh"  # refresh in the background, or ask live within the deadline
 
     @property

@@ -1,9 +1,9 @@
 """Answering lookups: read one version, hand misses to the miss seam, render bytes.
 
 A hit is served from the stored bytes with its age; one older than its dataset's max age
-is marked stale and refreshed (lookup.freshness); a sample of hits is checked against
-live inference (lookup.shadow). A miss is recorded in the miss log (prescore.store.misslog),
-then handed to the miss handler (live inference, single-flighted: lookup.singleflight).
+is marked stale and refreshed (lookup.live.freshness); a sample of hits is checked against
+live inference (lookup.live.shadow). A miss is recorded in the miss log (prescore.store.misslog),
+then handed to the miss handler (live inference, single-flighted: lookup.live.singleflight).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from itertools import repeat
 
 from lookup import render
 from lookup.datasets import Served
-from lookup.freshness import Ages, Refresher
+from lookup.live.freshness import Ages, Refresher
+from lookup.live.misses import FAILURES, Answer, Failure, Miss, MissHandler
+from lookup.live.shadow import ShadowChecker
 from lookup.metrics import Metrics
-from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.params import BatchRequest, Shape
-from lookup.shadow import ShadowChecker
 from lookup.store import Resolved, StoreReader
 from prescore.encoding import compact, keys
 from prescore.encoding.codec import stored_source

@@ -85,7 +85,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class BreakerSettings:
-    """When the circuit to live inference opens (lookup.breaker): at least ``min_calls``
+    """When the circuit to live inference opens (lookup.live.breaker): at least ``min_calls``
     in the last ``window_s`` seconds, ``ratio`` of them failed; after ``reset_s``,
     ``probes`` trial calls decide whether it closes."""
 
@@ -128,9 +128,9 @@ class LookupSettings:
     # misses than this is sent in several calls, within the one deadline.
     fallback_max_instances: int = 100
     miss_log: bool = True  # misses recorded for the next bulk run (prescore.store.misslog)
-    single_flight: bool = True  # one live call per missing key at a time (lookup.singleflight)
+    single_flight: bool = True  # one live call per missing key at a time (lookup.live.singleflight)
     negative_ttl_s: float = 60.0  # a key live inference had no answer for is not asked again
-    shadow_rate: float = 0.0  # share of hits also answered live and compared (lookup.shadow)
+    shadow_rate: float = 0.0  # share of hits also answered live and compared (lookup.live.shadow)
     cache_max_age_s: int = 0  # Cache-Control of an answer (lookup.caching): 0, no-cache
     server: ServerSettings = field(default_factory=ServerSettings)
 

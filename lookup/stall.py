@@ -12,7 +12,7 @@ within about two of the store answering again. Only timeouts open it: a store th
 refuses connections fails each read in milliseconds already.
 
 Whether the gate is open is one attribute read on the hit path, without a lock (the
-window breaker of live inference, lookup.breaker, counts every outcome instead).
+window breaker of live inference, lookup.live.breaker, counts every outcome instead).
 """
 
 from __future__ import annotations

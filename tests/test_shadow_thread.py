@@ -1,4 +1,4 @@
-"""The shadow checker's thread (lookup.shadow): started and stopped by its owner, and
+"""The shadow checker's thread (lookup.live.shadow): started and stopped by its owner, and
 never ended by a check that fails, whatever the failure."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from lookup.datasets import ServedDatasets
+from lookup.live.shadow import ShadowChecker
 from lookup.metrics import Metrics
-from lookup.shadow import ShadowChecker
 from lookup.store import Resolved
 from prescore.data.datasets import load
 from tests.helpers import DEMO_CONFIG

@@ -346,7 +346,7 @@ def miss_seen_key(dataset: str) -> str:
 
 
 def flight_key(dataset: str, version: str, key: str) -> str:
-    """The lease of the one live call for a missing key (lookup.singleflight)."""
+    """The lease of the one live call for a missing key (lookup.live.singleflight)."""
     return f"{PREFIX}:{dataset}:flight:{version}:{key_name(key)}"
 
 

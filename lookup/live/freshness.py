@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from lookup.misses import Miss, MissHandler
+from lookup.live.misses import Miss, MissHandler
 from lookup.store import Resolved
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A miss is a key the published version does not hold. The app hands every miss of a
 request, in one call, to a ``MissHandler``. The default answers none of them, which the
 routes turn into 404 ``not_found`` (per key in a batch). Live inference plugs in here
-(lookup.fallback_client): a handler returns payload bytes (``"source": "live"``, the
+(lookup.live.client): a handler returns payload bytes (``"source": "live"``, the
 shape the bulk job stores) for the keys it could answer and None for the others; the
 app then cuts (k / min_score) and envelopes them like a hit.
 

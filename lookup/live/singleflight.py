@@ -28,8 +28,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from lookup.live.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.metrics import Metrics
-from lookup.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.store import Resolved
 from prescore.encoding import keys
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable

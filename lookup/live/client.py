@@ -12,17 +12,17 @@ Each live payload (``"source": "live"``, the shape the bulk job stores) is writt
 under the version the request read, with a TTL (``PRESCORE_LIVE_TTL_S``) and within a
 bound per version (``PRESCORE_LIVE_MAX_KEYS``), so the next request for it is a hit. A
 key the fallback cannot score stays a 404 ``not_found``. An answer made from features a
-caller sent (``:predict``, lookup.live) is never written back.
+caller sent (``:predict``, lookup.live.predict) is never written back.
 
 A call has a deadline (``fallback_timeout_s``, default 100 ms) and runs behind a circuit
-breaker, one per dataset (lookup.breaker): it opens when enough of the last window's calls
+breaker, one per dataset (lookup.live.breaker): it opens when enough of the last window's calls
 failed, and that dataset's misses then fail at once until a few trial calls succeed. A
 slow fallback gives FallbackTimeout (``fallback_timeout``), one down, refusing (a 400
 included: the caller of a lookup sent only a key) or answering a body it should not
 FallbackUnavailable (``fallback_unavailable``): each in the place of the keys it kept
-from an answer, never raised (lookup.misses). A single lookup answers them as a 504 / 503
+from an answer, never raised (lookup.live.misses). A single lookup answers them as a 504 / 503
 (or with its stale answer); a batchGet serves its hits and gives each missing key a
-per-item entry with that code (lookup.service). On ``:predict`` (lookup.live), where the
+per-item entry with that code (lookup.service). On ``:predict`` (lookup.live.predict), where the
 caller sent the features, the fallback's 400 is the caller's, with its code.
 
 Plain HTTP (http.client, one keep-alive connection per thread); no TensorFlow here.
@@ -41,10 +41,10 @@ from urllib.parse import urlparse
 
 import redis
 
-from lookup.breaker import CircuitOpen, WindowBreaker
 from lookup.datasets import ServedDatasets
+from lookup.live.breaker import CircuitOpen, WindowBreaker
+from lookup.live.misses import FAILURES, Answer, Failure, Miss
 from lookup.metrics import Metrics
-from lookup.misses import FAILURES, Answer, Failure, Miss
 from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore.encoding import keys

@@ -17,8 +17,8 @@ from flask import Flask, Response, request
 
 from lookup import params, render
 from lookup.datasets import Served, ServedDatasets
-from lookup.fallback_client import FallbackClient
-from lookup.misses import FAILURES
+from lookup.live.client import FallbackClient
+from lookup.live.misses import FAILURES
 from lookup.settings import LookupSettings
 from lookup.store import StoreReader
 from prescore.encoding import keys
