@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import pty
+import select
+import struct
+import subprocess
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +89,28 @@ def stored_payload(client: Any, dataset: str, version: str, key: str) -> bytes |
 
     where = Versions(client, dataset, StoreSettings()).placed(version)
     return values.read(client, where, [key])[0]
+
+
+def on_terminal(cli: list[str], env: dict[str, str], stdout_too: bool) -> tuple[int, str, str]:
+    """(exit code, what reached the terminal, stdout when it was a pipe) of ``cli`` run
+    with its stderr, and with ``stdout_too`` its stdout, on a pseudo-terminal."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    stdout = secondary if stdout_too else subprocess.PIPE
+    proc = subprocess.Popen(cli, env=env, cwd=ROOT, stdout=stdout, stderr=secondary)
+    os.close(secondary)
+    drawn = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not select.select([primary], [], [], 1.0)[0]:
+            continue
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(primary)
+    return proc.returncode, drawn.decode(), (out or b"").decode()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 import pytest
 
 from prescore.progress import Progress, duration
+from tests.helpers import ROOT, on_terminal
 
 
 def test_lines_say_done_of_total_rate_and_time_left_at_most_every_period() -> None:
@@ -52,3 +54,28 @@ def test_given_a_terminal_it_draws_one_bar_there_and_says_no_lines() -> None:
     assert "\r" in drawn  # redrawn in place
     last = drawn.rstrip("\n").split("\r")[-1]
     assert last.startswith("  reco v1: 100%") and "2.00k/2.00k" in last and " rows/s" in last
+
+
+@pytest.mark.skipif(bool(os.environ.get("TQDM_DISABLE")), reason="TQDM_DISABLE is set")
+def test_a_commands_line_said_while_its_bar_is_drawn_lifts_the_bar_first() -> None:
+    """The operator CLI's ``say`` beside its bar, both on a terminal (a pty): a line said
+    mid-bar (as a lease's warning is, from its own thread) starts on a cleared line and is
+    followed by the bar drawn again, never glued to the bar's text."""
+    script = (
+        "import argparse\n"
+        "from prescore.cli.output import bar, say\n"
+        "from prescore.progress import Progress\n"
+        "args = argparse.Namespace(output='table')\n"
+        "tell = say(args)\n"
+        "with Progress('reco v1', 100, tell, every_s=0.0, bar=bar(args)) as p:\n"
+        "    p.add(50)\n"
+        "    tell('reco v1: lease not renewed; retrying')\n"
+        "    p.add(50)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    rc, screen, _ = on_terminal([sys.executable, "-c", script], env, stdout_too=True)
+    assert rc == 0, screen
+    before, line, after = screen.partition("reco v1: lease not renewed; retrying")
+    assert line and "%|" in before and "100%" in after, screen  # a bar, then the line
+    assert before.endswith("\r"), repr(before[-40:])  # the bar lifted off the line first
+    assert after.startswith(("\r\n", "\n")), repr(after[:40])

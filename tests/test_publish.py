@@ -19,7 +19,7 @@ from prescore.publishing.parquet import publish_file
 from prescore.settings import Settings
 from prescore.store.versions import Versions
 from tests.frames import write_frame
-from tests.helpers import ROOT, SIMILAR_CONFIG, stored_payload, with_catalog
+from tests.helpers import ROOT, SIMILAR_CONFIG, on_terminal, stored_payload, with_catalog
 
 
 @pytest.fixture()
@@ -227,45 +227,12 @@ def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_in_logs_says_lines(
     }
     publish = ["publish", "similar", str(path), "--json-column", "payload"]
     cli = [sys.executable, "-m", "prescore.cli", *publish]
-    rc, screen, _ = _on_terminal(cli, env, stdout_too=True)
+    rc, screen, _ = on_terminal(cli, env, stdout_too=True)
     assert rc == 0, screen
     assert "\r" in screen and "similar " in screen and "100%" in screen and "300/300" in screen
     assert "published version" in screen
-    rc, screen, out = _on_terminal([*cli, "-o", "json"], env, stdout_too=False)
+    rc, screen, out = on_terminal([*cli, "-o", "json"], env, stdout_too=False)
     assert rc == 0 and "100%" in screen and json.loads(out)["published"] is True, screen
     piped = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert piped.returncode == 0 and "published version" in piped.stdout, piped.stderr
     assert "100%" not in piped.stderr + piped.stdout
-
-
-def _on_terminal(cli: list[str], env: dict[str, str], stdout_too: bool) -> tuple[int, str, str]:
-    """(exit code, what reached the terminal, stdout when it was a pipe) of ``cli`` run
-    with its stderr, and with ``stdout_too`` its stdout, on a pseudo-terminal."""
-    import fcntl
-    import os
-    import pty
-    import select
-    import struct
-    import termios
-    import time
-
-    primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    stdout = secondary if stdout_too else subprocess.PIPE
-    proc = subprocess.Popen(cli, env=env, cwd=ROOT, stdout=stdout, stderr=secondary)
-    os.close(secondary)
-    drawn = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if not select.select([primary], [], [], 1.0)[0]:
-            continue
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # the terminal closed with the process
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    out, _ = proc.communicate(timeout=120)
-    os.close(primary)
-    return proc.returncode, drawn.decode(), (out or b"").decode()

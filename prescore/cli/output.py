@@ -51,7 +51,13 @@ def bar(args: argparse.Namespace) -> TextIO | None:
 
 
 def say(args: argparse.Namespace) -> Callable[[str], None]:
-    """Where a command's progress goes: stdout, or stderr beside ``-o json``."""
-    if args.output == "json":
-        return lambda line: print(line, file=sys.stderr, flush=True)
-    return print
+    """Where a command's progress goes: stdout, or stderr beside ``-o json``; where a bar
+    may be drawn (:func:`bar`), through tqdm's writer, which lifts the bar off the line
+    and draws it again below, so that no line (a lease's warning from its own thread, say)
+    breaks into it."""
+    stream = sys.stderr if args.output == "json" else sys.stdout
+    if bar(args) is not None:
+        from tqdm import tqdm
+
+        return lambda line: tqdm.write(line, file=stream)
+    return lambda line: print(line, file=stream, flush=True)

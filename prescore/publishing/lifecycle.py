@@ -69,7 +69,7 @@ def publish_new(
     started = time.perf_counter()
     try:
         # held until the switch: the gates and the count take a while on a large version
-        with versions.lease(info.version) as lost:
+        with versions.lease(info.version, say) as lost:
             try:
                 written = write(versions, info)
             except Exception as exc:

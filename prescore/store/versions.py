@@ -149,10 +149,12 @@ class Versions:
         ``version``: only while it still holds the version (prescore.store.writers)."""
         return writers.fence(self, version, token or self.token(version))
 
-    def lease(self, version: str) -> AbstractContextManager[threading.Event]:
+    def lease(
+        self, version: str, say: Callable[[str], None] = writers.to_stderr
+    ) -> AbstractContextManager[threading.Event]:
         """Renew this writer's lease of ``version`` while inside (prescore.store.writers);
-        yields an event set once it is lost."""
-        return writers.keep_lease(self, version)
+        yields an event set once it is lost. ``say``: where a failed renewal is told."""
+        return writers.keep_lease(self, version, say)
 
     def _finish(self, version: str, change: Change) -> None:
         """After a writer's last transition: its token goes, and its progress counts (an

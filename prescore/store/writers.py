@@ -62,11 +62,18 @@ def fence(versions: Versions, version: str, token: str) -> values.Fence:
     return send
 
 
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 @contextmanager
-def keep_lease(versions: Versions, version: str) -> Iterator[threading.Event]:
+def keep_lease(
+    versions: Versions, version: str, say: Callable[[str], None] = to_stderr
+) -> Iterator[threading.Event]:
     """Renew the lease of ``version`` every third of ``writer_lease_s`` while inside;
     yields an event set once the lease is lost (its writes are refused from then on). A
-    store outage is retried at the next beat and said once on stderr."""
+    store outage is retried at the next beat and said once (``say``: on stderr, or beside
+    a progress bar by the caller's own way)."""
     stop, lost = threading.Event(), threading.Event()
     where = f"{versions.dataset} {version}"
 
@@ -77,14 +84,12 @@ def keep_lease(versions: Versions, version: str) -> Iterator[threading.Event]:
                 held = versions.renew(version)
             except OUTAGES as exc:
                 if not failing:
-                    print(
-                        f"{where}: lease not renewed ({exc}); retrying", file=sys.stderr, flush=True
-                    )
+                    say(f"{where}: lease not renewed ({exc}); retrying")
                 failing = True
                 continue
             failing = False
             if not held:
-                print(f"{where}: the lease is lost; its writes stop", file=sys.stderr, flush=True)
+                say(f"{where}: the lease is lost; its writes stop")
                 lost.set()
                 return
 
