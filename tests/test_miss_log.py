@@ -14,7 +14,7 @@ import redis
 import requests
 
 from jobs.score import parse_args, run_job
-from prescore.cli import main as cli_main
+from prescore.cli.main import main as cli_main
 from prescore.data.datasets import load
 from prescore.encoding import keys
 from prescore.errors import ConfigError
