@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-images test-pandas3 lint bench clean
+.PHONY: install demo test test-fast test-images test-pandas3 lint docs bench clean
 
 # Development and CI install the dev lock (every package pinned with its hashes, at the
 # versions the images' locks pin), then the project itself without dependencies.
@@ -22,6 +22,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# docs/reference.md's settings tables, made again from the settings' declarations
+# (prescore/env.py); tests/test_settings_docs.py fails when they fall behind.
+docs: $(STAMP)
+	$(PY) -m tests.settings_docs
 
 # The suite runs in TEST_WORKERS processes side by side (pytest-xdist), a test file to a
 # process: most tests wait on Spark, TensorFlow or a server, so two share two cores well.

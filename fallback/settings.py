@@ -8,50 +8,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from prescore.env import LOG_LEVELS, group, read, setting
 from prescore.errors import ConfigError
 from prescore.models.inference import RUNTIMES
-from prescore.settings import (
-    Settings,
-    env_bind,
-    env_bool,
-    env_choice,
-    env_float,
-    env_int,
-    env_secret,
-    env_str,
-)
+from prescore.settings import Settings
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Micro-batching of one model: rows per model call, wait for company, queue bound."""
+    """Micro-batching of one model: rows per model call, wait for company, queue bound.
+    Read under a prefix per dataset kind (``FALLBACK_RANKING``, ``FALLBACK_LABELS``)."""
 
-    max_batch: int
-    max_wait_s: float = 0.005
-    max_queue: int = 256
-    adaptive: bool = True  # stop waiting once every request on its way is in the batch
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], prefix: str, max_batch: int) -> BatchSettings:
-        return cls(
-            max_batch=env_int(env, f"{prefix}_MAX_BATCH", max_batch, lo=1),
-            max_wait_s=env_float(env, f"{prefix}_MAX_WAIT_MS", cls.max_wait_s * 1000) / 1000,
-            max_queue=env_int(env, f"{prefix}_MAX_QUEUE", cls.max_queue, lo=1),
-            adaptive=env_bool(env, f"{prefix}_ADAPTIVE", cls.adaptive),
-        )
-
-
-def _pairs(text: str, name: str) -> dict[str, str]:
-    """``"reco=tf,tags=int8"`` -> ``{"reco": "tf", "tags": "int8"}``."""
-    out = {}
-    for item in (i.strip() for i in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise ConfigError(f"{name}: expected dataset=value pairs, got {item!r}")
-        out[key] = value
-    return out
+    max_batch: int = setting(
+        "_MAX_BATCH", 4096, lo=1, doc="rows per model call (a ranking's pairs, labels' inputs)"
+    )
+    max_wait_s: float = setting(
+        "_MAX_WAIT_MS",
+        0.005,
+        scale=0.001,
+        doc="milliseconds a batch waits for company after its first request",
+    )
+    max_queue: int = setting(
+        "_MAX_QUEUE", 256, lo=1, doc="requests waiting at most; beyond, 503 `overloaded`"
+    )
+    adaptive: bool = setting(
+        "_ADAPTIVE", True, doc="stop waiting once every request on its way is in the batch"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,79 +41,124 @@ class FallbackSettings:
     """Everything the fallback service needs; the core settings included."""
 
     core: Settings = field(default_factory=Settings)
-    bind: str = "127.0.0.1:8081"
+    bind: str = setting("FALLBACK_BIND", "127.0.0.1:8081", kind="bind", doc="where it listens")
     # One process: micro-batching merges the requests of one process, and TensorFlow
     # already uses every core for one batch. Threads carry the concurrent requests.
-    workers: int = 1
-    threads: int = 32
-    graceful_timeout_s: int = 10  # a worker still busy this long after SIGTERM is killed
-    datasets: tuple[str, ...] = ()  # the datasets answered live; empty: every live one
-    runtime: str = "auto"  # tf | float32 | int8 | auto (fastest measured at registration)
-    runtimes: Mapping[str, str] = field(default_factory=dict)  # per dataset, over runtime
-    inference_threads: int = 0  # LiteRT threads per interpreter; 0: all cores
-    # rows per model call: pairs of a ranking, images or rows of labels
-    ranking_batch: BatchSettings = field(default_factory=lambda: BatchSettings(max_batch=4096))
-    labels_batch: BatchSettings = field(default_factory=lambda: BatchSettings(max_batch=32))
-    request_timeout_s: float = 5.0  # a request waiting longer for the model gets a 504
-    watch_interval_s: float = 5.0  # how often the PROMOTED pointers are checked
-    tables_refresh_s: float = 300.0  # how often a dataset's tables are read again
-    swap_grace_s: float = 5.0  # a replaced model keeps answering requests already holding it
-    models_kept: int = 2  # model versions kept loaded per model (the promoted one and one more)
-    webhdfs_url: str = ""  # WebHDFS endpoint of hdfs:// inputs (tables, images)
-    max_instances: int = 100  # keys (or images) in one request
-    max_candidates: int = 5000  # items scored for one entity
-    max_k: int = 1000
-    max_body_bytes: int = 8 * 1024 * 1024
-    metrics_dir: str = ""  # prometheus multiprocess dir (several workers); made at start
-    metrics_bind: str = ""  # host:port of /metrics on its own port (then not on bind's)
-    log_level: str = "info"
-    access_log: bool = False  # one JSON log line per request, with the caller's request id
-    # With a token, :predict needs "Authorization: Bearer <token>" (the lookup sends it)
-    token: str = field(default="", repr=False)
-    # Without a token, a bind beyond loopback is refused unless a network policy (or the
-    # like) lets only the lookup reach it: it serves predictions and /metrics to anyone.
-    behind_network_policy: bool = False
+    workers: int = setting("FALLBACK_WORKERS", 1, lo=1, doc="processes (`--workers` wins)")
+    threads: int = setting(
+        "FALLBACK_THREADS", 32, lo=1, doc="request threads in each (`--threads` wins)"
+    )
+    graceful_timeout_s: int = setting(
+        "FALLBACK_GRACEFUL_TIMEOUT_S",
+        10,
+        doc="a worker still busy this long after SIGTERM is killed",
+    )
+    datasets: tuple[str, ...] = setting(
+        "FALLBACK_DATASETS",
+        (),
+        kind="list",
+        doc="the datasets answered live; none named: every declared one with `live = true` "
+        "and a model",
+    )
+    runtime: str = setting(
+        "FALLBACK_RUNTIME",
+        "auto",
+        kind="choice",
+        choices=("auto", *RUNTIMES),
+        doc="how models run; `auto`: the fastest variant measured at registration",
+    )
+    runtimes: Mapping[str, str] = setting(
+        "FALLBACK_RUNTIMES",
+        factory=dict,
+        kind="pairs",
+        doc="a runtime per dataset over `FALLBACK_RUNTIME` (`reco=tf,tags=int8`)",
+    )
+    inference_threads: int = setting(
+        "FALLBACK_INFERENCE_THREADS", 0, doc="LiteRT threads per interpreter; 0: all cores"
+    )
+    ranking_batch: BatchSettings = group(BatchSettings, "FALLBACK_RANKING", max_batch=4096)
+    labels_batch: BatchSettings = group(BatchSettings, "FALLBACK_LABELS", max_batch=32)
+    request_timeout_s: float = setting(
+        "FALLBACK_REQUEST_TIMEOUT_S",
+        5.0,
+        lo=0.001,
+        doc="a request waiting longer for the model gets a 504",
+    )
+    watch_interval_s: float = setting(  # 0 would spin the watcher and the upkeep
+        "FALLBACK_WATCH_INTERVAL_S",
+        5.0,
+        lo=0.1,
+        doc="how often the promoted versions (and `hdfs://`, `s3://` tables' files) are checked",
+    )
+    tables_refresh_s: float = setting(
+        "FALLBACK_TABLES_REFRESH_S",
+        300.0,
+        lo=0.1,
+        doc="how often the tables kept in memory are read again",
+    )
+    swap_grace_s: float = setting(
+        "FALLBACK_SWAP_GRACE_S",
+        5.0,
+        doc="a replaced model keeps answering the requests already holding it this long",
+    )
+    models_kept: int = setting(
+        "FALLBACK_MODELS_KEPT",
+        2,
+        lo=2,
+        doc="versions kept loaded per model (the promoted one and one more)",
+    )
+    webhdfs_url: str = setting(
+        "FALLBACK_WEBHDFS_URL", "", doc="WebHDFS endpoint of `hdfs://` tables and images"
+    )
+    max_instances: int = setting(
+        "FALLBACK_MAX_INSTANCES", 100, lo=1, doc="keys (or images) in one request"
+    )
+    max_candidates: int = setting(
+        "FALLBACK_MAX_CANDIDATES", 5000, lo=1, doc="items scored for one entity"
+    )
+    max_k: int = setting("FALLBACK_MAX_K", 1000, lo=1, doc="the largest k a request may ask for")
+    max_body_bytes: int = setting(
+        "FALLBACK_MAX_BODY_BYTES", 8 * 1024 * 1024, lo=64, doc="the largest request body"
+    )
+    metrics_dir: str = setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        kind="path",
+        shown="made at start",
+        doc="where the workers' metrics are summed",
+    )
+    metrics_bind: str = setting(
+        "FALLBACK_METRICS_BIND",
+        "",
+        kind="bind",
+        doc="`host:port` of `/metrics` on its own port (then not on the service's)",
+    )
+    log_level: str = setting(
+        "PRESCORE_LOG_LEVEL", "info", kind="choice", choices=LOG_LEVELS, doc="the log level"
+    )
+    access_log: bool = setting(
+        "FALLBACK_ACCESS_LOG",
+        False,
+        doc="one JSON log line per request, with the `request_id` and `traceparent` the "
+        "lookup passed on",
+    )
+    token: str = setting(
+        "PRESCORE_FALLBACK_TOKEN",
+        "",
+        kind="secret",
+        doc="`:predict` then needs `Authorization: Bearer <token>` (the lookup sends it)",
+    )
+    behind_network_policy: bool = setting(
+        "FALLBACK_BEHIND_NETWORK_POLICY",
+        False,
+        doc="without a token, a bind beyond loopback is refused unless this says a network "
+        "policy lets only the lookup reach it (it serves predictions and `/metrics`)",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FallbackSettings:
         env = os.environ if env is None else env
-        settings = cls(
-            core=Settings.from_env(env),
-            bind=env_bind(env, "FALLBACK_BIND", cls.bind),
-            metrics_bind=env_bind(env, "FALLBACK_METRICS_BIND", cls.metrics_bind),
-            token=env_secret(env, "PRESCORE_FALLBACK_TOKEN"),
-            behind_network_policy=env_bool(env, "FALLBACK_BEHIND_NETWORK_POLICY", False),
-            workers=env_int(env, "FALLBACK_WORKERS", cls.workers, lo=1),
-            threads=env_int(env, "FALLBACK_THREADS", cls.threads, lo=1),
-            graceful_timeout_s=env_int(env, "FALLBACK_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
-            datasets=tuple(d for d in env_str(env, "FALLBACK_DATASETS", "").split(",") if d),
-            runtime=env_str(env, "FALLBACK_RUNTIME", cls.runtime),
-            runtimes=_pairs(env_str(env, "FALLBACK_RUNTIMES", ""), "FALLBACK_RUNTIMES"),
-            inference_threads=env_int(env, "FALLBACK_INFERENCE_THREADS", cls.inference_threads),
-            ranking_batch=BatchSettings.from_env(env, "FALLBACK_RANKING", 4096),
-            labels_batch=BatchSettings.from_env(env, "FALLBACK_LABELS", 32),
-            request_timeout_s=env_float(
-                env, "FALLBACK_REQUEST_TIMEOUT_S", cls.request_timeout_s, lo=0.001
-            ),
-            watch_interval_s=env_float(  # 0 would spin the watcher and the upkeep
-                env, "FALLBACK_WATCH_INTERVAL_S", cls.watch_interval_s, lo=0.1
-            ),
-            tables_refresh_s=env_float(
-                env, "FALLBACK_TABLES_REFRESH_S", cls.tables_refresh_s, lo=0.1
-            ),
-            swap_grace_s=env_float(env, "FALLBACK_SWAP_GRACE_S", cls.swap_grace_s),
-            models_kept=env_int(env, "FALLBACK_MODELS_KEPT", cls.models_kept),
-            webhdfs_url=env_str(env, "FALLBACK_WEBHDFS_URL", cls.webhdfs_url),
-            max_instances=env_int(env, "FALLBACK_MAX_INSTANCES", cls.max_instances, lo=1),
-            max_candidates=env_int(env, "FALLBACK_MAX_CANDIDATES", cls.max_candidates, lo=1),
-            max_k=env_int(env, "FALLBACK_MAX_K", cls.max_k, lo=1),
-            max_body_bytes=env_int(env, "FALLBACK_MAX_BODY_BYTES", cls.max_body_bytes, lo=64),
-            metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
-            log_level=env_choice(
-                env, "PRESCORE_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
-            ),
-            access_log=env_bool(env, "FALLBACK_ACCESS_LOG", cls.access_log),
-        )
+        settings = read(cls, env, core=Settings.from_env(env))
         settings.check()
         return settings
 
@@ -145,6 +172,7 @@ class FallbackSettings:
     def check(self) -> None:
         """Refuse settings that cannot work, at start-up rather than per request."""
         for name, runtime in [("FALLBACK_RUNTIME", self.runtime), *self.runtimes.items()]:
+            # the variable was checked as it was read; this one may come from a constructor
             if runtime != "auto" and runtime not in RUNTIMES:
                 raise ConfigError(
                     f"{name}: runtime must be auto or one of {', '.join(RUNTIMES)}; got {runtime!r}"
@@ -159,8 +187,6 @@ class FallbackSettings:
         for flag, value in (("--workers", self.workers), ("--threads", self.threads)):
             if value < 1:  # the flags override the variables, which were checked already
                 raise ConfigError(f"{flag}={value}: must be at least 1")
-        if self.models_kept < 2:  # the promoted version and the one loaded beside it
-            raise ConfigError(f"FALLBACK_MODELS_KEPT={self.models_kept}: must be at least 2")
 
     def check_exposure(self) -> None:
         """Refuse to serve without a token on an address beyond loopback, unless told

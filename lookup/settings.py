@@ -8,18 +8,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
+from prescore.env import LOG_LEVELS, group, read, setting
 from prescore.errors import ConfigError
 from prescore.service.serving import WSGIServer
-from prescore.settings import (
-    Settings,
-    env_bind,
-    env_bool,
-    env_choice,
-    env_float,
-    env_int,
-    env_secret,
-    env_str,
-)
+from prescore.settings import Settings
 
 
 def _default_workers() -> int:
@@ -30,46 +22,74 @@ def _default_workers() -> int:
 class ServerSettings:
     """How granian runs the app (prescore.service.serving): processes, and app threads in each."""
 
-    bind: str = "127.0.0.1:8080"
-    workers: int = field(default_factory=_default_workers)
+    bind: str = setting("LOOKUP_BIND", "127.0.0.1:8080", kind="bind", doc="where it listens")
+    metrics_bind: str = setting(
+        "LOOKUP_METRICS_BIND",
+        "",
+        kind="bind",
+        doc="`host:port` to serve `/metrics` on from the main process (then the service "
+        "port answers it 404)",
+    )
+    workers: int = setting(
+        "LOOKUP_WORKERS",
+        factory=_default_workers,
+        lo=1,
+        shown="cores, at least 2",
+        doc="lookup processes (`--workers` wins)",
+    )
     # A lookup holds a thread for one Redis round trip (or one live call on a miss). More
-    # threads than this only queue on the GIL: at 8, p99 was 2-5x that at 2-4 (bench_lookup).
-    threads: int = 4
-    backlog: int = 2048
-    graceful_timeout_s: int = 10
-    header_timeout_s: float = 30.0  # a request's line and headers (and keep-alive idle time)
-    metrics_dir: str = ""  # prometheus multiprocess dir; a fresh temp dir when empty
-    # How often a thread that holds the GIL hands it over (CPython's default: 5 ms).
-    switch_interval_s: float = 0.005
-    gc_freeze: bool = True  # keep the loaded app out of the GC's generations (shorter pauses)
-    access_log: bool = False  # one JSON log line per request (the hot path's too)
-    log_level: str = "info"
-    metrics_bind: str = ""  # host:port of /metrics on its own port (then not on bind's)
+    # threads than this only queue on the GIL (bench_lookup's thread rows).
+    threads: int = setting(
+        "LOOKUP_THREADS", 4, lo=1, doc="app threads in each process (`--threads` wins)"
+    )
+    backlog: int = setting("LOOKUP_BACKLOG", 2048, lo=1, doc="the listen backlog")
+    graceful_timeout_s: int = setting(
+        "LOOKUP_GRACEFUL_TIMEOUT_S",
+        10,
+        lo=1,
+        doc="a worker still busy this long after SIGTERM is killed",
+    )
+    header_timeout_s: float = setting(
+        "LOOKUP_HEADER_TIMEOUT_S",
+        30.0,
+        lo=0.1,
+        hi=3600,
+        doc="a connection whose next request line and headers have not all arrived this long "
+        "after it opened or its last answer was sent is closed (granian's timer; no app "
+        "thread waits for headers). It is also how long an idle kept-alive connection stays "
+        "open: keep it above the idle timeout of a proxy or load balancer in front",
+    )
+    metrics_dir: str = setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        kind="path",
+        shown="a fresh temporary folder",
+        doc="where the workers' metrics are summed",
+    )
+    switch_interval_s: float = setting(
+        "LOOKUP_SWITCH_INTERVAL_S",
+        0.005,
+        lo=0.0001,
+        doc="how often a thread holding the GIL hands it over (CPython's default: 5 ms)",
+    )
+    gc_freeze: bool = setting(
+        "LOOKUP_GC_FREEZE",
+        True,
+        doc="keep the loaded app out of the GC's generations (shorter pauses)",
+    )
+    access_log: bool = setting(
+        "LOOKUP_ACCESS_LOG",
+        False,
+        doc="one JSON log line per request: its `request_id`, and the caller's W3C "
+        "`traceparent` when sent (both passed on to the fallback on a miss)",
+    )
+    log_level: str = setting(
+        "PRESCORE_LOG_LEVEL", "info", kind="choice", choices=LOG_LEVELS, doc="the log level"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
-        return cls(
-            bind=env_bind(env, "LOOKUP_BIND", cls.bind),
-            metrics_bind=env_bind(env, "LOOKUP_METRICS_BIND", cls.metrics_bind),
-            workers=env_int(env, "LOOKUP_WORKERS", _default_workers(), lo=1),
-            threads=env_int(env, "LOOKUP_THREADS", cls.threads, lo=1),
-            backlog=env_int(env, "LOOKUP_BACKLOG", cls.backlog, lo=1),
-            graceful_timeout_s=env_int(
-                env, "LOOKUP_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, lo=1
-            ),
-            header_timeout_s=env_float(
-                env, "LOOKUP_HEADER_TIMEOUT_S", cls.header_timeout_s, lo=0.1, hi=3600
-            ),
-            metrics_dir=env_str(env, "PROMETHEUS_MULTIPROC_DIR", cls.metrics_dir),
-            switch_interval_s=env_float(
-                env, "LOOKUP_SWITCH_INTERVAL_S", cls.switch_interval_s, lo=0.0001
-            ),
-            gc_freeze=env_bool(env, "LOOKUP_GC_FREEZE", cls.gc_freeze),
-            access_log=env_bool(env, "LOOKUP_ACCESS_LOG", cls.access_log),
-            log_level=env_choice(
-                env, "PRESCORE_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
-            ),
-        )
+        return read(cls, env)
 
     def wsgi_server(self) -> WSGIServer:
         return WSGIServer(
@@ -89,22 +109,35 @@ class BreakerSettings:
     in the last ``window_s`` seconds, ``ratio`` of them failed; after ``reset_s``,
     ``probes`` trial calls decide whether it closes."""
 
-    window_s: float = 10.0
-    min_calls: int = 20
-    ratio: float = 0.5
-    reset_s: float = 1.0
-    probes: int = 3
+    window_s: float = setting(
+        "PRESCORE_FALLBACK_BREAKER_WINDOW_S", 10.0, lo=0.1, doc="the breaker's window"
+    )
+    min_calls: int = setting(
+        "PRESCORE_FALLBACK_BREAKER_MIN_CALLS",
+        20,
+        lo=1,
+        doc="calls in the window before the breaker may open",
+    )
+    ratio: float = setting(
+        "PRESCORE_FALLBACK_BREAKER_RATIO",
+        0.5,
+        lo=0.01,
+        hi=1.0,
+        doc="the share of those calls failed that opens it",
+    )
+    reset_s: float = setting(
+        "PRESCORE_FALLBACK_BREAKER_RESET_S", 1.0, lo=0.01, doc="how long it stays open"
+    )
+    probes: int = setting(
+        "PRESCORE_FALLBACK_BREAKER_PROBES",
+        3,
+        lo=1,
+        doc="trial calls that then decide whether it closes",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BreakerSettings:
-        p = "PRESCORE_FALLBACK_BREAKER"
-        return cls(
-            window_s=env_float(env, f"{p}_WINDOW_S", cls.window_s, lo=0.1),
-            min_calls=env_int(env, f"{p}_MIN_CALLS", cls.min_calls, lo=1),
-            ratio=env_float(env, f"{p}_RATIO", cls.ratio, lo=0.01, hi=1.0),
-            reset_s=env_float(env, f"{p}_RESET_S", cls.reset_s, lo=0.01),
-            probes=env_int(env, f"{p}_PROBES", cls.probes, lo=1),
-        )
+        return read(cls, env)
 
 
 @dataclass(frozen=True)
@@ -112,54 +145,79 @@ class LookupSettings:
     """Everything the lookup API needs; the core settings included."""
 
     core: Settings = field(default_factory=Settings)
-    max_k: int = 1000  # the largest k / limit a request may ask for
-    max_batch_ids: int = 100
-    max_body_bytes: int = 64 * 1024
-    # A pointer read is cached this long per process (0 disables). A publish is seen by
-    # every worker within this time; a request still reads exactly one version.
-    pointer_cache_s: float = 1.0
-    # Once ready, /readyz stays ready this long through a store outage (answering JSON 503s)
-    ready_grace_s: float = 30.0
-    fallback_url: str = ""  # live inference on a miss; empty: a miss is a 404
-    fallback_timeout_s: float = 0.1  # deadline of one live call (a whole request's misses)
-    fallback_token: str = field(default="", repr=False)  # sent as Authorization: Bearer
-    breaker: BreakerSettings = field(default_factory=lambda: BreakerSettings())
+    max_k: int = setting("LOOKUP_MAX_K", 1000, lo=1, doc="the largest k a request may ask for")
+    max_batch_ids: int = setting("LOOKUP_MAX_BATCH_IDS", 100, lo=1, doc="keys in one batchGet")
+    max_body_bytes: int = setting(
+        "LOOKUP_MAX_BODY_BYTES", 64 * 1024, lo=64, doc="the largest request body"
+    )
+    pointer_cache_s: float = setting(
+        "LOOKUP_POINTER_CACHE_S",
+        1.0,
+        doc="a version pointer read is cached this long per process (0: never); a publish "
+        "is seen by every worker within it, and a request still reads exactly one version",
+    )
+    ready_grace_s: float = setting(
+        "LOOKUP_READY_GRACE_S",
+        30.0,
+        doc="once ready, `/readyz` stays ready (`degraded`) this long through a store outage",
+    )
+    fallback_url: str = setting(
+        "PRESCORE_FALLBACK_URL",
+        "",
+        doc="live inference on a miss (`http://host:port`); none: a miss is a 404",
+    )
+    fallback_timeout_s: float = setting(
+        "PRESCORE_FALLBACK_TIMEOUT_S",
+        0.1,
+        lo=0.001,
+        doc="the deadline of one request's live calls",
+    )
+    fallback_token: str = setting(
+        "PRESCORE_FALLBACK_TOKEN",
+        "",
+        kind="secret",
+        doc="sent as `Authorization: Bearer`; the fallback requires it when it has it set",
+    )
+    breaker: BreakerSettings = group(BreakerSettings)
     # What the fallback takes in one call (its FALLBACK_MAX_INSTANCES): a batch with more
     # misses than this is sent in several calls, within the one deadline.
-    fallback_max_instances: int = 100
-    miss_log: bool = True  # misses recorded for the next bulk run (prescore.store.misslog)
-    single_flight: bool = True  # one live call per missing key at a time (lookup.live.singleflight)
-    negative_ttl_s: float = 60.0  # a key live inference had no answer for is not asked again
-    shadow_rate: float = 0.0  # share of hits also answered live and compared (lookup.live.shadow)
-    cache_max_age_s: int = 0  # Cache-Control of an answer (lookup.caching): 0, no-cache
-    server: ServerSettings = field(default_factory=ServerSettings)
+    fallback_max_instances: int = setting(
+        "PRESCORE_FALLBACK_MAX_INSTANCES",
+        100,
+        lo=1,
+        doc="keys per live call (the fallback's `FALLBACK_MAX_INSTANCES`)",
+    )
+    miss_log: bool = setting(
+        "LOOKUP_MISS_LOG",
+        True,
+        doc="record missed keys for the next bulk run (and the dataset's `miss_log`)",
+    )
+    single_flight: bool = setting(
+        "LOOKUP_SINGLE_FLIGHT",
+        True,
+        doc="one live call per missing key at a time, and the negative cache",
+    )
+    negative_ttl_s: float = setting(
+        "LOOKUP_NEGATIVE_TTL_S",
+        60.0,
+        lo=0.001,
+        doc="how long a key live inference had no answer for is answered 404 without a call",
+    )
+    shadow_rate: float = setting(
+        "LOOKUP_SHADOW_RATE", 0.0, hi=1.0, doc="share of hits also answered live and compared"
+    )
+    cache_max_age_s: int = setting(
+        "LOOKUP_CACHE_MAX_AGE_S",
+        0,
+        doc="`Cache-Control` of a single key's answer: `no-cache` at 0 (asked again each time, "
+        "with its `ETag`), else `max-age=N` (an answer up to N s behind a version switch)",
+    )
+    server: ServerSettings = group(ServerSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LookupSettings:
         env = os.environ if env is None else env
-        settings = cls(
-            core=Settings.from_env(env),
-            max_k=env_int(env, "LOOKUP_MAX_K", cls.max_k, lo=1),
-            max_batch_ids=env_int(env, "LOOKUP_MAX_BATCH_IDS", cls.max_batch_ids, lo=1),
-            max_body_bytes=env_int(env, "LOOKUP_MAX_BODY_BYTES", cls.max_body_bytes, lo=64),
-            pointer_cache_s=env_float(env, "LOOKUP_POINTER_CACHE_S", cls.pointer_cache_s),
-            ready_grace_s=env_float(env, "LOOKUP_READY_GRACE_S", cls.ready_grace_s),
-            fallback_url=env_str(env, "PRESCORE_FALLBACK_URL", cls.fallback_url),
-            fallback_token=env_secret(env, "PRESCORE_FALLBACK_TOKEN"),
-            fallback_timeout_s=env_float(
-                env, "PRESCORE_FALLBACK_TIMEOUT_S", cls.fallback_timeout_s, lo=0.001
-            ),
-            breaker=BreakerSettings.from_env(env),
-            fallback_max_instances=env_int(
-                env, "PRESCORE_FALLBACK_MAX_INSTANCES", cls.fallback_max_instances, lo=1
-            ),
-            miss_log=env_bool(env, "LOOKUP_MISS_LOG", cls.miss_log),
-            single_flight=env_bool(env, "LOOKUP_SINGLE_FLIGHT", cls.single_flight),
-            negative_ttl_s=env_float(env, "LOOKUP_NEGATIVE_TTL_S", cls.negative_ttl_s, lo=0.001),
-            shadow_rate=env_float(env, "LOOKUP_SHADOW_RATE", cls.shadow_rate, hi=1.0),
-            cache_max_age_s=env_int(env, "LOOKUP_CACHE_MAX_AGE_S", cls.cache_max_age_s, lo=0),
-            server=ServerSettings.from_env(env),
-        )
+        settings = read(cls, env, core=Settings.from_env(env))
         settings.check()
         return settings
 

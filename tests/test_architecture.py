@@ -15,6 +15,7 @@ PARTS = ("prescore", "jobs", "lookup", "fallback")
 # prescore's families, lowest first: a module imports its own family and lower layers only.
 LAYERS = (
     {"prescore.errors", "prescore.logs", "prescore.ports", "prescore.progress"},
+    {"prescore.env"},
     {"prescore.encoding"},
     {"prescore.data"},
     {"prescore.settings"},

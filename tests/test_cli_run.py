@@ -52,6 +52,12 @@ def test_config_shows_the_effective_settings_with_secrets_masked(
     assert doc["redis"]["url"] == "redis://:***@127.0.0.1:1/3"
     assert doc["catalog"] == {"source": str(DEMO_CONFIG), "datasets": ["reco", "tags"]}
     assert doc["store"]["keep_versions"] >= 1
+    by_name = {v["variable"]: v for v in doc["variables"]}
+    assert by_name["REDIS_URL"]["value"] == "redis://:***@127.0.0.1:1/3"
+    assert by_name["REDIS_URL"]["set"] and not by_name["PRESCORE_KEEP_VERSIONS"]["set"]
+    assert by_name["PRESCORE_KEEP_VERSIONS"]["allowed"] == "an integer of at least 1"
     assert main([*CONFIG, "--redis-url", url, "config"]) == 0
     shown = capsys.readouterr().out
-    assert "url: redis://:***@127.0.0.1:1/3" in shown and "hunter2" not in shown
+    lines = {line[2:].split()[0]: line for line in shown.splitlines() if line[:1] in "* "}
+    assert lines["REDIS_URL"].split() == ["*", "REDIS_URL", "redis://:***@127.0.0.1:1/3"]
+    assert lines["PRESCORE_KEEP_VERSIONS"].startswith("  ") and "hunter2" not in shown

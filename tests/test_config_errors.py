@@ -103,10 +103,13 @@ def test_a_model_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "line"),
     [
-        ({"FALLBACK_MODELS_KEPT": "1"}, "fallback: FALLBACK_MODELS_KEPT=1: must be at least 2"),
+        (
+            {"FALLBACK_MODELS_KEPT": "1"},
+            "fallback: FALLBACK_MODELS_KEPT='1': must be an integer of at least 2",
+        ),
         (
             {"FALLBACK_RUNTIME": "gpu"},
-            "fallback: FALLBACK_RUNTIME: runtime must be auto or one of",
+            "fallback: FALLBACK_RUNTIME='gpu': must be one of auto, tf, float32, int8",
         ),
         # bounded as the lookup's: 0 would spin the upkeep, or serve nothing
         ({"FALLBACK_WATCH_INTERVAL_S": "0"}, "fallback: FALLBACK_WATCH_INTERVAL_S='0': must be"),

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from prescore import env
 from prescore.logs import masked_url
 from prescore.settings import Settings
 
@@ -111,16 +112,41 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def config(settings: Settings, args: argparse.Namespace) -> int:
-    """The effective core settings (environment, flags, defaults), secrets masked."""
-    doc = shown(settings)
+    """The effective core settings (environment, flags, defaults), one a line by its
+    variable as prescore.env declares it (``*``: not the default), secrets masked."""
+    listed = [(row, *value(settings, row)) for row in env.rows(Settings)]
     if args.output == "json":
+        doc = shown(settings)
+        doc["variables"] = [
+            {"variable": row.env, "value": text, "set": set_, "default": row.default}
+            | {"allowed": row.allowed, "doc": row.doc}
+            for row, text, set_ in listed
+        ]
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    for section, values in doc.items():
-        print(f"{section}:")
-        for name, value in values.items() if isinstance(values, dict) else [("", values)]:
-            print(f"  {name}: {value}" if name else f"  {value}")
+    width = max(len(row.env) for row, _, _ in listed)
+    for row, text, set_ in listed:
+        print(f"{'*' if set_ else ' '} {row.env:<{width}}  {text or '(none)'}")
+    catalog = shown(settings)["catalog"]
+    print(f"  datasets: {', '.join(catalog['datasets']) or '(none)'} ({catalog['source']})")
     return 0
+
+
+def value(settings: Settings, row: env.Row) -> tuple[str, bool]:
+    """The value of ``row``'s setting in ``settings`` as its variable would say it (a
+    URL's password masked, a secret never shown), and whether it is not the default."""
+    found: Any = settings
+    for name in row.field.split("."):
+        found = getattr(found, name)
+    changed = found != row.default_value
+    if row.allowed == env.SECRET:
+        return ("***" if found else ""), changed
+    if isinstance(found, bool):
+        return ("1" if found else "0"), changed
+    if isinstance(found, float):
+        return f"{found:g}", changed
+    text = str(found)
+    return (masked_url(text) if "://" in text else text), changed
 
 
 def shown(settings: Settings) -> dict[str, Any]:
