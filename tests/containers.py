@@ -25,7 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TAG = "dev"
 # The datasets ConfigMap's mount, and the dev volume's (k8s/overlays/dev).
-DATASETS = f"{ROOT}/k8s/base/datasets.toml:/etc/prescore/prescore.toml:ro"
+DEMO_DATASETS = ROOT / "k8s" / "components" / "hotels-demo" / "datasets.toml"
+DATASETS = f"{DEMO_DATASETS}:/etc/prescore/prescore.toml:ro"
 VAR = "/var/lib/prescore"
 LOCAL_BASE = "prescore-base:bookworm"
 REDIS_IMAGE = f"prescore-test-redis:{TAG}"
@@ -328,7 +329,7 @@ def outside_env(var: Path, redis_url: str, work: Path) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_URL": redis_url,
-        "PRESCORE_CONFIG": str(ROOT / "k8s" / "base" / "datasets.toml"),
+        "PRESCORE_CONFIG": str(DEMO_DATASETS),
         "PRESCORE_DATA_URI": f"{var}/data",
         "PRESCORE_IMAGES_URI": f"{var}/images/*.jpg",
         "PRESCORE_TRAIN_DATA": f"{var}/data",

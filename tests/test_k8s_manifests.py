@@ -408,6 +408,22 @@ def test_the_deployed_datasets_are_the_demos_with_the_deployments_paths(
     assert reco.training.command[2] == "examples.hotels.train_reco"
 
 
+def test_the_base_knows_no_dataset_and_the_demos_come_as_a_component() -> None:
+    """A team builds on k8s/base with its own datasets: the base declares none and runs
+    no bulk job; the demo's declarations and CronJobs are its component's, which the dev
+    and prod overlays include."""
+    objs = render("base")
+    text = generated(objs, "ConfigMap", "prescore-datasets")["data"]["prescore.toml"]
+    assert tomllib.loads(text) == {}
+    assert not of_kind(objs, "CronJob")
+    base_files = " ".join(p.read_text() for p in (K8S / "base").iterdir())
+    base_files = base_files.replace("components/hotels-demo", "")  # pointers to the demo
+    assert not re.search(r"\b(reco|tags|hotels?)\b", base_files)
+    for overlay in OVERLAYS:
+        names = {o["metadata"]["name"] for o in of_kind(render(f"overlays/{overlay}"), "CronJob")}
+        assert names == {"prescore-score-reco", "prescore-score-tags", "prescore-retrain"}
+
+
 def _code_text() -> str:
     return "\n".join(
         p.read_text()

@@ -32,8 +32,10 @@ from tests.k8s_tools import (
     restricted_violations,
 )
 
-# The datasets the deployment declares (k8s/base/datasets.toml): one bulk run each.
-DATASETS = sorted(tomllib.loads((K8S / "base" / "datasets.toml").read_text())["datasets"])
+# The datasets the demo deployment declares (k8s/components/hotels-demo/datasets.toml):
+# one bulk run each.
+DEMO = K8S / "components" / "hotels-demo" / "datasets.toml"
+DATASETS = sorted(tomllib.loads(DEMO.read_text())["datasets"])
 POD = {"POD_NAME": POD_STAND_INS["metadata.name"], "POD_UID": POD_STAND_INS["metadata.uid"]}
 
 
