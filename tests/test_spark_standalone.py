@@ -23,6 +23,7 @@ from jobs.bulk import Run, WorkerSettings, write_rows
 from jobs.score import parse_args, run_job
 from jobs.standalone import StandaloneCluster
 from jobs.submit import local_args, spark_submit_bin
+from prescore.data.datasets import Dataset
 from prescore.errors import NotFound
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.store import values
@@ -223,8 +224,9 @@ def _peak_written_until_done(client: redis.Redis, version: str, proc: subprocess
 
 
 def _writing_run(settings: Settings, version: str, token: str) -> Run:
-    """What a task of a run writing ``version`` of reco under ``token`` is sent."""
-    reco = settings.catalog.get("reco")
+    """What a task of a run writing ``version`` of reco under ``token`` is sent (the
+    writes read only the dataset's name)."""
+    reco = Dataset(name="reco", kind="ranking", model="reco")
     worker = WorkerSettings.of(settings)
     return Run(dataset=reco, model_version="1", scored_at="", worker=worker, batch_rows=1).writing(
         version, token
