@@ -34,3 +34,14 @@ def floor(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[b
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(value)))]
     )
     return [value]
+
+
+CONSTANT = b'{"user_id":"u0","items":[]}'
+
+
+def constant(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """No framework and no Redis: the server alone answering a constant."""
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(CONSTANT)))]
+    )
+    return [CONSTANT]
