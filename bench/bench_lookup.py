@@ -297,17 +297,9 @@ def servers(args: argparse.Namespace, redis_url: str, version: str, var: Path) -
         found.append(Server("ours, miss log and single-flight off", off_cmd, off_env, port))
     if args.rsgi:
         port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.rsgi_lookup",
-            "--workers",
-            str(args.workers),
-            "--bind",
-            f"127.0.0.1:{port}",
-        ]
-        label = "ours, over granian's RSGI (bench/rsgi_lookup.py)"
-        found.append(Server(label, cmd, ours_env, port))
+        timed_env = {**ours_env, "LOOKUP_BODY_TIMEOUT_S": "1"}
+        label = "ours, bodies timed over RSGI (LOOKUP_BODY_TIMEOUT_S=1)"
+        found.append(Server(label, [*ours_cmd, "--bind", f"127.0.0.1:{port}"], timed_env, port))
     if args.alternatives:
         for threads in (2, 8):
             port = free_port()

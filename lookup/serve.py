@@ -109,7 +109,7 @@ def _serve(settings: LookupSettings) -> int:
         exporter = RegistryCollector.of(connect(settings.core.redis), settings)
         serve_metrics(s.metrics_bind, [exporter])
         log.info(f"lookup: metrics on http://{s.metrics_bind}/metrics")
-    settings.server.wsgi_server().serve(partial(load_app, settings))
+    settings.server.wsgi_server(settings.max_body_bytes).serve(partial(load_app, settings))
     return 0
 
 

@@ -59,6 +59,16 @@ class ServerSettings:
         "thread waits for headers). It is also how long an idle kept-alive connection stays "
         "open: keep it above the idle timeout of a proxy or load balancer in front",
     )
+    body_timeout_s: float = setting(
+        "LOOKUP_BODY_TIMEOUT_S",
+        0.0,
+        hi=3600,
+        doc="0: request bodies are read as granian's WSGI reads them, with no time limit (a "
+        "client stalling its body holds an app thread; put a proxy that buffers bodies in "
+        "front). Above 0: the lookup is served over RSGI, a body that has not arrived "
+        "within this is answered 408 and no app thread waits for it, at a cost in "
+        "throughput (docs/benchmarks.md)",
+    )
     metrics_dir: str = setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",
@@ -91,7 +101,9 @@ class ServerSettings:
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
         return read(cls, env)
 
-    def wsgi_server(self) -> WSGIServer:
+    def wsgi_server(self, max_body_bytes: int = 0) -> WSGIServer:
+        """How granian serves the app; ``max_body_bytes``: how much of a body a timed read
+        takes at most (the app refuses more, 413)."""
         return WSGIServer(
             bind=self.bind,
             workers=self.workers,
@@ -100,6 +112,8 @@ class ServerSettings:
             backlog=self.backlog,
             kill_timeout_s=self.graceful_timeout_s,
             header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_body_bytes=max_body_bytes,
         )
 
 

@@ -8,6 +8,7 @@ a 503 within one timeout, and a declared dataset is never a 404."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -277,6 +278,69 @@ def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_ti
     finally:
         for conn in stalled:
             conn.close()
+        lookup.stop()
+
+
+def test_with_timed_bodies_a_stalled_body_is_answered_408_and_holds_no_thread(
+    users: str, redis_url: str, tmp_path: Path
+) -> None:
+    """LOOKUP_BODY_TIMEOUT_S: more connections than the worker has threads send a
+    batchGet's headers and 10 of its 100 body bytes, then stall. Other clients' lookups
+    and batches are answered while every stalled connection is still open; each stalled
+    one is answered 408 and closed once the timeout has passed, and not before."""
+    lookup = _lookup(tmp_path, redis_url, LOOKUP_BODY_TIMEOUT_S="1", LOOKUP_THREADS="2")
+    stalled = []
+    try:
+        opened = time.monotonic()
+        for _ in range(6):  # one worker, 2 threads
+            conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
+            conn.sendall(
+                b"POST /v1/recommendations:batchGet HTTP/1.1\r\nHost: lookup\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                b'{"user_ids'
+            )
+            stalled.append(conn)
+        for i in range(3):
+            r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
+            assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
+        body = {"user_ids": ["u1", "u2"]}
+        r = requests.post(f"{lookup.url}/v1/recommendations:batchGet", json=body, timeout=5)
+        assert r.status_code == 200 and r.json()["found"] == 2
+        answered = time.monotonic()
+        answers = [_answer(conn) for conn in stalled]  # returns once the server closes
+        assert time.monotonic() - opened >= 0.9  # at the timeout, not at once
+        assert all(a.startswith(b"HTTP/1.1 408") and b"body_timeout" in a for a in answers)
+        assert answered - opened < time.monotonic() - opened  # the others came first
+    finally:
+        for conn in stalled:
+            conn.close()
+        lookup.stop()
+
+
+def test_with_timed_bodies_an_oversized_body_gets_its_413(
+    users: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A body over LOOKUP_MAX_BODY_BYTES is answered 413 while its client still sends it,
+    and the lookup reads no further than the bound."""
+    lookup = _lookup(tmp_path, redis_url, LOOKUP_BODY_TIMEOUT_S="5")
+    big = b'{"user_ids": ["' + b"u" * (8 * 1024 * 1024) + b'"]}'
+    conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
+
+    def send() -> None:
+        head = b"POST /v1/recommendations:batchGet HTTP/1.1\r\nHost: lookup\r\n"
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(big)
+        with contextlib.suppress(OSError):  # the server answered and closed meanwhile
+            conn.sendall(head + big)
+
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        answer = _answer(conn)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b'"error":"payload_too_large"' in answer or b"too_large" in answer, answer
+    finally:
+        conn.close()
+        sender.join(10)
         lookup.stop()
 
 

@@ -34,6 +34,10 @@ class WSGIServer:
     # after it opened or its last answer was sent is closed (granian's own timer, before
     # any app thread is used): it is the kept-alive connections' idle timeout too
     header_timeout_s: float = 30.0
+    # 0: bodies read under WSGI, untimed; else served over RSGI with each body read within
+    # this (prescore.service.timed_bodies), read no further than max_body_bytes
+    body_timeout_s: float = 0.0
+    max_body_bytes: int = 0
 
     def address(self) -> tuple[str, int]:
         """("host", port) from ``bind``; a bracketed IPv6 host loses its brackets."""
@@ -49,13 +53,14 @@ class WSGIServer:
         from granian.http import HTTP1Settings
 
         host, port = self.address()
+        timed = self.body_timeout_s > 0
         server = Granian(
             target=self.name,  # only a label: the app comes from ``load``
             address=host,
             port=port,
-            interface=Interfaces.WSGI,
+            interface=Interfaces.RSGI if timed else Interfaces.WSGI,
             workers=self.workers,
-            blocking_threads=self.threads,
+            blocking_threads=1 if timed else self.threads,
             http=HTTPModes.http1,
             websockets=False,
             backlog=self.backlog,
@@ -64,7 +69,21 @@ class WSGIServer:
             ),
             workers_kill_timeout=self.kill_timeout_s,
         )
-        server.serve(target_loader=load, wrap_loader=False)
+        server.serve(target_loader=self._timed(load) if timed else load, wrap_loader=False)
+
+    def _timed(self, load: WSGILoader) -> WSGILoader:
+        """``load`` with its WSGI app behind timed_bodies' RSGI adapter."""
+        from prescore.service.timed_bodies import TimedBodies
+
+        def loaded() -> Any:
+            host, port = self.address()
+            server = (host, str(port))
+            app = TimedBodies(
+                load(), self.threads, self.body_timeout_s, self.max_body_bytes, server
+            )
+            return app.__rsgi__  # an RSGI app is a coroutine function of (scope, protocol)
+
+        return loaded
 
 
 def metrics_dir(configured: str, service: str) -> str:

@@ -1,43 +1,38 @@
-"""The lookup served over granian's RSGI interface instead of WSGI: an experiment that
-bench_lookup measures beside the lookup as it ships (``--rsgi``).
+"""A WSGI app served over granian's RSGI interface, so that request bodies are timed.
 
-Under WSGI, granian reads a request body with no time limit (granian#728), so a client
-that stalls its body holds an app thread until it goes. Under RSGI the body is awaited on
-the worker's event loop, where it can be timed out (408) without any thread waiting for
-it; the app itself (the same WSGI app, fast path and Flask) then runs on a pool of
-``--threads`` threads, so every request costs a hop from the loop to a thread and back.
-This measures that hop on the real lookup, with this module's own cost of building
-each request's WSGI environ in Python (granian's WSGI side builds it in Rust).
-
-``python -m bench.rsgi_lookup --bind HOST:PORT [--workers W] [--threads T]``
-(settings from the environment, as ``python -m lookup.serve``).
+Under WSGI, granian reads a request body with no time limit (granian#728, closed as
+wontfix), so a client that stalls its body holds an app thread until it goes. Under RSGI
+the body is awaited on the worker's event loop, where it is timed out (408, the
+connection closed) without any thread waiting for it; the WSGI app then runs on a pool of
+app threads with the whole body in memory. Every request pays a hop from the loop to a
+thread and back, and its WSGI environ is built here in Python (granian's WSGI side
+builds it in Rust): docs/benchmarks.md measures that cost, which is why it is a choice
+(``LOOKUP_BODY_TIMEOUT_S``), not the default.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from lookup.serve import load_app, metrics_folder
-from lookup.settings import LookupSettings
-
-BODY_TIMEOUT_S = 1.0
 _TIMED_OUT = b'{"error":"body_timeout","message":"the request body did not arrive in time"}'
 
 
-class RSGILookup:
-    """A WSGI app behind RSGI: the body read on the loop under a timeout, the app on a pool."""
+class TimedBodies:
+    """A WSGI app behind RSGI: a request's body read on the loop within ``timeout_s``
+    (408 and the connection closed past it), then the app run on a pool of ``threads``."""
 
-    def __init__(self, app: Any, threads: int, max_body: int, server: tuple[str, str]) -> None:
+    def __init__(
+        self, app: Any, threads: int, timeout_s: float, max_body: int, server: tuple[str, str]
+    ) -> None:
         self.app = app
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="app")
+        self.timeout_s = timeout_s
         self.max_body = max_body
         self.server = server
 
@@ -48,7 +43,7 @@ class RSGILookup:
         body = b""
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
             try:
-                body = await asyncio.wait_for(self._body(proto), BODY_TIMEOUT_S)
+                body = await asyncio.wait_for(self._body(proto), self.timeout_s)
             except TimeoutError:
                 json = [("content-type", "application/json"), ("connection", "close")]
                 proto.response_bytes(408, json, _TIMED_OUT)
@@ -59,11 +54,12 @@ class RSGILookup:
         proto.response_bytes(status, out_headers, out)
 
     async def _body(self, proto: Any) -> bytes:
-        """The body, or its first max_body + 1 bytes (the app then refuses it, 413)."""
+        """The body, or its first max_body + 1 bytes (the app then refuses it, 413; 0: no
+        bound here)."""
         got = bytearray()
         async for chunk in proto:
             got += chunk
-            if len(got) > self.max_body:
+            if self.max_body and len(got) > self.max_body:
                 break
         return bytes(got)
 
@@ -110,43 +106,3 @@ def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple
         if close is not None:
             close()
     return int(started[0][:3]), started[1], body
-
-
-def _load(settings: LookupSettings) -> Callable[[Any, Any], Awaitable[None]]:
-    host, port = settings.server.wsgi_server().address()
-    app = load_app(settings)
-    rsgi = RSGILookup(app, settings.server.threads, settings.max_body_bytes, (host, str(port)))
-    return rsgi.__rsgi__  # an RSGI app is a coroutine function of (scope, protocol)
-
-
-def main() -> int:
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
-    from granian.http import HTTP1Settings
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
-    args = parser.parse_args()
-    settings = LookupSettings.from_env().with_server(
-        bind=args.bind, workers=args.workers, threads=args.threads
-    )
-    host, port = settings.server.wsgi_server().address()
-    with metrics_folder(settings) as ready:
-        Granian(
-            target="prescore-lookup-rsgi",
-            address=host,
-            port=port,
-            interface=Interfaces.RSGI,
-            workers=args.workers,
-            http=HTTPModes.http1,
-            websockets=False,
-            backlog=2048,
-            http1_settings=HTTP1Settings(keep_alive=True),
-        ).serve(target_loader=partial(_load, ready), wrap_loader=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
