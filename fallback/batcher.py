@@ -141,6 +141,8 @@ class MicroBatcher:
         if self._closed:
             raise self._reloading()
         if not self._thread.is_alive():
+            if self._closed:  # closed while this request was on its way
+                raise self._reloading()
             raise RuntimeError(f"batcher {self.name} is not started")
         job = _Job(feed, feeds.rows(feed))
         try:

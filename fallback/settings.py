@@ -25,7 +25,7 @@ class BatchSettings:
     max_wait_s: float = setting(
         "_MAX_WAIT_MS",
         0.005,
-        scale=0.001,
+        per=1000,
         doc="milliseconds a batch waits for company after its first request",
     )
     max_queue: int = setting(

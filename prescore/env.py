@@ -45,7 +45,7 @@ class Spec:
     kind: str = ""
     choices: tuple[str, ...] = ()
     schemes: tuple[str, ...] = ()
-    scale: float = 1.0  # the variable's unit times this is the field's (ms: 0.001)
+    per: float = 1.0  # the variable's value over this is the field's (ms to s: 1000)
     shown: str = ""  # the default as the docs say it, where it is computed
 
 
@@ -168,8 +168,7 @@ def _value(spec: Spec, kind: Any, env: Mapping[str, str], prefix: str, default: 
     if kind is int:
         return env_int(env, name, default, lo=_int(spec.lo), hi=_int(spec.hi))
     if kind is float:
-        shown = default / spec.scale
-        return env_float(env, name, shown, lo=spec.lo, hi=spec.hi) * spec.scale
+        return env_float(env, name, default * spec.per, lo=spec.lo, hi=spec.hi) / spec.per
     return env_str(env, name, default)
 
 
@@ -183,7 +182,7 @@ def _shown(spec: Spec, default: Any) -> str:
     if isinstance(default, bool):
         return "1" if default else "0"
     if isinstance(default, float):
-        return f"{default / spec.scale:g}"
+        return f"{default * spec.per:g}"
     return str(default)
 
 

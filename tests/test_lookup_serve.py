@@ -63,12 +63,23 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, Message, str]:
 
 @pytest.fixture()
 def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    yield from _serving(redis_url, tmp_path)
+
+
+@pytest.fixture()
+def timed_server(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """The lookup with LOOKUP_BODY_TIMEOUT_S: served over RSGI, bodies timed."""
+    yield from _serving(redis_url, tmp_path, LOOKUP_BODY_TIMEOUT_S="5")
+
+
+def _serving(redis_url: str, tmp_path: Path, **extra: str) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
         "LOOKUP_POINTER_CACHE_S": "0.5",
         **_config(tmp_path),
+        **extra,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(tmp_path / "serve.log", "wb") as log_file:  # the child keeps its own copy
@@ -119,9 +130,12 @@ AWKWARD = [
 ]
 
 
-def test_any_key_is_answered_over_http_as_it_was_published(server, rclient, settings):
+@pytest.mark.parametrize("served", ["server", "timed_server"])
+def test_any_key_is_answered_over_http_as_it_was_published(served, request, rclient, settings):
     """Percent-encoded in the URL ('/' too, or left as it is), or in a batch body: each
-    key reaches its own entry, through granian and the fast path, as published."""
+    key reaches its own entry, through granian and the fast path, as published (over
+    WSGI, and over RSGI with timed bodies)."""
+    server = request.getfixturevalue(served)
     publish(rclient, settings, "reco", [(k, reco_payload(k, 3, "m1")) for k in AWKWARD], "m1")
     for key in AWKWARD:
         for path in (quote(key, safe=""), quote(key, safe="/")):
@@ -139,12 +153,14 @@ def test_any_key_is_answered_over_http_as_it_was_published(server, rclient, sett
     assert [r.get("error") for r in results] == [None] * len(AWKWARD) + ["not_found"]
 
 
+@pytest.mark.parametrize("served", ["server", "timed_server"])
 def test_an_oversized_body_gets_its_413_and_the_connection_serves_the_next_request(
-    server, rclient, settings
+    served, request, rclient, settings
 ):
     """A batchGet over the 64 KiB bound is read and dropped before its 413: a body left
     unread in a kept-alive connection made the server drop it, and the client's next
     request on it failed (most times, for a 70 KB body). 8 MB still gets its 413."""
+    server = request.getfixturevalue(served)
     publish_users(rclient, settings, users=2)
     batch, big = server + "/v1/recommendations:batchGet", {"user_ids": ["u" * 70_000]}
     with requests.Session() as session:  # one kept-alive connection

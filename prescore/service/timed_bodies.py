@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 _TIMED_OUT = b'{"error":"body_timeout","message":"the request body did not arrive in time"}'
 
@@ -41,13 +40,16 @@ class TimedBodies:
             return
         headers = scope.headers
         body = b""
-        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+        declared = headers.get("content-length", "0")
+        if declared != "0" or "transfer-encoding" in headers:
             try:
                 body = await asyncio.wait_for(self._body(proto), self.timeout_s)
             except TimeoutError:
                 json = [("content-type", "application/json"), ("connection", "close")]
                 proto.response_bytes(408, json, _TIMED_OUT)
                 return
+            if declared.isdigit() and len(body) < min(int(declared), self.max_body or 1 << 62):
+                return  # the client went before its whole body arrived: nothing to answer
         environ = self._environ(scope, body)
         loop = asyncio.get_running_loop()
         status, out_headers, out = await loop.run_in_executor(self.pool, _call, self.app, environ)
@@ -67,7 +69,8 @@ class TimedBodies:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": scope.method,
             "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(scope.path).decode("latin-1"),
+            # granian gives the path percent-decoded already; WSGI wants its bytes as latin-1
+            "PATH_INFO": scope.path.encode("utf-8", "surrogateescape").decode("latin-1"),
             "QUERY_STRING": scope.query_string,
             "SERVER_NAME": self.server[0],
             "SERVER_PORT": self.server[1],
@@ -87,8 +90,9 @@ class TimedBodies:
                 environ["CONTENT_TYPE"] = value
             elif name == "content-length":
                 environ["CONTENT_LENGTH"] = str(len(body))
-            else:
-                environ["HTTP_" + name.upper().replace("-", "_")] = value
+            else:  # a repeated header's values joined, as WSGI servers give them
+                key = "HTTP_" + name.upper().replace("-", "_")
+                environ[key] = f"{environ[key]},{value}" if key in environ else value
         return environ
 
 
