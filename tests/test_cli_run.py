@@ -4,6 +4,9 @@ services, with arguments after ``--`` passed on as they are."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +34,37 @@ def test_score_retrain_and_serve_pass_arguments_on(capfd: pytest.CaptureFixture[
     ]
     assert main(["serve", "fallback", "--print", "--", "--bind", "127.0.0.1:1"]) == 0
     assert capfd.readouterr().out.split()[1:] == ["-m", "fallback.serve", "--bind", "127.0.0.1:1"]
+
+
+def test_score_ships_a_packed_python_environment_to_the_executors(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    archive = tmp_path / "env.tar.gz"
+    archive.write_bytes(b"")  # what is in it is Spark's to unpack, not the CLI's to read
+    master = ["--master", "spark://127.0.0.1:7077"]
+    assert main([*CONFIG, "score", "reco", *master, "--python-env", str(archive), "--print"]) == 0
+    line = shlex.split(capfd.readouterr().out)
+    assert line[line.index("--archives") + 1] == f"{archive}#environment"
+    conf = {line[i + 1] for i, a in enumerate(line) if a == "--conf"}
+    assert "spark.pyspark.python=./environment/bin/python" in conf
+    assert f"spark.pyspark.driver.python={sys.executable}" in conf  # the driver runs here
+
+
+def test_a_python_environment_spark_cannot_unpack_whole_is_refused_in_one_line(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.tar.gz"
+    assert main([*CONFIG, "score", "reco", "--python-env", str(missing), "--print"]) == 2
+    assert capfd.readouterr().err.strip() == (
+        f"prescore: bad_config: --python-env: no file {missing} "
+        "(make one: venv-pack -o env.tar.gz)"
+    )
+    plain = tmp_path / "env.tar"  # Spark unpacks it in Java, without the python link
+    plain.write_bytes(b"")
+    assert main([*CONFIG, "score", "reco", "--python-env", str(plain), "--print"]) == 2
+    err = capfd.readouterr().err
+    assert f"--python-env: {plain} is not one of .tar.gz, .tgz, .zip" in err
+    assert "Traceback" not in err
 
 
 def test_undeclared_dataset_and_unknown_service_are_usage_errors(

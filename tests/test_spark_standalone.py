@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from prescore.settings import ModelStoreSettings, RedisSettings, Settings, Store
 from prescore.store import values
 from prescore.store.embedded_redis import RedisProcess
 from prescore.store.versions import Versions, read_current
+from tests import python_env
 from tests.frames import read_frame, write_frame
 from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered
 
@@ -111,14 +114,21 @@ def _assert_as_local(client: redis.Redis, expected: Answers) -> None:
 
 
 def _submit(
-    cluster: StandaloneCluster, redis_url: str, store: str, var: Path, *flags: str
+    cluster: StandaloneCluster,
+    redis_url: str,
+    store: str,
+    var: Path,
+    *flags: str,
+    python_env: str = "",
 ) -> tuple[list[str], dict[str, str]]:
-    """The spark-submit line (jobs.submit's) of a reco run on ``cluster``, and its env."""
+    """The spark-submit line (jobs.submit's) of a reco run on ``cluster``, and its env;
+    ``python_env``: the packed virtualenv the executors' Python is shipped in."""
     argv = local_args(
         "score",
         master=cluster.master_url,
         driver_memory="1g",
         executor_memory="512m",
+        python_env=python_env,
         dataset="reco",
         extra=flags,
     )
@@ -147,6 +157,45 @@ def test_the_job_on_a_standalone_cluster_publishes_what_local_mode_does(
     assert info.status == "published" and info.rows == len(expected)
     assert info.version in done.stdout
     _assert_as_local(rclient, expected)
+
+
+@pytest.mark.skipif(
+    os.environ.get("PRESCORE_SPARK_ENV_TEST") != "1",
+    reason="packs a 2 GB virtualenv: make test-spark-env (.ci/run runs it)",
+)
+def test_the_job_runs_on_executors_given_its_python_environment_by_archives(
+    standalone: StandaloneCluster,
+    reference: tuple[str, Answers],
+    many_users: Path,
+    redis_url: str,
+    rclient: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """The executors' Python is the packed virtualenv spark-submit ships with
+    ``--archives`` (venv-pack's, prescore installed in it as a package), not one at a
+    path every worker shares: the Python the workers would otherwise run does not exist."""
+    store, expected = reference
+    archive = python_env.pack(tmp_path / "packed")
+    cmd, env = _submit(standalone, redis_url, store, many_users, python_env=str(archive))
+    env["PYSPARK_PYTHON"] = str(tmp_path / "no-such-python")  # the workers' own: none
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"--archives {archive}#environment" in " ".join(cmd)
+    _assert_as_local(rclient, expected)
+    ran = _worker_environments(standalone)
+    assert ran, "no executor log names the Python environment its worker ran"
+    for prefix in ran:  # each an archive unpacked into an executor's own work folder
+        assert prefix.name == "environment" and prefix.is_relative_to(standalone.root), ran
+        assert prefix.resolve() != Path(sys.prefix).resolve()
+
+
+def _worker_environments(cluster: StandaloneCluster) -> set[Path]:
+    """The Python environments the job's workers ran in, as the executors' logs say."""
+    found = set()
+    for log in cluster.root.rglob("stderr"):
+        text = log.read_text(errors="replace")
+        found |= {Path(p) for p in re.findall(r"\(Python environment (\S+)\)", text)}
+    return found
 
 
 def test_an_executor_killed_mid_write_leaves_every_key_once_or_nothing(

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prescore import env
+from prescore.errors import ConfigError
 from prescore.logs import masked_url
 from prescore.settings import Settings
 
@@ -93,6 +94,8 @@ def _hand_over(args: argparse.Namespace, settings: Settings, argv: Sequence[str]
 def score(settings: Settings, args: argparse.Namespace) -> int:
     settings.catalog.get(args.dataset)  # an undeclared one: exit 2 here, not in Spark
     submit = ["jobs.submit", "score", "--target", args.target, "--master", args.master]
+    if args.python_env:
+        submit += ["--python-env", _archive(args.python_env)]
     dry_run = ["--dry-run"] if args.dry_run else []
     argv = [*submit, "--exec", "--", "--dataset", args.dataset, *dry_run, *_rest(args)]
     if args.print_only:  # jobs.submit without --exec prints the spark-submit line it builds
@@ -100,6 +103,14 @@ def score(settings: Settings, args: argparse.Namespace) -> int:
         _installed(argv[0])
         return subprocess.run([sys.executable, "-m", *argv], env=_env(settings)).returncode
     return _hand_over(args, settings, argv)
+
+
+def _archive(path: str) -> str:
+    """A packed virtualenv's path, refused here in one line when there is none: Spark
+    would say so only after starting, in a Java stack trace."""
+    if "://" not in path and not os.path.isfile(path):
+        raise ConfigError(f"--python-env: no file {path} (make one: venv-pack -o env.tar.gz)")
+    return path
 
 
 def retrain(settings: Settings, args: argparse.Namespace) -> int:
@@ -182,6 +193,13 @@ def add_commands(sub: Any, listing: Any) -> None:
     sc.add_argument("--master", default="local[*]", help="local target: local[N] or spark://")
     sc.add_argument(
         "--dry-run", action="store_true", help="count keys and pairs, estimate; write nothing"
+    )
+    sc.add_argument(
+        "--python-env",
+        default="",
+        metavar="ARCHIVE",
+        help="local target: run the executors' Python from this packed virtualenv "
+        "(venv-pack -o env.tar.gz), shipped with --archives",
     )
     rt = sub.add_parser("retrain", help="train, gate, score, promote", epilog=passed_on)
     rt.add_argument("dataset", help="a declared dataset")
