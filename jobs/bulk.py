@@ -275,19 +275,22 @@ def _one_thread_per_task() -> None:
 
 class Progress:
     """Prints the job's progress every few seconds while Spark works: the keys its tasks
-    have written so far (``written()``: what they report to the version as they go; a
-    job's tasks finish together at the end when there are few) of the ``expected`` ones
-    (0: not known), their rate and the time left at that rate, and its tasks done."""
+    have written so far (``written()``: what they report to the version as they go, with
+    the ``unit``s their model scored for them; a job's tasks finish together at the end
+    when there are few) of the ``expected`` ones (0: not known), their rate and the time
+    left at that rate, the units scored where they are not the keys, and its tasks done."""
 
     def __init__(
         self,
         spark: Any,
-        written: Callable[[], int] | None = None,
+        written: Callable[[], tuple[int, int]] | None = None,
         every_s: float = 5.0,
         expected: int = 0,
+        unit: str = "rows",
     ) -> None:
         self.tracker = spark.sparkContext.statusTracker()
         self.written = written
+        self.unit = unit
         self.every_s = every_s
         self.keys = progress.Progress("progress", expected, print, unit="keys")
         self._stop = threading.Event()
@@ -306,8 +309,10 @@ class Progress:
             line = "  progress:"
             if self.written is not None:
                 with suppress(*OUTAGES):  # an outage is said by the writes themselves
-                    self.keys.done = self.written()
+                    self.keys.done, units = self.written()
                     line = self.keys.line() + ","
+                    if units:
+                        line += f" {units:,} {self.unit} scored,"
             print(f"{line} {done}/{total} tasks done", flush=True)
 
     def __enter__(self) -> Progress:
@@ -379,8 +384,8 @@ def publish_version(
     def write(versions: Versions, info: VersionInfo) -> Written:
         summary.version = info.version
         where = versions.placed(info.version, info)
-        counted = partial(values.written, versions.client, where)
-        with Progress(spark, counted, expected=expected_keys):
+        counted = partial(values.progress, versions.client, where)
+        with Progress(spark, counted, expected=expected_keys, unit=unit):
             stats = run(info.version, versions.token(info.version)).collect()
         written: list[str] = []
         for row in stats:

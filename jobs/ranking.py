@@ -398,6 +398,7 @@ def score_partition(
         for start in range(0, len(batch), step):
             part = slice(start, start + step)
             rows, scored = score_chunk(batch.iloc[part], ids[part], conf, model, run)
+            tally.units += scored  # reported with the rows, as the job's pairs done
             written += write_rows(client, conf, rows, tally)
             pairs += scored
             keys_ += [k for k, _ in rows]

@@ -67,3 +67,24 @@ def test_write_backs_and_retirement_on_a_cluster(cluster_url: str) -> None:
     v.publish(nxt.version, 500)  # retires the first, buckets and write-backs, node by node
     assert v.get(info.version).status == "retired"
     assert sum(int(client.exists(n)) for n in [*where.bucket_names(), *names]) == 0
+
+
+def test_a_fenced_writers_keys_and_units_are_its_progress_on_a_cluster(cluster_url: str) -> None:
+    """A task's keys and the pairs its model scored, reported with each batch (the
+    progress script runs on the lease's node, the buckets' scripts on theirs): its retry
+    replaces both, and the units are never counted as keys."""
+    client = connect(RedisSettings(url=cluster_url, cluster=True, socket_timeout_s=2.0))
+    v = Versions(client, "units", StoreSettings())
+    info = v.begin("units", "1", expected_keys=200)
+    where, fence = v.placed(info.version), v.fence(info.version)
+    rows = [(f"u{i}", b'{"v":1}') for i in range(200)]
+    lost = values.Tally("p0", units=3_000)
+    values.write(client, where, rows[:60], tally=lost, fence=fence, batch=25)
+    assert values.progress(client, where) == (60, 3_000)
+    retry = values.Tally("p0", units=10_000)
+    values.write(client, where, rows[:100], tally=retry, fence=fence, batch=25)
+    other = values.Tally("p1")
+    values.write(client, where, rows[100:], tally=other, fence=fence)  # units not counted
+    assert values.progress(client, where) == (200, 10_000)
+    assert v.all()[0].rows == 200  # the registry's rows while writing: keys only
+    assert v.publish(info.version, 200).status == "published"

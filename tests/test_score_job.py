@@ -188,7 +188,7 @@ def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[
         yield from rows
 
     for expected in (0, 100_000):
-        written = iter(range(1000, 100_000, 1000))
+        written = iter((n, 0) for n in range(1000, 100_000, 1000))
         with Progress(spark, lambda w=written: next(w), every_s=0.2, expected=expected):
             spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
         out = capsys.readouterr().out.splitlines()
@@ -200,6 +200,13 @@ def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[
         else:
             assert lines[0].startswith("  progress: 1,000 keys, "), lines
             assert lines[0].endswith(" keys/s, 0/2 tasks done"), lines
+    # the units the model scored for those keys, where they are not the keys themselves
+    scored = iter((n, 50 * n) for n in range(1000, 100_000, 1000))
+    with Progress(spark, lambda w=scored: next(w), every_s=0.2, unit="pairs"):
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
+    lines = [line for line in capsys.readouterr().out.splitlines() if "progress:" in line]
+    assert lines and lines[0].startswith("  progress: 1,000 keys, "), lines
+    assert lines[0].endswith(" keys/s, 50,000 pairs scored, 0/2 tasks done"), lines
 
 
 def test_a_dry_run_counts_the_pairs_each_candidate_rule_makes(spark) -> None:  # type: ignore[no-untyped-def]

@@ -307,14 +307,16 @@ def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
     info = v.begin("reco", "1")
     run = _writing_run(settings, info.version, v.token(info.version))
     rows = [(f"u{i}", b'{"user_id":"u%d"}' % i) for i in range(50)]
-    write_rows(rclient, run, rows[:30], values.Tally("p0"))  # lost attempt
-    write_rows(rclient, run, rows[:20], values.Tally("p0"))  # its retry ...
+    write_rows(rclient, run, rows[:30], values.Tally("p0", units=900))  # lost attempt
+    write_rows(rclient, run, rows[:20], values.Tally("p0", units=600))  # its retry ...
     (writing,) = v.all()
     assert (writing.status, writing.rows) == ("writing", 20)  # replaces, never adds
-    write_rows(rclient, run, rows, values.Tally("p0"))  # ... to the end
-    write_rows(rclient, run, rows[:5], values.Tally("p1"))  # another task
+    write_rows(rclient, run, rows, values.Tally("p0", units=1500))  # ... to the end
+    write_rows(rclient, run, rows[:5], values.Tally("p1", units=150))  # another task
     (writing,) = v.all()
     assert writing.rows == 55 and v.count_keys(info.version) == 50  # keys present: 50
+    # the pairs the tasks scored, beside their keys (the job's progress), never as keys
+    assert values.progress(rclient, v.placed(info.version)) == (55, 1650)
 
 
 def test_submit_sizes_the_executors_of_a_standalone_master_only() -> None:

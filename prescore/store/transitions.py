@@ -87,8 +87,8 @@ return out
 """
 
 # KEYS: lease, registry, progress, then the batch's buckets. ARGV: token, version, the
-# writer's progress field ('' adds to the shared one), its count (0: none in this call),
-# then per bucket its
+# writer's progress field ('' adds to the shared one), its keys (0: none in this call) and
+# units scored (0: none; under FIELD/units), then per bucket its
 # number of keys and their key/payload pairs. Writes only while the version is 'writing'
 # and its lease is held by the token, before its deadline: 'ok', else what was not.
 _WRITE = """
@@ -100,7 +100,7 @@ if not sep or string.sub(held, 1, sep - 1) ~= ARGV[1]
    or tonumber(string.sub(held, sep + 1)) < ms then return 'lease' end
 local entry = redis.call('HGET', KEYS[2], ARGV[2])
 if not entry or cjson.decode(entry)['status'] ~= 'writing' then return 'status' end
-local a = 5
+local a = 6
 for i = 4, #KEYS do
   local last = a + 2 * tonumber(ARGV[a])
   for j = a + 1, last, 2000 do  -- unpack's bound: Lua's stack holds 8,000 values
@@ -112,6 +112,7 @@ if ARGV[3] == '' then
   if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[3], '-', ARGV[4]) end
 else
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+  if ARGV[5] ~= '0' then redis.call('HSET', KEYS[3], ARGV[3] .. '/units', ARGV[5]) end
 end
 return 'ok'
 """
@@ -213,10 +214,10 @@ class Registry:
         version: str,
         token: str,
         buckets: Mapping[str, Mapping[str, bytes]],
-        progress: tuple[str, int],
+        progress: tuple[str, int, int],
     ) -> str:
         """Write a batch (bucket -> key -> payload) and the writer's progress (its field,
-        '' for the shared one, and its count), only while ``token`` holds the version's
+        '' for the shared one, its keys and its units scored), only while ``token`` holds the version's
         lease and the version is 'writing': 'ok', else 'lease', 'status' or 'fence'.
 
         On a single Redis each script call checks the lease and the entry, then writes
@@ -241,7 +242,7 @@ class Registry:
         for start in range(0, max(len(names), 1), _BUCKETS_A_CALL):
             part = names[start : start + _BUCKETS_A_CALL]
             last = start + _BUCKETS_A_CALL >= len(names)
-            args: list[Any] = [token, version, *(progress if last else ("", 0))]
+            args: list[Any] = [token, version, *(progress if last else ("", 0, 0))]
             for name in part:
                 mapping = buckets[name]
                 args.append(len(mapping))

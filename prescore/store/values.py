@@ -22,10 +22,13 @@ from prescore.encoding import compact, keys
 from prescore.store.redis_client import Client, as_bytes, as_text
 
 Command = tuple[str, ...]
-# Sends a batch (bucket -> key -> payload) and the writer's progress (its field, '' for
-# the shared one, and the count to record) only while its writer may still write
-# (prescore.store.versions.Versions.fence); raises otherwise.
-Fence = Callable[[Mapping[str, Mapping[str, bytes]], tuple[str, int]], None]
+# A writer's progress: its field ('' adds to the shared one), the keys it has written and
+# the units its model scored for them (pairs, rows, images; 0: not counted).
+Reported = tuple[str, int, int]
+# Sends a batch (bucket -> key -> payload) and the writer's progress only while its writer
+# may still write (prescore.store.versions.Versions.fence); raises otherwise.
+Fence = Callable[[Mapping[str, Mapping[str, bytes]], Reported], None]
+UNITS = "/units"  # a writer's units scored, in the progress hash beside its keys' field
 _PIPELINE = 1000  # commands a round trip when counting or removing
 # Rows a write sends at once: a batch spreads over the version's buckets, and the more of
 # its keys share a bucket the fewer commands (or script calls) Redis runs for them.
@@ -62,11 +65,13 @@ class Placed:
 @dataclass
 class Tally:
     """How many keys one writer (a task attempt: ``field`` names its partition) has
-    written so far. Reported under its own field, a retried task's count replaces its
-    lost attempt's instead of adding to it."""
+    written so far, and the units its model scored for them (``units``: the caller adds
+    a batch's before writing it). Reported under its own field, a retried task's counts
+    replace its lost attempt's instead of adding to them."""
 
     field: str
     total: int = 0
+    units: int = 0
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -99,11 +104,19 @@ def write(
 
 def written(client: Client, where: Placed) -> int:
     """Keys written so far to a version being written, by its writers' own counts."""
+    return progress(client, where)[0]
+
+
+def progress(client: Client, where: Placed) -> tuple[int, int]:
+    """(keys written, units scored) so far in a version being written, by its writers'
+    own counts."""
     name = keys.written_key(where.dataset, where.version)
     try:
-        return sum(int(n) for n in client.hvals(name))
+        counts = client.hgetall(name)
     except redis.ResponseError:  # WRONGTYPE: a writer from before, one counter for all
-        return int(client.get(name) or 0)
+        return int(client.get(name) or 0), 0
+    units = [int(n) for f, n in counts.items() if as_text(f).endswith(UNITS)]
+    return sum(int(n) for n in counts.values()) - sum(units), sum(units)
 
 
 def _write_chunk(
@@ -119,11 +132,11 @@ def _write_chunk(
     for key, payload in rows:
         grouped[where.bucket(key)][key] = payload
     total = (tally.total if tally is not None else 0) + len(rows)
-    progress = (tally.field, total) if tally is not None else ("", len(rows))
+    reported = (tally.field, total, tally.units) if tally is not None else ("", len(rows), 0)
     if fence is not None:
-        fence(grouped, progress)
+        fence(grouped, reported)
     else:
-        send(client, where.dataset, where.version, grouped, progress)
+        send(client, where.dataset, where.version, grouped, reported)
     if tally is not None:
         tally.total = total
     return len(rows)
@@ -134,19 +147,21 @@ def send(
     dataset: str,
     version: str,
     buckets: Mapping[str, Mapping[str, bytes]],
-    progress: tuple[str, int],
+    reported: Reported,
 ) -> None:
-    """One pipeline of a batch's HSETs and the writer's progress (its field and count; ''
-    adds the count to the shared field), unchecked: an unfenced write's (a version's
-    own writers all write fenced, prescore.store.writers)."""
+    """One pipeline of a batch's HSETs and the writer's progress, unchecked: an unfenced
+    write's (a version's own writers all write fenced, prescore.store.writers)."""
     pipe = client.pipeline(transaction=False)
     for name, mapping in buckets.items():
         pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
     name = keys.written_key(dataset, version)
-    if progress[0]:
-        pipe.hset(name, progress[0], progress[1])
+    field, total, units = reported
+    if field:
+        pipe.hset(name, field, total)
+        if units:
+            pipe.hset(name, field + UNITS, units)
     else:
-        pipe.hincrby(name, "-", progress[1])
+        pipe.hincrby(name, "-", total)
     pipe.execute()
 
 

@@ -50,7 +50,7 @@ def fence(versions: Versions, version: str, token: str) -> values.Fence:
     version is 'writing' under that token (prescore.store.transitions.Registry.write, checked
     with the write itself); PublishError ``lease_lost`` otherwise, so that it stops."""
 
-    def send(buckets: Mapping[str, Mapping[str, bytes]], progress: tuple[str, int]) -> None:
+    def send(buckets: Mapping[str, Mapping[str, bytes]], progress: values.Reported) -> None:
         outcome = versions.registry.write(version, token, buckets, progress)
         if outcome != "ok":
             raise PublishError(
