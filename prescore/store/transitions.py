@@ -217,8 +217,9 @@ class Registry:
         progress: tuple[str, int, int],
     ) -> str:
         """Write a batch (bucket -> key -> payload) and the writer's progress (its field,
-        '' for the shared one, its keys and its units scored), only while ``token`` holds the version's
-        lease and the version is 'writing': 'ok', else 'lease', 'status' or 'fence'.
+        '' for the shared one, its keys and its units scored), only while ``token``
+        holds the version's lease and the version is 'writing': 'ok', else 'lease',
+        'status' or 'fence'.
 
         On a single Redis each script call checks the lease and the entry, then writes
         its buckets; the batch goes as several calls in one pipeline, so that Redis runs
