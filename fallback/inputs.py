@@ -1,11 +1,11 @@
 """What live inference reads a key's inputs from: the dataset's own tables and images.
 
 A ranking dataset's items (all of them, with the candidate rule's index) and contexts
-are read at start with prescore.data.local_tables (on file://, hdfs:// or s3://) and read
+are read at start with prescore.data.local_tables (on file://, hdfs://, s3:// or gs://) and read
 again every ``FALLBACK_TABLES_REFRESH_S``. Tables keyed by entity (its entities, a
 candidate table, a labels dataset's rows) are not held: a request reads the rows of its
 keys (fallback.keyed_rows), so memory does not grow with them and an entity added to a
-local table is answered at once (an ``hdfs://`` or ``s3://`` one's after the next
+local table is answered at once (an ``hdfs://``, ``s3://`` or ``gs://`` one's after the next
 :meth:`Inputs.maintain`, which copies its new files); a large one is indexed on local
 disk in the background. A labels dataset reads an image by key from its folder
 (prescore.data.images). A refresh that fails keeps the tables it had.

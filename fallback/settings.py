@@ -88,7 +88,7 @@ class FallbackSettings:
         "FALLBACK_WATCH_INTERVAL_S",
         5.0,
         lo=0.1,
-        doc="how often the promoted versions (and `hdfs://`, `s3://` tables' files) are checked",
+        doc="how often the promoted versions (and remote tables' files) are checked",
     )
     tables_refresh_s: float = setting(
         "FALLBACK_TABLES_REFRESH_S",

@@ -1,8 +1,9 @@
-"""A local copy of an ``hdfs://`` or ``s3://`` table, kept up to date file by file.
+"""A local copy of a remote table, kept up to date file by file.
 
 Live inference reads a table's rows by key from local files (fallback.keyed_rows), so an
-``hdfs://`` or ``s3://`` table is mirrored to local disk: at start whole, then at each sync (the
-fallback's upkeep, every ``FALLBACK_WATCH_INTERVAL_S``) only the files added or changed
+``hdfs://``, ``s3://`` or ``gs://`` table is mirrored to local disk: at start whole, then
+at each sync (the fallback's upkeep, every ``FALLBACK_WATCH_INTERVAL_S``) only the files
+added or changed
 (by modification time and length) are downloaded, and removed ones removed. A new
 entity in an ``hdfs://`` table is then answered within one sync, where copying the whole
 table again took minutes at scale. Hidden files and folders (a writer's ``_temporary/``)
@@ -31,7 +32,7 @@ class TableMirror:
         self.table = table
         try:
             self._remote = open_root(table.path, webhdfs_url=webhdfs_url, timeout_s=timeout_s)
-        except ValueError as exc:  # an s3:// path without its bucket
+        except ValueError as exc:  # an s3:// or gs:// path without its bucket
             raise ConfigError(str(exc)) from exc
         self._folder = scratch.folder("table")
         self._copied: dict[str, tuple[int, int]] = {}  # relative path -> (mtime ms, length)

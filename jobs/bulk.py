@@ -227,7 +227,7 @@ def task_tally() -> values.Tally:
 
 def worker_model(run: Run) -> Any:
     """The run's model version (a prescore.models.tf_model.TFModel), loaded once per
-    Python worker (downloaded first from an hdfs:// or s3:// store)."""
+    Python worker (downloaded first from an hdfs://, s3:// or gs:// store)."""
     key = ("model", run.worker.models.root, run.dataset.model, run.model_version)
     return CACHE.get(key, lambda: _load(run))
 

@@ -162,7 +162,7 @@ class Prescore:
     def publish(self, dataset: str, data: Any, **options: Any) -> PublishReport:
         """Publish ``data`` as a new version of ``dataset``, switched in atomically once
         written and gated: a parquet path (a file or a folder, local, ``hdfs://`` or
-        ``s3://``; a glob, local only), a pandas or pyarrow DataFrame, or a Spark
+        ``s3://``, ``gs://``; a glob, local only), a pandas or pyarrow DataFrame, or a Spark
         DataFrame (collected to the driver through Arrow: for tables larger than the
         driver's memory, write parquet and pass its path).
 

@@ -8,8 +8,8 @@
     ├── NotFound                  the key or version does not exist (404)
     ├── Unavailable               a dependency is down or slow; retry later (503)
     │   ├── StoreUnavailable      Redis unreachable or timed out
-    │   ├── StorageUnavailable    a file store (hdfs://, s3://) failed a read or write
-    │   ├── ImageStoreUnavailable an image folder (file://, hdfs://, s3://) cannot be read
+    │   ├── StorageUnavailable    a file store (hdfs://, s3://, gs://) failed a read or write
+    │   ├── ImageStoreUnavailable an image folder (file://, hdfs://, s3://, gs://) cannot be read
     │   └── FallbackUnavailable   live inference down or breaker open
     │       └── FallbackTimeout   live inference did not answer within its deadline (504)
     ├── PublishError              a job's version failed verification; nothing moved
@@ -84,7 +84,7 @@ class StoreUnavailable(Unavailable):
 
 
 class StorageUnavailable(Unavailable, OSError):
-    """A file store (the model store, a table, a folder on hdfs:// or s3://) failed a
+    """A file store (the model store, a table, a folder on hdfs://, s3:// or gs://) failed a
     read or write. Also an OSError, so code that takes any I/O failure of a store (the
     photo store, the table mirror) takes it as such."""
 

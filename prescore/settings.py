@@ -35,7 +35,7 @@ DEFAULT_SPARK_SCRATCH = str(Path(tempfile.gettempdir()) / "prescore-spark")
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-STORE_SCHEMES = ("file", "hdfs", "s3", "")  # "": a plain path
+STORE_SCHEMES = ("file", "hdfs", "s3", "gs", "")  # "": a plain path
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class StoreSettings:
 @dataclass(frozen=True)
 class ModelStoreSettings:
     """Where models live: ``file://...`` (default, under var/), ``hdfs://host:port/path``
-    or ``s3://bucket/prefix``."""
+    ``s3://bucket/prefix`` or ``gs://bucket/prefix``."""
 
     root: str = setting(
         "PRESCORE_MODEL_STORE",
@@ -139,7 +139,7 @@ class ModelStoreSettings:
         str(DEFAULT_VAR / "model-cache"),
         kind="path",
         shown="<var>/model-cache",
-        doc="where versions of an `hdfs://` or `s3://` store are downloaded to",
+        doc="where versions of an `hdfs://`, `s3://` or `gs://` store are downloaded to",
     )
     timeout_s: float = setting(
         "PRESCORE_MODEL_STORE_TIMEOUT_S", 30.0, lo=0.1, doc="timeout of a store call"

@@ -68,7 +68,8 @@ lock dev              dev                 "$@"  # make install, make test, .ci/r
 # own (requirements/tools/install.sh): their locks too, so CI's runs cannot change under
 # them. checkov scans the manifests; moto's server is the S3 endpoint of the s3:// tests;
 # pandas3 is the newest pandas with what the pandas-facing tests need, run apart; venv-pack
-# packs the virtualenv a standalone cluster's executors are shipped.
+# packs the virtualenv a standalone cluster's executors are shipped; gcs-emulator is the
+# GCS endpoint of the gs:// tests.
 tool() {
     name=$1 requirement=$2 installer=$3
     shift 3
@@ -88,3 +89,5 @@ tool pandas3 "$(printf '%s\n' "pandas==$pandas3" pyarrow numpy orjson 'redis[hir
     pytest-timeout tqdm)" tests/test_pandas3.py "$@"
 venv_pack=$(sed -n 's/^VENV_PACK_VERSION = "\([^"]*\)".*$/\1/p' tests/python_env.py)
 tool venv-pack "venv-pack==$venv_pack" tests/python_env.py "$@"
+gcs=$(sed -n 's/^EMULATOR_VERSION = "\([^"]*\)".*$/\1/p' tests/gcs_server.py)
+tool gcs-emulator "gcp-storage-emulator==$gcs" tests/gcs_server.py "$@"

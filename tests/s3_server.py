@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -28,12 +29,25 @@ CLIENT_ENV = {
 class S3Server:
     """``moto_server`` on a free port; ``env`` points an S3 client at it."""
 
+    scheme = "s3"
+
     def __init__(self, log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**CLIENT_ENV, "AWS_ENDPOINT_URL": self.url}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def admin(self) -> Any:
+        """A filesystem on the server that may create buckets (as an operator's tool)."""
+        from pyarrow import fs
+
+        host = self.url[len("http://") :]
+        return fs.S3FileSystem(endpoint_override=host, scheme="http", allow_bucket_creation=True)
+
+    def unreachable(self, port: int) -> dict[str, str]:
+        """The environment of a client pointed at ``port``, where nothing answers."""
+        return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
 
     def __enter__(self) -> S3Server:
         out = self.log.open("ab")
@@ -57,9 +71,15 @@ class S3Server:
 def moto_server() -> str:
     """moto's server in a virtualenv of its own (it pins python-dateutil below the
     version the project's locks hold), installed from its lock on first use."""
+    return f"{tool_bin('moto', f'moto=={MOTO_VERSION}')}/moto_server"
+
+
+def tool_bin(name: str, pin: str) -> str:
+    """The bin folder of tool ``name``'s virtualenv (requirements/tools/install.sh),
+    installed from its lock, which must pin ``pin``, on first use."""
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
     out = subprocess.run(
-        [str(ROOT / "requirements" / "tools" / "install.sh"), "moto", f"moto=={MOTO_VERSION}"],
+        [str(ROOT / "requirements" / "tools" / "install.sh"), name, pin],
         capture_output=True,
         text=True,
         env=env,
@@ -67,5 +87,5 @@ def moto_server() -> str:
         timeout=600,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"installing moto failed:\n{out.stderr[-3000:]}")
-    return f"{out.stdout.strip().splitlines()[-1]}/moto_server"
+        raise RuntimeError(f"installing {name} failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]

@@ -56,8 +56,7 @@ def test_a_python_environment_spark_cannot_unpack_whole_is_refused_in_one_line(
     missing = tmp_path / "nope.tar.gz"
     assert main([*CONFIG, "score", "reco", "--python-env", str(missing), "--print"]) == 2
     assert capfd.readouterr().err.strip() == (
-        f"prescore: bad_config: --python-env: no file {missing} "
-        "(make one: venv-pack -o env.tar.gz)"
+        f"prescore: bad_config: --python-env: no file {missing} (make one: venv-pack -o env.tar.gz)"
     )
     plain = tmp_path / "env.tar"  # Spark unpacks it in Java, without the python link
     plain.write_bytes(b"")

@@ -325,21 +325,29 @@ def test_make_install_installs_the_dev_lock_with_its_hashes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tool", "installer", "pattern"),
+    ("tool", "package", "installer", "pattern"),
     [
-        ("checkov", "k8s/tools/install-checkov.sh", r'^version="([^"]+)"$'),
-        ("moto", "tests/s3_server.py", r'^MOTO_VERSION = "([^"]+)"'),
+        ("checkov", "checkov", "k8s/tools/install-checkov.sh", r'^version="([^"]+)"$'),
+        ("moto", "moto", "tests/s3_server.py", r'^MOTO_VERSION = "([^"]+)"'),
+        ("venv-pack", "venv-pack", "tests/python_env.py", r'^VENV_PACK_VERSION = "([^"]+)"'),
+        (
+            "gcs-emulator",
+            "gcp-storage-emulator",
+            "tests/gcs_server.py",
+            r'^EMULATOR_VERSION = "([^"]+)"',
+        ),
     ],
 )
 def test_a_tools_lock_pins_the_version_its_installer_names_with_hashes(
-    tool: str, installer: str, pattern: str
+    tool: str, package: str, installer: str, pattern: str
 ) -> None:
-    """The tools the tests run in virtualenvs of their own (checkov, moto's S3 server)
-    install from locks of their own, at the version their installer names."""
+    """The tools the tests run in virtualenvs of their own (checkov, moto's S3 server,
+    venv-pack, the GCS emulator) install from locks of their own, at the version their
+    installer names."""
     version = re.search(pattern, (ROOT / installer).read_text(), re.M)
     assert version, f"{installer} names no {tool} version"
     lock = (REQUIREMENTS / "tools" / f"{tool}.txt").read_text()
-    assert f"{tool}=={version[1]} \\" in lock.splitlines(), REFRESH
+    assert f"{package}=={version[1]} \\" in lock.splitlines(), REFRESH
     entries = re.findall(r"^(\S+)==\S+ \\\n((?:    --hash=\S+(?: \\)?\n)+)", lock, re.M)
     assert len(entries) == lock.count("=="), "every pin carries its hashes: " + REFRESH
     assert "--require-hashes -r" in (REQUIREMENTS / "tools" / "install.sh").read_text()

@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--dry-run", action="store_true", help=dry)
     pub = command("publish", _publish, "publish scores computed elsewhere (parquet)")
     pub.add_argument(
-        "path", help="parquet file or folder (a path, file://, hdfs://, s3://); globs: local"
+        "path", help="parquet file or folder (a path, file://, hdfs://, s3://, gs://); globs: local"
     )
     pub.add_argument("--key", help="the key column (default: the dataset's key field)")
     pub.add_argument("--json-column", help="a column holding each key's payload as JSON")
@@ -282,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing(msub.add_parser("list", help="list model versions")).add_argument("name", nargs="?")
     reg = listing(msub.add_parser("register", help="import a SavedModel, checked against it"))
     reg.add_argument("name", help="the model's name in the store (as datasets declare it)")
-    reg.add_argument("path", help="a folder with a SavedModel (a path, file://, hdfs://, s3://)")
+    reg.add_argument(
+        "path", help="a folder with a SavedModel (a path, file://, hdfs://, s3://, gs://)"
+    )
     reg.add_argument("--dataset", help="check against this dataset only")
     reg.add_argument("--meta", help="model.json to use (default: PATH/model.json)")
     reg.add_argument("--promote", action="store_true", help="promote it once registered")

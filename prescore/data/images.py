@@ -1,4 +1,4 @@
-"""Images by key from a labels dataset's folder, on ``file://``, ``hdfs://`` or ``s3://``
+"""Images by key from a labels dataset's folder, on ``file://``, ``hdfs://``, ``s3://`` or ``gs://``
 (prescore.data.storage).
 
 The bulk job's key rule read backwards: image ``<key>`` is the file

@@ -2,7 +2,7 @@
 retraining's evaluation.
 
 ``file://`` paths (a file, a folder of files, or a glob) are read in place; ``hdfs://``
-and ``s3://`` ones are fetched (prescore.data.storage) into a temporary folder first.
+``s3://`` and ``gs://`` ones are fetched (prescore.data.storage) into a temporary folder first.
 Parquet, ORC, CSV and JSON are read here (LOCAL_FORMATS), typed as the bulk jobs' Spark
 reads them (jobs.spark_tables.read): a CSV table has a header row, its types inferred
 (timestamps and dates included) and an empty field is null; a JSON table has one object
@@ -59,7 +59,7 @@ def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
         found = _local_files(str(local))
     else:
         raise ConfigError(
-            f"{table.path}: only file://, hdfs:// and s3:// tables are read outside Spark"
+            f"{table.path}: only file://, hdfs://, s3:// and gs:// tables are read outside Spark"
         )
     if not found:
         raise ConfigError(f"{table.path}: no such table (no file matches)")

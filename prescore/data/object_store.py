@@ -1,13 +1,20 @@
-"""Files in object storage (``s3://bucket/prefix``, also written ``s3a://`` as Spark's
-Hadoop connector names it) through pyarrow's S3 filesystem: a storage backend
-(prescore.data.storage) beside the local disk and WebHDFS.
+"""Files in object storage through pyarrow's filesystems: ``s3://bucket/prefix`` (also
+written ``s3a://`` as Spark's Hadoop connector names it) and ``gs://bucket/prefix``; a
+storage backend (prescore.data.storage) beside the local disk and WebHDFS.
 
-Credentials and the endpoint come from the standard AWS environment, as every S3 client
-takes them: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or a profile, or the pod's
-IAM role), ``AWS_REGION``, and ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for a
-store that is not AWS itself (MinIO, Ceph, a test server). An object is written whole
-by one PUT, so a reader never sees part of a file; a folder has no atomic rename, so a
-folder is uploaded with the file that marks it complete last (``last``).
+Credentials and the endpoint come from each cloud's standard environment, as its own
+clients take them:
+
+- S3: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or a profile, or the pod's IAM
+  role), ``AWS_REGION``, and ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for a store
+  that is not AWS itself (MinIO, Ceph, a test server).
+- GCS: Google's application default credentials (``GOOGLE_APPLICATION_CREDENTIALS``, or
+  the pod's workload identity), and ``STORAGE_EMULATOR_HOST`` for an emulator, reached
+  without credentials as Google's clients do.
+
+An object is written whole by one PUT, so a reader never sees part of a file; a folder
+has no atomic rename, so a folder is uploaded with the file that marks it complete last
+(``last``).
 """
 
 from __future__ import annotations
@@ -16,18 +23,48 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-SCHEMES = ("s3", "s3a")
+S3_SCHEMES = ("s3", "s3a")
+GCS_SCHEMES = ("gs",)
+SCHEMES = (*S3_SCHEMES, *GCS_SCHEMES)
 
 
-def filesystem(env: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> Any:
-    """pyarrow's S3 filesystem, configured from the standard AWS variables of ``env``."""
+def filesystem(
+    scheme: str = "s3", env: Mapping[str, str] | None = None, timeout_s: float = 30.0
+) -> Any:
+    """pyarrow's filesystem for ``scheme`` (one of SCHEMES), configured from the cloud's
+    standard variables of ``env``."""
+    env = os.environ if env is None else env
+    if scheme in GCS_SCHEMES:
+        return _gcs(env, timeout_s)
+    return _s3(env, timeout_s)
+
+
+def filesystem_of(uri: str, env: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> Any:
+    """The filesystem an object URI (``s3://...``, ``gs://...``) is read through."""
+    return filesystem(urlparse(uri).scheme, env, timeout_s)
+
+
+def _gcs(env: Mapping[str, str], timeout_s: float) -> Any:
     from pyarrow import fs
 
-    env = os.environ if env is None else env
+    # pyarrow's GCS client has no per-call timeout: its retries stop after the limit
+    options: dict[str, Any] = {"retry_time_limit": timedelta(seconds=timeout_s)}
+    emulator = env.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+        options |= {"endpoint_override": parsed.netloc, "scheme": parsed.scheme}
+        options["anonymous"] = True
+    return fs.GcsFileSystem(**options)
+
+
+def _s3(env: Mapping[str, str], timeout_s: float) -> Any:
+    from pyarrow import fs
+
     options: dict[str, Any] = {"connect_timeout": timeout_s, "request_timeout": timeout_s}
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
@@ -41,13 +78,14 @@ def filesystem(env: Mapping[str, str] | None = None, timeout_s: float = 30.0) ->
 
 
 def object_path(uri: str) -> str:
-    """``s3://bucket/a/b`` -> ``bucket/a/b``, the path pyarrow's filesystem takes."""
+    """``s3://bucket/a/b`` -> ``bucket/a/b``, the path pyarrow's filesystems take."""
     parsed = urlparse(uri)
     return f"{parsed.netloc}{parsed.path}".rstrip("/")
 
 
 class ObjectStore:
-    """A storage backend over S3; I/O failures raise OSError, a missing file reads None."""
+    """A storage backend over an object store; I/O failures raise OSError, a missing file
+    reads None."""
 
     def __init__(self, fs: Any, last: str = "model.json") -> None:
         self.fs = fs
@@ -60,7 +98,12 @@ class ObjectStore:
         return list(self.fs.get_file_info(selector))
 
     def list_dir(self, path: str) -> list[str]:
-        return sorted(info.base_name for info in self._infos(path, recursive=False))
+        """The names right under ``path``, from every object below it: pyarrow's GCS
+        lists a folder's subfolders only where a marker object names them, and one
+        listing serves both stores (it is the model store's: a few files a version)."""
+        start = len(path) + 1
+        names = {info.path[start:].split("/", 1)[0] for info in self._infos(path, True)}
+        return sorted(name for name in names if name)
 
     def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
         try:

@@ -1,5 +1,6 @@
-"""Files under a folder URI: ``file://`` (or a plain path), ``hdfs://`` through WebHDFS
-and ``s3://`` (or ``s3a://``) through pyarrow's S3 filesystem (prescore.data.object_store).
+"""Files under a folder URI: ``file://`` (or a plain path), ``hdfs://`` through WebHDFS,
+and ``s3://`` (or ``s3a://``) and ``gs://`` through pyarrow's filesystems
+(prescore.data.object_store).
 
 Shared by the model store, model import, the fallback's photo store and its tables, so
 all reach local disks, HDFS and object storage with the same code.
@@ -191,9 +192,10 @@ def check_uri(uri: str) -> str:
     """Return ``uri`` if it is a folder URI we can open (SCHEMES; "": a plain path)."""
     parsed = urlparse(uri)
     if parsed.scheme not in SCHEMES:
-        raise ValueError(f"unsupported folder URI {uri!r}: use file://, hdfs:// or s3://")
+        raise ValueError(f"unsupported folder URI {uri!r}: use file://, hdfs://, s3:// or gs://")
     if parsed.scheme in object_store.SCHEMES and not parsed.netloc:
-        raise ValueError(f"{uri!r}: an s3:// URI names its bucket (s3://BUCKET/PREFIX)")
+        scheme = parsed.scheme
+        raise ValueError(f"{uri!r}: a {scheme}:// URI names its bucket ({scheme}://BUCKET/PREFIX)")
     return uri
 
 
@@ -230,6 +232,6 @@ def open_root(uri: str, *, webhdfs_url: str = "", user: str = "", timeout_s: flo
         backend = WebHdfs(webhdfs_url or f"http://{parsed.netloc}", user, timeout_s)
         return Root(uri, Guarded(backend, uri), parsed.path or "/", False)
     if parsed.scheme in object_store.SCHEMES:
-        store = object_store.ObjectStore(object_store.filesystem(timeout_s=timeout_s))
+        store = object_store.ObjectStore(object_store.filesystem_of(uri, timeout_s=timeout_s))
         return Root(uri, Guarded(store, uri), object_store.object_path(uri), False)
     return Root(uri, LocalFiles(), parsed.path if parsed.scheme else uri, True)

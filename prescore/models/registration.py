@@ -66,7 +66,7 @@ def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
             raise ModelStoreError(f"{source}: no such folder")
         root.backend.download_dir(root.path, into)
         return into
-    raise ModelStoreError(f"{source}: a model is imported from file://, hdfs:// or s3://")
+    raise ModelStoreError(f"{source}: a model is imported from file://, hdfs://, s3:// or gs://")
 
 
 def _layout(folder: Path, meta_file: str | None) -> tuple[Path, dict[str, Any]]:

@@ -9,7 +9,7 @@ Layout under the root URI:
 
 Versions are increasing integers, as TF Serving numbers them. ``file://`` roots are used
 in place; ``hdfs://`` roots go through WebHDFS (prescore.data.storage, shared with the
-fallback's photo store), as do ``s3://`` ones, and are copied to a local cache before
+fallback's photo store), as do ``s3://`` and ``gs://`` ones, and are copied to a local cache before
 TensorFlow loads them.
 """
 
@@ -47,7 +47,7 @@ class ModelRef:
 
 
 class ModelStore:
-    """Versioned models under a ``file://``, ``hdfs://`` or ``s3://`` root."""
+    """Versioned models under a ``file://``, ``hdfs://``, ``s3://`` or ``gs://`` root."""
 
     def __init__(self, settings: ModelStoreSettings) -> None:
         self.settings = settings

@@ -261,7 +261,7 @@ def publish_file(
     **options: Any,
 ) -> PublishReport:
     """Publish the rows of the parquet at ``path`` (a local file, folder or glob; a
-    file or folder on ``hdfs://`` or ``s3://``, copied to a temporary folder first): see
+    file or folder on ``hdfs://``, ``s3://`` or ``gs://``, copied to a temporary folder first): see
     publish_rows for ``options``."""
     from prescore.data.datasets import absolute_uri
 
