@@ -27,11 +27,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from bench.bench_tagging import cpu_seconds
+from bench.bench_tagging import cpu_seconds, session_jvm
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -60,8 +59,7 @@ def passes(folder: Path, packed: bool, paths: bool, n: int) -> list[tuple[float,
     spark = builder.config(map=conf).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
-    gateway: Any = spark.sparkContext._jvm
-    jvm = int(gateway.ProcessHandle.current().pid())
+    jvm = session_jvm()
     found = []
     try:
         for _ in range(n):
@@ -70,7 +68,7 @@ def passes(folder: Path, packed: bool, paths: bool, n: int) -> list[tuple[float,
                 spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").load(str(folder))
             )
             frame = files.select("path") if paths else files.select("path", "content")
-            tasks = 2 * max(1, math.ceil(len(files._jdf.inputFiles()) / (IMAGES_PER_TASK * 2)))
+            tasks = 2 * max(1, math.ceil(len(files.inputFiles()) / (IMAGES_PER_TASK * 2)))
             frame = frame.coalesce(min(frame.rdd.getNumPartitions(), tasks))
             body = _count_paths if paths else _count_content
             frame.mapInPandas(body, "n long").collect()

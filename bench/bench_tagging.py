@@ -33,6 +33,7 @@ beside the bound of a job that does both on the same cores with no other work
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -121,6 +122,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def session_jvm() -> int:
+    """The pid of the JVM a local SparkSession of this process runs in: the java process
+    among its descendants (spark-submit's launcher starts it)."""
+    from jobs.standalone import descendants
+
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/exe").resolve().name == "java":
+                return pid
+    raise RuntimeError("no JVM under this process: start the SparkSession first")
+
+
 def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
     """``runs`` bulk jobs of the ``tags`` dataset in one local SparkSession, each with the
     CPU seconds its JVM (listing, reading the files, Arrow) spent."""
@@ -139,8 +152,7 @@ def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
     )
     spark.sparkContext.setLogLevel("ERROR")
     args = parse_args(["--dataset", "tags", "--batch-rows", str(batch)])
-    gateway: Any = spark.sparkContext._jvm
-    jvm = int(gateway.ProcessHandle.current().pid())
+    jvm = session_jvm()
     out = []
     try:
         for _ in range(runs):

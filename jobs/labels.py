@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import posixpath
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -160,13 +161,16 @@ def _plain(uri: str) -> str:
     return "file:/" + plain[len("file:///") :] if plain.startswith("file:///") else plain
 
 
-def listed_count(files: Any) -> int:
-    """How many files the listing of ``files`` holds.
+@dataclass(frozen=True)
+class Listing:
+    """An images dataset's files as Spark listed them (``files``: the binaryFile frame),
+    how many (``DataFrame.inputFiles()`` copies their paths over py4j one by one, a
+    second or more for 10,000s of files: asked once a run), and the rows a worker
+    decodes (``images``)."""
 
-    ``DataFrame.inputFiles()`` copies the paths over py4j one by one (seconds for 10,000s
-    of files); the count alone is one call on the JVM's array.
-    """
-    return len(files._jdf.inputFiles())
+    files: Any
+    count: int
+    images: Any
 
 
 def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
@@ -207,7 +211,7 @@ def check_file_names(spark: Any) -> None:
         )
 
 
-def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any]:
+def read_images(spark: Any, dataset: Dataset, partitions: int) -> Listing:
     """The listed files, and the rows a worker decodes, in few partitions: (path) of
     local files, which the worker opens, else (path, content) read by Spark."""
     root = image_folder(dataset.images)
@@ -220,13 +224,15 @@ def read_images(spark: Any, dataset: Dataset, partitions: int) -> tuple[Any, Any
     files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
     wanted = ("path",) if is_local(root) else ("path", "content")
     images = files.where(files.length <= dataset.max_image_bytes).select(*wanted)
+    count = len(files.inputFiles())
     if partitions:
-        return files, images.repartition(partitions)
+        return Listing(files, count, images.repartition(partitions))
     # Each Python task has a start-up cost comparable to scoring a few hundred images:
     # merge the file splits (no shuffle) into a few large tasks per core.
     parallelism = spark.sparkContext.defaultParallelism
-    rounds = max(1, math.ceil(listed_count(files) / (IMAGES_PER_TASK * parallelism)))
-    return files, images.coalesce(min(images.rdd.getNumPartitions(), rounds * parallelism))
+    rounds = max(1, math.ceil(count / (IMAGES_PER_TASK * parallelism)))
+    tasks = min(images.rdd.getNumPartitions(), rounds * parallelism)
+    return Listing(files, count, images.coalesce(tasks))
 
 
 def is_local(root: str) -> bool:
@@ -236,8 +242,7 @@ def is_local(root: str) -> bool:
 
 def count_images(spark: Any, dataset: Dataset) -> int:
     """How many image files a run of ``dataset`` would read (its listing, not the files)."""
-    files, _ = read_images(spark, dataset, 0)
-    return listed_count(files)
+    return read_images(spark, dataset, 0).count
 
 
 def runner(
@@ -268,16 +273,16 @@ def runner(
         return run_rows, chosen
     check_labels(dataset, sigs, ref.meta, None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
-    files, images = read_images(spark, dataset, body.partitions)
+    listing = read_images(spark, dataset, body.partitions)
 
     def run(version: str, token: str) -> Any:
         mine = body.writing(version, token)
-        scored = images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
-        stats = scored.collect()
+        batches = listing.images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
+        stats = batches.collect()
         # Every listed file the workers saw was scored or reported; only when some were
         # not (empty or oversized) is the listing searched for them, a costlier query.
-        if sum(r["scored"] + r["bad"] for r in stats) < listed_count(files):
-            stats += unread_stats(spark, files, dataset.max_image_bytes).collect()
+        if sum(r["scored"] + r["bad"] for r in stats) < listing.count:
+            stats += unread_stats(spark, listing.files, dataset.max_image_bytes).collect()
         return spark.createDataFrame(stats, STATS_SCHEMA)
 
     return run, None

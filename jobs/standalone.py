@@ -72,7 +72,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc)."""
     out, todo = [], _children(pid)
     while todo:
         child = todo.pop()
@@ -238,9 +239,7 @@ class StandaloneCluster:
         if connected_to is None:
             return found
         remote = _connected_to(connected_to)
-        return [
-            pid for pid in found if any(_sockets(p) & remote for p in [pid, *_descendants(pid)])
-        ]
+        return [pid for pid in found if any(_sockets(p) & remote for p in [pid, *descendants(pid)])]
 
     def stop(self) -> None:
         """End every process of the cluster (workers' executors included)."""
