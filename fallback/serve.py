@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings.threads,
         name="prescore-fallback",
         kill_timeout_s=settings.graceful_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_body_bytes=settings.max_body_bytes,
     )
     server.serve(partial(load_app, settings))
     return 0

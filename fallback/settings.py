@@ -120,6 +120,15 @@ class FallbackSettings:
     max_body_bytes: int = setting(
         "FALLBACK_MAX_BODY_BYTES", 8 * 1024 * 1024, lo=64, doc="the largest request body"
     )
+    body_timeout_s: float = setting(
+        "FALLBACK_BODY_TIMEOUT_S",
+        0.0,
+        hi=3600,
+        doc="0: request bodies are read as granian's WSGI reads them, with no time limit (a "
+        "client stalling its body holds an app thread). Above 0: served over RSGI, a body "
+        "that has not arrived within this is answered 408 and no app thread waits for it "
+        "(as LOOKUP_BODY_TIMEOUT_S)",
+    )
     metrics_dir: str = setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",

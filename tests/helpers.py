@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import socket
 import struct
 import subprocess
 import termios
@@ -114,3 +115,11 @@ def on_terminal(cli: list[str], env: dict[str, str], stdout_too: bool) -> tuple[
     out, _ = proc.communicate(timeout=120)
     os.close(primary)
     return proc.returncode, drawn.decode(), (out or b"").decode()
+
+
+def read_until_closed(conn: socket.socket) -> bytes:
+    """What a server sent on ``conn`` until it closed it."""
+    got = b""
+    while chunk := conn.recv(4096):
+        got += chunk
+    return got

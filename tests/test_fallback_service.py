@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server, metric_value
-from tests.helpers import registered
+from tests.helpers import read_until_closed, registered
 
 SHOP = "/v1/datasets/shop:predict"
 SHOPF = "/v1/datasets/shopf:predict"
@@ -475,3 +477,43 @@ def test_a_promoted_version_is_picked_up_and_an_asked_for_version_is_served(
         "status": "ready",
         "models": {"colours": "1", "shop": "2", "shopf": "1"},
     }
+
+
+def test_with_timed_bodies_a_stalled_body_is_408_and_others_are_answered(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """FALLBACK_BODY_TIMEOUT_S: more connections than the worker has threads send a
+    prediction's headers and part of its body, then stall; a whole request is answered
+    meanwhile, each stalled one gets 408 once the timeout has passed, and a body over
+    FALLBACK_MAX_BODY_BYTES its 413."""
+    env = fd.process_env(
+        world["settings"],
+        world["config"],
+        FALLBACK_RUNTIME="tf",
+        FALLBACK_BODY_TIMEOUT_S="1",
+        FALLBACK_THREADS="2",
+        FALLBACK_MAX_BODY_BYTES="4096",
+    )
+    srv = Server("fallback.serve", env, tmp_path / "fallback.log").start()
+    stalled = []
+    try:
+        opened = time.monotonic()
+        for _ in range(4):  # one worker, 2 threads
+            conn = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            conn.sendall(
+                f"POST {SHOP} HTTP/1.1\r\nHost: fallback\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                + b'{"instances'
+            )
+            stalled.append(conn)
+        reply = _post(srv, SHOP, {"instances": [{"key": "c3"}]})
+        assert reply.status_code == 200 and reply.json()["predictions"][0]["customer_id"] == "c3"
+        answers = [read_until_closed(conn) for conn in stalled]
+        assert time.monotonic() - opened >= 0.9  # at the timeout, not at once
+        assert all(a.startswith(b"HTTP/1.1 408") and b"body_timeout" in a for a in answers)
+        big = _post(srv, SHOP, {"instances": [{"key": "c" * 5000}]})
+        assert big.status_code == 413 and big.json()["error"] == "too_large"
+    finally:
+        for conn in stalled:
+            conn.close()
+        srv.stop()
