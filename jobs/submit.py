@@ -46,7 +46,7 @@ CONFIG_MOUNT = "/etc/prescore"  # the datasets ConfigMap (PRESCORE_CONFIG) is mo
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 EXECUTOR_CONTAINER = "executor"
 SHIPPED_ENV = "environment"  # where an executor unpacks a shipped virtualenv (--archives)
-ARCHIVES = (".tar.gz", ".tgz", ".zip")  # what Spark unpacks with the links in it kept
+ARCHIVES = (".tar.gz", ".tgz")  # what Spark unpacks with tar, the links in it kept
 TTL_S = 7 * 24 * 3600  # finished runs are removed after a week (as the CronJobs' Jobs)
 
 # Spark settings every run gets, locally and on Kubernetes.
@@ -182,12 +182,17 @@ def shipped_env(archive: str) -> tuple[list[str], dict[str, str]]:
     packed virtualenv ``archive`` (venv-pack's ``.tar.gz``), unpacked beside each
     executor as Spark documents for its cluster managers, instead of a Python installed
     at the same path on every worker. The driver, here, keeps this interpreter. No
-    archive: neither; one Spark would unpack without its links: ValueError."""
+    archive: neither; a local file that is not there, or one Spark would unpack without
+    its links: ValueError."""
     if not archive:
         return [], {}
     if not archive.endswith(ARCHIVES):
-        # Spark unpacks a plain .tar in Java, which loses the links a virtualenv's python is
-        raise ValueError(f"--python-env: {archive} is not one of {', '.join(ARCHIVES)}")
+        raise ValueError(
+            f"--python-env: {archive}: pack it as .tar.gz (venv-pack -o env.tar.gz): Spark "
+            "unpacks a .tar in Java and a zip holds no links, and the virtualenv's python is one"
+        )
+    if "://" not in archive and not os.path.isfile(archive):
+        raise ValueError(f"--python-env: no file {archive} (make one: venv-pack -o env.tar.gz)")
     path = archive if "://" in archive else os.path.abspath(archive)
     return ["--archives", f"{path}#{SHIPPED_ENV}"], {
         "spark.pyspark.python": f"./{SHIPPED_ENV}/bin/python",
@@ -673,18 +678,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.target == "local":
         try:
-            shipped_env(args.python_env)
-        except ValueError as exc:
+            argv_ = local_args(
+                args.job,
+                master=args.master,
+                driver_memory=args.driver_memory,
+                executor_cores=args.executor_cores,
+                executor_memory=args.executor_memory,
+                python_env=args.python_env,
+                extra=extra,
+            )
+        except ValueError as exc:  # an archive Spark could not use
             parser.error(str(exc))
-        argv_ = local_args(
-            args.job,
-            master=args.master,
-            driver_memory=args.driver_memory,
-            executor_cores=args.executor_cores,
-            executor_memory=args.executor_memory,
-            python_env=args.python_env,
-            extra=extra,
-        )
     else:
         if args.python_env:
             parser.error("--python-env: local target only (the jobs image holds the k8s one)")

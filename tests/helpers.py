@@ -117,6 +117,12 @@ def on_terminal(cli: list[str], env: dict[str, str], stdout_too: bool) -> tuple[
     return proc.returncode, drawn.decode(), (out or b"").decode()
 
 
+def unanswered(conn: socket.socket) -> bool:
+    """Whether a server has sent nothing on ``conn`` yet and not closed it."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    return not readable
+
+
 def read_until_closed(conn: socket.socket) -> bytes:
     """What a server sent on ``conn`` until it closed it."""
     got = b""

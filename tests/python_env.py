@@ -1,5 +1,5 @@
 """A packed virtualenv with prescore in it, as a team ships one to a Spark cluster's
-executors (``--archives env.tar#environment``): made from the running virtualenv, the
+executors (``--archives env.tar.gz#environment``): made from the running virtualenv, the
 project installed into it as a package (not the editable install development uses, whose
 finder points at this checkout), then packed by venv-pack, as Spark's docs do.
 

@@ -62,7 +62,11 @@ def test_a_python_environment_spark_cannot_unpack_whole_is_refused_in_one_line(
     plain.write_bytes(b"")
     assert main([*CONFIG, "score", "reco", "--python-env", str(plain), "--print"]) == 2
     err = capfd.readouterr().err
-    assert f"--python-env: {plain} is not one of .tar.gz, .tgz, .zip" in err
+    assert f"--python-env: {plain}: pack it as .tar.gz (venv-pack -o env.tar.gz)" in err
+    zipped = tmp_path / "env.zip"  # no links in a zip
+    zipped.write_bytes(b"")
+    assert main([*CONFIG, "score", "reco", "--python-env", str(zipped), "--print"]) == 2
+    assert "pack it as .tar.gz" in capfd.readouterr().err
     assert "Traceback" not in err
 
 

@@ -20,7 +20,7 @@ from prescore.settings import Settings
 from tests import domains
 from tests import fallback_domains as fd
 from tests.fallback_procs import Server, metric_value
-from tests.helpers import read_until_closed, registered
+from tests.helpers import read_until_closed, registered, unanswered
 
 SHOP = "/v1/datasets/shop:predict"
 SHOPF = "/v1/datasets/shopf:predict"
@@ -490,7 +490,7 @@ def test_with_timed_bodies_a_stalled_body_is_408_and_others_are_answered(
         world["settings"],
         world["config"],
         FALLBACK_RUNTIME="tf",
-        FALLBACK_BODY_TIMEOUT_S="1",
+        FALLBACK_BODY_TIMEOUT_S="3",
         FALLBACK_THREADS="2",
         FALLBACK_MAX_BODY_BYTES="4096",
     )
@@ -508,11 +508,21 @@ def test_with_timed_bodies_a_stalled_body_is_408_and_others_are_answered(
             stalled.append(conn)
         reply = _post(srv, SHOP, {"instances": [{"key": "c3"}]})
         assert reply.status_code == 200 and reply.json()["predictions"][0]["customer_id"] == "c3"
-        answers = [read_until_closed(conn) for conn in stalled]
-        assert time.monotonic() - opened >= 0.9  # at the timeout, not at once
+        # a body longer than the bound is refused once the bound is read, its rest unsent
+        big = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        stalled.append(big)
+        big.sendall(
+            f"POST {SHOP} HTTP/1.1\r\nHost: fallback\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            + b'{"instances": [{"key": "'
+            + b"c" * 5000
+        )
+        refused = read_until_closed(big)
+        assert refused.startswith(b"HTTP/1.1 413") and b'"error":"too_large"' in refused
+        assert all(unanswered(conn) for conn in stalled[:-1])  # before the timeout
+        answers = [read_until_closed(conn) for conn in stalled[:-1]]
+        assert time.monotonic() - opened >= 2.9  # at the timeout, not at once
         assert all(a.startswith(b"HTTP/1.1 408") and b"body_timeout" in a for a in answers)
-        big = _post(srv, SHOP, {"instances": [{"key": "c" * 5000}]})
-        assert big.status_code == 413 and big.json()["error"] == "too_large"
     finally:
         for conn in stalled:
             conn.close()

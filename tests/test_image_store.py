@@ -143,5 +143,5 @@ def test_hdfs_store_reads_and_reports_an_unreachable_namenode(tmp_path: Path) ->
 
 
 def test_a_folder_on_another_scheme_is_refused() -> None:
-    with pytest.raises(ValueError, match="use file://, hdfs:// or s3://"):
-        ImageStore.for_dataset(_dataset("gs://bucket/images/*.jpg"))
+    with pytest.raises(ValueError, match="use file://, hdfs://, s3:// or gs://"):
+        ImageStore.for_dataset(_dataset("az://bucket/images/*.jpg"))

@@ -30,7 +30,7 @@ from prescore.errors import ConfigError
 from prescore.settings import Settings
 from prescore.store.embedded_redis import RedisProcess
 from tests.fallback_procs import Server, free_port
-from tests.helpers import DEMO_CONFIG, ROOT, read_until_closed
+from tests.helpers import DEMO_CONFIG, ROOT, read_until_closed, unanswered
 from tests.lookup_helpers import demo_settings, publish_users
 
 STALE_LIVE = '[datasets.reco]\nmax_age_s = 60\nstale = "live"\n'  # every test answer is stale
@@ -288,7 +288,7 @@ def test_with_timed_bodies_a_stalled_body_is_answered_408_and_holds_no_thread(
     batchGet's headers and 10 of its 100 body bytes, then stall. Other clients' lookups
     and batches are answered while every stalled connection is still open; each stalled
     one is answered 408 and closed once the timeout has passed, and not before."""
-    lookup = _lookup(tmp_path, redis_url, LOOKUP_BODY_TIMEOUT_S="1", LOOKUP_THREADS="2")
+    lookup = _lookup(tmp_path, redis_url, LOOKUP_BODY_TIMEOUT_S="3", LOOKUP_THREADS="2")
     stalled = []
     try:
         opened = time.monotonic()
@@ -306,11 +306,10 @@ def test_with_timed_bodies_a_stalled_body_is_answered_408_and_holds_no_thread(
         body = {"user_ids": ["u1", "u2"]}
         r = requests.post(f"{lookup.url}/v1/recommendations:batchGet", json=body, timeout=5)
         assert r.status_code == 200 and r.json()["found"] == 2
-        answered = time.monotonic()
+        assert all(unanswered(conn) for conn in stalled)  # the others came first
         answers = [read_until_closed(conn) for conn in stalled]  # returns once the server closes
-        assert time.monotonic() - opened >= 0.9  # at the timeout, not at once
+        assert time.monotonic() - opened >= 2.9  # at the timeout, not at once
         assert all(a.startswith(b"HTTP/1.1 408") and b"body_timeout" in a for a in answers)
-        assert answered - opened < time.monotonic() - opened  # the others came first
     finally:
         for conn in stalled:
             conn.close()

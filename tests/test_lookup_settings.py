@@ -91,9 +91,9 @@ def test_from_env_and_flags():
             "PRESCORE_FALLBACK_URL='fallback:8081': must be http://host:port",
         ),
         (
-            {"PRESCORE_MODEL_STORE": "gs://bucket/models"},
-            "PRESCORE_MODEL_STORE='gs://bucket/models': must be a URL of file://, hdfs://, "
-            "s3://, a path",
+            {"PRESCORE_MODEL_STORE": "az://bucket/models"},
+            "PRESCORE_MODEL_STORE='az://bucket/models': must be a URL of file://, hdfs://, "
+            "s3://, gs://, a path",
         ),
     ],
 )

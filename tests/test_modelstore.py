@@ -67,4 +67,4 @@ def test_hdfs_root_over_webhdfs(tmp_path: Path) -> None:
 
 def test_unknown_scheme_is_refused() -> None:
     with pytest.raises(ModelStoreError):
-        ModelStore(ModelStoreSettings(root="gs://bucket/models"))
+        ModelStore(ModelStoreSettings(root="az://bucket/models"))

@@ -178,21 +178,22 @@ def test_the_job_runs_on_executors_given_its_python_environment_by_archives(
     archive = python_env.pack(tmp_path / "packed")
     cmd, env = _submit(standalone, redis_url, store, many_users, python_env=str(archive))
     env["PYSPARK_PYTHON"] = str(tmp_path / "no-such-python")  # the workers' own: none
+    earlier = set(standalone.root.rglob("stderr"))  # executors' logs of the module's other runs
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"--archives {archive}#environment" in " ".join(cmd)
     _assert_as_local(rclient, expected)
-    ran = _worker_environments(standalone)
+    ran = _worker_environments(set(standalone.root.rglob("stderr")) - earlier)
     assert ran, "no executor log names the Python environment its worker ran"
     for prefix in ran:  # each an archive unpacked into an executor's own work folder
         assert prefix.name == "environment" and prefix.is_relative_to(standalone.root), ran
         assert prefix.resolve() != Path(sys.prefix).resolve()
 
 
-def _worker_environments(cluster: StandaloneCluster) -> set[Path]:
-    """The Python environments the job's workers ran in, as the executors' logs say."""
+def _worker_environments(logs: set[Path]) -> set[Path]:
+    """The Python environments the job's workers ran in, as its executors' logs say."""
     found = set()
-    for log in cluster.root.rglob("stderr"):
+    for log in logs:
         text = log.read_text(errors="replace")
         found |= {Path(p) for p in re.findall(r"\(Python environment (\S+)\)", text)}
     return found

@@ -100,7 +100,7 @@ class ObjectStore:
     def list_dir(self, path: str) -> list[str]:
         """The names right under ``path``, from every object below it: pyarrow's GCS
         lists a folder's subfolders only where a marker object names them, and one
-        listing serves both stores (it is the model store's: a few files a version)."""
+        listing serves both stores (for small folders: it lists everything below)."""
         start = len(path) + 1
         names = {info.path[start:].split("/", 1)[0] for info in self._infos(path, True)}
         return sorted(name for name in names if name)

@@ -331,7 +331,8 @@ def owned_key(dataset: str) -> str:
 
 
 def written_key(dataset: str, version: str) -> str:
-    """Counts the keys written so far under ``version``, a field per writer."""
+    """The progress of ``version`` being written, a field per writer: its keys written
+    so far, and (under ``FIELD/units``) the units its model scored for them."""
     return f"{PREFIX}:{{{dataset}}}:written:{version}"
 
 
