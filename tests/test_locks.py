@@ -328,12 +328,12 @@ def test_make_install_installs_the_dev_lock_with_its_hashes() -> None:
     ("tool", "package", "installer", "pattern"),
     [
         ("checkov", "checkov", "k8s/tools/install-checkov.sh", r'^version="([^"]+)"$'),
-        ("moto", "moto", "tests/s3_server.py", r'^MOTO_VERSION = "([^"]+)"'),
+        ("moto", "moto", "tests/object_servers.py", r'^MOTO_VERSION = "([^"]+)"'),
         ("venv-pack", "venv-pack", "tests/python_env.py", r'^VENV_PACK_VERSION = "([^"]+)"'),
         (
             "gcs-emulator",
             "gcp-storage-emulator",
-            "tests/gcs_server.py",
+            "tests/object_servers.py",
             r'^EMULATOR_VERSION = "([^"]+)"',
         ),
     ],

@@ -29,16 +29,13 @@ from prescore.errors import ConfigError, ImageStoreUnavailable, ModelStoreError
 from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings, Settings
 from prescore.store.embedded_redis import free_port
-from tests.gcs_server import GcsServer
-from tests.s3_server import S3Server
-
-Server = S3Server | GcsServer
+from tests.object_servers import GcsServer, ObjectServer, S3Server
 
 
 @pytest.fixture(scope="module", params=["s3", "gs"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> Iterator[ObjectServer]:
     """An S3 server (moto) and a GCS one (Google's JSON API, emulated): each test runs on both."""
     kind = S3Server if request.param == "s3" else GcsServer
     with kind(tmp_path_factory.mktemp(request.param) / "server.log") as running:
@@ -46,7 +43,7 @@ def server(
 
 
 @pytest.fixture()
-def bucket(server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+def bucket(server: ObjectServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new bucket, and this process's environment pointed at the server as a pod's
     would be (each cloud's standard variables)."""
     for name, value in server.env.items():
@@ -164,13 +161,13 @@ def test_a_table_in_object_storage_is_mirrored_file_by_file(bucket: str) -> None
 
 
 def test_photos_in_object_storage_and_an_unreachable_store(
-    bucket: str, server: Server, monkeypatch: pytest.MonkeyPatch
+    bucket: str, server: ObjectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _put(f"{bucket}/photos/p1.jpg", b"\xff\xd8 a jpeg")
     store = ImageStore(open_root(f"{bucket}/photos", timeout_s=5), ["jpg"], max_bytes=4)
     assert store.read("p1") == b"\xff\xd8 a "  # max_bytes + 1: enough to refuse it
     assert store.read("p2") is None
-    for name, value in server.unreachable(free_port()).items():
+    for name, value in server.client_env(free_port()).items():
         monkeypatch.setenv(name, value)
     down = ImageStore(open_root(f"{bucket}/photos", timeout_s=1), ["jpg"], max_bytes=4)
     with pytest.raises(ImageStoreUnavailable) as failed:
@@ -179,14 +176,14 @@ def test_photos_in_object_storage_and_an_unreachable_store(
 
 
 def test_store_failures_are_one_line_naming_the_store(
-    bucket: str, server: Server, redis_url: str, tmp_path: Path
+    bucket: str, server: ObjectServer, redis_url: str, tmp_path: Path
 ) -> None:
     """Not a traceback, and not taken for Redis: the CLI's line names the store's URI."""
     config = tmp_path / "datasets.toml"
     config.write_text('[datasets.sims]\nkind = "external"\nkey_field = "sku"\n')
     base = [sys.executable, "-m", "prescore.cli", "--config", str(config)]
     base += ["--redis-url", redis_url]
-    env = {**os.environ, **server.unreachable(free_port()), "PRESCORE_MODEL_STORE_TIMEOUT_S": "2"}
+    env = {**os.environ, **server.client_env(free_port()), "PRESCORE_MODEL_STORE_TIMEOUT_S": "2"}
     for command, named in (
         (["publish", "sims", f"{bucket}/scores"], f"{bucket}/scores"),
         (["--model-store", f"{bucket}/models", "models", "list", "m"], f"{bucket}/models"),
