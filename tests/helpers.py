@@ -10,6 +10,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import time
 from pathlib import Path
@@ -129,3 +130,15 @@ def read_until_closed(conn: socket.socket) -> bytes:
     while chunk := conn.recv(4096):
         got += chunk
     return got
+
+
+def installed(name: str, installer: list[str]) -> str:
+    """The last line ``installer`` prints (where it installed tool ``name``); it runs
+    under this interpreter's Python, and a failure raises with its output."""
+    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
+    out = subprocess.run(
+        installer, capture_output=True, text=True, env=env, check=False, timeout=600
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"installing {name} failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+
+from tests.helpers import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -101,18 +102,7 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
 
 def checkov() -> str:
     """checkov in its own venv (k8s/tools/install-checkov.sh installs it on first use)."""
-    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
-    out = subprocess.run(
-        [str(K8S / "tools" / "install-checkov.sh")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=600,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"installing checkov failed:\n{out.stderr[-3000:]}")
-    return out.stdout.strip().splitlines()[-1]
+    return installed("checkov", [str(K8S / "tools" / "install-checkov.sh")])
 
 
 # -- the Spark operator's CRDs ------------------------------------------------------------

@@ -5,9 +5,7 @@ gcp-storage-emulator for Cloud Storage's JSON API (in memory)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import requests
 
 from prescore.store.embedded_redis import free_port
+from tests.helpers import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 MOTO_VERSION = "5.2.6"  # requirements/tools/moto.txt pins it (requirements/compile.sh)
@@ -116,15 +115,4 @@ def tool_bin(name: str, pin: str) -> str:
     """The bin folder of tool ``name``'s virtualenv (requirements/tools/install.sh),
     installed from its lock, which must pin ``pin``, on first use. moto pins
     python-dateutil below the version the project's locks hold, hence apart."""
-    env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
-    out = subprocess.run(
-        [str(ROOT / "requirements" / "tools" / "install.sh"), name, pin],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=600,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"installing {name} failed:\n{out.stderr[-3000:]}")
-    return out.stdout.strip().splitlines()[-1]
+    return installed(name, [str(ROOT / "requirements" / "tools" / "install.sh"), name, pin])
