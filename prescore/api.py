@@ -177,13 +177,14 @@ class Prescore:
         declared = self.dataset(dataset)
         options.setdefault("model", declared.model or "external")
         if isinstance(data, str | os.PathLike):
-            hdfs = self.settings.models.webhdfs_url  # PRESCORE_WEBHDFS_URL, as for models
+            stores = self.settings.models  # PRESCORE_WEBHDFS_URL and the timeout, as for models
             return publish_file(
                 self.client,
                 self.settings.store,
                 declared,
                 os.fspath(data),
-                webhdfs_url=hdfs,
+                webhdfs_url=stores.webhdfs_url,
+                timeout_s=stores.timeout_s,
                 **options,
             )
         table, origin = _arrow(data)

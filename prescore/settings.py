@@ -142,7 +142,10 @@ class ModelStoreSettings:
         doc="where versions of an `hdfs://`, `s3://` or `gs://` store are downloaded to",
     )
     timeout_s: float = setting(
-        "PRESCORE_MODEL_STORE_TIMEOUT_S", 30.0, lo=0.1, doc="timeout of a store call"
+        "PRESCORE_MODEL_STORE_TIMEOUT_S",
+        30.0,
+        lo=0.1,
+        doc="timeout of a store call (the model store's, and `prescore publish`'s source's)",
     )
 
     @classmethod

@@ -45,13 +45,13 @@ def _local_files(path: str) -> list[str]:
     return [path] if os.path.exists(path) else []
 
 
-def files(table: Table, webhdfs_url: str, workdir: str) -> list[str]:
+def files(table: Table, webhdfs_url: str, workdir: str, timeout_s: float = 30.0) -> list[str]:
     parsed = urlparse(table.path)
     if parsed.scheme in ("", "file"):
         found = _local_files(parsed.path if parsed.scheme else table.path)
     elif remote(table.path):
         try:
-            root = open_root(table.path, webhdfs_url=webhdfs_url)
+            root = open_root(table.path, webhdfs_url=webhdfs_url, timeout_s=timeout_s)
         except ValueError as exc:  # no bucket
             raise ConfigError(str(exc)) from exc
         local = Path(workdir) / "t"

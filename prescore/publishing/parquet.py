@@ -258,17 +258,18 @@ def publish_file(
     path: str,
     *,
     webhdfs_url: str = "",
+    timeout_s: float = 30.0,
     **options: Any,
 ) -> PublishReport:
     """Publish the rows of the parquet at ``path`` (a local file, folder or glob; a
-    file or folder on ``hdfs://``, ``s3://`` or ``gs://``, copied to a temporary folder first): see
-    publish_rows for ``options``."""
+    file or folder on ``hdfs://``, ``s3://`` or ``gs://``, copied to a temporary folder
+    first, each store call within ``timeout_s``): see publish_rows for ``options``."""
     from prescore.data.datasets import absolute_uri
 
     if not remote(path):
         return publish_rows(client, store, dataset, absolute_uri(path), f"from {path}", **options)
     with tempfile.TemporaryDirectory(prefix="prescore-publish-") as tmp:
-        files(Table(path, ()), webhdfs_url, tmp)  # into tmp/t, as it was laid out
+        files(Table(path, ()), webhdfs_url, tmp, timeout_s)  # into tmp/t, as it was laid out
         return publish_rows(client, store, dataset, f"{tmp}/t", f"from {path}", **options)
 
 
