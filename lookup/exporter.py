@@ -71,6 +71,11 @@ GAUGES = {
         "Share of the miss log the last run scored",
         D,
     ),
+    "hashtables": (
+        "prescore_dataset_bucket_hashtable_ratio",
+        "Share of the live version's sampled buckets Redis keeps as hashtables, not listpacks",
+        D,
+    ),
     "min_overlap": (
         "prescore_dataset_shadow_min_overlap",
         "Shadow checks: the declared floor of top-K agreement",
@@ -162,6 +167,9 @@ class RegistryCollector:
                 g["rate"].add_metric(
                     [name, unit], float(figures.get("scored", 0)) / float(figures["seconds"])
                 )
+        sampled = figures.get("buckets") or {}
+        if sampled.get("sampled"):
+            g["hashtables"].add_metric([name], sampled["hashtables"] / sampled["sampled"])
         if "from_miss_log" in figures:
             g["from_log"].add_metric([name], float(figures["from_miss_log"]))
             logged = float(figures.get("miss_log_keys") or 0)

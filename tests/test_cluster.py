@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.store import values
+from prescore.store import bucket_encodings, values
 from prescore.store.redis_client import connect
 from prescore.store.versions import Versions, read_current, write_payloads
 from tests.redis_cluster import RedisCluster3
@@ -88,3 +88,5 @@ def test_a_fenced_writers_keys_and_units_are_its_progress_on_a_cluster(cluster_u
     assert values.progress(client, where) == (200, 10_000)
     assert v.all()[0].rows == 200  # the registry's rows while writing: keys only
     assert v.publish(info.version, 200).status == "published"
+    found = bucket_encodings.sample(client, where)  # each bucket asked on its own node
+    assert (found.sampled, found.hashtables) == (where.buckets, 0)

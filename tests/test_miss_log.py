@@ -105,6 +105,8 @@ def test_a_missed_key_is_scored_by_the_next_run_and_then_served_precomputed(
     metrics = requests.get(f"{lookup.url}/metrics", timeout=5).text
     assert 'prescore_dataset_misses_scored{dataset="reco"} 3.0' in metrics
     assert 'prescore_dataset_miss_log_keys{dataset="reco"} 1.0' in metrics
+    # the job's compact payloads keep every sampled bucket a listpack
+    assert 'prescore_dataset_bucket_hashtable_ratio{dataset="reco"} 0.0' in metrics
 
 
 def test_no_miss_log_scores_the_filter_only(spark, filtered, rclient):  # type: ignore[no-untyped-def]

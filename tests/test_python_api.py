@@ -53,6 +53,10 @@ def test_a_notebook_publishes_reads_and_rolls_back(ps: Any) -> None:
     first = ps.publish("news", _scores(0.5), model="weekly", model_version="1", say=lines.append)
     assert first.published and first.rows == 3 and first.bad == 0
     assert any("published version" in line for line in lines), lines
+    # whole JSON lists are longer than Redis' listpack bound: their buckets are
+    # hashtables, which the publish says and records
+    assert any("sampled are hashtables, not listpacks" in line for line in lines), lines
+    assert ps.versions("news")[0].extra["buckets"]["hashtables"] == 1
     assert ps.live_version("news") == first.version
     got = ps.get("news", 2)
     assert got is not None and got["reader_id"] == "2"

@@ -15,7 +15,7 @@ from prescore.encoding import compact, keys
 from prescore.encoding.codec import PayloadShape
 from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.settings import StoreSettings
-from prescore.store import values
+from prescore.store import bucket_encodings, values
 from prescore.store.values import Placed
 from prescore.store.versions import Versions, read_current, write_payloads
 
@@ -199,3 +199,20 @@ def test_a_writer_from_before_the_upgrade_is_listed_not_a_crash(rclient: redis.R
     rclient.incrby(keys.written_key("reco", info.version), 7)  # the counter it kept
     (writing,) = v.all()
     assert (writing.status, writing.rows) == ("writing", 7)
+
+
+def test_a_bucket_that_left_the_compact_encoding_is_found(rclient: redis.Redis) -> None:
+    """One payload over the server's hash-max-listpack-value turns its whole bucket into
+    a hashtable, which Redis does not say: the sample of the version's buckets does."""
+    v = Versions(rclient, "reco", StoreSettings())
+    info = v.begin("reco", "1", expected_keys=200)  # 4 buckets: all of them sampled
+    where = v.placed(info.version)
+    values.write(rclient, where, [(f"u{i}", b'{"v":1}') for i in range(200)])
+    found = bucket_encodings.sample(rclient, where)
+    assert (found.sampled, found.hashtables, found.line()) == (where.buckets, 0, None)
+    bound = found.limits["hash-max-listpack-value"]  # the test server tells it
+    values.write(rclient, where, [("u7", b'{"v":"' + b"x" * bound + b'"}')])
+    found = bucket_encodings.sample(rclient, where)
+    assert found.hashtables == 1
+    assert f"1 of {where.buckets} sampled are hashtables" in (found.line() or "")
+    assert f"a payload over {bound} bytes" in (found.line() or "")

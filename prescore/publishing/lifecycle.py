@@ -20,6 +20,7 @@ from prescore.encoding.codec import VersionInfo
 from prescore.errors import PublishError
 from prescore.publishing import gates
 from prescore.settings import StoreSettings
+from prescore.store import bucket_encodings
 from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
 from prescore.store.versions import ANY_LIVE, LiveChanged, Versions
 
@@ -85,6 +86,7 @@ def publish_new(
                 "seconds": round(time.perf_counter() - started, 3),
                 "sample": written.sample,
             }
+            figures["buckets"] = _buckets(versions, info, say)
             done = _gate_and_switch(client, versions, dataset, info, written, figures, force, say)
     except BaseException as exc:
         if on_failure is not None:
@@ -99,6 +101,17 @@ def publish_new(
     # the new version already serves; removing the ones beyond the newest N is housekeeping
     retired = versions.retire_old()
     return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
+
+
+def _buckets(versions: Versions, info: VersionInfo, say: Callable[[str], None]) -> Any:
+    """How many of a sample of the version's buckets left Redis' compact encoding, said
+    when any did (prescore.store.bucket_encodings); None for a version without buckets."""
+    if not info.buckets:
+        return None
+    found = bucket_encodings.sample(versions.client, versions.placed(info.version, info))
+    if line := found.line():
+        say(line)
+    return found.to_json()
 
 
 def _status(versions: Versions, version: str) -> str:
