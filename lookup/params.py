@@ -121,12 +121,16 @@ def batch_request(request: Request, spec: Served, limits: Limits) -> BatchReques
     return batch_body(json_body(request, limits.max_body_bytes), spec, limits)
 
 
-def batch_body(body: Any, spec: Served, limits: Limits) -> BatchRequest:
-    """A parsed batchGet body, checked: its keys in request order (duplicates kept)."""
+def key_field(
+    body: Any, names: set[str], spec: Served, others: tuple[str, ...], code: str, how: str
+) -> str:
+    """Which one of ``names`` a JSON object body gives its key(s) in, beside ``others``
+    (and ``context`` where the dataset has contexts); InvalidInput for a body that is not
+    an object, a field beyond those, or not exactly one of ``names`` (``code``: "give
+    ``how`` NAME or NAME")."""
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object", code="invalid_body")
-    names = {BATCH_KEYS, spec.batch_field}
-    allowed = names | {"k", "limit", "min_score"} | ({"context"} if spec.contexts else set())
+    allowed = names | set(others) | ({"context"} if spec.contexts else set())
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(
@@ -135,8 +139,16 @@ def batch_body(body: Any, spec: Served, limits: Limits) -> BatchRequest:
         )
     given = [n for n in sorted(names) if n in body]
     if len(given) != 1:
-        raise InvalidInput(f"give the keys as {' or '.join(sorted(names))}", code="invalid_ids")
-    field, raw = given[0], body[given[0]]
+        raise InvalidInput(f"give {how} {' or '.join(sorted(names))}", code=code)
+    return given[0]
+
+
+def batch_body(body: Any, spec: Served, limits: Limits) -> BatchRequest:
+    """A parsed batchGet body, checked: its keys in request order (duplicates kept)."""
+    names = {BATCH_KEYS, spec.batch_field}
+    others = ("k", "limit", "min_score")
+    field = key_field(body, names, spec, others, "invalid_ids", "the keys as")
+    raw = body[field]
     if not isinstance(raw, list) or not raw:
         raise InvalidInput(f"{field} must be a non-empty list of keys", code="invalid_ids")
     if len(raw) > limits.max_ids:

@@ -28,22 +28,10 @@ from prescore.service.web import json_body, json_response
 
 def _instance(spec: Served, body: Any, max_k: int) -> tuple[dict[str, Any], params.Shape]:
     """The checked body: the instance for the fallback, and how to cut the answer."""
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be a JSON object", code="invalid_body")
     names = {"key", spec.shape.key_field}
-    allowed = (
-        names | {"features", "k", "limit", "min_score"} | ({"context"} if spec.contexts else set())
-    )
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise InvalidInput(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-            code="invalid_body",
-        )
-    given = [n for n in sorted(names) if n in body]
-    if len(given) != 1:
-        raise InvalidInput(f"give the key in {' or '.join(sorted(names))}", code="invalid_id")
-    key = spec.key_form.check_given(body[given[0]], what=given[0])
+    others = ("features", "k", "limit", "min_score")
+    field = params.key_field(body, names, spec, others, "invalid_id", "the key in")
+    key = spec.key_form.check_given(body[field], what=field)
     features = body.get("features")
     if not isinstance(features, dict) or not features:
         raise InvalidInput("features must be a non-empty object", code="invalid_features")
