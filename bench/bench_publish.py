@@ -113,12 +113,15 @@ def write_parquet(path: Path, rows: list[tuple[str, bytes]]) -> None:
 
 def find_redis_benchmark(given: str | None) -> str | None:
     """redis-benchmark: ``given``, beside the redis-server binary, or on PATH."""
-    if given:
-        return given
-    beside = Path(server_binary()).parent / "redis-benchmark"
+    return given or find_redis_tool("redis-benchmark")
+
+
+def find_redis_tool(name: str) -> str | None:
+    """Redis' tool ``name`` beside the redis-server binary, or on PATH."""
+    beside = Path(server_binary()).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    return shutil.which("redis-benchmark")
+    return shutil.which(name)
 
 
 def redis_benchmark(exe: str, port: int, rows: int, size: int, clients: int) -> float:
@@ -246,10 +249,14 @@ class PerCoreWrite:
         self._manager.shutdown()
 
 
-def publish_in_process(url: str, config: Path, path: Path, rows: int) -> float:
-    """Keys/s of prescore.publishing.parquet.publish_file, called here (wall time of the call)."""
+def publish_in_process(
+    url: str, config: Path, path: Path, rows: int, compact: bool = True
+) -> tuple[float, float]:
+    """Keys/s of prescore.publishing.parquet.publish_file, called here (wall time of the
+    call), and the Redis memory it added per key (``compact`` False: every row as JSON)."""
     dataset = load(config, {}).get(DATASET)
     client = connect(RedisSettings(url=url))
+    before = int(client.info("memory")["used_memory"])
     started = time.perf_counter()
     report = publish_file(
         client,
@@ -260,11 +267,49 @@ def publish_in_process(url: str, config: Path, path: Path, rows: int) -> float:
         model=MODEL,
         model_version=MODEL_VERSION,
         say=lambda _: None,
+        compact=compact,
     )
     took = time.perf_counter() - started
     if not report.published or report.rows != rows:
         raise RuntimeError(f"publish_file published {report.rows} of {rows} rows")
-    return rows / took
+    added = int(client.info("memory")["used_memory"]) - before
+    return rows / took, added / rows
+
+
+def pipe_file(url: str, path: Path) -> int:
+    """Write the live version's buckets as RESP HSETs (one a bucket) to ``path``, what
+    ``redis-cli --pipe`` loads; returns the keys they hold."""
+    client = redis.Redis.from_url(url)
+    where = Versions(connect(RedisSettings(url=url)), DATASET, StoreSettings()).placed(
+        _current(client)
+    )
+    held = 0
+    with path.open("wb") as out:
+        for name in where.bucket_names():
+            fields: dict[bytes, bytes] = client.hgetall(name)  # type: ignore[assignment]
+            fields.pop(keys.FENCE_FIELD.encode(), None)
+            held += len(fields)
+            pairs = [x for kv in fields.items() for x in kv]
+            out.write(_resp([b"HSET", name.encode(), *pairs]))
+    return held
+
+
+def _resp(args: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def redis_cli_pipe(exe: str, port: int, path: Path, rows: int) -> float:
+    """Keys/s of ``redis-cli --pipe`` loading ``path`` (HSETs of ``rows`` keys)."""
+    started = time.perf_counter()
+    with path.open("rb") as data:
+        subprocess.run(
+            [exe, "-p", str(port), "--pipe"],
+            stdin=data,
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
+    return rows / (time.perf_counter() - started)
 
 
 def publish_command() -> list[str]:
@@ -294,7 +339,7 @@ def publish_cli(url: str, config: Path, path: Path, rows: int) -> tuple[float, f
     started = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     took = time.perf_counter() - started
-    said = re.search(r"published version \S+: (\d+) keys \(([0-9,]+) keys/s\)", out.stdout)
+    said = re.search(r"published version \S+: (\d+) keys \(([0-9,]+) keys/s", out.stdout)
     if out.returncode != 0 or said is None or int(said.group(1)) != rows:
         raise RuntimeError(f"prescore publish failed ({out.returncode}):\n{out.stdout}{out.stderr}")
     return rows / took, float(said.group(2).replace(",", ""))
@@ -311,6 +356,11 @@ class Round:
     publish: float
     cli: float
     cli_said: float
+    json_publish: float = 0.0  # publish_file with every row stored as JSON
+    pipe: float | None = None  # redis-cli --pipe of the compact publish's buckets
+    json_pipe: float | None = None  # redis-cli --pipe of the JSON publish's buckets
+    bytes_per_key: float = 0.0
+    json_bytes_per_key: float = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,11 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bench_exe = find_redis_benchmark(args.redis_benchmark)
+    cli_exe = find_redis_tool("redis-cli")
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp_name:
         tmp = Path(tmp_name)
         config = tmp / "prescore.toml"
         config.write_text(CONFIG)
         data = tmp / "scores.parquet"
+        json_pipe, compact_pipe = tmp / "json.resp", tmp / "compact.resp"
         started = time.perf_counter()
         rows = [payload(i) for i in range(args.rows)]  # kept in memory for the raw writes
         write_parquet(data, rows)
@@ -363,10 +415,27 @@ def main(argv: list[str] | None = None) -> int:
                     job_one=fresh(lambda: job_write(server.url, rows)),
                     unfenced=fresh(lambda: job_write(server.url, rows, fenced=False).rate),
                     job_cores=fresh(per_core.rate),
-                    publish=fresh(lambda: publish_in_process(server.url, config, data, args.rows)),
+                    publish=0.0,
                     cli=0.0,
                     cli_said=0.0,
                 )
+                r.json_publish, r.json_bytes_per_key = fresh(
+                    lambda: publish_in_process(server.url, config, data, args.rows, compact=False)
+                )
+                if cli_exe and n == 0:  # what each publish stored, loaded raw in later rounds
+                    pipe_file(server.url, json_pipe)
+                r.publish, r.bytes_per_key = fresh(
+                    lambda: publish_in_process(server.url, config, data, args.rows)
+                )
+                if cli_exe and n == 0:
+                    pipe_file(server.url, compact_pipe)
+                if cli_exe:
+                    r.pipe = fresh(
+                        lambda: redis_cli_pipe(cli_exe, server.port, compact_pipe, args.rows)
+                    )
+                    r.json_pipe = fresh(
+                        lambda: redis_cli_pipe(cli_exe, server.port, json_pipe, args.rows)
+                    )
                 r.cli, r.cli_said = fresh(lambda: publish_cli(server.url, config, data, args.rows))
                 rounds.append(r)
                 print(
@@ -401,7 +470,33 @@ def main(argv: list[str] | None = None) -> int:
     said = med(r.cli_said for r in rounds)
     name = "`prescore publish`, the rate it prints itself (first batch to switch)"
     print(f"| {name} | {said:,.0f} keys/s |")
+    print()
+    _print_layouts(rounds)
     return 0
+
+
+def _print_layouts(rounds: list[Round]) -> None:
+    """publish_file storing lists as JSON against compact, each beside ``redis-cli
+    --pipe`` loading the buckets it stored."""
+    med = statistics.median
+    print(
+        "| lists stored as | publish_file keys/s | Redis bytes a key | redis-cli --pipe of "
+        "the same buckets, keys/s | publish / redis-cli --pipe |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, rate, size, pipe in (
+        ("JSON (compact=False)", "json_publish", "json_bytes_per_key", "json_pipe"),
+        ("compact payloads (the default)", "publish", "bytes_per_key", "pipe"),
+    ):
+        pipes = [getattr(r, pipe) for r in rounds]
+        rates = [getattr(r, rate) for r in rounds]
+        if None in pipes:
+            loaded, ratio = "not measured: no redis-cli", "n/a"
+        else:
+            loaded = f"{med(pipes):,.0f}"
+            ratio = f"{med(a / b for a, b in zip(rates, pipes, strict=True)):.2f}"
+        size_text = f"{med(getattr(r, size) for r in rounds):.0f}"
+        print(f"| {name} | {med(rates):,.0f} | {size_text} | {loaded} | {ratio} |")
 
 
 def _current(client: redis.Redis) -> str:

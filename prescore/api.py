@@ -169,7 +169,9 @@ class Prescore:
         ``options`` are ``prescore publish``'s: ``key_column``, ``json_column``,
         ``columns``, ``model``, ``model_version``, ``max_bad``, ``force``, ``say`` (given
         each progress line; default ``print``; ``say=lambda line: None`` for none), ``bar``
-        (a stream to draw a progress bar on instead, e.g. ``sys.stderr``). The report
+        (a stream to draw a progress bar on instead, e.g. ``sys.stderr``), ``compact``
+        (default True: lists stored as compact payloads where they allow it, served as
+        the same JSON; False: every row stored as its JSON). The report
         says whether it was published (``published``), or held by the dataset's gates
         (``gated``)."""
         from prescore.publishing.parquet import publish_file, publish_rows  # the tables extra

@@ -53,10 +53,11 @@ def test_a_notebook_publishes_reads_and_rolls_back(ps: Any) -> None:
     first = ps.publish("news", _scores(0.5), model="weekly", model_version="1", say=lines.append)
     assert first.published and first.rows == 3 and first.bad == 0
     assert any("published version" in line for line in lines), lines
-    # whole JSON lists are longer than Redis' listpack bound: their buckets are
-    # hashtables, which the publish says and records
-    assert any("sampled are hashtables, not listpacks" in line for line in lines), lines
-    assert ps.versions("news")[0].extra["buckets"]["hashtables"] == 1
+    # lists of 4-decimal scores are stored as compact payloads: their buckets stay
+    # listpacks
+    assert any("3 of them compact" in line for line in lines), lines
+    assert not any("hashtables" in line for line in lines), lines
+    assert ps.versions("news")[0].extra["buckets"]["hashtables"] == 0
     assert ps.live_version("news") == first.version
     got = ps.get("news", 2)
     assert got is not None and got["reader_id"] == "2"
@@ -65,10 +66,16 @@ def test_a_notebook_publishes_reads_and_rolls_back(ps: Any) -> None:
     assert ps.get("news", "2") == got  # an integer key and its text are one key
     assert ps.get("news", 99) is None
 
-    # a second version from an Arrow table: switched in whole
+    # a second version from an Arrow table, stored as JSON: switched in whole; whole
+    # JSON lists pass Redis' listpack bound, so their buckets are hashtables, which the
+    # publish says and records
     table = pa.Table.from_pandas(_scores(0.9), preserve_index=False)
-    second = ps.publish("news", table, say=lambda line: None)
+    said: list[str] = []
+    second = ps.publish("news", table, say=said.append, compact=False)
     assert second.published and ps.live_version("news") == second.version
+    assert any("sampled are hashtables, not listpacks" in line for line in said), said
+    assert any("0 of them compact" in line for line in said), said
+    assert ps.versions("news")[0].extra["buckets"]["hashtables"] == 1
     frame = ps.get_df("news", [3, 99])
     assert list(frame.columns[:2]) == ["reader_id", "found"]
     assert frame["reader_id"].tolist() == ["3", "99"] and frame["found"].tolist() == [True, False]

@@ -42,7 +42,7 @@ class Frame:
 
     key_head: bytes
     head_end: bytes
-    entries: tuple[bytes, ...]
+    entries: Sequence[bytes]  # a tuple once stored; a list while a publish builds it
     tail: bytes
     context: str | None = None
 
@@ -58,9 +58,10 @@ def frames_to_fields(frames: Mapping[int, Frame]) -> dict[str, bytes]:
     fields: dict[str, bytes] = {}
     heads: dict[str, dict[str, object]] = {}
     for fid, frame in frames.items():
-        at = lists.get(frame.entries)
+        entries = tuple(frame.entries)
+        at = lists.get(entries)
         if at is None:  # a list not stored yet
-            at = lists[frame.entries] = len(lists)
+            at = lists[entries] = len(lists)
             for n, start in enumerate(range(0, max(len(frame.entries), 1), ENTRIES_PER_FIELD)):
                 part = frame.entries[start : start + ENTRIES_PER_FIELD]
                 fields[f"entries:{at}:{n}"] = dumps([e.decode() for e in part])
@@ -110,12 +111,19 @@ def is_compact(raw: bytes) -> bool:
 def encode(frame_id: int, indices: Sequence[int], ticks: Sequence[int]) -> bytes:
     """One compact payload (the bulk path builds the same bytes with numpy)."""
     n = len(indices)
-    wide = any(i > MAX_NARROW for i in indices)
-    return (
-        bytes((WIDE if wide else NARROW, frame_id))
-        + struct.pack(f"<{n}{'I' if wide else 'H'}", *indices)
-        + struct.pack(f"<{n}H", *ticks)
-    )
+    kind = WIDE if n and max(indices) > MAX_NARROW else NARROW
+    packer = _PACKERS.get((kind, n)) or _packer(kind, n)
+    return packer.pack(kind, frame_id, *indices, *ticks)
+
+
+_PACKERS: dict[tuple[int, int], struct.Struct] = {}  # (kind, n) -> its layout, header included
+
+
+def _packer(kind: int, n: int) -> struct.Struct:
+    found = struct.Struct(f"<BB{n}{'I' if kind == WIDE else 'H'}{n}H")
+    if len(_PACKERS) < 1024:
+        _PACKERS[(kind, n)] = found
+    return found
 
 
 def decode(

@@ -5,10 +5,12 @@ JSON object (``--json-column``) or the columns that make the payload (``--column
 default: every other column). The payload served is ``{key_field: key, ...}`` with
 ``model``, ``model_version`` and ``scored_at`` added where the row has none, and, for a
 dataset that declares its list's ``entry_field``, each list entry's first field put first
-(the lookup counts entries by it). Rows are written as a new version with the same
-verify-and-switch as the bulk jobs (prescore.store.versions). A row with a bad key or payload
-is counted and reported, never published: with more than ``max_bad`` of them the version
-is marked failed and the live one stays.
+(the lookup counts entries by it). A row whose list allows it is stored as a compact
+payload, served byte for byte as its JSON (prescore.encoding.published_lists). Rows are
+written as a new version with the same verify-and-switch as the bulk jobs
+(prescore.store.versions). A row with a bad key or payload is counted and reported, never
+published: with more than ``max_bad`` of them the version is marked failed and the live
+one stays.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prescore.data.datasets import Dataset, Table
 from prescore.data.local_tables import files
 from prescore.data.storage import remote
 from prescore.encoding.codec import VersionInfo
+from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
 from prescore.errors import InvalidInput, PublishError
 from prescore.progress import Progress
 from prescore.publishing import gates
@@ -45,6 +48,7 @@ class PublishReport:
     dataset: str
     version: str = ""
     rows: int = 0
+    compact: int = 0  # rows stored as compact payloads, the rest as JSON
     bad: int = 0
     bad_sample: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -71,6 +75,7 @@ class _Rows:
         json_column: str | None,
         columns: Sequence[str],
         stamp: Mapping[str, str],
+        compact: bool = True,
     ) -> None:
         self.dataset = dataset
         self.key_column = key_column
@@ -78,9 +83,13 @@ class _Rows:
         self.columns = columns
         self.stamp = stamp
         self.form = dataset.key_form
+        self.compactor = ListCompactor(
+            dataset.key_field, dataset.list_field, MAX_ENTRIES if compact else 0
+        )
 
     def payload(self, raw_key: Any, source: Any) -> tuple[str, bytes]:
-        """(key, payload bytes) of one row: its key and its JSON text (or column values)."""
+        """(key, payload bytes) of one row: its key and its JSON text (or column values);
+        the bytes are a compact payload where the row's list allows one."""
         key = self.form.check_given(raw_key)
         if self.json_column:
             try:
@@ -97,9 +106,10 @@ class _Rows:
         for name, value in self.stamp.items():
             doc.setdefault(name, value)
         try:
-            return key, orjson.dumps(doc)
+            text = orjson.dumps(doc)
         except (TypeError, orjson.JSONEncodeError) as exc:  # a type JSON lacks
             raise InvalidInput(f"payload cannot be JSON: {exc}", code="invalid_payload") from exc
+        return key, self.compactor.pack(key, text)
 
     def _entries_first(self, doc: dict[str, Any]) -> None:
         entries = doc.get(self.dataset.list_field)
@@ -291,18 +301,19 @@ def publish_rows(
     progress_s: float = 5.0,
     dry_run: bool = False,
     bar: TextIO | None = None,
+    compact: bool = True,
 ) -> PublishReport:
     """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
     which in the registry's note) as a new version of ``dataset``, saying how far it got
     every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
     ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
-    nothing."""
+    nothing. ``compact`` False stores every row as JSON (see published_lists)."""
     stamp = {
         "model": model,
         "model_version": model_version,
         "scored_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp)
+    rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp, compact)
     report = PublishReport(dataset.name)
     reservoir = gates.Reservoir(dataset.gates.sample)
     total = count_rows(source)
@@ -320,6 +331,8 @@ def publish_rows(
             f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
         ) as progress:
             _write_all(client, where, source, rows, report, reservoir, fence, progress)
+        values.write_frames(client, where, rows.compactor.frames())  # before any read
+        report.compact = rows.compactor.packed
         if report.bad > max_bad:
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
@@ -352,7 +365,8 @@ def publish_rows(
     rate = report.rows / report.seconds if report.seconds else 0.0
     say(
         f"{dataset.name}: published version {report.version}: {report.rows} keys "
-        f"({rate:,.0f} keys/s), {report.bad} bad row(s) skipped"
+        f"({rate:,.0f} keys/s, {report.compact} of them compact), "
+        f"{report.bad} bad row(s) skipped"
     )
     for line in report.bad_sample:
         say(f"  bad row: {line}")

@@ -1,0 +1,112 @@
+"""Compact payloads for lists published from elsewhere (no I/O).
+
+``prescore publish`` turns each row into one JSON payload. A top-K list repeats the same
+few texts in every row: each entry's ``{"item_id":"h7","price":120,"score":`` and the
+fields around the list (the model stamp). Stored as JSON, a top 10 passes Redis' 64-byte
+listpack bound and turns its whole bucket into a hashtable. Where a row allows it, it is
+stored as a compact payload instead (prescore.encoding.compact, as the scoring job's):
+its entries' indices into the version's entry table, built here from the rows as they
+come, and their 4-decimal score ticks; the text around the list is one of the version's
+frames.
+
+The row's own JSON text is cut into those pieces, so the payload decodes to exactly that
+text: every cut is at a separator a JSON string cannot hold unescaped (``,"score":``), a
+score is kept only where its text is a tick's as the decoder writes it, and the pieces
+join back into the text they came from. A row is stored as JSON, as before, where its
+list does not cut cleanly into one object per entry with ``score`` last, where its key's
+text is not the decoder's, or where the version has no room left: compact.MAX_FRAMES
+texts around the list, ``max_entries`` distinct entries.
+"""
+
+from __future__ import annotations
+
+import re
+from json.encoder import encode_basestring
+
+from prescore.encoding import compact
+from prescore.encoding.codec import dumps
+
+MAX_ENTRIES = 250_000  # distinct entry texts a version keeps (every lookup holds them)
+_SCORE = b',"score":'
+# an entry's end: its score and closing brace, and the comma before the next entry
+_CUT = re.compile(rb',"score":([-+.eE0-9]+)\}(,?)(?=[{\]])')
+_TICKS = {text: tick for tick, text in enumerate(compact.TICK_TEXT)}
+
+
+class ListCompactor:
+    """Packs the JSON payloads of one publish where their list allows it; :meth:`frames`
+    are stored with the version."""
+
+    def __init__(self, key_field: str, list_field: str, max_entries: int = MAX_ENTRIES) -> None:
+        self._key_head = b"{" + dumps(key_field) + b":"
+        self._list_open = dumps(list_field) + b":["
+        self._max_entries = max_entries
+        self._index: dict[bytes, int] = {}
+        self._entries: list[bytes] = []  # shared by every frame: stored once
+        self._frame_ids: dict[tuple[bytes, bytes], int] = {}
+        self.packed = 0  # rows stored compactly
+
+    def pack(self, key: str, text: bytes) -> bytes:
+        """What to store for the payload ``text`` of ``key``: its compact payload where
+        its list allows one, else ``text`` (always with ``max_entries`` 0)."""
+        packed = self._encode(key, text) if self._max_entries else None
+        if packed is None:
+            return text
+        self.packed += 1
+        return packed
+
+    def frames(self) -> dict[int, compact.Frame]:
+        """The frames of the rows packed so far (none when no row was)."""
+        if not self.packed:
+            return {}
+        entries = tuple(self._entries)
+        return {
+            fid: compact.Frame(self._key_head, head_end, entries, tail)
+            for (head_end, tail), fid in self._frame_ids.items()
+        }
+
+    def _encode(self, key: str, text: bytes) -> bytes | None:
+        head = self._key_head + encode_basestring(key).encode()
+        opened = text.find(self._list_open, len(head)) if text.startswith(head) else -1
+        if opened < 0:
+            return None
+        cut = opened + len(self._list_open)
+        pieces = _CUT.split(text[cut:])
+        heads, scores, commas, tail = pieces[0:-1:3], pieces[1::3], pieces[2::3], pieces[-1]
+        ticks = list(map(_TICKS.get, scores))
+        # every score cut, each entry one object ("},{" only between entries), a comma
+        # after each but the last
+        if (
+            tail[:1] != b"]"
+            or None in ticks
+            or text.count(_SCORE, cut) != len(scores)
+            or text.count(b"},{", cut) != max(len(heads) - 1, 0)
+            or commas.count(b",") != max(len(heads) - 1, 0)
+            or (heads and heads[0][:1] != b"{")
+        ):
+            return None
+        fid = self._frame(text[len(head) : cut], tail)
+        if fid is None:
+            return None
+        index = self._index
+        indices = list(map(index.get, heads))
+        if None in indices:
+            indices = [index[h] if h in index else self._add(h) for h in heads]
+            if -1 in indices:
+                return None
+        return compact.encode(fid, indices, ticks)  # type: ignore[arg-type]
+
+    def _frame(self, head_end: bytes, tail: bytes) -> int | None:
+        found = self._frame_ids.get((head_end, tail))
+        if found is not None or len(self._frame_ids) >= compact.MAX_FRAMES:
+            return found
+        fid = self._frame_ids[(head_end, tail)] = len(self._frame_ids)
+        return fid
+
+    def _add(self, head: bytes) -> int:
+        """A new entry's index (``head``: its text before the score), -1 when full."""
+        if len(self._entries) >= self._max_entries:
+            return -1
+        self._entries.append(head + _SCORE)
+        found = self._index[head] = len(self._entries) - 1
+        return found

@@ -1,0 +1,190 @@
+"""Compact payloads of published lists: pinned bytes, every payload decoded to exactly
+the JSON text it was cut from, the rows that must stay JSON, the version's limits, and
+a publish into a real Redis whose buckets stay listpacks."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import orjson
+import pytest
+
+from prescore.data.datasets import Dataset
+from prescore.encoding import compact
+from prescore.encoding.published_lists import ListCompactor
+from prescore.publishing.parquet import publish_rows
+from prescore.settings import Settings
+from prescore.store import bucket_encodings, values
+from prescore.store.versions import Versions
+
+STAMP = {"model": "weekly", "model_version": "3", "scored_at": "2026-12-01T10:00:00Z"}
+
+
+def _text(key: str, entries: list[dict[str, object]], **around: object) -> bytes:
+    return orjson.dumps({"user_id": key, "items": entries, **(around or STAMP)})
+
+
+def _entry(item: str, score: object, **extra: object) -> dict[str, object]:
+    return {"hotel_id": item, **extra, "score": score}
+
+
+def _decoded(lists: ListCompactor, key: str, stored: bytes) -> bytes:
+    return compact.decode(stored, key, lists.frames())
+
+
+def test_pinned_bytes_and_frame() -> None:
+    lists = ListCompactor("user_id", "items")
+    text = _text("u1", [_entry("h7", 0.9876, price=120), _entry("h2", 0.5, price=80)])
+    stored = lists.pack("u1", text)
+    # narrow, frame 0, entries 0 and 1, ticks 9876 and 5000
+    assert stored == bytes.fromhex("01000000010094268813")
+    (frame,) = lists.frames().values()
+    assert frame.entries == (
+        b'{"hotel_id":"h7","price":120,"score":',
+        b'{"hotel_id":"h2","price":80,"score":',
+    )
+    assert frame.head_end == b',"items":['
+    assert (
+        frame.tail == b'],"model":"weekly","model_version":"3","scored_at":"2026-12-01T10:00:00Z"}'
+    )
+    assert _decoded(lists, "u1", stored) == text
+    # the same entries in another row: indices into the one table
+    again = lists.pack("u2", _text("u2", [_entry("h2", 0.25, price=80)]))
+    assert again == bytes.fromhex("01000100c409") and lists.packed == 2
+
+
+# Texts no cut at ",\"score\":" may split wrongly: quotes, braces and the separator
+# itself inside strings, nested objects and lists, fields after the score.
+AWKWARD_STRINGS = ['a},{"b', ',"score":0.5}', 'x"y\\z', "Hôtel ☀", "}]", "],", "{", ""]
+
+
+def _random_entry(rng: random.Random) -> dict[str, object]:
+    score = rng.choice(
+        [round(rng.random(), 4), round(rng.random(), 4), 0.0, 1.0, 0.12345, 1, 2.5, -0.0, 5e-05]
+    )
+    extra = rng.choice(
+        [
+            {},
+            {"price": rng.randrange(1000)},
+            {"name": rng.choice(AWKWARD_STRINGS)},
+            {"tags": [{"a": 1}, {"score": 0.5}]},
+            {"m": {"x": 1, "score": 0.3}},
+            {"flag": rng.choice([True, None, 1.0])},
+        ]
+    )
+    entry: dict[str, object] = {"hotel_id": rng.choice([*AWKWARD_STRINGS, "h1", "h2"])}
+    entry.update(extra)
+    if rng.random() < 0.9:
+        entry["score"] = score
+    if rng.random() < 0.1:
+        entry["after"] = 1  # a field after the score
+    return entry
+
+
+def test_every_stored_row_is_served_as_its_json_text() -> None:
+    rng = random.Random(7)
+    lists = ListCompactor("user_id", "items")
+    rows = []
+    for i in range(3000):
+        key = rng.choice([f"u{i}", f'u"{i}', f"u\\{i}", f"ü{i}"])
+        entries = [_random_entry(rng) for _ in range(rng.randrange(0, 5))]
+        around = rng.choice([STAMP, {"segment": rng.choice(AWKWARD_STRINGS), **STAMP}])
+        doc: dict[str, object] = {"user_id": key}
+        if rng.random() < 0.5:  # a field before the list
+            doc["note"] = rng.choice(AWKWARD_STRINGS)
+        doc.update({"items": entries, **around})
+        rows.append((key, orjson.dumps(doc)))
+    stored = [lists.pack(k, t) for k, t in rows]
+    frames = lists.frames()
+    packed = 0
+    for (key, text), value in zip(rows, stored, strict=True):
+        if value is text:
+            continue
+        packed += 1
+        assert compact.decode(value, key, frames) == text, text
+        served = json.loads(compact.decode(value, key, frames, limit=1))
+        assert served["items"] == json.loads(text)["items"][:1]  # one object an entry
+    assert packed == lists.packed and 300 < packed < 3000
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [_entry("h1", 1)],  # an integer score: its text is not a tick's
+        [_entry("h1", 0.12345)],  # five decimals
+        [_entry("h1", 1.5)],  # beyond 1
+        [_entry("h1", -0.0)],  # "-0.0" is no tick's text
+        [{"score": 0.5, "hotel_id": "h1"}],  # the score not last
+        [_entry("h1", 0.5, tags=[{"a": 1}, {"b": 2}])],  # "},{" inside an entry
+        [{"hotel_id": "h1"}],  # no score
+        ["h1"],
+    ],
+)
+def test_lists_that_do_not_cut_cleanly_stay_json(entries: list[object]) -> None:
+    lists = ListCompactor("user_id", "items")
+    text = orjson.dumps({"user_id": "u1", "items": entries, **STAMP})
+    assert lists.pack("u1", text) is text and lists.packed == 0 and lists.frames() == {}
+
+
+def test_a_key_or_list_not_where_the_frame_has_it_stays_json() -> None:
+    lists = ListCompactor("user_id", "items")
+    entries = [_entry("h1", 0.5)]
+    other_key = orjson.dumps({"user_id": "someone else", "items": entries})
+    assert lists.pack("u1", other_key) is other_key
+    no_list = orjson.dumps({"user_id": "u1", "ranked": entries})
+    assert lists.pack("u1", no_list) is no_list
+    empty = orjson.dumps({"user_id": "u1", "items": [], **STAMP})
+    stored = lists.pack("u1", empty)
+    assert len(stored) == 2 and _decoded(lists, "u1", stored) == empty
+
+
+def test_a_full_entry_table_or_frame_table_leaves_the_rest_json() -> None:
+    lists = ListCompactor("user_id", "items", max_entries=2)
+    first = _text("u1", [_entry("h1", 0.5), _entry("h2", 0.5)])
+    assert lists.pack("u1", first) is not first
+    third = _text("u2", [_entry("h1", 0.5), _entry("h3", 0.5)])
+    assert lists.pack("u2", third) is third  # h3 has no room
+    texts = [_text(f"u{i}", [_entry("h1", 0.5)], model="m", scored_at=str(i)) for i in range(300)]
+    stored = [lists.pack(f"u{i}", t) for i, t in enumerate(texts)]
+    assert len(lists.frames()) == compact.MAX_FRAMES
+    assert [s is t for s, t in zip(stored, texts, strict=True)].index(True) == 255
+    off = ListCompactor("user_id", "items", max_entries=0)
+    assert off.pack("u1", first) is first and off.frames() == {}
+
+
+def test_a_published_version_is_compact_and_served_as_json(settings: Settings, rclient) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    dataset = Dataset(name="news", kind="external", key_field="user_id", entry_field="hotel_id")
+    rows = 600
+    table = pa.table(
+        {
+            "user_id": [f"u{i}" for i in range(rows)],
+            "items": [
+                [_entry(f"h{(i + j) % 97}", round(1 - j / 10, 4), price=j) for j in range(10)]
+                for i in range(rows)
+            ],
+        }
+    )
+    say: list[str] = []
+    compacted = publish_rows(rclient, settings.store, dataset, table, "t", say=say.append)
+    assert compacted.compact == rows and f"{rows} of them compact" in say[-1], say
+    versions = Versions(rclient, "news", settings.store)
+    where = versions.placed(compacted.version)
+    names = [f"u{i}" for i in range(rows)]
+    raw = values.read_raw(rclient, where, names)
+    assert all(v is not None and compact.is_compact(v) for v in raw)
+    served = values.read(rclient, where, names)
+    as_json = publish_rows(
+        rclient, settings.store, dataset, table, "t", say=lambda _: None, compact=False
+    )
+    assert as_json.compact == 0
+    plain = values.read(rclient, versions.placed(as_json.version), names)
+    # the same bytes served, the scoring stamp aside
+    stamp = json.loads(plain[0] or b"")["scored_at"].encode()
+    first = json.loads(served[0] or b"")["scored_at"].encode()
+    assert [v.replace(first, stamp) for v in served if v] == plain
+    compact_buckets = bucket_encodings.sample(rclient, where)
+    json_buckets = bucket_encodings.sample(rclient, versions.placed(as_json.version))
+    assert compact_buckets.hashtables == 0 and json_buckets.hashtables == json_buckets.sampled
