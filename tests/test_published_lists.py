@@ -12,6 +12,7 @@ import pytest
 
 from prescore.data.datasets import Dataset
 from prescore.encoding import compact
+from prescore.encoding.keys import KeyForm
 from prescore.encoding.published_lists import ListCompactor
 from prescore.publishing.parquet import publish_rows
 from prescore.settings import Settings
@@ -188,3 +189,123 @@ def test_a_published_version_is_compact_and_served_as_json(settings: Settings, r
     compact_buckets = bucket_encodings.sample(rclient, where)
     json_buckets = bucket_encodings.sample(rclient, versions.placed(as_json.version))
     assert compact_buckets.hashtables == 0 and json_buckets.hashtables == json_buckets.sampled
+
+
+SHAPE = ("user_id", "items", "hotel_id")
+
+
+def _table(rows: list[tuple[object, list[dict[str, object]]]], **types: object):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pydict(
+        {"user_id": [k for k, _ in rows], "items": [e for _, e in rows]}, **types
+    )
+
+
+def _packed(batch, lists: ListCompactor | None = None):  # type: ignore[no-untyped-def]
+    from prescore.encoding.arrow_lists import pack_batch
+
+    lists = lists or ListCompactor("user_id", "items")
+    return pack_batch(batch, "user_id", SHAPE, STAMP, KeyForm(), lists), lists
+
+
+def test_a_batch_packed_at_once_is_served_as_each_rows_json() -> None:
+    rng = random.Random(3)
+    names = ["Hôtel ☀", 'a},{"b', 'x"y\\z', None, ""]
+    rows = []
+    for i in range(400):
+        entries = [
+            _entry(
+                f"h{rng.randrange(60)}",
+                round(rng.random(), 4),
+                price=rng.randrange(3),
+                name=rng.choice(names),
+                ok=rng.choice([True, False]),
+            )
+            for _ in range(rng.randrange(0, 12))
+        ]
+        rows.append((f"u{i}", entries))
+    got, lists = _packed(_table(rows))
+    assert got is not None and lists.packed == len(rows)
+    frames = lists.frames()
+    for (key, entries), (packed_key, stored) in zip(rows, got, strict=True):
+        assert packed_key == key and compact.is_compact(stored)
+        assert compact.decode(stored, key, frames) == _text(key, entries)
+    # the row by row path, given the same tables after, reuses their entries and frame
+    again = _text("u0", rows[0][1])
+    assert lists.pack("u0", again) != again and len(lists.frames()) == 1
+
+
+def test_a_batch_with_more_entries_than_uint16_holds_is_packed_wide() -> None:
+    rows = [(f"u{i}", [_entry(f"h{i}", 0.5), _entry("h0", 0.25)]) for i in range(70_000)]
+    got, lists = _packed(_table(rows))
+    assert got is not None
+    narrow, wide = got[0][1], got[-1][1]
+    assert narrow[0] == compact.NARROW and wide[0] == compact.WIDE
+    frames = lists.frames()
+    assert compact.decode(wide, "u69999", frames) == _text("u69999", rows[-1][1])
+
+
+def test_an_integer_key_column_is_packed_under_its_digits() -> None:
+    got, _ = _packed(_table([(7, [_entry("h1", 0.5)]), (12, [])]))
+    assert got is not None and [k for k, _ in got] == ["7", "12"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [("u1", [_entry("h1", 0.12345)])],  # not a tick
+        [("u1", [_entry("h1", -0.0)])],
+        [("u1", [_entry("h1", 1.5)])],
+        [("u1", [_entry("h1", 0.5, price=float("nan"))])],  # refused row by row
+        [("u1", [_entry("h1", 0.5, tags={"a": 1})])],  # nested: not dictionary-encoded
+        [("u1", [{"hotel_id": "h1", "score": 0.5, "price": 1}])],  # the score not last
+        [("u1", [{"other": "h1", "score": 0.5}])],  # no entry field
+        [("u1", None)],  # a null list
+        [("u1", [_entry("h1", 0.5), None])],  # a null entry
+        [("bad\tkey", [_entry("h1", 0.5)])],  # a key the bulk check refuses
+        [(None, [_entry("h1", 0.5)])],
+    ],
+)
+def test_a_batch_the_row_path_would_treat_otherwise_goes_row_by_row(rows: list) -> None:  # type: ignore[type-arg]
+    got, lists = _packed(_table(rows))
+    assert got is None and lists.packed == 0
+
+
+def test_float32_scores_and_other_columns_go_row_by_row() -> None:
+    import pyarrow as pa
+
+    entry = pa.struct([("hotel_id", pa.string()), ("score", pa.float32())])
+    schema = pa.schema([("user_id", pa.string()), ("items", pa.list_(entry))])
+    halves = _table([("u1", [_entry("h1", 0.5)])], schema=schema)
+    assert _packed(halves)[0] is not None  # 0.5 is exact in float32
+    tenths = _table([("u1", [_entry("h1", 0.1)])], schema=schema)
+    assert _packed(tenths)[0] is None  # float32's 0.1 is no tick
+    extra = _table([("u1", [_entry("h1", 0.5)])]).append_column("segment", pa.array(["a"]))
+    assert _packed(extra)[0] is None
+
+
+def test_the_gates_reservoir_samples_every_batch_alike() -> None:
+    from prescore.publishing.gates import Reservoir
+
+    few = Reservoir(100)
+    few.offer([f"k{i}" for i in range(40)])
+    assert few.keys == [f"k{i}" for i in range(40)] and few.seen == 40
+    keys = [str(i) for i in range(100_000)]
+    sizes = [60, 7, 10_000, 33, 89_900]  # the first batch does not fill it
+    draws = []
+    for seed in range(20):
+        sample = Reservoir(100, seed=seed)
+        at = 0
+        for size in sizes:
+            sample.offer(keys[at : at + size])
+            at += size
+        assert sample.seen == len(keys) and len(set(sample.keys)) == 100
+        draws += [int(k) for k in sample.keys]
+    whole = Reservoir(100, seed=19)
+    whole.offer(keys)
+    assert whole.keys == sample.keys  # one draw a key, in order: however they are batched
+    # 2,000 draws: each tenth of the keys holds about a tenth of them (a stuck first
+    # batch, or a last batch never drawn, would hold 0 or all)
+    tenths = [sum(1 for d in draws if t * 10_000 <= d < (t + 1) * 10_000) for t in range(10)]
+    assert all(120 < n < 280 for n in tenths), tenths

@@ -44,7 +44,7 @@ class ListCompactor:
         self._index: dict[bytes, int] = {}
         self._entries: list[bytes] = []  # shared by every frame: stored once
         self._frame_ids: dict[tuple[bytes, bytes], int] = {}
-        self.packed = 0  # rows stored compactly
+        self.packed = 0  # rows stored compactly (a caller packing rows itself adds its own)
 
     def pack(self, key: str, text: bytes) -> bytes:
         """What to store for the payload ``text`` of ``key``: its compact payload where
@@ -54,6 +54,18 @@ class ListCompactor:
             return text
         self.packed += 1
         return packed
+
+    def frame_around(self, key: str, text: bytes) -> int | None:
+        """The frame id of the payload ``text`` of ``key`` whose list is empty (the text
+        around every list of a batch packed at once), None when it has none."""
+        packed = self._encode(key, text)
+        return packed[1] if packed is not None else None
+
+    def indices(self, heads: list[bytes]) -> list[int]:
+        """The entry table's index of each entry text before its score (added where new;
+        -1 where the table is full)."""
+        index = self._index
+        return [index[h] if h in index else self._add(h) for h in heads]
 
     def frames(self) -> dict[int, compact.Frame]:
         """The frames of the rows packed so far (none when no row was)."""
@@ -88,12 +100,10 @@ class ListCompactor:
         fid = self._frame(text[len(head) : cut], tail)
         if fid is None:
             return None
-        index = self._index
-        indices = list(map(index.get, heads))
-        if None in indices:
-            indices = [index[h] if h in index else self._add(h) for h in heads]
-            if -1 in indices:
-                return None
+        found = list(map(self._index.get, heads))
+        indices = self.indices(heads) if None in found else found
+        if -1 in indices:
+            return None
         return compact.encode(fid, indices, ticks)  # type: ignore[arg-type]
 
     def _frame(self, head_end: bytes, tail: bytes) -> int | None:

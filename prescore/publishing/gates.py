@@ -67,22 +67,27 @@ class GateReport:
 
 
 class Reservoir:
-    """A uniform sample of at most ``size`` of the keys offered one batch at a time."""
+    """A uniform sample of at most ``size`` of the keys offered one batch at a time
+    (Algorithm R, its draws made a batch at a time: the i-th key offered replaces a
+    kept one with probability size / i)."""
 
     def __init__(self, size: int, seed: int = 0) -> None:
         self.size, self.seen = size, 0
         self.keys: list[str] = []
-        self._rng = random.Random(seed)
+        self._rng = np.random.default_rng(seed)
 
     def offer(self, found: Sequence[str]) -> None:
-        for key in found:
-            self.seen += 1
-            if len(self.keys) < self.size:
-                self.keys.append(key)
-            else:
-                j = self._rng.randrange(self.seen)
-                if j < self.size:
-                    self.keys[j] = key
+        room = max(self.size - len(self.keys), 0)
+        self.keys.extend(found[:room])
+        self.seen += min(room, len(found))
+        rest = len(found) - room
+        if rest <= 0:
+            return
+        seen = np.arange(self.seen + 1, self.seen + rest + 1)  # each key's own count
+        slots = (self._rng.random(rest) * seen).astype(np.int64)  # uniform in [0, seen)
+        for at in np.flatnonzero(slots < self.size).tolist():  # in order: later ones win
+            self.keys[slots[at]] = found[room + at]
+        self.seen += rest
 
 
 def sample_keys(found: Sequence[str], size: int, seed: int = 0) -> list[str]:

@@ -28,6 +28,7 @@ import orjson
 from prescore.data.datasets import Dataset, Table
 from prescore.data.local_tables import files
 from prescore.data.storage import remote
+from prescore.encoding.arrow_lists import pack_batch
 from prescore.encoding.codec import VersionInfo
 from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
 from prescore.errors import InvalidInput, PublishError
@@ -40,7 +41,7 @@ from prescore.store.redis_client import Client
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
-BATCH_ROWS = 10_000
+BATCH_ROWS = 100_000  # rows read at once: a batch packed at once makes each distinct entry once
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Rows:
         self.columns = columns
         self.stamp = stamp
         self.form = dataset.key_form
+        self.compact = compact
         self.compactor = ListCompactor(
             dataset.key_field, dataset.list_field, MAX_ENTRIES if compact else 0
         )
@@ -128,8 +130,8 @@ class _Rows:
             if next(iter(entry)) != first:  # most rows already have it first
                 entries[i] = {first: entry[first], **entry}
 
-    def batches(self, source: Source) -> Iterator[tuple[list[Any], list[Any]]]:
-        """(keys, JSON texts or column values) of each batch of ``source``; PublishError
+    def batches(self, source: Source) -> Iterator[Any]:
+        """Each Arrow batch of ``source``, of the key column and the payload's; PublishError
         naming the columns a part lacks, before anything of that part is written."""
         for name, have, read in _parts(source):
             body = (
@@ -143,12 +145,26 @@ class _Rows:
                     f"{name}: no column {', '.join(missing)}; it has {', '.join(have)}",
                     code="missing_column",
                 )
-            for batch in read([self.key_column, *body]):
-                keys_col = batch.column(self.key_column).to_pylist()
-                if self.json_column:
-                    yield keys_col, batch.column(self.json_column).to_pylist()
-                else:
-                    yield keys_col, batch.select(body).to_pylist()
+            yield from read([self.key_column, *body])
+
+    def packed(self, batch: Any) -> list[tuple[str, bytes]] | None:
+        """(key, compact payload) of every row of ``batch`` packed at once, or None where
+        the batch goes row by row (prescore.encoding.arrow_lists)."""
+        if self.json_column or not self.compact:
+            return None
+        shape = (self.dataset.key_field, self.dataset.list_field, self.dataset.entry_field)
+        ordered = batch.select([self.key_column, self.dataset.list_field])
+        if batch.num_columns != 2 or set(batch.schema.names) != set(ordered.schema.names):
+            return None
+        return pack_batch(ordered, self.key_column, shape, self.stamp, self.form, self.compactor)
+
+    def sources(self, batch: Any) -> tuple[list[Any], list[Any]]:
+        """(keys, JSON texts or column values) of ``batch``'s rows."""
+        keys = batch.column(self.key_column).to_pylist()
+        if self.json_column:
+            return keys, batch.column(self.json_column).to_pylist()
+        body = list(self.columns) or [c for c in batch.schema.names if c != self.key_column]
+        return keys, batch.select(body).to_pylist()
 
 
 # rows to publish: a parquet path (a file, a folder or a glob), or an Arrow table in memory
@@ -197,10 +213,12 @@ def _finite(value: Any) -> None:
             _finite(v)
 
 
-def _checked(
-    rows: _Rows, batch_keys: list[Any], sources: list[Any], report: PublishReport
-) -> list[tuple[str, bytes]]:
+def _checked(rows: _Rows, batch: Any, report: PublishReport) -> list[tuple[str, bytes]]:
     """The good rows of one batch as (key, payload); the bad ones counted and sampled."""
+    packed = rows.packed(batch)
+    if packed is not None:
+        return packed
+    batch_keys, sources = rows.sources(batch)
     good = []
     for raw_key, source in zip(batch_keys, sources, strict=True):
         try:
@@ -223,19 +241,19 @@ def _write_all(
     progress: Progress,
 ) -> None:
     """Write every good row of ``source``; count and sample the bad ones."""
-    for batch_keys, sources in rows.batches(source):
-        good = _checked(rows, batch_keys, sources, report)
+    for batch in rows.batches(source):
+        good = _checked(rows, batch, report)
         report.rows += values.write(client, where, good, fence=fence)
         sample.offer([k for k, _ in good])
-        progress.add(len(batch_keys))
+        progress.add(batch.num_rows)
 
 
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
     """Read and check every row as a publish would, and write nothing."""
     report.dry_run = True
-    for batch_keys, sources in rows.batches(source):
-        report.rows += len(_checked(rows, batch_keys, sources, report))
-        progress.add(len(batch_keys))
+    for batch in rows.batches(source):
+        report.rows += len(_checked(rows, batch, report))
+        progress.add(batch.num_rows)
 
 
 def _dry_run(

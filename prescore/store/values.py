@@ -129,8 +129,9 @@ def _write_chunk(
     if not rows:
         return 0
     grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
-    for key, payload in rows:
-        grouped[where.bucket(key)][key] = payload
+    names = keys.bucket_keys(where.dataset, where.version, where.buckets, [k for k, _ in rows])
+    for name, (key, payload) in zip(names, rows, strict=True):
+        grouped[name][key] = payload
     total = (tally.total if tally is not None else 0) + len(rows)
     reported = (tally.field, total, tally.units) if tally is not None else ("", len(rows), 0)
     if fence is not None:

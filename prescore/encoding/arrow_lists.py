@@ -1,0 +1,172 @@
+"""Compact payloads of a whole batch of Arrow list rows at once (no I/O).
+
+A table whose list column holds structs (a top-K as Spark and pandas write one) need not
+become Python rows to be published: each distinct entry's text is made once, every
+entry's index and score tick is gathered with numpy, and each row's payload is a slice
+of one buffer. The bytes are those prescore.encoding.published_lists.ListCompactor
+stores for the same row's JSON, in the same tables, so a batch packed here is served as
+the row by row path would serve it. A batch holding anything that path would treat
+otherwise (a null, a score that is no 4-decimal tick, a float that is not finite, a
+nested or unserialisable value, a column besides the key and the list, a key the bulk
+check refuses) is left to it: :func:`pack_batch` returns None.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+from prescore.encoding import compact
+from prescore.encoding.keys import KeyForm
+from prescore.encoding.published_lists import ListCompactor
+
+_SCORE = "score"
+
+
+def pack_batch(
+    batch: Any,
+    key_column: str,
+    shape: tuple[str, str, str],
+    stamp: Mapping[str, str],
+    form: KeyForm,
+    lists: ListCompactor,
+) -> list[tuple[str, bytes]] | None:
+    """(key, compact payload) of every row of the Arrow ``batch`` (its key column and
+    the list column of ``shape``: key field, list field, entry field), or None where the
+    batch goes row by row."""
+    import pyarrow as pa
+
+    key_field, list_field, entry_field = shape
+    if batch.schema.names != [key_column, list_field] or not batch.num_rows:
+        return None
+    column = batch.column(list_field)
+    if not pa.types.is_list(column.type) or not pa.types.is_struct(column.type.value_type):
+        return None
+    keys = _keys(batch.column(key_column), form)
+    entries = column.flatten()
+    if keys is None or column.null_count or entries.null_count:
+        return None
+    heads, ticks = _entries(entries, entry_field)
+    if heads is None or ticks is None:
+        return None
+    empty = orjson.dumps({key_field: keys[0], list_field: [], **stamp})
+    fid = lists.frame_around(keys[0], empty)
+    index = np.array(lists.indices(heads[0]), np.int64)[heads[1]] if heads[0] else heads[1]
+    if fid is None or (index < 0).any():
+        return None
+    offsets = column.offsets.to_numpy()
+    payloads = _payloads(fid, index, ticks, offsets - offsets[0])
+    lists.packed += len(payloads)
+    return list(zip(keys, payloads, strict=True))
+
+
+def _keys(column: Any, form: KeyForm) -> list[str] | None:
+    """The key texts of a string or integer key column, all checked at once."""
+    import pyarrow as pa
+
+    if column.null_count:
+        return None
+    if pa.types.is_integer(column.type):
+        column = column.cast(pa.string())
+    elif not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        return None
+    keys: list[str] = column.to_pylist()
+    return keys if form.all_valid(keys) else None
+
+
+Heads = tuple[list[bytes], np.ndarray]  # distinct entry texts, and each entry's of them
+
+
+def _entries(entries: Any, entry_field: str) -> tuple[Heads | None, np.ndarray | None]:
+    """(the entries' distinct texts before their score and each entry's position among
+    them, each entry's score tick), or None for either when the batch goes row by row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = [f.name for f in entries.type]
+    if entry_field:
+        if entry_field not in names:
+            return None, None
+        names = [entry_field, *(n for n in names if n != entry_field)]
+    if names[-1] != _SCORE or len(names) < 2:
+        return None, None
+    children = dict(zip([f.name for f in entries.type], entries.flatten(), strict=True))
+    score = children[_SCORE]
+    if not pa.types.is_floating(score.type) or score.null_count:
+        return None, None
+    ticks = _ticks(score.cast(pa.float64()).to_numpy())
+    try:
+        coded = [pc.dictionary_encode(children[n], null_encoding="encode") for n in names[:-1]]
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return None, None  # a nested value: row by row
+    return _heads(names[:-1], coded), ticks
+
+
+def _ticks(scores: np.ndarray) -> np.ndarray | None:
+    """Each score's 4-decimal tick, None unless every score is exactly one in [0, 1]."""
+    ticks = np.rint(scores * compact.TICKS)
+    exact = (scores >= 0) & (scores <= 1) & (ticks / compact.TICKS == scores)
+    if not (exact & ~np.signbit(scores)).all():  # "-0.0" is no tick's text
+        return None
+    return ticks.astype(np.int64)
+
+
+def _heads(names: list[str], coded: list[Any]) -> Heads | None:
+    """The distinct combinations of the entries' fields before the score, as the text
+    orjson writes for them, and each entry's combination."""
+    combined = np.zeros(len(coded[0]), np.int64)
+    sizes = [len(c.dictionary) for c in coded]
+    if math.prod(sizes) >= 2**62:
+        return None
+    for c, size in zip(coded, sizes, strict=True):
+        combined = combined * size + c.indices.to_numpy(zero_copy_only=False)
+    distinct, which = np.unique(combined, return_inverse=True)
+    dictionaries = [c.dictionary.to_pylist() for c in coded]
+    if any(type(v) is float and not math.isfinite(v) for d in dictionaries for v in d):
+        return None  # JSON has no NaN: the row by row path refuses the row
+    fields = []
+    for size, values in zip(reversed(sizes), reversed(dictionaries), strict=True):
+        fields.append([values[i] for i in (distinct % size).tolist()])
+        distinct = distinct // size
+    fields.reverse()
+    try:
+        heads = [
+            orjson.dumps(dict(zip(names, row, strict=True)))[:-1]
+            for row in zip(*fields, strict=True)
+        ]
+    except TypeError:  # a value JSON lacks: the row by row path says which
+        return None
+    return heads, which
+
+
+def _payloads(fid: int, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray) -> list[bytes]:
+    """Each row's compact payload (compact.encode's bytes), rows grouped by their
+    entries' count and width and laid out in one buffer a group."""
+    lengths = np.diff(starts)
+    out: list[bytes] = [b""] * len(lengths)
+    for n in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == n)
+        at = starts[rows][:, None] + np.arange(n)
+        idx, tick = index[at], ticks[at]
+        wide = idx.max(axis=1) > compact.MAX_NARROW if n else np.zeros(len(rows), bool)
+        for is_wide in (False, True):
+            part = np.flatnonzero(wide == is_wide)
+            if len(part):
+                blob = _layout(fid, idx[part], tick[part], is_wide)
+                width = len(blob) // len(part)
+                for r, i in zip(rows[part].tolist(), range(0, len(blob), width), strict=True):
+                    out[r] = blob[i : i + width]
+    return out
+
+
+def _layout(fid: int, idx: np.ndarray, tick: np.ndarray, wide: bool) -> bytes:
+    rows = len(idx)
+    head = np.empty((rows, 2), np.uint8)
+    head[:, 0], head[:, 1] = (compact.WIDE if wide else compact.NARROW), fid
+    indices = np.ascontiguousarray(idx, "<u4" if wide else "<u2").view(np.uint8)
+    scores = np.ascontiguousarray(tick, "<u2").view(np.uint8)
+    return np.hstack([head, indices.reshape(rows, -1), scores.reshape(rows, -1)]).tobytes()
