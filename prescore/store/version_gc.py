@@ -12,25 +12,22 @@ go; a Redis too full to record has the keys removed first, then room to record.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import redis
 
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo
 from prescore.store import values
+from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import as_text, is_full
 from prescore.store.transitions import Change
 from prescore.store.values import Placed
-
-if TYPE_CHECKING:
-    from prescore.store.versions import Versions
 
 HISTORY = 20  # retired and failed versions listed in the registry
 KEYS_REMOVED = " (keys removed)"  # a gated version's note, once an older gated one's go
 
 
-def reap_dead(v: Versions) -> list[str]:
+def reap_dead(v: DatasetVersions) -> list[str]:
     """Fail the versions of writers whose lease lapsed (killed jobs), removing their keys."""
     dead = [i.version for i in v.all() if i.status == "dead"]
     for version in dead:
@@ -38,7 +35,7 @@ def reap_dead(v: Versions) -> list[str]:
     return dead
 
 
-def retire_old(v: Versions) -> list[str]:
+def retire_old(v: DatasetVersions) -> list[str]:
     """Reap dead writers, retire published versions beyond the newest ``keep_versions``
     (the live one always kept), drop the keys of gated versions older than the newest,
     trim the history, and sweep what is left over; the versions retired or reaped."""
@@ -55,7 +52,7 @@ def retire_old(v: Versions) -> list[str]:
     return removed
 
 
-def plan(v: Versions) -> dict[str, list[str]]:
+def plan(v: DatasetVersions) -> dict[str, list[str]]:
     """What :func:`retire_old` would do now, changing nothing (``gc --dry-run``): the
     versions it would reap, retire, drop the keys of, trim from the history, and the
     leftovers whose keys it would sweep."""
@@ -98,7 +95,7 @@ def _decide(infos: list[VersionInfo], live: str | None, keep: int) -> Iterator[t
             yield "trim", info.version
 
 
-def sweep(v: Versions) -> None:
+def sweep(v: DatasetVersions) -> None:
     """Remove the keys of every version the owned record lists that is past keeping:
     failed, retired, a gated one whose keys were dropped, or no longer listed (trimmed).
     Each of these states is final, so nothing can write or switch to it meanwhile; a
@@ -126,7 +123,7 @@ def _past_keeping(info: VersionInfo) -> bool:
     )
 
 
-def _drop_gated_keys(v: Versions, version: str) -> None:
+def _drop_gated_keys(v: DatasetVersions, version: str) -> None:
     """Remove the keys of a gated version older than the newest gated one: noted first (a
     release counting its keys meanwhile finds them changed and refuses)."""
 
@@ -147,7 +144,7 @@ def _drop_gated_keys(v: Versions, version: str) -> None:
     v.forget(version)
 
 
-def _retire(v: Versions, version: str) -> bool:
+def _retire(v: DatasetVersions, version: str) -> bool:
     """Retire a published version that is not live: recorded first (so no rollback can
     pick it from then on), then its keys removed; whether it was retired."""
 

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import redis
 
@@ -22,6 +21,7 @@ from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo, utcnow_iso
 from prescore.errors import PublishError
 from prescore.store import values
+from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import (
     OUTAGES,
     Client,
@@ -33,9 +33,6 @@ from prescore.store.redis_client import (
 )
 from prescore.store.transitions import new_token
 
-if TYPE_CHECKING:
-    from prescore.store.versions import Versions
-
 DEFAULT_KEYS = 100_000  # a first version's bucket count assumes this many keys
 
 _REFUSED = {
@@ -45,7 +42,7 @@ _REFUSED = {
 }
 
 
-def fence(versions: Versions, version: str, token: str) -> values.Fence:
+def fence(versions: DatasetVersions, version: str, token: str) -> values.Fence:
     """How a writer holding ``token`` sends each batch of ``version``: only while the
     version is 'writing' under that token (prescore.store.transitions.Registry.write, checked
     with the write itself); PublishError ``lease_lost`` otherwise, so that it stops."""
@@ -68,7 +65,7 @@ def to_stderr(line: str) -> None:
 
 @contextmanager
 def keep_lease(
-    versions: Versions, version: str, say: Callable[[str], None] = to_stderr
+    versions: DatasetVersions, version: str, say: Callable[[str], None] = to_stderr
 ) -> Iterator[threading.Event]:
     """Renew the lease of ``version`` every third of ``writer_lease_s`` while inside;
     yields an event set once the lease is lost (its writes are refused from then on). A
@@ -103,7 +100,7 @@ def keep_lease(
 
 
 def begin(
-    versions: Versions, model: str, model_version: str, note: str, expected_keys: int
+    versions: DatasetVersions, model: str, model_version: str, note: str, expected_keys: int
 ) -> tuple[VersionInfo, str]:
     """Reap dead writers, then register a new version as 'writing' with its lease, its
     line in the record of versions that hold keys, and its buckets fenced with its
@@ -155,7 +152,7 @@ def begin(
     return info, token
 
 
-def _renewing(versions: Versions, version: str, token: str) -> Callable[[], None]:
+def _renewing(versions: DatasetVersions, version: str, token: str) -> Callable[[], None]:
     """What renews the lease while ``begin`` makes the buckets (before the lease is kept
     alive on its thread): at most every tenth of the lease."""
     lease_s = versions.settings.writer_lease_s
@@ -177,7 +174,7 @@ def _renewing(versions: Versions, version: str, token: str) -> Callable[[], None
 _ROOM_SAMPLE = 32  # buckets of the live version whose memory is measured
 
 
-def _check_room(versions: Versions, live: VersionInfo, rows: int) -> None:
+def _check_room(versions: DatasetVersions, live: VersionInfo, rows: int) -> None:
     """Refuse (``store_full``) a version of ``rows`` keys that would not fit in what the
     Redis' maxmemory leaves, at the live version's bytes a key (measured on a sample of
     its buckets: a live version of fewer buckets says too little, and is not used). Only
