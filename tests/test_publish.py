@@ -15,6 +15,7 @@ import pytest
 from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.cli.main import main
+from prescore.encoding import compact
 from prescore.publishing.parquet import publish_file
 from prescore.settings import Settings
 from prescore.store.versions import Versions
@@ -154,6 +155,15 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
         and doc["note"] == "x"
         and "ignored" not in doc
     )
+    for flags, first in (([], compact.NARROW), (["--json-payloads"], ord("{"))):
+        listed = subprocess.run(
+            [*cli, "--columns", "similar", *flags], env=env, cwd=ROOT, capture_output=True
+        )
+        assert listed.returncode == 0, listed.stderr
+        where = v.placed(v.current() or "")
+        assert (rclient.hget(where.bucket("a"), "a") or b"")[0] == first  # as stored
+        served = json.loads(stored_payload(rclient, "similar", where.version, "a"))
+        assert served["similar"] == [{"sku": "b", "score": 0.9}] and "note" not in served
     bad = subprocess.run(
         [*cli, "--json-column", "nope"],
         env=env,

@@ -71,6 +71,8 @@ def _random_entry(rng: random.Random) -> dict[str, object]:
             {"name": rng.choice(AWKWARD_STRINGS)},
             {"tags": [{"a": 1}, {"score": 0.5}]},
             {"m": {"x": 1, "score": 0.3}},
+            {"variants": [{"v": 1, "score": 0.9}, {"v": 2}]},
+            {"variants": [{"v": 1, "score": 0.5}]},
             {"flag": rng.choice([True, None, 1.0])},
         ]
     )
@@ -90,7 +92,9 @@ def test_every_stored_row_is_served_as_its_json_text() -> None:
     for i in range(3000):
         key = rng.choice([f"u{i}", f'u"{i}', f"u\\{i}", f"ü{i}"])
         entries = [_random_entry(rng) for _ in range(rng.randrange(0, 5))]
-        around = rng.choice([STAMP, {"segment": rng.choice(AWKWARD_STRINGS), **STAMP}])
+        around = rng.choice(
+            [STAMP, {"segment": rng.choice(AWKWARD_STRINGS), **STAMP}, {**STAMP, "source": "x"}]
+        )
         doc: dict[str, object] = {"user_id": key}
         if rng.random() < 0.5:  # a field before the list
             doc["note"] = rng.choice(AWKWARD_STRINGS)
@@ -104,9 +108,12 @@ def test_every_stored_row_is_served_as_its_json_text() -> None:
             continue
         packed += 1
         assert compact.decode(value, key, frames) == text, text
-        served = json.loads(compact.decode(value, key, frames, limit=1))
-        assert served["items"] == json.loads(text)["items"][:1]  # one object an entry
-    assert packed == lists.packed and 300 < packed < 3000
+        whole = json.loads(text)
+        assert "note" not in whole and "source" not in whole  # not after the list: JSON
+        for k in range(1, len(whole["items"]) + 1):  # a lookup's cut: whole entries, JSON
+            served = json.loads(compact.decode(value, key, frames, limit=k))
+            assert served == {**whole, "items": whole["items"][:k]}, text
+    assert packed == lists.packed and 200 < packed < 3000
 
 
 @pytest.mark.parametrize(
@@ -120,6 +127,10 @@ def test_every_stored_row_is_served_as_its_json_text() -> None:
         [_entry("h1", 0.5, tags=[{"a": 1}, {"b": 2}])],  # "},{" inside an entry
         [{"hotel_id": "h1"}],  # no score
         ["h1"],
+        # a nested list whose entries have scores: cut inside the entry, so a lookup's
+        # cut at k entries would not be JSON
+        [_entry("a", 0.8, variants=[{"v": 1, "score": 0.9}, {"v": 2}]), _entry("b", 0.7)],
+        [_entry("a", 0.8), {"hotel_id": "b", "variants": [{"v": 1, "score": 0.5}]}],
     ],
 )
 def test_lists_that_do_not_cut_cleanly_stay_json(entries: list[object]) -> None:
@@ -131,6 +142,15 @@ def test_lists_that_do_not_cut_cleanly_stay_json(entries: list[object]) -> None:
 def test_a_key_or_list_not_where_the_frame_has_it_stays_json() -> None:
     lists = ListCompactor("user_id", "items")
     entries = [_entry("h1", 0.5)]
+    # a field before the list (the lookup reads scored_at after it), a field whose name
+    # ends like the list's, a source the lookup says itself
+    for doc in (
+        {"user_id": "u1", "scored_at": "2026-01-01T00:00:00Z", "items": entries},
+        {"user_id": "u1", 'a"items': entries, "items": entries},
+        {"user_id": "u1", "items": entries, "source": "live"},
+    ):
+        text = orjson.dumps(doc)
+        assert lists.pack("u1", text) is text, doc
     other_key = orjson.dumps({"user_id": "someone else", "items": entries})
     assert lists.pack("u1", other_key) is other_key
     no_list = orjson.dumps({"user_id": "u1", "ranked": entries})
@@ -272,6 +292,45 @@ def test_a_batch_the_row_path_would_treat_otherwise_goes_row_by_row(rows: list) 
     assert got is None and lists.packed == 0
 
 
+def test_a_categorical_field_with_a_null_is_packed_as_its_values() -> None:
+    import pyarrow as pa
+
+    names = pa.array(["Sea", None, "Sea"]).dictionary_encode()
+    entries = pa.StructArray.from_arrays(
+        [pa.array(["h1", "h2", "h3"]), names, pa.array([0.5, 0.25, 0.125])],
+        names=["hotel_id", "name", "score"],
+    )
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(["u1", "u2"]),
+            pa.ListArray.from_arrays(pa.array([0, 2, 3], pa.int32()), entries),
+        ],
+        names=["user_id", "items"],
+    )
+    got, lists = _packed(batch)
+    assert got is not None
+    rows = [
+        [_entry("h1", 0.5, name="Sea"), _entry("h2", 0.25, name=None)],
+        [_entry("h3", 0.125, name="Sea")],
+    ]
+    for (key, stored), entries_of in zip(got, rows, strict=True):
+        assert compact.decode(stored, key, lists.frames()) == _text(key, entries_of)
+
+
+def test_a_struct_repeating_a_field_name_goes_row_by_row() -> None:
+    import pyarrow as pa
+
+    entries = pa.StructArray.from_arrays(
+        [pa.array(["h1"]), pa.array([1]), pa.array([2]), pa.array([0.5])],
+        names=["hotel_id", "a", "a", "score"],
+    )
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["u1"]), pa.ListArray.from_arrays(pa.array([0, 1], pa.int32()), entries)],
+        names=["user_id", "items"],
+    )
+    assert _packed(batch)[0] is None
+
+
 def test_float32_scores_and_other_columns_go_row_by_row() -> None:
     import pyarrow as pa
 
@@ -309,3 +368,34 @@ def test_the_gates_reservoir_samples_every_batch_alike() -> None:
     # batch, or a last batch never drawn, would hold 0 or all)
     tenths = [sum(1 for d in draws if t * 10_000 <= d < (t + 1) * 10_000) for t in range(10)]
     assert all(120 < n < 280 for n in tenths), tenths
+
+
+def test_frames_written_after_the_lease_lapsed_are_removed(settings: Settings, rclient) -> None:  # type: ignore[no-untyped-def]
+    from prescore.encoding.keys import frames_key, lease_key
+    from prescore.errors import PublishError
+    from prescore.publishing.parquet import _write_frames
+
+    versions = Versions(rclient, "news", settings.store)
+    lists = ListCompactor("user_id", "items")
+    lists.pack("u1", _text("u1", [_entry("h1", 0.5)]))
+    info = versions.begin("m", "1")
+    where = versions.placed(info.version)
+    _write_frames(rclient, versions, where, lists.frames())  # held: written
+    assert rclient.exists(frames_key("news", info.version))
+    rclient.delete(lease_key("news", info.version))  # the lease lapsed, as if paused
+    with pytest.raises(PublishError) as lost:
+        _write_frames(rclient, versions, where, lists.frames())
+    assert lost.value.code == "lease_lost"
+    assert not rclient.exists(frames_key("news", info.version))
+
+
+def test_a_table_without_the_list_column_is_published_row_by_row(
+    settings: Settings, rclient
+) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    dataset = Dataset(name="news", kind="external", key_field="user_id", entry_field="hotel_id")
+    table = pa.table({"user_id": ["u1", "u2"], "headline": ["a", "b"]})
+    report = publish_rows(rclient, settings.store, dataset, table, "t", say=lambda _: None)
+    # read and checked as before (no KeyError); the gates then find no list in it
+    assert (report.rows, report.bad, report.compact) == (2, 0, 0)

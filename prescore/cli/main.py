@@ -209,6 +209,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         say=say(args),
         bar=bar(args),
         dry_run=args.dry_run,
+        compact=not args.json_payloads,
         **options,
     )
     if args.output == "json":
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pub.add_argument(
         "--dry-run", action="store_true", help="read and check every row; write nothing"
+    )
+    pub.add_argument(
+        "--json-payloads",
+        action="store_true",
+        help="store every row as its JSON, none as a compact payload (served alike)",
     )
 
     cli_run.add_commands(sub, listing)

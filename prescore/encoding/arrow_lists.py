@@ -6,9 +6,11 @@ entry's index and score tick is gathered with numpy, and each row's payload is a
 of one buffer. The bytes are those prescore.encoding.published_lists.ListCompactor
 stores for the same row's JSON, in the same tables, so a batch packed here is served as
 the row by row path would serve it. A batch holding anything that path would treat
-otherwise (a null, a score that is no 4-decimal tick, a float that is not finite, a
-nested or unserialisable value, a column besides the key and the list, a key the bulk
-check refuses) is left to it: :func:`pack_batch` returns None.
+otherwise (a null list or entry, a score that is null or no 4-decimal tick, a float
+that is not finite, a nested or unserialisable value, a repeated field name, a column
+besides the key and the list, a key the bulk check refuses) is left to it:
+:func:`pack_batch` returns None. A null inside an entry is packed, as the ``null`` the row
+path writes.
 """
 
 from __future__ import annotations
@@ -88,13 +90,18 @@ def _entries(entries: Any, entry_field: str) -> tuple[Heads | None, np.ndarray |
     import pyarrow.compute as pc
 
     names = [f.name for f in entries.type]
+    if len(set(names)) != len(names):  # a struct may repeat a name; a JSON object may not
+        return None, None
     if entry_field:
         if entry_field not in names:
             return None, None
         names = [entry_field, *(n for n in names if n != entry_field)]
     if names[-1] != _SCORE or len(names) < 2:
         return None, None
-    children = dict(zip([f.name for f in entries.type], entries.flatten(), strict=True))
+    children = {
+        f.name: c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
+        for f, c in zip(entries.type, entries.flatten(), strict=True)
+    }  # a categorical as its values: dictionary_encode hands a dictionary back unchanged
     score = children[_SCORE]
     if not pa.types.is_floating(score.type) or score.null_count:
         return None, None

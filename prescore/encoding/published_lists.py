@@ -12,16 +12,21 @@ frames.
 The row's own JSON text is cut into those pieces, so the payload decodes to exactly that
 text: every cut is at a separator a JSON string cannot hold unescaped (``,"score":``), a
 score is kept only where its text is a tick's as the decoder writes it, and the pieces
-join back into the text they came from. A row is stored as JSON, as before, where its
-list does not cut cleanly into one object per entry with ``score`` last, where its key's
-text is not the decoder's, or where the version has no room left: compact.MAX_FRAMES
-texts around the list, ``max_entries`` distinct entries.
+join back into the text they came from; each entry's text is checked to be one whole
+object (so a lookup's cut at ``k`` entries is JSON too) and each frame's to be an object
+with the list right after the key. A row is stored as JSON, as before, where its list
+does not cut cleanly into one object per entry with ``score`` last, where a field comes
+between its key and its list or it holds ``source``, where its key's text is not the
+decoder's, or where the version has no room left: compact.MAX_FRAMES texts around the
+list, ``max_entries`` distinct entries.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from json.encoder import encode_basestring
+from typing import Any
 
 from prescore.encoding import compact
 from prescore.encoding.codec import dumps
@@ -30,6 +35,7 @@ MAX_ENTRIES = 250_000  # distinct entry texts a version keeps (every lookup hold
 _SCORE = b',"score":'
 # an entry's end: its score and closing brace, and the comma before the next entry
 _CUT = re.compile(rb',"score":([-+.eE0-9]+)\}(,?)(?=[{\]])')
+_REFUSALS_KEPT = 4096
 _TICKS = {text: tick for tick, text in enumerate(compact.TICK_TEXT)}
 
 
@@ -39,11 +45,13 @@ class ListCompactor:
 
     def __init__(self, key_field: str, list_field: str, max_entries: int = MAX_ENTRIES) -> None:
         self._key_head = b"{" + dumps(key_field) + b":"
+        self._list_field = list_field
         self._list_open = dumps(list_field) + b":["
         self._max_entries = max_entries
         self._index: dict[bytes, int] = {}
         self._entries: list[bytes] = []  # shared by every frame: stored once
         self._frame_ids: dict[tuple[bytes, bytes], int] = {}
+        self._refused: set[tuple[bytes, bytes]] = set()  # texts around a list that no frame holds
         self.packed = 0  # rows stored compactly (a caller packing rows itself adds its own)
 
     def pack(self, key: str, text: bytes) -> bytes:
@@ -107,16 +115,44 @@ class ListCompactor:
         return compact.encode(fid, indices, ticks)  # type: ignore[arg-type]
 
     def _frame(self, head_end: bytes, tail: bytes) -> int | None:
+        """The id of the frame of this text around the list, made if new; None where the
+        version has no room or the text is not what the lookup reads from a frame."""
         found = self._frame_ids.get((head_end, tail))
         if found is not None or len(self._frame_ids) >= compact.MAX_FRAMES:
             return found
+        if (head_end, tail) in self._refused:
+            return None
+        if not self._sound(head_end, tail):
+            if len(self._refused) < _REFUSALS_KEPT:
+                self._refused.add((head_end, tail))
+            return None
         fid = self._frame_ids[(head_end, tail)] = len(self._frame_ids)
         return fid
 
+    def _sound(self, head_end: bytes, tail: bytes) -> bool:
+        """Whether a frame of this text has the list right after the key and every other
+        field after it (the lookup reads ``scored_at`` from a frame's tail), and holds no
+        ``source`` (the lookup says that itself): an object whose list is empty."""
+        if head_end != b"," + self._list_open:
+            return False
+        doc = _object(self._key_head + b'""' + head_end + tail)
+        return doc is not None and doc.get(self._list_field) == [] and "source" not in doc
+
     def _add(self, head: bytes) -> int:
-        """A new entry's index (``head``: its text before the score), -1 when full."""
-        if len(self._entries) >= self._max_entries:
+        """A new entry's index (``head``: its text before the score), -1 when the table is
+        full or ``head`` is not one whole object's text up to its last field (a cut
+        inside a nested list): a lookup cuts lists at entries."""
+        if len(self._entries) >= self._max_entries or _object(head + b',"score":0}') is None:
             return -1
         self._entries.append(head + _SCORE)
         found = self._index[head] = len(self._entries) - 1
         return found
+
+
+def _object(text: bytes) -> dict[str, Any] | None:
+    """``text`` parsed, where it is one JSON object."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -30,6 +30,8 @@ from prescore.data.local_tables import files
 from prescore.data.storage import remote
 from prescore.encoding.arrow_lists import pack_batch
 from prescore.encoding.codec import VersionInfo
+from prescore.encoding.compact import Frame
+from prescore.encoding.keys import frames_key
 from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
 from prescore.errors import InvalidInput, PublishError
 from prescore.progress import Progress
@@ -42,6 +44,7 @@ from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
 BATCH_ROWS = 100_000  # rows read at once: a batch packed at once makes each distinct entry once
+ROW_SLICE = 10_000  # rows turned into Python objects at once on the row by row path
 
 
 @dataclass
@@ -153,9 +156,10 @@ class _Rows:
         if self.json_column or not self.compact:
             return None
         shape = (self.dataset.key_field, self.dataset.list_field, self.dataset.entry_field)
-        ordered = batch.select([self.key_column, self.dataset.list_field])
-        if batch.num_columns != 2 or set(batch.schema.names) != set(ordered.schema.names):
+        columns = [self.key_column, self.dataset.list_field]
+        if sorted(batch.schema.names) != sorted(columns):
             return None
+        ordered = batch.select(columns)
         return pack_batch(ordered, self.key_column, shape, self.stamp, self.form, self.compactor)
 
     def sources(self, batch: Any) -> tuple[list[Any], list[Any]]:
@@ -218,15 +222,18 @@ def _checked(rows: _Rows, batch: Any, report: PublishReport) -> list[tuple[str, 
     packed = rows.packed(batch)
     if packed is not None:
         return packed
-    batch_keys, sources = rows.sources(batch)
     good = []
-    for raw_key, source in zip(batch_keys, sources, strict=True):
-        try:
-            good.append(rows.payload(raw_key, source))
-        except InvalidInput as exc:
-            report.bad += 1
-            if len(report.bad_sample) < 20:
-                report.bad_sample.append(f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}")
+    for start in range(0, batch.num_rows, ROW_SLICE):  # bounded: a row is many objects
+        batch_keys, sources = rows.sources(batch.slice(start, ROW_SLICE))
+        for raw_key, source in zip(batch_keys, sources, strict=True):
+            try:
+                good.append(rows.payload(raw_key, source))
+            except InvalidInput as exc:
+                report.bad += 1
+                if len(report.bad_sample) < 20:
+                    report.bad_sample.append(
+                        f"key {str(raw_key)[:80]!r}: {exc.code}: {exc.message}"
+                    )
     return good
 
 
@@ -246,6 +253,24 @@ def _write_all(
         report.rows += values.write(client, where, good, fence=fence)
         sample.offer([k for k, _ in good])
         progress.add(batch.num_rows)
+
+
+def _write_frames(
+    client: Client, versions: Versions, where: Placed, frames: Mapping[int, Frame]
+) -> None:
+    """Store the version's frames (before any read of it), then make sure this writer
+    still held its lease: a version reaped meanwhile has had its keys removed, so frames
+    written after that would be left behind; they are removed here instead."""
+    if not frames:
+        return
+    values.write_frames(client, where, frames)
+    if not versions.registry.alive([where.version], versions.token(where.version))[0]:
+        client.unlink(frames_key(where.dataset, where.version))
+        raise PublishError(
+            f"{where.dataset} {where.version} is no longer this writer's to write "
+            "(its lease lapsed); nothing was published",
+            code="lease_lost",
+        )
 
 
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
@@ -349,7 +374,7 @@ def publish_rows(
             f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
         ) as progress:
             _write_all(client, where, source, rows, report, reservoir, fence, progress)
-        values.write_frames(client, where, rows.compactor.frames())  # before any read
+        _write_frames(client, versions, where, rows.compactor.frames())
         report.compact = rows.compactor.packed
         if report.bad > max_bad:
             raise PublishError(
