@@ -43,8 +43,9 @@ from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.models import feeds
 from prescore.models.signature import ENCODE_CONTEXT, Signatures, check_ranking
 from prescore.models.store import ModelRef
-from prescore.store import values
+from prescore.settings import StoreSettings
 from prescore.store.values import Placed
+from prescore.store.versions import Versions
 
 ITEM_KEY = "__item_key"
 CANDIDATES = "__candidates"
@@ -413,7 +414,7 @@ def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:
     assert raw is not None, "the version is registered before it is run"
     where = Placed(name, conf.version, VersionInfo.from_bytes(raw).buckets)
     frames = {e.frame_id: e.frame() for e in payload_encoders(conf, items)}
-    values.write_frames(client, where, frames)
+    Versions(client, name, StoreSettings()).write_frames(where, frames, conf.token)
 
 
 def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int) -> Any:

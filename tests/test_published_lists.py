@@ -373,20 +373,22 @@ def test_the_gates_reservoir_samples_every_batch_alike() -> None:
 def test_frames_written_after_the_lease_lapsed_are_removed(settings: Settings, rclient) -> None:  # type: ignore[no-untyped-def]
     from prescore.encoding.keys import frames_key, lease_key
     from prescore.errors import PublishError
-    from prescore.publishing.parquet import _write_frames
 
     versions = Versions(rclient, "news", settings.store)
     lists = ListCompactor("user_id", "items")
     lists.pack("u1", _text("u1", [_entry("h1", 0.5)]))
     info = versions.begin("m", "1")
     where = versions.placed(info.version)
-    _write_frames(rclient, versions, where, lists.frames())  # held: written
+    versions.write_frames(where, lists.frames())  # the lease held: written
     assert rclient.exists(frames_key("news", info.version))
     rclient.delete(lease_key("news", info.version))  # the lease lapsed, as if paused
     with pytest.raises(PublishError) as lost:
-        _write_frames(rclient, versions, where, lists.frames())
+        versions.write_frames(where, lists.frames())
     assert lost.value.code == "lease_lost"
     assert not rclient.exists(frames_key("news", info.version))
+    # another writer's token (a job's driver passes its own) is checked the same way
+    with pytest.raises(PublishError):
+        Versions(rclient, "news", settings.store).write_frames(where, lists.frames(), "t")
 
 
 def test_a_table_without_the_list_column_is_published_row_by_row(

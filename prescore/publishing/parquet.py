@@ -30,8 +30,6 @@ from prescore.data.local_tables import files
 from prescore.data.storage import remote
 from prescore.encoding.arrow_lists import pack_batch
 from prescore.encoding.codec import VersionInfo
-from prescore.encoding.compact import Frame
-from prescore.encoding.keys import frames_key
 from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
 from prescore.errors import InvalidInput, PublishError
 from prescore.progress import Progress
@@ -255,24 +253,6 @@ def _write_all(
         progress.add(batch.num_rows)
 
 
-def _write_frames(
-    client: Client, versions: Versions, where: Placed, frames: Mapping[int, Frame]
-) -> None:
-    """Store the version's frames (before any read of it), then make sure this writer
-    still held its lease: a version reaped meanwhile has had its keys removed, so frames
-    written after that would be left behind; they are removed here instead."""
-    if not frames:
-        return
-    values.write_frames(client, where, frames)
-    if not versions.registry.alive([where.version], versions.token(where.version))[0]:
-        client.unlink(frames_key(where.dataset, where.version))
-        raise PublishError(
-            f"{where.dataset} {where.version} is no longer this writer's to write "
-            "(its lease lapsed); nothing was published",
-            code="lease_lost",
-        )
-
-
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
     """Read and check every row as a publish would, and write nothing."""
     report.dry_run = True
@@ -374,7 +354,7 @@ def publish_rows(
             f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
         ) as progress:
             _write_all(client, where, source, rows, report, reservoir, fence, progress)
-        _write_frames(client, versions, where, rows.compactor.frames())
+        versions.write_frames(where, rows.compactor.frames())  # before any read
         report.compact = rows.compactor.packed
         if report.bad > max_bad:
             raise PublishError(

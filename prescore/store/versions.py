@@ -28,6 +28,7 @@ import redis
 
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo, sort_versions, utcnow_iso
+from prescore.encoding.compact import Frame
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
 from prescore.store import values, version_gc, writers
@@ -148,6 +149,13 @@ class Versions:
         """How a writer holding ``token`` (default: this writer's) sends each batch of
         ``version``: only while it still holds the version (prescore.store.writers)."""
         return writers.fence(self, version, token or self.token(version))
+
+    def write_frames(
+        self, where: Placed, frames: Mapping[int, Frame], token: str | None = None
+    ) -> None:
+        """Store the frames of a version this writer (or ``token``'s) writes, checked
+        against its lease (prescore.store.writers.write_frames)."""
+        writers.write_frames(self, where, token or self.token(where.version), frames)
 
     def lease(
         self, version: str, say: Callable[[str], None] = writers.to_stderr

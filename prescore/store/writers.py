@@ -19,6 +19,7 @@ import redis
 
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo, utcnow_iso
+from prescore.encoding.compact import Frame
 from prescore.errors import PublishError
 from prescore.store import values
 from prescore.store.dataset_versions import DatasetVersions
@@ -57,6 +58,25 @@ def fence(versions: DatasetVersions, version: str, token: str) -> values.Fence:
             )
 
     return send
+
+
+def write_frames(
+    versions: DatasetVersions, where: values.Placed, token: str, frames: Mapping[int, Frame]
+) -> None:
+    """Store the frames of a version's compact payloads (before any read of it), then make
+    sure ``token`` still held its lease: a version reaped meanwhile has had its keys
+    removed, so frames written after that would be left behind. They are removed again
+    and the writer stops (PublishError ``lease_lost``)."""
+    if not frames:
+        return
+    values.write_frames(versions.client, where, frames)
+    if not versions.registry.alive([where.version], token)[0]:
+        versions.client.unlink(keys.frames_key(where.dataset, where.version))
+        raise PublishError(
+            f"{where.dataset} {where.version} is no longer this writer's to write "
+            "(its lease lapsed); stopping",
+            code="lease_lost",
+        )
 
 
 def to_stderr(line: str) -> None:
