@@ -15,6 +15,7 @@ from prescore.models.image_features import decode
 from prescore.models.inference import TFLITE_FILES, load_runner, pick_runtime
 from prescore.models.quality import mean_average_precision, quality, roc_auc
 from prescore.models.quantize import quantize_dir
+from prescore.models.registration import _described
 from prescore.models.tf_model import describe
 from tests import domains
 from tests.frames import read_frame
@@ -82,6 +83,38 @@ def test_the_cnn_int8_agrees_with_tensorflow_and_records_quality(
     assert pick_runtime(meta, model, "auto") == record["fastest"]
     assert pick_runtime(meta, model, "int8") == "int8"
     assert pick_runtime(meta, model, "tf") == "tf"
+    # registration's line says what auto serves and, where int8 agrees but is not it, why
+    line = _described(record)
+    assert line.startswith(f"built (auto serves {record['fastest']}")
+    if record["fastest"] != "int8":
+        rate = runtimes["int8"]["batch_rows_per_s"]
+        assert f"int8 is slower here, {rate:,.0f} rows/s against" in line, line
+
+
+def test_registration_says_why_int8_is_not_served() -> None:
+    def runtime(diff: float, rate: float, agrees: bool) -> dict[str, Any]:
+        return {
+            "max_abs_diff_vs_tf": diff,
+            "batch_rows_per_s": rate,
+            "single_ms": 1.0,
+            "agrees": agrees,
+        }
+
+    record = {
+        "built": True,
+        "fastest": "float32",
+        "metric": "map",
+        "int8_quality_loss": 0.05,
+        "runtimes": {
+            "tf": runtime(0, 100, True),
+            "float32": runtime(0, 300, True),
+            "int8": runtime(0.02, 900, False),
+        },
+    }
+    assert "it loses 0.05 of the float32 variant's map" in _described(record)
+    record["runtimes"]["int8"] = runtime(0.4, 900, False)
+    assert "scores up to 0.4 apart" in _described(record)
+    assert _described({"built": False, "reason": "no kernels"}) == "not built: no kernels"
 
 
 def _shop_feed(tables: Path, events: str, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

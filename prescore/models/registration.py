@@ -32,6 +32,7 @@ from prescore.data.datasets import Catalog, Dataset
 from prescore.data.storage import open_root, remote
 from prescore.errors import ConfigError, ModelMismatch, ModelStoreError
 from prescore.models import dataset_feeds
+from prescore.models.quantize import MAX_DIFF
 from prescore.models.signature import Signatures, check
 from prescore.models.store import META_FILE, ModelStore
 from prescore.progress import duration
@@ -185,15 +186,33 @@ def register(
 
 
 def _described(q: Mapping[str, Any]) -> str:
+    """The int8 variant in one line: not built and why, or what ``auto`` serves and, where
+    that is not int8, why not."""
     if not q["built"]:
         return f"not built: {q['reason']}"
-    int8 = q["runtimes"]["int8"]
+    runtimes, fastest = q["runtimes"], q["fastest"]
+    int8 = runtimes["int8"]
     if not int8["agrees"]:
-        return (
-            f"built, but it does not answer as the SavedModel does (scores up to "
-            f"{int8['max_abs_diff_vs_tf']} apart): never served by auto (serves {q['fastest']})"
+        metric = q.get("metric")
+        lost = q.get("int8_quality_loss")
+        why = (
+            f"it loses {lost} of the float32 variant's {metric}"
+            if metric and int8["max_abs_diff_vs_tf"] <= MAX_DIFF
+            else f"scores up to {int8['max_abs_diff_vs_tf']} apart"
         )
-    return f"built (auto serves {q['fastest']})"
+        return (
+            f"built, but it does not answer as the SavedModel does ({why}): "
+            f"never served by auto (serves {fastest})"
+        )
+    if fastest != "int8":
+        rate, best = int8["batch_rows_per_s"], runtimes[fastest]["batch_rows_per_s"]
+        return (
+            f"built (auto serves {fastest}: int8 is slower here, {rate:,.0f} rows/s "
+            f"against {best:,.0f}, {int8['single_ms']} ms a row against "
+            f"{runtimes[fastest]['single_ms']}; its integer kernels do not pay for this "
+            "model's ops and sizes on this CPU)"
+        )
+    return f"built (auto serves {fastest})"
 
 
 def _check_shape(dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any]) -> None:
