@@ -46,12 +46,12 @@ class ListCompactor:
     def __init__(self, key_field: str, list_field: str, max_entries: int = MAX_ENTRIES) -> None:
         self._key_head = b"{" + dumps(key_field) + b":"
         self._list_field = list_field
-        self._list_open = dumps(list_field) + b":["
+        self._head_end = b"," + dumps(list_field) + b":["  # the list right after the key
         self._max_entries = max_entries
         self._index: dict[bytes, int] = {}
         self._entries: list[bytes] = []  # shared by every frame: stored once
-        self._frame_ids: dict[tuple[bytes, bytes], int] = {}
-        self._refused: set[tuple[bytes, bytes]] = set()  # texts around a list that no frame holds
+        self._frame_ids: dict[bytes, int] = {}  # the text after the list -> its frame
+        self._refused: set[bytes] = set()  # texts after a list that no frame holds
         self.packed = 0  # rows stored compactly (a caller packing rows itself adds its own)
 
     def pack(self, key: str, text: bytes) -> bytes:
@@ -81,16 +81,15 @@ class ListCompactor:
             return {}
         entries = tuple(self._entries)
         return {
-            fid: compact.Frame(self._key_head, head_end, entries, tail)
-            for (head_end, tail), fid in self._frame_ids.items()
+            fid: compact.Frame(self._key_head, self._head_end, entries, tail)
+            for tail, fid in self._frame_ids.items()
         }
 
     def _encode(self, key: str, text: bytes) -> bytes | None:
-        head = self._key_head + encode_basestring(key).encode()
-        opened = text.find(self._list_open, len(head)) if text.startswith(head) else -1
-        if opened < 0:
+        head = self._key_head + encode_basestring(key).encode() + self._head_end
+        if not text.startswith(head):  # a field between the key and the list: JSON
             return None
-        cut = opened + len(self._list_open)
+        cut = len(head)
         pieces = _CUT.split(text[cut:])
         heads, scores, commas, tail = pieces[0:-1:3], pieces[1::3], pieces[2::3], pieces[-1]
         ticks = list(map(_TICKS.get, scores))
@@ -105,7 +104,7 @@ class ListCompactor:
             or (heads and heads[0][:1] != b"{")
         ):
             return None
-        fid = self._frame(text[len(head) : cut], tail)
+        fid = self._frame(tail)
         if fid is None:
             return None
         found = list(map(self._index.get, heads))
@@ -114,28 +113,26 @@ class ListCompactor:
             return None
         return compact.encode(fid, indices, ticks)  # type: ignore[arg-type]
 
-    def _frame(self, head_end: bytes, tail: bytes) -> int | None:
-        """The id of the frame of this text around the list, made if new; None where the
+    def _frame(self, tail: bytes) -> int | None:
+        """The id of the frame of this text after the list, made if new; None where the
         version has no room or the text is not what the lookup reads from a frame."""
-        found = self._frame_ids.get((head_end, tail))
+        found = self._frame_ids.get(tail)
         if found is not None or len(self._frame_ids) >= compact.MAX_FRAMES:
             return found
-        if (head_end, tail) in self._refused:
+        if tail in self._refused:
             return None
-        if not self._sound(head_end, tail):
+        if not self._sound(tail):
             if len(self._refused) < _REFUSALS_KEPT:
-                self._refused.add((head_end, tail))
+                self._refused.add(tail)
             return None
-        fid = self._frame_ids[(head_end, tail)] = len(self._frame_ids)
+        fid = self._frame_ids[tail] = len(self._frame_ids)
         return fid
 
-    def _sound(self, head_end: bytes, tail: bytes) -> bool:
-        """Whether a frame of this text has the list right after the key and every other
-        field after it (the lookup reads ``scored_at`` from a frame's tail), and holds no
-        ``source`` (the lookup says that itself): an object whose list is empty."""
-        if head_end != b"," + self._list_open:
-            return False
-        doc = _object(self._key_head + b'""' + head_end + tail)
+    def _sound(self, tail: bytes) -> bool:
+        """Whether a frame of this text after the list makes an object whose list is the
+        one that was cut (the lookup reads ``scored_at`` from the tail) and that holds no
+        ``source`` (the lookup says that itself)."""
+        doc = _object(self._key_head + b'""' + self._head_end + tail)
         return doc is not None and doc.get(self._list_field) == [] and "source" not in doc
 
     def _add(self, head: bytes) -> int:
