@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -35,13 +35,14 @@ from lookup.stall import StallGate
 from prescore.encoding import compact, keys
 from prescore.encoding.codec import VersionInfo
 from prescore.errors import StoreUnavailable
-from prescore.store import values
+from prescore.store import deltas, values
 from prescore.store.redis_client import OUTAGES, Client
 from prescore.store.values import Command, Placed
 
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
 _READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
+_DELTA_CACHE_MAX = 256  # deltas' placements
 _WAS_LIVE = ("published", "retired")  # statuses of a version that has been live
 
 
@@ -76,6 +77,7 @@ class Resolved:
     on_undecodable: Callable[[], StoreUnavailable] | None = field(
         default=None, compare=False, repr=False
     )
+    deltas: tuple[Placed, ...] = ()  # the version's, newest first (prescore.store.deltas)
 
     @property
     def placed(self) -> Placed:
@@ -141,6 +143,7 @@ class StoreReader:
         self._clock = clock
         self._pointers: dict[str, tuple[float, Resolved]] = {}
         self._infos: dict[tuple[str, str], Resolved] = {}  # version ids never change meaning
+        self._deltas: dict[tuple[str, str], Placed] = {}
         self._lock = threading.Lock()
         self._seen: set[str] = set()  # datasets this process has found published
         self._lean = _lean(client)
@@ -166,7 +169,9 @@ class StoreReader:
             if cached is not None and cached[0] > self._clock():
                 return cached[1]
         try:
-            raw = self.client.get(keys.pointer_key(dataset))
+            raw, listed = self._run(
+                [("GET", keys.pointer_key(dataset)), ("GET", keys.deltas_key(dataset))]
+            )
         except OUTAGES as exc:
             raise self._outage("pointer", "reading the version pointer", exc) from exc
         self.stall.answered()
@@ -176,6 +181,8 @@ class StoreReader:
         self._seen.add(dataset)
         version = raw.decode() if isinstance(raw, bytes) else raw
         resolved = self._info(dataset, version)
+        if ids := deltas.listed(listed, version):
+            resolved = replace(resolved, deltas=tuple(self._delta(dataset, i) for i in ids))
         if self.pointer_cache_s > 0:
             self._pointers[dataset] = (self._clock() + self.pointer_cache_s, resolved)
         return resolved
@@ -236,6 +243,18 @@ class StoreReader:
             self._infos[(dataset, version)] = resolved
         return resolved
 
+    def _delta(self, dataset: str, version: str) -> Placed:
+        """Where a delta's keys are (cached: a delta's buckets never change)."""
+        found = self._deltas.get((dataset, version))
+        if found is None:
+            info = self.entry(dataset, version)
+            found = Placed(dataset, version, info.buckets if info else 0)
+            with self._lock:
+                if len(self._deltas) >= _DELTA_CACHE_MAX:
+                    self._deltas.clear()
+                self._deltas[(dataset, version)] = found
+        return found
+
     def entry(self, dataset: str, version: str) -> VersionInfo | None:
         """The registry's entry of ``version``, read now (None: it has none)."""
         try:
@@ -251,14 +270,14 @@ class StoreReader:
         self.stall.answered()
         if any(v is None for v in found):
             latest = self.resolve(dataset, fresh=True)
-            if latest.version != resolved.version:
+            if (latest.version, latest.deltas) != (resolved.version, resolved.deltas):
                 resolved, found = latest, self._get(latest, entity_keys)
         return resolved, found
 
     def _get(self, resolved: Resolved, entity_keys: list[str]) -> list[bytes | None]:
         """Each key's payload as stored: from the buckets, else from the write-backs."""
         try:
-            return values.fetch(self._run, resolved.placed, entity_keys)
+            return values.fetch(self._run, resolved.placed, entity_keys, resolved.deltas)
         except _READ_ERRORS as exc:
             raise self._outage("payloads", "reading payloads", exc) from exc
 

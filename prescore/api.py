@@ -28,7 +28,7 @@ from prescore.data.datasets import Dataset
 from prescore.encoding.codec import VersionInfo
 from prescore.errors import NotFound
 from prescore.settings import Settings
-from prescore.store import values
+from prescore.store import deltas, values
 from prescore.store.redis_client import REDIS_OUTAGES, Client, connect, store_errors
 from prescore.store.versions import Versions
 
@@ -135,10 +135,12 @@ class Prescore:
         form = self.dataset(dataset).key_form
         checked = [form.check_given(k) for k in keys]
         v = self._versions(dataset)
-        chosen = version or v.current()
+        live, layers, _ = deltas.read(self.client, dataset)
+        chosen = version or live
         if chosen is None:
             raise NotFound(f"{dataset}: nothing published", code="no_version")
-        found = values.read(self.client, v.placed(chosen), checked)  # NotFound: no such version
+        over = [v.placed(d) for d in layers] if chosen == live else []
+        found = values.read(self.client, v.placed(chosen), checked, deltas=over)  # NotFound
         return [None if raw is None else json.loads(raw) for raw in found]
 
     def get_df(
@@ -171,7 +173,8 @@ class Prescore:
         each progress line; default ``print``; ``say=lambda line: None`` for none), ``bar``
         (a stream to draw a progress bar on instead, e.g. ``sys.stderr``), ``compact``
         (default True: lists stored as compact payloads where they allow it, served as
-        the same JSON; False: every row stored as its JSON). The report
+        the same JSON; False: every row stored as its JSON), ``incremental`` (add the
+        rows to the live version as a delta instead: see :meth:`rollback_delta`). The report
         says whether it was published (``published``), or held by the dataset's gates
         (``gated``)."""
         from prescore.publishing.parquet import publish_file, publish_rows  # the tables extra
@@ -198,6 +201,12 @@ class Prescore:
     ) -> VersionInfo:
         """Make the previous published version (or ``to``) the live one; the one now live."""
         return self._versions(dataset, writes=True).rollback(to=to, dry_run=dry_run)
+
+    @_redis_errors
+    def rollback_delta(self, dataset: str, delta: str, *, dry_run: bool = False) -> VersionInfo:
+        """Take one delta (an incremental publish) off the live version: readers get
+        what they got before it for its keys; its entry as it was."""
+        return self._versions(dataset, writes=True).drop_delta(delta, dry_run=dry_run)
 
     @_redis_errors
     def gc(self, dataset: str, *, dry_run: bool = False) -> dict[str, list[str]]:

@@ -4,8 +4,11 @@ chosen step, for tests that race real processes (tests/test_version_races.py).
     python -m tests.race_child publish URL CLUSTER DATASET ROWS PAUSE [LEASE_S]
     python -m tests.race_child rollback URL CLUSTER DATASET KEEP PAUSE
     python -m tests.race_child gated URL CLUSTER DATASET ROWS PAUSE
+    python -m tests.race_child delta URL CLUSTER DATASET ROWS PAUSE TAG
 
-``gated`` publishes through the one lifecycle (prescore.publishing.lifecycle), its data gates on.
+``gated`` publishes through the one lifecycle (prescore.publishing.lifecycle), its data gates on;
+``delta`` publishes keys k0..k(ROWS-1) through it as a delta of the live version, each
+key's one item named TAG.
 
 PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch),
 ``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the
@@ -44,13 +47,13 @@ def _stop_before(owner: Any, name: str, nth: int) -> None:
     setattr(owner, name, wrapped)
 
 
-def _publish_gated(client: Any, name: str, rows: int) -> None:
+def _publish_gated(client: Any, name: str, rows: int, tag: str = "a", delta: bool = False) -> None:
     declared = {"kind": "external", "key_field": "k", "list_field": "items", "entry_field": "id"}
     doc = {"datasets": {name: declared}}
     dataset = parse(doc, {}).get(name)
 
     def write(versions: Versions, info: Any) -> Written:
-        body = '"items":[{"id":"a","score":0.5}]'
+        body = f'"items":[{{"id":"{tag}","score":0.5}}]'
         payloads = ((f"k{i}", f'{{"k":"k{i}",{body}}}'.encode()) for i in range(rows))
         n = values.write(
             client, versions.placed(info.version), payloads, fence=versions.fence(info.version)
@@ -63,6 +66,8 @@ def _publish_gated(client: Any, name: str, rows: int) -> None:
         dataset,
         ("m", "1"),
         write,
+        incremental=delta,
+        expected_keys=rows,
         say=lambda line: print(line, flush=True),
     )
 
@@ -91,6 +96,8 @@ def main(argv: list[str]) -> int:
             v.publish(info.version, written)
         elif action == "gated":
             _publish_gated(client, dataset, int(arg))
+        elif action == "delta":
+            _publish_gated(client, dataset, int(arg), tag=argv[6], delta=True)
         elif action == "rollback":
             v = Versions(client, dataset, StoreSettings(keep_versions=int(arg)))
             print(v.rollback().version, flush=True)

@@ -4,11 +4,13 @@ prescore datasets                         the declared datasets (PRESCORE_CONFIG
 prescore versions NAME                    a dataset's versions with their metadata (* = live)
 prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
+prescore rollback NAME --delta D          take one incremental publish off the live version
 prescore gc NAME                          remove versions beyond the kept ones
 prescore release NAME VERSION --reason R  publish a version its data gates held back
   (rollback, gc, release and publish take --dry-run: what they would do, nothing changed)
 prescore misses NAME [-n N]               the keys missed most (the next bulk run scores them)
 prescore publish NAME PATH                publish scores computed elsewhere (parquet)
+  (--incremental: add them to the live version as a delta instead)
 prescore models [list] [NAME]             model versions, metrics, the promoted one
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
 prescore models promote NAME VERSION      name a model version as the one in production
@@ -124,6 +126,8 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     from prescore.api import Prescore
 
     store = Prescore(settings=settings)
+    if args.delta:
+        return _rollback_delta(store, args)
     before = store.live_version(args.dataset)
     target = store.rollback(args.dataset, to=args.to, dry_run=args.dry_run)
     line = (
@@ -131,6 +135,15 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
     )
     doc = {"dataset": args.dataset, "from": before, "to": entry(target), "dry_run": args.dry_run}
+    done(args, doc, line)
+    return 0
+
+
+def _rollback_delta(store: Any, args: argparse.Namespace) -> int:
+    dropped = store.rollback_delta(args.dataset, args.delta, dry_run=args.dry_run)
+    base = dropped.extra.get("delta_of", "")
+    line = f"{args.dataset}: delta {dropped.version} {_would(args, 'taken off')} {base}"
+    doc = {"dataset": args.dataset, "delta": entry(dropped), "dry_run": args.dry_run}
     done(args, doc, line)
     return 0
 
@@ -210,6 +223,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         bar=bar(args),
         dry_run=args.dry_run,
         compact=not args.json_payloads,
+        incremental=args.incremental,
         **options,
     )
     if args.output == "json":
@@ -250,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     dry = "check and say what it would do; change nothing"
     back = command("rollback", _rollback, "serve another published version")
     back.add_argument("--to", help="a specific published version")
+    back.add_argument("--delta", help="take only this delta off the live version")
     back.add_argument("--dry-run", action="store_true", help=dry)
     gc = command("gc", _gc, "remove versions beyond the kept ones")
     gc.add_argument("--dry-run", action="store_true", help=dry)
@@ -274,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pub.add_argument(
         "--dry-run", action="store_true", help="read and check every row; write nothing"
+    )
+    pub.add_argument(
+        "--incremental",
+        action="store_true",
+        help="add the rows to the live version as a delta (all or nothing), not a new version",
     )
     pub.add_argument(
         "--json-payloads",

@@ -374,6 +374,11 @@ def registry_key(dataset: str) -> str:
     return f"{PREFIX}:{{{dataset}}}:versions"
 
 
+def deltas_key(dataset: str) -> str:
+    """The live version's deltas: its id, then theirs, newest first (prescore.store.deltas)."""
+    return f"{PREFIX}:{{{dataset}}}:deltas"
+
+
 def new_version_id(
     now: datetime | None = None, token: str | None = None, after: str | None = None
 ) -> str:

@@ -6,6 +6,9 @@ wrote removed, with one error contract (PublishError: ``gated``, ``lease_lost``,
 ``store_full``, ``stale_publish``, ...; anything else as raised); after the switch, the
 versions beyond the kept ones are retired. The writer is the caller's: Spark tasks for
 the job (jobs.bulk), parquet batches for ``prescore publish`` (prescore.publishing.parquet).
+An incremental publish runs the same lifecycle for a delta of the live version: written,
+counted and gated the same way, then attached to it instead of switched to
+(prescore.store.deltas).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from prescore.encoding.codec import VersionInfo
 from prescore.errors import PublishError
 from prescore.publishing import gates
 from prescore.settings import StoreSettings
-from prescore.store import bucket_encodings
+from prescore.store import bucket_encodings, deltas
 from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
 from prescore.store.versions import ANY_LIVE, LiveChanged, Versions
 
@@ -56,17 +59,22 @@ def publish_new(
     note: str = "",
     expected_keys: int = 0,
     force: bool = False,
+    incremental: bool = False,
     on_failure: Callable[[], None] | None = None,
     say: Callable[[str], None] = print,
 ) -> Published:
     """Write a new version of ``dataset`` with ``write(versions, info)`` under its lease,
-    gate and publish it (``force``: even over a newer live version). ``on_failure`` runs
-    first when anything fails (stop the writers); a writer still running then lands
-    nothing: its batches are fenced (prescore.store.writers)."""
+    gate and publish it (``force``: even over a newer live version; ``incremental``: as
+    a delta of the live version). ``on_failure`` runs first when anything fails (stop
+    the writers); a writer still running then lands nothing: its batches are fenced
+    (prescore.store.writers)."""
     versions = Versions(client, dataset.name, store)
-    info = versions.begin(model[0], model[1], note, expected_keys=expected_keys)
+    base = _base(versions) if incremental else None
+    extra = {deltas.DELTA_OF: base} if base else None
+    info = versions.begin(model[0], model[1], note, expected_keys=expected_keys, extra=extra)
     name = dataset.name
-    say(f"{name}: writing version {info.version} (model {model[0]}/{model[1]})")
+    what = f"a delta of {base}" if base else "version"
+    say(f"{name}: writing {what} {info.version} (model {model[0]}/{model[1]})")
     started = time.perf_counter()
     try:
         # held until the switch: the gates and the count take a while on a large version
@@ -87,13 +95,19 @@ def publish_new(
                 "sample": written.sample,
             }
             figures["buckets"] = _buckets(versions, info, say)
-            done = _gate_and_switch(client, versions, dataset, info, written, figures, force, say)
+            if base:
+                _gate(client, versions, dataset, info, written, figures, say, whole=False)
+                done = versions.attach(info.version, written.rows, figures)
+            else:
+                done = _gate_and_switch(
+                    client, versions, dataset, info, written, figures, force, say
+                )
     except BaseException as exc:
         if on_failure is not None:
             on_failure()
         if _status(versions, info.version) == "writing":  # not gated: it failed
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
-        say(f"{name}: version {info.version} failed; the live version is unchanged")
+        say(f"{name}: {what} {info.version} failed; what readers get is unchanged")
         if is_full(exc):  # one line with the figures, not redis-py's trace
             raise PublishError(full_message(client), code="store_full") from exc
         raise
@@ -101,6 +115,18 @@ def publish_new(
     # the new version already serves; removing the ones beyond the newest N is housekeeping
     retired = versions.retire_old()
     return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
+
+
+def _base(versions: Versions) -> str:
+    """The live version a delta is written for; PublishError when none is live."""
+    live = versions.current()
+    if live is None:
+        raise PublishError(
+            f"{versions.dataset} has no live version to add a delta to: publish a full "
+            "version first",
+            code="no_version",
+        )
+    return live
 
 
 def _buckets(versions: Versions, info: VersionInfo, say: Callable[[str], None]) -> Any:
@@ -166,10 +192,13 @@ def _gate(
     written: Written,
     figures: dict[str, Any],
     say: Callable[[str], None],
+    whole: bool = True,
 ) -> str | None:
     """Run the data gates; keep the version ``gated`` and raise if any fails. The live
     version they ran against (None: there was none; ANY_LIVE: the dataset's gates are
-    off, so any live version will do)."""
+    off, so any live version will do). A delta (not ``whole``) skips the gates that
+    compare whole versions, and one that fails is failed, not kept: releasing it would
+    switch readers to it alone."""
     if not dataset.gates.enabled:
         return ANY_LIVE
     started = time.perf_counter()
@@ -182,12 +211,19 @@ def _gate(
         written.sample,
         versions.get(live) if live else None,
         dataset.gates,
+        whole=whole,
     )
     figures["gate_seconds"] = round(time.perf_counter() - started, 3)
     figures["gates"] = {**report.to_json(), "against": live}
     for c in report.checks:
         mark = "ok " if c.passed else "FAILED"
         say(f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip())
+    if not report.passed and not whole:
+        raise PublishError(
+            f"{dataset.name} delta {info.version} failed its gates ({report.summary()}); "
+            "not attached",
+            code="gated",
+        )
     if not report.passed:
         versions.gate(
             info.version,

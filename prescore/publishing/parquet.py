@@ -37,6 +37,7 @@ from prescore.publishing import gates
 from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import StoreSettings
 from prescore.store import values
+from prescore.store.deltas import DELTA_OF
 from prescore.store.redis_client import Client
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
@@ -57,6 +58,7 @@ class PublishReport:
     published: bool = False
     gated: bool = False
     dry_run: bool = False
+    delta_of: str = ""  # the live version an incremental publish added this delta to
 
 
 def _plain(value: Any) -> Any:
@@ -325,12 +327,16 @@ def publish_rows(
     dry_run: bool = False,
     bar: TextIO | None = None,
     compact: bool = True,
+    incremental: bool = False,
 ) -> PublishReport:
     """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
     which in the registry's note) as a new version of ``dataset``, saying how far it got
     every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
     ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
-    nothing. ``compact`` False stores every row as JSON (see published_lists)."""
+    nothing. ``compact`` False stores every row as JSON (see published_lists).
+    ``incremental``: add the rows to the live version as a delta (prescore.store.deltas),
+    stored as JSON: readers decode compact payloads with their base version's frames."""
+    compact = compact and not incremental
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -373,6 +379,7 @@ def publish_rows(
             note=f"published {origin}",
             expected_keys=total,
             force=force,
+            incremental=incremental,
             say=say,
         )
     except BaseException as exc:
@@ -385,9 +392,14 @@ def publish_rows(
         raise
     report.seconds = done.seconds  # up to the switch, as the jobs time it
     report.published = True
+    report.delta_of = str(done.info.extra.get(DELTA_OF, ""))
     rate = report.rows / report.seconds if report.seconds else 0.0
+    what = f"version {report.version}"
+    if incremental:
+        what = f"delta {report.version} of {report.delta_of}"
     say(
-        f"{dataset.name}: published version {report.version}: {report.rows} keys "
+        f"{dataset.name}: published {what}: "
+        f"{report.rows} keys "
         f"({rate:,.0f} keys/s, {report.compact} of them compact), "
         f"{report.bad} bad row(s) skipped"
     )

@@ -26,13 +26,19 @@ import redis
 from prescore.encoding import keys
 from prescore.store.redis_client import Client, as_text
 
-# KEYS: pointer, registry, lease (or the registry again when none is checked)
+# KEYS: pointer, registry, lease (or the registry again when none is checked), deltas
 # ARGV: pointer as read ('' none), new pointer ('' leave), token ('' no check),
-#       release the lease ('1'), n, then n (version, entry as read, new entry) triples
+#       release the lease ('1'), n, then n (version, entry as read, new entry) triples,
+#       then '1' to check the deltas, the deltas as read and what they become ('' none).
+# A new pointer removes the deltas: they belong to the version it leaves.
 _APPLY = """
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 'pointer' end
+local d = 6 + 3 * tonumber(ARGV[5])
+if ARGV[d] == '1' and (redis.call('GET', KEYS[4]) or '') ~= ARGV[d + 1] then
+  return 'deltas'
+end
 if ARGV[3] ~= '' then
   local held = redis.call('GET', KEYS[3]) or ''
   local sep = string.find(held, ':', 1, true)
@@ -47,7 +53,13 @@ end
 for i = 0, n - 1 do
   redis.call('HSET', KEYS[2], ARGV[6 + 3 * i], ARGV[8 + 3 * i])
 end
-if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+if ARGV[2] ~= '' then
+  if ARGV[2] ~= ARGV[1] then redis.call('DEL', KEYS[4]) end
+  redis.call('SET', KEYS[1], ARGV[2])
+elseif ARGV[d] == '1' then
+  if ARGV[d + 2] == '' then redis.call('DEL', KEYS[4])
+  else redis.call('SET', KEYS[4], ARGV[d + 2]) end
+end
 if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
 return 'ok'
 """
@@ -160,6 +172,9 @@ class Change:
     pointer_to: str | None = None
     lease: tuple[str, str] | None = None  # (version, token): held, then released
     release: bool = True
+    # the live version's deltas as read and what they become (prescore.store.deltas);
+    # None: neither checked nor changed
+    deltas: tuple[str, str] | None = None
 
 
 @dataclass
@@ -177,7 +192,8 @@ class Registry:
         return self._scripts[name]
 
     def apply(self, change: Change) -> str:
-        """'ok', or what had changed: 'pointer', 'entry' or 'lease' (nothing written)."""
+        """'ok', or what had changed: 'pointer', 'entry', 'deltas' or 'lease' (nothing
+        written)."""
         lease = keys.registry_key(self.dataset)
         token = ""
         if change.lease is not None:
@@ -191,7 +207,13 @@ class Registry:
         ]
         for version, (was, new) in change.entries.items():
             args += [version, was or b"", new]
-        names = [keys.pointer_key(self.dataset), keys.registry_key(self.dataset), lease]
+        args += ["1", *change.deltas] if change.deltas is not None else ["0", "", ""]
+        names = [
+            keys.pointer_key(self.dataset),
+            keys.registry_key(self.dataset),
+            lease,
+            keys.deltas_key(self.dataset),
+        ]
         return as_text(self._script("apply", _APPLY)(keys=names, args=args))
 
     def hold(self, version: str, token: str, lease_s: float, take: bool = False) -> bool:
@@ -303,6 +325,6 @@ def transition(registry: Registry, decide: Callable[[], Change]) -> Change:
         outcome = registry.apply(change)
         if outcome == "ok":
             return change
-        if outcome == "lease":
+        if outcome == "lease":  # 'pointer', 'entry', 'deltas': read and decide again
             raise Conflict("the writer's lease is no longer held by this writer")
     raise Conflict(f"the registry kept changing under {ATTEMPTS} attempts")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,13 +236,24 @@ def execute(client: Client, commands: list[Command]) -> list[Any]:
 
 
 def fetch(
-    run: Callable[[list[Command]], list[Any]], where: Placed, entity_keys: list[str]
+    run: Callable[[list[Command]], list[Any]],
+    where: Placed,
+    entity_keys: list[str],
+    deltas: Sequence[Placed] = (),
 ) -> list[bytes | None]:
-    """Each key's stored bytes, precomputed or else written back, None where it has
-    neither; ``run`` sends commands and returns their replies (one round trip)."""
+    """Each key's stored bytes, from the newest of ``deltas`` holding it, else
+    precomputed, else written back; None where it has none of these. ``run`` sends
+    commands and returns their replies (the deltas and the buckets in one round trip)."""
     if not entity_keys:
         return []
-    found: list[bytes | None] = run(where.reads(entity_keys))
+    n = len(entity_keys)
+    commands = [c for layer in deltas for c in layer.reads(entity_keys)]
+    replies = run([*commands, *where.reads(entity_keys)])
+    found: list[bytes | None] = replies[len(commands) :] if commands else replies
+    for at in range(len(commands) - n, -1, -n):  # the oldest delta first, the newest last
+        for i, value in enumerate(replies[at : at + n]):
+            if value is not None:
+                found[i] = value
     missing = [i for i, v in enumerate(found) if v is None] if where.buckets else []
     if missing:
         backs = run([("GET", where.write_back(entity_keys[i])) for i in missing])
@@ -251,9 +262,11 @@ def fetch(
     return found
 
 
-def read_raw(client: Client, where: Placed, entity_keys: list[str]) -> list[bytes | None]:
-    """Each key's stored bytes, precomputed or written back; None where it has neither."""
-    return fetch(lambda commands: execute(client, commands), where, entity_keys)
+def read_raw(
+    client: Client, where: Placed, entity_keys: list[str], deltas: Sequence[Placed] = ()
+) -> list[bytes | None]:
+    """Each key's stored bytes (see :func:`fetch`); None where it has none."""
+    return fetch(lambda commands: execute(client, commands), where, entity_keys, deltas)
 
 
 def as_json(
@@ -285,9 +298,11 @@ def read(
     where: Placed,
     entity_keys: list[str],
     frames: Mapping[int, compact.Frame] | None = None,
+    deltas: Sequence[Placed] = (),
 ) -> list[bytes | None]:
-    """Each key's payload as served (JSON), or None; ``frames``: the version's, if loaded."""
-    raw = read_raw(client, where, entity_keys)
+    """Each key's payload as served (JSON), or None; ``frames``: the version's, if loaded;
+    ``deltas``: the version's, newest first (their payloads are JSON)."""
+    raw = read_raw(client, where, entity_keys, deltas)
     if frames is None and any(v is not None and compact.is_compact(v) for v in raw):
         frames = load_frames(client, where)
     return as_json(raw, entity_keys, frames or {})

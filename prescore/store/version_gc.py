@@ -17,7 +17,7 @@ import redis
 
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo
-from prescore.store import values
+from prescore.store import deltas, values
 from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import as_text, is_full
 from prescore.store.transitions import Change
@@ -39,7 +39,7 @@ def retire_old(v: DatasetVersions) -> list[str]:
     """Reap dead writers, retire published versions beyond the newest ``keep_versions``
     (the live one always kept), drop the keys of gated versions older than the newest,
     trim the history, and sweep what is left over; the versions retired or reaped."""
-    removed = reap_dead(v)
+    removed = reap_dead(v) + deltas.retire_unlisted(v)
     for action, version in _decide(v.all(), v.current(), v.settings.keep_versions):
         if action == "drop_gated_keys":
             _drop_gated_keys(v, version)
@@ -59,7 +59,13 @@ def plan(v: DatasetVersions) -> dict[str, list[str]]:
     infos = v.all()
     dead = [i.version for i in infos if i.status == "dead"]
     after_reaping = [i.replace(status="failed") if i.status == "dead" else i for i in infos]
-    done: dict[str, list[str]] = {"reap": dead, "retire": [], "drop_gated_keys": [], "trim": []}
+    done: dict[str, list[str]] = {
+        "reap": dead,
+        "retire": [],
+        "drop_gated_keys": [],
+        "trim": [],
+        "retire_deltas": deltas.unlisted(v),
+    }
     for action, version in _decide(after_reaping, v.current(), v.settings.keep_versions):
         done[action].append(version)
     entries = {i.version: i for i in after_reaping}

@@ -31,7 +31,7 @@ from prescore.encoding.codec import VersionInfo, sort_versions, utcnow_iso
 from prescore.encoding.compact import Frame
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
-from prescore.store import values, version_gc, writers
+from prescore.store import deltas, values, version_gc, writers
 from prescore.store.redis_client import (
     OUTAGES,
     Client,
@@ -86,7 +86,7 @@ class Versions:
     def get(self, version: str) -> VersionInfo:
         return VersionInfo.from_bytes(self.raw(version))
 
-    def _writing(self, version: str, status: str = "writing") -> tuple[bytes, VersionInfo]:
+    def writing(self, version: str, status: str = "writing") -> tuple[bytes, VersionInfo]:
         """The entry of ``version`` as stored and read, refused unless it is ``status``."""
         raw = self.raw(version)
         info = VersionInfo.from_bytes(raw)
@@ -128,11 +128,16 @@ class Versions:
 
     # -- writing ---------------------------------------------------------------
     def begin(
-        self, model: str, model_version: str, note: str = "", expected_keys: int = 0
+        self,
+        model: str,
+        model_version: str,
+        note: str = "",
+        expected_keys: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> VersionInfo:
         """Register a new version as 'writing', with its lease held by this writer
         (prescore.store.writers.begin), and return it."""
-        info, token = writers.begin(self, model, model_version, note, expected_keys)
+        info, token = writers.begin(self, model, model_version, note, expected_keys, extra)
         self._tokens[info.version] = token
         return info
 
@@ -164,14 +169,16 @@ class Versions:
         yields an event set once it is lost. ``say``: where a failed renewal is told."""
         return writers.keep_lease(self, version, say)
 
-    def _finish(self, version: str, change: Change) -> None:
+    def finish(self, version: str, change: Change) -> None:
         """After a writer's last transition: its token goes, and its progress counts (an
         outage leaves them to gc, which removes them with the version)."""
         self._tokens.pop(version, None)
         with suppress(*OUTAGES):
             self.client.delete(keys.written_key(self.dataset, version))
 
-    def _lease(self, version: str) -> tuple[str, str] | None:
+    def held(self, version: str) -> tuple[str, str] | None:
+        """(version, token) of the lease this writer holds on ``version``, if it began it:
+        what its own transitions are checked against."""
         token = self._tokens.get(version)
         return (version, token) if token else None
 
@@ -193,19 +200,11 @@ class Versions:
         began it) and only over the live version it checked against; ``gated_against``:
         the live version its gates ran against (None: none), refused with LiveChanged if
         another is live by the switch, so that it is gated again."""
-        self._writing(version)
-        self._seal(version)
-        found = self.count_keys(version)
-        if found != expected_rows or expected_rows == 0:
-            self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
-            raise PublishError(
-                f"{self.dataset} {version}: expected {expected_rows} keys, found {found}; "
-                "the pointer was not moved"
-            )
+        found = self.verify(version, expected_rows)
         stale: list[str] = []
 
         def decide() -> Change:
-            raw, info = self._writing(version)
+            raw, info = self.writing(version)
             live = self.current()
             note = info.note
             if live is not None and version < live:
@@ -224,7 +223,7 @@ class Versions:
                 note=note,
                 extra={**info.extra, **(figures or {})},
             )
-            return Change(live, {version: (raw, done.to_bytes())}, version, self._lease(version))
+            return Change(live, {version: (raw, done.to_bytes())}, version, self.held(version))
 
         try:
             change = transition(self.registry, decide)
@@ -239,10 +238,24 @@ class Versions:
             raise PublishError(
                 f"{self.dataset} {version}: not published: {exc}", code="lease_lost"
             ) from None
-        self._finish(version, change)
+        self.finish(version, change)
         if retire:
             self.retire_old()
         return self.get(version)
+
+    def verify(self, version: str, expected_rows: int) -> int:
+        """Seal a version this writer is writing and count its keys: how many, or the
+        version failed and PublishError when they are not the ``expected_rows`` (>0)."""
+        self.writing(version)
+        self._seal(version)
+        found = self.count_keys(version)
+        if found != expected_rows or expected_rows == 0:
+            self.fail(version, f"count check failed: expected {expected_rows}, found {found}")
+            raise PublishError(
+                f"{self.dataset} {version}: expected {expected_rows} keys, found {found}; "
+                "nothing was switched in"
+            )
+        return found
 
     def gate(self, version: str, rows: int, report: Mapping[str, Any], summary: str) -> VersionInfo:
         """Keep a version that failed its data gates unpublished: ``gated``, with the
@@ -251,7 +264,7 @@ class Versions:
         self._seal(version)
 
         def decide() -> Change:
-            raw, info = self._writing(version)
+            raw, info = self.writing(version)
             entry = info.replace(
                 status="gated",
                 rows=rows,
@@ -261,10 +274,10 @@ class Versions:
             )
             made[:] = [entry]
             return Change(
-                self.current(), {version: (raw, entry.to_bytes())}, lease=self._lease(version)
+                self.current(), {version: (raw, entry.to_bytes())}, lease=self.held(version)
             )
 
-        self._finish(version, self.apply(decide, version))
+        self.finish(version, self.apply(decide, version))
         return made[0]
 
     def _seal(self, version: str) -> None:
@@ -323,7 +336,7 @@ class Versions:
         made: list[VersionInfo] = []
 
         def decide() -> Change:
-            raw, info = self._writing(version, "gated")
+            raw, info = self.writing(version, "gated")
             found = self.count_keys(version)
             if found != info.rows:
                 raise PublishError(
@@ -378,7 +391,7 @@ class Versions:
             self.apply(decide, version)  # its entry is still as its writer left it)
         # the lease goes whoever held it: a writer that wakes finds it gone and stops
         self.client.delete(keys.lease_key(self.dataset, version))
-        self._finish(version, Change(None, {}))
+        self.finish(version, Change(None, {}))
         self.forget(version)
 
     def rollback(self, to: str | None = None, *, dry_run: bool = False) -> VersionInfo:
@@ -432,6 +445,15 @@ class Versions:
         else:
             self.apply(decide, to or "rollback")
         return found[0]
+
+    # -- deltas of the live version (prescore.store.deltas) ----------------------------
+    def attach(self, version: str, expected_rows: int, figures: Mapping[str, Any]) -> VersionInfo:
+        """Count a delta this writer wrote and attach it to the live version."""
+        return deltas.attach(self, version, expected_rows, figures)
+
+    def drop_delta(self, version: str, *, dry_run: bool = False) -> VersionInfo:
+        """Roll back one delta of the live version (its keys go)."""
+        return deltas.drop(self, version, dry_run=dry_run)
 
     # -- housekeeping (prescore.store.version_gc) ------------------------------------
     def reap_dead(self) -> list[str]:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 
@@ -120,7 +121,12 @@ def keep_lease(
 
 
 def begin(
-    versions: DatasetVersions, model: str, model_version: str, note: str, expected_keys: int
+    versions: DatasetVersions,
+    model: str,
+    model_version: str,
+    note: str,
+    expected_keys: int,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[VersionInfo, str]:
     """Reap dead writers, then register a new version as 'writing' with its lease, its
     line in the record of versions that hold keys, and its buckets fenced with its
@@ -146,6 +152,7 @@ def begin(
         buckets=keys.bucket_count(rows),
         started_at=utcnow_iso(),
         note=note,
+        extra=dict(extra or {}),
     )
     token, lease = new_token(), keys.lease_key(dataset, info.version)
     seconds, micros = _clock(client, lease)

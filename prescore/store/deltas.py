@@ -1,0 +1,171 @@
+"""Deltas: keys published into the live version after it went live, each all or nothing.
+
+A delta is written as a version is (its own id, buckets, lease, fenced batches and count
+check) and then, instead of moving the pointer, attached to the live version by one
+compare-and-set (prescore.store.transitions): its id joins ``ps:{dataset}:deltas``, which
+holds the live version's id and then its deltas' ids, newest first, and its registry
+entry becomes ``delta``, naming its base in ``extra.delta_of``. Until that script runs
+no reader sees any of its keys; from then on every reader sees all of them.
+
+Readers take the pointer and the deltas together (:func:`layers`) and read each key from
+the newest delta that holds it, else from the base: one round trip for any number of
+keys and deltas, and never two versions in one answer. The deltas key counts only while
+its first id is the pointer's, and any switch (publish, rollback, release) removes it in
+the switch's own script: a version's deltas go with it. A delta that began before
+another ranks below it wherever it attaches (ids sort by when they began), so a late
+delta never hides a newer one's answer for the same key. A delta can be rolled back
+alone (:func:`drop`); gc retires the entries of deltas no longer listed and removes their
+keys (:func:`retire_unlisted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prescore.encoding import keys
+from prescore.encoding.codec import VersionInfo, utcnow_iso
+from prescore.errors import NotFound, PublishError
+from prescore.store.dataset_versions import DatasetVersions
+from prescore.store.redis_client import Client, as_text
+from prescore.store.transitions import Change
+
+DELTA = "delta"  # the registry status of an attached delta
+DELTA_OF = "delta_of"  # the entry's ``extra`` field naming its base version
+
+
+def listed(raw: bytes | str | None, live: str | None) -> tuple[str, ...]:
+    """The deltas of ``live``, newest first, from the deltas key's value (none where the
+    value names another version: it was left by one that is no longer live)."""
+    ids = as_text(raw).split() if raw else []
+    return tuple(ids[1:]) if ids and live is not None and ids[0] == live else ()
+
+
+def _text(live: str, ids: Sequence[str]) -> str:
+    return " ".join((live, *ids)) if ids else ""
+
+
+def read(client: Client, dataset: str) -> tuple[str | None, tuple[str, ...], str]:
+    """(live version, its deltas newest first, the deltas key as read) now."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.pointer_key(dataset))
+    pipe.get(keys.deltas_key(dataset))
+    pointer, raw = pipe.execute()
+    live = as_text(pointer) if pointer is not None else None
+    return live, listed(raw, live), as_text(raw) if raw is not None else ""
+
+
+def attach(
+    v: DatasetVersions, version: str, expected_rows: int, figures: Mapping[str, Any]
+) -> VersionInfo:
+    """Verify the count of a delta this writer wrote, then attach it to its base while
+    that base is still live; a base replaced meanwhile fails the delta (PublishError
+    ``base_replaced``), whose keys then go: the next full version holds its keys anyway."""
+    found = v.verify(version, expected_rows)
+    made: list[VersionInfo] = []
+    moved: list[Any] = []  # (base, live) when the base had left
+
+    def decide() -> Change:
+        raw, info = v.writing(version)
+        live, ids, was = read(v.client, v.dataset)
+        if live is None or live != info.extra.get(DELTA_OF):
+            moved[:] = [info.extra.get(DELTA_OF), live]
+            raise _BaseReplaced()
+        now = utcnow_iso()
+        entry = info.replace(
+            status=DELTA,
+            rows=found,
+            finished_at=now,
+            published_at=now,
+            extra={**info.extra, **figures},
+        )
+        made[:] = [entry]
+        ranked = sorted((*ids, version), reverse=True)
+        return Change(
+            live,
+            {version: (raw, entry.to_bytes())},
+            lease=v.held(version),
+            deltas=(was, _text(live, ranked)),
+        )
+
+    try:
+        change = v.apply(decide, version)
+    except _BaseReplaced:
+        why = f"its base {moved[0]} is no longer live (live: {moved[1] or 'none'})"
+        v.fail(version, why)
+        raise PublishError(
+            f"{v.dataset} delta {version}: {why}; not attached (publish it again, or let the "
+            "next full version carry it)",
+            code="base_replaced",
+        ) from None
+    v.finish(version, change)
+    return made[0]
+
+
+def drop(v: DatasetVersions, version: str, *, dry_run: bool = False) -> VersionInfo:
+    """Roll back one delta of the live version: readers get the base's (or an older
+    delta's) answer for its keys again, and its keys go. The entry as it was."""
+    found: list[VersionInfo] = []
+
+    def decide() -> Change:
+        live, ids, was = read(v.client, v.dataset)
+        if live is None or version not in ids:
+            raise NotFound(
+                f"{v.dataset} {version} is not a delta of the live version {live} "
+                f"(its deltas: {', '.join(ids) or 'none'})",
+                code="unknown_delta",
+            )
+        raw = v.raw(version)
+        info = VersionInfo.from_bytes(raw)
+        found[:] = [info]
+        left = info.replace(status="retired", note=f"rolled back at {utcnow_iso()}; {info.note}")
+        rest = [i for i in ids if i != version]
+        return Change(live, {version: (raw, left.to_bytes())}, deltas=(was, _text(live, rest)))
+
+    if dry_run:
+        decide()
+        return found[0]
+    v.apply(decide, version)
+    v.forget(version)
+    return found[0]
+
+
+def retire_unlisted(v: DatasetVersions) -> list[str]:
+    """Retire every ``delta`` entry that is not one of the live version's listed deltas
+    (its base was replaced or rolled back) and remove its keys; the deltas retired. Each
+    is a compare-and-set over the deltas key too, so a delta attached meanwhile stays."""
+    retired = []
+    for info in v.all():
+        if info.status != DELTA:
+            continue
+
+        def decide(version: str = info.version) -> Change:
+            live, ids, was = read(v.client, v.dataset)
+            raw = v.raw(version)
+            entry = VersionInfo.from_bytes(raw)
+            if version in ids or entry.status != DELTA:
+                raise _Kept()
+            left = entry.replace(status="retired", note=f"its base left; {entry.note}")
+            return Change(live, {version: (raw, left.to_bytes())}, deltas=(was, was))
+
+        try:
+            v.apply(decide, info.version)
+        except _Kept:
+            continue
+        v.forget(info.version)
+        retired.append(info.version)
+    return retired
+
+
+def unlisted(v: DatasetVersions) -> list[str]:
+    """The ``delta`` entries :func:`retire_unlisted` would retire now (changing nothing)."""
+    ids = read(v.client, v.dataset)[1]
+    return [i.version for i in v.all() if i.status == DELTA and i.version not in ids]
+
+
+class _Kept(Exception):
+    """A delta is listed (or no longer a delta) after all: gc leaves it."""
+
+
+class _BaseReplaced(Exception):
+    """The delta's base is no longer live (decided inside a transition)."""

@@ -1,0 +1,227 @@
+"""Incremental publishes: a delta of the live version, all or nothing, read before its
+base by the lookup and the Python API, ordered, rolled back alone or with its version,
+and removed by gc once its base has left. Real Redis, real parquet files, the real
+lookup app and CLI; the races are real processes paused at the attach
+(tests/race_child.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from lookup.app import create_app
+from lookup.settings import LookupSettings
+from prescore.api import Prescore
+from prescore.cli.main import main
+from prescore.encoding import keys
+from prescore.publishing.parquet import PublishReport, publish_file
+from prescore.settings import Settings, StoreSettings
+from prescore.store import deltas, values
+from prescore.store.versions import Versions
+from tests.frames import write_frame
+from tests.helpers import SIMILAR_CONFIG, with_catalog
+from tests.test_version_races import TRIALS, Child, _client, cluster, store  # noqa: F401
+
+
+@pytest.fixture()
+def similar(settings: Settings, tmp_path: Path) -> Settings:
+    path = tmp_path / "prescore.toml"
+    path.write_text(SIMILAR_CONFIG)
+    return with_catalog(settings, path)
+
+
+def _publish(
+    s: Settings, rclient: Any, tmp: Path, skus: range | list[int], tag: str, **options: Any
+) -> PublishReport:
+    rows = [
+        {"sku": f"s{i}", "payload": json.dumps({"similar": [{"sku": tag, "score": 0.5}]})}
+        for i in skus
+    ]
+    path = tmp / f"{tag}.parquet"
+    write_frame(pd.DataFrame(rows), path, index=False)
+    return publish_file(
+        rclient,
+        s.store,
+        s.catalog.get("similar"),
+        str(path),
+        json_column="payload",
+        **{"say": lambda line: None, **options},
+    )
+
+
+def _served(api: Any, *skus: str) -> list[str | None]:
+    """The item each key is answered with, in one batch request (None: a miss)."""
+    doc = api.post("/v1/similar:batchGet", json={"keys": list(skus)}).get_json()
+    return [r["similar"][0]["sku"] if r.get("similar") else None for r in doc["results"]]
+
+
+def test_a_delta_is_read_before_its_base_until_the_next_version_replaces_it(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    base = _publish(similar, rclient, tmp_path, range(100), "base")
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert _served(api, "s1", "s150") == ["base", None]
+
+    one = _publish(similar, rclient, tmp_path, range(0, 200, 50), "one", incremental=True)
+    assert one.published and one.rows == 4 and one.delta_of == base.version
+    v = Versions(rclient, "similar", similar.store)
+    assert v.current() == base.version  # the pointer did not move
+    entry = v.get(one.version)
+    assert (entry.status, entry.rows, entry.extra["delta_of"]) == ("delta", 4, base.version)
+    # the delta's own keys and the base's others, from one request
+    assert _served(api, "s0", "s1", "s150", "s199") == ["one", "base", "one", None]
+    assert api.get("/v1/similar/s150").get_json()["source"] == "precomputed"
+    py = Prescore(settings=similar)
+    assert [d and d["similar"][0]["sku"] for d in py.get_many("similar", ["s0", "s1"])] == [
+        "one",
+        "base",
+    ]
+    # a second delta is read before the first where both hold a key
+    two = _publish(similar, rclient, tmp_path, [0, 1], "two", incremental=True)
+    assert _served(api, "s0", "s1", "s50", "s2") == ["two", "two", "one", "base"]
+    assert deltas.read(rclient, "similar")[1] == (two.version, one.version)
+
+    # a new full version takes its base's deltas with it, in its own switch
+    full = _publish(similar, rclient, tmp_path, range(100), "full")
+    assert _served(api, "s0", "s150") == ["full", None]
+    assert rclient.exists(keys.deltas_key("similar")) == 0
+    for d in (one.version, two.version):  # retired by the publish's housekeeping, keys gone
+        assert v.get(d).status == "retired" and v.count_keys(d) == 0
+    assert v.current() == full.version
+
+
+def test_a_delta_rolled_back_alone_gives_back_what_was_read_before_it(
+    similar: Settings, rclient: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _publish(similar, rclient, tmp_path, range(10), "base")
+    one = _publish(similar, rclient, tmp_path, [1, 2], "one", incremental=True)
+    two = _publish(similar, rclient, tmp_path, [2, 3], "two", incremental=True)
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert _served(api, "s1", "s2", "s3") == ["one", "two", "two"]
+
+    cli = ["--redis-url", similar.redis.url, "--config", str(tmp_path / "prescore.toml")]
+    assert main([*cli, "rollback", "similar", "--delta", two.version, "-o", "json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["delta"]["version"] == two.version
+    assert _served(api, "s1", "s2", "s3") == ["one", "one", "base"]
+    v = Versions(rclient, "similar", similar.store)
+    assert v.get(two.version).status == "retired" and v.count_keys(two.version) == 0
+    # a delta that is not the live version's is refused, naming what is
+    assert main([*cli, "rollback", "similar", "--delta", two.version]) == 1
+    err = capsys.readouterr().err
+    assert "unknown_delta" in err and one.version in err
+
+
+def test_a_version_rolled_back_takes_its_deltas_and_gc_removes_them(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    first = _publish(similar, rclient, tmp_path, range(10), "first")
+    second = _publish(similar, rclient, tmp_path, range(10), "second")
+    one = _publish(similar, rclient, tmp_path, [1], "one", incremental=True)
+    py = Prescore(settings=similar)
+    assert py.rollback("similar").version == first.version
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert _served(api, "s1") == ["first"]
+    assert py.gc("similar", dry_run=True)["retire_deltas"] == [one.version]
+    py.gc("similar")
+    v = Versions(rclient, "similar", similar.store)
+    assert v.get(one.version).status == "retired" and v.count_keys(one.version) == 0
+    # rolled forward again, the version comes back without the delta it had
+    assert py.rollback("similar", to=second.version).version == second.version
+    assert _served(api, "s1") == ["second"]
+
+
+def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    first = _publish(similar, rclient, tmp_path, [1], "one", incremental=True, say=lines.append)
+    assert not first.published and "no live version to add a delta to" in "\n".join(lines)
+    base = _publish(similar, rclient, tmp_path, range(10), "base")
+    bad = tmp_path / "bad.parquet"
+    rows = [{"sku": "s1", "payload": "{not json"}, {"sku": "s2", "payload": '{"similar": []}'}]
+    write_frame(pd.DataFrame(rows), bad, index=False)
+    report = publish_file(
+        rclient,
+        similar.store,
+        similar.catalog.get("similar"),
+        str(bad),
+        json_column="payload",
+        incremental=True,
+        say=lambda line: None,
+    )
+    v = Versions(rclient, "similar", similar.store)
+    assert not report.published and v.get(report.version).status == "failed"
+    assert v.count_keys(report.version) == 0 and rclient.exists(keys.deltas_key("similar")) == 0
+    assert v.current() == base.version
+
+
+def test_a_delta_paused_before_its_attach_while_its_base_is_replaced_lands_nothing(
+    store: tuple[str, bool],
+) -> None:
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"dbase{trial}"
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        v = Versions(client, dataset, StoreSettings())
+        base = v.current()
+        late = Child("delta", store, dataset, "5", "switch", "late")
+        late.paused()  # written, counted and gated; stopped before its attach
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        code, out, err = late.resume()
+        assert code == 1 and "base_replaced" in err, err
+        version = out.split("writing a delta of ", 1)[1].split()[1]
+        assert v.get(version).status == "failed" and v.count_keys(version) == 0
+        assert v.current() != base and deltas.read(client, dataset)[1] == ()
+
+
+def test_a_late_delta_never_hides_a_newer_ones_answer(store: tuple[str, bool]) -> None:
+    """The older delta (begun first) attaches last: it ranks below the newer one, and
+    a rollback of the newer one in between is not lost by either attach."""
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"dorder{trial}"
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        older = Child("delta", store, dataset, "5", "switch", "older")
+        older.paused()
+        newer = Child("delta", store, dataset, "3", "none", "newer")
+        assert newer.resume()[0] == 0
+        code, out, err = older.resume()
+        assert code == 0, err
+        live, ids, _ = deltas.read(client, dataset)
+        assert len(ids) == 2 and ids[0] > ids[1]  # the newer first, though attached first
+        v = Versions(client, dataset, StoreSettings())
+        where = v.placed(live or "")
+        found = values.read(client, where, ["k0", "k4", "k9"], deltas=[v.placed(i) for i in ids])
+        items = [json.loads(raw or "{}").get("items", [{}])[0].get("id") for raw in found]
+        assert items == ["newer", "older", "a"]
+
+
+def test_a_delta_rolled_back_and_gc_run_while_another_attaches_lose_neither(
+    store: tuple[str, bool],
+) -> None:
+    """A delta paused before its attach while gc runs and another delta is attached and
+    rolled back: gc leaves the writing one, and its attach keeps the rollback (each
+    decides again on the deltas as they are)."""
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"drace{trial}"
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        paused = Child("delta", store, dataset, "4", "switch", "paused")
+        paused.paused()
+        assert Child("delta", store, dataset, "2", "none", "other").resume()[0] == 0
+        v = Versions(client, dataset, StoreSettings())
+        other = deltas.read(client, dataset)[1][0]
+        assert v.retire_old() == []
+        v.drop_delta(other)
+        code, out, err = paused.resume()
+        assert code == 0, err
+        live, ids, _ = deltas.read(client, dataset)
+        assert len(ids) == 1 and ids[0] != other and v.get(ids[0]).rows == 4
+        found = values.read(client, v.placed(live or ""), ["k0", "k3"], deltas=[v.placed(ids[0])])
+        assert [json.loads(raw or "{}")["items"][0]["id"] for raw in found] == ["paused"] * 2
+        assert v.get(other).status == "retired" and v.count_keys(other) == 0
