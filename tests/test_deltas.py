@@ -1,8 +1,8 @@
 """Incremental publishes: a delta of the live version, all or nothing, read before its
 base by the lookup and the Python API, ordered, rolled back alone or with its version,
 and removed by gc once its base has left. Real Redis, real parquet files, the real
-lookup app and CLI; the races are real processes paused at the attach
-(tests/race_child.py)."""
+lookup app and CLI. Deltas raced by real processes paused at their attach are in
+tests/test_version_races.py."""
 
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from prescore.api import Prescore
 from prescore.cli.main import main
 from prescore.encoding import keys
 from prescore.publishing.parquet import PublishReport, publish_file
-from prescore.settings import Settings, StoreSettings
-from prescore.store import deltas, values
+from prescore.settings import Settings
+from prescore.store import deltas
 from prescore.store.versions import Versions
 from tests.frames import write_frame
 from tests.helpers import SIMILAR_CONFIG, with_catalog
-from tests.test_version_races import TRIALS, Child, _client, cluster, store  # noqa: F401
 
 
 @pytest.fixture()
@@ -158,70 +157,3 @@ def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
     assert not report.published and v.get(report.version).status == "failed"
     assert v.count_keys(report.version) == 0 and rclient.exists(keys.deltas_key("similar")) == 0
     assert v.current() == base.version
-
-
-def test_a_delta_paused_before_its_attach_while_its_base_is_replaced_lands_nothing(
-    store: tuple[str, bool],
-) -> None:
-    client = _client(store)
-    for trial in range(TRIALS):
-        dataset = f"dbase{trial}"
-        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
-        v = Versions(client, dataset, StoreSettings())
-        base = v.current()
-        late = Child("delta", store, dataset, "5", "switch", "late")
-        late.paused()  # written, counted and gated; stopped before its attach
-        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
-        code, out, err = late.resume()
-        assert code == 1 and "base_replaced" in err, err
-        version = out.split("writing a delta of ", 1)[1].split()[1]
-        assert v.get(version).status == "failed" and v.count_keys(version) == 0
-        assert v.current() != base and deltas.read(client, dataset)[1] == ()
-
-
-def test_a_late_delta_never_hides_a_newer_ones_answer(store: tuple[str, bool]) -> None:
-    """The older delta (begun first) attaches last: it ranks below the newer one, and
-    a rollback of the newer one in between is not lost by either attach."""
-    client = _client(store)
-    for trial in range(TRIALS):
-        dataset = f"dorder{trial}"
-        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
-        older = Child("delta", store, dataset, "5", "switch", "older")
-        older.paused()
-        newer = Child("delta", store, dataset, "3", "none", "newer")
-        assert newer.resume()[0] == 0
-        code, out, err = older.resume()
-        assert code == 0, err
-        live, ids, _ = deltas.read(client, dataset)
-        assert len(ids) == 2 and ids[0] > ids[1]  # the newer first, though attached first
-        v = Versions(client, dataset, StoreSettings())
-        where = v.placed(live or "")
-        found = values.read(client, where, ["k0", "k4", "k9"], deltas=[v.placed(i) for i in ids])
-        items = [json.loads(raw or "{}").get("items", [{}])[0].get("id") for raw in found]
-        assert items == ["newer", "older", "a"]
-
-
-def test_a_delta_rolled_back_and_gc_run_while_another_attaches_lose_neither(
-    store: tuple[str, bool],
-) -> None:
-    """A delta paused before its attach while gc runs and another delta is attached and
-    rolled back: gc leaves the writing one, and its attach keeps the rollback (each
-    decides again on the deltas as they are)."""
-    client = _client(store)
-    for trial in range(TRIALS):
-        dataset = f"drace{trial}"
-        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
-        paused = Child("delta", store, dataset, "4", "switch", "paused")
-        paused.paused()
-        assert Child("delta", store, dataset, "2", "none", "other").resume()[0] == 0
-        v = Versions(client, dataset, StoreSettings())
-        other = deltas.read(client, dataset)[1][0]
-        assert v.retire_old() == []
-        v.drop_delta(other)
-        code, out, err = paused.resume()
-        assert code == 0, err
-        live, ids, _ = deltas.read(client, dataset)
-        assert len(ids) == 1 and ids[0] != other and v.get(ids[0]).rows == 4
-        found = values.read(client, v.placed(live or ""), ["k0", "k3"], deltas=[v.placed(ids[0])])
-        assert [json.loads(raw or "{}")["items"][0]["id"] for raw in found] == ["paused"] * 2
-        assert v.get(other).status == "retired" and v.count_keys(other) == 0

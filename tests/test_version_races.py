@@ -1,11 +1,13 @@
 """The version protocol raced by real processes on a real Redis and a real Redis Cluster:
 one process stops itself (SIGSTOP) at a step, another acts, the first resumes. Every
 interleaving ends with the pointer on a complete, published version and nothing of the
-loser left behind (tests/race_child.py is the paused process). And the same store under
-memory pressure: an evicting policy refused, a version that does not fit cleaned up."""
+loser left behind (tests/race_child.py is the paused process); so does a delta of the live
+version paused at its attach. And the same store under memory pressure: an evicting
+policy refused, a version that does not fit cleaned up."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from prescore.encoding.codec import VersionInfo
 from prescore.errors import ConfigError, PublishError
 from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.store import values
+from prescore.store import deltas, values
 from prescore.store.redis_client import Client, connect
 from prescore.store.versions import Versions
 from tests.helpers import ROOT
@@ -254,3 +256,70 @@ def test_an_evicting_policy_and_a_full_redis_are_clean_refusals(
         for node in nodes:
             node.config_set("maxmemory", 0)
             node.config_set("maxmemory-policy", "volatile-lru")
+
+
+def test_a_delta_paused_before_its_attach_while_its_base_is_replaced_lands_nothing(
+    store: tuple[str, bool],
+) -> None:
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"dbase{trial}"
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        v = Versions(client, dataset, StoreSettings())
+        base = v.current()
+        late = Child("delta", store, dataset, "5", "switch", "late")
+        late.paused()  # written, counted and gated; stopped before its attach
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        code, out, err = late.resume()
+        assert code == 1 and "base_replaced" in err, err
+        version = out.split("writing a delta of ", 1)[1].split()[1]
+        assert v.get(version).status == "failed" and v.count_keys(version) == 0
+        assert v.current() != base and deltas.read(client, dataset)[1] == ()
+
+
+def test_a_late_delta_never_hides_a_newer_ones_answer(store: tuple[str, bool]) -> None:
+    """The older delta (begun first) attaches last: it ranks below the newer one, and
+    a rollback of the newer one in between is not lost by either attach."""
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"dorder{trial}"
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        older = Child("delta", store, dataset, "5", "switch", "older")
+        older.paused()
+        newer = Child("delta", store, dataset, "3", "none", "newer")
+        assert newer.resume()[0] == 0
+        code, _, err = older.resume()
+        assert code == 0, err
+        live, ids, _ = deltas.read(client, dataset)
+        assert len(ids) == 2 and ids[0] > ids[1]  # the newer first, though attached first
+        v = Versions(client, dataset, StoreSettings())
+        where = v.placed(live or "")
+        found = values.read(client, where, ["k0", "k4", "k9"], deltas=[v.placed(i) for i in ids])
+        items = [json.loads(raw or "{}").get("items", [{}])[0].get("id") for raw in found]
+        assert items == ["newer", "older", "a"]
+
+
+def test_a_delta_rolled_back_and_gc_run_while_another_attaches_lose_neither(
+    store: tuple[str, bool],
+) -> None:
+    """A delta paused before its attach while gc runs and another delta is attached and
+    rolled back: gc leaves the writing one, and its attach keeps the rollback (each
+    decides again on the deltas as they are)."""
+    client = _client(store)
+    for trial in range(TRIALS):
+        dataset = f"drace{trial}"
+        assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
+        paused = Child("delta", store, dataset, "4", "switch", "paused")
+        paused.paused()
+        assert Child("delta", store, dataset, "2", "none", "other").resume()[0] == 0
+        v = Versions(client, dataset, StoreSettings())
+        other = deltas.read(client, dataset)[1][0]
+        assert v.retire_old() == []
+        v.drop_delta(other)
+        code, _, err = paused.resume()
+        assert code == 0, err
+        live, ids, _ = deltas.read(client, dataset)
+        assert len(ids) == 1 and ids[0] != other and v.get(ids[0]).rows == 4
+        found = values.read(client, v.placed(live or ""), ["k0", "k3"], deltas=[v.placed(ids[0])])
+        assert [json.loads(raw or "{}")["items"][0]["id"] for raw in found] == ["paused"] * 2
+        assert v.get(other).status == "retired" and v.count_keys(other) == 0
