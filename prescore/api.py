@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prescore.data.datasets import Dataset
 from prescore.encoding.codec import VersionInfo
-from prescore.errors import NotFound
 from prescore.settings import Settings
 from prescore.store import deltas, values
 from prescore.store.redis_client import REDIS_OUTAGES, Client, connect, store_errors
@@ -134,13 +133,8 @@ class Prescore:
         (InvalidInput for one it would refuse)."""
         form = self.dataset(dataset).key_form
         checked = [form.check_given(k) for k in keys]
-        v = self._versions(dataset)
-        live, layers, _ = deltas.read(self.client, dataset)
-        chosen = version or live
-        if chosen is None:
-            raise NotFound(f"{dataset}: nothing published", code="no_version")
-        over = [v.placed(d) for d in layers] if chosen == live else []
-        found = values.read(self.client, v.placed(chosen), checked, deltas=over)  # NotFound
+        where, over = deltas.layers(self._versions(dataset), version)  # NotFound: none such
+        found = values.read(self.client, where, checked, deltas=over)
         return [None if raw is None else json.loads(raw) for raw in found]
 
     def get_df(

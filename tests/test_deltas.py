@@ -103,6 +103,11 @@ def test_a_delta_rolled_back_alone_gives_back_what_was_read_before_it(
     assert _served(api, "s1", "s2", "s3") == ["one", "two", "two"]
 
     cli = ["--redis-url", similar.redis.url, "--config", str(tmp_path / "prescore.toml")]
+    assert main([*cli, "versions", "similar", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deltas"] == [two.version, one.version]
+    assert main([*cli, "show", "similar", "s3", "-o", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["delta"] == two.version and shown["payload"]["similar"][0]["sku"] == "two"
     assert main([*cli, "rollback", "similar", "--delta", two.version, "-o", "json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert done["delta"]["version"] == two.version

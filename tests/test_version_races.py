@@ -272,7 +272,7 @@ def test_a_delta_paused_before_its_attach_while_its_base_is_replaced_lands_nothi
         assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
         code, out, err = late.resume()
         assert code == 1 and "base_replaced" in err, err
-        version = out.split("writing a delta of ", 1)[1].split()[1]
+        version = out.split("writing delta ", 1)[1].split()[0]
         assert v.get(version).status == "failed" and v.count_keys(version) == 0
         assert v.current() != base and deltas.read(client, dataset)[1] == ()
 

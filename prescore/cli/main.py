@@ -1,7 +1,7 @@
 """``prescore``: the operator CLI for datasets, their published versions and models.
 
 prescore datasets                         the declared datasets (PRESCORE_CONFIG)
-prescore versions NAME                    a dataset's versions with their metadata (* = live)
+prescore versions NAME                    its versions with their metadata (* live, + its deltas)
 prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
 prescore rollback NAME --delta D          take one incremental publish off the live version
@@ -40,7 +40,7 @@ from prescore.cli.output import bar, done, emit, entry, say
 from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.logs import masked_url
 from prescore.settings import Settings
-from prescore.store import values
+from prescore.store import deltas, values
 from prescore.store.redis_client import check_policy, connect, store_errors
 from prescore.store.versions import Versions
 
@@ -71,15 +71,20 @@ def _datasets(settings: Settings, args: argparse.Namespace) -> int:
 
 def _versions(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset, writes=False)
-    live = v.current()
+    live, layered, _ = deltas.read(v.client, args.dataset)
     infos = v.all()
-    doc = {"dataset": args.dataset, "live": live, "versions": [entry(i) for i in infos]}
+    doc = {
+        "dataset": args.dataset,
+        "live": live,
+        "deltas": list(layered),
+        "versions": [entry(i) for i in infos],
+    }
     if not infos and args.output != "json":
         print(f"{args.dataset}: no versions")
         return 0
     rows = [
         [
-            "*" if i.version == live else "",
+            "*" if i.version == live else "+" if i.version in layered else "",
             i.version,
             i.status,
             f"{i.model}/{i.model_version}",
@@ -97,19 +102,19 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
 
 def _show(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset, writes=False)
-    version = args.version or v.current()
-    if version is None:
-        raise PrescoreError(f"{args.dataset}: nothing published", code="no_version")
-    where = v.placed(version)
-    raw = values.read(v.client, where, [args.key])[0]
+    where, over = deltas.layers(v, args.version)
+    version = where.version
+    raw = values.read(v.client, where, [args.key], deltas=over)[0]
     if raw is None:
         raise PrescoreError(f"{args.dataset} {version}: no key {args.key!r}", code="not_found")
-    written_back = not values.held(v.client, where, [args.key])  # buckets are read first
+    delta = next((d.version for d in over if values.held(v.client, d, [args.key])), None)
+    written_back = not delta and not values.held(v.client, where, [args.key])
     ttl = v.client.ttl(where.write_back(args.key)) if written_back else -1
     if args.output == "json":  # the payload and where it came from, one document
         doc = {
             "dataset": args.dataset,
             "version": version,
+            "delta": delta,
             "key": args.key,
             "ttl_s": ttl if ttl > 0 else None,
             "payload": json.loads(raw),
@@ -117,6 +122,7 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     where_from = f", live entry, ttl {ttl}s" if ttl > 0 else ""
+    where_from += f", from its delta {delta}" if delta else ""
     print(f"# {args.dataset} version {version}{where_from}", file=sys.stderr)
     print(json.dumps(json.loads(raw), indent=2))  # stdout: the payload alone (| jq)
     return 0

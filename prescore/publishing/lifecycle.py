@@ -73,8 +73,8 @@ def publish_new(
     extra = {deltas.DELTA_OF: base} if base else None
     info = versions.begin(model[0], model[1], note, expected_keys=expected_keys, extra=extra)
     name = dataset.name
-    what = f"a delta of {base}" if base else "version"
-    say(f"{name}: writing {what} {info.version} (model {model[0]}/{model[1]})")
+    what = f"delta {info.version} of {base}" if base else f"version {info.version}"
+    say(f"{name}: writing {what} (model {model[0]}/{model[1]})")
     started = time.perf_counter()
     try:
         # held until the switch: the gates and the count take a while on a large version
@@ -107,7 +107,7 @@ def publish_new(
             on_failure()
         if _status(versions, info.version) == "writing":  # not gated: it failed
             versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
-        say(f"{name}: {what} {info.version} failed; what readers get is unchanged")
+        say(f"{name}: {what} failed; what readers get is unchanged")
         if is_full(exc):  # one line with the figures, not redis-py's trace
             raise PublishError(full_message(client), code="store_full") from exc
         raise

@@ -29,6 +29,7 @@ from prescore.errors import NotFound, PublishError
 from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import Client, as_text
 from prescore.store.transitions import Change
+from prescore.store.values import Placed
 
 DELTA = "delta"  # the registry status of an attached delta
 DELTA_OF = "delta_of"  # the entry's ``extra`` field naming its base version
@@ -53,6 +54,16 @@ def read(client: Client, dataset: str) -> tuple[str | None, tuple[str, ...], str
     pointer, raw = pipe.execute()
     live = as_text(pointer) if pointer is not None else None
     return live, listed(raw, live), as_text(raw) if raw is not None else ""
+
+
+def layers(v: DatasetVersions, version: str | None = None) -> tuple[Placed, list[Placed]]:
+    """Where readers read: ``version`` (default the live one) and, for the live one, its
+    deltas newest first (the lookup's own reads: lookup.store). NotFound: none live."""
+    live, ids, _ = read(v.client, v.dataset)
+    chosen = version or live
+    if chosen is None:
+        raise NotFound(f"{v.dataset}: nothing published", code="no_version")
+    return v.placed(chosen), [v.placed(i) for i in ids] if chosen == live else []
 
 
 def attach(
