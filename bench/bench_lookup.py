@@ -83,6 +83,7 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     cwd: Path = ROOT
+    probe: str = "/v1/recommendations/u0"  # answered once the server is up
 
     @property
     def base(self) -> str:
@@ -104,7 +105,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited; see {log.name}")
             try:
-                with urllib.request.urlopen(self.base + "/v1/recommendations/u0", timeout=1):
+                with urllib.request.urlopen(self.base + self.probe, timeout=1):
                     return self
             except OSError:
                 time.sleep(0.2)
