@@ -37,12 +37,15 @@ from prescore.encoding.codec import VersionInfo
 from prescore.errors import StoreUnavailable
 from prescore.store import deltas, values
 from prescore.store.redis_client import OUTAGES, Client
-from prescore.store.values import Command, Placed
+from prescore.store.values import Command, Layer, Placed
 
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
 _READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
-_DELTA_CACHE_MAX = 256  # deltas' placements
+_DELTA_CACHE_MAX = 64  # deltas, each with the keys it holds
+# a delta's keys a process holds, so that a read asks a delta only for keys it has; a
+# larger delta is asked for every key (a full run is the better tool for it anyway)
+DELTA_KEYS_HELD = 100_000
 _WAS_LIVE = ("published", "retired")  # statuses of a version that has been live
 
 
@@ -77,7 +80,7 @@ class Resolved:
     on_undecodable: Callable[[], StoreUnavailable] | None = field(
         default=None, compare=False, repr=False
     )
-    deltas: tuple[Placed, ...] = ()  # the version's, newest first (prescore.store.deltas)
+    deltas: tuple[Layer, ...] = ()  # the version's, newest first (prescore.store.deltas)
 
     @property
     def placed(self) -> Placed:
@@ -143,7 +146,7 @@ class StoreReader:
         self._clock = clock
         self._pointers: dict[str, tuple[float, Resolved]] = {}
         self._infos: dict[tuple[str, str], Resolved] = {}  # version ids never change meaning
-        self._deltas: dict[tuple[str, str], Placed] = {}
+        self._deltas: dict[tuple[str, str], Layer] = {}
         self._lock = threading.Lock()
         self._seen: set[str] = set()  # datasets this process has found published
         self._lean = _lean(client)
@@ -243,12 +246,21 @@ class StoreReader:
             self._infos[(dataset, version)] = resolved
         return resolved
 
-    def _delta(self, dataset: str, version: str) -> Placed:
-        """Where a delta's keys are (cached: a delta's buckets never change)."""
+    def _delta(self, dataset: str, version: str) -> Layer:
+        """Where a delta's keys are and, up to DELTA_KEYS_HELD of them, which they are:
+        cached, as an attached delta never changes (a key of one rolled back meanwhile
+        reads as missing there and is read from the version's own buckets)."""
         found = self._deltas.get((dataset, version))
         if found is None:
             info = self.entry(dataset, version)
-            found = Placed(dataset, version, info.buckets if info else 0)
+            where = Placed(dataset, version, info.buckets if info else 0)
+            try:
+                held = None
+                if info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD:
+                    held = values.keys_of(self.client, where)
+            except OUTAGES as exc:
+                raise self._outage("registry", "reading a delta's keys", exc) from exc
+            found = Layer(where, held)
             with self._lock:
                 if len(self._deltas) >= _DELTA_CACHE_MAX:
                     self._deltas.clear()

@@ -162,3 +162,18 @@ def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
     assert not report.published and v.get(report.version).status == "failed"
     assert v.count_keys(report.version) == 0 and rclient.exists(keys.deltas_key("similar")) == 0
     assert v.current() == base.version
+
+
+def test_a_lookup_still_caching_a_rolled_back_delta_answers_from_the_base(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    """Within its pointer cache a lookup still lists a delta just rolled back (whose
+    keys are gone): its keys are answered from the version's own buckets, never missed."""
+    _publish(similar, rclient, tmp_path, range(10), "base")
+    one = _publish(similar, rclient, tmp_path, [1, 20], "one", incremental=True)
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=3600)).test_client()
+    assert _served(api, "s1", "s20", "s2") == ["one", "one", "base"]
+    Prescore(settings=similar).rollback_delta("similar", one.version)
+    assert _served(api, "s1", "s20", "s2") == ["base", None, "base"]
+    fresh = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert _served(fresh, "s1", "s20") == ["base", None]

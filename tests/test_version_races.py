@@ -294,7 +294,9 @@ def test_a_late_delta_never_hides_a_newer_ones_answer(store: tuple[str, bool]) -
         assert len(ids) == 2 and ids[0] > ids[1]  # the newer first, though attached first
         v = Versions(client, dataset, StoreSettings())
         where = v.placed(live or "")
-        found = values.read(client, where, ["k0", "k4", "k9"], deltas=[v.placed(i) for i in ids])
+        found = values.read(
+            client, where, ["k0", "k4", "k9"], deltas=[values.Layer(v.placed(i)) for i in ids]
+        )
         items = [json.loads(raw or "{}").get("items", [{}])[0].get("id") for raw in found]
         assert items == ["newer", "older", "a"]
 
@@ -320,6 +322,8 @@ def test_a_delta_rolled_back_and_gc_run_while_another_attaches_lose_neither(
         assert code == 0, err
         live, ids, _ = deltas.read(client, dataset)
         assert len(ids) == 1 and ids[0] != other and v.get(ids[0]).rows == 4
-        found = values.read(client, v.placed(live or ""), ["k0", "k3"], deltas=[v.placed(ids[0])])
+        found = values.read(
+            client, v.placed(live or ""), ["k0", "k3"], deltas=[values.Layer(v.placed(ids[0]))]
+        )
         assert [json.loads(raw or "{}")["items"][0]["id"] for raw in found] == ["paused"] * 2
         assert v.get(other).status == "retired" and v.count_keys(other) == 0

@@ -107,7 +107,9 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     raw = values.read(v.client, where, [args.key], deltas=over)[0]
     if raw is None:
         raise PrescoreError(f"{args.dataset} {version}: no key {args.key!r}", code="not_found")
-    delta = next((d.version for d in over if values.held(v.client, d, [args.key])), None)
+    delta = next(
+        (d.placed.version for d in over if values.held(v.client, d.placed, [args.key])), None
+    )
     written_back = not delta and not values.held(v.client, where, [args.key])
     ttl = v.client.ttl(where.write_back(args.key)) if written_back else -1
     if args.output == "json":  # the payload and where it came from, one document

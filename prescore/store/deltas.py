@@ -29,7 +29,7 @@ from prescore.errors import NotFound, PublishError
 from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import Client, as_text
 from prescore.store.transitions import Change
-from prescore.store.values import Placed
+from prescore.store.values import Layer, Placed
 
 DELTA = "delta"  # the registry status of an attached delta
 DELTA_OF = "delta_of"  # the entry's ``extra`` field naming its base version
@@ -56,14 +56,15 @@ def read(client: Client, dataset: str) -> tuple[str | None, tuple[str, ...], str
     return live, listed(raw, live), as_text(raw) if raw is not None else ""
 
 
-def layers(v: DatasetVersions, version: str | None = None) -> tuple[Placed, list[Placed]]:
+def layers(v: DatasetVersions, version: str | None = None) -> tuple[Placed, list[Layer]]:
     """Where readers read: ``version`` (default the live one) and, for the live one, its
-    deltas newest first (the lookup's own reads: lookup.store). NotFound: none live."""
+    deltas newest first (the lookup's own reads, with their keys held: lookup.store).
+    NotFound: none live."""
     live, ids, _ = read(v.client, v.dataset)
     chosen = version or live
     if chosen is None:
         raise NotFound(f"{v.dataset}: nothing published", code="no_version")
-    return v.placed(chosen), [v.placed(i) for i in ids] if chosen == live else []
+    return v.placed(chosen), [Layer(v.placed(i)) for i in ids] if chosen == live else []
 
 
 def attach(

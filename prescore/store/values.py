@@ -62,6 +62,22 @@ class Placed:
         return [keys.bucket_key(self.dataset, self.version, b) for b in range(self.buckets)]
 
 
+@dataclass(frozen=True)
+class Layer:
+    """A delta read before its version (prescore.store.deltas), with the keys it holds
+    where the reader loaded them (:func:`keys_of`): then only those keys are asked of
+    it, and a read of any other key costs nothing more. None: every key is asked."""
+
+    placed: Placed
+    held: frozenset[str] | None = None
+
+    def asked(self, entity_keys: list[str]) -> list[int]:
+        """The indices of ``entity_keys`` this layer may hold."""
+        if self.held is None:
+            return list(range(len(entity_keys)))
+        return [i for i, k in enumerate(entity_keys) if k in self.held]
+
+
 @dataclass
 class Tally:
     """How many keys one writer (a task attempt: ``field`` names its partition) has
@@ -239,19 +255,25 @@ def fetch(
     run: Callable[[list[Command]], list[Any]],
     where: Placed,
     entity_keys: list[str],
-    deltas: Sequence[Placed] = (),
+    deltas: Sequence[Layer] = (),
 ) -> list[bytes | None]:
     """Each key's stored bytes, from the newest of ``deltas`` holding it, else
     precomputed, else written back; None where it has none of these. ``run`` sends
     commands and returns their replies (the deltas and the buckets in one round trip)."""
     if not entity_keys:
         return []
-    n = len(entity_keys)
-    commands = [c for layer in deltas for c in layer.reads(entity_keys)]
+    asked = [layer.asked(entity_keys) for layer in deltas]
+    commands = [
+        c
+        for layer, indices in zip(deltas, asked, strict=True)
+        for c in layer.placed.reads([entity_keys[i] for i in indices])
+    ]
     replies = run([*commands, *where.reads(entity_keys)])
     found: list[bytes | None] = replies[len(commands) :] if commands else replies
-    for at in range(len(commands) - n, -1, -n):  # the oldest delta first, the newest last
-        for i, value in enumerate(replies[at : at + n]):
+    at = len(commands)
+    for indices in reversed(asked):  # the oldest delta first, the newest last
+        at -= len(indices)
+        for i, value in zip(indices, replies[at : at + len(indices)], strict=True):
             if value is not None:
                 found[i] = value
     missing = [i for i, v in enumerate(found) if v is None] if where.buckets else []
@@ -263,7 +285,7 @@ def fetch(
 
 
 def read_raw(
-    client: Client, where: Placed, entity_keys: list[str], deltas: Sequence[Placed] = ()
+    client: Client, where: Placed, entity_keys: list[str], deltas: Sequence[Layer] = ()
 ) -> list[bytes | None]:
     """Each key's stored bytes (see :func:`fetch`); None where it has none."""
     return fetch(lambda commands: execute(client, commands), where, entity_keys, deltas)
@@ -277,6 +299,19 @@ def as_json(
         v if v is None or v[:1] == b"{" else compact.decode(v, k, frames)
         for k, v in zip(entity_keys, found, strict=True)
     ]
+
+
+def keys_of(client: Client, where: Placed) -> frozenset[str]:
+    """Every key a sealed version holds in its buckets (a delta's: it never changes)."""
+    found: set[str] = set()
+    for names in _chunks(where.bucket_names(), _PIPELINE // 10):
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hkeys(name)
+        for fields in pipe.execute():
+            found.update(as_text(f) for f in fields)
+    found.discard(keys.FENCE_FIELD)
+    return frozenset(found)
 
 
 def held(client: Client, where: Placed, entity_keys: list[str]) -> list[str]:
@@ -298,7 +333,7 @@ def read(
     where: Placed,
     entity_keys: list[str],
     frames: Mapping[int, compact.Frame] | None = None,
-    deltas: Sequence[Placed] = (),
+    deltas: Sequence[Layer] = (),
 ) -> list[bytes | None]:
     """Each key's payload as served (JSON), or None; ``frames``: the version's, if loaded;
     ``deltas``: the version's, newest first (their payloads are JSON)."""
