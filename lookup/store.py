@@ -258,9 +258,12 @@ class StoreReader:
                 held = None
                 if info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD:
                     held = values.keys_of(self.client, where)
+                frames = values.load_frames(self.client, where) if where.buckets else {}
             except OUTAGES as exc:
                 raise self._outage("registry", "reading a delta's keys", exc) from exc
-            found = Layer(where, held)
+            except ValueError as exc:  # its frames not as written
+                raise self._undecodable(f"{dataset} {version}") from exc
+            found = Layer(where, frames, held)
             with self._lock:
                 if len(self._deltas) >= _DELTA_CACHE_MAX:
                     self._deltas.clear()
@@ -292,6 +295,8 @@ class StoreReader:
             return values.fetch(self._run, resolved.placed, entity_keys, resolved.deltas)
         except _READ_ERRORS as exc:
             raise self._outage("payloads", "reading payloads", exc) from exc
+        except ValueError as exc:  # a delta's compact payload not as written
+            raise self._undecodable(f"{resolved.dataset} {resolved.version}'s deltas") from exc
 
     def _undecodable(self, what: str) -> StoreUnavailable:
         if self.on_error is not None:

@@ -17,7 +17,7 @@ from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.api import Prescore
 from prescore.cli.main import main
-from prescore.encoding import keys
+from prescore.encoding import compact, keys
 from prescore.publishing.parquet import PublishReport, publish_file
 from prescore.settings import Settings
 from prescore.store import deltas
@@ -73,7 +73,11 @@ def test_a_delta_is_read_before_its_base_until_the_next_version_replaces_it(
     assert (entry.status, entry.rows, entry.extra["delta_of"]) == ("delta", 4, base.version)
     # the delta's own keys and the base's others, from one request
     assert _served(api, "s0", "s1", "s150", "s199") == ["one", "base", "one", None]
-    assert api.get("/v1/similar/s150").get_json()["source"] == "precomputed"
+    answer = api.get("/v1/similar/s150?k=1").get_json()
+    assert answer["source"] == "precomputed" and answer["similar"] == [{"sku": "one", "score": 0.5}]
+    # stored compactly, decoded with the delta's own frames
+    stored = rclient.hget(v.placed(one.version).bucket("s150"), "s150")
+    assert compact.is_compact(stored) and one.compact == 4
     py = Prescore(settings=similar)
     assert [d and d["similar"][0]["sku"] for d in py.get_many("similar", ["s0", "s1"])] == [
         "one",

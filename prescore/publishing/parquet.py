@@ -334,9 +334,7 @@ def publish_rows(
     every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
     ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
     nothing. ``compact`` False stores every row as JSON (see published_lists).
-    ``incremental``: add the rows to the live version as a delta (prescore.store.deltas),
-    stored as JSON: readers decode compact payloads with their base version's frames."""
-    compact = compact and not incremental
+    ``incremental``: add the rows to the live version as a delta (prescore.store.deltas)."""
     stamp = {
         "model": model,
         "model_version": model_version,

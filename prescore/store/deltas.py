@@ -26,6 +26,7 @@ from typing import Any
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo, utcnow_iso
 from prescore.errors import NotFound, PublishError
+from prescore.store import values
 from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import Client, as_text
 from prescore.store.transitions import Change
@@ -64,7 +65,8 @@ def layers(v: DatasetVersions, version: str | None = None) -> tuple[Placed, list
     chosen = version or live
     if chosen is None:
         raise NotFound(f"{v.dataset}: nothing published", code="no_version")
-    return v.placed(chosen), [Layer(v.placed(i)) for i in ids] if chosen == live else []
+    over = [v.placed(i) for i in ids] if chosen == live else []
+    return v.placed(chosen), [Layer(d, values.load_frames(v.client, d)) for d in over]
 
 
 def attach(

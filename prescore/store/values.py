@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -64,18 +64,25 @@ class Placed:
 
 @dataclass(frozen=True)
 class Layer:
-    """A delta read before its version (prescore.store.deltas), with the keys it holds
-    where the reader loaded them (:func:`keys_of`): then only those keys are asked of
-    it, and a read of any other key costs nothing more. None: every key is asked."""
+    """A delta read before its version (prescore.store.deltas), with its frames and,
+    where the reader loaded them (:func:`keys_of`), the keys it holds: then only those
+    keys are asked of it, and a read of any other key costs nothing more (None: every
+    key is asked)."""
 
     placed: Placed
-    held: frozenset[str] | None = None
+    frames: Mapping[int, compact.Frame] = field(default_factory=dict, compare=False)
+    held: frozenset[str] | None = field(default=None, compare=False)
 
     def asked(self, entity_keys: list[str]) -> list[int]:
         """The indices of ``entity_keys`` this layer may hold."""
         if self.held is None:
             return list(range(len(entity_keys)))
         return [i for i, k in enumerate(entity_keys) if k in self.held]
+
+    def as_json(self, stored: bytes, key: str) -> bytes:
+        """A payload of this delta as JSON: its compact payloads are decoded with its own
+        frames here, as its version's frames cannot (ValueError: not as written)."""
+        return compact.decode(stored, key, self.frames) if compact.is_compact(stored) else stored
 
 
 @dataclass
@@ -271,11 +278,11 @@ def fetch(
     replies = run([*commands, *where.reads(entity_keys)])
     found: list[bytes | None] = replies[len(commands) :] if commands else replies
     at = len(commands)
-    for indices in reversed(asked):  # the oldest delta first, the newest last
+    for layer, indices in zip(reversed(deltas), reversed(asked), strict=True):  # newest last
         at -= len(indices)
         for i, value in zip(indices, replies[at : at + len(indices)], strict=True):
             if value is not None:
-                found[i] = value
+                found[i] = layer.as_json(value, entity_keys[i])
     missing = [i for i, v in enumerate(found) if v is None] if where.buckets else []
     if missing:
         backs = run([("GET", where.write_back(entity_keys[i])) for i in missing])
