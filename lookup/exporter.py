@@ -138,6 +138,8 @@ class RegistryCollector:
             )
             status = info.status if alive else "dead"
             counts[status] = counts.get(status, 0) + 1
+            if "delta_of" in info.extra:  # an incremental publish, not a run: its own CLI says
+                continue
             if newest is None or info.version > newest[0]:
                 newest = (info.version, status)
         for status, n in counts.items():

@@ -42,7 +42,7 @@ from prescore.store.values import Command, Layer, Placed
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
 _READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
 _INFO_CACHE_MAX = 16  # versions, each with its frames (a run's item text)
-_DELTA_CACHE_MAX = 64  # deltas, each with the keys it holds
+_DELTA_CACHE_MAX = 256  # deltas (at most MAX_DELTAS a version), with the keys each holds
 # a delta's keys a process holds, so that a read asks a delta only for keys it has; a
 # larger delta is asked for every key (a full run is the better tool for it anyway)
 DELTA_KEYS_HELD = 100_000
@@ -264,6 +264,8 @@ class StoreReader:
             except ValueError as exc:  # its frames not as written
                 raise self._undecodable(f"{dataset} {version}") from exc
             found = Layer(where, frames, held)
+            if info is None:  # listed, yet no entry (a store not as written): asked again
+                return found
             with self._lock:
                 if len(self._deltas) >= _DELTA_CACHE_MAX:
                     self._deltas.clear()

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,9 +19,10 @@ from lookup.settings import LookupSettings
 from prescore.api import Prescore
 from prescore.cli.main import main
 from prescore.encoding import compact, keys
+from prescore.errors import PublishError
 from prescore.publishing.parquet import PublishReport, publish_file
 from prescore.settings import Settings
-from prescore.store import deltas
+from prescore.store import deltas, values
 from prescore.store.versions import Versions
 from tests.frames import write_frame
 from tests.helpers import SIMILAR_CONFIG, with_catalog
@@ -89,12 +91,21 @@ def test_a_delta_is_read_before_its_base_until_the_next_version_replaces_it(
     assert deltas.read(rclient, "similar")[1] == (two.version, one.version)
 
     # a new full version takes its base's deltas with it, in its own switch
+    cached = create_app(LookupSettings(core=similar, pointer_cache_s=3600)).test_client()
+    assert _served(cached, "s0", "s150") == ["two", "one"]
     full = _publish(similar, rclient, tmp_path, range(100), "full")
     assert _served(api, "s0", "s150") == ["full", None]
     assert rclient.exists(keys.deltas_key("similar")) == 0
-    for d in (one.version, two.version):  # retired by the publish's housekeeping, keys gone
-        assert v.get(d).status == "retired" and v.count_keys(d) == 0
     assert v.current() == full.version
+    # a lookup still caching the base with its deltas reads them whole: their keys stay
+    # while their base is kept for rollback, and go once it is retired
+    assert _served(cached, "s0", "s150") == ["two", "one"]
+    assert v.get(one.version).status == "delta" and v.count_keys(one.version) == 4
+    for n in range(similar.store.keep_versions):
+        _publish(similar, rclient, tmp_path, range(100), f"later{n}")
+    assert v.get(base.version).status == "retired"
+    for d in (one.version, two.version):
+        assert v.get(d).status == "retired" and v.count_keys(d) == 0
 
 
 def test_a_delta_rolled_back_alone_gives_back_what_was_read_before_it(
@@ -134,13 +145,17 @@ def test_a_version_rolled_back_takes_its_deltas_and_gc_removes_them(
     assert py.rollback("similar").version == first.version
     api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
     assert _served(api, "s1") == ["first"]
-    assert py.gc("similar", dry_run=True)["retire_deltas"] == [one.version]
-    py.gc("similar")
+    # its keys stay while its base is kept for rollback (a cached reader's), unserved
+    assert py.gc("similar", dry_run=True)["retire_deltas"] == []
     v = Versions(rclient, "similar", similar.store)
-    assert v.get(one.version).status == "retired" and v.count_keys(one.version) == 0
+    assert v.get(one.version).status == "delta" and v.count_keys(one.version) == 1
     # rolled forward again, the version comes back without the delta it had
     assert py.rollback("similar", to=second.version).version == second.version
     assert _served(api, "s1") == ["second"]
+    for n in range(similar.store.keep_versions):  # until its base is retired
+        _publish(similar, rclient, tmp_path, range(10), f"later{n}")
+    assert v.get(second.version).status == "retired"
+    assert v.get(one.version).status == "retired" and v.count_keys(one.version) == 0
 
 
 def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
@@ -149,6 +164,8 @@ def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
     lines: list[str] = []
     first = _publish(similar, rclient, tmp_path, [1], "one", incremental=True, say=lines.append)
     assert not first.published and "no live version to add a delta to" in "\n".join(lines)
+    with pytest.raises(PublishError, match="no live version to add a delta to"):
+        _publish(similar, rclient, tmp_path, [1], "one", incremental=True, dry_run=True)
     base = _publish(similar, rclient, tmp_path, range(10), "base")
     bad = tmp_path / "bad.parquet"
     rows = [{"sku": "s1", "payload": "{not json"}, {"sku": "s2", "payload": '{"similar": []}'}]
@@ -181,3 +198,90 @@ def test_a_lookup_still_caching_a_rolled_back_delta_answers_from_the_base(
     assert _served(api, "s1", "s20", "s2") == ["base", None, "base"]
     fresh = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
     assert _served(fresh, "s1", "s20") == ["base", None]
+
+
+def test_a_full_version_that_began_before_a_delta_carries_it_over(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    """A bulk run begun before a correction was published switches in after it: the
+    correction's data is newer than the run's, so it stays, now a delta of the run's
+    version; a delta that began before the run goes with the version it was made for."""
+    _publish(similar, rclient, tmp_path, range(10), "base")
+    older = _publish(similar, rclient, tmp_path, [1], "older", incremental=True)
+    v = Versions(rclient, "similar", similar.store)
+    run = v.begin("m", "1", expected_keys=10)
+    rows = (
+        (f"s{i}", json.dumps({"sku": f"s{i}", "similar": [{"sku": "run", "score": 0.5}]}).encode())
+        for i in range(10)
+    )
+    written = values.write(rclient, v.placed(run.version), rows, fence=v.fence(run.version))
+    fix = _publish(similar, rclient, tmp_path, [2], "fix", incremental=True)
+    v.publish(run.version, written)
+    assert deltas.read(rclient, "similar")[:2] == (run.version, (fix.version,))
+    assert v.get(fix.version).extra["delta_of"] == run.version
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert _served(api, "s1", "s2", "s3") == ["run", "fix", "run"]
+    assert older.version not in deltas.read(rclient, "similar")[1]
+
+
+def test_small_deltas_pass_the_gates_and_one_that_fails_them_is_failed_not_held(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        {
+            "sku": f"s{i}",
+            "payload": json.dumps(
+                {"similar": [{"sku": "x", "score": round(float(rng.random()), 4)}]}
+            ),
+        }
+        for i in range(2000)
+    ]
+    write_frame(pd.DataFrame(rows), tmp_path / "base.parquet", index=False)
+    dataset = similar.catalog.get("similar")
+    quiet = {"json_column": "payload", "say": lambda line: None}
+    assert publish_file(
+        rclient, similar.store, dataset, str(tmp_path / "base.parquet"), **quiet
+    ).published
+    lines: list[str] = []
+    for n in (1, 5, 20):  # too few scores to say anything of drift: not checked
+        few = pd.DataFrame(rows[:n])
+        write_frame(few, tmp_path / f"few{n}.parquet", index=False)
+        done = publish_file(
+            rclient,
+            similar.store,
+            dataset,
+            str(tmp_path / f"few{n}.parquet"),
+            incremental=True,
+            json_column="payload",
+            say=lines.append,
+        )
+        assert done.published, lines
+    assert any("gate drift: ok  None" in line and "not checked: 1 scores" in line for line in lines)
+    # payloads 10x the live ones' size: refused by payload_size, failed (never `gated`)
+    big = [{"sku": "s1", "payload": json.dumps({"similar": [{"sku": "x" * 400, "score": 0.5}]})}]
+    write_frame(pd.DataFrame(big), tmp_path / "big.parquet", index=False)
+    refused = publish_file(
+        rclient, similar.store, dataset, str(tmp_path / "big.parquet"), incremental=True, **quiet
+    )
+    v = Versions(rclient, "similar", similar.store)
+    assert not refused.published and not refused.gated
+    assert v.get(refused.version).status == "failed" and v.count_keys(refused.version) == 0
+    # the dashboards' last run is still the bulk one, whatever deltas came after
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    page = api.get("/metrics").get_data(as_text=True)
+    assert 'prescore_job_last_status{dataset="similar",status="published"} 1.0' in page, page
+
+
+def test_a_version_takes_at_most_max_deltas(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    _publish(similar, rclient, tmp_path, range(10), "base")
+    for n in range(deltas.MAX_DELTAS):
+        assert _publish(similar, rclient, tmp_path, [n % 10], f"d{n}", incremental=True).published
+    lines: list[str] = []
+    last = _publish(similar, rclient, tmp_path, [1], "last", incremental=True, say=lines.append)
+    assert not last.published and "too_many_deltas" not in "".join(lines)
+    assert any(f"already has {deltas.MAX_DELTAS} deltas" in line for line in lines), lines
+    v = Versions(rclient, "similar", similar.store)
+    assert v.get(last.version).status == "failed" and v.count_keys(last.version) == 0

@@ -37,6 +37,9 @@ from prescore.store.redis_client import Client
 from prescore.store.values import Placed
 
 _BINS = 10
+# scores a delta's sample needs before its drift says anything (a few scores from the
+# same distribution as the live version's still land in few bins)
+DRIFT_MIN_SCORES = 50 * _BINS
 
 
 @dataclass(frozen=True)
@@ -198,8 +201,15 @@ def check(
         if whole:
             checks += _whole(client, new_at, new_rows, live, live_sample, gates)
         old_raw = values.read(client, Placed(dataset.name, live.version, live.buckets), live_sample)
-        drift = psi(_scores(old_raw, shape.list_field), _scores(new_raw, shape.list_field))
-        checks.append(Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}"))
+        new_scores = _scores(new_raw, shape.list_field)
+        if whole or len(new_scores) >= DRIFT_MIN_SCORES:
+            drift = psi(_scores(old_raw, shape.list_field), new_scores)
+            checks.append(
+                Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}")
+            )
+        else:
+            few = f"not checked: {len(new_scores)} scores, fewer than {DRIFT_MIN_SCORES}"
+            checks.append(Check("drift", True, None, f"<= {gates.drift:g}", few))
         old_size = np.median([len(r) for r in old_raw if r is not None] or [0])
         new_size = np.median([len(r) for r in new_raw if r is not None] or [0])
         if old_size:

@@ -345,6 +345,10 @@ def publish_rows(
     reservoir = gates.Reservoir(dataset.gates.sample)
     total = count_rows(source)
     if dry_run:
+        if incremental and Versions(client, dataset.name, store).current() is None:
+            raise PublishError(
+                f"{dataset.name} has no live version to add a delta to", code="no_version"
+            )
         with Progress(
             f"{dataset.name} (dry run)", total, say, every_s=progress_s, bar=bar
         ) as progress:
@@ -384,7 +388,7 @@ def publish_rows(
         for line in report.bad_sample:
             say(f"  bad row: {line}")
         if isinstance(exc, PublishError):
-            report.gated = exc.code == "gated"
+            report.gated = exc.code == "gated" and not incremental  # a delta is failed
             say(f"{dataset.name}: {exc.message}")
             return report
         raise

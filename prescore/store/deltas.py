@@ -34,6 +34,7 @@ from prescore.store.values import Layer, Placed
 
 DELTA = "delta"  # the registry status of an attached delta
 DELTA_OF = "delta_of"  # the entry's ``extra`` field naming its base version
+MAX_DELTAS = 16  # a version's deltas; beyond them a full version is the better tool
 
 
 def listed(raw: bytes | str | None, live: str | None) -> tuple[str, ...]:
@@ -69,6 +70,22 @@ def layers(v: DatasetVersions, version: str | None = None) -> tuple[Placed, list
     return v.placed(chosen), [Layer(d, values.load_frames(v.client, d)) for d in over]
 
 
+def carried(
+    v: DatasetVersions, live: str | None, version: str
+) -> tuple[dict[str, tuple[bytes, bytes]], tuple[str, str]]:
+    """What a switch from ``live`` to ``version`` does to the live version's deltas: those
+    that began after ``version`` did carry over to it (their data is newer than its), the
+    rest go with ``live``. (entry changes, the deltas as read and what they become)."""
+    _, ids, was = read(v.client, v.dataset)
+    kept = [i for i in ids if i > version]
+    changes = {}
+    for delta in kept:
+        raw = v.raw(delta)
+        info = VersionInfo.from_bytes(raw)
+        changes[delta] = (raw, info.replace(extra={**info.extra, DELTA_OF: version}).to_bytes())
+    return changes, (was, _text(version, kept))
+
+
 def attach(
     v: DatasetVersions, version: str, expected_rows: int, figures: Mapping[str, Any]
 ) -> VersionInfo:
@@ -93,6 +110,12 @@ def attach(
             published_at=now,
             extra={**info.extra, **figures},
         )
+        if len(ids) >= MAX_DELTAS:
+            raise PublishError(
+                f"{v.dataset} {live} already has {len(ids)} deltas, the most a version "
+                "takes (each costs every read of a key it holds); publish a full version",
+                code="too_many_deltas",
+            )
         made[:] = [entry]
         ranked = sorted((*ids, version), reverse=True)
         return Change(
@@ -104,6 +127,10 @@ def attach(
 
     try:
         change = v.apply(decide, version)
+    except PublishError as exc:
+        if exc.code == "too_many_deltas":
+            v.fail(version, exc.message)
+        raise
     except _BaseReplaced:
         why = f"its base {moved[0]} is no longer live (live: {moved[1] or 'none'})"
         v.fail(version, why)
@@ -146,11 +173,16 @@ def drop(v: DatasetVersions, version: str, *, dry_run: bool = False) -> VersionI
 
 def retire_unlisted(v: DatasetVersions) -> list[str]:
     """Retire every ``delta`` entry that is not one of the live version's listed deltas
-    (its base was replaced or rolled back) and remove its keys; the deltas retired. Each
-    is a compare-and-set over the deltas key too, so a delta attached meanwhile stays."""
+    and whose base is no longer kept (retired, failed or gone), and remove its keys; the
+    deltas retired. A base that was replaced or rolled back is kept published for a
+    while, and so are its deltas' keys: a lookup still caching the base with its deltas
+    reads complete data, as it would a version. Each is a compare-and-set over the
+    deltas key too, so a delta attached meanwhile stays."""
     retired = []
-    for info in v.all():
-        if info.status != DELTA:
+    infos = v.all()
+    kept = {i.version for i in infos if i.status in ("published", "writing", "gated")}
+    for info in infos:
+        if info.status != DELTA or info.extra.get(DELTA_OF) in kept:
             continue
 
         def decide(version: str = info.version) -> Change:
@@ -174,7 +206,13 @@ def retire_unlisted(v: DatasetVersions) -> list[str]:
 def unlisted(v: DatasetVersions) -> list[str]:
     """The ``delta`` entries :func:`retire_unlisted` would retire now (changing nothing)."""
     ids = read(v.client, v.dataset)[1]
-    return [i.version for i in v.all() if i.status == DELTA and i.version not in ids]
+    infos = v.all()
+    kept = {i.version for i in infos if i.status in ("published", "writing", "gated")}
+    return [
+        i.version
+        for i in infos
+        if i.status == DELTA and i.version not in ids and i.extra.get(DELTA_OF) not in kept
+    ]
 
 
 class _Kept(Exception):

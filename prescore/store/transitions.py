@@ -30,7 +30,8 @@ from prescore.store.redis_client import Client, as_text
 # ARGV: pointer as read ('' none), new pointer ('' leave), token ('' no check),
 #       release the lease ('1'), n, then n (version, entry as read, new entry) triples,
 #       then '1' to check the deltas, the deltas as read and what they become ('' none).
-# A new pointer removes the deltas: they belong to the version it leaves.
+# A new pointer removes the deltas (they belong to the version it leaves) unless the
+# change names what they become (a publish carries those newer than the new version).
 _APPLY = """
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
@@ -53,12 +54,12 @@ end
 for i = 0, n - 1 do
   redis.call('HSET', KEYS[2], ARGV[6 + 3 * i], ARGV[8 + 3 * i])
 end
-if ARGV[2] ~= '' then
-  if ARGV[2] ~= ARGV[1] then redis.call('DEL', KEYS[4]) end
-  redis.call('SET', KEYS[1], ARGV[2])
-elseif ARGV[d] == '1' then
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+if ARGV[d] == '1' then
   if ARGV[d + 2] == '' then redis.call('DEL', KEYS[4])
   else redis.call('SET', KEYS[4], ARGV[d + 2]) end
+elseif ARGV[2] ~= '' and ARGV[2] ~= ARGV[1] then
+  redis.call('DEL', KEYS[4])
 end
 if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
 return 'ok'

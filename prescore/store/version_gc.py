@@ -39,7 +39,7 @@ def retire_old(v: DatasetVersions) -> list[str]:
     """Reap dead writers, retire published versions beyond the newest ``keep_versions``
     (the live one always kept), drop the keys of gated versions older than the newest,
     trim the history, and sweep what is left over; the versions retired or reaped."""
-    removed = reap_dead(v) + deltas.retire_unlisted(v)
+    removed = reap_dead(v)
     for action, version in _decide(v.all(), v.current(), v.settings.keep_versions):
         if action == "drop_gated_keys":
             _drop_gated_keys(v, version)
@@ -48,6 +48,7 @@ def retire_old(v: DatasetVersions) -> list[str]:
                 removed.append(version)
         else:  # the registry must not grow without bound
             v.client.hdel(keys.registry_key(v.dataset), version)
+    removed += deltas.retire_unlisted(v)  # after their bases: the deltas of one retired now
     sweep(v)
     return removed
 

@@ -223,7 +223,9 @@ class Versions:
                 note=note,
                 extra={**info.extra, **(figures or {})},
             )
-            return Change(live, {version: (raw, done.to_bytes())}, version, self.held(version))
+            carry, listed = deltas.carried(self, live, version)
+            entries = {version: (raw, done.to_bytes()), **carry}
+            return Change(live, entries, version, self.held(version), deltas=listed)
 
         try:
             change = transition(self.registry, decide)
@@ -357,7 +359,10 @@ class Versions:
                 },
             )
             made[:] = [done]
-            return Change(self.current(), {version: (raw, done.to_bytes())}, version)
+            live = self.current()
+            carry, listed = deltas.carried(self, live, version)
+            entries = {version: (raw, done.to_bytes()), **carry}
+            return Change(live, entries, version, deltas=listed)
 
         if dry_run:
             decide()
