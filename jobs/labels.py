@@ -38,7 +38,16 @@ from jobs.bulk import (
     worker_redis,
     write_rows,
 )
-from jobs.spark_tables import KEY_TEXT, Selection, columns, read, require, rows_to_score
+from jobs.spark_tables import (
+    KEY_TEXT,
+    WHOLE,
+    Selection,
+    Subset,
+    columns,
+    read,
+    require,
+    rows_to_score,
+)
 from prescore.data.datasets import Dataset
 from prescore.data.images import check_image_key, image_extensions, image_folder
 from prescore.encoding import keys, label_payloads
@@ -246,19 +255,29 @@ def count_images(spark: Any, dataset: Dataset) -> int:
 
 
 def runner(
-    spark: Any, ref: ModelRef, body: Run, missed: Sequence[str] = ()
+    spark: Any,
+    ref: ModelRef,
+    body: Run,
+    missed: Sequence[str] = (),
+    subset: Subset = WHOLE,
 ) -> tuple[Any, Selection | None]:
     """Check the model against the run's dataset; ``run(version)``: the stats of one run,
-    and the rows chosen (a rows dataset: its filter and the ``missed`` keys it holds)."""
+    and the rows chosen (a rows dataset: its filter and the ``missed`` keys it holds, or
+    the ``subset`` of an incremental run)."""
     dataset = body.dataset
     sigs = Signatures.from_json(ref.meta["signature"])
+    if subset and dataset.images:
+        raise ConfigError(
+            f"dataset {dataset.name} scores image files: --keys, --where and --from-miss-log "
+            "choose rows of an entity or rows table"
+        )
     if not dataset.images:
         assert dataset.rows is not None
         frame = read(spark, dataset.rows)
         check_labels(dataset, sigs, ref.meta, columns(frame))
         require(frame, dataset.rows.key, f"dataset {dataset.name}: rows")
         chosen = rows_to_score(
-            frame, dataset.rows, dataset.key_form, f"dataset {dataset.name}: rows", missed
+            frame, dataset.rows, dataset.key_form, f"dataset {dataset.name}: rows", missed, subset
         )
         frame = chosen.frame.select(
             KEY_TEXT, *dataset.rows.key, *sorted(set(sigs.serving.inputs) - set(dataset.rows.key))

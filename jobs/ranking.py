@@ -32,7 +32,16 @@ from jobs.bulk import (
     worker_redis,
     write_rows,
 )
-from jobs.spark_tables import KEY_TEXT, Selection, columns, read, require, rows_to_score
+from jobs.spark_tables import (
+    KEY_TEXT,
+    WHOLE,
+    Selection,
+    Subset,
+    columns,
+    read,
+    require,
+    rows_to_score,
+)
 from jobs.top_k import top_k_per_entity
 from jobs.worker_cache import CACHE
 from prescore.data.columns import Column
@@ -104,10 +113,12 @@ def plan(
     ref: ModelRef,
     per_pair: bool = False,
     missed: Sequence[str] = (),
+    subset: Subset = WHOLE,
 ) -> Plan:
     """Read and check everything a run needs.
     ``per_pair``: call serving_default on every pair even if the model is factored;
-    ``missed``: keys of the miss log, scored besides the entities' filter."""
+    ``missed``: keys of the miss log, scored besides the entities' filter; ``subset``:
+    the entities an incremental run scores instead (jobs.spark_tables.Subset)."""
     assert dataset.entities is not None and dataset.items is not None
     sigs = Signatures.from_json(ref.meta["signature"])
     entities, items = read(spark, dataset.entities), read(spark, dataset.items)
@@ -122,7 +133,7 @@ def plan(
     require(entities, [*dataset.entities.key, rule.entity_column], f"{where}: entities")
     require(items, [*dataset.items.key, rule.item_column, *dataset.item_payload], f"{where}: items")
     chosen = rows_to_score(
-        entities, dataset.entities, dataset.key_form, f"{where}: entities", missed
+        entities, dataset.entities, dataset.key_form, f"{where}: entities", missed, subset
     )
     item_cols = {c for c, side in bound.items() if side == "item"} | set(dataset.item_payload)
     if factored:

@@ -13,6 +13,12 @@ exits non-zero (jobs.bulk). Progress and a summary are printed.
 Besides the rows its table's ``filter`` selects, a run scores the keys of the dataset's
 miss log (prescore.store.misslog) that its table holds, reports how many, and once published
 removes them from the log (``--no-miss-log`` or the dataset's ``miss_log = false``: not).
+
+An incremental run scores only some rows and publishes them as a delta of the live
+version (prescore.store.deltas): ``--keys TABLE`` (a parquet holding the table's key
+columns), ``--where CONDITION`` (Spark SQL over the table) or ``--from-miss-log`` (the
+keys lookups missed: run hourly, yesterday's misses are today's hits), any of them
+together.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from jobs import labels, ranking, score_plan
 from jobs.bulk import Run, Summary, WorkerSettings, publish_version, settings_for, spark_session
 from jobs.flags import add_store_flags
 from jobs.score_plan import Plan
-from jobs.spark_tables import Selection
+from jobs.spark_tables import Selection, Subset
 from prescore.errors import ConfigError, PrescoreError
 from prescore.models.store import ModelStore
 from prescore.settings import Settings, StoreSettings
@@ -77,6 +83,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="score the table's filter only, not the keys lookups missed",
     )
+    parser.add_argument(
+        "--keys", default="", metavar="TABLE", help="incremental: score the rows of these keys"
+    )
+    parser.add_argument(
+        "--where", default="", metavar="CONDITION", help="incremental: score the rows it selects"
+    )
+    parser.add_argument(
+        "--from-miss-log", action="store_true", help="incremental: score the keys lookups missed"
+    )
     add_store_flags(parser)
     return parser.parse_args(argv)
 
@@ -100,11 +115,12 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         partitions=args.partitions,
     )
     log = MissLog(connect(settings.redis))
-    log_on = args.miss_log and dataset.miss_log
+    subset = Subset(args.keys, args.where, args.from_miss_log)
+    log_on = (args.miss_log and dataset.miss_log) or args.from_miss_log
     uses_log = log_on and not dataset.images  # a run over image files scores every file
     missed = log.all_keys(dataset.name) if uses_log else []
     if dataset.kind == "ranking":
-        planned = ranking.plan(spark, dataset, ref, per_pair=args.per_pair, missed=missed)
+        planned = ranking.plan(spark, dataset, ref, args.per_pair, missed, subset)
         chosen: Selection | None = planned.selection
         n_items = planned.n_items
         how = "factored signatures" if planned.factored else "serving_default on each pair"
@@ -123,8 +139,8 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         run = ranking.runner(spark, planned, base, args.entities_per_chunk)
         unit = "pairs"
     else:
-        expected = 0  # sized as the live version
-        run, chosen = labels.runner(spark, ref, base, missed)
+        run, chosen = labels.runner(spark, ref, base, missed, subset)
+        expected = chosen.frame.count() if subset and chosen is not None else 0  # 0: as live
         unit = "images" if dataset.images else "rows"
         if args.dry_run:
             n = chosen.frame.count() if chosen is not None else labels.count_images(spark, dataset)
@@ -143,6 +159,9 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             f"are in the table and scored ({chosen.added} beyond its filter)",
             flush=True,
         )
+    if subset and not expected:
+        print(f"{dataset.name}: no rows chosen ({_chosen(subset)}); nothing to publish", flush=True)
+        return Summary(dataset.name)
     model = (dataset.model, ref.version)
     summary = publish_version(
         spark,
@@ -152,8 +171,9 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         run,
         unit,
         force=args.force,
-        figures=figures,
+        figures={**figures, **({"chosen": _chosen(subset)} if subset else {})},
         expected_keys=expected,
+        incremental=bool(subset),
     )
     if chosen is not None and chosen.logged:
         log.forget(dataset.name, chosen.logged)  # now precomputed
@@ -172,12 +192,20 @@ def score(
     force: bool = False,
     miss_log: bool = True,
     dry_run: bool = False,
+    keys: str = "",
+    where: str = "",
+    from_miss_log: bool = False,
 ) -> Summary:
     """This job on a SparkSession the caller has (a notebook's): score ``dataset`` with
-    its model (the promoted version unless ``model_version``) and publish a new version.
-    The summary names the version and its figures; on failure a prescore error is raised
-    and nothing is published. ``settings``: default, from the environment."""
+    its model (the promoted version unless ``model_version``) and publish a new version
+    (with ``keys``, ``where`` or ``from_miss_log``: only those rows, as a delta of the
+    live version). The summary names the version and its figures; on failure a prescore
+    error is raised and nothing is published. ``settings``: default, from the
+    environment."""
     argv = ["--dataset", dataset, "--partitions", str(partitions)]
+    argv += ["--keys", keys] if keys else []
+    argv += ["--where", where] if where else []
+    argv += ["--from-miss-log"] if from_miss_log else []
     argv += ["--model-version", model_version] if model_version else []
     argv += ["--force"] if force else []
     argv += [] if miss_log else ["--no-miss-log"]
@@ -205,6 +233,13 @@ def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
     held = log.held_by(where, logged)
     log.forget(dataset, held)
     print(f"{dataset}: {len(held)} of the {len(logged)} missed key(s) logged are now precomputed")
+
+
+def _chosen(subset: Subset) -> str:
+    """What an incremental run chose its rows by, in one line."""
+    parts = [f"--keys {subset.keys}"] if subset.keys else []
+    parts += [f"--where {subset.where!r}"] if subset.where else []
+    return ", ".join(parts + (["--from-miss-log"] if subset.missed else []))
 
 
 def _contexts(dataset: Any) -> list[str]:

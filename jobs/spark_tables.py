@@ -99,13 +99,36 @@ def check_key_types(frame: Any, table: Table, where: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Subset:
+    """The rows an incremental run scores instead of its table's filter (its result is a
+    delta of the live version, prescore.store.deltas): those whose key columns a table of
+    keys holds (``keys``: a parquet path), those a Spark SQL condition selects
+    (``where``), or those whose key the miss log holds (``missed``); all that are given."""
+
+    keys: str = ""
+    where: str = ""
+    missed: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.where or self.missed)
+
+
+WHOLE = Subset()  # a full run's: the table's filter and the miss log
+
+
 def rows_to_score(
-    frame: Any, table: Table, form: KeyForm, where: str, missed: Sequence[str]
+    frame: Any,
+    table: Table,
+    form: KeyForm,
+    where: str,
+    missed: Sequence[str],
+    subset: Subset = WHOLE,
 ) -> Selection:
     """The rows a bulk run scores: those the table's ``filter`` selects (every row without
-    one) and those whose key the miss log holds; and which logged keys the table has."""
+    one) and those whose key the miss log holds, or the ``subset`` of an incremental run;
+    and which logged keys the table has."""
     from pyspark.sql import functions as F
-    from pyspark.sql.utils import AnalysisException, ParseException
 
     check_key_types(frame, table, where)
     key = key_column(table, form)
@@ -115,18 +138,47 @@ def rows_to_score(
     if missed:
         found = frame.where(key.isin(list(missed))).select(key.alias("k")).distinct()
         logged = sorted(r["k"] for r in found.collect())
+    if subset:
+        chosen = _subset(frame, table, subset, logged)
+        if logged and (subset.where or subset.keys):  # the logged keys it still holds
+            found = chosen.where(key.isin(logged)).select(key.alias("k")).distinct()
+            logged = sorted(r["k"] for r in found.collect())
+        return Selection(chosen, logged, 0)
     if not table.filter:
         return Selection(frame, logged, 0)
+    condition = _condition(frame, table.filter, f"{where}.filter")
+    chosen = frame.where(condition | key.isin(logged) if logged else condition)
+    added = frame.where(~condition & key.isin(logged)).count() if logged else 0
+    return Selection(chosen, logged, added)
+
+
+def _subset(frame: Any, table: Table, subset: Subset, logged: list[str]) -> Any:
+    from pyspark.sql import functions as F
+
+    if subset.missed:
+        frame = frame.where(F.col(KEY_TEXT).isin(logged))
+    if subset.where:
+        frame = frame.where(_condition(frame, subset.where, "--where"))
+    if subset.keys:
+        given = frame.sparkSession.read.parquet(subset.keys)
+        require(given, table.key, f"--keys {subset.keys}")
+        frame = frame.join(given.select(*table.key).distinct(), list(table.key), "left_semi")
+    return frame
+
+
+def _condition(frame: Any, text: str, where: str) -> Any:
+    """``text`` as a Spark SQL condition over ``frame`` (checked by Spark's analysis of
+    it); ConfigError naming ``where`` if it is none."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.utils import AnalysisException, ParseException
+
     try:
-        condition = F.expr(table.filter)
-        chosen = frame.where(condition | key.isin(logged) if logged else condition)
-        added = frame.where(~condition & key.isin(logged)).count() if logged else 0
+        condition = F.expr(text)
+        frame.where(condition)
+        return condition
     except (AnalysisException, ParseException) as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise ConfigError(
-            f"{where}.filter: {table.filter!r} is not a Spark SQL condition: {first}"
-        ) from None
-    return Selection(chosen, logged, added)
+        raise ConfigError(f"{where}: {text!r} is not a Spark SQL condition: {first}") from None
 
 
 @dataclass(frozen=True)

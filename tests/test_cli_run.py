@@ -23,6 +23,9 @@ def test_score_retrain_and_serve_pass_arguments_on(capfd: pytest.CaptureFixture[
     assert line[-5:] == [str(ROOT / "jobs" / "score.py"), "--dataset", "reco", "--partitions", "4"]
     assert main([*CONFIG, "score", "reco", "--print", "--dry-run"]) == 0
     assert capfd.readouterr().out.split()[-3:] == ["--dataset", "reco", "--dry-run"]
+    chosen = ["--keys", "new.parquet", "--where", "stars>4", "--from-miss-log"]
+    assert main([*CONFIG, "score", "reco", "--print", *chosen]) == 0
+    assert shlex.split(capfd.readouterr().out)[-7:] == ["--dataset", "reco", *chosen]
     assert main([*CONFIG, "retrain", "reco", "--print", "--", "--epochs", "1"]) == 0
     assert capfd.readouterr().out.split()[1:] == [
         "-m",

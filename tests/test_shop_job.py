@@ -169,3 +169,35 @@ def test_explicit_candidate_table_and_a_composite_key(
     for key in ("a\\|b|nl", "x\\\\y|de", "ns:1 é|nl"):  # each part escaped, then joined
         doc = json.loads(stored_payload(rclient, "shop", summary.version, key))
         assert doc["key"] == key and len(doc["items"]) == 3
+
+
+def test_an_incremental_run_scores_just_the_keys_asked_into_a_delta(
+    spark, shop_settings, shop, rclient, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """``--keys``, ``--where`` and ``--from-miss-log`` score only those customers, with
+    the model version named, and publish them as deltas read before the full version."""
+    registered(shop_settings, "shop-model", shop["plain"])
+    base = _score(spark, shop_settings)
+    registered(shop_settings, "shop-model", shop["plain"], promote=False)  # version 2
+    asked = tmp_path / "k.parquet"
+    write_frame(pd.DataFrame({"customer_id": ["c1", "c2", "nobody"]}), asked, index=False)
+    by_keys = _score(spark, shop_settings, "--keys", str(asked), "--model-version", "2")
+    assert by_keys.rows == 2 and by_keys.delta_of == base.version
+    customers = read_frame(shop["tables"] / "customers.parquet")
+    segment = dict(zip(customers["customer_id"], customers["segment"], strict=True))
+    cheap = next(c for c in segment if segment[c] == "budget" and c not in ("c1", "c2"))
+    dear = next(c for c in segment if segment[c] != "budget" and c not in ("c1", "c2"))
+    MissLog(rclient).record("shop", [cheap, dear])
+    where = ["--where", "segment = 'budget'", "--from-miss-log", "--model-version", "2"]
+    chosen = _score(spark, shop_settings, *where)  # both: the budget customers among the missed
+    assert chosen.rows == 1 and MissLog(rclient).all_keys("shop") == [dear]
+    v = Versions(rclient, "shop", shop_settings.store)
+    assert v.current() == base.version
+    assert v.get(by_keys.version).status == "delta"
+    assert v.get(by_keys.version).extra["chosen"] == f"--keys {asked}"
+    api = create_app(LookupSettings(core=shop_settings, pointer_cache_s=0)).test_client()
+    found = [api.get(f"/v1/datasets/shop/{c}").get_json() for c in ("c1", "c2", cheap, dear)]
+    assert [d["model_version"] for d in found] == ["2", "2", "2", "1"]
+    with pytest.raises(ConfigError, match="--where: 'no_such_column = 1'"):
+        _score(spark, shop_settings, "--where", "no_such_column = 1")
+    assert _score(spark, shop_settings, "--where", "segment = 'nobody'").version == ""

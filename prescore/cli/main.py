@@ -15,6 +15,7 @@ prescore models [list] [NAME]             model versions, metrics, the promoted 
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
 prescore models promote NAME VERSION      name a model version as the one in production
 prescore score NAME [--print] [-- ARGS]   score in bulk (spark-submit, python -m jobs.submit)
+  (--keys TABLE, --where CONDITION, --from-miss-log: only those rows, as a delta)
 prescore retrain NAME [-- ARGS]           train, gate, score, promote (python -m jobs.retrain)
 prescore serve lookup|fallback [-- ARGS]  run a service (python -m lookup.serve, ...)
 prescore config                           the effective settings, secrets masked

@@ -96,8 +96,11 @@ def score(settings: Settings, args: argparse.Namespace) -> int:
     submit = ["jobs.submit", "score", "--target", args.target, "--master", args.master]
     if args.python_env:
         submit += ["--python-env", _archive(args.python_env)]
-    dry_run = ["--dry-run"] if args.dry_run else []
-    argv = [*submit, "--exec", "--", "--dataset", args.dataset, *dry_run, *_rest(args)]
+    chosen = ["--dry-run"] if args.dry_run else []
+    chosen += ["--keys", args.keys] if args.keys else []
+    chosen += ["--where", args.where] if args.where else []
+    chosen += ["--from-miss-log"] if args.from_miss_log else []
+    argv = [*submit, "--exec", "--", "--dataset", args.dataset, *chosen, *_rest(args)]
     if args.print_only:  # jobs.submit without --exec prints the spark-submit line it builds
         argv.remove("--exec")
         _installed(argv[0])
@@ -193,6 +196,12 @@ def add_commands(sub: Any, listing: Any) -> None:
     sc.add_argument("--master", default="local[*]", help="local target: local[N] or spark://")
     sc.add_argument(
         "--dry-run", action="store_true", help="count keys and pairs, estimate; write nothing"
+    )
+    incremental = "incremental: score only %s, published as a delta of the live version"
+    sc.add_argument("--keys", metavar="TABLE", help=incremental % "the keys of this parquet")
+    sc.add_argument("--where", metavar="CONDITION", help=incremental % "the rows it selects")
+    sc.add_argument(
+        "--from-miss-log", action="store_true", help=incremental % "the keys lookups missed"
     )
     sc.add_argument(
         "--python-env",
