@@ -57,7 +57,8 @@ def pack_batch(
         return None
     empty = orjson.dumps({key_field: keys[0], list_field: [], **stamp})
     fid = lists.frame_around(keys[0], empty)
-    index = np.array(lists.indices(heads[0]), np.int64)[heads[1]] if heads[0] else heads[1]
+    made = lists.indices(heads[0], cut=False)  # orjson's flat objects (_heads)
+    index = np.array(made, np.int64)[heads[1]] if heads[0] else heads[1]
     if fid is None or (index < 0).any():
         return None
     offsets = column.offsets.to_numpy()

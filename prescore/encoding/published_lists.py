@@ -69,11 +69,13 @@ class ListCompactor:
         packed = self._encode(key, text)
         return packed[1] if packed is not None else None
 
-    def indices(self, heads: list[bytes]) -> list[int]:
+    def indices(self, heads: list[bytes], cut: bool = True) -> list[int]:
         """The entry table's index of each entry text before its score (added where new;
-        -1 where the table is full)."""
+        -1 where the table is full). ``cut``: texts cut from a row's JSON, each parsed
+        once as it is added; otherwise texts orjson wrote for flat objects
+        (prescore.encoding.arrow_lists), whole objects as made."""
         index = self._index
-        return [index[h] if h in index else self._add(h) for h in heads]
+        return [index[h] if h in index else self._add(h, cut) for h in heads]
 
     def frames(self) -> dict[int, compact.Frame]:
         """The frames of the rows packed so far (none when no row was)."""
@@ -135,11 +137,13 @@ class ListCompactor:
         doc = _object(self._key_head + b'""' + self._head_end + tail)
         return doc is not None and doc.get(self._list_field) == [] and "source" not in doc
 
-    def _add(self, head: bytes) -> int:
+    def _add(self, head: bytes, cut: bool = True) -> int:
         """A new entry's index (``head``: its text before the score), -1 when the table is
-        full or ``head`` is not one whole object's text up to its last field (a cut
-        inside a nested list): a lookup cuts lists at entries."""
-        if len(self._entries) >= self._max_entries or _object(head + b',"score":0}') is None:
+        full or (``cut``) ``head`` is not one whole object's text up to its last field (a
+        cut inside a nested list): a lookup cuts lists at entries."""
+        if len(self._entries) >= self._max_entries:
+            return -1
+        if cut and _object(head + b',"score":0}') is None:
             return -1
         self._entries.append(head + _SCORE)
         found = self._index[head] = len(self._entries) - 1
