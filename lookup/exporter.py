@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 from lookup.settings import LookupSettings
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo
+from prescore.store import deltas
 from prescore.store.redis_client import OUTAGES, Client
 
 STATUSES = ("published", "writing", "dead", "gated", "failed", "retired")
@@ -65,6 +66,8 @@ GAUGES = {
     "scored": ("prescore_job_scored", "What that run scored", DU),
     "rate": ("prescore_job_rate", "Scored per second by that run", DU),
     "misses": ("prescore_dataset_miss_log_keys", "Keys in the miss log", D),
+    "deltas": ("prescore_dataset_deltas", "Deltas of the live version", D),
+    "delta_rows": ("prescore_dataset_delta_rows", "Keys in the live version's deltas", D),
     "from_log": ("prescore_dataset_misses_scored", "Miss-log keys the last run scored", D),
     "log_share": (
         "prescore_dataset_misses_scored_ratio",
@@ -154,6 +157,9 @@ class RegistryCollector:
         if current is None:
             return
         info = current
+        listed = set(deltas.read(self.client, name)[1])
+        g["deltas"].add_metric([name], len(listed))
+        g["delta_rows"].add_metric([name], sum(i.rows for i in infos if i.version in listed))
         g["info"].add_metric([name, version, info.model, info.model_version], 1)
         g["rows"].add_metric([name], info.rows)
         published = _epoch(info.published_at)

@@ -89,6 +89,9 @@ def test_a_delta_is_read_before_its_base_until_the_next_version_replaces_it(
     two = _publish(similar, rclient, tmp_path, [0, 1], "two", incremental=True)
     assert _served(api, "s0", "s1", "s50", "s2") == ["two", "two", "one", "base"]
     assert deltas.read(rclient, "similar")[1] == (two.version, one.version)
+    page = api.get("/metrics").get_data(as_text=True)
+    assert 'prescore_dataset_deltas{dataset="similar"} 2.0' in page
+    assert 'prescore_dataset_delta_rows{dataset="similar"} 6.0' in page
 
     # a new full version takes its base's deltas with it, in its own switch
     cached = create_app(LookupSettings(core=similar, pointer_cache_s=3600)).test_client()
