@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prescore.data.datasets import Dataset
 from prescore.encoding.codec import VersionInfo
+from prescore.encoding.compact import Frame
 from prescore.settings import Settings
 from prescore.store import deltas, values
 from prescore.store.redis_client import REDIS_OUTAGES, Client, connect, store_errors
+from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Prescore", "PublishReport", "VersionInfo"]
 F = TypeVar("F", bound=Callable[..., Any])
+_FRAMES_KEPT = 8  # versions whose frames a Prescore object keeps
 
 
 def _redis_errors(method: F) -> F:
@@ -75,6 +78,8 @@ class Prescore:
         base = settings or Settings.from_env(env)
         self.settings = base.with_overrides(redis_url, model_store, config, env)
         self._client: Client | None = None
+        # each version's frames, loaded once: a version id never changes meaning
+        self._frames: dict[tuple[str, str], dict[int, Frame]] = {}
 
     @property
     def client(self) -> Client:
@@ -133,9 +138,22 @@ class Prescore:
         (InvalidInput for one it would refuse)."""
         form = self.dataset(dataset).key_form
         checked = [form.check_given(k) for k in keys]
-        where, over = deltas.layers(self._versions(dataset), version)  # NotFound: none such
-        found = values.read(self.client, where, checked, deltas=over)
+        v = self._versions(dataset)
+        where, over = deltas.layers(v, version, self._frames_of)  # NotFound: none such
+        found = values.read(self.client, where, checked, self._frames_of(where), over)
         return [None if raw is None else json.loads(raw) for raw in found]
+
+    def _frames_of(self, where: Placed) -> dict[int, Frame]:
+        """The frames of ``where``, kept once found (none yet: asked again next time, as a
+        version being written has its frames only once written)."""
+        found = self._frames.get((where.dataset, where.version))
+        if found is None:
+            found = values.load_frames(self.client, where)
+            if found:
+                if len(self._frames) >= _FRAMES_KEPT:
+                    self._frames.clear()
+                self._frames[(where.dataset, where.version)] = found
+        return found
 
     def get_df(
         self, dataset: str, keys: Sequence[object], *, version: str | None = None

@@ -20,11 +20,13 @@ keys (:func:`retire_unlisted`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo, utcnow_iso
+from prescore.encoding.compact import Frame
 from prescore.errors import NotFound, PublishError
 from prescore.store import values
 from prescore.store.dataset_versions import DatasetVersions
@@ -58,16 +60,22 @@ def read(client: Client, dataset: str) -> tuple[str | None, tuple[str, ...], str
     return live, listed(raw, live), as_text(raw) if raw is not None else ""
 
 
-def layers(v: DatasetVersions, version: str | None = None) -> tuple[Placed, list[Layer]]:
+def layers(
+    v: DatasetVersions,
+    version: str | None = None,
+    frames: Callable[[Placed], Mapping[int, Frame]] | None = None,
+) -> tuple[Placed, list[Layer]]:
     """Where readers read: ``version`` (default the live one) and, for the live one, its
-    deltas newest first (the lookup's own reads, with their keys held: lookup.store).
-    NotFound: none live."""
+    deltas newest first, each with its frames (``frames``: how they are had, default
+    read now) (the lookup's own reads, with their keys held: lookup.store). NotFound:
+    none live."""
     live, ids, _ = read(v.client, v.dataset)
     chosen = version or live
     if chosen is None:
         raise NotFound(f"{v.dataset}: nothing published", code="no_version")
     over = [v.placed(i) for i in ids] if chosen == live else []
-    return v.placed(chosen), [Layer(d, values.load_frames(v.client, d)) for d in over]
+    load = frames or partial(values.load_frames, v.client)
+    return v.placed(chosen), [Layer(d, load(d)) for d in over]
 
 
 def carried(
