@@ -35,7 +35,7 @@ from jobs.bulk import Run, Summary, WorkerSettings, publish_version, settings_fo
 from jobs.flags import add_store_flags
 from jobs.score_plan import Plan
 from jobs.spark_tables import Selection, Subset
-from prescore.errors import ConfigError, PrescoreError
+from prescore.errors import ConfigError, PrescoreError, PublishError
 from prescore.models.store import ModelStore
 from prescore.settings import Settings, StoreSettings
 from prescore.store.misslog import MissLog
@@ -104,7 +104,9 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             f"dataset {dataset.name} is external: its scores are published with "
             "`prescore publish`, not scored here"
         )
-    ref = ModelStore(settings.models).resolve(dataset.model, args.model_version)
+    subset = Subset(args.keys, args.where, args.from_miss_log)
+    live_model = _live_model(settings, dataset) if subset else None  # none live: refused
+    ref = ModelStore(settings.models).resolve(dataset.model, args.model_version or live_model)
     named = f"{dataset.model}/{ref.version}"
     base = Run(
         dataset=dataset,
@@ -115,7 +117,6 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         partitions=args.partitions,
     )
     log = MissLog(connect(settings.redis))
-    subset = Subset(args.keys, args.where, args.from_miss_log)
     log_on = (args.miss_log and dataset.miss_log) or args.from_miss_log
     uses_log = log_on and not dataset.images  # a run over image files scores every file
     missed = log.all_keys(dataset.name) if uses_log else []
@@ -233,6 +234,20 @@ def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
     held = log.held_by(where, logged)
     log.forget(dataset, held)
     print(f"{dataset}: {len(held)} of the {len(logged)} missed key(s) logged are now precomputed")
+
+
+def _live_model(settings: Settings, dataset: Any) -> str | None:
+    """The model version of the live version, which an incremental run scores with (a
+    delta holds its version's model's answers); PublishError when none is live."""
+    versions = Versions(connect(settings.redis), dataset.name, settings.store)
+    live = versions.current()
+    if live is None:
+        raise PublishError(
+            f"{dataset.name} has no live version to add a delta to: run a full score first",
+            code="no_version",
+        )
+    info = versions.get(live)
+    return info.model_version if info.model == dataset.model else None
 
 
 def _chosen(subset: Subset) -> str:

@@ -139,7 +139,7 @@ def rows_to_score(
         found = frame.where(key.isin(list(missed))).select(key.alias("k")).distinct()
         logged = sorted(r["k"] for r in found.collect())
     if subset:
-        chosen = _subset(frame, table, subset, logged)
+        chosen = _subset(frame, table, form, subset, logged)
         if logged and (subset.where or subset.keys):  # the logged keys it still holds
             found = chosen.where(key.isin(logged)).select(key.alias("k")).distinct()
             logged = sorted(r["k"] for r in found.collect())
@@ -152,17 +152,26 @@ def rows_to_score(
     return Selection(chosen, logged, added)
 
 
-def _subset(frame: Any, table: Table, subset: Subset, logged: list[str]) -> Any:
+def _subset(frame: Any, table: Table, form: KeyForm, subset: Subset, logged: list[str]) -> Any:
     from pyspark.sql import functions as F
+    from pyspark.sql.utils import AnalysisException
 
     if subset.missed:
         frame = frame.where(F.col(KEY_TEXT).isin(logged))
     if subset.where:
         frame = frame.where(_condition(frame, subset.where, "--where"))
     if subset.keys:
-        given = frame.sparkSession.read.parquet(subset.keys)
-        require(given, table.key, f"--keys {subset.keys}")
-        frame = frame.join(given.select(*table.key).distinct(), list(table.key), "left_semi")
+        where = f"--keys {subset.keys}"
+        try:
+            given = frame.sparkSession.read.parquet(subset.keys)
+        except AnalysisException as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ConfigError(f"{where}: not a parquet table: {first}") from None
+        require(given, table.key, where)
+        check_key_types(given, table, where)
+        # matched by key text, as the lookup asks: "007" is not 7
+        texts = given.select(key_column(table, form).alias(KEY_TEXT)).distinct()
+        frame = frame.join(texts, [KEY_TEXT], "left_semi")
     return frame
 
 

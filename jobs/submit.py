@@ -610,17 +610,28 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, local: boo
     subprocess.run(cmd, env=spark_env(env, local=local), check=True)
 
 
-def published_since(dataset: str, since: str, env: Mapping[str, str]) -> str:
-    """The version of ``dataset`` published at or after ``since``; raises when there is none."""
+INCREMENTAL = ("--keys", "--where", "--from-miss-log")  # a job's flags that make a delta
+
+
+def published_since(dataset: str, since: str, env: Mapping[str, str], delta: bool = False) -> str:
+    """The version of ``dataset`` published at or after ``since`` (``delta``: the delta
+    an incremental run attached to the live version); raises when there is none (a
+    driver that failed may still have exited 0)."""
     from prescore.settings import Settings
     from prescore.store.redis_client import connect
     from prescore.store.versions import Versions
 
     settings = Settings.from_env(env)
     versions = Versions(connect(settings.redis), dataset, settings.store)
+    wanted = "delta" if delta else "published"
     for info in versions.all():
-        if info.status == "published" and (info.published_at or "") >= since:
+        if info.status == wanted and (info.published_at or "") >= since:
             return info.version
+    if delta:
+        raise SystemExit(
+            f"{dataset}: spark-submit returned but no delta was attached since {since} (a run "
+            "that chose no rows attaches none; its driver's log says which)"
+        )
     raise SystemExit(f"{dataset}: spark-submit returned but no version was published since {since}")
 
 
@@ -708,8 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.target == "k8s" and "--dry-run" not in extra:  # a dry run publishes nothing
         dataset = dataset_of(extra)
-        version = published_since(dataset, started, env)
-        print(f"{args.job}: published {dataset} version {version}")
+        delta = any(flag in extra for flag in INCREMENTAL)
+        version = published_since(dataset, started, env, delta)
+        print(f"{args.job}: published {dataset} {'delta' if delta else 'version'} {version}")
     return 0
 
 

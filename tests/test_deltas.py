@@ -21,7 +21,7 @@ from prescore.cli.main import main
 from prescore.encoding import compact, keys
 from prescore.errors import PublishError
 from prescore.publishing.parquet import PublishReport, publish_file
-from prescore.settings import Settings
+from prescore.settings import Settings, StoreSettings
 from prescore.store import deltas, values
 from prescore.store.versions import Versions
 from tests.frames import write_frame
@@ -288,3 +288,54 @@ def test_a_version_takes_at_most_max_deltas(
     assert any(f"already has {deltas.MAX_DELTAS} deltas" in line for line in lines), lines
     v = Versions(rclient, "similar", similar.store)
     assert v.get(last.version).status == "failed" and v.count_keys(last.version) == 0
+
+
+def test_a_delta_by_another_model_version_is_refused_and_gc_plans_what_it_does(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    base = _publish(similar, rclient, tmp_path, range(10), "base", model_version="7")
+    lines: list[str] = []
+    other = _publish(
+        similar, rclient, tmp_path, [1], "other", incremental=True, say=lines.append
+    )  # made by external/'' against a version made by external/7
+    v = Versions(rclient, "similar", similar.store)
+    assert not other.published and v.get(other.version).status == "failed"
+    assert any("a delta holds the answers of its version's model" in line for line in lines)
+    one = _publish(similar, rclient, tmp_path, [1], "one", incremental=True, model_version="7")
+    assert one.published
+    # once its base is retired by a publish, so is the delta: the dry run says both
+    later = StoreSettings(keep_versions=1)
+    _publish(similar, rclient, tmp_path, range(10), "later", model_version="7")
+    plan = Versions(rclient, "similar", later).gc_plan()
+    assert plan["retire"] == [base.version] and plan["retire_deltas"] == [one.version]
+
+
+def test_a_delta_filling_the_gate_sample_has_its_drift_checked(
+    settings: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    config = tmp_path / "small.toml"
+    config.write_text(SIMILAR_CONFIG + "\n[datasets.similar.gates]\nsample = 100\n")
+    s = with_catalog(settings, config)
+    low = [round(0.1 + i / 5000, 4) for i in range(300)]
+
+    def rows(scores: list[float]) -> list[dict[str, str]]:
+        return [
+            {"sku": f"s{i}", "payload": json.dumps({"similar": [{"sku": "x", "score": x}]})}
+            for i, x in enumerate(scores)
+        ]
+
+    dataset = s.catalog.get("similar")
+    for name, scores, incremental in (("base", low, False), ("high", [x + 0.4 for x in low], True)):
+        write_frame(pd.DataFrame(rows(scores)), tmp_path / f"{name}.parquet", index=False)
+        done = publish_file(
+            rclient,
+            s.store,
+            dataset,
+            str(tmp_path / f"{name}.parquet"),
+            json_column="payload",
+            incremental=incremental,
+            say=lambda line: None,
+        )
+    assert not done.published  # 100 scores, a full sample: drift checked, and failed
+    entry = Versions(rclient, "similar", s.store).get(done.version)
+    assert entry.status == "failed" and "drift" in entry.note

@@ -333,3 +333,10 @@ def test_exec_on_kubernetes_requires_a_new_published_version(redis_url: str, rcl
     assert submit.published_since("reco", before, env) == info.version
     with pytest.raises(SystemExit):
         submit.published_since("tags", before, env)
+    # an incremental run's (--keys, --where, --from-miss-log): the delta it attached
+    with pytest.raises(SystemExit, match="no delta was attached"):
+        submit.published_since("reco", before, env, delta=True)
+    d = v.begin("reco", "1", expected_keys=1, extra={"delta_of": info.version})
+    write_payloads(rclient, "reco", d.version, [("u2", b"{}")])
+    v.attach(d.version, 1, {})
+    assert submit.published_since("reco", before, env, delta=True) == d.version

@@ -16,8 +16,9 @@ import pytest
 from jobs.score import parse_args, run_job
 from lookup.app import create_app
 from lookup.settings import LookupSettings
-from prescore.errors import ConfigError, ModelMismatch
+from prescore.errors import ConfigError, ModelMismatch, PublishError
 from prescore.settings import Settings
+from prescore.store import deltas, values
 from prescore.store.misslog import MissLog
 from prescore.store.versions import Versions
 from tests import domains
@@ -175,29 +176,40 @@ def test_an_incremental_run_scores_just_the_keys_asked_into_a_delta(
     spark, shop_settings, shop, rclient, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     """``--keys``, ``--where`` and ``--from-miss-log`` score only those customers, with
-    the model version named, and publish them as deltas read before the full version."""
+    the live version's model, and publish them as deltas read before the full version."""
     registered(shop_settings, "shop-model", shop["plain"])
     base = _score(spark, shop_settings)
-    registered(shop_settings, "shop-model", shop["plain"], promote=False)  # version 2
+    registered(shop_settings, "shop-model", shop["plain"])  # version 2, promoted
     asked = tmp_path / "k.parquet"
     write_frame(pd.DataFrame({"customer_id": ["c1", "c2", "nobody"]}), asked, index=False)
-    by_keys = _score(spark, shop_settings, "--keys", str(asked), "--model-version", "2")
+    by_keys = _score(spark, shop_settings, "--keys", str(asked))
     assert by_keys.rows == 2 and by_keys.delta_of == base.version
     customers = read_frame(shop["tables"] / "customers.parquet")
     segment = dict(zip(customers["customer_id"], customers["segment"], strict=True))
     cheap = next(c for c in segment if segment[c] == "budget" and c not in ("c1", "c2"))
     dear = next(c for c in segment if segment[c] != "budget" and c not in ("c1", "c2"))
     MissLog(rclient).record("shop", [cheap, dear])
-    where = ["--where", "segment = 'budget'", "--from-miss-log", "--model-version", "2"]
+    where = ["--where", "segment = 'budget'", "--from-miss-log"]
     chosen = _score(spark, shop_settings, *where)  # both: the budget customers among the missed
     assert chosen.rows == 1 and MissLog(rclient).all_keys("shop") == [dear]
     v = Versions(rclient, "shop", shop_settings.store)
     assert v.current() == base.version
-    assert v.get(by_keys.version).status == "delta"
-    assert v.get(by_keys.version).extra["chosen"] == f"--keys {asked}"
+    assert deltas.read(rclient, "shop")[1] == (chosen.version, by_keys.version)
+    entry = v.get(by_keys.version)
+    assert (entry.status, entry.model_version, entry.extra["chosen"]) == (
+        "delta",
+        "1",  # the live version's model, not the one promoted since
+        f"--keys {asked}",
+    )
+    held = {c: values.held(rclient, v.placed(by_keys.version), [c]) for c in ("c1", "c4")}
+    assert held == {"c1": ["c1"], "c4": []}
     api = create_app(LookupSettings(core=shop_settings, pointer_cache_s=0)).test_client()
-    found = [api.get(f"/v1/datasets/shop/{c}").get_json() for c in ("c1", "c2", cheap, dear)]
-    assert [d["model_version"] for d in found] == ["2", "2", "2", "1"]
+    answers = [api.get(f"/v1/datasets/shop/{c}").get_json() for c in ("c1", cheap, dear)]
+    assert [a["source"] for a in answers] == ["precomputed"] * 3
+    with pytest.raises(PublishError, match="a delta holds the answers of its version's model"):
+        _score(spark, shop_settings, "--keys", str(asked), "--model-version", "2")
     with pytest.raises(ConfigError, match="--where: 'no_such_column = 1'"):
         _score(spark, shop_settings, "--where", "no_such_column = 1")
+    with pytest.raises(ConfigError, match=r"--keys .*: not a parquet table"):
+        _score(spark, shop_settings, "--keys", str(tmp_path / "none.parquet"))
     assert _score(spark, shop_settings, "--where", "segment = 'nobody'").version == ""

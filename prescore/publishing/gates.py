@@ -38,7 +38,8 @@ from prescore.store.values import Placed
 
 _BINS = 10
 # scores a delta's sample needs before its drift says anything (a few scores from the
-# same distribution as the live version's still land in few bins)
+# same distribution as the live version's still land in few bins), unless it fills the
+# sample a version gets
 DRIFT_MIN_SCORES = 50 * _BINS
 
 
@@ -202,7 +203,7 @@ def check(
             checks += _whole(client, new_at, new_rows, live, live_sample, gates)
         old_raw = values.read(client, Placed(dataset.name, live.version, live.buckets), live_sample)
         new_scores = _scores(new_raw, shape.list_field)
-        if whole or len(new_scores) >= DRIFT_MIN_SCORES:
+        if whole or len(sample) >= gates.sample or len(new_scores) >= DRIFT_MIN_SCORES:
             drift = psi(_scores(old_raw, shape.list_field), new_scores)
             checks.append(
                 Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}")

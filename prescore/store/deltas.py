@@ -118,6 +118,14 @@ def attach(
             published_at=now,
             extra={**info.extra, **figures},
         )
+        base = VersionInfo.from_bytes(v.raw(live))
+        if (info.model, info.model_version) != (base.model, base.model_version):
+            raise PublishError(
+                f"{v.dataset} delta {version} was made by {info.model}/{info.model_version}, "
+                f"its version {live} by {base.model}/{base.model_version}: a delta holds the "
+                "answers of its version's model (a new model is a full version)",
+                code="model_mismatch",
+            )
         if len(ids) >= MAX_DELTAS:
             raise PublishError(
                 f"{v.dataset} {live} already has {len(ids)} deltas, the most a version "
@@ -136,7 +144,7 @@ def attach(
     try:
         change = v.apply(decide, version)
     except PublishError as exc:
-        if exc.code == "too_many_deltas":
+        if exc.code in ("too_many_deltas", "model_mismatch"):
             v.fail(version, exc.message)
         raise
     except _BaseReplaced:
@@ -211,11 +219,13 @@ def retire_unlisted(v: DatasetVersions) -> list[str]:
     return retired
 
 
-def unlisted(v: DatasetVersions) -> list[str]:
-    """The ``delta`` entries :func:`retire_unlisted` would retire now (changing nothing)."""
+def unlisted(v: DatasetVersions, gone: set[str] | None = None) -> list[str]:
+    """The ``delta`` entries :func:`retire_unlisted` would retire now (changing nothing),
+    or once the versions ``gone`` are retired."""
     ids = read(v.client, v.dataset)[1]
     infos = v.all()
     kept = {i.version for i in infos if i.status in ("published", "writing", "gated")}
+    kept -= gone or set()
     return [
         i.version
         for i in infos

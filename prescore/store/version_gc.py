@@ -65,10 +65,10 @@ def plan(v: DatasetVersions) -> dict[str, list[str]]:
         "retire": [],
         "drop_gated_keys": [],
         "trim": [],
-        "retire_deltas": deltas.unlisted(v),
     }
     for action, version in _decide(after_reaping, v.current(), v.settings.keep_versions):
         done[action].append(version)
+    done["retire_deltas"] = deltas.unlisted(v, gone=set(done["retire"]))
     entries = {i.version: i for i in after_reaping}
     done["sweep"] = sorted(  # a reaped version's keys go as it is reaped, not here
         version
