@@ -128,14 +128,19 @@ def test_a_delta_rolled_back_alone_gives_back_what_was_read_before_it(
     assert shown["delta"] == two.version and shown["payload"]["similar"][0]["sku"] == "two"
     assert main([*cli, "rollback", "similar", "--delta", two.version, "-o", "json"]) == 0
     done = json.loads(capsys.readouterr().out)
-    assert done["delta"]["version"] == two.version
+    assert (done["delta"]["version"], done["delta"]["status"]) == (two.version, "retired")
     assert _served(api, "s1", "s2", "s3") == ["one", "one", "base"]
     v = Versions(rclient, "similar", similar.store)
     assert v.get(two.version).status == "retired" and v.count_keys(two.version) == 0
-    # a delta that is not the live version's is refused, naming what is
+    # taken off twice: it says so; a delta that is none of the live version's names them
     assert main([*cli, "rollback", "similar", "--delta", two.version]) == 1
     err = capsys.readouterr().err
+    assert "unknown_delta" in err and "was already taken off (retired: rolled back" in err
+    assert main([*cli, "rollback", "similar", "--delta", "20200101T000000.000Z-abcdef"]) == 1
+    err = capsys.readouterr().err
     assert "unknown_delta" in err and one.version in err
+    # a rollback of the version says which deltas go with it
+    assert main([*cli, "rollback", "similar", "--dry-run", "-o", "json"]) == 1  # none older
 
 
 def test_a_version_rolled_back_takes_its_deltas_and_gc_removes_them(
@@ -164,11 +169,10 @@ def test_a_version_rolled_back_takes_its_deltas_and_gc_removes_them(
 def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
     similar: Settings, rclient: Any, tmp_path: Path
 ) -> None:
-    lines: list[str] = []
-    first = _publish(similar, rclient, tmp_path, [1], "one", incremental=True, say=lines.append)
-    assert not first.published and "no live version to add a delta to" in "\n".join(lines)
-    with pytest.raises(PublishError, match="no live version to add a delta to"):
-        _publish(similar, rclient, tmp_path, [1], "one", incremental=True, dry_run=True)
+    for dry_run in (False, True):  # refused before anything is written
+        with pytest.raises(PublishError, match="no live version to add a delta to"):
+            _publish(similar, rclient, tmp_path, [1], "one", incremental=True, dry_run=dry_run)
+    assert rclient.hlen(keys.registry_key("similar")) == 0
     base = _publish(similar, rclient, tmp_path, range(10), "base")
     bad = tmp_path / "bad.parquet"
     rows = [{"sku": "s1", "payload": "{not json"}, {"sku": "s2", "payload": '{"similar": []}'}]
@@ -184,6 +188,7 @@ def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
     )
     v = Versions(rclient, "similar", similar.store)
     assert not report.published and v.get(report.version).status == "failed"
+    assert report.delta_of == base.version and report.error == "publish_failed"
     assert v.count_keys(report.version) == 0 and rclient.exists(keys.deltas_key("similar")) == 0
     assert v.current() == base.version
 
@@ -261,8 +266,16 @@ def test_small_deltas_pass_the_gates_and_one_that_fails_them_is_failed_not_held(
         )
         assert done.published, lines
     assert any("gate drift: ok  None" in line and "not checked: 1 scores" in line for line in lines)
-    # payloads 10x the live ones' size: refused by payload_size, failed (never `gated`)
-    big = [{"sku": "s1", "payload": json.dumps({"similar": [{"sku": "x" * 400, "score": 0.5}]})}]
+    assert any(
+        "gate payload_size: ok  None" in line and "not checked: 1 payloads" in line
+        for line in lines
+    )
+    # payloads 10x the live ones' size, enough of them to say so: refused by payload_size,
+    # and failed (never `gated`)
+    big = [
+        {"sku": f"s{i}", "payload": json.dumps({"similar": [{"sku": "x" * 400, "score": 0.5}]})}
+        for i in range(150)
+    ]
     write_frame(pd.DataFrame(big), tmp_path / "big.parquet", index=False)
     refused = publish_file(
         rclient, similar.store, dataset, str(tmp_path / "big.parquet"), incremental=True, **quiet
@@ -282,27 +295,31 @@ def test_a_version_takes_at_most_max_deltas(
     _publish(similar, rclient, tmp_path, range(10), "base")
     for n in range(deltas.MAX_DELTAS):
         assert _publish(similar, rclient, tmp_path, [n % 10], f"d{n}", incremental=True).published
-    lines: list[str] = []
-    last = _publish(similar, rclient, tmp_path, [1], "last", incremental=True, say=lines.append)
-    assert not last.published and "too_many_deltas" not in "".join(lines)
-    assert any(f"already has {deltas.MAX_DELTAS} deltas" in line for line in lines), lines
-    v = Versions(rclient, "similar", similar.store)
-    assert v.get(last.version).status == "failed" and v.count_keys(last.version) == 0
+    with pytest.raises(PublishError, match=f"already has {deltas.MAX_DELTAS} deltas"):
+        _publish(similar, rclient, tmp_path, [1], "last", incremental=True)
 
 
 def test_a_delta_by_another_model_version_is_refused_and_gc_plans_what_it_does(
     similar: Settings, rclient: Any, tmp_path: Path
 ) -> None:
     base = _publish(similar, rclient, tmp_path, range(10), "base", model_version="7")
-    lines: list[str] = []
-    other = _publish(
-        similar, rclient, tmp_path, [1], "other", incremental=True, say=lines.append
-    )  # made by external/'' against a version made by external/7
+    # named another model version: refused before anything is written, dry run or not
+    for dry_run in (False, True):
+        with pytest.raises(PublishError, match="a delta holds the answers of its version's"):
+            _publish(
+                similar,
+                rclient,
+                tmp_path,
+                [1],
+                "x",
+                incremental=True,
+                model_version="8",
+                dry_run=dry_run,
+            )
     v = Versions(rclient, "similar", similar.store)
-    assert not other.published and v.get(other.version).status == "failed"
-    assert any("a delta holds the answers of its version's model" in line for line in lines)
-    one = _publish(similar, rclient, tmp_path, [1], "one", incremental=True, model_version="7")
-    assert one.published
+    assert [i.version for i in v.all()] == [base.version]
+    one = _publish(similar, rclient, tmp_path, [1], "one", incremental=True)  # external/7
+    assert one.published and v.get(one.version).model_version == "7"
     # once its base is retired by a publish, so is the delta: the dry run says both
     later = StoreSettings(keep_versions=1)
     _publish(similar, rclient, tmp_path, range(10), "later", model_version="7")

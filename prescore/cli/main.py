@@ -87,7 +87,7 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
         [
             "*" if i.version == live else "+" if i.version in layered else "",
             i.version,
-            i.status,
+            "delta, detached" if i.status == "delta" and i.version not in layered else i.status,
             f"{i.model}/{i.model_version}",
             i.rows,
             i.started_at,
@@ -137,13 +137,21 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     store = Prescore(settings=settings)
     if args.delta:
         return _rollback_delta(store, args)
-    before = store.live_version(args.dataset)
+    before, layered, _ = deltas.read(store.client, args.dataset)
     target = store.rollback(args.dataset, to=args.to, dry_run=args.dry_run)
     line = (
         f"{args.dataset}: {_would(args, 'rolled back')} {before} -> {target.version} "
         f"(model {target.model}/{target.model_version}, {target.rows} rows)"
     )
-    doc = {"dataset": args.dataset, "from": before, "to": entry(target), "dry_run": args.dry_run}
+    if layered:
+        line += f"; its {len(layered)} delta(s) go with {before}: {', '.join(layered)}"
+    doc = {
+        "dataset": args.dataset,
+        "from": before,
+        "to": entry(target),
+        "dropped_deltas": list(layered),
+        "dry_run": args.dry_run,
+    }
     done(args, doc, line)
     return 0
 

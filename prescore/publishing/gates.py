@@ -25,7 +25,7 @@ import json
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ _BINS = 10
 # same distribution as the live version's still land in few bins), unless it fills the
 # sample a version gets
 DRIFT_MIN_SCORES = 50 * _BINS
+SIZE_MIN_KEYS = 100  # payloads a delta's sample needs before its median size says anything
 
 
 @dataclass(frozen=True)
@@ -212,9 +213,15 @@ def check(
             few = f"not checked: {len(new_scores)} scores, fewer than {DRIFT_MIN_SCORES}"
             checks.append(Check("drift", True, None, f"<= {gates.drift:g}", few))
         old_size = np.median([len(r) for r in old_raw if r is not None] or [0])
-        new_size = np.median([len(r) for r in new_raw if r is not None] or [0])
-        if old_size:
-            checks.append(_band("payload_size", float(new_size / old_size), gates.payload_size))
+        sizes = [len(r) for r in new_raw if r is not None]
+        if old_size and (whole or len(sample) >= gates.sample or len(sizes) >= SIZE_MIN_KEYS):
+            ratio = float(np.median(sizes or [0]) / old_size)
+            checks.append(_band("payload_size", ratio, gates.payload_size))
+        elif old_size:
+            few = f"not checked: {len(sizes)} payloads, fewer than {SIZE_MIN_KEYS}"
+            checks.append(
+                replace(_band("payload_size", 1.0, gates.payload_size), value=None, detail=few)
+            )
     return GateReport(all(c.passed for c in checks), checks)
 
 

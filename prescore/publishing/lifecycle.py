@@ -69,7 +69,7 @@ def publish_new(
     the writers); a writer still running then lands nothing: its batches are fenced
     (prescore.store.writers)."""
     versions = Versions(client, dataset.name, store)
-    base = _base(versions) if incremental else None
+    base = deltas.base_for(versions, model).version if incremental else None
     extra = {deltas.DELTA_OF: base} if base else None
     info = versions.begin(model[0], model[1], note, expected_keys=expected_keys, extra=extra)
     name = dataset.name
@@ -115,18 +115,6 @@ def publish_new(
     # the new version already serves; removing the ones beyond the newest N is housekeeping
     retired = versions.retire_old()
     return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
-
-
-def _base(versions: Versions) -> str:
-    """The live version a delta is written for; PublishError when none is live."""
-    live = versions.current()
-    if live is None:
-        raise PublishError(
-            f"{versions.dataset} has no live version to add a delta to: publish a full "
-            "version first",
-            code="no_version",
-        )
-    return live
 
 
 def _buckets(versions: Versions, info: VersionInfo, say: Callable[[str], None]) -> Any:

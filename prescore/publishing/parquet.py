@@ -37,7 +37,7 @@ from prescore.publishing import gates
 from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import StoreSettings
 from prescore.store import values
-from prescore.store.deltas import DELTA_OF
+from prescore.store.deltas import DELTA_OF, base_for
 from prescore.store.redis_client import Client
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
@@ -59,6 +59,8 @@ class PublishReport:
     gated: bool = False
     dry_run: bool = False
     delta_of: str = ""  # the live version an incremental publish added this delta to
+    error: str = ""  # why it was not published: the error's code ...
+    message: str = ""  # ... and its message
 
 
 def _plain(value: Any) -> Any:
@@ -270,20 +272,38 @@ def _dry_run(
     report: PublishReport,
     max_bad: int,
     say: Callable[[str], None],
+    incremental: bool = False,
 ) -> PublishReport:
     """What a dry run found: the keys it would write, the bad rows, and the version it
-    would replace (its gates need the written version, so they are checked by the real
-    publish only)."""
+    would replace or add a delta to (its gates need the written version, so they are
+    checked by the real publish only)."""
     live = Versions(client, dataset.name, store).current() or "none"
     verdict = (
         f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed (--max-bad)"
         if report.bad > max_bad
         else f"would write {report.rows} keys, {report.bad} bad row(s) skipped"
     )
-    say(f"{dataset.name}: dry run, nothing written: {verdict}; live version now {live}")
+    what = f"as a delta of the live version {live}" if incremental else f"live version now {live}"
+    say(f"{dataset.name}: dry run, nothing written: {verdict}; {what}")
     for line in report.bad_sample:
         say(f"  bad row: {line}")
     return report
+
+
+def _delta_model(
+    client: Client, store: StoreSettings, dataset: Dataset, model: str, model_version: str
+) -> tuple[str, str]:
+    """The model a delta is stamped with: the live version's, unless another is named (a
+    model version, or a model other than the dataset's); the delta is checked against its
+    base before anything is written (prescore.store.deltas.base_for)."""
+    versions = Versions(client, dataset.name, store)
+    live = versions.current()
+    if live is not None and not model_version:
+        info = versions.get(live)
+        if model in (info.model, dataset.model or "external"):
+            model, model_version = info.model, info.model_version
+    base_for(versions, (model, model_version))
+    return model, model_version
 
 
 def publish_file(
@@ -335,6 +355,8 @@ def publish_rows(
     ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
     nothing. ``compact`` False stores every row as JSON (see published_lists).
     ``incremental``: add the rows to the live version as a delta (prescore.store.deltas)."""
+    if incremental and not dry_run:
+        model, model_version = _delta_model(client, store, dataset, model, model_version)
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -345,18 +367,17 @@ def publish_rows(
     reservoir = gates.Reservoir(dataset.gates.sample)
     total = count_rows(source)
     if dry_run:
-        if incremental and Versions(client, dataset.name, store).current() is None:
-            raise PublishError(
-                f"{dataset.name} has no live version to add a delta to", code="no_version"
-            )
+        if incremental:
+            model, model_version = _delta_model(client, store, dataset, model, model_version)
         with Progress(
             f"{dataset.name} (dry run)", total, say, every_s=progress_s, bar=bar
         ) as progress:
             _check_all(source, rows, report, progress)
-        return _dry_run(client, store, dataset, report, max_bad, say)
+        return _dry_run(client, store, dataset, report, max_bad, say, incremental)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
+        report.delta_of = str(info.extra.get(DELTA_OF, ""))
         where, fence = versions.placed(info.version, info), versions.fence(info.version)
         with Progress(
             f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
@@ -389,7 +410,8 @@ def publish_rows(
             say(f"  bad row: {line}")
         if isinstance(exc, PublishError):
             report.gated = exc.code == "gated" and not incremental  # a delta is failed
-            say(f"{dataset.name}: {exc.message}")
+            report.error, report.message = exc.code, exc.message
+            say(f"{dataset.name}: not published: {exc.code}: {exc.message}")
             return report
         raise
     report.seconds = done.seconds  # up to the switch, as the jobs time it

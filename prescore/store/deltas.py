@@ -78,6 +78,37 @@ def layers(
     return v.placed(chosen), [Layer(d, load(d)) for d in over]
 
 
+def base_for(v: DatasetVersions, model: tuple[str, str]) -> VersionInfo:
+    """The live version a delta made by ``model`` (name, version) would be added to,
+    checked before anything is written (and again as it attaches): PublishError
+    ``no_version``, ``model_mismatch`` or ``too_many_deltas`` otherwise."""
+    live, ids, _ = read(v.client, v.dataset)
+    if live is None:
+        raise PublishError(
+            f"{v.dataset} has no live version to add a delta to: publish a full version first",
+            code="no_version",
+        )
+    base = VersionInfo.from_bytes(v.raw(live))
+    _check(v.dataset, live, base, model, len(ids))
+    return base
+
+
+def _check(dataset: str, live: str, base: VersionInfo, model: tuple[str, str], n: int) -> None:
+    if model != (base.model, base.model_version):
+        raise PublishError(
+            f"a delta of {dataset} made by {model[0]}/{model[1]} would be read beside its "
+            f"version {live}, made by {base.model}/{base.model_version}: a delta holds the "
+            "answers of its version's model (a new model is a full version)",
+            code="model_mismatch",
+        )
+    if n >= MAX_DELTAS:
+        raise PublishError(
+            f"{dataset} {live} already has {n} deltas, the most a version takes (each costs "
+            "every read of a key it holds); publish a full version",
+            code="too_many_deltas",
+        )
+
+
 def carried(
     v: DatasetVersions, live: str | None, version: str
 ) -> tuple[dict[str, tuple[bytes, bytes]], tuple[str, str]]:
@@ -119,19 +150,7 @@ def attach(
             extra={**info.extra, **figures},
         )
         base = VersionInfo.from_bytes(v.raw(live))
-        if (info.model, info.model_version) != (base.model, base.model_version):
-            raise PublishError(
-                f"{v.dataset} delta {version} was made by {info.model}/{info.model_version}, "
-                f"its version {live} by {base.model}/{base.model_version}: a delta holds the "
-                "answers of its version's model (a new model is a full version)",
-                code="model_mismatch",
-            )
-        if len(ids) >= MAX_DELTAS:
-            raise PublishError(
-                f"{v.dataset} {live} already has {len(ids)} deltas, the most a version "
-                "takes (each costs every read of a key it holds); publish a full version",
-                code="too_many_deltas",
-            )
+        _check(v.dataset, live, base, (info.model, info.model_version), len(ids))
         made[:] = [entry]
         ranked = sorted((*ids, version), reverse=True)
         return Change(
@@ -161,11 +180,17 @@ def attach(
 
 def drop(v: DatasetVersions, version: str, *, dry_run: bool = False) -> VersionInfo:
     """Roll back one delta of the live version: readers get the base's (or an older
-    delta's) answer for its keys again, and its keys go. The entry as it was."""
+    delta's) answer for its keys again, and its keys go. Its entry as left (``dry_run``:
+    as it would be)."""
     found: list[VersionInfo] = []
 
     def decide() -> Change:
         live, ids, was = read(v.client, v.dataset)
+        if live is not None and version not in ids and _gone(v, version):
+            raise NotFound(
+                f"{v.dataset} delta {version} was already taken off ({_gone(v, version)})",
+                code="unknown_delta",
+            )
         if live is None or version not in ids:
             raise NotFound(
                 f"{v.dataset} {version} is not a delta of the live version {live} "
@@ -174,8 +199,8 @@ def drop(v: DatasetVersions, version: str, *, dry_run: bool = False) -> VersionI
             )
         raw = v.raw(version)
         info = VersionInfo.from_bytes(raw)
-        found[:] = [info]
         left = info.replace(status="retired", note=f"rolled back at {utcnow_iso()}; {info.note}")
+        found[:] = [left]
         rest = [i for i in ids if i != version]
         return Change(live, {version: (raw, left.to_bytes())}, deltas=(was, _text(live, rest)))
 
@@ -185,6 +210,15 @@ def drop(v: DatasetVersions, version: str, *, dry_run: bool = False) -> VersionI
     v.apply(decide, version)
     v.forget(version)
     return found[0]
+
+
+def _gone(v: DatasetVersions, version: str) -> str:
+    """Why a delta entry is no longer attached ('' when it is not one, or is)."""
+    raw = v.client.hget(keys.registry_key(v.dataset), version)
+    info = VersionInfo.from_bytes(raw) if raw is not None else None
+    if info is None or DELTA_OF not in info.extra or info.status == DELTA:
+        return ""
+    return f"{info.status}: {info.note[:80]}"
 
 
 def retire_unlisted(v: DatasetVersions) -> list[str]:
