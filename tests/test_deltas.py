@@ -96,7 +96,9 @@ def test_a_delta_is_read_before_its_base_until_the_next_version_replaces_it(
     # a new full version takes its base's deltas with it, in its own switch
     cached = create_app(LookupSettings(core=similar, pointer_cache_s=3600)).test_client()
     assert _served(cached, "s0", "s150") == ["two", "one"]
-    full = _publish(similar, rclient, tmp_path, range(100), "full")
+    lines: list[str] = []
+    full = _publish(similar, rclient, tmp_path, range(100), "full", say=lines.append)
+    assert f"  2 delta(s) went with the version it replaced: {two.version}, {one.version}" in lines
     assert _served(api, "s0", "s150") == ["full", None]
     assert rclient.exists(keys.deltas_key("similar")) == 0
     assert v.current() == full.version

@@ -99,9 +99,11 @@ def publish_new(
                 _gate(client, versions, dataset, info, written, figures, say, whole=False)
                 done = versions.attach(info.version, written.rows, figures)
             else:
+                had = deltas.read(client, dataset.name)[1]
                 done = _gate_and_switch(
                     client, versions, dataset, info, written, figures, force, say
                 )
+                _say_deltas(versions, had, say)
     except BaseException as exc:
         if on_failure is not None:
             on_failure()
@@ -115,6 +117,19 @@ def publish_new(
     # the new version already serves; removing the ones beyond the newest N is housekeeping
     retired = versions.retire_old()
     return Published(done, written, seconds, retired, time.perf_counter() - started - seconds)
+
+
+def _say_deltas(versions: Versions, had: tuple[str, ...], say: Callable[[str], None]) -> None:
+    """Which of the deltas of the version switched from went with it, and which began
+    after the new version did and were carried over to it (prescore.store.deltas)."""
+    if not had:
+        return
+    kept = deltas.read(versions.client, versions.dataset)[1]
+    gone = [d for d in had if d not in kept]
+    if kept:
+        say(f"  {len(kept)} delta(s) newer than this version carried over: {', '.join(kept)}")
+    if gone:
+        say(f"  {len(gone)} delta(s) went with the version it replaced: {', '.join(gone)}")
 
 
 def _buckets(versions: Versions, info: VersionInfo, say: Callable[[str], None]) -> Any:
