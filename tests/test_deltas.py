@@ -356,5 +356,9 @@ def test_a_delta_filling_the_gate_sample_has_its_drift_checked(
             say=lambda line: None,
         )
     assert not done.published  # 100 scores, a full sample: drift checked, and failed
+    # against the profile recorded with the live version, not a second read of its sample
+    live = Versions(rclient, "similar", s.store).current() or ""
+    profile = Versions(rclient, "similar", s.store).get(live).extra["gates"]["profile"]
+    assert len(profile["edges"]) == 11 and profile["median_size"] > 0
     entry = Versions(rclient, "similar", s.store).get(done.version)
     assert entry.status == "failed" and "drift" in entry.note

@@ -57,9 +57,11 @@ class Check:
 class GateReport:
     passed: bool
     checks: list[Check] = field(default_factory=list)
+    profile: Profile | None = None  # the new version's sample's, recorded with it
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+        doc = {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+        return doc | ({"profile": asdict(self.profile)} if self.profile else {})
 
     def summary(self) -> str:
         failed = [c for c in self.checks if not c.passed]
@@ -119,17 +121,53 @@ def _scores(payloads: Sequence[bytes | None], list_field: str) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What the distribution gates compare with, of one version's sample, recorded with
+    it (``gates.profile`` in its entry), so that a delta is gated against the live version
+    without reading its sample again: the scores' decile edges and each bin's share, and
+    the median payload size. No edges: the sample held no score."""
+
+    edges: tuple[float, ...]
+    shares: tuple[float, ...]
+    median_size: float
+
+    @classmethod
+    def of(cls, payloads: Sequence[bytes | None], list_field: str) -> Profile:
+        size = float(np.median([len(r) for r in payloads if r is not None] or [0]))
+        return cls.of_scores(_scores(payloads, list_field), size)
+
+    @classmethod
+    def of_scores(cls, scores: np.ndarray, size: float = 0.0) -> Profile:
+        if not len(scores):
+            return cls((), (), size)
+        edges = np.unique(np.quantile(scores, np.linspace(0, 1, _BINS + 1)))
+        if len(edges) < 2:
+            edges = np.array([scores.min() - 1e-9, scores.max() + 1e-9])
+        shares = np.histogram(np.clip(scores, edges[0], edges[-1]), edges)[0] / len(scores)
+        return cls(tuple(edges.tolist()), tuple(shares.tolist()), size)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Profile | None:
+        """The profile recorded with a version (None: none, or not as written)."""
+        try:
+            return cls(tuple(doc["edges"]), tuple(doc["shares"]), float(doc["median_size"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def psi(self, actual: np.ndarray) -> float:
+        """Population stability index of ``actual`` against this sample's deciles."""
+        if not self.edges or not len(actual):
+            return 0.0
+        edges = np.asarray(self.edges)
+        a = np.histogram(np.clip(actual, edges[0], edges[-1]), edges)[0] / len(actual)
+        e, a = np.maximum(np.asarray(self.shares), 1e-4), np.maximum(a, 1e-4)
+        return float(np.sum((a - e) * np.log(a / e)))
+
+
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     """Population stability index of ``actual`` against ``expected`` (deciles of expected)."""
-    if not len(expected) or not len(actual):
-        return 0.0
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, _BINS + 1)))
-    if len(edges) < 2:
-        edges = np.array([expected.min() - 1e-9, expected.max() + 1e-9])
-    e = np.histogram(np.clip(expected, edges[0], edges[-1]), edges)[0] / len(expected)
-    a = np.histogram(np.clip(actual, edges[0], edges[-1]), edges)[0] / len(actual)
-    e, a = np.maximum(e, 1e-4), np.maximum(a, 1e-4)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return Profile.of_scores(expected).psi(actual)
 
 
 def decodes(raw: bytes, shape: PayloadShape, key: str) -> str:
@@ -198,31 +236,43 @@ def check(
             else (f"{missing} sampled keys missing" if missing else ""),
         )
     ]
+    new_scores = _scores(new_raw, shape.list_field)
+    sizes = [len(r) for r in new_raw if r is not None]
+    profile = Profile.of_scores(new_scores, float(np.median(sizes or [0])))
     live_sample = list((live.extra or {}).get("sample", []))[: gates.sample] if live else []
     if live is not None and live.rows and live_sample:
         if whole:
             checks += _whole(client, new_at, new_rows, live, live_sample, gates)
-        old_raw = values.read(client, Placed(dataset.name, live.version, live.buckets), live_sample)
-        new_scores = _scores(new_raw, shape.list_field)
-        if whole or len(sample) >= gates.sample or len(new_scores) >= DRIFT_MIN_SCORES:
-            drift = psi(_scores(old_raw, shape.list_field), new_scores)
-            checks.append(
-                Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}")
-            )
-        else:
-            few = f"not checked: {len(new_scores)} scores, fewer than {DRIFT_MIN_SCORES}"
-            checks.append(Check("drift", True, None, f"<= {gates.drift:g}", few))
-        old_size = np.median([len(r) for r in old_raw if r is not None] or [0])
-        sizes = [len(r) for r in new_raw if r is not None]
-        if old_size and (whole or len(sample) >= gates.sample or len(sizes) >= SIZE_MIN_KEYS):
-            ratio = float(np.median(sizes or [0]) / old_size)
-            checks.append(_band("payload_size", ratio, gates.payload_size))
-        elif old_size:
-            few = f"not checked: {len(sizes)} payloads, fewer than {SIZE_MIN_KEYS}"
-            checks.append(
-                replace(_band("payload_size", 1.0, gates.payload_size), value=None, detail=few)
-            )
-    return GateReport(all(c.passed for c in checks), checks)
+        old = None if whole else Profile.from_json(live.extra.get("gates", {}).get("profile"))
+        if old is None:  # a version published before profiles, or a whole one: its sample
+            live_at = Placed(dataset.name, live.version, live.buckets)
+            old = Profile.of(values.read(client, live_at, live_sample), shape.list_field)
+        full = whole or len(sample) >= gates.sample
+        checks += _distribution(new_scores, sizes, old, gates, full)
+    return GateReport(all(c.passed for c in checks), checks, profile)
+
+
+def _distribution(
+    new_scores: np.ndarray, sizes: list[int], old: Profile, gates: Gates, full: bool
+) -> list[Check]:
+    """``drift`` and ``payload_size`` against the live version's profile; a delta's
+    sample short of ``full`` is checked once it holds enough to say anything."""
+    checks = []
+    if full or len(new_scores) >= DRIFT_MIN_SCORES:
+        drift = old.psi(new_scores)
+        checks.append(Check("drift", drift <= gates.drift, round(drift, 4), f"<= {gates.drift:g}"))
+    else:
+        few = f"not checked: {len(new_scores)} scores, fewer than {DRIFT_MIN_SCORES}"
+        checks.append(Check("drift", True, None, f"<= {gates.drift:g}", few))
+    if old.median_size and (full or len(sizes) >= SIZE_MIN_KEYS):
+        ratio = float(np.median(sizes or [0]) / old.median_size)
+        checks.append(_band("payload_size", ratio, gates.payload_size))
+    elif old.median_size:
+        few = f"not checked: {len(sizes)} payloads, fewer than {SIZE_MIN_KEYS}"
+        checks.append(
+            replace(_band("payload_size", 1.0, gates.payload_size), value=None, detail=few)
+        )
+    return checks
 
 
 def _whole(
