@@ -31,6 +31,8 @@ from tests.helpers import ROOT
 from tests.redis_cluster import RedisCluster3
 
 TRIALS = 3  # each race is run this many times, alternating nothing but the timing
+# a delta's races stop each process at the one step raced, so their order is fixed: once
+DELTA_TRIALS = 1
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +264,7 @@ def test_a_delta_paused_before_its_attach_while_its_base_is_replaced_lands_nothi
     store: tuple[str, bool],
 ) -> None:
     client = _client(store)
-    for trial in range(TRIALS):
+    for trial in range(DELTA_TRIALS):
         dataset = f"dbase{trial}"
         assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
         v = Versions(client, dataset, StoreSettings())
@@ -281,7 +283,7 @@ def test_a_late_delta_never_hides_a_newer_ones_answer(store: tuple[str, bool]) -
     """The older delta (begun first) attaches last: it ranks below the newer one, and
     a rollback of the newer one in between is not lost by either attach."""
     client = _client(store)
-    for trial in range(TRIALS):
+    for trial in range(DELTA_TRIALS):
         dataset = f"dorder{trial}"
         assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
         older = Child("delta", store, dataset, "5", "switch", "older")
@@ -308,7 +310,7 @@ def test_a_delta_rolled_back_and_gc_run_while_another_attaches_lose_neither(
     rolled back: gc leaves the writing one, and its attach keeps the rollback (each
     decides again on the deltas as they are)."""
     client = _client(store)
-    for trial in range(TRIALS):
+    for trial in range(DELTA_TRIALS):
         dataset = f"drace{trial}"
         assert Child("gated", store, dataset, "20", "none").resume()[0] == 0
         paused = Child("delta", store, dataset, "4", "switch", "paused")
