@@ -10,12 +10,15 @@ no reader sees any of its keys; from then on every reader sees all of them.
 Readers take the pointer and the deltas together (:func:`layers`) and read each key from
 the newest delta that holds it, else from the base: one round trip for any number of
 keys and deltas, and never two versions in one answer. The deltas key counts only while
-its first id is the pointer's, and any switch (publish, rollback, release) removes it in
-the switch's own script: a version's deltas go with it. A delta that began before
+its first id is the pointer's, and every switch rewrites it in the switch's own script: a
+rollback takes the version's deltas with it, a publish or release carries over those
+that began after the incoming version did (:func:`carried`). A delta that began before
 another ranks below it wherever it attaches (ids sort by when they began), so a late
-delta never hides a newer one's answer for the same key. A delta can be rolled back
-alone (:func:`drop`); gc retires the entries of deltas no longer listed and removes their
-keys (:func:`retire_unlisted`).
+delta never hides a newer one's answer for the same key. A delta holds the answers of
+its version's model, and a version takes at most MAX_DELTAS (:func:`base_for`, checked
+before anything is written and again at the attach). A delta can be rolled back alone
+(:func:`drop`); gc retires the entries of deltas no longer listed once their base is no
+longer kept, and removes their keys (:func:`retire_unlisted`).
 """
 
 from __future__ import annotations
