@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from lookup.params import CANARY_HEADER
+
 # the envelope's age, right after its source and version (lookup.render), never a
 # payload's own field of that name
 _AGE = re.compile(rb'^(\{"source":"[a-z_]+","dataset_version":"[^"]*"),"age_s":\d+')
@@ -52,7 +54,12 @@ def validated(
     if status != 200:
         return status, body, []
     tag = etag(body)
-    headers = [("ETag", tag), ("Cache-Control", cache_control(max_age_s))]
+    # the canary header can change the answer (lookup.params.pick): caches key on it
+    headers = [
+        ("ETag", tag),
+        ("Cache-Control", cache_control(max_age_s)),
+        ("Vary", CANARY_HEADER),
+    ]
     if matches(if_none_match, tag):
         return 304, b"", headers
     return status, body, headers

@@ -15,6 +15,7 @@ figures with no Pushgateway, and every lookup pod exports the same values.
 | prescore_job_duration_seconds | dataset | the run that made it, up to its switch |
 | prescore_job_scored | dataset, unit | what that run scored (pairs, rows, images) |
 | prescore_job_rate | dataset, unit | scored per second |
+| prescore_dataset_canary_percent | dataset, version | the share of keys a canary serves |
 | prescore_dataset_miss_log_keys | dataset | keys in the miss log (lookup.misslog) |
 | prescore_dataset_misses_scored | dataset | keys of the miss log the last run scored |
 | prescore_dataset_misses_scored_ratio | dataset | their share of the log at that run |
@@ -34,10 +35,10 @@ from prometheus_client.core import GaugeMetricFamily
 from lookup.settings import LookupSettings
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo
-from prescore.store import deltas
+from prescore.store import canaries, deltas
 from prescore.store.redis_client import OUTAGES, Client
 
-STATUSES = ("published", "writing", "dead", "gated", "failed", "retired")
+STATUSES = ("published", "staged", "writing", "dead", "gated", "failed", "retired")
 D, DU = ["dataset"], ["dataset", "unit"]
 GAUGES = {
     "info": (
@@ -68,6 +69,11 @@ GAUGES = {
     "misses": ("prescore_dataset_miss_log_keys", "Keys in the miss log", D),
     "deltas": ("prescore_dataset_deltas", "Deltas of the live version", D),
     "delta_rows": ("prescore_dataset_delta_rows", "Keys in the live version's deltas", D),
+    "canary": (
+        "prescore_dataset_canary_percent",
+        "The share of keys served by a canary beside the live version, in percent",
+        ["dataset", "version"],
+    ),
     "from_log": ("prescore_dataset_misses_scored", "Miss-log keys the last run scored", D),
     "log_share": (
         "prescore_dataset_misses_scored_ratio",
@@ -159,6 +165,8 @@ class RegistryCollector:
         info = current
         listed = set(deltas.read(self.client, name)[1])
         g["deltas"].add_metric([name], len(listed))
+        if (canary := canaries.read(self.client, name)[1]) is not None:
+            g["canary"].add_metric([name, canary.version], canary.percent)
         g["delta_rows"].add_metric([name], sum(i.rows for i in infos if i.version in listed))
         g["info"].add_metric([name, version, info.model, info.model_version], 1)
         g["rows"].add_metric([name], info.rows)

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,6 +62,9 @@ _STATUS = {
     503: "503 SERVICE UNAVAILABLE",
     504: "504 GATEWAY TIMEOUT",
 }
+
+
+_CANARY_HEADER = "HTTP_" + params.CANARY_HEADER.upper().replace("-", "_")  # WSGI's name
 
 
 def _rule(prefix: str, spec: Served) -> str:
@@ -183,8 +187,12 @@ class FastPath:
         body.seek(0)  # Flask reads it again if it answers
         try:
             req = params.batch_body(json.loads(raw), spec, self.limits)
+            query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            version = next((v for name, v in query if name == "version"), None)
+            pick = params.pick(version, environ.get(_CANARY_HEADER))
         except (InvalidInput, ValueError, RecursionError):
             return None
+        req = replace(req, pick=pick)
         return self._serve(lambda: (200, self.service.many(spec, req)), environ, rid)
 
     def _answer(
@@ -200,9 +208,10 @@ class FastPath:
                     args.setdefault(name, value)
             shape = params.shape(args, self.limits.max_k)
             context = params.context(spec, args)
+            pick = params.pick(args.get("version"), environ.get(_CANARY_HEADER))
         except (InvalidInput, ValueError):
             return None
-        return self._serve(lambda: self.service.one(spec, key, context, shape), environ, rid)
+        return self._serve(lambda: self.service.one(spec, key, context, shape, pick), environ, rid)
 
     @staticmethod
     def _serve(

@@ -18,6 +18,11 @@ Prometheus without a Pushgateway.
 | prescore_lookup_fallback_seconds | dataset | a live call as the lookup sees it |
 | prescore_lookup_breaker_open | dataset | 1 open, 0.5 half open, 0 closed (worst worker) |
 | prescore_lookup_store_errors_total | action | Redis unreachable or slow |
+| prescore_lookup_canary_keys_total | dataset, served, result | while a canary runs: keys |
+|  |  | by the side that served them (live, canary): hit, miss |
+| prescore_lookup_canary_seconds | dataset, served | while a canary runs: a single lookup |
+| prescore_lookup_canary_shadow_overlap | dataset, served | while a canary runs: shadow |
+|  |  | checks, by side |
 """
 
 from __future__ import annotations
@@ -125,6 +130,28 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
             registry=r,
         )
+        # while a canary runs (prescore.store.canaries), the same figures by the side that
+        # served them: "live" or "canary" (which versions those are: prescore_dataset_canary)
+        self.canary_keys = Counter(
+            "prescore_lookup_canary_keys",
+            "Keys asked for while a canary runs, by the side that served them and result",
+            ["dataset", "served", "result"],
+            registry=r,
+        )
+        self.canary_seconds = Histogram(
+            "prescore_lookup_canary_seconds",
+            "Time to answer a single lookup while a canary runs, by the side that served it",
+            ["dataset", "served"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canary_shadow_overlap = Histogram(
+            "prescore_lookup_canary_shadow_overlap",
+            "Shadow checks while a canary runs (as prescore_lookup_shadow_overlap), by side",
+            ["dataset", "served"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
         self.collectors: list[Any] = []  # read at scrape time (lookup.exporter)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._cache: dict[tuple[Any, ...], Any] = {}
@@ -159,8 +186,8 @@ class Metrics:
     def count(self, metric: Any, *labels: str, by: float = 1) -> None:
         self._child(metric, *labels).inc(by)
 
-    def seconds(self, metric: Any, dataset: str, value: float) -> None:
-        self._child(metric, dataset).observe(value)
+    def seconds(self, metric: Any, dataset: str, value: float, *labels: str) -> None:
+        self._child(metric, dataset, *labels).observe(value)
 
     def breaker_state(self, dataset: str, state: str) -> None:
         self._child(self.breaker, dataset).set(BREAKER.get(state, 1.0))

@@ -53,10 +53,46 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Pick:
+    """Which version a request asks for while a canary runs: ``version`` pins one (the
+    live one or the canary's: ``?version=``), ``canary`` True or False sends the whole
+    request to the canary or away from it (the CANARY_HEADER); neither: by key."""
+
+    version: str | None = None
+    canary: bool | None = None
+
+
+BY_KEY = Pick()
+CANARY_HEADER = "X-Prescore-Canary"  # 1: the canary answers; 0: the live version does
+_HEADER_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+def pick(version: Any, header: str | None) -> Pick:
+    """A request's ``version`` parameter and CANARY_HEADER, checked (``invalid_version``,
+    ``invalid_header``)."""
+    if version is None and header is None:
+        return BY_KEY
+    if version is not None:
+        if not isinstance(version, str):
+            raise InvalidInput("version must be a version id", code="invalid_version")
+        try:
+            keys.check_version(version)
+        except InvalidInput:
+            raise InvalidInput("version must be a version id", code="invalid_version") from None
+    canary = None
+    if header is not None:
+        canary = _HEADER_VALUES.get(header.strip().lower())
+        if canary is None:
+            raise InvalidInput(f"{CANARY_HEADER} must be 1 or 0", code="invalid_header")
+    return Pick(version, canary)
+
+
+@dataclass(frozen=True)
 class BatchRequest:
     keys: list[str]
     shape: Shape
     context: str | None = None
+    pick: Pick = BY_KEY
 
 
 def _int(raw: Any, name: str, hi: int) -> int:

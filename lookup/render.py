@@ -118,15 +118,19 @@ def error_item(spec: Served, key: str, code: str, message: str) -> bytes:
     return dumps({spec.shape.key_field: key, "error": code, "message": message})
 
 
-def batch(spec: Served, resolved: Resolved, parts: list[bytes], found: int) -> bytes:
-    """A batch answer: one dataset_version, then the per-key results in request order."""
-    head = dumps(
-        {
-            "dataset": spec.name,
-            "dataset_version": resolved.version,
-            "model_version": resolved.model_version,
-            "found": found,
-            "missing": len(parts) - found,
-        }
-    )
-    return head[:-1] + b',"results":[' + b",".join(parts) + b"]}"
+def batch(
+    spec: Served, resolved: Resolved, parts: list[bytes], found: int, canary: str | None = None
+) -> bytes:
+    """A batch answer: one dataset_version (and the ``canary`` version that answered some
+    of its keys: each entry says which version answered it), then the per-key results
+    in request order."""
+    head: dict[str, object] = {
+        "dataset": spec.name,
+        "dataset_version": resolved.version,
+        "model_version": resolved.model_version,
+        "found": found,
+        "missing": len(parts) - found,
+    }
+    if canary is not None:
+        head["canary_version"] = canary
+    return dumps(head)[:-1] + b',"results":[' + b",".join(parts) + b"]}"

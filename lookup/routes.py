@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask, Response, request
@@ -62,14 +63,17 @@ def register(
         params.check_key(spec, key)
         args = request.args
         shape = params.shape(args, limits.max_k)
-        status, body = service.one(spec, key, params.context(spec, args), shape)
+        pick = params.pick(args.get("version"), request.headers.get(params.CANARY_HEADER))
+        status, body = service.one(spec, key, params.context(spec, args), shape, pick)
         status, body, headers = validated(
             status, body, request.headers.get("If-None-Match"), settings.cache_max_age_s
         )
         return json_response(body, status, dict(headers))
 
     def batch(spec: Served) -> Response:
-        return json_response(service.many(spec, params.batch_request(request, spec, limits)))
+        req = params.batch_request(request, spec, limits)
+        pick = params.pick(request.args.get("version"), request.headers.get(params.CANARY_HEADER))
+        return json_response(service.many(spec, replace(req, pick=pick)))
 
     @app.get(f"/v1/datasets/<name>/{KEY_RULE}")
     def get_key(name: str, key: str) -> Response:

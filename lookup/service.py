@@ -9,7 +9,8 @@ then handed to the miss handler (live inference, single-flighted: lookup.live.si
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -19,11 +20,11 @@ from lookup.live.freshness import Ages, Refresher
 from lookup.live.misses import FAILURES, Answer, Failure, Miss, MissHandler
 from lookup.live.shadow import ShadowChecker
 from lookup.metrics import Metrics
-from lookup.params import BatchRequest, Shape
+from lookup.params import BY_KEY, BatchRequest, Pick, Shape
 from lookup.store import Resolved, StoreReader
-from prescore.encoding import compact, keys
+from prescore.encoding import compact, keys, routing
 from prescore.encoding.codec import stored_source
-from prescore.errors import StoreUnavailable
+from prescore.errors import InvalidInput, StoreUnavailable
 from prescore.store.misslog import MissLog
 
 
@@ -117,10 +118,36 @@ class Lookup:
             key=store_key,
         )
 
-    def _count(self, spec: Served, sources: list[str], misses: int) -> None:
+    def _count(self, spec: Served, sources: list[str], misses: int, side: str = "") -> None:
         written_back = sources.count("written_back")
         hits = len(sources) - written_back
         self.metrics.count_keys(spec.name, hits=hits, misses=misses, written_back=written_back)
+        if side:  # a canary runs: the same, by the side that served them
+            if sources:
+                self.metrics.count(
+                    self.metrics.canary_keys, spec.name, side, "hit", by=len(sources)
+                )
+            if misses:
+                self.metrics.count(self.metrics.canary_keys, spec.name, side, "miss", by=misses)
+
+    def _chooser(self, dataset: str, key: str, pick: Pick) -> Callable[[Resolved], Resolved]:
+        """Which version answers ``key`` (prescore.store.canaries): the one ``pick``
+        pins, or the side the pick or the key's slot sends it to."""
+        if pick.version is None:
+            return lambda live: live.served(key, pick.canary)
+        pinned = pick.version
+
+        def choose(live: Resolved) -> Resolved:
+            found = live.pinned(pinned) or self.reader.resolve(dataset, fresh=True).pinned(pinned)
+            if found is None:
+                raise InvalidInput(
+                    f"version {pinned} is neither the live version of {dataset} nor its "
+                    "canary's; only those are served",
+                    code="version_not_served",
+                )
+            return found
+
+        return choose
 
     def _record(self, spec: Served, missed: list[str]) -> None:
         # the entity's key, not key|context: a bulk run scores an entity in every context
@@ -135,20 +162,40 @@ class Lookup:
         except FAILURES as exc:
             return [exc] * len(misses)
 
-    def one(self, spec: Served, key: str, context: str | None, shape: Shape) -> tuple[int, bytes]:
+    def one(
+        self, spec: Served, key: str, context: str | None, shape: Shape, pick: Pick = BY_KEY
+    ) -> tuple[int, bytes]:
         """(status, body) of a single lookup: 200 with the payload or 404 not_found; a
         miss that live inference failed raises its error (FallbackUnavailable,
-        FallbackTimeout, or the fallback's InvalidInput)."""
-        resolved, values = self.reader.read(spec.name, _candidates(key, context))
+        FallbackTimeout, or the fallback's InvalidInput). ``pick``: which version, while
+        a canary runs (default: the key's side)."""
+        started = time.perf_counter()
+        choose = self._chooser(spec.name, key, pick)
+        resolved, values = self.reader.read(spec.name, _candidates(key, context), choose)
+        answer = self._one(spec, key, context, shape, resolved, values)
+        if resolved.side:
+            took = time.perf_counter() - started
+            self.metrics.seconds(self.metrics.canary_seconds, spec.name, took, resolved.side)
+        return answer
+
+    def _one(
+        self,
+        spec: Served,
+        key: str,
+        context: str | None,
+        shape: Shape,
+        resolved: Resolved,
+        values: list[bytes | None],
+    ) -> tuple[int, bytes]:
         payload = next((v for v in values if v is not None), None)
         if payload is not None:
             source = stored_source(payload)
-            self._count(spec, [source], 0)
+            self._count(spec, [source], 0, resolved.side)
             fell_back = context is not None and values[0] is None
             return 200, self._served(
                 spec, key, context, payload, shape, resolved, fell_back, source
             )
-        self._count(spec, [], 1)
+        self._count(spec, [], 1, resolved.side)
         self._record(spec, [key])
         live = self._live([Miss(spec.name, key, context)], resolved)[0] if spec.live else None
         if isinstance(live, FAILURES):
@@ -158,7 +205,11 @@ class Lookup:
         return 404, render.miss(spec, key, context, resolved)
 
     def _hits(
-        self, spec: Served, req: BatchRequest, unique: list[str]
+        self,
+        spec: Served,
+        req: BatchRequest,
+        unique: list[str],
+        choose: Callable[[Resolved], Resolved] | None = None,
     ) -> tuple[Resolved, dict[str, bytes], dict[str, str]]:
         """The version read, the rendered answers of the ``unique`` keys it holds, and
         where each came from. A compact payload that needs nothing but decoding (fresh,
@@ -166,7 +217,7 @@ class Lookup:
         straight into its answer; every other goes through _served."""
         ctx, shape = req.context, req.shape
         asked = [c for k in unique for c in _candidates(k, ctx)] if ctx else unique
-        resolved, values = self.reader.read(spec.name, asked)
+        resolved, values = self.reader.read(spec.name, asked, choose)
         x = self.extras
         straight = shape.min_score is None and not (x.shadow is not None and spec.live)
         openings = _Openings(self, spec, resolved)
@@ -199,17 +250,71 @@ class Lookup:
         """A batch answer in request order; duplicates are read once and answered each time.
 
         With live inference down, slow or refusing, the hits are served and each missing
-        key gets an entry with the failure's code; the answer stays whole."""
+        key gets an entry with the failure's code; the answer stays whole. While a canary
+        runs, its keys are read from it and the rest from the live version (one read
+        each), and each entry says which version answered it."""
         unique = list(dict.fromkeys(req.keys))
-        resolved, rendered, found = self._hits(spec, req, unique)
-        missing = [k for k in unique if k not in rendered]
-        self._count(
-            spec,
-            [found[k] for k in req.keys if k in found],
-            sum(1 for k in req.keys if k not in found),
-        )
-        self._record(spec, missing)
+        live, groups = self._groups(spec.name, unique, req.pick)
+        rendered: dict[str, bytes] = {}
+        found: dict[str, str] = {}
         failed: dict[str, Failure] = {}
+        side: dict[str, Resolved] = {}
+        for group, choose in groups:
+            resolved = self._group(spec, req, group, choose, rendered, found, failed)
+            side.update(dict.fromkeys(group, resolved))
+        for resolved in {id(r): r for r in side.values()}.values():
+            asked = [k for k in req.keys if side[k] is resolved]
+            self._count(
+                spec,
+                [found[k] for k in asked if k in found],
+                sum(1 for k in asked if k not in found),
+                resolved.side,
+            )
+        parts = [
+            rendered.get(k) or _unanswered(spec, k, req.context, failed.get(k)) for k in req.keys
+        ]
+        served = sum(1 for k in req.keys if k in rendered)
+        if live is None:  # read from one version, the one that answered
+            return render.batch(spec, side[req.keys[0]], parts, served)
+        canary = next((r.version for r in side.values() if r.side == "canary"), None)
+        return render.batch(spec, live, parts, served, canary)
+
+    def _groups(
+        self, dataset: str, unique: list[str], pick: Pick
+    ) -> tuple[Resolved | None, list[tuple[list[str], Callable[[Resolved], Resolved] | None]]]:
+        """(the live version, when a canary splits the batch) and the keys read from
+        each version with how that version is chosen: all from one, unless a canary
+        runs and the request leaves the choice to each key's slot."""
+        if pick != BY_KEY:
+            return None, [(unique, self._chooser(dataset, "", pick))]
+        live = self.reader.resolve(dataset)
+        if live.canary is None:
+            return None, [(unique, None)]
+        canary, share = live.canary.version, live.canary_share
+        to = {k for k in unique if routing.to_canary(k, canary, share)}
+        split = [
+            ([k for k in unique if k not in to], _live_side),
+            ([k for k in unique if k in to], _canary_side),
+        ]
+        return live, [(group, choose) for group, choose in split if group]
+
+    def _group(
+        self,
+        spec: Served,
+        req: BatchRequest,
+        unique: list[str],
+        choose: Callable[[Resolved], Resolved] | None,
+        rendered: dict[str, bytes],
+        found: dict[str, str],
+        failed: dict[str, Failure],
+    ) -> Resolved:
+        """Answer the ``unique`` keys read from one version into ``rendered``, with where
+        each came from (``found``) and why live inference gave none (``failed``)."""
+        resolved, hits, sources = self._hits(spec, req, unique, choose)
+        rendered.update(hits)
+        found.update(sources)
+        missing = [k for k in unique if k not in hits]
+        self._record(spec, missing)
         if missing and spec.live:
             answers = self._live([Miss(spec.name, k, req.context) for k in missing], resolved)
             for key, live in zip(missing, answers, strict=True):
@@ -219,10 +324,15 @@ class Lookup:
                     rendered[key] = render.hit(
                         live, spec, req.shape, resolved, source="live", age=0
                     )
-        parts = [
-            rendered.get(k) or _unanswered(spec, k, req.context, failed.get(k)) for k in req.keys
-        ]
-        return render.batch(spec, resolved, parts, sum(1 for k in req.keys if k in rendered))
+        return resolved
+
+
+def _live_side(live: Resolved) -> Resolved:
+    return live.served("", canary=False)
+
+
+def _canary_side(live: Resolved) -> Resolved:
+    return live.served("", canary=True)
 
 
 def _picked(

@@ -32,10 +32,10 @@ import redis
 
 from lookup.lean_reader import LeanReader
 from lookup.stall import StallGate
-from prescore.encoding import compact, keys
+from prescore.encoding import compact, keys, routing
 from prescore.encoding.codec import VersionInfo
 from prescore.errors import StoreUnavailable
-from prescore.store import deltas, values
+from prescore.store import canaries, deltas, values
 from prescore.store.redis_client import OUTAGES, Client
 from prescore.store.values import Command, Layer, Placed
 
@@ -81,6 +81,26 @@ class Resolved:
         default=None, compare=False, repr=False
     )
     deltas: tuple[Layer, ...] = ()  # the version's, newest first (prescore.store.deltas)
+    # the version served to a share of keys beside this one (prescore.store.canaries),
+    # and that share in basis points (prescore.encoding.routing)
+    canary: Resolved | None = None
+    canary_share: int = 0
+    side: str = ""  # while a canary runs, which side this is: "live" or "canary"
+
+    def served(self, key: str, canary: bool | None = None) -> Resolved:
+        """The version that answers ``key``: the canary's for its share of keys (or for
+        every key, ``canary`` True; for none, False), else this one."""
+        if self.canary is None or canary is False:
+            return self
+        if canary or routing.to_canary(key, self.canary.version, self.canary_share):
+            return self.canary
+        return self
+
+    def pinned(self, version: str) -> Resolved | None:
+        """This version or its canary's, whichever is ``version`` (None: neither)."""
+        if version == self.version:
+            return self
+        return self.canary if self.canary and self.canary.version == version else None
 
     @property
     def placed(self) -> Placed:
@@ -172,8 +192,12 @@ class StoreReader:
             if cached is not None and cached[0] > self._clock():
                 return cached[1]
         try:
-            raw, listed = self._run(
-                [("GET", keys.pointer_key(dataset)), ("GET", keys.deltas_key(dataset))]
+            raw, listed, canary = self._run(
+                [
+                    ("GET", keys.pointer_key(dataset)),
+                    ("GET", keys.deltas_key(dataset)),
+                    ("GET", keys.canary_key(dataset)),
+                ]
             )
         except OUTAGES as exc:
             raise self._outage("pointer", "reading the version pointer", exc) from exc
@@ -186,6 +210,9 @@ class StoreReader:
         resolved = self._info(dataset, version)
         if ids := deltas.listed(listed, version):
             resolved = replace(resolved, deltas=tuple(self._delta(dataset, i) for i in ids))
+        if (beside := canaries.parsed(canary, version)) is not None:
+            candidate = replace(self._info(dataset, beside.version), side="canary")
+            resolved = replace(resolved, canary=candidate, canary_share=beside.share, side="live")
         if self.pointer_cache_s > 0:
             self._pointers[dataset] = (self._clock() + self.pointer_cache_s, resolved)
         return resolved
@@ -280,13 +307,24 @@ class StoreReader:
             raise self._outage("registry", "reading the version registry", exc) from exc
         return None if raw is None else VersionInfo.from_bytes(raw)
 
-    def read(self, dataset: str, entity_keys: list[str]) -> tuple[Resolved, list[bytes | None]]:
-        """Every key from one version: the payload bytes, or None where it is missing."""
+    def read(
+        self,
+        dataset: str,
+        entity_keys: list[str],
+        pick: Callable[[Resolved], Resolved] | None = None,
+    ) -> tuple[Resolved, list[bytes | None]]:
+        """Every key from one version (``pick``: which of the live version and its
+        canary, from the live one; default the live one): the payload bytes, or None
+        where it is missing."""
         resolved = self.resolve(dataset)
+        if pick is not None:
+            resolved = pick(resolved)
         found = self._get(resolved, entity_keys)
         self.stall.answered()
         if any(v is None for v in found):
             latest = self.resolve(dataset, fresh=True)
+            if pick is not None:
+                latest = pick(latest)
             if (latest.version, latest.deltas) != (resolved.version, resolved.deltas):
                 resolved, found = latest, self._get(latest, entity_keys)
         return resolved, found

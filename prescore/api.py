@@ -29,6 +29,7 @@ from prescore.encoding.codec import VersionInfo
 from prescore.encoding.compact import Frame
 from prescore.settings import Settings
 from prescore.store import deltas, values
+from prescore.store.canaries import Canary
 from prescore.store.redis_client import REDIS_OUTAGES, Client, connect, store_errors
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
@@ -186,7 +187,9 @@ class Prescore:
         (a stream to draw a progress bar on instead, e.g. ``sys.stderr``), ``compact``
         (default True: lists stored as compact payloads where they allow it, served as
         the same JSON; False: every row stored as its JSON), ``incremental`` (add the
-        rows to the live version as a delta instead: see :meth:`rollback_delta`). The report
+        rows to the live version as a delta instead: see :meth:`rollback_delta`),
+        ``stage`` (gate the version and keep it beside the live one: see :meth:`canary`).
+        The report
         says whether it was published (``published``), or held by the dataset's gates
         (``gated``)."""
         from prescore.publishing.parquet import publish_file, publish_rows  # the tables extra
@@ -219,6 +222,25 @@ class Prescore:
         """Take one delta (an incremental publish) off the live version: readers get
         what they got before it for its keys; its entry as it was."""
         return self._versions(dataset, writes=True).drop_delta(delta, dry_run=dry_run)
+
+    @_redis_errors
+    def canary(
+        self, dataset: str, version: str, percent: float, *, dry_run: bool = False
+    ) -> Canary:
+        """Serve a staged (``publish(..., stage=True)``) or published ``version`` to
+        ``percent`` of keys beside the live version, chosen by a hash of the key, or
+        change the share of the canary it already is (prescore.store.canaries)."""
+        return self._versions(dataset, writes=True).canary(version, percent, dry_run=dry_run)
+
+    @_redis_errors
+    def promote(self, dataset: str, by: str = "", *, dry_run: bool = False) -> VersionInfo:
+        """Switch every reader to the canary's version; its entry as published."""
+        return self._versions(dataset, writes=True).promote(by, dry_run=dry_run)
+
+    @_redis_errors
+    def abort(self, dataset: str, *, dry_run: bool = False) -> Canary:
+        """End the canary: every key gets the live version again; the canary ended."""
+        return self._versions(dataset, writes=True).abort(dry_run=dry_run)
 
     @_redis_errors
     def gc(self, dataset: str, *, dry_run: bool = False) -> dict[str, list[str]]:

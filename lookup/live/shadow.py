@@ -106,6 +106,10 @@ class ShadowChecker:
             return
         overlap, diff = compare(entries(payload, spec), entries(live, spec))
         self.metrics.seconds(self.metrics.shadow_overlap, spec.name, overlap)
+        if version.side:  # a canary runs: which side this answer came from
+            self.metrics.seconds(
+                self.metrics.canary_shadow_overlap, spec.name, overlap, version.side
+            )
         if diff is not None:
             self.metrics.seconds(self.metrics.shadow_diff, spec.name, diff)
         self.checked += 1

@@ -1,19 +1,24 @@
 """``prescore``: the operator CLI for datasets, their published versions and models.
 
 prescore datasets                         the declared datasets (PRESCORE_CONFIG)
-prescore versions NAME                    its versions with their metadata (* live, + its deltas)
+prescore versions NAME                    its versions (* live, + its deltas, ~ its canary)
 prescore show NAME KEY                    the payload readers get for a key
 prescore rollback NAME [--to V]           point readers at another published version
 prescore rollback NAME --delta D          take one incremental publish off the live version
 prescore gc NAME                          remove versions beyond the kept ones
 prescore release NAME VERSION --reason R  publish a version its data gates held back
-  (rollback, gc, release and publish take --dry-run: what they would do, nothing changed)
+prescore canary NAME VERSION --percent P  serve a staged version to P% of keys beside it
+prescore promote NAME | abort NAME        switch readers to the canary's version, or end it
+  (rollback, gc, release, canary, promote, abort and publish take --dry-run: what they
+  would do, nothing changed)
 prescore misses NAME [-n N]               the keys missed most (the next bulk run scores them)
 prescore publish NAME PATH                publish scores computed elsewhere (parquet)
-  (--incremental: add them to the live version as a delta instead)
+  (--incremental: add them to the live version as a delta instead; --stage: gate
+  them and keep them beside the live version, for a canary)
 prescore models [list] [NAME]             model versions, metrics, the promoted one
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
 prescore models promote NAME VERSION      name a model version as the one in production
+  (also prescore promote NAME VERSION: with a version, promote is the model's)
 prescore score NAME [--print] [-- ARGS]   score in bulk (spark-submit, python -m jobs.submit)
   (--keys TABLE, --where CONDITION, --from-miss-log: only those rows, as a delta)
 prescore retrain NAME [-- ARGS]           train, gate, score, promote (python -m jobs.retrain)
@@ -35,13 +40,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from prescore.cli import canary as cli_canary
 from prescore.cli import models as cli_models
 from prescore.cli import run as cli_run
 from prescore.cli.output import bar, done, emit, entry, say
 from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.logs import masked_url
 from prescore.settings import Settings
-from prescore.store import deltas, values
+from prescore.store import canaries, deltas, values
 from prescore.store.redis_client import check_policy, connect, store_errors
 from prescore.store.versions import Versions
 
@@ -73,11 +79,13 @@ def _datasets(settings: Settings, args: argparse.Namespace) -> int:
 def _versions(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset, writes=False)
     live, layered, _ = deltas.read(v.client, args.dataset)
+    canary = canaries.read(v.client, args.dataset)[1]
     infos = v.all()
     doc = {
         "dataset": args.dataset,
         "live": live,
         "deltas": list(layered),
+        "canary": canary and canary.to_json(),
         "versions": [entry(i) for i in infos],
     }
     if not infos and args.output != "json":
@@ -85,9 +93,9 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            "*" if i.version == live else "+" if i.version in layered else "",
+            _mark(i.version, live, layered, canary),
             i.version,
-            "delta, detached" if i.status == "delta" and i.version not in layered else i.status,
+            _status(i.status, i.version, layered, canary),
             f"{i.model}/{i.model_version}",
             i.rows,
             i.started_at,
@@ -99,6 +107,23 @@ def _versions(settings: Settings, args: argparse.Namespace) -> int:
     heads = ("", "version", "status", "model", "rows", "started", "finished", "note")
     emit(args, doc, heads, rows)
     return 0
+
+
+def _mark(version: str, live: str | None, layered: tuple[str, ...], canary: Any) -> str:
+    """A version's mark in the listing: * live, + one of its deltas, ~ its canary."""
+    if version == live:
+        return "*"
+    if version in layered:
+        return "+"
+    return "~" if canary is not None and canary.version == version else ""
+
+
+def _status(status: str, version: str, layered: tuple[str, ...], canary: Any) -> str:
+    if status == "delta" and version not in layered:
+        return "delta, detached"
+    if canary is not None and canary.version == version:
+        return f"{status}, canary {canary.percent:g}%"
+    return status
 
 
 def _show(settings: Settings, args: argparse.Namespace) -> int:
@@ -241,13 +266,14 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         compact=not args.json_payloads,
         incremental=args.incremental,
+        stage=args.stage,
         **options,
     )
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))
     if report.dry_run:
         return 0 if report.bad <= args.max_bad else 1
-    return 0 if report.published else 1
+    return 0 if report.published or report.staged else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,10 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument(
         "--dry-run", action="store_true", help="read and check every row; write nothing"
     )
-    pub.add_argument(
+    how = pub.add_mutually_exclusive_group()
+    how.add_argument(
         "--incremental",
         action="store_true",
         help="add the rows to the live version as a delta (all or nothing), not a new version",
+    )
+    how.add_argument(
+        "--stage",
+        action="store_true",
+        help="gate the new version, then keep it beside the live one for a canary",
     )
     pub.add_argument(
         "--json-payloads",
@@ -318,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="store every row as its JSON, none as a compact payload (served alike)",
     )
 
+    cli_canary.add_commands(command)
     cli_run.add_commands(sub, listing)
     models = listing(sub.add_parser("models", help="list, register and promote models"))
     msub = models.add_subparsers(dest="action")
@@ -333,14 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--promote", action="store_true", help="promote it once registered")
     reg.add_argument("--no-int8", dest="int8", action="store_false", help="skip int8")
     reg.set_defaults(func=cli_models.register)
-    promote_help = "promote a model version"
-    for p in (
-        listing(msub.add_parser("promote", help=promote_help)),
-        command("promote", cli_models.promote, promote_help, dataset=False),
-    ):
-        p.add_argument("name")
-        p.add_argument("version")
-        p.set_defaults(func=cli_models.promote)
+    promote = listing(msub.add_parser("promote", help="promote a model version"))
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.set_defaults(func=cli_models.promote)
+    either = "switch readers to a dataset's canary (NAME), or promote a model version"
+    top = command("promote", cli_canary.promote_either, either, dataset=False)
+    top.add_argument("name", help="a dataset (its canary), or a model")
+    top.add_argument("version", nargs="?", help="the model version (as prescore models promote)")
+    top.add_argument("--dry-run", action="store_true", help="a canary's: say what it would do")
     for p in msub.choices.values():
         if p.get_default("func") is None:
             p.set_defaults(func=cli_models.list_models)

@@ -393,3 +393,9 @@ def new_version_id(
         now = max(now, floor + timedelta(milliseconds=1))
     token = token or secrets.token_hex(3)
     return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{token}"
+
+
+def canary_key(dataset: str) -> str:
+    """The canary beside the live version: its id, the candidate's, the candidate's share
+    (prescore.store.canaries)."""
+    return f"{PREFIX}:{{{dataset}}}:canary"

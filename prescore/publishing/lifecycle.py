@@ -60,14 +60,16 @@ def publish_new(
     expected_keys: int = 0,
     force: bool = False,
     incremental: bool = False,
+    stage: bool = False,
     on_failure: Callable[[], None] | None = None,
     say: Callable[[str], None] = print,
 ) -> Published:
     """Write a new version of ``dataset`` with ``write(versions, info)`` under its lease,
     gate and publish it (``force``: even over a newer live version; ``incremental``: as
-    a delta of the live version). ``on_failure`` runs first when anything fails (stop
-    the writers); a writer still running then lands nothing: its batches are fenced
-    (prescore.store.writers)."""
+    a delta of the live version; ``stage``: gated, then kept ``staged`` for a canary
+    instead of switched to: prescore.store.canaries). ``on_failure`` runs first when
+    anything fails (stop the writers); a writer still running then lands nothing: its
+    batches are fenced (prescore.store.writers)."""
     versions = Versions(client, dataset.name, store)
     base = deltas.base_for(versions, model).version if incremental else None
     extra = {deltas.DELTA_OF: base} if base else None
@@ -101,7 +103,7 @@ def publish_new(
             else:
                 had = deltas.read(client, dataset.name)[1]
                 done = _gate_and_switch(
-                    client, versions, dataset, info, written, figures, force, say
+                    client, versions, dataset, info, written, figures, force, say, stage
                 )
                 _say_deltas(versions, had, say)
     except BaseException as exc:
@@ -164,9 +166,11 @@ def _gate_and_switch(
     figures: dict[str, Any],
     force: bool,
     say: Callable[[str], None],
+    stage: bool = False,
 ) -> VersionInfo:
-    """Gate the version against the live one, then switch to it while that one is still
-    live; when another became live in between (a publish or a rollback), gate again."""
+    """Gate the version against the live one, then switch to it (``stage``: record it
+    staged) while that one is still live; when another became live in between (a
+    publish or a rollback), gate again."""
     for _ in range(REGATES):
         against = _gate(client, versions, dataset, info, written, figures, say)
         try:
@@ -177,6 +181,7 @@ def _gate_and_switch(
                 force=force,
                 figures=figures,
                 gated_against=against,
+                stage=stage,
             )
         except LiveChanged as exc:
             say(f"{dataset.name}: {exc.message}; gating again")

@@ -59,6 +59,7 @@ class PublishReport:
     gated: bool = False
     dry_run: bool = False
     delta_of: str = ""  # the live version an incremental publish added this delta to
+    staged: bool = False  # kept ``staged`` for a canary, not switched to (stage=True)
     error: str = ""  # why it was not published: the error's code ...
     message: str = ""  # ... and its message
 
@@ -348,13 +349,18 @@ def publish_rows(
     bar: TextIO | None = None,
     compact: bool = True,
     incremental: bool = False,
+    stage: bool = False,
 ) -> PublishReport:
     """Publish the rows of ``source`` (a parquet URI or an Arrow table; ``origin`` says
     which in the registry's note) as a new version of ``dataset``, saying how far it got
     every ``progress_s`` (rows read of the source's, rate, time left), or drawing a bar on
     ``bar`` (a terminal's stream) instead. ``dry_run``: check every row and write
     nothing. ``compact`` False stores every row as JSON (see published_lists).
-    ``incremental``: add the rows to the live version as a delta (prescore.store.deltas)."""
+    ``incremental``: add the rows to the live version as a delta (prescore.store.deltas).
+    ``stage``: gate it, then keep it ``staged`` beside the live one, for a canary
+    (prescore.store.canaries)."""
+    if incremental and stage:
+        raise InvalidInput("a delta is added to the live version: it cannot be staged")
     if incremental and not dry_run:
         model, model_version = _delta_model(client, store, dataset, model, model_version)
     stamp = {
@@ -403,6 +409,7 @@ def publish_rows(
             expected_keys=total,
             force=force,
             incremental=incremental,
+            stage=stage,
             say=say,
         )
     except BaseException as exc:
@@ -415,14 +422,17 @@ def publish_rows(
             return report
         raise
     report.seconds = done.seconds  # up to the switch, as the jobs time it
-    report.published = True
+    report.published = not stage
+    report.staged = stage
     report.delta_of = str(done.info.extra.get(DELTA_OF, ""))
     rate = report.rows / report.seconds if report.seconds else 0.0
-    what = f"version {report.version}"
+    what = f"published version {report.version}"
     if incremental:
-        what = f"delta {report.version} of {report.delta_of}"
+        what = f"published delta {report.version} of {report.delta_of}"
+    elif stage:
+        what = f"staged version {report.version} (readers stay on the live one)"
     say(
-        f"{dataset.name}: published {what}: "
+        f"{dataset.name}: {what}: "
         f"{report.rows} keys "
         f"({rate:,.0f} keys/s, {report.compact} of them compact), "
         f"{report.bad} bad row(s) skipped"

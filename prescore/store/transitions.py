@@ -26,12 +26,15 @@ import redis
 from prescore.encoding import keys
 from prescore.store.redis_client import Client, as_text
 
-# KEYS: pointer, registry, lease (or the registry again when none is checked), deltas
+# KEYS: pointer, registry, lease (or the registry again when none is checked), deltas,
+#       canary
 # ARGV: pointer as read ('' none), new pointer ('' leave), token ('' no check),
 #       release the lease ('1'), n, then n (version, entry as read, new entry) triples,
-#       then '1' to check the deltas, the deltas as read and what they become ('' none).
-# A new pointer removes the deltas (they belong to the version it leaves) unless the
-# change names what they become (a publish carries those newer than the new version).
+#       then '1' to check the deltas, the deltas as read and what they become ('' none),
+#       then the same three for the canary.
+# A new pointer removes the deltas (they belong to the version it leaves) and the canary
+# (it ran beside that version) unless the change names what they become (a publish
+# carries the deltas newer than the new version).
 _APPLY = """
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
@@ -39,6 +42,9 @@ if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 'pointer' end
 local d = 6 + 3 * tonumber(ARGV[5])
 if ARGV[d] == '1' and (redis.call('GET', KEYS[4]) or '') ~= ARGV[d + 1] then
   return 'deltas'
+end
+if ARGV[d + 3] == '1' and (redis.call('GET', KEYS[5]) or '') ~= ARGV[d + 4] then
+  return 'canary'
 end
 if ARGV[3] ~= '' then
   local held = redis.call('GET', KEYS[3]) or ''
@@ -60,6 +66,12 @@ if ARGV[d] == '1' then
   else redis.call('SET', KEYS[4], ARGV[d + 2]) end
 elseif ARGV[2] ~= '' and ARGV[2] ~= ARGV[1] then
   redis.call('DEL', KEYS[4])
+end
+if ARGV[d + 3] == '1' then
+  if ARGV[d + 5] == '' then redis.call('DEL', KEYS[5])
+  else redis.call('SET', KEYS[5], ARGV[d + 5]) end
+elseif ARGV[2] ~= '' and ARGV[2] ~= ARGV[1] then
+  redis.call('DEL', KEYS[5])
 end
 if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
 return 'ok'
@@ -176,6 +188,9 @@ class Change:
     # the live version's deltas as read and what they become (prescore.store.deltas);
     # None: neither checked nor changed
     deltas: tuple[str, str] | None = None
+    # the canary as read and what it becomes (prescore.store.canaries); None: neither
+    # checked nor changed
+    canary: tuple[str, str] | None = None
 
 
 @dataclass
@@ -193,8 +208,8 @@ class Registry:
         return self._scripts[name]
 
     def apply(self, change: Change) -> str:
-        """'ok', or what had changed: 'pointer', 'entry', 'deltas' or 'lease' (nothing
-        written)."""
+        """'ok', or what had changed: 'pointer', 'entry', 'deltas', 'canary' or 'lease'
+        (nothing written)."""
         lease = keys.registry_key(self.dataset)
         token = ""
         if change.lease is not None:
@@ -208,12 +223,14 @@ class Registry:
         ]
         for version, (was, new) in change.entries.items():
             args += [version, was or b"", new]
-        args += ["1", *change.deltas] if change.deltas is not None else ["0", "", ""]
+        for checked in (change.deltas, change.canary):
+            args += ["1", *checked] if checked is not None else ["0", "", ""]
         names = [
             keys.pointer_key(self.dataset),
             keys.registry_key(self.dataset),
             lease,
             keys.deltas_key(self.dataset),
+            keys.canary_key(self.dataset),
         ]
         return as_text(self._script("apply", _APPLY)(keys=names, args=args))
 
@@ -326,6 +343,6 @@ def transition(registry: Registry, decide: Callable[[], Change]) -> Change:
         outcome = registry.apply(change)
         if outcome == "ok":
             return change
-        if outcome == "lease":  # 'pointer', 'entry', 'deltas': read and decide again
+        if outcome == "lease":  # 'pointer', 'entry', 'deltas', 'canary': decide again
             raise Conflict("the writer's lease is no longer held by this writer")
     raise Conflict(f"the registry kept changing under {ATTEMPTS} attempts")

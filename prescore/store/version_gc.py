@@ -17,7 +17,8 @@ import redis
 
 from prescore.encoding import keys
 from prescore.encoding.codec import VersionInfo
-from prescore.store import deltas, values
+from prescore.store import canaries, deltas, values
+from prescore.store.canaries import Canary
 from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import as_text, is_full
 from prescore.store.transitions import Change
@@ -40,7 +41,8 @@ def retire_old(v: DatasetVersions) -> list[str]:
     (the live one always kept), drop the keys of gated versions older than the newest,
     trim the history, and sweep what is left over; the versions retired or reaped."""
     removed = reap_dead(v)
-    for action, version in _decide(v.all(), v.current(), v.settings.keep_versions):
+    live, canary, _ = canaries.read(v.client, v.dataset)
+    for action, version in _decide(v.all(), live, v.settings.keep_versions, canary):
         if action == "drop_gated_keys":
             _drop_gated_keys(v, version)
         elif action == "retire":
@@ -66,7 +68,8 @@ def plan(v: DatasetVersions) -> dict[str, list[str]]:
         "drop_gated_keys": [],
         "trim": [],
     }
-    for action, version in _decide(after_reaping, v.current(), v.settings.keep_versions):
+    live, canary, _ = canaries.read(v.client, v.dataset)
+    for action, version in _decide(after_reaping, live, v.settings.keep_versions, canary):
         done[action].append(version)
     done["retire_deltas"] = deltas.unlisted(v, gone=set(done["retire"]))
     entries = {i.version: i for i in after_reaping}
@@ -78,18 +81,28 @@ def plan(v: DatasetVersions) -> dict[str, list[str]]:
     return done
 
 
-def _decide(infos: list[VersionInfo], live: str | None, keep: int) -> Iterator[tuple[str, str]]:
+def _decide(
+    infos: list[VersionInfo], live: str | None, keep: int, canary: Canary | None = None
+) -> Iterator[tuple[str, str]]:
     """What housekeeping does to each of ``infos`` (newest first): ``drop_gated_keys``
     (a gated version older than the newest gated one), ``retire`` (a published version
-    beyond the ``keep`` newest, never the live one), ``trim`` (a failed or retired entry
-    beyond the HISTORY kept; a gated entry stays, as an operator may still release it)."""
+    beyond the ``keep`` newest, never the live one; a staged one older than the newest
+    staged; never the canary's), ``trim`` (a failed or retired entry beyond the HISTORY
+    kept; a gated entry stays, as an operator may still release it)."""
     kept = history = 0
-    gated_seen = False
+    gated_seen = staged_seen = False
     for info in infos:
         if info.status == "gated":  # the newest keeps its keys, to be released
             if gated_seen and not info.note.endswith(KEYS_REMOVED):
                 yield "drop_gated_keys", info.version
             gated_seen = True
+        if canary is not None and info.version == canary.version:
+            continue
+        if info.status == canaries.STAGED:  # the newest stays, to be canaried
+            if staged_seen:
+                yield "retire", info.version
+            staged_seen = True
+            continue
         if info.version == live or (info.status == "published" and kept < keep):
             kept += 1
             continue
@@ -152,16 +165,21 @@ def _drop_gated_keys(v: DatasetVersions, version: str) -> None:
 
 
 def _retire(v: DatasetVersions, version: str) -> bool:
-    """Retire a published version that is not live: recorded first (so no rollback can
-    pick it from then on), then its keys removed; whether it was retired."""
+    """Retire a published or staged version that is neither live nor the canary's:
+    recorded first (so no rollback or canary can pick it from then on; the canary as read
+    is checked, so one started meanwhile keeps it), then its keys removed; whether it was
+    retired."""
 
     def decide() -> Change:
         raw = v.raw(version)
         now = VersionInfo.from_bytes(raw)
-        live = v.current()
-        if live == version or now.status != "published":
+        live, canary, was = canaries.read(v.client, v.dataset)
+        if live == version or now.status not in canaries.CANDIDATES:
             raise _Kept()
-        return Change(live, {version: (raw, now.replace(status="retired").to_bytes())})
+        if canary is not None and canary.version == version:
+            raise _Kept()
+        retired = now.replace(status="retired")
+        return Change(live, {version: (raw, retired.to_bytes())}, canary=(was, was))
 
     try:
         try:

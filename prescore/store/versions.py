@@ -31,7 +31,8 @@ from prescore.encoding.codec import VersionInfo, sort_versions, utcnow_iso
 from prescore.encoding.compact import Frame
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
-from prescore.store import deltas, values, version_gc, writers
+from prescore.store import canaries, deltas, values, version_gc, writers
+from prescore.store.canaries import Canary
 from prescore.store.redis_client import (
     OUTAGES,
     Client,
@@ -191,6 +192,7 @@ class Versions:
         force: bool = False,
         figures: Mapping[str, Any] | None = None,
         gated_against: str | None = ANY_LIVE,
+        stage: bool = False,
     ) -> VersionInfo:
         """Verify the count, then switch pointer and registry atomically; retire old ones
         (unless ``retire`` is False: the caller runs :meth:`retire_old` itself). A version
@@ -199,7 +201,9 @@ class Versions:
         The switch is made only while this writer holds the version's lease (when it
         began it) and only over the live version it checked against; ``gated_against``:
         the live version its gates ran against (None: none), refused with LiveChanged if
-        another is live by the switch, so that it is gated again."""
+        another is live by the switch, so that it is gated again. ``stage``: recorded as
+        ``staged`` instead, readers left on the live version (a canary's candidate:
+        prescore.store.canaries)."""
         found = self.verify(version, expected_rows)
         stale: list[str] = []
 
@@ -207,7 +211,7 @@ class Versions:
             raw, info = self.writing(version)
             live = self.current()
             note = info.note
-            if live is not None and version < live:
+            if live is not None and version < live and not stage:
                 if not force:
                     stale.append(live)
                     raise _Stale()
@@ -216,13 +220,15 @@ class Versions:
                 raise LiveChanged(live)
             now = utcnow_iso()
             done = info.replace(
-                status="published",
+                status=canaries.STAGED if stage else "published",
                 rows=found,
                 finished_at=now,
-                published_at=now,
+                published_at="" if stage else now,
                 note=note,
                 extra={**info.extra, **(figures or {})},
             )
+            if stage:
+                return Change(live, {version: (raw, done.to_bytes())}, lease=self.held(version))
             carry, listed = deltas.carried(self, live, version)
             entries = {version: (raw, done.to_bytes()), **carry}
             return Change(live, entries, version, self.held(version), deltas=listed)
@@ -459,6 +465,22 @@ class Versions:
     def drop_delta(self, version: str, *, dry_run: bool = False) -> VersionInfo:
         """Roll back one delta of the live version (its keys go)."""
         return deltas.drop(self, version, dry_run=dry_run)
+
+    # -- canaries beside the live version (prescore.store.canaries) ----------------------
+    def canary(self, version: str, percent: float, *, dry_run: bool = False) -> Canary:
+        """Serve a staged or published ``version`` to ``percent`` of keys."""
+        return canaries.start(self, version, percent, dry_run=dry_run)
+
+    def promote(self, by: str = "", *, dry_run: bool = False) -> VersionInfo:
+        """Switch readers to the canary's version."""
+        promoted = canaries.promote(self, by, dry_run=dry_run)
+        if not dry_run:
+            self.retire_old()
+        return promoted
+
+    def abort(self, *, dry_run: bool = False) -> Canary:
+        """End the canary; every key is the live version's again."""
+        return canaries.abort(self, dry_run=dry_run)
 
     # -- housekeeping (prescore.store.version_gc) ------------------------------------
     def reap_dead(self) -> list[str]:

@@ -1,0 +1,93 @@
+"""``prescore canary``, ``promote`` and ``abort``: a candidate version served to a share
+of keys beside the live one, then switched to or ended (prescore.store.canaries)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from collections.abc import Callable
+
+from prescore.cli.output import done, entry
+from prescore.settings import Settings
+from prescore.store import canaries
+
+
+def _canary(settings: Settings, args: argparse.Namespace) -> int:
+    from prescore.api import Prescore
+
+    store = Prescore(settings=settings)
+    if args.version is None:  # what runs now
+        live, running, _ = canaries.read(store.client, store.dataset(args.dataset).name)
+        doc = {"dataset": args.dataset, "live": live, "canary": running and running.to_json()}
+        line = f"{args.dataset}: no canary beside {live or 'nothing live'}"
+        if running is not None:
+            line = f"{args.dataset}: {running.version} serves {running.percent:g}% of keys"
+            line += f" beside {live}"
+        done(args, doc, line)
+        return 0
+    if args.percent is None:
+        raise _usage("--percent: give the share of keys the canary serves, e.g. --percent 5")
+    started = store.canary(args.dataset, args.version, args.percent, dry_run=args.dry_run)
+    line = f"{args.dataset}: {started.version} {_would(args, 'serves')} {started.percent:g}% "
+    line += f"of keys beside {started.live} (prescore promote or abort {args.dataset} ends it)"
+    doc = {"dataset": args.dataset, "canary": started.to_json(), "dry_run": args.dry_run}
+    done(args, doc, line)
+    return 0
+
+
+def promote_either(settings: Settings, args: argparse.Namespace) -> int:
+    """``prescore promote NAME``: the dataset's canary; ``NAME VERSION``: a model version
+    (``prescore models promote``, which the top-level command was first)."""
+    if args.version is not None:
+        if args.dry_run:
+            raise _usage("--dry-run: only a canary's promotion (prescore promote NAME) takes it")
+        from prescore.cli import models
+
+        return models.promote(settings, args)
+    args.dataset = args.name
+    return _promote(settings, args)
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from prescore.api import Prescore
+
+    who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
+    promoted = Prescore(settings=settings).promote(args.dataset, by=who, dry_run=args.dry_run)
+    line = f"{args.dataset}: {promoted.version} {_would(args, 'promoted')}: readers all get it"
+    doc = {"dataset": args.dataset, "live": entry(promoted), "by": who, "dry_run": args.dry_run}
+    done(args, doc, line)
+    return 0
+
+
+def _abort(settings: Settings, args: argparse.Namespace) -> int:
+    from prescore.api import Prescore
+
+    ended = Prescore(settings=settings).abort(args.dataset, dry_run=args.dry_run)
+    line = f"{args.dataset}: canary {ended.version} {_would(args, 'ended')}: readers all get "
+    line += ended.live
+    doc = {"dataset": args.dataset, "ended": ended.to_json(), "dry_run": args.dry_run}
+    done(args, doc, line)
+    return 0
+
+
+def _would(args: argparse.Namespace, did: str) -> str:
+    return f"would be {did} (dry run, nothing changed):" if args.dry_run else did
+
+
+def _usage(message: str) -> Exception:
+    from prescore.errors import ConfigError
+
+    return ConfigError(message, code="usage")
+
+
+def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``canary`` and ``abort``, made by the CLI's ``command`` helper (``promote`` is
+    shared with the models': :func:`promote_either`)."""
+    dry = "check and say what it would do; change nothing"
+    can = command("canary", _canary, "serve a staged version to a share of keys (or show it)")
+    can.add_argument("version", nargs="?", help="a staged or published version")
+    can.add_argument("--percent", type=float, help="the share of keys it serves, 0.01 to 100")
+    can.add_argument("--dry-run", action="store_true", help=dry)
+    ab = command("abort", _abort, "end the canary: every key gets the live version again")
+    ab.add_argument("--dry-run", action="store_true", help=dry)

@@ -1,0 +1,171 @@
+"""Canaries: a candidate version served to a stable share of keys beside the live one.
+
+A candidate is a version that passed its gates without going live (``staged``: published
+with ``--stage``) or a published version that is not live. ``ps:{dataset}:canary`` holds
+the live version's id, the candidate's and the candidate's share in basis points
+(prescore.encoding.routing); it counts only while its first id is the pointer's. Readers
+take it with the pointer and the deltas, in one round trip, and send each key whose slot
+is below the share to the candidate, every other key to the live version (with its
+deltas; a candidate has none).
+
+Starting, changing, promoting and aborting a canary are compare-and-sets of the one
+registry script (prescore.store.transitions): a start checks the candidate's entry as
+read, so gc cannot retire it in between, and gc's retirement checks the canary as read,
+so a canary started in between keeps its version. Every switch of the pointer removes the
+canary in the switch's own script (it ran beside the version that left): a publish, a
+rollback or a release ends it, a promotion by switching to it. An abort removes it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prescore.encoding import keys, routing
+from prescore.encoding.codec import VersionInfo, utcnow_iso
+from prescore.errors import NotFound, PublishError
+from prescore.store import deltas
+from prescore.store.dataset_versions import DatasetVersions
+from prescore.store.redis_client import Client, as_text
+from prescore.store.transitions import Change
+
+STAGED = "staged"  # a version that passed its gates and was not switched to
+CANDIDATES = (STAGED, "published")  # what a canary may serve (not the live version)
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A candidate served beside ``live`` to ``share`` basis points of keys."""
+
+    live: str
+    version: str
+    share: int
+
+    @property
+    def percent(self) -> float:
+        return routing.percent_of(self.share)
+
+    def text(self) -> str:
+        return f"{self.live} {self.version} {self.share}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"live": self.live, "version": self.version, "percent": self.percent}
+
+
+def parsed(raw: bytes | str | None, live: str | None) -> Canary | None:
+    """The canary beside ``live`` from the canary key's value (None where there is none,
+    or it names another live version: it was left by one that is no longer live)."""
+    parts = as_text(raw).split() if raw else []
+    if len(parts) != 3 or live is None or parts[0] != live or not parts[2].isdigit():
+        return None
+    return Canary(parts[0], parts[1], int(parts[2]))
+
+
+def read(client: Client, dataset: str) -> tuple[str | None, Canary | None, str]:
+    """(live version, its canary, the canary key as read) now."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.pointer_key(dataset))
+    pipe.get(keys.canary_key(dataset))
+    pointer, raw = pipe.execute()
+    live = as_text(pointer) if pointer is not None else None
+    return live, parsed(raw, live), as_text(raw) if raw is not None else ""
+
+
+def start(v: DatasetVersions, version: str, percent: float, *, dry_run: bool = False) -> Canary:
+    """Serve ``version`` to ``percent`` of keys beside the live version, or change the
+    share of the canary it already is. PublishError ``not_a_candidate`` (live, or not
+    staged or published), ``canary_running`` (another is), ``invalid_percent``."""
+    try:
+        share = routing.share_of(percent)
+    except ValueError as exc:
+        raise PublishError(str(exc), code="invalid_percent") from None
+    made: list[Canary] = []
+
+    def decide() -> Change:
+        live, running, was = read(v.client, v.dataset)
+        if live is None:
+            raise NotFound(f"{v.dataset} has no live version to canary beside", code="no_version")
+        if running is not None and running.version != version:
+            raise PublishError(
+                f"{v.dataset} already serves {running.version} to {running.percent:g}% of keys "
+                f"(prescore abort {v.dataset} first)",
+                code="canary_running",
+            )
+        raw = _candidate(v, version, live)
+        made[:] = [Canary(live, version, share)]
+        return Change(live, {version: (raw, raw)}, canary=(was, made[0].text()))
+
+    if dry_run:
+        decide()
+    else:
+        v.apply(decide, version)
+    return made[0]
+
+
+def _candidate(v: DatasetVersions, version: str, live: str) -> bytes:
+    """The registry entry of a version a canary may serve, as read."""
+    if version == live:
+        raise PublishError(f"{version} is the live version of {v.dataset}", code="not_a_candidate")
+    raw = v.raw(version)
+    status = VersionInfo.from_bytes(raw).status
+    if status not in CANDIDATES:
+        raise PublishError(
+            f"{v.dataset} {version} is {status}: a canary serves a staged or published "
+            "version (publish with --stage)",
+            code="not_a_candidate",
+        )
+    return raw
+
+
+def promote(v: DatasetVersions, by: str = "", *, dry_run: bool = False) -> VersionInfo:
+    """Switch readers to the canary's version, ending the canary in the same script; the
+    live version's deltas newer than it carry over (prescore.store.deltas.carried). Its
+    entry as published (``dry_run``: as it would be)."""
+    made: list[VersionInfo] = []
+
+    def decide() -> Change:
+        live, canary, was = _running(v)
+        raw = _candidate(v, canary.version, live)
+        info = VersionInfo.from_bytes(raw)
+        now = utcnow_iso()
+        note = f"promoted from a {canary.percent:g}% canary beside {live}" + (
+            f" by {by}" if by else ""
+        )
+        done = info.replace(
+            status="published",
+            published_at=now if info.status == STAGED else info.published_at,
+            note=note,
+        )
+        made[:] = [done]
+        carry, listed = deltas.carried(v, live, canary.version)
+        entries = {canary.version: (raw, done.to_bytes()), **carry}
+        return Change(live, entries, canary.version, deltas=listed, canary=(was, ""))
+
+    if dry_run:
+        decide()
+    else:
+        v.apply(decide, "promote")
+    return made[0]
+
+
+def abort(v: DatasetVersions, *, dry_run: bool = False) -> Canary:
+    """End the canary: every key is the live version's again. Its version is left as it
+    was (staged, to be canaried again or retired by gc)."""
+    made: list[Canary] = []
+
+    def decide() -> Change:
+        live, canary, was = _running(v)
+        made[:] = [canary]
+        return Change(live, {}, canary=(was, ""))
+
+    if dry_run:
+        decide()
+    else:
+        v.apply(decide, "abort")
+    return made[0]
+
+
+def _running(v: DatasetVersions) -> tuple[str, Canary, str]:
+    live, canary, was = read(v.client, v.dataset)
+    if live is None or canary is None:
+        raise NotFound(f"{v.dataset} has no canary running", code="no_canary")
+    return live, canary, was

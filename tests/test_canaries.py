@@ -1,0 +1,227 @@
+"""Canary versions: a staged version served to a stable share of keys beside the live one,
+chosen by a hash of the key, or to requests that ask for it; promoted or aborted
+atomically, ended by any switch, kept by gc while it runs. Real Redis, real parquet
+files, the real lookup app and CLI. A canary raced by real processes paused at each step
+is in tests/test_version_races.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from lookup.app import create_app
+from lookup.settings import LookupSettings
+from prescore.api import Prescore
+from prescore.cli.main import main
+from prescore.encoding import keys, routing
+from prescore.errors import NotFound, PublishError
+from prescore.publishing.parquet import PublishReport, publish_file
+from prescore.settings import Settings
+from prescore.store import canaries
+from prescore.store.versions import Versions
+from tests.frames import write_frame
+from tests.helpers import SIMILAR_CONFIG, with_catalog
+
+KEYS = [f"s{i}" for i in range(100)]  # a batch holds at most 100
+
+
+@pytest.fixture()
+def similar(settings: Settings, tmp_path: Path) -> Settings:
+    path = tmp_path / "prescore.toml"
+    path.write_text(SIMILAR_CONFIG)
+    return with_catalog(settings, path)
+
+
+def _publish(s: Settings, rclient: Any, tmp: Path, tag: str, **options: Any) -> PublishReport:
+    rows = [
+        {"sku": k, "payload": json.dumps({"similar": [{"sku": tag, "score": 0.5}]})} for k in KEYS
+    ]
+    path = tmp / f"{tag}.parquet"
+    write_frame(pd.DataFrame(rows), path, index=False)
+    return publish_file(
+        rclient,
+        s.store,
+        s.catalog.get("similar"),
+        str(path),
+        json_column="payload",
+        **{"say": lambda line: None, **options},
+    )
+
+
+def _batch(api: Any, skus: list[str], query: str = "", **headers: str) -> dict[str, Any]:
+    answer = api.post(f"/v1/similar:batchGet{query}", json={"keys": skus}, headers=headers)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    doc: dict[str, Any] = answer.get_json()
+    return doc
+
+
+def test_slots_are_pinned_and_a_share_is_the_share_asked_for() -> None:
+    # golden: the slots a lookup and any other reader give these keys, on any machine
+    assert routing.slot("a", "v1") == 6986 and routing.slot("user-42", "v1") == 3153
+    assert routing.slot("s1", "20261207T000000.000Z-aaaaaa") == 2298
+    assert routing.slot("user-42", "v2") == 382  # salted: each canary has keys of its own
+    users = [f"user-{i}" for i in range(100_000)]
+    five = {k for k in users if routing.to_canary(k, "v1", routing.share_of(5))}
+    assert abs(len(five) / len(users) - 0.05) <= 0.005
+    twenty = {k for k in users if routing.to_canary(k, "v1", routing.share_of(20))}
+    assert five < twenty  # raising the share keeps the keys already in
+    for bad in (0, -1, 100.5, float("nan"), 0.001):
+        with pytest.raises(ValueError, match=r"from 0\.01 to 100"):
+            routing.share_of(bad)
+    assert routing.share_of(100) == routing.SCALE and routing.percent_of(500) == 5
+
+
+def test_a_staged_version_serves_its_share_of_keys_until_promoted(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    live = _publish(similar, rclient, tmp_path, "live")
+    staged = _publish(similar, rclient, tmp_path, "new", stage=True)
+    assert staged.staged and not staged.published
+    v = Versions(rclient, "similar", similar.store)
+    assert v.current() == live.version and v.get(staged.version).status == "staged"
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert {r["similar"][0]["sku"] for r in _batch(api, KEYS)["results"]} == {"live"}
+
+    started = Prescore(settings=similar).canary("similar", staged.version, 25)
+    assert (started.live, started.version, started.share) == (live.version, staged.version, 2500)
+    to_canary = {k for k in KEYS if routing.to_canary(k, staged.version, 2500)}
+    assert 0 < len(to_canary) < len(KEYS)
+    doc = _batch(api, KEYS)
+    assert doc["dataset_version"] == live.version and doc["canary_version"] == staged.version
+    for key, item in zip(KEYS, doc["results"], strict=True):  # each says who answered it
+        want = staged.version if key in to_canary else live.version
+        assert item["dataset_version"] == want
+        assert item["similar"][0]["sku"] == ("new" if key in to_canary else "live")
+    for key in ("s1", "s2", "s3", sorted(to_canary)[0]):  # a single lookup agrees
+        single = api.get(f"/v1/similar/{key}").get_json()
+        assert single["similar"][0]["sku"] == ("new" if key in to_canary else "live")
+    # a header sends the whole request to one side; a pin asks for one version
+    key = next(k for k in KEYS if k not in to_canary)
+    single = api.get(f"/v1/similar/{key}", headers={"X-Prescore-Canary": "1"})
+    assert single.get_json()["dataset_version"] == staged.version
+    assert single.headers["Vary"] == "X-Prescore-Canary"
+    doc = _batch(api, KEYS, **{"X-Prescore-Canary": "0"})
+    assert {r["dataset_version"] for r in doc["results"]} == {live.version}
+    assert "canary_version" not in doc
+    doc = _batch(api, KEYS, f"?version={staged.version}")
+    assert {r["dataset_version"] for r in doc["results"]} == {staged.version}
+    pinned = api.get(f"/v1/similar/{key}?version={staged.version}").get_json()
+    assert pinned["dataset_version"] == staged.version
+    unknown = "20200101T000000.000Z-abcdef"
+    for bad, code in ((unknown, "version_not_served"), ("x", "invalid_version")):
+        refused = api.get(f"/v1/similar/s1?version={bad}")
+        assert (refused.status_code, refused.get_json()["error"]) == (400, code)
+    refused = api.get("/v1/similar/s1", headers={"X-Prescore-Canary": "maybe"})
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_header")
+    # metrics split by the side that served
+    page = api.get("/metrics").get_data(as_text=True)
+    for side in ("live", "canary"):
+        hits = f'{{dataset="similar",result="hit",served="{side}"}}'
+        assert f"prescore_lookup_canary_keys_total{hits}" in page
+        assert f'prescore_lookup_canary_seconds_count{{dataset="similar",served="{side}"}}' in page
+    share = f'{{dataset="similar",version="{staged.version}"}} 25.0'
+    assert f"prescore_dataset_canary_percent{share}" in page
+
+    promoted = Prescore(settings=similar).promote("similar", by="ops")
+    assert promoted.status == "published" and "promoted from a 25% canary" in promoted.note
+    assert v.current() == staged.version and rclient.exists(keys.canary_key("similar")) == 0
+    doc = _batch(api, KEYS)
+    assert {r["similar"][0]["sku"] for r in doc["results"]} == {"new"}
+    assert "canary_version" not in doc
+    assert "prescore_dataset_canary_percent{" not in api.get("/metrics").get_data(as_text=True)
+
+
+def test_a_canary_is_refused_for_what_it_cannot_serve_and_ended_by_any_switch(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    py = Prescore(settings=similar)
+    first = _publish(similar, rclient, tmp_path, "first")
+    with pytest.raises(PublishError) as live_one:
+        py.canary("similar", first.version, 5)
+    assert live_one.value.code == "not_a_candidate"
+    with pytest.raises(NotFound) as none:
+        py.promote("similar")
+    assert none.value.code == "no_canary"
+    with pytest.raises(NotFound) as unknown:
+        py.canary("similar", "20200101T000000.000Z-abcdef", 5)
+    assert unknown.value.code == "unknown_version"
+    one = _publish(similar, rclient, tmp_path, "one", stage=True)
+    with pytest.raises(PublishError) as bad_share:
+        py.canary("similar", one.version, 0)
+    assert bad_share.value.code == "invalid_percent"
+    assert py.canary("similar", one.version, 5, dry_run=True).share == 500
+    assert rclient.exists(keys.canary_key("similar")) == 0  # a dry run changes nothing
+    py.canary("similar", one.version, 5)
+    # a newer staged version retires the older staged ones, but never the canary's
+    two = _publish(similar, rclient, tmp_path, "two", stage=True)
+    v = Versions(rclient, "similar", similar.store)
+    assert v.get(one.version).status == "staged"
+    with pytest.raises(PublishError) as running:
+        py.canary("similar", two.version, 5)
+    assert running.value.code == "canary_running"
+    assert py.canary("similar", one.version, 50).share == 5000  # ramped in place
+
+    assert py.gc("similar", dry_run=True)["retire"] == []
+    ended = py.abort("similar")
+    assert ended.version == one.version and v.get(one.version).status == "staged"
+    assert py.gc("similar", dry_run=True)["retire"] == [one.version]
+    py.gc("similar")
+    assert v.get(one.version).status == "retired" and v.count_keys(one.version) == 0
+    with pytest.raises(PublishError) as retired:
+        py.canary("similar", one.version, 5)
+    assert retired.value.code == "not_a_candidate"
+
+    # a full publish ends the canary in its own switch: it ran beside the version left
+    py.canary("similar", two.version, 10)
+    after = _publish(similar, rclient, tmp_path, "next")
+    assert canaries.read(rclient, "similar")[1] is None
+    assert rclient.exists(keys.canary_key("similar")) == 0
+    # so does a rollback; a canary left beside a version no longer live counts for nothing
+    py.canary("similar", two.version, 10)
+    assert py.rollback("similar").version == first.version
+    assert canaries.read(rclient, "similar")[1] is None
+    rclient.set(keys.canary_key("similar"), f"{after.version} {two.version} 500")
+    api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
+    assert "canary_version" not in _batch(api, KEYS)
+
+
+def test_the_cli_stages_canaries_promotes_and_aborts(
+    similar: Settings, rclient: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = _publish(similar, rclient, tmp_path, "live")
+    rows = [{"sku": k, "payload": json.dumps({"similar": []})} for k in KEYS]
+    path = tmp_path / "new.parquet"
+    write_frame(pd.DataFrame(rows), path, index=False)
+    cli = ["--redis-url", similar.redis.url, "--config", str(tmp_path / "prescore.toml")]
+    publish = [*cli, "publish", "similar", str(path), "--json-column", "payload"]
+    with pytest.raises(SystemExit) as both:  # one or the other
+        main([*publish, "--stage", "--incremental"])
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert main([*publish, "--stage", "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["staged"] and not report["published"]
+    staged = report["version"]
+    assert main([*cli, "canary", "similar"]) == 0
+    assert capsys.readouterr().out.strip() == f"similar: no canary beside {live.version}"
+    assert main([*cli, "canary", "similar", staged]) == 2  # the share is asked for
+    assert "--percent" in capsys.readouterr().err
+    assert main([*cli, "canary", "similar", staged, "--percent", "5", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["canary"] == {"live": live.version, "version": staged, "percent": 5.0}
+    assert main([*cli, "versions", "similar", "-o", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["canary"] == {"live": live.version, "version": staged, "percent": 5.0}
+    assert main([*cli, "versions", "similar"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if staged in line)
+    assert row.startswith("~") and "staged, canary 5%" in row
+    assert main([*cli, "abort", "similar", "--dry-run"]) == 0
+    assert "would be ended" in capsys.readouterr().out
+    assert main([*cli, "promote", "similar"]) == 0
+    assert f"similar: {staged} promoted" in capsys.readouterr().out
+    assert Versions(rclient, "similar", similar.store).current() == staged
+    assert main([*cli, "abort", "similar"]) == 1
+    assert "no_canary" in capsys.readouterr().err
