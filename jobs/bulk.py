@@ -346,12 +346,17 @@ class Summary:
     retire_seconds: float = 0.0
     plan: dict[str, Any] | None = None  # a dry run's (jobs.score_plan), which wrote nothing
     delta_of: str = ""  # an incremental run's: the live version its delta was added to
+    staged: bool = False  # kept beside the live version for a canary, not switched to
 
     def lines(self, unit: str) -> list[str]:
         rate = self.scored / self.seconds if self.seconds else 0.0
-        what = f"delta {self.version} of {self.delta_of}" if self.delta_of else ""
+        what = f"published version {self.version}"
+        if self.delta_of:
+            what = f"published delta {self.version} of {self.delta_of}"
+        elif self.staged:
+            what = f"staged version {self.version} (prescore canary {self.dataset} serves it)"
         out = [
-            f"{self.dataset}: published {what or 'version ' + self.version}",
+            f"{self.dataset}: {what}",
             f"  keys written {self.rows}, {unit} scored {self.scored} "
             f"({rate:,.0f} {unit}/s), {self.seconds:.1f}s",
         ]
@@ -377,12 +382,14 @@ def publish_version(
     figures: Mapping[str, Any] | None = None,
     expected_keys: int = 0,
     incremental: bool = False,
+    stage: bool = False,
 ) -> Summary:
     """Publish a new version (prescore.publishing.lifecycle) written by the stats DataFrame
     ``run(version, token)``, its tasks' writes fenced by the driver's lease; ``force``:
     even over a newer live version; ``figures`` are recorded with it. A version that fails
     its gates is kept ``gated``. ``expected_keys`` sizes the version's buckets.
-    ``incremental``: a delta of the live version instead (prescore.store.deltas)."""
+    ``incremental``: a delta of the live version instead (prescore.store.deltas);
+    ``stage``: kept ``staged`` beside the live one (prescore.store.canaries)."""
     summary = Summary(dataset.name)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
@@ -411,12 +418,14 @@ def publish_version(
         expected_keys=expected_keys,
         force=force,
         incremental=incremental,
+        stage=stage,
         # tasks of a failed job may still be writing: let them stop first
         on_failure=lambda: _drain(spark),
         say=lambda line: print(line, flush=True),
     )
     summary.seconds, summary.retired = done.seconds, done.retired
     summary.delta_of = str(done.info.extra.get("delta_of", ""))
+    summary.staged = stage
     summary.retire_seconds = done.retire_seconds
     for line in summary.lines(unit):
         print(line, flush=True)

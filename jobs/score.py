@@ -92,6 +92,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--from-miss-log", action="store_true", help="incremental: score the keys lookups missed"
     )
+    parser.add_argument(
+        "--stage",
+        action="store_true",
+        help="gate the new version, then keep it beside the live one for a canary "
+        "(prescore canary), instead of switching to it",
+    )
     add_store_flags(parser)
     return parser.parse_args(argv)
 
@@ -105,6 +111,11 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             "`prescore publish`, not scored here"
         )
     subset = Subset(args.keys, args.where, args.from_miss_log)
+    if subset and args.stage:
+        raise ConfigError(
+            "--stage: an incremental run adds a delta to the live version; only a full "
+            "version is staged for a canary"
+        )
     live_model = _live_model(settings, dataset) if subset else None  # none live: refused
     ref = ModelStore(settings.models).resolve(dataset.model, args.model_version or live_model)
     named = f"{dataset.model}/{ref.version}"
@@ -175,6 +186,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         figures={**figures, **({"chosen": _chosen(subset)} if subset else {})},
         expected_keys=expected,
         incremental=bool(subset),
+        stage=args.stage,
     )
     if chosen is not None and chosen.logged:
         log.forget(dataset.name, chosen.logged)  # now precomputed
@@ -196,13 +208,14 @@ def score(
     keys: str = "",
     where: str = "",
     from_miss_log: bool = False,
+    stage: bool = False,
 ) -> Summary:
     """This job on a SparkSession the caller has (a notebook's): score ``dataset`` with
     its model (the promoted version unless ``model_version``) and publish a new version
     (with ``keys``, ``where`` or ``from_miss_log``: only those rows, as a delta of the
-    live version). The summary names the version and its figures; on failure a prescore
-    error is raised and nothing is published. ``settings``: default, from the
-    environment."""
+    live version; ``stage``: kept beside the live one for a canary). The summary names
+    the version and its figures; on failure a prescore error is raised and nothing is
+    published. ``settings``: default, from the environment."""
     argv = ["--dataset", dataset, "--partitions", str(partitions)]
     argv += ["--keys", keys] if keys else []
     argv += ["--where", where] if where else []
@@ -211,6 +224,7 @@ def score(
     argv += ["--force"] if force else []
     argv += [] if miss_log else ["--no-miss-log"]
     argv += ["--dry-run"] if dry_run else []
+    argv += ["--stage"] if stage else []
     args = parse_args(argv)
     return run_job(spark, args, settings or settings_for(args, os.environ))
 

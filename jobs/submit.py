@@ -611,28 +611,30 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, local: boo
 
 
 INCREMENTAL = ("--keys", "--where", "--from-miss-log")  # a job's flags that make a delta
+STAGE = "--stage"  # a job's flag that keeps its version beside the live one (a canary's)
 
 
-def published_since(dataset: str, since: str, env: Mapping[str, str], delta: bool = False) -> str:
-    """The version of ``dataset`` published at or after ``since`` (``delta``: the delta
-    an incremental run attached to the live version); raises when there is none (a
-    driver that failed may still have exited 0)."""
+def published_since(dataset: str, since: str, env: Mapping[str, str], made: str = "version") -> str:
+    """The version of ``dataset`` published at or after ``since``: ``made`` "version"
+    (switched to), "delta" (an incremental run's, attached to the live version) or
+    "staged" (gated and kept beside the live one); raises when there is none (a driver
+    that failed may still have exited 0)."""
     from prescore.settings import Settings
     from prescore.store.redis_client import connect
     from prescore.store.versions import Versions
 
     settings = Settings.from_env(env)
     versions = Versions(connect(settings.redis), dataset, settings.store)
-    wanted = "delta" if delta else "published"
+    wanted = {"version": "published"}.get(made, made)
     for info in versions.all():
-        if info.status == wanted and (info.published_at or "") >= since:
+        if info.status == wanted and (info.published_at or info.finished_at or "") >= since:
             return info.version
-    if delta:
+    if made == "delta":
         raise SystemExit(
             f"{dataset}: spark-submit returned but no delta was attached since {since} (a run "
             "that chose no rows attaches none; its driver's log says which)"
         )
-    raise SystemExit(f"{dataset}: spark-submit returned but no version was published since {since}")
+    raise SystemExit(f"{dataset}: spark-submit returned but no version was {wanted} since {since}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -719,9 +721,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.target == "k8s" and "--dry-run" not in extra:  # a dry run publishes nothing
         dataset = dataset_of(extra)
-        delta = any(flag in extra for flag in INCREMENTAL)
-        version = published_since(dataset, started, env, delta)
-        print(f"{args.job}: published {dataset} {'delta' if delta else 'version'} {version}")
+        made = "delta" if any(flag in extra for flag in INCREMENTAL) else "version"
+        made = "staged" if STAGE in extra else made
+        version = published_since(dataset, started, env, made)
+        print(f"{args.job}: published {dataset} {made} {version}")
     return 0
 
 

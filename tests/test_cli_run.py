@@ -26,6 +26,8 @@ def test_score_retrain_and_serve_pass_arguments_on(capfd: pytest.CaptureFixture[
     chosen = ["--keys", "new.parquet", "--where", "stars>4", "--from-miss-log"]
     assert main([*CONFIG, "score", "reco", "--print", *chosen]) == 0
     assert shlex.split(capfd.readouterr().out)[-7:] == ["--dataset", "reco", *chosen]
+    assert main([*CONFIG, "score", "reco", "--print", "--stage"]) == 0
+    assert capfd.readouterr().out.split()[-3:] == ["--dataset", "reco", "--stage"]
     assert main([*CONFIG, "retrain", "reco", "--print", "--", "--epochs", "1"]) == 0
     assert capfd.readouterr().out.split()[1:] == [
         "-m",

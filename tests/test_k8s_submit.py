@@ -335,8 +335,16 @@ def test_exec_on_kubernetes_requires_a_new_published_version(redis_url: str, rcl
         submit.published_since("tags", before, env)
     # an incremental run's (--keys, --where, --from-miss-log): the delta it attached
     with pytest.raises(SystemExit, match="no delta was attached"):
-        submit.published_since("reco", before, env, delta=True)
+        submit.published_since("reco", before, env, "delta")
     d = v.begin("reco", "1", expected_keys=1, extra={"delta_of": info.version})
     write_payloads(rclient, "reco", d.version, [("u2", b"{}")])
     v.attach(d.version, 1, {})
-    assert submit.published_since("reco", before, env, delta=True) == d.version
+    assert submit.published_since("reco", before, env, "delta") == d.version
+    # a staged run's (--stage): the version it kept beside the live one
+    with pytest.raises(SystemExit, match="no version was staged"):
+        submit.published_since("reco", before, env, "staged")
+    staged = v.begin("reco", "2")
+    write_payloads(rclient, "reco", staged.version, [("u1", b"{}")])
+    v.publish(staged.version, 1, stage=True)
+    assert submit.published_since("reco", before, env, "staged") == staged.version
+    assert submit.published_since("reco", before, env) == info.version

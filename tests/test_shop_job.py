@@ -16,6 +16,7 @@ import pytest
 from jobs.score import parse_args, run_job
 from lookup.app import create_app
 from lookup.settings import LookupSettings
+from prescore.api import Prescore
 from prescore.errors import ConfigError, ModelMismatch
 from prescore.settings import Settings
 from prescore.store import deltas, values
@@ -211,3 +212,14 @@ def test_an_incremental_run_scores_just_the_keys_asked_into_a_delta(
     with pytest.raises(ConfigError, match=r"--keys .*: not a parquet table"):
         _score(spark, shop_settings, "--keys", str(tmp_path / "none.parquet"))
     assert _score(spark, shop_settings, "--where", "segment = 'nobody'").version == ""
+    # a new model's full run staged beside the live version, served by a canary, promoted
+    with pytest.raises(ConfigError, match="--stage: an incremental run adds a delta"):
+        _score(spark, shop_settings, "--stage", "--keys", str(asked))
+    staged = _score(spark, shop_settings, "--stage")
+    assert staged.staged and v.current() == base.version
+    assert (v.get(staged.version).status, v.get(staged.version).model_version) == ("staged", "2")
+    Prescore(settings=shop_settings).canary("shop", staged.version, 100)
+    answer = api.get("/v1/datasets/shop/c1").get_json()
+    assert answer["dataset_version"] == staged.version
+    assert Prescore(settings=shop_settings).promote("shop").version == staged.version
+    assert v.current() == staged.version and deltas.read(rclient, "shop")[1] == ()

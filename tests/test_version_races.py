@@ -24,7 +24,7 @@ from prescore.encoding.codec import VersionInfo
 from prescore.errors import ConfigError, PublishError
 from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import RedisSettings, StoreSettings
-from prescore.store import deltas, values
+from prescore.store import canaries, deltas, values
 from prescore.store.redis_client import Client, connect
 from prescore.store.versions import Versions
 from tests.helpers import ROOT
@@ -329,3 +329,70 @@ def test_a_delta_rolled_back_and_gc_run_while_another_attaches_lose_neither(
         )
         assert [json.loads(raw or "{}")["items"][0]["id"] for raw in found] == ["paused"] * 2
         assert v.get(other).status == "retired" and v.count_keys(other) == 0
+
+
+def _stage(v: Versions, n: int) -> str:
+    info = v.begin("m", "1")
+    rows = ((f"k{i}", f'{{"v":{i}}}'.encode()) for i in range(n))
+    written = values.write(v.client, v.placed(info.version), rows, fence=v.fence(info.version))
+    return v.publish(info.version, written, stage=True).version
+
+
+def test_a_canary_paused_while_gc_retires_its_version_is_refused(
+    store: tuple[str, bool],
+) -> None:
+    """A canary decided on a staged version, stopped before its compare-and-set; a newer
+    staged version makes gc retire the older one meanwhile: the canary decides again and
+    is refused, and no canary names a version without keys."""
+    client = _client(store)
+    v = Versions(client, "canary0", StoreSettings(keep_versions=2))
+    _publish(v, 10)
+    older = _stage(v, 10)
+    start = Child("canary", store, "canary0", older, "switch")
+    start.paused()
+    _stage(v, 10)  # the newest staged stays; the older is retired and its keys go
+    assert v.get(older).status == "retired" and v.count_keys(older) == 0
+    code, _, err = start.resume()
+    assert code == 1 and err.startswith("not_a_candidate:"), err
+    assert canaries.read(client, "canary0")[1] is None
+
+
+def test_gc_paused_before_retiring_a_version_a_canary_then_serves_keeps_it(
+    store: tuple[str, bool],
+) -> None:
+    """gc decided to retire an older staged version and stopped before recording it; a
+    canary starts on that version meanwhile: gc decides again and keeps it, keys and all."""
+    client = _client(store)
+    v = Versions(client, "canary1", StoreSettings(keep_versions=2))
+    _publish(v, 10)
+    older = _stage(v, 10)
+    info = v.begin("m", "1")  # a newer staged version, published without gc running
+    rows = ((f"k{i}", b'{"v":1}') for i in range(10))
+    written = values.write(client, v.placed(info.version), rows, fence=v.fence(info.version))
+    v.publish(info.version, written, stage=True, retire=False)
+    gc = Child("gc", store, "canary1", "2", "switch")
+    gc.paused()
+    v.canary(older, 5)
+    code, out, err = gc.resume()
+    assert code == 0 and older not in out, (out, err)
+    assert v.get(older).status == "staged" and v.count_keys(older) == 10
+    assert canaries.read(client, "canary1")[1] is not None
+
+
+def test_a_promotion_paused_while_another_version_is_published_is_refused(
+    store: tuple[str, bool],
+) -> None:
+    """A promotion decided, stopped before its switch; a full publish meanwhile ends the
+    canary in its own switch: the promotion decides again and finds no canary, and the
+    newly published version stays live."""
+    client = _client(store)
+    v = Versions(client, "canary2", StoreSettings(keep_versions=3))
+    _publish(v, 10)
+    staged = _stage(v, 10)
+    v.canary(staged, 5)
+    promote = Child("promote", store, "canary2", "-", "switch")
+    promote.paused()
+    newer = _publish(v, 10)
+    code, _, err = promote.resume()
+    assert code == 1 and err.startswith("no_canary:"), err
+    assert v.current() == newer and v.get(staged).status == "staged"

@@ -20,7 +20,8 @@ prescore models register NAME PATH        import a SavedModel, checked against i
 prescore models promote NAME VERSION      name a model version as the one in production
   (also prescore promote NAME VERSION: with a version, promote is the model's)
 prescore score NAME [--print] [-- ARGS]   score in bulk (spark-submit, python -m jobs.submit)
-  (--keys TABLE, --where CONDITION, --from-miss-log: only those rows, as a delta)
+  (--keys TABLE, --where CONDITION, --from-miss-log: only those rows, as a delta;
+  --stage: gate the version and keep it beside the live one, for a canary)
 prescore retrain NAME [-- ARGS]           train, gate, score, promote (python -m jobs.retrain)
 prescore serve lookup|fallback [-- ARGS]  run a service (python -m lookup.serve, ...)
 prescore config                           the effective settings, secrets masked

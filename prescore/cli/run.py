@@ -100,6 +100,7 @@ def score(settings: Settings, args: argparse.Namespace) -> int:
     chosen += ["--keys", args.keys] if args.keys else []
     chosen += ["--where", args.where] if args.where else []
     chosen += ["--from-miss-log"] if args.from_miss_log else []
+    chosen += ["--stage"] if args.stage else []
     argv = [*submit, "--exec", "--", "--dataset", args.dataset, *chosen, *_rest(args)]
     if args.print_only:  # jobs.submit without --exec prints the spark-submit line it builds
         argv.remove("--exec")
@@ -202,6 +203,11 @@ def add_commands(sub: Any, listing: Any) -> None:
     sc.add_argument("--where", metavar="CONDITION", help=incremental % "the rows it selects")
     sc.add_argument(
         "--from-miss-log", action="store_true", help=incremental % "the keys lookups missed"
+    )
+    sc.add_argument(
+        "--stage",
+        action="store_true",
+        help="gate the new version and keep it beside the live one, for prescore canary",
     )
     sc.add_argument(
         "--python-env",
