@@ -12,15 +12,18 @@ from typing import Any
 
 from lookup import metadata
 from lookup.datasets import Served, ServedDatasets
-from lookup.params import MAX_ABS_SCORE
+from lookup.params import CANARY_HEADER, MAX_ABS_SCORE
 from lookup.settings import LookupSettings
-from prescore.encoding.keys import CONTEXT_SCHEMA
+from prescore.encoding.keys import CONTEXT_SCHEMA, VERSION_PATTERN
 
 ERROR_CODES = [
     "invalid_id",
     "invalid_k",
     "invalid_limit",
     "invalid_min_score",
+    "invalid_version",
+    "invalid_header",
+    "version_not_served",
     "invalid_body",
     "invalid_ids",
     "invalid_features",
@@ -45,8 +48,9 @@ ERROR_CODES = [
 ]
 _STATUS_TEXT = {
     400: "Bad input (invalid_id, invalid_k, invalid_limit, invalid_min_score, invalid_body, "
-    "invalid_ids, invalid_features, malformed_json)",
-    404: "Not found (not_found) or no such route (no_route, unknown_dataset)",
+    "invalid_ids, invalid_features, malformed_json, invalid_version, invalid_header)",
+    404: "Not found (not_found), no such route (no_route, unknown_dataset), or the version "
+    "asked for is neither the live one nor its canary's (version_not_served)",
     405: "Method not allowed (method_not_allowed)",
     413: "Body or batch too large (too_large, too_many_ids)",
     415: "Content-Type is not application/json (unsupported_media_type)",
@@ -76,6 +80,24 @@ _IF_NONE_MATCH = {
     "schema": {"type": "string"},
     "description": "The ETag of an earlier answer: 304 while the answer is the same",
 }
+
+
+# which version answers while a canary runs (lookup.params.pick; prescore.store.canaries)
+_PICK = [
+    {
+        "name": "version",
+        "in": "query",
+        "schema": {"type": "string", "pattern": VERSION_PATTERN},
+        "description": "Answer from this version: the live one or its canary's (to debug)",
+    },
+    {
+        "name": CANARY_HEADER,
+        "in": "header",
+        "schema": {"enum": ["1", "0", "true", "false"]},
+        "description": "While a canary runs: 1 answers every key from it, 0 from the live "
+        "version; without it, a stable share of keys (by a hash of the key) gets the canary",
+    },
+]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -184,6 +206,7 @@ def _single(spec: Served, settings: LookupSettings) -> dict[str, Any]:
             "parameters": [
                 {"name": "key", "in": "path", "required": True, "schema": key_schema(spec)},
                 *_query(spec, settings),
+                *_PICK,
                 _IF_NONE_MATCH,
             ],
             "responses": {
@@ -251,6 +274,11 @@ def _batch_answer(spec: Served) -> dict[str, Any]:
         "properties": {
             "dataset": {"type": "string"},
             "dataset_version": {"type": "string"},
+            "canary_version": {
+                "type": "string",
+                "description": "The canary that answered some keys (each entry says which "
+                "version answered it)",
+            },
             "model_version": {"type": "string"},
             "found": {"type": "integer", "description": "keys answered (stored or live)"},
             "missing": {"type": "integer", "description": "keys with an error entry"},
@@ -266,12 +294,18 @@ def _batch_answer(spec: Served) -> dict[str, Any]:
 
 
 def _post(
-    spec: Served, summary: str, request: str, answer: dict[str, Any], codes: tuple[int, ...]
+    spec: Served,
+    summary: str,
+    request: str,
+    answer: dict[str, Any],
+    codes: tuple[int, ...],
+    parameters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "post": {
             "tags": [spec.name],
             "summary": summary,
+            **({"parameters": parameters} if parameters else {}),
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref(request)}},
@@ -305,10 +339,12 @@ def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
 def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[str, Any]:
     batch = _post(
         spec,
-        f"Many keys of {spec.name}, all read from one dataset version",
+        f"Many keys of {spec.name}, all read from one dataset version (while a canary runs, "
+        "its keys from the canary's)",
         f"{spec.name}.BatchRequest",
         _json(_ref(f"{spec.name}.Batch"), "Per-key results in request order"),
         (400, 404, 405, 413, 415, 503),
+        _PICK,
     )
     predict = _post(
         spec,

@@ -112,9 +112,9 @@ def test_a_staged_version_serves_its_share_of_keys_until_promoted(
     pinned = api.get(f"/v1/similar/{key}?version={staged.version}").get_json()
     assert pinned["dataset_version"] == staged.version
     unknown = "20200101T000000.000Z-abcdef"
-    for bad, code in ((unknown, "version_not_served"), ("x", "invalid_version")):
+    for bad, status, code in ((unknown, 404, "version_not_served"), ("x", 400, "invalid_version")):
         refused = api.get(f"/v1/similar/s1?version={bad}")
-        assert (refused.status_code, refused.get_json()["error"]) == (400, code)
+        assert (refused.status_code, refused.get_json()["error"]) == (status, code)
     refused = api.get("/v1/similar/s1", headers={"X-Prescore-Canary": "maybe"})
     assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_header")
     # metrics split by the side that served

@@ -720,7 +720,16 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
     # the query parameters: k and limit are integers 1..max_k, min_score a bounded number
     get = doc["paths"]["/v1/basket-picks/{key}"]["get"]
     params = {p["name"]: p for p in get["parameters"]}
-    assert set(params) == {"key", "k", "limit", "min_score", "context", "If-None-Match"}
+    assert set(params) == {
+        "key",
+        "k",
+        "limit",
+        "min_score",
+        "context",
+        "version",  # the live one or its canary's (prescore.store.canaries)
+        "X-Prescore-Canary",
+        "If-None-Match",
+    }
     assert params["If-None-Match"]["in"] == "header"  # a conditional GET (lookup.caching)
     assert set(get["responses"]["200"]["headers"]) == {"ETag", "Cache-Control"}
     assert "304" in get["responses"]

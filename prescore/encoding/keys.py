@@ -82,7 +82,8 @@ def _joined(parts: int, banned: str) -> str:
 _TEXT, _PART = _text(_BANNED), _part(_BANNED)
 _ESCAPED_RE = re.compile(r"\\(.)")
 _DATASET_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # as prescore.data.datasets declares them
-_VERSION_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}")
+VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}$"  # a version id (OpenAPI's too)
+_VERSION_RE = re.compile(VERSION_PATTERN[1:-1])
 
 
 def check_dataset(dataset: str) -> str:
