@@ -24,7 +24,7 @@ from lookup.params import BY_KEY, BatchRequest, Pick, Shape
 from lookup.store import Resolved, StoreReader
 from prescore.encoding import compact, keys, routing
 from prescore.encoding.codec import stored_source
-from prescore.errors import InvalidInput, StoreUnavailable
+from prescore.errors import NotFound, StoreUnavailable
 from prescore.store.misslog import MissLog
 
 
@@ -140,7 +140,7 @@ class Lookup:
         def choose(live: Resolved) -> Resolved:
             found = live.pinned(pinned) or self.reader.resolve(dataset, fresh=True).pinned(pinned)
             if found is None:
-                raise InvalidInput(
+                raise NotFound(
                     f"version {pinned} is neither the live version of {dataset} nor its "
                     "canary's; only those are served",
                     code="version_not_served",
@@ -209,15 +209,15 @@ class Lookup:
         spec: Served,
         req: BatchRequest,
         unique: list[str],
-        choose: Callable[[Resolved], Resolved] | None = None,
-    ) -> tuple[Resolved, dict[str, bytes], dict[str, str]]:
-        """The version read, the rendered answers of the ``unique`` keys it holds, and
-        where each came from. A compact payload that needs nothing but decoding (fresh,
-        found under the key asked for, no score floor, no shadow checks) is decoded
-        straight into its answer; every other goes through _served."""
+        resolved: Resolved,
+        values: list[bytes | None],
+    ) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The rendered answers of the ``unique`` keys ``resolved`` holds (``values``: the
+        reads of their candidates), and where each came from. A compact payload that
+        needs nothing but decoding (fresh, found under the key asked for, no score floor,
+        no shadow checks) is decoded straight into its answer; every other goes through
+        _served."""
         ctx, shape = req.context, req.shape
-        asked = [c for k in unique for c in _candidates(k, ctx)] if ctx else unique
-        resolved, values = self.reader.read(spec.name, asked, choose)
         x = self.extras
         straight = shape.min_score is None and not (x.shadow is not None and spec.live)
         openings = _Openings(self, spec, resolved)
@@ -244,7 +244,7 @@ class Lookup:
             rendered[key] = self._served(
                 spec, key, ctx, payload, shape, resolved, fell_back, found[key]
             )
-        return resolved, rendered, found
+        return rendered, found
 
     def many(self, spec: Served, req: BatchRequest) -> bytes:
         """A batch answer in request order; duplicates are read once and answered each time.
@@ -255,19 +255,25 @@ class Lookup:
         each), and each entry says which version answered it."""
         unique = list(dict.fromkeys(req.keys))
         live, groups = self._groups(spec.name, unique, req.pick)
+        ctx = req.context
+        asked = [
+            ([c for k in group for c in _candidates(k, ctx)] if ctx else group, choose)
+            for group, choose in groups
+        ]
+        reads = self.reader.read_many(spec.name, asked)
         rendered: dict[str, bytes] = {}
         found: dict[str, str] = {}
         failed: dict[str, Failure] = {}
         side: dict[str, Resolved] = {}
-        for group, choose in groups:
-            resolved = self._group(spec, req, group, choose, rendered, found, failed)
+        for (group, _), (resolved, values) in zip(groups, reads, strict=True):
+            self._group(spec, req, group, resolved, values, rendered, found, failed)
             side.update(dict.fromkeys(group, resolved))
         for resolved in {id(r): r for r in side.values()}.values():
-            asked = [k for k in req.keys if side[k] is resolved]
+            its = [k for k in req.keys if side[k] is resolved]
             self._count(
                 spec,
-                [found[k] for k in asked if k in found],
-                sum(1 for k in asked if k not in found),
+                [found[k] for k in its if k in found],
+                sum(1 for k in its if k not in found),
                 resolved.side,
             )
         parts = [
@@ -303,14 +309,15 @@ class Lookup:
         spec: Served,
         req: BatchRequest,
         unique: list[str],
-        choose: Callable[[Resolved], Resolved] | None,
+        resolved: Resolved,
+        values: list[bytes | None],
         rendered: dict[str, bytes],
         found: dict[str, str],
         failed: dict[str, Failure],
-    ) -> Resolved:
+    ) -> None:
         """Answer the ``unique`` keys read from one version into ``rendered``, with where
         each came from (``found``) and why live inference gave none (``failed``)."""
-        resolved, hits, sources = self._hits(spec, req, unique, choose)
+        hits, sources = self._hits(spec, req, unique, resolved, values)
         rendered.update(hits)
         found.update(sources)
         missing = [k for k in unique if k not in hits]
@@ -324,7 +331,6 @@ class Lookup:
                     rendered[key] = render.hit(
                         live, spec, req.shape, resolved, source="live", age=0
                     )
-        return resolved
 
 
 def _live_side(live: Resolved) -> Resolved:

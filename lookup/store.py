@@ -316,27 +316,45 @@ class StoreReader:
         """Every key from one version (``pick``: which of the live version and its
         canary, from the live one; default the live one): the payload bytes, or None
         where it is missing."""
-        resolved = self.resolve(dataset)
-        if pick is not None:
-            resolved = pick(resolved)
-        found = self._get(resolved, entity_keys)
-        self.stall.answered()
-        if any(v is None for v in found):
-            latest = self.resolve(dataset, fresh=True)
-            if pick is not None:
-                latest = pick(latest)
-            if (latest.version, latest.deltas) != (resolved.version, resolved.deltas):
-                resolved, found = latest, self._get(latest, entity_keys)
-        return resolved, found
+        return self.read_many(dataset, [(entity_keys, pick)])[0]
 
-    def _get(self, resolved: Resolved, entity_keys: list[str]) -> list[bytes | None]:
-        """Each key's payload as stored: from the buckets, else from the write-backs."""
+    def read_many(
+        self, dataset: str, groups: list[tuple[list[str], Callable[[Resolved], Resolved] | None]]
+    ) -> list[tuple[Resolved, list[bytes | None]]]:
+        """:meth:`read` of each group of keys, all in one round trip (a batch's keys of the
+        live version and its canary's). Where a key is missing, the pointer is read
+        afresh and a group whose version moved meanwhile is read again from the new one."""
+        resolved = self.resolve(dataset)
+        chosen = [pick(resolved) if pick else resolved for _, pick in groups]
+        found = self._get(chosen, [entity_keys for entity_keys, _ in groups])
+        self.stall.answered()
+        if any(v is None for values_ in found for v in values_):
+            latest = self.resolve(dataset, fresh=True)
+            again = [pick(latest) if pick else latest for _, pick in groups]
+            moved = [
+                n
+                for n, (was, now) in enumerate(zip(chosen, again, strict=True))
+                if (was.version, was.deltas) != (now.version, now.deltas)
+            ]
+            if moved:
+                reread = self._get([again[n] for n in moved], [groups[n][0] for n in moved])
+                for n, values_ in zip(moved, reread, strict=True):
+                    chosen[n], found[n] = again[n], values_
+        return list(zip(chosen, found, strict=True))
+
+    def _get(
+        self, versions: list[Resolved], entity_keys: list[list[str]]
+    ) -> list[list[bytes | None]]:
+        """Each key's payload as stored, of each version: from the buckets (and its
+        deltas), else from the write-backs."""
+        reads = [(r.placed, k, r.deltas) for r, k in zip(versions, entity_keys, strict=True)]
         try:
-            return values.fetch(self._run, resolved.placed, entity_keys, resolved.deltas)
+            return values.fetch_many(self._run, reads)
         except _READ_ERRORS as exc:
             raise self._outage("payloads", "reading payloads", exc) from exc
         except ValueError as exc:  # a delta's compact payload not as written
-            raise self._undecodable(f"{resolved.dataset} {resolved.version}'s deltas") from exc
+            what = " or ".join(f"{r.dataset} {r.version}" for r in versions)
+            raise self._undecodable(f"{what}'s deltas") from exc
 
     def _undecodable(self, what: str) -> StoreUnavailable:
         if self.on_error is not None:

@@ -10,6 +10,7 @@ the bench route keys the same way, and golden tests pin the slots.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 SCALE = 10_000  # a share is in basis points: 5% is 500
@@ -17,8 +18,14 @@ SCALE = 10_000  # a share is in basis points: 5% is 500
 
 def slot(key: str, salt: str) -> int:
     """The key's place in [0, SCALE) under ``salt`` (a canary's version id)."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
-    return int.from_bytes(digest, "big") % SCALE
+    keyed = _keyed(salt).copy()  # the key block hashed once per salt, not once per key
+    keyed.update(key.encode())
+    return int.from_bytes(keyed.digest(), "big") % SCALE
+
+
+@functools.lru_cache(maxsize=16)
+def _keyed(salt: str) -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=8, key=salt.encode()[:64])
 
 
 def to_canary(key: str, salt: str, share: int) -> bool:

@@ -267,27 +267,69 @@ def fetch(
     """Each key's stored bytes, from the newest of ``deltas`` holding it, else
     precomputed, else written back; None where it has none of these. ``run`` sends
     commands and returns their replies (the deltas and the buckets in one round trip)."""
+    return fetch_many(run, [(where, entity_keys, deltas)])[0]
+
+
+def fetch_many(
+    run: Callable[[list[Command]], list[Any]],
+    reads: Sequence[tuple[Placed, list[str], Sequence[Layer]]],
+) -> list[list[bytes | None]]:
+    """:func:`fetch` of several (version, keys, its deltas) at once: one round trip for
+    all of them (a canary's keys and the live version's), and one more only for the
+    write-backs of keys none of them holds."""
+    plans = [_plan(where, entity_keys, deltas) for where, entity_keys, deltas in reads]
+    sent = [c for _, commands in plans for c in commands]
+    replies = run(sent) if sent else []
+    found_all: list[list[bytes | None]] = []
+    at = 0
+    for (_, entity_keys, deltas), (asked, commands) in zip(reads, plans, strict=True):
+        part, at = replies[at : at + len(commands)], at + len(commands)
+        found_all.append(_layered(part, entity_keys, deltas, asked))
+    backs = [
+        (n, i)
+        for n, ((where, entity_keys, _), found) in enumerate(zip(reads, found_all, strict=True))
+        if where.buckets
+        for i, v in enumerate(found)
+        if v is None
+    ]
+    if backs:
+        got = run([("GET", reads[n][0].write_back(reads[n][1][i])) for n, i in backs])
+        for (n, i), value in zip(backs, got, strict=True):
+            found_all[n][i] = value
+    return found_all
+
+
+def _plan(
+    where: Placed, entity_keys: list[str], deltas: Sequence[Layer]
+) -> tuple[list[list[int]], list[Command]]:
+    """Which keys each delta is asked for, and the commands that read them and then every
+    key from the version's own buckets."""
     if not entity_keys:
-        return []
+        return [], []
     asked = [layer.asked(entity_keys) for layer in deltas]
     commands = [
         c
         for layer, indices in zip(deltas, asked, strict=True)
         for c in layer.placed.reads([entity_keys[i] for i in indices])
     ]
-    replies = run([*commands, *where.reads(entity_keys)])
-    found: list[bytes | None] = replies[len(commands) :] if commands else replies
-    at = len(commands)
+    return asked, [*commands, *where.reads(entity_keys)]
+
+
+def _layered(
+    replies: list[Any], entity_keys: list[str], deltas: Sequence[Layer], asked: list[list[int]]
+) -> list[bytes | None]:
+    """Each key's bytes from the replies of :func:`_plan`'s commands: the newest delta's
+    that holds it, else the version's own."""
+    if not entity_keys:
+        return []
+    from_deltas = sum(len(indices) for indices in asked)
+    found: list[bytes | None] = replies[from_deltas:] if from_deltas else replies
+    at = from_deltas
     for layer, indices in zip(reversed(deltas), reversed(asked), strict=True):  # newest last
         at -= len(indices)
         for i, value in zip(indices, replies[at : at + len(indices)], strict=True):
             if value is not None:
                 found[i] = layer.as_json(value, entity_keys[i])
-    missing = [i for i, v in enumerate(found) if v is None] if where.buckets else []
-    if missing:
-        backs = run([("GET", where.write_back(entity_keys[i])) for i in missing])
-        for i, value in zip(missing, backs, strict=True):
-            found[i] = value
     return found
 
 
