@@ -297,7 +297,7 @@ class Lookup:
         if live.canary is None:
             return None, [(unique, None)]
         canary, share = live.canary.version, live.canary_share
-        to = {k for k in unique if routing.to_canary(k, canary, share)}
+        to = routing.canary_keys(unique, canary, share)
         split = [
             ([k for k in unique if k not in to], _live_side),
             ([k for k in unique if k in to], _canary_side),

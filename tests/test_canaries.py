@@ -69,6 +69,7 @@ def test_slots_are_pinned_and_a_share_is_the_share_asked_for() -> None:
     assert abs(len(five) / len(users) - 0.05) <= 0.005
     twenty = {k for k in users if routing.to_canary(k, "v1", routing.share_of(20))}
     assert five < twenty  # raising the share keeps the keys already in
+    assert routing.canary_keys(users, "v1", routing.share_of(5)) == five  # a batch's
     for bad in (0, -1, 100.5, float("nan"), 0.001):
         with pytest.raises(ValueError, match=r"from 0\.01 to 100"):
             routing.share_of(bad)

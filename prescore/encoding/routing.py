@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 
 SCALE = 10_000  # a share is in basis points: 5% is 500
 
@@ -31,6 +32,20 @@ def _keyed(salt: str) -> hashlib.blake2b:
 def to_canary(key: str, salt: str, share: int) -> bool:
     """Whether ``key`` is among the ``share`` (basis points) served by the canary."""
     return share > 0 and slot(key, salt) < share
+
+
+def canary_keys(keys: Iterable[str], salt: str, share: int) -> set[str]:
+    """The ``keys`` the canary serves (:func:`to_canary` of each, in one loop: a batch's)."""
+    if share <= 0:
+        return set()
+    fresh, read = _keyed(salt).copy, int.from_bytes
+    found = set()
+    for key in keys:
+        keyed = fresh()
+        keyed.update(key.encode())
+        if read(keyed.digest(), "big") % SCALE < share:
+            found.add(key)
+    return found
 
 
 def share_of(percent: float) -> int:
