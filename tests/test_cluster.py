@@ -90,3 +90,35 @@ def test_a_fenced_writers_keys_and_units_are_its_progress_on_a_cluster(cluster_u
     assert v.publish(info.version, 200).status == "published"
     found = bucket_encodings.sample(client, where)  # each bucket asked on its own node
     assert (found.sampled, found.hashtables) == (where.buckets, 0)
+
+
+def test_a_canary_is_read_beside_the_live_version_on_a_cluster(cluster_url: str) -> None:
+    """The canary key shares the pointer's hash tag; a batch split between the two
+    versions is read from buckets all over the nodes in one pipeline."""
+    from lookup.store import StoreReader
+    from prescore.encoding import routing
+
+    client = connect(RedisSettings(url=cluster_url, cluster=True, socket_timeout_s=2.0))
+    v = Versions(client, "canaried", StoreSettings(keep_versions=2))
+    made = []
+    for tag, stage in (("live", False), ("new", True)):
+        info = v.begin("m", tag)
+        rows = [(f"u{i}", f'{{"v":"{tag}"}}'.encode()) for i in range(300)]
+        write_payloads(client, "canaried", info.version, rows, batch=64)
+        made.append(v.publish(info.version, 300, stage=stage).version)
+    live, staged = made
+    v.canary(staged, 50)
+    reader = StoreReader(client, pointer_cache_s=0)
+    resolved = reader.resolve("canaried")
+    assert resolved.canary is not None and resolved.canary.version == staged
+    users = [f"u{i}" for i in range(300)]
+    to = routing.canary_keys(users, staged, resolved.canary_share)
+    groups = [
+        ([u for u in users if u not in to], lambda r: r.served("", canary=False)),
+        (sorted(to), lambda r: r.served("", canary=True)),
+    ]
+    (was, old), (now, new) = reader.read_many("canaried", groups)
+    assert (was.version, now.version) == (live, staged)
+    assert set(old) == {b'{"v":"live"}'} and set(new) == {b'{"v":"new"}'}
+    assert v.promote().version == staged and v.current() == staged
+    assert reader.resolve("canaried").canary is None
