@@ -189,7 +189,7 @@ class FastPath:
             req = params.batch_body(json.loads(raw), spec, self.limits)
             query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
             version = next((v for name, v in query if name == "version"), None)
-            pick = params.pick(version, environ.get(_CANARY_HEADER))
+            pick = params.pick(version, environ.get(_CANARY_HEADER), self.settings.version_pick)
         except (InvalidInput, ValueError, RecursionError):
             return None
         req = replace(req, pick=pick)
@@ -208,7 +208,8 @@ class FastPath:
                     args.setdefault(name, value)
             shape = params.shape(args, self.limits.max_k)
             context = params.context(spec, args)
-            pick = params.pick(args.get("version"), environ.get(_CANARY_HEADER))
+            allowed = self.settings.version_pick
+            pick = params.pick(args.get("version"), environ.get(_CANARY_HEADER), allowed)
         except (InvalidInput, ValueError):
             return None
         return self._serve(lambda: self.service.one(spec, key, context, shape, pick), environ, rid)

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lookup.datasets import Served
-from lookup.store import StoreReader
+from lookup.store import Resolved, StoreReader
+from prescore.encoding import routing
 from prescore.errors import StoreUnavailable
 
 # a dataset's state when it has no live version; a store outage is a 503 instead
@@ -54,6 +55,18 @@ def describe(
         "rows": info.rows if info is not None else None,
         "published_at": published or None,
         "age_s": _age(published, now()),
+        "canary": _canary(resolved),
+    }
+
+
+def _canary(resolved: Resolved) -> dict[str, Any] | None:
+    """The canary served beside the live version (prescore.store.canaries), if one runs."""
+    if resolved.canary is None:
+        return None
+    return {
+        "version": resolved.canary.version,
+        "model_version": resolved.canary.model_version,
+        "percent": routing.percent_of(resolved.canary_share),
     }
 
 
@@ -92,6 +105,15 @@ def schema() -> dict[str, Any]:
             "rows": maybe_int,
             "published_at": maybe_text,
             "age_s": maybe_int,
+            "canary": {
+                "type": ["object", "null"],
+                "description": "The version served to a share of keys beside the live one",
+                "properties": {
+                    "version": text,
+                    "model_version": text,
+                    "percent": {"type": "number"},
+                },
+            },
         },
         "required": ["name", "kind", "routes", "key", "live_inference", "status", "version"],
     }

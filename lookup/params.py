@@ -67,10 +67,10 @@ CANARY_HEADER = "X-Prescore-Canary"  # 1: the canary answers; 0: the live versio
 _HEADER_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
 
-def pick(version: Any, header: str | None) -> Pick:
+def pick(version: Any, header: str | None, allowed: bool = True) -> Pick:
     """A request's ``version`` parameter and CANARY_HEADER, checked (``invalid_version``,
-    ``invalid_header``)."""
-    if version is None and header is None:
+    ``invalid_header``); both ignored unless ``allowed`` (LOOKUP_VERSION_PICK)."""
+    if (version is None and header is None) or not allowed:
         return BY_KEY
     if version is not None:
         if not isinstance(version, str):

@@ -59,11 +59,15 @@ def register(
 
     limits = params.Limits.of(settings)
 
+    def _pick(args: Any) -> params.Pick:
+        header = request.headers.get(params.CANARY_HEADER)
+        return params.pick(args.get("version"), header, settings.version_pick)
+
     def single(spec: Served, key: str) -> Response:
         params.check_key(spec, key)
         args = request.args
         shape = params.shape(args, limits.max_k)
-        pick = params.pick(args.get("version"), request.headers.get(params.CANARY_HEADER))
+        pick = _pick(args)
         status, body = service.one(spec, key, params.context(spec, args), shape, pick)
         status, body, headers = validated(
             status, body, request.headers.get("If-None-Match"), settings.cache_max_age_s
@@ -72,7 +76,7 @@ def register(
 
     def batch(spec: Served) -> Response:
         req = params.batch_request(request, spec, limits)
-        pick = params.pick(request.args.get("version"), request.headers.get(params.CANARY_HEADER))
+        pick = _pick(request.args)
         return json_response(service.many(spec, replace(req, pick=pick)))
 
     @app.get(f"/v1/datasets/<name>/{KEY_RULE}")

@@ -254,13 +254,14 @@ class Lookup:
         runs, its keys are read from it and the rest from the live version (one read
         each), and each entry says which version answered it."""
         unique = list(dict.fromkeys(req.keys))
-        live, groups = self._groups(spec.name, unique, req.pick)
+        live = self.reader.resolve(spec.name)
+        groups = self._groups(spec.name, live, unique, req.pick)
         ctx = req.context
         asked = [
             ([c for k in group for c in _candidates(k, ctx)] if ctx else group, choose)
             for group, choose in groups
         ]
-        reads = self.reader.read_many(spec.name, asked)
+        live, reads = self.reader.read_many(spec.name, asked, live)
         rendered: dict[str, bytes] = {}
         found: dict[str, str] = {}
         failed: dict[str, Failure] = {}
@@ -280,29 +281,28 @@ class Lookup:
             rendered.get(k) or _unanswered(spec, k, req.context, failed.get(k)) for k in req.keys
         ]
         served = sum(1 for k in req.keys if k in rendered)
-        if live is None:  # read from one version, the one that answered
+        if req.pick != BY_KEY:  # every key from the one version asked for
             return render.batch(spec, side[req.keys[0]], parts, served)
+        # the live version the keys were finally read beside, and the canary if it answered
         canary = next((r.version for r in side.values() if r.side == "canary"), None)
         return render.batch(spec, live, parts, served, canary)
 
     def _groups(
-        self, dataset: str, unique: list[str], pick: Pick
-    ) -> tuple[Resolved | None, list[tuple[list[str], Callable[[Resolved], Resolved] | None]]]:
-        """(the live version, when a canary splits the batch) and the keys read from
-        each version with how that version is chosen: all from one, unless a canary
-        runs and the request leaves the choice to each key's slot."""
+        self, dataset: str, live: Resolved, unique: list[str], pick: Pick
+    ) -> list[tuple[list[str], Callable[[Resolved], Resolved] | None]]:
+        """The keys read from each version, with how that version is chosen from the
+        live one: all from one, unless a canary runs beside ``live`` and the request
+        leaves the choice to each key's slot."""
         if pick != BY_KEY:
-            return None, [(unique, self._chooser(dataset, "", pick))]
-        live = self.reader.resolve(dataset)
+            return [(unique, self._chooser(dataset, "", pick))]
         if live.canary is None:
-            return None, [(unique, None)]
-        canary, share = live.canary.version, live.canary_share
-        to = routing.canary_keys(unique, canary, share)
+            return [(unique, None)]
+        to = routing.canary_keys(unique, live.canary.version, live.canary_share)
         split = [
             ([k for k in unique if k not in to], _live_side),
             ([k for k in unique if k in to], _canary_side),
         ]
-        return live, [(group, choose) for group, choose in split if group]
+        return [(group, choose) for group, choose in split if group]
 
     def _group(
         self,

@@ -226,6 +226,13 @@ class LookupSettings:
         doc="`Cache-Control` of a single key's answer: `no-cache` at 0 (asked again each time, "
         "with its `ETag`), else `max-age=N` (an answer up to N s behind a version switch)",
     )
+    version_pick: bool = setting(
+        "LOOKUP_VERSION_PICK",
+        True,
+        doc="let a request choose the live version or its canary's (`?version=`, "
+        "`X-Prescore-Canary`); off: each key goes to the side its slot chooses, and the "
+        "request's choice is ignored",
+    )
     server: ServerSettings = group(ServerSettings)
 
     @classmethod

@@ -316,15 +316,20 @@ class StoreReader:
         """Every key from one version (``pick``: which of the live version and its
         canary, from the live one; default the live one): the payload bytes, or None
         where it is missing."""
-        return self.read_many(dataset, [(entity_keys, pick)])[0]
+        return self.read_many(dataset, [(entity_keys, pick)])[1][0]
 
     def read_many(
-        self, dataset: str, groups: list[tuple[list[str], Callable[[Resolved], Resolved] | None]]
-    ) -> list[tuple[Resolved, list[bytes | None]]]:
+        self,
+        dataset: str,
+        groups: list[tuple[list[str], Callable[[Resolved], Resolved] | None]],
+        resolved: Resolved | None = None,
+    ) -> tuple[Resolved, list[tuple[Resolved, list[bytes | None]]]]:
         """:meth:`read` of each group of keys, all in one round trip (a batch's keys of the
-        live version and its canary's). Where a key is missing, the pointer is read
-        afresh and a group whose version moved meanwhile is read again from the new one."""
-        resolved = self.resolve(dataset)
+        live version and its canary's), from ``resolved`` (default: resolved now). Where
+        a key is missing, the pointer is read afresh and a group whose version moved
+        meanwhile is read again from the new one. (the live version read beside last,
+        and each group's version and payloads)"""
+        resolved = resolved or self.resolve(dataset)
         chosen = [pick(resolved) if pick else resolved for _, pick in groups]
         found = self._get(chosen, [entity_keys for entity_keys, _ in groups])
         self.stall.answered()
@@ -339,8 +344,9 @@ class StoreReader:
             if moved:
                 reread = self._get([again[n] for n in moved], [groups[n][0] for n in moved])
                 for n, values_ in zip(moved, reread, strict=True):
-                    chosen[n], found[n] = again[n], values_
-        return list(zip(chosen, found, strict=True))
+                    found[n] = values_
+            chosen, resolved = again, latest  # the same data may now be the live version's
+        return resolved, list(zip(chosen, found, strict=True))
 
     def _get(
         self, versions: list[Resolved], entity_keys: list[list[str]]

@@ -233,9 +233,20 @@ class Prescore:
         return self._versions(dataset, writes=True).canary(version, percent, dry_run=dry_run)
 
     @_redis_errors
-    def promote(self, dataset: str, by: str = "", *, dry_run: bool = False) -> VersionInfo:
-        """Switch every reader to the canary's version; its entry as published."""
-        return self._versions(dataset, writes=True).promote(by, dry_run=dry_run)
+    def promote(
+        self,
+        dataset: str,
+        version: str,
+        by: str = "",
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> VersionInfo:
+        """Switch every reader to ``version``, the canary's; its entry as published.
+        Refused for a version older than the live one, or gated against another live
+        version, unless ``force``."""
+        v = self._versions(dataset, writes=True)
+        return v.promote(version, by, force=force, dry_run=dry_run)
 
     @_redis_errors
     def abort(self, dataset: str, *, dry_run: bool = False) -> Canary:

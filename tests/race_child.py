@@ -6,13 +6,13 @@ chosen step, for tests that race real processes (tests/test_version_races.py).
     python -m tests.race_child gated URL CLUSTER DATASET ROWS PAUSE
     python -m tests.race_child delta URL CLUSTER DATASET ROWS PAUSE TAG
     python -m tests.race_child canary URL CLUSTER DATASET VERSION PAUSE
-    python -m tests.race_child promote URL CLUSTER DATASET - PAUSE
+    python -m tests.race_child promote URL CLUSTER DATASET VERSION PAUSE
     python -m tests.race_child gc URL CLUSTER DATASET KEEP PAUSE
 
 ``gated`` publishes through the one lifecycle (prescore.publishing.lifecycle), its data gates on;
 ``delta`` publishes keys k0..k(ROWS-1) through it as a delta of the live version, each
 key's one item named TAG. ``canary`` serves VERSION to 5% of keys, ``promote`` switches
-to the canary's version, ``gc`` retires what is past keeping (KEEP versions kept).
+to the canary's version (VERSION), ``gc`` retires what is past keeping (KEEP versions kept).
 
 PAUSE: ``switch`` (before its first compare-and-set), ``write:N`` (before its Nth batch),
 ``send:N`` (inside the fence, as its Nth batch is sent) or ``none``. It prints the
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         elif action == "canary":
             Versions(client, dataset, StoreSettings()).canary(arg, 5)
         elif action == "promote":
-            print(Versions(client, dataset, StoreSettings()).promote().version, flush=True)
+            print(Versions(client, dataset, StoreSettings()).promote(arg).version, flush=True)
         elif action == "gc":
             v = Versions(client, dataset, StoreSettings(keep_versions=int(arg)))
             print(" ".join(v.retire_old()), flush=True)

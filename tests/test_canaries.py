@@ -127,7 +127,7 @@ def test_a_staged_version_serves_its_share_of_keys_until_promoted(
     share = f'{{dataset="similar",version="{staged.version}"}} 25.0'
     assert f"prescore_dataset_canary_percent{share}" in page
 
-    promoted = Prescore(settings=similar).promote("similar", by="ops")
+    promoted = Prescore(settings=similar).promote("similar", staged.version, by="ops")
     assert promoted.status == "published" and "promoted from a 25% canary" in promoted.note
     assert v.current() == staged.version and rclient.exists(keys.canary_key("similar")) == 0
     doc = _batch(api, KEYS)
@@ -145,7 +145,7 @@ def test_a_canary_is_refused_for_what_it_cannot_serve_and_ended_by_any_switch(
         py.canary("similar", first.version, 5)
     assert live_one.value.code == "not_a_candidate"
     with pytest.raises(NotFound) as none:
-        py.promote("similar")
+        py.promote("similar", first.version)
     assert none.value.code == "no_canary"
     with pytest.raises(NotFound) as unknown:
         py.canary("similar", "20200101T000000.000Z-abcdef", 5)
@@ -181,11 +181,13 @@ def test_a_canary_is_refused_for_what_it_cannot_serve_and_ended_by_any_switch(
     after = _publish(similar, rclient, tmp_path, "next")
     assert canaries.read(rclient, "similar")[1] is None
     assert rclient.exists(keys.canary_key("similar")) == 0
+    assert v.get(two.version).status == "retired"  # older than the live one: it cannot go live
     # so does a rollback; a canary left beside a version no longer live counts for nothing
-    py.canary("similar", two.version, 10)
+    three = _publish(similar, rclient, tmp_path, "three", stage=True)
+    py.canary("similar", three.version, 10)
     assert py.rollback("similar").version == first.version
     assert canaries.read(rclient, "similar")[1] is None
-    rclient.set(keys.canary_key("similar"), f"{after.version} {two.version} 500")
+    rclient.set(keys.canary_key("similar"), f"{after.version} {three.version} 500")
     api = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
     assert "canary_version" not in _batch(api, KEYS)
 
@@ -221,8 +223,85 @@ def test_the_cli_stages_canaries_promotes_and_aborts(
     assert row.startswith("~") and "staged, canary 5%" in row
     assert main([*cli, "abort", "similar", "--dry-run"]) == 0
     assert "would be ended" in capsys.readouterr().out
-    assert main([*cli, "promote", "similar"]) == 0
+    with pytest.raises(SystemExit) as bare:  # the version is always named
+        main([*cli, "promote", "similar"])
+    assert bare.value.code == 2
+    capsys.readouterr()
+    assert main([*cli, "promote", "similar", staged]) == 0
     assert f"similar: {staged} promoted" in capsys.readouterr().out
     assert Versions(rclient, "similar", similar.store).current() == staged
     assert main([*cli, "abort", "similar"]) == 1
     assert "no_canary" in capsys.readouterr().err
+
+
+def test_a_promotion_is_refused_where_a_publish_would_be_and_stale_staged_versions_go(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    """A canary's version older than the live one, or gated against another live version,
+    is not promoted unless forced; nothing is staged beside nothing; a publish ends a
+    canary, and gc retires a staged version once a newer one went live."""
+    py = Prescore(settings=similar)
+    nothing_live = _publish(similar, rclient, tmp_path, "first", stage=True)
+    assert (nothing_live.error, nothing_live.staged) == ("no_version", False)
+    assert rclient.hlen(keys.registry_key("similar")) == 0  # refused before writing
+    p0 = _publish(similar, rclient, tmp_path, "p0")
+    p1 = _publish(similar, rclient, tmp_path, "p1")
+    staged = _publish(similar, rclient, tmp_path, "new", stage=True)  # gated against p1
+    assert py.rollback("similar").version == p0.version
+    py.canary("similar", staged.version, 5)
+    for dry_run in (True, False):
+        with pytest.raises(PublishError) as elsewhere:
+            py.promote("similar", staged.version, dry_run=dry_run)
+        assert elsewhere.value.code == "gated_against_another"  # p0 is live, not p1
+        assert "stage a new run" in elsewhere.value.message
+    with pytest.raises(PublishError) as wrong:
+        py.promote("similar", p1.version)
+    assert wrong.value.code == "not_the_canary"
+    forced = py.promote("similar", staged.version, force=True)
+    assert forced.note.endswith("(forced)")
+    v = Versions(rclient, "similar", similar.store)
+    assert v.current() == staged.version
+    py.canary("similar", p1.version, 5)  # a published version older than the live one
+    with pytest.raises(PublishError) as older:
+        py.promote("similar", p1.version)
+    assert older.value.code == "stale_publish"
+    py.abort("similar")
+
+    # a publish ends a running canary and says so; a staged version older than the new
+    # live one can no longer be promoted, and gc retires it
+    late = _publish(similar, rclient, tmp_path, "late", stage=True)
+    py.canary("similar", late.version, 5)
+    lines: list[str] = []
+    _publish(similar, rclient, tmp_path, "nightly", say=lines.append)
+    assert f"  the canary of {late.version} (5%) ended" in lines
+    assert v.get(late.version).status == "retired" and v.count_keys(late.version) == 0
+
+
+def test_a_batch_header_names_the_versions_its_keys_were_read_from(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    """A lookup caching the pointer with its canary: after a promotion, a batch with a
+    missing key reads the pointer again, and its header names the version that answered;
+    the dataset's description shows the canary; LOOKUP_VERSION_PICK=0 ignores a
+    request's choice."""
+    live = _publish(similar, rclient, tmp_path, "live")
+    staged = _publish(similar, rclient, tmp_path, "new", stage=True)
+    py = Prescore(settings=similar)
+    py.canary("similar", staged.version, 50)
+    cached = create_app(LookupSettings(core=similar, pointer_cache_s=3600)).test_client()
+    described = cached.get("/v1/datasets/similar").get_json()
+    assert described["canary"] == {"version": staged.version, "model_version": "", "percent": 50}
+    assert _batch(cached, KEYS[:20])["canary_version"] == staged.version  # caches the canary
+    py.promote("similar", staged.version)
+    doc = _batch(cached, [*KEYS[:20], "s-unknown"])  # the miss makes it read afresh
+    assert doc["dataset_version"] == staged.version and "canary_version" not in doc
+    assert {r["dataset_version"] for r in doc["results"][:20]} == {staged.version}
+    assert cached.get("/v1/datasets/similar").get_json()["canary"] is None
+
+    py.canary("similar", live.version, 50)  # the version it left, as a canary
+    closed = LookupSettings(core=similar, pointer_cache_s=0, version_pick=False)
+    api = create_app(closed).test_client()
+    key = next(k for k in KEYS if not routing.to_canary(k, live.version, 5000))
+    for headers in ({"X-Prescore-Canary": "1"}, {"X-Prescore-Canary": "nonsense"}):
+        answer = api.get(f"/v1/similar/{key}?version={live.version}", headers=headers)
+        assert (answer.status_code, answer.get_json()["dataset_version"]) == (200, staged.version)

@@ -117,8 +117,8 @@ def test_a_canary_is_read_beside_the_live_version_on_a_cluster(cluster_url: str)
         ([u for u in users if u not in to], lambda r: r.served("", canary=False)),
         (sorted(to), lambda r: r.served("", canary=True)),
     ]
-    (was, old), (now, new) = reader.read_many("canaried", groups)
+    _, ((was, old), (now, new)) = reader.read_many("canaried", groups)
     assert (was.version, now.version) == (live, staged)
     assert set(old) == {b'{"v":"live"}'} and set(new) == {b'{"v":"new"}'}
-    assert v.promote().version == staged and v.current() == staged
+    assert v.promote(staged).version == staged and v.current() == staged
     assert reader.resolve("canaried").canary is None

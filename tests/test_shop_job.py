@@ -221,5 +221,7 @@ def test_an_incremental_run_scores_just_the_keys_asked_into_a_delta(
     Prescore(settings=shop_settings).canary("shop", staged.version, 100)
     answer = api.get("/v1/datasets/shop/c1").get_json()
     assert answer["dataset_version"] == staged.version
-    assert Prescore(settings=shop_settings).promote("shop").version == staged.version
+    assert (
+        Prescore(settings=shop_settings).promote("shop", staged.version).version == staged.version
+    )
     assert v.current() == staged.version and deltas.read(rclient, "shop")[1] == ()

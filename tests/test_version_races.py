@@ -390,9 +390,10 @@ def test_a_promotion_paused_while_another_version_is_published_is_refused(
     _publish(v, 10)
     staged = _stage(v, 10)
     v.canary(staged, 5)
-    promote = Child("promote", store, "canary2", "-", "switch")
+    promote = Child("promote", store, "canary2", staged, "switch")
     promote.paused()
     newer = _publish(v, 10)
     code, _, err = promote.resume()
     assert code == 1 and err.startswith("no_canary:"), err
-    assert v.current() == newer and v.get(staged).status == "staged"
+    assert v.current() == newer  # and the staged version, older than it, is retired
+    assert v.get(staged).status == "retired" and v.count_keys(staged) == 0

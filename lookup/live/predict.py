@@ -56,7 +56,8 @@ def register(
             raise NotFound(f"dataset {spec.name} has no live inference", code="no_route")
         inst, shape = _instance(spec, json_body(request, settings.max_body_bytes), settings.max_k)
         key = keys.entity_key(inst["key"], inst.get("context"))
-        resolved, values = reader.read(spec.name, [key])
+        # the version that answers this key, while a canary runs (prescore.store.canaries)
+        resolved, values = reader.read(spec.name, [key], lambda live: live.served(inst["key"]))
         if values[0] is not None:
             return json_response(render.hit(values[0], spec, shape, resolved, key=key))
         payload = client.answer(spec.name, [inst], resolved, write_back=False)[0]

@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 
 from prescore.cli.output import done, entry
+from prescore.encoding import keys
+from prescore.errors import InvalidInput
 from prescore.settings import Settings
 from prescore.store import canaries
 
@@ -30,18 +32,24 @@ def _canary(settings: Settings, args: argparse.Namespace) -> int:
         raise _usage("--percent: give the share of keys the canary serves, e.g. --percent 5")
     started = store.canary(args.dataset, args.version, args.percent, dry_run=args.dry_run)
     line = f"{args.dataset}: {started.version} {_would(args, 'serves')} {started.percent:g}% "
-    line += f"of keys beside {started.live} (prescore promote or abort {args.dataset} ends it)"
+    line += f"of keys beside {started.live} (prescore promote {args.dataset} {started.version}"
+    line += f" or prescore abort {args.dataset} ends it)"
     doc = {"dataset": args.dataset, "canary": started.to_json(), "dry_run": args.dry_run}
     done(args, doc, line)
     return 0
 
 
 def promote_either(settings: Settings, args: argparse.Namespace) -> int:
-    """``prescore promote NAME``: the dataset's canary; ``NAME VERSION``: a model version
-    (``prescore models promote``, which the top-level command was first)."""
-    if args.version is not None:
-        if args.dry_run:
-            raise _usage("--dry-run: only a canary's promotion (prescore promote NAME) takes it")
+    """``prescore promote NAME VERSION``: the canary of dataset NAME when VERSION is a
+    dataset version's id (what ``prescore canary NAME`` names), else model NAME's
+    VERSION (``prescore models promote``, which the top-level command was first). The
+    two kinds of id never look alike, and the version is always given: a promotion
+    never goes live by accident."""
+    try:
+        keys.check_version(args.version)
+    except InvalidInput:
+        if args.dry_run or args.force:
+            raise _usage("--dry-run and --force are a canary's promotion's only") from None
         from prescore.cli import models
 
         return models.promote(settings, args)
@@ -53,7 +61,8 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
     from prescore.api import Prescore
 
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
-    promoted = Prescore(settings=settings).promote(args.dataset, by=who, dry_run=args.dry_run)
+    ps = Prescore(settings=settings)
+    promoted = ps.promote(args.dataset, args.version, who, force=args.force, dry_run=args.dry_run)
     line = f"{args.dataset}: {promoted.version} {_would(args, 'promoted')}: readers all get it"
     doc = {"dataset": args.dataset, "live": entry(promoted), "by": who, "dry_run": args.dry_run}
     done(args, doc, line)

@@ -8,7 +8,8 @@ prescore rollback NAME --delta D          take one incremental publish off the l
 prescore gc NAME                          remove versions beyond the kept ones
 prescore release NAME VERSION --reason R  publish a version its data gates held back
 prescore canary NAME VERSION --percent P  serve a staged version to P% of keys beside it
-prescore promote NAME | abort NAME        switch readers to the canary's version, or end it
+prescore promote NAME VERSION             switch readers to the canary's version
+prescore abort NAME                       end the canary: every key gets the live version
   (rollback, gc, release, canary, promote, abort and publish take --dry-run: what they
   would do, nothing changed)
 prescore misses NAME [-n N]               the keys missed most (the next bulk run scores them)
@@ -18,7 +19,7 @@ prescore publish NAME PATH                publish scores computed elsewhere (par
 prescore models [list] [NAME]             model versions, metrics, the promoted one
 prescore models register NAME PATH        import a SavedModel, checked against its dataset
 prescore models promote NAME VERSION      name a model version as the one in production
-  (also prescore promote NAME VERSION: with a version, promote is the model's)
+  (also prescore promote NAME VERSION, where VERSION is a model version, not a version id)
 prescore score NAME [--print] [-- ARGS]   score in bulk (spark-submit, python -m jobs.submit)
   (--keys TABLE, --where CONDITION, --from-miss-log: only those rows, as a delta;
   --stage: gate the version and keep it beside the live one, for a canary)
@@ -164,6 +165,7 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     if args.delta:
         return _rollback_delta(store, args)
     before, layered, _ = deltas.read(store.client, args.dataset)
+    running = canaries.read(store.client, args.dataset)[1]
     target = store.rollback(args.dataset, to=args.to, dry_run=args.dry_run)
     line = (
         f"{args.dataset}: {_would(args, 'rolled back')} {before} -> {target.version} "
@@ -171,6 +173,7 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     )
     if layered:
         line += f"; its {len(layered)} delta(s) go with {before}: {', '.join(layered)}"
+    line += _canary_ended(running, args.dry_run)
     doc = {
         "dataset": args.dataset,
         "from": before,
@@ -191,6 +194,15 @@ def _rollback_delta(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _canary_ended(running: Any, dry_run: bool) -> str:
+    """What a switch does to the canary that ran (prescore.store.canaries): it ends."""
+    if running is None:
+        return ""
+    return f"; the canary of {running.version} ({running.percent:g}%) " + (
+        "would end" if dry_run else "ended"
+    )
+
+
 def _would(args: argparse.Namespace, did: str) -> str:
     """``did``, or what a dry run would do."""
     return f"would be {did} (dry run, nothing changed):" if args.dry_run else did
@@ -199,11 +211,12 @@ def _would(args: argparse.Namespace, did: str) -> str:
 def _release(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
+    running = canaries.read(v.client, args.dataset)[1]
     released = v.release(args.version, who, args.reason, dry_run=args.dry_run)
     line = (
         f"{args.dataset}: {_would(args, 'released')} {released.version} over its gates "
         f"(by {who}: {args.reason})"
-    )
+    ) + _canary_ended(running, args.dry_run)
     doc = {"dataset": args.dataset, "released": entry(released), "by": who}
     done(args, {**doc, "dry_run": args.dry_run}, line)
     return 0
@@ -374,8 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     either = "switch readers to a dataset's canary (NAME), or promote a model version"
     top = command("promote", cli_canary.promote_either, either, dataset=False)
     top.add_argument("name", help="a dataset (its canary), or a model")
-    top.add_argument("version", nargs="?", help="the model version (as prescore models promote)")
+    top.add_argument(
+        "version", help="the canary's version id, or a model version (as prescore models promote)"
+    )
     top.add_argument("--dry-run", action="store_true", help="a canary's: say what it would do")
+    top.add_argument(
+        "--force",
+        action="store_true",
+        help="a canary's: promote it though it is older than the live version, or was gated "
+        "against another (recorded)",
+    )
     for p in msub.choices.values():
         if p.get_default("func") is None:
             p.set_defaults(func=cli_models.list_models)

@@ -23,7 +23,7 @@ from prescore.encoding.codec import VersionInfo
 from prescore.errors import PublishError
 from prescore.publishing import gates
 from prescore.settings import StoreSettings
-from prescore.store import bucket_encodings, deltas
+from prescore.store import bucket_encodings, canaries, deltas
 from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
 from prescore.store.versions import ANY_LIVE, LiveChanged, Versions
 
@@ -71,6 +71,11 @@ def publish_new(
     anything fails (stop the writers); a writer still running then lands nothing: its
     batches are fenced (prescore.store.writers)."""
     versions = Versions(client, dataset.name, store)
+    if stage and versions.current() is None:  # a canary runs beside a live version
+        raise PublishError(
+            f"{dataset.name} has no live version to stage beside: publish it without --stage first",
+            code="no_version",
+        )
     base = deltas.base_for(versions, model).version if incremental else None
     extra = {deltas.DELTA_OF: base} if base else None
     info = versions.begin(model[0], model[1], note, expected_keys=expected_keys, extra=extra)
@@ -102,10 +107,14 @@ def publish_new(
                 done = versions.attach(info.version, written.rows, figures)
             else:
                 had = deltas.read(client, dataset.name)[1]
+                running = canaries.read(client, dataset.name)[1]
                 done = _gate_and_switch(
                     client, versions, dataset, info, written, figures, force, say, stage
                 )
-                _say_deltas(versions, had, say)
+                if not stage:  # a switch: what it did to the deltas and the canary
+                    _say_deltas(versions, had, say)
+                    if running is not None:
+                        say(f"  the canary of {running.version} ({running.percent:g}%) ended")
     except BaseException as exc:
         if on_failure is not None:
             on_failure()

@@ -116,20 +116,35 @@ def _candidate(v: DatasetVersions, version: str, live: str) -> bytes:
     return raw
 
 
-def promote(v: DatasetVersions, by: str = "", *, dry_run: bool = False) -> VersionInfo:
-    """Switch readers to the canary's version, ending the canary in the same script; the
-    live version's deltas newer than it carry over (prescore.store.deltas.carried). Its
-    entry as published (``dry_run``: as it would be)."""
+def promote(
+    v: DatasetVersions, version: str, by: str = "", *, force: bool = False, dry_run: bool = False
+) -> VersionInfo:
+    """Switch readers to ``version``, the canary's, ending the canary in the same script;
+    the live version's deltas newer than it carry over (prescore.store.deltas.carried).
+    Refused (PublishError) where ``version`` is not the canary's (``not_the_canary``), and,
+    unless ``force``, where it is older than the live version (``stale_publish``) or its
+    gates ran against another live version than the one it replaces
+    (``gated_against_another``). Its entry as published (``dry_run``: as it would be)."""
     made: list[VersionInfo] = []
 
     def decide() -> Change:
         live, canary, was = _running(v)
+        if canary.version != version:
+            raise PublishError(
+                f"{v.dataset}: the canary serves {canary.version}, not {version}; nothing "
+                "was changed",
+                code="not_the_canary",
+            )
         raw = _candidate(v, canary.version, live)
         info = VersionInfo.from_bytes(raw)
+        if not force:
+            _check_promotable(v.dataset, info, live)
         now = utcnow_iso()
         note = f"promoted from a {canary.percent:g}% canary beside {live}" + (
             f" by {by}" if by else ""
         )
+        if force:
+            note += " (forced)"
         done = info.replace(
             status="published",
             published_at=now if info.status == STAGED else info.published_at,
@@ -145,6 +160,25 @@ def promote(v: DatasetVersions, by: str = "", *, dry_run: bool = False) -> Versi
     else:
         v.apply(decide, "promote")
     return made[0]
+
+
+def _check_promotable(dataset: str, info: VersionInfo, live: str) -> None:
+    """Refuse what a publish would refuse: a version older than the live one (a late or
+    orphaned run), or one gated against another live version than this one."""
+    if info.version < live:
+        raise PublishError(
+            f"{dataset} {info.version} is older than the live version {live}: its data is "
+            "too (--force to promote it anyway)",
+            code="stale_publish",
+        )
+    gates = info.extra.get("gates")
+    against = gates.get("against") if isinstance(gates, dict) else live
+    if against != live:
+        raise PublishError(
+            f"{dataset} {info.version} was gated against {against}, and {live} is live now: "
+            "stage a new run (gated against it), or --force to promote it anyway",
+            code="gated_against_another",
+        )
 
 
 def abort(v: DatasetVersions, *, dry_run: bool = False) -> Canary:

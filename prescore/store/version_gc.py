@@ -87,8 +87,9 @@ def _decide(
     """What housekeeping does to each of ``infos`` (newest first): ``drop_gated_keys``
     (a gated version older than the newest gated one), ``retire`` (a published version
     beyond the ``keep`` newest, never the live one; a staged one older than the newest
-    staged; never the canary's), ``trim`` (a failed or retired entry beyond the HISTORY
-    kept; a gated entry stays, as an operator may still release it)."""
+    staged or than the live one, which can no longer be promoted; never the canary's),
+    ``trim`` (a failed or retired entry beyond the HISTORY kept; a gated entry stays, as
+    an operator may still release it)."""
     kept = history = 0
     gated_seen = staged_seen = False
     for info in infos:
@@ -98,8 +99,8 @@ def _decide(
             gated_seen = True
         if canary is not None and info.version == canary.version:
             continue
-        if info.status == canaries.STAGED:  # the newest stays, to be canaried
-            if staged_seen:
+        if info.status == canaries.STAGED:  # the newest stays while newer than the live one
+            if staged_seen or (live is not None and info.version < live):
                 yield "retire", info.version
             staged_seen = True
             continue

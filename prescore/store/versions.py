@@ -211,7 +211,7 @@ class Versions:
             raw, info = self.writing(version)
             live = self.current()
             note = info.note
-            if live is not None and version < live and not stage:
+            if live is not None and version < live:
                 if not force:
                     stale.append(live)
                     raise _Stale()
@@ -471,9 +471,11 @@ class Versions:
         """Serve a staged or published ``version`` to ``percent`` of keys."""
         return canaries.start(self, version, percent, dry_run=dry_run)
 
-    def promote(self, by: str = "", *, dry_run: bool = False) -> VersionInfo:
-        """Switch readers to the canary's version."""
-        promoted = canaries.promote(self, by, dry_run=dry_run)
+    def promote(
+        self, version: str, by: str = "", *, force: bool = False, dry_run: bool = False
+    ) -> VersionInfo:
+        """Switch readers to the canary's version, ``version``."""
+        promoted = canaries.promote(self, version, by, force=force, dry_run=dry_run)
         if not dry_run:
             self.retire_old()
         return promoted
