@@ -104,15 +104,23 @@ def sample_keys(found: Sequence[str], size: int, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(list(found), size)
 
 
+def _loaded(raw: bytes | None) -> Any:
+    """A stored payload parsed (None: missing, or not JSON), once for every gate."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 def _scores(payloads: Sequence[bytes | None], list_field: str) -> np.ndarray:
+    return _doc_scores([_loaded(raw) for raw in payloads], list_field)
+
+
+def _doc_scores(docs: Sequence[Any], list_field: str) -> np.ndarray:
     out = []
-    for raw in payloads:
-        if raw is None:
-            continue
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            continue
+    for doc in docs:
         entries = doc.get(list_field) if isinstance(doc, dict) else None
         for entry in entries if isinstance(entries, list) else []:
             score = entry.get("score") if isinstance(entry, dict) else None
@@ -170,10 +178,11 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return Profile.of_scores(expected).psi(actual)
 
 
-def decodes(raw: bytes, shape: PayloadShape, key: str) -> str:
-    """Why ``raw`` does not read as the lookup reads it ("" when it does)."""
+def decodes(raw: bytes, shape: PayloadShape, key: str, doc: Any = None) -> str:
+    """Why ``raw`` does not read as the lookup reads it ("" when it does); ``doc``: it
+    parsed already (None: parse it here)."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw) if doc is None else doc
         envelope(raw, dataset_version="v")
     except ValueError as exc:
         return f"not a JSON object: {exc}"[:120]
@@ -217,11 +226,12 @@ def check(
     sample = list(new_sample)[: gates.sample]
     new_at = Placed(dataset.name, new.version, new.buckets)
     new_raw = values.read(client, new_at, sample)
+    docs = [_loaded(raw) for raw in new_raw]
     bad = [
         (k, why)
-        for k, raw in zip(sample, new_raw, strict=True)
+        for k, raw, doc in zip(sample, new_raw, docs, strict=True)
         if raw is not None
-        for why in [decodes(raw, shape, k)]
+        for why in [decodes(raw, shape, k, doc)]
         if why
     ]
     missing = sum(1 for raw in new_raw if raw is None)
@@ -236,7 +246,7 @@ def check(
             else (f"{missing} sampled keys missing" if missing else ""),
         )
     ]
-    new_scores = _scores(new_raw, shape.list_field)
+    new_scores = _doc_scores(docs, shape.list_field)
     sizes = [len(r) for r in new_raw if r is not None]
     profile = Profile.of_scores(new_scores, float(np.median(sizes or [0])))
     live_sample = list((live.extra or {}).get("sample", []))[: gates.sample] if live else []

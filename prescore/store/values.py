@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -337,7 +338,29 @@ def read_raw(
     client: Client, where: Placed, entity_keys: list[str], deltas: Sequence[Layer] = ()
 ) -> list[bytes | None]:
     """Each key's stored bytes (see :func:`fetch`); None where it has none."""
-    return fetch(lambda commands: execute(client, commands), where, entity_keys, deltas)
+    return fetch(partial(execute_grouped, client), where, entity_keys, deltas)
+
+
+def execute_grouped(client: Client, commands: list[Command]) -> list[Any]:
+    """:func:`execute`, with the HGETs of one bucket sent as one HMGET: the same replies,
+    for far fewer commands where many keys share a bucket (a gate's sample of a delta;
+    the lookup's own reads of a few keys from many buckets gain nothing from it)."""
+    by_bucket: dict[Any, list[int]] = {}
+    others = []
+    for n, command in enumerate(commands):
+        if command[0] == "HGET":
+            by_bucket.setdefault(command[1], []).append(n)
+        else:
+            others.append(n)
+    grouped = [("HMGET", name, *(commands[n][2] for n in ns)) for name, ns in by_bucket.items()]
+    replies = execute(client, [*grouped, *(commands[n] for n in others)])
+    out: list[Any] = [None] * len(commands)
+    for ns, got in zip(by_bucket.values(), replies, strict=False):
+        for n, value in zip(ns, got, strict=True):
+            out[n] = value
+    for n, value in zip(others, replies[len(grouped) :], strict=True):
+        out[n] = value
+    return out
 
 
 def as_json(
