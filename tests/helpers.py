@@ -142,3 +142,30 @@ def installed(name: str, installer: list[str]) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"installing {name} failed:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1]
+
+
+def publish_similar(
+    settings: Settings, rclient: Any, tmp: Path, skus: list[str], tag: str, **options: Any
+) -> Any:
+    """Publish ``skus`` to the dataset ``similar`` (SIMILAR_CONFIG), each answered with
+    the one item ``tag``, through `prescore publish` (parquet, a JSON column): its report."""
+    import json
+
+    import pandas as pd
+
+    from prescore.publishing.parquet import publish_file
+    from tests.frames import write_frame
+
+    rows = [
+        {"sku": k, "payload": json.dumps({"similar": [{"sku": tag, "score": 0.5}]})} for k in skus
+    ]
+    path = tmp / f"{tag}.parquet"
+    write_frame(pd.DataFrame(rows), path, index=False)
+    return publish_file(
+        rclient,
+        settings.store,
+        settings.catalog.get("similar"),
+        str(path),
+        json_column="payload",
+        **{"say": lambda line: None, **options},
+    )

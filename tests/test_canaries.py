@@ -19,12 +19,12 @@ from prescore.api import Prescore
 from prescore.cli.main import main
 from prescore.encoding import keys, routing
 from prescore.errors import NotFound, PublishError
-from prescore.publishing.parquet import PublishReport, publish_file
+from prescore.publishing.parquet import PublishReport
 from prescore.settings import Settings
 from prescore.store import canaries
 from prescore.store.versions import Versions
 from tests.frames import write_frame
-from tests.helpers import SIMILAR_CONFIG, with_catalog
+from tests.helpers import SIMILAR_CONFIG, publish_similar, with_catalog
 
 KEYS = [f"s{i}" for i in range(100)]  # a batch holds at most 100
 
@@ -37,19 +37,8 @@ def similar(settings: Settings, tmp_path: Path) -> Settings:
 
 
 def _publish(s: Settings, rclient: Any, tmp: Path, tag: str, **options: Any) -> PublishReport:
-    rows = [
-        {"sku": k, "payload": json.dumps({"similar": [{"sku": tag, "score": 0.5}]})} for k in KEYS
-    ]
-    path = tmp / f"{tag}.parquet"
-    write_frame(pd.DataFrame(rows), path, index=False)
-    return publish_file(
-        rclient,
-        s.store,
-        s.catalog.get("similar"),
-        str(path),
-        json_column="payload",
-        **{"say": lambda line: None, **options},
-    )
+    report: PublishReport = publish_similar(s, rclient, tmp, KEYS, tag, **options)
+    return report
 
 
 def _batch(api: Any, skus: list[str], query: str = "", **headers: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from prescore.settings import Settings, StoreSettings
 from prescore.store import deltas, values
 from prescore.store.versions import Versions
 from tests.frames import write_frame
-from tests.helpers import SIMILAR_CONFIG, with_catalog
+from tests.helpers import SIMILAR_CONFIG, publish_similar, with_catalog
 
 
 @pytest.fixture()
@@ -38,20 +38,10 @@ def similar(settings: Settings, tmp_path: Path) -> Settings:
 def _publish(
     s: Settings, rclient: Any, tmp: Path, skus: range | list[int], tag: str, **options: Any
 ) -> PublishReport:
-    rows = [
-        {"sku": f"s{i}", "payload": json.dumps({"similar": [{"sku": tag, "score": 0.5}]})}
-        for i in skus
-    ]
-    path = tmp / f"{tag}.parquet"
-    write_frame(pd.DataFrame(rows), path, index=False)
-    return publish_file(
-        rclient,
-        s.store,
-        s.catalog.get("similar"),
-        str(path),
-        json_column="payload",
-        **{"say": lambda line: None, **options},
+    report: PublishReport = publish_similar(
+        s, rclient, tmp, [f"s{i}" for i in skus], tag, **options
     )
+    return report
 
 
 def _served(api: Any, *skus: str) -> list[str | None]:

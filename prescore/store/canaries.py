@@ -62,12 +62,8 @@ def parsed(raw: bytes | str | None, live: str | None) -> Canary | None:
 
 def read(client: Client, dataset: str) -> tuple[str | None, Canary | None, str]:
     """(live version, its canary, the canary key as read) now."""
-    pipe = client.pipeline(transaction=False)
-    pipe.get(keys.pointer_key(dataset))
-    pipe.get(keys.canary_key(dataset))
-    pointer, raw = pipe.execute()
-    live = as_text(pointer) if pointer is not None else None
-    return live, parsed(raw, live), as_text(raw) if raw is not None else ""
+    live, raw = deltas.with_pointer(client, dataset, keys.canary_key(dataset))
+    return live, parsed(raw, live), raw
 
 
 def start(v: DatasetVersions, version: str, percent: float, *, dry_run: bool = False) -> Canary:

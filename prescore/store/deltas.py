@@ -55,12 +55,18 @@ def _text(live: str, ids: Sequence[str]) -> str:
 
 def read(client: Client, dataset: str) -> tuple[str | None, tuple[str, ...], str]:
     """(live version, its deltas newest first, the deltas key as read) now."""
+    live, raw = with_pointer(client, dataset, keys.deltas_key(dataset))
+    return live, listed(raw, live), raw
+
+
+def with_pointer(client: Client, dataset: str, name: str) -> tuple[str | None, str]:
+    """(the live version, the key ``name`` beside it: '' where absent), read together:
+    what a key that counts only beside the pointer (deltas, a canary) is read with."""
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.pointer_key(dataset))
-    pipe.get(keys.deltas_key(dataset))
+    pipe.get(name)
     pointer, raw = pipe.execute()
-    live = as_text(pointer) if pointer is not None else None
-    return live, listed(raw, live), as_text(raw) if raw is not None else ""
+    return (as_text(pointer) if pointer is not None else None), as_text(raw) if raw else ""
 
 
 def layers(
