@@ -22,7 +22,7 @@ from prescore.errors import NotFound, PublishError
 from prescore.publishing.parquet import PublishReport
 from prescore.settings import Settings
 from prescore.store import canaries
-from prescore.store.versions import Versions
+from prescore.store.versions import Versions, write_payloads
 from tests.frames import write_frame
 from tests.helpers import SIMILAR_CONFIG, publish_similar, with_catalog
 
@@ -216,6 +216,8 @@ def test_the_cli_stages_canaries_promotes_and_aborts(
         main([*cli, "promote", "similar"])
     assert bare.value.code == 2
     capsys.readouterr()
+    assert main([*cli, "promote", "similar", staged.upper()]) == 2  # no id, no model version
+    assert "neither a version id of similar" in capsys.readouterr().err
     assert main([*cli, "promote", "similar", staged]) == 0
     assert f"similar: {staged} promoted" in capsys.readouterr().out
     assert Versions(rclient, "similar", similar.store).current() == staged
@@ -255,6 +257,15 @@ def test_a_promotion_is_refused_where_a_publish_would_be_and_stale_staged_versio
         py.promote("similar", p1.version)
     assert older.value.code == "stale_publish"
     py.abort("similar")
+
+    # a run begun before the live version cannot be staged, forced or not
+    late_run = v.begin("m", "")
+    write_payloads(rclient, "similar", late_run.version, [("s1", b'{"sku":"s1","similar":[]}')])
+    _publish(similar, rclient, tmp_path, "p2")
+    with pytest.raises(PublishError) as stale:
+        v.publish(late_run.version, 1, stage=True, force=True)
+    assert stale.value.code == "stale_publish"
+    assert v.get(late_run.version).status == "failed"
 
     # a publish ends a running canary and says so; a staged version older than the new
     # live one can no longer be promoted, and gc retires it

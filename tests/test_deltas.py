@@ -183,6 +183,17 @@ def test_a_delta_without_a_live_version_or_with_bad_rows_publishes_nothing(
     assert report.delta_of == base.version and report.error == "publish_failed"
     assert v.count_keys(report.version) == 0 and rclient.exists(keys.deltas_key("similar")) == 0
     assert v.current() == base.version
+    # a delta within the gate sample has every payload decoded: one bad entry fails it
+    good = {"similar": [{"sku": "x", "score": 0.5}]}
+    rows = [{"sku": f"s{i}", "payload": json.dumps(good)} for i in range(600)]
+    rows[0]["payload"] = json.dumps({"similar": [{"sku": "x", "score": "high"}]})
+    write_frame(pd.DataFrame(rows), bad, index=False)
+    dataset = similar.catalog.get("similar")
+    report = publish_file(
+        rclient, similar.store, dataset, str(bad), json_column="payload", incremental=True
+    )
+    assert (report.published, report.error) == (False, "gated")
+    assert "an entry without a numeric score" in v.get(report.version).note
 
 
 def test_a_lookup_still_caching_a_rolled_back_delta_answers_from_the_base(

@@ -48,6 +48,11 @@ def promote_either(settings: Settings, args: argparse.Namespace) -> int:
     try:
         keys.check_version(args.version)
     except InvalidInput:
+        if args.name in settings.catalog.datasets and not args.version.isdigit():
+            raise _usage(
+                f"{args.version!r} is neither a version id of {args.name} (prescore canary "
+                f"{args.name} names its canary's) nor a model version"
+            ) from None
         if args.dry_run or args.force:
             raise _usage("--dry-run and --force are a canary's promotion's only") from None
         from prescore.cli import models
@@ -81,7 +86,7 @@ def _abort(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _would(args: argparse.Namespace, did: str) -> str:
-    return f"would be {did} (dry run, nothing changed):" if args.dry_run else did
+    return f"would be {did} (dry run, nothing changed)" if args.dry_run else did
 
 
 def _usage(message: str) -> Exception:

@@ -44,15 +44,6 @@ DRIFT_MIN_SCORES = 50 * _BINS
 SIZE_MIN_KEYS = 100  # payloads a delta's sample needs before its median size says anything
 
 
-def delta_sample(gates: Gates) -> int:
-    """The keys a delta's gates read: a quarter of a version's sample, and at least what
-    its median size needs twice over (never more than a version's). A delta's gates compare its distribution with the
-    live version's recorded profile, which a few hundred payloads fill, and decode a far
-    larger share of a delta than of a version anyway; reading a version's whole sample
-    would make gating most of a small delta's publish."""
-    return min(gates.sample, max(2 * SIZE_MIN_KEYS, gates.sample // 4))
-
-
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -232,8 +223,7 @@ def check(
     not ``whole`` (a delta of the live version's keys, prescore.store.deltas): without
     ``rows`` and ``coverage``, which compare whole versions."""
     shape = PayloadShape(dataset.key_field, dataset.list_field, dataset.entry_field)
-    size = gates.sample if whole else delta_sample(gates)
-    sample = sample_keys(new_sample, size) if len(new_sample) > size else list(new_sample)
+    sample = list(new_sample)[: gates.sample]
     new_at = Placed(dataset.name, new.version, new.buckets)
     new_raw = values.read(client, new_at, sample)
     docs = [_loaded(raw) for raw in new_raw]
@@ -267,7 +257,7 @@ def check(
         if old is None:  # a version published before profiles, or a whole one: its sample
             live_at = Placed(dataset.name, live.version, live.buckets)
             old = Profile.of(values.read(client, live_at, live_sample), shape.list_field)
-        full = whole or len(sample) >= size
+        full = whole or len(sample) >= gates.sample
         checks += _distribution(new_scores, sizes, old, gates, full)
     return GateReport(all(c.passed for c in checks), checks, profile)
 

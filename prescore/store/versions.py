@@ -212,7 +212,7 @@ class Versions:
             live = self.current()
             note = info.note
             if live is not None and version < live:
-                if not force:
+                if not force or stage:  # a staged one older than the live one never goes live
                     stale.append(live)
                     raise _Stale()
                 note = f"forced over the newer live version {live}" + (f"; {note}" if note else "")
