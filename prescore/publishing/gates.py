@@ -21,7 +21,6 @@ operator releases it (``prescore release``, recorded) or gc removes it.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import orjson
 
 from prescore.data.datasets import Dataset, Gates
 from prescore.encoding.codec import PayloadShape, VersionInfo, envelope
@@ -109,7 +109,7 @@ def _loaded(raw: bytes | None) -> Any:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError:
         return None
 
@@ -182,7 +182,7 @@ def decodes(raw: bytes, shape: PayloadShape, key: str, doc: Any = None) -> str:
     """Why ``raw`` does not read as the lookup reads it ("" when it does); ``doc``: it
     parsed already (None: parse it here)."""
     try:
-        doc = json.loads(raw) if doc is None else doc
+        doc = orjson.loads(raw) if doc is None else doc
         envelope(raw, dataset_version="v")
     except ValueError as exc:
         return f"not a JSON object: {exc}"[:120]
