@@ -46,6 +46,9 @@ _DELTA_CACHE_MAX = 256  # deltas (at most MAX_DELTAS a version), with the keys e
 # a delta's keys a process holds, so that a read asks a delta only for keys it has; a
 # larger delta is asked for every key (a full run is the better tool for it anyway)
 DELTA_KEYS_HELD = 100_000
+# the keys of all deltas a process holds (a few tens of MB): a delta that would pass it is
+# asked for every key too, so that many large deltas cannot grow a lookup without bound
+DELTA_KEYS_HELD_TOTAL = 400_000
 _WAS_LIVE = ("published", "retired")  # statuses of a version that has been live
 
 
@@ -159,8 +162,10 @@ class StoreReader:
         clock: Callable[[], float] = time.monotonic,
         stall_s: float = 1.0,
         on_error: Callable[[str], None] | None = None,
+        held_keys: int = DELTA_KEYS_HELD_TOTAL,
     ) -> None:
         self.client = client
+        self.held_keys = held_keys  # of all the deltas cached (DELTA_KEYS_HELD_TOTAL)
         self.stall = StallGate(stall_s, clock)  # fast 503s while the store is stalled
         self.pointer_cache_s = pointer_cache_s
         self._clock = clock
@@ -209,7 +214,7 @@ class StoreReader:
         version = raw.decode() if isinstance(raw, bytes) else raw
         resolved = self._info(dataset, version)
         if ids := deltas.listed(listed, version):
-            resolved = replace(resolved, deltas=tuple(self._delta(dataset, i) for i in ids))
+            resolved = replace(resolved, deltas=tuple(self._delta(dataset, i, ids) for i in ids))
         if (beside := canaries.parsed(canary, version)) is not None:
             candidate = replace(self._info(dataset, beside.version), side="canary")
             resolved = replace(resolved, canary=candidate, canary_share=beside.share, side="live")
@@ -273,17 +278,19 @@ class StoreReader:
             self._infos[(dataset, version)] = resolved
         return resolved
 
-    def _delta(self, dataset: str, version: str) -> Layer:
-        """Where a delta's keys are and, up to DELTA_KEYS_HELD of them, which they are:
-        cached, as an attached delta never changes (a key of one rolled back meanwhile
-        reads as missing there and is read from the version's own buckets)."""
+    def _delta(self, dataset: str, version: str, listed: tuple[str, ...]) -> Layer:
+        """Where a delta's keys are and, up to DELTA_KEYS_HELD of them (and while all
+        those held stay within ``held_keys``), which they are: cached, as an attached
+        delta never changes (a key of one rolled back meanwhile reads as missing there
+        and is read from the version's own buckets). ``listed``: the dataset's deltas now."""
         found = self._deltas.get((dataset, version))
         if found is None:
             info = self.entry(dataset, version)
             where = Placed(dataset, version, info.buckets if info else 0)
             try:
                 held = None
-                if info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD:
+                small = info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD
+                if small and info is not None and self._room(dataset, listed, info.rows):
                     held = values.keys_of(self.client, where)
                 frames = values.load_frames(self.client, where) if where.buckets else {}
             except OUTAGES as exc:
@@ -298,6 +305,15 @@ class StoreReader:
                     self._deltas.clear()
                 self._deltas[(dataset, version)] = found
         return found
+
+    def _room(self, dataset: str, listed: tuple[str, ...], rows: int) -> bool:
+        """Whether ``rows`` more keys fit in ``held_keys``, once the cached deltas of
+        ``dataset`` no longer listed are let go (a request still reading them has them)."""
+        with self._lock:
+            for key in [k for k in self._deltas if k[0] == dataset and k[1] not in listed]:
+                del self._deltas[key]
+            used = sum(len(layer.held or ()) for layer in self._deltas.values())
+        return used + rows <= self.held_keys
 
     def entry(self, dataset: str, version: str) -> VersionInfo | None:
         """The registry's entry of ``version``, read now (None: it has none)."""

@@ -363,3 +363,34 @@ def test_a_delta_filling_the_gate_sample_has_its_drift_checked(
     assert len(profile["edges"]) == 11 and profile["median_size"] > 0
     entry = Versions(rclient, "similar", s.store).get(done.version)
     assert entry.status == "failed" and "drift" in entry.note
+
+
+def test_a_lookup_holds_the_keys_of_its_deltas_up_to_a_total(
+    similar: Settings, rclient: Any, tmp_path: Path
+) -> None:
+    """A process holds the keys of its deltas up to ``held_keys`` in all: a delta beyond
+    it is asked for every key (the same answers, without its keys in memory), and the
+    keys of a delta no longer listed are let go."""
+    from lookup.store import StoreReader
+
+    _publish(similar, rclient, tmp_path, range(10), "base")
+    one = _publish(similar, rclient, tmp_path, [1, 2, 3, 4], "one", incremental=True)
+    two = _publish(similar, rclient, tmp_path, [4, 5], "two", incremental=True)
+    reader = StoreReader(rclient, pointer_cache_s=0, held_keys=5)
+    resolved = reader.resolve("similar")
+    assert [d.placed.version for d in resolved.deltas] == [two.version, one.version]
+    assert resolved.deltas[0].held == {"s4", "s5"} and resolved.deltas[1].held is None
+    asked = ["s0", "s1", "s4", "s5"]
+    read, found = reader.read("similar", asked)
+    answers = [json.loads(read.as_json(f or b"{}", k)) for f, k in zip(found, asked, strict=True)]
+    assert [a["similar"][0]["sku"] for a in answers] == [
+        "base",
+        "one",
+        "two",
+        "two",
+    ]
+    Prescore(settings=similar).rollback_delta("similar", two.version)
+    three = _publish(similar, rclient, tmp_path, [7, 8, 9], "three", incremental=True)
+    resolved = reader.resolve("similar")  # two's keys let go: three's fit
+    assert resolved.deltas[0].placed.version == three.version
+    assert resolved.deltas[0].held == {"s7", "s8", "s9"}
