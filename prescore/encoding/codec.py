@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -147,7 +147,9 @@ class VersionInfo:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return dumps(asdict(self))
+        # field by field, not asdict: its deep copy of ``extra`` (a version's key sample)
+        # is most of a delta's registry writes
+        return dumps({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> VersionInfo:
@@ -155,7 +157,7 @@ class VersionInfo:
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
     def replace(self, **changes: Any) -> VersionInfo:
-        return VersionInfo(**{**asdict(self), **changes})
+        return replace(self, **changes)
 
 
 def sort_versions(infos: Sequence[VersionInfo]) -> list[VersionInfo]:
