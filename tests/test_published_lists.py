@@ -231,7 +231,7 @@ def _packed(batch, lists: ListCompactor | None = None):  # type: ignore[no-untyp
 
 def test_a_batch_packed_at_once_is_served_as_each_rows_json() -> None:
     rng = random.Random(3)
-    names = ["Hôtel ☀", 'a},{"b', 'x"y\\z', None, ""]
+    names = ["Hôtel ☀", 'a},{"b', 'x"y\\z', "tab\there\x01", None, ""]
     rows = []
     for i in range(400):
         entries = [

@@ -125,7 +125,12 @@ def _ticks(scores: np.ndarray) -> np.ndarray | None:
 
 def _heads(names: list[str], coded: list[Any]) -> Heads | None:
     """The distinct combinations of the entries' fields before the score, as the text
-    orjson writes for them, and each entry's combination."""
+    orjson writes for them, and each entry's combination. Each field's distinct values
+    are written once and the combinations joined by Arrow: orjson writes an object as
+    its members' texts, each as it writes the value alone."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     combined = np.zeros(len(coded[0]), np.int64)
     sizes = [len(c.dictionary) for c in coded]
     if math.prod(sizes) >= 2**62:
@@ -133,22 +138,44 @@ def _heads(names: list[str], coded: list[Any]) -> Heads | None:
     for c, size in zip(coded, sizes, strict=True):
         combined = combined * size + c.indices.to_numpy(zero_copy_only=False)
     distinct, which = np.unique(combined, return_inverse=True)
-    dictionaries = [c.dictionary.to_pylist() for c in coded]
-    if any(type(v) is float and not math.isfinite(v) for d in dictionaries for v in d):
-        return None  # JSON has no NaN: the row by row path refuses the row
-    fields = []
-    for size, values in zip(reversed(sizes), reversed(dictionaries), strict=True):
-        fields.append([values[i] for i in (distinct % size).tolist()])
+    parts: list[Any] = []
+    for n, (name, c, size) in enumerate(reversed(list(zip(names, coded, sizes, strict=True)))):
+        texts = _texts(c.dictionary)
+        if texts is None:
+            return None
+        opening = (b"{" if n == len(names) - 1 else b",") + orjson.dumps(name) + b":"
+        parts[:0] = [opening, pc.take(texts, pa.array(distinct % size))]
         distinct = distinct // size
-    fields.reverse()
-    try:
-        heads = [
-            orjson.dumps(dict(zip(names, row, strict=True)))[:-1]
-            for row in zip(*fields, strict=True)
-        ]
-    except TypeError:  # a value JSON lacks: the row by row path says which
-        return None
-    return heads, which
+    joined = pc.binary_join_element_wise(*parts, b"") if len(distinct) else pa.array([], pa.binary())
+    return joined.to_pylist(), which
+
+
+_ESCAPED = r'["\\\x00-\x1f]'  # what a JSON string writes escaped
+
+
+def _texts(values: Any) -> Any:
+    """The JSON text of each value of the Arrow array ``values`` as orjson writes it, as
+    an Arrow binary array; None where one has none (a value JSON lacks, or a float that
+    is not finite: the row by row path says which). Strings that need no escape and
+    integers are written by Arrow (orjson called once per value keeps each short output
+    in a buffer of its own, the most of a small batch's packing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = values.type
+    if pa.types.is_integer(kind):
+        texts = values.cast(pa.string())
+    elif pa.types.is_string(kind) and not pc.any(pc.match_substring_regex(values, _ESCAPED)).as_py():
+        texts = pc.binary_join_element_wise('"', values, '"', "")
+    else:
+        found = values.to_pylist()
+        if any(type(v) is float and not math.isfinite(v) for v in found):
+            return None  # JSON has no NaN: the row by row path refuses the row
+        try:
+            return pa.array([orjson.dumps(v) for v in found], pa.binary())
+        except TypeError:
+            return None
+    return pc.fill_null(texts, "null").cast(pa.binary())
 
 
 def _payloads(fid: int, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray) -> list[bytes]:

@@ -75,7 +75,10 @@ class ListCompactor:
         once as it is added; otherwise texts orjson wrote for flat objects
         (prescore.encoding.arrow_lists), whole objects as made."""
         index = self._index
-        return [index[h] if h in index else self._add(h, cut) for h in heads]
+        if not cut:  # whole objects: the new ones added at once, no check each
+            self._add_whole([h for h in dict.fromkeys(heads) if h not in index])
+            return [index.get(h, -1) for h in heads]
+        return [index[h] if h in index else self._add(h) for h in heads]
 
     def frames(self) -> dict[int, compact.Frame]:
         """The frames of the rows packed so far (none when no row was)."""
@@ -137,13 +140,20 @@ class ListCompactor:
         doc = _object(self._key_head + b'""' + self._head_end + tail)
         return doc is not None and doc.get(self._list_field) == [] and "source" not in doc
 
-    def _add(self, head: bytes, cut: bool = True) -> int:
-        """A new entry's index (``head``: its text before the score), -1 when the table is
-        full or (``cut``) ``head`` is not one whole object's text up to its last field (a
-        cut inside a nested list): a lookup cuts lists at entries."""
+    def _add_whole(self, heads: list[bytes]) -> None:
+        """New entries (distinct texts before the score of whole objects), as many as the
+        table has room for."""
+        added = heads[: max(self._max_entries - len(self._entries), 0)]
+        self._index.update(zip(added, range(len(self._entries), len(self._entries) + len(added))))
+        self._entries += [h + _SCORE for h in added]
+
+    def _add(self, head: bytes) -> int:
+        """A new entry's index (``head``: its text before the score, cut from a row), -1
+        when the table is full or ``head`` is not one whole object's text up to its last
+        field (a cut inside a nested list): a lookup cuts lists at entries."""
         if len(self._entries) >= self._max_entries:
             return -1
-        if cut and _object(head + b',"score":0}') is None:
+        if _object(head + b',"score":0}') is None:
             return -1
         self._entries.append(head + _SCORE)
         found = self._index[head] = len(self._entries) - 1
