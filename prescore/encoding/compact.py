@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _string  # dumps' own, for a str
 
+import orjson
+
 from prescore.encoding.codec import SCORE_DECIMALS, dumps
 from prescore.encoding.keys import escape
 
@@ -64,7 +66,7 @@ def frames_to_fields(frames: Mapping[int, Frame]) -> dict[str, bytes]:
             at = lists[entries] = len(lists)
             for n, start in enumerate(range(0, max(len(frame.entries), 1), ENTRIES_PER_FIELD)):
                 part = frame.entries[start : start + ENTRIES_PER_FIELD]
-                fields[f"entries:{at}:{n}"] = dumps([e.decode() for e in part])
+                fields[f"entries:{at}:{n}"] = orjson.dumps([e.decode() for e in part])
         heads[str(fid)] = {
             "key_head": frame.key_head.decode(),
             "head_end": frame.head_end.decode(),
@@ -91,7 +93,7 @@ def frames_from_fields(heads: bytes, fields: Mapping[str, bytes]) -> dict[int, F
     for fid, h in json.loads(heads).items():
         at = h["entries"]
         if at not in lists:
-            parts = [json.loads(fields[f"entries:{at}:{n}"]) for n in range(h["fields"])]
+            parts = [orjson.loads(fields[f"entries:{at}:{n}"]) for n in range(h["fields"])]
             lists[at] = tuple(e.encode() for part in parts for e in part)
         out[int(fid)] = Frame(
             h["key_head"].encode(),
