@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from prescore.store.redis_client import Client, as_text
-from prescore.store.values import Placed
+from prescore.store.values import Placed, execute
 
 SAMPLE = 32  # buckets looked at, spread over the version
 LIMITS = ("hash-max-listpack-entries", "hash-max-listpack-value")
@@ -46,7 +46,8 @@ def sample(client: Client, where: Placed, most: int = SAMPLE) -> BucketEncodings
     """The encodings of up to ``most`` of the version's buckets, spread over them."""
     names = where.bucket_names()
     chosen = names[:: max(1, len(names) // most)][:most]
-    found = [as_text(client.object("encoding", name) or b"") for name in chosen]
+    replies = execute(client, [("OBJECT", "ENCODING", name) for name in chosen])  # one trip
+    found = [as_text(reply or b"") for reply in replies]
     present = [e for e in found if e]  # a bucket gone meanwhile (gc of a failed run)
     return BucketEncodings(len(present), present.count("hashtable"), _limits(client))
 
