@@ -178,9 +178,12 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return Profile.of_scores(expected).psi(actual)
 
 
-def decodes(raw: bytes, shape: PayloadShape, key: str, doc: Any = None) -> str:
+def decodes(
+    raw: bytes, shape: PayloadShape, key: str, doc: Any = None, scores: list[float] | None = None
+) -> str:
     """Why ``raw`` does not read as the lookup reads it ("" when it does); ``doc``: it
-    parsed already (None: parse it here)."""
+    parsed already (None: parse it here); ``scores`` gets its entries' finite scores (the
+    distribution gates', from the same walk)."""
     try:
         doc = orjson.loads(raw) if doc is None else doc
         envelope(raw, dataset_version="v")
@@ -193,10 +196,13 @@ def decodes(raw: bytes, shape: PayloadShape, key: str, doc: Any = None) -> str:
     if not isinstance(entries, list):
         return f"no list {shape.list_field}"
     for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("score"), int | float):
+        score = entry.get("score") if isinstance(entry, dict) else None
+        if not isinstance(score, int | float):
             return "an entry without a numeric score"
         if shape.entry_field and next(iter(entry), None) != shape.entry_field:
             return f"an entry not opening with {shape.entry_field}"
+        if scores is not None and math.isfinite(score):
+            scores.append(float(score))
     if shape.entry_field and raw.count(shape.entry_marker) < len(entries):
         # the lookup cuts a list without decoding when the marker count says it is short
         # enough: more markers than entries only costs a decode, fewer would serve too many
@@ -226,12 +232,12 @@ def check(
     sample = list(new_sample)[: gates.sample]
     new_at = Placed(dataset.name, new.version, new.buckets)
     new_raw = values.read(client, new_at, sample)
-    docs = [_loaded(raw) for raw in new_raw]
+    found: list[float] = []
     bad = [
         (k, why)
-        for k, raw, doc in zip(sample, new_raw, docs, strict=True)
+        for k, raw in zip(sample, new_raw, strict=True)
         if raw is not None
-        for why in [decodes(raw, shape, k, doc)]
+        for why in [decodes(raw, shape, k, _loaded(raw), found)]
         if why
     ]
     missing = sum(1 for raw in new_raw if raw is None)
@@ -246,7 +252,7 @@ def check(
             else (f"{missing} sampled keys missing" if missing else ""),
         )
     ]
-    new_scores = _doc_scores(docs, shape.list_field)
+    new_scores = np.asarray(found, np.float64)  # of the payloads that decode
     sizes = [len(r) for r in new_raw if r is not None]
     profile = Profile.of_scores(new_scores, float(np.median(sizes or [0])))
     live_sample = list((live.extra or {}).get("sample", []))[: gates.sample] if live else []
