@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from prescore.errors import InvalidInput
 
 SCORE_DECIMALS = 4
@@ -153,7 +155,7 @@ class VersionInfo:
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> VersionInfo:
-        doc = json.loads(raw)
+        doc = orjson.loads(raw)  # many a call: an entry holds its version's key sample
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
     def replace(self, **changes: Any) -> VersionInfo:
