@@ -138,16 +138,17 @@ def _heads(names: list[str], coded: list[Any]) -> Heads | None:
     for c, size in zip(coded, sizes, strict=True):
         combined = combined * size + c.indices.to_numpy(zero_copy_only=False)
     distinct, which = np.unique(combined, return_inverse=True)
-    parts: list[Any] = []
-    for n, (name, c, size) in enumerate(reversed(list(zip(names, coded, sizes, strict=True)))):
+    if not len(distinct):
+        return [], which
+    parts: list[Any] = []  # {"name":value,"name":value... of each combination
+    for name, c, size in reversed(list(zip(names, coded, sizes, strict=True))):
         texts = _texts(c.dictionary)
         if texts is None:
             return None
-        opening = (b"{" if n == len(names) - 1 else b",") + orjson.dumps(name) + b":"
-        parts[:0] = [opening, pc.take(texts, pa.array(distinct % size))]
+        parts[:0] = [b"," + orjson.dumps(name) + b":", pc.take(texts, pa.array(distinct % size))]
         distinct = distinct // size
-    joined = pc.binary_join_element_wise(*parts, b"") if len(distinct) else pa.array([], pa.binary())
-    return joined.to_pylist(), which
+    parts[0] = b"{" + parts[0][1:]
+    return pc.binary_join_element_wise(*parts, b"").to_pylist(), which
 
 
 _ESCAPED = r'["\\\x00-\x1f]'  # what a JSON string writes escaped
@@ -165,7 +166,7 @@ def _texts(values: Any) -> Any:
     kind = values.type
     if pa.types.is_integer(kind):
         texts = values.cast(pa.string())
-    elif pa.types.is_string(kind) and not pc.any(pc.match_substring_regex(values, _ESCAPED)).as_py():
+    elif pa.types.is_string(kind) and not _escaped(values):
         texts = pc.binary_join_element_wise('"', values, '"', "")
     else:
         found = values.to_pylist()
@@ -176,6 +177,13 @@ def _texts(values: Any) -> Any:
         except TypeError:
             return None
     return pc.fill_null(texts, "null").cast(pa.binary())
+
+
+def _escaped(strings: Any) -> bool:
+    """Whether any of the Arrow ``strings`` is written with an escape in JSON."""
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.match_substring_regex(strings, _ESCAPED)).as_py())
 
 
 def _payloads(fid: int, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray) -> list[bytes]:

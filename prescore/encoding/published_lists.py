@@ -144,7 +144,7 @@ class ListCompactor:
         """New entries (distinct texts before the score of whole objects), as many as the
         table has room for."""
         added = heads[: max(self._max_entries - len(self._entries), 0)]
-        self._index.update(zip(added, range(len(self._entries), len(self._entries) + len(added))))
+        self._index.update((h, n) for n, h in enumerate(added, len(self._entries)))
         self._entries += [h + _SCORE for h in added]
 
     def _add(self, head: bytes) -> int:
