@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from lookup.lean_reader import LeanReader
+from lookup.loading import OneLoad
 from lookup.stall import StallGate
 from prescore.encoding import compact, keys, routing
 from prescore.encoding.codec import VersionInfo
@@ -173,6 +174,7 @@ class StoreReader:
         self._infos: dict[tuple[str, str], Resolved] = {}  # version ids never change meaning
         self._deltas: dict[tuple[str, str], Layer] = {}
         self._lock = threading.Lock()
+        self._loads = OneLoad()  # a version's frames, a delta's keys: one thread loads each
         self._seen: set[str] = set()  # datasets this process has found published
         self._lean = _lean(client)
         self.on_error = on_error  # (action): counts outages, stalls and undecodable reads
@@ -247,6 +249,14 @@ class StoreReader:
         found = self._infos.get((dataset, version))
         if found is not None:
             return found
+        return self._loads.run(
+            ("version", dataset, version), partial(self._load_info, dataset, version)
+        )
+
+    def _load_info(self, dataset: str, version: str) -> Resolved:
+        found = self._infos.get((dataset, version))
+        if found is not None:  # loaded by a run that ended as this one began
+            return found
         try:
             raw = self.client.hget(keys.registry_key(dataset), version)
         except OUTAGES as exc:
@@ -284,26 +294,34 @@ class StoreReader:
         delta never changes (a key of one rolled back meanwhile reads as missing there
         and is read from the version's own buckets). ``listed``: the dataset's deltas now."""
         found = self._deltas.get((dataset, version))
-        if found is None:
-            info = self.entry(dataset, version)
-            where = Placed(dataset, version, info.buckets if info else 0)
-            try:
-                held = None
-                small = info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD
-                if small and info is not None and self._room(dataset, listed, info.rows):
-                    held = values.keys_of(self.client, where)
-                frames = values.load_frames(self.client, where) if where.buckets else {}
-            except OUTAGES as exc:
-                raise self._outage("registry", "reading a delta's keys", exc) from exc
-            except ValueError as exc:  # its frames not as written
-                raise self._undecodable(f"{dataset} {version}") from exc
-            found = Layer(where, frames, held)
-            if info is None:  # listed, yet no entry (a store not as written): asked again
-                return found
-            with self._lock:
-                if len(self._deltas) >= _DELTA_CACHE_MAX:
-                    self._deltas.clear()
-                self._deltas[(dataset, version)] = found
+        if found is not None:
+            return found
+        load = partial(self._load_delta, dataset, version, listed)
+        return self._loads.run(("delta", dataset, version), load)
+
+    def _load_delta(self, dataset: str, version: str, listed: tuple[str, ...]) -> Layer:
+        found = self._deltas.get((dataset, version))
+        if found is not None:  # loaded by a run that ended as this one began
+            return found
+        info = self.entry(dataset, version)
+        where = Placed(dataset, version, info.buckets if info else 0)
+        try:
+            held = None
+            small = info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD
+            if small and info is not None and self._room(dataset, listed, info.rows):
+                held = values.keys_of(self.client, where)
+            frames = values.load_frames(self.client, where) if where.buckets else {}
+        except OUTAGES as exc:
+            raise self._outage("registry", "reading a delta's keys", exc) from exc
+        except ValueError as exc:  # its frames not as written
+            raise self._undecodable(f"{dataset} {version}") from exc
+        found = Layer(where, frames, held)
+        if info is None:  # listed, yet no entry (a store not as written): asked again
+            return found
+        with self._lock:
+            if len(self._deltas) >= _DELTA_CACHE_MAX:
+                self._deltas.clear()
+            self._deltas[(dataset, version)] = found
         return found
 
     def _room(self, dataset: str, listed: tuple[str, ...], rows: int) -> bool:
