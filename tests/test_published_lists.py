@@ -401,3 +401,20 @@ def test_a_table_without_the_list_column_is_published_row_by_row(
     report = publish_rows(rclient, settings.store, dataset, table, "t", say=lambda _: None)
     # read and checked as before (no KeyError); the gates then find no list in it
     assert (report.rows, report.bad, report.compact) == (2, 0, 0)
+
+
+def test_an_entry_text_not_utf8_fails_the_batch_before_anything_is_written() -> None:
+    """Arrow does not check a parquet string column's UTF-8: such an entry fails packing
+    (so a dry run fails as the publish would), never its frames after the rows."""
+    import pyarrow as pa
+
+    hotel = pa.array([b"ok\xff", b"h2"]).view(pa.string())  # no check, as a file is read
+    entries = pa.StructArray.from_arrays(
+        [hotel, pa.array([0.5, 0.25])], names=["hotel_id", "score"]
+    )
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["u1"]), pa.ListArray.from_arrays(pa.array([0, 2], pa.int32()), entries)],
+        names=["user_id", "items"],
+    )
+    with pytest.raises(UnicodeDecodeError):
+        _packed(batch)

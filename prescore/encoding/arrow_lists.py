@@ -166,7 +166,7 @@ def _texts(values: Any) -> Any:
     kind = values.type
     if pa.types.is_integer(kind):
         texts = values.cast(pa.string())
-    elif pa.types.is_string(kind) and not _escaped(values):
+    elif pa.types.is_string(kind) and _utf8(values) and not _escaped(values):
         texts = pc.binary_join_element_wise('"', values, '"', "")
     else:
         found = values.to_pylist()
@@ -177,6 +177,18 @@ def _texts(values: Any) -> Any:
         except TypeError:
             return None
     return pc.fill_null(texts, "null").cast(pa.binary())
+
+
+def _utf8(strings: Any) -> bool:
+    """Whether the Arrow ``strings`` are valid UTF-8 (a parquet file's need not be: made
+    Python text instead, they fail as they always did, before anything is written)."""
+    import pyarrow as pa
+
+    try:
+        strings.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _escaped(strings: Any) -> bool:
