@@ -183,7 +183,7 @@ def decodes(
 ) -> str:
     """Why ``raw`` does not read as the lookup reads it ("" when it does); ``doc``: it
     parsed already (None: parse it here); ``scores`` gets its entries' finite scores (the
-    distribution gates', from the same walk)."""
+    distribution gates', from the same walk; those before a fault too)."""
     try:
         doc = orjson.loads(raw) if doc is None else doc
         envelope(raw, dataset_version="v")
@@ -232,14 +232,15 @@ def check(
     sample = list(new_sample)[: gates.sample]
     new_at = Placed(dataset.name, new.version, new.buckets)
     new_raw = values.read(client, new_at, sample)
-    found: list[float] = []
-    bad = [
-        (k, why)
-        for k, raw in zip(sample, new_raw, strict=True)
-        if raw is not None
-        for why in [decodes(raw, shape, k, _loaded(raw), found)]
-        if why
-    ]
+    found: list[float] = []  # the scores of the payloads that decode
+    bad: list[tuple[str, str]] = []
+    for k, raw in zip(sample, new_raw, strict=True):
+        scores: list[float] = []
+        why = decodes(raw, shape, k, _loaded(raw), scores) if raw is not None else ""
+        if why:
+            bad.append((k, why))
+        else:
+            found += scores
     missing = sum(1 for raw in new_raw if raw is None)
     checks = [
         Check(
@@ -252,7 +253,7 @@ def check(
             else (f"{missing} sampled keys missing" if missing else ""),
         )
     ]
-    new_scores = np.asarray(found, np.float64)  # of the payloads that decode
+    new_scores = np.asarray(found, np.float64)
     sizes = [len(r) for r in new_raw if r is not None]
     profile = Profile.of_scores(new_scores, float(np.median(sizes or [0])))
     live_sample = list((live.extra or {}).get("sample", []))[: gates.sample] if live else []
