@@ -7,10 +7,11 @@ without decoding them. Never pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -151,15 +152,18 @@ class VersionInfo:
     def to_bytes(self) -> bytes:
         # field by field, not asdict: its deep copy of ``extra`` (a version's key sample)
         # is most of a delta's registry writes
-        return dumps({f.name: getattr(self, f.name) for f in fields(self)})
+        return dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> VersionInfo:
-        doc = orjson.loads(raw)  # many a call: an entry holds its version's key sample
+        # orjson: a publish reads entries many times, each with its version's key sample
+        # (it reads an integer past 64 bits as a float; no entry holds one)
+        doc = orjson.loads(raw)
         return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
     def replace(self, **changes: Any) -> VersionInfo:
-        return replace(self, **changes)
+        """A copy with ``changes`` (``extra`` shared, not copied: nothing changes one)."""
+        return dataclasses.replace(self, **changes)
 
 
 def sort_versions(infos: Sequence[VersionInfo]) -> list[VersionInfo]:
