@@ -157,8 +157,8 @@ def test_flags_are_checked_as_their_variables_are(
 
 def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) -> None:
     """A core install (no 'tables' extra) asked to publish: which extra to install."""
-    blocker = tmp_path / "sitecustomize.py"  # this interpreter, without orjson
-    blocker.write_text("import sys\nsys.modules['orjson'] = None\n")
+    blocker = tmp_path / "sitecustomize.py"  # this interpreter, without pyarrow
+    blocker.write_text("import sys\nsys.modules['pyarrow'] = None\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
         [
@@ -179,7 +179,7 @@ def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) ->
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == (
-        "prescore: missing_extra: publish needs orjson, part of the 'tables' extra: "
+        "prescore: missing_extra: publish needs pyarrow, part of the 'tables' extra: "
         "pip install 'prescore[tables]'\n"
     )
     # the Python API imports without it; only its publish needs the extra

@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra is None:
             raise
         print(
-            f"prescore: missing_extra: {args.command} needs {exc.name}, part of the "
+            f"prescore: missing_extra: {args.command} needs {part}, part of the "
             f"{extra!r} extra: pip install 'prescore[{extra}]'",
             file=sys.stderr,
         )
@@ -455,7 +455,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 _PARTS = ("jobs", "lookup", "fallback")  # the project's parts besides the core
 # modules of the optional extras (pyproject.toml) a command may import
 _EXTRAS = {
-    "orjson": "tables",
     "pandas": "tables",
     "pyarrow": "tables",
     "numpy": "tables",
