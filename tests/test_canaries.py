@@ -216,7 +216,7 @@ def test_the_cli_stages_canaries_promotes_and_aborts(
         main([*cli, "promote", "similar"])
     assert bare.value.code == 2
     capsys.readouterr()
-    assert main([*cli, "promote", "similar", staged.upper()]) == 2  # no id, no model version
+    assert main([*cli, "promote", "similar", staged.lower()]) == 2  # no id, no model version
     assert "neither a version id of similar" in capsys.readouterr().err
     assert main([*cli, "promote", "similar", staged]) == 0
     assert f"similar: {staged} promoted" in capsys.readouterr().out
