@@ -1,4 +1,5 @@
-"""Faults from outside, against real processes: a bulk job SIGKILLed while it writes."""
+"""Faults from outside, against real processes: a bulk job SIGKILLed while it writes (the
+tests' own shop domain, tests.domains), Redis SIGKILLed under a lookup."""
 
 from __future__ import annotations
 
@@ -14,18 +15,25 @@ from jobs.submit import local_args, spark_submit_bin
 from prescore.encoding import keys
 from prescore.settings import Settings
 from prescore.store.versions import Versions
-from tests.helpers import DEMO_CONFIG, ROOT, demo_catalog, job_env, registered
+from tests import domains
+from tests.helpers import (
+    ROOT,
+    SIMILAR_CONFIG,
+    job_env,
+    publish_similar,
+    registered,
+    with_catalog,
+)
 
 LEASE_S = 3.0
 
 
-def _env(settings: Settings, var: Path, redis_url: str) -> dict[str, str]:
+def _env(settings: Settings, config: Path, redis_url: str) -> dict[str, str]:
     env = job_env()
     return env | {
         "REDIS_URL": redis_url,
         "PRESCORE_MODEL_STORE": settings.models.root,
-        "PRESCORE_CONFIG": str(DEMO_CONFIG),
-        "PRESCORE_VAR": str(var),
+        "PRESCORE_CONFIG": str(config),
         "PRESCORE_WRITER_LEASE_S": str(LEASE_S),
         "PRESCORE_SPARK_SCRATCH": str(Path(settings.var_dir) / "spark-scratch"),  # this test's own
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -33,21 +41,22 @@ def _env(settings: Settings, var: Path, redis_url: str) -> dict[str, str]:
 
 
 def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
-    settings: Settings, demo: dict[str, Path], redis_url: str, rclient
+    settings: Settings, shop: dict[str, Path], redis_url: str, rclient, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    s = dataclasses.replace(settings, catalog=demo_catalog(demo["var"]))
-    registered(s, "reco", demo["model"])
-    env = _env(s, demo["var"], redis_url)
+    config = domains.shop_config(shop["tables"], tmp_path / "prescore.toml")
+    s = with_catalog(settings, config)
+    registered(s, "shop-model", shop["plain"])
+    env = _env(s, config, redis_url)
     # small chunks in many tasks: the job writes for a while, a batch at a time
     argv = local_args(
         "score",
         master="local[2]",
         driver_memory="1g",
-        dataset="reco",
+        dataset="shop",
         partitions="16",
         entities_per_chunk="8",
     )
-    v = Versions(rclient, "reco", s.store)
+    v = Versions(rclient, "shop", s.store)
     proc = subprocess.Popen(
         [spark_submit_bin(), *argv],
         env=env,
@@ -85,7 +94,7 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     done = subprocess.run(
         [
             spark_submit_bin(),
-            *local_args("score", master="local[2]", driver_memory="1g", dataset="reco"),
+            *local_args("score", master="local[2]", driver_memory="1g", dataset="shop"),
         ],
         env=env,
         cwd=ROOT,
@@ -96,7 +105,7 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert v.get(writing.version).status == "failed" and v.count_keys(writing.version) == 0
-    assert rclient.exists(keys.lease_key("reco", writing.version)) == 0
+    assert rclient.exists(keys.lease_key("shop", writing.version)) == 0
     assert v.current() is not None and v.current() != writing.version
     gone = {n for n in left if n.isdigit() and not _alive(int(n))}  # the killed job's
     assert gone, "a killed local job leaves its scratch folder"
@@ -115,27 +124,26 @@ def test_with_aof_a_killed_redis_comes_back_with_its_data(
     from lookup.settings import LookupSettings
     from prescore.settings import RedisSettings
     from prescore.store.embedded_redis import RedisProcess
-    from tests.lookup_helpers import publish_users
 
+    config = tmp_path / "prescore.toml"
+    config.write_text(SIMILAR_CONFIG)
     server = RedisProcess(tmp_path / "aof", appendonly=True).start()
     try:
-        s = dataclasses.replace(
-            settings, redis=RedisSettings(url=server.url), catalog=demo_catalog(tmp_path)
-        )
+        s = with_catalog(dataclasses.replace(settings, redis=RedisSettings(url=server.url)), config)
         client = redis.Redis.from_url(server.url)
-        version = publish_users(client, s, users=50)
+        version = publish_similar(s, client, tmp_path, [f"s{i}" for i in range(50)], "x").version
         client.execute_command("CONFIG", "SET", "appendfsync", "always")
         api = create_app(LookupSettings(core=s, pointer_cache_s=0)).test_client()
-        assert api.get("/v1/recommendations/u7").status_code == 200
+        assert api.get("/v1/similar/s7").status_code == 200
         assert server.proc is not None
         server.proc.kill()  # no shutdown, no save: only the AOF is left
         server.proc.wait()
         server.proc = None
-        down = api.get("/v1/recommendations/u7")
+        down = api.get("/v1/similar/s7")
         assert (down.status_code, down.get_json()["error"]) == (503, "store_unavailable")
         restarted = time.monotonic()
         server.start()
-        while (answer := api.get("/v1/recommendations/u7")).status_code != 200:
+        while (answer := api.get("/v1/similar/s7")).status_code != 200:
             assert answer.status_code == 503 and time.monotonic() - restarted < 10
         assert answer.get_json()["dataset_version"] == version  # the same data, not lost
     finally:
