@@ -1,7 +1,8 @@
 """The scoring job's own file on a Spark standalone cluster (jobs.standalone: a master and
 two one-core workers, separate executor JVMs): it publishes what local mode publishes,
 and one executor SIGKILLed mid-write leaves every key written once or nothing published.
-Real Spark processes, real Redis, the demo's real model."""
+Real Spark processes, real Redis, the tests' own shop domain (tests.domains) and its real
+model."""
 
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ from prescore.settings import ModelStoreSettings, RedisSettings, Settings, Store
 from prescore.store import values
 from prescore.store.embedded_redis import RedisProcess
 from prescore.store.versions import Versions, read_current
-from tests import python_env
+from tests import domains, python_env
 from tests.frames import read_frame, write_frame
-from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered
+from tests.helpers import job_env, registered, with_catalog
 
-COPIES = 5  # the demo's users ten times over: enough tasks that a kill lands mid-job
+COPIES = 5  # the shop's customers five times over: enough tasks that a kill lands mid-job
 Answers = dict[str, dict[str, Any]]
 
 
@@ -51,37 +52,40 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneC
 
 
 @pytest.fixture(scope="module")
-def many_users(demo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A var/ of the demo's tables whose users are the demo's, COPIES times under new ids."""
-    var = tmp_path_factory.mktemp("many-users")
-    shutil.copytree(demo["var"] / "data", var / "data")
-    users = read_frame(var / "data" / "users.parquet")
-    copies = [users.assign(user_id=users["user_id"] + f"-{i}") for i in range(COPIES)]
-    write_frame(pd.concat(copies, ignore_index=True), var / "data" / "users.parquet", index=False)
-    return var
+def many_customers(shop: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shop's tables whose customers are the shop's, COPIES times under new
+    ids, declared in its prescore.toml."""
+    tables = tmp_path_factory.mktemp("many-customers") / "tables"
+    shutil.copytree(shop["tables"], tables)
+    customers = read_frame(tables / "customers.parquet")
+    ids = customers["customer_id"]
+    copies = [customers.assign(customer_id=ids + f"-{i}") for i in range(COPIES)]
+    write_frame(pd.concat(copies, ignore_index=True), tables / "customers.parquet", index=False)
+    domains.shop_config(tables, tables / "prescore.toml")
+    return tables
 
 
 @pytest.fixture(scope="module")
 def reference(
     spark: Any,
-    demo: dict[str, Path],
-    many_users: Path,
+    shop: dict[str, Path],
+    many_customers: Path,
     redis_proc: RedisProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[str, Answers]:
-    """The model store the cluster runs read, and every user's answer from a local[2] run."""
+    """The model store the cluster runs read, and every customer's answer from a local[2] run."""
     root = tmp_path_factory.mktemp("reference")
     settings = Settings(
         redis=RedisSettings(url=redis_proc.url),
         models=ModelStoreSettings(root=(root / "models").as_uri(), cache_dir=str(root / "cache")),
-        catalog=demo_catalog(many_users),
     )
-    registered(settings, "reco", demo["model"])
+    settings = with_catalog(settings, many_customers / "prescore.toml")
+    registered(settings, "shop-model", shop["factored"])
     client = redis.Redis.from_url(redis_proc.url)
     client.flushall()
     try:
-        summary = run_job(spark, parse_args(["--dataset", "reco"]), settings)
-        answers = _answers(client, _user_ids(many_users))
+        summary = run_job(spark, parse_args(["--dataset", "shop"]), settings)
+        answers = _answers(client, _customer_ids(many_customers))
         assert summary.rows == len(answers)
     finally:
         client.flushall()
@@ -89,13 +93,13 @@ def reference(
     return settings.models.root, answers
 
 
-def _user_ids(var: Path) -> list[str]:
-    return read_frame(var / "data" / "users.parquet")["user_id"].tolist()
+def _customer_ids(tables: Path) -> list[str]:
+    return read_frame(tables / "customers.parquet")["customer_id"].tolist()
 
 
 def _answers(client: redis.Redis, ids: list[str]) -> Answers:
     """Every id's published payload, as JSON without its scoring time; all must be there."""
-    _, values = read_current(client, "reco", ids)
+    _, values = read_current(client, "shop", ids)
     missing = [i for i, v in zip(ids, values, strict=True) if v is None]
     assert missing == [], f"{len(missing)} keys unpublished, e.g. {missing[:5]}"
     out = {}
@@ -117,11 +121,11 @@ def _submit(
     cluster: StandaloneCluster,
     redis_url: str,
     store: str,
-    var: Path,
+    tables: Path,
     *flags: str,
     python_env: str = "",
 ) -> tuple[list[str], dict[str, str]]:
-    """The spark-submit line (jobs.submit's) of a reco run on ``cluster``, and its env;
+    """The spark-submit line (jobs.submit's) of a shop run on ``cluster``, and its env;
     ``python_env``: the packed virtualenv the executors' Python is shipped in."""
     argv = local_args(
         "score",
@@ -129,15 +133,14 @@ def _submit(
         driver_memory="1g",
         executor_memory="512m",
         python_env=python_env,
-        dataset="reco",
+        dataset="shop",
         extra=flags,
     )
     env = cluster.env(job_env())
     env |= {
         "REDIS_URL": redis_url,
         "PRESCORE_MODEL_STORE": store,
-        "PRESCORE_CONFIG": str(DEMO_CONFIG),
-        "PRESCORE_VAR": str(var),
+        "PRESCORE_CONFIG": str(tables / "prescore.toml"),
     }
     return [spark_submit_bin(), *argv], env
 
@@ -145,15 +148,15 @@ def _submit(
 def test_the_job_on_a_standalone_cluster_publishes_what_local_mode_does(
     standalone: StandaloneCluster,
     reference: tuple[str, Answers],
-    many_users: Path,
+    many_customers: Path,
     redis_url: str,
     rclient: redis.Redis,
 ) -> None:
     store, expected = reference
-    cmd, env = _submit(standalone, redis_url, store, many_users)
+    cmd, env = _submit(standalone, redis_url, store, many_customers)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    info = Versions(rclient, "reco", StoreSettings()).all()[0]
+    info = Versions(rclient, "shop", StoreSettings()).all()[0]
     assert info.status == "published" and info.rows == len(expected)
     assert info.version in done.stdout
     _assert_as_local(rclient, expected)
@@ -166,7 +169,7 @@ def test_the_job_on_a_standalone_cluster_publishes_what_local_mode_does(
 def test_the_job_runs_on_executors_given_its_python_environment_by_archives(
     standalone: StandaloneCluster,
     reference: tuple[str, Answers],
-    many_users: Path,
+    many_customers: Path,
     redis_url: str,
     rclient: redis.Redis,
     tmp_path: Path,
@@ -176,7 +179,7 @@ def test_the_job_runs_on_executors_given_its_python_environment_by_archives(
     path every worker shares: the Python the workers would otherwise run does not exist."""
     store, expected = reference
     archive = python_env.pack(tmp_path / "packed")
-    cmd, env = _submit(standalone, redis_url, store, many_users, python_env=str(archive))
+    cmd, env = _submit(standalone, redis_url, store, many_customers, python_env=str(archive))
     env["PYSPARK_PYTHON"] = str(tmp_path / "no-such-python")  # the workers' own: none
     earlier = set(standalone.root.rglob("stderr"))  # executors' logs of the module's other runs
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -202,14 +205,14 @@ def _worker_environments(logs: set[Path]) -> set[Path]:
 def test_an_executor_killed_mid_write_leaves_every_key_once_or_nothing(
     standalone: StandaloneCluster,
     reference: tuple[str, Answers],
-    many_users: Path,
+    many_customers: Path,
     redis_url: str,
     rclient: redis.Redis,
     tmp_path: Path,
 ) -> None:
     store, expected = reference
     flags = ("--partitions", "16", "--entities-per-chunk", "25")  # many small tasks and writes
-    cmd, env = _submit(standalone, redis_url, store, many_users, *flags)
+    cmd, env = _submit(standalone, redis_url, store, many_customers, *flags)
     log = tmp_path / "driver.log"
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -225,7 +228,7 @@ def test_an_executor_killed_mid_write_leaves_every_key_once_or_nothing(
     assert 0 < rows_at_kill < len(expected), "the kill landed after the job had written"
     assert "Lost executor" in output or "ExecutorLostFailure" in output, output[-3000:]
     print(f"written at kill {rows_at_kill}, counter peak {peak}, keys {len(expected)}")
-    v = Versions(rclient, "reco", StoreSettings())
+    v = Versions(rclient, "shop", StoreSettings())
     info = next(i for i in v.all() if i.version == version)
     if proc.returncode == 0:  # Spark retried the lost tasks on the other executor
         assert (v.current(), info.status, info.rows) == (version, "published", len(expected))
@@ -233,12 +236,12 @@ def test_an_executor_killed_mid_write_leaves_every_key_once_or_nothing(
     else:  # or the run failed: nothing published, the version marked failed
         assert (v.current(), info.status) == (None, "failed"), output[-3000:]
         with pytest.raises(NotFound):
-            read_current(rclient, "reco", list(expected)[:10])
+            read_current(rclient, "shop", list(expected)[:10])
 
 
 def _writing(client: redis.Redis) -> tuple[str, int] | None:
     """The version being written and its registry rows (keys written so far), if any."""
-    for info in Versions(client, "reco", StoreSettings()).all():
+    for info in Versions(client, "shop", StoreSettings()).all():
         if info.status == "writing":
             return info.version, info.rows
     return None
@@ -274,11 +277,11 @@ def _peak_written_until_done(client: redis.Redis, version: str, proc: subprocess
 
 
 def _writing_run(settings: Settings, version: str, token: str) -> Run:
-    """What a task of a run writing ``version`` of reco under ``token`` is sent (the
+    """What a task of a run writing ``version`` of shop under ``token`` is sent (the
     writes read only the dataset's name)."""
-    reco = Dataset(name="reco", kind="ranking", model="reco")
+    shop = Dataset(name="shop", kind="ranking", model="shop-model")
     worker = WorkerSettings.of(settings)
-    return Run(dataset=reco, model_version="1", scored_at="", worker=worker, batch_rows=1).writing(
+    return Run(dataset=shop, model_version="1", scored_at="", worker=worker, batch_rows=1).writing(
         version, token
     )
 
@@ -289,25 +292,27 @@ def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     """What a task attempt lost with its executor and its retry both write: the same keys
     and bytes. The count check counts keys present, so the version publishes with its
     rows, each key once."""
-    v = Versions(rclient, "reco", settings.store)
-    info = v.begin("reco", "1")
+    v = Versions(rclient, "shop", settings.store)
+    info = v.begin("shop-model", "1")
     run = _writing_run(settings, info.version, v.token(info.version))
-    rows = [(f"u{i}", json.dumps({"user_id": f"u{i}", "items": []}).encode()) for i in range(50)]
+    rows = [
+        (f"c{i}", json.dumps({"customer_id": f"c{i}", "items": []}).encode()) for i in range(50)
+    ]
     write_rows(rclient, run, rows[:30])  # the lost attempt got this far
     write_rows(rclient, run, rows)  # its retry writes the whole partition
     done = v.publish(info.version, len(rows))
     assert (done.status, done.rows) == ("published", 50)
-    _, values = read_current(rclient, "reco", [k for k, _ in rows])
+    _, values = read_current(rclient, "shop", [k for k, _ in rows])
     assert values == [p for _, p in rows]
 
 
 def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
     settings: Settings, rclient: redis.Redis
 ) -> None:
-    v = Versions(rclient, "reco", settings.store)
-    info = v.begin("reco", "1")
+    v = Versions(rclient, "shop", settings.store)
+    info = v.begin("shop-model", "1")
     run = _writing_run(settings, info.version, v.token(info.version))
-    rows = [(f"u{i}", b'{"user_id":"u%d"}' % i) for i in range(50)]
+    rows = [(f"c{i}", b'{"customer_id":"c%d"}' % i) for i in range(50)]
     write_rows(rclient, run, rows[:30], values.Tally("p0", units=900))  # lost attempt
     write_rows(rclient, run, rows[:20], values.Tally("p0", units=600))  # its retry ...
     (writing,) = v.all()
