@@ -22,6 +22,7 @@ class _Flight(Generic[T]):
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
+        self.waiting = 0  # threads waiting for it
 
 
 class OneLoad:
@@ -39,6 +40,8 @@ class OneLoad:
             leads = flight is None
             if flight is None:
                 flight = self._running[key] = _Flight()
+            else:
+                flight.waiting += 1
         if not leads:
             flight.done.wait()  # bounded: the load's own Redis calls have timeouts
             if flight.error is not None:
@@ -59,3 +62,9 @@ class OneLoad:
         """Loads running now."""
         with self._lock:
             return len(self._running)
+
+    def waiting(self, key: Hashable) -> int:
+        """Threads waiting for the load of ``key`` running now (0: none runs)."""
+        with self._lock:
+            flight = self._running.get(key)
+            return flight.waiting if flight is not None else 0

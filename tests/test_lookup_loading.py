@@ -4,6 +4,7 @@ threads ask for them at once (lookup.loading)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,14 @@ THREADS = 8
 
 
 def _waiting(one: OneLoad, threads: list[threading.Thread], load_started: threading.Event) -> None:
+    """Start ``threads``, all asking for "k"; return once one loads it and the others wait."""
     for t in threads:
         t.start()
     assert load_started.wait(10)
+    deadline = time.monotonic() + 10
+    while one.waiting("k") < len(threads) - 1:
+        assert time.monotonic() < deadline, f"{one.waiting('k')} threads waiting"
+        time.sleep(0.001)
 
 
 def test_threads_asking_for_a_key_being_loaded_wait_for_that_load() -> None:
@@ -37,7 +43,7 @@ def test_threads_asking_for_a_key_being_loaded_wait_for_that_load() -> None:
     got: list[object] = []
     threads = [threading.Thread(target=lambda: got.append(one.run("k", load))) for _ in range(4)]
     _waiting(one, threads, started)
-    assert len(one) == 1 and len(loads) == 1
+    assert len(one) == 1 and len(loads) == 1 and one.waiting("k") == 3
     go.set()
     for t in threads:
         t.join(10)
