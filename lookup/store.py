@@ -308,7 +308,7 @@ class StoreReader:
         try:
             held = None
             small = info is not None and where.buckets and info.rows <= DELTA_KEYS_HELD
-            if small and info is not None and self._room(dataset, listed, info.rows):
+            if small and self._room(dataset, listed, info.rows if info else 0):
                 held = values.keys_of(self.client, where)
             frames = values.load_frames(self.client, where) if where.buckets else {}
         except OUTAGES as exc:
