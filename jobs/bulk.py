@@ -373,7 +373,7 @@ class Summary:
 
 def publish_version(
     spark: Any,
-    settings: Settings,
+    versions: Versions,
     dataset: Dataset,
     model: tuple[str, str],
     run: Callable[[str, str], Any],
@@ -410,8 +410,7 @@ def publish_version(
         return Written(summary.rows, sample, recorded)
 
     done = publish_new(
-        connect(settings.redis),
-        settings.store,
+        versions,
         dataset,
         model,
         write,

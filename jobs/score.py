@@ -37,7 +37,7 @@ from jobs.score_plan import Plan
 from jobs.spark_tables import Selection, Subset
 from prescore.errors import ConfigError, PrescoreError, PublishError
 from prescore.models.store import ModelStore
-from prescore.settings import Settings, StoreSettings
+from prescore.settings import Settings
 from prescore.store.misslog import MissLog
 from prescore.store.redis_client import connect
 from prescore.store.versions import Versions
@@ -116,7 +116,9 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             "--stage: an incremental run adds a delta to the live version; only a full "
             "version is staged for a canary"
         )
-    live_model = _live_model(settings, dataset) if subset else None  # none live: refused
+    # one client for the run's own reads and writes (its tasks have theirs: jobs.bulk)
+    versions = Versions(connect(settings.redis), dataset.name, settings.store)
+    live_model = _live_model(versions, dataset.model) if subset else None  # none: refused
     ref = ModelStore(settings.models).resolve(dataset.model, args.model_version or live_model)
     named = f"{dataset.model}/{ref.version}"
     base = Run(
@@ -127,7 +129,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         batch_rows=args.batch_rows or (32768 if dataset.kind == "ranking" else 128),
         partitions=args.partitions,
     )
-    log = MissLog(connect(settings.redis))
+    log = MissLog(versions.client)
     log_on = (args.miss_log and dataset.miss_log) or args.from_miss_log
     uses_log = log_on and not dataset.images  # a run over image files scores every file
     missed = log.all_keys(dataset.name) if uses_log else []
@@ -146,7 +148,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             n, pairs = score_plan.ranking_pairs(planned.entities, dataset, planned.items)
             c = len(contexts)
             plan = Plan(dataset.name, named, n * c, pairs * c, "pairs", n_items, c)
-            return _dry_run(settings, plan)
+            return _dry_run(versions, plan)
         expected = planned.entities.count() * len(contexts)  # sizes the version's buckets
         run = ranking.runner(spark, planned, base, args.entities_per_chunk)
         unit = "pairs"
@@ -156,7 +158,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         unit = "images" if dataset.images else "rows"
         if args.dry_run:
             n = chosen.frame.count() if chosen is not None else labels.count_images(spark, dataset)
-            return _dry_run(settings, Plan(dataset.name, named, n, n, unit))
+            return _dry_run(versions, Plan(dataset.name, named, n, n, unit))
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
         print(f"{dataset.name}: scoring {source} with {named}", flush=True)
     figures = {}
@@ -177,7 +179,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     model = (dataset.model, ref.version)
     summary = publish_version(
         spark,
-        settings,
+        versions,
         dataset,
         model,
         run,
@@ -191,7 +193,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     if chosen is not None and chosen.logged:
         log.forget(dataset.name, chosen.logged)  # now precomputed
     elif log_on and dataset.images:
-        _forget_scored_files(log, dataset.name, summary.version)
+        _forget_scored_files(log, versions, summary.version)
     return summary
 
 
@@ -229,39 +231,39 @@ def score(
     return run_job(spark, args, settings or settings_for(args, os.environ))
 
 
-def _dry_run(settings: Settings, plan: Plan) -> Summary:
+def _dry_run(versions: Versions, plan: Plan) -> Summary:
     """Say what a run would do (jobs.score_plan), with the last run's rate; the summary
     carries the plan and names no version."""
-    past = Versions(connect(settings.redis), plan.dataset, settings.store).all()
+    past = versions.all()
     plan = dataclasses.replace(plan, rate=score_plan.last_rate(past, plan.unit))
     for line in plan.lines():
         print(line, flush=True)
     return Summary(plan.dataset, plan=plan.as_dict())
 
 
-def _forget_scored_files(log: MissLog, dataset: str, version: str) -> None:
+def _forget_scored_files(log: MissLog, versions: Versions, version: str) -> None:
     """Forget the logged misses that a run over every image file turned into hits."""
+    dataset = versions.dataset
     logged = log.all_keys(dataset)
     if not logged:
         return
-    where = Versions(log.client, dataset, StoreSettings()).placed(version)
+    where = versions.placed(version)
     held = log.held_by(where, logged)
     log.forget(dataset, held)
     print(f"{dataset}: {len(held)} of the {len(logged)} missed key(s) logged are now precomputed")
 
 
-def _live_model(settings: Settings, dataset: Any) -> str | None:
+def _live_model(versions: Versions, model: str) -> str | None:
     """The model version of the live version, which an incremental run scores with (a
     delta holds its version's model's answers); PublishError when none is live."""
-    versions = Versions(connect(settings.redis), dataset.name, settings.store)
     live = versions.current()
     if live is None:
         raise PublishError(
-            f"{dataset.name} has no live version to add a delta to: run a full score first",
+            f"{versions.dataset} has no live version to add a delta to: run a full score first",
             code="no_version",
         )
     info = versions.get(live)
-    return info.model_version if info.model == dataset.model else None
+    return info.model_version if info.model == model else None
 
 
 def _chosen(subset: Subset) -> str:

@@ -65,8 +65,7 @@ def _publish_gated(client: Any, name: str, rows: int, tag: str = "a", delta: boo
         return Written(n, [f"k{i}" for i in range(min(rows, 50))])
 
     publish_new(
-        client,
-        StoreSettings(),
+        Versions(client, dataset.name, StoreSettings()),
         dataset,
         ("m", "1"),
         write,

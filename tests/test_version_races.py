@@ -245,7 +245,7 @@ def test_an_evicting_policy_and_a_full_redis_are_clean_refusals(
         for node in nodes:  # room for about a fifth of the version on each node
             node.config_set("maxmemory", int(node.info("memory")["used_memory"]) + 1_500_000)
         with pytest.raises(PublishError) as full:
-            publish_new(client, StoreSettings(), dataset, ("m", "1"), write, say=lambda _: None)
+            publish_new(v, dataset, ("m", "1"), write, say=lambda _: None)
         assert full.value.code == "store_full" and "Redis is full" in full.value.message
         assert v.current() == live
         (failed,) = [i for i in v.all() if i.status == "failed"]

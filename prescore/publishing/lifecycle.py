@@ -22,7 +22,6 @@ from prescore.data.datasets import Dataset
 from prescore.encoding.codec import VersionInfo
 from prescore.errors import PublishError
 from prescore.publishing import gates
-from prescore.settings import StoreSettings
 from prescore.store import bucket_encodings, canaries, deltas
 from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
 from prescore.store.versions import ANY_LIVE, LiveChanged, Versions
@@ -50,8 +49,7 @@ class Published:
 
 
 def publish_new(
-    client: Client,
-    store: StoreSettings,
+    versions: Versions,
     dataset: Dataset,
     model: tuple[str, str],
     write: Callable[[Versions, VersionInfo], Written],
@@ -69,8 +67,11 @@ def publish_new(
     a delta of the live version; ``stage``: gated, then kept ``staged`` for a canary
     instead of switched to: prescore.store.canaries). ``on_failure`` runs first when
     anything fails (stop the writers); a writer still running then lands nothing: its
-    batches are fenced (prescore.store.writers)."""
-    versions = Versions(client, dataset.name, store)
+    batches are fenced (prescore.store.writers). ``versions`` are the dataset's, on the
+    caller's client."""
+    if versions.dataset != dataset.name:
+        raise ValueError(f"versions of {versions.dataset} given to publish {dataset.name}")
+    client = versions.client
     if stage and versions.current() is None:  # a canary runs beside a live version
         raise PublishError(
             f"{dataset.name} has no live version to stage beside: publish it without --stage first",

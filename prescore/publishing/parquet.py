@@ -267,9 +267,7 @@ def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Pro
 
 
 def _dry_run(
-    client: Client,
-    store: StoreSettings,
-    dataset: Dataset,
+    versions: Versions,
     report: PublishReport,
     max_bad: int,
     say: Callable[[str], None],
@@ -278,26 +276,25 @@ def _dry_run(
     """What a dry run found: the keys it would write, the bad rows, and the version it
     would replace or add a delta to (its gates need the written version, so they are
     checked by the real publish only)."""
-    live = Versions(client, dataset.name, store).current() or "none"
+    live = versions.current() or "none"
     verdict = (
         f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed (--max-bad)"
         if report.bad > max_bad
         else f"would write {report.rows} keys, {report.bad} bad row(s) skipped"
     )
     what = f"as a delta of the live version {live}" if incremental else f"live version now {live}"
-    say(f"{dataset.name}: dry run, nothing written: {verdict}; {what}")
+    say(f"{report.dataset}: dry run, nothing written: {verdict}; {what}")
     for line in report.bad_sample:
         say(f"  bad row: {line}")
     return report
 
 
 def _delta_model(
-    client: Client, store: StoreSettings, dataset: Dataset, model: str, model_version: str
+    versions: Versions, dataset: Dataset, model: str, model_version: str
 ) -> tuple[str, str]:
     """The model a delta is stamped with: the live version's, unless another is named (a
     model version, or a model other than the dataset's); the delta is checked against its
     base before anything is written (prescore.store.deltas.base_for)."""
-    versions = Versions(client, dataset.name, store)
     live = versions.current()
     if live is not None and not model_version:
         info = versions.get(live)
@@ -361,8 +358,9 @@ def publish_rows(
     (prescore.store.canaries)."""
     if incremental and stage:
         raise InvalidInput("a delta is added to the live version: it cannot be staged")
+    versions = Versions(client, dataset.name, store)
     if incremental and not dry_run:
-        model, model_version = _delta_model(client, store, dataset, model, model_version)
+        model, model_version = _delta_model(versions, dataset, model, model_version)
     stamp = {
         "model": model,
         "model_version": model_version,
@@ -374,12 +372,12 @@ def publish_rows(
     total = count_rows(source)
     if dry_run:
         if incremental:
-            model, model_version = _delta_model(client, store, dataset, model, model_version)
+            model, model_version = _delta_model(versions, dataset, model, model_version)
         with Progress(
             f"{dataset.name} (dry run)", total, say, every_s=progress_s, bar=bar
         ) as progress:
             _check_all(source, rows, report, progress)
-        return _dry_run(client, store, dataset, report, max_bad, say, incremental)
+        return _dry_run(versions, report, max_bad, say, incremental)
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
@@ -400,8 +398,7 @@ def publish_rows(
 
     try:
         done = publish_new(
-            client,
-            store,
+            versions,
             dataset,
             (model, model_version),
             write,
