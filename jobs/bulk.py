@@ -35,8 +35,8 @@ from jobs.spark_tables import KEY_TEXT
 from jobs.worker_cache import CACHE
 from prescore import progress
 from prescore.data.datasets import Dataset
-from prescore.encoding.codec import VersionInfo
 from prescore.encoding.keys import KeyForm
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import InvalidInput
 from prescore.models.store import ModelStore
 from prescore.publishing import gates

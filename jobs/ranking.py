@@ -47,8 +47,9 @@ from jobs.worker_cache import CACHE
 from prescore.data.columns import Column
 from prescore.data.datasets import Dataset
 from prescore.encoding import keys
-from prescore.encoding.codec import PayloadShape, VersionInfo
+from prescore.encoding.codec import PayloadShape
 from prescore.encoding.ranking_payloads import RankingPayloads
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.models import feeds
 from prescore.models.signature import ENCODE_CONTEXT, Signatures, check_ranking
 from prescore.models.store import ModelRef

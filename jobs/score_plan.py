@@ -19,7 +19,7 @@ from typing import Any
 from jobs.ranking import CANDIDATES, match_groups, rule_values
 from jobs.spark_tables import KEY_TEXT
 from prescore.data.datasets import Dataset
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.progress import duration
 
 

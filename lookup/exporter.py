@@ -34,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from lookup.settings import LookupSettings
 from prescore.encoding import keys
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.store import canaries, deltas
 from prescore.store.redis_client import OUTAGES, Client
 

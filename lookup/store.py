@@ -34,7 +34,7 @@ from lookup.lean_reader import LeanReader
 from lookup.loading import OneLoad
 from lookup.stall import StallGate
 from prescore.encoding import compact, keys, routing
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import StoreUnavailable
 from prescore.store import canaries, deltas, values
 from prescore.store.redis_client import OUTAGES, Client

@@ -25,8 +25,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prescore.data.datasets import Dataset
-from prescore.encoding.codec import VersionInfo
 from prescore.encoding.compact import Frame
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.settings import Settings
 from prescore.store import deltas, values
 from prescore.store.canaries import Canary

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from prescore.encoding import codec, keys
+from prescore.encoding import codec, keys, registry_entry
 from prescore.errors import InvalidInput
 
 
@@ -252,8 +252,8 @@ def test_truncate_only_decodes_when_it_must() -> None:
 
 
 def test_version_info_round_trips() -> None:
-    info = codec.VersionInfo(version="v", status="writing", model="reco", rows=3)
-    assert codec.VersionInfo.from_bytes(info.to_bytes()) == info
+    info = registry_entry.VersionInfo(version="v", status="writing", model="reco", rows=3)
+    assert registry_entry.VersionInfo.from_bytes(info.to_bytes()) == info
     assert info.replace(status="published").status == "published"
 
 

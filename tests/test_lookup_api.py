@@ -18,7 +18,7 @@ from lookup.app import create_app
 from lookup.params import MAX_ABS_SCORE
 from lookup.settings import LookupSettings
 from prescore.data.datasets import load
-from prescore.encoding import codec, keys
+from prescore.encoding import codec, keys, registry_entry
 from prescore.encoding.codec import PayloadShape
 from prescore.settings import Settings
 from prescore.store.versions import write_payloads
@@ -846,7 +846,9 @@ def test_datasets_say_what_they_are_and_which_version_they_serve(
     assert sorted(by_name) == ["reco", "tags"]
     reco = by_name["reco"]
     check("Dataset", reco)
-    entry = codec.VersionInfo.from_bytes(rclient.hget(keys.registry_key("reco"), data["reco"]))
+    entry = registry_entry.VersionInfo.from_bytes(
+        rclient.hget(keys.registry_key("reco"), data["reco"])
+    )
     assert (reco["status"], reco["version"], reco["model"], reco["model_version"]) == (
         "published",
         data["reco"],

@@ -20,7 +20,7 @@ import redis
 
 from prescore.data.datasets import Dataset
 from prescore.encoding import keys
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import ConfigError, PublishError
 from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import RedisSettings, StoreSettings

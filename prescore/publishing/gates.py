@@ -31,7 +31,8 @@ import numpy as np
 import orjson
 
 from prescore.data.datasets import Dataset, Gates
-from prescore.encoding.codec import PayloadShape, VersionInfo, envelope
+from prescore.encoding.codec import PayloadShape, envelope
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.store import values
 from prescore.store.redis_client import Client
 from prescore.store.values import Placed

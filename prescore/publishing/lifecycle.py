@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prescore.data.datasets import Dataset
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import PublishError
 from prescore.publishing import gates
 from prescore.store import bucket_encodings, canaries, deltas

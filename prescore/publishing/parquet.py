@@ -29,8 +29,8 @@ from prescore.data.datasets import Dataset, Table
 from prescore.data.local_tables import files
 from prescore.data.storage import remote
 from prescore.encoding.arrow_lists import pack_batch
-from prescore.encoding.codec import VersionInfo
 from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import InvalidInput, PublishError
 from prescore.progress import Progress
 from prescore.publishing import gates

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prescore.encoding import keys, routing
-from prescore.encoding.codec import VersionInfo, utcnow_iso
+from prescore.encoding.registry_entry import VersionInfo, utcnow_iso
 from prescore.errors import NotFound, PublishError
 from prescore.store import deltas
 from prescore.store.dataset_versions import DatasetVersions

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.settings import StoreSettings
 from prescore.store.redis_client import Client
 from prescore.store.transitions import Change, Registry

@@ -28,8 +28,8 @@ from functools import partial
 from typing import Any
 
 from prescore.encoding import keys
-from prescore.encoding.codec import VersionInfo, utcnow_iso
 from prescore.encoding.compact import Frame
+from prescore.encoding.registry_entry import VersionInfo, utcnow_iso
 from prescore.errors import NotFound, PublishError
 from prescore.store import values
 from prescore.store.dataset_versions import DatasetVersions

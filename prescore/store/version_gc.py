@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import redis
 
 from prescore.encoding import keys
-from prescore.encoding.codec import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.store import canaries, deltas, values
 from prescore.store.canaries import Canary
 from prescore.store.dataset_versions import DatasetVersions

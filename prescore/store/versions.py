@@ -27,8 +27,8 @@ from typing import Any
 import redis
 
 from prescore.encoding import keys
-from prescore.encoding.codec import VersionInfo, sort_versions, utcnow_iso
 from prescore.encoding.compact import Frame
+from prescore.encoding.registry_entry import VersionInfo, sort_versions, utcnow_iso
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
 from prescore.store import canaries, deltas, values, version_gc, writers

@@ -19,8 +19,8 @@ from typing import Any
 import redis
 
 from prescore.encoding import keys
-from prescore.encoding.codec import VersionInfo, utcnow_iso
 from prescore.encoding.compact import Frame
+from prescore.encoding.registry_entry import VersionInfo, utcnow_iso
 from prescore.errors import PublishError
 from prescore.store import values
 from prescore.store.dataset_versions import DatasetVersions
