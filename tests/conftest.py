@@ -160,16 +160,3 @@ def colours(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "truth": truth,
         "model": domains.train_colours(root / "images", truth, root / "model"),
     }
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A small hotel demo data set under a var/ folder, and the demo's booking model."""
-    from examples.hotels.datagen import Sizes, generate
-    from examples.hotels.train_reco import train
-
-    var = tmp_path_factory.mktemp("demo-var")
-    generate(var / "data", Sizes(users=400, hotels=150, regions=6, impressions_per_user=60), seed=3)
-    model = train(var / "data", var / "train" / "reco", epochs=2, seed=3)
-    assert model["metrics"]["auc"] > 0.6
-    return {"var": var, "model": var / "train" / "reco"}

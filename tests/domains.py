@@ -121,10 +121,18 @@ def _pairs(tables: Path, events: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def train_shop(
-    tables: Path, out: Path, *, factored: bool = False, good: bool = True, seed: int = 3
+    tables: Path,
+    out: Path,
+    *,
+    factored: bool = False,
+    good: bool = True,
+    channel: bool = False,
+    seed: int = 3,
 ) -> Path:
     """Train the shop model on the purchases (``good=False``: on shuffled labels, a model
-    no better than chance) and write ``out/saved_model`` and ``out/model.json``."""
+    no better than chance) and write ``out/saved_model`` and ``out/model.json``.
+    ``channel``: a third input, ``channel`` (a context: ``web``, ``app`` or none), in
+    whose ``app`` the customers' taste in price is turned round (serving_default only)."""
     import keras
     import tensorflow as tf
 
@@ -134,6 +142,8 @@ def train_shop(
     if not good:
         y = np.random.default_rng(seed).permutation(y)
     x = _pairs(tables, events)
+    if channel:
+        return _train_shop_channel(x, y, out)
     segment = keras.Input((), dtype="string", name="segment")
     price = keras.Input((), dtype="float32", name="price")
     lookup = keras.layers.StringLookup(vocabulary=list(SEGMENTS), output_mode="one_hot")
@@ -194,6 +204,42 @@ def train_shop(
     (out / "model.json").write_text(
         json.dumps({"kind": "ranking", "metrics": {"trained_on": len(y)}})
     )
+    return out
+
+
+def _train_shop_channel(x: dict[str, np.ndarray], y: np.ndarray, out: Path) -> Path:
+    """The shop model with a ``channel`` input: its one-hot times the segment-price
+    features, so that the channel can turn the ranking round."""
+    import keras
+    import tensorflow as tf
+
+    picked = np.random.default_rng(5).integers(0, 3, len(y))
+    x = {**x, "channel": np.array(["", "web", "app"], dtype=object)[picked]}
+    y = np.where(picked == 2, 1.0 - y, y).astype(np.float32)
+    segment = keras.Input((), dtype="string", name="segment")
+    price = keras.Input((), dtype="float32", name="price")
+    chan = keras.Input((), dtype="string", name="channel")
+    e = keras.layers.StringLookup(vocabulary=list(SEGMENTS), output_mode="one_hot")(segment)
+    c = keras.layers.StringLookup(vocabulary=["web", "app"], output_mode="one_hot")(chan)
+    norm = keras.layers.Normalization(axis=None)
+    norm.adapt(np.log(x["price"]))
+    i = keras.layers.Reshape((1,))(norm(keras.ops.log(price)))
+    ei = keras.layers.Multiply()([e, keras.ops.repeat(i, len(SEGMENTS) + 1, axis=1)])
+    cei = keras.ops.reshape(c[:, :, None] * ei[:, None, :], (-1, 3 * (len(SEGMENTS) + 1)))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Concatenate()([e, i, c, ei, cei]))
+    full = keras.Model(
+        {"segment": segment, "price": price, "channel": chan},
+        keras.layers.Dense(1, activation="sigmoid")(h),
+    )
+    full.compile(keras.optimizers.Adam(0.02), "binary_crossentropy")
+    feed = {k: tf.constant(v.tolist()) if v.dtype == object else v for k, v in x.items()}
+    full.fit(feed, y, epochs=4, batch_size=256, verbose=0)
+    archive = keras.export.ExportArchive()
+    archive.track(full)
+    specs = {n.name: tf.TensorSpec((None,), tf.as_dtype(n.dtype), name=n.name) for n in full.inputs}
+    archive.add_endpoint("serving_default", lambda d: {"score": full(d)}, input_signature=[specs])
+    archive.write_out(str(out / "saved_model"), verbose=False)
+    (out / "model.json").write_text(json.dumps({"kind": "ranking", "metrics": {}}))
     return out
 
 

@@ -1,5 +1,6 @@
-"""The bulk scoring job over the demo's own declarations, on a real local SparkSession, a
-real Redis and the demo's real model (registered as any team's would be)."""
+"""The bulk scoring job over a team's own declarations (the tests' shop domain: customers
+x products, tests/domains.py), on a real local SparkSession, a real Redis and the team's
+real model, registered as any team's would be."""
 
 from __future__ import annotations
 
@@ -15,53 +16,64 @@ import redis
 
 from jobs.score import parse_args, run_job, score
 from jobs.submit import local_args, spark_submit_bin
-from prescore.data.datasets import Catalog, load
 from prescore.settings import Settings, StoreSettings
 from prescore.store.versions import Versions, read_current
+from tests import domains
 from tests.frames import read_frame, write_frame
-from tests.helpers import DEMO_CONFIG, demo_catalog, job_env, registered, stored_payload
+from tests.helpers import job_env, registered, stored_payload, with_catalog
+
+CHANNELS = """
+[datasets.shop.contexts]
+key = "channel"
+values = ["web", "app"]
+score = ["app"]
+"""
 
 
 @pytest.fixture()
-def demo_settings(settings: Settings, demo: dict[str, Path]) -> Settings:
-    """The demo's own declarations over the small demo data, its model registered."""
-    out = dataclasses.replace(settings, catalog=demo_catalog(demo["var"]))
-    registered(out, "reco", demo["model"])
+def shop_settings(settings: Settings, shop: dict[str, Path], tmp_path: Path) -> Settings:
+    """The shop's declarations over its tables, its model registered."""
+    out = with_catalog(settings, domains.shop_config(shop["tables"], tmp_path / "prescore.toml"))
+    registered(out, "shop-model", shop["plain"])
     return out
 
 
 def _run(spark, s: Settings, *extra: str, keep: int | None = None):  # type: ignore[no-untyped-def]
     if keep is not None:
         s = dataclasses.replace(s, store=dataclasses.replace(s.store, keep_versions=keep))
-    return run_job(spark, parse_args(["--dataset", "reco", *extra]), s)
+    return run_job(spark, parse_args(["--dataset", "shop", *extra]), s)
 
 
-def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path):  # type: ignore[no-untyped-def]
-    ctx_settings = dataclasses.replace(
-        demo_settings, catalog=_with_contexts(demo["var"], ["summer-sat"], tmp_path)
-    )
-    summary = _run(spark, ctx_settings)
-    users = read_frame(demo["var"] / "data" / "users.parquet")
-    assert summary.rows == 2 * len(users)  # plain keys and one context
-    v = Versions(rclient, "reco", StoreSettings())
+def test_job_publishes_every_customer_and_each_context_scored(  # type: ignore[no-untyped-def]
+    spark, shop, settings, rclient, tmp_path
+):
+    """The plain key and the ``app`` channel (a context, an input of the model) for every
+    customer; in the app the model turns the customers' taste in price round."""
+    config = domains.shop_config(shop["tables"], tmp_path / "prescore.toml", extra=CHANNELS)
+    s = with_catalog(settings, config)
+    registered(s, "shop-model", domains.train_shop(shop["tables"], tmp_path / "m", channel=True))
+    summary = _run(spark, s)
+    customers = read_frame(shop["tables"] / "customers.parquet").set_index("customer_id")
+    assert summary.rows == 2 * len(customers)  # plain keys and one context
+    v = Versions(rclient, "shop", StoreSettings())
     assert v.current() == summary.version
-    assert v.get(summary.version).rows == 2 * len(users)
-    plain_raw, summer_raw = (
-        stored_payload(rclient, "reco", summary.version, k) for k in ("u7", "u7|summer-sat")
+    assert v.get(summary.version).rows == 2 * len(customers)
+    plain_raw, app_raw = (
+        stored_payload(rclient, "shop", summary.version, k) for k in ("c7", "c7|app")
     )
-    assert plain_raw is not None and summer_raw is not None
-    assert plain_raw.startswith(b'{"user_id":"u7","items":[{"hotel_id":"h')  # the demo's bytes
-    plain, summer = json.loads(plain_raw), json.loads(summer_raw)
-    assert plain["user_id"] == "u7" and "context" not in plain
-    assert summer["context"] == "summer-sat" and summer["items"] != plain["items"]
+    assert plain_raw is not None and app_raw is not None
+    assert plain_raw.startswith(b'{"customer_id":"c7","items":[{"product_id":"p')  # its bytes
+    plain, app = json.loads(plain_raw), json.loads(app_raw)
+    assert plain["customer_id"] == "c7" and "context" not in plain
+    assert app["context"] == "app" and app["items"] != plain["items"]
     assert plain["model_version"] == "1"
     scores = [i["score"] for i in plain["items"]]
-    assert len(scores) == 10 and scores == sorted(scores, reverse=True)
-    hotels = read_frame(demo["var"] / "data" / "hotels.parquet").set_index("hotel_id")
-    regions = set(users.set_index("user_id").loc["u7", "regions"])
-    assert all(hotels.loc[i["hotel_id"], "region"] in regions for i in plain["items"])
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    products = read_frame(shop["tables"] / "products.parquet").set_index("product_id")
+    mine = set(customers.loc["c7", "categories"])
+    assert all(products.loc[i["product_id"], "category"] in mine for i in plain["items"])
     # a dry run counts what that run did, puts its rate on it, and changes nothing
-    planned = score(spark, "reco", settings=ctx_settings, dry_run=True)
+    planned = score(spark, "shop", settings=s, dry_run=True)
     assert planned.version == "" and planned.plan is not None
     assert (planned.plan["keys"], planned.plan["work"]) == (summary.rows, summary.scored)
     assert planned.plan["unit"] == "pairs" and planned.plan["contexts"] == 2
@@ -69,16 +81,9 @@ def test_job_publishes_every_user(spark, demo, demo_settings, rclient, tmp_path)
     assert v.current() == summary.version and [i.version for i in v.all()] == [summary.version]
 
 
-def _with_contexts(var: Path, score: list[str], tmp: Path) -> Catalog:
-    """The demo's declarations with ``score`` contexts scored besides the plain key."""
-    path = tmp / "prescore.toml"
-    path.write_text(DEMO_CONFIG.read_text().replace("score = []", f"score = {json.dumps(score)}"))
-    return load(path, {"PRESCORE_VAR": str(var)})
-
-
-def test_second_run_switches_atomically_under_readers(spark, demo_settings, redis_url):  # type: ignore[no-untyped-def]
-    first = _run(spark, demo_settings)
-    sample = [f"u{i}" for i in range(0, 400, 37)]
+def test_second_run_switches_atomically_under_readers(spark, shop_settings, redis_url):  # type: ignore[no-untyped-def]
+    first = _run(spark, shop_settings)
+    sample = [f"c{i}" for i in range(0, 300, 29)]
     seen: set[str] = set()
     problems: list[str] = []
     stop = threading.Event()
@@ -86,7 +91,7 @@ def test_second_run_switches_atomically_under_readers(spark, demo_settings, redi
     def reader() -> None:
         client = redis.Redis.from_url(redis_url)
         while not stop.is_set():
-            version, values = read_current(client, "reco", sample)
+            version, values = read_current(client, "shop", sample)
             if any(v is None for v in values):
                 problems.append(f"partial answer from {version}")
             stamps = {json.loads(v)["scored_at"] for v in values if v is not None}
@@ -97,70 +102,68 @@ def test_second_run_switches_atomically_under_readers(spark, demo_settings, redi
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        second = _run(spark, demo_settings)
+        second = _run(spark, shop_settings)
     finally:
         stop.set()
         thread.join()
     assert problems == []
     assert first.version in seen and second.version != first.version
     client = redis.Redis.from_url(redis_url)
-    assert Versions(client, "reco", StoreSettings()).current() == second.version
+    assert Versions(client, "shop", StoreSettings()).current() == second.version
 
 
 def test_versions_beyond_the_newest_n_are_retired_after_the_switch(  # type: ignore[no-untyped-def]
-    spark, demo_settings, rclient, capsys
+    spark, shop_settings, rclient, capsys
 ):
-    first = _run(spark, demo_settings, keep=1)
-    second = _run(spark, demo_settings, keep=1)
+    first = _run(spark, shop_settings, keep=1)
+    second = _run(spark, shop_settings, keep=1)
     assert (first.retired, second.retired) == ([], [first.version])
-    v = Versions(rclient, "reco", StoreSettings())
+    v = Versions(rclient, "shop", StoreSettings())
     assert v.current() == second.version and v.get(first.version).status == "retired"
     assert v.count_keys(first.version) == 0 and second.retire_seconds > 0
     assert f"retired 1 old version(s) in {second.retire_seconds:.1f}s" in capsys.readouterr().out
 
 
 def test_rows_without_a_valid_key_are_skipped_and_reported(  # type: ignore[no-untyped-def]
-    spark, demo, demo_settings, rclient, tmp_path
+    spark, shop, shop_settings, rclient, tmp_path
 ):
     """A key the store cannot take (a control character, a null) is reported with the
     bad inputs and skipped; the rest of the run publishes (a run that fails part-way
     leaves nothing: tests/test_faults.py, tests/test_version_races.py)."""
     broken = tmp_path / "broken"
-    shutil.copytree(demo["var"], broken)
-    users = read_frame(demo["var"] / "data" / "users.parquet")
-    users.loc[len(users) - 1, "user_id"] = "bad\x00id"  # in the last partition
-    users.loc[len(users) - 2, "user_id"] = None
-    write_frame(users, broken / "data" / "users.parquet", index=False)
-    s = dataclasses.replace(demo_settings, catalog=demo_catalog(broken))
+    shutil.copytree(shop["tables"], broken)
+    customers = read_frame(shop["tables"] / "customers.parquet")
+    customers.loc[len(customers) - 1, "customer_id"] = "bad\x00id"  # in the last partition
+    customers.loc[len(customers) - 2, "customer_id"] = None
+    write_frame(customers, broken / "customers.parquet", index=False)
+    s = with_catalog(shop_settings, domains.shop_config(broken, tmp_path / "broken.toml"))
     summary = _run(spark, s, "--partitions", "4")
     assert summary.bad == 2
     assert sorted(summary.bad_sample) == [
         "row key 'None': invalid_id",
         "row key 'bad\\x00id': invalid_id",
     ]
-    v = Versions(rclient, "reco", StoreSettings())
+    v = Versions(rclient, "shop", StoreSettings())
     assert v.current() == summary.version
-    assert v.count_keys(summary.version) == summary.rows
-    assert read_current(rclient, "reco", ["u1"])[1][0] is not None
+    assert v.count_keys(summary.version) == summary.rows == len(customers) - 2
+    assert read_current(rclient, "shop", ["c1"])[1][0] is not None
 
 
-def test_spark_submit_runs_the_job(demo, demo_settings, redis_url, rclient):  # type: ignore[no-untyped-def]
-
+def test_spark_submit_runs_the_job(shop, shop_settings, redis_url, rclient, tmp_path):  # type: ignore[no-untyped-def]
     env = job_env()
     env |= {
         "REDIS_URL": redis_url,
-        "PRESCORE_MODEL_STORE": demo_settings.models.root,
-        "PRESCORE_CONFIG": str(DEMO_CONFIG),
-        "PRESCORE_VAR": str(demo["var"]),
+        "PRESCORE_MODEL_STORE": shop_settings.models.root,
+        "PRESCORE_CONFIG": str(domains.shop_config(shop["tables"], tmp_path / "submit.toml")),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    argv = local_args("score", master="local[2]", driver_memory="1g", dataset="reco")
+    argv = local_args("score", master="local[2]", driver_memory="1g", dataset="shop")
     ok = subprocess.run(
         [spark_submit_bin(), *argv], env=env, capture_output=True, text=True, timeout=300
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "reco: published version" in ok.stdout
-    live = Versions(rclient, "reco", StoreSettings()).current()
+    assert "shop: published version" in ok.stdout
+    live = Versions(rclient, "shop", StoreSettings()).current()
     assert live is not None and live in ok.stdout
 
     bad = subprocess.run(
@@ -171,7 +174,7 @@ def test_spark_submit_runs_the_job(demo, demo_settings, redis_url, rclient):  # 
         timeout=300,
     )
     assert bad.returncode != 0
-    assert Versions(rclient, "reco", StoreSettings()).current() == live
+    assert Versions(rclient, "shop", StoreSettings()).current() == live
 
 
 def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[no-untyped-def]
