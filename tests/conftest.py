@@ -26,9 +26,7 @@ os.environ.update(utf8_locale(os.environ))
 # What `make test-fast` leaves out (pytest -m "not slow"): the tests that need Spark, train
 # a TensorFlow model or start a cluster, known by the fixtures they use; a test that starts
 # such a thing by itself carries the mark where it is written.
-SLOW_FIXTURES = frozenset(
-    {"spark", "shop", "colours", "demo", "demo_var", "cluster_url", "standalone"}
-)
+SLOW_FIXTURES = frozenset({"spark", "shop", "colours", "demo_var", "cluster_url", "standalone"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,6 +54,7 @@ LONG_FILES = (
     "test_faults.py",
     "test_labels_job.py",
     "test_score_job.py",
+    "test_demo_tagger.py",
 )
 
 

@@ -291,6 +291,17 @@ def colour_images(folder: Path, n: int = 120, seed: int = 2) -> dict[str, list[s
     return truth
 
 
+def bad_image_files(folder: Path) -> None:
+    """Files a team's image folder may hold that a run must skip and report: a broken
+    JPEG, an empty file, text named .jpg and an image past the decoder's pixel bound."""
+    from PIL import Image
+
+    (folder / "corrupt-1.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50)
+    (folder / "empty-1.jpg").write_bytes(b"")
+    (folder / "notes-1.jpg").write_text("not a photo at all\n")
+    Image.new("RGB", (6000, 6000), (10, 10, 10)).save(folder / "huge-1.jpg", quality=20)
+
+
 def train_colours(folder: Path, truth: dict[str, list[str]], out: Path, seed: int = 4) -> Path:
     """A small CNN over uint8 [IMAGE_SIZE, IMAGE_SIZE, 3] images (scaling inside), its
     label vocabulary and thresholds in model.json."""
