@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs import submit
+from jobs import spark_k8s, submit
 from jobs.retrain_state import RunState, new_run_id
 from prescore.data.datasets import Dataset
 from prescore.errors import ConfigError, PrescoreError
@@ -222,11 +222,11 @@ def step_score(
         return {"published": done, "note": "found already published by this run"}
     flags = {"dataset": dataset.name, "model_version": version}
     if opts.target == "k8s":
-        argv = submit.k8s_args(
+        argv = spark_k8s.k8s_args(
             "score",
             image=opts.image,
             namespace=opts.namespace,
-            conf=submit.parse_conf(opts.spark_conf),
+            conf=spark_k8s.parse_conf(opts.spark_conf),
             **flags,
         )
     else:

@@ -8,13 +8,13 @@
     python -m jobs.submit score --target operator --schedule '30 2 * * *' -- --dataset reco
 
 ``make demo`` calls :func:`local_args`; the CronJobs in k8s/ run this module with
-``--target k8s --exec``, so the spark-submit line a cluster runs is built here at run time
-and nowhere else; the (Scheduled)SparkApplication manifests in k8s/spark-operator/ are this
-module's ``--target operator`` output, and a test fails when they differ. The Spark driver
-and executor pod templates are built here too (:func:`pod_template`), once for both: the
-k8s target writes them to files for spark-submit, the operator target embeds them. On
-Kubernetes, spark-submit in cluster mode can exit 0 although the driver failed, so
-``--exec`` then checks the store: the job must have published a new version of its dataset.
+``--target k8s --exec``, so the spark-submit line a cluster runs is built at run time from
+the one table of jobs (jobs.job_specs) and nowhere else; the (Scheduled)SparkApplication
+manifests in k8s/spark-operator/ are this module's ``--target operator`` output, and a
+test fails when they differ. What is Kubernetes' own (the cluster-mode line, the Spark pod
+templates, the operator's manifests) is jobs.spark_k8s. On Kubernetes, spark-submit in
+cluster mode can exit 0 although the driver failed, so ``--exec`` then checks the store:
+the job must have published a new version of its dataset.
 """
 
 from __future__ import annotations
@@ -25,148 +25,24 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from jobs.job_specs import (
+    COMMON_CONF,
+    JOBS,
+    check_required,
+    conf_flags,
+    dataset_of,
+    job_flags,
+    spec,
+)
+from jobs.spark_k8s import k8s_args, operator_manifest, parse_conf
 from prescore.settings import PROJECT_ROOT
 
-K8S_MASTER = "k8s://https://kubernetes.default.svc"
-IMAGE_ROOT = "/opt/prescore"  # where docker/jobs.Dockerfile puts the project
-SERVICE_ACCOUNT = "prescore-spark"
-SPARK_VERSION = "4.3.0"  # the pyspark docker/jobs.Dockerfile installs
-RUN_AS = 10001  # the images' user (docker/*.Dockerfile)
-CONFIG_MOUNT = "/etc/prescore"  # the datasets ConfigMap (PRESCORE_CONFIG) is mounted here
-# The container names the Spark operator gives its pod templates (it sets
-# spark.kubernetes.{driver,executor}.podTemplateContainerName to these); the k8s target
-# uses the same, so one template serves both.
-DRIVER_CONTAINER = "spark-kubernetes-driver"
-EXECUTOR_CONTAINER = "executor"
 SHIPPED_ENV = "environment"  # where an executor unpacks a shipped virtualenv (--archives)
 ARCHIVES = (".tar.gz", ".tgz")  # what Spark unpacks with tar, the links in it kept
-TTL_S = 7 * 24 * 3600  # finished runs are removed after a week (as the CronJobs' Jobs)
-
-# Spark settings every run gets, locally and on Kubernetes.
-COMMON_CONF = {
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.python.worker.reuse": "true",  # the model is loaded once per Python worker
-    "spark.log.level": "WARN",  # the jobs print their own progress and summary
-    "spark.ui.showConsoleProgress": "false",
-    # TensorFlow's start-up banners, once per Python worker, would bury the job's output
-    "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
-    # a UTF-8 locale, so that Java spells file names (image keys) outside ASCII
-    "spark.executorEnv.LANG": "C.UTF-8",
-}
-
-# Only on Kubernetes: identity, lifecycle. Image, namespace, pull policy, pod templates and
-# sizes are added per run (k8s_conf, k8s_args).
-K8S_CONF = {
-    "spark.kubernetes.authenticate.driver.serviceAccountName": SERVICE_ACCOUNT,
-    "spark.kubernetes.driver.podTemplateContainerName": DRIVER_CONTAINER,
-    "spark.kubernetes.executor.podTemplateContainerName": EXECUTOR_CONTAINER,
-    "spark.kubernetes.submission.waitAppCompletion": "true",
-    "spark.kubernetes.executor.deleteOnTermination": "true",
-    "spark.kubernetes.driverEnv.PYSPARK_PYTHON": "python3",
-    "spark.executorEnv.PYSPARK_PYTHON": "python3",
-}
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A bulk job: its script, the flags a run needs, and its size on a cluster."""
-
-    name: str
-    script: str  # relative to the project root
-    required: tuple[str, ...]  # job flags a run must pass (without the leading --)
-    executors: int = 2
-    executor_cores: int = 2
-    # An executor pod's memory is the sum of these three. The JVM heap only reads the
-    # inputs and hands Arrow batches over; the model runs in the Python workers, which
-    # Spark counts only through spark.executor.pyspark.memory: left unset, TensorFlow's
-    # memory comes out of the overhead, and a Python worker that outgrows it gets the
-    # whole pod OOMKilled (exit 137, no Python error). Set, Spark adds it to the pod's
-    # memory and caps each Python worker's address space at its share (this divided by
-    # the executor cores), so a worker that outgrows it fails its task with a MemoryError
-    # in the log instead.
-    executor_memory: str = "3g"  # JVM heap
-    executor_memory_overhead: str = "1g"  # JVM off-heap: Arrow buffers, netty, metaspace
-    executor_pyspark_memory: str = "6g"  # the Python workers: TensorFlow, decoded images
-    driver_memory: str = "2g"
-    # The driver's Python (plans the run, holds the candidate items, loads the model's
-    # signature) has no pyspark.memory of its own: it lives in the overhead.
-    driver_memory_overhead: str = "2g"
-    conf: Mapping[str, str] = field(default_factory=dict)
-
-    def app_name(self, job_args: Sequence[str] = ()) -> str:
-        """``prescore-score-reco``: the job and, where the flags name one, its dataset."""
-        dataset = _dataset_flag(job_args)
-        return "-".join(p for p in ("prescore", self.name.replace("_", "-"), dataset) if p)
-
-
-JOBS: dict[str, JobSpec] = {
-    spec.name: spec
-    for spec in (
-        JobSpec(
-            name="score",
-            script="jobs/score.py",
-            required=("dataset",),
-            executors=4,
-            # many small image files: pack them by size, not at Spark's 4 MB cost per file
-            conf={
-                "spark.sql.files.maxPartitionBytes": "16m",
-                "spark.sql.files.openCostInBytes": "64k",
-            },
-        ),
-    )
-}
-
-
-def _dataset_flag(job_args: Sequence[str]) -> str:
-    for i, arg in enumerate(job_args):
-        if arg == "--dataset" and i + 1 < len(job_args):
-            return job_args[i + 1]
-        if arg.startswith("--dataset="):
-            return arg.split("=", 1)[1]
-    return ""
-
-
-def dataset_of(job_args: Sequence[str]) -> str:
-    """The ``--dataset`` a run's flags name."""
-    dataset = _dataset_flag(job_args)
-    if not dataset:
-        raise SystemExit("the job's flags name no --dataset")
-    return dataset
-
-
-def spec(name: str) -> JobSpec:
-    try:
-        return JOBS[name]
-    except KeyError:
-        raise SystemExit(f"unknown job {name!r}; known: {', '.join(sorted(JOBS))}") from None
-
-
-def job_flags(params: Mapping[str, Any]) -> list[str]:
-    """``{"top_k": 10}`` -> ``["--top-k", "10"]``; None values are left out."""
-    out: list[str] = []
-    for key, value in params.items():
-        if value is not None:
-            out += ["--" + key.replace("_", "-"), str(value)]
-    return out
-
-
-def _check_required(job: JobSpec, job_args: Sequence[str]) -> None:
-    given = {a.split("=", 1)[0] for a in job_args}
-    missing = [r for r in job.required if "--" + r.replace("_", "-") not in given]
-    if missing:
-        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
-        raise SystemExit(f"{job.name}: missing job flag(s): {flags}")
-
-
-def _conf(conf: Mapping[str, str]) -> list[str]:
-    return [a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]
 
 
 def standalone_conf(master: str, executor_cores: int | str, executor_memory: str) -> dict[str, str]:
@@ -217,7 +93,7 @@ def local_args(
     virtualenv ``python_env`` where one is given (:func:`shipped_env`)."""
     s = spec(job)
     job_args = [*job_flags(params), *extra]
-    _check_required(s, job_args)
+    check_required(s, job_args)
     sizes = standalone_conf(master, executor_cores, executor_memory)
     archives, python = shipped_env(python_env)
     return [
@@ -228,345 +104,10 @@ def local_args(
         "--driver-memory",
         driver_memory,
         *archives,
-        *_conf({**COMMON_CONF, **s.conf, **sizes, **python}),
+        *conf_flags({**COMMON_CONF, **s.conf, **sizes, **python}),
         str(PROJECT_ROOT / s.script),
         *job_args,
     ]
-
-
-# -- Kubernetes ------------------------------------------------------------------------------
-
-
-def pull_policy(image: str) -> str:
-    """``IfNotPresent`` for an image pinned by digest, else ``Always``: a node that has a
-    mutable tag cached would otherwise run last release's code under this release's tag."""
-    return "IfNotPresent" if "@sha256:" in image else "Always"
-
-
-@dataclass(frozen=True)
-class Names:
-    """The objects the Spark pods take their configuration from.
-
-    kustomize adds a content hash to the ConfigMaps' names (a change rolls the services);
-    the CronJobs pass the hashed names in these variables (k8s/base/kustomizeconfig.yaml
-    makes kustomize rewrite them), the operator manifests get them rewritten in place.
-    """
-
-    config: str = "prescore-config"  # settings (env vars)
-    datasets: str = "prescore-datasets"  # the dataset declarations (PRESCORE_CONFIG's file)
-    secret: str = "prescore-secrets"  # REDIS_URL with its password
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Names:
-        return cls(
-            config=env.get("PRESCORE_CONFIGMAP") or cls.config,
-            datasets=env.get("PRESCORE_DATASETS_CONFIGMAP") or cls.datasets,
-            secret=env.get("PRESCORE_SECRET_NAME") or cls.secret,
-        )
-
-
-def _restricted_container() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "privileged": False,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
-def pod_template(
-    role: str, names: Names = Names(), owner: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """The Spark driver's or executors' pod template (a Pod; Spark adds image, command,
-    resources and its own volumes). Everything PodSecurity ``restricted`` asks for is set
-    here, because Spark sets none of it.
-
-    ``owner`` (``{"name": ..., "uid": ...}`` of the pod running spark-submit) makes that
-    pod the driver's owner: when the Job's deadline or a ``kubectl delete job`` removes
-    the submitting pod, Kubernetes' garbage collector deletes the driver, and with it the
-    executors (which Spark makes the driver's dependents), instead of leaving a driver
-    running with nobody waiting for it. Executors need no owner of ours.
-    """
-    if role not in ("driver", "executor"):
-        raise ValueError(role)
-    driver = role == "driver"
-    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": names.config}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [
-        # driver: scratch space; executors: the model cache (PRESCORE_MODEL_CACHE) too
-        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi" if driver else "8Gi"}}
-    ]
-    if driver:  # the executors get Redis and the model store from the driver, as values
-        env_from.append({"secretRef": {"name": names.secret}})
-        mounts.append({"name": "datasets", "mountPath": CONFIG_MOUNT, "readOnly": True})
-        volumes.append({"name": "datasets", "configMap": {"name": names.datasets}})
-    # Security-scan waivers (checkov reads them from the pods' annotations), with reasons.
-    annotations = {
-        "checkov.io/skip1": "CKV_K8S_8=a batch pod: Spark itself watches driver and executors",
-        "checkov.io/skip2": "CKV_K8S_9=a batch pod: no Service routes requests to it",
-    }
-    if driver:
-        annotations["checkov.io/skip3"] = "CKV_K8S_38=the driver creates its executors via the API"
-    metadata: dict[str, Any] = {
-        "labels": {
-            "app.kubernetes.io/part-of": "prescore",
-            "app.kubernetes.io/component": "spark-job",
-            "app.kubernetes.io/name": f"prescore-spark-{role}",
-        },
-        "annotations": annotations,
-    }
-    if driver and owner:
-        metadata["ownerReferences"] = [
-            {"apiVersion": "v1", "kind": "Pod", "name": owner["name"], "uid": owner["uid"]}
-        ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "serviceAccountName": SERVICE_ACCOUNT,
-            # only the driver talks to the Kubernetes API (it creates the executors)
-            "automountServiceAccountToken": driver,
-            "restartPolicy": "Never",
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "fsGroup": RUN_AS,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": DRIVER_CONTAINER if driver else EXECUTOR_CONTAINER,
-                    "envFrom": env_from,
-                    "env": [{"name": "HOME", "value": "/tmp"}],
-                    "securityContext": _restricted_container(),
-                    "volumeMounts": mounts,
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
-
-
-def _owner(env: Mapping[str, str]) -> dict[str, str] | None:
-    """The submitting pod (POD_NAME and POD_UID from the downward API), if known."""
-    name, uid = env.get("POD_NAME", ""), env.get("POD_UID", "")
-    return {"name": name, "uid": uid} if name and uid else None
-
-
-def write_pod_templates(
-    directory: str | os.PathLike[str], names: Names, owner: Mapping[str, str] | None
-) -> dict[str, str]:
-    """Write driver.yaml and executor.yaml into ``directory``; their Spark settings."""
-    import yaml
-
-    out = {}
-    for role in ("driver", "executor"):
-        path = Path(directory) / f"{role}.yaml"
-        path.write_text(yaml.safe_dump(pod_template(role, names, owner), sort_keys=False))
-        out[f"spark.kubernetes.{role}.podTemplateFile"] = str(path)
-    return out
-
-
-def k8s_conf(s: JobSpec, *, image: str, namespace: str) -> dict[str, str]:
-    """Every Spark setting of a run on Kubernetes (the pod template files aside)."""
-    return {
-        "spark.kubernetes.container.image": image,
-        "spark.kubernetes.container.image.pullPolicy": pull_policy(image),
-        "spark.kubernetes.namespace": namespace,
-        **K8S_CONF,
-        "spark.executor.instances": str(s.executors),
-        "spark.executor.cores": str(s.executor_cores),
-        # CPU limits as large as the cores Spark schedules on a pod: TensorFlow runs one
-        # thread per Python worker (jobs/bulk.py), one worker per core
-        "spark.kubernetes.executor.limit.cores": str(s.executor_cores),
-        "spark.kubernetes.driver.limit.cores": "1",
-        "spark.executor.memory": s.executor_memory,
-        "spark.executor.memoryOverhead": s.executor_memory_overhead,
-        "spark.executor.pyspark.memory": s.executor_pyspark_memory,
-        "spark.driver.memory": s.driver_memory,
-        "spark.driver.memoryOverhead": s.driver_memory_overhead,
-        **COMMON_CONF,
-        **s.conf,
-    }
-
-
-def parse_conf(text: str) -> dict[str, str]:
-    """``"a.b=1 c.d=x"`` (spaces or newlines) -> ``{"a.b": "1", "c.d": "x"}``."""
-    out: dict[str, str] = {}
-    for item in text.split():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"bad Spark setting {item!r}: expected key=value")
-        out[key] = value
-    return out
-
-
-def k8s_args(
-    job: str,
-    *,
-    image: str,
-    namespace: str,
-    conf: Mapping[str, str] | None = None,
-    extra: Sequence[str] = (),
-    template_dir: str | None = None,
-    **params: Any,
-) -> list[str]:
-    """The arguments after ``spark-submit`` for a cluster-mode run on Kubernetes, from
-    this process's environment (see :func:`k8s_args_in`). ``conf`` adds or overrides
-    Spark settings for one deployment (volumes, sizes); the overlays pass it through
-    ``PRESCORE_SPARK_CONF``."""
-    return k8s_args_in(
-        os.environ,
-        job,
-        image=image,
-        namespace=namespace,
-        conf=conf,
-        job_args=[*job_flags(params), *extra],
-        template_dir=template_dir,
-    )
-
-
-def k8s_args_in(
-    env: Mapping[str, str],
-    job: str,
-    *,
-    image: str,
-    namespace: str,
-    job_args: Sequence[str],
-    conf: Mapping[str, str] | None = None,
-    template_dir: str | os.PathLike[str] | None = None,
-) -> list[str]:
-    """:func:`k8s_args` with the environment given.
-
-    Writes the run's pod templates (:func:`pod_template`) into ``template_dir`` (default:
-    a new temporary folder), naming the ConfigMaps and Secret ``env`` names (see
-    :class:`Names`) and, when ``env`` has POD_NAME and POD_UID (the downward API's, in
-    the CronJobs), that pod as the driver's owner.
-    """
-    s = spec(job)
-    _check_required(s, job_args)
-    directory = template_dir or tempfile.mkdtemp(prefix="prescore-spark-")
-    templates = write_pod_templates(directory, Names.from_env(env), _owner(env))
-    return [
-        "--master",
-        K8S_MASTER,
-        "--deploy-mode",
-        "cluster",
-        "--name",
-        s.app_name(job_args),
-        *_conf({**k8s_conf(s, image=image, namespace=namespace), **templates, **(conf or {})}),
-        f"local://{IMAGE_ROOT}/{s.script}",
-        *job_args,
-    ]
-
-
-def operator_manifest(
-    job: str,
-    *,
-    image: str,
-    namespace: str,
-    extra: Sequence[str] = (),
-    schedule: str | None = None,
-    names: Names = Names(),
-) -> dict[str, Any]:
-    """The same run as a SparkApplication for the Spark operator (sparkoperator.k8s.io,
-    v2), or with ``schedule`` (cron, UTC) as a ScheduledSparkApplication. The pod
-    templates are :func:`pod_template`'s; with a driver template the operator lets Spark
-    apply it and needs no mutating webhook."""
-    s = spec(job)
-    _check_required(s, extra)
-    conf = k8s_conf(s, image=image, namespace=namespace)
-    for key in (  # the operator sets these from the typed fields below
-        "spark.kubernetes.container.image",
-        "spark.kubernetes.container.image.pullPolicy",
-        "spark.kubernetes.namespace",
-        "spark.kubernetes.driver.podTemplateContainerName",
-        "spark.kubernetes.executor.podTemplateContainerName",
-        "spark.kubernetes.authenticate.driver.serviceAccountName",
-        "spark.kubernetes.submission.waitAppCompletion",
-        "spark.executor.instances",
-        "spark.executor.cores",
-        "spark.kubernetes.executor.limit.cores",
-        "spark.kubernetes.driver.limit.cores",
-        "spark.executor.memory",
-        "spark.executor.memoryOverhead",
-        "spark.driver.memory",
-        "spark.driver.memoryOverhead",
-    ):
-        conf.pop(key)
-
-    def template(role: str) -> dict[str, Any]:  # a PodTemplateSpec: the Pod less its type
-        pod = pod_template(role, names)
-        return {"metadata": pod["metadata"], "spec": pod["spec"]}
-
-    app_spec: dict[str, Any] = {
-        "type": "Python",
-        "pythonVersion": "3",
-        "mode": "cluster",
-        "image": image,
-        "imagePullPolicy": pull_policy(image),
-        "mainApplicationFile": f"local://{IMAGE_ROOT}/{s.script}",
-        "arguments": list(extra),
-        "sparkVersion": SPARK_VERSION,
-        "sparkConf": conf,
-        # one retry of a failed run, as the CronJobs' backoffLimit: a failed run never
-        # moves the live version, so a retry is safe
-        "restartPolicy": {
-            "type": "OnFailure",
-            "onFailureRetries": 1,
-            "onFailureRetryInterval": 300,
-            "onSubmissionFailureRetries": 2,
-            "onSubmissionFailureRetryInterval": 60,
-        },
-        "timeToLiveSeconds": TTL_S,  # the operator deletes a finished run (and its pods)
-        "driver": {
-            "cores": 1,
-            "coreLimit": "1",
-            "memory": s.driver_memory,
-            "memoryOverhead": s.driver_memory_overhead,
-            "serviceAccount": SERVICE_ACCOUNT,
-            "template": template("driver"),
-        },
-        "executor": {
-            "instances": s.executors,
-            "cores": s.executor_cores,
-            "coreLimit": str(s.executor_cores),
-            "memory": s.executor_memory,
-            "memoryOverhead": s.executor_memory_overhead,
-            "template": template("executor"),
-        },
-    }
-    metadata = {
-        "name": s.app_name(extra),
-        "namespace": namespace,
-        "labels": {
-            "app.kubernetes.io/part-of": "prescore",
-            "app.kubernetes.io/component": "spark-job",
-        },
-    }
-    if schedule is None:
-        return {
-            "apiVersion": "sparkoperator.k8s.io/v1beta2",
-            "kind": "SparkApplication",
-            "metadata": metadata,
-            "spec": app_spec,
-        }
-    return {
-        "apiVersion": "sparkoperator.k8s.io/v1beta2",
-        "kind": "ScheduledSparkApplication",
-        "metadata": metadata,
-        "spec": {
-            "schedule": schedule,
-            "timeZone": "Etc/UTC",
-            "concurrencyPolicy": "Forbid",  # never two runs of one dataset
-            "successfulRunHistoryLimit": 3,
-            "failedRunHistoryLimit": 3,
-            "template": app_spec,
-        },
-    }
 
 
 # -- running ---------------------------------------------------------------------------------

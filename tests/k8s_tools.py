@@ -380,7 +380,7 @@ def spark_pods(build: str) -> list[dict[str, Any]]:
     """The driver and executor pods a build's bulk runs create, as Spark creates them:
     from the CronJob's jobs.submit line (its env, its PRESCORE_SPARK_CONF), or from the
     (Scheduled)SparkApplications."""
-    from jobs import submit
+    from jobs import spark_k8s
 
     objs = render(build)
     namespace = next(o["metadata"]["name"] for o in objs if o["kind"] == "Namespace")
@@ -398,12 +398,12 @@ def spark_pods(build: str) -> list[dict[str, Any]]:
         (c,) = pod_spec(find(objs, "CronJob", "prescore-score-reco"))["containers"]
         env = container_env(c, objs)
         with tempfile.TemporaryDirectory() as tmp:
-            argv = submit.k8s_args_in(
+            argv = spark_k8s.k8s_args_in(
                 env,
                 "score",
                 image=env["PRESCORE_JOBS_IMAGE"],
                 namespace=namespace,
-                conf=submit.parse_conf(env["PRESCORE_SPARK_CONF"]),
+                conf=spark_k8s.parse_conf(env["PRESCORE_SPARK_CONF"]),
                 job_args=["--dataset", "reco"],
                 template_dir=tmp,
             )

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from jobs import submit
+from jobs import spark_k8s
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -266,13 +266,13 @@ def test_services_start_their_entry_point_on_their_port(service: str) -> None:
         assert f"COPY {name} " not in text
 
 
-def test_jobs_image_spark_version_is_the_one_jobs_submit_names() -> None:
+def test_jobs_image_spark_version_is_the_one_the_jobs_name() -> None:
     text = (DOCKER / "jobs.Dockerfile").read_text()
     assert "-r requirements/jobs.txt" in text
-    assert _pins("jobs").get("pyspark") == submit.SPARK_VERSION, (
-        "requirements/jobs.txt pins another pyspark than jobs/submit.py's SPARK_VERSION"
+    assert _pins("jobs").get("pyspark") == spark_k8s.SPARK_VERSION, (
+        "requirements/jobs.txt pins another pyspark than jobs/spark_k8s.py's SPARK_VERSION"
     )
-    assert f"WORKDIR {submit.IMAGE_ROOT}" in text
+    assert f"WORKDIR {spark_k8s.IMAGE_ROOT}" in text
     assert "COPY jobs jobs" in text
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/opt/prescore/docker/spark-entrypoint.sh"]' in text
 

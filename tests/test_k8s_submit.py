@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jobs import submit
+from jobs import job_specs, spark_k8s, submit
 from tests.k8s_tools import (
     K8S,
     K8S_VERSION,
@@ -118,16 +118,16 @@ def test_cronjobs_run_jobs_submit_and_its_argv_fits_the_cluster(
         ).stdout
         argv = shlex.split(printed)
         conf = _confs(argv)
-        assert argv[1:5] == ["--master", submit.K8S_MASTER, "--deploy-mode", "cluster"]
+        assert argv[1:5] == ["--master", spark_k8s.K8S_MASTER, "--deploy-mode", "cluster"]
         assert argv[argv.index("--name") + 1] == cron["metadata"]["name"]
         assert conf["spark.kubernetes.container.image"] == container["image"]
         assert conf["spark.kubernetes.namespace"] == "the-namespace"
         assert conf["spark.kubernetes.authenticate.driver.serviceAccountName"] in accounts
         assert spec["serviceAccountName"] in accounts
         _check_templates(conf, objs)
-        script = submit.JOBS["score"].script
-        assert argv[-3:] == [f"local://{submit.IMAGE_ROOT}/{script}", "--dataset", dataset]
-        for key, value in submit.parse_conf(env["PRESCORE_SPARK_CONF"]).items():
+        script = job_specs.JOBS["score"].script
+        assert argv[-3:] == [f"local://{spark_k8s.IMAGE_ROOT}/{script}", "--dataset", dataset]
+        for key, value in spark_k8s.parse_conf(env["PRESCORE_SPARK_CONF"]).items():
             assert conf[key] == value  # the overlay's own Spark settings win
         # the driver's templates are written where the read-only pod can write
         tmp = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "tmp")
@@ -136,9 +136,9 @@ def test_cronjobs_run_jobs_submit_and_its_argv_fits_the_cluster(
 
 def test_spark_pods_pull_mutable_tags_always_and_digests_once(tmp_path: Path) -> None:
     args = {"namespace": "ns", "job_args": ["--dataset", "r"], "template_dir": tmp_path}
-    tag = submit.k8s_args_in({}, "score", image="reg/jobs:1.0", **args)  # type: ignore[arg-type]
+    tag = spark_k8s.k8s_args_in({}, "score", image="reg/jobs:1.0", **args)  # type: ignore[arg-type]
     digest = "reg/jobs@sha256:" + "0" * 64
-    pinned = submit.k8s_args_in({}, "score", image=digest, **args)  # type: ignore[arg-type]
+    pinned = spark_k8s.k8s_args_in({}, "score", image=digest, **args)  # type: ignore[arg-type]
     assert _confs(tag)["spark.kubernetes.container.image.pullPolicy"] == "Always"
     assert _confs(pinned)["spark.kubernetes.container.image.pullPolicy"] == "IfNotPresent"
     prod = render("overlays/prod")
@@ -149,37 +149,37 @@ def test_spark_pods_pull_mutable_tags_always_and_digests_once(tmp_path: Path) ->
 
 
 def test_python_workers_memory_is_sized_apart_from_the_jvm() -> None:
-    s = submit.JOBS["score"]
-    conf = submit.k8s_conf(s, image="i", namespace="n")
+    s = job_specs.JOBS["score"]
+    conf = spark_k8s.k8s_conf(s, image="i", namespace="n")
     assert conf["spark.executor.pyspark.memory"] == s.executor_pyspark_memory
     assert conf["spark.executor.memoryOverhead"] and conf["spark.driver.memoryOverhead"]
-    source = (submit.PROJECT_ROOT / "jobs" / "submit.py").read_text()
+    source = (submit.PROJECT_ROOT / "jobs" / "job_specs.py").read_text()
     assert "OOMKilled" in source  # the reason stays next to the setting
 
 
 def test_without_its_pod_the_driver_has_no_owner(tmp_path: Path) -> None:
-    argv = submit.k8s_args_in(
+    argv = spark_k8s.k8s_args_in(
         {}, "score", image="i", namespace="n", template_dir=tmp_path, job_args=["--dataset", "reco"]
     )
     driver = yaml.safe_load((tmp_path / "driver.yaml").read_text())
     assert "ownerReferences" not in driver["metadata"]
     assert _confs(argv)["spark.kubernetes.driver.podTemplateFile"] == str(tmp_path / "driver.yaml")
-    names = submit.Names.from_env({"PRESCORE_CONFIGMAP": "cfg-abc"})
-    assert submit.pod_template("executor", names)["spec"]["containers"][0]["envFrom"] == [
+    names = spark_k8s.Names.from_env({"PRESCORE_CONFIGMAP": "cfg-abc"})
+    assert spark_k8s.pod_template("executor", names)["spec"]["containers"][0]["envFrom"] == [
         {"configMapRef": {"name": "cfg-abc"}}
     ]
 
 
 def test_local_and_k8s_runs_share_the_table(tmp_path: Path) -> None:
-    for job, spec in submit.JOBS.items():
+    for job, spec in job_specs.JOBS.items():
         flag = "--" + spec.required[0].replace("_", "-")
         local = submit.local_args(job, master="local[2]", extra=[flag, "x"])
-        k8s = submit.k8s_args_in(
+        k8s = spark_k8s.k8s_args_in(
             {}, job, image="img", namespace="ns", job_args=[flag, "x"], template_dir=tmp_path
         )
         assert local[local.index("--name") + 1] == k8s[k8s.index("--name") + 1]
         assert local[-3].endswith(spec.script) and k8s[-3].endswith(spec.script)
-        for key, value in {**submit.COMMON_CONF, **spec.conf}.items():
+        for key, value in {**job_specs.COMMON_CONF, **spec.conf}.items():
             assert f"{key}={value}" in local and f"{key}={value}" in k8s
         with pytest.raises(SystemExit, match="missing job flag"):
             submit.local_args(job)
@@ -201,10 +201,10 @@ def test_spark_applications_are_jobs_submit_output(dataset: str) -> None:
     assert app["spec"]["template"]["arguments"] == ["--dataset", dataset]
     # its pod templates are the very ones the CronJob runs write
     for role in ("driver", "executor"):
-        template = submit.pod_template(role)
+        template = spark_k8s.pod_template(role)
         embedded = app["spec"]["template"][role]["template"]
         assert embedded == {"metadata": template["metadata"], "spec": template["spec"]}
-    plain = submit.operator_manifest(
+    plain = spark_k8s.operator_manifest(
         "score", image="i", namespace="n", extra=["--dataset", dataset]
     )
     assert plain["kind"] == "SparkApplication"
@@ -221,7 +221,7 @@ def test_a_real_local_submit_runs_a_spark_job(tmp_path: Path) -> None:
         "print('ROWS', s.range(int(sys.argv[2])).count(), s.conf.get('spark.app.name'))\n"
     )
     argv = submit.local_args("score", master="local[1]", driver_memory="1g", dataset="5")
-    argv[argv.index(str(submit.PROJECT_ROOT / submit.JOBS["score"].script))] = str(script)
+    argv[argv.index(str(submit.PROJECT_ROOT / job_specs.JOBS["score"].script))] = str(script)
     out = subprocess.run(
         [submit.spark_submit_bin(), *argv], capture_output=True, text=True, timeout=300, check=True
     )
@@ -305,11 +305,11 @@ def test_retrain_cronjob_runs_the_pipeline_with_a_durable_run_record(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    argv = submit.k8s_args(
+    argv = spark_k8s.k8s_args(
         "score",
         image=env["PRESCORE_JOBS_IMAGE"],
         namespace="ns",
-        conf=submit.parse_conf(env["PRESCORE_SPARK_CONF"]),
+        conf=spark_k8s.parse_conf(env["PRESCORE_SPARK_CONF"]),
         dataset="reco",
         model_version="3",
     )
