@@ -57,11 +57,12 @@ import requests
 from bench.loadgen import Result, Target, run_load, run_threads
 from examples.hotels.datagen import Sizes, generate
 from lookup.routes import KEY_RULE
+from prescore.encoding.codec import PayloadShape, encode_payload
 from prescore.settings import RedisSettings, Settings
 from prescore.store.embedded_redis import RedisProcess
 from prescore.store.redis_client import connect
 from tests.fallback_procs import Server, metric_value
-from tests.lookup_helpers import publish, reco_payload
+from tests.lookup_helpers import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
@@ -121,6 +122,22 @@ def build(work: Path, args: argparse.Namespace) -> dict[str, str]:
     for cmd in (train, register):
         subprocess.run(cmd, env=run_env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return env
+
+
+RECO = PayloadShape("user_id", "items", "hotel_id")  # the demo's reco (prescore.toml)
+
+
+def reco_payload(user_id: str, n: int, model_version: str) -> bytes:
+    """A demo user's ``n`` hotels h0, h1, ... scored 1.0, 0.99, ... (best first)."""
+    items = [(f"h{j}", round(1.0 - j / 100, 4)) for j in range(n)]
+    return encode_payload(
+        RECO,
+        user_id,
+        items,
+        model="reco",
+        model_version=model_version,
+        scored_at="2026-11-24T10:00:00Z",
+    )
 
 
 def publish_scored(redis_url: str, keys: int, users: int) -> None:

@@ -31,14 +31,14 @@ from pathlib import Path
 
 import requests
 
-from bench.bench_misses import build, lookup_server, publish_scored
+from bench.bench_misses import build, lookup_server, publish_scored, reco_payload
 from prescore.errors import PrescoreError
 from prescore.settings import RedisSettings, Settings
 from prescore.store.embedded_redis import RedisProcess
 from prescore.store.redis_client import connect
 from prescore.store.versions import Versions
 from tests.fallback_procs import Server
-from tests.lookup_helpers import publish, reco_payload
+from tests.lookup_helpers import publish
 
 MISSING = 11  # u0..u10 are not published: the fallback answers them
 BATCH = "/v1/recommendations:batchGet"

@@ -23,6 +23,8 @@ from prescore.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "examples" / "hotels" / "prescore.toml"
+# the lookup tests' own declarations: the shop and colours domains (tests/domains.py)
+SERVED_CONFIG = ROOT / "tests" / "served.toml"
 # What a spark-submit started by a test keeps of the test's environment (conftest.py sets
 # PRESCORE_SPARK_SCRATCH to a folder of the run's own).
 JOB_ENV_KEYS = (
@@ -54,6 +56,11 @@ def job_env() -> dict[str, str]:
 def demo_catalog(var: Path) -> Catalog:
     """The demo's own declarations, its paths under ``var``."""
     return load(DEMO_CONFIG, {"PRESCORE_VAR": str(var)})
+
+
+def served_catalog(var: Path) -> Catalog:
+    """The lookup tests' declarations (tests/served.toml), their paths under ``var``."""
+    return load(SERVED_CONFIG, {"PRESCORE_VAR": str(var)})
 
 
 def with_catalog(settings: Settings, config: Path | Catalog) -> Settings:

@@ -11,33 +11,33 @@ from prescore.encoding.codec import PayloadShape
 from prescore.settings import Settings
 from prescore.store.redis_client import Client
 from prescore.store.versions import Versions, write_payloads
-from tests.helpers import demo_catalog
+from tests.helpers import served_catalog
 
 SCORED_AT = "2026-11-24T10:00:00Z"
-RECO = PayloadShape("user_id", "items", "hotel_id")  # the demo's shapes (prescore.toml)
-TAGS = PayloadShape("image_id", "tags", "tag")
-MODELS = {"reco": "reco", "tags": "tagger"}  # the demo's dataset -> model name
+SHOP = PayloadShape("customer_id", "items", "product_id")  # the shapes tests/served.toml declares
+COLOURS = PayloadShape("image_id", "colours", "colour")
+MODELS = {"shop": "shop", "colours": "colour-tagger"}  # dataset -> its declared model
 
 
-def demo_settings(settings: Settings, var: Path) -> Settings:
-    """``settings`` serving the demo's declarations (reco and tags), paths under ``var``."""
-    return dataclasses.replace(settings, catalog=demo_catalog(var))
+def served_settings(settings: Settings, var: Path) -> Settings:
+    """``settings`` serving tests/served.toml (shop and colours), paths under ``var``."""
+    return dataclasses.replace(settings, catalog=served_catalog(var))
 
 
-def reco_payload(
-    user_id: str,
+def shop_payload(
+    customer_id: str,
     n: int,
     model_version: str,
     context: str | None = None,
     source: str | None = None,
 ) -> bytes:
-    """A user's ``n`` hotels h0, h1, ... scored 1.0, 0.99, ... (best first)."""
-    items = [(f"h{j}", round(1.0 - j / 100, 4)) for j in range(n)]
+    """A customer's ``n`` products p0, p1, ... scored 1.0, 0.99, ... (best first)."""
+    items = [(f"p{j}", round(1.0 - j / 100, 4)) for j in range(n)]
     return codec.encode_payload(
-        RECO,
-        user_id,
+        SHOP,
+        customer_id,
         items,
-        model="reco",
+        model="shop",
         model_version=model_version,
         scored_at=SCORED_AT,
         context=context,
@@ -45,9 +45,14 @@ def reco_payload(
     )
 
 
-def tags_payload(image_id: str, tags: list[tuple[str, float]], model_version: str) -> bytes:
+def colours_payload(image_id: str, colours: list[tuple[str, float]], model_version: str) -> bytes:
     return codec.encode_payload(
-        TAGS, image_id, tags, model="tagger", model_version=model_version, scored_at=SCORED_AT
+        COLOURS,
+        image_id,
+        colours,
+        model="colour-tagger",
+        model_version=model_version,
+        scored_at=SCORED_AT,
     )
 
 
@@ -67,8 +72,8 @@ def publish(
     return info.version
 
 
-def publish_users(
-    client: Client, settings: Settings, users: int, model_version: str = "m1", n: int = 10
+def publish_customers(
+    client: Client, settings: Settings, customers: int, model_version: str = "m1", n: int = 10
 ) -> str:
-    rows = [(f"u{i}", reco_payload(f"u{i}", n, model_version)) for i in range(users)]
-    return publish(client, settings, "reco", rows, model_version)
+    rows = [(f"c{i}", shop_payload(f"c{i}", n, model_version)) for i in range(customers)]
+    return publish(client, settings, "shop", rows, model_version)

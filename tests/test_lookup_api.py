@@ -1,6 +1,6 @@
 """The lookup API against a real Redis: payloads, cutting, batches, metrics, OpenAPI.
 
-The demo's datasets (reco and tags, from examples/hotels/prescore.toml) under their
+The lookup tests' datasets (shop and colours, from tests/served.toml) under their
 declared routes and under /v1/datasets/{name}; then datasets a test declares itself."""
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ from prescore.settings import Settings
 from prescore.store.versions import write_payloads
 from tests.lookup_helpers import (
     SCORED_AT,
-    demo_settings,
+    colours_payload,
     publish,
-    publish_users,
-    reco_payload,
-    tags_payload,
+    publish_customers,
+    served_settings,
+    shop_payload,
 )
 
-TAGS = [("sea_view", 6.38), ("balcony", 4.82), ("pool", 2.5), ("bed", 0.7)]
+COLOURS = [("red", 6.38), ("green", 4.82), ("blue", 2.5), ("grey", 0.7)]
 
 
 @pytest.fixture()
 def core(settings: Settings, tmp_path: Path) -> Settings:
-    """The test settings serving the demo's declarations."""
-    return demo_settings(settings, tmp_path / "var")
+    """The test settings serving tests/served.toml's declarations."""
+    return served_settings(settings, tmp_path / "var")
 
 
 @pytest.fixture()
@@ -52,193 +52,199 @@ def api(lookup_settings: LookupSettings) -> FlaskClient:
 
 @pytest.fixture()
 def data(rclient, core: Settings) -> dict[str, str]:
-    reco = publish_users(rclient, core, users=5, model_version="m1", n=12)
-    payload = reco_payload("u1", 3, "m1", context="weekend")
-    write_payloads(rclient, "reco", reco, [("u1|weekend", payload)])
-    tags = publish(
+    shop = publish_customers(rclient, core, customers=5, model_version="m1", n=12)
+    payload = shop_payload("c1", 3, "m1", context="weekend")
+    write_payloads(rclient, "shop", shop, [("c1|weekend", payload)])
+    colours = publish(
         rclient,
         core,
-        "tags",
-        [("img1", tags_payload("img1", TAGS, "t1")), ("img2", tags_payload("img2", [], "t1"))],
+        "colours",
+        [
+            ("img1", colours_payload("img1", COLOURS, "t1")),
+            ("img2", colours_payload("img2", [], "t1")),
+        ],
         "t1",
     )
-    return {"reco": reco, "tags": tags}
+    return {"shop": shop, "colours": colours}
 
 
-def test_recommendations_hit_is_the_stored_payload_with_envelope(api, data):
-    r = api.get("/v1/recommendations/u2?k=12")
+def test_picks_hit_is_the_stored_payload_with_envelope(api, data):
+    r = api.get("/v1/picks/c2?k=12")
     assert r.status_code == 200 and r.mimetype == "application/json"
     body = r.get_json()
     assert body["source"] == "precomputed"
-    assert body["dataset_version"] == data["reco"]
-    assert body["model_version"] == "m1" and body["user_id"] == "u2"
-    assert body["model"] == "reco" and body["scored_at"] == SCORED_AT
-    assert [i["hotel_id"] for i in body["items"]] == [f"h{j}" for j in range(12)]
+    assert body["dataset_version"] == data["shop"]
+    assert body["model_version"] == "m1" and body["customer_id"] == "c2"
+    assert body["model"] == "shop" and body["scored_at"] == SCORED_AT
+    assert [i["product_id"] for i in body["items"]] == [f"p{j}" for j in range(12)]
     assert "context_fallback" not in body
     # served by splicing: the stored bytes follow the spliced fields unchanged
-    assert r.data.endswith(reco_payload("u2", 12, "m1")[1:])
+    assert r.data.endswith(shop_payload("c2", 12, "m1")[1:])
     # the generic route answers the same bytes
-    assert api.get("/v1/datasets/reco/u2?k=12").data == r.data
+    assert api.get("/v1/datasets/shop/c2?k=12").data == r.data
 
 
 def test_k_defaults_to_the_whole_payload_and_truncates(api, data):
     # without k the stored list is served whole (the bulk job stored the dataset's k)
-    assert len(api.get("/v1/recommendations/u0").get_json()["items"]) == 12
-    top3 = api.get("/v1/recommendations/u0?k=3").get_json()["items"]
-    assert [i["hotel_id"] for i in top3] == ["h0", "h1", "h2"]
-    assert api.get("/v1/recommendations/u0?limit=3").get_json()["items"] == top3  # a synonym
-    assert len(api.get("/v1/recommendations/u0?k=100").get_json()["items"]) == 12
-    assert len(api.get("/v1/datasets/reco/u0?k=5").get_json()["items"]) == 5
+    assert len(api.get("/v1/picks/c0").get_json()["items"]) == 12
+    top3 = api.get("/v1/picks/c0?k=3").get_json()["items"]
+    assert [i["product_id"] for i in top3] == ["p0", "p1", "p2"]
+    assert api.get("/v1/picks/c0?limit=3").get_json()["items"] == top3  # a synonym
+    assert len(api.get("/v1/picks/c0?k=100").get_json()["items"]) == 12
+    assert len(api.get("/v1/datasets/shop/c0?k=5").get_json()["items"]) == 5
 
 
 def test_min_score_cuts_a_ranking_too(api, data):
-    items = api.get("/v1/recommendations/u0?min_score=0.985").get_json()["items"]
-    assert items == [{"hotel_id": "h0", "score": 1.0}, {"hotel_id": "h1", "score": 0.99}]
-    both = api.get("/v1/recommendations/u0?min_score=0.95&k=2").get_json()["items"]
-    assert [i["hotel_id"] for i in both] == ["h0", "h1"]
-    assert api.get("/v1/recommendations/u0?min_score=2").get_json()["items"] == []
+    items = api.get("/v1/picks/c0?min_score=0.985").get_json()["items"]
+    assert items == [{"product_id": "p0", "score": 1.0}, {"product_id": "p1", "score": 0.99}]
+    both = api.get("/v1/picks/c0?min_score=0.95&k=2").get_json()["items"]
+    assert [i["product_id"] for i in both] == ["p0", "p1"]
+    assert api.get("/v1/picks/c0?min_score=2").get_json()["items"] == []
 
 
 def test_k_and_limit_together_the_smaller_bounds_the_answer(api, data):
-    for url in ("/v1/recommendations/u0?k=2&limit=3", "/v1/recommendations/u0?limit=2&k=5"):
+    for url in ("/v1/picks/c0?k=2&limit=3", "/v1/picks/c0?limit=2&k=5"):
         assert len(api.get(url).get_json()["items"]) == 2, url
-    r = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u0"], "k": 4, "limit": 1})
+    r = api.post("/v1/picks:batchGet", json={"customer_ids": ["c0"], "k": 4, "limit": 1})
     assert len(r.get_json()["results"][0]["items"]) == 1
-    bad = api.get("/v1/recommendations/u0?k=2&limit=0")
+    bad = api.get("/v1/picks/c0?k=2&limit=0")
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_limit"
 
 
 def test_context_prefers_the_contextual_entry_then_the_plain_one(api, data):
-    ctx = api.get("/v1/recommendations/u1?context=weekend").get_json()
+    ctx = api.get("/v1/picks/c1?context=weekend").get_json()
     assert ctx["context"] == "weekend" and len(ctx["items"]) == 3
     assert "context_fallback" not in ctx
-    plain = api.get("/v1/recommendations/u2?context=weekend").get_json()
+    plain = api.get("/v1/picks/c2?context=weekend").get_json()
     assert "context" not in plain and len(plain["items"]) == 12
-    assert plain["context_fallback"] is True and plain["user_id"] == "u2"
+    assert plain["context_fallback"] is True and plain["customer_id"] == "c2"
     # no context asked: the plain entry, never the contextual one, and no fallback flag
-    assert "context_fallback" not in api.get("/v1/recommendations/u1").get_json()
-    miss = api.get("/v1/recommendations/ghost?context=weekend")
+    assert "context_fallback" not in api.get("/v1/picks/c1").get_json()
+    miss = api.get("/v1/picks/ghost?context=weekend")
     assert miss.status_code == 404
-    assert miss.get_json()["message"] == "no entry of reco for user_id 'ghost' in context 'weekend'"
+    assert (
+        miss.get_json()["message"]
+        == "no entry of shop for customer_id 'ghost' in context 'weekend'"
+    )
 
 
 def test_a_written_back_live_answer_reads_as_written_back(api, data, rclient):
-    stored = reco_payload("u9", 4, "m1", source="live")  # what a live write-back stores
-    rclient.set(keys.value_key("reco", data["reco"], "u9"), stored)  # u9 was not precomputed
-    r = api.get("/v1/recommendations/u9")
+    stored = shop_payload("c9", 4, "m1", source="live")  # what a live write-back stores
+    rclient.set(keys.value_key("shop", data["shop"], "c9"), stored)  # c9 was not precomputed
+    r = api.get("/v1/picks/c9")
     body = r.get_json()
-    assert body["source"] == "written_back" and body["dataset_version"] == data["reco"]
+    assert body["source"] == "written_back" and body["dataset_version"] == data["shop"]
     assert r.data.count(b'"source"') == 1  # said once, in front
-    assert [i["hotel_id"] for i in body["items"]] == ["h0", "h1", "h2", "h3"]
-    batch = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u9", "u4"], "k": 2})
+    assert [i["product_id"] for i in body["items"]] == ["p0", "p1", "p2", "p3"]
+    batch = api.post("/v1/picks:batchGet", json={"customer_ids": ["c9", "c4"], "k": 2})
     assert [x["source"] for x in batch.get_json()["results"]] == ["written_back", "precomputed"]
-    cut = api.get("/v1/recommendations/u9?k=1")  # cut (decoded and re-encoded): still marked
+    cut = api.get("/v1/picks/c9?k=1")  # cut (decoded and re-encoded): still marked
     assert cut.get_json()["source"] == "written_back" and cut.data.count(b'"source"') == 1
-    rclient.set(keys.value_key("reco", data["reco"], "u3"), stored)  # never over a bucket's
-    assert api.get("/v1/recommendations/u3").get_json()["source"] == "precomputed"
+    rclient.set(keys.value_key("shop", data["shop"], "c3"), stored)  # never over a bucket's
+    assert api.get("/v1/picks/c3").get_json()["source"] == "precomputed"
 
 
 def test_image_tags_min_score_and_limit(api, data):
-    full = api.get("/v1/image-tags/img1").get_json()
-    assert full["dataset_version"] == data["tags"] and full["model_version"] == "t1"
+    full = api.get("/v1/image-colours/img1").get_json()
+    assert full["dataset_version"] == data["colours"] and full["model_version"] == "t1"
     assert full["source"] == "precomputed" and full["image_id"] == "img1"
-    assert [t["tag"] for t in full["tags"]] == ["sea_view", "balcony", "pool", "bed"]
-    above = api.get("/v1/image-tags/img1?min_score=2.5").get_json()["tags"]
-    assert [t["tag"] for t in above] == ["sea_view", "balcony", "pool"]
-    both = api.get("/v1/image-tags/img1?min_score=1&limit=1").get_json()["tags"]
-    assert both == [{"tag": "sea_view", "score": 6.38}]
-    assert api.get("/v1/image-tags/img1?min_score=1&k=1").get_json()["tags"] == both
-    assert api.get("/v1/image-tags/img1?min_score=-1e3").get_json()["tags"] == full["tags"]
-    assert api.get("/v1/image-tags/img2").get_json()["tags"] == []
-    assert api.get("/v1/datasets/tags/img1?k=2").get_json()["tags"] == full["tags"][:2]
+    assert [t["colour"] for t in full["colours"]] == ["red", "green", "blue", "grey"]
+    above = api.get("/v1/image-colours/img1?min_score=2.5").get_json()["colours"]
+    assert [t["colour"] for t in above] == ["red", "green", "blue"]
+    both = api.get("/v1/image-colours/img1?min_score=1&limit=1").get_json()["colours"]
+    assert both == [{"colour": "red", "score": 6.38}]
+    assert api.get("/v1/image-colours/img1?min_score=1&k=1").get_json()["colours"] == both
+    assert api.get("/v1/image-colours/img1?min_score=-1e3").get_json()["colours"] == full["colours"]
+    assert api.get("/v1/image-colours/img2").get_json()["colours"] == []
+    assert api.get("/v1/datasets/colours/img1?k=2").get_json()["colours"] == full["colours"][:2]
 
 
 def test_single_miss_is_a_clear_404(api, data):
-    r = api.get("/v1/recommendations/nobody")
+    r = api.get("/v1/picks/nobody")
     assert r.status_code == 404
     assert r.get_json() == {
         "error": "not_found",
-        "message": "no entry of reco for user_id 'nobody'",
-        "dataset": "reco",
-        "user_id": "nobody",
-        "dataset_version": data["reco"],
+        "message": "no entry of shop for customer_id 'nobody'",
+        "dataset": "shop",
+        "customer_id": "nobody",
+        "dataset_version": data["shop"],
         "model_version": "m1",
     }
-    assert api.get("/v1/datasets/reco/nobody").get_json() == r.get_json()
-    tags = api.get("/v1/image-tags/nothing").get_json()
-    assert tags["image_id"] == "nothing" and tags["dataset"] == "tags"
-    assert tags["model_version"] == "t1"
+    assert api.get("/v1/datasets/shop/nobody").get_json() == r.get_json()
+    colours = api.get("/v1/image-colours/nothing").get_json()
+    assert colours["image_id"] == "nothing" and colours["dataset"] == "colours"
+    assert colours["model_version"] == "t1"
 
 
 def test_a_declared_dataset_never_published_is_503_not_published_never_a_404(api):
-    for url in ("/v1/image-tags/img1", "/v1/datasets/reco/u1"):
+    for url in ("/v1/image-colours/img1", "/v1/datasets/shop/c1"):
         r = api.get(url)
         assert r.status_code == 503 and r.get_json()["error"] == "not_published", url
-    r = api.post("/v1/image-tags:batchGet", json={"image_ids": ["img1"]})
+    r = api.post("/v1/image-colours:batchGet", json={"image_ids": ["img1"]})
     assert r.status_code == 503 and r.get_json()["error"] == "not_published"
 
 
 def test_an_unknown_dataset_is_404_unknown_dataset(api, data):
     for r in (
-        api.get("/v1/datasets/hotels/u1"),
-        api.get("/v1/datasets/Reco/u1"),
-        api.post("/v1/datasets/hotels:batchGet", json={"keys": ["u1"]}),
+        api.get("/v1/datasets/gardens/c1"),
+        api.get("/v1/datasets/Reco/c1"),
+        api.post("/v1/datasets/gardens:batchGet", json={"keys": ["c1"]}),
     ):
         assert r.status_code == 404 and r.get_json()["error"] == "unknown_dataset"
         assert r.get_json()["message"]
 
 
 def test_batch_mixes_hits_and_misses_in_request_order(api, data):
-    ids = ["u3", "ghost", "u0", "u3", "u4"]
-    r = api.post("/v1/recommendations:batchGet", json={"user_ids": ids, "k": 2})
+    ids = ["c3", "ghost", "c0", "c3", "c4"]
+    r = api.post("/v1/picks:batchGet", json={"customer_ids": ids, "k": 2})
     assert r.status_code == 200
     body = r.get_json()
-    assert body["dataset"] == "reco"
-    assert body["dataset_version"] == data["reco"] and body["model_version"] == "m1"
+    assert body["dataset"] == "shop"
+    assert body["dataset_version"] == data["shop"] and body["model_version"] == "m1"
     assert (body["found"], body["missing"]) == (4, 1)
     results = body["results"]
-    assert [x["user_id"] for x in results] == ids
+    assert [x["customer_id"] for x in results] == ids
     assert results[1] == {
-        "user_id": "ghost",
+        "customer_id": "ghost",
         "error": "not_found",
-        "message": "no entry of reco for user_id 'ghost'",
+        "message": "no entry of shop for customer_id 'ghost'",
     }
     for hit in (results[0], results[2], results[3], results[4]):
-        assert hit["dataset_version"] == data["reco"] and hit["source"] == "precomputed"
-        assert [i["hotel_id"] for i in hit["items"]] == ["h0", "h1"]
+        assert hit["dataset_version"] == data["shop"] and hit["source"] == "precomputed"
+        assert [i["product_id"] for i in hit["items"]] == ["p0", "p1"]
     assert results[0] == results[3]  # a duplicate is answered at each position
 
 
 def test_batch_takes_keys_or_the_declared_field_on_either_route(api, data):
-    want = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "x"], "k": 1}).data
+    want = api.post("/v1/picks:batchGet", json={"customer_ids": ["c1", "x"], "k": 1}).data
     for url, field in [
-        ("/v1/recommendations:batchGet", "keys"),
-        ("/v1/datasets/reco:batchGet", "keys"),
-        ("/v1/datasets/reco:batchGet", "user_ids"),
+        ("/v1/picks:batchGet", "keys"),
+        ("/v1/datasets/shop:batchGet", "keys"),
+        ("/v1/datasets/shop:batchGet", "customer_ids"),
     ]:
-        r = api.post(url, json={field: ["u1", "x"], "k": 1})
+        r = api.post(url, json={field: ["c1", "x"], "k": 1})
         assert r.status_code == 200 and r.data == want, (url, field)
-    r = api.post("/v1/datasets/reco:batchGet", json={"keys": ["u1"], "user_ids": ["u1"]})
+    r = api.post("/v1/datasets/shop:batchGet", json={"keys": ["c1"], "customer_ids": ["c1"]})
     assert r.status_code == 400 and r.get_json()["error"] == "invalid_ids"
 
 
 def test_batch_keys_may_be_json_integers(api, rclient, core):
-    payloads = [(k, reco_payload(k, 2, "m1")) for k in ("7", "8")]
-    publish(rclient, core, "reco", payloads, "m1")
-    r = api.post("/v1/recommendations:batchGet", json={"user_ids": [7, "8", 9]})
+    payloads = [(k, shop_payload(k, 2, "m1")) for k in ("7", "8")]
+    publish(rclient, core, "shop", payloads, "m1")
+    r = api.post("/v1/picks:batchGet", json={"customer_ids": [7, "8", 9]})
     assert r.status_code == 200, r.get_json()
     results = r.get_json()["results"]
-    assert [x["user_id"] for x in results] == ["7", "8", "9"]
+    assert [x["customer_id"] for x in results] == ["7", "8", "9"]
     assert results[0]["source"] == "precomputed" and results[2]["error"] == "not_found"
     for bad in (True, 1.5, None):  # a bool, a float, null: no key
-        r = api.post("/v1/recommendations:batchGet", json={"user_ids": ["7", bad]})
+        r = api.post("/v1/picks:batchGet", json={"customer_ids": ["7", bad]})
         assert r.status_code == 400 and r.get_json()["error"] == "invalid_id", bad
-        assert "user_ids[1] must be a string or an integer" in r.get_json()["message"]
+        assert "customer_ids[1] must be a string or an integer" in r.get_json()["message"]
 
 
 def test_batch_with_context(api, data):
     body = api.post(
-        "/v1/recommendations:batchGet", json={"user_ids": ["u1", "u2"], "context": "weekend"}
+        "/v1/picks:batchGet", json={"customer_ids": ["c1", "c2"], "context": "weekend"}
     ).get_json()
     assert body["results"][0]["context"] == "weekend"
     assert "context_fallback" not in body["results"][0]
@@ -248,17 +254,17 @@ def test_batch_with_context(api, data):
 
 def test_tags_batch(api, data):
     body = api.post(
-        "/v1/image-tags:batchGet",
+        "/v1/image-colours:batchGet",
         json={"image_ids": ["img2", "img1", "nope"], "min_score": 3, "limit": 5},
     ).get_json()
-    assert body["dataset_version"] == data["tags"] and body["model_version"] == "t1"
+    assert body["dataset_version"] == data["colours"] and body["model_version"] == "t1"
     assert [x["image_id"] for x in body["results"]] == ["img2", "img1", "nope"]
-    assert body["results"][0]["tags"] == []
-    assert [t["tag"] for t in body["results"][1]["tags"]] == ["sea_view", "balcony"]
+    assert body["results"][0]["colours"] == []
+    assert [t["colour"] for t in body["results"][1]["colours"]] == ["red", "green"]
     assert body["results"][2]["error"] == "not_found"
     assert (body["found"], body["missing"]) == (2, 1)
-    k = api.post("/v1/datasets/tags:batchGet", json={"keys": ["img1"], "k": 1}).get_json()
-    assert [t["tag"] for t in k["results"][0]["tags"]] == ["sea_view"]
+    k = api.post("/v1/datasets/colours:batchGet", json={"keys": ["img1"], "k": 1}).get_json()
+    assert [t["colour"] for t in k["results"][0]["colours"]] == ["red"]
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -269,21 +275,21 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_hits_misses_and_requests(api, data):
-    api.get("/v1/recommendations/u0")
-    api.get("/v1/recommendations/ghost")
-    api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "x1", "x2"]})
-    api.get("/v1/image-tags/img1")
-    api.get("/v1/recommendations/bad%0Aid")
-    api.get("/v1/datasets/reco/u2")
-    api.get("/v1/datasets/tags/img9")
-    api.get("/v1/datasets/reco/bad%00id")
+    api.get("/v1/picks/c0")
+    api.get("/v1/picks/ghost")
+    api.post("/v1/picks:batchGet", json={"customer_ids": ["c1", "x1", "x2"]})
+    api.get("/v1/image-colours/img1")
+    api.get("/v1/picks/bad%0Aid")
+    api.get("/v1/datasets/shop/c2")
+    api.get("/v1/datasets/colours/img9")
+    api.get("/v1/datasets/shop/bad%00id")
     text = api.get("/metrics").get_data(as_text=True)
-    assert _sample(text, "prescore_lookup_keys_total", dataset="reco", result="hit") == 3
-    assert _sample(text, "prescore_lookup_keys_total", dataset="reco", result="miss") == 3
-    assert _sample(text, "prescore_lookup_keys_total", dataset="tags", result="hit") == 1
-    assert _sample(text, "prescore_lookup_keys_total", dataset="tags", result="miss") == 1
+    assert _sample(text, "prescore_lookup_keys_total", dataset="shop", result="hit") == 3
+    assert _sample(text, "prescore_lookup_keys_total", dataset="shop", result="miss") == 3
+    assert _sample(text, "prescore_lookup_keys_total", dataset="colours", result="hit") == 1
+    assert _sample(text, "prescore_lookup_keys_total", dataset="colours", result="miss") == 1
     # a route counts its answers under one name, whether the fast path or Flask answered
-    route = "/v1/recommendations/<text:key>"
+    route = "/v1/picks/<text:key>"
     assert _sample(text, "prescore_lookup_requests_total", route=route, status="200") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=route, status="404") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=route, status="400") == 1
@@ -293,7 +299,7 @@ def test_metrics_count_hits_misses_and_requests(api, data):
     assert _sample(text, "prescore_lookup_requests_total", route=generic, status="404") == 1
     assert _sample(text, "prescore_lookup_requests_total", route=generic, status="400") == 1
     assert _sample(text, "prescore_lookup_request_duration_seconds_count", route=generic) == 3
-    batch = "/v1/recommendations:batchGet"
+    batch = "/v1/picks:batchGet"
     assert (
         _sample(text, "prescore_lookup_requests_total", route=batch, method="POST", status="200")
         == 1
@@ -304,11 +310,11 @@ def test_health_and_readiness(api, rclient, core):
     assert api.get("/healthz").get_json() == {"status": "ok"}
     r = api.get("/readyz")
     assert r.status_code == 503 and r.get_json()["error"] == "not_ready"
-    assert r.get_json()["datasets"] == {"reco": None, "tags": None}
-    version = publish_users(rclient, core, users=1)
+    assert r.get_json()["datasets"] == {"shop": None, "colours": None}
+    version = publish_customers(rclient, core, customers=1)
     r = api.get("/readyz")
     assert r.status_code == 200
-    assert r.get_json() == {"status": "ready", "datasets": {"reco": version, "tags": None}}
+    assert r.get_json() == {"status": "ready", "datasets": {"shop": version, "colours": None}}
 
 
 def _served_paths(api: FlaskClient, names: list[str]) -> set[str]:
@@ -332,9 +338,9 @@ def test_openapi_names_every_route(api):
     assert r.status_code == 200
     doc = json.loads(r.data)
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == _served_paths(api, ["reco", "tags"])
-    assert "/v1/recommendations/{key}" in doc["paths"]
-    assert "/v1/datasets/tags:batchGet" in doc["paths"]
+    assert set(doc["paths"]) == _served_paths(api, ["shop", "colours"])
+    assert "/v1/picks/{key}" in doc["paths"]
+    assert "/v1/datasets/colours:batchGet" in doc["paths"]
     codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
     for code in (
         "invalid_id",
@@ -353,20 +359,20 @@ def test_openapi_names_every_route(api):
         for op in ops.values():
             assert "200" in op["responses"], path
     schemas = doc["components"]["schemas"]
-    reco = schemas["reco.Payload"]["properties"]
-    assert {"user_id", "items", "context", "context_fallback"} <= set(reco)
-    assert "hotel_id" in reco["items"]["items"]["properties"]
-    tags = schemas["tags.Payload"]["properties"]
-    assert {"image_id", "tags"} <= set(tags) and "context" not in tags
-    assert set(schemas["reco.BatchRequest"]["properties"]) == {
+    shop = schemas["shop.Payload"]["properties"]
+    assert {"customer_id", "items", "context", "context_fallback"} <= set(shop)
+    assert "product_id" in shop["items"]["items"]["properties"]
+    colours = schemas["colours.Payload"]["properties"]
+    assert {"image_id", "colours"} <= set(colours) and "context" not in colours
+    assert set(schemas["shop.BatchRequest"]["properties"]) == {
         "keys",
-        "user_ids",
+        "customer_ids",
         "k",
         "limit",
         "min_score",
         "context",
     }
-    assert set(schemas["tags.BatchRequest"]["properties"]) == {
+    assert set(schemas["colours.BatchRequest"]["properties"]) == {
         "keys",
         "image_ids",
         "k",
@@ -378,15 +384,15 @@ def test_openapi_names_every_route(api):
 def test_answers_match_the_openapi_schemas(api, data):
     doc = api.get("/openapi.json").get_json()
     check = _validator(doc)
-    check("reco.Payload", api.get("/v1/recommendations/u1?k=2").get_json())
-    check("reco.Payload", api.get("/v1/recommendations/u2?context=weekend").get_json())
-    check("tags.Payload", api.get("/v1/image-tags/img1").get_json())
-    check("NotFound", api.get("/v1/recommendations/ghost").get_json())
-    batch = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "ghost"]})
-    check("reco.Batch", batch.get_json())
-    check("reco.BatchRequest", {"user_ids": ["u1", "ghost"]})
-    with pytest.raises(jsonschema.ValidationError):  # a tags payload has no user_id
-        check("reco.Payload", api.get("/v1/image-tags/img1").get_json())
+    check("shop.Payload", api.get("/v1/picks/c1?k=2").get_json())
+    check("shop.Payload", api.get("/v1/picks/c2?context=weekend").get_json())
+    check("colours.Payload", api.get("/v1/image-colours/img1").get_json())
+    check("NotFound", api.get("/v1/picks/ghost").get_json())
+    batch = api.post("/v1/picks:batchGet", json={"customer_ids": ["c1", "ghost"]})
+    check("shop.Batch", batch.get_json())
+    check("shop.BatchRequest", {"customer_ids": ["c1", "ghost"]})
+    with pytest.raises(jsonschema.ValidationError):  # a colours payload has no customer_id
+        check("shop.Payload", api.get("/v1/image-colours/img1").get_json())
 
 
 def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
@@ -394,13 +400,13 @@ def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
 
     def live(misses, version):
         calls.append([(m.key, m.context) for m in misses])
-        assert all(m.dataset == "reco" and version.version == data["reco"] for m in misses)
+        assert all(m.dataset == "shop" and version.version == data["shop"] for m in misses)
         return [
             codec.encode_payload(
-                PayloadShape("user_id", "items", "hotel_id"),
+                PayloadShape("customer_id", "items", "product_id"),
                 m.key,
-                [(f"h{j}", 0.9 - j / 10) for j in range(5)],
-                model="reco",
+                [(f"p{j}", 0.9 - j / 10) for j in range(5)],
+                model="shop",
                 model_version="live-1",
                 scored_at="2026-11-24T12:00:00Z",
                 source="live",
@@ -411,15 +417,15 @@ def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
         ]
 
     api = create_app(lookup_settings, on_miss=live).test_client()
-    r = api.get("/v1/recommendations/new1?k=2")
+    r = api.get("/v1/picks/new1?k=2")
     body = r.get_json()
-    assert body["source"] == "live" and body["dataset_version"] == data["reco"]
+    assert body["source"] == "live" and body["dataset_version"] == data["shop"]
     assert r.data.count(b'"source"') == 1
-    assert body["model_version"] == "live-1" and body["user_id"] == "new1"
-    assert [i["hotel_id"] for i in body["items"]] == ["h0", "h1"]
-    assert api.get("/v1/recommendations/gone").status_code == 404
+    assert body["model_version"] == "live-1" and body["customer_id"] == "new1"
+    assert [i["product_id"] for i in body["items"]] == ["p0", "p1"]
+    assert api.get("/v1/picks/gone").status_code == 404
     batch = api.post(
-        "/v1/recommendations:batchGet", json={"user_ids": ["u1", "new2", "gone", "new2"]}
+        "/v1/picks:batchGet", json={"customer_ids": ["c1", "new2", "gone", "new2"]}
     ).get_json()
     assert [r.get("source", r.get("error")) for r in batch["results"]] == [
         "precomputed",
@@ -428,10 +434,10 @@ def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
         "live",
     ]
     assert (batch["found"], batch["missing"]) == (3, 1)
-    cut = api.get("/v1/datasets/reco/new3?min_score=0.75").get_json()  # live answers are cut too
-    assert [i["hotel_id"] for i in cut["items"]] == ["h0", "h1"]
-    assert api.get("/v1/recommendations/new4?context=weekend").get_json()["source"] == "live"
-    assert api.get("/v1/recommendations/u1?context=weekend").status_code == 200  # a hit: no call
+    cut = api.get("/v1/datasets/shop/new3?min_score=0.75").get_json()  # live answers are cut too
+    assert [i["product_id"] for i in cut["items"]] == ["p0", "p1"]
+    assert api.get("/v1/picks/new4?context=weekend").get_json()["source"] == "live"
+    assert api.get("/v1/picks/c1?context=weekend").status_code == 200  # a hit: no call
     assert calls == [  # one call per request, ids once, the context passed on
         [("new1", None)],
         [("gone", None)],
@@ -442,18 +448,18 @@ def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
 
 
 def test_pointer_cache_reads_a_newer_version_on_a_miss(core, rclient):
-    first = publish_users(rclient, core, users=1, model_version="m1")
+    first = publish_customers(rclient, core, customers=1, model_version="m1")
     api = create_app(LookupSettings(core=core, pointer_cache_s=60)).test_client()
-    assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == first
-    second = publish_users(rclient, core, users=2, model_version="m2")
-    # u0 still comes from the cached version (whole and published: within the cache time)
-    assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == first
-    # u1 misses there, so the pointer is read afresh and u1 served from the new version
-    assert api.get("/v1/recommendations/u1").get_json()["dataset_version"] == second
-    assert api.get("/v1/recommendations/u0").get_json()["dataset_version"] == second
+    assert api.get("/v1/picks/c0").get_json()["dataset_version"] == first
+    second = publish_customers(rclient, core, customers=2, model_version="m2")
+    # c0 still comes from the cached version (whole and published: within the cache time)
+    assert api.get("/v1/picks/c0").get_json()["dataset_version"] == first
+    # c1 misses there, so the pointer is read afresh and c1 served from the new version
+    assert api.get("/v1/picks/c1").get_json()["dataset_version"] == second
+    assert api.get("/v1/picks/c0").get_json()["dataset_version"] == second
 
 
-# -- datasets a team declares: no demo, its own names ------------------------------------
+# -- datasets a team declares: its own names ------------------------------------
 
 OWN_DATASETS = """
 [datasets.basket]
@@ -547,7 +553,7 @@ def test_a_declared_ranking_is_served_with_its_own_names(own, own_data):
         {"sku": f"sku-{j}", "name": f"Product {j}", "score": round(0.9 - j / 10, 4)}
         for j in range(5)
     ]
-    assert "user_id" not in body and "items" not in body
+    assert "customer_id" not in body and "items" not in body
     assert api.get("/v1/datasets/basket/c1|s1").data == r.data  # the generic route, raw |
     # k (or limit) and min_score cut its list, keeping each entry's fields
     two = api.get("/v1/basket-picks/c1|s1?k=2").get_json()["products"]
@@ -623,7 +629,7 @@ def test_a_declared_batch_carries_each_key(own, own_data):
     ]
     assert ctx[1]["context_fallback"] is True and len(ctx[1]["products"]) == 2
     # another dataset's field names are not taken
-    r = api.post("/v1/basket-picks:batchGet", json={"user_ids": ["c1|s1"]})
+    r = api.post("/v1/basket-picks:batchGet", json={"customer_ids": ["c1|s1"]})
     assert r.status_code == 400 and r.get_json()["error"] == "invalid_body"
     r = api.post("/v1/basket-picks:batchGet", json={"customers": ["c1|s1"], "k": 3, "limit": 1})
     assert r.status_code == 200 and len(r.get_json()["results"][0]["products"]) == 1
@@ -655,9 +661,9 @@ def test_an_external_dataset_is_served_under_datasets_only_and_never_live(own, o
     # ... while the ranking's do
     assert api.get("/v1/basket-picks/c7|s7").status_code == 404
     assert asked == ["basket:c7|s7"]
-    # the demo's datasets are not served by this deployment
-    assert api.get("/v1/recommendations/u1").get_json()["error"] == "no_route"
-    assert api.get("/v1/datasets/reco/u1").get_json()["error"] == "unknown_dataset"
+    # the shop and colours datasets are not served by this deployment
+    assert api.get("/v1/picks/c1").get_json()["error"] == "no_route"
+    assert api.get("/v1/datasets/shop/c1").get_json()["error"] == "unknown_dataset"
     ready = api.get("/readyz").get_json()
     assert ready["datasets"] == {"basket": own_data["basket"], "topics": own_data["topics"]}
     text = api.get("/metrics").get_data(as_text=True)
@@ -694,7 +700,7 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
         "/v1/datasets/topics:batchGet",
     ):
         assert path in doc["paths"], path
-    assert not any(p.startswith(("/v1/topics", "/v1/recommendations")) for p in doc["paths"])
+    assert not any(p.startswith(("/v1/topics", "/v1/picks")) for p in doc["paths"])
     assert "basket" in doc["info"]["description"] and "topics" in doc["info"]["description"]
     schemas = doc["components"]["schemas"]
     payload = schemas["basket.Payload"]
@@ -778,7 +784,7 @@ def test_the_openapi_document_lists_a_declared_dataset_and_the_bounds_enforced(o
         {"customers": ["c1|s1|x"]},
         {"customers": ["a" * 128 + "|" + "b" * 128]},
         {"customers": ["a" * 129 + "|b"]},
-        {"customers": ["c1|s1"], "user_ids": ["u1"]},
+        {"customers": ["c1|s1"], "customer_ids": ["c1"]},
         {"doc_ids": ["c1|s1"]},
     ]
     for body in bodies:
@@ -811,16 +817,16 @@ def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_sett
 
     fast.fallthrough = counted  # type: ignore[attr-defined]
     api = app.test_client()
-    ok = api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1", "ghost"], "k": 2})
+    ok = api.post("/v1/picks:batchGet", json={"customer_ids": ["c1", "ghost"], "k": 2})
     assert ok.status_code == 200 and ok.get_json()["found"] == 1
-    generic = api.post("/v1/datasets/reco:batchGet", json={"keys": ["u1"]})
-    assert generic.status_code == 200 and generic.get_json()["results"][0]["user_id"] == "u1"
+    generic = api.post("/v1/datasets/shop:batchGet", json={"keys": ["c1"]})
+    assert generic.status_code == 200 and generic.get_json()["results"][0]["customer_id"] == "c1"
     assert flask_calls == []  # both answered by the fast path
     refused = [
-        api.post("/v1/recommendations:batchGet", data=b"{nope", content_type="application/json"),
-        api.post("/v1/recommendations:batchGet", json={"user_ids": ["bad\nid"]}),
-        api.post("/v1/recommendations:batchGet", json={"user_ids": ["u1"] * 10_000}),
-        api.post("/v1/recommendations:batchGet", data=b"[]", content_type="text/plain"),
+        api.post("/v1/picks:batchGet", data=b"{nope", content_type="application/json"),
+        api.post("/v1/picks:batchGet", json={"customer_ids": ["bad\nid"]}),
+        api.post("/v1/picks:batchGet", json={"customer_ids": ["c1"] * 10_000}),
+        api.post("/v1/picks:batchGet", data=b"[]", content_type="text/plain"),
     ]
     assert [r.status_code for r in refused] == [400, 400, 413, 415]
     assert all(r.get_json()["error"] for r in refused)  # each from Flask's one error table
@@ -828,8 +834,8 @@ def test_batch_get_is_answered_before_flask_and_refusals_reach_flask(lookup_sett
 
 
 def test_a_body_nested_too_deep_is_malformed_json_not_a_500(api, data):
-    deep = b'{"user_ids":' + b"[" * 5000 + b"]" * 5000 + b"}"
-    r = api.post("/v1/recommendations:batchGet", data=deep, content_type="application/json")
+    deep = b'{"customer_ids":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = api.post("/v1/picks:batchGet", data=deep, content_type="application/json")
     assert (r.status_code, r.get_json()["error"]) == (400, "malformed_json")
 
 
@@ -843,32 +849,32 @@ def test_datasets_say_what_they_are_and_which_version_they_serve(
     listed = api.get("/v1/datasets")
     assert listed.status_code == 200
     by_name = {d["name"]: d for d in listed.get_json()["datasets"]}
-    assert sorted(by_name) == ["reco", "tags"]
-    reco = by_name["reco"]
-    check("Dataset", reco)
+    assert sorted(by_name) == ["colours", "shop"]
+    shop = by_name["shop"]
+    check("Dataset", shop)
     entry = registry_entry.VersionInfo.from_bytes(
-        rclient.hget(keys.registry_key("reco"), data["reco"])
+        rclient.hget(keys.registry_key("shop"), data["shop"])
     )
-    assert (reco["status"], reco["version"], reco["model"], reco["model_version"]) == (
+    assert (shop["status"], shop["version"], shop["model"], shop["model_version"]) == (
         "published",
-        data["reco"],
-        "reco",
+        data["shop"],
+        "shop",
         "m1",
     )
-    assert reco["rows"] == entry.rows and reco["published_at"] == entry.published_at
-    assert 0 <= reco["age_s"] < 3600
-    assert reco["routes"] == ["/v1/datasets/reco/{key}", "/v1/recommendations/{key}"]
-    assert reco["key"] == {"field": "user_id", "parts": 1, "contexts": True}
-    assert api.get("/v1/datasets/reco").get_json() == reco
-    rclient.delete(keys.pointer_key("tags"), keys.registry_key("tags"))
-    tags = api.get("/v1/datasets/tags").get_json()  # this process served it: lost
-    check("Dataset", tags)
-    assert (tags["status"], tags["version"]) == ("dataset_lost", None)
+    assert shop["rows"] == entry.rows and shop["published_at"] == entry.published_at
+    assert 0 <= shop["age_s"] < 3600
+    assert shop["routes"] == ["/v1/datasets/shop/{key}", "/v1/picks/{key}"]
+    assert shop["key"] == {"field": "customer_id", "parts": 1, "contexts": True}
+    assert api.get("/v1/datasets/shop").get_json() == shop
+    rclient.delete(keys.pointer_key("colours"), keys.registry_key("colours"))
+    colours = api.get("/v1/datasets/colours").get_json()  # this process served it: lost
+    check("Dataset", colours)
+    assert (colours["status"], colours["version"]) == ("dataset_lost", None)
     fresh = create_app(lookup_settings).test_client()  # one started after the loss
-    assert fresh.get("/v1/datasets/tags").get_json()["status"] == "not_published"
+    assert fresh.get("/v1/datasets/colours").get_json()["status"] == "not_published"
     gone = api.get("/v1/datasets/nope")
     assert (gone.status_code, gone.get_json()["error"]) == (404, "unknown_dataset")
-    assert api.get("/v1/datasets/reco:batchGet").status_code == 405  # still POST-only
+    assert api.get("/v1/datasets/shop:batchGet").status_code == 405  # still POST-only
 
 
 def test_an_answer_carries_validators_and_a_conditional_get_gets_304(
@@ -877,8 +883,8 @@ def test_an_answer_carries_validators_and_a_conditional_get_gets_304(
     """The fast path (ASCII keys) and Flask's (others) alike: a weak ETag that ignores
     the answer's age, 304 with no body while the answer is the one it names, 200 again
     once a new version serves another answer; Cache-Control as configured."""
-    write_payloads(rclient, "reco", data["reco"], [("ü1", reco_payload("ü1", 3, "m1"))])
-    for path in ("/v1/recommendations/u2?k=3", "/v1/recommendations/%C3%BC1?k=3"):
+    write_payloads(rclient, "shop", data["shop"], [("ü1", shop_payload("ü1", 3, "m1"))])
+    for path in ("/v1/picks/c2?k=3", "/v1/picks/%C3%BC1?k=3"):
         first = api.get(path)
         tag = first.headers["ETag"]
         assert first.status_code == 200 and re.fullmatch(r'W/"[0-9a-f]{24}"', tag)
@@ -893,13 +899,13 @@ def test_an_answer_carries_validators_and_a_conditional_get_gets_304(
         assert api.get(path, headers={"If-None-Match": 'W/"nope"'}).status_code == 200
         other = api.get(path.replace("k=3", "k=2"))
         assert other.status_code == 200 and other.headers["ETag"] != tag  # another answer
-    missing = api.get("/v1/recommendations/nobody")
+    missing = api.get("/v1/picks/nobody")
     assert missing.status_code == 404 and "ETag" not in missing.headers
-    tag = api.get("/v1/recommendations/u2?k=3").headers["ETag"]
-    publish_users(rclient, core, users=5, model_version="m2", n=12)
+    tag = api.get("/v1/picks/c2?k=3").headers["ETag"]
+    publish_customers(rclient, core, customers=5, model_version="m2", n=12)
     lookup_settings = dataclasses.replace(lookup_settings, pointer_cache_s=0, cache_max_age_s=30)
     fresh = create_app(lookup_settings).test_client()
-    newer = fresh.get("/v1/recommendations/u2?k=3", headers={"If-None-Match": tag})
+    newer = fresh.get("/v1/picks/c2?k=3", headers={"If-None-Match": tag})
     assert newer.status_code == 200 and newer.get_json()["model_version"] == "m2"
     assert newer.headers["ETag"] != tag and newer.headers["Cache-Control"] == "max-age=30"
 
@@ -907,9 +913,11 @@ def test_an_answer_carries_validators_and_a_conditional_get_gets_304(
 def test_an_etag_leaves_the_age_out() -> None:
     from lookup.caching import etag
 
-    young = b'{"source":"precomputed","dataset_version":"v1","age_s":1,"user_id":"u","items":[]}'
+    young = (
+        b'{"source":"precomputed","dataset_version":"v1","age_s":1,"customer_id":"u","items":[]}'
+    )
     old = young.replace(b'"age_s":1,', b'"age_s":86400,')
     assert etag(young) == etag(old) != etag(young.replace(b'"v1"', b'"v2"'))
     # a payload's own field of that name is part of the answer (no envelope age here)
-    own = b'{"source":"precomputed","dataset_version":"v1","user_id":"u","age_s":5}'
+    own = b'{"source":"precomputed","dataset_version":"v1","customer_id":"u","age_s":5}'
     assert etag(own) != etag(own.replace(b'"age_s":5', b'"age_s":6'))

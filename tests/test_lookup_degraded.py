@@ -30,15 +30,15 @@ from prescore.errors import ConfigError
 from prescore.settings import Settings
 from prescore.store.embedded_redis import RedisProcess
 from tests.fallback_procs import Server, free_port
-from tests.helpers import DEMO_CONFIG, ROOT, read_until_closed, unanswered
-from tests.lookup_helpers import demo_settings, publish_users
+from tests.helpers import ROOT, SERVED_CONFIG, read_until_closed, unanswered
+from tests.lookup_helpers import publish_customers, served_settings
 
-STALE_LIVE = '[datasets.reco]\nmax_age_s = 60\nstale = "live"\n'  # every test answer is stale
+STALE_LIVE = '[datasets.shop]\nmax_age_s = 60\nstale = "live"\n'  # every test answer is stale
 
 
 def _config(tmp_path: Path) -> Path:
     path = tmp_path / "prescore.toml"
-    path.write_text(DEMO_CONFIG.read_text().replace("[datasets.reco]\n", STALE_LIVE, 1))
+    path.write_text(SERVED_CONFIG.read_text().replace("[datasets.shop]\n", STALE_LIVE, 1))
     return path
 
 
@@ -56,8 +56,8 @@ def _lookup(tmp_path: Path, redis_url: str, ready: str = "/readyz", **env: str) 
 
 @pytest.fixture()
 def users(rclient: redis.Redis, settings: Settings, tmp_path: Path) -> str:
-    """Five users published (u0..u4, scored long ago: stale under STALE_LIVE)."""
-    return publish_users(rclient, demo_settings(settings, tmp_path / "var"), 5)
+    """Five customers published (c0..c4, scored long ago: stale under STALE_LIVE)."""
+    return publish_customers(rclient, served_settings(settings, tmp_path / "var"), 5)
 
 
 @pytest.fixture(params=["refuse", "list", "down"])
@@ -90,21 +90,23 @@ def test_when_live_inference_fails_stale_answers_are_served_and_a_batch_stays_wh
         tmp_path, redis_url, PRESCORE_FALLBACK_URL=url, LOOKUP_SINGLE_FLIGHT=single_flight
     )
     try:
-        stale = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=10)
+        stale = requests.get(f"{lookup.url}/v1/picks/c1", timeout=10)
         assert stale.status_code == 200, stale.text  # its refresh failed: still an answer
         doc = stale.json()
-        assert doc["stale"] is True and doc["source"] == "precomputed" and doc["user_id"] == "u1"
+        assert (
+            doc["stale"] is True and doc["source"] == "precomputed" and doc["customer_id"] == "c1"
+        )
         status, code = EXPECTED[mode]
-        miss = requests.get(f"{lookup.url}/v1/recommendations/nobody", timeout=10)
+        miss = requests.get(f"{lookup.url}/v1/picks/nobody", timeout=10)
         assert (miss.status_code, miss.json()["error"]) == (status, code), miss.text
         batch = requests.post(
-            f"{lookup.url}/v1/recommendations:batchGet",
-            json={"user_ids": ["u1", "nobody", "u2"]},
+            f"{lookup.url}/v1/picks:batchGet",
+            json={"customer_ids": ["c1", "nobody", "c2"]},
             timeout=10,
         )
         assert batch.status_code == 200, batch.text
         results = batch.json()["results"]
-        assert [r.get("user_id") for r in results] == ["u1", "nobody", "u2"]
+        assert [r.get("customer_id") for r in results] == ["c1", "nobody", "c2"]
         assert results[0]["stale"] is True and results[2]["stale"] is True
         assert results[1]["error"] == code
     finally:
@@ -122,9 +124,9 @@ def test_a_stalled_store_is_a_503_within_one_timeout_and_recovery_needs_no_resta
     lookup = None
     try:
         client = redis.Redis.from_url(store.url)
-        publish_users(client, demo_settings(settings, tmp_path / "var"), 5)
+        publish_customers(client, served_settings(settings, tmp_path / "var"), 5)
         lookup = _lookup(tmp_path, store.url, LOOKUP_POINTER_CACHE_S="0.2")
-        url = f"{lookup.url}/v1/datasets/reco/u1"
+        url = f"{lookup.url}/v1/datasets/shop/c1"
         assert requests.get(url, timeout=5).status_code == 200
         answers: list[tuple[float, int]] = []  # (seconds, status) of stalled-time requests
         stop = threading.Event()
@@ -171,19 +173,19 @@ def test_a_declared_dataset_is_never_a_404_even_in_a_lookup_started_after_its_lo
 ) -> None:
     first = _lookup(tmp_path, redis_url)
     try:
-        assert requests.get(f"{first.url}/v1/recommendations/u1", timeout=5).status_code == 200
+        assert requests.get(f"{first.url}/v1/picks/c1", timeout=5).status_code == 200
         rclient.flushall()  # Redis lost its data (restarted empty)
-        lost = requests.get(f"{first.url}/v1/recommendations/u1", timeout=5)
+        lost = requests.get(f"{first.url}/v1/picks/c1", timeout=5)
         assert (lost.status_code, lost.json()["error"]) == (503, "dataset_lost")
     finally:
         first.stop()
     later = _lookup(tmp_path, redis_url, "/healthz")  # knows nothing of what was published
     try:
         for r in (
-            requests.get(f"{later.url}/v1/recommendations/u1", timeout=5),
-            requests.get(f"{later.url}/v1/datasets/tags/img1", timeout=5),
+            requests.get(f"{later.url}/v1/picks/c1", timeout=5),
+            requests.get(f"{later.url}/v1/datasets/colours/img1", timeout=5),
             requests.post(
-                f"{later.url}/v1/recommendations:batchGet", json={"user_ids": ["u1"]}, timeout=5
+                f"{later.url}/v1/picks:batchGet", json={"customer_ids": ["c1"]}, timeout=5
             ),
         ):
             assert r.status_code == 503 and r.json()["error"] in ("dataset_lost", "not_published")
@@ -202,15 +204,15 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
     once the stalled clients go."""
     lookup = _lookup(tmp_path, redis_url)  # one worker, 4 threads: 3 may wait for bodies
     head = (
-        b"POST /v1/recommendations:batchGet HTTP/1.1\r\nHost: lookup\r\n"
+        b"POST /v1/picks:batchGet HTTP/1.1\r\nHost: lookup\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     )
-    batch = f"{lookup.url}/v1/recommendations:batchGet"
+    batch = f"{lookup.url}/v1/picks:batchGet"
     stalled: list[socket.socket] = []
     try:
         for _ in range(6):
             conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
-            conn.sendall(head + b'{"user_ids"')  # 11 of its 100 bytes, then nothing
+            conn.sendall(head + b'{"customer_ids"')  # 11 of its 100 bytes, then nothing
             stalled.append(conn)
         deadline = time.monotonic() + 5
         refused: list[bytes] = []  # those beyond the 3 slots, answered before their body
@@ -223,15 +225,15 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
         assert len(refused) == 3 and len(stalled) == 3, refused
         assert all(r.startswith(b"HTTP/1.1 503") and b"too_busy" in r for r in refused), refused
         for i in range(3):
-            r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
-            assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
-        busy = requests.post(batch, json={"user_ids": ["u1"]}, timeout=5)
+            r = requests.get(f"{lookup.url}/v1/picks/c{i}", timeout=5)
+            assert r.status_code == 200 and r.json()["customer_id"] == f"c{i}"
+        busy = requests.post(batch, json={"customer_ids": ["c1"]}, timeout=5)
         assert (busy.status_code, busy.json()["error"]) == (503, "too_busy")
     finally:
         for conn in stalled:
             conn.close()
     deadline = time.monotonic() + 10
-    while requests.post(batch, json={"user_ids": ["u1"]}, timeout=5).status_code != 200:
+    while requests.post(batch, json={"customer_ids": ["c1"]}, timeout=5).status_code != 200:
         assert time.monotonic() < deadline, "the body slots were not given back"
         time.sleep(0.1)
     statuses: list[int] = []  # clients that send their bodies at once: never too_busy
@@ -240,7 +242,7 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
         with requests.Session() as s:
             for _ in range(20):
                 statuses.append(
-                    s.post(batch, json={"user_ids": ["u1", "u2"]}, timeout=10).status_code
+                    s.post(batch, json={"customer_ids": ["c1", "c2"]}, timeout=10).status_code
                 )
 
     posters = [threading.Thread(target=post) for _ in range(8)]
@@ -265,15 +267,15 @@ def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_ti
         opened = time.monotonic()
         for _ in range(8):  # one worker, 4 threads
             conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
-            conn.sendall(b"GET /v1/recommendations/u1 HTTP/1.1\r\nHost: lookup\r\nX-A: ")
+            conn.sendall(b"GET /v1/picks/c1 HTTP/1.1\r\nHost: lookup\r\nX-A: ")
             stalled.append(conn)
         for i in range(3):
-            r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
-            assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
+            r = requests.get(f"{lookup.url}/v1/picks/c{i}", timeout=5)
+            assert r.status_code == 200 and r.json()["customer_id"] == f"c{i}"
         answers = [read_until_closed(conn) for conn in stalled]  # returns once the server closes
         assert time.monotonic() - opened >= 0.9  # at the timeout, not at once
         assert all(b"200 OK" not in a for a in answers), answers
-        r = requests.get(f"{lookup.url}/v1/recommendations/u1", timeout=5)
+        r = requests.get(f"{lookup.url}/v1/picks/c1", timeout=5)
         assert r.status_code == 200
     finally:
         for conn in stalled:
@@ -295,16 +297,16 @@ def test_with_timed_bodies_a_stalled_body_is_answered_408_and_holds_no_thread(
         for _ in range(6):  # one worker, 2 threads
             conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
             conn.sendall(
-                b"POST /v1/recommendations:batchGet HTTP/1.1\r\nHost: lookup\r\n"
+                b"POST /v1/picks:batchGet HTTP/1.1\r\nHost: lookup\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-                b'{"user_ids'
+                b'{"customer_ids'
             )
             stalled.append(conn)
         for i in range(3):
-            r = requests.get(f"{lookup.url}/v1/recommendations/u{i}", timeout=5)
-            assert r.status_code == 200 and r.json()["user_id"] == f"u{i}"
-        body = {"user_ids": ["u1", "u2"]}
-        r = requests.post(f"{lookup.url}/v1/recommendations:batchGet", json=body, timeout=5)
+            r = requests.get(f"{lookup.url}/v1/picks/c{i}", timeout=5)
+            assert r.status_code == 200 and r.json()["customer_id"] == f"c{i}"
+        body = {"customer_ids": ["c1", "c2"]}
+        r = requests.post(f"{lookup.url}/v1/picks:batchGet", json=body, timeout=5)
         assert r.status_code == 200 and r.json()["found"] == 2
         assert all(unanswered(conn) for conn in stalled)  # the others came first
         answers = [read_until_closed(conn) for conn in stalled]  # returns once the server closes
@@ -322,11 +324,11 @@ def test_with_timed_bodies_an_oversized_body_gets_its_413(
     """A body over LOOKUP_MAX_BODY_BYTES is answered 413 while its client still sends it,
     and the lookup reads no further than the bound."""
     lookup = _lookup(tmp_path, redis_url, LOOKUP_BODY_TIMEOUT_S="5")
-    big = b'{"user_ids": ["' + b"u" * (8 * 1024 * 1024) + b'"]}'
+    big = b'{"customer_ids": ["' + b"u" * (8 * 1024 * 1024) + b'"]}'
     conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
 
     def send() -> None:
-        head = b"POST /v1/recommendations:batchGet HTTP/1.1\r\nHost: lookup\r\n"
+        head = b"POST /v1/picks:batchGet HTTP/1.1\r\nHost: lookup\r\n"
         head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(big)
         with contextlib.suppress(OSError):  # the server answered and closed meanwhile
             conn.sendall(head + big)
@@ -356,7 +358,7 @@ def _fallback_start(env: dict[str, str], bind: str) -> subprocess.CompletedProce
 
 
 def test_a_fallback_without_a_token_refuses_to_serve_beyond_loopback(tmp_path: Path) -> None:
-    env = {"PRESCORE_CONFIG": str(DEMO_CONFIG), "PRESCORE_VAR": str(tmp_path)}
+    env = {"PRESCORE_CONFIG": str(SERVED_CONFIG), "PRESCORE_VAR": str(tmp_path)}
     refused = _fallback_start(env, f"0.0.0.0:{free_port()}")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     line = refused.stderr.strip()

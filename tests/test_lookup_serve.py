@@ -21,11 +21,11 @@ import requests
 from prescore.encoding import codec
 from prescore.encoding.codec import PayloadShape
 from prescore.store.embedded_redis import free_port
-from tests.helpers import DEMO_CONFIG
-from tests.lookup_helpers import SCORED_AT, publish, publish_users, reco_payload
+from tests.helpers import SERVED_CONFIG
+from tests.lookup_helpers import SCORED_AT, publish, publish_customers, shop_payload
 
 ROOT = Path(__file__).resolve().parent.parent
-# A team's own dataset declared beside the demo's: a composite key, its own field names.
+# A team's own dataset declared beside the shop and colours: a composite key, its own field names.
 BASKET = """
 [datasets.basket]
 kind = "ranking"
@@ -45,9 +45,9 @@ key = "sku"
 
 
 def _config(tmp_path: Path) -> dict[str, str]:
-    """The env naming a dataset file (the demo's declarations and BASKET) and its var."""
+    """The env naming a dataset file (tests/served.toml and BASKET) and its var."""
     config = tmp_path / "prescore.toml"
-    config.write_text(DEMO_CONFIG.read_text() + BASKET)
+    config.write_text(SERVED_CONFIG.read_text() + BASKET)
     return {"PRESCORE_CONFIG": str(config), "PRESCORE_VAR": str(tmp_path / "var")}
 
 
@@ -117,7 +117,7 @@ def _serving(redis_url: str, tmp_path: Path, **extra: str) -> Iterator[str]:
     assert rc == 0, log
 
 
-# Awkward keys of the demo's reco (a dataset with contexts: a '|' inside a key is '\\|').
+# Awkward keys of the shop (a dataset with contexts: a '|' inside a key is '\\|').
 AWKWARD = [
     "someone@example.com",
     "ns:-17",
@@ -136,20 +136,20 @@ def test_any_key_is_answered_over_http_as_it_was_published(served, request, rcli
     key reaches its own entry, through granian and the fast path, as published (over
     WSGI, and over RSGI with timed bodies)."""
     server = request.getfixturevalue(served)
-    publish(rclient, settings, "reco", [(k, reco_payload(k, 3, "m1")) for k in AWKWARD], "m1")
+    publish(rclient, settings, "shop", [(k, shop_payload(k, 3, "m1")) for k in AWKWARD], "m1")
     for key in AWKWARD:
         for path in (quote(key, safe=""), quote(key, safe="/")):
-            for prefix in ("/v1/recommendations/", "/v1/datasets/reco/"):
+            for prefix in ("/v1/picks/", "/v1/datasets/shop/"):
                 status, _, text = _get(server + prefix + path)
                 assert status == 200, (key, path, text)
-                assert json.loads(text)["user_id"] == key
-    body = json.dumps({"user_ids": [*AWKWARD, "a|b"]}).encode()
-    status, _, text = _get(server + "/v1/recommendations:batchGet", body)
-    assert status == 400 and "user_ids[8]" in json.loads(text)["message"]  # "a|b": 2 parts
-    body = json.dumps({"user_ids": [*AWKWARD, "é" * 511]}).encode()
-    status, _, text = _get(server + "/v1/recommendations:batchGet", body)
+                assert json.loads(text)["customer_id"] == key
+    body = json.dumps({"customer_ids": [*AWKWARD, "a|b"]}).encode()
+    status, _, text = _get(server + "/v1/picks:batchGet", body)
+    assert status == 400 and "customer_ids[8]" in json.loads(text)["message"]  # "a|b": 2 parts
+    body = json.dumps({"customer_ids": [*AWKWARD, "é" * 511]}).encode()
+    status, _, text = _get(server + "/v1/picks:batchGet", body)
     results = json.loads(text)["results"]
-    assert [r["user_id"] for r in results] == [*AWKWARD, "é" * 511]
+    assert [r["customer_id"] for r in results] == [*AWKWARD, "é" * 511]
     assert [r.get("error") for r in results] == [None] * len(AWKWARD) + ["not_found"]
 
 
@@ -161,46 +161,46 @@ def test_an_oversized_body_gets_its_413_and_the_connection_serves_the_next_reque
     unread in a kept-alive connection made the server drop it, and the client's next
     request on it failed (most times, for a 70 KB body). 8 MB still gets its 413."""
     server = request.getfixturevalue(served)
-    publish_users(rclient, settings, users=2)
-    batch, big = server + "/v1/recommendations:batchGet", {"user_ids": ["u" * 70_000]}
+    publish_customers(rclient, settings, customers=2)
+    batch, big = server + "/v1/picks:batchGet", {"customer_ids": ["u" * 70_000]}
     with requests.Session() as session:  # one kept-alive connection
         for _ in range(30):
             reply = session.post(batch, json=big, timeout=10)
             assert (reply.status_code, reply.json()["error"]) == (413, "too_large")
-            assert session.get(server + "/v1/recommendations/u1", timeout=10).status_code == 200
-        body = b'{"user_ids": ["' + b"u" * (8 << 20) + b'"]}'
+            assert session.get(server + "/v1/picks/c1", timeout=10).status_code == 200
+        body = b'{"customer_ids": ["' + b"u" * (8 << 20) + b'"]}'
         headers = {"Content-Type": "application/json"}
         reply = session.post(batch, data=body, headers=headers, timeout=30)
         assert (reply.status_code, reply.json()["error"]) == (413, "too_large")
 
 
 def test_served_over_http_by_granian_workers(server, rclient, settings):
-    version = publish_users(rclient, settings, users=4)
-    status, headers, text = _get(server + "/v1/recommendations/u1?k=2")
+    version = publish_customers(rclient, settings, customers=4)
+    status, headers, text = _get(server + "/v1/picks/c1?k=2")
     assert status == 200 and headers["Content-Type"] == "application/json"
     body = json.loads(text)
     assert body["dataset_version"] == version and len(body["items"]) == 2
     assert "granian" in headers.get("Server", "")
 
-    status, _, text = _get(server + "/v1/recommendations/nobody")
+    status, _, text = _get(server + "/v1/picks/nobody")
     assert status == 404 and json.loads(text)["error"] == "not_found"
-    status, _, text = _get(server + "/v1/recommendations/bad%0Aid")
+    status, _, text = _get(server + "/v1/picks/bad%0Aid")
     assert status == 400 and json.loads(text)["error"] == "invalid_id"
 
-    payload = json.dumps({"user_ids": ["u0", "u3", "x"]}).encode()
-    status, _, text = _get(server + "/v1/recommendations:batchGet", payload)
+    payload = json.dumps({"customer_ids": ["c0", "c3", "x"]}).encode()
+    status, _, text = _get(server + "/v1/picks:batchGet", payload)
     assert status == 200 and json.loads(text)["found"] == 2
 
     # each urlopen is a new connection, so both workers answer some of these
     for i in range(40):
-        assert _get(server + f"/v1/recommendations/u{i % 4}")[0] == 200
+        assert _get(server + f"/v1/picks/c{i % 4}")[0] == 200
     status, _, text = _get(server + "/metrics")
     assert status == 200
     hits = [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith("prescore_lookup_keys_total{")
-        and 'dataset="reco"' in line
+        and 'dataset="shop"' in line
         and "hit" in line
     ]
     # summed over every worker (prometheus multiprocess mode): 1 + 2 + 40
@@ -208,11 +208,11 @@ def test_served_over_http_by_granian_workers(server, rclient, settings):
 
     status, _, text = _get(server + "/readyz")
     assert status == 200
-    assert json.loads(text)["datasets"] == {"reco": version, "tags": None, "basket": None}
+    assert json.loads(text)["datasets"] == {"shop": version, "colours": None, "basket": None}
     # the generic route, answered by the same workers
-    status, _, text = _get(server + "/v1/datasets/reco/u2?limit=3")
+    status, _, text = _get(server + "/v1/datasets/shop/c2?limit=3")
     assert status == 200 and len(json.loads(text)["items"]) == 3
-    status, _, text = _get(server + "/v1/datasets/nope/u2")
+    status, _, text = _get(server + "/v1/datasets/nope/c2")
     assert status == 404 and json.loads(text)["error"] == "unknown_dataset"
 
 
@@ -258,7 +258,7 @@ def test_a_declared_dataset_is_served_over_http(server, rclient, settings):
     assert {
         "/v1/basket-picks/{key}",
         "/v1/datasets/basket:batchGet",
-        "/v1/recommendations/{key}",
+        "/v1/picks/{key}",
     } <= set(paths)
 
 
@@ -282,7 +282,7 @@ def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
     try:
         client = redis.Redis.from_url(url)
         authed = dataclasses.replace(settings, redis=RedisSettings(url=url))
-        publish_users(client, authed, users=2)
+        publish_customers(client, authed, customers=2)
         with open(log_path, "wb") as log_file:
             lookup = subprocess.Popen(
                 [
@@ -304,11 +304,11 @@ def test_redis_auth_works_and_the_password_is_never_logged(tmp_path, settings):
             while "lookup worker" not in log_path.read_text():
                 assert lookup.poll() is None and time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.2)
-            status, _, text = _get(f"http://127.0.0.1:{port}/v1/recommendations/u1")
+            status, _, text = _get(f"http://127.0.0.1:{port}/v1/picks/c1")
             assert status == 200, text
             # Redis gone: a clean 503, and still no secret anywhere
             proc.stop()
-            status, _, text = _get(f"http://127.0.0.1:{port}/v1/recommendations/u1")
+            status, _, text = _get(f"http://127.0.0.1:{port}/v1/picks/c1")
             assert status == 503 and json.loads(text)["error"] == "store_unavailable"
         finally:
             lookup.send_signal(signal.SIGTERM)
@@ -344,8 +344,8 @@ def test_redis_over_tls_with_auth_and_a_client_certificate(tmp_path, settings):
     }
     try:
         plain = redis.Redis.from_url(proc.url)
-        publish_users(
-            plain, dataclasses.replace(settings, redis=RedisSettings(url=proc.url)), users=2
+        publish_customers(
+            plain, dataclasses.replace(settings, redis=RedisSettings(url=proc.url)), customers=2
         )
         base = {**os.environ, "REDIS_URL": url, "LOOKUP_POINTER_CACHE_S": "0", **_config(tmp_path)}
         base.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -382,7 +382,7 @@ def test_redis_over_tls_with_auth_and_a_client_certificate(tmp_path, settings):
                         log_path.read_text()
                     )
                     time.sleep(0.2)
-                status, _, text = _get(f"http://127.0.0.1:{port}/v1/recommendations/u1")
+                status, _, text = _get(f"http://127.0.0.1:{port}/v1/picks/c1")
                 assert status == want, text
                 if want == 503:
                     assert json.loads(text)["error"] == "store_unavailable"
@@ -411,7 +411,7 @@ def test_logs_are_json_lines_with_request_ids_and_every_5xx_has_its_cause(
         **_config(tmp_path),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    publish_users(rclient, settings, users=2)
+    publish_customers(rclient, settings, customers=2)
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
@@ -436,12 +436,12 @@ def test_logs_are_json_lines_with_request_ids_and_every_5xx_has_its_cause(
         while "lookup worker" not in log_path.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
-        status, headers = get("/v1/recommendations/u1", "req-hit-1")
+        status, headers = get("/v1/picks/c1", "req-hit-1")
         assert status == 200 and headers["X-Request-ID"] == "req-hit-1"
         status, headers = get("/openapi.json", "bad id with spaces")  # a new one is made
         assert status == 200 and len(headers["X-Request-ID"]) == 32
         redis_proc.stop()
-        status, headers = get("/v1/recommendations/u1", "req-down-2")
+        status, headers = get("/v1/picks/c1", "req-down-2")
         assert status == 503 and headers["X-Request-ID"] == "req-down-2"
         time.sleep(0.3)
     finally:
@@ -452,7 +452,7 @@ def test_logs_are_json_lines_with_request_ids_and_every_5xx_has_its_cause(
     assert all({"ts", "level", "service", "event"} <= set(line) for line in lines)
     access = [line for line in lines if line["event"] == "request"]
     hit = next(line for line in access if line["request_id"] == "req-hit-1")
-    assert (hit["status"], hit["method"], hit["path"]) == (200, "GET", "/v1/recommendations/u1")
+    assert (hit["status"], hit["method"], hit["path"]) == (200, "GET", "/v1/picks/c1")
     failed = [line for line in lines if line["event"] == "request failed"]
     assert len(failed) == 1 and failed[0]["level"] == "error"
     assert (failed[0]["status"], failed[0]["error"], failed[0]["request_id"]) == (

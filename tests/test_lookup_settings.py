@@ -12,7 +12,7 @@ import pytest
 from lookup.settings import LookupSettings
 from prescore.errors import ConfigError
 from prescore.service.serving import WSGIServer
-from tests.helpers import DEMO_CONFIG
+from tests.helpers import SERVED_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_from_env_and_flags():
         "LOOKUP_THREADS": "4",
         "PRESCORE_FALLBACK_URL": "http://127.0.0.1:8081",
         "PRESCORE_FALLBACK_MAX_INSTANCES": "9",
-        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_CONFIG": str(SERVED_CONFIG),
         "PRESCORE_VAR": "/data/var",
     }
     s = LookupSettings.from_env(env)
@@ -37,14 +37,14 @@ def test_from_env_and_flags():
     assert (s.max_k, s.max_batch_ids, s.max_body_bytes, s.pointer_cache_s) == (50, 7, 2048, 0.0)
     assert s.fallback_url == "http://127.0.0.1:8081" and s.fallback_max_instances == 9
     # the datasets served are the ones PRESCORE_CONFIG declares, its ${...} from env
-    assert s.core.catalog.names() == ["reco", "tags"]
-    reco = s.core.catalog.get("reco")
-    assert (reco.route, reco.batch_field, reco.key_field) == (
-        "recommendations",
-        "user_ids",
-        "user_id",
+    assert s.core.catalog.names() == ["colours", "shop"]
+    shop = s.core.catalog.get("shop")
+    assert (shop.route, shop.batch_field, shop.key_field) == (
+        "picks",
+        "customer_ids",
+        "customer_id",
     )
-    assert reco.entities is not None and reco.entities.path == "file:///data/var/data/users.parquet"
+    assert shop.entities is not None and shop.entities.path == "file:///data/var/customers.parquet"
     flagged = s.with_server(bind="127.0.0.1:9000", workers=None, threads=2)
     server = flagged.server.wsgi_server()
     assert (server.bind, server.workers, server.threads) == ("127.0.0.1:9000", 3, 2)
@@ -110,8 +110,8 @@ def test_without_a_dataset_file_nothing_is_declared():
 
 def test_a_bad_dataset_file_is_refused_at_start_naming_the_field(tmp_path):
     bad = tmp_path / "prescore.toml"
-    bad.write_text('[datasets.reco]\nkind = "ranking"\nmodel = "reco"\nroute = "datasets"\n')
-    with pytest.raises(ConfigError, match=r"datasets\.reco\.route: 'datasets' is reserved"):
+    bad.write_text('[datasets.shop]\nkind = "ranking"\nmodel = "shop"\nroute = "datasets"\n')
+    with pytest.raises(ConfigError, match=r"datasets\.shop\.route: 'datasets' is reserved"):
         LookupSettings.from_env({"PRESCORE_CONFIG": str(bad)})
     with pytest.raises(ConfigError, match="cannot read"):
         LookupSettings.from_env({"PRESCORE_CONFIG": str(tmp_path / "missing.toml")})
@@ -121,7 +121,7 @@ def test_wsgi_module_builds_the_app_from_env(redis_url, tmp_path):
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
-        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_CONFIG": str(SERVED_CONFIG),
         "PRESCORE_VAR": str(tmp_path),
     }
     code = "from lookup.wsgi import app; print(sorted(r.rule for r in app.url_map.iter_rules()))"
@@ -135,10 +135,10 @@ def test_wsgi_module_builds_the_app_from_env(redis_url, tmp_path):
         check=True,
     ).stdout
     for rule in (
-        "/v1/recommendations/<text:key>",
-        "/v1/recommendations:batchGet",
-        "/v1/image-tags/<text:key>",
-        "/v1/image-tags:batchGet",
+        "/v1/picks/<text:key>",
+        "/v1/picks:batchGet",
+        "/v1/image-colours/<text:key>",
+        "/v1/image-colours:batchGet",
         "/v1/datasets/<name>/<text:key>",
         "/v1/datasets/<name>:batchGet",
         "/openapi.json",

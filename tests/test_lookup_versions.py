@@ -12,23 +12,23 @@ from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.settings import Settings
 from prescore.store.versions import Versions, write_payloads
-from tests.lookup_helpers import demo_settings, publish, reco_payload
+from tests.lookup_helpers import publish, served_settings, shop_payload
 
 USERS = 30
 
 
 def _rows(n: int) -> list[tuple[str, bytes]]:
     """Version n: model m{n}, and every user has n + 2 items (so a mix would show)."""
-    return [(f"u{i}", reco_payload(f"u{i}", n + 2, f"m{n}")) for i in range(USERS)]
+    return [(f"c{i}", shop_payload(f"c{i}", n + 2, f"m{n}")) for i in range(USERS)]
 
 
 @pytest.mark.parametrize("pointer_cache_s", [0.0, 1.0])
 def test_readers_see_one_whole_version_while_versions_switch(
     settings: Settings, rclient, pointer_cache_s: float, tmp_path: Path
 ):
-    settings = demo_settings(settings, tmp_path / "var")
+    settings = served_settings(settings, tmp_path / "var")
     expected: dict[str, int] = {}  # dataset_version -> n
-    expected[publish(rclient, settings, "reco", _rows(1), "m1")] = 1
+    expected[publish(rclient, settings, "shop", _rows(1), "m1")] = 1
     app = create_app(LookupSettings(core=settings, pointer_cache_s=pointer_cache_s))
     stop = threading.Event()
     seen: list[tuple[str, int]] = []
@@ -46,15 +46,15 @@ def test_readers_see_one_whole_version_while_versions_switch(
         i = worker
         while not stop.is_set():
             i += 1
-            base = "/v1/recommendations" if i % 2 else "/v1/datasets/reco"  # both routes
-            r = client.get(f"{base}/u{i % USERS}?k=100")
+            base = "/v1/picks" if i % 2 else "/v1/datasets/shop"  # both routes
+            r = client.get(f"{base}/c{i % USERS}?k=100")
             if r.status_code != 200:
                 problems.append(f"single {r.status_code} {r.data!r}")
                 continue
             body = r.get_json()
             check(body, body["dataset_version"])
             seen.append((body["dataset_version"], 1))
-            ids = [f"u{(i + j) % USERS}" for j in range(12)]
+            ids = [f"c{(i + j) % USERS}" for j in range(12)]
             b = client.post(f"{base}:batchGet", json={"keys": ids, "k": 100})
             batch = b.get_json()
             if b.status_code != 200 or batch["found"] != len(ids):
@@ -89,8 +89,8 @@ def test_readers_see_one_whole_version_while_versions_switch(
 
 def _publish_recording(rclient, settings, rows, n, expected) -> str:
     """Like lookup_helpers.publish, but the expected map knows the version before the switch."""
-    versions = Versions(rclient, "reco", settings.store)
-    info = versions.begin("reco", f"m{n}")
+    versions = Versions(rclient, "shop", settings.store)
+    info = versions.begin("shop", f"m{n}")
     expected[info.version] = n
-    versions.publish(info.version, write_payloads(rclient, "reco", info.version, rows))
+    versions.publish(info.version, write_payloads(rclient, "shop", info.version, rows))
     return info.version

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 
 from prescore.settings import Settings
 from tests import domains
-from tests.helpers import demo_catalog, registered, with_catalog
-from tests.lookup_helpers import publish, publish_users, tags_payload
+from tests.helpers import registered, served_catalog, with_catalog
+from tests.lookup_helpers import colours_payload, publish, publish_customers
 
 EXAMPLES = 25
 CHECKS = dict(
@@ -71,9 +71,9 @@ def test_the_lookup_document(settings: Settings, rclient, tmp_path: Path) -> Non
     from lookup.app import create_app
     from lookup.settings import LookupSettings
 
-    s = dataclasses.replace(settings, catalog=demo_catalog(tmp_path))
-    publish_users(rclient, s, users=5)
-    publish(rclient, s, "tags", [("i1", tags_payload("i1", [("pool", 0.9)], "1"))], "1")
+    s = dataclasses.replace(settings, catalog=served_catalog(tmp_path))
+    publish_customers(rclient, s, customers=5)
+    publish(rclient, s, "colours", [("i1", colours_payload("i1", [("blue", 0.9)], "1"))], "1")
     app = create_app(LookupSettings(core=s, pointer_cache_s=0))
     assert _run(app) == []
 
