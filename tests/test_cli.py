@@ -19,23 +19,23 @@ from prescore.models.store import ModelStore
 from prescore.settings import ModelStoreSettings, StoreSettings
 from prescore.store.embedded_redis import free_port
 from prescore.store.versions import Versions, write_payloads
-from tests.helpers import DEMO_CONFIG, ROOT
+from tests.helpers import ROOT, SERVED_CONFIG
 
-CONFIG = ["--config", str(DEMO_CONFIG)]  # the demo's reco and tags datasets
+CONFIG = ["--config", str(SERVED_CONFIG)]  # the tests' shop and colours datasets
 
 
 def _publish(client: redis.Redis, tag: str, retire: bool = True) -> str:
-    v = Versions(client, "reco", StoreSettings())
-    info = v.begin("reco", tag)
+    v = Versions(client, "shop", StoreSettings())
+    info = v.begin("shop", tag)
     payload = codec.encode_payload(
-        codec.PayloadShape("user_id", "items", "hotel_id"),
-        "u1",
-        [("h1", 0.9)],
-        model="reco",
+        codec.PayloadShape("customer_id", "items", "product_id"),
+        "c1",
+        [("p1", 0.9)],
+        model="shop",
         model_version=tag,
         scored_at="2026-11-24T00:00:00Z",
     )
-    write_payloads(client, "reco", info.version, [("u1", payload)])
+    write_payloads(client, "shop", info.version, [("c1", payload)])
     v.publish(info.version, 1, retire=retire)
     return info.version
 
@@ -45,34 +45,34 @@ def test_versions_show_and_rollback(
 ) -> None:
     first = _publish(rclient, "1")
     second = _publish(rclient, "2")
-    assert main([*CONFIG, "--redis-url", redis_url, "versions", "reco"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "versions", "shop"]) == 0
     out = capsys.readouterr().out
     live_line = next(line for line in out.splitlines() if second in line)
     assert live_line.startswith("*") and "published" in live_line
     assert first in out
 
-    assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "u1"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "show", "shop", "c1"]) == 0
     shown = capsys.readouterr()
     assert json.loads(shown.out)["model_version"] == "2"  # stdout: the payload alone (| jq)
-    assert shown.err.startswith(f"# reco version {second}")
+    assert shown.err.startswith(f"# shop version {second}")
 
-    assert main([*CONFIG, "--redis-url", redis_url, "rollback", "reco"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "rollback", "shop"]) == 0
     assert f"{second} -> {first}" in capsys.readouterr().out
-    assert rclient.get("ps:{reco}:current") == first.encode()
+    assert rclient.get("ps:{shop}:current") == first.encode()
 
 
 def test_missing_key_and_no_target_are_clear(
     rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*CONFIG, "--redis-url", redis_url, "rollback", "tags"]) == 1
+    assert main([*CONFIG, "--redis-url", redis_url, "rollback", "colours"]) == 1
     assert "no_version" in capsys.readouterr().err
     assert main([*CONFIG, "--redis-url", redis_url, "versions", "nope"]) == 2  # bad usage
     assert "no dataset 'nope' is declared" in capsys.readouterr().err
     _publish(rclient, "1")
-    assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "nobody"]) == 1
+    assert main([*CONFIG, "--redis-url", redis_url, "show", "shop", "nobody"]) == 1
     assert "no key 'nobody'" in capsys.readouterr().err
     # after --, a key that starts with '-' (a negative id) is a key, not a flag
-    assert main([*CONFIG, "--redis-url", redis_url, "show", "reco", "--", "-5"]) == 1
+    assert main([*CONFIG, "--redis-url", redis_url, "show", "shop", "--", "-5"]) == 1
     assert "no key '-5'" in capsys.readouterr().err
 
 
@@ -81,14 +81,14 @@ def test_rollback_to_a_version_that_cannot_be_the_target_says_why(
 ) -> None:
     first = _publish(rclient, "1")
     second = _publish(rclient, "2")
-    cli = [*CONFIG, "--redis-url", redis_url, "rollback", "reco", "--to"]
+    cli = [*CONFIG, "--redis-url", redis_url, "rollback", "shop", "--to"]
     assert main([*cli, "20200101T000000.000Z-abcdef"]) == 1
     err = capsys.readouterr().err
     assert "unknown_version" in err and "has no version '20200101T000000.000Z-abcdef'" in err
     assert main([*cli, second]) == 1
     assert f"{second} is already the live version" in capsys.readouterr().err
-    v = Versions(rclient, "reco", StoreSettings())
-    bad = v.begin("reco", "3").version
+    v = Versions(rclient, "shop", StoreSettings())
+    bad = v.begin("shop", "3").version
     v.fail(bad, "a bad run")
     assert main([*cli, bad]) == 1
     assert f"{bad} is failed: only a published version" in capsys.readouterr().err
@@ -96,7 +96,7 @@ def test_rollback_to_a_version_that_cannot_be_the_target_says_why(
 
 
 def test_output_to_a_reader_that_left_is_no_failure(rclient: redis.Redis, redis_url: str) -> None:
-    """``prescore versions reco | head -0``: the reader leaves before the output."""
+    """``prescore versions shop | head -0``: the reader leaves before the output."""
     _publish(rclient, "1")
     proc = subprocess.Popen(
         [
@@ -107,7 +107,7 @@ def test_output_to_a_reader_that_left_is_no_failure(rclient: redis.Redis, redis_
             "--redis-url",
             redis_url,
             "versions",
-            "reco",
+            "shop",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -121,7 +121,7 @@ def test_output_to_a_reader_that_left_is_no_failure(rclient: redis.Redis, redis_
 def test_unreachable_redis_is_a_clean_error() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     proc = subprocess.run(
-        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", url, "versions", "reco"],
+        [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", url, "versions", "shop"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -141,13 +141,13 @@ def test_flags_are_checked_as_their_variables_are(
         ("--redis-url", "http://user:hunter2@x", "--redis-url='http://user:***@x'"),
         ("--model-store", "ftp://x/models", "--model-store='ftp://x/models'"),
     ):
-        assert main([*CONFIG, flag, value, "versions", "reco"]) == 2
+        assert main([*CONFIG, flag, value, "versions", "shop"]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"prescore: bad_config: {named}: must be a URL of"), err
         assert "hunter2" not in err and err.count("\n") == 1
     # a password as redis-py also takes it, in the query: masked where the store is named
     socket = f"unix://{tmp_path}/no.sock?password=hunter2"
-    assert main([*CONFIG, "--redis-url", socket, "versions", "reco"]) == 1
+    assert main([*CONFIG, "--redis-url", socket, "versions", "shop"]) == 1
     err = capsys.readouterr().err
     assert f"unix://{tmp_path}/no.sock?password=***" in err and "hunter2" not in err, err
     with pytest.raises(SystemExit) as shown:
@@ -169,7 +169,7 @@ def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) ->
             "--redis-url",
             redis_url,
             "publish",
-            "reco",
+            "shop",
             str(tmp_path / "scores.parquet"),
         ],
         capture_output=True,
@@ -201,29 +201,29 @@ def test_every_command_reports_as_json(
     cli = [*CONFIG, "--redis-url", redis_url]
     first = _publish(rclient, "1")
     second = _publish(rclient, "2")
-    v = Versions(rclient, "reco", StoreSettings())
+    v = Versions(rclient, "shop", StoreSettings())
     entry = v.get(second)
     rclient.hset(
-        keys.registry_key("reco"),
+        keys.registry_key("shop"),
         second,
-        entry.replace(extra={**entry.extra, "sample": ["u1"] * 1000}).to_bytes(),
+        entry.replace(extra={**entry.extra, "sample": ["c1"] * 1000}).to_bytes(),
     )
-    assert main([*cli, "versions", "reco", "-o", "json"]) == 0
+    assert main([*cli, "versions", "shop", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["versions"][0]["extra"]["sample"] == 1000
-    assert main([*cli, "show", "reco", "u1", "-o", "json"]) == 0
+    assert main([*cli, "show", "shop", "c1", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["version"], doc["payload"]["model_version"]) == (second, "2")
-    assert main([*cli, "rollback", "reco", "-o", "json"]) == 0
+    assert main([*cli, "rollback", "shop", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["from"], doc["to"]["version"]) == (second, first)
-    assert main([*cli, "gc", "reco", "-o", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"dataset": "reco", "removed": []}
+    assert main([*cli, "gc", "shop", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dataset": "shop", "removed": []}
     root = (tmp_path / "models").as_uri()
     (tmp_path / "built").mkdir()
-    ModelStore(ModelStoreSettings(root=root)).save("reco", tmp_path / "built", {})
-    assert main(["--model-store", root, "promote", "reco", "1", "-o", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"model": "reco", "promoted": "1", "was": None}
+    ModelStore(ModelStoreSettings(root=root)).save("shop", tmp_path / "built", {})
+    assert main(["--model-store", root, "promote", "shop", "1", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"model": "shop", "promoted": "1", "was": None}
 
 
 def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,20 +232,20 @@ def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     for auc in (0.7, 0.8):
         built = tmp_path / f"build{auc}"
         built.mkdir()
-        store.save("reco", built, {"metrics": {"auc": auc}, "created_at": "2026-11-24"})
-    assert main(["--model-store", root, "promote", "reco", "2"]) == 0
+        store.save("shop", built, {"metrics": {"auc": auc}, "created_at": "2026-11-24"})
+    assert main(["--model-store", root, "promote", "shop", "2"]) == 0
     assert "promoted 2 (was none)" in capsys.readouterr().out
-    assert main(["--model-store", root, "models", "list", "reco"]) == 0
+    assert main(["--model-store", root, "models", "list", "shop"]) == 0
     out = capsys.readouterr().out
     assert any(line.startswith("*") and "auc=0.8000" in line for line in out.splitlines())
-    assert main(["--model-store", root, "models", "list", "reco", "-o", "json"]) == 0
+    assert main(["--model-store", root, "models", "list", "shop", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [(v["version"], v["promoted"]) for v in doc["reco"]] == [("1", False), ("2", True)]
-    assert main(["--model-store", root, "models", "promote", "reco", "9"]) == 1
+    assert [(v["version"], v["promoted"]) for v in doc["shop"]] == [("1", False), ("2", True)]
+    assert main(["--model-store", root, "models", "promote", "shop", "9"]) == 1
     capsys.readouterr()
     for argv in (
-        ["models", "-o", "json", "promote", "reco", "1"],
-        ["models", "promote", "reco", "1", "-o", "json"],
+        ["models", "-o", "json", "promote", "shop", "1"],
+        ["models", "promote", "shop", "1", "-o", "json"],
     ):
         assert main(["--model-store", root, *argv]) == 0  # -o on either side
         assert json.loads(capsys.readouterr().out)["promoted"] == "1", argv
@@ -255,11 +255,11 @@ def test_listings_as_json_and_usage_errors(
     rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     version = _publish(rclient, "1")
-    assert main([*CONFIG, "--redis-url", redis_url, "versions", "reco", "-o", "json"]) == 0
+    assert main([*CONFIG, "--redis-url", redis_url, "versions", "shop", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["live"] == version and doc["versions"][0]["status"] == "published"
     assert main([*CONFIG, "datasets", "-o", "json"]) == 0
-    assert [d["name"] for d in json.loads(capsys.readouterr().out)] == ["reco", "tags"]
+    assert [d["name"] for d in json.loads(capsys.readouterr().out)] == ["colours", "shop"]
     with pytest.raises(SystemExit) as usage:
         main(["versions"])
     assert usage.value.code == 2
@@ -270,36 +270,36 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
 ) -> None:
     cli = [*CONFIG, "--redis-url", redis_url]
     published = [_publish(rclient, str(n), retire=False) for n in range(5)]  # 3 are kept
-    v = Versions(rclient, "reco", StoreSettings())
-    gated = v.begin("reco", "g").version
-    write_payloads(rclient, "reco", gated, [("u1", b'{"items":[]}')])
+    v = Versions(rclient, "shop", StoreSettings())
+    gated = v.begin("shop", "g").version
+    write_payloads(rclient, "shop", gated, [("c1", b'{"items":[]}')])
     v.gate(gated, 1, {}, "drift too high")
-    dead = v.begin("reco", "d").version  # a writer killed: its lease gone
-    rclient.delete(keys.lease_key("reco", dead))
+    dead = v.begin("shop", "d").version  # a writer killed: its lease gone
+    rclient.delete(keys.lease_key("shop", dead))
 
     def state() -> tuple[object, ...]:
         return (
-            rclient.get(keys.pointer_key("reco")),
-            rclient.hgetall(keys.registry_key("reco")),
+            rclient.get(keys.pointer_key("shop")),
+            rclient.hgetall(keys.registry_key("shop")),
             sorted(rclient.keys("*")),
         )
 
     before = state()
-    assert main([*cli, "gc", "reco", "--dry-run", "-o", "json"]) == 0
+    assert main([*cli, "gc", "shop", "--dry-run", "-o", "json"]) == 0
     planned = json.loads(capsys.readouterr().out)
     assert planned["retire"] == published[:2][::-1] and planned["dry_run"] is True
     assert planned["reap"] == [dead] and dead not in planned["sweep"]  # said once
-    assert main([*cli, "rollback", "reco", "--dry-run"]) == 0
+    assert main([*cli, "rollback", "shop", "--dry-run"]) == 0
     said = capsys.readouterr().out
     assert (
         f"would be rolled back (dry run, nothing changed): {published[4]} -> {published[3]}" in said
     )
-    assert main([*cli, "release", "reco", gated, "--reason", "checked", "--dry-run"]) == 0
+    assert main([*cli, "release", "shop", gated, "--reason", "checked", "--dry-run"]) == 0
     assert f"would be released (dry run, nothing changed): {gated}" in capsys.readouterr().out
     assert state() == before  # nothing changed
-    assert main([*cli, "release", "reco", "nope", "--reason", "x", "--dry-run"]) == 1
+    assert main([*cli, "release", "shop", "nope", "--reason", "x", "--dry-run"]) == 1
     capsys.readouterr()
-    assert main([*cli, "gc", "reco", "-o", "json"]) == 0  # what the plan said
+    assert main([*cli, "gc", "shop", "-o", "json"]) == 0  # what the plan said
     removed = json.loads(capsys.readouterr().out)["removed"]
     assert sorted(removed) == sorted(planned["reap"] + planned["retire"])
 
@@ -311,7 +311,7 @@ def test_serve_runs_the_service_with_the_global_flags(
     ``--redis-url`` reaches it: it answers from that Redis."""
     version = _publish(rclient, "1")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PRESCORE_CONFIG": str(DEMO_CONFIG)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PRESCORE_CONFIG": str(SERVED_CONFIG)}
     env.pop("REDIS_URL", None)
     log = (tmp_path / "serve.log").open("wb")
     cmd = [sys.executable, "-m", "prescore.cli", "--redis-url", redis_url, "serve", "lookup"]
@@ -332,8 +332,8 @@ def test_serve_runs_the_service_with_the_global_flags(
             except requests.ConnectionError:
                 time.sleep(0.2)
         assert ready is not None and ready.status_code == 200, ready and ready.text
-        got = requests.get(f"http://127.0.0.1:{port}/v1/recommendations/u1", timeout=5).json()
-        assert got["dataset_version"] == version and got["items"][0]["hotel_id"] == "h1"
+        got = requests.get(f"http://127.0.0.1:{port}/v1/picks/c1", timeout=5).json()
+        assert got["dataset_version"] == version and got["items"][0]["product_id"] == "p1"
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         assert b"lookup.serve" in cmdline
     finally:

@@ -11,29 +11,29 @@ from pathlib import Path
 import pytest
 
 from prescore.cli.main import main
-from tests.helpers import DEMO_CONFIG, ROOT
+from tests.helpers import ROOT, SERVED_CONFIG
 
-CONFIG = ["--config", str(DEMO_CONFIG)]
+CONFIG = ["--config", str(SERVED_CONFIG)]
 
 
 def test_score_retrain_and_serve_pass_arguments_on(capfd: pytest.CaptureFixture[str]) -> None:
-    assert main([*CONFIG, "score", "reco", "--print", "--", "--partitions", "4"]) == 0
+    assert main([*CONFIG, "score", "shop", "--print", "--", "--partitions", "4"]) == 0
     line = capfd.readouterr().out.split()
     assert "spark-submit" in line[0] and line[line.index("--master") + 1] == "'local[*]'"
-    assert line[-5:] == [str(ROOT / "jobs" / "score.py"), "--dataset", "reco", "--partitions", "4"]
-    assert main([*CONFIG, "score", "reco", "--print", "--dry-run"]) == 0
-    assert capfd.readouterr().out.split()[-3:] == ["--dataset", "reco", "--dry-run"]
+    assert line[-5:] == [str(ROOT / "jobs" / "score.py"), "--dataset", "shop", "--partitions", "4"]
+    assert main([*CONFIG, "score", "shop", "--print", "--dry-run"]) == 0
+    assert capfd.readouterr().out.split()[-3:] == ["--dataset", "shop", "--dry-run"]
     chosen = ["--keys", "new.parquet", "--where", "stars>4", "--from-miss-log"]
-    assert main([*CONFIG, "score", "reco", "--print", *chosen]) == 0
-    assert shlex.split(capfd.readouterr().out)[-7:] == ["--dataset", "reco", *chosen]
-    assert main([*CONFIG, "score", "reco", "--print", "--stage"]) == 0
-    assert capfd.readouterr().out.split()[-3:] == ["--dataset", "reco", "--stage"]
-    assert main([*CONFIG, "retrain", "reco", "--print", "--", "--epochs", "1"]) == 0
+    assert main([*CONFIG, "score", "shop", "--print", *chosen]) == 0
+    assert shlex.split(capfd.readouterr().out)[-7:] == ["--dataset", "shop", *chosen]
+    assert main([*CONFIG, "score", "shop", "--print", "--stage"]) == 0
+    assert capfd.readouterr().out.split()[-3:] == ["--dataset", "shop", "--stage"]
+    assert main([*CONFIG, "retrain", "shop", "--print", "--", "--epochs", "1"]) == 0
     assert capfd.readouterr().out.split()[1:] == [
         "-m",
         "jobs.retrain",
         "--dataset",
-        "reco",
+        "shop",
         "--epochs",
         "1",
     ]
@@ -47,7 +47,7 @@ def test_score_ships_a_packed_python_environment_to_the_executors(
     archive = tmp_path / "env.tar.gz"
     archive.write_bytes(b"")  # what is in it is Spark's to unpack, not the CLI's to read
     master = ["--master", "spark://127.0.0.1:7077"]
-    assert main([*CONFIG, "score", "reco", *master, "--python-env", str(archive), "--print"]) == 0
+    assert main([*CONFIG, "score", "shop", *master, "--python-env", str(archive), "--print"]) == 0
     line = shlex.split(capfd.readouterr().out)
     assert line[line.index("--archives") + 1] == f"{archive}#environment"
     conf = {line[i + 1] for i, a in enumerate(line) if a == "--conf"}
@@ -59,18 +59,18 @@ def test_a_python_environment_spark_cannot_unpack_whole_is_refused_in_one_line(
     capfd: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "nope.tar.gz"
-    assert main([*CONFIG, "score", "reco", "--python-env", str(missing), "--print"]) == 2
+    assert main([*CONFIG, "score", "shop", "--python-env", str(missing), "--print"]) == 2
     assert capfd.readouterr().err.strip() == (
         f"prescore: bad_config: --python-env: no file {missing} (make one: venv-pack -o env.tar.gz)"
     )
     plain = tmp_path / "env.tar"  # Spark unpacks it in Java, without the python link
     plain.write_bytes(b"")
-    assert main([*CONFIG, "score", "reco", "--python-env", str(plain), "--print"]) == 2
+    assert main([*CONFIG, "score", "shop", "--python-env", str(plain), "--print"]) == 2
     err = capfd.readouterr().err
     assert f"--python-env: {plain}: pack it as .tar.gz (venv-pack -o env.tar.gz)" in err
     zipped = tmp_path / "env.zip"  # no links in a zip
     zipped.write_bytes(b"")
-    assert main([*CONFIG, "score", "reco", "--python-env", str(zipped), "--print"]) == 2
+    assert main([*CONFIG, "score", "shop", "--python-env", str(zipped), "--print"]) == 2
     assert "pack it as .tar.gz" in capfd.readouterr().err
     assert "Traceback" not in err
 
@@ -92,7 +92,7 @@ def test_config_shows_the_effective_settings_with_secrets_masked(
     assert main([*CONFIG, "--redis-url", url, "config", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["redis"]["url"] == "redis://:***@127.0.0.1:1/3"
-    assert doc["catalog"] == {"source": str(DEMO_CONFIG), "datasets": ["reco", "tags"]}
+    assert doc["catalog"] == {"source": str(SERVED_CONFIG), "datasets": ["colours", "shop"]}
     assert doc["store"]["keep_versions"] >= 1
     by_name = {v["variable"]: v for v in doc["variables"]}
     assert by_name["REDIS_URL"]["value"] == "redis://:***@127.0.0.1:1/3"

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEMO_CONFIG, ROOT
+from tests.helpers import ROOT, SERVED_CONFIG
 
 
 def _start(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {
         "PATH": "/usr/bin:/bin",
-        "PRESCORE_CONFIG": str(DEMO_CONFIG),
+        "PRESCORE_CONFIG": str(SERVED_CONFIG),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     return subprocess.run(
@@ -87,7 +87,7 @@ def test_a_model_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     ]
     done = subprocess.run(
         cli,
-        env={"PATH": "/usr/bin:/bin", "PRESCORE_CONFIG": str(DEMO_CONFIG)},
+        env={"PATH": "/usr/bin:/bin", "PRESCORE_CONFIG": str(SERVED_CONFIG)},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -128,11 +128,15 @@ def test_the_fallback_refuses_bad_settings_before_serving(env: dict[str, str], l
 
 
 def test_the_fallback_refuses_a_dataset_it_would_not_answer(tmp_path: Path) -> None:
-    text = DEMO_CONFIG.read_text().replace("[datasets.tags]\n", "[datasets.tags]\nlive = false\n")
+    text = SERVED_CONFIG.read_text().replace(
+        "[datasets.colours]\n", "[datasets.colours]\nlive = false\n"
+    )
     config = tmp_path / "prescore.toml"
     config.write_text(text)
-    done = _start("fallback.serve", {"PRESCORE_CONFIG": str(config), "FALLBACK_DATASETS": "tags"})
+    done = _start(
+        "fallback.serve", {"PRESCORE_CONFIG": str(config), "FALLBACK_DATASETS": "colours"}
+    )
     assert (done.returncode, done.stderr.strip()) == (
         2,
-        "fallback: FALLBACK_DATASETS: 'tags' is not answered live (it declares live = false)",
+        "fallback: FALLBACK_DATASETS: 'colours' is not answered live (it declares live = false)",
     )
