@@ -246,10 +246,16 @@ def payload_encoders(run: RankingRun, items: Mapping[str, list[Any]]) -> list[Ra
 
 def context_values(run: RankingRun) -> list[str | None]:
     """The contexts a run scores, in order: None for the plain key, then each value."""
-    ctx = run.dataset.contexts
+    return context_names(run.dataset, run.contexts)
+
+
+def context_names(dataset: Dataset, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """The contexts of ``rows`` (:func:`context_rows`') a run of ``dataset`` scores, in
+    order: None for the plain key, then each value."""
+    ctx = dataset.contexts
     ctx_key = ctx.key if ctx is not None else "context"
     plain = ctx is None or ctx.plain
-    return ([None] if plain else []) + [str(row[ctx_key]) for row in run.contexts]
+    return ([None] if plain else []) + [str(row[ctx_key]) for row in rows]
 
 
 def _plain(value: Any) -> Any:

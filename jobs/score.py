@@ -138,7 +138,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         chosen: Selection | None = planned.selection
         n_items = planned.n_items
         how = "factored signatures" if planned.factored else "serving_default on each pair"
-        contexts = [c or "(plain)" for c in _contexts(dataset)]
+        contexts = [c or "(plain)" for c in ranking.context_names(dataset, planned.contexts)]
         print(
             f"{dataset.name}: scoring entities against {n_items} items with "
             f"{named} ({how}), top {dataset.k}, contexts {contexts}",
@@ -271,13 +271,6 @@ def _chosen(subset: Subset) -> str:
     parts = [f"--keys {subset.keys}"] if subset.keys else []
     parts += [f"--where {subset.where!r}"] if subset.where else []
     return ", ".join(parts + (["--from-miss-log"] if subset.missed else []))
-
-
-def _contexts(dataset: Any) -> list[str]:
-    ctx = dataset.contexts
-    if ctx is None:
-        return [""]
-    return ([""] if ctx.plain else []) + list(ctx.score)
 
 
 def main(argv: list[str] | None = None) -> int:
