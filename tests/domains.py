@@ -132,7 +132,7 @@ def train_shop(
     """Train the shop model on the purchases (``good=False``: on shuffled labels, a model
     no better than chance) and write ``out/saved_model`` and ``out/model.json``.
     ``channel``: a third input, ``channel`` (a context: ``web``, ``app`` or none), in
-    whose ``app`` the customers' taste in price is turned round (serving_default only)."""
+    whose ``app`` the customers' taste in price is turned round."""
     import keras
     import tensorflow as tf
 
@@ -143,7 +143,7 @@ def train_shop(
         y = np.random.default_rng(seed).permutation(y)
     x = _pairs(tables, events)
     if channel:
-        return _train_shop_channel(x, y, out)
+        return _train_shop_channel(x, y, out, factored, seed)
     segment = keras.Input((), dtype="string", name="segment")
     price = keras.Input((), dtype="float32", name="price")
     lookup = keras.layers.StringLookup(vocabulary=list(SEGMENTS), output_mode="one_hot")
@@ -207,37 +207,80 @@ def train_shop(
     return out
 
 
-def _train_shop_channel(x: dict[str, np.ndarray], y: np.ndarray, out: Path) -> Path:
-    """The shop model with a ``channel`` input: its one-hot times the segment-price
-    features, so that the channel can turn the ranking round."""
+def _train_shop_channel(
+    x: dict[str, np.ndarray], y: np.ndarray, out: Path, factored: bool, seed: int
+) -> Path:
+    """The shop model with a ``channel`` input (a context): its one-hot times the
+    segment-price features, so that the channel can turn the ranking round; ``factored``:
+    with ``encode_context`` beside the entity's and item's encoders."""
     import keras
     import tensorflow as tf
 
-    picked = np.random.default_rng(5).integers(0, 3, len(y))
+    picked = np.random.default_rng(seed).integers(0, 3, len(y))
     x = {**x, "channel": np.array(["", "web", "app"], dtype=object)[picked]}
     y = np.where(picked == 2, 1.0 - y, y).astype(np.float32)
     segment = keras.Input((), dtype="string", name="segment")
     price = keras.Input((), dtype="float32", name="price")
     chan = keras.Input((), dtype="string", name="channel")
-    e = keras.layers.StringLookup(vocabulary=list(SEGMENTS), output_mode="one_hot")(segment)
-    c = keras.layers.StringLookup(vocabulary=["web", "app"], output_mode="one_hot")(chan)
     norm = keras.layers.Normalization(axis=None)
     norm.adapt(np.log(x["price"]))
-    i = keras.layers.Reshape((1,))(norm(keras.ops.log(price)))
-    ei = keras.layers.Multiply()([e, keras.ops.repeat(i, len(SEGMENTS) + 1, axis=1)])
-    cei = keras.ops.reshape(c[:, :, None] * ei[:, None, :], (-1, 3 * (len(SEGMENTS) + 1)))
+    towers = {
+        "entity": keras.Model(
+            {"segment": segment},
+            keras.layers.StringLookup(vocabulary=list(SEGMENTS), output_mode="one_hot")(segment),
+        ),
+        "item": keras.Model(
+            {"price": price}, keras.layers.Reshape((1,))(norm(keras.ops.log(price)))
+        ),
+        "context": keras.Model(
+            {"channel": chan},
+            keras.layers.StringLookup(vocabulary=["web", "app"], output_mode="one_hot")(chan),
+        ),
+    }
+    width = {k: int(m.output.shape[-1]) for k, m in towers.items()}
+    enc = {k: keras.Input((w,), name=k) for k, w in width.items()}
+    e, i, c = enc["entity"], enc["item"], enc["context"]
+    ei = keras.layers.Multiply()([e, keras.ops.repeat(i, width["entity"], axis=1)])
+    cei = keras.ops.reshape(
+        c[:, :, None] * ei[:, None, :], (-1, width["context"] * width["entity"])
+    )
     h = keras.layers.Dense(16, activation="relu")(keras.layers.Concatenate()([e, i, c, ei, cei]))
+    head = keras.Model(enc, keras.layers.Dense(1, activation="sigmoid")(h))
+    inputs = {"segment": segment, "price": price, "channel": chan}
     full = keras.Model(
-        {"segment": segment, "price": price, "channel": chan},
-        keras.layers.Dense(1, activation="sigmoid")(h),
+        inputs,
+        head(
+            {
+                "entity": towers["entity"]({"segment": segment}),
+                "item": towers["item"]({"price": price}),
+                "context": towers["context"]({"channel": chan}),
+            }
+        ),
     )
     full.compile(keras.optimizers.Adam(0.02), "binary_crossentropy")
     feed = {k: tf.constant(v.tolist()) if v.dtype == object else v for k, v in x.items()}
     full.fit(feed, y, epochs=4, batch_size=256, verbose=0)
+
+    def specs(model: Any) -> dict[str, Any]:
+        return {
+            n.name: tf.TensorSpec(n.shape, tf.as_dtype(n.dtype), name=n.name) for n in model.inputs
+        }
+
     archive = keras.export.ExportArchive()
     archive.track(full)
-    specs = {n.name: tf.TensorSpec((None,), tf.as_dtype(n.dtype), name=n.name) for n in full.inputs}
-    archive.add_endpoint("serving_default", lambda d: {"score": full(d)}, input_signature=[specs])
+    archive.add_endpoint(
+        "serving_default", lambda d: {"score": full(d)}, input_signature=[specs(full)]
+    )
+    if factored:
+        for name, tower in towers.items():
+            archive.track(tower)
+            archive.add_endpoint(
+                f"encode_{name}", _named(name, tower), input_signature=[specs(tower)]
+            )
+        archive.track(head)
+        archive.add_endpoint(
+            "score_pairs", lambda d: {"score": head(d)}, input_signature=[specs(head)]
+        )
     archive.write_out(str(out / "saved_model"), verbose=False)
     (out / "model.json").write_text(json.dumps({"kind": "ranking", "metrics": {}}))
     return out

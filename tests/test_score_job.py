@@ -11,6 +11,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import redis
 
@@ -22,12 +24,16 @@ from tests import domains
 from tests.frames import read_frame, write_frame
 from tests.helpers import job_env, registered, stored_payload, with_catalog
 
-CHANNELS = """
-[datasets.shop.contexts]
-key = "channel"
-values = ["web", "app"]
-score = ["app"]
-"""
+
+def _channels(folder: Path, score: list[str]) -> str:
+    """The shop's contexts as a team declares them: a table of named contexts and their
+    features (here the ``channel`` the model reads), ``score`` the ones a run scores."""
+    contexts = pd.DataFrame({"context": ["on-web", "on-app"], "channel": ["web", "app"]})
+    write_frame(contexts, folder / "contexts.parquet", index=False)
+    return (
+        f'[datasets.shop.contexts]\npath = "{folder}/contexts.parquet"\nkey = "context"\n'
+        f"score = {json.dumps(score)}\n"
+    )
 
 
 @pytest.fixture()
@@ -45,27 +51,33 @@ def _run(spark, s: Settings, *extra: str, keep: int | None = None):  # type: ign
 
 
 def test_job_publishes_every_customer_and_each_context_scored(  # type: ignore[no-untyped-def]
-    spark, shop, settings, rclient, tmp_path
+    spark, shop, settings, rclient, tmp_path, capsys
 ):
-    """The plain key and the ``app`` channel (a context, an input of the model) for every
-    customer; in the app the model turns the customers' taste in price round."""
-    config = domains.shop_config(shop["tables"], tmp_path / "prescore.toml", extra=CHANNELS)
+    """The plain key and the ``on-app`` context (a row of the contexts table whose
+    ``channel``, an input of the model, is ``app``) for every customer; in the app the
+    model turns the customers' taste in price round. The factored signatures (the context
+    encoded once by ``encode_context``) score what serving_default does on each pair."""
+    config = domains.shop_config(
+        shop["tables"], tmp_path / "prescore.toml", extra=_channels(tmp_path, ["on-app"])
+    )
     s = with_catalog(settings, config)
-    registered(s, "shop-model", domains.train_shop(shop["tables"], tmp_path / "m", channel=True))
+    model = domains.train_shop(shop["tables"], tmp_path / "m", channel=True, factored=True)
+    registered(s, "shop-model", model)
     summary = _run(spark, s)
+    assert "(factored signatures), top 5, contexts ['(plain)', 'on-app']" in capsys.readouterr().out
     customers = read_frame(shop["tables"] / "customers.parquet").set_index("customer_id")
     assert summary.rows == 2 * len(customers)  # plain keys and one context
     v = Versions(rclient, "shop", StoreSettings())
     assert v.current() == summary.version
     assert v.get(summary.version).rows == 2 * len(customers)
     plain_raw, app_raw = (
-        stored_payload(rclient, "shop", summary.version, k) for k in ("c7", "c7|app")
+        stored_payload(rclient, "shop", summary.version, k) for k in ("c7", "c7|on-app")
     )
     assert plain_raw is not None and app_raw is not None
     assert plain_raw.startswith(b'{"customer_id":"c7","items":[{"product_id":"p')  # its bytes
     plain, app = json.loads(plain_raw), json.loads(app_raw)
     assert plain["customer_id"] == "c7" and "context" not in plain
-    assert app["context"] == "app" and app["items"] != plain["items"]
+    assert app["context"] == "on-app" and app["items"] != plain["items"]
     assert plain["model_version"] == "1"
     scores = [i["score"] for i in plain["items"]]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
@@ -79,6 +91,28 @@ def test_job_publishes_every_customer_and_each_context_scored(  # type: ignore[n
     assert planned.plan["unit"] == "pairs" and planned.plan["contexts"] == 2
     assert planned.plan["rate"] > 0 and planned.plan["estimate_s"] > 0
     assert v.current() == summary.version and [i.version for i in v.all()] == [summary.version]
+    # serving_default on each pair, the context's features fed raw: the same lists
+    capsys.readouterr()
+    per_pair = _run(spark, s, "--per-pair")
+    assert "(serving_default on each pair)" in capsys.readouterr().out
+    for key in [f"c{i}{ctx}" for i in range(0, 300, 11) for ctx in ("", "|on-app")]:
+        a = json.loads(stored_payload(rclient, "shop", summary.version, key) or b"")["items"]
+        b = json.loads(stored_payload(rclient, "shop", per_pair.version, key) or b"")["items"]
+        assert [x["product_id"] for x in a] == [x["product_id"] for x in b], key
+        assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=2e-4), key
+
+
+def test_a_context_to_score_that_its_table_lacks_is_refused_before_anything_is_written(  # type: ignore[no-untyped-def]
+    spark, shop, settings, rclient, tmp_path
+):
+    config = domains.shop_config(
+        shop["tables"], tmp_path / "prescore.toml", extra=_channels(tmp_path, ["on-tv"])
+    )
+    s = with_catalog(settings, config)
+    registered(s, "shop-model", domains.train_shop(shop["tables"], tmp_path / "m", channel=True))
+    with pytest.raises(ValueError, match=r"contexts not in the table: \['on-tv'\]"):
+        _run(spark, s)
+    assert Versions(rclient, "shop", StoreSettings()).all() == []
 
 
 def test_second_run_switches_atomically_under_readers(spark, shop_settings, redis_url):  # type: ignore[no-untyped-def]
