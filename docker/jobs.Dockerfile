@@ -49,7 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/prescore
-# Spark is the pinned pyspark wheel's (jobs/submit.py's SPARK_VERSION names the same
+# Spark is the pinned pyspark wheel's (jobs/spark_k8s.py's SPARK_VERSION names the same
 # version; a test compares them).
 COPY requirements/jobs.txt requirements/jobs.txt
 RUN python3 -m venv /opt/venv \

@@ -1,6 +1,8 @@
-"""The bulk jobs prescore submits to Spark, one table: each job's script, the flags a run
-must pass, its size on a cluster and the Spark settings every run gets (jobs.submit for a
-run from this machine, jobs.spark_k8s for one on Kubernetes)."""
+"""The bulk jobs prescore submits to Spark, in one table: each job's script, the flags a run
+must pass, its size on a cluster and the Spark settings every run gets; and how a run's
+flags are written and read (job_flags, conf_flags, dataset_of). jobs.submit renders them
+for a run from this machine, jobs.spark_k8s for one on Kubernetes. A bad job name or a
+missing flag exits with a one-line message (SystemExit): these serve command lines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one source of spark-submit arguments, for a local run and for Kubernetes.
+"""The spark-submit lines of the bulk jobs, for a local run and for Kubernetes, and their CLI.
 
     python -m jobs.submit score --target local -- --dataset reco
     python -m jobs.submit score --master spark://127.0.0.1:7077 --exec -- --dataset reco

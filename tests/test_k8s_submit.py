@@ -1,5 +1,6 @@
-"""The spark-submit line a CronJob runs comes from jobs/submit.py, the same table the local
-run (make demo) uses; so do the Spark pod templates and the (Scheduled)SparkApplications."""
+"""The spark-submit line a CronJob runs comes from jobs/submit.py and the same table of jobs
+the local run (make demo) uses (jobs/job_specs.py); the Spark pod templates and the
+(Scheduled)SparkApplications from jobs/spark_k8s.py."""
 
 from __future__ import annotations
 

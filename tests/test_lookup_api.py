@@ -144,7 +144,7 @@ def test_a_written_back_live_answer_reads_as_written_back(api, data, rclient):
     assert api.get("/v1/picks/c3").get_json()["source"] == "precomputed"
 
 
-def test_image_tags_min_score_and_limit(api, data):
+def test_image_colours_min_score_and_limit(api, data):
     full = api.get("/v1/image-colours/img1").get_json()
     assert full["dataset_version"] == data["colours"] and full["model_version"] == "t1"
     assert full["source"] == "precomputed" and full["image_id"] == "img1"
@@ -187,7 +187,7 @@ def test_a_declared_dataset_never_published_is_503_not_published_never_a_404(api
 def test_an_unknown_dataset_is_404_unknown_dataset(api, data):
     for r in (
         api.get("/v1/datasets/gardens/c1"),
-        api.get("/v1/datasets/Reco/c1"),
+        api.get("/v1/datasets/Shop/c1"),
         api.post("/v1/datasets/gardens:batchGet", json={"keys": ["c1"]}),
     ):
         assert r.status_code == 404 and r.get_json()["error"] == "unknown_dataset"
@@ -252,7 +252,7 @@ def test_batch_with_context(api, data):
     assert body["results"][1]["context_fallback"] is True
 
 
-def test_tags_batch(api, data):
+def test_colours_batch(api, data):
     body = api.post(
         "/v1/image-colours:batchGet",
         json={"image_ids": ["img2", "img1", "nope"], "min_score": 3, "limit": 5},
@@ -553,7 +553,7 @@ def test_a_declared_ranking_is_served_with_its_own_names(own, own_data):
         {"sku": f"sku-{j}", "name": f"Product {j}", "score": round(0.9 - j / 10, 4)}
         for j in range(5)
     ]
-    assert "customer_id" not in body and "items" not in body
+    assert "customer_id" not in body and "key" not in body and "items" not in body
     assert api.get("/v1/datasets/basket/c1|s1").data == r.data  # the generic route, raw |
     # k (or limit) and min_score cut its list, keeping each entry's fields
     two = api.get("/v1/basket-picks/c1|s1?k=2").get_json()["products"]

@@ -55,7 +55,7 @@ def _lookup(tmp_path: Path, redis_url: str, ready: str = "/readyz", **env: str) 
 
 
 @pytest.fixture()
-def users(rclient: redis.Redis, settings: Settings, tmp_path: Path) -> str:
+def customers(rclient: redis.Redis, settings: Settings, tmp_path: Path) -> str:
     """Five customers published (c0..c4, scored long ago: stale under STALE_LIVE)."""
     return publish_customers(rclient, served_settings(settings, tmp_path / "var"), 5)
 
@@ -83,7 +83,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("single_flight", ["1", "0"])
 def test_when_live_inference_fails_stale_answers_are_served_and_a_batch_stays_whole(
-    users: str, redis_url: str, fallback: tuple[str, str], single_flight: str, tmp_path: Path
+    customers: str, redis_url: str, fallback: tuple[str, str], single_flight: str, tmp_path: Path
 ) -> None:
     mode, url = fallback
     lookup = _lookup(
@@ -169,7 +169,7 @@ def test_a_stalled_store_is_a_503_within_one_timeout_and_recovery_needs_no_resta
 
 
 def test_a_declared_dataset_is_never_a_404_even_in_a_lookup_started_after_its_loss(
-    users: str, rclient: redis.Redis, redis_url: str, tmp_path: Path
+    customers: str, rclient: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
     first = _lookup(tmp_path, redis_url)
     try:
@@ -196,7 +196,7 @@ def test_a_declared_dataset_is_never_a_404_even_in_a_lookup_started_after_its_lo
 
 
 def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answered_on(
-    users: str, redis_url: str, tmp_path: Path
+    customers: str, redis_url: str, tmp_path: Path
 ) -> None:
     """More connections than the worker has threads send a batchGet's headers and part
     of its body, then stall: the GETs of other clients are answered all the same, a body
@@ -212,7 +212,7 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
     try:
         for _ in range(6):
             conn = socket.create_connection(("127.0.0.1", lookup.port), timeout=10)
-            conn.sendall(head + b'{"customer_ids"')  # 11 of its 100 bytes, then nothing
+            conn.sendall(head + b'{"customer_ids"')  # 15 of its 100 bytes, then nothing
             stalled.append(conn)
         deadline = time.monotonic() + 5
         refused: list[bytes] = []  # those beyond the 3 slots, answered before their body
@@ -255,7 +255,7 @@ def test_clients_stalling_their_bodies_cannot_take_the_thread_others_are_answere
 
 
 def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_timeout(
-    users: str, redis_url: str, tmp_path: Path
+    customers: str, redis_url: str, tmp_path: Path
 ) -> None:
     """More connections than the worker has threads send half a request line and its
     headers, then stall: other clients are answered meanwhile (no app thread waits for
@@ -284,10 +284,10 @@ def test_clients_stalling_their_headers_hold_no_thread_and_are_cut_off_at_the_ti
 
 
 def test_with_timed_bodies_a_stalled_body_is_answered_408_and_holds_no_thread(
-    users: str, redis_url: str, tmp_path: Path
+    customers: str, redis_url: str, tmp_path: Path
 ) -> None:
     """LOOKUP_BODY_TIMEOUT_S: more connections than the worker has threads send a
-    batchGet's headers and 10 of its 100 body bytes, then stall. Other clients' lookups
+    batchGet's headers and 14 of its 100 body bytes, then stall. Other clients' lookups
     and batches are answered while every stalled connection is still open; each stalled
     one is answered 408 and closed once the timeout has passed, and not before."""
     lookup = _lookup(tmp_path, redis_url, LOOKUP_BODY_TIMEOUT_S="3", LOOKUP_THREADS="2")
@@ -319,7 +319,7 @@ def test_with_timed_bodies_a_stalled_body_is_answered_408_and_holds_no_thread(
 
 
 def test_with_timed_bodies_an_oversized_body_gets_its_413(
-    users: str, redis_url: str, tmp_path: Path
+    customers: str, redis_url: str, tmp_path: Path
 ) -> None:
     """A body over LOOKUP_MAX_BODY_BYTES is answered 413 while its client still sends it,
     and the lookup reads no further than the bound."""

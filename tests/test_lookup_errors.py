@@ -171,7 +171,7 @@ def test_bad_picks_batch(client, body, status, code):
         ({"image_ids": ["i1"], "limit": "many"}, 400, "invalid_limit"),
     ],
 )
-def test_bad_tags_batch(client, body, status, code):
+def test_bad_colours_batch(client, body, status, code):
     _error(client.post("/v1/image-colours:batchGet", json=body), status, code)
     _error(client.post("/v1/datasets/colours:batchGet", json=body), status, code)
 

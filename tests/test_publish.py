@@ -246,3 +246,16 @@ def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_in_logs_says_lines(
     piped = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert piped.returncode == 0 and "published version" in piped.stdout, piped.stderr
     assert "100%" not in piped.stderr + piped.stdout
+
+
+def test_the_lifecycle_refuses_versions_of_another_dataset(rclient) -> None:  # type: ignore[no-untyped-def]
+    """publish_new writes through the caller's Versions: those of another dataset than the
+    one published are a caller's mistake, refused before anything is registered."""
+    from prescore.data.datasets import Dataset
+    from prescore.publishing.lifecycle import publish_new
+    from prescore.settings import StoreSettings
+
+    other = Versions(rclient, "other", StoreSettings())
+    with pytest.raises(ValueError, match="versions of other given to publish mine"):
+        publish_new(other, Dataset(name="mine", kind="external"), ("m", "1"), lambda v, i: None)  # type: ignore[arg-type,return-value]
+    assert other.all() == [] and Versions(rclient, "mine", StoreSettings()).all() == []

@@ -24,7 +24,10 @@ class VersionInfo:
     """One entry of a dataset's version registry."""
 
     version: str
-    status: str  # writing | published | retired | failed | rolled_back
+    # writing | published | retired | failed | gated (failed its gates) |
+    # staged (a canary's candidate) | delta (attached to a version); read back as dead: a
+    # writing one whose writer's lease lapsed (Versions.all)
+    status: str
     model: str = ""
     model_version: str = ""
     rows: int = 0
