@@ -1,4 +1,5 @@
-"""What the writers and version gc ask of one dataset's versions.
+"""What the writers, version gc, deltas, canaries and an operator's switches ask of one
+dataset's versions.
 
 prescore.store.versions.Versions is the one implementation; it imports the writers and
 gc modules to delegate to them, so they name it by this Protocol instead of importing it
@@ -40,6 +41,8 @@ class DatasetVersions(Protocol):
     def all(self) -> list[VersionInfo]: ...
 
     def placed(self, version: str, info: VersionInfo | None = None) -> Placed: ...
+
+    def count_keys(self, version: str) -> int: ...
 
     def renew(self, version: str) -> bool: ...
 

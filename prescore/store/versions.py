@@ -14,7 +14,8 @@ calls ``fail``. One that is killed stops renewing its lease, which lapses within
 ``writer_lease_s``: its version then lists as ``dead`` with the keys it wrote, and the
 next job or ``gc`` removes it; should it wake, its next batch and its publish are
 refused. A rollback keeps the version it leaves published, so it can be rolled forward
-to again and is retired only as versions beyond the newest N are.
+to again and is retired only as versions beyond the newest N are (an operator's rollback
+and release: prescore.store.switches).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from prescore.encoding.compact import Frame
 from prescore.encoding.registry_entry import VersionInfo, sort_versions, utcnow_iso
 from prescore.errors import NotFound, PublishError
 from prescore.settings import StoreSettings
-from prescore.store import canaries, deltas, values, version_gc, writers
+from prescore.store import canaries, deltas, switches, values, version_gc, writers
 from prescore.store.canaries import Canary
 from prescore.store.redis_client import (
     OUTAGES,
@@ -303,30 +304,6 @@ class Versions:
                 code="lease_lost",
             )
 
-    def _no_target(self, to: str | None, live: str, entries: Mapping[str, bytes]) -> NotFound:
-        """Why a rollback (to ``to``, if named) has no version to switch to."""
-        if to is None:
-            return NotFound(
-                f"no published version of {self.dataset} older than the live "
-                f"one ({live}) to roll back to",
-                code="no_rollback_target",
-            )
-        if to not in entries:
-            return NotFound(
-                f"{self.dataset} has no version {to!r} (prescore versions "
-                f"{self.dataset} lists them)",
-                code="unknown_version",
-            )
-        if to == live:
-            return NotFound(
-                f"{to} is already the live version of {self.dataset}", code="no_rollback_target"
-            )
-        status = VersionInfo.from_bytes(entries[to]).status
-        return NotFound(
-            f"{self.dataset} {to} is {status}: only a published version can be rolled back to",
-            code="no_rollback_target",
-        )
-
     def apply(self, decide: Callable[[], Change], version: str) -> Change:
         """Run a transition (prescore.store.transitions.transition); a lost lease is a
         PublishError ``lease_lost`` about ``version``."""
@@ -336,45 +313,9 @@ class Versions:
             raise PublishError(f"{self.dataset} {version}: {exc}", code="lease_lost") from None
 
     def release(self, version: str, by: str, reason: str, *, dry_run: bool = False) -> VersionInfo:
-        """Publish a gated version anyway: an operator's decision, recorded in its entry
-        (``dry_run``: every check made, the entry it would write returned, nothing
-        changed)."""
-        if not reason.strip():
-            raise PublishError("say why the gates are overridden (--reason)", code="no_reason")
-        made: list[VersionInfo] = []
-
-        def decide() -> Change:
-            raw, info = self.writing(version, "gated")
-            found = self.count_keys(version)
-            if found != info.rows:
-                raise PublishError(
-                    f"{self.dataset} {version}: expected {info.rows} keys, found {found}; "
-                    "it cannot be released",
-                    code="publish_failed",
-                )
-            now = utcnow_iso()
-            done = info.replace(
-                status="published",
-                published_at=now,
-                note=f"released by {by} over its gates: {reason}",
-                extra={
-                    **info.extra,
-                    "released_by": by,
-                    "released_at": now,
-                    "release_reason": reason,
-                },
-            )
-            made[:] = [done]
-            live = self.current()
-            carry, listed = deltas.carried(self, live, version)
-            entries = {version: (raw, done.to_bytes()), **carry}
-            return Change(live, entries, version, deltas=listed)
-
-        if dry_run:
-            decide()
-        else:
-            self.apply(decide, version)
-        return made[0]
+        """Publish a gated version anyway, ``by`` an operator for ``reason``
+        (prescore.store.switches.release)."""
+        return switches.release(self, version, by, reason, dry_run=dry_run)
 
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
         """Mark a version failed and remove what it wrote; the pointer never names it.
@@ -407,55 +348,8 @@ class Versions:
 
     def rollback(self, to: str | None = None, *, dry_run: bool = False) -> VersionInfo:
         """Point readers at ``to`` or at the newest published version before the live one
-        (``dry_run``: the version it would switch to, nothing changed).
-
-        The version left stays published (noted), so rolling forward to it again works.
-        The switch is made only if the live version and the target are still as read:
-        a publish or another rollback in between refuses it, and changes nothing."""
-        found: list[VersionInfo] = []
-        seen: list[str | None] = []
-
-        def decide() -> Change:
-            live = self.current()
-            if live is None:
-                raise NotFound(f"{self.dataset} has no live version", code="no_version")
-            seen.append(live)
-            if seen[0] != live:
-                raise PublishError(
-                    f"{self.dataset}: the live version changed from {seen[0]} to {live} during "
-                    "the rollback; nothing was changed (look again, then roll back)",
-                    code="conflict",
-                )
-            raw = self.client.hgetall(self._registry)
-            entries = {as_text(k): as_bytes(v) for k, v in raw.items()}
-            infos = sort_versions([VersionInfo.from_bytes(v) for v in entries.values()])
-            candidates = [i for i in infos if i.status == "published" and i.version != live]
-            if to is not None:
-                candidates = [i for i in candidates if i.version == to]
-            else:
-                candidates = [i for i in candidates if i.version < live]
-            if not candidates:
-                raise self._no_target(to, live, entries)
-            target = candidates[0]
-            if found and found[0].version != target.version:
-                raise PublishError(
-                    f"{self.dataset}: {found[0].version} was retired during the rollback; "
-                    "nothing was changed",
-                    code="conflict",
-                )
-            left = VersionInfo.from_bytes(entries[live]).replace(
-                note=f"rolled back to {target.version} at {utcnow_iso()}"
-            )
-            found[:] = [target]
-            same = entries[target.version]  # checked, not changed
-            switch = {live: (entries[live], left.to_bytes()), target.version: (same, same)}
-            return Change(live, switch, target.version)
-
-        if dry_run:
-            decide()
-        else:
-            self.apply(decide, to or "rollback")
-        return found[0]
+        (prescore.store.switches.rollback)."""
+        return switches.rollback(self, to, dry_run=dry_run)
 
     # -- deltas of the live version (prescore.store.deltas) ----------------------------
     def attach(self, version: str, expected_rows: int, figures: Mapping[str, Any]) -> VersionInfo:
