@@ -178,29 +178,8 @@ def train_shop(
         batch_size=256,
         verbose=0,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    archive = keras.export.ExportArchive()
-    archive.track(full)
-
-    def specs(model: Any) -> dict[str, Any]:
-        return {
-            i.name: tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=i.name) for i in model.inputs
-        }
-
-    archive.add_endpoint(
-        "serving_default", lambda d: {"score": full(d)}, input_signature=[specs(full)]
-    )
-    if factored:
-        for name, model in (("entity", entity), ("item", item)):
-            archive.track(model)
-            archive.add_endpoint(
-                f"encode_{name}", _named(name, model), input_signature=[specs(model)]
-            )
-        archive.track(head)
-        archive.add_endpoint(
-            "score_pairs", lambda d: {"score": head(d)}, input_signature=[specs(head)]
-        )
-    archive.write_out(str(out / "saved_model"), verbose=False)
+    towers = {"entity": entity, "item": item}
+    _export_ranking(out, full, towers, head, factored)
     (out / "model.json").write_text(
         json.dumps({"kind": "ranking", "metrics": {"trained_on": len(y)}})
     )
@@ -261,11 +240,25 @@ def _train_shop_channel(
     feed = {k: tf.constant(v.tolist()) if v.dtype == object else v for k, v in x.items()}
     full.fit(feed, y, epochs=4, batch_size=256, verbose=0)
 
+    _export_ranking(out, full, towers, head, factored)
+    (out / "model.json").write_text(json.dumps({"kind": "ranking", "metrics": {}}))
+    return out
+
+
+def _export_ranking(
+    out: Path, full: Any, towers: dict[str, Any], head: Any, factored: bool
+) -> None:
+    """``out/saved_model``: serving_default, and with ``factored`` each tower's
+    ``encode_<side>`` and the head's ``score_pairs`` (prescore.models.signature)."""
+    import keras
+    import tensorflow as tf
+
     def specs(model: Any) -> dict[str, Any]:
         return {
-            n.name: tf.TensorSpec(n.shape, tf.as_dtype(n.dtype), name=n.name) for n in model.inputs
+            i.name: tf.TensorSpec(i.shape, tf.as_dtype(i.dtype), name=i.name) for i in model.inputs
         }
 
+    out.mkdir(parents=True, exist_ok=True)
     archive = keras.export.ExportArchive()
     archive.track(full)
     archive.add_endpoint(
@@ -282,8 +275,6 @@ def _train_shop_channel(
             "score_pairs", lambda d: {"score": head(d)}, input_signature=[specs(head)]
         )
     archive.write_out(str(out / "saved_model"), verbose=False)
-    (out / "model.json").write_text(json.dumps({"kind": "ranking", "metrics": {}}))
-    return out
 
 
 def _named(name: str, model: Any) -> Any:
