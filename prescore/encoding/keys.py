@@ -309,6 +309,18 @@ def bucket_keys(dataset: str, version: str, buckets: int, entity_keys: Iterable[
     return [f"{head}{crc(k.encode()) % buckets}" for k in entity_keys]
 
 
+def bucket_indices(entity_keys: Iterable[str], buckets: int) -> list[int]:
+    """bucket_of each of ``entity_keys``, in one pass (a bulk write's)."""
+    crc = zlib.crc32
+    return [crc(k.encode()) % buckets for k in entity_keys]
+
+
+def bucket_names(dataset: str, version: str, numbers: Iterable[int]) -> list[str]:
+    """bucket_key of each bucket number, in one pass (a bulk write's)."""
+    head = version_prefix(dataset, version) + "#"
+    return [f"{head}{n}" for n in numbers]
+
+
 def frames_key(dataset: str, version: str) -> str:
     """The frames of a version's compact payloads (prescore.encoding.compact)."""
     return f"{PREFIX}:{{{dataset}}}:frames:{version}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -250,12 +251,22 @@ def _write_all(
     fence: values.Fence,
     progress: Progress,
 ) -> None:
-    """Write every good row of ``source``; count and sample the bad ones."""
-    for batch in rows.batches(source):
-        good = _checked(rows, batch, report)
-        report.rows += values.write(client, where, good, fence=fence)
-        sample.offer([k for k, _ in good])
-        progress.add(batch.num_rows)
+    """Write every good row of ``source``; count and sample the bad ones. Each batch is
+    written on a thread of its own while the next is read and packed here, so that
+    Redis stores one while this process makes the next. One is in flight at most: a
+    write's failure (a lost lease, a full Redis) is raised before another is sent, and
+    none is left running once this returns or raises."""
+    with ThreadPoolExecutor(1, thread_name_prefix="publish-write") as writer:
+        sending: Future[int] | None = None
+        for batch in rows.batches(source):
+            good = _checked(rows, batch, report)
+            if sending is not None:
+                report.rows += sending.result()
+            sending = writer.submit(values.write, client, where, good, fence=fence)
+            sample.offer([k for k, _ in good])
+            progress.add(batch.num_rows)
+        if sending is not None:
+            report.rows += sending.result()
 
 
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:

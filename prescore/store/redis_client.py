@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
 
@@ -184,3 +184,42 @@ def mget(client: Client, keys: list[str]) -> list[Any]:
     if isinstance(client, RedisCluster):
         return list(client.mget_nonatomic(keys))
     return list(client.mget(keys))
+
+
+def run_packed(client: redis.Redis, packed: Iterable[bytes]) -> list[Any]:
+    """The replies of commands already packed (``hiredis.pack_command``), each sent as
+    soon as it is made, on one of the client's connections: a bulk writer's, whose
+    batches hold more arguments than redis-py's pipeline packs cheaply one by one, and
+    whose Redis runs one command while the next is packed. As that pipeline does, an
+    error reply is raised once every reply has been read, and a broken connection is
+    tried again as the client's retry says (the whole batch sent again)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    sent: list[bytes] = []
+    try:
+        replies: list[Any] = conn.retry.call_with_retry(
+            lambda: _exchange(conn, packed, sent), lambda _: conn.disconnect()
+        )
+    finally:
+        pool.release(conn)
+    error = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+    if error is not None:
+        raise error
+    return replies
+
+
+def _exchange(conn: Any, packed: Iterable[bytes], sent: list[bytes]) -> list[Any]:
+    """Send what is packed (again what was ``sent`` before a retry), then read as many
+    replies, each read whole so that the next stays in step."""
+    for command in sent:
+        conn.send_packed_command([command])
+    for command in packed:
+        conn.send_packed_command([command])
+        sent.append(command)
+    replies: list[Any] = []
+    for _ in sent:
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies

@@ -17,14 +17,16 @@ the token moves its deadline on. A lease past its deadline is lapsed: its writer
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import redis
 
 from prescore.encoding import keys
-from prescore.store.redis_client import Client, as_text
+from prescore.store.bucket_batches import Grouped
+from prescore.store.redis_client import Client, as_text, run_packed
 
 # KEYS: pointer, registry, lease (or the registry again when none is checked), deltas,
 #       canary
@@ -113,9 +115,10 @@ return out
 
 # KEYS: lease, registry, progress, then the batch's buckets. ARGV: token, version, the
 # writer's progress field ('' adds to the shared one), its keys (0: none in this call) and
-# units scored (0: none; under FIELD/units), then per bucket its
-# number of keys and their key/payload pairs. Writes only while the version is 'writing'
-# and its lease is held by the token, before its deadline: 'ok', else what was not.
+# units scored (0: none; under FIELD/units), then each bucket's number of keys, then
+# the key/payload pairs of them all, bucket by bucket. Writes only while the version is
+# 'writing' and its lease is held by the token, before its deadline: 'ok', else what
+# was not.
 _WRITE = """
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
@@ -125,10 +128,10 @@ if not sep or string.sub(held, 1, sep - 1) ~= ARGV[1]
    or tonumber(string.sub(held, sep + 1)) < ms then return 'lease' end
 local entry = redis.call('HGET', KEYS[2], ARGV[2])
 if not entry or cjson.decode(entry)['status'] ~= 'writing' then return 'status' end
-local a = 6
+local a = 3 + #KEYS  -- the first pair, after the buckets' counts
 for i = 4, #KEYS do
-  local last = a + 2 * tonumber(ARGV[a])
-  for j = a + 1, last, 2000 do  -- unpack's bound: Lua's stack holds 8,000 values
+  local last = a + 2 * tonumber(ARGV[2 + i]) - 1
+  for j = a, last, 2000 do  -- unpack's bound: Lua's stack holds 8,000 values
     redis.call('HSET', KEYS[i], unpack(ARGV, j, math.min(j + 1999, last)))
   end
   a = last + 1
@@ -253,17 +256,21 @@ class Registry:
         self,
         version: str,
         token: str,
-        buckets: Mapping[str, Mapping[str, bytes]],
+        buckets: Grouped,
         progress: tuple[str, int, int],
     ) -> str:
-        """Write a batch (bucket -> key -> payload) and the writer's progress (its field,
+        """Write a batch (its rows grouped by bucket) and the writer's progress (its field,
         '' for the shared one, its keys and its units scored), only while ``token``
         holds the version's lease and the version is 'writing': 'ok', else 'lease',
         'status' or 'fence'.
 
         On a single Redis each script call checks the lease and the entry, then writes
-        its buckets; the batch goes as several calls in one pipeline, so that Redis runs
-        the first while the rest arrive, and nothing after a refusal lands. A cluster
+        its buckets, and nothing after a refusal lands. The batch goes as several
+        calls, packed by hiredis from slices of its one array of arguments
+        (prescore.store.bucket_batches) and each sent once packed, their replies read
+        after the last: Redis runs one while the next is packed. redis-py's pipeline,
+        which checks and packs each argument in Python and sends nothing before the
+        last, cost the writer more than Redis spent running the calls. A cluster
         spreads the buckets over its nodes, where no script sees the lease: each bucket
         is written by a script on its own node that checks the bucket's fence (what a
         failed version's writer could still land before the check is removed with the
@@ -273,24 +280,13 @@ class Registry:
             keys.registry_key(self.dataset),
             keys.written_key(self.dataset, version),
         ]
-        script = self._script("write", _WRITE)
         if isinstance(self.client, redis.RedisCluster):
             if not _write_fenced(self.client, token, buckets):
                 return "fence"
+            script = self._script("write", _WRITE)
             return as_text(script(keys=head, args=[token, version, *progress]))
-        pipe = self.client.pipeline(transaction=False)
-        names = list(buckets)
-        for start in range(0, max(len(names), 1), _BUCKETS_A_CALL):
-            part = names[start : start + _BUCKETS_A_CALL]
-            last = start + _BUCKETS_A_CALL >= len(names)
-            args: list[Any] = [token, version, *(progress if last else ("", 0, 0))]
-            for name in part:
-                mapping = buckets[name]
-                args.append(len(mapping))
-                for key, payload in mapping.items():
-                    args += (key, payload)
-            script(keys=[*head, *part], args=args, client=pipe)
-        outcomes = [as_text(o) for o in pipe.execute()]
+        calls = _write_calls(head, [token, version], buckets, progress)
+        outcomes = [as_text(o) for o in run_packed(self.client, calls)]
         return next((o for o in outcomes if o != "ok"), "ok")
 
     def seal(self, token: str, buckets: list[str]) -> int:
@@ -309,22 +305,40 @@ class Registry:
         return sum(int(n) for n in pipe.execute())
 
 
-def _write_fenced(
-    cluster: redis.RedisCluster, token: str, buckets: Mapping[str, Mapping[str, bytes]]
-) -> bool:
+def _write_fenced(cluster: redis.RedisCluster, token: str, buckets: Grouped) -> bool:
     """One pipeline of per-bucket fenced writes over a cluster's nodes: whether every
     bucket still held ``token``. redis-py's cluster pipeline has no script methods
     (it cannot load a script on the node that lacks it): the generic command sends
     EVAL, whose short script needs no loading, to the bucket's node (named, or the
     pipeline would ask a node for each command's keys first)."""
     pipe = cluster.pipeline(transaction=False)
-    for name, mapping in buckets.items():
+    for name, mapping in buckets.mappings():
         args: list[Any] = [token]
         for key, payload in mapping.items():
             args += (key, payload)
         node = cluster.get_node_from_key(name)
         pipe.execute_command("EVAL", _WRITE_BUCKET, 1, name, *args, target_nodes=node)
     return all(int(o) for o in pipe.execute())
+
+
+def _write_calls(
+    head: list[str], fixed: list[str], buckets: Grouped, progress: tuple[str, int, int]
+) -> Iterator[bytes]:
+    """The fenced write script's calls of a batch, packed, ``_BUCKETS_A_CALL`` buckets
+    each, the writer's progress with the last. EVAL, not EVALSHA: Redis keeps the script
+    by its text, and a Redis restarted or flushed mid-batch cannot refuse one call of a
+    batch whose others it ran."""
+    pairs, row = buckets.pairs(), 0
+    for start in range(0, max(len(buckets.names), 1), _BUCKETS_A_CALL):
+        part = buckets.names[start : start + _BUCKETS_A_CALL]
+        counts = buckets.counts[start : start + _BUCKETS_A_CALL]
+        last = start + _BUCKETS_A_CALL >= len(buckets.names)
+        rows = sum(counts)
+        args = [*fixed, *(progress if last else ("", 0, 0)), *counts]
+        args += pairs[2 * row : 2 * (row + rows)]
+        row += rows
+        command = ("EVAL", _WRITE, 3 + len(part), *head, *part, *args)
+        yield hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub's 1-tuple
 
 
 _BUCKETS_A_CALL = 256  # a script call's buckets: Redis is never held for long by one

@@ -11,7 +11,6 @@ upgrade serves what is live until the next publish.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,15 +19,16 @@ from typing import Any
 import redis
 
 from prescore.encoding import compact, keys
+from prescore.store.bucket_batches import Grouped, group
 from prescore.store.redis_client import Client, as_bytes, as_text
 
 Command = tuple[str, ...]
 # A writer's progress: its field ('' adds to the shared one), the keys it has written and
 # the units its model scored for them (pairs, rows, images; 0: not counted).
 Reported = tuple[str, int, int]
-# Sends a batch (bucket -> key -> payload) and the writer's progress only while its writer
-# may still write (prescore.store.versions.Versions.fence); raises otherwise.
-Fence = Callable[[Mapping[str, Mapping[str, bytes]], Reported], None]
+# Sends a batch (its rows grouped by bucket) and the writer's progress only while its
+# writer may still write (prescore.store.versions.Versions.fence); raises otherwise.
+Fence = Callable[[Grouped, Reported], None]
 UNITS = "/units"  # a writer's units scored, in the progress hash beside its keys' field
 _PIPELINE = 1000  # commands a round trip when counting or removing
 # Rows a write sends at once: a batch spreads over the version's buckets, and the more of
@@ -152,10 +152,7 @@ def _write_chunk(
 ) -> int:
     if not rows:
         return 0
-    grouped: dict[str, dict[str, bytes]] = defaultdict(dict)
-    names = keys.bucket_keys(where.dataset, where.version, where.buckets, [k for k, _ in rows])
-    for name, (key, payload) in zip(names, rows, strict=True):
-        grouped[name][key] = payload
+    grouped = group(where.dataset, where.version, where.buckets, rows)
     total = (tally.total if tally is not None else 0) + len(rows)
     reported = (tally.field, total, tally.units) if tally is not None else ("", len(rows), 0)
     if fence is not None:
@@ -171,13 +168,13 @@ def send(
     client: Client,
     dataset: str,
     version: str,
-    buckets: Mapping[str, Mapping[str, bytes]],
+    buckets: Grouped,
     reported: Reported,
 ) -> None:
     """One pipeline of a batch's HSETs and the writer's progress, unchecked: an unfenced
     write's (a version's own writers all write fenced, prescore.store.writers)."""
     pipe = client.pipeline(transaction=False)
-    for name, mapping in buckets.items():
+    for name, mapping in buckets.mappings():
         pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
     name = keys.written_key(dataset, version)
     field, total, units = reported

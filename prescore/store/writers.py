@@ -23,6 +23,7 @@ from prescore.encoding.compact import Frame
 from prescore.encoding.registry_entry import VersionInfo, utcnow_iso
 from prescore.errors import PublishError
 from prescore.store import values
+from prescore.store.bucket_batches import Grouped
 from prescore.store.dataset_versions import DatasetVersions
 from prescore.store.redis_client import (
     OUTAGES,
@@ -49,7 +50,7 @@ def fence(versions: DatasetVersions, version: str, token: str) -> values.Fence:
     version is 'writing' under that token (prescore.store.transitions.Registry.write, checked
     with the write itself); PublishError ``lease_lost`` otherwise, so that it stops."""
 
-    def send(buckets: Mapping[str, Mapping[str, bytes]], progress: values.Reported) -> None:
+    def send(buckets: Grouped, progress: values.Reported) -> None:
         outcome = versions.registry.write(version, token, buckets, progress)
         if outcome != "ok":
             raise PublishError(
