@@ -43,7 +43,9 @@ from prescore.store.redis_client import Client
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
-BATCH_ROWS = 100_000  # rows read at once: a batch packed at once makes each distinct entry once
+# rows read, packed and written at once: a batch packed at once makes each distinct entry
+# once, and written at once puts more of its rows in each bucket's HSET
+BATCH_ROWS = 100_000
 ROW_SLICE = 10_000  # rows turned into Python objects at once on the row by row path
 
 
@@ -262,7 +264,7 @@ def _write_all(
             good = _checked(rows, batch, report)
             if sending is not None:
                 report.rows += sending.result()
-            sending = writer.submit(values.write, client, where, good, fence=fence)
+            sending = writer.submit(values.write, client, where, good, BATCH_ROWS, fence=fence)
             sample.offer([k for k, _ in good])
             progress.add(batch.num_rows)
         if sending is not None:

@@ -324,24 +324,39 @@ def _write_fenced(cluster: redis.RedisCluster, token: str, buckets: Grouped) -> 
 def _write_calls(
     head: list[str], fixed: list[str], buckets: Grouped, progress: tuple[str, int, int]
 ) -> Iterator[bytes]:
-    """The fenced write script's calls of a batch, packed, ``_BUCKETS_A_CALL`` buckets
-    each, the writer's progress with the last. EVAL, not EVALSHA: Redis keeps the script
-    by its text, and a Redis restarted or flushed mid-batch cannot refuse one call of a
-    batch whose others it ran."""
+    """The fenced write script's calls of a batch, packed, the writer's progress with the
+    last. EVAL, not EVALSHA: Redis keeps the script by its text, and a Redis restarted or
+    flushed mid-batch cannot refuse one call of a batch whose others it ran."""
     pairs, row = buckets.pairs(), 0
-    for start in range(0, max(len(buckets.names), 1), _BUCKETS_A_CALL):
-        part = buckets.names[start : start + _BUCKETS_A_CALL]
-        counts = buckets.counts[start : start + _BUCKETS_A_CALL]
-        last = start + _BUCKETS_A_CALL >= len(buckets.names)
+    for first, end in _calls(buckets.counts):
+        counts = buckets.counts[first:end]
         rows = sum(counts)
+        last = end == len(buckets.counts)
         args = [*fixed, *(progress if last else ("", 0, 0)), *counts]
         args += pairs[2 * row : 2 * (row + rows)]
         row += rows
-        command = ("EVAL", _WRITE, 3 + len(part), *head, *part, *args)
+        command = ("EVAL", _WRITE, 3 + end - first, *head, *buckets.names[first:end], *args)
         yield hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub's 1-tuple
 
 
-_BUCKETS_A_CALL = 256  # a script call's buckets: Redis is never held for long by one
+# A script call's share of a batch: Redis runs nothing else while it runs, so a call
+# stops at this many buckets or once it holds this many rows (a large batch puts many
+# rows in each bucket, and fewer HSETs store them).
+_BUCKETS_A_CALL = 256
+_ROWS_A_CALL = 512
+
+
+def _calls(counts: list[int]) -> Iterator[tuple[int, int]]:
+    """The buckets (first, end) of each call, given each bucket's rows; one call at
+    least (it carries the writer's progress)."""
+    first, rows = 0, 0
+    for i, count in enumerate(counts):
+        rows += count
+        if rows >= _ROWS_A_CALL or i + 1 - first >= _BUCKETS_A_CALL:
+            yield first, i + 1
+            first, rows = i + 1, 0
+    if first < len(counts) or not counts:
+        yield first, len(counts)
 
 
 def new_token() -> str:
