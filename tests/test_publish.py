@@ -259,3 +259,44 @@ def test_the_lifecycle_refuses_versions_of_another_dataset(rclient) -> None:  # 
     with pytest.raises(ValueError, match="versions of other given to publish mine"):
         publish_new(other, Dataset(name="mine", kind="external"), ("m", "1"), lambda v, i: None)  # type: ignore[arg-type,return-value]
     assert other.all() == [] and Versions(rclient, "mine", StoreSettings()).all() == []
+
+
+def test_a_publish_sends_no_batch_after_one_is_refused(  # type: ignore[no-untyped-def]
+    similar, rclient, tmp_path, monkeypatch
+) -> None:
+    """Each batch is written on a thread while the next is read and packed, one batch in
+    flight at most: once one is refused (here the version is failed by an operator after
+    two have landed), the publish stops there and leaves nothing behind."""
+    from prescore.publishing import parquet
+
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 10)  # 60 rows: 6 batches
+    path = _write(tmp_path / "scores.parquet", _rows(60))
+    sent: list[int] = []
+    fence = Versions.fence
+
+    def failed_after_two(self: Versions, version: str, token: str | None = None):  # type: ignore[no-untyped-def]
+        send = fence(self, version, token)
+
+        def counted(batch, progress) -> None:  # type: ignore[no-untyped-def]
+            if len(sent) == 2:
+                self.fail(version, "failed by an operator")
+            sent.append(len(batch.keys))
+            send(batch, progress)
+
+        return counted
+
+    monkeypatch.setattr(Versions, "fence", failed_after_two)
+    report = publish_file(
+        rclient,
+        similar.store,
+        similar.catalog.get("similar"),
+        str(path),
+        json_column="payload",
+        say=lambda _: None,
+    )
+    assert not report.published and report.error == "lease_lost"
+    assert sent == [10, 10, 10]  # the third was refused; no fourth was sent
+    v = Versions(rclient, "similar", similar.store)
+    (info,) = v.all()
+    assert info.status == "failed" and v.count_keys(info.version) == 0
+    assert v.current() is None
