@@ -137,7 +137,11 @@ def _heads(names: list[str], coded: list[Any]) -> Heads | None:
         return None
     for c, size in zip(coded, sizes, strict=True):
         combined = combined * size + c.indices.to_numpy(zero_copy_only=False)
-    distinct, which = np.unique(combined, return_inverse=True)
+    # hashed, not sorted: the combinations in the order they first come, as the row by
+    # row path adds entries to the table
+    found = pc.dictionary_encode(pa.array(combined))
+    distinct = found.dictionary.to_numpy()
+    which = found.indices.to_numpy().astype(np.int64)
     if not len(distinct):
         return [], which
     parts: list[Any] = []  # {"name":value,"name":value... of each combination
