@@ -3,14 +3,17 @@ writer sends, against a real redis-server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import hiredis
 import pytest
 import redis
 
 from prescore.encoding import keys
+from prescore.settings import RedisSettings
 from prescore.store import values
 from prescore.store.bucket_batches import group
-from prescore.store.redis_client import run_packed
+from prescore.store.redis_client import connect, run_packed
 
 
 def test_rows_grouped_by_bucket_in_a_stable_order() -> None:
@@ -70,3 +73,43 @@ def test_fenced_batch_lands_every_key_once(rclient: redis.Redis) -> None:
         b'{"i":"last"}',
         b'{"i":1999}',
     ]
+
+
+def test_a_connection_broken_mid_batch_is_made_again_and_no_command_lost(
+    rclient: redis.Redis, redis_url: str
+) -> None:
+    """The writer's connection is killed by another client while its batch is being
+    packed and sent: the client's retry makes a new one and sends every command again,
+    each once, and none is left out (commands of 40 kB: each send holds one or two)."""
+    writer = connect(RedisSettings(url=redis_url), client_name="bulk-writer")
+    value = b"v" * 40_000
+
+    def packed() -> Iterator[bytes]:
+        for i in range(40):
+            if i == 20:
+                (me,) = [c for c in rclient.client_list() if c["name"] == "bulk-writer"]
+                assert rclient.client_kill_filter(_id=me["id"]) == 1
+            yield hiredis.pack_command(("SET", f"big{i}", value + str(i).encode()))
+
+    replies = run_packed(writer, packed())  # type: ignore[arg-type]
+    assert len(replies) == 40
+    stored = rclient.mget([f"big{i}" for i in range(40)])
+    assert stored == [value + str(i).encode() for i in range(40)]
+    assert writer.ping() is True
+
+
+def test_a_batch_that_fails_while_packed_leaves_no_reply_for_the_next_command(
+    rclient: redis.Redis,
+) -> None:
+    """Two commands were sent when packing the third failed: their replies are not read
+    by the next user of the pooled connection (it is closed, and made again)."""
+    rclient.set("after", "mine")
+
+    def packed() -> Iterator[bytes]:
+        for i in range(2):
+            yield hiredis.pack_command(("SET", f"sent{i}", b"v" * 40_000))
+        raise ValueError("a value that cannot be packed")
+
+    with pytest.raises(ValueError, match="cannot be packed"):
+        run_packed(rclient, packed())
+    assert rclient.get("after") == b"mine"  # not the "OK" of a SET sent before

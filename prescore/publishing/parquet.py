@@ -254,10 +254,11 @@ def _write_all(
     progress: Progress,
 ) -> None:
     """Write every good row of ``source``; count and sample the bad ones. Each batch is
-    written on a thread of its own while the next is read and packed here, so that
-    Redis stores one while this process makes the next. One is in flight at most: a
-    write's failure (a lost lease, a full Redis) is raised before another is sent, and
-    none is left running once this returns or raises."""
+    written on one writing thread while the next is read and packed here, so that
+    Redis stores one while this process makes the next (the progress said runs a batch
+    ahead of what landed). One is in flight at most: a write's failure (a lost lease, a
+    full Redis) is raised before another is sent, and none is left running once this
+    returns or raises."""
     with ThreadPoolExecutor(1, thread_name_prefix="publish-write") as writer:
         sending: Future[int] | None = None
         for batch in rows.batches(source):

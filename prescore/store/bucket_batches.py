@@ -48,6 +48,7 @@ def group(dataset: str, version: str, buckets: int, rows: list[tuple[str, bytes]
     where = keys.bucket_indices([k for k, _ in rows], buckets)
     order = sorted(range(len(rows)), key=where.__getitem__)
     ordered = [where[i] for i in order]
+    # where each bucket's rows begin: the first row, and each whose bucket is not the last's
     firsts = [0, *(i for i in range(1, len(ordered)) if ordered[i] != ordered[i - 1])]
     ends = [*firsts[1:], len(rows)]
     return Grouped(

@@ -187,19 +187,23 @@ def mget(client: Client, keys: list[str]) -> list[Any]:
 
 
 def run_packed(client: redis.Redis, packed: Iterable[bytes]) -> list[Any]:
-    """The replies of commands already packed (``hiredis.pack_command``), each sent as
-    soon as it is made, on one of the client's connections: a bulk writer's, whose
-    batches hold more arguments than redis-py's pipeline packs cheaply one by one, and
-    whose Redis runs one command while the next is packed. As that pipeline does, an
-    error reply is raised once every reply has been read, and a broken connection is
-    tried again as the client's retry says (the whole batch sent again)."""
+    """The replies of commands already packed (``hiredis.pack_command``), sent as they
+    are packed on one of the client's connections: a bulk writer's, whose batches hold
+    more arguments than redis-py's pipeline packs cheaply one by one, and whose Redis
+    runs one command while the next is packed. As that pipeline does, an error reply is
+    raised once every reply has been read, and a broken connection is tried again as the
+    client's retry says (every command sent again, each once)."""
     pool = client.connection_pool
     conn = pool.get_connection()
+    todo = iter(packed)  # taken from once: a retry sends again only what was sent
     sent: list[bytes] = []
     try:
         replies: list[Any] = conn.retry.call_with_retry(
-            lambda: _exchange(conn, packed, sent), lambda _: conn.disconnect()
+            lambda: _exchange(conn, todo, sent), lambda _: conn.disconnect()
         )
+    except BaseException:  # replies may be left unread on it: not for the next user
+        conn.disconnect()
+        raise
     finally:
         pool.release(conn)
     error = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
@@ -208,14 +212,23 @@ def run_packed(client: redis.Redis, packed: Iterable[bytes]) -> list[Any]:
     return replies
 
 
-def _exchange(conn: Any, packed: Iterable[bytes], sent: list[bytes]) -> list[Any]:
-    """Send what is packed (again what was ``sent`` before a retry), then read as many
-    replies, each read whole so that the next stays in step."""
-    for command in sent:
-        conn.send_packed_command([command])
-    for command in packed:
-        conn.send_packed_command([command])
+_SEND_BYTES = 1 << 16  # packed commands sent together once they hold this many bytes
+
+
+def _exchange(conn: Any, todo: Iterator[bytes], sent: list[bytes]) -> list[Any]:
+    """Send what was ``sent`` before (a retry's), then the rest of ``todo``, each counted
+    as sent before it goes; then read as many replies, each whole so that the next
+    stays in step."""
+    waiting, size, first = list(sent), sum(map(len, sent)), True
+    for command in todo:
         sent.append(command)
+        waiting.append(command)
+        size += len(command)
+        if size >= _SEND_BYTES:
+            conn.send_packed_command([b"".join(waiting)], check_health=first)
+            waiting, size, first = [], 0, False
+    if waiting:
+        conn.send_packed_command([b"".join(waiting)], check_health=first)
     replies: list[Any] = []
     for _ in sent:
         try:

@@ -199,7 +199,8 @@ class Change:
 @dataclass
 class Registry:
     """The scripts of one dataset, registered once per client (EVALSHA, reloaded by
-    redis-py when Redis has forgotten them)."""
+    redis-py when Redis has forgotten them; a batch's writes send their script as EVAL,
+    :func:`_write_calls`)."""
 
     client: Client
     dataset: str
@@ -285,7 +286,7 @@ class Registry:
                 return "fence"
             script = self._script("write", _WRITE)
             return as_text(script(keys=head, args=[token, version, *progress]))
-        calls = _write_calls(head, [token, version], buckets, progress)
+        calls = _write_calls(head, token, version, buckets, progress)
         outcomes = [as_text(o) for o in run_packed(self.client, calls)]
         return next((o for o in outcomes if o != "ok"), "ok")
 
@@ -322,26 +323,29 @@ def _write_fenced(cluster: redis.RedisCluster, token: str, buckets: Grouped) -> 
 
 
 def _write_calls(
-    head: list[str], fixed: list[str], buckets: Grouped, progress: tuple[str, int, int]
+    head: list[str], token: str, version: str, buckets: Grouped, progress: tuple[str, int, int]
 ) -> Iterator[bytes]:
-    """The fenced write script's calls of a batch, packed, the writer's progress with the
-    last. EVAL, not EVALSHA: Redis keeps the script by its text, and a Redis restarted or
-    flushed mid-batch cannot refuse one call of a batch whose others it ran."""
+    """The fenced write script's calls of a batch (``head``: its lease, registry and
+    progress keys), packed, the writer's progress with the last. EVAL, not EVALSHA: Redis
+    keeps the script by its text, and a Redis restarted or flushed mid-batch cannot
+    refuse one call of a batch whose others it ran."""
     pairs, row = buckets.pairs(), 0
     for first, end in _calls(buckets.counts):
         counts = buckets.counts[first:end]
         rows = sum(counts)
         last = end == len(buckets.counts)
-        args = [*fixed, *(progress if last else ("", 0, 0)), *counts]
+        args = [token, version, *(progress if last else ("", 0, 0)), *counts]
         args += pairs[2 * row : 2 * (row + rows)]
         row += rows
-        command = ("EVAL", _WRITE, 3 + end - first, *head, *buckets.names[first:end], *args)
+        names = buckets.names[first:end]
+        command = ("EVAL", _WRITE, len(head) + len(names), *head, *names, *args)
         yield hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub's 1-tuple
 
 
 # A script call's share of a batch: Redis runs nothing else while it runs, so a call
-# stops at this many buckets or once it holds this many rows (a large batch puts many
-# rows in each bucket, and fewer HSETs store them).
+# stops at this many buckets or once it holds this many rows (more only where one
+# bucket holds more: a large batch puts many rows in each bucket, and fewer HSETs store
+# them).
 _BUCKETS_A_CALL = 256
 _ROWS_A_CALL = 512
 
