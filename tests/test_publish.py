@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -16,7 +17,7 @@ from lookup.app import create_app
 from lookup.settings import LookupSettings
 from prescore.cli.main import main
 from prescore.encoding import compact
-from prescore.publishing.parquet import publish_file
+from prescore.publishing.parquet import PublishReport, publish_file
 from prescore.settings import Settings
 from prescore.store.versions import Versions
 from tests.frames import write_frame
@@ -42,6 +43,12 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def _publish(similar: Settings, client: Any, path: Path, **options: Any) -> PublishReport:
+    """publish_file of the JSON column ``payload`` of ``path`` as the dataset ``similar``."""
+    dataset = similar.catalog.get("similar")
+    return publish_file(client, similar.store, dataset, str(path), json_column="payload", **options)
+
+
 BAD = [
     {"sku": "bad\tkey", "payload": "{}"},
     {"sku": "s-json", "payload": "{not json"},
@@ -54,12 +61,10 @@ BAD = [
 def test_published_rows_are_served_with_their_own_names(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = _write(tmp_path / "scores.parquet", _rows(500))
     lines: list[str] = []
-    report = publish_file(
+    report = _publish(
+        similar,
         rclient,
-        similar.store,
-        similar.catalog.get("similar"),
-        str(path),
-        json_column="payload",
+        path,
         model="nightly-als",
         model_version="7",
         say=lines.append,
@@ -90,12 +95,9 @@ def test_published_rows_are_served_with_their_own_names(similar, rclient, tmp_pa
 
 def test_bad_rows_refuse_the_publish_unless_allowed(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = _write(tmp_path / "scores.parquet", _rows(20) + BAD)
-    dataset = similar.catalog.get("similar")
     v = Versions(rclient, "similar", similar.store)
     lines: list[str] = []
-    refused = publish_file(
-        rclient, similar.store, dataset, str(path), json_column="payload", say=lines.append
-    )
+    refused = _publish(similar, rclient, path, say=lines.append)
     assert not refused.published and refused.bad == len(BAD)
     assert v.current() is None and v.get(refused.version).status == "failed"
     assert v.count_keys(refused.version) == 0  # nothing it wrote is left
@@ -109,15 +111,7 @@ def test_bad_rows_refuse_the_publish_unless_allowed(similar, rclient, tmp_path) 
     ):
         assert reason in text, text
     assert "5 bad row(s), more than the 0 allowed" in text
-    allowed = publish_file(
-        rclient,
-        similar.store,
-        dataset,
-        str(path),
-        json_column="payload",
-        max_bad=5,
-        say=lines.append,
-    )
+    allowed = _publish(similar, rclient, path, max_bad=5, say=lines.append)
     assert allowed.published and (allowed.rows, allowed.bad) == (20, 5)
     assert v.current() == allowed.version and v.count_keys(allowed.version) == 20
 
@@ -193,9 +187,7 @@ def test_an_integer_key_column_is_published_as_its_digits(similar, rclient, tmp_
     ]
     path = tmp_path / "int-keys.parquet"
     write_frame(pd.DataFrame(rows).astype({"sku": "int64"}), path, index=False)
-    report = publish_file(
-        rclient, similar.store, similar.catalog.get("similar"), str(path), json_column="payload"
-    )
+    report = _publish(similar, rclient, path)
     assert report.published and (report.rows, report.bad) == (2, 0)
     client = create_app(LookupSettings(core=similar, pointer_cache_s=0)).test_client()
     doc = client.get("/v1/similar/42?k=1").get_json()
@@ -286,14 +278,7 @@ def test_a_publish_sends_no_batch_after_one_is_refused(  # type: ignore[no-untyp
         return counted
 
     monkeypatch.setattr(Versions, "fence", failed_after_two)
-    report = publish_file(
-        rclient,
-        similar.store,
-        similar.catalog.get("similar"),
-        str(path),
-        json_column="payload",
-        say=lambda _: None,
-    )
+    report = _publish(similar, rclient, path, say=lambda _: None)
     assert not report.published and report.error == "lease_lost"
     assert sent == [10, 10, 10]  # the third was refused; no fourth was sent
     v = Versions(rclient, "similar", similar.store)
