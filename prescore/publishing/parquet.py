@@ -255,21 +255,24 @@ def _write_all(
 ) -> None:
     """Write every good row of ``source``; count and sample the bad ones. Each batch is
     written on one writing thread while the next is read and packed here, so that
-    Redis stores one while this process makes the next (the progress said runs a batch
-    ahead of what landed). One is in flight at most: a write's failure (a lost lease, a
-    full Redis) is raised before another is sent, and none is left running once this
-    returns or raises."""
+    Redis stores one while this process makes the next. One is in flight at most: a
+    write's failure (a lost lease, a full Redis) is raised before another is sent, and
+    none is left running once this returns or raises."""
     with ThreadPoolExecutor(1, thread_name_prefix="publish-write") as writer:
-        sending: Future[int] | None = None
+        sending: tuple[Future[int], int] | None = None  # a batch's write, its rows read
+
+        def landed() -> None:  # the batch in flight written: counted, its progress said
+            if sending is not None:
+                report.rows += sending[0].result()
+                progress.add(sending[1])
+
         for batch in rows.batches(source):
             good = _checked(rows, batch, report)
-            if sending is not None:
-                report.rows += sending.result()
-            sending = writer.submit(values.write, client, where, good, BATCH_ROWS, fence=fence)
+            landed()
+            write = writer.submit(values.write, client, where, good, BATCH_ROWS, fence=fence)
+            sending = (write, batch.num_rows)
             sample.offer([k for k, _ in good])
-            progress.add(batch.num_rows)
-        if sending is not None:
-            report.rows += sending.result()
+        landed()
 
 
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
