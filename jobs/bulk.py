@@ -44,6 +44,7 @@ from prescore.publishing.lifecycle import Written, publish_new
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.store import values
 from prescore.store.redis_client import OUTAGES, Client, connect
+from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
@@ -135,10 +136,15 @@ class Run:
     partitions: int = 0  # 0: as read, or Spark's parallelism
     version: str = ""
     token: str = ""
+    buckets: int = 0  # the version's (its tasks need not read its registry entry)
 
-    def writing(self, version: str, token: str) -> Self:
-        """This run as it writes ``version`` under the lease ``token``."""
-        return replace(self, version=version, token=token)
+    def writing(self, where: Placed, token: str) -> Self:
+        """This run as it writes the version ``where`` under the lease ``token``."""
+        return replace(self, version=where.version, buckets=where.buckets, token=token)
+
+    def placed(self) -> Placed:
+        """Where the keys of the version it writes live."""
+        return Placed(self.dataset.name, self.version, self.buckets)
 
     def base(self) -> dict[str, Any]:
         """This run's own fields, for a kind's run built on it (``RankingRun(**run.base(),
@@ -213,8 +219,7 @@ def write_rows(
     (:func:`task_tally`)."""
     versions = Versions(client, run.dataset.name, StoreSettings())
     fence = versions.fence(run.version, run.token)
-    where = versions.placed(run.version)
-    return values.write(client, where, rows, tally=tally, fence=fence)
+    return values.write(client, run.placed(), rows, tally=tally, fence=fence)
 
 
 def task_tally() -> values.Tally:
@@ -376,7 +381,7 @@ def publish_version(
     versions: Versions,
     dataset: Dataset,
     model: tuple[str, str],
-    run: Callable[[str, str], Any],
+    run: Callable[[Placed, str], Any],
     unit: str = "rows",
     force: bool = False,
     figures: Mapping[str, Any] | None = None,
@@ -385,9 +390,10 @@ def publish_version(
     stage: bool = False,
 ) -> Summary:
     """Publish a new version (prescore.publishing.lifecycle) written by the stats DataFrame
-    ``run(version, token)``, its tasks' writes fenced by the driver's lease; ``force``:
-    even over a newer live version; ``figures`` are recorded with it. A version that fails
-    its gates is kept ``gated``. ``expected_keys`` sizes the version's buckets.
+    ``run(where, token)`` (where: the version's Placed), its tasks' writes fenced by the
+    driver's lease; ``force``: even over a newer live version; ``figures`` are recorded
+    with it. A version that fails its gates is kept ``gated``. ``expected_keys`` sizes the
+    version's buckets.
     ``incremental``: a delta of the live version instead (prescore.store.deltas);
     ``stage``: kept ``staged`` beside the live one (prescore.store.canaries)."""
     summary = Summary(dataset.name)
@@ -397,7 +403,7 @@ def publish_version(
         where = versions.placed(info.version, info)
         counted = partial(values.progress, versions.client, where)
         with Progress(spark, counted, expected=expected_keys, unit=unit):
-            stats = run(info.version, versions.token(info.version)).collect()
+            stats = run(where, versions.token(info.version)).collect()
         written: list[str] = []
         for row in stats:
             summary.rows += row["rows"]

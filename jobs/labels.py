@@ -57,6 +57,7 @@ from prescore.models import feeds
 from prescore.models.image_features import decode, model_input
 from prescore.models.signature import Signatures, check_labels, image_dims, image_input
 from prescore.models.store import ModelRef
+from prescore.store.values import Placed
 
 IMAGES_PER_TASK = 2048
 ARROW_BATCH_FILES = 512
@@ -261,7 +262,7 @@ def runner(
     missed: Sequence[str] = (),
     subset: Subset = WHOLE,
 ) -> tuple[Any, Selection | None]:
-    """Check the model against the run's dataset; ``run(version)``: the stats of one run,
+    """Check the model against the run's dataset; ``run(where, token)``: the stats of one run,
     and the rows chosen (a rows dataset: its filter and the ``missed`` keys it holds, or
     the ``subset`` of an incremental run)."""
     dataset = body.dataset
@@ -285,8 +286,8 @@ def runner(
         if body.partitions:
             frame = frame.repartition(body.partitions)
 
-        def run_rows(version: str, token: str) -> Any:
-            mine = body.writing(version, token)
+        def run_rows(where: Placed, token: str) -> Any:
+            mine = body.writing(where, token)
             return frame.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
 
         return run_rows, chosen
@@ -294,8 +295,8 @@ def runner(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
     listing = read_images(spark, dataset, body.partitions)
 
-    def run(version: str, token: str) -> Any:
-        mine = body.writing(version, token)
+    def run(where: Placed, token: str) -> Any:
+        mine = body.writing(where, token)
         batches = listing.images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
         stats = batches.collect()
         # Every listed file the workers saw was scored or reported; only when some were

@@ -49,7 +49,6 @@ from prescore.data.datasets import Dataset
 from prescore.encoding import keys
 from prescore.encoding.codec import PayloadShape
 from prescore.encoding.ranking_payloads import RankingPayloads
-from prescore.encoding.registry_entry import VersionInfo
 from prescore.models import feeds
 from prescore.models.signature import ENCODE_CONTEXT, Signatures, check_ranking
 from prescore.models.store import ModelRef
@@ -427,16 +426,13 @@ def score_partition(
 def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:
     """Store the frames of the run's compact payloads before any task writes one."""
     client = worker_redis(conf)
-    name = conf.dataset.name
-    raw = client.hget(keys.registry_key(name), conf.version)
-    assert raw is not None, "the version is registered before it is run"
-    where = Placed(name, conf.version, VersionInfo.from_bytes(raw).buckets)
     frames = {e.frame_id: e.frame() for e in payload_encoders(conf, items)}
-    Versions(client, name, StoreSettings()).write_frames(where, frames, conf.token)
+    versions = Versions(client, conf.dataset.name, StoreSettings())
+    versions.write_frames(conf.placed(), frames, conf.token)
 
 
 def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int) -> Any:
-    """``run(version, token)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
+    """``run(where, token)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
     items = spark.sparkContext.broadcast(dict(planned.items))
     frame = planned.entities
     parallelism = spark.sparkContext.defaultParallelism
@@ -450,8 +446,8 @@ def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int) -> Any
         entities_per_chunk=entities_per_chunk,
     )
 
-    def run(version: str, token: str) -> Any:
-        mine = body.writing(version, token)
+    def run(where: Placed, token: str) -> Any:
+        mine = body.writing(where, token)
         write_frames(mine, items.value)
         return frame.mapInPandas(lambda it: score_partition(it, mine, items), STATS_SCHEMA)
 

@@ -31,6 +31,7 @@ from prescore.errors import NotFound
 from prescore.settings import ModelStoreSettings, RedisSettings, Settings, StoreSettings
 from prescore.store import values
 from prescore.store.embedded_redis import RedisProcess
+from prescore.store.values import Placed
 from prescore.store.versions import Versions, read_current
 from tests import domains, python_env
 from tests.frames import read_frame, write_frame
@@ -276,14 +277,13 @@ def _peak_written_until_done(client: redis.Redis, version: str, proc: subprocess
     return peak
 
 
-def _writing_run(settings: Settings, version: str, token: str) -> Run:
-    """What a task of a run writing ``version`` of shop under ``token`` is sent (the
-    writes read only the dataset's name)."""
+def _writing_run(settings: Settings, where: Placed, token: str) -> Run:
+    """What a task of a run writing the version ``where`` of shop under ``token`` is sent
+    (the writes read only the dataset's name)."""
     shop = Dataset(name="shop", kind="ranking", model="shop-model")
     worker = WorkerSettings.of(settings)
-    return Run(dataset=shop, model_version="1", scored_at="", worker=worker, batch_rows=1).writing(
-        version, token
-    )
+    run = Run(dataset=shop, model_version="1", scored_at="", worker=worker, batch_rows=1)
+    return run.writing(where, token)
 
 
 def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
@@ -294,7 +294,7 @@ def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     rows, each key once."""
     v = Versions(rclient, "shop", settings.store)
     info = v.begin("shop-model", "1")
-    run = _writing_run(settings, info.version, v.token(info.version))
+    run = _writing_run(settings, v.placed(info.version, info), v.token(info.version))
     rows = [
         (f"c{i}", json.dumps({"customer_id": f"c{i}", "items": []}).encode()) for i in range(50)
     ]
@@ -311,7 +311,7 @@ def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
 ) -> None:
     v = Versions(rclient, "shop", settings.store)
     info = v.begin("shop-model", "1")
-    run = _writing_run(settings, info.version, v.token(info.version))
+    run = _writing_run(settings, v.placed(info.version, info), v.token(info.version))
     rows = [(f"c{i}", b'{"customer_id":"c%d"}' % i) for i in range(50)]
     write_rows(rclient, run, rows[:30], values.Tally("p0", units=900))  # lost attempt
     write_rows(rclient, run, rows[:20], values.Tally("p0", units=600))  # its retry ...
