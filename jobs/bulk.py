@@ -175,10 +175,13 @@ def keyed(
     """The rows of ``frame`` whose key text (jobs.spark_tables.KEY_TEXT, made by Spark)
     is a key of ``form``, their keys, and ``row key: reason`` of the others (a null part,
     a control character, too long): those are skipped and reported, as bad inputs are."""
+    texts = frame[KEY_TEXT].tolist()
+    if form.all_valid(texts):  # the usual batch: one check of them all
+        return frame, texts, []
     ids: list[str] = []
     good: list[int] = []
     bad: list[str] = []
-    for i, text in enumerate(frame[KEY_TEXT].tolist()):
+    for i, text in enumerate(texts):
         try:
             if not isinstance(text, str):
                 raise InvalidInput(f"{what} has a null part", code="invalid_id")
