@@ -362,14 +362,15 @@ def score_chunk(
     counts = np.fromiter(map(len, cands), np.int64, len(cands))
     owner = np.repeat(np.arange(len(frame)), counts)
     item_idx = np.concatenate(cands) if len(owner) else np.empty(0, np.int64)
-    serving = model.signatures.serving.inputs
-    entity_feed = feeds.feeds(
-        frame, {n: t for n, t in serving.items() if conf.bound[n] == "entity"}
-    )
+    entity_feed: dict[str, np.ndarray] = {}  # the raw features: the per-pair path's
     block = None
     if conf.factored:
         wanted = model.signatures.by_name["encode_entity"].inputs
         block = model.encode("encode_entity", feeds.feeds(frame, wanted))
+    else:
+        serving = model.signatures.serving.inputs
+        entity = {n: t for n, t in serving.items() if conf.bound[n] == "entity"}
+        entity_feed = feeds.feeds(frame, entity)
     rows: list[tuple[str, bytes]] = []
     for c, (ctx, _, _) in enumerate(run.contexts):
         if not len(owner):
@@ -402,7 +403,9 @@ def _payloads(
 def score_partition(
     batches: Iterator[pd.DataFrame], conf: RankingRun, items: Any
 ) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: score, write, yield one stats row per Arrow batch."""
+    """mapInPandas body: score, write, yield one stats row per Arrow batch. A batch's
+    rows are written together, once all its chunks are scored: the more rows a write
+    holds, the more of them share each bucket's HSET (prescore.store.values.write)."""
     client = worker_redis(conf)
     model = worker_model(conf)
     run = CACHE.get(("run", conf.version), lambda: build_run(conf, items.value, model))
@@ -410,17 +413,17 @@ def score_partition(
     tally = task_tally()
     form, what = _form(conf), conf.dataset.key_field
     for batch in batches:
-        written = pairs = 0
-        keys_: list[str] = []
+        pairs = 0
+        rows: list[tuple[str, bytes]] = []
         batch, ids, bad = keyed(batch, form, what)
         for start in range(0, len(batch), step):
             part = slice(start, start + step)
-            rows, scored = score_chunk(batch.iloc[part], ids[part], conf, model, run)
-            tally.units += scored  # reported with the rows, as the job's pairs done
-            written += write_rows(client, conf, rows, tally)
+            chunk, scored = score_chunk(batch.iloc[part], ids[part], conf, model, run)
+            rows += chunk
             pairs += scored
-            keys_ += [k for k, _ in rows]
-        yield stats_row(written, pairs, bad, written=keys_)
+        tally.units += pairs  # reported with the rows, as the job's pairs done
+        written = write_rows(client, conf, rows, tally)
+        yield stats_row(written, pairs, bad, written=[k for k, _ in rows])
 
 
 def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--entities-per-chunk",
         type=int,
         default=1024,
-        help="ranking: entities scored, encoded and written together",
+        help="ranking: entities encoded and scored together (a task writes each input batch whole)",
     )
     parser.add_argument(
         "--per-pair",

@@ -47,7 +47,8 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     s = with_catalog(settings, config)
     registered(s, "shop-model", shop["plain"])
     env = _env(s, config, redis_url)
-    # small chunks in many tasks: the job writes for a while, a batch at a time
+    # many small tasks, each scoring in small chunks: the job writes for a while, a task's
+    # batch at a time
     argv = local_args(
         "score",
         master="local[2]",
