@@ -215,8 +215,8 @@ class StandaloneCluster:
             try:
                 workers = self.state().get("workers", [])
                 alive = sum(1 for w in workers if w.get("state") == "ALIVE")
-            except OSError:  # the master's UI is not up yet
-                alive = 0
+            except (OSError, ValueError):  # the UI not up yet, or (seen once, on a loaded
+                alive = 0  # machine, as the master started) an HTML page for /json/
             if alive >= self.workers:
                 return
             time.sleep(0.3)
