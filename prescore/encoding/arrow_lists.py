@@ -48,13 +48,14 @@ def pack_batch(
     column = batch.column(list_field)
     if not pa.types.is_list(column.type) or not pa.types.is_struct(column.type.value_type):
         return None
-    keys = _keys(batch.column(key_column), form)
+    keys = key_texts(batch.column(key_column), form)
     entries = column.flatten()
     if keys is None or column.null_count or entries.null_count:
         return None
-    heads, ticks = _entries(entries, entry_field)
-    if heads is None or ticks is None:
+    parts = entry_parts(entries, entry_field)
+    if parts is None:
         return None
+    heads, ticks = parts
     empty = orjson.dumps({key_field: keys[0], list_field: [], **stamp})
     fid = lists.frame_around(keys[0], empty)
     made = lists.indices(heads[0], cut=False)  # orjson's flat objects (_heads)
@@ -62,12 +63,12 @@ def pack_batch(
     if fid is None or (index < 0).any():
         return None
     offsets = column.offsets.to_numpy()
-    payloads = _payloads(fid, index, ticks, offsets - offsets[0])
-    lists.packed += len(payloads)
-    return list(zip(keys, payloads, strict=True))
+    made_rows = payloads(np.full(len(keys), fid), index, ticks, offsets - offsets[0])
+    lists.packed += len(made_rows)
+    return list(zip(keys, made_rows, strict=True))
 
 
-def _keys(column: Any, form: KeyForm) -> list[str] | None:
+def key_texts(column: Any, form: KeyForm) -> list[str] | None:
     """The key texts of a string or integer key column, all checked at once."""
     import pyarrow as pa
 
@@ -84,34 +85,36 @@ def _keys(column: Any, form: KeyForm) -> list[str] | None:
 Heads = tuple[list[bytes], np.ndarray]  # distinct entry texts, and each entry's of them
 
 
-def _entries(entries: Any, entry_field: str) -> tuple[Heads | None, np.ndarray | None]:
+def entry_parts(entries: Any, entry_field: str) -> tuple[Heads, np.ndarray] | None:
     """(the entries' distinct texts before their score and each entry's position among
-    them, each entry's score tick), or None for either when the batch goes row by row."""
+    them, each entry's score tick) of the Arrow struct array ``entries``, or None when the
+    batch goes row by row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     names = [f.name for f in entries.type]
     if len(set(names)) != len(names):  # a struct may repeat a name; a JSON object may not
-        return None, None
+        return None
     if entry_field:
         if entry_field not in names:
-            return None, None
+            return None
         names = [entry_field, *(n for n in names if n != entry_field)]
     if names[-1] != _SCORE or len(names) < 2:
-        return None, None
+        return None
     children = {
         f.name: c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
         for f, c in zip(entries.type, entries.flatten(), strict=True)
     }  # a categorical as its values: dictionary_encode hands a dictionary back unchanged
     score = children[_SCORE]
     if not pa.types.is_floating(score.type) or score.null_count:
-        return None, None
+        return None
     ticks = _ticks(score.cast(pa.float64()).to_numpy())
     try:
         coded = [pc.dictionary_encode(children[n], null_encoding="encode") for n in names[:-1]]
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-        return None, None  # a nested value: row by row
-    return _heads(names[:-1], coded), ticks
+        return None  # a nested value: row by row
+    heads = _heads(names[:-1], coded)
+    return None if heads is None or ticks is None else (heads, ticks)
 
 
 def _ticks(scores: np.ndarray) -> np.ndarray | None:
@@ -146,7 +149,7 @@ def _heads(names: list[str], coded: list[Any]) -> Heads | None:
         return [], which
     parts: list[Any] = []  # {"name":value,"name":value... of each combination
     for name, c, size in reversed(list(zip(names, coded, sizes, strict=True))):
-        texts = _texts(c.dictionary)
+        texts = value_texts(c.dictionary)
         if texts is None:
             return None
         parts[:0] = [b"," + orjson.dumps(name) + b":", pc.take(texts, pa.array(distinct % size))]
@@ -158,7 +161,7 @@ def _heads(names: list[str], coded: list[Any]) -> Heads | None:
 _ESCAPED = r'["\\\x00-\x1f]'  # what a JSON string writes escaped
 
 
-def _texts(values: Any) -> Any:
+def value_texts(values: Any) -> Any:
     """The JSON text of each value of the Arrow array ``values`` as orjson writes it, as
     an Arrow binary array; None where one has none (a value JSON lacks, or a float that
     is not finite: the row by row path says which). Strings that need no escape and
@@ -170,7 +173,7 @@ def _texts(values: Any) -> Any:
     kind = values.type
     if pa.types.is_integer(kind):
         texts = values.cast(pa.string())
-    elif pa.types.is_string(kind) and _utf8(values) and not _escaped(values):
+    elif pa.types.is_string(kind) and valid_utf8(values) and not _escaped(values):
         texts = pc.binary_join_element_wise('"', values, '"', "")
     else:
         found = values.to_pylist()
@@ -183,7 +186,7 @@ def _texts(values: Any) -> Any:
     return pc.fill_null(texts, "null").cast(pa.binary())
 
 
-def _utf8(strings: Any) -> bool:
+def valid_utf8(strings: Any) -> bool:
     """Whether the Arrow ``strings`` are valid UTF-8 (a parquet file's need not be: made
     Python text instead, they fail as they always did, before anything is written)."""
     import pyarrow as pa
@@ -202,9 +205,12 @@ def _escaped(strings: Any) -> bool:
     return bool(pc.any(pc.match_substring_regex(strings, _ESCAPED)).as_py())
 
 
-def _payloads(fid: int, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray) -> list[bytes]:
-    """Each row's compact payload (compact.encode's bytes), rows grouped by their
-    entries' count and width and laid out in one buffer a group."""
+def payloads(
+    fids: np.ndarray, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray
+) -> list[bytes]:
+    """Each row's compact payload (compact.encode's bytes) from its frame id, its
+    entries' indices and score ticks (``starts``: the rows' offsets into them), rows
+    grouped by their entries' count and width and laid out in one buffer a group."""
     lengths = np.diff(starts)
     out: list[bytes] = [b""] * len(lengths)
     for n in np.unique(lengths).tolist():
@@ -215,17 +221,17 @@ def _payloads(fid: int, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray
         for is_wide in (False, True):
             part = np.flatnonzero(wide == is_wide)
             if len(part):
-                blob = _layout(fid, idx[part], tick[part], is_wide)
+                blob = _layout(fids[rows[part]], idx[part], tick[part], is_wide)
                 width = len(blob) // len(part)
                 for r, i in zip(rows[part].tolist(), range(0, len(blob), width), strict=True):
                     out[r] = blob[i : i + width]
     return out
 
 
-def _layout(fid: int, idx: np.ndarray, tick: np.ndarray, wide: bool) -> bytes:
+def _layout(fids: np.ndarray, idx: np.ndarray, tick: np.ndarray, wide: bool) -> bytes:
     rows = len(idx)
     head = np.empty((rows, 2), np.uint8)
-    head[:, 0], head[:, 1] = (compact.WIDE if wide else compact.NARROW), fid
+    head[:, 0], head[:, 1] = (compact.WIDE if wide else compact.NARROW), fids
     indices = np.ascontiguousarray(idx, "<u4" if wide else "<u2").view(np.uint8)
     scores = np.ascontiguousarray(tick, "<u2").view(np.uint8)
     return np.hstack([head, indices.reshape(rows, -1), scores.reshape(rows, -1)]).tobytes()

@@ -30,6 +30,7 @@ from prescore.data.datasets import Dataset, Table
 from prescore.data.local_tables import files
 from prescore.data.storage import remote
 from prescore.encoding.arrow_lists import pack_batch
+from prescore.encoding.json_lists import pack_json_batch
 from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
 from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import InvalidInput, PublishError
@@ -158,10 +159,14 @@ class _Rows:
 
     def packed(self, batch: Any) -> list[tuple[str, bytes]] | None:
         """(key, compact payload) of every row of ``batch`` packed at once, or None where
-        the batch goes row by row (prescore.encoding.arrow_lists)."""
-        if self.json_column or not self.compact:
+        the batch goes row by row (prescore.encoding.arrow_lists, and json_lists for a
+        JSON column)."""
+        if not self.compact:
             return None
         shape = (self.dataset.key_field, self.dataset.list_field, self.dataset.entry_field)
+        if self.json_column:
+            keys, texts = batch.column(self.key_column), batch.column(self.json_column)
+            return pack_json_batch(keys, texts, shape, self.stamp, self.form, self.compactor)
         columns = [self.key_column, self.dataset.list_field]
         if sorted(batch.schema.names) != sorted(columns):
             return None
