@@ -40,6 +40,9 @@ def _scalar_strings(values: Sequence[Any]) -> np.ndarray:
 
 
 def _padded(values: Sequence[Any], tensor: Tensor) -> np.ndarray:
+    arrays = values and all(type(v) is np.ndarray and v.ndim == 1 for v in values)
+    if arrays and len({v.dtype for v in values}) == 1:  # a list column from Spark's Arrow
+        return _padded_arrays(values, tensor)
     lists = [[] if v is None or (isinstance(v, float) and v != v) else list(v) for v in values]
     width = max((len(x) for x in lists), default=0) or 1
     if tensor.shape[1] is not None:
@@ -52,6 +55,27 @@ def _padded(values: Sequence[Any], tensor: Tensor) -> np.ndarray:
     out = np.zeros((len(lists), width), _NUMPY[tensor.dtype])
     for i, row in enumerate(lists):
         out[i, : len(row)] = row[:width]
+    return out
+
+
+def _padded_arrays(rows: Sequence[np.ndarray], tensor: Tensor) -> np.ndarray:
+    """:func:`_padded` of rows that are 1-D arrays of one dtype: their values joined once
+    and set in place at once, not row by row."""
+    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+    width = max(int(lengths.max()), 1) if tensor.shape[1] is None else tensor.shape[1]
+    flat = np.concatenate(rows)
+    col = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    keep = col < width
+    at = (np.repeat(np.arange(len(rows)), lengths)[keep], col[keep])
+    if tensor.dtype in STRINGS:
+        out = np.full((len(rows), width), "", object)
+        kept = flat[keep]
+        if kept.dtype != object or not all(type(v) is str for v in kept):
+            kept = np.array([str(v) for v in kept], object)
+        out[at] = kept
+        return out
+    out = np.zeros((len(rows), width), _NUMPY[tensor.dtype])
+    out[at] = flat[keep]
     return out
 
 

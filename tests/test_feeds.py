@@ -1,0 +1,59 @@
+"""prescore.models.feeds: list columns padded for a model, the same whether the rows come
+as Spark's Arrow hands them (1-D numpy arrays, padded at once) or as Python lists (row
+by row)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prescore.models import feeds
+from prescore.models.signature import Tensor
+
+ROWS = {
+    "strings": [
+        np.array(["eu", "us"], object),
+        np.array([], object),
+        np.array(["asia", None, ""], object),
+    ],
+    "ints": [np.array([3, 1], np.int64), np.array([], np.int64), np.array([7, 8, 9], np.int64)],
+    "floats": [np.array([0.1, np.nan], np.float32), np.array([2.5], np.float32)],
+    "empty": [np.array([], object), np.array([], object)],
+}
+
+
+@pytest.mark.parametrize("width", [None, 2, 5])
+@pytest.mark.parametrize(
+    ("rows", "dtype"),
+    [
+        ("strings", "string"),
+        ("ints", "int64"),
+        ("ints", "float32"),
+        ("ints", "string"),  # numbers given to a string input: their text
+        ("floats", "float32"),
+        ("floats", "string"),
+        ("empty", "string"),
+        ("empty", "int32"),
+    ],
+)
+def test_arrays_are_padded_as_lists_are(rows: str, dtype: str, width: int | None) -> None:
+    tensor = Tensor(dtype, (None, width))
+    arrays = ROWS[rows]
+    at_once = feeds.column_feed(arrays, tensor)
+    row_by_row = feeds.column_feed([list(a) for a in arrays], tensor)
+    assert at_once.dtype == row_by_row.dtype and at_once.shape == row_by_row.shape
+    assert at_once.shape[1] == (width or max(max(len(a) for a in arrays), 1))
+    np.testing.assert_array_equal(at_once, row_by_row)  # NaN in the same places
+
+
+def test_a_list_column_from_arrow_is_padded_with_blanks() -> None:
+    column = pa.table({"regions": [["eu", "us"], None, ["asia"]]}).to_pandas()["regions"]
+    got = feeds.column_feed(column, Tensor("string", (None, None)))
+    assert got.tolist() == [["eu", "us"], ["", ""], ["asia", ""]]
+
+
+def test_rows_of_mixed_kinds_go_row_by_row() -> None:
+    rows = [np.array([1, 2], np.int64), np.array(["a"], object), None]
+    got = feeds.column_feed(rows, Tensor("string", (None, None)))
+    assert got.tolist() == [["1", "2"], ["a", ""], ["", ""]]
