@@ -153,3 +153,59 @@ def test_an_integer_key_column_is_packed_under_its_digits() -> None:
     text = orjson.dumps({"items": [ONE]}).decode()
     got, _ = _at_once([7, 12], [text, text])
     assert got is not None and [k for k, _ in got] == ["7", "12"]
+
+
+def test_a_stamp_named_as_the_key_field_is_not_added_twice() -> None:
+    dataset = Dataset(name="news", kind="external", key_field="model", entry_field="hotel_id")
+    text = orjson.dumps({"items": [ONE]}).decode()
+    rows = _Rows(dataset, "model", "payload", (), STAMP)
+    expected = [rows.payload("u1", text)]
+    lists = ListCompactor("model", "items")
+    shape = ("model", "items", "hotel_id")
+    got = pack_json_batch(pa.array(["u1"]), pa.array([text]), shape, STAMP, KeyForm(), lists)
+    assert got is not None and _served(got, lists) == _served(expected, rows.compactor)
+    assert _served(got, lists)[0].count(b'"model"') == 1
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["null"],  # a null at the start of a block crashes pyarrow 26's reader
+        [orjson.dumps({"items": [ONE]}).decode(), "null"],
+        ["{}", "{}"],
+        [orjson.dumps({"items": [ONE]}).decode().replace(",", ",\r", 1)],
+        [
+            orjson.dumps({"items": [ONE], "deep": "x"})
+            .decode()
+            .replace('"x"', "[" * 3000 + "]" * 3000)
+        ],
+    ],
+)
+def test_odd_texts_go_row_by_row_without_reaching_the_reader(texts: list[str]) -> None:
+    got, lists = _at_once(["u1"] * len(texts), texts)
+    assert got is None and lists.packed == 0
+
+
+def test_rows_of_ever_new_fields_go_row_by_row() -> None:
+    def text(i: int) -> str:  # a map written as an object: a field of its own each row
+        return orjson.dumps({"items": [ONE], "why": {f"h{i}": 0.5}}).decode()
+
+    few = [text(i) for i in range(10)]  # new fields after the first rows: the read fails
+    assert _at_once(["u1"] * 200, few + [text(1000 + i) for i in range(190)])[0] is None
+    many = [text(i) for i in range(300)]  # more fields than a batch is packed with
+    assert _at_once(["u1"] * 300, many)[0] is None
+
+
+def test_a_large_string_column_is_packed() -> None:
+    texts = [orjson.dumps({"items": [ONE]}).decode()] * 3
+    lists = ListCompactor("user_id", "items")
+    got = pack_json_batch(
+        pa.array(["u1", "u2", "u3"]),
+        pa.array(texts, pa.large_string()),
+        SHAPE,
+        STAMP,
+        KeyForm(),
+        lists,
+    )
+    expected, _ = _row_by_row(["u1", "u2", "u3"], texts)
+    assert got == expected
