@@ -81,12 +81,14 @@ def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[
 class RankingRun(Run):
     """What every task of a ranking run is sent, besides :class:`jobs.bulk.Run`'s fields:
     each model input's side (entity, item or context), whether the factored signatures
-    are used, the rows of the contexts scored, and how many entities a chunk holds."""
+    are used, the rows of the contexts scored, how many entities a chunk holds and how
+    many rows a task holds before it writes them."""
 
     bound: Mapping[str, str]
     factored: bool
     contexts: tuple[Mapping[str, Any], ...]
     entities_per_chunk: int
+    write_rows: int
 
 
 @dataclass(frozen=True)
@@ -403,27 +405,37 @@ def _payloads(
 def score_partition(
     batches: Iterator[pd.DataFrame], conf: RankingRun, items: Any
 ) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: score, write, yield one stats row per Arrow batch. A batch's
-    rows are written together, once all its chunks are scored: the more rows a write
-    holds, the more of them share each bucket's HSET (prescore.store.values.write)."""
+    """mapInPandas body: score, write, yield one stats row per Arrow batch. The rows of
+    several chunks are written together, once ``write_rows`` of them are scored (and at
+    the end of a batch): the more rows a write holds, the more of them share each
+    bucket's HSET (prescore.store.values.write)."""
     client = worker_redis(conf)
     model = worker_model(conf)
     run = CACHE.get(("run", conf.version), lambda: build_run(conf, items.value, model))
     step = conf.entities_per_chunk  # bounds the pairs of one chunk
     tally = task_tally()
     form, what = _form(conf), conf.dataset.key_field
+
+    def write(rows: list[tuple[str, bytes]], pairs: int) -> int:
+        tally.units += pairs  # reported with the rows, as the job's pairs done
+        return write_rows(client, conf, rows, tally)
+
     for batch in batches:
-        pairs = 0
-        rows: list[tuple[str, bytes]] = []
+        written = pairs = held_pairs = 0
+        held: list[tuple[str, bytes]] = []  # scored, not yet written
+        keys_: list[str] = []
         batch, ids, bad = keyed(batch, form, what)
         for start in range(0, len(batch), step):
             part = slice(start, start + step)
             chunk, scored = score_chunk(batch.iloc[part], ids[part], conf, model, run)
-            rows += chunk
+            held += chunk
             pairs += scored
-        tally.units += pairs  # reported with the rows, as the job's pairs done
-        written = write_rows(client, conf, rows, tally)
-        yield stats_row(written, pairs, bad, written=[k for k, _ in rows])
+            held_pairs += scored
+            if len(held) >= conf.write_rows or start + step >= len(batch):
+                written += write(held, held_pairs)
+                keys_ += [k for k, _ in held]
+                held, held_pairs = [], 0
+        yield stats_row(written, pairs, bad, written=keys_)
 
 
 def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:
@@ -434,7 +446,7 @@ def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:
     versions.write_frames(conf.placed(), frames, conf.token)
 
 
-def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int) -> Any:
+def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int, write_rows: int) -> Any:
     """``run(where, token)``: the stats DataFrame of one run (jobs.bulk.publish_version)."""
     items = spark.sparkContext.broadcast(dict(planned.items))
     frame = planned.entities
@@ -447,6 +459,7 @@ def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int) -> Any
         factored=planned.factored,
         contexts=planned.contexts,
         entities_per_chunk=entities_per_chunk,
+        write_rows=write_rows,
     )
 
     def run(where: Placed, token: str) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 
 from jobs import labels, ranking, score_plan
 from jobs.bulk import Run, Summary, WorkerSettings, publish_version, settings_for, spark_session
-from jobs.flags import add_store_flags
+from jobs.flags import add_store_flags, at_least_one
 from jobs.score_plan import Plan
 from jobs.spark_tables import Selection, Subset
 from prescore.errors import ConfigError, PrescoreError, PublishError
@@ -56,9 +56,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--entities-per-chunk",
-        type=int,
+        type=at_least_one,
         default=1024,
-        help="ranking: entities encoded and scored together (a task writes each input batch whole)",
+        help="ranking: entities encoded and scored together",
+    )
+    parser.add_argument(
+        "--write-rows",
+        type=at_least_one,
+        default=10_000,
+        help="ranking: rows a task holds, scored, before it writes them in one go (and at "
+        "the end of each input batch); more share each bucket's write, and take memory",
     )
     parser.add_argument(
         "--per-pair",
@@ -150,7 +157,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             plan = Plan(dataset.name, named, n * c, pairs * c, "pairs", n_items, c)
             return _dry_run(versions, plan)
         expected = planned.entities.count() * len(contexts)  # sizes the version's buckets
-        run = ranking.runner(spark, planned, base, args.entities_per_chunk)
+        run = ranking.runner(spark, planned, base, args.entities_per_chunk, args.write_rows)
         unit = "pairs"
     else:
         run, chosen = labels.runner(spark, ref, base, missed, subset)

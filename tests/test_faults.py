@@ -47,8 +47,7 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
     s = with_catalog(settings, config)
     registered(s, "shop-model", shop["plain"])
     env = _env(s, config, redis_url)
-    # many small tasks, each scoring in small chunks: the job writes for a while, a task's
-    # batch at a time
+    # small chunks and writes in many tasks: the job writes for a while, a few rows at a time
     argv = local_args(
         "score",
         master="local[2]",
@@ -56,6 +55,7 @@ def test_a_sigkilled_job_is_found_dead_in_seconds_and_removed_by_the_next_run(
         dataset="shop",
         partitions="16",
         entities_per_chunk="8",
+        write_rows="8",
     )
     v = Versions(rclient, "shop", s.store)
     proc = subprocess.Popen(

@@ -57,3 +57,22 @@ def test_rows_of_mixed_kinds_go_row_by_row() -> None:
     rows = [np.array([1, 2], np.int64), np.array(["a"], object), None]
     got = feeds.column_feed(rows, Tensor("string", (None, None)))
     assert got.tolist() == [["1", "2"], ["a", ""], ["", ""]]
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [
+        (np.array([1.0, np.nan]), "int64"),  # a null in an int list, as pandas gives it
+        (np.array([np.inf]), "int32"),
+        (np.array([300], np.int64), "int8"),
+        (np.array([2**64 - 1], np.uint64), "int64"),
+    ],
+)
+def test_a_number_an_integer_input_cannot_hold_is_refused_as_row_by_row(
+    values: np.ndarray, dtype: str
+) -> None:
+    tensor = Tensor(dtype, (None, None))
+    with pytest.raises((ValueError, OverflowError)):
+        feeds.column_feed([list(values)], tensor)
+    with pytest.raises((ValueError, OverflowError)):
+        feeds.column_feed([values], tensor)

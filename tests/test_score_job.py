@@ -246,6 +246,28 @@ def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[
     assert lines[0].endswith(" keys/s, 50,000 pairs scored, 0/2 tasks done"), lines
 
 
+def test_write_rows_bounds_the_rows_a_task_holds_before_it_writes(  # type: ignore[no-untyped-def]
+    spark, shop_settings, rclient
+):
+    """A task writes once --write-rows rows are scored (and at the end of each input
+    batch): the smaller it is, the more fenced writes reach Redis, the same payloads."""
+
+    def run(*flags: str):  # type: ignore[no-untyped-def]
+        before = rclient.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+        summary = _run(spark, shop_settings, "--partitions", "1", *flags)
+        calls = rclient.info("commandstats")["cmdstat_eval"]["calls"] - before
+        return summary, calls
+
+    whole, whole_calls = run()
+    small, small_calls = run("--entities-per-chunk", "4", "--write-rows", "4")
+    assert whole.rows == small.rows > 40
+    assert small_calls - whole_calls >= small.rows // 4 - 2  # a write every 4 rows
+    for key in ("c1", "c7", "c42"):
+        a = json.loads(stored_payload(rclient, "shop", whole.version, key) or b"")
+        b = json.loads(stored_payload(rclient, "shop", small.version, key) or b"")
+        assert a["items"] == b["items"]
+
+
 def test_a_dry_run_counts_the_pairs_each_candidate_rule_makes(spark) -> None:  # type: ignore[no-untyped-def]
     """As a run scores them: a match rule's union of the entity's values' items, every
     item under all, a candidate table's listed items that exist, each once."""

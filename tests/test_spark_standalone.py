@@ -212,7 +212,8 @@ def test_an_executor_killed_mid_write_leaves_every_key_once_or_nothing(
     tmp_path: Path,
 ) -> None:
     store, expected = reference
-    flags = ("--partitions", "16", "--entities-per-chunk", "25")  # many small tasks, each a write
+    # many small tasks, each writing several times
+    flags = ("--partitions", "16", "--entities-per-chunk", "25", "--write-rows", "25")
     cmd, env = _submit(standalone, redis_url, store, many_customers, *flags)
     log = tmp_path / "driver.log"
     with log.open("w") as out:

@@ -41,7 +41,8 @@ def _scalar_strings(values: Sequence[Any]) -> np.ndarray:
 
 def _padded(values: Sequence[Any], tensor: Tensor) -> np.ndarray:
     arrays = values and all(type(v) is np.ndarray and v.ndim == 1 for v in values)
-    if arrays and len({v.dtype for v in values}) == 1:  # a list column from Spark's Arrow
+    kinds = {v.dtype for v in values} if arrays else set()
+    if len(kinds) == 1 and _as_set(kinds.pop(), tensor):  # a list column from Spark's Arrow
         return _padded_arrays(values, tensor)
     lists = [[] if v is None or (isinstance(v, float) and v != v) else list(v) for v in values]
     width = max((len(x) for x in lists), default=0) or 1
@@ -56,6 +57,16 @@ def _padded(values: Sequence[Any], tensor: Tensor) -> np.ndarray:
     for i, row in enumerate(lists):
         out[i, : len(row)] = row[:width]
     return out
+
+
+def _as_set(dtype: np.dtype, tensor: Tensor) -> bool:
+    """Whether values of ``dtype`` set at once into ``tensor``'s array come out as set one
+    row at a time: always for text, floats and bools; for integers only where the cast is
+    safe (one at a time, a NaN, an infinity or a number out of range is refused, where an
+    array would wrap it)."""
+    if tensor.dtype in STRINGS or tensor.dtype in FLOATS or tensor.dtype == "bool":
+        return True
+    return bool(np.can_cast(dtype, _NUMPY[tensor.dtype], casting="safe"))
 
 
 def _padded_arrays(rows: Sequence[np.ndarray], tensor: Tensor) -> np.ndarray:
