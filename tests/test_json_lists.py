@@ -13,6 +13,7 @@ import pytest
 
 from prescore.data.datasets import Dataset
 from prescore.encoding import compact
+from prescore.encoding.arrow_lists import Packing
 from prescore.encoding.json_lists import pack_json_batch
 from prescore.encoding.keys import KeyForm
 from prescore.encoding.published_lists import ListCompactor
@@ -32,7 +33,7 @@ def _row_by_row(keys: list[str], texts: list[str]) -> tuple[list[tuple[str, byte
 
 def _at_once(keys: list[object], texts: list[str]) -> tuple[object, ListCompactor]:
     lists = ListCompactor("user_id", "items")
-    got = pack_json_batch(pa.array(keys), pa.array(texts), SHAPE, STAMP, KeyForm(), lists)
+    got = pack_json_batch(pa.array(keys), pa.array(texts), Packing(SHAPE, STAMP, KeyForm(), lists))
     return got, lists
 
 
@@ -162,7 +163,8 @@ def test_a_stamp_named_as_the_key_field_is_not_added_twice() -> None:
     expected = [rows.payload("u1", text)]
     lists = ListCompactor("model", "items")
     shape = ("model", "items", "hotel_id")
-    got = pack_json_batch(pa.array(["u1"]), pa.array([text]), shape, STAMP, KeyForm(), lists)
+    packing = Packing(shape, STAMP, KeyForm(), lists)
+    got = pack_json_batch(pa.array(["u1"]), pa.array([text]), packing)
     assert got is not None and _served(got, lists) == _served(expected, rows.compactor)
     assert _served(got, lists)[0].count(b'"model"') == 1
 
@@ -199,13 +201,7 @@ def test_rows_of_ever_new_fields_go_row_by_row() -> None:
 def test_a_large_string_column_is_packed() -> None:
     texts = [orjson.dumps({"items": [ONE]}).decode()] * 3
     lists = ListCompactor("user_id", "items")
-    got = pack_json_batch(
-        pa.array(["u1", "u2", "u3"]),
-        pa.array(texts, pa.large_string()),
-        SHAPE,
-        STAMP,
-        KeyForm(),
-        lists,
-    )
+    packing = Packing(SHAPE, STAMP, KeyForm(), lists)
+    got = pack_json_batch(pa.array(["u1", "u2", "u3"]), pa.array(texts, pa.large_string()), packing)
     expected, _ = _row_by_row(["u1", "u2", "u3"], texts)
     assert got == expected

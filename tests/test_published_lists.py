@@ -223,10 +223,10 @@ def _table(rows: list[tuple[object, list[dict[str, object]]]], **types: object):
 
 
 def _packed(batch, lists: ListCompactor | None = None):  # type: ignore[no-untyped-def]
-    from prescore.encoding.arrow_lists import pack_batch
+    from prescore.encoding.arrow_lists import Packing, pack_batch
 
     lists = lists or ListCompactor("user_id", "items")
-    return pack_batch(batch, "user_id", SHAPE, STAMP, KeyForm(), lists), lists
+    return pack_batch(batch, "user_id", Packing(SHAPE, STAMP, KeyForm(), lists)), lists
 
 
 def test_a_batch_packed_at_once_is_served_as_each_rows_json() -> None:

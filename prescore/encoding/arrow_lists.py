@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,20 +30,25 @@ from prescore.encoding.published_lists import ListCompactor
 _SCORE = "score"
 
 
-def pack_batch(
-    batch: Any,
-    key_column: str,
-    shape: tuple[str, str, str],
-    stamp: Mapping[str, str],
-    form: KeyForm,
-    lists: ListCompactor,
-) -> list[tuple[str, bytes]] | None:
+@dataclass(frozen=True)
+class Packing:
+    """What a batch of rows is packed for: the dataset's ``shape`` (its key field, list
+    field and entry field), the ``stamp`` a row gets where it has none, the dataset's key
+    ``form``, and the version's entry table and frames so far (``lists``)."""
+
+    shape: tuple[str, str, str]
+    stamp: Mapping[str, str]
+    form: KeyForm
+    lists: ListCompactor
+
+
+def pack_batch(batch: Any, key_column: str, packing: Packing) -> list[tuple[str, bytes]] | None:
     """(key, compact payload) of every row of the Arrow ``batch`` (its key column and
-    the list column of ``shape``: key field, list field, entry field), or None where the
-    batch goes row by row."""
+    the list column of ``packing``'s shape), or None where the batch goes row by row."""
     import pyarrow as pa
 
-    key_field, list_field, entry_field = shape
+    key_field, list_field, entry_field = packing.shape
+    stamp, form, lists = packing.stamp, packing.form, packing.lists
     if batch.schema.names != [key_column, list_field] or not batch.num_rows:
         return None
     column = batch.column(list_field)

@@ -21,7 +21,6 @@ not the row's key, a text that is not one object on one line, or one the reader 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 import orjson
 
 from prescore.encoding import arrow_lists, compact
-from prescore.encoding.keys import KeyForm
+from prescore.encoding.arrow_lists import Packing
 from prescore.encoding.published_lists import ListCompactor
 
 _SCORE_ENDS = [t + b"}" for t in compact.TICK_TEXT]  # a tick's score text, closing its entry
@@ -45,36 +44,24 @@ _MAX_TEXT = 8_192
 
 
 def pack_json_batch(
-    key_column: Any,
-    texts: Any,
-    shape: tuple[str, str, str],
-    stamp: Mapping[str, str],
-    form: KeyForm,
-    lists: ListCompactor,
+    key_column: Any, texts: Any, packing: Packing
 ) -> list[tuple[str, bytes]] | None:
     """(key, compact payload) of every row of the Arrow ``key_column`` and ``texts`` (each
-    row's JSON object), or None where the batch goes row by row. ``shape``: the key field,
-    list field and entry field; ``stamp``: the fields a row gets where it has none."""
+    row's JSON object), or None where the batch goes row by row."""
     import pyarrow as pa
 
     try:
-        return _pack(key_column, texts, shape, stamp, form, lists)
+        return _pack(key_column, texts, packing)
     except pa.ArrowException:  # a text the reader refuses, or too large a batch to rebuild
         return None
 
 
-def _pack(
-    key_column: Any,
-    texts: Any,
-    shape: tuple[str, str, str],
-    stamp: Mapping[str, str],
-    form: KeyForm,
-    lists: ListCompactor,
-) -> list[tuple[str, bytes]] | None:
+def _pack(key_column: Any, texts: Any, packing: Packing) -> list[tuple[str, bytes]] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    key_field, list_field, entry_field = shape
+    key_field, list_field, entry_field = shape = packing.shape
+    stamp, form, lists = packing.stamp, packing.form, packing.lists
     keys = arrow_lists.key_texts(key_column, form)
     texts = _one_line_objects(texts)
     parsed = _parsed(texts) if keys is not None and texts is not None else None

@@ -29,7 +29,7 @@ import orjson
 from prescore.data.datasets import Dataset, Table
 from prescore.data.local_tables import files
 from prescore.data.storage import remote
-from prescore.encoding.arrow_lists import pack_batch
+from prescore.encoding.arrow_lists import Packing, pack_batch
 from prescore.encoding.json_lists import pack_json_batch
 from prescore.encoding.published_lists import MAX_ENTRIES, ListCompactor
 from prescore.encoding.registry_entry import VersionInfo
@@ -98,6 +98,8 @@ class _Rows:
         self.compactor = ListCompactor(
             dataset.key_field, dataset.list_field, MAX_ENTRIES if compact else 0
         )
+        shape = (dataset.key_field, dataset.list_field, dataset.entry_field)
+        self.packing = Packing(shape, stamp, self.form, self.compactor)
 
     def payload(self, raw_key: Any, source: Any) -> tuple[str, bytes]:
         """(key, payload bytes) of one row: its key and its JSON text (or column values);
@@ -163,15 +165,14 @@ class _Rows:
         JSON column)."""
         if not self.compact:
             return None
-        shape = (self.dataset.key_field, self.dataset.list_field, self.dataset.entry_field)
         if self.json_column:
             keys, texts = batch.column(self.key_column), batch.column(self.json_column)
-            return pack_json_batch(keys, texts, shape, self.stamp, self.form, self.compactor)
+            return pack_json_batch(keys, texts, self.packing)
         columns = [self.key_column, self.dataset.list_field]
         if sorted(batch.schema.names) != sorted(columns):
             return None
         ordered = batch.select(columns)
-        return pack_batch(ordered, self.key_column, shape, self.stamp, self.form, self.compactor)
+        return pack_batch(ordered, self.key_column, self.packing)
 
     def sources(self, batch: Any) -> tuple[list[Any], list[Any]]:
         """(keys, JSON texts or column values) of ``batch``'s rows."""
