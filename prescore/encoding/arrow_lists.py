@@ -64,14 +64,32 @@ def pack_batch(batch: Any, key_column: str, packing: Packing) -> list[tuple[str,
     heads, ticks = parts
     empty = orjson.dumps({key_field: keys[0], list_field: [], **stamp})
     fid = lists.frame_around(keys[0], empty)
-    made = lists.indices(heads[0], cut=False)  # orjson's flat objects (_heads)
-    index = np.array(made, np.int64)[heads[1]] if heads[0] else heads[1]
-    if fid is None or (index < 0).any():
+    if fid is None:
         return None
     offsets = column.offsets.to_numpy()
-    made_rows = payloads(np.full(len(keys), fid), index, ticks, offsets - offsets[0])
-    lists.packed += len(made_rows)
-    return list(zip(keys, made_rows, strict=True))
+    return packed_rows(keys, np.full(len(keys), fid), heads, ticks, offsets - offsets[0], lists)
+
+
+def packed_rows(
+    keys: list[str],
+    fids: np.ndarray,
+    heads: Heads,
+    ticks: np.ndarray,
+    offsets: np.ndarray,
+    lists: ListCompactor,
+) -> list[tuple[str, bytes]] | None:
+    """(key, compact payload) of each row from its frame id, the entries' distinct texts
+    before their score and which each entry is (``heads``, added to ``lists``' table
+    where new), their ticks, and the rows' offsets into the entries (from 0); None where
+    the version's entry table is full."""
+    distinct, which = heads
+    made = lists.indices(distinct, cut=False)  # orjson's flat objects (_heads)
+    index = np.array(made, np.int64)[which] if distinct else which
+    if (index < 0).any():
+        return None
+    rows = _payloads(fids, index, ticks, offsets)
+    lists.packed += len(rows)
+    return list(zip(keys, rows, strict=True))
 
 
 def key_texts(column: Any, form: KeyForm) -> list[str] | None:
@@ -211,7 +229,7 @@ def _escaped(strings: Any) -> bool:
     return bool(pc.any(pc.match_substring_regex(strings, _ESCAPED)).as_py())
 
 
-def payloads(
+def _payloads(
     fids: np.ndarray, index: np.ndarray, ticks: np.ndarray, starts: np.ndarray
 ) -> list[bytes]:
     """Each row's compact payload (compact.encode's bytes) from its frame id, its

@@ -92,13 +92,8 @@ def _pack(key_column: Any, texts: Any, packing: Packing) -> list[tuple[str, byte
     fids = _frame_ids(_per_row(b"]", after, added + b"}", rows=len(texts)), shape, lists)
     if fids is None:
         return None
-    made = lists.indices(listed.heads, cut=False)
-    index = np.array(made, np.int64)[listed.which] if listed.heads else listed.which
-    if (index < 0).any():
-        return None  # the version's entry table is full
-    payloads = arrow_lists.payloads(fids, index, listed.ticks, listed.offsets)
-    lists.packed += len(payloads)
-    return list(zip(keys, payloads, strict=True))
+    heads = (listed.heads, listed.which)
+    return arrow_lists.packed_rows(keys, fids, heads, listed.ticks, listed.offsets, lists)
 
 
 def _one_line_objects(texts: Any) -> Any:
