@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_lookup
 	$(PY) -m bench.bench_publish
 	$(PY) -m bench.bench_fallback
+	$(PY) -m bench.bench_int8
 	$(PY) -m bench.bench_misses
 	$(PY) -m bench.bench_gates
 	$(PY) -m bench.bench_cluster

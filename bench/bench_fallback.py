@@ -53,6 +53,7 @@ from bench.fallback_setup import (
     run_requests,
 )
 from bench.loadgen import Result
+from bench.machine import describe as machine
 from prescore.models import feeds
 from prescore.models.inference import TFLITE_FILES, pick_runtime
 
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
         print(
-            f"\nbench_fallback: {os.cpu_count()} CPUs, {args.users} users, {args.images} "
+            f"\nbench_fallback: {machine()}, {args.users} users, {args.images} "
             f"photos, {time.monotonic() - started:.0f}s total; load generator: Python "
             "threads on the same machine"
         )
