@@ -38,6 +38,7 @@ from prescore.data.datasets import Dataset
 from prescore.encoding.keys import KeyForm
 from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import InvalidInput
+from prescore.models.inference import load_runner
 from prescore.models.store import ModelStore
 from prescore.publishing import gates
 from prescore.publishing.lifecycle import Written, publish_new
@@ -137,6 +138,7 @@ class Run:
     version: str = ""
     token: str = ""
     buckets: int = 0  # the version's (its tasks need not read its registry entry)
+    runtime: str = "tf"  # the SavedModel in TensorFlow, or a LiteRT variant (labels)
 
     def writing(self, where: Placed, token: str) -> Self:
         """This run as it writes the version ``where`` under the lease ``token``."""
@@ -234,22 +236,28 @@ def task_tally() -> values.Tally:
 
 
 def worker_model(run: Run) -> Any:
-    """The run's model version (a prescore.models.tf_model.TFModel), loaded once per
-    Python worker (downloaded first from an hdfs://, s3:// or gs:// store)."""
-    key = ("model", run.worker.models.root, run.dataset.model, run.model_version)
+    """The run's model version (a prescore.models.inference.Runner: the SavedModel in
+    TensorFlow, or the LiteRT variant ``run.runtime`` names), loaded once per Python
+    worker (downloaded first from an hdfs://, s3:// or gs:// store)."""
+    key = ("model", run.worker.models.root, run.dataset.model, run.model_version, run.runtime)
     return CACHE.get(key, lambda: _load(run))
 
 
 def _load(run: Run) -> Any:
-    from prescore.models.tf_model import TFModel
-
-    _one_thread_per_task()
     store = ModelStore(run.worker.models)
     ref = store.resolve(run.dataset.model, run.model_version)
-    model = TFModel(ref.saved_model, ref.meta)
+    if run.runtime == "tf":
+        from prescore.models.tf_model import TFModel
+
+        _one_thread_per_task()
+        model: Any = TFModel(ref.saved_model, ref.meta)
+        where = _device()
+    else:  # one interpreter thread: Spark already runs one task per core
+        model = load_runner(ref.path, ref.meta, run.runtime, threads=1)
+        where = f"the CPU in LiteRT ({run.runtime})"
     print(
         f"prescore worker {os.getpid()} (Python environment {sys.prefix}): "
-        f"{ref.name}/{ref.version} runs on {_device()}",
+        f"{ref.name}/{ref.version} runs on {where}",
         file=sys.stderr,
         flush=True,
     )

@@ -36,6 +36,7 @@ from jobs.flags import add_store_flags, at_least_one
 from jobs.score_plan import Plan
 from jobs.spark_tables import Selection, Subset
 from prescore.errors import ConfigError, PrescoreError, PublishError
+from prescore.models.inference import RUNTIMES
 from prescore.models.store import ModelStore
 from prescore.settings import Settings
 from prescore.store.misslog import MissLog
@@ -72,6 +73,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="ranking: score every pair's raw features with serving_default, even when the "
         "model has the factored signatures (to compare the two)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=(*RUNTIMES, "auto"),
+        default="tf",
+        help="labels: the SavedModel in TensorFlow (tf, the default), its LiteRT float32 or "
+        "int8 variant (one interpreter thread a task), or auto: the fastest registration "
+        "measured that answers as the SavedModel does",
     )
     parser.add_argument(
         "--force",
@@ -117,6 +126,11 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             f"dataset {dataset.name} is external: its scores are published with "
             "`prescore publish`, not scored here"
         )
+    if dataset.kind == "ranking" and args.runtime != "tf":
+        raise ConfigError(
+            f"--runtime {args.runtime}: a ranking dataset is scored in TensorFlow (LiteRT "
+            "variants hold serving_default only, not the factored signatures)"
+        )
     subset = Subset(args.keys, args.where, args.from_miss_log)
     if subset and args.stage:
         raise ConfigError(
@@ -128,6 +142,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     live_model = _live_model(versions, dataset.model) if subset else None  # none: refused
     ref = ModelStore(settings.models).resolve(dataset.model, args.model_version or live_model)
     named = f"{dataset.model}/{ref.version}"
+    runtime = labels.chosen_runtime(ref, args.runtime) if dataset.kind == "labels" else "tf"
     base = Run(
         dataset=dataset,
         model_version=ref.version,
@@ -135,6 +150,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         worker=WorkerSettings.of(settings),
         batch_rows=args.batch_rows or (32768 if dataset.kind == "ranking" else 128),
         partitions=args.partitions,
+        runtime=runtime,
     )
     log = MissLog(versions.client)
     log_on = (args.miss_log and dataset.miss_log) or args.from_miss_log
@@ -167,7 +183,8 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             n = chosen.frame.count() if chosen is not None else labels.count_images(spark, dataset)
             return _dry_run(versions, Plan(dataset.name, named, n, n, unit))
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
-        print(f"{dataset.name}: scoring {source} with {named}", flush=True)
+        litert = f" in LiteRT ({runtime})" if runtime != "tf" else ""
+        print(f"{dataset.name}: scoring {source} with {named}{litert}", flush=True)
     figures = {}
     if chosen is not None and uses_log:
         figures = {

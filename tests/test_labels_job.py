@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.labels import decode_all, extension_pattern, image_key
+from jobs.labels import chosen_runtime, decode_all, extension_pattern, image_key
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.data.datasets import Dataset
 from prescore.data.images import image_extensions, image_folder
-from prescore.errors import InvalidInput, ModelStoreError
+from prescore.errors import ConfigError, InvalidInput, ModelStoreError
+from prescore.models.store import ModelStore
 from prescore.settings import Settings, StoreSettings
 from prescore.store.misslog import MissLog
 from prescore.store.versions import Versions, read_current
@@ -157,6 +158,51 @@ def test_job_publishes_labels_that_match_and_a_failed_run_changes_nothing(  # ty
         _run(spark, colours_settings, "colours", "--model-version", "99")
     assert versions.current() == summary.version and versions.all() == before
     assert read_current(rclient, "colours", ids[:1])[1][0] == payloads[0]
+
+
+def _labels(rclient, version: str, ids: list[str]) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Each key's published labels and scores in ``version``."""
+    out = {}
+    for key in ids:
+        raw = stored_payload(rclient, "colours", version, key)
+        assert raw is not None, key
+        out[key] = {e["colour"]: e["score"] for e in json.loads(raw)["colours"]}
+    return out
+
+
+def test_a_run_in_a_litert_variant_publishes_what_the_savedmodel_does(  # type: ignore[no-untyped-def]
+    spark, colours, colours_settings, tagger, photos, rclient, capsys
+) -> None:
+    ids = sorted(colours["truth"])
+    versions = Versions(rclient, "colours", StoreSettings())
+    in_tf = _run(spark, colours_settings)
+    # version 1 was registered without variants: asking for one begins nothing
+    before = versions.all()
+    with pytest.raises(ConfigError, match=r"^--runtime int8: colour-tagger/1 has no int8 variant"):
+        _run(spark, colours_settings, "colours", "--runtime", "int8")
+    assert versions.all() == before and versions.current() == in_tf.version
+
+    record = registered(colours_settings, "colour-tagger", tagger, int8=True).quantization
+    assert record["built"], record  # version 2: the same weights, with LiteRT variants
+    capsys.readouterr()
+    in_f32 = _run(spark, colours_settings, "colours", "--runtime", "float32")
+    assert "with colour-tagger/2 in LiteRT (float32)" in capsys.readouterr().out
+    assert in_f32.scored == in_tf.scored and in_f32.bad == in_tf.bad
+    want, got = _labels(rclient, in_tf.version, ids), _labels(rclient, in_f32.version, ids)
+    said = _scores(tagger, [photos / f"{key}.jpg" for key in ids])
+    for key, scores in zip(ids, said, strict=True):
+        # the same labels, but one the two runtimes put either side of its threshold
+        near = {c for c, v in scores.items() if abs(v - THRESHOLDS[c]) <= 1e-3}
+        assert set(got[key]) - near == set(want[key]) - near, key
+        for colour in set(got[key]) & set(want[key]):
+            assert got[key][colour] == pytest.approx(want[key][colour], abs=2e-4), key
+
+    # auto: the variant registration measured fastest among those that agree (int8 may
+    # still move labels whose threshold sits within its 8-bit steps: the publish gates
+    # compare a run with the live version and keep such a run gated)
+    ref = ModelStore(colours_settings.models).resolve("colour-tagger", "2")
+    assert chosen_runtime(ref, "auto") == record["fastest"]
+    assert chosen_runtime(ref, "int8") == "int8" and chosen_runtime(ref, "tf") == "tf"
 
 
 def test_spark_submit_runs_the_job(colours, photos, colours_settings, redis_url, rclient) -> None:  # type: ignore[no-untyped-def]

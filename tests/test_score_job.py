@@ -18,6 +18,7 @@ import redis
 
 from jobs.score import parse_args, run_job, score
 from jobs.submit import local_args, spark_submit_bin
+from prescore.errors import ConfigError
 from prescore.settings import Settings, StoreSettings
 from prescore.store.versions import Versions, read_current
 from tests import domains
@@ -112,6 +113,13 @@ def test_a_context_to_score_that_its_table_lacks_is_refused_before_anything_is_w
     registered(s, "shop-model", domains.train_shop(shop["tables"], tmp_path / "m", channel=True))
     with pytest.raises(ValueError, match=r"contexts not in the table: \['on-tv'\]"):
         _run(spark, s)
+    assert Versions(rclient, "shop", StoreSettings()).all() == []
+
+
+def test_a_ranking_run_in_litert_is_refused_in_one_line(spark, shop_settings, rclient):  # type: ignore[no-untyped-def]
+    for runtime in ("float32", "int8", "auto"):
+        with pytest.raises(ConfigError, match=rf"^--runtime {runtime}: a ranking dataset is"):
+            _run(spark, shop_settings, "--runtime", runtime)
     assert Versions(rclient, "shop", StoreSettings()).all() == []
 
 
