@@ -17,7 +17,10 @@ its own redis-server, then measures on the same cores:
   start, import TensorFlow and load the model) and warm (the same session again: workers
   and models reused);
 - raw batched TensorFlow on already-decoded tensors (the registered SavedModel's serving
-  signature, prescore.models.tf_model.TFModel, as the job calls it);
+  signature, prescore.models.tf_model.TFModel, as the job calls it); with ``--runtime
+  float32|int8|auto`` the job scores in that LiteRT variant (registered with its variants)
+  and the raw rate is that variant's, one single-threaded interpreter per core in a
+  process of its own, as the job's workers run it;
 - decoding alone (prescore.models.image_features.decode to the model's input size, one process
   per core, bytes in memory), at reduced scale (as the job decodes) and at full scale;
 - with ``--before REV``: the job of that git revision (its files extracted apart, run in
@@ -116,6 +119,33 @@ def tf_rate(model: Any, x: np.ndarray, batch: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def _lite_chunk(model_dir: str, meta: dict, runtime: str, x: np.ndarray, batch: int) -> float:
+    """Seconds one single-threaded interpreter takes over ``x``, ``batch`` per call."""
+    from prescore.models.image_features import model_input
+    from prescore.models.inference import load_runner
+    from prescore.models.signature import image_input
+
+    model = load_runner(Path(model_dir), meta, runtime, threads=1)
+    name, tensor = image_input(model.signatures.serving, "model")
+    model({name: model_input(x[:batch], tensor.dtype)})  # interpreters made, warm
+    started = time.perf_counter()
+    for i in range(0, len(x), batch):
+        model({name: model_input(x[i : i + batch], tensor.dtype)})
+    return time.perf_counter() - started
+
+
+def lite_rate(ref: Any, runtime: str, x: np.ndarray, batch: int, cores: int, repeats: int) -> float:
+    """Images/s of a LiteRT variant on already-decoded tensors: ``cores`` processes, each
+    one interpreter thread over the whole of ``x`` (as each job worker runs it)."""
+    with ProcessPoolExecutor(cores) as pool:
+        rates = []
+        for _ in range(repeats):
+            args = [(str(ref.path), ref.meta, runtime, x, batch)] * cores
+            took = list(pool.map(_lite_chunk, *zip(*args, strict=True)))
+            rates.append(len(x) * cores / max(took))
+    return statistics.median(rates)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -134,7 +164,7 @@ def session_jvm() -> int:
     raise RuntimeError("no JVM under this process: start the SparkSession first")
 
 
-def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
+def job_rates(settings: Any, cores: int, runs: int, batch: int, runtime: str = "tf") -> list[Run]:
     """``runs`` bulk jobs of the ``tags`` dataset in one local SparkSession, each with the
     CPU seconds its JVM (listing, reading the files, Arrow) spent."""
     from pyspark.sql import SparkSession
@@ -151,7 +181,8 @@ def job_rates(settings: Any, cores: int, runs: int, batch: int) -> list[Run]:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
-    args = parse_args(["--dataset", "tags", "--batch-rows", str(batch)])
+    runtime_args = ["--runtime", runtime] if runtime != "tf" else []  # an older tree lacks it
+    args = parse_args(["--dataset", "tags", "--batch-rows", str(batch), *runtime_args])
     jvm = session_jvm()
     out = []
     try:
@@ -226,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--before", help="also the job of this git revision, run first")
+    parser.add_argument(
+        "--runtime", default="tf", help="the job's --runtime (ours only): tf, float32, int8, auto"
+    )
     parser.add_argument("--job-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -236,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args.size = parse_size(args.size) if args.size else None
 
     from bench.tagging_setup import prepare
+    from jobs.labels import chosen_runtime
     from prescore.models.signature import image_dims, image_input
     from prescore.models.store import ModelStore
     from prescore.models.tf_model import TFModel
@@ -243,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         work = Path(tmp)
-        photos, model_name = prepare(CONFIG, work, args.count, args.size)
+        photos, model_name = prepare(CONFIG, work, args.count, args.size, args.runtime != "tf")
         redis = RedisProcess(work / "redis").start()
         settings = settings_of(work, redis.url)
         tree = before_tree(args.before, work) if args.before else None
@@ -253,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):  # side by side: the machine's load moves
                 if tree is not None:
                     before += before_runs(tree, work, redis.url, args)
-                ours += job_rates(settings, args.cores, args.runs, args.batch)
+                ours += job_rates(settings, args.cores, args.runs, args.batch, args.runtime)
         finally:
             redis.stop()
         ref = ModelStore(settings.models).resolve("tagger")
@@ -263,15 +298,19 @@ def main(argv: list[str] | None = None) -> int:
         raws = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
         sample = raws[: 512 if args.size else 4096]  # seconds of TF, in memory
         x = np.stack([decode_one(r, (h, w), c) for r in sample])
-        tf = tf_rate(model, x, args.batch, args.repeats)
+        runtime = chosen_runtime(ref, args.runtime)
+        if runtime == "tf":
+            tf = tf_rate(model, x, args.batch, args.repeats)
+        else:
+            tf = lite_rate(ref, runtime, x, args.batch, args.cores, args.repeats)
         dec = decode_rate(raws, (h, w), c, args.cores, args.repeats)
         full = decode_rate(raws, (h, w), c, args.cores, args.repeats, reduced=False)
     kib = statistics.median(len(r) for r in raws) / 1024
     print(
         f"\n{len(raws)} photos ({photos} -> {h}x{w}, median {kib:.0f} KiB), {model_name}, "
-        f"{args.cores} cores (local[{args.cores}]), batch {args.batch}\n"
+        f"{args.cores} cores (local[{args.cores}]), batch {args.batch}, runtime {runtime}\n"
     )
-    report(ours, before, args, tf, dec, full)
+    report(ours, before, args, tf, dec, full, runtime)
     return 0
 
 
@@ -288,6 +327,7 @@ def report(
     tf: float,
     dec: float,
     full: float,
+    runtime: str = "tf",
 ) -> None:
     """The markdown table and the JVM's share of the cores."""
     floor, cores = min(tf, dec), args.cores
@@ -302,12 +342,17 @@ def report(
         ]
     bound = 1 / (1 / tf + 1 / dec)
     rows += [
-        ("raw batched TensorFlow, decoded tensors", tf),
+        (
+            "raw batched TensorFlow, decoded tensors"
+            if runtime == "tf"
+            else f"raw batched LiteRT {runtime}, decoded tensors, one thread a core",
+            tf,
+        ),
         ("decode + resize alone (reduced scale, as the job decodes)", dec),
         ("decode + resize alone, full-scale decode", full),
-        ("bound: decode then TF on the same cores, nothing else", bound),
+        ("bound: decode then inference on the same cores, nothing else", bound),
     ]
-    print("| step | images/s | per core | vs slower of TF and decode |")
+    print("| step | images/s | per core | vs slower of inference and decode |")
     print("|---|---:|---:|---:|")
     for name, rate in rows:
         print(f"| {name} | {rate:,.1f} | {rate / cores:,.1f} | {rate / floor:.0%} |")

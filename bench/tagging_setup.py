@@ -42,9 +42,12 @@ def mobilenet_tagger(out: Path, size: int = INPUT_SIZE, seed: int = 5) -> Path:
     return out
 
 
-def prepare(config: Path, work: Path, count: int, size: tuple[int, int] | None) -> tuple[str, str]:
+def prepare(
+    config: Path, work: Path, count: int, size: tuple[int, int] | None, int8: bool = False
+) -> tuple[str, str]:
     """``count`` photos under ``work/images`` (the demo's, or photo-like ones of ``size``)
-    and the ``tagger`` registered in ``work/models``; (photos, model) in words."""
+    and the ``tagger`` registered in ``work/models`` (with its LiteRT variants where
+    ``int8``); (photos, model) in words."""
     from examples.hotels.imagegen import generate
     from prescore.data.datasets import load
     from prescore.models.registration import register
@@ -69,7 +72,7 @@ def prepare(config: Path, work: Path, count: int, size: tuple[int, int] | None) 
         "tagger",
         str(work / "train"),
         promote=True,
-        int8=False,
+        int8=int8,
         say=lambda _: None,
     )
     return what
