@@ -159,7 +159,7 @@ def score_partition(batches: Iterator[pd.DataFrame], run: Run) -> Iterator[Any]:
         yield stats_row(written, written, bad, written=keys_)
 
 
-# -- driver: images ------------------------------------------------------------------------
+# -- driver: the runtime -------------------------------------------------------------------
 
 
 def chosen_runtime(ref: ModelRef, asked: str) -> str:
@@ -174,6 +174,9 @@ def chosen_runtime(ref: ModelRef, asked: str) -> str:
             f"--runtime {asked}: {ref.name}/{ref.version} has no {runtime} variant ({reason})"
         )
     return runtime
+
+
+# -- driver: images ------------------------------------------------------------------------
 
 
 def extension_pattern(dataset: Dataset) -> str:

@@ -185,9 +185,9 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
         litert = f" in LiteRT ({runtime})" if runtime != "tf" else ""
         print(f"{dataset.name}: scoring {source} with {named}{litert}", flush=True)
-    figures = {}
+    figures: dict[str, Any] = {"runtime": runtime} if runtime != "tf" else {}  # in the registry
     if chosen is not None and uses_log:
-        figures = {
+        figures |= {
             "miss_log_keys": len(missed),
             "from_miss_log": len(chosen.logged),
             "miss_log_added": chosen.added,

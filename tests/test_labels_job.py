@@ -188,6 +188,8 @@ def test_a_run_in_a_litert_variant_publishes_what_the_savedmodel_does(  # type: 
     in_f32 = _run(spark, colours_settings, "colours", "--runtime", "float32")
     assert "with colour-tagger/2 in LiteRT (float32)" in capsys.readouterr().out
     assert in_f32.scored == in_tf.scored and in_f32.bad == in_tf.bad
+    assert versions.get(in_f32.version).extra["runtime"] == "float32"  # recorded with it
+    assert "runtime" not in versions.get(in_tf.version).extra
     want, got = _labels(rclient, in_tf.version, ids), _labels(rclient, in_f32.version, ids)
     said = _scores(tagger, [photos / f"{key}.jpg" for key in ids])
     for key, scores in zip(ids, said, strict=True):
