@@ -12,10 +12,10 @@ XNNPACK), the largest score difference against TensorFlow, and registration's li
 
 A second table times one image's ``invoke`` of the int8 file in the bare interpreter
 (one thread) three ways: as registered (uint8 pixels in; a Cast and a Quantize at the
-graph's edge); without XNNPACK (LiteRT's builtin kernels only, which is how its use is
-verified); and converted for integer input (the same layers over float pixels, the
-converter's ``inference_input_type=int8``: no edge op, the pixels fed as ``p - 128``, exact
-since the input is quantized at scale 1).
+graph's edge); converted for integer input (the same layers over float pixels, the
+converter's ``inference_input_type=int8``: no edge op, the pixels fed as ``p - 128``,
+exact since the input is quantized at scale 1); and as registered without XNNPACK
+(LiteRT's builtin kernels only, which is how its use is verified).
 
 - ``tagger``: the demo tagger's architecture (examples/hotels/train_tagger.py) at 64x64;
 - ``mobilenet_v2`` and ``mobilenet_v3_small``: keras.applications at 224x224.

@@ -261,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--before", help="also the job of this git revision, run first")
     parser.add_argument(
-        "--runtime", default="tf", help="the job's --runtime (ours only): tf, float32, int8, auto"
+        "--runtime",
+        default="tf",
+        choices=("tf", "float32", "int8", "auto"),
+        help="the job's --runtime (ours only)",
     )
     parser.add_argument("--job-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args.size = parse_size(args.size) if args.size else None
 
     from bench.tagging_setup import prepare
-    from jobs.labels import chosen_runtime
+    from jobs.runtimes import chosen_runtime
     from prescore.models.signature import image_dims, image_input
     from prescore.models.store import ModelStore
     from prescore.models.tf_model import TFModel
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         raws = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
         sample = raws[: 512 if args.size else 4096]  # seconds of TF, in memory
         x = np.stack([decode_one(r, (h, w), c) for r in sample])
-        runtime = chosen_runtime(ref, args.runtime)
+        runtime = chosen_runtime("labels", ref, args.runtime)
         if runtime == "tf":
             tf = tf_rate(model, x, args.batch, args.repeats)
         else:

@@ -25,5 +25,6 @@ def cpu_name() -> str:
 
 
 def describe() -> str:
-    """One line: the CPU and how many this process may use."""
-    return f"{cpu_name()}, {os.cpu_count()} CPUs"
+    """One line: the CPU and how many of them this process may run on."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu_name()}, {usable} CPUs"

@@ -253,7 +253,7 @@ def _load(run: Run) -> Any:
         model: Any = TFModel(ref.saved_model, ref.meta)
         where = _device()
     else:  # one interpreter thread: Spark already runs one task per core
-        model = load_runner(ref.path, ref.meta, run.runtime, threads=1)
+        model = load_runner(ref.path, ref.meta, run.runtime, threads=1, min_rows=run.batch_rows)
         where = f"the CPU in LiteRT ({run.runtime})"
     print(
         f"prescore worker {os.getpid()} (Python environment {sys.prefix}): "
@@ -262,8 +262,8 @@ def _load(run: Run) -> Any:
         flush=True,
     )
     # TensorFlow and a loaded model are ~300k tracked objects that live as long as the
-    # worker: frozen, the collector stops walking them on every full collection (a sixth
-    # of a scoring task's time otherwise).
+    # worker (fewer in LiteRT, frozen alike): frozen, the collector stops walking them on
+    # every full collection (a sixth of a scoring task's time otherwise).
     gc.collect()
     gc.freeze()
     return model

@@ -55,7 +55,6 @@ from prescore.encoding.codec import PayloadShape
 from prescore.errors import ConfigError, InvalidInput
 from prescore.models import feeds
 from prescore.models.image_features import decode, model_input
-from prescore.models.inference import TFLITE_FILES, pick_runtime
 from prescore.models.signature import Signatures, check_labels, image_dims, image_input
 from prescore.models.store import ModelRef
 from prescore.store.values import Placed
@@ -157,23 +156,6 @@ def score_partition(batches: Iterator[pd.DataFrame], run: Run) -> Iterator[Any]:
             bad += skipped
             keys_ += [k for k, _ in rows]
         yield stats_row(written, written, bad, written=keys_)
-
-
-# -- driver: the runtime -------------------------------------------------------------------
-
-
-def chosen_runtime(ref: ModelRef, asked: str) -> str:
-    """What a run scores in: ``asked`` (``tf``, ``float32``, ``int8``), or with ``auto`` the
-    fastest variant registration measured among those that answer as the SavedModel does
-    (prescore.models.inference.pick_runtime). A LiteRT variant the version lacks is refused
-    here, on the driver, before any task starts."""
-    runtime = pick_runtime(ref.meta, ref.path, asked)
-    if runtime in TFLITE_FILES and not (ref.path / TFLITE_FILES[runtime]).is_file():
-        reason = (ref.meta.get("quantization") or {}).get("reason") or "not built"
-        raise ConfigError(
-            f"--runtime {asked}: {ref.name}/{ref.version} has no {runtime} variant ({reason})"
-        )
-    return runtime
 
 
 # -- driver: images ------------------------------------------------------------------------

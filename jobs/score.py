@@ -33,10 +33,10 @@ from typing import Any
 from jobs import labels, ranking, score_plan
 from jobs.bulk import Run, Summary, WorkerSettings, publish_version, settings_for, spark_session
 from jobs.flags import add_store_flags, at_least_one
+from jobs.runtimes import CHOICES, chosen_runtime
 from jobs.score_plan import Plan
 from jobs.spark_tables import Selection, Subset
 from prescore.errors import ConfigError, PrescoreError, PublishError
-from prescore.models.inference import RUNTIMES
 from prescore.models.store import ModelStore
 from prescore.settings import Settings
 from prescore.store.misslog import MissLog
@@ -76,11 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--runtime",
-        choices=(*RUNTIMES, "auto"),
+        choices=CHOICES,
         default="tf",
         help="labels: the SavedModel in TensorFlow (tf, the default), its LiteRT float32 or "
-        "int8 variant (one interpreter thread a task), or auto: the fastest registration "
-        "measured that answers as the SavedModel does",
+        "int8 variant (one interpreter thread a task), or auto: the faster of tf and "
+        "float32 as registration measured them (jobs/runtimes.py)",
     )
     parser.add_argument(
         "--force",
@@ -126,11 +126,6 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             f"dataset {dataset.name} is external: its scores are published with "
             "`prescore publish`, not scored here"
         )
-    if dataset.kind == "ranking" and args.runtime != "tf":
-        raise ConfigError(
-            f"--runtime {args.runtime}: a ranking dataset is scored in TensorFlow (LiteRT "
-            "variants hold serving_default only, not the factored signatures)"
-        )
     subset = Subset(args.keys, args.where, args.from_miss_log)
     if subset and args.stage:
         raise ConfigError(
@@ -142,7 +137,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
     live_model = _live_model(versions, dataset.model) if subset else None  # none: refused
     ref = ModelStore(settings.models).resolve(dataset.model, args.model_version or live_model)
     named = f"{dataset.model}/{ref.version}"
-    runtime = labels.chosen_runtime(ref, args.runtime) if dataset.kind == "labels" else "tf"
+    runtime = chosen_runtime(dataset.kind, ref, args.runtime)
     base = Run(
         dataset=dataset,
         model_version=ref.version,
@@ -235,11 +230,13 @@ def score(
     where: str = "",
     from_miss_log: bool = False,
     stage: bool = False,
+    runtime: str = "tf",
 ) -> Summary:
     """This job on a SparkSession the caller has (a notebook's): score ``dataset`` with
     its model (the promoted version unless ``model_version``) and publish a new version
     (with ``keys``, ``where`` or ``from_miss_log``: only those rows, as a delta of the
-    live version; ``stage``: kept beside the live one for a canary). The summary names
+    live version; ``stage``: kept beside the live one for a canary; ``runtime``: as
+    ``--runtime``, jobs.runtimes). The summary names
     the version and its figures; on failure a prescore error is raised and nothing is
     published. ``settings``: default, from the environment."""
     argv = ["--dataset", dataset, "--partitions", str(partitions)]
@@ -251,6 +248,7 @@ def score(
     argv += [] if miss_log else ["--no-miss-log"]
     argv += ["--dry-run"] if dry_run else []
     argv += ["--stage"] if stage else []
+    argv += ["--runtime", runtime]
     args = parse_args(argv)
     return run_job(spark, args, settings or settings_for(args, os.environ))
 

@@ -79,6 +79,10 @@ def test_the_cnn_int8_agrees_with_tensorflow_and_records_quality(
     assert runtimes["int8"]["max_abs_diff_vs_tf"] == pytest.approx(np.abs(i8 - ref).max(), abs=1e-4)
     # the LiteRT runner pads odd batch sizes and returns exactly the rows asked for
     assert load_runner(model, meta, "int8")({"pixels": x["pixels"][:5]}).shape == (5, 3)
+    # a bulk job's runner pads every batch to its own size (one interpreter): same answers
+    padded = load_runner(model, meta, "float32", threads=1, min_rows=16)
+    for n in (1, 5, 16, 23):
+        np.testing.assert_allclose(padded({"pixels": x["pixels"][:n]}), f32[:n], atol=1e-6)
     meta = {**meta, "quantization": record}
     assert pick_runtime(meta, model, "auto") == record["fastest"]
     assert pick_runtime(meta, model, "int8") == "int8"

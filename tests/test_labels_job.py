@@ -5,6 +5,7 @@ real Redis. The demo's tagger is checked in tests/test_demo_tagger.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.labels import chosen_runtime, decode_all, extension_pattern, image_key
+from jobs.labels import decode_all, extension_pattern, image_key
+from jobs.runtimes import chosen_runtime
 from jobs.score import parse_args, run_job
 from jobs.submit import local_args, spark_submit_bin
 from prescore.data.datasets import Dataset
@@ -185,29 +187,45 @@ def test_a_run_in_a_litert_variant_publishes_what_the_savedmodel_does(  # type: 
     record = registered(colours_settings, "colour-tagger", tagger, int8=True).quantization
     assert record["built"], record  # version 2: the same weights, with LiteRT variants
     capsys.readouterr()
-    in_f32 = _run(spark, colours_settings, "colours", "--runtime", "float32")
+    in_f32 = _run(spark, colours_settings, "colours", "--runtime", "float32", "--batch-rows", "7")
     assert "with colour-tagger/2 in LiteRT (float32)" in capsys.readouterr().out
+    # (that its workers score in LiteRT, test_spark_submit_runs_the_job sees)
     assert in_f32.scored == in_tf.scored and in_f32.bad == in_tf.bad
     assert versions.get(in_f32.version).extra["runtime"] == "float32"  # recorded with it
     assert "runtime" not in versions.get(in_tf.version).extra
     want, got = _labels(rclient, in_tf.version, ids), _labels(rclient, in_f32.version, ids)
-    said = _scores(tagger, [photos / f"{key}.jpg" for key in ids])
-    for key, scores in zip(ids, said, strict=True):
+    own = _scores(tagger, [photos / f"{key}.jpg" for key in ids])
+    for key, scores in zip(ids, own, strict=True):
         # the same labels, but one the two runtimes put either side of its threshold
         near = {c for c, v in scores.items() if abs(v - THRESHOLDS[c]) <= 1e-3}
         assert set(got[key]) - near == set(want[key]) - near, key
         for colour in set(got[key]) & set(want[key]):
             assert got[key][colour] == pytest.approx(want[key][colour], abs=2e-4), key
 
-    # auto: the variant registration measured fastest among those that agree (int8 may
-    # still move labels whose threshold sits within its 8-bit steps: the publish gates
-    # compare a run with the live version and keep such a run gated)
+
+def test_auto_chooses_what_publishes_as_the_savedmodel_does_and_int8_only_by_name(
+    colours_settings: Settings, tagger: Path
+) -> None:
+    registered(colours_settings, "colour-tagger", tagger, int8=True)  # version 2
     ref = ModelStore(colours_settings.models).resolve("colour-tagger", "2")
-    assert chosen_runtime(ref, "auto") == record["fastest"]
-    assert chosen_runtime(ref, "int8") == "int8" and chosen_runtime(ref, "tf") == "tf"
+    measured = ref.meta["quantization"]["runtimes"]
+    exact = [r for r in ("tf", "float32") if measured[r]["agrees"]]
+    faster = max(exact, key=lambda r: measured[r]["batch_rows_per_s"])
+    assert chosen_runtime("labels", ref, "auto") == faster  # never int8, however fast
+    assert chosen_runtime("ranking", ref, "auto") == chosen_runtime("labels", ref, "tf") == "tf"
+    if measured["int8"]["agrees"]:
+        assert chosen_runtime("labels", ref, "int8") == "int8"
+    # a variant registration found answering otherwise is refused, with what it measured
+    off = {**measured, "int8": {**measured["int8"], "agrees": False, "max_abs_diff_vs_tf": 0.3}}
+    quant = {**ref.meta["quantization"], "runtimes": off}
+    disagreeing = dataclasses.replace(ref, meta={**ref.meta, "quantization": quant})
+    with pytest.raises(ConfigError, match=r"int8 variant does not answer .* up to 0\.3 apart"):
+        chosen_runtime("labels", disagreeing, "int8")
 
 
-def test_spark_submit_runs_the_job(colours, photos, colours_settings, redis_url, rclient) -> None:  # type: ignore[no-untyped-def]
+def test_spark_submit_runs_the_job(  # type: ignore[no-untyped-def]
+    colours, photos, tagger, colours_settings, redis_url, rclient
+) -> None:
     count = len(colours["truth"])
     env = job_env()
     env |= {
@@ -224,8 +242,12 @@ def test_spark_submit_runs_the_job(colours, photos, colours_settings, redis_url,
     )
     said = refused.stdout + refused.stderr
     assert refused.returncode == 2 and "LANG: Spark's JVM spells file names" in said, said
+    # the run scores in the version's LiteRT float32 variant: its workers say so (in local
+    # mode a worker's stderr is the JVM's, which only a process of its own shows a test)
+    registered(colours_settings, "colour-tagger", tagger, int8=True)
+    in_lite = [*argv, "--runtime", "float32"]
     done = subprocess.run(
-        [spark_submit_bin(), *argv],
+        [spark_submit_bin(), *in_lite],
         env={**env, "LANG": "C.UTF-8"},
         capture_output=True,
         text=True,
@@ -236,6 +258,8 @@ def test_spark_submit_runs_the_job(colours, photos, colours_settings, redis_url,
     assert f"skipped {len(BAD)} bad input(s)" in done.stdout
     live = Versions(rclient, "colours", StoreSettings()).current()
     assert live is not None and f"colours: published version {live}" in done.stdout
+    assert "colour-tagger/2 runs on the CPU in LiteRT (float32)" in done.stderr
+    assert "runs on the CPU (no GPU visible)" not in done.stderr  # no SavedModel loaded
 
 
 def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -267,6 +291,17 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
     assert [e["label"] for e in got["a2"]["labels"]] == ["wide"]
     assert [e["label"] for e in got["a3"]["labels"]] == ["tall"]
     assert got["a1"]["labels"][0]["score"] == pytest.approx(0.8808, abs=1e-3)  # sigmoid(2)
+
+    # the same rows in the model's LiteRT float32 variant, batches of 2 (one padded)
+    registered(s, "shape-model", domains.rows_model(tmp_path / "model8"), int8=True)
+    in_f32 = _run(spark, s, "shape", "--runtime", "float32", "--batch-rows", "2")
+    assert in_f32.rows == 3 and in_f32.bad == 1
+    for key, doc in got.items():
+        lite = json.loads(stored_payload(rclient, "shape", in_f32.version, key) or b"")
+        assert [e["label"] for e in lite["labels"]] == [e["label"] for e in doc["labels"]]
+        assert [e["score"] for e in lite["labels"]] == pytest.approx(
+            [e["score"] for e in doc["labels"]], abs=2e-4
+        )
 
 
 def test_a_worker_decodes_the_same_from_paths_as_from_sparks_bytes(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_a_context_to_score_that_its_table_lacks_is_refused_before_anything_is_w
 
 
 def test_a_ranking_run_in_litert_is_refused_in_one_line(spark, shop_settings, rclient):  # type: ignore[no-untyped-def]
-    for runtime in ("float32", "int8", "auto"):
+    for runtime in ("float32", "int8"):
         with pytest.raises(ConfigError, match=rf"^--runtime {runtime}: a ranking dataset is"):
             _run(spark, shop_settings, "--runtime", runtime)
     assert Versions(rclient, "shop", StoreSettings()).all() == []

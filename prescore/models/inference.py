@@ -43,7 +43,12 @@ class LiteModel:
     """The serving signature of a ``.tflite`` file in the LiteRT interpreter."""
 
     def __init__(
-        self, path: Path, runtime: str, meta: Mapping[str, Any], threads: int | None = None
+        self,
+        path: Path,
+        runtime: str,
+        meta: Mapping[str, Any],
+        threads: int | None = None,
+        min_rows: int = 1,
     ) -> None:
         if not path.is_file():
             raise ModelStoreError(f"no {runtime} model at {path}")
@@ -53,6 +58,9 @@ class LiteModel:
         self._output = output_name(self.signatures.serving, meta, f"{path.name}")
         self._content = path.read_bytes()
         self._threads = threads
+        # a bulk job pads every batch to its own size: one interpreter (and its tensors'
+        # memory) a worker, not one per power of two its partial batches come in
+        self._min_rows = min_rows
         self._interpreters: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -79,7 +87,7 @@ class LiteModel:
 
     def __call__(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(feed.values())))
-        size = _bucket(n)
+        size = _bucket(max(n, self._min_rows))
         padded = {}
         for name, x in feed.items():
             if size != n:
@@ -126,15 +134,20 @@ def _dequantize(y: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
 
 
 def load_runner(
-    model_dir: Path, meta: Mapping[str, Any], runtime: str, threads: int | None = None
+    model_dir: Path,
+    meta: Mapping[str, Any],
+    runtime: str,
+    threads: int | None = None,
+    min_rows: int = 1,
 ) -> Runner:
-    """The runner of one model version directory in the given runtime."""
+    """The runner of one model version directory in the given runtime (a LiteRT one pads
+    each batch to at least ``min_rows`` rows)."""
     if runtime == "tf":
         from prescore.models.tf_model import TFModel
 
         return TFModel(model_dir / "saved_model", meta)
     if runtime in TFLITE_FILES:
-        return LiteModel(model_dir / TFLITE_FILES[runtime], runtime, meta, threads)
+        return LiteModel(model_dir / TFLITE_FILES[runtime], runtime, meta, threads, min_rows)
     raise ValueError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
 
 
