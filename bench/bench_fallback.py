@@ -77,10 +77,12 @@ def runtime_table(world: World, evals: dict[str, Eval], repeats: int) -> list[st
     for dataset in DATASETS:
         ref, ev = world.ref(dataset), evals[dataset]
         why = describe_quantization(ref.meta)
+        built = (ref.meta.get("quantization") or {}).get("runtimes") or {}
+        lite = tuple(r for r in TFLITE_FILES if r in built)
         found = (
             measure_tf(ref, ev, repeats)
             if why
-            else measure(ref.path, ref.meta, ev.feed, ev.truth, ev.metric, ev.batch, repeats)
+            else measure(ref.path, ref.meta, ev.feed, ev.truth, ev.metric, ev.batch, repeats, lite)
         )
         label = f"{dataset} ({ref.name})"
         for runtime, r in found.items():
@@ -89,7 +91,9 @@ def runtime_table(world: World, evals: dict[str, Eval], repeats: int) -> list[st
                 f"{r['batch_rows_per_s']:,.0f} | {r['batch']:.0f} | {r['max_abs_diff_vs_tf']:.4f} "
                 f"| {METRICS[ev.metric]} {r[ev.metric]:.4f} ({feeds.rows(ev.feed)} rows) |"
             )
-        lines += [f"| {label} | {NAMES[r]} | not built | | | | |" for r in TFLITE_FILES if why]
+        lines += [
+            f"| {label} | {NAMES[r]} | not built | | | | |" for r in TFLITE_FILES if r not in found
+        ]
         auto = pick_runtime(ref.meta, ref.path, "auto")
         notes.append(
             f"{dataset}: the fallback's `auto` serves {NAMES[auto]}"

@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp) / name
             model, floats, side = build(name)
             record = measure(model, side, folder)
-            if not record["built"]:
-                print(f"| {name} | not built: {record['reason']} | | | | | | tf |")
+            if "int8" not in record.get("runtimes", {}):
+                print(f"| {name} | int8 {_described(record)} | | | | | | |")
                 continue
             f32, i8 = record["runtimes"]["float32"], record["runtimes"]["int8"]
             print(

@@ -95,6 +95,32 @@ def test_the_cnn_int8_agrees_with_tensorflow_and_records_quality(
         assert f"int8 is slower here, {rate:,.0f} rows/s against" in line, line
 
 
+def test_a_model_whose_int8_fails_keeps_its_float32_variant(
+    colours: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each variant stands alone: here int8's calibration cannot run (its samples name no
+    input of the model), and the float32 file is still built, measured and served."""
+    model, meta = _copy(colours["model"], tmp_path / "cnn")
+    x, y = _colour_feed(colours, sorted(colours["truth"])[:40])
+    record = quantize_dir(model, meta, {"no_such_input": x["pixels"]}, x, y, "map")
+    assert record["built"] is True and set(record["runtimes"]) == {"tf", "float32"}
+    assert set(record["not_built"]) == {"int8"} and record["not_built"]["int8"]
+    assert "int8_quality_loss" not in record
+    assert (model / TFLITE_FILES["float32"]).stat().st_size > 0
+    assert not (model / TFLITE_FILES["int8"]).exists()  # nothing half-written
+    f32 = load_runner(model, meta, "float32")(x)
+    np.testing.assert_allclose(f32, load_runner(model, meta, "tf")(x), atol=1e-5)
+    quant = {**meta, "quantization": record}
+    assert pick_runtime(quant, model, "auto") == record["fastest"] in ("tf", "float32")
+    line = _described(record)
+    assert line == (
+        f"not built: {record['not_built']['int8']} (its float32 variant is; auto serves "
+        f"{record['fastest']})"
+    )
+    only = quantize_dir(model, meta, x, x, y, "map", lite=("float32",))  # int8 not asked for
+    assert set(only["runtimes"]) == {"tf", "float32"} and "not_built" not in only
+
+
 def test_registration_says_why_int8_is_not_served() -> None:
     def runtime(diff: float, rate: float, agrees: bool) -> dict[str, Any]:
         return {

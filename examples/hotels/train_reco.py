@@ -97,23 +97,26 @@ class Vocab:
     """A vocabulary inside the graph: values -> one-hot (a value) or multi-hot (a list).
 
     Column 0 is "unknown"; "" is padding and sets nothing. Built from integer lookups and
-    ``one_hot``, which LiteRT has."""
+    ``one_hot``, which LiteRT has. "" is a term of the lookup whose column is dropped, not
+    its mask token: a mask is applied with a ``where`` against a scalar, which LiteRT
+    shapes as a scalar for a batch of one row (and the model then fails to run one)."""
 
     def __init__(self, values: list[str]) -> None:
         import keras
 
         self.size = len(values) + 1
-        self.lookup = keras.layers.StringLookup(vocabulary=values, mask_token="")
+        self.lookup = keras.layers.StringLookup(vocabulary=["", *values])  # 0: unknown, 1: ""
 
     def one(self, x: Any) -> Any:
         import keras
 
-        return keras.ops.one_hot(self.lookup(x), self.size + 1)[..., 1:]
+        hot = keras.ops.one_hot(self.lookup(x), self.size + 1)
+        return keras.ops.concatenate([hot[..., :1], hot[..., 2:]], axis=-1)
 
     def many(self, x: Any) -> Any:
         import keras
 
-        return keras.ops.max(keras.ops.one_hot(self.lookup(x), self.size + 1)[..., 1:], axis=1)
+        return keras.ops.max(self.one(x), axis=1)
 
 
 def build(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def list_models(settings: Settings, args: argparse.Namespace) -> int:
                 if not isinstance(v, dict)
             )
             q = meta.get("quantization") or {}
-            int8 = "yes" if q.get("built") or (q and "built" not in q) else "no"
+            legacy = bool(q) and "built" not in q  # a record of before "built" was written
+            int8 = "yes" if legacy or "int8" in (q.get("runtimes") or {}) else "no"
             rows.append(
                 [
                     "*" if version == promoted else "",

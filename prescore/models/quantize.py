@@ -5,9 +5,11 @@ The int8 model is converted with the TFLite converter, calibrated on representat
 feeds from the dataset, with every op restricted to int8 kernels (``TFLITE_BUILTINS_INT8``;
 float input and output, quantized at the model's edges). Not every model converts: ops
 outside TFLite's builtins (string preprocessing often is) stop it, and the record then
-says why, and live inference serves the SavedModel. Both files are run in LiteRT on
-held-out feeds beside the SavedModel in TensorFlow: agreement, quality when the truth
-is given (AUC or mAP), single-row latency and batch throughput. The record goes into
+says why, and live inference serves the SavedModel. Each variant stands alone: int8's
+kernels have no strings, so a model with string lookups keeps its float32 file. The
+files are run in LiteRT on held-out feeds beside the SavedModel in TensorFlow: agreement,
+quality when the truth is given (AUC or mAP), single-row latency and batch throughput.
+The record goes into
 model.json under ``quantization``; its ``fastest`` names the runtime the fallback serves
 by default (``auto``): the fastest of those that agree with TensorFlow, every score
 within ``MAX_DIFF`` of its own (and, with the truth given, losing at most
@@ -44,8 +46,8 @@ MAX_DIFF = 0.1  # 8-bit steps of a sigmoid output are 1/256 apart; more is a bro
 MAX_QUALITY_LOSS = 0.02
 
 
-def convert(saved_model: Path, out_dir: Path, representative: Feed) -> dict[str, Path]:
-    """Write model_float32.tflite and model_int8.tflite into ``out_dir``."""
+def convert(saved_model: Path, out_dir: Path, representative: Feed, runtime: str) -> Path:
+    """Write ``runtime``'s file (model_float32.tflite or model_int8.tflite) into ``out_dir``."""
     import tensorflow as tf
 
     rows = feeding.rows(representative)
@@ -56,19 +58,14 @@ def convert(saved_model: Path, out_dir: Path, representative: Feed) -> dict[str,
 
     # the converter calibrates in tf.lite.Interpreter, which warns that it is deprecated
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-    written = {}
-    for runtime, filename in TFLITE_FILES.items():
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            str(saved_model), signature_keys=[SERVING]
-        )
-        if runtime == "int8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = samples
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        path = out_dir / filename
-        path.write_bytes(converter.convert())
-        written[runtime] = path
-    return written
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SERVING])
+    if runtime == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path = out_dir / TFLITE_FILES[runtime]
+    path.write_bytes(converter.convert())
+    return path
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -94,28 +91,46 @@ def measure(
     metric: str,
     batch: int = 64,
     repeats: int = 20,
+    lite: tuple[str, ...] = tuple(TFLITE_FILES),
 ) -> dict[str, dict[str, float]]:
-    """Per runtime: agreement with TF, quality (with ``y``), latency and throughput."""
+    """Per runtime (TensorFlow, then the ``lite`` variants): agreement with TF, quality
+    (with ``y``), latency and throughput."""
+    out, reference = measure_one(
+        load_runner(model_dir, meta, "tf"), feed, None, y, metric, batch, repeats
+    )
+    measured = {"tf": out}
+    for runtime in lite:
+        runner = load_runner(model_dir, meta, runtime)
+        measured[runtime], _ = measure_one(runner, feed, reference, y, metric, batch, repeats)
+    return measured
+
+
+def measure_one(
+    runner: Any,
+    feed: Feed,
+    reference: np.ndarray | None,
+    y: np.ndarray | None,
+    metric: str,
+    batch: int = 64,
+    repeats: int = 20,
+) -> tuple[dict[str, float], np.ndarray]:
+    """One runtime's record (its scores against ``reference``'s, TensorFlow's), and its
+    scores of ``feed``."""
     n = feeding.rows(feed)
     rows = _slice(feed, slice(0, min(batch, n)))
-    out: dict[str, dict[str, float]] = {}
-    reference: np.ndarray | None = None
-    for runtime in ("tf", *TFLITE_FILES):
-        runner = load_runner(model_dir, meta, runtime)
-        scores = np.concatenate([runner(_slice(feed, slice(i, i + 256))) for i in range(0, n, 256)])
-        reference = scores if reference is None else reference
-        single = median_seconds(lambda r=runner: r(_slice(feed, slice(0, 1))), repeats)  # type: ignore[misc]
-        batched = median_seconds(lambda r=runner: r(rows), repeats)  # type: ignore[misc]
-        record = {
-            "max_abs_diff_vs_tf": round(float(np.abs(scores - reference).max()), 5),
-            "single_ms": round(single * 1000, 4),
-            "batch_rows_per_s": round(feeding.rows(rows) / batched, 1),
-            "batch": feeding.rows(rows),
-        }
-        if y is not None:
-            record[metric] = round(quality(metric, y, scores), 5)
-        out[runtime] = record
-    return out
+    scores = np.concatenate([runner(_slice(feed, slice(i, i + 256))) for i in range(0, n, 256)])
+    single = median_seconds(lambda: runner(_slice(feed, slice(0, 1))), repeats)
+    batched = median_seconds(lambda: runner(rows), repeats)
+    against = scores if reference is None else reference
+    record = {
+        "max_abs_diff_vs_tf": round(float(np.abs(scores - against).max()), 5),
+        "single_ms": round(single * 1000, 4),
+        "batch_rows_per_s": round(feeding.rows(rows) / batched, 1),
+        "batch": feeding.rows(rows),
+    }
+    if y is not None:
+        record[metric] = round(quality(metric, y, scores), 5)
+    return record, scores
 
 
 def _agrees(runtimes: Mapping[str, Any], name: str, metric: str, scored: bool) -> bool:
@@ -166,35 +181,65 @@ def quantize_dir(
     y_eval: np.ndarray | None = None,
     metric: str = "auc",
     calibration_rows: int = 200,
+    lite: tuple[str, ...] = tuple(TFLITE_FILES),
 ) -> dict[str, Any]:
-    """Convert a model directory (holding saved_model/) and measure; model.json's record.
+    """Convert a model directory (holding saved_model/) to each of the ``lite`` variants
+    and measure those that convert and run; model.json's record.
 
-    A model that does not convert gets ``{"built": False, "reason": ...}``.
+    Each variant stands alone: a model whose int8 conversion fails (string lookups do:
+    full-integer kernels have no strings) keeps its float32 variant, and the record's
+    ``not_built`` says why the other is missing. A model that gets no variant at all is
+    recorded as ``{"built": False, "reason": ...}``.
     """
     calibration = _slice(representative, slice(0, calibration_rows))
-    said: list[str] = []
+    measured: dict[str, dict[str, float]] = {}
     try:
-        with _converter_output(said):
-            convert(model_dir / "saved_model", model_dir, calibration)
-        runtimes = measure(model_dir, meta, eval_feed, y_eval, metric)
-        agrees = {name: _agrees(runtimes, name, metric, y_eval is not None) for name in runtimes}
-    except Exception as exc:  # the converter and LiteRT raise many kinds: all mean "not here"
-        for filename in TFLITE_FILES.values():
-            (model_dir / filename).unlink(missing_ok=True)
-        log.debug("the converter said: %s", "".join(said))
+        tf_runner = load_runner(model_dir, meta, "tf")
+        measured["tf"], reference = measure_one(tf_runner, eval_feed, None, y_eval, metric)
+    except Exception as exc:  # a model TensorFlow cannot run on the sample: nothing to compare
         return {"built": False, "reason": _reason(exc)}
+    failed: dict[str, str] = {}
+    for runtime in lite:
+        said: list[str] = []
+        try:
+            with _converter_output(said):
+                convert(model_dir / "saved_model", model_dir, calibration, runtime)
+            runner = load_runner(model_dir, meta, runtime)
+            measured[runtime], _ = measure_one(runner, eval_feed, reference, y_eval, metric)
+        except Exception as exc:  # the converter and LiteRT raise many kinds: "not this one"
+            (model_dir / TFLITE_FILES[runtime]).unlink(missing_ok=True)
+            log.debug("the converter said: %s", "".join(said))
+            failed[runtime] = _reason(exc)
+    if len(measured) == 1:
+        return {"built": False, "reason": next(iter(failed.values()), "no variant asked for")}
+    return _record(measured, failed, y_eval, metric, calibration, eval_feed)
+
+
+def _record(
+    measured: dict[str, dict[str, float]],
+    failed: dict[str, str],
+    y_eval: np.ndarray | None,
+    metric: str,
+    calibration: Feed,
+    eval_feed: Feed,
+) -> dict[str, Any]:
+    """model.json's ``quantization``: each runtime measured, whether it agrees, the
+    fastest of those that do, and why any variant is missing."""
+    agrees = {name: _agrees(measured, name, metric, y_eval is not None) for name in measured}
     record: dict[str, Any] = {
         "built": True,
-        "runtimes": {name: {**r, "agrees": agrees[name]} for name, r in runtimes.items()},
+        "runtimes": {name: {**r, "agrees": agrees[name]} for name, r in measured.items()},
         "fastest": max(
-            (r for r in runtimes if agrees[r]), key=lambda r: runtimes[r]["batch_rows_per_s"]
+            (r for r in measured if agrees[r]), key=lambda r: measured[r]["batch_rows_per_s"]
         ),
         "calibration_rows": feeding.rows(calibration),
         "eval_rows": feeding.rows(eval_feed),
     }
+    if failed:
+        record["not_built"] = failed
     if y_eval is not None:
         record["metric"] = metric
-        record["int8_quality_loss"] = round(
-            runtimes["float32"][metric] - runtimes["int8"][metric], 5
-        )
+        if {"float32", "int8"} <= set(measured):
+            loss = measured["float32"][metric] - measured["int8"][metric]
+            record["int8_quality_loss"] = round(loss, 5)
     return record

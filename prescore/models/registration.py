@@ -17,7 +17,7 @@ import multiprocessing
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from prescore.data.datasets import Catalog, Dataset
 from prescore.data.storage import open_root, remote
 from prescore.errors import ConfigError, ModelMismatch, ModelStoreError
 from prescore.models import dataset_feeds
+from prescore.models.inference import TFLITE_FILES
 from prescore.models.quantize import MAX_DIFF
 from prescore.models.signature import Signatures, check
 from prescore.models.store import META_FILE, ModelStore
@@ -191,13 +192,16 @@ def _described(q: Mapping[str, Any]) -> str:
     if not q["built"]:
         return f"not built: {q['reason']}"
     runtimes, fastest = q["runtimes"], q["fastest"]
+    if "int8" not in runtimes:
+        why = (q.get("not_built") or {}).get("int8", "not asked for")
+        return f"not built: {why} (its float32 variant is; auto serves {fastest})"
     int8 = runtimes["int8"]
     if not int8["agrees"]:
         metric = q.get("metric")
         lost = q.get("int8_quality_loss")
         why = (
             f"it loses {lost} of the float32 variant's {metric}"
-            if metric and int8["max_abs_diff_vs_tf"] <= MAX_DIFF
+            if metric and lost is not None and int8["max_abs_diff_vs_tf"] <= MAX_DIFF
             else f"scores up to {int8['max_abs_diff_vs_tf']} apart"
         )
         return (
@@ -225,22 +229,44 @@ def _check_shape(dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any]) ->
         check_labels(dataset, sigs, meta, None)
 
 
+CRASHED = "the TFLite converter crashed on this model"
+
+
 def _int8(
     model_dir: Path, meta: dict[str, Any], sigs: Signatures, dataset: Dataset, webhdfs_url: str
 ) -> dict[str, Any]:
-    """The int8 record; the conversion runs in a child process, because the TFLite
-    converter can crash the process (a segmentation fault) on some graphs."""
-    from prescore.models.quantize import quantize_dir
-
+    """The variants' record; the conversions run in a child process, because the TFLite
+    converter can crash the process (a segmentation fault, an uncaught C++ exception) on
+    some graphs. After such a crash float32 alone is tried again in a new child: int8's
+    conversion is the one that meets what its kernels lack."""
     try:
         sample = dataset_feeds.sample(dataset, sigs, 256, webhdfs_url)
     except (ConfigError, ModelMismatch, OSError) as exc:
         return {"built": False, "reason": f"no calibration sample: {exc}"}
+    record = _quantized(model_dir, meta, sample, tuple(TFLITE_FILES))
+    if record is None:
+        record = _quantized(model_dir, meta, sample, ("float32",))
+        if record is None:
+            return {"built": False, "reason": CRASHED}
+        if record["built"]:
+            record["not_built"] = {**record.get("not_built", {}), "int8": CRASHED}
+    return record
+
+
+def _quantized(
+    model_dir: Path, meta: dict[str, Any], sample: Any, lite: Sequence[str]
+) -> dict[str, Any] | None:
+    """prescore.models.quantize.quantize_dir for the ``lite`` variants, in a child process;
+    None if it crashed (what it left half-written removed)."""
+    from prescore.models.quantize import quantize_dir
+
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         try:
-            return pool.submit(quantize_dir, model_dir, meta, sample, sample).result()
+            return pool.submit(
+                quantize_dir, model_dir, meta, sample, sample, lite=tuple(lite)
+            ).result()
         except BrokenProcessPool:
-            for name in ("model_float32.tflite", "model_int8.tflite"):
+            for name in TFLITE_FILES.values():
                 (model_dir / name).unlink(missing_ok=True)
-            return {"built": False, "reason": "the TFLite converter crashed on this model"}
+            return None
