@@ -26,15 +26,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.machine import describe as machine
-from prescore.models.quantize import quantize_dir
+from prescore.models.quantize import median_seconds, quantize_dir
 from prescore.models.registration import _described
 from prescore.models.tf_model import describe
 
@@ -121,18 +120,9 @@ def invoke_us(content: bytes, side: int, xnnpack: bool = True, repeats: int = 20
         interp.invoke()
         interp.get_tensor(out["index"])
 
-    return _median_us(once, repeats)
-
-
-def _median_us(fn: Callable[[], None], repeats: int) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e6
+    for _ in range(10):  # the interpreter's first runs set up its kernels
+        once()
+    return median_seconds(once, repeats) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

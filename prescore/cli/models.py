@@ -31,14 +31,15 @@ def list_models(settings: Settings, args: argparse.Namespace) -> int:
                 if not isinstance(v, dict)
             )
             q = meta.get("quantization") or {}
+            built = [r for r in ("float32", "int8") if r in (q.get("runtimes") or {})]
             legacy = bool(q) and "built" not in q  # a record of before "built" was written
-            int8 = "yes" if legacy or "int8" in (q.get("runtimes") or {}) else "no"
+            litert = "float32, int8" if legacy else ", ".join(built) or "no"
             rows.append(
                 [
                     "*" if version == promoted else "",
                     version,
                     meta.get("created_at", ""),
-                    int8,
+                    litert,
                     shown,
                 ]
             )
@@ -47,7 +48,7 @@ def list_models(settings: Settings, args: argparse.Namespace) -> int:
         if args.output != "json":
             print(f"{name} ({settings.models.root})")
             print(
-                table(("", "version", "created", "int8", "metrics"), rows)
+                table(("", "version", "created", "LiteRT", "metrics"), rows)
                 if rows
                 else "  no versions"
             )
