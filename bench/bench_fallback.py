@@ -98,6 +98,13 @@ def runtime_table(world: World, evals: dict[str, Eval], repeats: int) -> list[st
         notes.append(
             f"{dataset}: the fallback's `auto` serves {NAMES[auto]}"
             + (f"; its LiteRT variants were not built at registration: {why}" if why else "")
+            + "".join(
+                f"; its {r} variant was not built: {reason}"
+                for r, reason in (
+                    (ref.meta.get("quantization") or {}).get("not_built") or {}
+                ).items()
+                if not why
+            )
         )
         print(f"{dataset} runtimes measured", flush=True)
     return [*lines, "", *notes]

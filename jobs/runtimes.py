@@ -42,7 +42,7 @@ def chosen_runtime(kind: str, ref: ModelRef, asked: str) -> str:
     if not (ref.path / TFLITE_FILES[asked]).is_file():
         raise ConfigError(
             f"--runtime {asked}: {ref.name}/{ref.version} has no {asked} variant "
-            f"({quant.get('reason') or 'not built'})"
+            f"({(quant.get('not_built') or {}).get(asked) or quant.get('reason') or 'not built'})"
         )
     if not _usable(ref, measured, asked):
         raise ConfigError(

@@ -251,6 +251,27 @@ def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert json.loads(capsys.readouterr().out)["promoted"] == "1", argv
 
 
+def test_models_list_names_the_litert_variants_of_each_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = (tmp_path / "models").as_uri()
+    store = ModelStore(ModelStoreSettings(root=root))
+    ok, off = {"agrees": True}, {"agrees": False}
+    records = [
+        {"built": False, "reason": "no kernels"},
+        {"built": True, "runtimes": {"tf": ok, "float32": ok}, "not_built": {"int8": "crash"}},
+        {"built": True, "runtimes": {"tf": ok, "float32": ok, "int8": off}},
+    ]
+    for i, record in enumerate(records):
+        (tmp_path / f"b{i}").mkdir()
+        store.save("shop", tmp_path / f"b{i}", {"quantization": record})
+    assert main(["--model-store", root, "models", "list", "shop"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    shown = {row[0]: " ".join(row[1:]) for row in rows if row and row[0] in "123"}
+    assert shown["1"].startswith("no") and shown["2"].startswith("float32")
+    assert shown["3"].startswith("float32, int8 (disagrees)") and "int8" not in shown["2"]
+
+
 def test_listings_as_json_and_usage_errors(
     rclient: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

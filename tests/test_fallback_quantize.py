@@ -121,6 +121,29 @@ def test_a_model_whose_int8_fails_keeps_its_float32_variant(
     assert set(only["runtimes"]) == {"tf", "float32"} and "not_built" not in only
 
 
+def test_a_model_tensorflow_scores_nan_is_recorded_not_built(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Logs(tf.Module):  # log of a negative number: NaN agrees with nothing
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"score": tf.math.log(x - 10.0)}
+
+    module = Logs()
+    out = tmp_path / "logs"
+    tf.saved_model.save(
+        module, str(out / "saved_model"), signatures={"serving_default": module.serve}
+    )
+    meta = {"signature": describe(out / "saved_model").to_json()}
+    feed = {"x": np.arange(32, dtype=np.float32)}
+    record = quantize_dir(out, meta, feed, feed)
+    assert record == {
+        "built": False,
+        "reason": "TensorFlow's scores of the sample are not all finite",
+    }
+    assert not any((out / f).exists() for f in TFLITE_FILES.values())
+
+
 def test_registration_says_why_int8_is_not_served() -> None:
     def runtime(diff: float, rate: float, agrees: bool) -> dict[str, Any]:
         return {

@@ -93,8 +93,11 @@ def test_registration_records_the_int8_variant_or_why_not(
         assert auto.runtime == "tf"  # what does not convert is served by TensorFlow
         return
     assert auto.runtime == quant["fastest"]  # auto: the fastest measured at registration
-    assert all(p.stat().st_size > 0 for p in tflite)
-    assert set(quant["runtimes"]) == {"tf", "float32", "int8"}
+    # each variant stands alone: one that did not build says why, and has no file
+    built = set(quant["runtimes"]) - {"tf"}
+    assert built | set(quant.get("not_built", {})) == {"float32", "int8"} and "float32" in built
+    assert all((ref.path / f"model_{r}.tflite").stat().st_size > 0 for r in built)
+    assert not any(p.exists() for p in tflite if p.stem.removeprefix("model_") not in built)
     assert quant["fastest"] in quant["runtimes"]
     assert quant["runtimes"]["float32"]["max_abs_diff_vs_tf"] < 1e-4
     f32 = _live(_client(shop_settings, runtime="float32"), SAMPLE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from prescore.cli.output import done, say, table
@@ -31,9 +32,7 @@ def list_models(settings: Settings, args: argparse.Namespace) -> int:
                 if not isinstance(v, dict)
             )
             q = meta.get("quantization") or {}
-            built = [r for r in ("float32", "int8") if r in (q.get("runtimes") or {})]
-            legacy = bool(q) and "built" not in q  # a record of before "built" was written
-            litert = "float32, int8" if legacy else ", ".join(built) or "no"
+            litert = _variants(q)
             rows.append(
                 [
                     "*" if version == promoted else "",
@@ -88,3 +87,15 @@ def promote(settings: Settings, args: argparse.Namespace) -> int:
     line = f"{args.name}: promoted {args.version} (was {before or 'none'})"
     done(args, {"model": args.name, "promoted": args.version, "was": before}, line)
     return 0
+
+
+def _variants(q: Mapping[str, Any]) -> str:
+    """The LiteRT variants of a version's quantization record, in a word or two; one that
+    answers otherwise than the SavedModel (never served by auto) says so."""
+    runtimes = q.get("runtimes") or {}
+    built = [
+        r if runtimes[r].get("agrees", True) else f"{r} (disagrees)"
+        for r in ("float32", "int8")  # inference.TFLITE_FILES' keys; it imports numpy
+        if r in runtimes
+    ]
+    return ", ".join(built) or "no"

@@ -1,20 +1,20 @@
 """Post-training quantization: float32 and full-integer int8 ``.tflite`` variants of a
 SavedModel's serving signature, where the model allows (TensorFlow, at registration).
 
-The int8 model is converted with the TFLite converter, calibrated on representative
-feeds from the dataset, with every op restricted to int8 kernels (``TFLITE_BUILTINS_INT8``;
-float input and output, quantized at the model's edges). Not every model converts: ops
-outside TFLite's builtins (string preprocessing often is) stop it, and the record then
-says why, and live inference serves the SavedModel. Each variant stands alone: int8's
-kernels have no strings, so a model with string lookups keeps its float32 file. The
-files are run in LiteRT on held-out feeds beside the SavedModel in TensorFlow: agreement,
-quality when the truth is given (AUC or mAP), single-row latency and batch throughput.
-The record goes into
-model.json under ``quantization``; its ``fastest`` names the runtime the fallback serves
-by default (``auto``): the fastest of those that agree with TensorFlow, every score
-within ``MAX_DIFF`` of its own (and, with the truth given, losing at most
-``MAX_QUALITY_LOSS`` of the metric). A variant that converts but answers otherwise is
-kept on disk, marked ``agrees: false``, and never served by ``auto``.
+The int8 model is converted with the TFLite converter, calibrated on representative feeds
+from the dataset, with every op restricted to int8 kernels (``TFLITE_BUILTINS_INT8``; float
+input and output, quantized at the model's edges). Not every model converts: ops outside
+TFLite's builtins stop both variants, and int8's conversion fails on more (or crashes the
+converter, which registration therefore runs in a child process). Each variant stands alone:
+one that fails is recorded under ``not_built`` with why, the other kept; with neither, live
+inference serves the SavedModel. The files are run in LiteRT on held-out feeds beside the
+SavedModel in TensorFlow: agreement, quality when the truth is given (AUC or mAP),
+single-row latency and batch throughput. The record goes into model.json under
+``quantization``; its ``fastest`` names the runtime the fallback serves by default
+(``auto``): the fastest of those that agree with TensorFlow, every score within ``MAX_DIFF``
+of its own (and, with the truth given, losing at most ``MAX_QUALITY_LOSS`` of the metric). A
+variant that converts but answers otherwise is kept on disk, marked ``agrees: false``, and
+never served by ``auto``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from prescore.models import feeds as feeding
-from prescore.models.inference import TFLITE_FILES, load_runner
+from prescore.models.inference import TFLITE_FILES, Runner, load_runner
 from prescore.models.quality import quality
 from prescore.models.signature import SERVING
 
@@ -106,7 +106,7 @@ def measure(
 
 
 def measure_one(
-    runner: Any,
+    runner: Runner,
     feed: Feed,
     reference: np.ndarray | None,
     y: np.ndarray | None,
@@ -192,12 +192,37 @@ def quantize_dir(
     recorded as ``{"built": False, "reason": ...}``.
     """
     calibration = _slice(representative, slice(0, calibration_rows))
-    measured: dict[str, dict[str, float]] = {}
+    for runtime in set(TFLITE_FILES) - set(lite):  # an earlier file would outlive its record
+        (model_dir / TFLITE_FILES[runtime]).unlink(missing_ok=True)
     try:
         tf_runner = load_runner(model_dir, meta, "tf")
-        measured["tf"], reference = measure_one(tf_runner, eval_feed, None, y_eval, metric)
+        tf_record, reference = measure_one(tf_runner, eval_feed, None, y_eval, metric)
     except Exception as exc:  # a model TensorFlow cannot run on the sample: nothing to compare
-        return {"built": False, "reason": _reason(exc)}
+        return {"built": False, "reason": f"TensorFlow could not score the sample: {_reason(exc)}"}
+    if not np.isfinite(reference).all():  # NaN agrees with nothing, TensorFlow itself neither
+        return {"built": False, "reason": "TensorFlow's scores of the sample are not all finite"}
+    measured, failed = _variants(
+        model_dir, meta, calibration, eval_feed, reference, lite, y_eval, metric
+    )
+    if not measured:
+        reason = next(iter(failed.values()), "no variant asked for")
+        return {"built": False, "reason": reason, **({"not_built": failed} if failed else {})}
+    return _record({"tf": tf_record, **measured}, failed, y_eval, metric, calibration, eval_feed)
+
+
+def _variants(
+    model_dir: Path,
+    meta: Mapping[str, Any],
+    calibration: Feed,
+    eval_feed: Feed,
+    reference: np.ndarray,
+    lite: tuple[str, ...],
+    y_eval: np.ndarray | None = None,
+    metric: str = "auc",
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Each of the ``lite`` variants converted and measured on its own: the records of
+    those that convert and run, and why each of the others did not (its file removed)."""
+    measured: dict[str, dict[str, float]] = {}
     failed: dict[str, str] = {}
     for runtime in lite:
         said: list[str] = []
@@ -210,9 +235,7 @@ def quantize_dir(
             (model_dir / TFLITE_FILES[runtime]).unlink(missing_ok=True)
             log.debug("the converter said: %s", "".join(said))
             failed[runtime] = _reason(exc)
-    if len(measured) == 1:
-        return {"built": False, "reason": next(iter(failed.values()), "no variant asked for")}
-    return _record(measured, failed, y_eval, metric, calibration, eval_feed)
+    return measured, failed
 
 
 def _record(

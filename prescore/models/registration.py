@@ -1,13 +1,14 @@
 """Registering a team's own SavedModel: ``prescore models register NAME PATH``.
 
 PATH (``file://``, ``hdfs://`` or a plain path) is a folder holding either a SavedModel
-(``saved_model.pb``) or ``saved_model/``, and optionally ``model.json`` (or ``--meta``):
-the fields a user states (labels, thresholds, output, metrics, ...; see docs/reference.md). The
+(``saved_model.pb``) or ``saved_model/``, and optionally ``model.json`` (or ``--meta``): the
+fields a user states (labels, thresholds, output, metrics, ...; see docs/reference.md). The
 model is refused, before anything is stored, when it is no SavedModel, has no serving
-signature, or does not fit a dataset that declares it: the error lists the inputs the
-model expects and the columns the dataset provides. Then the int8 variant is built where
-the model allows (prescore.models.quantize), the signatures are recorded in model.json, and the
-model is stored as the next version; ``--promote`` names it the one in production.
+signature, or does not fit a dataset that declares it: the error lists the inputs the model
+expects and the columns the dataset provides. Then its LiteRT variants (float32, int8) are
+built where the model allows (prescore.models.quantize), the signatures are recorded in
+model.json, and the model is stored as the next version; ``--promote`` names it the one in
+production.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def register(
         started = time.monotonic()
         if int8:
             say(f"{name}: converting to LiteRT (float32, int8) and measuring both...")
-        q = _int8(out, meta, sigs, targets[0], webhdfs_url) if int8 else skipped
+        q = _litert_variants(out, meta, sigs, targets[0], webhdfs_url) if int8 else skipped
         meta["quantization"] = q
         took = f" ({duration(time.monotonic() - started)})" if int8 else ""
         say(f"{name}: int8 variant {_described(q)}{took}")
@@ -192,9 +193,13 @@ def _described(q: Mapping[str, Any]) -> str:
     if not q["built"]:
         return f"not built: {q['reason']}"
     runtimes, fastest = q["runtimes"], q["fastest"]
+    missing = q.get("not_built") or {}
     if "int8" not in runtimes:
-        why = (q.get("not_built") or {}).get("int8", "not asked for")
+        why = missing.get("int8", "not asked for")
         return f"not built: {why} (its float32 variant is; auto serves {fastest})"
+    if "float32" not in runtimes:
+        why = missing.get("float32", "not asked for")
+        return f"built, its float32 variant not ({why}): auto serves {fastest}"
     int8 = runtimes["int8"]
     if not int8["agrees"]:
         metric = q.get("metric")
@@ -232,7 +237,7 @@ def _check_shape(dataset: Dataset, sigs: Signatures, meta: Mapping[str, Any]) ->
 CRASHED = "the TFLite converter crashed on this model"
 
 
-def _int8(
+def _litert_variants(
     model_dir: Path, meta: dict[str, Any], sigs: Signatures, dataset: Dataset, webhdfs_url: str
 ) -> dict[str, Any]:
     """The variants' record; the conversions run in a child process, because the TFLite
@@ -244,13 +249,12 @@ def _int8(
     except (ConfigError, ModelMismatch, OSError) as exc:
         return {"built": False, "reason": f"no calibration sample: {exc}"}
     record = _quantized(model_dir, meta, sample, tuple(TFLITE_FILES))
-    if record is None:
-        record = _quantized(model_dir, meta, sample, ("float32",))
-        if record is None:
-            return {"built": False, "reason": CRASHED}
-        if record["built"]:
-            record["not_built"] = {**record.get("not_built", {}), "int8": CRASHED}
-    return record
+    if record is not None:
+        return record
+    record = _quantized(model_dir, meta, sample, ("float32",))
+    if record is None:  # float32 crashed it too (or the child died of something else)
+        return {"built": False, "reason": CRASHED}
+    return {**record, "not_built": {**record.get("not_built", {}), "int8": CRASHED}}
 
 
 def _quantized(
