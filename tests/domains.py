@@ -412,3 +412,19 @@ def rows_model(out: Path) -> Path:
     )
     (out / "model.json").write_text(json.dumps({"kind": "labels", "labels": list(SHAPES)}))
     return out
+
+
+def words_model(out: Path) -> Path:
+    """A labels model over a list of words (a string list column) with no training: which
+    colours a row's words name, by a Keras ``StringLookup`` and a multi-hot. Its float32
+    LiteRT variant converts; its int8 one does not (full-integer calibration fails on a
+    list of strings)."""
+    import keras
+
+    words = keras.Input((None,), dtype="string", name="words")
+    lookup = keras.layers.StringLookup(vocabulary=["", *COLOURS])  # 0: unknown, 1: ""
+    hot = keras.ops.max(keras.ops.one_hot(lookup(words), len(COLOURS) + 2), axis=1)
+    named = keras.ops.sigmoid(8.0 * hot[:, 2:] - 4.0)  # a colour named: 0.982, else 0.018
+    keras.Model(words, named).export(str(out / "saved_model"), verbose=False)
+    (out / "model.json").write_text(json.dumps({"kind": "labels", "labels": list(COLOURS)}))
+    return out

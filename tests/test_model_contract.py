@@ -212,3 +212,37 @@ def test_the_cli_registers_and_refuses_with_exit_codes(
 
 def test_signature_errors_are_model_errors() -> None:
     assert issubclass(ModelMismatch, ModelStoreError)
+
+
+def test_a_model_whose_int8_fails_is_registered_with_its_float32_variant(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Each LiteRT variant stands alone: int8's calibration fails on a list of strings (or
+    crashes the converter's process), and the float32 variant is still built and served."""
+    import numpy as np
+    import pandas as pd
+
+    from prescore.models.inference import load_runner, pick_runtime
+
+    words = [["red"], ["green", "blue"], [], ["blue", "red", "pink"]]
+    table = pd.DataFrame({"doc": ["d1", "d2", "d3", "d4"], "words": words})
+    write_frame(table, tmp_path / "docs.parquet", index=False)
+    config = tmp_path / "w.toml"
+    config.write_text(
+        '[datasets.docs]\nkind = "labels"\nmodel = "words-model"\n'
+        f'[datasets.docs.rows]\npath = "{tmp_path}/docs.parquet"\nkey = "doc"\n'
+    )
+    s = with_catalog(settings, config)
+    done = registered(s, "words-model", domains.words_model(tmp_path / "m"), int8=True)
+    q = done.quantization
+    assert q["built"] and set(q["runtimes"]) == {"tf", "float32"}, q
+    assert set(q["not_built"]) == {"int8"} and q["not_built"]["int8"], q
+    ref = ModelStore(s.models).resolve("words-model", done.version)
+    assert (ref.path / "model_float32.tflite").is_file()
+    assert not (ref.path / "model_int8.tflite").exists()
+    feed = {"words": np.array([["red", ""], ["green", "blue"], ["", ""]], dtype=object)}
+    lite = load_runner(ref.path, ref.meta, "float32")(feed)
+    np.testing.assert_allclose(lite, load_runner(ref.path, ref.meta, "tf")(feed), atol=1e-5)
+    named = [[0.982, 0.018, 0.018], [0.018, 0.982, 0.982], [0.018] * 3]  # sigmoid(4), (-4)
+    np.testing.assert_allclose(lite, named, atol=1e-3)
+    assert pick_runtime(ref.meta, ref.path, "auto") == q["fastest"] in ("tf", "float32")
