@@ -31,8 +31,6 @@ import numpy as np
 from bench.loadgen import Result, run_threads
 from prescore.data.datasets import Catalog, load
 from prescore.encoding import codec
-from prescore.models import feeds
-from prescore.models.quantize import median_seconds
 from prescore.models.store import ModelRef, ModelStore
 from prescore.settings import ModelStoreSettings
 
@@ -136,23 +134,10 @@ def eval_feed(world: World, dataset: str, max_rows: int = 5000) -> Eval:
 def measure_tf(ref: ModelRef, ev: Eval, repeats: int) -> dict[str, dict[str, float]]:
     """What prescore.models.quantize.measure records, for TensorFlow alone."""
     from prescore.models.inference import load_runner
-    from prescore.models.quality import quality
+    from prescore.models.quantize import measure_one
 
     runner = load_runner(ref.path, ref.meta, "tf")
-    n = feeds.rows(ev.feed)
-    parts = [{k: v[i : i + 256] for k, v in ev.feed.items()} for i in range(0, n, 256)]
-    scores = np.concatenate([runner(p) for p in parts])
-    one = {k: v[:1] for k, v in ev.feed.items()}
-    batch = {k: v[: ev.batch] for k, v in ev.feed.items()}
-    single = median_seconds(lambda: runner(one), repeats)
-    batched = median_seconds(lambda: runner(batch), repeats)
-    record = {
-        "single_ms": single * 1000,
-        "batch_rows_per_s": feeds.rows(batch) / batched,
-        "batch": feeds.rows(batch),
-        "max_abs_diff_vs_tf": 0.0,
-        ev.metric: quality(ev.metric, ev.truth, scores),
-    }
+    record, _ = measure_one(runner, ev.feed, None, ev.truth, ev.metric, ev.batch, repeats)
     return {"tf": record}
 
 
