@@ -50,12 +50,17 @@ path = "{folder}/*.jpg"
 """
 
 
-def swatches_toml(table: Path, name: str = "swatches", min_score: float | None = None) -> str:
+def swatches_toml(
+    table: Path,
+    name: str = "swatches",
+    min_score: float | None = None,
+    model: str = "swatch-tagger",
+) -> str:
     floor = f"min_score = {min_score}" if min_score is not None else ""
     return f"""
 [datasets.{name}]
 kind = "labels"
-model = "swatch-tagger"
+model = "{model}"
 list_field = "colours"
 label_field = "colour"
 {floor}
@@ -225,19 +230,21 @@ def swatch_table(folder: Path) -> Path:
     return folder / "swatches.parquet"
 
 
-def swatch_model(out: Path) -> Path:
+def swatch_model(out: Path, colours: tuple[str, ...] = domains.COLOURS) -> Path:
     """A real Keras model over three raw float inputs (r, g, b): a channel above 0.5 is
-    its colour (fixed weights, so its answers are known without training)."""
+    its colour (fixed weights, so its answers are known without training); ``colours``
+    the first of them it labels (one: a yes/no classifier, its output ``[batch, 1]``)."""
     import keras
 
     ins = {c: keras.Input((), dtype="float32", name=c) for c in ("r", "g", "b")}
     stacked = keras.layers.Concatenate()([keras.layers.Reshape((1,))(ins[c]) for c in "rgb"])
-    dense = keras.layers.Dense(3, activation="sigmoid")
+    n = len(colours)
+    dense = keras.layers.Dense(n, activation="sigmoid")
     model = keras.Model(ins, dense(stacked))
-    dense.set_weights([np.eye(3, dtype=np.float32) * 20, np.full(3, -10, np.float32)])
+    dense.set_weights([np.eye(3, n, dtype=np.float32) * 20, np.full(n, -10, np.float32)])
     out.mkdir(parents=True, exist_ok=True)
     model.export(str(out / "saved_model"), verbose=False)
-    meta = {"kind": "labels", "labels": list(domains.COLOURS), "thresholds": 0.5}
+    meta = {"kind": "labels", "labels": list(colours), "thresholds": 0.5}
     (out / "model.json").write_text(json.dumps(meta))
     return out
 

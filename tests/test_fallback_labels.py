@@ -40,9 +40,12 @@ def world(colours: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     images = fd.image_folder(root, colours)
     table = fd.swatch_table(root / "tables")
     config = fd.write_config(root / "prescore.toml", images=images, swatches=table)
+    with config.open("a") as more:  # a yes/no classifier: one label, output [batch, 1]
+        more.write(fd.swatches_toml(table, "reds", model="red-tagger"))
     s = fd.store_settings(Settings(), config, root)
     result = registered(s, "colour-tagger", colours["model"], int8=True)
     registered(s, "swatch-tagger", fd.swatch_model(root / "swatch-model"))
+    registered(s, "red-tagger", fd.swatch_model(root / "red-model", ("red",)))
     ref = ModelStore(s.models).resolve("colour-tagger", result.version)
     return {"settings": s, "config": config, "images": images, "table": table, "ref": ref}
 
@@ -82,7 +85,7 @@ def test_live_labels_are_the_int8_models_labels_above_threshold(
     server: Server, world: dict[str, Any]
 ) -> None:
     ready = requests.get(server.url + "/readyz", timeout=5).json()
-    assert ready["models"] == {"colours": "1", "swatches": "1", "swatches-strict": "1"}
+    assert ready["models"] == {"colours": "1", "swatches": "1", "swatches-strict": "1", "reds": "1"}
     ref: ModelRef = world["ref"]
     keys_ = ["img-0", "img-1", "img-2", "img-3"]
     reply = requests.post(
@@ -175,6 +178,18 @@ def test_rows_of_a_feature_table_by_key_and_sent_features(
         c for c, v in fd.swatch_colours(r, g, b).items() if v >= 0.99
     }
     assert [c["colour"] for c in strict[1]["colours"]] == ["green"]  # red is 0.73: below
+
+
+def test_a_one_label_model_answers_its_label_or_none(server: Server, world: dict[str, Any]) -> None:
+    table = read_frame(world["table"]).set_index("swatch_id")
+    keys = list(table.index[:12])
+    body = {"instances": [{"key": k} for k in keys]}
+    reply = requests.post(server.url + "/v1/datasets/reds:predict", json=body, timeout=10)
+    assert reply.status_code == 200, reply.text
+    for key, payload in zip(keys, reply.json()["predictions"], strict=True):
+        red = fd.swatch_colours(*table.loc[key, ["r", "g", "b"]])["red"]
+        got = {c["colour"]: c["score"] for c in payload["colours"]}
+        assert got == ({"red": pytest.approx(red, abs=1e-4)} if red >= 0.5 else {}), key
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ def test_auc_and_map_on_known_cases() -> None:
     # column 0: ranks hits at 1 and 3 -> AP (1 + 2/3) / 2; column 1: hit ranked 1st -> 1
     assert mean_average_precision(y, s) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
     assert quality("map", y, s) == mean_average_precision(y, s)
+    # one label: the truth a column, the scores flattened as a runner returns them
+    assert mean_average_precision(y[:, :1], s[:, 0]) == pytest.approx((1 + 2 / 3) / 2)
     with pytest.raises(ValueError, match="auc, map"):
         quality("f1", y, s)
 

@@ -27,7 +27,8 @@ from prescore.settings import Settings, StoreSettings
 from prescore.store.misslog import MissLog
 from prescore.store.versions import Versions, read_current
 from tests import domains
-from tests.frames import write_frame
+from tests import fallback_domains as fd
+from tests.frames import read_frame, write_frame
 from tests.helpers import job_env, registered, stored_payload, with_catalog
 
 BAD = {
@@ -302,6 +303,31 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
         assert [e["score"] for e in lite["labels"]] == pytest.approx(
             [e["score"] for e in doc["labels"]], abs=2e-4
         )
+
+
+def test_a_one_label_model_publishes_its_label_where_it_passes(  # type: ignore[no-untyped-def]
+    spark, settings, rclient, tmp_path
+) -> None:
+    """A yes/no classifier (one label, its output ``[batch, 1]``) is a labels model like
+    any: in TensorFlow and in its LiteRT float32 variant, a row gets the label where its
+    score passes the threshold, and none where it does not."""
+    table = fd.swatch_table(tmp_path / "tables")
+    config = tmp_path / "reds.toml"
+    config.write_text(fd.swatches_toml(table, "reds", model="red-tagger"))
+    s = with_catalog(settings, config)
+    registered(s, "red-tagger", fd.swatch_model(tmp_path / "model", ("red",)), int8=True)
+    rows = read_frame(table).set_index("swatch_id")
+    want = {
+        k: fd.swatch_colours(r, g, b)["red"] for k, (r, g, b) in rows[["r", "g", "b"]].iterrows()
+    }
+    assert 0 < sum(v >= 0.5 for v in want.values()) < len(want)  # both answers occur
+    for runtime in ("tf", "float32"):
+        summary = _run(spark, s, "reds", "--runtime", runtime)
+        assert summary.rows == len(rows) and summary.bad == 0
+        for key, score in want.items():
+            doc = json.loads(stored_payload(rclient, "reds", summary.version, key) or b"")
+            got = {e["colour"]: e["score"] for e in doc["colours"]}
+            assert got == ({"red": pytest.approx(score, abs=2e-4)} if score >= 0.5 else {})
 
 
 def test_a_worker_decodes_the_same_from_paths_as_from_sparks_bytes(tmp_path: Path) -> None:

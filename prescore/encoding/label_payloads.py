@@ -43,6 +43,8 @@ def encode(
     """One payload per key (row of ``scores``): its labels at or above threshold."""
     labels = [str(x) for x in meta["labels"]]
     cut = thresholds(meta, labels, floor)
+    if scores.ndim == 1:  # a one-label model's [n, 1] output, flattened by its runner
+        scores = scores.reshape(-1, 1)
     out = []
     for key, row in zip(keys, scores, strict=True):
         best = [j for j in np.argsort(-row, kind="stable") if row[j] >= cut[j]]

@@ -36,6 +36,8 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
 
 def mean_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
     """Mean over labels (columns) of average precision; labels with no positive skipped."""
+    y = y.reshape(len(y), -1)
+    scores = scores.reshape(y.shape)  # a one-label model's scores come flattened
     aps = [average_precision(y[:, j], scores[:, j]) for j in range(y.shape[1])]
     return float(np.nanmean(aps))
 
