@@ -260,8 +260,9 @@ def _buffer_body(environ: dict[str, Any], limit: int) -> None:
     """Read the body into memory (so the app reads it from there). One that declares more
     than ``limit`` is read and dropped, up to DRAIN_BYTES, for Flask's 413: a body left
     unread in a kept-alive connection makes the server drop it, and the client's next
-    request on it fails. One without a length is read up to one byte past ``limit``, so
-    that Flask sees it is too large."""
+    request on it fails. One without a length (chunked) is read up to one byte past
+    ``limit``; past it, it is dropped the same way and declared that long, for the same
+    413 (werkzeug would cut it at the bound and take what it read)."""
     length = environ.get("CONTENT_LENGTH", "")
     if length.isascii() and length.isdigit():
         if int(length) > limit:
@@ -271,5 +272,10 @@ def _buffer_body(environ: dict[str, Any], limit: int) -> None:
             return
         environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
     else:  # chunked: what was read is all there is (werkzeug reads to the end of it)
-        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(limit + 1))
+        body = environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:  # too large: dropped, and declared so, for Flask's 413
+            _drain(environ["wsgi.input"], DRAIN_BYTES)
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            environ["CONTENT_LENGTH"], body = str(len(body)), b""
+        environ["wsgi.input"] = io.BytesIO(body)
         environ["wsgi.input_terminated"] = True
