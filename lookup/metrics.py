@@ -43,6 +43,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BREAKER = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
 
 
+# the methods a request is counted under; any other is "other" (clients choose them)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     """The app's metrics, in their own registry (one per app; tests build many apps)."""
 
@@ -165,6 +169,8 @@ class Metrics:
         return found
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in METHODS:  # a client's made-up method makes no series of its own
+            method = "other"
         children = self._children.get((route, method, status))
         if children is None:
             children = (

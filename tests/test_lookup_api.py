@@ -306,6 +306,14 @@ def test_metrics_count_hits_misses_and_requests(api, data):
     )
 
 
+def test_made_up_methods_share_one_series(api):
+    for i in range(5):
+        assert api.open("/healthz", method=f"M{i}").status_code == 405
+    text = api.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "prescore_lookup_requests_total", method="other", status="405") == 5
+    assert 'method="M' not in text
+
+
 def test_health_and_readiness(api, rclient, core):
     assert api.get("/healthz").get_json() == {"status": "ok"}
     r = api.get("/readyz")
