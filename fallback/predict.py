@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ def _fits(value: Any, tensor: Tensor) -> bool:
     def scalar(v: Any) -> bool:
         if tensor.dtype == "string":
             return isinstance(v, str)
-        return isinstance(v, int | float)  # a bool is an int here, as numpy takes it
+        if isinstance(v, float):  # JSON's NaN and Infinity are no model's input
+            return math.isfinite(v)
+        return isinstance(v, int)  # a bool is an int here, as numpy takes it
 
     if tensor.rank == 2:
         return isinstance(value, list) and all(scalar(v) for v in value)

@@ -200,13 +200,16 @@ def test_a_one_label_model_answers_its_label_or_none(server: Server, world: dict
         ({"r": "red", "g": 0.2, "b": 0.3}, "features.r"),
         ({"r": [0.1], "g": 0.2, "b": 0.3}, "features.r"),
         ({"r": None, "g": 0.2, "b": 0.3}, "features.r"),
+        ({"r": float("nan"), "g": 0.2, "b": 0.3}, "features.r"),
+        ({"r": 0.1, "g": float("-inf"), "b": 0.3}, "features.g"),
     ],
 )
 def test_bad_features_of_a_rows_dataset_are_a_400(
     server: Server, features: dict[str, Any], named: str
 ) -> None:
-    body = {"instances": [{"key": "s0"}, {"key": "x", "features": features}]}
-    reply = requests.post(server.url + SWATCHES, json=body, timeout=10)
+    body = json.dumps({"instances": [{"key": "s0"}, {"key": "x", "features": features}]})
+    json_type = {"Content-Type": "application/json"}  # NaN sent as JSON's NaN
+    reply = requests.post(server.url + SWATCHES, data=body, headers=json_type, timeout=10)
     assert (reply.status_code, reply.json()["error"]) == (400, "invalid_features"), reply.text
     assert named in reply.json()["message"]
     sent_image = requests.post(

@@ -146,13 +146,16 @@ def test_a_new_customer_with_features_is_scored_but_never_stored(
         ({"segment": "budget", "categories": ["toys"], "age": 3}, "age"),
         ({"segment": 7, "categories": ["toys"]}, "segment"),
         ({"segment": "budget", "categories": {"a": 1}}, "categories"),
+        ({"segment": "budget", "categories": ["toys"], "age": float("nan")}, "age"),
+        ({"segment": "budget", "categories": ["toys"], "age": [1.0, float("inf")]}, "age"),
     ],
 )
 def test_features_the_model_cannot_take_are_the_callers_400(
     lookup: Server, rclient: redis.Redis, features: dict[str, Any], named: str
 ) -> None:
-    body = {"customer_id": "n1", "features": features}
-    reply = requests.post(lookup.url + "/v1/picks:predict", json=body, timeout=5)
+    body = json.dumps({"customer_id": "n1", "features": features})  # NaN as JSON's NaN
+    json_type = {"Content-Type": "application/json"}
+    reply = requests.post(lookup.url + "/v1/picks:predict", data=body, headers=json_type, timeout=5)
     assert (reply.status_code, reply.json()["error"]) == (400, "invalid_features"), reply.text
     assert named in reply.json()["message"]
     assert stored(rclient, "shop", "n1") is None

@@ -10,6 +10,7 @@ never change what another client reads. Body: ``{"key", "features", "context"?, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +36,21 @@ def _instance(spec: Served, body: Any, max_k: int) -> tuple[dict[str, Any], para
     features = body.get("features")
     if not isinstance(features, dict) or not features:
         raise InvalidInput("features must be a non-empty object", code="invalid_features")
+    for name, value in features.items():  # JSON's NaN and Infinity: no model input
+        if not _finite(value):
+            raise InvalidInput(f"features.{name} must be finite", code="invalid_features")
     inst: dict[str, Any] = {"key": key, "features": features}
     context = params.context(spec, body)
     if context:
         inst["context"] = context
     return inst, params.shape(body, max_k)
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity in a feature's value (a number, or a list of values)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return all(map(_finite, value)) if isinstance(value, list) else True
 
 
 def register(
