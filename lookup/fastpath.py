@@ -132,7 +132,10 @@ class FastPath:
         if method == "GET":
             for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
-                    answer = self._answer(spec, _text(path[len(prefix) :]), environ, rid)
+                    key = _text(path[len(prefix) :])
+                    if key is None:  # refused here: werkzeug would read it as another key
+                        return self._reply(environ, start_response, _NOT_UTF8, rule, rid, started)
+                    answer = self._answer(spec, key, environ, rid)
                     if answer is not None:
                         status, body, headers = validated(
                             *answer,
@@ -242,10 +245,25 @@ def _drain(body: Any, length: int) -> None:
         length -= len(chunk)
 
 
-def _text(raw: str) -> str:
+def _text(raw: str) -> str | None:
     """A PATH_INFO piece as text: WSGI hands the URL's decoded bytes over as latin-1;
-    they are UTF-8, read as werkzeug reads them (so both paths see the same key)."""
-    return raw if raw.isascii() else raw.encode("latin-1").decode("utf-8", "replace")
+    they are UTF-8. None when not: werkzeug would replace what is not, so that keys of
+    different bytes (and lone surrogates) would all read as the same U+FFFD. A key that
+    holds U+FFFD is refused too: granian's RSGI (prescore.service.timed_bodies) hands
+    over the path with such bytes already replaced by it."""
+    if raw.isascii():
+        return raw
+    try:
+        text = raw.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\ufffd" in text else text
+
+
+_NOT_UTF8 = (
+    400,
+    dumps(InvalidInput("the key in the URL is not UTF-8 text", code="invalid_id").to_dict()),
+)
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -183,6 +183,27 @@ def test_an_oversized_body_gets_its_413_and_the_connection_serves_the_next_reque
         assert (reply.status_code, reply.json()["found"]) == (200, 1)
 
 
+@pytest.mark.parametrize("served", ["server", "timed_server"])
+def test_a_key_that_is_not_utf8_is_refused_not_read_as_another(served, request, rclient, settings):
+    """werkzeug reads bytes that are not UTF-8 as U+FFFD: keys of different bytes would
+    all be the same key (and be logged as one miss)."""
+    server = request.getfixturevalue(served)
+    publish_customers(rclient, settings, customers=2)
+    for path in (
+        "/v1/picks/%FF%FE",
+        "/v1/picks/%ED%A0%80",
+        "/v1/datasets/shop/c%C3",
+        "/v1/picks/%EF%BF%BD",
+    ):
+        status, _, text = _get(server + path)  # a lone surrogate is not UTF-8 either
+        assert (status, json.loads(text)["error"]) == (400, "invalid_id"), path
+    status, _, text = _get(server + "/v1/picks/%C3%A9")  # é is a key like any
+    assert (status, json.loads(text)["error"]) == (404, "not_found")
+    body = b'{"customer_ids": ["c1", "\\ud800"]}'  # a lone surrogate escaped in JSON
+    status, _, text = _get(server + "/v1/picks:batchGet", body)
+    assert (status, json.loads(text)["error"]) == (400, "invalid_id"), text
+
+
 def test_served_over_http_by_granian_workers(server, rclient, settings):
     version = publish_customers(rclient, settings, customers=4)
     status, headers, text = _get(server + "/v1/picks/c1?k=2")
