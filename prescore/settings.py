@@ -14,8 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import redis
+
 from prescore.data.datasets import Catalog, load
 from prescore.env import env_str, env_url, group, read, setting
+from prescore.errors import ConfigError
+from prescore.logs import masked_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +85,12 @@ class RedisSettings:
     tls_key_file: str = setting(
         "PRESCORE_REDIS_TLS_KEY_FILE", "", kind="path", doc="`rediss://`: this client's key (mTLS)"
     )
+
+    def __post_init__(self) -> None:
+        try:  # its options (?socket_timeout=...) too: refused here, not by the first call
+            redis.connection.parse_url(self.url)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL={masked_url(self.url)!r}: {exc}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:

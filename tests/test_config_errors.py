@@ -44,6 +44,11 @@ def _start(module: str, env: dict[str, str], *args: str) -> subprocess.Completed
             {"REDIS_URL": "http://:pw@cache:6379"},
             "lookup: REDIS_URL='http://:***@cache:6379': must be a URL of redis://, rediss://, unix://",
         ),
+        (  # an option of the URL's too, its password hidden
+            {"REDIS_URL": "redis://:pw@cache:6379/0?socket_timeout=abc"},
+            "lookup: REDIS_URL='redis://:***@cache:6379/0?socket_timeout=abc': Invalid value "
+            "for 'socket_timeout' in connection URL.",
+        ),
         ({"PRESCORE_CONFIG": ""}, "lookup: PRESCORE_CONFIG: no datasets declared"),
         (
             {"LOOKUP_METRICS_BIND": "9090"},
