@@ -23,6 +23,8 @@ Every error carries a stable machine-readable ``code`` that clients can switch o
 
 from __future__ import annotations
 
+import re
+
 
 class PrescoreError(Exception):
     """Base of every error prescore raises on purpose."""
@@ -118,3 +120,17 @@ class ModelMismatch(ModelStoreError):
 
 class ConfigError(PrescoreError):
     code = "bad_config"
+
+
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit): .+")
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``exc`` as one line of at most ``limit`` characters, for a record: its type and its
+    message's first line; for a message that carries a traceback (a Spark task's), the
+    error it ends with."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    raised = [line for line in lines if _RAISED.match(line)]
+    name = type(exc).__name__
+    text = raised[-1] if raised else (f"{name}: {lines[0]}" if lines else name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

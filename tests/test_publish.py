@@ -15,6 +15,7 @@ import pytest
 
 from lookup.app import create_app
 from lookup.settings import LookupSettings
+from prescore.cli import output
 from prescore.cli.main import main
 from prescore.encoding import compact
 from prescore.publishing.parquet import PublishReport, publish_file
@@ -251,6 +252,35 @@ def test_the_lifecycle_refuses_versions_of_another_dataset(rclient) -> None:  # 
     with pytest.raises(ValueError, match="versions of other given to publish mine"):
         publish_new(other, Dataset(name="mine", kind="external"), ("m", "1"), lambda v, i: None)  # type: ignore[arg-type,return-value]
     assert other.all() == [] and Versions(rclient, "mine", StoreSettings()).all() == []
+
+
+def test_a_failed_writer_is_recorded_in_one_line(rclient, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A writer's error that carries a traceback (a Spark task's) is recorded as the
+    error it ends with; the versions table keeps every note on its row."""
+    from prescore.data.datasets import Dataset
+    from prescore.publishing.lifecycle import publish_new
+    from prescore.settings import StoreSettings
+
+    def write(v, info):  # type: ignore[no-untyped-def]
+        raise RuntimeError(
+            "An exception was thrown from the Python worker.\nTraceback (most recent call "
+            'last):\n  File "worker.py", line 9, in score\nIndexError: invalid index\n'
+        )
+
+    v = Versions(rclient, "mine", StoreSettings())
+    with pytest.raises(RuntimeError):
+        publish_new(v, Dataset(name="mine", kind="external"), ("m", "1"), write, say=print)
+    (info,) = v.all()
+    assert (info.status, info.note) == ("failed", "IndexError: invalid index")
+    other = Versions(rclient, "plain", StoreSettings())
+    with pytest.raises(ValueError):
+        publish_new(other, Dataset(name="plain", kind="external"), ("m", "1"), _raise, say=print)
+    assert other.all()[0].note == "ValueError: no such column x"
+    assert output.table(["note"], [["two\nlines"]]).splitlines()[-1] == "two lines"
+
+
+def _raise(v, info):  # type: ignore[no-untyped-def]
+    raise ValueError("no such column x\nmore")
 
 
 def test_a_publish_sends_no_batch_after_one_is_refused(  # type: ignore[no-untyped-def]

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows under their headers, columns aligned."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    # a cell is one line: a note written with line breaks would break the columns
+    cells = [[str(c) for c in headers]] + [[" ".join(str(c).split()) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -20,7 +20,7 @@ from typing import Any
 
 from prescore.data.datasets import Dataset
 from prescore.encoding.registry_entry import VersionInfo
-from prescore.errors import PublishError
+from prescore.errors import PublishError, one_line
 from prescore.publishing import gates
 from prescore.store import bucket_encodings, canaries, deltas
 from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
@@ -120,7 +120,7 @@ def publish_new(
         if on_failure is not None:
             on_failure()
         if _status(versions, info.version) == "writing":  # not gated: it failed
-            versions.fail(info.version, f"{type(exc).__name__}: {str(exc)[:200]}")
+            versions.fail(info.version, one_line(exc))
         say(f"{name}: {what} failed; what readers get is unchanged")
         if is_full(exc):  # one line with the figures, not redis-py's trace
             raise PublishError(full_message(client), code="store_full") from exc
