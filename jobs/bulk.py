@@ -82,6 +82,13 @@ def spark_session(app_name: str, scratch: str) -> Any:
     return builder.getOrCreate()
 
 
+def stop_session(spark: Any, scratch: str) -> None:
+    """Stop the job's SparkSession and remove this process's scratch folder (Spark removes
+    what it put there, not the folder; a failed run left it behind)."""
+    spark.stop()
+    shutil.rmtree(Path(scratch) / str(os.getpid()), ignore_errors=True)
+
+
 def local_dir(root: Path) -> Path:
     """This process's Spark scratch folder, under ``root``; folders of processes that no
     longer run are removed."""

@@ -31,7 +31,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobs import labels, ranking, score_plan
-from jobs.bulk import Run, Summary, WorkerSettings, publish_version, settings_for, spark_session
+from jobs.bulk import (
+    Run,
+    Summary,
+    WorkerSettings,
+    publish_version,
+    settings_for,
+    spark_session,
+    stop_session,
+)
 from jobs.flags import add_store_flags, at_least_one
 from jobs.runtimes import CHOICES, chosen_runtime
 from jobs.score_plan import Plan
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_job(spark, args, settings)
         finally:
-            spark.stop()
+            stop_session(spark, settings.spark_scratch)
     except ConfigError as exc:
         print(f"score: {exc.message}", file=sys.stderr)
         return 2

@@ -15,7 +15,10 @@ from prescore.errors import ConfigError
 
 
 def read(spark: Any, table: Table) -> Any:
-    """The table as a DataFrame (any path Spark reads: file://, hdfs://, globs)."""
+    """The table as a DataFrame (any path Spark reads: file://, hdfs://, globs);
+    ConfigError in one line when Spark cannot read it (no such path, not that format)."""
+    from pyspark.sql.utils import AnalysisException
+
     reader = spark.read.format(table.format)
     if table.format == "parquet":
         # pandas and pyarrow write timestamps in nanoseconds, a Parquet type Spark refuses
@@ -23,7 +26,13 @@ def read(spark: Any, table: Table) -> Any:
         spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
     if table.format == "csv":
         reader = reader.option("header", "true").option("inferSchema", "true")
-    return reader.load(table.path)
+    try:
+        return reader.load(table.path)
+    except AnalysisException as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise ConfigError(
+            f"the table {table.path} cannot be read as {table.format}: {first}"
+        ) from None
 
 
 def _column(data_type: Any) -> Column:

@@ -193,10 +193,12 @@ def test_rows_without_a_valid_key_are_skipped_and_reported(  # type: ignore[no-u
 
 def test_spark_submit_runs_the_job(shop, shop_settings, redis_url, rclient, tmp_path):  # type: ignore[no-untyped-def]
     env = job_env()
+    scratch = tmp_path / "scratch"
     env |= {
         "REDIS_URL": redis_url,
         "PRESCORE_MODEL_STORE": shop_settings.models.root,
         "PRESCORE_CONFIG": str(domains.shop_config(shop["tables"], tmp_path / "submit.toml")),
+        "PRESCORE_SPARK_SCRATCH": str(scratch),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     argv = local_args("score", master="local[2]", driver_memory="1g", dataset="shop")
@@ -217,6 +219,23 @@ def test_spark_submit_runs_the_job(shop, shop_settings, redis_url, rclient, tmp_
     )
     assert bad.returncode != 0
     assert Versions(rclient, "shop", StoreSettings()).current() == live
+
+    # a table that is not there: one line naming it, exit 2; no run leaves its scratch
+    moved = tmp_path / "moved.toml"
+    moved.write_text(Path(env["PRESCORE_CONFIG"]).read_text().replace(str(shop["tables"]), "gone"))
+    missing = subprocess.run(
+        [spark_submit_bin(), *argv],
+        env={**env, "PRESCORE_CONFIG": str(moved)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    said = [line for line in missing.stdout.splitlines() if line.startswith("score:")]
+    assert missing.returncode == 2 and len(said) == 1, missing.stdout + missing.stderr[-3000:]
+    assert f"the table file://{Path.cwd()}/gone/" in said[0], said  # as resolved on loading
+    assert "cannot be read as parquet: [PATH_NOT_FOUND]" in said[0], said
+    assert "Traceback" not in missing.stdout + missing.stderr
+    assert list(scratch.iterdir()) == []
 
 
 def test_progress_says_the_keys_written_so_far_while_tasks_run(  # type: ignore[no-untyped-def]
