@@ -176,8 +176,9 @@ class Settings:
         str(DEFAULT_VAR),
         kind="path",
         shown="<var>",
-        doc="where the demo keeps its data. `<var>` is a checkout's `var/`, an installed "
-        "copy's `$XDG_DATA_HOME/prescore` (`~/.local/share/prescore`)",
+        doc="where state goes unless set apart: the demo's data, and the model store and "
+        "its cache by default. `<var>` is a checkout's `var/`, an installed copy's "
+        "`$XDG_DATA_HOME/prescore` (`~/.local/share/prescore`)",
     )
     catalog: Catalog = field(default_factory=Catalog)  # the declared datasets
     spark_scratch: str = setting(
@@ -192,7 +193,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         config = env_str(env, "PRESCORE_CONFIG", "")
-        return read(cls, env, catalog=load(config, env) if config else Catalog())
+        return read(cls, _var_defaults(env), catalog=load(config, env) if config else Catalog())
 
     def with_overrides(
         self,
@@ -213,3 +214,16 @@ class Settings:
         if config:
             out = replace(out, config=config, catalog=load(config, env))
         return out
+
+
+def _var_defaults(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with the model store and its cache under ``PRESCORE_VAR`` where it names
+    a folder and they are not set themselves (their defaults are documented as there)."""
+    var = env.get("PRESCORE_VAR", "")
+    if not var:
+        return env
+    under = {
+        "PRESCORE_MODEL_STORE": (Path(var).absolute() / "models").as_uri(),
+        "PRESCORE_MODEL_CACHE": str(Path(var) / "model-cache"),
+    }
+    return {**under, **env}

@@ -104,6 +104,17 @@ def test_impossible_settings_are_one_line_naming_the_variable(env, message):
     assert text.startswith(message) and "\n" not in text and "hunter2" not in text
 
 
+def test_the_model_store_and_its_cache_follow_prescore_var(tmp_path):
+    from prescore.settings import Settings
+
+    var = tmp_path / "var"
+    moved = Settings.from_env({"PRESCORE_VAR": str(var)})
+    assert (moved.var_dir, moved.models.root) == (str(var), (var / "models").as_uri())
+    assert moved.models.cache_dir == str(var / "model-cache")
+    own = Settings.from_env({"PRESCORE_VAR": str(var), "PRESCORE_MODEL_STORE": "s3://b/m"})
+    assert (own.models.root, own.models.cache_dir) == ("s3://b/m", str(var / "model-cache"))
+
+
 def test_without_a_dataset_file_nothing_is_declared():
     assert LookupSettings.from_env({}).core.catalog.names() == []
 
