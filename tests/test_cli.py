@@ -153,6 +153,11 @@ def test_flags_are_checked_as_their_variables_are(
     with pytest.raises(SystemExit) as shown:
         main(["--version"])
     assert shown.value.code == 0 and capsys.readouterr().out.startswith("prescore ")
+    for module in ("prescore.cli", "prescore.cli.main"):  # either module runs the CLI
+        ran = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == 0 and ran.stdout.startswith("prescore "), (module, ran.stderr)
 
 
 def test_a_missing_extra_is_named_in_one_line(redis_url: str, tmp_path: Path) -> None:
@@ -243,6 +248,8 @@ def test_models_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert [(v["version"], v["promoted"]) for v in doc["shop"]] == [("1", False), ("2", True)]
     assert main(["--model-store", root, "models", "promote", "shop", "9"]) == 1
     capsys.readouterr()
+    assert main(["--model-store", root, "models", "list", "shpo"]) == 1  # mistyped
+    assert "no model 'shpo'" in capsys.readouterr().err
     for argv in (
         ["models", "-o", "json", "promote", "shop", "1"],
         ["models", "promote", "shop", "1", "-o", "json"],

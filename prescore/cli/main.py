@@ -477,3 +477,7 @@ def _version() -> str:
         return version("prescore")
     except PackageNotFoundError:  # run from a checkout that was not installed
         return "unknown (not installed)"
+
+
+if __name__ == "__main__":  # python -m prescore.cli.main, as python -m prescore.cli
+    sys.exit(main())

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prescore.cli.output import done, say, table
+from prescore.errors import NotFound
 from prescore.models.store import ModelStore
 from prescore.settings import Settings
 
@@ -23,7 +24,14 @@ def list_models(settings: Settings, args: argparse.Namespace) -> int:
     for name in names:
         promoted = store.promoted(name)
         rows, versions = [], []
-        for version in store.versions(name):
+        found = store.versions(name)
+        declared = any(d.model == name for d in settings.catalog.datasets.values())
+        if args.name and not found and not declared:  # a mistyped name says so
+            raise NotFound(
+                f"no model {name!r}: the store holds no version of it and no dataset declares it",
+                code="unknown_model",
+            )
+        for version in found:
             meta = store.meta(name, version)
             metrics = meta.get("metrics", {})
             shown = ", ".join(
