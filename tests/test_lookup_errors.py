@@ -102,6 +102,8 @@ def test_wrong_methods(client):
     _error(client.delete("/v1/image-colours/i1"), 405, "method_not_allowed")
     _error(client.put("/healthz"), 405, "method_not_allowed")
     _error(client.post("/nowhere", json={}), 404, "no_route")
+    assert client.post("/nowhere").get_json()["message"] == "no route POST /nowhere"
+    assert client.put("/healthz").get_json()["message"] == "PUT is not allowed on /healthz"
     _error(client.post("/v1/datasets/shop/c1", json={}), 405, "method_not_allowed")
     _error(client.put("/v1/datasets/shop:batchGet", json={}), 405, "method_not_allowed")
     _error(client.post("/v1/datasets/nope:batchGet", json={"keys": ["c1"]}), 404, "unknown_dataset")
