@@ -78,9 +78,8 @@ def install_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         method, path = request.method[:20], request.path[:200]  # werkzeug's text names neither
         message = {404: f"no route {method} {path}", 405: f"{method} is not allowed on {path}"}
-        return error_response(
-            _HTTP_CODES.get(status, "http_error"), message.get(status, exc.description or ""), status
-        )
+        said = message.get(status, exc.description or "")
+        return error_response(_HTTP_CODES.get(status, "http_error"), said, status)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
