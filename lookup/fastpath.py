@@ -226,9 +226,8 @@ class FastPath:
             return answer()
         except PrescoreError as exc:
             if exc.http_status >= 500:
-                log_failure(
-                    exc.http_status, exc.code, exc.message, rid, environ.get("PATH_INFO", "")
-                )
+                path = environ.get("PATH_INFO", "")
+                log_failure(exc.http_status, exc.code, exc.message, rid, path, exc.cause)
             return exc.http_status, dumps(exc.to_dict())
         except Exception:  # as prescore.service.web's handler: logged with its cause, a plain 500
             log.exception(

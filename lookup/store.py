@@ -37,7 +37,7 @@ from prescore.encoding import compact, keys, routing
 from prescore.encoding.registry_entry import VersionInfo
 from prescore.errors import StoreUnavailable
 from prescore.store import canaries, deltas, values
-from prescore.store.redis_client import OUTAGES, Client
+from prescore.store.redis_client import OUTAGES, Client, outage
 from prescore.store.values import Command, Layer, Placed
 
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
@@ -185,7 +185,7 @@ class StoreReader:
         if self.on_error is not None:
             self.on_error(action)
         self.stall.failed(timed_out=isinstance(exc, redis.TimeoutError))
-        return StoreUnavailable(f"store unavailable while {doing}: {type(exc).__name__}")
+        return StoreUnavailable(f"store unavailable while {doing}", cause=outage(exc))
 
     def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
         """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``);

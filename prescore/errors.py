@@ -32,9 +32,10 @@ class PrescoreError(Exception):
     code = "internal"
     http_status = 500
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, cause: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.cause = cause  # for the log only: what the caller is not told (a 5xx's why)
         if code is not None:
             self.code = code
 

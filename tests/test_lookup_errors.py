@@ -207,14 +207,19 @@ def test_content_type_and_size(client):
     _error(client.post("/v1/datasets/colours:batchGet", data="{}"), 415, "unsupported_media_type")
 
 
-def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient, core):
+def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient, core, caplog):
     assert client.get("/v1/picks/c1").status_code == 200
     assert client.get("/readyz").get_json()["status"] == "ready"
     redis_proc.stop()
     try:
         started = time.monotonic()
-        _error(client.get("/v1/picks/c1"), 503, "store_unavailable")
+        down = client.get("/v1/picks/c1")
+        _error(down, 503, "store_unavailable")
         assert time.monotonic() - started < 2.0  # refused at once, not after retries
+        # the caller is told the store is unavailable; the log says what the client met
+        assert "Error" not in down.get_json()["message"], down.get_json()
+        causes = [getattr(r, "cause", "") for r in caplog.records if r.msg == "request failed"]
+        assert any(c.startswith("ConnectionError: ") for c in causes), causes
         _error(client.get("/v1/image-colours/i1"), 503, "store_unavailable")
         _error(client.get("/v1/datasets/shop/c1"), 503, "store_unavailable")
         _error(

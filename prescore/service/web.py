@@ -44,17 +44,14 @@ def error_response(code: str, message: str, status: int) -> Response:
     return json_response(dumps({"error": code, "message": message}), status)
 
 
-def log_failure(status: int, code: str, message: str, request_id: str, path: str) -> None:
-    """The one log line of an answer with a 5xx status: what failed and why."""
+def log_failure(
+    status: int, code: str, message: str, request_id: str, path: str, cause: str = ""
+) -> None:
+    """The one log line of an answer with a 5xx status: what failed and why (``cause``:
+    what the caller's message leaves out)."""
+    extra = {"status": status, "error": code, "reason": message, "request_id": request_id}
     log.error(
-        "request failed",
-        extra={
-            "status": status,
-            "error": code,
-            "reason": message,
-            "request_id": request_id,
-            "path": path,
-        },
+        "request failed", extra={**extra, "path": path, **({"cause": cause} if cause else {})}
     )
 
 
@@ -65,9 +62,8 @@ def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(PrescoreError)
     def _prescore(exc: PrescoreError) -> Response:
         if exc.http_status >= 500:
-            log_failure(
-                exc.http_status, exc.code, exc.message, g.get("request_id", ""), request.path
-            )
+            rid = g.get("request_id", "")
+            log_failure(exc.http_status, exc.code, exc.message, rid, request.path, exc.cause)
         response = error_response(exc.code, exc.message, exc.http_status)
         if exc.http_status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"

@@ -164,7 +164,13 @@ def store_errors(
     except PrescoreError:  # already one of ours (a file store's StorageUnavailable is an OSError)
         raise
     except outages as exc:
-        raise StoreUnavailable(f"store unavailable while {action}: {type(exc).__name__}") from exc
+        raise StoreUnavailable(f"store unavailable while {action}", cause=outage(exc)) from exc
+
+
+def outage(exc: BaseException) -> str:
+    """What a Redis outage was, for the log (the caller is told only that the store is
+    unavailable: not that it refused a password, say)."""
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def as_text(raw: bytes | str) -> str:
