@@ -391,16 +391,24 @@ def test_frames_written_after_the_lease_lapsed_are_removed(settings: Settings, r
         Versions(rclient, "news", settings.store).write_frames(where, lists.frames(), "t")
 
 
-def test_a_table_without_the_list_column_is_published_row_by_row(
+def test_a_table_without_the_list_column_is_bad_rows_named_before_anything_is_written(
     settings: Settings, rclient
 ) -> None:  # type: ignore[no-untyped-def]
+    """Rows without the dataset's list are refused row by row (a dry run says so too):
+    the lookup reads no payload without it. JSON text in a column is named as such."""
     import pyarrow as pa
 
     dataset = Dataset(name="news", kind="external", key_field="user_id", entry_field="hotel_id")
-    table = pa.table({"user_id": ["u1", "u2"], "headline": ["a", "b"]})
-    report = publish_rows(rclient, settings.store, dataset, table, "t", say=lambda _: None)
-    # read and checked as before (no KeyError); the gates then find no list in it
-    assert (report.rows, report.bad, report.compact) == (2, 0, 0)
+    table = pa.table({"user_id": ["u1", "u2"], "headline": ["a", '{"items": []}']})
+    for dry_run in (True, False):
+        report = publish_rows(
+            rclient, settings.store, dataset, table, "t", dry_run=dry_run, say=lambda _: None
+        )
+        assert (report.bad, report.published) == (2, False), report
+        assert report.bad_sample[0].endswith("no list 'items'"), report.bad_sample
+        assert "column 'headline' holds JSON text: --json-column" in report.bad_sample[1]
+    v = Versions(rclient, "news", settings.store)
+    assert v.current() is None and [i.status for i in v.all()] == ["failed"]
 
 
 def test_an_entry_text_not_utf8_fails_the_batch_before_anything_is_written() -> None:

@@ -127,8 +127,10 @@ class _Rows:
 
     def _entries_first(self, doc: dict[str, Any]) -> None:
         entries = doc.get(self.dataset.list_field)
-        if entries is None:
-            return
+        if entries is None:  # the lookup reads none without its list (the decode gate)
+            texts = [c for c, v in doc.items() if isinstance(v, str) and v.startswith("{")]
+            hint = f" (column {texts[0]!r} holds JSON text: --json-column)" if texts else ""
+            raise InvalidInput(f"no list {self.dataset.list_field!r}{hint}", code="invalid_payload")
         if not isinstance(entries, list):
             raise InvalidInput(f"{self.dataset.list_field} is not a list", code="invalid_payload")
         first = self.dataset.entry_field
