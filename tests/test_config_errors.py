@@ -72,6 +72,21 @@ def test_the_lookup_refuses_bad_settings_before_serving(env: dict[str, str], lin
     assert "serving" not in done.stdout and "Traceback" not in done.stderr
 
 
+def test_credentials_redis_refuses_are_one_line_at_start(tmp_path: Path) -> None:
+    from prescore.store.embedded_redis import RedisProcess
+
+    proc = RedisProcess(tmp_path / "redis", password="right-password-1").start()
+    try:
+        for url in (proc.url.replace("right", "wrong"), proc.url.replace(":right-password-1@", "")):
+            done = _start("lookup.serve", {"REDIS_URL": url})
+            said = done.stderr.strip()
+            assert done.returncode == 2 and len(said.splitlines()) == 1, said
+            assert said.startswith("lookup: the Redis at ") and "refused this client's" in said
+            assert "password-1" not in said and "serving" not in done.stdout
+    finally:
+        proc.stop()
+
+
 def test_cluster_mode_against_a_single_node_is_one_line(redis_url: str) -> None:
     done = _start("lookup.serve", {"REDIS_URL": redis_url, "PRESCORE_REDIS_CLUSTER": "1"})
     assert done.returncode == 2

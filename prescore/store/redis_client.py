@@ -76,14 +76,20 @@ def check_policy(client: Client) -> None:
     """ConfigError when Redis may evict any key under memory pressure (``maxmemory-policy``
     ``allkeys-*``): published versions would vanish, answered as 404s. ``noeviction`` and
     ``volatile-*`` are safe: only live write-backs and short-lived keys have a TTL (a
-    writer's lease has none). A Redis that cannot be reached passes: it is checked again
-    by the next writer or service that reaches it."""
+    writer's lease has none); ConfigError too when Redis refuses the credentials. A Redis
+    that cannot be reached passes: it is checked again by the next writer or service
+    that reaches it."""
     try:
         if isinstance(client, RedisCluster):
             found = client.info("memory", target_nodes=RedisCluster.ALL_NODES)
             nodes = [v for v in found.values() if isinstance(v, dict)] or [found]
         else:
             nodes = [client.info("memory")]
+    except redis.AuthenticationError:  # no outage: it would refuse every call the same
+        raise ConfigError(
+            f"the Redis at {_endpoint(client)} refused this client's credentials (the user "
+            "and password of REDIS_URL)"
+        ) from None
     except OUTAGES:
         return
     for node in nodes:
