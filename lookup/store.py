@@ -21,6 +21,7 @@ is rendered, so its JSON is built once, with the answer's own fields in front.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +40,8 @@ from prescore.errors import StoreUnavailable
 from prescore.store import canaries, deltas, values
 from prescore.store.redis_client import OUTAGES, Client, outage
 from prescore.store.values import Command, Layer, Placed
+
+log = logging.getLogger(__name__)
 
 # an error reply to a read (WRONGTYPE, NOPERM) says the store is not as the lookup reads it
 _READ_ERRORS: tuple[type[BaseException], ...] = (*OUTAGES, redis.ResponseError)
@@ -178,6 +181,7 @@ class StoreReader:
         self._seen: set[str] = set()  # datasets this process has found published
         self._lean = _lean(client)
         self.on_error = on_error  # (action): counts outages, stalls and undecodable reads
+        self._down = False  # said once when the store fails, and once when it answers again
 
     def _outage(self, action: str, doing: str, exc: BaseException) -> StoreUnavailable:
         """The error a Redis outage while ``doing`` is, told to ``on_error`` as ``action``
@@ -185,7 +189,17 @@ class StoreReader:
         if self.on_error is not None:
             self.on_error(action)
         self.stall.failed(timed_out=isinstance(exc, redis.TimeoutError))
+        if not self._down:  # each failed request logs its own line; this one says the change
+            self._down = True
+            log.warning("store unavailable", extra={"action": action, "cause": outage(exc)})
         return StoreUnavailable(f"store unavailable while {doing}", cause=outage(exc))
+
+    def _answered(self) -> None:
+        """The store answered a read (an attribute read each when nothing changed)."""
+        self.stall.answered()
+        if self._down:
+            self._down = False
+            log.warning("store available again")
 
     def resolve(self, dataset: str, *, fresh: bool = False) -> Resolved:
         """The version readers use now (cached for ``pointer_cache_s`` unless ``fresh``);
@@ -208,7 +222,7 @@ class StoreReader:
             )
         except OUTAGES as exc:
             raise self._outage("pointer", "reading the version pointer", exc) from exc
-        self.stall.answered()
+        self._answered()
         if raw is None:
             self._pointers.pop(dataset, None)
             raise self._unpublished(dataset)
@@ -366,7 +380,7 @@ class StoreReader:
         resolved = resolved or self.resolve(dataset)
         chosen = [pick(resolved) if pick else resolved for _, pick in groups]
         found = self._get(chosen, [entity_keys for entity_keys, _ in groups])
-        self.stall.answered()
+        self._answered()
         if any(v is None for values_ in found for v in values_):
             latest = self.resolve(dataset, fresh=True)
             again = [pick(latest) if pick else latest for _, pick in groups]

@@ -220,6 +220,9 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
         assert "Error" not in down.get_json()["message"], down.get_json()
         causes = [getattr(r, "cause", "") for r in caplog.records if r.msg == "request failed"]
         assert any(c.startswith("ConnectionError: ") for c in causes), causes
+        # and the change is said once, however many requests fail
+        said = [r for r in caplog.records if r.msg == "store unavailable"]
+        assert len(said) == 1 and said[0].cause.startswith("ConnectionError: "), said
         _error(client.get("/v1/image-colours/i1"), 503, "store_unavailable")
         _error(client.get("/v1/datasets/shop/c1"), 503, "store_unavailable")
         _error(
@@ -253,6 +256,7 @@ def test_store_down_is_a_fast_503_and_recovers(api, client, redis_proc, rclient,
     version = publish_customers(rclient, core, customers=2, model_version="m2")
     r = client.get("/v1/picks/c1")
     assert r.status_code == 200
+    assert [r.msg for r in caplog.records].count("store available again") == 1
     assert r.get_json()["dataset_version"] == version and r.get_json()["model_version"] == "m2"
     batch = client.post(BATCH, json={"customer_ids": ["c0", "c1"]}).get_json()
     assert batch["dataset_version"] == version and batch["found"] == 2
