@@ -254,6 +254,28 @@ def test_the_lifecycle_refuses_versions_of_another_dataset(rclient) -> None:  # 
     assert other.all() == [] and Versions(rclient, "mine", StoreSettings()).all() == []
 
 
+def test_a_publish_says_when_its_lists_are_not_best_first(similar, rclient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``k`` takes a list's first entries as stored: lists published worst first are told
+    (not refused: an order of the team's own may be meant)."""
+
+    def rows(best_first: bool) -> list[dict[str, str]]:
+        scores = [0.9, 0.2] if best_first else [0.2, 0.9]
+        entries = [{"sku": f"x{j}", "score": s} for j, s in enumerate(scores)]
+        return [{"sku": f"s{i}", "payload": json.dumps({"similar": entries})} for i in range(50)]
+
+    told = {}
+    for best_first in (False, True):
+        said: list[str] = []
+        path = _write(tmp_path / f"{best_first}.parquet", rows(best_first))
+        assert _publish(similar, rclient, path, say=said.append).published
+        told[best_first] = [line for line in said if "not best first" in line]
+    assert told[True] == []
+    assert told[False] == [
+        "  lists: 50 of the sampled payloads are not best first; k and limit take a list's "
+        "first entries as stored"
+    ]
+
+
 def test_a_failed_writer_is_recorded_in_one_line(rclient, capsys) -> None:  # type: ignore[no-untyped-def]
     """A writer's error that carries a traceback (a Spark task's) is recorded as the
     error it ends with; the versions table keeps every note on its row."""

@@ -21,6 +21,7 @@ operator releases it (``prescore release``, recorded) or gc removes it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -59,9 +60,12 @@ class GateReport:
     passed: bool
     checks: list[Check] = field(default_factory=list)
     profile: Profile | None = None  # the new version's sample's, recorded with it
+    # sampled lists not best first (told, not gated: `k` takes the first entries as stored)
+    unordered: int = 0
 
     def to_json(self) -> dict[str, Any]:
         doc = {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+        doc |= {"unordered": self.unordered} if self.unordered else {}
         return doc | ({"profile": asdict(self.profile)} if self.profile else {})
 
     def summary(self) -> str:
@@ -235,6 +239,7 @@ def check(
     new_raw = values.read(client, new_at, sample)
     found: list[float] = []  # the scores of the payloads that decode
     bad: list[tuple[str, str]] = []
+    unordered = 0
     for k, raw in zip(sample, new_raw, strict=True):
         scores: list[float] = []
         why = decodes(raw, shape, k, _loaded(raw), scores) if raw is not None else ""
@@ -242,6 +247,7 @@ def check(
             bad.append((k, why))
         else:
             found += scores
+            unordered += any(a < b for a, b in itertools.pairwise(scores))
     missing = sum(1 for raw in new_raw if raw is None)
     checks = [
         Check(
@@ -267,7 +273,7 @@ def check(
             old = Profile.of(values.read(client, live_at, live_sample), shape.list_field)
         full = whole or len(sample) >= gates.sample
         checks += _distribution(new_scores, sizes, old, gates, full)
-    return GateReport(all(c.passed for c in checks), checks, profile)
+    return GateReport(all(c.passed for c in checks), checks, profile, unordered)
 
 
 def _distribution(

@@ -236,6 +236,11 @@ def _gate(
     for c in report.checks:
         mark = "ok " if c.passed else "FAILED"
         say(f"  gate {c.name}: {mark} {c.value} (limit {c.limit}) {c.detail}".rstrip())
+    if report.unordered:
+        say(
+            f"  lists: {report.unordered} of the sampled payloads are not best first; "
+            "k and limit take a list's first entries as stored"
+        )
     if not report.passed and not whole:
         raise PublishError(
             f"{dataset.name} delta {info.version} failed its gates ({report.summary()}); "
