@@ -43,7 +43,7 @@ from jobs.bulk import (
 from jobs.flags import add_store_flags, at_least_one
 from jobs.runtimes import CHOICES, chosen_runtime
 from jobs.score_plan import Plan
-from jobs.spark_tables import Selection, Subset
+from jobs.spark_tables import Selection, Subset, counted_keys
 from prescore.errors import ConfigError, PrescoreError, PublishError
 from prescore.models.store import ModelStore
 from prescore.settings import Settings
@@ -170,20 +170,22 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             f"{named} ({how}), top {dataset.k}, contexts {contexts}",
             flush=True,
         )
+        entities = _chosen_rows(planned.entities, f"dataset {dataset.name}: entities", subset)
         if args.dry_run:
             n, pairs = score_plan.ranking_pairs(planned.entities, dataset, planned.items)
             c = len(contexts)
             plan = Plan(dataset.name, named, n * c, pairs * c, "pairs", n_items, c)
             return _dry_run(versions, plan)
-        expected = planned.entities.count() * len(contexts)  # sizes the version's buckets
+        expected = entities * len(contexts)  # sizes the version's buckets
         run = ranking.runner(spark, planned, base, args.entities_per_chunk, args.write_rows)
         unit = "pairs"
     else:
         run, chosen = labels.runner(spark, ref, base, missed, subset)
-        expected = chosen.frame.count() if subset and chosen is not None else 0  # 0: as live
+        where = f"dataset {dataset.name}: rows"  # images: 0, sized as the live version
+        expected = _chosen_rows(chosen.frame, where, subset) if chosen is not None else 0
         unit = "images" if dataset.images else "rows"
         if args.dry_run:
-            n = chosen.frame.count() if chosen is not None else labels.count_images(spark, dataset)
+            n = expected if chosen is not None else labels.count_images(spark, dataset)
             return _dry_run(versions, Plan(dataset.name, named, n, n, unit))
         source = dataset.images or (dataset.rows.path if dataset.rows else "")
         litert = f" in LiteRT ({runtime})" if runtime != "tf" else ""
@@ -294,6 +296,18 @@ def _live_model(versions: Versions, model: str) -> str | None:
         )
     info = versions.get(live)
     return info.model_version if info.model == model else None
+
+
+def _chosen_rows(frame: Any, where: str, subset: Subset) -> int:
+    """The rows a run scores, each key once (jobs.spark_tables.counted_keys); a full run
+    of none is refused before a version is begun (an incremental one publishes nothing)."""
+    n = counted_keys(frame, where)
+    if not n and not subset:
+        raise ConfigError(
+            f"{where}: no rows to score (the table is empty, or its filter and the miss "
+            "log choose none)"
+        )
+    return n
 
 
 def _chosen(subset: Subset) -> str:

@@ -207,3 +207,24 @@ class Selection:
     frame: Any
     logged: list[str]
     added: int
+
+
+def counted_keys(frame: Any, where: str) -> int:
+    """The rows of ``frame`` (a run's chosen rows, with their KEY_TEXT); ConfigError naming
+    some of its keys that repeat: each key is one row, or the version's count check would
+    fail once everything was written."""
+    from pyspark.sql import functions as F
+
+    row = frame.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(KEY_TEXT).alias("keyed"),  # a null key is a bad row, told by the run
+        F.countDistinct(KEY_TEXT).alias("keys"),
+    ).first()
+    if row["keys"] < row["keyed"]:
+        repeats = frame.groupBy(KEY_TEXT).count().where(F.col("count") > 1)
+        named = [repr(r[KEY_TEXT]) for r in repeats.limit(3).collect()]
+        raise ConfigError(
+            f"{where}: {row['keyed'] - row['keys']} key(s) repeat ({', '.join(named)}, ...); "
+            "each key is one row"
+        )
+    return int(row["rows"])

@@ -304,6 +304,11 @@ def test_labels_from_a_feature_table(spark, settings, rclient, tmp_path) -> None
             [e["score"] for e in doc["labels"]], abs=2e-4
         )
 
+    # a key that repeats would be counted twice and stored once: refused before writing
+    write_frame(pd.concat([table, table.iloc[[0]]]), tmp_path / "rows.parquet", index=False)
+    with pytest.raises(ConfigError, match=r"shape: rows: 1 key\(s\) repeat \('a1', ...\)"):
+        _run(spark, s, "shape")
+
 
 def test_a_one_label_model_publishes_its_label_where_it_passes(  # type: ignore[no-untyped-def]
     spark, settings, rclient, tmp_path

@@ -191,6 +191,45 @@ def test_rows_without_a_valid_key_are_skipped_and_reported(  # type: ignore[no-u
     assert read_current(rclient, "shop", ["c1"])[1][0] is not None
 
 
+def test_tables_a_run_cannot_publish_are_refused_before_a_version_is_begun(  # type: ignore[no-untyped-def]
+    spark, shop, shop_settings, rclient, tmp_path
+):
+    """A key that repeats (its item twice in a list; its entity counted twice), an empty
+    table, and a match rule whose columns never hold equal values: one line each, before
+    anything is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    customers = pq.read_table(shop["tables"] / "customers.parquet")
+    products = pq.read_table(shop["tables"] / "products.parquet")
+    tiered = products.append_column("tier", pa.array([1] * products.num_rows))
+    cases = {
+        "entities": (pa.concat_tables([customers, customers.slice(7, 1)]), products, "category"),
+        "items": (customers, pa.concat_tables([products, *[products.slice(3, 1)] * 2]), "category"),
+        "empty": (customers.slice(0, 0), products, "category"),  # its types kept
+        "match": (customers, tiered, "tier"),
+    }
+    said = {
+        "entities": "dataset shop: entities: 1 key(s) repeat ('c7', ...); each key is one row",
+        "items": "dataset shop: items: 1 key(s) repeat ('p3', ...); each item is one row",
+        "empty": "dataset shop: entities: no rows to score (the table is empty",
+        "match": "dataset shop: candidates: match compares entities.categories (string) with "
+        "items.tier (int): values of these never match",
+    }
+    for case, (entities, items, column) in cases.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        pq.write_table(entities, folder / "customers.parquet")
+        pq.write_table(items, folder / "products.parquet")
+        config = domains.shop_config(folder, folder / "prescore.toml")
+        config.write_text(config.read_text().replace('"category"', f'"{column}"'))
+        s = with_catalog(shop_settings, config)  # the model registered over the whole tables
+        with pytest.raises(ConfigError) as refused:
+            _run(spark, s)
+        assert refused.value.message.startswith(said[case]), refused.value.message
+    assert Versions(rclient, "shop", StoreSettings()).all() == []
+
+
 def test_spark_submit_runs_the_job(shop, shop_settings, redis_url, rclient, tmp_path):  # type: ignore[no-untyped-def]
     env = job_env()
     scratch = tmp_path / "scratch"
