@@ -27,6 +27,13 @@ class Served:
     miss_log: bool = True  # misses are recorded (prescore.store.misslog)
     max_age_s: float | None = None  # an older answer is stale (lookup.live.freshness)
     stale: str = "refresh"  # refresh in the background, or ask live within the deadline
+    scored: frozenset[str] = frozenset()  # the contexts its bulk run scores
+
+    def falls_back(self, context: str | None) -> bool:
+        """Whether a key missing in ``context`` is answered by its plain key: only in a
+        context the bulk run does not score (one it scores has an answer of its own, a
+        precomputed one or else a live one)."""
+        return context not in self.scored
 
     @property
     def counts_entries(self) -> bool:
@@ -48,6 +55,7 @@ class Served:
             miss_log=d.miss_log,
             max_age_s=d.max_age_s,
             stale=d.stale,
+            scored=frozenset(d.contexts.score if d.contexts else ()),
         )
 
 

@@ -28,10 +28,12 @@ from prescore.errors import NotFound, StoreUnavailable
 from prescore.store.misslog import MissLog
 
 
-def _candidates(key: str, context: str | None) -> list[str]:
-    """Store keys to try, best first: with a context, ``key|context`` then plain ``key``."""
+def _candidates(key: str, context: str | None, plain: bool = True) -> list[str]:
+    """Store keys to try, best first: with a context, ``key|context``, then the ``plain``
+    key where the context is not one the bulk run scores (Served.falls_back)."""
     if context:
-        return [keys.entity_key(key, context), key]
+        own = keys.entity_key(key, context)
+        return [own, key] if plain else [own]
     return [key]
 
 
@@ -171,7 +173,8 @@ class Lookup:
         a canary runs (default: the key's side)."""
         started = time.perf_counter()
         choose = self._chooser(spec.name, key, pick)
-        resolved, values = self.reader.read(spec.name, _candidates(key, context), choose)
+        fallback = spec.falls_back(context)
+        resolved, values = self.reader.read(spec.name, _candidates(key, context, fallback), choose)
         answer = self._one(spec, key, context, shape, resolved, values)
         if resolved.side:
             took = time.perf_counter() - started
@@ -226,7 +229,9 @@ class Lookup:
         # frame id -> its answers' opening, and (key, (payload, store key)) of each
         direct: dict[int, tuple[bytes, list[tuple[str, tuple[bytes, str]]]]] = {}
         rest = []
-        for key, store_key, payload, fell_back in _picked(unique, values, ctx):
+        for key, store_key, payload, fell_back in _picked(
+            unique, values, ctx, spec.falls_back(ctx)
+        ):
             if payload is None:
                 continue
             plain = straight and not fell_back and compact.is_compact(payload)
@@ -257,8 +262,9 @@ class Lookup:
         live = self.reader.resolve(spec.name)
         groups = self._groups(spec.name, live, unique, req.pick)
         ctx = req.context
+        plain = spec.falls_back(ctx)
         asked = [
-            ([c for k in group for c in _candidates(k, ctx)] if ctx else group, choose)
+            ([c for k in group for c in _candidates(k, ctx, plain)] if ctx else group, choose)
             for group, choose in groups
         ]
         live, reads = self.reader.read_many(spec.name, asked, live)
@@ -342,19 +348,23 @@ def _canary_side(live: Resolved) -> Resolved:
 
 
 def _picked(
-    unique: list[str], values: list[bytes | None], context: str | None
+    unique: list[str], values: list[bytes | None], context: str | None, plain: bool = True
 ) -> Iterator[tuple[str, str, bytes | None, bool]]:
     """(key, the store key its payload was found under, the payload, whether it fell back
     to the plain key) for each key, from the reads of its candidates (_candidates)."""
     if not context:
         yield from zip(unique, unique, values, repeat(False))
         return
+    if not plain:  # a scored context: its own key only
+        named = [keys.entity_key(key, context) for key in unique]
+        yield from zip(unique, named, values, repeat(False))
+        return
     for i, key in enumerate(unique):
-        own, plain = values[2 * i], values[2 * i + 1]
-        if own is not None or plain is None:
+        own, fallback = values[2 * i], values[2 * i + 1]
+        if own is not None or fallback is None:
             yield key, keys.entity_key(key, context), own, False
         else:
-            yield key, key, plain, True
+            yield key, key, fallback, True
 
 
 class _Openings(dict[int, bytes | None]):

@@ -403,6 +403,51 @@ def test_answers_match_the_openapi_schemas(api, data):
         check("shop.Payload", api.get("/v1/image-colours/img1").get_json())
 
 
+def test_a_context_the_bulk_run_scores_is_never_answered_by_the_plain_key(lookup_settings, data):
+    """A key missing in a scored context is a miss of its own (answered live, or 404),
+    not its plain answer: that one, precomputed or written back, was scored without the
+    context. An unscored context still falls back to the plain key."""
+    import dataclasses
+
+    shop = lookup_settings.core.catalog.get("shop")
+    assert shop.contexts is not None
+    scored = dataclasses.replace(shop, contexts=dataclasses.replace(shop.contexts, score=("app",)))
+    catalog = dataclasses.replace(
+        lookup_settings.core.catalog,
+        datasets={**lookup_settings.core.catalog.datasets, "shop": scored},
+    )
+    core = dataclasses.replace(lookup_settings.core, catalog=catalog)
+    asked: list[tuple[str, str | None]] = []
+
+    def live(misses, version):
+        asked.extend((m.key, m.context) for m in misses)
+        shape = PayloadShape("customer_id", "items", "product_id")
+        return [
+            codec.encode_payload(
+                shape,
+                m.key,
+                [("p9", 0.5)],
+                model="shop",
+                model_version="live-1",
+                scored_at=SCORED_AT,
+                source="live",
+                context=m.context,
+            )
+            for m in misses
+        ]
+
+    api = create_app(dataclasses.replace(lookup_settings, core=core), on_miss=live).test_client()
+    in_app = api.get("/v1/picks/c2?context=app").get_json()
+    assert (in_app["source"], in_app["context"]) == ("live", "app") and asked == [("c2", "app")]
+    assert "context_fallback" not in in_app
+    batch = api.post("/v1/picks:batchGet", json={"customer_ids": ["c1", "c3"], "context": "app"})
+    assert [r["source"] for r in batch.get_json()["results"]] == ["live", "live"]
+    asked.clear()
+    weekday = api.get("/v1/picks/c2?context=weekday").get_json()  # not scored: the plain one
+    assert weekday["context_fallback"] is True and weekday["source"] == "precomputed"
+    assert asked == []
+
+
 def test_miss_seam_answers_single_and_batch_misses(lookup_settings, data):
     calls: list[list[tuple[str, str | None]]] = []
 
