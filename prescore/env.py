@@ -278,7 +278,11 @@ def env_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[s
 def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     """A URL whose scheme is one of ``schemes`` (the value shown with no password)."""
     raw = _get(env, name, default)
-    parsed = urlparse(raw)
+    try:
+        parsed = urlparse(raw)
+        parsed.port  # noqa: B018 (a port that is no number raises only when read)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={masked_url(raw)!r}: not a URL ({exc})") from None
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
         shown = masked_url(raw)
         allowed = ", ".join(f"{s}://" if s else "a path" for s in schemes)

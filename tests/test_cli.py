@@ -132,6 +132,50 @@ def test_unreachable_redis_is_a_clean_error() -> None:
     assert f"({url}: Error 111 connecting" in proc.stderr  # where, and why
 
 
+def test_a_redis_that_refuses_this_client_is_one_line_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Wrong credentials or a database Redis lacks: bad configuration (2), one line, the
+    same for a command that reads as for one that writes; a URL that is none, too."""
+    from prescore.store.embedded_redis import RedisProcess
+
+    proc = RedisProcess(tmp_path / "redis", password="right-password-2").start()
+    try:
+        wrong, missing_db = proc.url.replace("right", "wrong"), proc.url[:-1] + "99"
+        for url, why in ((wrong, "refused this client's credentials"), (missing_db, "DB index")):
+            for command in (["versions", "shop"], ["gc", "shop"]):
+                assert main([*CONFIG, "--redis-url", url, *command]) == 2, (url, command)
+                err = capsys.readouterr().err.strip()
+                assert len(err.splitlines()) == 1 and why in err, err
+                assert "password-2" not in err
+    finally:
+        proc.stop()
+    assert main([*CONFIG, "--redis-url", "redis://:pw@[::1:6391/0", "versions", "shop"]) == 2
+    err = capsys.readouterr().err
+    assert "--redis-url='(a URL that cannot be parsed)': not a URL" in err, err
+
+
+def test_ctrl_c_is_one_line_and_exit_130() -> None:
+    """Interrupted while it waits on Redis (here a socket that never answers, so the test
+    knows when the command is waiting): one line, no traceback."""
+    import signal
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        env = {**os.environ, "PRESCORE_REDIS_TIMEOUT_S": "30"}
+        cli = [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", url]
+        proc = subprocess.Popen(
+            [*cli, "versions", "shop"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        conn, _ = server.accept()
+        with conn:
+            assert conn.recv(64)  # its first command sent: it waits for the answer
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip() == "prescore: interrupted", err
+
+
 def test_flags_are_checked_as_their_variables_are(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -50,7 +50,7 @@ from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.logs import masked_url
 from prescore.settings import Settings
 from prescore.store import canaries, deltas, values
-from prescore.store.redis_client import check_policy, connect, store_errors
+from prescore.store.redis_client import REFUSED, check_policy, connect, store_errors
 from prescore.store.versions import Versions
 
 
@@ -62,7 +62,7 @@ def _versions_of(settings: Settings, dataset: str, writes: bool = True) -> Versi
     try:
         check_policy(client)
     except ConfigError as exc:
-        if writes:
+        if writes or exc.code == REFUSED:  # a Redis that refuses this client refuses reads too
             raise
         print(f"warning: {exc.message}", file=sys.stderr)
     return Versions(client, dataset, settings.store)
@@ -428,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what a command began is cleaned up as it unwinds
+        print("prescore: interrupted", file=sys.stderr)
+        return 130
     except StoreUnavailable as exc:  # where, and why (the client's own words)
         where = masked_url(settings.redis.url) if settings else "Redis"
         print(f"prescore: {exc.code}: {exc.message} ({where}: {exc.__cause__})", file=sys.stderr)

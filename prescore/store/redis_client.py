@@ -72,6 +72,9 @@ def connect(settings: RedisSettings, *, retry_timeouts: bool = True, **overrides
         ) from None
 
 
+REFUSED = "redis_refused"  # check_policy's code for a Redis that refuses this client
+
+
 def check_policy(client: Client) -> None:
     """ConfigError when Redis may evict any key under memory pressure (``maxmemory-policy``
     ``allkeys-*``): published versions would vanish, answered as 404s. ``noeviction`` and
@@ -88,10 +91,16 @@ def check_policy(client: Client) -> None:
     except redis.AuthenticationError:  # no outage: it would refuse every call the same
         raise ConfigError(
             f"the Redis at {_endpoint(client)} refused this client's credentials (the user "
-            "and password of REDIS_URL)"
+            "and password of REDIS_URL)",
+            code=REFUSED,
         ) from None
     except OUTAGES:
         return
+    except redis.ResponseError as exc:  # e.g. a database number it does not have
+        raise ConfigError(
+            f"the Redis at {_endpoint(client)} refused this client: {exc} (REDIS_URL)",
+            code=REFUSED,
+        ) from None
     for node in nodes:
         policy = str(node.get("maxmemory_policy", ""))
         if policy.startswith("allkeys-"):
