@@ -40,10 +40,11 @@ from jobs.bulk import (
     spark_session,
     stop_session,
 )
-from jobs.flags import add_store_flags, at_least_one
+from jobs.flags import add_store_flags
 from jobs.runtimes import CHOICES, chosen_runtime
 from jobs.score_plan import Plan
 from jobs.spark_tables import Selection, Subset, counted_keys
+from prescore.env import at_least_one
 from prescore.errors import ConfigError, PrescoreError, PublishError
 from prescore.models.store import ModelStore
 from prescore.settings import Settings

@@ -256,11 +256,13 @@ class Prescore:
     @_redis_errors
     def gc(self, dataset: str, *, dry_run: bool = False) -> dict[str, list[str]]:
         """Remove dead writers' versions and published ones beyond those kept (the live
-        one never); what was removed, or with ``dry_run`` what would be."""
+        one never), and the keys of versions past keeping: what was done (``removed``:
+        the versions reaped or retired), or with ``dry_run`` what would be."""
         v = self._versions(dataset, writes=True)
         if dry_run:
             return v.gc_plan()
-        return {"removed": v.retire_old()}
+        done = v.gc()
+        return {"removed": done["reap"] + done["retire"] + done["retire_deltas"], **done}
 
     def _versions(self, dataset: str, writes: bool = False) -> Versions:
         self.dataset(dataset)  # an undeclared one: ConfigError naming it

@@ -15,6 +15,7 @@ traceback. An empty variable takes the default.
 
 from __future__ import annotations
 
+import argparse
 import math
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -327,3 +328,14 @@ def pairs(text: str, name: str) -> dict[str, str]:
             raise ConfigError(f"{name}: expected dataset=value pairs, got {item!r}")
         out[key] = value
     return out
+
+
+def at_least_one(text: str) -> int:
+    """A flag's whole number of at least 1 (argparse names the flag when this refuses)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value

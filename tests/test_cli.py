@@ -267,7 +267,13 @@ def test_every_command_reports_as_json(
     doc = json.loads(capsys.readouterr().out)
     assert (doc["from"], doc["to"]["version"]) == (second, first)
     assert main([*cli, "gc", "shop", "-o", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"dataset": "shop", "removed": []}
+    nothing = dict.fromkeys(["reap", "retire", "drop_gated_keys", "trim", "retire_deltas"], [])
+    assert json.loads(capsys.readouterr().out) == {
+        "dataset": "shop",
+        "removed": [],
+        **nothing,
+        "sweep": [],
+    }
     root = (tmp_path / "models").as_uri()
     (tmp_path / "built").mkdir()
     ModelStore(ModelStoreSettings(root=root)).save("shop", tmp_path / "built", {})
@@ -343,9 +349,10 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     cli = [*CONFIG, "--redis-url", redis_url]
     published = [_publish(rclient, str(n), retire=False) for n in range(5)]  # 3 are kept
     v = Versions(rclient, "shop", StoreSettings())
-    gated = v.begin("shop", "g").version
-    write_payloads(rclient, "shop", gated, [("c1", b'{"items":[]}')])
-    v.gate(gated, 1, {}, "drift too high")
+    gated_before, gated = v.begin("shop", "g0").version, v.begin("shop", "g").version
+    for version in (gated_before, gated):  # the older one's keys go: only the newest is kept
+        write_payloads(rclient, "shop", version, [("c1", b'{"items":[]}')])
+        v.gate(version, 1, {}, "drift too high")
     dead = v.begin("shop", "d").version  # a writer killed: its lease gone
     rclient.delete(keys.lease_key("shop", dead))
 
@@ -361,6 +368,7 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     planned = json.loads(capsys.readouterr().out)
     assert planned["retire"] == published[:2][::-1] and planned["dry_run"] is True
     assert planned["reap"] == [dead] and dead not in planned["sweep"]  # said once
+    assert planned["drop_gated_keys"] == [gated_before]
     assert main([*cli, "rollback", "shop", "--dry-run"]) == 0
     said = capsys.readouterr().out
     assert (
@@ -372,8 +380,10 @@ def test_dry_runs_say_what_gc_rollback_and_release_would_do_and_change_nothing(
     assert main([*cli, "release", "shop", "nope", "--reason", "x", "--dry-run"]) == 1
     capsys.readouterr()
     assert main([*cli, "gc", "shop", "-o", "json"]) == 0  # what the plan said
-    removed = json.loads(capsys.readouterr().out)["removed"]
-    assert sorted(removed) == sorted(planned["reap"] + planned["retire"])
+    did = json.loads(capsys.readouterr().out)
+    assert sorted(did["removed"]) == sorted(planned["reap"] + planned["retire"])
+    for action in ("reap", "retire", "drop_gated_keys", "trim", "retire_deltas", "sweep"):
+        assert sorted(did[action]) == sorted(planned[action]), action
 
 
 def test_serve_runs_the_service_with_the_global_flags(

@@ -31,9 +31,11 @@ def _canary(settings: Settings, args: argparse.Namespace) -> int:
     if args.percent is None:
         raise _usage("--percent: give the share of keys the canary serves, e.g. --percent 5")
     started = store.canary(args.dataset, args.version, args.percent, dry_run=args.dry_run)
-    line = f"{args.dataset}: {started.version} {_would(args, 'serves')} {started.percent:g}% "
+    serves = "would serve" if args.dry_run else "serves"
+    line = f"{args.dataset}: {started.version} {serves} {started.percent:g}% "
     line += f"of keys beside {started.live} (prescore promote {args.dataset} {started.version}"
     line += f" or prescore abort {args.dataset} ends it)"
+    line += " (dry run, nothing changed)" if args.dry_run else ""
     doc = {"dataset": args.dataset, "canary": started.to_json(), "dry_run": args.dry_run}
     done(args, doc, line)
     return 0

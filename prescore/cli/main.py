@@ -46,6 +46,7 @@ from prescore.cli import canary as cli_canary
 from prescore.cli import models as cli_models
 from prescore.cli import run as cli_run
 from prescore.cli.output import bar, done, emit, entry, say
+from prescore.env import at_least_one
 from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.logs import masked_url
 from prescore.settings import Settings
@@ -162,6 +163,8 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     from prescore.api import Prescore
 
     store = Prescore(settings=settings)
+    if args.delta and args.to:
+        raise ConfigError("--delta takes one delta off the live version; --to is not for it")
     if args.delta:
         return _rollback_delta(store, args)
     before, layered, _ = deltas.read(store.client, args.dataset)
@@ -227,7 +230,8 @@ def _misses(settings: Settings, args: argparse.Namespace) -> int:
 
     from prescore.store.misslog import MissLog
 
-    settings.catalog.get(args.dataset)
+    if not settings.catalog.get(args.dataset).miss_log:
+        raise ConfigError(f"dataset {args.dataset} keeps no miss log (miss_log = false)")
     log = MissLog(connect(settings.redis))
     top, total = log.top(args.dataset, args.n), log.size(args.dataset)
     doc = {"dataset": args.dataset, "keys": total, "top": [m.__dict__ for m in top]}
@@ -254,11 +258,17 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
         ]
         done(args, {"dataset": args.dataset, "dry_run": True, **planned}, "\n".join(lines))
         return 0
-    removed = store.gc(args.dataset)["removed"]
-    line = f"{args.dataset}: removed {len(removed)} version(s)" + (
-        ": " + ", ".join(removed) if removed else ""
-    )
-    done(args, {"dataset": args.dataset, "removed": removed}, line)
+    did = store.gc(args.dataset)
+    removed = did["removed"]
+    lines = [
+        f"{args.dataset}: removed {len(removed)} version(s)"
+        + (": " + ", ".join(removed) if removed else "")
+    ] + [
+        f"  {action.replace('_', ' ')}: {', '.join(found)}"
+        for action, found in did.items()
+        if found and action != "removed"
+    ]
+    done(args, {"dataset": args.dataset, **did}, "\n".join(lines))
     return 0
 
 
@@ -326,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc = command("gc", _gc, "remove versions beyond the kept ones")
     gc.add_argument("--dry-run", action="store_true", help=dry)
     misses = command("misses", _misses, "list the keys missed most")
-    misses.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    misses.add_argument("-n", type=at_least_one, default=20, help="how many (default 20)")
     rel = command("release", _release, "publish a gated version anyway (recorded)")
     rel.add_argument("version", help="the gated version")
     rel.add_argument("--reason", required=True, help="why its gates are overridden")

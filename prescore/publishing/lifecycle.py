@@ -119,9 +119,12 @@ def publish_new(
     except BaseException as exc:
         if on_failure is not None:
             on_failure()
-        if _status(versions, info.version) == "writing":  # not gated: it failed
+        status = _status(versions, info.version)
+        if status == "writing":  # not gated: it failed
             versions.fail(info.version, one_line(exc))
-        say(f"{name}: {what} failed; what readers get is unchanged")
+        # "": Redis could not tell; the version stays writing until its lease lapses
+        fate = {"gated": "kept as gated", "": "not published"}.get(status, "failed")
+        say(f"{name}: {what} {fate}; what readers get is unchanged")
         if is_full(exc):  # one line with the figures, not redis-py's trace
             raise PublishError(full_message(client), code="store_full") from exc
         raise

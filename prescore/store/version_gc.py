@@ -37,22 +37,30 @@ def reap_dead(v: DatasetVersions) -> list[str]:
 
 
 def retire_old(v: DatasetVersions) -> list[str]:
+    """:func:`collect`; the versions retired or reaped."""
+    done = collect(v)
+    return done["reap"] + done["retire"] + done["retire_deltas"]
+
+
+def collect(v: DatasetVersions) -> dict[str, list[str]]:
     """Reap dead writers, retire published versions beyond the newest ``keep_versions``
     (the live one always kept), drop the keys of gated versions older than the newest,
-    trim the history, and sweep what is left over; the versions retired or reaped."""
-    removed = reap_dead(v)
+    trim the history, and sweep what is left over; what it did, as :func:`plan` says."""
+    done: dict[str, list[str]] = {"reap": reap_dead(v), "retire": [], "drop_gated_keys": []}
+    done["trim"] = []
     live, canary, _ = canaries.read(v.client, v.dataset)
     for action, version in _decide(v.all(), live, v.settings.keep_versions, canary):
         if action == "drop_gated_keys":
             _drop_gated_keys(v, version)
-        elif action == "retire":
-            if _retire(v, version):
-                removed.append(version)
-        else:  # the registry must not grow without bound
+        elif action == "retire" and not _retire(v, version):
+            continue
+        elif action == "trim":  # the registry must not grow without bound
             v.client.hdel(keys.registry_key(v.dataset), version)
-    removed += deltas.retire_unlisted(v)  # after their bases: the deltas of one retired now
-    sweep(v)
-    return removed
+        done[action].append(version)
+    # after their bases: the deltas of one retired now
+    done["retire_deltas"] = deltas.retire_unlisted(v)
+    done["sweep"] = sweep(v)
+    return done
 
 
 def plan(v: DatasetVersions) -> dict[str, list[str]]:
@@ -116,7 +124,7 @@ def _decide(
             yield "trim", info.version
 
 
-def sweep(v: DatasetVersions) -> None:
+def sweep(v: DatasetVersions) -> list[str]:
     """Remove the keys of every version the owned record lists that is past keeping:
     failed, retired, a gated one whose keys were dropped, or no longer listed (trimmed).
     Each of these states is final, so nothing can write or switch to it meanwhile; a
@@ -125,6 +133,7 @@ def sweep(v: DatasetVersions) -> None:
     owned_key = keys.owned_key(v.dataset)
     owned = v.client.hgetall(owned_key)
     entries = v.client.hgetall(keys.registry_key(v.dataset))
+    swept: list[str] = []
     for raw, buckets in owned.items():
         entry = entries.get(raw)
         if entry is not None and not _past_keeping(VersionInfo.from_bytes(entry)):
@@ -136,6 +145,8 @@ def sweep(v: DatasetVersions) -> None:
         )
         v.client.delete(keys.lease_key(v.dataset, version))
         v.client.hdel(owned_key, version)
+        swept.append(version)
+    return sorted(swept)
 
 
 def _past_keeping(info: VersionInfo) -> bool:

@@ -393,6 +393,10 @@ class Versions:
         """What :meth:`retire_old` would do now, changing nothing."""
         return version_gc.plan(self)
 
+    def gc(self) -> dict[str, list[str]]:
+        """:meth:`retire_old`, saying everything it did, as :meth:`gc_plan` says it."""
+        return version_gc.collect(self)
+
     def forget(self, version: str) -> None:
         """Remove the keys of a version in a final state, then its line in the record of
         versions that may hold keys (an outage in between leaves it to gc)."""
