@@ -267,13 +267,9 @@ def test_every_command_reports_as_json(
     doc = json.loads(capsys.readouterr().out)
     assert (doc["from"], doc["to"]["version"]) == (second, first)
     assert main([*cli, "gc", "shop", "-o", "json"]) == 0
-    nothing = dict.fromkeys(["reap", "retire", "drop_gated_keys", "trim", "retire_deltas"], [])
-    assert json.loads(capsys.readouterr().out) == {
-        "dataset": "shop",
-        "removed": [],
-        **nothing,
-        "sweep": [],
-    }
+    actions = ("removed", "reap", "retire", "drop_gated_keys", "trim", "retire_deltas", "sweep")
+    nothing = {action: [] for action in actions}
+    assert json.loads(capsys.readouterr().out) == {"dataset": "shop", **nothing}
     root = (tmp_path / "models").as_uri()
     (tmp_path / "built").mkdir()
     ModelStore(ModelStoreSettings(root=root)).save("shop", tmp_path / "built", {})
