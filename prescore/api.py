@@ -29,7 +29,7 @@ from prescore.encoding.compact import Frame
 from prescore.encoding.registry_entry import VersionInfo
 from prescore.settings import Settings
 from prescore.store import deltas, values
-from prescore.store.canaries import Canary
+from prescore.store.canaries import Canary, served_by_canary
 from prescore.store.redis_client import REDIS_OUTAGES, Client, connect, store_errors
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
@@ -134,15 +134,23 @@ class Prescore:
     def get_many(
         self, dataset: str, keys: Sequence[object], *, version: str | None = None
     ) -> list[dict[str, Any] | None]:
-        """Each key's answer from one version (the live one unless ``version``), in the
-        order asked, None where it has none. Keys are checked as the lookup checks them
-        (InvalidInput for one it would refuse)."""
+        """Each key's answer as readers get it (from the live version and its deltas, or
+        the canary's version for the keys a running canary answers), or from ``version``,
+        in the order asked, None where it has none. Keys are checked as the lookup checks
+        them (InvalidInput for one it would refuse)."""
         form = self.dataset(dataset).key_form
         checked = [form.check_given(k) for k in keys]
         v = self._versions(dataset)
-        where, over = deltas.layers(v, version, self._frames_of)  # NotFound: none such
-        found = values.read(self.client, where, checked, self._frames_of(where), over)
-        return [None if raw is None else json.loads(raw) for raw in found]
+        canary, theirs = ("", set()) if version else served_by_canary(self.client, dataset, checked)
+        ours = [k for k in checked if k not in theirs]
+        found: dict[str, bytes | None] = {}
+        for side, asked in ((version, ours), (canary, sorted(theirs))):
+            if not asked:
+                continue
+            where, over = deltas.layers(v, side or None, self._frames_of)  # NotFound: none
+            read = values.read(self.client, where, asked, self._frames_of(where), over)
+            found.update(zip(asked, read, strict=True))
+        return [None if (raw := found[k]) is None else json.loads(raw) for k in checked]
 
     def _frames_of(self, where: Placed) -> dict[int, Frame]:
         """The frames of ``where``, kept once found (none yet: asked again next time, as a

@@ -66,7 +66,7 @@ def test_slots_are_pinned_and_a_share_is_the_share_asked_for() -> None:
 
 
 def test_a_staged_version_serves_its_share_of_keys_until_promoted(
-    similar: Settings, rclient: Any, tmp_path: Path
+    similar: Settings, rclient: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     live = _publish(similar, rclient, tmp_path, "live")
     staged = _publish(similar, rclient, tmp_path, "new", stage=True)
@@ -89,6 +89,21 @@ def test_a_staged_version_serves_its_share_of_keys_until_promoted(
     for key in ("s1", "s2", "s3", sorted(to_canary)[0]):  # a single lookup agrees
         single = api.get(f"/v1/similar/{key}").get_json()
         assert single["similar"][0]["sku"] == ("new" if key in to_canary else "live")
+    # what the operator's and the notebook's reads say is what readers get, key by key
+    got = Prescore(settings=similar).get_many("similar", KEYS)
+    assert [g["similar"][0]["sku"] for g in got] == [
+        "new" if k in to_canary else "live" for k in KEYS
+    ]
+    pinned_live = Prescore(settings=similar).get(
+        "similar", sorted(to_canary)[0], version=live.version
+    )
+    assert pinned_live is not None and pinned_live["similar"][0]["sku"] == "live"
+    cli = ["--redis-url", similar.redis.url, "--config", str(tmp_path / "prescore.toml")]
+    for key in (sorted(to_canary)[0], next(k for k in KEYS if k not in to_canary)):
+        assert main([*cli, "show", "similar", key, "-o", "json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["version"] == (staged.version if key in to_canary else live.version)
+        assert shown["canary"] is (key in to_canary)
     # a header sends the whole request to one side; a pin asks for one version
     key = next(k for k in KEYS if k not in to_canary)
     single = api.get(f"/v1/similar/{key}", headers={"X-Prescore-Canary": "1"})

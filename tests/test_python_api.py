@@ -93,7 +93,7 @@ def test_a_notebook_publishes_reads_and_rolls_back(ps: Any) -> None:
     assert ps.get("news", 3)["articles"][0]["score"] == 0.5
     planned = ps.gc("news", dry_run=True)
     assert planned["retire"] == [] and planned["reap"] == [] and planned["sweep"] == []
-    assert ps.gc("news") == {"removed": []}  # two versions: both kept
+    assert not any(ps.gc("news").values())  # two versions: both kept, nothing to do
     with pytest.raises(NotFound):
         ps.get("news", 1, version="20000101T000000.000Z-000000")
 

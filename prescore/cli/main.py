@@ -51,6 +51,7 @@ from prescore.errors import ConfigError, PrescoreError, StoreUnavailable
 from prescore.logs import masked_url
 from prescore.settings import Settings
 from prescore.store import canaries, deltas, values
+from prescore.store.canaries import served_by_canary
 from prescore.store.redis_client import REFUSED, check_policy, connect, store_errors
 from prescore.store.versions import Versions
 
@@ -131,7 +132,10 @@ def _status(status: str, version: str, layered: tuple[str, ...], canary: Any) ->
 
 def _show(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset, writes=False)
-    where, over = deltas.layers(v, args.version)
+    canary, theirs = (
+        ("", set()) if args.version else served_by_canary(v.client, args.dataset, [args.key])
+    )
+    where, over = deltas.layers(v, args.version or (canary if theirs else None))
     version = where.version
     raw = values.read(v.client, where, [args.key], deltas=over)[0]
     if raw is None:
@@ -146,13 +150,15 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
             "dataset": args.dataset,
             "version": version,
             "delta": delta,
+            "canary": bool(theirs),
             "key": args.key,
             "ttl_s": ttl if ttl > 0 else None,
             "payload": json.loads(raw),
         }
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    where_from = f", live entry, ttl {ttl}s" if ttl > 0 else ""
+    where_from = ", the canary's, for this key" if theirs else ""
+    where_from += f", live entry, ttl {ttl}s" if ttl > 0 else ""
     where_from += f", from its delta {delta}" if delta else ""
     print(f"# {args.dataset} version {version}{where_from}", file=sys.stderr)
     print(json.dumps(json.loads(raw), indent=2))  # stdout: the payload alone (| jq)

@@ -66,6 +66,15 @@ def read(client: Client, dataset: str) -> tuple[str | None, Canary | None, str]:
     return live, parsed(raw, live), raw
 
 
+def served_by_canary(client: Client, dataset: str, texts: list[str]) -> tuple[str, set[str]]:
+    """(the canary's version, which of the keys' ``texts`` it answers, as the lookup
+    routes them); ("", none) while no canary runs."""
+    running = read(client, dataset)[1]
+    if running is None:
+        return "", set()
+    return running.version, routing.canary_keys(texts, running.version, running.share)
+
+
 def start(v: DatasetVersions, version: str, percent: float, *, dry_run: bool = False) -> Canary:
     """Serve ``version`` to ``percent`` of keys beside the live version, or change the
     share of the canary it already is. PublishError ``not_a_candidate`` (live, or not
