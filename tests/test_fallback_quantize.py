@@ -170,6 +170,8 @@ def test_registration_says_why_int8_is_not_served() -> None:
     record["runtimes"]["int8"] = runtime(0.4, 900, False)
     assert "scores up to 0.4 apart" in _described(record)
     assert _described({"built": False, "reason": "no kernels"}) == "not built: no kernels"
+    neither = {"built": False, "reason": "x", "not_built": {"int8": "no kernels", "float32": "y"}}
+    assert _described(neither) == "not built, nor its float32 variant: float32: y; int8: no kernels"
 
 
 def _shop_feed(tables: Path, events: str, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -107,7 +107,7 @@ def test_not_a_savedmodel_and_no_serving_signature_are_refused(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "not a SavedModel" in _refused(shop_settings, empty)
+    assert f"{empty}: not a SavedModel" in _refused(shop_settings, empty)  # the path given
     assert "no such folder" in _refused(shop_settings, tmp_path / "nowhere")
     bare = tmp_path / "bare"
     code = (
@@ -130,7 +130,10 @@ def test_a_model_json_that_contradicts_the_model_is_refused(
     (wrong / "model.json").write_text(json.dumps({"kind": "ranking", "labels": ["a", "b", "c"]}))
     assert "kind is 'ranking', the dataset is labels" in _refused(s, wrong, "colour-tagger")
     (wrong / "model.json").write_text("{not json")
-    assert "not valid JSON" in _refused(s, wrong, "colour-tagger")
+    assert f"{wrong}/model.json: not valid JSON" in _refused(s, wrong, "colour-tagger")
+    labels = {"kind": "labels", "labels": ["red", "green", "blue"], "output": "scroes"}
+    (wrong / "model.json").write_text(json.dumps(labels))  # one output, misnamed: refused
+    assert "model.json output 'scroes' is not an output (" in _refused(s, wrong, "colour-tagger")
     # a ranking model under the name a labels dataset declares: its own model.json says
     # ranking; without one, the image input is what is missing
     assert "kind is 'ranking'" in _refused(s, shop["plain"], "colour-tagger")

@@ -72,25 +72,27 @@ def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
     raise ModelStoreError(f"{source}: a model is imported from file://, hdfs://, s3:// or gs://")
 
 
-def _layout(folder: Path, meta_file: str | None) -> tuple[Path, dict[str, Any]]:
-    """(the SavedModel folder, the user's model.json) of a fetched model folder."""
+def _layout(folder: Path, meta_file: str | None, source: str) -> tuple[Path, dict[str, Any]]:
+    """(the SavedModel folder, the user's model.json) of a model folder fetched from
+    ``source`` (what errors name: not the copy)."""
     if (folder / "saved_model.pb").is_file():
         saved = folder
     elif (folder / "saved_model" / "saved_model.pb").is_file():
         saved = folder / "saved_model"
     else:
         raise ModelStoreError(
-            f"{folder.name}: not a SavedModel (no saved_model.pb, nor saved_model/saved_model.pb)"
+            f"{source}: not a SavedModel (no saved_model.pb, nor saved_model/saved_model.pb)"
         )
     meta_path = Path(meta_file) if meta_file else folder / META_FILE
+    shown = meta_file or f"{source.rstrip('/')}/{META_FILE}"
     meta: dict[str, Any] = {}
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
         except ValueError as exc:
-            raise ModelStoreError(f"{meta_path}: not valid JSON: {exc}") from exc
+            raise ModelStoreError(f"{shown}: not valid JSON: {exc}") from exc
         if not isinstance(meta, dict):
-            raise ModelStoreError(f"{meta_path}: must hold a JSON object")
+            raise ModelStoreError(f"{shown}: must hold a JSON object")
     elif meta_file:
         raise ModelStoreError(f"{meta_file}: no such file")
     return saved, meta
@@ -148,7 +150,7 @@ def register(
     targets = _datasets(catalog, name, dataset)
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch(source, Path(tmp) / "src", webhdfs_url)
-        saved, meta = _layout(folder, meta_file)
+        saved, meta = _layout(folder, meta_file, source)
         sigs = describe(saved)
         meta = {**meta, "kind": meta.get("kind") or targets[0].kind}
         checked = []
@@ -190,8 +192,12 @@ def register(
 def _described(q: Mapping[str, Any]) -> str:
     """The int8 variant in one line: not built and why, or what ``auto`` serves and, where
     that is not int8, why not."""
-    if not q["built"]:
-        return f"not built: {q['reason']}"
+    if not q["built"]:  # nor float32: each says why
+        missing = q.get("not_built") or {}
+        whys = "; ".join(f"{runtime}: {why}" for runtime, why in sorted(missing.items()))
+        return (
+            f"not built, nor its float32 variant: {whys}" if whys else f"not built: {q['reason']}"
+        )
     runtimes, fastest = q["runtimes"], q["fastest"]
     missing = q.get("not_built") or {}
     if "int8" not in runtimes:

@@ -105,10 +105,11 @@ def output_name(sig: Signature, meta: Mapping[str, Any], where: str) -> str:
     wanted = meta.get("output")
     if wanted and wanted in sig.outputs:
         return str(wanted)
+    if wanted:  # a name that is none is a mistake, even where one output would do
+        have = ", ".join(sorted(sig.outputs))
+        raise ModelMismatch(f"{where}: model.json output {wanted!r} is not an output ({have})")
     if len(sig.outputs) == 1:
         return next(iter(sig.outputs))
-    if wanted:
-        raise ModelMismatch(f"{where}: model.json output {wanted!r} is not an output")
     if len(sig.outputs) != 1:
         raise ModelMismatch(
             f"{where}: the signature has outputs {', '.join(sorted(sig.outputs))}; "
