@@ -198,9 +198,10 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
             "from_miss_log": len(chosen.logged),
             "miss_log_added": chosen.added,
         }
+        beyond = "" if subset else f" ({chosen.added} beyond its filter)"
         print(
             f"{dataset.name}: the miss log holds {len(missed)} key(s); {len(chosen.logged)} "
-            f"are in the table and scored ({chosen.added} beyond its filter)",
+            f"of them are among the rows this run scores{beyond}",
             flush=True,
         )
     if subset and not expected:
