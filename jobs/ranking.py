@@ -51,7 +51,12 @@ from prescore.encoding.codec import PayloadShape
 from prescore.encoding.ranking_payloads import RankingPayloads
 from prescore.errors import ConfigError
 from prescore.models import feeds
-from prescore.models.signature import ENCODE_CONTEXT, Signatures, check_ranking
+from prescore.models.signature import (
+    ENCODE_CONTEXT,
+    Signatures,
+    check_candidates,
+    check_ranking,
+)
 from prescore.models.store import ModelRef
 from prescore.settings import StoreSettings
 from prescore.store.values import Placed
@@ -145,7 +150,7 @@ def plan(
     picked = items.select(dataset.items.key[0], *sorted(item_cols - {dataset.items.key[0]}))
     item_table = picked.toPandas()
     _check_items(item_table[dataset.items.key[0]], f"{where}: items")
-    _check_match(rule, sides, f"{where}: candidates")
+    check_candidates(dataset, sides)
     entity_cols = {c for c, side in bound.items() if side == "entity"} | {rule.entity_column}
     if factored:
         entity_cols |= set(sigs.by_name["encode_entity"].inputs)
@@ -177,20 +182,6 @@ def _check_items(ids: Any, where: str) -> None:
         named = ", ".join(repr(str(x)) for x in repeats[:3])
         raise ConfigError(
             f"{where}: {len(repeats)} key(s) repeat ({named}, ...); each item is one row"
-        )
-
-
-def _check_match(rule: Any, sides: Mapping[str, Mapping[str, Column]], where: str) -> None:
-    """ConfigError when a match rule's columns hold values that never equal (a string
-    against a number): every entity would get no candidates."""
-    if rule.rule != "match":
-        return
-    ours, theirs = sides["entity"][rule.entity_column], sides["item"][rule.item_column]
-    numbers = {"int", "float"}
-    if ours.kind != theirs.kind and not {ours.kind, theirs.kind} <= numbers:
-        raise ConfigError(
-            f"{where}: match compares entities.{rule.entity_column} ({ours.kind}) with "
-            f"items.{rule.item_column} ({theirs.kind}): values of these never match"
         )
 
 

@@ -88,6 +88,22 @@ def test_a_model_that_does_not_fit_its_dataset_lists_both_sides(
     assert "item: category (string), name (string), price (float), product_id (string)" in text
 
 
+def test_a_match_rule_the_tables_cannot_serve_is_refused_at_registration(
+    settings: Settings, shop: dict[str, Path], tmp_path: Path
+) -> None:
+    config = domains.shop_config(shop["tables"], tmp_path / "p.toml")
+    text = config.read_text()
+    for column, said in (
+        ("categoriez", "dataset shop: candidates: no column 'categoriez' in entities; it has "),
+        ("customer_id", "compares entities.customer_id (string) with items.price (float)"),
+    ):
+        rule = text.replace('"categories"', f'"{column}"')
+        config.write_text(
+            rule if column != "customer_id" else rule.replace('"category"', '"price"')
+        )
+        assert said in _refused(with_catalog(settings, config), shop["plain"])
+
+
 def test_a_column_of_the_wrong_type_is_refused(
     settings: Settings, shop: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from prescore.data.columns import Column, Columns
 from prescore.data.datasets import Dataset
-from prescore.errors import ModelMismatch
+from prescore.errors import ConfigError, ModelMismatch
 
 SERVING = "serving_default"
 FACTORED = ("encode_entity", "encode_item", "score_pairs")
@@ -261,10 +261,34 @@ def check(
         raise ModelMismatch(f"{where}: model.json kind is {kind!r}, the dataset is {dataset.kind}")
     if dataset.kind == "ranking":
         check_ranking(dataset, sigs, meta, sides)
+        check_candidates(dataset, sides)
     elif dataset.kind == "labels":
         check_labels(dataset, sigs, meta, sides.get("rows"))
     else:
         raise ModelMismatch(f"{where}: an external dataset has no model")
+
+
+def check_candidates(dataset: Dataset, sides: Mapping[str, Columns]) -> None:
+    """ConfigError for a ``match`` rule the tables cannot serve: a column neither side has,
+    or columns whose values never equal (a string against a number: no entity would get
+    a candidate)."""
+    rule = dataset.candidates
+    if rule.rule != "match":
+        return
+    where = f"dataset {dataset.name}: candidates"
+    found = []
+    for side, column in (("entity", rule.entity_column), ("item", rule.item_column)):
+        have = sides.get(side, {})
+        if column not in have:
+            table = "entities" if side == "entity" else "items"
+            raise ConfigError(f"{where}: no column {column!r} in {table}; it has {names(have)}")
+        found.append(have[column])
+    ours, theirs = found
+    if ours.kind != theirs.kind and not {ours.kind, theirs.kind} <= {"int", "float"}:
+        raise ConfigError(
+            f"{where}: match compares entities.{rule.entity_column} ({ours.kind}) with "
+            f"items.{rule.item_column} ({theirs.kind}): values of these never match"
+        )
 
 
 def names(columns: Iterable[str]) -> str:
