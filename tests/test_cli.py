@@ -165,14 +165,21 @@ def test_ctrl_c_is_one_line_and_exit_130() -> None:
         url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
         env = {**os.environ, "PRESCORE_REDIS_TIMEOUT_S": "30"}
         cli = [sys.executable, "-m", "prescore.cli", *CONFIG, "--redis-url", url]
-        proc = subprocess.Popen(
-            [*cli, "versions", "shop"], env=env, stderr=subprocess.PIPE, text=True
+        proc = subprocess.Popen(  # SIGINT as a terminal leaves it (a test runner's
+            [*cli, "versions", "shop"],  # worker may ignore it, which a child inherits)
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        conn, _ = server.accept()
-        with conn:
-            assert conn.recv(64)  # its first command sent: it waits for the answer
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
+        try:
+            conn, _ = server.accept()
+            with conn:
+                assert conn.recv(64)  # its first command sent: it waits for the answer
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
     assert proc.returncode == 130 and err.strip() == "prescore: interrupted", err
 
 
