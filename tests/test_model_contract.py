@@ -28,7 +28,7 @@ def shop_settings(settings: Settings, shop: dict[str, Path], tmp_path: Path) -> 
 
 
 def test_a_two_input_model_with_its_preprocessing_inside_is_registered(
-    shop_settings: Settings, shop: dict[str, Path]
+    shop_settings: Settings, shop: dict[str, Path], tmp_path: Path
 ) -> None:
     done = registered(shop_settings, "shop-model", shop["plain"], int8=True)
     assert (done.version, done.promoted, done.checked) == ("1", True, ("shop",))
@@ -46,7 +46,20 @@ def test_a_two_input_model_with_its_preprocessing_inside_is_registered(
     assert store.promoted("shop-model") == "1"
     factored = registered(shop_settings, "shop-model", shop["factored"], promote=False)
     assert factored.version == "2" and store.promoted("shop-model") == "1"
-    assert Signatures.from_json(store.meta("shop-model", "2")["signature"]).factored
+    sigs = Signatures.from_json(store.meta("shop-model", "2")["signature"])
+    assert sigs.factored
+    # model.json naming the scores: each encode_* signature keeps its one output's own name
+    scores = next(iter(sigs.serving.outputs))
+    assert any(scores not in sig.outputs for sig in sigs.by_name.values())
+    named = tmp_path / "named"
+    shutil.copytree(shop["factored"], named)
+    meta = {**json.loads((named / "model.json").read_text()), "output": scores}
+    (named / "model.json").write_text(json.dumps(meta))
+    assert registered(shop_settings, "shop-model", named, promote=False).version == "3"
+    from prescore.models.tf_model import TFModel
+
+    ref = store.resolve("shop-model", "3")
+    assert TFModel(ref.saved_model, ref.meta).signatures.factored  # every output resolved
 
 
 def test_a_labels_model_over_images_gets_its_int8_variant(
@@ -149,7 +162,8 @@ def test_a_model_json_that_contradicts_the_model_is_refused(
     assert f"{wrong}/model.json: not valid JSON" in _refused(s, wrong, "colour-tagger")
     labels = {"kind": "labels", "labels": ["red", "green", "blue"], "output": "scroes"}
     (wrong / "model.json").write_text(json.dumps(labels))  # one output, misnamed: refused
-    assert "model.json output 'scroes' is not an output (" in _refused(s, wrong, "colour-tagger")
+    said = "model.json output 'scroes' is not an output of serving_default ("
+    assert said in _refused(s, wrong, "colour-tagger")
     # a ranking model under the name a labels dataset declares: its own model.json says
     # ranking; without one, the image input is what is missing
     assert "kind is 'ranking'" in _refused(s, shop["plain"], "colour-tagger")

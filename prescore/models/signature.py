@@ -105,11 +105,10 @@ def output_name(sig: Signature, meta: Mapping[str, Any], where: str) -> str:
     wanted = meta.get("output")
     if wanted and wanted in sig.outputs:
         return str(wanted)
-    if wanted:  # a name that is none is a mistake, even where one output would do
-        have = ", ".join(sorted(sig.outputs))
-        raise ModelMismatch(f"{where}: model.json output {wanted!r} is not an output ({have})")
-    if len(sig.outputs) == 1:
+    if len(sig.outputs) == 1:  # (an encode_* signature's one output, whatever its name)
         return next(iter(sig.outputs))
+    if wanted:
+        raise ModelMismatch(f"{where}: model.json output {wanted!r} is not an output")
     if len(sig.outputs) != 1:
         raise ModelMismatch(
             f"{where}: the signature has outputs {', '.join(sorted(sig.outputs))}; "
@@ -256,6 +255,12 @@ def check(
     where = f"model {dataset.model!r} for dataset {dataset.name!r}"
     if SERVING not in sigs.by_name:
         raise ModelMismatch(f"{where}: the SavedModel has no serving_default signature")
+    wanted, have = meta.get("output"), sigs.serving.outputs
+    if wanted and wanted not in have:  # a misnamed one, even where one output would do
+        raise ModelMismatch(
+            f"{where}: model.json output {wanted!r} is not an output of serving_default "
+            f"({', '.join(sorted(have))})"
+        )
     kind = meta.get("kind")
     if kind and kind != dataset.kind:
         raise ModelMismatch(f"{where}: model.json kind is {kind!r}, the dataset is {dataset.kind}")
