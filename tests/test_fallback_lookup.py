@@ -139,6 +139,13 @@ def test_a_new_customer_with_features_is_scored_but_never_stored(
     assert (bad.status_code, bad.json()["error"]) == (400, "invalid_features")
 
 
+def _nested(depth: int) -> list:  # type: ignore[type-arg]
+    value: list = [1.0]  # type: ignore[type-arg]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("features", "named"),
     [
@@ -148,6 +155,7 @@ def test_a_new_customer_with_features_is_scored_but_never_stored(
         ({"segment": "budget", "categories": {"a": 1}}, "categories"),
         ({"segment": "budget", "categories": ["toys"], "age": float("nan")}, "age"),
         ({"segment": "budget", "categories": ["toys"], "age": [1.0, float("inf")]}, "age"),
+        ({"segment": "budget", "categories": _nested(600)}, "categories"),  # no 500
     ],
 )
 def test_features_the_model_cannot_take_are_the_callers_400(

@@ -47,10 +47,16 @@ def _instance(spec: Served, body: Any, max_k: int) -> tuple[dict[str, Any], para
 
 
 def _finite(value: Any) -> bool:
-    """No NaN or infinity in a feature's value (a number, or a list of values)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return all(map(_finite, value)) if isinstance(value, list) else True
+    """No NaN or infinity in a feature's value (a number, or lists of values: walked
+    without recursion, as deep as the JSON parser let them be)."""
+    pending = [value]
+    while pending:
+        v = pending.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if isinstance(v, list):
+            pending.extend(v)
+    return True
 
 
 def register(
