@@ -17,6 +17,7 @@ from prescore.errors import ConfigError
 def read(spark: Any, table: Table) -> Any:
     """The table as a DataFrame (any path Spark reads: file://, hdfs://, globs);
     ConfigError in one line when Spark cannot read it (no such path, not that format)."""
+    from py4j.protocol import Py4JJavaError
     from pyspark.sql.utils import AnalysisException
 
     reader = spark.read.format(table.format)
@@ -28,8 +29,9 @@ def read(spark: Any, table: Table) -> Any:
         reader = reader.option("header", "true").option("inferSchema", "true")
     try:
         return reader.load(table.path)
-    except AnalysisException as exc:
-        first = str(exc).strip().splitlines()[0][:300]
+    except (AnalysisException, Py4JJavaError) as exc:  # no such path; not that format
+        said = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
+        first = str(said).strip().splitlines()[0][:300]
         raise ConfigError(
             f"the table {table.path} cannot be read as {table.format}: {first}"
         ) from None

@@ -248,3 +248,20 @@ def test_a_pyarrow_table_with_dictionary_strings_nullable_ints_and_large_lists(
         assert (pd.isna(row["age"]) and want["age"] is None) or row["age"] == want["age"]
         got = None if row["weights"] is None else list(row["weights"])
         assert got == want["weights"], (key, got, want["weights"])
+
+
+def test_a_table_spark_cannot_read_is_one_line_naming_it(spark: Any, tmp_path: Path) -> None:
+    """No such path, or a file that is not the declared format: a ConfigError naming the
+    table (the job's one line, exit 2), not Spark's trace."""
+    text = tmp_path / "rows.csv"
+    text.write_text("a,b\n1,2\n")
+    for table, said in (
+        (Table(path=str(tmp_path / "nowhere"), key=("a",)), "[PATH_NOT_FOUND]"),
+        (Table(path=str(text), key=("a",)), "[FAILED_READ_FILE"),
+        (Table(path=str(text), key=("a",), format="orc"), "as orc"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            spark_tables.read(spark, table)
+        message = refused.value.message
+        assert message.startswith(f"the table {table.path} cannot be read as {table.format}: ")
+        assert said in message and "\n" not in message, message
