@@ -142,11 +142,18 @@ def test_a_redis_that_refuses_this_client_is_one_line_for_every_command(
     proc = RedisProcess(tmp_path / "redis", password="right-password-2").start()
     try:
         wrong, missing_db = proc.url.replace("right", "wrong"), proc.url[:-1] + "99"
-        for url, why in ((wrong, "refused this client's credentials"), (missing_db, "DB index")):
-            for command in (["versions", "shop"], ["gc", "shop"]):
-                assert main([*CONFIG, "--redis-url", url, *command]) == 2, (url, command)
+        commands = [["versions", "shop"], ["gc", "shop"], ["misses", "shop"], ["canary", "shop"]]
+        for command in [*commands, ["rollback", "shop", "--dry-run"]]:
+            for url, why in (
+                (wrong, "refused this client's credentials"),
+                (missing_db, "DB index"),
+            ):
+                # a command that checks the store first says it is configuration (2); one
+                # that reads at once has Redis' own answer (1): one line either way
+                code = main([*CONFIG, "--redis-url", url, *command])
                 err = capsys.readouterr().err.strip()
-                assert len(err.splitlines()) == 1 and why in err, err
+                assert code == (2 if url == wrong or command[0] in ("versions", "gc") else 1)
+                assert len(err.splitlines()) == 1 and why in err, (command, err)
                 assert "password-2" not in err
     finally:
         proc.stop()

@@ -42,6 +42,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from prescore.cli import canary as cli_canary
 from prescore.cli import models as cli_models
 from prescore.cli import run as cli_run
@@ -449,7 +451,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except StoreUnavailable as exc:  # where, and why (the client's own words)
         where = masked_url(settings.redis.url) if settings else "Redis"
+        if isinstance(exc.__cause__, redis.AuthenticationError):  # configuration, no outage
+            print(
+                f"prescore: {REFUSED}: {where} refused this client's credentials", file=sys.stderr
+            )
+            return 2
         print(f"prescore: {exc.code}: {exc.message} ({where}: {exc.__cause__})", file=sys.stderr)
+        return 1
+    except redis.ResponseError as exc:  # an error Redis answered: one line, not its trace
+        where = masked_url(settings.redis.url) if settings else "Redis"
+        print(f"prescore: redis_error: {where} answered: {exc}", file=sys.stderr)
         return 1
     except PrescoreError as exc:
         print(f"prescore: {exc.code}: {exc.message}", file=sys.stderr)
