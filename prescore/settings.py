@@ -226,4 +226,4 @@ def _var_defaults(env: Mapping[str, str]) -> Mapping[str, str]:
         "PRESCORE_MODEL_STORE": (Path(var).absolute() / "models").as_uri(),
         "PRESCORE_MODEL_CACHE": str(Path(var) / "model-cache"),
     }
-    return {**under, **env}
+    return {**under, **{k: v for k, v in env.items() if v or k not in under}}  # "": unset

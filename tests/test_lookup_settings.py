@@ -113,6 +113,12 @@ def test_the_model_store_and_its_cache_follow_prescore_var(tmp_path):
     assert moved.models.cache_dir == str(var / "model-cache")
     own = Settings.from_env({"PRESCORE_VAR": str(var), "PRESCORE_MODEL_STORE": "s3://b/m"})
     assert (own.models.root, own.models.cache_dir) == ("s3://b/m", str(var / "model-cache"))
+    empty = {"PRESCORE_VAR": str(var), "PRESCORE_MODEL_STORE": "", "PRESCORE_MODEL_CACHE": ""}
+    unset = Settings.from_env(empty)  # an empty variable is an unset one, as everywhere
+    assert (unset.models.root, unset.models.cache_dir) == (
+        moved.models.root,
+        str(var / "model-cache"),
+    )
 
 
 def test_without_a_dataset_file_nothing_is_declared():
