@@ -129,12 +129,14 @@ class FastPath:
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         parent = traceparent(environ.get("HTTP_TRACEPARENT"))
         TRACE.set((rid, parent))  # carried to the fallback on a miss
-        if method == "GET":
+        if method == "GET" or method == "HEAD":  # (Flask answers a HEAD, but for this)
             for prefix, spec, rule in self.routes:
                 if path.startswith(prefix):
                     key = _text(path[len(prefix) :])
                     if key is None:  # refused here: werkzeug would read it as another key
                         return self._reply(environ, start_response, _NOT_UTF8, rule, rid, started)
+                    if method == "HEAD":
+                        break
                     answer = self._answer(spec, key, environ, rid)
                     if answer is not None:
                         status, body, headers = validated(

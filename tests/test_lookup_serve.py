@@ -199,6 +199,8 @@ def test_a_key_that_is_not_utf8_is_refused_not_read_as_another(served, request, 
         assert (status, json.loads(text)["error"]) == (400, "invalid_id"), path
     status, _, text = _get(server + "/v1/picks/%C3%A9")  # é is a key like any
     assert (status, json.loads(text)["error"]) == (404, "not_found")
+    head = requests.head(server + "/v1/picks/%FF%FE", timeout=10)  # a HEAD alike
+    assert head.status_code == 400 and not head.content
     body = b'{"customer_ids": ["c1", "\\ud800"]}'  # a lone surrogate escaped in JSON
     status, _, text = _get(server + "/v1/picks:batchGet", body)
     assert (status, json.loads(text)["error"]) == (400, "invalid_id"), text
