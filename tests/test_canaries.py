@@ -217,6 +217,10 @@ def test_the_cli_stages_canaries_promotes_and_aborts(
     assert capsys.readouterr().out.strip() == f"similar: no canary beside {live.version}"
     assert main([*cli, "canary", "similar", staged]) == 2  # the share is asked for
     assert "--percent" in capsys.readouterr().err
+    for bad in ("0", "101", "nan", "five"):  # a usage error, before Redis is asked
+        with pytest.raises(SystemExit) as refused:
+            main([*cli, "canary", "similar", staged, "--percent", bad])
+        assert refused.value.code == 2 and "--percent" in capsys.readouterr().err
     assert main([*cli, "canary", "similar", staged, "--percent", "5", "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["canary"] == {"live": live.version, "version": staged, "percent": 5.0}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from prescore.cli.output import done, entry
 from prescore.encoding import keys
 from prescore.errors import InvalidInput
+from prescore.encoding import routing
 from prescore.settings import Settings
 from prescore.store import canaries
 
@@ -91,6 +92,19 @@ def _would(args: argparse.Namespace, did: str) -> str:
     return f"would be {did} (dry run, nothing changed)" if args.dry_run else did
 
 
+def _percent(text: str) -> float:
+    """``--percent``: a share in the canary's bounds (argparse names the flag, exit 2)."""
+    try:
+        percent = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    try:
+        routing.share_of(percent)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return percent
+
+
 def _usage(message: str) -> Exception:
     from prescore.errors import ConfigError
 
@@ -103,7 +117,7 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     dry = "check and say what it would do; change nothing"
     can = command("canary", _canary, "serve a staged version to a share of keys (or show it)")
     can.add_argument("version", nargs="?", help="a staged or published version")
-    can.add_argument("--percent", type=float, help="the share of keys it serves, 0.01 to 100")
+    can.add_argument("--percent", type=_percent, help="the share of keys it serves, 0.01 to 100")
     can.add_argument("--dry-run", action="store_true", help=dry)
     ab = command("abort", _abort, "end the canary: every key gets the live version again")
     ab.add_argument("--dry-run", action="store_true", help=dry)
