@@ -136,7 +136,7 @@ def test_a_parquet_folder_in_object_storage_is_published(
         report = ps.publish("sims", f"{bucket}/scores", say=lambda line: None)
         assert report.published and report.rows == 3
         assert ps.get("sims", "c")["sims"] == [{"sku": "z", "score": 0.5}]
-        assert ps.versions("sims")[0].note == f"published from {bucket}/scores"
+        assert ps.versions("sims")[0].note == f"written from {bucket}/scores"
 
 
 def test_a_table_in_object_storage_is_mirrored_file_by_file(bucket: str) -> None:

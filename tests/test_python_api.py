@@ -84,7 +84,7 @@ def test_a_notebook_publishes_reads_and_rolls_back(ps: Any) -> None:
 
     listed = ps.versions("news")
     assert [v.version for v in listed] == [second.version, first.version]
-    assert listed[0].note == "published from an Arrow table of 3 rows"
+    assert listed[0].note == "written from an Arrow table of 3 rows"
 
     assert ps.rollback("news", dry_run=True).version == first.version
     assert ps.live_version("news") == second.version  # a dry run changed nothing
@@ -135,5 +135,5 @@ def test_a_spark_dataframe_is_published(ps: Any, spark: Any) -> None:
     frame = spark.createDataFrame(_scores(0.7))
     report = ps.publish("news", frame, say=lambda line: None)
     assert report.published and report.rows == 3
-    assert ps.versions("news")[0].note == "published from a Spark DataFrame of 3 rows"
+    assert ps.versions("news")[0].note == "written from a Spark DataFrame of 3 rows"
     assert ps.get("news", 1)["articles"] == [{"article_id": "a0", "score": 0.7}]

@@ -66,6 +66,9 @@ def test_rollback_and_retirement(rclient: redis.Redis) -> None:
     statuses = {i.version: i.status for i in v.all()}
     assert statuses[fourth] == "published" and statuses[third] == "published"
     assert statuses[first] == "retired" and statuses[second] == "retired"
+    retired = v.get(second).note  # says it was retired, then what came before
+    assert retired.startswith("retired at ") and retired.endswith(f"; {left.note}")
+    assert v.get(first).note.startswith("retired at ") and ";" not in v.get(first).note
     assert v.count_keys(first) == 0 and v.count_keys(second) == 0
     assert v.count_keys(third) == 3
 

@@ -427,7 +427,7 @@ def publish_rows(
             dataset,
             (model, model_version),
             write,
-            note=f"published {origin}",
+            note=f"written {origin}",  # true of it in every status
             expected_keys=total,
             force=force,
             incremental=incremental,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import redis
 
 from prescore.encoding import keys
-from prescore.encoding.registry_entry import VersionInfo
+from prescore.encoding.registry_entry import VersionInfo, utcnow_iso
 from prescore.store import canaries, deltas, values
 from prescore.store.canaries import Canary
 from prescore.store.dataset_versions import DatasetVersions
@@ -190,7 +190,8 @@ def _retire(v: DatasetVersions, version: str) -> bool:
             raise _Kept()
         if canary is not None and canary.version == version:
             raise _Kept()
-        retired = now.replace(status="retired")
+        earlier = f"; {now.note}" if now.note else ""  # e.g. the rollback that left it
+        retired = now.replace(status="retired", note=f"retired at {utcnow_iso()}{earlier}")
         return Change(live, {version: (raw, retired.to_bytes())}, canary=(was, was))
 
     try:
