@@ -9,9 +9,8 @@ import os
 from collections.abc import Callable
 
 from prescore.cli.output import done, entry
-from prescore.encoding import keys
+from prescore.encoding import keys, routing
 from prescore.errors import InvalidInput
-from prescore.encoding import routing
 from prescore.settings import Settings
 from prescore.store import canaries
 
