@@ -79,7 +79,7 @@ def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[
     found = {r[ctx.key]: r.asDict() for r in frame.collect()}  # a small table
     missing = [v for v in ctx.score if v not in found]
     if missing:
-        raise ValueError(f"dataset {dataset.name}: contexts not in the table: {missing}")
+        raise ConfigError(f"dataset {dataset.name}: contexts not in the table: {missing}")
     return dict(columns(frame)), [found[v] for v in ctx.score]
 
 

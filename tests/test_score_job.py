@@ -111,7 +111,7 @@ def test_a_context_to_score_that_its_table_lacks_is_refused_before_anything_is_w
     )
     s = with_catalog(settings, config)
     registered(s, "shop-model", domains.train_shop(shop["tables"], tmp_path / "m", channel=True))
-    with pytest.raises(ValueError, match=r"contexts not in the table: \['on-tv'\]"):
+    with pytest.raises(ConfigError, match=r"contexts not in the table: \['on-tv'\]"):
         _run(spark, s)
     assert Versions(rclient, "shop", StoreSettings()).all() == []
 
