@@ -224,13 +224,13 @@ def check_file_names(spark: Any) -> None:
 def read_images(spark: Any, dataset: Dataset, partitions: int) -> Listing:
     """The listed files, and the rows a worker decodes, in few partitions: (path) of
     local files, which the worker opens, else (path, content) read by Spark."""
+    pattern = extension_pattern(dataset)
     root = image_folder(dataset.images)
     check_file_names(spark)
     given = spark.sparkContext.getConf()
     for key, value in FILE_PACKING.items():
         if not given.contains(key):  # a --conf of spark-submit wins
             spark.conf.set(key, value)
-    pattern = extension_pattern(dataset)
     files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
     wanted = ("path",) if is_local(root) else ("path", "content")
     images = files.where(files.length <= dataset.max_image_bytes).select(*wanted)

@@ -32,6 +32,7 @@ from jobs.bulk import (
     worker_redis,
     write_rows,
 )
+from jobs.candidates import CANDIDATES, match_groups, rule_values
 from jobs.spark_tables import (
     KEY_TEXT,
     WHOLE,
@@ -63,7 +64,6 @@ from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
 ITEM_KEY = "__item_key"
-CANDIDATES = "__candidates"
 
 
 def context_rows(spark: Any, dataset: Dataset) -> tuple[dict[str, Column], list[dict[str, Any]]]:
@@ -100,12 +100,14 @@ class RankingRun(Run):
 @dataclass(frozen=True)
 class Plan:
     """What the driver read and checked for a run: the model inputs' sides, the contexts'
-    rows, the entities to score (a DataFrame, where they lie) and the items (column ->
-    values, broadcast to the workers), and the rows chosen (jobs.spark_tables)."""
+    rows and the contexts scored (None: the plain key; :func:`context_names`), the
+    entities to score (a DataFrame, where they lie) and the items (column -> values,
+    broadcast to the workers), and the rows chosen (jobs.spark_tables)."""
 
     bound: Mapping[str, str]
     factored: bool
     contexts: tuple[Mapping[str, Any], ...]
+    scored: tuple[str | None, ...]
     entities: Any
     items: Mapping[str, list[Any]]
     selection: Selection
@@ -129,20 +131,26 @@ def plan(
     the entities an incremental run scores instead (jobs.spark_tables.Subset)."""
     assert dataset.entities is not None and dataset.items is not None
     sigs = Signatures.from_json(ref.meta["signature"])
-    entities, items = read(spark, dataset.entities), read(spark, dataset.items)
+    rule, where = dataset.candidates, f"dataset {dataset.name}"
+    # every table read first (one that Spark cannot read is refused in one line), then
+    # the model and the candidate rule checked against their columns, then the rest
     ctx_columns, ctx_rows = context_rows(spark, dataset)
+    entities, items = read(spark, dataset.entities), read(spark, dataset.items)
+    listing = read(spark, rule.table) if rule.table is not None else None
     sides = {"entity": columns(entities), "item": columns(items)}
     if dataset.contexts is not None:
         sides["context"] = ctx_columns
     bound = check_ranking(dataset, sigs, ref.meta, sides)
-    factored = sigs.factored and not per_pair
-    rule = dataset.candidates
-    where = f"dataset {dataset.name}"
+    check_candidates(dataset, sides)
     require(entities, [*dataset.entities.key, rule.entity_column], f"{where}: entities")
     require(items, [*dataset.items.key, rule.item_column, *dataset.item_payload], f"{where}: items")
     chosen = rows_to_score(
         entities, dataset.entities, dataset.key_form, f"{where}: entities", missed, subset
     )
+    if listing is not None:
+        assert rule.table is not None
+        require(listing, [*rule.table.key, rule.items_column], f"{where}: candidates")
+    factored = sigs.factored and not per_pair
     item_cols = {c for c, side in bound.items() if side == "item"} | set(dataset.item_payload)
     if factored:
         item_cols |= set(sigs.by_name["encode_item"].inputs)
@@ -150,22 +158,20 @@ def plan(
     picked = items.select(dataset.items.key[0], *sorted(item_cols - {dataset.items.key[0]}))
     item_table = picked.toPandas()
     _check_items(item_table[dataset.items.key[0]], f"{where}: items")
-    check_candidates(dataset, sides)
     entity_cols = {c for c, side in bound.items() if side == "entity"} | {rule.entity_column}
     if factored:
         entity_cols |= set(sigs.by_name["encode_entity"].inputs)
     entity_cols = (entity_cols - {""}) - set(dataset.entities.key)
     frame = chosen.frame.select(KEY_TEXT, *dataset.entities.key, *sorted(entity_cols))
-    if rule.rule == "table":
+    if listing is not None:
         assert rule.table is not None
-        table = read(spark, rule.table)
-        require(table, [*rule.table.key, rule.items_column], f"{where}: candidates")
-        table = table.select(*rule.table.key, table[rule.items_column].alias(CANDIDATES))
-        frame = frame.join(table, list(dataset.entities.key), "left")
+        listed = listing.select(*rule.table.key, listing[rule.items_column].alias(CANDIDATES))
+        frame = frame.join(listed, list(dataset.entities.key), "left")
     return Plan(
         bound=bound,
         factored=factored,
         contexts=tuple(ctx_rows),
+        scored=tuple(context_names(dataset, ctx_rows)),
         entities=frame,
         items={c: item_table[c].tolist() for c in item_table.columns},
         selection=chosen,
@@ -197,24 +203,6 @@ class RunTables:
     contexts: list[tuple[str | None, dict[str, np.ndarray], np.ndarray | None]]
     encoders: dict[str | None, RankingPayloads]
     cached: dict[tuple[Any, ...], np.ndarray]
-
-
-def rule_values(value: Any) -> list[Any]:
-    """A column value as a list of values (a list column, or one value)."""
-    if value is None:
-        return []
-    if isinstance(value, list | tuple | np.ndarray):
-        return list(value)
-    return [value]
-
-
-def match_groups(item_values: Sequence[Any]) -> dict[Any, list[int]]:
-    """A match rule's index: each value of the items' column -> the items holding it."""
-    groups: dict[Any, list[int]] = {}
-    for i, value in enumerate(item_values):
-        for v in rule_values(value):
-            groups.setdefault(v, []).append(i)
-    return groups
 
 
 def build_run(run: RankingRun, items: Mapping[str, list[Any]], model: Any) -> RunTables:

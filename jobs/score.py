@@ -30,7 +30,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from jobs import labels, ranking, score_plan
+from jobs import candidates, labels, ranking, score_plan
 from jobs.bulk import (
     Run,
     Summary,
@@ -165,7 +165,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         chosen: Selection | None = planned.selection
         n_items = planned.n_items
         how = "factored signatures" if planned.factored else "serving_default on each pair"
-        contexts = [c or "(plain)" for c in ranking.context_names(dataset, planned.contexts)]
+        contexts = [c or "(plain)" for c in planned.scored]
         print(
             f"{dataset.name}: scoring entities against {n_items} items with "
             f"{named} ({how}), top {dataset.k}, contexts {contexts}",
@@ -173,7 +173,7 @@ def run_job(spark: Any, args: argparse.Namespace, settings: Settings) -> Summary
         )
         entities = _chosen_rows(planned.entities, f"dataset {dataset.name}: entities", subset)
         if args.dry_run:
-            n, pairs = score_plan.ranking_pairs(planned.entities, dataset, planned.items)
+            n, pairs = candidates.ranking_pairs(planned.entities, dataset, planned.items)
             c = len(contexts)
             plan = Plan(dataset.name, named, n * c, pairs * c, "pairs", n_items, c)
             return _dry_run(versions, plan)
@@ -268,7 +268,7 @@ def score(
 def _dry_run(versions: Versions, plan: Plan) -> Summary:
     """Say what a run would do (jobs.score_plan), with the last run's rate; the summary
     carries the plan and names no version."""
-    past = versions.all()
+    past = versions.entries()  # the published ones' rates
     plan = dataclasses.replace(plan, rate=score_plan.last_rate(past, plan.unit))
     for line in plan.lines():
         print(line, flush=True)

@@ -4,21 +4,15 @@ x candidate pairs per context, a labels dataset's rows or images), and the time 
 published run's rate puts on them. Everything a run reads and checks is read and checked;
 nothing is written.
 
-Pairs are counted without scoring: ``all`` is entities x items; ``match`` groups the
-entities by their value (set) in the rule's column, so the candidates of each distinct
-set are counted once on the driver; ``table`` counts the distinct listed items that
-exist (a run drops the others).
+A ranking dataset's pairs are counted without scoring (jobs.candidates.ranking_pairs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jobs.ranking import CANDIDATES, match_groups, rule_values
-from jobs.spark_tables import KEY_TEXT
-from prescore.data.datasets import Dataset
 from prescore.encoding.registry_entry import VersionInfo
 from prescore.progress import duration
 
@@ -67,31 +61,3 @@ def last_rate(infos: Sequence[VersionInfo], unit: str) -> float:
         if info.status == "published" and extra.get("unit") == unit and extra.get("seconds"):
             return float(extra.get("scored", 0)) / float(extra["seconds"])
     return 0.0
-
-
-def ranking_pairs(
-    entities: Any, dataset: Dataset, items: Mapping[str, list[Any]]
-) -> tuple[int, int]:
-    """(entities, pairs) of one context: ``entities`` is the frame jobs.ranking.plan
-    selected (its key text, the rule's column), ``items`` the items' columns it read."""
-    from pyspark.sql import functions as F
-
-    rule = dataset.candidates
-    n_items = len(next(iter(items.values()), []))
-    if rule.rule == "all":
-        n = entities.count()
-        return n, n * n_items
-    if rule.rule == "table":  # the listed items that exist, each once (as a run scores)
-        item_key = dataset.items.key[0] if dataset.items else ""
-        known = entities.sparkSession.createDataFrame([(i,) for i in items[item_key]], ["_i"])
-        listed = entities.select(KEY_TEXT, F.explode(CANDIDATES).alias("_i")).distinct()
-        return entities.count(), listed.join(F.broadcast(known), "_i").count()
-    index = match_groups(items[rule.item_column])
-    n = pairs = 0
-    for row in entities.groupBy(rule.entity_column).count().collect():
-        found: set[int] = set()
-        for v in rule_values(row[0]):
-            found.update(index.get(v, ()))
-        n += row["count"]
-        pairs += row["count"] * len(found)
-    return n, pairs

@@ -339,8 +339,7 @@ def test_a_dry_run_counts_the_pairs_each_candidate_rule_makes(spark) -> None:  #
     item under all, a candidate table's listed items that exist, each once."""
     from types import SimpleNamespace as NS
 
-    from jobs.ranking import CANDIDATES
-    from jobs.score_plan import ranking_pairs
+    from jobs.candidates import CANDIDATES, ranking_pairs
     from jobs.spark_tables import KEY_TEXT
 
     items = {"item_id": ["a", "b", "c"], "kind": ["x", "y", "x"]}

@@ -106,11 +106,16 @@ class Versions:
             raise NotFound(f"{self.dataset} has no version {version!r}", code="unknown_version")
         return as_bytes(raw)
 
+    def entries(self) -> list[VersionInfo]:
+        """Every registered version as recorded, newest first (:meth:`all` tells how far
+        a writing one has got, and whether its writer is alive)."""
+        raw = self.client.hgetall(self._registry)
+        return sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
+
     def all(self) -> list[VersionInfo]:
         """Every registered version, newest first; a writing one with the keys it has
         written so far, and as ``dead`` once its writer's lease has lapsed."""
-        raw = self.client.hgetall(self._registry)
-        infos = sort_versions([VersionInfo.from_bytes(v) for v in raw.values()])
+        infos = self.entries()
         writing = [i.version for i in infos if i.status == "writing"]
         alive = dict(zip(writing, self.registry.alive(writing), strict=True))
         return [self._live_view(i, alive[i.version]) if i.status == "writing" else i for i in infos]
