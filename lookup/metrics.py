@@ -14,7 +14,7 @@ Prometheus without a Pushgateway.
 | prescore_lookup_keys_total | dataset, result | keys asked for: hit, written_back, miss |
 | prescore_lookup_live_answers_total | dataset | misses answered by live inference |
 | prescore_lookup_fallback_errors_total | dataset, cause | timeout, unavailable, circuit_open, |
-|  |  | refused |
+|  |  | refused, invalid_answer (a prediction not served) |
 | prescore_lookup_fallback_seconds | dataset | a live call as the lookup sees it |
 | prescore_lookup_breaker_open | dataset | 1 open, 0.5 half open, 0 closed (worst worker) |
 | prescore_lookup_store_errors_total | action | Redis unreachable or slow |

@@ -9,6 +9,7 @@ a 503 within one timeout, and a declared dataset is never a 404."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -27,7 +28,7 @@ import requests
 
 from fallback.settings import FallbackSettings
 from prescore.errors import ConfigError
-from prescore.settings import Settings
+from prescore.settings import Settings, StoreSettings
 from prescore.store.embedded_redis import RedisProcess
 from tests.fallback_procs import Server, free_port
 from tests.helpers import ROOT, SERVED_CONFIG, read_until_closed, unanswered
@@ -60,7 +61,10 @@ def customers(rclient: redis.Redis, settings: Settings, tmp_path: Path) -> str:
     return publish_customers(rclient, served_settings(settings, tmp_path / "var"), 5)
 
 
-@pytest.fixture(params=["refuse", "list", "down"])
+ODD = ["refuse", "list", "deep", "short", "nan", "foreign", "shapeless", "huge"]
+
+
+@pytest.fixture(params=[*ODD, "down"])
 def fallback(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(mode, url) of a fallback that fails every call in its own way."""
     if request.param == "down":
@@ -73,12 +77,12 @@ def fallback(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     srv.stop()
 
 
-# what a key with no answer gets, by how the fallback failed
-EXPECTED = {
-    "refuse": (503, "fallback_unavailable"),  # the caller sent only a key
-    "list": (503, "fallback_unavailable"),
-    "down": (503, "fallback_unavailable"),
-}
+# what a key with no answer gets, by how the fallback failed: the caller sent only a key,
+# so a refusal is no fault of theirs, and a body it should not answer is not served
+EXPECTED = {mode: (503, "fallback_unavailable") for mode in [*ODD, "down"]}
+# the cause each is counted under (a refusal is the input's, not an outage: not counted)
+CAUSE = {mode: "unavailable" for mode in ["list", "deep", "short", "huge", "down"]}
+CAUSE |= {mode: "invalid_answer" for mode in ["nan", "foreign", "shapeless"]}
 
 
 @pytest.mark.parametrize("single_flight", ["1", "0"])
@@ -109,6 +113,14 @@ def test_when_live_inference_fails_stale_answers_are_served_and_a_batch_stays_wh
         assert [r.get("customer_id") for r in results] == ["c1", "nobody", "c2"]
         assert results[0]["stale"] is True and results[2]["stale"] is True
         assert results[1]["error"] == code
+        if mode in CAUSE:
+            metrics = requests.get(f"{lookup.url}/metrics", timeout=5).text
+            wanted = ('dataset="shop"', f'cause="{CAUSE[mode]}"')
+            assert any(
+                line.startswith("prescore_lookup_fallback_errors_total{")
+                and all(label in line for label in wanted)
+                for line in metrics.splitlines()
+            ), metrics
     finally:
         lookup.stop()
     assert "Traceback" not in lookup.log.read_text()
@@ -375,3 +387,35 @@ def test_a_fallback_without_a_token_refuses_to_serve_beyond_loopback(tmp_path: P
     checked("0.0.0.0:8081", FALLBACK_BEHIND_NETWORK_POLICY="1")
     with pytest.raises(ConfigError, match=r"FALLBACK_BIND fallback\.internal:8081"):
         checked("fallback.internal:8081")  # a name may resolve anywhere
+
+
+def test_a_write_back_landing_after_its_version_was_retired_leaves_no_key(
+    rclient: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """A live answer computed for version A is written back after A was retired and its
+    keys removed (a fallback slower than a publish and its housekeeping): the answer is
+    still served, but nothing of A stays in Redis, where no gc would find it again. A
+    write-back that lands while its version serves goes with the version, its bound's
+    counter included."""
+    from lookup.live.client import FallbackClient
+    from lookup.settings import LookupSettings
+    from lookup.store import Resolved
+
+    served = dataclasses.replace(
+        served_settings(settings, tmp_path / "var"), store=StoreSettings(keep_versions=1)
+    )
+    srv = Server("tests.odd_fallback", {"ODD_FALLBACK_MODE": "echo"}, tmp_path / "fb.log").start()
+    try:
+        live = FallbackClient(LookupSettings(core=served, fallback_url=srv.url), rclient)
+        first = publish_customers(rclient, served, 3)
+        answered = live.answer("shop", [{"key": "early"}], Resolved("shop", first, "shop", "m1"))
+        assert isinstance(answered[0], bytes)  # written back while the version serves
+        assert any(first in k.decode() for k in rclient.scan_iter("*"))
+        second = publish_customers(rclient, served, 3)  # retires the first, keys and all
+        late = live.answer("shop", [{"key": "late"}], Resolved("shop", first, "shop", "m1"))
+        assert isinstance(late[0], bytes) and b'"customer_id":"late"' in late[0]  # served
+        left = sorted(k.decode() for k in rclient.scan_iter("*") if first in k.decode())
+        assert left == [], left  # its write-backs, their record and their bound's counter
+        assert any(second in k.decode() for k in rclient.scan_iter("*"))
+    finally:
+        srv.stop()

@@ -158,3 +158,46 @@ def test_the_leaders_error_reaches_every_waiter_within_the_deadline(
         for s in lookups:
             s.stop()
         fb.stop()
+
+
+def test_a_leader_whose_handler_breaks_hands_its_waiters_an_outage_and_frees_the_key(
+    rclient: redis.Redis,
+) -> None:
+    """A fault inside the leader's live call (not one of the failures a handler returns)
+    reaches the waiters as 503 ``fallback_unavailable``, not as no answer (a 404 that says
+    the key does not exist); and the flight is settled, so the next miss asks at once
+    instead of waiting out the lease."""
+    from lookup.live.misses import Miss
+    from lookup.live.singleflight import SingleFlight
+    from lookup.store import Resolved
+    from prescore.encoding import keys
+    from prescore.errors import FallbackUnavailable
+
+    asked, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def broken(misses: Any, version: Resolved) -> list[Any]:
+        calls.append(len(misses))
+        asked.set()
+        release.wait(10)
+        raise RuntimeError("a fault of the handler's own")
+
+    flight = SingleFlight(broken, rclient, deadline_s=5.0, negative_ttl_s=60.0)
+    version, miss = Resolved("shop", "v1", model_version="1"), Miss("shop", "c404")
+    got: list[Any] = []
+    leader = threading.Thread(target=lambda: got.append(("leader", flight([miss], version))))
+    leader.start()
+    assert asked.wait(10)
+    waiter = threading.Thread(target=lambda: got.append(("waiter", flight([miss], version))))
+    waiter.start()
+    time.sleep(0.2)  # the waiter waits on the leader's flight
+    release.set()
+    leader.join(10)
+    waiter.join(10)
+    assert sorted(who for who, _ in got) == ["leader", "waiter"]
+    for _, answers in got:
+        assert len(answers) == 1 and isinstance(answers[0], FallbackUnavailable), got
+    assert calls == [1]  # the waiter asked no second time
+    lease = keys.flight_key("shop", "v1", keys.entity_key("c404", None))
+    assert rclient.exists(lease) == 0  # the next miss leads at once
+    assert rclient.exists(keys.negative_key("shop", "v1", keys.entity_key("c404", None))) == 0

@@ -34,9 +34,12 @@ def _status(path: Path, suffix: str = "") -> dict[str, Any]:
     }
 
 
-def send_json(handler: BaseHTTPRequestHandler, status: int, doc: Any) -> None:
-    """Answer ``doc`` as JSON with ``status`` (the test servers' one way to reply)."""
-    body = json.dumps(doc).encode()
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, doc: Any, raw: bytes | None = None
+) -> None:
+    """Answer ``doc`` as JSON with ``status`` (the test servers' one way to reply);
+    ``raw``: these bytes instead, as JSON no encoder would write."""
+    body = raw if raw is not None else json.dumps(doc).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(body)))

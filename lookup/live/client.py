@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 import redis
 
 from lookup.datasets import ServedDatasets
+from lookup.live.answers import MAX_LIVE_PAYLOAD_BYTES, Unusable, live_payload
 from lookup.live.breaker import CircuitOpen, WindowBreaker
 from lookup.live.misses import FAILURES, Answer, Failure, Miss
 from lookup.metrics import Metrics
@@ -49,13 +50,15 @@ from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore.encoding import keys
 from prescore.encoding.codec import dumps
-from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
+from prescore.encoding.registry_entry import VersionInfo
+from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
 from prescore.logs import trace_headers
 from prescore.store import values
 from prescore.store.redis_client import OUTAGES, Client, connect
 
 log = logging.getLogger(__name__)
 _WRITE_BACK_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *OUTAGES)
+GONE = ("retired", "failed")  # a version's final states: its keys are removed
 
 
 class _Refused(Exception):
@@ -112,7 +115,8 @@ class FallbackClient:
             conn.sock.settimeout(timeout)
         return conn
 
-    def _post_once(self, path: str, body: bytes, deadline: float) -> dict[str, Any]:
+    def _post_once(self, path: str, body: bytes, deadline: float, limit: int) -> dict[str, Any]:
+        """The fallback's JSON object, read to at most ``limit`` bytes."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("deadline passed")
@@ -120,7 +124,7 @@ class FallbackClient:
         try:
             conn.request("POST", self.base + path, body, self.headers | trace_headers())
             reply = conn.getresponse()
-            data = reply.read()
+            data = reply.read(limit + 1)
         except BaseException:
             conn.close()
             self._local.conn = None
@@ -131,16 +135,28 @@ class FallbackClient:
         # takes, ...) is a deployment mismatch, never the caller's fault: _Refused below
         if reply.status != 200:
             raise _Refused(f"fallback answered {reply.status}: {data[:200]!r}")
-        doc = json.loads(data)
+        if len(data) > limit:
+            raise ValueError(f"fallback answered over {limit} bytes")
+        try:
+            doc = json.loads(data)
+        except RecursionError:  # nested past what the parser's stack takes
+            raise ValueError("fallback answered JSON nested too deep") from None
         if not isinstance(doc, dict):
             raise ValueError(f"fallback answered a JSON {type(doc).__name__}, not an object")
         return doc
 
-    def _post(self, path: str, body: bytes, deadline: float) -> dict[str, Any]:
+    def _post(self, path: str, body: bytes, deadline: float, n: int) -> list[Any]:
+        """The ``n`` predictions of one call; ValueError for a body that holds no such
+        list (counted as a failed call: the breaker opens on a fallback answering so)."""
+        limit = n * MAX_LIVE_PAYLOAD_BYTES + 4096
         try:
-            return self._post_once(path, body, deadline)
+            doc = self._post_once(path, body, deadline, limit)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            return self._post_once(path, body, deadline)  # a kept-alive connection went stale
+            doc = self._post_once(path, body, deadline, limit)  # a kept-alive one went stale
+        preds = doc.get("predictions")
+        if not isinstance(preds, list) or len(preds) != n:
+            raise ValueError(f"fallback answered no list of {n} predictions")
+        return preds
 
     def predict(
         self, dataset: str, instances: list[dict[str, Any]], model_version: str = ""
@@ -174,7 +190,7 @@ class FallbackClient:
         breaker = self.breakers[dataset]
         started = time.perf_counter()
         try:
-            answer = breaker.call(self._post, path, dumps(doc), deadline)
+            preds: list[Any] = breaker.call(self._post, path, dumps(doc), deadline, len(instances))
         except InvalidInput:
             raise
         except CircuitOpen as exc:
@@ -192,9 +208,6 @@ class FallbackClient:
             log.warning("live inference for %s failed: %s: %s", dataset, type(exc).__name__, exc)
             raise FallbackUnavailable("live inference unavailable") from exc
         self._count(dataset, "", breaker, started)
-        preds = answer.get("predictions")
-        if not isinstance(preds, list) or len(preds) != len(instances):
-            raise FallbackUnavailable("live inference answered an unexpected body")
         return preds
 
     def _count(
@@ -237,23 +250,18 @@ class FallbackClient:
         """Payload bytes per instance (None where the fallback has none, the error where
         its call failed), written back unless ``write_back`` is False (an answer made from
         inputs the caller sent)."""
-        spec = self.datasets.get(dataset)
-        found: list[Answer] = []
-        preds = self.predict(dataset, instances, version.model_version)
-        for inst, pred in zip(instances, preds, strict=True):
-            if isinstance(pred, FAILURES):  # its call failed
-                found.append(pred)
-                continue
-            if isinstance(pred, dict) and pred.get("error") in UNUSABLE_INPUT:
-                found.append(_unscorable(dataset, pred))  # the key is there; its input is not
-                continue
-            ok = (
-                isinstance(pred, dict)
-                and spec.shape.list_field in pred
-                and "error" not in pred
-                and pred.get(spec.shape.key_field) == inst["key"]
-            )
-            found.append(dumps(pred) if ok else None)
+        shape, asked = self.datasets.get(dataset).shape, version.model_version
+        preds = self.predict(dataset, instances, asked)
+        found = [
+            pred if isinstance(pred, FAILURES) else live_payload(dataset, pred, inst, shape, asked)
+            for inst, pred in zip(instances, preds, strict=True)
+        ]
+        if unusable := [f for f in found if isinstance(f, Unusable)]:
+            log.warning("%s (and %d more)", unusable[0].message, len(unusable) - 1)
+            if self.metrics is not None:
+                self.metrics.count(
+                    self.metrics.fallback_errors, dataset, "invalid_answer", by=len(unusable)
+                )
         if self.metrics is not None:
             answered = sum(1 for f in found if isinstance(f, bytes))
             if answered:
@@ -285,11 +293,18 @@ class FallbackClient:
                     dataset,
                     len(rows) - allowed,
                 )
+            names = [n for n, _ in rows[:allowed]]
             pipe = self.redis.pipeline(transaction=False)
             for name, payload in rows[:allowed]:
                 pipe.set(name, payload, ex=self.ttl_s)
-            values.record_write_backs(pipe, where, [n for n, _ in rows[:allowed]], self.ttl_s)
+            values.record_write_backs(pipe, where, names, self.ttl_s)
             pipe.execute()
+            # Asked after the writes landed: a version retired (or failed) by then may have
+            # had its keys removed before they did; gc would never find these again.
+            if names and not self._served(dataset, version.version):
+                pipe = self.redis.pipeline(transaction=False)
+                values.retract_write_backs(pipe, where, names, self.ttl_s)
+                pipe.execute()
         except _WRITE_BACK_ERRORS as exc:  # the answer is still served; the next miss asks
             # again
             log.warning(
@@ -298,6 +313,12 @@ class FallbackClient:
                 dataset,
                 type(exc).__name__,
             )
+
+    def _served(self, dataset: str, version: str) -> bool:
+        """Whether ``version`` may still be read: neither retired nor failed (its record
+        comes first, then its keys go: prescore.store.version_gc)."""
+        raw = self.redis.hget(keys.registry_key(dataset), version)
+        return raw is not None and VersionInfo.from_bytes(raw).status not in GONE
 
     def _budget(self, dataset: str, version: str, wanted: int) -> int:
         """How many of ``wanted`` write-backs the bound still allows for this version.
@@ -322,19 +343,6 @@ def _client_error(status: int, data: bytes) -> InvalidInput:
     except (ValueError, KeyError, TypeError):
         code, message = "invalid_input", f"live inference refused the input ({status})"
     return InvalidInput(message, code=code)
-
-
-# The fallback's per-key errors that say the dataset's own input for the key cannot be
-# used (the image is no image, is empty or is too large): the data needs fixing. Any
-# other per-key error (a store it could not read) is no answer this time.
-UNUSABLE_INPUT = frozenset({"bad_image", "empty_image", "image_too_large"})
-
-
-def _unscorable(dataset: str, pred: dict[str, Any]) -> Unscorable:
-    """A key whose input live inference found but cannot use (a corrupt image): its
-    reason, not a 404 that says the key does not exist."""
-    why = f"{pred.get('error')}: {pred.get('message', '')}"[:200]
-    return Unscorable(f"live inference cannot use the input {dataset} holds for this key ({why})")
 
 
 def _unavailable(refused: InvalidInput) -> FallbackUnavailable:

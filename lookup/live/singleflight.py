@@ -20,6 +20,7 @@ cluster.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -35,6 +36,7 @@ from prescore.encoding import keys
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput, Unscorable
 from prescore.store.redis_client import OUTAGES, Client, mget
 
+log = logging.getLogger(__name__)
 UNSCORABLE = Unscorable.code
 POLL_S = 0.005
 # a leader's live call starts a moment after its lease (and answers within its own
@@ -153,6 +155,10 @@ class SingleFlight:
             answers = self.inner([misses[i] for i in lead], version)
         except FAILURES as exc:  # a handler that raises all the same: every waiter gets it
             answers = [exc] * len(lead)
+        except Exception:  # a fault of its own: logged; the waiters here and elsewhere
+            # get it as an outage, and the next miss asks again, not after the lease
+            log.exception("live inference of %d %s key(s) failed", len(lead), misses[0].dataset)
+            answers = [FallbackUnavailable("live inference unavailable")] * len(lead)
         for i, answer in zip(lead, answers, strict=True):
             out[i] = answer
 

@@ -436,6 +436,15 @@ def record_write_backs(pipe: Any, where: Placed, names: list[str], ttl_s: int) -
         pipe.expire(record, 2 * ttl_s)  # its last members expire within one TTL of it
 
 
+def retract_write_backs(pipe: Any, where: Placed, names: list[str], ttl_s: int) -> None:
+    """Remove live write-backs that landed after their version's keys were removed, and
+    the record of them (queued on ``pipe``; one key a command, as a cluster takes them)."""
+    for name in names:
+        pipe.delete(name)
+    pipe.srem(keys.write_backs_key(where.dataset, where.version, _window(ttl_s)), *names)
+    pipe.delete(keys.live_counter_key(where.dataset, where.version))
+
+
 def _recorded(client: Client, where: Placed, ttl_s: int) -> list[str]:
     """The records of the two windows whose write-backs may not have expired yet, and
     those write-backs."""
@@ -446,9 +455,9 @@ def _recorded(client: Client, where: Placed, ttl_s: int) -> list[str]:
 
 
 def delete(client: Client, where: Placed, batch: int = 1000, ttl_s: int = 86_400) -> int:
-    """UNLINK every key of the version (buckets, write-backs, frames, progress) from its own record
-    of them, ``batch`` keys a command (non-blocking on the server); ``ttl_s``: the live
-    write-backs' TTL."""
+    """UNLINK every key of the version (buckets, write-backs and their bound's counter,
+    frames, progress) from its own record of them, ``batch`` keys a command (non-blocking
+    on the server); ``ttl_s``: the live write-backs' TTL."""
     if not where.buckets:
         pattern = keys.version_prefix(where.dataset, where.version) + "*"
         names = [as_text(k) for k in client.scan_iter(match=pattern, count=5000)]
@@ -456,5 +465,6 @@ def delete(client: Client, where: Placed, batch: int = 1000, ttl_s: int = 86_400
         names = where.bucket_names() + _recorded(client, where, ttl_s)
     names.append(keys.frames_key(where.dataset, where.version))
     names.append(keys.written_key(where.dataset, where.version))
+    names.append(keys.live_counter_key(where.dataset, where.version))
     # One command a batch; redis-py's cluster client splits it by slot.
     return sum(int(client.unlink(*part)) for part in _chunks(names, batch))
