@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import gc
 import os
-import random
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
@@ -49,7 +48,8 @@ from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
 STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
-# Keys a task reports per batch: the version's sample (prescore.publishing.gates).
+# Keys a task reports per batch for the version's sample (prescore.publishing.gates)
+# when the run's size is not known (a run over image files); else Run.sample_share.
 KEYS_PER_BATCH = 64
 
 
@@ -146,10 +146,14 @@ class Run:
     token: str = ""
     buckets: int = 0  # the version's (its tasks need not read its registry entry)
     runtime: str = "tf"  # the SavedModel in TensorFlow, or a LiteRT variant (labels)
+    sample_share: float = 0.0  # of its keys, a task reports these (gates.sample_share)
 
-    def writing(self, where: Placed, token: str) -> Self:
-        """This run as it writes the version ``where`` under the lease ``token``."""
-        return replace(self, version=where.version, buckets=where.buckets, token=token)
+    def writing(self, where: Placed, token: str, share: float) -> Self:
+        """This run as it writes the version ``where`` under the lease ``token``, its
+        tasks reporting the ``share`` of their keys that the gates' sample is drawn from."""
+        return replace(
+            self, version=where.version, buckets=where.buckets, token=token, sample_share=share
+        )
 
     def placed(self) -> Placed:
         """Where the keys of the version it writes live."""
@@ -202,12 +206,13 @@ def keyed(
 
 
 def stats_row(
-    rows: int, scored: int, bad: list[str] | None = None, written: list[str] | None = None
+    run: Run, rows: int, scored: int, bad: list[str] | None = None, written: Sequence[str] = ()
 ) -> pd.DataFrame:
     """The one stats row a task yields per batch (STATS_SCHEMA): counts, the first bad
-    inputs, and a few of the keys it wrote, drawn at random."""
+    inputs, and its part of the version's sample of the keys written (``run``'s share)."""
     bad = bad or []
-    keys_ = random.sample(written, min(KEYS_PER_BATCH, len(written))) if written else []
+    share = run.sample_share
+    keys_ = gates.sampled(written, share) if share else gates.sample_keys(written, KEYS_PER_BATCH)
     return pd.DataFrame(
         {
             "rows": [rows],
@@ -399,7 +404,7 @@ def publish_version(
     versions: Versions,
     dataset: Dataset,
     model: tuple[str, str],
-    run: Callable[[Placed, str], Any],
+    run: Callable[[Placed, str, float], Any],
     unit: str = "rows",
     force: bool = False,
     figures: Mapping[str, Any] | None = None,
@@ -408,10 +413,11 @@ def publish_version(
     stage: bool = False,
 ) -> Summary:
     """Publish a new version (prescore.publishing.lifecycle) written by the stats DataFrame
-    ``run(where, token)`` (where: the version's Placed), its tasks' writes fenced by the
-    driver's lease; ``force``: even over a newer live version; ``figures`` are recorded
-    with it. A version that fails its gates is kept ``gated``. ``expected_keys`` sizes the
-    version's buckets.
+    ``run(where, token, share)`` (where: the version's Placed; share: of their keys, what
+    tasks report for the gates' sample), its tasks' writes fenced by the driver's lease;
+    ``force``: even over a newer live version; ``figures`` are recorded with it. A
+    version that fails its gates is kept ``gated``. ``expected_keys`` sizes the version's
+    buckets and its sample's share.
     ``incremental``: a delta of the live version instead (prescore.store.deltas);
     ``stage``: kept ``staged`` beside the live one (prescore.store.canaries)."""
     summary = Summary(dataset.name)
@@ -421,7 +427,8 @@ def publish_version(
         where = versions.placed(info.version, info)
         counted = partial(values.progress, versions.client, where)
         with Progress(spark, counted, expected=expected_keys, unit=unit):
-            stats = run(where, versions.token(info.version)).collect()
+            share = gates.sample_share(dataset.gates.sample, expected_keys)
+            stats = run(where, versions.token(info.version), share).collect()
         written: list[str] = []
         for row in stats:
             summary.rows += row["rows"]

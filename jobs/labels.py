@@ -155,7 +155,7 @@ def score_partition(batches: Iterator[pd.DataFrame], run: Run) -> Iterator[Any]:
             written += write_rows(client, run, rows, tally)
             bad += skipped
             keys_ += [k for k, _ in rows]
-        yield stats_row(written, written, bad, written=keys_)
+        yield stats_row(run, written, written, bad, written=keys_)
 
 
 # -- driver: images ------------------------------------------------------------------------
@@ -286,8 +286,8 @@ def runner(
         if body.partitions:
             frame = frame.repartition(body.partitions)
 
-        def run_rows(where: Placed, token: str) -> Any:
-            mine = body.writing(where, token)
+        def run_rows(where: Placed, token: str, share: float) -> Any:
+            mine = body.writing(where, token, share)
             return frame.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
 
         return run_rows, chosen
@@ -295,8 +295,8 @@ def runner(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_FILES))
     listing = read_images(spark, dataset, body.partitions)
 
-    def run(where: Placed, token: str) -> Any:
-        mine = body.writing(where, token)
+    def run(where: Placed, token: str, share: float) -> Any:
+        mine = body.writing(where, token, share)
         batches = listing.images.mapInPandas(lambda it: score_partition(it, mine), STATS_SCHEMA)
         stats = batches.collect()
         # Every listed file the workers saw was scored or reported; only when some were

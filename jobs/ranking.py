@@ -444,7 +444,7 @@ def score_partition(
                 written += write(held, held_pairs)
                 keys_ += [k for k, _ in held]
                 held, held_pairs = [], 0
-        yield stats_row(written, pairs, bad, written=keys_)
+        yield stats_row(conf, written, pairs, bad, written=keys_)
 
 
 def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:
@@ -471,8 +471,8 @@ def runner(spark: Any, planned: Plan, base: Run, entities_per_chunk: int, write_
         write_rows=write_rows,
     )
 
-    def run(where: Placed, token: str) -> Any:
-        mine = body.writing(where, token)
+    def run(where: Placed, token: str, share: float) -> Any:
+        mine = body.writing(where, token, share)
         write_frames(mine, items.value)
         return frame.mapInPandas(lambda it: score_partition(it, mine, items), STATS_SCHEMA)
 

@@ -23,6 +23,7 @@ from prescore.data.datasets import Dataset
 from prescore.data.images import image_extensions, image_folder
 from prescore.errors import ConfigError, InvalidInput, ModelStoreError
 from prescore.models.store import ModelStore
+from prescore.publishing import gates
 from prescore.settings import Settings, StoreSettings
 from prescore.store.misslog import MissLog
 from prescore.store.versions import Versions, read_current
@@ -368,3 +369,36 @@ def test_a_worker_names_the_device_its_model_runs_on() -> None:
 
     has_gpu = bool(tf.config.list_physical_devices("GPU"))  # none on the test machines
     assert _device() == ("/device:GPU:0" if has_gpu else "the CPU (no GPU visible)")
+
+
+def test_a_rerun_over_the_same_rows_samples_the_same_keys_and_passes_its_gates(  # type: ignore[no-untyped-def]
+    spark, settings, rclient, tmp_path
+) -> None:
+    """The gates' sample is the dataset's ``sample`` size (not a few keys a Spark batch),
+    and the same keys run after run: the keys of lowest rank, wherever the tasks put
+    them. So a rerun with the same model over the same rows measures no drift, instead of
+    comparing two small random samples that a few labels a key make noisy."""
+    rng = np.random.default_rng(7)
+    n = 300
+    table = pd.DataFrame(
+        {"sku": [f"s{i}" for i in range(n)], "width": rng.random(n), "height": rng.random(n)}
+    )
+    write_frame(table, tmp_path / "rows.parquet", index=False)
+    config = tmp_path / "r.toml"
+    config.write_text(
+        f'[datasets.shape]\nkind = "labels"\nmodel = "shape-model"\nmin_score = 0.5\n'
+        f'[datasets.shape.rows]\npath = "{tmp_path}/rows.parquet"\nkey = "sku"\n'
+        "[datasets.shape.gates]\nsample = 120\n"
+    )
+    s = with_catalog(settings, config)
+    registered(s, "shape-model", domains.rows_model(tmp_path / "model"))
+    lowest = gates.sample_keys(list(table["sku"]), 120)
+    samples, checks = [], []
+    for _ in range(2):
+        summary = _run(spark, s, "shape", "--partitions", "3")
+        info = Versions(rclient, "shape", s.store).get(summary.version)
+        assert info.status == "published", info.note
+        samples.append(sorted(info.extra["sample"]))
+        checks.append({c["name"]: c["value"] for c in info.extra["gates"]["checks"]})
+    assert samples[0] == samples[1] == sorted(lowest)  # 120 of 300, the same both times
+    assert checks[1]["drift"] == 0.0 and checks[1]["coverage"] == 1.0

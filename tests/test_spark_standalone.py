@@ -284,7 +284,7 @@ def _writing_run(settings: Settings, where: Placed, token: str) -> Run:
     shop = Dataset(name="shop", kind="ranking", model="shop-model")
     worker = WorkerSettings.of(settings)
     run = Run(dataset=shop, model_version="1", scored_at="", worker=worker, batch_rows=1)
-    return run.writing(where, token)
+    return run.writing(where, token, 0.0)
 
 
 def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(

@@ -21,9 +21,9 @@ operator releases it (``prescore release``, recorded) or gc removes it.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -102,11 +102,28 @@ class Reservoir:
         self.seen += rest
 
 
-def sample_keys(found: Sequence[str], size: int, seed: int = 0) -> list[str]:
-    """At most ``size`` of ``found``, chosen at random (a fixed seed: reruns compare alike)."""
-    if len(found) <= size:
-        return list(found)
-    return random.Random(seed).sample(list(found), size)
+def sample_keys(found: Sequence[str], size: int) -> list[str]:
+    """At most ``size`` of ``found``: those of the lowest :func:`rank`, a sample uniform
+    over keys that a rerun over the same keys draws again, so its gates compare alike."""
+    return sorted(found, key=rank)[:size]
+
+
+def sampled(found: Sequence[str], share: float) -> list[str]:
+    """The keys of ``found`` whose :func:`rank` is in the lowest ``share`` of ranks: one
+    task's part of a run's sample, about ``share`` of all keys, whichever task holds them."""
+    bound = share * 2**64
+    return [k for k in found if rank(k) < bound]
+
+
+def sample_share(size: int, keys: int) -> float:
+    """The share of a run's ``keys`` its tasks report so that the lowest ``size`` ranks
+    are among them (twice that, in expectation); 0: the run's size is not known."""
+    return min(1.0, 2 * size / keys) if keys else 0.0
+
+
+def rank(key: str) -> int:
+    """A key's place in every sample: a hash, uniform over keys, alike in every process."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def _loaded(raw: bytes | None) -> Any:
