@@ -118,19 +118,21 @@ def test_a_gated_version_is_released_by_an_operator_and_says_so(
         check=False,
     )
     assert refused.returncode == 2  # --reason is required
+    newer, _ = _publish(picks, rclient, _write(tmp_path / "c.parquet", range(USERS)))
+    assert not newer.gated  # live now, and newer than the gated one
+    release = [*cli, "release", "picks", bad.version, "--reason", "new pricing"]
+    stale = subprocess.run(release, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert stale.returncode == 1 and "stale_publish" in stale.stderr, stale.stderr
+    v = Versions(rclient, "picks", picks.store)
+    assert v.current() == newer.version  # a release moves forward only, as a publish does
     done = subprocess.run(
-        [*cli, "release", "picks", bad.version, "--reason", "new pricing"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+        [*release, "--force"], env=env, cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    v = Versions(rclient, "picks", picks.store)
     info = v.get(bad.version)
     assert v.current() == bad.version and info.status == "published"
     assert info.extra["released_by"] == "oncall-ana" and "new pricing" in info.note
+    assert f"forced over the newer live version {newer.version}" in info.note
 
 
 def test_a_bulk_run_missing_half_its_entities_is_gated(

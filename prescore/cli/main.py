@@ -223,7 +223,7 @@ def _release(settings: Settings, args: argparse.Namespace) -> int:
     v = _versions_of(settings, args.dataset)
     who = os.environ.get("PRESCORE_OPERATOR") or getpass.getuser()
     running = canaries.read(v.client, args.dataset)[1]
-    released = v.release(args.version, who, args.reason, dry_run=args.dry_run)
+    released = v.release(args.version, who, args.reason, force=args.force, dry_run=args.dry_run)
     line = (
         f"{args.dataset}: {_would(args, 'released')} {released.version} over its gates "
         f"(by {who}: {args.reason})"
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     rel = command("release", _release, "publish a gated version anyway (recorded)")
     rel.add_argument("version", help="the gated version")
     rel.add_argument("--reason", required=True, help="why its gates are overridden")
+    rel.add_argument(
+        "--force", action="store_true", help="even when older than the live version (recorded)"
+    )
     rel.add_argument("--dry-run", action="store_true", help=dry)
     pub = command("publish", _publish, "publish scores computed elsewhere (parquet)")
     pub.add_argument(

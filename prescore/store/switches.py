@@ -20,11 +20,18 @@ from prescore.store.transitions import Change
 
 
 def release(
-    versions: DatasetVersions, version: str, by: str, reason: str, *, dry_run: bool = False
+    versions: DatasetVersions,
+    version: str,
+    by: str,
+    reason: str,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> VersionInfo:
     """Publish a gated version anyway: an operator's decision, recorded in its entry
     (``dry_run``: every check made, the entry it would write returned, nothing
-    changed)."""
+    changed). Like a publish it only moves forward: one older than the live version is
+    refused (``stale_publish``) unless ``force``, and a forced one says so."""
     if not reason.strip():
         raise PublishError("say why the gates are overridden (--reason)", code="no_reason")
     made: list[VersionInfo] = []
@@ -38,11 +45,21 @@ def release(
                 "it cannot be released",
                 code="publish_failed",
             )
+        live = versions.current()
+        over = ""
+        if live is not None and version < live:
+            if not force:
+                raise PublishError(
+                    f"{versions.dataset} {version} is older than the live version {live}; "
+                    "refused (--force to release it over the newer one)",
+                    code="stale_publish",
+                )
+            over = f"; forced over the newer live version {live}"
         now = utcnow_iso()
         done = info.replace(
             status="published",
             published_at=now,
-            note=f"released by {by} over its gates: {reason}",
+            note=f"released by {by} over its gates: {reason}{over}",
             extra={
                 **info.extra,
                 "released_by": by,
@@ -51,7 +68,6 @@ def release(
             },
         )
         made[:] = [done]
-        live = versions.current()
         carry, listed = deltas.carried(versions, live, version)
         entries = {version: (raw, done.to_bytes()), **carry}
         return Change(live, entries, version, deltas=listed)

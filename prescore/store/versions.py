@@ -317,10 +317,12 @@ class Versions:
         except Conflict as exc:
             raise PublishError(f"{self.dataset} {version}: {exc}", code="lease_lost") from None
 
-    def release(self, version: str, by: str, reason: str, *, dry_run: bool = False) -> VersionInfo:
-        """Publish a gated version anyway, ``by`` an operator for ``reason``
-        (prescore.store.switches.release)."""
-        return switches.release(self, version, by, reason, dry_run=dry_run)
+    def release(
+        self, version: str, by: str, reason: str, *, force: bool = False, dry_run: bool = False
+    ) -> VersionInfo:
+        """Publish a gated version anyway, ``by`` an operator for ``reason`` (older than
+        the live one: only ``force``d; prescore.store.switches.release)."""
+        return switches.release(self, version, by, reason, force=force, dry_run=dry_run)
 
     def fail(self, version: str, reason: str, status: str = "failed") -> None:
         """Mark a version failed and remove what it wrote; the pointer never names it.
