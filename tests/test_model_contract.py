@@ -138,6 +138,12 @@ def test_not_a_savedmodel_and_no_serving_signature_are_refused(
     empty.mkdir()
     assert f"{empty}: not a SavedModel" in _refused(shop_settings, empty)  # the path given
     assert "no such folder" in _refused(shop_settings, tmp_path / "nowhere")
+    linked = tmp_path / "linked"
+    (linked / "saved_model").mkdir(parents=True)
+    (linked / "saved_model" / "saved_model.pb").write_bytes(b"x")
+    (linked / "saved_model" / "gone").symlink_to(tmp_path / "nothing")  # a link to nothing
+    text = _refused(shop_settings, linked)
+    assert text == f"{linked}: cannot read saved_model/gone: [Errno 2] No such file or directory"
     bare = tmp_path / "bare"
     code = (
         "import tensorflow as tf; m = tf.Module(); m.v = tf.Variable(1.0); "

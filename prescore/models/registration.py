@@ -58,7 +58,12 @@ def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
         path = Path(parsed.path if parsed.scheme else source)
         if not path.is_dir():
             raise ModelStoreError(f"{source}: no such folder")
-        shutil.copytree(path, into)
+        try:
+            shutil.copytree(path, into)
+        except shutil.Error as exc:  # a link to nothing, a loop of links, a file unreadable
+            raise ModelStoreError(_unreadable(source, path, exc.args[0])) from None
+        except OSError as exc:
+            raise ModelStoreError(f"{source}: cannot be read: {exc.strerror or exc}") from None
         return into
     if remote(source):
         try:
@@ -70,6 +75,18 @@ def fetch(source: str, into: Path, webhdfs_url: str = "") -> Path:
         root.backend.download_dir(root.path, into)
         return into
     raise ModelStoreError(f"{source}: a model is imported from file://, hdfs://, s3:// or gs://")
+
+
+def _unreadable(source: str, path: Path, failed: list[tuple[str, str, str]]) -> str:
+    """One line for the files of a model folder that could not be copied."""
+    first, _, why = failed[0]
+    try:
+        inside = Path(first).relative_to(path)
+    except ValueError:
+        inside = Path(first)
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    reason = str(why).split(": '", 1)[0][:120]  # the OS's words, without the path again
+    return f"{source}: cannot read {str(inside)[:160]}{more}: {reason}"
 
 
 def _layout(folder: Path, meta_file: str | None, source: str) -> tuple[Path, dict[str, Any]]:
