@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from prescore.errors import InvalidInput
 from prescore.models import feeds
 from prescore.models.signature import Tensor
 
@@ -76,3 +77,29 @@ def test_a_number_an_integer_input_cannot_hold_is_refused_as_row_by_row(
         feeds.column_feed([list(values)], tensor)
     with pytest.raises((ValueError, OverflowError)):
         feeds.column_feed([values], tensor)
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [
+        (np.array([1, 2**31 + 5], np.int64), "int32"),
+        (np.array([300], np.int64), "int8"),
+        (np.array([-1], np.int64), "uint8"),
+        (np.array([2**64 - 1], np.uint64), "int64"),
+        (np.array([1.0, np.inf]), "int32"),
+    ],
+)
+def test_a_value_per_row_an_integer_input_cannot_hold_is_refused_not_wrapped(
+    values: np.ndarray, dtype: str
+) -> None:
+    """A cast would wrap it (2**31 + 5 as int32 is -2147483643) and the model would
+    score another row than the table holds; refused, naming the input and its range."""
+    with pytest.raises(InvalidInput, match=rf"^input 'stock': .* out of the range of .*{dtype}"):
+        feeds.feeds({"stock": values}, {"stock": Tensor(dtype, (None,))})
+
+
+def test_values_per_row_that_fit_are_cast_and_a_missing_one_is_zero() -> None:
+    int32 = Tensor("int32", (None,))
+    assert feeds.column_feed(np.array([1, 2**31 - 1], np.int64), int32).tolist() == [1, 2**31 - 1]
+    assert feeds.column_feed(np.array([1.0, np.nan]), int32).tolist() == [1, 0]  # Arrow's null
+    assert feeds.column_feed(np.array([3, None], object), int32).tolist() == [3, 0]

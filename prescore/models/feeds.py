@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from prescore.errors import InvalidInput
 from prescore.models.signature import FLOATS, STRINGS, Tensor
 
 _NUMPY = {
@@ -101,12 +102,37 @@ def column_feed(values: Any, tensor: Tensor) -> np.ndarray:
         arr = np.array([0 if v is None else v for v in arr])
     if tensor.dtype in FLOATS:
         return np.nan_to_num(arr.astype(_NUMPY[tensor.dtype], copy=False))
+    if arr.dtype.kind == "f":  # a missing value of an integer column (Arrow's null: NaN)
+        arr = np.where(np.isnan(arr), 0, arr)
+    if tensor.dtype != "bool" and arr.size and not _as_set(arr.dtype, tensor):
+        _check_range(arr, tensor)
     return arr.astype(_NUMPY[tensor.dtype], copy=False)
 
 
+def _check_range(arr: np.ndarray, tensor: Tensor) -> None:
+    """InvalidInput for a number an integer input cannot hold (a cast would wrap it, and
+    the model would score another value without a word)."""
+    bounds = np.iinfo(_NUMPY[tensor.dtype])
+    if arr.dtype.kind in "iuf":
+        for value in (arr.min(), arr.max()):
+            if not bounds.min <= value <= bounds.max:
+                raise InvalidInput(
+                    f"{value} is out of the range of an input of {tensor.dtype} "
+                    f"({bounds.min} to {bounds.max})",
+                    code="invalid_features",
+                )
+
+
 def feeds(columns: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
-    """Feeds of every input in ``inputs`` from ``columns`` (name -> values, e.g. a DataFrame)."""
-    return {name: column_feed(columns[name], tensor) for name, tensor in inputs.items()}
+    """Feeds of every input in ``inputs`` from ``columns`` (name -> values, e.g. a
+    DataFrame); InvalidInput naming the input whose values it cannot hold."""
+    out = {}
+    for name, tensor in inputs.items():
+        try:
+            out[name] = column_feed(columns[name], tensor)
+        except InvalidInput as exc:
+            raise InvalidInput(f"input {name!r}: {exc.message}", code=exc.code) from None
+    return out
 
 
 def take(feed: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
