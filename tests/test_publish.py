@@ -216,6 +216,32 @@ def test_a_dry_run_checks_every_row_and_writes_nothing(  # type: ignore[no-untyp
     assert rclient.dbsize() == 0  # no registry entry, no key, no lease
 
 
+def test_a_key_that_repeats_fails_the_dry_run_and_the_publish_before_its_gates(  # type: ignore[no-untyped-def]
+    similar, redis_url, rclient, tmp_path, capsys
+) -> None:
+    """Two rows of one key are one key stored: the dry run says so, and a publish fails
+    (not gated: a gated version whose count cannot match could never be released)."""
+    repeats = _write(tmp_path / "scores.parquet", _rows(20) + _rows(20)[3:5])
+    good = _write(tmp_path / "good.parquet", _rows(20))
+    cli = ["--config", similar.catalog.source, "--redis-url", redis_url, "publish", "similar"]
+    options = ["--json-column", "payload", "-o", "json"]
+    assert main([*cli, str(repeats), *options, "--dry-run"]) == 1
+    said = capsys.readouterr()
+    assert json.loads(said.out)["repeated"] == 2
+    want = "2 row(s) repeat a key (22 good rows, 20 distinct keys): each key is one row"
+    assert f"would fail: {want}" in said.err
+    assert rclient.dbsize() == 0
+    v = Versions(rclient, "similar", similar.store)
+    for live in (False, True):  # the first version, then beside a live one (gated before)
+        if live:
+            assert main([*cli, str(good), *options]) == 0
+            capsys.readouterr()
+        assert main([*cli, str(repeats), *options]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert report["error"] == "repeated_keys" and want in report["message"]
+        assert not report["gated"] and v.get(report["version"]).status == "failed"
+
+
 def test_on_a_terminal_publish_draws_a_bar_on_stderr_and_in_logs_says_lines(
     similar: Settings, redis_url: str, tmp_path: Path
 ) -> None:

@@ -304,7 +304,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(report.__dict__, indent=2, sort_keys=True))
     if report.dry_run:
-        return 0 if report.bad <= args.max_bad else 1
+        return 0 if report.bad <= args.max_bad and not report.repeated else 1
     return 0 if report.published or report.staged else 1
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TextIO
 
+import numpy as np
 import orjson
 
 from prescore.data.datasets import Dataset, Table
@@ -66,6 +68,7 @@ class PublishReport:
     staged: bool = False  # kept ``staged`` for a canary, not switched to (stage=True)
     error: str = ""  # why it was not published: the error's code ...
     message: str = ""  # ... and its message
+    repeated: int = 0  # good rows whose key an earlier row had (a dry run counts them)
 
 
 def _plain(value: Any) -> Any:
@@ -284,11 +287,23 @@ def _write_all(
 
 
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
-    """Read and check every row as a publish would, and write nothing."""
+    """Read and check every row as a publish would, and write nothing; the keys that
+    repeat are counted from a hash of each (8 bytes a row, not the keys themselves)."""
     report.dry_run = True
+    seen = array("q")
     for batch in rows.batches(source):
-        report.rows += len(_checked(rows, batch, report))
+        good = _checked(rows, batch, report)
+        report.rows += len(good)
+        seen.extend(hash(k) for k, _ in good)
         progress.add(batch.num_rows)
+    report.repeated = len(seen) - len(np.unique(np.frombuffer(seen, np.int64)))
+
+
+def _repeated(count: int, rows: int) -> str:
+    return (
+        f"{rows - count} row(s) repeat a key ({rows} good rows, {count} distinct keys): "
+        "each key is one row"
+    )
 
 
 def _dry_run(
@@ -302,11 +317,12 @@ def _dry_run(
     would replace or add a delta to (its gates need the written version, so they are
     checked by the real publish only)."""
     live = versions.current() or "none"
-    verdict = (
-        f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed (--max-bad)"
-        if report.bad > max_bad
-        else f"would write {report.rows} keys, {report.bad} bad row(s) skipped"
-    )
+    verdict = f"would write {report.rows} keys, {report.bad} bad row(s) skipped"
+    if report.repeated:
+        verdict = f"would fail: {_repeated(report.rows - report.repeated, report.rows)}"
+    if report.bad > max_bad:
+        verdict = f"would fail: {report.bad} bad row(s), more than the {max_bad} allowed"
+        verdict += " (--max-bad)"
     what = f"as a delta of the live version {live}" if incremental else f"live version now {live}"
     say(f"{report.dataset}: dry run, nothing written: {verdict}; {what}")
     for line in report.bad_sample:
@@ -418,6 +434,12 @@ def publish_rows(
             raise PublishError(
                 f"{report.bad} bad row(s), more than the {max_bad} allowed (--max-bad); "
                 "nothing was published"
+            )
+        found = values.count(client, where)  # before the gates: no gated version to release
+        if found < report.rows:
+            report.repeated = report.rows - found
+            raise PublishError(
+                f"{_repeated(found, report.rows)}; nothing was published", code="repeated_keys"
             )
         return Written(report.rows, reservoir.keys, {"scored": report.rows, "unit": "rows"})
 
