@@ -138,6 +138,8 @@ def test_not_a_savedmodel_and_no_serving_signature_are_refused(
     empty.mkdir()
     assert f"{empty}: not a SavedModel" in _refused(shop_settings, empty)  # the path given
     assert "no such folder" in _refused(shop_settings, tmp_path / "nowhere")
+    for name in ("../evil", "prod/tagger", "Upper"):  # refused as a name, before anything
+        assert _refused(shop_settings, empty, name=name).startswith(f"{name!r}: a model name")
     linked = tmp_path / "linked"
     (linked / "saved_model").mkdir(parents=True)
     (linked / "saved_model" / "saved_model.pb").write_bytes(b"x")

@@ -48,6 +48,7 @@ from prescore.errors import ConfigError, InvalidInput
 KINDS = ("ranking", "labels", "external")
 RULES = ("all", "match", "table")
 NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+MODEL_NAME_RULE = "a model name is 1-40 of a-z, 0-9, '_', '-', starting with a letter"
 COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 ROUTE_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 RESERVED_ROUTES = frozenset({"datasets", "models", "healthz", "readyz", "metrics"})
@@ -397,7 +398,7 @@ _BY_KIND = {
 def _dataset(r: _Reader, name: str) -> Dataset:
     kind = r.choice("kind", KINDS)
     r.only(_COMMON + _BY_KIND[kind])
-    model = r.name("model", NAME_RE, "a model name is 1-40 of a-z, 0-9, '_', '-'")
+    model = r.name("model", NAME_RE, MODEL_NAME_RULE)
     if kind != "external" and not model:
         raise r.error(r.path_of("model"), f"missing: a {kind} dataset names its model")
     route = r.name("route", ROUTE_RE, "a route is 1-40 of a-z, 0-9, '-'")

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 from prescore.data import local_tables
 from prescore.data.columns import Columns
-from prescore.data.datasets import Catalog, Dataset
+from prescore.data.datasets import MODEL_NAME_RULE, NAME_RE, Catalog, Dataset
 from prescore.data.storage import open_root, remote
 from prescore.errors import ConfigError, ModelMismatch, ModelStoreError
 from prescore.models import dataset_feeds
@@ -164,6 +164,8 @@ def register(
     """Check and store the model at ``source`` as the next version of ``name``."""
     from prescore.models.tf_model import describe
 
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(f"{name!r}: {MODEL_NAME_RULE}", code="invalid_name")
     targets = _datasets(catalog, name, dataset)
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch(source, Path(tmp) / "src", webhdfs_url)
