@@ -109,7 +109,7 @@ def _version(body: dict[str, Any]) -> str | None:
     raw = body.get("model_version")
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 12:
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise InvalidInput("model_version must be a version number", code="invalid_body")
     return raw
 

@@ -301,7 +301,7 @@ def env_bind(env: Mapping[str, str], name: str, default: str) -> str:
     if not raw:
         return raw
     host, _, port = raw.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{name}={raw!r}: must be host:port (e.g. 0.0.0.0:9090)")
     return raw
 

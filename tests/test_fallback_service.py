@@ -207,6 +207,8 @@ def test_an_integer_key_is_the_key_of_its_digits(server: Server) -> None:
         ({"instances": [{"key": "c1"}], "k": 1001}, 400, "invalid_k"),
         ({"instances": [{"key": "c1"}], "k": "3"}, 400, "invalid_k"),
         ({"instances": [{"key": "c1"}], "model_version": "latest"}, 400, "invalid_body"),
+        ({"instances": [{"key": "c1"}], "model_version": "\u0663"}, 400, "invalid_body"),  # a digit
+        ({"instances": [{"key": "c1"}], "model_version": "\u00b2"}, 400, "invalid_body"),  # not 0-9
         ({"instances": [{"key": "c1", "features": []}]}, 400, "invalid_features"),
         ({"instances": [{"key": "c1", "features": {}}]}, 400, "invalid_features"),
         # the old API took candidates from the caller: what is scored is the dataset's rule

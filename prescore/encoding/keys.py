@@ -98,8 +98,9 @@ def check_text(raw: str, *, what: str = "key") -> str:
     MAX_KEY_BYTES bytes of UTF-8."""
     if not raw:
         raise InvalidInput(f"{what} is empty", code="invalid_id")
-    if _BANNED_RE.search(raw):
-        raise InvalidInput(f"{what} holds a control character", code="invalid_id")
+    if found := _BANNED_RE.search(raw):
+        why = "a lone surrogate (no UTF-8 text)" if found[0] >= "\ud800" else "a control character"
+        raise InvalidInput(f"{what} holds {why}", code="invalid_id")
     if len(raw) > MAX_KEY_BYTES // 4 and len(raw.encode()) > MAX_KEY_BYTES:
         raise InvalidInput(f"{what} is longer than {MAX_KEY_BYTES} bytes", code="invalid_id")
     return raw

@@ -91,7 +91,7 @@ class ModelStore:
                 for r in self._backend.files(self._path(name))
                 if r.count("/") == 1 and r.endswith(f"/{META_FILE}")
             ]
-        return sorted((v for v in found if v.isdigit()), key=int)
+        return sorted((v for v in found if v.isascii() and v.isdigit()), key=int)
 
     def save(self, name: str, local_dir: Path, meta: dict[str, Any]) -> str:
         """Store a built model directory as the next version; returns the version."""

@@ -20,7 +20,7 @@ WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
 def url_of(bind: str) -> str:
     """``http://HOST:PORT/healthz`` for a ``host:port`` the service listens on."""
     host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"not host:port: {bind!r}")
     if host in WILDCARDS:
         host = "127.0.0.1"

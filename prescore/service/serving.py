@@ -42,7 +42,7 @@ class WSGIServer:
     def address(self) -> tuple[str, int]:
         """("host", port) from ``bind``; a bracketed IPv6 host loses its brackets."""
         host, sep, port = self.bind.rpartition(":")
-        if not sep or not port.isdigit():
+        if not sep or not (port.isascii() and port.isdigit()):
             raise ValueError(f"bind must be host:port, got {self.bind!r}")
         return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -48,7 +48,11 @@ class TimedBodies:
                 json = [("content-type", "application/json"), ("connection", "close")]
                 proto.response_bytes(408, json, _TIMED_OUT)
                 return
-            if declared.isdigit() and len(body) < min(int(declared), self.max_body or 1 << 62):
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and len(body) < min(int(declared), self.max_body or 1 << 62)
+            ):
                 return  # the client went before its whole body arrived: nothing to answer
         environ = self._environ(scope, body)
         loop = asyncio.get_running_loop()
