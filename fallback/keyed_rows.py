@@ -128,8 +128,9 @@ class KeyedRows:
             frame = local_tables.to_pandas(arrow)
         except (*_READ_ERRORS, ConfigError) as exc:
             raise Unavailable(
-                f"{self.table.path}: the table cannot be read: {exc}"[:300],
+                "the dataset's table cannot be read",
                 code="inputs_unavailable",
+                cause=f"{self.table.path}: {exc}"[:300],  # for the log, not the caller
             ) from exc
         found: dict[str, dict[str, Any]] = {}
         for text, row in zip(texts, frame.to_dict("records"), strict=True):

@@ -130,8 +130,9 @@ class RankingPredictor:
         tables = self.inputs.ranking
         if tables is None:
             raise Unavailable(
-                f"the inputs of {self.dataset.name} are not read: {self.inputs.error}",
+                f"the inputs of {self.dataset.name} are not read",
                 code="inputs_unavailable",
+                cause=self.inputs.error,  # for the log: it names the files
             )
         return tables
 
@@ -407,8 +408,9 @@ class LabelsPredictor:
         keyed = [i["key"] for i in instances if i.get("features") is None]
         if keyed and self.dataset.rows is not None and self.inputs.rows is None:
             raise Unavailable(  # not "no such row": the table could not be read
-                f"the table of {self.dataset.name} is not read: {self.inputs.error}",
+                f"the table of {self.dataset.name} is not read",
                 code="inputs_unavailable",
+                cause=self.inputs.error,  # for the log: it names the files
             )
         rows = []
         table = self.inputs.rows

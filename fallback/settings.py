@@ -105,7 +105,9 @@ class FallbackSettings:
         "FALLBACK_MODELS_KEPT",
         2,
         lo=2,
-        doc="versions kept loaded per model (the promoted one and one more)",
+        doc="versions kept loaded per model (the promoted one and one more); 3 while a "
+        "canary's model version and the live version's both differ from the promoted one, "
+        "or each load evicts the other",
     )
     webhdfs_url: str = setting(
         "FALLBACK_WEBHDFS_URL", "", doc="WebHDFS endpoint of `hdfs://` tables and images"

@@ -239,6 +239,7 @@ def test_an_entity_added_to_the_table_is_answered_at_once_and_a_bad_table_is_a_5
         (tables / "customers.parquet").write_bytes(b"not parquet any more")
         broken = client.post(PREDICT, json={"instances": [{"key": "c-new"}, {"key": "c1"}]})
         assert (broken.status_code, broken.get_json()["error"]) == (503, "inputs_unavailable")
+        assert str(tables) not in broken.get_data(as_text=True)  # the path goes to the log only
         sent = {"key": "c-x", "features": {"segment": "budget", "categories": ["toys"]}}
         assert client.post(PREDICT, json={"instances": [sent]}).status_code == 200
         (tables / "customers.parquet").write_bytes(good)

@@ -120,6 +120,7 @@ def test_a_table_that_cannot_be_read_is_unavailable_not_a_miss(tmp_path: Path) -
         with pytest.raises(Unavailable) as info:
             rows.get(["a"])
         assert info.value.code == "inputs_unavailable"
+        assert str(path) not in info.value.message and str(path) in info.value.cause
         assert rows.first() is None or broken is None
 
 
