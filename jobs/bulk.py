@@ -47,7 +47,9 @@ from prescore.store.redis_client import OUTAGES, Client, connect
 from prescore.store.values import Placed
 from prescore.store.versions import Versions
 
-STATS_SCHEMA = "rows long, scored long, bad long, bad_sample array<string>, keys array<string>"
+STATS_SCHEMA = (
+    "rows long, scored long, bad long, bad_sample array<string>, keys array<string>, unmatched long"
+)
 # Keys a task reports per batch for the version's sample (prescore.publishing.gates)
 # when the run's size is not known (a run over image files); else Run.sample_share.
 KEYS_PER_BATCH = 64
@@ -206,10 +208,16 @@ def keyed(
 
 
 def stats_row(
-    run: Run, rows: int, scored: int, bad: list[str] | None = None, written: Sequence[str] = ()
+    run: Run,
+    rows: int,
+    scored: int,
+    bad: list[str] | None = None,
+    written: Sequence[str] = (),
+    unmatched: int = 0,
 ) -> pd.DataFrame:
     """The one stats row a task yields per batch (STATS_SCHEMA): counts, the first bad
-    inputs, and its part of the version's sample of the keys written (``run``'s share)."""
+    inputs, its part of the version's sample of the keys written (``run``'s share), and
+    the entities a ranking found no candidate items for (no key written)."""
     bad = bad or []
     share = run.sample_share
     keys_ = gates.sampled(written, share) if share else gates.sample_keys(written, KEYS_PER_BATCH)
@@ -220,6 +228,7 @@ def stats_row(
             "bad": [len(bad)],
             "bad_sample": [bad[:20]],
             "keys": [keys_],
+            "unmatched": [unmatched],
         }
     )
 
@@ -375,6 +384,7 @@ class Summary:
     plan: dict[str, Any] | None = None  # a dry run's (jobs.score_plan), which wrote nothing
     delta_of: str = ""  # an incremental run's: the live version its delta was added to
     staged: bool = False  # kept beside the live version for a canary, not switched to
+    unmatched: int = 0  # entities with no candidate items: no key written for them
 
     def lines(self, unit: str) -> list[str]:
         rate = self.scored / self.seconds if self.seconds else 0.0
@@ -388,6 +398,11 @@ class Summary:
             f"  keys written {self.rows}, {unit} scored {self.scored} "
             f"({rate:,.0f} {unit}/s), {self.seconds:.1f}s",
         ]
+        if self.unmatched:
+            out.append(
+                f"  {self.unmatched} entities had no candidate items: no key written for them "
+                "(their lookups miss)"
+            )
         if self.bad:
             out.append(f"  skipped {self.bad} bad input(s):")
             out += [f"    {line}" for line in self.bad_sample]
@@ -434,10 +449,13 @@ def publish_version(
             summary.rows += row["rows"]
             summary.scored += row["scored"]
             summary.bad += row["bad"]
+            summary.unmatched += row["unmatched"]
             summary.bad_sample += list(row["bad_sample"] or [])[: 20 - len(summary.bad_sample)]
             written += list(row["keys"] or [])
         sample = gates.sample_keys(written, dataset.gates.sample)
         recorded = {**(figures or {}), "scored": summary.scored, "unit": unit, "bad": summary.bad}
+        if summary.unmatched:
+            recorded["unmatched"] = summary.unmatched
         return Written(summary.rows, sample, recorded)
 
     done = publish_new(

@@ -203,7 +203,7 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
     )
     bad = empty.unionByName(big).collect()  # a few rows: bad files are the exception
     sample = [f"{r['path']}: {r['reason']}" for r in bad[:20]]
-    return spark.createDataFrame([(0, 0, len(bad), sample, [])], STATS_SCHEMA)
+    return spark.createDataFrame([(0, 0, len(bad), sample, [], 0)], STATS_SCHEMA)
 
 
 def check_file_names(spark: Any) -> None:

@@ -366,9 +366,9 @@ def _scores(
 
 def score_chunk(
     frame: pd.DataFrame, ids: list[str], conf: RankingRun, model: Any, run: RunTables
-) -> tuple[list[tuple[str, bytes]], int]:
-    """Payloads of the entities of ``frame`` (keys ``ids``) in every context, and the
-    pairs scored."""
+) -> tuple[list[tuple[str, bytes]], int, int]:
+    """Payloads of the entities of ``frame`` (keys ``ids``) in every context, the pairs
+    scored, and the entities with no candidate items (which get no payload)."""
     cands = _candidates(frame, conf, run)
     counts = np.fromiter(map(len, cands), np.int64, len(cands))
     owner = np.repeat(np.arange(len(frame)), counts)
@@ -389,7 +389,7 @@ def score_chunk(
         scores = _scores(model, conf, run, c, (entity_feed, block), owner, item_idx)
         best, exists = top_k_per_entity(counts, scores, conf.dataset.k)
         rows += _payloads(run.encoders[ctx], ids, counts, item_idx, scores, best, exists)
-    return rows, len(owner) * len(run.contexts)
+    return rows, len(owner) * len(run.contexts), int((counts == 0).sum())
 
 
 def _payloads(
@@ -430,13 +430,14 @@ def score_partition(
         return write_rows(client, conf, rows, tally)
 
     for batch in batches:
-        written = pairs = held_pairs = 0
+        written = pairs = held_pairs = unmatched = 0
         held: list[tuple[str, bytes]] = []  # scored, not yet written
         keys_: list[str] = []
         batch, ids, bad = keyed(batch, form, what)
         for start in range(0, len(batch), step):
             part = slice(start, start + step)
-            chunk, scored = score_chunk(batch.iloc[part], ids[part], conf, model, run)
+            chunk, scored, none = score_chunk(batch.iloc[part], ids[part], conf, model, run)
+            unmatched += none
             held += chunk
             pairs += scored
             held_pairs += scored
@@ -444,7 +445,7 @@ def score_partition(
                 written += write(held, held_pairs)
                 keys_ += [k for k, _ in held]
                 held, held_pairs = [], 0
-        yield stats_row(conf, written, pairs, bad, written=keys_)
+        yield stats_row(conf, written, pairs, bad, written=keys_, unmatched=unmatched)
 
 
 def write_frames(conf: RankingRun, items: Mapping[str, list[Any]]) -> None:

@@ -159,6 +159,7 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
         assert (rclient.hget(where.bucket("a"), "a") or b"")[0] == first  # as stored
         served = json.loads(stored_payload(rclient, "similar", where.version, "a"))
         assert served["similar"] == [{"sku": "b", "score": 0.9}] and "note" not in served
+    before = len(Versions(rclient, "similar", similar.store).all())
     bad = subprocess.run(
         [*cli, "--json-column", "nope"],
         env=env,
@@ -170,6 +171,7 @@ def test_payload_columns_and_the_cli(similar, redis_url, rclient, tmp_path) -> N
     assert (
         bad.returncode == 1 and "no column nope; it has sku, similar, note, ignored" in bad.stdout
     )
+    assert len(Versions(rclient, "similar", similar.store).all()) == before  # none begun
     unknown = subprocess.run(
         [sys.executable, "-m", "prescore.cli", "publish", "nope", str(path)],
         env=env,

@@ -225,3 +225,27 @@ def test_an_incremental_run_scores_just_the_keys_asked_into_a_delta(
         Prescore(settings=shop_settings).promote("shop", staged.version).version == staged.version
     )
     assert v.current() == staged.version and deltas.read(rclient, "shop")[1] == ()
+
+
+def test_customers_with_no_candidate_items_are_counted_and_said(  # type: ignore[no-untyped-def]
+    spark, settings, shop, rclient, tmp_path, capsys
+) -> None:
+    """A customer whose categories hold no product gets no key (nothing to rank): the
+    summary says how many, and the version records it, instead of a key count that is
+    silently short of the dry run's."""
+    tables = tmp_path / "tables"
+    shutil.copytree(shop["tables"], tables)
+    customers = read_frame(tables / "customers.parquet")
+    lonely = customers.head(2).assign(customer_id=["nobody-1", "nobody-2"])
+    lonely["categories"] = [["no-such-category"], []]
+    write_frame(pd.concat([customers, lonely]), tables / "customers.parquet", index=False)
+    s = with_catalog(settings, domains.shop_config(tables, tmp_path / "p.toml"))
+    registered(s, "shop-model", shop["plain"])
+    capsys.readouterr()
+    summary = _score(spark, s)
+    assert summary.unmatched == 2 and summary.rows == len(customers)
+    said = capsys.readouterr().out
+    assert "2 entities had no candidate items: no key written for them" in said
+    info = Versions(rclient, "shop", s.store).get(summary.version)
+    assert info.extra["unmatched"] == 2
+    assert stored_payload(rclient, "shop", summary.version, "nobody-1") is None

@@ -151,18 +151,24 @@ class _Rows:
         """Each Arrow batch of ``source``, of the key column and the payload's; PublishError
         naming the columns a part lacks, before anything of that part is written."""
         for name, have, read in _parts(source):
-            body = (
-                [self.json_column]
-                if self.json_column
-                else list(self.columns) or [c for c in have if c != self.key_column]
+            yield from read(self.wanted(name, have))
+
+    def wanted(self, name: str, have: list[str]) -> list[str]:
+        """The columns read of a part ``name`` that has ``have``; PublishError naming those
+        it lacks (a publish checks every part's before it begins a version)."""
+        body = (
+            [self.json_column]
+            if self.json_column
+            else list(self.columns) or [c for c in have if c != self.key_column]
+        )
+        missing = [c for c in [self.key_column, *body] if c not in have]
+        if missing:
+            hint = " (--key names the key column)" if self.key_column in missing else ""
+            raise PublishError(
+                f"{name}: no column {', '.join(missing)}; it has {', '.join(have)}{hint}",
+                code="missing_column",
             )
-            missing = [c for c in [self.key_column, *body] if c not in have]
-            if missing:
-                raise PublishError(
-                    f"{name}: no column {', '.join(missing)}; it has {', '.join(have)}",
-                    code="missing_column",
-                )
-            yield from read([self.key_column, *body])
+        return [self.key_column, *body]
 
     def packed(self, batch: Any) -> list[tuple[str, bytes]] | None:
         """(key, compact payload) of every row of ``batch`` packed at once, or None where
@@ -330,6 +336,15 @@ def _dry_run(
     return report
 
 
+def _not_published(
+    report: PublishReport, exc: PublishError, say: Callable[[str], None]
+) -> PublishReport:
+    """``report`` of a publish refused with ``exc``, said in one line."""
+    report.error, report.message = exc.code, exc.message
+    say(f"{report.dataset}: not published: {exc.code}: {exc.message}")
+    return report
+
+
 def _delta_model(
     versions: Versions, dataset: Dataset, model: str, model_version: str
 ) -> tuple[str, str]:
@@ -410,6 +425,11 @@ def publish_rows(
     rows = _Rows(dataset, key_column or dataset.key_field, json_column, columns, stamp, compact)
     report = PublishReport(dataset.name)
     reservoir = gates.Reservoir(dataset.gates.sample)
+    try:  # every part's columns, before a version begins
+        for name, have, _ in _parts(source):
+            rows.wanted(name, have)
+    except PublishError as exc:
+        return _not_published(report, exc, say)
     total = count_rows(source)
     if dry_run:
         if incremental:
@@ -461,9 +481,7 @@ def publish_rows(
             say(f"  bad row: {line}")
         if isinstance(exc, PublishError):
             report.gated = exc.code == "gated" and not incremental  # a delta is failed
-            report.error, report.message = exc.code, exc.message
-            say(f"{dataset.name}: not published: {exc.code}: {exc.message}")
-            return report
+            return _not_published(report, exc, say)
         raise
     report.seconds = done.seconds  # up to the switch, as the jobs time it
     report.published = not stage
