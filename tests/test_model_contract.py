@@ -138,6 +138,15 @@ def test_not_a_savedmodel_and_no_serving_signature_are_refused(
     empty.mkdir()
     assert f"{empty}: not a SavedModel" in _refused(shop_settings, empty)  # the path given
     assert "no such folder" in _refused(shop_settings, tmp_path / "nowhere")
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "saved_model").mkdir(parents=True)
+    (corrupt / "saved_model" / "saved_model.pb").write_bytes(b"not a graph")
+    text = _refused(shop_settings, corrupt)
+    assert text.startswith(f"cannot load the SavedModel at {corrupt}/saved_model: "), text
+    assert "/src/saved_model" not in text  # the folder given, not its temporary copy
+    (corrupt / "model.json").write_text("{}")  # the SavedModel given, not its folder
+    text = _refused(shop_settings, corrupt / "saved_model")
+    assert text.endswith(f"register the folder that holds both ({corrupt})"), text
     for name in ("../evil", "prod/tagger", "Upper"):  # refused as a name, before anything
         assert _refused(shop_settings, empty, name=name).startswith(f"{name!r}: a model name")
     linked = tmp_path / "linked"

@@ -112,7 +112,21 @@ def _layout(folder: Path, meta_file: str | None, source: str) -> tuple[Path, dic
             raise ModelStoreError(f"{shown}: must hold a JSON object")
     elif meta_file:
         raise ModelStoreError(f"{meta_file}: no such file")
+    elif saved == folder and _beside(source):  # the SavedModel given, not its folder
+        raise ModelStoreError(
+            f"{source}: a SavedModel with no {META_FILE}, whose folder holds one: register "
+            f"the folder that holds both ({_beside(source)})"
+        )
     return saved, meta
+
+
+def _beside(source: str) -> str:
+    """The local folder above ``source`` when it holds a model.json, else ''."""
+    parsed = urlparse(source)
+    if parsed.scheme not in ("", "file"):
+        return ""
+    above = Path(parsed.path if parsed.scheme else source).resolve().parent
+    return str(above) if (above / META_FILE).is_file() else ""
 
 
 def dataset_sides(dataset: Dataset, webhdfs_url: str = "") -> dict[str, Columns] | None:
@@ -170,7 +184,10 @@ def register(
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch(source, Path(tmp) / "src", webhdfs_url)
         saved, meta = _layout(folder, meta_file, source)
-        sigs = describe(saved)
+        try:
+            sigs = describe(saved)
+        except ModelStoreError as exc:  # named by its copy: name the folder given
+            raise ModelStoreError(exc.message.replace(str(folder), source.rstrip("/"))) from None
         meta = {**meta, "kind": meta.get("kind") or targets[0].kind}
         checked = []
         for target in targets:
