@@ -9,7 +9,9 @@ JSON list, not the object the protocol says; ``deep``: JSON nested past any pars
 stack; ``short``: fewer predictions than instances. The rest answer each instance with a
 payload that is wrong in one way: ``nan`` (a score JSON cannot carry), ``foreign`` (another
 model version's, carrying the lookup's own fields), ``shapeless`` (its list is a string),
-``huge`` (past the bound of a live payload). ``/readyz`` answers 200 in all.
+``huge`` (past the bound of a live payload); ``echo`` answers each as it should, but a
+key starting ``huge`` as ``huge`` does. ``/readyz`` answers 200 in all, over connections
+kept alive.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tests.webhdfs_server import send_json
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # connections kept alive, as granian serves the fallback
+
     def do_GET(self) -> None:
         send_json(self, 200, {"status": "ready"})
 
@@ -55,7 +59,7 @@ def _payload(mode: str | None, instance: dict[str, Any], model_version: str) -> 
     items: Any = [{"product_id": "p1", "score": math.nan if mode == "nan" else 0.5}]
     if mode == "shapeless":
         items = "p1"
-    if mode == "huge":
+    if mode == "huge" or instance["key"].startswith("huge"):
         items = [{"product_id": f"p{i:07d}", "score": 0.5} for i in range(40_000)]
     doc = {"customer_id": instance["key"], "items": items, "model": "shop"}
     doc["model_version"] = "999" if mode == "foreign" else model_version

@@ -27,7 +27,7 @@ import redis
 import requests
 
 from fallback.settings import FallbackSettings
-from prescore.errors import ConfigError
+from prescore.errors import ConfigError, FallbackUnavailable
 from prescore.settings import Settings, StoreSettings
 from prescore.store.embedded_redis import RedisProcess
 from tests.fallback_procs import Server, free_port
@@ -417,5 +417,29 @@ def test_a_write_back_landing_after_its_version_was_retired_leaves_no_key(
         left = sorted(k.decode() for k in rclient.scan_iter("*") if first in k.decode())
         assert left == [], left  # its write-backs, their record and their bound's counter
         assert any(second in k.decode() for k in rclient.scan_iter("*"))
+    finally:
+        srv.stop()
+
+
+def test_a_reply_past_the_bound_leaves_no_unread_rest_for_the_next_call(
+    rclient: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """A fallback reply over the lookup's bound is not read to its end: its connection is
+    dropped, not kept for the thread's next call, which would read that rest as its
+    answer (and fail a healthy call as an outage)."""
+    from lookup.live.client import FallbackClient
+    from lookup.settings import LookupSettings
+    from lookup.store import Resolved
+
+    served = served_settings(settings, tmp_path / "var")
+    srv = Server("tests.odd_fallback", {"ODD_FALLBACK_MODE": "echo"}, tmp_path / "fb.log").start()
+    try:
+        live = FallbackClient(LookupSettings(core=served, fallback_url=srv.url), rclient)
+        version = Resolved("shop", publish_customers(rclient, served, 3), "shop", "m1")
+        too_big = live.answer("shop", [{"key": "huge-1"}], version)
+        assert isinstance(too_big[0], FallbackUnavailable)
+        for key in ("next-1", "next-2"):  # on the same thread, as a worker's next misses
+            answered = live.answer("shop", [{"key": key}], version)
+            assert isinstance(answered[0], bytes), answered
     finally:
         srv.stop()

@@ -35,7 +35,7 @@ def live_payload(
 ) -> Answer:
     """``pred``, the fallback's answer to ``inst``, as payload bytes, None (no answer) or
     why it cannot be used; ``model_version``: the one asked for ('' when not known)."""
-    if isinstance(pred, dict) and "error" in pred:
+    if isinstance(pred, dict) and isinstance(pred.get("error"), str):
         return _unscorable(dataset, pred) if pred["error"] in UNUSABLE_INPUT else None
     why = _wrong(pred, inst, shape, model_version)
     if why is None:
@@ -58,6 +58,8 @@ def _wrong(pred: Any, inst: dict[str, Any], shape: PayloadShape, model_version: 
     """What makes ``pred`` not the payload asked for, or None."""
     if not isinstance(pred, dict):
         return "no object"
+    if "error" in pred:
+        return "an error that names no code"
     if pred.get(shape.key_field) != inst["key"] or pred.get("context") != inst.get("context"):
         return "another key's payload"
     if model_version and pred.get("model_version") != model_version:

@@ -126,9 +126,10 @@ class FallbackClient:
             reply = conn.getresponse()
             data = reply.read(limit + 1)
         except BaseException:
-            conn.close()
-            self._local.conn = None
+            self._drop(conn)
             raise
+        if not reply.isclosed():  # a body past the limit, left unread: no next request on it
+            self._drop(conn)
         if reply.status == 400:  # the instances themselves (e.g. features it cannot use)
             raise _client_error(reply.status, data)
         # any other refusal (404: a dataset it does not serve, 413: more instances than it
@@ -144,6 +145,10 @@ class FallbackClient:
         if not isinstance(doc, dict):
             raise ValueError(f"fallback answered a JSON {type(doc).__name__}, not an object")
         return doc
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
 
     def _post(self, path: str, body: bytes, deadline: float, n: int) -> list[Any]:
         """The ``n`` predictions of one call; ValueError for a body that holds no such
@@ -257,7 +262,8 @@ class FallbackClient:
             for inst, pred in zip(instances, preds, strict=True)
         ]
         if unusable := [f for f in found if isinstance(f, Unusable)]:
-            log.warning("%s (and %d more)", unusable[0].message, len(unusable) - 1)
+            more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
+            log.warning("%s%s", unusable[0].message, more)
             if self.metrics is not None:
                 self.metrics.count(
                     self.metrics.fallback_errors, dataset, "invalid_answer", by=len(unusable)
