@@ -51,7 +51,8 @@ STATS_SCHEMA = (
     "rows long, scored long, bad long, bad_sample array<string>, keys array<string>, unmatched long"
 )
 # Keys a task reports per batch for the version's sample (prescore.publishing.gates)
-# when the run's size is not known (a run over image files); else Run.sample_share.
+# at least, besides its Run.sample_share of them: all there is when the run's size is not
+# known (a run over image files), and a floor when it writes fewer keys than planned.
 KEYS_PER_BATCH = 64
 
 
@@ -219,8 +220,7 @@ def stats_row(
     inputs, its part of the version's sample of the keys written (``run``'s share), and
     the entities a ranking found no candidate items for (no key written)."""
     bad = bad or []
-    share = run.sample_share
-    keys_ = gates.sampled(written, share) if share else gates.sample_keys(written, KEYS_PER_BATCH)
+    keys_ = gates.sampled(written, run.sample_share, KEYS_PER_BATCH)
     return pd.DataFrame(
         {
             "rows": [rows],

@@ -166,3 +166,16 @@ def test_the_decode_gate_reads_as_the_lookup_reads() -> None:
     assert "not a JSON object" in gates.decodes(b"[1]", shape, "c1")
     assert gates.psi(np.linspace(0, 1, 500), np.linspace(0, 1, 500)) < 0.01
     assert gates.psi(np.linspace(0, 1, 500), np.linspace(0.5, 1.5, 500)) > 1
+
+
+def test_a_batchs_part_of_the_sample_is_its_share_of_ranks_and_at_least_its_floor() -> None:
+    from prescore.publishing import gates
+
+    found = [f"user-{i}" for i in range(2000)]
+    assert set(gates.sampled(found, 1.0, 0)) == set(found)
+    half = gates.sampled(found, 0.5, 0)
+    assert 800 < len(half) < 1200  # about half; which ones, the same whoever asks
+    parts = gates.sampled(found[:700], 0.5, 0) + gates.sampled(found[700:], 0.5, 0)
+    assert sorted(parts) == sorted(half)  # whichever task holds a key
+    assert set(gates.sampled(found, 0.0, 10)) == set(gates.sample_keys(found, 10))  # the floor
+    assert gates.sample_keys(found, 10) == gates.sample_keys(list(reversed(found)), 10)

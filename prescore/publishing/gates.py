@@ -21,7 +21,6 @@ operator releases it (``prescore release``, recorded) or gc removes it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -103,16 +102,23 @@ class Reservoir:
 
 
 def sample_keys(found: Sequence[str], size: int) -> list[str]:
-    """At most ``size`` of ``found``: those of the lowest :func:`rank`, a sample uniform
+    """At most ``size`` of ``found``: those of the lowest :func:`ranks`, a sample uniform
     over keys that a rerun over the same keys draws again, so its gates compare alike."""
-    return sorted(found, key=rank)[:size]
+    lowest = np.argsort(ranks(found), kind="stable")[:size]
+    return [found[i] for i in lowest.tolist()]
 
 
-def sampled(found: Sequence[str], share: float) -> list[str]:
-    """The keys of ``found`` whose :func:`rank` is in the lowest ``share`` of ranks: one
-    task's part of a run's sample, about ``share`` of all keys, whichever task holds them."""
-    bound = share * 2**64
-    return [k for k in found if rank(k) < bound]
+def sampled(found: Sequence[str], share: float, floor: int) -> list[str]:
+    """One batch's part of a run's sample: the keys of ``found`` whose rank is in the
+    lowest ``share`` of ranks (about ``share`` of all keys, whichever task holds them),
+    and at least its ``floor`` lowest, which hold the sample up when a run writes fewer
+    keys than it planned."""
+    if not found:
+        return []
+    rank = ranks(found)
+    keep = rank < np.uint64(min(int(share * 2**64), 2**64 - 1))
+    keep[np.argsort(rank, kind="stable")[:floor]] = True
+    return [found[i] for i in np.flatnonzero(keep).tolist()]
 
 
 def sample_share(size: int, keys: int) -> float:
@@ -121,9 +127,12 @@ def sample_share(size: int, keys: int) -> float:
     return min(1.0, 2 * size / keys) if keys else 0.0
 
 
-def rank(key: str) -> int:
-    """A key's place in every sample: a hash, uniform over keys, alike in every process."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+def ranks(found: Sequence[str], salt: str = "0123456789123456") -> np.ndarray:
+    """Each key's place in every sample: a 64-bit hash of its text (pandas' SipHash with
+    a fixed key, ``salt``), uniform over keys and alike in every process."""
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(found, dtype=object), hash_key=salt, categorize=False)
 
 
 def _loaded(raw: bytes | None) -> Any:

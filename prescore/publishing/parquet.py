@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -294,15 +293,16 @@ def _write_all(
 
 def _check_all(source: Source, rows: _Rows, report: PublishReport, progress: Progress) -> None:
     """Read and check every row as a publish would, and write nothing; the keys that
-    repeat are counted from a hash of each (8 bytes a row, not the keys themselves)."""
+    repeat are counted from a 128-bit hash of each (not the keys themselves)."""
     report.dry_run = True
-    seen = array("q")
+    seen = []  # two 64-bit hashes of each key: 16 bytes a row, no two keys alike
     for batch in rows.batches(source):
-        good = _checked(rows, batch, report)
+        good = [k for k, _ in _checked(rows, batch, report)]
         report.rows += len(good)
-        seen.extend(hash(k) for k, _ in good)
+        seen.append(np.stack([gates.ranks(good), gates.ranks(good, "6543210987654321")], 1))
         progress.add(batch.num_rows)
-    report.repeated = len(seen) - len(np.unique(np.frombuffer(seen, np.int64)))
+    if seen:
+        report.repeated = report.rows - len(np.unique(np.concatenate(seen), axis=0))
 
 
 def _repeated(count: int, rows: int) -> str:
