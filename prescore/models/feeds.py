@@ -92,7 +92,18 @@ def _padded_arrays(rows: Sequence[np.ndarray], tensor: Tensor) -> np.ndarray:
 
 
 def column_feed(values: Any, tensor: Tensor) -> np.ndarray:
-    """One column's values (a pandas Series, numpy array or list) as ``tensor`` takes them."""
+    """One column's values (a pandas Series, numpy array or list) as ``tensor`` takes them;
+    InvalidInput for values it cannot hold (a number out of its range, in a list too)."""
+    try:
+        return _feed(values, tensor)
+    except (OverflowError, ValueError, TypeError) as exc:  # numpy's refusals of a cast
+        raise InvalidInput(
+            f"holds values an input of {tensor.dtype} cannot take ({exc})"[:200],
+            code="invalid_features",
+        ) from None
+
+
+def _feed(values: Any, tensor: Tensor) -> np.ndarray:
     if tensor.rank == 2:
         return _padded(list(values), tensor)
     if tensor.dtype in STRINGS:
@@ -115,7 +126,7 @@ def _check_range(arr: np.ndarray, tensor: Tensor) -> None:
     bounds = np.iinfo(_NUMPY[tensor.dtype])
     if arr.dtype.kind in "iuf":
         for value in (arr.min(), arr.max()):
-            if not bounds.min <= value <= bounds.max:
+            if not bounds.min <= value < bounds.max + 1:  # as a float, max rounds up to it
                 raise InvalidInput(
                     f"{value} is out of the range of an input of {tensor.dtype} "
                     f"({bounds.min} to {bounds.max})",
