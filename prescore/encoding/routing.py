@@ -52,7 +52,7 @@ def share_of(percent: float) -> int:
     """A canary's share in basis points from a percentage in (0, 100]; ValueError
     naming the bound otherwise."""
     if not 0 < percent <= 100 or round(percent * SCALE / 100) < 1:  # NaN fails the first
-        raise ValueError(f"a canary's percent must be from 0.01 to 100, got {percent:g}")
+        raise ValueError(f"a canary's percent must be from 0.01 to 100, got {percent!r}")
     return round(percent * SCALE / 100)
 
 

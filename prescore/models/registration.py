@@ -187,7 +187,8 @@ def register(
         try:
             sigs = describe(saved)
         except ModelStoreError as exc:  # named by its copy: name the folder given
-            raise ModelStoreError(exc.message.replace(str(folder), source.rstrip("/"))) from None
+            named = exc.message.replace(str(folder), source.rstrip("/"))
+            raise ModelStoreError(named, code=exc.code) from None
         meta = {**meta, "kind": meta.get("kind") or targets[0].kind}
         checked = []
         for target in targets:
