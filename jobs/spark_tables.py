@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from prescore.data.columns import Column, Columns
 from prescore.data.datasets import Table
 from prescore.encoding.keys import ESCAPE, SEPARATOR, KeyForm
 from prescore.errors import ConfigError
+
+
+def _missing_here(path: str) -> bool:
+    """Whether ``path`` is a local file or folder (no glob) that does not exist."""
+    parsed = urlparse(path)
+    if parsed.scheme not in ("", "file") or any(c in path for c in "*?[{"):
+        return False
+    return not os.path.exists(unquote(parsed.path) if parsed.scheme else path)
 
 
 def read(spark: Any, table: Table) -> Any:
@@ -20,6 +30,11 @@ def read(spark: Any, table: Table) -> Any:
     from py4j.protocol import Py4JJavaError
     from pyspark.sql.utils import AnalysisException
 
+    if _missing_here(table.path):  # said before Spark logs a Java trace of its own
+        raise ConfigError(
+            f"the table {table.path} cannot be read as {table.format}: [PATH_NOT_FOUND] "
+            "no such file or folder"
+        )
     reader = spark.read.format(table.format)
     if table.format == "parquet":
         # pandas and pyarrow write timestamps in nanoseconds, a Parquet type Spark refuses

@@ -274,6 +274,7 @@ def test_spark_submit_runs_the_job(shop, shop_settings, redis_url, rclient, tmp_
     assert f"the table file://{Path.cwd()}/gone/" in said[0], said  # as resolved on loading
     assert "cannot be read as parquet: [PATH_NOT_FOUND]" in said[0], said
     assert "Traceback" not in missing.stdout + missing.stderr
+    assert "\tat org.apache." not in missing.stderr  # nor a Java trace before the line
     assert list(scratch.iterdir()) == []
 
 
