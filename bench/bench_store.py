@@ -121,7 +121,7 @@ def publish_seconds(
     for step in ("old", "new"):
         started = time.perf_counter()
         info = v.begin("reco", MODEL_VERSION, expected_keys=len(ids))
-        where = v.placed(info.version, info)
+        where = Placed.of(v.dataset, info)
         values.write_frames(client, where, {0: enc.frame()})
         values.write(client, where, zip(ids, stored, strict=True))
         if step == "old":

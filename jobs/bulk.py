@@ -439,7 +439,7 @@ def publish_version(
 
     def write(versions: Versions, info: VersionInfo) -> Written:
         summary.version = info.version
-        where = versions.placed(info.version, info)
+        where = Placed.of(dataset.name, info)
         counted = partial(values.progress, versions.client, where)
         with Progress(spark, counted, expected=expected_keys, unit=unit):
             share = gates.sample_share(dataset.gates.sample, expected_keys)

@@ -295,7 +295,7 @@ def test_a_retried_tasks_rewrites_are_one_key_each_in_the_count_check(
     rows, each key once."""
     v = Versions(rclient, "shop", settings.store)
     info = v.begin("shop-model", "1")
-    run = _writing_run(settings, v.placed(info.version, info), v.token(info.version))
+    run = _writing_run(settings, Placed.of("shop", info), v.token(info.version))
     rows = [
         (f"c{i}", json.dumps({"customer_id": f"c{i}", "items": []}).encode()) for i in range(50)
     ]
@@ -312,7 +312,7 @@ def test_a_writing_versions_rows_count_a_retried_tasks_keys_once(
 ) -> None:
     v = Versions(rclient, "shop", settings.store)
     info = v.begin("shop-model", "1")
-    run = _writing_run(settings, v.placed(info.version, info), v.token(info.version))
+    run = _writing_run(settings, Placed.of("shop", info), v.token(info.version))
     rows = [(f"c{i}", b'{"customer_id":"c%d"}' % i) for i in range(50)]
     write_rows(rclient, run, rows[:30], values.Tally("p0", units=900))  # lost attempt
     write_rows(rclient, run, rows[:20], values.Tally("p0", units=600))  # its retry ...

@@ -24,6 +24,7 @@ from prescore.errors import PublishError, one_line
 from prescore.publishing import gates
 from prescore.store import bucket_encodings, canaries, deltas
 from prescore.store.redis_client import OUTAGES, Client, full_message, is_full
+from prescore.store.values import Placed
 from prescore.store.versions import ANY_LIVE, LiveChanged, Versions
 
 
@@ -152,7 +153,7 @@ def _buckets(versions: Versions, info: VersionInfo, say: Callable[[str], None]) 
     when any did (prescore.store.bucket_encodings); None for a version without buckets."""
     if not info.buckets:
         return None
-    found = bucket_encodings.sample(versions.client, versions.placed(info.version, info))
+    found = bucket_encodings.sample(versions.client, Placed.of(versions.dataset, info))
     if line := found.line():
         say(line)
     return found.to_json()

@@ -443,7 +443,7 @@ def publish_rows(
     def write(versions: Versions, info: VersionInfo) -> Written:
         report.version = info.version
         report.delta_of = str(info.extra.get(DELTA_OF, ""))
-        where, fence = versions.placed(info.version, info), versions.fence(info.version)
+        where, fence = Placed.of(dataset.name, info), versions.fence(info.version)
         with Progress(
             f"{dataset.name} {info.version}", total, say, every_s=progress_s, bar=bar
         ) as progress:

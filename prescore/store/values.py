@@ -20,6 +20,7 @@ import hiredis
 import redis
 
 from prescore.encoding import compact, keys
+from prescore.encoding.registry_entry import VersionInfo
 from prescore.store.bucket_batches import Grouped, group
 from prescore.store.redis_client import Client, as_bytes, as_text, run_packed
 
@@ -44,6 +45,11 @@ class Placed:
     dataset: str
     version: str
     buckets: int
+
+    @classmethod
+    def of(cls, dataset: str, info: VersionInfo) -> Placed:
+        """Where the keys of the version ``info`` registers live (no I/O)."""
+        return cls(dataset, info.version, info.buckets)
 
     def bucket(self, key: str) -> str:
         return keys.bucket_key(self.dataset, self.version, keys.bucket_of(key, self.buckets))

@@ -121,13 +121,13 @@ class Versions:
         return [self._live_view(i, alive[i.version]) if i.status == "writing" else i for i in infos]
 
     def _live_view(self, info: VersionInfo, alive: bool) -> VersionInfo:
-        rows = values.written(self.client, self.placed(info.version, info))
+        rows = values.written(self.client, Placed.of(self.dataset, info))
         return info.replace(rows=rows, status="writing" if alive else "dead")
 
-    def placed(self, version: str, info: VersionInfo | None = None) -> Placed:
-        """Where the keys of ``version`` live."""
-        info = info or self.get(version)
-        return Placed(self.dataset, version, info.buckets)
+    def placed(self, version: str) -> Placed:
+        """Where the keys of ``version`` live, as its registry entry says (with the entry
+        at hand: ``Placed.of``)."""
+        return Placed.of(self.dataset, self.get(version))
 
     def count_keys(self, version: str) -> int:
         """Keys present under ``version``, counted in its own buckets."""

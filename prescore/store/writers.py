@@ -167,7 +167,7 @@ def begin(
         pipe.execute()
         values.fence_buckets(
             client,
-            versions.placed(info.version, info),
+            values.Placed.of(versions.dataset, info),
             token,
             _renewing(versions, info.version, token),
         )
@@ -212,7 +212,7 @@ def _check_room(versions: DatasetVersions, live: VersionInfo, rows: int) -> None
     used, limit, policy = memory(versions.client)
     if not limit or policy != "noeviction":
         return
-    names = versions.placed(live.version, live).bucket_names()[:_ROOM_SAMPLE]
+    names = values.Placed.of(versions.dataset, live).bucket_names()[:_ROOM_SAMPLE]
     sizes = [versions.client.memory_usage(n, samples=0) or 0 for n in names]
     need = int(sum(sizes) / len(sizes) * live.buckets / live.rows * rows)
     if used + need > limit:
