@@ -117,7 +117,8 @@ def sampled(found: Sequence[str], share: float, floor: int) -> list[str]:
         return []
     rank = ranks(found)
     keep = rank < np.uint64(min(int(share * 2**64), 2**64 - 1))
-    keep[np.argsort(rank, kind="stable")[:floor]] = True
+    if floor:  # the floor lowest, unordered: a partition, not a sort
+        keep[np.argpartition(rank, min(floor, len(rank)) - 1)[:floor]] = True
     return [found[i] for i in np.flatnonzero(keep).tolist()]
 
 
