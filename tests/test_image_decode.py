@@ -113,3 +113,14 @@ def test_reduced_scale_decode_gives_the_full_decodes_pixels(
     assert diff.mean() <= 1.5 and np.percentile(diff, 99) <= 12, (diff.mean(), diff.max())
     if fmt == "PNG":  # no reduced scales: one decode
         assert diff.max() == 0
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_16_bit_greyscale_image_is_scaled_to_8_bits_not_clipped(channels: int) -> None:
+    """Pillow's convert clips 16-bit values at 255: a mid grey (32768 of 65535) became
+    white, and its labels were another image's."""
+    grey = np.tile(np.array([0, 16384, 32768, 65535], np.uint16), (4, 1))
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, "PNG")
+    pixels = decode(buf.getvalue(), (4, 4), channels=channels, reduced=False)
+    assert pixels[0, :, 0].tolist() == [0, 64, 128, 255]

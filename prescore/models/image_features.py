@@ -48,7 +48,8 @@ def decode(
                 )
             mode = "L" if channels == 1 else "RGB"
             box = _draft(img, mode, size) if reduced else None
-            rgb = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR, box)
+            rgb = _eight_bits(img).convert(mode)
+            rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR, box)
     except InvalidInput:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own header check, far over ours
@@ -59,6 +60,16 @@ def decode(
         raise InvalidInput("not a readable image", code="bad_image") from exc
     pixels = np.asarray(rgb, np.uint8)
     return pixels[:, :, None] if channels == 1 else pixels
+
+
+def _eight_bits(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit greyscale image scaled to 8 bits (Pillow's convert clips it: a 16-bit
+    mid grey came out white); any other image as it is."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return img
+    values = np.asarray(img).astype(np.int64)
+    bits = 16 if img.mode.startswith("I;16") or values.max(initial=0) < 1 << 16 else 32
+    return Image.fromarray((np.clip(values, 0, None) >> (bits - 8)).astype(np.uint8), "L")
 
 
 def _draft(
