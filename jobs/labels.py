@@ -19,6 +19,7 @@ Labels at or above their threshold are kept, best first (prescore.encoding.label
 from __future__ import annotations
 
 import math
+import os
 import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ ARROW_BATCH_FILES = 512
 FILE_PACKING = {
     "spark.sql.files.maxPartitionBytes": "16m",
     "spark.sql.files.openCostInBytes": "64k",
+    # a file removed between the listing and its read is skipped, not the whole run's
+    # failure: the listing's count then finds it unread (unread_stats)
+    "spark.sql.files.ignoreMissingFiles": "true",
 }
 
 
@@ -116,8 +120,13 @@ def decode_all(
 
 def read_local(path: str, max_bytes: int) -> bytes:
     """A listed local file's bytes, at most ``max_bytes + 1`` (the decoder refuses more)."""
-    with open(path[len("file:") :] if path.startswith("file:") else path, "rb") as f:
+    with open(_local(path), "rb") as f:
         return f.read(max_bytes + 1)
+
+
+def _local(path: str) -> str:
+    """A local file's path as Spark's path column gives it (``file:/a b.jpg``)."""
+    return path[len("file:") :] if path.startswith("file:") else path
 
 
 def score_images(frame: pd.DataFrame, run: Run, model: Any) -> tuple[list, list]:
@@ -202,8 +211,13 @@ def unread_stats(spark: Any, files: Any, max_bytes: int) -> Any:
         "path", F.lit("image_too_large").alias("reason")
     )
     bad = empty.unionByName(big).collect()  # a few rows: bad files are the exception
-    sample = [f"{r['path']}: {r['reason']}" for r in bad[:20]]
+    sample = [f"{r['path']}: {_unread(r['path'], r['reason'])}" for r in bad[:20]]
     return spark.createDataFrame([(0, 0, len(bad), sample, [], 0)], STATS_SCHEMA)
+
+
+def _unread(path: str, reason: str) -> str:
+    """A listed file no worker saw: removed since it was listed, or as ``reason`` says."""
+    return "unreadable" if is_local(path) and not os.path.exists(_local(path)) else reason
 
 
 def check_file_names(spark: Any) -> None:
@@ -234,7 +248,9 @@ def read_images(spark: Any, dataset: Dataset, partitions: int) -> Listing:
     files = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(root)
     wanted = ("path",) if is_local(root) else ("path", "content")
     images = files.where(files.length <= dataset.max_image_bytes).select(*wanted)
-    count = len(files.inputFiles())
+    listed = files.inputFiles()
+    _refuse_shared_keys(dataset.images, listed)
+    count = len(listed)
     if partitions:
         return Listing(files, count, images.repartition(partitions))
     # Each Python task has a start-up cost comparable to scoring a few hundred images:
@@ -248,6 +264,25 @@ def read_images(spark: Any, dataset: Dataset, partitions: int) -> Listing:
 def is_local(root: str) -> bool:
     """Whether ``root`` is a local (or mounted) folder a Python worker can open."""
     return urlparse(root).scheme in ("", "file")
+
+
+def _refuse_shared_keys(images: str, listed: Sequence[str]) -> None:
+    """ConfigError naming files whose names without their extensions are one key (a.jpg
+    and a.png): both would be written under it and the count check fail after the run."""
+    by_key: dict[str, list[str]] = {}
+    for uri in listed:
+        try:
+            plain = _plain(uri)
+            by_key.setdefault(image_key(plain), []).append(posixpath.basename(plain))
+        except InvalidInput:  # listed as bad by the run
+            continue
+    shared = {k: sorted(v) for k, v in by_key.items() if len(v) > 1}
+    if shared:
+        named = "; ".join(f"{k!r}: {', '.join(v)}" for k, v in sorted(shared.items())[:3])
+        raise ConfigError(
+            f"{images}: {len(shared)} key(s) name more than one file ({named}); a file's "
+            "name without its extension is its key: rename or remove all but one"
+        )
 
 
 def count_images(spark: Any, dataset: Dataset) -> int:

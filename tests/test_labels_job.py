@@ -402,3 +402,40 @@ def test_a_rerun_over_the_same_rows_samples_the_same_keys_and_passes_its_gates( 
         checks.append({c["name"]: c["value"] for c in info.extra["gates"]["checks"]})
     assert samples[0] == samples[1] == sorted(lowest)  # 120 of 300, the same both times
     assert checks[1]["drift"] == 0.0 and checks[1]["coverage"] == 1.0
+
+
+def test_two_files_of_one_key_are_refused_and_a_file_removed_after_the_listing_is_unreadable(  # type: ignore[no-untyped-def]
+    spark, colours, settings, tagger, rclient, tmp_path
+) -> None:
+    """a.jpg and a.JPG are one key: refused in one line naming them before a version is
+    begun (both were written under it, and the count check failed after the run). A file
+    removed between the listing and its read is listed ``unreadable`` and the rest
+    publish (Spark's scan failed the whole run with a Java trace)."""
+    from jobs.bulk import Run, WorkerSettings, publish_version
+    from jobs.labels import runner
+
+    folder = tmp_path / "images"
+    shutil.copytree(colours["images"], folder)
+    s = with_catalog(settings, domains.colours_config(folder, tmp_path / "c.toml"))
+    registered(s, "colour-tagger", tagger)
+    (folder / "img-0.JPG").write_bytes((folder / "img-0.jpg").read_bytes())
+    with pytest.raises(ConfigError, match=r"1 key\(s\) name more than one file \('img-0': "):
+        _run(spark, s)
+    assert Versions(rclient, "colours", s.store).all() == []
+    (folder / "img-0.JPG").unlink()
+
+    dataset = s.catalog.get("colours")
+    ref = ModelStore(s.models).resolve("colour-tagger")
+    worker = WorkerSettings.of(s)
+    base = Run(
+        dataset=dataset, model_version=ref.version, scored_at="", worker=worker, batch_rows=8
+    )
+    run, _ = runner(spark, ref, base)  # the files are listed here
+    (folder / "img-1.jpg").unlink()  # removed before any worker reads it
+    versions = Versions(rclient, "colours", s.store)
+    summary = publish_version(
+        spark, versions, dataset, ("colour-tagger", ref.version), run, "images"
+    )
+    assert summary.rows == len(colours["truth"]) - 1 and summary.bad == 1
+    assert summary.bad_sample[0].endswith("img-1.jpg: unreadable"), summary.bad_sample
+    assert versions.current() == summary.version
