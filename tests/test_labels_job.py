@@ -94,7 +94,7 @@ def test_image_id_rule_and_globs() -> None:
     assert image_key("hdfs://nn:8020/photos/img-000042.jpg") == "img-000042"
     assert image_key("file:/var/images/a.b.png") == "a.b"
     assert image_key(f"file:/var/images/{AWKWARD}.jpg") == AWKWARD  # Spark's path as it is
-    for bad in (".hidden.jpg", f"{'x' * 241}.jpg"):
+    for bad in (".hidden.jpg", "_hidden.jpg", f"{'x' * 241}.jpg"):  # hidden: the first 2
         with pytest.raises(InvalidInput):
             image_key(f"file:/var/images/{bad}")
     assert image_folder("var/images/*.jpg") == "var/images"

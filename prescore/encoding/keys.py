@@ -247,15 +247,16 @@ CONTEXT_SCHEMA = {
 
 
 MAX_FILE_KEY_BYTES = 240  # a file name's 255 bytes, less the longest extension's
-_FILE_NAME_RE = re.compile(r"[^./][^/]*")
+_FILE_NAME_RE = re.compile(r"[^./_][^/]*")
 
 
 def check_file_name(key: str, *, what: str = "key") -> str:
     """Return ``key`` if it can name a file ``<key>.<ext>`` in a folder (an images
     dataset's key): no ``/`` (it would reach out of the folder), not starting with ``.``
-    (a hidden file, which the bulk job's listing skips), short enough for a file name."""
+    or ``_`` (a file Hadoop's listing hides, which the bulk job never scores), short
+    enough for a file name."""
     if not _FILE_NAME_RE.fullmatch(key):
-        raise InvalidInput(f"{what} holds a '/' or starts with '.'", code="invalid_id")
+        raise InvalidInput(f"{what} holds a '/' or starts with '.' or '_'", code="invalid_id")
     if len(key) > MAX_FILE_KEY_BYTES // 4 and len(key.encode()) > MAX_FILE_KEY_BYTES:
         raise InvalidInput(f"{what} is longer than {MAX_FILE_KEY_BYTES} bytes", code="invalid_id")
     return key
