@@ -28,6 +28,7 @@ class Served:
     max_age_s: float | None = None  # an older answer is stale (lookup.live.freshness)
     stale: str = "refresh"  # refresh in the background, or ask live within the deadline
     scored: frozenset[str] = frozenset()  # the contexts its bulk run scores
+    images: bool = False  # scored from image files: :predict takes an image, not features
 
     def falls_back(self, context: str | None) -> bool:
         """Whether a key missing in ``context`` is answered by its plain key: only in a
@@ -56,6 +57,7 @@ class Served:
             max_age_s=d.max_age_s,
             stale=d.stale,
             scored=frozenset(d.contexts.score if d.contexts else ()),
+            images=bool(d.images),
         )
 
 

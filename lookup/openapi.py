@@ -112,6 +112,12 @@ def key_schema(spec: Served) -> dict[str, Any]:
     return spec.key_form.schema()
 
 
+def url_key_schema(spec: Served) -> dict[str, Any]:
+    """A key in the URL: no U+FFFD either, what bytes that are not UTF-8 arrive as
+    (lookup.fastpath refuses it: its bytes cannot be told apart)."""
+    return spec.key_form.schema("\\ufffd")
+
+
 def _context() -> dict[str, Any]:
     return dict(CONTEXT_SCHEMA)
 
@@ -204,7 +210,7 @@ def _single(spec: Served, settings: LookupSettings) -> dict[str, Any]:
             "summary": f"One key of {spec.name}: precomputed, from the published version; on a "
             "miss, live inference (when configured) answers and the answer is written back",
             "parameters": [
-                {"name": "key", "in": "path", "required": True, "schema": key_schema(spec)},
+                {"name": "key", "in": "path", "required": True, "schema": url_key_schema(spec)},
                 *_query(spec, settings),
                 *_PICK,
                 _IF_NONE_MATCH,
@@ -316,14 +322,11 @@ def _post(
 
 
 def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
+    sent = "b64" if spec.images else "features"
     props: dict[str, Any] = {
         "key": key_schema(spec),
         spec.shape.key_field: key_schema(spec),
-        "features": {
-            "type": "object",
-            "minProperties": 1,
-            "description": "The entity's raw features, by column name",
-        },
+        sent: _IMAGE if spec.images else _FEATURES,
         **_bounds(settings),
     }
     if spec.contexts:
@@ -332,8 +335,21 @@ def _predict_request(spec: Served, settings: LookupSettings) -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "properties": props,
-        "required": ["features"],
+        "required": [sent],
     }
+
+
+_FEATURES = {
+    "type": "object",
+    "minProperties": 1,
+    "description": "The entity's raw features, by column name",
+}
+_IMAGE = {
+    "type": "string",
+    "minLength": 1,
+    "contentEncoding": "base64",
+    "description": "The image file's bytes, base64 (within LOOKUP_MAX_BODY_BYTES)",
+}
 
 
 def _dataset_paths(spec: Served, settings: LookupSettings, live: bool) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the answer back. And a slow (hung) fallback, for images and rankings alike."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -111,6 +112,23 @@ def test_features_sent_for_an_image_are_refused_not_ignored(
     reply = requests.post(lookup.url + "/v1/datasets/colours:predict", json=body, timeout=5)
     assert (reply.status_code, reply.json()["error"]) == (400, "invalid_features"), reply.text
     assert stored(rclient, "colours", "img-3") is None
+
+
+def test_an_image_posted_to_predict_is_labelled_live_and_never_written_back(
+    lookup: Server, rclient: redis.Redis, colours: dict[str, Any], world: dict[str, Any]
+) -> None:
+    raw = (world["images"] / "img-5.jpg").read_bytes()
+    body = {"key": "posted-5", "b64": base64.b64encode(raw).decode()}
+    reply = requests.post(lookup.url + "/v1/datasets/colours:predict", json=body, timeout=5)
+    assert reply.status_code == 200, reply.text
+    doc = reply.json()
+    assert (doc["source"], doc["key"]) == ("live", "posted-5")
+    expected = _expected(colours, world, "img-5")
+    assert {c["colour"] for c in doc["colours"]} == set(expected)
+    assert stored(rclient, "colours", "posted-5") is None  # what a client sent: never stored
+    for bad in ({"key": "x", "b64": "not base64!"}, {"key": "x", "b64": ""}, {"key": "x"}):
+        reply = requests.post(lookup.url + "/v1/datasets/colours:predict", json=bad, timeout=5)
+        assert (reply.status_code, reply.json()["error"]) == (400, "bad_image"), reply.text
 
 
 def test_a_slow_fallback_batch_serves_hits_with_per_item_timeouts(

@@ -5,7 +5,9 @@ the caller's features to the fallback through the lookup's FallbackClient (same 
 and circuit breaker as a miss) and served with ``"source": "live"``. The answer is made
 from inputs the caller chose, so it is never written back: what one client sends can
 never change what another client reads. Body: ``{"key", "features", "context"?, "k"?,
-"min_score"?}`` (the dataset's key field, e.g. ``user_id``, may stand for ``key``).
+"min_score"?}`` (the dataset's key field, e.g. ``user_id``, may stand for ``key``); an
+images dataset's ``{"key", "b64"}``: the image file's bytes, base64, as the fallback takes
+them.
 """
 
 from __future__ import annotations
@@ -30,9 +32,20 @@ from prescore.service.web import json_body, json_response
 def _instance(spec: Served, body: Any, max_k: int) -> tuple[dict[str, Any], params.Shape]:
     """The checked body: the instance for the fallback, and how to cut the answer."""
     names = {"key", spec.shape.key_field}
-    others = ("features", "k", "limit", "min_score")
+    sent = "b64" if spec.images else "features"  # an images dataset's model takes the image
+    if spec.images and isinstance(body, dict) and "features" in body:
+        raise InvalidInput(
+            f"{spec.name} is scored from images: send the image (b64), not features",
+            code="invalid_features",
+        )
+    others = (sent, "k", "limit", "min_score")
     field = params.key_field(body, names, spec, others, "invalid_id", "the key in")
     key = spec.key_form.check_given(body[field], what=field)
+    if spec.images:
+        image = body.get("b64")
+        if not isinstance(image, str) or not image:
+            raise InvalidInput("b64 must be the image file's bytes, base64", code="bad_image")
+        return {"key": key, "b64": image}, params.shape(body, max_k)
     features = body.get("features")
     if not isinstance(features, dict) or not features:
         raise InvalidInput("features must be a non-empty object", code="invalid_features")

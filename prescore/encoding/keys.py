@@ -196,13 +196,15 @@ class KeyForm:
             return [key]
         return [_ESCAPED_RE.sub(r"\1", p) for p in re.findall(_PART, key)]
 
-    def schema(self) -> dict[str, object]:
+    def schema(self, banned: str = "") -> dict[str, object]:
         """The JSON Schema of a key's text in this form (its byte bound is in UTF-8,
-        so maxLength, in characters, is an upper bound only)."""
+        so maxLength, in characters, is an upper bound only); ``banned``: characters
+        refused besides (a regex class's text, as a URL refuses U+FFFD)."""
         # no surrogate range: JSON Schema's regexes are of Unicode text, which holds none
-        key = _joined(self.parts, _CONTROL) if self.joined else _text(_CONTROL)
+        refused = _CONTROL + banned
+        key = _joined(self.parts, refused) if self.joined else _text(refused)
         if self.files:
-            key = f"[^{_CONTROL}./][^{_CONTROL}/]*"
+            key = f"[^{refused}./_][^{refused}/]*"
         longest = MAX_FILE_KEY_BYTES if self.files else MAX_KEY_BYTES
         return {"type": "string", "minLength": 1, "maxLength": longest, "pattern": f"^{key}$"}
 
