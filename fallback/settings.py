@@ -65,7 +65,10 @@ class FallbackSettings:
         "auto",
         kind="choice",
         choices=("auto", *RUNTIMES),
-        doc="how models run; `auto`: the fastest variant measured at registration",
+        doc="how models run; `auto`: the fastest variant measured at registration, int8 "
+        "included where it agreed within 0.1 (a label whose score lies that close to its "
+        "threshold may differ from the bulk job's, which runs `tf`: name `tf` or `float32` "
+        "for the same labels)",
     )
     runtimes: Mapping[str, str] = setting(
         "FALLBACK_RUNTIMES",

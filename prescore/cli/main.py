@@ -399,7 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--dataset", help="check against this dataset only")
     reg.add_argument("--meta", help="model.json to use (default: PATH/model.json)")
     reg.add_argument("--promote", action="store_true", help="promote it once registered")
-    reg.add_argument("--no-int8", dest="int8", action="store_false", help="skip int8")
+    reg.add_argument(
+        "--no-int8",
+        dest="int8",
+        action="store_false",
+        help="build no LiteRT variant (neither int8 nor float32)",
+    )
     reg.set_defaults(func=cli_models.register)
     promote = listing(msub.add_parser("promote", help="promote a model version"))
     promote.add_argument("name")
