@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -41,8 +42,8 @@ import numpy as np
 
 from jobs import spark_k8s, submit
 from jobs.retrain_state import RunState, new_run_id
-from prescore.data.datasets import Dataset
-from prescore.errors import ConfigError, PrescoreError
+from prescore.data.datasets import MAX_REGRESSION_RULE, Dataset
+from prescore.errors import ConfigError, PrescoreError, PublishError, one_line
 from prescore.models import dataset_feeds
 from prescore.models.quality import quality
 from prescore.models.signature import Signatures
@@ -88,14 +89,25 @@ def step_train(settings: Settings, dataset: Dataset, opts: Options, state: RunSt
     out = state.dir / "model"
     if training.entry:
         module, _, func = training.entry.partition(":")
-        getattr(importlib.import_module(module), func)(str(out))
+        try:
+            getattr(importlib.import_module(module), func)(str(out))
+        except Exception as exc:  # the team's code: its failure in one line, not ours
+            raise PrescoreError(
+                f"training {training.entry} raised {one_line(exc)}", code="training_failed"
+            ) from exc
     else:
         argv = [
             p.replace("{output}", str(out)).replace("{python}", sys.executable)
             for p in training.command
         ]
         log("$ " + " ".join(argv))
-        done = subprocess.run(argv, check=False)
+        try:
+            done = subprocess.run(argv, check=False)
+        except OSError as exc:  # no such program, not executable
+            raise PrescoreError(
+                f"training command {argv[0]!r} cannot run: {exc.strerror or exc}",
+                code="training_failed",
+            ) from None
         if done.returncode:
             raise PrescoreError(f"training exited with {done.returncode}", code="training_failed")
     registered = register(
@@ -130,7 +142,8 @@ def evaluate_versions(settings: Settings, dataset: Dataset, versions: list[str])
         n = len(truth)
         scores = [model({k: v[i : i + 8192] for k, v in feed.items()}) for i in range(0, n, 8192)]
         value = quality(training.metric, truth, np.concatenate(scores))
-        out[version] = {training.metric: value, "heldout_rows": n}
+        finite = value if math.isfinite(value) else None  # the report is strict JSON
+        out[version] = {training.metric: finite, "heldout_rows": n}
     return out
 
 
@@ -140,10 +153,9 @@ def step_evaluate(settings: Settings, dataset: Dataset, candidate: str) -> dict[
     versions = [candidate] + ([promoted] if promoted and promoted != candidate else [])
     metrics = evaluate_versions(settings, dataset, versions)
     for version, m in metrics.items():
-        log(
-            f"evaluate: {dataset.model}/{version} {metric} {m[metric]:.4f} "
-            f"on {m['heldout_rows']} held-out rows"
-        )
+        shown = "cannot be computed" if m[metric] is None else f"{m[metric]:.4f}"
+        rows = m["heldout_rows"]
+        log(f"evaluate: {dataset.model}/{version} {metric} {shown} on {rows} held-out rows")
     current = (
         {"version": promoted, **metrics[promoted]} if promoted and promoted != candidate else None
     )
@@ -157,11 +169,18 @@ def step_evaluate(settings: Settings, dataset: Dataset, candidate: str) -> dict[
 def decide(evaluation: dict[str, Any], max_regression: float) -> tuple[bool, str]:
     """Keep going or not, and why; the one rule of the gate."""
     metric = evaluation.get("metric", "auc")
-    cand = float(evaluation["candidate"][metric])
+    cand = _value(evaluation["candidate"][metric])
     current = evaluation["promoted"]
+    if cand is None:  # a held-out table of one class, say: nothing to compare
+        return False, (
+            f"the candidate's {metric} cannot be computed on the held-out rows (does their "
+            "label hold both classes?); the promoted model stays"
+        )
     if current is None:
         return True, f"no promoted model yet; candidate {metric} {cand:.4f}"
-    prev = float(current[metric])
+    prev = _value(current[metric])
+    if prev is None:  # the promoted model measures nothing here: the candidate does
+        return True, f"candidate {metric} {cand:.4f}; the promoted model's cannot be computed"
     if cand >= prev - max_regression:
         return True, (
             f"candidate {metric} {cand:.4f} vs promoted {prev:.4f}: within the allowed "
@@ -172,6 +191,11 @@ def decide(evaluation: dict[str, Any], max_regression: float) -> tuple[bool, str
         f"below the {prev - max_regression:.4f} "
         f"the gate requires (allowed regression {max_regression:.4f}); the promoted model stays"
     )
+
+
+def _value(metric: Any) -> float | None:
+    """A metric as a number, None where it could not be computed (NaN; JSON's null)."""
+    return float(metric) if metric is not None and math.isfinite(float(metric)) else None
 
 
 def step_gate(dataset: Dataset, opts: Options, evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +267,19 @@ def step_score(
     return {"published": published}
 
 
-def step_promote(settings: Settings, dataset: Dataset, version: str) -> dict[str, Any]:
+def step_promote(
+    settings: Settings, dataset: Dataset, version: str, published: str
+) -> dict[str, Any]:
+    """Promote the candidate while the version its scores made (``published``) is live:
+    the promoted model and the live data come from one model; after a crash and another
+    publish in between (a nightly run), the model is not promoted."""
+    live = Versions(connect(settings.redis), dataset.name, settings.store).current()
+    if live != published:
+        raise PublishError(
+            f"{dataset.name}: the live version is {live}, not {published} that this run's "
+            f"scores made; {dataset.model}/{version} is not promoted (run the retrain again)",
+            code="live_changed",
+        )
     store = ModelStore(settings.models)
     before = store.promoted(dataset.model)
     store.promote(dataset.model, version)  # idempotent: writes the same name again on a re-run
@@ -255,6 +291,13 @@ def run(settings: Settings, opts: Options) -> dict[str, Any]:
     """Run (or resume) the pipeline; returns the report."""
     dataset = settings.catalog.get(opts.dataset)
     state = RunState(opts.state_dir, opts.run_id)
+    try:
+        return _run(settings, opts, dataset, state)
+    finally:
+        state.close()
+
+
+def _run(settings: Settings, opts: Options, dataset: Dataset, state: RunState) -> dict[str, Any]:
     log(f"run {opts.run_id} of {dataset.name}: state {state.path}")
 
     def step(name: str, func: Any, *args: Any) -> dict[str, Any]:
@@ -274,9 +317,9 @@ def run(settings: Settings, opts: Options) -> dict[str, Any]:
         if stop >= 2:
             gate = step("gate", step_gate, dataset, opts, evaluation)
             if stop >= 3 and gate["promote"]:
-                step("score", step_score, settings, dataset, opts, state, version)
+                scored = step("score", step_score, settings, dataset, opts, state, version)
                 if stop >= 4:
-                    step("promote", step_promote, settings, dataset, version)
+                    step("promote", step_promote, settings, dataset, version, scored["published"])
     report = build_report(state, dataset)
     path = state.write_report(report)
     print(json.dumps(report, indent=2, sort_keys=True))
@@ -306,6 +349,17 @@ def build_report(state: RunState, dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def _regression(text: str) -> float:
+    """``--max-regression``, as the dataset's ``max_regression`` is bounded."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: {MAX_REGRESSION_RULE}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jobs.retrain",
@@ -315,8 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="a declared dataset with a training section")
     p.add_argument("--run-id", help="resume this run (default: a new one; $PRESCORE_RUN_ID)")
     p.add_argument("--state-dir", help="where runs are recorded (default: $PRESCORE_VAR/retrain)")
-    p.add_argument("--max-regression", type=float, help="how much worse a candidate may be")
-    p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 variant")
+    p.add_argument(
+        "--max-regression", type=_regression, help="how much worse a candidate may be (0 to 1)"
+    )
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="build no LiteRT variant")
     p.add_argument("--target", choices=("local", "k8s"), default="local")
     p.add_argument("--master", default="local[*]")
     p.add_argument("--driver-memory", default="2g")

@@ -9,14 +9,16 @@ harmless.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prescore.errors import InvalidInput
+from prescore.errors import InvalidInput, PrescoreError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -26,7 +28,10 @@ def now_iso() -> str:
 
 
 def new_run_id() -> str:
-    return "retrain-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    """A run id of its own: the second it began, and a random part (two runs begun in
+    one second shared one state and one model folder)."""
+    began = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"retrain-{began}-{secrets.token_hex(3)}"
 
 
 class RunState:
@@ -38,6 +43,7 @@ class RunState:
         self.run_id = run_id
         self.dir = Path(state_dir) / run_id
         self.path = self.dir / "state.json"
+        self._lock = _hold(self.dir / "lock", run_id)
         self.data: dict[str, Any] = (
             json.loads(self.path.read_text())
             if self.path.exists()
@@ -59,6 +65,10 @@ class RunState:
         self.data["steps"][step] = {**result, "finished_at": now_iso()}
         self._write(self.path, self.data)
 
+    def close(self) -> None:
+        """Let another process take this run (also when this one exits or is killed)."""
+        self._lock.close()
+
     def write_report(self, report: dict[str, Any]) -> Path:
         path = self.dir / "report.json"
         self._write(path, report)
@@ -69,7 +79,24 @@ class RunState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+            json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+def _hold(path: Path, run_id: str) -> Any:
+    """An exclusive lock on the run's folder, held while the process runs it (the OS
+    releases it when the process ends, however it ends); PrescoreError ``run_busy`` when
+    another process runs it now."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = open(path, "a+")  # noqa: SIM115 (held for the run's life, closed by close())
+    try:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        raise PrescoreError(
+            f"run {run_id} is running in another process; wait for it, or give another --run-id",
+            code="run_busy",
+        ) from None
+    return held

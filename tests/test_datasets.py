@@ -144,6 +144,10 @@ def test_rules_and_kinds_need_their_fields(tmp_path: Path) -> None:
         _load(tmp_path, RANKING + '[datasets.shop.training]\nlabel = "y"\n')
     with pytest.raises(ConfigError, match=r"must pass \{output\}"):
         _load(tmp_path, RANKING + '[datasets.shop.training]\ncommand = ["train.sh"]\n')
+    train = '[datasets.shop.training]\ncommand = ["t.sh", "{output}"]\nmax_regression = '
+    for nonsense in ("nan", "inf", "-0.5", "1e9"):  # a margin that gates nothing, or all
+        with pytest.raises(ConfigError, match=r"training\.max_regression: must be a number from 0"):
+            _load(tmp_path, RANKING + train + nonsense + "\n")
     routes = RANKING + '\n[datasets.two]\nkind = "external"\nroute = "r"\n'
     with pytest.raises(ConfigError, match="more than one dataset"):
         _load(tmp_path, routes.replace('kind = "ranking"', 'kind = "ranking"\nroute = "r"'))

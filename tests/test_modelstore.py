@@ -68,3 +68,28 @@ def test_hdfs_root_over_webhdfs(tmp_path: Path) -> None:
 def test_unknown_scheme_is_refused() -> None:
     with pytest.raises(ModelStoreError):
         ModelStore(ModelStoreSettings(root="az://bucket/models"))
+
+
+def test_a_version_another_writer_made_meanwhile_is_not_overwritten_nor_left_half_copied(
+    tmp_path: Path,
+) -> None:
+    """Two registrations of one model chose the same next version: the second's rename
+    finds the first's folder, gives way (ModelStore.save then takes the next number) and
+    leaves no temporary copy behind; a store that cannot be written says so in one line
+    (it was reported as a Redis outage)."""
+    from prescore.data.storage import LocalFiles
+    from prescore.errors import StorageUnavailable
+
+    files, target = LocalFiles(), tmp_path / "models" / "reco" / "1"
+    files.upload_dir(_build(tmp_path, "a", b"one"), str(target))
+    with pytest.raises(FileExistsError):
+        files.upload_dir(_build(tmp_path, "b", b"two"), str(target))
+    assert (target / "saved_model" / "saved_model.pb").read_bytes() == b"one"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["1"]  # no .partial left
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(StorageUnavailable, match="cannot be written: Not a directory"):
+        files.upload_dir(_build(tmp_path, "c", b"three"), str(blocked / "reco" / "1"))
+    store = ModelStore(ModelStoreSettings(root=(blocked / "models").as_uri()))
+    with pytest.raises(ModelStoreError, match="cannot be written: Not a directory"):
+        store.save("reco", _build(tmp_path, "d", b"four"), {})

@@ -13,7 +13,7 @@ import pytest
 
 from jobs.retrain import Options, decide, run
 from jobs.retrain_state import RunState
-from prescore.errors import InvalidInput
+from prescore.errors import InvalidInput, PrescoreError
 from prescore.models.store import ModelStore
 from prescore.settings import Settings
 from prescore.store.versions import Versions
@@ -39,12 +39,24 @@ def test_gate_rule() -> None:
     ok, why = decide(worse, 0.005)
     assert not ok and "stays" in why and "map" in why
     assert decide(worse, 0.02)[0] is True  # a looser margin lets it through
+    # a metric that cannot be computed (held-out labels of one class: NaN, null in JSON)
+    unmeasured = {"metric": "auc", "candidate": {"version": "1", "auc": None}, "promoted": None}
+    ok, why = decide(unmeasured, 0.005)
+    assert not ok and "cannot be computed" in why  # a first model too: nothing to judge by
+    nan = {**same, "candidate": {"version": "2", "auc": float("nan")}}
+    assert decide(nan, 0.005)[0] is False
+    stuck = {**same, "promoted": {"version": "1", "auc": None}}  # a NaN promoted earlier
+    assert decide(stuck, 0.005)[0] is True  # would otherwise keep every candidate out
 
 
 def test_run_state_survives_a_restart(tmp_path: Path) -> None:
     state = RunState(tmp_path, "run-1")
     assert not state.done("train")
     state.record("train", {"version": "3"})
+    with pytest.raises(PrescoreError, match="running in another process") as busy:
+        RunState(tmp_path, "run-1")  # two processes at once would share its model folder
+    assert busy.value.code == "run_busy"
+    state.close()  # the process ended (or was killed: the OS lets go of its lock)
     again = RunState(tmp_path, "run-1")
     assert again.done("train") and again.result("train")["version"] == "3"
     assert again.started_at == state.started_at
@@ -149,3 +161,22 @@ def test_a_run_that_fails_at_scoring_leaves_model_and_data_from_one_model(
     assert store.promoted("shop-model") == "1"
     assert data.current() == live and data.get(live).model_version == "1"
     assert _state(s, "broken")["steps"].keys() == {"train", "evaluate", "gate"}
+
+
+def test_a_resumed_run_promotes_only_while_its_scores_are_live(
+    rclient: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """A run killed after its score and resumed after another publish (a nightly run of
+    the promoted model) would promote a model whose scores are not what readers get:
+    refused, the promoted model unchanged."""
+    from jobs.retrain import step_promote
+    from prescore.errors import PublishError
+    from tests.lookup_helpers import publish_customers, served_settings
+
+    s = served_settings(settings, tmp_path / "var")
+    ours = publish_customers(rclient, s, 3)  # the version this run's score published
+    nightly = publish_customers(rclient, s, 3)  # then another, made by another model
+    with pytest.raises(PublishError, match=f"the live version is {nightly}, not {ours}") as no:
+        step_promote(s, s.catalog.get("shop"), "2", ours)
+    assert no.value.code == "live_changed"
+    assert not Path(ModelStore(s.models).root.removeprefix("file://")).exists()  # untouched

@@ -48,6 +48,8 @@ from prescore.errors import ConfigError, InvalidInput
 KINDS = ("ranking", "labels", "external")
 RULES = ("all", "match", "table")
 NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+# auc and map lie in [0, 1]: a larger margin, or none that is a number, gates nothing
+MAX_REGRESSION_RULE = "must be a number from 0 to 1 (how much lower the metric may be)"
 MODEL_NAME_RULE = "a model name is 1-40 of a-z, 0-9, '_', '-', starting with a letter"
 COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 ROUTE_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
@@ -575,11 +577,13 @@ def _training(r: _Reader) -> Training:
     if command and not any("{output}" in part for part in command):
         raise t.error(t.path_of("command"), "must pass {output}, where the model is written")
     regression = t.number("max_regression", Training.max_regression)
+    if regression is None or not 0 <= regression <= 1:  # NaN fails too
+        raise t.error(t.path_of("max_regression"), MAX_REGRESSION_RULE)
     return Training(
         command=command,
         entry=entry,
         heldout=_table(t, "heldout", key_required=False),
         label=t.column("label", "label"),
         metric=t.choice("metric", ("auc", "map"), "auc"),
-        max_regression=float(regression if regression is not None else 0.0),
+        max_regression=regression,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -69,10 +70,19 @@ class LocalFiles:
         os.replace(tmp, path)  # readers never see a half-written file
 
     def upload_dir(self, local: Path, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        """Copy ``local`` to ``path`` under a temporary name, then rename it there:
+        FileExistsError when ``path`` was made meanwhile (another writer took it); no
+        temporary copy stays behind."""
         tmp = f"{path}.partial{os.getpid()}"
-        shutil.copytree(local, tmp)
-        os.replace(tmp, path)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(local, tmp)
+            os.rename(tmp, path)  # refused onto another writer's version (never empty)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if os.path.isdir(path):
+                raise FileExistsError(path) from None
+            raise StorageUnavailable(f"{path}: cannot be written: {exc.strerror or exc}") from None
 
     def download_dir(self, path: str, local: Path) -> None:
         raise AssertionError("local roots are read in place")
@@ -115,10 +125,17 @@ class WebHdfs:
         self.client.rename(tmp, path)
 
     def upload_dir(self, local: Path, path: str) -> None:
-        tmp = f"{path}.partial"
-        self.client.delete(tmp, recursive=True)
+        """As LocalFiles.upload_dir; each writer's temporary name its own."""
+        tmp = f"{path}.partial-{os.getpid()}-{secrets.token_hex(3)}"
         self.client.upload(tmp, str(local), overwrite=True)
+        if self.client.status(path, strict=False) is not None:
+            self.client.delete(tmp, recursive=True)
+            raise FileExistsError(path)
         self.client.rename(tmp, path)
+        nested = f"{path}/{posixpath.basename(tmp)}"  # HDFS moves it into a folder made since
+        if self.client.status(nested, strict=False) is not None:
+            self.client.delete(nested, recursive=True)
+            raise FileExistsError(path)
 
     def download_dir(self, path: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ from prescore.data.storage import open_root
 from prescore.errors import ModelStoreError
 from prescore.settings import ModelStoreSettings
 
+SAVE_TRIES = 5  # registrations of one model at once, each taking the next version
+
 META_FILE = "model.json"
 PROMOTED_FILE = "PROMOTED"
 
@@ -94,15 +96,28 @@ class ModelStore:
         return sorted((v for v in found if v.isascii() and v.isdigit()), key=int)
 
     def save(self, name: str, local_dir: Path, meta: dict[str, Any]) -> str:
-        """Store a built model directory as the next version; returns the version."""
+        """Store a built model directory as the next version; returns the version. A
+        version another registration took meanwhile is passed over for the next."""
         if self.local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-        existing = self.versions(name)
-        version = str(int(existing[-1]) + 1 if existing else 1)
-        meta = {**meta, "name": name, "version": version}
-        (local_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self._backend.upload_dir(local_dir, self._path(name, version))
-        return version
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ModelStoreError(
+                    f"{self.settings.root}: cannot be written: {exc.strerror or exc}"
+                ) from None
+        for _ in range(SAVE_TRIES):
+            existing = self.versions(name)
+            version = str(int(existing[-1]) + 1 if existing else 1)
+            meta = {**meta, "name": name, "version": version}
+            (local_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            try:
+                self._backend.upload_dir(local_dir, self._path(name, version))
+            except FileExistsError:
+                continue
+            return version
+        raise ModelStoreError(
+            f"{name}: other registrations took each next version {SAVE_TRIES} times; register again"
+        )
 
     def meta(self, name: str, version: str) -> dict[str, Any]:
         raw = self._read_text(self._path(name, version, META_FILE))
