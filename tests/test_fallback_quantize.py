@@ -29,6 +29,10 @@ MEAN_DIFF = 0.015
 def test_auc_and_map_on_known_cases() -> None:
     assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
     assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+    # a missing label is neither class (as a bool, NaN was a positive)
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.05])
+    assert roc_auc(np.array([0, 0, 1, 1, np.nan]), scores) == 0.75
+    assert roc_auc(np.array([0, 0, 1, 1, None], object), scores) == 0.75
     y = np.array([[1, 0], [0, 1], [1, 0]])
     s = np.array([[0.9, 0.1], [0.2, 0.3], [0.1, 0.2]])
     # column 0: ranks hits at 1 and 3 -> AP (1 + 2/3) / 2; column 1: hit ranked 1st -> 1

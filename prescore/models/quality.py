@@ -8,10 +8,18 @@ import numpy as np
 METRICS = ("auc", "map")
 
 
+def _labelled(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose label is known, the label as a bool: a missing one (null, NaN) is
+    no negative and no positive (as a bool, NaN was a positive)."""
+    known = np.asarray(y, np.float64).ravel()
+    keep = ~np.isnan(known)
+    return known[keep] != 0, np.asarray(score, np.float64).ravel()[keep]
+
+
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties averaged)."""
-    y = np.asarray(y).ravel().astype(bool)
-    score = np.asarray(score, np.float64).ravel()
+    """Area under the ROC curve (Mann-Whitney U, ties averaged) over the rows whose label
+    is known."""
+    y, score = _labelled(y, score)
     pos, neg = int(y.sum()), int((~y).sum())
     if pos == 0 or neg == 0:
         return float("nan")
@@ -25,10 +33,10 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:
-    y = np.asarray(y).ravel().astype(bool)
+    y, score = _labelled(y, score)
     if not y.any():
         return float("nan")
-    order = np.argsort(-np.asarray(score, np.float64).ravel(), kind="mergesort")
+    order = np.argsort(-score, kind="mergesort")
     hits = y[order]
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     return float(precision[hits].mean())
