@@ -259,6 +259,8 @@ class RankingPredictor:
             for inst in instances:
                 try:
                     entity = self._entity(prep, inst, rows)
+                    if inst.get("features") is None:  # a table row an input cannot take:
+                        _one(entity, prep.entity_inputs)  # this key's error, not the call's
                     context = self._context(prep, inst.get("context"))
                     cands = candidates(self.dataset, prep.tables, entity, listed.get(inst["key"]))
                     if not len(cands):
@@ -423,7 +425,13 @@ class LabelsPredictor:
                     row = found.get(inst["key"])
                     if row is None:
                         raise NotFound(f"no row {inst['key']!r} in the dataset's table")
-                    rows.append({c: row[c] for c in sig.inputs})
+                    picked = {c: row[c] for c in sig.inputs}
+                    try:  # a value an input cannot take: this key's error, not the call's
+                        feeds.feeds({c: [v] for c, v in picked.items()}, sig.inputs)
+                    except InvalidInput as exc:
+                        errors[n] = error_entry(self.dataset, inst["key"], exc)
+                        continue
+                    rows.append(picked)
                 good.append(n)
             except PrescoreError as exc:
                 if isinstance(exc, InvalidInput):

@@ -295,3 +295,26 @@ def test_a_table_that_cannot_be_read_is_a_503_not_a_missing_row(
     assert (reply.status_code, reply.get_json()["error"]) == (503, "inputs_unavailable")
     sent = {"instances": [{"key": "new", "features": {"r": 0.9, "g": 0.1, "b": 0.7}}]}
     assert client.post(SWATCHES, json=sent).status_code == 200  # sent features need no table
+
+
+def test_a_table_value_no_input_can_take_is_that_keys_error_not_the_calls(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """One row the model cannot be fed (text in a number column) fails its own key, as an
+    input that needs fixing; the other keys of the call are answered (the call was a 400,
+    which the lookup gave every key of a batch)."""
+    import pandas as pd
+
+    from tests.frames import write_frame
+
+    path = tmp_path / "swatches.parquet"
+    rows = {"swatch_id": ["s0", "s1"], "r": ["0.9", "red"], "g": [0.1, 0.1], "b": [0.7, 0.7]}
+    write_frame(pd.DataFrame(rows), path, index=False)
+    s = with_catalog(world["settings"], fd.write_config(tmp_path / "p.toml", swatches=path))
+    client = create_app(FallbackSettings(core=s, runtime="tf"), watch=False).test_client()
+    reply = client.post(SWATCHES, json={"instances": [{"key": "s0"}, {"key": "s1"}]})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    good, bad = reply.get_json()["predictions"]
+    assert {c["colour"] for c in good["colours"]} == {"red", "blue"}
+    assert (bad["swatch_id"], bad["error"]) == ("s1", "invalid_features")
+    assert bad["message"].startswith("input 'r': ")

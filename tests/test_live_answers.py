@@ -65,3 +65,5 @@ def test_a_per_key_error_is_no_answer_or_an_input_that_cannot_be_used() -> None:
     assert live_payload("shop", missing, INSTANCE, SHAPE, "3") is None
     broken = {"customer_id": "c1", "error": "bad_image", "message": "not an image"}
     assert isinstance(live_payload("shop", broken, INSTANCE, SHAPE, "3"), Unscorable)
+    unfed = {"customer_id": "c1", "error": "invalid_features", "message": "input 'r': ..."}
+    assert isinstance(live_payload("shop", unfed, INSTANCE, SHAPE, "3"), Unscorable)

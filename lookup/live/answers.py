@@ -25,9 +25,10 @@ MAX_LIVE_PAYLOAD_BYTES = 1 << 20
 RESERVED = ("dataset_version", "age_s", "stale", "context_fallback")  # the lookup's own
 
 # The fallback's per-key errors that say the dataset's own input for the key cannot be
-# used (the image is no image, is empty or is too large): the data needs fixing. Any
-# other per-key error (a key it does not find) is no answer.
-UNUSABLE_INPUT = frozenset({"bad_image", "empty_image", "image_too_large"})
+# used (the image is no image, is empty or is too large; a table value no model input can
+# take): the data needs fixing. Any other per-key error (a key it does not find) is no
+# answer.
+UNUSABLE_INPUT = frozenset({"bad_image", "empty_image", "image_too_large", "invalid_features"})
 
 
 def live_payload(
