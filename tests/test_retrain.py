@@ -180,3 +180,37 @@ def test_a_resumed_run_promotes_only_while_its_scores_are_live(
         step_promote(s, s.catalog.get("shop"), "2", ours)
     assert no.value.code == "live_changed"
     assert not Path(ModelStore(s.models).root.removeprefix("file://")).exists()  # untouched
+
+
+@pytest.mark.parametrize(
+    ("training", "said"),
+    [
+        (
+            'entry = "tests.domains:no_such_training"',
+            "training tests.domains:no_such_training raised",
+        ),
+        ('command = ["no-such-trainer-xyz", "{output}"]', "'no-such-trainer-xyz' cannot run"),
+    ],
+)
+def test_a_training_that_raises_or_cannot_start_fails_in_one_line(
+    settings: Settings, shop: dict[str, Path], tmp_path: Path, capsys: Any, training: str, said: str
+) -> None:
+    from jobs.retrain import main
+
+    config = domains.shop_config(shop["tables"], tmp_path / "prescore.toml")
+    text = config.read_text().replace('entry = "tests.domains:train_shop_entry"', training)
+    config.write_text(text)
+    argv = ["--dataset", "shop", "--config", str(config), "--redis-url", settings.redis.url]
+    argv += ["--model-store", settings.models.root, "--state-dir", str(tmp_path / "state")]
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    failed = [line for line in out.out.splitlines() if "failed:" in line]
+    assert len(failed) == 1 and "training_failed" in failed[0] and said in failed[0], out.out
+    assert "Traceback" not in out.out + out.err
+
+
+def test_run_ids_begun_in_one_second_are_their_own() -> None:
+    from jobs.retrain_state import new_run_id
+
+    ids = {new_run_id() for _ in range(50)}
+    assert len(ids) == 50 and all(i.startswith("retrain-") for i in ids)
