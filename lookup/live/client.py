@@ -50,7 +50,7 @@ from lookup.settings import LookupSettings
 from lookup.store import Resolved
 from prescore.encoding import keys
 from prescore.encoding.codec import dumps
-from prescore.encoding.registry_entry import VersionInfo
+from prescore.encoding.registry_entry import FINAL, VersionInfo
 from prescore.errors import FallbackTimeout, FallbackUnavailable, InvalidInput
 from prescore.logs import trace_headers
 from prescore.store import values
@@ -58,7 +58,6 @@ from prescore.store.redis_client import OUTAGES, Client, connect
 
 log = logging.getLogger(__name__)
 _WRITE_BACK_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *OUTAGES)
-GONE = ("retired", "failed")  # a version's final states: its keys are removed
 
 
 class _Refused(Exception):
@@ -324,7 +323,7 @@ class FallbackClient:
         """Whether ``version`` may still be read: neither retired nor failed (its record
         comes first, then its keys go: prescore.store.version_gc)."""
         raw = self.redis.hget(keys.registry_key(dataset), version)
-        return raw is not None and VersionInfo.from_bytes(raw).status not in GONE
+        return raw is not None and VersionInfo.from_bytes(raw).status not in FINAL
 
     def _budget(self, dataset: str, version: str, wanted: int) -> int:
         """How many of ``wanted`` write-backs the bound still allows for this version.

@@ -55,6 +55,9 @@ class VersionInfo:
         return dataclasses.replace(self, **changes)
 
 
+FINAL = ("failed", "retired")  # a version's last states: its keys are removed, or going
+
+
 def sort_versions(infos: Sequence[VersionInfo]) -> list[VersionInfo]:
     """Newest first (version ids sort by their UTC timestamp)."""
     return sorted(infos, key=lambda i: i.version, reverse=True)

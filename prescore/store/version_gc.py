@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import redis
 
 from prescore.encoding import keys
-from prescore.encoding.registry_entry import VersionInfo, utcnow_iso
+from prescore.encoding.registry_entry import FINAL, VersionInfo, utcnow_iso
 from prescore.store import canaries, deltas, values
 from prescore.store.canaries import Canary
 from prescore.store.dataset_versions import DatasetVersions
@@ -120,7 +120,7 @@ def _decide(
         elif info.status == "writing":
             continue  # its writer is alive
         history += 1
-        if history > HISTORY and info.status in ("failed", "retired"):
+        if history > HISTORY and info.status in FINAL:
             yield "trim", info.version
 
 
@@ -150,9 +150,7 @@ def sweep(v: DatasetVersions) -> list[str]:
 
 
 def _past_keeping(info: VersionInfo) -> bool:
-    return info.status in ("failed", "retired") or (
-        info.status == "gated" and info.note.endswith(KEYS_REMOVED)
-    )
+    return info.status in FINAL or (info.status == "gated" and info.note.endswith(KEYS_REMOVED))
 
 
 def _drop_gated_keys(v: DatasetVersions, version: str) -> None:
